@@ -1,0 +1,157 @@
+"""Species catalogue: the table that names what a model can detect.
+
+CSV columns (header required, order free):
+    id, scientific_name, common_name, class, order, family, genus[, regions]
+`regions` is an optional ';'-separated list of region tags (e.g. "EU;NA").
+Row order is significant: it is the row order of the text-embedding matrix.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Broad to narrow; the species itself (the binomial) comes after genus.
+TAXON_LEVELS: tuple[str, ...] = ("class", "order", "family", "genus")
+REQUIRED_COLUMNS: tuple[str, ...] = ("id", "scientific_name", "common_name", *TAXON_LEVELS)
+
+
+class CatalogueError(ValueError):
+    """A catalogue that cannot be used; the message names the file/row and the problem."""
+
+
+@dataclass(frozen=True)
+class Species:
+    id: str
+    scientific_name: str
+    common_name: str
+    class_: str
+    order: str
+    family: str
+    genus: str
+    regions: tuple[str, ...] = field(default=())
+
+    def taxon(self, level: str) -> str:
+        """Name at a taxonomic level ("class", "order", "family", "genus" or "species")."""
+        if level == "species":
+            return self.scientific_name
+        if level == "class":
+            return self.class_
+        if level in ("order", "family", "genus"):
+            return getattr(self, level)
+        raise KeyError(
+            f"unknown taxonomic level {level!r}; use one of {(*TAXON_LEVELS, 'species')}"
+        )
+
+    def lineage(self) -> tuple[str, ...]:
+        """(class, order, family, genus, binomial), broad to narrow."""
+        return (self.class_, self.order, self.family, self.genus, self.scientific_name)
+
+    def to_row(self) -> dict[str, str]:
+        return {
+            "id": self.id,
+            "scientific_name": self.scientific_name,
+            "common_name": self.common_name,
+            "class": self.class_,
+            "order": self.order,
+            "family": self.family,
+            "genus": self.genus,
+            "regions": ";".join(self.regions),
+        }
+
+
+class Catalogue(Sequence[Species]):
+    """An ordered, validated list of species with unique ids."""
+
+    def __init__(self, species: Iterable[Species], source: str = "<catalogue>") -> None:
+        self._species: tuple[Species, ...] = tuple(species)
+        self.source = source
+        self._index: dict[str, int] = {}
+        for i, sp in enumerate(self._species):
+            where = f"{source}: row {i + 1} ({sp.id or '?'})"
+            if not sp.id:
+                raise CatalogueError(f"{where}: empty id")
+            if sp.id in self._index:
+                raise CatalogueError(f"{where}: duplicate id {sp.id!r}; ids must be unique")
+            for level in ("scientific_name", "common_name", "class_", "order", "family", "genus"):
+                if not getattr(sp, level).strip():
+                    name = level.rstrip("_")
+                    raise CatalogueError(
+                        f"{where}: missing {name}; every species needs its full taxonomy "
+                        "(class, order, family, genus) for taxonomy-aware prompts"
+                    )
+            self._index[sp.id] = i
+
+    def __len__(self) -> int:
+        return len(self._species)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._species[i]
+
+    def __iter__(self) -> Iterator[Species]:
+        return iter(self._species)
+
+    def index(self, species_id: str) -> int:  # type: ignore[override]
+        try:
+            return self._index[species_id]
+        except KeyError:
+            raise KeyError(f"species id {species_id!r} is not in {self.source}") from None
+
+    def get(self, species_id: str) -> Species | None:
+        i = self._index.get(species_id)
+        return None if i is None else self._species[i]
+
+    @property
+    def ids(self) -> list[str]:
+        return [sp.id for sp in self._species]
+
+    def taxa(self, level: str) -> list[str]:
+        """Sorted unique names at a level."""
+        return sorted({sp.taxon(level) for sp in self._species})
+
+    def subset(self, ids: Iterable[str]) -> Catalogue:
+        return Catalogue([self._species[self.index(i)] for i in ids], source=self.source)
+
+    def in_regions(self, regions: Iterable[str]) -> Catalogue:
+        wanted = set(regions)
+        return Catalogue([s for s in self._species if wanted & set(s.regions)], self.source)
+
+    def to_csv(self, path: str | Path) -> None:
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=[*REQUIRED_COLUMNS, "regions"])
+            w.writeheader()
+            for sp in self._species:
+                w.writerow(sp.to_row())
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> Catalogue:
+        path = Path(path)
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                header = reader.fieldnames or []
+                missing = [c for c in REQUIRED_COLUMNS if c not in header]
+                if missing:
+                    raise CatalogueError(
+                        f"{path.name}: missing column(s) {', '.join(missing)}; "
+                        f"a catalogue needs {', '.join(REQUIRED_COLUMNS)}"
+                    )
+                rows = list(reader)
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise CatalogueError(f"{path.name}: cannot read catalogue: {e}") from e
+        species = [
+            Species(
+                id=r["id"].strip(),
+                scientific_name=r["scientific_name"].strip(),
+                common_name=r["common_name"].strip(),
+                class_=r["class"].strip(),
+                order=r["order"].strip(),
+                family=r["family"].strip(),
+                genus=r["genus"].strip(),
+                regions=tuple(t for t in (r.get("regions") or "").split(";") if t),
+            )
+            for r in rows
+        ]
+        return cls(species, source=path.name)

@@ -1,0 +1,184 @@
+"""CLAP models: a small config for CPU runs, an offline tokenizer, and loading.
+
+Every checkpoint, ours or a hub one (`laion/clap-htsat-unfused`,
+`davidrrobinson/BioLingual`), goes through `load_clap`, which reads the
+checkpoint's own feature-extractor config into our `FrontendConfig`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from animalclap_edge.contracts.frontend import CLAP_UNFUSED, FrontendConfig
+from training.frontend import LogMelFrontend, frontend_from_feature_extractor, repeat_pad_torch
+
+DEFAULT_CHECKPOINT = "laion/clap-htsat-unfused"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing or is not an unfused CLAP model."""
+
+
+@dataclass
+class LoadedClap:
+    model: object  # transformers.ClapModel
+    tokenizer: object  # a transformers tokenizer
+    frontend: FrontendConfig
+    source: str
+
+
+def small_clap_config(vocab_size: int, projection_dim: int = 512, max_text_len: int = 64):
+    """A ClapConfig small enough to train for minutes on 2 CPU cores.
+
+    HTS-AT needs spec_size >= 256 for 64 mel bins with freq_ratio 4 (10 s = 1001
+    frames fit in 256 * 4), so the image size stays; depth and width shrink.
+    """
+    from transformers import ClapConfig
+
+    text = dict(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=max_text_len + 2,
+        projection_dim=projection_dim,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+    audio = dict(
+        spec_size=256,
+        num_mel_bins=CLAP_UNFUSED.n_mels,
+        patch_embeds_hidden_size=32,
+        hidden_size=256,
+        depths=[1, 1, 2, 1],
+        num_attention_heads=[2, 4, 8, 8],
+        window_size=8,
+        projection_dim=projection_dim,
+        enable_fusion=False,
+    )
+    return ClapConfig(text_config=text, audio_config=audio, projection_dim=projection_dim)
+
+
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 2000, max_len: int = 64):
+    """A byte-level BPE RoBERTa tokenizer trained offline on `texts` (no hub access)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        list(texts),
+        vocab_size=vocab_size,
+        min_frequency=1,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
+    with tempfile.TemporaryDirectory() as d:
+        bpe.save_model(d)
+        tok = RobertaTokenizerFast(vocab_file=f"{d}/vocab.json", merges_file=f"{d}/merges.txt")
+    tok.model_max_length = max_len
+    return tok
+
+
+def feature_extractor_for(frontend: FrontendConfig):
+    """The transformers ClapFeatureExtractor configured like the unfused hub checkpoints."""
+    from transformers import ClapFeatureExtractor
+
+    return ClapFeatureExtractor(
+        feature_size=frontend.n_mels,
+        sampling_rate=frontend.sample_rate,
+        hop_length=frontend.hop_length,
+        max_length_s=int(frontend.clip_seconds),
+        fft_window_size=frontend.n_fft,
+        frequency_min=frontend.f_min,
+        frequency_max=frontend.f_max,
+        truncation="rand_trunc",
+        padding="repeatpad",
+    )
+
+
+def save_checkpoint(model, tokenizer, frontend: FrontendConfig, out_dir: str | Path) -> Path:
+    """Save so that `ClapModel.from_pretrained` and `ClapProcessor.from_pretrained` load it."""
+    from transformers import ClapProcessor
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    ClapProcessor(
+        feature_extractor=feature_extractor_for(frontend), tokenizer=tokenizer
+    ).save_pretrained(out)
+    return out
+
+
+def load_clap(name_or_path: str, device: str | torch.device = "cpu") -> LoadedClap:
+    """Load a CLAP checkpoint by hub id or local path (hub ids need a connected machine)."""
+    from transformers import AutoConfig, AutoTokenizer, ClapFeatureExtractor, ClapModel
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(
+            f"cannot load checkpoint {name_or_path!r}: {str(e).splitlines()[0]}"
+        ) from e
+    if config.model_type != "clap":
+        raise CheckpointError(
+            f"{name_or_path!r} is a {config.model_type!r} model, not CLAP; give a ClapModel "
+            f"checkpoint such as {DEFAULT_CHECKPOINT}"
+        )
+    if getattr(config.audio_config, "enable_fusion", False):
+        raise CheckpointError(f"{name_or_path!r} is a fused CLAP model; use an unfused one")
+    model = ClapModel.from_pretrained(name_or_path).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    try:
+        fe = ClapFeatureExtractor.from_pretrained(name_or_path)
+        frontend = frontend_from_feature_extractor(fe)
+    except OSError as e:
+        raise CheckpointError(
+            f"{name_or_path!r} has no preprocessor_config.json; the front-end must come with the model"
+        ) from e
+    except ValueError as e:
+        raise CheckpointError(f"{name_or_path!r}: {e}") from e
+    return LoadedClap(model=model, tokenizer=tokenizer, frontend=frontend, source=str(name_or_path))
+
+
+class AudioEncoder(nn.Module):
+    """Raw mono waveform (B, window samples) -> L2-normalised embedding (B, D).
+
+    Repeat-pads the window to the model's clip length as CLAP's feature extractor
+    does, then front-end, HTS-AT and projection. This is what gets exported.
+    """
+
+    def __init__(self, clap_model, frontend: FrontendConfig, mode: str = "dft"):
+        super().__init__()
+        self.clap = clap_model
+        self.frontend_cfg = frontend
+        self.frontend = LogMelFrontend(frontend, mode=mode)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        x = repeat_pad_torch(wave, self.frontend_cfg.clip_samples)
+        mel = self.frontend(x).unsqueeze(1)  # (B, 1, frames, n_mels)
+        out = self.clap.get_audio_features(input_features=mel)
+        return torch.nn.functional.normalize(out.pooler_output, dim=-1)
+
+
+@torch.no_grad()
+def text_embeddings(loaded: LoadedClap, prompts: list[str], batch_size: int = 256) -> torch.Tensor:
+    """L2-normalised text embeddings (len(prompts), D), float32 on CPU."""
+    model, tok = loaded.model, loaded.tokenizer
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        batch = tok(
+            prompts[i : i + batch_size], padding=True, truncation=True, return_tensors="pt"
+        ).to(device)
+        feats = model.get_text_features(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        )
+        out.append(torch.nn.functional.normalize(feats.pooler_output.float(), dim=-1).cpu())
+    return torch.cat(out) if out else torch.empty(0, model.config.projection_dim)
