@@ -140,7 +140,7 @@ def load_clap(name_or_path: str, device: str | torch.device = "cpu") -> LoadedCl
         frontend = frontend_from_feature_extractor(fe)
     except OSError as e:
         raise CheckpointError(
-            f"{name_or_path!r} has no preprocessor_config.json; the front-end must come with the model"
+            f"{name_or_path!r} has no feature-extractor config (preprocessor_config.json or processor_config.json): the front-end must come with the model"
         ) from e
     except ValueError as e:
         raise CheckpointError(f"{name_or_path!r}: {e}") from e

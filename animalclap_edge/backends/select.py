@@ -1,0 +1,56 @@
+"""Choose a backend once, and say which and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from animalclap_edge.backends.base import EmbeddingBackend
+from animalclap_edge.bundle import Bundle
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
+
+
+class BackendError(RuntimeError):
+    """The requested backend cannot run here; the message says why and what to do."""
+
+
+@dataclass
+class BackendChoice:
+    backend: EmbeddingBackend
+    reason: str  # one line: why this backend (and why not the ones before it)
+
+
+def select_backend(bundle: Bundle, name: str = "auto", threads: int = 0) -> BackendChoice:
+    """auto: TensorRT, then onnxruntime CUDA, then onnxruntime CPU; the first that can run."""
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    import onnxruntime as ort
+
+    from animalclap_edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    skipped = []
+    if name in ("auto", "tensorrt"):
+        why = "TensorRT engines are not built by this version yet (animalclap-edge build-engine is planned)"
+        if name == "tensorrt":
+            raise BackendError(
+                f"backend tensorrt unavailable: {why}; use onnxruntime-cuda or onnxruntime-cpu"
+            )
+        skipped.append(f"tensorrt: {why}")
+    if name in ("auto", "onnxruntime-cuda"):
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return BackendChoice(
+                OnnxRuntimeBackend(bundle, "CUDAExecutionProvider", threads),
+                _reason("onnxruntime-cuda", skipped),
+            )
+        why = "this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu / NVIDIA's Jetson wheel)"
+        if name == "onnxruntime-cuda":
+            raise BackendError(f"backend onnxruntime-cuda unavailable: {why}")
+        skipped.append(f"onnxruntime-cuda: {why}")
+    return BackendChoice(
+        OnnxRuntimeBackend(bundle, "CPUExecutionProvider", threads),
+        _reason("onnxruntime-cpu", skipped),
+    )
+
+
+def _reason(chosen: str, skipped: list[str]) -> str:
+    return f"backend {chosen}" + (f" (skipped {'; '.join(skipped)})" if skipped else " (requested)")

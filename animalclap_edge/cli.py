@@ -1,0 +1,208 @@
+"""`animalclap-edge`: run, inspect, config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from animalclap_edge import __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted; everything logged so far is in the database", file=sys.stderr)
+        return 130
+    except _USER_ERRORS as e:
+        print(f"animalclap-edge: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from animalclap_edge.audio.decode import AudioError
+    from animalclap_edge.backends.select import BackendError
+    from animalclap_edge.bundle import BundleError
+    from animalclap_edge.config import ConfigError
+    from animalclap_edge.scoring import ScoringError
+    from animalclap_edge.sources import SourceError
+
+    return (AudioError, BackendError, BundleError, ConfigError, ScoringError, SourceError)
+
+
+_USER_ERRORS: tuple[type[BaseException], ...] = _user_errors()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="animalclap-edge", description="Detect animal species and traits on a recorder."
+    )
+    p.add_argument("--version", action="version", version=f"animalclap-edge {__version__}")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    run = sub.add_parser("run", help="process audio and log detections to SQLite")
+    run.add_argument(
+        "--source",
+        required=True,
+        help="a WAV/FLAC/OGG/MP3 file, a folder of them, 'mic[:DEVICE]', or '-' (raw PCM on stdin)",
+    )
+    run.add_argument(
+        "--bundle", help="model bundle directory or .tar (default: the packaged demo bundle)"
+    )
+    run.add_argument(
+        "--config", help="YAML config (see firmware_configs/); default settings if omitted"
+    )
+    run.add_argument("--db", help="SQLite database (overrides storage.database)")
+    run.add_argument("--jsonl", action="store_true", help="print JSON lines instead of text lines")
+    run.add_argument("--quiet", action="store_true", help="print nothing per detection")
+    run.add_argument(
+        "--stdin-rate", type=int, default=48000, help="sample rate of raw PCM on stdin"
+    )
+    run.add_argument("--stdin-channels", type=int, default=1)
+    run.add_argument("--stdin-format", choices=["s16le", "f32le"], default="s16le")
+    run.set_defaults(func=_cmd_run)
+
+    ins = sub.add_parser("inspect", help="verify a bundle and describe it")
+    ins.add_argument(
+        "bundle", nargs="?", help="bundle directory or .tar (default: the demo bundle)"
+    )
+    ins.add_argument("--species", action="store_true", help="list the species table")
+    ins.set_defaults(func=_cmd_inspect)
+
+    cfg = sub.add_parser("config", help="check, show or describe configs")
+    csub = cfg.add_subparsers(metavar="ACTION")
+    chk = csub.add_parser("check", help="validate config files; names every wrong key or value")
+    chk.add_argument("files", nargs="+")
+    chk.set_defaults(func=_cmd_config_check)
+    sch = csub.add_parser("schema", help="print the JSON schema of the config")
+    sch.set_defaults(func=_cmd_config_schema)
+    show = csub.add_parser("show", help="print a config with every default filled in")
+    show.add_argument("file", nargs="?")
+    show.set_defaults(func=_cmd_config_show)
+    return p
+
+
+def _cmd_run(args) -> int:
+    from animalclap_edge.config import load_config
+    from animalclap_edge.detector import Detector
+    from animalclap_edge.sinks import ConsoleSink, JsonlSink
+    from animalclap_edge.sources import open_source
+    from animalclap_edge.store import DetectionStore
+
+    cfg = load_config(args.config)
+    det = Detector.load(args.bundle, cfg)
+    m = det.bundle.manifest
+    err = sys.stderr
+    print(
+        f"bundle {m.name} ({m.bundle_id}), {len(det.bundle.catalogue)} species, window {m.window_seconds:g} s; {det.backend_reason}",
+        file=err,
+    )
+    if m.notice:
+        print(f"NOTE: {m.notice}", file=err)
+    if det.window_note:
+        print(f"note: {det.window_note}", file=err)
+    db = Path(args.db or cfg.storage.database)
+    sinks = []
+    if not args.quiet:
+        sinks.append(
+            JsonlSink(sys.stdout)
+            if (args.jsonl or cfg.output.jsonl)
+            else ConsoleSink(sys.stdout, err)
+        )
+    source = open_source(
+        args.source,
+        det.sample_rate,
+        input_device=cfg.audio.input_device,
+        capture_sample_rate=cfg.audio.capture_sample_rate,
+        channels=cfg.audio.channels,
+        block_s=cfg.audio.block_s,
+        stdin_rate=args.stdin_rate,
+        stdin_channels=args.stdin_channels,
+        stdin_format=args.stdin_format,
+    )
+    try:
+        with DetectionStore(db) as store:
+            s = det.run(source, store, sinks)
+    finally:
+        source.close()
+        det.close()
+    ok = s.recordings - s.skipped - s.partial
+    print(
+        f"{s.recordings} recordings: {ok} ok, {s.skipped} skipped, {s.partial} partial; "
+        f"{s.windows} windows; {s.detections} detections -> {db}",
+        file=err,
+    )
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from animalclap_edge.bundle import demo_bundle_path, load_bundle
+
+    b = load_bundle(args.bundle or demo_bundle_path())
+    m = b.manifest
+    info = {
+        "bundle": str(b.root),
+        "bundle_id": m.bundle_id,
+        "name": m.name,
+        "schema_version": m.schema_version,
+        "demo": m.demo,
+        "notice": m.notice,
+        "species": len(b.catalogue),
+        "taxa": len(b.taxa),
+        "embedding_dim": m.embedding_dim,
+        "window_s": m.window_seconds,
+        "sample_rate": m.sample_rate,
+        "prompt_template": m.text.template,
+        "precision": m.audio_encoder.precision,
+        "traits": [t.name for t in b.trait_schema.traits] if b.trait_schema else [],
+        "producer": m.producer.model_dump(),
+        "parity": m.parity,
+        "frontend": m.frontend,
+        "verified": "schema, checksums and shapes OK",
+    }
+    print(json.dumps(info, indent=2))
+    if args.species:
+        for sp in b.catalogue:
+            print(
+                f"{sp.id}\t{sp.scientific_name}\t{sp.common_name}\t{sp.class_} {sp.order} {sp.family}"
+            )
+    return 0
+
+
+def _cmd_config_check(args) -> int:
+    from animalclap_edge.config import ConfigError, load_config
+
+    bad = 0
+    for f in args.files:
+        try:
+            load_config(f)
+            print(f"{f}: ok")
+        except ConfigError as e:
+            bad += 1
+            print(str(e), file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _cmd_config_schema(args) -> int:
+    from animalclap_edge.config import config_json_schema
+
+    print(json.dumps(config_json_schema(), indent=2))
+    return 0
+
+
+def _cmd_config_show(args) -> int:
+    from animalclap_edge.config import dump_config, load_config
+
+    print(dump_config(load_config(args.file)), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

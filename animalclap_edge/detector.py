@@ -1,0 +1,277 @@
+"""The detection pipeline, built from the components passed in.
+
+source -> Windower -> backend (batched) -> Scorer -> store (first) -> sinks
+
+Detections are written to the store before any sink sees them: the database is
+the product, stdout and the network are views of it. `Detector` is also the
+notebook API: `Detector.load().detect_file("x.wav")` or `.detect_array(wave, sr)`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+
+from animalclap_edge import __version__
+from animalclap_edge.audio.decode import AudioError, resample, to_mono
+from animalclap_edge.audio.windows import Window, Windower
+from animalclap_edge.backends import EmbeddingBackend, select_backend
+from animalclap_edge.bundle import Bundle, demo_bundle_path, load_bundle
+from animalclap_edge.config import EdgeConfig, config_hash
+from animalclap_edge.records import Detection, RecordingResult, detection_id
+from animalclap_edge.scoring import Scorer, ScoringSettings, WindowScore
+from animalclap_edge.sinks import DetectionSink
+from animalclap_edge.sources import Recording, Skipped, Source
+from animalclap_edge.store import DetectionStore
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    recordings: int = 0
+    skipped: int = 0
+    partial: int = 0
+    windows: int = 0
+    detections: int = 0
+    skipped_reasons: dict[str, str] = field(default_factory=dict)
+
+
+def scoring_settings(cfg: EdgeConfig) -> ScoringSettings:
+    s = cfg.scoring
+    return ScoringSettings(
+        threshold=s.threshold,
+        top_k=s.top_k,
+        species_thresholds=dict(s.species_thresholds),
+        include=tuple(s.include),
+        exclude=tuple(s.exclude),
+        regions=tuple(s.regions),
+        backoff=s.backoff,
+        backoff_threshold=s.backoff_threshold,
+    )
+
+
+class Detector:
+    def __init__(
+        self,
+        bundle: Bundle,
+        config: EdgeConfig | None = None,
+        backend: EmbeddingBackend | None = None,
+    ):
+        self.bundle = bundle
+        self.config = config or EdgeConfig()
+        if backend is None:
+            choice = select_backend(bundle, self.config.backend.name, self.config.backend.threads)
+            backend, self.backend_reason = choice.backend, choice.reason
+        else:
+            self.backend_reason = f"backend {backend.name} (passed in)"
+        self.backend = backend
+        self.scorer = Scorer(bundle, scoring_settings(self.config))
+        self.config_hash = config_hash(self.config)
+        m = bundle.manifest
+        self.sample_rate = m.sample_rate
+        self.window = m.window_samples
+        self.hop = round(self.config.audio.hop_s * m.sample_rate)
+        self.min_samples = round(self.config.audio.min_clip_s * m.sample_rate)
+        if round(self.config.audio.window_s * m.sample_rate) != self.window:
+            # The graph's window is fixed at export; the config cannot change it.
+            self.window_note = f"audio.window_s={self.config.audio.window_s} ignored: bundle window is {m.window_seconds:g} s"
+        else:
+            self.window_note = ""
+
+    @classmethod
+    def load(cls, bundle: str | Path | None = None, config: EdgeConfig | None = None) -> Detector:
+        """Load a bundle (default: the packaged demo bundle) and pick a backend."""
+        return cls(load_bundle(bundle if bundle is not None else demo_bundle_path()), config)
+
+    # -- notebook API ---------------------------------------------------------
+
+    def detect_array(
+        self, wave: np.ndarray, sample_rate: int, name: str = "array"
+    ) -> list[Detection]:
+        """Detections for an in-memory clip (mono or (n, channels)), any sample rate."""
+        x = to_mono(np.asarray(wave, np.float32))
+        if not np.isfinite(x).all():
+            raise AudioError("non-finite samples (NaN/Inf) in the array")
+        if sample_rate != self.sample_rate:
+            x = resample(x, sample_rate, self.sample_rate)
+        rec = Recording(
+            id=name,
+            sample_rate=self.sample_rate,
+            start_time=None,
+            clock_trusted=False,
+            clock_note="array: no wall clock",
+            blocks=iter([x]),
+        )
+        dets: list[Detection] = []
+        self._process_recording(rec, run_id="notebook", store=None, sinks=[], out=dets)
+        return dets
+
+    def detect_file(self, path: str | Path) -> list[Detection]:
+        from animalclap_edge.sources import FileSource
+
+        dets: list[Detection] = []
+        with FileSource(path, self.sample_rate) as src:
+            for rec in src.recordings():
+                if isinstance(rec, Skipped):
+                    raise AudioError(f"{rec.id}: {rec.reason}")
+                self._process_recording(rec, run_id="notebook", store=None, sinks=[], out=dets)
+        return dets
+
+    # -- streaming run --------------------------------------------------------
+
+    def run(
+        self, source: Source, store: DetectionStore, sinks: Iterable[DetectionSink] = ()
+    ) -> RunSummary:
+        """Process every recording of `source`; every file ends up in `store.recordings`."""
+        sinks = list(sinks)
+        run_id = uuid.uuid4().hex
+        summary = RunSummary(run_id=run_id)
+        store.start_run(
+            run_id,
+            self.bundle.id,
+            self.config_hash,
+            getattr(source, "name", type(source).__name__),
+            __version__,
+        )
+        try:
+            for rec in source.recordings():
+                if isinstance(rec, Skipped):
+                    result = RecordingResult(
+                        recording_id=rec.id,
+                        run_id=run_id,
+                        source_path=rec.id,
+                        status="skipped",
+                        reason=rec.reason,
+                        duration_s=0.0,
+                        n_windows=0,
+                        n_detections=0,
+                        start_time_utc=None,
+                        clock_trusted=False,
+                        clock_note="",
+                        finished_utc=_now(),
+                    )
+                else:
+                    result = self._process_recording(rec, run_id, store, sinks, out=None)
+                store.record_recording(result)
+                summary.recordings += 1
+                summary.windows += result.n_windows
+                summary.detections += result.n_detections
+                if result.status != "ok":
+                    summary.skipped += result.status == "skipped"
+                    summary.partial += result.status == "partial"
+                    summary.skipped_reasons[result.source_path] = result.reason or ""
+                for s in sinks:
+                    s.on_recording(result)
+        finally:
+            store.finish_run(run_id)
+        return summary
+
+    def _process_recording(
+        self, rec: Recording, run_id: str, store, sinks, out: list | None
+    ) -> RecordingResult:
+        windower = Windower(self.window, self.hop, self.min_samples)
+        n_windows = n_dets = 0
+        status, reason = "ok", None
+        pending: list[Window] = []
+        batch = self.config.backend.batch_size
+
+        def drain(force: bool) -> None:
+            nonlocal n_windows, n_dets
+            while pending and (force or len(pending) >= batch):
+                chunk, pending[:] = pending[:batch], pending[batch:]
+                scores = self.scorer.score(self.backend.embed(np.stack([w.samples for w in chunk])))
+                dets = [
+                    d
+                    for w, s in zip(chunk, scores, strict=True)
+                    for d in self._detections(rec, run_id, w, s)
+                ]
+                n_windows += len(chunk)
+                if store is not None and dets:
+                    store.add_detections(dets)  # durable before anyone is told
+                n_dets += len(dets)
+                for d in dets:
+                    for s in sinks:
+                        s.on_detection(d)
+                if out is not None:
+                    out.extend(dets)
+
+        try:
+            for block in rec.blocks:
+                pending.extend(windower.push(block))
+                drain(force=False)
+        except AudioError as e:
+            status, reason = "partial", str(e)
+        pending.extend(windower.flush())
+        drain(force=True)
+        seen_s = windower.samples_seen / self.sample_rate
+        if n_windows == 0 and status == "ok":
+            status = "skipped"
+            reason = (
+                f"too short ({seen_s:.2f} s < audio.min_clip_s {self.config.audio.min_clip_s:g} s)"
+            )
+        elif n_windows == 0:
+            status = "skipped"
+        return RecordingResult(
+            recording_id=rec.id,
+            run_id=run_id,
+            source_path=rec.id,
+            status=status,
+            reason=reason,
+            duration_s=seen_s,
+            n_windows=n_windows,
+            n_detections=n_dets,
+            start_time_utc=rec.start_time.isoformat() if rec.start_time else None,
+            clock_trusted=rec.clock_trusted,
+            clock_note=rec.clock_note,
+            finished_utc=_now(),
+        )
+
+    def _detections(
+        self, rec: Recording, run_id: str, w: Window, s: WindowScore
+    ) -> list[Detection]:
+        t0 = w.start_sample / self.sample_rate
+        t1 = t0 + self.window / self.sample_rate
+        start = (rec.start_time + timedelta(seconds=t0)).isoformat() if rec.start_time else None
+        return [
+            Detection(
+                detection_id=detection_id(
+                    self.bundle.id, rec.id, w.start_sample, lab.level, lab.taxon
+                ),
+                run_id=run_id,
+                recording_id=rec.id,
+                window_start_s=t0,
+                window_end_s=t1,
+                start_time_utc=start,
+                clock_trusted=rec.clock_trusted,
+                bundle_id=self.bundle.id,
+                config_hash=self.config_hash,
+                rank=rank,
+                level=lab.level,
+                taxon=lab.taxon,
+                scientific_name=lab.scientific_name,
+                common_name=lab.common_name,
+                score=round(lab.score, 4),
+                probability=round(lab.probability, 4),
+                traits_json=_json(s.traits),
+                created_utc=_now(),
+            )
+            for rank, lab in enumerate(s.labels)
+        ]
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _json(obj) -> str:
+    import json
+
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True)

@@ -1,0 +1,166 @@
+"""Turn embeddings into species, back-off taxa and traits.
+
+Species: cosine against the bundle's text embeddings, times the calibrated logit
+scale, softmax over the active species (after include/exclude/region filters).
+A species is reported when its probability passes its threshold (per-species,
+else global). When none passes, probability mass is summed per genus, then
+family, order and class: the first taxon whose mass passes the back-off
+threshold is reported ("unknown Turdus") instead of a wrong species.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from animalclap_edge.bundle import Bundle
+from animalclap_edge.contracts.catalogue import TAXON_LEVELS
+
+
+class ScoringError(ValueError):
+    """Scoring settings that do not fit the bundle (unknown species in a list...)."""
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    threshold: float | None = None  # None: the bundle's calibrated default
+    top_k: int = 3
+    species_thresholds: dict[str, float] = field(default_factory=dict)
+    include: tuple[str, ...] = ()  # species ids or scientific names; empty = all
+    exclude: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    backoff: bool = True
+    backoff_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class Label:
+    level: str  # "species", "genus", "family", "order" or "class"
+    taxon: str  # species id, or the taxon's name
+    scientific_name: str
+    common_name: str
+    score: float  # cosine of the best species inside this label
+    probability: float
+
+
+@dataclass(frozen=True)
+class WindowScore:
+    labels: list[Label]  # passing labels, best first (may be empty)
+    best: Label  # best species even when it did not pass (for display/debug)
+    traits: dict[str, object]  # trait -> {"value", "p"} or {"values", "p"}
+
+
+class Scorer:
+    def __init__(self, bundle: Bundle, settings: ScoringSettings):
+        cat = bundle.catalogue
+        self.bundle, self.settings = bundle, settings
+        active = np.ones(len(cat), bool)
+        if settings.regions:
+            wanted = set(settings.regions)
+            active &= np.array([bool(wanted & set(sp.regions)) for sp in cat])
+        if settings.include:
+            active &= self._mask(settings.include, "include")
+        if settings.exclude:
+            active &= ~self._mask(settings.exclude, "exclude")
+        if not active.any():
+            raise ScoringError("no species left after include/exclude/regions filters; widen them")
+        self.active = np.flatnonzero(active)
+        self.emb = bundle.text_embeddings[self.active]  # (S, D)
+        cal = bundle.calibration
+        default = settings.threshold if settings.threshold is not None else cal.default_threshold
+        thr = {**cal.species_thresholds, **settings.species_thresholds}
+        unknown = sorted(set(settings.species_thresholds) - set(cat.ids))
+        if unknown:
+            raise ScoringError(
+                f"scoring.species_thresholds: unknown species id(s) {unknown[:5]}; see `animalclap-edge inspect`"
+            )
+        self.thresholds = np.array([thr.get(cat[i].id, default) for i in self.active], np.float32)
+        self.backoff_threshold = (
+            settings.backoff_threshold
+            if settings.backoff_threshold is not None
+            else cal.backoff_threshold
+        )
+        self.scale = cal.logit_scale
+        # (S,) group index per taxonomic level, for summing probability mass.
+        self.groups = {}
+        for level in reversed(TAXON_LEVELS):  # genus first
+            names = [cat[i].taxon(level) for i in self.active]
+            uniq = sorted(set(names))
+            self.groups[level] = (uniq, np.array([uniq.index(n) for n in names]))
+
+    def _mask(self, keys: tuple[str, ...], what: str) -> np.ndarray:
+        cat = self.bundle.catalogue
+        by_sci = {sp.scientific_name.lower(): i for i, sp in enumerate(cat)}
+        mask = np.zeros(len(cat), bool)
+        for k in keys:
+            i = cat.index(k) if cat.get(k) is not None else by_sci.get(k.lower())
+            if i is None:
+                raise ScoringError(
+                    f"scoring.{what}: {k!r} is neither a species id nor a scientific name in this bundle"
+                )
+            mask[i] = True
+        return mask
+
+    def score(self, emb: np.ndarray) -> list[WindowScore]:
+        """emb (B, D) unit rows -> one WindowScore per row."""
+        cos = emb @ self.emb.T  # (B, S)
+        logits = self.scale * cos
+        logits -= logits.max(axis=1, keepdims=True)
+        prob = np.exp(logits)
+        prob /= prob.sum(axis=1, keepdims=True)
+        traits = self._traits(emb)
+        return [self._one(cos[b], prob[b], traits[b]) for b in range(len(emb))]
+
+    def _one(self, cos: np.ndarray, prob: np.ndarray, traits: dict) -> WindowScore:
+        order = np.argsort(-prob)
+        best = self._species_label(order[0], cos, prob)
+        passing = [j for j in order[: self.settings.top_k] if prob[j] >= self.thresholds[j]]
+        labels = [self._species_label(j, cos, prob) for j in passing]
+        if not labels and self.settings.backoff:
+            for level, (names, idx) in self.groups.items():
+                mass = np.bincount(idx, weights=prob, minlength=len(names))
+                g = int(mass.argmax())
+                if mass[g] >= self.backoff_threshold:
+                    members = np.flatnonzero(idx == g)
+                    top = members[np.argmax(prob[members])]
+                    name = names[g]
+                    labels = [
+                        Label(level, name, name, f"unknown {name}", float(cos[top]), float(mass[g]))
+                    ]
+                    break
+        return WindowScore(labels=labels, best=best, traits=traits)
+
+    def _species_label(self, j: int, cos: np.ndarray, prob: np.ndarray) -> Label:
+        sp = self.bundle.catalogue[self.active[j]]
+        return Label(
+            "species", sp.id, sp.scientific_name, sp.common_name, float(cos[j]), float(prob[j])
+        )
+
+    def _traits(self, emb: np.ndarray) -> list[dict[str, object]]:
+        b = self.bundle
+        if b.trait_schema is None:
+            return [{} for _ in range(len(emb))]
+        logits = emb @ b.trait_weight + b.trait_bias  # (B, n_outputs)
+        out: list[dict[str, object]] = [{} for _ in range(len(emb))]
+        for t, s in zip(b.trait_schema.traits, b.trait_schema.slices().values(), strict=True):
+            z = logits[:, s]
+            if t.kind == "categorical":
+                p = np.exp(z - z.max(axis=1, keepdims=True))
+                p /= p.sum(axis=1, keepdims=True)
+                for i in range(len(emb)):
+                    k = int(p[i].argmax())
+                    out[i][t.name] = {"value": t.values[k], "p": round(float(p[i, k]), 3)}
+            else:
+                p = 1.0 / (1.0 + np.exp(-z))
+                for i in range(len(emb)):
+                    on = [v for v, q in zip(t.values, p[i], strict=True) if q >= 0.5]
+                    out[i][t.name] = {
+                        "values": on,
+                        "p": {
+                            v: round(float(q), 3)
+                            for v, q in zip(t.values, p[i], strict=True)
+                            if q >= 0.5
+                        },
+                    }
+        return out

@@ -1,0 +1,69 @@
+"""Output sinks: views of what the store already holds (stdout lines, JSONL)."""
+
+from __future__ import annotations
+
+import json
+from typing import Protocol, TextIO
+
+from animalclap_edge.records import Detection, RecordingResult
+
+
+class DetectionSink(Protocol):
+    def on_detection(self, det: Detection) -> None: ...
+    def on_recording(self, result: RecordingResult) -> None: ...
+
+
+class ConsoleSink:
+    """One human line per detection on `out`; one line per skipped/partial file on `err`."""
+
+    def __init__(self, out: TextIO, err: TextIO):
+        self.out, self.err = out, err
+
+    def on_detection(self, d: Detection) -> None:
+        when = (
+            d.start_time_utc[:19] + ("Z" if d.clock_trusted else "Z?") if d.start_time_utc else "-"
+        )
+        name = d.scientific_name if d.level == "species" else f"unknown {d.taxon} ({d.level})"
+        common = f" ({d.common_name})" if d.level == "species" else ""
+        self.out.write(
+            f"{when}  {_short(d.recording_id)}  {d.window_start_s:7.1f}-{d.window_end_s:.1f}s  "
+            f"{name}{common}  p={d.probability:.2f}\n"
+        )
+        self.out.flush()
+
+    def on_recording(self, r: RecordingResult) -> None:
+        if r.status != "ok":
+            self.err.write(f"{r.status}: {r.source_path}: {r.reason}\n")
+            self.err.flush()
+
+
+class JsonlSink:
+    """One JSON object per detection, and one per skipped/partial recording, on `out`."""
+
+    def __init__(self, out: TextIO):
+        self.out = out
+
+    def on_detection(self, d: Detection) -> None:
+        self.out.write(json.dumps({"type": "detection", **d.to_json_dict()}) + "\n")
+        self.out.flush()
+
+    def on_recording(self, r: RecordingResult) -> None:
+        self.out.write(
+            json.dumps(
+                {
+                    "type": "recording",
+                    "path": r.source_path,
+                    "status": r.status,
+                    "reason": r.reason,
+                    "windows": r.n_windows,
+                    "detections": r.n_detections,
+                }
+            )
+            + "\n"
+        )
+        self.out.flush()
+
+
+def _short(path: str, width: int = 40) -> str:
+    name = path.rsplit("/", 1)[-1]
+    return name if len(name) <= width else name[: width - 1] + "…"

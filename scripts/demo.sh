@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole path on one CPU machine: train -> export -> detect -> inspect the database.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+RUN=${RUN:-runs/demo}
+MINUTES=${MINUTES:-5}
+AUDIO=${AUDIO:-../shared/realaudio}
+
+echo "== 1/3 train a small CLAP on the tiny procedural benchmark (${MINUTES} min budget)"
+animalclap-train train --data tiny --out "$RUN" --minutes "$MINUTES"
+
+echo "== 2/3 export: text embeddings, ONNX audio encoder with the front-end inside, trait heads"
+PARITY=()
+[ -d "$AUDIO" ] && PARITY=(--parity-audio "$AUDIO")
+animalclap-export bundle --checkpoint "$RUN/checkpoint" --data tiny --out "$RUN/bundle" \
+  --name demo-run --demo --notice "trained for minutes on generated audio: not a field model" \
+  "${PARITY[@]}" --overwrite
+
+echo "== 3/3 detect on real recordings with the new bundle"
+if [ -d "$AUDIO" ]; then
+  animalclap-edge run --bundle "$RUN/bundle" --source "$AUDIO" --db "$RUN/detections.db" | tail -n 20
+  python - "$RUN/detections.db" <<'PY'
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1])
+print("recordings by status:", dict(con.execute("select status, count(*) from recordings group by status")))
+print("detections:", con.execute("select count(*) from detections").fetchone()[0])
+PY
+else
+  echo "no $AUDIO folder: run 'animalclap-edge run --bundle $RUN/bundle --source YOUR_AUDIO'"
+fi

@@ -1,0 +1,85 @@
+import random
+
+import pytest
+
+from animalclap_edge.contracts.catalogue import Catalogue, CatalogueError, Species
+from animalclap_edge.contracts.prompts import (
+    ALL_TEMPLATES,
+    Template,
+    render,
+    sample_prompt,
+    taxon_prompt,
+)
+
+
+def test_templates_render_broad_to_narrow(tiny_catalogue):
+    sp = tiny_catalogue[0]
+    assert render(sp, Template.COM) == "Eurasian Blackbird"
+    assert render(sp, Template.SCI) == "Turdus merula"
+    assert render(sp, Template.TAX) == "Aves Passeriformes Turdidae Turdus Turdus merula"
+    assert render(sp, Template.SCI_COM) == "Turdus merula with common name Eurasian Blackbird"
+    assert (
+        render(sp, Template.TAX_COM)
+        == "Aves Passeriformes Turdidae Turdus Turdus merula with common name Eurasian Blackbird"
+    )
+    assert taxon_prompt(sp, "family") == "Aves Passeriformes Turdidae"
+
+
+def test_shuffled_taxonomy_keeps_elements_changes_order(tiny_catalogue):
+    sp = tiny_catalogue[0]
+    rng = random.Random(1)
+    shuffled = {render(sp, Template.TAX, rng) for _ in range(20)}
+    ordered = render(sp, Template.TAX)
+    assert len(shuffled) > 1 and ordered in shuffled | {ordered}
+    for s in shuffled:
+        assert sorted(
+            s.split(" with")[0].replace("Turdus merula", "Turdus_merula").split()
+        ) == sorted(ordered.replace("Turdus merula", "Turdus_merula").split())
+
+
+def test_sample_prompt_uniform_over_templates(tiny_catalogue):
+    rng = random.Random(0)
+    sp = tiny_catalogue[0]
+    seen = {sample_prompt(sp, rng) for _ in range(200)}
+    assert {render(sp, t) for t in ALL_TEMPLATES} <= seen
+
+
+def test_template_parse_error_lists_choices():
+    with pytest.raises(ValueError, match="sci\\+com"):
+        Template.parse("latin")
+
+
+def test_catalogue_csv_round_trip(tmp_path, tiny_catalogue):
+    p = tmp_path / "species.csv"
+    tiny_catalogue.to_csv(p)
+    back = Catalogue.from_csv(p)
+    assert list(back) == list(tiny_catalogue)
+    assert back.taxa("genus") == sorted({sp.genus for sp in tiny_catalogue})
+    assert [s.id for s in back.in_regions(["NA"])] == ["amebul"]
+
+
+def test_catalogue_refuses_missing_taxonomy_and_duplicates(tmp_path):
+    with pytest.raises(CatalogueError, match="missing family"):
+        Catalogue([Species("a", "A b", "Ab", "Aves", "X", "", "A")])
+    sp = Species("a", "A b", "Ab", "Aves", "X", "Y", "A")
+    with pytest.raises(CatalogueError, match="duplicate id"):
+        Catalogue([sp, sp])
+    p = tmp_path / "bad.csv"
+    p.write_text("id,scientific_name\nx,Y z\n")
+    with pytest.raises(CatalogueError, match="missing column"):
+        Catalogue.from_csv(p)
+
+
+def test_birdnames_ebird_taxonomy_is_a_real_source():
+    """The eBird 2024 taxonomy shipped by birdnames loads into a valid catalogue."""
+    from training.benchmark.taxonomy import ebird_catalogue
+
+    cat = ebird_catalogue()
+    assert len(cat) > 10000
+    bl = next(sp for sp in cat if sp.scientific_name == "Turdus merula")
+    assert (bl.class_, bl.order, bl.family, bl.genus) == (
+        "Aves",
+        "Passeriformes",
+        "Turdidae",
+        "Turdus",
+    )

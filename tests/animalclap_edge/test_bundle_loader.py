@@ -1,0 +1,106 @@
+"""A bad bundle is refused with a message naming the file and the problem."""
+
+import json
+import tarfile
+
+import numpy as np
+import pytest
+
+from animalclap_edge.bundle import BundleError, demo_bundle_path, load_bundle
+from animalclap_edge.contracts import bundle as B
+
+
+def _edit_manifest(root, **changes):
+    m = json.loads((root / B.MANIFEST).read_text())
+    m.update(changes)
+    (root / B.MANIFEST).write_text(json.dumps(m))
+
+
+def _rehash(root, name):
+    m = json.loads((root / B.MANIFEST).read_text())
+    m["files"][name] = B.sha256_file(root / name)
+    (root / B.MANIFEST).write_text(json.dumps(m))
+
+
+def test_corrupt_file_is_refused_by_name(bundle_copy):
+    p = bundle_copy / B.TEXT_EMBEDDINGS
+    p.write_bytes(p.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(BundleError, match=r"text_embeddings\.npy: checksum mismatch"):
+        load_bundle(bundle_copy)
+
+
+def test_missing_file_and_missing_manifest(bundle_copy, tmp_path):
+    (bundle_copy / B.CALIBRATION).unlink()
+    with pytest.raises(
+        BundleError, match=r"calibration\.json: listed in manifest\.json but missing"
+    ):
+        load_bundle(bundle_copy)
+    with pytest.raises(BundleError, match="not a model bundle"):
+        load_bundle(tmp_path)
+
+
+def test_wrong_shape_is_refused_even_with_matching_checksum(bundle_copy):
+    emb = np.load(bundle_copy / B.TEXT_EMBEDDINGS)
+    np.save(bundle_copy / B.TEXT_EMBEDDINGS, emb[:-1])
+    _rehash(bundle_copy, B.TEXT_EMBEDDINGS)
+    with pytest.raises(BundleError, match=r"text_embeddings\.npy: shape .* expected"):
+        load_bundle(bundle_copy)
+
+
+def test_embedding_dim_that_does_not_match_encoder_is_refused(bundle_copy):
+    from animalclap_edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    for name in (B.TEXT_EMBEDDINGS, B.TAXON_EMBEDDINGS):
+        e = np.load(bundle_copy / name)
+        e = np.concatenate([e, np.zeros((len(e), 8), e.dtype)], axis=1)
+        np.save(bundle_copy / name, e)
+        _rehash(bundle_copy, name)
+    w = np.load(bundle_copy / B.TRAIT_HEADS)
+    np.savez(
+        bundle_copy / B.TRAIT_HEADS,
+        weight=np.zeros((72, w["weight"].shape[1]), np.float32),
+        bias=w["bias"],
+    )
+    _rehash(bundle_copy, B.TRAIT_HEADS)
+    _edit_manifest(bundle_copy, embedding_dim=72)
+    b = load_bundle(bundle_copy)
+    with pytest.raises(
+        BundleError,
+        match=r"audio_encoder\.onnx: embedding size 64 does not match manifest embedding_dim 72",
+    ):
+        OnnxRuntimeBackend(b)
+
+
+def test_newer_schema_and_unknown_manifest_key(bundle_copy):
+    _edit_manifest(bundle_copy, schema_version="2.0")
+    with pytest.raises(BundleError, match="upgrade animalclap-edge"):
+        load_bundle(bundle_copy)
+    _edit_manifest(bundle_copy, schema_version="1.0", colour="red")
+    with pytest.raises(BundleError, match=r"manifest\.json: colour"):
+        load_bundle(bundle_copy)
+
+
+def test_trait_heads_that_do_not_fit_the_schema(bundle_copy):
+    w = np.load(bundle_copy / B.TRAIT_HEADS)
+    np.savez(bundle_copy / B.TRAIT_HEADS, weight=w["weight"][:, :-1], bias=w["bias"][:-1])
+    _rehash(bundle_copy, B.TRAIT_HEADS)
+    with pytest.raises(BundleError, match=r"trait_heads\.npz: weight"):
+        load_bundle(bundle_copy)
+
+
+def test_tar_bundle_loads_and_unsafe_tar_is_refused(bundle_copy, tmp_path):
+    tar_path = tmp_path / "b.tar"
+    with tarfile.open(tar_path, "w") as t:
+        t.add(bundle_copy, arcname="bundle")
+    assert load_bundle(tar_path).manifest.bundle_id == load_bundle(bundle_copy).manifest.bundle_id
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as t:
+        t.add(bundle_copy / B.MANIFEST, arcname="../manifest.json")
+    with pytest.raises(BundleError, match="unsafe member"):
+        load_bundle(evil)
+
+
+def test_packaged_demo_bundle_loads_and_says_it_is_a_demo():
+    b = load_bundle(demo_bundle_path())
+    assert b.manifest.demo and "generated audio" in (b.manifest.notice or "")
+    assert b.manifest.parity["onnx_vs_torch_min_cosine"] > 0.999

@@ -1,0 +1,140 @@
+"""Shared fixtures: real audio, a tiny CLAP checkpoint written with save_pretrained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REALAUDIO = REPO.parent / "shared" / "realaudio"
+
+
+@pytest.fixture(scope="session")
+def realaudio() -> Path:
+    if not REALAUDIO.is_dir():
+        pytest.skip(f"real audio folder {REALAUDIO} not present")
+    return REALAUDIO
+
+
+@pytest.fixture(scope="session")
+def tiny_catalogue():
+    from animalclap_edge.contracts.catalogue import Catalogue, Species
+
+    rows = [
+        (
+            "eurbla",
+            "Turdus merula",
+            "Eurasian Blackbird",
+            "Aves",
+            "Passeriformes",
+            "Turdidae",
+            "Turdus",
+            ("EU",),
+        ),
+        (
+            "sonthr1",
+            "Turdus philomelos",
+            "Song Thrush",
+            "Aves",
+            "Passeriformes",
+            "Turdidae",
+            "Turdus",
+            ("EU",),
+        ),
+        (
+            "eurrob1",
+            "Erithacus rubecula",
+            "European Robin",
+            "Aves",
+            "Passeriformes",
+            "Muscicapidae",
+            "Erithacus",
+            ("EU",),
+        ),
+        (
+            "tawowl1",
+            "Strix aluco",
+            "Tawny Owl",
+            "Aves",
+            "Strigiformes",
+            "Strigidae",
+            "Strix",
+            ("EU",),
+        ),
+        (
+            "comfro",
+            "Rana temporaria",
+            "Common Frog",
+            "Amphibia",
+            "Anura",
+            "Ranidae",
+            "Rana",
+            ("EU",),
+        ),
+        (
+            "amebul",
+            "Lithobates catesbeianus",
+            "American Bullfrog",
+            "Amphibia",
+            "Anura",
+            "Ranidae",
+            "Lithobates",
+            ("NA",),
+        ),
+    ]
+    return Catalogue([Species(*r) for r in rows], source="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_catalogue) -> Path:
+    """A real ClapModel checkpoint (small config, random weights), saved as a hub one would be."""
+    import torch
+    from transformers import ClapModel
+
+    from animalclap_edge.contracts.frontend import CLAP_UNFUSED
+    from animalclap_edge.contracts.prompts import ALL_TEMPLATES, render, taxon_prompt
+    from training.model import build_tokenizer, save_checkpoint, small_clap_config
+
+    texts = [render(sp, t) for sp in tiny_catalogue for t in ALL_TEMPLATES]
+    texts += [
+        taxon_prompt(sp, lvl)
+        for sp in tiny_catalogue
+        for lvl in ("class", "order", "family", "genus")
+    ]
+    tok = build_tokenizer(texts, vocab_size=400)
+    torch.manual_seed(0)
+    model = ClapModel(small_clap_config(vocab_size=len(tok), projection_dim=64))
+    return save_checkpoint(model, tok, CLAP_UNFUSED, tmp_path_factory.mktemp("ckpt") / "tiny-clap")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_checkpoint, realaudio) -> Path:
+    """A real bundle from the tiny checkpoint: ONNX export, parity on real audio, trait heads."""
+    from export.pipeline import ExportConfig, make_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-bundle"
+    return make_bundle(
+        ExportConfig(
+            checkpoint=str(tiny_checkpoint),
+            out=str(out),
+            data="tiny",
+            name="test-tiny",
+            parity_audio=str(realaudio),
+            parity_windows=8,
+            max_trait_items=120,
+            default_threshold=0.2,
+            notice="test bundle: random weights",
+        ),
+        progress=False,
+    )
+
+
+@pytest.fixture()
+def bundle_copy(tmp_path, tiny_bundle) -> Path:
+    """A private copy of the tiny bundle that a test may corrupt."""
+    import shutil
+
+    dst = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, dst)
+    return dst

@@ -1,0 +1,61 @@
+"""The exporter writes a bundle the runtime loads, with figures it measured."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from animalclap_edge.bundle import load_bundle
+from animalclap_edge.contracts import bundle as B
+from animalclap_edge.contracts.frontend import CLAP_UNFUSED, FrontendConfig
+
+
+def test_round_trip(tiny_bundle, tiny_checkpoint):
+    b = load_bundle(tiny_bundle)
+    m = b.manifest
+    assert m.schema_version == B.SCHEMA_VERSION
+    assert b.frontend == CLAP_UNFUSED and m.window_samples == 144000 and m.embedding_dim == 64
+    assert b.text_embeddings.shape == (len(b.catalogue), 64)
+    assert {lvl for lvl, _ in b.taxa} == {"class", "order", "family", "genus"}
+    assert b.trait_schema is not None and len(b.trait_schema.traits) == 22
+    assert b.trait_weight.shape == (64, b.trait_schema.n_outputs)
+    assert m.parity["onnx_vs_torch_min_cosine"] > 0.999
+    assert "real recordings" in m.parity["parity_audio"]
+    assert m.producer.teacher_checkpoint == str(tiny_checkpoint)
+    assert set(m.files) == {p.name for p in tiny_bundle.iterdir() if p.name != B.MANIFEST}
+
+
+def test_onnx_metadata_carries_frontend_and_provenance(tiny_bundle):
+    model = onnx.load(str(tiny_bundle / B.AUDIO_ENCODER))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert FrontendConfig.from_dict(json.loads(meta[B.ONNX_META_FRONTEND])) == CLAP_UNFUSED
+    assert int(meta[B.ONNX_META_WINDOW]) == 144000 and int(meta[B.ONNX_META_EMBED_DIM]) == 64
+    assert "checkpoint" in json.loads(meta[B.ONNX_META_PROVENANCE])
+
+
+def test_onnx_batch_is_dynamic(tiny_bundle):
+    from animalclap_edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    be = OnnxRuntimeBackend(load_bundle(tiny_bundle))
+    x = np.random.default_rng(0).standard_normal((5, 144000)).astype(np.float32) * 0.1
+    e5 = be.embed(x)
+    e1 = be.embed(x[2:3])
+    assert e5.shape == (5, 64) and np.allclose(e5[2], e1[0], atol=1e-5)
+    assert np.allclose(np.linalg.norm(e5, axis=1), 1, atol=1e-4)
+
+
+def test_existing_output_is_not_clobbered_and_no_half_bundle_is_left(tmp_path, tiny_checkpoint):
+    from export.pipeline import ExportConfig, make_bundle
+
+    out = tmp_path / "b"
+    out.mkdir()
+    with pytest.raises(FileExistsError, match="overwrite"):
+        make_bundle(
+            ExportConfig(checkpoint=str(tiny_checkpoint), out=str(out), data="tiny"), progress=False
+        )
+    with pytest.raises(ValueError, match="catalogue"):
+        make_bundle(
+            ExportConfig(checkpoint=str(tiny_checkpoint), out=str(tmp_path / "c")), progress=False
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temporary leftovers

@@ -1,0 +1,62 @@
+"""Checkpoints load through the same code as hub ones; bad ones are refused clearly."""
+
+import pytest
+import torch
+
+from training.model import AudioEncoder, CheckpointError, load_clap, text_embeddings
+
+
+def test_tiny_checkpoint_loads_like_a_hub_checkpoint(tiny_checkpoint):
+    loaded = load_clap(str(tiny_checkpoint))
+    from animalclap_edge.contracts.frontend import CLAP_UNFUSED
+
+    assert loaded.frontend == CLAP_UNFUSED  # read from preprocessor_config.json
+    enc = AudioEncoder(loaded.model, loaded.frontend).eval()
+    with torch.no_grad():
+        e = enc(torch.randn(2, 144000) * 0.1)
+    assert e.shape == (2, 64)
+    assert torch.allclose(e.norm(dim=1), torch.ones(2), atol=1e-5)
+    t = text_embeddings(loaded, ["Turdus merula", "Strix aluco"])
+    assert t.shape == (2, 64)
+
+
+def test_audio_encoder_matches_transformers_feature_extractor_path(tiny_checkpoint):
+    """Our waveform->embedding graph equals ClapProcessor + get_audio_features."""
+    import numpy as np
+    from transformers import ClapProcessor
+
+    loaded = load_clap(str(tiny_checkpoint))
+    proc = ClapProcessor.from_pretrained(str(tiny_checkpoint))
+    x = (np.random.default_rng(0).standard_normal(144000) * 0.1).astype(np.float32)
+    feats = proc.feature_extractor(x, sampling_rate=48000, return_tensors="pt")
+    with torch.no_grad():
+        ref = loaded.model.get_audio_features(
+            input_features=feats["input_features"].float()
+        ).pooler_output
+        ours = AudioEncoder(loaded.model, loaded.frontend).eval()(torch.from_numpy(x)[None])
+    assert torch.nn.functional.cosine_similarity(ref, ours).item() > 0.9999
+
+
+def test_not_clap_and_missing_checkpoints_are_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+        load_clap(str(tmp_path / "nope"))
+    from transformers import BertConfig
+
+    BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    ).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="not CLAP"):
+        load_clap(str(tmp_path))
+
+
+def test_checkpoint_without_frontend_is_refused(tmp_path, tiny_checkpoint):
+    import shutil
+
+    d = tmp_path / "ck"
+    shutil.copytree(tiny_checkpoint, d)
+    # transformers 5 nests the feature extractor in processor_config.json; hub
+    # checkpoints of the v4 era have preprocessor_config.json. Remove both.
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        (d / name).unlink(missing_ok=True)
+    with pytest.raises(CheckpointError, match="front-end"):
+        load_clap(str(d))
