@@ -33,8 +33,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from animalclap_edge.config import ConfigError
     from animalclap_edge.scoring import ScoringError
     from animalclap_edge.sources import SourceError
+    from animalclap_edge.store import StoreError
 
-    return (AudioError, BackendError, BundleError, ConfigError, ScoringError, SourceError)
+    return (
+        AudioError,
+        BackendError,
+        BundleError,
+        ConfigError,
+        ScoringError,
+        SourceError,
+        StoreError,
+    )
 
 
 _USER_ERRORS: tuple[type[BaseException], ...] = _user_errors()

@@ -1,0 +1,529 @@
+"""Runtime configuration: one YAML file per recorder, validated before anything runs.
+
+Every key has a default, so an empty file is a valid config. A wrong file is refused
+with one line per problem naming the file, the dotted key and what is allowed:
+
+    edge.yaml: scoring.threshhold: unknown key (did you mean 'threshold'? allowed: ...)
+    edge.yaml: backend.precision: 'int4' is not allowed (choose fp32, fp16, int8)
+
+The JSON schema (`config_json_schema`, committed as firmware_configs/schema.json)
+comes from the same models, so editors and `animalclap-edge config check` agree.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+BackendName = Literal["auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt"]
+Precision = Literal["fp32", "fp16", "int8"]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ConfigError(Exception):
+    """A config refused; `problems` holds one line per problem, each naming file and key."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class _Section(BaseModel):
+    # strict: a quoted "0.5" or `yes` for a number is a typo on a recorder, not a
+    # value to guess at; allow_inf_nan: `.inf` would pass every `> 0` check.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections_are_defaults(cls, data: Any) -> Any:
+        # A section whose keys are all commented out parses as null; treat it as
+        # "all defaults" rather than refusing the file.
+        if isinstance(data, Mapping):
+            return {
+                k: v
+                for k, v in data.items()
+                if not (v is None and k in cls.model_fields and _model_of(cls, k) is not None)
+            }
+        return data
+
+
+class DeviceConfig(_Section):
+    """Which recorder profile this file describes (informational)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = Field("generic-cpu", description="Device profile name, e.g. jetson-orin-nano.")
+    description: str = Field("", description="Free text: hardware, site, owner.")
+
+
+class AudioConfig(_Section):
+    """Windowing and live-input settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_s: float = Field(
+        3.0,
+        gt=0,
+        description="Analysis window in seconds; must match the bundle's window (the bundle wins).",
+    )
+    hop_s: float = Field(1.5, gt=0, description="Step between windows in seconds; <= window_s.")
+    input_device: str | int | None = Field(
+        None,
+        description="Live microphone: a substring of the device name or its index; null = system default.",
+    )
+    capture_sample_rate: int | None = Field(
+        None, gt=0, description="Capture rate in Hz; null = the device's default rate."
+    )
+    channels: int = Field(1, ge=1, description="Channels to capture (mixed down to mono).")
+    block_s: float = Field(0.5, gt=0, description="Seconds of audio per read from the source.")
+    min_clip_s: float = Field(
+        0.5, ge=0, description="Recordings shorter than this are skipped (logged as skipped)."
+    )
+
+    @field_validator("hop_s")
+    @classmethod
+    def _hop_within_window(cls, v: float, info: ValidationInfo) -> float:
+        # A hop longer than the window leaves audio that no window ever sees.
+        window = info.data.get("window_s")  # absent when window_s itself was invalid
+        if window is not None and v > window:
+            raise PydanticCustomError(
+                "hop_exceeds_window",
+                "must be <= audio.window_s (got {hop_s} > {window_s})",
+                {"hop_s": v, "window_s": window},
+            )
+        return v
+
+
+class BackendConfig(_Section):
+    """Inference backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: BackendName = Field(
+        "auto",
+        description="auto tries tensorrt, then onnxruntime-cuda, then onnxruntime-cpu.",
+    )
+    precision: Precision = Field("fp32", description="Engine precision (TensorRT builds).")
+    threads: int = Field(0, ge=0, description="CPU threads for inference; 0 = library default.")
+    batch_size: int = Field(8, ge=1, description="Windows per inference call.")
+    engine_cache_dir: str | None = Field(
+        None, description="Where built TensorRT engines are kept; null = next to the bundle."
+    )
+
+
+class ScoringConfig(_Section):
+    """Species thresholds, filters and taxonomic back-off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: Fraction | None = Field(
+        None,
+        description="Probability a species must reach; null = the bundle's calibrated default.",
+    )
+    top_k: int = Field(3, ge=1, description="At most this many labels per window.")
+    species_thresholds: dict[str, Fraction] = Field(
+        default_factory=dict, description="Per-species threshold, keyed by species id."
+    )
+    include: list[str] = Field(
+        default_factory=list,
+        description="Only these species (ids or scientific names); empty = all.",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="Never these species (ids or scientific names)."
+    )
+    regions: list[str] = Field(
+        default_factory=list,
+        description="Only species tagged with one of these regions; empty = all.",
+    )
+    backoff: bool = Field(
+        True, description="Report a genus/family/order/class when no species passes."
+    )
+    backoff_threshold: Fraction | None = Field(
+        None,
+        description="Probability mass a back-off taxon must reach; null = the bundle's default.",
+    )
+    merge_gap_s: float = Field(
+        1.5, ge=0, description="Detections of one taxon closer than this are one event."
+    )
+
+
+class StorageConfig(_Section):
+    """Where detections (and optional clips) are kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    database: str = Field("detections.db", description="SQLite database path.")
+    clips_dir: str | None = Field(None, description="Folder for saved clips.")
+    save_clips: bool = Field(False, description="Save the audio of each detection.")
+    retention_days: int | None = Field(
+        None, ge=1, description="Delete data older than this; null = keep forever."
+    )
+    max_disk_percent: float = Field(
+        90.0, gt=0, le=100, description="Stop saving clips above this disk usage."
+    )
+
+    @field_validator("save_clips")
+    @classmethod
+    def _clips_need_a_folder(cls, v: bool, info: ValidationInfo) -> bool:
+        # Refused here rather than at the first detection, hours into a deployment.
+        # A clips_dir that failed its own validation is absent from info.data and
+        # already reported; only an explicit null is this error.
+        if v and "clips_dir" in info.data and info.data["clips_dir"] is None:
+            raise PydanticCustomError(
+                "clips_dir_required", "true needs storage.clips_dir (a folder for the clips)"
+            )
+        return v
+
+
+class OutputConfig(_Section):
+    """What is printed per detection."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jsonl: bool = Field(
+        False, description="One JSON line per detection on stdout instead of a text line."
+    )
+    console: bool = Field(True, description="Human-readable lines on the console.")
+
+
+class MqttConfig(_Section):
+    """MQTT uplink of the detection outbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Publish detections to an MQTT broker.")
+    host: str = Field("localhost", min_length=1, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual with TLS).")
+    topic_prefix: str = Field(
+        "animalclap", min_length=1, description="Topics are <prefix>/<device>/..."
+    )
+    tls: bool = Field(False, description="Connect with TLS.")
+    username: str | None = Field(None, description="Broker user name.")
+    password_file: str | None = Field(
+        None, description="File holding the password (kept out of the config)."
+    )
+    client_id: str | None = Field(None, description="MQTT client id; null = derived from host.")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _no_wildcards(cls, v: str) -> str:
+        # Wildcards are for subscribing; a broker rejects them in a publish topic.
+        if "+" in v or "#" in v:
+            raise PydanticCustomError(
+                "topic_wildcard",
+                "must not contain MQTT wildcards + or # (got {value})",
+                {"value": repr(v)},
+            )
+        return v
+
+
+class MessagingConfig(_Section):
+    """Network uplinks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+
+
+class EdgeConfig(_Section):
+    """AnimalCLAP Edge recorder configuration."""
+
+    model_config = ConfigDict(extra="forbid", title="AnimalCLAP Edge config")
+
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    messaging: MessagingConfig = Field(default_factory=MessagingConfig)
+
+
+# -- loading ------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None) -> EdgeConfig:
+    """Read and validate a YAML config; None gives the defaults. Raises ConfigError."""
+    if path is None:
+        return EdgeConfig()
+    src = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{src}: no such file"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{src}: is a directory, not a YAML file"]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{src}: not UTF-8 text (byte {e.start})"]) from None
+    except OSError as e:
+        raise ConfigError([f"{src}: cannot read: {e.strerror or e}"]) from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: no arbitrary objects
+    except yaml.YAMLError as e:
+        raise ConfigError([_yaml_problem(src, e)]) from None
+    return config_from_dict({} if data is None else data, source=src)
+
+
+def config_from_dict(d: Any, source: str = "<dict>") -> EdgeConfig:
+    """Validate an already-parsed config mapping. Raises ConfigError."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(
+            [f"{source}: the top level must be a mapping of sections (got {_show(d)})"]
+        )
+    try:
+        return EdgeConfig.model_validate(dict(d))
+    except ValidationError as e:
+        raise ConfigError(_problems(e, source)) from None
+
+
+def config_hash(cfg: EdgeConfig) -> str:
+    """First 16 hex chars of the sha256 of the fully-defaulted config as canonical JSON.
+
+    Spelling does not matter (`hop_s: 3` and `hop_s: 3.0`, key order, omitted defaults
+    all hash the same); any effective value change does.
+    """
+    canonical = json.dumps(
+        cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def config_json_schema() -> dict[str, Any]:
+    """JSON schema of the config file (for editors and `animalclap-edge config schema`)."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **EdgeConfig.model_json_schema(),
+    }
+
+
+def write_json_schema(path: str | Path) -> None:
+    """Write `config_json_schema()` to `path` (firmware_configs/schema.json is made so)."""
+    Path(path).write_text(json.dumps(config_json_schema(), indent=2) + "\n", encoding="utf-8")
+
+
+def dump_config(cfg: EdgeConfig) -> str:
+    """The config as YAML with every default filled in; `load_config` reads it back equal."""
+    return yaml.safe_dump(
+        cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True, default_flow_style=False
+    )
+
+
+# -- YAML ---------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        try:
+            if key in first_line:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {first_line[key] + 1})",
+                    key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line
+        except TypeError:  # unhashable key: construct_mapping reports it properly
+            pass
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _yaml_problem(src: str, e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or str(e)
+    where = f"{src}:{mark.line + 1}" if mark is not None else src
+    col = f" (column {mark.column + 1})" if mark is not None else ""
+    return " ".join(f"{where}: invalid YAML: {problem}{col}".split())
+
+
+# -- ValidationError -> one line per problem ---------------------------------
+
+_TYPE_WORDS = {
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping of keys",
+    "model_attributes_type": "a mapping of keys",
+    "finite_number": "a finite number",
+}
+_BOUNDS = {
+    "greater_than": ">",
+    "greater_than_equal": ">=",
+    "less_than": "<",
+    "less_than_equal": "<=",
+}
+
+
+def _problems(err: ValidationError, source: str) -> list[str]:
+    out: list[str] = []
+    unions_done: set[tuple[Any, ...]] = set()
+    for e in err.errors():
+        path, model, ann, in_union = _walk(e["loc"])
+        if in_union:
+            # One message for the value, not one per union member that rejected it.
+            if tuple(path) in unions_done:
+                continue
+            unions_done.add(tuple(path))
+            msg = f"must be {_describe(ann)} (got {_show(e['input'])})"
+        else:
+            msg = _message(e, model, ann)
+        line = f"{source}: {_dotted(path) or '(top level)'}: {msg}"
+        if line not in out:
+            out.append(line)
+    return out
+
+
+def _message(e: Any, model: type[BaseModel] | None, ann: Any) -> str:
+    kind, ctx, got = e["type"], e.get("ctx") or {}, e["input"]
+    loc = e["loc"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = sorted(model.model_fields) if model is not None else []
+        near = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        return f"unknown key ({hint}allowed: {', '.join(allowed)})"
+    if kind == "literal_error":
+        choices = (
+            [str(a) for a in typing.get_args(ann)]
+            if typing.get_origin(ann) is Literal
+            else [str(ctx.get("expected", "?"))]
+        )
+        return f"{_show(got)} is not allowed (choose {', '.join(choices)})"
+    if kind == "missing":
+        return "required"
+    if loc and loc[-1] == "[key]":
+        return f"key {_show(loc[-2])} must be {_TYPE_WORDS.get(kind, 'a string')}"
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        return f"must be {_BOUNDS[kind]} {bound:g} (got {_show(got)})"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind in _TYPE_WORDS:
+        return f"must be {_TYPE_WORDS[kind]} (got {_show(got)})"
+    return e["msg"]  # our PydanticCustomErrors are already written as "must ..."
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[list[Any], type[BaseModel] | None, Any, bool]:
+    """Turn a pydantic loc into the key path the user wrote.
+
+    Returns (path, the model whose field the path's last model-level key names (or
+    would name, for an unknown key), the annotation the path ends at, whether the
+    error came from one member of a union).
+    """
+    model: type[BaseModel] | None = EdgeConfig  # None once inside a plain field
+    parent: type[BaseModel] | None = None
+    ann: Any = None
+    path: list[Any] = []
+    in_union = False
+    for part in loc:
+        if part == "[key]":
+            path.append(part)
+            continue
+        if model is not None:
+            path.append(part)
+            parent = model
+            if not (isinstance(part, str) and part in model.model_fields):
+                return path, parent, None, False  # an unknown key at this level
+            ann = model.model_fields[part].annotation
+            model = _model_of(model, part)
+            continue
+        members = [a for a in _union_args(_strip(ann)) if a is not type(None)]
+        if len(members) > 1:
+            in_union = True  # `part` names the union member, not a key the user wrote
+            continue
+        inner = _strip(members[0]) if members else ann
+        path.append(part)
+        origin, args = typing.get_origin(inner), typing.get_args(inner)
+        ann = args[-1] if origin is dict else args[0] if origin is list else inner
+    if path and path[-1] == "[key]":
+        path = path[:-2]  # the message names the key; the path is the mapping's
+    return path, parent, ann, in_union
+
+
+def _model_of(model: type[BaseModel], field: str) -> type[BaseModel] | None:
+    ann = model.model_fields[field].annotation
+    return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+
+
+def _union_args(ann: Any) -> tuple[Any, ...]:
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        return typing.get_args(ann)
+    return (ann,)
+
+
+def _strip(ann: Any) -> Any:
+    if typing.get_origin(ann) is Annotated:
+        return typing.get_args(ann)[0]
+    return ann
+
+
+def _describe(ann: Any) -> str:
+    words = []
+    for a in _union_args(ann):
+        a = _strip(a)
+        if a is type(None):
+            words.append("null")
+        elif a is bool:
+            words.append("true or false")
+        elif a is int:
+            words.append("an integer")
+        elif a is float:
+            words.append("a number")
+        elif a is str:
+            words.append("a string")
+        else:
+            words.append(getattr(a, "__name__", str(a)))
+    return ", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0]
+
+
+def _dotted(path: list[Any]) -> str:
+    s = ""
+    for p in path:
+        s += f"[{p}]" if isinstance(p, int) and not isinstance(p, bool) else f".{p}"
+    return s.lstrip(".")
+
+
+def _show(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, Mapping):
+        return "a mapping"
+    if isinstance(v, list | tuple):
+        return "a list"
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."

@@ -1,0 +1,101 @@
+"""Record types the pipeline hands to the store and the sinks.
+
+Field names match the columns of the `detections` and `recordings` tables in
+`animalclap_edge.store`, so a row and a record convert one to one.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+LEVELS: tuple[str, ...] = ("species", "genus", "family", "order", "class")
+STATUSES: tuple[str, ...] = ("ok", "skipped", "partial")
+
+# Fixed forever: detection ids derived from it are stored on recorders and sent
+# upstream, and a replay must reproduce them to stay idempotent.
+_DETECTION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:animalclap-edge:detection")
+
+
+def detection_id(
+    bundle_id: str, recording_id: str, window_start_sample: int, level: str, taxon: str
+) -> str:
+    """Stable id of one label in one window: the same inputs give the same id on any machine.
+
+    The config is deliberately not part of it: re-running a recording with the same
+    bundle after a threshold change must not duplicate what was already logged.
+    """
+    # operator.index rejects a float offset (which would not round-trip) and turns a
+    # numpy integer into a plain int that json can encode.
+    start = operator.index(window_start_sample)
+    # JSON encoding keeps the parts unambiguous whatever characters a path contains.
+    name = json.dumps([bundle_id, recording_id, start, level, taxon], ensure_ascii=False)
+    return str(uuid.uuid5(_DETECTION_NAMESPACE, name))
+
+
+def _coerce(obj: Any, floats: tuple[str, ...], ints: tuple[str, ...]) -> None:
+    # numpy scalars reach here from the scorer; sqlite3 cannot bind them and json
+    # cannot encode them, so every record holds plain Python numbers.
+    for name in floats:
+        object.__setattr__(obj, name, float(getattr(obj, name)))
+    for name in ints:
+        object.__setattr__(obj, name, operator.index(getattr(obj, name)))
+    object.__setattr__(obj, "clock_trusted", bool(obj.clock_trusted))
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One label of one window (a row of `detections`); numbers are coerced to float/int/bool."""
+
+    detection_id: str
+    run_id: str
+    recording_id: str
+    window_start_s: float  # offset in the recording
+    window_end_s: float
+    start_time_utc: str | None  # ISO 8601 wall-clock time of the window start, if known
+    clock_trusted: bool
+    bundle_id: str
+    config_hash: str
+    rank: int  # 0 = best label of the window
+    level: str  # one of LEVELS
+    taxon: str  # species id, or the taxon's name for back-off levels
+    scientific_name: str
+    common_name: str
+    score: float  # cosine similarity
+    probability: float
+    traits_json: str  # JSON object: trait -> prediction
+    created_utc: str
+
+    def __post_init__(self) -> None:
+        _coerce(self, ("window_start_s", "window_end_s", "score", "probability"), ("rank",))
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSONL line / outbox payload: every field, with traits as a JSON object."""
+        d = asdict(self)
+        raw = d.pop("traits_json")
+        d["traits"] = json.loads(raw) if raw else None
+        return d
+
+
+@dataclass(frozen=True)
+class RecordingResult:
+    """The accounting of one recording (a row of `recordings`), whatever happened to it."""
+
+    recording_id: str
+    run_id: str
+    source_path: str
+    status: str  # one of STATUSES
+    reason: str | None  # why skipped/partial; None when ok
+    duration_s: float
+    n_windows: int
+    n_detections: int
+    start_time_utc: str | None
+    clock_trusted: bool
+    clock_note: str
+    finished_utc: str
+
+    def __post_init__(self) -> None:
+        _coerce(self, ("duration_s",), ("n_windows", "n_detections"))

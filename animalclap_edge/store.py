@@ -1,0 +1,325 @@
+"""The SQLite detection store: the recorder's product.
+
+One file holds the runs, one row per recording (ok / skipped / partial, with the
+reason), the detections, and an outbox of messages still to be sent upstream. A
+detection and its outbox row are written in the same transaction, so an uplink
+never misses a logged detection and never announces one that was not logged.
+Detection ids are stable (`records.detection_id`), so replaying a recording adds
+nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import astuple, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+
+from animalclap_edge.records import LEVELS, STATUSES, Detection, RecordingResult
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000  # a reader (sync job, sqlite3 shell) may hold the lock briefly
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used; the message names the file and why."""
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
+# TEXT primary keys are NOT NULL explicitly: SQLite otherwise accepts NULL in them.
+# No foreign key from detections to recordings: a recording's row is written after
+# its detections (and replaced on replay), so such a key could never hold.
+_SCHEMA = (
+    """CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY NOT NULL,
+        started_utc TEXT NOT NULL,
+        finished_utc TEXT,
+        bundle_id TEXT NOT NULL,
+        config_hash TEXT NOT NULL,
+        source TEXT NOT NULL,
+        host TEXT NOT NULL,
+        software_version TEXT NOT NULL
+    )""",
+    f"""CREATE TABLE recordings (
+        recording_id TEXT PRIMARY KEY NOT NULL,
+        run_id TEXT NOT NULL REFERENCES runs(run_id),
+        source_path TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ({_in(STATUSES)})),
+        reason TEXT,
+        duration_s REAL NOT NULL,
+        n_windows INTEGER NOT NULL,
+        n_detections INTEGER NOT NULL,
+        start_time_utc TEXT,
+        clock_trusted INTEGER NOT NULL CHECK (clock_trusted IN (0, 1)),
+        clock_note TEXT NOT NULL,
+        finished_utc TEXT NOT NULL
+    )""",
+    f"""CREATE TABLE detections (
+        detection_id TEXT PRIMARY KEY NOT NULL,
+        run_id TEXT NOT NULL REFERENCES runs(run_id),
+        recording_id TEXT NOT NULL,
+        window_start_s REAL NOT NULL,
+        window_end_s REAL NOT NULL,
+        start_time_utc TEXT,
+        clock_trusted INTEGER NOT NULL CHECK (clock_trusted IN (0, 1)),
+        bundle_id TEXT NOT NULL,
+        config_hash TEXT NOT NULL,
+        rank INTEGER NOT NULL,
+        level TEXT NOT NULL CHECK (level IN ({_in(LEVELS)})),
+        taxon TEXT NOT NULL,
+        scientific_name TEXT NOT NULL,
+        common_name TEXT NOT NULL,
+        score REAL NOT NULL,
+        probability REAL NOT NULL,
+        traits_json TEXT NOT NULL,
+        created_utc TEXT NOT NULL
+    )""",
+    # ON DELETE CASCADE so that retention can delete old detections without first
+    # clearing their (possibly never delivered) messages.
+    """CREATE TABLE outbox (
+        detection_id TEXT PRIMARY KEY NOT NULL
+            REFERENCES detections(detection_id) ON DELETE CASCADE,
+        payload_json TEXT NOT NULL,
+        created_utc TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        delivered_utc TEXT
+    )""",
+    "CREATE INDEX detections_recording_id ON detections(recording_id)",
+    "CREATE INDEX detections_taxon ON detections(taxon)",
+    "CREATE INDEX outbox_delivered_utc ON outbox(delivered_utc)",
+)
+
+_DET_COLS = tuple(f.name for f in fields(Detection))
+_REC_COLS = tuple(f.name for f in fields(RecordingResult))
+
+
+class DetectionStore:
+    """Open (creating if needed) a detection database; use as a context manager."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn: sqlite3.Connection | None = sqlite3.connect(
+            str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+        )
+        try:
+            self.journal_mode = self._open()
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise StoreError(f"{self.path}: cannot open the detection database: {e}") from e
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> str:
+        conn = self._db()
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # Checked before anything is written, so a newer database is left as it was.
+        self._refuse_newer(conn.execute("PRAGMA user_version").fetchone()[0])
+        # WAL: readers never block the recorder, and a crash mid-write leaves the last
+        # committed state. FULL: a committed detection survives a power cut too.
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        conn.execute("PRAGMA synchronous = FULL")
+        with self._transaction() as tx:
+            version = tx.execute("PRAGMA user_version").fetchone()[0]
+            self._refuse_newer(version)  # another process may have upgraded it meanwhile
+            if version == 0:
+                if tx.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                    raise StoreError(
+                        f"{self.path}: has tables but no schema version: not an AnimalCLAP "
+                        "detection database; choose another file"
+                    )
+                for stmt in _SCHEMA:
+                    tx.execute(stmt)
+                tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return str(mode)
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: database schema version {version} is newer than this "
+                f"software supports ({SCHEMA_VERSION}); upgrade animalclap-edge or use another database"
+            )
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> DetectionStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- writes ---------------------------------------------------------------
+
+    def start_run(
+        self, run_id: str, bundle_id: str, config_hash: str, source: str, software_version: str
+    ) -> None:
+        with self._transaction() as tx:
+            tx.execute(
+                "INSERT INTO runs (run_id, started_utc, finished_utc, bundle_id, config_hash, "
+                "source, host, software_version) VALUES (?, ?, NULL, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    _now(),
+                    bundle_id,
+                    config_hash,
+                    source,
+                    socket.gethostname(),
+                    software_version,
+                ),
+            )
+
+    def finish_run(self, run_id: str) -> None:
+        with self._transaction() as tx:
+            cur = tx.execute("UPDATE runs SET finished_utc = ? WHERE run_id = ?", (_now(), run_id))
+            if cur.rowcount == 0:
+                raise StoreError(f"{self.path}: no run {run_id!r} to finish")
+
+    def add_detections(self, detections: Iterable[Detection]) -> int:
+        """Log detections and queue their messages in one transaction; returns how many were new.
+
+        A detection whose id is already stored is skipped with its message, so a
+        replay neither duplicates rows nor re-sends anything. Any failure rolls the
+        whole batch back.
+        """
+        # Payloads are built before the write lock is taken, and a bad one (traits
+        # that are not JSON) fails the batch before anything is written.
+        batch = [(d, _payload(d)) for d in detections]
+        if not batch:
+            return 0
+        created = _now()
+        new = 0
+        insert = (
+            f"INSERT INTO detections ({', '.join(_DET_COLS)}) "
+            f"VALUES ({', '.join('?' * len(_DET_COLS))})"
+        )
+        with self._transaction() as tx:
+            for d, payload in batch:
+                # Look-up then plain INSERT rather than INSERT OR IGNORE: OR IGNORE also
+                # silently drops rows that break a CHECK or NOT NULL constraint.
+                if tx.execute(
+                    "SELECT 1 FROM detections WHERE detection_id = ?", (d.detection_id,)
+                ).fetchone():
+                    continue
+                tx.execute(insert, astuple(d))
+                tx.execute(
+                    "INSERT INTO outbox (detection_id, payload_json, created_utc) VALUES (?, ?, ?)",
+                    (d.detection_id, payload, created),
+                )
+                new += 1
+        return new
+
+    def record_recording(self, result: RecordingResult) -> None:
+        """Write (or, on replay, replace) the accounting row of one recording."""
+        row = astuple(result)  # clock_trusted is a bool: sqlite3 stores it as 0/1
+        with self._transaction() as tx:
+            tx.execute(
+                f"INSERT OR REPLACE INTO recordings ({', '.join(_REC_COLS)}) "
+                f"VALUES ({', '.join('?' * len(_REC_COLS))})",
+                row,
+            )
+
+    def mark_delivered(self, ids: Iterable[str]) -> int:
+        """Mark outbox messages as delivered; returns how many were pending."""
+        now = _now()
+        n = 0
+        with self._transaction() as tx:
+            for i in ids:
+                n += tx.execute(
+                    "UPDATE outbox SET delivered_utc = ? "
+                    "WHERE detection_id = ? AND delivered_utc IS NULL",
+                    (now, i),
+                ).rowcount
+        return n
+
+    # -- reads ----------------------------------------------------------------
+
+    def detections(self, recording_id: str | None = None) -> list[Detection]:
+        """Detections in the order they were logged, optionally of one recording."""
+        sql = f"SELECT {', '.join(_DET_COLS)} FROM detections"
+        args: tuple[str, ...] = ()
+        if recording_id is not None:
+            sql, args = sql + " WHERE recording_id = ?", (recording_id,)
+        rows = self._db().execute(sql + " ORDER BY rowid", args).fetchall()
+        return [Detection(*r) for r in rows]  # __post_init__ turns clock_trusted back to bool
+
+    def recordings(self, run_id: str | None = None) -> list[RecordingResult]:
+        sql = f"SELECT {', '.join(_REC_COLS)} FROM recordings"
+        args: tuple[str, ...] = ()
+        if run_id is not None:
+            sql, args = sql + " WHERE run_id = ?", (run_id,)
+        rows = self._db().execute(sql + " ORDER BY rowid", args).fetchall()
+        return [RecordingResult(*r) for r in rows]
+
+    def pending_outbox(self, limit: int = 100) -> list[tuple[str, str]]:
+        """Up to `limit` undelivered (detection_id, payload_json), oldest first."""
+        return [
+            (r[0], r[1])
+            for r in self._db().execute(
+                "SELECT detection_id, payload_json FROM outbox WHERE delivered_utc IS NULL "
+                "ORDER BY rowid LIMIT ?",
+                (limit,),
+            )
+        ]
+
+    def integrity_check(self) -> str:
+        """ "ok", or what SQLite's integrity and foreign-key checks found, on one line."""
+        conn = self._db()
+        found = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+        if found != ["ok"]:
+            return "; ".join(str(f) for f in found)
+        bad = conn.execute("PRAGMA foreign_key_check").fetchall()
+        if bad:
+            return "; ".join(f"{t} rowid {rid}: no row in {parent}" for t, rid, parent, _ in bad)
+        return "ok"
+
+    # -- helpers --------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"{self.path}: the detection store is closed")
+        return self._conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self._db()
+        # IMMEDIATE takes the write lock up front, so a concurrent writer waits at
+        # BEGIN (busy_timeout) instead of failing half-way through a batch.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            # Also on KeyboardInterrupt: a half-written batch must not be committed
+            # by a later transaction. SQLite may already have rolled back (disk full).
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def _payload(d: Detection) -> str:
+    return json.dumps(d.to_json_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

@@ -1,0 +1,206 @@
+"""Config files: every profile validates, and every mistake is named on one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from animalclap_edge.config import (
+    ConfigError,
+    EdgeConfig,
+    config_from_dict,
+    config_hash,
+    config_json_schema,
+    dump_config,
+    load_config,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+FIRMWARE = REPO / "firmware_configs"
+PROFILES = sorted(FIRMWARE.glob("*.yaml"))
+
+
+def _write(tmp_path: Path, text: str, name: str = "edge.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def _problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as ei:
+        load_config(path)
+    assert str(ei.value) == "\n".join(ei.value.problems)
+    return ei.value.problems
+
+
+def test_every_device_profile_exists():
+    names = {p.stem for p in PROFILES}
+    assert names >= {
+        "jetson-orin-nano",
+        "jetson-orin-nx",
+        "jetson-agx-orin",
+        "jetson-xavier-nx",
+        "jetson-nano",
+        "generic-cpu",
+    }
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)
+def test_firmware_profile_validates(path: Path):
+    cfg = load_config(path)
+    assert cfg.device.profile == path.stem
+    # A profile that differs from the defaults only in comments would be pointless.
+    assert cfg.backend.threads > 0
+    assert path.read_text(encoding="utf-8").startswith("# ")  # the hardware header
+
+
+def test_backend_choices_per_hardware():
+    by = {p.stem: load_config(p).backend for p in PROFILES}
+    for name in ("jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin"):
+        assert (by[name].name, by[name].precision) == ("auto", "int8")
+    for name in ("jetson-xavier-nx", "jetson-nano"):
+        assert (by[name].name, by[name].precision) == ("auto", "fp16")
+    assert (by["generic-cpu"].name, by["generic-cpu"].precision) == ("onnxruntime-cpu", "fp32")
+
+
+def test_unknown_key_suggests_the_closest(tmp_path: Path):
+    p = _write(tmp_path, "scoring:\n  threshhold: 0.3\n")
+    (line,) = _problems(p)
+    assert line.startswith(f"{p}: scoring.threshhold: unknown key (did you mean 'threshold'? ")
+    assert "allowed: backoff, backoff_threshold, exclude, include, merge_gap_s," in line
+
+
+def test_unknown_section_lists_sections(tmp_path: Path):
+    p = _write(tmp_path, "scorring: {}\n")
+    (line,) = _problems(p)
+    assert "scorring: unknown key (did you mean 'scoring'?" in line
+    assert "allowed: audio, backend, device, messaging, output, scoring, storage" in line
+
+
+def test_wrong_types_are_named(tmp_path: Path):
+    p = _write(
+        tmp_path,
+        "backend:\n  batch_size: '8'\n"
+        "audio:\n  input_device: 1.5\n"
+        "scoring:\n  include: Turdus merula\n  backoff: maybe\n",
+    )
+    problems = _problems(p)
+    assert f"{p}: backend.batch_size: must be an integer (got '8')" in problems
+    # One line for a union value, not one per member type that refused it.
+    assert f"{p}: audio.input_device: must be a string, an integer or null (got 1.5)" in problems
+    assert f"{p}: scoring.include: must be a list (got 'Turdus merula')" in problems
+    assert f"{p}: scoring.backoff: must be true or false (got 'maybe')" in problems
+    assert len(problems) == 4
+
+
+def test_out_of_range_values(tmp_path: Path):
+    p = _write(
+        tmp_path,
+        "scoring:\n  threshold: 1.5\n  species_thresholds: {eurbla: -0.1}\n"
+        "storage:\n  max_disk_percent: 0\n",
+    )
+    problems = _problems(p)
+    assert f"{p}: scoring.threshold: must be <= 1 (got 1.5)" in problems
+    assert f"{p}: scoring.species_thresholds.eurbla: must be >= 0 (got -0.1)" in problems
+    assert f"{p}: storage.max_disk_percent: must be > 0 (got 0)" in problems
+
+
+def test_hop_longer_than_window(tmp_path: Path):
+    p = _write(tmp_path, "audio:\n  window_s: 3.0\n  hop_s: 4.0\n")
+    assert _problems(p) == [f"{p}: audio.hop_s: must be <= audio.window_s (got 4.0 > 3.0)"]
+    assert load_config(_write(tmp_path, "audio: {hop_s: 3}\n", "ok.yaml")).audio.hop_s == 3.0
+
+
+def test_bad_literal_lists_choices(tmp_path: Path):
+    p = _write(tmp_path, "backend:\n  precision: int4\n  name: cuda\n")
+    problems = _problems(p)
+    assert f"{p}: backend.precision: 'int4' is not allowed (choose fp32, fp16, int8)" in problems
+    assert (
+        f"{p}: backend.name: 'cuda' is not allowed "
+        "(choose auto, onnxruntime-cpu, onnxruntime-cuda, tensorrt)" in problems
+    )
+
+
+def test_save_clips_needs_a_folder(tmp_path: Path):
+    p = _write(tmp_path, "storage:\n  save_clips: true\n")
+    (line,) = _problems(p)
+    assert line.startswith(f"{p}: storage.save_clips: ") and "storage.clips_dir" in line
+
+
+@pytest.mark.parametrize(
+    "text, line_no",
+    [
+        ("scoring:\n  threshold: 0.3\n top_k: 2\n", 3),
+        ("audio:\n  hop_s: [1,\n", 3),
+        ("scoring:\n  top_k: 2\n  top_k: 3\n", 3),  # duplicate keys are refused, not overwritten
+    ],
+)
+def test_yaml_syntax_error_is_one_line(tmp_path: Path, text: str, line_no: int):
+    p = _write(tmp_path, text)
+    (line,) = _problems(p)
+    assert "\n" not in line
+    assert line.startswith(f"{p}:{line_no}: invalid YAML: ")
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path):
+    p = _write(tmp_path, "- audio\n- scoring\n")
+    assert _problems(p) == [f"{p}: the top level must be a mapping of sections (got a list)"]
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path):
+    assert _problems(tmp_path / "nope.yaml") == [f"{tmp_path / 'nope.yaml'}: no such file"]
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "scoring:\nmessaging:\n  mqtt:\n"])
+def test_empty_file_and_empty_sections_give_defaults(tmp_path: Path, text: str):
+    assert load_config(_write(tmp_path, text)) == EdgeConfig()
+
+
+def test_defaults():
+    cfg = load_config(None)
+    assert cfg == EdgeConfig()
+    assert (cfg.audio.window_s, cfg.audio.hop_s, cfg.backend.name) == (3.0, 1.5, "auto")
+    assert (cfg.scoring.threshold, cfg.scoring.top_k, cfg.storage.database) == (
+        None,
+        3,
+        "detections.db",
+    )
+    assert cfg.messaging.mqtt.enabled is False and cfg.messaging.mqtt.port == 1883
+
+
+def test_config_hash_stable_and_sensitive(tmp_path: Path):
+    base = config_hash(EdgeConfig())
+    assert len(base) == 16 and int(base, 16) >= 0
+    assert config_hash(load_config(None)) == base
+    assert config_hash(load_config(_write(tmp_path, ""))) == base
+    # Spelling, key order and stating a default do not change the hash ...
+    a = config_from_dict({"audio": {"hop_s": 1.5, "window_s": 3}, "scoring": {"top_k": 3}})
+    assert config_hash(a) == base
+    # ... any effective value does.
+    assert config_hash(config_from_dict({"scoring": {"threshold": 0.6}})) != base
+    assert config_hash(config_from_dict({"audio": {"hop_s": 1.0}})) != base
+
+
+def test_dump_round_trips(tmp_path: Path):
+    for path in PROFILES:
+        cfg = load_config(path)
+        again = load_config(_write(tmp_path, dump_config(cfg), f"{path.stem}.yaml"))
+        assert again == cfg and config_hash(again) == config_hash(cfg)
+
+
+def test_schema_json_in_sync():
+    committed = json.loads((FIRMWARE / "schema.json").read_text(encoding="utf-8"))
+    assert committed == config_json_schema(), (
+        "firmware_configs/schema.json is stale; regenerate with: python -c "
+        '"from animalclap_edge.config import write_json_schema; '
+        "write_json_schema('firmware_configs/schema.json')\""
+    )
+
+
+def test_schema_forbids_unknown_keys_everywhere():
+    schema = config_json_schema()
+    assert schema["additionalProperties"] is False
+    for name, sub in schema["$defs"].items():
+        assert sub.get("additionalProperties") is False, name

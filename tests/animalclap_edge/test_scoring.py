@@ -1,0 +1,124 @@
+"""Species probabilities, thresholds, filters, back-off and traits on a hand-made bundle."""
+
+import numpy as np
+import pytest
+
+from animalclap_edge.bundle import Bundle
+from animalclap_edge.contracts.bundle import Calibration
+from animalclap_edge.contracts.frontend import CLAP_UNFUSED
+from animalclap_edge.contracts.traits import TraitSchema
+from animalclap_edge.scoring import Scorer, ScoringError, ScoringSettings
+
+
+def _bundle(catalogue, scale=20.0, with_traits=False):
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((len(catalogue), 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    schema = w = b = None
+    if with_traits:
+        schema = TraitSchema.from_dict(
+            {
+                "traits": [
+                    {"name": "activity", "kind": "categorical", "values": ["day", "night"]},
+                    {
+                        "name": "habitat",
+                        "kind": "multilabel",
+                        "values": ["forest", "wetland", "urban"],
+                    },
+                ]
+            }
+        )
+        w = np.zeros((16, 5), np.float32)
+        b = np.array([0, 3, 4, -4, 2], np.float32)  # night; forest + urban
+    return Bundle(
+        root=None,
+        manifest=None,
+        frontend=CLAP_UNFUSED,
+        catalogue=catalogue,
+        text_embeddings=emb,
+        calibration=Calibration(logit_scale=scale, default_threshold=0.5, backoff_threshold=0.6),
+        trait_schema=schema,
+        trait_weight=w,
+        trait_bias=b,
+    )
+
+
+def test_clear_match_is_detected_with_calibrated_probability(tiny_catalogue):
+    b = _bundle(tiny_catalogue, scale=50)
+    s = Scorer(b, ScoringSettings())
+    (res,) = s.score(b.text_embeddings[2:3])
+    assert [lab.taxon for lab in res.labels] == [tiny_catalogue[2].id]
+    assert res.labels[0].level == "species" and res.labels[0].probability > 0.9
+    assert res.labels[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ambiguous_within_genus_backs_off_to_genus(tiny_catalogue):
+    b = _bundle(tiny_catalogue, scale=30)
+    # Halfway between the two Turdus species: neither passes 0.5, their genus does.
+    mid = b.text_embeddings[0] + b.text_embeddings[1]
+    mid /= np.linalg.norm(mid)
+    (res,) = Scorer(b, ScoringSettings(threshold=0.7)).score(mid[None])
+    assert len(res.labels) == 1
+    lab = res.labels[0]
+    assert (lab.level, lab.taxon, lab.common_name) == ("genus", "Turdus", "unknown Turdus")
+    assert lab.probability > 0.6
+    (res,) = Scorer(b, ScoringSettings(threshold=0.7, backoff=False)).score(mid[None])
+    assert res.labels == []
+
+
+def test_per_species_threshold_include_exclude_regions(tiny_catalogue):
+    b = _bundle(tiny_catalogue, scale=50)
+    x = b.text_embeddings[2:3]
+    sid = tiny_catalogue[2].id
+    # Between robin (2) and owl (3): each near p=0.5, so a per-species threshold decides.
+    mid = b.text_embeddings[2] + b.text_embeddings[3]
+    mid = (mid / np.linalg.norm(mid))[None]
+    p_robin = Scorer(b, ScoringSettings(threshold=0.0)).score(mid)[0].labels
+    p_robin = next(lab.probability for lab in p_robin if lab.taxon == sid)
+    assert 0.2 < p_robin < 0.8
+    low = Scorer(
+        b, ScoringSettings(threshold=0.99, species_thresholds={sid: p_robin - 0.01}, backoff=False)
+    )
+    high = Scorer(
+        b, ScoringSettings(threshold=0.0, species_thresholds={sid: p_robin + 0.01}, backoff=False)
+    )
+    assert [lab.taxon for lab in low.score(mid)[0].labels] == [sid]
+    assert sid not in [lab.taxon for lab in high.score(mid)[0].labels]
+    s = Scorer(b, ScoringSettings(exclude=(sid,)))
+    assert sid not in [lab.taxon for lab in s.score(x)[0].labels]
+    s = Scorer(b, ScoringSettings(include=("Turdus merula", "tawowl1")))
+    assert len(s.active) == 2
+    s = Scorer(b, ScoringSettings(regions=("NA",)))
+    assert [tiny_catalogue[i].id for i in s.active] == ["amebul"]
+    with pytest.raises(ScoringError, match="neither a species id nor a scientific name"):
+        Scorer(b, ScoringSettings(include=("Turdus nonexistens",)))
+    with pytest.raises(ScoringError, match="no species left"):
+        Scorer(b, ScoringSettings(regions=("AU",)))
+    with pytest.raises(ScoringError, match="unknown species id"):
+        Scorer(b, ScoringSettings(species_thresholds={"zzz": 0.1}))
+
+
+def test_traits_from_heads(tiny_catalogue):
+    b = _bundle(tiny_catalogue, with_traits=True)
+    (res,) = Scorer(b, ScoringSettings()).score(b.text_embeddings[:1])
+    assert res.traits["activity"]["value"] == "night" and res.traits["activity"]["p"] > 0.9
+    assert res.traits["habitat"]["values"] == ["forest", "urban"]
+
+
+def test_scoring_is_deterministic_and_batch_independent(tiny_catalogue):
+    b = _bundle(tiny_catalogue)
+    x = np.random.default_rng(1).standard_normal((4, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    s = Scorer(b, ScoringSettings(threshold=0.0))
+    batch = s.score(x)
+    single = [s.score(x[i : i + 1])[0] for i in range(4)]
+    # Same input, same output; batched BLAS may differ in the last bits only.
+    again = s.score(x)
+    assert [r.labels for r in batch] == [r.labels for r in again]
+    for rb, rs in zip(batch, single, strict=True):
+        assert [lab.taxon for lab in rb.labels] == [lab.taxon for lab in rs.labels]
+        assert np.allclose(
+            [lab.probability for lab in rb.labels],
+            [lab.probability for lab in rs.labels],
+            atol=1e-5,
+        )

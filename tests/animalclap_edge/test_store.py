@@ -1,0 +1,288 @@
+"""The SQLite detection store: schema, durability settings, idempotent writes, the outbox."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from animalclap_edge.records import Detection, RecordingResult, detection_id
+from animalclap_edge.store import SCHEMA_VERSION, DetectionStore, StoreError
+
+BUNDLE = "bundle-0001"
+RUN = "run-a"
+REC = "/data/in/dawn.flac"
+
+
+def _det(start_sample: int, taxon: str = "eurbla", level: str = "species", **kw) -> Detection:
+    t0 = start_sample / 48000
+    fields = dict(
+        detection_id=detection_id(BUNDLE, REC, start_sample, level, taxon),
+        run_id=RUN,
+        recording_id=REC,
+        window_start_s=t0,
+        window_end_s=t0 + 3.0,
+        start_time_utc=None,
+        clock_trusted=False,
+        bundle_id=BUNDLE,
+        config_hash="0123456789abcdef",
+        rank=0,
+        level=level,
+        taxon=taxon,
+        scientific_name="Turdus merula",
+        common_name="Eurasian Blackbird",
+        score=0.31,
+        probability=0.87,
+        traits_json=json.dumps({"activity": {"value": "diurnal", "p": 0.9}}),
+        created_utc="2024-05-01T04:00:00.000+00:00",
+    )
+    fields.update(kw)
+    return Detection(**fields)
+
+
+def _rec(status: str = "ok", recording_id: str = REC, **kw) -> RecordingResult:
+    fields = dict(
+        recording_id=recording_id,
+        run_id=RUN,
+        source_path=recording_id,
+        status=status,
+        reason=None if status == "ok" else "too short (0.20 s < audio.min_clip_s 0.5 s)",
+        duration_s=60.0,
+        n_windows=39,
+        n_detections=2,
+        start_time_utc="2024-05-01T04:00:00+00:00",
+        clock_trusted=True,
+        clock_note="file name timestamp",
+        finished_utc="2024-05-01T04:01:00.000+00:00",
+    )
+    fields.update(kw)
+    return RecordingResult(**fields)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "sd" / "animalclap" / "detections.db"  # parents do not exist yet
+
+
+@pytest.fixture
+def store(db: Path):
+    with DetectionStore(db) as s:
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0")
+        yield s
+
+
+def _count(db: Path, table: str) -> int:
+    with sqlite3.connect(db) as c:
+        return c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_schema_created(db: Path):
+    DetectionStore(db).close()
+    c = sqlite3.connect(db)
+    try:
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        indexes = {
+            r[0]
+            for r in c.execute("SELECT sql FROM sqlite_master WHERE type='index' AND sql NOT NULL")
+        }
+        assert tables == {"runs", "recordings", "detections", "outbox"}
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        cols = [r[1] for r in c.execute("PRAGMA table_info(detections)")]
+        assert cols == [
+            "detection_id",
+            "run_id",
+            "recording_id",
+            "window_start_s",
+            "window_end_s",
+            "start_time_utc",
+            "clock_trusted",
+            "bundle_id",
+            "config_hash",
+            "rank",
+            "level",
+            "taxon",
+            "scientific_name",
+            "common_name",
+            "score",
+            "probability",
+            "traits_json",
+            "created_utc",
+        ]
+        on = " ".join(indexes)
+        for idx in ("detections(recording_id)", "detections(taxon)", "outbox(delivered_utc)"):
+            assert idx in on
+    finally:
+        c.close()
+
+
+def test_wal_and_durability_pragmas(db: Path):
+    with DetectionStore(db) as s:
+        assert s.journal_mode == "wal"
+        conn = s._conn
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    with sqlite3.connect(db) as c:  # WAL is a property of the file, seen by every reader
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_reinsert_is_idempotent(store: DetectionStore, db: Path):
+    dets = [_det(0), _det(0, "sonthr", rank=1), _det(72000)]
+    assert store.add_detections(dets) == 3
+    assert store.add_detections(dets) == 0  # a replay of the same windows
+    # A rebuilt record (new run, new timestamp) has the same id: still nothing new.
+    assert store.add_detections([replace(dets[0], created_utc="later")]) == 0
+    assert store.add_detections([dets[2], _det(144000)]) == 1
+    assert _count(db, "detections") == 4
+    assert _count(db, "outbox") == 4
+    assert [d.detection_id for d in store.detections()] == [
+        *(d.detection_id for d in dets),
+        _det(144000).detection_id,
+    ]
+
+
+def test_duplicate_inside_one_batch(store: DetectionStore, db: Path):
+    assert store.add_detections([_det(0), _det(0)]) == 1
+    assert _count(db, "outbox") == 1
+
+
+def test_detection_ids_are_stable():
+    a = detection_id(BUNDLE, REC, 48000, "species", "eurbla")
+    assert a == detection_id(BUNDLE, REC, 48000, "species", "eurbla")
+    variants = [
+        ("other-bundle", REC, 48000, "species", "eurbla"),
+        (BUNDLE, "/data/in/other.flac", 48000, "species", "eurbla"),
+        (BUNDLE, REC, 48001, "species", "eurbla"),
+        (BUNDLE, REC, 48000, "genus", "eurbla"),
+        (BUNDLE, REC, 48000, "species", "sonthr"),
+    ]
+    assert len({a, *(detection_id(*v) for v in variants)}) == 6
+    # Pinned: ids already on recorders and upstream must never change meaning.
+    assert detection_id("b", "r.wav", 0, "species", "x") == "036a7ca6-4bee-551b-a7a6-8d08e8123331"
+    with pytest.raises(TypeError):
+        detection_id(BUNDLE, REC, 1.5, "species", "eurbla")  # type: ignore[arg-type]
+
+
+def test_detection_and_outbox_share_one_transaction(store: DetectionStore, db: Path):
+    # The second row references a run that does not exist: it fails after the first
+    # detection and its outbox row were written, and the whole batch must go.
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_detections([_det(0), _det(72000, run_id="no-such-run"), _det(144000)])
+    assert _count(db, "detections") == 0
+    assert _count(db, "outbox") == 0
+    # A CHECK violation fails loudly too (INSERT OR IGNORE would have dropped it).
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_detections([_det(0), _det(72000, level="subspecies")])
+    assert _count(db, "detections") == _count(db, "outbox") == 0
+    # The store is still usable after a failed batch.
+    assert store.add_detections([_det(0)]) == 1
+    assert _count(db, "detections") == _count(db, "outbox") == 1
+
+
+def test_outbox_payload_and_delivery(store: DetectionStore):
+    dets = [_det(0), _det(72000), _det(144000)]
+    store.add_detections(dets)
+    pending = store.pending_outbox(10)
+    assert [i for i, _ in pending] == [d.detection_id for d in dets]
+    payload = json.loads(pending[0][1])
+    assert payload == json.loads(json.dumps(dets[0].to_json_dict()))
+    assert payload["traits"] == {"activity": {"value": "diurnal", "p": 0.9}}
+    assert "traits_json" not in payload
+    assert len(store.pending_outbox(2)) == 2
+    assert store.mark_delivered([dets[0].detection_id, dets[1].detection_id]) == 2
+    assert store.mark_delivered([dets[0].detection_id]) == 0  # already delivered
+    assert [i for i, _ in store.pending_outbox(10)] == [dets[2].detection_id]
+
+
+def test_recordings_accounting(store: DetectionStore):
+    store.record_recording(_rec())
+    store.record_recording(_rec("skipped", "/data/in/empty.wav", n_windows=0, n_detections=0))
+    store.record_recording(_rec("partial", "/data/in/cut.flac", reason="decode failed at 41 s"))
+    got = store.recordings(RUN)
+    assert [(r.source_path, r.status) for r in got] == [
+        (REC, "ok"),
+        ("/data/in/empty.wav", "skipped"),
+        ("/data/in/cut.flac", "partial"),
+    ]
+    assert got[0] == _rec() and got[0].clock_trusted is True
+    # A replay of a recording replaces its row instead of adding one.
+    store.record_recording(_rec(n_detections=5))
+    assert len(store.recordings()) == 3
+    assert next(r for r in store.recordings() if r.recording_id == REC).n_detections == 5
+    assert store.recordings("other-run") == []
+    with pytest.raises(sqlite3.IntegrityError):
+        store.record_recording(_rec("weird", "/data/in/x.wav"))
+
+
+def test_runs_start_and_finish(store: DetectionStore, db: Path):
+    store.finish_run(RUN)
+    with sqlite3.connect(db) as c:
+        row = c.execute("SELECT bundle_id, host, finished_utc FROM runs").fetchone()
+    assert row[0] == BUNDLE and row[1] and row[2]
+    with pytest.raises(StoreError):
+        store.finish_run("never-started")
+
+
+def test_reopen_and_read_back(db: Path):
+    dets = [
+        _det(0),
+        _det(72000, "turdus", level="genus", start_time_utc="2024-05-01T04:00:01.5+00:00"),
+    ]
+    with DetectionStore(db) as s:
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0")
+        s.add_detections(dets)
+        s.record_recording(_rec())
+        s.finish_run(RUN)
+    with DetectionStore(db) as s:
+        assert s.detections() == dets
+        assert s.detections(REC) == dets
+        assert s.detections("/elsewhere.wav") == []
+        assert s.recordings() == [_rec()]
+        assert len(s.pending_outbox(10)) == 2
+        assert s.add_detections(dets) == 0  # idempotent across restarts too
+
+
+def test_numpy_like_scalars_are_stored_as_plain_numbers(store: DetectionStore):
+    np = pytest.importorskip("numpy")
+    d = _det(0, score=np.float32(0.25), probability=np.float64(0.5), rank=np.int64(0))
+    assert type(d.score) is float and type(d.rank) is int
+    assert store.add_detections([d]) == 1
+    assert store.detections()[0] == d
+
+
+def test_refuses_newer_schema(db: Path):
+    DetectionStore(db).close()
+    with sqlite3.connect(db) as c:
+        c.execute("PRAGMA user_version = 2")
+    with pytest.raises(StoreError, match="schema version 2 is newer"):
+        DetectionStore(db)
+    with sqlite3.connect(db) as c:  # and leaves it as it was
+        assert c.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_refuses_a_foreign_database(tmp_path: Path):
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as c:
+        c.execute("CREATE TABLE t (x)")
+    with pytest.raises(StoreError, match="not an AnimalCLAP detection database"):
+        DetectionStore(other)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open"):
+        DetectionStore(junk)
+
+
+def test_integrity_check_ok(store: DetectionStore):
+    store.add_detections([_det(0)])
+    store.record_recording(_rec())
+    assert store.integrity_check() == "ok"
+
+
+def test_closed_store_refuses_use(db: Path):
+    s = DetectionStore(db)
+    s.close()
+    s.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        s.detections()
