@@ -138,12 +138,15 @@ def active_bins(cfg: FrontendConfig = CLAP_UNFUSED) -> tuple[int, int]:
 
 
 def repeat_pad(x: np.ndarray, n: int) -> np.ndarray:
-    """CLAP "repeatpad": tile floor(n / len) times, then zero-pad to n; crop if longer."""
+    """CLAP "repeatpad": tile floor(n / len) times, then zero-pad to n; crop if longer.
+
+    Same as transformers' ClapFeatureExtractor(padding="repeatpad"); keeps the dtype.
+    """
     x = np.asarray(x)
-    if len(x) == 0:
-        raise ValueError("repeat_pad: empty input")
+    if x.ndim != 1 or len(x) == 0:
+        raise ValueError(f"repeat_pad: need a non-empty 1-D array, got shape {x.shape}")
     if len(x) >= n:
-        return x[:n]
+        return x[:n].copy()
     tiled = np.tile(x, n // len(x))
     return np.pad(tiled, (0, n - len(tiled)))
 

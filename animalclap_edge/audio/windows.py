@@ -1,0 +1,115 @@
+"""Cut a stream of mono blocks into fixed-length model windows, in bounded memory.
+
+Windows start at 0, hop, 2*hop, ... (in samples of the stream). At the end of
+the stream `flush` adds at most one more window:
+
+- nothing emitted yet and at least `min_samples` seen: the whole clip,
+  repeat-padded to the window length (CLAP "repeatpad"), `padded=True`;
+- otherwise, when more than half a hop of audio follows the last window's end:
+  a window ending at the last sample (start = total - window), so the tail is
+  scored without inventing audio.
+
+State is one preallocated float32 buffer holding the last `window_samples`
+samples plus three integers; pushing hours of audio does not grow it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from animalclap_edge.contracts.frontend import repeat_pad
+
+
+@dataclass(frozen=True)
+class Window:
+    start_sample: int  # position of samples[0] in the stream
+    samples: np.ndarray  # float32 (window_samples,)
+    padded: bool  # True when repeat-padded from a clip shorter than a window
+
+
+class Windower:
+    """Streaming window cutter; `push` blocks, `flush` at end of stream, `reset` to reuse."""
+
+    def __init__(self, window_samples: int, hop_samples: int, min_samples: int) -> None:
+        if window_samples <= 0 or hop_samples <= 0:
+            raise ValueError(
+                f"window and hop must be positive, got window={window_samples}, hop={hop_samples}"
+            )
+        if min_samples < 0:
+            raise ValueError(f"min_samples must be >= 0, got {min_samples}")
+        self.window_samples = int(window_samples)
+        self.hop_samples = int(hop_samples)
+        self.min_samples = int(min_samples)
+        # history[i] is stream sample (total - window + i); entries before sample 0 are unused.
+        self._history = np.zeros(self.window_samples, np.float32)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream; the next `push` starts at sample 0."""
+        self._total = 0
+        self._next_start = 0
+        self._emitted = 0
+        self._flushed = False
+        self._history.fill(0.0)
+
+    @property
+    def samples_seen(self) -> int:
+        return self._total
+
+    @property
+    def windows_emitted(self) -> int:
+        return self._emitted
+
+    @property
+    def buffer_size(self) -> int:
+        """Samples of history held (always `window_samples`): the windower's whole memory."""
+        return self._history.size
+
+    def push(self, block: np.ndarray) -> list[Window]:
+        """Append a 1-D block; return every window that is now complete, in order."""
+        if self._flushed:
+            raise RuntimeError("Windower.push after flush: call reset() for a new stream")
+        x = np.asarray(block, np.float32)
+        if x.ndim != 1:
+            raise ValueError(f"Windower.push needs a 1-D block, got shape {x.shape}")
+        n, w, t0 = len(x), self.window_samples, self._total
+        t1 = t0 + n
+        out: list[Window] = []
+        while self._next_start + w <= t1:
+            s = self._next_start
+            samples = np.empty(w, np.float32)
+            if s < t0:
+                h = t0 - s  # 0 < h < w: samples taken from history
+                samples[:h] = self._history[w - h :]
+                samples[h:] = x[: w - h]
+            else:
+                samples[:] = x[s - t0 : s - t0 + w]
+            out.append(Window(s, samples, False))
+            self._next_start += self.hop_samples
+        self._emitted += len(out)
+        if n >= w:
+            self._history[:] = x[n - w :]
+        elif n:
+            self._history[: w - n] = self._history[n:]  # numpy handles the overlap
+            self._history[w - n :] = x
+        self._total = t1
+        return out
+
+    def flush(self) -> list[Window]:
+        """End of stream: the repeat-padded short clip or the end-aligned tail window, if any."""
+        if self._flushed:
+            return []
+        self._flushed = True
+        w, total = self.window_samples, self._total
+        if self._emitted == 0:
+            if total == 0 or total < self.min_samples:
+                return []
+            self._emitted = 1
+            return [Window(0, repeat_pad(self._history[w - total :], w), True)]
+        last_end = self._next_start - self.hop_samples + w
+        if total - last_end > self.hop_samples / 2:
+            self._emitted += 1
+            return [Window(total - w, self._history.copy(), False)]
+        return []

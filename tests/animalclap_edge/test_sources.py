@@ -1,0 +1,301 @@
+"""Sources on real files and folders, raw PCM streams, and (where present) a real input device."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from animalclap_edge.audio import SUPPORTED_EXTENSIONS, AudioError
+from animalclap_edge.sources import (
+    MIC_INSTALL_HINT,
+    FileSource,
+    FolderSource,
+    MicSource,
+    Recording,
+    Skipped,
+    Source,
+    SourceError,
+    StdinSource,
+    _FloatRing,
+    open_source,
+    system_clock_synchronized,
+    time_from_name,
+)
+
+REALAUDIO = Path(__file__).resolve().parents[2] / ".." / "shared" / "realaudio"
+needs_real = pytest.mark.skipif(
+    not REALAUDIO.is_dir(), reason=f"real audio folder {REALAUDIO} not present"
+)
+TARGET = 48_000
+
+
+def sine(sr: int, seconds: float, hz: float = 1000.0) -> np.ndarray:
+    return (0.5 * np.sin(2 * np.pi * hz * np.arange(round(sr * seconds)) / sr)).astype(np.float32)
+
+
+def peak_hz(y: np.ndarray, sr: int) -> float:
+    return float(np.argmax(np.abs(np.fft.rfft(y * np.hanning(len(y))))) * sr / len(y))
+
+
+def a_real_wav() -> Path:
+    return min(
+        (p for p in REALAUDIO.glob("*.wav") if sf.info(str(p)).samplerate == 44100),
+        key=lambda p: p.stat().st_size,
+    )
+
+
+@needs_real
+def test_folder_source_accounts_for_every_real_file():
+    files = sorted(p for p in REALAUDIO.iterdir() if not p.name.startswith("."))
+    with FolderSource(REALAUDIO, TARGET) as src:
+        assert isinstance(src, Source)
+        items = list(src.recordings())
+        # Blocks are lazy and closed with the source; decode a few while it is open.
+        for r in [i for i in items if isinstance(i, Recording)][::67]:
+            y = np.concatenate(list(r.blocks))
+            assert y.dtype == np.float32 and len(y) > 0
+    assert [i.id for i in items] == [str(p) for p in files]  # sorted, one item per file
+    recs = [i for i in items if isinstance(i, Recording)]
+    skipped = {Path(i.id).name: i.reason for i in items if isinstance(i, Skipped)}
+    assert len(recs) == sum(p.suffix.lower() in SUPPORTED_EXTENSIONS for p in files) == 201
+    assert skipped == {
+        "manifest.csv": "not an audio file (.csv)",
+        "ATTRIBUTION.md": "not an audio file (.md)",
+    }
+    for r in recs:
+        assert r.sample_rate == TARGET and r.start_time is not None and r.start_time.tzinfo
+        assert not r.clock_trusted and r.clock_note == "time from file mtime: not a recorder clock"
+
+
+def test_folder_rules(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / ".cache").mkdir()
+    sf.write(tmp_path / "b" / "x.flac", sine(22050, 0.5), 22050)
+    sf.write(tmp_path / "a.WAV", sine(16000, 0.5), 16000)
+    sf.write(tmp_path / ".hidden.wav", sine(16000, 0.5), 16000)
+    sf.write(tmp_path / ".cache" / "y.wav", sine(16000, 0.5), 16000)
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "c.m4a").write_bytes(b"\0" * 64)
+    (tmp_path / "README").write_text("x")
+    (tmp_path / "bad.wav").write_text("not audio at all")
+    items = {
+        Path(i.id).relative_to(tmp_path).as_posix(): i
+        for i in FolderSource(tmp_path, TARGET).recordings()
+    }
+    assert list(items) == ["README", "a.WAV", "b/x.flac", "bad.wav", "c.m4a", "notes.txt"]
+    assert items["README"].reason == "not an audio file (no extension)"
+    assert items["notes.txt"].reason == "not an audio file (.txt)"
+    assert items["c.m4a"].reason.startswith("audio format not supported (.m4a)")
+    assert items["bad.wav"].reason.startswith("cannot decode: ")
+    assert isinstance(items["a.WAV"], Recording) and isinstance(items["b/x.flac"], Recording)
+    flat = [
+        (Path(i.id).name, getattr(i, "reason", None))
+        for i in FolderSource(tmp_path, TARGET, recursive=False).recordings()
+    ]
+    assert ("b", "folder not searched (recursive=False)") in flat
+    assert "x.flac" not in [n for n, _ in flat]
+
+
+@needs_real
+def test_time_from_recorder_file_name(tmp_path):
+    src = a_real_wav()
+    moth = tmp_path / "20240315_053000.WAV"
+    shutil.copy(src, moth)
+    (rec,) = FileSource(moth, TARGET).recordings()
+    assert rec.start_time == datetime(2024, 3, 15, 5, 30, tzinfo=timezone.utc)
+    assert rec.clock_trusted and rec.clock_note.startswith("time from file name")
+    assert time_from_name("SMM01234_20190501_060000.wav") == datetime(
+        2019, 5, 1, 6, tzinfo=timezone.utc
+    )
+    assert time_from_name("site12_20191399_999999.wav") is None  # not a date
+    assert time_from_name("20240315053000.wav") is None
+
+    plain = tmp_path / "plain.wav"
+    shutil.copy(src, plain)
+    (rec,) = FileSource(plain, TARGET).recordings()
+    mtime = datetime.fromtimestamp(plain.stat().st_mtime, timezone.utc)
+    assert not rec.clock_trusted
+    assert abs((mtime - rec.start_time).total_seconds() - sf.info(str(src)).duration) < 1e-3
+
+
+@needs_real
+def test_file_source_skips_and_truncation(tmp_path):
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    assert list(FileSource(empty, TARGET).recordings()) == [
+        Skipped(str(empty), "empty file (0 samples)")
+    ]
+    nan = tmp_path / "nan.wav"
+    sf.write(nan, np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
+    (rec,) = FileSource(nan, TARGET).recordings()  # the header is fine: found while streaming
+    with pytest.raises(AudioError, match=r"non-finite samples \(NaN/Inf\) at 0\.00 s"):
+        list(rec.blocks)
+    src = max(REALAUDIO.glob("srkw*.wav"), key=lambda p: p.stat().st_size)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    (rec,) = FileSource(cut, TARGET, block_seconds=0.5).recordings()
+    got = []
+    with pytest.raises(AudioError, match=r"^truncated or corrupt after"):
+        for b in rec.blocks:
+            got.append(b)
+    assert got
+
+
+def test_file_source_close_releases_the_open_file(tmp_path):
+    path = tmp_path / "x.wav"
+    sf.write(path, sine(16000, 3.0), 16000)
+    src = FileSource(path, TARGET, block_seconds=0.5)
+    (rec,) = src.recordings()
+    next(rec.blocks)
+    src.close()
+    assert list(rec.blocks) == []  # the generator was closed, and its file with it
+
+
+def test_stdin_s16le_stereo_resampled():
+    sr = 16000
+    x = np.stack([sine(sr, 2.0), sine(sr, 2.0)], axis=1)
+    pcm = (x * 32767).astype("<i2").tobytes()
+    src = StdinSource(io.BytesIO(pcm), sr, 2, "s16le", TARGET, block_seconds=0.3)
+    (rec,) = src.recordings()
+    assert rec.id == "stdin" and rec.start_time is None and not rec.clock_trusted
+    blocks = list(rec.blocks)
+    y = np.concatenate(blocks)
+    assert len(blocks) > 3 and abs(len(y) - 2 * TARGET) <= 2
+    assert abs(peak_hz(y, TARGET) - 1000) <= 1
+    assert abs(np.abs(y).max() - 0.5) < 0.01
+
+
+class Trickle(io.RawIOBase):
+    """A pipe that returns at most 7 bytes per read, splitting frames."""
+
+    def __init__(self, data: bytes):
+        self.buf = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        return self.buf.read(min(n, 7) if n >= 0 else 7)
+
+
+def test_stdin_f32le_short_reads_and_errors():
+    x = sine(TARGET, 0.1)
+    (rec,) = StdinSource(
+        Trickle(x.astype("<f4").tobytes()), TARGET, 1, "f32le", TARGET
+    ).recordings()
+    assert np.array_equal(np.concatenate(list(rec.blocks)), x)  # same rate: bit-exact
+
+    bad = x.copy()
+    bad[TARGET // 20] = np.nan
+    (rec,) = StdinSource(io.BytesIO(bad.tobytes()), TARGET, 1, "f32le", TARGET).recordings()
+    with pytest.raises(AudioError, match=r"^non-finite samples \(NaN/Inf\) at 0\.05 s$"):
+        list(rec.blocks)
+
+    (rec,) = StdinSource(io.BytesIO(b"\0" * 9), TARGET, 1, "s16le", TARGET).recordings()
+    with pytest.raises(AudioError, match=r"stdin ended mid-frame \(1 stray bytes\)"):
+        list(rec.blocks)
+    with pytest.raises(SourceError):
+        StdinSource(io.BytesIO(), 48000, 1, "s24le", TARGET)  # type: ignore[arg-type]
+
+
+@needs_real
+def test_open_source_dispatch(tmp_path):
+    assert isinstance(open_source(str(REALAUDIO), TARGET), FolderSource)
+    cli_kwargs = dict(input_device=None, capture_sample_rate=None, channels=1, block_s=0.5)
+    assert isinstance(open_source(str(a_real_wav()), TARGET, **cli_kwargs), FileSource)
+    with pytest.raises(SourceError, match="needs its sample rate"):
+        open_source("-", TARGET)
+    src = open_source("-", TARGET, stdin=io.BytesIO(b"\0\0" * 800), stdin_rate=16000)
+    assert isinstance(src, StdinSource)
+    (rec,) = src.recordings()
+    assert sum(len(b) for b in rec.blocks) == 2400
+    with pytest.raises(SourceError) as e:
+        open_source(str(tmp_path / "nope.wav"), TARGET)
+    assert str(e.value) == (
+        f"source '{tmp_path / 'nope.wav'}' not found: give a WAV/FLAC/OGG/MP3 file, "
+        "a folder of them, 'mic', or '-' for raw PCM on stdin"
+    )
+
+
+def test_system_clock_check_never_raises():
+    ok, why = system_clock_synchronized()
+    assert isinstance(ok, bool) and why and "\n" not in why
+
+
+def test_ring_buffer_wraps_and_refuses_when_full():
+    ring = _FloatRing(10, 2)
+    data = np.arange(28, dtype=np.float32).reshape(14, 2)
+    assert ring.write(data[:6])
+    out = np.empty((4, 2), np.float32)
+    assert ring.read_into(out) == 4 and np.array_equal(out, data[:4])
+    assert ring.write(data[6:14])  # wraps around the end
+    assert not ring.write(data[:1])  # full: refused whole, nothing overwritten
+    got = np.empty((10, 2), np.float32)
+    assert ring.read_into(got) == 10 and np.array_equal(got, data[4:14])
+    assert ring.available() == 0 and ring.read_into(got) == 0
+
+
+def _sounddevice_or_skip():
+    try:
+        import sounddevice
+    except (ImportError, OSError) as e:
+        pytest.skip(f"sounddevice/PortAudio not importable: {e}")
+    return sounddevice
+
+
+def test_mic_without_portaudio_says_how_to_install():
+    try:
+        import sounddevice  # noqa: F401
+    except (ImportError, OSError):
+        with pytest.raises(SourceError) as e:
+            open_source("mic", TARGET)
+        assert str(e.value) == MIC_INSTALL_HINT
+    else:
+        pytest.skip("sounddevice and PortAudio are installed")
+
+
+def test_mic_unknown_device_lists_inputs():
+    _sounddevice_or_skip()
+    with pytest.raises(SourceError, match="available input devices: ") as e:
+        MicSource("no such device 7f3a", target_sr=TARGET)
+    assert "input device 'no such device 7f3a' not found" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.hardware
+def test_mic_records_from_a_real_device():
+    sd = _sounddevice_or_skip()
+    if not any(d["max_input_channels"] > 0 for d in sd.query_devices()):
+        pytest.skip("PortAudio finds no input device")
+    src = MicSource(None, block_seconds=0.1, target_sr=TARGET, ring_seconds=5)
+    with src:
+        (rec,) = list(src.recordings())
+        assert rec.id.startswith("mic:") and rec.start_time is not None
+        n = 0
+        for b in rec.blocks:
+            assert b.dtype == np.float32 and b.ndim == 1 and np.isfinite(b).all()
+            n += len(b)
+            if n >= TARGET // 2:
+                src.stop()
+    assert n >= TARGET // 2
+    assert isinstance(src.overflows, int)
+    assert src._stream is None  # released
+
+
+def test_runtime_imports_stay_light():
+    code = (
+        "import sys, animalclap_edge.audio, animalclap_edge.sources; "
+        "heavy = {'torch', 'transformers', 'sounddevice'} & set(sys.modules); "
+        "assert not heavy, heavy"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2]
+    )
