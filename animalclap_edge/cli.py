@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_run(args) -> int:
     from animalclap_edge.config import load_config
     from animalclap_edge.detector import Detector
-    from animalclap_edge.sinks import ConsoleSink, JsonlSink
+    from animalclap_edge.sinks import ConsoleSink, JsonlSink, SkipLog
     from animalclap_edge.sources import open_source
     from animalclap_edge.store import DetectionStore
 
@@ -118,7 +118,7 @@ def _cmd_run(args) -> int:
     if det.window_note:
         print(f"note: {det.window_note}", file=err)
     db = Path(args.db or cfg.storage.database)
-    sinks = []
+    sinks: list = [SkipLog(err)]  # skip reasons always reach stderr
     if not args.quiet:
         sinks.append(
             JsonlSink(sys.stdout)

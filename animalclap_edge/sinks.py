@@ -14,10 +14,10 @@ class DetectionSink(Protocol):
 
 
 class ConsoleSink:
-    """One human line per detection on `out`; one line per skipped/partial file on `err`."""
+    """One human line per detection."""
 
-    def __init__(self, out: TextIO, err: TextIO):
-        self.out, self.err = out, err
+    def __init__(self, out: TextIO):
+        self.out = out
 
     def on_detection(self, d: Detection) -> None:
         when = (
@@ -30,6 +30,19 @@ class ConsoleSink:
             f"{name}{common}  p={d.probability:.2f}\n"
         )
         self.out.flush()
+
+    def on_recording(self, r: RecordingResult) -> None:
+        pass
+
+
+class SkipLog:
+    """One line per skipped or partial recording, with its reason (stderr in the CLI)."""
+
+    def __init__(self, err: TextIO):
+        self.err = err
+
+    def on_detection(self, d: Detection) -> None:
+        pass
 
     def on_recording(self, r: RecordingResult) -> None:
         if r.status != "ok":

@@ -1,0 +1,137 @@
+"""`animalclap-edge run` as a user runs it: every file accounted for, bad input named."""
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from animalclap_edge.cli import main
+
+
+def _rows(db, sql):
+    with sqlite3.connect(db) as con:
+        return con.execute(sql).fetchall()
+
+
+def test_run_over_real_audio_accounts_for_every_file(tiny_bundle, realaudio, tmp_path, capsys):
+    db = tmp_path / "det.db"
+    assert (
+        main(
+            [
+                "run",
+                "--bundle",
+                str(tiny_bundle),
+                "--source",
+                str(realaudio),
+                "--db",
+                str(db),
+                "--jsonl",
+            ]
+        )
+        == 0
+    )
+    out, err = capsys.readouterr()
+    files = sorted(p for p in realaudio.iterdir() if not p.name.startswith("."))
+    recs = dict(_rows(db, "select source_path, status from recordings"))
+    assert sorted(recs) == sorted(str(p) for p in files)  # every file has a row
+    for (path,) in _rows(db, "select source_path from recordings where status != 'ok'"):
+        assert path in err  # and a one-line reason on stderr
+    reasons = [r for (r,) in _rows(db, "select reason from recordings where status != 'ok'")]
+    assert all(r and "\n" not in r for r in reasons)
+    lines = [json.loads(x) for x in out.splitlines()]
+    dets = [x for x in lines if x["type"] == "detection"]
+    assert len(dets) == _rows(db, "select count(*) from detections")[0][0]
+    assert {x["path"] for x in lines if x["type"] == "recording"} == {
+        p for p, s in recs.items() if s != "ok"
+    }
+    assert "NOTE: test bundle" in err
+    n_ok = sum(s == "ok" for s in recs.values())
+    assert n_ok > 150  # 201 real recordings; only sub-0.5 s clips and non-audio files are skipped
+    # every detection carries the bundle id, the config hash, and its window's clock status
+    assert _rows(
+        db, "select count(distinct bundle_id), count(distinct config_hash) from detections"
+    ) == [(1, 1)]
+    assert _rows(db, "select count(*) from outbox")[0][0] == len(dets)
+
+
+def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(tiny_bundle, tmp_path, capsys):
+    d = tmp_path / "field"
+    d.mkdir()
+    t = np.arange(48000 * 4) / 48000
+    tone = (0.3 * np.sin(2 * np.pi * 2000 * t)).astype(np.float32)
+    sf.write(d / "a_stereo.flac", np.stack([tone, tone], 1), 48000)
+    sf.write(d / "b_8k.wav", tone[::6], 8000)
+    t5 = np.arange(500000 * 4) / 500000
+    sf.write(d / "c_500k.wav", (0.3 * np.sin(2 * np.pi * 3000 * t5)).astype(np.float32), 500000)
+    sf.write(d / "d.mp3", tone, 48000, format="MP3")
+    sf.write(d / "e.ogg", tone, 48000)
+    nan = tone.copy()
+    nan[1000:] = np.nan
+    sf.write(d / "f_nan.wav", nan, 48000, subtype="FLOAT")
+    (d / "g_empty.wav").write_bytes(b"")
+    (d / "h_notes.wav").write_text("not audio")
+    good = (d / "a_stereo.flac").read_bytes()
+    (d / "i_truncated.flac").write_bytes(good[: len(good) // 2])
+    db = tmp_path / "x.db"
+    assert (
+        main(["run", "--bundle", str(tiny_bundle), "--source", str(d), "--db", str(db), "--quiet"])
+        == 0
+    )
+    recs = {
+        p.rsplit("/", 1)[-1]: (s, r)
+        for p, s, r in _rows(db, "select source_path, status, reason from recordings")
+    }
+    assert len(recs) == 9
+    for name in ("a_stereo.flac", "b_8k.wav", "c_500k.wav", "d.mp3", "e.ogg"):
+        assert recs[name][0] == "ok", (name, recs[name])
+    assert recs["f_nan.wav"][0] in ("skipped", "partial") and "NaN" in recs["f_nan.wav"][1]
+    assert recs["g_empty.wav"][0] == "skipped" and recs["h_notes.wav"][0] == "skipped"
+    assert recs["i_truncated.flac"][0] in ("skipped", "partial")
+    err = capsys.readouterr().err
+    assert "9 recordings" in err
+
+
+def test_bad_config_is_refused_naming_the_key(tiny_bundle, tmp_path, capsys):
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text("scoring:\n  threshhold: 0.3\n")
+    rc = main(
+        ["run", "--bundle", str(tiny_bundle), "--source", str(tmp_path), "--config", str(cfg)]
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "scoring.threshhold" in err and "did you mean 'threshold'" in err
+
+
+def test_corrupt_bundle_is_refused_by_file(bundle_copy, tmp_path, capsys):
+    (bundle_copy / "species.csv").write_text("id\n")
+    rc = main(["run", "--bundle", str(bundle_copy), "--source", str(tmp_path)])
+    assert rc == 2
+    assert "bundle refused: species.csv: checksum mismatch" in capsys.readouterr().err
+
+
+def test_missing_source_is_a_one_line_error(tiny_bundle, tmp_path, capsys):
+    assert main(["run", "--bundle", str(tiny_bundle), "--source", str(tmp_path / "nope.wav")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not found" in err
+
+
+def test_inspect_and_config_commands(tiny_bundle, capsys):
+    assert main(["inspect", str(tiny_bundle)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["verified"] and info["embedding_dim"] == 64 and len(info["traits"]) == 22
+    assert main(["config", "schema"]) == 0
+    assert "properties" in json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("sr", [22050, 96000])
+def test_detector_api_on_arrays(tiny_bundle, sr):
+    from animalclap_edge.detector import Detector
+
+    det = Detector.load(tiny_bundle)
+    x = np.random.default_rng(0).standard_normal(sr * 5).astype(np.float32) * 0.1
+    a = det.detect_array(x, sr)
+    b = det.detect_array(x, sr)
+    assert [d.detection_id for d in a] == [d.detection_id for d in b]  # deterministic
+    assert all(d.window_end_s - d.window_start_s == pytest.approx(3.0) for d in a)
