@@ -1,0 +1,1 @@
+"""Deterministic procedural benchmark of animal vocalisations (see `corpus`)."""
