@@ -105,10 +105,32 @@ def _cmd_run(args) -> int:
     from animalclap_edge.sources import open_source
     from animalclap_edge.store import DetectionStore
 
+    err = sys.stderr
     cfg = load_config(args.config)
     det = Detector.load(args.bundle, cfg)
+    db = Path(args.db or cfg.storage.database)
+    sinks: list = [SkipLog(err)]  # skip reasons always reach stderr
+    if not args.quiet:
+        sinks.append(
+            JsonlSink(sys.stdout) if (args.jsonl or cfg.output.jsonl) else ConsoleSink(sys.stdout)
+        )
+    try:
+        # Opened before the banner: a bad --source is then the only line on stderr.
+        source = open_source(
+            args.source,
+            det.sample_rate,
+            input_device=cfg.audio.input_device,
+            capture_sample_rate=cfg.audio.capture_sample_rate,
+            channels=cfg.audio.channels,
+            block_s=cfg.audio.block_s,
+            stdin_rate=args.stdin_rate,
+            stdin_channels=args.stdin_channels,
+            stdin_format=args.stdin_format,
+        )
+    except BaseException:
+        det.close()
+        raise
     m = det.bundle.manifest
-    err = sys.stderr
     print(
         f"bundle {m.name} ({m.bundle_id}), {len(det.bundle.catalogue)} species, window {m.window_seconds:g} s; {det.backend_reason}",
         file=err,
@@ -117,25 +139,6 @@ def _cmd_run(args) -> int:
         print(f"NOTE: {m.notice}", file=err)
     if det.window_note:
         print(f"note: {det.window_note}", file=err)
-    db = Path(args.db or cfg.storage.database)
-    sinks: list = [SkipLog(err)]  # skip reasons always reach stderr
-    if not args.quiet:
-        sinks.append(
-            JsonlSink(sys.stdout)
-            if (args.jsonl or cfg.output.jsonl)
-            else ConsoleSink(sys.stdout, err)
-        )
-    source = open_source(
-        args.source,
-        det.sample_rate,
-        input_device=cfg.audio.input_device,
-        capture_sample_rate=cfg.audio.capture_sample_rate,
-        channels=cfg.audio.channels,
-        block_s=cfg.audio.block_s,
-        stdin_rate=args.stdin_rate,
-        stdin_channels=args.stdin_channels,
-        stdin_format=args.stdin_format,
-    )
     try:
         with DetectionStore(db) as store:
             s = det.run(source, store, sinks)

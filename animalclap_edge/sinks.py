@@ -32,7 +32,13 @@ class ConsoleSink:
         self.out.flush()
 
     def on_recording(self, r: RecordingResult) -> None:
-        pass
+        # Every file is accounted for: files with detections appear above, skipped ones
+        # on stderr (SkipLog); this covers files that were read but held nothing.
+        if r.status == "ok" and r.n_detections == 0:
+            self.out.write(
+                f"{'-':21s}  {_short(r.source_path)}  {r.n_windows} windows, nothing above threshold\n"
+            )
+            self.out.flush()
 
 
 class SkipLog:
@@ -51,7 +57,7 @@ class SkipLog:
 
 
 class JsonlSink:
-    """One JSON object per detection, and one per skipped/partial recording, on `out`."""
+    """One JSON object per detection, and one per recording with its status, on `out`."""
 
     def __init__(self, out: TextIO):
         self.out = out

@@ -7,9 +7,12 @@ import torch
 from animalclap_edge.contracts.frontend import CLAP_UNFUSED, log_mel_reference, repeat_pad
 from training.frontend import LogMelFrontend, frontend_from_feature_extractor, repeat_pad_torch
 
-# fp32 DFT against the float64 reference, on real audio, including bins at the
-# -100 dB floor. Measured max on shared/realaudio: < 0.03 dB.
-MAX_DB_DIFF_FP32 = 0.05
+# fp32 against the float64 reference on real audio. fp32 rounding is relative to the
+# frame's loudest component, so bins 90 dB below it carry larger dB error.
+# Measured on 60 clips of shared/realaudio (2026-11-25): within 60 dB of the peak
+# <= 0.0009 dB; everywhere, down to the -100 dB floor, <= 0.037 (dft) / 0.071 (fft).
+MAX_DB_DIFF_LOUD = 0.005  # bins within 60 dB of the window's peak
+MAX_DB_DIFF_ANY = 0.1  # every bin, including the floor
 
 
 def _real_windows(realaudio, n=12):
@@ -36,7 +39,9 @@ def test_torch_frontend_matches_reference_on_real_audio(realaudio, mode):
     for g, w in zip(got, padded, strict=True):
         ref = log_mel_reference(w)
         assert g.shape == ref.shape
-        assert np.abs(g - ref).max() < MAX_DB_DIFF_FP32
+        diff = np.abs(g - ref)
+        assert diff[ref > ref.max() - 60].max() < MAX_DB_DIFF_LOUD
+        assert diff.max() < MAX_DB_DIFF_ANY
 
 
 def test_repeat_pad_torch_equals_numpy():
