@@ -7,6 +7,7 @@ checkpoint's own feature-extractor config into our `FrontendConfig`.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -81,7 +82,15 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 2000, max_len: int =
     )
     with tempfile.TemporaryDirectory() as d:
         bpe.save_model(d)
-        tok = RobertaTokenizerFast(vocab_file=f"{d}/vocab.json", merges_file=f"{d}/merges.txt")
+        vocab = json.loads(Path(d, "vocab.json").read_text(encoding="utf-8"))
+        lines = Path(d, "merges.txt").read_text(encoding="utf-8").splitlines()
+    merges = [tuple(m.split(" ")) for m in lines if m and not m.startswith("#version")]
+    # transformers 5 takes the vocabulary and merges themselves: vocab_file/merges_file
+    # are silently ignored there, leaving a tokenizer that maps every text to <unk>.
+    tok = RobertaTokenizerFast(vocab=vocab, merges=merges)
+    probe = tok("a b")["input_ids"]
+    if tok.unk_token_id in probe:
+        raise RuntimeError(f"offline tokenizer is broken: 'a b' -> {probe}")
     tok.model_max_length = max_len
     return tok
 

@@ -130,9 +130,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     )
     species_of = [it.species_id for it in train_items]
     steps_per_epoch = max(1, len(set(species_of)) * cfg.clips_per_species // cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = max_steps = steps_per_epoch * cfg.epochs
     log = open(out / "train_log.jsonl", "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
     t_start, step, epoch, stop = time.monotonic(), 0, 0, False
+    fit_mark = (t_start, 0)  # (time, step) the schedule was last fitted at
     bar = tqdm(total=total_steps, desc="training", disable=not progress)
     try:
         while epoch < cfg.epochs and not stop:
@@ -182,13 +183,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 log.write(json.dumps(rec) + "\n")
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
-                if cfg.max_minutes and step == 3:
-                    # Fit the cosine schedule into the time budget.
-                    per_step = (time.monotonic() - t_start) / step
-                    fit = int(cfg.max_minutes * 60 / per_step)
-                    if fit < total_steps:
-                        total_steps = max(step + 1, fit)
-                        bar.total = total_steps
+                if cfg.max_minutes and (step == 3 or step % 20 == 0):
+                    # Refit the cosine schedule to the time left. Early steps also render
+                    # audio into the cache, so per-step time is re-measured as it settles.
+                    now = time.monotonic()
+                    per_step = (now - fit_mark[0]) / max(1, step - fit_mark[1])
+                    fit_mark = (now, step)
+                    left = cfg.max_minutes * 60 - (now - t_start)
+                    total_steps = min(max_steps, step + max(1, int(left / per_step)))
+                    bar.total = total_steps
                 if step >= total_steps:
                     stop = True
                     break

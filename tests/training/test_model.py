@@ -60,3 +60,24 @@ def test_checkpoint_without_frontend_is_refused(tmp_path, tiny_checkpoint):
         (d / name).unlink(missing_ok=True)
     with pytest.raises(CheckpointError, match="front-end"):
         load_clap(str(d))
+
+
+def test_offline_tokenizer_keeps_the_text_through_save_and_load(tiny_checkpoint):
+    """Prompts must reach the text tower: distinct ids, lossless decode, distinct embeddings.
+
+    transformers 5 silently ignored vocab_file/merges_file, mapping every prompt to
+    <unk>; the text tower then gave one embedding for all species and training stalled
+    at ln(batch).
+    """
+    loaded = load_clap(str(tiny_checkpoint))  # the tokenizer as saved and reloaded
+    tok = loaded.tokenizer
+    prompts = ["Turdus merula", "Strix aluco", "Aves Passeriformes Turdidae Turdus Turdus merula"]
+    ids = [tok(p)["input_ids"] for p in prompts]
+    assert len({tuple(i) for i in ids}) == len(prompts)
+    assert all(tok.unk_token_id not in i for i in ids)
+    assert [tok.decode(i, skip_special_tokens=True) for i in ids] == prompts
+    assert ids[0][0] == tok.bos_token_id == 0 and ids[0][-1] == tok.eos_token_id == 2
+    assert tok.pad_token_id == loaded.model.config.text_config.pad_token_id
+    t = text_embeddings(loaded, prompts)
+    sim = t @ t.T
+    assert sim[0, 1] < 0.999 and sim[0, 2] < 0.999
