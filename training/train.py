@@ -29,6 +29,7 @@ from animalclap_edge.contracts.prompts import (
 from training.embed_audio import embed_items
 from training.labelled_audio import LabelledSet, crop, open_labelled
 from training.loss import clip_loss
+from training.metrics import topk_accuracy
 from training.model import (
     AudioEncoder,
     LoadedClap,
@@ -38,7 +39,7 @@ from training.model import (
     small_clap_config,
 )
 from training.sampling import balanced_epoch, group_split
-from training.zeroshot import species_prompt_embeddings, topk_accuracy
+from training.zeroshot import species_prompt_embeddings
 
 
 @dataclass

@@ -1,0 +1,277 @@
+"""The paper's zero-shot evaluation split: unseen rare test species, grouped train/val.
+
+Rules
+-----
+- Test species are unseen: every recording of a test species goes to test, none to
+  train or validation.
+- A test species has fewer than `max_test_recordings` (15) recordings: rare species
+  are the ones a zero-shot model is for, and holding them out costs training little.
+- A test species' genus, and hence its family, keeps at least one training species
+  (a seen species with recordings on the train side). Zero-shot transfer is then
+  measured within known genera and families, as in the paper, rather than to taxa
+  the model has never heard at all.
+- The seen species' recordings are split train/validation (9:1 by default) with
+  `group_split`, so the same-day recordings of a site are never on both sides.
+
+Selection (deterministic in `seed`)
+-----------------------------------
+Target: round(test_fraction * n_species), n_species counting the species that have
+recordings (a catalogue species without recordings can be neither trained on nor
+tested, so it is left out of both lists). Candidates: species with
+0 < recordings < max_test_recordings whose genus would still keep a training species
+if they were picked. Picks go round-robin over the classes (sorted names); within a
+class the order is the one with the fewest picks so far that still has a candidate
+(ties broken by the seeded generator), and the species is a seeded-random candidate
+of that order. Every pick re-checks the genus rule against the picks so far, so the
+rule holds for the final set. Picking stops at the target or when no class has a
+candidate left; the split then records "eligible species exhausted".
+
+Validation membership comes from `group_split`, which hashes each group with the
+seed: whether a species has train-side recordings does not depend on which species
+are picked, so the genus rule can be checked before the split is made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from animalclap_edge.contracts.catalogue import Catalogue, Species
+from training.labelled_audio import Item
+from training.sampling import group_split
+
+FORMAT = "animalclap-zero-shot-split"
+FORMAT_VERSION = 1
+TARGET_REACHED = "target reached"
+EXHAUSTED = "eligible species exhausted"
+
+
+def items_digest(items: Sequence[Item]) -> str:
+    """Fingerprint of the item list (ids, species, order): split indices only mean
+    something against the very list they were made from."""
+    h = hashlib.sha256()
+    for it in items:
+        h.update(f"{it.id}\t{it.species_id}\n".encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ZeroShotSplit:
+    train: list[int]  # indices into items
+    val: list[int]
+    test: list[int]
+    test_species: list[str]  # sorted ids
+    seen_species: list[str]  # sorted ids: species with recordings in train or val
+    target_test_species: int = 0
+    stop_reason: str = ""  # TARGET_REACHED or EXHAUSTED
+    params: dict[str, Any] = field(default_factory=dict)  # seed and fractions used
+    items_digest: str = ""  # items_digest() of the list the indices refer to
+
+    def summary(self, catalogue: Catalogue) -> dict[str, Any]:
+        """Counts for logs and reports: species and recordings per side, test species
+        per class and per order, and why picking stopped."""
+        test_sp = [catalogue[catalogue.index(s)] for s in self.test_species]
+        seen_sp = [catalogue[catalogue.index(s)] for s in self.seen_species]
+        listed = set(self.test_species) | set(self.seen_species)
+        out: dict[str, Any] = {
+            "params": dict(self.params),
+            "species": len(listed),
+            "species_without_recordings": sum(1 for s in catalogue.ids if s not in listed),
+            "test_species": len(self.test_species),
+            "target_test_species": self.target_test_species,
+            "stop_reason": self.stop_reason,
+            "seen_species": len(self.seen_species),
+            "recordings": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "test_species_per_class": _count(sp.class_ for sp in test_sp),
+            "seen_species_per_class": _count(sp.class_ for sp in seen_sp),
+            "test_species_per_order": _count(f"{sp.class_}/{sp.order}" for sp in test_sp),
+            "test_genera": len({_genus_key(sp) for sp in test_sp}),
+            "test_families": len({sp.lineage()[:3] for sp in test_sp}),
+        }
+        if self.stop_reason == EXHAUSTED:
+            out["note"] = (
+                f"{len(self.test_species)} of {self.target_test_species} test species: {EXHAUSTED}"
+            )
+        return out
+
+    def to_json(self, path: str | Path) -> None:
+        data = {"format": FORMAT, "version": FORMAT_VERSION}
+        data.update(
+            train=self.train,
+            val=self.val,
+            test=self.test,
+            test_species=self.test_species,
+            seen_species=self.seen_species,
+            target_test_species=self.target_test_species,
+            stop_reason=self.stop_reason,
+            params=self.params,
+            items_digest=self.items_digest,
+        )
+        Path(path).write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> ZeroShotSplit:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: cannot read split: {e}") from e
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a zero-shot split file (format {FORMAT!r})")
+        if data.get("version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: split format version {data.get('version')}, this code reads {FORMAT_VERSION}"
+            )
+        return cls(
+            train=[int(i) for i in data["train"]],
+            val=[int(i) for i in data["val"]],
+            test=[int(i) for i in data["test"]],
+            test_species=list(data["test_species"]),
+            seen_species=list(data["seen_species"]),
+            target_test_species=int(data["target_test_species"]),
+            stop_reason=str(data["stop_reason"]),
+            params=dict(data["params"]),
+            items_digest=str(data["items_digest"]),
+        )
+
+    def check_items(self, items: Sequence[Item]) -> None:
+        """Raise ValueError unless `items` is the list this split was made from."""
+        if self.items_digest and items_digest(items) != self.items_digest:
+            raise ValueError(
+                f"split was made for a different item list ({len(items)} items given, "
+                f"{len(self.train) + len(self.val) + len(self.test)} in the split); "
+                "rebuild the split or open the data the training run used"
+            )
+
+
+def zero_shot_split(
+    items: Sequence[Item],
+    catalogue: Catalogue,
+    seed: int = 0,
+    test_fraction: float = 0.15,
+    max_test_recordings: int = 15,
+    val_fraction: float = 0.1,
+) -> ZeroShotSplit:
+    """Unseen rare test species plus a grouped train/val split of the rest (see module doc)."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if max_test_recordings < 1:
+        raise ValueError(f"max_test_recordings must be at least 1, got {max_test_recordings}")
+    for i, it in enumerate(items):
+        if catalogue.get(it.species_id) is None:
+            raise ValueError(
+                f"item {i} ({it.id}): species {it.species_id!r} is not in {catalogue.source}"
+            )
+
+    # Train/val membership is a property of each recording's group alone, so it can
+    # be computed for every item up front and filtered to the seen species later.
+    _, val_all = group_split([it.group for it in items], val_fraction, seed)
+    in_val = np.zeros(len(items), bool)
+    in_val[val_all] = True
+
+    n_recs: Counter[str] = Counter(it.species_id for it in items)
+    has_train: set[str] = {it.species_id for it, v in zip(items, in_val, strict=True) if not v}
+    species = [sp for sp in catalogue if n_recs[sp.id] > 0]
+    target = round(test_fraction * len(species))
+    if target < 1:
+        raise ValueError(
+            f"test_fraction {test_fraction} of {len(species)} species rounds to no test species"
+        )
+
+    eligible = [sp for sp in species if n_recs[sp.id] < max_test_recordings]
+    if not eligible:
+        raise ValueError(
+            f"no species has fewer than {max_test_recordings} recordings "
+            f"(max_test_recordings={max_test_recordings}), so none can be a test species"
+        )
+
+    # Species that keep their genus present in training: seen and with train recordings.
+    anchors: dict[tuple[str, ...], set[str]] = defaultdict(set)
+    for sp in species:
+        if sp.id in has_train:
+            anchors[_genus_key(sp)].add(sp.id)
+
+    picked: set[str] = set()
+
+    def pickable(sp: Species) -> bool:
+        if sp.id in picked:
+            return False
+        left = anchors[_genus_key(sp)] - picked - {sp.id}
+        return bool(left)
+
+    if not any(pickable(sp) for sp in eligible):
+        raise ValueError(
+            f"every species with fewer than {max_test_recordings} recordings is alone in its "
+            "genus (no other species of the genus has training recordings), so none can be "
+            "an unseen test species with its genus and family still in training"
+        )
+
+    by_class_order: dict[str, dict[str, list[Species]]] = defaultdict(lambda: defaultdict(list))
+    for sp in eligible:
+        by_class_order[sp.class_][sp.order].append(sp)
+    classes = sorted(by_class_order)
+    order_picks: Counter[tuple[str, str]] = Counter()
+    rng = np.random.default_rng([seed, 0x5EED])
+
+    stop_reason = EXHAUSTED
+    while len(picked) < target:
+        progressed = False
+        for cls in classes:
+            if len(picked) >= target:
+                break
+            options = {
+                order: cands
+                for order, cands in sorted(by_class_order[cls].items())
+                if any(pickable(sp) for sp in cands)
+            }
+            if not options:
+                continue
+            # Fewest picks first; the seeded shuffle breaks ties (min keeps the first).
+            orders = [list(options)[i] for i in rng.permutation(len(options))]
+            order = min(orders, key=lambda o: order_picks[(cls, o)])
+            cands = [sp for sp in options[order] if pickable(sp)]
+            chosen = cands[int(rng.integers(len(cands)))]
+            picked.add(chosen.id)
+            order_picks[(cls, order)] += 1
+            progressed = True
+        if not progressed:
+            break
+    if len(picked) >= target:
+        stop_reason = TARGET_REACHED
+
+    seen_idx = [i for i, it in enumerate(items) if it.species_id not in picked]
+    return ZeroShotSplit(
+        train=[i for i in seen_idx if not in_val[i]],
+        val=[i for i in seen_idx if in_val[i]],
+        test=[i for i, it in enumerate(items) if it.species_id in picked],
+        test_species=sorted(picked),
+        seen_species=sorted(sp.id for sp in species if sp.id not in picked),
+        target_test_species=target,
+        stop_reason=stop_reason,
+        params={
+            "seed": seed,
+            "test_fraction": test_fraction,
+            "max_test_recordings": max_test_recordings,
+            "val_fraction": val_fraction,
+        },
+        items_digest=items_digest(items),
+    )
+
+
+def _genus_key(sp: Species) -> tuple[str, ...]:
+    # The full lineage down to genus: a genus name reused in another family (or a
+    # catalogue that disagrees with itself) must not count as the same genus.
+    return sp.lineage()[:4]
+
+
+def _count(names: Iterable[str]) -> dict[str, int]:
+    return dict(sorted(Counter(names).items()))
