@@ -151,16 +151,20 @@ def _fit_heads(writer, encoder, data, window, cfg: ExportConfig, progress: bool)
     species = [it.species_id for it in items]
     targets, known = schema.encode(data.traits, species)
     tr, te = group_split([it.group for it in items], 0.2, seed=0)
+    held_out = f"scored on {len(te)} held-out site-days"
     if len(te) == 0 or len(tr) == 0:
+        # Too few site-days to hold any out: the scores below are training fit, and
+        # the manifest says so.
         tr = te = np.arange(len(items))
+        held_out = "scored on its own training recordings (too few site-days to hold out)"
     weight, bias = fit_trait_heads(emb[tr], targets[tr], known[tr], schema)
     scores = score_trait_heads(
-        emb[te], targets[te], known[te], schema, weight, bias, train_targets=targets[tr]
+        emb[te], targets[te], known[te], schema, weight, bias, targets[tr], known[tr]
     )
     writer.write_json(B.TRAIT_SCHEMA, schema.to_dict())
     writer.write_heads(B.TRAIT_HEADS, weight, bias)
     return B.TraitsSpec(
-        fitted_on=f"{data.name}: {len(tr)} recordings, scored on {len(te)} held-out site-days",
+        fitted_on=f"{data.name}: {len(tr)} recordings, {held_out}",
         scores=scores,
     ).model_dump()
 

@@ -51,8 +51,26 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--clips-per-species", type=int, default=30)
     tr.add_argument("--crop-seconds", type=float, default=3.0)
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--split",
+        choices=["zeroshot", "seen"],
+        default="zeroshot",
+        help="zeroshot: hold out rare species unseen (the paper's split, saved as split.json); seen: train on all",
+    )
     tr.add_argument("--threads", type=int)
     tr.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser(
+        "evaluate", help="zero-shot accuracy on unseen species, error profile, embedding map"
+    )
+    _eval_args(ev)
+    ev.set_defaults(func=_cmd_evaluate)
+
+    pr = sub.add_parser(
+        "probe", help="linear trait probes on the frozen encoder, against baselines"
+    )
+    _eval_args(pr)
+    pr.set_defaults(func=_cmd_probe)
 
     bw = sub.add_parser("benchmark", help="write a procedural benchmark corpus to disk")
     bw.add_argument("--size", default="tiny")
@@ -67,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ValueError, FileExistsError) as e:
+    except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"animalclap-train: error: {e}", file=sys.stderr)
         return 2
 
@@ -89,6 +107,7 @@ def _cmd_train(args) -> int:
         epochs=args.epochs,
         max_minutes=args.minutes,
         threads=args.threads,
+        split=args.split,
     )
     ckpt = train(cfg)
     summary = json.loads((Path(args.out) / "train_summary.json").read_text())
@@ -97,7 +116,81 @@ def _cmd_train(args) -> int:
             {
                 "checkpoint": str(ckpt),
                 "steps": summary["steps"],
-                "val_zero_shot": summary["val_zero_shot"],
+                "val_seen_species": summary["val_seen_species"],
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--run",
+        help="a training run folder: its checkpoint/ and split.json are used",
+    )
+    p.add_argument("--checkpoint", help="CLAP checkpoint (path or hub id); default RUN/checkpoint")
+    p.add_argument(
+        "--data",
+        default="tiny",
+        help="the data the split refers to: benchmark size[:seed], benchmark folder, or real folder",
+    )
+    p.add_argument(
+        "--split",
+        help="split.json; default RUN/split.json, else a fresh zero-shot split of --data",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of a fresh split")
+    p.add_argument("--out", help="output folder; default RUN/eval or RUN/probe")
+    p.add_argument("--window-seconds", type=float, default=3.0)
+
+
+def _open_eval(args, kind: str):
+    from training.labelled_audio import open_labelled
+    from training.model import load_clap
+    from training.splits import ZeroShotSplit, zero_shot_split
+
+    run = Path(args.run) if args.run else None
+    checkpoint = args.checkpoint or (str(run / "checkpoint") if run else None)
+    if not checkpoint:
+        raise ValueError("give --run RUN_DIR or --checkpoint PATH_OR_HUB_ID")
+    out = args.out or (str(run / kind) if run else None)
+    if not out:
+        raise ValueError("give --out DIR (or --run, to write under RUN/)")
+    data = open_labelled(args.data)
+    split_path = args.split or (
+        run / "split.json" if run and (run / "split.json").exists() else None
+    )
+    if split_path:
+        split = ZeroShotSplit.from_json(split_path)
+    else:
+        split = zero_shot_split(data.items, data.catalogue, seed=args.seed)
+    return load_clap(checkpoint), data, split, out
+
+
+def _cmd_evaluate(args) -> int:
+    from training.evaluate import EvalConfig, evaluate
+
+    loaded, data, split, out = _open_eval(args, "eval")
+    res = evaluate(loaded, data, split, out, EvalConfig(window_seconds=args.window_seconds))
+    summary = {q: {k: round(r[k], 3) for k in ("top1", "top5")} for q, r in res["unseen"].items()}
+    print(json.dumps({"out": out, "unseen": summary}, indent=2))
+    return 0
+
+
+def _cmd_probe(args) -> int:
+    from training.probe import probe_traits
+
+    loaded, data, split, out = _open_eval(args, "probe")
+    res = probe_traits(loaded, data, split, out, window_seconds=args.window_seconds)
+    print(
+        json.dumps(
+            {
+                "out": out,
+                **{
+                    k: f"{res[k]['beats_baseline']}/{res[k]['n_traits']} traits beat the baseline"
+                    for k in ("unseen", "seen")
+                    if k in res
+                },
             },
             indent=2,
         )

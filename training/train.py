@@ -39,6 +39,7 @@ from training.model import (
     small_clap_config,
 )
 from training.sampling import balanced_epoch, group_split
+from training.splits import ZeroShotSplit, items_digest, zero_shot_split
 from training.zeroshot import species_prompt_embeddings
 
 
@@ -59,6 +60,9 @@ class TrainConfig:
     epochs: int = 20
     max_minutes: float | None = None  # stop early, shortening the cosine schedule to fit
     val_fraction: float = 0.1
+    # "zeroshot": hold out rare species as unseen test species (the paper's split,
+    # written to split.json for evaluation); "seen": train on every species.
+    split: str = "zeroshot"
     threads: int | None = None
     cache_gb: float = 2.0
 
@@ -98,9 +102,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         torch.set_num_threads(cfg.threads)
     templates = [Template.parse(t) for t in cfg.templates]
     data = open_labelled(cfg.data)
-    train_idx, val_idx = group_split([it.group for it in data.items], cfg.val_fraction, cfg.seed)
-    train_items = [data.items[i] for i in train_idx]
-    val_items = [data.items[i] for i in val_idx]
+    split = make_split(data, cfg.split, cfg.seed, cfg.val_fraction)
+    split.to_json(out / "split.json")
+    train_items = [data.items[i] for i in split.train]
+    val_items = [data.items[i] for i in split.val]
 
     if cfg.init:
         loaded = load_clap(cfg.init)
@@ -208,14 +213,38 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         "steps": step,
         "epochs_started": epoch,
         "minutes": (time.monotonic() - t_start) / 60,
+        "split": cfg.split,
         "train_recordings": len(train_items),
         "val_recordings": len(val_items),
+        "test_species": len(split.test_species),
         "species": len(data.catalogue),
         "init": loaded.source,
-        "val_zero_shot": _validate(loaded, encoder, data, val_items, window, progress),
+        "val_seen_species": _validate(loaded, encoder, data, val_items, window, progress),
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return ckpt
+
+
+def make_split(data: LabelledSet, kind: str, seed: int, val_fraction: float) -> ZeroShotSplit:
+    """The paper's zero-shot split, or every species seen (grouped train/val only)."""
+    if kind == "zeroshot":
+        try:
+            return zero_shot_split(data.items, data.catalogue, seed=seed, val_fraction=val_fraction)
+        except ValueError as e:
+            raise ValueError(f"{e}; train on every species with --split seen") from None
+    if kind == "seen":
+        train_idx, val_idx = group_split([it.group for it in data.items], val_fraction, seed)
+        return ZeroShotSplit(
+            train=train_idx.tolist(),
+            val=val_idx.tolist(),
+            test=[],
+            test_species=[],
+            seen_species=sorted({it.species_id for it in data.items}),
+            stop_reason="split seen: no test species",
+            params={"seed": seed, "val_fraction": val_fraction},
+            items_digest=items_digest(data.items),
+        )
+    raise ValueError(f"split {kind!r}: use 'zeroshot' or 'seen'")
 
 
 def _lr(step: int, total: int, cfg: TrainConfig) -> float:

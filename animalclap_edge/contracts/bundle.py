@@ -88,7 +88,7 @@ class TraitsSpec(_Strict):
     schema_file: str = TRAIT_SCHEMA
     heads_file: str = TRAIT_HEADS
     fitted_on: str = ""
-    scores: dict[str, dict[str, float]] = Field(default_factory=dict)
+    scores: dict[str, dict[str, float | bool]] = Field(default_factory=dict)  # per trait
 
 
 class Manifest(_Strict):

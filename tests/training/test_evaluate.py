@@ -1,0 +1,106 @@
+"""Zero-shot evaluation and trait probing, on the benchmark and on real recordings."""
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.evaluate import EvalConfig, evaluate
+from training.labelled_audio import open_labelled
+from training.model import load_clap
+from training.probe import probe_traits
+from training.splits import zero_shot_split
+
+CATALOGUE = Path(__file__).parent / "data" / "realaudio_catalogue.csv"
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_checkpoint):
+    return load_clap(str(tiny_checkpoint))
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return open_labelled("tiny")
+
+
+def test_evaluate_on_the_benchmark_writes_tables_and_a_map(loaded, tiny_data, tmp_path):
+    split = zero_shot_split(tiny_data.items, tiny_data.catalogue, seed=0)
+    res = evaluate(loaded, tiny_data, split, tmp_path, EvalConfig(), progress=False)
+    n_test = len(split.test)
+    for pool, n_cand in (("unseen", len(split.test_species)), ("all", len(tiny_data.catalogue))):
+        assert set(res[pool]) == {"com", "sci", "tax", "tax-shuffled"}
+        for r in res[pool].values():
+            assert r["n"] == n_test and r["candidates"] == n_cand
+            assert 0 <= r["top1"] <= r["top5"] <= 1
+            # the error profile counts exactly the wrong top-1 predictions
+            assert r["errors"]["n_wrong"] == round(n_test * (1 - r["top1"]))
+            shares = [v["share"] for v in r["errors"]["levels"].values()]
+            assert shares == sorted(shares)  # genus <= family <= order <= class
+    assert json.loads((tmp_path / "eval.json").read_text())["unseen"]["sci"]["n"] == n_test
+    md = (tmp_path / "eval.md").read_text()
+    assert "| unseen (" in md and "| tax-shuffled |" in md
+    assert (tmp_path / "embedding_map.png").stat().st_size > 10_000
+
+
+def test_evaluate_refuses_a_split_of_other_data(loaded, tiny_data, tmp_path):
+    split = zero_shot_split(tiny_data.items, tiny_data.catalogue, seed=0)
+    other = open_labelled("tiny:1")
+    with pytest.raises(ValueError, match="different item list"):
+        evaluate(loaded, other, split, tmp_path, progress=False)
+
+
+def test_probe_scores_unseen_and_seen_species_against_baselines(loaded, tiny_data, tmp_path):
+    split = zero_shot_split(tiny_data.items, tiny_data.catalogue, seed=0)
+    res = probe_traits(loaded, tiny_data, split, tmp_path, progress=False)
+    for name, n in (("unseen", len(split.test)), ("seen", len(split.val))):
+        r = res[name]
+        assert r["recordings"] == n and r["n_traits"] == 22
+        for s in r["traits"].values():
+            key = "accuracy" if "accuracy" in s else "mAP"
+            assert s["beats_baseline"] == (s[key] > s["baseline_" + key])
+            assert 0 <= s[key] <= 1
+    assert "probe beats baseline on" in (tmp_path / "probe.md").read_text()
+
+
+def _real_folder(realaudio: Path, tmp_path: Path) -> Path:
+    """recordings.csv + catalogue.csv over shared/realaudio's species-labelled files."""
+    cat = {
+        r["scientific_name"]: r["id"] for r in csv.DictReader(io.StringIO(CATALOGUE.read_text()))
+    }
+    manifest = (realaudio / "manifest.csv").read_text(encoding="utf-8")
+    rows = []
+    for r in csv.DictReader(io.StringIO(manifest)):
+        binomial = " ".join(r["scientific_name"].split()[:2])
+        if binomial in cat:
+            # one group per file: these clips carry no site or date
+            rows.append(
+                {
+                    "path": str(realaudio / r["path"]),
+                    "species_id": cat[binomial],
+                    "site": r["path"],
+                    "date": "",
+                }
+            )
+    root = tmp_path / "real"
+    root.mkdir()
+    (root / "catalogue.csv").write_text(CATALOGUE.read_text())
+    with open(root / "recordings.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "species_id", "site", "date"])
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def test_evaluation_runs_on_real_recordings_with_a_checkpoint(loaded, realaudio, tmp_path):
+    data = open_labelled(str(_real_folder(realaudio, tmp_path)))
+    assert len(data.items) > 120 and len({it.species_id for it in data.items}) >= 15
+    split = zero_shot_split(data.items, data.catalogue, seed=0)
+    res = evaluate(loaded, data, split, tmp_path / "eval", EvalConfig(maps=False), progress=False)
+    assert res["unseen"]["com"]["n"] == len(split.test) > 0
+    assert np.isfinite(res["all"]["tax"]["top1"])
+    with pytest.raises(ValueError, match="no trait table"):
+        probe_traits(loaded, data, split, tmp_path / "probe", progress=False)
