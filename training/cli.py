@@ -72,6 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     _eval_args(pr)
     pr.set_defaults(func=_cmd_probe)
 
+    ex = sub.add_parser(
+        "experiments",
+        help="the paper's comparisons over seeds -> docs/results.md (resumes finished runs)",
+    )
+    ex.add_argument("--data", default="small", help="benchmark size[:seed] or folder")
+    ex.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ex.add_argument("--variants", nargs="+", help="subset of: all com sci tax all-shuffled")
+    ex.add_argument("--minutes", type=float, default=8.0, help="training budget per run")
+    ex.add_argument("--out", default="runs/experiments")
+    ex.add_argument("--results", default="docs/results.md", help="the results page to write")
+    ex.set_defaults(func=_cmd_experiments)
+
     bw = sub.add_parser("benchmark", help="write a procedural benchmark corpus to disk")
     bw.add_argument("--size", default="tiny")
     bw.add_argument("--seed", type=int, default=0)
@@ -195,6 +207,24 @@ def _cmd_probe(args) -> int:
             indent=2,
         )
     )
+    return 0
+
+
+def _cmd_experiments(args) -> int:
+    from training.experiments import VARIANTS, SweepConfig, run_sweep
+
+    cfg = SweepConfig(
+        out=args.out,
+        data=args.data,
+        seeds=args.seeds,
+        variants=args.variants or list(VARIANTS),
+        minutes=args.minutes,
+        results_md=args.results,
+    )
+    summary = run_sweep(cfg)
+    for item, v in summary["bar"].items():
+        print(f"{'PASS' if v['pass'] else 'FAIL'}  {item}")
+    print(f"-> {args.results}")
     return 0
 
 

@@ -11,6 +11,7 @@ import json
 import math
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,7 +65,7 @@ class TrainConfig:
     # written to split.json for evaluation); "seen": train on every species.
     split: str = "zeroshot"
     threads: int | None = None
-    cache_gb: float = 2.0
+    cache_gb: float = 4.0  # decoded training audio kept in memory
 
 
 def _all_prompts(data: LabelledSet) -> list[str]:
@@ -141,16 +142,25 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     t_start, step, epoch, stop = time.monotonic(), 0, 0, False
     fit_mark = (t_start, 0)  # (time, step) the schedule was last fitted at
     bar = tqdm(total=total_steps, desc="training", disable=not progress)
+    loader = ThreadPoolExecutor(1, thread_name_prefix="audio")
     try:
         while epoch < cfg.epochs and not stop:
             plan = balanced_epoch(species_of, cfg.clips_per_species, cfg.seed, epoch)
             rng = np.random.default_rng([cfg.seed, epoch, 1])
             prng = random.Random(cfg.seed * 1_000_003 + epoch)
-            for b in range(steps_per_epoch):
-                idx = plan[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                items = [train_items[i] for i in idx]
+            batches = [
+                [train_items[i] for i in plan[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
+                for b in range(steps_per_epoch)
+            ]
+            # The next batch is decoded/rendered in a thread while this one trains
+            # (numpy, soundfile and soxr release the GIL); crops stay in order here.
+            pending = loader.submit(lambda its: [cache(it) for it in its], batches[0])
+            for b, items in enumerate(batches):
                 t0 = time.monotonic()
-                x = torch.from_numpy(np.stack([crop(cache(it), window, rng) for it in items]))
+                waves = pending.result()
+                if b + 1 < len(batches):
+                    pending = loader.submit(lambda its: [cache(it) for it in its], batches[b + 1])
+                x = torch.from_numpy(np.stack([crop(w, window, rng) for w in waves]))
                 texts = [
                     sample_prompt(
                         data.catalogue[data.catalogue.index(it.species_id)],
@@ -203,6 +213,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                     break
             epoch += 1
     finally:
+        loader.shutdown(wait=True, cancel_futures=True)
         bar.close()
         log.close()
 
