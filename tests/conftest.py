@@ -90,11 +90,10 @@ def tiny_catalogue():
 def tiny_checkpoint(tmp_path_factory, tiny_catalogue) -> Path:
     """A real ClapModel checkpoint (small config, random weights), saved as a hub one would be."""
     import torch
-    from transformers import ClapModel
 
     from animalclap_edge.contracts.frontend import CLAP_UNFUSED
     from animalclap_edge.contracts.prompts import ALL_TEMPLATES, render, taxon_prompt
-    from training.model import build_tokenizer, save_checkpoint, small_clap_config
+    from training.model import build_tokenizer, new_clap_model, save_checkpoint, small_clap_config
 
     texts = [render(sp, t) for sp in tiny_catalogue for t in ALL_TEMPLATES]
     texts += [
@@ -104,7 +103,7 @@ def tiny_checkpoint(tmp_path_factory, tiny_catalogue) -> Path:
     ]
     tok = build_tokenizer(texts, vocab_size=400)
     torch.manual_seed(0)
-    model = ClapModel(small_clap_config(vocab_size=len(tok), projection_dim=64))
+    model = new_clap_model(small_clap_config(vocab_size=len(tok), projection_dim=64))
     return save_checkpoint(model, tok, CLAP_UNFUSED, tmp_path_factory.mktemp("ckpt") / "tiny-clap")
 
 

@@ -68,6 +68,35 @@ def small_clap_config(vocab_size: int, projection_dim: int = 512, max_text_len: 
     return ClapConfig(text_config=text, audio_config=audio, projection_dim=projection_dim)
 
 
+def new_clap_model(config) -> nn.Module:
+    """A ClapModel from a config, initialised for training from scratch.
+
+    transformers' ClapPreTrainedModel._init_weights draws every Linear and Conv2d
+    weight with std = hidden_size**-0.5 * (2 * num_hidden_layers)**-0.5 taken from the
+    top-level ClapConfig (768, 16): about 0.0064 whatever the layer's width. That is
+    harmless before pretrained weights are loaded, but from scratch each layer adds
+    almost nothing to the residual stream and every input maps to nearly the same
+    embedding, a plateau contrastive training is slow to leave (loss ln(batch)).
+    LeCun-normal weights (std = 1/sqrt(fan_in)) let each layer mix in its inputs at
+    unit scale. Measured on the tiny benchmark (2026-11-25, 2 CPU cores): mean
+    pairwise cosine at init text 0.995 -> 0.93, audio 0.98 -> 0.94 (on real clips
+    0.990 -> 0.989: the text tower gains most); after 4 minutes
+    loss 1.84 and seen-species top-1 0.13-0.19 against 2.2 and 0.00-0.05 after 10
+    minutes with transformers' init. Embeddings, norms and logit scales keep
+    transformers' init.
+    """
+    from transformers import ClapModel
+
+    model = ClapModel(config)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear | nn.Conv2d):
+                nn.init.normal_(m.weight, std=m.weight[0].numel() ** -0.5)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+    return model
+
+
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 2000, max_len: int = 64):
     """A byte-level BPE RoBERTa tokenizer trained offline on `texts` (no hub access)."""
     from tokenizers import ByteLevelBPETokenizer

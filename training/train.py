@@ -36,6 +36,7 @@ from training.model import (
     LoadedClap,
     build_tokenizer,
     load_clap,
+    new_clap_model,
     save_checkpoint,
     small_clap_config,
 )
@@ -111,12 +112,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if cfg.init:
         loaded = load_clap(cfg.init)
     else:
-        from transformers import ClapModel
-
         from animalclap_edge.contracts.frontend import CLAP_UNFUSED
 
         tok = build_tokenizer(_all_prompts(data))
-        model = ClapModel(small_clap_config(vocab_size=len(tok)))
+        model = new_clap_model(small_clap_config(vocab_size=len(tok)))
         loaded = LoadedClap(
             model=model, tokenizer=tok, frontend=CLAP_UNFUSED, source="small-config"
         )
@@ -197,6 +196,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                     "compute_s": t2 - t1,
                 }
                 log.write(json.dumps(rec) + "\n")
+                log.flush()  # so `tail -f train_log.jsonl` follows a run
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
                 if cfg.max_minutes and (step == 3 or step % 20 == 0):
