@@ -1,0 +1,98 @@
+"""The sweep's aggregation and bar, on synthetic run folders (no training)."""
+
+import json
+
+import pytest
+
+from training.experiments import SweepConfig, aggregate, plot_ablation, results_page
+
+LEVELS = ("genus", "family", "order", "class")
+
+
+def _write_run(root, name, seed, top1, genus_share=0.3, probe=None):
+    run = root / f"{name}-seed{seed}"
+    (run / "eval").mkdir(parents=True)
+
+    def q(acc):
+        return {
+            "n": 40,
+            "candidates": 20,
+            "top1": acc,
+            "top5": min(1.0, acc * 3),
+            "chance_top1": 0.05,
+            "errors": {
+                "n_wrong": 10,
+                "levels": {
+                    lvl: {"share": genus_share + 0.1 * i, "chance": 0.05 + 0.1 * i}
+                    for i, lvl in enumerate(LEVELS)
+                },
+            },
+        }
+
+    ev = {"unseen": {k: q(v) for k, v in top1.items()}}
+    (run / "eval" / "eval.json").write_text(json.dumps(ev))
+    (run / "train_summary.json").write_text(json.dumps({"steps": 100}))
+    if probe is not None:
+        (run / "probe").mkdir()
+        traits = {
+            f"t{i}": {
+                "accuracy": p,
+                "baseline_accuracy": b,
+                "macro_f1": p,
+                "baseline_macro_f1": 0.1,
+            }
+            for i, (p, b) in enumerate(probe)
+        }
+        (run / "probe" / "probe.json").write_text(json.dumps({"unseen": {"traits": traits}}))
+
+
+def _sweep(tmp_path, all_sci, com_sci, shuffled_tax, probe):
+    cfg = SweepConfig(out=str(tmp_path), seeds=[0, 1, 2], variants=["all", "com", "all-shuffled"])
+    for s in cfg.seeds:
+        jitter = 0.01 * s
+        _write_run(
+            tmp_path,
+            "all",
+            s,
+            {"com": 0.3, "sci": all_sci + jitter, "tax": 0.4 + jitter, "tax-shuffled": 0.2},
+            probe=probe,
+        )
+        _write_run(
+            tmp_path,
+            "com",
+            s,
+            {"com": 0.3, "sci": com_sci + jitter, "tax": 0.1 + jitter, "tax-shuffled": 0.1},
+            probe=probe,
+        )
+        _write_run(
+            tmp_path,
+            "all-shuffled",
+            s,
+            {"com": 0.3, "sci": 0.3, "tax": shuffled_tax + jitter, "tax-shuffled": 0.3},
+        )
+    return cfg, aggregate(tmp_path, cfg)
+
+
+def test_bar_passes_when_the_figures_do(tmp_path):
+    cfg, summary = _sweep(tmp_path, 0.5, 0.1, 0.2, probe=[(0.6, 0.5)] * 9 + [(0.4, 0.5)])
+    bar = summary["bar"]
+    assert all(v["pass"] for v in bar.values()), bar
+    row = summary["variants"]["all"]
+    assert row["sci_top1"][0] == pytest.approx(0.51)
+    assert row["sci_top1"][1] < 0.51 < row["sci_top1"][2]
+    page = results_page(summary, cfg)
+    assert "Every item of the bar passed" in page and "**FAIL**" not in page
+    assert plot_ablation(summary, tmp_path / "p.png").stat().st_size > 5000
+
+
+def test_bar_fails_and_the_page_says_what_did_not_reproduce(tmp_path):
+    # all ~ com on sci (overlapping CIs), shuffled better than ordered, probe 7/10
+    cfg, summary = _sweep(tmp_path, 0.11, 0.1, 0.6, probe=[(0.6, 0.5)] * 7 + [(0.4, 0.5)] * 3)
+    bar = summary["bar"]
+    failed = {k for k, v in bar.items() if not v["pass"]}
+    assert "all beats com on sci top-1 (disjoint 95% CIs)" in failed
+    assert "all beats com on tax top-1 (disjoint 95% CIs)" not in failed
+    assert any("shuffled" in k for k in failed)
+    assert any("80%" in k for k in failed)
+    page = results_page(summary, cfg)
+    assert "## What did not reproduce" in page and "**FAIL**" in page
