@@ -96,3 +96,16 @@ def test_bar_fails_and_the_page_says_what_did_not_reproduce(tmp_path):
     assert any("80%" in k for k in failed)
     page = results_page(summary, cfg)
     assert "## What did not reproduce" in page and "**FAIL**" in page
+
+
+def test_a_benchmark_size_is_written_once_and_reused(tmp_path):
+    from training.experiments import materialise_benchmark
+
+    folder = materialise_benchmark("tiny:2", tmp_path, progress=False)
+    assert folder == str(tmp_path / "tiny-seed2")
+    meta = json.loads((tmp_path / "tiny-seed2" / "benchmark.json").read_text())
+    assert meta["seed"] == 2 and meta["counts"]["recordings"] == 200
+    stamp = (tmp_path / "tiny-seed2" / "benchmark.json").stat().st_mtime_ns
+    assert materialise_benchmark("tiny:2", tmp_path, progress=False) == folder
+    assert (tmp_path / "tiny-seed2" / "benchmark.json").stat().st_mtime_ns == stamp
+    assert materialise_benchmark(folder, tmp_path / "other") == folder  # folders pass through
