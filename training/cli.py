@@ -57,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         default="zeroshot",
         help="zeroshot: hold out rare species unseen (the paper's split, saved as split.json); seen: train on all",
     )
+    tr.add_argument(
+        "--audio-config",
+        choices=["small", "fast"],
+        default="small",
+        help="HTS-AT size when training from scratch (fast: patch 16, ~1.6x the steps per minute)",
+    )
     tr.add_argument("--threads", type=int)
     tr.set_defaults(func=_cmd_train)
 
@@ -79,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--data", default="small", help="benchmark size[:seed] or folder")
     ex.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ex.add_argument("--variants", nargs="+", help="subset of: all com sci tax all-shuffled")
-    ex.add_argument("--minutes", type=float, default=8.0, help="training budget per run")
+    ex.add_argument("--minutes", type=float, default=30.0, help="training budget per run")
+    ex.add_argument("--audio-config", choices=["small", "fast"], default="fast")
     ex.add_argument("--out", default="runs/experiments")
     ex.add_argument("--results", default="docs/results.md", help="the results page to write")
     ex.set_defaults(func=_cmd_experiments)
@@ -120,6 +127,7 @@ def _cmd_train(args) -> int:
         max_minutes=args.minutes,
         threads=args.threads,
         split=args.split,
+        audio_config=args.audio_config,
     )
     ckpt = train(cfg)
     summary = json.loads((Path(args.out) / "train_summary.json").read_text())
@@ -219,6 +227,7 @@ def _cmd_experiments(args) -> int:
         seeds=args.seeds,
         variants=args.variants or list(VARIANTS),
         minutes=args.minutes,
+        audio_config=args.audio_config,
         results_md=args.results,
     )
     summary = run_sweep(cfg)

@@ -65,6 +65,7 @@ class TrainConfig:
     # "zeroshot": hold out rare species as unseen test species (the paper's split,
     # written to split.json for evaluation); "seen": train on every species.
     split: str = "zeroshot"
+    audio_config: str = "small"  # from-scratch HTS-AT variant (training.model.AUDIO_VARIANTS)
     threads: int | None = None
     cache_gb: float = 4.0  # decoded training audio kept in memory
 
@@ -115,9 +116,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         from animalclap_edge.contracts.frontend import CLAP_UNFUSED
 
         tok = build_tokenizer(_all_prompts(data))
-        model = new_clap_model(small_clap_config(vocab_size=len(tok)))
+        model = new_clap_model(small_clap_config(vocab_size=len(tok), audio=cfg.audio_config))
         loaded = LoadedClap(
-            model=model, tokenizer=tok, frontend=CLAP_UNFUSED, source="small-config"
+            model=model,
+            tokenizer=tok,
+            frontend=CLAP_UNFUSED,
+            source=f"small-config ({cfg.audio_config} audio)",
         )
     model, tok = loaded.model, loaded.tokenizer
     encoder = AudioEncoder(model, loaded.frontend, mode="fft")
