@@ -70,8 +70,9 @@ def zero_shot_scores(
     """audio (N, D), text (len(candidates), D) -> top-1/top-5 and the error profile."""
     index = {s: i for i, s in enumerate(candidates)}
     labels = np.array([index[s] for s in true_species])
-    r = ranks(audio @ text.T, labels)
-    pred = [candidates[i] for i in np.argmax(audio @ text.T, axis=1)]
+    sims = audio @ text.T  # (N, len(candidates))
+    r = ranks(sims, labels)
+    pred = [candidates[i] for i in np.argmax(sims, axis=1)]
     return {
         "n": len(labels),
         "candidates": len(candidates),

@@ -21,6 +21,7 @@ import numpy as np
 
 from animalclap_edge.contracts.prompts import ALL_TEMPLATES
 from training.metrics import intervals_disjoint, mean_ci
+from training.probe import score_keys
 
 ALL = [t.value for t in ALL_TEMPLATES]
 # name -> (templates drawn in training, shuffled taxonomy)
@@ -180,9 +181,7 @@ def aggregate(root: Path, cfg: SweepConfig) -> dict:
 def _probe_summary(probes: list[dict]) -> dict:
     out: dict = {}
     for trait in probes[0]["unseen"]["traits"]:
-        s0 = probes[0]["unseen"]["traits"][trait]
-        key = "accuracy" if "accuracy" in s0 else "mAP"
-        f1 = "macro_f1" if key == "accuracy" else "f1"
+        key, f1 = score_keys(probes[0]["unseen"]["traits"][trait])
         vals = [p["unseen"]["traits"][trait] for p in probes]
         out[trait] = {
             "metric": key,

@@ -67,12 +67,14 @@ def open_labelled(
     by_id = {r.id: r for r in bench.recordings}
     items = [Item(r.id, r.species_id, f"{r.site}|{r.date}", r.duration_s) for r in bench.recordings]
 
+    from animalclap_edge.audio.decode import read_all
+
+    written = path.is_dir()  # a folder from Benchmark.write holds the rendered FLAC
+
     def load(it: Item) -> np.ndarray:
         rec = by_id[it.id]
-        if path.is_dir() and (path / rec.path).exists():
+        if written and (path / rec.path).exists():
             # Decoding the written FLAC is ~10x cheaper than rendering the call again.
-            from animalclap_edge.audio.decode import read_all
-
             return read_all(path / rec.path, sample_rate)
         return bench.render(rec, sample_rate=sample_rate)
 

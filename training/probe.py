@@ -66,6 +66,12 @@ def trait_loss(logits, y, known, schema: TraitSchema, slices) -> torch.Tensor:
     return total / max(count, 1)
 
 
+def score_keys(scores: dict) -> tuple[str, str]:
+    """(headline metric, F1 key) of one trait's scores: categorical traits report
+    accuracy and macro_f1, multi-label ones mAP and f1."""
+    return ("accuracy", "macro_f1") if "accuracy" in scores else ("mAP", "f1")
+
+
 def score_trait_heads(
     emb: np.ndarray,
     targets: np.ndarray,
@@ -193,10 +199,7 @@ def probe_markdown(results: dict) -> str:
             "|---|---|---|---|---|---|",
         ]
         for trait, s in r["traits"].items():
-            if "accuracy" in s:
-                m, f1 = "accuracy", "macro_f1"
-            else:
-                m, f1 = "mAP", "f1"
+            m, f1 = score_keys(s)
             lines.append(
                 f"| {trait} | {m} | {s[m]:.3f} | {s['baseline_' + m]:.3f} "
                 f"| {s[f1]:.3f} | {s['baseline_' + f1]:.3f} |"

@@ -146,6 +146,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     fit_mark = (t_start, 0)  # (time, step) the schedule was last fitted at
     bar = tqdm(total=total_steps, desc="training", disable=not progress)
     loader = ThreadPoolExecutor(1, thread_name_prefix="audio")
+
+    def load_batch(items):  # runs in the loader thread only: the cache is not shared
+        return [cache(it) for it in items]
+
     try:
         while epoch < cfg.epochs and not stop:
             plan = balanced_epoch(species_of, cfg.clips_per_species, cfg.seed, epoch)
@@ -157,12 +161,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             ]
             # The next batch is decoded/rendered in a thread while this one trains
             # (numpy, soundfile and soxr release the GIL); crops stay in order here.
-            pending = loader.submit(lambda its: [cache(it) for it in its], batches[0])
+            pending = loader.submit(load_batch, batches[0])
             for b, items in enumerate(batches):
                 t0 = time.monotonic()
                 waves = pending.result()
                 if b + 1 < len(batches):
-                    pending = loader.submit(lambda its: [cache(it) for it in its], batches[b + 1])
+                    pending = loader.submit(load_batch, batches[b + 1])
                 x = torch.from_numpy(np.stack([crop(w, window, rng) for w in waves]))
                 texts = [
                     sample_prompt(
