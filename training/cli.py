@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -101,6 +102,35 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--out", default="runs/experiments")
     ex.add_argument("--results", default="docs/results.md", help="the results page to write")
     ex.set_defaults(func=_cmd_experiments)
+
+    pp = sub.add_parser(
+        "prepare",
+        help="recordings manifest -> Creative Commons 48 kHz shards, report and split",
+        description=(
+            "Manifest columns: path or url, species_id, licence (or license), date, site; "
+            "optional id, quality, source. CSV or Parquet. Rows without a Creative Commons "
+            "licence or with a species not in the catalogue are left out and counted. "
+            "Resumable; split across machines with --shard i/N on a shared --out."
+        ),
+    )
+    pp.add_argument("--manifest", help="recordings manifest (.csv or .parquet)")
+    pp.add_argument("--catalogue", help="species catalogue CSV")
+    pp.add_argument("--out", required=True, help="output folder (shared by all --shard machines)")
+    pp.add_argument("--traits", help="trait table CSV, copied next to the shards")
+    pp.add_argument("--per-shard", type=int, default=500, help="recordings per shard")
+    pp.add_argument("--shard", default="0/1", help="this machine's share, i/N (default 0/1)")
+    pp.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    pp.add_argument("--quality", nargs="+", help="accepted quality grades (default: all)")
+    pp.add_argument(
+        "--min-seconds", type=float, default=1.0, help="shorter recordings are left out"
+    )
+    pp.add_argument("--seed", type=int, default=0, help="seed of the zero-shot split")
+    pp.add_argument(
+        "--finalize",
+        action="store_true",
+        help="only merge the shards of all machines into the index, report and split",
+    )
+    pp.set_defaults(func=_cmd_prepare)
 
     bw = sub.add_parser("benchmark", help="write a procedural benchmark corpus to disk")
     bw.add_argument("--size", default="tiny")
@@ -249,6 +279,45 @@ def _cmd_experiments(args) -> int:
     for item, v in summary["bar"].items():
         print(f"{'PASS' if v['pass'] else 'FAIL'}  {item}")
     print(f"-> {args.results}")
+    return 0
+
+
+def _cmd_prepare(args) -> int:
+    from training.prepare.decode import DecodeSettings
+    from training.prepare.run import PrepareConfig, finalize, prepare
+
+    if args.finalize:
+        report = finalize(args.out)
+        print(f"{report['recordings']} recordings, {report['hours']} h -> {args.out}/report.md")
+        return 0
+    if not (args.manifest and args.catalogue):
+        raise ValueError("prepare needs --manifest and --catalogue (or --finalize)")
+    summary = prepare(
+        PrepareConfig(
+            manifest=args.manifest,
+            catalogue=args.catalogue,
+            out=args.out,
+            traits=args.traits,
+            per_shard=args.per_shard,
+            shard=args.shard,
+            workers=args.workers,
+            qualities=args.quality,
+            settings=DecodeSettings(min_seconds=args.min_seconds),
+            seed=args.seed,
+        )
+    )
+    report = summary.get("report")
+    if report is None:
+        print(
+            f"{summary['done_here']} shard(s) written here; {summary['present']} of "
+            f"{summary['shards']} present. When every --shard i/N has finished, run "
+            f"`animalclap-train prepare --out {args.out} --finalize`."
+        )
+    else:
+        print(
+            f"{report['recordings']} recordings ({report['hours']} h, {report['species']} species) "
+            f"in {report['shards']} shard(s); left out: {report['rejected']} -> {args.out}/report.md"
+        )
     return 0
 
 

@@ -3,7 +3,8 @@
 - a procedural benchmark (`training.benchmark`), named "SIZE[:SEED]" (e.g. "tiny:0")
   or a folder written by `Benchmark.write`;
 - a folder of real recordings with `recordings.csv` (path, species_id, site, date)
-  plus `catalogue.csv` and optionally `traits.csv`.
+  plus `catalogue.csv` and optionally `traits.csv`;
+- a folder written by `animalclap-train prepare` (shards + `records.jsonl`).
 
 Both give the same `LabelledSet`, so training, evaluation and trait probing run
 unchanged on generated and on real data.
@@ -46,6 +47,8 @@ def open_labelled(
     """Open "tiny", "small:3", a benchmark folder, or a real-recordings folder."""
     schema = schema or TraitSchema.default()
     path = Path(spec)
+    if path.is_dir() and (path / "prepared.json").exists():
+        return _open_prepared(path, sample_rate, schema)
     if (
         path.is_dir()
         and (path / "recordings.csv").exists()
@@ -109,6 +112,36 @@ def _open_folder(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledS
         catalogue=catalogue,
         items=items,
         load=lambda it: read_all(root / it.id, sample_rate),
+        traits=traits,
+        schema=schema,
+    )
+
+
+def _open_prepared(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledSet:
+    import json
+
+    from training.prepare.shards import SAMPLE_RATE, read_record
+
+    if sample_rate != SAMPLE_RATE:
+        raise ValueError(f"{root}: prepared shards are {SAMPLE_RATE} Hz, asked for {sample_rate}")
+    catalogue = Catalogue.from_csv(root / "catalogue.csv")
+    traits = (
+        read_trait_table(root / "traits.csv", schema) if (root / "traits.csv").exists() else None
+    )
+    where: dict[str, tuple[Path, int, int]] = {}
+    items = []
+    with open(root / "records.jsonl", encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            where[r["key"]] = (root / "shards" / r["shard"], r["offset"], r["size"])
+            items.append(
+                Item(r["key"], r["species_id"], f"{r['site']}|{r['date']}", r["duration_s"])
+            )
+    return LabelledSet(
+        name=str(root),
+        catalogue=catalogue,
+        items=items,
+        load=lambda it: read_record(*where[it.id]),
         traits=traits,
         schema=schema,
     )

@@ -1,0 +1,127 @@
+"""Manifest reading and the licence/catalogue filter."""
+
+import csv
+
+import pytest
+
+from animalclap_edge.contracts.catalogue import Catalogue
+from training.prepare.manifest import (
+    DUPLICATE,
+    LOW_QUALITY,
+    NO_LOCATION,
+    NOT_CC,
+    UNKNOWN_SPECIES,
+    ManifestError,
+    is_creative_commons,
+    plan,
+)
+
+
+@pytest.mark.parametrize(
+    "licence",
+    [
+        "CC0",
+        "CC BY 4.0",
+        "CC BY",
+        "cc-by-nc-sa 3.0",
+        "CC-BY-ND",
+        "https://creativecommons.org/licenses/by-nc/4.0/",
+        "http://creativecommons.org/publicdomain/zero/1.0/",
+        "Creative Commons Attribution 4.0",
+    ],
+)
+def test_creative_commons_licences_are_kept(licence):
+    assert is_creative_commons(licence)
+
+
+@pytest.mark.parametrize(
+    "licence",
+    [
+        # both from shared/realaudio's manifest
+        "GPL (>= 2) (R package NatureSounds); recordings from xeno-canto / published studies",
+        "Open Government Licence - Canada 2.0 (repo LICENSE.md)",
+        "All rights reserved",
+        "",
+        "public domain",
+        "https://creativecommons.org/publicdomain/mark/1.0/",
+        "CCBYX",
+    ],
+)
+def test_other_licences_are_left_out(licence):
+    assert not is_creative_commons(licence)
+
+
+@pytest.fixture
+def catalogue(tiny_catalogue) -> Catalogue:
+    return tiny_catalogue
+
+
+def _write(path, rows, fields=None):
+    fields = fields or list(rows[0])
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def _row(i, species, licence="CC BY 4.0", **kw):
+    return {
+        "path": f"a/{i}.wav",
+        "species_id": species,
+        "licence": licence,
+        "date": "2024-05-01",
+        "site": "S1",
+        "quality": "A",
+        **kw,
+    }
+
+
+def test_plan_counts_every_row_left_out_and_sorts_the_rest(tmp_path, catalogue):
+    sp = catalogue.ids[0]
+    rows = [
+        _row(3, sp),
+        _row(1, sp, id="rec.1"),  # dots are not tar-safe: becomes rec_1
+        _row(2, sp, licence="All rights reserved"),
+        _row(4, "no_such_species"),
+        {**_row(5, sp), "path": ""},
+        _row(6, sp, id="rec.1"),
+        _row(7, sp, quality="E"),
+    ]
+    fields = [*rows[0], "id"]
+    p = plan(_write(tmp_path / "m.csv", rows, fields), catalogue, qualities=["A", "B"])
+    assert p.rows == 7
+    assert [r.key for r in p.keep] == sorted(r.key for r in p.keep)
+    assert "rec_1" in [r.key for r in p.keep] and len(p.keep) == 2
+    assert dict(p.left_out) == {
+        NOT_CC: 1,
+        UNKNOWN_SPECIES: 1,
+        NO_LOCATION: 1,
+        DUPLICATE: 1,
+        LOW_QUALITY: 1,
+    }
+    assert p.examples[UNKNOWN_SPECIES] == ["row 5: no_such_species"]
+    assert all(r.uri.startswith(str(tmp_path)) for r in p.keep)  # relative to the manifest
+
+
+def test_parquet_and_csv_plan_the_same(tmp_path, catalogue):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rows = [_row(i, catalogue.ids[i % 3], license="CC0") for i in range(6)]
+    for r in rows:
+        del r["licence"]  # the US spelling is accepted too
+    _write(tmp_path / "m.csv", rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
+    a, b = plan(tmp_path / "m.csv", catalogue), plan(tmp_path / "m.parquet", catalogue)
+    assert a.digest() == b.digest() and len(a.keep) == 6
+
+
+def test_a_manifest_without_required_columns_says_which(tmp_path, catalogue):
+    _write(tmp_path / "m.csv", [{"file": "x.wav", "species_id": "a"}])
+    with pytest.raises(
+        ManifestError, match=r"missing column\(s\) path or url, licence, date, site"
+    ):
+        plan(tmp_path / "m.csv", catalogue)
+    with pytest.raises(ManifestError, match="no such file"):
+        plan(tmp_path / "nope.csv", catalogue)

@@ -1,0 +1,225 @@
+"""`prepare` end to end: real recordings, planted broken ones, an M4A, HTTP URLs;
+resuming, splitting across machines, and reading the result back for training."""
+
+import csv
+import functools
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from animalclap_edge.audio.decode import read_all
+from training.cli import main
+from training.labelled_audio import open_labelled
+from training.prepare import decode as d
+from training.prepare.manifest import NOT_CC
+from training.prepare.run import PrepareConfig, finalize, prepare
+
+CATALOGUE = Path(__file__).parents[1] / "data" / "realaudio_catalogue.csv"
+SR = 44_100
+
+
+@pytest.fixture(scope="module")
+def http_dir(tmp_path_factory):
+    """A real HTTP server on localhost, serving one WAV."""
+    root = tmp_path_factory.mktemp("www")
+    t = np.arange(2 * SR) / SR
+    sf.write(root / "remote.wav", 0.2 * np.sin(2 * np.pi * 2000 * t), SR)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _planted(folder: Path) -> dict[str, str]:
+    """Broken and odd recordings: file name -> the reason prepare must give (or "ok")."""
+    t = np.arange(2 * SR) / SR
+    tone = (0.2 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32)
+    sf.write(folder / "silent.wav", np.zeros(2 * SR, np.float32), SR)
+    sf.write(folder / "short.wav", tone[: SR // 4], SR)
+    sf.write(folder / "cut.wav", tone, SR, subtype="PCM_16")
+    data = (folder / "cut.wav").read_bytes()
+    (folder / "cut.wav").write_bytes(data[: len(data) // 2])  # power lost mid-write
+    (folder / "notes.wav").write_text("field notes, not audio\n" * 50)
+    av = pytest.importorskip("av")
+    with av.open(str(folder / "phone.m4a"), "w") as out:  # AAC: not a libsndfile format
+        stream = out.add_stream("aac", rate=SR, layout="mono")
+        frame = av.AudioFrame.from_ndarray(tone[None, :], format="flt", layout="mono")
+        frame.rate = SR
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return {
+        "silent.wav": d.SILENT,
+        "short.wav": d.TOO_SHORT,
+        "cut.wav": d.BROKEN,
+        "notes.wav": d.UNDECODABLE,
+        "phone.m4a": "ok",
+        "gone.wav": d.MISSING,
+    }
+
+
+@pytest.fixture(scope="module")
+def manifest(realaudio, http_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """shared/realaudio's catalogued species (CC and non-CC rows) plus planted files."""
+    folder = tmp_path_factory.mktemp("field")
+    species = [r["id"] for r in csv.DictReader(CATALOGUE.open())]
+    by_name = {r["scientific_name"]: r["id"] for r in csv.DictReader(CATALOGUE.open())}
+    rows, taken = [], {True: 0, False: 0}
+    for r in csv.DictReader((realaudio / "manifest.csv").open()):
+        binomial = " ".join(r["scientific_name"].split()[:2])
+        cc = r["license"].startswith("CC")
+        if binomial in by_name and taken[cc] < (30 if cc else 8):
+            taken[cc] += 1
+            rows.append(
+                {
+                    "path": str(realaudio / r["path"]),
+                    "species_id": by_name[binomial],
+                    "licence": r["license"],
+                    "date": "2024-06-0" + str(len(rows) % 3 + 1),
+                    "site": r["dataset"],
+                }
+            )
+    expected = _planted(folder)
+    for i, (name, _) in enumerate(expected.items()):
+        rows.append(
+            {
+                "path": name,  # relative to the manifest
+                "species_id": species[i],
+                "licence": "CC BY-NC 4.0",
+                "date": "2024-06-01",
+                "site": "planted",
+            }
+        )
+    rows.append({**rows[-1], "path": f"{http_dir}/remote.wav"})
+    rows.append({**rows[-1], "path": f"{http_dir}/missing.wav"})
+    expected["remote.wav"], expected["missing.wav"] = "ok", d.DOWNLOAD
+    path = folder / "manifest.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path, expected
+
+
+def _cfg(manifest, out, **kw) -> PrepareConfig:
+    kw = {"per_shard": 8, "workers": 1, **kw}
+    return PrepareConfig(manifest=str(manifest), catalogue=str(CATALOGUE), out=str(out), **kw)
+
+
+@pytest.fixture(scope="module")
+def prepared(manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared")
+    summary = prepare(_cfg(manifest[0], out), progress=False)
+    return out, summary
+
+
+def test_every_row_is_prepared_or_counted_with_its_reason(manifest, prepared):
+    path, expected = manifest
+    out, summary = prepared
+    report = summary["report"]
+    rows = list(csv.DictReader(path.open()))
+    assert report["manifest_rows"] == len(rows)
+    assert report["recordings"] + sum(report["rejected"].values()) == len(rows)
+    non_cc = [r for r in rows if not r["licence"].startswith("CC")]
+    assert report["rejected"][NOT_CC] == len(non_cc) == 8
+    rejected = {}
+    for shard in sorted((out / "shards").glob("*.json")):
+        for rej in json.loads(shard.read_text())["rejected"]:
+            rejected[Path(rej["uri"]).name] = rej["reason"]
+    prepared_uris = {Path(json.loads(line)["uri"]).name for line in (out / "records.jsonl").open()}
+    for name, reason in expected.items():
+        if reason == "ok":
+            assert name in prepared_uris, name
+        else:
+            assert rejected.get(name) == reason, (name, rejected.get(name))
+    assert "| licence not Creative Commons |" in (out / "report.md").read_text()
+
+
+def test_shard_audio_is_the_source_at_48k(prepared, realaudio):
+    out, _ = prepared
+    data = open_labelled(str(out))
+    assert len(data.items) == prepared[1]["report"]["recordings"]
+    meta = {json.loads(line)["key"]: json.loads(line) for line in (out / "records.jsonl").open()}
+    compared = 0
+    for it in data.items:
+        uri = meta[it.id]["uri"]
+        if "://" in uri or not uri.startswith(str(realaudio)) or compared == 8:
+            continue
+        compared += 1
+        wave = data.load(it)
+        ref = np.clip(read_all(uri, 48_000), -1, 1)
+        assert wave.shape == ref.shape
+        assert np.max(np.abs(wave - ref)) <= 1 / 32768 + 1e-6  # 16-bit FLAC
+    assert compared == 8
+    split = json.loads((out / "split.json").read_text())
+    assert split["test_species"] and split["train"]
+
+
+def test_a_killed_run_resumes_and_redoes_only_the_missing_shard(manifest, prepared, tmp_path):
+    import shutil
+
+    out = tmp_path / "resumed"
+    shutil.copytree(prepared[0], out)
+    (out / "shards" / "shard-000001.json").unlink()  # died before the index was written
+    (out / "shards" / "shard-000001.tar").rename(out / "shards" / "shard-000001.tar.tmp")
+    kept = (out / "shards" / "shard-000000.tar").stat().st_mtime_ns
+    summary = prepare(_cfg(manifest[0], out), progress=False)
+    assert summary["done_here"] == 1
+    assert (out / "shards" / "shard-000000.tar").stat().st_mtime_ns == kept
+    assert not (out / "shards" / "shard-000001.tar.tmp").exists()
+    assert (out / "records.jsonl").read_text() == (prepared[0] / "records.jsonl").read_text()
+
+
+def test_machines_sharing_an_output_give_the_same_result_as_one(manifest, prepared, tmp_path):
+    out = tmp_path / "shared"
+    first = prepare(_cfg(manifest[0], out, shard="0/2"), progress=False)
+    assert "report" not in first and first["present"] < first["shards"]
+    with pytest.raises(ValueError, match="shards not written yet"):
+        finalize(out)
+    second = prepare(_cfg(manifest[0], out, shard="1/2", workers=2), progress=False)
+    assert second["report"]["recordings"] == prepared[1]["report"]["recordings"]
+    assert (out / "records.jsonl").read_text() == (prepared[0] / "records.jsonl").read_text()
+    for tar in (prepared[0] / "shards").glob("*.tar"):
+        assert (out / "shards" / tar.name).read_bytes() == tar.read_bytes()
+
+
+def test_a_different_manifest_cannot_join_an_output(manifest, prepared, tmp_path):
+    import shutil
+
+    out = tmp_path / "other"
+    shutil.copytree(prepared[0], out)
+    with pytest.raises(ValueError, match="use a new --out"):
+        prepare(_cfg(manifest[0], out, per_shard=5), progress=False)
+
+
+def test_cli_reports_in_one_line(manifest, tmp_path, capsys):
+    args = ["prepare", "--manifest", str(manifest[0]), "--catalogue", str(CATALOGUE)]
+    assert main([*args, "--out", str(tmp_path / "o"), "--workers", "1"]) == 0
+    assert "recordings" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "p"), "--shard", "2/2"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "animalclap-train: error: --shard '2/2': need 0 <= i < N"
+    )
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,species_id\nx.wav,a\n")
+    assert (
+        main(["prepare", "--manifest", str(bad), "--catalogue", str(CATALOGUE), "--out", "x"]) == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "missing column(s) path or url" in err

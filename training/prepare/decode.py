@@ -1,0 +1,149 @@
+"""One source recording -> 48 kHz mono float32, or the reason it was rejected.
+
+Decoding goes through the runtime's libsndfile path (WAV, FLAC, OGG/Opus, MP3,
+AIFF... with truncation checks); formats libsndfile does not read (M4A/AAC, WMA,
+video containers) go through PyAV, which bundles FFmpeg. URLs are downloaded to a
+temporary file first, with retries.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from animalclap_edge.audio.decode import AudioError, read_all, resample
+
+SAMPLE_RATE = 48_000
+
+# Rejection reasons (counted in the shard indexes and the report).
+MISSING = "missing file"
+DOWNLOAD = "download failed"
+UNDECODABLE = "undecodable"
+BROKEN = "broken (truncated or corrupt)"
+EMPTY = "empty"
+NON_FINITE = "non-finite samples"
+BAD_RATE = "unsupported sample rate"
+TOO_SHORT = "too short"
+SILENT = "silent"
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    min_seconds: float = 1.0
+    # Peak level below which a file is called silent: -60 dBFS is below the noise
+    # floor of any working recorder, so only dead channels and zero fills fall under.
+    silence_dbfs: float = -60.0
+    timeout_s: float = 60.0
+    retries: int = 3
+
+
+class Rejected(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
+
+
+def fetch(uri: str, workdir: Path, settings: DecodeSettings) -> Path:
+    """A local path as is; an http(s)/file URL downloaded into workdir."""
+    if "://" not in uri:
+        p = Path(uri)
+        if not p.is_file():
+            raise Rejected(MISSING, uri)
+        return p
+    name = Path(urllib.request.url2pathname(uri.split("?")[0].rsplit("/", 1)[-1])).name
+    target = workdir / (name or "download")
+    last = ""
+    for attempt in range(settings.retries):
+        try:
+            with (
+                urllib.request.urlopen(uri, timeout=settings.timeout_s) as resp,
+                open(target, "wb") as out,
+            ):
+                shutil.copyfileobj(resp, out)
+            return target
+        except urllib.error.HTTPError as e:
+            last = f"HTTP {e.code}"
+            if 400 <= e.code < 500 and e.code != 429:
+                break  # a client error will not change on retry
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            last = str(getattr(e, "reason", e))
+        time.sleep(min(8.0, 0.5 * 2**attempt))
+    raise Rejected(DOWNLOAD, f"{uri}: {last}")
+
+
+def _reason(e: AudioError) -> str:
+    msg = str(e)
+    for prefix, reason in (
+        ("not found", MISSING),
+        ("empty file", EMPTY),
+        ("truncated", BROKEN),
+        ("non-finite", NON_FINITE),
+        ("sample rate", BAD_RATE),
+    ):
+        if msg.startswith(prefix):
+            return reason
+    return UNDECODABLE
+
+
+def _decode_pyav(path: Path) -> np.ndarray:
+    try:
+        import av
+    except ImportError:
+        raise Rejected(
+            UNDECODABLE, "not a libsndfile format; install PyAV (pip install av) for M4A/AAC etc."
+        ) from None
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise Rejected(UNDECODABLE, "no audio stream")
+            stream = container.streams.audio[0]
+            rate = stream.rate or SAMPLE_RATE
+            to_mono = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            chunks = []
+            for frame in container.decode(stream):
+                chunks += [f.to_ndarray().reshape(-1) for f in to_mono.resample(frame)]
+            chunks += [f.to_ndarray().reshape(-1) for f in to_mono.resample(None)]
+    except Rejected:
+        raise
+    except Exception as e:  # PyAV raises its own FFmpeg error classes
+        raise Rejected(UNDECODABLE, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+    wave = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if not np.isfinite(wave).all():
+        raise Rejected(NON_FINITE)
+    return resample(wave, rate, SAMPLE_RATE)
+
+
+def decode(path: Path) -> np.ndarray:
+    """float32 mono at 48 kHz; raises Rejected with a counted reason."""
+    try:
+        return read_all(path, SAMPLE_RATE)
+    except AudioError as e:
+        reason = _reason(e)
+        if reason != UNDECODABLE:
+            raise Rejected(reason, str(e)) from None
+    return _decode_pyav(path)
+
+
+def check(wave: np.ndarray, settings: DecodeSettings) -> None:
+    seconds = len(wave) / SAMPLE_RATE
+    if seconds < settings.min_seconds:
+        raise Rejected(TOO_SHORT, f"{seconds:.2f} s < {settings.min_seconds:g} s")
+    peak = float(np.max(np.abs(wave))) if len(wave) else 0.0
+    if peak <= 10 ** (settings.silence_dbfs / 20):
+        level = f"{20 * np.log10(peak):.1f} dBFS" if peak > 0 else "all zeros"
+        raise Rejected(SILENT, f"peak {level}")
+
+
+def load_source(uri: str, settings: DecodeSettings) -> np.ndarray:
+    """Fetch, decode and check one recording."""
+    with tempfile.TemporaryDirectory(prefix="acl-fetch-") as tmp:
+        wave = decode(fetch(uri, Path(tmp), settings))
+    check(wave, settings)
+    return wave

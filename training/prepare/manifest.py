@@ -1,0 +1,194 @@
+"""The recordings manifest: one row per source recording, CSV or Parquet.
+
+Columns (header names, order free; `license` is accepted for `licence`):
+    path or url   where the audio is: a local path (relative to the manifest) or an
+                  http(s)/file URL
+    species_id    a catalogue id
+    licence       e.g. "CC BY-NC 4.0", "CC0", a creativecommons.org URL
+    date          observation date (ISO, or anything: it only groups recordings)
+    site          recording site or locality
+optional:
+    id            a stable recording id (default: derived from path/url)
+    quality       quality grade (xeno-canto A-E, iNaturalist "research", ...)
+    source        where the row came from (xeno-canto, iNaturalist, ...)
+
+`plan` turns rows into what will be decoded, and records why each other row was
+left out, with the same reason names the decode step uses.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from animalclap_edge.contracts.catalogue import Catalogue
+
+REQUIRED = ("species_id", "licence", "date", "site")
+# Keys name tar members "<key>.flac": WebDataset splits member names at the first dot.
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+# Reasons a manifest row is left out before any audio is read.
+NOT_CC = "licence not Creative Commons"
+UNKNOWN_SPECIES = "species not in catalogue"
+NO_LOCATION = "no path or url"
+DUPLICATE = "duplicate id"
+LOW_QUALITY = "quality grade not accepted"
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read at all; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class SourceRecording:
+    key: str
+    uri: str  # absolute local path or URL
+    species_id: str
+    licence: str
+    date: str
+    site: str
+    quality: str = ""
+    source: str = ""
+
+    def meta(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def is_creative_commons(licence: str) -> bool:
+    """CC0 and every CC BY variant (NC, SA, ND), as words or as a creativecommons.org URL.
+
+    Public-domain marks other than CC0, government licences, GPL and "all rights
+    reserved" are not Creative Commons and are left out, as the paper does.
+    """
+    text = licence.strip().lower()
+    if "creativecommons.org/" in text:
+        return "/licenses/" in text or "/publicdomain/zero/" in text
+    text = re.sub(r"[\s_]+", "-", text)
+    return bool(re.match(r"^(cc0|cc-zero|cc-by(-(nc|sa|nd))*)(-|$)", text)) or text.startswith(
+        "creative-commons"
+    )
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a CSV or Parquet manifest as string dicts (Parquet needs pyarrow)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest {path}: no such file")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ManifestError(
+                f"manifest {path}: reading Parquet needs pyarrow: pip install 'animalclap-edge[training]'"
+            ) from None
+        table = pq.read_table(path)
+        cols = {name: table.column(name).to_pylist() for name in table.column_names}
+        return [
+            {k: "" if v[i] is None else str(v[i]) for k, v in cols.items()}
+            for i in range(table.num_rows)
+        ]
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        return [
+            {k.strip(): (v or "").strip() for k, v in r.items() if k} for r in csv.DictReader(f)
+        ]
+
+
+def _column_check(rows: Sequence[dict[str, str]], path: Path) -> None:
+    if not rows:
+        raise ManifestError(f"manifest {path}: no rows")
+    header = set(rows[0])
+    if "license" in header:
+        header.add("licence")
+    missing = [c for c in REQUIRED if c not in header]
+    if "path" not in header and "url" not in header:
+        missing.insert(0, "path or url")
+    if missing:
+        raise ManifestError(
+            f"manifest {path}: missing column(s) {', '.join(missing)} "
+            f"(has {', '.join(sorted(rows[0]))}); see `animalclap-train prepare --help`"
+        )
+
+
+def recording_key(row: dict[str, str], uri: str) -> str:
+    """The row's id made tar-safe, or a digest of where the audio is."""
+    given = _KEY_UNSAFE.sub("_", row.get("id", "")).strip("_")
+    return given or hashlib.sha1(uri.encode("utf-8")).hexdigest()[:20]
+
+
+@dataclass
+class Plan:
+    """What will be decoded (sorted by key, so shard membership is stable) and what
+    was left out before decoding, per reason."""
+
+    keep: list[SourceRecording]
+    left_out: Counter
+    examples: dict[str, list[str]]  # reason -> first few row descriptions
+    rows: int
+
+    def digest(self) -> str:
+        """Identifies the planned recordings: machines sharing an output must agree."""
+        h = hashlib.sha256()
+        for r in self.keep:
+            h.update(f"{r.key}\t{r.uri}\t{r.species_id}\n".encode())
+        return h.hexdigest()[:16]
+
+
+def plan(
+    manifest: str | Path,
+    catalogue: Catalogue,
+    qualities: Iterable[str] | None = None,
+) -> Plan:
+    """Filter a manifest to Creative Commons rows of catalogued species."""
+    manifest = Path(manifest)
+    rows = read_rows(manifest)
+    _column_check(rows, manifest)
+    accepted_q = {q.strip().lower() for q in qualities} if qualities else None
+    keep: dict[str, SourceRecording] = {}
+    left_out: Counter = Counter()
+    examples: dict[str, list[str]] = {}
+
+    def drop(reason: str, line: int, what: str) -> None:
+        left_out[reason] += 1
+        ex = examples.setdefault(reason, [])
+        if len(ex) < 5:
+            ex.append(f"row {line}: {what}")
+
+    for line, row in enumerate(rows, start=2):
+        loc = row.get("url") or row.get("path") or ""
+        if not loc:
+            drop(NO_LOCATION, line, "empty path and url")
+            continue
+        licence = row.get("licence") or row.get("license") or ""
+        if not is_creative_commons(licence):
+            drop(NOT_CC, line, licence or "(empty)")
+            continue
+        if catalogue.get(row["species_id"]) is None:
+            drop(UNKNOWN_SPECIES, line, row["species_id"] or "(empty)")
+            continue
+        quality = row.get("quality", "")
+        if accepted_q is not None and quality.lower() not in accepted_q:
+            drop(LOW_QUALITY, line, quality or "(empty)")
+            continue
+        uri = loc if "://" in loc else str((manifest.parent / loc).resolve())
+        key = recording_key(row, uri)
+        if key in keep:
+            drop(DUPLICATE, line, key)
+            continue
+        keep[key] = SourceRecording(
+            key=key,
+            uri=uri,
+            species_id=row["species_id"],
+            licence=licence,
+            date=row.get("date", ""),
+            site=row.get("site", ""),
+            quality=quality,
+            source=row.get("source", ""),
+        )
+    return Plan(
+        keep=[keep[k] for k in sorted(keep)], left_out=left_out, examples=examples, rows=len(rows)
+    )

@@ -1,0 +1,281 @@
+"""`animalclap-train prepare`: manifest -> licensed, decoded, 48 kHz shards + splits.
+
+Work is cut into shards of `per_shard` recordings, in key order, so which shard a
+recording lands in depends only on the manifest and catalogue. A machine given
+`--shard i/N` does the shards j with j % N == i; any number of machines can share
+one output folder (a shared file system). Finished shards are skipped, so a killed
+run resumes. When every shard is there, the last machine (or `--finalize`) merges
+the indexes into `records.jsonl`, the report and the zero-shot split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import shutil
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from animalclap_edge.contracts.catalogue import Catalogue
+from training.prepare.decode import DecodeSettings, Rejected, load_source
+from training.prepare.manifest import Plan, SourceRecording, plan
+from training.prepare.shards import ShardWriter, read_index, shard_name
+
+PREPARED = "prepared.json"
+PLAN = "plan.json"
+
+
+@dataclass
+class PrepareConfig:
+    manifest: str
+    catalogue: str
+    out: str
+    traits: str | None = None
+    per_shard: int = 500  # ~1-2 GB of 48 kHz FLAC for xeno-canto-length recordings
+    shard: str = "0/1"  # "i/N": this machine's share of the shards
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    qualities: list[str] | None = None  # accepted quality grades; None = all
+    settings: DecodeSettings = field(default_factory=DecodeSettings)
+    seed: int = 0  # of the zero-shot split
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {spec!r}: write it as i/N, e.g. 0/4") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ValueError(f"--shard {spec!r}: need 0 <= i < N")
+    return i, n
+
+
+def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
+    """Write this machine's shards; finalize when all shards are present. Returns a
+    summary: shards done here, shards present, and the report when finalized."""
+    i, n = parse_shard(cfg.shard)
+    if cfg.per_shard < 1 or cfg.workers < 1:
+        raise ValueError("--per-shard and --workers must be at least 1")
+    out = Path(cfg.out)
+    catalogue = Catalogue.from_csv(cfg.catalogue)
+    p = plan(cfg.manifest, catalogue, cfg.qualities)
+    if not p.keep:
+        raise ValueError(
+            f"manifest {cfg.manifest}: no row left to prepare ({dict(p.left_out)}); "
+            "check the licence and species_id columns against the catalogue"
+        )
+    n_shards = math.ceil(len(p.keep) / cfg.per_shard)
+    _write_plan(out, cfg, p, n_shards)
+    shards_dir = out / "shards"
+    mine = [j for j in range(n_shards) if j % n == i]
+    todo = [j for j in mine if not (shards_dir / f"{shard_name(j)}.json").exists()]
+    work = {j: p.keep[j * cfg.per_shard : (j + 1) * cfg.per_shard] for j in todo}
+    _run_shards(work, shards_dir, cfg, progress)
+    present = [j for j in range(n_shards) if (shards_dir / f"{shard_name(j)}.json").exists()]
+    summary = {"shards": n_shards, "done_here": len(todo), "present": len(present)}
+    if len(present) == n_shards:
+        summary["report"] = finalize(out, progress=progress)
+    return summary
+
+
+def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
+    """Machines sharing `out` must have planned the same recordings the same way."""
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "digest": p.digest(),
+        "per_shard": cfg.per_shard,
+        "shards": n_shards,
+        "manifest": str(Path(cfg.manifest).resolve()),
+        "catalogue": str(Path(cfg.catalogue).resolve()),
+        "traits": str(Path(cfg.traits).resolve()) if cfg.traits else None,
+        "rows": p.rows,
+        "planned": len(p.keep),
+        "left_out": dict(p.left_out),
+        "left_out_examples": p.examples,
+        "settings": asdict(cfg.settings),
+        "qualities": cfg.qualities,
+        "seed": cfg.seed,
+    }
+    path = out / PLAN
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if (old["digest"], old["per_shard"], old["settings"]) != (
+            record["digest"],
+            record["per_shard"],
+            record["settings"],
+        ):
+            raise ValueError(
+                f"{out} was prepared from another manifest, catalogue, --per-shard or decode "
+                "setting; resume with the same ones, or use a new --out"
+            )
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_shard(
+    index: int,
+    recordings: list[SourceRecording],
+    folder: Path,
+    settings: DecodeSettings,
+    ticks=None,
+) -> dict:
+    """Decode one shard's recordings into shards/shard-<index>.{tar,json}."""
+    writer = ShardWriter(folder, index)
+    try:
+        for rec in recordings:
+            try:
+                wave = load_source(rec.uri, settings)
+            except Rejected as e:
+                writer.reject(rec.key, rec.uri, e.reason, e.detail)
+            else:
+                writer.add(rec.key, wave, rec.meta())
+            if ticks is not None:
+                ticks.put(1)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return {"shard": index, "records": len(writer.records), "rejected": len(writer.rejected)}
+
+
+def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    total = sum(len(v) for v in work.values())
+    bar = tqdm(total=total, desc="prepare", unit="rec", disable=not progress or not total)
+    try:
+        if cfg.workers == 1 or len(work) <= 1:
+            for j, recs in work.items():
+                r = write_shard(j, recs, folder, cfg.settings)
+                bar.update(len(recs))
+                bar.set_postfix(rejected=r["rejected"])
+            return
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        ctx = mp.get_context("spawn")
+        with ctx.Manager() as manager, ProcessPoolExecutor(cfg.workers, mp_context=ctx) as pool:
+            ticks = manager.Queue()
+            pending = {
+                pool.submit(write_shard, j, recs, folder, cfg.settings, ticks)
+                for j, recs in work.items()
+            }
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    fut.result()  # a worker's real error (disk full, bug) stops the run
+                while True:
+                    try:
+                        bar.update(ticks.get_nowait())
+                    except queue.Empty:
+                        break
+    finally:
+        bar.close()
+
+
+def finalize(out: str | Path, progress: bool = True) -> dict:
+    """Merge shard indexes into records.jsonl, write the report and the split."""
+    from training.labelled_audio import Item
+    from training.splits import zero_shot_split
+
+    out = Path(out)
+    meta = json.loads((out / PLAN).read_text(encoding="utf-8"))
+    missing = [
+        j for j in range(meta["shards"]) if not (out / "shards" / f"{shard_name(j)}.json").exists()
+    ]
+    if missing:
+        raise ValueError(
+            f"{out}: {len(missing)} of {meta['shards']} shards not written yet "
+            f"(first: {shard_name(missing[0])}); run prepare on the remaining --shard i/N first"
+        )
+    catalogue = Catalogue.from_csv(meta["catalogue"])
+    reasons: Counter = Counter(meta["left_out"])
+    examples = {k: list(v) for k, v in meta["left_out_examples"].items()}
+    records = []
+    for j in range(meta["shards"]):
+        index = read_index(out / "shards" / f"{shard_name(j)}.json")
+        for rec in index["records"]:
+            records.append({**rec, "shard": index["tar"]})
+        for rej in index["rejected"]:
+            reasons[rej["reason"]] += 1
+            ex = examples.setdefault(rej["reason"], [])
+            if len(ex) < 5:
+                ex.append(f"{rej['uri']}: {rej['detail']}")
+    tmp = out / "records.jsonl.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+    os.replace(tmp, out / "records.jsonl")
+    catalogue.to_csv(out / "catalogue.csv")
+    if meta.get("traits"):
+        shutil.copyfile(meta["traits"], out / "traits.csv")
+
+    per_species = Counter(r["species_id"] for r in records)
+    report = {
+        "manifest_rows": meta["rows"],
+        "recordings": len(records),
+        "hours": round(sum(r["duration_s"] for r in records) / 3600, 3),
+        "species": len(per_species),
+        "catalogue_species": len(catalogue),
+        "recordings_per_species": _quantiles(list(per_species.values())),
+        "rejected": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        "rejected_examples": examples,
+        "shards": meta["shards"],
+    }
+    items = [
+        Item(r["key"], r["species_id"], f"{r['site']}|{r['date']}", r["duration_s"])
+        for r in records
+    ]
+    try:
+        split = zero_shot_split(items, catalogue, seed=meta["seed"])
+    except ValueError as e:
+        report["split"] = f"not written: {e}"
+    else:
+        split.to_json(out / "split.json")
+        report["split"] = split.summary(catalogue)
+    (out / PREPARED).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    (out / "report.md").write_text(_report_md(report), encoding="utf-8")
+    return report
+
+
+def _quantiles(counts: list[int]) -> dict:
+    if not counts:
+        return {}
+    s = sorted(counts)
+    return {
+        "min": s[0],
+        "median": s[len(s) // 2],
+        "p90": s[min(len(s) - 1, int(0.9 * len(s)))],
+        "max": s[-1],
+    }
+
+
+def _report_md(r: dict) -> str:
+    lines = [
+        "# Data preparation report",
+        "",
+        f"- manifest rows: {r['manifest_rows']}",
+        f"- prepared: {r['recordings']} recordings, {r['hours']} h, {r['species']} of "
+        f"{r['catalogue_species']} catalogue species, in {r['shards']} shard(s)",
+        f"- recordings per species: {r['recordings_per_species']}",
+        "",
+        "| left out because | rows | examples |",
+        "|---|---|---|",
+    ]
+    for reason, n in r["rejected"].items():
+        ex = "; ".join(r["rejected_examples"].get(reason, [])[:2]).replace("|", "/")
+        lines.append(f"| {reason} | {n} | {ex} |")
+    split = r["split"]
+    if isinstance(split, dict):
+        n = split["recordings"]
+        split = (
+            f"{split['test_species']} unseen test species ({split['stop_reason']}), "
+            f"{split['seen_species']} seen; recordings train {n['train']}, val {n['val']}, "
+            f"test {n['test']} (split.json)"
+        )
+    lines += ["", f"Zero-shot split: {split}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,157 @@
+"""Shards: WebDataset-layout tar files of 48 kHz mono FLAC plus JSON metadata.
+
+Why WebDataset tar: a shard is a plain POSIX tar (`tar tf` lists it, any language
+reads it), read front to back in large blocks, which is what network file systems
+and object stores serve well; `webdataset`, torchdata and Ray read it without us;
+a training job splits the work across ranks and loader workers by shard, and a
+data-preparation job across machines by shard. Parquet row groups of audio blobs
+or one HDF5 file give random access we do not need and are awkward to write from
+many machines at once.
+
+Layout of shard NNNNNN:
+    shards/shard-NNNNNN.tar   members <key>.flac (PCM 16-bit, 48 kHz mono) and
+                              <key>.json (the manifest row plus duration)
+    shards/shard-NNNNNN.json  the index: each record's metadata and the byte
+                              offset/size of its FLAC inside the tar (random access
+                              for evaluation), plus every rejected row and why.
+The index is written last, by rename: a shard is done exactly when its index exists.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+SAMPLE_RATE = 48_000
+INDEX_FORMAT = "animalclap-shard-index"
+INDEX_VERSION = 1
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}"
+
+
+def encode_flac(wave: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(wave, -1.0, 1.0), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def decode_flac(data: bytes) -> np.ndarray:
+    wave, sr = sf.read(io.BytesIO(data), dtype="float32")
+    if sr != SAMPLE_RATE:
+        raise ValueError(f"shard audio at {sr} Hz, expected {SAMPLE_RATE}: re-run prepare")
+    return wave
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0  # identical inputs give identical shards
+    tar.addfile(info, io.BytesIO(data))
+
+
+class ShardWriter:
+    """Write one shard atomically: records go to <name>.tar.tmp, then `close` renames
+    it and writes the index. An interrupted shard leaves only a .tmp, redone on resume."""
+
+    def __init__(self, folder: Path, index: int):
+        self.folder, self.index = Path(folder), index
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.tar_path = self.folder / f"{shard_name(index)}.tar"
+        self._tmp = self.tar_path.with_suffix(".tar.tmp")
+        self._tar = tarfile.open(  # noqa: SIM115 - closed in close() or abort()
+            self._tmp, "w", format=tarfile.USTAR_FORMAT
+        )
+        self.records: list[dict] = []
+        self.rejected: list[dict] = []
+
+    def add(self, key: str, wave: np.ndarray, meta: dict) -> None:
+        meta = {**meta, "key": key, "duration_s": round(len(wave) / SAMPLE_RATE, 4)}
+        _add(self._tar, f"{key}.flac", encode_flac(wave))
+        _add(self._tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+        self.records.append(meta)
+
+    def reject(self, key: str, uri: str, reason: str, detail: str) -> None:
+        self.rejected.append({"key": key, "uri": uri, "reason": reason, "detail": detail})
+
+    def close(self) -> Path:
+        self._tar.close()
+        offsets = {}
+        with tarfile.open(self._tmp, "r") as tar:
+            for m in tar:
+                if m.name.endswith(".flac"):
+                    offsets[m.name[: -len(".flac")]] = (m.offset_data, m.size)
+        for rec in self.records:
+            rec["offset"], rec["size"] = offsets[rec["key"]]
+        os.replace(self._tmp, self.tar_path)
+        index = {
+            "format": INDEX_FORMAT,
+            "version": INDEX_VERSION,
+            "shard": self.index,
+            "tar": self.tar_path.name,
+            "records": self.records,
+            "rejected": self.rejected,
+        }
+        path = self.folder / f"{shard_name(self.index)}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(index, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    def abort(self) -> None:
+        self._tar.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def read_index(path: Path) -> dict:
+    index = json.loads(Path(path).read_text(encoding="utf-8"))
+    if index.get("format") != INDEX_FORMAT:
+        raise ValueError(f"{path}: not a shard index (format {index.get('format')!r})")
+    if index.get("version", 0) > INDEX_VERSION:
+        raise ValueError(
+            f"{path}: shard index version {index['version']} is newer than this code reads "
+            f"({INDEX_VERSION}); upgrade animalclap-edge"
+        )
+    return index
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    key: str
+    wave: np.ndarray  # float32 mono, 48 kHz
+    meta: dict
+
+
+def iter_shard(tar_path: Path) -> Iterator[ShardRecord]:
+    """Records of one shard in order, streaming (the way a training loader reads)."""
+    pending: dict[str, dict] = {}
+    with tarfile.open(tar_path, "r|") as tar:  # stream mode: no seeking
+        for m in tar:
+            key, _, ext = m.name.partition(".")
+            f = tar.extractfile(m)
+            if f is None:
+                continue
+            pending.setdefault(key, {})[ext] = f.read()
+            got = pending[key]
+            if "flac" in got and "json" in got:
+                del pending[key]
+                yield ShardRecord(key, decode_flac(got["flac"]), json.loads(got["json"]))
+
+
+def read_record(tar_path: Path, offset: int, size: int) -> np.ndarray:
+    """One record's audio by its index offset: random access without scanning the tar."""
+    with open(tar_path, "rb") as f:
+        f.seek(offset)
+        data = f.read(size)
+    if len(data) != size:
+        raise ValueError(f"{tar_path}: record at {offset} cut short; re-run prepare for it")
+    return decode_flac(data)
