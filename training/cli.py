@@ -103,6 +103,23 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--results", default="docs/results.md", help="the results page to write")
     ex.set_defaults(func=_cmd_experiments)
 
+    pt = sub.add_parser(
+        "pretrain",
+        help="full-scale CLAP pretraining (torchrun for several GPUs/nodes), resumable",
+        description=(
+            "Settings come from --config (a YAML file, or a packaged name: paper, cpu_smoke) "
+            "and then --set key=value overrides. Several GPUs: torchrun --nproc-per-node=N "
+            "-m training.cli pretrain ...; a killed run resumes from its latest checkpoint "
+            "when started again with the same --out."
+        ),
+    )
+    pt.add_argument("--config", help="YAML file or packaged name (paper, cpu_smoke)")
+    pt.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides")
+    pt.add_argument("--data", help="shortcut for --set data=...")
+    pt.add_argument("--out", help="shortcut for --set out=...")
+    pt.add_argument("--init", help="shortcut for --set init=... (hub id, path, scratch:SIZE)")
+    pt.set_defaults(func=_cmd_pretrain)
+
     pp = sub.add_parser(
         "prepare",
         help="recordings manifest -> Creative Commons 48 kHz shards, report and split",
@@ -279,6 +296,18 @@ def _cmd_experiments(args) -> int:
     for item, v in summary["bar"].items():
         print(f"{'PASS' if v['pass'] else 'FAIL'}  {item}")
     print(f"-> {args.results}")
+    return 0
+
+
+def _cmd_pretrain(args) -> int:
+    from training.pretrain.config import load_config
+    from training.pretrain.loop import pretrain
+
+    overrides = list(args.set)
+    overrides += [f"{k}={v}" for k in ("data", "out", "init") if (v := getattr(args, k))]
+    final = pretrain(load_config(args.config, overrides))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"-> {final} (ClapModel.from_pretrained loads it)")
     return 0
 
 

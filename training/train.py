@@ -75,7 +75,7 @@ class TrainConfig:
     cache_gb: float = 4.0  # decoded training audio kept in memory
 
 
-def _all_prompts(data: LabelledSet) -> list[str]:
+def all_prompts(data: LabelledSet) -> list[str]:
     rng = random.Random(0)
     texts = []
     for sp in data.catalogue:
@@ -122,7 +122,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     else:
         from animalclap_edge.contracts.frontend import CLAP_UNFUSED
 
-        tok = build_tokenizer(_all_prompts(data))
+        tok = build_tokenizer(all_prompts(data))
         model = new_clap_model(small_clap_config(vocab_size=len(tok), audio=cfg.audio_config))
         loaded = LoadedClap(
             model=model,

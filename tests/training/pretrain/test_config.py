@@ -1,0 +1,43 @@
+"""Pretraining settings: YAML, packaged names, typed overrides, one-line errors."""
+
+import pytest
+
+from training.pretrain.config import load_config
+
+
+def test_packaged_configs_load():
+    paper = load_config("paper")
+    assert paper.init == "laion/clap-htsat-unfused" and paper.epochs == 20
+    assert paper.clips_per_species == 30 and len(paper.templates) == 5
+    assert load_config("cpu_smoke").init == "scratch:fast"
+
+
+def test_overrides_take_the_field_type(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: 1e-4\nbatch_size: 64\n")  # YAML 1.1 reads 1e-4 as a string
+    cfg = load_config(
+        str(f), ["batch_size=32", "grad-checkpointing=true", "max_steps=5", "templates=com,tax"]
+    )
+    assert cfg.lr == 1e-4 and cfg.batch_size == 32 and cfg.grad_checkpointing is True
+    assert cfg.max_steps == 5 and cfg.templates == ["com", "tax"]
+    assert load_config(None, ["max_steps=null"]).max_steps is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["lr"], "write it as key=value"),
+        (["learning_rate=1"], r"unknown setting\(s\) \['learning_rate'\]"),
+        (["batch_size=big"], "batch_size: 'big' is not a int"),
+        (["precision=fp16"], "precision: 'fp16' is not one of"),
+        (["epochs=0"], "epochs must be at least 1"),
+    ],
+)
+def test_bad_settings_say_what_is_wrong(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, overrides)
+
+
+def test_an_unknown_config_name_lists_the_packaged_ones():
+    with pytest.raises(ValueError, match=r"not one of \['cpu_smoke', 'paper'\]"):
+        load_config("nope")

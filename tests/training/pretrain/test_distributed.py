@@ -1,0 +1,109 @@
+"""torchrun with two CPU ranks (gloo) against one process with the same global batch,
+and a run killed with SIGKILL and resumed against an uninterrupted one."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.pretrain.loop import pretrain
+
+from .conftest import tiny_run
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _cli_args(cfg) -> list[str]:
+    sets = []
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.name == "templates":
+            v = ",".join(v)
+        sets.append(f"{f.name}={'null' if v is None else v}")
+    return ["-m", "training.cli", "pretrain", "--set", *sets]
+
+
+def _losses(out: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").open()]
+    return {r["step"]: r["loss"] for r in rows if "step" in r}  # later lines win (resume)
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from transformers import ClapModel
+
+    return ClapModel.from_pretrained(folder).state_dict()
+
+
+def _env() -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(pretrain_checkpoint, tmp_path):
+    one = tiny_run(tmp_path / "one", pretrain_checkpoint, max_steps=3)
+    two = dataclasses.replace(one, out=str(tmp_path / "two"))
+    torch.set_num_threads(1)
+    pretrain(one, progress=False)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    proc = subprocess.run(
+        [*torchrun, *_cli_args(two)],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 rank(s) on cpu" in (tmp_path / "two" / "train_log.jsonl").read_text()
+    a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert list(a) == list(b) == [1, 2, 3]
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5), step
+    # Adam's first steps are ~lr * sign(grad): where a gradient is ~0, summation-order
+    # noise can flip a sign, so weights are compared as a whole against how far
+    # training moved them, not element by element.
+    w0 = _weights(pretrain_checkpoint)
+    wa, wb = _weights(tmp_path / "one" / "final"), _weights(tmp_path / "two" / "final")
+    moved = sum(((wa[k] - w0[k]).double() ** 2).sum() for k in wa) ** 0.5
+    apart = sum(((wa[k] - wb[k]).double() ** 2).sum() for k in wa) ** 0.5
+    assert moved > 0.1 and apart / moved < 1e-3, (float(moved), float(apart))
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(pretrain_checkpoint, tmp_path):
+    whole = tiny_run(tmp_path / "whole", pretrain_checkpoint, workers=2)
+    torch.set_num_threads(1)
+    pretrain(whole, progress=False)
+
+    cut = dataclasses.replace(whole, out=str(tmp_path / "cut"), workers=0)
+    proc = subprocess.Popen(
+        [sys.executable, *_cli_args(cut)], cwd=REPO, env=_env(), stderr=subprocess.DEVNULL
+    )
+    latest = tmp_path / "cut" / "checkpoints" / "latest"
+    try:
+        deadline = time.monotonic() + 240
+        while not (latest.exists() and latest.read_text() >= "step-00000006"):
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # mid-epoch: 5 steps per epoch
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "cut" / "final").exists()
+
+    pretrain(cut, progress=False)  # same settings, same --out: resumes from `latest`
+    log = (tmp_path / "cut" / "train_log.jsonl").read_text()
+    assert "resuming at step" in log
+    wa, wb = _weights(tmp_path / "whole" / "final"), _weights(tmp_path / "cut" / "final")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
+    a, b = _losses(tmp_path / "whole"), _losses(tmp_path / "cut")
+    assert a == b and len(a) == 15  # 3 epochs of 20 seen species x 2 clips / batch 8

@@ -1,0 +1,73 @@
+"""Pieces of the loop: gradient checkpointing, the gathered loss on one rank, the
+rank plan, and the scratch configs."""
+
+import torch
+
+from training.labelled_audio import open_labelled
+from training.loss import clip_loss
+from training.model import load_clap
+from training.pretrain.data import RankBatches
+from training.pretrain.dist import Dist
+from training.pretrain.loop import ClapTrainModule, build_model, enable_gradient_checkpointing
+from training.pretrain.loss import gathered_clip_loss
+
+from .conftest import tiny_run
+
+
+def _grads(loaded, checkpointing: bool, calls: list):
+    module = ClapTrainModule(loaded)
+    if checkpointing:
+        assert enable_gradient_checkpointing(module.clap) > 0
+    stage = module.clap.audio_model.audio_encoder.layers[0].blocks[0]  # inside a checkpointed stage
+    hook = stage.register_forward_hook(lambda *a: calls.append(1))
+    torch.manual_seed(0)
+    wave = 0.1 * torch.randn(2, 48_000)
+    enc = loaded.tokenizer(
+        ["Turdus merula", "Aves Passeriformes"], padding=True, return_tensors="pt"
+    )
+    module.train()
+    module.zero_grad()
+    audio, text = module(wave, enc["input_ids"], enc["attention_mask"])
+    clip_loss(audio, text, module.clap.logit_scale_a).backward()
+    hook.remove()
+    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(pretrain_checkpoint):
+    plain_calls, ckpt_calls = [], []
+    plain = _grads(load_clap(str(pretrain_checkpoint)), False, plain_calls)
+    ckpt = _grads(load_clap(str(pretrain_checkpoint)), True, ckpt_calls)
+    assert len(plain_calls) == 1 and len(ckpt_calls) == 2  # forward again in backward
+    assert plain.keys() == ckpt.keys()
+    for k in plain:
+        torch.testing.assert_close(ckpt[k], plain[k], rtol=1e-5, atol=1e-7, msg=k)
+
+
+def test_one_rank_gathered_loss_is_the_clip_loss():
+    torch.manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    t = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    s = torch.tensor(2.0)
+    one = Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
+    torch.testing.assert_close(gathered_clip_loss(a, t, s, s, one), clip_loss(a, t, s))
+
+
+def test_ranks_split_each_step_of_the_plan_without_overlap():
+    whole = list(RankBatches(epoch=3, steps=4, global_batch=8, rank=0, world=1))
+    parts = [list(RankBatches(3, 4, 8, r, 2)) for r in range(2)]
+    for step in range(4):
+        assert parts[0][step] + parts[1][step] == whole[step]
+    resumed = list(RankBatches(3, 4, 8, 1, 2, start_step=2))
+    assert resumed == parts[1][2:]
+
+
+def test_scratch_sizes_build(tmp_path):
+    data = open_labelled("tiny")
+    cfg = tiny_run(tmp_path, "scratch:full")
+    full = build_model(cfg, data).model
+    assert full.config.text_config.hidden_size == 768  # RoBERTa-base
+    assert list(full.config.audio_config.depths) == [2, 2, 6, 2]  # HTS-AT
+    n = sum(p.numel() for p in full.parameters())
+    assert 100e6 < n < 200e6, n
+    cfg.init = "scratch:fast"
+    assert build_model(cfg, data).model.config.audio_config.patch_size == 16

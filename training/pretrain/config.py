@@ -1,0 +1,125 @@
+"""Pretraining settings: a YAML file (or a packaged name) plus `key=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from animalclap_edge.contracts.prompts import ALL_TEMPLATES
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@dataclass
+class PretrainConfig:
+    data: str = "small"  # prepared folder, benchmark size[:seed] or recordings folder
+    out: str = "runs/pretrain"
+    # hub id or local path of a ClapModel, or scratch:<small|fast|full> (full: HTS-AT
+    # + RoBERTa-base sizes, random weights, our offline tokenizer)
+    init: str = "laion/clap-htsat-unfused"
+    split: str = "zeroshot"  # or "seen"
+    val_fraction: float = 0.1
+    templates: list[str] = field(default_factory=lambda: [t.value for t in ALL_TEMPLATES])
+    shuffle_tax: bool = False
+    seed: int = 0
+    epochs: int = 20
+    clips_per_species: int = 30
+    crop_seconds: float = 10.0
+    batch_size: int = 256  # global: split evenly over ranks
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.99
+    warmup_steps: int = 500
+    grad_clip: float = 1.0
+    precision: str = "bf16"  # or "fp32"
+    grad_checkpointing: bool = False
+    # HTS-AT normalises its input mel bins with BatchNorm. sync: SyncBatchNorm across
+    # ranks (CUDA only; elsewhere it falls back to local, and says so); local: per-rank
+    # batch statistics; frozen: running statistics, no update (fine-tuning).
+    batchnorm: str = "sync"
+    workers: int = 8  # DataLoader processes per rank
+    checkpoint_every: int = 500  # steps
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    max_steps: int | None = None  # stop early (benchmarks, smoke runs); schedule unchanged
+    tensorboard: bool = True
+
+    def check(self) -> None:
+        """One-line errors for settings that cannot work, before any process starts."""
+        choices = {
+            "split": ("zeroshot", "seen"),
+            "precision": ("fp32", "bf16"),
+            "batchnorm": ("sync", "local", "frozen"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")
+        for name in ("epochs", "clips_per_species", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.crop_seconds <= 0 or self.lr <= 0:
+            raise ValueError("crop_seconds and lr must be positive")
+
+
+def _coerce(name: str, hint, value):
+    """A YAML/CLI value as the field's type ("1e-4" is a str to YAML 1.1)."""
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if (
+        value is None
+        and (origin in (typing.Union, types.UnionType))
+        and type(None) in typing.get_args(hint)
+    ):
+        return None
+    base = args[0] if origin in (typing.Union, types.UnionType) else hint
+    if typing.get_origin(base) is list:
+        items = value if isinstance(value, list) else str(value).split(",")
+        return [str(v).strip() for v in items]
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "yes", "on"):
+                return True
+            if str(value).lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError
+        return base(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: {value!r} is not a {getattr(base, '__name__', base)}") from None
+
+
+def load_config(source: str | None = None, overrides: list[str] | None = None) -> PretrainConfig:
+    """Defaults <- YAML file (a path, or a name in training/configs) <- key=value overrides."""
+    values: dict = {}
+    if source:
+        path = Path(source)
+        if not path.exists():
+            path = CONFIG_DIR / f"pretrain_{source}.yaml"
+        if not path.exists():
+            names = sorted(
+                p.stem.removeprefix("pretrain_") for p in CONFIG_DIR.glob("pretrain_*.yaml")
+            )
+            raise ValueError(f"config {source!r}: not a file and not one of {names}")
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"config {path}: expected a mapping of settings")
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r}: write it as key=value, e.g. lr=3e-4")
+        values[key.strip().replace("-", "_")] = yaml.safe_load(raw) if raw else ""
+    hints = typing.get_type_hints(PretrainConfig)
+    known = {f.name for f in dataclasses.fields(PretrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; known: {sorted(known)}")
+    cfg = PretrainConfig(**{k: _coerce(k, hints[k], v) for k, v in values.items()})
+    cfg.check()
+    return cfg

@@ -1,0 +1,108 @@
+"""Balanced-epoch batches for one rank, decoded and cropped in DataLoader workers.
+
+The plan of an epoch (30 clips per species, rare species with replacement) comes
+from (seed, epoch) alone; step s of the epoch is plan positions
+[s * G, (s + 1) * G) for global batch G, and rank r takes its B = G / world of them.
+The crop offset and the prompt of position p come from (seed, epoch, p): no state
+lives in workers, so one process with batch G and world processes with batch G/world
+see the same clips, and a resumed run continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from animalclap_edge.contracts.prompts import Template, sample_prompt
+from training.labelled_audio import Item, LabelledSet, crop
+from training.sampling import balanced_epoch
+
+
+class EpochPlanDataset(Dataset):
+    """(epoch, position) -> (crop float32 (samples,), prompt str)."""
+
+    def __init__(
+        self,
+        data: LabelledSet,
+        items: Sequence[Item],
+        templates: Sequence[Template],
+        shuffle_tax: bool,
+        seed: int,
+        clips_per_species: int,
+        crop_samples: int,
+    ):
+        self.data, self.items = data, list(items)
+        self.templates, self.shuffle_tax = list(templates), shuffle_tax
+        self.seed, self.clips, self.crop_samples = seed, clips_per_species, crop_samples
+        self.species_of = [it.species_id for it in self.items]
+        self.n_species = len(set(self.species_of))
+        self._plans: dict[int, np.ndarray] = {}
+
+    def plan(self, epoch: int) -> np.ndarray:
+        if epoch not in self._plans:
+            self._plans = {epoch: balanced_epoch(self.species_of, self.clips, self.seed, epoch)}
+        return self._plans[epoch]
+
+    def __len__(self) -> int:
+        return self.n_species * self.clips
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, str]:
+        epoch, pos = key
+        item = self.items[int(self.plan(epoch)[pos])]
+        wave = self.data.load(item)
+        rng = np.random.default_rng([self.seed, epoch, pos])
+        clip = crop(wave, self.crop_samples, rng)
+        species = self.data.catalogue[self.data.catalogue.index(item.species_id)]
+        prompt = sample_prompt(
+            species,
+            random.Random(f"{self.seed}:{epoch}:{pos}"),
+            self.templates,
+            self.shuffle_tax,
+        )
+        return clip, prompt
+
+
+class RankBatches(Sampler):
+    """This rank's share of each step of one epoch, from `start_step` on."""
+
+    def __init__(
+        self, epoch: int, steps: int, global_batch: int, rank: int, world: int, start_step: int = 0
+    ):
+        self.epoch, self.steps, self.start = epoch, steps, start_step
+        self.local = global_batch // world
+        self.offset = rank * self.local
+        self.global_batch = global_batch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for step in range(self.start, self.steps):
+            base = step * self.global_batch + self.offset
+            yield [(self.epoch, p) for p in range(base, base + self.local)]
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+
+class Collate:
+    """Stack crops and tokenize prompts (in the worker, off the training thread)."""
+
+    def __init__(self, tokenizer, max_len: int = 64):
+        self.tok, self.max_len = tokenizer, max_len
+
+    def __call__(self, batch: list[tuple[np.ndarray, str]]) -> dict[str, torch.Tensor]:
+        waves = torch.from_numpy(np.stack([w for w, _ in batch]))
+        enc = self.tok(
+            [t for _, t in batch],
+            padding=True,
+            truncation=True,
+            max_length=self.max_len,
+            return_tensors="pt",
+        )
+        return {
+            "wave": waves,
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+        }

@@ -1,0 +1,330 @@
+"""The pretraining loop: `pretrain(cfg)` on every rank of a torchrun job (or alone)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from animalclap_edge.contracts.prompts import Template
+from training.labelled_audio import open_labelled
+from training.model import AudioEncoder, LoadedClap, load_clap
+from training.pretrain import state
+from training.pretrain.config import PretrainConfig
+from training.pretrain.data import Collate, EpochPlanDataset, RankBatches
+from training.pretrain.dist import Dist, all_mean, barrier, close, init_distributed
+from training.pretrain.loss import gathered_clip_loss
+
+
+class ClapTrainModule(nn.Module):
+    """Both towers in one module, so DDP sees every parameter in one forward."""
+
+    def __init__(self, loaded: LoadedClap):
+        super().__init__()
+        self.clap = loaded.model
+        self.audio = AudioEncoder(loaded.model, loaded.frontend, mode="fft")
+
+    def forward(self, wave, input_ids, attention_mask):
+        audio = self.audio(wave)  # (B, D), normalised
+        text = self.clap.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+        text = nn.functional.normalize(text.pooler_output.float(), dim=-1)
+        return audio.float(), text
+
+
+def build_model(cfg: PretrainConfig, data) -> LoadedClap:
+    """The init the config names: a checkpoint (hub id or path) or scratch:<size>."""
+    if not cfg.init.startswith("scratch:"):
+        return load_clap(cfg.init)
+    from animalclap_edge.contracts.frontend import CLAP_UNFUSED
+    from training.model import build_tokenizer, new_clap_model, small_clap_config
+    from training.train import all_prompts
+
+    size = cfg.init.removeprefix("scratch:")
+    tok = build_tokenizer(all_prompts(data))
+    if size == "full":
+        from transformers import ClapConfig
+
+        # transformers' defaults are laion/clap-htsat-unfused's sizes: HTS-AT (patch 4,
+        # depths 2-2-6-2) and a RoBERTa-base text tower; only the vocabulary is ours.
+        config = ClapConfig(
+            text_config={
+                "vocab_size": len(tok),
+                "pad_token_id": 1,
+                "bos_token_id": 0,
+                "eos_token_id": 2,
+            },
+            audio_config={"enable_fusion": False},
+        )
+    else:
+        config = small_clap_config(vocab_size=len(tok), audio=size)
+    return LoadedClap(
+        model=new_clap_model(config), tokenizer=tok, frontend=CLAP_UNFUSED, source=cfg.init
+    )
+
+
+def enable_gradient_checkpointing(model: nn.Module) -> int:
+    """Recompute each HTS-AT stage and RoBERTa layer in backward; returns how many.
+
+    ClapModel says it does not support `gradient_checkpointing_enable`, but its stages
+    and layers are transformers GradientCheckpointingLayers, which do.
+    """
+    from functools import partial
+
+    from torch.utils.checkpoint import checkpoint
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    n = 0
+    for m in model.modules():
+        if isinstance(m, GradientCheckpointingLayer):
+            m.gradient_checkpointing = True
+            m._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
+            n += 1
+    return n
+
+
+def _batchnorm(model: nn.Module, mode: str, d: Dist, notes: list[str]) -> nn.Module:
+    if mode == "sync" and d.world > 1:
+        if d.device.type == "cuda":
+            return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        notes.append("batchnorm: SyncBatchNorm needs CUDA; using per-rank statistics")
+    if mode == "frozen":
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.requires_grad_(False)
+    return model
+
+
+def _freeze_bn_stats(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def lr_at(step: int, total: int, cfg: PretrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+class _Logs:
+    """JSONL always; TensorBoard when installed (its absence is logged, not hidden)."""
+
+    def __init__(self, out: Path, cfg: PretrainConfig, resumed_at: int):
+        self.jsonl = open(out / "train_log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.tb = None
+        if cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=resumed_at or None)
+            except ImportError:
+                self.note("tensorboard not installed: JSONL log only (pip install tensorboard)")
+
+    def note(self, text: str) -> None:
+        print(f"pretrain: {text}", flush=True)
+        self.jsonl.write(json.dumps({"note": text}) + "\n")
+
+    def step(self, rec: dict) -> None:
+        self.jsonl.write(json.dumps(rec) + "\n")
+        self.jsonl.flush()
+        if self.tb is not None:
+            for k, v in rec.items():
+                if k != "step" and isinstance(v, int | float):
+                    self.tb.add_scalar(f"train/{k}", v, rec["step"])
+
+    def close(self) -> None:
+        self.jsonl.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def pretrain(
+    cfg: PretrainConfig, on_step: Callable[[int], None] | None = None, progress: bool = True
+) -> Path:
+    """Train on this rank; returns the final checkpoint folder (same on every rank)."""
+    cfg.check()
+    d = init_distributed()
+    try:
+        return _pretrain(cfg, d, on_step, progress)
+    finally:
+        close(d)
+
+
+def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
+    from tqdm.auto import tqdm
+
+    from training.train import make_split
+
+    if cfg.batch_size % d.world:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split over {d.world} ranks")
+    out = Path(cfg.out)
+    ckpt_dir = out / "checkpoints"
+    out.mkdir(parents=True, exist_ok=True)
+    data = open_labelled(cfg.data)
+    split = make_split(data, cfg.split, cfg.seed, cfg.val_fraction)
+    resume = state.latest(ckpt_dir)
+    counters = state.load_counters(resume) if resume else {}
+    if counters and counters["batch_size"] != cfg.batch_size:
+        raise ValueError(
+            f"{resume} was trained with batch_size {counters['batch_size']}; resume with the same global batch"
+        )
+    torch.manual_seed(cfg.seed)
+    loaded = load_clap(str(resume / "model")) if resume else build_model(cfg, data)
+    if d.main:
+        split.to_json(out / "split.json")
+        (out / "pretrain_config.json").write_text(
+            json.dumps(asdict(cfg), indent=2), encoding="utf-8"
+        )
+    notes: list[str] = []
+    model = loaded.model.to(d.device)
+    model = _batchnorm(model, cfg.batchnorm, d, notes)
+    loaded.model = model
+    if cfg.grad_checkpointing:
+        notes.append(f"gradient checkpointing on {enable_gradient_checkpointing(model)} layers")
+    module = ClapTrainModule(loaded).to(d.device)
+    net = module
+    if d.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            module, device_ids=[d.device.index] if d.device.type == "cuda" else None
+        )
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+    )
+    if counters:
+        opt.load_state_dict(counters["optimizer"])
+
+    train_items = [data.items[i] for i in split.train]
+    dataset = EpochPlanDataset(
+        data,
+        train_items,
+        [Template.parse(t) for t in cfg.templates],
+        cfg.shuffle_tax,
+        cfg.seed,
+        cfg.clips_per_species,
+        round(cfg.crop_seconds * loaded.frontend.sample_rate),
+    )
+    steps_per_epoch = len(dataset) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} exceeds one epoch ({len(dataset)} clips): lower it"
+        )
+    total = steps_per_epoch * cfg.epochs
+    stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
+    step = counters.get("global_step", 0)
+    collate = Collate(loaded.tokenizer)
+    autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    logs = _Logs(out, cfg, step) if d.main else None
+    for n in notes:
+        if logs:
+            logs.note(n)
+    if logs:
+        logs.note(
+            f"{d.world} rank(s) on {d.device.type}; {len(train_items)} recordings, "
+            f"{dataset.n_species} species; {steps_per_epoch} steps/epoch of {cfg.batch_size}; "
+            + (f"resuming at step {step} from {resume.name}" if resume else f"init {loaded.source}")
+        )
+    bar = tqdm(total=stop_at, initial=step, desc="pretrain", disable=not (progress and d.main))
+    pin = d.device.type == "cuda"
+
+    def save() -> None:
+        if d.main:
+            state.save(
+                ckpt_dir,
+                step,
+                module.clap,
+                loaded.tokenizer,
+                loaded.frontend,
+                opt,
+                {"global_step": step, "batch_size": cfg.batch_size, "world": d.world},
+                cfg.keep_checkpoints,
+            )
+        barrier(d)
+
+    try:
+        while step < stop_at:
+            epoch, in_epoch = divmod(step, steps_per_epoch)
+            loader = torch.utils.data.DataLoader(
+                dataset,
+                batch_sampler=RankBatches(
+                    epoch, steps_per_epoch, cfg.batch_size, d.rank, d.world, in_epoch
+                ),
+                num_workers=cfg.workers,
+                collate_fn=collate,
+                pin_memory=pin,
+                prefetch_factor=4 if cfg.workers else None,
+            )
+            t_wait = time.perf_counter()
+            for batch in loader:
+                t0 = time.perf_counter()
+                batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
+                lr = lr_at(step, total, cfg)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                net.train()
+                if cfg.batchnorm == "frozen":
+                    _freeze_bn_stats(net)
+                # dropout masks from (seed, step, rank): a resumed run draws the same ones
+                torch.manual_seed(cfg.seed * 1_000_003 + step * d.world + d.rank)
+                with autocast:
+                    audio, text = net(batch["wave"], batch["input_ids"], batch["attention_mask"])
+                loss = gathered_clip_loss(
+                    audio, text, module.clap.logit_scale_a, module.clap.logit_scale_t, d
+                )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                if pin:
+                    torch.cuda.synchronize()
+                t1 = time.perf_counter()
+                step += 1
+                if step % cfg.log_every == 0 or step == stop_at or step == 1:
+                    # every rank joins the reduction; rank 0 writes the global mean
+                    mean_loss = all_mean(loss.detach(), d)
+                if logs and (step % cfg.log_every == 0 or step == stop_at or step == 1):
+                    logs.step(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            "loss": mean_loss,
+                            "lr": lr,
+                            "logit_scale": module.clap.logit_scale_a.exp().item(),
+                            "data_wait_s": t0 - t_wait,
+                            "compute_s": t1 - t0,
+                            "samples_per_s": cfg.batch_size / max(1e-9, t1 - t_wait),
+                        }
+                    )
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
+                if on_step is not None:
+                    on_step(step)
+                if step % cfg.checkpoint_every == 0 or step == stop_at:
+                    save()
+                t_wait = time.perf_counter()
+                if step >= stop_at:
+                    break
+    finally:
+        bar.close()
+        if logs:
+            logs.close()
+    final = out / "final"
+    if d.main:
+        from training.model import save_checkpoint
+
+        save_checkpoint(module.clap, loaded.tokenizer, loaded.frontend, final)
+    barrier(d)
+    return final
