@@ -47,3 +47,33 @@ def group_split(
 
     is_val = np.array([u(g) < val_fraction for g in groups], bool)
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def replay_epoch(
+    species_of: Sequence[str],
+    is_replay: Sequence[bool],
+    clips_per_species: int,
+    replay_fraction: float,
+    seed: int,
+    epoch: int,
+) -> np.ndarray:
+    """A balanced epoch of the new (regional) items plus replayed global items.
+
+    The regional species get `clips_per_species` each, as in `balanced_epoch`; replay
+    adds clips from a balanced plan of the global species so that they make up
+    `replay_fraction` of the epoch (taken from the front of that shuffled plan, so
+    the replayed species change from epoch to epoch). Deterministic in (seed, epoch).
+    """
+    if not 0 <= replay_fraction < 1:
+        raise ValueError(f"replay_fraction must be in [0, 1), got {replay_fraction}")
+    mask = np.asarray(is_replay, bool)
+    new_idx, old_idx = np.flatnonzero(~mask), np.flatnonzero(mask)
+    new = new_idx[balanced_epoch([species_of[i] for i in new_idx], clips_per_species, seed, epoch)]
+    if replay_fraction == 0 or len(old_idx) == 0:
+        return new
+    n_old = round(len(new) * replay_fraction / (1 - replay_fraction))
+    old_plan = balanced_epoch([species_of[i] for i in old_idx], clips_per_species, seed + 1, epoch)
+    old = old_idx[np.resize(old_plan, n_old)]  # repeats the plan if it is too short
+    out = np.concatenate([new, old])
+    np.random.default_rng([seed, epoch, 2]).shuffle(out)
+    return out

@@ -186,7 +186,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                     for it in items
                 ]
                 t1 = time.monotonic()
-                lr = _lr(step, total_steps, cfg)
+                lr = cosine_lr(step, total_steps, cfg.lr, cfg.warmup_steps)
                 for g in opt.param_groups:
                     g["lr"] = lr
                 model.train()
@@ -248,7 +248,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         "test_species": len(split.test_species),
         "species": len(data.catalogue),
         "init": loaded.source,
-        "val_seen_species": _validate(loaded, encoder, data, val_items, window, progress),
+        "val_seen_species": validate_seen(loaded, encoder, data, val_items, window, progress),
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return ckpt
@@ -276,14 +276,15 @@ def make_split(data: LabelledSet, kind: str, seed: int, val_fraction: float) -> 
     raise ValueError(f"split {kind!r}: use 'zeroshot' or 'seen'")
 
 
-def _lr(step: int, total: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up to `peak` over `warmup` steps, then cosine decay to 0 at `total`."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def _validate(
+def validate_seen(
     loaded: LoadedClap, encoder, data: LabelledSet, items, window: int, progress: bool
 ) -> dict:
     """Top-1/top-5 on held-out site-days of seen species, per query template."""

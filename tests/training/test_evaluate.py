@@ -1,9 +1,6 @@
 """Zero-shot evaluation and trait probing, on the benchmark and on real recordings."""
 
-import csv
-import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +10,6 @@ from training.labelled_audio import open_labelled
 from training.model import load_clap
 from training.probe import probe_traits
 from training.splits import zero_shot_split
-
-CATALOGUE = Path(__file__).parent / "data" / "realaudio_catalogue.csv"
 
 
 @pytest.fixture(scope="module")
@@ -66,37 +61,8 @@ def test_probe_scores_unseen_and_seen_species_against_baselines(loaded, tiny_dat
     assert "probe beats baseline on" in (tmp_path / "probe.md").read_text()
 
 
-def _real_folder(realaudio: Path, tmp_path: Path) -> Path:
-    """recordings.csv + catalogue.csv over shared/realaudio's species-labelled files."""
-    cat = {
-        r["scientific_name"]: r["id"] for r in csv.DictReader(io.StringIO(CATALOGUE.read_text()))
-    }
-    manifest = (realaudio / "manifest.csv").read_text(encoding="utf-8")
-    rows = []
-    for r in csv.DictReader(io.StringIO(manifest)):
-        binomial = " ".join(r["scientific_name"].split()[:2])
-        if binomial in cat:
-            # one group per file: these clips carry no site or date
-            rows.append(
-                {
-                    "path": str(realaudio / r["path"]),
-                    "species_id": cat[binomial],
-                    "site": r["path"],
-                    "date": "",
-                }
-            )
-    root = tmp_path / "real"
-    root.mkdir()
-    (root / "catalogue.csv").write_text(CATALOGUE.read_text())
-    with open(root / "recordings.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["path", "species_id", "site", "date"])
-        w.writeheader()
-        w.writerows(rows)
-    return root
-
-
-def test_evaluation_runs_on_real_recordings_with_a_checkpoint(loaded, realaudio, tmp_path):
-    data = open_labelled(str(_real_folder(realaudio, tmp_path)))
+def test_evaluation_runs_on_real_recordings_with_a_checkpoint(loaded, real_folder, tmp_path):
+    data = open_labelled(str(real_folder))
     assert len(data.items) > 120 and len({it.species_id for it in data.items}) >= 15
     split = zero_shot_split(data.items, data.catalogue, seed=0)
     res = evaluate(loaded, data, split, tmp_path / "eval", EvalConfig(maps=False), progress=False)

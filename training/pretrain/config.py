@@ -23,6 +23,10 @@ class PretrainConfig:
     # + RoBERTa-base sizes, random weights, our offline tokenizer)
     init: str = "laion/clap-htsat-unfused"
     split: str = "zeroshot"  # or "seen"
+    # Regional retraining: global data replayed against forgetting (its zero-shot
+    # train side), making up `replay_fraction` of every epoch.
+    replay: str | None = None
+    replay_fraction: float = 0.25
     val_fraction: float = 0.1
     templates: list[str] = field(default_factory=lambda: [t.value for t in ALL_TEMPLATES])
     shuffle_tax: bool = False
@@ -63,6 +67,8 @@ class PretrainConfig:
         for name in ("epochs", "clips_per_species", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.replay_fraction < 1:
+            raise ValueError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
         if self.crop_seconds <= 0 or self.lr <= 0:
             raise ValueError("crop_seconds and lr must be positive")
 
@@ -95,9 +101,13 @@ def _coerce(name: str, hint, value):
         raise ValueError(f"{name}: {value!r} is not a {getattr(base, '__name__', base)}") from None
 
 
-def load_config(source: str | None = None, overrides: list[str] | None = None) -> PretrainConfig:
+def load_config(
+    source: str | None = None,
+    overrides: list[str] | None = None,
+    defaults: dict | None = None,
+) -> PretrainConfig:
     """Defaults <- YAML file (a path, or a name in training/configs) <- key=value overrides."""
-    values: dict = {}
+    values: dict = dict(defaults or {})
     if source:
         path = Path(source)
         if not path.exists():
@@ -107,9 +117,10 @@ def load_config(source: str | None = None, overrides: list[str] | None = None) -
                 p.stem.removeprefix("pretrain_") for p in CONFIG_DIR.glob("pretrain_*.yaml")
             )
             raise ValueError(f"config {source!r}: not a file and not one of {names}")
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(values, dict):
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
             raise ValueError(f"config {path}: expected a mapping of settings")
+        values.update(loaded)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep:

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from animalclap_edge.contracts.prompts import Template, sample_prompt
 from training.labelled_audio import Item, LabelledSet, crop
-from training.sampling import balanced_epoch
+from training.sampling import balanced_epoch, replay_epoch
 
 
 class EpochPlanDataset(Dataset):
@@ -34,21 +34,38 @@ class EpochPlanDataset(Dataset):
         seed: int,
         clips_per_species: int,
         crop_samples: int,
+        is_replay: Sequence[bool] | None = None,
+        replay_fraction: float = 0.0,
     ):
         self.data, self.items = data, list(items)
         self.templates, self.shuffle_tax = list(templates), shuffle_tax
         self.seed, self.clips, self.crop_samples = seed, clips_per_species, crop_samples
         self.species_of = [it.species_id for it in self.items]
         self.n_species = len(set(self.species_of))
+        self.is_replay = (
+            np.zeros(len(self.items), bool) if is_replay is None else np.asarray(is_replay)
+        )
+        self.replay_fraction = replay_fraction if self.is_replay.any() else 0.0
         self._plans: dict[int, np.ndarray] = {}
 
     def plan(self, epoch: int) -> np.ndarray:
         if epoch not in self._plans:
-            self._plans = {epoch: balanced_epoch(self.species_of, self.clips, self.seed, epoch)}
+            if self.replay_fraction:
+                plan = replay_epoch(
+                    self.species_of,
+                    self.is_replay,
+                    self.clips,
+                    self.replay_fraction,
+                    self.seed,
+                    epoch,
+                )
+            else:
+                plan = balanced_epoch(self.species_of, self.clips, self.seed, epoch)
+            self._plans = {epoch: plan}
         return self._plans[epoch]
 
     def __len__(self) -> int:
-        return self.n_species * self.clips
+        return len(self.plan(0))
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, str]:
         epoch, pos = key

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -13,13 +12,13 @@ import torch
 from torch import nn
 
 from animalclap_edge.contracts.prompts import Template
-from training.labelled_audio import open_labelled
 from training.model import AudioEncoder, LoadedClap, load_clap
 from training.pretrain import state
 from training.pretrain.config import PretrainConfig
 from training.pretrain.data import Collate, EpochPlanDataset, RankBatches
 from training.pretrain.dist import Dist, all_mean, barrier, close, init_distributed
 from training.pretrain.loss import gathered_clip_loss
+from training.pretrain.mixed import training_data
 
 
 class ClapTrainModule(nn.Module):
@@ -106,13 +105,6 @@ def _freeze_bn_stats(model: nn.Module) -> None:
             m.eval()
 
 
-def lr_at(step: int, total: int, cfg: PretrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-
 class _Logs:
     """JSONL always; TensorBoard when installed (its absence is logged, not hidden)."""
 
@@ -160,15 +152,15 @@ def pretrain(
 def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
     from tqdm.auto import tqdm
 
-    from training.train import make_split
+    from training.train import cosine_lr
 
     if cfg.batch_size % d.world:
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {d.world} ranks")
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
     out.mkdir(parents=True, exist_ok=True)
-    data = open_labelled(cfg.data)
-    split = make_split(data, cfg.split, cfg.seed, cfg.val_fraction)
+    td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
+    data, split = td.data, td.split
     resume = state.latest(ckpt_dir)
     counters = state.load_counters(resume) if resume else {}
     if counters and counters["batch_size"] != cfg.batch_size:
@@ -206,7 +198,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
     if counters:
         opt.load_state_dict(counters["optimizer"])
 
-    train_items = [data.items[i] for i in split.train]
+    train_items = td.train
     dataset = EpochPlanDataset(
         data,
         train_items,
@@ -215,6 +207,8 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
         cfg.seed,
         cfg.clips_per_species,
         round(cfg.crop_seconds * loaded.frontend.sample_rate),
+        td.is_replay,
+        cfg.replay_fraction,
     )
     steps_per_epoch = len(dataset) // cfg.batch_size
     if steps_per_epoch == 0:
@@ -234,6 +228,12 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
         logs.note(
             f"{d.world} rank(s) on {d.device.type}; {len(train_items)} recordings, "
             f"{dataset.n_species} species; {steps_per_epoch} steps/epoch of {cfg.batch_size}; "
+            + (
+                f"{int(dataset.is_replay[dataset.plan(0)].sum())} of {len(dataset)} clips per "
+                f"epoch replayed from {cfg.replay}; "
+                if cfg.replay
+                else ""
+            )
             + (f"resuming at step {step} from {resume.name}" if resume else f"init {loaded.source}")
         )
     bar = tqdm(total=stop_at, initial=step, desc="pretrain", disable=not (progress and d.main))
@@ -270,7 +270,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
             for batch in loader:
                 t0 = time.perf_counter()
                 batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-                lr = lr_at(step, total, cfg)
+                lr = cosine_lr(step, total, cfg.lr, cfg.warmup_steps)
                 for g in opt.param_groups:
                     g["lr"] = lr
                 net.train()

@@ -1,0 +1,63 @@
+"""Regional retraining: real regional recordings, replay of the tiny benchmark."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from training.finetune import finetune, finetune_config
+from training.sampling import replay_epoch
+
+
+def test_replay_takes_its_share_and_regional_species_stay_balanced():
+    species = ["r1"] * 3 + ["r2"] * 40 + [f"g{i}" for i in range(50)]
+    replay = [False] * 43 + [True] * 50
+    plan = replay_epoch(species, replay, clips_per_species=10, replay_fraction=0.2, seed=1, epoch=0)
+    counts = Counter(species[i] for i in plan)
+    assert counts["r1"] == counts["r2"] == 10
+    assert sum(replay[i] for i in plan) == 5  # 20 regional clips -> 5 replayed = 20%
+    again = replay_epoch(species, replay, 10, 0.2, seed=1, epoch=0)
+    np.testing.assert_array_equal(plan, again)
+    other = replay_epoch(species, replay, 10, 0.2, seed=1, epoch=1)
+    assert {species[i] for i in plan if replay[i]} != {species[i] for i in other if replay[i]}
+    with pytest.raises(ValueError, match="replay_fraction"):
+        replay_epoch(species, replay, 10, 1.0, seed=1, epoch=0)
+
+
+def test_finetune_on_real_recordings_reports_before_and_after(
+    pretrain_checkpoint, real_folder, tmp_path
+):
+    cfg = finetune_config(
+        None,
+        [
+            f"init={pretrain_checkpoint}",
+            f"data={real_folder}",
+            "replay=tiny",
+            f"out={tmp_path / 'ft'}",
+            "clips_per_species=2",
+            "batch_size=8",
+            "max_steps=3",
+            "crop_seconds=1",
+            "workers=0",
+            "precision=fp32",
+            "lr=1e-3",
+            "tensorboard=false",
+        ],
+    )
+    assert cfg.split == "seen" and cfg.batchnorm == "frozen"  # fine-tuning defaults
+    report = finetune(cfg, progress=False)
+    before, after = report["before"], report["after"]
+    for r in (before, after):
+        assert r["regional"]["recordings"] > 0 and 0 <= r["regional"]["com"]["top1"] <= 1
+        assert set(r["global"]["unseen"]) == {"com", "sci", "tax"}
+        assert "com" in r["global"]["seen_val"]
+    log = (tmp_path / "ft" / "train_log.jsonl").read_text()
+    note = next(json.loads(x)["note"] for x in log.splitlines() if "replayed" in x)
+    replayed, total = (
+        int(x) for x in note.split(" clips per epoch")[0].split("; ")[-1].split(" of ")
+    )
+    assert replayed == round((total - replayed) * 0.25 / 0.75)
+    md = (tmp_path / "ft" / "finetune_report.md").read_text()
+    assert "| regional held-out" in md and "| global, unseen species |" in md
+    assert report["checkpoint"].endswith("final")

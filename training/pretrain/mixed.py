@@ -1,0 +1,74 @@
+"""Training data for a run: one labelled set, or regional recordings with replay.
+
+Regional retraining trains on every regional species (train/val by site-day, no
+held-out species) and replays the training side of the global data's zero-shot
+split, so the global benchmark's unseen species stay unseen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from animalclap_edge.contracts.catalogue import Catalogue
+from training.labelled_audio import Item, LabelledSet, open_labelled
+from training.splits import ZeroShotSplit
+
+REGIONAL, GLOBAL = "r/", "g/"
+
+
+@dataclass
+class TrainingData:
+    data: LabelledSet  # what the loop loads from (both sets when replaying)
+    train: list[Item]
+    val: list[Item]
+    is_replay: np.ndarray  # (len(train),) bool
+    split: ZeroShotSplit  # of the primary data: written to split.json
+
+
+def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
+    """One set over both: regional species first, global species the regional
+    catalogue lacks after; item ids prefixed so loading goes to the right source."""
+    species = list(regional.catalogue)
+    known = {sp.id for sp in species}
+    species += [sp for sp in global_.catalogue if sp.id not in known]
+    items = [replace(it, id=REGIONAL + it.id, group=REGIONAL + it.group) for it in regional.items]
+    items += [replace(it, id=GLOBAL + it.id, group=GLOBAL + it.group) for it in global_.items]
+
+    def load(it: Item):
+        source = regional if it.id.startswith(REGIONAL) else global_
+        return source.load(replace(it, id=it.id[2:]))
+
+    return LabelledSet(
+        name=f"{regional.name} + replay of {global_.name}",
+        catalogue=Catalogue(species, source="merged"),
+        items=items,
+        load=load,
+        traits=None,
+        schema=regional.schema,
+    )
+
+
+def training_data(
+    data: str, split_kind: str, seed: int, val_fraction: float, replay: str | None = None
+) -> TrainingData:
+    from training.train import make_split
+
+    primary = open_labelled(data)
+    split = make_split(primary, split_kind, seed, val_fraction)
+    train = [primary.items[i] for i in split.train]
+    val = [primary.items[i] for i in split.val]
+    if not replay:
+        return TrainingData(primary, train, val, np.zeros(len(train), bool), split)
+    old = open_labelled(replay)
+    old_split = make_split(old, "zeroshot", seed, val_fraction)
+    merged = merge(primary, old)
+    train = [replace(it, id=REGIONAL + it.id, group=REGIONAL + it.group) for it in train]
+    val = [replace(it, id=REGIONAL + it.id, group=REGIONAL + it.group) for it in val]
+    old_train = [
+        replace(old.items[i], id=GLOBAL + old.items[i].id, group=GLOBAL + old.items[i].group)
+        for i in old_split.train
+    ]
+    mask = np.r_[np.zeros(len(train), bool), np.ones(len(old_train), bool)]
+    return TrainingData(merged, train + old_train, val, mask, split)
