@@ -120,6 +120,23 @@ def main(argv: list[str] | None = None) -> int:
     pt.add_argument("--init", help="shortcut for --set init=... (hub id, path, scratch:SIZE)")
     pt.set_defaults(func=_cmd_pretrain)
 
+    bn = sub.add_parser(
+        "bench",
+        help="training throughput: samples/s, data wait vs compute, MFU, peak GPU memory",
+        description=(
+            "Times the pretraining step on this machine's GPU (or CPU) with the settings "
+            "of --config/--set (default: the full-size model from scratch, bf16). "
+            "MFU needs the device's peak: known for H100/H200/A100/L40S/A10, else --peak-tflops."
+        ),
+    )
+    bn.add_argument("--config", help="YAML file or packaged name, as for pretrain")
+    bn.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides")
+    bn.add_argument("--steps", type=int, default=20)
+    bn.add_argument("--warmup", type=int, default=3)
+    bn.add_argument("--peak-tflops", type=float, help="device peak bf16 TFLOP/s for MFU")
+    bn.add_argument("--out", help="also write the figures as JSON here")
+    bn.set_defaults(func=_cmd_bench)
+
     ft = sub.add_parser(
         "finetune",
         help="regional retraining with replay of global data, and a before/after report",
@@ -328,6 +345,25 @@ def _cmd_pretrain(args) -> int:
     final = pretrain(load_config(args.config, overrides))
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"-> {final} (ClapModel.from_pretrained loads it)")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    import torch
+
+    from training.pretrain.bench import bench, write
+    from training.pretrain.config import load_config
+
+    gpu = torch.cuda.is_available()
+    defaults = {
+        "init": "scratch:full",
+        "data": "small",
+        "batch_size": 64 if gpu else 4,
+        "precision": "bf16",
+        "workers": 8 if gpu else 1,
+    }
+    cfg = load_config(args.config, list(args.set), defaults=defaults)
+    print(write(bench(cfg, args.steps, args.warmup, args.peak_tflops), args.out))
     return 0
 
 

@@ -1,0 +1,188 @@
+"""`animalclap-train bench`: training throughput, data wait vs compute, MFU, memory.
+
+One process, the real pieces of the pretraining loop (plan dataset, DataLoader
+workers, both towers, gathered loss, AdamW, autocast). FLOPs per step are counted
+by torch's FlopCounterMode on one real step (matmuls and convolutions, forward and
+backward), not estimated from parameter counts. The data pipeline is also timed
+alone, without the model, so it is clear whether it could keep up.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from animalclap_edge.contracts.prompts import Template
+from training.pretrain.config import PretrainConfig
+from training.pretrain.data import Collate, EpochPlanDataset, RankBatches
+from training.pretrain.dist import Dist
+from training.pretrain.loop import ClapTrainModule, build_model, enable_gradient_checkpointing
+from training.pretrain.loss import gathered_clip_loss
+from training.pretrain.mixed import training_data
+
+# Dense bf16 tensor-core peaks (TFLOP/s) from NVIDIA's data sheets, by device name.
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+PAPER_SAMPLES = 20 * 6823 * 30  # 20 balanced epochs of 6,823 species x 30 clips
+
+
+@dataclass
+class BenchResult:
+    device: str
+    model: str
+    params_m: float
+    batch_size: int
+    precision: str
+    steps: int
+    samples_per_s: float
+    step_s: float
+    data_wait_s: float
+    compute_s: float
+    loader_only_samples_per_s: float
+    tflop_per_step: float
+    achieved_tflops: float
+    peak_tflops: float | None
+    mfu: float | None
+    peak_memory_gb: float | None
+    paper_run_minutes: float
+
+
+def _peak(device: torch.device, override: float | None) -> float | None:
+    if override:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def bench(
+    cfg: PretrainConfig, steps: int = 20, warmup: int = 3, peak_tflops: float | None = None
+) -> BenchResult:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    one = Dist(rank=0, world=1, local_rank=0, device=device)
+    td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
+    loaded = build_model(cfg, td.data)
+    if cfg.grad_checkpointing:
+        enable_gradient_checkpointing(loaded.model)
+    module = ClapTrainModule(loaded).to(device)
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, fused=device.type == "cuda")
+    dataset = EpochPlanDataset(
+        td.data,
+        td.train,
+        [Template.parse(t) for t in cfg.templates],
+        cfg.shuffle_tax,
+        cfg.seed,
+        cfg.clips_per_species,
+        round(cfg.crop_seconds * loaded.frontend.sample_rate),
+    )
+    per_epoch = len(dataset) // cfg.batch_size
+    if per_epoch < 1:
+        raise ValueError(f"batch_size {cfg.batch_size} exceeds one epoch ({len(dataset)} clips)")
+
+    def loader(epoch: int):
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=RankBatches(epoch, per_epoch, cfg.batch_size, 0, 1),
+            num_workers=cfg.workers,
+            collate_fn=Collate(loaded.tokenizer),
+            pin_memory=device.type == "cuda",
+            prefetch_factor=4 if cfg.workers else None,
+        )
+
+    def batches():
+        epoch = 0
+        while True:
+            yield from loader(epoch)
+            epoch += 1
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def step(batch) -> None:
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        module.train()
+        with autocast:
+            audio, text = module(batch["wave"], batch["input_ids"], batch["attention_mask"])
+        loss = gathered_clip_loss(
+            audio, text, module.clap.logit_scale_a, module.clap.logit_scale_t, one
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    it = batches()
+    for _ in range(warmup):
+        step(next(it))
+    sync()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(next(it))
+    flops = counter.get_total_flops()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    wait = compute = 0.0
+    t_start = time.perf_counter()
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        batch = next(it)
+        t1 = time.perf_counter()
+        step(batch)
+        sync()
+        t2 = time.perf_counter()
+        wait, compute = wait + t1 - t0, compute + t2 - t1
+    total = time.perf_counter() - t_start
+
+    # The loader alone, fresh workers, same number of batches.
+    t0 = time.perf_counter()
+    for n, _ in enumerate(batches()):
+        if n + 1 >= steps:
+            break
+    loader_rate = steps * cfg.batch_size / (time.perf_counter() - t0)
+
+    rate = steps * cfg.batch_size / total
+    achieved = flops * steps / total / 1e12
+    peak = _peak(device, peak_tflops)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return BenchResult(
+        device=f"{name} ({torch.get_num_threads()} threads)" if device.type == "cpu" else name,
+        model=loaded.source,
+        params_m=round(sum(p.numel() for p in module.parameters()) / 1e6, 1),
+        batch_size=cfg.batch_size,
+        precision=cfg.precision,
+        steps=steps,
+        samples_per_s=round(rate, 2),
+        step_s=round(total / steps, 4),
+        data_wait_s=round(wait / steps, 4),
+        compute_s=round(compute / steps, 4),
+        loader_only_samples_per_s=round(loader_rate, 2),
+        tflop_per_step=round(flops / 1e12, 4),
+        achieved_tflops=round(achieved, 3),
+        peak_tflops=peak,
+        mfu=round(achieved / peak, 4) if peak else None,
+        peak_memory_gb=round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        if device.type == "cuda"
+        else None,
+        paper_run_minutes=round(PAPER_SAMPLES / rate / 60, 1),
+    )
+
+
+def write(result: BenchResult, out: str | Path | None) -> str:
+    r = asdict(result)
+    lines = [f"{k:>26}: {v}" for k, v in r.items()]
+    verdict = (
+        "data pipeline keeps up"
+        if result.loader_only_samples_per_s > 1.2 * result.samples_per_s
+        else "data pipeline is (close to) the bottleneck: add --set workers=N"
+    )
+    lines.append(f"{'verdict':>26}: {verdict}")
+    text = "\n".join(lines)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps({**r, "verdict": verdict}, indent=2), encoding="utf-8")
+    return text
