@@ -37,8 +37,10 @@ class ClapTrainModule(nn.Module):
 
 
 def build_model(cfg: PretrainConfig, data) -> LoadedClap:
-    """The init the config names: a checkpoint (hub id or path) or scratch:<size>."""
-    if not cfg.init.startswith("scratch:"):
+    """The init the config names: a checkpoint (hub id or path), scratch:<size>, or a
+    ClapConfig JSON file (random weights; the text vocabulary is our tokenizer's)."""
+    from_json = cfg.init.endswith(".json") and Path(cfg.init).is_file()
+    if not cfg.init.startswith("scratch:") and not from_json:
         return load_clap(cfg.init)
     from animalclap_edge.contracts.frontend import CLAP_UNFUSED
     from training.model import build_tokenizer, new_clap_model, small_clap_config
@@ -46,7 +48,12 @@ def build_model(cfg: PretrainConfig, data) -> LoadedClap:
 
     size = cfg.init.removeprefix("scratch:")
     tok = build_tokenizer(all_prompts(data))
-    if size == "full":
+    if from_json:
+        from transformers import ClapConfig
+
+        config = ClapConfig.from_json_file(cfg.init)
+        config.text_config.vocab_size = len(tok)
+    elif size == "full":
         from transformers import ClapConfig
 
         # transformers' defaults are laion/clap-htsat-unfused's sizes: HTS-AT (patch 4,
@@ -60,8 +67,10 @@ def build_model(cfg: PretrainConfig, data) -> LoadedClap:
             },
             audio_config={"enable_fusion": False},
         )
-    else:
+    elif size in ("small", "fast"):
         config = small_clap_config(vocab_size=len(tok), audio=size)
+    else:
+        raise ValueError(f"init {cfg.init!r}: scratch sizes are small, fast and full")
     return LoadedClap(
         model=new_clap_model(config), tokenizer=tok, frontend=CLAP_UNFUSED, source=cfg.init
     )

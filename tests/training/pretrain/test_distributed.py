@@ -78,9 +78,10 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(pretrain_ch
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(pretrain_checkpoint, tmp_path):
-    whole = tiny_run(tmp_path / "whole", pretrain_checkpoint, workers=2)
+    whole = tiny_run(tmp_path / "whole", pretrain_checkpoint, workers=2, tensorboard=True)
     torch.set_num_threads(1)
     pretrain(whole, progress=False)
+    assert list((tmp_path / "whole" / "tensorboard").glob("events.out.tfevents.*"))
 
     cut = dataclasses.replace(whole, out=str(tmp_path / "cut"), workers=0)
     proc = subprocess.Popen(

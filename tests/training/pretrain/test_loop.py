@@ -1,6 +1,7 @@
 """Pieces of the loop: gradient checkpointing, the gathered loss on one rank, the
 rank plan, and the scratch configs."""
 
+import pytest
 import torch
 
 from training.labelled_audio import open_labelled
@@ -70,4 +71,11 @@ def test_scratch_sizes_build(tmp_path):
     n = sum(p.numel() for p in full.parameters())
     assert 100e6 < n < 200e6, n
     cfg.init = "scratch:fast"
+    fast = build_model(cfg, data).model
+    assert fast.config.audio_config.patch_size == 16
+    fast.config.to_json_file(tmp_path / "clap.json")
+    cfg.init = str(tmp_path / "clap.json")  # a config file: same architecture, new weights
     assert build_model(cfg, data).model.config.audio_config.patch_size == 16
+    cfg.init = "scratch:huge"
+    with pytest.raises(ValueError, match="scratch sizes are small, fast and full"):
+        build_model(cfg, data)
