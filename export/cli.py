@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -48,7 +49,46 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--notice", help="notice shown by the runtime whenever this bundle is used")
     b.add_argument("--run-id", help="training run id for provenance")
     b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--student", help="distilled student folder: ships it instead of the teacher")
+    b.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "int8"],
+        default="fp32",
+        help="audio encoder precision (fp16/int8 keep the front-end and projection fp32)",
+    )
+    b.add_argument(
+        "--calibration-audio",
+        help="real recordings for int8 calibration and the precision gates (default: --parity-audio)",
+    )
     b.set_defaults(func=_cmd_bundle)
+
+    d = sub.add_parser(
+        "distill", help="train a small CNN student to match the teacher's audio embeddings"
+    )
+    d.add_argument("--teacher", required=True, help="CLAP checkpoint (path or hub id)")
+    d.add_argument(
+        "--audio",
+        required=True,
+        help="unlabelled audio: a folder of files, or any --data spec (labels unused)",
+    )
+    d.add_argument("--out", required=True, help="student folder (student.pt, student.json)")
+    d.add_argument("--width", type=float, default=0.4, help="MobileNetV3 width multiplier")
+    d.add_argument("--window", type=float, default=3.0, help="window seconds (default 3)")
+    d.add_argument("--crops", type=int, default=4, help="crops per recording")
+    d.add_argument("--epochs", type=int, default=30)
+    d.add_argument("--batch-size", type=int, default=64)
+    d.add_argument("--lr", type=float, default=2e-3)
+    d.add_argument("--kl-weight", type=float, default=1.0)
+    d.set_defaults(func=_cmd_distill)
+
+    e = sub.add_parser(
+        "embed", help="species and taxon text embeddings (fp16, normalised) from a checkpoint"
+    )
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--catalogue", required=True, help="species.csv")
+    e.add_argument("--out", required=True, help="folder for the .npy files and taxa list")
+    e.add_argument("--templates", nargs="+", default=["tax+com"], help="several = ensemble")
+    e.set_defaults(func=_cmd_embed)
     args = p.parse_args(argv)
     if not getattr(args, "func", None):
         p.print_help()
@@ -58,9 +98,42 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (CheckpointError, ExportGateError, FileExistsError, ValueError) as e:
+    except (
+        CheckpointError,
+        ExportGateError,
+        FileExistsError,
+        ValueError,
+    ) as e:  # incl. CalibrationError
         print(f"animalclap-export: error: {e}", file=sys.stderr)
         return 2
+
+
+def _cmd_distill(args) -> int:
+    from export.distill import DistillConfig, distill
+
+    figures = distill(
+        DistillConfig(
+            teacher=args.teacher,
+            audio=args.audio,
+            out=args.out,
+            width=args.width,
+            window_seconds=args.window,
+            crops_per_recording=args.crops,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            kl_weight=args.kl_weight,
+        )
+    )
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+def _cmd_embed(args) -> int:
+    from export.text import write_text_side
+
+    print(json.dumps(write_text_side(args.checkpoint, args.catalogue, args.out, args.templates)))
+    return 0
 
 
 def _cmd_bundle(args) -> int:
@@ -81,6 +154,9 @@ def _cmd_bundle(args) -> int:
             notice=args.notice,
             overwrite=args.overwrite,
             training_run_id=args.run_id,
+            student=args.student,
+            precision=args.precision,
+            calibration_audio=args.calibration_audio,
         )
     )
     print(dump_summary(out))

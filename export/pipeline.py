@@ -16,6 +16,7 @@ from animalclap_edge.contracts.catalogue import Catalogue
 from animalclap_edge.contracts.prompts import Template
 from animalclap_edge.contracts.traits import TraitSchema
 from export.onnx_export import export_audio_encoder, parity
+from export.student import macs
 from export.text import species_embeddings, taxon_embeddings
 from export.writer import BundleWriter
 from training.embed_audio import embed_items
@@ -25,6 +26,12 @@ from training.probe import fit_trait_heads, score_trait_heads
 from training.sampling import group_split
 
 PARITY_MIN_COSINE = 0.999
+# Reduced precision against the fp32 encoder on real audio (the export issue's gates).
+MIN_TOP1_AGREEMENT = 0.99
+MIN_MEAN_COSINE = 0.99
+# Agreement only means something if windows differ: above this mean pairwise cosine
+# the encoder maps everything to one point (e.g. an untrained student).
+MAX_SPREAD_COSINE = 0.98
 
 
 class ExportGateError(RuntimeError):
@@ -48,6 +55,11 @@ class ExportConfig:
     notice: str | None = None
     overwrite: bool = False
     training_run_id: str | None = None
+    student: str | None = None  # distilled student folder: shipped instead of the teacher
+    precision: str = "fp32"  # fp32 | fp16 | int8 (the CNN body; see export.quantize)
+    calibration_audio: str | None = None  # default: parity_audio
+    calibration_windows: int = 64
+    gate_windows: int = 128
 
 
 def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
@@ -62,7 +74,27 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
     else:
         raise ValueError("give --catalogue (species to embed) or --data (a labelled set with one)")
     templates = [Template.parse(t) for t in cfg.templates]
-    encoder = AudioEncoder(loaded.model, fe, mode="dft").eval()
+    if cfg.precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"precision {cfg.precision!r}: choose fp32, fp16 or int8")
+    teacher = AudioEncoder(loaded.model, fe, mode="dft").eval()
+    encoder, student_meta = teacher, None
+    if cfg.student:
+        from export.student import load_student
+
+        encoder, student_meta = load_student(cfg.student, mode="dft")
+        if encoder.frontend_cfg != fe:
+            raise ValueError(
+                f"student {cfg.student} was distilled with another front-end than {loaded.source}"
+            )
+        if encoder.cfg.embedding_dim != int(loaded.model.config.projection_dim):
+            raise ValueError(
+                f"student embedding dim {encoder.cfg.embedding_dim} != teacher projection dim "
+                f"{loaded.model.config.projection_dim}: distil it from this checkpoint"
+            )
+    elif cfg.precision != "fp32":
+        raise ValueError(
+            "fp16/int8 apply to a distilled student: give --student (see `animalclap-export distill`)"
+        )
 
     writer = BundleWriter(cfg.out, overwrite=cfg.overwrite)
     try:
@@ -77,15 +109,37 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
             "git_commit": _git_commit(),
             "window_samples": window,
         }
-        export_audio_encoder(encoder, window, writer.path(B.AUDIO_ENCODER), provenance)
+        fp32_path = writer.path(B.AUDIO_ENCODER)
+        if cfg.precision != "fp32":
+            fp32_path = writer.scratch("audio_encoder.fp32.onnx")
+        export_audio_encoder(encoder, window, fp32_path, provenance)
         windows, parity_source = _parity_windows(cfg, data, window, fe.sample_rate)
-        figures = parity(encoder, writer.path(B.AUDIO_ENCODER), windows)
+        figures = parity(encoder, fp32_path, windows)
         figures["parity_audio"] = parity_source
-        if figures["onnx_vs_torch_min_cosine"] < PARITY_MIN_COSINE:
-            raise ExportGateError(
-                f"gate 'onnx parity' failed: min cosine {figures['onnx_vs_torch_min_cosine']:.5f} "
-                f"< {PARITY_MIN_COSINE} on {parity_source}"
+        gates = {
+            "onnx parity": _gate(
+                figures["onnx_vs_torch_min_cosine"],
+                PARITY_MIN_COSINE,
+                "min cosine, onnxruntime vs torch",
+                parity_source,
             )
+        }
+        if cfg.precision != "fp32":
+            text_emb = species_embeddings(loaded, catalogue, templates)
+            gates.update(
+                _reduce_precision(
+                    cfg,
+                    fp32_path,
+                    writer.path(B.AUDIO_ENCODER),
+                    teacher,
+                    text_emb,
+                    window,
+                    fe.sample_rate,
+                )
+            )
+        failed = [_why(k, v) for k, v in gates.items() if not v["passed"]]
+        if failed:
+            raise ExportGateError(f"gate(s) failed, nothing written: {'; '.join(failed)}")
 
         traits_spec = None
         if data is not None and data.traits:
@@ -99,8 +153,14 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
                 default_threshold=cfg.default_threshold,
             ).model_dump(),
         )
-        n_params = sum(p.numel() for p in loaded.model.audio_model.parameters())
-        n_params += sum(p.numel() for p in loaded.model.audio_projection.parameters())
+        if student_meta is None:
+            n_params = sum(p.numel() for p in loaded.model.audio_model.parameters())
+            n_params += sum(p.numel() for p in loaded.model.audio_projection.parameters())
+        else:
+            n_params = sum(p.numel() for p in encoder.parameters())
+            for k, v in student_meta.get("distill", {}).items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    gates.setdefault("distillation", {})[k] = v
         out = writer.commit(
             {
                 "name": cfg.name,
@@ -108,7 +168,7 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
                 "notice": cfg.notice,
                 "producer": B.Producer(
                     teacher_checkpoint=loaded.source,
-                    student_architecture=None,
+                    student_architecture=student_meta["architecture"] if student_meta else None,
                     training_run_id=cfg.training_run_id,
                     training_data=data.name if data else None,
                     git_commit=provenance["git_commit"],
@@ -119,7 +179,10 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
                 "sample_rate": fe.sample_rate,
                 "embedding_dim": int(loaded.model.config.projection_dim),
                 "audio_encoder": B.AudioEncoderSpec(
-                    precision="fp32", params=int(n_params)
+                    precision=cfg.precision,
+                    quantization=QUANTIZATION_NOTE.get(cfg.precision),
+                    macs_per_window=macs(encoder, window),
+                    params=int(n_params),
                 ).model_dump(),
                 "text": B.TextSpec(
                     template=templates[0].value
@@ -130,6 +193,7 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
                 ).model_dump(),
                 "traits": traits_spec,
                 "parity": figures,
+                "gates": gates,
             }
         )
     except BaseException:
@@ -137,6 +201,110 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
         raise
     load_bundle(out)  # the writer's own output must pass the loader
     return out
+
+
+QUANTIZATION_NOTE = {
+    "fp16": "CNN body fp16; front-end, input norm, projection and L2 norm fp32",
+    "int8": "explicit QDQ on the CNN body: symmetric int8 activations (MinMax on real audio), "
+    "per-channel symmetric int8 weights; front-end, input norm, projection and L2 norm fp32",
+}
+
+
+def _why(name: str, gate: dict) -> str:
+    side = ">=" if gate.get("higher", True) else "<="
+    return f"{name}: {gate['measured']:.4f}, needs {side} {gate['threshold']} ({gate['what']})"
+
+
+def _gate(measured: float, threshold: float, what: str, on: str, higher: bool = True) -> dict:
+    passed = measured >= threshold if higher else measured <= threshold
+    return {
+        "measured": float(measured),
+        "threshold": threshold,
+        "higher": higher,
+        "passed": bool(passed),
+        "what": what,
+        "on": on,
+    }
+
+
+def _reduce_precision(cfg, fp32_path, out_path, teacher, text_emb, window, sr) -> dict:
+    """Quantize to cfg.precision and measure it against fp32 and the teacher on real
+    audio not used for calibration."""
+    import torch
+
+    from export import quantize as Q
+
+    source = cfg.calibration_audio or cfg.parity_audio
+    if not source:
+        raise ValueError(
+            "fp16/int8 need real recordings: give --calibration-audio or --parity-audio"
+        )
+    windows = _audio_windows(Path(source), window, sr, cfg.calibration_windows + cfg.gate_windows)
+    calib, held = windows[: cfg.calibration_windows], windows[cfg.calibration_windows :]
+    if len(held) < 16:
+        raise Q.CalibrationError(
+            f"{source}: {len(windows)} usable windows; need {cfg.calibration_windows} to calibrate "
+            "and at least 16 more to check the result"
+        )
+    if cfg.precision == "int8":
+        Q.to_int8(fp32_path, out_path, calib)
+    else:
+        Q.to_fp16(fp32_path, out_path)
+    ref, got = Q.embed(fp32_path, held), Q.embed(out_path, held)
+    with torch.no_grad():
+        teach = torch.cat(
+            [teacher(torch.from_numpy(held[i : i + 16])) for i in range(0, len(held), 16)]
+        ).numpy()
+    vs_fp32 = Q.agreement(ref, got, text_emb)
+    vs_teacher = Q.agreement(teach, got, text_emb)
+    unit = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+    spread = float((unit @ unit.T)[~np.eye(len(unit), dtype=bool)].mean())
+    on = f"{len(held)} real windows of {source} (calibrated on {len(calib)} others)"
+    p = cfg.precision
+    return {
+        f"{p} vs fp32 top-1 agreement": _gate(
+            vs_fp32["top1_agreement"], MIN_TOP1_AGREEMENT, "species top-1 agreement", on
+        ),
+        f"{p} vs fp32 mean cosine": _gate(
+            vs_fp32["mean_cosine"], MIN_MEAN_COSINE, "mean embedding cosine", on
+        ),
+        "fp32 embedding spread": _gate(
+            spread,
+            MAX_SPREAD_COSINE,
+            "mean pairwise cosine between windows (agreement is void above it)",
+            on,
+            higher=False,
+        ),
+        f"{p} vs teacher (reported)": {
+            "measured": vs_teacher["top1_agreement"],
+            "mean_cosine": vs_teacher["mean_cosine"],
+            "passed": True,
+            "what": "species top-1 agreement with the fp32 teacher (no threshold)",
+            "on": on,
+        },
+    }
+
+
+def _audio_windows(folder: Path, window: int, sr: int, limit: int) -> np.ndarray:
+    """One window from the start of each recording (repeat-padded if shorter)."""
+    from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS, AudioError, read_all
+    from animalclap_edge.contracts.frontend import repeat_pad
+
+    if not folder.is_dir():
+        raise ValueError(f"calibration audio {folder}: not a folder of recordings")
+    out = []
+    for p in sorted(folder.iterdir()):
+        if len(out) >= limit:
+            break
+        if p.suffix.lower() not in SUPPORTED_EXTENSIONS:
+            continue
+        try:
+            x = read_all(p, sr)
+        except AudioError:
+            continue
+        if len(x) >= sr // 10:
+            out.append(repeat_pad(x, window)[:window].astype(np.float32))
+    return np.stack(out) if out else np.zeros((0, window), np.float32)
 
 
 def _fit_heads(writer, encoder, data, window, cfg: ExportConfig, progress: bool) -> dict:
@@ -174,22 +342,7 @@ def _parity_windows(cfg: ExportConfig, data, window: int, sr: int) -> tuple[np.n
 
     out = []
     if cfg.parity_audio:
-        from animalclap_edge.audio.decode import AudioError, read_all
-
-        files = sorted(
-            p
-            for p in Path(cfg.parity_audio).iterdir()
-            if p.suffix.lower() in (".wav", ".ogg", ".flac", ".mp3")
-        )
-        for p in files:
-            if len(out) >= cfg.parity_windows:
-                break
-            try:
-                x = read_all(p, sr)
-            except AudioError:
-                continue
-            if len(x) >= sr // 10:
-                out.append(repeat_pad(x, window)[:window].astype(np.float32))
+        out = list(_audio_windows(Path(cfg.parity_audio), window, sr, cfg.parity_windows))
         source = f"{len(out)} real recordings from {cfg.parity_audio}"
     elif data is not None:
         for it in data.items[: cfg.parity_windows]:
@@ -228,6 +381,10 @@ def _version() -> str:
 def dump_summary(path: Path) -> str:
     m = json.loads((path / B.MANIFEST).read_text())
     return json.dumps(
-        {k: m[k] for k in ("bundle_id", "name", "embedding_dim", "window_samples", "parity")},
+        {
+            k: m[k]
+            for k in ("bundle_id", "name", "embedding_dim", "window_samples", "parity", "gates")
+            if k in m
+        },
         indent=2,
     )

@@ -37,3 +37,23 @@ def taxon_embeddings(
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def write_text_side(checkpoint: str, catalogue_csv: str, out: str, templates: list[str]) -> dict:
+    """species_embeddings.npy, taxon_embeddings.npy (fp16, unit rows), taxa.json, species.csv."""
+    import json
+    from pathlib import Path
+
+    from training.model import load_clap
+
+    catalogue = Catalogue.from_csv(catalogue_csv)
+    loaded = load_clap(checkpoint)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    species = species_embeddings(loaded, catalogue, [Template.parse(t) for t in templates])
+    taxa, taxa_emb = taxon_embeddings(loaded, catalogue)
+    np.save(folder / "species_embeddings.npy", species.astype(np.float16))
+    np.save(folder / "taxon_embeddings.npy", taxa_emb.astype(np.float16))
+    (folder / "taxa.json").write_text(json.dumps(taxa), encoding="utf-8")
+    catalogue.to_csv(folder / "species.csv")
+    return {"species": len(catalogue), "taxa": len(taxa), "dim": int(species.shape[1]), "out": out}

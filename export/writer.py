@@ -26,9 +26,23 @@ class BundleWriter:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
         self.overwrite = overwrite
+        self._scratch: Path | None = None
 
     def path(self, name: str) -> Path:
         return self.tmp / name
+
+    def scratch(self, name: str) -> Path:
+        """A working file that is not part of the bundle (removed at commit or abort)."""
+        if self._scratch is None:
+            self._scratch = Path(
+                tempfile.mkdtemp(prefix=f".{self.out.name}.work.", dir=self.out.parent)
+            )
+        return self._scratch / name
+
+    def _drop_scratch(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def write_bytes(self, name: str, write: Callable[[Path], None]) -> None:
         write(self.tmp / name)
@@ -52,6 +66,7 @@ class BundleWriter:
 
     def commit(self, manifest_fields: dict) -> Path:
         """Checksum every file, write manifest.json, fsync, rename into place."""
+        self._drop_scratch()
         files = {
             p.relative_to(self.tmp).as_posix(): B.sha256_file(p)
             for p in sorted(self.tmp.rglob("*"))
@@ -82,4 +97,5 @@ class BundleWriter:
         return self.out
 
     def abort(self) -> None:
+        self._drop_scratch()
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -92,8 +92,12 @@ def evaluate(
     out_dir: str | Path,
     cfg: EvalConfig = EvalConfig(),
     progress: bool = True,
+    audio_encoder=None,
 ) -> dict:
-    """Write eval.json, eval.md and embedding_map.png under out_dir; return the results."""
+    """Write eval.json, eval.md and embedding_map.png under out_dir; return the results.
+
+    `audio_encoder` (waveform -> normalised embedding) replaces the checkpoint's own
+    audio tower, e.g. a distilled student scored against the teacher's text side."""
     split.check_items(data.items)
     if not split.test_species:
         raise ValueError(
@@ -102,7 +106,7 @@ def evaluate(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    encoder = AudioEncoder(loaded.model, loaded.frontend, mode="fft")
+    encoder = audio_encoder or AudioEncoder(loaded.model, loaded.frontend, mode="fft")
     window = round(cfg.window_seconds * loaded.frontend.sample_rate)
     items = [data.items[i] for i in split.test]
     audio = embed_items(
@@ -110,7 +114,12 @@ def evaluate(
     )
     true = [it.species_id for it in items]
     pools = {"unseen": list(split.test_species), "all": list(data.catalogue.ids)}
-    results: dict = {"source": loaded.source, "data": data.name, "window_s": cfg.window_seconds}
+    source = (
+        loaded.source
+        if audio_encoder is None
+        else f"{type(audio_encoder).__name__} + text of {loaded.source}"
+    )
+    results: dict = {"source": source, "data": data.name, "window_s": cfg.window_seconds}
     for pool_name, candidates in pools.items():
         results[pool_name] = {
             q: zero_shot_scores(

@@ -108,6 +108,9 @@ class Manifest(_Strict):
     traits: TraitsSpec | None = None
     calibration_file: str = CALIBRATION
     parity: dict[str, float | int | str] = Field(default_factory=dict)
+    # What the exporter measured and required: gate name -> measured, threshold, passed,
+    # what it was measured on (e.g. "int8 vs fp32 top-1 agreement").
+    gates: dict[str, dict[str, float | int | str | bool]] = Field(default_factory=dict)
     files: dict[str, str]  # relative name -> sha256 hex
 
     @property

@@ -1,0 +1,289 @@
+"""`animalclap-export distill`: a student that keeps the teacher's audio-text space.
+
+Data: unlabelled audio (labels, if the set has them, are not used). Each recording
+gives `crops_per_recording` windows at offsets fixed by the seed; the teacher embeds
+every window once (repeat-padded to its 10 s clip, as CLAP does) and the embeddings
+are cached on disk under a key of the teacher and the crop list, so a second
+distillation with the same teacher and audio does not run the teacher again.
+
+Loss per window: (1 - cosine(student, teacher)) + `kl_weight` * KL(p_teacher || p_student),
+where p = softmax(scale * embedding @ species_text.T) over the catalogue's text
+embeddings: the second term keeps the ranking of species that zero-shot
+classification reads off, not only the direction of the embedding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from animalclap_edge.contracts.prompts import Template
+from export.student import StudentConfig, StudentEncoder, macs, save_student
+from training.labelled_audio import Item, LabelledSet, crop, open_labelled
+from training.sampling import group_split
+
+
+@dataclass
+class DistillConfig:
+    teacher: str
+    audio: str  # any `open_labelled` spec, or a folder of audio files
+    out: str
+    width: float = 0.4
+    window_seconds: float = 3.0
+    crops_per_recording: int = 4
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    kl_weight: float = 1.0
+    templates: list[str] | None = None  # species text for the KL term; default tax+com
+    val_fraction: float = 0.1
+    seed: int = 0
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class Crop:
+    item: int
+    offset: int
+
+
+def open_audio(spec: str) -> LabelledSet:
+    """A labelled set, or any folder of audio files (unlabelled; one group per file)."""
+    path = Path(spec)
+    known = path.is_dir() and any(
+        (path / f).exists() for f in ("recordings.csv", "benchmark.json", "prepared.json")
+    )
+    if known or not path.is_dir():
+        return open_labelled(spec)
+    from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS, read_all
+    from animalclap_edge.contracts.catalogue import Catalogue
+
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in SUPPORTED_EXTENSIONS)
+    if not files:
+        raise ValueError(f"{path}: no audio files ({', '.join(sorted(SUPPORTED_EXTENSIONS))})")
+    items = [Item(str(p), "", str(p), 0.0) for p in files]
+    from animalclap_edge.contracts.traits import TraitSchema
+
+    return LabelledSet(
+        name=str(path),
+        catalogue=Catalogue([], source="none"),
+        items=items,
+        load=lambda it: read_all(it.id, 48_000),
+        traits=None,
+        schema=TraitSchema.default(),
+    )
+
+
+def plan_crops(lengths: list[int], window: int, per_recording: int, seed: int) -> list[Crop]:
+    """Fixed crop offsets: k uniform offsets per recording (0 for recordings shorter
+    than a window, which are repeat-padded)."""
+    crops = []
+    for i, n in enumerate(lengths):
+        rng = np.random.default_rng([seed, i])
+        span = max(0, n - window)
+        offsets = {0} if span == 0 else {int(o) for o in rng.integers(0, span + 1, per_recording)}
+        crops += [Crop(i, o) for o in sorted(offsets)]
+    return crops
+
+
+def _window(wave: np.ndarray, offset: int, window: int) -> np.ndarray:
+    if len(wave) <= window:
+        return crop(wave, window, None)
+    return wave[offset : offset + window].astype(np.float32)
+
+
+def teacher_cache(
+    teacher_enc: torch.nn.Module,
+    teacher_id: str,
+    data: LabelledSet,
+    crops: list[Crop],
+    window: int,
+    folder: Path,
+    progress: bool,
+) -> np.ndarray:
+    """(len(crops), D) teacher embeddings, computed once per (teacher, audio, crops)."""
+    from tqdm.auto import tqdm
+
+    h = hashlib.sha256(f"{teacher_id}|{data.name}|{window}".encode())
+    for c in crops:
+        h.update(f"{data.items[c.item].id}:{c.offset};".encode())
+    path = folder / f"teacher-{h.hexdigest()[:16]}.npy"
+    if path.exists():
+        return np.load(path).astype(np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    bar = tqdm(total=len(crops), desc="teacher embeddings (cached)", disable=not progress)
+    teacher_enc.eval()
+    by_item: dict[int, list[int]] = {}
+    for j, c in enumerate(crops):
+        by_item.setdefault(c.item, []).append(j)
+    order = [j for js in by_item.values() for j in js]  # each recording decoded once
+    with torch.no_grad():
+        for start in range(0, len(order), 32):
+            idx = order[start : start + 32]
+            waves = {}
+            x = []
+            for j in idx:
+                c = crops[j]
+                if c.item not in waves:
+                    waves = {c.item: data.load(data.items[c.item])}
+                x.append(_window(waves[c.item], c.offset, window))
+            e = teacher_enc(torch.from_numpy(np.stack(x))).float().numpy()
+            out.append((idx, e))
+            bar.update(len(idx))
+    bar.close()
+    dim = out[0][1].shape[1]
+    emb = np.zeros((len(crops), dim), np.float32)
+    for idx, e in out:
+        emb[idx] = e
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, emb.astype(np.float16))
+    tmp.replace(path)
+    return emb
+
+
+def distill(cfg: DistillConfig, progress: bool = True) -> dict:
+    """Train a student against the cached teacher; save it with its figures."""
+    from tqdm.auto import tqdm
+
+    from export.text import species_embeddings
+    from training.model import AudioEncoder, load_clap
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    loaded = load_clap(cfg.teacher)
+    fe = loaded.frontend
+    window = round(cfg.window_seconds * fe.sample_rate)
+    data = open_audio(cfg.audio)
+    lengths = [
+        round(it.duration_s * fe.sample_rate) if it.duration_s > 0 else len(data.load(it))
+        for it in data.items
+    ]
+    crops = plan_crops(lengths, window, cfg.crops_per_recording, cfg.seed)
+    teacher = AudioEncoder(loaded.model, fe, mode="fft")
+    target = teacher_cache(
+        teacher, _teacher_id(cfg.teacher), data, crops, window, out / "teacher_cache", progress
+    )
+    catalogue = data.catalogue if len(data.catalogue) else None
+    text = None
+    if catalogue is not None:
+        templates = [Template.parse(t) for t in (cfg.templates or ["tax+com"])]
+        text = torch.from_numpy(species_embeddings(loaded, catalogue, templates))
+    scale = float(min(100.0, math.exp(loaded.model.logit_scale_a.item())))
+
+    groups = [data.items[c.item].group for c in crops]
+    tr, va = group_split(groups, cfg.val_fraction, cfg.seed)
+    student = StudentEncoder(
+        StudentConfig(width=cfg.width, embedding_dim=target.shape[1], n_mels=fe.n_mels),
+        fe,
+        mode="fft",
+    )
+    opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(tr) // cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    cache: dict[int, np.ndarray] = {}
+
+    def batch_x(idx) -> torch.Tensor:
+        x = []
+        for j in idx:
+            c = crops[j]
+            if c.item not in cache:
+                cache[c.item] = data.load(data.items[c.item])
+            x.append(_window(cache[c.item], c.offset, window))
+        return torch.from_numpy(np.stack(x))
+
+    def loss_fn(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        loss = (1 - (s * t).sum(-1)).mean()
+        if text is not None and cfg.kl_weight:
+            ls, lt = scale * s @ text.T, scale * t @ text.T
+            loss = loss + cfg.kl_weight * F.kl_div(
+                F.log_softmax(ls, -1), F.log_softmax(lt, -1), log_target=True, reduction="batchmean"
+            )
+        return loss
+
+    log = open(out / "distill_log.jsonl", "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    bar = tqdm(total=total, desc="distill", disable=not progress)
+    t0, step = time.monotonic(), 0
+    try:
+        for epoch in range(cfg.epochs):
+            order = np.random.default_rng([cfg.seed, epoch]).permutation(tr)
+            for b in range(steps_per_epoch):
+                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                student.train()
+                loss = loss_fn(student(batch_x(idx)), torch.from_numpy(target[idx]))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                log.write(json.dumps({"step": step, "epoch": epoch, "loss": loss.item()}) + "\n")
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+    finally:
+        bar.close()
+        log.close()
+
+    figures = agreement(student, batch_x, target, va, text)
+    teacher_macs = macs(AudioEncoder(loaded.model, fe, mode="dft"), window)
+    student_export = StudentEncoder(student.cfg, fe, mode="dft")
+    student_export.load_state_dict(student.state_dict())
+    student_macs = macs(student_export, window)
+    figures.update(
+        {
+            "teacher": loaded.source,
+            "audio": data.name,
+            "crops": len(crops),
+            "train_crops": len(tr),
+            "val_crops": len(va),
+            "steps": step,
+            "minutes": round((time.monotonic() - t0) / 60, 2),
+            "student_params": sum(p.numel() for p in student.parameters()),
+            "student_macs_per_window": student_macs,
+            "teacher_macs_per_window": teacher_macs,
+            "mac_ratio": round(teacher_macs / student_macs, 2),
+            "window_seconds": cfg.window_seconds,
+        }
+    )
+    save_student(student_export, out, {"distill": figures, "settings": asdict(cfg)})
+    return figures
+
+
+@torch.no_grad()
+def agreement(student, batch_x, target: np.ndarray, idx, text) -> dict:
+    """Held-out crops: mean cosine to the teacher, and top-1 species agreement."""
+    if len(idx) == 0:
+        return {"val_note": "no held-out crops (one group): nothing to score"}
+    student.eval()
+    s = np.concatenate([student(batch_x(idx[i : i + 64])).numpy() for i in range(0, len(idx), 64)])
+    t = target[idx]
+    res = {"val_mean_cosine": float(np.mean(np.sum(s * t, axis=1)))}
+    if text is not None:
+        tx = text.numpy()
+        res["val_top1_agreement"] = float(np.mean((s @ tx.T).argmax(1) == (t @ tx.T).argmax(1)))
+    return res
+
+
+def _teacher_id(source: str) -> str:
+    """The checkpoint and the bytes of its weights, so a retrained teacher gets a new cache."""
+    path = Path(source)
+    weights = (
+        sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) if path.is_dir() else []
+    )
+    h = hashlib.sha256(str(path.resolve() if path.exists() else source).encode())
+    for w in weights:
+        st = w.stat()
+        h.update(f"{w.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
