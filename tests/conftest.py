@@ -137,3 +137,25 @@ def bundle_copy(tmp_path, tiny_bundle) -> Path:
     dst = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def pretrain_checkpoint(tmp_path_factory) -> Path:
+    """A tiny checkpoint for (pre)training tests: fast HTS-AT and no dropout, so runs
+    with different rank layouts can be compared number for number."""
+    import torch
+
+    from animalclap_edge.contracts.frontend import CLAP_UNFUSED
+    from training.labelled_audio import open_labelled
+    from training.model import build_tokenizer, new_clap_model, save_checkpoint, small_clap_config
+    from training.train import all_prompts
+
+    tok = build_tokenizer(all_prompts(open_labelled("tiny")), vocab_size=400)
+    config = small_clap_config(vocab_size=len(tok), projection_dim=32, audio="fast")
+    for sub in (config.text_config, config.audio_config):
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
+            if hasattr(sub, name):
+                setattr(sub, name, 0.0)
+    torch.manual_seed(0)
+    model = new_clap_model(config)
+    return save_checkpoint(model, tok, CLAP_UNFUSED, tmp_path_factory.mktemp("pt") / "ckpt")

@@ -1,0 +1,46 @@
+"""`animalclap-export embed`: the text side on its own."""
+
+import json
+
+import numpy as np
+
+from export.cli import main
+
+
+def test_embed_writes_unit_fp16_species_and_taxon_embeddings(
+    tiny_checkpoint, tiny_catalogue, tmp_path, capsys
+):
+    tiny_catalogue.to_csv(tmp_path / "species.csv")
+    args = [
+        "embed",
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--catalogue",
+        str(tmp_path / "species.csv"),
+    ]
+    assert main([*args, "--out", str(tmp_path / "t"), "--templates", "tax+com", "sci"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    sp = np.load(tmp_path / "t" / "species_embeddings.npy")
+    tx = np.load(tmp_path / "t" / "taxon_embeddings.npy")
+    assert sp.dtype == tx.dtype == np.float16 and sp.shape == (len(tiny_catalogue), summary["dim"])
+    np.testing.assert_allclose(np.linalg.norm(sp.astype(np.float32), axis=1), 1, atol=2e-3)
+    taxa = json.loads((tmp_path / "t" / "taxa.json").read_text())
+    assert len(taxa) == len(tx) == summary["taxa"]
+    assert {lvl for lvl, _ in taxa} == {"class", "order", "family", "genus"}
+
+
+def test_embed_refuses_a_catalogue_without_taxonomy(tiny_checkpoint, tmp_path, capsys):
+    (tmp_path / "bad.csv").write_text("id,scientific_name,common_name\na,Aa bb,Cc\n")
+    rc = main(
+        [
+            "embed",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--catalogue",
+            str(tmp_path / "bad.csv"),
+            "--out",
+            str(tmp_path / "t"),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "class" in err
