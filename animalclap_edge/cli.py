@@ -85,6 +85,23 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("--species", action="store_true", help="list the species table")
     ins.set_defaults(func=_cmd_inspect)
 
+    be = sub.add_parser(
+        "build-engine",
+        help="build (or reuse) a TensorRT engine for a bundle on this GPU",
+        description=(
+            "Builds from the bundle's ONNX: fp16, or int8 from an int8 bundle's QDQ graph. "
+            "Engines are cached under a key of the bundle, TensorRT version, GPU, precision "
+            "and batch; `run` then picks TensorRT automatically. Needs TensorRT (JetPack) "
+            "and cuda-python."
+        ),
+    )
+    be.add_argument("bundle", nargs="?", help="bundle directory or .tar (default: the demo bundle)")
+    be.add_argument("--config", help="YAML config: backend.precision/batch_size/engine_cache_dir")
+    be.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="overrides the config")
+    be.add_argument("--max-batch", type=int, help="largest batch (default: backend.batch_size)")
+    be.add_argument("--workspace-gb", type=float, default=1.0)
+    be.set_defaults(func=_cmd_build_engine)
+
     cfg = sub.add_parser("config", help="check, show or describe configs")
     csub = cfg.add_subparsers(metavar="ACTION")
     chk = csub.add_parser("check", help="validate config files; names every wrong key or value")
@@ -96,6 +113,28 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("file", nargs="?")
     show.set_defaults(func=_cmd_config_show)
     return p
+
+
+def _cmd_build_engine(args) -> int:
+    from animalclap_edge.backends.tensorrt_backend import TensorRTUnavailable, build_engine
+    from animalclap_edge.bundle import demo_bundle_path, load_bundle
+    from animalclap_edge.config import load_config
+
+    cfg = load_config(args.config).backend
+    bundle = load_bundle(args.bundle or demo_bundle_path())
+    try:
+        path, built = build_engine(
+            bundle,
+            precision=args.precision or cfg.precision,
+            max_batch=args.max_batch or cfg.batch_size,
+            engine_cache=cfg.engine_cache_dir,
+            workspace_gb=args.workspace_gb,
+        )
+    except TensorRTUnavailable as e:
+        print(f"animalclap-edge: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{'built' if built else 'already built'}: {path}")
+    return 0
 
 
 def _cmd_run(args) -> int:

@@ -125,7 +125,8 @@ class BackendConfig(_Section):
     threads: int = Field(0, ge=0, description="CPU threads for inference; 0 = library default.")
     batch_size: int = Field(8, ge=1, description="Windows per inference call.")
     engine_cache_dir: str | None = Field(
-        None, description="Where built TensorRT engines are kept; null = next to the bundle."
+        None,
+        description="Where built TensorRT engines are kept; null = $XDG_CACHE_HOME/animalclap-edge/engines.",
     )
 
 

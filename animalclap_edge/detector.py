@@ -65,7 +65,10 @@ class Detector:
         self.bundle = bundle
         self.config = config or EdgeConfig()
         if backend is None:
-            choice = select_backend(bundle, self.config.backend.name, self.config.backend.threads)
+            b = self.config.backend
+            choice = select_backend(
+                bundle, b.name, b.threads, b.precision, b.batch_size, b.engine_cache_dir
+            )
             backend, self.backend_reason = choice.backend, choice.reason
         else:
             self.backend_reason = f"backend {backend.name} (passed in)"

@@ -20,8 +20,19 @@ class BackendChoice:
     reason: str  # one line: why this backend (and why not the ones before it)
 
 
-def select_backend(bundle: Bundle, name: str = "auto", threads: int = 0) -> BackendChoice:
-    """auto: TensorRT, then onnxruntime CUDA, then onnxruntime CPU; the first that can run."""
+def select_backend(
+    bundle: Bundle,
+    name: str = "auto",
+    threads: int = 0,
+    precision: str = "fp16",
+    max_batch: int = 8,
+    engine_cache: str | None = None,
+) -> BackendChoice:
+    """auto: TensorRT, then onnxruntime CUDA, then onnxruntime CPU; the first that can run.
+
+    TensorRT runs only an engine already built for this bundle on this GPU
+    (`animalclap-edge build-engine`): building takes minutes, so it never happens
+    behind the user's back at start-up."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     import onnxruntime as ort
@@ -30,12 +41,23 @@ def select_backend(bundle: Bundle, name: str = "auto", threads: int = 0) -> Back
 
     skipped = []
     if name in ("auto", "tensorrt"):
-        why = "TensorRT engines are not built by this version yet (animalclap-edge build-engine is planned)"
-        if name == "tensorrt":
-            raise BackendError(
-                f"backend tensorrt unavailable: {why}; use onnxruntime-cuda or onnxruntime-cpu"
+        from animalclap_edge.backends import tensorrt_backend as T
+
+        try:
+            engine = T.find_engine(bundle, precision, max_batch, engine_cache)
+            if engine is None:
+                raise T.TensorRTUnavailable(
+                    f"no engine built for bundle {bundle.manifest.bundle_id} on this GPU "
+                    "(run: animalclap-edge build-engine)"
+                )
+            return BackendChoice(
+                T.TensorRTBackend(bundle, engine, max_batch),
+                _reason("tensorrt", skipped) + f" engine {engine.name}",
             )
-        skipped.append(f"tensorrt: {why}")
+        except T.TensorRTUnavailable as e:
+            if name == "tensorrt":
+                raise BackendError(f"backend tensorrt unavailable: {e}") from None
+            skipped.append(f"tensorrt: {e}")
     if name in ("auto", "onnxruntime-cuda"):
         if "CUDAExecutionProvider" in ort.get_available_providers():
             return BackendChoice(
