@@ -79,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--batch-size", type=int, default=64)
     d.add_argument("--lr", type=float, default=2e-3)
     d.add_argument("--kl-weight", type=float, default=1.0)
+    d.add_argument(
+        "--exclude-test-of",
+        metavar="SPLIT_JSON",
+        help="distil only on this zero-shot split's train/val recordings",
+    )
+    d.add_argument("--threads", type=int)
     d.set_defaults(func=_cmd_distill)
 
     e = sub.add_parser(
@@ -123,6 +129,8 @@ def _cmd_distill(args) -> int:
             batch_size=args.batch_size,
             lr=args.lr,
             kl_weight=args.kl_weight,
+            exclude_test_of=args.exclude_test_of,
+            threads=args.threads,
         )
     )
     print(json.dumps(figures, indent=2))

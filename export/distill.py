@@ -48,6 +48,9 @@ class DistillConfig:
     val_fraction: float = 0.1
     seed: int = 0
     threads: int | None = None
+    # A zero-shot split.json: distil only on its train/val recordings, so a student
+    # scored on the unseen species never heard them (not even unlabelled).
+    exclude_test_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,15 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
     fe = loaded.frontend
     window = round(cfg.window_seconds * fe.sample_rate)
     data = open_audio(cfg.audio)
+    if cfg.exclude_test_of:
+        from dataclasses import replace
+
+        from training.splits import ZeroShotSplit
+
+        split = ZeroShotSplit.from_json(cfg.exclude_test_of)
+        split.check_items(data.items)
+        keep = sorted(split.train + split.val)
+        data = replace(data, items=[data.items[i] for i in keep], name=f"{data.name} (no test)")
     lengths = [
         round(it.duration_s * fe.sample_rate) if it.duration_s > 0 else len(data.load(it))
         for it in data.items

@@ -101,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ex.add_argument("--out", default="runs/experiments")
     ex.add_argument("--results", default="docs/results.md", help="the results page to write")
+    ex.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: write the page from the runs finished so far",
+    )
     ex.set_defaults(func=_cmd_experiments)
 
     pt = sub.add_parser(
@@ -329,9 +334,9 @@ def _cmd_experiments(args) -> int:
         jobs=args.jobs,
         results_md=args.results,
     )
-    summary = run_sweep(cfg)
+    summary = run_sweep(cfg, report_only=args.report_only)
     for item, v in summary["bar"].items():
-        print(f"{'PASS' if v['pass'] else 'FAIL'}  {item}")
+        print(f"{v['status']:<8} {item} ({v['seeds']} seed(s))")
     print(f"-> {args.results}")
     return 0
 

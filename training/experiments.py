@@ -76,14 +76,19 @@ def _finished(run: Path, name: str) -> bool:
     )
 
 
-def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict:
-    """Train, evaluate and probe every (variant, seed) not done yet; write the page."""
+def run_sweep(cfg: SweepConfig, progress: bool = True, report_only: bool = False) -> dict:
+    """Train, evaluate and probe every (variant, seed) not done yet; write the page.
+
+    report_only: train nothing; aggregate the runs already finished (e.g. while a
+    sweep is still running elsewhere) and write the page from them."""
     unknown = [v for v in cfg.variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     if cfg.jobs < 1:
         raise ValueError(f"jobs {cfg.jobs}: must be at least 1")
     root = Path(cfg.out)
+    if report_only:
+        return write_page(root, cfg)
     root.mkdir(parents=True, exist_ok=True)
     (root / "sweep.json").write_text(json.dumps(cfg.__dict__, indent=2), encoding="utf-8")
     data_spec = materialise_benchmark(cfg.data, root / "benchmark", progress)
@@ -106,6 +111,11 @@ def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict:
                 n, s = futures[fut]
                 fut.result()  # a failed run stops the sweep with its own error
                 print(f"== {n}-seed{s}: done", flush=True)
+    return write_page(root, cfg)
+
+
+def write_page(root: Path, cfg: SweepConfig) -> dict:
+    """Aggregate the finished runs under root into results.json and the results page."""
     summary = aggregate(root, cfg)
     (root / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     page = Path(cfg.results_md)
@@ -246,8 +256,21 @@ def _probe_summary(probes: list[dict]) -> dict:
     return out
 
 
+MIN_SEEDS = 3  # the issue asks for 95% intervals over at least 3 seeds
+
+
 def check_bar(table: dict) -> dict:
-    """The issue's bar, each item with the figures it was decided on."""
+    """The issue's bar, each item with the figures it was decided on and the number of
+    seeds behind it; an item on fewer than MIN_SEEDS seeds is pending, not decided."""
+    bar = _bar_items(table)
+    for v in bar.values():
+        n = min(len(table[name]["seeds"]) for name in v.pop("_variants"))
+        v["seeds"] = n
+        v["status"] = ("PASS" if v["pass"] else "FAIL") if n >= MIN_SEEDS else "PENDING"
+    return bar
+
+
+def _bar_items(table: dict) -> dict:
     bar: dict = {}
     if "all" in table and "com" in table:
         for q in ("sci", "tax"):
@@ -256,6 +279,7 @@ def check_bar(table: dict) -> dict:
                 "pass": bool(a[0] > c[0] and intervals_disjoint(a, c)),
                 "all": a,
                 "com": c,
+                "_variants": ("all", "com"),
             }
     if "all" in table and "all-shuffled" in table:
         a, s = table["all"]["tax_top1"], table["all-shuffled"]["tax_top1"]
@@ -263,6 +287,7 @@ def check_bar(table: dict) -> dict:
             "pass": bool(a[0] > s[0]),
             "ordered": a,
             "shuffled": s,
+            "_variants": ("all", "all-shuffled"),
         }
     if "all" in table:
         row = table["all"]
@@ -272,6 +297,7 @@ def check_bar(table: dict) -> dict:
         }
         bar["wrong predictions stay in the right genus or family more than chance (tax)"] = {
             "pass": any(ok.values()),
+            "_variants": ("all",),
             **{lvl: [row[f"err_tax_{lvl}"][0], row[f"err_tax_{lvl}_chance"]] for lvl in ok},
         }
         if "probe" in row:
@@ -280,6 +306,7 @@ def check_bar(table: dict) -> dict:
             bar["trait probe beats the baseline on >= 80% of traits (unseen species)"] = {
                 "pass": len(beats) >= math.ceil(0.8 * n),
                 "traits_beating": f"{len(beats)}/{n}",
+                "_variants": ("all",),
             }
     return bar
 
@@ -303,8 +330,8 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         f"--epochs {cfg.epochs} --audio-config {cfg.audio_config} --precision {cfg.precision}`).",
         f"Benchmark `{cfg.data}`; seeds {seeds}; each model trained for {cfg.epochs} epochs on",
         "the CPU from the small config (no pretrained weights). Figures are means with",
-        "95% Student-t intervals over seeds; each seed has its own zero-shot split, shared",
-        "by every variant of that seed. Accuracy is on recordings of unseen species,",
+        "95% Student-t intervals over the seeds that finished (the `seeds` column); each",
+        "seed has its own zero-shot split, shared by every variant of that seed. Accuracy is on recordings of unseen species,",
         "ranked among the unseen species only.",
         "",
         "## The bar",
@@ -314,21 +341,22 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         figures = {
             k: (_fmt(x) if isinstance(x, list | tuple) and len(x) == 3 else x)
             for k, x in v.items()
-            if k != "pass"
+            if k not in ("pass", "status")
         }
-        lines.append(f"- **{'PASS' if v['pass'] else 'FAIL'}**: {item}: {figures}")
+        lines.append(f"- **{v['status']}**: {item}: {figures}")
     lines += [
         "",
         "## Unseen-species accuracy by training prompts (Table 3)",
         "",
-        "| trained on | steps | com top-1 | sci top-1 | tax top-1 | com top-5 | sci top-5 | tax top-5 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| trained on | seeds | steps | com top-1 | sci top-1 | tax top-1 | com top-5 | sci top-5 | tax top-5 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for n in names:
         r = t[n]
         cells = [_fmt(r[f"{q}_{k}"]) for k in ("top1", "top5") for q in QUERIES]
         steps = "/".join(str(s) for s in r["train_steps"])
-        lines.append(f"| {n} | {steps} | " + " | ".join(cells) + " |")
+        seeds_n = ",".join(str(x) for x in r["seeds"])
+        lines.append(f"| {n} | {seeds_n} | {steps} | " + " | ".join(cells) + " |")
     if names:
         lines.append(f"\nChance top-1: {t[names[0]]['chance_top1']:.3f}.")
     lines += [
@@ -386,14 +414,20 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         "## What did not reproduce",
         "",
     ]
-    failed = [k for k, v in summary["bar"].items() if not v["pass"]]
+    failed = [k for k, v in summary["bar"].items() if v["status"] == "FAIL"]
+    pending = [k for k, v in summary["bar"].items() if v["status"] == "PENDING"]
+    if pending:
+        lines += [
+            f"Not decided yet (fewer than {MIN_SEEDS} seeds finished): " + "; ".join(pending),
+            "",
+        ]
     if failed:
         lines += [f"- {k}" for k in failed]
         lines += [
             "",
             "See the figures above; the generator was not tuned to change these results.",
         ]
-    else:
+    elif not pending:
         lines.append("Every item of the bar passed in this run.")
     return "\n".join(lines) + "\n"
 

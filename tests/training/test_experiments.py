@@ -76,7 +76,7 @@ def _sweep(tmp_path, all_sci, com_sci, shuffled_tax, probe):
 def test_bar_passes_when_the_figures_do(tmp_path):
     cfg, summary = _sweep(tmp_path, 0.5, 0.1, 0.2, probe=[(0.6, 0.5)] * 9 + [(0.4, 0.5)])
     bar = summary["bar"]
-    assert all(v["pass"] for v in bar.values()), bar
+    assert all(v["pass"] and v["status"] == "PASS" and v["seeds"] == 3 for v in bar.values()), bar
     row = summary["variants"]["all"]
     assert row["sci_top1"][0] == pytest.approx(0.51)
     assert row["sci_top1"][1] < 0.51 < row["sci_top1"][2]
@@ -164,3 +164,14 @@ def test_a_parallel_sweep_trains_evaluates_probes_and_resumes(tmp_path):
     run_sweep(cfg, progress=False)
     assert (tmp_path / "sweep" / "all-seed0" / "checkpoint").stat().st_mtime_ns == stamp
     assert "## The bar" in (tmp_path / "results.md").read_text()
+
+
+def test_an_item_on_fewer_than_three_seeds_is_pending_not_failed(tmp_path):
+    cfg = SweepConfig(out=str(tmp_path), seeds=[0], variants=["all", "com"])
+    _write_run(tmp_path, "all", 0, {"com": 0.3, "sci": 0.5, "tax": 0.5, "tax-shuffled": 0.2})
+    _write_run(tmp_path, "com", 0, {"com": 0.3, "sci": 0.1, "tax": 0.1, "tax-shuffled": 0.1})
+    summary = aggregate(tmp_path, cfg)
+    item = summary["bar"]["all beats com on sci top-1 (disjoint 95% CIs)"]
+    assert item["status"] == "PENDING" and item["seeds"] == 1
+    page = results_page(summary, cfg)
+    assert "Not decided yet (fewer than 3 seeds finished)" in page and "**FAIL**" not in page
