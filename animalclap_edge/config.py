@@ -162,7 +162,9 @@ class ScoringConfig(_Section):
         description="Probability mass a back-off taxon must reach; null = the bundle's default.",
     )
     merge_gap_s: float = Field(
-        1.5, ge=0, description="Detections of one taxon closer than this are one event."
+        1.5,
+        ge=0,
+        description="Detections of one taxon whose window starts are at most this far apart are one event.",
     )
 
 

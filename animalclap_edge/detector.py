@@ -23,7 +23,8 @@ from animalclap_edge.audio.windows import Window, Windower
 from animalclap_edge.backends import EmbeddingBackend, select_backend
 from animalclap_edge.bundle import Bundle, demo_bundle_path, load_bundle
 from animalclap_edge.config import EdgeConfig, config_hash
-from animalclap_edge.records import Detection, RecordingResult, detection_id
+from animalclap_edge.events import EventMerger
+from animalclap_edge.records import Detection, Event, RecordingResult, detection_id
 from animalclap_edge.scoring import Scorer, ScoringSettings, WindowScore
 from animalclap_edge.sinks import DetectionSink
 from animalclap_edge.sources import Recording, Skipped, Source
@@ -114,16 +115,18 @@ class Detector:
         self._process_recording(rec, run_id="notebook", store=None, sinks=[], out=dets)
         return dets
 
-    def detect_file(self, path: str | Path) -> list[Detection]:
+    def detect_file(self, path: str | Path, events: bool = False) -> list[Detection] | list[Event]:
+        """Window detections of a file, or (events=True) the events merged from them."""
         from animalclap_edge.sources import FileSource
 
         dets: list[Detection] = []
+        evs: list[Event] = []
         with FileSource(path, self.sample_rate) as src:
             for rec in src.recordings():
                 if isinstance(rec, Skipped):
                     raise AudioError(f"{rec.id}: {rec.reason}")
-                self._process_recording(rec, run_id="notebook", store=None, sinks=[], out=dets)
-        return dets
+                self._process_recording(rec, "notebook", None, [], out=dets, out_events=evs)
+        return evs if events else dets
 
     # -- streaming run --------------------------------------------------------
 
@@ -175,9 +178,16 @@ class Detector:
         return summary
 
     def _process_recording(
-        self, rec: Recording, run_id: str, store, sinks, out: list | None
+        self,
+        rec: Recording,
+        run_id: str,
+        store,
+        sinks,
+        out: list | None,
+        out_events: list | None = None,
     ) -> RecordingResult:
         windower = Windower(self.window, self.hop, self.min_samples)
+        merger = EventMerger(self.config.scoring.merge_gap_s)
         n_windows = n_dets = 0
         status, reason = "ok", None
         pending: list[Window] = []
@@ -188,10 +198,15 @@ class Detector:
             while pending and (force or len(pending) >= batch):
                 chunk, pending[:] = pending[:batch], pending[batch:]
                 scores = self.scorer.score(self.backend.embed(np.stack([w.samples for w in chunk])))
-                dets = [
-                    d
+                per_window = [
+                    (w, self._detections(rec, run_id, w, s))
                     for w, s in zip(chunk, scores, strict=True)
-                    for d in self._detections(rec, run_id, w, s)
+                ]
+                dets = [d for _, ds in per_window for d in ds]
+                events = [
+                    e
+                    for w, ds in per_window
+                    for e in merger.push(w.start_sample / self.sample_rate, ds)
                 ]
                 n_windows += len(chunk)
                 if store is not None and dets:
@@ -202,6 +217,16 @@ class Detector:
                         s.on_detection(d)
                 if out is not None:
                     out.extend(dets)
+                emit(events)
+
+        def emit(events: list[Event]) -> None:
+            if store is not None and events:
+                store.add_events(events)
+            for e in events:
+                for s in sinks:
+                    s.on_event(e)
+            if out_events is not None:
+                out_events.extend(events)
 
         try:
             for block in rec.blocks:
@@ -211,6 +236,7 @@ class Detector:
             status, reason = "partial", str(e)
         pending.extend(windower.flush())
         drain(force=True)
+        emit(merger.flush())
         seen_s = windower.samples_seen / self.sample_rate
         if n_windows == 0 and status == "ok":
             status = "skipped"

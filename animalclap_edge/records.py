@@ -99,3 +99,39 @@ class RecordingResult:
 
     def __post_init__(self) -> None:
         _coerce(self, ("duration_s",), ("n_windows", "n_detections"))
+
+
+def event_id(
+    bundle_id: str, recording_id: str, first_window_sample: int, level: str, taxon: str
+) -> str:
+    """Stable id of an event: its label and the start of its first window."""
+    return "event:" + detection_id(bundle_id, recording_id, first_window_sample, level, taxon)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Consecutive windows with the same label, merged (a row of `events`)."""
+
+    event_id: str
+    run_id: str
+    recording_id: str
+    level: str
+    taxon: str
+    scientific_name: str
+    common_name: str
+    start_s: float  # start of the first window, in the recording
+    end_s: float  # end of the last window
+    start_time_utc: str | None
+    clock_trusted: bool
+    n_windows: int
+    max_probability: float
+    mean_probability: float
+    bundle_id: str
+    config_hash: str
+    created_utc: str
+
+    def __post_init__(self) -> None:
+        _coerce(self, ("start_s", "end_s", "max_probability", "mean_probability"), ("n_windows",))
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from typing import Protocol, TextIO
 
-from animalclap_edge.records import Detection, RecordingResult
+from animalclap_edge.records import Detection, Event, RecordingResult
 
 
 class DetectionSink(Protocol):
     def on_detection(self, det: Detection) -> None: ...
+    def on_event(self, event: Event) -> None: ...
     def on_recording(self, result: RecordingResult) -> None: ...
 
 
@@ -31,6 +32,9 @@ class ConsoleSink:
         )
         self.out.flush()
 
+    def on_event(self, e: Event) -> None:
+        pass  # the console shows windows as they come; events are in the store and JSONL
+
     def on_recording(self, r: RecordingResult) -> None:
         # Every file is accounted for: files with detections appear above, skipped ones
         # on stderr (SkipLog); this covers files that were read but held nothing.
@@ -50,6 +54,9 @@ class SkipLog:
     def on_detection(self, d: Detection) -> None:
         pass
 
+    def on_event(self, e: Event) -> None:
+        pass
+
     def on_recording(self, r: RecordingResult) -> None:
         if r.status != "ok":
             self.err.write(f"{r.status}: {r.source_path}: {r.reason}\n")
@@ -64,6 +71,10 @@ class JsonlSink:
 
     def on_detection(self, d: Detection) -> None:
         self.out.write(json.dumps({"type": "detection", **d.to_json_dict()}) + "\n")
+        self.out.flush()
+
+    def on_event(self, e: Event) -> None:
+        self.out.write(json.dumps({"type": "event", **e.to_json_dict()}) + "\n")
         self.out.flush()
 
     def on_recording(self, r: RecordingResult) -> None:

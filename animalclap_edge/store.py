@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
-from animalclap_edge.records import LEVELS, STATUSES, Detection, RecordingResult
+from animalclap_edge.records import LEVELS, STATUSES, Detection, Event, RecordingResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: events
 BUSY_TIMEOUT_MS = 5000  # a reader (sync job, sqlite3 shell) may hold the lock briefly
 
 
@@ -96,9 +96,35 @@ _SCHEMA = (
     "CREATE INDEX detections_taxon ON detections(taxon)",
     "CREATE INDEX outbox_delivered_utc ON outbox(delivered_utc)",
 )
+# Each entry upgrades from the version before it (MIGRATIONS[v] takes v -> v + 1).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        f"""CREATE TABLE events (
+            event_id TEXT PRIMARY KEY NOT NULL,
+            run_id TEXT NOT NULL REFERENCES runs(run_id),
+            recording_id TEXT NOT NULL,
+            level TEXT NOT NULL CHECK (level IN ({_in(LEVELS)})),
+            taxon TEXT NOT NULL,
+            scientific_name TEXT NOT NULL,
+            common_name TEXT NOT NULL,
+            start_s REAL NOT NULL,
+            end_s REAL NOT NULL,
+            start_time_utc TEXT,
+            clock_trusted INTEGER NOT NULL CHECK (clock_trusted IN (0, 1)),
+            n_windows INTEGER NOT NULL CHECK (n_windows >= 1),
+            max_probability REAL NOT NULL,
+            mean_probability REAL NOT NULL,
+            bundle_id TEXT NOT NULL,
+            config_hash TEXT NOT NULL,
+            created_utc TEXT NOT NULL
+        )""",
+        "CREATE INDEX events_recording_id ON events(recording_id)",
+    ),
+}
 
 _DET_COLS = tuple(f.name for f in fields(Detection))
 _REC_COLS = tuple(f.name for f in fields(RecordingResult))
+_EVENT_COLS = tuple(f.name for f in fields(Event))
 
 
 class DetectionStore:
@@ -141,7 +167,12 @@ class DetectionStore:
                     )
                 for stmt in _SCHEMA:
                     tx.execute(stmt)
-                tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                version = 1
+            while version < SCHEMA_VERSION:  # existing databases are upgraded in place
+                for stmt in MIGRATIONS[version]:
+                    tx.execute(stmt)
+                version += 1
+            tx.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return str(mode)
 
     def _refuse_newer(self, version: int) -> None:
@@ -229,6 +260,21 @@ class DetectionStore:
                 new += 1
         return new
 
+    def add_events(self, events: Iterable[Event]) -> int:
+        """Log closed events; an event already stored (a replay) is kept as it was."""
+        new = 0
+        insert = (
+            f"INSERT INTO events ({', '.join(_EVENT_COLS)}) "
+            f"VALUES ({', '.join('?' * len(_EVENT_COLS))})"
+        )
+        with self._transaction() as tx:
+            for e in events:
+                if tx.execute("SELECT 1 FROM events WHERE event_id = ?", (e.event_id,)).fetchone():
+                    continue
+                tx.execute(insert, astuple(e))
+                new += 1
+        return new
+
     def record_recording(self, result: RecordingResult) -> None:
         """Write (or, on replay, replace) the accounting row of one recording."""
         row = astuple(result)  # clock_trusted is a bool: sqlite3 stores it as 0/1
@@ -262,6 +308,14 @@ class DetectionStore:
             sql, args = sql + " WHERE recording_id = ?", (recording_id,)
         rows = self._db().execute(sql + " ORDER BY rowid", args).fetchall()
         return [Detection(*r) for r in rows]  # __post_init__ turns clock_trusted back to bool
+
+    def events(self, recording_id: str | None = None) -> list[Event]:
+        """Events in the order they were logged, optionally of one recording."""
+        sql = f"SELECT {', '.join(_EVENT_COLS)} FROM events"
+        args: tuple[str, ...] = ()
+        if recording_id is not None:
+            sql, args = sql + " WHERE recording_id = ?", (recording_id,)
+        return [Event(*row) for row in self._db().execute(sql + " ORDER BY rowid", args)]
 
     def recordings(self, run_id: str | None = None) -> list[RecordingResult]:
         sql = f"SELECT {', '.join(_REC_COLS)} FROM recordings"

@@ -88,8 +88,8 @@ def test_schema_created(db: Path):
             r[0]
             for r in c.execute("SELECT sql FROM sqlite_master WHERE type='index' AND sql NOT NULL")
         }
-        assert tables == {"runs", "recordings", "detections", "outbox"}
-        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert tables == {"runs", "recordings", "detections", "outbox", "events"}
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         cols = [r[1] for r in c.execute("PRAGMA table_info(detections)")]
         assert cols == [
             "detection_id",
@@ -112,7 +112,12 @@ def test_schema_created(db: Path):
             "created_utc",
         ]
         on = " ".join(indexes)
-        for idx in ("detections(recording_id)", "detections(taxon)", "outbox(delivered_utc)"):
+        for idx in (
+            "detections(recording_id)",
+            "detections(taxon)",
+            "outbox(delivered_utc)",
+            "events(recording_id)",
+        ):
             assert idx in on
     finally:
         c.close()
@@ -255,11 +260,11 @@ def test_numpy_like_scalars_are_stored_as_plain_numbers(store: DetectionStore):
 def test_refuses_newer_schema(db: Path):
     DetectionStore(db).close()
     with sqlite3.connect(db) as c:
-        c.execute("PRAGMA user_version = 2")
-    with pytest.raises(StoreError, match="schema version 2 is newer"):
+        c.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1} is newer"):
         DetectionStore(db)
     with sqlite3.connect(db) as c:  # and leaves it as it was
-        assert c.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
 
 
 def test_refuses_a_foreign_database(tmp_path: Path):
@@ -286,3 +291,23 @@ def test_closed_store_refuses_use(db: Path):
     s.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
         s.detections()
+
+
+def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_rows(db: Path):
+    """A recorder's SD card from before events: same file, rows kept, events added."""
+    from animalclap_edge import store as S
+
+    db.parent.mkdir(parents=True)
+    c = sqlite3.connect(db)
+    for stmt in S._SCHEMA:  # the version-1 schema, as written by the previous release
+        c.execute(stmt)
+    c.execute("PRAGMA user_version = 1")
+    c.commit()
+    c.close()
+    with DetectionStore(db) as s:
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0")
+        s.add_detections([_det(0)])
+    with DetectionStore(db) as s:  # reopening is a no-op
+        assert len(s.detections()) == 1 and s.events() == []
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA user_version").fetchone()[0] == 2
