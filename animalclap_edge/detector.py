@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from animalclap_edge.audio.decode import AudioError, resample, to_mono
 from animalclap_edge.audio.windows import Window, Windower
 from animalclap_edge.backends import EmbeddingBackend, select_backend
 from animalclap_edge.bundle import Bundle, demo_bundle_path, load_bundle
+from animalclap_edge.clips import ClipWriter
 from animalclap_edge.config import EdgeConfig, config_hash
 from animalclap_edge.events import EventMerger
 from animalclap_edge.records import Detection, Event, RecordingResult, detection_id
@@ -75,6 +76,12 @@ class Detector:
             self.backend_reason = f"backend {backend.name} (passed in)"
         self.backend = backend
         self.scorer = Scorer(bundle, scoring_settings(self.config))
+        st = self.config.storage
+        self.clips = (
+            ClipWriter(st.clips_dir, bundle.manifest.sample_rate, st.max_disk_percent)
+            if st.save_clips
+            else None
+        )
         self.config_hash = config_hash(self.config)
         m = bundle.manifest
         self.sample_rate = m.sample_rate
@@ -188,6 +195,7 @@ class Detector:
     ) -> RecordingResult:
         windower = Windower(self.window, self.hop, self.min_samples)
         merger = EventMerger(self.config.scoring.merge_gap_s)
+        best: dict[tuple[str, str], tuple[float, np.ndarray | None]] = {}
         n_windows = n_dets = 0
         status, reason = "ok", None
         pending: list[Window] = []
@@ -203,11 +211,14 @@ class Detector:
                     for w, s in zip(chunk, scores, strict=True)
                 ]
                 dets = [d for _, ds in per_window for d in ds]
-                events = [
-                    e
-                    for w, ds in per_window
-                    for e in merger.push(w.start_sample / self.sample_rate, ds)
-                ]
+                events = []
+                for w, ds in per_window:
+                    events += [clip(e) for e in merger.push(w.start_sample / self.sample_rate, ds)]
+                    if self.clips is not None:
+                        for d in ds:  # the best window of each open event, kept for its clip
+                            key = (d.level, d.taxon)
+                            if d.probability > best.get(key, (-1.0, None))[0]:
+                                best[key] = (d.probability, w.samples.copy())
                 n_windows += len(chunk)
                 if store is not None and dets:
                     store.add_detections(dets)  # durable before anyone is told
@@ -218,6 +229,15 @@ class Detector:
                 if out is not None:
                     out.extend(dets)
                 emit(events)
+
+        def clip(e: Event) -> Event:
+            if self.clips is None:
+                return e
+            _, samples = best.pop((e.level, e.taxon), (0.0, None))
+            if samples is None:
+                return e
+            path, note = self.clips.write(e, samples)
+            return replace(e, clip_path=path, clip_note=note)
 
         def emit(events: list[Event]) -> None:
             if store is not None and events:
@@ -236,7 +256,7 @@ class Detector:
             status, reason = "partial", str(e)
         pending.extend(windower.flush())
         drain(force=True)
-        emit(merger.flush())
+        emit([clip(e) for e in merger.flush()])
         seen_s = windower.samples_seen / self.sample_rate
         if n_windows == 0 and status == "ok":
             status = "skipped"

@@ -129,6 +129,8 @@ class Event:
     bundle_id: str
     config_hash: str
     created_utc: str
+    clip_path: str | None = None  # relative to storage.clips_dir: the event's best window
+    clip_note: str | None = None  # why there is no clip, when one was asked for
 
     def __post_init__(self) -> None:
         _coerce(self, ("start_s", "end_s", "max_probability", "mean_probability"), ("n_windows",))

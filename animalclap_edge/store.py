@@ -116,7 +116,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             mean_probability REAL NOT NULL,
             bundle_id TEXT NOT NULL,
             config_hash TEXT NOT NULL,
-            created_utc TEXT NOT NULL
+            created_utc TEXT NOT NULL,
+            clip_path TEXT,
+            clip_note TEXT
         )""",
         "CREATE INDEX events_recording_id ON events(recording_id)",
     ),

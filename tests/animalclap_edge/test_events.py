@@ -112,3 +112,69 @@ def test_detector_logs_events_that_cover_its_detections(tiny_bundle, realaudio, 
         ]
         assert len(owners) == 1
     assert out.getvalue().count('"type": "event"') == len(events)
+
+
+def test_clips_are_the_best_window_of_each_event(tiny_bundle, realaudio, tmp_path):
+    import soundfile as sf
+
+    from animalclap_edge.config import EdgeConfig
+    from animalclap_edge.detector import Detector
+    from animalclap_edge.sources import FileSource
+
+    cfg = EdgeConfig.model_validate(
+        {
+            "scoring": {"threshold": 0.0, "top_k": 1},
+            "storage": {"save_clips": True, "clips_dir": str(tmp_path / "clips")},
+        }
+    )
+    det = Detector.load(tiny_bundle, cfg)
+    wav = sorted(realaudio.glob("srkw*.wav"))[0]
+    try:
+        with DetectionStore(tmp_path / "d.db") as store, FileSource(wav, det.sample_rate) as src:
+            det.run(src, store)
+            events, dets = store.events(), store.detections()
+    finally:
+        det.close()
+    assert events and all(e.clip_path and e.clip_note is None for e in events)
+    for e in events:
+        audio, sr = sf.read(tmp_path / "clips" / e.clip_path)
+        assert sr == 48_000 and len(audio) == det.window
+        peak = max(
+            (
+                d
+                for d in dets
+                if (d.level, d.taxon) == (e.level, e.taxon)
+                and e.start_s <= d.window_start_s < e.end_s
+            ),
+            key=lambda d: d.probability,
+        )
+        assert peak.probability == e.max_probability
+    assert not list((tmp_path / "clips").rglob(".*.tmp"))
+
+
+def test_a_full_disk_stops_clips_but_not_events(tiny_bundle, realaudio, tmp_path):
+    from animalclap_edge.config import EdgeConfig
+    from animalclap_edge.detector import Detector
+    from animalclap_edge.sources import FileSource
+
+    cfg = EdgeConfig.model_validate(
+        {
+            "scoring": {"threshold": 0.0, "top_k": 1},
+            # any real disk is fuller than 0.001%: every clip is refused
+            "storage": {
+                "save_clips": True,
+                "clips_dir": str(tmp_path / "clips"),
+                "max_disk_percent": 0.001,
+            },
+        }
+    )
+    det = Detector.load(tiny_bundle, cfg)
+    wav = sorted(realaudio.glob("srkw*.wav"))[0]
+    try:
+        with DetectionStore(tmp_path / "d.db") as store, FileSource(wav, det.sample_rate) as src:
+            det.run(src, store)
+            events = store.events()
+    finally:
+        det.close()
+    assert events and all(e.clip_path is None and "max_disk_percent" in e.clip_note for e in events)
+    assert det.clips.refused == {"disk full": len(events)}

@@ -1,0 +1,57 @@
+"""FLAC clips of events: the best window of each event, for a person to listen to.
+
+One clip per event (not per window: overlapping windows would store most audio
+twice), the window where the event's probability peaked, written as 16-bit FLAC at
+the bundle's rate to `clips_dir/<date>/<event id>.flac` by write-then-rename. Clips
+stop when the disk is fuller than `max_disk_percent`, and the event records why it
+has no clip, so a full card never stops detection logging.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from animalclap_edge.records import Event
+
+
+class ClipWriter:
+    def __init__(self, folder: str | Path, sample_rate: int, max_disk_percent: float = 90.0):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.sample_rate, self.max_disk_percent = sample_rate, max_disk_percent
+        self.written = 0
+        self.refused: dict[str, int] = {}  # reason -> clips not written
+
+    def disk_percent(self) -> float:
+        usage = shutil.disk_usage(self.folder)
+        return 100.0 * usage.used / usage.total
+
+    def write(self, event: Event, samples: np.ndarray) -> tuple[str | None, str | None]:
+        """(relative clip path, None) or (None, reason the clip was not written)."""
+        import soundfile as sf
+
+        used = self.disk_percent()
+        if used > self.max_disk_percent:
+            reason = f"disk {used:.0f}% full > storage.max_disk_percent {self.max_disk_percent:g}"
+            self.refused["disk full"] = self.refused.get("disk full", 0) + 1
+            return None, reason
+        day = (event.start_time_utc or "undated")[:10]
+        rel = Path(day) / f"{event.event_id.replace(':', '_')}.flac"
+        path = self.folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            sf.write(
+                tmp, np.clip(samples, -1, 1), self.sample_rate, format="FLAC", subtype="PCM_16"
+            )
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            self.refused["write error"] = self.refused.get("write error", 0) + 1
+            return None, f"clip not written: {e}"
+        self.written += 1
+        return rel.as_posix(), None
