@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from animalclap_edge.audio.decode import AudioError
     from animalclap_edge.backends.select import BackendError
+    from animalclap_edge.bench import BenchError
     from animalclap_edge.bundle import BundleError
     from animalclap_edge.config import ConfigError
     from animalclap_edge.scoring import ScoringError
@@ -38,6 +39,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (
         AudioError,
         BackendError,
+        BenchError,
         BundleError,
         ConfigError,
         ScoringError,
@@ -102,6 +104,25 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--workspace-gb", type=float, default=1.0)
     be.set_defaults(func=_cmd_build_engine)
 
+    bn = sub.add_parser(
+        "bench",
+        help="windows/s, real-time factor, latency, peak RSS, per-stage time; BirdNET beside it",
+        description=(
+            "Streams real recordings (looped to --seconds) through the whole pipeline in a "
+            "subprocess per engine. --birdnet adds BirdNET V2.4 on the same windows (needs "
+            "pip install 'animalclap-edge[bench]'); --onnx times encoder graphs alone."
+        ),
+    )
+    bn.add_argument("--bundle", help="bundle directory or .tar (default: the demo bundle)")
+    bn.add_argument("--audio", required=True, help="folder of real recordings")
+    bn.add_argument("--seconds", type=float, default=600.0, help="audio to process (looped)")
+    bn.add_argument("--threads", type=int, default=1)
+    bn.add_argument("--birdnet", action="store_true")
+    bn.add_argument("--onnx", nargs="+", help="encoder ONNX files to time alone")
+    bn.add_argument("--species", type=int, nargs=2, default=[100, 11_000], metavar=("FEW", "MANY"))
+    bn.add_argument("--out", help="write the figures as JSON here")
+    bn.set_defaults(func=_cmd_bench)
+
     cfg = sub.add_parser("config", help="check, show or describe configs")
     csub = cfg.add_subparsers(metavar="ACTION")
     chk = csub.add_parser("check", help="validate config files; names every wrong key or value")
@@ -134,6 +155,26 @@ def _cmd_build_engine(args) -> int:
         print(f"animalclap-edge: error: {e}", file=sys.stderr)
         return 2
     print(f"{'built' if built else 'already built'}: {path}")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    import json
+
+    from animalclap_edge.bench import bench, format_report
+
+    r = bench(
+        args.bundle,
+        args.audio,
+        args.seconds,
+        args.threads,
+        args.birdnet,
+        tuple(args.species),
+        onnx=args.onnx,
+    )
+    print(format_report(r))
+    if args.out:
+        Path(args.out).write_text(json.dumps(r, indent=2), encoding="utf-8")
     return 0
 
 

