@@ -66,7 +66,8 @@ class Scorer:
         if not active.any():
             raise ScoringError("no species left after include/exclude/regions filters; widen them")
         self.active = np.flatnonzero(active)
-        self.emb = bundle.text_embeddings[self.active]  # (S, D)
+        # (D, S), contiguous: scoring is one GEMM against it per batch
+        self.emb_t = np.ascontiguousarray(bundle.text_embeddings[self.active].T, np.float32)
         cal = bundle.calibration
         default = settings.threshold if settings.threshold is not None else cal.default_threshold
         thr = {**cal.species_thresholds, **settings.species_thresholds}
@@ -104,37 +105,55 @@ class Scorer:
 
     def score(self, emb: np.ndarray) -> list[WindowScore]:
         """emb (B, D) unit rows -> one WindowScore per row."""
-        cos = emb @ self.emb.T  # (B, S)
-        logits = self.scale * cos
-        logits -= logits.max(axis=1, keepdims=True)
-        prob = np.exp(logits)
-        prob /= prob.sum(axis=1, keepdims=True)
+        cos = np.asarray(emb, np.float32) @ self.emb_t  # (B, S)
+        # softmax over species, kept unnormalised: only the top-k (and, for back-off,
+        # the group sums) are ever divided by the total
+        z = cos * np.float32(self.scale)
+        z -= z.max(axis=1, keepdims=True)
+        expz = np.exp(z, out=z)
+        total = expz.sum(axis=1)
         traits = self._traits(emb)
-        return [self._one(cos[b], prob[b], traits[b]) for b in range(len(emb))]
+        return [self._one(cos[b], expz[b], total[b], traits[b]) for b in range(len(emb))]
 
-    def _one(self, cos: np.ndarray, prob: np.ndarray, traits: dict) -> WindowScore:
-        order = np.argsort(-prob)
+    def _one(self, cos: np.ndarray, expz: np.ndarray, total: float, traits: dict) -> WindowScore:
+        # top-k by the cosine (the softmax is monotonic in it), O(S): a full sort of
+        # 11,000 species per window cost more than the matrix product
+        k = min(self.settings.top_k, len(cos))
+        if k == 1:
+            order = np.array([int(np.argmax(cos))])
+        else:
+            top = np.argpartition(-cos, k - 1)[:k] if k < len(cos) else np.arange(len(cos))
+            order = top[np.argsort(-cos[top], kind="stable")]
+        prob = {int(j): float(expz[j] / total) for j in order}
         best = self._species_label(order[0], cos, prob)
-        passing = [j for j in order[: self.settings.top_k] if prob[j] >= self.thresholds[j]]
+        passing = [j for j in order if prob[int(j)] >= self.thresholds[j]]
         labels = [self._species_label(j, cos, prob) for j in passing]
         if not labels and self.settings.backoff:
+            full = expz / total
             for level, (names, idx) in self.groups.items():
-                mass = np.bincount(idx, weights=prob, minlength=len(names))
+                mass = np.bincount(idx, weights=full, minlength=len(names))
                 g = int(mass.argmax())
                 if mass[g] >= self.backoff_threshold:
                     members = np.flatnonzero(idx == g)
-                    top = members[np.argmax(prob[members])]
+                    top_member = members[np.argmax(full[members])]
                     name = names[g]
                     labels = [
-                        Label(level, name, name, f"unknown {name}", float(cos[top]), float(mass[g]))
+                        Label(
+                            level,
+                            name,
+                            name,
+                            f"unknown {name}",
+                            float(cos[top_member]),
+                            float(mass[g]),
+                        )
                     ]
                     break
         return WindowScore(labels=labels, best=best, traits=traits)
 
-    def _species_label(self, j: int, cos: np.ndarray, prob: np.ndarray) -> Label:
+    def _species_label(self, j: int, cos: np.ndarray, prob: dict[int, float]) -> Label:
         sp = self.bundle.catalogue[self.active[j]]
         return Label(
-            "species", sp.id, sp.scientific_name, sp.common_name, float(cos[j]), float(prob[j])
+            "species", sp.id, sp.scientific_name, sp.common_name, float(cos[j]), prob[int(j)]
         )
 
     def _traits(self, emb: np.ndarray) -> list[dict[str, object]]:
