@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -299,3 +301,78 @@ def test_runtime_imports_stay_light():
     subprocess.run(
         [sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2]
     )
+
+
+_ALSA_CAPTURE = """
+pcm.acl_file {{
+    type file
+    slave.pcm "null"
+    file "/dev/null"
+    infile "{infile}"
+    format "raw"
+}}
+pcm.acl_capture {{
+    type plug
+    slave {{ pcm "acl_file" format S16_LE rate 48000 channels 1 }}
+    hint.description "AnimalCLAP test capture"
+}}
+"""
+
+_CAPTURE_SCRIPT = """
+import json, sys
+import numpy as np
+from animalclap_edge.sources import MicSource
+src = MicSource("acl_capture", block_seconds=0.25, target_sr=48000, ring_seconds=10)
+got, n = [], 0
+with src:
+    (rec,) = list(src.recordings())
+    for b in rec.blocks:
+        got.append(b)
+        n += len(b)
+        if n >= 48000:
+            src.stop()
+np.save(sys.argv[1], np.concatenate(got))
+print(json.dumps({"name": src.device_name, "rate": src.capture_rate, "released": src._stream is None}))
+"""
+
+
+def test_mic_source_captures_a_wav_played_into_a_real_alsa_device(tmp_path):
+    """PortAudio opens a real ALSA capture PCM (the `file` plugin reading a raw file
+    into the `null` device) by name; the captured audio must be the file's audio.
+
+    The null device is not paced, so ALSA overruns and PortAudio drops stretches
+    without saying so: the check is that every captured chunk is an exact excerpt
+    of the file, in order, not that the file arrives whole.
+    """
+    _sounddevice_or_skip()
+    rng = np.random.default_rng(0)
+    noise = (0.2 * rng.standard_normal(48_000 * 8)).astype(np.float32)
+    sf.write(tmp_path / "in.raw", noise, 48_000, format="RAW", subtype="PCM_16")
+    (tmp_path / ".asoundrc").write_text(_ALSA_CAPTURE.format(infile=tmp_path / "in.raw"))
+    env = {**os.environ, "HOME": str(tmp_path)}  # ALSA reads ~/.asoundrc at PortAudio start
+    proc = subprocess.run(
+        [sys.executable, "-c", _CAPTURE_SCRIPT, str(tmp_path / "got.npy")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info == {"name": "acl_capture", "rate": 48_000, "released": True}
+    got = np.load(tmp_path / "got.npy")
+    ref = np.round(noise * 32768).clip(-32768, 32767) / 32768  # what 16-bit PCM reads back
+    assert len(got) >= 48_000
+    positions = []
+    for i in range(0, 48_000 - 256, 4000):
+        # 256 samples: long enough that noise cannot match by chance, short enough
+        # that a probe straddling one drop still matches exactly on one side of it
+        seg = got[i : i + 256]
+        if not seg.any():
+            break  # past the end of the file: the null device gives silence
+        j = int(np.correlate(ref, seg, mode="valid").argmax())
+        exact = np.abs(ref[j : j + 256] - seg) < 1e-4
+        assert exact.sum() >= 64, (i, j, int(exact.sum()))
+        positions.append(j)
+    assert len(positions) >= 5 and positions == sorted(positions), positions
