@@ -32,6 +32,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from animalclap_edge.bench import BenchError
     from animalclap_edge.bundle import BundleError
     from animalclap_edge.config import ConfigError
+    from animalclap_edge.publish import PublishError
     from animalclap_edge.scoring import ScoringError
     from animalclap_edge.sources import SourceError
     from animalclap_edge.store import StoreError
@@ -42,6 +43,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         BenchError,
         BundleError,
         ConfigError,
+        PublishError,
         ScoringError,
         SourceError,
         StoreError,
@@ -104,6 +106,15 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--workspace-gb", type=float, default=1.0)
     be.set_defaults(func=_cmd_build_engine)
 
+    pu = sub.add_parser(
+        "publish",
+        help="send the database's undelivered detections over MQTT, then keep sending new ones",
+    )
+    pu.add_argument("--config", help="YAML config with messaging.mqtt")
+    pu.add_argument("--db", help="SQLite database (overrides storage.database)")
+    pu.add_argument("--once", action="store_true", help="exit when the outbox is empty")
+    pu.set_defaults(func=_cmd_publish)
+
     bn = sub.add_parser(
         "bench",
         help="windows/s, real-time factor, latency, peak RSS, per-stage time; BirdNET beside it",
@@ -155,6 +166,36 @@ def _cmd_build_engine(args) -> int:
         print(f"animalclap-edge: error: {e}", file=sys.stderr)
         return 2
     print(f"{'built' if built else 'already built'}: {path}")
+    return 0
+
+
+def _cmd_publish(args) -> int:
+    import time
+
+    from animalclap_edge.config import load_config
+    from animalclap_edge.publish import MqttPublisher
+
+    cfg = load_config(args.config)
+    db = Path(args.db or cfg.storage.database)
+    if not db.exists():
+        print(f"animalclap-edge: error: no database at {db}", file=sys.stderr)
+        return 2
+    pub = MqttPublisher(db, cfg.messaging.mqtt).start()
+    print(
+        f"uplink: mqtt {cfg.messaging.mqtt.host}:{cfg.messaging.mqtt.port} topic {pub.topic}",
+        file=sys.stderr,
+    )
+    try:
+        while True:
+            if args.once and pub.backlog() == 0:
+                break
+            time.sleep(1.0)
+    finally:
+        pub.stop()
+        print(
+            f"uplink: {pub.stats.delivered} delivered; last error: {pub.stats.last_error or 'none'}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -219,12 +260,29 @@ def _cmd_run(args) -> int:
         print(f"NOTE: {m.notice}", file=err)
     if det.window_note:
         print(f"note: {det.window_note}", file=err)
+    uplink = None
     try:
         with DetectionStore(db) as store:
+            if cfg.messaging.mqtt.enabled:
+                from animalclap_edge.publish import MqttPublisher
+
+                uplink = MqttPublisher(db, cfg.messaging.mqtt).start()
+                print(
+                    f"uplink: mqtt {cfg.messaging.mqtt.host}:{cfg.messaging.mqtt.port} "
+                    f"topic {uplink.topic}",
+                    file=err,
+                )
             s = det.run(source, store, sinks)
     finally:
         source.close()
         det.close()
+        if uplink is not None:
+            left = uplink.finish(timeout_s=10.0)
+            print(
+                f"uplink: {uplink.stats.delivered} delivered, {left} still in the outbox "
+                "(sent on the next run or by `animalclap-edge publish`)",
+                file=err,
+            )
     ok = s.recordings - s.skipped - s.partial
     print(
         f"{s.recordings} recordings: {ok} ok, {s.skipped} skipped, {s.partial} partial; "

@@ -1,0 +1,165 @@
+"""The MQTT uplink against a real broker (mosquitto on a free loopback port), stopped
+mid-run: every logged detection must arrive, by id, once the broker is back."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from animalclap_edge.config import MqttConfig
+from animalclap_edge.store import DetectionStore
+
+_spec = importlib.util.spec_from_file_location(
+    "_store_tests", Path(__file__).parent / "test_store.py"
+)
+_store_tests = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_store_tests)
+_det = _store_tests._det
+
+MOSQUITTO = shutil.which("mosquitto") or (
+    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+)
+pytestmark = [
+    pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed (apt install mosquitto)"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("paho") is None, reason="paho-mqtt not installed ([mqtt] extra)"
+    ),
+]
+
+
+class Broker:
+    def __init__(self, folder: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.conf = folder / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {folder}/\n"
+        )
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)  # saves its persistence file
+            self.proc.wait(10)
+            self.proc = None
+
+
+class Subscriber:
+    """A consumer with a persistent session: what is published while it is away waits."""
+
+    def __init__(self, port: int, topic: str):
+        import paho.mqtt.client as mqtt
+
+        self.ids: list[str] = []
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id="test-consumer", clean_session=False
+        )
+
+        def on_connect(c, u, f, rc, p):
+            c.subscribe(topic, qos=1)
+
+        def on_message(c, u, msg):
+            with self.lock:
+                self.ids.append(json.loads(msg.payload)["detection_id"])
+
+        self.client.on_connect, self.client.on_message = on_connect, on_message
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def unique(self) -> set[str]:
+        with self.lock:
+            return set(self.ids)
+
+
+def _wait(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return cond()
+
+
+def test_every_detection_arrives_once_by_id_across_a_broker_outage(tmp_path):
+    from animalclap_edge.publish import MqttPublisher
+
+    broker = Broker(tmp_path)
+    broker.start()
+    db = tmp_path / "d.db"
+    with DetectionStore(db) as store:
+        store.start_run("run-a", "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        store.add_detections([_det(i * 72_000) for i in range(50)])
+    sub = Subscriber(broker.port, "animalclap/rec1/detections")
+    cfg = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port)
+    pub = MqttPublisher(db, cfg, device_id="rec1", poll_s=0.1, max_backoff_s=2).start()
+    try:
+        assert _wait(lambda: len(sub.unique()) == 50, 30), len(sub.unique())
+        broker.stop()  # the network goes away; the recorder keeps logging
+        with DetectionStore(db) as store:
+            store.add_detections([_det(i * 72_000) for i in range(50, 100)])
+        time.sleep(3)
+        with DetectionStore(db) as store:
+            assert len(store.pending_outbox(1000)) == 50  # nothing marked while down
+        broker.start()
+        with DetectionStore(db) as store:
+            assert _wait(lambda: not store.pending_outbox(1000), 60)
+        assert _wait(lambda: len(sub.unique()) == 100, 30), len(sub.unique())
+    finally:
+        pub.stop()
+        sub.client.loop_stop()
+        sub.client.disconnect()
+        broker.stop()
+    with DetectionStore(db) as store:
+        expected = {d.detection_id for d in store.detections()}
+    assert sub.unique() == expected
+    assert pub.stats.connects >= 2 and pub.stats.delivered == 100
+    print(f"received {len(sub.ids)} messages for {len(expected)} detections")
+
+
+def test_an_unreachable_broker_is_retried_and_counted(tmp_path):
+    from animalclap_edge.publish import MqttPublisher
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here
+    db = tmp_path / "d.db"
+    with DetectionStore(db) as store:
+        store.start_run("run-a", "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        store.add_detections([_det(0)])
+    pub = MqttPublisher(
+        db, MqttConfig(host="127.0.0.1", port=port), device_id="rec1", max_backoff_s=0.5
+    )
+    pub.start()
+    try:
+        assert _wait(lambda: pub.stats.connect_failures >= 2, 10)
+        assert "cannot reach 127.0.0.1" in pub.stats.last_connect_error
+    finally:
+        pub.stop()
+    with DetectionStore(db) as store:
+        assert len(store.pending_outbox()) == 1  # still waiting, not lost
