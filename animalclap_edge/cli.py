@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
         "--stdin-rate", type=int, default=48000, help="sample rate of raw PCM on stdin"
     )
     run.add_argument("--stdin-channels", type=int, default=1)
+    run.add_argument(
+        "--redo",
+        action="store_true",
+        help="process recordings this database already finished with the same bundle and config",
+    )
     run.add_argument("--stdin-format", choices=["s16le", "f32le"], default="s16le")
     run.set_defaults(func=_cmd_run)
 
@@ -272,7 +277,7 @@ def _cmd_run(args) -> int:
                     f"topic {uplink.topic}",
                     file=err,
                 )
-            s = det.run(source, store, sinks)
+            s = det.run(source, store, sinks, redo=args.redo)
     finally:
         source.close()
         det.close()
@@ -289,6 +294,12 @@ def _cmd_run(args) -> int:
         f"{s.windows} windows; {s.detections} detections -> {db}",
         file=err,
     )
+    if s.already_done:
+        print(
+            f"{s.already_done} recording(s) already done in {db} with this bundle and config: "
+            "passed over (--redo to process them again)",
+            file=err,
+        )
     return 0
 
 

@@ -40,6 +40,7 @@ class RunSummary:
     partial: int = 0
     windows: int = 0
     detections: int = 0
+    already_done: int = 0  # recordings this database had finished with this bundle and config
     skipped_reasons: dict[str, str] = field(default_factory=dict)
 
 
@@ -138,9 +139,17 @@ class Detector:
     # -- streaming run --------------------------------------------------------
 
     def run(
-        self, source: Source, store: DetectionStore, sinks: Iterable[DetectionSink] = ()
+        self,
+        source: Source,
+        store: DetectionStore,
+        sinks: Iterable[DetectionSink] = (),
+        redo: bool = False,
     ) -> RunSummary:
-        """Process every recording of `source`; every file ends up in `store.recordings`."""
+        """Process every recording of `source`; every file ends up in `store.recordings`.
+
+        A recording this database already finished with the same bundle and config is
+        passed over (unless `redo`), so a run killed half-way through a card of files
+        picks up where it stopped instead of starting again."""
         sinks = list(sinks)
         run_id = uuid.uuid4().hex
         summary = RunSummary(run_id=run_id)
@@ -153,6 +162,13 @@ class Detector:
         )
         try:
             for rec in source.recordings():
+                if (
+                    not redo
+                    and not isinstance(rec, Skipped)
+                    and store.recording_done(rec.id, self.bundle.id, self.config_hash)
+                ):
+                    summary.already_done += 1
+                    continue
                 if isinstance(rec, Skipped):
                     result = RecordingResult(
                         recording_id=rec.id,

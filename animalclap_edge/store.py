@@ -287,6 +287,19 @@ class DetectionStore:
                 row,
             )
 
+    def recording_done(self, recording_id: str, bundle_id: str, config_hash: str) -> bool:
+        """Whether this recording was processed to the end with this bundle and config."""
+        row = (
+            self._db()
+            .execute(
+                "SELECT 1 FROM recordings r JOIN runs u ON r.run_id = u.run_id "
+                "WHERE r.recording_id = ? AND r.status = 'ok' AND u.bundle_id = ? AND u.config_hash = ?",
+                (recording_id, bundle_id, config_hash),
+            )
+            .fetchone()
+        )
+        return row is not None
+
     def mark_delivered(self, ids: Iterable[str]) -> int:
         """Mark outbox messages as delivered; returns how many were pending."""
         now = _now()

@@ -1,0 +1,117 @@
+"""SIGKILL at random moments, restart, repeat: the database stays intact and every
+committed detection survives, exactly once (the fault test of the reliability issue)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _folder(realaudio: Path, tmp: Path, n: int) -> Path:
+    """n recordings of 30 s each, cut from the real orca calls laid end to end."""
+    import numpy as np
+    import soundfile as sf
+
+    from animalclap_edge.audio.decode import read_all
+
+    calls = np.concatenate([read_all(f, 48_000) for f in sorted(realaudio.glob("srkw*.wav"))])
+    src = tmp / "in"
+    src.mkdir()
+    per = 30 * 48_000
+    for i in range(n):
+        start = (i * per) % max(1, len(calls) - per)
+        sf.write(src / f"rec{i:03d}.wav", calls[start : start + per], 48_000, subtype="PCM_16")
+    return src
+
+
+def _run(src: Path, db: Path) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "animalclap_edge",
+        "run",
+        "--source",
+        str(src),
+        "--db",
+        str(db),
+        "--quiet",
+    ]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _ids(db: Path) -> list[str]:
+    with sqlite3.connect(db) as c:
+        return [r[0] for r in c.execute("SELECT detection_id FROM detections")]
+
+
+def _check(db: Path) -> tuple[str, int, int]:
+    with sqlite3.connect(db) as c:
+        ok = c.execute("PRAGMA integrity_check").fetchone()[0]
+        n = c.execute("SELECT count(*) FROM detections").fetchone()[0]
+        outbox = c.execute("SELECT count(*) FROM outbox").fetchone()[0]
+    return ok, n, outbox
+
+
+def kill_and_restart(
+    realaudio: Path, tmp: Path, kills: int, files: int, seed: int = 0, wait=(1.5, 5.0)
+) -> dict:
+    src = _folder(realaudio, tmp, files)
+    reference = tmp / "reference.db"
+    assert _run(src, reference).wait(300) == 0
+    want = set(_ids(reference))
+    db, rng = tmp / "killed.db", random.Random(seed)
+    committed: set[str] = set()
+    survived = mid_run = partial = 0
+    for _ in range(kills):
+        proc = _run(src, db)
+        time.sleep(rng.uniform(*wait))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            mid_run += 1
+        proc.wait(60)
+        if not db.exists():
+            continue  # killed before the database was created
+        ok, n, outbox = _check(db)
+        assert ok == "ok", ok
+        ids = _ids(db)
+        assert len(ids) == len(set(ids)) == n == outbox  # no duplicates; outbox in step
+        assert committed <= set(ids), "a committed detection was lost"
+        partial += len(set(ids) - committed) > 0 and len(ids) < len(want)
+        committed = set(ids)
+        survived += 1
+    assert _run(src, db).wait(300) == 0  # and a final uninterrupted run finishes the job
+    final = _ids(db)
+    assert len(final) == len(set(final)) and set(final) == want
+    return {
+        "kills": kills,
+        "killed_mid_run": mid_run,
+        "checked": survived,
+        "kills_that_had_added_rows": partial,
+        "detections": len(want),
+    }
+
+
+def test_ten_sigkills_lose_nothing(realaudio, tmp_path):
+    r = kill_and_restart(realaudio, tmp_path, kills=10, files=20)
+    # the kills must land while detections are being written, or the test proves nothing
+    assert r["killed_mid_run"] >= 8 and r["kills_that_had_added_rows"] >= 5, r
+
+
+@pytest.mark.slow
+def test_a_hundred_sigkills_lose_nothing(realaudio, tmp_path):
+    r = kill_and_restart(realaudio, tmp_path, kills=100, files=200, seed=1)
+    print(r)
+    assert r["killed_mid_run"] >= 90 and r["kills_that_had_added_rows"] >= 20, r
