@@ -95,6 +95,15 @@ def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(tiny_bundle, tmp
     assert recs["i_truncated.flac"][0] in ("skipped", "partial")
     err = capsys.readouterr().err
     assert "9 recordings" in err
+    # the same database again: the five finished files are passed over, the rest retried
+    before = _rows(db, "select count(*) from detections")[0][0]
+    args = ["run", "--bundle", str(tiny_bundle), "--source", str(d), "--db", str(db), "--quiet"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "4 recordings" in err and "5 recording(s) already done" in err
+    assert _rows(db, "select count(*) from detections")[0][0] == before
+    assert main([*args, "--redo"]) == 0
+    assert "9 recordings" in capsys.readouterr().err
 
 
 def test_bad_config_is_refused_naming_the_key(tiny_bundle, tmp_path, capsys):
