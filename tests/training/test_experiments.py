@@ -46,10 +46,10 @@ def _write_run(root, name, seed, top1, genus_share=0.3, probe=None):
         (run / "probe" / "probe.json").write_text(json.dumps({"unseen": {"traits": traits}}))
 
 
-def _sweep(tmp_path, all_sci, com_sci, shuffled_tax, probe):
+def _sweep(tmp_path, all_sci, com_sci, shuffled_tax, probe, com_probe=None, spread=0.01):
     cfg = SweepConfig(out=str(tmp_path), seeds=[0, 1, 2], variants=["all", "com", "all-shuffled"])
     for s in cfg.seeds:
-        jitter = 0.01 * s
+        jitter = spread * s
         _write_run(
             tmp_path,
             "all",
@@ -62,7 +62,7 @@ def _sweep(tmp_path, all_sci, com_sci, shuffled_tax, probe):
             "com",
             s,
             {"com": 0.3, "sci": com_sci + jitter, "tax": 0.1 + jitter, "tax-shuffled": 0.1},
-            probe=probe,
+            probe=probe if com_probe is None else com_probe,
         )
         _write_run(
             tmp_path,
@@ -175,3 +175,23 @@ def test_an_item_on_fewer_than_three_seeds_is_pending_not_failed(tmp_path):
     assert item["status"] == "PENDING" and item["seeds"] == 1
     page = results_page(summary, cfg)
     assert "Not decided yet (fewer than 3 seeds finished)" in page and "**FAIL**" not in page
+
+
+def test_the_page_lists_passes_that_hold_on_means_only(tmp_path):
+    # ordered 0.40 vs shuffled 0.38 with a wide seed spread; Com-only probes win every trait
+    cfg, summary = _sweep(
+        tmp_path, 0.5, 0.1, 0.38, probe=[(0.6, 0.5)] * 10, com_probe=[(0.7, 0.5)] * 10, spread=0.1
+    )
+    assert summary["bar"]["ordered beats shuffled taxonomy on tax top-1"]["status"] == "PASS"
+    weak = results_page(summary, cfg).split("### Weaker than the paper, beyond the bar")[1]
+    assert "Ordered beats shuffled taxonomy on means only" in weak
+    assert "beats the Com-only one on 0/10 traits" in weak
+    assert "mean 95% half-width" in weak
+
+
+def test_no_weak_points_are_invented_when_the_figures_are_clear(tmp_path):
+    cfg, summary = _sweep(
+        tmp_path, 0.5, 0.1, 0.05, probe=[(0.7, 0.5)] * 10, com_probe=[(0.6, 0.5)] * 10
+    )
+    weak = results_page(summary, cfg).split("### Weaker than the paper, beyond the bar")[1]
+    assert "means only" not in weak and "Com-only one" not in weak
