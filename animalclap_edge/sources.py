@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -268,7 +269,7 @@ class StdinSource(_SourceBase):
 
     def recordings(self) -> Iterator[Recording | Skipped]:
         yield Recording(
-            id="stdin",
+            id=live_recording_id("stdin", self.start_time),
             sample_rate=self.target_sr,
             start_time=self.start_time,
             clock_trusted=False,
@@ -317,6 +318,21 @@ class StdinSource(_SourceBase):
             raise AudioError(
                 f"truncated or corrupt after {done / self.sample_rate:.2f} s: stdin ended mid-frame ({len(carry)} stray bytes)"
             )
+
+
+def live_recording_id(prefix: str, start: datetime | None) -> str:
+    """A new id for every opening of a live stream (microphone, raw PCM pipe).
+
+    Detection ids derive from the recording id and the window's offset in it, and a
+    recording id seen before is passed over as done. A fixed id ("stdin", the device
+    name) would make every restart replay offsets 0, 1.5, 3... of "the same" recording
+    and drop its detections as duplicates; a wall-clock stamp alone is not enough on a
+    recorder without a real-time clock, which boots at the same time every day. Hence
+    stamp plus random suffix: live audio cannot be replayed, so nothing needs these ids
+    to be reproducible.
+    """
+    stamp = start.strftime("%Y%m%dT%H%M%S.%fZ") if start else "undated"
+    return f"{prefix}@{stamp}#{uuid.uuid4().hex[:8]}"
 
 
 def _resampler(sr_in: int, sr_out: int) -> soxr.ResampleStream | None:
@@ -543,10 +559,11 @@ class MicSource(_SourceBase):
         self._start()
         assert self._t_first is not None
         trusted, note = system_clock_synchronized()
+        start = datetime.fromtimestamp(self._t_first, timezone.utc)
         yield Recording(
-            id=self.name,
+            id=live_recording_id(self.name, start),
             sample_rate=self.target_sr,
-            start_time=datetime.fromtimestamp(self._t_first, timezone.utc),
+            start_time=start,
             clock_trusted=trusted,
             clock_note=f"wall clock at stream start; {note}",
             blocks=self._track(self._blocks()),

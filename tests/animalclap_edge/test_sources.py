@@ -167,7 +167,7 @@ def test_stdin_s16le_stereo_resampled():
     pcm = (x * 32767).astype("<i2").tobytes()
     src = StdinSource(io.BytesIO(pcm), sr, 2, "s16le", TARGET, block_seconds=0.3)
     (rec,) = src.recordings()
-    assert rec.id == "stdin" and rec.start_time is None and not rec.clock_trusted
+    assert rec.id.startswith("stdin@undated#") and rec.start_time is None and not rec.clock_trusted
     blocks = list(rec.blocks)
     y = np.concatenate(blocks)
     assert len(blocks) > 3 and abs(len(y) - 2 * TARGET) <= 2
