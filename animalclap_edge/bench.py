@@ -383,6 +383,26 @@ def bench(
     return res
 
 
+def rss_drift(trace_mb: list[float], seconds: float, warmup: float = 0.1) -> dict | None:
+    """How RSS moves after warm-up: a leak shows as a positive slope per hour of audio.
+
+    `trace_mb` is sampled every 100 blocks; the first `warmup` share is dropped (allocator
+    pools and caches fill then). None when too short to say anything."""
+    if len(trace_mb) < 10:
+        return None
+    a = np.asarray(trace_mb, dtype=np.float64)
+    hours = np.arange(len(a)) * (seconds / len(a)) / 3600
+    skip = max(1, int(len(a) * warmup))
+    slope = float(np.polyfit(hours[skip:], a[skip:], 1)[0])
+    return {
+        "first_mb": float(a[skip]),
+        "last_mb": float(a[-1]),
+        "max_mb": float(a[skip:].max()),
+        "mb_per_hour_of_audio": slope,
+        "points": len(a) - skip,
+    }
+
+
 def format_report(r: dict) -> str:
     lines = [f"audio: {r['seconds_of_audio']:g} s, {r['threads']} thread(s)"]
     for e in [r[k] for k in ("animalclap", "birdnet") if k in r] + r.get("onnx", []):
@@ -404,6 +424,14 @@ def format_report(r: dict) -> str:
             f"ours/BirdNET: {x['windows_per_s_ours_over_birdnet']:.2f}x windows/s, "
             f"{x['peak_rss_ours_over_birdnet']:.2f}x peak RSS, {x['engine_rss_ours_over_birdnet']:.2f}x engine RSS"
         )
+    for e in [r[k] for k in ("animalclap", "birdnet") if k in r]:
+        drift = rss_drift(e.get("rss_trace_mb", []), r["seconds_of_audio"])
+        if drift:
+            lines.append(
+                f"{e['engine']}: RSS {drift['first_mb']:.0f} MB after warm-up -> "
+                f"{drift['last_mb']:.0f} MB at the end ({drift['mb_per_hour_of_audio']:+.3f} MB per "
+                f"hour of audio, least squares over {drift['points']} points)"
+            )
     if "species_scaling" in r:
         s = r["species_scaling"]
         lines.append(

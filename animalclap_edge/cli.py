@@ -136,6 +136,11 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--birdnet", action="store_true")
     bn.add_argument("--onnx", nargs="+", help="encoder ONNX files to time alone")
     bn.add_argument("--species", type=int, nargs=2, default=[100, 11_000], metavar=("FEW", "MANY"))
+    bn.add_argument(
+        "--no-species-scaling",
+        action="store_true",
+        help="skip the two extra runs with FEW and MANY species (for long RSS runs)",
+    )
     bn.add_argument("--out", help="write the figures as JSON here")
     bn.set_defaults(func=_cmd_bench)
 
@@ -215,7 +220,7 @@ def _cmd_bench(args) -> int:
         args.seconds,
         args.threads,
         args.birdnet,
-        tuple(args.species),
+        None if args.no_species_scaling else tuple(args.species),
         onnx=args.onnx,
     )
     print(format_report(r))

@@ -43,3 +43,24 @@ def test_birdnet_runs_on_the_same_windows(realaudio, tmp_path):
     assert r["birdnet"]["windows"] == r["animalclap"]["windows"] == 9
     assert r["birdnet"]["species"] == 6522
     assert r["ratios"]["windows_per_s_ours_over_birdnet"] > 0
+
+
+def test_rss_drift_tells_a_leak_from_a_flat_trace():
+    import numpy as np
+
+    from animalclap_edge.bench import rss_drift
+
+    rng = np.random.default_rng(0)
+    flat = list(200 + rng.normal(0, 0.5, 87))
+    leak = list(200 + np.arange(87) * 0.5)  # +0.5 MB per 1000 s of audio = +1.8 MB/h
+    day = 86_400.0
+    assert abs(rss_drift(flat, day)["mb_per_hour_of_audio"]) < 0.1
+    assert rss_drift(leak, day)["mb_per_hour_of_audio"] == pytest.approx(1.8 * 87 / 86.4, rel=0.02)
+    assert rss_drift(flat[:5], day) is None  # too short to say
+
+
+def test_bench_can_skip_the_species_runs(realaudio, tmp_path):
+    out = tmp_path / "b.json"
+    args = ["bench", "--audio", str(realaudio), "--seconds", "10", "--no-species-scaling"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "species_scaling" not in json.loads(out.read_text())
