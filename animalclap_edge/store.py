@@ -11,6 +11,7 @@ nothing twice.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -22,7 +23,7 @@ from types import TracebackType
 
 from animalclap_edge.records import LEVELS, STATUSES, Detection, Event, RecordingResult
 
-SCHEMA_VERSION = 2  # 2: events
+SCHEMA_VERSION = 3  # 2: events; 3: health
 BUSY_TIMEOUT_MS = 5000  # a reader (sync job, sqlite3 shell) may hold the lock briefly
 
 
@@ -121,6 +122,17 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             clip_note TEXT
         )""",
         "CREATE INDEX events_recording_id ON events(recording_id)",
+    ),
+    # Health events (source lost/reopened, silence, overruns, disk, temperature):
+    # written where the detections are, so an SD card tells the whole story.
+    2: (
+        """CREATE TABLE health (
+            health_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            time_utc TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            source TEXT NOT NULL,
+            detail_json TEXT NOT NULL
+        )""",
     ),
 }
 
@@ -313,7 +325,65 @@ class DetectionStore:
                 ).rowcount
         return n
 
+    def add_health(self, kind: str, source: str, detail: dict) -> int:
+        """Log one health event (e.g. "source_lost", "snapshot"); returns its id."""
+        text = json.dumps(detail, sort_keys=True, separators=(",", ":"), default=str)
+        with self._transaction() as tx:
+            cur = tx.execute(
+                "INSERT INTO health (time_utc, kind, source, detail_json) VALUES (?, ?, ?, ?)",
+                (_now(), kind, source, text),
+            )
+            return int(cur.lastrowid or 0)
+
+    def requeue_missing_outbox(self) -> int:
+        """Give every detection without an outbox row a new undelivered one; returns how
+        many. Only recovery needs this: normal writes add both in one transaction.
+        Re-sending one the server already has is harmless, consumers de-duplicate by id."""
+        cols = ", ".join(f"d.{c}" for c in _DET_COLS)
+        rows = self._db().execute(
+            f"SELECT {cols} FROM detections d LEFT JOIN outbox o "
+            "ON o.detection_id = d.detection_id WHERE o.detection_id IS NULL ORDER BY d.rowid"
+        )
+        missing = [Detection(*r) for r in rows.fetchall()]
+        created = _now()
+        with self._transaction() as tx:
+            for d in missing:
+                tx.execute(
+                    "INSERT INTO outbox (detection_id, payload_json, created_utc) VALUES (?, ?, ?)",
+                    (d.detection_id, _payload(d), created),
+                )
+        return len(missing)
+
+    def backup(self, dest: str | Path) -> Path:
+        """A consistent copy of the live database (SQLite's online backup), written
+        beside `dest`, fsynced, then renamed over it: a crash leaves the old backup."""
+        dest = Path(dest)
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        target = sqlite3.connect(str(tmp))
+        try:
+            self._db().backup(target)
+            target.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+        finally:
+            target.close()
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+        return dest
+
     # -- reads ----------------------------------------------------------------
+
+    def health(self, after_id: int = 0, limit: int = 1000) -> list[dict]:
+        """Health events after `after_id`, oldest first, with their detail decoded."""
+        rows = self._db().execute(
+            "SELECT health_id, time_utc, kind, source, detail_json FROM health "
+            "WHERE health_id > ? ORDER BY health_id LIMIT ?",
+            (after_id, limit),
+        )
+        return [
+            {"id": i, "time_utc": t, "kind": k, "source": src, "detail": json.loads(d)}
+            for i, t, k, src, d in rows
+        ]
 
     def detections(self, recording_id: str | None = None) -> list[Detection]:
         """Detections in the order they were logged, optionally of one recording."""

@@ -88,8 +88,11 @@ def test_schema_created(db: Path):
             r[0]
             for r in c.execute("SELECT sql FROM sqlite_master WHERE type='index' AND sql NOT NULL")
         }
-        assert tables == {"runs", "recordings", "detections", "outbox", "events"}
-        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert tables == {
+            *("runs", "recordings", "detections", "outbox", "events", "health"),
+            "sqlite_sequence",  # health ids are AUTOINCREMENT: never reused after deletes
+        }
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         cols = [r[1] for r in c.execute("PRAGMA table_info(detections)")]
         assert cols == [
             "detection_id",
@@ -310,4 +313,27 @@ def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_rows(db: Path):
     with DetectionStore(db) as s:  # reopening is a no-op
         assert len(s.detections()) == 1 and s.events() == []
     with sqlite3.connect(db) as c:
-        assert c.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert c.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_health_events_are_logged_in_order_and_read_after_an_id(db: Path):
+    with DetectionStore(db) as s:
+        a = s.add_health("source_lost", "mic:usb", {"error": "device disconnected", "n": 1})
+        b = s.add_health("snapshot", "runtime", {"disk_percent": 41.5})
+        assert b > a
+        rows = s.health()
+        assert [r["kind"] for r in rows] == ["source_lost", "snapshot"]
+        assert rows[0]["detail"] == {"error": "device disconnected", "n": 1}
+        assert [r["id"] for r in s.health(after_id=a)] == [b]
+
+
+def test_an_online_backup_is_a_complete_consistent_copy(db: Path, tmp_path: Path):
+    with DetectionStore(db) as s:
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0")
+        s.add_detections([_det(i) for i in range(50)])
+        out = s.backup(tmp_path / "backup.db")
+        s.add_detections([_det(50)])  # after the backup: not in it
+    assert not list(tmp_path.glob(".backup.db.tmp"))
+    with DetectionStore(out) as b:
+        assert b.integrity_check() == "ok" and len(b.detections()) == 50
+        assert len(b.pending_outbox(1000)) == 50

@@ -1,0 +1,136 @@
+"""Open the SD card's database after a power cut or a failing card: check it, recover it.
+
+WAL with `synchronous=FULL` survives power cuts by design; what it cannot survive is a
+card that returns wrong bytes, or a file damaged by hand. At start the database gets
+SQLite's `quick_check`. If that fails, the damaged file (with its -wal/-shm) is moved
+aside, never deleted; the last online backup, if it passes its own check, becomes the
+new database; then every row still readable in the damaged file is copied in
+(rows the backup already has are skipped by primary key). What happened is logged as a
+`store_recovered` health event in the recovered database, and returned.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from animalclap_edge.store import DetectionStore
+
+# Parents before children, so the recovered rows satisfy the schema's references.
+TABLES = ("runs", "recordings", "detections", "outbox", "events", "health")
+
+
+@dataclass
+class Recovery:
+    problem: str  # what quick_check (or opening) reported
+    moved_to: str  # the damaged file, kept for a person to look at
+    restored_from: str | None  # the backup the new database started from
+    salvaged: dict[str, int] = field(default_factory=dict)  # table -> rows copied in
+    unreadable: dict[str, str] = field(default_factory=dict)  # table -> why it stopped
+
+    def summary(self) -> str:
+        base = f"from backup {self.restored_from}" if self.restored_from else "from empty"
+        rows = sum(self.salvaged.values())
+        lost = f"; unreadable: {self.unreadable}" if self.unreadable else ""
+        return (
+            f"database damaged ({self.problem}); moved to {self.moved_to}; rebuilt {base} "
+            f"+ {rows} rows salvaged{lost}"
+        )
+
+
+def check_database(path: str | Path) -> str:
+    """ "ok", or SQLite's complaint on one line; the file is opened read-only."""
+    try:
+        conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=5)
+        try:
+            found = [r[0] for r in conn.execute("PRAGMA quick_check")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:  # e.g. "file is not a database"
+        return str(e)
+    return "ok" if found == ["ok"] else "; ".join(map(str, found))[:500]
+
+
+def open_store(
+    path: str | Path, backup: str | Path | None = None
+) -> tuple[DetectionStore, Recovery | None]:
+    """The store at `path`, recovered first if its check fails."""
+    path = Path(path)
+    recovery = None
+    if path.exists():
+        problem = check_database(path)
+        if problem != "ok":
+            recovery = recover(path, Path(backup) if backup else None, problem)
+    store = DetectionStore(path)
+    if recovery is not None:
+        store.add_health("store_recovered", str(path), asdict(recovery))
+    return store, recovery
+
+
+def recover(path: Path, backup: Path | None, problem: str) -> Recovery:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    damaged = path.with_name(f"{path.name}.corrupt-{stamp}")
+    os.replace(path, damaged)
+    for suffix in ("-wal", "-shm"):  # the WAL belongs to the damaged file: keep them paired
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, damaged.with_name(damaged.name + suffix))
+    restored = None
+    if backup is not None and backup.exists() and check_database(backup) == "ok":
+        tmp = path.with_name(f".{path.name}.restore")
+        shutil.copyfile(backup, tmp)
+        os.replace(tmp, path)
+        restored = str(backup)
+    with DetectionStore(path):  # creates or upgrades the schema
+        pass
+    rec = Recovery(problem=problem, moved_to=str(damaged), restored_from=restored)
+    _salvage(damaged, path, rec)
+    with DetectionStore(path) as store:  # detections whose outbox rows were lost
+        rec.salvaged["outbox requeued"] = store.requeue_missing_outbox()
+    return rec
+
+
+def _salvage(damaged: Path, into: Path, rec: Recovery) -> None:
+    try:
+        src = sqlite3.connect(str(damaged), timeout=5)
+        names = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as e:
+        rec.unreadable["*"] = f"no table readable: {e}"
+        return
+    dst = sqlite3.connect(str(into), timeout=5, isolation_level=None)
+    try:
+        dst.execute("BEGIN IMMEDIATE")
+        for table in TABLES:
+            if table in names:
+                rec.salvaged[table] = _copy_table(src, dst, table, rec)
+        dst.execute("COMMIT")
+    finally:
+        dst.close()
+        src.close()
+
+
+def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, rec: Recovery) -> int:
+    """Rows of `table` readable in `src`, scanned from both ends so that rows after a
+    damaged page are still reached; rows already present are skipped."""
+    try:
+        have = [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
+    except sqlite3.DatabaseError as e:
+        rec.unreadable[table] = str(e)
+        return 0
+    want = {r[1] for r in dst.execute(f"PRAGMA table_info({table})")}
+    cols = [c for c in have if c in want]  # an older schema has fewer columns
+    insert = (
+        f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    )
+    copied = 0
+    for order in ("ASC", "DESC"):
+        try:
+            for row in src.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY rowid {order}"):
+                copied += dst.execute(insert, row).rowcount
+        except sqlite3.DatabaseError as e:
+            rec.unreadable[table] = str(e)
+    return copied
