@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 from animalclap_edge import __version__
@@ -32,8 +33,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from animalclap_edge.bench import BenchError
     from animalclap_edge.bundle import BundleError
     from animalclap_edge.config import ConfigError
+    from animalclap_edge.live import LiveError
     from animalclap_edge.publish import PublishError
     from animalclap_edge.scoring import ScoringError
+    from animalclap_edge.service import ServiceError
     from animalclap_edge.sources import SourceError
     from animalclap_edge.store import StoreError
 
@@ -43,8 +46,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         BenchError,
         BundleError,
         ConfigError,
+        LiveError,
         PublishError,
         ScoringError,
+        ServiceError,
         SourceError,
         StoreError,
     )
@@ -120,6 +125,26 @@ def _parser() -> argparse.ArgumentParser:
     pu.add_argument("--once", action="store_true", help="exit when the outbox is empty")
     pu.set_defaults(func=_cmd_publish)
 
+    sv = sub.add_parser(
+        "serve",
+        help="serve live detections from the database over local HTTP (Server-Sent Events)",
+        description=(
+            "Streams each new detection as it is logged: /events (text/event-stream), "
+            "/health (JSON), / (a page that shows them). Listens on 127.0.0.1 unless told "
+            "otherwise; any other address needs a token file. See docs/live.md."
+        ),
+    )
+    sv.add_argument("--config", help="YAML config with messaging.live")
+    sv.add_argument("--db", help="SQLite database (overrides storage.database)")
+    sv.add_argument("--host", help="address to listen on (overrides messaging.live.host)")
+    sv.add_argument(
+        "--port", type=int, help="port (overrides messaging.live.port; 0 = any free port)"
+    )
+    sv.add_argument(
+        "--token-file", help="file holding the bearer token (overrides messaging.live.token_file)"
+    )
+    sv.set_defaults(func=_cmd_serve)
+
     bn = sub.add_parser(
         "bench",
         help="windows/s, real-time factor, latency, peak RSS, per-stage time; BirdNET beside it",
@@ -143,6 +168,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     bn.add_argument("--out", help="write the figures as JSON here")
     bn.set_defaults(func=_cmd_bench)
+
+    isv = sub.add_parser(
+        "install-service",
+        help="install a systemd unit that runs `run --source mic` at boot and restarts it",
+        description=(
+            "Validates the config and bundle, writes animalclap-edge.service, then runs "
+            "`systemctl daemon-reload` and `systemctl enable --now` when systemd runs this "
+            "machine. See docs/schedules.md."
+        ),
+    )
+    isv.add_argument("--config", required=True, help="YAML config the service runs with")
+    isv.add_argument("--bundle", required=True, help="model bundle directory or .tar")
+    isv.add_argument("--user", help="user the service runs as (default: you, or $SUDO_USER)")
+    isv.add_argument(
+        "--unit-dir", default="/etc/systemd/system", help="where the unit file is written"
+    )
+    isv.add_argument(
+        "--working-dir",
+        help="directory relative config paths resolve from (default: the current directory)",
+    )
+    isv.add_argument("--dry-run", action="store_true", help="print the unit; write nothing")
+    isv.add_argument(
+        "--no-enable", action="store_true", help="write the unit but do not enable or start it"
+    )
+    isv.set_defaults(func=_cmd_install_service)
 
     cfg = sub.add_parser("config", help="check, show or describe configs")
     csub = cfg.add_subparsers(metavar="ACTION")
@@ -209,6 +259,42 @@ def _cmd_publish(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    import signal
+    import threading
+
+    from animalclap_edge.config import load_config
+    from animalclap_edge.live import LiveServer
+
+    cfg = load_config(args.config)
+    server = LiveServer.from_config(
+        Path(args.db or cfg.storage.database),
+        cfg.messaging.live,
+        host=args.host,
+        port=args.port,
+        token_file=args.token_file,
+    )
+    done = threading.Event()
+    try:  # SIGTERM (systemctl stop) shuts down as cleanly as Ctrl-C
+        previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+    except ValueError:  # not the main thread: no signal handlers there
+        previous = None
+    try:
+        with server:
+            token = "; token required" if server.token_required else ""
+            print(f"live: {server.url} (stream at /events, health at /health){token}", flush=True)
+            try:
+                while not done.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    print("live: stopped", file=sys.stderr)
+    return 0
+
+
 def _cmd_bench(args) -> int:
     import json
 
@@ -232,9 +318,9 @@ def _cmd_bench(args) -> int:
 def _cmd_run(args) -> int:
     from animalclap_edge.config import load_config
     from animalclap_edge.detector import Detector
+    from animalclap_edge.runtime import Runtime
     from animalclap_edge.sinks import ConsoleSink, JsonlSink, SkipLog
     from animalclap_edge.sources import open_source
-    from animalclap_edge.store import DetectionStore
 
     err = sys.stderr
     cfg = load_config(args.config)
@@ -245,9 +331,9 @@ def _cmd_run(args) -> int:
         sinks.append(
             JsonlSink(sys.stdout) if (args.jsonl or cfg.output.jsonl) else ConsoleSink(sys.stdout)
         )
-    try:
-        # Opened before the banner: a bad --source is then the only line on stderr.
-        source = open_source(
+
+    def open_it():
+        return open_source(
             args.source,
             det.sample_rate,
             input_device=cfg.audio.input_device,
@@ -258,6 +344,10 @@ def _cmd_run(args) -> int:
             stdin_channels=args.stdin_channels,
             stdin_format=args.stdin_format,
         )
+
+    try:
+        # Opened before the banner: a bad --source is then the only line on stderr.
+        source = open_it()
     except BaseException:
         det.close()
         raise
@@ -270,29 +360,15 @@ def _cmd_run(args) -> int:
         print(f"NOTE: {m.notice}", file=err)
     if det.window_note:
         print(f"note: {det.window_note}", file=err)
-    uplink = None
+    previous = _sigterm_as_interrupt()
     try:
-        with DetectionStore(db) as store:
-            if cfg.messaging.mqtt.enabled:
-                from animalclap_edge.publish import MqttPublisher
-
-                uplink = MqttPublisher(db, cfg.messaging.mqtt).start()
-                print(
-                    f"uplink: mqtt {cfg.messaging.mqtt.host}:{cfg.messaging.mqtt.port} "
-                    f"topic {uplink.topic}",
-                    file=err,
-                )
-            s = det.run(source, store, sinks, redo=args.redo)
+        with Runtime(cfg, db, err, hop_s=cfg.audio.hop_s, sample_rate=det.sample_rate) as rt:
+            source = _live(args.source, source, open_it, rt, cfg, err)
+            s = det.run(source, rt.store, sinks, redo=args.redo)
     finally:
         source.close()
         det.close()
-        if uplink is not None:
-            left = uplink.finish(timeout_s=10.0)
-            print(
-                f"uplink: {uplink.stats.delivered} delivered, {left} still in the outbox "
-                "(sent on the next run or by `animalclap-edge publish`)",
-                file=err,
-            )
+        _restore_sigterm(previous)
     ok = s.recordings - s.skipped - s.partial
     print(
         f"{s.recordings} recordings: {ok} ok, {s.skipped} skipped, {s.partial} partial; "
@@ -306,6 +382,50 @@ def _cmd_run(args) -> int:
             file=err,
         )
     return 0
+
+
+def _live(spec: str, first, open_it, rt, cfg, err):
+    """A live source (microphone, named pipe) under the watchdog, and under the schedule
+    when one is set: the schedule outside, so idle periods are not seen as a stall."""
+    from animalclap_edge.schedule import Schedule, ScheduledSource
+    from animalclap_edge.sources import is_reopenable
+
+    sched = Schedule.from_config(cfg.schedule)
+    if not is_reopenable(spec):
+        if not sched.always_on:
+            print("note: schedule ignored: it applies to live sources only", file=err)
+        return first
+    if sched.always_on:
+        return rt.watch(first, open_it)
+    first.close()  # opened only to fail early on a bad device; periods open their own
+    print(f"schedule: {sched.describe(datetime.now(timezone.utc).date())}", file=err)
+    return ScheduledSource(
+        lambda: rt.watch(open_it(), open_it),
+        sched,
+        name=spec,
+        log=lambda m: print(m, file=err),
+    )
+
+
+def _sigterm_as_interrupt():
+    """systemd stops a service with SIGTERM: treat it as Ctrl-C so that sources, the
+    uplink and the database are closed by the same `finally` blocks."""
+    import signal
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (an embedding application): leave it alone
+        return None
+
+
+def _restore_sigterm(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _cmd_inspect(args) -> int:
@@ -340,6 +460,27 @@ def _cmd_inspect(args) -> int:
                 f"{sp.id}\t{sp.scientific_name}\t{sp.common_name}\t{sp.class_} {sp.order} {sp.family}"
             )
     return 0
+
+
+def _cmd_install_service(args) -> int:
+    from animalclap_edge.service import install_service
+
+    r = install_service(
+        config=args.config,
+        bundle=args.bundle,
+        user=args.user,
+        unit_dir=args.unit_dir,
+        working_dir=args.working_dir,
+        dry_run=args.dry_run,
+        enable=not args.no_enable,
+    )
+    if args.dry_run:
+        print(r.unit_text, end="")
+    for line in r.done:
+        print(f"install-service: {line}", file=sys.stderr)
+    for line in r.not_done:
+        print(f"install-service: {line}", file=sys.stderr)
+    return 0 if r.ok else 1
 
 
 def _cmd_config_check(args) -> int:

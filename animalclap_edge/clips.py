@@ -49,7 +49,7 @@ class ClipWriter:
                 tmp, np.clip(samples, -1, 1), self.sample_rate, format="FLAC", subtype="PCM_16"
             )
             os.replace(tmp, path)
-        except OSError as e:
+        except (OSError, sf.SoundFileError) as e:  # libsndfile reports ENOSPC as its own error
             tmp.unlink(missing_ok=True)
             self.refused["write error"] = self.refused.get("write error", 0) + 1
             return None, f"clip not written: {e}"

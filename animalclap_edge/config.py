@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import ipaddress
 import json
 import types
 import typing
@@ -23,6 +24,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -177,11 +179,59 @@ class StorageConfig(_Section):
     clips_dir: str | None = Field(None, description="Folder for saved clips.")
     save_clips: bool = Field(False, description="Save the audio of each detection.")
     retention_days: int | None = Field(
-        None, ge=1, description="Delete data older than this; null = keep forever."
+        None,
+        ge=1,
+        description=(
+            "Delete clip audio older than this, then detections and events older than this "
+            "that the uplink has delivered (all of them when no uplink is used); "
+            "null = keep forever."
+        ),
     )
     max_disk_percent: float = Field(
-        90.0, gt=0, le=100, description="Stop saving clips above this disk usage."
+        90.0,
+        gt=0,
+        le=100,
+        description="Above this disk usage clips are refused and retention deletes clip audio.",
     )
+    retention_low_percent: float | None = Field(
+        None,
+        gt=0,
+        lt=100,
+        description=(
+            "Retention deletes clip audio, oldest first, until disk usage is below this; "
+            "null = 10 points below max_disk_percent (at least half of it)."
+        ),
+    )
+    keep_examples_per_species: int = Field(
+        3,
+        ge=0,
+        description="Clips of each species (or back-off taxon) with the highest probability that retention never deletes.",
+    )
+    retention_interval_s: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds between retention passes (also run at start and when the disk passes max_disk_percent).",
+    )
+
+    @field_validator("retention_low_percent")
+    @classmethod
+    def _low_below_high(cls, v: float | None, info: ValidationInfo) -> float | None:
+        # Equal marks would make retention free nothing and run again on every clip.
+        high = info.data.get("max_disk_percent")  # absent when it was itself invalid
+        if v is not None and high is not None and v >= high:
+            raise PydanticCustomError(
+                "low_not_below_high",
+                "must be < storage.max_disk_percent (got {low} >= {high})",
+                {"low": v, "high": high},
+            )
+        return v
+
+    @property
+    def retention_low(self) -> float:
+        """The low-water mark in force (`retention_low_percent` or its default)."""
+        if self.retention_low_percent is not None:
+            return self.retention_low_percent
+        return max(self.max_disk_percent - 10.0, self.max_disk_percent / 2)
 
     @field_validator("save_clips")
     @classmethod
@@ -238,12 +288,189 @@ class MqttConfig(_Section):
         return v
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` names only this machine's loopback interface; no DNS look-up.
+
+    Any name other than localhost counts as not loopback: it could resolve anywhere,
+    and whether a token is required must not depend on the network of the day.
+    """
+    h = host.strip().strip("[]").lower().rstrip(".")
+    if h == "localhost" or h.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+class LiveConfig(_Section):
+    """Local HTTP endpoint streaming live detections as Server-Sent Events."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        False,
+        description="Serve live detections beside `run` (`animalclap-edge serve` serves them alone).",
+    )
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address to listen on; anything but a loopback address needs token_file.",
+    )
+    port: int = Field(8765, ge=1, le=65535, description="TCP port to listen on.")
+    token_file: str | None = Field(
+        None,
+        description=(
+            "File holding the bearer token every request must carry (mode 600; kept out of "
+            "the config so configs can be shared); null = no token, loopback only."
+        ),
+    )
+    poll_s: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description="Seconds between each live client's checks of the database for new detections.",
+    )
+
+    @model_validator(mode="after")
+    def _exposed_needs_token(self) -> LiveConfig:
+        # Refused when the config is checked, not when the recorder is already deployed.
+        if self.token_file is None and not is_loopback_host(self.host):
+            raise PydanticCustomError(
+                "live_token_required",
+                "host {host} is not a loopback address: set token_file (a file only its "
+                "owner can read) or use host 127.0.0.1",
+                {"host": repr(self.host)},
+            )
+        return self
+
+
 class MessagingConfig(_Section):
     """Network uplinks."""
 
     model_config = ConfigDict(extra="forbid")
 
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
+
+
+class HealthConfig(_Section):
+    """The watchdog on live sources, health snapshots and database backups."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval_s: float = Field(
+        300.0, gt=0, description="Seconds between health snapshots (disk, temperature, counters)."
+    )
+    stall_s: float = Field(
+        10.0, gt=0, description="A live source with no audio for this long is reopened."
+    )
+    silence_s: float = Field(
+        600.0, gt=0, description="A live source below silence_dbfs for this long is reopened."
+    )
+    silence_dbfs: float = Field(
+        -90.0, le=0, description="Digital silence: below any real microphone's self-noise."
+    )
+    reopen_backoff_s: list[float] = Field(
+        [1.0, 300.0],
+        min_length=2,
+        max_length=2,
+        description="[first, longest] wait in seconds before reopening a lost source.",
+    )
+    backup_interval_h: float | None = Field(
+        24.0, gt=0, description="Hours between online backups of the database; null = none."
+    )
+    thermal_root: str = Field(
+        "/sys/class/thermal", description="Linux thermal zones (Jetson: CPU, GPU, SoC)."
+    )
+
+    @field_validator("reopen_backoff_s")
+    @classmethod
+    def _backoff_in_order(cls, v: list[float]) -> list[float]:
+        if not 0 < v[0] <= v[1]:
+            raise PydanticCustomError(
+                "backoff_order",
+                "needs [first, longest] with 0 < first <= longest, got {v}",
+                {"v": list(v)},
+            )
+        return v
+
+
+def _check_window(v: str) -> str:
+    # Parsed at load time: a typo in a window must not surface as silence in the field.
+    from animalclap_edge.schedule import ScheduleError, parse_window
+
+    try:
+        parse_window(v)
+    except ScheduleError as e:
+        raise PydanticCustomError("bad_window", "{why}", {"why": str(e)}) from None
+    return v
+
+
+class DutyCycleConfig(_Section):
+    """Record `on_s` seconds of every `period_s` inside the windows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    on_s: float = Field(gt=0, description="Seconds recorded at the start of each period.")
+    period_s: float = Field(gt=0, description="Length of one on-off cycle in seconds.")
+
+    @field_validator("period_s")
+    @classmethod
+    def _period_longer_than_on(cls, v: float, info: ValidationInfo) -> float:
+        on = info.data.get("on_s")  # absent when on_s itself was invalid
+        if on is not None and v <= on:
+            raise PydanticCustomError(
+                "period_not_above_on",
+                "must be > schedule.duty_cycle.on_s (got {period} <= {on}); "
+                "leave duty_cycle out to record continuously",
+                {"period": v, "on": on},
+            )
+        return v
+
+
+class ScheduleConfig(_Section):
+    """When a live source records: daily windows (UTC or sun-relative) and a duty cycle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    latitude: float | None = Field(
+        None,
+        ge=-90,
+        le=90,
+        description="Site latitude in decimal degrees, north positive; needed by sunrise/sunset windows.",
+    )
+    longitude: float | None = Field(
+        None,
+        ge=-180,
+        le=180,
+        description="Site longitude in decimal degrees, east positive; needed by sunrise/sunset windows.",
+    )
+    windows: list[Annotated[str, AfterValidator(_check_window)]] = Field(
+        default_factory=list,
+        description=(
+            "Daily recording windows, e.g. '05:00-09:00' (UTC), '22:00-02:00 UTC+02:00', "
+            "'sunrise-30m to sunrise+3h', 'sunset-1h to sunrise+1h'; empty = always record."
+        ),
+    )
+    duty_cycle: DutyCycleConfig | None = Field(
+        None, description="Record on_s seconds of every period_s inside the windows; null = all."
+    )
+
+    @field_validator("windows")
+    @classmethod
+    def _sun_needs_a_site(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        # Only an explicit null is this error: an out-of-range value is already reported.
+        missing = [k for k in ("latitude", "longitude") if k in info.data and info.data[k] is None]
+        sun = [w for w in v if "sunrise" in w.lower() or "sunset" in w.lower()]
+        if sun and missing:
+            raise PydanticCustomError(
+                "sun_needs_site",
+                "{window} uses sunrise/sunset: set schedule.latitude and schedule.longitude "
+                "(decimal degrees, north and east positive)",
+                {"window": repr(sun[0])},
+            )
+        return v
 
 
 class EdgeConfig(_Section):
@@ -258,6 +485,8 @@ class EdgeConfig(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     messaging: MessagingConfig = Field(default_factory=MessagingConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
 
 # -- loading ------------------------------------------------------------------
@@ -478,6 +707,10 @@ def _walk(loc: tuple[Any, ...]) -> tuple[list[Any], type[BaseModel] | None, Any,
 
 def _model_of(model: type[BaseModel], field: str) -> type[BaseModel] | None:
     ann = model.model_fields[field].annotation
+    # `Section | None` (schedule.duty_cycle) names its own keys in errors too.
+    members = [a for a in _union_args(ann) if a is not type(None)]
+    if len(members) == 1:
+        ann = members[0]
     return ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
 
 

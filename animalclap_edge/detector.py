@@ -26,6 +26,7 @@ from animalclap_edge.clips import ClipWriter
 from animalclap_edge.config import EdgeConfig, config_hash
 from animalclap_edge.events import EventMerger
 from animalclap_edge.records import Detection, Event, RecordingResult, detection_id
+from animalclap_edge.retention import Retention
 from animalclap_edge.scoring import Scorer, ScoringSettings, WindowScore
 from animalclap_edge.sinks import DetectionSink
 from animalclap_edge.sources import Recording, Skipped, Source
@@ -83,6 +84,7 @@ class Detector:
             if st.save_clips
             else None
         )
+        self.retention = Retention.from_config(self.config)  # None: it could delete nothing
         self.config_hash = config_hash(self.config)
         m = bundle.manifest
         self.sample_rate = m.sample_rate
@@ -161,6 +163,8 @@ class Detector:
             __version__,
         )
         try:
+            if self.retention is not None:
+                self.retention.maybe_apply(store, start=True)
             for rec in source.recordings():
                 if (
                     not redo
@@ -238,6 +242,8 @@ class Detector:
                 n_windows += len(chunk)
                 if store is not None and dets:
                     store.add_detections(dets)  # durable before anyone is told
+                if store is not None and self.retention is not None:
+                    self.retention.maybe_apply(store)  # due every interval or when disk is full
                 n_dets += len(dets)
                 for d in dets:
                     for s in sinks:
@@ -252,6 +258,10 @@ class Detector:
             _, samples = best.pop((e.level, e.taxon), (0.0, None))
             if samples is None:
                 return e
+            if store is not None and self.retention is not None:
+                # Makes room first when the disk is above max_disk_percent, so the write
+                # below is refused only when retention could free nothing.
+                self.retention.maybe_apply(store)
             path, note = self.clips.write(e, samples)
             return replace(e, clip_path=path, clip_note=note)
 

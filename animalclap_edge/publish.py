@@ -67,6 +67,7 @@ class MqttPublisher:
         self.status_topic, self.health_topic = f"{prefix}/status", f"{prefix}/health"
         self.batch, self.ack_timeout_s, self.poll_s = batch, ack_timeout_s, poll_s
         self.heartbeat_s, self.max_backoff_s = heartbeat_s, max_backoff_s
+        self._health_after: int | None = None  # last health row sent; None: none yet
         self.stats = PublisherStats()
         self._connected = threading.Event()
         self._stop = threading.Event()
@@ -197,11 +198,26 @@ class MqttPublisher:
         return len(acked)
 
     def _heartbeat(self, store: DetectionStore) -> None:
+        """Uplink state, the newest health snapshot, and the health events (source lost,
+        reopened, database recovered...) logged since the last heartbeat, at most 100.
+        QoS 0: a heartbeat that is lost is replaced by the next; the events stay on the
+        card in the health table."""
+        if self._health_after is None:  # first beat since start: the newest 100
+            rows = store.health(0, 100, newest=True)
+        else:
+            rows = store.health(self._health_after, 100)
+        if rows:
+            self._health_after = rows[-1]["id"]
+        elif self._health_after is None:
+            self._health_after = 0
+        snapshot = next((r for r in reversed(rows) if r["kind"] == "snapshot"), None)
         health = {
             "device": self.device,
             "backlog": len(store.pending_outbox(10_000)),
             "delivered": self.stats.delivered,
             "connects": self.stats.connects,
             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "snapshot": snapshot,
+            "events": [r for r in rows if r["kind"] != "snapshot"],
         }
         self.client.publish(self.health_topic, json.dumps(health), qos=0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import subprocess
 import sys
 import threading
@@ -248,8 +249,15 @@ class StdinSource(_SourceBase):
         target_sr: int,
         block_seconds: float = 1.0,
         start_time: datetime | None = None,
+        name: str = "stdin",
+        owns_stream: bool = False,
+        live_clock: bool = False,
     ):
         super().__init__()
+        # live_clock: stamp the recording with the wall clock when its first bytes
+        # arrive, as MicSource does (a pipe fed by a capture process is live audio).
+        self.live_clock = live_clock
+        self.owns_stream = owns_stream  # close the stream with the source (a FIFO we opened)
         if dtype not in _PCM_DTYPES:
             raise SourceError(f"raw PCM format must be one of {sorted(_PCM_DTYPES)}, got {dtype!r}")
         if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
@@ -265,28 +273,47 @@ class StdinSource(_SourceBase):
         self.target_sr = int(target_sr)
         self.block_frames = max(1, round(block_seconds * sample_rate))
         self.start_time = start_time
-        self.name = "stdin"
+        self.name = name
 
     def recordings(self) -> Iterator[Recording | Skipped]:
+        first = b""
+        start, trusted = self.start_time, False
+        note = (
+            "start time given by the caller" if start else f"{self.name}: raw PCM has no timestamps"
+        )
+        if self.live_clock and start is None:
+            first = self.stream.read(
+                self.block_frames * self.channels * _PCM_DTYPES[self.dtype].itemsize
+            )
+            frames = len(first) / (self.channels * _PCM_DTYPES[self.dtype].itemsize)
+            start = datetime.fromtimestamp(time.time() - frames / self.sample_rate, timezone.utc)
+            trusted, sync = system_clock_synchronized()
+            note = f"wall clock when the first audio arrived; {sync}"
         yield Recording(
-            id=live_recording_id("stdin", self.start_time),
+            id=live_recording_id(self.name, start),
             sample_rate=self.target_sr,
-            start_time=self.start_time,
-            clock_trusted=False,
-            clock_note="start time given by the caller"
-            if self.start_time
-            else "stdin: raw PCM has no timestamps",
-            blocks=self._track(self._blocks()),
+            start_time=start,
+            clock_trusted=trusted,
+            clock_note=note,
+            blocks=self._track(self._blocks(first)),
         )
 
-    def _blocks(self) -> Iterator[np.ndarray]:
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.owns_stream:
+                with contextlib.suppress(OSError):
+                    self.stream.close()
+
+    def _blocks(self, first: bytes = b"") -> Iterator[np.ndarray]:
         dt = _PCM_DTYPES[self.dtype]
         frame_bytes = dt.itemsize * self.channels
         rs = _resampler(self.sample_rate, self.target_sr)
         carry = b""  # bytes of an incomplete frame from the previous read
         done = 0  # frames so far
         while True:
-            chunk = self.stream.read(self.block_frames * frame_bytes)
+            chunk, first = first or self.stream.read(self.block_frames * frame_bytes), b""
             if not chunk:
                 break
             if carry:
@@ -316,7 +343,7 @@ class StdinSource(_SourceBase):
                 yield tail
         if carry:
             raise AudioError(
-                f"truncated or corrupt after {done / self.sample_rate:.2f} s: stdin ended mid-frame ({len(carry)} stray bytes)"
+                f"truncated or corrupt after {done / self.sample_rate:.2f} s: {self.name} ended mid-frame ({len(carry)} stray bytes)"
             )
 
 
@@ -626,6 +653,18 @@ class MicSource(_SourceBase):
 # -- one entry point -------------------------------------------------------------
 
 
+def is_fifo(path: Path) -> bool:
+    try:
+        return stat.S_ISFIFO(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def is_reopenable(spec: str) -> bool:
+    """Live sources that can be opened again after they end: a microphone, a named pipe."""
+    return spec == "mic" or spec.startswith("mic:") or is_fifo(Path(spec).expanduser())
+
+
 def open_source(
     spec: str,
     target_sr: int,
@@ -641,7 +680,8 @@ def open_source(
     stdin: BinaryIO | None = None,
     file_block_seconds: float = 10.0,
 ) -> Source:
-    """A source from a command-line spec: "mic", "mic:<name-or-index>", "-", a folder or a file.
+    """A source from a command-line spec: "mic", "mic:<name-or-index>", "-", a named pipe of
+    raw PCM, a folder or a file.
 
     `input_device`, `capture_sample_rate`, `channels`, `block_s`, `ring_seconds`
     apply to "mic" ("mic:<x>" overrides `input_device`); `stdin_*` to "-".
@@ -670,6 +710,22 @@ def open_source(
             target_sr,
         )
     p = Path(spec).expanduser()
+    if is_fifo(p):
+        if not stdin_rate:
+            raise SourceError(
+                f"named pipe {p} carries raw PCM: give its sample rate (--stdin-rate)"
+            )
+        # Opening blocks until a writer (arecord, a DSP process) opens the other end.
+        return StdinSource(
+            open(p, "rb", buffering=0),  # owned and closed by the source
+            stdin_rate,
+            stdin_channels,
+            stdin_format,
+            target_sr,
+            name=f"pipe:{p.name}",
+            owns_stream=True,
+            live_clock=True,
+        )
     if p.is_dir():
         return FolderSource(p, target_sr, block_seconds=file_block_seconds)
     if p.exists():

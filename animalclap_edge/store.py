@@ -249,7 +249,7 @@ class DetectionStore:
         """
         # Payloads are built before the write lock is taken, and a bad one (traits
         # that are not JSON) fails the batch before anything is written.
-        batch = [(d, _payload(d)) for d in detections]
+        batch = [(d, detection_payload(d)) for d in detections]
         if not batch:
             return 0
         created = _now()
@@ -350,7 +350,7 @@ class DetectionStore:
             for d in missing:
                 tx.execute(
                     "INSERT INTO outbox (detection_id, payload_json, created_utc) VALUES (?, ?, ?)",
-                    (d.detection_id, _payload(d), created),
+                    (d.detection_id, detection_payload(d), created),
                 )
         return len(missing)
 
@@ -373,11 +373,13 @@ class DetectionStore:
 
     # -- reads ----------------------------------------------------------------
 
-    def health(self, after_id: int = 0, limit: int = 1000) -> list[dict]:
-        """Health events after `after_id`, oldest first, with their detail decoded."""
+    def health(self, after_id: int = 0, limit: int = 1000, newest: bool = False) -> list[dict]:
+        """Health events after `after_id`, oldest first, with their detail decoded; the
+        first `limit` of them, or with `newest` the last `limit`."""
         rows = self._db().execute(
-            "SELECT health_id, time_utc, kind, source, detail_json FROM health "
-            "WHERE health_id > ? ORDER BY health_id LIMIT ?",
+            "SELECT * FROM (SELECT health_id, time_utc, kind, source, detail_json FROM health "
+            f"WHERE health_id > ? ORDER BY health_id {'DESC' if newest else 'ASC'} LIMIT ?) "
+            "ORDER BY health_id",
             (after_id, limit),
         )
         return [
@@ -432,6 +434,105 @@ class DetectionStore:
             return "; ".join(f"{t} rowid {rid}: no row in {parent}" for t, rid, parent, _ in bad)
         return "ok"
 
+    # -- retention (the policy is animalclap_edge.retention; this is its SQL) ----
+
+    def clip_candidates(
+        self,
+        keep_per_label: int,
+        after_rowid: int = 0,
+        before_utc: str | None = None,
+        limit: int = 500,
+    ) -> list[tuple[int, str, str]]:
+        """(rowid, event_id, clip_path) of events holding a clip, oldest first, leaving out
+        the `keep_per_label` best of each (level, taxon): highest max_probability, then
+        oldest. With `before_utc`, only events logged before that time."""
+        age = " AND created_utc < ?" if before_utc is not None else ""
+        args = (keep_per_label, after_rowid) + ((before_utc,) if before_utc else ()) + (limit,)
+        return (
+            self._db()
+            .execute(
+                "SELECT rid, event_id, clip_path FROM (SELECT rowid AS rid, event_id, clip_path, "
+                "created_utc, ROW_NUMBER() OVER (PARTITION BY level, taxon "
+                "ORDER BY max_probability DESC, rowid) AS nth FROM events WHERE clip_path IS NOT NULL) "
+                f"WHERE nth > ? AND rid > ?{age} ORDER BY rid LIMIT ?",
+                args,
+            )
+            .fetchall()
+        )
+
+    def clear_clips(self, clips: Iterable[tuple[str, str, str]]) -> list[tuple[str, str]]:
+        """For each (event_id, clip_path, note): set clip_path NULL and clip_note, in one
+        transaction, if the event still points at that clip; returns those cleared."""
+        done: list[tuple[str, str]] = []
+        with self._transaction() as tx:
+            for event_id, path, note in clips:
+                if tx.execute(
+                    "UPDATE events SET clip_path = NULL, clip_note = ? "
+                    "WHERE event_id = ? AND clip_path = ?",
+                    (note, event_id, path),
+                ).rowcount:
+                    done.append((event_id, path))
+        return done
+
+    def clip_paths(self) -> set[str]:
+        """Every clip path an event points at."""
+        rows = self._db().execute("SELECT clip_path FROM events WHERE clip_path IS NOT NULL")
+        return {r[0] for r in rows}
+
+    def any_delivered(self) -> bool:
+        """Whether any message of this database ever reached an uplink."""
+        q = "SELECT 1 FROM outbox WHERE delivered_utc IS NOT NULL LIMIT 1"
+        return self._db().execute(q).fetchone() is not None
+
+    def delete_expired(
+        self, before_utc: str, undelivered_too: bool, chunk: int = 2000
+    ) -> tuple[int, int, int]:
+        """Delete detections logged before `before_utc` whose message was delivered (all
+        of them with `undelivered_too`), with their outbox rows, then the events of that
+        age left with no detection and no clip. Returns (detections deleted, events
+        deleted, old detections kept because undelivered)."""
+        # Chunks keep each transaction (and so the WAL, on a nearly full card) small
+        # and let a publisher get the write lock in between.
+        delivered = (
+            ""
+            if undelivered_too
+            else " AND EXISTS (SELECT 1 FROM outbox o WHERE o.detection_id = "
+            "detections.detection_id AND o.delivered_utc IS NOT NULL)"
+        )
+        n_det = 0
+        while True:
+            with self._transaction() as tx:
+                n = tx.execute(
+                    "DELETE FROM detections WHERE rowid IN (SELECT rowid FROM detections "
+                    f"WHERE created_utc < ?{delivered} LIMIT ?)",
+                    (before_utc, chunk),
+                ).rowcount
+            n_det += n
+            if n < chunk:
+                break
+        # An event's bounds are its own windows' floats; 1e-6 only guards against rounding.
+        with self._transaction() as tx:
+            n_ev = tx.execute(
+                "DELETE FROM events WHERE created_utc < ? AND clip_path IS NULL AND NOT EXISTS "
+                "(SELECT 1 FROM detections d WHERE d.recording_id = events.recording_id "
+                "AND d.level = events.level AND d.taxon = events.taxon "
+                "AND d.window_start_s >= events.start_s - 1e-6 "
+                "AND d.window_end_s <= events.end_s + 1e-6)",
+                (before_utc,),
+            ).rowcount
+        kept = (
+            self._db()
+            .execute("SELECT count(*) FROM detections WHERE created_utc < ?", (before_utc,))
+            .fetchone()[0]
+        )
+        return n_det, n_ev, kept
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """PRAGMA wal_checkpoint(TRUNCATE): (busy, WAL pages, pages checkpointed); the WAL
+        file is cut to zero bytes unless a reader held it (busy = 1)."""
+        busy, log, done = self._db().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return int(busy), int(log), int(done)
+
     # -- helpers --------------------------------------------------------------
 
     def _db(self) -> sqlite3.Connection:
@@ -456,7 +557,8 @@ class DetectionStore:
             raise
 
 
-def _payload(d: Detection) -> str:
+def detection_payload(d: Detection) -> str:
+    """The JSON every uplink carries for a detection (outbox, MQTT, Server-Sent Events)."""
     return json.dumps(d.to_json_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

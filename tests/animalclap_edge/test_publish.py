@@ -163,3 +163,46 @@ def test_an_unreachable_broker_is_retried_and_counted(tmp_path):
         pub.stop()
     with DetectionStore(db) as store:
         assert len(store.pending_outbox()) == 1  # still waiting, not lost
+
+
+def test_heartbeats_carry_the_health_events_and_the_newest_snapshot(tmp_path):
+    import paho.mqtt.client as mqtt
+
+    from animalclap_edge.publish import MqttPublisher
+
+    broker = Broker(tmp_path)
+    broker.start()
+    db = tmp_path / "d.db"
+    with DetectionStore(db) as store:
+        store.add_health("source_lost", "mic:usb", {"why": "device disconnected"})
+        store.add_health("snapshot", "runtime", {"disk_percent": 40.0})
+    beats: list[dict] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="health-consumer")
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe("animalclap/rec1/health", qos=0)
+    sub.on_message = lambda c, u, msg: beats.append(json.loads(msg.payload))
+    sub.connect("127.0.0.1", broker.port)
+    sub.loop_start()
+    time.sleep(0.5)  # subscribed before the first heartbeat
+    cfg = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port)
+    pub = MqttPublisher(db, cfg, device_id="rec1", poll_s=0.1, heartbeat_s=0.3).start()
+    try:
+        assert _wait(lambda: any(b["events"] for b in beats), 20), beats
+        first = next(b for b in beats if b["events"])
+        assert [e["kind"] for e in first["events"]] == ["source_lost"]
+        assert first["snapshot"]["detail"] == {"disk_percent": 40.0}
+        with DetectionStore(db) as store:
+            store.add_health("source_reopened", "mic:usb", {"opens": 2})
+
+        def sent(kind: str) -> int:
+            return sum(e["kind"] == kind for b in list(beats) for e in b["events"])
+
+        assert _wait(lambda: sent("source_reopened") == 1, 20)
+        n = len(beats)
+        assert _wait(lambda: len(beats) > n + 2, 20)
+        # each event is sent once: later beats carry nothing new
+        assert sent("source_reopened") == 1 and sent("source_lost") == 1
+    finally:
+        pub.stop()
+        sub.loop_stop()
+        sub.disconnect()
+        broker.stop()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from animalclap_edge.recovery import check_database, open_store
 from animalclap_edge.records import Detection, detection_id
+from animalclap_edge.recovery import check_database, open_store
 from animalclap_edge.store import DetectionStore
 
 BUNDLE, RUN = "bundle-0001", "run-a"

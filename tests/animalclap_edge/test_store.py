@@ -325,6 +325,9 @@ def test_health_events_are_logged_in_order_and_read_after_an_id(db: Path):
         assert [r["kind"] for r in rows] == ["source_lost", "snapshot"]
         assert rows[0]["detail"] == {"error": "device disconnected", "n": 1}
         assert [r["id"] for r in s.health(after_id=a)] == [b]
+        c = s.add_health("source_reopened", "mic:usb", {})
+        assert [r["id"] for r in s.health(limit=2, newest=True)] == [b, c]
+        assert [r["id"] for r in s.health(limit=2)] == [a, b]
 
 
 def test_an_online_backup_is_a_complete_consistent_copy(db: Path, tmp_path: Path):

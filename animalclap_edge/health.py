@@ -1,0 +1,156 @@
+"""Health of a recorder in the field: events and periodic snapshots, kept with the detections.
+
+Events (a source lost, reopened, stalled or silent; the database recovered) are
+written when they happen; a `snapshot` every `interval_s` carries disk space,
+temperatures from the thermal zones where they exist (Jetson: CPU, GPU, SoC), the
+process's memory, the outbox backlog and each source's counters (openings,
+overflows, dropped frames and windows). All of it goes to the `health` table and,
+through the MQTT uplink's heartbeat, to the server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from animalclap_edge.store import DetectionStore
+
+THERMAL_ROOT = Path("/sys/class/thermal")
+
+
+def thermal_zones(root: Path = THERMAL_ROOT) -> dict[str, float]:
+    """{zone type: degrees C} from Linux thermal zones; {} where there are none (a VM)."""
+    out: dict[str, float] = {}
+    for zone in sorted(root.glob("thermal_zone*")):
+        try:
+            kind = (zone / "type").read_text().strip() or zone.name
+            milli = int((zone / "temp").read_text().strip())
+        except (OSError, ValueError):
+            continue  # a zone that cannot be read (offline sensor) is left out
+        name = kind if kind not in out else f"{kind}:{zone.name}"
+        out[name] = milli / 1000.0
+    return out
+
+
+def disk(path: str | Path) -> dict[str, float]:
+    """Usage of the filesystem holding `path` (the SD card, for the database)."""
+    u = shutil.disk_usage(Path(path))
+    return {
+        "disk_percent": round(100.0 * u.used / u.total, 2),
+        "disk_free_mb": round(u.free / 2**20, 1),
+    }
+
+
+def rss_mb() -> float:
+    """Resident memory now (not the peak), from /proc; 0 where /proc does not exist."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def backup_path_for(db: Path) -> Path:
+    """Where the online backup of `db` goes (recovery looks there too)."""
+    return db.with_name(db.name + ".backup")
+
+
+class StoreHealthLog:
+    """`HealthLog` writing to a `DetectionStore` (from the thread that owns it)."""
+
+    def __init__(self, store: DetectionStore, echo: Callable[[str], None] | None = None):
+        self.store, self.echo = store, echo
+
+    def record(self, kind: str, source: str, detail: dict) -> None:
+        self.store.add_health(kind, source, detail)
+        if self.echo is not None:
+            self.echo(f"health: {kind} {source}: {detail}")
+
+
+class HealthMonitor:
+    """A thread writing a `snapshot` health row every `interval_s` with its own
+    connection (the detector's connection belongs to the detector's thread)."""
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        interval_s: float = 300.0,
+        counters: Callable[[], dict] | None = None,
+        thermal_root: Path = THERMAL_ROOT,
+        hop_s: float | None = None,
+        sample_rate: int | None = None,
+        backup_every_s: float | None = None,
+        backup_path: str | Path | None = None,
+    ):
+        self.db_path = Path(db_path)
+        self.backup_every_s = backup_every_s
+        self.backup_path = Path(backup_path) if backup_path else backup_path_for(self.db_path)
+        self._last_backup = time.monotonic()  # the first one after a full interval
+        self.backups = 0
+        self.interval_s = interval_s
+        self.counters = counters or dict
+        self.thermal_root = thermal_root
+        self.hop_s, self.sample_rate = hop_s, sample_rate
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.snapshots = 0
+        self.last_error = ""
+
+    def snapshot(self) -> dict:
+        c = dict(self.counters())
+        dropped = c.get("dropped_frames")
+        if dropped and self.hop_s and self.sample_rate:  # windows that never existed
+            c["dropped_windows"] = int(dropped / (self.hop_s * self.sample_rate))
+        return {
+            **disk(self.db_path.parent),
+            "temperatures_c": thermal_zones(self.thermal_root),
+            "rss_mb": round(rss_mb(), 1),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "counters": c,
+        }
+
+    def write_snapshot(self, store: DetectionStore) -> None:
+        snap = self.snapshot()
+        snap["outbox_backlog"] = len(store.pending_outbox(100_000))
+        store.add_health("snapshot", "runtime", snap)
+        self.snapshots += 1
+
+    def maybe_backup(self, store: DetectionStore, force: bool = False) -> None:
+        due = self.backup_every_s and time.monotonic() - self._last_backup >= self.backup_every_s
+        if force or due:
+            t = time.monotonic()
+            store.backup(self.backup_path)
+            self._last_backup = time.monotonic()
+            self.backups += 1
+            store.add_health(
+                "backup",
+                "runtime",
+                {"path": str(self.backup_path), "seconds": round(self._last_backup - t, 3)},
+            )
+
+    def start(self) -> HealthMonitor:
+        self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        with DetectionStore(self.db_path) as store:
+            while True:
+                try:
+                    self.write_snapshot(store)
+                    self.maybe_backup(store)
+                except Exception as e:  # health must never stop detection
+                    self.last_error = f"{type(e).__name__}: {e}"
+                if self._stop.wait(self.interval_s):
+                    self.write_snapshot(store)  # a last one on the way out
+                    return

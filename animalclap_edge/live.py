@@ -1,0 +1,621 @@
+"""Live detections over local HTTP as Server-Sent Events, read from the detection database.
+
+Like the MQTT publisher, the server only reads the database: it runs beside `run`
+(threads in the same process) or on its own (`animalclap-edge serve`), and neither
+side can lose or hold up the other's data. Standard library only.
+
+    GET /events   text/event-stream, one message per detection:
+                      id: <rowid of the detections row>
+                      event: detection
+                      data: <the outbox/MQTT payload of that detection, byte for byte>
+    GET /health   JSON: database, detection count, newest detection, clients connected
+    GET /         a page that shows the stream (EventSource, no external assets)
+
+Where a stream starts: the `Last-Event-ID` header (EventSource sends it when it
+reconnects), else `?last_event_id=N`, else `?since=`: `now` (the default: a new
+client gets what is logged from now on, since the database may hold months of
+history; what is already there is for the database, not a live view), `all`, or a
+rowid. Every stream opens with an `id:` line holding its start, so a client that
+reconnects before any detection arrived still resumes exactly where it was.
+
+rowid is a sound cursor because detections are written one `BEGIN IMMEDIATE`
+transaction at a time and SQLite gives a new row max(rowid) + 1: a transaction
+committed later holds only larger rowids, so polling `rowid > last` never skips a
+row. Ids are not forever, though: once the newest rows are deleted (retention
+emptying the table) SQLite hands their rowids out again, and VACUUM may renumber
+the table (it has no INTEGER PRIMARY KEY). So a cursor beyond the newest row means
+"now" rather than something to wait for, an open stream follows such a drop, and
+consumers that must count exactly de-duplicate by `detection_id`, as with MQTT.
+
+Security: listens on 127.0.0.1 unless told otherwise, and refuses any other
+address without a token. With a token (read from a file only its owner can read)
+every request needs `Authorization: Bearer <token>` or `?token=<token>`. Without
+one, the Host header must name a loopback address, so a web page cannot reach the
+endpoint through DNS rebinding.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import select
+import socket
+import sqlite3
+import string
+import sys
+import threading
+import time
+from dataclasses import fields
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from socketserver import TCPServer
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from animalclap_edge.config import is_loopback_host
+from animalclap_edge.records import Detection
+
+# The serialiser of the outbox (and so of MQTT): the SSE data is the same bytes.
+from animalclap_edge.store import BUSY_TIMEOUT_MS, detection_payload
+
+if TYPE_CHECKING:
+    from animalclap_edge.config import LiveConfig
+
+KEEPALIVE_S = 15.0  # below the 30-60 s idle timeouts of common proxies and NATs
+RETRY_MS = 3000  # how long EventSource waits before reconnecting
+BATCH = 500  # rows per query, so catching up on `since=all` does not load everything
+MIN_TOKEN_CHARS = 16
+TOKEN_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+_URL_SAFE = frozenset(string.ascii_letters + string.digits + "-_.~")
+_DET_COLS = ", ".join(f.name for f in fields(Detection))
+_NEW_ROWS = f"SELECT rowid, {_DET_COLS} FROM detections WHERE rowid > ? ORDER BY rowid LIMIT ?"
+_NEWEST = "SELECT coalesce(max(rowid), 0) FROM detections"
+
+
+class LiveError(RuntimeError):
+    """The live endpoint cannot be set up; the message says why on one line."""
+
+
+def read_token(path: str | Path) -> bytes:
+    """The token in `path`, refused unless only its owner can read it and it is usable."""
+    p = Path(path)
+    make = f"make one with: {TOKEN_HINT} > {p} && chmod 600 {p}"
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise LiveError(f"token file {p}: no such file ({make})") from None
+    except OSError as e:
+        raise LiveError(f"token file {p}: {e.strerror or e}") from None
+    if not p.is_file():
+        raise LiveError(f"token file {p}: not a regular file")
+    if st.st_mode & 0o007:
+        raise LiveError(
+            f"token file {p} is open to other users (mode {st.st_mode & 0o777:o}); "
+            f"run: chmod 600 {p}"
+        )
+    try:
+        token = p.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise LiveError(
+            f"token file {p}: cannot read: {getattr(e, 'strerror', None) or e}"
+        ) from None
+    if not token:
+        raise LiveError(f"token file {p} is empty ({make})")
+    # It travels in a URL too, where + & # % would need escaping that users forget.
+    if not all(c in _URL_SAFE for c in token):
+        raise LiveError(
+            f"token file {p}: the token may hold only letters, digits and - _ . ~ ({make})"
+        )
+    if len(token) < MIN_TOKEN_CHARS:
+        raise LiveError(
+            f"token file {p}: the token has {len(token)} characters, fewer than "
+            f"{MIN_TOKEN_CHARS} ({make})"
+        )
+    return token.encode("ascii")
+
+
+class LiveServer:
+    """Serve a detection database's new detections as Server-Sent Events.
+
+    `start()` binds and serves on a background thread; `stop()` closes every client
+    connection and returns within about a second. Also a context manager.
+    """
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        token_file: str | Path | None = None,
+        poll_s: float = 0.25,
+        keepalive_s: float = KEEPALIVE_S,
+        max_clients: int = 16,
+        socket_timeout_s: float = 10.0,
+    ):
+        self.db_path = Path(db_path)
+        self.host, self.port = host, port
+        if not 0 <= port <= 65535:
+            raise LiveError(f"live: port {port} is not in 0-65535")
+        if not poll_s > 0 or not keepalive_s > 0:
+            raise LiveError("live: poll_s and keepalive_s must be > 0")
+        self.poll_s, self.keepalive_s = poll_s, keepalive_s
+        self.max_clients, self.socket_timeout_s = max_clients, socket_timeout_s
+        if token_file is None and not is_loopback_host(host or "0.0.0.0"):
+            raise LiveError(
+                f"live: refusing to listen on {host or 'all interfaces'} without a token: "
+                "set messaging.live.token_file (or --token-file) to a file only its owner "
+                "can read, or listen on 127.0.0.1"
+            )
+        self._token = read_token(token_file) if token_file is not None else None
+        self._check_database()
+        self.last_error = ""
+        self._lock = threading.Lock()
+        self._conns: dict[socket.socket, threading.Thread] = {}  # every open request
+        self._streams = 0  # of which are event streams
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._started = 0.0
+
+    @classmethod
+    def from_config(cls, db_path: str | Path, cfg: LiveConfig, **overrides: Any) -> LiveServer:
+        """A server with `messaging.live`'s settings; `overrides` (e.g. host=) win."""
+        kw: dict[str, Any] = {
+            "host": cfg.host,
+            "port": cfg.port,
+            "token_file": cfg.token_file,
+            "poll_s": cfg.poll_s,
+        }
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(db_path, **kw)
+
+    @property
+    def token_required(self) -> bool:
+        return self._token is not None
+
+    @property
+    def url(self) -> str:
+        host = self.host
+        if host in ("", "0.0.0.0", "::"):
+            host = socket.gethostname()  # a wildcard address is no place to browse to
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def clients(self) -> int:
+        """Event streams open now."""
+        with self._lock:
+            return self._streams
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> LiveServer:
+        if self._httpd is not None:
+            return self
+        try:
+            family = socket.getaddrinfo(
+                self.host or None, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0][0]
+            self._httpd = _HTTPServer(self, family, (self.host, self.port))
+        except OSError as e:
+            raise LiveError(
+                f"live: cannot listen on {self.host}:{self.port}: {e.strerror or e}"
+            ) from None
+        self.port = self._httpd.server_address[1]  # the one picked when port was 0
+        self._stopping.clear()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(
+            # a short poll interval so that stop() returns promptly
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="live-http",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop accepting, close every client connection, wait for their threads."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        self._stopping.set()
+        httpd.shutdown()
+        httpd.server_close()  # now: connections queued on it meanwhile get refused early
+        with self._lock:
+            conns = list(self._conns.items())
+        for sock, _ in conns:
+            _shut(sock)
+        for _, thread in conns:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread is not None:
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- database -------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        # mode=rw: never creates a file where the database was expected. A normal
+        # (not mode=ro) connection can open a WAL database whose -shm file is missing;
+        # query_only makes it a reader all the same.
+        uri = self.db_path.absolute().as_uri() + "?mode=rw"
+        conn = sqlite3.connect(
+            uri,
+            uri=True,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("PRAGMA query_only = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check_database(self) -> None:
+        if not self.db_path.is_file():
+            raise LiveError(f"live: no database at {self.db_path}")
+        try:
+            conn = self._connect()
+            try:
+                found = conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'detections'"
+                ).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error as e:
+            raise LiveError(f"live: {self.db_path}: cannot read the database: {e}") from None
+        if found is None:
+            raise LiveError(f"live: {self.db_path}: not a detection database (no detections table)")
+
+    def health(self) -> dict[str, Any]:
+        conn = self._connect()
+        try:
+            count = conn.execute("SELECT count(*) FROM detections").fetchone()[0]
+            newest = conn.execute(
+                "SELECT rowid, created_utc, start_time_utc FROM detections "
+                "ORDER BY rowid DESC LIMIT 1"
+            ).fetchone()
+        finally:
+            conn.close()
+        return {
+            "database": str(self.db_path),
+            "detections": count,
+            "newest_id": newest[0] if newest else None,
+            "newest_created_utc": newest[1] if newest else None,
+            "newest_start_time_utc": newest[2] if newest else None,
+            "clients": self.clients,
+            "token_required": self.token_required,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "last_error": self.last_error or None,
+        }
+
+    # -- requests -------------------------------------------------------------
+
+    def _authorized(self, header: str | None, query_token: str | None) -> bool:
+        if self._token is None:
+            return True
+        offered = None
+        if header:
+            scheme, _, credentials = header.strip().partition(" ")
+            if scheme.lower() == "bearer":
+                offered = credentials.strip()
+        if offered is None:
+            offered = query_token
+        if offered is None:
+            return False
+        return hmac.compare_digest(offered.encode("utf-8", "replace"), self._token)
+
+    def _start_after(self, conn: sqlite3.Connection, last_event_id: str | None, since: str) -> int:
+        newest = conn.execute(_NEWEST).fetchone()[0]
+        if last_event_id is not None:
+            return min(_rowid(last_event_id, "Last-Event-ID"), newest)
+        if since == "now":
+            return newest
+        if since == "all":
+            return 0
+        return min(_rowid(since, "since"), newest)
+
+    def _register(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._conns[sock] = threading.current_thread()
+            late = self._stopping.is_set()
+        if late:  # accepted just before stop() took its list of connections
+            _shut(sock)
+
+    def _unregister(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._conns.pop(sock, None)
+
+    def _open_stream(self) -> bool:
+        with self._lock:
+            if self._streams >= self.max_clients:
+                return False
+            self._streams += 1
+            return True
+
+    def _close_stream(self) -> None:
+        with self._lock:
+            self._streams -= 1
+
+
+class _BadRequest(ValueError):
+    pass
+
+
+def _rowid(text: str, what: str) -> int:
+    try:
+        n = int(text.strip())
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise _BadRequest(f"{what} must be a detection id (an integer >= 0), got {text[:40]!r}")
+    return n
+
+
+def _shut(sock: socket.socket) -> None:
+    # Wakes a stream waiting in select() (the socket reads as closed) and fails a
+    # send blocked on a client that stopped reading; close() alone would do neither.
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _message(rowid: int, payload: str) -> bytes:
+    # One data line is exact: json.dumps escapes CR and LF, the only SSE line breaks.
+    return f"id: {rowid}\nevent: detection\ndata: {payload}\n\n".encode()
+
+
+def _client_gone(sock: socket.socket, wait_s: float) -> bool:
+    """Wait up to wait_s; True if the client closed (or stop() shut the socket) meanwhile.
+
+    An SSE client sends nothing after its request, so a readable socket means the
+    connection ended; noticing it here frees the thread within one poll instead of
+    at the next failed write, which could be a keep-alive 15 s away.
+    """
+    try:
+        readable, _, _ = select.select([sock], [], [], wait_s)
+        if not readable:
+            return False
+        sock.recv(1, socket.MSG_PEEK)  # b"" at end of stream; data is a protocol error
+        return True
+    except (OSError, ValueError):
+        return True
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True  # a wedged client must never keep the recorder from exiting
+
+    def __init__(self, live: LiveServer, family: int, address: tuple[str, int]):
+        self.live = live
+        self.address_family = family
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks up the host's FQDN, which can hang for
+        # seconds on a recorder without DNS; the name is not needed here.
+        TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[0], self.server_address[1]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        e = sys.exc_info()[1]
+        if isinstance(e, ConnectionError | TimeoutError):
+            return  # a client that went away: nothing to report
+        self.live.last_error = f"{type(e).__name__}: {e}"
+        print(f"live: error serving {client_address[0]}: {self.live.last_error}", file=sys.stderr)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    server_version = "animalclap-edge-live"
+
+    def version_string(self) -> str:
+        return self.server_version  # not the Python version: nobody needs to know it
+
+    def setup(self) -> None:
+        self.timeout = self.server.live.socket_timeout_s  # also bounds a stalled send
+        super().setup()
+        self.server.live._register(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.live._unregister(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Silent: the request line may hold ?token=, and a recorder's log is no access log.
+        pass
+
+    def do_GET(self) -> None:
+        live = self.server.live
+        if live._stopping.is_set():
+            return self._reply(503, {"error": "shutting down"})
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        if live._token is None and not _host_is_loopback(self.headers.get("Host")):
+            return self._reply(403, {"error": "Host must name a loopback address"})
+        if not live._authorized(self.headers.get("Authorization"), query.get("token")):
+            return self._reply(
+                401,
+                {"error": "a valid token is required (Authorization: Bearer, or ?token=)"},
+                {"WWW-Authenticate": 'Bearer realm="animalclap-edge"'},
+            )
+        if url.path == "/events":
+            return self._events(query)
+        if url.path == "/health":
+            try:
+                return self._reply(200, live.health())
+            except sqlite3.Error as e:
+                live.last_error = f"database: {e}"
+                return self._reply(503, {"error": live.last_error})
+        if url.path == "/":
+            return self._page()
+        return self._reply(404, {"error": "not found; try /, /events or /health"})
+
+    def _reply(
+        self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        data = (json.dumps(body, ensure_ascii=False) + "\n").encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _page(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(_PAGE)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Content-Security-Policy", _PAGE_CSP)
+        self.send_header("Referrer-Policy", "no-referrer")  # the URL may hold the token
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.end_headers()
+        self.wfile.write(_PAGE)
+
+    def _events(self, query: dict[str, str]) -> None:
+        live = self.server.live
+        if not live._open_stream():
+            return self._reply(503, {"error": f"too many live clients ({live.max_clients})"})
+        conn = None
+        try:
+            header_id = self.headers.get("Last-Event-ID")
+            last_id = header_id if header_id and header_id.strip() else query.get("last_event_id")
+            try:
+                conn = live._connect()
+                after = live._start_after(conn, last_id, query.get("since", "now"))
+            except _BadRequest as e:
+                return self._reply(400, {"error": str(e)})
+            except sqlite3.Error as e:
+                live.last_error = f"database: {e}"
+                return self._reply(503, {"error": live.last_error})
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Accel-Buffering", "no")  # nginx in front must not buffer
+            self.end_headers()
+            # A bare id sets the client's Last-Event-ID without firing an event.
+            self.wfile.write(f"retry: {RETRY_MS}\nid: {after}\n\n".encode())
+            self._stream(conn, after)
+        except sqlite3.Error as e:
+            live.last_error = f"database: {e}"  # the stream ends; the client reconnects
+        except (OSError, ValueError):
+            pass  # the client went away, or stop() shut the socket
+        finally:
+            if conn is not None:
+                conn.close()
+            live._close_stream()
+
+    def _stream(self, conn: sqlite3.Connection, after: int) -> None:
+        live = self.server.live
+        last_write = time.monotonic()
+        while not live._stopping.is_set():
+            # fetchall: no statement stays open between polls, so this reader never
+            # pins an old WAL snapshot and keeps checkpoints from shrinking the WAL.
+            rows = conn.execute(_NEW_ROWS, (after, BATCH)).fetchall()
+            if rows:
+                self.wfile.write(
+                    b"".join(_message(r[0], detection_payload(Detection(*r[1:]))) for r in rows)
+                )
+                after, last_write = rows[-1][0], time.monotonic()
+                if len(rows) == BATCH:
+                    continue  # catching up: no pause
+            else:
+                newest = conn.execute(_NEWEST).fetchone()[0]
+                if newest < after:
+                    # The newest rows were deleted (retention emptied the table): SQLite
+                    # hands their rowids out again, so follow it down rather than wait.
+                    after, last_write = newest, time.monotonic()
+                    self.wfile.write(f"id: {after}\n\n".encode())
+                elif time.monotonic() - last_write >= live.keepalive_s:
+                    self.wfile.write(b": keep-alive\n\n")
+                    last_write = time.monotonic()
+            if _client_gone(self.connection, live.poll_s):
+                return
+
+
+def _host_is_loopback(host_header: str | None) -> bool:
+    if host_header is None:
+        return True  # HTTP/1.0 clients may omit it; browsers, the rebinding risk, never do
+    host = host_header.strip()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return is_loopback_host(host)
+
+
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:1em}"
+    "table{border-collapse:collapse}"
+    "th,td{padding:2px 10px;text-align:left;border-bottom:1px solid #ddd}"
+    "#state{color:#555}"
+)
+_SCRIPT = """
+const q = new URLSearchParams(location.search);
+const token = q.get("token");
+const es = new EventSource("events" + (token ? "?token=" + encodeURIComponent(token) : ""));
+const rows = document.getElementById("rows");
+const state = document.getElementById("state");
+es.onopen = () => { state.textContent = "connected: new detections appear at the top"; };
+es.onerror = () => {
+  // EventSource gives up on an HTTP error (401, 503); on a dropped connection it retries.
+  state.textContent = es.readyState === EventSource.CLOSED
+    ? "refused (wrong token? see /health): reload to try again"
+    : "disconnected: reconnecting...";
+};
+es.addEventListener("detection", (e) => {
+  const d = JSON.parse(e.data);
+  const tr = document.createElement("tr");
+  for (const v of [e.lastEventId, d.start_time_utc || d.created_utc, d.common_name,
+                   d.scientific_name, d.level, d.probability.toFixed(2), d.recording_id,
+                   d.window_start_s.toFixed(1) + "-" + d.window_end_s.toFixed(1) + " s"]) {
+    const td = document.createElement("td");
+    td.textContent = v;
+    tr.appendChild(td);
+  }
+  rows.prepend(tr);
+  while (rows.rows.length > 500) rows.deleteRow(-1);
+});
+"""
+_PAGE = (
+    "<!doctype html><html><head><meta charset=utf-8>"
+    '<meta name=viewport content="width=device-width, initial-scale=1">'
+    f"<title>AnimalCLAP Edge: live detections</title><style>{_STYLE}</style></head><body>"
+    "<h1>Live detections</h1><p id=state>connecting...</p><table><thead><tr>"
+    "<th>id</th><th>time (UTC)</th><th>common name</th><th>scientific name</th>"
+    "<th>level</th><th>p</th><th>recording</th><th>window</th></tr></thead>"
+    f"<tbody id=rows></tbody></table><script>{_SCRIPT}</script></body></html>"
+).encode()
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+# Only the page's own inline script and style may run, and it may connect only here.
+_PAGE_CSP = (
+    f"default-src 'none'; script-src {_csp_hash(_SCRIPT)}; style-src {_csp_hash(_STYLE)}; "
+    "connect-src 'self'"
+)

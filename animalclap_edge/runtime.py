@@ -1,0 +1,109 @@
+"""What runs beside the detector during `animalclap-edge run`, started and stopped as one.
+
+`Runtime` opens the database (recovering it first if its check fails), starts the
+MQTT uplink, the local live server (Server-Sent Events), the health monitor
+(snapshots and online backups) and wraps live sources in the watchdog. `close()` stops them in reverse order, so the last health snapshot
+and the last uplink attempt still see a working database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from animalclap_edge.config import EdgeConfig
+from animalclap_edge.health import HealthMonitor, StoreHealthLog, backup_path_for
+from animalclap_edge.recovery import open_store
+from animalclap_edge.sources import Source
+from animalclap_edge.watchdog import WatchdogSettings, WatchedSource
+
+
+class Runtime:
+    def __init__(
+        self, cfg: EdgeConfig, db: str | Path, err: TextIO, hop_s: float, sample_rate: int
+    ):
+        self.cfg, self.db, self.err = cfg, Path(db), err
+        self.store, recovery = open_store(self.db, backup_path_for(self.db))
+        if recovery is not None:
+            print(f"WARNING: {recovery.summary()}", file=err)
+        self.health_log = StoreHealthLog(self.store, echo=lambda m: print(m, file=err))
+        # one entry per live source name: a schedule re-wraps the source every period
+        self._counters: dict[str, Callable[[], dict]] = {}
+        self.uplink = None
+        self.live = None
+        h = cfg.health
+        self.monitor = HealthMonitor(
+            self.db,
+            interval_s=h.interval_s,
+            counters=self._all_counters,
+            thermal_root=Path(h.thermal_root),
+            hop_s=hop_s,
+            sample_rate=sample_rate,
+            backup_every_s=h.backup_interval_h * 3600 if h.backup_interval_h else None,
+        )
+
+    def start(self) -> Runtime:
+        try:
+            mq = self.cfg.messaging.mqtt
+            if mq.enabled:
+                from animalclap_edge.publish import MqttPublisher
+
+                self.uplink = MqttPublisher(self.db, mq).start()
+                print(f"uplink: mqtt {mq.host}:{mq.port} topic {self.uplink.topic}", file=self.err)
+            lv = self.cfg.messaging.live
+            if lv.enabled:
+                from animalclap_edge.live import LiveServer
+
+                self.live = LiveServer.from_config(self.db, lv).start()
+                print(f"live: {self.live.url} (stream at /events)", file=self.err)
+            self.monitor.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def watch(self, first: Source, reopen: Callable[[], Source]) -> WatchedSource:
+        """`first` under the watchdog; `reopen` opens the same live source again."""
+        h = self.cfg.health
+        settings = WatchdogSettings(
+            stall_s=h.stall_s,
+            silence_s=h.silence_s,
+            silence_dbfs=h.silence_dbfs,
+            backoff_min_s=h.reopen_backoff_s[0],
+            backoff_max_s=h.reopen_backoff_s[1],
+        )
+        src = WatchedSource(first, reopen, self.health_log, settings)
+        self._counters[src.name] = src.health_counters
+        return src
+
+    def _all_counters(self) -> dict:
+        out: dict = {}
+        for c in list(self._counters.values()):
+            out.update(c())
+        return out
+
+    def close(self) -> None:
+        try:
+            if self.live is not None:
+                self.live.stop()  # within ~2 s; closes every open stream
+            self.monitor.stop()
+            if self.monitor.last_error:
+                print(f"health: last error: {self.monitor.last_error}", file=self.err)
+        finally:
+            try:
+                if self.uplink is not None:
+                    left = self.uplink.finish(timeout_s=10.0)
+                    print(
+                        f"uplink: {self.uplink.stats.delivered} delivered, {left} still in the "
+                        "outbox (sent on the next run or by `animalclap-edge publish`)",
+                        file=self.err,
+                    )
+            finally:
+                self.store.close()
+
+    def __enter__(self) -> Runtime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,209 @@
+"""A systemd unit that runs the recorder at boot and restarts it when it stops.
+
+`animalclap-edge install-service` writes the unit, then enables and starts it when
+systemd runs this machine. Standard library only: this runs on the recorder.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+UNIT_NAME = "animalclap-edge.service"
+DEFAULT_UNIT_DIR = "/etc/systemd/system"
+RESTART_SEC = 10
+
+
+class ServiceError(Exception):
+    """The service cannot be installed as asked; `str(e)` is one line saying why."""
+
+
+def _quote(arg: str) -> str:
+    """One ExecStart argument: % and $ are systemd specifiers/variables, spaces split words."""
+    arg = arg.replace("%", "%%").replace("$", "$$")
+    if any(c in arg for c in " \t\"\\'"):
+        arg = '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return arg
+
+
+def default_command() -> list[str]:
+    """How systemd should start this same installation of animalclap-edge.
+
+    The console script beside this interpreter when there is one (a readable `ps`
+    line), else `python -m animalclap_edge`; both use this virtualenv, not
+    whatever `animalclap-edge` is first on root's PATH.
+    """
+    script = Path(sys.executable).parent / "animalclap-edge"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [sys.executable, "-m", "animalclap_edge"]
+
+
+def render_unit(
+    *,
+    config: Path,
+    bundle: Path,
+    user: str,
+    working_dir: Path,
+    command: list[str] | None = None,
+    groups: list[str] | None = None,
+    restart_sec: int = RESTART_SEC,
+) -> str:
+    """The text of the unit file; paths must already be absolute."""
+    argv = [
+        *(command or default_command()),
+        "run",
+        "--source",
+        "mic",
+        "--config",
+        str(config),
+        "--bundle",
+        str(bundle),
+    ]
+    lines = [
+        "# Written by `animalclap-edge install-service`; rerun it rather than editing.",
+        "[Unit]",
+        "Description=AnimalCLAP Edge recorder (live species detection)",
+        # Ordering only, no Wants=: a recorder without network must still start; the
+        # MQTT uplink retries on its own once the network comes up.
+        "After=sound.target network-online.target",
+        "",
+        "[Service]",
+        "Type=simple",
+        f"User={user}",
+    ]
+    if groups:
+        # The input device nodes belong to "audio"; a system service gets no login seat.
+        lines.append(f"SupplementaryGroups={' '.join(groups)}")
+    lines += [
+        f"WorkingDirectory={working_dir}",
+        "Environment=OPENBLAS_NUM_THREADS=1",
+        # Detection lines reach the journal as they happen, not when a buffer fills.
+        "Environment=PYTHONUNBUFFERED=1",
+        f"ExecStart={' '.join(_quote(a) for a in argv)}",
+        "Restart=always",
+        f"RestartSec={restart_sec}",
+        # Stop with Ctrl-C's signal: `run` closes its recording, uplink and database on
+        # KeyboardInterrupt, whatever it does with SIGTERM.
+        "KillSignal=SIGINT",
+        "TimeoutStopSec=30",
+        # No WatchdogSec=: the runtime does not send sd_notify(WATCHDOG=1), so systemd
+        # would kill a healthy recorder every WatchdogSec. Restart=always covers exits.
+        "",
+        "[Install]",
+        "WantedBy=multi-user.target",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _default_user() -> str:
+    # Under sudo the unit should run as the person who ran sudo, not as root.
+    return os.environ.get("SUDO_USER") or pwd.getpwuid(os.getuid()).pw_name
+
+
+def _groups_for_audio() -> list[str]:
+    try:
+        grp.getgrnam("audio")
+    except KeyError:  # SupplementaryGroups= naming a missing group stops the unit starting
+        return []
+    return ["audio"]
+
+
+@dataclass
+class InstallReport:
+    unit_path: Path | None  # None on a dry run
+    unit_text: str
+    done: list[str] = field(default_factory=list)  # what was done, one line each
+    not_done: list[str] = field(default_factory=list)  # what was not, and why / how
+    ok: bool = True
+
+
+def install_service(
+    *,
+    config: str | os.PathLike,
+    bundle: str | os.PathLike,
+    user: str | None = None,
+    unit_dir: str | os.PathLike = DEFAULT_UNIT_DIR,
+    working_dir: str | os.PathLike | None = None,
+    dry_run: bool = False,
+    enable: bool = True,
+    systemctl: str | None = None,
+    systemd_running: bool | None = None,
+) -> InstallReport:
+    """Validate the config and bundle, write the unit, and enable it where possible.
+
+    `systemctl` (path) and `systemd_running` default to what this machine has; the
+    service is enabled only when both are there and `enable` is set.
+    """
+    from animalclap_edge.bundle import load_bundle
+    from animalclap_edge.config import load_config
+
+    config_path = Path(config).expanduser().resolve()
+    bundle_path = Path(bundle).expanduser().resolve()
+    load_config(config_path)  # ConfigError: one line per problem, naming file and key
+    if not bundle_path.exists():
+        raise ServiceError(f"bundle '{bundle}' not found: give a bundle directory or .tar")
+    load_bundle(bundle_path)  # a corrupt bundle would only crash-loop the service
+    user = user or _default_user()
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        raise ServiceError(f"user '{user}' does not exist on this machine (--user)") from None
+    wd = Path(working_dir or Path.cwd()).expanduser().resolve()
+    if not wd.is_dir():
+        raise ServiceError(f"working directory '{wd}' is not a folder")
+    text = render_unit(
+        config=config_path,
+        bundle=bundle_path,
+        user=user,
+        working_dir=wd,
+        groups=_groups_for_audio(),
+    )
+    if dry_run:
+        return InstallReport(None, text, not_done=["dry run: nothing written or enabled"])
+
+    unit_path = Path(unit_dir).expanduser() / UNIT_NAME
+    try:
+        unit_path.parent.mkdir(parents=True, exist_ok=True)
+        unit_path.write_text(text, encoding="utf-8")
+    except PermissionError:
+        raise ServiceError(
+            f"cannot write {unit_path}: permission denied (run with sudo, or use --unit-dir or --dry-run)"
+        ) from None
+    except OSError as e:
+        raise ServiceError(f"cannot write {unit_path}: {e.strerror or e}") from None
+    report = InstallReport(unit_path, text, done=[f"wrote {unit_path}"])
+
+    manual = f"systemctl daemon-reload && systemctl enable --now {UNIT_NAME}"
+    if systemctl is None:
+        systemctl = shutil.which("systemctl")
+    if systemd_running is None:
+        systemd_running = Path("/run/systemd/system").is_dir()  # sd_booted()'s test
+    if not enable:
+        report.not_done.append(f"not enabled (--no-enable); to start it: {manual}")
+        return report
+    if systemctl is None:
+        report.not_done.append(f"not enabled: no systemctl on this machine; then: {manual}")
+        return report
+    if not systemd_running:
+        report.not_done.append(f"not enabled: systemd is not running this machine; then: {manual}")
+        return report
+    for args in (["daemon-reload"], ["enable", "--now", UNIT_NAME]):
+        cmd = [systemctl, *args]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        shown = "systemctl " + " ".join(args)
+        if r.returncode != 0:
+            why = " ".join((r.stderr or r.stdout or f"exit status {r.returncode}").split())
+            report.not_done.append(f"`{shown}` failed: {why}; fix that, then: {manual}")
+            report.ok = False
+            return report
+        report.done.append(f"ran `{shown}`")
+    report.done.append(f"follow it with: journalctl -u {UNIT_NAME} -f")
+    return report

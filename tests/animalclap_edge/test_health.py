@@ -1,0 +1,75 @@
+"""Health snapshots, thermal zones and backups, on a real database."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from animalclap_edge.health import HealthMonitor, backup_path_for, disk, thermal_zones
+from animalclap_edge.store import DetectionStore
+
+# A sysfs tree laid out as Linux exposes thermal zones (type + temp in milli-degrees),
+# with the zone names Jetson Orin boards use; the temperatures are illustrative, not
+# read from a board. An offline sensor's temp cannot be read.
+ORIN_ZONES = {
+    "thermal_zone0": ("cpu-thermal", "48375"),
+    "thermal_zone1": ("gpu-thermal", "46500"),
+    "thermal_zone2": ("cv0-thermal", "-256000"),  # an unpowered engine: reported as is
+    "thermal_zone3": ("soc0-thermal", "47843"),
+    "thermal_zone4": ("tj-thermal", None),  # temp unreadable: left out
+}
+
+
+def _sysfs(root: Path) -> Path:
+    for zone, (kind, temp) in ORIN_ZONES.items():
+        d = root / zone
+        d.mkdir(parents=True)
+        (d / "type").write_text(kind + "\n")
+        if temp is not None:
+            (d / "temp").write_text(temp + "\n")
+    return root
+
+
+def test_thermal_zones_read_like_a_jetson(tmp_path):
+    t = thermal_zones(_sysfs(tmp_path / "thermal"))
+    assert t == {
+        "cpu-thermal": 48.375,
+        "gpu-thermal": 46.5,
+        "cv0-thermal": -256.0,
+        "soc0-thermal": 47.843,
+    }
+    assert thermal_zones(tmp_path / "none") == {}  # a VM or a laptop without zones
+
+
+def test_disk_usage_is_of_the_filesystem_holding_the_path(tmp_path):
+    d = disk(tmp_path)
+    assert 0 < d["disk_percent"] < 100 and d["disk_free_mb"] > 1
+
+
+def test_the_monitor_writes_snapshots_with_counters_and_backs_up(tmp_path):
+    db = tmp_path / "d.db"
+    with DetectionStore(db):
+        pass
+    counters = {"opens": 2, "overflows": 1, "dropped_frames": 48_000 * 3}
+    mon = HealthMonitor(
+        db,
+        interval_s=0.2,
+        counters=lambda: counters,
+        thermal_root=_sysfs(tmp_path / "thermal"),
+        hop_s=1.5,
+        sample_rate=48_000,
+        backup_every_s=0.3,
+    ).start()
+    time.sleep(1.2)
+    mon.stop()
+    assert mon.last_error == ""
+    with DetectionStore(db) as store:
+        rows = store.health(limit=1000)
+    snaps = [r["detail"] for r in rows if r["kind"] == "snapshot"]
+    assert len(snaps) >= 4 and snaps[-1]["temperatures_c"]["cpu-thermal"] == 48.375
+    assert snaps[-1]["counters"] == {**counters, "dropped_windows": 2}
+    assert snaps[-1]["outbox_backlog"] == 0 and snaps[-1]["uptime_s"] >= 1.0
+    backups = [r for r in rows if r["kind"] == "backup"]
+    assert backups and backup_path_for(db).exists()
+    with DetectionStore(backup_path_for(db)) as b:
+        assert b.integrity_check() == "ok"

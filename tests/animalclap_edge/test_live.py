@@ -1,0 +1,547 @@
+"""The live SSE endpoint, for real: a server on a free loopback port over a database
+written by DetectionStore from another thread, read with http.client. Every socket
+has a timeout, so a bug fails a test instead of hanging the suite."""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import json
+import os
+import select
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+
+from animalclap_edge.cli import main
+from animalclap_edge.config import ConfigError, config_from_dict
+from animalclap_edge.live import LiveError, LiveServer
+from animalclap_edge.store import DetectionStore
+
+_spec = importlib.util.spec_from_file_location(
+    "_store_tests", Path(__file__).parent / "test_store.py"
+)
+_store_tests = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_store_tests)
+_det = _store_tests._det
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "s3cret-token-for-tests-0123456789"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    p = tmp_path / "detections.db"
+    with DetectionStore(p) as s:
+        s.start_run(_store_tests.RUN, _store_tests.BUNDLE, "0123456789abcdef", "test", "0.1.0")
+    return p
+
+
+@pytest.fixture
+def server(db: Path):
+    # keepalive far away: these tests count every block they read
+    with LiveServer(db, port=0, poll_s=0.05, keepalive_s=60) as s:
+        yield s
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    p = tmp_path / "live.token"
+    p.write_text(TOKEN + "\n")
+    p.chmod(0o600)
+    return p
+
+
+def _dets(first: int, n: int) -> list:
+    return [_det((first + i) * 72_000) for i in range(n)]
+
+
+def _add(db: Path, dets: list) -> None:
+    with DetectionStore(db) as s:
+        s.add_detections(dets)
+
+
+def _logged(db: Path, after: int = 0) -> list[tuple[int, str]]:
+    """(rowid, outbox payload) of every detection after `after`: what a stream must carry."""
+    with sqlite3.connect(db) as c:
+        return c.execute(
+            "SELECT d.rowid, o.payload_json FROM detections d JOIN outbox o "
+            "ON o.detection_id = d.detection_id WHERE d.rowid > ? ORDER BY d.rowid",
+            (after,),
+        ).fetchall()
+
+
+def _wait(cond, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+class Stream:
+    """A minimal event-stream reader over http.client."""
+
+    def __init__(self, port: int, path: str = "/events", headers=None, timeout: float = 5.0):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        self.conn.request("GET", path, headers=headers or {})
+        self.sock = self.conn.sock  # http.client drops it once the response is read to close
+        self.resp = self.conn.getresponse()
+        self.start_id: int | None = None  # the bare `id:` every stream opens with
+        self.received_at: list[float] = []
+
+    def block(self) -> dict[str, str]:
+        """The next message (fields up to a blank line); {} at end of stream."""
+        fields: dict[str, str] = {}
+        while True:
+            line = self.resp.readline()
+            if not line:
+                return fields
+            line = line.decode().rstrip("\n")
+            if not line:
+                if fields:
+                    return fields
+                continue
+            name, _, value = line.partition(":")
+            fields[name or "comment"] = value.removeprefix(" ")
+
+    def detections(self, n: int, timeout: float = 10.0) -> list[tuple[int, str]]:
+        out: list[tuple[int, str]] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < n:
+            assert time.monotonic() < deadline, f"got {len(out)} of {n} detections"
+            b = self.block()
+            assert b, f"stream ended after {len(out)} of {n} detections"
+            if b.get("event") == "detection":
+                out.append((int(b["id"]), b["data"]))
+                self.received_at.append(time.perf_counter())
+            elif "id" in b and self.start_id is None:
+                self.start_id = int(b["id"])
+        return out
+
+    def opening(self) -> int:
+        """Read the opening block; returns the id the stream starts after."""
+        b = self.block()
+        assert "retry" in b and "id" in b and "event" not in b, b
+        self.start_id = int(b["id"])
+        return self.start_id
+
+    def nothing_more(self, wait_s: float = 0.5) -> bool:
+        self.sock.settimeout(wait_s)
+        try:
+            b = self.block()
+        except TimeoutError:
+            return True
+        return not b  # end of stream also means nothing more
+
+    def close(self) -> None:
+        self.resp.close()
+        self.conn.close()
+
+
+def _get(port: int, path: str, headers=None) -> tuple[int, dict, bytes]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request("GET", path, headers=headers or {})
+        r = c.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        c.close()
+
+
+# -- streaming -----------------------------------------------------------------
+
+
+def test_every_detection_arrives_once_in_order_with_its_rowid_and_outbox_payload(server, db):
+    _add(db, _dets(0, 5))  # already there: a new client starts after them (since=now)
+    s = Stream(server.port)
+    try:
+        assert s.opening() == 5
+        committed: dict[str, float] = {}
+
+        def writer():
+            # batches of 1-5 rows, as the detector writes them, with pauses between
+            with DetectionStore(db) as store:
+                i = 5
+                for size in [1, 3, 5, 2, 4, 1, 5, 5, 3, 2, 4, 1, 3, 5, 2, 4, 5, 1]:
+                    batch = _dets(i, size)
+                    store.add_detections(batch)
+                    now = time.perf_counter()
+                    committed.update({d.detection_id: now for d in batch})
+                    i += size
+                    time.sleep(0.01 * (size % 3))
+
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        got = s.detections(56)
+        t.join(10)
+        assert not t.is_alive()
+        assert got == _logged(db, after=5)  # ids, order, payload bytes: all equal
+        ids = [json.loads(data)["detection_id"] for _, data in got]
+        assert len(set(ids)) == 56
+        assert s.nothing_more()
+        lat = [max(0.0, r - committed[i]) for r, i in zip(s.received_at, ids, strict=True)]
+        print(
+            f"\ncommit -> receipt over {len(lat)} detections (poll_s 0.05): median "
+            f"{statistics.median(lat) * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms"
+        )
+        assert max(lat) < 5.0
+    finally:
+        s.close()
+
+
+def test_reconnect_with_last_event_id_gets_exactly_the_missed_ones(server, db):
+    s = Stream(server.port)
+    s.opening()
+    _add(db, _dets(0, 10))
+    first = s.detections(10)
+    s.close()
+    last = first[-1][0]
+    _add(db, _dets(10, 15))  # while nobody is connected
+    missed = _logged(db, after=last)
+    assert len(missed) == 15
+    for how in (
+        {"headers": {"Last-Event-ID": str(last)}},
+        {"path": f"/events?last_event_id={last}"},
+    ):
+        r = Stream(server.port, **how)
+        try:
+            assert r.opening() == last
+            assert r.detections(15) == missed
+            assert r.nothing_more()
+        finally:
+            r.close()
+    # the header wins over the query (EventSource adds it to the URL it was given)
+    r = Stream(server.port, "/events?since=all", headers={"Last-Event-ID": str(last + 5)})
+    try:
+        assert r.detections(10) == missed[5:]
+    finally:
+        r.close()
+
+
+def test_a_stream_resumes_where_it_opened_even_if_nothing_arrived(server, db):
+    _add(db, _dets(0, 3))
+    s = Stream(server.port)
+    start = s.opening()
+    s.close()
+    _add(db, _dets(3, 4))  # logged between the disconnect and the reconnect
+    r = Stream(server.port, headers={"Last-Event-ID": str(start)})
+    try:
+        assert r.detections(4) == _logged(db, after=3)
+    finally:
+        r.close()
+
+
+def test_since_all_and_since_a_rowid_and_bad_cursors(server, db):
+    _add(db, _dets(0, 8))
+    for path, after in (("/events?since=all", 0), ("/events?since=6", 6)):
+        s = Stream(server.port, path)
+        try:
+            assert s.detections(8 - after) == _logged(db, after=after)
+        finally:
+            s.close()
+    # a cursor beyond the newest row (a renumbering VACUUM) means "now", not a stall
+    s = Stream(server.port, headers={"Last-Event-ID": "999"})
+    try:
+        assert s.opening() == 8
+        _add(db, _dets(8, 1))
+        assert s.detections(1) == _logged(db, after=8)
+    finally:
+        s.close()
+    for bad in ("/events?since=yesterday", "/events?last_event_id=-3"):
+        status, _, body = _get(server.port, bad)
+        assert status == 400 and "detection id" in json.loads(body)["error"]
+
+
+def test_an_open_stream_follows_retention_emptying_the_table(server, db):
+    s = Stream(server.port)
+    try:
+        s.opening()
+        _add(db, _dets(0, 5))
+        assert [i for i, _ in s.detections(5)] == [1, 2, 3, 4, 5]
+        with sqlite3.connect(db) as c:  # what retention does when everything expired
+            c.execute("PRAGMA foreign_keys = ON")
+            c.execute("DELETE FROM detections")
+        assert s.block() == {"id": "0"}  # the cursor follows, so a reconnect resumes right
+        _add(db, _dets(100, 3))  # SQLite numbers these 1, 2, 3 again
+        assert s.detections(3) == _logged(db) and [i for i, _ in _logged(db)] == [1, 2, 3]
+    finally:
+        s.close()
+
+
+def test_a_client_that_disconnects_does_not_break_the_others(server, db):
+    a, b = Stream(server.port), Stream(server.port)
+    try:
+        a.opening(), b.opening()
+        assert _wait(lambda: server.clients == 2)
+        _add(db, _dets(0, 3))
+        assert a.detections(3) == b.detections(3)
+        a.sock.shutdown(2)  # abruptly, mid-stream
+        a.close()
+        assert _wait(lambda: server.clients == 1, 3.0), "the server kept the closed stream"
+        _add(db, _dets(3, 20))
+        assert b.detections(20) == _logged(db, after=3)
+        c = Stream(server.port, headers={"Last-Event-ID": "0"})
+        try:
+            assert len(c.detections(23)) == 23
+        finally:
+            c.close()
+    finally:
+        b.close()
+
+
+def _blocked_in_send(server: LiveServer) -> bool:
+    frames = sys._current_frames()
+    for thread in list(server._conns.values()):
+        stack = traceback.extract_stack(frames[thread.ident]) if thread.ident in frames else []
+        if any(f.name == "_stream" for f in stack) and stack[-1].name in ("write", "sendall"):
+            return True
+    return False
+
+
+def test_stop_returns_promptly_and_closes_every_client(db):
+    before = threading.active_count()
+    server = LiveServer(db, port=0, poll_s=0.25, keepalive_s=60).start()
+    idle = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    idle.connect()  # connected, request never sent: a handler waits on it
+    streams = [Stream(server.port) for _ in range(3)]
+    for s in streams:
+        s.opening()
+    assert _wait(lambda: server.clients == 3)
+    # Small send buffers: the streams nobody reads block in a send, the hardest case.
+    for sock in list(server._conns):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    _add(db, _dets(0, 2000))
+    assert _wait(lambda: _blocked_in_send(server)), "no stream got stuck in a send"
+    t0 = time.monotonic()
+    server.stop()
+    took = time.monotonic() - t0
+    assert took < 2.0, f"stop() took {took:.2f} s"
+    for s in streams:  # each sees its stream end (after what was already in flight)
+        s.sock.settimeout(5)
+        while s.block():
+            pass
+        s.close()
+    idle.close()
+    assert server.clients == 0 and not server._conns
+    assert _wait(lambda: threading.active_count() <= before, 2.0), threading.enumerate()
+    server.stop()  # twice is harmless
+
+
+def test_too_many_clients_get_503(db):
+    with LiveServer(db, port=0, poll_s=0.05, max_clients=1) as server:
+        s = Stream(server.port)
+        try:
+            s.opening()
+            status, _, body = _get(server.port, "/events")
+            assert status == 503 and "too many" in json.loads(body)["error"]
+        finally:
+            s.close()
+
+
+# -- health and the page ---------------------------------------------------------
+
+
+def test_health(server, db):
+    status, headers, body = _get(server.port, "/health")
+    h = json.loads(body)
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    assert h["database"] == str(db) and h["detections"] == 0 and h["newest_id"] is None
+    assert h["clients"] == 0 and h["token_required"] is False
+    _add(db, _dets(0, 4))
+    s = Stream(server.port)
+    try:
+        s.opening()
+        h = json.loads(_get(server.port, "/health")[2])
+        assert h["detections"] == 4 and h["newest_id"] == 4 and h["clients"] == 1
+        assert h["newest_created_utc"] == "2024-05-01T04:00:00.000+00:00"
+    finally:
+        s.close()
+    assert _get(server.port, "/nope")[0] == 404
+
+
+def test_page_is_self_contained(server):
+    status, headers, body = _get(server.port, "/")
+    page = body.decode()
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "new EventSource(" in page and "http" not in page.split("<script>")[1]
+    assert "script-src 'sha256-" in headers["Content-Security-Policy"]
+    assert headers["Referrer-Policy"] == "no-referrer"
+
+
+# -- security --------------------------------------------------------------------
+
+
+def test_token_required_and_wrong_token_gets_401(db, token_file):
+    with LiveServer(db, port=0, poll_s=0.05, token_file=token_file) as server:
+        p = server.port
+        for path in ("/", "/health", "/events", "/nope"):
+            status, headers, _ = _get(p, path)
+            assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer"), path
+        assert _get(p, "/health", {"Authorization": "Bearer wrong-token-0123456789"})[0] == 401
+        assert _get(p, "/health", {"Authorization": f"Basic {TOKEN}"})[0] == 401
+        assert _get(p, "/health?token=wrong")[0] == 401
+        assert _get(p, f"/health?token={TOKEN}x")[0] == 401
+        assert _get(p, "/health?token=%C3%A9")[0] == 401  # non-ASCII: refused, not a crash
+        assert _get(p, "/health", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+        assert _get(p, "/health", {"Authorization": f"bearer {TOKEN}"})[0] == 200
+        assert json.loads(_get(p, f"/health?token={TOKEN}")[2])["token_required"] is True
+        # EventSource cannot set headers: the query token opens a stream
+        s = Stream(p, f"/events?token={TOKEN}")
+        try:
+            s.opening()
+            _add(db, _dets(0, 2))
+            assert s.detections(2) == _logged(db)
+        finally:
+            s.close()
+        # with a token the Host header is not restricted (it is exposed on purpose)
+        assert _get(p, "/health", {"Authorization": f"Bearer {TOKEN}", "Host": "rec.lan"})[0] == 200
+
+
+def test_without_a_token_the_host_header_must_be_loopback(server):
+    # DNS rebinding: a web page whose name now resolves to 127.0.0.1 sends its own Host
+    assert _get(server.port, "/health", {"Host": "evil.example:8765"})[0] == 403
+    for host in ("localhost:8765", "127.0.0.1", "[::1]:8765", "LOCALHOST"):
+        assert _get(server.port, "/health", {"Host": host})[0] == 200, host
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "192.168.1.20", "recorder.lan"])
+def test_non_loopback_bind_without_token_is_refused(db, host):
+    with pytest.raises(LiveError) as ei:
+        LiveServer(db, host=host, port=0)
+    msg = str(ei.value)
+    assert "\n" not in msg and "token" in msg and "127.0.0.1" in msg
+
+
+def test_non_loopback_bind_with_token_is_accepted(db, token_file):
+    s = LiveServer(db, host="0.0.0.0", port=0, token_file=token_file)
+    assert s.token_required  # not started: the test does not expose anything
+
+
+def test_config_refuses_exposed_host_without_token_file():
+    with pytest.raises(ConfigError) as ei:
+        config_from_dict({"messaging": {"live": {"host": "0.0.0.0"}}}, "edge.yaml")
+    assert ei.value.problems == [
+        "edge.yaml: messaging.live: host '0.0.0.0' is not a loopback address: set "
+        "token_file (a file only its owner can read) or use host 127.0.0.1"
+    ]
+    ok = config_from_dict({"messaging": {"live": {"host": "0.0.0.0", "token_file": "/t"}}})
+    assert ok.messaging.live.port == 8765 and ok.messaging.live.poll_s == 0.25
+
+
+def test_token_file_problems_are_one_line_each(db, tmp_path):
+    def refused(path) -> str:
+        with pytest.raises(LiveError) as ei:
+            LiveServer(db, port=0, token_file=path)
+        assert "\n" not in str(ei.value)
+        return str(ei.value)
+
+    assert "no such file" in refused(tmp_path / "missing")
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    empty.chmod(0o600)
+    assert "is empty" in refused(empty)
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    short.chmod(0o600)
+    assert "fewer than 16" in refused(short)
+    for i, bad in enumerate(["two words but long enough", "base64+with/slash=", "é" * 20]):
+        f = tmp_path / f"bad{i}"
+        f.write_text(bad + "\n")
+        f.chmod(0o600)
+        assert "only letters, digits and - _ . ~" in refused(f), bad
+    shared = tmp_path / "shared"
+    shared.write_text(TOKEN)
+    shared.chmod(0o644)
+    assert f"chmod 600 {shared}" in refused(shared)
+    assert "not a regular file" in refused(tmp_path)
+
+
+def test_database_must_exist_and_be_a_detection_database(tmp_path):
+    with pytest.raises(LiveError, match="no database at"):
+        LiveServer(tmp_path / "nope.db", port=0)
+    assert not (tmp_path / "nope.db").exists()
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(LiveError, match="not a detection database"):
+        LiveServer(other, port=0)
+
+
+def test_a_database_that_went_away_is_a_503_not_a_dropped_connection(server, db):
+    for p in db.parent.glob(db.name + "*"):
+        p.unlink()
+    for path in ("/events", "/health"):
+        status, _, body = _get(server.port, path)
+        assert status == 503 and "database" in json.loads(body)["error"], path
+    assert not db.exists()  # and it was not created again
+
+
+def test_the_stream_never_writes_to_the_database(server, db):
+    _add(db, _dets(0, 3))
+    before = db.stat().st_mtime_ns, _logged(db)
+    s = Stream(server.port, "/events?since=all")
+    try:
+        s.detections(3)
+        _get(server.port, "/health")
+    finally:
+        s.close()
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert _logged(db) == before[1]
+
+
+# -- CLI -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cli_serve_prints_the_url_serves_and_stops_cleanly(db, sig):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "animalclap_edge", "serve", "--db", str(db), "--port", "0"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "serve printed nothing"
+        line = proc.stdout.readline()
+        assert line.startswith("live: http://127.0.0.1:"), line
+        port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+        s = Stream(port)
+        s.opening()
+        status, _, body = _get(port, "/health")
+        assert status == 200 and json.loads(body)["clients"] == 1
+        proc.send_signal(sig)
+        assert proc.wait(10) == 0
+        assert "live: stopped" in proc.stderr.read()
+        s.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_cli_serve_refuses_an_exposed_address_without_a_token(db, tmp_path, capsys):
+    assert main(["serve", "--db", str(db), "--host", "0.0.0.0", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("animalclap-edge: error: live: refusing to listen on 0.0.0.0")
+    assert "\n" not in err
+    loose = tmp_path / "t"
+    loose.write_text(TOKEN)
+    loose.chmod(0o644)
+    assert main(["serve", "--db", str(db), "--token-file", str(loose), "--port", "0"]) == 2
+    assert "chmod 600" in capsys.readouterr().err
+    assert main(["serve", "--db", str(tmp_path / "none.db")]) == 2
+    assert "no database at" in capsys.readouterr().err

@@ -1,0 +1,191 @@
+"""`animalclap-edge install-service`: the unit it writes, what it refuses, what it runs."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from animalclap_edge.bundle import demo_bundle_path
+from animalclap_edge.cli import main
+from animalclap_edge.service import UNIT_NAME, default_command, install_service, render_unit
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "firmware_configs" / "generic-cpu.yaml"
+
+
+def _settings(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def test_dry_run_prints_the_unit(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bundle = demo_bundle_path()
+    assert (
+        main(["install-service", "--config", str(CONFIG), "--bundle", str(bundle), "--dry-run"])
+        == 0
+    )
+    out, err = capsys.readouterr()
+    s = _settings(out)
+    assert s["ExecStart"] == [
+        " ".join(default_command())
+        + f" run --source mic --config {CONFIG} --bundle {bundle.resolve()}"
+    ]
+    assert default_command()[0].startswith(str(Path(sys.executable).parent))  # this venv
+    assert s["Restart"] == ["always"] and s["RestartSec"] == ["10"]
+    assert "OPENBLAS_NUM_THREADS=1" in s["Environment"]
+    assert s["WorkingDirectory"] == [str(tmp_path.resolve())]
+    assert s["User"] == [os.environ.get("SUDO_USER") or pwd.getpwuid(os.getuid()).pw_name]
+    assert s["After"] == ["sound.target network-online.target"]
+    assert s["WantedBy"] == ["multi-user.target"]
+    assert "WatchdogSec" not in s  # we never send WATCHDOG=1, see service.py
+    assert "dry run: nothing written" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_paths_with_spaces_and_percent_are_quoted_for_systemd(tmp_path):
+    text = render_unit(
+        config=Path("/srv/my site/edge 100%.yaml"),
+        bundle=Path("/srv/b"),
+        user="rec",
+        working_dir=Path("/srv/my site"),
+        command=["/opt/venv/bin/animalclap-edge"],
+    )
+    (exec_start,) = _settings(text)["ExecStart"]
+    assert exec_start == (
+        '/opt/venv/bin/animalclap-edge run --source mic --config "/srv/my site/edge 100%%.yaml" '
+        "--bundle /srv/b"
+    )
+
+
+def test_writes_the_unit_without_enabling_it(tmp_path, capsys):
+    units = tmp_path / "units"
+    argv = ["install-service", "--config", str(CONFIG), "--bundle", str(demo_bundle_path())]
+    assert main([*argv, "--unit-dir", str(units), "--no-enable"]) == 0
+    err = capsys.readouterr().err
+    unit = units / UNIT_NAME
+    assert unit.is_file()
+    assert f"install-service: wrote {unit}" in err
+    assert (
+        "not enabled (--no-enable); to start it: systemctl daemon-reload && systemctl enable --now"
+        in err
+    )
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
+    r = install_service(config=CONFIG, bundle=demo_bundle_path(), unit_dir=tmp_path, enable=False)
+    v = subprocess.run(
+        ["systemd-analyze", "verify", str(r.unit_path)], capture_output=True, text=True, timeout=60
+    )
+    # Warnings about our file (unknown keys, bad values) start with its path; others are the host's.
+    ours = [line for line in (v.stdout + v.stderr).splitlines() if str(r.unit_path) in line]
+    assert v.returncode == 0 and not ours, v.stdout + v.stderr
+
+
+def test_refuses_a_bad_config_naming_the_key(tmp_path, capsys):
+    bad = tmp_path / "edge.yaml"
+    bad.write_text("schedule:\n  windows: ['sunrise to 09:00']\n")
+    argv = ["install-service", "--config", str(bad), "--bundle", str(demo_bundle_path())]
+    assert main([*argv, "--unit-dir", str(tmp_path / "u"), "--no-enable"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{bad}: schedule.windows: 'sunrise to 09:00' uses sunrise/sunset" in err
+    assert not (tmp_path / "u").exists()
+
+
+def test_refuses_a_missing_bundle_or_user(tmp_path, capsys):
+    argv = ["install-service", "--config", str(CONFIG), "--unit-dir", str(tmp_path), "--no-enable"]
+    assert main([*argv, "--bundle", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"animalclap-edge: error: bundle '{tmp_path / 'nope'}' not found: give a bundle directory or .tar\n"
+    )
+    assert main([*argv, "--bundle", str(demo_bundle_path()), "--user", "no-such-user-xyz"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "animalclap-edge: error: user 'no-such-user-xyz' does not exist on this machine (--user)\n"
+    )
+    assert not list(tmp_path.iterdir())
+
+
+def test_without_systemctl_it_says_what_to_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no systemctl to be found
+    units = tmp_path / "units"
+    argv = ["install-service", "--config", str(CONFIG), "--bundle", str(demo_bundle_path())]
+    assert main([*argv, "--unit-dir", str(units)]) == 0
+    err = capsys.readouterr().err
+    assert (units / UNIT_NAME).is_file()
+    assert "not enabled: no systemctl on this machine; then: systemctl daemon-reload" in err
+
+
+def _fake_systemctl(tmp_path: Path, exit_code: int = 0) -> tuple[Path, Path]:
+    """A `systemctl` that logs its arguments: the real one would change this machine."""
+    calls = tmp_path / "calls.txt"
+    exe = tmp_path / "bin" / "systemctl"
+    exe.parent.mkdir()
+    exe.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> "{calls}"\n'
+        + (f'echo "Failed: Access denied" >&2\nexit {exit_code}\n' if exit_code else "")
+    )
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    return exe, calls
+
+
+def test_enables_and_starts_it_when_systemd_runs(tmp_path):
+    exe, calls = _fake_systemctl(tmp_path)
+    r = install_service(
+        config=CONFIG,
+        bundle=demo_bundle_path(),
+        unit_dir=tmp_path / "units",
+        systemctl=str(exe),
+        systemd_running=True,
+    )
+    assert r.ok
+    assert calls.read_text().splitlines() == ["daemon-reload", f"enable --now {UNIT_NAME}"]
+    assert r.done[1:3] == [
+        "ran `systemctl daemon-reload`",
+        f"ran `systemctl enable --now {UNIT_NAME}`",
+    ]
+    # Not running systemd (a container, a chroot): written, not enabled, nothing run.
+    calls.unlink()
+    r = install_service(
+        config=CONFIG,
+        bundle=demo_bundle_path(),
+        unit_dir=tmp_path / "units",
+        systemctl=str(exe),
+        systemd_running=False,
+    )
+    assert r.ok and not calls.exists()
+    assert r.not_done[0].startswith("not enabled: systemd is not running this machine")
+
+
+def test_a_failing_systemctl_is_reported_on_one_line(tmp_path):
+    exe, calls = _fake_systemctl(tmp_path, exit_code=1)
+    r = install_service(
+        config=CONFIG,
+        bundle=demo_bundle_path(),
+        unit_dir=tmp_path / "units",
+        systemctl=str(exe),
+        systemd_running=True,
+    )
+    assert not r.ok
+    assert calls.read_text().splitlines() == ["daemon-reload"]  # stopped at the first failure
+    (line,) = r.not_done
+    assert line.startswith(
+        "`systemctl daemon-reload` failed: Failed: Access denied; fix that, then: "
+    )

@@ -1,0 +1,190 @@
+"""The watchdog on a real named pipe of raw PCM: writers that die, freeze, go silent or
+vanish, as `arecord` feeding a recorder does when its microphone misbehaves."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from animalclap_edge.audio.decode import AudioError
+from animalclap_edge.sources import Recording, SourceError, open_source
+from animalclap_edge.watchdog import WatchdogSettings, WatchedSource
+
+SR = 16_000
+
+# A writer process: raw s16le mono at SR, `seconds` of a tone (or zeros), then optionally
+# SIGSTOP itself (a frozen device) before exiting.
+WRITER = r"""
+import os, sys, signal, time, numpy as np
+path, seconds, kind, freeze = sys.argv[1], float(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+t = np.arange(int(seconds * 16000)) / 16000
+x = np.zeros_like(t) if kind == "zeros" else 0.3 * np.sin(2 * np.pi * 440 * t)
+with open(path, "wb", buffering=0) as f:
+    f.write((x * 32767).astype("<i2").tobytes())
+    if freeze:
+        time.sleep(freeze)  # the pipe stays open and delivers nothing
+"""
+
+
+class Log:
+    def __init__(self):
+        self.rows: list[tuple[str, str, dict]] = []
+
+    def record(self, kind, source, detail):
+        self.rows.append((kind, source, detail))
+
+    def kinds(self):
+        return [k for k, _, _ in self.rows]
+
+
+def _writer(fifo: Path, seconds: float, kind: str = "tone", freeze: float = 0.0):
+    return subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(fifo), str(seconds), kind, str(freeze)]
+    )
+
+
+def _open(fifo: Path):
+    return open_source(str(fifo), SR, stdin_rate=SR)
+
+
+def _consume(
+    src: WatchedSource, recordings: int, timeout_s: float = 60.0
+) -> list[tuple[str, float, str]]:
+    """(recording id, seconds of audio, "ok" or the error) for the first `recordings`."""
+    out: list[tuple[str, float, str]] = []
+    deadline = time.monotonic() + timeout_s
+    for rec in src.recordings():
+        assert isinstance(rec, Recording)
+        n, status = 0, "ok"
+        try:
+            for b in rec.blocks:
+                n += len(b)
+        except AudioError as e:
+            status = str(e)
+        out.append((rec.id, n / SR, status))
+        if len(out) == recordings or time.monotonic() > deadline:
+            break
+    return out
+
+
+@pytest.fixture()
+def fifo(tmp_path):
+    p = tmp_path / "mic.pcm"
+    os.mkfifo(p)
+    return p
+
+
+FAST = WatchdogSettings(stall_s=1.0, silence_s=1.0, backoff_min_s=0.05, backoff_max_s=0.2)
+
+
+def test_a_writer_that_dies_and_comes_back_is_reopened(fifo):
+    writers = [_writer(fifo, 2.0)]
+    log = Log()
+    first = _open(fifo)
+    writers.append(_writer(fifo, 3.0))  # waits at open() until the watchdog reopens the pipe
+    src = WatchedSource(first, lambda: _open(fifo), log, FAST)
+    try:
+        got = _consume(src, 2)
+    finally:
+        src.close()
+        for w in writers:
+            w.wait(10)
+    assert [round(s, 1) for _, s, _ in got] == [2.0, 3.0]
+    assert [status for _, _, status in got] == ["ok", "ok"]
+    assert got[0][0] != got[1][0] and all(i.startswith("pipe:mic.pcm@") for i, _, _ in got)
+    assert log.kinds()[:2] == ["source_ended", "source_reopened"]
+    assert src.counters.opens == 2
+
+
+def test_a_frozen_writer_is_noticed_and_the_pipe_reopened(fifo):
+    writers = [_writer(fifo, 1.0, freeze=3.0)]
+    log = Log()
+    first = _open(fifo)
+    src = WatchedSource(first, lambda: _open(fifo), log, FAST)
+    try:
+        got = []
+        for rec in src.recordings():
+            with pytest.raises(AudioError, match="stalled: no audio for 1 s"):
+                for _ in rec.blocks:
+                    pass
+            got.append(rec.id)
+            break
+        assert "source_stalled" in log.kinds() and src.counters.stalls == 1
+    finally:
+        src.close()
+        writers[0].wait(10)
+
+
+def test_digital_silence_is_reported_and_reopened(fifo):
+    w = _writer(fifo, 3.0, kind="zeros")
+    log = Log()
+    src = WatchedSource(_open(fifo), lambda: _open(fifo), log, FAST)
+    try:
+        for rec in src.recordings():
+            with pytest.raises(AudioError, match=r"silent: 1 s below -90 dBFS"):
+                for _ in rec.blocks:
+                    pass
+            break
+    finally:
+        src.close()
+        w.wait(10)
+    assert log.kinds() == ["source_silent"] and src.counters.silences == 1
+
+
+def test_a_pipe_that_disappears_is_retried_with_backoff_until_it_is_back(fifo):
+    """The first writer ends; the pipe is removed (the capture service is down) and only
+    created again later. Openings fail with their reason, waits grow, nothing is lost."""
+    w1 = _writer(fifo, 1.0)
+    log, waits = Log(), []
+    first = _open(fifo)
+    fifo.unlink()
+
+    def sleep(s: float) -> None:
+        waits.append(s)
+        if len(waits) == 4:  # the service comes back
+            os.mkfifo(fifo)
+            threading.Thread(target=lambda: _writer(fifo, 1.5).wait(10), daemon=True).start()
+        time.sleep(min(s, 0.05))
+
+    src = WatchedSource(first, lambda: _open(fifo), log, FAST, sleep=sleep)
+    try:
+        got = _consume(src, 2)
+    finally:
+        src.close()
+        w1.wait(10)
+    assert [round(s, 1) for _, s, _ in got] == [1.0, 1.5]
+    assert log.kinds().count("open_failed") >= 3
+    assert any("not found" in d["why"] for k, _, d in log.rows if k == "open_failed")
+    assert waits[3] > waits[2] > waits[1]  # backoff grows while the pipe is missing
+
+
+def test_a_named_pipe_needs_its_rate_and_a_missing_one_is_one_line(tmp_path, fifo):
+    with pytest.raises(SourceError, match="--stdin-rate"):
+        open_source(str(fifo), SR)
+    with pytest.raises(SourceError, match="not found"):
+        open_source(str(tmp_path / "gone.pcm"), SR, stdin_rate=SR)
+
+
+def test_a_writer_killed_mid_frame_leaves_a_partial_recording_with_the_reason(fifo):
+    code = (
+        f"f = open({str(fifo)!r}, 'wb', buffering=0); f.write(b'\\x01\\x02\\x03'); "
+        "import time; time.sleep(30)"
+    )
+    w = subprocess.Popen([sys.executable, "-c", code])
+    s = _open(fifo)
+    try:
+        time.sleep(0.3)
+        w.send_signal(signal.SIGKILL)
+        w.wait(10)
+        (rec,) = list(s.recordings())
+        with pytest.raises(AudioError, match=r"pipe:mic.pcm ended mid-frame \(1 stray bytes\)"):
+            list(rec.blocks)
+    finally:
+        s.close()
