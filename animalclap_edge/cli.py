@@ -275,10 +275,15 @@ def _cmd_serve(args) -> int:
         token_file=args.token_file,
     )
     done = threading.Event()
-    try:  # SIGTERM (systemctl stop) shuts down as cleanly as Ctrl-C
-        previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
-    except ValueError:  # not the main thread: no signal handlers there
-        previous = None
+    previous = {}
+    # SIGTERM (systemctl stop) and SIGINT both stop it cleanly. SIGINT is set here too
+    # because a process started in the background inherits it ignored, and Python then
+    # installs no KeyboardInterrupt handler.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, lambda *_: done.set())
+        except ValueError:  # not the main thread: no signal handlers there
+            break
     try:
         with server:
             token = "; token required" if server.token_required else ""
@@ -289,8 +294,8 @@ def _cmd_serve(args) -> int:
             except KeyboardInterrupt:
                 pass
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print("live: stopped", file=sys.stderr)
     return 0
 

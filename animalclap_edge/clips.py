@@ -2,7 +2,7 @@
 
 One clip per event (not per window: overlapping windows would store most audio
 twice), the window where the event's probability peaked, written as 16-bit FLAC at
-the bundle's rate to `clips_dir/<date>/<event id>.flac` by write-then-rename. Clips
+the bundle's rate to `clips_dir/<date>/<event id>.flac` by write, fsync, rename. Clips
 stop when the disk is fuller than `max_disk_percent`, and the event records why it
 has no clip, so a full card never stops detection logging.
 """
@@ -48,10 +48,20 @@ class ClipWriter:
             sf.write(
                 tmp, np.clip(samples, -1, 1), self.sample_rate, format="FLAC", subtype="PCM_16"
             )
+            _fsync(tmp)  # the audio is on the card before its name is
             os.replace(tmp, path)
+            _fsync(path.parent)  # and the rename survives a power cut too
         except (OSError, sf.SoundFileError) as e:  # libsndfile reports ENOSPC as its own error
             tmp.unlink(missing_ok=True)
             self.refused["write error"] = self.refused.get("write error", 0) + 1
             return None, f"clip not written: {e}"
         self.written += 1
         return rel.as_posix(), None
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -106,7 +106,8 @@ def _wait(cond, timeout: float) -> bool:
     return cond()
 
 
-def test_every_detection_arrives_once_by_id_across_a_broker_outage(tmp_path):
+@pytest.mark.parametrize("outage_s", [3.0, pytest.param(150.0, marks=pytest.mark.slow)])
+def test_every_detection_arrives_once_by_id_across_a_broker_outage(tmp_path, outage_s):
     from animalclap_edge.publish import MqttPublisher
 
     broker = Broker(tmp_path)
@@ -121,9 +122,10 @@ def test_every_detection_arrives_once_by_id_across_a_broker_outage(tmp_path):
     try:
         assert _wait(lambda: len(sub.unique()) == 50, 30), len(sub.unique())
         broker.stop()  # the network goes away; the recorder keeps logging
-        with DetectionStore(db) as store:
-            store.add_detections([_det(i * 72_000) for i in range(50, 100)])
-        time.sleep(3)
+        for k in range(5):  # 10 detections at a time, spread over the outage
+            with DetectionStore(db) as store:
+                store.add_detections([_det(i * 72_000) for i in range(50 + 10 * k, 60 + 10 * k)])
+            time.sleep(outage_s / 5)
         with DetectionStore(db) as store:
             assert len(store.pending_outbox(1000)) == 50  # nothing marked while down
         broker.start()
@@ -139,7 +141,11 @@ def test_every_detection_arrives_once_by_id_across_a_broker_outage(tmp_path):
         expected = {d.detection_id for d in store.detections()}
     assert sub.unique() == expected
     assert pub.stats.connects >= 2 and pub.stats.delivered == 100
-    print(f"received {len(sub.ids)} messages for {len(expected)} detections")
+    print(
+        f"outage {outage_s:g} s: received {len(sub.ids)} messages for {len(expected)} "
+        f"detections, {len(sub.ids) - len(sub.unique())} duplicates, "
+        f"{len(expected - sub.unique())} lost"
+    )
 
 
 def test_an_unreachable_broker_is_retried_and_counted(tmp_path):
