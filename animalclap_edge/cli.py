@@ -166,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the two extra runs with FEW and MANY species (for long RSS runs)",
     )
+    bn.add_argument("--batch", type=int, default=8, help="windows per encoder call in our pipeline")
     bn.add_argument("--out", help="write the figures as JSON here")
     bn.set_defaults(func=_cmd_bench)
 
@@ -313,6 +314,7 @@ def _cmd_bench(args) -> int:
         args.birdnet,
         None if args.no_species_scaling else tuple(args.species),
         onnx=args.onnx,
+        batch=args.batch,
     )
     print(format_report(r))
     if args.out:

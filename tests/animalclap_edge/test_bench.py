@@ -64,3 +64,25 @@ def test_bench_can_skip_the_species_runs(realaudio, tmp_path):
     args = ["bench", "--audio", str(realaudio), "--seconds", "10", "--no-species-scaling"]
     assert main([*args, "--out", str(out)]) == 0
     assert "species_scaling" not in json.loads(out.read_text())
+
+
+def test_the_audio_loop_streams_the_recordings_in_order_and_wraps(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from animalclap_edge.bench import AudioLoop
+
+    rng = np.random.default_rng(0)
+    parts = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (48_000, 30_000)]
+    for i, x in enumerate(parts):
+        sf.write(tmp_path / f"{i}.wav", x, 48_000, subtype="FLOAT")
+    loop = AudioLoop(str(tmp_path), seconds=5.0, sample_rate=48_000)
+    try:
+        got = list(loop.blocks(7_000))
+    finally:
+        loop.close()
+    starts, blocks = zip(*got, strict=True)
+    y = np.concatenate(blocks)
+    want = np.resize(np.concatenate(parts), 5 * 48_000)  # cycled, cut to 5 s
+    assert starts[1] == 7_000 and len(y) == 5 * 48_000
+    np.testing.assert_array_equal(y, want)
