@@ -367,12 +367,28 @@ def _cmd_run(args) -> int:
         print(f"NOTE: {m.notice}", file=err)
     if det.window_note:
         print(f"note: {det.window_note}", file=err)
+    status = None
+    if not args.quiet and err.isatty():  # a person is watching: one live status line
+        from animalclap_edge.console import StatusLine
+
+        count = getattr(source, "count", None)
+        status = StatusLine(err, sinks, total_files=count() if count else None)
+        sinks = [status]
     previous = _sigterm_as_interrupt()
     try:
-        with Runtime(cfg, db, err, hop_s=cfg.audio.hop_s, sample_rate=det.sample_rate) as rt:
+        with Runtime(
+            cfg,
+            db,
+            err,
+            hop_s=cfg.audio.hop_s,
+            sample_rate=det.sample_rate,
+            before_print=status.clear if status else None,
+        ) as rt:
             source = _live(args.source, source, open_it, rt, cfg, err)
             s = det.run(source, rt.store, sinks, redo=args.redo)
     finally:
+        if status is not None:
+            status.close()
         source.close()
         det.close()
         _restore_sigterm(previous)

@@ -21,13 +21,21 @@ from animalclap_edge.watchdog import WatchdogSettings, WatchedSource
 
 class Runtime:
     def __init__(
-        self, cfg: EdgeConfig, db: str | Path, err: TextIO, hop_s: float, sample_rate: int
+        self,
+        cfg: EdgeConfig,
+        db: str | Path,
+        err: TextIO,
+        hop_s: float,
+        sample_rate: int,
+        before_print: Callable[[], None] | None = None,
     ):
+        # before_print: e.g. erase a terminal status line so messages start at column 0
         self.cfg, self.db, self.err = cfg, Path(db), err
+        self._before_print = before_print
         self.store, recovery = open_store(self.db, backup_path_for(self.db))
         if recovery is not None:
-            print(f"WARNING: {recovery.summary()}", file=err)
-        self.health_log = StoreHealthLog(self.store, echo=lambda m: print(m, file=err))
+            self.say(f"WARNING: {recovery.summary()}")
+        self.health_log = StoreHealthLog(self.store, echo=self.say)
         # one entry per live source name: a schedule re-wraps the source every period
         self._counters: dict[str, Callable[[], dict]] = {}
         self.uplink = None
@@ -50,18 +58,23 @@ class Runtime:
                 from animalclap_edge.publish import MqttPublisher
 
                 self.uplink = MqttPublisher(self.db, mq).start()
-                print(f"uplink: mqtt {mq.host}:{mq.port} topic {self.uplink.topic}", file=self.err)
+                self.say(f"uplink: mqtt {mq.host}:{mq.port} topic {self.uplink.topic}")
             lv = self.cfg.messaging.live
             if lv.enabled:
                 from animalclap_edge.live import LiveServer
 
                 self.live = LiveServer.from_config(self.db, lv).start()
-                print(f"live: {self.live.url} (stream at /events)", file=self.err)
+                self.say(f"live: {self.live.url} (stream at /events)")
             self.monitor.start()
         except BaseException:
             self.close()
             raise
         return self
+
+    def say(self, message: str) -> None:
+        if self._before_print is not None:
+            self._before_print()
+        print(message, file=self.err, flush=True)
 
     def watch(self, first: Source, reopen: Callable[[], Source]) -> WatchedSource:
         """`first` under the watchdog; `reopen` opens the same live source again."""
@@ -89,15 +102,14 @@ class Runtime:
                 self.live.stop()  # within ~2 s; closes every open stream
             self.monitor.stop()
             if self.monitor.last_error:
-                print(f"health: last error: {self.monitor.last_error}", file=self.err)
+                self.say(f"health: last error: {self.monitor.last_error}")
         finally:
             try:
                 if self.uplink is not None:
                     left = self.uplink.finish(timeout_s=10.0)
-                    print(
+                    self.say(
                         f"uplink: {self.uplink.stats.delivered} delivered, {left} still in the "
-                        "outbox (sent on the next run or by `animalclap-edge publish`)",
-                        file=self.err,
+                        "outbox (sent on the next run or by `animalclap-edge publish`)"
                     )
             finally:
                 self.store.close()

@@ -219,6 +219,10 @@ class FolderSource(_SourceBase):
         found.sort(key=lambda e: e[0].relative_to(self.root).parts)
         return found
 
+    def count(self) -> int:
+        """How many entries `recordings` will yield (for a progress display)."""
+        return len(self._entries())
+
     def recordings(self) -> Iterator[Recording | Skipped]:
         for path, is_dir in self._entries():
             if is_dir:

@@ -1,0 +1,108 @@
+"""A live status line for a person at a terminal: progress through a card of files, or
+what a live microphone has heard so far.
+
+`StatusLine` is a `DetectionSink` that wraps the other sinks: it erases its line,
+lets them print (detection lines, skip reasons), then redraws one line: files done of the total, audio processed and its speed against real
+time, detections, the most frequent labels and the last one. So printed lines scroll
+above a status line that stays at the bottom, as with tqdm. The CLI uses it only when
+stderr is a terminal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import TextIO
+
+from animalclap_edge.records import Detection, Event, RecordingResult
+from animalclap_edge.sinks import DetectionSink
+
+CLEAR = "\r\033[K"  # carriage return, erase to end of line
+
+
+class StatusLine:
+    def __init__(
+        self,
+        out: TextIO,
+        inner: Iterable[DetectionSink] = (),
+        total_files: int | None = None,
+        width: int = 120,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.out, self.total, self.width = out, total_files, width
+        self.inner = list(inner)
+        self._clock = clock
+        self.t0 = clock()
+        self.files = self.detections = 0
+        self.audio_s = 0.0  # finished recordings
+        self._current_s = 0.0  # furthest window end in the recording in progress
+        self.labels: Counter[str] = Counter()
+        self.last = ""
+        self._drawn = False
+
+    # -- DetectionSink -----------------------------------------------------------
+
+    def on_detection(self, d: Detection) -> None:
+        self.clear()
+        for sink in self.inner:
+            sink.on_detection(d)
+        self.detections += 1
+        name = d.scientific_name if d.level == "species" else f"{d.taxon} ({d.level})"
+        self.labels[name] += 1
+        self.last = f"{name} {d.probability:.2f}"
+        self._current_s = max(self._current_s, d.window_end_s)
+        self.draw()
+
+    def on_event(self, e: Event) -> None:
+        self.clear()
+        for sink in self.inner:
+            sink.on_event(e)
+        self.draw()
+
+    def on_recording(self, r: RecordingResult) -> None:
+        self.clear()
+        for sink in self.inner:
+            sink.on_recording(r)
+        self.files += 1
+        self.audio_s += r.duration_s
+        self._current_s = 0.0
+        self.draw()
+
+    # -- drawing -----------------------------------------------------------------
+
+    def render(self) -> str:
+        wall = max(1e-9, self._clock() - self.t0)
+        audio = self.audio_s + self._current_s
+        parts = [f"{self.files}/{self.total} files" if self.total else f"{self.files} recordings"]
+        parts.append(f"{_hms(audio)} audio ({audio / wall:.0f}x real time)")
+        parts.append(f"{self.detections} detections")
+        if self.labels:
+            top = ", ".join(f"{n} {c}" for n, c in self.labels.most_common(3))
+            parts.append(f"top: {top}")
+        if self.last:
+            parts.append(f"last: {self.last}")
+        line = " | ".join(parts)
+        return line if len(line) <= self.width else line[: self.width - 1] + "…"
+
+    def draw(self) -> None:
+        self.out.write(CLEAR + self.render())
+        self.out.flush()
+        self._drawn = True
+
+    def clear(self) -> None:
+        """Erase the status line, so that what other sinks print starts at column 0."""
+        if self._drawn:
+            self.out.write(CLEAR)
+            self._drawn = False
+
+    def close(self) -> None:
+        """The final state stays on screen, on its own line."""
+        self.draw()
+        self.out.write("\n")
+        self.out.flush()
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -1,0 +1,123 @@
+"""The terminal status line: printed lines scroll above it, and the CLI shows it on a
+real pseudo-terminal (and never when stderr is a file or a pipe)."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+from animalclap_edge.console import CLEAR, StatusLine
+from animalclap_edge.records import Detection, RecordingResult
+from animalclap_edge.sinks import ConsoleSink
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _det(i: int, name: str) -> Detection:
+    return Detection(
+        detection_id=f"id{i}",
+        run_id="r",
+        recording_id="rec.wav",
+        window_start_s=1.5 * i,
+        window_end_s=1.5 * i + 3,
+        start_time_utc=None,
+        clock_trusted=False,
+        bundle_id="b",
+        config_hash="c",
+        rank=1,
+        level="species",
+        taxon=name[:6].lower(),
+        scientific_name=name,
+        common_name=name,
+        score=0.3,
+        probability=0.8,
+        traits_json="{}",
+        created_utc="2026-01-01T00:00:00+00:00",
+    )
+
+
+def _rec(path: str, seconds: float, n: int) -> RecordingResult:
+    return RecordingResult(
+        recording_id=path,
+        run_id="r",
+        source_path=path,
+        status="ok",
+        reason=None,
+        duration_s=seconds,
+        n_windows=int(seconds // 1.5),
+        n_detections=n,
+        start_time_utc=None,
+        clock_trusted=False,
+        clock_note="",
+        finished_utc="2026-01-01T00:00:00+00:00",
+    )
+
+
+def test_detection_lines_start_at_column_zero_and_the_status_stays_last():
+    term = io.StringIO()
+    ticks = iter(range(100))
+    status = StatusLine(term, [ConsoleSink(term)], total_files=5, clock=lambda: next(ticks))
+    status.on_detection(_det(0, "Turdus merula"))
+    status.on_detection(_det(1, "Turdus merula"))
+    status.on_detection(_det(2, "Parus major"))
+    status.on_recording(_rec("rec.wav", 30.0, 3))
+    status.close()
+    out = term.getvalue()
+    # every printed detection line begins right after an erase of the status line
+    printed = [line for line in out.split("\n") if "p=0.80" in line]
+    assert len(printed) == 3
+    assert all(line.startswith(CLEAR) or CLEAR not in line for line in printed)
+    final = out.rstrip("\n").split(CLEAR)[-1]
+    assert final.startswith("1/5 files | 0:00:30 audio")
+    assert "3 detections" in final and "top: Turdus merula 2, Parus major 1" in final
+    assert out.endswith("\n")
+
+
+def test_the_cli_draws_it_on_a_terminal_and_not_on_a_pipe(realaudio, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for f in sorted(realaudio.glob("srkw*.wav"))[:3]:
+        (src / f.name).write_bytes(f.read_bytes())
+    cmd = [sys.executable, "-m", "animalclap_edge", "run", "--source", str(src)]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+
+    parent, child = pty.openpty()  # a real terminal device for stderr
+    try:
+        p = subprocess.run(
+            [*cmd, "--db", str(tmp_path / "a.db")],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=child,
+            timeout=300,
+        )
+        os.close(child)
+        child = -1
+        chunks = []
+        while True:
+            try:
+                data = os.read(parent, 65536)
+            except OSError:  # EIO: the terminal's other side is closed and drained
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        if child != -1:
+            os.close(child)
+        os.close(parent)
+    assert p.returncode == 0
+    tty_err = b"".join(chunks).decode()
+    final = tty_err.split("\x1b[K")[-1]
+    assert final.startswith("3/3 files | ") and " detections" in final
+    # the summary line comes after the status line, on a line of its own
+    assert "3 recordings: 3 ok" in final.split("\n", 1)[1]
+
+    piped = subprocess.run(
+        [*cmd, "--db", str(tmp_path / "b.db")], cwd=REPO, env=env, capture_output=True, timeout=300
+    )
+    assert piped.returncode == 0 and b"\x1b[K" not in piped.stderr
