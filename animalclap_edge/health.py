@@ -116,7 +116,7 @@ class HealthMonitor:
 
     def write_snapshot(self, store: DetectionStore) -> None:
         snap = self.snapshot()
-        snap["outbox_backlog"] = len(store.pending_outbox(100_000))
+        snap["outbox_backlog"] = store.backlog()
         store.add_health("snapshot", "runtime", snap)
         self.snapshots += 1
 

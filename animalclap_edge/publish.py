@@ -135,7 +135,7 @@ class MqttPublisher:
 
     def backlog(self) -> int:
         with DetectionStore(self.db_path) as store:
-            return len(store.pending_outbox(1_000_000))
+            return store.backlog()
 
     def finish(self, timeout_s: float = 10.0) -> int:
         """Give the uplink up to timeout_s to empty the outbox, then stop; returns what is left."""
@@ -213,7 +213,7 @@ class MqttPublisher:
         snapshot = next((r for r in reversed(rows) if r["kind"] == "snapshot"), None)
         health = {
             "device": self.device,
-            "backlog": len(store.pending_outbox(10_000)),
+            "backlog": store.backlog(),
             "delivered": self.stats.delivered,
             "connects": self.stats.connects,
             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

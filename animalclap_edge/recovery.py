@@ -31,11 +31,15 @@ class Recovery:
     restored_from: str | None  # the backup the new database started from
     salvaged: dict[str, int] = field(default_factory=dict)  # table -> rows copied in
     unreadable: dict[str, str] = field(default_factory=dict)  # table -> why it stopped
+    # messages whose detection row was unreadable: nothing left to send or to point at
+    dropped_messages: int = 0
 
     def summary(self) -> str:
         base = f"from backup {self.restored_from}" if self.restored_from else "from empty"
         rows = sum(self.salvaged.values())
         lost = f"; unreadable: {self.unreadable}" if self.unreadable else ""
+        if self.dropped_messages:
+            lost += f"; {self.dropped_messages} messages dropped with their unreadable detections"
         return (
             f"database damaged ({self.problem}); moved to {self.moved_to}; rebuilt {base} "
             f"+ {rows} rows salvaged{lost}"
@@ -107,6 +111,9 @@ def _salvage(damaged: Path, into: Path, rec: Recovery) -> None:
         for table in TABLES:
             if table in names:
                 rec.salvaged[table] = _copy_table(src, dst, table, rec)
+        rec.dropped_messages = dst.execute(
+            "DELETE FROM outbox WHERE detection_id NOT IN (SELECT detection_id FROM detections)"
+        ).rowcount
         dst.execute("COMMIT")
     finally:
         dst.close()

@@ -84,7 +84,10 @@ _SCHEMA = (
         created_utc TEXT NOT NULL
     )""",
     # ON DELETE CASCADE so that retention can delete old detections without first
-    # clearing their (possibly never delivered) messages.
+    # clearing their (possibly never delivered) messages. payload_json is '' since
+    # 2026-11-26: the message is built from the (immutable) detection row when it is
+    # sent, instead of storing a second copy of every detection on the SD card.
+    # Databases written before keep their stored payloads, which are sent as they are.
     """CREATE TABLE outbox (
         detection_id TEXT PRIMARY KEY NOT NULL
             REFERENCES detections(detection_id) ON DELETE CASCADE,
@@ -247,8 +250,8 @@ class DetectionStore:
         replay neither duplicates rows nor re-sends anything. Any failure rolls the
         whole batch back.
         """
-        # Payloads are built before the write lock is taken, and a bad one (traits
-        # that are not JSON) fails the batch before anything is written.
+        # Payloads are built (and dropped) before the write lock is taken, so a bad
+        # one (traits that are not JSON) fails the batch before anything is written.
         batch = [(d, detection_payload(d)) for d in detections]
         if not batch:
             return 0
@@ -259,7 +262,7 @@ class DetectionStore:
             f"VALUES ({', '.join('?' * len(_DET_COLS))})"
         )
         with self._transaction() as tx:
-            for d, payload in batch:
+            for d, _ in batch:
                 # Look-up then plain INSERT rather than INSERT OR IGNORE: OR IGNORE also
                 # silently drops rows that break a CHECK or NOT NULL constraint.
                 if tx.execute(
@@ -268,8 +271,8 @@ class DetectionStore:
                     continue
                 tx.execute(insert, astuple(d))
                 tx.execute(
-                    "INSERT INTO outbox (detection_id, payload_json, created_utc) VALUES (?, ?, ?)",
-                    (d.detection_id, payload, created),
+                    "INSERT INTO outbox (detection_id, payload_json, created_utc) VALUES (?, '', ?)",
+                    (d.detection_id, created),
                 )
                 new += 1
         return new
@@ -349,8 +352,8 @@ class DetectionStore:
         with self._transaction() as tx:
             for d in missing:
                 tx.execute(
-                    "INSERT INTO outbox (detection_id, payload_json, created_utc) VALUES (?, ?, ?)",
-                    (d.detection_id, detection_payload(d), created),
+                    "INSERT INTO outbox (detection_id, payload_json, created_utc) VALUES (?, '', ?)",
+                    (d.detection_id, created),
                 )
         return len(missing)
 
@@ -414,14 +417,23 @@ class DetectionStore:
 
     def pending_outbox(self, limit: int = 100) -> list[tuple[str, str]]:
         """Up to `limit` undelivered (detection_id, payload_json), oldest first."""
-        return [
-            (r[0], r[1])
-            for r in self._db().execute(
-                "SELECT detection_id, payload_json FROM outbox WHERE delivered_utc IS NULL "
-                "ORDER BY rowid LIMIT ?",
-                (limit,),
-            )
-        ]
+        cols = ", ".join(f"d.{c}" for c in _DET_COLS)
+        rows = self._db().execute(
+            f"SELECT o.payload_json, {cols} FROM outbox o JOIN detections d "
+            "ON d.detection_id = o.detection_id WHERE o.delivered_utc IS NULL "
+            "ORDER BY o.rowid LIMIT ?",
+            (limit,),
+        )
+        out = []
+        for stored, *det in rows.fetchall():
+            d = Detection(*det)
+            out.append((d.detection_id, stored or detection_payload(d)))
+        return out
+
+    def backlog(self) -> int:
+        """How many messages are still undelivered."""
+        q = "SELECT count(*) FROM outbox WHERE delivered_utc IS NULL"
+        return int(self._db().execute(q).fetchone()[0])
 
     def integrity_check(self) -> str:
         """ "ok", or what SQLite's integrity and foreign-key checks found, on one line."""

@@ -71,13 +71,15 @@ def _add(db: Path, dets: list) -> None:
 
 
 def _logged(db: Path, after: int = 0) -> list[tuple[int, str]]:
-    """(rowid, outbox payload) of every detection after `after`: what a stream must carry."""
+    """(rowid, the MQTT message) of every detection after `after`: what a stream must
+    carry, byte for byte (the outbox builds its messages as pending_outbox returns them)."""
     with sqlite3.connect(db) as c:
-        return c.execute(
-            "SELECT d.rowid, o.payload_json FROM detections d JOIN outbox o "
-            "ON o.detection_id = d.detection_id WHERE d.rowid > ? ORDER BY d.rowid",
-            (after,),
+        rows = c.execute(
+            "SELECT rowid, detection_id FROM detections WHERE rowid > ? ORDER BY rowid", (after,)
         ).fetchall()
+    with DetectionStore(db) as s:
+        messages = dict(s.pending_outbox(1_000_000))
+    return [(rowid, messages[det_id]) for rowid, det_id in rows]
 
 
 def _wait(cond, timeout: float = 5.0) -> bool:

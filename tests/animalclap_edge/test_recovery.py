@@ -111,3 +111,5 @@ def test_without_a_backup_the_readable_rows_are_still_kept(tmp_path):
         assert store.integrity_check() == "ok"
     assert recovery.restored_from is None and 0 < n <= 400
     assert "rebuilt from empty" in recovery.summary()
+    # a message whose detection was lost cannot stay: it would point at nothing
+    assert recovery.dropped_messages == recovery.salvaged["outbox"] - n

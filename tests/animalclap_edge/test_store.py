@@ -340,3 +340,23 @@ def test_an_online_backup_is_a_complete_consistent_copy(db: Path, tmp_path: Path
     with DetectionStore(out) as b:
         assert b.integrity_check() == "ok" and len(b.detections()) == 50
         assert len(b.pending_outbox(1000)) == 50
+
+
+def test_messages_are_built_from_the_detection_not_stored_twice(db: Path):
+    from animalclap_edge.store import detection_payload
+
+    with DetectionStore(db) as s:
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0")
+        s.add_detections([_det(0), _det(1)])
+        # a message queued by an older release, with its payload stored: sent as it was
+        old = '{"stored": "by an older release"}'
+        s._db().execute("UPDATE outbox SET payload_json = ? WHERE rowid = 2", (old,))
+        assert s.pending_outbox() == [
+            (_det(0).detection_id, detection_payload(_det(0))),
+            (_det(1).detection_id, old),
+        ]
+        assert s.backlog() == 2
+        s.mark_delivered([_det(0).detection_id])
+        assert s.backlog() == 1
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT payload_json FROM outbox WHERE rowid = 1").fetchone() == ("",)
