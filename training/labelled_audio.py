@@ -39,6 +39,20 @@ class LabelledSet:
     load: Callable[[Item], np.ndarray]  # -> mono float32 at 48 kHz
     traits: TraitTable | None
     schema: TraitSchema
+    # Where the audio is a file at the target rate: the path, so that a crop decodes
+    # only its own frames (a 10 s crop of a 60 s file reads a sixth of it).
+    file_of: Callable[[Item], Path | None] | None = None
+    sample_rate: int = 48_000
+
+    def crop(self, item: Item, n: int, rng: np.random.Generator | None) -> np.ndarray:
+        """`crop(self.load(item), n, rng)`, sample for sample, decoding only the crop
+        when the item is a file at the target rate."""
+        path = self.file_of(item) if self.file_of else None
+        if path is not None:
+            x = _read_crop(path, n, rng, self.sample_rate)
+            if x is not None:
+                return x
+        return crop(self.load(item), n, rng)
 
 
 def open_labelled(
@@ -81,6 +95,10 @@ def open_labelled(
             return read_all(path / rec.path, sample_rate)
         return bench.render(rec, sample_rate=sample_rate)
 
+    def file_of(it: Item) -> Path | None:
+        f = path / by_id[it.id].path
+        return f if written and f.exists() else None
+
     return LabelledSet(
         name=f"benchmark:{spec}",
         catalogue=bench.catalogue,
@@ -88,6 +106,8 @@ def open_labelled(
         load=load,
         traits=bench.traits,
         schema=bench.schema,
+        file_of=file_of,
+        sample_rate=sample_rate,
     )
 
 
@@ -114,6 +134,8 @@ def _open_folder(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledS
         load=lambda it: read_all(root / it.id, sample_rate),
         traits=traits,
         schema=schema,
+        file_of=lambda it: root / it.id,
+        sample_rate=sample_rate,
     )
 
 
@@ -145,6 +167,29 @@ def _open_prepared(root: Path, sample_rate: int, schema: TraitSchema) -> Labelle
         traits=traits,
         schema=schema,
     )
+
+
+def _read_crop(path: Path, n: int, rng: np.random.Generator | None, sr: int) -> np.ndarray | None:
+    """The frames `crop` would keep, read alone; None when only a full decode will do
+    (another rate, which needs resampling; a file that is not plainly readable)."""
+    import soundfile as sf
+
+    try:
+        with sf.SoundFile(str(path)) as f:
+            if f.format not in ("FLAC", "WAV", "WAVEX") or f.samplerate != sr or f.frames <= n:
+                # compressed formats whose header length is an estimate (MP3, OGG),
+                # resampling, or repeat-padding a short clip: the full path
+                return None
+            start = (
+                int(rng.integers(0, f.frames - n + 1)) if rng is not None else (f.frames - n) // 2
+            )
+            f.seek(start)
+            x = f.read(n, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, OSError):
+        return None  # the full decode reports it with its one-line reason
+    if len(x) != n or not np.isfinite(x).all():
+        return None  # cut short, or NaN/Inf: the full decode says which, in one line
+    return x[:, 0].copy() if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)
 
 
 def crop(wave: np.ndarray, n: int, rng: np.random.Generator | None) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from animalclap_edge.contracts.prompts import Template, sample_prompt
-from training.labelled_audio import Item, LabelledSet, crop
+from training.labelled_audio import Item, LabelledSet
 from training.sampling import balanced_epoch, replay_epoch
 
 
@@ -70,9 +70,8 @@ class EpochPlanDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, str]:
         epoch, pos = key
         item = self.items[int(self.plan(epoch)[pos])]
-        wave = self.data.load(item)
         rng = np.random.default_rng([self.seed, epoch, pos])
-        clip = crop(wave, self.crop_samples, rng)
+        clip = self.data.crop(item, self.crop_samples, rng)
         species = self.data.catalogue[self.data.catalogue.index(item.species_id)]
         prompt = sample_prompt(
             species,

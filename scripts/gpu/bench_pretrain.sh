@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One device call: the pretraining step of the full-size model (HTS-AT + RoBERTa-base
+# shapes, from scratch, bf16) timed on the GPU by `animalclap-train bench`, with the
+# small procedural benchmark as data. A GPU host without network needs the wheels of
+# what its image lacks, fetched beforehand into .whl (git-ignored via .git/info/exclude):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#     pydantic pydantic_core annotated-types typing-inspection soundfile cffi pycparser \
+#     soxr birdnames
+set -o pipefail
+OUT=${OUT:-runs/gpu-bench}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+T() { python3 -c 'import sys; from training.cli import main; sys.exit(main())' "$@"; }
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc;
+  python3 -c 'import torch, transformers; print(torch.__version__, transformers.__version__)'; } \
+    2>&1 | tee "$OUT/env.txt"
+start=$(date +%s)
+timeout 170 bash -c "$(declare -f T); T benchmark --size small --out /tmp/bench-small --workers 16" \
+    > "$OUT/benchmark.log" 2>&1; echo "benchmark rc=$? in $(( $(date +%s) - start )) s"
+tail -2 "$OUT/benchmark.log"
+for b in ${BATCHES:-64 256}; do
+  timeout ${BENCH_TIMEOUT:-150} bash -c "$(declare -f T); T bench --set data=/tmp/bench-small \
+      batch_size=$b workers=14 --steps 30 --warmup 5 --out $OUT/bench_b$b.json" \
+      > "$OUT/bench_b$b.log" 2>&1; echo "batch $b rc=$?"
+  grep -E "samples_per_s|step_s|data_wait|compute_s|loader_only|tflop|mfu|memory|paper|verdict" "$OUT/bench_b$b.log"
+done
+echo "total $(( $(date +%s) - start )) s"
