@@ -225,8 +225,9 @@ class AudioEncoder(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         x = repeat_pad_torch(wave, self.frontend_cfg.clip_samples)
-        mel = self.frontend(x).unsqueeze(1)  # (B, 1, frames, n_mels)
-        out = self.clap.get_audio_features(input_features=mel)
+        mel = self.frontend(x).unsqueeze(1)  # (B, 1, frames, n_mels), fp32 by design
+        # the tower's own dtype: a no-op in fp32 and under autocast, needed for bf16 weights
+        out = self.clap.get_audio_features(input_features=mel.to(self.clap.dtype))
         return torch.nn.functional.normalize(out.pooler_output, dim=-1)
 
 

@@ -28,6 +28,11 @@ def main() -> None:
     ap.add_argument("--cpu", action="store_true", help="a local dry run of this script")
     ap.add_argument("--compile", action="store_true", help="torch.compile both towers")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument(
+        "--bf16-weights",
+        action="store_true",
+        help="weights in bf16 and no autocast: what the casts cost (not a training recipe)",
+    )
     a = ap.parse_args()
     cfg = load_config(None, [f"data={a.data}", f"batch_size={a.batch}"], {"init": "scratch:full"})
     dev = torch.device("cpu" if a.cpu else "cuda")
@@ -35,6 +40,9 @@ def main() -> None:
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
     loaded = build_model(cfg, td.data)
     module = ClapTrainModule(loaded).to(dev)
+    if a.bf16_weights:
+        module = module.to(torch.bfloat16)
+        module.audio.frontend.float()  # the log-mel front-end stays fp32 by design
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, fused=dev.type == "cuda")
     ds = EpochPlanDataset(
         td.data,
@@ -62,8 +70,9 @@ def main() -> None:
     def step(parts: dict) -> None:
         sync()
         t = [time.perf_counter()]
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
-            audio = audio_tower(batch["wave"])
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=not a.bf16_weights):
+            wave = batch["wave"].to(torch.bfloat16) if a.bf16_weights else batch["wave"]
+            audio = audio_tower(wave)
             sync()
             t.append(time.perf_counter())
             text = text_tower(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
