@@ -172,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
 
     isv = sub.add_parser(
         "install-service",
-        help="install a systemd unit that runs `run --source mic` at boot and restarts it",
+        help="install a systemd unit that runs `run` on a live source at boot and restarts it",
         description=(
             "Validates the config and bundle, writes animalclap-edge.service, then runs "
             "`systemctl daemon-reload` and `systemctl enable --now` when systemd runs this "
@@ -189,6 +189,12 @@ def _parser() -> argparse.ArgumentParser:
         "--working-dir",
         help="directory relative config paths resolve from (default: the current directory)",
     )
+    isv.add_argument(
+        "--source",
+        default="mic",
+        help="'mic', 'mic:DEVICE', or the absolute path of a named pipe of raw PCM",
+    )
+    isv.add_argument("--stdin-rate", type=int, help="sample rate of the named pipe's PCM")
     isv.add_argument("--dry-run", action="store_true", help="print the unit; write nothing")
     isv.add_argument(
         "--no-enable", action="store_true", help="write the unit but do not enable or start it"
@@ -496,6 +502,8 @@ def _cmd_install_service(args) -> int:
         working_dir=args.working_dir,
         dry_run=args.dry_run,
         enable=not args.no_enable,
+        source=args.source,
+        stdin_rate=args.stdin_rate,
     )
     if args.dry_run:
         print(r.unit_text, end="")

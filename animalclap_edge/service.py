@@ -54,13 +54,16 @@ def render_unit(
     command: list[str] | None = None,
     groups: list[str] | None = None,
     restart_sec: int = RESTART_SEC,
+    source: str = "mic",
+    stdin_rate: int | None = None,
 ) -> str:
     """The text of the unit file; paths must already be absolute."""
     argv = [
         *(command or default_command()),
         "run",
         "--source",
-        "mic",
+        source,
+        *(["--stdin-rate", str(stdin_rate)] if stdin_rate else []),
         "--config",
         str(config),
         "--bundle",
@@ -136,6 +139,8 @@ def install_service(
     enable: bool = True,
     systemctl: str | None = None,
     systemd_running: bool | None = None,
+    source: str = "mic",
+    stdin_rate: int | None = None,
 ) -> InstallReport:
     """Validate the config and bundle, write the unit, and enable it where possible.
 
@@ -147,6 +152,15 @@ def install_service(
 
     config_path = Path(config).expanduser().resolve()
     bundle_path = Path(bundle).expanduser().resolve()
+    if not (source == "mic" or source.startswith("mic:")):
+        # a named pipe fed by a capture service (arecord): it may not exist yet
+        if not Path(source).is_absolute():
+            raise ServiceError(
+                f"--source {source!r}: give 'mic', 'mic:DEVICE' or the absolute path of a "
+                "named pipe of raw PCM"
+            )
+        if not stdin_rate:
+            raise ServiceError(f"--source {source}: a named pipe needs its rate (--stdin-rate)")
     load_config(config_path)  # ConfigError: one line per problem, naming file and key
     if not bundle_path.exists():
         raise ServiceError(f"bundle '{bundle}' not found: give a bundle directory or .tar")
@@ -165,6 +179,8 @@ def install_service(
         user=user,
         working_dir=wd,
         groups=_groups_for_audio(),
+        source=source,
+        stdin_rate=stdin_rate,
     )
     if dry_run:
         return InstallReport(None, text, not_done=["dry run: nothing written or enabled"])

@@ -189,3 +189,16 @@ def test_a_failing_systemctl_is_reported_on_one_line(tmp_path):
     assert line.startswith(
         "`systemctl daemon-reload` failed: Failed: Access denied; fix that, then: "
     )
+
+
+def test_a_named_pipe_source_needs_an_absolute_path_and_its_rate(tmp_path, capsys):
+    bundle = str(demo_bundle_path())
+    base = ["install-service", "--config", str(CONFIG), "--bundle", bundle, "--dry-run"]
+    assert main([*base, "--source", "/run/acl/mic.pcm", "--stdin-rate", "48000"]) == 0
+    s = _settings(capsys.readouterr().out)
+    assert " run --source /run/acl/mic.pcm --stdin-rate 48000 --config " in s["ExecStart"][0]
+    assert main([*base, "--source", "/run/acl/mic.pcm"]) == 2
+    assert "needs its rate (--stdin-rate)" in capsys.readouterr().err
+    assert main([*base, "--source", "mic.pcm", "--stdin-rate", "48000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "absolute path of a named pipe" in err
