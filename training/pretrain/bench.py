@@ -88,7 +88,7 @@ def bench(
             dataset,
             batch_sampler=RankBatches(epoch, per_epoch, cfg.batch_size, 0, 1),
             num_workers=cfg.workers,
-            collate_fn=Collate(loaded.tokenizer),
+            collate_fn=Collate(loaded.tokenizer, int16=cfg.wire_int16),
             pin_memory=device.type == "cuda",
             prefetch_factor=4 if cfg.workers else None,
         )

@@ -48,6 +48,7 @@ class PretrainConfig:
     # batch statistics; frozen: running statistics, no update (fine-tuning).
     batchnorm: str = "sync"
     workers: int = 8  # DataLoader processes per rank
+    wire_int16: bool = True  # crops cross processes as 16-bit PCM (see data.Collate)
     checkpoint_every: int = 500  # steps
     keep_checkpoints: int = 3
     log_every: int = 10

@@ -103,13 +103,22 @@ class RankBatches(Sampler):
 
 
 class Collate:
-    """Stack crops and tokenize prompts (in the worker, off the training thread)."""
+    """Stack crops and tokenize prompts (in the worker, off the training thread).
 
-    def __init__(self, tokenizer, max_len: int = 64):
-        self.tok, self.max_len = tokenizer, max_len
+    With `int16` the crops travel as 16-bit PCM (half the bytes through shared memory,
+    pinned memory and the host-to-device copy; a batch of 256 crops of 10 s is 0.5 GB
+    in float32). That is exact for 16-bit sources and the -96 dB quantisation LAION's
+    CLAP pipeline also applies; `ClapTrainModule` scales it back on the device.
+    """
+
+    def __init__(self, tokenizer, max_len: int = 64, int16: bool = False):
+        self.tok, self.max_len, self.int16 = tokenizer, max_len, int16
 
     def __call__(self, batch: list[tuple[np.ndarray, str]]) -> dict[str, torch.Tensor]:
-        waves = torch.from_numpy(np.stack([w for w, _ in batch]))
+        x = np.stack([w for w, _ in batch])
+        if self.int16:
+            x = np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
+        waves = torch.from_numpy(x)
         enc = self.tok(
             [t for _, t in batch],
             padding=True,

@@ -30,6 +30,8 @@ class ClapTrainModule(nn.Module):
         self.audio = AudioEncoder(loaded.model, loaded.frontend, mode="fft")
 
     def forward(self, wave, input_ids, attention_mask):
+        if wave.dtype == torch.int16:  # 16-bit PCM from the loader (Collate int16)
+            wave = wave.float().mul_(1 / 32768)
         audio = self.audio(wave)  # (B, D), normalised
         text = self.clap.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
         text = nn.functional.normalize(text.pooler_output.float(), dim=-1)
@@ -227,7 +229,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
     total = steps_per_epoch * cfg.epochs
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
     step = counters.get("global_step", 0)
-    collate = Collate(loaded.tokenizer)
+    collate = Collate(loaded.tokenizer, int16=cfg.wire_int16)
     autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     logs = _Logs(out, cfg, step) if d.main else None
     for n in notes:

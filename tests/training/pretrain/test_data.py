@@ -1,0 +1,36 @@
+"""Crops cross processes as 16-bit PCM: exact for 16-bit audio, scaled back on the device."""
+
+from __future__ import annotations
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from animalclap_edge.audio.decode import read_all
+from training.pretrain.data import Collate
+
+
+class _Tok:
+    def __call__(self, texts, **kw):
+        ids = torch.ones((len(texts), 4), dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": ids}
+
+
+def test_int16_collate_is_exact_for_16_bit_audio_and_halves_the_bytes(realaudio, tmp_path):
+    # a real 16-bit recording, decoded as the loader decodes it
+    src = sorted(realaudio.glob("srkw*.wav"))[0]
+    assert sf.info(str(src)).subtype == "PCM_16"
+    x = read_all(src, sf.info(str(src)).samplerate)[: 48_000 * 2]
+    batch = [(x, "a"), (x[::-1].copy(), "b")]
+    wide = Collate(_Tok())(batch)["wave"]
+    narrow = Collate(_Tok(), int16=True)(batch)["wave"]
+    assert narrow.dtype == torch.int16 and wide.dtype == torch.float32
+    assert narrow.element_size() * 2 == wide.element_size()
+    back = narrow.float().mul_(1 / 32768)  # what ClapTrainModule.forward does
+    torch.testing.assert_close(back, wide, rtol=0, atol=0)
+
+
+def test_int16_collate_clips_full_scale_instead_of_wrapping():
+    x = np.array([1.0, -1.0, 0.99999, -0.5], np.float32)
+    wave = Collate(_Tok(), int16=True)([(x, "a")])["wave"][0]
+    assert wave.tolist() == [32767, -32768, 32767, -16384]
