@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,13 +21,37 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.func(args)
+        with _stop_signals_interrupt():
+            return args.func(args)
     except KeyboardInterrupt:
         print("interrupted; everything logged so far is in the database", file=sys.stderr)
         return 130
     except _USER_ERRORS as e:
         print(f"animalclap-edge: error: {e}", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM (how systemd stops a service) and SIGINT both raise KeyboardInterrupt, so
+    every command closes its sources, uplinks and database in the same `finally`
+    blocks as on Ctrl-C. SIGINT is set too because a process started from a background
+    shell inherits it ignored, and Python then installs no handler of its own."""
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, interrupt)
+    except ValueError:  # not the main thread (an embedding application): leave them
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -267,8 +294,7 @@ def _cmd_publish(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    import signal
-    import threading
+    import time
 
     from animalclap_edge.config import load_config
     from animalclap_edge.live import LiveServer
@@ -281,28 +307,14 @@ def _cmd_serve(args) -> int:
         port=args.port,
         token_file=args.token_file,
     )
-    done = threading.Event()
-    previous = {}
-    # SIGTERM (systemctl stop) and SIGINT both stop it cleanly. SIGINT is set here too
-    # because a process started in the background inherits it ignored, and Python then
-    # installs no KeyboardInterrupt handler.
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    with server:
+        token = "; token required" if server.token_required else ""
+        print(f"live: {server.url} (stream at /events, health at /health){token}", flush=True)
         try:
-            previous[sig] = signal.signal(sig, lambda *_: done.set())
-        except ValueError:  # not the main thread: no signal handlers there
-            break
-    try:
-        with server:
-            token = "; token required" if server.token_required else ""
-            print(f"live: {server.url} (stream at /events, health at /health){token}", flush=True)
-            try:
-                while not done.wait(0.5):
-                    pass
-            except KeyboardInterrupt:
-                pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            while True:
+                time.sleep(0.5)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from systemctl stop
+            pass
     print("live: stopped", file=sys.stderr)
     return 0
 
@@ -380,7 +392,6 @@ def _cmd_run(args) -> int:
         count = getattr(source, "count", None)
         status = StatusLine(err, sinks, total_files=count() if count else None)
         sinks = [status]
-    previous = _sigterm_as_interrupt()
     try:
         with Runtime(
             cfg,
@@ -397,7 +408,6 @@ def _cmd_run(args) -> int:
             status.close()
         source.close()
         det.close()
-        _restore_sigterm(previous)
     ok = s.recordings - s.skipped - s.partial
     print(
         f"{s.recordings} recordings: {ok} ok, {s.skipped} skipped, {s.partial} partial; "
@@ -434,27 +444,6 @@ def _live(spec: str, first, open_it, rt, cfg, err):
         name=spec,
         log=lambda m: print(m, file=err),
     )
-
-
-def _sigterm_as_interrupt():
-    """systemd stops a service with SIGTERM: treat it as Ctrl-C so that sources, the
-    uplink and the database are closed by the same `finally` blocks."""
-    import signal
-
-    def interrupt(*_):
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread (an embedding application): leave it alone
-        return None
-
-
-def _restore_sigterm(previous) -> None:
-    import signal
-
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _cmd_inspect(args) -> int:

@@ -243,7 +243,8 @@ class Detector:
                 if store is not None and dets:
                     store.add_detections(dets)  # durable before anyone is told
                 if store is not None and self.retention is not None:
-                    self.retention.maybe_apply(store)  # due every interval or when disk is full
+                    # the clock only: the disk is checked before each clip write
+                    self.retention.maybe_apply(store, check_disk=False)
                 n_dets += len(dets)
                 for d in dets:
                     for s in sinks:

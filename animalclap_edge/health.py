@@ -90,7 +90,6 @@ class HealthMonitor:
         self.backup_every_s = backup_every_s
         self.backup_path = Path(backup_path) if backup_path else backup_path_for(self.db_path)
         self._last_backup = time.monotonic()  # the first one after a full interval
-        self.backups = 0
         self.interval_s = interval_s
         self.counters = counters or dict
         self.thermal_root = thermal_root
@@ -98,7 +97,6 @@ class HealthMonitor:
         self.started = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.snapshots = 0
         self.last_error = ""
 
     def snapshot(self) -> dict:
@@ -118,7 +116,6 @@ class HealthMonitor:
         snap = self.snapshot()
         snap["outbox_backlog"] = store.backlog()
         store.add_health("snapshot", "runtime", snap)
-        self.snapshots += 1
 
     def maybe_backup(self, store: DetectionStore, force: bool = False) -> None:
         due = self.backup_every_s and time.monotonic() - self._last_backup >= self.backup_every_s
@@ -126,7 +123,6 @@ class HealthMonitor:
             t = time.monotonic()
             store.backup(self.backup_path)
             self._last_backup = time.monotonic()
-            self.backups += 1
             store.add_health(
                 "backup",
                 "runtime",

@@ -166,18 +166,22 @@ class Retention:
 
     # -- scheduling -------------------------------------------------------------
 
-    def maybe_apply(self, store: DetectionStore, start: bool = False) -> RetentionReport | None:
+    def maybe_apply(
+        self, store: DetectionStore, start: bool = False, check_disk: bool = True
+    ) -> RetentionReport | None:
         """Run a pass if one is due: always with `start` (which also sweeps orphan clip
-        files); otherwise when the interval has passed, or the disk is above high (unless
-        the last pass already found nothing more to delete: then not before the
-        interval). Cheap when nothing is due (one statvfs). Never raises for a database
-        or file error: that is logged, and detection logging goes on."""
+        files); otherwise when the interval has passed, or, with `check_disk`, the disk
+        is above high (unless the last pass already found nothing more to delete: then
+        not before the interval). Without `check_disk` (the per-batch call) it only
+        reads the clock; with it, one statvfs (the call before each clip write, the
+        only writes that fill a card). Never raises for a database or file error: that
+        is logged, and detection logging goes on."""
         t = self._clock()
         trigger = "start"
         if not start:
             trigger = "interval"
             if self._last_pass is not None and t - self._last_pass < self.interval_s:
-                if self._stuck or not self._above_high():
+                if not check_disk or self._stuck or not self._above_high():
                     return None
                 trigger = "disk"
         self._last_pass = t
@@ -193,9 +197,7 @@ class Retention:
             # Space-driven deletions are worth a look on the console; age ones are routine.
             level = logging.WARNING if report.clips_deleted_for_disk else logging.INFO
             log.log(level, "%s", report.summary())
-            add_health = getattr(store, "add_health", None)  # the health log, where present
-            if add_health is not None:
-                add_health("retention", "retention", report.to_dict())
+            store.add_health("retention", "retention", report.to_dict())
         return report
 
     def _above_high(self) -> bool:

@@ -152,7 +152,9 @@ def install_service(
 
     config_path = Path(config).expanduser().resolve()
     bundle_path = Path(bundle).expanduser().resolve()
-    if not (source == "mic" or source.startswith("mic:")):
+    from animalclap_edge.sources import is_mic
+
+    if not is_mic(source):
         # a named pipe fed by a capture service (arecord): it may not exist yet
         if not Path(source).is_absolute():
             raise ServiceError(

@@ -201,6 +201,7 @@ class FolderSource(_SourceBase):
         self.recursive = recursive
         self.block_seconds = float(block_seconds)
         self.name = str(self.root)
+        self._listing: list[tuple[Path, bool]] | None = None  # from count(), used once
         if not self.root.is_dir():
             raise SourceError(f"source folder '{self.root}' is not a folder")
 
@@ -220,11 +221,14 @@ class FolderSource(_SourceBase):
         return found
 
     def count(self) -> int:
-        """How many entries `recordings` will yield (for a progress display)."""
-        return len(self._entries())
+        """How many entries `recordings` will yield (for a progress display); the
+        listing is kept for it, so a card of 10^5 files is walked once, not twice."""
+        self._listing = self._entries()
+        return len(self._listing)
 
     def recordings(self) -> Iterator[Recording | Skipped]:
-        for path, is_dir in self._entries():
+        listing, self._listing = self._listing or self._entries(), None
+        for path, is_dir in listing:
             if is_dir:
                 yield Skipped(str(path), "folder not searched (recursive=False)")
             elif not path.is_file():
@@ -664,9 +668,14 @@ def is_fifo(path: Path) -> bool:
         return False
 
 
+def is_mic(spec: str) -> bool:
+    """ "mic" or "mic:<name-or-index>"."""
+    return spec == "mic" or spec.startswith("mic:")
+
+
 def is_reopenable(spec: str) -> bool:
     """Live sources that can be opened again after they end: a microphone, a named pipe."""
-    return spec == "mic" or spec.startswith("mic:") or is_fifo(Path(spec).expanduser())
+    return is_mic(spec) or is_fifo(Path(spec).expanduser())
 
 
 def open_source(
@@ -691,7 +700,7 @@ def open_source(
     apply to "mic" ("mic:<x>" overrides `input_device`); `stdin_*` to "-".
     Other keywords are ignored for sources they do not apply to.
     """
-    if spec == "mic" or spec.startswith("mic:"):
+    if is_mic(spec):
         device = input_device
         if spec.startswith("mic:") and spec[4:]:
             device = spec[4:]

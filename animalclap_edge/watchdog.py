@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import numpy as np
@@ -47,8 +47,6 @@ class WatchdogCounters:
     ended: int = 0  # stream ended or failed (device lost, writer gone)
     stalls: int = 0
     silences: int = 0
-    last_problem: str = ""
-    by_kind: dict[str, int] = field(default_factory=dict)
 
 
 class WatchedSource:
@@ -133,14 +131,7 @@ class WatchedSource:
         self.close()
 
     def health_counters(self) -> dict:
-        c = self.counters
-        out = {
-            "opens": c.opens,
-            "open_failures": c.open_failures,
-            "ended": c.ended,
-            "stalls": c.stalls,
-            "silences": c.silences,
-        }
+        out = asdict(self.counters)
         inner = self._current
         for key in ("overflows", "dropped_frames"):  # MicSource's own counters
             if inner is not None and hasattr(inner, key):
@@ -177,12 +168,9 @@ class WatchedSource:
             self._problem("source_lost", w.problem)
 
     def _problem(self, kind: str, why: str) -> None:
-        self.counters.last_problem = why
         self._log(kind, {"why": why})
 
     def _log(self, kind: str, detail: dict) -> None:
-        c = self.counters
-        c.by_kind[kind] = c.by_kind.get(kind, 0) + 1
         self.health.record(kind, self.name, detail)
 
     def _wait(self, seconds: float) -> None:

@@ -48,7 +48,9 @@ class LabelledSet:
         """`crop(self.load(item), n, rng)`, sample for sample, decoding only the crop
         when the item is a file at the target rate."""
         path = self.file_of(item) if self.file_of else None
-        if path is not None:
+        # A clip known to be shorter than the crop is repeat-padded from a full decode:
+        # opening it here first would only read its header twice.
+        if path is not None and not 0 < item.duration_s * self.sample_rate <= n:
             x = _read_crop(path, n, rng, self.sample_rate)
             if x is not None:
                 return x

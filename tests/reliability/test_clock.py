@@ -16,9 +16,6 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
-from animalclap_edge.audio.decode import read_all
 from animalclap_edge.config import EdgeConfig
 from animalclap_edge.detector import Detector
 from animalclap_edge.sources import StdinSource
@@ -28,20 +25,14 @@ REPO = Path(__file__).resolve().parents[2]
 SR = 48_000
 
 
-def _orca_pcm(realaudio: Path, seconds: float) -> bytes:
-    calls = np.concatenate([read_all(f, SR) for f in sorted(realaudio.glob("srkw*.wav"))])
-    x = calls[: round(seconds * SR)]
-    return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
-
-
 def _count(db: Path, table: str) -> int:
     with sqlite3.connect(db) as c:
         return c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
-def test_the_same_pipe_audio_twice_is_logged_twice_not_passed_over(realaudio, tmp_path):
+def test_the_same_pipe_audio_twice_is_logged_twice_not_passed_over(orca_pcm, tmp_path):
     """`arecord | animalclap-edge run --source -` restarted: the second session is new audio."""
-    pcm, db = _orca_pcm(realaudio, 20.0), tmp_path / "d.db"
+    pcm, db = orca_pcm(20.0), tmp_path / "d.db"
     cmd = [sys.executable, "-m", "animalclap_edge", "run", "--source", "-", "--db", str(db)]
     cmd += ["--stdin-rate", str(SR), "--quiet"]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
@@ -55,9 +46,9 @@ def test_the_same_pipe_audio_twice_is_logged_twice_not_passed_over(realaudio, tm
     assert _count(db, "recordings") == 2
 
 
-def test_two_sessions_with_the_same_reset_clock_keep_both(realaudio, tmp_path):
+def test_two_sessions_with_the_same_reset_clock_keep_both(orca_pcm, tmp_path):
     """Both sessions start at 2000-01-01T00:00Z, as a board without an RTC does after boot."""
-    pcm = _orca_pcm(realaudio, 12.0)
+    pcm = orca_pcm(12.0)
     boot = datetime(2000, 1, 1, tzinfo=timezone.utc)
     cfg = EdgeConfig.model_validate({"scoring": {"threshold": 0.0, "top_k": 2}})
     det = Detector.load(None, cfg)

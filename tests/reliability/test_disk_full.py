@@ -38,22 +38,6 @@ storage:
 """
 
 
-def _folder(realaudio: Path, dst: Path, n: int) -> Path:
-    """n recordings of 30 s each, cut from the real orca calls laid end to end."""
-    import numpy as np
-    import soundfile as sf
-
-    from animalclap_edge.audio.decode import read_all
-
-    calls = np.concatenate([read_all(f, 48_000) for f in sorted(realaudio.glob("srkw*.wav"))])
-    dst.mkdir()
-    per = 30 * 48_000
-    for i in range(n):
-        start = (i * per) % max(1, len(calls) - per)
-        sf.write(dst / f"rec{i:03d}.wav", calls[start : start + per], 48_000, subtype="PCM_16")
-    return dst
-
-
 def _start(src: Path, workdir: Path) -> subprocess.Popen:
     (workdir / "edge.yaml").write_text(CONFIG, encoding="utf-8")
     cmd = [sys.executable, "-m", "animalclap_edge", "run", "--source", str(src)]
@@ -103,8 +87,8 @@ def small_disk(tmp_path: Path):
             subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_a_full_disk_keeps_the_runtime_up_and_loses_nothing(realaudio, tmp_path, small_disk):
-    src = _folder(realaudio, tmp_path / f"in-{uuid.uuid4().hex[:6]}", FILES)
+def test_a_full_disk_keeps_the_runtime_up_and_loses_nothing(orca_folder, tmp_path, small_disk):
+    src = orca_folder(tmp_path / f"in-{uuid.uuid4().hex[:6]}", FILES)
     roomy = tmp_path / "roomy"
     roomy.mkdir()
     # Both at once: two cores, and the test stays under a minute.

@@ -18,23 +18,6 @@ REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 1800  # generous: a busy 2-core machine runs 30 s of audio per ~1.5 s
 
 
-def _folder(realaudio: Path, tmp: Path, n: int) -> Path:
-    """n recordings of 30 s each, cut from the real orca calls laid end to end."""
-    import numpy as np
-    import soundfile as sf
-
-    from animalclap_edge.audio.decode import read_all
-
-    calls = np.concatenate([read_all(f, 48_000) for f in sorted(realaudio.glob("srkw*.wav"))])
-    src = tmp / "in"
-    src.mkdir()
-    per = 30 * 48_000
-    for i in range(n):
-        start = (i * per) % max(1, len(calls) - per)
-        sf.write(src / f"rec{i:03d}.wav", calls[start : start + per], 48_000, subtype="PCM_16")
-    return src
-
-
 def _run(src: Path, db: Path) -> subprocess.Popen:
     cmd = [
         sys.executable,
@@ -94,11 +77,11 @@ def _kill_after_progress(proc: subprocess.Popen, db: Path, delay_s: float) -> bo
 
 
 def kill_and_restart(
-    realaudio: Path, tmp: Path, kills: int, files: int, seed: int = 0, spread: float = 1.0
+    orca_folder, tmp: Path, kills: int, files: int, seed: int = 0, spread: float = 1.0
 ) -> dict:
     """Each kill lands a random time (up to `spread` recordings' worth) after the run
     finished its next recording, so it may fall mid-window, mid-commit or mid-decode."""
-    src = _folder(realaudio, tmp, files)
+    src = orca_folder(tmp / "in", files)
     reference = tmp / "reference.db"
     t0 = time.monotonic()
     assert _run(src, reference).wait(TIMEOUT_S) == 0
@@ -135,15 +118,15 @@ def kill_and_restart(
     }
 
 
-def test_ten_sigkills_lose_nothing(realaudio, tmp_path):
-    r = kill_and_restart(realaudio, tmp_path, kills=10, files=30)
+def test_ten_sigkills_lose_nothing(orca_folder, tmp_path):
+    r = kill_and_restart(orca_folder, tmp_path, kills=10, files=30)
     print(r)
     # the kills must land while detections are being written, or the test proves nothing
     assert r["killed_mid_run"] >= 8 and r["kills_that_had_added_rows"] >= 5, r
 
 
 @pytest.mark.slow
-def test_a_hundred_sigkills_lose_nothing(realaudio, tmp_path):
-    r = kill_and_restart(realaudio, tmp_path, kills=100, files=200, seed=1, spread=0.5)
+def test_a_hundred_sigkills_lose_nothing(orca_folder, tmp_path):
+    r = kill_and_restart(orca_folder, tmp_path, kills=100, files=200, seed=1, spread=0.5)
     print(r)
     assert r["killed_mid_run"] >= 90 and r["kills_that_had_added_rows"] >= 20, r

@@ -15,8 +15,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[2]
 SR = 48_000
 
@@ -27,12 +25,9 @@ with open(sys.argv[1], "rb") as src, open(sys.argv[2], "wb", buffering=0) as f:
 """
 
 
-def _pcm(realaudio: Path, tmp: Path, seconds: float) -> Path:
-    from animalclap_edge.audio.decode import read_all
-
-    calls = np.concatenate([read_all(f, SR) for f in sorted(realaudio.glob("srkw*.wav"))])
+def _pcm(orca_pcm, tmp: Path, seconds: float) -> Path:
     out = tmp / "calls.s16"
-    out.write_bytes((np.clip(calls[: round(seconds * SR)], -1, 1) * 32767).astype("<i2").tobytes())
+    out.write_bytes(orca_pcm(seconds))
     return out
 
 
@@ -58,10 +53,10 @@ def _wait_for(predicate, timeout_s: float) -> bool:
     return False
 
 
-def test_a_capture_process_that_dies_twice_loses_nothing(realaudio, tmp_path):
+def test_a_capture_process_that_dies_twice_loses_nothing(orca_pcm, tmp_path):
     fifo, db, cfg = tmp_path / "mic.pcm", tmp_path / "d.db", tmp_path / "c.yaml"
     os.mkfifo(fifo)
-    pcm = _pcm(realaudio, tmp_path, 12.0)
+    pcm = _pcm(orca_pcm, tmp_path, 12.0)
     cfg.write_text(
         "scoring: {threshold: 0.0, top_k: 1}\n"
         "health: {interval_s: 0.5, reopen_backoff_s: [0.1, 0.5], stall_s: 30}\n"
@@ -123,10 +118,10 @@ while True:
 """
 
 
-def test_a_duty_cycle_opens_the_pipe_only_in_its_on_periods(realaudio, tmp_path):
+def test_a_duty_cycle_opens_the_pipe_only_in_its_on_periods(orca_pcm, tmp_path):
     fifo, db, cfg = tmp_path / "mic.pcm", tmp_path / "d.db", tmp_path / "c.yaml"
     os.mkfifo(fifo)
-    pcm = _pcm(realaudio, tmp_path, 30.0)
+    pcm = _pcm(orca_pcm, tmp_path, 30.0)
     cfg.write_text(
         "scoring: {threshold: 0.0, top_k: 1}\n"
         "health: {interval_s: 1, stall_s: 5}\n"
@@ -163,7 +158,7 @@ def test_a_duty_cycle_opens_the_pipe_only_in_its_on_periods(realaudio, tmp_path)
     assert "source_stalled" not in kinds  # the off-periods are not mistaken for a frozen device
 
 
-def test_run_serves_its_detections_live_while_it_records(realaudio, tmp_path):
+def test_run_serves_its_detections_live_while_it_records(orca_pcm, tmp_path):
     """`messaging.live.enabled`: a browser or `curl -N` sees detections as they are logged."""
     import http.client
     import socket
@@ -173,7 +168,7 @@ def test_run_serves_its_detections_live_while_it_records(realaudio, tmp_path):
         port = s.getsockname()[1]
     fifo, db, cfg = tmp_path / "mic.pcm", tmp_path / "d.db", tmp_path / "c.yaml"
     os.mkfifo(fifo)
-    pcm = _pcm(realaudio, tmp_path, 12.0)
+    pcm = _pcm(orca_pcm, tmp_path, 12.0)
     cfg.write_text(
         "scoring: {threshold: 0.0, top_k: 1}\n"
         f"messaging: {{live: {{enabled: true, port: {port}, poll_s: 0.05}}}}\n"
