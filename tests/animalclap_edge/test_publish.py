@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import signal
 import socket
@@ -42,8 +43,12 @@ class Broker:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.conf = folder / "mosquitto.conf"
+        # Run as root (CI), mosquitto drops to the 'mosquitto' user, cannot write its
+        # persistence file into this folder, and the consumer's session (and what was
+        # queued for it) is silently gone after a restart: stay the user we are.
+        user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"{user}listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {folder}/\n"
         )
         self.proc: subprocess.Popen | None = None
