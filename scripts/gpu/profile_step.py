@@ -55,7 +55,7 @@ def main() -> None:
     )
     dl = torch.utils.data.DataLoader(
         ds,
-        batch_sampler=RankBatches(0, len(ds) // a.batch, a.batch, 0, 1),
+        batch_sampler=RankBatches(len(ds) // a.batch, a.batch, 0, 1),
         num_workers=8,
         collate_fn=Collate(loaded.tokenizer),
     )

@@ -20,8 +20,13 @@ from animalclap_edge.contracts.prompts import Template
 from training.pretrain.config import PretrainConfig
 from training.pretrain.data import Collate, EpochPlanDataset, RankBatches
 from training.pretrain.dist import Dist
-from training.pretrain.loop import ClapTrainModule, build_model, enable_gradient_checkpointing
-from training.pretrain.loss import gathered_clip_loss
+from training.pretrain.loop import (
+    ClapTrainModule,
+    build_model,
+    compile_module,
+    enable_gradient_checkpointing,
+    forward_loss,
+)
 from training.pretrain.mixed import training_data
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from NVIDIA's data sheets, by device name.
@@ -36,6 +41,7 @@ class BenchResult:
     params_m: float
     batch_size: int
     precision: str
+    compiled: bool
     steps: int
     samples_per_s: float
     step_s: float
@@ -83,33 +89,29 @@ def bench(
     if per_epoch < 1:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds one epoch ({len(dataset)} clips)")
 
-    def loader(epoch: int):
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_sampler=RankBatches(epoch, per_epoch, cfg.batch_size, 0, 1),
-            num_workers=cfg.workers,
-            collate_fn=Collate(loaded.tokenizer, int16=cfg.wire_int16),
-            pin_memory=device.type == "cuda",
-            prefetch_factor=4 if cfg.workers else None,
+    def batches():  # one loader across epochs, as the pretraining loop runs it
+        return iter(
+            torch.utils.data.DataLoader(
+                dataset,
+                batch_sampler=RankBatches(per_epoch, cfg.batch_size, 0, 1, 0, 1_000 * per_epoch),
+                num_workers=cfg.workers,
+                collate_fn=Collate(loaded.tokenizer, int16=cfg.wire_int16),
+                pin_memory=device.type == "cuda",
+                prefetch_factor=4 if cfg.workers else None,
+            )
         )
-
-    def batches():
-        epoch = 0
-        while True:
-            yield from loader(epoch)
-            epoch += 1
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    def step(batch) -> None:
+    # FLOPs are counted on the eager module (FlopCounterMode does not see into
+    # compiled graphs); the timed steps run what the loop would run.
+    compiled = compile_module(module) if cfg.compile else module
+
+    def step(batch, forward=compiled) -> None:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         module.train()
-        with autocast:
-            audio, text = module(batch["wave"], batch["input_ids"], batch["attention_mask"])
-        loss = gathered_clip_loss(
-            audio, text, module.clap.logit_scale_a, module.clap.logit_scale_t, one
-        )
+        loss = forward_loss(forward, module, batch, autocast, one)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -122,7 +124,7 @@ def bench(
     sync()
     counter = FlopCounterMode(display=False)
     with counter:
-        step(next(it))
+        step(next(it), module)
     flops = counter.get_total_flops()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -155,6 +157,7 @@ def bench(
         params_m=round(sum(p.numel() for p in module.parameters()) / 1e6, 1),
         batch_size=cfg.batch_size,
         precision=cfg.precision,
+        compiled=cfg.compile,
         steps=steps,
         samples_per_s=round(rate, 2),
         step_s=round(total / steps, 4),

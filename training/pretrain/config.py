@@ -43,6 +43,9 @@ class PretrainConfig:
     grad_clip: float = 1.0
     precision: str = "bf16"  # or "fp32"
     grad_checkpointing: bool = False
+    # torch.compile the towers (inductor): 1.96x the eager step on an H200 at batch 256
+    # (docs/pretraining.md). The first steps compile (minutes); off for CPU smoke runs.
+    compile: bool = False
     # HTS-AT normalises its input mel bins with BatchNorm. sync: SyncBatchNorm across
     # ranks (CUDA only; elsewhere it falls back to local, and says so); local: per-rank
     # batch statistics; frozen: running statistics, no update (fine-tuning).

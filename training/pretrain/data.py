@@ -83,23 +83,38 @@ class EpochPlanDataset(Dataset):
 
 
 class RankBatches(Sampler):
-    """This rank's share of each step of one epoch, from `start_step` on."""
+    """This rank's share of global steps [start, stop) of the run, across epochs.
+
+    Step s is step s % steps_per_epoch of epoch s // steps_per_epoch. Spanning the
+    run lets one DataLoader (and its workers) serve every epoch: a loader per epoch
+    restarts its workers and drains its prefetch queue at each epoch boundary.
+    """
 
     def __init__(
-        self, epoch: int, steps: int, global_batch: int, rank: int, world: int, start_step: int = 0
+        self,
+        steps_per_epoch: int,
+        global_batch: int,
+        rank: int,
+        world: int,
+        start: int = 0,
+        stop: int | None = None,
     ):
-        self.epoch, self.steps, self.start = epoch, steps, start_step
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+        self.steps_per_epoch, self.start = steps_per_epoch, start
+        self.stop = steps_per_epoch if stop is None else stop
         self.local = global_batch // world
         self.offset = rank * self.local
         self.global_batch = global_batch
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for step in range(self.start, self.steps):
-            base = step * self.global_batch + self.offset
-            yield [(self.epoch, p) for p in range(base, base + self.local)]
+        for step in range(self.start, self.stop):
+            epoch, in_epoch = divmod(step, self.steps_per_epoch)
+            base = in_epoch * self.global_batch + self.offset
+            yield [(epoch, p) for p in range(base, base + self.local)]
 
     def __len__(self) -> int:
-        return max(0, self.steps - self.start)
+        return max(0, self.stop - self.start)
 
 
 class Collate:
@@ -111,8 +126,11 @@ class Collate:
     CLAP pipeline also applies; `ClapTrainModule` scales it back on the device.
     """
 
-    def __init__(self, tokenizer, max_len: int = 64, int16: bool = False):
+    def __init__(
+        self, tokenizer, max_len: int = 64, int16: bool = False, pad_multiple: int | None = None
+    ):
         self.tok, self.max_len, self.int16 = tokenizer, max_len, int16
+        self.pad_multiple = pad_multiple  # prompt lengths rounded up (few static shapes)
 
     def __call__(self, batch: list[tuple[np.ndarray, str]]) -> dict[str, torch.Tensor]:
         x = np.stack([w for w, _ in batch])
@@ -124,6 +142,7 @@ class Collate:
             padding=True,
             truncation=True,
             max_length=self.max_len,
+            pad_to_multiple_of=self.pad_multiple,
             return_tensors="pt",
         )
         return {

@@ -38,6 +38,26 @@ class ClapTrainModule(nn.Module):
         return audio.float(), text
 
 
+def compile_module(net: nn.Module) -> nn.Module:
+    """torch.compile (inductor) of the training forward, DDP-wrapped or not.
+
+    Static shapes: the loader pads prompts to a multiple of `COMPILE_PAD_MULTIPLE`
+    tokens, so a run compiles at most max_len / 16 = 4 graphs instead of switching to
+    slower dynamic-shape kernels at the second prompt length it meets."""
+    return torch.compile(net, dynamic=False)
+
+
+COMPILE_PAD_MULTIPLE = 16
+
+
+def forward_loss(forward, module: ClapTrainModule, batch: dict, autocast, d: Dist) -> torch.Tensor:
+    """The CLIP loss of one batch: both towers (`forward` is the module, DDP-wrapped or
+    compiled), features gathered across ranks."""
+    with autocast:
+        audio, text = forward(batch["wave"], batch["input_ids"], batch["attention_mask"])
+    return gathered_clip_loss(audio, text, module.clap.logit_scale_a, module.clap.logit_scale_t, d)
+
+
 def build_model(cfg: PretrainConfig, data) -> LoadedClap:
     """The init the config names: a checkpoint (hub id or path), scratch:<size>, or a
     ClapConfig JSON file (random weights; the text vocabulary is our tokenizer's)."""
@@ -191,6 +211,11 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
     loaded.model = model
     if cfg.grad_checkpointing:
         notes.append(f"gradient checkpointing on {enable_gradient_checkpointing(model)} layers")
+    if cfg.compile:
+        notes.append(
+            f"torch.compile: inductor, static shapes (prompts padded to {COMPILE_PAD_MULTIPLE} tokens);"
+            " the first steps compile"
+        )
     module = ClapTrainModule(loaded).to(d.device)
     net = module
     if d.world > 1:
@@ -229,7 +254,11 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
     total = steps_per_epoch * cfg.epochs
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
     step = counters.get("global_step", 0)
-    collate = Collate(loaded.tokenizer, int16=cfg.wire_int16)
+    collate = Collate(
+        loaded.tokenizer,
+        int16=cfg.wire_int16,
+        pad_multiple=COMPILE_PAD_MULTIPLE if cfg.compile else None,
+    )
     autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     logs = _Logs(out, cfg, step) if d.main else None
     for n in notes:
@@ -264,70 +293,66 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
             )
         barrier(d)
 
+    # One loader for the rest of the run: its workers and prefetch queue carry across
+    # epoch boundaries instead of restarting at each.
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=RankBatches(steps_per_epoch, cfg.batch_size, d.rank, d.world, step, stop_at),
+        num_workers=cfg.workers,
+        collate_fn=collate,
+        pin_memory=pin,
+        prefetch_factor=4 if cfg.workers else None,
+    )
+    forward = compile_module(net) if cfg.compile else net
     try:
-        while step < stop_at:
-            epoch, in_epoch = divmod(step, steps_per_epoch)
-            loader = torch.utils.data.DataLoader(
-                dataset,
-                batch_sampler=RankBatches(
-                    epoch, steps_per_epoch, cfg.batch_size, d.rank, d.world, in_epoch
-                ),
-                num_workers=cfg.workers,
-                collate_fn=collate,
-                pin_memory=pin,
-                prefetch_factor=4 if cfg.workers else None,
-            )
-            t_wait = time.perf_counter()
-            for batch in loader:
-                t0 = time.perf_counter()
-                batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-                lr = cosine_lr(step, total, cfg.lr, cfg.warmup_steps)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                net.train()
-                if cfg.batchnorm == "frozen":
-                    _freeze_bn_stats(net)
-                # dropout masks from (seed, step, rank): a resumed run draws the same ones
-                torch.manual_seed(cfg.seed * 1_000_003 + step * d.world + d.rank)
-                with autocast:
-                    audio, text = net(batch["wave"], batch["input_ids"], batch["attention_mask"])
-                loss = gathered_clip_loss(
-                    audio, text, module.clap.logit_scale_a, module.clap.logit_scale_t, d
+        t_wait = time.perf_counter()
+        for batch in loader:
+            t0 = time.perf_counter()
+            epoch = step // steps_per_epoch
+            batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
+            lr = cosine_lr(step, total, cfg.lr, cfg.warmup_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            net.train()
+            if cfg.batchnorm == "frozen":
+                _freeze_bn_stats(net)
+            # dropout masks from (seed, step, rank): a resumed run draws the same ones
+            torch.manual_seed(cfg.seed * 1_000_003 + step * d.world + d.rank)
+            loss = forward_loss(forward, module, batch, autocast, d)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            if pin:
+                torch.cuda.synchronize()
+            t1 = time.perf_counter()
+            step += 1
+            if step % cfg.log_every == 0 or step == stop_at or step == 1:
+                # every rank joins the reduction; rank 0 writes the global mean
+                mean_loss = all_mean(loss.detach(), d)
+            if logs and (step % cfg.log_every == 0 or step == stop_at or step == 1):
+                logs.step(
+                    {
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": mean_loss,
+                        "lr": lr,
+                        "logit_scale": module.clap.logit_scale_a.exp().item(),
+                        "data_wait_s": t0 - t_wait,
+                        "compute_s": t1 - t0,
+                        "samples_per_s": cfg.batch_size / max(1e-9, t1 - t_wait),
+                    }
                 )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                if pin:
-                    torch.cuda.synchronize()
-                t1 = time.perf_counter()
-                step += 1
-                if step % cfg.log_every == 0 or step == stop_at or step == 1:
-                    # every rank joins the reduction; rank 0 writes the global mean
-                    mean_loss = all_mean(loss.detach(), d)
-                if logs and (step % cfg.log_every == 0 or step == stop_at or step == 1):
-                    logs.step(
-                        {
-                            "step": step,
-                            "epoch": epoch,
-                            "loss": mean_loss,
-                            "lr": lr,
-                            "logit_scale": module.clap.logit_scale_a.exp().item(),
-                            "data_wait_s": t0 - t_wait,
-                            "compute_s": t1 - t0,
-                            "samples_per_s": cfg.batch_size / max(1e-9, t1 - t_wait),
-                        }
-                    )
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
-                if on_step is not None:
-                    on_step(step)
-                if step % cfg.checkpoint_every == 0 or step == stop_at:
-                    save()
-                t_wait = time.perf_counter()
-                if step >= stop_at:
-                    break
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
+            if on_step is not None:
+                on_step(step)
+            if step % cfg.checkpoint_every == 0 or step == stop_at:
+                save()
+            t_wait = time.perf_counter()
+            if step >= stop_at:
+                break
     finally:
         bar.close()
         if logs:

@@ -54,12 +54,15 @@ def test_one_rank_gathered_loss_is_the_clip_loss():
 
 
 def test_ranks_split_each_step_of_the_plan_without_overlap():
-    whole = list(RankBatches(epoch=3, steps=4, global_batch=8, rank=0, world=1))
-    parts = [list(RankBatches(3, 4, 8, r, 2)) for r in range(2)]
-    for step in range(4):
+    whole = list(RankBatches(steps_per_epoch=4, global_batch=8, rank=0, world=1, start=0, stop=12))
+    parts = [list(RankBatches(4, 8, r, 2, 0, 12)) for r in range(2)]
+    for step in range(12):
         assert parts[0][step] + parts[1][step] == whole[step]
-    resumed = list(RankBatches(3, 4, 8, 1, 2, start_step=2))
-    assert resumed == parts[1][2:]
+    # epochs follow one another: step 5 is step 1 of epoch 1
+    assert whole[5] == [(1, p) for p in range(8, 16)]
+    assert {e for batch in whole for e, _ in batch} == {0, 1, 2}
+    resumed = list(RankBatches(4, 8, 1, 2, start=6, stop=12))
+    assert resumed == parts[1][6:]
 
 
 def test_scratch_sizes_build(tmp_path):
