@@ -77,7 +77,9 @@ class Detector:
         else:
             self.backend_reason = f"backend {backend.name} (passed in)"
         self.backend = backend
-        self.scorer = Scorer(bundle, scoring_settings(self.config))
+        self.scorer = Scorer(
+            bundle, scoring_settings(self.config), self.config.backend.threads or 1
+        )
         st = self.config.storage
         self.clips = (
             ClipWriter(st.clips_dir, bundle.manifest.sample_rate, st.max_disk_percent)

@@ -16,6 +16,7 @@ import numpy as np
 
 from animalclap_edge.bundle import Bundle
 from animalclap_edge.contracts.catalogue import TAXON_LEVELS
+from animalclap_edge.similarity import SpeciesSimilarity
 
 
 class ScoringError(ValueError):
@@ -52,7 +53,7 @@ class WindowScore:
 
 
 class Scorer:
-    def __init__(self, bundle: Bundle, settings: ScoringSettings):
+    def __init__(self, bundle: Bundle, settings: ScoringSettings, threads: int = 1):
         cat = bundle.catalogue
         self.bundle, self.settings = bundle, settings
         active = np.ones(len(cat), bool)
@@ -66,8 +67,10 @@ class Scorer:
         if not active.any():
             raise ScoringError("no species left after include/exclude/regions filters; widen them")
         self.active = np.flatnonzero(active)
-        # (D, S), contiguous: scoring is one GEMM against it per batch
-        self.emb_t = np.ascontiguousarray(bundle.text_embeddings[self.active].T, np.float32)
+        # one GEMM per batch against the (D, S) text matrix, packed once by onnxruntime
+        self.similarity = SpeciesSimilarity(
+            np.ascontiguousarray(bundle.text_embeddings[self.active].T, np.float32), threads
+        )
         cal = bundle.calibration
         default = settings.threshold if settings.threshold is not None else cal.default_threshold
         thr = {**cal.species_thresholds, **settings.species_thresholds}
@@ -105,7 +108,7 @@ class Scorer:
 
     def score(self, emb: np.ndarray) -> list[WindowScore]:
         """emb (B, D) unit rows -> one WindowScore per row."""
-        cos = np.asarray(emb, np.float32) @ self.emb_t  # (B, S)
+        cos = self.similarity(emb)  # (B, S)
         # softmax over species, kept unnormalised: only the top-k (and, for back-off,
         # the group sums) are ever divided by the total
         z = cos * np.float32(self.scale)
