@@ -126,7 +126,7 @@ def run_animalclap(
     seconds: float,
     threads: int,
     species: int | None,
-    batch: int = 8,
+    batch: int = 4,
 ) -> dict:
 
     from animalclap_edge.bundle import demo_bundle_path, load_bundle
@@ -147,6 +147,7 @@ def run_animalclap(
         }
     )
     det = Detector(bundle, cfg)
+    rss_loaded = _rss_mb()  # + inference runtime, its session and the bundle
     sr = det.sample_rate
     if sr != 48_000:
         raise BenchError(f"bundle sample rate {sr}: the bench feeds 48 kHz audio")
@@ -212,6 +213,7 @@ def run_animalclap(
         "peak_rss_mb": _peak_rss_mb(),
         "engine_rss_mb": _peak_rss_mb() - rss_start,
         "rss_start_mb": rss_start,
+        "rss_loaded_mb": rss_loaded,
         "rss_trace_mb": [r for _, r in rss_trace],
     }
 
@@ -261,6 +263,7 @@ def run_birdnet(audio: str, seconds: float, threads: int, hop_s: float) -> dict:
     rss_start = _rss_mb()
     interp = Interpreter(model_path=str(model), num_threads=threads)
     interp.allocate_tensors()
+    rss_loaded = _rss_mb()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     windower = Windower(window, round(hop_s * sr), sr // 2)
     block = round(BLOCK_SECONDS * sr)
@@ -292,6 +295,7 @@ def run_birdnet(audio: str, seconds: float, threads: int, hop_s: float) -> dict:
         "peak_rss_mb": _peak_rss_mb(),
         "engine_rss_mb": _peak_rss_mb() - rss_start,
         "rss_start_mb": rss_start,
+        "rss_loaded_mb": rss_loaded,
         "rss_trace_mb": rss_trace,
     }
 
@@ -308,6 +312,7 @@ def run_onnx(model: str, audio: str, seconds: float, threads: int, hop_s: float)
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
     sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    rss_loaded = _rss_mb()
     window = int(sess.get_inputs()[0].shape[1])
     windower = Windower(window, round(hop_s * sr), sr // 2)
     block = round(BLOCK_SECONDS * sr)
@@ -333,6 +338,7 @@ def run_onnx(model: str, audio: str, seconds: float, threads: int, hop_s: float)
         "peak_rss_mb": _peak_rss_mb(),
         "engine_rss_mb": _peak_rss_mb() - rss_start,
         "rss_start_mb": rss_start,
+        "rss_loaded_mb": rss_loaded,
         "rss_trace_mb": [],
     }
 
@@ -366,7 +372,7 @@ def bench(
     species: tuple[int, int] | None = (100, 11_000),
     hop_s: float = 1.5,
     onnx: list[str] | None = None,
-    batch: int = 8,
+    batch: int = 4,
 ) -> dict:
     common = ["--audio", audio, "--seconds", str(seconds), "--threads", str(threads)]
     ours_args = ["--batch", str(batch)] + (["--bundle", bundle] if bundle else [])
@@ -422,6 +428,16 @@ def rss_drift(trace_mb: list[float], seconds: float, warmup: float = 0.1) -> dic
     }
 
 
+def memory_budget(e: dict) -> str:
+    """Where an engine's peak RSS goes, in the order it was taken."""
+    start, loaded, peak = e["rss_start_mb"], e["rss_loaded_mb"], e["peak_rss_mb"]
+    return (
+        f"peak RSS {peak:.0f} MB = {start:.0f} MB interpreter, numpy, imports and audio reader"
+        f" + {loaded - start:.0f} MB inference runtime and model loaded"
+        f" + {peak - loaded:.0f} MB running (activations, buffers, store)"
+    )
+
+
 def format_report(r: dict) -> str:
     lines = [f"audio: {r['seconds_of_audio']:g} s, {r['threads']} thread(s)"]
     for e in [r[k] for k in ("animalclap", "birdnet") if k in r] + r.get("onnx", []):
@@ -431,6 +447,9 @@ def format_report(r: dict) -> str:
                 f"latency p50 {e['latency'].get('p50_ms', 0):.1f} ms p99 {e['latency'].get('p99_ms', 0):.1f} ms, "
                 f"peak RSS {e['peak_rss_mb']:.0f} MB (engine {e['engine_rss_mb']:.0f} MB above the shared audio and interpreter), per window {json.dumps({k: round(v, 2) for k, v in e['stage_ms_per_window'].items()})}"
             )
+    for e in [r[k] for k in ("animalclap", "birdnet") if k in r] + r.get("onnx", []):
+        if e and "rss_loaded_mb" in e:
+            lines.append(f"{e['engine']}: {memory_budget(e)}")
     for e in r.get("onnx", []):
         if "windows_per_s_over_birdnet" in e:
             lines.append(
@@ -471,7 +490,7 @@ def _worker_main(argv: list[str]) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bundle")
     ap.add_argument("--species", type=int)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--hop", type=float, default=1.5)
     a = ap.parse_args(argv)
     if a.engine == "animalclap":
