@@ -127,6 +127,7 @@ def run_animalclap(
     threads: int,
     species: int | None,
     batch: int = 4,
+    encoder: str | None = None,
 ) -> dict:
 
     from animalclap_edge.bundle import demo_bundle_path, load_bundle
@@ -140,6 +141,8 @@ def run_animalclap(
     bundle = load_bundle(bundle_path or demo_bundle_path())
     if species:
         bundle = _synthetic_catalogue(bundle, species)
+    if encoder:
+        bundle = _with_encoder(bundle, encoder)
     cfg = EdgeConfig.model_validate(
         {
             "scoring": {"threshold": 0.0, "top_k": 1},
@@ -200,8 +203,13 @@ def run_animalclap(
         result = det._process_recording(rec, "bench", store, [], out=None)
         wall = time.perf_counter() - t0
     det.close()
+    graph = (
+        f"{Path(encoder).name} in the bundle's place"
+        if encoder
+        else bundle.manifest.audio_encoder.precision
+    )
     return {
-        "engine": f"animalclap ({bundle.manifest.audio_encoder.precision}, {det.backend.name}, batch {batch})",
+        "engine": f"animalclap ({graph}, {det.backend.name}, batch {batch})",
         "bundle": bundle.manifest.name,
         "species": len(bundle.catalogue),
         "windows": result.n_windows,
@@ -216,6 +224,18 @@ def run_animalclap(
         "rss_loaded_mb": rss_loaded,
         "rss_trace_mb": [r for _, r in rss_trace],
     }
+
+
+def _with_encoder(bundle, encoder: str):
+    """The bundle with another encoder graph (e.g. an INT8 student the export gates
+    refused), to time the whole pipeline with it. The backend still checks the graph
+    against the manifest (input, output, window, embedding size, front-end metadata)."""
+    from dataclasses import replace
+
+    if not Path(encoder).is_file():
+        raise BenchError(f"--encoder {encoder}: no such ONNX file")
+    spec = bundle.manifest.audio_encoder.model_copy(update={"file": str(Path(encoder).resolve())})
+    return replace(bundle, manifest=bundle.manifest.model_copy(update={"audio_encoder": spec}))
 
 
 def _synthetic_catalogue(bundle, n: int):
@@ -373,7 +393,11 @@ def bench(
     hop_s: float = 1.5,
     onnx: list[str] | None = None,
     batch: int = 4,
+    encoders: list[str] | None = None,
 ) -> dict:
+    for model in (encoders or []) + (onnx or []):
+        if not Path(model).is_file():
+            raise BenchError(f"{model}: no such ONNX file")
     common = ["--audio", audio, "--seconds", str(seconds), "--threads", str(threads)]
     ours_args = ["--batch", str(batch)] + (["--bundle", bundle] if bundle else [])
     ours = _spawn(["animalclap", *common, *ours_args], threads)
@@ -386,13 +410,14 @@ def bench(
             "peak_rss_ours_over_birdnet": ours["peak_rss_mb"] / bn["peak_rss_mb"],
             "engine_rss_ours_over_birdnet": ours["engine_rss_mb"] / bn["engine_rss_mb"],
         }
+    for model in encoders or []:
+        r = _spawn(["animalclap", *common, *ours_args, "--encoder", model], threads)
+        res.setdefault("pipelines", []).append(r)
+        _over_birdnet(r, res)
     for model in onnx or []:
         r = _spawn(["onnx", *common, "--hop", str(hop_s), "--model", model], threads)
         res.setdefault("onnx", []).append(r)
-        if "birdnet" in res:
-            r["windows_per_s_over_birdnet"] = r["windows_per_s"] / res["birdnet"]["windows_per_s"]
-            r["peak_rss_over_birdnet"] = r["peak_rss_mb"] / res["birdnet"]["peak_rss_mb"]
-            r["engine_rss_over_birdnet"] = r["engine_rss_mb"] / res["birdnet"]["engine_rss_mb"]
+        _over_birdnet(r, res)
     if species:
         small, large = (
             _spawn(["animalclap", *common, "--species", str(n), *ours_args], threads)
@@ -406,6 +431,14 @@ def bench(
             "stage_ms_per_window": [small["stage_ms_per_window"], large["stage_ms_per_window"]],
         }
     return res
+
+
+def _over_birdnet(r: dict, res: dict) -> None:
+    if "birdnet" in res:
+        bn = res["birdnet"]
+        r["windows_per_s_over_birdnet"] = r["windows_per_s"] / bn["windows_per_s"]
+        r["peak_rss_over_birdnet"] = r["peak_rss_mb"] / bn["peak_rss_mb"]
+        r["engine_rss_over_birdnet"] = r["engine_rss_mb"] / bn["engine_rss_mb"]
 
 
 def rss_drift(trace_mb: list[float], seconds: float, warmup: float = 0.1) -> dict | None:
@@ -440,17 +473,18 @@ def memory_budget(e: dict) -> str:
 
 def format_report(r: dict) -> str:
     lines = [f"audio: {r['seconds_of_audio']:g} s, {r['threads']} thread(s)"]
-    for e in [r[k] for k in ("animalclap", "birdnet") if k in r] + r.get("onnx", []):
+    extra = r.get("pipelines", []) + r.get("onnx", [])
+    for e in [r[k] for k in ("animalclap", "birdnet") if k in r] + extra:
         if e:
             lines.append(
                 f"{e['engine']}: {e['windows_per_s']:.1f} windows/s, {e['realtime_factor']:.0f}x real time, "
                 f"latency p50 {e['latency'].get('p50_ms', 0):.1f} ms p99 {e['latency'].get('p99_ms', 0):.1f} ms, "
                 f"peak RSS {e['peak_rss_mb']:.0f} MB (engine {e['engine_rss_mb']:.0f} MB above the shared audio and interpreter), per window {json.dumps({k: round(v, 2) for k, v in e['stage_ms_per_window'].items()})}"
             )
-    for e in [r[k] for k in ("animalclap", "birdnet") if k in r] + r.get("onnx", []):
+    for e in [r[k] for k in ("animalclap", "birdnet") if k in r] + extra:
         if e and "rss_loaded_mb" in e:
             lines.append(f"{e['engine']}: {memory_budget(e)}")
-    for e in r.get("onnx", []):
+    for e in extra:
         if "windows_per_s_over_birdnet" in e:
             lines.append(
                 f"{e['engine']} / BirdNET model: {e['windows_per_s_over_birdnet']:.2f}x windows/s, "
@@ -492,9 +526,10 @@ def _worker_main(argv: list[str]) -> None:
     ap.add_argument("--species", type=int)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--hop", type=float, default=1.5)
+    ap.add_argument("--encoder")
     a = ap.parse_args(argv)
     if a.engine == "animalclap":
-        res = run_animalclap(a.bundle, a.audio, a.seconds, a.threads, a.species, a.batch)
+        res = run_animalclap(a.bundle, a.audio, a.seconds, a.threads, a.species, a.batch, a.encoder)
     elif a.engine == "onnx":
         res = run_onnx(a.model, a.audio, a.seconds, a.threads, a.hop)
     else:

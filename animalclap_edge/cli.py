@@ -187,6 +187,12 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--threads", type=int, default=1)
     bn.add_argument("--birdnet", action="store_true")
     bn.add_argument("--onnx", nargs="+", help="encoder ONNX files to time alone")
+    bn.add_argument(
+        "--encoder",
+        nargs="+",
+        help="encoder ONNX files to run through the whole pipeline in the bundle's place "
+        "(e.g. an INT8 student the export gates refused; bench only, no gate is re-checked)",
+    )
     bn.add_argument("--species", type=int, nargs=2, default=[100, 11_000], metavar=("FEW", "MANY"))
     bn.add_argument(
         "--no-species-scaling",
@@ -339,6 +345,7 @@ def _cmd_bench(args) -> int:
         None if args.no_species_scaling else tuple(args.species),
         onnx=args.onnx,
         batch=args.batch,
+        encoders=args.encoder,
     )
     print(format_report(r))
     if args.out:

@@ -29,6 +29,22 @@ def test_bench_runs_the_pipeline_and_reports_consistent_figures(realaudio, tmp_p
     assert r["species_scaling"]["species"] == [20, 200] and r["species_scaling"]["ratio"] > 0
 
 
+def test_another_encoder_graph_runs_through_the_whole_pipeline(realaudio, tmp_path):
+    import shutil
+
+    from animalclap_edge.bench import bench
+    from animalclap_edge.bundle import demo_bundle_path, load_bundle
+
+    graph = tmp_path / "other.onnx"  # stands in for an INT8 student: same contract
+    shutil.copy(load_bundle(demo_bundle_path()).encoder_path, graph)
+    r = bench(None, str(realaudio), 15, species=None, encoders=[str(graph)])
+    (other,) = r["pipelines"]
+    assert "other.onnx in the bundle's place" in other["engine"]
+    assert other["windows"] == r["animalclap"]["windows"] == 9
+    with pytest.raises(Exception, match="no such ONNX file"):
+        bench(None, str(realaudio), 15, species=None, encoders=[str(tmp_path / "nope.onnx")])
+
+
 def test_bench_refuses_a_missing_audio_folder(tmp_path, capsys):
     assert main(["bench", "--audio", str(tmp_path / "nope"), "--seconds", "5"]) == 2
     err = capsys.readouterr().err.strip()
