@@ -7,6 +7,8 @@
 #     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #     pydantic pydantic_core annotated-types typing-inspection soundfile cffi pycparser \
 #     soxr birdnames
+# Extra settings for every bench run go in SETS, e.g. the compiled loop at batch 256:
+#   BATCHES=256 SETS="compile=true" BENCH_TIMEOUT=400 bash scripts/gpu/bench_pretrain.sh
 set -o pipefail
 OUT=${OUT:-runs/gpu-bench}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -22,7 +24,7 @@ timeout 170 bash -c "$(declare -f T); T benchmark --size small --out /tmp/bench-
 tail -2 "$OUT/benchmark.log"
 for b in ${BATCHES:-64 256}; do
   timeout ${BENCH_TIMEOUT:-150} bash -c "$(declare -f T); T bench --set data=/tmp/bench-small \
-      batch_size=$b workers=14 --steps 30 --warmup 5 --out $OUT/bench_b$b.json" \
+      batch_size=$b workers=14 ${SETS:-} --steps 30 --warmup 5 --out $OUT/bench_b$b.json" \
       > "$OUT/bench_b$b.log" 2>&1; echo "batch $b rc=$?"
   grep -E "samples_per_s|step_s|data_wait|compute_s|loader_only|tflop|mfu|memory|paper|verdict" "$OUT/bench_b$b.log"
 done

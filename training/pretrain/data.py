@@ -126,11 +126,8 @@ class Collate:
     CLAP pipeline also applies; `ClapTrainModule` scales it back on the device.
     """
 
-    def __init__(
-        self, tokenizer, max_len: int = 64, int16: bool = False, pad_multiple: int | None = None
-    ):
+    def __init__(self, tokenizer, max_len: int = 64, int16: bool = False):
         self.tok, self.max_len, self.int16 = tokenizer, max_len, int16
-        self.pad_multiple = pad_multiple  # prompt lengths rounded up (few static shapes)
 
     def __call__(self, batch: list[tuple[np.ndarray, str]]) -> dict[str, torch.Tensor]:
         x = np.stack([w for w, _ in batch])
@@ -142,7 +139,6 @@ class Collate:
             padding=True,
             truncation=True,
             max_length=self.max_len,
-            pad_to_multiple_of=self.pad_multiple,
             return_tensors="pt",
         )
         return {
