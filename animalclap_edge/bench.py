@@ -429,6 +429,7 @@ def bench(
             "ms_per_window": per,
             "ratio": per[1] / per[0],
             "stage_ms_per_window": [small["stage_ms_per_window"], large["stage_ms_per_window"]],
+            "peak_rss_mb": [small["peak_rss_mb"], large["peak_rss_mb"]],
         }
     return res
 
@@ -509,6 +510,11 @@ def format_report(r: dict) -> str:
         lines.append(
             f"{s['species'][0]} -> {s['species'][1]} species: {s['ms_per_window'][0]:.2f} -> "
             f"{s['ms_per_window'][1]:.2f} ms per window ({(s['ratio'] - 1) * 100:+.1f}%)"
+            + (
+                f", peak RSS {s['peak_rss_mb'][0]:.0f} -> {s['peak_rss_mb'][1]:.0f} MB"
+                if "peak_rss_mb" in s
+                else ""
+            )
         )
     return "\n".join(lines)
 

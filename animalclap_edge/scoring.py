@@ -67,9 +67,11 @@ class Scorer:
         if not active.any():
             raise ScoringError("no species left after include/exclude/regions filters; widen them")
         self.active = np.flatnonzero(active)
-        # one GEMM per batch against the (D, S) text matrix, packed once by onnxruntime
+        # one GEMM per batch against the (S, D) text matrix, packed once by onnxruntime;
+        # with every species active the bundle's own array is used, not a copy
+        text = bundle.text_embeddings
         self.similarity = SpeciesSimilarity(
-            np.ascontiguousarray(bundle.text_embeddings[self.active].T, np.float32), threads
+            text if len(self.active) == len(text) else text[self.active], threads
         )
         cal = bundle.calibration
         default = settings.threshold if settings.threshold is not None else cal.default_threshold
