@@ -21,6 +21,7 @@ import numpy as np
 
 from animalclap_edge.contracts.catalogue import Catalogue
 from animalclap_edge.contracts.traits import TraitSchema, TraitTable, read_trait_table
+from training.prepare.shards import RecordRegion
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,10 @@ class LabelledSet:
     load: Callable[[Item], np.ndarray]  # -> mono float32 at 48 kHz
     traits: TraitTable | None
     schema: TraitSchema
-    # Where the audio is a file at the target rate: the path, so that a crop decodes
-    # only its own frames (a 10 s crop of a 60 s file reads a sixth of it).
-    file_of: Callable[[Item], Path | None] | None = None
+    # Where the audio is a file at the target rate: the path (or, in a prepared shard,
+    # the record's region of the tar), so that a crop decodes only its own frames
+    # (a 10 s crop of a 60 s file reads a sixth of it).
+    file_of: Callable[[Item], Path | RecordRegion | None] | None = None
     sample_rate: int = 48_000
 
     def crop(self, item: Item, n: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -168,16 +170,23 @@ def _open_prepared(root: Path, sample_rate: int, schema: TraitSchema) -> Labelle
         load=lambda it: read_record(*where[it.id]),
         traits=traits,
         schema=schema,
+        file_of=lambda it: RecordRegion(*where[it.id]),
     )
 
 
-def _read_crop(path: Path, n: int, rng: np.random.Generator | None, sr: int) -> np.ndarray | None:
+def _read_crop(
+    path: Path | RecordRegion, n: int, rng: np.random.Generator | None, sr: int
+) -> np.ndarray | None:
     """The frames `crop` would keep, read alone; None when only a full decode will do
     (another rate, which needs resampling; a file that is not plainly readable)."""
+    import contextlib
+
     import soundfile as sf
 
     try:
-        with sf.SoundFile(str(path)) as f:
+        with contextlib.ExitStack() as stack:
+            src = stack.enter_context(path.open()) if isinstance(path, RecordRegion) else str(path)
+            f = stack.enter_context(sf.SoundFile(src))
             if f.format not in ("FLAC", "WAV", "WAVEX") or f.samplerate != sr or f.frames <= n:
                 # compressed formats whose header length is an estimate (MP3, OGG),
                 # resampling, or repeat-padding a short clip: the full path

@@ -147,6 +147,55 @@ def iter_shard(tar_path: Path) -> Iterator[ShardRecord]:
                 yield ShardRecord(key, decode_flac(got["flac"]), json.loads(got["json"]))
 
 
+class MemberReader(io.RawIOBase):
+    """One tar member's bytes as a seekable file, read in place from the shard: what
+    libsndfile needs to seek in a FLAC and decode only a crop of it."""
+
+    def __init__(self, tar_path: Path, offset: int, size: int):
+        super().__init__()
+        self._f = open(tar_path, "rb")  # noqa: SIM115 - closed with this reader
+        self._offset, self._size, self._pos = offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = min(max(0, base + pos), self._size)
+        return self._pos
+
+    def readinto(self, b) -> int:
+        n = min(len(b), self._size - self._pos)
+        if n <= 0:
+            return 0
+        self._f.seek(self._offset + self._pos)
+        got = self._f.readinto(memoryview(b)[:n]) or 0
+        self._pos += got
+        return got
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+@dataclass(frozen=True)
+class RecordRegion:
+    """Where one record's FLAC lies inside its shard (from the shard index)."""
+
+    tar: Path
+    offset: int
+    size: int
+
+    def open(self) -> MemberReader:
+        return MemberReader(self.tar, self.offset, self.size)
+
+
 def read_record(tar_path: Path, offset: int, size: int) -> np.ndarray:
     """One record's audio by its index offset: random access without scanning the tar."""
     with open(tar_path, "rb") as f:

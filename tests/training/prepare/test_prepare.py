@@ -171,6 +171,26 @@ def test_shard_audio_is_the_source_at_48k(prepared, realaudio):
     assert split["test_species"] and split["train"]
 
 
+def test_a_crop_reads_only_its_frames_from_the_shard_and_equals_a_full_decode(prepared):
+    from training.labelled_audio import _read_crop, crop
+    from training.prepare.shards import RecordRegion
+
+    data = open_labelled(str(prepared[0]))
+    n = 48_000  # 1 s: most of these recordings are longer
+    partial = 0
+    for it in data.items:
+        region = data.file_of(it)
+        assert isinstance(region, RecordRegion)
+        for seed in (0, 1):
+            fast = data.crop(it, n, np.random.default_rng(seed))
+            full = crop(data.load(it), n, np.random.default_rng(seed))
+            np.testing.assert_array_equal(fast, full, err_msg=f"{it.id} seed {seed}")
+        long = it.duration_s * 48_000 > n
+        assert (_read_crop(region, n, None, 48_000) is not None) == long, it.id
+        partial += long
+    assert partial >= len(data.items) // 2  # real recordings longer than the crop: partial reads
+
+
 def test_a_killed_run_resumes_and_redoes_only_the_missing_shard(manifest, prepared, tmp_path):
     import shutil
 
