@@ -49,30 +49,35 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _rss_kinds_mb() -> dict[str, float]:
+    """Resident memory by kind (Linux): private anonymous pages (heap, arenas, tensors)
+    and file-backed pages (mapped code and read-only data of the libraries, which the
+    kernel can drop and re-read under pressure and shares between processes)."""
+    kinds = {"RssAnon": "anon", "RssFile": "file", "RssShmem": "shmem"}
+    out: dict[str, float] = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in kinds:
+                out[kinds[key]] = int(value.split()[0]) / 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-class AudioLoop:
-    """Real recordings, decoded once to a temporary raw float32 file and streamed from it.
+def decode_to_raw(folder: str, sample_rate: int, dst: Path) -> int:
+    """Decode every recording in `folder` once, appending float32 samples to `dst`
+    (one file at a time: nothing is held). Returns the number of samples."""
+    from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS, AudioError, read_all
 
-    A recorder never holds its audio in memory, and neither does the bench: each file
-    is decoded, appended to the raw file and dropped, and `blocks` reads one block at a
-    time from it, cycling, for as long as `seconds` asks. So RSS above the baseline
-    is the engine's own, and a 24 h stream costs no more than a 10 s one. (Holding
-    the decoded shared/realaudio, 68 MB, used to count in every engine's peak RSS.)
-    """
-
-    def __init__(self, folder: str, seconds: float, sample_rate: int):
-        import tempfile
-
-        from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS, AudioError, read_all
-
-        if not Path(folder).is_dir():
-            raise BenchError(f"--audio {folder}: not a folder of recordings")
-        # unlinked at creation: nothing is left on disk however the worker ends
-        self._raw = tempfile.TemporaryFile(prefix="acl-bench-", suffix=".f32")  # noqa: SIM115
-        self.samples = 0
+    if not Path(folder).is_dir():
+        raise BenchError(f"--audio {folder}: not a folder of recordings")
+    samples = 0
+    with open(dst, "wb") as raw:
         for p in sorted(Path(folder).iterdir()):
             if p.suffix.lower() not in SUPPORTED_EXTENSIONS:
                 continue
@@ -80,12 +85,32 @@ class AudioLoop:
                 x = read_all(p, sample_rate)
             except AudioError:
                 continue
-            self._raw.write(np.ascontiguousarray(x, np.float32).tobytes())
-            self.samples += len(x)
+            raw.write(np.ascontiguousarray(x, np.float32).tobytes())
+            samples += len(x)
             del x
+    if not samples:
+        raise BenchError(f"--audio {folder}: no decodable audio files")
+    return samples
+
+
+class AudioLoop:
+    """Real recordings, decoded once (by the driver, `decode_to_raw`) to a raw float32
+    file, and streamed from it by each engine's worker.
+
+    A recorder never holds its audio in memory, and neither does the bench: `blocks`
+    reads one block at a time, cycling, for as long as `seconds` asks. Decoding in the
+    driver keeps the decoders' transient buffers (up to 16 MB of peak RSS, 10 MB kept
+    by the allocator afterwards, measured on shared/realaudio) out of every engine's
+    figures, as on a recorder whose microphone delivers PCM. (Holding the decoded
+    shared/realaudio, 68 MB, used to count in every engine's peak RSS before that.)
+    """
+
+    def __init__(self, raw: str, seconds: float, sample_rate: int):
+        self._raw = open(raw, "rb")  # noqa: SIM115 - closed by close()
+        self.samples = Path(raw).stat().st_size // 4
         if not self.samples:
             self._raw.close()
-            raise BenchError(f"--audio {folder}: no decodable audio files")
+            raise BenchError(f"{raw}: no audio samples")
         self.total = round(seconds * sample_rate)
 
     def blocks(self, block: int):
@@ -222,6 +247,7 @@ def run_animalclap(
         "engine_rss_mb": _peak_rss_mb() - rss_start,
         "rss_start_mb": rss_start,
         "rss_loaded_mb": rss_loaded,
+        "rss_end_by_kind_mb": _rss_kinds_mb(),
         "rss_trace_mb": [r for _, r in rss_trace],
     }
 
@@ -316,6 +342,7 @@ def run_birdnet(audio: str, seconds: float, threads: int, hop_s: float) -> dict:
         "engine_rss_mb": _peak_rss_mb() - rss_start,
         "rss_start_mb": rss_start,
         "rss_loaded_mb": rss_loaded,
+        "rss_end_by_kind_mb": _rss_kinds_mb(),
         "rss_trace_mb": rss_trace,
     }
 
@@ -359,6 +386,7 @@ def run_onnx(model: str, audio: str, seconds: float, threads: int, hop_s: float)
         "engine_rss_mb": _peak_rss_mb() - rss_start,
         "rss_start_mb": rss_start,
         "rss_loaded_mb": rss_loaded,
+        "rss_end_by_kind_mb": _rss_kinds_mb(),
         "rss_trace_mb": [],
     }
 
@@ -398,6 +426,26 @@ def bench(
     for model in (encoders or []) + (onnx or []):
         if not Path(model).is_file():
             raise BenchError(f"{model}: no such ONNX file")
+    with tempfile.TemporaryDirectory(prefix="acl-bench-") as tmp:
+        raw = Path(tmp) / "audio.f32"
+        decode_to_raw(audio, 48_000, raw)
+        return _bench_engines(
+            str(raw), bundle, seconds, threads, birdnet, species, hop_s, onnx, batch, encoders
+        )
+
+
+def _bench_engines(
+    audio: str,
+    bundle: str | None,
+    seconds: float,
+    threads: int,
+    birdnet: bool,
+    species: tuple[int, int] | None,
+    hop_s: float,
+    onnx: list[str] | None,
+    batch: int,
+    encoders: list[str] | None,
+) -> dict:
     common = ["--audio", audio, "--seconds", str(seconds), "--threads", str(threads)]
     ours_args = ["--batch", str(batch)] + (["--bundle", bundle] if bundle else [])
     ours = _spawn(["animalclap", *common, *ours_args], threads)
@@ -469,6 +517,11 @@ def memory_budget(e: dict) -> str:
         f"peak RSS {peak:.0f} MB = {start:.0f} MB interpreter, numpy, imports and audio reader"
         f" + {loaded - start:.0f} MB inference runtime and model loaded"
         f" + {peak - loaded:.0f} MB running (activations, buffers, store)"
+        + (
+            f"; at the end {kinds['anon']:.0f} MB private, {kinds['file']:.0f} MB file-backed (library code)"
+            if (kinds := e.get("rss_end_by_kind_mb", {})).keys() >= {"anon", "file"}
+            else ""
+        )
     )
 
 

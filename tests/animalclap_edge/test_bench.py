@@ -88,13 +88,15 @@ def test_the_audio_loop_streams_the_recordings_in_order_and_wraps(tmp_path):
     import numpy as np
     import soundfile as sf
 
-    from animalclap_edge.bench import AudioLoop
+    from animalclap_edge.bench import AudioLoop, decode_to_raw
 
     rng = np.random.default_rng(0)
     parts = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (48_000, 30_000)]
     for i, x in enumerate(parts):
         sf.write(tmp_path / f"{i}.wav", x, 48_000, subtype="FLOAT")
-    loop = AudioLoop(str(tmp_path), seconds=5.0, sample_rate=48_000)
+    raw = tmp_path / "audio.f32"
+    assert decode_to_raw(str(tmp_path), 48_000, raw) == 78_000
+    loop = AudioLoop(str(raw), seconds=5.0, sample_rate=48_000)
     try:
         got = list(loop.blocks(7_000))
     finally:
