@@ -34,3 +34,23 @@ def test_int16_collate_clips_full_scale_instead_of_wrapping():
     x = np.array([1.0, -1.0, 0.99999, -0.5], np.float32)
     wave = Collate(_Tok(), int16=True)([(x, "a")])["wave"][0]
     assert wave.tolist() == [32767, -32768, 32767, -16384]
+
+
+class _Crops(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int):
+        return np.random.default_rng(i).uniform(-1.2, 1.2, 4_800).astype(np.float32), "a"
+
+
+def test_a_loader_worker_hands_over_the_same_batch_as_the_main_process():
+    for int16 in (False, True):
+        collate = Collate(_Tok(), int16=int16)
+        here = collate([_Crops()[i] for i in range(3)])["wave"]
+        loader = torch.utils.data.DataLoader(
+            _Crops(), batch_size=3, num_workers=2, collate_fn=collate
+        )
+        there = [b["wave"] for b in loader]
+        assert torch.equal(there[0], here) and there[0].dtype == here.dtype
+        assert len(there) == 2 and not torch.equal(there[0], there[1])
