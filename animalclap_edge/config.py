@@ -569,6 +569,16 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
     first_line: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
+        if isinstance(key, bool) and isinstance(key_node, yaml.ScalarNode):
+            # YAML 1.1 reads on/off/yes/no/true/false as booleans, keys included
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"key {key_node.value!r} is read by YAML as {key}, not as a name: no setting "
+                f"is called that (check the spelling); quote it ('{key_node.value}') where it "
+                "is a name, such as a species id",
+                key_node.start_mark,
+            )
         try:
             if key in first_line:
                 raise yaml.constructor.ConstructorError(

@@ -146,6 +146,17 @@ def test_yaml_syntax_error_is_one_line(tmp_path: Path, text: str, line_no: int):
     assert line.startswith(f"{p}:{line_no}: invalid YAML: ")
 
 
+@pytest.mark.parametrize("word", ["on", "off", "yes", "No"])
+def test_a_key_yaml_reads_as_a_boolean_is_named_as_written(tmp_path: Path, word: str):
+    p = _write(tmp_path, f"audio:\n  {word}: 3\n")
+    (line,) = _problems(p)
+    assert line.startswith(f"{p}:2: invalid YAML: key '{word}' is read by YAML as ")
+    assert "check the spelling" in line
+    quoted = _write(tmp_path, f"audio:\n  '{word}': 3\n")  # a string key: an unknown setting
+    (line,) = _problems(quoted)
+    assert "invalid YAML" not in line and word in line
+
+
 def test_top_level_must_be_a_mapping(tmp_path: Path):
     p = _write(tmp_path, "- audio\n- scoring\n")
     assert _problems(p) == [f"{p}: the top level must be a mapping of sections (got a list)"]
