@@ -185,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     pp.add_argument("--seed", type=int, default=0, help="seed of the zero-shot split")
     pp.add_argument(
+        "--codec",
+        choices=["flac", "wav"],
+        default="flac",
+        help="shard audio: flac (default, about half the disk) or wav (no decoding when training)",
+    )
+    pp.add_argument(
         "--finalize",
         action="store_true",
         help="only merge the shards of all machines into the index, report and split",
@@ -405,6 +411,7 @@ def _cmd_prepare(args) -> int:
             qualities=args.quality,
             settings=DecodeSettings(min_seconds=args.min_seconds),
             seed=args.seed,
+            codec=args.codec,
         )
     )
     report = summary.get("report")

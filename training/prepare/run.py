@@ -22,7 +22,7 @@ from pathlib import Path
 from animalclap_edge.contracts.catalogue import Catalogue
 from training.prepare.decode import DecodeSettings, Rejected, load_source
 from training.prepare.manifest import Plan, SourceRecording, plan
-from training.prepare.shards import ShardWriter, read_index, shard_name
+from training.prepare.shards import CODECS, ShardWriter, read_index, shard_name
 
 PREPARED = "prepared.json"
 PLAN = "plan.json"
@@ -40,6 +40,7 @@ class PrepareConfig:
     qualities: list[str] | None = None  # accepted quality grades; None = all
     settings: DecodeSettings = field(default_factory=DecodeSettings)
     seed: int = 0  # of the zero-shot split
+    codec: str = "flac"  # or "wav": about twice the disk, no decoding in the loader
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -58,6 +59,8 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     i, n = parse_shard(cfg.shard)
     if cfg.per_shard < 1 or cfg.workers < 1:
         raise ValueError("--per-shard and --workers must be at least 1")
+    if cfg.codec not in CODECS:
+        raise ValueError(f"--codec {cfg.codec!r}: use one of {sorted(CODECS)}")
     out = Path(cfg.out)
     catalogue = Catalogue.from_csv(cfg.catalogue)
     p = plan(cfg.manifest, catalogue, cfg.qualities)
@@ -95,20 +98,22 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
         "left_out": dict(p.left_out),
         "left_out_examples": p.examples,
         "settings": asdict(cfg.settings),
+        "codec": cfg.codec,
         "qualities": cfg.qualities,
         "seed": cfg.seed,
     }
     path = out / PLAN
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
-        if (old["digest"], old["per_shard"], old["settings"]) != (
+        if (old["digest"], old["per_shard"], old["settings"], old.get("codec", "flac")) != (
             record["digest"],
             record["per_shard"],
             record["settings"],
+            record["codec"],
         ):
             raise ValueError(
-                f"{out} was prepared from another manifest, catalogue, --per-shard or decode "
-                "setting; resume with the same ones, or use a new --out"
+                f"{out} was prepared from another manifest, catalogue, --per-shard, --codec or "
+                "decode setting; resume with the same ones, or use a new --out"
             )
         return
     tmp = path.with_suffix(".tmp")
@@ -122,9 +127,10 @@ def write_shard(
     folder: Path,
     settings: DecodeSettings,
     ticks=None,
+    codec: str = "flac",
 ) -> dict:
     """Decode one shard's recordings into shards/shard-<index>.{tar,json}."""
-    writer = ShardWriter(folder, index)
+    writer = ShardWriter(folder, index, codec)
     try:
         for rec in recordings:
             try:
@@ -150,7 +156,7 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
     try:
         if cfg.workers == 1 or len(work) <= 1:
             for j, recs in work.items():
-                r = write_shard(j, recs, folder, cfg.settings)
+                r = write_shard(j, recs, folder, cfg.settings, codec=cfg.codec)
                 bar.update(len(recs))
                 bar.set_postfix(rejected=r["rejected"])
             return
@@ -161,7 +167,7 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
         with ctx.Manager() as manager, ProcessPoolExecutor(cfg.workers, mp_context=ctx) as pool:
             ticks = manager.Queue()
             pending = {
-                pool.submit(write_shard, j, recs, folder, cfg.settings, ticks)
+                pool.submit(write_shard, j, recs, folder, cfg.settings, ticks, cfg.codec)
                 for j, recs in work.items()
             }
             while pending:

@@ -1,4 +1,4 @@
-"""Shards: WebDataset-layout tar files of 48 kHz mono FLAC plus JSON metadata.
+"""Shards: WebDataset-layout tar files of 48 kHz mono 16-bit audio (FLAC, or WAV) plus JSON.
 
 Why WebDataset tar: a shard is a plain POSIX tar (`tar tf` lists it, any language
 reads it), read front to back in large blocks, which is what network file systems
@@ -9,12 +9,17 @@ or one HDF5 file give random access we do not need and are awkward to write from
 many machines at once.
 
 Layout of shard NNNNNN:
-    shards/shard-NNNNNN.tar   members <key>.flac (PCM 16-bit, 48 kHz mono) and
-                              <key>.json (the manifest row plus duration)
+    shards/shard-NNNNNN.tar   members <key>.flac or <key>.wav (PCM 16-bit, 48 kHz
+                              mono) and <key>.json (the manifest row plus duration)
     shards/shard-NNNNNN.json  the index: each record's metadata and the byte
-                              offset/size of its FLAC inside the tar (random access
-                              for evaluation), plus every rejected row and why.
+                              offset/size of its audio inside the tar (random access:
+                              a training crop decodes only its own frames), plus
+                              every rejected row and why.
 The index is written last, by rename: a shard is done exactly when its index exists.
+
+FLAC (the default) takes about half the disk of WAV on real recordings; WAV takes no
+decoding: the same 16-bit samples either way, so the choice is disk against loader
+CPU (see docs/pretraining.md for the measured cost of each).
 """
 
 from __future__ import annotations
@@ -33,19 +38,26 @@ import soundfile as sf
 SAMPLE_RATE = 48_000
 INDEX_FORMAT = "animalclap-shard-index"
 INDEX_VERSION = 1
+CODECS = {"flac": "FLAC", "wav": "WAV"}  # member suffix -> libsndfile format
 
 
 def shard_name(index: int) -> str:
     return f"shard-{index:06d}"
 
 
-def encode_flac(wave: np.ndarray) -> bytes:
+def encode_audio(wave: np.ndarray, codec: str = "flac") -> bytes:
+    """16-bit PCM in the codec's container. The samples are rounded to int16 here, not by
+    libsndfile, whose float-to-16-bit scaling differs between its FLAC and WAV writers
+    (by one step on half the samples): so both codecs hold the same integers, and the
+    loader's int16 wire (`Collate`) carries them exactly."""
+    pcm = np.clip(np.rint(np.asarray(wave, np.float64) * 32768.0), -32768, 32767).astype(np.int16)
     buf = io.BytesIO()
-    sf.write(buf, np.clip(wave, -1.0, 1.0), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    sf.write(buf, pcm, SAMPLE_RATE, format=CODECS[codec], subtype="PCM_16")
     return buf.getvalue()
 
 
-def decode_flac(data: bytes) -> np.ndarray:
+def decode_audio(data: bytes) -> np.ndarray:
+    """A member's samples (FLAC or WAV: libsndfile reads the format from the bytes)."""
     wave, sr = sf.read(io.BytesIO(data), dtype="float32")
     if sr != SAMPLE_RATE:
         raise ValueError(f"shard audio at {sr} Hz, expected {SAMPLE_RATE}: re-run prepare")
@@ -63,8 +75,10 @@ class ShardWriter:
     """Write one shard atomically: records go to <name>.tar.tmp, then `close` renames
     it and writes the index. An interrupted shard leaves only a .tmp, redone on resume."""
 
-    def __init__(self, folder: Path, index: int):
-        self.folder, self.index = Path(folder), index
+    def __init__(self, folder: Path, index: int, codec: str = "flac"):
+        if codec not in CODECS:
+            raise ValueError(f"codec {codec!r}: use one of {sorted(CODECS)}")
+        self.folder, self.index, self.codec = Path(folder), index, codec
         self.folder.mkdir(parents=True, exist_ok=True)
         self.tar_path = self.folder / f"{shard_name(index)}.tar"
         self._tmp = self.tar_path.with_suffix(".tar.tmp")
@@ -76,7 +90,7 @@ class ShardWriter:
 
     def add(self, key: str, wave: np.ndarray, meta: dict) -> None:
         meta = {**meta, "key": key, "duration_s": round(len(wave) / SAMPLE_RATE, 4)}
-        _add(self._tar, f"{key}.flac", encode_flac(wave))
+        _add(self._tar, f"{key}.{self.codec}", encode_audio(wave, self.codec))
         _add(self._tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
         self.records.append(meta)
 
@@ -86,10 +100,11 @@ class ShardWriter:
     def close(self) -> Path:
         self._tar.close()
         offsets = {}
+        suffix = f".{self.codec}"
         with tarfile.open(self._tmp, "r") as tar:
             for m in tar:
-                if m.name.endswith(".flac"):
-                    offsets[m.name[: -len(".flac")]] = (m.offset_data, m.size)
+                if m.name.endswith(suffix):
+                    offsets[m.name[: -len(suffix)]] = (m.offset_data, m.size)
         for rec in self.records:
             rec["offset"], rec["size"] = offsets[rec["key"]]
         os.replace(self._tmp, self.tar_path)
@@ -98,6 +113,7 @@ class ShardWriter:
             "version": INDEX_VERSION,
             "shard": self.index,
             "tar": self.tar_path.name,
+            "codec": self.codec,
             "records": self.records,
             "rejected": self.rejected,
         }
@@ -142,9 +158,10 @@ def iter_shard(tar_path: Path) -> Iterator[ShardRecord]:
                 continue
             pending.setdefault(key, {})[ext] = f.read()
             got = pending[key]
-            if "flac" in got and "json" in got:
+            audio = next((got[c] for c in CODECS if c in got), None)
+            if audio is not None and "json" in got:
                 del pending[key]
-                yield ShardRecord(key, decode_flac(got["flac"]), json.loads(got["json"]))
+                yield ShardRecord(key, decode_audio(audio), json.loads(got["json"]))
 
 
 class MemberReader(io.RawIOBase):
@@ -186,7 +203,7 @@ class MemberReader(io.RawIOBase):
 
 @dataclass(frozen=True)
 class RecordRegion:
-    """Where one record's FLAC lies inside its shard (from the shard index)."""
+    """Where one record's audio member lies inside its shard (from the shard index)."""
 
     tar: Path
     offset: int
@@ -203,4 +220,4 @@ def read_record(tar_path: Path, offset: int, size: int) -> np.ndarray:
         data = f.read(size)
     if len(data) != size:
         raise ValueError(f"{tar_path}: record at {offset} cut short; re-run prepare for it")
-    return decode_flac(data)
+    return decode_audio(data)

@@ -191,6 +191,28 @@ def test_a_crop_reads_only_its_frames_from_the_shard_and_equals_a_full_decode(pr
     assert partial >= len(data.items) // 2  # real recordings longer than the crop: partial reads
 
 
+def test_wav_shards_hold_the_same_samples_as_flac_shards(manifest, prepared, tmp_path):
+    import tarfile
+
+    from training.labelled_audio import _read_crop
+
+    out = tmp_path / "wav"
+    prepare(_cfg(manifest[0], out, codec="wav"), progress=False)
+    flac, wav = open_labelled(str(prepared[0])), open_labelled(str(out))
+    assert [it.id for it in wav.items] == [it.id for it in flac.items]
+    for it in wav.items:
+        np.testing.assert_array_equal(wav.load(it), flac.load(it), err_msg=it.id)
+        rng = (np.random.default_rng(3), np.random.default_rng(3))
+        np.testing.assert_array_equal(wav.crop(it, 48_000, rng[0]), flac.crop(it, 48_000, rng[1]))
+        if it.duration_s > 1:  # the WAV member is read in part, as the FLAC one
+            assert _read_crop(wav.file_of(it), 48_000, None, 48_000) is not None
+    with tarfile.open(next((out / "shards").glob("*.tar"))) as tar:
+        assert {Path(n).suffix for n in tar.getnames()} == {".wav", ".json"}
+    assert json.loads(next((out / "shards").glob("*.json")).read_text())["codec"] == "wav"
+    with pytest.raises(ValueError, match="--codec"):  # a resumed run keeps its codec
+        prepare(_cfg(manifest[0], out, codec="flac"), progress=False)
+
+
 def test_a_killed_run_resumes_and_redoes_only_the_missing_shard(manifest, prepared, tmp_path):
     import shutil
 
