@@ -9,6 +9,8 @@
 #     soxr birdnames
 # Extra settings for every bench run go in SETS, e.g. the compiled loop at batch 256:
 #   BATCHES=256 SETS="compile=true" BENCH_TIMEOUT=400 bash scripts/gpu/bench_pretrain.sh
+# SHARDS=flac|wav reads the benchmark through `prepare`d shards (the paper run's path)
+# instead of its FLAC files.
 set -o pipefail
 OUT=${OUT:-runs/gpu-bench}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -22,8 +24,16 @@ start=$(date +%s)
 timeout 170 bash -c "$(declare -f T); T benchmark --size small --out /tmp/bench-small --workers 16" \
     > "$OUT/benchmark.log" 2>&1; echo "benchmark rc=$? in $(( $(date +%s) - start )) s"
 tail -2 "$OUT/benchmark.log"
+DATA=/tmp/bench-small
+if [ -n "${SHARDS:-}" ]; then
+  python3 scripts/gpu/benchmark_manifest.py /tmp/bench-small > /dev/null || exit 1
+  timeout 170 bash -c "$(declare -f T); T prepare --manifest /tmp/bench-small/manifest-cc0.csv \
+      --catalogue /tmp/bench-small/catalogue.csv --out /tmp/prepared-$SHARDS --codec $SHARDS \
+      --workers 16" > "$OUT/prepare.log" 2>&1; echo "prepare ($SHARDS) rc=$?"
+  tail -c 300 "$OUT/prepare.log"; DATA=/tmp/prepared-$SHARDS
+fi
 for b in ${BATCHES:-64 256}; do
-  timeout ${BENCH_TIMEOUT:-150} bash -c "$(declare -f T); T bench --set data=/tmp/bench-small \
+  timeout ${BENCH_TIMEOUT:-150} bash -c "$(declare -f T); T bench --set data=$DATA \
       batch_size=$b workers=14 ${SETS:-} --steps 30 --warmup 5 --out $OUT/bench_b$b.json" \
       > "$OUT/bench_b$b.log" 2>&1; echo "batch $b rc=$?"
   grep -E "samples_per_s|step_s|data_wait|compute_s|loader_only|tflop|mfu|memory|paper|verdict" "$OUT/bench_b$b.log"
