@@ -34,6 +34,9 @@ MIN_MEAN_COSINE = 0.99
 MAX_SPREAD_COSINE = 0.98
 
 
+MARGIN_FIGURES = ("median_top1_margin", "median_score_change", "windows_that_can_flip")
+
+
 class ExportGateError(RuntimeError):
     """The exported model failed one of its own gates; nothing was written."""
 
@@ -212,7 +215,8 @@ QUANTIZATION_NOTE = {
 
 def _why(name: str, gate: dict) -> str:
     side = ">=" if gate.get("higher", True) else "<="
-    return f"{name}: {gate['measured']:.4f}, needs {side} {gate['threshold']} ({gate['what']})"
+    why = f"{name}: {gate['measured']:.4f}, needs {side} {gate['threshold']} ({gate['what']})"
+    return f"{why} [{gate['diagnosis']}]" if "diagnosis" in gate else why
 
 
 def _gate(measured: float, threshold: float, what: str, on: str, higher: bool = True) -> dict:
@@ -261,10 +265,18 @@ def _reduce_precision(cfg, fp32_path, out_path, teacher, text_emb, window, sr) -
     spread = float((unit @ unit.T)[~np.eye(len(unit), dtype=bool)].mean())
     on = f"{len(held)} real windows of {source} (calibrated on {len(calib)} others)"
     p = cfg.precision
+    top1 = _gate(vs_fp32["top1_agreement"], MIN_TOP1_AGREEMENT, "species top-1 agreement", on)
+    top1.update({k: vs_fp32[k] for k in MARGIN_FIGURES})  # flat: the manifest's gate schema
+    if not top1["passed"] and vs_fp32["windows_that_can_flip"] > 0.5:
+        top1["diagnosis"] = (
+            f"the fp32 model's top-1 margins are smaller than the score changes {p} makes "
+            f"(median {vs_fp32['median_top1_margin']:.4f} vs {vs_fp32['median_score_change']:.4f}) "
+            f"in {vs_fp32['windows_that_can_flip']:.0%} of windows: this model makes no clear "
+            "species decision to keep; a teacher with real margins is needed, not another "
+            "quantizer setting"
+        )
     return {
-        f"{p} vs fp32 top-1 agreement": _gate(
-            vs_fp32["top1_agreement"], MIN_TOP1_AGREEMENT, "species top-1 agreement", on
-        ),
+        f"{p} vs fp32 top-1 agreement": top1,
         f"{p} vs fp32 mean cosine": _gate(
             vs_fp32["mean_cosine"], MIN_MEAN_COSINE, "mean embedding cosine", on
         ),

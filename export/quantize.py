@@ -182,13 +182,25 @@ def embed(onnx_path: Path, windows: np.ndarray, batch: int = 16) -> np.ndarray:
 
 
 def agreement(a: np.ndarray, b: np.ndarray, text: np.ndarray) -> dict:
-    """Mean and min embedding cosine, and top-1 species agreement over `text` (S, D)."""
+    """Mean and min embedding cosine, and top-1 species agreement over `text` (S, D),
+    with what decides whether agreement is reachable at all: the reference's top-1
+    margin (best minus second-best species cosine) against the largest change the
+    reduction made to any species' cosine in the same window. A window whose margin is
+    below twice that change can flip; when most can, the model has no margin to keep.
+    """
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     cos = np.sum(a * b, axis=1)
-    top = np.mean((a @ text.T).argmax(1) == (b @ text.T).argmax(1))
+    sa, sb = a @ text.T, b @ text.T  # (N, S) species cosines
+    top = np.mean(sa.argmax(1) == sb.argmax(1))
+    two = np.sort(sa, axis=1)[:, -2:] if sa.shape[1] > 1 else np.zeros((len(sa), 2))
+    margin = two[:, 1] - two[:, 0]
+    shift = np.abs(sb - sa).max(axis=1)
     return {
         "mean_cosine": float(cos.mean()),
         "min_cosine": float(cos.min()),
         "top1_agreement": float(top),
+        "median_top1_margin": float(np.median(margin)),
+        "median_score_change": float(np.median(shift)),
+        "windows_that_can_flip": float(np.mean(margin < 2 * shift)),
     }

@@ -80,6 +80,8 @@ def test_fp16_student_bundle_passes_its_gates(
     for name in (f"{precision} vs fp32 top-1 agreement", f"{precision} vs fp32 mean cosine"):
         assert gates[name]["passed"] and gates[name]["measured"] >= 0.99, gates[name]
     assert gates["fp32 embedding spread"]["measured"] < 0.98  # the agreement is not vacuous
+    top1 = gates[f"{precision} vs fp32 top-1 agreement"]
+    assert 0 <= top1["windows_that_can_flip"] <= 1 and "diagnosis" not in top1  # it passed
     assert "48 real windows" in gates[f"{precision} vs fp32 mean cosine"]["on"]
     graph = onnx.load(str(out / "audio_encoder.onnx")).graph
     assert sum(n.op_type == "Cast" for n in graph.node) == 2  # into the body and out of it
@@ -189,3 +191,19 @@ def test_precision_needs_a_student(tiny_checkpoint, tiny_catalogue, tmp_path):
         make_bundle(
             _cfg(tiny_checkpoint, tiny_catalogue, tmp_path / "b", precision="int8"), progress=False
         )
+
+
+def test_agreement_says_when_the_margins_are_too_small_to_keep():
+    from export.quantize import agreement
+
+    text = np.eye(4, 8, dtype=np.float32)  # 4 species on the first axes
+    rng = np.random.default_rng(0)
+    noise = 0.01 * rng.standard_normal((50, 8)).astype(np.float32)
+    clear = np.tile(np.array([1.0, 0.2, 0, 0, 0.3, 0, 0, 0], np.float32), (50, 1))
+    tied = np.tile(np.array([1.0, 0.9999, 0, 0, 0.3, 0, 0, 0], np.float32), (50, 1))
+    c = agreement(clear, clear + noise, text)
+    assert c["top1_agreement"] == 1.0 and c["windows_that_can_flip"] == 0.0
+    assert c["median_top1_margin"] > 10 * c["median_score_change"]
+    t = agreement(tied, tied + noise, text)
+    assert t["windows_that_can_flip"] == 1.0 and t["median_top1_margin"] < 1e-3
+    assert t["top1_agreement"] < 0.9  # the ties do flip
