@@ -10,11 +10,11 @@ has no clip, so a full card never stops detection logging.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from animalclap_edge.diskspace import percent_full
 from animalclap_edge.records import Event
 
 
@@ -27,8 +27,7 @@ class ClipWriter:
         self.refused: dict[str, int] = {}  # reason -> clips not written
 
     def disk_percent(self) -> float:
-        usage = shutil.disk_usage(self.folder)
-        return 100.0 * usage.used / usage.total
+        return percent_full(self.folder)
 
     def write(self, event: Event, samples: np.ndarray) -> tuple[str | None, str | None]:
         """(relative clip path, None) or (None, reason the clip was not written)."""

@@ -191,7 +191,10 @@ class StorageConfig(_Section):
         90.0,
         gt=0,
         le=100,
-        description="Above this disk usage clips are refused and retention deletes clip audio.",
+        description=(
+            "Above this disk usage clips are refused and retention deletes clip audio. "
+            "Counted as df does: used / (used + available), root's reserve counts as full."
+        ),
     )
     retention_low_percent: float | None = Field(
         None,

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from animalclap_edge.diskspace import usage_percent
 from animalclap_edge.store import DetectionStore
 
 THERMAL_ROOT = Path("/sys/class/thermal")
@@ -40,7 +41,7 @@ def disk(path: str | Path) -> dict[str, float]:
     """Usage of the filesystem holding `path` (the SD card, for the database)."""
     u = shutil.disk_usage(Path(path))
     return {
-        "disk_percent": round(100.0 * u.used / u.total, 2),
+        "disk_percent": round(usage_percent(u), 2),
         "disk_free_mb": round(u.free / 2**20, 1),
     }
 

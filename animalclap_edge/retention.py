@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from animalclap_edge.config import EdgeConfig
+from animalclap_edge.diskspace import percent_full, usage_percent
 from animalclap_edge.store import DetectionStore
 
 log = logging.getLogger(__name__)
@@ -207,8 +208,7 @@ class Retention:
     def _disk_percent(self) -> float | None:
         if self.clips_dir is None or not self.clips_dir.is_dir():
             return None
-        u = self._disk_usage(self.clips_dir)
-        return 100.0 * u.used / u.total
+        return percent_full(self.clips_dir, self._disk_usage)
 
     # -- one pass -----------------------------------------------------------------
 
@@ -286,7 +286,7 @@ class Retention:
         self, store: DetectionStore, folder: Path, now: datetime, report: RetentionReport
     ) -> bool:
         usage = self._disk_usage(folder)
-        pct = 100.0 * usage.used / usage.total
+        pct = usage_percent(usage)
         report.disk_percent_before = report.disk_percent_after = pct
         report.high_percent, report.low_percent = self.high, self.low
         if pct <= self.high:
@@ -297,7 +297,8 @@ class Retention:
         )
         changed, after_rowid = False, 0
         for _ in range(_MAX_DISK_ROUNDS):
-            need = usage.used - self.low / 100.0 * usage.total  # bytes above the low mark
+            # bytes above the low mark, of the room the recorder has (diskspace: as df)
+            need = usage.used - self.low / 100.0 * (usage.used + usage.free)
             chosen: list[tuple[int, str, str]] = []
             got = 0
             # Oldest first: collect just enough clips to get below the low-water mark.
@@ -320,7 +321,7 @@ class Retention:
             report.clips_deleted_for_disk += self._delete_clips(store, folder, chosen, note, report)
             changed = True
             usage = self._disk_usage(folder)
-            pct = report.disk_percent_after = 100.0 * usage.used / usage.total
+            pct = report.disk_percent_after = usage_percent(usage)
             if pct < self.low:
                 break
         return changed

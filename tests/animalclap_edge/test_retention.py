@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from animalclap_edge.config import ConfigError, EdgeConfig, config_from_dict
+from animalclap_edge.diskspace import percent_full
 from animalclap_edge.records import Detection, Event, detection_id, event_id
 from animalclap_edge.retention import Retention
 from animalclap_edge.store import DetectionStore
@@ -84,8 +85,7 @@ class FakeDisk:
         return Usage(self.total, used, self.total - used)
 
     def percent(self) -> float:
-        u = self(self.folder)
-        return 100 * u.used / u.total
+        return percent_full(self.folder, self)
 
 
 @pytest.fixture
