@@ -46,6 +46,21 @@ class _Crops(torch.utils.data.Dataset):
         return self.x[i % 16], "a"
 
 
+def seconds_per_batch(loader: torch.utils.data.DataLoader, steps: int) -> float:
+    """Mean wait per batch over `steps` batches, after two (workers started); the
+    workers are shut down before returning."""
+    it = iter(loader)
+    try:
+        for _ in range(2):
+            next(it)
+        t = time.perf_counter()
+        for _ in range(steps):
+            next(it)
+        return (time.perf_counter() - t) / steps
+    finally:
+        del it
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=64)
@@ -63,15 +78,8 @@ def main() -> None:
             loader = torch.utils.data.DataLoader(
                 ds, batch_size=a.batch, num_workers=a.workers, collate_fn=collate
             )
-            it = iter(loader)
-            for _ in range(2):  # workers started, queue full
-                next(it)
-            t = time.perf_counter()
-            for _ in range(a.steps):
-                next(it)
-            dt = (time.perf_counter() - t) / a.steps
+            dt = seconds_per_batch(loader, a.steps)
             print(f"{name}: {dt * 1000:.0f} ms per batch of {a.batch}, {a.batch / dt:.0f} clips/s")
-            del it, loader
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import tempfile
-import time
 from contextlib import suppress
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from loader_collate import StackThenConvert, _Tok
+from loader_collate import StackThenConvert, _Tok, seconds_per_batch
 
 from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS, AudioError, read_all
 from animalclap_edge.contracts.prompts import ALL_TEMPLATES
@@ -118,15 +117,8 @@ def main() -> None:
                     num_workers=a.workers,
                     collate_fn=lambda ks, ds=ds, c=collate: c([ds[k] for k in ks]),
                 )
-                it = iter(loader)
-                for _ in range(2):
-                    next(it)
-                t = time.perf_counter()
-                for _ in range(a.steps):
-                    next(it)
-                dt = (time.perf_counter() - t) / a.steps
+                dt = seconds_per_batch(loader, a.steps)
                 print(f"{name}: {a.batch / dt:.0f} clips/s ({dt * 1000:.0f} ms per batch)")
-                del it, loader
 
 
 if __name__ == "__main__":
