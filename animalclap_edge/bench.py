@@ -258,8 +258,6 @@ def _with_encoder(bundle, encoder: str):
     against the manifest (input, output, window, embedding size, front-end metadata)."""
     from dataclasses import replace
 
-    if not Path(encoder).is_file():
-        raise BenchError(f"--encoder {encoder}: no such ONNX file")
     spec = bundle.manifest.audio_encoder.model_copy(update={"file": str(Path(encoder).resolve())})
     return replace(bundle, manifest=bundle.manifest.model_copy(update={"audio_encoder": spec}))
 
@@ -427,59 +425,42 @@ def bench(
         if not Path(model).is_file():
             raise BenchError(f"{model}: no such ONNX file")
     with tempfile.TemporaryDirectory(prefix="acl-bench-") as tmp:
-        raw = Path(tmp) / "audio.f32"
+        raw = Path(tmp) / "audio.f32"  # decoded once here; every worker streams it
         decode_to_raw(audio, 48_000, raw)
-        return _bench_engines(
-            str(raw), bundle, seconds, threads, birdnet, species, hop_s, onnx, batch, encoders
-        )
-
-
-def _bench_engines(
-    audio: str,
-    bundle: str | None,
-    seconds: float,
-    threads: int,
-    birdnet: bool,
-    species: tuple[int, int] | None,
-    hop_s: float,
-    onnx: list[str] | None,
-    batch: int,
-    encoders: list[str] | None,
-) -> dict:
-    common = ["--audio", audio, "--seconds", str(seconds), "--threads", str(threads)]
-    ours_args = ["--batch", str(batch)] + (["--bundle", bundle] if bundle else [])
-    ours = _spawn(["animalclap", *common, *ours_args], threads)
-    res: dict = {"animalclap": ours, "seconds_of_audio": seconds, "threads": threads}
-    if birdnet:
-        bn = _spawn(["birdnet", *common, "--hop", str(hop_s)], threads)
-        res["birdnet"] = bn
-        res["ratios"] = {
-            "windows_per_s_ours_over_birdnet": ours["windows_per_s"] / bn["windows_per_s"],
-            "peak_rss_ours_over_birdnet": ours["peak_rss_mb"] / bn["peak_rss_mb"],
-            "engine_rss_ours_over_birdnet": ours["engine_rss_mb"] / bn["engine_rss_mb"],
-        }
-    for model in encoders or []:
-        r = _spawn(["animalclap", *common, *ours_args, "--encoder", model], threads)
-        res.setdefault("pipelines", []).append(r)
-        _over_birdnet(r, res)
-    for model in onnx or []:
-        r = _spawn(["onnx", *common, "--hop", str(hop_s), "--model", model], threads)
-        res.setdefault("onnx", []).append(r)
-        _over_birdnet(r, res)
-    if species:
-        small, large = (
-            _spawn(["animalclap", *common, "--species", str(n), *ours_args], threads)
-            for n in species
-        )
-        per = [1000 * r["wall_s"] / r["windows"] for r in (small, large)]
-        res["species_scaling"] = {
-            "species": list(species),
-            "ms_per_window": per,
-            "ratio": per[1] / per[0],
-            "stage_ms_per_window": [small["stage_ms_per_window"], large["stage_ms_per_window"]],
-            "peak_rss_mb": [small["peak_rss_mb"], large["peak_rss_mb"]],
-        }
-    return res
+        common = ["--audio", str(raw), "--seconds", str(seconds), "--threads", str(threads)]
+        ours_args = ["--batch", str(batch)] + (["--bundle", bundle] if bundle else [])
+        ours = _spawn(["animalclap", *common, *ours_args], threads)
+        res: dict = {"animalclap": ours, "seconds_of_audio": seconds, "threads": threads}
+        if birdnet:
+            bn = _spawn(["birdnet", *common, "--hop", str(hop_s)], threads)
+            res["birdnet"] = bn
+            res["ratios"] = {
+                "windows_per_s_ours_over_birdnet": ours["windows_per_s"] / bn["windows_per_s"],
+                "peak_rss_ours_over_birdnet": ours["peak_rss_mb"] / bn["peak_rss_mb"],
+                "engine_rss_ours_over_birdnet": ours["engine_rss_mb"] / bn["engine_rss_mb"],
+            }
+        for model in encoders or []:
+            r = _spawn(["animalclap", *common, *ours_args, "--encoder", model], threads)
+            res.setdefault("pipelines", []).append(r)
+            _over_birdnet(r, res)
+        for model in onnx or []:
+            r = _spawn(["onnx", *common, "--hop", str(hop_s), "--model", model], threads)
+            res.setdefault("onnx", []).append(r)
+            _over_birdnet(r, res)
+        if species:
+            small, large = (
+                _spawn(["animalclap", *common, "--species", str(n), *ours_args], threads)
+                for n in species
+            )
+            per = [1000 * r["wall_s"] / r["windows"] for r in (small, large)]
+            res["species_scaling"] = {
+                "species": list(species),
+                "ms_per_window": per,
+                "ratio": per[1] / per[0],
+                "stage_ms_per_window": [small["stage_ms_per_window"], large["stage_ms_per_window"]],
+                "peak_rss_mb": [small["peak_rss_mb"], large["peak_rss_mb"]],
+            }
+        return res
 
 
 def _over_birdnet(r: dict, res: dict) -> None:
@@ -528,15 +509,15 @@ def memory_budget(e: dict) -> str:
 def format_report(r: dict) -> str:
     lines = [f"audio: {r['seconds_of_audio']:g} s, {r['threads']} thread(s)"]
     extra = r.get("pipelines", []) + r.get("onnx", [])
-    for e in [r[k] for k in ("animalclap", "birdnet") if k in r] + extra:
-        if e:
-            lines.append(
-                f"{e['engine']}: {e['windows_per_s']:.1f} windows/s, {e['realtime_factor']:.0f}x real time, "
-                f"latency p50 {e['latency'].get('p50_ms', 0):.1f} ms p99 {e['latency'].get('p99_ms', 0):.1f} ms, "
-                f"peak RSS {e['peak_rss_mb']:.0f} MB (engine {e['engine_rss_mb']:.0f} MB above the shared audio and interpreter), per window {json.dumps({k: round(v, 2) for k, v in e['stage_ms_per_window'].items()})}"
-            )
-    for e in [r[k] for k in ("animalclap", "birdnet") if k in r] + extra:
-        if e and "rss_loaded_mb" in e:
+    engines = [r[k] for k in ("animalclap", "birdnet") if r.get(k)] + extra
+    for e in engines:
+        lines.append(
+            f"{e['engine']}: {e['windows_per_s']:.1f} windows/s, {e['realtime_factor']:.0f}x real time, "
+            f"latency p50 {e['latency'].get('p50_ms', 0):.1f} ms p99 {e['latency'].get('p99_ms', 0):.1f} ms, "
+            f"peak RSS {e['peak_rss_mb']:.0f} MB (engine {e['engine_rss_mb']:.0f} MB above the shared audio and interpreter), per window {json.dumps({k: round(v, 2) for k, v in e['stage_ms_per_window'].items()})}"
+        )
+    for e in engines:
+        if "rss_loaded_mb" in e:
             lines.append(f"{e['engine']}: {memory_budget(e)}")
     for e in extra:
         if "windows_per_s_over_birdnet" in e:

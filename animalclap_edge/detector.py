@@ -77,9 +77,7 @@ class Detector:
         else:
             self.backend_reason = f"backend {backend.name} (passed in)"
         self.backend = backend
-        self.scorer = Scorer(
-            bundle, scoring_settings(self.config), self.config.backend.threads or 1
-        )
+        self.scorer = Scorer(bundle, scoring_settings(self.config), self.config.backend.threads)
         st = self.config.storage
         self.clips = (
             ClipWriter(st.clips_dir, bundle.manifest.sample_rate, st.max_disk_percent)

@@ -98,7 +98,7 @@ class SpeciesSimilarity:
         self._text = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(text, np.float32))
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        so.intra_op_num_threads = max(1, threads)
+        so.intra_op_num_threads = max(1, threads)  # 0 ("library default"): one is plenty
         so.inter_op_num_threads = 1
         so.add_external_initializers(["text"], [self._text])
         self._session = ort.InferenceSession(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,12 +9,7 @@ import pytest
 from animalclap_edge.events import EventMerger
 from animalclap_edge.store import DetectionStore
 
-_spec = importlib.util.spec_from_file_location(
-    "_store_tests", Path(__file__).parent / "test_store.py"
-)
-_store_tests = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_store_tests)
-_det = _store_tests._det  # one Detection factory for the runtime tests
+from .factories import detection as _det  # one Detection factory for the runtime tests
 
 HOP = 72_000  # 1.5 s at 48 kHz
 

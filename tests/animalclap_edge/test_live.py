@@ -5,7 +5,6 @@ has a timeout, so a bug fails a test instead of hanging the suite."""
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import os
 import select
@@ -27,12 +26,8 @@ from animalclap_edge.config import ConfigError, config_from_dict
 from animalclap_edge.live import LiveError, LiveServer
 from animalclap_edge.store import DetectionStore
 
-_spec = importlib.util.spec_from_file_location(
-    "_store_tests", Path(__file__).parent / "test_store.py"
-)
-_store_tests = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_store_tests)
-_det = _store_tests._det
+from .factories import BUNDLE, RUN
+from .factories import detection as _det
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-token-for-tests-0123456789"
@@ -42,7 +37,7 @@ TOKEN = "s3cret-token-for-tests-0123456789"
 def db(tmp_path: Path) -> Path:
     p = tmp_path / "detections.db"
     with DetectionStore(p) as s:
-        s.start_run(_store_tests.RUN, _store_tests.BUNDLE, "0123456789abcdef", "test", "0.1.0")
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0")
     return p
 
 

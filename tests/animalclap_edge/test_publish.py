@@ -19,12 +19,7 @@ import pytest
 from animalclap_edge.config import MqttConfig
 from animalclap_edge.store import DetectionStore
 
-_spec = importlib.util.spec_from_file_location(
-    "_store_tests", Path(__file__).parent / "test_store.py"
-)
-_store_tests = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_store_tests)
-_det = _store_tests._det
+from .factories import detection as _det  # one Detection factory for the runtime tests
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None

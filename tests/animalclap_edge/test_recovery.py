@@ -5,30 +5,22 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from animalclap_edge.records import Detection, detection_id
+from animalclap_edge.records import Detection
 from animalclap_edge.recovery import check_database, open_store
 from animalclap_edge.store import DetectionStore
 
-BUNDLE, RUN = "bundle-0001", "run-a"
+from .factories import BUNDLE, RUN, detection
+
 PAGE = 4096
 
 
-def _det(i: int) -> Detection:
-    return Detection(
-        detection_id=detection_id(BUNDLE, "rec.wav", i, "species", "eurbla"),
-        run_id=RUN,
+def _det(i: int) -> Detection:  # rows with a long traits field: many pages to damage
+    return detection(
+        i,
         recording_id="rec.wav",
         window_start_s=i * 1.5,
         window_end_s=i * 1.5 + 3,
-        start_time_utc=None,
-        clock_trusted=False,
-        bundle_id=BUNDLE,
-        config_hash="0123456789abcdef",
         rank=1,
-        level="species",
-        taxon="eurbla",
-        scientific_name="Turdus merula",
-        common_name="Eurasian Blackbird",
         score=0.3,
         probability=0.9,
         traits_json='{"activity_pattern": "diurnal", "note": "' + "x" * 300 + '"}',

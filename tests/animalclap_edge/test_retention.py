@@ -14,11 +14,12 @@ import pytest
 
 from animalclap_edge.config import ConfigError, EdgeConfig, config_from_dict
 from animalclap_edge.diskspace import percent_full
-from animalclap_edge.records import Detection, Event, detection_id, event_id
+from animalclap_edge.records import Detection, Event, event_id
 from animalclap_edge.retention import Retention
 from animalclap_edge.store import DetectionStore
 
-BUNDLE, RUN, REC = "bundle-0001", "run-a", "/data/in/dawn.flac"
+from .factories import BUNDLE, REC, RUN, detection
+
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
 CLIP_BYTES = 40 * 4096  # a whole number of blocks: its size on disk is its length
 Usage = namedtuple("Usage", "total used free")
@@ -52,19 +53,9 @@ def _event(i: int, taxon: str, p: float, created: datetime, clip: str | None = N
 
 
 def _detection(i: int, taxon: str, p: float, created: datetime) -> Detection:
-    return Detection(
-        detection_id=detection_id(BUNDLE, REC, i * 48_000, "species", taxon),
-        run_id=RUN,
-        recording_id=REC,
-        window_start_s=float(i),
-        window_end_s=i + 3.0,
-        start_time_utc=None,
-        clock_trusted=False,
-        bundle_id=BUNDLE,
-        config_hash="0123456789abcdef",
-        rank=0,
-        level="species",
-        taxon=taxon,
+    return detection(
+        i * 48_000,
+        taxon,
         scientific_name=taxon,
         common_name=taxon,
         score=0.3,

@@ -146,15 +146,19 @@ def _fake_systemctl(tmp_path: Path, exit_code: int = 0) -> tuple[Path, Path]:
     return exe, calls
 
 
-def test_enables_and_starts_it_when_systemd_runs(tmp_path):
-    exe, calls = _fake_systemctl(tmp_path)
-    r = install_service(
+def _install_with(systemctl: Path, tmp_path: Path, systemd_running: bool):
+    return install_service(
         config=CONFIG,
         bundle=demo_bundle_path(),
         unit_dir=tmp_path / "units",
-        systemctl=str(exe),
-        systemd_running=True,
+        systemctl=str(systemctl),
+        systemd_running=systemd_running,
     )
+
+
+def test_enables_and_starts_it_when_systemd_runs(tmp_path):
+    exe, calls = _fake_systemctl(tmp_path)
+    r = _install_with(exe, tmp_path, systemd_running=True)
     assert r.ok
     assert calls.read_text().splitlines() == ["daemon-reload", f"enable --now {UNIT_NAME}"]
     assert r.done[1:3] == [
@@ -163,26 +167,14 @@ def test_enables_and_starts_it_when_systemd_runs(tmp_path):
     ]
     # Not running systemd (a container, a chroot): written, not enabled, nothing run.
     calls.unlink()
-    r = install_service(
-        config=CONFIG,
-        bundle=demo_bundle_path(),
-        unit_dir=tmp_path / "units",
-        systemctl=str(exe),
-        systemd_running=False,
-    )
+    r = _install_with(exe, tmp_path, systemd_running=False)
     assert r.ok and not calls.exists()
     assert r.not_done[0].startswith("not enabled: systemd is not running this machine")
 
 
 def test_a_failing_systemctl_is_reported_on_one_line(tmp_path):
     exe, calls = _fake_systemctl(tmp_path, exit_code=1)
-    r = install_service(
-        config=CONFIG,
-        bundle=demo_bundle_path(),
-        unit_dir=tmp_path / "units",
-        systemctl=str(exe),
-        systemd_running=True,
-    )
+    r = _install_with(exe, tmp_path, systemd_running=True)
     assert not r.ok
     assert calls.read_text().splitlines() == ["daemon-reload"]  # stopped at the first failure
     (line,) = r.not_done

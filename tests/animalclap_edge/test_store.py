@@ -9,38 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from animalclap_edge.records import Detection, RecordingResult, detection_id
+from animalclap_edge.records import RecordingResult, detection_id
 from animalclap_edge.store import SCHEMA_VERSION, DetectionStore, StoreError
 
-BUNDLE = "bundle-0001"
-RUN = "run-a"
-REC = "/data/in/dawn.flac"
+from .factories import BUNDLE, REC, RUN, detection
 
-
-def _det(start_sample: int, taxon: str = "eurbla", level: str = "species", **kw) -> Detection:
-    t0 = start_sample / 48000
-    fields = dict(
-        detection_id=detection_id(BUNDLE, REC, start_sample, level, taxon),
-        run_id=RUN,
-        recording_id=REC,
-        window_start_s=t0,
-        window_end_s=t0 + 3.0,
-        start_time_utc=None,
-        clock_trusted=False,
-        bundle_id=BUNDLE,
-        config_hash="0123456789abcdef",
-        rank=0,
-        level=level,
-        taxon=taxon,
-        scientific_name="Turdus merula",
-        common_name="Eurasian Blackbird",
-        score=0.31,
-        probability=0.87,
-        traits_json=json.dumps({"activity": {"value": "diurnal", "p": 0.9}}),
-        created_utc="2024-05-01T04:00:00.000+00:00",
-    )
-    fields.update(kw)
-    return Detection(**fields)
+_det = detection
 
 
 def _rec(status: str = "ok", recording_id: str = REC, **kw) -> RecordingResult:

@@ -326,10 +326,11 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
                 torch.cuda.synchronize()
             t1 = time.perf_counter()
             step += 1
-            if step % cfg.log_every == 0 or step == stop_at or step == 1:
+            log_now = step % cfg.log_every == 0 or step == stop_at or step == 1
+            if log_now:
                 # every rank joins the reduction; rank 0 writes the global mean
                 mean_loss = all_mean(loss.detach(), d)
-            if logs and (step % cfg.log_every == 0 or step == stop_at or step == 1):
+            if logs and log_now:
                 logs.step(
                     {
                         "step": step,
@@ -348,9 +349,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
                 on_step(step)
             if step % cfg.checkpoint_every == 0 or step == stop_at:
                 save()
-            t_wait = time.perf_counter()
-            if step >= stop_at:
-                break
+            t_wait = time.perf_counter()  # the sampler ends the loop at stop_at
     finally:
         bar.close()
         if logs:
