@@ -99,8 +99,8 @@ class AudioLoop:
 
     A recorder never holds its audio in memory, and neither does the bench: `blocks`
     reads one block at a time, cycling, for as long as `seconds` asks. Decoding in the
-    driver keeps the decoders' transient buffers (up to 16 MB of peak RSS, 10 MB kept
-    by the allocator afterwards, measured on shared/realaudio) out of every engine's
+    driver keeps the decoders' transient buffers (about 15 MB of peak RSS, 9 MB kept
+    by the allocator afterwards, on shared/realaudio: scripts/diagnostics/runtime_memory.py) out of every engine's
     figures, as on a recorder whose microphone delivers PCM. (Holding the decoded
     shared/realaudio, 68 MB, used to count in every engine's peak RSS before that.)
     """

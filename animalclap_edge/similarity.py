@@ -1,11 +1,11 @@
 """Cosine of window embeddings against every species: (B, D) x (S, D)^T through onnxruntime.
 
 numpy's BLAS (OpenBLAS) multiplies few rows poorly: with 11,000 species and D = 512 it
-took 0.54 ms per window at B = 4 and 1.0 ms at B = 2, on one thread of the 2-core dev
-CPU, against 0.17 and 0.27 ms for onnxruntime's MLAS GEMM, which packs the constant
-text matrix once when the session is built (measured 2026-11-26; 0.33 vs 0.14 ms at
-B = 8). Only an initializer is pre-packed: passed as an input, the matrix ran no
-faster than numpy.
+took 0.58-0.61 ms per window at B = 4 and 1.0-1.3 ms at B = 2, on one thread of the
+2-core dev CPU, against 0.18-0.19 and 0.26-0.42 ms for onnxruntime's MLAS GEMM, which
+packs the constant text matrix once when the session is built; at B = 1 neither wins
+(scripts/benchmarks/species_gemm.py, 2026-11-26). Only an initializer is pre-packed:
+passed as an input, the matrix ran no faster than numpy.
 
 Memory: the bundle's own (S, D) text matrix is handed to onnxruntime as an external
 initializer, which reads it in place, and a Gemm with transB takes it as it is; only
