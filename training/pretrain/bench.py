@@ -65,6 +65,21 @@ def _peak(device: torch.device, override: float | None) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
+def _loader_rate(it, steps: int, workers: int, batch_size: int) -> float:
+    """Clips/s of a fresh loader in steady state: worker start-up excluded.
+
+    Workers deliver their batches in rounds of `workers`; timing from the first batch
+    to the first batch of a later round counts whole rounds (>= `steps` batches).
+    """
+    next(it)
+    rounds = max(1, -(-steps // max(workers, 1)))
+    n = rounds * max(workers, 1)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        next(it)
+    return n * batch_size / (time.perf_counter() - t0)
+
+
 def bench(
     cfg: PretrainConfig, steps: int = 20, warmup: int = 3, peak_tflops: float | None = None
 ) -> BenchResult:
@@ -140,12 +155,7 @@ def bench(
         wait, compute = wait + t1 - t0, compute + t2 - t1
     total = time.perf_counter() - t_start
 
-    # The loader alone, fresh workers, same number of batches.
-    t0 = time.perf_counter()
-    for n, _ in enumerate(batches()):
-        if n + 1 >= steps:
-            break
-    loader_rate = steps * cfg.batch_size / (time.perf_counter() - t0)
+    loader_rate = _loader_rate(batches(), steps, cfg.workers, cfg.batch_size)
 
     rate = steps * cfg.batch_size / total
     achieved = flops * steps / total / 1e12
