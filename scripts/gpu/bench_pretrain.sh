@@ -9,6 +9,8 @@
 #     soxr birdnames
 # Extra settings for every bench run go in SETS, e.g. the compiled loop at batch 256:
 #   BATCHES=256 SETS="compile=true" BENCH_TIMEOUT=400 bash scripts/gpu/bench_pretrain.sh
+# STEPS and WARMUP set the timed and untimed steps (a warm-up longer than the
+# prefetch queue, workers x 4 batches, makes the timed data wait the steady one).
 # SHARDS=flac|wav reads the benchmark through `prepare`d shards (the paper run's path)
 # instead of its FLAC files.
 set -o pipefail
@@ -36,7 +38,7 @@ if [ -n "${SHARDS:-}" ]; then
 fi
 for b in ${BATCHES:-64 256}; do
   timeout ${BENCH_TIMEOUT:-150} bash -c "$(declare -f T); T bench --set data=$DATA \
-      batch_size=$b workers=14 ${SETS:-} --steps 30 --warmup 5 --out $OUT/bench_b$b.json" \
+      batch_size=$b workers=14 ${SETS:-} --steps ${STEPS:-30} --warmup ${WARMUP:-5} --out $OUT/bench_b$b.json" \
       > "$OUT/bench_b$b.log" 2>&1; echo "batch $b rc=$?"
   grep -E "samples_per_s|step_s|data_wait|compute_s|loader_only|tflop|mfu|memory|paper|verdict" "$OUT/bench_b$b.log"
 done
