@@ -18,7 +18,7 @@ import torch
 
 from animalclap_edge.contracts.prompts import Template
 from training.pretrain.config import PretrainConfig
-from training.pretrain.data import Collate, EpochPlanDataset, RankBatches
+from training.pretrain.data import EpochPlanDataset, RankBatches
 from training.pretrain.dist import Dist
 from training.pretrain.loop import (
     ClapTrainModule,
@@ -26,8 +26,10 @@ from training.pretrain.loop import (
     compile_module,
     enable_gradient_checkpointing,
     forward_loss,
+    make_collate,
 )
 from training.pretrain.mixed import training_data
+from training.pretrain.prefetch import DevicePrefetch
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from NVIDIA's data sheets, by device name.
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
@@ -41,7 +43,9 @@ class BenchResult:
     params_m: float
     batch_size: int
     precision: str
-    compiled: bool
+    compiled: str  # "no" or the torch.compile mode
+    prompt_length: int  # 0: padded to each batch's longest
+    device_prefetch: bool
     steps: int
     samples_per_s: float
     step_s: float
@@ -110,7 +114,7 @@ def bench(
                 dataset,
                 batch_sampler=RankBatches(per_epoch, cfg.batch_size, 0, 1, 0, 1_000 * per_epoch),
                 num_workers=cfg.workers,
-                collate_fn=Collate(loaded.tokenizer, int16=cfg.wire_int16),
+                collate_fn=make_collate(cfg, loaded.tokenizer, td.data.catalogue),
                 pin_memory=device.type == "cuda",
                 prefetch_factor=4 if cfg.workers else None,
             )
@@ -121,7 +125,9 @@ def bench(
 
     # FLOPs are counted on the eager module (FlopCounterMode does not see into
     # compiled graphs); the timed steps run what the loop would run.
-    compiled = compile_module(module) if cfg.compile else module
+    compiled = (
+        compile_module(module, cfg.compile_mode, bool(cfg.prompt_length)) if cfg.compile else module
+    )
 
     def step(batch, forward=compiled) -> None:
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -134,6 +140,8 @@ def bench(
     from torch.utils.flop_counter import FlopCounterMode
 
     it = batches()
+    if cfg.device_prefetch:
+        it = iter(DevicePrefetch(it, device))
     for _ in range(warmup):
         step(next(it))
     sync()
@@ -167,7 +175,9 @@ def bench(
         params_m=round(sum(p.numel() for p in module.parameters()) / 1e6, 1),
         batch_size=cfg.batch_size,
         precision=cfg.precision,
-        compiled=cfg.compile,
+        compiled=cfg.compile_mode if cfg.compile else "no",
+        prompt_length=cfg.prompt_length,
+        device_prefetch=cfg.device_prefetch,
         steps=steps,
         samples_per_s=round(rate, 2),
         step_s=round(total / steps, 4),

@@ -15,6 +15,9 @@ from animalclap_edge.contracts.prompts import ALL_TEMPLATES
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead")
+
+
 @dataclass
 class PretrainConfig:
     data: str = "small"  # prepared folder, benchmark size[:seed] or recordings folder
@@ -43,9 +46,19 @@ class PretrainConfig:
     grad_clip: float = 1.0
     precision: str = "bf16"  # or "fp32"
     grad_checkpointing: bool = False
-    # torch.compile the towers (inductor): 1.96x the eager step on an H200 at batch 256
-    # (docs/pretraining.md). The first steps compile (minutes); off for CPU smoke runs.
+    # torch.compile the towers (inductor): 2.2x the eager step on an H100 at batch 256
+    # (docs/pretraining.md). The first steps compile (about 100 s); off for CPU runs.
     compile: bool = False
+    # torch.compile mode: default, max-autotune-no-cudagraphs, or reduce-overhead (CUDA
+    # graphs: one launch replays a step's kernels; shapes must be fixed, so it needs
+    # prompt_length).
+    compile_mode: str = "default"
+    # Tokens per prompt: 0 pads each batch to its longest prompt (the shape varies);
+    # N pads every prompt to N (refused at start if a catalogue prompt is longer).
+    prompt_length: int = 0
+    # Copy batch n + 1 to the GPU on a side stream while step n runs (prefetch.py).
+    # Off until measured on a GPU.
+    device_prefetch: bool = False
     # HTS-AT normalises its input mel bins with BatchNorm. sync: SyncBatchNorm across
     # ranks (CUDA only; elsewhere it falls back to local, and says so); local: per-rank
     # batch statistics; frozen: running statistics, no update (fine-tuning).
@@ -64,6 +77,7 @@ class PretrainConfig:
             "split": ("zeroshot", "seen"),
             "precision": ("fp32", "bf16"),
             "batchnorm": ("sync", "local", "frozen"),
+            "compile_mode": COMPILE_MODES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -73,6 +87,15 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.replay_fraction < 1:
             raise ValueError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
+        if self.prompt_length < 0:
+            raise ValueError(
+                f"prompt_length must be 0 (longest in batch) or more, got {self.prompt_length}"
+            )
+        if self.compile_mode == "reduce-overhead" and not self.prompt_length:
+            raise ValueError(
+                "compile_mode=reduce-overhead replays CUDA graphs, which need fixed shapes: "
+                "set prompt_length=N as well"
+            )
         if self.crop_seconds <= 0 or self.lr <= 0:
             raise ValueError("crop_seconds and lr must be positive")
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from animalclap_edge.contracts.prompts import Template, sample_prompt
+from animalclap_edge.contracts.prompts import Template, render, sample_prompt
 from training.labelled_audio import Item, LabelledSet
 from training.sampling import balanced_epoch, replay_epoch
 
@@ -120,28 +120,44 @@ class RankBatches(Sampler):
 class Collate:
     """Stack crops and tokenize prompts (in the worker, off the training thread).
 
+    Prompts are padded to the batch's longest, or with `pad_to` to a fixed length, so
+    every batch has one shape (what CUDA graphs need).
+
     With `int16` the crops travel as 16-bit PCM (half the bytes through shared memory,
     pinned memory and the host-to-device copy; a batch of 256 crops of 10 s is 0.5 GB
     in float32). That is exact for 16-bit sources and the -96 dB quantisation LAION's
     CLAP pipeline also applies; `ClapTrainModule` scales it back on the device.
     """
 
-    def __init__(self, tokenizer, max_len: int = 64, int16: bool = False):
-        self.tok, self.max_len, self.int16 = tokenizer, max_len, int16
+    def __init__(self, tokenizer, max_len: int = 64, int16: bool = False, pad_to: int = 0):
+        self.tok, self.max_len, self.int16, self.pad_to = tokenizer, max_len, int16, pad_to
 
     def __call__(self, batch: list[tuple[np.ndarray, str]]) -> dict[str, torch.Tensor]:
         waves = self._waves([w for w, _ in batch])
+        texts = [t for _, t in batch]
+        if not self.pad_to:
+            enc = self.tok(
+                texts, padding=True, truncation=True, max_length=self.max_len, return_tensors="pt"
+            )
+            return {"wave": waves, **{k: enc[k] for k in ("input_ids", "attention_mask")}}
+        # one token more than kept: a prompt that reaches it would have been cut
         enc = self.tok(
-            [t for _, t in batch],
-            padding=True,
+            texts,
+            padding="max_length",
             truncation=True,
-            max_length=self.max_len,
+            max_length=self.pad_to + 1,
             return_tensors="pt",
         )
+        cut = enc["attention_mask"][:, -1].nonzero().flatten().tolist()
+        if cut:
+            raise ValueError(
+                f"prompt {texts[cut[0]]!r} is longer than prompt_length={self.pad_to} "
+                "tokens: raise prompt_length"
+            )
         return {
             "wave": waves,
-            "input_ids": enc["input_ids"],
-            "attention_mask": enc["attention_mask"],
+            "input_ids": enc["input_ids"][:, :-1],
+            "attention_mask": enc["attention_mask"][:, :-1],
         }
 
     def _waves(self, crops: list[np.ndarray]) -> torch.Tensor:
@@ -169,3 +185,11 @@ class Collate:
                 np.clip(scratch, -32768, 32767, out=scratch)
                 row[:] = scratch
         return out
+
+
+def longest_prompt(tokenizer, species: Sequence, templates: Sequence[Template]) -> int:
+    """Tokens in the longest prompt the templates give for these species (special
+    tokens included): a fixed prompt_length is checked against it before a run starts,
+    rather than at the first batch that meets the long name hours later."""
+    texts = [render(sp, t) for sp in species for t in templates]
+    return max(len(ids) for ids in tokenizer(texts)["input_ids"])

@@ -15,10 +15,11 @@ from animalclap_edge.contracts.prompts import Template
 from training.model import AudioEncoder, LoadedClap, load_clap
 from training.pretrain import state
 from training.pretrain.config import PretrainConfig
-from training.pretrain.data import Collate, EpochPlanDataset, RankBatches
+from training.pretrain.data import Collate, EpochPlanDataset, RankBatches, longest_prompt
 from training.pretrain.dist import Dist, all_mean, barrier, close, init_distributed
 from training.pretrain.loss import gathered_clip_loss
 from training.pretrain.mixed import training_data
+from training.pretrain.prefetch import DevicePrefetch
 
 
 class ClapTrainModule(nn.Module):
@@ -38,14 +39,16 @@ class ClapTrainModule(nn.Module):
         return audio.float(), text
 
 
-def compile_module(net: nn.Module) -> Callable:
+def compile_module(net: nn.Module, mode: str = "default", fixed_prompts: bool = False) -> Callable:
     """torch.compile (inductor) of the training forward, DDP-wrapped or not.
 
-    Batch and crop shapes are fixed; the prompt length varies from batch to batch, so
-    it is marked dynamic before the first call: one compilation for the run, instead
-    of a recompilation at the second length met (measured on CPU: 23 s steps while
-    recompiling in the timed part of `bench`)."""
-    compiled = torch.compile(net)
+    Batch and crop shapes are fixed. Unless prompts are padded to a fixed length, the
+    prompt length varies from batch to batch, so it is marked dynamic before the first
+    call: one compilation for the run, instead of a recompilation at the second length
+    met (measured on CPU: 23 s steps while recompiling in the timed part of `bench`)."""
+    compiled = torch.compile(net, mode=None if mode == "default" else mode)
+    if fixed_prompts:
+        return compiled
 
     def forward(wave, input_ids, attention_mask):
         torch._dynamo.mark_dynamic(input_ids, 1)
@@ -53,6 +56,19 @@ def compile_module(net: nn.Module) -> Callable:
         return compiled(wave, input_ids, attention_mask)
 
     return forward
+
+
+def make_collate(cfg: PretrainConfig, tokenizer, species) -> Collate:
+    """The batch collator; a fixed prompt_length is first checked against the
+    catalogue's longest prompt."""
+    if cfg.prompt_length:
+        longest = longest_prompt(tokenizer, species, [Template.parse(t) for t in cfg.templates])
+        if longest > cfg.prompt_length:
+            raise ValueError(
+                f"prompt_length={cfg.prompt_length} would cut prompts: the catalogue's "
+                f"longest has {longest} tokens; set prompt_length={longest} or more"
+            )
+    return Collate(tokenizer, int16=cfg.wire_int16, pad_to=cfg.prompt_length)
 
 
 def forward_loss(forward, module: ClapTrainModule, batch: dict, autocast, d: Dist) -> torch.Tensor:
@@ -217,7 +233,11 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
     if cfg.grad_checkpointing:
         notes.append(f"gradient checkpointing on {enable_gradient_checkpointing(model)} layers")
     if cfg.compile:
-        notes.append("torch.compile: inductor, prompt length dynamic; the first step compiles")
+        notes.append(
+            f"torch.compile: inductor, mode {cfg.compile_mode}, prompt length "
+            + (f"fixed at {cfg.prompt_length}" if cfg.prompt_length else "dynamic")
+            + "; the first step compiles"
+        )
     module = ClapTrainModule(loaded).to(d.device)
     net = module
     if d.world > 1:
@@ -256,7 +276,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
     total = steps_per_epoch * cfg.epochs
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
     step = counters.get("global_step", 0)
-    collate = Collate(loaded.tokenizer, int16=cfg.wire_int16)
+    collate = make_collate(cfg, loaded.tokenizer, data.catalogue)
     autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     logs = _Logs(out, cfg, step) if d.main else None
     for n in notes:
@@ -301,10 +321,10 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
         pin_memory=pin,
         prefetch_factor=4 if cfg.workers else None,
     )
-    forward = compile_module(net) if cfg.compile else net
+    forward = compile_module(net, cfg.compile_mode, bool(cfg.prompt_length)) if cfg.compile else net
     try:
         t_wait = time.perf_counter()
-        for batch in loader:
+        for batch in DevicePrefetch(loader, d.device) if cfg.device_prefetch else loader:
             t0 = time.perf_counter()
             epoch = step // steps_per_epoch
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}

@@ -31,6 +31,9 @@ def test_overrides_take_the_field_type(tmp_path):
         (["batch_size=big"], "batch_size: 'big' is not a int"),
         (["precision=fp16"], "precision: 'fp16' is not one of"),
         (["epochs=0"], "epochs must be at least 1"),
+        (["compile_mode=fast"], "compile_mode: 'fast' is not one of"),
+        (["compile_mode=reduce-overhead"], "need fixed shapes: set prompt_length=N"),
+        (["prompt_length=-1"], "prompt_length must be 0"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(overrides, message):

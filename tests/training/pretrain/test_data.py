@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 
@@ -54,3 +55,27 @@ def test_a_loader_worker_hands_over_the_same_batch_as_the_main_process():
         there = [b["wave"] for b in loader]
         assert torch.equal(there[0], here) and there[0].dtype == here.dtype
         assert len(there) == 2 and not torch.equal(there[0], there[1])
+
+
+def test_fixed_prompt_length_pads_every_batch_to_one_shape_and_refuses_to_cut(
+    pretrain_checkpoint,
+):
+    from training.model import load_clap
+
+    tok = load_clap(str(pretrain_checkpoint)).tokenizer
+    x = np.zeros(480, np.float32)
+    short, longer = (x, "Turdus merula"), (x, "Aves Passeriformes Turdidae Turdus merula")
+    free = Collate(tok)([short, longer])
+    n = free["input_ids"].shape[1]
+    fixed = Collate(tok, pad_to=n + 5)
+    for batch in ([short], [short, longer]):
+        out = fixed(batch)
+        assert out["input_ids"].shape == (len(batch), n + 5)
+    both = fixed([short, longer])
+    # the real tokens are those of the batch padded to its longest; the rest is padding
+    assert torch.equal(both["input_ids"][:, :n], free["input_ids"])
+    assert torch.equal(both["attention_mask"][:, :n], free["attention_mask"])
+    assert not both["attention_mask"][:, n:].any()
+    assert Collate(tok, pad_to=n)([short, longer])["input_ids"].shape == (2, n)  # exact fit
+    with pytest.raises(ValueError, match=f"longer than prompt_length={n - 1} tokens"):
+        Collate(tok, pad_to=n - 1)([short, longer])

@@ -82,3 +82,38 @@ def test_scratch_sizes_build(tmp_path):
     cfg.init = "scratch:huge"
     with pytest.raises(ValueError, match="scratch sizes are small, fast and full"):
         build_model(cfg, data)
+
+
+def _step_losses(out) -> list[float]:
+    import json
+
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").open()]
+    return [r["loss"] for r in rows if "step" in r]
+
+
+def test_a_fixed_prompt_length_trains_the_same_model(pretrain_checkpoint, tmp_path):
+    """Padding every prompt to one length (for CUDA graphs) is masked out: same losses."""
+    from training.pretrain.loop import pretrain
+
+    free = tiny_run(tmp_path / "free", pretrain_checkpoint, max_steps=3, checkpoint_every=100)
+    fixed = tiny_run(
+        tmp_path / "fixed", pretrain_checkpoint, max_steps=3, checkpoint_every=100, prompt_length=64
+    )
+    pretrain(free, progress=False)
+    pretrain(fixed, progress=False)
+    a, b = _step_losses(tmp_path / "free"), _step_losses(tmp_path / "fixed")
+    assert len(a) == 3 and a[0] != a[-1]
+    assert b == pytest.approx(a, rel=1e-5)
+
+
+def test_a_prompt_length_shorter_than_the_catalogue_is_refused_before_training(
+    pretrain_checkpoint, tmp_path
+):
+    from training.pretrain.loop import pretrain
+
+    cfg = tiny_run(tmp_path / "short", pretrain_checkpoint, prompt_length=4)
+    with pytest.raises(
+        ValueError, match=r"prompt_length=4 would cut prompts: .* set prompt_length=\d+"
+    ):
+        pretrain(cfg, progress=False)
+    assert not list((tmp_path / "short").glob("checkpoints/*"))

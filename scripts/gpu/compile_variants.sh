@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One device call (about 9 min on an H100): the compiled loop at batch 256 through WAV
+# shards, three ways in the same call so that they compare:
+#   base      compile=true (the 2026-11-26 H100 figure: 1,839 samples/s)
+#   prefetch  + device_prefetch=true (batch n+1 copied to the GPU during step n)
+#   graphs    + compile_mode=reduce-overhead prompt_length=24 (CUDA graphs; 24 tokens
+#             fit the small benchmark's longest prompt, 19, with our scratch tokenizer)
+# A warm-up longer than the prefetch queue (14 workers x 4 batches) so the timed steps
+# see the loader's steady rate. A variant starts only with 200 s left of LIMIT.
+# Needs .whl (see bench_pretrain.sh); carry it.
+set -o pipefail
+OUT=${OUT:-runs/gpu-variants}; LIMIT=${LIMIT:-560}
+declare -A SETS_OF=(
+  [base]="compile=true"
+  [prefetch]="compile=true device_prefetch=true"
+  [graphs]="compile=true device_prefetch=true compile_mode=reduce-overhead prompt_length=24"
+)
+for v in ${VARIANTS:-base prefetch graphs}; do
+  if [ $((LIMIT - SECONDS)) -lt 200 ]; then echo "$v: skipped, ${SECONDS}s gone"; continue; fi
+  echo "== $v: ${SETS_OF[$v]}"
+  BATCHES=256 SETS="${SETS_OF[$v]}" SHARDS=wav STEPS=60 WARMUP=70 \
+      BENCH_TIMEOUT=$((LIMIT - SECONDS - 20)) OUT=$OUT/$v bash scripts/gpu/bench_pretrain.sh \
+      2>&1 | grep -vE "^(name|NVIDIA|[0-9]+$|[0-9.]+\+cu)"
+done
+echo "elapsed $SECONDS s"
