@@ -2,9 +2,10 @@
 workers, collated and handed to the main process, as `pretrain` reads them.
 
 Real audio (shared/realaudio decoded at 48 kHz, concatenated into recordings of
-`--record-seconds`) is prepared twice, as FLAC and as WAV shards, and read three ways:
+`--record-seconds`) is prepared twice, as FLAC and as WAV shards, and read five ways:
 the path before 2026-11-26 (every crop decodes its whole recording; stack-then-convert
-collate), and today's path on FLAC and on WAV shards. Passes alternate.
+collate); crops read alone as float32 (2026-11-26), on FLAC and on WAV shards; and
+crops read as int16 (`pcm16`, what `pretrain` does since), on both. Passes alternate.
 
     python scripts/benchmarks/loader_shards.py --workers 2 --batch 16
 """
@@ -89,18 +90,23 @@ def main() -> None:
             "before: whole decode, stack-then-convert (FLAC)": (
                 replace(data["flac"], file_of=None),
                 StackThenConvert(_Tok(), int16=True),
+                False,
             ),
-            "now: crop read, rows in shared memory (FLAC)": (
+            "crop read as float32, rows in shared memory (FLAC)": (
                 data["flac"],
                 Collate(_Tok(), int16=True),
+                False,
             ),
-            "now: crop read, rows in shared memory (WAV)": (
+            "crop read as float32, rows in shared memory (WAV)": (
                 data["wav"],
                 Collate(_Tok(), int16=True),
+                False,
             ),
+            "now: crop read as int16 (FLAC)": (data["flac"], Collate(_Tok(), int16=True), True),
+            "now: crop read as int16 (WAV)": (data["wav"], Collate(_Tok(), int16=True), True),
         }
         for _ in range(a.passes):
-            for name, (labelled, collate) in ways.items():
+            for name, (labelled, collate, pcm16) in ways.items():
                 ds = EpochPlanDataset(
                     labelled,
                     labelled.items,
@@ -109,6 +115,7 @@ def main() -> None:
                     0,
                     30,
                     round(a.crop_seconds * SR),
+                    pcm16=pcm16,
                 )
                 keys = [(e, p) for e in range(100) for p in range(len(ds))]
                 loader = torch.utils.data.DataLoader(

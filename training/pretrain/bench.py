@@ -103,6 +103,7 @@ def bench(
         cfg.seed,
         cfg.clips_per_species,
         round(cfg.crop_seconds * loaded.frontend.sample_rate),
+        pcm16=cfg.wire_int16,
     )
     per_epoch = len(dataset) // cfg.batch_size
     if per_epoch < 1:

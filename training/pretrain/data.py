@@ -23,7 +23,8 @@ from training.sampling import balanced_epoch, replay_epoch
 
 
 class EpochPlanDataset(Dataset):
-    """(epoch, position) -> (crop float32 (samples,), prompt str)."""
+    """(epoch, position) -> (crop (samples,), prompt str); the crop is float32, or
+    int16 samples with `pcm16` where the file holds 16-bit PCM."""
 
     def __init__(
         self,
@@ -36,6 +37,7 @@ class EpochPlanDataset(Dataset):
         crop_samples: int,
         is_replay: Sequence[bool] | None = None,
         replay_fraction: float = 0.0,
+        pcm16: bool = False,
     ):
         self.data, self.items = data, list(items)
         self.templates, self.shuffle_tax = list(templates), shuffle_tax
@@ -47,6 +49,7 @@ class EpochPlanDataset(Dataset):
         )
         self.replay_fraction = replay_fraction if self.is_replay.any() else 0.0
         self._plans: dict[int, np.ndarray] = {}
+        self.pcm16 = pcm16  # crops of 16-bit files as int16 (for Collate(int16=True))
 
     def plan(self, epoch: int) -> np.ndarray:
         if epoch not in self._plans:
@@ -71,7 +74,7 @@ class EpochPlanDataset(Dataset):
         epoch, pos = key
         item = self.items[int(self.plan(epoch)[pos])]
         rng = np.random.default_rng([self.seed, epoch, pos])
-        clip = self.data.crop(item, self.crop_samples, rng)
+        clip = self.data.crop(item, self.crop_samples, rng, self.pcm16)
         species = self.data.catalogue[self.data.catalogue.index(item.species_id)]
         prompt = sample_prompt(
             species,
@@ -177,7 +180,12 @@ class Collate:
         rows = out.numpy()
         scratch = np.empty(n, np.float32) if self.int16 else None
         for row, w in zip(rows, crops, strict=True):
-            if scratch is None:
+            if w.dtype == np.int16:  # 16-bit samples read as such (EpochPlanDataset pcm16)
+                if scratch is None:
+                    np.multiply(w, np.float32(1 / 32768), out=row)
+                else:
+                    row[:] = w
+            elif scratch is None:
                 row[:] = w
             else:  # round half to even, clip, then narrow: exact for 16-bit sources
                 np.multiply(w, 32768.0, out=scratch)

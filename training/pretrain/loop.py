@@ -267,6 +267,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
         round(cfg.crop_seconds * loaded.frontend.sample_rate),
         td.is_replay,
         cfg.replay_fraction,
+        pcm16=cfg.wire_int16,
     )
     steps_per_epoch = len(dataset) // cfg.batch_size
     if steps_per_epoch == 0:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from animalclap_edge.audio.decode import read_all
 from training.cli import main
@@ -265,3 +266,35 @@ def test_cli_reports_in_one_line(manifest, tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing column(s) path or url" in err
+
+
+def test_pcm16_crops_are_the_float_crops_samples_and_collate_to_the_same_batch(
+    manifest, prepared, tmp_path
+):
+    from training.pretrain.data import Collate
+
+    class _Tok:
+        def __call__(self, texts, **kw):
+            ids = torch.ones((len(texts), 3), dtype=torch.long)
+            return {"input_ids": ids, "attention_mask": ids}
+
+    out = tmp_path / "wav"
+    prepare(_cfg(manifest[0], out, codec="wav"), progress=False)
+    for data in (open_labelled(str(prepared[0])), open_labelled(str(out))):
+        n, read_as_int = 48_000, 0
+        floats, ints = [], []
+        for it in data.items:
+            f = data.crop(it, n, np.random.default_rng(5))
+            i = data.crop(it, n, np.random.default_rng(5), pcm16=True)
+            assert f.dtype == np.float32
+            if i.dtype == np.int16:  # read in part: the same samples, unscaled
+                read_as_int += 1
+                np.testing.assert_array_equal(i.astype(np.float32) / 32768, f, err_msg=it.id)
+            else:  # short clips are repeat-padded from a full decode, as float
+                np.testing.assert_array_equal(i, f, err_msg=it.id)
+            floats.append((f, "a"))
+            ints.append((i, "a"))
+        assert read_as_int >= len(data.items) // 2
+        for int16 in (True, False):
+            a, b = Collate(_Tok(), int16=int16)(floats), Collate(_Tok(), int16=int16)(ints)
+            assert torch.equal(a["wave"], b["wave"]) and a["wave"].dtype == b["wave"].dtype
