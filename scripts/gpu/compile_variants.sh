@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call (about 9 min on an H100): the compiled loop at batch 256 through WAV
 # shards, three ways in the same call so that they compare:
-#   base      compile=true (the 2026-11-26 H100 figure: 1,839 samples/s)
+#   base      compile=true (2026-11-26 on an H100: 1,839 samples/s, crops then read as
+#             float32; since then 16-bit crops are read as int16, 2.1x the loader on CPU)
 #   prefetch  + device_prefetch=true (batch n+1 copied to the GPU during step n)
 #   graphs    + compile_mode=reduce-overhead prompt_length=24 (CUDA graphs; 24 tokens
 #             fit the small benchmark's longest prompt, 19, with our scratch tokenizer)
