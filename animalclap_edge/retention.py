@@ -146,6 +146,7 @@ class Retention:
         self._disk_usage, self._clock = disk_usage, clock
         self._last_pass: float | None = None
         self._stuck = False  # the last pass left the disk above high: wait for the interval
+        self._indexed = False  # the created_utc indexes the age pass searches exist
         self.history: deque[RetentionReport] = deque(maxlen=100)  # passes that deleted something
 
     @classmethod
@@ -199,6 +200,8 @@ class Retention:
             level = logging.WARNING if report.clips_deleted_for_disk else logging.INFO
             log.log(level, "%s", report.summary())
             store.add_health("retention", "retention", report.to_dict())
+        elif report.notes:  # nothing deleted, but something to say (indexes not built)
+            log.warning("%s", report.summary())
         return report
 
     def _above_high(self) -> bool:
@@ -259,6 +262,11 @@ class Retention:
     ) -> bool:
         cutoff = _iso(now - timedelta(days=days))
         changed, after_rowid = False, 0
+        if not self._indexed:  # built once, by the recorders that have an age rule
+            problem = store.ensure_age_indexes()
+            self._indexed = problem is None
+            if problem:
+                report.notes.append(problem)
         if folder is not None:
             note = f"clip deleted by retention at {report.time_utc}: older than storage.retention_days {days}"
             while rows := store.clip_candidates(

@@ -350,3 +350,61 @@ def test_config_low_mark_defaults_below_high_and_must_stay_below_it():
 def test_report_is_json_serialisable(store):
     r = Retention(clips_dir=None, retention_days=1).apply(store, None, NOW)
     assert json.loads(json.dumps(r.to_dict()))["age_rule"].startswith("no uplink")
+
+
+def _indexes(store: DetectionStore) -> set[str]:
+    rows = store._db().execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+    return {r[0] for r in rows}
+
+
+def _plan(store: DetectionStore, query: str) -> str:
+    rows = store._db().execute(f"EXPLAIN QUERY PLAN {query}", (_iso(NOW),))
+    return " / ".join(r[-1] for r in rows)
+
+
+AGE_INDEX_NAMES = {"detections_created_utc", "events_created_utc"}
+
+
+def test_the_age_pass_searches_by_index_which_only_age_rules_build(store, tmp_path):
+    count = "SELECT count(*) FROM detections WHERE created_utc < ?"
+    # a recorder without an age rule never pays for them (a page more per transaction)
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    Retention(clips_dir=clips, high_percent=100.0).apply(store, clips, NOW)
+    assert not _indexes(store) & AGE_INDEX_NAMES
+    assert _plan(store, count) == "SCAN detections"
+
+    old = NOW - timedelta(days=40)
+    store.add_detections([_detection(k, "comfro", 0.7, old) for k in range(3)])
+    r = Retention(clips_dir=None, retention_days=30).apply(store, None, NOW)
+    assert r.detections_deleted == 3 and not r.notes
+    assert _indexes(store) >= AGE_INDEX_NAMES
+    assert "USING COVERING INDEX detections_created_utc" in _plan(store, count)
+    # reopened by an older version, or again by this one: nothing to migrate or redo
+    with DetectionStore(store.path) as again:
+        assert again.ensure_age_indexes() is None
+
+
+def test_when_the_indexes_cannot_be_built_the_pass_says_so_and_still_deletes(store, tmp_path):
+    old = NOW - timedelta(days=40)
+    store.add_detections([_detection(k, "comfro", 0.7, old) for k in range(2)])
+    # another connection holds the write lock longer than the store waits for it
+    other = sqlite3.connect(store.path, timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    conn = store._db()
+    conn.execute("PRAGMA busy_timeout = 50")
+    problem = store.ensure_age_indexes()
+    assert problem and problem.startswith("created_utc indexes not built (database is locked)")
+    other.execute("ROLLBACK")
+    other.close()
+
+    retention = Retention(clips_dir=None, retention_days=30)
+    original = store.ensure_age_indexes
+    store.ensure_age_indexes = lambda: "created_utc indexes not built (database or disk is full): x"
+    r = retention.apply(store, None, NOW)
+    assert r.detections_deleted == 2
+    assert r.notes == ["created_utc indexes not built (database or disk is full): x"]
+    assert "database or disk is full" in r.summary()
+    store.ensure_age_indexes = original
+    assert not retention.apply(store, None, NOW).notes  # tried again, and built
+    assert _indexes(store) >= AGE_INDEX_NAMES
