@@ -1,4 +1,13 @@
-"""Settings for few-second pretraining runs (the checkpoint is in tests/training/conftest.py)."""
+"""Settings for few-second pretraining runs (the checkpoint is in tests/training/conftest.py),
+and launching them as torchrun ranks."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def tiny_run(out, checkpoint, **overrides):
@@ -25,3 +34,34 @@ def tiny_run(out, checkpoint, **overrides):
     )
     values.update(overrides)
     return PretrainConfig(**values)
+
+
+def cli_args(cfg) -> list[str]:
+    """`python -m training.cli pretrain --set ...` arguments for these settings."""
+    sets = []
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.name == "templates":
+            v = ",".join(v)
+        sets.append(f"{f.name}={'null' if v is None else v}")
+    return ["-m", "training.cli", "pretrain", "--set", *sets]
+
+
+def child_env() -> dict:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def torchrun_two_ranks(cfg, timeout: float = 300) -> None:
+    """Run these settings as two gloo ranks on this machine; fails with rank stderr."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    proc = subprocess.run(
+        [*torchrun, *cli_args(cfg)],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]

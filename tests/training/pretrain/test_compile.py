@@ -41,25 +41,13 @@ def test_compiled_run_matches_the_eager_run(pretrain_checkpoint, tmp_path):
 @pytest.mark.slow
 def test_compiled_ddp_ranks_match_one_eager_process(pretrain_checkpoint, tmp_path):
     """compile=true on DDP-wrapped towers (what a multi-GPU run does), on two gloo ranks."""
-    import subprocess
-    import sys
-
-    from .test_distributed import REPO, _cli_args, _env
+    from .conftest import torchrun_two_ranks
 
     one = tiny_run(tmp_path / "one", pretrain_checkpoint, max_steps=3, checkpoint_every=100)
     two = dataclasses.replace(one, out=str(tmp_path / "two"), compile=True)
     torch.set_num_threads(1)
     pretrain(one, progress=False)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    proc = subprocess.run(
-        [*torchrun, *_cli_args(two)],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    torchrun_two_ranks(two, timeout=600)
     log = (tmp_path / "two" / "train_log.jsonl").read_text()
     assert "2 rank(s) on cpu" in log and "torch.compile: inductor" in log
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")

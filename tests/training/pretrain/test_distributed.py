@@ -3,7 +3,6 @@ and a run killed with SIGKILL and resumed against an uninterrupted one."""
 
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,19 +14,7 @@ import torch
 
 from training.pretrain.loop import pretrain
 
-from .conftest import tiny_run
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-def _cli_args(cfg) -> list[str]:
-    sets = []
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        if f.name == "templates":
-            v = ",".join(v)
-        sets.append(f"{f.name}={'null' if v is None else v}")
-    return ["-m", "training.cli", "pretrain", "--set", *sets]
+from .conftest import REPO, child_env, cli_args, tiny_run, torchrun_two_ranks
 
 
 def _losses(out: Path) -> dict[int, float]:
@@ -41,27 +28,12 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return ClapModel.from_pretrained(folder).state_dict()
 
 
-def _env() -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
 def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(pretrain_checkpoint, tmp_path):
     one = tiny_run(tmp_path / "one", pretrain_checkpoint, max_steps=3)
     two = dataclasses.replace(one, out=str(tmp_path / "two"))
     torch.set_num_threads(1)
     pretrain(one, progress=False)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    proc = subprocess.run(
-        [*torchrun, *_cli_args(two)],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    torchrun_two_ranks(two)
     assert "2 rank(s) on cpu" in (tmp_path / "two" / "train_log.jsonl").read_text()
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert list(a) == list(b) == [1, 2, 3]
@@ -85,7 +57,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(pretrain_checkpoint,
 
     cut = dataclasses.replace(whole, out=str(tmp_path / "cut"), workers=0)
     proc = subprocess.Popen(
-        [sys.executable, *_cli_args(cut)], cwd=REPO, env=_env(), stderr=subprocess.DEVNULL
+        [sys.executable, *cli_args(cut)], cwd=REPO, env=child_env(), stderr=subprocess.DEVNULL
     )
     latest = tmp_path / "cut" / "checkpoints" / "latest"
     try:
