@@ -53,6 +53,14 @@ class LogMelFrontend(nn.Module):
         self.register_buffer("mel_fb_full", torch.tensor(fb, dtype=torch.float32), persistent=False)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(wave.device.type):
+            # Under autocast the mel matmul would run in bf16/fp16: the exported graph
+            # computes it in fp32, and training should see the same features.
+            with torch.autocast(wave.device.type, enabled=False):
+                return self._log_mel(wave)
+        return self._log_mel(wave)  # no autocast context in an exported graph
+
+    def _log_mel(self, wave: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg
         wave = wave.float()
         if self.mode == "fft":

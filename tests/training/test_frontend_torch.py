@@ -44,6 +44,20 @@ def test_torch_frontend_matches_reference_on_real_audio(realaudio, mode):
         assert diff.max() < MAX_DB_DIFF_ANY
 
 
+@pytest.mark.parametrize("mode", ["dft", "fft"])
+def test_the_frontend_stays_fp32_under_bf16_autocast(realaudio, mode):
+    """Training runs under autocast; the exported graph computes the mel in fp32."""
+    x = torch.from_numpy(_real_windows(realaudio, n=3))
+    fe = LogMelFrontend(CLAP_UNFUSED, mode=mode)
+    with torch.no_grad():
+        plain = fe(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            under = fe(x)
+            assert torch.is_autocast_enabled("cpu")  # left as it was found
+    assert under.dtype == torch.float32
+    torch.testing.assert_close(under, plain, rtol=0, atol=0)
+
+
 def test_repeat_pad_torch_equals_numpy():
     x = np.random.default_rng(0).standard_normal((2, 7)).astype(np.float32)
     got = repeat_pad_torch(torch.from_numpy(x), 30).numpy()
