@@ -85,6 +85,16 @@ def main(argv: list[str] | None = None) -> int:
         help="distil only on this zero-shot split's train/val recordings",
     )
     d.add_argument("--threads", type=int)
+    d.add_argument(
+        "--device", default="auto", help="auto (the GPU when one is visible), cpu, cuda, cuda:N"
+    )
+    d.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
+        help="bf16: autocast forward passes (GPUs); the front-end stays fp32",
+    )
+    d.add_argument("--teacher-batch", type=int, default=32, help="windows per teacher call")
     d.set_defaults(func=_cmd_distill)
 
     e = sub.add_parser(
@@ -131,6 +141,9 @@ def _cmd_distill(args) -> int:
             kl_weight=args.kl_weight,
             exclude_test_of=args.exclude_test_of,
             threads=args.threads,
+            device=args.device,
+            precision=args.precision,
+            teacher_batch=args.teacher_batch,
         )
     )
     print(json.dumps(figures, indent=2))

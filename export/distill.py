@@ -51,6 +51,32 @@ class DistillConfig:
     # A zero-shot split.json: distil only on its train/val recordings, so a student
     # scored on the unseen species never heard them (not even unlabelled).
     exclude_test_of: str | None = None
+    device: str = "auto"  # auto: the GPU when one is visible, else cpu; or cpu, cuda, cuda:N
+    # bf16: teacher and student forward passes under autocast (GPUs; the log-mel
+    # front-end stays fp32). Teacher embeddings cached under bf16 get their own key.
+    precision: str = "fp32"
+    teacher_batch: int = 32  # windows per teacher call while filling the cache
+
+    def check(self) -> torch.device:
+        """The device to run on; one-line errors for settings that cannot work."""
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision: {self.precision!r} is not one of ('fp32', 'bf16')")
+        for name in ("epochs", "batch_size", "teacher_batch", "crops_per_recording"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            dev = torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(
+                f"device: {self.device!r} is not a device; use auto, cpu, cuda or cuda:N"
+            ) from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device}: no CUDA GPU is visible; use --device cpu")
+        if dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"device: {self.device!r}: only cpu and cuda are supported")
+        return dev
 
 
 @dataclass(frozen=True)
@@ -112,11 +138,15 @@ def teacher_cache(
     window: int,
     folder: Path,
     progress: bool,
+    precision: str = "fp32",
+    batch: int = 32,
 ) -> np.ndarray:
-    """(len(crops), D) teacher embeddings, computed once per (teacher, audio, crops)."""
+    """(len(crops), D) teacher embeddings, computed once per (teacher, audio, crops,
+    precision), on the teacher's device."""
     from tqdm.auto import tqdm
 
-    h = hashlib.sha256(f"{teacher_id}|{data.name}|{window}".encode())
+    tag = "" if precision == "fp32" else f"|{precision}"  # fp32 keeps the older caches' keys
+    h = hashlib.sha256(f"{teacher_id}|{data.name}|{window}{tag}".encode())
     for c in crops:
         h.update(f"{data.items[c.item].id}:{c.offset};".encode())
     path = folder / f"teacher-{h.hexdigest()[:16]}.npy"
@@ -126,13 +156,15 @@ def teacher_cache(
     out = []
     bar = tqdm(total=len(crops), desc="teacher embeddings (cached)", disable=not progress)
     teacher_enc.eval()
+    device = next(teacher_enc.parameters()).device
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     by_item: dict[int, list[int]] = {}
     for j, c in enumerate(crops):
         by_item.setdefault(c.item, []).append(j)
     order = [j for js in by_item.values() for j in js]  # each recording decoded once
-    with torch.no_grad():
-        for start in range(0, len(order), 32):
-            idx = order[start : start + 32]
+    with torch.no_grad(), autocast:
+        for start in range(0, len(order), batch):
+            idx = order[start : start + batch]
             waves = {}
             x = []
             for j in idx:
@@ -140,7 +172,8 @@ def teacher_cache(
                 if c.item not in waves:
                     waves = {c.item: data.load(data.items[c.item])}
                 x.append(_window(waves[c.item], c.offset, window))
-            e = teacher_enc(torch.from_numpy(np.stack(x))).float().numpy()
+            x = torch.from_numpy(np.stack(x)).to(device, non_blocking=True)
+            e = teacher_enc(x).float().cpu().numpy()
             out.append((idx, e))
             bar.update(len(idx))
     bar.close()
@@ -161,10 +194,12 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
     from export.text import species_embeddings
     from training.model import AudioEncoder, load_clap
 
+    device = cfg.check()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     loaded = load_clap(cfg.teacher)
     fe = loaded.frontend
     window = round(cfg.window_seconds * fe.sample_rate)
@@ -183,16 +218,28 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
         for it in data.items
     ]
     crops = plan_crops(lengths, window, cfg.crops_per_recording, cfg.seed)
-    teacher = AudioEncoder(loaded.model, fe, mode="fft")
-    target = teacher_cache(
-        teacher, _teacher_id(cfg.teacher), data, crops, window, out / "teacher_cache", progress
-    )
+    # Counted on the CPU copy, before the teacher moves to the device.
+    teacher_macs = macs(AudioEncoder(loaded.model, fe, mode="dft"), window)
     catalogue = data.catalogue if len(data.catalogue) else None
     text = None
     if catalogue is not None:
         templates = [Template.parse(t) for t in (cfg.templates or ["tax+com"])]
-        text = torch.from_numpy(species_embeddings(loaded, catalogue, templates))
+        text = torch.from_numpy(species_embeddings(loaded, catalogue, templates)).to(device)
     scale = float(min(100.0, math.exp(loaded.model.logit_scale_a.item())))
+    teacher = AudioEncoder(loaded.model, fe, mode="fft").to(device)
+    target = teacher_cache(
+        teacher,
+        _teacher_id(cfg.teacher),
+        data,
+        crops,
+        window,
+        out / "teacher_cache",
+        progress,
+        cfg.precision,
+        cfg.teacher_batch,
+    )
+    teacher.cpu()  # the student gets the device's memory
+    target_on = torch.from_numpy(target).to(device)
 
     groups = [data.items[c.item].group for c in crops]
     tr, va = group_split(groups, cfg.val_fraction, cfg.seed)
@@ -200,7 +247,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
         StudentConfig(width=cfg.width, embedding_dim=target.shape[1], n_mels=fe.n_mels),
         fe,
         mode="fft",
-    )
+    ).to(device)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(tr) // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -213,9 +260,10 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
             if c.item not in cache:
                 cache[c.item] = data.load(data.items[c.item])
             x.append(_window(cache[c.item], c.offset, window))
-        return torch.from_numpy(np.stack(x))
+        return torch.from_numpy(np.stack(x)).to(device, non_blocking=True)
 
     def loss_fn(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        s = s.float()  # the loss in fp32 under bf16 autocast
         loss = (1 - (s * t).sum(-1)).mean()
         if text is not None and cfg.kl_weight:
             ls, lt = scale * s @ text.T, scale * t @ text.T
@@ -236,7 +284,9 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
                 for g in opt.param_groups:
                     g["lr"] = lr
                 student.train()
-                loss = loss_fn(student(batch_x(idx)), torch.from_numpy(target[idx]))
+                with autocast:
+                    emb = student(batch_x(idx))
+                loss = loss_fn(emb, target_on[torch.from_numpy(idx).to(device)])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -249,7 +299,6 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
         log.close()
 
     figures = agreement(student, batch_x, target, va, text)
-    teacher_macs = macs(AudioEncoder(loaded.model, fe, mode="dft"), window)
     student_export = StudentEncoder(student.cfg, fe, mode="dft")
     student_export.load_state_dict(student.state_dict())
     student_macs = macs(student_export, window)
@@ -267,6 +316,8 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
             "teacher_macs_per_window": teacher_macs,
             "mac_ratio": round(teacher_macs / student_macs, 2),
             "window_seconds": cfg.window_seconds,
+            "device": str(device),
+            "precision": cfg.precision,
         }
     )
     save_student(student_export, out, {"distill": figures, "settings": asdict(cfg)})
@@ -279,11 +330,13 @@ def agreement(student, batch_x, target: np.ndarray, idx, text) -> dict:
     if len(idx) == 0:
         return {"val_note": "no held-out crops (one group): nothing to score"}
     student.eval()
-    s = np.concatenate([student(batch_x(idx[i : i + 64])).numpy() for i in range(0, len(idx), 64)])
+    s = np.concatenate(
+        [student(batch_x(idx[i : i + 64])).float().cpu().numpy() for i in range(0, len(idx), 64)]
+    )
     t = target[idx]
     res = {"val_mean_cosine": float(np.mean(np.sum(s * t, axis=1)))}
     if text is not None:
-        tx = text.numpy()
+        tx = text.cpu().numpy()
         res["val_top1_agreement"] = float(np.mean((s @ tx.T).argmax(1) == (t @ tx.T).argmax(1)))
     return res
 

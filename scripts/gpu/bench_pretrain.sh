@@ -6,7 +6,7 @@
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #     pydantic pydantic_core annotated-types typing-inspection soundfile cffi pycparser \
-#     soxr birdnames
+#     soxr birdnames pytest pluggy iniconfig pygments packaging
 # Extra settings for every bench run go in SETS, e.g. the compiled loop at batch 256:
 #   BATCHES=256 SETS="compile=true" BENCH_TIMEOUT=400 bash scripts/gpu/bench_pretrain.sh
 # STEPS and WARMUP set the timed and untimed steps (a warm-up longer than the
@@ -36,6 +36,7 @@ if [ -n "${SHARDS:-}" ]; then
       --workers 16" > "$OUT/prepare.log" 2>&1; echo "prepare ($SHARDS) rc=$?"
   tail -c 300 "$OUT/prepare.log"; DATA=/tmp/prepared-$SHARDS
 fi
+[ -n "${SETUP_ONLY:-}" ] && exit 0  # wheels and data only (distill_full.sh)
 for b in ${BATCHES:-64 256}; do
   timeout ${BENCH_TIMEOUT:-150} bash -c "$(declare -f T); T bench --set data=$DATA \
       batch_size=$b workers=14 ${SETS:-} --steps ${STEPS:-30} --warmup ${WARMUP:-5} --out $OUT/bench_b$b.json" \

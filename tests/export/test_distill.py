@@ -4,6 +4,8 @@ saved with its figures; a folder of unlabelled real recordings works as audio.""
 import json
 
 import numpy as np
+import pytest
+import torch
 
 from export.distill import DistillConfig, distill, plan_crops
 from export.student import load_student
@@ -52,3 +54,68 @@ def test_distill_caches_the_teacher_and_saves_a_loadable_student(
         "mobilenetv3"
     )
     assert student.frontend.mode == "dft"  # exported with the ONNX-friendly front-end
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"precision": "fp16"}, "precision: 'fp16' is not one of"),
+        ({"device": "gpu0"}, "device: 'gpu0' is not a device; use auto, cpu, cuda or cuda:N"),
+        ({"device": "meta"}, "only cpu and cuda are supported"),
+        ({"teacher_batch": 0}, "teacher_batch must be at least 1"),
+    ],
+)
+def test_bad_settings_say_what_is_wrong(change, message, tmp_path):
+    cfg = DistillConfig(teacher="t", audio="a", out=str(tmp_path), **change)
+    with pytest.raises(ValueError, match=message):
+        cfg.check()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU-only host")
+def test_asking_for_a_gpu_that_is_not_there_is_refused_and_auto_takes_the_cpu(tmp_path):
+    with pytest.raises(ValueError, match="no CUDA GPU is visible; use --device cpu"):
+        DistillConfig(teacher="t", audio="a", out=str(tmp_path), device="cuda").check()
+    assert DistillConfig(teacher="t", audio="a", out=str(tmp_path)).check().type == "cpu"
+
+
+def _small(pretrain_checkpoint, realaudio, out, **kw) -> DistillConfig:
+    return DistillConfig(
+        teacher=str(pretrain_checkpoint),
+        audio=str(realaudio),
+        out=str(out),
+        width=0.25,
+        crops_per_recording=1,
+        epochs=1,
+        batch_size=32,
+        threads=1,
+        **kw,
+    )
+
+
+def test_a_bf16_teacher_gets_its_own_cache_close_to_the_fp32_one(
+    pretrain_checkpoint, realaudio, tmp_path
+):
+    out = tmp_path / "s"
+    fp32 = distill(_small(pretrain_checkpoint, realaudio, out), progress=False)
+    bf16 = distill(_small(pretrain_checkpoint, realaudio, out, precision="bf16"), progress=False)
+    assert bf16["precision"] == "bf16" and fp32["precision"] == "fp32"
+    assert bf16["device"] == fp32["device"] == "cpu"
+    caches = sorted((out / "teacher_cache").glob("teacher-*.npy"))
+    assert len(caches) == 2  # bf16 embeddings never answer for fp32 ones
+    a, b = (np.load(c).astype(np.float32) for c in caches)
+    cos = np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.99, cos.min()
+    assert -1 <= bf16["val_mean_cosine"] <= 1
+
+
+@pytest.mark.hardware
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_teacher_cache_matches_the_cpu_one(pretrain_checkpoint, tmp_path):
+    # the procedural tiny set: GPU hosts get the repository, not shared/realaudio
+    cpu = _small(pretrain_checkpoint, "tiny", tmp_path / "cpu", device="cpu")
+    gpu = _small(pretrain_checkpoint, "tiny", tmp_path / "gpu", device="cuda")
+    assert distill(gpu, progress=False)["device"] == "cuda"
+    distill(cpu, progress=False)
+    a = np.load(next((tmp_path / "cpu" / "teacher_cache").glob("*.npy"))).astype(np.float32)
+    b = np.load(next((tmp_path / "gpu" / "teacher_cache").glob("*.npy"))).astype(np.float32)
+    np.testing.assert_allclose(a, b, atol=2e-3)  # fp16 storage, TF32 matmuls on the GPU
