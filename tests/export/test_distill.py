@@ -22,16 +22,7 @@ def test_crop_plan_is_fixed_by_the_seed():
 def test_distill_caches_the_teacher_and_saves_a_loadable_student(
     pretrain_checkpoint, realaudio, tmp_path, monkeypatch
 ):
-    cfg = DistillConfig(
-        teacher=str(pretrain_checkpoint),
-        audio=str(realaudio),  # unlabelled folder: no KL term, cosine only
-        out=str(tmp_path / "s"),
-        width=0.25,
-        crops_per_recording=1,
-        epochs=1,
-        batch_size=32,
-        threads=1,
-    )
+    cfg = _small(pretrain_checkpoint, realaudio, tmp_path / "s")  # unlabelled: cosine only
     figures = distill(cfg, progress=False)
     assert figures["crops"] > 150 and figures["val_crops"] > 0
     assert -1 <= figures["val_mean_cosine"] <= 1 and "val_top1_agreement" not in figures
