@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         help="bf16: autocast forward passes (GPUs); the front-end stays fp32",
     )
     d.add_argument("--teacher-batch", type=int, default=32, help="windows per teacher call")
+    d.add_argument(
+        "--workers", type=int, default=2, help="processes decoding windows (0: the main one)"
+    )
     d.set_defaults(func=_cmd_distill)
 
     e = sub.add_parser(
@@ -144,6 +147,7 @@ def _cmd_distill(args) -> int:
             device=args.device,
             precision=args.precision,
             teacher_batch=args.teacher_batch,
+            workers=args.workers,
         )
     )
     print(json.dumps(figures, indent=2))

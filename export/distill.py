@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from torch.nn import functional as F
 
 from animalclap_edge.contracts.prompts import Template
 from export.student import StudentConfig, StudentEncoder, macs, save_student
-from training.labelled_audio import Item, LabelledSet, crop, open_labelled
+from training.labelled_audio import Item, LabelledSet, open_labelled
 from training.sampling import group_split
 
 
@@ -56,11 +57,14 @@ class DistillConfig:
     # front-end stays fp32). Teacher embeddings cached under bf16 get their own key.
     precision: str = "fp32"
     teacher_batch: int = 32  # windows per teacher call while filling the cache
+    workers: int = 2  # DataLoader processes decoding windows (0: in the main process)
 
     def check(self) -> torch.device:
         """The device to run on; one-line errors for settings that cannot work."""
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision: {self.precision!r} is not one of ('fp32', 'bf16')")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {self.workers}")
         for name in ("epochs", "batch_size", "teacher_batch", "crops_per_recording"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -124,10 +128,61 @@ def plan_crops(lengths: list[int], window: int, per_recording: int, seed: int) -
     return crops
 
 
-def _window(wave: np.ndarray, offset: int, window: int) -> np.ndarray:
-    if len(wave) <= window:
-        return crop(wave, window, None)
-    return wave[offset : offset + window].astype(np.float32)
+class CropWindows(torch.utils.data.Dataset):
+    """Crop j -> its window (float32, `window` samples), read in a DataLoader worker.
+
+    Only the window's frames are decoded where the audio is a file at 48 kHz (as in
+    pretraining); nothing is kept between epochs, so memory does not grow with the
+    audio (the paper's 4,225 h would be 2.9 TB decoded)."""
+
+    def __init__(self, data: LabelledSet, crops: list[Crop], window: int):
+        self.data, self.crops, self.window = data, crops, window
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, j: int) -> tuple[int, np.ndarray]:
+        c = self.crops[j]
+        return j, self.data.window(self.data.items[c.item], c.offset, self.window)
+
+
+def _stack(batch: list[tuple[int, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.tensor([j for j, _ in batch]), torch.from_numpy(np.stack([w for _, w in batch]))
+
+
+def window_batches(
+    ds: CropWindows, batches: Iterable[Sequence[int]], workers: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(crop indices (B,), windows (B, window)) on `device`, for these batches of crop
+    indices, decoded by `workers` processes."""
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=_stack,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+    )
+    for idx, x in loader:
+        yield idx.to(device, non_blocking=True), x.to(device, non_blocking=True)
+
+
+class EpochBatches:
+    """Every epoch's batches of the training crops, each epoch in an order drawn from
+    (seed, epoch): what one DataLoader iterates for the whole run."""
+
+    def __init__(self, train: Sequence[int], batch: int, epochs: int, seed: int):
+        self.train, self.batch, self.epochs, self.seed = list(train), batch, epochs, seed
+        self.per_epoch = max(1, len(self.train) // batch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for epoch in range(self.epochs):
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.train)
+            for b in range(self.per_epoch):
+                yield order[b * self.batch : (b + 1) * self.batch].tolist()
+
+    def __len__(self) -> int:
+        return self.per_epoch * self.epochs
 
 
 def teacher_cache(
@@ -140,6 +195,7 @@ def teacher_cache(
     progress: bool,
     precision: str = "fp32",
     batch: int = 32,
+    workers: int = 0,
 ) -> np.ndarray:
     """(len(crops), D) teacher embeddings, computed once per (teacher, audio, crops,
     precision), on the teacher's device."""
@@ -158,23 +214,11 @@ def teacher_cache(
     teacher_enc.eval()
     device = next(teacher_enc.parameters()).device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    by_item: dict[int, list[int]] = {}
-    for j, c in enumerate(crops):
-        by_item.setdefault(c.item, []).append(j)
-    order = [j for js in by_item.values() for j in js]  # each recording decoded once
+    batches = [list(range(i, min(i + batch, len(crops)))) for i in range(0, len(crops), batch)]
+    windows = window_batches(CropWindows(data, crops, window), batches, workers, device)
     with torch.no_grad(), autocast:
-        for start in range(0, len(order), batch):
-            idx = order[start : start + batch]
-            waves = {}
-            x = []
-            for j in idx:
-                c = crops[j]
-                if c.item not in waves:
-                    waves = {c.item: data.load(data.items[c.item])}
-                x.append(_window(waves[c.item], c.offset, window))
-            x = torch.from_numpy(np.stack(x)).to(device, non_blocking=True)
-            e = teacher_enc(x).float().cpu().numpy()
-            out.append((idx, e))
+        for idx, x in windows:
+            out.append((idx.cpu().numpy(), teacher_enc(x).float().cpu().numpy()))
             bar.update(len(idx))
     bar.close()
     dim = out[0][1].shape[1]
@@ -237,6 +281,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
         progress,
         cfg.precision,
         cfg.teacher_batch,
+        cfg.workers,
     )
     teacher.cpu()  # the student gets the device's memory
     target_on = torch.from_numpy(target).to(device)
@@ -249,18 +294,9 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
         mode="fft",
     ).to(device)
     opt = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, len(tr) // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    cache: dict[int, np.ndarray] = {}
-
-    def batch_x(idx) -> torch.Tensor:
-        x = []
-        for j in idx:
-            c = crops[j]
-            if c.item not in cache:
-                cache[c.item] = data.load(data.items[c.item])
-            x.append(_window(cache[c.item], c.offset, window))
-        return torch.from_numpy(np.stack(x)).to(device, non_blocking=True)
+    plan = EpochBatches(tr, cfg.batch_size, cfg.epochs, cfg.seed)
+    steps_per_epoch, total = plan.per_epoch, len(plan)
+    windows = CropWindows(data, crops, window)
 
     def loss_fn(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         s = s.float()  # the loss in fp32 under bf16 autocast
@@ -276,29 +312,27 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
     bar = tqdm(total=total, desc="distill", disable=not progress)
     t0, step = time.monotonic(), 0
     try:
-        for epoch in range(cfg.epochs):
-            order = np.random.default_rng([cfg.seed, epoch]).permutation(tr)
-            for b in range(steps_per_epoch):
-                idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                student.train()
-                with autocast:
-                    emb = student(batch_x(idx))
-                loss = loss_fn(emb, target_on[torch.from_numpy(idx).to(device)])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                log.write(json.dumps({"step": step, "epoch": epoch, "loss": loss.item()}) + "\n")
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+        for idx, x in window_batches(windows, plan, cfg.workers, device):
+            lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / total))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            student.train()
+            with autocast:
+                emb = student(x)
+            loss = loss_fn(emb, target_on[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            epoch = step // steps_per_epoch
+            step += 1
+            log.write(json.dumps({"step": step, "epoch": epoch, "loss": loss.item()}) + "\n")
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
     finally:
         bar.close()
         log.close()
 
-    figures = agreement(student, batch_x, target, va, text)
+    figures = agreement(student, windows, target, va, text, cfg.workers, device)
     student_export = StudentEncoder(student.cfg, fe, mode="dft")
     student_export.load_state_dict(student.state_dict())
     student_macs = macs(student_export, window)
@@ -325,13 +359,26 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
 
 
 @torch.no_grad()
-def agreement(student, batch_x, target: np.ndarray, idx, text) -> dict:
+def agreement(
+    student,
+    windows: CropWindows,
+    target: np.ndarray,
+    idx,
+    text,
+    workers: int = 0,
+    device: torch.device | None = None,
+) -> dict:
     """Held-out crops: mean cosine to the teacher, and top-1 species agreement."""
     if len(idx) == 0:
         return {"val_note": "no held-out crops (one group): nothing to score"}
     student.eval()
+    device = device or torch.device("cpu")
+    batches = [list(idx[i : i + 64]) for i in range(0, len(idx), 64)]
     s = np.concatenate(
-        [student(batch_x(idx[i : i + 64])).float().cpu().numpy() for i in range(0, len(idx), 64)]
+        [
+            student(x).float().cpu().numpy()
+            for _, x in window_batches(windows, batches, workers, device)
+        ]
     )
     t = target[idx]
     res = {"val_mean_cosine": float(np.mean(np.sum(s * t, axis=1)))}

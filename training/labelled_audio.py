@@ -64,6 +64,21 @@ class LabelledSet:
                 return x
         return crop(self.load(item), n, rng)
 
+    def window(self, item: Item, offset: int, n: int) -> np.ndarray:
+        """n float32 samples from `offset`, sample for sample as slicing `self.load(item)`
+        (a recording no longer than n: repeat-padded whole, as `crop` pads), decoding
+        only those frames when the item is a file at the target rate."""
+        path = self.file_of(item) if self.file_of else None
+        if path is not None and not 0 < item.duration_s * self.sample_rate <= n:
+            x = _read_frames(path, n, self.sample_rate, lambda frames: offset)
+            if x is not None:
+                return x
+        wave = self.load(item)
+        if len(wave) <= n:
+            return crop(wave, n, None)
+        offset = min(offset, len(wave) - n)  # a duration in the metadata a little long
+        return wave[offset : offset + n].astype(np.float32)
+
 
 def open_labelled(
     spec: str, sample_rate: int = 48_000, schema: TraitSchema | None = None
@@ -191,6 +206,22 @@ def _read_crop(
     (another rate, which needs resampling; a file that is not plainly readable).
     With `pcm16`, a 16-bit mono file's frames as int16 (a 10 s WAV crop: 1.8 -> 0.3 ms
     against float32 and the conversion back; scripts/benchmarks/loader_shards.py)."""
+
+    def start_of(frames: int) -> int:  # drawn only once the file is known to qualify
+        return int(rng.integers(0, frames - n + 1)) if rng is not None else (frames - n) // 2
+
+    return _read_frames(path, n, sr, start_of, pcm16)
+
+
+def _read_frames(
+    path: Path | RecordRegion,
+    n: int,
+    sr: int,
+    start_of: Callable[[int], int],
+    pcm16: bool = False,
+) -> np.ndarray | None:
+    """n frames from `start_of(frames in the file)`, read alone; None when only a full
+    decode will do (see `_read_crop`), or when they run past the end of the file."""
     import contextlib
 
     import soundfile as sf
@@ -203,9 +234,9 @@ def _read_crop(
                 # compressed formats whose header length is an estimate (MP3, OGG),
                 # resampling, or repeat-padding a short clip: the full path
                 return None
-            start = (
-                int(rng.integers(0, f.frames - n + 1)) if rng is not None else (f.frames - n) // 2
-            )
+            start = start_of(f.frames)
+            if not 0 <= start <= f.frames - n:
+                return None
             f.seek(start)
             if pcm16 and f.subtype == "PCM_16" and f.channels == 1:
                 x = f.read(n, dtype="int16")

@@ -110,3 +110,16 @@ def test_on_a_gpu_the_teacher_cache_matches_the_cpu_one(pretrain_checkpoint, tmp
     a = np.load(next((tmp_path / "cpu" / "teacher_cache").glob("*.npy"))).astype(np.float32)
     b = np.load(next((tmp_path / "gpu" / "teacher_cache").glob("*.npy"))).astype(np.float32)
     np.testing.assert_allclose(a, b, atol=2e-3)  # fp16 storage, TF32 matmuls on the GPU
+
+
+def test_windows_decoded_in_workers_train_the_same_student(pretrain_checkpoint, tmp_path):
+    """The loader's workers change where windows are decoded, not which or in what order."""
+    from export.student import load_student
+
+    here = _small(pretrain_checkpoint, "tiny", tmp_path / "here", workers=0)
+    there = _small(pretrain_checkpoint, "tiny", tmp_path / "there", workers=2)
+    a, b = distill(here, progress=False), distill(there, progress=False)
+    assert a["val_mean_cosine"] == b["val_mean_cosine"]
+    wa, wb = load_student(tmp_path / "here")[0], load_student(tmp_path / "there")[0]
+    for (k, x), y in zip(wa.state_dict().items(), wb.state_dict().values(), strict=True):
+        assert torch.equal(x, y), k

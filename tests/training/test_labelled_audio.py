@@ -59,3 +59,26 @@ def test_a_crop_equals_the_same_crop_of_the_whole_file(tmp_path):
         "short.flac": False,
         "other_rate.flac": False,
     }
+
+
+def test_a_window_at_an_offset_equals_slicing_the_whole_file(tmp_path):
+    """Distillation's fixed windows: read alone where they can be, same samples."""
+    data = _set(
+        tmp_path,
+        {
+            "long.flac": (25.0, SR, "PCM_16"),
+            "short.flac": (2.0, SR, "PCM_16"),
+            "other_rate.flac": (20.0, 44_100, "PCM_16"),
+        },
+    )
+    n = 3 * SR
+    for it in data.items:
+        whole = data.load(it)
+        for offset in (0, 5 * SR + 17, len(whole) - n):
+            got = data.window(it, max(offset, 0), n)
+            want = crop(whole, n, None) if len(whole) <= n else whole[offset : offset + n]
+            assert got.dtype == np.float32 and len(got) == n
+            np.testing.assert_array_equal(got, want, err_msg=f"{it.id} at {offset}")
+    # an offset past the end (a duration in the metadata too long) ends at the last frame
+    long = data.items[0]
+    np.testing.assert_array_equal(data.window(long, 30 * SR, n), data.load(long)[-n:])
