@@ -162,6 +162,10 @@ def window_batches(
         collate_fn=_stack,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers else None,
+        # its own generator: a loader otherwise draws its workers' seed from the global
+        # RNG, and the student's initial weights would depend on whether the teacher
+        # cache was hit (no teacher loader) or filled
+        generator=torch.Generator().manual_seed(0),
     )
     for idx, x in loader:
         yield idx.to(device, non_blocking=True), x.to(device, non_blocking=True)
@@ -226,9 +230,10 @@ def teacher_cache(
     for idx, e in out:
         emb[idx] = e
     tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, emb.astype(np.float16))
+    stored = emb.astype(np.float16)
+    np.save(tmp, stored)
     tmp.replace(path)
-    return emb
+    return stored.astype(np.float32)  # what a later run reads back: the same student
 
 
 def distill(cfg: DistillConfig, progress: bool = True) -> dict:
@@ -288,6 +293,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
 
     groups = [data.items[c.item].group for c in crops]
     tr, va = group_split(groups, cfg.val_fraction, cfg.seed)
+    torch.manual_seed(cfg.seed)  # the student's initial weights, whatever ran before
     student = StudentEncoder(
         StudentConfig(width=cfg.width, embedding_dim=target.shape[1], n_mels=fe.n_mels),
         fe,

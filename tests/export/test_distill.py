@@ -37,8 +37,9 @@ def test_distill_caches_the_teacher_and_saves_a_loadable_student(
     monkeypatch.setattr(
         model.AudioEncoder, "forward", lambda self, w: calls.append(len(w)) or real(self, w)
     )
-    distill(cfg, progress=False)  # same teacher and crops: the cache answers
+    again = distill(cfg, progress=False)  # same teacher and crops: the cache answers
     assert calls == [1]  # only the one-window MAC count; no crop went through the teacher
+    assert again["val_mean_cosine"] == figures["val_mean_cosine"]  # the same student
     student, meta = load_student(tmp_path / "s")
     assert meta["distill"]["crops"] == figures["crops"]
     assert json.loads((tmp_path / "s" / "student.json").read_text())["architecture"].startswith(
