@@ -20,7 +20,8 @@ echo "teacher rc=$? in $((SECONDS - start)) s"; tail -c 400 "$OUT/teacher.log"; 
 start=$SECONDS
 timeout 240 bash -c "$(declare -f X); X distill --teacher /tmp/teacher/final \
     --audio /tmp/bench-small --exclude-test-of /tmp/teacher/split.json --out $OUT/student \
-    --device cuda --precision bf16 --teacher-batch 256 --batch-size 256 --epochs 30" \
+    --device cuda --precision bf16 --teacher-batch 256 --batch-size 256 --epochs 30 \
+    --workers 12" \
     > "$OUT/distill.log" 2>&1
 echo "distill rc=$? in $((SECONDS - start)) s"; tail -c 1500 "$OUT/distill.log"; echo
 timeout 120 python3 -m pytest -q -p no:cacheprovider -m hardware \
