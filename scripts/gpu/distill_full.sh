@@ -19,7 +19,7 @@ timeout 240 bash -c "$(declare -f T); T pretrain --set data=/tmp/prepared-wav in
 echo "teacher rc=$? in $((SECONDS - start)) s"; tail -c 400 "$OUT/teacher.log"; echo
 start=$SECONDS
 timeout 240 bash -c "$(declare -f X); X distill --teacher /tmp/teacher/final \
-    --audio /tmp/bench-small --exclude-test-of /tmp/teacher/split.json --out $OUT/student \
+    --audio /tmp/prepared-wav --exclude-test-of /tmp/teacher/split.json --out $OUT/student \
     --device cuda --precision bf16 --teacher-batch 256 --batch-size 256 --epochs 30 \
     --workers 12" \
     > "$OUT/distill.log" 2>&1
