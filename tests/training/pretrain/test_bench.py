@@ -18,5 +18,6 @@ def test_bench_reports_throughput_flops_and_mfu(tmp_path, capsys):
     # the fast HTS-AT at batch 4 is a few GFLOP per sample, not kilo- or tera-
     assert 1e9 < r["tflop_per_step"] * 1e12 / 4 < 1e11
     assert r["peak_memory_gb"] is None  # CPU: no GPU memory to report
+    assert r["warmup_steps"] == 1  # as asked: only GPUs stretch it past the prefetch queue
     assert r["compute_alone_s"] > 0 and r["host_overhead"] > -1
     assert abs(r["host_overhead"] - (r["step_s"] / r["compute_alone_s"] - 1)) < 0.01
