@@ -55,29 +55,32 @@ class LabelledSet:
         With `pcm16`, a crop read from a 16-bit mono file comes back as its int16
         samples (float32 crops are those over 32768, exactly): no conversion to float
         and back for a loader that ships int16 anyway. Other crops stay float32."""
-        path = self.file_of(item) if self.file_of else None
-        # A clip known to be shorter than the crop is repeat-padded from a full decode:
-        # opening it here first would only read its header twice.
-        if path is not None and not 0 < item.duration_s * self.sample_rate <= n:
-            x = _read_crop(path, n, rng, self.sample_rate, pcm16)
-            if x is not None:
-                return x
-        return crop(self.load(item), n, rng)
+        x = self._read_part(item, n, _crop_start(n, rng), pcm16)
+        return x if x is not None else crop(self.load(item), n, rng)
 
     def window(self, item: Item, offset: int, n: int) -> np.ndarray:
         """n float32 samples from `offset`, sample for sample as slicing `self.load(item)`
         (a recording no longer than n: repeat-padded whole, as `crop` pads), decoding
         only those frames when the item is a file at the target rate."""
-        path = self.file_of(item) if self.file_of else None
-        if path is not None and not 0 < item.duration_s * self.sample_rate <= n:
-            x = _read_frames(path, n, self.sample_rate, lambda frames: offset)
-            if x is not None:
-                return x
+        x = self._read_part(item, n, lambda frames: offset)
+        if x is not None:
+            return x
         wave = self.load(item)
         if len(wave) <= n:
             return crop(wave, n, None)
         offset = min(offset, len(wave) - n)  # a duration in the metadata a little long
         return wave[offset : offset + n].astype(np.float32)
+
+    def _read_part(
+        self, item: Item, n: int, start_of: Callable[[int], int], pcm16: bool = False
+    ) -> np.ndarray | None:
+        """n frames of the item's file read alone, or None for the full decode's path."""
+        path = self.file_of(item) if self.file_of else None
+        # A clip known to be shorter than n is repeat-padded from a full decode: opening
+        # it here first would only read its header twice.
+        if path is None or 0 < item.duration_s * self.sample_rate <= n:
+            return None
+        return _read_frames(path, n, self.sample_rate, start_of, pcm16)
 
 
 def open_labelled(
@@ -206,11 +209,17 @@ def _read_crop(
     (another rate, which needs resampling; a file that is not plainly readable).
     With `pcm16`, a 16-bit mono file's frames as int16 (a 10 s WAV crop: 1.8 -> 0.3 ms
     against float32 and the conversion back; scripts/benchmarks/loader_shards.py)."""
+    return _read_frames(path, n, sr, _crop_start(n, rng), pcm16)
 
-    def start_of(frames: int) -> int:  # drawn only once the file is known to qualify
+
+def _crop_start(n: int, rng: np.random.Generator | None) -> Callable[[int], int]:
+    """Where `crop` starts in a file of `frames`: drawn only once the file is known to
+    qualify, so a file read whole instead draws from `rng` as `crop` would."""
+
+    def start_of(frames: int) -> int:
         return int(rng.integers(0, frames - n + 1)) if rng is not None else (frames - n) // 2
 
-    return _read_frames(path, n, sr, start_of, pcm16)
+    return start_of
 
 
 def _read_frames(

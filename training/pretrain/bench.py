@@ -29,6 +29,7 @@ from training.pretrain.loop import (
     enable_gradient_checkpointing,
     forward_loss,
     make_collate,
+    make_loader,
 )
 from training.pretrain.mixed import training_data
 from training.pretrain.prefetch import DevicePrefetch
@@ -116,17 +117,11 @@ def bench(
     if per_epoch < 1:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds one epoch ({len(dataset)} clips)")
 
+    collate = make_collate(cfg, loaded.tokenizer, td.data.catalogue)
+
     def batches():  # one loader across epochs, as the pretraining loop runs it
-        return iter(
-            torch.utils.data.DataLoader(
-                dataset,
-                batch_sampler=RankBatches(per_epoch, cfg.batch_size, 0, 1, 0, 1_000 * per_epoch),
-                num_workers=cfg.workers,
-                collate_fn=make_collate(cfg, loaded.tokenizer, td.data.catalogue),
-                pin_memory=device.type == "cuda",
-                prefetch_factor=4 if cfg.workers else None,
-            )
-        )
+        sampler = RankBatches(per_epoch, cfg.batch_size, 0, 1, 0, 1_000 * per_epoch)
+        return iter(make_loader(cfg, dataset, collate, sampler, device))
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

@@ -71,6 +71,21 @@ def make_collate(cfg: PretrainConfig, tokenizer, species) -> Collate:
     return Collate(tokenizer, int16=cfg.wire_int16, pad_to=cfg.prompt_length)
 
 
+def make_loader(
+    cfg: PretrainConfig, dataset, collate: Collate, sampler: RankBatches, device: torch.device
+) -> torch.utils.data.DataLoader:
+    """The run's one DataLoader (bench builds the same): `cfg.workers` processes with a
+    prefetch queue of 4 batches each, pinned batches for a GPU."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=cfg.workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if cfg.workers else None,
+    )
+
+
 def forward_loss(forward, module: ClapTrainModule, batch: dict, autocast, d: Dist) -> torch.Tensor:
     """The CLIP loss of one batch: both towers (`forward` is the module, DDP-wrapped or
     compiled), features gathered across ranks."""
@@ -314,13 +329,12 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
 
     # One loader for the rest of the run: its workers and prefetch queue carry across
     # epoch boundaries instead of restarting at each.
-    loader = torch.utils.data.DataLoader(
+    loader = make_loader(
+        cfg,
         dataset,
-        batch_sampler=RankBatches(steps_per_epoch, cfg.batch_size, d.rank, d.world, step, stop_at),
-        num_workers=cfg.workers,
-        collate_fn=collate,
-        pin_memory=pin,
-        prefetch_factor=4 if cfg.workers else None,
+        collate,
+        RankBatches(steps_per_epoch, cfg.batch_size, d.rank, d.world, step, stop_at),
+        d.device,
     )
     forward = compile_module(net, cfg.compile_mode, bool(cfg.prompt_length)) if cfg.compile else net
     try:
