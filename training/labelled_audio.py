@@ -207,8 +207,8 @@ def _read_crop(
 ) -> np.ndarray | None:
     """The frames `crop` would keep, read alone; None when only a full decode will do
     (another rate, which needs resampling; a file that is not plainly readable).
-    With `pcm16`, a 16-bit mono file's frames as int16 (a 10 s WAV crop: 1.8 -> 0.3 ms
-    against float32 and the conversion back; scripts/benchmarks/loader_shards.py)."""
+    With `pcm16`, a 16-bit mono file's frames as int16 (a 10 s WAV crop: 1.9 -> 0.3 ms
+    against float32, before the conversion back; scripts/benchmarks/shard_crops.py)."""
     return _read_frames(path, n, sr, _crop_start(n, rng), pcm16)
 
 

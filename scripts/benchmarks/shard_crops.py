@@ -59,6 +59,8 @@ def main() -> None:
                     lambda r, g: crop(read_record(r.tar, r.offset, r.size), n, g),
                 ),
                 ("crop read alone", lambda r, g: _read_crop(r, n, g, SR)),
+                # what the loader reads since 2026-11-26 (wire_int16): no float round trip
+                ("crop read alone as int16", lambda r, g: _read_crop(r, n, g, SR, pcm16=True)),
             ):
                 k, t = 0, time.perf_counter()
                 for _ in range(a.repeats):

@@ -2,12 +2,14 @@
 
     python scripts/diagnostics/runtime_memory.py session --onnx runs/bundle-student-fp32/audio_encoder.onnx
     python scripts/diagnostics/runtime_memory.py decode --audio ../shared/realaudio
+    python scripts/diagnostics/runtime_memory.py imports
 
 `session`: onnxruntime's encoder session under the options tried for peak RSS (arena
 off, basic graph optimisation, no weight pre-packing) at batch 1, 4 and 8: RSS the
 session adds, RSS running adds, peak, and ms per window. `decode`: what decoding a
 folder of recordings costs in RSS after the runtime's imports (why `bench` decodes in
-its driver, not in the engines' workers).
+its driver, not in the engines' workers). `imports`: the RSS each of the runtime's
+heavy imports adds, in order (pydantic's share is the config's validation).
 """
 
 from __future__ import annotations
@@ -82,6 +84,25 @@ def _decode_case(audio: str) -> dict:
     return {"kept_mb": _rss() - before, "peak_added_mb": _peak() - peak_before}
 
 
+IMPORTS = (
+    "numpy",
+    "pydantic",
+    "onnxruntime",
+    "animalclap_edge.config",
+    "animalclap_edge.runtime",
+)
+
+
+def _imports_case() -> dict:
+    import importlib
+
+    before, added = _rss(), {}
+    for name in IMPORTS:
+        importlib.import_module(name)
+        added[name], before = _rss() - before, _rss()
+    return {"interpreter_mb": _rss() - sum(added.values()), "added_mb": added}
+
+
 def _child(kind: str, args: dict) -> dict:
     code = f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import runtime_memory as m; print(json.dumps(m._{kind}_case(**{args!r})))"
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -93,11 +114,17 @@ def _child(kind: str, args: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["session", "decode"])
+    ap.add_argument("what", choices=["session", "decode", "imports"])
     ap.add_argument("--onnx", default="runs/bundle-student-fp32/audio_encoder.onnx")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--audio", default="../shared/realaudio")
     a = ap.parse_args()
+    if a.what == "imports":
+        r = _child("imports", {})
+        print(f"interpreter: {r['interpreter_mb']:.1f} MB")
+        for name, mb in r["added_mb"].items():
+            print(f"  + {name}: {mb:+.1f} MB")
+        return
     if a.what == "decode":
         r = _child("decode", {"audio": a.audio})
         print(
