@@ -78,3 +78,18 @@ def test_reads_checkpoint_feature_extractor_and_refuses_fusion():
     assert frontend_from_feature_extractor(fe) == CLAP_UNFUSED
     with pytest.raises(ValueError, match="fusion"):
         frontend_from_feature_extractor(ClapFeatureExtractor())  # class default is fusion
+
+
+@pytest.mark.slow
+def test_the_autocast_switch_compiles_without_a_graph_break():
+    """Training compiles the front-end under bf16 autocast: one graph, same output."""
+    torch._dynamo.reset()
+    fe = LogMelFrontend(CLAP_UNFUSED, mode="fft")
+    x = torch.randn(2, 48_000)
+    compiled = torch.compile(fe)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = compiled(x), fe(x)
+    counters = torch._dynamo.utils.counters
+    assert not counters["graph_break"] and counters["stats"]["unique_graphs"] == 1
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
