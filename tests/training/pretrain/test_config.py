@@ -21,6 +21,10 @@ def test_overrides_take_the_field_type(tmp_path):
     assert cfg.lr == 1e-4 and cfg.batch_size == 32 and cfg.grad_checkpointing is True
     assert cfg.max_steps == 5 and cfg.templates == ["com", "tax"]
     assert load_config(None, ["max_steps=null"]).max_steps is None
+    # int | str: a number stays a number, a word stays a word
+    assert load_config(None, ["prompt_length=32"]).prompt_length == 32
+    auto = load_config(None, ["compile_mode=reduce-overhead", "prompt_length=auto"])
+    assert auto.prompt_length == "auto"
 
 
 @pytest.mark.parametrize(
@@ -32,8 +36,9 @@ def test_overrides_take_the_field_type(tmp_path):
         (["precision=fp16"], "precision: 'fp16' is not one of"),
         (["epochs=0"], "epochs must be at least 1"),
         (["compile_mode=fast"], "compile_mode: 'fast' is not one of"),
-        (["compile_mode=reduce-overhead"], "need fixed shapes: set prompt_length=N"),
+        (["compile_mode=reduce-overhead"], "need fixed shapes: set prompt_length=auto"),
         (["prompt_length=-1"], "prompt_length must be 0"),
+        (["prompt_length=long"], r"prompt_length must be 0 .* got 'long'"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(overrides, message):

@@ -91,13 +91,18 @@ def _step_losses(out) -> list[float]:
     return [r["loss"] for r in rows if "step" in r]
 
 
-def test_a_fixed_prompt_length_trains_the_same_model(pretrain_checkpoint, tmp_path):
+@pytest.mark.parametrize("length", [64, "auto"])
+def test_a_fixed_prompt_length_trains_the_same_model(pretrain_checkpoint, tmp_path, length):
     """Padding every prompt to one length (for CUDA graphs) is masked out: same losses."""
     from training.pretrain.loop import pretrain
 
     free = tiny_run(tmp_path / "free", pretrain_checkpoint, max_steps=3, checkpoint_every=100)
     fixed = tiny_run(
-        tmp_path / "fixed", pretrain_checkpoint, max_steps=3, checkpoint_every=100, prompt_length=64
+        tmp_path / "fixed",
+        pretrain_checkpoint,
+        max_steps=3,
+        checkpoint_every=100,
+        prompt_length=length,
     )
     pretrain(free, progress=False)
     pretrain(fixed, progress=False)
@@ -117,3 +122,35 @@ def test_a_prompt_length_shorter_than_the_catalogue_is_refused_before_training(
     ):
         pretrain(cfg, progress=False)
     assert not list((tmp_path / "short").glob("checkpoints/*"))
+
+
+def test_auto_prompt_length_is_the_longest_prompt_rounded_up_to_8(pretrain_checkpoint):
+    from animalclap_edge.contracts.prompts import Template
+    from training.pretrain.data import longest_prompt
+    from training.pretrain.loop import resolve_prompt_length
+    from training.pretrain.mixed import training_data
+
+    cfg = tiny_run("unused", pretrain_checkpoint, prompt_length="auto")
+    species = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, None).data.catalogue
+    tok = load_clap(cfg.init).tokenizer
+    longest = longest_prompt(tok, species, [Template.parse(t) for t in cfg.templates])
+    n = resolve_prompt_length(cfg, tok, species)
+    assert n % 8 == 0 and longest <= n < longest + 8
+    assert resolve_prompt_length(tiny_run("unused", pretrain_checkpoint), tok, species) == 0
+    with pytest.raises(ValueError, match=f"set prompt_length={longest} or more, or auto"):
+        resolve_prompt_length(
+            tiny_run("unused", pretrain_checkpoint, prompt_length=longest - 1), tok, species
+        )
+
+
+def test_the_optimizer_spares_biases_and_norms_weight_decay(pretrain_checkpoint):
+    from torch import nn
+
+    from training.pretrain.loop import make_optimizer
+
+    net = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    opt = make_optimizer(tiny_run("unused", pretrain_checkpoint), net, torch.device("cpu"))
+    decayed, spared = opt.param_groups
+    assert [p.shape for p in decayed["params"]] == [(4, 4)]
+    assert len(spared["params"]) == 3 and spared["weight_decay"] == 0.0
+    assert decayed["weight_decay"] == 0.05 and not decayed["fused"]  # fused: GPUs only
