@@ -120,7 +120,7 @@ def bench(
     if per_epoch < 1:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds one epoch ({len(dataset)} clips)")
 
-    collate = make_collate(cfg, loaded.tokenizer, td.data.catalogue)
+    collate = make_collate(cfg, loaded, td.data.catalogue)
 
     def batches():  # one loader across epochs, as the pretraining loop runs it
         sampler = RankBatches(per_epoch, cfg.batch_size, 0, 1, 0, 1_000 * per_epoch)

@@ -139,9 +139,22 @@ class Collate:
         waves = self._waves([w for w, _ in batch])
         texts = [t for _, t in batch]
         if not self.pad_to:
+            # one token more than the model takes: a prompt that reaches it is refused
+            # rather than silently cut (the run checks the catalogue before it starts;
+            # this catches prompts it could not foresee, e.g. shuffled taxonomies)
             enc = self.tok(
-                texts, padding=True, truncation=True, max_length=self.max_len, return_tensors="pt"
+                texts,
+                padding=True,
+                truncation=True,
+                max_length=self.max_len + 1,
+                return_tensors="pt",
             )
+            if enc["input_ids"].shape[1] > self.max_len:
+                long = enc["attention_mask"][:, -1].nonzero().flatten().tolist()
+                raise ValueError(
+                    f"prompt {texts[long[0]]!r} is longer than the {self.max_len} tokens "
+                    "the text model takes: shorten the templates or the names"
+                )
             return {"wave": waves, **{k: enc[k] for k in ("input_ids", "attention_mask")}}
         # one token more than kept: a prompt that reaches it would have been cut
         enc = self.tok(

@@ -58,15 +58,28 @@ def compile_module(net: nn.Module, mode: str = "default", fixed_prompts: bool = 
     return forward
 
 
-def resolve_prompt_length(cfg: PretrainConfig, tokenizer, species) -> int:
-    """Tokens every prompt is padded to (0: each batch's longest). A fixed length is
-    checked against the catalogue's longest prompt; auto is that length rounded up
-    to a multiple of 8 (tensor-core tiles)."""
+def text_limit(loaded: LoadedClap) -> int:
+    """Tokens the text tower takes: its tokenizer's limit, and RoBERTa's positions less
+    the two its padding offset uses."""
+    positions = loaded.model.config.text_config.max_position_embeddings - 2
+    return min(int(loaded.tokenizer.model_max_length), positions)
+
+
+def resolve_prompt_length(cfg: PretrainConfig, tokenizer, species, limit: int = 512) -> int:
+    """Tokens every prompt is padded to (0: each batch's longest). The catalogue's
+    longest prompt is checked, before a run starts, against the text tower's `limit`
+    and a fixed length; auto is that prompt's length rounded up to a multiple of 8
+    (tensor-core tiles)."""
+    longest = longest_prompt(tokenizer, species, [Template.parse(t) for t in cfg.templates])
+    if longest > limit:
+        raise ValueError(
+            f"the catalogue's longest prompt has {longest} tokens and the text model takes "
+            f"at most {limit}: shorten the templates (templates=...) or the names"
+        )
     if not cfg.prompt_length:
         return 0
-    longest = longest_prompt(tokenizer, species, [Template.parse(t) for t in cfg.templates])
     if cfg.prompt_length == "auto":
-        return -(-longest // 8) * 8
+        return min(-(-longest // 8) * 8, limit)
     if longest > cfg.prompt_length:
         raise ValueError(
             f"prompt_length={cfg.prompt_length} would cut prompts: the catalogue's "
@@ -75,10 +88,12 @@ def resolve_prompt_length(cfg: PretrainConfig, tokenizer, species) -> int:
     return cfg.prompt_length
 
 
-def make_collate(cfg: PretrainConfig, tokenizer, species) -> Collate:
-    """The batch collator, padding prompts as resolve_prompt_length says."""
-    pad_to = resolve_prompt_length(cfg, tokenizer, species)
-    return Collate(tokenizer, int16=cfg.wire_int16, pad_to=pad_to)
+def make_collate(cfg: PretrainConfig, loaded: LoadedClap, species) -> Collate:
+    """The batch collator, padding prompts as resolve_prompt_length says and refusing,
+    never truncating, one longer than the text tower takes."""
+    limit = text_limit(loaded)
+    pad_to = resolve_prompt_length(cfg, loaded.tokenizer, species, limit)
+    return Collate(loaded.tokenizer, max_len=limit, int16=cfg.wire_int16, pad_to=pad_to)
 
 
 def make_optimizer(cfg: PretrainConfig, module: nn.Module, device: torch.device):
@@ -305,7 +320,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
     total = steps_per_epoch * cfg.epochs
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
     step = counters.get("global_step", 0)
-    collate = make_collate(cfg, loaded.tokenizer, data.catalogue)
+    collate = make_collate(cfg, loaded, data.catalogue)
     if cfg.compile:
         notes.append(
             f"torch.compile: inductor, mode {cfg.compile_mode}, prompt length "

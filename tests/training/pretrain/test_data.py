@@ -79,3 +79,15 @@ def test_fixed_prompt_length_pads_every_batch_to_one_shape_and_refuses_to_cut(
     assert Collate(tok, pad_to=n)([short, longer])["input_ids"].shape == (2, n)  # exact fit
     with pytest.raises(ValueError, match=f"longer than prompt_length={n - 1} tokens"):
         Collate(tok, pad_to=n - 1)([short, longer])
+
+
+def test_a_prompt_longer_than_the_text_model_takes_is_refused_not_cut(pretrain_checkpoint):
+    from training.model import load_clap
+
+    tok = load_clap(str(pretrain_checkpoint)).tokenizer
+    x = np.zeros(480, np.float32)
+    batch = [(x, "Turdus merula"), (x, "Aves Passeriformes Turdidae Turdus merula")]
+    n = Collate(tok)(batch)["input_ids"].shape[1]
+    assert Collate(tok, max_len=n)(batch)["input_ids"].shape == (2, n)  # exact fit
+    with pytest.raises(ValueError, match=f"'Aves Passeriformes .*' is longer than the {n - 1}"):
+        Collate(tok, max_len=n - 1)(batch)

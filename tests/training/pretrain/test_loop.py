@@ -141,6 +141,10 @@ def test_auto_prompt_length_is_the_longest_prompt_rounded_up_to_8(pretrain_check
         resolve_prompt_length(
             tiny_run("unused", pretrain_checkpoint, prompt_length=longest - 1), tok, species
         )
+    # the text tower's own limit, whatever the padding
+    with pytest.raises(ValueError, match=f"has {longest} tokens and the text model takes at most"):
+        resolve_prompt_length(tiny_run("unused", pretrain_checkpoint), tok, species, longest - 1)
+    assert resolve_prompt_length(cfg, tok, species, limit=longest) == longest  # auto, capped
 
 
 def test_the_optimizer_spares_biases_and_norms_weight_decay(pretrain_checkpoint):
