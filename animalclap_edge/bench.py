@@ -350,12 +350,12 @@ def run_onnx(model: str, audio: str, seconds: float, threads: int, hop_s: float)
     import onnxruntime as ort
 
     from animalclap_edge.audio.windows import Windower
+    from animalclap_edge.ort_options import session_options
 
     sr = 48_000
     loop = AudioLoop(audio, seconds, sr)
     rss_start = _rss_mb()
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
+    so = session_options(threads)  # the runtime's own, so the graph alone compares
     sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     rss_loaded = _rss_mb()
     window = int(sess.get_inputs()[0].shape[1])

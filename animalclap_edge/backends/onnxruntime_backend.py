@@ -9,18 +9,14 @@ import numpy as np
 from animalclap_edge.bundle import Bundle, BundleError
 from animalclap_edge.contracts import bundle as B
 from animalclap_edge.contracts.frontend import FrontendConfig, FrontendMismatch
+from animalclap_edge.ort_options import session_options
 
 
 class OnnxRuntimeBackend:
     def __init__(self, bundle: Bundle, provider: str = "CPUExecutionProvider", threads: int = 0):
         import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        if threads:
-            so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so = session_options(threads, provider)
         name = bundle.manifest.audio_encoder.file
         try:
             self.session = ort.InferenceSession(str(bundle.encoder_path), so, providers=[provider])

@@ -5,7 +5,7 @@
     python scripts/diagnostics/runtime_memory.py imports
 
 `session`: onnxruntime's encoder session under the options tried for peak RSS (arena
-off, basic graph optimisation, no weight pre-packing) at batch 1, 4 and 8: RSS the
+off, basic graph optimisation, no weight pre-packing, no memory pattern) at batch 1, 4 and 8: RSS the
 session adds, RSS running adds, peak, and ms per window. `decode`: what decoding a
 folder of recordings costs in RSS after the runtime's imports (why `bench` decodes in
 its driver, not in the engines' workers). `imports`: the RSS each of the runtime's
@@ -29,6 +29,7 @@ CASES = {
     "arena off": {"arena": False},
     "basic optimisation": {"opt": "basic"},
     "no pre-packing": {"prepack": False},
+    "no memory pattern": {"pattern": False},  # the runtime's choice since 2026-11-26
 }
 
 
@@ -41,7 +42,12 @@ def _peak() -> float:
 
 
 def _session_case(
-    onnx: str, batch: int, arena: bool = True, opt: str = "all", prepack: bool = True
+    onnx: str,
+    batch: int,
+    arena: bool = True,
+    opt: str = "all",
+    prepack: bool = True,
+    pattern: bool = True,
 ) -> dict:
     import numpy as np
     import onnxruntime as ort
@@ -50,6 +56,7 @@ def _session_case(
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     so.log_severity_level = 3
     so.enable_cpu_mem_arena = arena
+    so.enable_mem_pattern = pattern
     if opt == "basic":
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if not prepack:
