@@ -57,6 +57,7 @@ class BenchResult:
     data_wait_s: float
     compute_s: float
     loader_only_samples_per_s: float
+    loader_unpinned_samples_per_s: float | None  # GPU only: without the pinning thread
     # the step with its batch already on the device and no loader running; the loop's
     # step over it, minus one: host work hidden in compute_s
     compute_alone_s: float
@@ -122,9 +123,9 @@ def bench(
 
     collate = make_collate(cfg, loaded, td.data.catalogue)
 
-    def batches():  # one loader across epochs, as the pretraining loop runs it
+    def batches(to: torch.device = device):  # one loader across epochs, as the loop's
         sampler = RankBatches(per_epoch, cfg.batch_size, 0, 1, 0, 1_000 * per_epoch)
-        return iter(make_loader(cfg, dataset, collate, sampler, device))
+        return iter(make_loader(cfg, dataset, collate, sampler, to))  # pinned for a GPU
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -177,6 +178,13 @@ def bench(
     total = time.perf_counter() - t_start
 
     loader_rate = _loader_rate(batches(), steps, cfg.workers, cfg.batch_size)
+    # Pinning copies every batch once more, in one thread of the main process: if the
+    # loader is much faster without it, that thread is its limit, not the workers.
+    unpinned = (
+        _loader_rate(batches(torch.device("cpu")), steps, cfg.workers, cfg.batch_size)
+        if device.type == "cuda"
+        else None
+    )
 
     # The same step with no loader running and the batch already on the device: what
     # the loop's step costs beyond it (host-to-device copies, workers competing with
@@ -210,6 +218,7 @@ def bench(
         data_wait_s=round(wait / steps, 4),
         compute_s=round(compute / steps, 4),
         loader_only_samples_per_s=round(loader_rate, 2),
+        loader_unpinned_samples_per_s=round(unpinned, 2) if unpinned else None,
         compute_alone_s=round(alone, 4),
         host_overhead=round(total / steps / alone - 1, 3),
         tflop_per_step=round(flops / 1e12, 4),
@@ -234,6 +243,13 @@ def write(result: BenchResult, out: str | Path | None) -> str:
         if result.loader_only_samples_per_s > 1.2 * result.samples_per_s
         else "data pipeline is (close to) the bottleneck: add --set workers=N"
     )
+    unpinned = result.loader_unpinned_samples_per_s
+    if unpinned and result.loader_only_samples_per_s < 0.8 * unpinned:
+        verdict += (
+            f"; pinning limits the loader ({result.loader_only_samples_per_s:.0f} clips/s "
+            f"pinned, {unpinned:.0f} unpinned): the main process's pinning thread copies "
+            "every batch once more"
+        )
     if result.host_overhead > 0.05:
         tries = [] if result.device_prefetch else ["device_prefetch=true"]
         if result.compiled not in ("no", "reduce-overhead"):

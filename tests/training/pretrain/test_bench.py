@@ -18,6 +18,7 @@ def test_bench_reports_throughput_flops_and_mfu(tmp_path, capsys):
     # the fast HTS-AT at batch 4 is a few GFLOP per sample, not kilo- or tera-
     assert 1e9 < r["tflop_per_step"] * 1e12 / 4 < 1e11
     assert r["peak_memory_gb"] is None  # CPU: no GPU memory to report
+    assert r["peak_reserved_gb"] is None and r["loader_unpinned_samples_per_s"] is None
     assert r["warmup_steps"] == 1  # as asked: only GPUs stretch it past the prefetch queue
     assert r["compute_alone_s"] > 0 and r["host_overhead"] > -1
     assert abs(r["host_overhead"] - (r["step_s"] / r["compute_alone_s"] - 1)) < 0.01
@@ -29,6 +30,7 @@ def test_the_verdict_suggests_only_what_is_not_already_on():
     figures = dict(device="gpu", model="m", params_m=1.0, batch_size=256, precision="bf16")
     figures.update(steps=60, warmup_steps=70, samples_per_s=2000.0, step_s=0.128)
     figures.update(data_wait_s=0.001, compute_s=0.127, loader_only_samples_per_s=2100.0)
+    figures.update(loader_unpinned_samples_per_s=2200.0)
     figures.update(compute_alone_s=0.108, host_overhead=0.19, tflop_per_step=11.6)
     figures.update(achieved_tflops=90.0, peak_tflops=989.0, mfu=0.09, peak_memory_gb=25.0)
     figures.update(peak_reserved_gb=30.0, paper_run_minutes=34.0)
@@ -41,3 +43,9 @@ def test_the_verdict_suggests_only_what_is_not_already_on():
     assert "19% slower" in before and "19% slower" in after
     assert "device_prefetch=true" in before and "reduce-overhead" in before
     assert "device_prefetch=true" not in after and "reduce-overhead prompt" not in after
+    assert "pinning" not in before  # 2,100 pinned against 2,200 unpinned: not the limit
+    figures["loader_unpinned_samples_per_s"] = 3000.0
+    pinned = write(
+        BenchResult(compiled="no", prompt_length=0, device_prefetch=False, **figures), None
+    )
+    assert "pinning limits the loader (2100 clips/s pinned, 3000 unpinned)" in pinned
