@@ -65,3 +65,42 @@ def torchrun_two_ranks(cfg, timeout: float = 300) -> None:
         timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def torchrun_two_nodes(cfg, timeout: float = 300) -> None:
+    """Run these settings as two one-rank "nodes" on this machine, launched apart and
+    met through torchrun's c10d rendezvous, as docs/pretraining.md launches nodes
+    (each rank has LOCAL_RANK 0; RANK 0 and 1); fails with each node's stderr."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc-per-node=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{port}",
+        "--rdzv-id=two-nodes",
+    ]
+    nodes = [
+        subprocess.Popen(
+            [*torchrun, *cli_args(cfg)],
+            cwd=REPO,
+            env=child_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        errors = [p.communicate(timeout=timeout)[1] for p in nodes]
+    finally:
+        for p in nodes:
+            p.kill()
+    for p, err in zip(nodes, errors, strict=True):
+        assert p.returncode == 0, err[-2000:]

@@ -14,7 +14,7 @@ import torch
 
 from training.pretrain.loop import pretrain
 
-from .conftest import REPO, child_env, cli_args, tiny_run, torchrun_two_ranks
+from .conftest import REPO, child_env, cli_args, tiny_run, torchrun_two_nodes, torchrun_two_ranks
 
 
 def _losses(out: Path) -> dict[int, float]:
@@ -47,6 +47,21 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(pretrain_ch
     moved = sum(((wa[k] - w0[k]).double() ** 2).sum() for k in wa) ** 0.5
     apart = sum(((wa[k] - wb[k]).double() ** 2).sum() for k in wa) ** 0.5
     assert moved > 0.1 and apart / moved < 1e-3, (float(moved), float(apart))
+
+
+def test_two_nodes_of_one_rank_each_match_one_process(pretrain_checkpoint, tmp_path):
+    """The multi-node path: ranks that share LOCAL_RANK 0, on "nodes" met by rendezvous."""
+    one = tiny_run(tmp_path / "one", pretrain_checkpoint, max_steps=2)
+    nodes = dataclasses.replace(one, out=str(tmp_path / "nodes"))
+    torch.set_num_threads(1)
+    pretrain(one, progress=False)
+    torchrun_two_nodes(nodes)
+    assert "2 rank(s) on cpu" in (tmp_path / "nodes" / "train_log.jsonl").read_text()
+    a, b = _losses(tmp_path / "one"), _losses(tmp_path / "nodes")
+    assert list(a) == list(b) == [1, 2]
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5), step
+    assert (tmp_path / "nodes" / "final" / "config.json").is_file()
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(pretrain_checkpoint, tmp_path):
