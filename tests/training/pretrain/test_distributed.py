@@ -28,17 +28,21 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     return ClapModel.from_pretrained(folder).state_dict()
 
 
-def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(pretrain_checkpoint, tmp_path):
-    one = tiny_run(tmp_path / "one", pretrain_checkpoint, max_steps=3)
-    two = dataclasses.replace(one, out=str(tmp_path / "two"))
+def _two_ranks_match_one_process(checkpoint, tmp_path: Path, launch, steps: int) -> None:
+    """Same settings in one process and as two ranks started by `launch`: same losses."""
+    one = tiny_run(tmp_path / "one", checkpoint, max_steps=steps)
     torch.set_num_threads(1)
     pretrain(one, progress=False)
-    torchrun_two_ranks(two)
+    launch(dataclasses.replace(one, out=str(tmp_path / "two")))
     assert "2 rank(s) on cpu" in (tmp_path / "two" / "train_log.jsonl").read_text()
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
-    assert list(a) == list(b) == [1, 2, 3]
+    assert list(a) == list(b) == list(range(1, steps + 1))
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=1e-5), step
+
+
+def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(pretrain_checkpoint, tmp_path):
+    _two_ranks_match_one_process(pretrain_checkpoint, tmp_path, torchrun_two_ranks, 3)
     # Adam's first steps are ~lr * sign(grad): where a gradient is ~0, summation-order
     # noise can flip a sign, so weights are compared as a whole against how far
     # training moved them, not element by element.
@@ -51,17 +55,8 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(pretrain_ch
 
 def test_two_nodes_of_one_rank_each_match_one_process(pretrain_checkpoint, tmp_path):
     """The multi-node path: ranks that share LOCAL_RANK 0, on "nodes" met by rendezvous."""
-    one = tiny_run(tmp_path / "one", pretrain_checkpoint, max_steps=2)
-    nodes = dataclasses.replace(one, out=str(tmp_path / "nodes"))
-    torch.set_num_threads(1)
-    pretrain(one, progress=False)
-    torchrun_two_nodes(nodes)
-    assert "2 rank(s) on cpu" in (tmp_path / "nodes" / "train_log.jsonl").read_text()
-    a, b = _losses(tmp_path / "one"), _losses(tmp_path / "nodes")
-    assert list(a) == list(b) == [1, 2]
-    for step in a:
-        assert b[step] == pytest.approx(a[step], rel=1e-5), step
-    assert (tmp_path / "nodes" / "final" / "config.json").is_file()
+    _two_ranks_match_one_process(pretrain_checkpoint, tmp_path, torchrun_two_nodes, 2)
+    assert (tmp_path / "two" / "final" / "config.json").is_file()
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(pretrain_checkpoint, tmp_path):
