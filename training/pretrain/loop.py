@@ -321,6 +321,15 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
     step = counters.get("global_step", 0)
     collate = make_collate(cfg, loaded, data.catalogue)
+    if collate.pad_to:
+        notes.append(
+            f"every prompt padded to {collate.pad_to} tokens"
+            + (
+                " (auto: the catalogue's longest, rounded up to 8)"
+                if cfg.prompt_length == "auto"
+                else ""
+            )
+        )
     if cfg.compile:
         notes.append(
             f"torch.compile: inductor, mode {cfg.compile_mode}, prompt length "

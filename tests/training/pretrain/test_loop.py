@@ -107,6 +107,7 @@ def test_a_fixed_prompt_length_trains_the_same_model(pretrain_checkpoint, tmp_pa
     pretrain(free, progress=False)
     pretrain(fixed, progress=False)
     a, b = _step_losses(tmp_path / "free"), _step_losses(tmp_path / "fixed")
+    assert "every prompt padded to" in (tmp_path / "fixed" / "train_log.jsonl").read_text()
     assert len(a) == 3 and a[0] != a[-1]
     assert b == pytest.approx(a, rel=1e-5)
 
