@@ -4,6 +4,7 @@
 #   base      compile=true
 #   prefetch  + device_prefetch=true (batch n+1 copied to the GPU during step n)
 #   graphs    + compile_mode=reduce-overhead prompt_length=auto (CUDA graphs)
+#   graphs512 the same at batch 512 (not in the default list; VARIANTS="... graphs512")
 # 2026-11-26 on an H100, base and graphs in one call: 1,875 and 2,120 samples/s, host
 # overhead 26% and 12%; prefetch alone, which would split the gain, not yet run.
 # A warm-up longer than the prefetch queue (14 workers x 4 batches) so the timed steps
@@ -15,11 +16,13 @@ declare -A SETS_OF=(
   [base]="compile=true"
   [prefetch]="compile=true device_prefetch=true"
   [graphs]="compile=true device_prefetch=true compile_mode=reduce-overhead prompt_length=auto"
+  [graphs512]="compile=true device_prefetch=true compile_mode=reduce-overhead prompt_length=auto"
 )
+declare -A BATCH_OF=([graphs512]=512)  # larger matmuls; about 50 GB at batch 512
 for v in ${VARIANTS:-base prefetch graphs}; do
   if [ $((LIMIT - SECONDS)) -lt 200 ]; then echo "$v: skipped, ${SECONDS}s gone"; continue; fi
   echo "== $v: ${SETS_OF[$v]}"
-  BATCHES=256 SETS="${SETS_OF[$v]}" SHARDS=wav STEPS=60 WARMUP=70 \
+  BATCHES=${BATCH_OF[$v]:-256} SETS="${SETS_OF[$v]}" SHARDS=wav STEPS=60 WARMUP=70 \
       BENCH_TIMEOUT=$((LIMIT - SECONDS - 20)) OUT=$OUT/$v bash scripts/gpu/bench_pretrain.sh \
       2>&1 | grep -vE "^(name|NVIDIA|[0-9]+$|[0-9.]+\+cu)"
 done
