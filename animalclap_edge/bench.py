@@ -111,7 +111,7 @@ class AudioLoop:
         if not self.samples:
             self._raw.close()
             raise BenchError(f"{raw}: no audio samples")
-        self.total = round(seconds * sample_rate)
+        self.total, self.sample_rate = round(seconds * sample_rate), sample_rate
 
     def blocks(self, block: int):
         """(start sample, block) pairs covering `total` samples; each block is new memory
@@ -243,11 +243,7 @@ def run_animalclap(
         "realtime_factor": seconds / wall,
         "latency": _percentiles(latencies),
         "stage_ms_per_window": {k: 1000 * v / result.n_windows for k, v in timers.items()},
-        "peak_rss_mb": _peak_rss_mb(),
-        "engine_rss_mb": _peak_rss_mb() - rss_start,
-        "rss_start_mb": rss_start,
-        "rss_loaded_mb": rss_loaded,
-        "rss_end_by_kind_mb": _rss_kinds_mb(),
+        **_memory(rss_start, rss_loaded),
         "rss_trace_mb": [r for _, r in rss_trace],
     }
 
@@ -309,39 +305,20 @@ def run_birdnet(audio: str, seconds: float, threads: int, hop_s: float) -> dict:
     interp.allocate_tensors()
     rss_loaded = _rss_mb()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+
+    def infer(w: np.ndarray) -> None:
+        interp.set_tensor(inp["index"], w[None, :])
+        interp.invoke()
+        logits = interp.get_tensor(out["index"])[0]
+        _ = np.flatnonzero(1 / (1 + np.exp(-logits)) > 0.5)
+
     windower = Windower(window, round(hop_s * sr), sr // 2)
-    block = round(BLOCK_SECONDS * sr)
-    n, model_s, latencies, rss_trace = 0, 0.0, [], []
-    t0 = time.perf_counter()
-    for k, (_, b) in enumerate(loop.blocks(block)):
-        ready = time.perf_counter()
-        for w in windower.push(b):
-            t = time.perf_counter()
-            interp.set_tensor(inp["index"], w.samples[None, :])
-            interp.invoke()
-            logits = interp.get_tensor(out["index"])[0]
-            _ = np.flatnonzero(1 / (1 + np.exp(-logits)) > 0.5)
-            model_s += time.perf_counter() - t
-            latencies.append(time.perf_counter() - ready)
-            n += 1
-        if k % 100 == 99:
-            rss_trace.append(_rss_mb())
-    wall = time.perf_counter() - t0
+    run = _stream_windows(loop, windower, infer, seconds)
     return {
         "engine": "BirdNET V2.4 (TFLite FP32, ai-edge-litert)",
         "species": int(out["shape"][-1]),
-        "windows": n,
-        "wall_s": wall,
-        "windows_per_s": n / wall,
-        "realtime_factor": seconds / wall,
-        "latency": _percentiles(latencies),
-        "stage_ms_per_window": {"model": 1000 * model_s / n},
-        "peak_rss_mb": _peak_rss_mb(),
-        "engine_rss_mb": _peak_rss_mb() - rss_start,
-        "rss_start_mb": rss_start,
-        "rss_loaded_mb": rss_loaded,
-        "rss_end_by_kind_mb": _rss_kinds_mb(),
-        "rss_trace_mb": rss_trace,
+        **run,
+        **_memory(rss_start, rss_loaded),
     }
 
 
@@ -358,34 +335,51 @@ def run_onnx(model: str, audio: str, seconds: float, threads: int, hop_s: float)
     so = session_options(threads)  # the runtime's own, so the graph alone compares
     sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     rss_loaded = _rss_mb()
-    window = int(sess.get_inputs()[0].shape[1])
+    name, window = sess.get_inputs()[0].name, int(sess.get_inputs()[0].shape[1])
     windower = Windower(window, round(hop_s * sr), sr // 2)
-    block = round(BLOCK_SECONDS * sr)
-    n, model_s, latencies = 0, 0.0, []
+    run = _stream_windows(loop, windower, lambda w: sess.run(None, {name: w[None, :]}), seconds)
+    return {
+        "engine": f"onnx {Path(model).name} (onnxruntime-cpu, batch 1)",
+        **run,
+        **_memory(rss_start, rss_loaded),
+    }
+
+
+def _stream_windows(loop: AudioLoop, windower, infer, seconds: float) -> dict:
+    """Blocks through the windower, `infer` on each window alone: the figures of an
+    engine that is a model and nothing more (BirdNET's, or an encoder graph)."""
+    block = round(BLOCK_SECONDS * loop.sample_rate)
+    n, model_s, latencies, rss_trace = 0, 0.0, [], []
     t0 = time.perf_counter()
-    for _, b in loop.blocks(block):
+    for k, (_, b) in enumerate(loop.blocks(block)):
         ready = time.perf_counter()
         for w in windower.push(b):
             t = time.perf_counter()
-            sess.run(None, {sess.get_inputs()[0].name: w.samples[None, :]})
+            infer(w.samples)
             model_s += time.perf_counter() - t
             latencies.append(time.perf_counter() - ready)
             n += 1
+        if k % 100 == 99:
+            rss_trace.append(_rss_mb())
     wall = time.perf_counter() - t0
     return {
-        "engine": f"onnx {Path(model).name} (onnxruntime-cpu, batch 1)",
         "windows": n,
         "wall_s": wall,
         "windows_per_s": n / wall,
         "realtime_factor": seconds / wall,
         "latency": _percentiles(latencies),
         "stage_ms_per_window": {"model": 1000 * model_s / n},
+        "rss_trace_mb": rss_trace,
+    }
+
+
+def _memory(rss_start: float, rss_loaded: float) -> dict:
+    return {
         "peak_rss_mb": _peak_rss_mb(),
         "engine_rss_mb": _peak_rss_mb() - rss_start,
         "rss_start_mb": rss_start,
         "rss_loaded_mb": rss_loaded,
         "rss_end_by_kind_mb": _rss_kinds_mb(),
-        "rss_trace_mb": [],
     }
 
 
