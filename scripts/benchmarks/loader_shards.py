@@ -8,6 +8,7 @@ collate); crops read alone as float32 (2026-11-26), on FLAC and on WAV shards; a
 crops read as int16 (`pcm16`, what `pretrain` does since), on both. Passes alternate.
 
     python scripts/benchmarks/loader_shards.py --workers 2 --batch 16
+    python scripts/benchmarks/loader_shards.py --batch 256 --only "int16 (WAV)"
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--passes", type=int, default=2)
+    ap.add_argument("--only", help="run only the ways whose name contains this, e.g. 'int16 (WAV)'")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         manifest = _recordings(a.audio, a.record_seconds, Path(tmp))
@@ -105,6 +107,8 @@ def main() -> None:
             "now: crop read as int16 (FLAC)": (data["flac"], Collate(_Tok(), int16=True), True),
             "now: crop read as int16 (WAV)": (data["wav"], Collate(_Tok(), int16=True), True),
         }
+        if a.only:
+            ways = {k: v for k, v in ways.items() if a.only in k}
         for _ in range(a.passes):
             for name, (labelled, collate, pcm16) in ways.items():
                 ds = EpochPlanDataset(

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 
-from animalclap_edge.contracts.prompts import Template
 from training.pretrain.config import PretrainConfig
-from training.pretrain.data import EpochPlanDataset, RankBatches
+from training.pretrain.data import RankBatches
 from training.pretrain.dist import Dist
 from training.pretrain.loop import (
     ClapTrainModule,
@@ -29,6 +28,7 @@ from training.pretrain.loop import (
     enable_gradient_checkpointing,
     forward_loss,
     make_collate,
+    make_dataset,
     make_loader,
     make_optimizer,
 )
@@ -107,16 +107,7 @@ def bench(
     module = ClapTrainModule(loaded).to(device)
     opt = make_optimizer(cfg, module, device)
     params = [p for group in opt.param_groups for p in group["params"]]
-    dataset = EpochPlanDataset(
-        td.data,
-        td.train,
-        [Template.parse(t) for t in cfg.templates],
-        cfg.shuffle_tax,
-        cfg.seed,
-        cfg.clips_per_species,
-        round(cfg.crop_seconds * loaded.frontend.sample_rate),
-        pcm16=cfg.wire_int16,
-    )
+    dataset = make_dataset(cfg, td, loaded)
     per_epoch = len(dataset) // cfg.batch_size
     if per_epoch < 1:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds one epoch ({len(dataset)} clips)")

@@ -96,6 +96,24 @@ def make_collate(cfg: PretrainConfig, loaded: LoadedClap, species) -> Collate:
     return Collate(loaded.tokenizer, max_len=limit, int16=cfg.wire_int16, pad_to=pad_to)
 
 
+def make_dataset(cfg: PretrainConfig, td, loaded: LoadedClap) -> EpochPlanDataset:
+    """The balanced epoch plan over the training side of `td` (replay included), with
+    crops at the model front-end's rate: what the loop, `bench` and the loader
+    benchmark read."""
+    return EpochPlanDataset(
+        td.data,
+        td.train,
+        [Template.parse(t) for t in cfg.templates],
+        cfg.shuffle_tax,
+        cfg.seed,
+        cfg.clips_per_species,
+        round(cfg.crop_seconds * loaded.frontend.sample_rate),
+        td.is_replay,
+        cfg.replay_fraction,
+        pcm16=cfg.wire_int16,
+    )
+
+
 def make_optimizer(cfg: PretrainConfig, module: nn.Module, device: torch.device):
     """AdamW with no weight decay on biases and norms; on a GPU its fused kernel (one
     launch for all parameters instead of a few per tensor). The loop and `bench` share
@@ -299,19 +317,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
     if counters:
         opt.load_state_dict(counters["optimizer"])
 
-    train_items = td.train
-    dataset = EpochPlanDataset(
-        data,
-        train_items,
-        [Template.parse(t) for t in cfg.templates],
-        cfg.shuffle_tax,
-        cfg.seed,
-        cfg.clips_per_species,
-        round(cfg.crop_seconds * loaded.frontend.sample_rate),
-        td.is_replay,
-        cfg.replay_fraction,
-        pcm16=cfg.wire_int16,
-    )
+    dataset = make_dataset(cfg, td, loaded)
     steps_per_epoch = len(dataset) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(
@@ -343,7 +349,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
             logs.note(n)
     if logs:
         logs.note(
-            f"{d.world} rank(s) on {d.device.type}; {len(train_items)} recordings, "
+            f"{d.world} rank(s) on {d.device.type}; {len(td.train)} recordings, "
             f"{dataset.n_species} species; {steps_per_epoch} steps/epoch of {cfg.batch_size}; "
             + (
                 f"{int(dataset.is_replay[dataset.plan(0)].sum())} of {len(dataset)} clips per "
