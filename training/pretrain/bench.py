@@ -50,6 +50,7 @@ class BenchResult:
     compiled: str  # "no" or the torch.compile mode
     prompt_length: int  # 0: padded to each batch's longest
     device_prefetch: bool
+    workers: int
     steps: int
     warmup_steps: int  # untimed; on a GPU at least the loader's prefetch queue
     samples_per_s: float
@@ -202,6 +203,7 @@ def bench(
         compiled=cfg.compile_mode if cfg.compile else "no",
         prompt_length=collate.pad_to,
         device_prefetch=cfg.device_prefetch,
+        workers=cfg.workers,
         steps=steps,
         warmup_steps=warmup,
         samples_per_s=round(rate, 2),
@@ -228,7 +230,7 @@ def bench(
 
 def write(result: BenchResult, out: str | Path | None) -> str:
     r = asdict(result)
-    lines = [f"{k:>26}: {v}" for k, v in r.items()]
+    lines = [f"{k:>29}: {v}" for k, v in r.items()]
     verdict = (
         "data pipeline keeps up"
         if result.loader_only_samples_per_s > 1.2 * result.samples_per_s
@@ -242,15 +244,17 @@ def write(result: BenchResult, out: str | Path | None) -> str:
             "every batch once more"
         )
     if result.host_overhead > 0.05:
-        tries = [] if result.device_prefetch else ["device_prefetch=true"]
-        if result.compiled not in ("no", "reduce-overhead"):
+        gpu = not result.device.startswith("cpu")  # both remedies act on the GPU side
+        tries = [] if result.device_prefetch or not gpu else ["device_prefetch=true"]
+        if gpu and result.compiled not in ("no", "reduce-overhead"):
             tries.append("compile_mode=reduce-overhead prompt_length=auto")
-        tries += ["WAV shards (prepare --codec wav)", "fewer workers"]
+        tries.append("WAV shards (prepare --codec wav)")
+        tries.append("fewer workers" if result.workers else "workers=N (loading runs in the loop)")
         verdict += (
             f"; the loop's step is {result.host_overhead:.0%} slower than the step alone "
             f"(host-to-device copies, workers sharing the cores): try {', '.join(tries)}"
         )
-    lines.append(f"{'verdict':>26}: {verdict}")
+    lines.append(f"{'verdict':>29}: {verdict}")
     text = "\n".join(lines)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ def test_the_verdict_suggests_only_what_is_not_already_on():
     from training.pretrain.bench import BenchResult, write
 
     figures = dict(device="gpu", model="m", params_m=1.0, batch_size=256, precision="bf16")
-    figures.update(steps=60, warmup_steps=70, samples_per_s=2000.0, step_s=0.128)
+    figures.update(workers=14, steps=60, warmup_steps=70, samples_per_s=2000.0, step_s=0.128)
     figures.update(data_wait_s=0.001, compute_s=0.127, loader_only_samples_per_s=2100.0)
     figures.update(loader_unpinned_samples_per_s=2200.0)
     figures.update(compute_alone_s=0.108, host_overhead=0.19, tflop_per_step=11.6)
@@ -49,3 +49,9 @@ def test_the_verdict_suggests_only_what_is_not_already_on():
         BenchResult(compiled="no", prompt_length=0, device_prefetch=False, **figures), None
     )
     assert "pinning limits the loader (2100 clips/s pinned, 3000 unpinned)" in pinned
+    # on a CPU neither GPU-side remedy applies, and without workers there are none to cut
+    figures.update(device="cpu (2 threads)", workers=0)
+    cpu = write(BenchResult(compiled="no", prompt_length=0, device_prefetch=False, **figures), None)
+    cpu = cpu.splitlines()[-1]  # the verdict
+    assert "device_prefetch" not in cpu and "reduce-overhead" not in cpu
+    assert "workers=N (loading runs in the loop)" in cpu and "fewer workers" not in cpu
