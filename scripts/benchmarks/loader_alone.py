@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from training.pretrain.bench import _loader_rate
+from training.pretrain.bench import steady_loader_rate
 from training.pretrain.config import load_config
 from training.pretrain.data import RankBatches
 from training.pretrain.loop import build_model, make_collate, make_dataset, make_loader
@@ -42,7 +42,7 @@ def main() -> None:
     for p in range(a.passes):
         sampler = RankBatches(per_epoch, cfg.batch_size, 0, 1, 0, 1_000 * per_epoch)
         it = iter(make_loader(cfg, dataset, collate, sampler, torch.device("cpu")))
-        rate = _loader_rate(it, a.steps, a.workers, a.batch)
+        rate = steady_loader_rate(it, a.steps, a.workers, a.batch)
         print(f"pass {p + 1}: {rate:.0f} clips/s ({rate / max(a.workers, 1):.0f} per worker)")
         del it
 

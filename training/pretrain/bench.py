@@ -31,6 +31,7 @@ from training.pretrain.loop import (
     make_dataset,
     make_loader,
     make_optimizer,
+    optimizer_step,
 )
 from training.pretrain.mixed import training_data
 from training.pretrain.prefetch import DevicePrefetch
@@ -81,7 +82,7 @@ def _peak(device: torch.device, override: float | None) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
-def _loader_rate(it, steps: int, workers: int, batch_size: int) -> float:
+def steady_loader_rate(it, steps: int, workers: int, batch_size: int) -> float:
     """Clips/s of a fresh loader in steady state: worker start-up excluded.
 
     Workers deliver their batches in rounds of `workers`; timing from the first batch
@@ -107,7 +108,6 @@ def bench(
         enable_gradient_checkpointing(loaded.model)
     module = ClapTrainModule(loaded).to(device)
     opt = make_optimizer(cfg, module, device)
-    params = [p for group in opt.param_groups for p in group["params"]]
     dataset = make_dataset(cfg, td, loaded)
     per_epoch = len(dataset) // cfg.batch_size
     if per_epoch < 1:
@@ -125,7 +125,7 @@ def bench(
     # FLOPs are counted on the eager module (FlopCounterMode does not see into
     # compiled graphs); the timed steps run what the loop would run.
     compiled = (
-        compile_module(module, cfg.compile_mode, bool(cfg.prompt_length)) if cfg.compile else module
+        compile_module(module, cfg.compile_mode, bool(collate.pad_to)) if cfg.compile else module
     )
 
     def step(batch, forward=compiled) -> None:
@@ -134,9 +134,7 @@ def bench(
         loss = forward_loss(forward, module, batch, autocast, one)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip:  # as the loop does: a norm over every gradient per step
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
+        optimizer_step(opt, cfg)
 
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -169,11 +167,11 @@ def bench(
         wait, compute = wait + t1 - t0, compute + t2 - t1
     total = time.perf_counter() - t_start
 
-    loader_rate = _loader_rate(batches(), steps, cfg.workers, cfg.batch_size)
+    loader_rate = steady_loader_rate(batches(), steps, cfg.workers, cfg.batch_size)
     # Pinning copies every batch once more, in one thread of the main process: if the
     # loader is much faster without it, that thread is its limit, not the workers.
     unpinned = (
-        _loader_rate(batches(torch.device("cpu")), steps, cfg.workers, cfg.batch_size)
+        steady_loader_rate(batches(torch.device("cpu")), steps, cfg.workers, cfg.batch_size)
         if device.type == "cuda"
         else None
     )

@@ -138,43 +138,30 @@ class Collate:
     def __call__(self, batch: list[tuple[np.ndarray, str]]) -> dict[str, torch.Tensor]:
         waves = self._waves([w for w, _ in batch])
         texts = [t for _, t in batch]
-        if not self.pad_to:
-            # one token more than the model takes: a prompt that reaches it is refused
-            # rather than silently cut (the run checks the catalogue before it starts;
-            # this catches prompts it could not foresee, e.g. shuffled taxonomies)
-            enc = self.tok(
-                texts,
-                padding=True,
-                truncation=True,
-                max_length=self.max_len + 1,
-                return_tensors="pt",
-            )
-            if enc["input_ids"].shape[1] > self.max_len:
-                long = enc["attention_mask"][:, -1].nonzero().flatten().tolist()
-                raise ValueError(
-                    f"prompt {texts[long[0]]!r} is longer than the {self.max_len} tokens "
-                    "the text model takes: shorten the templates or the names"
-                )
-            return {"wave": waves, **{k: enc[k] for k in ("input_ids", "attention_mask")}}
-        # one token more than kept: a prompt that reaches it would have been cut
+        # Tokenized to one token more than kept: a prompt that reaches it is refused,
+        # never silently cut. The run checks the catalogue before it starts; this
+        # catches prompts it could not foresee (e.g. shuffled taxonomies).
+        keep = self.pad_to or self.max_len
         enc = self.tok(
             texts,
-            padding="max_length",
+            padding="max_length" if self.pad_to else True,
             truncation=True,
-            max_length=self.pad_to + 1,
+            max_length=keep + 1,
             return_tensors="pt",
         )
-        cut = enc["attention_mask"][:, -1].nonzero().flatten().tolist()
+        ids, mask = enc["input_ids"][:, :keep], enc["attention_mask"]
+        cut = mask[:, keep:].any(dim=1).nonzero().flatten().tolist()
         if cut:
             raise ValueError(
-                f"prompt {texts[cut[0]]!r} is longer than prompt_length={self.pad_to} "
-                "tokens: raise prompt_length"
+                f"prompt {texts[cut[0]]!r} is longer than "
+                + (
+                    f"prompt_length={self.pad_to} tokens: raise prompt_length"
+                    if self.pad_to
+                    else f"the {self.max_len} tokens the text model takes: "
+                    "shorten the templates or the names"
+                )
             )
-        return {
-            "wave": waves,
-            "input_ids": enc["input_ids"][:, :-1],
-            "attention_mask": enc["attention_mask"][:, :-1],
-        }
+        return {"wave": waves, "input_ids": ids, "attention_mask": mask[:, :keep]}
 
     def _waves(self, crops: list[np.ndarray]) -> torch.Tensor:
         """(B, N) crops written row by row into the batch tensor, which in a loader

@@ -130,6 +130,15 @@ def make_optimizer(cfg: PretrainConfig, module: nn.Module, device: torch.device)
     )
 
 
+def optimizer_step(opt: torch.optim.Optimizer, cfg: PretrainConfig) -> None:
+    """Clip the gradient norm over every parameter the optimizer holds, then step: the
+    loop's update, which `bench` times as well."""
+    if cfg.grad_clip:
+        params = [p for group in opt.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    opt.step()
+
+
 def make_loader(
     cfg: PretrainConfig, dataset, collate: Collate, sampler: RankBatches, device: torch.device
 ) -> torch.utils.data.DataLoader:
@@ -313,7 +322,6 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
             module, device_ids=[d.device.index] if d.device.type == "cuda" else None
         )
     opt = make_optimizer(cfg, module, d.device)
-    params = [p for group in opt.param_groups for p in group["params"]]
     if counters:
         opt.load_state_dict(counters["optimizer"])
 
@@ -385,7 +393,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
         RankBatches(steps_per_epoch, cfg.batch_size, d.rank, d.world, step, stop_at),
         d.device,
     )
-    forward = compile_module(net, cfg.compile_mode, bool(cfg.prompt_length)) if cfg.compile else net
+    forward = compile_module(net, cfg.compile_mode, bool(collate.pad_to)) if cfg.compile else net
     try:
         t_wait = time.perf_counter()
         for batch in DevicePrefetch(loader, d.device) if cfg.device_prefetch else loader:
@@ -403,9 +411,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
             loss = forward_loss(forward, module, batch, autocast, d)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            optimizer_step(opt, cfg)
             if pin:
                 torch.cuda.synchronize()
             t1 = time.perf_counter()
