@@ -3,6 +3,7 @@
     python scripts/diagnostics/runtime_memory.py session --onnx runs/bundle-student-fp32/audio_encoder.onnx
     python scripts/diagnostics/runtime_memory.py decode --audio ../shared/realaudio
     python scripts/diagnostics/runtime_memory.py imports
+    python scripts/diagnostics/runtime_memory.py validators   # pydantic against msgspec
 
 `session`: onnxruntime's encoder session under the options tried for peak RSS (arena
 off, basic graph optimisation, no weight pre-packing, no memory pattern) at batch 1, 4 and 8: RSS the
@@ -110,6 +111,38 @@ def _imports_case() -> dict:
     return {"interpreter_mb": _rss() - sum(added.values()), "added_mb": added}
 
 
+def _validators_case(which: str) -> dict:
+    """RSS a config validator adds: its import and a first two-level model (what the
+    runtime's config and manifest contracts would pay, at the least)."""
+    import numpy  # noqa: F401  (imported by every runtime before its validator)
+
+    before = _rss()
+    if which == "pydantic":
+        from pydantic import BaseModel, Field
+
+        class Backend(BaseModel):
+            batch_size: int = Field(8, ge=1)
+
+        class Config(BaseModel):
+            backend: Backend = Field(default_factory=Backend)
+
+        Config.model_validate({"backend": {"batch_size": 4}})
+    else:
+        from typing import Annotated
+
+        import msgspec
+
+        # defstruct: this module's string annotations would not resolve local classes
+        strict = {"forbid_unknown_fields": True}
+        Backend = msgspec.defstruct(
+            "Backend", [("batch_size", Annotated[int, msgspec.Meta(ge=1)], 8)], **strict
+        )
+        field = msgspec.field(default_factory=Backend)
+        Config = msgspec.defstruct("Config", [("backend", Backend, field)], **strict)
+        msgspec.convert({"backend": {"batch_size": 4}}, Config)
+    return {"added_mb": _rss() - before}
+
+
 def _child(kind: str, args: dict) -> dict:
     code = f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import runtime_memory as m; print(json.dumps(m._{kind}_case(**{args!r})))"
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -121,7 +154,7 @@ def _child(kind: str, args: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["session", "decode", "imports"])
+    ap.add_argument("what", choices=["session", "decode", "imports", "validators"])
     ap.add_argument("--onnx", default="runs/bundle-student-fp32/audio_encoder.onnx")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--audio", default="../shared/realaudio")
@@ -131,6 +164,15 @@ def main() -> None:
         print(f"interpreter: {r['interpreter_mb']:.1f} MB")
         for name, mb in r["added_mb"].items():
             print(f"  + {name}: {mb:+.1f} MB")
+        return
+    if a.what == "validators":  # msgspec is not a dependency: pip install msgspec
+        for which in ("pydantic", "msgspec"):
+            try:
+                r = _child("validators", {"which": which})
+            except subprocess.CalledProcessError as e:
+                print(f"{which}: not measured ({e.stderr.strip().splitlines()[-1]})")
+                continue
+            print(f"{which}: +{r['added_mb']:.1f} MB (import and a first model)")
         return
     if a.what == "decode":
         r = _child("decode", {"audio": a.audio})
