@@ -348,14 +348,17 @@ def run_onnx(model: str, audio: str, seconds: float, threads: int, hop_s: float)
 def _stream_windows(loop: AudioLoop, windower, infer, seconds: float) -> dict:
     """Blocks through the windower, `infer` on each window alone: the figures of an
     engine that is a model and nothing more (BirdNET's, or an encoder graph)."""
+    from animalclap_edge.audio.windows import WindowBatcher
+
     block = round(BLOCK_SECONDS * loop.sample_rate)
+    batcher = WindowBatcher(windower, 1)  # windows cut into one buffer, as the pipeline's are
     n, model_s, latencies, rss_trace = 0, 0.0, [], []
     t0 = time.perf_counter()
     for k, (_, b) in enumerate(loop.blocks(block)):
         ready = time.perf_counter()
-        for w in windower.push(b):
+        for x, _ in batcher.push(b):
             t = time.perf_counter()
-            infer(w.samples)
+            infer(x[0])
             model_s += time.perf_counter() - t
             latencies.append(time.perf_counter() - ready)
             n += 1

@@ -19,7 +19,7 @@ import numpy as np
 
 from animalclap_edge import __version__
 from animalclap_edge.audio.decode import AudioError, resample, to_mono
-from animalclap_edge.audio.windows import Window, Windower
+from animalclap_edge.audio.windows import Window, WindowBatcher, Windower
 from animalclap_edge.backends import EmbeddingBackend, select_backend
 from animalclap_edge.bundle import Bundle, demo_bundle_path, load_bundle
 from animalclap_edge.clips import ClipWriter
@@ -214,18 +214,16 @@ class Detector:
         out_events: list | None = None,
     ) -> RecordingResult:
         windower = Windower(self.window, self.hop, self.min_samples)
+        batcher = WindowBatcher(windower, self.config.backend.batch_size)
         merger = EventMerger(self.config.scoring.merge_gap_s)
         best: dict[tuple[str, str], tuple[float, np.ndarray | None]] = {}
         n_windows = n_dets = 0
         status, reason = "ok", None
-        pending: list[Window] = []
-        batch = self.config.backend.batch_size
 
-        def drain(force: bool) -> None:
+        def process(batches: Iterable[tuple[np.ndarray, list[Window]]]) -> None:
             nonlocal n_windows, n_dets
-            while pending and (force or len(pending) >= batch):
-                chunk, pending[:] = pending[:batch], pending[batch:]
-                scores = self.scorer.score(self.backend.embed(np.stack([w.samples for w in chunk])))
+            for x, chunk in batches:  # x (n, window): the batcher's buffer, reused
+                scores = self.scorer.score(self.backend.embed(x))
                 per_window = [
                     (w, self._detections(rec, run_id, w, s))
                     for w, s in zip(chunk, scores, strict=True)
@@ -277,12 +275,10 @@ class Detector:
 
         try:
             for block in rec.blocks:
-                pending.extend(windower.push(block))
-                drain(force=False)
+                process(batcher.push(block))
         except AudioError as e:
             status, reason = "partial", str(e)
-        pending.extend(windower.flush())
-        drain(force=True)
+        process(batcher.flush())
         emit([clip(e) for e in merger.flush()])
         seen_s = windower.samples_seen / self.sample_rate
         if n_windows == 0 and status == "ok":

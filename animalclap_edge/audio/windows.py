@@ -11,10 +11,14 @@ the stream `flush` adds at most one more window:
 
 State is one preallocated float32 buffer holding the last `window_samples`
 samples plus three integers; pushing hours of audio does not grow it.
+
+`WindowBatcher` cuts windows straight into one preallocated (batch, window) array,
+the encoder's input: no array per window and no stacked copy per batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,8 +71,11 @@ class Windower:
         """Samples of history held (always `window_samples`): the windower's whole memory."""
         return self._history.size
 
-    def push(self, block: np.ndarray) -> list[Window]:
-        """Append a 1-D block; return every window that is now complete, in order."""
+    def push(self, block: np.ndarray, into: Callable[[], np.ndarray] | None = None) -> list[Window]:
+        """Append a 1-D block; return every window that is now complete, in order.
+
+        `into`, when given, returns the float32 (window_samples,) array each window is
+        written into (a row of a batch); otherwise each window gets a new array."""
         if self._flushed:
             raise RuntimeError("Windower.push after flush: call reset() for a new stream")
         x = np.asarray(block, np.float32)
@@ -79,7 +86,7 @@ class Windower:
         out: list[Window] = []
         while self._next_start + w <= t1:
             s = self._next_start
-            samples = np.empty(w, np.float32)
+            samples = np.empty(w, np.float32) if into is None else into()
             if s < t0:
                 h = t0 - s  # 0 < h < w: samples taken from history
                 samples[:h] = self._history[w - h :]
@@ -113,3 +120,58 @@ class Windower:
             self._emitted += 1
             return [Window(total - w, self._history.copy(), False)]
         return []
+
+
+class WindowBatcher:
+    """Windows of a stream, `batch_size` at a time, in one preallocated array.
+
+    `push(block)` yields `(x, windows)` each time `batch_size` windows are ready;
+    `flush()` yields the last, partial batch at the end of the stream. `x` is
+    float32 (n, window_samples) and each window's `samples` is a row of it: both
+    are views of the one buffer, valid until the generator is advanced (copy what
+    must outlive it). Consume each generator to its end. Memory: the windower's
+    history plus this buffer, whatever the block size (a 10 s block at 48 kHz used
+    to hold its 7 windows and a stacked copy of each batch besides).
+    """
+
+    def __init__(self, windower: Windower, batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.windower = windower
+        self.batch_size = int(batch_size)
+        self._buf = np.zeros((self.batch_size, windower.window_samples), np.float32)
+        self._windows: list[Window] = []
+
+    def _next_row(self) -> np.ndarray:
+        return self._buf[len(self._windows)]
+
+    def _full(self) -> tuple[np.ndarray, list[Window]]:
+        windows, self._windows = self._windows, []
+        return self._buf[: len(windows)], windows
+
+    def push(self, block: np.ndarray) -> Iterator[tuple[np.ndarray, list[Window]]]:
+        x = np.asarray(block, np.float32)
+        if x.ndim != 1:
+            raise ValueError(f"WindowBatcher.push needs a 1-D block, got shape {x.shape}")
+        # A piece of at most one hop completes at most one window (window starts are
+        # a hop apart), so a row is always free when the windower asks for one.
+        step = self.windower.hop_samples
+        for i in range(0, len(x), step):
+            self._windows += self.windower.push(x[i : i + step], into=self._next_row)
+            if len(self._windows) == self.batch_size:
+                yield self._full()
+
+    def flush(self) -> Iterator[tuple[np.ndarray, list[Window]]]:
+        for w in self.windower.flush():  # at most one window, in its own array
+            row = self._next_row()
+            row[:] = w.samples
+            self._windows.append(Window(w.start_sample, row, w.padded))
+            if len(self._windows) == self.batch_size:
+                yield self._full()
+        if self._windows:
+            yield self._full()
+
+    def reset(self) -> None:
+        """Forget the stream and any windows not yet yielded."""
+        self.windower.reset()
+        self._windows = []

@@ -1,4 +1,5 @@
-"""Windower: window starts, end-of-stream rules, repeat-padding, reset, bounded memory."""
+"""Windower: window starts, end-of-stream rules, repeat-padding, reset, bounded memory;
+WindowBatcher: the same windows, batched in one reused buffer."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from animalclap_edge.audio import Windower, read_all, read_blocks, repeat_pad
+from animalclap_edge.audio.windows import WindowBatcher
 
 REALAUDIO = Path(__file__).resolve().parents[3] / ".." / "shared" / "realaudio"
 SR = 8000
@@ -150,3 +152,52 @@ def test_windows_of_real_audio_equal_slices_of_the_whole_file():
     )
     for x in wins:
         assert np.array_equal(x.samples, whole[x.start_sample : x.start_sample + 3 * sr])
+
+
+def _batched(b: WindowBatcher, x: np.ndarray, sizes: list[int]) -> list[tuple[np.ndarray, list]]:
+    """Push `x` cut at the given block sizes (cycled), then flush; copies of each batch."""
+    out, i, k = [], 0, 0
+
+    def keep(batches):
+        for xb, ws in batches:
+            assert [len(w.samples) for w in ws] == [xb.shape[1]] * len(ws)
+            assert all(np.shares_memory(w.samples, xb) for w in ws)  # rows, not copies
+            out.append((xb.copy(), [(w.start_sample, w.padded) for w in ws]))
+
+    while i < len(x):
+        n = sizes[k % len(sizes)] or 1
+        keep(b.push(x[i : i + n]))
+        i, k = i + n, k + 1
+    keep(b.flush())
+    return out
+
+
+@pytest.mark.parametrize("batch", [1, 3, 4])
+@pytest.mark.parametrize("sizes", [[SR * 10], [1000, 4801], [SR * 4, 3]])
+@pytest.mark.parametrize("seconds", [0.7, 10.0, 10.6])
+def test_batcher_gives_the_windowers_windows_in_order(batch, sizes, seconds):
+    x = np.random.default_rng(1).standard_normal(round(seconds * SR)).astype(np.float32)
+    expected = run(Windower(3 * SR, SR * 3 // 2, SR // 2), x, sizes)
+    got = _batched(WindowBatcher(Windower(3 * SR, SR * 3 // 2, SR // 2), batch), x, sizes)
+    assert [len(ws) for _, ws in got[:-1]] == [batch] * (len(got) - 1)  # only the last is short
+    flat = [(s, p, row) for xb, ws in got for (s, p), row in zip(ws, xb, strict=True)]
+    assert [(s, p) for s, p, _ in flat] == [(w.start_sample, w.padded) for w in expected]
+    assert all(np.array_equal(r, w.samples) for (_, _, r), w in zip(flat, expected, strict=True))
+
+
+def test_batcher_reuses_one_buffer_over_a_stream():
+    b = WindowBatcher(Windower(3 * SR, SR * 3 // 2, SR // 2), 4)
+    block = np.ones(10 * SR, np.float32)
+    buffers = {xb.__array_interface__["data"][0] for _ in range(30) for xb, _ in b.push(block)}
+    assert len(buffers) == 1  # every batch is a view of the same memory
+
+
+def test_batcher_reset_and_bad_input():
+    b = WindowBatcher(Windower(2 * SR, SR, SR // 2), 4)
+    assert list(b.push(np.ones(3 * SR, np.float32))) == []  # two windows held, not yet a batch
+    b.reset()
+    assert [len(ws) for _, ws in b.flush()] == []
+    with pytest.raises(ValueError, match="1-D"):
+        list(b.push(np.ones((2, 10), np.float32)))
+    with pytest.raises(ValueError, match="batch_size"):
+        WindowBatcher(Windower(2 * SR, SR, 0), 0)
