@@ -5,6 +5,8 @@
 #   prefetch  + device_prefetch=true (batch n+1 copied to the GPU during step n)
 #   graphs    + compile_mode=reduce-overhead prompt_length=auto (CUDA graphs)
 #   graphs512 the same at batch 512 (not in the default list; VARIANTS="... graphs512")
+#   synced    graphs with run_ahead=0: a sync after every step, as every run before
+#             2026-11-26 evening did (not in the default list; A/B against graphs)
 # 2026-11-26 on an H100, base and graphs in one call: 1,875 and 2,120 samples/s, host
 # overhead 26% and 12%; prefetch alone, which would split the gain, not yet run.
 # A warm-up longer than the prefetch queue (14 workers x 4 batches) so the timed steps
@@ -17,6 +19,7 @@ declare -A SETS_OF=(
   [prefetch]="compile=true device_prefetch=true"
   [graphs]="compile=true device_prefetch=true compile_mode=reduce-overhead prompt_length=auto"
   [graphs512]="compile=true device_prefetch=true compile_mode=reduce-overhead prompt_length=auto"
+  [synced]="compile=true device_prefetch=true compile_mode=reduce-overhead prompt_length=auto run_ahead=0"
 )
 declare -A BATCH_OF=([graphs512]=512)  # larger matmuls; about 50 GB at batch 512
 for v in ${VARIANTS:-base prefetch graphs}; do

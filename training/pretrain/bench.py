@@ -34,6 +34,7 @@ from training.pretrain.loop import (
     optimizer_step,
 )
 from training.pretrain.mixed import training_data
+from training.pretrain.pacing import RunAhead
 from training.pretrain.prefetch import DevicePrefetch
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from NVIDIA's data sheets, by device name.
@@ -51,6 +52,7 @@ class BenchResult:
     compiled: str  # "no" or the torch.compile mode
     prompt_length: int  # 0: padded to each batch's longest
     device_prefetch: bool
+    run_ahead: int  # steps queued ahead of the GPU (0: a sync after every step)
     workers: int
     steps: int
     warmup_steps: int  # untimed; on a GPU at least the loader's prefetch queue
@@ -155,17 +157,18 @@ def bench(
     flops = counter.get_total_flops()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    wait = compute = 0.0
+    pace = RunAhead(device, cfg.run_ahead)  # as the loop paces itself
+    wait = 0.0
     t_start = time.perf_counter()
     for _ in range(steps):
         t0 = time.perf_counter()
         batch = next(it)
-        t1 = time.perf_counter()
+        wait += time.perf_counter() - t0
         step(batch)
-        sync()
-        t2 = time.perf_counter()
-        wait, compute = wait + t1 - t0, compute + t2 - t1
+        pace.step_queued()
+    pace.drain()
     total = time.perf_counter() - t_start
+    compute = total - wait  # host time outside the loader: queueing, and waiting for the GPU
 
     loader_rate = steady_loader_rate(batches(), steps, cfg.workers, cfg.batch_size)
     # Pinning copies every batch once more, in one thread of the main process: if the
@@ -201,6 +204,7 @@ def bench(
         compiled=cfg.compile_mode if cfg.compile else "no",
         prompt_length=collate.pad_to,
         device_prefetch=cfg.device_prefetch,
+        run_ahead=cfg.run_ahead,
         workers=cfg.workers,
         steps=steps,
         warmup_steps=warmup,
@@ -243,7 +247,8 @@ def write(result: BenchResult, out: str | Path | None) -> str:
         )
     if result.host_overhead > 0.05:
         gpu = not result.device.startswith("cpu")  # both remedies act on the GPU side
-        tries = [] if result.device_prefetch or not gpu else ["device_prefetch=true"]
+        tries = ["run_ahead=1"] if gpu and not result.run_ahead else []
+        tries += [] if result.device_prefetch or not gpu else ["device_prefetch=true"]
         if gpu and result.compiled not in ("no", "reduce-overhead"):
             tries.append("compile_mode=reduce-overhead prompt_length=auto")
         tries.append("WAV shards (prepare --codec wav)")

@@ -61,6 +61,10 @@ class PretrainConfig:
     # With compile_mode=reduce-overhead: 1,875 -> 2,120 samples/s on an H100
     # (docs/pretraining.md).
     device_prefetch: bool = False
+    # Steps the host may queue ahead of the GPU (pacing.py): 1 prepares step n + 1
+    # while step n runs; 0 synchronises after every step (the loop until 2026-11-26,
+    # which every H100 figure in docs/pretraining.md so far used).
+    run_ahead: int = 1
     # HTS-AT normalises its input mel bins with BatchNorm. sync: SyncBatchNorm across
     # ranks (CUDA only; elsewhere it falls back to local, and says so); local: per-rank
     # batch statistics; frozen: running statistics, no update (fine-tuning).
@@ -87,6 +91,10 @@ class PretrainConfig:
         for name in ("epochs", "clips_per_species", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.run_ahead < 0:
+            raise ValueError(
+                f"run_ahead must be 0 (synchronise every step) or more steps, got {self.run_ahead}"
+            )
         if not 0 <= self.replay_fraction < 1:
             raise ValueError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
         if self.prompt_length != "auto" and (

@@ -19,6 +19,7 @@ from training.pretrain.data import Collate, EpochPlanDataset, RankBatches, longe
 from training.pretrain.dist import Dist, all_mean, barrier, close, init_distributed
 from training.pretrain.loss import gathered_clip_loss
 from training.pretrain.mixed import training_data
+from training.pretrain.pacing import RunAhead
 from training.pretrain.prefetch import DevicePrefetch
 
 
@@ -368,7 +369,6 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
             + (f"resuming at step {step} from {resume.name}" if resume else f"init {loaded.source}")
         )
     bar = tqdm(total=stop_at, initial=step, desc="pretrain", disable=not (progress and d.main))
-    pin = d.device.type == "cuda"
 
     def save() -> None:
         if d.main:
@@ -394,10 +394,14 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
         d.device,
     )
     forward = compile_module(net, cfg.compile_mode, bool(collate.pad_to)) if cfg.compile else net
+    pace = RunAhead(d.device, cfg.run_ahead)
     try:
-        t_wait = time.perf_counter()
+        # Timings cover the steps since the last log, read when the loss is (a sync):
+        # per-step host timestamps say nothing about a GPU the host runs ahead of.
+        since = t_wait = time.perf_counter()
+        waited, n_since = 0.0, 0
         for batch in DevicePrefetch(loader, d.device) if cfg.device_prefetch else loader:
-            t0 = time.perf_counter()
+            waited += time.perf_counter() - t_wait
             epoch = step // steps_per_epoch
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
             lr = cosine_lr(step, total, cfg.lr, cfg.warmup_steps)
@@ -412,34 +416,37 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             optimizer_step(opt, cfg)
-            if pin:
-                torch.cuda.synchronize()
-            t1 = time.perf_counter()
+            pace.step_queued()
             step += 1
-            log_now = step % cfg.log_every == 0 or step == stop_at or step == 1
-            if log_now:
+            n_since += 1
+            if step % cfg.log_every == 0 or step == stop_at or step == 1:
                 # every rank joins the reduction; rank 0 writes the global mean
                 mean_loss = all_mean(loss.detach(), d)
-            if logs and log_now:
-                logs.step(
-                    {
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": mean_loss,
-                        "lr": lr,
-                        "logit_scale": module.clap.logit_scale_a.exp().item(),
-                        "data_wait_s": t0 - t_wait,
-                        "compute_s": t1 - t0,
-                        "samples_per_s": cfg.batch_size / max(1e-9, t1 - t_wait),
-                    }
-                )
+                now = time.perf_counter()
+                if logs:
+                    logs.step(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            "loss": mean_loss,
+                            "lr": lr,
+                            "logit_scale": module.clap.logit_scale_a.exp().item(),
+                            "data_wait_s": waited / n_since,
+                            "step_s": (now - since) / n_since,
+                            "samples_per_s": cfg.batch_size * n_since / max(1e-9, now - since),
+                        }
+                    )
+                bar.set_postfix(loss=f"{mean_loss:.3f}", epoch=epoch)
+                waited, n_since = 0.0, 0
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
             if on_step is not None:
                 on_step(step)
             if step % cfg.checkpoint_every == 0 or step == stop_at:
                 save()
+            if n_since == 0:
+                since = time.perf_counter()  # after the log and any checkpoint
             t_wait = time.perf_counter()  # the sampler ends the loop at stop_at
+        pace.drain()
     finally:
         bar.close()
         if logs:

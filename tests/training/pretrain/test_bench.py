@@ -22,6 +22,7 @@ def test_bench_reports_throughput_flops_and_mfu(tmp_path, capsys):
     assert r["warmup_steps"] == 1  # as asked: only GPUs stretch it past the prefetch queue
     assert r["compute_alone_s"] > 0 and r["host_overhead"] > -1
     assert abs(r["host_overhead"] - (r["step_s"] / r["compute_alone_s"] - 1)) < 0.01
+    assert r["run_ahead"] == 1  # the default, as the loop runs
 
 
 def test_the_verdict_suggests_only_what_is_not_already_on():
@@ -34,11 +35,14 @@ def test_the_verdict_suggests_only_what_is_not_already_on():
     figures.update(compute_alone_s=0.108, host_overhead=0.19, tflop_per_step=11.6)
     figures.update(achieved_tflops=90.0, peak_tflops=989.0, mfu=0.09, peak_memory_gb=25.0)
     figures.update(peak_reserved_gb=30.0, paper_run_minutes=34.0)
-    base = BenchResult(compiled="default", prompt_length=0, device_prefetch=False, **figures)
+    base = BenchResult(
+        compiled="default", prompt_length=0, device_prefetch=False, run_ahead=0, **figures
+    )
     tuned = BenchResult(
-        compiled="reduce-overhead", prompt_length=24, device_prefetch=True, **figures
+        compiled="reduce-overhead", prompt_length=24, device_prefetch=True, run_ahead=1, **figures
     )
     before, after = write(base, None), write(tuned, None)
+    assert "run_ahead=1" in before and "run_ahead" not in after.splitlines()[-1]
     assert "close to) the bottleneck" in before  # 2,100 clips/s alone feed 2,000 samples/s
     assert "19% slower" in before and "19% slower" in after
     assert "device_prefetch=true" in before and "reduce-overhead" in before
@@ -46,12 +50,13 @@ def test_the_verdict_suggests_only_what_is_not_already_on():
     assert "pinning" not in before  # 2,100 pinned against 2,200 unpinned: not the limit
     figures["loader_unpinned_samples_per_s"] = 3000.0
     pinned = write(
-        BenchResult(compiled="no", prompt_length=0, device_prefetch=False, **figures), None
+        BenchResult(compiled="no", prompt_length=0, device_prefetch=False, run_ahead=1, **figures),
+        None,
     )
     assert "pinning limits the loader (2100 clips/s pinned, 3000 unpinned)" in pinned
     # on a CPU neither GPU-side remedy applies, and without workers there are none to cut
     figures.update(device="cpu (2 threads)", workers=0)
-    cpu = write(BenchResult(compiled="no", prompt_length=0, device_prefetch=False, **figures), None)
-    cpu = cpu.splitlines()[-1]  # the verdict
-    assert "device_prefetch" not in cpu and "reduce-overhead" not in cpu
+    cpu = BenchResult(compiled="no", prompt_length=0, device_prefetch=False, run_ahead=0, **figures)
+    cpu = write(cpu, None).splitlines()[-1]  # the verdict
+    assert "device_prefetch" not in cpu and "reduce-overhead" not in cpu and "run_ahead" not in cpu
     assert "workers=N (loading runs in the loop)" in cpu and "fewer workers" not in cpu
