@@ -148,3 +148,29 @@ def test_detector_api_on_arrays(tiny_bundle, sr):
     b = det.detect_array(x, sr)
     assert [d.detection_id for d in a] == [d.detection_id for d in b]  # deterministic
     assert all(d.window_end_s - d.window_start_s == pytest.approx(3.0) for d in a)
+
+
+def test_detector_api_holds_one_batch_of_windows_not_the_whole_array(tiny_bundle):
+    import tracemalloc
+
+    from animalclap_edge.detector import Detector
+
+    det = Detector.load(tiny_bundle)
+    x = np.zeros(300 * 48_000, np.float32)  # 5 min: 199 windows of 3 s, 115 MB as arrays
+    tracemalloc.start()
+    try:
+        det.detect_array(x, 48_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20e6  # bytes: one batch, the windower's history, the detections
+
+
+def test_detector_api_refuses_a_nan_past_the_first_slice_it_checks(tiny_bundle):
+    from animalclap_edge.audio.decode import AudioError
+    from animalclap_edge.detector import Detector
+
+    x = np.zeros(3 << 20, np.float32)  # three of the slices the check reads at a time
+    x[(5 << 19) + 7] = np.nan
+    with pytest.raises(AudioError, match="non-finite"):
+        Detector.load(tiny_bundle).detect_array(x, 48_000)
