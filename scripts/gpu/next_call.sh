@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The next device call for pretraining throughput (about 8 min on an H100; carry .whl):
+#  0. the hardware tests of run_ahead (tests/training/pretrain/test_pacing.py);
 #  1. the loader alone on the benchmark's WAV shards with 4, 8 and 14 workers, unpinned
 #     (a worker on the H100 host delivered a third of a 2-core CPU host's: is it cores?);
 #  2. compile_variants.sh's graphs and synced variants: the loop running one step ahead
@@ -14,6 +15,9 @@ SETUP_ONLY=1 SHARDS=wav OUT=/tmp/setup bash scripts/gpu/bench_pretrain.sh > /dev
     || { echo "setup failed"; exit 1; }
 echo "setup ${SECONDS} s"
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+# run_ahead on a real GPU first (about 30 s): at most one step in flight, same losses
+timeout 150 python3 -m pytest -q -p no:cacheprovider -m hardware \
+    tests/training/pretrain/test_pacing.py 2>&1 | tail -3
 for w in 4 8 14; do
   timeout 90 python3 scripts/benchmarks/loader_alone.py --data /tmp/prepared-wav --batch 256 \
       --workers $w --passes 1 2>&1 | grep -E "clips/s"
