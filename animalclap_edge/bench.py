@@ -135,8 +135,29 @@ class AudioLoop:
         self._raw.close()
 
 
-def _percentiles(xs: list[float]) -> dict[str, float]:
-    if not xs:
+class _Times:
+    """Floats recorded into one array filled up front: the bench's own bookkeeping must
+    not grow with the run, or `rss_drift` would report it as the runtime's (a list of
+    58,000 latencies is 1.8 MB of float objects over a 24 h run)."""
+
+    def __init__(self, capacity: int):
+        self._a, self.n = np.full(capacity, np.nan), 0
+
+    def add(self, x: float) -> None:
+        if self.n == len(self._a):
+            raise BenchError(f"more than the {len(self._a)} timings planned for this run")
+        self._a[self.n] = x
+        self.n += 1
+
+    def __getitem__(self, i: int) -> float:
+        return float(self._a[: self.n][i])
+
+    def values(self) -> np.ndarray:
+        return self._a[: self.n]
+
+
+def _percentiles(xs) -> dict[str, float]:
+    if len(xs) == 0:
         return {}
     a = np.asarray(xs) * 1000
     return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
@@ -180,8 +201,9 @@ def run_animalclap(
     if sr != 48_000:
         raise BenchError(f"bundle sample rate {sr}: the bench feeds 48 kHz audio")
     timers = {"embed": 0.0, "score": 0.0, "store": 0.0}
-    block_ready: list[float] = []  # wall time each block was handed over
-    latencies: list[float] = []
+    block = round(BLOCK_SECONDS * sr)
+    block_ready = _Times(-(-loop.total // block))  # wall time each block was handed over
+    latencies = _Times(loop.total // det.hop + 2)  # one label per window (top_k 1)
     rss_trace: list[tuple[int, float]] = []
     inner_embed, inner_score = det.backend.embed, det.scorer.score
 
@@ -198,12 +220,11 @@ def run_animalclap(
         return out
 
     det.backend.embed, det.scorer.score = embed, score
-    block = round(BLOCK_SECONDS * sr)
 
     def blocks():
         for i, b in loop.blocks(block):
-            block_ready.append(time.perf_counter())
-            if len(block_ready) % 100 == 0:
+            block_ready.add(time.perf_counter())
+            if block_ready.n % 100 == 0:
                 rss_trace.append((i, _rss_mb()))
             yield b
 
@@ -219,7 +240,7 @@ def run_animalclap(
             timers["store"] += now - t
             for d in dets:
                 end_sample = round(d.window_end_s * sr) - 1
-                latencies.append(now - block_ready[min(end_sample // block, len(block_ready) - 1)])
+                latencies.add(now - block_ready[min(end_sample // block, block_ready.n - 1)])
             return n
 
         store.add_detections = add
@@ -241,7 +262,7 @@ def run_animalclap(
         "wall_s": wall,
         "windows_per_s": result.n_windows / wall,
         "realtime_factor": seconds / wall,
-        "latency": _percentiles(latencies),
+        "latency": _percentiles(latencies.values()),
         "stage_ms_per_window": {k: 1000 * v / result.n_windows for k, v in timers.items()},
         **_memory(rss_start, rss_loaded),
         "rss_trace_mb": [r for _, r in rss_trace],
@@ -352,7 +373,8 @@ def _stream_windows(loop: AudioLoop, windower, infer, seconds: float) -> dict:
 
     block = round(BLOCK_SECONDS * loop.sample_rate)
     batcher = WindowBatcher(windower, 1)  # windows cut into one buffer, as the pipeline's are
-    n, model_s, latencies, rss_trace = 0, 0.0, [], []
+    n, model_s, rss_trace = 0, 0.0, []
+    latencies = _Times(loop.total // windower.hop_samples + 2)
     t0 = time.perf_counter()
     for k, (_, b) in enumerate(loop.blocks(block)):
         ready = time.perf_counter()
@@ -360,7 +382,7 @@ def _stream_windows(loop: AudioLoop, windower, infer, seconds: float) -> dict:
             t = time.perf_counter()
             infer(x[0])
             model_s += time.perf_counter() - t
-            latencies.append(time.perf_counter() - ready)
+            latencies.add(time.perf_counter() - ready)
             n += 1
         if k % 100 == 99:
             rss_trace.append(_rss_mb())
@@ -370,7 +392,7 @@ def _stream_windows(loop: AudioLoop, windower, infer, seconds: float) -> dict:
         "wall_s": wall,
         "windows_per_s": n / wall,
         "realtime_factor": seconds / wall,
-        "latency": _percentiles(latencies),
+        "latency": _percentiles(latencies.values()),
         "stage_ms_per_window": {"model": 1000 * model_s / n},
         "rss_trace_mb": rss_trace,
     }

@@ -106,3 +106,17 @@ def test_the_audio_loop_streams_the_recordings_in_order_and_wraps(tmp_path):
     want = np.resize(np.concatenate(parts), 5 * 48_000)  # cycled, cut to 5 s
     assert starts[1] == 7_000 and len(y) == 5 * 48_000
     np.testing.assert_array_equal(y, want)
+
+
+def test_timings_live_in_one_array_filled_up_front():
+    import numpy as np
+
+    from animalclap_edge.bench import BenchError, _Times
+
+    t = _Times(3)
+    for x in (0.5, 0.25):
+        t.add(x)
+    assert t.n == 2 and t[-1] == 0.25 and np.array_equal(t.values(), [0.5, 0.25])
+    t.add(1.0)
+    with pytest.raises(BenchError, match="more than the 3 timings planned"):
+        t.add(2.0)
