@@ -149,9 +149,6 @@ class _Times:
         self._a[self.n] = x
         self.n += 1
 
-    def __getitem__(self, i: int) -> float:
-        return float(self._a[: self.n][i])
-
     def values(self) -> np.ndarray:
         return self._a[: self.n]
 
@@ -240,7 +237,9 @@ def run_animalclap(
             timers["store"] += now - t
             for d in dets:
                 end_sample = round(d.window_end_s * sr) - 1
-                latencies.add(now - block_ready[min(end_sample // block, block_ready.n - 1)])
+                latencies.add(
+                    now - block_ready.values()[min(end_sample // block, block_ready.n - 1)]
+                )
             return n
 
         store.add_detections = add

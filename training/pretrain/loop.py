@@ -437,14 +437,14 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
                         }
                     )
                 bar.set_postfix(loss=f"{mean_loss:.3f}", epoch=epoch)
-                waited, n_since = 0.0, 0
+                since, waited, n_since = now, 0.0, 0
             bar.update(1)
             if on_step is not None:
                 on_step(step)
             if step % cfg.checkpoint_every == 0 or step == stop_at:
+                t_save = time.perf_counter()
                 save()
-            if n_since == 0:
-                since = time.perf_counter()  # after the log and any checkpoint
+                since += time.perf_counter() - t_save  # checkpoints are not training steps
             t_wait = time.perf_counter()  # the sampler ends the loop at stop_at
         pace.drain()
     finally:
