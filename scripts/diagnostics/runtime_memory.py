@@ -4,13 +4,18 @@
     python scripts/diagnostics/runtime_memory.py decode --audio ../shared/realaudio
     python scripts/diagnostics/runtime_memory.py imports
     python scripts/diagnostics/runtime_memory.py validators   # pydantic against msgspec
+    python scripts/diagnostics/runtime_memory.py array --bundle runs/bundle-student-fp32 --minutes 10
 
 `session`: onnxruntime's encoder session under the options tried for peak RSS (arena
 off, basic graph optimisation, no weight pre-packing, no memory pattern) at batch 1, 4 and 8: RSS the
 session adds, RSS running adds, peak, and ms per window. `decode`: what decoding a
 folder of recordings costs in RSS after the runtime's imports (why `bench` decodes in
 its driver, not in the engines' workers). `imports`: the RSS each of the runtime's
-heavy imports adds, in order (pydantic's share is the config's validation).
+heavy imports adds, in order (pydantic's share is the config's validation). `array`:
+the peak RSS `Detector.detect_array` adds above an in-memory clip of noise.
+The session cases also load the graph with its weights as ONNX external data
+(memory-mapped) and as an ORT-format model, and with an environment arena that
+extends by exactly what is asked (kSameAsRequested).
 """
 
 from __future__ import annotations
@@ -31,7 +36,32 @@ CASES = {
     "basic optimisation": {"opt": "basic"},
     "no pre-packing": {"prepack": False},
     "no memory pattern": {"pattern": False},  # the runtime's choice since 2026-11-26
+    "weights as external data": {"pattern": False, "model": "external"},
+    "ORT-format model": {"pattern": False, "model": "ort"},
+    "env arena, same as requested": {"pattern": False, "env_arena": True},
 }
+
+
+def _model_variants(onnx: str, tmp: Path) -> dict[str, str]:
+    """The graph as given, with its weights as external data, and in ORT format."""
+    import onnx as onnx_lib
+
+    external = tmp / "external.onnx"
+    model = onnx_lib.load(onnx)
+    onnx_lib.save(
+        model,
+        external,
+        save_as_external_data=True,
+        location="external.onnx.data",
+        size_threshold=1024,
+    )
+    convert = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort"]
+    subprocess.run(
+        [*convert, str(external), "--output_dir", str(tmp / "ort")],
+        check=True,
+        capture_output=True,
+    )
+    return {"onnx": onnx, "external": str(external), "ort": str(tmp / "ort" / "external.ort")}
 
 
 def _rss() -> float:
@@ -49,11 +79,19 @@ def _session_case(
     opt: str = "all",
     prepack: bool = True,
     pattern: bool = True,
+    env_arena: bool = False,
 ) -> dict:
     import numpy as np
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    if env_arena:
+        same_as_requested = 1  # ArenaExtendStrategy::kSameAsRequested
+        info = ort.OrtMemoryInfo(
+            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+        )
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, same_as_requested, -1, -1))
+        so.add_session_config_entry("session.use_env_allocators", "1")
     so.intra_op_num_threads = so.inter_op_num_threads = 1
     so.log_severity_level = 3
     so.enable_cpu_mem_arena = arena
@@ -162,6 +200,22 @@ def _validators_case(which: str) -> dict:
     return {"added_mb": _rss() - before}
 
 
+def _array_case(bundle: str, minutes: float) -> dict:
+    import numpy as np
+
+    from animalclap_edge.bundle import load_bundle
+    from animalclap_edge.config import config_from_dict
+    from animalclap_edge.detector import Detector
+
+    config = config_from_dict({"backend": {"threads": 1, "batch_size": 4}})
+    det = Detector(load_bundle(bundle), config)
+    x = np.random.default_rng(0).standard_normal(round(minutes * 60 * 48_000), dtype=np.float32)
+    x *= 0.05
+    before = _peak()
+    det.detect_array(x, 48_000)
+    return {"array_mb": x.nbytes / 2**20, "added_mb": _peak() - before}
+
+
 def _child(kind: str, args: dict) -> dict:
     code = f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import runtime_memory as m; print(json.dumps(m._{kind}_case(**{args!r})))"
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -173,7 +227,9 @@ def _child(kind: str, args: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["session", "decode", "imports", "validators"])
+    ap.add_argument("what", choices=["session", "decode", "imports", "validators", "array"])
+    ap.add_argument("--bundle", default="runs/bundle-student-fp32")
+    ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--onnx", default="runs/bundle-student-fp32/audio_encoder.onnx")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--audio", default="../shared/realaudio")
@@ -199,13 +255,27 @@ def main() -> None:
             f"decoding {a.audio}: +{r['peak_added_mb']:.1f} MB peak, {r['kept_mb']:.1f} MB kept after"
         )
         return
-    for name, opts in CASES.items():
-        for b in a.batches:
-            r = _child("session", {"onnx": a.onnx, "batch": b, **opts})
-            print(
-                f"{name}, batch {b}: session +{r['session_mb']:.1f} MB, running +{r['running_mb']:.1f} MB, "
-                f"peak {r['peak_mb']:.1f} MB, {r['ms_per_window']:.2f} ms per window"
-            )
+    if a.what == "array":
+        r = _child("array", {"bundle": a.bundle, "minutes": a.minutes})
+        print(
+            f"detect_array on {a.minutes:g} min ({r['array_mb']:.0f} MB of float32): "
+            f"peak RSS +{r['added_mb']:.1f} MB above the array"
+        )
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        models = _model_variants(a.onnx, Path(tmp))
+        for name, opts in CASES.items():
+            opts = dict(opts)
+            onnx = models[opts.pop("model", "onnx")]
+            for b in a.batches:
+                _print_session(name, b, _child("session", {"onnx": onnx, "batch": b, **opts}))
+
+
+def _print_session(name: str, b: int, r: dict) -> None:
+    print(
+        f"{name}, batch {b}: session +{r['session_mb']:.1f} MB, running +{r['running_mb']:.1f} MB, "
+        f"peak {r['peak_mb']:.1f} MB, {r['ms_per_window']:.2f} ms per window"
+    )
 
 
 if __name__ == "__main__":
