@@ -302,6 +302,7 @@ class Detector:
             clock_trusted=rec.clock_trusted,
             clock_note=rec.clock_note,
             finished_utc=_now(),
+            audio_note=rec.audio_note,
         )
 
     def _detections(

@@ -96,6 +96,7 @@ class RecordingResult:
     clock_trusted: bool
     clock_note: str
     finished_utc: str
+    audio_note: str = ""  # what of the audio the model does not hear (a faster recording)
 
     def __post_init__(self) -> None:
         _coerce(self, ("duration_s",), ("n_windows", "n_detections"))

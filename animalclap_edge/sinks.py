@@ -46,10 +46,13 @@ class ConsoleSink:
 
 
 class SkipLog:
-    """One line per skipped or partial recording, with its reason (stderr in the CLI)."""
+    """One line per skipped or partial recording, with its reason, and one per audio
+    note (stderr in the CLI). A note is said once: a card of 384 kHz files holds the same
+    note for every file, which the database keeps per file (`recordings.audio_note`)."""
 
     def __init__(self, err: TextIO):
         self.err = err
+        self._notes_said: set[str] = set()
 
     def on_detection(self, d: Detection) -> None:
         pass
@@ -60,7 +63,13 @@ class SkipLog:
     def on_recording(self, r: RecordingResult) -> None:
         if r.status != "ok":
             self.err.write(f"{r.status}: {r.source_path}: {r.reason}\n")
-            self.err.flush()
+        if r.audio_note and r.audio_note not in self._notes_said:
+            self._notes_said.add(r.audio_note)
+            self.err.write(
+                f"note: {r.source_path}: {r.audio_note} (said once; every file's note is in "
+                "recordings.audio_note)\n"
+            )
+        self.err.flush()
 
 
 class JsonlSink:
@@ -85,6 +94,7 @@ class JsonlSink:
                     "path": r.source_path,
                     "status": r.status,
                     "reason": r.reason,
+                    "audio_note": r.audio_note,
                     "windows": r.n_windows,
                     "detections": r.n_detections,
                 }

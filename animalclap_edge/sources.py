@@ -39,6 +39,7 @@ from animalclap_edge.audio.decode import (
     RESAMPLE_QUALITY,
     SUPPORTED_EXTENSIONS,
     AudioError,
+    band_note,
     probe,
     read_blocks,
 )
@@ -62,6 +63,7 @@ class Recording:
     clock_trusted: bool
     clock_note: str  # why the time is (not) trusted
     blocks: Iterator[np.ndarray]  # float32 (n,) mono; may raise AudioError mid-stream
+    audio_note: str = ""  # what of the audio the model does not hear (decode.band_note)
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ def _file_recording(
         clock_trusted=trusted,
         clock_note=note,
         blocks=track(read_blocks(path, target_sr, block_seconds)),
+        audio_note=band_note(info.sample_rate, target_sr),
     )
 
 
@@ -304,6 +307,7 @@ class StdinSource(_SourceBase):
             clock_trusted=trusted,
             clock_note=note,
             blocks=self._track(self._blocks(first)),
+            audio_note=band_note(self.sample_rate, self.target_sr),
         )
 
     def close(self) -> None:
@@ -602,6 +606,7 @@ class MicSource(_SourceBase):
             clock_trusted=trusted,
             clock_note=f"wall clock at stream start; {note}",
             blocks=self._track(self._blocks()),
+            audio_note=band_note(self.capture_rate, self.target_sr),
         )
 
     def _blocks(self) -> Iterator[np.ndarray]:

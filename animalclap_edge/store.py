@@ -23,7 +23,7 @@ from types import TracebackType
 
 from animalclap_edge.records import LEVELS, STATUSES, Detection, Event, RecordingResult
 
-SCHEMA_VERSION = 3  # 2: events; 3: health
+SCHEMA_VERSION = 4  # 2: events; 3: health; 4: recordings.audio_note
 BUSY_TIMEOUT_MS = 5000  # a reader (sync job, sqlite3 shell) may hold the lock briefly
 
 
@@ -148,6 +148,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             detail_json TEXT NOT NULL
         )""",
     ),
+    # Why part of a recording is not analysed (a 384 kHz bat recording heard up to
+    # 24 kHz); '' for the rows written before, which did not check.
+    3: ("ALTER TABLE recordings ADD COLUMN audio_note TEXT NOT NULL DEFAULT ''",),
 }
 
 _DET_COLS = tuple(f.name for f in fields(Detection))

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -95,14 +95,7 @@ class WatchedSource:
                         yield rec
                         continue
                     watched = _Watched(rec, s, on_end=self._after)
-                    yield Recording(
-                        id=rec.id,
-                        sample_rate=rec.sample_rate,
-                        start_time=rec.start_time,
-                        clock_trusted=rec.clock_trusted,
-                        clock_note=rec.clock_note,
-                        blocks=watched.blocks(),
-                    )
+                    yield replace(rec, blocks=watched.blocks())
                     healthy = healthy or watched.audio_s >= s.stall_s
             except SourceError as e:  # failed while starting (device gone between opens)
                 self._problem("open_failed", str(e))

@@ -77,6 +77,18 @@ class AudioInfo:
     truncated: str = ""
 
 
+def band_note(native_sr: int, target_sr: int) -> str:
+    """Why part of a recording is not analysed, "" when nothing is lost: resampling a
+    faster recording to the model's rate filters out all above half that rate, such
+    as a bat detector's ultrasound (384 or 500 kHz recordings)."""
+    if native_sr <= target_sr:
+        return ""
+    return (
+        f"recorded at {native_sr} Hz, analysed at {target_sr} Hz: sound above "
+        f"{target_sr // 2} Hz (ultrasound: bats, bush-crickets) is not heard"
+    )
+
+
 def _one_line(msg: object) -> str:
     return re.sub(r"\s+", " ", str(msg)).strip() or "unknown error"
 

@@ -66,7 +66,7 @@ def test_schema_created(db: Path):
             *("runs", "recordings", "detections", "outbox", "events", "health"),
             "sqlite_sequence",  # health ids are AUTOINCREMENT: never reused after deletes
         }
-        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         cols = [r[1] for r in c.execute("PRAGMA table_info(detections)")]
         assert cols == [
             "detection_id",
@@ -287,7 +287,33 @@ def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_rows(db: Path):
     with DetectionStore(db) as s:  # reopening is a no-op
         assert len(s.detections()) == 1 and s.events() == []
     with sqlite3.connect(db) as c:
-        assert c.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_version_3_database_gains_audio_notes_and_keeps_its_recordings(db: Path):
+    """Rows written before the audio note read back with an empty one."""
+    from animalclap_edge import store as S
+
+    db.parent.mkdir(parents=True)
+    c = sqlite3.connect(db)
+    for stmt in S._SCHEMA + S.MIGRATIONS[1] + S.MIGRATIONS[2]:  # version 3, as released
+        c.execute(stmt)
+    c.execute("PRAGMA user_version = 3")
+    c.execute("INSERT INTO runs VALUES ('r3', 't', NULL, 'b', 'c', 'src', 'h', '0.1')")
+    c.execute(
+        "INSERT INTO recordings VALUES ('a.wav', 'r3', 'a.wav', 'ok', NULL, 4.0, 2, 0, NULL, 0, "
+        "'', 't')"
+    )
+    c.commit()
+    c.close()
+    with DetectionStore(db) as s:
+        (old,) = s.recordings()
+        assert old.source_path == "a.wav" and old.audio_note == ""
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0")
+        s.record_recording(
+            replace(old, recording_id="b.wav", run_id=RUN, audio_note="heard to 24 kHz")
+        )
+        assert [r.audio_note for r in s.recordings()] == ["", "heard to 24 kHz"]
 
 
 def test_health_events_are_logged_in_order_and_read_after_an_id(db: Path):
