@@ -391,3 +391,38 @@ def test_mic_source_captures_a_wav_played_into_a_real_alsa_device(tmp_path):
         assert exact.sum() >= 64, (i, j, int(exact.sum()))
         positions.append(j)
     assert len(positions) >= 5 and positions == sorted(positions), positions
+
+
+_REFUSED_RATE_SCRIPT = """
+from animalclap_edge.sources import MicSource, SourceError
+try:
+    MicSource("acl_file", sample_rate=768000, target_sr=48000)
+except SourceError as e:
+    print("SourceError:", e)
+with MicSource("acl_capture", sample_rate=96000, block_seconds=0.1, target_sr=48000) as src:
+    (rec,) = list(src.recordings())
+    print("note:", rec.audio_note)
+"""
+
+
+def test_mic_names_the_rate_a_real_alsa_device_refuses(tmp_path):
+    """ALSA's `file` plugin without `plug` in front takes only the rates its slave
+    does: 768 kHz, which our config allows, is refused by the device itself. With
+    `plug`, 96 kHz is taken, and the recording says what 48 kHz analysis drops."""
+    _sounddevice_or_skip()
+    (tmp_path / "in.raw").write_bytes(bytes(9600))
+    (tmp_path / ".asoundrc").write_text(_ALSA_CAPTURE.format(infile=tmp_path / "in.raw"))
+    proc = subprocess.run(
+        [sys.executable, "-c", _REFUSED_RATE_SCRIPT],
+        env={**os.environ, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("SourceError:")]
+    assert "acl_file refuses 768000 Hz x 1 ch" in line and "its default rate is" in line
+    assert "available input devices: " in line and "acl_capture" in line
+    (note,) = [x for x in proc.stdout.splitlines() if x.startswith("note:")]
+    assert note.startswith("note: recorded at 96000 Hz, analysed at 48000 Hz")
