@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -62,6 +63,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from animalclap_edge.config import ConfigError
     from animalclap_edge.live import LiveError
     from animalclap_edge.publish import PublishError
+    from animalclap_edge.report import ReportError
     from animalclap_edge.scoring import ScoringError
     from animalclap_edge.service import ServiceError
     from animalclap_edge.sources import SourceError
@@ -75,6 +77,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ConfigError,
         LiveError,
         PublishError,
+        ReportError,
         ScoringError,
         ServiceError,
         SourceError,
@@ -240,6 +243,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     isv.set_defaults(func=_cmd_install_service)
 
+    rp = sub.add_parser(
+        "report",
+        help="write a database's detections, events, recordings or a daily summary as CSV",
+        description=(
+            "Reads the database read-only (a card straight from a recorder is left as it "
+            "is) and writes one CSV: the rows as logged, each trait in columns of its own, "
+            "or `summary`: one row per UTC day and label."
+        ),
+    )
+    rp.add_argument("what", choices=["detections", "events", "recordings", "summary"])
+    rp.add_argument("--db", help="SQLite database (default: storage.database of --config)")
+    rp.add_argument("--config", help="YAML config whose storage.database to read")
+    rp.add_argument("--out", help="CSV file to write (default: stdout)")
+    rp.add_argument(
+        "--min-probability", type=float, help="keep detections (events: their best) at or above"
+    )
+    rp.add_argument(
+        "--taxon",
+        action="append",
+        default=[],
+        help="keep this taxon code or scientific name (any case; repeat for several)",
+    )
+    rp.set_defaults(func=_cmd_report)
+
     cfg = sub.add_parser("config", help="check, show or describe configs")
     csub = cfg.add_subparsers(metavar="ACTION")
     chk = csub.add_parser("check", help="validate config files; names every wrong key or value")
@@ -328,6 +355,37 @@ def _cmd_serve(args) -> int:
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from systemctl stop
             pass
     print("live: stopped", file=sys.stderr)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from animalclap_edge.report import write_report
+
+    if args.db:
+        db = Path(args.db)
+    else:
+        from animalclap_edge.config import load_config
+
+        db = Path(load_config(args.config).storage.database)
+    filters = {"min_probability": args.min_probability, "taxa": args.taxon}
+    if not args.out:
+        try:
+            n = write_report(db, args.what, sys.stdout, **filters)
+        except BrokenPipeError:  # `| head`: the reader has all it wants
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+    else:
+        out = Path(args.out)
+        part = out.with_name(out.name + ".part")  # a failed report leaves no half file
+        try:
+            with part.open("w", encoding="utf-8", newline="") as f:
+                n = write_report(db, args.what, f, **filters)
+            part.replace(out)
+        finally:
+            part.unlink(missing_ok=True)
+    print(
+        f"{n} {args.what} rows from {db}" + (f" -> {args.out}" if args.out else ""), file=sys.stderr
+    )
     return 0
 
 

@@ -1,0 +1,167 @@
+"""A detection database as CSV, for the people who collect the SD cards.
+
+The database is opened read-only (nothing on the card changes: no schema upgrade, no
+checkpoint), rows are streamed (a season is millions of detections), and each table
+comes out as one CSV that a spreadsheet or R reads as it is:
+- `detections`, `events`, `recordings`: the rows as logged; the traits of each
+  detection in columns of their own (`<trait>` and `<trait>_p`; labels of a
+  multi-label trait joined by "|"), instead of one JSON text;
+- `summary`: one row per UTC day and label, with how many detections and recordings,
+  the highest and mean probability, the first and last time, and whether every
+  clock that day was trusted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TextIO
+
+WHAT: tuple[str, ...] = ("detections", "events", "recordings", "summary")
+
+# Per UTC day (from the window's wall time; "undated" without one) and label.
+_SUMMARY = """
+SELECT coalesce(substr(start_time_utc, 1, 10), 'undated') AS day,
+       level, taxon, scientific_name, common_name,
+       count(*) AS detections,
+       count(DISTINCT recording_id) AS recordings,
+       round(max(probability), 4) AS max_probability,
+       round(avg(probability), 4) AS mean_probability,
+       min(start_time_utc) AS first_utc,
+       max(start_time_utc) AS last_utc,
+       min(clock_trusted) AS clock_trusted
+FROM detections {where}
+GROUP BY day, level, taxon, scientific_name, common_name
+ORDER BY day, detections DESC, taxon
+"""
+
+
+class ReportError(Exception):
+    """The report cannot be written; `str(e)` says why and what to do."""
+
+
+def open_readonly(db: str | Path) -> sqlite3.Connection:
+    """A read-only connection to a detection database, or a one-line `ReportError`."""
+    path = Path(db)
+    if not path.is_file():
+        raise ReportError(f"no database at {path}")
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.Error as e:
+        raise ReportError(
+            f"{path}: cannot read it ({e}); on a read-only card, copy the database and its "
+            "-wal file to a folder you can write and report from there"
+        ) from e
+    if "detections" not in tables:
+        conn.close()
+        raise ReportError(f"{path}: not an AnimalCLAP detection database (no detections table)")
+    return conn
+
+
+def write_report(
+    db: str | Path,
+    what: str,
+    out: TextIO,
+    min_probability: float | None = None,
+    taxa: Sequence[str] = (),
+) -> int:
+    """Write table `what` (one of WHAT) of `db` to `out` as CSV; returns the rows written.
+
+    `min_probability` and `taxa` (taxon codes or scientific names, any case) keep
+    the detections (and events, by their highest probability) that match."""
+    if what not in WHAT:
+        raise ReportError(f"unknown report {what!r}: choose one of {', '.join(WHAT)}")
+    if what == "recordings" and (min_probability is not None or taxa):
+        raise ReportError(
+            "--min-probability and --taxon select detections: use them with detections, "
+            "events or summary"
+        )
+    if min_probability is not None and not 0.0 <= min_probability <= 1.0:
+        raise ReportError(f"--min-probability must be between 0 and 1, got {min_probability:g}")
+    conn = open_readonly(db)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if what == "events" and "events" not in tables:
+            raise ReportError(
+                f"{db}: has no events table (written by a release before events); "
+                "report detections instead"
+            )
+        p_col = "max_probability" if what == "events" else "probability"
+        where, args = _filters(p_col, min_probability, taxa)
+        if what == "summary":
+            cursor = conn.execute(_SUMMARY.format(where=where), args)
+        else:
+            table = "detections" if what == "detections" else what
+            cursor = conn.execute(f"SELECT * FROM {table} {where} ORDER BY rowid", args)
+        header = [d[0] for d in cursor.description]
+        rows: Iterator[Sequence[object]] = cursor
+        if what == "detections" and "traits_json" in header:
+            header, rows = _traits_in_columns(conn, header, cursor, where, args)
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        n = 0
+        for row in rows:
+            writer.writerow(row)
+            n += 1
+        return n
+    except sqlite3.Error as e:
+        raise ReportError(f"{db}: cannot read the {what} ({e})") from e
+    finally:
+        conn.close()
+
+
+def _filters(
+    p_col: str, min_probability: float | None, taxa: Sequence[str]
+) -> tuple[str, list[object]]:
+    clauses, args = [], []
+    if min_probability is not None:
+        clauses.append(f"{p_col} >= ?")
+        args.append(min_probability)
+    if taxa:
+        names = [t.lower() for t in taxa]
+        marks = ", ".join("?" * len(names))
+        clauses.append(f"(lower(taxon) IN ({marks}) OR lower(scientific_name) IN ({marks}))")
+        args += names + names
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _traits_in_columns(
+    conn: sqlite3.Connection,
+    header: list[str],
+    rows: sqlite3.Cursor,
+    where: str,
+    args: list[object],
+) -> tuple[list[str], Iterator[list[object]]]:
+    """Replace the traits_json column by two per trait: its value(s) and probability."""
+    # one pass for the trait names: a database may hold several bundles' traits
+    names = [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT j.key FROM "
+            f"(SELECT traits_json FROM detections {where}) d, json_each(d.traits_json) j "
+            "ORDER BY j.key",
+            args,
+        )
+    ]
+    at = header.index("traits_json")
+    columns = header[:at] + [c for n in names for c in (n, f"{n}_p")] + header[at + 1 :]
+
+    def flat() -> Iterator[list[object]]:
+        for row in rows:
+            traits = json.loads(row[at] or "{}")
+            cells: list[object] = []
+            for n in names:
+                t = traits.get(n)
+                if t is None:
+                    cells += ["", ""]
+                elif "values" in t:  # multi-label: the labels kept, each with its p
+                    cells += ["|".join(t["values"]), "|".join(str(t["p"][v]) for v in t["values"])]
+                else:
+                    cells += [t["value"], t["p"]]
+            yield [*row[:at], *cells, *row[at + 1 :]]
+
+    return columns, flat()

@@ -1,0 +1,186 @@
+"""`animalclap-edge report`: a card's database as CSV, read without changing it."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from animalclap_edge.cli import main
+from animalclap_edge.report import ReportError, write_report
+from animalclap_edge.store import DetectionStore
+
+from .factories import RUN, detection
+
+TRAITS = {
+    "activity": {"value": "diurnal", "p": 0.9},
+    "habitat": {"values": ["forest", "wetland"], "p": {"forest": 0.8, "wetland": 0.6}},
+}
+
+
+def _csv(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _report(db: Path, what: str, **kw) -> list[dict[str, str]]:
+    out = io.StringIO()
+    n = write_report(db, what, out, **kw)
+    rows = _csv(out.getvalue())
+    assert n == len(rows)
+    return rows
+
+
+@pytest.fixture
+def card(tmp_path: Path) -> Path:
+    """Two days of a recorder: blackbirds on both, a robin and an undated window."""
+    db = tmp_path / "card" / "detections.db"
+    may1, may2 = "2024-05-01T04:0{}:00+00:00", "2024-05-02T05:0{}:00+00:00"
+    dets = [
+        detection(0, start_time_utc=may1.format(0), clock_trusted=True, probability=0.9),
+        detection(72000, start_time_utc=may1.format(1), clock_trusted=True, probability=0.7),
+        detection(0, recording_id="b.flac", start_time_utc=may2.format(0), probability=0.5),
+        detection(
+            72000,
+            recording_id="b.flac",
+            taxon="eurrob1",
+            scientific_name="Erithacus rubecula",
+            common_name="European Robin",
+            start_time_utc=may2.format(1),
+            clock_trusted=True,
+            probability=0.95,
+            traits_json=json.dumps(TRAITS),
+        ),
+        detection(0, recording_id="stdin", start_time_utc=None, probability=0.6),
+    ]
+    with DetectionStore(db) as s:
+        s.start_run(RUN, "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        s.add_detections(dets)
+    return db
+
+
+def test_detections_come_out_as_logged_with_each_trait_in_its_columns(card):
+    rows = _report(card, "detections")
+    with sqlite3.connect(card) as c:
+        ids = [r[0] for r in c.execute("SELECT detection_id FROM detections ORDER BY rowid")]
+    assert [r["detection_id"] for r in rows] == ids
+    assert "traits_json" not in rows[0]
+    robin = next(r for r in rows if r["taxon"] == "eurrob1")
+    assert (robin["activity"], robin["activity_p"]) == ("diurnal", "0.9")
+    assert (robin["habitat"], robin["habitat_p"]) == ("forest|wetland", "0.8|0.6")
+    blackbird = rows[0]  # the factory's traits: activity only
+    assert (blackbird["activity"], blackbird["habitat"], blackbird["habitat_p"]) == (
+        "diurnal",
+        "",
+        "",
+    )
+
+
+def test_summary_counts_each_day_and_label_once(card):
+    rows = _report(card, "summary")
+    got = {(r["day"], r["taxon"]): r for r in rows}
+    assert set(got) == {
+        ("2024-05-01", "eurbla"),
+        ("2024-05-02", "eurbla"),
+        ("2024-05-02", "eurrob1"),
+        ("undated", "eurbla"),
+    }
+    may1 = got["2024-05-01", "eurbla"]
+    assert (may1["detections"], may1["recordings"], may1["clock_trusted"]) == ("2", "1", "1")
+    assert (may1["max_probability"], may1["mean_probability"]) == ("0.9", "0.8")
+    assert (may1["first_utc"], may1["last_utc"]) == (
+        "2024-05-01T04:00:00+00:00",
+        "2024-05-01T04:01:00+00:00",
+    )
+    assert got["2024-05-02", "eurbla"]["clock_trusted"] == "0"  # one untrusted clock that day
+    assert sum(int(r["detections"]) for r in rows) == 5
+
+
+def test_filters_keep_the_detections_asked_for(card):
+    rows = _report(card, "detections", min_probability=0.65)
+    assert sorted(float(r["probability"]) for r in rows) == [0.7, 0.9, 0.95]
+    rows = _report(card, "detections", taxa=["ERITHACUS RUBECULA"])
+    assert [r["taxon"] for r in rows] == ["eurrob1"]
+    rows = _report(card, "summary", taxa=["eurbla"], min_probability=0.8)
+    assert [(r["day"], r["detections"]) for r in rows] == [("2024-05-01", "1")]
+    with pytest.raises(ReportError, match="use them with detections, events or summary"):
+        write_report(card, "recordings", io.StringIO(), taxa=["eurbla"])
+    with pytest.raises(ReportError, match="between 0 and 1, got 70"):
+        write_report(card, "detections", io.StringIO(), min_probability=70)
+
+
+def test_an_old_card_is_read_as_it_is_and_left_unchanged(tmp_path):
+    """A version-1 database (before events): read without the upgrade a writer makes."""
+    from animalclap_edge import store as S
+
+    db = tmp_path / "old.db"
+    c = sqlite3.connect(db)
+    for stmt in S._SCHEMA:
+        c.execute(stmt)
+    c.execute("PRAGMA user_version = 1")
+    c.commit()
+    c.close()
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    assert _report(db, "detections") == []
+    with pytest.raises(ReportError, match="no events table"):
+        write_report(db, "events", io.StringIO())
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
+
+
+def test_what_is_not_a_detection_database_is_named(tmp_path):
+    with pytest.raises(ReportError, match="no database at"):
+        write_report(tmp_path / "none.db", "summary", io.StringIO())
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as c:
+        c.execute("CREATE TABLE notes (x)")
+    with pytest.raises(ReportError, match="not an AnimalCLAP detection database"):
+        write_report(other, "summary", io.StringIO())
+    (tmp_path / "text.db").write_text("not sqlite at all, just some text " * 100)
+    with pytest.raises(ReportError, match="cannot read it") as e:
+        write_report(tmp_path / "text.db", "summary", io.StringIO())
+    assert "\n" not in str(e.value)
+
+
+def test_cli_reports_a_real_run_to_a_file(tiny_bundle, realaudio, tmp_path, capsys):
+    audio = tmp_path / "card"
+    audio.mkdir()
+    long_enough = [p for p in sorted(realaudio.glob("*.wav")) if 3 < sf.info(p).duration < 30]
+    assert len(long_enough) >= 2
+    for p in long_enough[:4]:
+        shutil.copy(p, audio / p.name)
+    n_rec = len(long_enough[:4])
+    db = tmp_path / "det.db"
+    cfg = tmp_path / "low.yaml"
+    cfg.write_text("scoring:\n  threshold: 0.01\n")  # random weights: every window detects
+    run = ["run", "--bundle", str(tiny_bundle), "--source", str(audio), "--db", str(db)]
+    assert main([*run, "--config", str(cfg), "--quiet"]) == 0
+    capsys.readouterr()
+    with sqlite3.connect(db) as c:
+        n_det, n_ev = (
+            c.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("detections", "events")
+        )
+    assert n_det > 0 and n_ev > 0
+    for what, n in (("detections", n_det), ("events", n_ev), ("recordings", n_rec)):
+        out = tmp_path / f"{what}.csv"
+        assert main(["report", what, "--db", str(db), "--out", str(out)]) == 0
+        assert len(_csv(out.read_text())) == n
+        assert f"{n} {what} rows from {db} -> {out}" in capsys.readouterr().err
+    summary = tmp_path / "summary.csv"
+    assert main(["report", "summary", "--db", str(db), "--out", str(summary)]) == 0
+    assert sum(int(r["detections"]) for r in _csv(summary.read_text())) == n_det
+    capsys.readouterr()
+    # a failed report leaves no file behind, and says why in one line
+    bad = tmp_path / "bad.csv"
+    assert main(["report", "events", "--db", str(tmp_path / "x.db"), "--out", str(bad)]) == 2
+    assert not bad.exists() and not (tmp_path / "bad.csv.part").exists()
+    assert (
+        capsys.readouterr().err.strip()
+        == f"animalclap-edge: error: no database at {tmp_path / 'x.db'}"
+    )
