@@ -77,16 +77,28 @@ class AudioInfo:
     truncated: str = ""
 
 
+# A recording whose band ends below this fraction of the model's is said to miss
+# calls: 32 kHz (an AudioMoth saving its card) is, 44.1 kHz is not (22 of 24 kHz).
+NARROW_BAND_FRACTION = 0.8
+
+
 def band_note(native_sr: int, target_sr: int) -> str:
-    """Why part of a recording is not analysed, "" when nothing is lost: resampling a
-    faster recording to the model's rate filters out all above half that rate, such
-    as a bat detector's ultrasound (384 or 500 kHz recordings)."""
-    if native_sr <= target_sr:
-        return ""
-    return (
-        f"recorded at {native_sr} Hz, analysed at {target_sr} Hz: sound above "
-        f"{target_sr // 2} Hz (ultrasound: bats, bush-crickets) is not heard"
-    )
+    """What of the sound the model does not hear, "" when nothing that matters:
+    - a faster recording is resampled to the model's rate, which filters out all
+      above half that rate, such as a bat detector's ultrasound (384 or 500 kHz);
+    - a much slower one holds nothing above half its own rate (16 kHz: 8 kHz), where
+      the model was trained on sound up to half of its rate."""
+    if native_sr > target_sr:
+        return (
+            f"recorded at {native_sr} Hz, analysed at {target_sr} Hz: sound above "
+            f"{target_sr // 2} Hz (ultrasound: bats, bush-crickets) is not heard"
+        )
+    if native_sr < NARROW_BAND_FRACTION * target_sr:
+        return (
+            f"recorded at {native_sr} Hz, analysed at {target_sr} Hz: the recording holds "
+            f"nothing above {native_sr // 2} Hz, so calls above it are missed"
+        )
+    return ""
 
 
 def _one_line(msg: object) -> str:

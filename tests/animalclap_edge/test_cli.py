@@ -95,14 +95,16 @@ def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(tiny_bundle, tmp
     assert recs["i_truncated.flac"][0] in ("skipped", "partial")
     err = capsys.readouterr().err
     assert "9 recordings" in err
-    # the 500 kHz file is analysed, and its row and stderr say what of it is not heard
+    # the 8 and 500 kHz files are analysed; their rows and stderr say what is not heard
     notes = dict(_rows(db, "select source_path, audio_note from recordings"))
     notes = {p.rsplit("/", 1)[-1]: n for p, n in notes.items()}
     assert "500000 Hz" in notes["c_500k.wav"] and "above 24000 Hz" in notes["c_500k.wav"]
-    assert notes["a_stereo.flac"] == notes["b_8k.wav"] == notes["e.ogg"] == ""
+    assert "holds nothing above 4000 Hz" in notes["b_8k.wav"]
+    assert notes["a_stereo.flac"] == notes["e.ogg"] == ""
     assert [line for line in err.splitlines() if line.startswith("note:")] == [
-        f"note: {d / 'c_500k.wav'}: {notes['c_500k.wav']} (said once; every file's note is "
+        f"note: {d / name}: {notes[name]} (said once; every file's note is "
         "in recordings.audio_note)"
+        for name in ("b_8k.wav", "c_500k.wav")
     ]
     # the same database again: the five finished files are passed over, the rest retried
     before = _rows(db, "select count(*) from detections")[0][0]

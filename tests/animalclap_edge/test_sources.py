@@ -176,17 +176,19 @@ def test_stdin_s16le_stereo_resampled():
 
 
 def test_a_recording_faster_than_the_model_says_what_is_not_heard(tmp_path):
-    for sr in (TARGET, 44_100, 96_000, 384_000):
+    for sr in (16_000, 32_000, 38_400, 44_100, TARGET, 96_000, 384_000):
         sf.write(tmp_path / f"{sr}.wav", sine(sr, 0.5), sr, subtype="FLOAT")
     notes = {Path(r.id).name: r.audio_note for r in FolderSource(tmp_path, TARGET).recordings()}
-    assert notes["48000.wav"] == notes["44100.wav"] == ""
-    for sr in (96_000, 384_000):
+    assert notes["48000.wav"] == notes["44100.wav"] == notes["38400.wav"] == ""
+    for sr in (96_000, 384_000):  # resampling filters out the ultrasound
         assert notes[f"{sr}.wav"].startswith(f"recorded at {sr} Hz, analysed at 48000 Hz")
-        assert "above 24000 Hz" in notes[f"{sr}.wav"]
+        assert "sound above 24000 Hz" in notes[f"{sr}.wav"]
+    for sr in (16_000, 32_000):  # the recorder never captured the top of the band
+        assert f"holds nothing above {sr // 2} Hz" in notes[f"{sr}.wav"]
     pcm = (sine(192_000, 0.1) * 32767).astype("<i2").tobytes()
     (rec,) = StdinSource(io.BytesIO(pcm), 192_000, 1, "s16le", TARGET).recordings()
     assert "recorded at 192000 Hz" in rec.audio_note
-    (rec,) = StdinSource(io.BytesIO(pcm), 16_000, 1, "s16le", TARGET).recordings()
+    (rec,) = StdinSource(io.BytesIO(pcm), 44_100, 1, "s16le", TARGET).recordings()
     assert rec.audio_note == ""
 
 
