@@ -143,6 +143,8 @@ def _traits_in_columns(
         for r in conn.execute(
             "SELECT DISTINCT j.key FROM "
             f"(SELECT traits_json FROM detections {where}) d, json_each(d.traits_json) j "
+            # a damaged row is named when its turn comes, not failed on here
+            "WHERE json_valid(d.traits_json) AND json_type(d.traits_json) = 'object' "
             "ORDER BY j.key",
             args,
         )
@@ -152,16 +154,26 @@ def _traits_in_columns(
 
     def flat() -> Iterator[list[object]]:
         for row in rows:
-            traits = json.loads(row[at] or "{}")
-            cells: list[object] = []
-            for n in names:
-                t = traits.get(n)
-                if t is None:
-                    cells += ["", ""]
-                elif "values" in t:  # multi-label: the labels kept, each with its p
-                    cells += ["|".join(t["values"]), "|".join(str(t["p"][v]) for v in t["values"])]
-                else:
-                    cells += [t["value"], t["p"]]
+            try:
+                cells = _trait_cells(json.loads(row[at] or "{}"), names)
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise ReportError(
+                    f"detection {row[0]}: its traits_json is not what the runtime writes "
+                    f"({type(e).__name__}: {e}); the database may be damaged"
+                ) from e
             yield [*row[:at], *cells, *row[at + 1 :]]
 
     return columns, flat()
+
+
+def _trait_cells(traits: dict, names: list[str]) -> list[object]:
+    cells: list[object] = []
+    for n in names:
+        t = traits.get(n)
+        if t is None:
+            cells += ["", ""]
+        elif "values" in t:  # multi-label: the labels kept, each with its p
+            cells += ["|".join(t["values"]), "|".join(str(t["p"][v]) for v in t["values"])]
+        else:
+            cells += [t["value"], t["p"]]
+    return cells

@@ -148,8 +148,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             detail_json TEXT NOT NULL
         )""",
     ),
-    # Why part of a recording is not analysed (a 384 kHz bat recording heard up to
-    # 24 kHz); '' for the rows written before, which did not check.
+    # What of a recording the model does not hear (a 384 kHz bat recording is heard up
+    # to 24 kHz; a 16 kHz one holds nothing above 8); '' for the rows written before.
     3: ("ALTER TABLE recordings ADD COLUMN audio_note TEXT NOT NULL DEFAULT ''",),
 }
 

@@ -82,6 +82,17 @@ def test_detections_come_out_as_logged_with_each_trait_in_its_columns(card):
     )
 
 
+def test_damaged_traits_are_named_not_dropped(card):
+    with sqlite3.connect(card) as c:
+        bad = c.execute("SELECT detection_id FROM detections LIMIT 1").fetchone()[0]
+        c.execute(
+            "UPDATE detections SET traits_json = '{\"activity\": 3' WHERE detection_id = ?", (bad,)
+        )
+    with pytest.raises(ReportError, match=f"detection {bad}: its traits_json is not what"):
+        write_report(card, "detections", io.StringIO())
+    assert len(_report(card, "summary")) == 4  # the summary does not read traits
+
+
 def test_summary_counts_each_day_and_label_once(card):
     rows = _report(card, "summary")
     got = {(r["day"], r["taxon"]): r for r in rows}
