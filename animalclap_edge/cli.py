@@ -245,14 +245,17 @@ def _parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser(
         "report",
-        help="write a database's detections, events, recordings or a daily summary as CSV",
+        help="write a database's detections, events, recordings or a daily summary as CSV, "
+        "or a figure of when each label was heard",
         description=(
             "Reads the database read-only (a card straight from a recorder is left as it "
             "is) and writes one CSV: the rows as logged, each trait in columns of its own, "
-            "or `summary`: one row per UTC day and label."
+            "or `summary`: one row per UTC day and label. `activity` draws the most "
+            "detected labels by hour of day and by day (--out FILE.png|svg|pdf; needs the "
+            "[plot] extra)."
         ),
     )
-    rp.add_argument("what", choices=["detections", "events", "recordings", "summary"])
+    rp.add_argument("what", choices=["detections", "events", "recordings", "summary", "activity"])
     rp.add_argument("--db", help="SQLite database (default: storage.database of --config)")
     rp.add_argument("--config", help="YAML config whose storage.database to read")
     rp.add_argument("--out", help="CSV file to write (default: stdout)")
@@ -264,6 +267,13 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="keep this taxon code or scientific name (any case; repeat for several)",
+    )
+    rp.add_argument("--top", type=int, default=12, help="activity: how many labels (default 12)")
+    rp.add_argument(
+        "--utc-offset",
+        type=float,
+        default=0.0,
+        help="activity: hours added to UTC for local time, e.g. -3 or 5.5 (default 0)",
     )
     rp.set_defaults(func=_cmd_report)
 
@@ -367,6 +377,8 @@ def _cmd_report(args) -> int:
         from animalclap_edge.config import load_config
 
         db = Path(load_config(args.config).storage.database)
+    if args.what == "activity":
+        return _report_activity(db, args)
     filters = {"min_probability": args.min_probability, "taxa": args.taxon}
     if not args.out:
         try:
@@ -386,6 +398,20 @@ def _cmd_report(args) -> int:
     print(
         f"{n} {args.what} rows from {db}" + (f" -> {args.out}" if args.out else ""), file=sys.stderr
     )
+    return 0
+
+
+def _report_activity(db: Path, args) -> int:
+    from animalclap_edge.activity import activity, plot_activity
+    from animalclap_edge.report import ReportError
+
+    if not args.out:
+        raise ReportError("activity draws a figure: give --out FILE.png (or .svg, .pdf)")
+    if args.taxon:
+        raise ReportError("--taxon does not apply to activity: it draws the --top labels")
+    a = activity(db, args.top, args.utc_offset, args.min_probability)
+    plot_activity(a, args.out, title=str(db))
+    print(f"{len(a.labels)} labels, {a.total} detections from {db} -> {args.out}", file=sys.stderr)
     return 0
 
 

@@ -80,8 +80,9 @@ def write_report(
             "--min-probability and --taxon select detections: use them with detections, "
             "events or summary"
         )
-    if min_probability is not None and not 0.0 <= min_probability <= 1.0:
-        raise ReportError(f"--min-probability must be between 0 and 1, got {min_probability:g}")
+    p_col = "max_probability" if what == "events" else "probability"
+    clauses, args = detection_filters(p_col, min_probability, taxa)
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     conn = open_readonly(db)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -90,13 +91,10 @@ def write_report(
                 f"{db}: has no events table (written by a release before events); "
                 "report detections instead"
             )
-        p_col = "max_probability" if what == "events" else "probability"
-        where, args = _filters(p_col, min_probability, taxa)
         if what == "summary":
             cursor = conn.execute(_SUMMARY.format(where=where), args)
         else:
-            table = "detections" if what == "detections" else what
-            cursor = conn.execute(f"SELECT * FROM {table} {where} ORDER BY rowid", args)
+            cursor = conn.execute(f"SELECT * FROM {what} {where} ORDER BY rowid", args)
         header = [d[0] for d in cursor.description]
         rows: Iterator[Sequence[object]] = cursor
         if what == "detections" and "traits_json" in header:
@@ -114,11 +112,15 @@ def write_report(
         conn.close()
 
 
-def _filters(
+def detection_filters(
     p_col: str, min_probability: float | None, taxa: Sequence[str]
-) -> tuple[str, list[object]]:
-    clauses, args = [], []
+) -> tuple[list[str], list[object]]:
+    """SQL conditions (to join with AND) and their parameters for the user's filters."""
+    clauses: list[str] = []
+    args: list[object] = []
     if min_probability is not None:
+        if not 0.0 <= min_probability <= 1.0:
+            raise ReportError(f"--min-probability must be between 0 and 1, got {min_probability:g}")
         clauses.append(f"{p_col} >= ?")
         args.append(min_probability)
     if taxa:
@@ -126,7 +128,7 @@ def _filters(
         marks = ", ".join("?" * len(names))
         clauses.append(f"(lower(taxon) IN ({marks}) OR lower(scientific_name) IN ({marks}))")
         args += names + names
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+    return clauses, args
 
 
 def _traits_in_columns(

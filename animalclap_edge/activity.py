@@ -1,0 +1,140 @@
+"""When each label was heard: detections per hour of day and per day, as a figure.
+
+The question an ecologist asks a card first: which species called, on which days,
+and at what time of day (the diel pattern: dawn chorus, dusk, night). Read from the
+database read-only (`report.open_readonly`); matplotlib is imported only to draw,
+and only its object API (no pyplot, no global backend switch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from animalclap_edge.report import ReportError, detection_filters, open_readonly
+
+PLOT_INSTALL_HINT = (
+    "the activity figure needs matplotlib: pip install 'animalclap-edge[plot]' "
+    "(on the computer the card is read on; a recorder does not need it)"
+)
+
+# One row per label: the species' scientific name, or "unknown <taxon> (<level>)".
+_LABEL = (
+    "CASE WHEN level = 'species' THEN scientific_name ELSE common_name || ' (' || level || ')' END"
+)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Detections of the `labels` (most detected first) by hour of day and by day."""
+
+    labels: list[str]
+    by_hour: np.ndarray  # (labels, 24) detections per hour of day, in local time
+    days: list[str]  # YYYY-MM-DD (local), in order
+    by_day: np.ndarray  # (labels, days) detections per day
+    utc_offset_h: float
+    undated: int  # detections without a wall time, left out
+    untrusted: int  # detections counted whose clock was not trusted
+    total: int  # detections counted
+
+
+def activity(
+    db: str | Path, top: int = 12, utc_offset_h: float = 0.0, min_probability: float | None = None
+) -> Activity:
+    """Count the `top` labels' detections per local hour and day (local = UTC + offset)."""
+    if top < 1:
+        raise ReportError(f"--top must be at least 1, got {top}")
+    if not -14 <= utc_offset_h <= 14:
+        raise ReportError(f"--utc-offset must be between -14 and 14 hours, got {utc_offset_h:g}")
+    clauses, args = detection_filters("probability", min_probability, ())
+    where = "WHERE " + " AND ".join(["start_time_utc IS NOT NULL", *clauses])
+    shift = f"{utc_offset_h:+.4f} hours"
+    conn = open_readonly(db)
+    try:
+        undated = conn.execute(
+            "SELECT count(*) FROM detections WHERE start_time_utc IS NULL"
+        ).fetchone()[0]
+        labels = [
+            r[0]
+            for r in conn.execute(
+                f"SELECT {_LABEL} AS label, count(*) AS n FROM detections {where} "
+                "GROUP BY label ORDER BY n DESC, label LIMIT ?",
+                [*args, top],
+            )
+        ]
+        rows = conn.execute(
+            f"SELECT {_LABEL} AS label, strftime('%Y-%m-%d', start_time_utc, ?) AS day, "
+            "CAST(strftime('%H', start_time_utc, ?) AS INTEGER) AS hour, "
+            f"count(*), sum(clock_trusted = 0) FROM detections {where} "
+            "GROUP BY label, day, hour",
+            [shift, shift, *args],
+        ).fetchall()
+    finally:
+        conn.close()
+    index = {label: i for i, label in enumerate(labels)}
+    rows = [r for r in rows if r[0] in index and r[1] is not None]
+    days = sorted({r[1] for r in rows})
+    day_index = {d: i for i, d in enumerate(days)}
+    by_hour = np.zeros((len(labels), 24), np.int64)
+    by_day = np.zeros((len(labels), len(days)), np.int64)
+    untrusted = 0
+    for label, day, hour, n, n_untrusted in rows:
+        by_hour[index[label], hour] += n
+        by_day[index[label], day_index[day]] += n
+        untrusted += n_untrusted
+    return Activity(
+        labels=labels,
+        by_hour=by_hour,
+        days=days,
+        by_day=by_day,
+        utc_offset_h=utc_offset_h,
+        undated=undated,
+        untrusted=untrusted,
+        total=int(by_hour.sum()),
+    )
+
+
+def plot_activity(a: Activity, out: str | Path, title: str = "") -> Path:
+    """Write the figure (PNG, SVG or PDF by `out`'s suffix): a heat map of detections
+    per hour of day, and one per day, for each label."""
+    out = Path(out)
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise ReportError(f"--out {out}: the figure is written as .png, .svg or .pdf")
+    if not a.labels:
+        raise ReportError("no dated detections to plot (check --min-probability)")
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise ReportError(PLOT_INSTALL_HINT) from e
+
+    height = 1.6 + 0.32 * len(a.labels)
+    fig = Figure(figsize=(13, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    hours_ax, days_ax = fig.subplots(1, 2, width_ratios=[1, max(1.0, min(3.0, len(a.days) / 12))])
+    # Hours as each label's share, so a rare species' pattern shows beside a common
+    # one's; days as counts, so the season's busy days stand out.
+    share = a.by_hour / np.maximum(1, a.by_hour.sum(axis=1, keepdims=True))
+    for ax, values, ticks, xlabel, unit in (
+        (hours_ax, share, [f"{h:02d}" for h in range(24)], "hour of day", "share of the label's"),
+        (days_ax, a.by_day, a.days, "day", "detections"),
+    ):
+        image = ax.imshow(values, aspect="auto", cmap="viridis", interpolation="nearest")
+        ax.set_yticks(range(len(a.labels)), a.labels, fontsize=8)
+        step = max(1, len(ticks) // 12)
+        ax.set_xticks(range(0, len(ticks), step), ticks[::step], fontsize=7, rotation=90)
+        ax.set_xlabel(xlabel)
+        fig.colorbar(image, ax=ax, label=unit, shrink=0.9)
+    days_ax.set_yticks([])
+    zone = "UTC" if a.utc_offset_h == 0 else f"UTC{a.utc_offset_h:+g} h"
+    caveats = [f"{a.total} detections, times in {zone}"]
+    if a.untrusted:
+        caveats.append(f"{a.untrusted} of them timed by an untrusted clock")
+    if a.undated:
+        caveats.append(f"{a.undated} without a time left out")
+    fig.suptitle(((title + "\n") if title else "") + "; ".join(caveats), fontsize=9)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    return out

@@ -1,0 +1,97 @@
+"""`report activity`: when each label was heard, counted exactly and drawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from animalclap_edge.activity import activity, plot_activity
+from animalclap_edge.cli import main
+from animalclap_edge.report import ReportError
+from animalclap_edge.store import DetectionStore
+
+from .factories import RUN, detection
+
+ROBIN = dict(taxon="eurrob1", scientific_name="Erithacus rubecula", common_name="European Robin")
+
+
+@pytest.fixture
+def season(tmp_path: Path) -> Path:
+    """Blackbirds at dawn on two days, a robin late in the evening (UTC), a family-level
+    detection, an untrusted clock and an undated window."""
+    dets = []
+    for day, hour, minute in (("01", 4, 0), ("01", 4, 10), ("02", 5, 0), ("02", 4, 30)):
+        t = f"2024-05-{day}T{hour:02d}:{minute:02d}:00+00:00"
+        dets.append(detection(len(dets) * 72000, start_time_utc=t, clock_trusted=True))
+    dets.append(
+        detection(
+            len(dets) * 72000,
+            start_time_utc="2024-05-01T23:30:00+00:00",
+            clock_trusted=False,
+            **ROBIN,
+        )
+    )
+    dets.append(
+        detection(
+            len(dets) * 72000,
+            level="family",
+            taxon="Turdidae",
+            scientific_name="Turdidae",
+            common_name="unknown Turdidae",
+            start_time_utc="2024-05-02T12:00:00+00:00",
+            probability=0.4,
+        )
+    )
+    dets.append(detection(len(dets) * 72000, start_time_utc=None))
+    db = tmp_path / "season.db"
+    with DetectionStore(db) as s:
+        s.start_run(RUN, "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        s.add_detections(dets)
+    return db
+
+
+def test_detections_are_counted_by_local_hour_and_day(season):
+    a = activity(season)
+    assert a.labels == ["Turdus merula", "Erithacus rubecula", "unknown Turdidae (family)"]
+    assert a.days == ["2024-05-01", "2024-05-02"]
+    assert a.by_hour[0, 4] == 3 and a.by_hour[0, 5] == 1 and a.by_hour[0].sum() == 4
+    assert a.by_hour[1, 23] == 1 and a.by_hour[2, 12] == 1
+    np.testing.assert_array_equal(a.by_day, [[2, 2], [1, 0], [0, 1]])
+    assert (a.total, a.untrusted, a.undated) == (6, 2, 1)  # the factory's clock: untrusted
+
+
+def test_a_utc_offset_moves_hours_and_days(season):
+    a = activity(season, utc_offset_h=2)
+    robin = a.labels.index("Erithacus rubecula")
+    assert a.by_hour[robin, 1] == 1  # 23:30 UTC is 01:30 the next day
+    assert a.by_day[robin, a.days.index("2024-05-02")] == 1
+    half = activity(season, utc_offset_h=-0.5)
+    # 04:00, 04:10, 04:30, 05:00 UTC -> 03:30, 03:40, 04:00, 04:30
+    assert half.by_hour[0, 3] == 2 and half.by_hour[0, 4] == 2
+
+
+def test_top_and_min_probability_choose_what_is_drawn(season):
+    assert activity(season, top=1).labels == ["Turdus merula"]
+    assert "unknown Turdidae (family)" not in activity(season, min_probability=0.5).labels
+    with pytest.raises(ReportError, match="--top must be at least 1"):
+        activity(season, top=0)
+    with pytest.raises(ReportError, match="--utc-offset must be between -14 and 14"):
+        activity(season, utc_offset_h=20)
+
+
+def test_the_figure_is_written_and_bad_requests_are_named(season, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out = plot_activity(activity(season), tmp_path / "a.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ReportError, match=r"written as \.png, \.svg or \.pdf"):
+        plot_activity(activity(season), tmp_path / "a.jpg")
+    with pytest.raises(ReportError, match="no dated detections to plot"):
+        plot_activity(activity(season, min_probability=0.99), tmp_path / "b.png")
+    svg = tmp_path / "cli.svg"
+    assert main(["report", "activity", "--db", str(season), "--out", str(svg), "--top", "2"]) == 0
+    assert svg.read_text().lstrip().startswith("<?xml")
+    assert f"2 labels, 5 detections from {season}" in capsys.readouterr().err
+    assert main(["report", "activity", "--db", str(season)]) == 2
+    assert "give --out FILE.png" in capsys.readouterr().err
