@@ -115,6 +115,13 @@ def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(tiny_bundle, tmp
     assert _rows(db, "select count(*) from detections")[0][0] == before
     assert main([*args, "--redo"]) == 0
     assert "9 recordings" in capsys.readouterr().err
+    # another config is another analysis: every file again, logged under its own hash
+    cfg = tmp_path / "strict.yaml"
+    cfg.write_text("scoring:\n  threshold: 0.3\n")
+    assert main([*args, "--config", str(cfg)]) == 0
+    err = capsys.readouterr().err
+    assert "9 recordings" in err and "already done" not in err
+    assert _rows(db, "select count(distinct config_hash) from runs")[0][0] == 2
 
 
 def test_bad_config_is_refused_naming_the_key(tiny_bundle, tmp_path, capsys):
@@ -149,16 +156,91 @@ def test_inspect_and_config_commands(tiny_bundle, capsys):
     assert "properties" in json.loads(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("sr", [22050, 96000])
-def test_detector_api_on_arrays(tiny_bundle, sr):
+def _real_clips(realaudio, shortest_s: float, longest_s: float) -> list:
+    clips = [
+        p
+        for p in sorted(realaudio.iterdir())
+        if p.suffix in (".wav", ".ogg") and shortest_s < sf.info(p).duration < longest_s
+    ]
+    assert clips, f"no real clip of {shortest_s}-{longest_s} s in {realaudio}"
+    return clips
+
+
+def _every_window_detects(tiny_bundle):
+    """The tiny bundle's random weights give near-uniform probabilities: with threshold
+    0 and one label per window, every window yields exactly one detection."""
+    from animalclap_edge.config import EdgeConfig
     from animalclap_edge.detector import Detector
 
-    det = Detector.load(tiny_bundle)
+    cfg = EdgeConfig.model_validate({"scoring": {"threshold": 0.0, "top_k": 1}})
+    return Detector.load(tiny_bundle, cfg)
+
+
+@pytest.mark.parametrize("sr", [22050, 96000])
+def test_detector_api_on_arrays(tiny_bundle, sr):
+    det = _every_window_detects(tiny_bundle)
     x = np.random.default_rng(0).standard_normal(sr * 5).astype(np.float32) * 0.1
     a = det.detect_array(x, sr)
     b = det.detect_array(x, sr)
     assert [d.detection_id for d in a] == [d.detection_id for d in b]  # deterministic
-    assert all(d.window_end_s - d.window_start_s == pytest.approx(3.0) for d in a)
+    # 5 s, resampled to 48 kHz without losing time: windows of 3 s every 1.5 s
+    assert [(d.window_start_s, d.window_end_s) for d in a] == [(0.0, 3.0), (1.5, 4.5)]
+
+
+def test_detector_api_on_a_file_matches_the_array_route(tiny_bundle, realaudio, tmp_path):
+    from animalclap_edge.audio.decode import AudioError, read_all
+
+    det = _every_window_detects(tiny_bundle)
+    path = _real_clips(realaudio, 6, 30)[0]
+    dets = det.detect_file(path)
+    same = det.detect_array(read_all(path, det.sample_rate), det.sample_rate, name=str(path))
+    assert len(dets) >= 3
+    assert [(d.detection_id, d.window_start_s, d.probability) for d in dets] == [
+        (d.detection_id, d.window_start_s, d.probability) for d in same
+    ]
+    events = det.detect_file(path, events=True)
+    assert sum(e.n_windows for e in events) == len(dets)  # each window in one event
+    assert min(e.start_s for e in events) == 0.0
+    assert max(e.end_s for e in events) == max(d.window_end_s for d in dets)
+    fake = tmp_path / "notes.wav"
+    fake.write_text("field notes, not audio")
+    with pytest.raises(AudioError, match=r"notes\.wav: cannot decode"):
+        det.detect_file(fake)
+
+
+def test_detections_are_in_the_database_before_any_sink_hears_of_them(
+    tiny_bundle, realaudio, tmp_path
+):
+    """A sink may publish what it is told (MQTT, the live view): a power cut right
+    after must not leave a published detection missing from the card."""
+    from animalclap_edge.sources import FolderSource
+    from animalclap_edge.store import DetectionStore
+
+    det = _every_window_detects(tiny_bundle)
+    card = tmp_path / "card"
+    card.mkdir()
+    for p in _real_clips(realaudio, 3, 30)[:4]:
+        (card / p.name).write_bytes(p.read_bytes())
+
+    class Checking:
+        def __init__(self, store):
+            self.store, self.told = store, {"detection": 0, "event": 0}
+
+        def on_detection(self, d):
+            assert d.detection_id in {x.detection_id for x in self.store.detections()}
+            self.told["detection"] += 1
+
+        def on_event(self, e):
+            assert e.event_id in {x.event_id for x in self.store.events()}
+            self.told["event"] += 1
+
+        def on_recording(self, r):
+            pass
+
+    with DetectionStore(tmp_path / "d.db") as store, FolderSource(card, det.sample_rate) as src:
+        sink = Checking(store)
+        summary = det.run(src, store, [sink])
+    assert sink.told["detection"] == summary.detections > 0 and sink.told["event"] > 0
 
 
 def test_detector_api_holds_one_batch_of_windows_not_the_whole_array(tiny_bundle):

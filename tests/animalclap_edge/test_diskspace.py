@@ -13,7 +13,7 @@ def test_reserved_blocks_count_as_full_for_the_recorder():
     # 100 GB card, 5 GB reserved for root, 90 GB used: 5 GB left for an ordinary user
     card = Usage(total=100, used=90, free=5)
     assert usage_percent(card) == pytest.approx(94.74, abs=0.01)  # df's Use%
-    assert 100 * card.used / card.total == 90  # what the old formula said
+    # (used / total, the old formula, said 90% here)
     assert usage_percent(Usage(total=100, used=95, free=0)) == 100.0  # ENOSPC for the user
     assert usage_percent(Usage(total=0, used=0, free=0)) == 100.0  # nothing to write to
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from animalclap_edge.events import EventMerger
@@ -122,7 +123,8 @@ def test_clips_are_the_best_window_of_each_event(tiny_bundle, realaudio, tmp_pat
         }
     )
     det = Detector.load(tiny_bundle, cfg)
-    wav = sorted(realaudio.glob("srkw*.wav"))[0]
+    # the longest real clip (9.7 s, 5 windows): events of several windows
+    wav = max(realaudio.glob("*.ogg"), key=lambda p: sf.info(p).duration)
     try:
         with DetectionStore(tmp_path / "d.db") as store, FileSource(wav, det.sample_rate) as src:
             det.run(src, store)
@@ -130,6 +132,10 @@ def test_clips_are_the_best_window_of_each_event(tiny_bundle, realaudio, tmp_pat
     finally:
         det.close()
     assert events and all(e.clip_path and e.clip_note is None for e in events)
+    from animalclap_edge.audio.decode import read_all
+
+    whole = read_all(wav, 48_000)
+    peaks_inside = 0  # events whose best window is not their first: the case that tells
     for e in events:
         audio, sr = sf.read(tmp_path / "clips" / e.clip_path)
         assert sr == 48_000 and len(audio) == det.window
@@ -143,6 +149,13 @@ def test_clips_are_the_best_window_of_each_event(tiny_bundle, realaudio, tmp_pat
             key=lambda d: d.probability,
         )
         assert peak.probability == e.max_probability
+        # the clip holds that window's audio (16-bit in the file; the streamed and the
+        # whole-file resampling of a non-48 kHz source differ by far less than 1e-3)
+        peaks_inside += peak.window_start_s > e.start_s
+        start = round(peak.window_start_s * 48_000)
+        expected = whole[start : start + det.window]
+        np.testing.assert_allclose(audio[: len(expected)], expected, atol=1e-3)
+    assert peaks_inside, [(e.start_s, e.end_s, e.n_windows) for e in events]
     assert not list((tmp_path / "clips").rglob(".*.tmp"))
 
 

@@ -87,7 +87,7 @@ def test_per_species_threshold_include_exclude_regions(tiny_catalogue):
     s = Scorer(b, ScoringSettings(exclude=(sid,)))
     assert sid not in [lab.taxon for lab in s.score(x)[0].labels]
     s = Scorer(b, ScoringSettings(include=("Turdus merula", "tawowl1")))
-    assert len(s.active) == 2
+    assert [tiny_catalogue[i].id for i in s.active] == ["eurbla", "tawowl1"]
     s = Scorer(b, ScoringSettings(regions=("NA",)))
     assert [tiny_catalogue[i].id for i in s.active] == ["amebul"]
     with pytest.raises(ScoringError, match="neither a species id nor a scientific name"):
@@ -122,3 +122,19 @@ def test_scoring_is_deterministic_and_batch_independent(tiny_catalogue):
             [lab.probability for lab in rs.labels],
             atol=1e-5,
         )
+
+
+def test_top_k_keeps_the_most_probable_labels_best_first(tiny_catalogue):
+    b = _bundle(tiny_catalogue, scale=10)
+    # a mix of three species, weighted 3:2:1, so their probabilities are ordered
+    mix = 3 * b.text_embeddings[2] + 2 * b.text_embeddings[0] + b.text_embeddings[3]
+    mix = (mix / np.linalg.norm(mix))[None]
+    full = Scorer(b, ScoringSettings(threshold=0.0, top_k=len(tiny_catalogue), backoff=False))
+    (every,) = full.score(mix)
+    ranked = sorted(every.labels, key=lambda lab: -lab.probability)
+    for k in (1, 2):
+        (res,) = Scorer(b, ScoringSettings(threshold=0.0, top_k=k, backoff=False)).score(mix)
+        assert [lab.taxon for lab in res.labels] == [lab.taxon for lab in ranked[:k]]
+    assert ranked[0].taxon == tiny_catalogue[2].id
+    probs = [lab.probability for lab in every.labels]
+    assert probs == sorted(probs, reverse=True)  # best first, as ranks are written

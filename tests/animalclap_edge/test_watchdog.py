@@ -103,39 +103,41 @@ def test_a_writer_that_dies_and_comes_back_is_reopened(fifo):
     assert src.counters.opens == 2
 
 
-def test_a_frozen_writer_is_noticed_and_the_pipe_reopened(fifo):
-    writers = [_writer(fifo, 1.0, freeze=3.0)]
+def _fails_then_reopens(fifo: Path, writer, error: str) -> tuple[list[str], Log, WatchedSource]:
+    """The first recording of `writer`'s pipe must end with `error`; a new writer then
+    starts (the microphone is back) and the watchdog must open a second recording."""
+    writers = [writer]
     log = Log()
-    first = _open(fifo)
-    src = WatchedSource(first, lambda: _open(fifo), log, FAST)
+    src = WatchedSource(_open(fifo), lambda: _open(fifo), log, FAST)
+    ids = []
     try:
-        got = []
         for rec in src.recordings():
-            with pytest.raises(AudioError, match="stalled: no audio for 1 s"):
+            ids.append(rec.id)
+            if len(ids) == 2:  # reopened: what the new writer sends is not the point here
+                break
+            with pytest.raises(AudioError, match=error):
                 for _ in rec.blocks:
                     pass
-            got.append(rec.id)
-            break
-        assert "source_stalled" in log.kinds() and src.counters.stalls == 1
+            writers.append(_writer(fifo, 1.0))
     finally:
         src.close()
-        writers[0].wait(10)
+        for w in writers:
+            w.wait(10)
+    return ids, log, src
+
+
+def test_a_frozen_writer_is_noticed_and_the_pipe_reopened(fifo):
+    frozen = _writer(fifo, 1.0, freeze=3.0)
+    ids, log, src = _fails_then_reopens(fifo, frozen, "stalled: no audio for 1 s")
+    assert log.kinds()[:2] == ["source_stalled", "source_reopened"]
+    assert (src.counters.stalls, src.counters.opens) == (1, 2) and ids[0] != ids[1]
 
 
 def test_digital_silence_is_reported_and_reopened(fifo):
-    w = _writer(fifo, 3.0, kind="zeros")
-    log = Log()
-    src = WatchedSource(_open(fifo), lambda: _open(fifo), log, FAST)
-    try:
-        for rec in src.recordings():
-            with pytest.raises(AudioError, match=r"silent: 1 s below -90 dBFS"):
-                for _ in rec.blocks:
-                    pass
-            break
-    finally:
-        src.close()
-        w.wait(10)
-    assert log.kinds() == ["source_silent"] and src.counters.silences == 1
+    zeros = _writer(fifo, 3.0, kind="zeros")
+    ids, log, src = _fails_then_reopens(fifo, zeros, r"silent: 1 s below -90 dBFS")
+    assert log.kinds()[:2] == ["source_silent", "source_reopened"]
+    assert (src.counters.silences, src.counters.opens) == (1, 2) and ids[0] != ids[1]
 
 
 def test_a_pipe_that_disappears_is_retried_with_backoff_until_it_is_back(fifo):

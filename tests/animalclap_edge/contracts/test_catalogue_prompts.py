@@ -30,7 +30,7 @@ def test_shuffled_taxonomy_keeps_elements_changes_order(tiny_catalogue):
     rng = random.Random(1)
     shuffled = {render(sp, Template.TAX, rng) for _ in range(20)}
     ordered = render(sp, Template.TAX)
-    assert len(shuffled) > 1 and ordered in shuffled | {ordered}
+    assert len(shuffled) > 1
     for s in shuffled:
         assert sorted(
             s.split(" with")[0].replace("Turdus merula", "Turdus_merula").split()
