@@ -169,9 +169,38 @@ def test_outbox_payload_and_delivery(store: DetectionStore):
     pending = store.pending_outbox(10)
     assert [i for i, _ in pending] == [d.detection_id for d in dets]
     payload = json.loads(pending[0][1])
-    assert payload == json.loads(json.dumps(dets[0].to_json_dict()))
+    # the wire format consumers parse (MQTT, the live view): pinned key by key
+    assert sorted(payload) == [
+        "bundle_id",
+        "clock_trusted",
+        "common_name",
+        "config_hash",
+        "created_utc",
+        "detection_id",
+        "level",
+        "probability",
+        "rank",
+        "recording_id",
+        "run_id",
+        "scientific_name",
+        "score",
+        "start_time_utc",
+        "taxon",
+        "traits",
+        "window_end_s",
+        "window_start_s",
+    ]
+    assert (payload["detection_id"], payload["probability"], payload["clock_trusted"]) == (
+        dets[0].detection_id,
+        0.87,
+        False,
+    )
+    assert (payload["window_start_s"], payload["window_end_s"], payload["taxon"]) == (
+        0.0,
+        3.0,
+        "eurbla",
+    )
     assert payload["traits"] == {"activity": {"value": "diurnal", "p": 0.9}}
-    assert "traits_json" not in payload
     assert len(store.pending_outbox(2)) == 2
     assert store.mark_delivered([dets[0].detection_id, dets[1].detection_id]) == 2
     assert store.mark_delivered([dets[0].detection_id]) == 0  # already delivered
