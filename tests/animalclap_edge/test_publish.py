@@ -76,6 +76,7 @@ class Subscriber:
 
         self.ids: list[str] = []
         self.lock = threading.Lock()
+        self.subscribed = threading.Event()  # the broker holds our subscription
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id="test-consumer", clean_session=False
         )
@@ -87,7 +88,11 @@ class Subscriber:
             with self.lock:
                 self.ids.append(json.loads(msg.payload)["detection_id"])
 
+        def on_subscribe(c, u, mid, reason_codes, p):
+            self.subscribed.set()
+
         self.client.on_connect, self.client.on_message = on_connect, on_message
+        self.client.on_subscribe = on_subscribe
         self.client.reconnect_delay_set(1, 2)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
@@ -212,3 +217,40 @@ def test_heartbeats_carry_the_health_events_and_the_newest_snapshot(tmp_path):
         sub.loop_stop()
         sub.disconnect()
         broker.stop()
+
+
+def test_cli_publish_once_sends_the_backlog_and_exits(tmp_path, capsys):
+    """`animalclap-edge publish --once`: what a card's database never delivered goes up,
+    then the command returns (a cron job or a one-off upload from a laptop)."""
+    from animalclap_edge.cli import main
+
+    broker = Broker(tmp_path)
+    broker.start()
+    db = tmp_path / "d.db"
+    with DetectionStore(db) as store:
+        store.start_run("run-a", "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        store.add_detections([_det(i * 72_000) for i in range(20)])
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text(
+        f"messaging:\n  mqtt:\n    enabled: true\n    host: 127.0.0.1\n    port: {broker.port}\n"
+    )
+    sub = Subscriber(broker.port, "animalclap/+/detections")
+    try:
+        assert sub.subscribed.wait(10)  # or a message published before would be dropped
+        assert main(["publish", "--config", str(cfg), "--db", str(db), "--once"]) == 0
+        assert _wait(lambda: len(sub.unique()) == 20, 30), len(sub.unique())
+    finally:
+        sub.client.loop_stop()
+        sub.client.disconnect()
+        broker.stop()
+    err = capsys.readouterr().err
+    assert f"uplink: mqtt 127.0.0.1:{broker.port} topic animalclap/" in err
+    assert "uplink: 20 delivered; last error: none" in err
+    with DetectionStore(db) as store:
+        assert store.pending_outbox(100) == []
+        assert sub.unique() == {d.detection_id for d in store.detections()}
+    assert main(["publish", "--config", str(cfg), "--db", str(tmp_path / "none.db")]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"animalclap-edge: error: no database at {tmp_path / 'none.db'}"
+    )
