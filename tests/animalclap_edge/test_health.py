@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -44,6 +45,16 @@ def test_thermal_zones_read_like_a_jetson(tmp_path):
 def test_disk_usage_is_of_the_filesystem_holding_the_path(tmp_path):
     d = disk(tmp_path)
     assert 0 < d["disk_percent"] < 100 and d["disk_free_mb"] > 1
+    # the figures are those of each path's own filesystem (here and, where there is
+    # one, a tmpfs), as statvfs gives them to an ordinary user
+    for path in [tmp_path, *[p for p in (Path("/dev/shm"),) if p.is_dir()]]:
+        st = os.statvfs(path)
+        free_mb = st.f_bavail * st.f_frsize / 2**20
+        used = (st.f_blocks - st.f_bfree) * st.f_frsize
+        percent = 100 * used / (used + st.f_bavail * st.f_frsize)
+        d = disk(path)
+        assert abs(d["disk_free_mb"] - free_mb) < 16, (path, d, free_mb)
+        assert abs(d["disk_percent"] - percent) < 0.5, (path, d, percent)
 
 
 def test_the_monitor_writes_snapshots_with_counters_and_backs_up(tmp_path):

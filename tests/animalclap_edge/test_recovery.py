@@ -105,3 +105,28 @@ def test_without_a_backup_the_readable_rows_are_still_kept(tmp_path):
     assert "rebuilt from empty" in recovery.summary()
     # a message whose detection was lost cannot stay: it would point at nothing
     assert recovery.dropped_messages == recovery.salvaged["outbox"] - n
+
+
+def test_run_on_a_damaged_card_warns_recovers_and_goes_on(tiny_bundle, realaudio, tmp_path, capsys):
+    """What a field team sees: one WARNING line, the backup's rows kept, new files logged."""
+    from animalclap_edge.cli import main
+    from animalclap_edge.health import backup_path_for
+
+    db = tmp_path / "detections.db"
+    _fill(db, 0, 50)
+    with DetectionStore(db) as s:
+        s.backup(backup_path_for(db))
+    _smash(db, first_page=0, pages=1)
+    card = tmp_path / "card"
+    card.mkdir()
+    clip = next(p for p in sorted(realaudio.glob("*.wav")) if "srkw" in p.name)
+    (card / clip.name).write_bytes(clip.read_bytes())
+    run = ["run", "--bundle", str(tiny_bundle), "--source", str(card), "--db", str(db), "--quiet"]
+    assert main(run) == 0
+    warnings = [x for x in capsys.readouterr().err.splitlines() if x.startswith("WARNING: ")]
+    assert len(warnings) == 1 and "database damaged" in warnings[0]
+    assert f"rebuilt from backup {backup_path_for(db)}" in warnings[0]
+    with DetectionStore(db) as s:
+        assert {d.detection_id for d in s.detections()} >= {_det(i).detection_id for i in range(50)}
+        assert [r.source_path for r in s.recordings()] == [str(card / clip.name)]
+        assert [h["kind"] for h in s.health()][:1] == ["store_recovered"]

@@ -44,6 +44,14 @@ def test_int8_engines_come_only_from_qdq_bundles():
     with pytest.raises(TensorRTUnavailable, match="--precision int8"):
         engine_precision(fp32_bundle, "int8")
     assert engine_precision(fp32_bundle, "fp16") == "fp16"
+    assert engine_precision(fp32_bundle, "fp32") == "fp32"
+    # an INT8 (QDQ) bundle builds int8 engines, whatever precision the config asks
+    m = fp32_bundle.manifest
+    enc = m.audio_encoder.model_copy(update={"precision": "int8"})
+    int8_bundle = dataclasses.replace(
+        fp32_bundle, manifest=m.model_copy(update={"audio_encoder": enc})
+    )
+    assert [engine_precision(int8_bundle, p) for p in ("int8", "fp16", "fp32")] == ["int8"] * 3
 
 
 def test_engine_cache_defaults_under_xdg_cache(monkeypatch, tmp_path):
