@@ -26,6 +26,27 @@ def test_round_trip(tiny_bundle, tiny_checkpoint):
     assert set(m.files) == {p.name for p in tiny_bundle.iterdir() if p.name != B.MANIFEST}
 
 
+def test_text_embeddings_are_the_checkpoints_for_each_species_in_catalogue_order(
+    tiny_bundle, tiny_checkpoint
+):
+    """Rows out of order, another template or a stale catalogue would mislabel every
+    detection: each row must be the checkpoint's embedding of that species' prompt."""
+    from animalclap_edge.contracts.prompts import Template, render, taxon_prompt
+    from training.model import load_clap, text_embeddings
+
+    b = load_bundle(tiny_bundle)
+    clap = load_clap(str(tiny_checkpoint))
+    prompts = [render(sp, Template.parse("tax+com")) for sp in b.catalogue]  # the default
+    want = text_embeddings(clap, prompts).numpy()
+    np.testing.assert_allclose(b.text_embeddings.astype(np.float32), want, atol=2e-3)  # fp16
+    by_level = {}
+    for sp in b.catalogue:
+        for level, _ in b.taxa:
+            by_level.setdefault((level, sp.taxon(level)), taxon_prompt(sp, level))
+    taxa = text_embeddings(clap, [by_level[t] for t in b.taxa]).numpy()
+    np.testing.assert_allclose(b.taxon_embeddings.astype(np.float32), taxa, atol=2e-3)
+
+
 def test_onnx_metadata_carries_frontend_and_provenance(tiny_bundle):
     model = onnx.load(str(tiny_bundle / B.AUDIO_ENCODER))
     meta = {p.key: p.value for p in model.metadata_props}

@@ -27,6 +27,25 @@ def test_embed_writes_unit_fp16_species_and_taxon_embeddings(
     taxa = json.loads((tmp_path / "t" / "taxa.json").read_text())
     assert len(taxa) == len(tx) == summary["taxa"]
     assert {lvl for lvl, _ in taxa} == {"class", "order", "family", "genus"}
+    # each row is the prompt ensemble of its species: the normalised sum of both
+    # templates' embeddings, in catalogue order (not only some unit vector)
+    from animalclap_edge.contracts.prompts import Template, render, taxon_prompt
+    from training.model import load_clap, text_embeddings
+
+    clap = load_clap(str(tiny_checkpoint))
+    both = sum(
+        text_embeddings(clap, [render(s, Template.parse(t)) for s in tiny_catalogue]).numpy()
+        for t in ("tax+com", "sci")
+    )
+    want = both / np.linalg.norm(both, axis=1, keepdims=True)
+    np.testing.assert_allclose(sp.astype(np.float32), want, atol=2e-3)
+    first = {}
+    for s in tiny_catalogue:
+        for lvl, name in taxa:
+            if s.taxon(lvl) == name:
+                first.setdefault((lvl, name), taxon_prompt(s, lvl))
+    want_tx = text_embeddings(clap, [first[(lvl, name)] for lvl, name in taxa]).numpy()
+    np.testing.assert_allclose(tx.astype(np.float32), want_tx, atol=2e-3)
 
 
 def test_embed_refuses_a_catalogue_without_taxonomy(tiny_checkpoint, tmp_path, capsys):

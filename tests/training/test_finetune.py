@@ -5,6 +5,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
 from training.finetune import finetune, finetune_config
 from training.sampling import replay_epoch
@@ -61,3 +62,34 @@ def test_finetune_on_real_recordings_reports_before_and_after(
     md = (tmp_path / "ft" / "finetune_report.md").read_text()
     assert "| regional held-out" in md and "| global, unseen species |" in md
     assert report["checkpoint"].endswith("final")
+    # "after" is the trained checkpoint's, which differs from the one "before" came from
+    from training.finetune import report_on
+    from training.model import load_clap
+
+    assert report_on(report["checkpoint"], cfg, tmp_path / "again", False) == after
+    init, final = load_clap(str(pretrain_checkpoint)).model, load_clap(report["checkpoint"]).model
+    changed = [
+        k
+        for k, v in final.state_dict().items()
+        if v.dtype.is_floating_point and not torch.equal(v, init.state_dict()[k])
+    ]
+    assert changed, "fine-tuning changed no weight"
+
+
+def test_replay_never_brings_back_the_global_unseen_species(real_folder):
+    """Replay draws only from the train side of the global zero-shot split: species held
+    out as unseen must stay unseen, or the "global, unseen" figure is a leak."""
+    from training.labelled_audio import open_labelled
+    from training.pretrain.mixed import GLOBAL, REGIONAL, training_data
+    from training.train import make_split
+
+    td = training_data(str(real_folder), "seen", 0, 0.1, replay="tiny")
+    held_out = set(make_split(open_labelled("tiny"), "zeroshot", 0, 0.1).test_species)
+    replayed = [it for it, r in zip(td.train, td.is_replay, strict=True) if r]
+    assert replayed and held_out
+    assert not {it.species_id for it in replayed} & held_out
+    # ids say which set an item is loaded from
+    assert all(it.id.startswith(GLOBAL) for it in replayed)
+    assert all(
+        it.id.startswith(REGIONAL) for it, r in zip(td.train, td.is_replay, strict=True) if not r
+    )

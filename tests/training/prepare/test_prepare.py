@@ -6,6 +6,7 @@ import functools
 import http.server
 import json
 import threading
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -139,10 +140,14 @@ def test_every_row_is_prepared_or_counted_with_its_reason(manifest, prepared):
     assert report["recordings"] + sum(report["rejected"].values()) == len(rows)
     non_cc = [r for r in rows if not r["licence"].startswith("CC")]
     assert report["rejected"][NOT_CC] == len(non_cc) == 8
-    rejected = {}
+    rejected, reasons = {}, Counter({NOT_CC: len(non_cc)})
     for shard in sorted((out / "shards").glob("*.json")):
         for rej in json.loads(shard.read_text())["rejected"]:
             rejected[Path(rej["uri"]).name] = rej["reason"]
+            reasons[rej["reason"]] += 1
+    # the report's count of each reason is the sum of the shards' rejections
+    assert report["rejected"] == dict(reasons)
+    assert all(reasons[r] >= 1 for r in expected.values() if r != "ok")
     prepared_uris = {Path(json.loads(line)["uri"]).name for line in (out / "records.jsonl").open()}
     for name, reason in expected.items():
         if reason == "ok":
@@ -168,6 +173,17 @@ def test_shard_audio_is_the_source_at_48k(prepared, realaudio):
         assert wave.shape == ref.shape
         assert np.max(np.abs(wave - ref)) <= 1 / 32768 + 1e-6  # 16-bit FLAC
     assert compared == 8
+    # the files prepare decodes itself (AAC through PyAV, a download) keep their
+    # length and their tone: 2 s at 44.1 kHz -> 96,000 samples at 48 kHz
+    tones = {"phone.m4a": 3000.0, "remote.wav": 2000.0}
+    for it in data.items:
+        name = Path(meta[it.id]["uri"]).name
+        if name in tones:
+            wave = data.load(it)
+            assert abs(len(wave) - 96_000) <= 2400, (name, len(wave))  # AAC: 2 frames of padding
+            spectrum = np.abs(np.fft.rfft(wave))
+            assert abs(np.argmax(spectrum) * 48_000 / len(wave) - tones.pop(name)) < 5
+    assert not tones, f"not prepared: {sorted(tones)}"
     split = json.loads((out / "split.json").read_text())
     assert split["test_species"] and split["train"]
 

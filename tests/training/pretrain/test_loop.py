@@ -1,6 +1,8 @@
 """Pieces of the loop: gradient checkpointing, the gathered loss on one rank, the
 rank plan, and the scratch configs."""
 
+import math
+
 import pytest
 import torch
 
@@ -51,6 +53,27 @@ def test_one_rank_gathered_loss_is_the_clip_loss():
     s = torch.tensor(2.0)
     one = Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
     torch.testing.assert_close(gathered_clip_loss(a, t, s, s, one), clip_loss(a, t, s))
+
+
+def test_each_direction_uses_its_own_clamped_scale():
+    """CLAP keeps one temperature per direction: audio->text rows use logit_scale_a,
+    text->audio rows logit_scale_t, each clamped at ln(100). Written out by hand."""
+    torch.manual_seed(1)
+    a = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    t = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    one = Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
+    target = torch.arange(5)
+
+    def by_hand(sa: float, st: float) -> torch.Tensor:
+        ce = torch.nn.functional.cross_entropy
+        return 0.5 * (ce(sa * a @ t.t(), target) + ce(st * t @ a.t(), target))
+
+    got = gathered_clip_loss(a, t, torch.tensor(0.0), torch.tensor(1.5), one)
+    torch.testing.assert_close(got, by_hand(1.0, math.exp(1.5)))
+    swapped = gathered_clip_loss(a, t, torch.tensor(1.5), torch.tensor(0.0), one)
+    assert not torch.allclose(got, swapped)  # the directions are not interchangeable
+    clamped = gathered_clip_loss(a, t, torch.tensor(6.0), torch.tensor(6.0), one)
+    torch.testing.assert_close(clamped, by_hand(100.0, 100.0))
 
 
 def test_ranks_split_each_step_of_the_plan_without_overlap():
