@@ -80,3 +80,41 @@ def test_existing_output_is_not_clobbered_and_no_half_bundle_is_left(tmp_path, t
             ExportConfig(checkpoint=str(tiny_checkpoint), out=str(tmp_path / "c")), progress=False
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temporary leftovers
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_overwrite_replaces_a_bundle_whole_or_not_at_all(bundle_copy):
+    """A failed export leaves the old bundle as it was; a finished one replaces it,
+    with no hidden work folder left beside it either way."""
+    import shutil
+
+    from export.writer import BundleWriter
+
+    before = _files(bundle_copy)
+    fields = json.loads(before[B.MANIFEST])
+    for k in ("schema_version", "bundle_id", "created_utc", "files"):
+        fields.pop(k)
+
+    def hidden():
+        return [p.name for p in bundle_copy.parent.iterdir() if p.name.startswith(".")]
+
+    w = BundleWriter(bundle_copy, overwrite=True)
+    (w.path("species.csv")).write_text("half an export\n")
+    w.abort()  # what the pipeline does when a step fails
+    assert _files(bundle_copy) == before and hidden() == []
+
+    w = BundleWriter(bundle_copy, overwrite=True)
+    for name in before:
+        if name != B.MANIFEST:
+            shutil.copy(bundle_copy / name, w.path(name))
+    w.commit({**fields, "name": "test-tiny-again"})
+    b = load_bundle(bundle_copy)
+    assert b.manifest.name == "test-tiny-again" and hidden() == []
+    assert {k: v for k, v in _files(bundle_copy).items() if k != B.MANIFEST} == {
+        k: v for k, v in before.items() if k != B.MANIFEST
+    }
+    with pytest.raises(FileExistsError, match="pass --overwrite to replace it"):
+        BundleWriter(bundle_copy)

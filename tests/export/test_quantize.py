@@ -110,6 +110,38 @@ def test_int8_of_a_random_weight_student_misses_its_gates_and_says_so(
     assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
 
 
+def test_an_int8_bundle_that_passes_its_gates_is_written_and_runs(
+    student_dir, tiny_checkpoint, tiny_catalogue, realaudio, tmp_path, monkeypatch
+):
+    """The path a trained student takes (gates lowered here: random weights cannot pass
+    them): a QDQ encoder in the bundle, its gates in the manifest, and the runtime's
+    backend loading and running it."""
+    import export.pipeline as P
+    from animalclap_edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    monkeypatch.setattr(P, "MIN_TOP1_AGREEMENT", 0.0)
+    monkeypatch.setattr(P, "MIN_MEAN_COSINE", 0.0)
+    out = tmp_path / "b"
+    cfg = _cfg(
+        tiny_checkpoint,
+        tiny_catalogue,
+        out,
+        student=str(student_dir),
+        precision="int8",
+        parity_audio=str(realaudio),
+    )
+    make_bundle(cfg, progress=False)
+    bundle = load_bundle(out)
+    assert bundle.manifest.audio_encoder.precision == "int8"
+    gates = bundle.manifest.gates
+    assert 0 < gates["int8 vs fp32 mean cosine"]["measured"] <= 1
+    graph = onnx.load(str(out / "audio_encoder.onnx")).graph
+    assert any(n.op_type == "QuantizeLinear" for n in graph.node)
+    assert not list(tmp_path.glob(".b.*"))
+    emb = OnnxRuntimeBackend(bundle).embed(_real_windows(realaudio, 4).numpy())
+    assert emb.shape == (4, bundle.manifest.embedding_dim) and np.isfinite(emb).all()
+
+
 def test_int8_graph_is_explicit_qdq_on_the_body_only(student_dir, realaudio, tmp_path):
     from export.onnx_export import export_audio_encoder
     from export.quantize import body_nodes, to_int8
