@@ -27,6 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; everything logged so far is in the database", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `| head`, or a consumer of --jsonl that went away
+        # stdout is gone: point it at /dev/null so the interpreter's last flush is quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(
+            "stopped: the program reading our output closed it; everything logged so far "
+            "is in the database",
+            file=sys.stderr,
+        )
+        return 141  # as a shell reports a process ended by SIGPIPE
     except _USER_ERRORS as e:
         print(f"animalclap-edge: error: {e}", file=sys.stderr)
         return 2
@@ -381,11 +390,7 @@ def _cmd_report(args) -> int:
         return _report_activity(db, args)
     filters = {"min_probability": args.min_probability, "taxa": args.taxon}
     if not args.out:
-        try:
-            n = write_report(db, args.what, sys.stdout, **filters)
-        except BrokenPipeError:  # `| head`: the reader has all it wants
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
+        n = write_report(db, args.what, sys.stdout, **filters)
     else:
         out = Path(args.out)
         part = out.with_name(out.name + ".part")  # a failed report leaves no half file

@@ -267,3 +267,38 @@ def test_detector_api_refuses_a_nan_past_the_first_slice_it_checks(tiny_bundle):
     x[(5 << 19) + 7] = np.nan
     with pytest.raises(AudioError, match="non-finite"):
         Detector.load(tiny_bundle).detect_array(x, 48_000)
+
+
+def test_a_reader_that_closes_the_jsonl_stream_stops_the_run_cleanly(
+    tiny_bundle, realaudio, tmp_path
+):
+    """`run --jsonl | head -1`: one line on stderr instead of a traceback, the shell's
+    SIGPIPE status, and the database closed with what was logged."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    card = tmp_path / "card"
+    card.mkdir()
+    # 20 clips, every label of every window written: far more than a pipe buffers
+    # (64 KB), so the run is still writing when the reader goes
+    for p in _real_clips(realaudio, 3, 30)[:20]:
+        (card / p.name).write_bytes(p.read_bytes())
+    cfg = tmp_path / "low.yaml"
+    cfg.write_text("scoring:\n  threshold: 0.0\n")
+    db = tmp_path / "d.db"
+    run = ["run", "--bundle", str(tiny_bundle), "--source", str(card), "--db", str(db)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "animalclap_edge", *run, "--config", str(cfg), "--jsonl"],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert json.loads(proc.stdout.readline())["type"] in ("detection", "event", "recording")
+    proc.stdout.close()  # what `head -1` does after its line
+    err = proc.stderr.read()
+    assert proc.wait(60) == 141, err
+    assert "Traceback" not in err and "stopped: the program reading our output closed it" in err
+    assert _rows(db, "select count(*) from runs where finished_utc is not null") == [(1,)]
+    assert _rows(db, "select count(*) from detections")[0][0] >= 1
