@@ -1,4 +1,5 @@
 import random
+from collections import Counter
 
 import pytest
 
@@ -40,8 +41,13 @@ def test_shuffled_taxonomy_keeps_elements_changes_order(tiny_catalogue):
 def test_sample_prompt_uniform_over_templates(tiny_catalogue):
     rng = random.Random(0)
     sp = tiny_catalogue[0]
-    seen = {sample_prompt(sp, rng) for _ in range(200)}
-    assert {render(sp, t) for t in ALL_TEMPLATES} <= seen
+    n = 5000
+    counts = Counter(sample_prompt(sp, rng) for _ in range(n))
+    assert set(counts) == {render(sp, t) for t in ALL_TEMPLATES}
+    # each of the k templates about n/k times: 5 binomial standard deviations apart
+    k = len(ALL_TEMPLATES)
+    sd = (n * (1 / k) * (1 - 1 / k)) ** 0.5
+    assert all(abs(c - n / k) < 5 * sd for c in counts.values()), counts
 
 
 def test_template_parse_error_lists_choices():
