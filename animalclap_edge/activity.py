@@ -64,17 +64,20 @@ def activity(
                 [*args, top],
             )
         ]
+        # only the drawn labels' rows: a season of a large catalogue is otherwise
+        # labels x days x 24 tuples in memory
+        marks = ", ".join("?" * len(labels))
         rows = conn.execute(
             f"SELECT {_LABEL} AS label, strftime('%Y-%m-%d', start_time_utc, ?) AS day, "
             "CAST(strftime('%H', start_time_utc, ?) AS INTEGER) AS hour, "
-            f"count(*), sum(clock_trusted = 0) FROM detections {where} "
+            f"count(*), sum(clock_trusted = 0) FROM detections {where} AND {_LABEL} IN ({marks}) "
             "GROUP BY label, day, hour",
-            [shift, shift, *args],
+            [shift, shift, *args, *labels],
         ).fetchall()
     finally:
         conn.close()
     index = {label: i for i, label in enumerate(labels)}
-    rows = [r for r in rows if r[0] in index and r[1] is not None]
+    rows = [r for r in rows if r[1] is not None]
     days = sorted({r[1] for r in rows})
     day_index = {d: i for i, d in enumerate(days)}
     by_hour = np.zeros((len(labels), 24), np.int64)
