@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from training.cli import main
 from training.pretrain.bench import PAPER_SAMPLES
@@ -72,3 +73,39 @@ def test_the_verdict_suggests_only_what_is_not_already_on():
     cpu = write(cpu, None).splitlines()[-1]  # the verdict
     assert "device_prefetch" not in cpu and "reduce-overhead" not in cpu and "run_ahead" not in cpu
     assert "workers=N (loading runs in the loop)" in cpu and "fewer workers" not in cpu
+
+
+def test_the_flop_count_is_a_training_steps_forward_and_backward():
+    """MFU is only as right as its FLOPs: a training step costs about 3x its forward
+    pass (the backward about twice it), which a forward-only count would miss."""
+    import contextlib
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from training.pretrain.bench import bench
+    from training.pretrain.config import load_config
+    from training.pretrain.dist import Dist
+    from training.pretrain.loop import (
+        ClapTrainModule,
+        build_model,
+        forward_loss,
+        make_collate,
+        make_dataset,
+    )
+    from training.pretrain.mixed import training_data
+
+    sets = ["init=scratch:fast", "data=tiny", "batch_size=4", "crop_seconds=1", "workers=0"]
+    cfg = load_config(None, sets)
+    step_flops = bench(cfg, steps=1, warmup=1, peak_tflops=1.0).tflop_per_step * 1e12
+    td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
+    loaded = build_model(cfg, td.data)
+    module = ClapTrainModule(loaded)
+    dataset = make_dataset(cfg, td, loaded)
+    batch = make_collate(cfg, loaded, td.data.catalogue)([dataset[(0, p)] for p in range(4)])
+    one = Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        forward_loss(module, module, batch, contextlib.nullcontext(), one)
+    ratio = step_flops / counter.get_total_flops()
+    print(f"step / forward FLOPs: {ratio:.2f}")
+    assert 2.5 < ratio < 3.5, ratio  # prompts differ in length between batches: not exact
