@@ -2,7 +2,7 @@
 
 The question an ecologist asks a card first: which species called, on which days,
 and at what time of day (the diel pattern: dawn chorus, dusk, night). Read from the
-database read-only (`report.open_readonly`); matplotlib is imported only to draw,
+database read-only (`report.reading`); matplotlib is imported only to draw,
 and only its object API (no pyplot, no global backend switch).
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from animalclap_edge.report import ReportError, detection_filters, open_readonly
+from animalclap_edge.report import ReportError, detection_filters, reading
 
 PLOT_INSTALL_HINT = (
     "the activity figure needs matplotlib: pip install 'animalclap-edge[plot]' "
@@ -51,8 +51,7 @@ def activity(
     clauses, args = detection_filters("probability", min_probability, ())
     where = "WHERE " + " AND ".join(["start_time_utc IS NOT NULL", *clauses])
     shift = f"{utc_offset_h:+.4f} hours"
-    conn = open_readonly(db)
-    try:
+    with reading(db) as conn:
         undated = conn.execute(
             "SELECT count(*) FROM detections WHERE start_time_utc IS NULL"
         ).fetchone()[0]
@@ -74,8 +73,6 @@ def activity(
             "GROUP BY label, day, hour",
             [shift, shift, *args, *labels],
         ).fetchall()
-    finally:
-        conn.close()
     index = {label: i for i, label in enumerate(labels)}
     rows = [r for r in rows if r[1] is not None]
     days = sorted({r[1] for r in rows})

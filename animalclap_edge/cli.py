@@ -98,6 +98,8 @@ _USER_ERRORS: tuple[type[BaseException], ...] = _user_errors()
 
 
 def _parser() -> argparse.ArgumentParser:
+    from animalclap_edge.report import WHAT as REPORTS  # loaded already: ReportError
+
     p = argparse.ArgumentParser(
         prog="animalclap-edge", description="Detect animal species and traits on a recorder."
     )
@@ -264,7 +266,7 @@ def _parser() -> argparse.ArgumentParser:
             "[plot] extra)."
         ),
     )
-    rp.add_argument("what", choices=["detections", "events", "recordings", "summary", "activity"])
+    rp.add_argument("what", choices=[*REPORTS, "activity"])
     rp.add_argument("--db", help="SQLite database (default: storage.database of --config)")
     rp.add_argument("--config", help="YAML config whose storage.database to read")
     rp.add_argument("--out", help="CSV file to write (default: stdout)")
@@ -378,14 +380,10 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_report(args) -> int:
+    from animalclap_edge.config import load_config
     from animalclap_edge.report import write_report
 
-    if args.db:
-        db = Path(args.db)
-    else:
-        from animalclap_edge.config import load_config
-
-        db = Path(load_config(args.config).storage.database)
+    db = Path(args.db or load_config(args.config).storage.database)
     if args.what == "activity":
         return _report_activity(db, args)
     filters = {"min_probability": args.min_probability, "taxa": args.taxon}

@@ -13,6 +13,7 @@ comes out as one CSV that a spreadsheet or R reads as it is:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sqlite3
@@ -43,8 +44,22 @@ class ReportError(Exception):
     """The report cannot be written; `str(e)` says why and what to do."""
 
 
-def open_readonly(db: str | Path) -> sqlite3.Connection:
-    """A read-only connection to a detection database, or a one-line `ReportError`."""
+@contextlib.contextmanager
+def reading(db: str | Path, table: str = "detections") -> Iterator[sqlite3.Connection]:
+    """A read-only connection to a detection database that has `table`, closed on exit;
+    an SQLite error while reading becomes a one-line `ReportError`."""
+    conn = open_readonly(db, table)
+    try:
+        yield conn
+    except sqlite3.Error as e:
+        raise ReportError(f"{db}: cannot read the {table} ({e})") from e
+    finally:
+        conn.close()
+
+
+def open_readonly(db: str | Path, table: str = "detections") -> sqlite3.Connection:
+    """A read-only connection to a detection database that has `table`, or a one-line
+    `ReportError`."""
     path = Path(db)
     if not path.is_file():
         raise ReportError(f"no database at {path}")
@@ -59,6 +74,11 @@ def open_readonly(db: str | Path) -> sqlite3.Connection:
     if "detections" not in tables:
         conn.close()
         raise ReportError(f"{path}: not an AnimalCLAP detection database (no detections table)")
+    if table not in tables:
+        conn.close()
+        raise ReportError(
+            f"{path}: has no {table} table (written by an older release); report detections instead"
+        )
     return conn
 
 
@@ -83,14 +103,7 @@ def write_report(
     p_col = "max_probability" if what == "events" else "probability"
     clauses, args = detection_filters(p_col, min_probability, taxa)
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    conn = open_readonly(db)
-    try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if what == "events" and "events" not in tables:
-            raise ReportError(
-                f"{db}: has no events table (written by a release before events); "
-                "report detections instead"
-            )
+    with reading(db, "events" if what == "events" else "detections") as conn:
         if what == "summary":
             cursor = conn.execute(_SUMMARY.format(where=where), args)
         else:
@@ -106,10 +119,6 @@ def write_report(
             writer.writerow(row)
             n += 1
         return n
-    except sqlite3.Error as e:
-        raise ReportError(f"{db}: cannot read the {what} ({e})") from e
-    finally:
-        conn.close()
 
 
 def detection_filters(

@@ -95,3 +95,13 @@ def test_the_figure_is_written_and_bad_requests_are_named(season, tmp_path, caps
     assert f"2 labels, 5 detections from {season}" in capsys.readouterr().err
     assert main(["report", "activity", "--db", str(season)]) == 2
     assert "give --out FILE.png" in capsys.readouterr().err
+
+
+def test_a_database_it_cannot_read_is_named_in_one_line(tmp_path):
+    import sqlite3
+
+    odd = tmp_path / "odd.db"
+    with sqlite3.connect(odd) as c:
+        c.execute("CREATE TABLE detections (x)")  # a table of that name, not ours
+    with pytest.raises(ReportError, match=r"odd\.db: cannot read the detections \(no such column"):
+        activity(odd)

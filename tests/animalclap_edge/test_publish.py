@@ -102,6 +102,14 @@ class Subscriber:
             return set(self.ids)
 
 
+def _logged(db: Path, n: int) -> Path:
+    """A database holding `n` detections of one run, none delivered yet."""
+    with DetectionStore(db) as store:
+        store.start_run("run-a", "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        store.add_detections([_det(i * 72_000) for i in range(n)])
+    return db
+
+
 def _wait(cond, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -117,10 +125,7 @@ def test_every_detection_arrives_once_by_id_across_a_broker_outage(tmp_path, out
 
     broker = Broker(tmp_path)
     broker.start()
-    db = tmp_path / "d.db"
-    with DetectionStore(db) as store:
-        store.start_run("run-a", "bundle-0001", "0123456789abcdef", "test", "0.1.0")
-        store.add_detections([_det(i * 72_000) for i in range(50)])
+    db = _logged(tmp_path / "d.db", 50)
     sub = Subscriber(broker.port, "animalclap/rec1/detections")
     cfg = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port)
     pub = MqttPublisher(db, cfg, device_id="rec1", poll_s=0.1, max_backoff_s=2).start()
@@ -159,10 +164,7 @@ def test_an_unreachable_broker_is_retried_and_counted(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here
-    db = tmp_path / "d.db"
-    with DetectionStore(db) as store:
-        store.start_run("run-a", "bundle-0001", "0123456789abcdef", "test", "0.1.0")
-        store.add_detections([_det(0)])
+    db = _logged(tmp_path / "d.db", 1)
     pub = MqttPublisher(
         db, MqttConfig(host="127.0.0.1", port=port), device_id="rec1", max_backoff_s=0.5
     )
@@ -226,10 +228,7 @@ def test_cli_publish_once_sends_the_backlog_and_exits(tmp_path, capsys):
 
     broker = Broker(tmp_path)
     broker.start()
-    db = tmp_path / "d.db"
-    with DetectionStore(db) as store:
-        store.start_run("run-a", "bundle-0001", "0123456789abcdef", "test", "0.1.0")
-        store.add_detections([_det(i * 72_000) for i in range(20)])
+    db = _logged(tmp_path / "d.db", 20)
     cfg = tmp_path / "edge.yaml"
     cfg.write_text(
         f"messaging:\n  mqtt:\n    enabled: true\n    host: 127.0.0.1\n    port: {broker.port}\n"
