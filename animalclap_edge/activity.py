@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from animalclap_edge.report import ReportError, detection_filters, reading
+from animalclap_edge.report import ReportError, detection_filters, out_error, reading
 
 PLOT_INSTALL_HINT = (
     "the activity figure needs matplotlib: pip install 'animalclap-edge[plot]' "
@@ -37,7 +37,9 @@ class Activity:
     utc_offset_h: float
     undated: int  # detections without a wall time, left out
     untrusted: int  # detections counted whose clock was not trusted
-    total: int  # detections counted
+    total: int  # detections counted (of the drawn labels)
+    all_labels: int = 0  # labels with a dated detection, drawn or not
+    all_total: int = 0  # their detections
 
 
 def activity(
@@ -55,14 +57,12 @@ def activity(
         undated = conn.execute(
             "SELECT count(*) FROM detections WHERE start_time_utc IS NULL"
         ).fetchone()[0]
-        labels = [
-            r[0]
-            for r in conn.execute(
-                f"SELECT {_LABEL} AS label, count(*) AS n FROM detections {where} "
-                "GROUP BY label ORDER BY n DESC, label LIMIT ?",
-                [*args, top],
-            )
-        ]
+        counts = conn.execute(
+            f"SELECT {_LABEL} AS label, count(*) AS n FROM detections {where} "
+            "GROUP BY label ORDER BY n DESC, label",
+            args,
+        ).fetchall()  # one row per label: at most the catalogue
+        labels = [label for label, _ in counts[:top]]
         # only the drawn labels' rows: a season of a large catalogue is otherwise
         # labels x days x 24 tuples in memory
         marks = ", ".join("?" * len(labels))
@@ -93,6 +93,8 @@ def activity(
         undated=undated,
         untrusted=untrusted,
         total=int(by_hour.sum()),
+        all_labels=len(counts),
+        all_total=sum(n for _, n in counts),
     )
 
 
@@ -117,11 +119,13 @@ def plot_activity(a: Activity, out: str | Path, title: str = "") -> Path:
     # Hours as each label's share, so a rare species' pattern shows beside a common
     # one's; days as counts, so the season's busy days stand out.
     share = a.by_hour / np.maximum(1, a.by_hour.sum(axis=1, keepdims=True))
-    for ax, values, ticks, xlabel, unit in (
-        (hours_ax, share, [f"{h:02d}" for h in range(24)], "hour of day", "share of the label's"),
-        (days_ax, a.by_day, a.days, "day", "detections"),
-    ):
+    for ax, values, ticks, xlabel, what, unit in (
+        (hours_ax, share, [f"{h:02d}" for h in range(24)], "hour of day",
+         "each label's detections by hour (share)", "share"),
+        (days_ax, a.by_day, a.days, "day", "detections per day", "detections"),
+    ):  # fmt: skip
         image = ax.imshow(values, aspect="auto", cmap="viridis", interpolation="nearest")
+        ax.set_title(what, fontsize=8)
         ax.set_yticks(range(len(a.labels)), a.labels, fontsize=8)
         step = max(1, len(ticks) // 12)
         ax.set_xticks(range(0, len(ticks), step), ticks[::step], fontsize=7, rotation=90)
@@ -129,12 +133,18 @@ def plot_activity(a: Activity, out: str | Path, title: str = "") -> Path:
         fig.colorbar(image, ax=ax, label=unit, shrink=0.9)
     days_ax.set_yticks([])
     zone = "UTC" if a.utc_offset_h == 0 else f"UTC{a.utc_offset_h:+g} h"
-    caveats = [f"{a.total} detections, times in {zone}"]
+    drawn = f"{a.total} detections of {len(a.labels)} labels"
+    if a.all_labels > len(a.labels):
+        drawn += f" (the most detected of {a.all_labels} labels, {a.all_total} detections)"
+    caveats = [f"{drawn}, times in {zone}"]
     if a.untrusted:
         caveats.append(f"{a.untrusted} of them timed by an untrusted clock")
     if a.undated:
         caveats.append(f"{a.undated} without a time left out")
     fig.suptitle(((title + "\n") if title else "") + "; ".join(caveats), fontsize=9)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=120)
+    except OSError as e:
+        raise out_error(out, e) from None
     return out

@@ -62,10 +62,20 @@ def load_bundle(path: str | Path) -> Bundle:
     elif path.is_dir():
         root = path
     else:
-        raise BundleError(str(path), "not found: give a bundle directory or a .tar of one")
+        raise BundleError(str(path), _not_a_bundle(path))
     bundle = _load_dir(root)
     bundle._tmp = tmp
     return bundle
+
+
+def _not_a_bundle(path: Path) -> str:
+    """Why `path` (not a folder, not a tar) is no bundle, with what to give instead."""
+    want = "give the bundle's folder (the one holding manifest.json) or a .tar of it"
+    if not path.exists():
+        return f"not found: {want}"
+    if path.parent.joinpath(B.MANIFEST).is_file():
+        return f"is a file inside a bundle: give its folder, {path.parent}"
+    return f"is a file, not a bundle: {want}"
 
 
 def _extract_tar(path: Path, dest: Path) -> Path:

@@ -21,20 +21,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # only `run` logs; `inspect | head` has nothing in a database to speak of
+    logged = "; everything logged so far is in the database" if args.func is _cmd_run else ""
     try:
         with _stop_signals_interrupt():
             return args.func(args)
     except KeyboardInterrupt:
-        print("interrupted; everything logged so far is in the database", file=sys.stderr)
+        print(f"interrupted{logged}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `| head`, or a consumer of --jsonl that went away
         # stdout is gone: point it at /dev/null so the interpreter's last flush is quiet
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        print(
-            "stopped: the program reading our output closed it; everything logged so far "
-            "is in the database",
-            file=sys.stderr,
-        )
+        print(f"stopped: the program reading our output closed it{logged}", file=sys.stderr)
         return 141  # as a shell reports a process ended by SIGPIPE
     except _USER_ERRORS as e:
         print(f"animalclap-edge: error: {e}", file=sys.stderr)
@@ -69,6 +67,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from animalclap_edge.backends.select import BackendError
     from animalclap_edge.bench import BenchError
     from animalclap_edge.bundle import BundleError
+    from animalclap_edge.clips import ClipError
     from animalclap_edge.config import ConfigError
     from animalclap_edge.live import LiveError
     from animalclap_edge.publish import PublishError
@@ -83,6 +82,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         BackendError,
         BenchError,
         BundleError,
+        ClipError,
         ConfigError,
         LiveError,
         PublishError,
@@ -106,7 +106,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"animalclap-edge {__version__}")
     sub = p.add_subparsers(metavar="COMMAND")
 
-    run = sub.add_parser("run", help="process audio and log detections to SQLite")
+    run = sub.add_parser(
+        "run",
+        help="process audio and log detections to SQLite",
+        description="Detect species and traits in a file, a folder (searched with its "
+        "sub-folders), a microphone or raw PCM, and log every recording and detection to "
+        "SQLite. A recording this database already finished with the same bundle and "
+        "config is passed over (--redo processes it again).",
+    )
     run.add_argument(
         "--source",
         required=True,
@@ -122,22 +129,43 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jsonl", action="store_true", help="print JSON lines instead of text lines")
     run.add_argument("--quiet", action="store_true", help="print nothing per detection")
     run.add_argument(
-        "--stdin-rate", type=int, default=48000, help="sample rate of raw PCM on stdin"
+        "--stdin-rate",
+        type=int,
+        help="sample rate of the raw PCM on stdin or a named pipe (required for them: "
+        "raw PCM does not say its rate)",
     )
-    run.add_argument("--stdin-channels", type=int, default=1)
+    run.add_argument(
+        "--stdin-channels",
+        type=int,
+        default=1,
+        help="interleaved channels of the raw PCM, mixed to mono (default 1)",
+    )
+    run.add_argument(
+        "--stdin-live",
+        action="store_true",
+        help="stdin is a live capture (`arecord ... |`): time it by the wall clock when its "
+        "first audio arrives, as a named pipe is; without it raw PCM on stdin is undated",
+    )
     run.add_argument(
         "--redo",
         action="store_true",
         help="process recordings this database already finished with the same bundle and config",
     )
-    run.add_argument("--stdin-format", choices=["s16le", "f32le"], default="s16le")
+    run.add_argument(
+        "--stdin-format",
+        choices=["s16le", "f32le"],
+        default="s16le",
+        help="sample format of the raw PCM (default s16le, as `arecord -f S16_LE`)",
+    )
     run.set_defaults(func=_cmd_run)
 
     ins = sub.add_parser("inspect", help="verify a bundle and describe it")
     ins.add_argument(
         "bundle", nargs="?", help="bundle directory or .tar (default: the demo bundle)"
     )
-    ins.add_argument("--species", action="store_true", help="list the species table")
+    ins.add_argument(
+        "--species", action="store_true", help="add the species table to the JSON (species_table)"
+    )
     ins.set_defaults(func=_cmd_inspect)
 
     be = sub.add_parser(
@@ -164,6 +192,15 @@ def _parser() -> argparse.ArgumentParser:
     pu.add_argument("--config", help="YAML config with messaging.mqtt")
     pu.add_argument("--db", help="SQLite database (overrides storage.database)")
     pu.add_argument("--once", action="store_true", help="exit when the outbox is empty")
+    pu.add_argument(
+        "--give-up-after",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="with --once: stop after S seconds even if messages are left (they stay "
+        "queued; exit status 1), so a cron job never piles up behind a dead broker "
+        "(default 300)",
+    )
     pu.set_defaults(func=_cmd_publish)
 
     sv = sub.add_parser(
@@ -334,22 +371,37 @@ def _cmd_publish(args) -> int:
     if not db.exists():
         print(f"animalclap-edge: error: no database at {db}", file=sys.stderr)
         return 2
+    if args.give_up_after <= 0:
+        print("animalclap-edge: error: --give-up-after must be more than 0 s", file=sys.stderr)
+        return 2
     pub = MqttPublisher(db, cfg.messaging.mqtt).start()
     print(
         f"uplink: mqtt {cfg.messaging.mqtt.host}:{cfg.messaging.mqtt.port} topic {pub.topic}",
         file=sys.stderr,
     )
+    deadline = time.monotonic() + args.give_up_after
+    left = 0
     try:
         while True:
             if args.once and pub.backlog() == 0:
                 break
-            time.sleep(1.0)
+            if args.once and time.monotonic() >= deadline:
+                left = pub.backlog()
+                break
+            time.sleep(min(1.0, max(0.05, deadline - time.monotonic())) if args.once else 1.0)
     finally:
         pub.stop()
         print(
             f"uplink: {pub.stats.delivered} delivered; last error: {pub.stats.last_error or 'none'}",
             file=sys.stderr,
         )
+    if left:
+        print(
+            f"uplink: gave up after {args.give_up_after:g} s with {left} messages left; they "
+            "stay queued for the next run",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -381,7 +433,7 @@ def _cmd_serve(args) -> int:
 
 def _cmd_report(args) -> int:
     from animalclap_edge.config import load_config
-    from animalclap_edge.report import write_report
+    from animalclap_edge.report import out_error, write_report
 
     db = Path(args.db or load_config(args.config).storage.database)
     if args.what == "activity":
@@ -393,7 +445,12 @@ def _cmd_report(args) -> int:
         out = Path(args.out)
         part = out.with_name(out.name + ".part")  # a failed report leaves no half file
         try:
-            with part.open("w", encoding="utf-8", newline="") as f:
+            out.parent.mkdir(parents=True, exist_ok=True)  # as `report activity` does
+            f = part.open("w", encoding="utf-8", newline="")
+        except OSError as e:
+            raise out_error(out, e) from None
+        try:
+            with f:
                 n = write_report(db, args.what, f, **filters)
             part.replace(out)
         finally:
@@ -449,7 +506,7 @@ def _cmd_run(args) -> int:
 
     err = sys.stderr
     cfg = load_config(args.config)
-    det = Detector.load(args.bundle, cfg)
+    det = Detector.load(args.bundle, cfg, warn_notice=False)  # printed below as NOTE
     db = Path(args.db or cfg.storage.database)
     sinks: list = [SkipLog(err)]  # skip reasons always reach stderr
     if not args.quiet:
@@ -468,6 +525,7 @@ def _cmd_run(args) -> int:
             stdin_rate=args.stdin_rate,
             stdin_channels=args.stdin_channels,
             stdin_format=args.stdin_format,
+            stdin_live=args.stdin_live,
         )
 
     try:
@@ -485,7 +543,7 @@ def _cmd_run(args) -> int:
         print(f"NOTE: {m.notice}", file=err)
     if det.window_note:
         print(f"note: {det.window_note}", file=err)
-    status = None
+    status = s = None
     if not args.quiet and err.isatty():  # a person is watching: one live status line
         from animalclap_edge.console import StatusLine
 
@@ -508,12 +566,11 @@ def _cmd_run(args) -> int:
             status.close()
         source.close()
         det.close()
-    ok = s.recordings - s.skipped - s.partial
-    print(
-        f"{s.recordings} recordings: {ok} ok, {s.skipped} skipped, {s.partial} partial; "
-        f"{s.windows} windows; {s.detections} detections -> {db}",
-        file=err,
-    )
+        if s is None and det.last_summary is not None:  # stopped: what it had done
+            print(f"until stopped: {_run_line(det.last_summary, db)}", file=err)
+    print(_run_line(s, db), file=err)
+    if s.recordings == 0 and not s.already_done:
+        print(f"note: no recordings found in {args.source}", file=err)
     if s.already_done:
         print(
             f"{s.already_done} recording(s) already done in {db} with this bundle and config: "
@@ -521,6 +578,14 @@ def _cmd_run(args) -> int:
             file=err,
         )
     return 0
+
+
+def _run_line(s, db: Path) -> str:
+    ok = s.recordings - s.skipped - s.partial
+    return (
+        f"{s.recordings} recordings: {ok} ok, {s.skipped} skipped, {s.partial} partial; "
+        f"{s.windows} windows; {s.detections} detections -> {db}"
+    )
 
 
 def _live(spec: str, first, open_it, rt, cfg, err):
@@ -549,10 +614,11 @@ def _live(spec: str, first, open_it, rt, cfg, err):
 def _cmd_inspect(args) -> int:
     from animalclap_edge.bundle import demo_bundle_path, load_bundle
 
-    b = load_bundle(args.bundle or demo_bundle_path())
+    given = Path(args.bundle) if args.bundle else demo_bundle_path()
+    b = load_bundle(given)
     m = b.manifest
     info = {
-        "bundle": str(b.root),
+        "bundle": str(given),  # a .tar's path, not the folder it was unpacked to
         "bundle_id": m.bundle_id,
         "name": m.name,
         "schema_version": m.schema_version,
@@ -571,12 +637,19 @@ def _cmd_inspect(args) -> int:
         "frontend": m.frontend,
         "verified": "schema, checksums and shapes OK",
     }
+    if args.species:  # inside the JSON, so the output stays one document
+        info["species_table"] = [
+            {
+                "id": sp.id,
+                "scientific_name": sp.scientific_name,
+                "common_name": sp.common_name,
+                "class": sp.class_,
+                "order": sp.order,
+                "family": sp.family,
+            }
+            for sp in b.catalogue
+        ]
     print(json.dumps(info, indent=2))
-    if args.species:
-        for sp in b.catalogue:
-            print(
-                f"{sp.id}\t{sp.scientific_name}\t{sp.common_name}\t{sp.class_} {sp.order} {sp.family}"
-            )
     return 0
 
 

@@ -18,10 +18,25 @@ from animalclap_edge.diskspace import percent_full
 from animalclap_edge.records import Event
 
 
+class ClipError(RuntimeError):
+    """The clips folder cannot be used; the message names it and why."""
+
+
 class ClipWriter:
     def __init__(self, folder: str | Path, sample_rate: int, max_disk_percent: float = 90.0):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ClipError(
+                f"storage.clips_dir {self.folder}: cannot create it ({e.strerror or e}); "
+                "give a writable folder, or set storage.save_clips: false"
+            ) from None
+        if not os.access(self.folder, os.W_OK):
+            raise ClipError(
+                f"storage.clips_dir {self.folder}: cannot write in it (read-only card or no "
+                "permission); give a writable folder, or set storage.save_clips: false"
+            )
         self.sample_rate, self.max_disk_percent = sample_rate, max_disk_percent
         self.written = 0
         self.refused: dict[str, int] = {}  # reason -> clips not written

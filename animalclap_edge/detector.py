@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from animalclap_edge import __version__
-from animalclap_edge.audio.decode import AudioError, resample, to_mono
+from animalclap_edge.audio.decode import (
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    AudioError,
+    resample,
+    to_mono,
+)
 from animalclap_edge.audio.windows import Window, WindowBatcher, Windower
 from animalclap_edge.backends import EmbeddingBackend, select_backend
 from animalclap_edge.bundle import Bundle, demo_bundle_path, load_bundle
@@ -96,19 +102,46 @@ class Detector:
             self.window_note = f"audio.window_s={self.config.audio.window_s} ignored: bundle window is {m.window_seconds:g} s"
         else:
             self.window_note = ""
+        self.last_summary: RunSummary | None = None  # of the latest `run`, as far as it got
 
     @classmethod
-    def load(cls, bundle: str | Path | None = None, config: EdgeConfig | None = None) -> Detector:
-        """Load a bundle (default: the packaged demo bundle) and pick a backend."""
-        return cls(load_bundle(bundle if bundle is not None else demo_bundle_path()), config)
+    def load(
+        cls,
+        bundle: str | Path | None = None,
+        config: EdgeConfig | str | Path | None = None,
+        *,
+        warn_notice: bool = True,
+    ) -> Detector:
+        """Load a bundle (default: the packaged demo bundle) and pick a backend; `config`
+        is an `EdgeConfig` or the path of a YAML config. A bundle's notice (a demo
+        bundle is not a field model) is given as a `UserWarning` (`run` prints it
+        itself, with `warn_notice=False`)."""
+        import warnings
+
+        if isinstance(config, (str, Path)):
+            from animalclap_edge.config import load_config
+
+            config = load_config(config)
+        loaded = load_bundle(bundle if bundle is not None else demo_bundle_path())
+        if warn_notice and loaded.manifest.notice:
+            warnings.warn(f"{loaded.manifest.notice}", UserWarning, stacklevel=2)
+        return cls(loaded, config)
 
     # -- notebook API ---------------------------------------------------------
 
     def detect_array(
         self, wave: np.ndarray, sample_rate: int, name: str = "array"
     ) -> list[Detection]:
-        """Detections for an in-memory clip (mono or (n, channels)), any sample rate."""
-        x = to_mono(np.asarray(wave, np.float32))
+        """Detections for an in-memory clip (mono or (n, channels)) at any supported rate.
+
+        Floats are taken as they are (full scale +-1); signed integers (int16 from
+        `scipy.io.wavfile`, say) are scaled to +-1 as soundfile scales them."""
+        if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+            raise AudioError(
+                f"sample_rate {sample_rate} Hz outside the supported "
+                f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz"
+            )
+        x = to_mono(_as_float(np.asarray(wave)))
         step = 1 << 20  # checked a slice at a time: a whole-array mask is 1 byte per sample
         if not all(np.isfinite(x[i : i + step]).all() for i in range(0, len(x), step)):
             raise AudioError("non-finite samples (NaN/Inf) in the array")
@@ -128,6 +161,8 @@ class Detector:
 
     def detect_file(self, path: str | Path, events: bool = False) -> list[Detection] | list[Event]:
         """Window detections of a file, or (events=True) the events merged from them."""
+        import warnings
+
         from animalclap_edge.sources import FileSource
 
         dets: list[Detection] = []
@@ -136,7 +171,18 @@ class Detector:
             for rec in src.recordings():
                 if isinstance(rec, Skipped):
                     raise AudioError(f"{rec.id}: {rec.reason}")
-                self._process_recording(rec, "notebook", None, [], out=dets, out_events=evs)
+                result = self._process_recording(
+                    rec, "notebook", None, [], out=dets, out_events=evs
+                )
+                # what `run` would log as skipped or partial, said here too
+                if result.status == "skipped":
+                    raise AudioError(f"{rec.id}: {result.reason}")
+                if result.status == "partial":
+                    warnings.warn(
+                        f"{rec.id}: partial ({result.reason}); detections up to it are returned",
+                        UserWarning,
+                        stacklevel=2,
+                    )
         return evs if events else dets
 
     # -- streaming run --------------------------------------------------------
@@ -155,7 +201,7 @@ class Detector:
         picks up where it stopped instead of starting again."""
         sinks = list(sinks)
         run_id = uuid.uuid4().hex
-        summary = RunSummary(run_id=run_id)
+        summary = self.last_summary = RunSummary(run_id=run_id)  # read if interrupted
         store.start_run(
             run_id,
             self.bundle.id,
@@ -349,3 +395,15 @@ def _json(obj) -> str:
     import json
 
     return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+
+
+def _as_float(x: np.ndarray) -> np.ndarray:
+    """float32 samples at full scale +-1: floats as given, signed integers scaled by
+    their range (int16 / 32768), anything else refused."""
+    if np.issubdtype(x.dtype, np.floating):
+        return x.astype(np.float32, copy=False)
+    if np.issubdtype(x.dtype, np.signedinteger):
+        return x.astype(np.float32) / np.float32(2 ** (8 * x.dtype.itemsize - 1))
+    raise AudioError(
+        f"samples of dtype {x.dtype}: give float samples in [-1, 1] or signed integer PCM"
+    )

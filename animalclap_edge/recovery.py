@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from animalclap_edge.store import DetectionStore
+from animalclap_edge.store import DetectionStore, StoreError
 
 # Parents before children, so the recovered rows satisfy the schema's references.
 TABLES = ("runs", "recordings", "detections", "outbox", "events", "health")
@@ -59,16 +59,56 @@ def check_database(path: str | Path) -> str:
     return "ok" if found == ["ok"] else "; ".join(map(str, found))[:500]
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def refuse_unusable(path: Path, backup: Path | None) -> None:
+    """Refuse, before anything is moved or written, a path that is not ours to use.
+
+    Only a file that is a database (or was one: a backup of it exists) may be moved
+    aside as damaged. A folder, a recording or notes given as `--db` by mistake, or a
+    database on a read-only card, is named and left as it is."""
+    if path.is_dir():
+        raise StoreError(
+            f"{path}: is a folder; the database must be a file, e.g. {path / 'detections.db'}"
+        )
+    where = path if path.exists() else _existing_parent(path)
+    if where is not None and not os.access(where, os.W_OK):
+        raise StoreError(
+            f"{path}: cannot write {'it' if where == path else f'in {where}'} (read-only card "
+            "or no permission); give a writable --db, or read it with `animalclap-edge report`"
+        )
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+        if head != SQLITE_HEADER and not (backup is not None and backup.is_file()):
+            raise StoreError(
+                f"{path}: is not a SQLite database and has no backup beside it, so it is "
+                "left untouched; choose another --db (if it is a database damaged beyond "
+                "recognition, move it aside yourself)"
+            )
+
+
+def _existing_parent(path: Path) -> Path | None:
+    for parent in path.absolute().parents:
+        if parent.exists():
+            return parent
+    return None
+
+
 def open_store(
     path: str | Path, backup: str | Path | None = None
 ) -> tuple[DetectionStore, Recovery | None]:
-    """The store at `path`, recovered first if its check fails."""
+    """The store at `path`, recovered first if its check fails; `StoreError` for a path
+    that cannot be ours (`refuse_unusable`)."""
     path = Path(path)
+    backup = Path(backup) if backup else None
+    refuse_unusable(path, backup)
     recovery = None
     if path.exists():
         problem = check_database(path)
         if problem != "ok":
-            recovery = recover(path, Path(backup) if backup else None, problem)
+            recovery = recover(path, backup, problem)
     store = DetectionStore(path)
     if recovery is not None:
         store.add_health("store_recovered", str(path), asdict(recovery))

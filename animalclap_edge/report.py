@@ -82,6 +82,16 @@ def open_readonly(db: str | Path, table: str = "detections") -> sqlite3.Connecti
     return conn
 
 
+def out_error(out: Path, e: OSError) -> ReportError:
+    """One line for an --out that cannot be written, naming a file in a folder's place."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return ReportError(f"--out {out}: {parent} is a file, not a folder")
+            break
+    return ReportError(f"--out {out}: cannot write it ({e.strerror or e})")
+
+
 def write_report(
     db: str | Path,
     what: str,

@@ -152,8 +152,13 @@ def install_service(
 
     config_path = Path(config).expanduser().resolve()
     bundle_path = Path(bundle).expanduser().resolve()
-    from animalclap_edge.sources import is_mic
+    from animalclap_edge.sources import SourceError, import_sounddevice, is_mic
 
+    if is_mic(source) and not dry_run:
+        try:  # the unit would otherwise restart-loop every 10 s on a missing library
+            import_sounddevice()
+        except SourceError as e:
+            raise ServiceError(f"--source {source}: {e}") from None
     if not is_mic(source):
         # a named pipe fed by a capture service (arecord): it may not exist yet
         if not Path(source).is_absolute():

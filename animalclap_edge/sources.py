@@ -175,7 +175,9 @@ class FileSource(_SourceBase):
 
     def __init__(self, path: str | os.PathLike, target_sr: int, block_seconds: float = 10.0):
         super().__init__()
-        self.path = Path(path)
+        # absolute: a recording's id is its path, and `x.wav` run from here and
+        # `/card/x.wav` run from elsewhere must be one recording, logged once
+        self.path = Path(os.path.abspath(path))
         self.target_sr = int(target_sr)
         self.block_seconds = float(block_seconds)
         self.name = str(self.path)
@@ -199,14 +201,14 @@ class FolderSource(_SourceBase):
         block_seconds: float = 10.0,
     ):
         super().__init__()
-        self.root = Path(root)
+        self.root = Path(os.path.abspath(root))  # absolute, as FileSource's path
         self.target_sr = int(target_sr)
         self.recursive = recursive
         self.block_seconds = float(block_seconds)
         self.name = str(self.root)
         self._listing: list[tuple[Path, bool]] | None = None  # from count(), used once
         if not self.root.is_dir():
-            raise SourceError(f"source folder '{self.root}' is not a folder")
+            raise SourceError(f"source folder '{root}' is not a folder")
 
     def _entries(self) -> list[tuple[Path, bool]]:
         """(path, is_dir_not_searched), sorted by relative path parts for a stable order."""
@@ -410,7 +412,7 @@ def system_clock_synchronized() -> tuple[bool, str]:
     )
 
 
-def _import_sounddevice() -> Any:
+def import_sounddevice() -> Any:
     try:
         import sounddevice
     except (ImportError, OSError) as e:  # OSError: the module is there, libportaudio is not
@@ -528,7 +530,7 @@ class MicSource(_SourceBase):
         first_audio_timeout_s: float = 5.0,
     ):
         super().__init__()
-        sd = _import_sounddevice()
+        sd = import_sounddevice()
         self._sd = sd
         index, info, listing = _resolve_input_device(sd, device)
         self.device_index = index
@@ -696,13 +698,15 @@ def open_source(
     stdin_channels: int = 1,
     stdin_format: Literal["s16le", "f32le"] = "s16le",
     stdin: BinaryIO | None = None,
+    stdin_live: bool = False,
     file_block_seconds: float = 10.0,
 ) -> Source:
     """A source from a command-line spec: "mic", "mic:<name-or-index>", "-", a named pipe of
     raw PCM, a folder or a file.
 
     `input_device`, `capture_sample_rate`, `channels`, `block_s`, `ring_seconds`
-    apply to "mic" ("mic:<x>" overrides `input_device`); `stdin_*` to "-".
+    apply to "mic" ("mic:<x>" overrides `input_device`); `stdin_*` to "-" (and the
+    rate, channels and format to a named pipe, which is always timed as live).
     Other keywords are ignored for sources they do not apply to.
     """
     if is_mic(spec):
@@ -717,15 +721,22 @@ def open_source(
             target_sr=target_sr,
             ring_seconds=ring_seconds,
         )
+    if not spec.strip():
+        raise SourceError(
+            "empty --source: give a file, a folder, 'mic', or '-' for raw PCM on stdin"
+        )
     if spec == "-":
         if not stdin_rate:
-            raise SourceError("'-' (raw PCM on stdin) needs its sample rate (--stdin-rate)")
+            raise SourceError(
+                "'-' (raw PCM on stdin) needs its sample rate: add --stdin-rate, e.g. 48000"
+            )
         return StdinSource(
             stdin if stdin is not None else sys.stdin.buffer,
             stdin_rate,
             stdin_channels,
             stdin_format,
             target_sr,
+            live_clock=stdin_live,
         )
     p = Path(spec).expanduser()
     if is_fifo(p):

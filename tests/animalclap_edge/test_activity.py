@@ -73,7 +73,10 @@ def test_a_utc_offset_moves_hours_and_days(season):
 
 
 def test_top_and_min_probability_choose_what_is_drawn(season):
-    assert activity(season, top=1).labels == ["Turdus merula"]
+    one = activity(season, top=1)
+    assert one.labels == ["Turdus merula"]
+    # the title must not pass the drawn label's 4 detections off as the card's 6
+    assert (one.total, one.all_labels, one.all_total) == (4, 3, 6)
     assert "unknown Turdidae (family)" not in activity(season, min_probability=0.5).labels
     with pytest.raises(ReportError, match="--top must be at least 1"):
         activity(season, top=0)
@@ -93,6 +96,15 @@ def test_the_figure_is_written_and_bad_requests_are_named(season, tmp_path, caps
     assert main(["report", "activity", "--db", str(season), "--out", str(svg), "--top", "2"]) == 0
     assert svg.read_text().lstrip().startswith("<?xml")
     assert f"2 labels, 5 detections from {season}" in capsys.readouterr().err
+    assert "5 detections of 2 labels (the most detected of 3 labels, 6 detections)" in (
+        svg.read_text()
+    )
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("field notes")
+    out = not_a_folder / "a.png"
+    assert main(["report", "activity", "--db", str(season), "--out", str(out)]) == 2
+    assert f"--out {out}: {not_a_folder} is a file, not a folder" in capsys.readouterr().err
+    assert not_a_folder.read_text() == "field notes"
     assert main(["report", "activity", "--db", str(season)]) == 2
     assert "give --out FILE.png" in capsys.readouterr().err
 

@@ -39,6 +39,20 @@ def test_missing_file_and_missing_manifest(bundle_copy, tmp_path):
         load_bundle(tmp_path)
 
 
+def test_a_path_that_is_no_bundle_says_what_it_is(bundle_copy, tmp_path):
+    """A user who points --bundle at the manifest or the .onnx is told the folder."""
+    with pytest.raises(
+        BundleError, match=f"is a file inside a bundle: give its folder, {bundle_copy}"
+    ):
+        load_bundle(bundle_copy / B.MANIFEST)
+    notes = tmp_path / "bundle.zip"
+    notes.write_bytes(b"PK\x03\x04 not a tar")
+    with pytest.raises(BundleError, match=r"bundle\.zip.*is a file, not a bundle: give"):
+        load_bundle(notes)
+    with pytest.raises(BundleError, match="not found: give the bundle's folder"):
+        load_bundle(tmp_path / "nope")
+
+
 def test_wrong_shape_is_refused_even_with_matching_checksum(bundle_copy):
     emb = np.load(bundle_copy / B.TEXT_EMBEDDINGS)
     np.save(bundle_copy / B.TEXT_EMBEDDINGS, emb[:-1])

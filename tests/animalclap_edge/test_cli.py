@@ -2,6 +2,7 @@
 
 import json
 import sqlite3
+import tarfile
 
 import numpy as np
 import pytest
@@ -60,7 +61,9 @@ def test_run_over_real_audio_accounts_for_every_file(tiny_bundle, realaudio, tmp
     assert _rows(db, "select count(*) from outbox")[0][0] == len(dets) > n_ok
 
 
-def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(tiny_bundle, tmp_path, capsys):
+def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(
+    tiny_bundle, tmp_path, capsys, monkeypatch
+):
     d = tmp_path / "field"
     d.mkdir()
     t = np.arange(48000 * 4) / 48000
@@ -113,6 +116,16 @@ def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(tiny_bundle, tmp
     err = capsys.readouterr().err
     assert "4 recordings" in err and "5 recording(s) already done" in err
     assert _rows(db, "select count(*) from detections")[0][0] == before
+    # the same files named from elsewhere (relative here, absolute above) are the same
+    # recordings: passed over, not logged twice
+    with monkeypatch.context() as m:
+        m.chdir(d)
+        rel = ["run", "--bundle", str(tiny_bundle), "--source", ".", "--db", str(db), "--quiet"]
+        assert main(rel) == 0
+        assert "5 recording(s) already done" in capsys.readouterr().err
+        assert main([*rel[:4], "e.ogg", *rel[5:]]) == 0
+        assert "0 recordings" in capsys.readouterr().err
+    assert _rows(db, "select count(*) from detections")[0][0] == before
     assert main([*args, "--redo"]) == 0
     assert "9 recordings" in capsys.readouterr().err
     # another config is another analysis: every file again, logged under its own hash
@@ -146,12 +159,27 @@ def test_missing_source_is_a_one_line_error(tiny_bundle, tmp_path, capsys):
     assert main(["run", "--bundle", str(tiny_bundle), "--source", str(tmp_path / "nope.wav")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not found" in err
+    empty = tmp_path / "card"
+    empty.mkdir()  # a card copied to the wrong folder: said, not just "0 recordings"
+    db = str(tmp_path / "d.db")
+    assert main(["run", "--bundle", str(tiny_bundle), "--source", str(empty), "--db", db]) == 0
+    assert f"note: no recordings found in {empty}" in capsys.readouterr().err
 
 
-def test_inspect_and_config_commands(tiny_bundle, capsys):
+def test_inspect_and_config_commands(tiny_bundle, tmp_path, capsys):
     assert main(["inspect", str(tiny_bundle)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["verified"] and info["embedding_dim"] == 64 and len(info["traits"]) == 22
+    # a .tar is named as given (not its unpacked temporary folder); --species stays JSON
+    tar = tmp_path / "b.tar"
+    with tarfile.open(tar, "w") as t:
+        t.add(tiny_bundle, arcname="b")
+    assert main(["inspect", str(tar), "--species"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["bundle"] == str(tar) and len(info["species_table"]) == info["species"] == 24
+    assert set(info["species_table"][0]) == {
+        "id", "scientific_name", "common_name", "class", "order", "family"
+    }  # fmt: skip
     assert main(["config", "schema"]) == 0
     assert "properties" in json.loads(capsys.readouterr().out)
 
@@ -170,10 +198,9 @@ def _every_window_detects(tiny_bundle):
     """The tiny bundle's random weights give near-uniform probabilities: with threshold
     0 and one label per window, every window yields exactly one detection."""
     from animalclap_edge.config import EdgeConfig
-    from animalclap_edge.detector import Detector
 
     cfg = EdgeConfig.model_validate({"scoring": {"threshold": 0.0, "top_k": 1}})
-    return Detector.load(tiny_bundle, cfg)
+    return _load_quiet(tiny_bundle, cfg)
 
 
 @pytest.mark.parametrize("sr", [22050, 96000])
@@ -206,6 +233,62 @@ def test_detector_api_on_a_file_matches_the_array_route(tiny_bundle, realaudio, 
     fake.write_text("field notes, not audio")
     with pytest.raises(AudioError, match=r"notes\.wav: cannot decode"):
         det.detect_file(fake)
+
+
+def test_detector_api_takes_int16_as_soundfile_scales_it(tiny_bundle, realaudio):
+    """`scipy.io.wavfile.read` gives int16: the same file must give the same detections
+    as its float samples (they were taken unscaled, 32768x too loud, before)."""
+    from animalclap_edge.audio.decode import AudioError
+
+    det = _load_quiet(tiny_bundle)
+    path = _real_clips(realaudio, 4, 30)[0]
+    as_float, sr = sf.read(path, dtype="float32")
+    as_int16, _ = sf.read(path, dtype="int16")
+    a, b = det.detect_array(as_float, sr), det.detect_array(as_int16, sr)
+    assert [(d.label, d.window_start_s) for d in a] == [(d.label, d.window_start_s) for d in b]
+    np.testing.assert_allclose(
+        [d.probability for d in a], [d.probability for d in b], rtol=0, atol=1e-3
+    )
+    with pytest.raises(AudioError, match="dtype uint8"):
+        det.detect_array(np.zeros(48_000, np.uint8), 48_000)
+    with pytest.raises(AudioError, match="sample_rate 1000 Hz outside the supported 8000-"):
+        det.detect_array(as_float, 1000)
+
+
+def _load_quiet(bundle, config=None):
+    import warnings
+
+    from animalclap_edge.detector import Detector
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Detector.load(bundle, config)
+
+
+def test_detector_api_says_what_run_would_log(tiny_bundle, tmp_path):
+    """A config path is taken as `run --config` takes it; a bundle's notice is a
+    warning; a file `run` would skip raises, a partial one warns."""
+    from animalclap_edge.audio.decode import AudioError
+    from animalclap_edge.bundle import demo_bundle_path
+    from animalclap_edge.detector import Detector
+
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text("scoring:\n  top_k: 1\n  threshold: 0.0\n")
+    det = _load_quiet(tiny_bundle, cfg)
+    assert (det.config.scoring.top_k, det.config.scoring.threshold) == (1, 0.0)
+    with pytest.warns(UserWarning, match="not a field model"):
+        Detector.load(demo_bundle_path())
+    tone = (0.1 * np.sin(np.arange(48_000 * 5) / 10)).astype(np.float32)
+    all_nan = np.full_like(tone, np.nan)
+    sf.write(tmp_path / "nan.wav", all_nan, 48_000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"nan\.wav: .*NaN"):
+        det.detect_file(tmp_path / "nan.wav")
+    late_nan = np.tile(tone, 6)
+    late_nan[48_000 * 25 :] = np.nan  # 25 good seconds, then a broken card sector
+    sf.write(tmp_path / "late.wav", late_nan, 48_000, subtype="FLOAT")
+    with pytest.warns(UserWarning, match=r"late\.wav: partial \(.*NaN"):
+        dets = det.detect_file(tmp_path / "late.wav")
+    assert dets and max(d.window_end_s for d in dets) <= 25.0
 
 
 def test_detections_are_in_the_database_before_any_sink_hears_of_them(

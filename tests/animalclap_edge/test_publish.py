@@ -248,6 +248,14 @@ def test_cli_publish_once_sends_the_backlog_and_exits(tmp_path, capsys):
     with DetectionStore(db) as store:
         assert store.pending_outbox(100) == []
         assert sub.unique() == {d.detection_id for d in store.detections()}
+    # a dead broker: --once gives up when told, with the backlog kept, instead of
+    # hanging until killed (a cron job would pile up)
+    dead = _logged(tmp_path / "dead.db", 5)
+    assert main(["publish", "--config", str(cfg), "--db", str(dead), "--once",
+                 "--give-up-after", "2"]) == 1  # fmt: skip
+    assert "gave up after 2 s with 5 messages left" in capsys.readouterr().err
+    with DetectionStore(dead) as store:
+        assert len(store.pending_outbox(100)) == 5
     assert main(["publish", "--config", str(cfg), "--db", str(tmp_path / "none.db")]) == 2
     assert (
         capsys.readouterr().err.strip()

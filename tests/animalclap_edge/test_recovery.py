@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from animalclap_edge.health import backup_path_for
 from animalclap_edge.records import Detection
 from animalclap_edge.recovery import check_database, open_store
-from animalclap_edge.store import DetectionStore
+from animalclap_edge.store import DetectionStore, StoreError
 
 from .factories import BUNDLE, RUN, detection
 
@@ -130,3 +134,68 @@ def test_run_on_a_damaged_card_warns_recovers_and_goes_on(tiny_bundle, realaudio
         assert {d.detection_id for d in s.detections()} >= {_det(i).detection_id for i in range(50)}
         assert [r.source_path for r in s.recordings()] == [str(card / clip.name)]
         assert [h["kind"] for h in s.health()][:1] == ["store_recovered"]
+
+
+def _read_only_dir(tmp_path: Path) -> Path:
+    """A folder this process cannot write in: chmod for a user, /proc/sys (read-only in
+    containers) for root, who writes through permissions."""
+    if os.geteuid() != 0:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        return ro
+    if os.path.isdir("/proc/sys") and not os.access("/proc/sys", os.W_OK):
+        return Path("/proc/sys")
+    pytest.skip("no read-only folder for root here")
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_what_is_not_a_database_is_refused_and_left_as_it_is(realaudio, tmp_path):
+    """`--db` given a folder or a recording by mistake: named, never moved aside as
+    'damaged' (which renamed the user's folder before)."""
+    media = tmp_path / "media"
+    media.mkdir()
+    wav = media / "call.wav"
+    wav.write_bytes(next(iter(sorted(realaudio.glob("*.wav")))).read_bytes())
+    before = _tree(tmp_path)
+    with pytest.raises(StoreError, match="is a folder; the database must be a file"):
+        open_store(media, backup_path_for(media))
+    with pytest.raises(StoreError, match="is not a SQLite database and has no backup"):
+        open_store(wav, backup_path_for(wav))
+    assert _tree(tmp_path) == before  # nothing renamed, nothing created
+    # with a parent that is a file, opening fails in one line too
+    with pytest.raises(StoreError, match="cannot open the detection database"):
+        open_store(wav / "d.db")
+
+
+def test_a_read_only_place_is_refused_before_anything_moves(tmp_path):
+    ro = _read_only_dir(tmp_path)
+    with pytest.raises(StoreError, match=r"cannot write in .* \(read-only card or no permission\)"):
+        open_store(ro / "detections.db")
+    if os.geteuid() != 0:  # a good database on a write-protected card is not 'damaged'
+        card = tmp_path / "card"
+        card.mkdir()
+        _fill(card / "d.db", 0, 5)
+        before = _tree(card)
+        card.chmod(0o500)
+        try:
+            with pytest.raises(StoreError, match="cannot write in"):
+                open_store(card / "d.db", backup_path_for(card / "d.db"))
+        finally:
+            card.chmod(0o700)
+        assert _tree(card) == before
+
+
+def test_run_names_a_wrong_db_in_one_line(tiny_bundle, realaudio, tmp_path, capsys):
+    from animalclap_edge.cli import main
+
+    clip = next(iter(sorted(realaudio.glob("*.wav"))))
+    run = ["run", "--bundle", str(tiny_bundle), "--source", str(clip), "--quiet", "--db"]
+    assert main([*run, str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder; the database must be a file" in err.strip().splitlines()[-1]
+    assert "Traceback" not in err and err.count("is a folder") == 1
+    assert not list(tmp_path.glob("*.corrupt-*"))

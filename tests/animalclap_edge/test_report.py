@@ -195,3 +195,16 @@ def test_cli_reports_a_real_run_to_a_file(tiny_bundle, realaudio, tmp_path, caps
         capsys.readouterr().err.strip()
         == f"animalclap-edge: error: no database at {tmp_path / 'x.db'}"
     )
+    # an --out in a folder not made yet is made (as for `report activity`); an --out
+    # that cannot be written is named in one line
+    nested = tmp_path / "season" / "2024" / "summary.csv"
+    assert main(["report", "summary", "--db", str(db), "--out", str(nested)]) == 0
+    assert _csv(nested.read_text()) == _csv(summary.read_text())
+    capsys.readouterr()
+    blocked = summary / "x.csv"  # summary.csv is a file, not a folder
+    assert main(["report", "summary", "--db", str(db), "--out", str(blocked)]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith(f"--out {blocked}: {summary} is a file, not a folder")
+    )

@@ -20,6 +20,18 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "firmware_configs" / "generic-cpu.yaml"
 
 
+def _mic_library() -> str | None:
+    """Why a microphone unit cannot be installed here (it checks sounddevice), or None."""
+    try:
+        import sounddevice  # noqa: F401
+    except (ImportError, OSError) as e:
+        return f"sounddevice/PortAudio missing: {e}"
+    return None
+
+
+needs_mic_library = pytest.mark.skipif(_mic_library() is not None, reason=str(_mic_library()))
+
+
 def _settings(text: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for line in text.splitlines():
@@ -69,6 +81,7 @@ def test_paths_with_spaces_and_percent_are_quoted_for_systemd(tmp_path):
     )
 
 
+@needs_mic_library
 def test_writes_the_unit_without_enabling_it(tmp_path, capsys):
     units = tmp_path / "units"
     argv = ["install-service", "--config", str(CONFIG), "--bundle", str(demo_bundle_path())]
@@ -122,6 +135,7 @@ def test_refuses_a_missing_bundle_or_user(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
+@needs_mic_library
 def test_without_systemctl_it_says_what_to_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no systemctl to be found
     units = tmp_path / "units"
@@ -156,6 +170,7 @@ def _install_with(systemctl: Path, tmp_path: Path, systemd_running: bool):
     )
 
 
+@needs_mic_library
 def test_enables_and_starts_it_when_systemd_runs(tmp_path):
     exe, calls = _fake_systemctl(tmp_path)
     r = _install_with(exe, tmp_path, systemd_running=True)
@@ -172,6 +187,7 @@ def test_enables_and_starts_it_when_systemd_runs(tmp_path):
     assert r.not_done[0].startswith("not enabled: systemd is not running this machine")
 
 
+@needs_mic_library
 def test_a_failing_systemctl_is_reported_on_one_line(tmp_path):
     exe, calls = _fake_systemctl(tmp_path, exit_code=1)
     r = _install_with(exe, tmp_path, systemd_running=True)
@@ -194,3 +210,15 @@ def test_a_named_pipe_source_needs_an_absolute_path_and_its_rate(tmp_path, capsy
     assert main([*base, "--source", "mic.pcm", "--stdin-rate", "48000"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "absolute path of a named pipe" in err
+
+
+def test_a_microphone_unit_needs_its_audio_library(tmp_path, capsys, monkeypatch):
+    """Without sounddevice the unit would restart-loop every 10 s: refused, nothing written."""
+    monkeypatch.setitem(sys.modules, "sounddevice", None)  # as if not installed
+    units = tmp_path / "units"
+    argv = ["install-service", "--config", str(CONFIG), "--bundle", str(demo_bundle_path())]
+    assert main([*argv, "--unit-dir", str(units), "--no-enable"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--source mic: live input needs sounddevice" in err
+    assert not units.exists()
+    assert main([*argv, "--unit-dir", str(units), "--dry-run"]) == 0  # a preview still works

@@ -64,7 +64,8 @@ def test_folder_source_accounts_for_every_real_file():
         for r in [i for i in items if isinstance(i, Recording)][::67]:
             y = np.concatenate(list(r.blocks))
             assert y.dtype == np.float32 and len(y) > 0
-    assert [i.id for i in items] == [str(p) for p in files]  # sorted, one item per file
+    # sorted, one item per file, named by its absolute path (one id however it was given)
+    assert [i.id for i in items] == [os.path.abspath(p) for p in files]
     recs = [i for i in items if isinstance(i, Recording)]
     skipped = {Path(i.id).name: i.reason for i in items if isinstance(i, Skipped)}
     assert len(recs) == sum(p.suffix.lower() in SUPPORTED_EXTENSIONS for p in files) == 201
@@ -236,6 +237,13 @@ def test_open_source_dispatch(tmp_path):
     assert isinstance(src, StdinSource)
     (rec,) = src.recordings()
     assert sum(len(b) for b in rec.blocks) == 2400
+    live = open_source(
+        "-", TARGET, stdin=io.BytesIO(b"\0\0" * 48_000), stdin_rate=48_000, stdin_live=True
+    )
+    (rec,) = live.recordings()
+    assert rec.start_time is not None and rec.clock_note.startswith("wall clock when")
+    with pytest.raises(SourceError, match="empty --source"):
+        open_source(" ", TARGET)
     with pytest.raises(SourceError) as e:
         open_source(str(tmp_path / "nope.wav"), TARGET)
     assert str(e.value) == (

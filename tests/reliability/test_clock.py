@@ -44,6 +44,11 @@ def test_the_same_pipe_audio_twice_is_logged_twice_not_passed_over(orca_pcm, tmp
         counts.append(_count(db, "detections"))
     assert counts[0] > 0 and counts[1] == 2 * counts[0]
     assert _count(db, "recordings") == 2
+    # raw PCM does not say its rate: without --stdin-rate it is refused, not guessed
+    bare = [c for c in cmd if c not in ("--stdin-rate", str(SR))]
+    p = subprocess.run(bare, input=pcm, cwd=REPO, env=env, capture_output=True, timeout=300)
+    assert p.returncode == 2 and b"needs its sample rate: add --stdin-rate" in p.stderr
+    assert _count(db, "recordings") == 2
 
 
 def test_two_sessions_with_the_same_reset_clock_keep_both(orca_pcm, tmp_path):

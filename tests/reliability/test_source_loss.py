@@ -85,6 +85,11 @@ def test_a_capture_process_that_dies_twice_loses_nothing(orca_pcm, tmp_path):
     assert all(r[1] == "ok" and r[2] == 7 for r in recs), recs  # 12 s: 7 windows of 3 s / 1.5 s
     dets = _rows(db, "SELECT recording_id FROM detections")
     assert len(dets) == sum(r[3] for r in recs) and len(dets) >= 3 * 7
+    # what the stopped run had done is said, as a finished run says it
+    assert (
+        f"until stopped: 3 recordings: 3 ok, 0 skipped, 0 partial; 21 windows; {len(dets)} detections"
+        in err
+    )
     kinds = [k for (k,) in _rows(db, "SELECT kind FROM health ORDER BY health_id")]
     assert kinds.count("source_ended") == 3 and kinds.count("source_reopened") == 2
     snaps = [
