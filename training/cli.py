@@ -213,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"animalclap-train: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # checkpoints and finished shards are kept: say so, briefly
+        print(
+            "animalclap-train: interrupted; run the same command again to resume "
+            "(prepare and pretrain/finetune pick up where they stopped)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 def _cmd_train(args) -> int:
@@ -254,9 +261,12 @@ def _cmd_train(args) -> int:
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--run",
-        help="a training run folder: its checkpoint/ and split.json are used",
+        help="a run folder: its model (checkpoint/ from train, final/ from pretrain or "
+        "finetune) and its split.json are used",
     )
-    p.add_argument("--checkpoint", help="CLAP checkpoint (path or hub id); default RUN/checkpoint")
+    p.add_argument(
+        "--checkpoint", help="CLAP checkpoint (path or hub id); default: the --run folder's"
+    )
     p.add_argument(
         "--data",
         default="tiny",
@@ -271,13 +281,28 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-seconds", type=float, default=3.0)
 
 
+def _run_checkpoint(run: Path) -> Path:
+    """The model of a run folder: `train` writes RUN/checkpoint, `pretrain` and
+    `finetune` RUN/final."""
+    for name in ("checkpoint", "final"):
+        if (run / name / "config.json").is_file():
+            return run / name
+    if not run.is_dir():
+        raise ValueError(f"--run {run}: not found")
+    raise ValueError(
+        f"--run {run}: no model in it (checkpoint/ from train, final/ from pretrain or "
+        "finetune; an unfinished pretrain has only checkpoints/: give --checkpoint "
+        f"{run}/checkpoints/step-NNNNNNNN/model instead)"
+    )
+
+
 def _open_eval(args, kind: str):
     from training.labelled_audio import open_labelled
     from training.model import load_clap
     from training.splits import ZeroShotSplit, zero_shot_split
 
     run = Path(args.run) if args.run else None
-    checkpoint = args.checkpoint or (str(run / "checkpoint") if run else None)
+    checkpoint = args.checkpoint or (str(_run_checkpoint(run)) if run else None)
     if not checkpoint:
         raise ValueError("give --run RUN_DIR or --checkpoint PATH_OR_HUB_ID")
     out = args.out or (str(run / kind) if run else None)

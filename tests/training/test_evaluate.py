@@ -70,3 +70,22 @@ def test_evaluation_runs_on_real_recordings_with_a_checkpoint(loaded, real_folde
     assert np.isfinite(res["all"]["tax"]["top1"])
     with pytest.raises(ValueError, match="no trait table"):
         probe_traits(loaded, data, split, tmp_path / "probe", progress=False)
+
+
+def test_the_cli_takes_a_pretrain_run_folder(tiny_checkpoint, tmp_path, capsys):
+    """pretrain and finetune write RUN/final, train RUN/checkpoint: --run takes either
+    (pretrain folders were refused with a hub-id error before)."""
+    import shutil
+
+    from training.cli import main
+
+    run = tmp_path / "pretrain-run"
+    shutil.copytree(tiny_checkpoint, run / "final")
+    assert main(["probe", "--run", str(run), "--data", "tiny"]) == 0
+    assert json.loads((run / "probe" / "probe.json").read_text())
+    capsys.readouterr()
+    empty = tmp_path / "unfinished"
+    (empty / "checkpoints").mkdir(parents=True)
+    assert main(["probe", "--run", str(empty), "--data", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no model in it" in err and "checkpoints/step-" in err

@@ -15,6 +15,7 @@ import math
 import os
 import queue
 import shutil
+import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -103,6 +104,20 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
         "seed": cfg.seed,
     }
     path = out / PLAN
+    if not path.exists():
+        # jobs of one array (`--shard i/N`) start together: each writes its own temporary
+        # file and links it in; the first wins, the others check theirs against it
+        tmp = out / f".{PLAN}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:  # a filesystem without hard links
+            if not path.exists():
+                os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
         if (old["digest"], old["per_shard"], old["settings"], old.get("codec", "flac")) != (
@@ -116,9 +131,6 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
                 "decode setting; resume with the same ones, or use a new --out"
             )
         return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_shard(
@@ -211,7 +223,7 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
             ex = examples.setdefault(rej["reason"], [])
             if len(ex) < 5:
                 ex.append(f"{rej['uri']}: {rej['detail']}")
-    tmp = out / "records.jsonl.tmp"
+    tmp = out / f".records.jsonl.{os.getpid()}.tmp"  # two finishing jobs may both finalise
     with open(tmp, "w", encoding="utf-8") as f:
         for rec in records:
             f.write(json.dumps(rec, sort_keys=True) + "\n")

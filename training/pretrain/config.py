@@ -91,6 +91,10 @@ class PretrainConfig:
         for name in ("epochs", "clips_per_species", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(
+                f"max_steps must be at least 1 (or null for the whole schedule), got {self.max_steps}"
+            )
         if self.run_ahead < 0:
             raise ValueError(
                 f"run_ahead must be 0 (synchronise every step) or more steps, got {self.run_ahead}"
@@ -165,7 +169,15 @@ def load_config(
                 p.stem.removeprefix("pretrain_") for p in CONFIG_DIR.glob("pretrain_*.yaml")
             )
             raise ValueError(f"config {source!r}: not a file and not one of {names}")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if path.is_dir():
+            raise ValueError(f"config {path}: is a folder; give a YAML file")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            at = f" line {where.line + 1}, column {where.column + 1}" if where else ""
+            what = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ValueError(f"config {path}{at}: not valid YAML ({what})") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"config {path}: expected a mapping of settings")
         values.update(loaded)

@@ -285,6 +285,31 @@ def pretrain(
         close(d)
 
 
+# What makes a run this run: resuming with any of them changed would continue one
+# model on another's data, plan or schedule, and report it as one run.
+RUN_IDENTITY = (
+    "init", "data", "split", "replay", "replay_fraction", "val_fraction", "templates",
+    "shuffle_tax", "seed", "clips_per_species", "crop_seconds", "lr", "weight_decay",
+    "warmup_steps",
+)  # fmt: skip
+
+
+def _refuse_another_run(out: Path, cfg: PretrainConfig) -> None:
+    """`out` holds checkpoints: resuming is only for the run that wrote them."""
+    saved = out / "pretrain_config.json"
+    if not saved.is_file():
+        return  # written with the first step's checkpoint; a run older than that file
+    old, new = json.loads(saved.read_text(encoding="utf-8")), asdict(cfg)
+    changed = [k for k in RUN_IDENTITY if k in old and old[k] != new[k]]
+    if changed:
+        k = changed[0]
+        raise ValueError(
+            f"{out} holds another run ({k} {old[k]!r}, not {new[k]!r}"
+            + (f"; also {', '.join(changed[1:])}" if changed[1:] else "")
+            + "): give a new --out, or the same settings to resume it"
+        )
+
+
 def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
     from tqdm.auto import tqdm
 
@@ -298,6 +323,8 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
     data, split = td.data, td.split
     resume = state.latest(ckpt_dir)
+    if resume:
+        _refuse_another_run(out, cfg)
     counters = state.load_counters(resume) if resume else {}
     if counters and counters["batch_size"] != cfg.batch_size:
         raise ValueError(

@@ -258,6 +258,25 @@ def test_machines_sharing_an_output_give_the_same_result_as_one(manifest, prepar
         assert (out / "shards" / tar.name).read_bytes() == tar.read_bytes()
 
 
+def test_shard_jobs_starting_together_on_a_new_output_both_finish(manifest, prepared, tmp_path):
+    """An array job's tasks start at once: both used to write the plan through one
+    temporary name, and one failed with 'No such file ... plan.tmp -> plan.json'."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = tmp_path / "array"
+    out.mkdir()
+    for attempt in range(3):  # the race is timing-bound: give it several chances
+        target = out / str(attempt)
+        with ThreadPoolExecutor(2) as pool:
+            jobs = [
+                pool.submit(prepare, _cfg(manifest[0], target, shard=f"{i}/2"), progress=False)
+                for i in range(2)
+            ]
+            [j.result() for j in jobs]  # raises what a job raised
+        assert (target / "records.jsonl").read_text() == (prepared[0] / "records.jsonl").read_text()
+        assert not list(target.glob(".*tmp"))
+
+
 def test_a_different_manifest_cannot_join_an_output(manifest, prepared, tmp_path):
     import shutil
 

@@ -39,6 +39,7 @@ def test_overrides_take_the_field_type(tmp_path):
         (["compile_mode=reduce-overhead"], "need fixed shapes: set prompt_length=auto"),
         (["prompt_length=-1"], "prompt_length must be 0"),
         (["prompt_length=long"], r"prompt_length must be 0 .* got 'long'"),
+        (["max_steps=0"], r"max_steps must be at least 1 \(or null"),  # ran everything before
     ],
 )
 def test_bad_settings_say_what_is_wrong(overrides, message):
@@ -49,3 +50,13 @@ def test_bad_settings_say_what_is_wrong(overrides, message):
 def test_an_unknown_config_name_lists_the_packaged_ones():
     with pytest.raises(ValueError, match=r"not one of \['cpu_smoke', 'paper'\]"):
         load_config("nope")
+
+
+def test_a_broken_or_wrong_config_file_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: 1e-4\nbatch_size: [64\n")
+    with pytest.raises(ValueError, match=rf"config {bad} line 3, column 1: not valid YAML") as e:
+        load_config(str(bad))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=rf"config {tmp_path}: is a folder; give a YAML file"):
+        load_config(str(tmp_path))

@@ -94,3 +94,18 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(pretrain_checkpoint,
         torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
     a, b = _losses(tmp_path / "whole"), _losses(tmp_path / "cut")
     assert a == b and len(a) == 15  # 3 epochs of 20 seen species x 2 clips / batch 8
+
+
+def test_an_out_folder_holding_another_run_is_not_resumed(pretrain_checkpoint, tmp_path):
+    """A reused --out with other data or seed used to 'resume' silently: the old run's
+    model went on under the new settings, and its report named the new ones."""
+    first = tiny_run(tmp_path / "run", pretrain_checkpoint, max_steps=2, checkpoint_every=1)
+    torch.set_num_threads(1)
+    pretrain(first, progress=False)
+    saved = (tmp_path / "run" / "pretrain_config.json").read_bytes()
+    with pytest.raises(ValueError, match=r"holds another run \(seed 0, not 7\).*new --out"):
+        pretrain(dataclasses.replace(first, seed=7), progress=False)
+    assert (tmp_path / "run" / "pretrain_config.json").read_bytes() == saved
+    # the same run, told to go further, resumes: max_steps is not what makes a run
+    pretrain(dataclasses.replace(first, max_steps=3), progress=False)
+    assert "resuming at step 2" in (tmp_path / "run" / "train_log.jsonl").read_text()
