@@ -65,20 +65,34 @@ class ExportConfig:
     gate_windows: int = 128
 
 
+def _refuse_early(cfg: ExportConfig) -> None:
+    """What the request itself gets wrong, said before the model loads and the graph
+    exports (tens of seconds at full size)."""
+    if not (cfg.catalogue or cfg.data):
+        raise ValueError("give --catalogue (species to embed) or --data (a labelled set with one)")
+    if cfg.precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"precision {cfg.precision!r}: choose fp32, fp16 or int8")
+    if cfg.precision != "fp32" and not cfg.student:
+        raise ValueError(
+            "fp16/int8 apply to a distilled student: give --student (see `animalclap-export distill`)"
+        )
+    if not (cfg.parity_audio or cfg.data):
+        raise ExportGateError(
+            "gate 'onnx parity' needs real audio to compare onnxruntime with torch on: "
+            "give --parity-audio DIR (a folder of recordings) or --data"
+        )
+    if Path(cfg.out).exists() and not cfg.overwrite:
+        raise FileExistsError(f"{cfg.out} exists; pass --overwrite to replace it")
+
+
 def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
+    _refuse_early(cfg)
+    templates = [Template.parse(t) for t in cfg.templates]
     loaded = load_clap(cfg.checkpoint)
     fe = loaded.frontend
     window = round(cfg.window_seconds * fe.sample_rate)
     data = open_labelled(cfg.data) if cfg.data else None
-    if cfg.catalogue:
-        catalogue = Catalogue.from_csv(cfg.catalogue)
-    elif data is not None:
-        catalogue = data.catalogue
-    else:
-        raise ValueError("give --catalogue (species to embed) or --data (a labelled set with one)")
-    templates = [Template.parse(t) for t in cfg.templates]
-    if cfg.precision not in ("fp32", "fp16", "int8"):
-        raise ValueError(f"precision {cfg.precision!r}: choose fp32, fp16 or int8")
+    catalogue = Catalogue.from_csv(cfg.catalogue) if cfg.catalogue else data.catalogue
     teacher = AudioEncoder(loaded.model, fe, mode="dft").eval()
     encoder, student_meta = teacher, None
     if cfg.student:
@@ -94,10 +108,6 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
                 f"student embedding dim {encoder.cfg.embedding_dim} != teacher projection dim "
                 f"{loaded.model.config.projection_dim}: distil it from this checkpoint"
             )
-    elif cfg.precision != "fp32":
-        raise ValueError(
-            "fp16/int8 apply to a distilled student: give --student (see `animalclap-export distill`)"
-        )
 
     writer = BundleWriter(cfg.out, overwrite=cfg.overwrite)
     try:
@@ -164,11 +174,20 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
             for k, v in student_meta.get("distill", {}).items():
                 if isinstance(v, int | float) and not isinstance(v, bool):
                     gates.setdefault("distillation", {})[k] = v
+        demo, notice = cfg.demo, cfg.notice
+        if data is not None and data.name.startswith("benchmark:") and not demo:
+            # trait heads (and usually the teacher) fitted on generated audio: the
+            # runtime must say so whenever it is used, as it does for the demo bundle
+            demo = True
+            notice = notice or (
+                f"trait heads fitted on the procedural benchmark ({data.name}, generated "
+                "audio): not a field model"
+            )
         out = writer.commit(
             {
                 "name": cfg.name,
-                "demo": cfg.demo,
-                "notice": cfg.notice,
+                "demo": demo,
+                "notice": notice,
                 "producer": B.Producer(
                     teacher_checkpoint=loaded.source,
                     student_architecture=student_meta["architecture"] if student_meta else None,
@@ -243,12 +262,14 @@ def _reduce_precision(cfg, fp32_path, out_path, teacher, text_emb, window, sr) -
         raise ValueError(
             "fp16/int8 need real recordings: give --calibration-audio or --parity-audio"
         )
-    windows = _audio_windows(Path(source), window, sr, cfg.calibration_windows + cfg.gate_windows)
-    calib, held = windows[: cfg.calibration_windows], windows[cfg.calibration_windows :]
+    # fp16 is a cast: it calibrates on nothing, so every window can check it
+    n_calib = cfg.calibration_windows if cfg.precision == "int8" else 0
+    windows = _audio_windows(Path(source), window, sr, n_calib + cfg.gate_windows)
+    calib, held = windows[:n_calib], windows[n_calib:]
     if len(held) < 16:
+        need = f"{n_calib} to calibrate and at least 16 more" if n_calib else "at least 16"
         raise Q.CalibrationError(
-            f"{source}: {len(windows)} usable windows; need {cfg.calibration_windows} to calibrate "
-            "and at least 16 more to check the result"
+            f"{source}: {len(windows)} usable windows; need {need} to check the result"
         )
     if cfg.precision == "int8":
         Q.to_int8(fp32_path, out_path, calib)
@@ -263,7 +284,9 @@ def _reduce_precision(cfg, fp32_path, out_path, teacher, text_emb, window, sr) -
     vs_teacher = Q.agreement(teach, got, text_emb)
     unit = ref / np.linalg.norm(ref, axis=1, keepdims=True)
     spread = float((unit @ unit.T)[~np.eye(len(unit), dtype=bool)].mean())
-    on = f"{len(held)} real windows of {source} (calibrated on {len(calib)} others)"
+    on = f"{len(held)} real windows of {source}" + (
+        f" (calibrated on {len(calib)} others)" if n_calib else ""
+    )
     p = cfg.precision
     top1 = _gate(vs_fp32["top1_agreement"], MIN_TOP1_AGREEMENT, "species top-1 agreement", on)
     top1.update({k: vs_fp32[k] for k in MARGIN_FIGURES})  # flat: the manifest's gate schema
@@ -392,11 +415,16 @@ def _version() -> str:
 
 def dump_summary(path: Path) -> str:
     m = json.loads((path / B.MANIFEST).read_text())
-    return json.dumps(
-        {
-            k: m[k]
-            for k in ("bundle_id", "name", "embedding_dim", "window_samples", "parity", "gates")
-            if k in m
-        },
-        indent=2,
+    summary = {
+        k: m[k]
+        for k in ("bundle_id", "name", "demo", "notice", "embedding_dim", "window_samples")
+        if k in m
+    }
+    traits = m.get("traits")
+    summary["traits"] = (
+        f"{len(traits.get('scores', {}))} trait heads, fitted on {traits.get('fitted_on')}"
+        if traits
+        else "none: no --data with a trait table (traits.csv), so the runtime reports species only"
     )
+    summary.update({k: m[k] for k in ("parity", "gates") if k in m})
+    return json.dumps(summary, indent=2)

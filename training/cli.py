@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--data", default="small", help="benchmark size[:seed] or folder")
     ex.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ex.add_argument("--variants", nargs="+", help="subset of: all com sci tax all-shuffled")
-    ex.add_argument("--epochs", type=int, default=12, help="training budget per run (steps)")
+    ex.add_argument("--epochs", type=int, default=12, help="training epochs per run")
     ex.add_argument("--minutes", type=float, help="optional wall-clock cap per run")
     ex.add_argument("--audio-config", choices=["small", "fast"], default="fast")
     ex.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
@@ -148,10 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         description=(
             "From a global checkpoint, train on a region's recordings (any --data the "
             "other commands take: recordings folder with catalogue.csv, prepared folder) "
-            "while replaying the global data (--replay). Defaults: 5 epochs, lr 2e-5, 25%% "
-            "replay, every regional species seen. Writes finetune_report.{json,md}. "
+            "while replaying the global data (--replay). Defaults: 5 epochs, lr 2e-5, 25% "
+            "of each epoch replayed when --replay is given (without it nothing is replayed "
+            "and the global species may be forgotten), every regional species seen. Writes finetune_report.{json,md}. "
             "With no regional recordings, use the zero-shot route instead: "
-            "animalclap-export bundle --catalogue regional.csv."
+            "animalclap-export bundle --checkpoint GLOBAL --catalogue regional.csv "
+            "--parity-audio RECORDINGS/ --out BUNDLE."
         ),
     )
     ft.add_argument("--checkpoint", required=True, help="global model (path or hub id)")
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     bw.add_argument("--seed", type=int, default=0)
     bw.add_argument("--out", required=True)
     bw.add_argument("--workers", type=int, default=1)
+    bw.add_argument("--overwrite", action="store_true", help="replace a benchmark already in --out")
     bw.set_defaults(func=_cmd_benchmark)
 
     args = p.parse_args(argv)
@@ -399,6 +402,17 @@ def _cmd_bench(args) -> int:
         "workers": 8 if gpu else 1,
     }
     cfg = load_config(args.config, list(args.set), defaults=defaults)
+    print(
+        f"bench: {cfg.init} on {cfg.data}, batch {cfg.batch_size}, {cfg.precision}, "
+        f"{args.warmup} warm-up + {args.steps} timed steps on "
+        + (
+            "the GPU"
+            if gpu
+            else "the CPU (minutes at full size: `--set init=scratch:fast` is quicker)"
+        ),
+        file=sys.stderr,
+        flush=True,
+    )
     print(write(bench(cfg, args.steps, args.warmup, args.peak_tflops), args.out))
     return 0
 
@@ -458,7 +472,7 @@ def _cmd_benchmark(args) -> int:
     from training.benchmark.corpus import Benchmark
 
     bench = Benchmark.build(args.size, seed=args.seed)
-    bench.write(args.out, workers=args.workers, progress=True)
+    bench.write(args.out, workers=args.workers, progress=True, overwrite=args.overwrite)
     print(f"{len(bench.catalogue)} species, {len(bench.recordings)} recordings -> {args.out}")
     return 0
 

@@ -332,7 +332,8 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         f"`animalclap-train experiments --data {cfg.data} --seeds {' '.join(map(str, cfg.seeds))} "
         f"--epochs {cfg.epochs} --audio-config {cfg.audio_config} --precision {cfg.precision}`).",
         f"Benchmark `{cfg.data}`; seeds {seeds}; each model trained for {cfg.epochs} epochs on",
-        "the CPU from the small config (no pretrained weights). Figures are means with",
+        f"the CPU from the small config with its `{cfg.audio_config}` audio variant, from",
+        "scratch (no pretrained weights). Figures are means with",
         "95% Student-t intervals over the seeds that finished (the `seeds` column); each",
         "seed has its own zero-shot split, shared by every variant of that seed. Accuracy is on recordings of unseen species,",
         "ranked among the unseen species only.",

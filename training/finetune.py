@@ -38,7 +38,7 @@ def report_on(checkpoint: str, cfg: PretrainConfig, out: Path, progress: bool) -
     from training.evaluate import EvalConfig, evaluate
     from training.labelled_audio import open_labelled
     from training.model import AudioEncoder, load_clap
-    from training.train import make_split, validate_seen
+    from training.train import make_split, replay_advice, validate_seen
 
     loaded = load_clap(checkpoint)
     encoder = AudioEncoder(loaded.model, loaded.frontend, mode="fft")
@@ -55,7 +55,9 @@ def report_on(checkpoint: str, cfg: PretrainConfig, out: Path, progress: bool) -
     }
     if cfg.replay:
         data = open_labelled(cfg.replay)
-        gsplit = make_split(data, "zeroshot", cfg.seed, cfg.val_fraction)
+        gsplit = make_split(
+            data, "zeroshot", cfg.seed, cfg.val_fraction, advice=replay_advice(cfg.replay)
+        )
         ev = evaluate(loaded, data, gsplit, out, EvalConfig(seed=cfg.seed, maps=False), progress)
         gval = [data.items[i] for i in gsplit.val]
         res["global"] = {

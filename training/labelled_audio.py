@@ -153,6 +153,11 @@ def _open_folder(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledS
                 raise ValueError(
                     f"recordings.csv row {i + 2}: species {r['species_id']!r} not in catalogue.csv"
                 )
+            if not (root / r["path"]).is_file():  # found now, not as a traceback mid-epoch
+                raise ValueError(
+                    f"recordings.csv row {i + 2}: {r['path']!r} is not a file (paths are "
+                    f"relative to {root}); fix the row or remove it"
+                )
             group = f"{r.get('site', '')}|{r.get('date', '')}"
             items.append(Item(r["path"], r["species_id"], group, float(r.get("duration_s") or 0)))
     return LabelledSet(

@@ -179,10 +179,33 @@ def save_checkpoint(model, tokenizer, frontend: FrontendConfig, out_dir: str | P
     return out
 
 
+def missing_local_path(name_or_path: str) -> str | None:
+    """Why `name_or_path`, meant as a local folder, is not there; None if it is there or
+    reads as a hub id. A hub id is `name` or `org/name`; `runs/x` is one too in form, so
+    it counts as local when `runs/` exists here: a typo'd run folder should not spend
+    half a minute on hub retries and end in a connection error."""
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        return None
+    parts = Path(name_or_path).parts
+    local = (
+        name_or_path.startswith((".", "/", "~"))
+        or len(parts) > 2
+        or (len(parts) == 2 and Path(parts[0]).is_dir())
+    )
+    if not local:
+        return None
+    there = next((a for a in p.absolute().parents if a.is_dir()), None)
+    return f"no such folder (nearest that exists: {there})" if there else "no such folder"
+
+
 def load_clap(name_or_path: str, device: str | torch.device = "cpu") -> LoadedClap:
     """Load a CLAP checkpoint by hub id or local path (hub ids need a connected machine)."""
     from transformers import AutoConfig, AutoTokenizer, ClapFeatureExtractor, ClapModel
 
+    missing = missing_local_path(name_or_path)
+    if missing:
+        raise CheckpointError(f"checkpoint {name_or_path!r}: {missing}")
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:

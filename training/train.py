@@ -254,13 +254,29 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     return ckpt
 
 
-def make_split(data: LabelledSet, kind: str, seed: int, val_fraction: float) -> ZeroShotSplit:
-    """The paper's zero-shot split, or every species seen (grouped train/val only)."""
+SEEN_ADVICE = (
+    "train on every species with split seen (train: --split seen; pretrain: --set split=seen)"
+)
+
+
+def replay_advice(replay: str) -> str:
+    """Why replayed data needs a zero-shot split, for `make_split(..., advice=)`."""
+    return (
+        f"--replay {replay} keeps its zero-shot split (its unseen species stay unseen), so "
+        "it needs enough species for one: give a larger global set"
+    )
+
+
+def make_split(
+    data: LabelledSet, kind: str, seed: int, val_fraction: float, advice: str = SEEN_ADVICE
+) -> ZeroShotSplit:
+    """The paper's zero-shot split, or every species seen (grouped train/val only);
+    `advice` ends the error when the data cannot make a zero-shot split."""
     if kind == "zeroshot":
         try:
             return zero_shot_split(data.items, data.catalogue, seed=seed, val_fraction=val_fraction)
         except ValueError as e:
-            raise ValueError(f"{e}; train on every species with --split seen") from None
+            raise ValueError(f"{e}; {advice}") from None
     if kind == "seen":
         train_idx, val_idx = group_split([it.group for it in data.items], val_fraction, seed)
         return ZeroShotSplit(

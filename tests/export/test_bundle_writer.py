@@ -23,6 +23,12 @@ def test_round_trip(tiny_bundle, tiny_checkpoint):
     assert m.parity["onnx_vs_torch_min_cosine"] > 0.999
     assert "real recordings" in m.parity["parity_audio"]
     assert m.producer.teacher_checkpoint == str(tiny_checkpoint)
+    # heads fitted on the procedural benchmark: marked, so `run` shows its notice
+    assert m.demo and m.notice == "test bundle: random weights"
+    from export.pipeline import dump_summary
+
+    said = json.loads(dump_summary(tiny_bundle))  # what `animalclap-export bundle` prints
+    assert said["demo"] and said["traits"].startswith("22 trait heads, fitted on benchmark:tiny")
     assert set(m.files) == {p.name for p in tiny_bundle.iterdir() if p.name != B.MANIFEST}
 
 
@@ -80,6 +86,22 @@ def test_existing_output_is_not_clobbered_and_no_half_bundle_is_left(tmp_path, t
             ExportConfig(checkpoint=str(tiny_checkpoint), out=str(tmp_path / "c")), progress=False
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temporary leftovers
+
+
+def test_a_request_that_cannot_finish_is_refused_before_the_model_loads(tmp_path):
+    """The zero-shot route without parity audio used to fail after the ONNX export;
+    now it fails first, and the checkpoint is not even opened (it does not exist)."""
+    from export.pipeline import ExportConfig, ExportGateError, make_bundle
+
+    never = str(tmp_path / "no-checkpoint-here")
+    cat = str(tmp_path / "regional.csv")
+    with pytest.raises(ExportGateError, match="give --parity-audio DIR"):
+        make_bundle(ExportConfig(checkpoint=never, out=str(tmp_path / "z"), catalogue=cat))
+    with pytest.raises(ValueError, match="fp16/int8 apply to a distilled student"):
+        make_bundle(
+            ExportConfig(checkpoint=never, out=str(tmp_path / "z"), data="tiny", precision="fp16")
+        )
+    assert not (tmp_path / "z").exists()
 
 
 def _files(folder) -> dict[str, bytes]:

@@ -82,11 +82,15 @@ def test_fp16_student_bundle_passes_its_gates(
     assert gates["fp32 embedding spread"]["measured"] < 0.98  # the agreement is not vacuous
     top1 = gates[f"{precision} vs fp32 top-1 agreement"]
     assert 0 <= top1["windows_that_can_flip"] <= 1 and "diagnosis" not in top1  # it passed
-    assert "48 real windows" in gates[f"{precision} vs fp32 mean cosine"]["on"]
+    on = gates[f"{precision} vs fp32 mean cosine"]["on"]
+    assert "48 real windows" in on and "calibrated" not in on  # fp16 is a cast: no calibration
     graph = onnx.load(str(out / "audio_encoder.onnx")).graph
     assert sum(n.op_type == "Cast" for n in graph.node) == 2  # into the body and out of it
     assert load_bundle(out).manifest.audio_encoder.macs_per_window > 0
     assert not list(tmp_path.glob(".b.*"))  # no working folders left behind
+    from export.pipeline import dump_summary
+
+    assert json.loads(dump_summary(out))["traits"].startswith("none: no --data with a trait")
 
 
 def test_int8_of_a_random_weight_student_misses_its_gates_and_says_so(

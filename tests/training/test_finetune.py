@@ -93,3 +93,25 @@ def test_replay_never_brings_back_the_global_unseen_species(real_folder):
     assert all(
         it.id.startswith(REGIONAL) for it, r in zip(td.train, td.is_replay, strict=True) if not r
     )
+
+
+def test_replay_data_too_small_for_its_split_is_named_as_the_replay(real_folder, tmp_path):
+    """The error used to advise `--split seen`, an option pretrain does not have, about
+    data whose split was not the problem: it must name --replay and why."""
+    import csv
+
+    from training.pretrain.mixed import training_data
+
+    small = tmp_path / "two-species"
+    small.mkdir()
+    (small / "catalogue.csv").write_text((real_folder / "catalogue.csv").read_text())
+    rows = list(csv.DictReader((real_folder / "recordings.csv").open()))
+    keep = sorted({r["species_id"] for r in rows})[:2]
+    with open(small / "recordings.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(r for r in rows if r["species_id"] in keep)
+    with pytest.raises(ValueError, match=rf"--replay {small} keeps its zero-shot split"):
+        training_data(str(real_folder), "seen", 0, 0.1, replay=str(small))
+    with pytest.raises(ValueError, match=r"--set split=seen"):
+        training_data(str(small), "zeroshot", 0, 0.1)

@@ -82,3 +82,25 @@ def test_a_window_at_an_offset_equals_slicing_the_whole_file(tmp_path):
     # an offset past the end (a duration in the metadata too long) ends at the last frame
     long = data.items[0]
     np.testing.assert_array_equal(data.window(long, 30 * SR, n), data.load(long)[-n:])
+
+
+def test_a_recordings_folder_with_a_missing_file_is_refused_at_open(real_folder, tmp_path):
+    """It used to surface as an AudioError traceback in the middle of training."""
+    import csv
+
+    import pytest
+
+    from training.labelled_audio import open_labelled
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "catalogue.csv").write_text((real_folder / "catalogue.csv").read_text())
+    rows = list(csv.DictReader((real_folder / "recordings.csv").open()))
+    rows.insert(3, {**rows[3], "path": "missing.wav"})
+    with open(broken / "recordings.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(ValueError, match=r"recordings\.csv row 5: 'missing\.wav' is not a file"):
+        open_labelled(str(broken))
+    assert len(open_labelled(str(real_folder)).items) == len(rows) - 1

@@ -37,9 +37,16 @@ def test_audio_encoder_matches_transformers_feature_extractor_path(tiny_checkpoi
     assert torch.nn.functional.cosine_similarity(ref, ours).item() > 0.9999
 
 
-def test_not_clap_and_missing_checkpoints_are_refused(tmp_path):
-    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+def test_not_clap_and_missing_checkpoints_are_refused(tmp_path, monkeypatch):
+    with pytest.raises(CheckpointError, match=rf"'{tmp_path / 'nope'}': no such folder"):
         load_clap(str(tmp_path / "nope"))
+    # `runs/nope` has a hub id's form: local when runs/ is here, with no hub retries
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(CheckpointError, match=r"'runs/nope': no such folder \(nearest that"):
+        load_clap("runs/nope")
+    with pytest.raises(CheckpointError, match=r"'runs/nope/final': no such folder"):
+        load_clap("runs/nope/final")
     from transformers import BertConfig
 
     BertConfig(

@@ -259,7 +259,10 @@ class Benchmark:
         """
         out = Path(out_dir)
         if (out / "benchmark.json").exists() and not overwrite:
-            raise FileExistsError(f"{out} already holds a benchmark; pass overwrite=True")
+            raise FileExistsError(
+                f"{out} already holds a benchmark; give another --out, or --overwrite "
+                "(overwrite=True) to write it again"
+            )
         out.mkdir(parents=True, exist_ok=True)
         self.catalogue.to_csv(out / "catalogue.csv")
         write_trait_table(out / "traits.csv", self.traits, self.schema)

@@ -113,7 +113,10 @@ def _decode_pyav(path: Path) -> np.ndarray:
     except Rejected:
         raise
     except Exception as e:  # PyAV raises its own FFmpeg error classes
-        raise Rejected(UNDECODABLE, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+        # FFmpeg's errors carry their AVERROR code as errno ("[Errno 1094995529] Invalid
+        # data found..."): the words are the reason, the code means nothing to a person
+        words = getattr(e, "strerror", None) or next(iter(str(e).splitlines()), "")
+        raise Rejected(UNDECODABLE, f"FFmpeg: {words}" if words else type(e).__name__) from e
     wave = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if not np.isfinite(wave).all():
         raise Rejected(NON_FINITE)

@@ -88,10 +88,7 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
             ) from None
         table = pq.read_table(path)
         cols = {name: table.column(name).to_pylist() for name in table.column_names}
-        return [
-            {k: "" if v[i] is None else str(v[i]) for k, v in cols.items()}
-            for i in range(table.num_rows)
-        ]
+        return [{k: _cell(v[i]) for k, v in cols.items()} for i in range(table.num_rows)]
     with open(path, newline="", encoding="utf-8-sig") as f:
         return [
             {k.strip(): (v or "").strip() for k, v in r.items() if k} for r in csv.DictReader(f)
@@ -192,3 +189,19 @@ def plan(
     return Plan(
         keep=[keep[k] for k in sorted(keep)], left_out=left_out, examples=examples, rows=len(rows)
     )
+
+
+def _cell(value: object) -> str:
+    """A Parquet value as the CSV would have written it: pandas stores an integer
+    column with gaps as float (species 1 -> 1.0), and dates as timestamps."""
+    import datetime as dt
+
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dt.datetime) and value.time() == dt.time(0) and value.tzinfo is None:
+        return value.date().isoformat()
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return str(value)

@@ -201,6 +201,11 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
     from training.splits import zero_shot_split
 
     out = Path(out)
+    if not (out / PLAN).is_file():
+        raise ValueError(
+            f"{out}: no {PLAN} (not a prepare output, or no shard job has started there): "
+            "run prepare --shard i/N into it first"
+        )
     meta = json.loads((out / PLAN).read_text(encoding="utf-8"))
     missing = [
         j for j in range(meta["shards"]) if not (out / "shards" / f"{shard_name(j)}.json").exists()

@@ -54,6 +54,7 @@ class BenchResult:
     device_prefetch: bool
     run_ahead: int  # steps queued ahead of the GPU (0: a sync after every step)
     workers: int
+    shards: str | None  # codec of a prepared set's shards; None for other data
     steps: int
     warmup_steps: int  # untimed; on a GPU at least the loader's prefetch queue
     samples_per_s: float
@@ -73,6 +74,13 @@ class BenchResult:
     peak_memory_gb: float | None  # tensors allocated; misses CUDA graphs' private pools
     peak_reserved_gb: float | None  # the caching allocator's reserve, graph pools included
     paper_run_minutes: float
+
+
+def _shard_codec(data: str) -> str | None:
+    plan = Path(data) / "plan.json"  # training.prepare.run.PLAN
+    if not plan.is_file():
+        return None
+    return json.loads(plan.read_text(encoding="utf-8")).get("codec", "flac")
 
 
 def _peak(device: torch.device, override: float | None) -> float | None:
@@ -206,6 +214,7 @@ def bench(
         device_prefetch=cfg.device_prefetch,
         run_ahead=cfg.run_ahead,
         workers=cfg.workers,
+        shards=_shard_codec(cfg.data),
         steps=steps,
         warmup_steps=warmup,
         samples_per_s=round(rate, 2),
@@ -233,6 +242,9 @@ def bench(
 def write(result: BenchResult, out: str | Path | None) -> str:
     r = asdict(result)
     lines = [f"{k:>29}: {v}" for k, v in r.items()]
+    if result.mfu is None:  # say why, where a person reads it
+        i = list(r).index("mfu")
+        lines[i] += " (no peak TFLOP/s known for this device: give --peak-tflops)"
     verdict = (
         "data pipeline keeps up"
         if result.loader_only_samples_per_s > 1.2 * result.samples_per_s
@@ -251,7 +263,8 @@ def write(result: BenchResult, out: str | Path | None) -> str:
         tries += [] if result.device_prefetch or not gpu else ["device_prefetch=true"]
         if gpu and result.compiled not in ("no", "reduce-overhead"):
             tries.append("compile_mode=reduce-overhead prompt_length=auto")
-        tries.append("WAV shards (prepare --codec wav)")
+        if result.shards == "flac":  # decoding FLAC is host work WAV shards avoid
+            tries.append("WAV shards (prepare --codec wav)")
         tries.append("fewer workers" if result.workers else "workers=N (loading runs in the loop)")
         verdict += (
             f"; the loop's step is {result.host_overhead:.0%} slower than the step alone "

@@ -362,6 +362,11 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
     total = steps_per_epoch * cfg.epochs
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
     step = counters.get("global_step", 0)
+    if cfg.warmup_steps >= stop_at:
+        notes.append(
+            f"warmup_steps {cfg.warmup_steps} >= the {stop_at} steps of this run: the learning "
+            f"rate stays below lr {cfg.lr:g} throughout (set warmup_steps lower for a short run)"
+        )
     collate = make_collate(cfg, loaded, data.catalogue)
     if collate.pad_to:
         notes.append(

@@ -53,7 +53,7 @@ def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
 def training_data(
     data: str, split_kind: str, seed: int, val_fraction: float, replay: str | None = None
 ) -> TrainingData:
-    from training.train import make_split
+    from training.train import make_split, replay_advice
 
     primary = open_labelled(data)
     split = make_split(primary, split_kind, seed, val_fraction)
@@ -62,7 +62,7 @@ def training_data(
     if not replay:
         return TrainingData(primary, train, val, np.zeros(len(train), bool), split)
     old = open_labelled(replay)
-    old_split = make_split(old, "zeroshot", seed, val_fraction)
+    old_split = make_split(old, "zeroshot", seed, val_fraction, advice=replay_advice(replay))
     merged = merge(primary, old)
     train = [replace(it, id=REGIONAL + it.id, group=REGIONAL + it.group) for it in train]
     val = [replace(it, id=REGIONAL + it.id, group=REGIONAL + it.group) for it in val]

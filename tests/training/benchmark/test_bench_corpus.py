@@ -76,7 +76,7 @@ def test_site_and_day_share_noise_character(tiny):
     assert len(others) > 1
 
 
-def test_write_and_load_round_trip(tiny, tmp_path):
+def test_write_and_load_round_trip(tiny, tmp_path, capsys):
     out = tiny.write(tmp_path / "bench", workers=2, progress=False)
     meta = json.loads((out / "benchmark.json").read_text())
     assert meta["seed"] == 0 and meta["size"]["name"] == "tiny"
@@ -102,3 +102,11 @@ def test_write_and_load_round_trip(tiny, tmp_path):
 
     with pytest.raises(FileExistsError):
         tiny.write(out, progress=False)
+    # the CLI names the flag its message points to (it named overwrite=True before)
+    from training.cli import main
+
+    argv = ["benchmark", "--size", "tiny", "--out", str(out)]
+    assert main(argv) == 2
+    assert "give another --out, or --overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+    assert Benchmark.load(out).recordings == tiny.recordings

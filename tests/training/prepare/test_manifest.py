@@ -115,6 +115,20 @@ def test_parquet_and_csv_plan_the_same(tmp_path, catalogue):
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
     a, b = plan(tmp_path / "m.csv", catalogue), plan(tmp_path / "m.parquet", catalogue)
     assert a.digest() == b.digest() and len(a.keep) == 6
+    # as pandas writes them: dates as timestamps, an integer column with a gap as floats
+    import datetime as dt
+
+    typed = [{**r, "date": dt.datetime(2024, 5, 1), "n": float(i) if i else None}
+             for i, r in enumerate(rows)]  # fmt: skip
+    pq.write_table(pa.Table.from_pylist(typed), tmp_path / "typed.parquet")
+    c = plan(tmp_path / "typed.parquet", catalogue)
+    assert c.digest() == a.digest() and len(c.keep) == 6
+
+    from training.prepare.manifest import _cell
+
+    assert [_cell(x) for x in (1.0, 2.5, None, dt.date(2024, 5, 4), "x")] == [
+        "1", "2.5", "", "2024-05-04", "x"
+    ]  # fmt: skip
 
 
 def test_a_manifest_without_required_columns_says_which(tmp_path, catalogue):

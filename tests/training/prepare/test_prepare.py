@@ -140,11 +140,14 @@ def test_every_row_is_prepared_or_counted_with_its_reason(manifest, prepared):
     assert report["recordings"] + sum(report["rejected"].values()) == len(rows)
     non_cc = [r for r in rows if not r["licence"].startswith("CC")]
     assert report["rejected"][NOT_CC] == len(non_cc) == 8
-    rejected, reasons = {}, Counter({NOT_CC: len(non_cc)})
+    rejected, reasons, details = {}, Counter({NOT_CC: len(non_cc)}), {}
     for shard in sorted((out / "shards").glob("*.json")):
         for rej in json.loads(shard.read_text())["rejected"]:
             rejected[Path(rej["uri"]).name] = rej["reason"]
+            details[Path(rej["uri"]).name] = rej["detail"]
             reasons[rej["reason"]] += 1
+    # FFmpeg's reason in words, without its meaningless AVERROR code
+    assert details["notes.wav"].startswith("FFmpeg: ") and "Errno" not in details["notes.wav"]
     # the report's count of each reason is the sum of the shards' rejections
     assert report["rejected"] == dict(reasons)
     assert all(reasons[r] >= 1 for r in expected.values() if r != "ok")
@@ -301,6 +304,9 @@ def test_cli_reports_in_one_line(manifest, tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing column(s) path or url" in err
+    assert main(["prepare", "--out", str(tmp_path / "never"), "--finalize"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no plan.json (not a prepare output" in err
 
 
 def test_pcm16_crops_are_the_float_crops_samples_and_collate_to_the_same_batch(

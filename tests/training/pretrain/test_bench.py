@@ -36,6 +36,7 @@ def test_bench_reports_throughput_flops_and_mfu(tmp_path, capsys):
     assert r["compute_alone_s"] > 0 and r["host_overhead"] > -1
     assert abs(r["host_overhead"] - (r["step_s"] / r["compute_alone_s"] - 1)) < 0.01
     assert r["run_ahead"] == 1  # the default, as the loop runs
+    assert r["shards"] is None  # the tiny benchmark: no prepared shards
 
 
 def test_the_verdict_suggests_only_what_is_not_already_on():
@@ -43,6 +44,7 @@ def test_the_verdict_suggests_only_what_is_not_already_on():
 
     figures = dict(device="gpu", model="m", params_m=1.0, batch_size=256, precision="bf16")
     figures.update(workers=14, steps=60, warmup_steps=70, samples_per_s=2000.0, step_s=0.128)
+    figures.update(shards="flac")
     figures.update(data_wait_s=0.001, compute_s=0.127, loader_only_samples_per_s=2100.0)
     figures.update(loader_unpinned_samples_per_s=2200.0)
     figures.update(compute_alone_s=0.108, host_overhead=0.19, tflop_per_step=11.6)
@@ -73,6 +75,13 @@ def test_the_verdict_suggests_only_what_is_not_already_on():
     cpu = write(cpu, None).splitlines()[-1]  # the verdict
     assert "device_prefetch" not in cpu and "reduce-overhead" not in cpu and "run_ahead" not in cpu
     assert "workers=N (loading runs in the loop)" in cpu and "fewer workers" not in cpu
+    assert "WAV shards" in cpu  # FLAC shards: decoding them is host work
+    # other data has no shards to re-prepare; and a missing MFU says why
+    figures.update(shards=None, peak_tflops=None, mfu=None)
+    text = write(BenchResult(compiled="no", prompt_length=0, device_prefetch=False,
+                             run_ahead=0, **figures), None)  # fmt: skip
+    assert "WAV shards" not in text.splitlines()[-1]
+    assert "mfu: None (no peak TFLOP/s known for this device: give --peak-tflops)" in text
 
 
 def test_the_flop_count_is_a_training_steps_forward_and_backward():

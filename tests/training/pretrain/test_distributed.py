@@ -103,6 +103,11 @@ def test_an_out_folder_holding_another_run_is_not_resumed(pretrain_checkpoint, t
     torch.set_num_threads(1)
     pretrain(first, progress=False)
     saved = (tmp_path / "run" / "pretrain_config.json").read_bytes()
+    # 2 warm-up steps of a 2-step run: the rate never reached lr, and the log says so
+    assert (
+        "warmup_steps 2 >= the 2 steps of this run"
+        in (tmp_path / "run" / "train_log.jsonl").read_text()
+    )
     with pytest.raises(ValueError, match=r"holds another run \(seed 0, not 7\).*new --out"):
         pretrain(dataclasses.replace(first, seed=7), progress=False)
     assert (tmp_path / "run" / "pretrain_config.json").read_bytes() == saved
