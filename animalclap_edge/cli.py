@@ -458,6 +458,13 @@ def _cmd_report(args) -> int:
     print(
         f"{n} {args.what} rows from {db}" + (f" -> {args.out}" if args.out else ""), file=sys.stderr
     )
+    if n == 0 and args.taxon:
+        print(
+            f"note: nothing matched --taxon {' '.join(args.taxon)}; give taxon codes or "
+            "scientific names as `report summary` lists them (the bundle that logged the "
+            "card must know the taxon)",
+            file=sys.stderr,
+        )
     return 0
 
 

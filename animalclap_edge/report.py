@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -57,6 +58,23 @@ def reading(db: str | Path, table: str = "detections") -> Iterator[sqlite3.Conne
         conn.close()
 
 
+def _read_mode(path: Path) -> str:
+    """How to open `path` without writing beside it.
+
+    With no -wal file, every committed row is in the database file (the recorder
+    closed it, or the card was pulled after a checkpoint): `immutable=1` reads it
+    without creating the -wal and -shm files a WAL reader otherwise leaves on the card,
+    and works on a write-protected card. An empty -wal on a read-only card is the same
+    case. Otherwise a writer may be live, or rows wait in the WAL: `mode=ro` reads
+    through it, as a second reader of a running recorder must."""
+    wal = path.with_name(path.name + "-wal")
+    if not wal.exists():
+        return "immutable=1"
+    if wal.stat().st_size == 0 and not os.access(path.parent, os.W_OK):
+        return "immutable=1"
+    return "mode=ro"
+
+
 def open_readonly(db: str | Path, table: str = "detections") -> sqlite3.Connection:
     """A read-only connection to a detection database that has `table`, or a one-line
     `ReportError`."""
@@ -64,7 +82,7 @@ def open_readonly(db: str | Path, table: str = "detections") -> sqlite3.Connecti
     if not path.is_file():
         raise ReportError(f"no database at {path}")
     try:
-        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?{_read_mode(path)}", uri=True)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.Error as e:
         raise ReportError(

@@ -126,6 +126,16 @@ def test_filters_keep_the_detections_asked_for(card):
         write_report(card, "detections", io.StringIO(), min_probability=70)
 
 
+def test_a_taxon_that_matches_nothing_is_said(card, capsys):
+    from animalclap_edge.cli import main
+
+    assert main(["report", "events", "--db", str(card), "--taxon", "Turdus merula"]) == 0
+    err = capsys.readouterr().err
+    assert "0 events rows" in err and "note: nothing matched --taxon Turdus merula" in err
+    assert main(["report", "detections", "--db", str(card), "--taxon", "eurrob1"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_an_old_card_is_read_as_it_is_and_left_unchanged(tmp_path):
     """A version-1 database (before events): read without the upgrade a writer makes."""
     from animalclap_edge import store as S
@@ -143,6 +153,25 @@ def test_an_old_card_is_read_as_it_is_and_left_unchanged(tmp_path):
         write_report(db, "events", io.StringIO())
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.db"]
+
+
+def test_a_card_the_recorder_closed_gets_no_wal_files_from_a_report(card):
+    """Our databases are WAL: a plain read-only reader leaves -wal and -shm beside them
+    (and cannot open them at all on a write-protected card). With no -wal there is
+    nothing pending, so the report reads the file alone and adds nothing."""
+    before = hashlib.sha256(card.read_bytes()).hexdigest()
+    assert sorted(p.name for p in card.parent.iterdir()) == ["detections.db"]
+    assert len(_report(card, "detections")) == 5
+    assert sorted(p.name for p in card.parent.iterdir()) == ["detections.db"]
+    assert hashlib.sha256(card.read_bytes()).hexdigest() == before
+
+
+def test_a_live_recorders_rows_in_its_wal_are_reported(card):
+    """While the recorder runs, new rows sit in the -wal: the report must read them."""
+    with DetectionStore(card) as live:
+        live.add_detections([detection(144000, start_time_utc="2024-05-03T04:00:00+00:00")])
+        assert card.with_name("detections.db-wal").stat().st_size > 0
+        assert len(_report(card, "detections")) == 6
 
 
 def test_what_is_not_a_detection_database_is_named(tmp_path):
