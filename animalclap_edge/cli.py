@@ -551,12 +551,16 @@ def _cmd_run(args) -> int:
     if det.window_note:
         print(f"note: {det.window_note}", file=err)
     status = s = None
+    count = getattr(source, "count", None)  # files and folders: known in advance
     if not args.quiet and err.isatty():  # a person is watching: one live status line
         from animalclap_edge.console import StatusLine
 
-        count = getattr(source, "count", None)
         status = StatusLine(err, sinks, total_files=count() if count else None)
         sinks = [status]
+    elif count is not None and not err.isatty():  # a batch job's log: a line a minute
+        from animalclap_edge.console import ProgressLog
+
+        sinks.append(ProgressLog(err, total_files=count()))
     try:
         with Runtime(
             cfg,

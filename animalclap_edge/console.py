@@ -106,3 +106,41 @@ class StatusLine:
 def _hms(seconds: float) -> str:
     s = int(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class ProgressLog:
+    """For a run nobody watches at a terminal (nohup, cron, a service's journal): a
+    progress line on `out` at most every `every_s` seconds, after a recording ends,
+    where `StatusLine` would redraw; nothing when the run is shorter than that."""
+
+    def __init__(
+        self,
+        out: TextIO,
+        total_files: int | None = None,
+        every_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.out, self.total, self.every_s, self._clock = out, total_files, every_s, clock
+        self.t0 = self._last = clock()
+        self.files = self.detections = 0
+        self.audio_s = 0.0
+
+    def on_detection(self, d: Detection) -> None:
+        self.detections += 1
+
+    def on_event(self, e: Event) -> None:
+        pass
+
+    def on_recording(self, r: RecordingResult) -> None:
+        self.files += 1
+        self.audio_s += r.duration_s
+        now = self._clock()
+        if now - self._last >= self.every_s:
+            self._last = now
+            done = f"{self.files} of {self.total}" if self.total else str(self.files)
+            wall = max(1e-9, now - self.t0)
+            self.out.write(
+                f"progress: {done} recordings, {_hms(self.audio_s)} audio "
+                f"({self.audio_s / wall:.0f}x real time), {self.detections} detections\n"
+            )
+            self.out.flush()

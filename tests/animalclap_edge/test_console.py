@@ -123,3 +123,21 @@ def test_the_cli_draws_it_on_a_terminal_and_not_on_a_pipe(realaudio, tmp_path):
         [*cmd, "--db", str(tmp_path / "b.db")], cwd=REPO, env=env, capture_output=True, timeout=300
     )
     assert piped.returncode == 0 and b"\x1b[K" not in piped.stderr
+    assert b"progress:" not in piped.stderr  # a run shorter than a minute says nothing more
+
+
+def test_an_unwatched_run_logs_progress_at_most_once_a_minute():
+    """nohup, cron or a journal: no status line to redraw, a line a minute instead."""
+    from animalclap_edge.console import ProgressLog
+
+    now = [0.0]
+    out = io.StringIO()
+    log = ProgressLog(out, total_files=400, clock=lambda: now[0])
+    for i in range(200):  # one recording every 0.5 s: 100 s in all
+        log.on_detection(_det(i, "Turdus merula"))
+        now[0] += 0.5
+        log.on_recording(_rec(f"{i}.wav", 60.0, 1))
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "progress: 120 of 400 recordings, 2:00:00 audio (120x real time), 120 detections"
+    ]
