@@ -13,7 +13,7 @@ BUDGET=(--epochs "$EPOCHS")
 AUDIO=${AUDIO:-../shared/realaudio}
 
 echo "== 1/3 train a small CLAP on the tiny procedural benchmark (${BUDGET[*]})"
-animalclap-train train --data tiny --out "$RUN" "${BUDGET[@]}"
+animalclap-train train --data tiny --out "$RUN" --overwrite "${BUDGET[@]}"
 
 echo "== 2/3 export: text embeddings, ONNX audio encoder with the front-end inside, trait heads"
 PARITY=()

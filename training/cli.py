@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
         help="run directory (checkpoint/, train_log.jsonl, train_summary.json)",
     )
     tr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train again into an --out that already holds a run (replacing its checkpoint)",
+    )
+    tr.add_argument(
         "--init",
         help="start from this CLAP checkpoint (local path or hub id); default: small config from scratch",
     )
@@ -228,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
 def _cmd_train(args) -> int:
     from training.train import TrainConfig, train
 
+    if (Path(args.out) / "checkpoint").exists() and not args.overwrite:
+        raise FileExistsError(
+            f"{args.out} already holds a trained run (checkpoint/): give another --out, or "
+            "--overwrite to train it again from the start"
+        )
     cfg = TrainConfig(
         out=args.out,
         data=args.data,

@@ -69,11 +69,12 @@ def report_on(checkpoint: str, cfg: PretrainConfig, out: Path, progress: bool) -
 
 def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
     """Train from cfg.init on cfg.data with replay of cfg.replay; write the report."""
-    from training.pretrain.loop import pretrain
+    from training.pretrain.loop import pretrain, removed_if_left_empty
 
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    before = report_on(cfg.init, cfg, out / "before", progress)
+    with removed_if_left_empty(out):
+        out.mkdir(parents=True, exist_ok=True)
+        before = report_on(cfg.init, cfg, out / "before", progress)
     final = pretrain(cfg, progress=progress)
     after = report_on(str(final), cfg, out / "after", progress)
     report = {

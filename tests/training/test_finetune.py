@@ -115,3 +115,26 @@ def test_replay_data_too_small_for_its_split_is_named_as_the_replay(real_folder,
         training_data(str(real_folder), "seen", 0, 0.1, replay=str(small))
     with pytest.raises(ValueError, match=r"--set split=seen"):
         training_data(str(small), "zeroshot", 0, 0.1)
+
+
+def test_a_run_that_fails_at_its_start_leaves_no_empty_out(real_folder, tmp_path):
+    """A typo'd checkpoint or data folder used to leave an empty --out, which the next
+    (corrected) attempt then met as an existing run."""
+    from training.model import CheckpointError
+    from training.pretrain.loop import pretrain
+
+    out = tmp_path / "region"
+    cfg = finetune_config(None, [f"init={tmp_path / 'no-such-checkpoint'}",
+                                 f"data={real_folder}", f"out={out}"])  # fmt: skip
+    with pytest.raises(CheckpointError, match="no such folder"):
+        finetune(cfg, progress=False)
+    assert not out.exists()
+    bad_data = finetune_config(None, ["init=scratch:fast", f"data={tmp_path / 'nope'}",
+                                      f"out={out}"])  # fmt: skip
+    with pytest.raises(ValueError):
+        pretrain(bad_data, progress=False)
+    assert not out.exists()
+    out.mkdir()  # a folder the user made keeps existing
+    with pytest.raises(ValueError):
+        pretrain(bad_data, progress=False)
+    assert out.is_dir()

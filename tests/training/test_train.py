@@ -45,3 +45,18 @@ def test_unknown_precision_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="precision 'fp8'"):
         train(TrainConfig(out=str(tmp_path / "x"), precision="fp8"), progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_the_cli_does_not_train_over_a_finished_run_unless_told(tmp_path, capsys):
+    from training.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--data", "tiny", "--out", str(out), "--clips-per-species", "1",
+            "--epochs", "1", "--audio-config", "fast", "--threads", "1"]  # fmt: skip
+    assert main(argv) == 0
+    first = (out / "checkpoint" / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(argv) == 2  # it used to replace the checkpoint without a word
+    assert "already holds a trained run (checkpoint/)" in capsys.readouterr().err
+    assert (out / "checkpoint" / "model.safetensors").read_bytes() == first
+    assert main([*argv, "--overwrite"]) == 0

@@ -167,10 +167,12 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
     bar = tqdm(total=total, desc="prepare", unit="rec", disable=not progress or not total)
     try:
         if cfg.workers == 1 or len(work) <= 1:
+            rejected = 0  # running total: a per-shard count went up and down
             for j, recs in work.items():
                 r = write_shard(j, recs, folder, cfg.settings, codec=cfg.codec)
+                rejected += r["rejected"]
                 bar.update(len(recs))
-                bar.set_postfix(rejected=r["rejected"])
+                bar.set_postfix(rejected=rejected)
             return
         import multiprocessing as mp
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait

@@ -48,13 +48,32 @@ def barrier(d: Dist) -> None:
         tdist.barrier()
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather whose backward hands each rank the gradient of its own rows, summed
+    over ranks (every rank's loss depends on every rank's rows). Ours rather than
+    torch.distributed.nn.functional.all_gather, which torch 2.13 deprecates in favour
+    of a private module; all_reduce + slice works on gloo (CPU tests) and NCCL alike."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, world: int, rank: int) -> torch.Tensor:
+        ctx.world, ctx.rank, ctx.rows = world, rank, x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(world)]
+        tdist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        tdist.all_reduce(grad)  # sum of every rank's d(loss_r)/d(rows)
+        mine = grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+        return mine, None, None
+
+
 def gather_with_grad(x: torch.Tensor, d: Dist) -> torch.Tensor:
     """(B, D) per rank -> (world * B, D), rank order; gradients flow back to each rank."""
     if d.world == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x, d.world, d.rank)
 
 
 def all_mean(x: torch.Tensor, d: Dist) -> float:

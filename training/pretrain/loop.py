@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -280,9 +281,27 @@ def pretrain(
     cfg.check()
     d = init_distributed()
     try:
-        return _pretrain(cfg, d, on_step, progress)
+        with removed_if_left_empty(Path(cfg.out)):
+            return _pretrain(cfg, d, on_step, progress)
     finally:
         close(d)
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(out: Path) -> Iterator[None]:
+    """A run that fails before writing anything (a bad init, data that does not open)
+    leaves no empty --out behind: the next attempt starts as new, not as a 'resume'."""
+    fresh = not out.exists()
+    try:
+        yield
+    except BaseException:
+        if fresh and out.is_dir():
+            for folder in sorted((p for p in out.rglob("*") if p.is_dir()), reverse=True):
+                with contextlib.suppress(OSError):  # not empty: kept, with what it holds
+                    folder.rmdir()
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
 
 
 # What makes a run this run: resuming with any of them changed would continue one
