@@ -72,12 +72,15 @@ def refuse_unusable(path: Path, backup: Path | None) -> None:
         raise StoreError(
             f"{path}: is a folder; the database must be a file, e.g. {path / 'detections.db'}"
         )
-    where = path if path.exists() else _existing_parent(path)
-    if where is not None and not os.access(where, os.W_OK):
-        raise StoreError(
-            f"{path}: cannot write {'it' if where == path else f'in {where}'} (read-only card "
-            "or no permission); give a writable --db, or read it with `animalclap-edge report`"
-        )
+    # the file, and its folder (SQLite writes the -wal and -shm beside it)
+    places = [path, path.parent] if path.exists() else [_existing_parent(path)]
+    for where in places:
+        if where is not None and not os.access(where, os.W_OK):
+            raise StoreError(
+                f"{path}: cannot write {'it' if where == path else f'in {where}'} (read-only "
+                "card or no permission); give a writable --db, or read it with "
+                "`animalclap-edge report`"
+            )
     if path.exists() and path.stat().st_size:
         with open(path, "rb") as f:
             head = f.read(len(SQLITE_HEADER))

@@ -68,6 +68,8 @@ def _read_mode(path: Path) -> str:
     case. Otherwise a writer may be live, or rows wait in the WAL: `mode=ro` reads
     through it, as a second reader of a running recorder must."""
     wal = path.with_name(path.name + "-wal")
+    if path.with_name(path.name + "-journal").exists():
+        return "mode=ro"  # a rollback journal to replay first (not our WAL databases)
     if not wal.exists():
         return "immutable=1"
     if wal.stat().st_size == 0 and not os.access(path.parent, os.W_OK):
