@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -36,6 +37,16 @@ def main(argv: list[str] | None = None) -> int:
         return 141  # as a shell reports a process ended by SIGPIPE
     except _USER_ERRORS as e:
         print(f"animalclap-edge: error: {e}", file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as e:
+        if "full" not in str(e):
+            raise
+        print(
+            f"animalclap-edge: error: the database's disk is full ({e}); everything committed "
+            "before is kept: free space, or let retention make room (storage.max_disk_percent, "
+            "retention_days)",
+            file=sys.stderr,
+        )
         return 2
 
 
@@ -433,7 +444,7 @@ def _cmd_serve(args) -> int:
 
 def _cmd_report(args) -> int:
     from animalclap_edge.config import load_config
-    from animalclap_edge.report import out_error, write_report
+    from animalclap_edge.report import ReportError, out_error, write_report
 
     db = Path(args.db or load_config(args.config).storage.database)
     if args.what == "activity":
@@ -443,6 +454,8 @@ def _cmd_report(args) -> int:
         n = write_report(db, args.what, sys.stdout, **filters)
     else:
         out = Path(args.out)
+        if out.is_dir() or not out.name:
+            raise ReportError(f"--out {args.out}: is a folder; give a file name, e.g. report.csv")
         part = out.with_name(out.name + ".part")  # a failed report leaves no half file
         try:
             out.parent.mkdir(parents=True, exist_ok=True)  # as `report activity` does
@@ -603,7 +616,7 @@ def _live(spec: str, first, open_it, rt, cfg, err):
     """A live source (microphone, named pipe) under the watchdog, and under the schedule
     when one is set: the schedule outside, so idle periods are not seen as a stall."""
     from animalclap_edge.schedule import Schedule, ScheduledSource
-    from animalclap_edge.sources import is_reopenable
+    from animalclap_edge.sources import is_mic, is_reopenable
 
     sched = Schedule.from_config(cfg.schedule)
     if not is_reopenable(spec):
@@ -612,6 +625,13 @@ def _live(spec: str, first, open_it, rt, cfg, err):
         return first
     if sched.always_on:
         return rt.watch(first, open_it)
+    if not is_mic(spec):  # tested with a writer that reopens; a one-shot one dies
+        print(
+            f"note: the named pipe {spec} is closed in each off period, which ends its writer "
+            "(SIGPIPE): the writer must open it again (a loop, or a service with "
+            "Restart=always); a one-shot `arecord > pipe &` stops at the first off period",
+            file=err,
+        )
     first.close()  # opened only to fail early on a bad device; periods open their own
     print(f"schedule: {sched.describe(datetime.now(timezone.utc).date())}", file=err)
     return ScheduledSource(

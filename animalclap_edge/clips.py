@@ -10,6 +10,7 @@ has no clip, so a full card never stops detection logging.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,10 @@ class ClipWriter:
         except (OSError, sf.SoundFileError) as e:  # libsndfile reports ENOSPC as its own error
             tmp.unlink(missing_ok=True)
             self.refused["write error"] = self.refused.get("write error", 0) + 1
+            # libsndfile reports ENOSPC as "System error." or an encoder failure: say it
+            free = shutil.disk_usage(self.folder).free
+            if free < 1 << 20:
+                return None, f"clip not written: disk full ({free // 1024} KB free; {e})"
             return None, f"clip not written: {e}"
         self.written += 1
         return rel.as_posix(), None

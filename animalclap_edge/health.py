@@ -119,7 +119,12 @@ class HealthMonitor:
         store.add_health("snapshot", "runtime", snap)
 
     def maybe_backup(self, store: DetectionStore, force: bool = False) -> None:
-        due = self.backup_every_s and time.monotonic() - self._last_backup >= self.backup_every_s
+        # the first backup as soon as there is none: a board that reboots daily, or
+        # runs over cards from cron, would otherwise never live a whole interval
+        due = self.backup_every_s and (
+            not self.backup_path.exists()
+            or time.monotonic() - self._last_backup >= self.backup_every_s
+        )
         if force or due:
             t = time.monotonic()
             store.backup(self.backup_path)
@@ -149,5 +154,8 @@ class HealthMonitor:
                 except Exception as e:  # health must never stop detection
                     self.last_error = f"{type(e).__name__}: {e}"
                 if self._stop.wait(self.interval_s):
-                    self.write_snapshot(store)  # a last one on the way out
+                    try:
+                        self.write_snapshot(store)  # a last one on the way out
+                    except Exception as e:  # a full disk: the run says so itself
+                        self.last_error = f"{type(e).__name__}: {e}"
                     return

@@ -81,6 +81,11 @@ class LiveError(RuntimeError):
     """The live endpoint cannot be set up; the message says why on one line."""
 
 
+class LiveListenError(LiveError):
+    """The port cannot be had (another `serve`, another program): a recorder goes on
+    without its live view rather than not recording."""
+
+
 def read_token(path: str | Path) -> bytes:
     """The token in `path`, refused unless only its owner can read it and it is usable."""
     p = Path(path)
@@ -204,7 +209,7 @@ class LiveServer:
             )[0][0]
             self._httpd = _HTTPServer(self, family, (self.host, self.port))
         except OSError as e:
-            raise LiveError(
+            raise LiveListenError(
                 f"live: cannot listen on {self.host}:{self.port}: {e.strerror or e}"
             ) from None
         self.port = self._httpd.server_address[1]  # the one picked when port was 0

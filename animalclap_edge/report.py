@@ -83,6 +83,10 @@ def open_readonly(db: str | Path, table: str = "detections") -> sqlite3.Connecti
     path = Path(db)
     if not path.is_file():
         raise ReportError(f"no database at {path}")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head and head != b"SQLite format 3\x00":
+        raise ReportError(f"{path}: not a SQLite database (a recording or another file?)")
     try:
         conn = sqlite3.connect(f"{path.absolute().as_uri()}?{_read_mode(path)}", uri=True)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}

@@ -61,10 +61,15 @@ class Runtime:
                 self.say(f"uplink: mqtt {mq.host}:{mq.port} topic {self.uplink.topic}")
             lv = self.cfg.messaging.live
             if lv.enabled:
-                from animalclap_edge.live import LiveServer
+                from animalclap_edge.live import LiveListenError, LiveServer
 
-                self.live = LiveServer.from_config(self.db, lv).start()
-                self.say(f"live: {self.live.url} (stream at /events)")
+                server = LiveServer.from_config(self.db, lv)
+                try:
+                    self.live = server.start()
+                    self.say(f"live: {self.live.url} (stream at /events)")
+                except LiveListenError as e:  # the view is optional; recording is not
+                    self.say(f"WARNING: {e}; recording goes on without the live view")
+                    self.store.add_health("live_unavailable", "runtime", {"reason": str(e)})
             self.monitor.start()
         except BaseException:
             self.close()

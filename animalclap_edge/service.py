@@ -168,7 +168,14 @@ def install_service(
             )
         if not stdin_rate:
             raise ServiceError(f"--source {source}: a named pipe needs its rate (--stdin-rate)")
-    load_config(config_path)  # ConfigError: one line per problem, naming file and key
+        from animalclap_edge.sources import is_fifo
+
+        if Path(source).exists() and not is_fifo(Path(source)):
+            raise ServiceError(
+                f"--source {source}: exists and is not a named pipe; a service records from "
+                "'mic' or a pipe (mkfifo) that a capture process writes"
+            )
+    cfg = load_config(config_path)  # ConfigError: one line per problem, naming file and key
     if not bundle_path.exists():
         raise ServiceError(f"bundle '{bundle}' not found: give a bundle directory or .tar")
     load_bundle(bundle_path)  # a corrupt bundle would only crash-loop the service
@@ -180,6 +187,18 @@ def install_service(
     wd = Path(working_dir or Path.cwd()).expanduser().resolve()
     if not wd.is_dir():
         raise ServiceError(f"working directory '{wd}' is not a folder")
+    # files the config names that `run` opens at start: missing, the unit would loop
+    needed = []
+    if cfg.messaging.live.enabled and cfg.messaging.live.token_file:
+        needed.append(("messaging.live.token_file", cfg.messaging.live.token_file))
+    if cfg.messaging.mqtt.enabled and cfg.messaging.mqtt.password_file:
+        needed.append(("messaging.mqtt.password_file", cfg.messaging.mqtt.password_file))
+    for key, name in needed:
+        if not (wd / Path(name).expanduser()).is_file():  # relative to the unit's folder
+            raise ServiceError(
+                f"{config_path}: {key} {name}: no such file (from {wd}); the service would "
+                "restart every 10 s"
+            )
     text = render_unit(
         config=config_path,
         bundle=bundle_path,

@@ -84,3 +84,20 @@ def test_the_monitor_writes_snapshots_with_counters_and_backs_up(tmp_path):
     assert backups and backup_path_for(db).exists()
     with DetectionStore(backup_path_for(db)) as b:
         assert b.integrity_check() == "ok"
+
+
+def test_the_first_backup_is_made_at_start_when_there_is_none(tmp_path):
+    """A board that reboots every day never lived a whole backup interval: recovery
+    then had no backup to start from."""
+    db = tmp_path / "d.db"
+    with DetectionStore(db):
+        pass
+    mon = HealthMonitor(db, interval_s=0.1, backup_every_s=24 * 3600.0).start()
+    time.sleep(0.5)
+    mon.stop()
+    assert mon.last_error == "" and backup_path_for(db).exists()
+    made = backup_path_for(db).stat().st_mtime_ns
+    mon = HealthMonitor(db, interval_s=0.1, backup_every_s=24 * 3600.0).start()
+    time.sleep(0.3)
+    mon.stop()
+    assert backup_path_for(db).stat().st_mtime_ns == made  # one exists: wait the interval

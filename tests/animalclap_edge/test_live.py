@@ -557,3 +557,27 @@ def test_cli_serve_refuses_an_exposed_address_without_a_token(db, tmp_path, caps
     assert "chmod 600" in capsys.readouterr().err
     assert main(["serve", "--db", str(tmp_path / "none.db")]) == 2
     assert "no database at" in capsys.readouterr().err
+
+
+def test_a_taken_port_leaves_the_recorder_recording(tiny_bundle, realaudio, tmp_path, capsys):
+    """`serve` on the same port, or any other program: the live view is optional, so
+    `run` says why it is missing and records, instead of recording nothing."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        cfg = tmp_path / "edge.yaml"
+        cfg.write_text(f"messaging:\n  live:\n    enabled: true\n    port: {port}\n")
+        clip = next(iter(sorted(realaudio.glob("srkw*.wav"))))
+        db = tmp_path / "d.db"
+        argv = ["run", "--bundle", str(tiny_bundle), "--source", str(clip), "--db", str(db)]
+        assert main([*argv, "--config", str(cfg), "--quiet"]) == 0
+    finally:
+        taken.close()
+    err = capsys.readouterr().err
+    assert f"WARNING: live: cannot listen on 127.0.0.1:{port}" in err
+    assert "recording goes on without the live view" in err
+    with DetectionStore(db) as s:
+        assert [r.status for r in s.recordings()] == ["ok"]
+        assert "live_unavailable" in [h["kind"] for h in s.health()]

@@ -174,6 +174,12 @@ def test_a_live_recorders_rows_in_its_wal_are_reported(card):
         assert len(_report(card, "detections")) == 6
 
 
+def test_a_recording_given_as_db_is_named_not_a_database(realaudio, tmp_path):
+    wav = next(iter(sorted(realaudio.glob("*.wav"))))
+    with pytest.raises(ReportError, match=r"not a SQLite database \(a recording"):
+        write_report(wav, "summary", io.StringIO())
+
+
 def test_what_is_not_a_detection_database_is_named(tmp_path):
     with pytest.raises(ReportError, match="no database at"):
         write_report(tmp_path / "none.db", "summary", io.StringIO())
@@ -230,6 +236,10 @@ def test_cli_reports_a_real_run_to_a_file(tiny_bundle, realaudio, tmp_path, caps
     assert main(["report", "summary", "--db", str(db), "--out", str(nested)]) == 0
     assert _csv(nested.read_text()) == _csv(summary.read_text())
     capsys.readouterr()
+    assert main(["report", "summary", "--db", str(db), "--out", str(tmp_path)]) == 2
+    assert (
+        capsys.readouterr().err.strip().endswith("is a folder; give a file name, e.g. report.csv")
+    )
     blocked = summary / "x.csv"  # summary.csv is a file, not a folder
     assert main(["report", "summary", "--db", str(db), "--out", str(blocked)]) == 2
     assert (

@@ -210,6 +210,24 @@ def test_a_named_pipe_source_needs_an_absolute_path_and_its_rate(tmp_path, capsy
     assert main([*base, "--source", "mic.pcm", "--stdin-rate", "48000"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "absolute path of a named pipe" in err
+    script = tmp_path / "writer.py"  # a regular file would be read once, then loop forever
+    script.write_text("print()")
+    assert main([*base, "--source", str(script), "--stdin-rate", "48000"]) == 2
+    assert "exists and is not a named pipe" in capsys.readouterr().err
+
+
+def test_a_file_the_config_needs_at_start_must_exist(tmp_path, capsys):
+    """`config check` cannot know the service's folder; install-service does."""
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text("messaging:\n  live:\n    enabled: true\n    token_file: live.tok\n")
+    argv = ["install-service", "--config", str(cfg), "--bundle", str(demo_bundle_path())]
+    argv += ["--dry-run", "--source", "/run/acl/mic.pcm", "--stdin-rate", "48000"]
+    assert main([*argv, "--working-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "messaging.live.token_file live.tok: no such file" in err
+    (tmp_path / "live.tok").write_text("a-long-random-token-for-the-live-view\n")
+    os.chmod(tmp_path / "live.tok", 0o600)
+    assert main([*argv, "--working-dir", str(tmp_path)]) == 0
 
 
 def test_a_microphone_unit_needs_its_audio_library(tmp_path, capsys, monkeypatch):

@@ -186,6 +186,25 @@ def test_a_clip_write_that_hits_enospc_is_a_refusal_not_a_crash(small_disk):
     )
     noise = np.random.default_rng(0).uniform(-0.5, 0.5, 3 * 48_000).astype(np.float32)
     path, note = writer.write(event, noise)
-    assert path is None and "clip not written" in note
+    assert path is None and note.startswith("clip not written: disk full (")  # not "System error."
     assert not list((small_disk / "clips").rglob("*.tmp"))
     assert writer.refused == {"write error": 1}
+
+
+def test_a_database_disk_with_no_room_left_stops_in_one_line(orca_folder, tmp_path, small_disk):
+    """No retention can free a disk that other files filled: the run must stop with one
+    line (it ended in two tracebacks, the health thread's and the store's), keeping
+    what it had committed."""
+    src = orca_folder(tmp_path / f"in-{uuid.uuid4().hex[:6]}", 4)
+    st = os.statvfs(small_disk)
+    with open(small_disk / "filler", "wb") as f:  # leave 384 KB: the schema fits, a run not
+        f.write(b"\0" * (st.f_bavail * st.f_frsize - 384 * 1024))
+    (small_disk / "edge.yaml").write_text("scoring:\n  threshold: 0.0\n  top_k: 3\n")
+    cmd = [sys.executable, "-m", "animalclap_edge", "run", "--source", str(src)]
+    cmd += ["--db", "detections.db", "--config", "edge.yaml", "--quiet"]
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    p = subprocess.run(cmd, cwd=small_disk, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr
+    assert "disk is full" in p.stderr.strip().splitlines()[-1]
+    assert _rows(small_disk / "detections.db", "PRAGMA integrity_check") == [("ok",)]

@@ -147,6 +147,7 @@ def test_a_duty_cycle_opens_the_pipe_only_in_its_on_periods(orca_pcm, tmp_path):
             if p.poll() is None:
                 p.kill()
     assert "schedule:" in err
+    assert f"note: the named pipe {fifo} is closed in each off period" in err
     recs = _rows(
         db,
         "SELECT recording_id, duration_s, status, start_time_utc FROM recordings ORDER BY rowid",
