@@ -345,6 +345,7 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
     figures.update(
         {
             "teacher": loaded.source,
+            "teacher_weights_sha256": weights_digest(cfg.teacher),
             "audio": data.name,
             "crops": len(crops),
             "train_crops": len(tr),
@@ -392,6 +393,23 @@ def agreement(
         tx = text.cpu().numpy()
         res["val_top1_agreement"] = float(np.mean((s @ tx.T).argmax(1) == (t @ tx.T).argmax(1)))
     return res
+
+
+def weights_digest(source: str) -> str | None:
+    """sha256 of a local checkpoint's weight files' bytes (None for a hub id): which
+    teacher a student learned from, wherever the checkpoint was copied to."""
+    path = Path(source)
+    if not path.is_dir():
+        return None
+    files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def _teacher_id(source: str) -> str:

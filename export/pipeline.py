@@ -103,6 +103,17 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
             raise ValueError(
                 f"student {cfg.student} was distilled with another front-end than {loaded.source}"
             )
+        from export.distill import weights_digest
+
+        learned_from = student_meta.get("distill", {}).get("teacher_weights_sha256")
+        here = weights_digest(cfg.checkpoint)
+        if learned_from and here and learned_from != here:
+            raise ValueError(
+                f"student {cfg.student} was distilled from another teacher "
+                f"({student_meta['distill'].get('teacher')}) than {cfg.checkpoint}: its audio "
+                "embeddings would not match this checkpoint's text embeddings; distil it "
+                "from this checkpoint"
+            )
         if encoder.cfg.embedding_dim != int(loaded.model.config.projection_dim):
             raise ValueError(
                 f"student embedding dim {encoder.cfg.embedding_dim} != teacher projection dim "

@@ -415,10 +415,11 @@ def _cmd_bench(args) -> int:
     print(
         f"bench: {cfg.init} on {cfg.data}, batch {cfg.batch_size}, {cfg.precision}, "
         f"{args.warmup} warm-up + {args.steps} timed steps on "
+        + ("the GPU" if gpu else "the CPU")
         + (
-            "the GPU"
-            if gpu
-            else "the CPU (minutes at full size: `--set init=scratch:fast` is quicker)"
+            " (minutes at full size on a CPU: `--set init=scratch:fast` is quicker)"
+            if not gpu and cfg.init == "scratch:full"
+            else ""
         ),
         file=sys.stderr,
         flush=True,

@@ -76,6 +76,26 @@ def _finished(run: Path, name: str) -> bool:
     )
 
 
+# What the finished runs in --out were trained with: a sweep that resumes them under
+# other values would write its values on a page of the old runs' figures.
+SWEEP_IDENTITY = ("data", "epochs", "minutes", "audio_config", "precision", "probe_items")
+
+
+def _refuse_another_sweep(root: Path, cfg: SweepConfig) -> None:
+    saved = root / "sweep.json"
+    if not saved.is_file():
+        return
+    old = json.loads(saved.read_text(encoding="utf-8"))
+    changed = [k for k in SWEEP_IDENTITY if k in old and old[k] != getattr(cfg, k)]
+    if changed:
+        k = changed[0]
+        raise ValueError(
+            f"{root} holds runs of another sweep ({k} {old[k]!r}, not {getattr(cfg, k)!r}"
+            + (f"; also {', '.join(changed[1:])}" if changed[1:] else "")
+            + "): give a new --out, or the same settings to add seeds or variants to it"
+        )
+
+
 def run_sweep(cfg: SweepConfig, progress: bool = True, report_only: bool = False) -> dict:
     """Train, evaluate and probe every (variant, seed) not done yet; write the page.
 
@@ -90,6 +110,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, report_only: bool = False
     if report_only:
         return write_page(root, cfg)
     root.mkdir(parents=True, exist_ok=True)
+    _refuse_another_sweep(root, cfg)
     (root / "sweep.json").write_text(json.dumps(cfg.__dict__, indent=2), encoding="utf-8")
     data_spec = materialise_benchmark(cfg.data, root / "benchmark", progress)
     todo = pending_runs(cfg, root)

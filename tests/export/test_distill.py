@@ -47,6 +47,25 @@ def test_distill_caches_the_teacher_and_saves_a_loadable_student(
     )
     assert student.frontend.mode == "dft"  # exported with the ONNX-friendly front-end
 
+    # the teacher is known by its weights, wherever it is copied; another is refused
+    import shutil
+
+    from export.distill import weights_digest
+    from export.pipeline import ExportConfig, make_bundle
+
+    copy = shutil.copytree(pretrain_checkpoint, tmp_path / "teacher-copy")
+    assert meta["distill"]["teacher_weights_sha256"] == weights_digest(str(copy))
+    other = tmp_path / "other-teacher"
+    shutil.copytree(pretrain_checkpoint, other)
+    sd = other / "model.safetensors"
+    sd.write_bytes(sd.read_bytes()[:-4] + b"\0\0\0\1")  # other weights, same shapes
+    with pytest.raises(ValueError, match="was distilled from another teacher"):
+        make_bundle(
+            ExportConfig(checkpoint=str(other), out=str(tmp_path / "b"), data="tiny",
+                         student=str(tmp_path / "s")),
+            progress=False,
+        )  # fmt: skip
+
 
 @pytest.mark.parametrize(
     ("change", "message"),

@@ -136,6 +136,13 @@ def test_a_sweep_rejects_bad_settings_before_training(tmp_path):
         run_sweep(SweepConfig(out=str(tmp_path), variants=["all", "bogus"]))
     with pytest.raises(ValueError, match="jobs 0"):
         run_sweep(SweepConfig(out=str(tmp_path), jobs=0))
+    # an --out with another sweep's runs: its page would carry the new settings over
+    # the old runs' figures (an audit found exactly that)
+    old = SweepConfig(out=str(tmp_path / "sweep"), data="tiny", epochs=1)
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep.json").write_text(json.dumps(old.__dict__))
+    with pytest.raises(ValueError, match=r"holds runs of another sweep \(epochs 1, not 3"):
+        run_sweep(SweepConfig(out=old.out, data="tiny", epochs=3, audio_config="small"))
 
 
 @pytest.mark.slow

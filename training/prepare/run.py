@@ -23,7 +23,7 @@ from pathlib import Path
 from animalclap_edge.contracts.catalogue import Catalogue
 from training.prepare.decode import DecodeSettings, Rejected, load_source
 from training.prepare.manifest import Plan, SourceRecording, plan
-from training.prepare.shards import CODECS, ShardWriter, read_index, shard_name
+from training.prepare.shards import CODECS, ShardWriter, read_index, shard_complete, shard_name
 
 PREPARED = "prepared.json"
 PLAN = "plan.json"
@@ -74,7 +74,15 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     _write_plan(out, cfg, p, n_shards)
     shards_dir = out / "shards"
     mine = [j for j in range(n_shards) if j % n == i]
-    todo = [j for j in mine if not (shards_dir / f"{shard_name(j)}.json").exists()]
+    todo = []
+    for j in mine:
+        why = shard_complete(shards_dir, j) if shards_dir.is_dir() else "not written"
+        if why is None:
+            continue
+        if why != "not written":  # redo it: the index alone would pass it as done
+            print(f"prepare: shard {shard_name(j)} is redone: {why}", flush=True)
+            (shards_dir / f"{shard_name(j)}.json").unlink()
+        todo.append(j)
     work = {j: p.keep[j * cfg.per_shard : (j + 1) * cfg.per_shard] for j in todo}
     _run_shards(work, shards_dir, cfg, progress)
     present = [j for j in range(n_shards) if (shards_dir / f"{shard_name(j)}.json").exists()]

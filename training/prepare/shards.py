@@ -128,6 +128,23 @@ class ShardWriter:
         self._tmp.unlink(missing_ok=True)
 
 
+def shard_complete(folder: Path, index: int) -> str | None:
+    """None when shard `index` is done; else why not. Its index is written last, so
+    an index is normally proof enough; a tar deleted or cut short afterwards (by hand,
+    by a failing disk) is caught here rather than when training opens it."""
+    path = folder / f"{shard_name(index)}.json"
+    if not path.exists():
+        return "not written"
+    idx = read_index(path)
+    tar = folder / idx["tar"]
+    if not tar.is_file():
+        return f"{tar.name} is missing"
+    need = max((r["offset"] + r["size"] for r in idx["records"]), default=0)
+    if tar.stat().st_size < need:
+        return f"{tar.name} is cut short ({tar.stat().st_size} of at least {need} bytes)"
+    return None
+
+
 def read_index(path: Path) -> dict:
     index = json.loads(Path(path).read_text(encoding="utf-8"))
     if index.get("format") != INDEX_FORMAT:

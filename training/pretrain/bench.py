@@ -265,10 +265,18 @@ def write(result: BenchResult, out: str | Path | None) -> str:
             tries.append("compile_mode=reduce-overhead prompt_length=auto")
         if result.shards == "flac":  # decoding FLAC is host work WAV shards avoid
             tries.append("WAV shards (prepare --codec wav)")
-        tries.append("fewer workers" if result.workers else "workers=N (loading runs in the loop)")
+        if result.workers > 1:
+            tries.append("fewer workers")
+        elif not result.workers:
+            tries.append("workers=N (loading runs in the loop)")
+        cause = (
+            "host-to-device copies, workers sharing the cores"
+            if gpu
+            else "loading and the model sharing the cores"
+        )
         verdict += (
             f"; the loop's step is {result.host_overhead:.0%} slower than the step alone "
-            f"(host-to-device copies, workers sharing the cores): try {', '.join(tries)}"
+            f"({cause})" + (f": try {', '.join(tries)}" if tries else "")
         )
     lines.append(f"{'verdict':>29}: {verdict}")
     text = "\n".join(lines)

@@ -246,6 +246,15 @@ def test_a_killed_run_resumes_and_redoes_only_the_missing_shard(manifest, prepar
     assert (out / "shards" / "shard-000000.tar").stat().st_mtime_ns == kept
     assert not (out / "shards" / "shard-000001.tar.tmp").exists()
     assert (out / "records.jsonl").read_text() == (prepared[0] / "records.jsonl").read_text()
+    # a tar lost or cut short after its index was written: redone, not passed as done
+    (out / "shards" / "shard-000000.tar").unlink()
+    with open(out / "shards" / "shard-000001.tar", "r+b") as f:
+        f.truncate(1000)
+    summary = prepare(_cfg(manifest[0], out), progress=False)
+    assert summary["done_here"] == 2
+    for j in (0, 1):
+        name = f"shard-00000{j}.tar"
+        assert (out / "shards" / name).read_bytes() == (prepared[0] / "shards" / name).read_bytes()
 
 
 def test_machines_sharing_an_output_give_the_same_result_as_one(manifest, prepared, tmp_path):
