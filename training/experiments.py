@@ -82,18 +82,15 @@ SWEEP_IDENTITY = ("data", "epochs", "minutes", "audio_config", "precision", "pro
 
 
 def _refuse_another_sweep(root: Path, cfg: SweepConfig) -> None:
-    saved = root / "sweep.json"
-    if not saved.is_file():
-        return
-    old = json.loads(saved.read_text(encoding="utf-8"))
-    changed = [k for k in SWEEP_IDENTITY if k in old and old[k] != getattr(cfg, k)]
-    if changed:
-        k = changed[0]
-        raise ValueError(
-            f"{root} holds runs of another sweep ({k} {old[k]!r}, not {getattr(cfg, k)!r}"
-            + (f"; also {', '.join(changed[1:])}" if changed[1:] else "")
-            + "): give a new --out, or the same settings to add seeds or variants to it"
-        )
+    from training.identity import refuse_other_settings
+
+    refuse_other_settings(
+        root / "sweep.json",
+        cfg.__dict__,
+        SWEEP_IDENTITY,
+        "runs of another sweep",
+        "give a new --out, or the same settings to add seeds or variants to it",
+    )
 
 
 def run_sweep(cfg: SweepConfig, progress: bool = True, report_only: bool = False) -> dict:

@@ -315,18 +315,15 @@ RUN_IDENTITY = (
 
 def _refuse_another_run(out: Path, cfg: PretrainConfig) -> None:
     """`out` holds checkpoints: resuming is only for the run that wrote them."""
-    saved = out / "pretrain_config.json"
-    if not saved.is_file():
-        return  # written with the first step's checkpoint; a run older than that file
-    old, new = json.loads(saved.read_text(encoding="utf-8")), asdict(cfg)
-    changed = [k for k in RUN_IDENTITY if k in old and old[k] != new[k]]
-    if changed:
-        k = changed[0]
-        raise ValueError(
-            f"{out} holds another run ({k} {old[k]!r}, not {new[k]!r}"
-            + (f"; also {', '.join(changed[1:])}" if changed[1:] else "")
-            + "): give a new --out, or the same settings to resume it"
-        )
+    from training.identity import refuse_other_settings
+
+    refuse_other_settings(
+        out / "pretrain_config.json",
+        asdict(cfg),
+        RUN_IDENTITY,
+        "another run",
+        "give a new --out, or the same settings to resume it",
+    )
 
 
 def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
