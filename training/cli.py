@@ -222,9 +222,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"animalclap-train: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # checkpoints and finished shards are kept: say so, briefly
+        resumable = args.func in (_cmd_prepare, _cmd_pretrain, _cmd_finetune)
         print(
-            "animalclap-train: interrupted; run the same command again to resume "
-            "(prepare and pretrain/finetune pick up where they stopped)",
+            "animalclap-train: interrupted; "
+            + (
+                "run the same command again to resume where it stopped"
+                if resumable
+                else "this command does not resume: run it again to start over"
+            ),
             file=sys.stderr,
         )
         return 130

@@ -343,8 +343,15 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
     t = summary["variants"]
     names = [v for v in VARIANTS if v in t]
     seeds = sorted({s for v in t.values() for s in v["seeds"]})
+    from training.benchmark.corpus import SIZES
+
+    on = (
+        "the procedural benchmark"
+        if cfg.data.partition(":")[0] in SIZES or Path(cfg.data, "benchmark.json").is_file()
+        else f"`{cfg.data}`"
+    )
     lines = [
-        "# Results: AnimalCLAP findings on the procedural benchmark",
+        f"# Results: AnimalCLAP findings on {on}",
         "",
         "Regenerate with `animalclap-train experiments` (this page was written by",
         f"`animalclap-train experiments --data {cfg.data} --seeds {' '.join(map(str, cfg.seeds))} "
@@ -449,6 +456,11 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
             "",
             "See the figures above; the generator was not tuned to change these results.",
         ]
+    elif not summary["bar"]:
+        lines.append(
+            "No item of the bar was run: it compares the `all` variant with `com` and "
+            "`all-shuffled` (`--variants` left them out)."
+        )
     elif not pending:
         lines.append("Every item of the bar passed in this run.")
     lines += _weak_points(summary)

@@ -69,9 +69,10 @@ def report_on(checkpoint: str, cfg: PretrainConfig, out: Path, progress: bool) -
 
 def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
     """Train from cfg.init on cfg.data with replay of cfg.replay; write the report."""
-    from training.pretrain.loop import pretrain, removed_if_left_empty
+    from training.pretrain.loop import _refuse_another_run, pretrain, removed_if_left_empty
 
     out = Path(cfg.out)
+    _refuse_another_run(out, cfg)  # before the "before" report, not after it
     with removed_if_left_empty(out):
         out.mkdir(parents=True, exist_ok=True)
         before = report_on(cfg.init, cfg, out / "before", progress)

@@ -1,5 +1,6 @@
 """The sweep's aggregation and bar, on synthetic run folders (no training)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -82,6 +83,12 @@ def test_bar_passes_when_the_figures_do(tmp_path):
     assert row["sci_top1"][1] < 0.51 < row["sci_top1"][2]
     page = results_page(summary, cfg)
     assert "Every item of the bar passed" in page and "**FAIL**" not in page
+    # with no bar item run (a --variants subset), nothing may be said to have passed
+    empty = results_page({**summary, "bar": {}}, cfg)
+    assert "Every item of the bar passed" not in empty and "No item of the bar was run" in empty
+    assert page.startswith("# Results: AnimalCLAP findings on the procedural benchmark")
+    real = results_page(summary, dataclasses.replace(cfg, data=str(tmp_path)))
+    assert real.startswith(f"# Results: AnimalCLAP findings on `{tmp_path}`")
     assert plot_ablation(summary, tmp_path / "p.png").stat().st_size > 5000
 
 

@@ -138,3 +138,17 @@ def test_a_run_that_fails_at_its_start_leaves_no_empty_out(real_folder, tmp_path
     with pytest.raises(ValueError):
         pretrain(bad_data, progress=False)
     assert out.is_dir()
+
+
+def test_finetune_refuses_another_runs_folder_before_its_before_report(real_folder, tmp_path):
+    """It used to evaluate the "before" model first (minutes at full size), then refuse."""
+    import dataclasses
+
+    out = tmp_path / "region"
+    cfg = finetune_config(None, [f"init={tmp_path / 'not-loaded-first'}",
+                                 f"data={real_folder}", f"out={out}"])  # fmt: skip
+    out.mkdir()
+    saved = {**dataclasses.asdict(cfg), "seed": 5}
+    (out / "pretrain_config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"holds another run \(seed 5, not 0\)"):
+        finetune(cfg, progress=False)  # not CheckpointError: the init is never opened
