@@ -96,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     d.add_argument("--teacher-batch", type=int, default=32, help="windows per teacher call")
     d.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a student already in --out (its teacher cache is reused)",
+    )
+    d.add_argument(
         "--workers", type=int, default=2, help="processes decoding windows (0: the main one)"
     )
     d.set_defaults(func=_cmd_distill)
@@ -107,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--catalogue", required=True, help="species.csv")
     e.add_argument("--out", required=True, help="folder for the .npy files and taxa list")
     e.add_argument("--templates", nargs="+", default=["tax+com"], help="several = ensemble")
+    e.add_argument("--overwrite", action="store_true", help="replace embeddings already in --out")
     e.set_defaults(func=_cmd_embed)
     args = p.parse_args(argv)
     if not getattr(args, "func", None):
@@ -148,6 +154,7 @@ def _cmd_distill(args) -> int:
             precision=args.precision,
             teacher_batch=args.teacher_batch,
             workers=args.workers,
+            overwrite=args.overwrite,
         )
     )
     print(json.dumps(figures, indent=2))
@@ -157,7 +164,13 @@ def _cmd_distill(args) -> int:
 def _cmd_embed(args) -> int:
     from export.text import write_text_side
 
-    print(json.dumps(write_text_side(args.checkpoint, args.catalogue, args.out, args.templates)))
+    print(
+        json.dumps(
+            write_text_side(
+                args.checkpoint, args.catalogue, args.out, args.templates, args.overwrite
+            )
+        )
+    )
     return 0
 
 

@@ -58,6 +58,8 @@ class DistillConfig:
     precision: str = "fp32"
     teacher_batch: int = 32  # windows per teacher call while filling the cache
     workers: int = 2  # DataLoader processes decoding windows (0: in the main process)
+    # Replace a student already in `out`; its teacher cache is reused either way.
+    overwrite: bool = False
 
     def check(self) -> torch.device:
         """The device to run on; one-line errors for settings that cannot work."""
@@ -244,10 +246,15 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
     from training.model import AudioEncoder, load_clap
 
     device = cfg.check()
+    out = Path(cfg.out)
+    if (out / "student.json").exists() and not cfg.overwrite:
+        raise FileExistsError(
+            f"{out} already holds a distilled student; pass --overwrite to replace it "
+            "(its teacher cache is reused when the teacher and crops are the same)"
+        )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     loaded = load_clap(cfg.teacher)
     fe = loaded.frontend

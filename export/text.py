@@ -39,16 +39,22 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def write_text_side(checkpoint: str, catalogue_csv: str, out: str, templates: list[str]) -> dict:
+def write_text_side(
+    checkpoint: str, catalogue_csv: str, out: str, templates: list[str], overwrite: bool = False
+) -> dict:
     """species_embeddings.npy, taxon_embeddings.npy (fp16, unit rows), taxa.json, species.csv."""
     import json
     from pathlib import Path
 
     from training.model import load_clap
 
+    folder = Path(out)
+    if (folder / "species_embeddings.npy").exists() and not overwrite:
+        raise FileExistsError(
+            f"{folder} already holds species embeddings; pass --overwrite to replace them"
+        )
     catalogue = Catalogue.from_csv(catalogue_csv)
     loaded = load_clap(checkpoint)
-    folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     species = species_embeddings(loaded, catalogue, [Template.parse(t) for t in templates])
     taxa, taxa_emb = taxon_embeddings(loaded, catalogue)

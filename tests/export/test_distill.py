@@ -2,6 +2,7 @@
 saved with its figures; a folder of unlabelled real recordings works as audio."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -37,7 +38,10 @@ def test_distill_caches_the_teacher_and_saves_a_loadable_student(
     monkeypatch.setattr(
         model.AudioEncoder, "forward", lambda self, w: calls.append(len(w)) or real(self, w)
     )
-    again = distill(cfg, progress=False)  # same teacher and crops: the cache answers
+    with pytest.raises(FileExistsError, match="already holds a distilled student"):
+        distill(cfg, progress=False)  # refused before the teacher is even loaded
+    assert calls == []
+    again = distill(replace(cfg, overwrite=True), progress=False)  # the cache answers
     assert calls == [1]  # only the one-window MAC count; no crop went through the teacher
     assert again["val_mean_cosine"] == figures["val_mean_cosine"]  # the same student
     student, meta = load_student(tmp_path / "s")
@@ -108,7 +112,10 @@ def test_a_bf16_teacher_gets_its_own_cache_close_to_the_fp32_one(
 ):
     out = tmp_path / "s"
     fp32 = distill(_small(pretrain_checkpoint, realaudio, out), progress=False)
-    bf16 = distill(_small(pretrain_checkpoint, realaudio, out, precision="bf16"), progress=False)
+    bf16 = distill(
+        _small(pretrain_checkpoint, realaudio, out, precision="bf16", overwrite=True),
+        progress=False,
+    )
     assert bf16["precision"] == "bf16" and fp32["precision"] == "fp32"
     assert bf16["device"] == fp32["device"] == "cpu"
     caches = sorted((out / "teacher_cache").glob("teacher-*.npy"))

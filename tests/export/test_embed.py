@@ -47,6 +47,16 @@ def test_embed_writes_unit_fp16_species_and_taxon_embeddings(
     want_tx = text_embeddings(clap, [first[(lvl, name)] for lvl, name in taxa]).numpy()
     np.testing.assert_allclose(tx.astype(np.float32), want_tx, atol=2e-3)
 
+    # a second run into the same folder is refused, in one line, and changes nothing
+    before = (tmp_path / "t" / "species_embeddings.npy").read_bytes()
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "t"), "--templates", "sci"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--overwrite" in err
+    assert (tmp_path / "t" / "species_embeddings.npy").read_bytes() == before
+    assert main([*args, "--out", str(tmp_path / "t"), "--templates", "sci", "--overwrite"]) == 0
+    assert (tmp_path / "t" / "species_embeddings.npy").read_bytes() != before
+
 
 def test_embed_refuses_a_catalogue_without_taxonomy(tiny_checkpoint, tmp_path, capsys):
     (tmp_path / "bad.csv").write_text("id,scientific_name,common_name\na,Aa bb,Cc\n")
