@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,16 +167,35 @@ def feature_extractor_for(frontend: FrontendConfig):
     )
 
 
+@contextmanager
+def quiet_hub_bars() -> Iterator[None]:
+    """transformers' own bars ("Loading weights", "Writing model shards") off for a block.
+
+    Our commands have their own progress output; a bar per load or checkpoint buried it.
+    The global setting is restored afterwards, so a notebook keeps its choice.
+    """
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def save_checkpoint(model, tokenizer, frontend: FrontendConfig, out_dir: str | Path) -> Path:
     """Save so that `ClapModel.from_pretrained` and `ClapProcessor.from_pretrained` load it."""
     from transformers import ClapProcessor
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    ClapProcessor(
-        feature_extractor=feature_extractor_for(frontend), tokenizer=tokenizer
-    ).save_pretrained(out)
+    with quiet_hub_bars():
+        model.save_pretrained(out)
+        ClapProcessor(
+            feature_extractor=feature_extractor_for(frontend), tokenizer=tokenizer
+        ).save_pretrained(out)
     return out
 
 
@@ -219,7 +239,8 @@ def load_clap(name_or_path: str, device: str | torch.device = "cpu") -> LoadedCl
         )
     if getattr(config.audio_config, "enable_fusion", False):
         raise CheckpointError(f"{name_or_path!r} is a fused CLAP model; use an unfused one")
-    model = ClapModel.from_pretrained(name_or_path).to(device).eval()
+    with quiet_hub_bars():
+        model = ClapModel.from_pretrained(name_or_path).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     try:
         fe = ClapFeatureExtractor.from_pretrained(name_or_path)

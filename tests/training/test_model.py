@@ -120,3 +120,25 @@ def test_scratch_init_gives_more_distinct_embeddings_than_transformers_init(
     # measured: text 0.94 vs 0.99; audio on these real clips 0.989 vs 0.990
     assert ours[0] < theirs[0] - 0.03, (ours, theirs)
     assert ours[1] <= theirs[1] + 0.005, (ours, theirs)
+
+
+def test_loading_and_saving_print_no_transformers_bars_and_keep_the_users_setting(
+    tiny_checkpoint, tmp_path, capfd
+):
+    from transformers.utils import logging as hf_logging
+
+    from training.model import save_checkpoint
+
+    assert hf_logging.is_progress_bar_enabled()  # transformers' default
+    capfd.readouterr()
+    loaded = load_clap(str(tiny_checkpoint))
+    save_checkpoint(loaded.model, loaded.tokenizer, loaded.frontend, tmp_path / "again")
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err, err
+    assert hf_logging.is_progress_bar_enabled()  # restored for a notebook
+    hf_logging.disable_progress_bar()
+    try:
+        load_clap(str(tmp_path / "again"))
+        assert not hf_logging.is_progress_bar_enabled()  # and a user's "off" stays off
+    finally:
+        hf_logging.enable_progress_bar()
