@@ -287,8 +287,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--data",
-        default="tiny",
-        help="the data the split refers to: benchmark size[:seed], benchmark folder, or real folder",
+        help="the data the split refers to: benchmark size[:seed], benchmark folder, or real "
+        "folder; default: the --run folder's own data, else tiny",
     )
     p.add_argument(
         "--split",
@@ -314,6 +314,22 @@ def _run_checkpoint(run: Path) -> Path:
     )
 
 
+def _run_data(run: Path) -> str | None:
+    """The data a run folder was trained on, as `--data` takes it (None: not recorded).
+
+    pretrain and finetune save their settings in pretrain_config.json, train in
+    train_summary.json's "config".
+    """
+    for name in ("pretrain_config.json", "train_summary.json"):
+        saved = run / name
+        if saved.is_file():
+            settings = json.loads(saved.read_text(encoding="utf-8"))
+            spec = settings.get("config", settings).get("data")
+            if spec:
+                return str(spec)
+    return None
+
+
 def _open_eval(args, kind: str):
     from training.labelled_audio import open_labelled
     from training.model import load_clap
@@ -326,7 +342,8 @@ def _open_eval(args, kind: str):
     out = args.out or (str(run / kind) if run else None)
     if not out:
         raise ValueError("give --out DIR (or --run, to write under RUN/)")
-    data = open_labelled(args.data)
+    # A finetune run's split.json indexes its regional data, not the benchmark.
+    data = open_labelled(args.data or (run and _run_data(run)) or "tiny")
     split_path = args.split or (
         run / "split.json" if run and (run / "split.json").exists() else None
     )

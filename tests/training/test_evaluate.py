@@ -89,3 +89,25 @@ def test_the_cli_takes_a_pretrain_run_folder(tiny_checkpoint, tmp_path, capsys):
     assert main(["probe", "--run", str(empty), "--data", "tiny"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no model in it" in err and "checkpoints/step-" in err
+
+
+def test_the_cli_reopens_the_data_a_run_folder_was_trained_on(tiny_checkpoint, tmp_path, capsys):
+    """A finetune run's split.json indexes its regional data: evaluating the folder
+    without --data used to open the benchmark and fail on the split."""
+    import shutil
+
+    from training.cli import main
+
+    run = tmp_path / "finetune-run"
+    shutil.copytree(tiny_checkpoint, run / "final")
+    regional = open_labelled("tiny:3")  # stands for the regional folder
+    zero_shot_split(regional.items, regional.catalogue, seed=0).to_json(run / "split.json")
+    (run / "pretrain_config.json").write_text(json.dumps({"data": "tiny:3", "replay": "tiny"}))
+    assert main(["evaluate", "--run", str(run)]) == 0
+    assert json.loads((run / "eval" / "eval.json").read_text())["unseen"]
+    capsys.readouterr()
+    assert (
+        main(["evaluate", "--run", str(run), "--data", "tiny", "--out", str(tmp_path / "e")]) == 2
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "split was made for a different item list" in err
