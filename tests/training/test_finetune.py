@@ -59,6 +59,13 @@ def test_finetune_on_real_recordings_reports_before_and_after(
         int(x) for x in note.split(" clips per epoch")[0].split("; ")[-1].split(" of ")
     )
     assert replayed == round((total - replayed) * 0.25 / 0.75)
+    # the recordings are counted apart: regional training side, then the replayed global one
+    from training.pretrain.mixed import training_data
+
+    td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
+    regional, replay = int((~td.is_replay).sum()), int(td.is_replay.sum())
+    assert regional > 0 and replay > 0
+    assert f"{regional} regional + {replay} replay recordings" in note
     md = (tmp_path / "ft" / "finetune_report.md").read_text()
     assert "| regional held-out" in md and "| global, unseen species |" in md
     assert report["checkpoint"].endswith("final")

@@ -406,8 +406,14 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
             logs.note(n)
     if logs:
         logs.note(
-            f"{d.world} rank(s) on {d.device.type}; {len(td.train)} recordings, "
-            f"{dataset.n_species} species; {steps_per_epoch} steps/epoch of {cfg.batch_size}; "
+            f"{d.world} rank(s) on {d.device.type}; "
+            + (
+                f"{int((~td.is_replay).sum())} regional + {int(td.is_replay.sum())} replay "
+                "recordings, "
+                if cfg.replay
+                else f"{len(td.train)} recordings, "
+            )
+            + f"{dataset.n_species} species; {steps_per_epoch} steps/epoch of {cfg.batch_size}; "
             + (
                 f"{int(dataset.is_replay[dataset.plan(0)].sum())} of {len(dataset)} clips per "
                 f"epoch replayed from {cfg.replay}; "
