@@ -80,6 +80,9 @@ def test_fp16_student_bundle_passes_its_gates(
     for name in (f"{precision} vs fp32 top-1 agreement", f"{precision} vs fp32 mean cosine"):
         assert gates[name]["passed"] and gates[name]["measured"] >= 0.99, gates[name]
     assert gates["fp32 embedding spread"]["measured"] < 0.98  # the agreement is not vacuous
+    vs_teacher = gates["student vs teacher (reported)"]
+    assert -1 <= vs_teacher["measured"] <= 1 and 0 < vs_teacher["constant_embedding_baseline"] <= 1
+    assert "student embedding spread" not in gates  # reduced precision gates its own windows
     top1 = gates[f"{precision} vs fp32 top-1 agreement"]
     assert 0 <= top1["windows_that_can_flip"] <= 1 and "diagnosis" not in top1  # it passed
     on = gates[f"{precision} vs fp32 mean cosine"]["on"]
@@ -91,6 +94,25 @@ def test_fp16_student_bundle_passes_its_gates(
     from export.pipeline import dump_summary
 
     assert json.loads(dump_summary(out))["traits"].startswith("none: no --data with a trait")
+
+
+def test_an_fp32_student_bundle_records_how_it_follows_its_teacher(
+    student_dir, tiny_checkpoint, tiny_catalogue, realaudio, tmp_path
+):
+    out = make_bundle(
+        _cfg(
+            tiny_checkpoint,
+            tiny_catalogue,
+            tmp_path / "b",
+            student=str(student_dir),
+            parity_audio=str(realaudio),
+        ),
+        progress=False,
+    )
+    gates = load_bundle(out).manifest.gates
+    spread = gates["student embedding spread"]
+    assert spread["passed"] and spread["measured"] < 0.98 and "8 real recordings" in spread["on"]
+    assert "constant_embedding_baseline" in gates["student vs teacher (reported)"]
 
 
 def test_int8_of_a_random_weight_student_misses_its_gates_and_says_so(
@@ -179,9 +201,14 @@ def test_student_is_25x_cheaper_than_the_full_htsat_teacher():
     assert t / s >= 25, (t, s)
 
 
+@pytest.mark.parametrize(
+    ("precision", "gate"),
+    [("int8", "fp32 embedding spread"), ("fp32", "student embedding spread")],
+)
 def test_a_collapsed_student_is_refused_and_nothing_is_written(
-    tiny_checkpoint, tiny_catalogue, realaudio, tmp_path
+    precision, gate, tiny_checkpoint, tiny_catalogue, realaudio, tmp_path
 ):
+    """fp32 students had no gate: a collapsed one shipped (every window one embedding)."""
     dim = load_clap(str(tiny_checkpoint)).model.config.projection_dim
     torch.manual_seed(0)  # default BatchNorm statistics on dB input: one embedding for all
     flat = save_student(
@@ -193,10 +220,10 @@ def test_a_collapsed_student_is_refused_and_nothing_is_written(
         tiny_catalogue,
         tmp_path / "b",
         student=str(flat),
-        precision="int8",
+        precision=precision,
         parity_audio=str(realaudio),
     )
-    with pytest.raises(ExportGateError, match=r"fp32 embedding spread: 1\.0000, needs <= 0\.98"):
+    with pytest.raises(ExportGateError, match=rf"{gate}: 1\.0000, needs <= 0\.98"):
         make_bundle(cfg, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flat", "species.csv"]
 
