@@ -268,10 +268,20 @@ def read_blocks(
         else soxr.ResampleStream(sr, target_sr, 1, "float32", RESAMPLE_QUALITY)
     )
     done = 0  # native frames decoded so far
+
+    def emit(block: np.ndarray) -> np.ndarray:
+        """(n, channels) native-rate float32 -> mono at target_sr; NaN/Inf refused."""
+        bad = _first_nonfinite(block)
+        if bad is not None:
+            raise AudioError(f"non-finite samples (NaN/Inf) at {(done + bad) / sr:.2f} s")
+        mono = block[:, 0].copy() if info.channels == 1 else block.mean(axis=1, dtype=np.float32)
+        return mono if stream is None else stream.resample_chunk(mono)
+
     try:
         f = sf.SoundFile(info.path)
     except Exception as e:
         raise AudioError(f"cannot decode: {_libsndfile_reason(e)}") from e
+    failed: Exception | None = None
     with f:
         while True:
             try:
@@ -279,27 +289,49 @@ def read_blocks(
                 # so an underestimated MP3 length still decodes to the end.
                 n = f.buffer_read_into(buf, "float32")
             except Exception as e:
-                raise AudioError(
-                    f"truncated or corrupt after {done / sr:.2f} s: {_libsndfile_reason(e)}"
-                ) from e
+                failed = e
+                break
             if n == 0:
                 break
-            block = buf[:n]
-            bad = _first_nonfinite(block)
-            if bad is not None:
-                raise AudioError(f"non-finite samples (NaN/Inf) at {(done + bad) / sr:.2f} s")
+            out = emit(buf[:n])
             done += n
-            mono = (
-                block[:, 0].copy() if info.channels == 1 else block.mean(axis=1, dtype=np.float32)
-            )
-            out = mono if stream is None else stream.resample_chunk(mono)
+            if len(out):
+                yield out
+    if failed is not None:
+        # libsndfile drops the whole failed read: a FLAC cut 5.9 s in lost all of its
+        # first 10 s block. Its span is read again in small pieces, up to the cut.
+        for piece in _salvage(info.path, done, info.channels):
+            out = emit(piece)
+            done += len(piece)
             if len(out):
                 yield out
     if stream is not None:
         tail = stream.resample_chunk(np.zeros(0, np.float32), last=True)
         if len(tail):
             yield tail
+    if failed is not None:
+        raise AudioError(
+            f"truncated or corrupt after {done / sr:.2f} s: {_libsndfile_reason(failed)}"
+        ) from failed
     _check_complete(info, done)
+
+
+_SALVAGE_FRAMES = 1024  # at most this much of the last piece before a cut is lost
+
+
+def _salvage(path: str, start: int, channels: int) -> Iterator[np.ndarray]:
+    """(n, channels) pieces from native frame `start` until the decoder fails again.
+
+    The pieces share one buffer: each is used before the next is read.
+    """
+    piece = np.empty((_SALVAGE_FRAMES, channels), np.float32)
+    try:
+        with sf.SoundFile(path) as f:
+            f.seek(start)
+            while n := f.buffer_read_into(piece, "float32"):
+                yield piece[:n]
+    except Exception:  # the cut itself: everything readable has been yielded
+        return
 
 
 def _check_complete(info: AudioInfo, done: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from pathlib import Path
 
@@ -217,6 +218,30 @@ def test_truncated_flac_fails_mid_stream(tmp_path):
             got.append(b)
     assert_one_line(str(e.value))
     assert got  # audio before the cut was delivered
+
+
+@pytest.mark.parametrize("rate", [TARGET, 44100])
+def test_a_flac_cut_inside_its_first_block_keeps_what_was_before_the_cut(tmp_path, rate):
+    """libsndfile drops a whole failed read: with 10 s blocks, a 12 s FLAC cut at
+    half was 'skipped after 0.00 s' although 5.9 s of it decode."""
+    path = tmp_path / "cut.flac"
+    rng = np.random.default_rng(2)
+    sf.write(path, rng.uniform(-0.5, 0.5, rate * 12).astype(np.float32), rate, subtype="PCM_16")
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    readable = 0  # what libsndfile gives, read a little at a time
+    with sf.SoundFile(path) as f, contextlib.suppress(sf.LibsndfileError):
+        while n := len(f.read(1024, dtype="float32")):
+            readable += n
+    assert 5 * rate < readable < 6.5 * rate
+    got: list[np.ndarray] = []
+    with pytest.raises(AudioError, match=r"^truncated or corrupt after (\d+\.\d\d) s") as e:
+        for b in read_blocks(path, TARGET):
+            got.append(b)
+    assert_one_line(str(e.value))
+    after = float(e.value.args[0].split("after ")[1].split(" s")[0])
+    assert readable / rate - 0.03 <= after <= readable / rate  # a piece of ~1000 frames
+    assert abs(sum(len(b) for b in got) - after * TARGET) <= TARGET * 0.01
 
 
 def test_nan_filled_float_wav(tmp_path):
