@@ -10,6 +10,7 @@ stderr is a terminal.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -27,16 +28,20 @@ class StatusLine:
         out: TextIO,
         inner: Iterable[DetectionSink] = (),
         total_files: int | None = None,
-        width: int = 120,
+        width: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
+        # width None: the terminal's, read at every draw (a window can be resized)
         self.out, self.total, self.width = out, total_files, width
         self.inner = list(inner)
         self._clock = clock
         self.t0 = clock()
         self.files = self.detections = 0
         self.audio_s = 0.0  # finished recordings
-        self._current_s = 0.0  # furthest window end in the recording in progress
+        # Furthest window *start* in the recording in progress: a window's end can lie
+        # past a short file's end (padding), and the audio shown went back when the
+        # file's real length replaced it.
+        self._current_s = 0.0
         self.labels: Counter[str] = Counter()
         self.last = ""
         self._drawn = False
@@ -51,7 +56,7 @@ class StatusLine:
         name = d.scientific_name if d.level == "species" else f"{d.taxon} ({d.level})"
         self.labels[name] += 1
         self.last = f"{name} {d.probability:.2f}"
-        self._current_s = max(self._current_s, d.window_end_s)
+        self._current_s = max(self._current_s, d.window_start_s)
         self.draw()
 
     def on_event(self, e: Event) -> None:
@@ -77,13 +82,15 @@ class StatusLine:
         parts = [f"{self.files}/{self.total} files" if self.total else f"{self.files} recordings"]
         parts.append(f"{_hms(audio)} audio ({audio / wall:.0f}x real time)")
         parts.append(f"{self.detections} detections")
+        if self.last:  # before the top labels: a narrow terminal cuts those first
+            parts.append(f"last: {self.last}")
         if self.labels:
             top = ", ".join(f"{n} {c}" for n, c in self.labels.most_common(3))
             parts.append(f"top: {top}")
-        if self.last:
-            parts.append(f"last: {self.last}")
         line = " | ".join(parts)
-        return line if len(line) <= self.width else line[: self.width - 1] + "…"
+        # one column short of the terminal: a full-width line wraps on some terminals
+        width = self.width or _columns(self.out) - 1
+        return line if len(line) <= width else line[: width - 1] + "…"
 
     def draw(self) -> None:
         self.out.write(CLEAR + self.render())
@@ -101,6 +108,20 @@ class StatusLine:
         self.draw()
         self.out.write("\n")
         self.out.flush()
+
+
+def _columns(out: TextIO) -> int:
+    """The width of the terminal `out` writes to (COLUMNS overrides; 121 when unknown).
+
+    Not shutil.get_terminal_size: it asks stdout's terminal, and `run --jsonl > file`
+    keeps its status line on stderr's."""
+    if os.environ.get("COLUMNS", "").isdigit() and int(os.environ["COLUMNS"]) > 0:
+        return int(os.environ["COLUMNS"])
+    try:
+        cols = os.get_terminal_size(out.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        cols = 0
+    return cols if cols > 0 else 121
 
 
 def _hms(seconds: float) -> str:

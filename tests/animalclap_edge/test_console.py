@@ -3,11 +3,14 @@ real pseudo-terminal (and never when stderr is a file or a pipe)."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import pty
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 from animalclap_edge.console import CLEAR, StatusLine
@@ -79,6 +82,30 @@ def test_detection_lines_start_at_column_zero_and_the_status_stays_last():
     assert out.endswith("\n")
 
 
+def test_a_narrow_terminal_cuts_the_top_labels_before_the_last_one():
+    term = io.StringIO()
+    ticks = iter(range(100))
+    status = StatusLine(term, total_files=5, width=90, clock=lambda: next(ticks))
+    status.on_detection(_det(0, "Turdus merula"))
+    line = status.render()
+    assert len(line) == 90 and line.endswith("…")
+    assert "last: Turdus merula 0.80" in line and line.index("last:") < line.index("top:")
+
+
+def test_audio_shown_never_goes_back_when_a_short_file_ends():
+    """A 1.2 s file's padded window ends at 3.0 s; the file then counts 1.2 s."""
+    ticks = iter(range(100))
+    status = StatusLine(io.StringIO(), total_files=3, width=200, clock=lambda: next(ticks))
+    shown = []
+    for i in range(3):
+        status.on_detection(_det(0, "Turdus merula"))  # window 0-3 s
+        shown.append(status.render().split(" audio")[0].split("| ")[-1])
+        status.on_recording(_rec(f"{i}.wav", 1.2, 1))
+        shown.append(status.render().split(" audio")[0].split("| ")[-1])
+    assert shown == sorted(shown), shown  # h:mm:ss strings sort as times
+    assert shown[-1] == "0:00:03"  # 3.6 s of audio in all, in whole seconds
+
+
 def test_the_cli_draws_it_on_a_terminal_and_not_on_a_pipe(realaudio, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
@@ -87,7 +114,9 @@ def test_the_cli_draws_it_on_a_terminal_and_not_on_a_pipe(realaudio, tmp_path):
     cmd = [sys.executable, "-m", "animalclap_edge", "run", "--source", str(src)]
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
 
-    parent, child = pty.openpty()  # a real terminal device for stderr
+    parent, child = pty.openpty()  # a real terminal device for stderr, 80 columns wide
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env.pop("COLUMNS", None)
     try:
         p = subprocess.run(
             [*cmd, "--db", str(tmp_path / "a.db")],
@@ -115,6 +144,8 @@ def test_the_cli_draws_it_on_a_terminal_and_not_on_a_pipe(realaudio, tmp_path):
     assert p.returncode == 0
     tty_err = b"".join(chunks).decode()
     final = tty_err.split("\x1b[K")[-1]
+    drawn = [p.split("\n")[0].rstrip("\r") for p in tty_err.split("\x1b[K") if "/3 files |" in p]
+    assert drawn and max(len(line) for line in drawn) <= 79  # fits the 80-column terminal
     assert final.startswith("3/3 files | ") and " detections" in final
     # the summary line comes after the status line, on a line of its own
     assert "3 recordings: 3 ok" in final.split("\n", 1)[1]
