@@ -3,7 +3,7 @@ what a live microphone has heard so far.
 
 `StatusLine` is a `DetectionSink` that wraps the other sinks: it erases its line,
 lets them print (detection lines, skip reasons), then redraws one line: files done of the total, audio processed and its speed against real
-time, detections, the most frequent labels and the last one. So printed lines scroll
+time, detections, the last label and the most frequent ones. So printed lines scroll
 above a status line that stays at the bottom, as with tqdm. The CLI uses it only when
 stderr is a terminal.
 """
