@@ -219,9 +219,10 @@ def _array_case(bundle: str, minutes: float) -> dict:
 def _child(kind: str, args: dict) -> dict:
     code = f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import runtime_memory as m; print(json.dumps(m._{kind}_case(**{args!r})))"
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if out.returncode:
+        lines = out.stderr.strip().splitlines() or [f"exit status {out.returncode}"]
+        raise subprocess.CalledProcessError(out.returncode, kind, out.stdout, lines[-1])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -234,6 +235,19 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--audio", default="../shared/realaudio")
     a = ap.parse_args()
+    needs = {"array": a.bundle, "session": a.onnx, "decode": a.audio}.get(a.what)
+    if needs and not Path(needs).exists():
+        ap.error(
+            f"{needs} does not exist: build the student bundle as docs/runtime-bench.md says "
+            '("The student bundle"), or pass --bundle/--onnx/--audio'
+        )
+    try:
+        _run(a)
+    except subprocess.CalledProcessError as e:
+        sys.exit(f"runtime_memory.py {a.what}: the measuring process failed: {e.stderr}")
+
+
+def _run(a: argparse.Namespace) -> None:
     if a.what == "imports":
         r = _child("imports", {})
         print(f"interpreter: {r['interpreter_mb']:.1f} MB")
