@@ -385,6 +385,14 @@ def _cmd_publish(args) -> int:
     if args.give_up_after <= 0:
         print("animalclap-edge: error: --give-up-after must be more than 0 s", file=sys.stderr)
         return 2
+    if not cfg.messaging.mqtt.enabled:  # it went to localhost:1883 and waited there
+        where = args.config or "the default config"
+        print(
+            f"animalclap-edge: error: MQTT is off in {where}: set messaging.mqtt.enabled: true "
+            "with its host and port to publish; nothing was sent",
+            file=sys.stderr,
+        )
+        return 2
     pub = MqttPublisher(db, cfg.messaging.mqtt).start()
     print(
         f"uplink: mqtt {cfg.messaging.mqtt.host}:{cfg.messaging.mqtt.port} topic {pub.topic}",

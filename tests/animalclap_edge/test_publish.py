@@ -261,3 +261,10 @@ def test_cli_publish_once_sends_the_backlog_and_exits(tmp_path, capsys):
         capsys.readouterr().err.strip()
         == f"animalclap-edge: error: no database at {tmp_path / 'none.db'}"
     )
+    off = tmp_path / "off.yaml"
+    off.write_text("messaging:\n  mqtt:\n    enabled: false\n")
+    assert main(["publish", "--config", str(off), "--db", str(dead), "--once"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"MQTT is off in {off}" in err and "nothing was sent" in err
+    with DetectionStore(dead) as store:
+        assert len(store.pending_outbox(100)) == 5
