@@ -530,7 +530,7 @@ def _cmd_run(args) -> int:
     from animalclap_edge.detector import Detector
     from animalclap_edge.runtime import Runtime
     from animalclap_edge.sinks import ConsoleSink, JsonlSink, SkipLog
-    from animalclap_edge.sources import open_source
+    from animalclap_edge.sources import is_fifo, open_source
 
     err = sys.stderr
     cfg = load_config(args.config)
@@ -542,7 +542,11 @@ def _cmd_run(args) -> int:
             JsonlSink(sys.stdout) if (args.jsonl or cfg.output.jsonl) else ConsoleSink(sys.stdout)
         )
 
+    pipe = Path(args.source).expanduser() if args.source not in ("-", "") else None
+
     def open_it():
+        if pipe is not None and is_fifo(pipe):  # the open blocks until a writer comes
+            print(f"waiting for a writer on {pipe} (nothing is read until one opens it)", file=err)
         return open_source(
             args.source,
             det.sample_rate,

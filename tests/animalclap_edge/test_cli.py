@@ -385,3 +385,46 @@ def test_a_reader_that_closes_the_jsonl_stream_stops_the_run_cleanly(
     assert "Traceback" not in err and "stopped: the program reading our output closed it" in err
     assert _rows(db, "select count(*) from runs where finished_utc is not null") == [(1,)]
     assert _rows(db, "select count(*) from detections")[0][0] >= 1
+
+
+def test_a_named_pipe_without_a_writer_says_it_is_waiting(tiny_bundle, tmp_path):
+    """The open blocks until a writer comes: the run used to sit there in silence. A pipe
+    is live, so when its writer leaves the run waits for the next one, and says so again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    fifo = tmp_path / "mic.pcm"
+    os.mkfifo(fifo)
+    run = ["run", "--bundle", str(tiny_bundle), "--source", str(fifo), "--stdin-rate", "48000"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "animalclap_edge", *run, "--db", str(tmp_path / "d.db"), "--quiet"],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    waiting = f"waiting for a writer on {fifo}"
+    try:
+        first = proc.stderr.readline()  # before any writer exists
+        assert first.startswith(waiting), first
+        with open(fifo, "wb") as w:  # a writer: 4 s of silence, then it leaves
+            w.write(np.zeros(4 * 48_000, np.int16).tobytes())
+        deadline, lines = time.monotonic() + 60, []
+        while time.monotonic() < deadline and not any(x.startswith(waiting) for x in lines):
+            line = proc.stderr.readline()
+            assert line, f"the run ended instead of waiting again: {lines}"
+            lines.append(line)
+        assert any("stream ended after 4.0 s" in x for x in lines), lines
+        proc.send_signal(signal.SIGTERM)  # how systemd stops it while it waits
+        assert proc.wait(30) == 130, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert _rows(tmp_path / "d.db", "select count(*) from recordings") == [(1,)]
