@@ -300,7 +300,7 @@ class Retention:
         if pct <= self.high:
             return False
         note = (
-            f"clip deleted by retention at {report.time_utc}: disk {pct:.0f}% full > "
+            f"clip deleted by retention at {report.time_utc}: disk {pct:.1f}% full > "
             f"storage.max_disk_percent {self.high:g}"
         )
         changed, after_rowid = False, 0

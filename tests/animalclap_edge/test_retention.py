@@ -137,7 +137,7 @@ def test_disk_rule_deletes_oldest_first_to_the_low_mark_and_keeps_the_best_of_ea
         if e.event_id in gone:
             assert path is None and not (clips / e.clip_path).exists()
             assert note.startswith("clip deleted by retention at 2026-06-01T12:00")
-            assert "disk 80% full > storage.max_disk_percent 75" in note
+            assert "disk 80.0% full > storage.max_disk_percent 75" in note
         else:
             assert path == e.clip_path and note is None and (clips / path).exists()
     assert r.clips_deleted_for_disk == 4 and r.clips_deleted_for_age == 0
