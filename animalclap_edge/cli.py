@@ -245,9 +245,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     bn.add_argument("--bundle", help="bundle directory or .tar (default: the demo bundle)")
     bn.add_argument("--audio", required=True, help="folder of real recordings")
-    bn.add_argument("--seconds", type=float, default=600.0, help="audio to process (looped)")
-    bn.add_argument("--threads", type=int, default=1)
-    bn.add_argument("--birdnet", action="store_true")
+    bn.add_argument(
+        "--seconds", type=float, default=600.0, help="audio to process, looped (default 600)"
+    )
+    bn.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for each engine, the same for all (default 1: a recorder's core budget)",
+    )
+    bn.add_argument(
+        "--birdnet",
+        action="store_true",
+        help="also run BirdNET V2.4 (TFLite) on the same audio as the peer",
+    )
     bn.add_argument("--onnx", nargs="+", help="encoder ONNX files to time alone")
     bn.add_argument(
         "--encoder",
@@ -255,7 +266,14 @@ def _parser() -> argparse.ArgumentParser:
         help="encoder ONNX files to run through the whole pipeline in the bundle's place "
         "(e.g. an INT8 student the export gates refused; bench only, no gate is re-checked)",
     )
-    bn.add_argument("--species", type=int, nargs=2, default=[100, 11_000], metavar=("FEW", "MANY"))
+    bn.add_argument(
+        "--species",
+        type=int,
+        nargs=2,
+        default=[100, 11_000],
+        metavar=("FEW", "MANY"),
+        help="species counts for the scaling runs (default 100 and 11000: a region and the world)",
+    )
     bn.add_argument(
         "--no-species-scaling",
         action="store_true",
