@@ -663,7 +663,8 @@ def _live(spec: str, first, open_it, rt, cfg, err):
             file=err,
         )
     first.close()  # opened only to fail early on a bad device; periods open their own
-    print(f"schedule: {sched.describe(datetime.now(timezone.utc).date())}", file=err)
+    now = datetime.now(timezone.utc)
+    print(f"schedule: {sched.describe(now.date(), now)}", file=err)
     return ScheduledSource(
         lambda: rt.watch(open_it(), open_it),
         sched,

@@ -415,23 +415,24 @@ class Schedule:
         """Each window with its instance starting on local date `day` (None: does not occur)."""
         return [(w, self._instance(w, day)) for w in self.windows]
 
-    def describe(self, day: date) -> str:
-        """A few lines: the day's windows in UTC, the duty cycle, and missing sun events."""
-        lines = []
+    def describe(self, day: date, now: datetime | None = None) -> str:
+        """A few lines: the day's windows in UTC, the duty cycle, and missing sun events;
+        with `now`, the windows already over are marked so."""
+        lines = [f"{day}:"]  # replaced by the sun line when there is one
         if self.latitude is not None and self.longitude is not None:
             st = self._sun(day)
             where = f"{self.latitude:.4f}, {self.longitude:.4f}"
             if st.polar == "day":
-                lines.append(f"{day}: polar day at {where}: the Sun does not set")
+                lines = [f"{day}: polar day at {where}: the Sun does not set"]
             elif st.polar == "night":
-                lines.append(f"{day}: polar night at {where}: the Sun does not rise")
+                lines = [f"{day}: polar night at {where}: the Sun does not rise"]
             else:
                 fmt = "%H:%M UTC"
                 rise = st.sunrise.strftime(fmt) if st.sunrise else "none"
                 set_ = st.sunset.strftime(fmt) if st.sunset else "none"
-                lines.append(f"{day}: sunrise {rise}, sunset {set_} at {where}")
+                lines = [f"{day}: sunrise {rise}, sunset {set_} at {where}"]
         if not self.windows:
-            lines.append(f"{day}: no windows: recording all day")
+            lines[0] += " no windows: recording all day"
         for w, iv in self.windows_on(day):
             if iv is None:
                 lines.append(f"  {w.describe()}: does not occur (no sunrise/sunset that day)")
@@ -441,6 +442,7 @@ class Schedule:
                 lines.append(
                     f"  {w.describe()}: {s:%Y-%m-%d %H:%M} to {e.strftime(fmt)} UTC "
                     f"({(e - s).total_seconds() / 3600:.1f} h)"
+                    + (" (over)" if now is not None and e <= _utc(now) else "")
                 )
         if self.duty_cycle is not None:
             dc = self.duty_cycle

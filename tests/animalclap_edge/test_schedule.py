@@ -279,6 +279,21 @@ def test_describe_lists_the_days_windows_in_utc():
     assert "sunrise-30m to sunrise+3h: 2015-12-01 07:13 to 10:43 UTC (3.5 h)" in text
     assert "22:00 to 02:00: 2015-12-01 22:00 to 2015-12-02 02:00 UTC (4.0 h)" in text
     assert "duty cycle: 60 s on every 600 s, from each window's start" in text
+    assert "(over)" not in text
+
+
+def test_describe_without_a_place_heads_the_windows_with_the_day_and_marks_those_over():
+    """The run prints it at start: it read 'schedule:   06:00 to 09:00 ...' and listed a
+    window that had already ended as if it were to come."""
+    s = schedule("06:00-09:00", "18:00-20:00", site=(None, None))
+    lines = s.describe(date(2026, 11, 27), datetime(2026, 11, 27, 12, tzinfo=timezone.utc))
+    assert lines.splitlines() == [
+        "2026-11-27:",
+        "  06:00 to 09:00: 2026-11-27 06:00 to 09:00 UTC (3.0 h) (over)",
+        "  18:00 to 20:00: 2026-11-27 18:00 to 20:00 UTC (2.0 h)",
+    ]
+    all_day = schedule(site=(None, None)).describe(date(2026, 11, 27))
+    assert all_day == "2026-11-27: no windows: recording all day"
 
 
 # -- config -----------------------------------------------------------------------
