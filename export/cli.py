@@ -6,14 +6,21 @@ import argparse
 import json
 import sys
 
+from animalclap_edge.cli_help import DefaultsFormatter
 
-def main(argv: list[str] | None = None) -> int:
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `animalclap-export` parser: every option has a help string and shows its default."""
     p = argparse.ArgumentParser(
-        prog="animalclap-export", description="Export AnimalCLAP models for recorders."
+        prog="animalclap-export",
+        description="Export AnimalCLAP models for recorders.",
+        formatter_class=DefaultsFormatter,
     )
     sub = p.add_subparsers(metavar="COMMAND")
     b = sub.add_parser(
-        "bundle", help="text embeddings + ONNX audio encoder + trait heads -> bundle directory"
+        "bundle",
+        help="text embeddings + ONNX audio encoder + trait heads -> bundle directory",
+        formatter_class=DefaultsFormatter,
     )
     b.add_argument(
         "--checkpoint",
@@ -29,10 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         "--catalogue",
         help="species.csv to embed (default: the --data catalogue); a new catalogue gives a zero-shot bundle",
     )
-    b.add_argument("--name", default="animalclap")
-    b.add_argument(
-        "--window", type=float, default=3.0, help="window seconds the encoder takes (default 3)"
-    )
+    b.add_argument("--name", default="animalclap", help="bundle name, shown by the runtime")
+    b.add_argument("--window", type=float, default=3.0, help="window seconds the encoder takes")
     b.add_argument(
         "--templates",
         nargs="+",
@@ -40,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         help="prompt template(s) for species embeddings; several = ensemble",
     )
     b.add_argument(
-        "--parity-audio", help="folder of real recordings for the torch/ONNX parity gate"
+        "--parity-audio",
+        help="folder of real recordings for the torch/ONNX parity gate (top level only; "
+        "default: the first recordings of --data)",
     )
     b.add_argument(
         "--threshold", type=float, default=0.5, help="default species probability threshold"
@@ -48,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--demo", action="store_true", help="mark as a demo bundle (not a field model)")
     b.add_argument("--notice", help="notice shown by the runtime whenever this bundle is used")
     b.add_argument("--run-id", help="training run id for provenance")
-    b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--overwrite", action="store_true", help="replace a bundle already at --out")
     b.add_argument("--student", help="distilled student folder: ships it instead of the teacher")
     b.add_argument(
         "--precision",
@@ -58,12 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     b.add_argument(
         "--calibration-audio",
-        help="real recordings for int8 calibration and the precision gates (default: --parity-audio)",
+        help="folder of real recordings for int8 calibration and the fp16/int8 gates, one "
+        "window per recording: int8 needs >= 80 (64 calibrate + 16 check), fp16 >= 16 "
+        "(default: --parity-audio)",
     )
     b.set_defaults(func=_cmd_bundle)
 
     d = sub.add_parser(
-        "distill", help="train a small CNN student to match the teacher's audio embeddings"
+        "distill",
+        help="train a small CNN student to match the teacher's audio embeddings",
+        formatter_class=DefaultsFormatter,
     )
     d.add_argument("--teacher", required=True, help="CLAP checkpoint (path or hub id)")
     d.add_argument(
@@ -73,18 +84,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     d.add_argument("--out", required=True, help="student folder (student.pt, student.json)")
     d.add_argument("--width", type=float, default=0.4, help="MobileNetV3 width multiplier")
-    d.add_argument("--window", type=float, default=3.0, help="window seconds (default 3)")
+    d.add_argument("--window", type=float, default=3.0, help="window seconds")
     d.add_argument("--crops", type=int, default=4, help="crops per recording")
-    d.add_argument("--epochs", type=int, default=30)
-    d.add_argument("--batch-size", type=int, default=64)
-    d.add_argument("--lr", type=float, default=2e-3)
-    d.add_argument("--kl-weight", type=float, default=1.0)
+    d.add_argument("--epochs", type=int, default=30, help="passes over the training crops")
+    d.add_argument("--batch-size", type=int, default=64, help="windows per training step")
+    d.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (cosine decay)")
+    d.add_argument(
+        "--kl-weight",
+        type=float,
+        default=1.0,
+        help="weight of the KL term on species rankings (0: cosine loss only)",
+    )
     d.add_argument(
         "--exclude-test-of",
         metavar="SPLIT_JSON",
         help="distil only on this zero-shot split's train/val recordings",
     )
-    d.add_argument("--threads", type=int)
+    d.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     d.add_argument(
         "--device", default="auto", help="auto (the GPU when one is visible), cpu, cuda, cuda:N"
     )
@@ -106,14 +122,30 @@ def main(argv: list[str] | None = None) -> int:
     d.set_defaults(func=_cmd_distill)
 
     e = sub.add_parser(
-        "embed", help="species and taxon text embeddings (fp16, normalised) from a checkpoint"
+        "embed",
+        help="species and taxon text embeddings (fp16, normalised) from a checkpoint",
+        formatter_class=DefaultsFormatter,
     )
-    e.add_argument("--checkpoint", required=True)
+    e.add_argument(
+        "--checkpoint",
+        required=True,
+        help="CLAP checkpoint: local path (or hub id on a connected machine)",
+    )
     e.add_argument("--catalogue", required=True, help="species.csv")
     e.add_argument("--out", required=True, help="folder for the .npy files and taxa list")
-    e.add_argument("--templates", nargs="+", default=["tax+com"], help="several = ensemble")
+    e.add_argument(
+        "--templates",
+        nargs="+",
+        default=["tax+com"],
+        help="prompt template(s) for species embeddings; several = ensemble",
+    )
     e.add_argument("--overwrite", action="store_true", help="replace embeddings already in --out")
     e.set_defaults(func=_cmd_embed)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if not getattr(args, "func", None):
         p.print_help()

@@ -27,6 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from animalclap_edge.contracts.prompts import Template
+from export.checks import check_checkpoint, check_file, named
 from export.student import StudentConfig, StudentEncoder, macs, save_student
 from training.labelled_audio import Item, LabelledSet, open_labelled
 from training.sampling import group_split
@@ -252,6 +253,26 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
             f"{out} already holds a distilled student; pass --overwrite to replace it "
             "(its teacher cache is reused when the teacher and crops are the same)"
         )
+    # every path before the teacher loads (tens of seconds at full size)
+    check_checkpoint(cfg.teacher, "--teacher")
+    if cfg.exclude_test_of:
+        check_file(cfg.exclude_test_of, "--exclude-test-of")
+    try:
+        data = open_audio(cfg.audio)
+    except (ValueError, FileNotFoundError) as e:
+        raise named("--audio", cfg.audio, e) from e
+    if cfg.exclude_test_of:
+        from dataclasses import replace
+
+        from training.splits import ZeroShotSplit
+
+        try:
+            split = ZeroShotSplit.from_json(cfg.exclude_test_of)
+            split.check_items(data.items)
+        except ValueError as e:
+            raise named("--exclude-test-of", cfg.exclude_test_of, e) from e
+        keep = sorted(split.train + split.val)
+        data = replace(data, items=[data.items[i] for i in keep], name=f"{data.name} (no test)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -259,16 +280,6 @@ def distill(cfg: DistillConfig, progress: bool = True) -> dict:
     loaded = load_clap(cfg.teacher)
     fe = loaded.frontend
     window = round(cfg.window_seconds * fe.sample_rate)
-    data = open_audio(cfg.audio)
-    if cfg.exclude_test_of:
-        from dataclasses import replace
-
-        from training.splits import ZeroShotSplit
-
-        split = ZeroShotSplit.from_json(cfg.exclude_test_of)
-        split.check_items(data.items)
-        keep = sorted(split.train + split.val)
-        data = replace(data, items=[data.items[i] for i in keep], name=f"{data.name} (no test)")
     lengths = [
         round(it.duration_s * fe.sample_rate) if it.duration_s > 0 else len(data.load(it))
         for it in data.items

@@ -15,7 +15,16 @@ from animalclap_edge.contracts import bundle as B
 from animalclap_edge.contracts.catalogue import Catalogue
 from animalclap_edge.contracts.prompts import Template
 from animalclap_edge.contracts.traits import TraitSchema
+from export.checks import (
+    audio_files,
+    check_audio_folder,
+    check_checkpoint,
+    check_file,
+    check_student,
+    named,
+)
 from export.onnx_export import export_audio_encoder, parity
+from export.quantize import PRE_PROCESS_NOTE, CalibrationError
 from export.student import macs
 from export.text import species_embeddings, taxon_embeddings
 from export.writer import BundleWriter
@@ -32,6 +41,9 @@ MIN_MEAN_COSINE = 0.99
 # Agreement only means something if windows differ: above this mean pairwise cosine
 # the encoder maps everything to one point (e.g. an untrained student).
 MAX_SPREAD_COSINE = 0.98
+# Fewest held-out windows a reduced precision is judged on; even at 16, one window is
+# 6% of top-1 agreement, so the default gate_windows (128) is what a field export uses.
+MIN_GATE_WINDOWS = 16
 
 
 MARGIN_FIGURES = ("median_top1_margin", "median_score_change", "windows_that_can_flip")
@@ -81,18 +93,74 @@ def _refuse_early(cfg: ExportConfig) -> None:
             "gate 'onnx parity' needs real audio to compare onnxruntime with torch on: "
             "give --parity-audio DIR (a folder of recordings) or --data"
         )
+    if cfg.precision != "fp32" and not (cfg.calibration_audio or cfg.parity_audio):
+        raise ValueError(
+            f"{cfg.precision} needs real recordings to check it on: give --calibration-audio DIR "
+            "or --parity-audio DIR"
+        )
     if Path(cfg.out).exists() and not cfg.overwrite:
         raise FileExistsError(f"{cfg.out} exists; pass --overwrite to replace it")
+    check_checkpoint(cfg.checkpoint)
+    if cfg.student:
+        check_student(cfg.student)
+    if cfg.catalogue:
+        check_file(cfg.catalogue, "--catalogue")
+    if cfg.parity_audio:
+        check_audio_folder(cfg.parity_audio, "--parity-audio")
+    if cfg.precision != "fp32":
+        option, source = _calibration_source(cfg)
+        found = check_audio_folder(source, option)
+        n_calib, n_check = audio_needed(cfg.precision, cfg.calibration_windows)
+        if found < n_calib + n_check:
+            # each recording gives at most one window: too few files can never be enough
+            raise CalibrationError(_too_little_audio(cfg, found, "recordings", n_calib, n_check))
+
+
+def audio_needed(precision: str, calibration_windows: int = 64) -> tuple[int, int]:
+    """(windows to calibrate on, windows to check the result on) that a precision needs
+    at the least. fp16 is a cast: it calibrates on nothing."""
+    if precision == "fp32":
+        return 0, 0
+    return (calibration_windows if precision == "int8" else 0), MIN_GATE_WINDOWS
+
+
+def _calibration_source(cfg: ExportConfig) -> tuple[str, str]:
+    """(the option the calibration audio came from, the folder)."""
+    if cfg.calibration_audio:
+        return "--calibration-audio", cfg.calibration_audio
+    return "--parity-audio", str(cfg.parity_audio)
+
+
+def _too_little_audio(cfg: ExportConfig, found: int, what: str, n_calib: int, n_check: int) -> str:
+    option, source = _calibration_source(cfg)
+    if not cfg.calibration_audio:  # the fallback: say why this folder was used
+        source += " (no --calibration-audio given)"
+    need = n_calib + n_check
+    split = f"{n_calib} to calibrate + {n_check} to check" if n_calib else f"{n_check} to check"
+    w = cfg.window_seconds
+    return (
+        f"{option} {source}: found {found} {what}, {cfg.precision} needs {need} windows "
+        f"({split}); the exporter takes one {w:g} s window from the start of each recording "
+        f"(no hop; shorter ones are repeat-padded), so give at least {need} recordings "
+        f"({need * w:g} s of audio in {need} windows)"
+    )
 
 
 def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
     _refuse_early(cfg)
     templates = [Template.parse(t) for t in cfg.templates]
+    # data and catalogue before the model: their errors are cheap to find
+    try:
+        data = open_labelled(cfg.data) if cfg.data else None
+    except (ValueError, FileNotFoundError) as e:
+        raise named("--data", cfg.data, e) from e
+    try:
+        catalogue = Catalogue.from_csv(cfg.catalogue) if cfg.catalogue else data.catalogue
+    except ValueError as e:
+        raise named("--catalogue", cfg.catalogue, e) from e
     loaded = load_clap(cfg.checkpoint)
     fe = loaded.frontend
     window = round(cfg.window_seconds * fe.sample_rate)
-    data = open_labelled(cfg.data) if cfg.data else None
-    catalogue = Catalogue.from_csv(cfg.catalogue) if cfg.catalogue else data.catalogue
     teacher = AudioEncoder(loaded.model, fe, mode="dft").eval()
     encoder, student_meta = teacher, None
     if cfg.student:
@@ -241,7 +309,8 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
 QUANTIZATION_NOTE = {
     "fp16": "CNN body fp16; front-end, input norm, projection and L2 norm fp32",
     "int8": "explicit QDQ on the CNN body: symmetric int8 activations (MinMax on real audio), "
-    "per-channel symmetric int8 weights; front-end, input norm, projection and L2 norm fp32",
+    "per-channel symmetric int8 weights; front-end, input norm, projection and L2 norm fp32; "
+    + PRE_PROCESS_NOTE,
 }
 
 
@@ -270,19 +339,14 @@ def _reduce_precision(cfg, fp32_path, out_path, teacher, text_emb, window, sr) -
 
     from export import quantize as Q
 
-    source = cfg.calibration_audio or cfg.parity_audio
-    if not source:
-        raise ValueError(
-            "fp16/int8 need real recordings: give --calibration-audio or --parity-audio"
-        )
-    # fp16 is a cast: it calibrates on nothing, so every window can check it
-    n_calib = cfg.calibration_windows if cfg.precision == "int8" else 0
-    windows = _audio_windows(Path(source), window, sr, n_calib + cfg.gate_windows)
+    option, source = _calibration_source(cfg)
+    n_calib, n_check = audio_needed(cfg.precision, cfg.calibration_windows)
+    windows = _audio_windows(Path(source), window, sr, n_calib + cfg.gate_windows, option)
     calib, held = windows[:n_calib], windows[n_calib:]
-    if len(held) < 16:
-        need = f"{n_calib} to calibrate and at least 16 more" if n_calib else "at least 16"
+    if len(held) < n_check:
+        # the early check counted files; some did not decode or were under 0.1 s
         raise Q.CalibrationError(
-            f"{source}: {len(windows)} usable windows; need {need} to check the result"
+            _too_little_audio(cfg, len(windows), "usable windows", n_calib, n_check)
         )
     if cfg.precision == "int8":
         Q.to_int8(fp32_path, out_path, calib)
@@ -374,19 +438,19 @@ def _student_gates(student, teacher, windows: np.ndarray, on: str, precision: st
     return gates
 
 
-def _audio_windows(folder: Path, window: int, sr: int, limit: int) -> np.ndarray:
+def _audio_windows(
+    folder: Path, window: int, sr: int, limit: int, option: str = "audio"
+) -> np.ndarray:
     """One window from the start of each recording (repeat-padded if shorter)."""
-    from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS, AudioError, read_all
+    from animalclap_edge.audio.decode import AudioError, read_all
     from animalclap_edge.contracts.frontend import repeat_pad
 
     if not folder.is_dir():
-        raise ValueError(f"calibration audio {folder}: not a folder of recordings")
+        raise ValueError(f"{option} {folder}: not a folder of recordings")
     out = []
-    for p in sorted(folder.iterdir()):
+    for p in audio_files(folder):
         if len(out) >= limit:
             break
-        if p.suffix.lower() not in SUPPORTED_EXTENSIONS:
-            continue
         try:
             x = read_all(p, sr)
         except AudioError:
@@ -431,8 +495,15 @@ def _parity_windows(cfg: ExportConfig, data, window: int, sr: int) -> tuple[np.n
 
     out = []
     if cfg.parity_audio:
-        out = list(_audio_windows(Path(cfg.parity_audio), window, sr, cfg.parity_windows))
+        out = list(
+            _audio_windows(Path(cfg.parity_audio), window, sr, cfg.parity_windows, "--parity-audio")
+        )
         source = f"{len(out)} real recordings from {cfg.parity_audio}"
+        if not out:
+            raise ExportGateError(
+                f"--parity-audio {cfg.parity_audio}: none of its recordings decoded to 0.1 s of audio "
+                "or more, so gate 'onnx parity' has nothing to run on"
+            )
     elif data is not None:
         for it in data.items[: cfg.parity_windows]:
             out.append(repeat_pad(data.load(it), window)[:window].astype(np.float32))

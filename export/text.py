@@ -46,6 +46,7 @@ def write_text_side(
     import json
     from pathlib import Path
 
+    from export.checks import check_checkpoint, named
     from training.model import load_clap
 
     folder = Path(out)
@@ -53,10 +54,15 @@ def write_text_side(
         raise FileExistsError(
             f"{folder} already holds species embeddings; pass --overwrite to replace them"
         )
-    catalogue = Catalogue.from_csv(catalogue_csv)
+    check_checkpoint(checkpoint)
+    try:
+        catalogue = Catalogue.from_csv(catalogue_csv)
+    except ValueError as e:
+        raise named("--catalogue", catalogue_csv, e) from e
+    parsed = [Template.parse(t) for t in templates]  # a bad template: before any folder
     loaded = load_clap(checkpoint)
     folder.mkdir(parents=True, exist_ok=True)
-    species = species_embeddings(loaded, catalogue, [Template.parse(t) for t in templates])
+    species = species_embeddings(loaded, catalogue, parsed)
     taxa, taxa_emb = taxon_embeddings(loaded, catalogue)
     np.save(folder / "species_embeddings.npy", species.astype(np.float16))
     np.save(folder / "taxon_embeddings.npy", taxa_emb.astype(np.float16))

@@ -86,6 +86,40 @@ def test_bad_settings_say_what_is_wrong(change, message, tmp_path):
         cfg.check()
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"teacher": "RUN"}, "--teacher RUN is a training run folder, not a checkpoint: "),
+        ({"audio": "NOPE"}, "--audio NOPE: not a folder and not a benchmark size"),
+        ({"exclude_test_of": "NOPE"}, "--exclude-test-of NOPE: no such file"),
+    ],
+)
+def test_bad_paths_are_refused_by_option_before_the_teacher_loads(
+    change, message, tmp_path, monkeypatch
+):
+    import training.model
+
+    def fail(*a, **kw):
+        raise AssertionError("the teacher was loaded before the paths were checked")
+
+    monkeypatch.setattr(training.model, "load_clap", fail)
+    run, nope = tmp_path / "run", str(tmp_path / "nope")
+    (run / "final").mkdir(parents=True)
+    (run / "final" / "config.json").write_text("{}")
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / "a.wav").write_bytes(b"")
+    paths = {"RUN": str(run), "NOPE": nope}
+    good = {"teacher": str(run / "final"), "audio": str(tmp_path / "audio")}
+    bad = {k: paths[v] for k, v in change.items()}
+    cfg = DistillConfig(out=str(tmp_path / "s"), device="cpu", **{**good, **bad})
+    with pytest.raises(ValueError) as e:
+        distill(cfg, progress=False)
+    for k, v in paths.items():
+        message = message.replace(k, v)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    assert not (tmp_path / "s").exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU-only host")
 def test_asking_for_a_gpu_that_is_not_there_is_refused_and_auto_takes_the_cpu(tmp_path):
     with pytest.raises(ValueError, match="no CUDA GPU is visible; use --device cpu"):

@@ -73,3 +73,4 @@ def test_embed_refuses_a_catalogue_without_taxonomy(tiny_checkpoint, tmp_path, c
     )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0 and "class" in err
+    assert err.startswith(f"animalclap-export: error: --catalogue {tmp_path / 'bad.csv'}: missing")

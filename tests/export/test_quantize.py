@@ -159,6 +159,8 @@ def test_an_int8_bundle_that_passes_its_gates_is_written_and_runs(
     make_bundle(cfg, progress=False)
     bundle = load_bundle(out)
     assert bundle.manifest.audio_encoder.precision == "int8"
+    note = bundle.manifest.audio_encoder.quantization  # what pre-processing skipped, and why
+    assert "ONNX shape inference run" in note and "symbolic shape inference skipped" in note
     gates = bundle.manifest.gates
     assert 0 < gates["int8 vs fp32 mean cosine"]["measured"] <= 1
     graph = onnx.load(str(out / "audio_encoder.onnx")).graph
@@ -168,14 +170,25 @@ def test_an_int8_bundle_that_passes_its_gates_is_written_and_runs(
     assert emb.shape == (4, bundle.manifest.embedding_dim) and np.isfinite(emb).all()
 
 
-def test_int8_graph_is_explicit_qdq_on_the_body_only(student_dir, realaudio, tmp_path):
+def test_int8_graph_is_explicit_qdq_on_the_body_only(student_dir, realaudio, tmp_path, caplog):
     from export.onnx_export import export_audio_encoder
-    from export.quantize import body_nodes, to_int8
+    from export.quantize import _quantize_static, body_nodes, embed, to_int8
     from export.student import load_student
 
     s, _ = load_student(student_dir)
     export_audio_encoder(s, 144_000, tmp_path / "f.onnx", {})
-    to_int8(tmp_path / "f.onnx", tmp_path / "q.onnx", _real_windows(realaudio, 24).numpy())
+    windows = _real_windows(realaudio, 24).numpy()
+    with caplog.at_level("WARNING"):
+        to_int8(tmp_path / "f.onnx", tmp_path / "q.onnx", windows)
+    # pre-processing ran (onnxruntime warned twice per export without it) ...
+    assert not [r for r in caplog.records if "pre-processing" in r.getMessage()]
+    # ... and changed nothing: the same int8 graph as quantizing the export directly
+    inside, outside = body_nodes(onnx.load(str(tmp_path / "f.onnx")))
+    _quantize_static(tmp_path / "f.onnx", tmp_path / "raw.onnx", windows, inside, outside, 8)
+    held = _real_windows(realaudio, 32).numpy()[24:]
+    np.testing.assert_array_equal(
+        embed(tmp_path / "q.onnx", held), embed(tmp_path / "raw.onnx", held)
+    )
     q = onnx.load(str(tmp_path / "q.onnx"))
     fp32_part = set(body_nodes(onnx.load(str(tmp_path / "f.onnx")))[1])
     dq_inputs = {n.output[0] for n in q.graph.node if n.op_type == "DequantizeLinear"}
@@ -247,6 +260,37 @@ def test_silent_calibration_audio_is_refused(
     with pytest.raises(CalibrationError, match="non-silent windows"):
         make_bundle(cfg, progress=False)
     assert not (tmp_path / "b").exists()
+
+
+def test_recordings_that_do_not_decode_leave_too_few_windows_and_say_how_many(
+    student_dir, tiny_checkpoint, tiny_catalogue, realaudio, tmp_path
+):
+    """50 files pass the count before the model loads (32 + 16 needed here); 10 do not
+    decode, and the refusal after decoding gives the windows found and needed."""
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        sf.write(calib / f"n{i:03d}.wav", 0.1 * rng.standard_normal(48_000), 48_000)
+    for i in range(10):
+        (calib / f"x{i:03d}.wav").write_bytes(b"not a wav file")
+    cfg = _cfg(
+        tiny_checkpoint,
+        tiny_catalogue,
+        tmp_path / "b",
+        student=str(student_dir),
+        precision="int8",
+        parity_audio=str(realaudio),
+        calibration_audio=str(calib),
+    )
+    with pytest.raises(CalibrationError) as e:
+        make_bundle(cfg, progress=False)
+    assert str(e.value).startswith(
+        f"--calibration-audio {calib}: found 40 usable windows, int8 needs 48 windows "
+        "(32 to calibrate + 16 to check)"
+    )
+    assert "(144 s of audio in 48 windows)" in str(e.value)
+    assert not (tmp_path / "b").exists() and not list(tmp_path.glob(".b.*"))
 
 
 def test_precision_needs_a_student(tiny_checkpoint, tiny_catalogue, tmp_path):

@@ -1,0 +1,113 @@
+"""Path arguments checked before any model loads, each refusal naming its option.
+
+Loading a full-size teacher and exporting its graph takes tens of seconds; a typo in
+a folder name should cost less than that, and say which option held it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.model import missing_local_path, models_in_run
+
+# What `animalclap-train` leaves in a run folder (train: checkpoint/ and
+# train_summary.json; pretrain and finetune: final/ and checkpoints/step-N/model).
+RUN_MARKERS = ("checkpoint", "checkpoints", "final", "train_summary.json")
+
+
+def run_folder_models(run: Path) -> list[Path] | None:
+    """The saved models of a training run folder; None if `run` is not one."""
+    if not any((run / m).exists() for m in RUN_MARKERS):
+        return None
+    return models_in_run(run)
+
+
+def check_checkpoint(value: str, option: str = "--checkpoint") -> None:
+    """A hub id passes; a local path must be a saved CLAP checkpoint folder."""
+    missing = missing_local_path(value)
+    if missing:
+        raise ValueError(f"{option} {value}: {missing}")
+    p = Path(value).expanduser()
+    if not p.exists():
+        return  # a hub id: only loading can tell
+    if not p.is_dir():
+        raise ValueError(
+            f"{option} {value}: a file; give the checkpoint folder (config.json and weights)"
+        )
+    if (p / "config.json").is_file():
+        return
+    models = run_folder_models(p)
+    if models:
+        alts = " or ".join(str(m) for m in models)
+        raise ValueError(
+            f"{option} {value} is a training run folder, not a checkpoint: give {option} {alts}"
+        )
+    if models is not None:
+        raise ValueError(
+            f"{option} {value} is a training run folder with no saved model yet (no "
+            "config.json in final/ or checkpoint/, and no complete step in checkpoints/latest)"
+        )
+    raise ValueError(
+        f"{option} {value}: no config.json in it, so not a saved CLAP checkpoint "
+        "(a folder written by save_pretrained)"
+    )
+
+
+def audio_files(folder: Path) -> list[Path]:
+    """Recordings at the folder's top level, sorted: what the exporter takes windows from."""
+    from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS
+
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS
+    )
+
+
+def check_audio_folder(value: str, option: str) -> int:
+    """A folder with recordings at its top level; returns how many."""
+    from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS
+
+    p = Path(value).expanduser()
+    if not p.exists():
+        raise ValueError(f"{option} {value}: no such folder")
+    if not p.is_dir():
+        raise ValueError(f"{option} {value}: a file; give a folder of recordings")
+    n = len(audio_files(p))
+    if n == 0:
+        deeper = sum(1 for q in p.rglob("*") if q.suffix.lower() in SUPPORTED_EXTENSIONS)
+        where = f" ({deeper} in subfolders, which are not read)" if deeper else ""
+        raise ValueError(
+            f"{option} {value}: no recordings ({', '.join(sorted(SUPPORTED_EXTENSIONS))}) "
+            f"at its top level{where}"
+        )
+    return n
+
+
+def check_file(value: str, option: str) -> None:
+    p = Path(value).expanduser()
+    if not p.exists():
+        raise ValueError(f"{option} {value}: no such file")
+    if not p.is_file():
+        raise ValueError(f"{option} {value}: a folder; give a file")
+
+
+def check_student(value: str, option: str = "--student") -> None:
+    p = Path(value).expanduser()
+    if not p.is_dir():
+        raise ValueError(
+            f"{option} {value}: no such folder (give an `animalclap-export distill` --out)"
+        )
+    lacking = [f for f in ("student.json", "student.pt") if not (p / f).is_file()]
+    if lacking:
+        raise ValueError(
+            f"{option} {value}: not a student folder (no {' or '.join(lacking)}; "
+            "`animalclap-export distill` writes one)"
+        )
+
+
+def named(option: str, value: str, error: Exception) -> ValueError:
+    """`error` as "OPTION VALUE: why", without the value said twice: the readers
+    (open_labelled, Catalogue.from_csv, ZeroShotSplit) start their messages with it."""
+    msg = str(error)
+    for said in (f"data {value!r}: ", f"{value}: ", f"{Path(value).name}: "):
+        msg = msg.removeprefix(said)
+    return ValueError(f"{option} {value}: {msg}")

@@ -1,0 +1,86 @@
+"""Path arguments refused before any model loads, in one line naming the option."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from export.checks import check_audio_folder, check_checkpoint, check_student, run_folder_models
+
+
+def _model(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
+def _one_line_error(fn, *args, **kw) -> str:
+    with pytest.raises(ValueError) as e:
+        fn(*args, **kw)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_a_pretrain_run_folder_names_its_final_and_newest_step_checkpoint(tmp_path):
+    run = tmp_path / "runs" / "demo"
+    _model(run / "final")
+    _model(run / "checkpoints" / "step-00000100" / "model")
+    _model(run / "checkpoints" / "step-00000200" / "model")
+    _model(run / "checkpoints" / "step-00000300" / "model")  # being written: not in latest
+    (run / "checkpoints" / "latest").write_text("step-00000200\n")
+    msg = _one_line_error(check_checkpoint, str(run))
+    assert "is a training run folder, not a checkpoint" in msg
+    assert f"--checkpoint {run / 'final'} or {run / 'checkpoints/step-00000200/model'}" in msg
+    assert "step-00000100" not in msg and "step-00000300" not in msg
+
+
+def test_a_train_run_folder_names_only_the_subfolder_that_exists(tmp_path):
+    run = tmp_path / "run"
+    _model(run / "checkpoint")
+    (run / "train_summary.json").write_text("{}")
+    msg = _one_line_error(check_checkpoint, str(run), option="--teacher")
+    assert msg.startswith(f"--teacher {run} is a training run folder")
+    assert msg.endswith(f"give --teacher {run / 'checkpoint'}") and "final" not in msg
+    check_checkpoint(str(run / "checkpoint"), option="--teacher")  # the suggestion works
+
+
+def test_a_run_folder_without_a_saved_model_says_so(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    assert run_folder_models(run) == []
+    assert "no saved model yet" in _one_line_error(check_checkpoint, str(run))
+
+
+def test_other_local_paths_are_refused_and_hub_ids_pass(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert run_folder_models(tmp_path / "empty") is None
+    assert "no config.json" in _one_line_error(check_checkpoint, str(tmp_path / "empty"))
+    (tmp_path / "weights.bin").write_bytes(b"")
+    assert "a file" in _one_line_error(check_checkpoint, str(tmp_path / "weights.bin"))
+    assert "no such folder" in _one_line_error(check_checkpoint, str(tmp_path / "nope"))
+    check_checkpoint("laion/clap-htsat-unfused")  # only loading can judge a hub id
+
+
+def test_audio_folders_are_checked_for_recordings_at_the_top_level(tmp_path):
+    opt = "--parity-audio"
+    assert _one_line_error(check_audio_folder, str(tmp_path / "nope"), opt).startswith(
+        f"{opt} {tmp_path / 'nope'}: no such folder"
+    )
+    (tmp_path / "a.wav").write_bytes(b"")
+    assert "a file" in _one_line_error(check_audio_folder, str(tmp_path / "a.wav"), opt)
+    nested = tmp_path / "nested"
+    (nested / "sub").mkdir(parents=True)
+    sf.write(nested / "sub" / "x.wav", np.zeros(4800, np.float32), 48_000)
+    msg = _one_line_error(check_audio_folder, str(nested), opt)
+    assert "no recordings" in msg and "1 in subfolders" in msg
+    sf.write(nested / "y.flac", np.zeros(4800, np.float32), 48_000)
+    assert check_audio_folder(str(nested), opt) == 1
+
+
+def test_a_student_folder_needs_both_files(tmp_path):
+    assert "no such folder" in _one_line_error(check_student, str(tmp_path / "s"))
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "student.json").write_text("{}")
+    assert "no student.pt" in _one_line_error(check_student, str(tmp_path / "s"))
