@@ -8,16 +8,23 @@ import os
 import sys
 from pathlib import Path
 
+from animalclap_edge.cli_help import DefaultsFormatter
 from animalclap_edge.contracts.prompts import ALL_TEMPLATES
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="animalclap-train", description="Train AnimalCLAP models.")
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one sub-parser per COMMAND."""
+    p = argparse.ArgumentParser(
+        prog="animalclap-train",
+        description="Train AnimalCLAP models.",
+        formatter_class=DefaultsFormatter,
+    )
     sub = p.add_subparsers(metavar="COMMAND")
 
-    tr = sub.add_parser(
-        "train", help="contrastive training with taxonomy-aware prompts (single process)"
-    )
+    def command(name: str, **kw) -> argparse.ArgumentParser:
+        return sub.add_parser(name, formatter_class=DefaultsFormatter, **kw)
+
+    tr = command("train", help="contrastive training with taxonomy-aware prompts (single process)")
     tr.add_argument(
         "--data",
         default="tiny",
@@ -41,22 +48,29 @@ def main(argv: list[str] | None = None) -> int:
         "--templates",
         nargs="+",
         default=[t.value for t in ALL_TEMPLATES],
-        help="prompt templates drawn per sample (com sci tax sci+com tax+com)",
+        help="prompt templates, one drawn per sample: any of com sci tax sci+com tax+com",
     )
     tr.add_argument(
         "--shuffle-tax",
         action="store_true",
         help="shuffle the taxonomic sequence (the paper's ablation)",
     )
-    tr.add_argument("--epochs", type=int, default=20)
+    tr.add_argument("--epochs", type=int, default=20, help="training epochs")
     tr.add_argument(
         "--minutes", type=float, help="time budget; the LR schedule is shortened to fit"
     )
-    tr.add_argument("--batch-size", type=int, default=16)
-    tr.add_argument("--lr", type=float, default=5e-4)
-    tr.add_argument("--clips-per-species", type=int, default=30)
-    tr.add_argument("--crop-seconds", type=float, default=3.0)
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--batch-size", type=int, default=16, help="clips per step")
+    tr.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (AdamW)")
+    tr.add_argument(
+        "--clips-per-species",
+        type=int,
+        default=30,
+        help="clips per species in each balanced epoch",
+    )
+    tr.add_argument(
+        "--crop-seconds", type=float, default=3.0, help="length of each random training crop"
+    )
+    tr.add_argument("--seed", type=int, default=0, help="seed of the split, init and batches")
     tr.add_argument(
         "--split",
         choices=["zeroshot", "seen"],
@@ -69,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         default="small",
         help="HTS-AT size when training from scratch (fast: patch 16, ~1.6x the steps per minute)",
     )
-    tr.add_argument("--threads", type=int)
+    tr.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     tr.add_argument(
         "--precision",
         choices=["fp32", "bf16"],
@@ -78,34 +92,59 @@ def main(argv: list[str] | None = None) -> int:
     )
     tr.set_defaults(func=_cmd_train)
 
-    ev = sub.add_parser(
+    ev = command(
         "evaluate", help="zero-shot accuracy on unseen species, error profile, embedding map"
     )
     _eval_args(ev)
     ev.set_defaults(func=_cmd_evaluate)
 
-    pr = sub.add_parser(
-        "probe", help="linear trait probes on the frozen encoder, against baselines"
-    )
+    pr = command("probe", help="linear trait probes on the frozen encoder, against baselines")
     _eval_args(pr)
     pr.set_defaults(func=_cmd_probe)
 
-    ex = sub.add_parser(
+    ex = command(
         "experiments",
-        help="the paper's comparisons over seeds -> docs/results.md (resumes finished runs)",
+        help="the paper's comparisons over seeds -> OUT/results.md (resumes finished runs)",
+        description=(
+            "Trains, evaluates and probes every (variant, seed) not finished in --out, then "
+            "writes the results page (OUT/results.md unless --results) and its plot beside "
+            "it. The shipped page is regenerated with --results docs/results.md."
+        ),
     )
     ex.add_argument("--data", default="small", help="benchmark size[:seed] or folder")
-    ex.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ex.add_argument("--variants", nargs="+", help="subset of: all com sci tax all-shuffled")
+    ex.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed")
+    ex.add_argument(
+        "--variants",
+        nargs="+",
+        help="subset of: all com sci tax all-shuffled (default: all five)",
+    )
     ex.add_argument("--epochs", type=int, default=12, help="training epochs per run")
     ex.add_argument("--minutes", type=float, help="optional wall-clock cap per run")
-    ex.add_argument("--audio-config", choices=["small", "fast"], default="fast")
-    ex.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    ex.add_argument(
+        "--audio-config",
+        choices=["small", "fast"],
+        default="fast",
+        help="HTS-AT size the runs train from scratch",
+    )
+    ex.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="bf16",
+        help="bf16: autocast forward passes",
+    )
     ex.add_argument(
         "--jobs", type=int, default=1, help="runs trained side by side (2 on a 2-core CPU)"
     )
-    ex.add_argument("--out", default="runs/experiments")
-    ex.add_argument("--results", default="docs/results.md", help="the results page to write")
+    ex.add_argument(
+        "--out",
+        default="runs/experiments",
+        help="folder of the runs, the materialised benchmark and results.json",
+    )
+    ex.add_argument(
+        "--results",
+        help="the results page to write, its plot beside it (default: OUT/results.md); "
+        "an existing file is replaced only if it is a results page",
+    )
     ex.add_argument(
         "--report-only",
         action="store_true",
@@ -113,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ex.set_defaults(func=_cmd_experiments)
 
-    pt = sub.add_parser(
+    pt = command(
         "pretrain",
         help="full-scale CLAP pretraining (torchrun for several GPUs/nodes), resumable",
         description=(
@@ -123,14 +162,23 @@ def main(argv: list[str] | None = None) -> int:
             "when started again with the same --out."
         ),
     )
-    pt.add_argument("--config", help="YAML file or packaged name (paper, cpu_smoke)")
-    pt.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides")
+    pt.add_argument(
+        "--config",
+        help="YAML file or packaged name (paper, cpu_smoke); default: the built-in "
+        "settings (training/pretrain/config.py)",
+    )
+    pt.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides of --config"
+    )
     pt.add_argument("--data", help="shortcut for --set data=...")
-    pt.add_argument("--out", help="shortcut for --set out=...")
+    pt.add_argument(
+        "--out",
+        help="shortcut for --set out=... (a new folder, or this run's own to resume it)",
+    )
     pt.add_argument("--init", help="shortcut for --set init=... (hub id, path, scratch:SIZE)")
     pt.set_defaults(func=_cmd_pretrain)
 
-    bn = sub.add_parser(
+    bn = command(
         "bench",
         help="training throughput: samples/s, data wait vs compute, MFU, peak GPU memory",
         description=(
@@ -139,15 +187,21 @@ def main(argv: list[str] | None = None) -> int:
             "MFU needs the device's peak: known for H100/H200/A100/L40S/A10, else --peak-tflops."
         ),
     )
-    bn.add_argument("--config", help="YAML file or packaged name, as for pretrain")
-    bn.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides")
-    bn.add_argument("--steps", type=int, default=20)
-    bn.add_argument("--warmup", type=int, default=3)
+    bn.add_argument(
+        "--config",
+        help="YAML file or packaged name, as for pretrain; default: the full-size model "
+        "from scratch, bf16",
+    )
+    bn.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides of --config"
+    )
+    bn.add_argument("--steps", type=int, default=20, help="timed steps")
+    bn.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     bn.add_argument("--peak-tflops", type=float, help="device peak bf16 TFLOP/s for MFU")
     bn.add_argument("--out", help="also write the figures as JSON here")
     bn.set_defaults(func=_cmd_bench)
 
-    ft = sub.add_parser(
+    ft = command(
         "finetune",
         help="regional retraining with replay of global data, and a before/after report",
         description=(
@@ -155,21 +209,41 @@ def main(argv: list[str] | None = None) -> int:
             "other commands take: recordings folder with catalogue.csv, prepared folder) "
             "while replaying the global data (--replay). Defaults: 5 epochs, lr 2e-5, 25% "
             "of each epoch replayed when --replay is given (without it nothing is replayed "
-            "and the global species may be forgotten), every regional species seen. Writes finetune_report.{json,md}. "
+            "and the global species may be forgotten), every regional species seen, a "
+            "batch of 256 capped to one epoch of a small region (printed). Writes "
+            "finetune_report.{json,md}. "
             "With no regional recordings, use the zero-shot route instead: "
             "animalclap-export bundle --checkpoint GLOBAL --catalogue regional.csv "
             "--parity-audio RECORDINGS/ --out BUNDLE."
         ),
     )
-    ft.add_argument("--checkpoint", required=True, help="global model (path or hub id)")
+    ft.add_argument(
+        "--checkpoint",
+        required=True,
+        help="global model (path or hub id; of a run folder, RUN/final or RUN/checkpoint)",
+    )
     ft.add_argument("--data", required=True, help="regional recordings")
     ft.add_argument("--replay", help="global data to replay (prepared folder, benchmark)")
-    ft.add_argument("--out", required=True)
-    ft.add_argument("--config", help="YAML file of settings (as for pretrain)")
-    ft.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides")
+    ft.add_argument(
+        "--out",
+        required=True,
+        help="run folder (final/, checkpoints/, finetune_report.md): a new one, or this "
+        "run's own to resume it",
+    )
+    ft.add_argument(
+        "--config",
+        help="YAML file of settings (as for pretrain); default: the fine-tuning defaults",
+    )
+    ft.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of the fine-tuning defaults and --config (e.g. batch_size=32)",
+    )
     ft.set_defaults(func=_cmd_finetune)
 
-    pp = sub.add_parser(
+    pp = command(
         "prepare",
         help="recordings manifest -> Creative Commons 48 kHz shards, report and split",
         description=(
@@ -184,8 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     pp.add_argument("--out", required=True, help="output folder (shared by all --shard machines)")
     pp.add_argument("--traits", help="trait table CSV, copied next to the shards")
     pp.add_argument("--per-shard", type=int, default=500, help="recordings per shard")
-    pp.add_argument("--shard", default="0/1", help="this machine's share, i/N (default 0/1)")
-    pp.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    pp.add_argument("--shard", default="0/1", help="this machine's share, i/N")
+    pp.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="decoding processes (default: this machine's cores)",
+    )
     pp.add_argument("--quality", nargs="+", help="accepted quality grades (default: all)")
     pp.add_argument(
         "--min-seconds", type=float, default=1.0, help="shorter recordings are left out"
@@ -195,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "--codec",
         choices=["flac", "wav"],
         default="flac",
-        help="shard audio: flac (default, about half the disk) or wav (no decoding when training)",
+        help="shard audio: flac (about half the disk) or wav (no decoding when training)",
     )
     pp.add_argument(
         "--finalize",
@@ -204,14 +283,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     pp.set_defaults(func=_cmd_prepare)
 
-    bw = sub.add_parser("benchmark", help="write a procedural benchmark corpus to disk")
-    bw.add_argument("--size", default="tiny")
-    bw.add_argument("--seed", type=int, default=0)
-    bw.add_argument("--out", required=True)
-    bw.add_argument("--workers", type=int, default=1)
+    bw = command("benchmark", help="write a procedural benchmark corpus to disk")
+    bw.add_argument("--size", default="tiny", help="tiny, small or full")
+    bw.add_argument("--seed", type=int, default=0, help="seed of the generated corpus")
+    bw.add_argument("--out", required=True, help="folder to write it to")
+    bw.add_argument("--workers", type=int, default=1, help="rendering processes")
     bw.add_argument("--overwrite", action="store_true", help="replace a benchmark already in --out")
     bw.set_defaults(func=_cmd_benchmark)
+    return p
 
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     if not getattr(args, "func", None):
         p.print_help()
@@ -238,10 +321,18 @@ def main(argv: list[str] | None = None) -> int:
 def _cmd_train(args) -> int:
     from training.train import TrainConfig, train
 
-    if (Path(args.out) / "checkpoint").exists() and not args.overwrite:
+    out = Path(args.out)
+    if (out / "checkpoint").exists() and not args.overwrite:
         raise FileExistsError(
             f"{args.out} already holds a trained run (checkpoint/): give another --out, or "
             "--overwrite to train it again from the start"
+        )
+    # --overwrite replaces a `train` run, not a pretrain or finetune run: their final/
+    # would stay beside this run's checkpoint/ and split.json, one folder of two runs.
+    other = [n for n in ("final", "checkpoints", "pretrain_config.json") if (out / n).exists()]
+    if other:
+        raise FileExistsError(
+            f"{args.out} holds a pretrain or finetune run ({', '.join(other)}): give another --out"
         )
     cfg = TrainConfig(
         out=args.out,
@@ -296,7 +387,12 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of a fresh split")
     p.add_argument("--out", help="output folder; default RUN/eval or RUN/probe")
-    p.add_argument("--window-seconds", type=float, default=3.0)
+    p.add_argument(
+        "--window-seconds",
+        type=float,
+        default=3.0,
+        help="each recording is embedded from one centred window this long",
+    )
 
 
 def _run_checkpoint(run: Path) -> Path:
@@ -386,7 +482,7 @@ def _cmd_probe(args) -> int:
 
 
 def _cmd_experiments(args) -> int:
-    from training.experiments import VARIANTS, SweepConfig, run_sweep
+    from training.experiments import VARIANTS, SweepConfig, page_path, run_sweep
 
     cfg = SweepConfig(
         out=args.out,
@@ -403,7 +499,7 @@ def _cmd_experiments(args) -> int:
     summary = run_sweep(cfg, report_only=args.report_only)
     for item, v in summary["bar"].items():
         print(f"{v['status']:<8} {item} ({v['seeds']} seed(s))")
-    print(f"-> {args.results}")
+    print(f"-> {page_path(cfg)}")
     return 0
 
 

@@ -1,5 +1,6 @@
 """The paper's comparisons, run end to end: prompt ablation, ordered vs shuffled
-taxonomy, error profile, trait probes, over several seeds, into docs/results.md.
+taxonomy, error profile, trait probes, over several seeds, into a results page
+(OUT/results.md; the shipped docs/results.md is written with `--results docs/results.md`).
 
 One run per (variant, seed): train for a fixed number of steps on the zero-shot
 split of that seed, evaluate on the unseen species, and probe traits (for the all-templates and
@@ -58,7 +59,41 @@ class SweepConfig:
     jobs: int = 1
     threads: int | None = None  # per run; default cpu_count // jobs
     probe_items: int = 2000
-    results_md: str = "docs/results.md"
+    # None: OUT/results.md. The shipped page is written only when named (--results
+    # docs/results.md): a user's sweep used to replace it by default.
+    results_md: str | None = None
+
+
+# The first line of every page results_page writes: a file without it is not replaced.
+PAGE_TITLE = "# Results: AnimalCLAP findings on "
+DEFAULT_OUT = SweepConfig.out
+
+
+def page_path(cfg: SweepConfig) -> Path:
+    """Where the results page goes: --results, else OUT/results.md."""
+    return Path(cfg.results_md) if cfg.results_md else Path(cfg.out) / "results.md"
+
+
+def plot_path(page: Path) -> Path:
+    """The ablation plot beside the page, named after it (results.md ->
+    results_ablation.png), so that pages in one folder do not share a plot."""
+    return page.with_name(f"{page.stem}_ablation.png")
+
+
+def _refuse_foreign_page(page: Path) -> None:
+    """The page may replace a results page, never another file (checked before a sweep
+    trains for hours, not when it writes)."""
+    if page.is_dir():
+        raise FileExistsError(f"--results {page} is a folder: give the path of a .md file")
+    if not page.exists():
+        return
+    with page.open(encoding="utf-8", errors="replace") as f:
+        first = f.readline()
+    if not first.startswith(PAGE_TITLE):
+        raise FileExistsError(
+            f"--results {page} exists and is not a results page written by "
+            "`animalclap-train experiments`: give another --results (default: OUT/results.md)"
+        )
 
 
 def pending_runs(cfg: SweepConfig, root: Path) -> list[tuple[str, int]]:
@@ -103,8 +138,14 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, report_only: bool = False
         raise ValueError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
     if cfg.jobs < 1:
         raise ValueError(f"jobs {cfg.jobs}: must be at least 1")
+    _refuse_foreign_page(page_path(cfg))
     root = Path(cfg.out)
     if report_only:
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"--out {root}: no such folder; --report-only writes the page of the runs "
+                "a sweep has finished there (give that sweep's --out)"
+            )
         return write_page(root, cfg)
     root.mkdir(parents=True, exist_ok=True)
     _refuse_another_sweep(root, cfg)
@@ -136,9 +177,10 @@ def write_page(root: Path, cfg: SweepConfig) -> dict:
     """Aggregate the finished runs under root into results.json and the results page."""
     summary = aggregate(root, cfg)
     (root / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    page = Path(cfg.results_md)
+    page = page_path(cfg)
+    _refuse_foreign_page(page)
     page.parent.mkdir(parents=True, exist_ok=True)
-    plot_ablation(summary, page.parent / "results_ablation.png")
+    plot_ablation(summary, plot_path(page))
     page.write_text(results_page(summary, cfg), encoding="utf-8")
     return summary
 
@@ -351,11 +393,10 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         else f"`{cfg.data}`"
     )
     lines = [
-        f"# Results: AnimalCLAP findings on {on}",
+        f"{PAGE_TITLE}{on}",
         "",
-        "Regenerate with `animalclap-train experiments` (this page was written by",
-        f"`animalclap-train experiments --data {cfg.data} --seeds {' '.join(map(str, cfg.seeds))} "
-        f"--epochs {cfg.epochs} --audio-config {cfg.audio_config} --precision {cfg.precision}`).",
+        "Regenerate with the command this page was written by:",
+        f"`{written_by(cfg)}`.",
         f"Benchmark `{cfg.data}`; seeds {seeds}; each model trained for {cfg.epochs} epochs on",
         f"the CPU from the small config with its `{cfg.audio_config}` audio variant, from",
         "scratch (no pretrained weights). Figures are means with",
@@ -390,7 +431,7 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         lines.append(f"\nChance top-1: {t[names[0]]['chance_top1']:.3f}.")
     lines += [
         "",
-        "![ablation](results_ablation.png)",
+        f"![ablation]({plot_path(page_path(cfg)).name})",
         "",
         "## Ordered against shuffled taxonomy (Table 4)",
         "",
@@ -465,6 +506,26 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         lines.append("Every item of the bar passed in this run.")
     lines += _weak_points(summary)
     return "\n".join(lines) + "\n"
+
+
+def written_by(cfg: SweepConfig) -> str:
+    """The command line that writes this page again: every option that changes its
+    figures or where it goes, left out only where it has its default."""
+    args = [
+        f"--data {cfg.data}",
+        f"--seeds {' '.join(map(str, cfg.seeds))}",
+    ]
+    if set(cfg.variants) != set(VARIANTS):
+        args.append(f"--variants {' '.join(cfg.variants)}")
+    args.append(f"--epochs {cfg.epochs}")
+    if cfg.minutes is not None:
+        args.append(f"--minutes {cfg.minutes:g}")
+    args += [f"--audio-config {cfg.audio_config}", f"--precision {cfg.precision}"]
+    if cfg.out != DEFAULT_OUT:
+        args.append(f"--out {cfg.out}")
+    if cfg.results_md:
+        args.append(f"--results {cfg.results_md}")
+    return "animalclap-train experiments " + " ".join(args)
 
 
 def _weak_points(summary: dict) -> list[str]:

@@ -1,8 +1,11 @@
-"""Refuse to continue, in an output folder, work that another configuration started."""
+"""Output-folder guards: refuse to continue, in an output folder, work that another
+configuration started, and leave no empty folder behind when a command fails first."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -22,3 +25,21 @@ def refuse_other_settings(
         raise ValueError(
             f"{saved.parent} holds {holds} ({k} {old[k]!r}, not {new[k]!r}{also}): {advice}"
         )
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(out: Path) -> Iterator[None]:
+    """A run that fails before writing anything (a bad init, data that does not open)
+    leaves no empty --out behind: the next attempt starts as new, not as a 'resume'.
+    A folder that existed before is kept, and so is anything written into it."""
+    fresh = not out.exists()
+    try:
+        yield
+    except BaseException:
+        if fresh and out.is_dir():
+            for folder in sorted((p for p in out.rglob("*") if p.is_dir()), reverse=True):
+                with contextlib.suppress(OSError):  # not empty: kept, with what it holds
+                    folder.rmdir()
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise

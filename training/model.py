@@ -219,13 +219,41 @@ def missing_local_path(name_or_path: str) -> str | None:
     return f"no such folder (nearest that exists: {there})" if there else "no such folder"
 
 
+def models_in_run(folder: Path) -> list[Path]:
+    """The checkpoints a run folder holds, as load_clap takes them: `train` writes
+    RUN/checkpoint, `pretrain` and `finetune` RUN/final and, while they run,
+    RUN/checkpoints/step-N/model (the one `latest` names)."""
+    found = [folder / n for n in ("checkpoint", "final") if (folder / n / "config.json").is_file()]
+    latest = folder / "checkpoints" / "latest"
+    if latest.is_file():
+        step = folder / "checkpoints" / latest.read_text(encoding="utf-8").strip() / "model"
+        if (step / "config.json").is_file():
+            found.append(step)
+    return found
+
+
+def check_checkpoint_path(name_or_path: str) -> None:
+    """The checks of load_clap that read no model: a local folder that is not there, or
+    a run folder given for the checkpoint inside it (CheckpointError, one line)."""
+    missing = missing_local_path(name_or_path)
+    if missing:
+        raise CheckpointError(f"checkpoint {name_or_path!r}: {missing}")
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir() and not (folder / "config.json").exists():
+        # transformers says only "Unrecognized model ... `model_type`" about a run folder
+        inside = models_in_run(folder)
+        if inside:
+            raise CheckpointError(
+                f"{name_or_path!r} is a run folder, not a checkpoint: give "
+                + " or ".join(str(m) for m in inside)
+            )
+
+
 def load_clap(name_or_path: str, device: str | torch.device = "cpu") -> LoadedClap:
     """Load a CLAP checkpoint by hub id or local path (hub ids need a connected machine)."""
     from transformers import AutoConfig, AutoTokenizer, ClapFeatureExtractor, ClapModel
 
-    missing = missing_local_path(name_or_path)
-    if missing:
-        raise CheckpointError(f"checkpoint {name_or_path!r}: {missing}")
+    check_checkpoint_path(name_or_path)
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:

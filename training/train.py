@@ -106,14 +106,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision {cfg.precision!r}: choose one of {sorted(PRECISIONS)}")
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # Templates, data, split and init are checked before --out is made: a typo in any
+    # of them used to leave an empty run folder behind.
     templates = [Template.parse(t) for t in cfg.templates]
     data = open_labelled(cfg.data)
     split = make_split(data, cfg.split, cfg.seed, cfg.val_fraction)
-    split.to_json(out / "split.json")
     train_items = [data.items[i] for i in split.train]
     val_items = [data.items[i] for i in split.val]
 
@@ -130,6 +130,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             frontend=CLAP_UNFUSED,
             source=f"small-config ({cfg.audio_config} audio)",
         )
+    out.mkdir(parents=True, exist_ok=True)
+    split.to_json(out / "split.json")
     model, tok = loaded.model, loaded.tokenizer
     encoder = AudioEncoder(model, loaded.frontend, mode="fft")
     window = round(cfg.crop_seconds * loaded.frontend.sample_rate)

@@ -209,3 +209,55 @@ def test_no_weak_points_are_invented_when_the_figures_are_clear(tmp_path):
     )
     weak = results_page(summary, cfg).split("### Weaker than the paper, beyond the bar")[1]
     assert "means only" not in weak and "Com-only one" not in weak
+
+
+def test_the_page_goes_into_out_unless_named_and_never_over_another_file(tmp_path):
+    """The default was docs/results.md: any user's sweep replaced the shipped page."""
+    from pathlib import Path
+
+    from training.experiments import run_sweep, write_page
+
+    shipped = Path(__file__).resolve().parents[2] / "docs" / "results.md"
+    before = shipped.read_bytes()
+    cfg, _ = _sweep(tmp_path, 0.5, 0.1, 0.2, probe=[(0.6, 0.5)] * 10)
+    write_page(tmp_path, cfg)
+    assert (tmp_path / "results.md").read_text().startswith("# Results: AnimalCLAP findings")
+    assert (tmp_path / "results_ablation.png").stat().st_size > 5000
+    assert shipped.read_bytes() == before
+    # a named page takes its plot beside it, under its own name
+    named = dataclasses.replace(cfg, results_md=str(tmp_path / "pages" / "mine.md"))
+    write_page(tmp_path, named)
+    page = (tmp_path / "pages" / "mine.md").read_text()
+    assert "![ablation](mine_ablation.png)" in page
+    assert (tmp_path / "pages" / "mine_ablation.png").is_file()
+    write_page(tmp_path, named)  # its own page: replaced
+    # any other file is refused, by the sweep before it trains for hours
+    notes = tmp_path / "notes.md"
+    notes.write_text("# My notes\n")
+    other = dataclasses.replace(cfg, out=str(tmp_path / "new-sweep"), results_md=str(notes))
+    with pytest.raises(FileExistsError, match=r"is not a results page written by .*--results"):
+        run_sweep(other, progress=False)
+    with pytest.raises(FileExistsError, match="is not a results page"):
+        run_sweep(other, progress=False, report_only=True)
+    assert notes.read_text() == "# My notes\n"
+    assert not (tmp_path / "new-sweep").exists()
+    nowhere = dataclasses.replace(cfg, out=str(tmp_path / "no-sweep"), results_md=None)
+    with pytest.raises(FileNotFoundError, match=r"no-sweep: no such folder; --report-only"):
+        run_sweep(nowhere, progress=False, report_only=True)
+
+
+def test_the_written_by_line_gives_every_option_that_shaped_the_page(tmp_path):
+    from training.experiments import written_by
+
+    cfg, summary = _sweep(tmp_path, 0.5, 0.1, 0.2, probe=[(0.6, 0.5)] * 10)
+    assert written_by(cfg) == (
+        "animalclap-train experiments --data small --seeds 0 1 2 "
+        "--variants all com all-shuffled --epochs 12 --audio-config fast --precision bf16 "
+        f"--out {tmp_path}"
+    )
+    shipped = SweepConfig(results_md="docs/results.md", minutes=30.0)
+    assert written_by(shipped) == (
+        "animalclap-train experiments --data small --seeds 0 1 2 --epochs 12 --minutes 30 "
+        "--audio-config fast --precision bf16 --results docs/results.md"
+    )
+    assert f"`{written_by(cfg)}`." in results_page(summary, cfg)

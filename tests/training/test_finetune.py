@@ -1,5 +1,6 @@
 """Regional retraining: real regional recordings, replay of the tiny benchmark."""
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -159,3 +160,80 @@ def test_finetune_refuses_another_runs_folder_before_its_before_report(real_fold
     (out / "pretrain_config.json").write_text(json.dumps(saved))
     with pytest.raises(ValueError, match=r"holds another run \(seed 5, not 0\)"):
         finetune(cfg, progress=False)  # not CheckpointError: the init is never opened
+
+
+def _small_region(real_folder, tmp_path, out, *extra):
+    """The fine-tuning defaults (batch 256) on the real folder at 2 clips per species:
+    21 species -> 42 clips per epoch."""
+    return finetune_config(
+        None,
+        [f"init={real_folder}", f"data={real_folder}", f"out={out}", "clips_per_species=2",
+         "max_steps=1", "crop_seconds=1", "workers=0", "precision=fp32",
+         "tensorboard=false", *extra],
+    )  # fmt: skip
+
+
+def test_a_batch_larger_than_the_region_is_capped_to_its_epoch_and_said(
+    real_folder, tmp_path, capsys
+):
+    """With the defaults, a small region stopped at its start: batch 256 > one epoch."""
+    from training.finetune import batch_for_region
+
+    cfg = _small_region(real_folder, tmp_path, tmp_path / "ft")
+    assert cfg.batch_size == 256
+    capped = batch_for_region(cfg)
+    assert capped.batch_size == 42 and cfg.batch_size == 256
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    assert "batch_size 256 exceeds one epoch of this data (42 clips): capped to 42" in out
+    assert "--set batch_size=N" in out
+    fits = _small_region(real_folder, tmp_path, tmp_path / "ft", "batch_size=8")
+    assert batch_for_region(fits) is fits and capsys.readouterr().out == ""
+
+
+def test_finetune_with_the_default_batch_trains_a_small_region_and_reruns(
+    pretrain_checkpoint, real_folder, tmp_path, capsys
+):
+    out = tmp_path / "ft"
+    cfg = _small_region(real_folder, tmp_path, out)
+    cfg = dataclasses.replace(cfg, init=str(pretrain_checkpoint))
+    report = finetune(cfg, progress=False)
+    assert "capped to 42" in capsys.readouterr().out
+    assert json.loads((out / "pretrain_config.json").read_text())["batch_size"] == 42
+    assert "1 steps/epoch of 42" in (out / "train_log.jsonl").read_text()
+    # the same command again: the same cap, so the run resumes instead of refusing
+    again = finetune(cfg, progress=False)
+    assert again["checkpoint"] == report["checkpoint"]
+    assert "resuming at step 1" in (out / "train_log.jsonl").read_text()
+
+
+def test_finetune_refuses_a_train_runs_folder_before_writing(real_folder, tmp_path):
+    """Only a folder with checkpoints/ was checked: a `train` run's split.json was
+    replaced by the region's."""
+    out = tmp_path / "run"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "split.json").write_text("the train run's split")
+    cfg = finetune_config(None, [f"init={tmp_path / 'not-loaded'}", f"data={real_folder}",
+                                 f"out={out}"])  # fmt: skip
+    with pytest.raises(FileExistsError, match="holds a run of `animalclap-train train`"):
+        finetune(cfg, progress=False)
+    assert (out / "split.json").read_text() == "the train run's split"
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "split.json"]
+
+
+def test_a_run_folder_as_checkpoint_is_refused_before_any_work(
+    tiny_checkpoint, real_folder, tmp_path, capsys
+):
+    import shutil
+
+    from training.model import CheckpointError
+
+    run = tmp_path / "demo"
+    shutil.copytree(tiny_checkpoint, run / "final")
+    cfg = dataclasses.replace(_small_region(real_folder, tmp_path, tmp_path / "ft"), init=str(run))
+    with pytest.raises(
+        CheckpointError, match=rf"is a run folder, not a checkpoint: give {run}/final$"
+    ):
+        finetune(cfg, progress=False)
+    assert capsys.readouterr().out == ""  # refused before the batch was even sized
+    assert not (tmp_path / "ft").exists()

@@ -56,6 +56,34 @@ def test_not_clap_and_missing_checkpoints_are_refused(tmp_path, monkeypatch):
         load_clap(str(tmp_path))
 
 
+def test_a_run_folder_given_as_checkpoint_names_the_model_inside(tmp_path, tiny_checkpoint):
+    """`--checkpoint runs/demo` said only that the folder's config had no `model_type`."""
+    import shutil
+
+    run = tmp_path / "demo"
+    run.mkdir()
+    (run / "split.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="cannot load checkpoint"):  # nothing inside
+        load_clap(str(run))
+    shutil.copytree(tiny_checkpoint, run / "checkpoint")
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^'{run}' is a run folder, not a checkpoint: give {run}/checkpoint$",
+    ):
+        load_clap(str(run))
+    # an unfinished pretrain: only checkpoints/, the one `latest` names
+    step = run / "checkpoints" / "step-00000004" / "model"
+    shutil.copytree(tiny_checkpoint, step)
+    (run / "checkpoints" / "latest").write_text("step-00000004")
+    shutil.copytree(tiny_checkpoint, run / "final")
+    with pytest.raises(CheckpointError) as e:
+        load_clap(str(run))
+    assert str(e.value) == (
+        f"'{run}' is a run folder, not a checkpoint: give {run}/checkpoint or {run}/final or {step}"
+    )
+    assert load_clap(str(run / "final")).model is not None  # what it names loads
+
+
 def test_checkpoint_without_frontend_is_refused(tmp_path, tiny_checkpoint):
     import shutil
 

@@ -60,3 +60,34 @@ def test_the_cli_does_not_train_over_a_finished_run_unless_told(tmp_path, capsys
     assert "already holds a trained run (checkpoint/)" in capsys.readouterr().err
     assert (out / "checkpoint" / "model.safetensors").read_bytes() == first
     assert main([*argv, "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        ({"data": "no-such-data-folder/"}, ValueError),
+        ({"templates": ["com", "bogus"]}, ValueError),
+        ({"init": "./no-such-checkpoint"}, ValueError),  # CheckpointError
+    ],
+)
+def test_a_run_that_cannot_start_leaves_no_out_folder(tmp_path, bad, error):
+    """Bad data, a template typo or a missing init left an empty --out behind."""
+    with pytest.raises(error):
+        train(TrainConfig(out=str(tmp_path / "x"), threads=1, **bad), progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_cli_does_not_train_into_a_pretrain_or_finetune_run(tmp_path, capsys):
+    """--overwrite replaces a `train` run; a pretrain run's final/ would have stayed
+    beside the new checkpoint/ and split.json."""
+    from training.cli import main
+
+    out = tmp_path / "run"
+    (out / "final").mkdir(parents=True)
+    (out / "split.json").write_text("the pretrain run's split")
+    for extra in ([], ["--overwrite"]):
+        assert main(["train", "--out", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "holds a pretrain or finetune run (final): give another --out" in err
+        assert err.count("\n") == 1
+    assert (out / "split.json").read_text() == "the pretrain run's split"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 
 from animalclap_edge.contracts.prompts import Template
+from training.identity import refuse_other_settings, removed_if_left_empty
 from training.model import AudioEncoder, LoadedClap, load_clap
 from training.pretrain import state
 from training.pretrain.config import PretrainConfig
@@ -279,29 +281,14 @@ def pretrain(
 ) -> Path:
     """Train on this rank; returns the final checkpoint folder (same on every rank)."""
     cfg.check()
+    # before any process group: every rank reads the same folder and stops alike
+    _refuse_another_run(Path(cfg.out), cfg)
     d = init_distributed()
     try:
         with removed_if_left_empty(Path(cfg.out)):
             return _pretrain(cfg, d, on_step, progress)
     finally:
         close(d)
-
-
-@contextlib.contextmanager
-def removed_if_left_empty(out: Path) -> Iterator[None]:
-    """A run that fails before writing anything (a bad init, data that does not open)
-    leaves no empty --out behind: the next attempt starts as new, not as a 'resume'."""
-    fresh = not out.exists()
-    try:
-        yield
-    except BaseException:
-        if fresh and out.is_dir():
-            for folder in sorted((p for p in out.rglob("*") if p.is_dir()), reverse=True):
-                with contextlib.suppress(OSError):  # not empty: kept, with what it holds
-                    folder.rmdir()
-            with contextlib.suppress(OSError):
-                out.rmdir()
-        raise
 
 
 # What makes a run this run: resuming with any of them changed would continue one
@@ -313,16 +300,87 @@ RUN_IDENTITY = (
 )  # fmt: skip
 
 
-def _refuse_another_run(out: Path, cfg: PretrainConfig) -> None:
-    """`out` holds checkpoints: resuming is only for the run that wrote them."""
-    from training.identity import refuse_other_settings
+# What `train` leaves in its --out, and what pretrain and finetune leave in theirs.
+TRAIN_RUN = ("checkpoint", "train_summary.json")
+PRETRAIN_RUN = ("checkpoints", "final")
 
+
+def _refuse_another_run(out: Path, cfg: PretrainConfig) -> None:
+    """`out` may hold this run, to be resumed, and no other: a start writes split.json
+    and pretrain_config.json over whatever run the folder holds."""
+    held = [name for name in TRAIN_RUN if (out / name).exists()]
+    if held:
+        raise FileExistsError(
+            f"{out} holds a run of `animalclap-train train` ({', '.join(held)}) whose "
+            "split.json this run would overwrite: give a new --out"
+        )
+    held = [name for name in PRETRAIN_RUN if (out / name).exists()]
+    if held and not (out / "pretrain_config.json").is_file():
+        raise FileExistsError(
+            f"{out} holds a run ({', '.join(held)}) with no pretrain_config.json to tell "
+            "whether it is this one: give a new --out"
+        )
+    if (out / "final").exists() and not (out / "checkpoints" / "latest").exists():
+        raise FileExistsError(
+            f"{out} holds a finished run (final/) with no checkpoints/latest to resume "
+            "from, so it would be trained again from the start over it: give a new --out"
+        )
     refuse_other_settings(
         out / "pretrain_config.json",
         asdict(cfg),
         RUN_IDENTITY,
         "another run",
         "give a new --out, or the same settings to resume it",
+    )
+
+
+def epoch_clips(cfg: PretrainConfig, td) -> int:
+    """Clips in one epoch of the plan over `td` (replay included): the most one batch
+    can take. The crop length does not change it."""
+    return len(
+        EpochPlanDataset(
+            td.data, td.train, [], cfg.shuffle_tax, cfg.seed, cfg.clips_per_species, 1,
+            td.is_replay, cfg.replay_fraction,
+        )
+    )  # fmt: skip
+
+
+def fitting_batch(clips: int, world: int) -> int:
+    """The largest global batch one epoch of `clips` fills that splits over `world`
+    ranks (0: none does)."""
+    return clips // world * world
+
+
+def check_batch_fits(cfg: PretrainConfig, clips: int, world: int) -> None:
+    """One epoch must fill at least one global batch; the error names a batch that does."""
+    if cfg.batch_size <= clips:
+        return
+    fit = fitting_batch(clips, world)
+    if not fit:
+        raise ValueError(
+            f"one epoch has {clips} clips, fewer than the {world} ranks: raise "
+            f"clips_per_species (--set clips_per_species=N) or run on fewer ranks"
+        )
+    raise ValueError(
+        f"batch_size {cfg.batch_size} exceeds one epoch ({clips} clips): give "
+        f"--set batch_size={fit} (or less), or raise clips_per_species"
+    )
+
+
+def workers_note(workers: int) -> str | None:
+    """One line when the loader's processes outnumber the CPU cores this process may
+    use (None when they do not)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not cores or workers <= cores:
+        return None
+    # torch warns about this twice per loader (at creation and at iteration), on every
+    # rank, in a paragraph each; the run's note says it once.
+    warnings.filterwarnings(
+        "ignore", message=r"This DataLoader will create \d+ worker processes", category=UserWarning
+    )
+    return (
+        f"workers {workers} per rank on {cores} CPU core(s): the loader processes share "
+        f"them (set workers={cores} to match the cores)"
     )
 
 
@@ -335,12 +393,10 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {d.world} ranks")
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
-    out.mkdir(parents=True, exist_ok=True)
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
     data, split = td.data, td.split
+    check_batch_fits(cfg, epoch_clips(cfg, td), d.world)
     resume = state.latest(ckpt_dir)
-    if resume:
-        _refuse_another_run(out, cfg)
     counters = state.load_counters(resume) if resume else {}
     if counters and counters["batch_size"] != cfg.batch_size:
         raise ValueError(
@@ -348,11 +404,6 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
         )
     torch.manual_seed(cfg.seed)
     loaded = load_clap(str(resume / "model")) if resume else build_model(cfg, data)
-    if d.main:
-        split.to_json(out / "split.json")
-        (out / "pretrain_config.json").write_text(
-            json.dumps(asdict(cfg), indent=2), encoding="utf-8"
-        )
     notes: list[str] = []
     model = loaded.model.to(d.device)
     model = _batchnorm(model, cfg.batchnorm, d, notes)
@@ -371,10 +422,6 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
 
     dataset = make_dataset(cfg, td, loaded)
     steps_per_epoch = len(dataset) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} exceeds one epoch ({len(dataset)} clips): lower it"
-        )
     total = steps_per_epoch * cfg.epochs
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
     step = counters.get("global_step", 0)
@@ -399,7 +446,17 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
             + (f"fixed at {collate.pad_to}" if collate.pad_to else "dynamic")
             + "; the first step compiles"
         )
+    if note := workers_note(cfg.workers):
+        notes.append(note)
     autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    # Written once every check above has passed: a start refused for its settings
+    # leaves the folder as it found it, and a corrected rerun is not met as another run.
+    out.mkdir(parents=True, exist_ok=True)
+    if d.main:
+        split.to_json(out / "split.json")
+        (out / "pretrain_config.json").write_text(
+            json.dumps(asdict(cfg), indent=2), encoding="utf-8"
+        )
     logs = _Logs(out, cfg, step) if d.main else None
     for n in notes:
         if logs:

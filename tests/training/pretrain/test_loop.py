@@ -146,6 +146,80 @@ def test_a_prompt_length_shorter_than_the_catalogue_is_refused_before_training(
     ):
         pretrain(cfg, progress=False)
     assert not list((tmp_path / "short").glob("checkpoints/*"))
+    # the refused start wrote nothing: a rerun with other settings is not "another run"
+    assert not (tmp_path / "short").exists()
+
+
+def test_a_batch_larger_than_an_epoch_is_refused_naming_one_that_fits(
+    pretrain_checkpoint, tmp_path
+):
+    """It used to say only "lower it", after loading the model."""
+    from training.pretrain.loop import pretrain
+
+    # 20 seen species x 2 clips = 40 clips per epoch
+    cfg = tiny_run(tmp_path / "big", pretrain_checkpoint, batch_size=64)
+    with pytest.raises(
+        ValueError, match=r"batch_size 64 exceeds one epoch \(40 clips\): give --set batch_size=40"
+    ):
+        pretrain(cfg, progress=False)
+    assert not (tmp_path / "big").exists()
+
+
+def test_an_out_holding_another_kind_of_run_is_refused_before_anything_is_written(
+    pretrain_checkpoint, tmp_path
+):
+    """Only a folder that held checkpoints/ was checked: a `train` run's folder, or a
+    finished run's, had its split.json and config replaced."""
+    import dataclasses
+    import json
+
+    from training.pretrain.loop import pretrain
+
+    out = tmp_path / "run"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "split.json").write_text("the train run's split")
+    cfg = tiny_run(out, pretrain_checkpoint)
+    with pytest.raises(
+        FileExistsError, match=r"holds a run of `animalclap-train train` \(checkpoint\)"
+    ):
+        pretrain(cfg, progress=False)
+    (out / "checkpoint").rmdir()
+    (out / "train_summary.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=r"\(train_summary.json\).*give a new --out"):
+        pretrain(cfg, progress=False)
+    (out / "train_summary.json").unlink()
+    (out / "final").mkdir()
+    with pytest.raises(FileExistsError, match=r"no pretrain_config\.json to tell"):
+        pretrain(cfg, progress=False)
+    (out / "pretrain_config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    with pytest.raises(
+        FileExistsError, match=r"finished run \(final/\) with no checkpoints/latest"
+    ):
+        pretrain(cfg, progress=False)
+    assert (out / "split.json").read_text() == "the train run's split"
+    assert sorted(p.name for p in out.iterdir()) == ["final", "pretrain_config.json", "split.json"]
+
+
+def test_more_loader_workers_than_cores_is_said_once_not_warned_twice():
+    import os
+    import warnings
+
+    from training.pretrain.loop import workers_note
+
+    cores = len(os.sched_getaffinity(0))
+    assert workers_note(cores) is None
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        torch.utils.data.DataLoader(range(4), num_workers=cores + 1)
+        assert any("worker processes" in str(w.message) for w in seen)  # torch's own
+        seen.clear()
+        note = workers_note(cores + 1)
+        torch.utils.data.DataLoader(range(4), num_workers=cores + 1)
+        assert not [w for w in seen if "worker processes" in str(w.message)]
+    assert note == (
+        f"workers {cores + 1} per rank on {cores} CPU core(s): the loader processes share "
+        f"them (set workers={cores} to match the cores)"
+    )
 
 
 def test_auto_prompt_length_is_the_longest_prompt_rounded_up_to_8(pretrain_checkpoint):

@@ -1,0 +1,47 @@
+"""`animalclap-train` itself: --help, and errors in one line."""
+
+import argparse
+
+from training.cli import build_parser, main
+
+
+def _commands() -> dict[str, argparse.ArgumentParser]:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def test_every_option_has_help_and_help_shows_its_default():
+    commands = _commands()
+    assert {"train", "experiments", "pretrain", "finetune", "evaluate", "bench"} <= set(commands)
+    for name, parser in commands.items():
+        text = parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            flag = action.option_strings[0]
+            assert action.help, f"{name} {flag} has no help"
+            default = action.default
+            if default in (None, [], argparse.SUPPRESS) or default is False or action.required:
+                continue
+            shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
+            # the text wraps, so compare with whitespace collapsed
+            flat = " ".join(text.split())
+            assert f"(default: {shown})" in flat or "default" in action.help, (name, flag)
+    flat = " ".join(commands["train"].format_help().split())
+    assert "--seed SEED seed of the split, init and batches (default: 0)" in flat
+    assert "(default: None)" not in flat and "(default: False)" not in flat
+    assert "--templates TEMPLATES [TEMPLATES ...]" in flat and "(default: com sci tax" in flat
+
+
+def test_a_run_folder_as_checkpoint_is_named_in_one_line(tmp_path, tiny_checkpoint, capsys):
+    import shutil
+
+    run = tmp_path / "demo"
+    shutil.copytree(tiny_checkpoint, run / "checkpoint")
+    assert main(["evaluate", "--checkpoint", str(run), "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"animalclap-train: error: '{run}' is a run folder, not a checkpoint: give "
+        f"{run}/checkpoint\n"
+    )
+    assert not (tmp_path / "ev").exists()
