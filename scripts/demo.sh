@@ -29,7 +29,11 @@ if [ -d "$AUDIO" ]; then
 import sqlite3, sys
 con = sqlite3.connect(sys.argv[1])
 print("recordings by status:", dict(con.execute("select status, count(*) from recordings group by status")))
-print("detections:", con.execute("select count(*) from detections").fetchone()[0])
+# The database outlives a rerun (new bundle, same file): count this run's rows apart.
+last = "(select run_id from runs order by started_utc desc limit 1)"
+mine = con.execute(f"select count(*) from detections where run_id = {last}").fetchone()[0]
+runs, total = con.execute("select (select count(*) from runs), count(*) from detections").fetchone()
+print(f"detections: {mine}" + (f" (the database holds {total} from {runs} runs)" if runs > 1 else ""))
 PY
 else
   echo "no $AUDIO folder: run 'animalclap-edge run --bundle $RUN/bundle --source YOUR_AUDIO'"
