@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from animalclap_edge import __version__
+from animalclap_edge.cli_help import DefaultsFormatter
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,12 +114,15 @@ def _parser() -> argparse.ArgumentParser:
     from animalclap_edge.report import WHAT as REPORTS  # loaded already: ReportError
 
     p = argparse.ArgumentParser(
-        prog="animalclap-edge", description="Detect animal species and traits on a recorder."
+        prog="animalclap-edge",
+        description="Detect animal species and traits on a recorder.",
+        formatter_class=DefaultsFormatter,
     )
     p.add_argument("--version", action="version", version=f"animalclap-edge {__version__}")
     sub = p.add_subparsers(metavar="COMMAND")
+    command = functools.partial(sub.add_parser, formatter_class=DefaultsFormatter)
 
-    run = sub.add_parser(
+    run = command(
         "run",
         help="process audio and log detections to SQLite",
         description="Detect species and traits in a file, a folder (searched with its "
@@ -170,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_cmd_run)
 
-    ins = sub.add_parser("inspect", help="verify a bundle and describe it")
+    ins = command("inspect", help="verify a bundle and describe it")
     ins.add_argument(
         "bundle", nargs="?", help="bundle directory or .tar (default: the demo bundle)"
     )
@@ -179,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     ins.set_defaults(func=_cmd_inspect)
 
-    be = sub.add_parser(
+    be = command(
         "build-engine",
         help="build (or reuse) a TensorRT engine for a bundle on this GPU",
         description=(
@@ -193,10 +198,15 @@ def _parser() -> argparse.ArgumentParser:
     be.add_argument("--config", help="YAML config: backend.precision/batch_size/engine_cache_dir")
     be.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="overrides the config")
     be.add_argument("--max-batch", type=int, help="largest batch (default: backend.batch_size)")
-    be.add_argument("--workspace-gb", type=float, default=1.0)
+    be.add_argument(
+        "--workspace-gb",
+        type=float,
+        default=1.0,
+        help="GPU memory TensorRT may use while it builds (its workspace pool), in GiB",
+    )
     be.set_defaults(func=_cmd_build_engine)
 
-    pu = sub.add_parser(
+    pu = command(
         "publish",
         help="send the database's undelivered detections over MQTT, then keep sending new ones",
     )
@@ -214,7 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     pu.set_defaults(func=_cmd_publish)
 
-    sv = sub.add_parser(
+    sv = command(
         "serve",
         help="serve live detections from the database over local HTTP (Server-Sent Events)",
         description=(
@@ -234,7 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sv.set_defaults(func=_cmd_serve)
 
-    bn = sub.add_parser(
+    bn = command(
         "bench",
         help="windows/s, real-time factor, latency, peak RSS, per-stage time; BirdNET beside it",
         description=(
@@ -289,7 +299,7 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--out", help="write the figures as JSON here")
     bn.set_defaults(func=_cmd_bench)
 
-    isv = sub.add_parser(
+    isv = command(
         "install-service",
         help="install a systemd unit that runs `run` on a live source at boot and restarts it",
         description=(
@@ -320,7 +330,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     isv.set_defaults(func=_cmd_install_service)
 
-    rp = sub.add_parser(
+    rp = command(
         "report",
         help="write a database's detections, events, recordings or a daily summary as CSV, "
         "or a figure of when each label was heard",
@@ -332,7 +342,11 @@ def _parser() -> argparse.ArgumentParser:
             "[plot] extra)."
         ),
     )
-    rp.add_argument("what", choices=[*REPORTS, "activity"])
+    rp.add_argument(
+        "what",
+        choices=[*REPORTS, "activity"],
+        help="the CSV to write, or activity: a plot",
+    )
     rp.add_argument("--db", help="SQLite database (default: storage.database of --config)")
     rp.add_argument("--config", help="YAML config whose storage.database to read")
     rp.add_argument("--out", help="CSV file to write (default: stdout)")
@@ -354,15 +368,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     rp.set_defaults(func=_cmd_report)
 
-    cfg = sub.add_parser("config", help="check, show or describe configs")
+    cfg = command("config", help="check, show or describe configs")
     csub = cfg.add_subparsers(metavar="ACTION")
     chk = csub.add_parser("check", help="validate config files; names every wrong key or value")
-    chk.add_argument("files", nargs="+")
+    chk.add_argument("files", nargs="+", help="YAML config file(s), e.g. firmware_configs/*.yaml")
     chk.set_defaults(func=_cmd_config_check)
     sch = csub.add_parser("schema", help="print the JSON schema of the config")
     sch.set_defaults(func=_cmd_config_schema)
     show = csub.add_parser("show", help="print a config with every default filled in")
-    show.add_argument("file", nargs="?")
+    show.add_argument("file", nargs="?", help="YAML config (none: the built-in defaults)")
     show.set_defaults(func=_cmd_config_show)
     return p
 

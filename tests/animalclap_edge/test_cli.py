@@ -428,3 +428,32 @@ def test_a_named_pipe_without_a_writer_says_it_is_waiting(tiny_bundle, tmp_path)
             proc.kill()
             proc.wait(5)
     assert _rows(tmp_path / "d.db", "select count(*) from recordings") == [(1,)]
+
+
+def test_every_option_of_every_command_has_help_and_shows_its_default():
+    """bench's --threads, --birdnet and --species and build-engine's --workspace-gb had none."""
+    import argparse
+
+    from animalclap_edge.cli import _parser
+
+    def commands(p: argparse.ArgumentParser, path: str = ""):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sp in a.choices.items():
+                    yield f"{path}{name}", sp
+                    yield from commands(sp, f"{path}{name} ")
+
+    found = dict(commands(_parser()))
+    assert {"run", "bench", "build-engine", "config check", "report"} <= set(found)
+    for name, parser in found.items():
+        flat = " ".join(parser.format_help().split())
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            what = f"{name} {(action.option_strings or [action.dest])[0]}"
+            assert action.help, f"{what} has no help"
+            default = action.default
+            if default in (None, [], argparse.SUPPRESS) or default is False or action.required:
+                continue
+            shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
+            assert f"(default: {shown})" in flat or "default" in action.help, what
