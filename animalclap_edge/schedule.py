@@ -418,21 +418,23 @@ class Schedule:
     def describe(self, day: date, now: datetime | None = None) -> str:
         """A few lines: the day's windows in UTC, the duty cycle, and missing sun events;
         with `now`, the windows already over are marked so."""
-        lines = [f"{day}:"]  # replaced by the sun line when there is one
+        lines = []
         if self.latitude is not None and self.longitude is not None:
             st = self._sun(day)
             where = f"{self.latitude:.4f}, {self.longitude:.4f}"
             if st.polar == "day":
-                lines = [f"{day}: polar day at {where}: the Sun does not set"]
+                lines.append(f"{day}: polar day at {where}: the Sun does not set")
             elif st.polar == "night":
-                lines = [f"{day}: polar night at {where}: the Sun does not rise"]
+                lines.append(f"{day}: polar night at {where}: the Sun does not rise")
             else:
                 fmt = "%H:%M UTC"
                 rise = st.sunrise.strftime(fmt) if st.sunrise else "none"
                 set_ = st.sunset.strftime(fmt) if st.sunset else "none"
-                lines = [f"{day}: sunrise {rise}, sunset {set_} at {where}"]
+                lines.append(f"{day}: sunrise {rise}, sunset {set_} at {where}")
         if not self.windows:
-            lines[0] += " no windows: recording all day"
+            lines.append(f"{day}: no windows: recording all day")
+        elif not lines:  # no sun line: the day heads the windows
+            lines.append(f"{day}:")
         for w, iv in self.windows_on(day):
             if iv is None:
                 lines.append(f"  {w.describe()}: does not occur (no sunrise/sunset that day)")

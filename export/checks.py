@@ -8,16 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from training.identity import PRETRAIN_RUN, TRAIN_RUN
 from training.model import missing_local_path, models_in_run
-
-# What `animalclap-train` leaves in a run folder (train: checkpoint/ and
-# train_summary.json; pretrain and finetune: final/ and checkpoints/step-N/model).
-RUN_MARKERS = ("checkpoint", "checkpoints", "final", "train_summary.json")
 
 
 def run_folder_models(run: Path) -> list[Path] | None:
     """The saved models of a training run folder; None if `run` is not one."""
-    if not any((run / m).exists() for m in RUN_MARKERS):
+    if not any((run / m).exists() for m in (*TRAIN_RUN, *PRETRAIN_RUN)):
         return None
     return models_in_run(run)
 

@@ -105,11 +105,11 @@ def _refuse_early(cfg: ExportConfig) -> None:
         check_student(cfg.student)
     if cfg.catalogue:
         check_file(cfg.catalogue, "--catalogue")
-    if cfg.parity_audio:
-        check_audio_folder(cfg.parity_audio, "--parity-audio")
+    found = check_audio_folder(cfg.parity_audio, "--parity-audio") if cfg.parity_audio else 0
     if cfg.precision != "fp32":
         option, source = _calibration_source(cfg)
-        found = check_audio_folder(source, option)
+        if cfg.calibration_audio:
+            found = check_audio_folder(source, option)
         n_calib, n_check = audio_needed(cfg.precision, cfg.calibration_windows)
         if found < n_calib + n_check:
             # each recording gives at most one window: too few files can never be enough

@@ -319,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_train(args) -> int:
+    from training.identity import PRETRAIN_RUN
     from training.train import TrainConfig, train
 
     out = Path(args.out)
@@ -329,7 +330,7 @@ def _cmd_train(args) -> int:
         )
     # --overwrite replaces a `train` run, not a pretrain or finetune run: their final/
     # would stay beside this run's checkpoint/ and split.json, one folder of two runs.
-    other = [n for n in ("final", "checkpoints", "pretrain_config.json") if (out / n).exists()]
+    other = [n for n in (*PRETRAIN_RUN, "pretrain_config.json") if (out / n).exists()]
     if other:
         raise FileExistsError(
             f"{args.out} holds a pretrain or finetune run ({', '.join(other)}): give another --out"
@@ -505,12 +506,13 @@ def _cmd_experiments(args) -> int:
 
 def _cmd_pretrain(args) -> int:
     from training.pretrain.config import load_config
+    from training.pretrain.dist import torchrun_rank_world
     from training.pretrain.loop import pretrain
 
     overrides = list(args.set)
     overrides += [f"{k}={v}" for k in ("data", "out", "init") if (v := getattr(args, k))]
     final = pretrain(load_config(args.config, overrides))
-    if int(os.environ.get("RANK", "0")) == 0:
+    if torchrun_rank_world()[0] == 0:
         print(f"-> {final} (ClapModel.from_pretrained loads it)")
     return 0
 

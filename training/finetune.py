@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 from training.pretrain.config import PretrainConfig
@@ -75,15 +74,17 @@ def batch_for_region(cfg: PretrainConfig) -> PretrainConfig:
     The default batch (256) is sized for the global data; a region of a few species
     fills fewer clips than that per epoch, and the run would stop at its start. The
     cap is printed, never silent."""
+    from training.pretrain.dist import torchrun_rank_world
     from training.pretrain.loop import epoch_clips, fitting_batch
     from training.pretrain.mixed import training_data
 
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
     clips = epoch_clips(cfg, td)
-    fit = fitting_batch(clips, int(os.environ.get("WORLD_SIZE", "1")))
+    rank, world = torchrun_rank_world()
+    fit = fitting_batch(clips, world)
     if cfg.batch_size <= clips or not fit:  # not fit: pretrain's own check names the fix
         return cfg
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank == 0:
         print(
             f"finetune: batch_size {cfg.batch_size} exceeds one epoch of this data "
             f"({clips} clips): capped to {fit} (--set batch_size=N to choose another)",

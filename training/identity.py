@@ -27,6 +27,12 @@ def refuse_other_settings(
         )
 
 
+# What each command leaves in its --out: `train` a checkpoint/ and its summary;
+# `pretrain` and `finetune` checkpoints/step-N/ while they run and final/ at the end.
+TRAIN_RUN = ("checkpoint", "train_summary.json")
+PRETRAIN_RUN = ("checkpoints", "final")
+
+
 @contextlib.contextmanager
 def removed_if_left_empty(out: Path) -> Iterator[None]:
     """A run that fails before writing anything (a bad init, data that does not open)

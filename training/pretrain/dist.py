@@ -21,13 +21,18 @@ class Dist:
         return self.rank == 0
 
 
+def torchrun_rank_world() -> tuple[int, int]:
+    """(RANK, WORLD_SIZE) as torchrun sets them; (0, 1) in a plain process. Readable
+    before the process group exists (and without one)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed() -> Dist:
     """One process, or one rank of a torchrun job (RANK/WORLD_SIZE/LOCAL_RANK set).
 
     NCCL on CUDA, gloo on CPU. Each rank uses the GPU of its LOCAL_RANK.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank, world = torchrun_rank_world()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")

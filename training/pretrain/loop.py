@@ -14,7 +14,12 @@ import torch
 from torch import nn
 
 from animalclap_edge.contracts.prompts import Template
-from training.identity import refuse_other_settings, removed_if_left_empty
+from training.identity import (
+    PRETRAIN_RUN,
+    TRAIN_RUN,
+    refuse_other_settings,
+    removed_if_left_empty,
+)
 from training.model import AudioEncoder, LoadedClap, load_clap
 from training.pretrain import state
 from training.pretrain.config import PretrainConfig
@@ -285,7 +290,8 @@ def pretrain(
     _refuse_another_run(Path(cfg.out), cfg)
     d = init_distributed()
     try:
-        with removed_if_left_empty(Path(cfg.out)):
+        # catch_warnings: the filters a run installs (workers_note) end with the run
+        with warnings.catch_warnings(), removed_if_left_empty(Path(cfg.out)):
             return _pretrain(cfg, d, on_step, progress)
     finally:
         close(d)
@@ -298,11 +304,6 @@ RUN_IDENTITY = (
     "shuffle_tax", "seed", "clips_per_species", "crop_seconds", "lr", "weight_decay",
     "warmup_steps",
 )  # fmt: skip
-
-
-# What `train` leaves in its --out, and what pretrain and finetune leave in theirs.
-TRAIN_RUN = ("checkpoint", "train_summary.json")
-PRETRAIN_RUN = ("checkpoints", "final")
 
 
 def _refuse_another_run(out: Path, cfg: PretrainConfig) -> None:
@@ -374,7 +375,8 @@ def workers_note(workers: int) -> str | None:
     if not cores or workers <= cores:
         return None
     # torch warns about this twice per loader (at creation and at iteration), on every
-    # rank, in a paragraph each; the run's note says it once.
+    # rank, in a paragraph each; the run's note says it once. pretrain() scopes the
+    # filter to the run.
     warnings.filterwarnings(
         "ignore", message=r"This DataLoader will create \d+ worker processes", category=UserWarning
     )
