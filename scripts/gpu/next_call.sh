@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# The next device call for pretraining throughput (about 8 min on an H100; carry .whl):
+# The next device call for pretraining throughput (about 9 min on an H100; carry .whl):
 #  0. the hardware tests of run_ahead (tests/training/pretrain/test_pacing.py);
 #  1. the loader alone on the benchmark's WAV shards with 4, 8 and 14 workers, unpinned
 #     (a worker on the H100 host delivered a third of a 2-core CPU host's: is it cores?);
-#  2. compile_variants.sh's graphs and synced variants: the loop running one step ahead
-#     of the GPU (run_ahead=1, the default since 2026-11-26 evening) against a sync after
-#     every step (run_ahead=0, every earlier figure), in one call; then, time allowing,
-#     prefetch (splits the 1.13x that prefetch + CUDA graphs gave together) and
-#     graphs512 (larger matmuls). Each bench also reports the loader pinned and
-#     unpinned, which says whether the pinning thread limits it.
+#  2. HTS-AT's step with transformers' window attention against one fused
+#     scaled_dot_product_attention call (scripts/benchmarks/window_attention.py, eager
+#     mode, batch 256: under a minute), which on CPU has no fused kernel to use;
+#  3. compile_variants.sh's variants, as time allows: graphs (the fastest loop so far),
+#     sdpa (graphs with attention=sdpa), synced (graphs with run_ahead=0: a sync
+#     after every step, as every figure before 2026-11-26 evening), prefetch (splits
+#     the 1.13x that prefetch + CUDA graphs gave together) and graphs512 (larger
+#     matmuls). Each bench also reports the loader pinned and unpinned, which says
+#     whether the pinning thread limits it.
 set -o pipefail
 OUT=${OUT:-runs/gpu-next}; mkdir -p "$OUT"
 SETUP_ONLY=1 SHARDS=wav OUT=/tmp/setup bash scripts/gpu/bench_pretrain.sh > /dev/null 2>&1 \
@@ -23,6 +26,8 @@ for w in 4 8 14; do
       --workers $w --passes 1 2>&1 | grep -E "clips/s"
 done
 echo "loader ${SECONDS} s"
-VARIANTS="graphs synced prefetch graphs512" LIMIT=$((570 - SECONDS)) OUT=$OUT bash scripts/gpu/compile_variants.sh
+timeout 120 python3 scripts/benchmarks/window_attention.py --batch 256 --steps 5 2>&1 | tail -4
+echo "window attention ${SECONDS} s"
+VARIANTS="graphs sdpa synced prefetch graphs512" LIMIT=$((570 - SECONDS)) OUT=$OUT bash scripts/gpu/compile_variants.sh
 rm -f "$OUT"/*/env.txt "$OUT"/*/prepare.log
 echo "total ${SECONDS} s"

@@ -25,7 +25,7 @@ from training.pretrain.loop import (
     ClapTrainModule,
     build_model,
     compile_module,
-    enable_gradient_checkpointing,
+    configure_towers,
     forward_loss,
     make_collate,
     make_dataset,
@@ -51,6 +51,7 @@ class BenchResult:
     precision: str
     compiled: str  # "no" or the torch.compile mode
     prompt_length: int  # 0: padded to each batch's longest
+    attention: str  # eager (transformers' default) or sdpa, both towers
     device_prefetch: bool
     run_ahead: int  # steps queued ahead of the GPU (0: a sync after every step)
     workers: int
@@ -114,8 +115,7 @@ def bench(
     one = Dist(rank=0, world=1, local_rank=0, device=device)
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
     loaded = build_model(cfg, td.data)
-    if cfg.grad_checkpointing:
-        enable_gradient_checkpointing(loaded.model)
+    configure_towers(cfg, loaded.model)
     module = ClapTrainModule(loaded).to(device)
     opt = make_optimizer(cfg, module, device)
     dataset = make_dataset(cfg, td, loaded)
@@ -211,6 +211,7 @@ def bench(
         precision=cfg.precision,
         compiled=cfg.compile_mode if cfg.compile else "no",
         prompt_length=collate.pad_to,
+        attention=cfg.attention,
         device_prefetch=cfg.device_prefetch,
         run_ahead=cfg.run_ahead,
         workers=cfg.workers,

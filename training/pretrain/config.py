@@ -16,6 +16,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead")
+ATTENTIONS = ("eager", "sdpa")  # window_attention.py
 
 
 @dataclass
@@ -65,6 +66,11 @@ class PretrainConfig:
     # while step n runs; 0 synchronises after every step (the loop until 2026-11-26,
     # which every H100 figure in docs/pretraining.md so far used).
     run_ahead: int = 1
+    # Attention in both towers: eager (transformers' default for ClapModel: every
+    # score written out; HTS-AT's in fp32 under autocast) or sdpa (one fused
+    # scaled_dot_product_attention call per layer, same parameters and results;
+    # window_attention.py). Not yet measured on a GPU.
+    attention: str = "eager"
     # HTS-AT normalises its input mel bins with BatchNorm. sync: SyncBatchNorm across
     # ranks (CUDA only; elsewhere it falls back to local, and says so); local: per-rank
     # batch statistics; frozen: running statistics, no update (fine-tuning).
@@ -84,6 +90,7 @@ class PretrainConfig:
             "precision": ("fp32", "bf16"),
             "batchnorm": ("sync", "local", "frozen"),
             "compile_mode": COMPILE_MODES,
+            "attention": ATTENTIONS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -231,6 +231,23 @@ def enable_gradient_checkpointing(model: nn.Module) -> int:
     return n
 
 
+def configure_towers(cfg: PretrainConfig, model: nn.Module) -> list[str]:
+    """Gradient checkpointing and the towers' attention as `cfg` asks; returns log notes."""
+    from training.pretrain.window_attention import use_attention
+
+    notes = []
+    if cfg.grad_checkpointing:
+        notes.append(f"gradient checkpointing on {enable_gradient_checkpointing(model)} layers")
+    audio, text = use_attention(model, cfg.attention)
+    if cfg.attention != "eager":
+        notes.append(
+            f"attention {cfg.attention}: {audio} HTS-AT window attentions "
+            f"(window_attention.py) and {text} RoBERTa layers (transformers' own) "
+            "through scaled_dot_product_attention"
+        )
+    return notes
+
+
 def _batchnorm(model: nn.Module, mode: str, d: Dist, notes: list[str]) -> nn.Module:
     if mode == "sync" and d.world > 1:
         if d.device.type == "cuda":
@@ -410,8 +427,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
     model = loaded.model.to(d.device)
     model = _batchnorm(model, cfg.batchnorm, d, notes)
     loaded.model = model
-    if cfg.grad_checkpointing:
-        notes.append(f"gradient checkpointing on {enable_gradient_checkpointing(model)} layers")
+    notes += configure_towers(cfg, model)
     module = ClapTrainModule(loaded).to(d.device)
     net = module
     if d.world > 1:

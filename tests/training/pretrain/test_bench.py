@@ -44,7 +44,7 @@ def test_the_verdict_suggests_only_what_is_not_already_on():
 
     figures = dict(device="gpu", model="m", params_m=1.0, batch_size=256, precision="bf16")
     figures.update(workers=14, steps=60, warmup_steps=70, samples_per_s=2000.0, step_s=0.128)
-    figures.update(shards="flac")
+    figures.update(shards="flac", attention="eager")
     figures.update(data_wait_s=0.001, compute_s=0.127, loader_only_samples_per_s=2100.0)
     figures.update(loader_unpinned_samples_per_s=2200.0)
     figures.update(compute_alone_s=0.108, host_overhead=0.19, tflop_per_step=11.6)
