@@ -244,6 +244,7 @@ def configure_towers(cfg: PretrainConfig, model: nn.Module) -> list[str]:
             f"attention {cfg.attention}: {audio} HTS-AT window attentions "
             f"(window_attention.py) and {text} RoBERTa layers (transformers' own) "
             "through scaled_dot_product_attention"
+            + ("" if text else "; RoBERTa stays eager: this transformers has no SDPA path for it")
         )
     return notes
 

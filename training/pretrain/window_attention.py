@@ -70,9 +70,16 @@ class SdpaWindowAttention(ClapAudioSelfAttention):
         return (out.reshape(b, heads, n, d).transpose(1, 2).reshape(b, n, heads * d),)
 
 
+def text_attention_dispatches() -> bool:
+    """Whether this transformers' CLAP text attention picks its implementation from the
+    config at each forward (its ALL_ATTENTION_FUNCTIONS path), as 5.24's does."""
+    return "_attn_implementation" in ClapTextSelfAttention.forward.__code__.co_names
+
+
 def use_attention(model: nn.Module, kind: str) -> tuple[int, int]:
     """Switch the attention of every CLAP tower in `model` to `kind` (eager or sdpa), in
-    place. Returns (HTS-AT window attentions, RoBERTa layers) now running `kind`."""
+    place. Returns (HTS-AT window attentions, RoBERTa layers) now running `kind`; the
+    text count is 0 for sdpa where transformers' text attention has no such path."""
     if kind not in ATTENTIONS:
         raise ValueError(f"attention: {kind!r} is not one of {ATTENTIONS}")
     window = SdpaWindowAttention if kind == "sdpa" else ClapAudioSelfAttention
@@ -81,7 +88,7 @@ def use_attention(model: nn.Module, kind: str) -> tuple[int, int]:
         if isinstance(m, ClapAudioSelfAttention):
             m.__class__ = window
             audio += 1
-        elif isinstance(m, ClapTextModel):
+        elif isinstance(m, ClapTextModel) and text_attention_dispatches():
             # transformers reads the implementation from the config at every forward
             m.config._attn_implementation = kind
             text += sum(isinstance(s, ClapTextSelfAttention) for s in m.modules())

@@ -152,3 +152,20 @@ def test_pretrain_with_sdpa_trains_as_eager_does(pretrain_checkpoint, tmp_path):
     assert losses["sdpa"] == pytest.approx(losses["eager"], rel=1e-4)
     notes = [r.get("note", "") for r in runs["sdpa"]]
     assert any("attention sdpa: 4 HTS-AT window attentions" in n for n in notes)
+
+
+def test_a_transformers_without_text_sdpa_leaves_roberta_eager_and_says_so(
+    pretrain_checkpoint, tmp_path, monkeypatch
+):
+    """transformers releases whose CLAP text attention ignores `_attn_implementation`
+    would run eager whatever the config says: the count and the log must not claim sdpa."""
+    from training.pretrain import window_attention
+    from training.pretrain.loop import configure_towers
+
+    monkeypatch.setattr(window_attention, "text_attention_dispatches", lambda: False)
+    model = new_clap_model(small_clap_config(vocab_size=64, audio="fast"))
+    cfg = tiny_run(tmp_path, pretrain_checkpoint, attention="sdpa")
+    (note,) = configure_towers(cfg, model)
+    assert "4 HTS-AT window attentions" in note and "and 0 RoBERTa layers" in note
+    assert "RoBERTa stays eager" in note
+    assert model.text_model.config._attn_implementation == "eager"
