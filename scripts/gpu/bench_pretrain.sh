@@ -2,11 +2,8 @@
 # One device call: the pretraining step of the full-size model (HTS-AT + RoBERTa-base
 # shapes, from scratch, bf16) timed on the GPU by `animalclap-train bench`, with the
 # small procedural benchmark as data. A GPU host without network needs the wheels of
-# what its image lacks, fetched beforehand into .whl (git-ignored via .git/info/exclude):
-#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
-#     pydantic pydantic_core annotated-types typing-inspection soundfile cffi pycparser \
-#     soxr birdnames pytest pluggy iniconfig pygments packaging
+# what its image lacks, fetched beforehand into .whl (git-ignored) by
+# `bash scripts/gpu/fetch_wheels.sh` on a machine with the registry; carry .whl.
 # Extra settings for every bench run go in SETS, e.g. the compiled loop at batch 256:
 #   BATCHES=256 SETS="compile=true" BENCH_TIMEOUT=400 bash scripts/gpu/bench_pretrain.sh
 # STEPS and WARMUP set the timed and untimed steps (a warm-up longer than the
@@ -15,6 +12,10 @@
 # instead of its FLAC files.
 set -o pipefail
 OUT=${OUT:-runs/gpu-bench}; mkdir -p "$OUT"
+compgen -G ".whl/*.whl" > /dev/null || {
+  echo "no wheels in .whl: run bash scripts/gpu/fetch_wheels.sh where the registry is reachable, then carry .whl"
+  exit 1
+}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1

@@ -14,8 +14,8 @@
 #     whether the pinning thread limits it.
 set -o pipefail
 OUT=${OUT:-runs/gpu-next}; mkdir -p "$OUT"
-SETUP_ONLY=1 SHARDS=wav OUT=/tmp/setup bash scripts/gpu/bench_pretrain.sh > /dev/null 2>&1 \
-    || { echo "setup failed"; exit 1; }
+SETUP_ONLY=1 SHARDS=wav OUT=/tmp/setup bash scripts/gpu/bench_pretrain.sh > /tmp/setup.log 2>&1 \
+    || { echo "setup failed:"; tail -5 /tmp/setup.log; exit 1; }
 echo "setup ${SECONDS} s"
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 # run_ahead on a real GPU first (about 30 s): at most one step in flight, same losses
