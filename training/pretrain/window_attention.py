@@ -51,7 +51,8 @@ class SdpaWindowAttention(ClapAudioSelfAttention):
         qkv = F.linear(hidden_states, weight, bias).view(b, n, 3, heads, d)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
         position = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        mask = position.view(n, n, heads).permute(2, 0, 1).unsqueeze(0)  # (1, heads, n, n)
+        # (1, heads, n, n), contiguous: fused kernels want the key axis at stride 1
+        mask = position.view(n, n, heads).permute(2, 0, 1).contiguous().unsqueeze(0)
         if attention_mask is not None:
             # the shifted windows' mask, (windows, n, n), one per window of every image:
             # (images, windows·heads, n, n) attention with a (1, windows·heads, n, n)
