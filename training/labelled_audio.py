@@ -13,6 +13,7 @@ unchanged on generated and on real data.
 from __future__ import annotations
 
 import csv
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from animalclap_edge.contracts.traits import TraitSchema, TraitTable, read_trait
 from training.prepare.shards import RecordRegion
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     id: str
     species_id: str
@@ -185,12 +186,21 @@ def _open_prepared(root: Path, sample_rate: int, schema: TraitSchema) -> Labelle
     )
     where: dict[str, tuple[Path, int, int]] = {}
     items = []
+    shards: dict[str, Path] = {}  # one Path per shard, not one per record
     with open(root / "records.jsonl", encoding="utf-8") as f:
         for line in f:
             r = json.loads(line)
-            where[r["key"]] = (root / "shards" / r["shard"], r["offset"], r["size"])
+            shard = shards.get(r["shard"])
+            if shard is None:
+                shard = shards[r["shard"]] = root / "shards" / r["shard"]
+            where[r["key"]] = (shard, r["offset"], r["size"])
             items.append(
-                Item(r["key"], r["species_id"], f"{r['site']}|{r['date']}", r["duration_s"])
+                Item(
+                    r["key"],
+                    sys.intern(r["species_id"]),
+                    sys.intern(f"{r['site']}|{r['date']}"),
+                    r["duration_s"],
+                )
             )
     return LabelledSet(
         name=str(root),
