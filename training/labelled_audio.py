@@ -48,15 +48,27 @@ class LabelledSet:
     sample_rate: int = 48_000
 
     def crop(
-        self, item: Item, n: int, rng: np.random.Generator | None, pcm16: bool = False
+        self,
+        item: Item,
+        n: int,
+        rng: np.random.Generator | None,
+        pcm16: bool = False,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """`crop(self.load(item), n, rng)`, sample for sample, decoding only the crop
         when the item is a file at the target rate.
 
         With `pcm16`, a crop read from a 16-bit mono file comes back as its int16
         samples (float32 crops are those over 32768, exactly): no conversion to float
-        and back for a loader that ships int16 anyway. Other crops stay float32."""
-        x = self._read_part(item, n, _crop_start(n, rng), pcm16)
+        and back for a loader that ships int16 anyway. Other crops stay float32.
+
+        With `out` (n samples, int16 or float32: a row of the loader's batch), a crop
+        read alone from a mono file of that sample type is read straight into it and
+        `out` is returned; any other crop comes back as without `out`, for the caller
+        to convert into it. `out` implies `pcm16` for an int16 row."""
+        if out is not None:
+            pcm16 = out.dtype == np.int16
+        x = self._read_part(item, n, _crop_start(n, rng), pcm16, out)
         return x if x is not None else crop(self.load(item), n, rng)
 
     def window(self, item: Item, offset: int, n: int) -> np.ndarray:
@@ -73,7 +85,12 @@ class LabelledSet:
         return wave[offset : offset + n].astype(np.float32)
 
     def _read_part(
-        self, item: Item, n: int, start_of: Callable[[int], int], pcm16: bool = False
+        self,
+        item: Item,
+        n: int,
+        start_of: Callable[[int], int],
+        pcm16: bool = False,
+        out: np.ndarray | None = None,
     ) -> np.ndarray | None:
         """n frames of the item's file read alone, or None for the full decode's path."""
         path = self.file_of(item) if self.file_of else None
@@ -81,7 +98,7 @@ class LabelledSet:
         # it here first would only read its header twice.
         if path is None or 0 < item.duration_s * self.sample_rate <= n:
             return None
-        return _read_frames(path, n, self.sample_rate, start_of, pcm16)
+        return _read_frames(path, n, self.sample_rate, start_of, pcm16, out)
 
 
 def open_labelled(
@@ -243,9 +260,12 @@ def _read_frames(
     sr: int,
     start_of: Callable[[int], int],
     pcm16: bool = False,
+    out: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """n frames from `start_of(frames in the file)`, read alone; None when only a full
-    decode will do (see `_read_crop`), or when they run past the end of the file."""
+    decode will do (see `_read_crop`), or when they run past the end of the file. A
+    mono file's frames go straight into `out` where its dtype is theirs (int16 for a
+    16-bit file with `pcm16`, float32), and `out` is returned."""
     import contextlib
 
     import soundfile as sf
@@ -263,8 +283,12 @@ def _read_frames(
                 return None
             f.seek(start)
             if pcm16 and f.subtype == "PCM_16" and f.channels == 1:
-                x = f.read(n, dtype="int16")
-                return x if len(x) == n else None
+                into = out if out is not None and out.dtype == np.int16 else None
+                x = f.read(n, dtype="int16", out=into)
+                return (into if into is not None else x) if len(x) == n else None
+            if out is not None and out.dtype == np.float32 and f.channels == 1:
+                x = f.read(n, dtype="float32", out=out)
+                return out if len(x) == n and np.isfinite(out).all() else None
             x = f.read(n, dtype="float32", always_2d=True)
     except (sf.SoundFileError, OSError):
         return None  # the full decode reports it with its one-line reason

@@ -2,13 +2,15 @@
 workers, collated and handed to the main process, as `pretrain` reads them.
 
 Real audio (shared/realaudio decoded at 48 kHz, concatenated into recordings of
-`--record-seconds`) is prepared twice, as FLAC and as WAV shards, and read five ways:
+`--record-seconds`) is prepared twice, as FLAC and as WAV shards, and read seven ways:
 the path before 2026-11-26 (every crop decodes its whole recording; stack-then-convert
-collate); crops read alone as float32 (2026-11-26), on FLAC and on WAV shards; and
-crops read as int16 (`pcm16`, what `pretrain` does since), on both. Passes alternate.
+collate); crops read alone as float32 (2026-11-26), on FLAC and on WAV shards; crops
+read as int16 (`pcm16`, 2026-11-26 to 27), on both; and crops read as int16 straight
+into their batch rows (`EpochPlanDataset.__getitems__`, what `pretrain` does since
+2026-11-27), on both. Passes alternate.
 
     python scripts/benchmarks/loader_shards.py --workers 2 --batch 16
-    python scripts/benchmarks/loader_shards.py --batch 256 --only "int16 (WAV)"
+    python scripts/benchmarks/loader_shards.py --batch 256 --only "(WAV)"
 """
 
 from __future__ import annotations
@@ -104,13 +106,23 @@ def main() -> None:
                 Collate(_Tok(), int16=True),
                 False,
             ),
-            "now: crop read as int16 (FLAC)": (data["flac"], Collate(_Tok(), int16=True), True),
-            "now: crop read as int16 (WAV)": (data["wav"], Collate(_Tok(), int16=True), True),
+            "crop read as int16 (FLAC)": (data["flac"], Collate(_Tok(), int16=True), True),
+            "crop read as int16 (WAV)": (data["wav"], Collate(_Tok(), int16=True), True),
+            "now: crops read straight into the batch, int16 (FLAC)": (
+                data["flac"],
+                Collate(_Tok(), int16=True),
+                "batch",
+            ),
+            "now: crops read straight into the batch, int16 (WAV)": (
+                data["wav"],
+                Collate(_Tok(), int16=True),
+                "batch",
+            ),
         }
         if a.only:
             ways = {k: v for k, v in ways.items() if a.only in k}
         for _ in range(a.passes):
-            for name, (labelled, collate, pcm16) in ways.items():
+            for name, (labelled, collate, how) in ways.items():
                 ds = EpochPlanDataset(
                     labelled,
                     labelled.items,
@@ -119,14 +131,18 @@ def main() -> None:
                     0,
                     30,
                     round(a.crop_seconds * SR),
-                    pcm16=pcm16,
+                    pcm16=bool(how),
                 )
                 keys = [(e, p) for e in range(100) for p in range(len(ds))]
                 loader = torch.utils.data.DataLoader(
                     keys,
                     batch_size=a.batch,
                     num_workers=a.workers,
-                    collate_fn=lambda ks, ds=ds, c=collate: c([ds[k] for k in ks]),
+                    collate_fn=(
+                        (lambda ks, ds=ds, c=collate: c(ds.__getitems__(ks)))
+                        if how == "batch"  # what the DataLoader calls on our dataset
+                        else (lambda ks, ds=ds, c=collate: c([ds[k] for k in ks]))
+                    ),
                 )
                 dt = seconds_per_batch(loader, a.steps)
                 print(f"{name}: {a.batch / dt:.0f} clips/s ({dt * 1000:.0f} ms per batch)")

@@ -120,6 +120,17 @@ def paper_index(root: Path, source: Path, recordings: int, species: int, seed: i
     return out
 
 
+class _PerItem:
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        return self.dataset[key]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="working folder (kept: reruns reuse it)")
@@ -129,6 +140,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--batches", type=int, default=40, help="batches read after the first")
     ap.add_argument("--report-every", type=int, default=20, help="batches between readings")
+    ap.add_argument(
+        "--per-item",
+        action="store_true",
+        help="the loader as before 2026-11-27: one crop array per clip, then collated",
+    )
     args = ap.parse_args()
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -177,6 +193,8 @@ def main() -> None:
 
     steps = clips // args.batch
     sampler = RankBatches(steps, args.batch, 0, 1, 0, steps)
+    if args.per_item:  # without __getitems__ the DataLoader asks for one clip at a time
+        dataset = _PerItem(dataset)
     it = iter(make_loader(cfg, dataset, collate, sampler, torch.device("cpu")))
     pids = [w.pid for w in it._workers]
     with timed("workers started and first batch"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -71,10 +72,30 @@ class EpochPlanDataset(Dataset):
         return len(self.plan(0))
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, str]:
-        epoch, pos = key
+        item, rng, prompt = self._draw(*key)
+        return self.data.crop(item, self.crop_samples, rng, self.pcm16), prompt
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> CropBatch:
+        """The batch of `keys` (what the DataLoader asks a worker for when the dataset
+        has this method), each crop read straight into its row of the batch tensor,
+        int16 with `pcm16` and float32 otherwise, in shared memory in a worker: no
+        array per crop to allocate, fill and copy again. The same samples as
+        `Collate` makes of `[self[k] for k in keys]` (tested)."""
+        wave = batch_tensor(len(keys), self.crop_samples, self.pcm16)
+        prompts = []
+        scratch = np.empty(self.crop_samples, np.float32) if self.pcm16 else None
+        for row, key in zip(wave.numpy(), keys, strict=True):
+            item, rng, prompt = self._draw(*key)
+            x = self.data.crop(item, self.crop_samples, rng, out=row)
+            if x is not row:  # not read straight in (short clip, other format): convert
+                write_row(row, x, scratch)
+            prompts.append(prompt)
+        return CropBatch(wave, prompts)
+
+    def _draw(self, epoch: int, pos: int) -> tuple[Item, np.random.Generator, str]:
+        """Plan position `pos` of `epoch`: its item, the generator of its crop and its
+        prompt, all from (seed, epoch, pos)."""
         item = self.items[int(self.plan(epoch)[pos])]
-        rng = np.random.default_rng([self.seed, epoch, pos])
-        clip = self.data.crop(item, self.crop_samples, rng, self.pcm16)
         species = self.data.catalogue[self.data.catalogue.index(item.species_id)]
         prompt = sample_prompt(
             species,
@@ -82,7 +103,7 @@ class EpochPlanDataset(Dataset):
             self.templates,
             self.shuffle_tax,
         )
-        return clip, prompt
+        return item, np.random.default_rng([self.seed, epoch, pos]), prompt
 
 
 class RankBatches(Sampler):
@@ -120,6 +141,44 @@ class RankBatches(Sampler):
         return max(0, self.stop - self.start)
 
 
+@dataclass
+class CropBatch:
+    """A batch assembled by `EpochPlanDataset.__getitems__`: crops already in rows."""
+
+    wave: torch.Tensor  # (B, N) int16 or float32
+    prompts: list[str]
+
+
+def batch_tensor(rows: int, n: int, int16: bool) -> torch.Tensor:
+    """An empty (rows, n) batch, int16 or float32; in a loader worker it lives in shared
+    memory from the start (as torch's default_collate allocates it), so handing it to
+    the main process copies nothing."""
+    dtype = torch.int16 if int16 else torch.float32
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty((rows, n), dtype=dtype)
+    storage = torch.UntypedStorage._new_shared(rows * n * dtype.itemsize)
+    return torch.tensor([], dtype=dtype).set_(storage).view(rows, n)
+
+
+def write_row(row: np.ndarray, w: np.ndarray, scratch: np.ndarray | None = None) -> None:
+    """One crop into its batch row, in the row's dtype. Float crops into an int16 row
+    are rounded half to even, clipped and narrowed: exact for 16-bit sources. `scratch`
+    (float32, as long as the row) saves an allocation per row."""
+    if row.dtype == np.float32:
+        if w.dtype == np.int16:  # 16-bit samples read as such (EpochPlanDataset pcm16)
+            np.multiply(w, np.float32(1 / 32768), out=row)
+        else:
+            row[:] = w
+    elif w.dtype == np.int16:
+        row[:] = w
+    else:
+        scratch = np.empty(len(row), np.float32) if scratch is None else scratch
+        np.multiply(w, 32768.0, out=scratch)
+        np.rint(scratch, out=scratch)
+        np.clip(scratch, -32768, 32767, out=scratch)
+        row[:] = scratch
+
+
 class Collate:
     """Stack crops and tokenize prompts (in the worker, off the training thread).
 
@@ -135,9 +194,14 @@ class Collate:
     def __init__(self, tokenizer, max_len: int = 64, int16: bool = False, pad_to: int = 0):
         self.tok, self.max_len, self.int16, self.pad_to = tokenizer, max_len, int16, pad_to
 
-    def __call__(self, batch: list[tuple[np.ndarray, str]]) -> dict[str, torch.Tensor]:
-        waves = self._waves([w for w, _ in batch])
-        texts = [t for _, t in batch]
+    def __call__(self, batch: list[tuple[np.ndarray, str]] | CropBatch) -> dict[str, torch.Tensor]:
+        if isinstance(batch, CropBatch):
+            waves, texts = batch.wave, batch.prompts
+            if (waves.dtype == torch.int16) != self.int16:  # a dataset without pcm16
+                waves = self._waves(list(waves.numpy()))
+        else:
+            waves = self._waves([w for w, _ in batch])
+            texts = [t for _, t in batch]
         # Tokenized to one token more than kept: a prompt that reaches it is refused,
         # never silently cut. The run checks the catalogue before it starts; this
         # catches prompts it could not foresee (e.g. shuffled taxonomies).
@@ -171,27 +235,10 @@ class Collate:
         10 s, 2 workers, no decoding: 95-105 -> 36-37 ms per batch;
         scripts/benchmarks/loader_collate.py)."""
         n = len(crops[0])
-        dtype = torch.int16 if self.int16 else torch.float32
-        if torch.utils.data.get_worker_info() is not None:
-            storage = torch.UntypedStorage._new_shared(len(crops) * n * dtype.itemsize)
-            out = torch.tensor([], dtype=dtype).set_(storage).view(len(crops), n)
-        else:
-            out = torch.empty((len(crops), n), dtype=dtype)
-        rows = out.numpy()
+        out = batch_tensor(len(crops), n, self.int16)
         scratch = np.empty(n, np.float32) if self.int16 else None
-        for row, w in zip(rows, crops, strict=True):
-            if w.dtype == np.int16:  # 16-bit samples read as such (EpochPlanDataset pcm16)
-                if scratch is None:
-                    np.multiply(w, np.float32(1 / 32768), out=row)
-                else:
-                    row[:] = w
-            elif scratch is None:
-                row[:] = w
-            else:  # round half to even, clip, then narrow: exact for 16-bit sources
-                np.multiply(w, 32768.0, out=scratch)
-                np.rint(scratch, out=scratch)
-                np.clip(scratch, -32768, 32767, out=scratch)
-                row[:] = scratch
+        for row, w in zip(out.numpy(), crops, strict=True):
+            write_row(row, w, scratch)
         return out
 
 

@@ -348,3 +348,48 @@ def test_pcm16_crops_are_the_float_crops_samples_and_collate_to_the_same_batch(
         for int16 in (True, False):
             a, b = Collate(_Tok(), int16=int16)(floats), Collate(_Tok(), int16=int16)(ints)
             assert torch.equal(a["wave"], b["wave"]) and a["wave"].dtype == b["wave"].dtype
+
+
+@pytest.mark.parametrize("codec", ["flac", "wav"])
+def test_crops_read_straight_into_the_batch_are_the_collated_crops(
+    codec, manifest, prepared, tmp_path, monkeypatch
+):
+    """EpochPlanDataset.__getitems__ (what the DataLoader calls) reads each crop into
+    its batch row: the same batch, to the sample, as collating crops read one by one,
+    in the main process and across a worker boundary."""
+    from animalclap_edge.contracts.prompts import ALL_TEMPLATES
+    from training.pretrain import data as loader_data
+    from training.pretrain.data import Collate, EpochPlanDataset, RankBatches
+
+    class _Tok:
+        def __call__(self, texts, **kw):
+            ids = torch.ones((len(texts), 3), dtype=torch.long)
+            return {"input_ids": ids, "attention_mask": ids}
+
+    folder = prepared[0]
+    if codec == "wav":
+        folder = tmp_path / "wav"
+        prepare(_cfg(manifest[0], folder, codec="wav"), progress=False)
+    data = open_labelled(str(folder))
+    converted = []
+    write_row = loader_data.write_row
+    monkeypatch.setattr(loader_data, "write_row", lambda *a: converted.append(1) or write_row(*a))
+    for pcm16 in (True, False):
+        ds = EpochPlanDataset(
+            data, data.items, list(ALL_TEMPLATES), False, 0, 2, 72_000, pcm16=pcm16
+        )  # 1.5 s crops: 8 of the 21 recordings are shorter (repeat-padded, converted)
+        collate = Collate(_Tok(), int16=pcm16)
+        keys = [(1, p) for p in range(len(ds))]
+        converted.clear()
+        direct = collate(ds.__getitems__(keys))
+        assert 0 < len(converted) < len(keys)  # both: read straight in, and converted
+        one_by_one = Collate(_Tok(), int16=pcm16)([ds[k] for k in keys])
+        assert direct["wave"].dtype == (torch.int16 if pcm16 else torch.float32)
+        assert torch.equal(direct["wave"], one_by_one["wave"])
+        assert torch.equal(direct["input_ids"], one_by_one["input_ids"])
+    sampler = RankBatches(1, len(keys), 0, 1, 1, 2)  # epoch 1's only step
+    loader = torch.utils.data.DataLoader(
+        ds, batch_sampler=sampler, num_workers=1, collate_fn=collate
+    )
+    (from_worker,) = list(loader)
+    assert torch.equal(from_worker["wave"], one_by_one["wave"])
