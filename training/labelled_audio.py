@@ -54,6 +54,7 @@ class LabelledSet:
         rng: np.random.Generator | None,
         pcm16: bool = False,
         out: np.ndarray | None = None,
+        scratch: np.ndarray | None = None,
     ) -> np.ndarray:
         """`crop(self.load(item), n, rng)`, sample for sample, decoding only the crop
         when the item is a file at the target rate.
@@ -62,14 +63,18 @@ class LabelledSet:
         samples (float32 crops are those over 32768, exactly): no conversion to float
         and back for a loader that ships int16 anyway. Other crops stay float32.
 
-        With `out` (n samples, int16 or float32: a row of the loader's batch), a crop
-        read alone from a mono file of that sample type is read straight into it and
-        `out` is returned; any other crop comes back as without `out`, for the caller
-        to convert into it. `out` implies `pcm16` for an int16 row."""
+        With `out` (n samples, int16 or float32: a row of the loader's batch), the crop
+        is written into it where it needs no conversion (read straight in from a mono
+        file of that sample type; for a float32 `out`, any crop) and `out` is returned;
+        otherwise the float32 crop comes back, in `scratch` (float32, n) when given, for
+        the caller to convert. `out` implies `pcm16` for an int16 row."""
         if out is not None:
             pcm16 = out.dtype == np.int16
         x = self._read_part(item, n, _crop_start(n, rng), pcm16, out)
-        return x if x is not None else crop(self.load(item), n, rng)
+        if x is not None:
+            return x
+        into = out if out is not None and out.dtype == np.float32 else scratch
+        return crop(self.load(item), n, rng, out=into)
 
     def window(self, item: Item, offset: int, n: int) -> np.ndarray:
         """n float32 samples from `offset`, sample for sample as slicing `self.load(item)`
@@ -297,11 +302,20 @@ def _read_frames(
     return x[:, 0].copy() if x.shape[1] == 1 else x.mean(axis=1, dtype=np.float32)
 
 
-def crop(wave: np.ndarray, n: int, rng: np.random.Generator | None) -> np.ndarray:
-    """A random (or, without rng, centred) crop of n samples; shorter clips repeat-padded."""
-    from animalclap_edge.contracts.frontend import repeat_pad
-
+def crop(
+    wave: np.ndarray, n: int, rng: np.random.Generator | None, out: np.ndarray | None = None
+) -> np.ndarray:
+    """A random (or, without rng, centred) crop of n float32 samples; shorter clips
+    repeat-padded (`repeat_pad`: whole copies, then zeros). Written into `out` (float32,
+    n) when given: a loader worker reuses one buffer instead of allocating per clip."""
+    out = np.empty(n, np.float32) if out is None else out
     if len(wave) <= n:
-        return repeat_pad(wave, n).astype(np.float32)
+        if len(wave) == 0:
+            raise ValueError("crop: need a non-empty 1-D array, got an empty one")
+        copies = n // len(wave)
+        out[: copies * len(wave)].reshape(copies, len(wave))[:] = wave
+        out[copies * len(wave) :] = 0
+        return out
     start = int(rng.integers(0, len(wave) - n + 1)) if rng is not None else (len(wave) - n) // 2
-    return wave[start : start + n].astype(np.float32)
+    out[:] = wave[start : start + n]
+    return out

@@ -28,6 +28,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--steps", type=int, default=12, help="batches timed per pass (rounded up)")
     ap.add_argument("--passes", type=int, default=2)
+    ap.add_argument(
+        "--per-item",
+        action="store_true",
+        help="also time the loader as before 2026-11-27 (a crop array per clip, then "
+        "collated), alternating with today's",
+    )
     a = ap.parse_args()
     cfg = load_config(
         None,
@@ -39,12 +45,19 @@ def main() -> None:
     per_epoch = len(dataset) // cfg.batch_size
     collate = make_collate(cfg, loaded, td.data.catalogue)
     print(f"{len(dataset)} clips per epoch, batch {a.batch}, {a.workers} workers")
+    ways = {"crops straight into the batch": dataset}
+    if a.per_item:
+        from loader_collate import PerItem
+
+        ways["a crop array per clip (before 2026-11-27)"] = PerItem(dataset)
     for p in range(a.passes):
-        sampler = RankBatches(per_epoch, cfg.batch_size, 0, 1, 0, 1_000 * per_epoch)
-        it = iter(make_loader(cfg, dataset, collate, sampler, torch.device("cpu")))
-        rate = steady_loader_rate(it, a.steps, a.workers, a.batch)
-        print(f"pass {p + 1}: {rate:.0f} clips/s ({rate / max(a.workers, 1):.0f} per worker)")
-        del it
+        for name, ds in ways.items():
+            sampler = RankBatches(per_epoch, cfg.batch_size, 0, 1, 0, 1_000 * per_epoch)
+            it = iter(make_loader(cfg, ds, collate, sampler, torch.device("cpu")))
+            rate = steady_loader_rate(it, a.steps, a.workers, a.batch)
+            per = rate / max(a.workers, 1)
+            print(f"pass {p + 1}, {name}: {rate:.0f} clips/s ({per:.0f} per worker)")
+            del it
 
 
 if __name__ == "__main__":

@@ -46,6 +46,20 @@ class _Crops(torch.utils.data.Dataset):
         return self.x[i % 16], "a"
 
 
+class PerItem(torch.utils.data.Dataset):
+    """A dataset as the DataLoader saw EpochPlanDataset before 2026-11-27: without
+    `__getitems__`, so a worker gets one crop array per key and collates them."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        return self.dataset[key]
+
+
 def seconds_per_batch(loader: torch.utils.data.DataLoader, steps: int) -> float:
     """Mean wait per batch over `steps` batches, after two (workers started); the
     workers are shut down before returning."""

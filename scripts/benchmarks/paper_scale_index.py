@@ -120,17 +120,6 @@ def paper_index(root: Path, source: Path, recordings: int, species: int, seed: i
     return out
 
 
-class _PerItem:
-    def __init__(self, dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        return self.dataset[key]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="working folder (kept: reruns reuse it)")
@@ -194,7 +183,9 @@ def main() -> None:
     steps = clips // args.batch
     sampler = RankBatches(steps, args.batch, 0, 1, 0, steps)
     if args.per_item:  # without __getitems__ the DataLoader asks for one clip at a time
-        dataset = _PerItem(dataset)
+        from loader_collate import PerItem
+
+        dataset = PerItem(dataset)
     it = iter(make_loader(cfg, dataset, collate, sampler, torch.device("cpu")))
     pids = [w.pid for w in it._workers]
     with timed("workers started and first batch"):

@@ -2,7 +2,9 @@
 # The next device call for pretraining throughput (about 9 min on an H100; carry .whl):
 #  0. the hardware tests of run_ahead (tests/training/pretrain/test_pacing.py);
 #  1. the loader alone on the benchmark's WAV shards with 4, 8 and 14 workers, unpinned
-#     (a worker on the H100 host delivered a third of a 2-core CPU host's: is it cores?);
+#     (a worker on the H100 host delivered a third of a 2-core CPU host's: is it cores?),
+#     and at 14 the loader as before 2026-11-27 beside it (crops not yet read straight
+#     into the batch: 1.5x on the CPU);
 #  2. HTS-AT's step with transformers' window attention against one fused
 #     scaled_dot_product_attention call (scripts/benchmarks/window_attention.py, eager
 #     mode, batch 256: under a minute), which on CPU has no fused kernel to use;
@@ -21,9 +23,9 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 # run_ahead on a real GPU first (about 30 s): at most one step in flight, same losses
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m hardware \
     tests/training/pretrain/test_pacing.py 2>&1 | tail -3
-for w in 4 8 14; do
+for w in 4 8 14; do  # at 14 also the loader as before 2026-11-27 (--per-item), alternating
   timeout 90 python3 scripts/benchmarks/loader_alone.py --data /tmp/prepared-wav --batch 256 \
-      --workers $w --passes 1 2>&1 | grep -E "clips/s"
+      --workers $w --passes 1 $([ $w = 14 ] && echo --per-item) 2>&1 | grep -E "clips/s"
 done
 echo "loader ${SECONDS} s"
 timeout 120 python3 scripts/benchmarks/window_attention.py --batch 256 --steps 5 2>&1 | tail -4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from animalclap_edge.audio.decode import read_all
@@ -104,3 +105,23 @@ def test_a_recordings_folder_with_a_missing_file_is_refused_at_open(real_folder,
     with pytest.raises(ValueError, match=r"recordings\.csv row 5: 'missing\.wav' is not a file"):
         open_labelled(str(broken))
     assert len(open_labelled(str(real_folder)).items) == len(rows) - 1
+
+
+@pytest.mark.parametrize("length", [1, 7, 999, 1000, 1001, 4321])
+def test_crop_repeat_pads_as_clap_does_and_fills_a_given_buffer(length):
+    """`crop` pads short clips as transformers' ClapFeatureExtractor("repeatpad") does
+    (`repeat_pad`: whole copies, then zeros), in float32, into `out` when given."""
+    from animalclap_edge.contracts.frontend import repeat_pad
+
+    wave = np.random.default_rng(length).standard_normal(length)  # float64 in
+    out = np.full(1000, np.nan, np.float32)
+    got = crop(wave, 1000, np.random.default_rng(0), out=out)
+    assert got is out and got.dtype == np.float32
+    if length <= 1000:
+        np.testing.assert_array_equal(got, repeat_pad(wave, 1000).astype(np.float32))
+    else:
+        start = int(np.random.default_rng(0).integers(0, length - 1000 + 1))
+        np.testing.assert_array_equal(got, wave[start : start + 1000].astype(np.float32))
+    np.testing.assert_array_equal(crop(wave, 1000, np.random.default_rng(0)), got)
+    with pytest.raises(ValueError, match="non-empty"):
+        crop(np.zeros(0, np.float32), 1000, None)

@@ -83,11 +83,15 @@ class EpochPlanDataset(Dataset):
         `Collate` makes of `[self[k] for k in keys]` (tested)."""
         wave = batch_tensor(len(keys), self.crop_samples, self.pcm16)
         prompts = []
-        scratch = np.empty(self.crop_samples, np.float32) if self.pcm16 else None
+        # one float buffer per batch for crops that need converting (a clip shorter
+        # than the crop, repeat-padded from a full decode; another sample type): a
+        # worker allocating and freeing one per clip made glibc return and re-fault
+        # its pages every clip, which cost more than the copy it saves
+        scratch = np.empty(self.crop_samples, np.float32)
         for row, key in zip(wave.numpy(), keys, strict=True):
             item, rng, prompt = self._draw(*key)
-            x = self.data.crop(item, self.crop_samples, rng, out=row)
-            if x is not row:  # not read straight in (short clip, other format): convert
+            x = self.data.crop(item, self.crop_samples, rng, out=row, scratch=scratch)
+            if x is not row:  # convert into the row, reusing the buffer as its scratch
                 write_row(row, x, scratch)
             prompts.append(prompt)
         return CropBatch(wave, prompts)
