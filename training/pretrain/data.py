@@ -201,7 +201,14 @@ class Collate:
     def __call__(self, batch: list[tuple[np.ndarray, str]] | CropBatch) -> dict[str, torch.Tensor]:
         if isinstance(batch, CropBatch):
             waves, texts = batch.wave, batch.prompts
-            if (waves.dtype == torch.int16) != self.int16:  # a dataset without pcm16
+            if waves.dtype == torch.int16 and not self.int16:
+                # its float crops (other sample types, resampled) are already rounded
+                # to 16 bits: float32 rows would not be the crops [ds[k]...] gives
+                raise ValueError(
+                    "an EpochPlanDataset with pcm16=True assembles int16 batches, and "
+                    "this Collate has int16=False: build both from one wire_int16"
+                )
+            if waves.dtype != torch.int16 and self.int16:  # float rows: narrow them
                 waves = self._waves(list(waves.numpy()))
         else:
             waves = self._waves([w for w, _ in batch])

@@ -390,6 +390,14 @@ def test_crops_read_straight_into_the_batch_are_the_collated_crops(
         assert direct["wave"].dtype == (torch.int16 if pcm16 else torch.float32)
         assert torch.equal(direct["wave"], one_by_one["wave"])
         assert torch.equal(direct["input_ids"], one_by_one["input_ids"])
+        other = Collate(_Tok(), int16=not pcm16)
+        if pcm16:  # int16 rows hold rounded float crops: refused, not widened
+            with pytest.raises(ValueError, match="build both from one wire_int16"):
+                other(ds.__getitems__(keys))
+        else:  # float rows narrowed as Collate narrows float crops
+            assert torch.equal(
+                other(ds.__getitems__(keys))["wave"], other([ds[k] for k in keys])["wave"]
+            )
     sampler = RankBatches(1, len(keys), 0, 1, 1, 2)  # epoch 1's only step
     loader = torch.utils.data.DataLoader(
         ds, batch_sampler=sampler, num_workers=1, collate_fn=collate
