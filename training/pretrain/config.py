@@ -68,7 +68,8 @@ class PretrainConfig:
     run_ahead: int = 1
     # Attention in both towers: eager (transformers' default for ClapModel: every
     # score written out; HTS-AT's in fp32 under autocast) or sdpa (one fused
-    # scaled_dot_product_attention call per layer, same parameters and results;
+    # scaled_dot_product_attention call per layer, same parameters; the same results
+    # in fp32, and under bf16 within its rounding, as the bias is added in bf16;
     # window_attention.py). Not yet measured on a GPU.
     attention: str = "eager"
     # HTS-AT normalises its input mel bins with BatchNorm. sync: SyncBatchNorm across

@@ -7,7 +7,8 @@ to them is fp32. At batch 256 of 10 s crops that is 1.1 GB per tensor in stage 1
 and the scale, bias, shift mask, softmax and their backward each pass over such
 tensors. `SdpaWindowAttention` computes the same attention in one fused call
 (memory-efficient or cuDNN kernels on a GPU), with the bias and the shift mask passed
-as one additive mask, and Q, K, V from one matmul. The RoBERTa text tower already has an
+as one additive mask (in the compute dtype: bf16 under autocast, where eager adds
+the bias to fp32 scores), and Q, K, V from one matmul. The RoBERTa text tower already has an
 SDPA path in transformers; `use_attention` selects it through its config.
 
 Parameters, buffers and state-dict keys stay the modules' own, and the choice is not
