@@ -15,7 +15,6 @@ Two routes to a regional model:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -68,31 +67,6 @@ def report_on(checkpoint: str, cfg: PretrainConfig, out: Path, progress: bool) -
     return res
 
 
-def batch_for_region(cfg: PretrainConfig) -> PretrainConfig:
-    """`cfg` with its global batch capped to one epoch of the region (replay included).
-
-    The default batch (256) is sized for the global data; a region of a few species
-    fills fewer clips than that per epoch, and the run would stop at its start. The
-    cap is printed, never silent."""
-    from training.pretrain.dist import torchrun_rank_world
-    from training.pretrain.loop import epoch_clips, fitting_batch
-    from training.pretrain.mixed import training_data
-
-    td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
-    clips = epoch_clips(cfg, td)
-    rank, world = torchrun_rank_world()
-    fit = fitting_batch(clips, world)
-    if cfg.batch_size <= clips or not fit:  # not fit: pretrain's own check names the fix
-        return cfg
-    if rank == 0:
-        print(
-            f"finetune: batch_size {cfg.batch_size} exceeds one epoch of this data "
-            f"({clips} clips): capped to {fit} (--set batch_size=N to choose another)",
-            flush=True,
-        )
-    return dataclasses.replace(cfg, batch_size=fit)
-
-
 def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
     """Train from cfg.init on cfg.data with replay of cfg.replay; write the report."""
     from training.identity import removed_if_left_empty
@@ -103,11 +77,10 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
     # All before the "before" report (minutes at full size), not after it.
     _refuse_another_run(out, cfg)
     check_checkpoint_path(cfg.init)
-    cfg = batch_for_region(cfg)
     with removed_if_left_empty(out):
         out.mkdir(parents=True, exist_ok=True)
         before = report_on(cfg.init, cfg, out / "before", progress)
-    final = pretrain(cfg, progress=progress)
+    final = pretrain(cfg, progress=progress, fit_batch=True)
     after = report_on(str(final), cfg, out / "after", progress)
     report = {
         "checkpoint": str(final),

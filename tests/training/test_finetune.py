@@ -177,7 +177,12 @@ def test_a_batch_larger_than_the_region_is_capped_to_its_epoch_and_said(
     real_folder, tmp_path, capsys
 ):
     """With the defaults, a small region stopped at its start: batch 256 > one epoch."""
-    from training.finetune import batch_for_region
+    from training.pretrain.loop import capped_batch, epoch_clips
+    from training.pretrain.mixed import training_data
+
+    def batch_for_region(cfg):  # what pretrain(fit_batch=True) does on one rank
+        td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
+        return capped_batch(cfg, epoch_clips(cfg, td), 1, say=True)
 
     cfg = _small_region(real_folder, tmp_path, tmp_path / "ft")
     assert cfg.batch_size == 256

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -300,9 +301,14 @@ class _Logs:
 
 
 def pretrain(
-    cfg: PretrainConfig, on_step: Callable[[int], None] | None = None, progress: bool = True
+    cfg: PretrainConfig,
+    on_step: Callable[[int], None] | None = None,
+    progress: bool = True,
+    fit_batch: bool = False,
 ) -> Path:
-    """Train on this rank; returns the final checkpoint folder (same on every rank)."""
+    """Train on this rank; returns the final checkpoint folder (same on every rank).
+    With `fit_batch` (finetune on a small region) a batch larger than one epoch is
+    capped to it and the cap printed, where otherwise it is refused."""
     cfg.check()
     # before any process group: every rank reads the same folder and stops alike
     _refuse_another_run(Path(cfg.out), cfg)
@@ -310,7 +316,7 @@ def pretrain(
     try:
         # catch_warnings: the filters a run installs (workers_note) end with the run
         with warnings.catch_warnings(), removed_if_left_empty(Path(cfg.out)):
-            return _pretrain(cfg, d, on_step, progress)
+            return _pretrain(cfg, d, on_step, progress, fit_batch)
     finally:
         close(d)
 
@@ -370,6 +376,22 @@ def fitting_batch(clips: int, world: int) -> int:
     return clips // world * world
 
 
+def capped_batch(cfg: PretrainConfig, clips: int, world: int, say: bool) -> PretrainConfig:
+    """`cfg` with its global batch capped to one epoch of `clips` (split over `world`
+    ranks); printed when `say`, never silent. Unchanged when it fits, or when no batch
+    does (check_batch_fits then names the fix)."""
+    fit = fitting_batch(clips, world)
+    if cfg.batch_size <= clips or not fit:
+        return cfg
+    if say:
+        print(
+            f"finetune: batch_size {cfg.batch_size} exceeds one epoch of this data "
+            f"({clips} clips): capped to {fit} (--set batch_size=N to choose another)",
+            flush=True,
+        )
+    return dataclasses.replace(cfg, batch_size=fit)
+
+
 def check_batch_fits(cfg: PretrainConfig, clips: int, world: int) -> None:
     """One epoch must fill at least one global batch; the error names a batch that does."""
     if cfg.batch_size <= clips:
@@ -404,18 +426,21 @@ def workers_note(workers: int) -> str | None:
     )
 
 
-def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool) -> Path:
+def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool, fit_batch: bool) -> Path:
     from tqdm.auto import tqdm
 
     from training.train import cosine_lr
 
-    if cfg.batch_size % d.world:
-        raise ValueError(f"batch_size {cfg.batch_size} does not split over {d.world} ranks")
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
     data, split = td.data, td.split
-    check_batch_fits(cfg, epoch_clips(cfg, td), d.world)
+    clips = epoch_clips(cfg, td)
+    if fit_batch:  # before the resume check: a rerun caps alike and resumes
+        cfg = capped_batch(cfg, clips, d.world, say=d.main)
+    if cfg.batch_size % d.world:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split over {d.world} ranks")
+    check_batch_fits(cfg, clips, d.world)
     resume = state.latest(ckpt_dir)
     counters = state.load_counters(resume) if resume else {}
     if counters and counters["batch_size"] != cfg.batch_size:
