@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +46,9 @@ class LabelledSet:
     # (a 10 s crop of a 60 s file reads a sixth of it).
     file_of: Callable[[Item], Path | RecordRegion | None] | None = None
     sample_rate: int = 48_000
+    # The opener's promise that `load(item)` is `read_source(file_of(item))` wherever
+    # `file_of` gives a file: what lets a `ClipTable` crop by row without the item.
+    loads_files: bool = False
 
     def crop(
         self,
@@ -68,19 +71,55 @@ class LabelledSet:
         file of that sample type; for a float32 `out`, any crop) and `out` is returned;
         otherwise the float32 crop comes back, in `scratch` (float32, n) when given, for
         the caller to convert. `out` implies `pcm16` for an int16 row."""
+        src = self.file_of(item) if self.file_of else None
+        return self._crop(
+            src, item.duration_s, lambda: self.load(item), n, rng, out, scratch, pcm16
+        )
+
+    def crop_row(
+        self,
+        table: ClipTable,
+        row: int,
+        n: int,
+        rng: np.random.Generator | None,
+        pcm16: bool = False,
+        out: np.ndarray | None = None,
+        scratch: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """`crop` of the item at `row` of `table`, sample for sample, found through the
+        table's arrays alone: what a loader worker calls, so that it never touches (and
+        so never copies) the index's per-record Python objects."""
+        src = table.source(row)
+        duration = float(table.duration_s[row])
+        return self._crop(
+            src, duration, lambda: read_source(src, self.sample_rate), n, rng, out, scratch, pcm16
+        )
+
+    def _crop(
+        self,
+        src: Path | RecordRegion | None,
+        duration_s: float,
+        load: Callable[[], np.ndarray],
+        n: int,
+        rng: np.random.Generator | None,
+        out: np.ndarray | None,
+        scratch: np.ndarray | None,
+        pcm16: bool,
+    ) -> np.ndarray:
         if out is not None:
             pcm16 = out.dtype == np.int16
-        x = self._read_part(item, n, _crop_start(n, rng), pcm16, out)
+        x = self._read_part(src, duration_s, n, _crop_start(n, rng), pcm16, out)
         if x is not None:
             return x
         into = out if out is not None and out.dtype == np.float32 else scratch
-        return crop(self.load(item), n, rng, out=into)
+        return crop(load(), n, rng, out=into)
 
     def window(self, item: Item, offset: int, n: int) -> np.ndarray:
         """n float32 samples from `offset`, sample for sample as slicing `self.load(item)`
         (a recording no longer than n: repeat-padded whole, as `crop` pads), decoding
         only those frames when the item is a file at the target rate."""
-        x = self._read_part(item, n, lambda frames: offset)
+        src = self.file_of(item) if self.file_of else None
+        x = self._read_part(src, item.duration_s, n, lambda frames: offset)
         if x is not None:
             return x
         wave = self.load(item)
@@ -91,19 +130,78 @@ class LabelledSet:
 
     def _read_part(
         self,
-        item: Item,
+        src: Path | RecordRegion | None,
+        duration_s: float,
         n: int,
         start_of: Callable[[int], int],
         pcm16: bool = False,
         out: np.ndarray | None = None,
     ) -> np.ndarray | None:
-        """n frames of the item's file read alone, or None for the full decode's path."""
-        path = self.file_of(item) if self.file_of else None
+        """n frames of an item's file read alone, or None for the full decode's path."""
         # A clip known to be shorter than n is repeat-padded from a full decode: opening
         # it here first would only read its header twice.
-        if path is None or 0 < item.duration_s * self.sample_rate <= n:
+        if src is None or 0 < duration_s * self.sample_rate <= n:
             return None
-        return _read_frames(path, n, self.sample_rate, start_of, pcm16, out)
+        return _read_frames(src, n, self.sample_rate, start_of, pcm16, out)
+
+
+@dataclass(frozen=True)
+class ClipTable:
+    """Where the audio of a list of items lies, and how long each is, as arrays (row i:
+    items[i]). A loader worker crops through it (`LabelledSet.crop_row`) instead of
+    through the items: reading an array writes nothing, where looking an item up bumps
+    the reference counts of its objects, and every page so written is copied into the
+    worker (fork's copy-on-write). At paper scale (700k records) that copying grew to
+    hundreds of MB per worker as it touched more of the index."""
+
+    files: tuple[Path, ...]  # the distinct files (shards, or the recordings themselves)
+    file: np.ndarray  # (items,) int32: index into files
+    offset: np.ndarray  # (items,) int64: the record's byte offset in its shard; -1: whole file
+    size: np.ndarray  # (items,) int64: the record's bytes in its shard
+    duration_s: np.ndarray  # (items,) float64, as in the index (0: unknown)
+
+    def __len__(self) -> int:
+        return len(self.file)
+
+    def source(self, row: int) -> Path | RecordRegion:
+        path = self.files[self.file[row]]
+        offset = int(self.offset[row])
+        return path if offset < 0 else RecordRegion(path, offset, int(self.size[row]))
+
+    @classmethod
+    def of(cls, data: LabelledSet, items: Sequence[Item]) -> ClipTable | None:
+        """The table of `items` of `data`, or None where an item has no file to crop
+        from (a benchmark rendered in memory) or `data` does not load its files."""
+        if data.file_of is None or not data.loads_files:
+            return None
+        files: dict[Path, int] = {}
+        n = len(items)
+        file = np.empty(n, np.int32)
+        offset = np.full(n, -1, np.int64)
+        size = np.zeros(n, np.int64)
+        duration = np.empty(n, np.float64)
+        for i, it in enumerate(items):
+            src = data.file_of(it)
+            if src is None:
+                return None
+            path = src.tar if isinstance(src, RecordRegion) else src
+            file[i] = files.setdefault(path, len(files))
+            if isinstance(src, RecordRegion):
+                offset[i], size[i] = src.offset, src.size
+            duration[i] = it.duration_s
+        return cls(tuple(files), file, offset, size, duration)
+
+
+def read_source(src: Path | RecordRegion, sample_rate: int) -> np.ndarray:
+    """The whole recording a `file_of` names, mono float32 at `sample_rate`: a shard's
+    record (prepared shards are at their rate already) or a file."""
+    if isinstance(src, RecordRegion):
+        from training.prepare.shards import read_record
+
+        return read_record(src.tar, src.offset, src.size)
+    from animalclap_edge.audio.decode import read_all
+
+    return read_all(src, sample_rate)
 
 
 def open_labelled(
@@ -159,6 +257,7 @@ def open_labelled(
         schema=bench.schema,
         file_of=file_of,
         sample_rate=sample_rate,
+        loads_files=True,
     )
 
 
@@ -192,6 +291,7 @@ def _open_folder(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledS
         schema=schema,
         file_of=lambda it: root / it.id,
         sample_rate=sample_rate,
+        loads_files=True,
     )
 
 
@@ -232,6 +332,7 @@ def _open_prepared(root: Path, sample_rate: int, schema: TraitSchema) -> Labelle
         traits=traits,
         schema=schema,
         file_of=lambda it: RecordRegion(*where[it.id]),
+        loads_files=True,
     )
 
 

@@ -103,6 +103,26 @@ def test_replay_never_brings_back_the_global_unseen_species(real_folder):
     )
 
 
+def test_replayed_crops_read_only_their_frames_from_either_source(real_folder):
+    """A merged (regional + replay) set names each item's file, so a crop reads only its
+    own frames where the file is at 48 kHz, and a loader worker crops through a
+    ClipTable; before, every replayed crop decoded its whole recording. The samples are
+    those of a full decode (these real files need resampling: decoded whole)."""
+    from training.labelled_audio import ClipTable, crop
+    from training.pretrain.mixed import training_data
+
+    td = training_data(str(real_folder), "seen", 0, 0.1, replay=str(real_folder))
+    assert td.is_replay.any() and not td.is_replay.all()
+    table = ClipTable.of(td.data, td.train)
+    assert table is not None
+    n = 48_000
+    for row, it in enumerate(td.train[::3]):
+        assert td.data.file_of(it) == real_folder / it.id[2:]  # "r/" or "g/" dropped
+        want = crop(td.data.load(it), n, np.random.default_rng(row))
+        got = td.data.crop(it, n, np.random.default_rng(row))
+        np.testing.assert_array_equal(got, want, err_msg=it.id)
+
+
 def test_replay_data_too_small_for_its_split_is_named_as_the_replay(real_folder, tmp_path):
     """The error used to advise `--split seen`, an option pretrain does not have, about
     data whose split was not the problem: it must name --replay and why."""

@@ -125,3 +125,49 @@ def test_crop_repeat_pads_as_clap_does_and_fills_a_given_buffer(length):
     np.testing.assert_array_equal(crop(wave, 1000, np.random.default_rng(0)), got)
     with pytest.raises(ValueError, match="non-empty"):
         crop(np.zeros(0, np.float32), 1000, None)
+
+
+def test_a_crop_by_table_row_equals_the_crop_by_item(tmp_path):
+    """What a loader worker calls (no item touched) gives `crop`'s samples, int16 rows,
+    float rows and plain crops alike, for files read in part and decoded whole."""
+    from training.labelled_audio import ClipTable
+
+    data = _set(
+        tmp_path,
+        {
+            "long.flac": (25.0, SR, "PCM_16"),
+            "long.wav": (12.0, SR, "FLOAT"),
+            "short.flac": (4.0, SR, "PCM_16"),
+            "other_rate.flac": (20.0, 44_100, "PCM_16"),
+        },
+    )
+    data.loads_files = True
+    table = ClipTable.of(data, data.items)
+    assert table is not None and len(table) == 4 and len(table.files) == 4
+    n = 10 * SR
+    for row, it in enumerate(data.items):
+        assert table.source(row) == tmp_path / it.id
+        for seed in (0, 1):
+            for dtype in (None, np.int16, np.float32):
+                by = {}
+                for how in ("item", "row"):
+                    out = None if dtype is None else np.zeros(n, dtype)
+                    rng = np.random.default_rng(seed)
+                    by[how] = (
+                        data.crop(it, n, rng, out=out)
+                        if how == "item"
+                        else data.crop_row(table, row, n, rng, out=out)
+                    )
+                np.testing.assert_array_equal(by["row"], by["item"], err_msg=f"{it.id} {dtype}")
+                assert by["row"].dtype == by["item"].dtype
+
+
+def test_no_table_where_an_item_has_no_file_or_the_set_does_not_promise_its_load(tmp_path):
+    from training.labelled_audio import ClipTable
+
+    data = _set(tmp_path, {"a.flac": (2.0, SR, "PCM_16")})
+    assert ClipTable.of(data, data.items) is None  # load not promised to be the file's
+    data.loads_files = True
+    assert ClipTable.of(data, data.items) is not None
+    data.file_of = lambda it: None  # rendered in memory
+    assert ClipTable.of(data, data.items) is None

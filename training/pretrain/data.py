@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from animalclap_edge.contracts.prompts import Template, render, sample_prompt
-from training.labelled_audio import Item, LabelledSet
+from training.labelled_audio import ClipTable, Item, LabelledSet
 from training.sampling import balanced_epoch, replay_epoch
 
 
@@ -44,6 +44,10 @@ class EpochPlanDataset(Dataset):
         self.templates, self.shuffle_tax = list(templates), shuffle_tax
         self.seed, self.clips, self.crop_samples = seed, clips_per_species, crop_samples
         self.species_of = [it.species_id for it in self.items]
+        # What a worker reads per clip, as arrays built here, before the workers fork:
+        # the item's species (catalogue position) and its audio's place (ClipTable).
+        self.species_row = np.array([data.catalogue.index(s) for s in self.species_of], np.int32)
+        self.table = ClipTable.of(data, self.items)
         self.n_species = len(set(self.species_of))
         self.is_replay = (
             np.zeros(len(self.items), bool) if is_replay is None else np.asarray(is_replay)
@@ -72,8 +76,8 @@ class EpochPlanDataset(Dataset):
         return len(self.plan(0))
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[np.ndarray, str]:
-        item, rng, prompt = self._draw(*key)
-        return self.data.crop(item, self.crop_samples, rng, self.pcm16), prompt
+        row, rng, prompt = self._draw(*key)
+        return self._crop(row, rng, self.pcm16), prompt
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> CropBatch:
         """The batch of `keys` (what the DataLoader asks a worker for when the dataset
@@ -89,25 +93,39 @@ class EpochPlanDataset(Dataset):
         # its pages every clip, which cost more than the copy it saves
         scratch = np.empty(self.crop_samples, np.float32)
         for row, key in zip(wave.numpy(), keys, strict=True):
-            item, rng, prompt = self._draw(*key)
-            x = self.data.crop(item, self.crop_samples, rng, out=row, scratch=scratch)
+            i, rng, prompt = self._draw(*key)
+            x = self._crop(i, rng, out=row, scratch=scratch)
             if x is not row:  # convert into the row, reusing the buffer as its scratch
                 write_row(row, x, scratch)
             prompts.append(prompt)
         return CropBatch(wave, prompts)
 
-    def _draw(self, epoch: int, pos: int) -> tuple[Item, np.random.Generator, str]:
-        """Plan position `pos` of `epoch`: its item, the generator of its crop and its
-        prompt, all from (seed, epoch, pos)."""
-        item = self.items[int(self.plan(epoch)[pos])]
-        species = self.data.catalogue[self.data.catalogue.index(item.species_id)]
+    def _crop(
+        self,
+        i: int,
+        rng: np.random.Generator,
+        pcm16: bool = False,
+        out: np.ndarray | None = None,
+        scratch: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The crop of items[i], through the table where there is one."""
+        n = self.crop_samples
+        if self.table is not None:
+            return self.data.crop_row(self.table, i, n, rng, pcm16, out, scratch)
+        return self.data.crop(self.items[i], n, rng, pcm16, out, scratch)
+
+    def _draw(self, epoch: int, pos: int) -> tuple[int, np.random.Generator, str]:
+        """Plan position `pos` of `epoch`: its item's index, the generator of its crop
+        and its prompt, all from (seed, epoch, pos)."""
+        i = int(self.plan(epoch)[pos])
+        species = self.data.catalogue[int(self.species_row[i])]
         prompt = sample_prompt(
             species,
             random.Random(f"{self.seed}:{epoch}:{pos}"),
             self.templates,
             self.shuffle_tax,
         )
-        return item, np.random.default_rng([self.seed, epoch, pos]), prompt
+        return i, np.random.default_rng([self.seed, epoch, pos]), prompt
 
 
 class RankBatches(Sampler):

@@ -36,9 +36,16 @@ def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
     items = [replace(it, id=REGIONAL + it.id, group=REGIONAL + it.group) for it in regional.items]
     items += [replace(it, id=GLOBAL + it.id, group=GLOBAL + it.group) for it in global_.items]
 
+    def source(it: Item) -> tuple[LabelledSet, Item]:
+        return (regional if it.id.startswith(REGIONAL) else global_), replace(it, id=it.id[2:])
+
     def load(it: Item):
-        source = regional if it.id.startswith(REGIONAL) else global_
-        return source.load(replace(it, id=it.id[2:]))
+        data, own = source(it)
+        return data.load(own)
+
+    def file_of(it: Item):
+        data, own = source(it)
+        return data.file_of(own) if data.file_of else None
 
     return LabelledSet(
         name=f"{regional.name} + replay of {global_.name}",
@@ -47,6 +54,11 @@ def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
         load=load,
         traits=None,
         schema=regional.schema,
+        # Crops read only their frames from either source's files (before, a replayed
+        # crop decoded its whole recording: a 60 s record for a 10 s crop).
+        file_of=file_of,
+        sample_rate=regional.sample_rate,
+        loads_files=regional.loads_files and global_.loads_files,
     )
 
 

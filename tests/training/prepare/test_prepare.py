@@ -404,3 +404,44 @@ def test_crops_read_straight_into_the_batch_are_the_collated_crops(
     )
     (from_worker,) = list(loader)
     assert torch.equal(from_worker["wave"], one_by_one["wave"])
+
+
+def test_a_worker_crops_through_the_table_alone_and_gets_the_items_crops(
+    manifest, prepared, tmp_path
+):
+    """EpochPlanDataset crops through a ClipTable (arrays), so a loader worker touches
+    none of the index's per-record objects (at paper scale it copied them page by page):
+    the same batches as cropping item by item, with the items and their loaders gone."""
+    from dataclasses import replace
+
+    from animalclap_edge.contracts.prompts import ALL_TEMPLATES
+    from training.pretrain.data import EpochPlanDataset
+
+    folder = tmp_path / "wav"
+    prepare(_cfg(manifest[0], folder, codec="wav"), progress=False)
+    for data in (open_labelled(str(prepared[0])), open_labelled(str(folder))):
+        for pcm16 in (True, False):
+            by_item = EpochPlanDataset(
+                replace(data, loads_files=False),
+                data.items,
+                list(ALL_TEMPLATES),
+                False,
+                0,
+                2,
+                72_000,
+                pcm16=pcm16,
+            )  # 1.5 s crops: short recordings repeat-padded from a full decode
+            assert by_item.table is None
+            by_row = EpochPlanDataset(
+                data, data.items, list(ALL_TEMPLATES), False, 0, 2, 72_000, pcm16=pcm16
+            )
+            assert by_row.table is not None
+            keys = [(1, p) for p in range(len(by_row))]
+            by_row.items = None  # what a worker must not need
+            by_row.data = replace(data, items=[], load=None, file_of=None)
+            want, got = by_item.__getitems__(keys), by_row.__getitems__(keys)
+            assert torch.equal(got.wave, want.wave) and got.prompts == want.prompts
+            for k in keys[:6]:
+                a, b = by_item[k], by_row[k]
+                np.testing.assert_array_equal(b[0], a[0])
+                assert b[0].dtype == a[0].dtype and b[1] == a[1]
