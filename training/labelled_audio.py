@@ -209,6 +209,8 @@ def open_labelled(
 ) -> LabelledSet:
     """Open "tiny", "small:3", a benchmark folder, or a real-recordings folder."""
     schema = schema or TraitSchema.default()
+    if not spec.strip():
+        raise ValueError(f"data: empty; {_DATA_KINDS}")
     path = Path(spec)
     if path.is_dir() and (path / "prepared.json").exists():
         return _open_prepared(path, sample_rate, schema)
@@ -221,13 +223,15 @@ def open_labelled(
     from training.benchmark.corpus import SIZES, Benchmark
 
     if path.is_dir():
+        if not (path / "benchmark.json").exists():
+            raise ValueError(f"data {spec!r}: {_unknown_folder(path)}")
         bench = Benchmark.load(path)
     else:
         size, _, seed = spec.partition(":")
-        if size not in SIZES:
+        if size not in SIZES or not (seed or "0").isdigit():
             raise ValueError(
-                f"data {spec!r}: not a folder and not a benchmark size; use one of "
-                f"{sorted(SIZES)} (optionally SIZE:SEED) or a folder with recordings.csv"
+                f"data {spec!r}: not a folder and not a benchmark size "
+                f"({'|'.join(sorted(SIZES))}, optionally SIZE:SEED); {_DATA_KINDS}"
             )
         bench = Benchmark.build(size, seed=int(seed or 0))
     by_id = {r.id: r for r in bench.recordings}
@@ -261,6 +265,25 @@ def open_labelled(
     )
 
 
+_DATA_KINDS = (
+    "give a folder written by `animalclap-train prepare` (prepared.json), a recordings "
+    "folder (recordings.csv + catalogue.csv) or a benchmark (a size such as small, or "
+    "a folder written by `animalclap-train benchmark`)"
+)
+
+
+def _unknown_folder(path: Path) -> str:
+    """Why a folder is none of the kinds `open_labelled` reads, and what to do."""
+    if (path / "plan.json").exists():  # a prepare output not yet finalized
+        return (
+            "a `prepare` output not yet finalized (plan.json, no prepared.json): run "
+            f"`animalclap-train prepare --out {path} --finalize` once every shard is done"
+        )
+    if path.name == "shards" and (path.parent / "prepared.json").exists():
+        return f"the shards of a prepared folder: give its parent, {path.parent}"
+    return f"a folder with no prepared.json, recordings.csv or benchmark.json; {_DATA_KINDS}"
+
+
 def _open_folder(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledSet:
     from animalclap_edge.audio.decode import read_all
 
@@ -270,7 +293,15 @@ def _open_folder(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledS
     )
     items = []
     with open(root / "recordings.csv", newline="", encoding="utf-8") as f:
-        for i, r in enumerate(csv.DictReader(f)):
+        reader = csv.DictReader(f)
+        missing = [c for c in ("path", "species_id") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(
+                f"{root / 'recordings.csv'}: missing column(s) {', '.join(missing)} (has "
+                f"{', '.join(reader.fieldnames or []) or 'none'}); the columns are "
+                "path,species_id and optionally site,date,duration_s"
+            )
+        for i, r in enumerate(reader):
             if catalogue.get(r["species_id"]) is None:
                 raise ValueError(
                     f"recordings.csv row {i + 2}: species {r['species_id']!r} not in catalogue.csv"

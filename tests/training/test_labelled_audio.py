@@ -171,3 +171,33 @@ def test_no_table_where_an_item_has_no_file_or_the_set_does_not_promise_its_load
     assert ClipTable.of(data, data.items) is not None
     data.file_of = lambda it: None  # rendered in memory
     assert ClipTable.of(data, data.items) is None
+
+
+def test_data_that_is_no_kind_of_labelled_set_is_one_line_naming_what_to_give(
+    real_folder, tmp_path
+):
+    """These used to be a traceback (KeyError 'species_id') or "[Errno 2] No such file
+    or directory: '.../benchmark.json'" about a file the user never named."""
+    from training.labelled_audio import open_labelled
+
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    (renamed / "catalogue.csv").write_text((real_folder / "catalogue.csv").read_text())
+    text = (real_folder / "recordings.csv").read_text()
+    (renamed / "recordings.csv").write_text(text.replace("species_id", "species", 1))
+    unfinalized = tmp_path / "unfinalized"
+    (unfinalized / "shards").mkdir(parents=True)
+    (unfinalized / "plan.json").write_text("{}")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        str(renamed): r"recordings\.csv: missing column\(s\) species_id \(has path, species,",
+        str(unfinalized): r"not yet finalized .* prepare --out .*unfinalized --finalize",
+        str(tmp_path / "empty"): r"no prepared\.json, recordings\.csv or benchmark\.json; give",
+        "": "data: empty; give a folder written by `animalclap-train prepare`",
+        "huge": r"not a folder and not a benchmark size \(.*small.*\); give a folder written",
+        "tiny:x": "not a folder and not a benchmark size",
+    }
+    for spec, message in cases.items():
+        with pytest.raises(ValueError, match=message) as e:
+            open_labelled(spec)
+        assert "\n" not in str(e.value)

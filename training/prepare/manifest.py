@@ -89,10 +89,20 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
         table = pq.read_table(path)
         cols = {name: table.column(name).to_pylist() for name in table.column_names}
         return [{k: _cell(v[i]) for k, v in cols.items()} for i in range(table.num_rows)]
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        return [
-            {k.strip(): (v or "").strip() for k, v in r.items() if k} for r in csv.DictReader(f)
-        ]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return [
+                {k.strip(): (v or "").strip() for k, v in r.items() if k} for r in csv.DictReader(f)
+            ]
+    except UnicodeDecodeError as e:
+        raise ManifestError(
+            f"manifest {path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+            f"{e.start}); save it as UTF-8 CSV, or as Parquet named .parquet"
+        ) from None
+    except csv.Error as e:  # e.g. NUL bytes: a binary file
+        raise ManifestError(
+            f"manifest {path}: not a CSV file ({e}); give a CSV or .parquet"
+        ) from None
 
 
 def _column_check(rows: Sequence[dict[str, str]], path: Path) -> None:

@@ -139,3 +139,15 @@ def test_a_manifest_without_required_columns_says_which(tmp_path, catalogue):
         plan(tmp_path / "m.csv", catalogue)
     with pytest.raises(ManifestError, match="no such file"):
         plan(tmp_path / "nope.csv", catalogue)
+
+
+def test_a_manifest_that_is_not_utf8_text_names_the_file_and_the_fix(tmp_path, catalogue):
+    """A Parquet file saved as .txt, or a Latin-1 CSV, used to end in "'utf-8' codec
+    can't decode byte 0xa2 in position 7", naming neither the file nor a way out."""
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(
+        "path,species_id,licence,date,site\nchouette_é.wav,a,CC0,,\n".encode("latin-1")
+    )
+    with pytest.raises(ManifestError, match=r"latin1\.csv: not UTF-8 text \(byte 0xe9 at") as e:
+        plan(latin1, catalogue)
+    assert "save it as UTF-8 CSV, or as Parquet named .parquet" in str(e.value)
