@@ -25,7 +25,7 @@ FINETUNE_DEFAULTS = dict(
     split="seen",
     epochs=5,
     lr=2e-5,
-    warmup_steps=50,
+    warmup_steps="auto",  # a tenth of the run: a small region's run is a few steps
     batchnorm="frozen",
     replay_fraction=0.25,
 )

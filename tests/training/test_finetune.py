@@ -225,7 +225,14 @@ def test_finetune_with_the_default_batch_trains_a_small_region_and_reruns(
     report = finetune(cfg, progress=False)
     assert "capped to 42" in capsys.readouterr().out
     assert json.loads((out / "pretrain_config.json").read_text())["batch_size"] == 42
-    assert "1 steps/epoch of 42" in (out / "train_log.jsonl").read_text()
+    log = (out / "train_log.jsonl").read_text()
+    assert "1 steps/epoch of 42" in log
+    # the default warm-up is a tenth of the run: 50 steps outlasted this 5-step run, whose
+    # rate then peaked at a tenth of lr; and the log says how short the run is
+    assert "warm-up: 1 step (auto: a tenth of the 5-step schedule)" in log
+    assert "5 optimizer steps (5 epochs of 1) at lr 2e-05, stopping after 1 (max_steps)" in log
+    lrs = [json.loads(x)["lr"] for x in log.splitlines() if '"lr"' in x]
+    assert max(lrs) == pytest.approx(2e-5)
     # the same command again: the same cap, so the run resumes instead of refusing
     again = finetune(cfg, progress=False)
     assert again["checkpoint"] == report["checkpoint"]

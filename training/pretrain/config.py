@@ -19,6 +19,26 @@ COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead")
 ATTENTIONS = ("eager", "sdpa")  # window_attention.py
 
 
+def warmup_steps(cfg: PretrainConfig, total: int, stop_at: int) -> tuple[int, list[str]]:
+    """cfg.warmup_steps, auto resolved against the schedule's `total` steps, and the
+    lines a run should log about it (it stops at `stop_at`)."""
+    notes = []
+    if cfg.warmup_steps == "auto":
+        warmup = max(1, total // 10)
+        notes.append(
+            f"warm-up: {warmup} step{'s' * (warmup != 1)} (auto: a tenth of the "
+            f"{total}-step schedule)"
+        )
+    else:
+        warmup = int(cfg.warmup_steps)
+    if warmup > stop_at:  # step s (from 0) of the warm-up runs at lr * (s + 1) / warmup
+        notes.append(
+            f"warmup_steps {warmup} > the {stop_at} steps of this run: the learning rate "
+            f"stays below lr {cfg.lr:g} throughout (set warmup_steps lower, or auto)"
+        )
+    return warmup, notes
+
+
 @dataclass
 class PretrainConfig:
     data: str = "small"  # prepared folder, benchmark size[:seed] or recordings folder
@@ -43,7 +63,9 @@ class PretrainConfig:
     weight_decay: float = 0.05
     beta1: float = 0.9
     beta2: float = 0.99
-    warmup_steps: int = 500
+    # Steps of linear warm-up to lr; auto: a tenth of the run's schedule (what
+    # fine-tuning uses, whose schedule follows the region's size).
+    warmup_steps: int | str = 500
     grad_clip: float = 1.0
     precision: str = "bf16"  # or "fp32"
     grad_checkpointing: bool = False
@@ -96,9 +118,26 @@ class PretrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {allowed}")
-        for name in ("epochs", "clips_per_species", "batch_size", "checkpoint_every", "log_every"):
+        at_least_one = (
+            "epochs",
+            "clips_per_species",
+            "batch_size",
+            "checkpoint_every",
+            "log_every",
+            "keep_checkpoints",  # 0 kept none, and left a run that could not resume
+        )
+        for name in at_least_one:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup_steps != "auto" and (
+            not isinstance(self.warmup_steps, int) or self.warmup_steps < 0
+        ):
+            raise ValueError(
+                f"warmup_steps must be 0 or more steps, or auto, got {self.warmup_steps!r}"
+            )
+        for name in ("workers", "weight_decay", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(
                 f"max_steps must be at least 1 (or null for the whole schedule), got {self.max_steps}"
@@ -141,8 +180,8 @@ def _coerce(name: str, hint, value):
                 return _coerce(name, arg, value)
             except ValueError:
                 pass
-        names = " or ".join(getattr(a, "__name__", str(a)) for a in args)
-        raise ValueError(f"{name}: {value!r} is not a {names}")
+        names = " or ".join(_KIND.get(a, str(a)) for a in args)
+        raise ValueError(f"{name}: {value!r} is not {names}")
     base = args[0] if origin in (typing.Union, types.UnionType) else hint
     if typing.get_origin(base) is list:
         items = value if isinstance(value, list) else str(value).split(",")
@@ -156,9 +195,18 @@ def _coerce(name: str, hint, value):
             if str(value).lower() in ("false", "0", "no", "off"):
                 return False
             raise ValueError
+        if isinstance(value, bool) and base in (int, float):
+            raise ValueError  # YAML's true is not batch_size 1
+        if base is int and isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError  # int(2.5) would quietly train 2 epochs
+            return int(value)
         return base(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: {value!r} is not a {getattr(base, '__name__', base)}") from None
+        raise ValueError(f"{name}: {value!r} is not {_KIND.get(base, base)}") from None
+
+
+_KIND = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
 
 
 def load_config(

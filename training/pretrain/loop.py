@@ -23,7 +23,7 @@ from training.identity import (
 )
 from training.model import AudioEncoder, LoadedClap, load_clap
 from training.pretrain import state
-from training.pretrain.config import PretrainConfig
+from training.pretrain.config import PretrainConfig, warmup_steps
 from training.pretrain.data import Collate, EpochPlanDataset, RankBatches, longest_prompt
 from training.pretrain.dist import Dist, all_mean, barrier, close, init_distributed
 from training.pretrain.loss import gathered_clip_loss
@@ -469,10 +469,14 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool, fit_batch: 
     total = steps_per_epoch * cfg.epochs
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
     step = counters.get("global_step", 0)
-    if cfg.warmup_steps >= stop_at:
+    warmup, warmup_notes = warmup_steps(cfg, total, stop_at)
+    notes += warmup_notes
+    if fit_batch:  # a region's size sets the run's length: say how short it is
         notes.append(
-            f"warmup_steps {cfg.warmup_steps} >= the {stop_at} steps of this run: the learning "
-            f"rate stays below lr {cfg.lr:g} throughout (set warmup_steps lower for a short run)"
+            f"{total} optimizer steps ({cfg.epochs} epochs of {steps_per_epoch}) at lr "
+            f"{cfg.lr:g}"
+            + (f", stopping after {stop_at} (max_steps)" if stop_at < total else "")
+            + ": --set epochs=N for a longer run, batch_size=N for more steps per epoch"
         )
     collate = make_collate(cfg, loaded, data.catalogue)
     if collate.pad_to:
@@ -559,7 +563,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool, fit_batch: 
             waited += time.perf_counter() - t_wait
             epoch = step // steps_per_epoch
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-            lr = cosine_lr(step, total, cfg.lr, cfg.warmup_steps)
+            lr = cosine_lr(step, total, cfg.lr, warmup)
             for g in opt.param_groups:
                 g["lr"] = lr
             net.train()

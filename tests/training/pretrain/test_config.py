@@ -23,6 +23,7 @@ def test_overrides_take_the_field_type(tmp_path):
     assert load_config(None, ["max_steps=null"]).max_steps is None
     # int | str: a number stays a number, a word stays a word
     assert load_config(None, ["prompt_length=32"]).prompt_length == 32
+    assert load_config(None, ["epochs=3.0"]).epochs == 3  # a whole number written as 3.0
     auto = load_config(None, ["compile_mode=reduce-overhead", "prompt_length=auto"])
     assert auto.prompt_length == "auto"
 
@@ -32,7 +33,16 @@ def test_overrides_take_the_field_type(tmp_path):
     [
         (["lr"], "write it as key=value"),
         (["learning_rate=1"], r"unknown setting\(s\) \['learning_rate'\]"),
-        (["batch_size=big"], "batch_size: 'big' is not a int"),
+        (["batch_size=big"], "batch_size: 'big' is not a whole number"),
+        # these were taken quietly: epochs 2, batch_size 1 (loss 0.000)
+        (["epochs=2.5"], "epochs: 2.5 is not a whole number"),
+        (["batch_size=true"], "batch_size: True is not a whole number"),
+        (["lr=true"], "lr: True is not a number"),
+        (["max_steps=1.5"], "max_steps: 1.5 is not a whole number"),
+        # accepted, then: no checkpoint kept (no resume), torch's line about num_workers
+        (["keep_checkpoints=0"], "keep_checkpoints must be at least 1"),
+        (["workers=-1"], "workers must be 0 or more, got -1"),
+        (["warmup_steps=-5"], "warmup_steps must be 0 or more"),
         (["precision=fp16"], "precision: 'fp16' is not one of"),
         (["epochs=0"], "epochs must be at least 1"),
         (["compile_mode=fast"], "compile_mode: 'fast' is not one of"),
@@ -60,3 +70,23 @@ def test_a_broken_or_wrong_config_file_is_one_line(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match=rf"config {tmp_path}: is a folder; give a YAML file"):
         load_config(str(tmp_path))
+
+
+def test_warm_up_auto_is_a_tenth_of_the_schedule_and_a_warning_only_when_lr_is_never_reached():
+    from training.pretrain.config import warmup_steps
+    from training.train import cosine_lr
+
+    cfg = load_config(None, ["warmup_steps=2", "lr=1e-3"])
+    warmup, notes = warmup_steps(cfg, total=2, stop_at=2)
+    assert warmup == 2 and not notes  # the 2nd step runs at lr: no "stays below"
+    assert cosine_lr(1, 2, 1e-3, warmup) == 1e-3
+    warmup, notes = warmup_steps(load_config(None, ["warmup_steps=3"]), total=2, stop_at=2)
+    assert warmup == 3 and "warmup_steps 3 > the 2 steps of this run" in notes[0]
+    auto = load_config(None, ["warmup_steps=auto"])
+    assert warmup_steps(auto, total=50, stop_at=50) == (
+        5,
+        ["warm-up: 5 steps (auto: a tenth of the 50-step schedule)"],
+    )
+    assert warmup_steps(auto, total=5, stop_at=5)[0] == 1
+    with pytest.raises(ValueError, match="warmup_steps must be 0 or more steps, or auto"):
+        load_config(None, ["warmup_steps=soon"])

@@ -99,13 +99,15 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(pretrain_checkpoint,
 def test_an_out_folder_holding_another_run_is_not_resumed(pretrain_checkpoint, tmp_path):
     """A reused --out with other data or seed used to 'resume' silently: the old run's
     model went on under the new settings, and its report named the new ones."""
-    first = tiny_run(tmp_path / "run", pretrain_checkpoint, max_steps=2, checkpoint_every=1)
+    first = tiny_run(
+        tmp_path / "run", pretrain_checkpoint, max_steps=2, checkpoint_every=1, warmup_steps=3
+    )
     torch.set_num_threads(1)
     pretrain(first, progress=False)
     saved = (tmp_path / "run" / "pretrain_config.json").read_bytes()
-    # 2 warm-up steps of a 2-step run: the rate never reached lr, and the log says so
+    # 3 warm-up steps of a 2-step run: the rate never reached lr, and the log says so
     assert (
-        "warmup_steps 2 >= the 2 steps of this run"
+        "warmup_steps 3 > the 2 steps of this run"
         in (tmp_path / "run" / "train_log.jsonl").read_text()
     )
     with pytest.raises(ValueError, match=r"holds another run \(seed 0, not 7\).*new --out"):
