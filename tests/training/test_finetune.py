@@ -269,3 +269,42 @@ def test_a_run_folder_as_checkpoint_is_refused_before_any_work(
         finetune(cfg, progress=False)
     assert capsys.readouterr().out == ""  # refused before the batch was even sized
     assert not (tmp_path / "ft").exists()
+
+
+def test_global_unseen_species_the_region_records_leave_the_unseen_row():
+    """A regional species that is also one of the global split's unseen species is
+    trained on: it used to stay in the "global, unseen species" row with no word."""
+    from training.finetune import report_md, unseen_not_regional
+    from training.labelled_audio import open_labelled
+    from training.train import make_split
+
+    data = open_labelled("tiny")
+    split = make_split(data, "zeroshot", 0, 0.1)
+    held = split.test_species[0]
+    keep = (held, split.seen_species[0])
+    regional = dataclasses.replace(data, items=[it for it in data.items if it.species_id in keep])
+    reduced, trained = unseen_not_regional(split, data, regional)
+    assert trained == [held]
+    assert reduced.test_species == [s for s in split.test_species if s != held]
+    assert set(reduced.test) < set(split.test)
+    assert all(data.items[i].species_id != held for i in reduced.test)
+    assert unseen_not_regional(split, data, dataclasses.replace(data, items=[])) == (split, [])
+
+    top = {q: {"top1": 0.5} for q in ("com", "sci", "tax")}
+    side = {
+        "regional": {"recordings": 3, "species": 2, **top},
+        "global": {"unseen_trained_regionally": trained, "unseen": top, "seen_val": top},
+    }
+    md = report_md(
+        {"init": "a", "checkpoint": "b", "replay": "g", "replay_fraction": 0.25}
+        | {"before": side, "after": side}
+    )
+    assert "| global, unseen species |" in md
+    assert "1 of the global data's unseen species are also regional species" in md
+    assert md.rstrip().endswith(f": {held}.")
+    alone = {**side, "global": {k: v for k, v in side["global"].items() if k != "unseen"}}
+    md = report_md(
+        {"init": "a", "checkpoint": "b", "replay": "g", "replay_fraction": 0.25}
+        | {"before": alone, "after": alone}
+    )
+    assert "| global, unseen species |" not in md and "which had no others" in md
