@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from training.pretrain.config import PretrainConfig
+from training.pretrain.config import PretrainConfig, with_absolute_paths
 
 # Fine-tuning defaults: a short, gentle schedule on top of pretrained weights.
 FINETUNE_DEFAULTS = dict(
@@ -96,6 +96,7 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
     from training.model import check_checkpoint_path
     from training.pretrain.loop import _refuse_another_run, pretrain
 
+    cfg = with_absolute_paths(cfg)
     out = Path(cfg.out)
     # All before the "before" report (minutes at full size), not after it.
     _refuse_another_run(out, cfg)

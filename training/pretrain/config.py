@@ -19,6 +19,19 @@ COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead")
 ATTENTIONS = ("eager", "sdpa")  # window_attention.py
 
 
+def with_absolute_paths(cfg: PretrainConfig) -> PretrainConfig:
+    """`cfg` with data, replay and init made absolute where they name existing paths
+    (relative ones are taken from the working directory): a run records where its data
+    was, and resuming it from another directory, or naming the same folder another way,
+    is the same run."""
+    found = {}
+    for name in ("data", "replay", "init"):
+        value = getattr(cfg, name)
+        if value and Path(value).exists():
+            found[name] = str(Path(value).resolve())
+    return dataclasses.replace(cfg, **found)
+
+
 def warmup_steps(cfg: PretrainConfig, total: int, stop_at: int) -> tuple[int, list[str]]:
     """cfg.warmup_steps, auto resolved against the schedule's `total` steps, and the
     lines a run should log about it (it stops at `stop_at`)."""

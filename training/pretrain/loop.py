@@ -23,7 +23,7 @@ from training.identity import (
 )
 from training.model import AudioEncoder, LoadedClap, load_clap
 from training.pretrain import state
-from training.pretrain.config import PretrainConfig, warmup_steps
+from training.pretrain.config import PretrainConfig, warmup_steps, with_absolute_paths
 from training.pretrain.data import Collate, EpochPlanDataset, RankBatches, longest_prompt
 from training.pretrain.dist import Dist, all_mean, barrier, close, init_distributed
 from training.pretrain.loss import gathered_clip_loss
@@ -310,6 +310,7 @@ def pretrain(
     With `fit_batch` (finetune on a small region) a batch larger than one epoch is
     capped to it and the cap printed, where otherwise it is refused."""
     cfg.check()
+    cfg = with_absolute_paths(cfg)
     # before any process group: every rank reads the same folder and stops alike
     _refuse_another_run(Path(cfg.out), cfg)
     d = init_distributed()
@@ -357,6 +358,26 @@ def _refuse_another_run(out: Path, cfg: PretrainConfig) -> None:
         "another run",
         "give a new --out, or the same settings to resume it",
     )
+
+
+def resume_notes(saved: Path, cfg: PretrainConfig, step: int, stop_at: int) -> list[str]:
+    """What a resumed run logs about itself: the settings it changes from the run it
+    continues (those outside RUN_IDENTITY may change: a longer schedule, another
+    precision), and a stop it has already passed."""
+    notes = []
+    if saved.is_file():
+        old = json.loads(saved.read_text(encoding="utf-8"))
+        changed = [
+            f"{k} {old[k]!r} -> {v!r}" for k, v in asdict(cfg).items() if k in old and old[k] != v
+        ]
+        if changed:
+            notes.append("resumed with changed settings: " + ", ".join(changed))
+    if step >= stop_at:
+        notes.append(
+            f"the run is already at step {step}, at or past this run's last step {stop_at}: "
+            f"no step is trained, and final/ is step {step}'s model"
+        )
+    return notes
 
 
 def epoch_clips(cfg: PretrainConfig, td) -> int:
@@ -499,6 +520,8 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool, fit_batch: 
     autocast = torch.autocast(d.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     # Written once every check above has passed: a start refused for its settings
     # leaves the folder as it found it, and a corrected rerun is not met as another run.
+    if resume:
+        notes += resume_notes(out / "pretrain_config.json", cfg, step, stop_at)
     out.mkdir(parents=True, exist_ok=True)
     if d.main:
         split.to_json(out / "split.json")

@@ -90,3 +90,24 @@ def test_warm_up_auto_is_a_tenth_of_the_schedule_and_a_warning_only_when_lr_is_n
     assert warmup_steps(auto, total=5, stop_at=5)[0] == 1
     with pytest.raises(ValueError, match="warmup_steps must be 0 or more steps, or auto"):
         load_config(None, ["warmup_steps=soon"])
+
+
+def test_local_paths_are_made_absolute_so_one_folder_named_two_ways_is_one_run(
+    tmp_path, monkeypatch
+):
+    """A run started with data=prep (relative) and resumed with the absolute path was
+    refused as "another run"; one started from another directory did not find it."""
+    import dataclasses
+
+    from training.pretrain.config import with_absolute_paths
+
+    (tmp_path / "prep").mkdir()
+    (tmp_path / "ckpt").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["data=prep", "init=ckpt", "replay=tiny"])
+    done = with_absolute_paths(cfg)
+    assert done.data == str(tmp_path / "prep") and done.init == str(tmp_path / "ckpt")
+    assert done.replay == "tiny"  # a benchmark size, not a path here: as given
+    hub = dataclasses.replace(cfg, init="laion/clap-htsat-unfused")
+    assert with_absolute_paths(hub).init == "laion/clap-htsat-unfused"
+    assert with_absolute_paths(done) == done

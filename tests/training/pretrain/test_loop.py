@@ -256,3 +256,25 @@ def test_the_optimizer_spares_biases_and_norms_weight_decay(pretrain_checkpoint)
     assert [p.shape for p in decayed["params"]] == [(4, 4)]
     assert len(spared["params"]) == 3 and spared["weight_decay"] == 0.0
     assert decayed["weight_decay"] == 0.05 and not decayed["fused"]  # fused: GPUs only
+
+
+def test_a_resumed_run_logs_the_settings_it_changes_and_a_stop_it_has_passed(tmp_path):
+    """Settings outside the run's identity may change on resume (a longer schedule,
+    another precision): they used to change silently, and a max_steps below the
+    checkpoint's step silently gave the checkpoint's model as final/."""
+    import dataclasses
+    import json
+
+    from training.pretrain.config import PretrainConfig
+    from training.pretrain.loop import resume_notes
+
+    cfg = PretrainConfig(epochs=3, precision="bf16")
+    saved = tmp_path / "pretrain_config.json"
+    saved.write_text(json.dumps(dataclasses.asdict(cfg)))
+    assert resume_notes(saved, cfg, step=4, stop_at=10) == []
+    longer = dataclasses.replace(cfg, epochs=10, precision="fp32")
+    (note,) = resume_notes(saved, longer, step=4, stop_at=10)
+    assert note == "resumed with changed settings: epochs 3 -> 10, precision 'bf16' -> 'fp32'"
+    (note,) = resume_notes(saved, cfg, step=18, stop_at=14)
+    assert "already at step 18, at or past this run's last step 14" in note
+    assert "final/ is step 18's model" in note
