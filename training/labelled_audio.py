@@ -355,6 +355,11 @@ def _open_prepared(root: Path, sample_rate: int, schema: TraitSchema) -> Labelle
                     r["duration_s"],
                 )
             )
+    if not items:
+        raise ValueError(
+            f"{root}: the prepared folder holds no recordings (prepare rejected every "
+            f"one: see {root / 'report.md'})"
+        )
     return LabelledSet(
         name=str(root),
         catalogue=catalogue,

@@ -159,13 +159,19 @@ def plan(
     left_out: Counter = Counter()
     examples: dict[str, list[str]] = {}
 
+    unknown: Counter = Counter()  # species ids the catalogue lacks, with their rows
+    # what a user finds the row by: its CSV line (the header is line 1), or its index
+    # in a Parquet file
+    parquet = manifest.suffix.lower() in (".parquet", ".pq")
+    where = "record" if parquet else "row"
+
     def drop(reason: str, line: int, what: str) -> None:
         left_out[reason] += 1
         ex = examples.setdefault(reason, [])
         if len(ex) < 5:
-            ex.append(f"row {line}: {what}")
+            ex.append(f"{where} {line}: {what}")
 
-    for line, row in enumerate(rows, start=2):
+    for line, row in enumerate(rows, start=0 if parquet else 2):
         loc = row.get("url") or row.get("path") or ""
         if not loc:
             drop(NO_LOCATION, line, "empty path and url")
@@ -176,6 +182,7 @@ def plan(
             continue
         if catalogue.get(row["species_id"]) is None:
             drop(UNKNOWN_SPECIES, line, row["species_id"] or "(empty)")
+            unknown[row["species_id"] or "(empty)"] += 1
             continue
         quality = row.get("quality", "")
         if accepted_q is not None and quality.lower() not in accepted_q:
@@ -196,6 +203,10 @@ def plan(
             quality=quality,
             source=row.get("source", ""),
         )
+    if unknown:  # the ids to add to the catalogue (or fix), not the first rows
+        examples[UNKNOWN_SPECIES] = [f"{sid} ({n} rows)" for sid, n in unknown.most_common(5)]
+        if len(unknown) > 5:
+            examples[UNKNOWN_SPECIES].append(f"and {len(unknown) - 5} more species ids")
     return Plan(
         keep=[keep[k] for k in sorted(keep)], left_out=left_out, examples=examples, rows=len(rows)
     )

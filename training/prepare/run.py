@@ -22,7 +22,16 @@ from pathlib import Path
 
 from animalclap_edge.contracts.catalogue import Catalogue
 from training.prepare.decode import DecodeSettings, Rejected, load_source
-from training.prepare.manifest import Plan, SourceRecording, plan
+from training.prepare.manifest import (
+    DUPLICATE,
+    LOW_QUALITY,
+    NO_LOCATION,
+    NOT_CC,
+    UNKNOWN_SPECIES,
+    Plan,
+    SourceRecording,
+    plan,
+)
 from training.prepare.shards import CODECS, ShardWriter, read_index, shard_complete, shard_name
 
 PREPARED = "prepared.json"
@@ -54,6 +63,16 @@ def parse_shard(spec: str) -> tuple[int, int]:
     return i, n
 
 
+# Where to look when a reason leaves every row out.
+_LOOK_AT = {
+    NOT_CC: "the licence column (only Creative Commons licences are kept)",
+    UNKNOWN_SPECIES: "the species_id column against the catalogue's ids",
+    LOW_QUALITY: "the quality column against --quality",
+    NO_LOCATION: "the path or url column",
+    DUPLICATE: "the id column",
+}
+
+
 def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     """Write this machine's shards; finalize when all shards are present. Returns a
     summary: shards done here, shards present, and the report when finalized."""
@@ -68,7 +87,7 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     if not p.keep:
         raise ValueError(
             f"manifest {cfg.manifest}: no row left to prepare ({dict(p.left_out)}); "
-            "check the licence and species_id columns against the catalogue"
+            f"check {' and '.join(_LOOK_AT[r] for r, _ in p.left_out.most_common() if r in _LOOK_AT)}"
         )
     n_shards = math.ceil(len(p.keep) / cfg.per_shard)
     _write_plan(out, cfg, p, n_shards)
@@ -83,6 +102,12 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
             print(f"prepare: shard {shard_name(j)} is redone: {why}", flush=True)
             (shards_dir / f"{shard_name(j)}.json").unlink()
         todo.append(j)
+    if len(todo) < len(mine):
+        print(
+            f"prepare: {len(mine) - len(todo)} of this job's {len(mine)} shard(s) already "
+            f"written in {out}: resuming with the other {len(todo)}",
+            flush=True,
+        )
     work = {j: p.keep[j * cfg.per_shard : (j + 1) * cfg.per_shard] for j in todo}
     _run_shards(work, shards_dir, cfg, progress)
     present = [j for j in range(n_shards) if (shards_dir / f"{shard_name(j)}.json").exists()]
@@ -272,6 +297,12 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
         report["split"] = split.summary(catalogue)
     (out / PREPARED).write_text(json.dumps(report, indent=2), encoding="utf-8")
     (out / "report.md").write_text(_report_md(report), encoding="utf-8")
+    if not records:  # a run that kept nothing is a failure, with its report kept
+        top = ", ".join(f"{n} {why}" for why, n in list(report["rejected"].items())[:3])
+        raise ValueError(
+            f"{out}: no recording survived decoding ({top}); see {out / 'report.md'} "
+            "for examples of each reason"
+        )
     return report
 
 

@@ -100,7 +100,8 @@ def test_plan_counts_every_row_left_out_and_sorts_the_rest(tmp_path, catalogue):
         DUPLICATE: 1,
         LOW_QUALITY: 1,
     }
-    assert p.examples[UNKNOWN_SPECIES] == ["row 5: no_such_species"]
+    assert p.examples[UNKNOWN_SPECIES] == ["no_such_species (1 rows)"]  # the ids to add
+    assert p.examples[NOT_CC] == ["row 4: All rights reserved"]  # the CSV line, header 1
     assert all(r.uri.startswith(str(tmp_path)) for r in p.keep)  # relative to the manifest
 
 
@@ -151,3 +152,19 @@ def test_a_manifest_that_is_not_utf8_text_names_the_file_and_the_fix(tmp_path, c
     with pytest.raises(ManifestError, match=r"latin1\.csv: not UTF-8 text \(byte 0xe9 at") as e:
         plan(latin1, catalogue)
     assert "save it as UTF-8 CSV, or as Parquet named .parquet" in str(e.value)
+
+
+def test_unknown_species_are_listed_by_id_and_parquet_rows_by_record_index(tmp_path, catalogue):
+    """The examples were the first five rows ("row 2: bat"), however many species
+    the catalogue lacked; in a Parquet file "row 2" was its record 0."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    sp = catalogue.ids[0]
+    rows = [_row(i, f"bat{i % 7}") for i in range(20)] + [_row(20, sp, licence="")]
+    p = plan(_write(tmp_path / "m.csv", rows), catalogue)
+    assert p.left_out[UNKNOWN_SPECIES] == 20
+    assert p.examples[UNKNOWN_SPECIES][:2] == ["bat0 (3 rows)", "bat1 (3 rows)"]
+    assert p.examples[UNKNOWN_SPECIES][-1] == "and 2 more species ids"
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
+    assert plan(tmp_path / "m.parquet", catalogue).examples[NOT_CC] == ["record 20: (empty)"]

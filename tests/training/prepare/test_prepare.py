@@ -233,7 +233,9 @@ def test_wav_shards_hold_the_same_samples_as_flac_shards(manifest, prepared, tmp
         prepare(_cfg(manifest[0], out, codec="flac"), progress=False)
 
 
-def test_a_killed_run_resumes_and_redoes_only_the_missing_shard(manifest, prepared, tmp_path):
+def test_a_killed_run_resumes_and_redoes_only_the_missing_shard(
+    manifest, prepared, tmp_path, capsys
+):
     import shutil
 
     out = tmp_path / "resumed"
@@ -243,6 +245,7 @@ def test_a_killed_run_resumes_and_redoes_only_the_missing_shard(manifest, prepar
     kept = (out / "shards" / "shard-000000.tar").stat().st_mtime_ns
     summary = prepare(_cfg(manifest[0], out), progress=False)
     assert summary["done_here"] == 1
+    assert "4 of this job's 5 shard(s) already written" in capsys.readouterr().out
     assert (out / "shards" / "shard-000000.tar").stat().st_mtime_ns == kept
     assert not (out / "shards" / "shard-000001.tar.tmp").exists()
     assert (out / "records.jsonl").read_text() == (prepared[0] / "records.jsonl").read_text()
@@ -445,3 +448,34 @@ def test_a_worker_crops_through_the_table_alone_and_gets_the_items_crops(
                 a, b = by_item[k], by_row[k]
                 np.testing.assert_array_equal(b[0], a[0])
                 assert b[0].dtype == a[0].dtype and b[1] == a[1]
+
+
+def test_a_prepare_that_keeps_nothing_fails_and_says_where_to_look(tmp_path):
+    """It exited 0, and pretraining on the empty folder then blamed the split."""
+    import csv
+
+    from training.labelled_audio import open_labelled
+
+    reasons = _planted(tmp_path)
+    bad = [name for name in ("silent.wav", "short.wav", "notes.wav")]
+    species = next(csv.DictReader(CATALOGUE.open()))["id"]
+    manifest = tmp_path / "m.csv"
+    with manifest.open("w", newline="") as f:
+        w = csv.DictWriter(
+            f, fieldnames=["path", "species_id", "licence", "date", "site", "quality"]
+        )
+        w.writeheader()
+        for name in bad:
+            w.writerow({"path": name, "species_id": species, "licence": "CC0",
+                        "date": "2024-06-01", "site": name, "quality": "C"})  # fmt: skip
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"no recording survived decoding \(1 ") as e:
+        prepare(_cfg(manifest, out), progress=False)
+    assert f"see {out / 'report.md'}" in str(e.value)
+    for name in bad:
+        assert reasons[name] in (out / "report.md").read_text()
+    with pytest.raises(ValueError, match=r"holds no recordings .*report\.md"):
+        open_labelled(str(out))
+    # every row left out before decoding: the hint names the column that did it
+    with pytest.raises(ValueError, match="check the quality column against --quality"):
+        prepare(_cfg(manifest, tmp_path / "q", qualities=["A"]), progress=False)
