@@ -134,6 +134,9 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 2000, max_len: int =
         vocab_size=vocab_size,
         min_frequency=1,
         special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        # its bar printed three blank lines into every run's output when not on a
+        # terminal; training takes seconds even on a paper-size catalogue
+        show_progress=False,
     )
     with tempfile.TemporaryDirectory() as d:
         bpe.save_model(d)

@@ -55,7 +55,7 @@ def fetch(uri: str, workdir: Path, settings: DecodeSettings) -> Path:
     if "://" not in uri:
         p = Path(uri)
         if not p.is_file():
-            raise Rejected(MISSING, uri)
+            raise Rejected(MISSING, "no such file" if not p.exists() else "not a file")
         return p
     name = Path(urllib.request.url2pathname(uri.split("?")[0].rsplit("/", 1)[-1])).name
     target = workdir / (name or "download")
