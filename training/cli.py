@@ -510,7 +510,9 @@ def _cmd_pretrain(args) -> int:
     from training.pretrain.loop import pretrain
 
     overrides = list(args.set)
-    overrides += [f"{k}={v}" for k in ("data", "out", "init") if (v := getattr(args, k))]
+    # `is not None`: --data '' is an error to report, not the default to fall back on
+    given = [(k, getattr(args, k)) for k in ("data", "out", "init")]
+    overrides += [f"{k}={v}" for k, v in given if v is not None]
     final = pretrain(load_config(args.config, overrides))
     if torchrun_rank_world()[0] == 0:
         print(f"-> {final} (ClapModel.from_pretrained loads it)")

@@ -5,19 +5,26 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
 def refuse_other_settings(
-    saved: Path, new: dict, keys: tuple[str, ...], holds: str, advice: str
+    saved: Path,
+    new: dict,
+    keys: tuple[str, ...],
+    holds: str,
+    advice: str,
+    read_as: Callable[[dict], dict] | None = None,
 ) -> None:
     """Raise ValueError naming the first of `keys` whose value in the JSON file `saved`
     (written by the run that began the folder) differs from `new`; nothing if `saved`
-    is not there yet. `holds` says what the folder holds, `advice` what to do."""
+    is not there yet. `holds` says what the folder holds, `advice` what to do;
+    `read_as` normalises the saved values as `new`'s were (e.g. paths made absolute)."""
     if not saved.is_file():
         return
     old = json.loads(saved.read_text(encoding="utf-8"))
+    old = read_as(old) if read_as else old
     changed = [k for k in keys if k in old and old[k] != new[k]]
     if changed:
         k = changed[0]

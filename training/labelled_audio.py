@@ -292,7 +292,8 @@ def _open_folder(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledS
         read_trait_table(root / "traits.csv", schema) if (root / "traits.csv").exists() else None
     )
     items = []
-    with open(root / "recordings.csv", newline="", encoding="utf-8") as f:
+    # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
+    with open(root / "recordings.csv", newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         missing = [c for c in ("path", "species_id") if c not in (reader.fieldnames or [])]
         if missing:

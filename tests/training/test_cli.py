@@ -45,3 +45,13 @@ def test_a_run_folder_as_checkpoint_is_named_in_one_line(tmp_path, tiny_checkpoi
         f"{run}/checkpoint\n"
     )
     assert not (tmp_path / "ev").exists()
+
+
+def test_an_empty_data_option_is_an_error_not_the_default_data(tmp_path, capsys):
+    """`pretrain --data ''` trained on the default benchmark (the empty value was
+    dropped before it reached the settings)."""
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", "", "--out", str(out), "--set", "init=scratch:fast"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("animalclap-train: error: data: empty; give a folder written by")
+    assert not out.exists()

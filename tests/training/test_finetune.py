@@ -113,6 +113,12 @@ def test_replayed_crops_read_only_their_frames_from_either_source(real_folder):
 
     td = training_data(str(real_folder), "seen", 0, 0.1, replay=str(real_folder))
     assert td.is_replay.any() and not td.is_replay.all()
+    from training.labelled_audio import open_labelled
+    from training.pretrain.mixed import merge
+
+    # crops of both sources come out at one rate, or the table's decode would differ
+    with pytest.raises(ValueError, match=r"at 16000 Hz and .* at 48000 Hz; open both"):
+        merge(open_labelled(str(real_folder), 16_000), open_labelled(str(real_folder)))
     table = ClipTable.of(td.data, td.train)
     assert table is not None
     n = 48_000

@@ -201,3 +201,6 @@ def test_data_that_is_no_kind_of_labelled_set_is_one_line_naming_what_to_give(
         with pytest.raises(ValueError, match=message) as e:
             open_labelled(spec)
         assert "\n" not in str(e.value)
+    # a spreadsheet's byte-order mark is not part of the column's name
+    (renamed / "recordings.csv").write_text("\ufeff" + text, encoding="utf-8")
+    assert len(open_labelled(str(renamed)).items) == len(open_labelled(str(real_folder)).items)

@@ -94,10 +94,16 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
             return [
                 {k.strip(): (v or "").strip() for k, v in r.items() if k} for r in csv.DictReader(f)
             ]
-    except UnicodeDecodeError as e:
+    except UnicodeDecodeError:
+        # the reader's error counts from its current chunk: find the line in the file
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line, byte = data[: e.start].count(b"\n") + 1, data[e.start]
         raise ManifestError(
-            f"manifest {path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
-            f"{e.start}); save it as UTF-8 CSV, or as Parquet named .parquet"
+            f"manifest {path}: not UTF-8 text (byte {byte:#04x} on line {line}); save it "
+            "as UTF-8 CSV, or as Parquet named .parquet"
         ) from None
     except csv.Error as e:  # e.g. NUL bytes: a binary file
         raise ManifestError(
@@ -204,7 +210,9 @@ def plan(
             source=row.get("source", ""),
         )
     if unknown:  # the ids to add to the catalogue (or fix), not the first rows
-        examples[UNKNOWN_SPECIES] = [f"{sid} ({n} rows)" for sid, n in unknown.most_common(5)]
+        examples[UNKNOWN_SPECIES] = [
+            f"{sid} ({n} row{'s' * (n != 1)})" for sid, n in unknown.most_common(5)
+        ]
         if len(unknown) > 5:
             examples[UNKNOWN_SPECIES].append(f"and {len(unknown) - 5} more species ids")
     return Plan(

@@ -105,7 +105,8 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     if len(todo) < len(mine):
         print(
             f"prepare: {len(mine) - len(todo)} of this job's {len(mine)} shard(s) already "
-            f"written in {out}: resuming with the other {len(todo)}",
+            f"written in {out}: "
+            + (f"resuming with the other {len(todo)}" if todo else "nothing left to write"),
             flush=True,
         )
     work = {j: p.keep[j * cfg.per_shard : (j + 1) * cfg.per_shard] for j in todo}
@@ -300,8 +301,8 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
     if not records:  # a run that kept nothing is a failure, with its report kept
         top = ", ".join(f"{n} {why}" for why, n in list(report["rejected"].items())[:3])
         raise ValueError(
-            f"{out}: no recording survived decoding ({top}); see {out / 'report.md'} "
-            "for examples of each reason"
+            f"{out}: no recording was kept ({top}); see {out / 'report.md'} for "
+            "examples of each reason"
         )
     return report
 

@@ -24,12 +24,19 @@ def with_absolute_paths(cfg: PretrainConfig) -> PretrainConfig:
     (relative ones are taken from the working directory): a run records where its data
     was, and resuming it from another directory, or naming the same folder another way,
     is the same run."""
-    found = {}
+    return dataclasses.replace(cfg, **absolute_paths(dataclasses.asdict(cfg)))
+
+
+def absolute_paths(values: dict) -> dict:
+    """`values` (settings by name) with data, replay and init made absolute where they
+    name existing paths: also what a run's saved settings are read as, since runs begun
+    before 2026-11-27 saved them as typed."""
+    found = dict(values)
     for name in ("data", "replay", "init"):
-        value = getattr(cfg, name)
-        if value and Path(value).exists():
+        value = values.get(name)
+        if isinstance(value, str) and value and Path(value).exists():
             found[name] = str(Path(value).resolve())
-    return dataclasses.replace(cfg, **found)
+    return found
 
 
 def warmup_steps(cfg: PretrainConfig, total: int, stop_at: int) -> tuple[int, list[str]]:

@@ -39,6 +39,7 @@ class EpochPlanDataset(Dataset):
         is_replay: Sequence[bool] | None = None,
         replay_fraction: float = 0.0,
         pcm16: bool = False,
+        tabulate: bool = True,  # False: a dataset only counted, never read (no table)
     ):
         self.data, self.items = data, list(items)
         self.templates, self.shuffle_tax = list(templates), shuffle_tax
@@ -46,8 +47,9 @@ class EpochPlanDataset(Dataset):
         self.species_of = [it.species_id for it in self.items]
         # What a worker reads per clip, as arrays built here, before the workers fork:
         # the item's species (catalogue position) and its audio's place (ClipTable).
-        self.species_row = np.array([data.catalogue.index(s) for s in self.species_of], np.int32)
-        self.table = ClipTable.of(data, self.items)
+        species_row = [data.catalogue.index(s) for s in self.species_of] if tabulate else []
+        self.species_row = np.array(species_row, np.int32)
+        self.table = ClipTable.of(data, self.items) if tabulate else None
         self.n_species = len(set(self.species_of))
         self.is_replay = (
             np.zeros(len(self.items), bool) if is_replay is None else np.asarray(is_replay)

@@ -23,7 +23,12 @@ from training.identity import (
 )
 from training.model import AudioEncoder, LoadedClap, load_clap
 from training.pretrain import state
-from training.pretrain.config import PretrainConfig, warmup_steps, with_absolute_paths
+from training.pretrain.config import (
+    PretrainConfig,
+    absolute_paths,
+    warmup_steps,
+    with_absolute_paths,
+)
 from training.pretrain.data import Collate, EpochPlanDataset, RankBatches, longest_prompt
 from training.pretrain.dist import Dist, all_mean, barrier, close, init_distributed
 from training.pretrain.loss import gathered_clip_loss
@@ -357,6 +362,7 @@ def _refuse_another_run(out: Path, cfg: PretrainConfig) -> None:
         RUN_IDENTITY,
         "another run",
         "give a new --out, or the same settings to resume it",
+        read_as=absolute_paths,
     )
 
 
@@ -366,7 +372,7 @@ def resume_notes(saved: Path, cfg: PretrainConfig, step: int, stop_at: int) -> l
     precision), and a stop it has already passed."""
     notes = []
     if saved.is_file():
-        old = json.loads(saved.read_text(encoding="utf-8"))
+        old = absolute_paths(json.loads(saved.read_text(encoding="utf-8")))
         changed = [
             f"{k} {old[k]!r} -> {v!r}" for k, v in asdict(cfg).items() if k in old and old[k] != v
         ]
@@ -386,7 +392,7 @@ def epoch_clips(cfg: PretrainConfig, td) -> int:
     return len(
         EpochPlanDataset(
             td.data, td.train, [], cfg.shuffle_tax, cfg.seed, cfg.clips_per_species, 1,
-            td.is_replay, cfg.replay_fraction,
+            td.is_replay, cfg.replay_fraction, tabulate=False,
         )
     )  # fmt: skip
 

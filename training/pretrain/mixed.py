@@ -47,6 +47,11 @@ def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
         data, own = source(it)
         return data.file_of(own) if data.file_of else None
 
+    if regional.sample_rate != global_.sample_rate:  # one rate for the crops of both
+        raise ValueError(
+            f"replay: {regional.name} is opened at {regional.sample_rate} Hz and "
+            f"{global_.name} at {global_.sample_rate} Hz; open both at one rate"
+        )
     return LabelledSet(
         name=f"{regional.name} + replay of {global_.name}",
         catalogue=Catalogue(species, source="merged"),

@@ -100,7 +100,7 @@ def test_plan_counts_every_row_left_out_and_sorts_the_rest(tmp_path, catalogue):
         DUPLICATE: 1,
         LOW_QUALITY: 1,
     }
-    assert p.examples[UNKNOWN_SPECIES] == ["no_such_species (1 rows)"]  # the ids to add
+    assert p.examples[UNKNOWN_SPECIES] == ["no_such_species (1 row)"]  # the ids to add
     assert p.examples[NOT_CC] == ["row 4: All rights reserved"]  # the CSV line, header 1
     assert all(r.uri.startswith(str(tmp_path)) for r in p.keep)  # relative to the manifest
 
@@ -146,10 +146,10 @@ def test_a_manifest_that_is_not_utf8_text_names_the_file_and_the_fix(tmp_path, c
     """A Parquet file saved as .txt, or a Latin-1 CSV, used to end in "'utf-8' codec
     can't decode byte 0xa2 in position 7", naming neither the file nor a way out."""
     latin1 = tmp_path / "latin1.csv"
-    latin1.write_bytes(
-        "path,species_id,licence,date,site\nchouette_é.wav,a,CC0,,\n".encode("latin-1")
-    )
-    with pytest.raises(ManifestError, match=r"latin1\.csv: not UTF-8 text \(byte 0xe9 at") as e:
+    rows = "path,species_id,licence,date,site\n" + "merle.wav,a,CC0,,\n" * 3000
+    latin1.write_bytes((rows + "chouette_é.wav,a,CC0,,\n").encode("latin-1"))
+    # past the reader's first chunk: the line is the file's, not the chunk's
+    with pytest.raises(ManifestError, match=r"not UTF-8 text \(byte 0xe9 on line 3002\)") as e:
         plan(latin1, catalogue)
     assert "save it as UTF-8 CSV, or as Parquet named .parquet" in str(e.value)
 

@@ -469,7 +469,7 @@ def test_a_prepare_that_keeps_nothing_fails_and_says_where_to_look(tmp_path):
             w.writerow({"path": name, "species_id": species, "licence": "CC0",
                         "date": "2024-06-01", "site": name, "quality": "C"})  # fmt: skip
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match=r"no recording survived decoding \(1 ") as e:
+    with pytest.raises(ValueError, match=r"no recording was kept \(1 ") as e:
         prepare(_cfg(manifest, out), progress=False)
     assert f"see {out / 'report.md'}" in str(e.value)
     for name in bad:

@@ -111,3 +111,25 @@ def test_local_paths_are_made_absolute_so_one_folder_named_two_ways_is_one_run(
     hub = dataclasses.replace(cfg, init="laion/clap-htsat-unfused")
     assert with_absolute_paths(hub).init == "laion/clap-htsat-unfused"
     assert with_absolute_paths(done) == done
+
+
+def test_a_run_saved_with_relative_paths_resumes_under_the_same_command(tmp_path, monkeypatch):
+    """Runs begun before paths were recorded absolute saved data as typed: the same
+    command, rerun from the same directory, was refused as another run."""
+    import dataclasses
+    import json
+
+    from training.pretrain.config import with_absolute_paths
+    from training.pretrain.loop import _refuse_another_run, resume_notes
+
+    (tmp_path / "prep").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, ["data=prep", "out=run"])
+    (tmp_path / "run").mkdir()
+    saved = tmp_path / "run" / "pretrain_config.json"
+    saved.write_text(json.dumps(dataclasses.asdict(cfg)))  # as typed: "prep"
+    now = with_absolute_paths(cfg)
+    _refuse_another_run(tmp_path / "run", now)  # the same run: no error
+    assert resume_notes(saved, now, step=1, stop_at=5) == []
+    with pytest.raises(ValueError, match="holds another run"):
+        _refuse_another_run(tmp_path / "run", dataclasses.replace(now, data="tiny"))
