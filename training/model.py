@@ -260,9 +260,16 @@ def load_clap(name_or_path: str, device: str | torch.device = "cpu") -> LoadedCl
     try:
         config = AutoConfig.from_pretrained(name_or_path)
     except (OSError, ValueError) as e:
-        raise CheckpointError(
-            f"cannot load checkpoint {name_or_path!r}: {str(e).splitlines()[0]}"
-        ) from e
+        first = str(e).splitlines()[0].rstrip(".")
+        advice = ""
+        if "connect" in first and not Path(name_or_path).expanduser().exists():
+            # GPU nodes are often offline: the hub id cannot work there, a folder can
+            advice = (
+                f"; on a machine without internet, download it where there is one "
+                f"(`hf download {name_or_path} --local-dir DIR`) and give that folder "
+                "instead (pretrain: --init DIR), or set HF_HUB_OFFLINE=1 where it is cached"
+            )
+        raise CheckpointError(f"cannot load checkpoint {name_or_path!r}: {first}{advice}") from e
     if config.model_type != "clap":
         raise CheckpointError(
             f"{name_or_path!r} is a {config.model_type!r} model, not CLAP; give a ClapModel "

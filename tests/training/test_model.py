@@ -170,3 +170,23 @@ def test_loading_and_saving_print_no_transformers_bars_and_keep_the_users_settin
         assert not hf_logging.is_progress_bar_enabled()  # and a user's "off" stays off
     finally:
         hf_logging.enable_progress_bar()
+
+
+def test_a_hub_id_on_a_machine_without_the_hub_says_how_to_get_it_there(tmp_path):
+    """GPU nodes are often offline: the error said only that it could not connect."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from training.model import load_clap\n"
+        "try:\n    load_clap('laion/clap-htsat-unfused')\n"
+        "except Exception as e:\n    print(type(e).__name__, e)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-cache")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    ).stdout
+    assert out.startswith("CheckpointError cannot load checkpoint 'laion/clap-htsat-unfused'")
+    assert "`hf download laion/clap-htsat-unfused --local-dir DIR`" in out
+    assert out.count("\n") == 1
