@@ -296,6 +296,7 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
     else:
         split.to_json(out / "split.json")
         report["split"] = split.summary(catalogue)
+    report["plot"] = _plot(report, list(per_species.values()), out / "report.png")
     (out / PREPARED).write_text(json.dumps(report, indent=2), encoding="utf-8")
     (out / "report.md").write_text(_report_md(report), encoding="utf-8")
     if not records:  # a run that kept nothing is a failure, with its report kept
@@ -305,6 +306,16 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
             "examples of each reason"
         )
     return report
+
+
+def _plot(report: dict, per_species: list[int], out_png: Path) -> str:
+    """report.png, or why it was not drawn (said in report.md; the data is unaffected)."""
+    try:
+        from training.prepare.plot import plot_prepared
+
+        return plot_prepared(report, per_species, out_png).name
+    except ImportError as e:
+        return f"not drawn ({e.name} is missing: pip install 'animalclap-edge[plot]')"
 
 
 def _quantiles(counts: list[int]) -> dict:
@@ -343,4 +354,9 @@ def _report_md(r: dict) -> str:
             f"test {n['test']} (split.json)"
         )
     lines += ["", f"Zero-shot split: {split}", ""]
+    plot = r.get("plot", "")
+    if plot.endswith(".png"):
+        lines += [f"![recordings per species, and rows left out]({plot})", ""]
+    elif plot:
+        lines += [f"Figure: {plot}", ""]
     return "\n".join(lines)

@@ -160,6 +160,22 @@ def test_every_row_is_prepared_or_counted_with_its_reason(manifest, prepared):
     assert "| licence not Creative Commons |" in (out / "report.md").read_text()
 
 
+def test_the_report_has_a_figure_of_the_long_tail_and_the_left_out_rows(prepared):
+    """report.png, linked from report.md: recordings per species and rows per reason."""
+    from PIL import Image
+
+    out, summary = prepared
+    assert summary["report"]["plot"] == "report.png"
+    assert (
+        "![recordings per species, and rows left out](report.png)"
+        in (out / "report.md").read_text()
+    )
+    with Image.open(out / "report.png") as im:
+        assert im.format == "PNG" and im.size == (1210, 440)  # 11 x 4 in at 110 dpi
+        # drawn on, not blank: a page of one colour has a single-entry histogram
+        assert len(im.convert("L").getcolors(maxcolors=256 * 256) or []) > 10
+
+
 def test_shard_audio_is_the_source_at_48k(prepared, realaudio):
     out, _ = prepared
     data = open_labelled(str(out))
