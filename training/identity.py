@@ -56,3 +56,29 @@ def removed_if_left_empty(out: Path) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 out.rmdir()
         raise
+
+
+@contextlib.contextmanager
+def held_exclusively(out: Path, take: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on the folder `out` (created if need be) while the block
+    runs; yields False, holding nothing, when another process holds it. An flock on
+    the folder itself: no file is left behind, and the kernel releases it when the
+    holder dies, however it dies (NFS clients emulate it with POSIX locks). `take`
+    False (a rank that does not own the folder) yields True at once."""
+    import fcntl
+    import os
+
+    if not take:
+        yield True
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock

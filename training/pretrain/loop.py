@@ -18,6 +18,7 @@ from animalclap_edge.contracts.prompts import Template
 from training.identity import (
     PRETRAIN_RUN,
     TRAIN_RUN,
+    held_exclusively,
     refuse_other_settings,
     removed_if_left_empty,
 )
@@ -319,9 +320,21 @@ def pretrain(
     # before any process group: every rank reads the same folder and stops alike
     _refuse_another_run(Path(cfg.out), cfg)
     d = init_distributed()
+    out = Path(cfg.out)
     try:
         # catch_warnings: the filters a run installs (workers_note) end with the run
-        with warnings.catch_warnings(), removed_if_left_empty(Path(cfg.out)):
+        with (
+            warnings.catch_warnings(),
+            removed_if_left_empty(out),
+            held_exclusively(out, take=d.main) as held,
+        ):
+            # every rank learns whether rank 0 holds the folder, and stops alike
+            if all_mean(torch.tensor(float(held), device=d.device), d) < 1:
+                raise FileExistsError(
+                    f"{out} is in use by another pretrain or finetune run (it holds the "
+                    "folder's lock): wait for it to end, or stop it; killing torchrun "
+                    "alone can leave its ranks running"
+                )
             return _pretrain(cfg, d, on_step, progress, fit_batch)
     finally:
         close(d)

@@ -278,3 +278,35 @@ def test_a_resumed_run_logs_the_settings_it_changes_and_a_stop_it_has_passed(tmp
     (note,) = resume_notes(saved, cfg, step=18, stop_at=14)
     assert "already at step 18, at or past this run's last step 14" in note
     assert "final/ is step 18's model" in note
+
+
+def test_a_second_run_in_a_folder_in_use_is_refused_until_the_first_dies(
+    pretrain_checkpoint, tmp_path
+):
+    """Two live runs in one --out (a launcher killed without its ranks, then the same
+    command started again) would write over each other's checkpoints."""
+    import signal
+    import subprocess
+    import sys
+
+    from training.pretrain.loop import pretrain
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom pathlib import Path\n"
+         "from training.identity import held_exclusively\n"
+         "with held_exclusively(Path(sys.argv[1])) as held:\n"
+         "    print(held, flush=True)\n    time.sleep(600)\n", str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        cfg = tiny_run(out, pretrain_checkpoint, max_steps=1)
+        with pytest.raises(FileExistsError, match=r"in use by another pretrain or finetune run"):
+            pretrain(cfg, progress=False)
+        assert not any(out.iterdir())  # nothing written by the refused run
+    finally:
+        holder.send_signal(signal.SIGKILL)  # dies holding it: the kernel lets go
+        holder.wait()
+    assert pretrain(cfg, progress=False) == out / "final"
