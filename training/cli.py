@@ -399,6 +399,8 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 def _run_checkpoint(run: Path) -> Path:
     """The model of a run folder: `train` writes RUN/checkpoint, `pretrain` and
     `finetune` RUN/final."""
+    from training.model import models_in_run
+
     for name in ("checkpoint", "final"):
         if (run / name / "config.json").is_file():
             return run / name
@@ -407,7 +409,8 @@ def _run_checkpoint(run: Path) -> Path:
     raise ValueError(
         f"--run {run}: no model in it (checkpoint/ from train, final/ from pretrain or "
         "finetune; an unfinished pretrain has only checkpoints/: give --checkpoint "
-        f"{run}/checkpoints/step-NNNNNNNN/model instead)"
+        + (" or ".join(str(m) for m in models_in_run(run)) or f"{run}/checkpoints/step-N/model")
+        + " instead)"
     )
 
 
@@ -417,13 +420,30 @@ def _run_data(run: Path) -> str | None:
     pretrain and finetune save their settings in pretrain_config.json, train in
     train_summary.json's "config".
     """
+    from training.benchmark.corpus import SIZES
+
     for name in ("pretrain_config.json", "train_summary.json"):
         saved = run / name
         if saved.is_file():
             settings = json.loads(saved.read_text(encoding="utf-8"))
             spec = settings.get("config", settings).get("data")
+            if spec and not Path(spec).exists() and spec.partition(":")[0] not in SIZES:
+                # runs before 2026-11-27 saved a relative path as typed
+                raise ValueError(
+                    f"--run {run}: its data {spec!r} (from {name}) is not found from "
+                    f"{Path.cwd()}: give --data with the folder it was trained on"
+                )
             if spec:
                 return str(spec)
+    return None
+
+
+def _run_split_kind(run: Path) -> str | None:
+    """The split a pretrain or finetune run trained with ("seen": every species of its
+    data, as fine-tuning does), or None where not recorded."""
+    saved = run / "pretrain_config.json"
+    if saved.is_file():
+        return json.loads(saved.read_text(encoding="utf-8")).get("split")
     return None
 
 
@@ -448,6 +468,13 @@ def _open_eval(args, kind: str):
         split = ZeroShotSplit.from_json(split_path)
     else:
         split = zero_shot_split(data.items, data.catalogue, seed=args.seed)
+    if kind == "eval" and not split.test_species and run and _run_split_kind(run) == "seen":
+        raise ValueError(
+            f"--run {run} trained on every species of its data (split seen, as fine-tuning "
+            "does), so none is unseen to evaluate; its finetune_report.md has the unseen "
+            f"species of the replayed data, or evaluate on another folder: --checkpoint "
+            f"{checkpoint} --data FOLDER --out DIR"
+        )
     return load_clap(checkpoint), data, split, out
 
 

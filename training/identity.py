@@ -34,6 +34,18 @@ def refuse_other_settings(
         )
 
 
+def absolute_paths(values: dict) -> dict:
+    """`values` (settings by name) with data, replay and init made absolute where they
+    name existing paths: also what a run's saved settings are read as, since runs begun
+    before 2026-11-27 saved them as typed."""
+    found = dict(values)
+    for name in ("data", "replay", "init"):
+        value = values.get(name)
+        if isinstance(value, str) and value and Path(value).exists():
+            found[name] = str(Path(value).resolve())
+    return found
+
+
 # What each command leaves in its --out: `train` a checkpoint/ and its summary;
 # `pretrain` and `finetune` checkpoints/step-N/ while they run and final/ at the end.
 TRAIN_RUN = ("checkpoint", "train_summary.json")

@@ -14,7 +14,7 @@ import math
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from animalclap_edge.contracts.prompts import (
     taxon_prompt,
 )
 from training.embed_audio import embed_items
+from training.identity import absolute_paths
 from training.labelled_audio import LabelledSet, crop, open_labelled
 from training.loss import clip_loss
 from training.metrics import topk_accuracy
@@ -105,6 +106,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train and save a checkpoint under cfg.out/checkpoint; returns that path."""
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision {cfg.precision!r}: choose one of {sorted(PRECISIONS)}")
+    # recorded absolute, so evaluate/probe --run find the data from any directory
+    cfg = replace(cfg, **absolute_paths(asdict(cfg)))
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
     if cfg.threads:

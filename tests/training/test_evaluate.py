@@ -111,3 +111,43 @@ def test_the_cli_reopens_the_data_a_run_folder_was_trained_on(tiny_checkpoint, t
     )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "split was made for a different item list" in err
+
+
+def test_run_folders_the_cli_cannot_evaluate_say_why_and_what_to_give(
+    tiny_checkpoint, tmp_path, capsys, monkeypatch
+):
+    """A finetune run (split seen) has no unseen species: the error blamed `--split`,
+    which the user never set. A train run from before data was recorded absolute,
+    evaluated from elsewhere, said 'not a folder' about a path the user never typed.
+    An unfinished run's hint named a placeholder step, not the one it holds."""
+    import shutil
+
+    from training.cli import main
+    from training.train import make_split
+
+    run = tmp_path / "finetune-run"
+    shutil.copytree(tiny_checkpoint, run / "final")
+    make_split(open_labelled("tiny"), "seen", 0, 0.1).to_json(run / "split.json")
+    (run / "pretrain_config.json").write_text(json.dumps({"data": "tiny", "split": "seen"}))
+    assert main(["evaluate", "--run", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trained on every species of its data (split seen" in err
+    assert f"--checkpoint {run / 'final'} --data FOLDER" in err
+
+    old = tmp_path / "old-train-run"
+    shutil.copytree(tiny_checkpoint, old / "checkpoint")
+    summary = {"config": {"data": "runs/bench-tiny"}}
+    (old / "train_summary.json").write_text(json.dumps(summary))
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--run", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert "its data 'runs/bench-tiny' (from train_summary.json) is not found from" in err
+
+    unfinished = tmp_path / "unfinished"
+    (unfinished / "checkpoints" / "step-00000002" / "model").mkdir(parents=True)
+    shutil.copy(tiny_checkpoint / "config.json", unfinished / "checkpoints/step-00000002/model")
+    (unfinished / "checkpoints" / "latest").write_text("step-00000002")
+    assert main(["probe", "--run", str(unfinished), "--data", "tiny"]) == 2
+    assert "give --checkpoint " + str(unfinished / "checkpoints/step-00000002/model") in (
+        capsys.readouterr().err
+    )

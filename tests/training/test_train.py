@@ -91,3 +91,12 @@ def test_the_cli_does_not_train_into_a_pretrain_or_finetune_run(tmp_path, capsys
         assert "holds a pretrain or finetune run (final): give another --out" in err
         assert err.count("\n") == 1
     assert (out / "split.json").read_text() == "the pretrain run's split"
+
+
+def test_train_records_its_data_folder_absolute(tmp_path, monkeypatch):
+    """evaluate/probe --run reopen a run's data from its saved settings: a relative
+    path (as typed) failed from any other directory."""
+    (tmp_path / "emptydata").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=f"data '{tmp_path / 'emptydata'}': a folder with no"):
+        train(TrainConfig(out="x", data="emptydata"), progress=False)

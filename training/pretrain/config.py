@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from animalclap_edge.contracts.prompts import ALL_TEMPLATES
+from training.identity import absolute_paths
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -25,18 +26,6 @@ def with_absolute_paths(cfg: PretrainConfig) -> PretrainConfig:
     was, and resuming it from another directory, or naming the same folder another way,
     is the same run."""
     return dataclasses.replace(cfg, **absolute_paths(dataclasses.asdict(cfg)))
-
-
-def absolute_paths(values: dict) -> dict:
-    """`values` (settings by name) with data, replay and init made absolute where they
-    name existing paths: also what a run's saved settings are read as, since runs begun
-    before 2026-11-27 saved them as typed."""
-    found = dict(values)
-    for name in ("data", "replay", "init"):
-        value = values.get(name)
-        if isinstance(value, str) and value and Path(value).exists():
-            found[name] = str(Path(value).resolve())
-    return found
 
 
 def warmup_steps(cfg: PretrainConfig, total: int, stop_at: int) -> tuple[int, list[str]]:

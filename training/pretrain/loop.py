@@ -18,18 +18,14 @@ from animalclap_edge.contracts.prompts import Template
 from training.identity import (
     PRETRAIN_RUN,
     TRAIN_RUN,
+    absolute_paths,
     held_exclusively,
     refuse_other_settings,
     removed_if_left_empty,
 )
 from training.model import AudioEncoder, LoadedClap, load_clap
 from training.pretrain import state
-from training.pretrain.config import (
-    PretrainConfig,
-    absolute_paths,
-    warmup_steps,
-    with_absolute_paths,
-)
+from training.pretrain.config import PretrainConfig, warmup_steps, with_absolute_paths
 from training.pretrain.data import Collate, EpochPlanDataset, RankBatches, longest_prompt
 from training.pretrain.dist import Dist, all_mean, barrier, close, init_distributed
 from training.pretrain.loss import gathered_clip_loss
