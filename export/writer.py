@@ -16,6 +16,13 @@ import numpy as np
 from animalclap_edge.contracts import bundle as B
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, so set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class BundleWriter:
     """Collect files in a temporary sibling directory; `commit` checksums and renames."""
 
@@ -25,6 +32,9 @@ class BundleWriter:
             raise FileExistsError(f"{self.out} exists; pass --overwrite to replace it")
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
+        # mkdtemp makes it 0700; renamed into place as is, a bundle was readable by its
+        # writer alone, and a recorder service running as another user could not load it
+        os.chmod(self.tmp, 0o777 & ~_umask())
         self.overwrite = overwrite
         self._scratch: Path | None = None
 

@@ -140,3 +140,17 @@ def test_overwrite_replaces_a_bundle_whole_or_not_at_all(bundle_copy):
     }
     with pytest.raises(FileExistsError, match="pass --overwrite to replace it"):
         BundleWriter(bundle_copy)
+
+
+def test_a_bundle_is_readable_by_other_users_as_the_umask_allows(tiny_bundle):
+    """mkdtemp's 0700 was renamed into place: a recorder service running as another
+    user (install-service --user) could not read the bundle its installer checked."""
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    mode = stat.S_IMODE(os.stat(tiny_bundle).st_mode)
+    assert mode == 0o777 & ~mask
+    for f in tiny_bundle.iterdir():
+        assert os.stat(f).st_mode & 0o044 == 0o044 & ~mask, f.name  # group/other read
