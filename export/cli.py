@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the first recordings of --data)",
     )
     b.add_argument(
-        "--threshold", type=float, default=0.5, help="default species probability threshold"
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="species probability threshold the runtime uses where the recorder config sets none",
     )
     b.add_argument("--demo", action="store_true", help="mark as a demo bundle (not a field model)")
     b.add_argument("--notice", help="notice shown by the runtime whenever this bundle is used")

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--out",
         required=True,
-        help="run directory (checkpoint/, train_log.jsonl, train_summary.json)",
+        help="run directory (checkpoint/, split.json, train_log.jsonl, train_summary.json)",
     )
     tr.add_argument(
         "--overwrite",
@@ -95,11 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev = command(
         "evaluate", help="zero-shot accuracy on unseen species, error profile, embedding map"
     )
-    _eval_args(ev)
+    _eval_args(ev, "eval")
     ev.set_defaults(func=_cmd_evaluate)
 
     pr = command("probe", help="linear trait probes on the frozen encoder, against baselines")
-    _eval_args(pr)
+    _eval_args(pr, "probe")
     pr.set_defaults(func=_cmd_probe)
 
     ex = command(
@@ -368,7 +368,7 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _eval_args(p: argparse.ArgumentParser) -> None:
+def _eval_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument(
         "--run",
         help="a run folder: its model (checkpoint/ from train, final/ from pretrain or "
@@ -387,7 +387,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
         help="split.json; default RUN/split.json, else a fresh zero-shot split of --data",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of a fresh split")
-    p.add_argument("--out", help="output folder; default RUN/eval or RUN/probe")
+    p.add_argument("--out", help=f"output folder; default RUN/{kind}")
     p.add_argument(
         "--window-seconds",
         type=float,
@@ -573,7 +573,7 @@ def _cmd_bench(args) -> int:
         file=sys.stderr,
         flush=True,
     )
-    print(write(bench(cfg, args.steps, args.warmup, args.peak_tflops), args.out))
+    print(write(bench(cfg, args.steps, args.warmup, args.peak_tflops, progress=True), args.out))
     return 0
 
 

@@ -35,11 +35,11 @@ def refuse_other_settings(
 
 
 def absolute_paths(values: dict) -> dict:
-    """`values` (settings by name) with data, replay and init made absolute where they
+    """`values` (settings by name) with data, replay, init and out made absolute where they
     name existing paths: also what a run's saved settings are read as, since runs begun
     before 2026-11-27 saved them as typed."""
     found = dict(values)
-    for name in ("data", "replay", "init"):
+    for name in ("data", "replay", "init", "out"):
         value = values.get(name)
         if isinstance(value, str) and value and Path(value).exists():
             found[name] = str(Path(value).resolve())

@@ -17,6 +17,7 @@ def plot_prepared(report: dict, per_species: Sequence[int], out_png: Path) -> Pa
     clips a balanced epoch takes of each; and prepared vs left-out rows per reason."""
     # Figure, not pyplot: no global backend or figure registry touched
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(11, 4), layout="constrained")
     tail, reasons = fig.subplots(1, 2, width_ratios=(3, 2))
@@ -51,8 +52,11 @@ def plot_prepared(report: dict, per_species: Sequence[int], out_png: Path) -> Pa
     reasons.barh(names, values, color=colours)
     for y, v in enumerate(values):
         reasons.annotate(f" {v}", (v, y), va="center", fontsize=8)
-    reasons.set_xscale("log")  # a few hundred rejections beside 700k prepared
-    reasons.set_xlabel("manifest rows (log)")
+    if max(values) > 50 * min(values):  # a few hundred rejections beside 700k prepared
+        reasons.set_xscale("log")
+        # decades only: labelled minor ticks (2x10^1, 3x10^1, ...) ran into each other
+        reasons.xaxis.set_minor_formatter(NullFormatter())
+    reasons.set_xlabel("manifest rows" + (" (log)" if reasons.get_xscale() == "log" else ""))
     reasons.set_title(f"{report['manifest_rows']} manifest rows")
     reasons.margins(x=0.25)
     out_png = Path(out_png)

@@ -109,8 +109,16 @@ def steady_loader_rate(it, steps: int, workers: int, batch_size: int) -> float:
 
 
 def bench(
-    cfg: PretrainConfig, steps: int = 20, warmup: int = 3, peak_tflops: float | None = None
+    cfg: PretrainConfig,
+    steps: int = 20,
+    warmup: int = 3,
+    peak_tflops: float | None = None,
+    progress: bool = False,
 ) -> BenchResult:
+    """Time the loop's step, the loader alone and the step alone (module docstring);
+    with `progress`, a bar on stderr names the phase (a compiled warm-up takes minutes)."""
+    from tqdm.auto import tqdm
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     one = Dist(rank=0, world=1, local_rank=0, device=device)
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
@@ -156,12 +164,18 @@ def bench(
         # would be handed over with no wait in the timed steps: measured on an H100,
         # 1,939 samples/s and no data wait, against 1,839 once the queue had drained.
         warmup = max(warmup, 4 * cfg.workers + 1)
+    # steps of the loop's warm-up, the FLOP count, the timed steps, and the step alone
+    bar = tqdm(total=warmup + 1 + 2 * steps, desc="bench: warm-up", disable=not progress)
     for _ in range(warmup):
         step(next(it))
+        bar.update()
     sync()
+    bar.set_description("bench: counting FLOPs")
     counter = FlopCounterMode(display=False)
     with counter:
         step(next(it), module)
+    bar.update()
+    bar.set_description("bench: timed steps")
     flops = counter.get_total_flops()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -174,8 +188,10 @@ def bench(
         wait += time.perf_counter() - t0
         step(batch)
         pace.step_queued()
+        bar.update()
     pace.drain()
     total = time.perf_counter() - t_start
+    bar.set_description("bench: the loader alone")
     compute = total - wait  # host time outside the loader: queueing, and waiting for the GPU
 
     loader_rate = steady_loader_rate(batches(), steps, cfg.workers, cfg.batch_size)
@@ -191,13 +207,16 @@ def bench(
     # the loop's step costs beyond it (host-to-device copies, workers competing with
     # the launching thread for the cores) does not show as data wait.
     del it  # shuts the loader's workers down
+    bar.set_description("bench: the step alone")
     on_device = {k: v.to(device) for k, v in batch.items()}
     sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         step(on_device)
+        bar.update()  # a host-side count: the GPU may run behind it until the sync
     sync()
     alone = (time.perf_counter() - t0) / steps
+    bar.close()
 
     rate = steps * cfg.batch_size / total
     achieved = flops * steps / total / 1e12
@@ -257,6 +276,12 @@ def write(result: BenchResult, out: str | Path | None) -> str:
             f"; pinning limits the loader ({result.loader_only_samples_per_s:.0f} clips/s "
             f"pinned, {unpinned:.0f} unpinned): the main process's pinning thread copies "
             "every batch once more"
+        )
+    if result.host_overhead < -0.05:  # the step alone ran slower than inside the loop
+        verdict += (
+            f"; the step alone took {1 / (1 + result.host_overhead) - 1:.0%} longer than "
+            "the loop's step, which only other work on the machine explains: rerun before "
+            "reading the timings"
         )
     if result.host_overhead > 0.05:
         gpu = not result.device.startswith("cpu")  # both remedies act on the GPU side

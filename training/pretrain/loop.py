@@ -506,7 +506,8 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool, fit_batch: 
     stop_at = min(total, cfg.max_steps) if cfg.max_steps else total
     step = counters.get("global_step", 0)
     warmup, warmup_notes = warmup_steps(cfg, total, stop_at)
-    notes += warmup_notes
+    if step < stop_at:  # a run resumed past its stop trains nothing: nothing to warn of
+        notes += warmup_notes
     if fit_batch:  # a region's size sets the run's length: say how short it is
         notes.append(
             f"{total} optimizer steps ({cfg.epochs} epochs of {steps_per_epoch}) at lr "
@@ -565,7 +566,12 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool, fit_batch: 
             )
             + (f"resuming at step {step} from {resume.name}" if resume else f"init {loaded.source}")
         )
-    bar = tqdm(total=stop_at, initial=step, desc="pretrain", disable=not (progress and d.main))
+    bar = tqdm(
+        total=stop_at,
+        initial=step,
+        desc="finetune" if fit_batch else "pretrain",
+        disable=not (progress and d.main),
+    )
 
     def save() -> None:
         if d.main:

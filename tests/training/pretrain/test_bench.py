@@ -82,6 +82,12 @@ def test_the_verdict_suggests_only_what_is_not_already_on():
                              run_ahead=0, **figures), None)  # fmt: skip
     assert "WAV shards" not in text.splitlines()[-1]
     assert "mfu: None (no peak TFLOP/s known for this device: give --peak-tflops)" in text
+    # a step alone slower than the loop's (a busy machine: -0.431 was seen) is flagged
+    figures.update(compute_alone_s=4.46, step_s=2.54, host_overhead=-0.431)
+    busy = write(BenchResult(compiled="no", prompt_length=0, device_prefetch=False,
+                             run_ahead=0, **figures), None).splitlines()[-1]  # fmt: skip
+    assert "the step alone took 76% longer than the loop's step" in busy
+    assert "rerun before reading the timings" in busy and "slower than the step alone" not in busy
 
 
 def test_the_flop_count_is_a_training_steps_forward_and_backward():
