@@ -160,7 +160,17 @@ def probe_traits(
     weight, bias = fit_trait_heads(
         emb["train"], tgt["train"], known["train"], data.schema, seed=seed
     )
-    results: dict = {"source": loaded.source, "data": data.name, "train_recordings": len(train_idx)}
+    results: dict = {
+        "source": loaded.source,
+        "data": data.name,
+        "train_recordings": len(train_idx),
+        # which split: the run's split.json or a fresh one, told apart by its parameters
+        "split": {
+            "unseen_species": len(split.test_species),
+            "seen_species": len(split.seen_species),
+            "params": dict(split.params),
+        },
+    }
     for name in ("unseen", "seen"):
         if len(sets[name]) == 0:
             continue
@@ -187,6 +197,15 @@ def probe_traits(
 
 def probe_markdown(results: dict) -> str:
     lines = [f"# Trait probe: {results['source']}", ""]
+    if "split" in results:
+        sp = results["split"]
+        params = ", ".join(f"{k} {v}" for k, v in sp["params"].items())
+        lines += [
+            f"Data: {results['data']}; split: {sp['unseen_species']} unseen and "
+            f"{sp['seen_species']} seen species ({params}); heads fit on "
+            f"{results['train_recordings']} training recordings.",
+            "",
+        ]
     for name in ("unseen", "seen"):
         if name not in results:
             continue

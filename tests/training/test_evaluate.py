@@ -58,7 +58,12 @@ def test_probe_scores_unseen_and_seen_species_against_baselines(loaded, tiny_dat
             key = "accuracy" if "accuracy" in s else "mAP"
             assert s["beats_baseline"] == (s[key] > s["baseline_" + key])
             assert 0 <= s[key] <= 1
-    assert "probe beats baseline on" in (tmp_path / "probe.md").read_text()
+    md = (tmp_path / "probe.md").read_text()
+    assert "probe beats baseline on" in md
+    # which split it used: the run's split.json or a fresh one, by its parameters
+    assert res["split"]["unseen_species"] == len(split.test_species)
+    assert f"split: {len(split.test_species)} unseen and {len(split.seen_species)} seen" in md
+    assert "seed 0" in md
 
 
 def test_evaluation_runs_on_real_recordings_with_a_checkpoint(loaded, real_folder, tmp_path):
