@@ -71,17 +71,19 @@ def removed_if_left_empty(out: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def held_exclusively(out: Path, take: bool = True) -> Iterator[bool]:
+def held_exclusively(out: Path, take: bool = True) -> Iterator[tuple[bool, str | None]]:
     """Hold an exclusive lock on the folder `out` (created if need be) while the block
-    runs; yields False, holding nothing, when another process holds it. An flock on
-    the folder itself: no file is left behind, and the kernel releases it when the
-    holder dies, however it dies (NFS clients emulate it with POSIX locks). `take`
-    False (a rank that does not own the folder) yields True at once."""
+    runs. Yields (held, note): (False, None) when another process holds it; (True,
+    note) when the file system refuses the lock itself (note says so, to be logged;
+    the block runs unguarded). An flock on the folder: no file is left behind, and
+    the kernel releases it when the holder dies, however it dies. `take` False (a
+    rank that does not own the folder) yields (True, None) at once."""
+    import errno
     import fcntl
     import os
 
     if not take:
-        yield True
+        yield True, None
         return
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out, os.O_RDONLY)
@@ -89,8 +91,18 @@ def held_exclusively(out: Path, take: bool = True) -> Iterator[bool]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            yield False
+            yield False, None
             return
-        yield True
+        except OSError as e:  # e.g. NFS mounted without locking, or a folder it won't lock
+            why = errno.errorcode.get(e.errno, str(e.errno))
+            yield (
+                True,
+                (
+                    f"--out {out} could not be locked ({why}: {e.strerror}): a second run "
+                    "started in this folder would not be refused"
+                ),
+            )
+            return
+        yield True, None
     finally:
         os.close(fd)  # releases the lock

@@ -322,7 +322,7 @@ def pretrain(
         with (
             warnings.catch_warnings(),
             removed_if_left_empty(out),
-            held_exclusively(out, take=d.main) as held,
+            held_exclusively(out, take=d.main) as (held, lock_note),
         ):
             # every rank learns whether rank 0 holds the folder, and stops alike
             if all_mean(torch.tensor(float(held), device=d.device), d) < 1:
@@ -331,7 +331,7 @@ def pretrain(
                     "folder's lock): wait for it to end, or stop it; killing torchrun "
                     "alone can leave its ranks running"
                 )
-            return _pretrain(cfg, d, on_step, progress, fit_batch)
+            return _pretrain(cfg, d, on_step, progress, fit_batch, [lock_note] if lock_note else [])
     finally:
         close(d)
 
@@ -462,7 +462,15 @@ def workers_note(workers: int) -> str | None:
     )
 
 
-def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool, fit_batch: bool) -> Path:
+def _pretrain(
+    cfg: PretrainConfig,
+    d: Dist,
+    on_step,
+    progress: bool,
+    fit_batch: bool,
+    notes: list[str],
+) -> Path:
+    """The run itself; `notes` (to log) come from what pretrain() did before it."""
     from tqdm.auto import tqdm
 
     from training.train import cosine_lr
@@ -485,7 +493,7 @@ def _pretrain(cfg: PretrainConfig, d: Dist, on_step, progress: bool, fit_batch: 
         )
     torch.manual_seed(cfg.seed)
     loaded = load_clap(str(resume / "model")) if resume else build_model(cfg, data)
-    notes: list[str] = []
+    notes = list(notes)
     model = loaded.model.to(d.device)
     model = _batchnorm(model, cfg.batchnorm, d, notes)
     loaded.model = model

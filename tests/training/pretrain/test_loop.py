@@ -296,12 +296,12 @@ def test_a_second_run_in_a_folder_in_use_is_refused_until_the_first_dies(
         [sys.executable, "-c",
          "import sys, time\nfrom pathlib import Path\n"
          "from training.identity import held_exclusively\n"
-         "with held_exclusively(Path(sys.argv[1])) as held:\n"
-         "    print(held, flush=True)\n    time.sleep(600)\n", str(out)],
+         "with held_exclusively(Path(sys.argv[1])) as (held, note):\n"
+         "    print(held, note, flush=True)\n    time.sleep(600)\n", str(out)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        assert holder.stdout.readline().strip() == "True"
+        assert holder.stdout.readline().strip() == "True None"
         cfg = tiny_run(out, pretrain_checkpoint, max_steps=1)
         with pytest.raises(FileExistsError, match=r"in use by another pretrain or finetune run"):
             pretrain(cfg, progress=False)
@@ -310,3 +310,25 @@ def test_a_second_run_in_a_folder_in_use_is_refused_until_the_first_dies(
         holder.send_signal(signal.SIGKILL)  # dies holding it: the kernel lets go
         holder.wait()
     assert pretrain(cfg, progress=False) == out / "final"
+
+
+def test_a_folder_the_file_system_will_not_lock_trains_and_the_log_says_so(
+    pretrain_checkpoint, tmp_path, monkeypatch
+):
+    """NFS mounted without locking refuses flock itself: the run goes on unguarded,
+    which its log says, rather than failing or pretending to be guarded."""
+    import errno
+    import fcntl
+
+    from training.pretrain.loop import pretrain
+
+    def refuse(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    out = tmp_path / "nfs"
+    assert (
+        pretrain(tiny_run(out, pretrain_checkpoint, max_steps=1), progress=False) == out / "final"
+    )
+    log = (out / "train_log.jsonl").read_text()
+    assert f"--out {out} could not be locked (ENOLCK: No locks available)" in log
