@@ -84,6 +84,9 @@ def test_reads_checkpoint_feature_extractor_and_refuses_fusion():
 def test_the_autocast_switch_compiles_without_a_graph_break():
     """Training compiles the front-end under bf16 autocast: one graph, same output."""
     torch._dynamo.reset()
+    # reset() keeps the counters: after another compile in this process they held its
+    # graphs too, and this test failed whenever it ran after test_compile.py
+    torch._dynamo.utils.counters.clear()
     fe = LogMelFrontend(CLAP_UNFUSED, mode="fft")
     x = torch.randn(2, 48_000)
     compiled = torch.compile(fe)
