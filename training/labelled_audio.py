@@ -13,6 +13,7 @@ unchanged on generated and on real data.
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ class LabelledSet:
 
     def _crop(
         self,
-        src: Path | RecordRegion | None,
+        src: str | Path | RecordRegion | None,
         duration_s: float,
         load: Callable[[], np.ndarray],
         n: int,
@@ -130,7 +131,7 @@ class LabelledSet:
 
     def _read_part(
         self,
-        src: Path | RecordRegion | None,
+        src: str | Path | RecordRegion | None,
         duration_s: float,
         n: int,
         start_of: Callable[[int], int],
@@ -152,9 +153,11 @@ class ClipTable:
     through the items: reading an array writes nothing, where looking an item up bumps
     the reference counts of its objects, and every page so written is copied into the
     worker (fork's copy-on-write). At paper scale (700k records) that copying grew to
-    hundreds of MB per worker as it touched more of the index."""
+    hundreds of MB per worker as it touched more of the index. The file names are
+    bytes in an array too: a recordings folder has a file per item, and a Path each
+    would be such objects again."""
 
-    files: tuple[Path, ...]  # the distinct files (shards, or the recordings themselves)
+    files: np.ndarray  # (files,) bytes (os.fsencode): the shards, or the recordings themselves
     file: np.ndarray  # (items,) int32: index into files
     offset: np.ndarray  # (items,) int64: the record's byte offset in its shard; -1: whole file
     size: np.ndarray  # (items,) int64: the record's bytes in its shard
@@ -163,8 +166,11 @@ class ClipTable:
     def __len__(self) -> int:
         return len(self.file)
 
-    def source(self, row: int) -> Path | RecordRegion:
-        path = self.files[self.file[row]]
+    def source(self, row: int) -> str | RecordRegion:
+        """Row's file as a str, not a Path: pathlib interns each part of a path, and
+        looking those up bumps the main process's interned strings, copying their pages
+        (100k files: 18.5 MB per worker; scripts/benchmarks/clip_table_files.py)."""
+        path = os.fsdecode(self.files[self.file[row]])
         offset = int(self.offset[row])
         return path if offset < 0 else RecordRegion(path, offset, int(self.size[row]))
 
@@ -189,10 +195,11 @@ class ClipTable:
             if isinstance(src, RecordRegion):
                 offset[i], size[i] = src.offset, src.size
             duration[i] = it.duration_s
-        return cls(tuple(files), file, offset, size, duration)
+        names = np.array([os.fsencode(f) for f in files] or [b""], dtype=bytes)[: len(files)]
+        return cls(names, file, offset, size, duration)
 
 
-def read_source(src: Path | RecordRegion, sample_rate: int) -> np.ndarray:
+def read_source(src: str | Path | RecordRegion, sample_rate: int) -> np.ndarray:
     """The whole recording a `file_of` names, mono float32 at `sample_rate`: a shard's
     record (prepared shards are at their rate already) or a file."""
     if isinstance(src, RecordRegion):
@@ -398,7 +405,7 @@ def _crop_start(n: int, rng: np.random.Generator | None) -> Callable[[int], int]
 
 
 def _read_frames(
-    path: Path | RecordRegion,
+    path: str | Path | RecordRegion,
     n: int,
     sr: int,
     start_of: Callable[[int], int],

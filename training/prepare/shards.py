@@ -185,7 +185,7 @@ class MemberReader(io.RawIOBase):
     """One tar member's bytes as a seekable file, read in place from the shard: what
     libsndfile needs to seek in a FLAC and decode only a crop of it."""
 
-    def __init__(self, tar_path: Path, offset: int, size: int):
+    def __init__(self, tar_path: Path | str, offset: int, size: int):
         super().__init__()
         self._f = open(tar_path, "rb")  # noqa: SIM115 - closed with this reader
         self._offset, self._size, self._pos = offset, size, 0
@@ -222,7 +222,7 @@ class MemberReader(io.RawIOBase):
 class RecordRegion:
     """Where one record's audio member lies inside its shard (from the shard index)."""
 
-    tar: Path
+    tar: Path | str  # a str where a loader worker made it (labelled_audio.ClipTable)
     offset: int
     size: int
 
