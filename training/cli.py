@@ -414,37 +414,31 @@ def _run_checkpoint(run: Path) -> Path:
     )
 
 
-def _run_data(run: Path) -> str | None:
-    """The data a run folder was trained on, as `--data` takes it (None: not recorded).
-
-    pretrain and finetune save their settings in pretrain_config.json, train in
-    train_summary.json's "config".
-    """
-    from training.benchmark.corpus import SIZES
-
+def _run_settings(run: Path) -> tuple[str, dict]:
+    """The settings a run folder was trained with, and the file they came from:
+    pretrain and finetune save them in pretrain_config.json, train in
+    train_summary.json's "config" (("", {}) where neither is there)."""
     for name in ("pretrain_config.json", "train_summary.json"):
         saved = run / name
         if saved.is_file():
             settings = json.loads(saved.read_text(encoding="utf-8"))
-            spec = settings.get("config", settings).get("data")
-            if spec and not Path(spec).exists() and spec.partition(":")[0] not in SIZES:
-                # runs before 2026-11-27 saved a relative path as typed
-                raise ValueError(
-                    f"--run {run}: its data {spec!r} (from {name}) is not found from "
-                    f"{Path.cwd()}: give --data with the folder it was trained on"
-                )
-            if spec:
-                return str(spec)
-    return None
+            return name, settings.get("config", settings)
+    return "", {}
 
 
-def _run_split_kind(run: Path) -> str | None:
-    """The split a pretrain or finetune run trained with ("seen": every species of its
-    data, as fine-tuning does), or None where not recorded."""
-    saved = run / "pretrain_config.json"
-    if saved.is_file():
-        return json.loads(saved.read_text(encoding="utf-8")).get("split")
-    return None
+def _run_data(run: Path, settings: tuple[str, dict]) -> str | None:
+    """The data a run folder was trained on, as `--data` takes it (None: not recorded)."""
+    from training.benchmark.corpus import SIZES
+
+    name, values = settings
+    spec = values.get("data")
+    if spec and not Path(spec).exists() and spec.partition(":")[0] not in SIZES:
+        # runs before 2026-11-27 saved a relative path as typed
+        raise ValueError(
+            f"--run {run}: its data {spec!r} (from {name}) is not found from "
+            f"{Path.cwd()}: give --data with the folder it was trained on"
+        )
+    return str(spec) if spec else None
 
 
 def _open_eval(args, kind: str):
@@ -460,7 +454,8 @@ def _open_eval(args, kind: str):
     if not out:
         raise ValueError("give --out DIR (or --run, to write under RUN/)")
     # A finetune run's split.json indexes its regional data, not the benchmark.
-    data = open_labelled(args.data or (run and _run_data(run)) or "tiny")
+    settings = _run_settings(run) if run else ("", {})
+    data = open_labelled(args.data or (run and _run_data(run, settings)) or "tiny")
     split_path = args.split or (
         run / "split.json" if run and (run / "split.json").exists() else None
     )
@@ -468,7 +463,7 @@ def _open_eval(args, kind: str):
         split = ZeroShotSplit.from_json(split_path)
     else:
         split = zero_shot_split(data.items, data.catalogue, seed=args.seed)
-    if kind == "eval" and not split.test_species and run and _run_split_kind(run) == "seen":
+    if kind == "eval" and not split.test_species and settings[1].get("split") == "seen":
         raise ValueError(
             f"--run {run} trained on every species of its data (split seen, as fine-tuning "
             "does), so none is unseen to evaluate; its finetune_report.md has the unseen "

@@ -39,7 +39,6 @@ class EpochPlanDataset(Dataset):
         is_replay: Sequence[bool] | None = None,
         replay_fraction: float = 0.0,
         pcm16: bool = False,
-        tabulate: bool = True,  # False: a dataset only counted, never read (no table)
     ):
         self.data, self.items = data, list(items)
         self.templates, self.shuffle_tax = list(templates), shuffle_tax
@@ -47,21 +46,20 @@ class EpochPlanDataset(Dataset):
         self.species_of = [it.species_id for it in self.items]
         # What a worker reads per clip, as arrays built here, before the workers fork:
         # the item's species (catalogue position) and its audio's place (ClipTable).
-        species_row = [data.catalogue.index(s) for s in self.species_of] if tabulate else []
-        self.species_row = np.array(species_row, np.int32)
-        self.table = ClipTable.of(data, self.items) if tabulate else None
+        self.species_row = np.array([data.catalogue.index(s) for s in self.species_of], np.int32)
+        self.table = ClipTable.of(data, self.items)
         self.n_species = len(set(self.species_of))
         self.is_replay = (
             np.zeros(len(self.items), bool) if is_replay is None else np.asarray(is_replay)
         )
-        self.replay_fraction = replay_fraction if self.is_replay.any() else 0.0
+        self.replay_fraction = replay_fraction  # epoch_plan ignores it with no replayed item
         self._plans: dict[int, np.ndarray] = {}
         self.pcm16 = pcm16  # crops of 16-bit files as int16 (for Collate(int16=True))
 
     def plan(self, epoch: int) -> np.ndarray:
         if epoch not in self._plans:
-            if self.replay_fraction:
-                plan = replay_epoch(
+            self._plans = {
+                epoch: epoch_plan(
                     self.species_of,
                     self.is_replay,
                     self.clips,
@@ -69,9 +67,7 @@ class EpochPlanDataset(Dataset):
                     self.seed,
                     epoch,
                 )
-            else:
-                plan = balanced_epoch(self.species_of, self.clips, self.seed, epoch)
-            self._plans = {epoch: plan}
+            }
         return self._plans[epoch]
 
     def __len__(self) -> int:
@@ -128,6 +124,21 @@ class EpochPlanDataset(Dataset):
             self.shuffle_tax,
         )
         return i, np.random.default_rng([self.seed, epoch, pos]), prompt
+
+
+def epoch_plan(
+    species_of: Sequence[str],
+    is_replay: np.ndarray,
+    clips_per_species: int,
+    replay_fraction: float,
+    seed: int,
+    epoch: int,
+) -> np.ndarray:
+    """Item positions of an epoch, from (seed, epoch) alone: balanced over species, and
+    with replay's share where some items are replayed."""
+    if replay_fraction and is_replay.any():
+        return replay_epoch(species_of, is_replay, clips_per_species, replay_fraction, seed, epoch)
+    return balanced_epoch(species_of, clips_per_species, seed, epoch)
 
 
 class RankBatches(Sampler):

@@ -26,7 +26,13 @@ from training.identity import (
 from training.model import AudioEncoder, LoadedClap, load_clap
 from training.pretrain import state
 from training.pretrain.config import PretrainConfig, warmup_steps, with_absolute_paths
-from training.pretrain.data import Collate, EpochPlanDataset, RankBatches, longest_prompt
+from training.pretrain.data import (
+    Collate,
+    EpochPlanDataset,
+    RankBatches,
+    epoch_plan,
+    longest_prompt,
+)
 from training.pretrain.dist import Dist, all_mean, barrier, close, init_distributed
 from training.pretrain.loss import gathered_clip_loss
 from training.pretrain.mixed import training_data
@@ -398,12 +404,11 @@ def resume_notes(saved: Path, cfg: PretrainConfig, step: int, stop_at: int) -> l
 def epoch_clips(cfg: PretrainConfig, td) -> int:
     """Clips in one epoch of the plan over `td` (replay included): the most one batch
     can take. The crop length does not change it."""
-    return len(
-        EpochPlanDataset(
-            td.data, td.train, [], cfg.shuffle_tax, cfg.seed, cfg.clips_per_species, 1,
-            td.is_replay, cfg.replay_fraction, tabulate=False,
-        )
-    )  # fmt: skip
+    species_of = [it.species_id for it in td.train]
+    plan = epoch_plan(
+        species_of, td.is_replay, cfg.clips_per_species, cfg.replay_fraction, cfg.seed, 0
+    )
+    return len(plan)
 
 
 def fitting_batch(clips: int, world: int) -> int:
