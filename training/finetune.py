@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from training.pretrain.config import PretrainConfig, with_absolute_paths
+from training.identity import with_absolute_paths
+from training.pretrain.config import PretrainConfig
 
 # Fine-tuning defaults: a short, gentle schedule on top of pretrained weights.
 FINETUNE_DEFAULTS = dict(

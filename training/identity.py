@@ -4,9 +4,13 @@ configuration started, and leave no empty folder behind when a command fails fir
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def refuse_other_settings(
@@ -44,6 +48,13 @@ def absolute_paths(values: dict) -> dict:
         if isinstance(value, str) and value and Path(value).exists():
             found[name] = str(Path(value).resolve())
     return found
+
+
+def with_absolute_paths(cfg: T) -> T:
+    """A run's settings (a dataclass) with `absolute_paths` applied: a run records where
+    its data was, and resuming it from another directory, or naming the same folder
+    another way, is the same run."""
+    return dataclasses.replace(cfg, **absolute_paths(dataclasses.asdict(cfg)))
 
 
 # What each command leaves in its --out: `train` a checkpoint/ and its summary;

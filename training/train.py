@@ -14,7 +14,7 @@ import math
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from animalclap_edge.contracts.prompts import (
     taxon_prompt,
 )
 from training.embed_audio import embed_items
-from training.identity import absolute_paths
+from training.identity import with_absolute_paths
 from training.labelled_audio import LabelledSet, crop, open_labelled
 from training.loss import clip_loss
 from training.metrics import topk_accuracy
@@ -107,7 +107,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision {cfg.precision!r}: choose one of {sorted(PRECISIONS)}")
     # recorded absolute, so evaluate/probe --run find the data from any directory
-    cfg = replace(cfg, **absolute_paths(asdict(cfg)))
+    cfg = with_absolute_paths(cfg)
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
     if cfg.threads:

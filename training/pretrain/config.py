@@ -11,21 +11,12 @@ from pathlib import Path
 import yaml
 
 from animalclap_edge.contracts.prompts import ALL_TEMPLATES
-from training.identity import absolute_paths
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead")
 ATTENTIONS = ("eager", "sdpa")  # window_attention.py
-
-
-def with_absolute_paths(cfg: PretrainConfig) -> PretrainConfig:
-    """`cfg` with data, replay and init made absolute where they name existing paths
-    (relative ones are taken from the working directory): a run records where its data
-    was, and resuming it from another directory, or naming the same folder another way,
-    is the same run."""
-    return dataclasses.replace(cfg, **absolute_paths(dataclasses.asdict(cfg)))
 
 
 def warmup_steps(cfg: PretrainConfig, total: int, stop_at: int) -> tuple[int, list[str]]:

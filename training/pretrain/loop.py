@@ -22,10 +22,11 @@ from training.identity import (
     held_exclusively,
     refuse_other_settings,
     removed_if_left_empty,
+    with_absolute_paths,
 )
 from training.model import AudioEncoder, LoadedClap, load_clap
 from training.pretrain import state
-from training.pretrain.config import PretrainConfig, warmup_steps, with_absolute_paths
+from training.pretrain.config import PretrainConfig, warmup_steps
 from training.pretrain.data import (
     Collate,
     EpochPlanDataset,

@@ -99,7 +99,7 @@ def test_local_paths_are_made_absolute_so_one_folder_named_two_ways_is_one_run(
     refused as "another run"; one started from another directory did not find it."""
     import dataclasses
 
-    from training.pretrain.config import with_absolute_paths
+    from training.identity import with_absolute_paths
 
     (tmp_path / "prep").mkdir()
     (tmp_path / "ckpt").mkdir()
@@ -119,7 +119,7 @@ def test_a_run_saved_with_relative_paths_resumes_under_the_same_command(tmp_path
     import dataclasses
     import json
 
-    from training.pretrain.config import with_absolute_paths
+    from training.identity import with_absolute_paths
     from training.pretrain.loop import _refuse_another_run, resume_notes
 
     (tmp_path / "prep").mkdir()
