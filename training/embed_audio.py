@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -22,7 +24,9 @@ def embed_items(
     """(len(items), D) float32: one centred window per item."""
     encoder.eval()
     out = []
-    bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=False)
+    # cleared from a terminal when done; kept in a log file, where clearing it leaves a
+    # line of spaces
+    bar = tqdm(total=len(items), desc=desc, disable=not progress, leave=not sys.stderr.isatty())
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
         x = np.stack([crop(data.load(it), window_samples, None) for it in chunk])
