@@ -7,7 +7,7 @@ For a checkpoint and the split its training run used:
 - Tax queries with the taxonomy shuffled, for the ordered-vs-shuffled ablation;
 - for wrong top-1 predictions, the share still right at genus, family, order and
   class, against the exact chance share;
-- a t-SNE map of the test audio embeddings coloured by class, order and family.
+- a t-SNE map of the test audio embeddings coloured by class, order, family and genus.
 
 Each recording is embedded from one centred window (3 s by default, the streaming
 window), repeat-padded as CLAP does. The same code runs on a benchmark or on a folder
@@ -134,7 +134,12 @@ def evaluate(
     if cfg.maps and len(items) >= 5:
         labels = {
             level: [getattr(data.catalogue[data.catalogue.index(s)], attr) for s in true]
-            for level, attr in (("class", "class_"), ("order", "order"), ("family", "family"))
+            for level, attr in (
+                ("class", "class_"),
+                ("order", "order"),
+                ("family", "family"),
+                ("genus", "genus"),  # unseen species often share a family: a one-colour panel
+            )
         }
         embedding_map(
             audio,

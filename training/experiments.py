@@ -577,14 +577,12 @@ def _weak_points(summary: dict) -> list[str]:
 
 def plot_ablation(summary: dict, out_png: Path) -> Path:
     """Grouped bars: unseen top-1 per query, one bar per training variant, with CIs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no backend switch, no global figures
 
     t = summary["variants"]
     names = [v for v in VARIANTS if v in t]
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig = Figure(figsize=(8, 4))
+    ax = fig.subplots()
     width = 0.8 / max(1, len(names))
     for i, n in enumerate(names):
         means = [t[n][f"{q}_top1"][0] for q in QUERIES]
@@ -603,5 +601,4 @@ def plot_ablation(summary: dict, out_png: Path) -> Path:
     ax.set_title("Prompt ablation (95% CI over seeds)")
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
-    plt.close(fig)
     return out_png

@@ -358,37 +358,33 @@ def embedding_map(
     xy = tsne_2d(emb, seed) if method == "tsne" else pca_2d(emb)  # (N, 2)
 
     import matplotlib
-
-    # Headless: set here rather than at import so importing metrics never
-    # changes the backend of an interactive session that does not draw maps.
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     cmap = matplotlib.colormaps["tab20"]
     # tab20 pairs a dark and a light shade; take the 10 dark ones first so few
     # labels get clearly different colours: 0, 2, ..., 18, 1, 3, ..., 19.
     shade = [*range(0, 20, 2), *range(1, 20, 2)]
     k = len(labels)
-    fig, axes = plt.subplots(1, k, figsize=(5.5 * k, 5), squeeze=False)
-    try:
-        for ax, (key, names) in zip(axes[0], labels.items(), strict=True):
-            names = np.asarray([str(x) for x in names])
-            uniq = sorted(set(names.tolist()))
-            for i, name in enumerate(uniq):
-                sel = names == name
-                ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=cmap(shade[i % 20]), label=name)
-            ax.set_title(f"{key} ({len(uniq)})")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if len(uniq) <= 20:
-                ax.legend(fontsize=7, markerscale=1.5, loc="best", frameon=False)
-        fig.suptitle(title)
-        fig.tight_layout()
-        out_png = Path(out_png)
-        out_png.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out_png, dpi=120)
-    finally:
-        plt.close(fig)
+    # A bare Figure, not pyplot: no backend switch and no global figure list, so
+    # drawing a map from a notebook leaves the notebook's own figures alone.
+    fig = Figure(figsize=(5.5 * k, 5))
+    axes = fig.subplots(1, k, squeeze=False)
+    for ax, (key, names) in zip(axes[0], labels.items(), strict=True):
+        names = np.asarray([str(x) for x in names])
+        uniq = sorted(set(names.tolist()))
+        for i, name in enumerate(uniq):
+            sel = names == name
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=cmap(shade[i % 20]), label=name)
+        ax.set_title(f"{key} ({len(uniq)})")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if len(uniq) <= 20:
+            ax.legend(fontsize=7, markerscale=1.5, loc="best", frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
     return out_png
 
 

@@ -41,3 +41,23 @@ def _real_folder(realaudio: Path, tmp_path: Path) -> Path:
         w.writeheader()
         w.writerows(rows)
     return root
+
+
+@pytest.fixture
+def users_figure():
+    """A figure open in the caller's own pyplot session, on a backend other than Agg:
+    drawing our plots must neither switch the backend nor close it (a notebook's
+    figures would vanish). Yields a check to call after drawing."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    before = plt.get_backend()
+    plt.switch_backend("svg")
+    fig = plt.figure()
+
+    def still_open() -> None:
+        assert plt.get_backend() == "svg" and plt.fignum_exists(fig.number)
+
+    try:
+        yield still_open
+    finally:
+        plt.close(fig)
+        plt.switch_backend(before)

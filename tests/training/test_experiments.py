@@ -92,6 +92,12 @@ def test_bar_passes_when_the_figures_do(tmp_path):
     assert plot_ablation(summary, tmp_path / "p.png").stat().st_size > 5000
 
 
+def test_the_ablation_plot_leaves_the_callers_figures_alone(tmp_path, users_figure):
+    _, summary = _sweep(tmp_path, 0.5, 0.1, 0.2, probe=[(0.6, 0.5)] * 10)
+    plot_ablation(summary, tmp_path / "p.png")
+    users_figure()
+
+
 def test_bar_fails_and_the_page_says_what_did_not_reproduce(tmp_path):
     # all ~ com on sci (overlapping CIs), shuffled better than ordered, probe 7/10
     cfg, summary = _sweep(tmp_path, 0.11, 0.1, 0.6, probe=[(0.6, 0.5)] * 7 + [(0.4, 0.5)] * 3)

@@ -329,6 +329,13 @@ def test_embedding_map_writes_png(tmp_path, one_openmp_thread):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 1000
 
 
+def test_embedding_map_leaves_the_callers_figures_alone(tmp_path, users_figure):
+    pytest.importorskip("sklearn")
+    emb, labels = _clusters()
+    embedding_map(emb, {"class": labels.tolist()}, tmp_path / "m.png", "t", method="pca")
+    users_figure()
+
+
 def test_embedding_map_refuses_bad_inputs(tmp_path):
     emb, labels = _clusters(n_per=1)
     with pytest.raises(ValueError, match="at least 5"):
