@@ -37,7 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="species.csv to embed (default: the --data catalogue); a new catalogue gives a zero-shot bundle",
     )
     b.add_argument("--name", default="animalclap", help="bundle name, shown by the runtime")
-    b.add_argument("--window", type=float, default=3.0, help="window seconds the encoder takes")
+    b.add_argument(
+        "--window",
+        "--window-seconds",  # evaluate's and probe's name for it
+        dest="window",
+        type=float,
+        default=3.0,
+        help="window seconds the encoder takes",
+    )
     b.add_argument(
         "--templates",
         nargs="+",
@@ -79,15 +86,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a small CNN student to match the teacher's audio embeddings",
         formatter_class=DefaultsFormatter,
     )
-    d.add_argument("--teacher", required=True, help="CLAP checkpoint (path or hub id)")
+    # the other commands' names are accepted too: --checkpoint, --data, --window-seconds
+    d.add_argument(
+        "--teacher",
+        "--checkpoint",
+        dest="teacher",
+        required=True,
+        help="CLAP checkpoint (path or hub id)",
+    )
     d.add_argument(
         "--audio",
+        "--data",
+        dest="audio",
         required=True,
         help="unlabelled audio: a folder of files, or any --data spec (labels unused)",
     )
     d.add_argument("--out", required=True, help="student folder (student.pt, student.json)")
     d.add_argument("--width", type=float, default=0.4, help="MobileNetV3 width multiplier")
-    d.add_argument("--window", type=float, default=3.0, help="window seconds")
+    d.add_argument(
+        "--window",
+        "--window-seconds",
+        dest="window",
+        type=float,
+        default=3.0,
+        help="window seconds",
+    )
     d.add_argument("--crops", type=int, default=4, help="crops per recording")
     d.add_argument("--epochs", type=int, default=30, help="passes over the training crops")
     d.add_argument("--batch-size", type=int, default=64, help="windows per training step")
