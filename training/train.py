@@ -32,7 +32,7 @@ from animalclap_edge.contracts.prompts import (
 from training.embed_audio import embed_items
 from training.identity import with_absolute_paths
 from training.labelled_audio import LabelledSet, crop, open_labelled
-from training.loss import clip_loss
+from training.loss import clamp_logit_scales, clip_loss
 from training.metrics import topk_accuracy
 from training.model import (
     AudioEncoder,
@@ -208,6 +208,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
+                clamp_logit_scales(model)
                 t2 = time.monotonic()
                 step += 1
                 rec = {

@@ -152,7 +152,7 @@ def bench(
         loss = forward_loss(forward, module, batch, autocast, one)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer_step(opt, cfg)
+        optimizer_step(opt, cfg, module.clap)
 
     from torch.utils.flop_counter import FlopCounterMode
 

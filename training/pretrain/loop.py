@@ -24,6 +24,7 @@ from training.identity import (
     removed_if_left_empty,
     with_absolute_paths,
 )
+from training.loss import clamp_logit_scales
 from training.model import AudioEncoder, LoadedClap, load_clap
 from training.pretrain import state
 from training.pretrain.config import PretrainConfig, warmup_steps
@@ -149,13 +150,27 @@ def make_optimizer(cfg: PretrainConfig, module: nn.Module, device: torch.device)
     )
 
 
-def optimizer_step(opt: torch.optim.Optimizer, cfg: PretrainConfig) -> None:
-    """Clip the gradient norm over every parameter the optimizer holds, then step: the
-    loop's update, which `bench` times as well."""
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict) -> None:
+    """A saved AdamW's moments and step counts, under this run's settings. A plain
+    `load_state_dict` also brings back each group's saved betas, weight decay and
+    `fused`: a resume with another beta2 (which the log reports as changed) would keep
+    the old one, and a run begun on CPU would stay unfused on a GPU."""
+    mine = opt.state_dict()["param_groups"]
+    groups = [
+        {**old, **{k: v for k, v in new.items() if k != "params"}}
+        for old, new in zip(saved["param_groups"], mine, strict=True)
+    ]
+    opt.load_state_dict({**saved, "param_groups": groups})
+
+
+def optimizer_step(opt: torch.optim.Optimizer, cfg: PretrainConfig, clap: nn.Module) -> None:
+    """Clip the gradient norm over every parameter the optimizer holds, step, and hold
+    the logit scales at ln(100): the loop's update, which `bench` times as well."""
     if cfg.grad_clip:
         params = [p for group in opt.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     opt.step()
+    clamp_logit_scales(clap)
 
 
 def make_loader(
@@ -512,7 +527,7 @@ def _pretrain(
         )
     opt = make_optimizer(cfg, module, d.device)
     if counters:
-        opt.load_state_dict(counters["optimizer"])
+        load_optimizer_state(opt, counters["optimizer"])
 
     dataset = make_dataset(cfg, td, loaded)
     steps_per_epoch = len(dataset) // cfg.batch_size
@@ -632,7 +647,7 @@ def _pretrain(
             loss = forward_loss(forward, module, batch, autocast, d)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer_step(opt, cfg)
+            optimizer_step(opt, cfg, module.clap)
             pace.step_queued()
             step += 1
             n_since += 1
@@ -648,6 +663,7 @@ def _pretrain(
                             "loss": mean_loss,
                             "lr": lr,
                             "logit_scale": module.clap.logit_scale_a.exp().item(),
+                            "logit_scale_t": module.clap.logit_scale_t.exp().item(),
                             "data_wait_s": waited / n_since,
                             "step_s": (now - since) / n_since,
                             "samples_per_s": cfg.batch_size * n_since / max(1e-9, now - since),

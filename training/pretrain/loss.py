@@ -7,14 +7,11 @@ compute on the whole global batch, at 1/world of the logits memory.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.nn import functional as F
 
+from training.loss import MAX_LOGIT_SCALE
 from training.pretrain.dist import Dist, gather_with_grad
-
-MAX_LOGIT_SCALE = math.log(100.0)  # as CLIP: the temperature cannot fall below 0.01
 
 
 def gathered_clip_loss(

@@ -7,11 +7,19 @@ import pytest
 import torch
 
 from training.labelled_audio import open_labelled
-from training.loss import clip_loss
+from training.loss import MAX_LOGIT_SCALE, clip_loss
 from training.model import load_clap
+from training.pretrain.config import PretrainConfig
 from training.pretrain.data import RankBatches
 from training.pretrain.dist import Dist
-from training.pretrain.loop import ClapTrainModule, build_model, enable_gradient_checkpointing
+from training.pretrain.loop import (
+    ClapTrainModule,
+    build_model,
+    enable_gradient_checkpointing,
+    load_optimizer_state,
+    make_optimizer,
+    optimizer_step,
+)
 from training.pretrain.loss import gathered_clip_loss
 
 from .conftest import tiny_run
@@ -74,6 +82,48 @@ def test_each_direction_uses_its_own_clamped_scale():
     assert not torch.allclose(got, swapped)  # the directions are not interchangeable
     clamped = gathered_clip_loss(a, t, torch.tensor(6.0), torch.tensor(6.0), one)
     torch.testing.assert_close(clamped, by_hand(100.0, 100.0))
+
+
+def test_a_logit_scale_pushed_past_ln100_is_held_there_and_can_come_back():
+    """The loss clamps the scales, which passes no gradient past ln(100): a scale one
+    step over the edge would stay there for good. The step holds them at the edge."""
+    clap = torch.nn.Module()
+    clap.logit_scale_a = torch.nn.Parameter(torch.tensor(MAX_LOGIT_SCALE - 1e-3))
+    clap.logit_scale_t = torch.nn.Parameter(torch.tensor(MAX_LOGIT_SCALE - 1e-3))
+    opt = torch.optim.AdamW(clap.parameters(), lr=0.05, weight_decay=0.0)
+    one = Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
+    a = torch.eye(6, 8)
+    # each text nearest its own audio, by 0.05 in cosine: at a scale of 100 the loss
+    # still wants a larger one, with a gradient far from underflow
+    near = torch.nn.functional.normalize(a + 19 * a.sum(0) / 6**0.5, dim=-1)
+
+    def step(text: torch.Tensor) -> None:
+        opt.zero_grad()
+        gathered_clip_loss(a, text, clap.logit_scale_a, clap.logit_scale_t, one).backward()
+        optimizer_step(opt, PretrainConfig(grad_clip=1.0), clap)
+
+    step(near)
+    assert clap.logit_scale_a.item() == clap.logit_scale_t.item() == pytest.approx(MAX_LOGIT_SCALE)
+    step(near.roll(1, dims=0))  # every pair wrong: the loss wants a smaller scale
+    assert clap.logit_scale_a.item() < MAX_LOGIT_SCALE - 0.01
+    assert clap.logit_scale_t.item() < MAX_LOGIT_SCALE - 0.01
+
+
+def test_a_resumed_optimizer_keeps_its_moments_and_takes_the_new_settings():
+    torch.manual_seed(3)
+    net = torch.nn.Linear(4, 2)
+    cpu = torch.device("cpu")
+    before = make_optimizer(PretrainConfig(beta2=0.99, weight_decay=0.1), net, cpu)
+    net(torch.randn(5, 4)).sum().backward()
+    before.step()
+    after = make_optimizer(PretrainConfig(beta2=0.999, weight_decay=0.2), net, cpu)
+    load_optimizer_state(after, before.state_dict())
+    assert [g["betas"] for g in after.param_groups] == [(0.9, 0.999)] * 2
+    assert [g["weight_decay"] for g in after.param_groups] == [0.2, 0.0]
+    for p in net.parameters():
+        torch.testing.assert_close(after.state[p]["exp_avg"], before.state[p]["exp_avg"])
+        torch.testing.assert_close(after.state[p]["exp_avg_sq"], before.state[p]["exp_avg_sq"])
+        assert after.state[p]["step"].item() == 1
 
 
 def test_ranks_split_each_step_of_the_plan_without_overlap():
