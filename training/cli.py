@@ -416,18 +416,6 @@ def _run_checkpoint(run: Path) -> Path:
     )
 
 
-def _run_settings(run: Path) -> tuple[str, dict]:
-    """The settings a run folder was trained with, and the file they came from:
-    pretrain and finetune save them in pretrain_config.json, train in
-    train_summary.json's "config" (("", {}) where neither is there)."""
-    for name in ("pretrain_config.json", "train_summary.json"):
-        saved = run / name
-        if saved.is_file():
-            settings = json.loads(saved.read_text(encoding="utf-8"))
-            return name, settings.get("config", settings)
-    return "", {}
-
-
 def _run_data(run: Path, settings: tuple[str, dict]) -> str | None:
     """The data a run folder was trained on, as `--data` takes it (None: not recorded)."""
     from training.benchmark.corpus import SIZES
@@ -445,6 +433,7 @@ def _run_data(run: Path, settings: tuple[str, dict]) -> str | None:
 
 def _open_eval(args, kind: str):
     from training.labelled_audio import open_labelled
+    from training.lineage import run_settings
     from training.model import load_clap
     from training.splits import ZeroShotSplit, zero_shot_split
 
@@ -456,7 +445,7 @@ def _open_eval(args, kind: str):
     if not out:
         raise ValueError("give --out DIR (or --run, to write under RUN/)")
     # A finetune run's split.json indexes its regional data, not the benchmark.
-    settings = _run_settings(run) if run else ("", {})
+    settings = run_settings(run) if run else ("", {})
     data = open_labelled(args.data or (run and _run_data(run, settings)) or "tiny")
     split_path = args.split or (
         run / "split.json" if run and (run / "split.json").exists() else None

@@ -35,11 +35,13 @@ QUERIES = ("com", "sci", "tax")
 
 def report_on(checkpoint: str, cfg: PretrainConfig, out: Path, progress: bool) -> dict:
     """Regional held-out accuracy among the regional species; global unseen and seen
-    accuracy on the replay data's zero-shot split."""
+    accuracy on the replay data's zero-shot split (the one cfg.init was trained with,
+    where its run folder shows it)."""
     from training.evaluate import EvalConfig, evaluate
     from training.labelled_audio import open_labelled
     from training.model import AudioEncoder, load_clap
-    from training.train import make_split, replay_advice, validate_seen
+    from training.pretrain.mixed import replay_split
+    from training.train import make_split, validate_seen
 
     loaded = load_clap(checkpoint)
     encoder = AudioEncoder(loaded.model, loaded.frontend, mode="fft")
@@ -56,9 +58,8 @@ def report_on(checkpoint: str, cfg: PretrainConfig, out: Path, progress: bool) -
     }
     if cfg.replay:
         data = open_labelled(cfg.replay)
-        gsplit = make_split(
-            data, "zeroshot", cfg.seed, cfg.val_fraction, advice=replay_advice(cfg.replay)
-        )
+        # the split the training replayed: cfg.init's own, before and after alike
+        gsplit, _ = replay_split(data, cfg.replay, cfg.init, cfg.seed, cfg.val_fraction)
         gsplit, trained = unseen_not_regional(gsplit, data, regional)
         res["global"] = {"unseen_trained_regionally": trained}
         if gsplit.test_species:

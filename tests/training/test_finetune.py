@@ -314,3 +314,46 @@ def test_global_unseen_species_the_region_records_leave_the_unseen_row():
         | {"before": alone, "after": alone}
     )
     assert "| global, unseen species |" not in md and "which had no others" in md
+
+
+def test_replay_keeps_the_split_the_checkpoint_was_trained_with(
+    pretrain_checkpoint, real_folder, tmp_path
+):
+    """A global run trained with seed 1, fine-tuned with seed 0: the replayed species
+    and the "global, unseen" rows come from the global run's split.json, through a
+    fine-tuned checkpoint too; a seed-0 split would replay the run's unseen species."""
+    from training.labelled_audio import open_labelled
+    from training.lineage import trained_split
+    from training.pretrain.loop import pretrain
+    from training.pretrain.mixed import training_data
+    from training.splits import ZeroShotSplit
+    from training.train import make_split
+
+    from .pretrain.conftest import tiny_run
+
+    glob = tmp_path / "global"
+    pretrain(tiny_run(glob, pretrain_checkpoint, seed=1, max_steps=1), progress=False)
+    unseen = set(ZeroShotSplit.from_json(glob / "split.json").test_species)
+    assert unseen and unseen != set(
+        make_split(open_labelled("tiny"), "zeroshot", 0, 0.1).test_species
+    )
+
+    def replayed_species(init) -> set[str]:
+        td = training_data(str(real_folder), "seen", 0, 0.1, replay="tiny", init=str(init))
+        return {it.species_id for it, r in zip(td.train, td.is_replay, strict=True) if r}, td
+
+    species, td = replayed_species(glob / "final")
+    assert species and not species & unseen
+    assert str(glob / "split.json") in td.notes[0]
+    # a region's run from it, then a run from that: the chain leads back to glob
+    regional = dataclasses.replace(
+        tiny_run(tmp_path / "region", glob / "final", data=str(real_folder), replay="tiny"),
+        split="seen",
+        max_steps=1,
+    )
+    pretrain(regional, progress=False, fit_batch=True)
+    assert trained_split(str(tmp_path / "region" / "final"), "tiny") == glob / "split.json"
+    assert not replayed_species(tmp_path / "region" / "final")[0] & unseen
+    # a checkpoint with no run folder: a fresh split, and the log says so
+    _, fresh = replayed_species(pretrain_checkpoint)
+    assert "drawn from seed 0" in fresh.notes[0]

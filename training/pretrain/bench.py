@@ -121,7 +121,7 @@ def bench(
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     one = Dist(rank=0, world=1, local_rank=0, device=device)
-    td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
+    td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay, cfg.init)
     loaded = build_model(cfg, td.data)
     configure_towers(cfg, loaded.model)
     module = ClapTrainModule(loaded).to(device)

@@ -498,7 +498,7 @@ def _pretrain(
 
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
-    td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
+    td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay, cfg.init)
     data, split = td.data, td.split
     clips = epoch_clips(cfg, td)
     if fit_batch:  # before the resume check: a rerun caps alike and resumes
@@ -514,7 +514,7 @@ def _pretrain(
         )
     torch.manual_seed(cfg.seed)
     loaded = load_clap(str(resume / "model")) if resume else build_model(cfg, data)
-    notes = list(notes)
+    notes = [*notes, *td.notes]
     model = loaded.model.to(d.device)
     model = _batchnorm(model, cfg.batchnorm, d, notes)
     loaded.model = model

@@ -2,12 +2,14 @@
 
 Regional retraining trains on every regional species (train/val by site-day, no
 held-out species) and replays the training side of the global data's zero-shot
-split, so the global benchmark's unseen species stay unseen.
+split, so the global benchmark's unseen species stay unseen: the split the checkpoint
+was trained with where its run folder says so (`training.lineage`), else one drawn
+from the run's seed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -25,6 +27,7 @@ class TrainingData:
     val: list[Item]
     is_replay: np.ndarray  # (len(train),) bool
     split: ZeroShotSplit  # of the primary data: written to split.json
+    notes: list[str] = field(default_factory=list)  # for the run's log
 
 
 def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
@@ -67,10 +70,42 @@ def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
     )
 
 
-def training_data(
-    data: str, split_kind: str, seed: int, val_fraction: float, replay: str | None = None
-) -> TrainingData:
+def replay_split(
+    old: LabelledSet, replay: str, init: str | None, seed: int, val_fraction: float
+) -> tuple[ZeroShotSplit, str]:
+    """The replayed data's zero-shot split, and a note of where it came from: the split
+    `init` was trained with when its run folder shows it trained on `replay`, so that
+    its unseen species are neither replayed nor reported as unseen after training on
+    them; else a fresh one from (seed, val_fraction)."""
+    from training.lineage import trained_split
     from training.train import make_split, replay_advice
+
+    saved = trained_split(init, replay)
+    if saved is not None:
+        split = ZeroShotSplit.from_json(saved)
+        try:
+            split.check_items(old.items)
+        except ValueError as e:
+            raise ValueError(f"--replay {replay}: {saved}: {e}") from None
+        return split, f"replay: the zero-shot split {init} was trained with ({saved})"
+    split = make_split(old, "zeroshot", seed, val_fraction, advice=replay_advice(replay))
+    return split, (
+        f"replay: no run folder shows {init} trained on {replay}, so its zero-shot split "
+        f"is drawn from seed {seed}, val_fraction {val_fraction}; if the checkpoint was "
+        "trained on it with another split, some 'unseen' species were seen"
+    )
+
+
+def training_data(
+    data: str,
+    split_kind: str,
+    seed: int,
+    val_fraction: float,
+    replay: str | None = None,
+    init: str | None = None,
+) -> TrainingData:
+    """The run's data; with `replay`, the checkpoint `init`'s global data joins it."""
+    from training.train import make_split
 
     primary = open_labelled(data)
     split = make_split(primary, split_kind, seed, val_fraction)
@@ -79,7 +114,7 @@ def training_data(
     if not replay:
         return TrainingData(primary, train, val, np.zeros(len(train), bool), split)
     old = open_labelled(replay)
-    old_split = make_split(old, "zeroshot", seed, val_fraction, advice=replay_advice(replay))
+    old_split, note = replay_split(old, replay, init, seed, val_fraction)
     merged = merge(primary, old)
     train = [replace(it, id=REGIONAL + it.id, group=REGIONAL + it.group) for it in train]
     val = [replace(it, id=REGIONAL + it.id, group=REGIONAL + it.group) for it in val]
@@ -88,4 +123,4 @@ def training_data(
         for i in old_split.train
     ]
     mask = np.r_[np.zeros(len(train), bool), np.ones(len(old_train), bool)]
-    return TrainingData(merged, train + old_train, val, mask, split)
+    return TrainingData(merged, train + old_train, val, mask, split, [note])
