@@ -167,9 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML file or packaged name (paper, cpu_smoke); default: the built-in "
         "settings (training/pretrain/config.py)",
     )
-    pt.add_argument(
-        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides of --config"
-    )
+    _add_set(pt, "overrides of --config")
     pt.add_argument("--data", help="shortcut for --set data=...")
     pt.add_argument(
         "--out",
@@ -192,9 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML file or packaged name, as for pretrain; default: the full-size model "
         "from scratch, bf16",
     )
-    bn.add_argument(
-        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides of --config"
-    )
+    _add_set(bn, "overrides of --config")
     bn.add_argument("--steps", type=int, default=20, help="timed steps")
     bn.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     bn.add_argument("--peak-tflops", type=float, help="device peak bf16 TFLOP/s for MFU")
@@ -234,13 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         help="YAML file of settings (as for pretrain); default: the fine-tuning defaults",
     )
-    ft.add_argument(
-        "--set",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="overrides of the fine-tuning defaults and --config (e.g. batch_size=32)",
-    )
+    _add_set(ft, "overrides of the fine-tuning defaults and --config (e.g. batch_size=32)")
     ft.set_defaults(func=_cmd_finetune)
 
     pp = command(
@@ -291,6 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     bw.add_argument("--overwrite", action="store_true", help="replace a benchmark already in --out")
     bw.set_defaults(func=_cmd_benchmark)
     return p
+
+
+def _add_set(parser: argparse.ArgumentParser, help: str) -> None:
+    """--set KEY=VALUE ..., repeatable: every --set counts, a later value of a key wins
+    (argparse's default kept only the last --set, silently)."""
+    parser.add_argument(
+        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help=help
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,3 +55,13 @@ def test_an_empty_data_option_is_an_error_not_the_default_data(tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.startswith("animalclap-train: error: data: empty; give a folder written by")
     assert not out.exists()
+
+
+def test_every_set_counts_and_a_later_value_wins():
+    p = build_parser()
+    for cmd in ("pretrain", "bench", "finetune"):
+        extra = ["--checkpoint", "ck", "--data", "d", "--out", "o"] if cmd == "finetune" else []
+        args = p.parse_args(
+            [cmd, *extra, "--set", "batch_size=8", "lr=1", "--set", "workers=0", "lr=2"]
+        )
+        assert args.set == ["batch_size=8", "lr=1", "workers=0", "lr=2"], cmd
