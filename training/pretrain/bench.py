@@ -119,6 +119,11 @@ def bench(
     with `progress`, a bar on stderr names the phase (a compiled warm-up takes minutes)."""
     from tqdm.auto import tqdm
 
+    if steps < 1 or warmup < 0:  # before minutes of loading
+        raise ValueError(
+            f"--steps {steps} --warmup {warmup}: give at least 1 timed step and 0 or more "
+            "warm-up steps"
+        )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     one = Dist(rank=0, world=1, local_rank=0, device=device)
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay, cfg.init)

@@ -39,6 +39,14 @@ def test_bench_reports_throughput_flops_and_mfu(tmp_path, capsys):
     assert r["shards"] is None  # the tiny benchmark: no prepared shards
 
 
+@pytest.mark.parametrize("steps,warmup", [(0, 1), (2, -1)])
+def test_bench_refuses_no_timed_steps_in_one_line(steps, warmup, capsys):
+    args = ["bench", "--set", "init=scratch:fast", "data=tiny", "--steps", str(steps)]
+    assert main([*args, "--warmup", str(warmup)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("give at least 1 timed step and 0 or more warm-up steps")
+
+
 def test_the_verdict_suggests_only_what_is_not_already_on():
     from training.pretrain.bench import BenchResult, write
 
