@@ -397,6 +397,17 @@ def _refuse_another_run(out: Path, cfg: PretrainConfig) -> None:
     )
 
 
+def _load_resumed(resume: Path) -> LoadedClap:
+    """The model of the checkpoint a run resumes from; a damaged one in one line."""
+    try:
+        return load_clap(str(resume / "model"))
+    except Exception as e:  # safetensors' and transformers' own errors, many kinds
+        raise ValueError(
+            f"cannot load {resume / 'model'} ({str(e).splitlines()[0]}): move {resume} out "
+            f"of {resume.parent} to resume from the checkpoint before it"
+        ) from None
+
+
 def resume_notes(saved: Path, cfg: PretrainConfig, step: int, stop_at: int) -> list[str]:
     """What a resumed run logs about itself: the settings it changes from the run it
     continues (those outside RUN_IDENTITY may change: a longer schedule, another
@@ -506,15 +517,15 @@ def _pretrain(
     if cfg.batch_size % d.world:
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {d.world} ranks")
     check_batch_fits(cfg, clips, d.world)
-    resume = state.latest(ckpt_dir)
+    resume, fallback = state.resume_from(ckpt_dir)
     counters = state.load_counters(resume) if resume else {}
     if counters and counters["batch_size"] != cfg.batch_size:
         raise ValueError(
             f"{resume} was trained with batch_size {counters['batch_size']}; resume with the same global batch"
         )
     torch.manual_seed(cfg.seed)
-    loaded = load_clap(str(resume / "model")) if resume else build_model(cfg, data)
-    notes = [*notes, *td.notes]
+    loaded = _load_resumed(resume) if resume else build_model(cfg, data)
+    notes = [*notes, *td.notes, *([fallback] if fallback else [])]
     model = loaded.model.to(d.device)
     model = _batchnorm(model, cfg.batchnorm, d, notes)
     loaded.model = model

@@ -3,22 +3,30 @@
 checkpoints/step-00001500/
     model/               save_pretrained: weights, config, tokenizer, feature extractor
     training_state.pt    optimizer, counters (global step, epoch, next step in epoch)
+    sizes.json           every other file's size in bytes, written last
 checkpoints/latest       the name of the newest complete checkpoint
 
-A checkpoint is written to a hidden temporary folder and renamed into place, then
-`latest` is replaced by rename: a run killed at any moment leaves the previous
-checkpoint intact and `latest` pointing at a complete one.
+A checkpoint is written to a hidden temporary folder, flushed to disk, and renamed into
+place, then `latest` is replaced by rename: a run killed at any moment leaves the
+previous checkpoint intact and `latest` pointing at a complete one. A file torn anyway
+(a node that lost power before its disk caught up, a copy cut short) no longer matches
+sizes.json; a resume then takes the newest checkpoint that is whole and says so.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import torch
 
 from training.model import save_checkpoint
+
+SIZES = "sizes.json"
+_STEP = re.compile(r"step-(\d+)")
 
 
 def step_name(step: int) -> str:
@@ -34,29 +42,121 @@ def save(
     shutil.rmtree(tmp, ignore_errors=True)
     save_checkpoint(model, tokenizer, frontend, tmp / "model")
     torch.save({"optimizer": optimizer.state_dict(), **counters}, tmp / "training_state.pt")
+    _seal(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     pointer = folder / ".latest.tmp"
     pointer.write_text(final.name, encoding="utf-8")
+    _fsync(pointer)
     os.replace(pointer, folder / "latest")
-    done = sorted(p for p in folder.glob("step-*") if p.is_dir())
-    for old in done[: max(0, len(done) - keep)]:
+    _fsync(folder)
+    # by step, and never the one just written: a folder may hold later steps of a
+    # run resumed from before them
+    older = sorted((p for p in _steps(folder) if p != final), key=_step_of)
+    for old in older[: max(0, len(older) - (keep - 1))]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def latest(folder: Path) -> Path | None:
+    """The checkpoint a run in `folder` resumes from (None: none yet); see `resume_from`."""
+    return resume_from(folder)[0]
+
+
+def resume_from(folder: Path) -> tuple[Path | None, str | None]:
+    """The checkpoint `latest` names, or, where that one is not whole, the newest whole
+    one before it, with a note saying why. ValueError when none is whole."""
     pointer = folder / "latest"
+    steps = sorted(_steps(folder), key=_step_of, reverse=True)
     if not pointer.exists():
-        return None
-    path = folder / pointer.read_text(encoding="utf-8").strip()
-    if not (path / "training_state.pt").exists():
-        raise ValueError(
-            f"{pointer} names {path.name}, which is incomplete; delete {pointer} to start over"
-        )
-    return path
+        if not steps:
+            return None, None
+        named, why, before = None, f"{pointer} is missing", steps
+    else:
+        text = pointer.read_text(encoding="utf-8").strip()
+        named = folder / text if text else None
+        why = f"{pointer} is empty" if named is None else _not_whole(named)
+        if why is None:
+            return named, None
+        if named is not None:
+            why = f"{pointer} names {text}, which {why}"
+            before = [p for p in steps if _step_of(p) < _step_of(named)]
+        else:
+            before = steps
+    for path in before:
+        if _not_whole(path) is None:
+            return path, f"{why}; resuming from {path.name}, the newest whole checkpoint before it"
+    raise ValueError(
+        f"{why}, and no whole checkpoint is left to resume from: delete {folder} to train "
+        "from the start, or give a new --out"
+    )
 
 
 def load_counters(path: Path) -> dict:
-    return torch.load(path / "training_state.pt", map_location="cpu", weights_only=False)
+    file = path / "training_state.pt"
+    try:
+        return torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as e:  # a torn zip, unpickling errors: one line, and what to do
+        raise ValueError(
+            f"cannot read {file} ({str(e).splitlines()[0]}): move {path} out of "
+            f"{path.parent} to resume from the checkpoint before it"
+        ) from None
+
+
+def _steps(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if p.is_dir() and _STEP.fullmatch(p.name)]
+
+
+def _step_of(path: Path) -> int:
+    m = _STEP.fullmatch(path.name)
+    return int(m.group(1)) if m else -1
+
+
+def _not_whole(path: Path) -> str | None:
+    """Why the checkpoint at `path` cannot be resumed from (None: it can). Checkpoints
+    written before sizes.json existed are taken as whole when their files are there."""
+    if not path.is_dir():
+        return "is not there"
+    for needed in ("training_state.pt", "model/config.json"):
+        if not (path / needed).is_file():
+            return f"is incomplete (no {needed})"
+    if not (path / SIZES).is_file():
+        return None
+    try:
+        sizes = json.loads((path / SIZES).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"is damaged ({SIZES} unreadable)"
+    for rel, size in sizes.items():
+        file = path / rel
+        if not file.is_file():
+            return f"is damaged ({rel} is missing)"
+        if file.stat().st_size != size:
+            return f"is damaged ({rel} is {file.stat().st_size} bytes of {size})"
+    return None
+
+
+def _seal(tmp: Path) -> None:
+    """Flush every file of a checkpoint to disk, then record their sizes, last."""
+    sizes = {}
+    for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        _fsync(file)
+        sizes[file.relative_to(tmp).as_posix()] = file.stat().st_size
+    (tmp / SIZES).write_text(json.dumps(sizes, indent=1), encoding="utf-8")
+    _fsync(tmp / SIZES)
+    for d in {tmp, *(p for p in tmp.rglob("*") if p.is_dir())}:
+        _fsync(d)
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file or a folder; file systems that refuse it on folders are let be."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not path.is_dir():
+            raise
+    finally:
+        os.close(fd)

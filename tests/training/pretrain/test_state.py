@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 
 import pytest
+import torch
 from transformers import ClapModel
 
+from training.model import load_clap
 from training.pretrain import state
 from training.pretrain.loop import pretrain
 
@@ -29,9 +32,75 @@ def test_old_checkpoints_are_pruned_and_the_newest_loads(pretrain_checkpoint, tm
         pretrain(other, progress=False)
 
 
-def test_latest_naming_an_incomplete_checkpoint_is_refused(tmp_path):
+def test_with_no_whole_checkpoint_left_the_resume_is_refused(tmp_path):
     (tmp_path / "step-00000004" / "model").mkdir(parents=True)  # killed before its state
     (tmp_path / "latest").write_text("step-00000004")
-    with pytest.raises(ValueError, match="names step-00000004, which is incomplete"):
+    with pytest.raises(ValueError, match=r"names step-00000004, which is incomplete .* no whole"):
+        state.latest(tmp_path)
+    (tmp_path / "latest").write_text("")
+    with pytest.raises(ValueError, match="latest is empty, and no whole checkpoint is left"):
         state.latest(tmp_path)
     assert state.latest(tmp_path / "nothing-yet") is None
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_a_torn_checkpoint_resumes_from_the_one_before_and_ends_the_same(
+    pretrain_checkpoint, tmp_path
+):
+    """A file torn after its checkpoint was written (a node losing power, a copy cut
+    short) no longer matches sizes.json: the resume takes the newest whole checkpoint,
+    says so, and trains on to the weights an unbroken run ends with."""
+    cfg = tiny_run(tmp_path / "whole", pretrain_checkpoint, epochs=2, keep_checkpoints=3)
+    pretrain(cfg, progress=False)  # 10 steps, a checkpoint every 2
+    torn = tmp_path / "torn"
+    shutil.copytree(tmp_path / "whole", torn)
+    weights = torn / "checkpoints" / "step-00000010" / "model" / "model.safetensors"
+    size = weights.stat().st_size
+    with open(weights, "r+b") as f:
+        f.truncate(size // 2)
+    path, note = state.resume_from(torn / "checkpoints")
+    assert path.name == "step-00000008"
+    assert (
+        f"names step-00000010, which is damaged (model/model.safetensors is {size // 2} "
+        f"bytes of {size}); resuming from step-00000008" in note
+    )
+    pretrain(dataclasses.replace(cfg, out=str(torn)), progress=False)
+    log = (torn / "train_log.jsonl").read_text()
+    assert "resuming from step-00000008, the newest whole checkpoint before it" in log
+    got, want = _weights(torn / "final"), _weights(tmp_path / "whole" / "final")
+    assert got.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=k)
+
+
+def test_a_missing_latest_resumes_from_the_newest_whole_checkpoint(pretrain_checkpoint, tmp_path):
+    """Deleting `latest` (the advice before 2026-11-27) trained again from step 0 beside
+    the whole checkpoints; and pruning by name then deleted each new checkpoint."""
+    cfg = tiny_run(tmp_path / "run", pretrain_checkpoint, epochs=2, max_steps=6)
+    pretrain(cfg, progress=False)
+    folder = tmp_path / "run" / "checkpoints"
+    (folder / "latest").unlink()
+    path, note = state.resume_from(folder)
+    assert path.name == "step-00000006" and "latest is missing; resuming from step-00000006" in note
+    # a stale later step (a run resumed from before it) outlives no new checkpoint
+    shutil.copytree(folder / "step-00000006", folder / "step-00000052")
+    loaded = load_clap(str(folder / "step-00000006" / "model"))
+    opt = torch.optim.AdamW(loaded.model.parameters())
+    args = (loaded.model, loaded.tokenizer, loaded.frontend, opt, {"global_step": 8})
+    state.save(folder, 8, *args, keep=2)
+    assert sorted(p.name for p in folder.glob("step-*")) == ["step-00000008", "step-00000052"]
+    state.save(folder, 10, *args, keep=2)
+    assert sorted(p.name for p in folder.glob("step-*")) == ["step-00000010", "step-00000052"]
+
+
+def test_an_unreadable_training_state_is_one_line(tmp_path):
+    ckpt = tmp_path / "step-00000002"
+    ckpt.mkdir()
+    (ckpt / "training_state.pt").write_bytes(b"PK\x03\x04 torn")
+    with pytest.raises(ValueError, match=r"cannot read .*training_state.pt \(.*\): move "):
+        state.load_counters(ckpt)
