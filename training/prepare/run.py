@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import queue
 import shutil
 import uuid
 from collections import Counter
@@ -32,7 +31,14 @@ from training.prepare.manifest import (
     SourceRecording,
     plan,
 )
-from training.prepare.shards import CODECS, ShardWriter, read_index, shard_complete, shard_name
+from training.prepare.shards import (
+    CODECS,
+    ShardWriter,
+    read_index,
+    shard_complete,
+    shard_name,
+    stale_temporaries,
+)
 
 PREPARED = "prepared.json"
 PLAN = "plan.json"
@@ -109,6 +115,9 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
             + (f"resuming with the other {len(todo)}" if todo else "nothing left to write"),
             flush=True,
         )
+    for j in todo:  # partial files of killed writers: a rerun writes its own
+        for tmp in stale_temporaries(shards_dir, j):
+            tmp.unlink(missing_ok=True)
     work = {j: p.keep[j * cfg.per_shard : (j + 1) * cfg.per_shard] for j in todo}
     _run_shards(work, shards_dir, cfg, progress)
     present = [j for j in range(n_shards) if (shards_dir / f"{shard_name(j)}.json").exists()]
@@ -194,6 +203,35 @@ def write_shard(
     return {"shard": index, "records": len(writer.records), "rejected": len(writer.rejected)}
 
 
+_TICKS = None  # in a worker process: where its progress ticks go
+
+
+def _worker_init(parent: int, ticks) -> None:
+    global _TICKS
+    _TICKS = ticks
+    exit_with_parent(parent)
+
+
+def exit_with_parent(parent: int) -> None:
+    """End this worker process soon after `parent` ends, however it ends: a worker
+    orphaned by a SIGKILL went on writing queued shards beside the rerun's."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _write_shard_in_worker(
+    index: int, recordings: list, folder: Path, settings: DecodeSettings, codec: str
+) -> dict:
+    return write_shard(index, recordings, folder, settings, _TICKS, codec)
+
+
 def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progress: bool) -> None:
     from tqdm.auto import tqdm
 
@@ -212,21 +250,20 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         ctx = mp.get_context("spawn")
-        with ctx.Manager() as manager, ProcessPoolExecutor(cfg.workers, mp_context=ctx) as pool:
-            ticks = manager.Queue()
+        ticks = ctx.SimpleQueue()
+        with ProcessPoolExecutor(
+            cfg.workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(), ticks)
+        ) as pool:
             pending = {
-                pool.submit(write_shard, j, recs, folder, cfg.settings, ticks, cfg.codec)
+                pool.submit(_write_shard_in_worker, j, recs, folder, cfg.settings, cfg.codec)
                 for j, recs in work.items()
             }
             while pending:
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
                     fut.result()  # a worker's real error (disk full, bug) stops the run
-                while True:
-                    try:
-                        bar.update(ticks.get_nowait())
-                    except queue.Empty:
-                        break
+                while not ticks.empty():
+                    bar.update(ticks.get())
     finally:
         bar.close()
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,9 +72,44 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _writer_tag() -> str:
+    """host-pid of this process: temporary files carry their writer's, so a rerun never
+    writes into the file of a writer still running (an orphaned worker, a job on
+    another machine), and can tell which of them are left by dead ones."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def stale_temporaries(folder: Path, index: int) -> list[Path]:
+    """Temporary files of shard `index` left by writers that are gone: untagged ones
+    (written before tags) and this host's whose process has ended. Another host's are
+    kept: its writer may still be running."""
+    host = socket.gethostname()
+    stale = []
+    for path in Path(folder).glob(f"{shard_name(index)}.*tmp"):
+        tag = path.name.removeprefix(shard_name(index)).split(".")[2:-1]  # [host-pid]
+        if not tag:
+            stale.append(path)
+            continue
+        where, _, pid = ".".join(tag).rpartition("-")
+        if where == host and pid.isdigit() and not _alive(int(pid)):
+            stale.append(path)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class ShardWriter:
-    """Write one shard atomically: records go to <name>.tar.tmp, then `close` renames
-    it and writes the index. An interrupted shard leaves only a .tmp, redone on resume."""
+    """Write one shard atomically: records go to <name>.tar.<host-pid>.tmp, then `close`
+    renames it and writes the index. An interrupted shard leaves only a .tmp, redone
+    (and the .tmp removed) on resume."""
 
     def __init__(self, folder: Path, index: int, codec: str = "flac"):
         if codec not in CODECS:
@@ -81,7 +117,7 @@ class ShardWriter:
         self.folder, self.index, self.codec = Path(folder), index, codec
         self.folder.mkdir(parents=True, exist_ok=True)
         self.tar_path = self.folder / f"{shard_name(index)}.tar"
-        self._tmp = self.tar_path.with_suffix(".tar.tmp")
+        self._tmp = self.tar_path.with_suffix(f".tar.{_writer_tag()}.tmp")
         self._tar = tarfile.open(  # noqa: SIM115 - closed in close() or abort()
             self._tmp, "w", format=tarfile.USTAR_FORMAT
         )
@@ -118,7 +154,7 @@ class ShardWriter:
             "rejected": self.rejected,
         }
         path = self.folder / f"{shard_name(self.index)}.json"
-        tmp = path.with_suffix(".json.tmp")
+        tmp = path.with_suffix(f".json.{_writer_tag()}.tmp")
         tmp.write_text(json.dumps(index, indent=1), encoding="utf-8")
         os.replace(tmp, path)
         return path

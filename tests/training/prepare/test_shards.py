@@ -2,7 +2,12 @@
 
 import hashlib
 import json
+import os
+import socket
+import subprocess
+import sys
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +18,7 @@ from training.prepare.shards import (
     iter_shard,
     read_index,
     read_record,
+    stale_temporaries,
 )
 
 
@@ -69,6 +75,81 @@ def test_an_aborted_shard_leaves_nothing_behind(tmp_path):
     w.add("rec0", np.zeros(4800, np.float32), {})
     w.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_writer_names_its_temporary_file_and_a_rerun_removes_only_dead_ones(tmp_path):
+    """Two writers of one shard (a rerun beside an orphaned worker) never share a
+    temporary file, and a rerun clears those of writers that are gone."""
+    w = ShardWriter(tmp_path, 1)
+    (mine,) = tmp_path.glob("shard-000001.tar.*.tmp")
+    assert mine.name == f"shard-000001.tar.{socket.gethostname()}-{os.getpid()}.tmp"
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
+    host = socket.gethostname()
+    for name in (
+        "shard-000001.tar.tmp",  # written before temporaries were tagged
+        f"shard-000001.tar.{host}-{gone}.tmp",
+        f"shard-000001.json.{host}-{gone}.tmp",
+        f"shard-000001.tar.other.host-{os.getpid()}.tmp",  # another machine's: may be live
+        f"shard-000002.tar.{host}-{gone}.tmp",  # another shard
+    ):
+        (tmp_path / name).write_bytes(b"partial")
+    stale = sorted(p.name for p in stale_temporaries(tmp_path, 1))
+    assert stale == sorted(
+        [
+            f"shard-000001.json.{host}-{gone}.tmp",
+            f"shard-000001.tar.{host}-{gone}.tmp",
+            "shard-000001.tar.tmp",
+        ]
+    )
+    w.abort()
+
+
+def test_a_worker_ends_when_its_parent_is_killed(tmp_path):
+    """prepare's workers watch their parent: after a SIGKILL of `prepare` they went on
+    writing shards. A real parent, killed, and its worker pool as prepare builds it."""
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import multiprocessing as mp, os, sys, time\n"
+            "from concurrent.futures import ProcessPoolExecutor\n"
+            "from training.prepare.run import _worker_init\n"
+            "if __name__ == '__main__':\n"
+            "    ctx = mp.get_context('spawn')\n"
+            "    pool = ProcessPoolExecutor(1, mp_context=ctx, initializer=_worker_init,\n"
+            "                               initargs=(os.getpid(), ctx.SimpleQueue()))\n"
+            "    pid = pool.submit(os.getpid).result()\n"
+            "    open(sys.argv[1], 'w').write(str(pid))\n"
+            "    pool.submit(time.sleep, 600)\n"
+            "    time.sleep(600)\n",
+            str(pid_file),
+        ],
+    )
+    try:
+        for _ in range(600):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        parent.kill()
+        parent.wait()
+        for _ in range(100):  # it polls twice a second
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(child, 9)
+            pytest.fail("the child outlived its killed parent by 10 s")
+    finally:
+        parent.kill()
 
 
 def test_a_newer_index_version_is_refused(tmp_path):
