@@ -83,6 +83,14 @@ class Catalogue(Sequence[Species]):
                         "(class, order, family, genus) for taxonomy-aware prompts"
                     )
             self._index[sp.id] = i
+        named: dict[str, str] = {}
+        for sp in self._species:  # one binomial, two ids: identical prompts, split scores
+            first = named.setdefault(sp.scientific_name.casefold(), sp.id)
+            if first != sp.id:
+                raise CatalogueError(
+                    f"{source}: {sp.id!r} and {first!r} are both {sp.scientific_name!r}; "
+                    "give each species one row and one id"
+                )
 
     def __len__(self) -> int:
         return len(self._species)
@@ -127,31 +135,50 @@ class Catalogue(Sequence[Species]):
 
     @classmethod
     def from_csv(cls, path: str | Path) -> Catalogue:
+        """Read a catalogue CSV (UTF-8, a spreadsheet's byte-order mark allowed); a
+        row with more or fewer cells than the header is refused by line, since the
+        extra cells of an unquoted comma would shift every taxon after it."""
         path = Path(path)
+        species = []
         try:
-            with open(path, newline="", encoding="utf-8") as f:
+            # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark
+            with open(path, newline="", encoding="utf-8-sig") as f:
                 reader = csv.DictReader(f)
                 header = reader.fieldnames or []
                 missing = [c for c in REQUIRED_COLUMNS if c not in header]
                 if missing:
                     raise CatalogueError(
-                        f"{path.name}: missing column(s) {', '.join(missing)}; "
-                        f"a catalogue needs {', '.join(REQUIRED_COLUMNS)}"
+                        f"{path}: missing column(s) {', '.join(missing)} (has "
+                        f"{', '.join(header) or 'none'}); a catalogue needs "
+                        f"{', '.join(REQUIRED_COLUMNS)}"
                     )
-                rows = list(reader)
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise CatalogueError(f"{path.name}: cannot read catalogue: {e}") from e
-        species = [
-            Species(
-                id=r["id"].strip(),
-                scientific_name=r["scientific_name"].strip(),
-                common_name=r["common_name"].strip(),
-                class_=r["class"].strip(),
-                order=r["order"].strip(),
-                family=r["family"].strip(),
-                genus=r["genus"].strip(),
-                regions=tuple(t for t in (r.get("regions") or "").split(";") if t),
-            )
-            for r in rows
-        ]
+                for r in reader:
+                    cells = (
+                        len(header) + len(r.get(None) or []) - sum(v is None for v in r.values())
+                    )
+                    if cells != len(header):
+                        raise CatalogueError(
+                            f"{path}: line {reader.line_num} has {cells} cells, the header "
+                            f"{len(header)}; quote a cell that holds a comma "
+                            '("Blackbird, Eurasian") and give every column a value'
+                        )
+                    species.append(
+                        Species(
+                            id=r["id"].strip(),
+                            scientific_name=r["scientific_name"].strip(),
+                            common_name=r["common_name"].strip(),
+                            class_=r["class"].strip(),
+                            order=r["order"].strip(),
+                            family=r["family"].strip(),
+                            genus=r["genus"].strip(),
+                            regions=tuple(t for t in (r.get("regions") or "").split(";") if t),
+                        )
+                    )
+        except UnicodeDecodeError as e:
+            raise CatalogueError(
+                f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}): "
+                'save it as UTF-8 (a spreadsheet\'s "CSV UTF-8")'
+            ) from None
+        except (OSError, csv.Error) as e:
+            raise CatalogueError(f"{path}: cannot read catalogue: {e}") from e
         return cls(species, source=path.name)

@@ -357,3 +357,31 @@ def test_replay_keeps_the_split_the_checkpoint_was_trained_with(
     # a checkpoint with no run folder: a fresh split, and the log says so
     _, fresh = replayed_species(pretrain_checkpoint)
     assert "drawn from seed 0" in fresh.notes[0]
+
+
+def test_a_regional_species_under_another_id_than_the_replayed_one_is_refused(
+    real_folder, tmp_path
+):
+    """A region calling Turdus merula 'blackbird' where the global data says another
+    id trained one species as two, and kept it in the "global, unseen" row."""
+    import csv
+    import shutil
+
+    from training.labelled_audio import open_labelled
+    from training.pretrain.mixed import merge
+
+    region = tmp_path / "region"
+    shutil.copytree(real_folder, region)
+    with open(region / "catalogue.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    old = rows[0]["id"]
+    rows[0]["id"] = "renamed"
+    with open(region / "catalogue.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    recs = (region / "recordings.csv").read_text(encoding="utf-8")
+    (region / "recordings.csv").write_text(recs.replace(f",{old},", ",renamed,"))
+    name = rows[0]["scientific_name"]
+    with pytest.raises(ValueError, match=f"calls {name} 'renamed', .* '{old}': use '{old}' in"):
+        merge(open_labelled(str(region)), open_labelled(str(real_folder)))

@@ -35,6 +35,15 @@ def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
     catalogue lacks after; item ids prefixed so loading goes to the right source."""
     species = list(regional.catalogue)
     known = {sp.id for sp in species}
+    by_name = {sp.scientific_name.casefold(): sp.id for sp in species}
+    for sp in global_.catalogue:  # one species under two ids would train as two
+        mine = by_name.get(sp.scientific_name.casefold())
+        if mine is not None and mine != sp.id:
+            raise ValueError(
+                f"replay: {regional.name} calls {sp.scientific_name} {mine!r}, {global_.name} "
+                f"{sp.id!r}: use {sp.id!r} in the regional catalogue and recordings, so the "
+                "species is one species in training and in the report"
+            )
     species += [sp for sp in global_.catalogue if sp.id not in known]
     items = [replace(it, id=REGIONAL + it.id, group=REGIONAL + it.group) for it in regional.items]
     items += [replace(it, id=GLOBAL + it.id, group=GLOBAL + it.group) for it in global_.items]

@@ -1,3 +1,4 @@
+import dataclasses
 import random
 from collections import Counter
 
@@ -74,6 +75,44 @@ def test_catalogue_refuses_missing_taxonomy_and_duplicates(tmp_path):
     p.write_text("id,scientific_name\nx,Y z\n")
     with pytest.raises(CatalogueError, match="missing column"):
         Catalogue.from_csv(p)
+
+
+HEADER = "id,scientific_name,common_name,class,order,family,genus\n"
+
+
+def test_a_row_whose_cells_do_not_match_the_header_is_refused_by_line(tmp_path):
+    """An unquoted comma shifted every taxon after it (class "Eurasian", order "Aves"),
+    and a missing cell was a traceback."""
+    p = tmp_path / "species.csv"
+    good = "amerob,Turdus migratorius,American Robin,Aves,Passeriformes,Turdidae,Turdus\n"
+    for row, cells in (
+        ("eurbla,Turdus merula,Blackbird, Eurasian,Aves,Passeriformes,Turdidae,Turdus\n", 8),
+        ("grswoo,Picus viridis,Green Woodpecker,Aves,Piciformes,Picidae\n", 6),
+        ("grswoo,Picus viridis,Green\rWoodpecker,Aves,Piciformes,Picidae,Picus\n", 3),
+    ):
+        p.write_text(HEADER + good + row, encoding="utf-8", newline="")
+        with pytest.raises(CatalogueError, match=f"line 3 has {cells} cells, the header 7; quote"):
+            Catalogue.from_csv(p)
+    p.write_text(HEADER + good.replace("American Robin", '"Robin, American"'))
+    assert Catalogue.from_csv(p)[0].common_name == "Robin, American"
+
+
+def test_a_spreadsheets_catalogue_reads_and_latin1_is_named(tmp_path):
+    p = tmp_path / "species.csv"
+    row = "eurbla,Turdus merula,Amsel,Aves,Passeriformes,Turdidae,Turdus\n"
+    p.write_bytes(b"\xef\xbb\xbf" + (HEADER + row).encode())  # Excel's "CSV UTF-8"
+    assert Catalogue.from_csv(p).ids == ["eurbla"]
+    p.write_bytes((HEADER + row.replace("Amsel", "Merle noir \u00e9")).encode("latin-1"))
+    with pytest.raises(CatalogueError, match=r"not UTF-8 \(byte 0xe9 .*save it as UTF-8"):
+        Catalogue.from_csv(p)
+
+
+def test_one_species_under_two_ids_is_refused():
+    a = Species(
+        "yetsan1", "Pterocles gutturalis", "Yellow-throated Sandgrouse", "Aves", "P", "Q", "P"
+    )
+    with pytest.raises(CatalogueError, match="'yetsan' and 'yetsan1' are both 'Pterocles"):
+        Catalogue([a, Species("yetsan", *dataclasses.astuple(a)[1:])])
 
 
 def test_birdnames_ebird_taxonomy_is_a_real_source():
