@@ -5,7 +5,9 @@ scale, softmax over the active species (after include/exclude/region filters).
 A species is reported when its probability passes its threshold (per-species,
 else global). When none passes, probability mass is summed per genus, then
 family, order and class: the first taxon whose mass passes the back-off
-threshold is reported ("unknown Turdus") instead of a wrong species.
+threshold is reported ("unknown Turdus") instead of a wrong species. Levels at which
+the active species all share one taxon (the class of a birds-only catalogue) tell
+nothing and are skipped.
 """
 
 from __future__ import annotations
@@ -88,12 +90,15 @@ class Scorer:
             else cal.backoff_threshold
         )
         self.scale = cal.logit_scale
-        # (S,) group index per taxonomic level, for summing probability mass.
+        # (S,) group index per taxonomic level, for summing probability mass. A level
+        # where every active species shares one taxon is left out: its mass is always
+        # 1, so noise in a birds-only catalogue came out "unknown Aves, p=1.00".
         self.groups = {}
         for level in reversed(TAXON_LEVELS):  # genus first
             names = [cat[i].taxon(level) for i in self.active]
             uniq = sorted(set(names))
-            self.groups[level] = (uniq, np.array([uniq.index(n) for n in names]))
+            if len(uniq) > 1:
+                self.groups[level] = (uniq, np.array([uniq.index(n) for n in names]))
 
     def _mask(self, keys: tuple[str, ...], what: str) -> np.ndarray:
         cat = self.bundle.catalogue

@@ -66,6 +66,23 @@ def test_ambiguous_within_genus_backs_off_to_genus(tiny_catalogue):
     assert res.labels == []
 
 
+def test_a_level_every_species_shares_is_no_back_off(tiny_catalogue):
+    """With one class left (a birds-only catalogue), its mass is 1 for any sound: a
+    noise window came out "unknown Aves" at p=1.00. Genus and family still back off."""
+    birds = tiny_catalogue.subset([sp.id for sp in tiny_catalogue if sp.class_ == "Aves"])
+    assert len({sp.order for sp in birds}) > 1
+    b = _bundle(birds, scale=30)
+    noise = np.random.default_rng(5).standard_normal((40, 16)).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    scorer = Scorer(b, ScoringSettings(threshold=0.99))
+    assert "class" not in scorer.groups and "order" in scorer.groups
+    levels = {lab.level for res in scorer.score(noise) for lab in res.labels}
+    assert "class" not in levels
+    mid = b.text_embeddings[0] + b.text_embeddings[1]  # two Turdus: their genus
+    (res,) = scorer.score((mid / np.linalg.norm(mid))[None])
+    assert [(lab.level, lab.taxon) for lab in res.labels] == [("genus", "Turdus")]
+
+
 def test_per_species_threshold_include_exclude_regions(tiny_catalogue):
     b = _bundle(tiny_catalogue, scale=50)
     x = b.text_embeddings[2:3]
