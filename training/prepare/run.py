@@ -145,6 +145,7 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
         "codec": cfg.codec,
         "qualities": cfg.qualities,
         "seed": cfg.seed,
+        "traits_digest": _file_digest(cfg.traits) if cfg.traits else None,
     }
     path = out / PLAN
     if not path.exists():
@@ -163,17 +164,35 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
             tmp.unlink(missing_ok=True)
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
-        if (old["digest"], old["per_shard"], old["settings"], old.get("codec", "flac")) != (
-            record["digest"],
-            record["per_shard"],
-            record["settings"],
-            record["codec"],
-        ):
-            raise ValueError(
-                f"{out} was prepared from another manifest, catalogue, --per-shard, --codec or "
-                "decode setting; resume with the same ones, or use a new --out"
-            )
+        old.setdefault("codec", "flac")  # plans written before --codec
+        for key, option in _SAME_IN_EVERY_JOB:
+            # plans written before a key was recorded are not held to it
+            if key in old and old[key] != record[key]:
+                raise ValueError(
+                    f"{out} was prepared with another {option} ({key} {old[key]!r}, here "
+                    f"{record[key]!r}); resume with the same one, or use a new --out"
+                )
         return
+
+
+# What every job sharing an --out must give alike (plan.json key, what the user set).
+_SAME_IN_EVERY_JOB = (
+    ("digest", "manifest or catalogue"),
+    ("per_shard", "--per-shard"),
+    ("settings", "decode setting"),
+    ("codec", "--codec"),
+    ("seed", "--seed (of the split)"),
+    ("traits_digest", "--traits table"),
+)
+
+
+def _file_digest(path: str) -> str:
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError as e:
+        raise ValueError(f"--traits {path}: {e.strerror}") from None
 
 
 def write_shard(

@@ -313,8 +313,15 @@ def test_a_different_manifest_cannot_join_an_output(manifest, prepared, tmp_path
 
     out = tmp_path / "other"
     shutil.copytree(prepared[0], out)
-    with pytest.raises(ValueError, match="use a new --out"):
+    with pytest.raises(ValueError, match=r"another --per-shard .* use a new --out"):
         prepare(_cfg(manifest[0], out, per_shard=5), progress=False)
+    # a job's --seed or --traits differing was silently outvoted by the first job's
+    with pytest.raises(ValueError, match=r"another --seed \(of the split\) \(seed 0, here 5\)"):
+        prepare(_cfg(manifest[0], out, seed=5), progress=False)
+    traits = tmp_path / "traits.csv"
+    traits.write_text("species_id,activity\n")
+    with pytest.raises(ValueError, match=r"another --traits table \(traits_digest None, here '"):
+        prepare(_cfg(manifest[0], out, traits=str(traits)), progress=False)
 
 
 def test_cli_reports_in_one_line(manifest, tmp_path, capsys):
