@@ -95,14 +95,24 @@ def unseen_not_regional(split, data, regional) -> tuple:
 def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
     """Train from cfg.init on cfg.data with replay of cfg.replay; write the report."""
     from training.identity import removed_if_left_empty
+    from training.labelled_audio import open_labelled
     from training.model import check_checkpoint_path
-    from training.pretrain.loop import _refuse_another_run, pretrain
+    from training.pretrain.loop import _refuse_another_run, pretrain, refuse_changed_data
+    from training.train import make_split
 
     cfg = with_absolute_paths(cfg)
     out = Path(cfg.out)
     # All before the "before" report (minutes at full size), not after it.
     _refuse_another_run(out, cfg)
     check_checkpoint_path(cfg.init)
+    # the data's errors, and a changed folder, before minutes of "before" report
+    regional = open_labelled(cfg.data)
+    refuse_changed_data(out, cfg.data, make_split(regional, cfg.split, cfg.seed, cfg.val_fraction))
+    if cfg.replay:
+        try:
+            open_labelled(cfg.replay)
+        except ValueError as e:
+            raise ValueError(f"--replay: {e}") from None
     with removed_if_left_empty(out):
         out.mkdir(parents=True, exist_ok=True)
         before = report_on(cfg.init, cfg, out / "before", progress)

@@ -370,6 +370,12 @@ RUN_IDENTITY = (
 def _refuse_another_run(out: Path, cfg: PretrainConfig) -> None:
     """`out` may hold this run, to be resumed, and no other: a start writes split.json
     and pretrain_config.json over whatever run the folder holds."""
+    for name in ("data", "replay"):
+        folder = getattr(cfg, name)
+        if folder and Path(folder).exists() and Path(folder).resolve() == out.resolve():
+            raise ValueError(
+                f"--out {out} is the --{name} folder: give the run a folder of its own"
+            )
     held = [name for name in TRAIN_RUN if (out / name).exists()]
     if held:
         raise FileExistsError(
@@ -395,6 +401,25 @@ def _refuse_another_run(out: Path, cfg: PretrainConfig) -> None:
         "give a new --out, or the same settings to resume it",
         read_as=absolute_paths,
     )
+
+
+def refuse_changed_data(out: Path, data: str, split) -> None:
+    """Refuse to resume a run in `out` on data whose recordings are not those it began
+    with (its split.json's digest): the run would go on, or stop at once, and its
+    reports describe recordings the model never trained on."""
+    from training.splits import ZeroShotSplit
+
+    saved = out / "split.json"
+    if not saved.is_file():
+        return
+    then = ZeroShotSplit.from_json(saved)
+    if then.items_digest and then.items_digest != split.items_digest:
+        count = len(then.train) + len(then.val) + len(then.test)
+        now = len(split.train) + len(split.val) + len(split.test)
+        raise ValueError(
+            f"{data} has changed since the run in {out} began ({count} recordings then, "
+            f"{now} now): give a new --out to train on it as it is"
+        )
 
 
 def _load_resumed(resume: Path) -> LoadedClap:
@@ -518,6 +543,8 @@ def _pretrain(
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {d.world} ranks")
     check_batch_fits(cfg, clips, d.world)
     resume, fallback = state.resume_from(ckpt_dir)
+    if resume:
+        refuse_changed_data(out, cfg.data, split)
     counters = state.load_counters(resume) if resume else {}
     if counters and counters["batch_size"] != cfg.batch_size:
         raise ValueError(
@@ -579,7 +606,7 @@ def _pretrain(
     if resume:
         notes += resume_notes(out / "pretrain_config.json", cfg, step, stop_at)
     out.mkdir(parents=True, exist_ok=True)
-    if d.main:
+    if d.main and step < stop_at:  # a run that trains nothing leaves its record as it was
         split.to_json(out / "split.json")
         (out / "pretrain_config.json").write_text(
             json.dumps(asdict(cfg), indent=2), encoding="utf-8"

@@ -104,3 +104,28 @@ def test_an_unreadable_training_state_is_one_line(tmp_path):
     (ckpt / "training_state.pt").write_bytes(b"PK\x03\x04 torn")
     with pytest.raises(ValueError, match=r"cannot read .*training_state.pt \(.*\): move "):
         state.load_counters(ckpt)
+
+
+def test_a_resume_on_changed_recordings_is_refused_and_out_may_not_be_the_data(
+    pretrain_checkpoint, real_folder, tmp_path
+):
+    """A folder's recordings edited between runs: the same command met a finished run,
+    trained nothing, and rewrote split.json and its reports for recordings the model
+    never saw (found in a walkthrough)."""
+    data = tmp_path / "region"
+    shutil.copytree(real_folder, data)
+    run = tmp_path / "run"
+    cfg = dataclasses.replace(
+        tiny_run(run, pretrain_checkpoint, data=str(data), max_steps=2), split="seen"
+    )
+    pretrain(cfg, progress=False)
+    split_before = (run / "split.json").read_bytes()
+    rows = (data / "recordings.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (data / "recordings.csv").write_text("".join(rows[:-1]), encoding="utf-8")
+    with pytest.raises(
+        ValueError, match=r"has changed since the run in .* began \(\d+ recordings then, \d+ now\)"
+    ):
+        pretrain(dataclasses.replace(cfg, max_steps=3), progress=False)
+    assert (run / "split.json").read_bytes() == split_before
+    with pytest.raises(ValueError, match="is the --data folder: give the run a folder of its own"):
+        pretrain(dataclasses.replace(cfg, out=str(data)), progress=False)
