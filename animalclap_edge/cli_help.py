@@ -1,8 +1,37 @@
-"""The --help formatter the three command lines share (argparse only: cheap to import)."""
+"""What the three command lines share: the --help formatter and how an error reads
+in one line (argparse and errno only: cheap to import)."""
 
 from __future__ import annotations
 
 import argparse
+import errno
+
+# Files the machine refuses (not bugs): what to do instead.
+_REFUSED = {
+    errno.EROFS: "give an --out on a writable file system",
+    errno.EACCES: "check its permissions: outputs go to an --out you may write to",
+    errno.EPERM: "check its permissions: outputs go to an --out you may write to",
+    errno.ENOSPC: "free space there or give an --out elsewhere; a run resumes where it stopped",
+    errno.EDQUOT: "free space there or give an --out elsewhere; a run resumes where it stopped",
+}
+
+
+def refused_file(e: OSError) -> str | None:
+    """A read-only, forbidden or full file system as one line naming the file and what
+    to do; None for other OS errors, which stay tracebacks."""
+    advice = _REFUSED.get(e.errno)
+    return None if advice is None else f"{e.filename}: {e.strerror}; {advice}"
+
+
+def one_line(e: BaseException) -> str:
+    """An error's message in one line. A DataLoader worker's error reaches the main
+    process as "Caught X in DataLoader worker process 0. Original Traceback ...":
+    its last line is the message."""
+    text = str(e)
+    if "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from animalclap_edge.cli_help import DefaultsFormatter
+from animalclap_edge.cli_help import DefaultsFormatter, one_line, refused_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         FileExistsError,
         ValueError,
     ) as e:  # incl. CalibrationError
-        print(f"animalclap-export: error: {e}", file=sys.stderr)
+        print(f"animalclap-export: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if refused_file(e) is None:
+            raise
+        print(f"animalclap-export: error: {refused_file(e)}", file=sys.stderr)
         return 2
 
 

@@ -21,9 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from animalclap_edge.audio.decode import AudioError, probe
 from animalclap_edge.contracts.catalogue import Catalogue
 from animalclap_edge.contracts.traits import TraitSchema, TraitTable, read_trait_table
 from training.prepare.shards import RecordRegion
+
+# What decoding a damaged recording raises: our decoder's AudioError, libsndfile's
+# RuntimeError, a read cut short (OSError, EOFError).
+UNREADABLE: tuple[type[BaseException], ...] = (AudioError, RuntimeError, OSError, EOFError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +114,14 @@ class LabelledSet:
     ) -> np.ndarray:
         if out is not None:
             pcm16 = out.dtype == np.int16
-        x = self._read_part(src, duration_s, n, _crop_start(n, rng), pcm16, out)
-        if x is not None:
-            return x
-        into = out if out is not None and out.dtype == np.float32 else scratch
-        return crop(load(), n, rng, out=into)
+        try:
+            x = self._read_part(src, duration_s, n, _crop_start(n, rng), pcm16, out)
+            if x is not None:
+                return x
+            into = out if out is not None and out.dtype == np.float32 else scratch
+            return crop(load(), n, rng, out=into)
+        except UNREADABLE as e:
+            raise UnreadableRecording.of(src, e) from e
 
     def window(self, item: Item, offset: int, n: int) -> np.ndarray:
         """n float32 samples from `offset`, sample for sample as slicing `self.load(item)`
@@ -197,6 +205,26 @@ class ClipTable:
             duration[i] = it.duration_s
         names = np.array([os.fsencode(f) for f in files] or [b""], dtype=bytes)[: len(files)]
         return cls(names, file, offset, size, duration)
+
+
+class UnreadableRecording(ValueError):
+    """A recording that fails to decode while training reads it (a file corrupt past
+    its header, a damaged shard): named, with what to do, in one line. Built from one
+    message, as a DataLoader worker's error is rebuilt in the main process."""
+
+    @classmethod
+    def of(cls, src, error: BaseException) -> UnreadableRecording:
+        where = (
+            f"{src.tar} (the record at byte {src.offset})"
+            if isinstance(src, RecordRegion)
+            else str(src or "a recording")
+        )
+        reason = " ".join(str(error).split()) or type(error).__name__
+        return cls(
+            f"{where}: cannot read it ({reason}): replace the file or remove its row, then "
+            "run the same command again (pretrain and finetune resume from their last "
+            "checkpoint)"
+        )
 
 
 def read_source(src: str | Path | RecordRegion, sample_rate: int) -> np.ndarray:
@@ -319,6 +347,13 @@ def _open_folder(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledS
                     f"recordings.csv row {i + 2}: {r['path']!r} is not a file (paths are "
                     f"relative to {root}); fix the row or remove it"
                 )
+            try:  # its header, likewise: a file that is not audio at all
+                probe(root / r["path"])
+            except AudioError as e:
+                raise ValueError(
+                    f"recordings.csv row {i + 2}: {r['path']!r}: {e}; replace the file or "
+                    "remove its row"
+                ) from None
             group = f"{r.get('site', '')}|{r.get('date', '')}"
             items.append(Item(r["path"], r["species_id"], group, float(r.get("duration_s") or 0)))
     return LabelledSet(

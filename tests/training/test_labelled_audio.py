@@ -109,6 +109,63 @@ def test_a_recordings_folder_with_a_missing_file_is_refused_at_open(real_folder,
     assert len(open_labelled(str(real_folder)).items) == len(rows) - 1
 
 
+def _folder_of(real_folder: Path, root: Path, files: list[Path]) -> Path:
+    """A recordings folder over `files`, each labelled with the catalogue's first species."""
+    root.mkdir()
+    (root / "catalogue.csv").write_text((real_folder / "catalogue.csv").read_text())
+    species = Catalogue.from_csv(real_folder / "catalogue.csv").ids[0]
+    rows = "".join(f"{f},{species},site{i},\n" for i, f in enumerate(files))
+    (root / "recordings.csv").write_text("path,species_id,site,date\n" + rows)
+    return root
+
+
+def test_a_file_that_is_not_audio_is_refused_at_open(real_folder, tmp_path):
+    from training.labelled_audio import open_labelled
+
+    junk = tmp_path / "eurbla_03.wav"
+    junk.write_text("not audio")
+    good = tmp_path / "good.wav"
+    sf.write(good, np.zeros(4800, np.float32), 48_000)
+    folder = _folder_of(real_folder, tmp_path / "f", [good, junk])
+    with pytest.raises(
+        ValueError, match=r"row 3: '.*eurbla_03\.wav': cannot decode: .*remove its row"
+    ):
+        open_labelled(str(folder))
+
+
+def test_a_recording_torn_past_its_header_is_named_in_one_line_from_a_loader_worker(
+    real_folder, tmp_path
+):
+    """A FLAC cut short passes the header check and fails mid-epoch, in a worker: the
+    error was a 73-line traceback whose last line named no file."""
+    import torch
+
+    from animalclap_edge.cli_help import one_line
+    from training.labelled_audio import open_labelled
+
+    torn = tmp_path / "torn.flac"
+    sf.write(torn, 0.1 * np.random.default_rng(0).standard_normal(48_000 * 6), 48_000)
+    with open(torn, "r+b") as f:
+        f.truncate(torn.stat().st_size // 2)
+    data = open_labelled(str(_folder_of(real_folder, tmp_path / "f", [torn])))
+
+    class Crops(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, i: int) -> np.ndarray:
+            return data.crop(data.items[i], 48_000 * 5, np.random.default_rng(0))
+
+    with pytest.raises(ValueError) as caught:
+        next(iter(torch.utils.data.DataLoader(Crops(), num_workers=1)))
+    assert "Original Traceback" in str(caught.value)  # as torch re-raises it
+    msg = one_line(caught.value)
+    assert msg.startswith(f"{torn}: cannot read it (truncated or corrupt after ")
+    assert msg.endswith(
+        "run the same command again (pretrain and finetune resume from their last checkpoint)"
+    )
+
+
 @pytest.mark.parametrize("length", [1, 7, 999, 1000, 1001, 4321])
 def test_crop_repeat_pads_as_clap_does_and_fills_a_given_buffer(length):
     """`crop` pads short clips as transformers' ClapFeatureExtractor("repeatpad") does
