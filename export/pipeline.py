@@ -270,10 +270,11 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
                 "demo": demo,
                 "notice": notice,
                 "producer": B.Producer(
-                    teacher_checkpoint=loaded.source,
+                    # absolute where local: a bundle travels, "runs/x" means nothing there
+                    teacher_checkpoint=_absolute(loaded.source),
                     student_architecture=student_meta["architecture"] if student_meta else None,
                     training_run_id=cfg.training_run_id,
-                    training_data=data.name if data else None,
+                    training_data=_absolute(data.name) if data else None,
                     git_commit=provenance["git_commit"],
                     tool_version=_version(),
                 ).model_dump(),
@@ -553,3 +554,8 @@ def dump_summary(path: Path) -> str:
     )
     summary.update({k: m[k] for k in ("parity", "gates") if k in m})
     return json.dumps(summary, indent=2)
+
+
+def _absolute(spec: str) -> str:
+    """A local path made absolute; a hub id or benchmark spec as it is."""
+    return str(Path(spec).resolve()) if spec and Path(spec).exists() else spec

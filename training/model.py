@@ -243,13 +243,35 @@ def check_checkpoint_path(name_or_path: str) -> None:
         raise CheckpointError(f"checkpoint {name_or_path!r}: {missing}")
     folder = Path(name_or_path).expanduser()
     if folder.is_dir() and not (folder / "config.json").exists():
-        # transformers says only "Unrecognized model ... `model_type`" about a run folder
+        # transformers says only "Unrecognized model ... `model_type`" about these
         inside = models_in_run(folder)
         if inside:
             raise CheckpointError(
                 f"{name_or_path!r} is a run folder, not a checkpoint: give "
                 + " or ".join(str(m) for m in inside)
             )
+        if (folder / "model" / "config.json").is_file():  # checkpoints/step-N
+            raise CheckpointError(
+                f"{name_or_path!r} holds a checkpoint with its training state: give "
+                f"{folder / 'model'}"
+            )
+        if (folder / "manifest.json").is_file() and (folder / "text_embeddings.npy").is_file():
+            made_from = _bundle_source(folder)
+            raise CheckpointError(
+                f"{name_or_path!r} is a model bundle (for recorders), not a checkpoint: give "
+                + (f"the checkpoint it was made from, {made_from}" if made_from else "a checkpoint")
+            )
+
+
+def _bundle_source(folder: Path) -> str | None:
+    """The checkpoint a bundle's manifest says it was made from (None: unreadable)."""
+    import json
+
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        return manifest.get("producer", {}).get("teacher_checkpoint")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def load_clap(name_or_path: str, device: str | torch.device = "cpu") -> LoadedClap:

@@ -84,6 +84,26 @@ def test_a_run_folder_given_as_checkpoint_names_the_model_inside(tmp_path, tiny_
     assert load_clap(str(run / "final")).model is not None  # what it names loads
 
 
+def test_a_bundle_or_a_step_folder_given_as_checkpoint_says_what_to_give(
+    tmp_path, tiny_checkpoint, tiny_bundle
+):
+    """Both said only "Unrecognized model ... `model_type`"."""
+    import json
+    import shutil
+
+    made_from = json.loads((tiny_bundle / "manifest.json").read_text())["producer"]
+    with pytest.raises(
+        CheckpointError,
+        match=rf"is a model bundle \(for recorders\), not a checkpoint: give the checkpoint it "
+        rf"was made from, {made_from['teacher_checkpoint']}$",
+    ):
+        load_clap(str(tiny_bundle))
+    step = tmp_path / "checkpoints" / "step-00000005"
+    shutil.copytree(tiny_checkpoint, step / "model")
+    with pytest.raises(CheckpointError, match=rf"its training state: give {step}/model$"):
+        load_clap(str(step))
+
+
 def test_checkpoint_without_frontend_is_refused(tmp_path, tiny_checkpoint):
     import shutil
 
