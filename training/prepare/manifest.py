@@ -128,9 +128,16 @@ def _column_check(rows: Sequence[dict[str, str]], path: Path) -> None:
 
 
 def recording_key(row: dict[str, str], uri: str) -> str:
-    """The row's id made tar-safe, or a digest of where the audio is."""
-    given = _KEY_UNSAFE.sub("_", row.get("id", "")).strip("_")
-    return given or hashlib.sha1(uri.encode("utf-8")).hexdigest()[:20]
+    """The row's id made tar-safe, or a digest of where the audio is. An id that had to
+    change keeps a digest of itself, so two ids never meet in one key ("ok.1" and
+    "ok_1" were one key, and the second row was dropped as a duplicate)."""
+    raw = row.get("id", "")
+    given = _KEY_UNSAFE.sub("_", raw).strip("_")
+    if not given:
+        return hashlib.sha1(uri.encode("utf-8")).hexdigest()[:20]
+    if given != raw:
+        given += "-" + hashlib.sha1(raw.encode("utf-8")).hexdigest()[:8]
+    return given
 
 
 @dataclass

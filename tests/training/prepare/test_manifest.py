@@ -81,18 +81,20 @@ def test_plan_counts_every_row_left_out_and_sorts_the_rest(tmp_path, catalogue):
     sp = catalogue.ids[0]
     rows = [
         _row(3, sp),
-        _row(1, sp, id="rec.1"),  # dots are not tar-safe: becomes rec_1
+        _row(1, sp, id="rec.1"),  # dots are not tar-safe: becomes rec_1-<digest>
         _row(2, sp, licence="All rights reserved"),
         _row(4, "no_such_species"),
         {**_row(5, sp), "path": ""},
         _row(6, sp, id="rec.1"),
         _row(7, sp, quality="E"),
+        _row(8, sp, id="rec_1"),  # another id: its own recording, not a duplicate
     ]
     fields = [*rows[0], "id"]
     p = plan(_write(tmp_path / "m.csv", rows, fields), catalogue, qualities=["A", "B"])
-    assert p.rows == 7
-    assert [r.key for r in p.keep] == sorted(r.key for r in p.keep)
-    assert "rec_1" in [r.key for r in p.keep] and len(p.keep) == 2
+    assert p.rows == 8
+    keys = [r.key for r in p.keep]
+    assert keys == sorted(keys) and len(keys) == 3
+    assert "rec_1" in keys and any(k.startswith("rec_1-") and len(k) == 14 for k in keys)
     assert dict(p.left_out) == {
         NOT_CC: 1,
         UNKNOWN_SPECIES: 1,
