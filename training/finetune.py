@@ -52,7 +52,10 @@ def report_on(checkpoint: str, cfg: PretrainConfig, out: Path, progress: bool) -
     res: dict = {
         "regional": {
             "recordings": len(val),
+            "held_out_species": len({it.species_id for it in val}),
             "species": len(regional.catalogue),
+            "site_days": len({it.group for it in regional.items}),
+            "val_fraction": cfg.val_fraction,
             **validate_seen(loaded, encoder, regional, val, window, progress),
         }
     }
@@ -150,8 +153,9 @@ def report_md(r: dict) -> str:
         "| top-1 | com | sci | tax |",
         "|---|---|---|---|",
         _row(
-            f"regional held-out ({b['regional']['recordings']} recordings, "
-            f"{b['regional']['species']} species)",
+            f"regional held-out ({b['regional']['recordings']} recordings of "
+            f"{b['regional'].get('held_out_species', '?')} species; "
+            f"{b['regional']['species']} in the catalogue)",
             b["regional"],
             a["regional"],
         ),
@@ -166,7 +170,14 @@ def report_md(r: dict) -> str:
             _row("global, seen species (val)", b["global"]["seen_val"], a["global"]["seen_val"])
         )
     if not b["regional"]["recordings"]:
-        lines += ["", "No regional recordings could be held out (too few site-days)."]
+        reg = b["regional"]
+        lines += [
+            "",
+            f"No regional recordings could be held out: val_fraction "
+            f"{reg.get('val_fraction', '?')} of {reg.get('site_days', '?')} site-days drew "
+            "none (site-days are drawn by hash, so a few of them may give none). Record "
+            "more site-days, or `--set val_fraction=0.3`.",
+        ]
     if trained:
         lines += [
             "",

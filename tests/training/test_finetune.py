@@ -69,6 +69,12 @@ def test_finetune_on_real_recordings_reports_before_and_after(
     assert f"{regional} regional + {replay} replay recordings" in note
     md = (tmp_path / "ft" / "finetune_report.md").read_text()
     assert "| regional held-out" in md and "| global, unseen species |" in md
+    reg = before["regional"]
+    assert 0 < reg["held_out_species"] <= reg["species"]
+    assert (
+        f"({reg['recordings']} recordings of {reg['held_out_species']} species; "
+        f"{reg['species']} in the catalogue)" in md
+    )
     assert report["checkpoint"].endswith("final")
     # "after" is the trained checkpoint's, which differs from the one "before" came from
     from training.finetune import report_on
@@ -199,27 +205,23 @@ def _small_region(real_folder, tmp_path, out, *extra):
     )  # fmt: skip
 
 
-def test_a_batch_larger_than_the_region_is_capped_to_its_epoch_and_said(
-    real_folder, tmp_path, capsys
-):
+def test_a_batch_larger_than_the_region_is_capped_to_its_epoch_and_said(real_folder, tmp_path):
     """With the defaults, a small region stopped at its start: batch 256 > one epoch."""
     from training.pretrain.loop import capped_batch, epoch_clips
     from training.pretrain.mixed import training_data
 
     def batch_for_region(cfg):  # what pretrain(fit_batch=True) does on one rank
         td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
-        return capped_batch(cfg, epoch_clips(cfg, td), 1, say=True)
+        return capped_batch(cfg, epoch_clips(cfg, td), 1)
 
     cfg = _small_region(real_folder, tmp_path, tmp_path / "ft")
     assert cfg.batch_size == 256
-    capped = batch_for_region(cfg)
+    capped, note = batch_for_region(cfg)
     assert capped.batch_size == 42 and cfg.batch_size == 256
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1
-    assert "batch_size 256 exceeds one epoch of this data (42 clips): capped to 42" in out
-    assert "--set batch_size=N" in out
+    assert note.startswith("batch_size 256 exceeds one epoch of this data (42 clips): capped to 42")
+    assert "--set batch_size=N" in note
     fits = _small_region(real_folder, tmp_path, tmp_path / "ft", "batch_size=8")
-    assert batch_for_region(fits) is fits and capsys.readouterr().out == ""
+    assert batch_for_region(fits) == (fits, None)
 
 
 def test_finetune_with_the_default_batch_trains_a_small_region_and_reruns(
@@ -229,9 +231,10 @@ def test_finetune_with_the_default_batch_trains_a_small_region_and_reruns(
     cfg = _small_region(real_folder, tmp_path, out)
     cfg = dataclasses.replace(cfg, init=str(pretrain_checkpoint))
     report = finetune(cfg, progress=False)
-    assert "capped to 42" in capsys.readouterr().out
+    assert "finetune: batch_size 256 exceeds one epoch" in capsys.readouterr().out
     assert json.loads((out / "pretrain_config.json").read_text())["batch_size"] == 42
     log = (out / "train_log.jsonl").read_text()
+    assert "capped to 42" in log  # in the run's record, not only on the terminal
     assert "1 steps/epoch of 42" in log
     # the default warm-up is a tenth of the run: 50 steps outlasted this 5-step run, whose
     # rate then peaked at a tenth of lr; and the log says how short the run is
@@ -385,3 +388,27 @@ def test_a_regional_species_under_another_id_than_the_replayed_one_is_refused(
     name = rows[0]["scientific_name"]
     with pytest.raises(ValueError, match=f"calls {name} 'renamed', .* '{old}': use '{old}' in"):
         merge(open_labelled(str(region)), open_labelled(str(real_folder)))
+
+
+def test_a_report_with_nothing_held_out_says_why_and_what_to_change():
+    from training.finetune import report_md
+
+    regional = {
+        "recordings": 0,
+        "held_out_species": 0,
+        "species": 12,
+        "site_days": 12,
+        "val_fraction": 0.1,
+    }
+    md = report_md(
+        {
+            "init": "g",
+            "checkpoint": "f",
+            "replay": None,
+            "replay_fraction": 0.25,
+            "before": {"regional": regional},
+            "after": {"regional": regional},
+        }
+    )
+    assert "val_fraction 0.1 of 12 site-days drew none" in md
+    assert "`--set val_fraction=0.3`" in md

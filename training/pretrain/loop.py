@@ -295,7 +295,8 @@ def _freeze_bn_stats(model: nn.Module) -> None:
 class _Logs:
     """JSONL always; TensorBoard when installed (its absence is logged, not hidden)."""
 
-    def __init__(self, out: Path, cfg: PretrainConfig, resumed_at: int):
+    def __init__(self, out: Path, cfg: PretrainConfig, resumed_at: int, command: str):
+        self.command = command  # what printed notes start with
         self.jsonl = open(out / "train_log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.tb = None
         if cfg.tensorboard:
@@ -307,7 +308,7 @@ class _Logs:
                 self.note("tensorboard not installed: JSONL log only (pip install tensorboard)")
 
     def note(self, text: str) -> None:
-        print(f"pretrain: {text}", flush=True)
+        print(f"{self.command}: {text}", flush=True)
         self.jsonl.write(json.dumps({"note": text}) + "\n")
 
     def step(self, rec: dict) -> None:
@@ -469,20 +470,18 @@ def fitting_batch(clips: int, world: int) -> int:
     return clips // world * world
 
 
-def capped_batch(cfg: PretrainConfig, clips: int, world: int, say: bool) -> PretrainConfig:
+def capped_batch(cfg: PretrainConfig, clips: int, world: int) -> tuple[PretrainConfig, str | None]:
     """`cfg` with its global batch capped to one epoch of `clips` (split over `world`
-    ranks); printed when `say`, never silent. Unchanged when it fits, or when no batch
-    does (check_batch_fits then names the fix)."""
+    ranks), and the note saying so (None: unchanged). Unchanged when it fits, or when
+    no batch does (check_batch_fits then names the fix)."""
     fit = fitting_batch(clips, world)
     if cfg.batch_size <= clips or not fit:
-        return cfg
-    if say:
-        print(
-            f"finetune: batch_size {cfg.batch_size} exceeds one epoch of this data "
-            f"({clips} clips): capped to {fit} (--set batch_size=N to choose another)",
-            flush=True,
-        )
-    return dataclasses.replace(cfg, batch_size=fit)
+        return cfg, None
+    note = (
+        f"batch_size {cfg.batch_size} exceeds one epoch of this data ({clips} clips): "
+        f"capped to {fit} (--set batch_size=N to choose another)"
+    )
+    return dataclasses.replace(cfg, batch_size=fit), note
 
 
 def check_batch_fits(cfg: PretrainConfig, clips: int, world: int) -> None:
@@ -538,7 +537,8 @@ def _pretrain(
     data, split = td.data, td.split
     clips = epoch_clips(cfg, td)
     if fit_batch:  # before the resume check: a rerun caps alike and resumes
-        cfg = capped_batch(cfg, clips, d.world, say=d.main)
+        cfg, cap_note = capped_batch(cfg, clips, d.world)
+        notes = [*notes, *([cap_note] if cap_note else [])]
     if cfg.batch_size % d.world:
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {d.world} ranks")
     check_batch_fits(cfg, clips, d.world)
@@ -611,7 +611,7 @@ def _pretrain(
         (out / "pretrain_config.json").write_text(
             json.dumps(asdict(cfg), indent=2), encoding="utf-8"
         )
-    logs = _Logs(out, cfg, step) if d.main else None
+    logs = _Logs(out, cfg, step, "finetune" if fit_batch else "pretrain") if d.main else None
     for n in notes:
         if logs:
             logs.note(n)
