@@ -59,8 +59,9 @@ def fetch(uri: str, workdir: Path, settings: DecodeSettings) -> Path:
         return p
     name = Path(urllib.request.url2pathname(uri.split("?")[0].rsplit("/", 1)[-1])).name
     target = workdir / (name or "download")
-    last = ""
-    for attempt in range(settings.retries):
+    last, tries = "", 0
+    for attempt in range(max(1, settings.retries)):
+        tries = attempt + 1
         try:
             with (
                 urllib.request.urlopen(uri, timeout=settings.timeout_s) as resp,
@@ -75,7 +76,7 @@ def fetch(uri: str, workdir: Path, settings: DecodeSettings) -> Path:
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             last = str(getattr(e, "reason", e))
         time.sleep(min(8.0, 0.5 * 2**attempt))
-    raise Rejected(DOWNLOAD, f"{uri}: {last}")
+    raise Rejected(DOWNLOAD, f"{last} (after {tries} attempt{'s' * (tries > 1)})")
 
 
 def _reason(e: AudioError) -> str:

@@ -148,6 +148,8 @@ def test_every_row_is_prepared_or_counted_with_its_reason(manifest, prepared):
             reasons[rej["reason"]] += 1
     # FFmpeg's reason in words, without its meaningless AVERROR code
     assert details["notes.wav"].startswith("FFmpeg: ") and "Errno" not in details["notes.wav"]
+    # the report shows "uri: detail": the detail does not say the uri again
+    assert details["missing.wav"] == "HTTP 404 (after 1 attempt)"
     # the report's count of each reason is the sum of the shards' rejections
     assert report["rejected"] == dict(reasons)
     assert all(reasons[r] >= 1 for r in expected.values() if r != "ok")
