@@ -319,6 +319,15 @@ def _unknown_folder(path: Path) -> str:
     return f"a folder with no prepared.json, recordings.csv or benchmark.json; {_DATA_KINDS}"
 
 
+def _did_you_mean(given: str, ids: list[str]) -> str:
+    """ "; did you mean 'eurbla'?" for a near id (case, a dropped character), else ""."""
+    import difflib
+
+    by_fold = {i.casefold(): i for i in ids}
+    near = difflib.get_close_matches(given.strip().casefold(), list(by_fold), n=1, cutoff=0.8)
+    return f"; did you mean {by_fold[near[0]]!r}?" if near else ""
+
+
 def _open_folder(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledSet:
     from animalclap_edge.audio.decode import read_all
 
@@ -340,7 +349,8 @@ def _open_folder(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledS
         for i, r in enumerate(reader):
             if catalogue.get(r["species_id"]) is None:
                 raise ValueError(
-                    f"recordings.csv row {i + 2}: species {r['species_id']!r} not in catalogue.csv"
+                    f"recordings.csv row {i + 2}: species {r['species_id']!r} not in "
+                    f"catalogue.csv{_did_you_mean(r['species_id'], catalogue.ids)}"
                 )
             if not (root / r["path"]).is_file():  # found now, not as a traceback mid-epoch
                 raise ValueError(

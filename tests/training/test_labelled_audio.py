@@ -119,6 +119,22 @@ def _folder_of(real_folder: Path, root: Path, files: list[Path]) -> Path:
     return root
 
 
+def test_a_species_id_typo_suggests_the_near_id(real_folder, tmp_path):
+    from training.labelled_audio import open_labelled
+
+    good = tmp_path / "good.wav"
+    sf.write(good, np.zeros(4800, np.float32), 48_000)
+    folder = _folder_of(real_folder, tmp_path / "f", [good])
+    species = Catalogue.from_csv(folder / "catalogue.csv").ids[0]
+    text = (folder / "recordings.csv").read_text()
+    (folder / "recordings.csv").write_text(text.replace(f",{species},", f",{species.upper()} ,"))
+    with pytest.raises(ValueError, match=rf"not in catalogue.csv; did you mean '{species}'\?$"):
+        open_labelled(str(folder))
+    (folder / "recordings.csv").write_text(text.replace(f",{species},", ",zzzzzzzz,"))
+    with pytest.raises(ValueError, match=r"'zzzzzzzz' not in catalogue.csv$"):
+        open_labelled(str(folder))
+
+
 def test_a_file_that_is_not_audio_is_refused_at_open(real_folder, tmp_path):
     from training.labelled_audio import open_labelled
 
