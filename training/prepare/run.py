@@ -277,12 +277,20 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
                 pool.submit(_write_shard_in_worker, j, recs, folder, cfg.settings, cfg.codec)
                 for j, recs in work.items()
             }
+            failure: BaseException | None = None
             while pending:
                 done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    fut.result()  # a worker's real error (disk full, bug) stops the run
-                while not ticks.empty():
+                while not ticks.empty():  # always: a worker blocks on a full tick pipe
                     bar.update(ticks.get())
+                for fut in done:
+                    if failure is None and not fut.cancelled() and fut.exception():
+                        # a worker's real error (disk full, bug) stops the run: no shard
+                        # starts after it; those running finish, kept for the rerun
+                        failure = fut.exception()
+                        for waiting in pending:
+                            waiting.cancel()
+            if failure is not None:
+                raise failure
     finally:
         bar.close()
 

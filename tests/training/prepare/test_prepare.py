@@ -504,3 +504,33 @@ def test_a_prepare_that_keeps_nothing_fails_and_says_where_to_look(tmp_path):
     # every row left out before decoding: the hint names the column that did it
     with pytest.raises(ValueError, match="check the quality column against --quality"):
         prepare(_cfg(manifest, tmp_path / "q", qualities=["A"]), progress=False)
+
+
+def test_a_failing_shard_stops_the_run_without_hanging_on_the_others_progress(tmp_path):
+    """One worker's real error left the others blocked on a full progress pipe: the
+    run hung for good instead of stopping (found in review). A real pool: shard 0 cannot
+    be finished (its index path is a folder), shard 1 rejects 9,000 missing files
+    (81 kB of progress ticks, more than a pipe holds) while the run stops."""
+    import subprocess
+    import sys
+
+    shards = tmp_path / "shards"
+    (shards / "shard-000000.json" / "blocker").mkdir(parents=True)
+    script = f"""
+from pathlib import Path
+from training.prepare.manifest import SourceRecording
+from training.prepare.run import PrepareConfig, _run_shards
+
+def rec(i):
+    return SourceRecording(f"k{{i:05d}}", "{tmp_path}/none/%d.wav" % i, "sp", "CC0", "", "")
+
+if __name__ == "__main__":
+    cfg = PrepareConfig(manifest="m", catalogue="c", out="{tmp_path}", workers=2)
+    _run_shards({{0: [rec(0)], 1: [rec(i) for i in range(1, 9001)]}}, Path("{shards}"), cfg, False)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode != 0
+    assert "shard-000000.json" in done.stderr
+    assert (shards / "shard-000001.json").is_file()  # the running shard finished, kept
