@@ -261,6 +261,15 @@ class Retention:
         report: RetentionReport,
     ) -> bool:
         cutoff = _iso(now - timedelta(days=days))
+        if cutoff <= CLOCK_FLOOR_UTC:
+            return False  # nothing written with a set clock can be that old
+        unset = store.logged_before(CLOCK_FLOOR_UTC)
+        if unset:
+            report.notes.append(
+                f"{unset} detection(s) were logged while the clock was unset (before "
+                f"{CLOCK_FLOOR_UTC[:10]}): their age is unknown, so the age rule keeps them "
+                "(the disk rule still applies)"
+            )
         changed, after_rowid = False, 0
         if not self._indexed:  # built once, by the recorders that have an age rule
             problem = store.ensure_age_indexes()
@@ -270,7 +279,11 @@ class Retention:
         if folder is not None:
             note = f"clip deleted by retention at {report.time_utc}: older than storage.retention_days {days}"
             while rows := store.clip_candidates(
-                self.keep, after_rowid=after_rowid, before_utc=cutoff, limit=_PAGE
+                self.keep,
+                after_rowid=after_rowid,
+                before_utc=cutoff,
+                limit=_PAGE,
+                not_before_utc=CLOCK_FLOOR_UTC,
             ):
                 report.clips_deleted_for_age += self._delete_clips(
                     store, folder, rows, note, report
@@ -284,7 +297,9 @@ class Retention:
             report.age_rule = f"delivered detections older than {days} days"
         else:
             report.age_rule = f"no uplink configured and none ever delivered: all detections older than {days} days"
-        n_det, n_ev, kept = store.delete_expired(cutoff, undelivered_too=not uplink)
+        n_det, n_ev, kept = store.delete_expired(
+            cutoff, undelivered_too=not uplink, not_before_utc=CLOCK_FLOOR_UTC
+        )
         report.detections_deleted += n_det
         report.events_deleted += n_ev
         report.undelivered_kept = kept
@@ -391,6 +406,13 @@ def _disk_bytes(path: Path) -> int:
         return 0
     blocks = getattr(st, "st_blocks", None)
     return blocks * 512 if blocks is not None else st.st_size
+
+
+# Rows stamped before this were logged with the clock unset (a board without a
+# real-time clock boots at 2000-01-01 or its image's build date until NTP sets it):
+# no recorder ran this software earlier. Judged by the age rule as "2000 + 90 days",
+# a clock set later would delete every one of them at once.
+CLOCK_FLOOR_UTC = "2026-01-01T00:00:00.000+00:00"
 
 
 def _iso(t: datetime) -> str:

@@ -471,12 +471,18 @@ class DetectionStore:
         after_rowid: int = 0,
         before_utc: str | None = None,
         limit: int = 500,
+        not_before_utc: str = "",
     ) -> list[tuple[int, str, str]]:
         """(rowid, event_id, clip_path) of events holding a clip, oldest first, leaving out
         the `keep_per_label` best of each (level, taxon): highest max_probability, then
-        oldest. With `before_utc`, only events logged before that time."""
-        age = " AND created_utc < ?" if before_utc is not None else ""
-        args = (keep_per_label, after_rowid) + ((before_utc,) if before_utc else ()) + (limit,)
+        oldest. With `before_utc`, only events logged before that time and not before
+        `not_before_utc`."""
+        age = " AND created_utc < ? AND created_utc >= ?" if before_utc is not None else ""
+        args = (
+            (keep_per_label, after_rowid)
+            + ((before_utc, not_before_utc) if before_utc else ())
+            + (limit,)
+        )
         return (
             self._db()
             .execute(
@@ -525,12 +531,13 @@ class DetectionStore:
         return None
 
     def delete_expired(
-        self, before_utc: str, undelivered_too: bool, chunk: int = 2000
+        self, before_utc: str, undelivered_too: bool, chunk: int = 2000, not_before_utc: str = ""
     ) -> tuple[int, int, int]:
-        """Delete detections logged before `before_utc` whose message was delivered (all
-        of them with `undelivered_too`), with their outbox rows, then the events of that
-        age left with no detection and no clip. Returns (detections deleted, events
-        deleted, old detections kept because undelivered)."""
+        """Delete detections logged before `before_utc` (and not before `not_before_utc`)
+        whose message was delivered (all of them with `undelivered_too`), with their
+        outbox rows, then the events of that age left with no detection and no clip.
+        Returns (detections deleted, events deleted, old detections kept because
+        undelivered)."""
         # Chunks keep each transaction (and so the WAL, on a nearly full card) small
         # and let a publisher get the write lock in between.
         delivered = (
@@ -544,8 +551,8 @@ class DetectionStore:
             with self._transaction() as tx:
                 n = tx.execute(
                     "DELETE FROM detections WHERE rowid IN (SELECT rowid FROM detections "
-                    f"WHERE created_utc < ?{delivered} LIMIT ?)",
-                    (before_utc, chunk),
+                    f"WHERE created_utc < ? AND created_utc >= ?{delivered} LIMIT ?)",
+                    (before_utc, not_before_utc, chunk),
                 ).rowcount
             n_det += n
             if n < chunk:
@@ -553,19 +560,31 @@ class DetectionStore:
         # An event's bounds are its own windows' floats; 1e-6 only guards against rounding.
         with self._transaction() as tx:
             n_ev = tx.execute(
-                "DELETE FROM events WHERE created_utc < ? AND clip_path IS NULL AND NOT EXISTS "
+                "DELETE FROM events WHERE created_utc < ? AND created_utc >= ? AND clip_path "
+                "IS NULL AND NOT EXISTS "
                 "(SELECT 1 FROM detections d WHERE d.recording_id = events.recording_id "
                 "AND d.level = events.level AND d.taxon = events.taxon "
                 "AND d.window_start_s >= events.start_s - 1e-6 "
                 "AND d.window_end_s <= events.end_s + 1e-6)",
-                (before_utc,),
+                (before_utc, not_before_utc),
             ).rowcount
         kept = (
             self._db()
-            .execute("SELECT count(*) FROM detections WHERE created_utc < ?", (before_utc,))
+            .execute(
+                "SELECT count(*) FROM detections WHERE created_utc < ? AND created_utc >= ?",
+                (before_utc, not_before_utc),
+            )
             .fetchone()[0]
         )
         return n_det, n_ev, kept
+
+    def logged_before(self, utc: str) -> int:
+        """Detections whose created_utc is before `utc`."""
+        return (
+            self._db()
+            .execute("SELECT count(*) FROM detections WHERE created_utc < ?", (utc,))
+            .fetchone()[0]
+        )
 
     def checkpoint(self) -> tuple[int, int, int]:
         """PRAGMA wal_checkpoint(TRUNCATE): (busy, WAL pages, pages checkpointed); the WAL

@@ -277,6 +277,36 @@ def test_without_an_uplink_age_deletes_all_old_detections_unless_one_was_ever_de
             assert len(store.pending_outbox()) == expect_left
 
 
+def test_rows_logged_before_the_clock_was_set_are_not_aged_out_when_it_is(store, tmp_path):
+    """A board without a real-time clock logs at 2000-01-01 until NTP sets the clock;
+    the age rule then read those rows as 26 years old and deleted all of them, silently
+    (found in a field walkthrough). Their age is unknown: they are kept, and said."""
+    unset = datetime(2000, 1, 1, 0, 5, tzinfo=timezone.utc)
+    store.add_detections([_detection(k, "comfro", 0.7, unset) for k in range(3)])
+    store.add_detections(
+        [_detection(k + 10, "comfro", 0.7, NOW - timedelta(days=40)) for k in range(2)]
+    )
+    clips = tmp_path / "clips"
+    rel = "2000-01-01/old.flac"
+    (clips / rel).parent.mkdir(parents=True)
+    (clips / rel).write_bytes(b"x" * 4096)
+    store.add_events([replace(_event(0, "comfro", 0.7, unset, rel), event_id="e-unset")])
+    r = Retention(
+        clips_dir=clips,
+        retention_days=30,
+        uplink=False,
+        keep_examples_per_species=0,
+        disk_usage=lambda _: Usage(100, 10, 90),  # the age rule alone
+    ).apply(store, clips, NOW)
+    assert r.detections_deleted == 2  # the 40-day-old ones, logged with a set clock
+    assert len(store.detections()) == 3 and (clips / rel).exists()
+    assert any("3 detection(s) were logged while the clock was unset" in n for n in r.notes)
+    # while the clock is itself unset, nothing is aged out at all
+    store.add_detections([_detection(20, "comfro", 0.7, NOW - timedelta(days=40))])
+    r = Retention(clips_dir=None, retention_days=30, uplink=False).apply(store, None, unset)
+    assert r.detections_deleted == 0 and len(store.detections()) == 4
+
+
 def test_orphan_clip_files_are_swept_at_start_and_nothing_else(store, tmp_path):
     clips = tmp_path / "clips"
     clips.mkdir()
