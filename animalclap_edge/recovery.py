@@ -33,6 +33,7 @@ class Recovery:
     unreadable: dict[str, str] = field(default_factory=dict)  # table -> why it stopped
     # messages whose detection row was unreadable: nothing left to send or to point at
     dropped_messages: int = 0
+    to_redo: int = 0  # finished recordings that lost detections: marked for the next run
 
     def summary(self) -> str:
         base = f"from backup {self.restored_from}" if self.restored_from else "from empty"
@@ -40,6 +41,11 @@ class Recovery:
         lost = f"; unreadable: {self.unreadable}" if self.unreadable else ""
         if self.dropped_messages:
             lost += f"; {self.dropped_messages} messages dropped with their unreadable detections"
+        if self.to_redo:
+            lost += (
+                f"; {self.to_redo} recording(s) lost detections and are processed again by "
+                "the next run given their files"
+            )
         return (
             f"database damaged ({self.problem}); moved to {self.moved_to}; rebuilt {base} "
             f"+ {rows} rows salvaged{lost}"
@@ -156,6 +162,16 @@ def _salvage(damaged: Path, into: Path, rec: Recovery) -> None:
                 rec.salvaged[table] = _copy_table(src, dst, table, rec)
         rec.dropped_messages = dst.execute(
             "DELETE FROM outbox WHERE detection_id NOT IN (SELECT detection_id FROM detections)"
+        ).rowcount
+        # A finished recording whose detections did not all come back would be passed
+        # over as done by every later run: marked partial, the next run redoes it (the
+        # surviving detections keep their ids, so nothing doubles).
+        rec.to_redo = dst.execute(
+            "UPDATE recordings SET status = 'partial', reason = 'detections lost when the "
+            "damaged database was recovered (' || (SELECT count(*) FROM detections d WHERE "
+            "d.recording_id = recordings.recording_id) || ' of ' || n_detections || ' came "
+            "back): processed again by the next run' WHERE status = 'ok' AND n_detections > "
+            "(SELECT count(*) FROM detections d WHERE d.recording_id = recordings.recording_id)"
         ).rowcount
         dst.execute("COMMIT")
     finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from animalclap_edge.health import backup_path_for
-from animalclap_edge.records import Detection
+from animalclap_edge.records import Detection, RecordingResult
 from animalclap_edge.recovery import check_database, open_store
 from animalclap_edge.store import DetectionStore, StoreError
 
@@ -82,6 +82,48 @@ def test_damaged_pages_restore_the_backup_and_salvage_the_rest(tmp_path):
     assert {_det(i).detection_id for i in range(300)} <= after  # the backup's rows
     # most of the 300 newer rows live in undamaged pages and were salvaged
     assert len(after) > 300 + 200, (len(after), recovery.summary())
+
+
+def test_a_recording_that_lost_detections_is_processed_again_not_passed_over(tmp_path):
+    """Salvage kept the recording's "ok" row but not all its detections, so every later
+    run passed the file over as done and the lost detections never came back (found
+    in a field walkthrough)."""
+    db = tmp_path / "d.db"
+    _fill(db, 0, 400)
+    with DetectionStore(db) as s:
+        for rec, n in (("rec.wav", 400), ("quiet.wav", 0)):
+            s.record_recording(
+                RecordingResult(
+                    rec,
+                    RUN,
+                    f"/card/{rec}",
+                    "ok",
+                    None,
+                    600.0,
+                    400,
+                    n,
+                    None,
+                    False,
+                    "",
+                    "2026-01-01T00:00:00+00:00",
+                )
+            )
+        assert s.recording_done("rec.wav", BUNDLE, "0123456789abcdef")
+    _smash(db, first_page=30, pages=4)
+    store, recovery = open_store(db, None)
+    with store:
+        kept = len(store.detections())
+        assert 0 < kept < 400
+        assert not store.recording_done("rec.wav", BUNDLE, "0123456789abcdef")
+        assert store.recording_done("quiet.wav", BUNDLE, "0123456789abcdef")  # lost nothing
+    with sqlite3.connect(db) as c:
+        sql = "SELECT reason FROM recordings WHERE recording_id = 'rec.wav'"
+        (reason,) = c.execute(sql).fetchone()
+    assert reason == (
+        f"detections lost when the damaged database was recovered ({kept} of 400 came "
+        "back): processed again by the next run"
+    )
+    assert recovery.to_redo == 1 and "1 recording(s) lost detections" in recovery.summary()
 
 
 def test_a_file_that_is_not_a_database_any_more_starts_from_the_backup(tmp_path):
