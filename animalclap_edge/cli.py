@@ -653,6 +653,12 @@ def _run_line(s, db: Path) -> str:
     return (
         f"{s.recordings} recordings: {ok} ok, {s.skipped} skipped, {s.partial} partial; "
         f"{s.windows} windows; {s.detections} detections -> {db}"
+        + (
+            f" ({s.already_logged} of them already logged there by an earlier run, kept as "
+            "they were)"
+            if s.already_logged
+            else ""
+        )
     )
 
 

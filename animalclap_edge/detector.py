@@ -48,6 +48,9 @@ class RunSummary:
     windows: int = 0
     detections: int = 0
     already_done: int = 0  # recordings this database had finished with this bundle and config
+    # detections found that an earlier run had logged (same bundle, recording, window
+    # and label): not written again, and kept with that run's id and config
+    already_logged: int = 0
     skipped_reasons: dict[str, str] = field(default_factory=dict)
 
 
@@ -286,7 +289,9 @@ class Detector:
                                 best[key] = (d.probability, w.samples.copy())
                 n_windows += len(chunk)
                 if store is not None and dets:
-                    store.add_detections(dets)  # durable before anyone is told
+                    new = store.add_detections(dets)  # durable before anyone is told
+                    # found again (another config, --redo): the earlier row stays as it is
+                    self.last_summary.already_logged += len(dets) - new
                 if store is not None and self.retention is not None:
                     # the clock only: the disk is checked before each clip write
                     self.retention.maybe_apply(store, check_disk=False)

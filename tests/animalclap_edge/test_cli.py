@@ -1,6 +1,7 @@
 """`animalclap-edge run` as a user runs it: every file accounted for, bad input named."""
 
 import json
+import re
 import sqlite3
 import tarfile
 
@@ -135,6 +136,33 @@ def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(
     err = capsys.readouterr().err
     assert "9 recordings" in err and "already done" not in err
     assert _rows(db, "select count(distinct config_hash) from runs")[0][0] == 2
+
+
+def test_a_rerun_with_other_settings_adds_only_new_labels_and_says_what_it_found_logged(
+    tiny_bundle, realaudio, tmp_path, capsys
+):
+    """A detection is logged once, by the first run that found it. The second run's
+    line counted every label it found as written "-> db" (found in a walkthrough)."""
+    import shutil
+
+    db, card = tmp_path / "d.db", tmp_path / "card"
+    card.mkdir()
+    for f in sorted(realaudio.glob("*.ogg"))[:3]:
+        shutil.copy(f, card)
+    base = ["run", "--bundle", str(tiny_bundle), "--db", str(db), "--quiet", "--source", str(card)]
+    for threshold in ("0.05", "0.03"):
+        cfg = tmp_path / f"t{threshold}.yaml"
+        cfg.write_text(f"scoring:\n  threshold: {threshold}\n  top_k: 5\n")
+        before = _rows(db, "select count(*) from detections")[0][0] if db.exists() else 0
+        assert main([*base, "--config", str(cfg)]) == 0
+        err = capsys.readouterr().err
+        m = re.search(r"(\d+) detections -> \S+(?: \((\d+) of them already logged)?", err)
+        found, again = int(m[1]), int(m[2] or 0)
+        added = _rows(db, "select count(*) from detections")[0][0] - before
+        assert found == added + again and found > 0
+    assert again > 0 and added > 0  # the lower threshold: old labels, and new ones
+    hashes = _rows(db, "select count(distinct config_hash) from detections")[0][0]
+    assert hashes == 2  # each row keeps the run that logged it
 
 
 def test_bad_config_is_refused_naming_the_key(tiny_bundle, tmp_path, capsys):
