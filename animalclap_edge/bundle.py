@@ -79,15 +79,20 @@ def _not_a_bundle(path: Path) -> str:
 
 
 def _extract_tar(path: Path, dest: Path) -> Path:
-    with tarfile.open(path) as tar:
-        for m in tar.getmembers():
-            target = (dest / m.name).resolve()
-            if not (m.isfile() or m.isdir()) or not target.is_relative_to(dest.resolve()):
-                raise BundleError(
-                    path.name,
-                    f"unsafe member {m.name!r} (links and paths outside the bundle are refused)",
-                )
-        tar.extractall(dest)  # members checked above
+    try:
+        with tarfile.open(path) as tar:
+            for m in tar.getmembers():
+                target = (dest / m.name).resolve()
+                if not (m.isfile() or m.isdir()) or not target.is_relative_to(dest.resolve()):
+                    raise BundleError(
+                        path.name,
+                        f"unsafe member {m.name!r} (links and paths outside the bundle are refused)",
+                    )
+            tar.extractall(dest)  # members checked above
+    except (tarfile.TarError, EOFError) as e:  # a copy to the card cut short, most often
+        raise BundleError(
+            path.name, f"truncated or damaged archive ({e}): copy the bundle again"
+        ) from None
     manifests = list(dest.rglob(B.MANIFEST))
     if len(manifests) != 1:
         raise BundleError(
@@ -212,6 +217,16 @@ def _verify_files(root: Path, manifest: B.Manifest) -> None:
                 name,
                 f"checksum mismatch (sha256 {actual[:12]}…, manifest says {digest[:12]}…): the file is corrupt or was edited; re-copy or re-export the bundle",
             )
+    # The id names the files' content: a manifest whose checksums were updated by hand
+    # (or by another tool) while its id was kept would let a database pass over every
+    # recording as "already done with this bundle".
+    content_id = B.bundle_id_from_files(manifest.files)
+    if manifest.bundle_id != content_id:
+        raise BundleError(
+            B.MANIFEST,
+            f"bundle_id {manifest.bundle_id} does not match its files (their id is "
+            f"{content_id}): the bundle was edited; re-export it with animalclap-export",
+        )
 
 
 def _read_embeddings(root: Path, name: str, rows: int, dim: int) -> np.ndarray:

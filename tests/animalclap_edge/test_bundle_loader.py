@@ -16,10 +16,40 @@ def _edit_manifest(root, **changes):
     (root / B.MANIFEST).write_text(json.dumps(m))
 
 
-def _rehash(root, name):
+def _rehash(root, name, keep_id=False):
+    """Checksum `name` again in the manifest, and its content id unless `keep_id`."""
     m = json.loads((root / B.MANIFEST).read_text())
     m["files"][name] = B.sha256_file(root / name)
+    if not keep_id:
+        m["bundle_id"] = B.bundle_id_from_files(m["files"])
     (root / B.MANIFEST).write_text(json.dumps(m))
+
+
+def test_an_edited_bundle_that_kept_its_id_is_refused(bundle_copy):
+    """Calibration edited and re-hashed, id kept: a database passed every recording
+    over as already done with "this" bundle (found in a field walkthrough)."""
+    cal = json.loads((bundle_copy / B.CALIBRATION).read_text())
+    cal["default_threshold"] = 0.2
+    (bundle_copy / B.CALIBRATION).write_text(json.dumps(cal))
+    _rehash(bundle_copy, B.CALIBRATION, keep_id=True)
+    with pytest.raises(
+        BundleError, match=r"manifest\.json: bundle_id \w+ does not match its files"
+    ):
+        load_bundle(bundle_copy)
+    _rehash(bundle_copy, B.CALIBRATION)  # a new id: another bundle, and it loads
+    assert load_bundle(bundle_copy).calibration.default_threshold == 0.2
+
+
+def test_a_tar_cut_short_is_refused_in_one_line(bundle_copy, tmp_path):
+    whole = tmp_path / "b.tar"
+    with tarfile.open(whole, "w") as t:
+        t.add(bundle_copy, arcname="bundle")
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 3])
+    with pytest.raises(
+        BundleError, match=r"cut\.tar: truncated or damaged archive .*copy the bundle again"
+    ):
+        load_bundle(cut)
 
 
 def test_corrupt_file_is_refused_by_name(bundle_copy):
