@@ -17,6 +17,7 @@ when a publisher is made.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -78,7 +79,10 @@ class MqttPublisher:
         mqtt, cfg = self._mqtt, self.cfg
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=cfg.client_id or f"animalclap-{self.device}",
+            # one per process: `run` and `publish` on one recorder (or two recorders
+            # cloned from one image) with one id threw each other off the broker every
+            # second. The outbox is the session, so nothing needs a stable id.
+            client_id=cfg.client_id or f"animalclap-{self.device}-{os.getpid()}",
         )
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         if cfg.username:

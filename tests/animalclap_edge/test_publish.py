@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -268,3 +269,29 @@ def test_cli_publish_once_sends_the_backlog_and_exits(tmp_path, capsys):
     assert err.count("\n") == 0 and f"MQTT is off in {off}" in err and "nothing was sent" in err
     with DetectionStore(dead) as store:
         assert len(store.pending_outbox(100)) == 5
+
+
+def test_two_processes_of_one_recorder_stay_connected_side_by_side(tmp_path):
+    """`run` and `publish` on one recorder shared the client id animalclap-<host>: the
+    broker closed one connection for the other every second (found in a walkthrough).
+    Two real processes, one broker, default client ids."""
+    broker = Broker(tmp_path)
+    broker.start()
+    db = _logged(tmp_path / "d.db", 1)
+    script = (
+        "import sys, time\n"
+        "from animalclap_edge.config import MqttConfig\n"
+        "from animalclap_edge.publish import MqttPublisher\n"
+        f"pub = MqttPublisher({str(db)!r}, MqttConfig(host='127.0.0.1', port={broker.port}),"
+        " max_backoff_s=1)\n"
+        "pub.start(); time.sleep(4); pub.stop(); print(pub.stats.connects)\n"
+    )
+    try:
+        procs = [
+            subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        connects = [int(p.communicate(timeout=60)[0].split()[-1]) for p in procs]
+    finally:
+        broker.stop()
+    assert connects == [1, 1]  # each connected once and stayed
