@@ -83,14 +83,20 @@ class Catalogue(Sequence[Species]):
                         "(class, order, family, genus) for taxonomy-aware prompts"
                     )
             self._index[sp.id] = i
+
+    def check_one_row_per_species(self) -> Catalogue:
+        """Refuse one binomial under two ids (identical prompts, scores split between
+        them); returns self. Checked where catalogues go into training and export, not
+        when a recorder loads a bundle: one built before the check must still load."""
         named: dict[str, str] = {}
-        for sp in self._species:  # one binomial, two ids: identical prompts, split scores
+        for sp in self._species:
             first = named.setdefault(sp.scientific_name.casefold(), sp.id)
             if first != sp.id:
                 raise CatalogueError(
-                    f"{source}: {sp.id!r} and {first!r} are both {sp.scientific_name!r}; "
+                    f"{self.source}: {sp.id!r} and {first!r} are both {sp.scientific_name!r}; "
                     "give each species one row and one id"
                 )
+        return self
 
     def __len__(self) -> int:
         return len(self._species)
@@ -134,10 +140,11 @@ class Catalogue(Sequence[Species]):
                 w.writerow(sp.to_row())
 
     @classmethod
-    def from_csv(cls, path: str | Path) -> Catalogue:
-        """Read a catalogue CSV (UTF-8, a spreadsheet's byte-order mark allowed); a
-        row with more or fewer cells than the header is refused by line, since the
-        extra cells of an unquoted comma would shift every taxon after it."""
+    def from_csv(cls, path: str | Path, one_row_per_species: bool = True) -> Catalogue:
+        """Read a catalogue CSV (UTF-8, a spreadsheet's byte-order mark allowed). A row
+        with more cells than the header, or too few for its required columns, is
+        refused by line: the extra cells of an unquoted comma would shift every taxon
+        after it. With `one_row_per_species`, `check_one_row_per_species`."""
         path = Path(path)
         species = []
         try:
@@ -156,7 +163,10 @@ class Catalogue(Sequence[Species]):
                     cells = (
                         len(header) + len(r.get(None) or []) - sum(v is None for v in r.values())
                     )
-                    if cells != len(header):
+                    # a row may stop short of optional columns (regions), never of
+                    # required ones, and never run past the header
+                    short = [c for c in REQUIRED_COLUMNS if r.get(c) is None]
+                    if None in r or short:
                         raise CatalogueError(
                             f"{path}: line {reader.line_num} has {cells} cells, the header "
                             f"{len(header)}; quote a cell that holds a comma "
@@ -181,4 +191,5 @@ class Catalogue(Sequence[Species]):
             ) from None
         except (OSError, csv.Error) as e:
             raise CatalogueError(f"{path}: cannot read catalogue: {e}") from e
-        return cls(species, source=path.name)
+        catalogue = cls(species, source=path.name)
+        return catalogue.check_one_row_per_species() if one_row_per_species else catalogue

@@ -66,7 +66,7 @@ def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
         )
     return LabelledSet(
         name=f"{regional.name} + replay of {global_.name}",
-        catalogue=Catalogue(species, source="merged"),
+        catalogue=Catalogue(species, source="merged").check_one_row_per_species(),
         items=items,
         load=load,
         traits=None,

@@ -111,8 +111,32 @@ def test_one_species_under_two_ids_is_refused():
     a = Species(
         "yetsan1", "Pterocles gutturalis", "Yellow-throated Sandgrouse", "Aves", "P", "Q", "P"
     )
-    with pytest.raises(CatalogueError, match="'yetsan' and 'yetsan1' are both 'Pterocles"):
-        Catalogue([a, Species("yetsan", *dataclasses.astuple(a)[1:])])
+    two = Catalogue([a, Species("yetsan", *dataclasses.astuple(a)[1:])], source="region.csv")
+    with pytest.raises(CatalogueError, match=r"region\.csv: 'yetsan' and 'yetsan1' are both 'Pt"):
+        two.check_one_row_per_species()
+    assert Catalogue([a]).check_one_row_per_species().ids == ["yetsan1"]
+
+
+def test_a_bundles_catalogue_loads_as_exported_and_a_new_one_is_checked(tmp_path):
+    """A recorder must still load a bundle exported before the one-row check; a
+    catalogue read for training or export is refused."""
+    p = tmp_path / "species.csv"
+    rows = "yetsan1,Pterocles gutturalis,Sandgrouse,Aves,P,Q,P\nyetsan,Pterocles gutturalis,S,Aves,P,Q,P\n"
+    p.write_text(HEADER + rows)
+    with pytest.raises(CatalogueError, match="are both 'Pterocles gutturalis'"):
+        Catalogue.from_csv(p)
+    assert len(Catalogue.from_csv(p, one_row_per_species=False)) == 2
+
+
+def test_the_optional_regions_cell_may_be_left_off_a_row(tmp_path):
+    p = tmp_path / "species.csv"
+    p.write_text(
+        HEADER.replace("genus", "genus,regions")
+        + "eurbla,Turdus merula,Blackbird,Aves,Passeriformes,Turdidae,Turdus,EU\n"
+        + "amerob,Turdus migratorius,American Robin,Aves,Passeriformes,Turdidae,Turdus\n"
+    )
+    cat = Catalogue.from_csv(p)
+    assert [sp.regions for sp in cat] == [("EU",), ()]
 
 
 def test_birdnames_ebird_taxonomy_is_a_real_source():
