@@ -77,11 +77,22 @@ class ExportConfig:
     gate_windows: int = 128
 
 
+# CLAP's input (ClapFeatureExtractor's max_length_s); a checkpoint may take less.
+MAX_WINDOW_S = 10.0
+
+
 def _refuse_early(cfg: ExportConfig) -> None:
     """What the request itself gets wrong, said before the model loads and the graph
     exports (tens of seconds at full size)."""
     if not (cfg.catalogue or cfg.data):
         raise ValueError("give --catalogue (species to embed) or --data (a labelled set with one)")
+    if not (0 < cfg.window_seconds <= MAX_WINDOW_S):  # also refuses NaN
+        raise ValueError(
+            f"--window {cfg.window_seconds}: give seconds above 0 and at most {MAX_WINDOW_S:g} "
+            "(CLAP's input length: the model hears no more of a longer window)"
+        )
+    if not (0 <= cfg.default_threshold <= 1):
+        raise ValueError(f"--threshold {cfg.default_threshold}: give a probability, 0 to 1")
     if cfg.precision not in ("fp32", "fp16", "int8"):
         raise ValueError(f"precision {cfg.precision!r}: choose fp32, fp16 or int8")
     if cfg.precision != "fp32" and not cfg.student:
@@ -160,6 +171,11 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
         raise named("--catalogue", cfg.catalogue, e) from e
     loaded = load_clap(cfg.checkpoint)
     fe = loaded.frontend
+    if cfg.window_seconds > fe.clip_seconds:  # a checkpoint with a shorter input than CLAP's
+        raise ValueError(
+            f"--window {cfg.window_seconds}: {cfg.checkpoint} takes {fe.clip_seconds:g} s of "
+            "audio; the rest of a longer window would never be heard"
+        )
     window = round(cfg.window_seconds * fe.sample_rate)
     teacher = AudioEncoder(loaded.model, fe, mode="dft").eval()
     encoder, student_meta = teacher, None

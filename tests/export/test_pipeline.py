@@ -88,6 +88,24 @@ def test_a_bad_path_is_refused_by_its_option_name_before_the_model_loads(
     assert "calibration" not in msg or field == "calibration_audio"
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"window_seconds": 0.0}, "--window 0.0: give seconds above 0 and at most 10"),
+        ({"window_seconds": -1.0}, "--window -1.0: give seconds above 0"),
+        ({"window_seconds": float("nan")}, "--window nan: give seconds above 0"),
+        # past CLAP's 10 s input the end of every window was silently never heard
+        ({"window_seconds": 12.0}, "--window 12.0: give seconds above 0 and at most 10"),
+        ({"default_threshold": 1.5}, "--threshold 1.5: give a probability, 0 to 1"),
+        ({"default_threshold": float("nan")}, "--threshold nan: give a probability"),
+    ],
+)
+def test_a_window_or_threshold_out_of_range_is_refused_before_the_model_loads(
+    change, message, request_parts, never_load
+):
+    assert _refusal(request_parts, **change).startswith(message)
+
+
 def test_a_run_folder_as_checkpoint_names_the_model_to_use(request_parts, tmp_path, never_load):
     run = tmp_path / "runs" / "demo"
     (run / "final").mkdir(parents=True)
