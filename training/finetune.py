@@ -110,7 +110,9 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
     check_checkpoint_path(cfg.init)
     # the data's errors, and a changed folder, before minutes of "before" report
     regional = open_labelled(cfg.data)
-    refuse_changed_data(out, cfg.data, make_split(regional, cfg.split, cfg.seed, cfg.val_fraction))
+    if (out / "checkpoints").is_dir():  # a run to resume: on the data it began with
+        split = make_split(regional, cfg.split, cfg.seed, cfg.val_fraction)
+        refuse_changed_data(out, cfg.data, split)
     if cfg.replay:
         try:
             open_labelled(cfg.replay)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from animalclap_edge.audio.decode import AudioError, probe
 from animalclap_edge.contracts.catalogue import Catalogue
@@ -27,8 +28,9 @@ from animalclap_edge.contracts.traits import TraitSchema, TraitTable, read_trait
 from training.prepare.shards import RecordRegion
 
 # What decoding a damaged recording raises: our decoder's AudioError, libsndfile's
-# RuntimeError, a read cut short (OSError, EOFError).
-UNREADABLE: tuple[type[BaseException], ...] = (AudioError, RuntimeError, OSError, EOFError)
+# errors, a read cut short. Not OSError at large: "too many open files" or a network
+# file system's failure is no fault of the recording, and keeps its own message.
+UNREADABLE: tuple[type[BaseException], ...] = (AudioError, sf.SoundFileError, EOFError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,9 +223,9 @@ class UnreadableRecording(ValueError):
         )
         reason = " ".join(str(error).split()) or type(error).__name__
         return cls(
-            f"{where}: cannot read it ({reason}): replace the file or remove its row, then "
+            f"{where}: cannot read it ({reason}): replace the file under the same name and "
             "run the same command again (pretrain and finetune resume from their last "
-            "checkpoint)"
+            "checkpoint); without it, the data changes and a run needs a new --out"
         )
 
 
