@@ -49,9 +49,10 @@ def run_settings(run: Path) -> tuple[str, dict]:
 
 
 def trained_split(checkpoint: str | None, data: str) -> Path | None:
-    """split.json of the run that trained `checkpoint` on `data` (a spec as `--data`
-    takes it, paths absolute), following fine-tuning runs that replayed `data` back to
-    their init; None where the chain leaves local run folders or that data."""
+    """The split `checkpoint` was trained with on `data` (a spec as `--data` takes it,
+    paths absolute): split.json of the run that trained on it, or replay_split.json of
+    a fine-tuning run that replayed it (older fine-tuning runs: followed back to their
+    init); None where the chain leaves local run folders or that data."""
     for _ in range(MAX_DEPTH):
         run = run_of(checkpoint)
         if run is None:
@@ -62,5 +63,7 @@ def trained_split(checkpoint: str | None, data: str) -> Path | None:
             return split if split.is_file() else None
         if settings.get("replay") != data:
             return None
-        checkpoint = settings.get("init")
+        if (run / "replay_split.json").is_file():  # the split this run replayed
+            return run / "replay_split.json"
+        checkpoint = settings.get("init")  # runs before replay_split.json: its init's
     return None

@@ -151,6 +151,31 @@ class ZeroShotSplit:
             )
 
 
+def carried_over(
+    split: ZeroShotSplit, items: Sequence[Item], seed: int, val_fraction: float
+) -> ZeroShotSplit:
+    """`split` applied to `items`, a list that changed since it was made (recordings
+    added or removed): its unseen species stay unseen, a species it never listed is
+    unseen too (no model trained with it saw it), and the other recordings are split
+    again into train and val by group."""
+    known = set(split.test_species) | set(split.seen_species)
+    unseen = set(split.test_species) | {it.species_id for it in items} - known
+    test = [i for i, it in enumerate(items) if it.species_id in unseen]
+    rest = [i for i, it in enumerate(items) if it.species_id not in unseen]
+    tr, va = group_split([items[i].group for i in rest], val_fraction, seed)
+    return ZeroShotSplit(
+        train=[rest[i] for i in tr],
+        val=[rest[i] for i in va],
+        test=test,
+        test_species=sorted({items[i].species_id for i in test}),
+        seen_species=sorted({items[i].species_id for i in rest}),
+        target_test_species=split.target_test_species,
+        stop_reason=split.stop_reason,
+        params={**split.params, "carried_over": True, "seed": seed, "val_fraction": val_fraction},
+        items_digest=items_digest(items),
+    )
+
+
 def zero_shot_split(
     items: Sequence[Item],
     catalogue: Catalogue,

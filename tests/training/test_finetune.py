@@ -355,7 +355,10 @@ def test_replay_keeps_the_split_the_checkpoint_was_trained_with(
         max_steps=1,
     )
     pretrain(regional, progress=False, fit_batch=True)
-    assert trained_split(str(tmp_path / "region" / "final"), "tiny") == glob / "split.json"
+    # the region's run keeps the split it replayed: a chain from a hub id, too, is found
+    replayed = trained_split(str(tmp_path / "region" / "final"), "tiny")
+    assert replayed == tmp_path / "region" / "replay_split.json"
+    assert set(ZeroShotSplit.from_json(replayed).test_species) == unseen
     assert not replayed_species(tmp_path / "region" / "final")[0] & unseen
     # a checkpoint with no run folder: a fresh split, and the log says so
     _, fresh = replayed_species(pretrain_checkpoint)
@@ -412,3 +415,25 @@ def test_a_report_with_nothing_held_out_says_why_and_what_to_change():
     )
     assert "val_fraction 0.1 of 12 site-days drew none" in md
     assert "`--set val_fraction=0.3`" in md
+
+
+def test_a_replayed_split_carried_over_to_changed_data_keeps_its_unseen_species_unseen():
+    """The global data grew after the global run: its split.json no longer fits, and
+    fine-tuning was refused with advice it could not follow (found in review)."""
+    from dataclasses import replace
+
+    from training.labelled_audio import open_labelled
+    from training.splits import carried_over, items_digest
+    from training.train import make_split
+
+    items = open_labelled("tiny").items
+    split = make_split(open_labelled("tiny"), "zeroshot", 1, 0.1)
+    grown = [*items[3:], replace(items[5], id="new-rec", species_id="newsp", group="s|d")]
+    moved = carried_over(split, grown, 0, 0.1)
+    assert set(moved.test_species) == (
+        set(split.test_species) & {it.species_id for it in grown}
+    ) | {"newsp"}
+    assert not {grown[i].species_id for i in moved.train + moved.val} & set(moved.test_species)
+    assert sorted(moved.train + moved.val + moved.test) == list(range(len(grown)))
+    assert not {grown[i].group for i in moved.train} & {grown[i].group for i in moved.val}
+    assert moved.items_digest == items_digest(grown) != split.items_digest

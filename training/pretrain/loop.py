@@ -608,6 +608,8 @@ def _pretrain(
     out.mkdir(parents=True, exist_ok=True)
     if d.main and step < stop_at:  # a run that trains nothing leaves its record as it was
         split.to_json(out / "split.json")
+        if td.replay_split is not None:  # what a fine-tuning from this run's model replays
+            td.replay_split.to_json(out / "replay_split.json")
         (out / "pretrain_config.json").write_text(
             json.dumps(asdict(cfg), indent=2), encoding="utf-8"
         )

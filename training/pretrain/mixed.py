@@ -15,7 +15,7 @@ import numpy as np
 
 from animalclap_edge.contracts.catalogue import Catalogue
 from training.labelled_audio import Item, LabelledSet, open_labelled
-from training.splits import ZeroShotSplit
+from training.splits import ZeroShotSplit, carried_over, items_digest
 
 REGIONAL, GLOBAL = "r/", "g/"
 
@@ -28,6 +28,7 @@ class TrainingData:
     is_replay: np.ndarray  # (len(train),) bool
     split: ZeroShotSplit  # of the primary data: written to split.json
     notes: list[str] = field(default_factory=list)  # for the run's log
+    replay_split: ZeroShotSplit | None = None  # of the replayed data: replay_split.json
 
 
 def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
@@ -92,11 +93,15 @@ def replay_split(
     saved = trained_split(init, replay)
     if saved is not None:
         split = ZeroShotSplit.from_json(saved)
-        try:
-            split.check_items(old.items)
-        except ValueError as e:
-            raise ValueError(f"--replay {replay}: {saved}: {e}") from None
-        return split, f"replay: the zero-shot split {init} was trained with ({saved})"
+        if not split.items_digest or items_digest(old.items) == split.items_digest:
+            return split, f"replay: the zero-shot split {init} was trained with ({saved})"
+        then = len(split.train) + len(split.val) + len(split.test)
+        moved = carried_over(split, old.items, seed, val_fraction)
+        return moved, (
+            f"replay: {replay} has changed since {saved} was written ({then} recordings "
+            f"then, {len(old.items)} now): the species {init} never trained on stay unseen "
+            f"({len(moved.test_species)}), the rest is split again by site-day"
+        )
     split = make_split(old, "zeroshot", seed, val_fraction, advice=replay_advice(replay))
     return split, (
         f"replay: no run folder shows {init} trained on {replay}, so its zero-shot split "
@@ -132,4 +137,4 @@ def training_data(
         for i in old_split.train
     ]
     mask = np.r_[np.zeros(len(train), bool), np.ones(len(old_train), bool)]
-    return TrainingData(merged, train + old_train, val, mask, split, [note])
+    return TrainingData(merged, train + old_train, val, mask, split, [note], old_split)
