@@ -37,14 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="species.csv to embed (default: the --data catalogue); a new catalogue gives a zero-shot bundle",
     )
     b.add_argument("--name", default="animalclap", help="bundle name, shown by the runtime")
-    b.add_argument(
-        "--window",
-        "--window-seconds",  # evaluate's and probe's name for it
-        dest="window",
-        type=float,
-        default=3.0,
-        help="window seconds the encoder takes",
-    )
+    b.add_argument("--window", type=float, default=3.0, help="window seconds the encoder takes")
     b.add_argument(
         "--templates",
         nargs="+",
@@ -86,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a small CNN student to match the teacher's audio embeddings",
         formatter_class=DefaultsFormatter,
     )
-    # the other commands' names are accepted too: --checkpoint, --data, --window-seconds
+    # the other commands' names are accepted too: --checkpoint, --data
     d.add_argument(
         "--teacher",
         "--checkpoint",
@@ -103,14 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--out", required=True, help="student folder (student.pt, student.json)")
     d.add_argument("--width", type=float, default=0.4, help="MobileNetV3 width multiplier")
-    d.add_argument(
-        "--window",
-        "--window-seconds",
-        dest="window",
-        type=float,
-        default=3.0,
-        help="window seconds",
-    )
+    d.add_argument("--window", type=float, default=3.0, help="window seconds")
     d.add_argument("--crops", type=int, default=4, help="crops per recording")
     d.add_argument("--epochs", type=int, default=30, help="passes over the training crops")
     d.add_argument("--batch-size", type=int, default=64, help="windows per training step")

@@ -393,8 +393,6 @@ def _eval_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--out", help=f"output folder; default RUN/{kind}")
     p.add_argument(
         "--window-seconds",
-        "--window",  # export's name for it
-        dest="window_seconds",
         type=float,
         default=3.0,
         help="each recording is embedded from one centred window this long",
