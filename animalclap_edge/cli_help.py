@@ -20,7 +20,10 @@ def refused_file(e: OSError) -> str | None:
     """A read-only, forbidden or full file system as one line naming the file and what
     to do; None for other OS errors, which stay tracebacks."""
     advice = _REFUSED.get(e.errno)
-    return None if advice is None else f"{e.filename}: {e.strerror}; {advice}"
+    if advice is None:
+        return None
+    # a write that fills the disk names no file (the open did)
+    return f"{e.filename + ': ' if e.filename else ''}{e.strerror}; {advice}"
 
 
 def one_line(e: BaseException) -> str:

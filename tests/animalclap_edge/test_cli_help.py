@@ -13,6 +13,10 @@ def test_a_refused_file_is_named_with_what_to_do_and_other_os_errors_are_not():
     full = OSError(errno.ENOSPC, "No space left on device", "/data/out/shards/shard-000001.tar")
     assert refused_file(full).endswith("a run resumes where it stopped")
     assert refused_file(OSError(errno.ENOENT, "No such file or directory", "x")) is None
+    # a write that fills the disk carries no file name
+    assert refused_file(OSError(errno.ENOSPC, "No space left on device")).startswith(
+        "No space left on device; free space there"
+    )
 
 
 def test_one_line_keeps_a_plain_message_and_takes_a_workers_last_line():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import uuid
 from collections import Counter
@@ -146,6 +147,7 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
         "qualities": cfg.qualities,
         "seed": cfg.seed,
         "traits_digest": _file_digest(cfg.traits) if cfg.traits else None,
+        "key_scheme": KEY_SCHEME,
     }
     path = out / PLAN
     if not path.exists():
@@ -165,6 +167,13 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
         old.setdefault("codec", "flac")  # plans written before --codec
+        rekeyed = any(_REKEYED.search(r.key) for r in p.keep)  # ids the new scheme changes
+        if old["digest"] != record["digest"] and old.get("key_scheme") != KEY_SCHEME and rekeyed:
+            raise ValueError(
+                f"{out} was planned before 2026-11-27, when manifest ids with characters "
+                "other than letters, digits, _ and - were keyed otherwise: prepare into a "
+                "new --out (or finish this one with the version that began it)"
+            )
         for key, option in _SAME_IN_EVERY_JOB:
             # plans written before a key was recorded are not held to it
             if key in old and old[key] != record[key]:
@@ -174,6 +183,10 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
                 )
         return
 
+
+# 2: an id made tar-safe keeps a digest of itself (manifest.recording_key)
+KEY_SCHEME = 2
+_REKEYED = re.compile(r"-[0-9a-f]{8}$")
 
 # What every job sharing an --out must give alike (plan.json key, what the user set).
 _SAME_IN_EVERY_JOB = (

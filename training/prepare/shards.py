@@ -29,6 +29,7 @@ import json
 import os
 import socket
 import tarfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,21 +80,31 @@ def _writer_tag() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def stale_temporaries(folder: Path, index: int) -> list[Path]:
+def stale_temporaries(folder: Path, index: int, now: float | None = None) -> list[Path]:
     """Temporary files of shard `index` left by writers that are gone: untagged ones
-    (written before tags) and this host's whose process has ended. Another host's are
-    kept: its writer may still be running."""
+    (written before tags), this host's whose process has ended, and any not written to
+    for STALE_AFTER_S (a live writer adds a record every few seconds; a pre-empted
+    node's restart comes back under another hostname, and pids are reused)."""
     host = socket.gethostname()
+    now = time.time() if now is None else now
     stale = []
     for path in Path(folder).glob(f"{shard_name(index)}.*tmp"):
         tag = path.name.removeprefix(shard_name(index)).split(".")[2:-1]  # [host-pid]
-        if not tag:
-            stale.append(path)
-            continue
         where, _, pid = ".".join(tag).rpartition("-")
-        if where == host and pid.isdigit() and not _alive(int(pid)):
+        try:
+            idle = now - path.stat().st_mtime
+        except FileNotFoundError:  # its writer finished or removed it meanwhile
+            continue
+        if (
+            not tag
+            or (where == host and pid.isdigit() and not _alive(int(pid)))
+            or idle > STALE_AFTER_S
+        ):
             stale.append(path)
     return stale
+
+
+STALE_AFTER_S = 3600.0
 
 
 def _alive(pid: int) -> bool:

@@ -156,6 +156,11 @@ def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict) -> None:
     `fused`: a resume with another beta2 (which the log reports as changed) would keep
     the old one, and a run begun on CPU would stay unfused on a GPU."""
     mine = opt.state_dict()["param_groups"]
+    if len(saved["param_groups"]) != len(mine):
+        raise ValueError(
+            f"the checkpoint's optimizer has {len(saved['param_groups'])} parameter groups, "
+            f"this run's {len(mine)}: it was saved by another version; give a new --out"
+        )
     groups = [
         {**old, **{k: v for k, v in new.items() if k != "params"}}
         for old, new in zip(saved["param_groups"], mine, strict=True)

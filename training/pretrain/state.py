@@ -15,6 +15,7 @@ sizes.json; a resume then takes the newest checkpoint that is whole and says so.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -26,6 +27,7 @@ import torch
 from training.model import save_checkpoint
 
 SIZES = "sizes.json"
+FULL_BELOW = 256 * 2**20  # free bytes under which a failed save is taken for a full disk
 _STEP = re.compile(r"step-(\d+)")
 
 
@@ -40,9 +42,18 @@ def save(
     final = folder / step_name(step)
     tmp = folder / f".{step_name(step)}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_checkpoint(model, tokenizer, frontend, tmp / "model")
-    torch.save({"optimizer": optimizer.state_dict(), **counters}, tmp / "training_state.pt")
-    _seal(tmp)
+    try:
+        save_checkpoint(model, tokenizer, frontend, tmp / "model")
+        torch.save({"optimizer": optimizer.state_dict(), **counters}, tmp / "training_state.pt")
+        _seal(tmp)
+    except (RuntimeError, OSError) as e:
+        # torch.save reports a full disk as RuntimeError("... unexpected pos ..."):
+        # said as the OS would say it, so the command line can name the remedy
+        full = shutil.disk_usage(folder).free < FULL_BELOW
+        shutil.rmtree(tmp, ignore_errors=True)
+        if full and not (isinstance(e, OSError) and e.errno == errno.ENOSPC):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder)) from e
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

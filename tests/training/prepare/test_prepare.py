@@ -534,3 +534,23 @@ if __name__ == "__main__":
     assert done.returncode != 0
     assert "shard-000000.json" in done.stderr
     assert (shards / "shard-000001.json").is_file()  # the running shard finished, kept
+
+
+def test_an_output_planned_under_the_old_keys_says_so(manifest, tmp_path):
+    """Ids like 'XC.1' are keyed otherwise since 2026-11-27: resuming a folder planned
+    before was refused as 'another manifest or catalogue', which neither was."""
+    rows = list(csv.DictReader(manifest[0].open()))[:2]
+    rows = [{**r, "id": f"XC.{i}"} for i, r in enumerate(rows)]
+    path = tmp_path / "m.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "old"
+    prepare(_cfg(path, out), progress=False)
+    plan = json.loads((out / "plan.json").read_text())
+    del plan["key_scheme"]
+    plan["digest"] = "planned-with-old-keys"  # what the old scheme's keys hashed to
+    (out / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(ValueError, match="was planned before 2026-11-27, when manifest ids"):
+        prepare(_cfg(path, out), progress=False)

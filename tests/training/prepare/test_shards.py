@@ -106,6 +106,12 @@ def test_a_writer_names_its_temporary_file_and_a_rerun_removes_only_dead_ones(tm
             "shard-000001.tar.tmp",
         ]
     )
+    # another host's, untouched for over an hour: its node is gone (a pre-empted node
+    # comes back under another name), so it is stale too
+    later = time.time() + 3601
+    assert f"shard-000001.tar.other.host-{os.getpid()}.tmp" in {
+        p.name for p in stale_temporaries(tmp_path, 1, now=later)
+    }
     w.abort()
 
 
