@@ -698,6 +698,11 @@ def _cmd_inspect(args) -> int:
 
     given = Path(args.bundle) if args.bundle else demo_bundle_path()
     b = load_bundle(given)
+    # the graph too, as `run` opens it: inputs, outputs and the front-end in its metadata
+    # (a bundle `run` refused was "verified" here before 2026-11-27)
+    from animalclap_edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    OnnxRuntimeBackend(b).close()
     m = b.manifest
     info = {
         "bundle": str(given),  # a .tar's path, not the folder it was unpacked to
@@ -717,7 +722,8 @@ def _cmd_inspect(args) -> int:
         "producer": m.producer.model_dump(),
         "parity": m.parity,
         "frontend": m.frontend,
-        "verified": "schema, checksums and shapes OK",
+        "verified": "schema, checksums and shapes OK; graph opened, its inputs, outputs "
+        "and front-end metadata match the manifest",
     }
     if args.species:  # inside the JSON, so the output stays one document
         info["species_table"] = [

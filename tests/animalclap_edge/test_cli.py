@@ -485,3 +485,19 @@ def test_every_option_of_every_command_has_help_and_shows_its_default():
                 continue
             shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
             assert f"(default: {shown})" in flat or "default" in action.help, what
+
+
+def test_inspect_opens_the_graph_as_run_does(bundle_copy, capsys):
+    """A graph that is no graph, checksummed and with its id renewed, passed `inspect`
+    as "verified" while `run` refused it (found in an export walkthrough)."""
+    from animalclap_edge.contracts import bundle as B
+
+    (bundle_copy / "audio_encoder.onnx").write_text("garbage")
+    m = json.loads((bundle_copy / B.MANIFEST).read_text())
+    m["files"]["audio_encoder.onnx"] = B.sha256_file(bundle_copy / "audio_encoder.onnx")
+    m["bundle_id"] = B.bundle_id_from_files(m["files"])
+    (bundle_copy / B.MANIFEST).write_text(json.dumps(m))
+    assert main(["inspect", str(bundle_copy)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "audio_encoder.onnx" in err and "onnxruntime cannot load it" in err
+    assert "\n" not in err
