@@ -163,6 +163,11 @@ def _load_dir(root: Path) -> Bundle:
     )
 
 
+def _minor(version: str) -> int:
+    parts = version.split(".")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
 def _read_manifest(root: Path) -> B.Manifest:
     p = root / B.MANIFEST
     if not p.exists():
@@ -191,7 +196,14 @@ def _read_manifest(root: Path) -> B.Manifest:
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
-        raise BundleError(B.MANIFEST, f"{loc}: {err['msg']}") from None
+        newer = _minor(version) > _minor(B.SCHEMA_VERSION)
+        hint = (
+            f" (schema {version}, from a newer exporter than this runtime's "
+            f"{B.SCHEMA_VERSION}: upgrade animalclap-edge, or re-export with this version)"
+            if newer and err["type"] == "extra_forbidden"
+            else ""
+        )
+        raise BundleError(B.MANIFEST, f"{loc}: {err['msg']}{hint}") from None
 
 
 def _verify_files(root: Path, manifest: B.Manifest) -> None:

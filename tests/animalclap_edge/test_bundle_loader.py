@@ -120,7 +120,16 @@ def test_newer_schema_and_unknown_manifest_key(bundle_copy):
     with pytest.raises(BundleError, match="upgrade animalclap-edge"):
         load_bundle(bundle_copy)
     _edit_manifest(bundle_copy, schema_version="1.0", colour="red")
-    with pytest.raises(BundleError, match=r"manifest\.json: colour"):
+    with pytest.raises(
+        BundleError, match=r"manifest\.json: colour: Extra inputs are not permitted$"
+    ):
+        load_bundle(bundle_copy)
+    # a newer minor version's new field: the refusal says what to do
+    _edit_manifest(bundle_copy, schema_version="1.1", licence="CC-BY")
+    with pytest.raises(
+        BundleError,
+        match=r"not permitted \(schema 1\.1, from a newer exporter .*upgrade animalclap-edge",
+    ):
         load_bundle(bundle_copy)
 
 
