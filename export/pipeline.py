@@ -30,6 +30,7 @@ from export.text import species_embeddings, taxon_embeddings
 from export.writer import BundleWriter
 from training.embed_audio import embed_items
 from training.labelled_audio import open_labelled
+from training.lineage import trained_on_generated_audio
 from training.model import AudioEncoder, load_clap
 from training.probe import fit_trait_heads, score_trait_heads
 from training.sampling import group_split
@@ -272,6 +273,13 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
                 if isinstance(v, int | float) and not isinstance(v, bool):
                     gates.setdefault("distillation", {})[k] = v
         demo, notice = cfg.demo, cfg.notice
+        generated = trained_on_generated_audio(cfg.checkpoint)
+        if generated and not demo:  # whatever heads or catalogue the bundle gets
+            demo = True
+            notice = notice or (
+                f"the model was trained on the procedural benchmark ({generated}, generated "
+                "audio): not a field model"
+            )
         if data is not None and data.name.startswith("benchmark:") and not demo:
             # trait heads (and usually the teacher) fitted on generated audio: the
             # runtime must say so whenever it is used, as it does for the demo bundle

@@ -360,6 +360,11 @@ def test_replay_keeps_the_split_the_checkpoint_was_trained_with(
     assert replayed == tmp_path / "region" / "replay_split.json"
     assert set(ZeroShotSplit.from_json(replayed).test_species) == unseen
     assert not replayed_species(tmp_path / "region" / "final")[0] & unseen
+    # what export reads to mark a bundle as no field model: the run's data was generated
+    from training.lineage import trained_on_generated_audio
+
+    assert trained_on_generated_audio(str(glob / "final")) == "tiny"
+    assert trained_on_generated_audio(str(pretrain_checkpoint)) is None  # no run folder
     # a checkpoint with no run folder: a fresh split, and the log says so
     _, fresh = replayed_species(pretrain_checkpoint)
     assert "drawn from seed 0" in fresh.notes[0]
