@@ -214,10 +214,16 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
         writer.write_embeddings(B.TAXON_EMBEDDINGS, taxa_emb)
 
         provenance = {
-            "checkpoint": loaded.source,
+            "checkpoint": _absolute(loaded.source),
+            # what the graph holds: the teacher's audio tower, or a student distilled from it
+            "encoder": "student" if student_meta is not None else "teacher",
+            "precision": cfg.precision,
             "git_commit": _git_commit(),
             "window_samples": window,
         }
+        if student_meta is not None:
+            provenance["student"] = _absolute(cfg.student)
+            provenance["student_weights_sha256"] = B.sha256_file(Path(cfg.student) / "student.pt")
         fp32_path = writer.path(B.AUDIO_ENCODER)
         if cfg.precision != "fp32":
             fp32_path = writer.scratch("audio_encoder.fp32.onnx")
@@ -225,6 +231,11 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
         windows, parity_source = _parity_windows(cfg, data, window, fe.sample_rate)
         figures = parity(encoder, fp32_path, windows)
         figures["parity_audio"] = parity_source
+        if cfg.precision != "fp32":  # the shipped graph's own figures are its gates'
+            figures["measured_on"] = (
+                f"the fp32 graph before conversion to {cfg.precision}; the {cfg.precision} "
+                "graph's agreement with it is under gates"
+            )
         gates = {
             "onnx parity": _gate(
                 figures["onnx_vs_torch_min_cosine"],

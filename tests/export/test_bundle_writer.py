@@ -53,12 +53,15 @@ def test_text_embeddings_are_the_checkpoints_for_each_species_in_catalogue_order
     np.testing.assert_allclose(b.taxon_embeddings.astype(np.float32), taxa, atol=2e-3)
 
 
-def test_onnx_metadata_carries_frontend_and_provenance(tiny_bundle):
+def test_onnx_metadata_carries_frontend_and_provenance(tiny_bundle, tiny_checkpoint):
     model = onnx.load(str(tiny_bundle / B.AUDIO_ENCODER))
     meta = {p.key: p.value for p in model.metadata_props}
     assert FrontendConfig.from_dict(json.loads(meta[B.ONNX_META_FRONTEND])) == CLAP_UNFUSED
     assert int(meta[B.ONNX_META_WINDOW]) == 144000 and int(meta[B.ONNX_META_EMBED_DIM]) == 64
-    assert "checkpoint" in json.loads(meta[B.ONNX_META_PROVENANCE])
+    made = json.loads(meta[B.ONNX_META_PROVENANCE])
+    # the graph says what it holds (before 2026-11-27 a student's named only the teacher)
+    assert made["encoder"] == "teacher" and made["precision"] == "fp32"
+    assert made["checkpoint"] == str(tiny_checkpoint) and "student" not in made
 
 
 def test_onnx_batch_is_dynamic(tiny_bundle):

@@ -12,6 +12,7 @@ import torch
 
 from animalclap_edge.audio.decode import read_all
 from animalclap_edge.bundle import load_bundle
+from animalclap_edge.contracts import bundle as B
 from animalclap_edge.contracts.frontend import CLAP_UNFUSED, repeat_pad
 from export.pipeline import ExportConfig, ExportGateError, make_bundle
 from export.quantize import CalibrationError
@@ -87,8 +88,15 @@ def test_fp16_student_bundle_passes_its_gates(
     assert 0 <= top1["windows_that_can_flip"] <= 1 and "diagnosis" not in top1  # it passed
     on = gates[f"{precision} vs fp32 mean cosine"]["on"]
     assert "48 real windows" in on and "calibrated" not in on  # fp16 is a cast: no calibration
-    graph = onnx.load(str(out / "audio_encoder.onnx")).graph
-    assert sum(n.op_type == "Cast" for n in graph.node) == 2  # into the body and out of it
+    model = onnx.load(str(out / "audio_encoder.onnx"))
+    assert sum(n.op_type == "Cast" for n in model.graph.node) == 2  # into the body and out of it
+    # the graph's metadata names what it holds: this student, at fp16 (it named the teacher)
+    made = json.loads({p.key: p.value for p in model.metadata_props}[B.ONNX_META_PROVENANCE])
+    assert (made["encoder"], made["precision"]) == ("student", "fp16")
+    assert (
+        made["student"] == str(student_dir.resolve()) and len(made["student_weights_sha256"]) == 64
+    )
+    assert m["parity"]["measured_on"].startswith("the fp32 graph before conversion to fp16")
     assert load_bundle(out).manifest.audio_encoder.macs_per_window > 0
     assert not list(tmp_path.glob(".b.*"))  # no working folders left behind
     from export.pipeline import dump_summary
