@@ -62,7 +62,11 @@ def check_database(path: str | Path) -> str:
             conn.close()
     except sqlite3.DatabaseError as e:  # e.g. "file is not a database"
         return str(e)
-    return "ok" if found == ["ok"] else "; ".join(map(str, found))[:500]
+    if found == ["ok"]:
+        return "ok"
+    # one line: quick_check's items hold newlines ("*** in database main ***\nPage 5 ...")
+    first = " ".join(str(found[0]).split())[:300]
+    return first if len(found) == 1 else f"{len(found)} problems, the first: {first}"
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"

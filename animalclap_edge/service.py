@@ -95,6 +95,8 @@ def render_unit(
         # Stop with Ctrl-C's signal: `run` closes its recording, uplink and database on
         # KeyboardInterrupt, whatever it does with SIGTERM.
         "KillSignal=SIGINT",
+        # ... after which it exits 130, as a shell reports Ctrl-C: a clean stop, not a failure
+        "SuccessExitStatus=130",
         "TimeoutStopSec=30",
         # No WatchdogSec=: the runtime does not send sd_notify(WATCHDOG=1), so systemd
         # would kill a healthy recorder every WatchdogSec. Restart=always covers exits.

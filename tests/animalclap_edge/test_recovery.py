@@ -66,7 +66,8 @@ def test_damaged_pages_restore_the_backup_and_salvage_the_rest(tmp_path):
     _fill(db, 300, 600)  # after the backup: only the damaged file has these
     before = _ids(db)
     _smash(db, first_page=40, pages=6)
-    assert check_database(db) != "ok"
+    problem = check_database(db)
+    assert problem != "ok" and "\n" not in problem  # quick_check's items hold newlines
 
     store, recovery = open_store(db, backup)
     with store:

@@ -62,6 +62,8 @@ def test_dry_run_prints_the_unit(tmp_path, capsys, monkeypatch):
     assert s["After"] == ["sound.target network-online.target"]
     assert s["WantedBy"] == ["multi-user.target"]
     assert "WatchdogSec" not in s  # we never send WATCHDOG=1, see service.py
+    # stopped with SIGINT, `run` exits 130: a clean stop, not a failed unit
+    assert s["KillSignal"] == ["SIGINT"] and s["SuccessExitStatus"] == ["130"]
     assert "dry run: nothing written" in err
     assert not list(tmp_path.iterdir())
 
