@@ -770,11 +770,22 @@ def _cmd_config_check(args) -> int:
     bad = 0
     for f in args.files:
         try:
-            load_config(f)
-            print(f"{f}: ok")
+            cfg = load_config(f)
         except ConfigError as e:
             bad += 1
             print(str(e), file=sys.stderr)
+            continue
+        # files the config names that `run` reads: valid syntax is not a working config
+        mqtt = cfg.messaging.mqtt
+        if mqtt.enabled and mqtt.password_file and not Path(mqtt.password_file).is_file():
+            bad += 1
+            print(
+                f"{f}: messaging.mqtt.password_file {mqtt.password_file}: no such file on "
+                "this machine (run would refuse it)",
+                file=sys.stderr,
+            )
+            continue
+        print(f"{f}: ok")
     return 1 if bad else 0
 
 

@@ -212,6 +212,18 @@ def test_inspect_and_config_commands(tiny_bundle, tmp_path, capsys):
     assert "properties" in json.loads(capsys.readouterr().out)
 
 
+def test_config_check_names_a_password_file_run_would_refuse(tmp_path, capsys):
+    cfg = tmp_path / "edge.yaml"
+    mqtt = "messaging:\n  mqtt:\n    enabled: true\n    username: rec\n    password_file: "
+    cfg.write_text(mqtt + f"{tmp_path / 'nope'}\n")
+    assert main(["config", "check", str(cfg)]) == 1
+    assert "password_file" in capsys.readouterr().err  # it said "ok" before
+    (tmp_path / "pw").write_text("secret\n")
+    cfg.write_text(mqtt + f"{tmp_path / 'pw'}\n")
+    assert main(["config", "check", str(cfg)]) == 0
+    assert capsys.readouterr().out.strip() == f"{cfg}: ok"
+
+
 def _real_clips(realaudio, shortest_s: float, longest_s: float) -> list:
     clips = [
         p
