@@ -48,7 +48,11 @@ MIC_INSTALL_HINT = "live input needs sounddevice and PortAudio: pip install 'ani
 # Common audio containers libsndfile cannot read: a more useful reason than "not an audio file".
 _UNSUPPORTED_AUDIO = frozenset({".m4a", ".aac", ".mp4", ".wma", ".ape", ".wv", ".amr", ".3gp"})
 # AudioMoth "20240315_053000.WAV", Song Meter "SMM01234_20240315_053000.wav".
-_NAME_TIME = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})[_T-](\d{2})(\d{2})(\d{2})(?!\d)")
+# YYYYMMDD_HHMMSS, then optionally Z or a UTC offset (+0200, +02:00) as some recorders
+# and renaming tools write it
+_NAME_TIME = re.compile(
+    r"(?<!\d)(\d{4})(\d{2})(\d{2})[_T-](\d{2})(\d{2})(\d{2})(?:Z|([+-])(\d{2}):?(\d{2}))?(?!\d)"
+)
 
 
 class SourceError(Exception):
@@ -124,19 +128,33 @@ def _not_audio_reason(path: Path) -> str:
 
 
 def time_from_name(name: str) -> datetime | None:
-    """UTC time in a recorder file name (`YYYYMMDD_HHMMSS`, AudioMoth/Song Meter), else None."""
+    """UTC time in a recorder file name (`YYYYMMDD_HHMMSS`, AudioMoth/Song Meter; a
+    trailing UTC offset such as `+0200` is applied), else None."""
+    return _name_time(name)[0]
+
+
+def _name_time(name: str) -> tuple[datetime | None, str]:
+    """The time in a file name, and how it was read (or why none was)."""
+    why = ""
     for m in _NAME_TIME.finditer(name):
+        *parts, sign, oh, om = m.groups()
         try:
-            return datetime(*(int(g) for g in m.groups()), tzinfo=timezone.utc)  # type: ignore[misc]
+            t = datetime(*(int(g) for g in parts), tzinfo=timezone.utc)  # type: ignore[misc]
         except ValueError:  # 8+6 digits that are not a date, e.g. a serial number
+            why = f"{m.group(0)} in the file name is no date and time"
             continue
-    return None
+        if sign is None:
+            return t, "time from file name (read as UTC)"
+        offset = timedelta(hours=int(oh), minutes=int(om))
+        t -= offset if sign == "+" else -offset
+        return t, f"time from file name (its offset {sign}{oh}:{om} applied)"
+    return None, why
 
 
 def _file_clock(path: Path, duration_s: float) -> tuple[datetime | None, bool, str]:
-    t = time_from_name(path.name)
+    t, how = _name_time(path.name)
     if t is not None:
-        return t, True, "time from file name (read as UTC)"
+        return t, True, how
     try:
         mtime = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
     except OSError as e:
@@ -145,7 +163,7 @@ def _file_clock(path: Path, duration_s: float) -> tuple[datetime | None, bool, s
     return (
         mtime - timedelta(seconds=duration_s),
         False,
-        "time from file mtime: not a recorder clock",
+        "time from file mtime: not a recorder clock" + (f" ({how})" if how else ""),
     )
 
 

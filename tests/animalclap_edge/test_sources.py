@@ -120,6 +120,22 @@ def test_time_from_recorder_file_name(tmp_path):
     )
     assert time_from_name("site12_20191399_999999.wav") is None  # not a date
     assert time_from_name("20240315053000.wav") is None
+    # an offset in the name is applied (it was ignored: local time logged as UTC)
+    assert time_from_name("XX_20240315_053000+0200.wav") == datetime(
+        2024, 3, 15, 3, 30, tzinfo=timezone.utc
+    )
+    assert time_from_name("XX_20240315_053000-03:30.wav") == datetime(
+        2024, 3, 15, 9, 0, tzinfo=timezone.utc
+    )
+    assert time_from_name("20240315T053000Z.flac") == datetime(
+        2024, 3, 15, 5, 30, tzinfo=timezone.utc
+    )
+    # an impossible date falls back to mtime, and the note says why
+    odd = tmp_path / "XX_20240230_053000.wav"
+    shutil.copy(src, odd)
+    (rec,) = FileSource(odd, TARGET).recordings()
+    assert not rec.clock_trusted
+    assert rec.clock_note.endswith("(20240230_053000 in the file name is no date and time)")
 
     plain = tmp_path / "plain.wav"
     shutil.copy(src, plain)
