@@ -291,7 +291,8 @@ class Detector:
                 if store is not None and dets:
                     new = store.add_detections(dets)  # durable before anyone is told
                     # found again (another config, --redo): the earlier row stays as it is
-                    self.last_summary.already_logged += len(dets) - new
+                    if self.last_summary is not None:  # None outside `run` (bench)
+                        self.last_summary.already_logged += len(dets) - new
                 if store is not None and self.retention is not None:
                     # the clock only: the disk is checked before each clip write
                     self.retention.maybe_apply(store, check_disk=False)
