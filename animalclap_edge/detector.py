@@ -9,11 +9,13 @@ notebook API: `Detector.load().detect_file("x.wav")` or `.detect_array(wave, sr)
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -33,10 +35,13 @@ from animalclap_edge.config import EdgeConfig, config_hash
 from animalclap_edge.events import EventMerger
 from animalclap_edge.records import Detection, Event, RecordingResult, detection_id
 from animalclap_edge.retention import Retention
+from animalclap_edge.room import is_full, make_room
 from animalclap_edge.scoring import Scorer, ScoringSettings, WindowScore
 from animalclap_edge.sinks import DetectionSink
 from animalclap_edge.sources import Recording, Skipped, Source
 from animalclap_edge.store import DetectionStore
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -240,7 +245,7 @@ class Detector:
                     )
                 else:
                     result = self._process_recording(rec, run_id, store, sinks, out=None)
-                store.record_recording(result)
+                self._with_room(store, store.record_recording, result)
                 summary.recordings += 1
                 summary.windows += result.n_windows
                 summary.detections += result.n_detections
@@ -253,6 +258,18 @@ class Detector:
         finally:
             store.finish_run(run_id)
         return summary
+
+    def _with_room(self, store: DetectionStore, write: Callable[[Any], T], rows: Any) -> T:
+        """`write(rows)`; where the card is full, clip audio gives way (room.make_room,
+        logged as a health event) and it is tried once more: detections before clips."""
+        try:
+            return write(rows)
+        except sqlite3.Error:
+            folder = self.clips.folder if self.clips is not None else None
+            if not is_full(store.path.parent) or (room := make_room(folder)) is None:
+                raise
+        store.add_health("disk_full", str(store.path), asdict(room))
+        return write(rows)
 
     def _process_recording(
         self,
@@ -289,7 +306,7 @@ class Detector:
                                 best[key] = (d.probability, w.samples.copy())
                 n_windows += len(chunk)
                 if store is not None and dets:
-                    new = store.add_detections(dets)  # durable before anyone is told
+                    new = self._with_room(store, store.add_detections, dets)  # durable first
                     # found again (another config, --redo): the earlier row stays as it is
                     if self.last_summary is not None:  # None outside `run` (bench)
                         self.last_summary.already_logged += len(dets) - new
@@ -319,7 +336,7 @@ class Detector:
 
         def emit(events: list[Event]) -> None:
             if store is not None and events:
-                store.add_events(events)
+                self._with_room(store, store.add_events, events)
             for e in events:
                 for s in sinks:
                     s.on_event(e)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from animalclap_edge.room import is_full
 from animalclap_edge.store import DetectionStore, StoreError
 
 # Parents before children, so the recovered rows satisfy the schema's references.
@@ -121,6 +122,11 @@ def open_store(
     if path.exists():
         problem = check_database(path)
         if problem != "ok":
+            if is_full(path.parent):  # a full card fails the check too: not damage
+                raise StoreError(
+                    f"{path}: cannot open the detection database: the card is full "
+                    f"({problem}); free space on it (the database is left as it is)"
+                )
             recovery = recover(path, backup, problem)
     store = DetectionStore(path)
     if recovery is not None:

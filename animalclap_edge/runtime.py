@@ -9,12 +9,14 @@ and the last uplink attempt still see a working database.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
 from animalclap_edge.config import EdgeConfig
 from animalclap_edge.health import HealthMonitor, StoreHealthLog, backup_path_for
 from animalclap_edge.recovery import open_store
+from animalclap_edge.room import is_full, make_room
 from animalclap_edge.sources import Source
 from animalclap_edge.watchdog import WatchdogSettings, WatchedSource
 
@@ -32,9 +34,12 @@ class Runtime:
         # before_print: e.g. erase a terminal status line so messages start at column 0
         self.cfg, self.db, self.err = cfg, Path(db), err
         self._before_print = before_print
-        self.store, recovery = open_store(self.db, backup_path_for(self.db))
+        self.store, recovery, room = self._open_store(cfg)
         if recovery is not None:
             self.say(f"WARNING: {recovery.summary()}")
+        if room is not None:
+            self.say(f"WARNING: {room.summary()}")
+            self.store.add_health("disk_full", str(self.db), asdict(room))
         self.health_log = StoreHealthLog(self.store, echo=self.say)
         # one entry per live source name: a schedule re-wraps the source every period
         self._counters: dict[str, Callable[[], dict]] = {}
@@ -50,6 +55,17 @@ class Runtime:
             sample_rate=sample_rate,
             backup_every_s=h.backup_interval_h * 3600 if h.backup_interval_h else None,
         )
+
+    def _open_store(self, cfg: EdgeConfig):
+        """The database, opened once the card has room for it: a full card (kept example
+        clips fill it) made every restart fail to open it. Room is made first, so that
+        a check failing for want of room is not taken for damage."""
+        room = None
+        folder = self.db.parent
+        if folder.is_dir() and is_full(folder):
+            clips = Path(cfg.storage.clips_dir) if cfg.storage.clips_dir else None
+            room = make_room(clips)  # None: full of what is not ours; open says so
+        return (*open_store(self.db, backup_path_for(self.db)), room)
 
     def start(self) -> Runtime:
         try:

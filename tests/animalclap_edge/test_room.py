@@ -1,0 +1,125 @@
+"""A full card: clip audio gives way to the database, oldest first, kept examples too."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+from animalclap_edge.config import EdgeConfig
+from animalclap_edge.room import make_room, room_needed
+from animalclap_edge.store import DetectionStore, StoreError
+
+from .factories import BUNDLE, RUN, detection
+
+Usage = namedtuple("Usage", "total used free")
+
+
+def _clips(folder: Path, n: int, size: int) -> list[Path]:
+    out = []
+    for i in range(n):
+        p = folder / "2026-05-01" / f"c{i}.flac"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"\x01" * size)
+        os.utime(p, (1_000 + i, 1_000 + i))  # c0 oldest
+        out.append(p)
+    return out
+
+
+def test_make_room_deletes_the_oldest_clips_until_the_card_has_room(tmp_path):
+    clips = _clips(tmp_path / "clips", 5, 40 * 4096)
+    total = 200 * 2**20  # room_needed: 1% = 2 MiB
+
+    def disk(_):  # a card whose only files that change are the clips
+        # with no clip, 2.5 clips' room more than needed: three must go
+        base_free = total // 100 + 400 * 1024
+        used = total - base_free + sum(p.stat().st_blocks * 512 for p in clips if p.exists())
+        return Usage(total, used, total - used)
+
+    assert room_needed(tmp_path, disk) == total // 100
+    room = make_room(tmp_path / "clips", disk)
+    assert [p.name for p in clips if not p.exists()] == ["c0.flac", "c1.flac", "c2.flac"]
+    assert room.files == 3 and disk(None).free >= total // 100  # no more than needed
+    assert "clip file(s) deleted" in room.summary()
+    assert make_room(tmp_path / "none", disk) is None  # nothing of ours to delete
+
+
+@pytest.fixture
+def small_card(tmp_path):
+    """A real 3 MB file system (tmpfs): needs root, as CI has."""
+    card = tmp_path / "card"
+    card.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(card)],
+                          capture_output=True)  # fmt: skip
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield card
+    finally:
+        subprocess.run(["umount", str(card)], check=False)
+
+
+def test_a_full_card_gives_clips_up_and_the_database_opens_again(small_card):
+    """Kept example clips filled the card; the database then could not open, and the
+    recorder's every restart failed (found in a field walkthrough)."""
+    from animalclap_edge.runtime import Runtime
+
+    db = small_card / "d.db"
+    with DetectionStore(db) as s:
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "t", "0")
+        s.add_detections([detection(i) for i in range(50)])
+    _clips(small_card / "clips", 3, 300_000)
+    with open(small_card / "recorder-os-files", "wb") as f:  # the rest of the card
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    with pytest.raises(StoreError):  # as every restart met it
+        DetectionStore(db).close()
+    cfg = EdgeConfig.model_validate(
+        {"storage": {"clips_dir": str(small_card / "clips"), "save_clips": True}}
+    )
+    rt = Runtime(cfg, db, sys.stderr, hop_s=1.0, sample_rate=48_000)
+    try:
+        rt.store.add_detections([detection(i) for i in range(50, 80)])
+        assert len(rt.store.detections()) == 80  # nothing lost, and logging goes on
+        (event,) = [h for h in rt.store.health() if h["kind"] == "disk_full"]
+        assert event["detail"]["files"] >= 1
+    finally:
+        rt.close()
+
+
+def test_a_card_full_of_other_files_is_said_and_the_database_is_not_moved_aside(small_card):
+    """A full card also fails the database's check: it must not be taken for damage
+    (moved aside and rebuilt empty) when only room is missing."""
+    from animalclap_edge.recovery import open_store
+
+    db = small_card / "d.db"
+    with DetectionStore(db) as s:
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "t", "0")
+        s.add_detections([detection(i) for i in range(50)])
+    with open(small_card / "recorder-os-files", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    with pytest.raises(StoreError, match="free space on it"):
+        open_store(db, None)
+    assert sorted(p.name for p in small_card.iterdir() if p.name.startswith("d.db")) in (
+        ["d.db"], ["d.db", "d.db-shm", "d.db-wal"]
+    )  # fmt: skip
+    (small_card / "recorder-os-files").unlink()
+    store, recovery = open_store(db, None)
+    with store:
+        assert recovery is None and len(store.detections()) == 50
