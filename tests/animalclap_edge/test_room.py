@@ -49,6 +49,17 @@ def test_make_room_deletes_the_oldest_clips_until_the_card_has_room(tmp_path):
     assert make_room(tmp_path / "none", disk) is None  # nothing of ours to delete
 
 
+def _fill(card: Path) -> None:
+    """Other files fill what is left of the card, to the last block."""
+    with open(card / "recorder-os-files", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
 @pytest.fixture
 def small_card(tmp_path):
     """A real 3 MB file system (tmpfs): needs root, as CI has."""
@@ -76,13 +87,7 @@ def test_a_full_card_gives_clips_up_and_the_database_opens_again(small_card):
         s.start_run(RUN, BUNDLE, "0123456789abcdef", "t", "0")
         s.add_detections([detection(i) for i in range(50)])
     _clips(small_card / "clips", 3, 300_000)
-    with open(small_card / "recorder-os-files", "wb") as f:  # the rest of the card
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    _fill(small_card)  # the rest of the card
     with pytest.raises(StoreError):  # as every restart met it
         DetectionStore(db).close()
     cfg = EdgeConfig.model_validate(
@@ -107,13 +112,7 @@ def test_a_card_full_of_other_files_is_said_and_the_database_is_not_moved_aside(
     with DetectionStore(db) as s:
         s.start_run(RUN, BUNDLE, "0123456789abcdef", "t", "0")
         s.add_detections([detection(i) for i in range(50)])
-    with open(small_card / "recorder-os-files", "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    _fill(small_card)
     with pytest.raises(StoreError, match="free space on it"):
         open_store(db, None)
     assert sorted(p.name for p in small_card.iterdir() if p.name.startswith("d.db")) in (
