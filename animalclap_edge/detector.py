@@ -378,7 +378,8 @@ class Detector:
         self, rec: Recording, run_id: str, w: Window, s: WindowScore
     ) -> list[Detection]:
         t0 = w.start_sample / self.sample_rate
-        t1 = t0 + self.window / self.sample_rate
+        # a clip shorter than a window ends where its audio does, not where its padding does
+        t1 = t0 + (w.length or self.window) / self.sample_rate
         start = (rec.start_time + timedelta(seconds=t0)).isoformat() if rec.start_time else None
         return [
             Detection(

@@ -31,6 +31,7 @@ class Window:
     start_sample: int  # position of samples[0] in the stream
     samples: np.ndarray  # float32 (window_samples,)
     padded: bool  # True when repeat-padded from a clip shorter than a window
+    length: int | None = None  # samples of real audio when padded; None: the whole window
 
 
 class Windower:
@@ -114,7 +115,7 @@ class Windower:
             if total == 0 or total < self.min_samples:
                 return []
             self._emitted = 1
-            return [Window(0, repeat_pad(self._history[w - total :], w), True)]
+            return [Window(0, repeat_pad(self._history[w - total :], w), True, total)]
         last_end = self._next_start - self.hop_samples + w
         if total - last_end > self.hop_samples / 2:
             self._emitted += 1
@@ -165,7 +166,7 @@ class WindowBatcher:
         for w in self.windower.flush():  # at most one window, in its own array
             row = self._next_row()
             row[:] = w.samples
-            self._windows.append(Window(w.start_sample, row, w.padded))
+            self._windows.append(Window(w.start_sample, row, w.padded, w.length))
             if len(self._windows) == self.batch_size:
                 yield self._full()
         if self._windows:

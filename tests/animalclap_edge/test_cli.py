@@ -329,6 +329,11 @@ def test_detector_api_says_what_run_would_log(tiny_bundle, tmp_path):
     with pytest.warns(UserWarning, match=r"late\.wav: partial \(.*NaN"):
         dets = det.detect_file(tmp_path / "late.wav")
     assert dets and max(d.window_end_s for d in dets) <= 25.0
+    # a clip shorter than the window: its detections end where its audio does (they
+    # ended at the padded window's end, past the end of the file)
+    sf.write(tmp_path / "short.wav", tone[: 48_000 * 2], 48_000)
+    (short,) = det.detect_file(tmp_path / "short.wav")
+    assert (short.window_start_s, short.window_end_s) == (0.0, 2.0)
 
 
 def test_detections_are_in_the_database_before_any_sink_hears_of_them(

@@ -68,7 +68,7 @@ def test_short_clip_is_repeat_padded():
     w = Windower(3 * SR, SR * 3 // 2, SR // 2)
     assert w.push(clip[:300]) == [] and w.push(clip[300:]) == []
     (win,) = w.flush()
-    assert win.padded and win.start_sample == 0
+    assert win.padded and win.start_sample == 0 and win.length == SR  # 1 s of real audio
     assert np.array_equal(win.samples, np.tile(clip, 3))
     assert w.flush() == []  # idempotent
 
