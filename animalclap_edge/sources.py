@@ -48,10 +48,12 @@ MIC_INSTALL_HINT = "live input needs sounddevice and PortAudio: pip install 'ani
 # Common audio containers libsndfile cannot read: a more useful reason than "not an audio file".
 _UNSUPPORTED_AUDIO = frozenset({".m4a", ".aac", ".mp4", ".wma", ".ape", ".wv", ".amr", ".3gp"})
 # AudioMoth "20240315_053000.WAV", Song Meter "SMM01234_20240315_053000.wav".
-# YYYYMMDD_HHMMSS, then optionally Z or a UTC offset (+0200, +02:00) as some recorders
-# and renaming tools write it
+# YYYYMMDD_HHMMSS, then optionally Z or a UTC offset as some recorders and renaming
+# tools write it: +0200, +02:00, -03:30. A minus needs its colon: "-0001" after the time
+# is as likely a file counter as an offset.
 _NAME_TIME = re.compile(
-    r"(?<!\d)(\d{4})(\d{2})(\d{2})[_T-](\d{2})(\d{2})(\d{2})(?:Z|([+-])(\d{2}):?(\d{2}))?(?!\d)"
+    r"(?<!\d)(\d{4})(\d{2})(\d{2})[_T-](\d{2})(\d{2})(\d{2})"
+    r"(?:Z|(\+)(\d{2}):?(\d{2})|(-)(\d{2}):(\d{2}))?(?!\d)"
 )
 
 
@@ -137,13 +139,14 @@ def _name_time(name: str) -> tuple[datetime | None, str]:
     """The time in a file name, and how it was read (or why none was)."""
     why = ""
     for m in _NAME_TIME.finditer(name):
-        *parts, sign, oh, om = m.groups()
+        parts = m.groups()[:6]
+        sign, oh, om = m.group(7, 8, 9) if m.group(7) else m.group(10, 11, 12)
         try:
             t = datetime(*(int(g) for g in parts), tzinfo=timezone.utc)  # type: ignore[misc]
         except ValueError:  # 8+6 digits that are not a date, e.g. a serial number
             why = f"{m.group(0)} in the file name is no date and time"
             continue
-        if sign is None:
+        if sign is None or int(oh) > 14 or om not in ("00", "15", "30", "45"):
             return t, "time from file name (read as UTC)"
         offset = timedelta(hours=int(oh), minutes=int(om))
         t -= offset if sign == "+" else -offset

@@ -130,6 +130,9 @@ def test_time_from_recorder_file_name(tmp_path):
     assert time_from_name("20240315T053000Z.flac") == datetime(
         2024, 3, 15, 5, 30, tzinfo=timezone.utc
     )
+    # a counter after the time is no offset: UTC as before
+    for counter in ("rec_20240315_053000-0001.wav", "rec_20240315_053000+0001.wav"):
+        assert time_from_name(counter) == datetime(2024, 3, 15, 5, 30, tzinfo=timezone.utc)
     # an impossible date falls back to mtime, and the note says why
     odd = tmp_path / "XX_20240230_053000.wav"
     shutil.copy(src, odd)
