@@ -12,12 +12,10 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 
-from animalclap_edge.diskspace import percent_full, usage_percent
+from animalclap_edge.diskspace import percent_full
 from animalclap_edge.records import Event
 
 
@@ -51,9 +49,7 @@ class ClipWriter:
         """(relative clip path, None) or (None, reason the clip was not written)."""
         import soundfile as sf
 
-        # with this clip written (16-bit: FLAC is smaller): on a small card one clip
-        # took it from under the mark to 97.7%
-        used = usage_percent(_with(shutil.disk_usage(self.folder), 2 * len(samples)))
+        used = self.disk_percent()
         if used > self.max_disk_percent:
             reason = f"disk {used:.0f}% full > storage.max_disk_percent {self.max_disk_percent:g}"
             self.refused["disk full"] = self.refused.get("disk full", 0) + 1
@@ -80,11 +76,6 @@ class ClipWriter:
             return None, f"clip not written: {e}"
         self.written += 1
         return rel.as_posix(), None
-
-
-def _with(usage, extra: int) -> Any:
-    """A disk usage with `extra` more bytes used."""
-    return SimpleNamespace(used=usage.used + extra, free=max(0, usage.free - extra))
 
 
 def _fsync(path: Path) -> None:

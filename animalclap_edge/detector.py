@@ -35,7 +35,7 @@ from animalclap_edge.config import EdgeConfig, config_hash
 from animalclap_edge.events import EventMerger
 from animalclap_edge.records import Detection, Event, RecordingResult, detection_id
 from animalclap_edge.retention import Retention
-from animalclap_edge.room import is_full, make_room
+from animalclap_edge.room import is_full, is_want_of_room, make_room
 from animalclap_edge.scoring import Scorer, ScoringSettings, WindowScore
 from animalclap_edge.sinks import DetectionSink
 from animalclap_edge.sources import Recording, Skipped, Source
@@ -264,9 +264,11 @@ class Detector:
         logged as a health event) and it is tried once more: detections before clips."""
         try:
             return write(rows)
-        except sqlite3.Error:
+        except sqlite3.Error as e:  # a constraint or a lock is no want of room
             folder = self.clips.folder if self.clips is not None else None
-            if not is_full(store.path.parent) or (room := make_room(folder)) is None:
+            if not (is_want_of_room(e) and is_full(store.path.parent)):
+                raise
+            if (room := make_room(folder)) is None:
                 raise
         store.add_health("disk_full", str(store.path), asdict(room))
         return write(rows)

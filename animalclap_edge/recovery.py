@@ -175,14 +175,21 @@ def _salvage(damaged: Path, into: Path, rec: Recovery) -> None:
         ).rowcount
         # A finished recording whose detections did not all come back would be passed
         # over as done by every later run: marked partial, the next run redoes it (the
-        # surviving detections keep their ids, so nothing doubles).
-        rec.to_redo = dst.execute(
-            "UPDATE recordings SET status = 'partial', reason = 'detections lost when the "
-            "damaged database was recovered (' || (SELECT count(*) FROM detections d WHERE "
-            "d.recording_id = recordings.recording_id) || ' of ' || n_detections || ' came "
-            "back): processed again by the next run' WHERE status = 'ok' AND n_detections > "
-            "(SELECT count(*) FROM detections d WHERE d.recording_id = recordings.recording_id)"
-        ).rowcount
+        # surviving detections keep their ids, so nothing doubles). Only where rows were
+        # unreadable: retention deletes old detections on purpose, and those recordings
+        # are done.
+        lost = "detections" in rec.unreadable or "*" in rec.unreadable
+        rec.to_redo = (
+            0
+            if not lost
+            else dst.execute(
+                "UPDATE recordings SET status = 'partial', reason = 'detections lost when the "
+                "damaged database was recovered (' || (SELECT count(*) FROM detections d WHERE "
+                "d.recording_id = recordings.recording_id) || ' of ' || n_detections || ' came "
+                "back): processed again by the next run' WHERE status = 'ok' AND n_detections > "
+                "(SELECT count(*) FROM detections d WHERE d.recording_id = recordings.recording_id)"
+            ).rowcount
+        )
         dst.execute("COMMIT")
     finally:
         dst.close()

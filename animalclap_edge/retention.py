@@ -147,6 +147,7 @@ class Retention:
         self._last_pass: float | None = None
         self._stuck = False  # the last pass left the disk above high: wait for the interval
         self._indexed = False  # the created_utc indexes the age pass searches exist
+        self._unset_said = 0  # rows of unknown age last reported: said again when it changes
         self.history: deque[RetentionReport] = deque(maxlen=100)  # passes that deleted something
 
     @classmethod
@@ -264,7 +265,8 @@ class Retention:
         if cutoff <= CLOCK_FLOOR_UTC:
             return False  # nothing written with a set clock can be that old
         unset = store.logged_before(CLOCK_FLOOR_UTC)
-        if unset:
+        if unset and unset != self._unset_said:  # said when it changes, not every pass
+            self._unset_said = unset
             report.notes.append(
                 f"{unset} detection(s) were logged while the clock was unset (before "
                 f"{CLOCK_FLOOR_UTC[:10]}): their age is unknown, so the age rule keeps them "

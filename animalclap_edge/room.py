@@ -1,22 +1,31 @@
 """Room for the detection database on a full card: clip audio gives way first.
 
 Detections are the product and clips their evidence (docs/storage.md). Retention keeps
-the best few clips of each label, so a card can fill with kept examples until SQLite
-cannot write: the run then stopped, and every restart failed to open the database, a
-restart loop with no recording. When the database cannot write for want of room,
-clip files are deleted oldest first, kept examples too, until `room_needed` is free;
-the next retention pass clears their rows ("clip file already gone").
+the best few clips of each label, so a small card can fill with kept examples until
+SQLite cannot write: the run then stopped, and every restart failed to open the
+database, a restart loop with no recording. When SQLite has failed for want of room
+(the card has less than FULL_BELOW free), the clips ClipWriter wrote are deleted
+oldest first, kept examples too, until ROOM_TARGET is free; the next retention pass
+clears their rows ("clip file already gone"). Nothing else in the folder is touched,
+and nothing is deleted where all the clips together could not lift the card out of
+"full".
 """
 
 from __future__ import annotations
 
+import re
 import shutil
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CLIP_SUFFIXES = (".flac", ".wav")
+FULL_BELOW = 1 << 20  # free bytes under which the card counts as full
+ROOM_TARGET = 8 << 20  # free bytes a deletion aims for: room for hours of detections
+# What ClipWriter writes: <YYYY-MM-DD or "undated">/event_<uuid>.flac
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}|undated")
+_CLIP = re.compile(r"event_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.flac")
 
 
 @dataclass(frozen=True)
@@ -33,32 +42,38 @@ class RoomMade:
         )
 
 
-def room_needed(folder: Path, disk_usage: Callable[[Path], Any] = shutil.disk_usage) -> int:
-    """Bytes the database should have free: 1% of the card, at least 1 MiB."""
-    return max(1 << 20, disk_usage(folder).total // 100)
-
-
 def is_full(folder: Path, disk_usage: Callable[[Path], Any] = shutil.disk_usage) -> bool:
-    """Whether the file system holding `folder` has less room than `room_needed`. SQLite
+    """Whether the file system holding `folder` has less than FULL_BELOW free. SQLite
     says "disk I/O error" as often as "database or disk is full" when it cannot grow."""
-    return disk_usage(folder).free < room_needed(folder, disk_usage)
+    return disk_usage(folder).free < FULL_BELOW
+
+
+def own_clips(clips_dir: Path) -> list[Path]:
+    """The clip files ClipWriter wrote under `clips_dir`, oldest first."""
+    found = [
+        p
+        for day in clips_dir.iterdir()
+        if day.is_dir() and _DAY.fullmatch(day.name)
+        for p in day.iterdir()
+        if _CLIP.fullmatch(p.name) and p.is_file()
+    ]
+    return sorted(found, key=lambda p: p.stat().st_mtime)
 
 
 def make_room(
     clips_dir: Path | None, disk_usage: Callable[[Path], Any] = shutil.disk_usage
 ) -> RoomMade | None:
-    """Delete clip files, oldest first, until `room_needed` is free; None where there
-    was no clip to delete (the card is full of something else)."""
+    """Delete our clips, oldest first, until ROOM_TARGET is free; None where there was
+    none, or where all of them could not bring the card out of "full"."""
     if clips_dir is None or not clips_dir.is_dir():
         return None
-    clips = sorted(
-        (p for p in clips_dir.rglob("*") if p.suffix.lower() in CLIP_SUFFIXES and p.is_file()),
-        key=lambda p: p.stat().st_mtime,
-    )
-    need = room_needed(clips_dir, disk_usage)
+    clips = own_clips(clips_dir)
+    free = disk_usage(clips_dir).free
+    if free + sum(p.stat().st_blocks * 512 for p in clips) < FULL_BELOW:
+        return None  # futile: the card is full of other things
     files = freed = 0
     for clip in clips:
-        if disk_usage(clips_dir).free >= need:
+        if disk_usage(clips_dir).free >= ROOM_TARGET:
             break
         size = clip.stat().st_blocks * 512
         clip.unlink(missing_ok=True)
@@ -66,3 +81,12 @@ def make_room(
     if not files:
         return None
     return RoomMade(files, freed, disk_usage(clips_dir).free)
+
+
+def is_want_of_room(e: Exception) -> bool:
+    """Whether SQLite's error is one a full card gives (SQLITE_FULL, SQLITE_IOERR and
+    its extended codes), not a constraint or a lock."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is None:  # not raised by SQLite itself
+        return False
+    return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)

@@ -18,6 +18,7 @@ from animalclap_edge.health import HealthMonitor, StoreHealthLog, backup_path_fo
 from animalclap_edge.recovery import open_store
 from animalclap_edge.room import is_full, make_room
 from animalclap_edge.sources import Source
+from animalclap_edge.store import StoreError
 from animalclap_edge.watchdog import WatchdogSettings, WatchedSource
 
 
@@ -57,14 +58,17 @@ class Runtime:
         )
 
     def _open_store(self, cfg: EdgeConfig):
-        """The database, opened once the card has room for it: a full card (kept example
-        clips fill it) made every restart fail to open it. Room is made first, so that
-        a check failing for want of room is not taken for damage."""
-        room = None
-        folder = self.db.parent
-        if folder.is_dir() and is_full(folder):
+        """The database, and the room made for it: a full card (kept example clips fill
+        it) made every restart fail to open it. Only a failed open on a full card makes
+        room; open_store does not take that failure for damage."""
+        try:
+            return (*open_store(self.db, backup_path_for(self.db)), None)
+        except StoreError:
             clips = Path(cfg.storage.clips_dir) if cfg.storage.clips_dir else None
-            room = make_room(clips)  # None: full of what is not ours; open says so
+            if not (self.db.parent.is_dir() and is_full(self.db.parent)):
+                raise
+            if (room := make_room(clips)) is None:  # full of what is not ours
+                raise
         return (*open_store(self.db, backup_path_for(self.db)), room)
 
     def start(self) -> Runtime:

@@ -127,6 +127,25 @@ def test_a_recording_that_lost_detections_is_processed_again_not_passed_over(tmp
     assert recovery.to_redo == 1 and "1 recording(s) lost detections" in recovery.summary()
 
 
+def test_detections_retention_deleted_are_no_loss_to_redo(tmp_path):
+    """Retention deletes old detections on purpose: a recovery whose rows all read back
+    must not send those recordings round again (found in review)."""
+    from animalclap_edge.recovery import recover
+
+    db = tmp_path / "d.db"
+    _fill(db, 0, 5)
+    with DetectionStore(db) as s:
+        s.record_recording(
+            RecordingResult("rec.wav", RUN, "/card/rec.wav", "ok", None, 60.0, 20, 5, None,
+                            False, "", "2026-01-01T00:00:00+00:00")
+        )  # fmt: skip
+        assert s.delete_expired("2099-01-01", undelivered_too=True)[0] == 5
+    rec = recover(db, None, "quick_check said so")
+    assert rec.to_redo == 0 and not rec.unreadable
+    with DetectionStore(db) as s:
+        assert s.recording_done("rec.wav", BUNDLE, "0123456789abcdef")
+
+
 def test_a_file_that_is_not_a_database_any_more_starts_from_the_backup(tmp_path):
     db, backup = tmp_path / "d.db", tmp_path / "d.backup.db"
     _fill(db, 0, 50)

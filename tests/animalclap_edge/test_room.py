@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+import uuid
 from collections import namedtuple
 from pathlib import Path
 
 import pytest
 
 from animalclap_edge.config import EdgeConfig
-from animalclap_edge.room import make_room, room_needed
+from animalclap_edge.room import ROOM_TARGET, is_want_of_room, make_room
 from animalclap_edge.store import DetectionStore, StoreError
 
 from .factories import BUNDLE, RUN, detection
@@ -21,32 +23,52 @@ Usage = namedtuple("Usage", "total used free")
 
 
 def _clips(folder: Path, n: int, size: int) -> list[Path]:
+    """n clip files as ClipWriter names them, c0 oldest."""
     out = []
     for i in range(n):
-        p = folder / "2026-05-01" / f"c{i}.flac"
+        p = folder / "2026-05-01" / f"event_{uuid.UUID(int=i)}.flac"
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"\x01" * size)
-        os.utime(p, (1_000 + i, 1_000 + i))  # c0 oldest
+        os.utime(p, (1_000 + i, 1_000 + i))
         out.append(p)
     return out
 
 
-def test_make_room_deletes_the_oldest_clips_until_the_card_has_room(tmp_path):
-    clips = _clips(tmp_path / "clips", 5, 40 * 4096)
-    total = 200 * 2**20  # room_needed: 1% = 2 MiB
+def test_make_room_deletes_our_oldest_clips_until_the_target_and_nothing_else(tmp_path):
+    clips = _clips(tmp_path / "clips", 5, 3 << 20)  # 3 MiB each
+    mine = tmp_path / "clips" / "my_reference_call.wav"  # a user's file: never ours to delete
+    mine.write_bytes(b"\x02" * 4096)
+    os.utime(mine, (1, 1))  # the oldest of all
 
-    def disk(_):  # a card whose only files that change are the clips
-        # with no clip, 2.5 clips' room more than needed: three must go
-        base_free = total // 100 + 400 * 1024
-        used = total - base_free + sum(p.stat().st_blocks * 512 for p in clips if p.exists())
-        return Usage(total, used, total - used)
+    def disk(_):  # 1 MiB free; 16 MiB with no clip: three must go for 8 MiB
+        used = 2**30 - (16 << 20) + sum(p.stat().st_blocks * 512 for p in clips if p.exists())
+        return Usage(2**30, used, 2**30 - used)
 
-    assert room_needed(tmp_path, disk) == total // 100
     room = make_room(tmp_path / "clips", disk)
-    assert [p.name for p in clips if not p.exists()] == ["c0.flac", "c1.flac", "c2.flac"]
-    assert room.files == 3 and disk(None).free >= total // 100  # no more than needed
+    assert [p.exists() for p in clips] == [False, False, False, True, True]
+    assert mine.exists() and room.files == 3 and disk(None).free >= ROOM_TARGET
     assert "clip file(s) deleted" in room.summary()
     assert make_room(tmp_path / "none", disk) is None  # nothing of ours to delete
+
+
+def test_make_room_deletes_nothing_where_it_cannot_help(tmp_path):
+    clips = _clips(tmp_path / "clips", 2, 4096)
+    full = lambda _: Usage(2**30, 2**30 - 100, 100)  # noqa: E731 - a full card
+    assert make_room(tmp_path / "clips", full) is None
+    assert all(p.exists() for p in clips)
+
+
+def test_only_want_of_room_is_taken_for_a_full_card(tmp_path):
+    with sqlite3.connect(tmp_path / "x.db") as c:
+        c.execute("CREATE TABLE t (x INTEGER CHECK (x > 0))")
+        with pytest.raises(sqlite3.IntegrityError) as e:
+            c.execute("INSERT INTO t VALUES (0)")
+        assert not is_want_of_room(e.value)
+        c.execute("PRAGMA max_page_count = 2")  # SQLite's own "database or disk is full"
+        with pytest.raises(sqlite3.OperationalError) as e:
+            c.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(1, 5000)])
+        assert is_want_of_room(e.value)
+    assert not is_want_of_room(ValueError("x"))
 
 
 def _fill(card: Path) -> None:
@@ -86,7 +108,7 @@ def test_a_full_card_gives_clips_up_and_the_database_opens_again(small_card):
     with DetectionStore(db) as s:
         s.start_run(RUN, BUNDLE, "0123456789abcdef", "t", "0")
         s.add_detections([detection(i) for i in range(50)])
-    _clips(small_card / "clips", 3, 300_000)
+    _clips(small_card / "clips", 3, 400_000)
     _fill(small_card)  # the rest of the card
     with pytest.raises(StoreError):  # as every restart met it
         DetectionStore(db).close()
