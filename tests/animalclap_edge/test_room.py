@@ -144,3 +144,30 @@ def test_a_card_full_of_other_files_is_said_and_the_database_is_not_moved_aside(
     store, recovery = open_store(db, None)
     with store:
         assert recovery is None and len(store.detections()) == 50
+
+
+def test_a_write_that_fails_for_room_mid_run_makes_room_and_is_tried_again(small_card):
+    """The detector's own write path, on a real full card: the batch rolls back, our
+    clips go, the same batch is written once, and a health event says so."""
+    from types import SimpleNamespace
+
+    from animalclap_edge.detector import Detector
+
+    db = small_card / "d.db"
+    store = DetectionStore(db)
+    try:
+        store.start_run(RUN, BUNDLE, "0123456789abcdef", "t", "0")
+        _clips(small_card / "clips", 3, 400_000)
+        _fill(small_card)
+        dets = [detection(i) for i in range(2000)]  # more pages than the card has left
+        detector = SimpleNamespace(clips=SimpleNamespace(folder=small_card / "clips"))
+        assert Detector._with_room(detector, store, store.add_detections, dets) == 2000
+        assert len(store.detections()) == 2000
+        (event,) = [h for h in store.health() if h["kind"] == "disk_full"]
+        assert event["detail"]["files"] >= 1
+        with pytest.raises(sqlite3.IntegrityError):  # a constraint is no want of room
+            bad = [detection(5000, level="bogus")]
+            Detector._with_room(detector, store, store.add_detections, bad)
+        assert len([h for h in store.health() if h["kind"] == "disk_full"]) == 1
+    finally:
+        store.close()
