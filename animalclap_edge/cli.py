@@ -425,7 +425,7 @@ def _cmd_publish(args) -> int:
             file=sys.stderr,
         )
         return 2
-    pub = MqttPublisher(db, cfg.messaging.mqtt).start()
+    pub = MqttPublisher(db, cfg.messaging.mqtt, role="uploader").start()
     print(
         f"uplink: mqtt {cfg.messaging.mqtt.host}:{cfg.messaging.mqtt.port} topic {pub.topic}",
         file=sys.stderr,

@@ -51,6 +51,7 @@ class MqttPublisher:
         cfg: MqttConfig,
         device_id: str | None = None,
         batch: int = 100,
+        role: str = "recorder",
         ack_timeout_s: float = 10.0,
         poll_s: float = 0.5,
         heartbeat_s: float = 60.0,
@@ -65,7 +66,10 @@ class MqttPublisher:
         self.device = device_id or socket.gethostname()
         prefix = f"{cfg.topic_prefix}/{self.device}"
         self.topic = f"{prefix}/detections"
-        self.status_topic, self.health_topic = f"{prefix}/status", f"{prefix}/health"
+        # the recorder's online/offline is `run`'s; a `publish` beside it (or a one-shot
+        # upload) says its own, so that its stop does not mark a running recorder offline
+        where = prefix if role == "recorder" else f"{prefix}/{role}"
+        self.status_topic, self.health_topic = f"{where}/status", f"{prefix}/health"
         self.batch, self.ack_timeout_s, self.poll_s = batch, ack_timeout_s, poll_s
         self.heartbeat_s, self.max_backoff_s = heartbeat_s, max_backoff_s
         self._health_after: int | None = None  # last health row sent; None: none yet

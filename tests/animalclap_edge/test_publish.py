@@ -295,3 +295,17 @@ def test_two_processes_of_one_recorder_stay_connected_side_by_side(tmp_path):
     finally:
         broker.stop()
     assert connects == [1, 1]  # each connected once and stayed
+
+
+def test_an_uploader_beside_the_recorder_says_its_own_state(tmp_path):
+    """`publish` stopping published a retained "offline" on the recorder's status topic
+    while `run` was still up (found in review)."""
+    from animalclap_edge.publish import MqttPublisher
+
+    db = _logged(tmp_path / "d.db", 1)
+    cfg = MqttConfig(host="127.0.0.1", port=1)
+    recorder = MqttPublisher(db, cfg, device_id="rec1")
+    uploader = MqttPublisher(db, cfg, device_id="rec1", role="uploader")
+    assert recorder.status_topic == "animalclap/rec1/status"
+    assert uploader.status_topic == "animalclap/rec1/uploader/status"
+    assert uploader.topic == recorder.topic == "animalclap/rec1/detections"
