@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -159,3 +162,36 @@ def pretrain_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = new_clap_model(config)
     return save_checkpoint(model, tok, CLAP_UNFUSED, tmp_path_factory.mktemp("pt") / "ckpt")
+
+
+def _fill_card(card: Path) -> None:
+    with open(card / "recorder-os-files", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def fill_card():
+    """fill_card(card): other files fill what is left of the card, to the last block."""
+    return _fill_card
+
+
+@pytest.fixture
+def small_card(tmp_path):
+    """A real 3 MB file system (tmpfs): needs root, as CI has."""
+    card = tmp_path / "card"
+    card.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(card)],
+                          capture_output=True)  # fmt: skip
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield card
+    finally:
+        subprocess.run(["umount", str(card)], check=False)

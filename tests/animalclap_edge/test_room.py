@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
-import subprocess
 import sys
 import uuid
 from collections import namedtuple
@@ -71,35 +69,7 @@ def test_only_want_of_room_is_taken_for_a_full_card(tmp_path):
     assert not is_want_of_room(ValueError("x"))
 
 
-def _fill(card: Path) -> None:
-    """Other files fill what is left of the card, to the last block."""
-    with open(card / "recorder-os-files", "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-
-
-@pytest.fixture
-def small_card(tmp_path):
-    """A real 3 MB file system (tmpfs): needs root, as CI has."""
-    card = tmp_path / "card"
-    card.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(card)],
-                          capture_output=True)  # fmt: skip
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield card
-    finally:
-        subprocess.run(["umount", str(card)], check=False)
-
-
-def test_a_full_card_gives_clips_up_and_the_database_opens_again(small_card):
+def test_a_full_card_gives_clips_up_and_the_database_opens_again(small_card, fill_card):
     """Kept example clips filled the card; the database then could not open, and the
     recorder's every restart failed (found in a field walkthrough)."""
     from animalclap_edge.runtime import Runtime
@@ -109,7 +79,7 @@ def test_a_full_card_gives_clips_up_and_the_database_opens_again(small_card):
         s.start_run(RUN, BUNDLE, "0123456789abcdef", "t", "0")
         s.add_detections([detection(i) for i in range(50)])
     _clips(small_card / "clips", 3, 400_000)
-    _fill(small_card)  # the rest of the card
+    fill_card(small_card)  # the rest of the card
     with pytest.raises(StoreError):  # as every restart met it
         DetectionStore(db).close()
     cfg = EdgeConfig.model_validate(
@@ -125,7 +95,9 @@ def test_a_full_card_gives_clips_up_and_the_database_opens_again(small_card):
         rt.close()
 
 
-def test_a_card_full_of_other_files_is_said_and_the_database_is_not_moved_aside(small_card):
+def test_a_card_full_of_other_files_is_said_and_the_database_is_not_moved_aside(
+    small_card, fill_card
+):
     """A full card also fails the database's check: it must not be taken for damage
     (moved aside and rebuilt empty) when only room is missing."""
     from animalclap_edge.recovery import open_store
@@ -134,7 +106,7 @@ def test_a_card_full_of_other_files_is_said_and_the_database_is_not_moved_aside(
     with DetectionStore(db) as s:
         s.start_run(RUN, BUNDLE, "0123456789abcdef", "t", "0")
         s.add_detections([detection(i) for i in range(50)])
-    _fill(small_card)
+    fill_card(small_card)
     with pytest.raises(StoreError, match="free space on it"):
         open_store(db, None)
     assert sorted(p.name for p in small_card.iterdir() if p.name.startswith("d.db")) in (
@@ -146,7 +118,7 @@ def test_a_card_full_of_other_files_is_said_and_the_database_is_not_moved_aside(
         assert recovery is None and len(store.detections()) == 50
 
 
-def test_a_write_that_fails_for_room_mid_run_makes_room_and_is_tried_again(small_card):
+def test_a_write_that_fails_for_room_mid_run_makes_room_and_is_tried_again(small_card, fill_card):
     """The detector's own write path, on a real full card: the batch rolls back, our
     clips go, the same batch is written once, and a health event says so."""
     from types import SimpleNamespace
@@ -158,7 +130,7 @@ def test_a_write_that_fails_for_room_mid_run_makes_room_and_is_tried_again(small
     try:
         store.start_run(RUN, BUNDLE, "0123456789abcdef", "t", "0")
         _clips(small_card / "clips", 3, 400_000)
-        _fill(small_card)
+        fill_card(small_card)
         dets = [detection(i) for i in range(2000)]  # more pages than the card has left
         detector = SimpleNamespace(clips=SimpleNamespace(folder=small_card / "clips"))
         assert Detector._with_room(detector, store, store.add_detections, dets) == 2000

@@ -46,9 +46,10 @@ def save(
         save_checkpoint(model, tokenizer, frontend, tmp / "model")
         torch.save({"optimizer": optimizer.state_dict(), **counters}, tmp / "training_state.pt")
         _seal(tmp)
-    except (RuntimeError, OSError) as e:
-        # torch.save reports a full disk as RuntimeError("... unexpected pos ..."):
-        # said as the OS would say it, so the command line can name the remedy
+    except Exception as e:
+        # torch.save reports a full disk as RuntimeError("... unexpected pos ..."),
+        # safetensors as SafetensorError: said as the OS would say it, so the command
+        # line can name the remedy; nothing half written is left
         full = shutil.disk_usage(folder).free < FULL_BELOW
         shutil.rmtree(tmp, ignore_errors=True)
         if full and not (isinstance(e, OSError) and e.errno == errno.ENOSPC):

@@ -129,3 +129,23 @@ def test_a_resume_on_changed_recordings_is_refused_and_out_may_not_be_the_data(
     assert (run / "split.json").read_bytes() == split_before
     with pytest.raises(ValueError, match="is the --data folder: give the run a folder of its own"):
         pretrain(dataclasses.replace(cfg, out=str(data)), progress=False)
+
+
+def test_a_checkpoint_save_on_a_full_disk_is_said_as_such(
+    pretrain_checkpoint, small_card, fill_card
+):
+    """torch.save reports a full disk as RuntimeError("... unexpected pos ..."): said as
+    the OS says it (ENOSPC), so the command line names the remedy, and nothing half
+    written is left. A real 3 MB file system."""
+    import errno
+    import os
+
+    loaded = load_clap(str(pretrain_checkpoint))
+    opt = torch.optim.AdamW(loaded.model.parameters())
+    folder = small_card / "checkpoints"
+    fill_card(small_card)
+    os.truncate(small_card / "recorder-os-files", 512 * 1024)  # room for a little
+    with pytest.raises(OSError) as e:
+        state.save(folder, 2, loaded.model, loaded.tokenizer, loaded.frontend, opt, {}, keep=2)
+    assert e.value.errno == errno.ENOSPC
+    assert not list(folder.glob(".step-*")) and not list(folder.glob("step-*"))
