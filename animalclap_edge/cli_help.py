@@ -58,3 +58,14 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
             shown = " ".join(map(str, default)).replace("%", "%%")
             return f"{text} (default: {shown})"
         return f"{text} (default: %(default)s)"
+
+
+def error_line(e: BaseException, user_errors: tuple[type[BaseException], ...]) -> str | None:
+    """The one line a command line prints for `e`: a user error's message (a loader
+    worker's as its last line), or a refused file with its remedy; None for anything
+    else, a bug, whose traceback stands."""
+    if isinstance(e, user_errors):
+        return one_line(e)
+    if isinstance(e, OSError):
+        return refused_file(e)
+    return None

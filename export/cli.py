@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from animalclap_edge.cli_help import DefaultsFormatter, one_line, refused_file
+from animalclap_edge.cli_help import DefaultsFormatter, error_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,18 +167,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (
-        CheckpointError,
-        ExportGateError,
-        FileExistsError,
-        ValueError,
-    ) as e:  # incl. CalibrationError
-        print(f"animalclap-export: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        if refused_file(e) is None:
+    except Exception as e:
+        # ValueError includes CalibrationError
+        line = error_line(e, (CheckpointError, ExportGateError, FileExistsError, ValueError))
+        if line is None:
             raise
-        print(f"animalclap-export: error: {refused_file(e)}", file=sys.stderr)
+        print(f"animalclap-export: error: {line}", file=sys.stderr)
         return 2
 
 

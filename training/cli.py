@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from animalclap_edge.cli_help import DefaultsFormatter, one_line, refused_file
+from animalclap_edge.cli_help import DefaultsFormatter, error_line
 from animalclap_edge.contracts.prompts import ALL_TEMPLATES
 
 
@@ -299,13 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as e:
-        print(f"animalclap-train: error: {one_line(e)}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        if refused_file(e) is None:
+    except Exception as e:
+        line = error_line(e, (ValueError, FileExistsError, FileNotFoundError))
+        if line is None:
             raise
-        print(f"animalclap-train: error: {refused_file(e)}", file=sys.stderr)
+        print(f"animalclap-train: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # checkpoints and finished shards are kept: say so, briefly
         resumable = args.func in (_cmd_prepare, _cmd_pretrain, _cmd_finetune)

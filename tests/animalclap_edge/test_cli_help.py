@@ -28,3 +28,12 @@ def test_one_line_keeps_a_plain_message_and_takes_a_workers_last_line():
         "training.labelled_audio.UnreadableRecording: /a.flac: cannot read it (torn)\n"
     )
     assert one_line(wrapped) == "/a.flac: cannot read it (torn)"
+
+
+def test_error_line_says_user_errors_and_refused_files_and_nothing_else():
+    from animalclap_edge.cli_help import error_line
+
+    assert error_line(ValueError("bad --set"), (ValueError,)) == "bad --set"
+    full = OSError(errno.ENOSPC, "No space left on device", "/out")
+    assert error_line(full, (ValueError,)).startswith("/out: No space left on device")
+    assert error_line(KeyError("bug"), (ValueError,)) is None  # its traceback stands
