@@ -10,6 +10,7 @@ has no clip, so a full card never stops detection logging.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,10 @@ import numpy as np
 
 from animalclap_edge.diskspace import percent_full
 from animalclap_edge.records import Event
+
+# What ClipWriter names its files (`<day>/<event id with ':' as '_'>.flac`, written as
+# `.<name>.tmp` first): only such files are ever deleted by retention or on a full card.
+CLIP_NAME = re.compile(r"^\.?event_[0-9a-f-]+\.flac(\.tmp)?$")
 
 
 class ClipError(RuntimeError):

@@ -24,3 +24,13 @@ def usage_percent(usage: Any) -> float:
 def percent_full(path: str | Path, disk_usage: Callable[[Path], Any] = shutil.disk_usage) -> float:
     """Percent full of the filesystem holding `path`."""
     return usage_percent(disk_usage(Path(path)))
+
+
+def disk_bytes(path: Path) -> int:
+    """Space a file takes on disk (its allocated blocks); 0 when it is gone."""
+    try:
+        st = path.stat()
+    except OSError:
+        return 0
+    blocks = getattr(st, "st_blocks", None)
+    return blocks * 512 if blocks is not None else st.st_size

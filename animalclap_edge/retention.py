@@ -27,7 +27,6 @@ makes room and clips resume while detection logging never stops.
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import sqlite3
 import time
@@ -38,15 +37,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from animalclap_edge.clips import CLIP_NAME
 from animalclap_edge.config import EdgeConfig
-from animalclap_edge.diskspace import percent_full, usage_percent
+from animalclap_edge.diskspace import disk_bytes, percent_full, usage_percent
 from animalclap_edge.store import DetectionStore
 
 log = logging.getLogger(__name__)
 
-# What ClipWriter names its files (`<event id with ':' as '_'>.flac`, written as
-# `.<name>.tmp` first): only such files are ever swept as orphans.
-_CLIP_NAME = re.compile(r"^\.?event_[0-9a-f-]+\.flac(\.tmp)?$")
 _PAGE = 500  # candidate rows read (and cleared) per transaction
 _MAX_DISK_ROUNDS = 20  # re-measure after each round: the database grows meanwhile
 
@@ -333,7 +330,7 @@ class Retention:
                     break
                 for row in rows:
                     chosen.append(row)
-                    got += _disk_bytes(folder / row[2])
+                    got += disk_bytes(folder / row[2])
                     after_rowid = row[0]
                     if got > need:
                         break
@@ -369,7 +366,7 @@ class Retention:
         cleared = store.clear_clips((eid, path, note) for _, eid, path in rows)
         for _, path in cleared:
             f = folder / path
-            size = _disk_bytes(f)
+            size = disk_bytes(f)
             try:
                 f.unlink()
             except FileNotFoundError:
@@ -387,27 +384,17 @@ class Retention:
         replay of that recording writes the clip again)."""
         referenced = store.clip_paths()
         for f in folder.rglob("*"):
-            if not _CLIP_NAME.match(f.name) or not f.is_file():
+            if not CLIP_NAME.match(f.name) or not f.is_file():
                 continue
             if f.relative_to(folder).as_posix() in referenced:
                 continue
-            size = _disk_bytes(f)
+            size = disk_bytes(f)
             try:
                 f.unlink()
             except OSError:
                 continue
             report.orphans_deleted += 1
             report.clip_bytes_freed += size
-
-
-def _disk_bytes(path: Path) -> int:
-    """Space a file takes on disk (its allocated blocks); 0 when it is gone."""
-    try:
-        st = path.stat()
-    except OSError:
-        return 0
-    blocks = getattr(st, "st_blocks", None)
-    return blocks * 512 if blocks is not None else st.st_size
 
 
 # Rows stamped before this were logged with the clock unset (a board without a

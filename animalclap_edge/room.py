@@ -13,7 +13,6 @@ and nothing is deleted where all the clips together could not lift the card out 
 
 from __future__ import annotations
 
-import re
 import shutil
 import sqlite3
 from collections.abc import Callable
@@ -21,11 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from animalclap_edge.clips import CLIP_NAME
+from animalclap_edge.diskspace import disk_bytes
+
 FULL_BELOW = 1 << 20  # free bytes under which the card counts as full
 ROOM_TARGET = 8 << 20  # free bytes a deletion aims for: room for hours of detections
-# What ClipWriter writes: <YYYY-MM-DD or "undated">/event_<uuid>.flac
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}|undated")
-_CLIP = re.compile(r"event_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.flac")
 
 
 @dataclass(frozen=True)
@@ -49,14 +48,9 @@ def is_full(folder: Path, disk_usage: Callable[[Path], Any] = shutil.disk_usage)
 
 
 def own_clips(clips_dir: Path) -> list[Path]:
-    """The clip files ClipWriter wrote under `clips_dir`, oldest first."""
-    found = [
-        p
-        for day in clips_dir.iterdir()
-        if day.is_dir() and _DAY.fullmatch(day.name)
-        for p in day.iterdir()
-        if _CLIP.fullmatch(p.name) and p.is_file()
-    ]
+    """The clip files ClipWriter wrote under `clips_dir` (as retention tells them),
+    oldest first."""
+    found = [p for p in clips_dir.rglob("*") if CLIP_NAME.match(p.name) and p.is_file()]
     return sorted(found, key=lambda p: p.stat().st_mtime)
 
 
@@ -69,13 +63,13 @@ def make_room(
         return None
     clips = own_clips(clips_dir)
     free = disk_usage(clips_dir).free
-    if free + sum(p.stat().st_blocks * 512 for p in clips) < FULL_BELOW:
+    if free + sum(disk_bytes(p) for p in clips) < FULL_BELOW:
         return None  # futile: the card is full of other things
     files = freed = 0
     for clip in clips:
         if disk_usage(clips_dir).free >= ROOM_TARGET:
             break
-        size = clip.stat().st_blocks * 512
+        size = disk_bytes(clip)
         clip.unlink(missing_ok=True)
         files, freed = files + 1, freed + size
     if not files:
