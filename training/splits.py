@@ -74,6 +74,11 @@ class ZeroShotSplit:
     params: dict[str, Any] = field(default_factory=dict)  # seed and fractions used
     items_digest: str = ""  # items_digest() of the list the indices refer to
 
+    @property
+    def recordings(self) -> int:
+        """Recordings the split places: train, val and test together."""
+        return len(self.train) + len(self.val) + len(self.test)
+
     def summary(self, catalogue: Catalogue) -> dict[str, Any]:
         """Counts for logs and reports: species and recordings per side, test species
         per class and per order, and why picking stopped."""
@@ -146,7 +151,7 @@ class ZeroShotSplit:
         if self.items_digest and items_digest(items) != self.items_digest:
             raise ValueError(
                 f"split was made for a different item list ({len(items)} items given, "
-                f"{len(self.train) + len(self.val) + len(self.test)} in the split); "
+                f"{self.recordings} in the split); "
                 "rebuild the split or open the data the training run used"
             )
 

@@ -160,13 +160,10 @@ class Catalogue(Sequence[Species]):
                         f"{', '.join(REQUIRED_COLUMNS)}"
                     )
                 for r in reader:
-                    cells = (
-                        len(header) + len(r.get(None) or []) - sum(v is None for v in r.values())
-                    )
                     # a row may stop short of optional columns (regions), never of
                     # required ones, and never run past the header
-                    short = [c for c in REQUIRED_COLUMNS if r.get(c) is None]
-                    if None in r or short:
+                    if None in r or any(r.get(c) is None for c in REQUIRED_COLUMNS):
+                        cells = len(header) + len(r.get(None) or []) - list(r.values()).count(None)
                         raise CatalogueError(
                             f"{path}: line {reader.line_num} has {cells} cells, the header "
                             f"{len(header)}; quote a cell that holds a comma "

@@ -420,11 +420,9 @@ def refuse_changed_data(out: Path, data: str, split) -> None:
         return
     then = ZeroShotSplit.from_json(saved)
     if then.items_digest and then.items_digest != split.items_digest:
-        count = len(then.train) + len(then.val) + len(then.test)
-        now = len(split.train) + len(split.val) + len(split.test)
         raise ValueError(
-            f"{data} has changed since the run in {out} began ({count} recordings then, "
-            f"{now} now): give a new --out to train on it as it is"
+            f"{data} has changed since the run in {out} began ({then.recordings} recordings "
+            f"then, {split.recordings} now): give a new --out to train on it as it is"
         )
 
 
@@ -536,6 +534,7 @@ def _pretrain(
 
     from training.train import cosine_lr
 
+    command = "finetune" if fit_batch else "pretrain"  # what its output is labelled
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay, cfg.init)
@@ -618,7 +617,7 @@ def _pretrain(
         (out / "pretrain_config.json").write_text(
             json.dumps(asdict(cfg), indent=2), encoding="utf-8"
         )
-    logs = _Logs(out, cfg, step, "finetune" if fit_batch else "pretrain") if d.main else None
+    logs = _Logs(out, cfg, step, command) if d.main else None
     for n in notes:
         if logs:
             logs.note(n)
@@ -643,7 +642,7 @@ def _pretrain(
     bar = tqdm(
         total=stop_at,
         initial=step,
-        desc="finetune" if fit_batch else "pretrain",
+        desc=command,
         disable=not (progress and d.main),
     )
 

@@ -67,7 +67,7 @@ def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
         )
     return LabelledSet(
         name=f"{regional.name} + replay of {global_.name}",
-        catalogue=Catalogue(species, source="merged").check_one_row_per_species(),
+        catalogue=Catalogue(species, source="merged"),
         items=items,
         load=load,
         traits=None,
@@ -95,10 +95,9 @@ def replay_split(
         split = ZeroShotSplit.from_json(saved)
         if not split.items_digest or items_digest(old.items) == split.items_digest:
             return split, f"replay: the zero-shot split {init} was trained with ({saved})"
-        then = len(split.train) + len(split.val) + len(split.test)
         moved = carried_over(split, old.items, seed, val_fraction)
         return moved, (
-            f"replay: {replay} has changed since {saved} was written ({then} recordings "
+            f"replay: {replay} has changed since {saved} was written ({split.recordings} recordings "
             f"then, {len(old.items)} now): the species {init} never trained on stay unseen "
             f"({len(moved.test_species)}), the rest is split again by site-day"
         )

@@ -80,23 +80,19 @@ def resume_from(folder: Path) -> tuple[Path | None, str | None]:
     """The checkpoint `latest` names, or, where that one is not whole, the newest whole
     one before it, with a note saying why. ValueError when none is whole."""
     pointer = folder / "latest"
-    steps = sorted(_steps(folder), key=_step_of, reverse=True)
-    if not pointer.exists():
-        if not steps:
-            return None, None
-        named, why, before = None, f"{pointer} is missing", steps
-    else:
-        text = pointer.read_text(encoding="utf-8").strip()
-        named = folder / text if text else None
-        why = f"{pointer} is empty" if named is None else _not_whole(named)
-        if why is None:
+    steps = sorted(_steps(folder), key=_step_of, reverse=True)  # newest first
+    text = pointer.read_text(encoding="utf-8").strip() if pointer.exists() else None
+    if text:
+        named = folder / text
+        if (damage := _not_whole(named)) is None:
             return named, None
-        if named is not None:
-            why = f"{pointer} names {text}, which {why}"
-            before = [p for p in steps if _step_of(p) < _step_of(named)]
-        else:
-            before = steps
-    for path in before:
+        why = f"{pointer} names {text}, which {damage}"
+        steps = [p for p in steps if _step_of(p) < _step_of(named)]
+    elif text is None and not steps:
+        return None, None  # a run not begun
+    else:
+        why = f"{pointer} is {'missing' if text is None else 'empty'}"
+    for path in steps:
         if _not_whole(path) is None:
             return path, f"{why}; resuming from {path.name}, the newest whole checkpoint before it"
     raise ValueError(
