@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from training.identity import with_absolute_paths
 from training.pretrain.config import PretrainConfig
+
+if TYPE_CHECKING:
+    from training.labelled_audio import LabelledSet
 
 # Fine-tuning defaults: a short, gentle schedule on top of pretrained weights.
 FINETUNE_DEFAULTS = dict(
@@ -33,10 +37,18 @@ FINETUNE_DEFAULTS = dict(
 QUERIES = ("com", "sci", "tax")
 
 
-def report_on(checkpoint: str, cfg: PretrainConfig, out: Path, progress: bool) -> dict:
+def report_on(
+    checkpoint: str,
+    cfg: PretrainConfig,
+    out: Path,
+    progress: bool,
+    regional: LabelledSet | None = None,
+    replayed: LabelledSet | None = None,
+) -> dict:
     """Regional held-out accuracy among the regional species; global unseen and seen
     accuracy on the replay data's zero-shot split (the one cfg.init was trained with,
-    where its run folder shows it)."""
+    where its run folder shows it). `regional` and `replayed`: cfg.data and cfg.replay
+    already opened (a paper-size replay index takes seconds to open), else opened here."""
     from training.evaluate import EvalConfig, evaluate
     from training.labelled_audio import open_labelled
     from training.model import AudioEncoder, load_clap
@@ -46,7 +58,8 @@ def report_on(checkpoint: str, cfg: PretrainConfig, out: Path, progress: bool) -
     loaded = load_clap(checkpoint)
     encoder = AudioEncoder(loaded.model, loaded.frontend, mode="fft")
     window = round(3.0 * loaded.frontend.sample_rate)
-    regional = open_labelled(cfg.data)
+    if regional is None:
+        regional = open_labelled(cfg.data)
     split = make_split(regional, "seen", cfg.seed, cfg.val_fraction)
     val = [regional.items[i] for i in split.val]
     res: dict = {
@@ -60,7 +73,7 @@ def report_on(checkpoint: str, cfg: PretrainConfig, out: Path, progress: bool) -
         }
     }
     if cfg.replay:
-        data = open_labelled(cfg.replay)
+        data = replayed if replayed is not None else open_labelled(cfg.replay)
         # the split the training replayed: cfg.init's own, before and after alike
         gsplit, _ = replay_split(data, cfg.replay, cfg.init, cfg.seed, cfg.val_fraction)
         gsplit, trained = unseen_not_regional(gsplit, data, regional)
@@ -113,16 +126,17 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
     if (out / "checkpoints").is_dir():  # a run to resume: on the data it began with
         split = make_split(regional, cfg.split, cfg.seed, cfg.val_fraction)
         refuse_changed_data(out, cfg.data, split)
+    replayed = None
     if cfg.replay:
         try:
-            open_labelled(cfg.replay)
+            replayed = open_labelled(cfg.replay)
         except ValueError as e:
             raise ValueError(f"--replay: {e}") from None
     with removed_if_left_empty(out):
         out.mkdir(parents=True, exist_ok=True)
-        before = report_on(cfg.init, cfg, out / "before", progress)
+        before = report_on(cfg.init, cfg, out / "before", progress, regional, replayed)
     final = pretrain(cfg, progress=progress, fit_batch=True)
-    after = report_on(str(final), cfg, out / "after", progress)
+    after = report_on(str(final), cfg, out / "after", progress, regional, replayed)
     report = {
         "checkpoint": str(final),
         "init": cfg.init,
