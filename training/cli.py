@@ -417,11 +417,11 @@ def _run_checkpoint(run: Path) -> Path:
 
 def _run_data(run: Path, settings: tuple[str, dict]) -> str | None:
     """The data a run folder was trained on, as `--data` takes it (None: not recorded)."""
-    from training.benchmark.corpus import SIZES
+    from training.benchmark.corpus import is_procedural
 
     name, values = settings
     spec = values.get("data")
-    if spec and not Path(spec).exists() and spec.partition(":")[0] not in SIZES:
+    if spec and not Path(spec).exists() and not is_procedural(spec):
         # runs before 2026-11-27 saved a relative path as typed
         raise ValueError(
             f"--run {run}: its data {spec!r} (from {name}) is not found from "

@@ -385,13 +385,9 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
     t = summary["variants"]
     names = [v for v in VARIANTS if v in t]
     seeds = sorted({s for v in t.values() for s in v["seeds"]})
-    from training.benchmark.corpus import SIZES
+    from training.benchmark.corpus import is_procedural
 
-    on = (
-        "the procedural benchmark"
-        if cfg.data.partition(":")[0] in SIZES or Path(cfg.data, "benchmark.json").is_file()
-        else f"`{cfg.data}`"
-    )
+    on = "the procedural benchmark" if is_procedural(cfg.data) else f"`{cfg.data}`"
     lines = [
         f"{PAGE_TITLE}{on}",
         "",

@@ -72,15 +72,13 @@ def trained_split(checkpoint: str | None, data: str) -> Path | None:
 def trained_on_generated_audio(checkpoint: str | None) -> str | None:
     """The data spec, where the run that wrote `checkpoint` trained on the procedural
     benchmark (generated calls: no field model comes of it), else None."""
-    from training.benchmark.corpus import SIZES
+    from training.benchmark.corpus import is_procedural
 
     run = run_of(checkpoint)
     if run is None:
         return None
     _, settings = run_settings(run)
     for spec in (settings.get("data"), settings.get("replay")):
-        if not isinstance(spec, str) or not spec:
-            continue
-        if spec.partition(":")[0] in SIZES or (Path(spec) / "benchmark.json").is_file():
+        if isinstance(spec, str) and spec and is_procedural(spec):
             return spec
     return None

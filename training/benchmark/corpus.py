@@ -135,6 +135,12 @@ SIZES: dict[str, BenchmarkSize] = {
 }
 
 
+def is_procedural(spec: str) -> bool:
+    """Whether a --data spec names the procedural benchmark: a size ("tiny", "small:3")
+    or a folder it was written to (benchmark.json)."""
+    return spec.partition(":")[0] in SIZES or (Path(spec) / "benchmark.json").is_file()
+
+
 @dataclass(frozen=True)
 class RecordingMeta:
     id: str
