@@ -29,6 +29,7 @@ from export.student import macs
 from export.text import species_embeddings, taxon_embeddings
 from export.writer import BundleWriter
 from training.embed_audio import embed_items
+from training.identity import absolute
 from training.labelled_audio import open_labelled
 from training.lineage import trained_on_generated_audio
 from training.model import AudioEncoder, load_clap
@@ -214,7 +215,7 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
         writer.write_embeddings(B.TAXON_EMBEDDINGS, taxa_emb)
 
         provenance = {
-            "checkpoint": _absolute(loaded.source),
+            "checkpoint": absolute(loaded.source),
             # what the graph holds: the teacher's audio tower, or a student distilled from it
             "encoder": "student" if student_meta is not None else "teacher",
             "precision": cfg.precision,
@@ -222,7 +223,7 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
             "window_samples": window,
         }
         if student_meta is not None:
-            provenance["student"] = _absolute(cfg.student)
+            provenance["student"] = absolute(cfg.student)
             provenance["student_weights_sha256"] = B.sha256_file(Path(cfg.student) / "student.pt")
         fp32_path = writer.path(B.AUDIO_ENCODER)
         if cfg.precision != "fp32":
@@ -306,10 +307,10 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
                 "notice": notice,
                 "producer": B.Producer(
                     # absolute where local: a bundle travels, "runs/x" means nothing there
-                    teacher_checkpoint=_absolute(loaded.source),
+                    teacher_checkpoint=absolute(loaded.source),
                     student_architecture=student_meta["architecture"] if student_meta else None,
                     training_run_id=cfg.training_run_id,
-                    training_data=_absolute(data.name) if data else None,
+                    training_data=absolute(data.name) if data else None,
                     git_commit=provenance["git_commit"],
                     tool_version=_version(),
                 ).model_dump(),
@@ -589,8 +590,3 @@ def dump_summary(path: Path) -> str:
     )
     summary.update({k: m[k] for k in ("parity", "gates") if k in m})
     return json.dumps(summary, indent=2)
-
-
-def _absolute(spec: str) -> str:
-    """A local path made absolute; a hub id or benchmark spec as it is."""
-    return str(Path(spec).resolve()) if spec and Path(spec).exists() else spec

@@ -38,15 +38,20 @@ def refuse_other_settings(
         )
 
 
+def absolute(spec: str) -> str:
+    """A spec that names an existing local path, made absolute; a hub id, a benchmark
+    size or anything else as it is."""
+    return str(Path(spec).resolve()) if spec and Path(spec).exists() else spec
+
+
 def absolute_paths(values: dict) -> dict:
     """`values` (settings by name) with data, replay, init and out made absolute where they
     name existing paths: also what a run's saved settings are read as, since runs begun
     before 2026-11-27 saved them as typed."""
     found = dict(values)
     for name in ("data", "replay", "init", "out"):
-        value = values.get(name)
-        if isinstance(value, str) and value and Path(value).exists():
-            found[name] = str(Path(value).resolve())
+        if isinstance(values.get(name), str):
+            found[name] = absolute(values[name])
     return found
 
 
