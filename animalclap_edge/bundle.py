@@ -116,9 +116,9 @@ def _load_dir(root: Path) -> Bundle:
     d = manifest.embedding_dim
 
     try:
-        # as its exporter made it: a bundle from before the one-row check still loads
+        # as its exporter made it: a bundle from before a catalogue check still loads
         species = root / manifest.text.species_file
-        catalogue = Catalogue.from_csv(species, one_row_per_species=False)
+        catalogue = Catalogue.from_csv(species, strict=False)
     except CatalogueError as e:
         raise BundleError(manifest.text.species_file, str(e)) from None
     text = _read_embeddings(root, manifest.text.embeddings_file, rows=len(catalogue), dim=d)

@@ -86,8 +86,7 @@ class Catalogue(Sequence[Species]):
 
     def check_one_row_per_species(self) -> Catalogue:
         """Refuse one binomial under two ids (identical prompts, scores split between
-        them); returns self. Checked where catalogues go into training and export, not
-        when a recorder loads a bundle: one built before the check must still load."""
+        them); returns self."""
         named: dict[str, str] = {}
         for sp in self._species:
             first = named.setdefault(sp.scientific_name.casefold(), sp.id)
@@ -97,6 +96,25 @@ class Catalogue(Sequence[Species]):
                     "give each species one row and one id"
                 )
         return self
+
+    def check_genus_opens_binomial(self) -> Catalogue:
+        """Refuse a genus that is not the binomial's first word (a typo, or cells shifted
+        by an unquoted comma in a row that leaves off `regions`, which the cell count
+        cannot tell); returns self. Prompts name the genus, so it must be the species'."""
+        for i, sp in enumerate(self._species):
+            first = sp.scientific_name.split()[0]
+            if first.casefold() != sp.genus.casefold():
+                raise CatalogueError(
+                    f"{self.source}: row {i + 1} ({sp.id}): genus {sp.genus!r} is not the first "
+                    f"word of {sp.scientific_name!r}; correct the genus, or quote a cell that "
+                    'holds a comma ("Blackbird, Eurasian") so the cells after it do not shift'
+                )
+        return self
+
+    def checked(self) -> Catalogue:
+        """The checks for a catalogue going into training or export; returns self. A
+        recorder loading a bundle skips them: one built before a check must still load."""
+        return self.check_one_row_per_species().check_genus_opens_binomial()
 
     def __len__(self) -> int:
         return len(self._species)
@@ -140,11 +158,11 @@ class Catalogue(Sequence[Species]):
                 w.writerow(sp.to_row())
 
     @classmethod
-    def from_csv(cls, path: str | Path, one_row_per_species: bool = True) -> Catalogue:
+    def from_csv(cls, path: str | Path, strict: bool = True) -> Catalogue:
         """Read a catalogue CSV (UTF-8, a spreadsheet's byte-order mark allowed). A row
         with more cells than the header, or too few for its required columns, is
         refused by line: the extra cells of an unquoted comma would shift every taxon
-        after it. With `one_row_per_species`, `check_one_row_per_species`."""
+        after it. With `strict`, also the checks of `checked`."""
         path = Path(path)
         species = []
         try:
@@ -189,4 +207,4 @@ class Catalogue(Sequence[Species]):
         except (OSError, csv.Error) as e:
             raise CatalogueError(f"{path}: cannot read catalogue: {e}") from e
         catalogue = cls(species, source=path.name)
-        return catalogue.check_one_row_per_species() if one_row_per_species else catalogue
+        return catalogue.checked() if strict else catalogue

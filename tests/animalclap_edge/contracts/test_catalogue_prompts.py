@@ -109,7 +109,13 @@ def test_a_spreadsheets_catalogue_reads_and_latin1_is_named(tmp_path):
 
 def test_one_species_under_two_ids_is_refused():
     a = Species(
-        "yetsan1", "Pterocles gutturalis", "Yellow-throated Sandgrouse", "Aves", "P", "Q", "P"
+        "yetsan1",
+        "Pterocles gutturalis",
+        "Yellow-throated Sandgrouse",
+        "Aves",
+        "P",
+        "Q",
+        "Pterocles",
     )
     two = Catalogue([a, Species("yetsan", *dataclasses.astuple(a)[1:])], source="region.csv")
     with pytest.raises(CatalogueError, match=r"region\.csv: 'yetsan' and 'yetsan1' are both 'Pt"):
@@ -121,11 +127,11 @@ def test_a_bundles_catalogue_loads_as_exported_and_a_new_one_is_checked(tmp_path
     """A recorder must still load a bundle exported before the one-row check; a
     catalogue read for training or export is refused."""
     p = tmp_path / "species.csv"
-    rows = "yetsan1,Pterocles gutturalis,Sandgrouse,Aves,P,Q,P\nyetsan,Pterocles gutturalis,S,Aves,P,Q,P\n"
+    rows = "yetsan1,Pterocles gutturalis,Sandgrouse,Aves,P,Q,Pterocles\nyetsan,Pterocles gutturalis,S,Aves,P,Q,Pterocles\n"
     p.write_text(HEADER + rows)
     with pytest.raises(CatalogueError, match="are both 'Pterocles gutturalis'"):
         Catalogue.from_csv(p)
-    assert len(Catalogue.from_csv(p, one_row_per_species=False)) == 2
+    assert len(Catalogue.from_csv(p, strict=False)) == 2
 
 
 def test_the_optional_regions_cell_may_be_left_off_a_row(tmp_path):
@@ -152,3 +158,24 @@ def test_birdnames_ebird_taxonomy_is_a_real_source():
         "Turdidae",
         "Turdus",
     )
+
+
+def test_a_genus_that_does_not_open_the_binomial_is_refused(tmp_path):
+    """A row that leaves off `regions` and holds an unquoted comma has as many cells as
+    the header, so only its genus shows the shift; a bundle's catalogue still loads."""
+    p = tmp_path / "species.csv"
+    header = HEADER.replace("genus", "genus,regions")
+    p.write_text(
+        header + "eurbla,Turdus merula,Blackbird, Eurasian,Aves,Passeriformes,Turdidae,Turdus\n"
+    )
+    with pytest.raises(
+        CatalogueError,
+        match=r"row 1 \(eurbla\): genus 'Turdidae' is not the first word of 'Turdus merula'",
+    ):
+        Catalogue.from_csv(p)
+    assert Catalogue.from_csv(p, strict=False)[0].regions == ("Turdus",)  # shifted, as loaded
+    p.write_text(header + "eurbla,Turdus merula,Blackbird,Aves,Passeriformes,Turdidae,turdus\n")
+    assert Catalogue.from_csv(p)[0].genus == "turdus"  # case alone is not a shift
+    p.write_text(header + "eurbla,Turdus merula,Blackbird,Aves,Passeriformes,Turdidae,Merula\n")
+    with pytest.raises(CatalogueError, match="genus 'Merula'"):
+        Catalogue.from_csv(p)
