@@ -221,6 +221,8 @@ class Detector:
             if self.retention is not None:
                 self.retention.maybe_apply(store, start=True)
             for rec in source.recordings():
+                if not isinstance(rec, Skipped) and rec.digest:
+                    rec = replace(rec, id=store.recording_id_for(rec.id, rec.digest))
                 if (
                     not redo
                     and not isinstance(rec, Skipped)
@@ -363,7 +365,7 @@ class Detector:
         return RecordingResult(
             recording_id=rec.id,
             run_id=run_id,
-            source_path=rec.id,
+            source_path=rec.source_path,
             status=status,
             reason=reason,
             duration_s=seen_s,
@@ -374,6 +376,7 @@ class Detector:
             clock_note=rec.clock_note,
             finished_utc=_now(),
             audio_note=rec.audio_note,
+            content_digest=rec.digest,
         )
 
     def _detections(

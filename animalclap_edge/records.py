@@ -97,6 +97,8 @@ class RecordingResult:
     clock_note: str
     finished_utc: str
     audio_note: str = ""  # what of the audio the model does not hear (a faster recording)
+    # sources.content_digest of a file ('' for live audio and rows written before it)
+    content_digest: str = ""
 
     def __post_init__(self) -> None:
         _coerce(self, ("duration_s",), ("n_windows", "n_detections"))

@@ -15,6 +15,7 @@ the blocks yielded before are valid audio.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import stat
@@ -70,6 +71,11 @@ class Recording:
     clock_note: str  # why the time is (not) trusted
     blocks: Iterator[np.ndarray]  # float32 (n,) mono; may raise AudioError mid-stream
     audio_note: str = ""  # what of the audio the model does not hear (decode.band_note)
+    digest: str = ""  # files: content_digest, which tells two files at one path apart
+    source_path: str = ""  # where it came from: the id, unless the id had to tell it apart
+
+    def __post_init__(self) -> None:
+        self.source_path = self.source_path or self.id
 
 
 @dataclass(frozen=True)
@@ -170,6 +176,19 @@ def _file_clock(path: Path, duration_s: float) -> tuple[datetime | None, bool, s
     )
 
 
+DIGEST_BYTES = 1 << 16
+
+
+def content_digest(path: str | os.PathLike) -> str:
+    """sha256 (hex) of a file's first 64 KiB: header and the first fraction of a second
+    of audio, which no two recordings share (AudioMoth's header also names the device).
+    Two cards whose recorders named files alike, mounted in turn at one path, are then
+    two recordings. Not the size nor the tail: a file copied again whole after a torn
+    copy stays the same recording, and a 64 KiB read is cheap on a card of 10^5 files."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read(DIGEST_BYTES)).hexdigest()
+
+
 def _file_recording(
     path: Path, target_sr: int, block_seconds: float, track: Any
 ) -> Recording | Skipped:
@@ -177,8 +196,11 @@ def _file_recording(
         return Skipped(str(path), _not_audio_reason(path))
     try:
         info = probe(path)
+        digest = content_digest(path)
     except AudioError as e:
         return Skipped(str(path), str(e))
+    except OSError as e:  # probed, then gone or unreadable (a card pulled)
+        return Skipped(str(path), f"cannot read: {e.strerror or e}")
     start, trusted, note = _file_clock(path, info.duration_s)
     return Recording(
         id=str(path),
@@ -188,6 +210,7 @@ def _file_recording(
         clock_note=note,
         blocks=track(read_blocks(path, target_sr, block_seconds)),
         audio_note=band_note(info.sample_rate, target_sr),
+        digest=digest,
     )
 
 

@@ -23,7 +23,7 @@ from types import TracebackType
 
 from animalclap_edge.records import LEVELS, STATUSES, Detection, Event, RecordingResult
 
-SCHEMA_VERSION = 4  # 2: events; 3: health; 4: recordings.audio_note
+SCHEMA_VERSION = 5  # 2: events; 3: health; 4: recordings.audio_note; 5: content_digest
 BUSY_TIMEOUT_MS = 5000  # a reader (sync job, sqlite3 shell) may hold the lock briefly
 
 
@@ -151,6 +151,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # What of a recording the model does not hear (a 384 kHz bat recording is heard up
     # to 24 kHz; a 16 kHz one holds nothing above 8); '' for the rows written before.
     3: ("ALTER TABLE recordings ADD COLUMN audio_note TEXT NOT NULL DEFAULT ''",),
+    # What a file held (its first 64 KiB): another card's file at the same path is
+    # another recording. '' for the rows written before, and for live audio.
+    4: ("ALTER TABLE recordings ADD COLUMN content_digest TEXT NOT NULL DEFAULT ''",),
 }
 
 _DET_COLS = tuple(f.name for f in fields(Detection))
@@ -318,6 +321,20 @@ class DetectionStore:
                 f"VALUES ({', '.join('?' * len(_REC_COLS))})",
                 row,
             )
+
+    def recording_id_for(self, path: str, digest: str) -> str:
+        """The id of the file at `path` holding `digest`: the path itself, unless this
+        database logged other content under it (another card mounted at the same place,
+        its recorder naming files alike), which then gets `path#<digest[:12]>`. A row
+        from before digests ('') is taken for this file: it cannot be told apart."""
+        if not digest:
+            return path
+        row = (
+            self._db()
+            .execute("SELECT content_digest FROM recordings WHERE recording_id = ?", (path,))
+            .fetchone()
+        )
+        return path if row is None or row[0] in ("", digest) else f"{path}#{digest[:12]}"
 
     def recording_done(self, recording_id: str, bundle_id: str, config_hash: str) -> bool:
         """Whether this recording was processed to the end with this bundle and config."""

@@ -1,6 +1,7 @@
 """`animalclap-edge run` as a user runs it: every file accounted for, bad input named."""
 
 import json
+import os
 import re
 import sqlite3
 import tarfile
@@ -136,6 +137,48 @@ def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(
     err = capsys.readouterr().err
     assert "9 recordings" in err and "already done" not in err
     assert _rows(db, "select count(distinct config_hash) from runs")[0][0] == 2
+
+
+def test_a_second_card_with_the_same_file_names_at_the_same_mount_is_not_passed_over(
+    tiny_bundle, realaudio, tmp_path, capsys
+):
+    """Two AudioMoths name their files by time alone; their cards, mounted in turn at
+    one path, hold different recordings under the same paths. The second card must be
+    analysed and kept apart; the first card read again is still passed over."""
+    import shutil
+
+    ogg = sorted(realaudio.glob("*.ogg"))
+    mount, db = tmp_path / "media" / "card", tmp_path / "det.db"
+    cfg = tmp_path / "low.yaml"
+    cfg.write_text("scoring:\n  threshold: 0.01\n")
+    args = ["run", "--bundle", str(tiny_bundle), "--source", str(mount), "--db", str(db)]
+    args += ["--config", str(cfg), "--quiet"]
+
+    def insert(card: list) -> None:
+        shutil.rmtree(mount, ignore_errors=True)
+        mount.mkdir(parents=True)
+        for i, src in enumerate(card):
+            shutil.copy(src, mount / f"20240514_05{i:02d}00.ogg")
+
+    insert(ogg[:2])
+    assert main(args) == 0
+    assert "2 recordings" in capsys.readouterr().err
+    insert(ogg[2:4])  # card 2: the same names, other audio
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "2 recordings" in err and "already done" not in err
+    rows = _rows(db, "select recording_id, source_path, content_digest from recordings")
+    assert len(rows) == 4 and len({d for _, _, d in rows}) == 4
+    assert sorted(p for _, p, _ in rows) == sorted(2 * [str(mount / n) for n in os.listdir(mount)])
+    assert {r for r, p, _ in rows if r != p} == {
+        f"{p}#{d[:12]}" for r, p, d in rows if r != p
+    } and len({r for r, _, _ in rows}) == 4
+    per_rec = dict(_rows(db, "select recording_id, n_detections from recordings"))
+    logged = dict(_rows(db, "select recording_id, count(*) from detections group by 1"))
+    assert logged == {r: n for r, n in per_rec.items() if n}  # each card's own detections
+    insert(ogg[:2])  # card 1 again: done already
+    assert main(args) == 0
+    assert "2 recording(s) already done" in capsys.readouterr().err
 
 
 def test_a_rerun_with_other_settings_adds_only_new_labels_and_says_what_it_found_logged(

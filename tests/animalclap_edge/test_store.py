@@ -66,7 +66,7 @@ def test_schema_created(db: Path):
             *("runs", "recordings", "detections", "outbox", "events", "health"),
             "sqlite_sequence",  # health ids are AUTOINCREMENT: never reused after deletes
         }
-        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         cols = [r[1] for r in c.execute("PRAGMA table_info(detections)")]
         assert cols == [
             "detection_id",
@@ -343,6 +343,37 @@ def test_a_version_3_database_gains_audio_notes_and_keeps_its_recordings(db: Pat
             replace(old, recording_id="b.wav", run_id=RUN, audio_note="heard to 24 kHz")
         )
         assert [r.audio_note for r in s.recordings()] == ["", "heard to 24 kHz"]
+
+
+def test_a_version_4_database_gains_digests_and_its_rows_stay_their_files(db: Path):
+    """A row from before digests cannot be told from another file at its path: it is
+    taken for the file (as before); a row with a digest keeps other content apart."""
+    from animalclap_edge import store as S
+
+    db.parent.mkdir(parents=True)
+    c = sqlite3.connect(db)
+    for stmt in S._SCHEMA + S.MIGRATIONS[1] + S.MIGRATIONS[2] + S.MIGRATIONS[3]:
+        c.execute(stmt)
+    c.execute("PRAGMA user_version = 4")
+    c.execute("INSERT INTO runs VALUES ('r4', 't', NULL, 'b', 'c', 'src', 'h', '0.1')")
+    c.execute(
+        "INSERT INTO recordings VALUES ('/card/a.wav', 'r4', '/card/a.wav', 'ok', NULL, 4.0, "
+        "2, 0, NULL, 0, '', 't', '')"
+    )
+    c.commit()
+    c.close()
+    with DetectionStore(db) as s:
+        (old,) = s.recordings()
+        assert old.content_digest == ""
+        assert s.recording_id_for("/card/a.wav", "f" * 64) == "/card/a.wav"
+        assert s.recording_id_for("/card/b.wav", "f" * 64) == "/card/b.wav"  # new path
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0")
+        s.record_recording(
+            replace(old, recording_id="/card/b.wav", run_id=RUN, content_digest="e" * 64)
+        )
+        assert s.recording_id_for("/card/b.wav", "e" * 64) == "/card/b.wav"
+        assert s.recording_id_for("/card/b.wav", "d" * 64) == "/card/b.wav#dddddddddddd"
+        assert s.recording_id_for("live", "") == "live"
 
 
 def test_health_events_are_logged_in_order_and_read_after_an_id(db: Path):
