@@ -319,22 +319,25 @@ def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_rows(db: Path):
         assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
-def test_a_version_3_database_gains_audio_notes_and_keeps_its_recordings(db: Path):
-    """Rows written before the audio note read back with an empty one."""
+def _released_database(db: Path, version: int, recording: str) -> None:
+    """A database at schema `version`, as released, holding run 'r' and one recording
+    (the VALUES of its row, in that version's columns)."""
     from animalclap_edge import store as S
 
     db.parent.mkdir(parents=True)
     c = sqlite3.connect(db)
-    for stmt in S._SCHEMA + S.MIGRATIONS[1] + S.MIGRATIONS[2]:  # version 3, as released
+    for stmt in S._SCHEMA + sum((S.MIGRATIONS[v] for v in range(1, version)), ()):
         c.execute(stmt)
-    c.execute("PRAGMA user_version = 3")
-    c.execute("INSERT INTO runs VALUES ('r3', 't', NULL, 'b', 'c', 'src', 'h', '0.1')")
-    c.execute(
-        "INSERT INTO recordings VALUES ('a.wav', 'r3', 'a.wav', 'ok', NULL, 4.0, 2, 0, NULL, 0, "
-        "'', 't')"
-    )
+    c.execute(f"PRAGMA user_version = {version}")
+    c.execute("INSERT INTO runs VALUES ('r', 't', NULL, 'b', 'c', 'src', 'h', '0.1')")
+    c.execute(f"INSERT INTO recordings VALUES ({recording})")
     c.commit()
     c.close()
+
+
+def test_a_version_3_database_gains_audio_notes_and_keeps_its_recordings(db: Path):
+    """Rows written before the audio note read back with an empty one."""
+    _released_database(db, 3, "'a.wav', 'r', 'a.wav', 'ok', NULL, 4.0, 2, 0, NULL, 0, '', 't'")
     with DetectionStore(db) as s:
         (old,) = s.recordings()
         assert old.source_path == "a.wav" and old.audio_note == ""
@@ -348,20 +351,8 @@ def test_a_version_3_database_gains_audio_notes_and_keeps_its_recordings(db: Pat
 def test_a_version_4_database_gains_digests_and_its_rows_stay_their_files(db: Path):
     """A row from before digests cannot be told from another file at its path: it is
     taken for the file (as before); a row with a digest keeps other content apart."""
-    from animalclap_edge import store as S
-
-    db.parent.mkdir(parents=True)
-    c = sqlite3.connect(db)
-    for stmt in S._SCHEMA + S.MIGRATIONS[1] + S.MIGRATIONS[2] + S.MIGRATIONS[3]:
-        c.execute(stmt)
-    c.execute("PRAGMA user_version = 4")
-    c.execute("INSERT INTO runs VALUES ('r4', 't', NULL, 'b', 'c', 'src', 'h', '0.1')")
-    c.execute(
-        "INSERT INTO recordings VALUES ('/card/a.wav', 'r4', '/card/a.wav', 'ok', NULL, 4.0, "
-        "2, 0, NULL, 0, '', 't', '')"
-    )
-    c.commit()
-    c.close()
+    row = "'/card/a.wav', 'r', '/card/a.wav', 'ok', NULL, 4.0, 2, 0, NULL, 0, '', 't', ''"
+    _released_database(db, 4, row)
     with DetectionStore(db) as s:
         (old,) = s.recordings()
         assert old.content_digest == ""
