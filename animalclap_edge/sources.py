@@ -44,6 +44,7 @@ from animalclap_edge.audio.decode import (
     probe,
     read_blocks,
 )
+from animalclap_edge.audio.header_time import header_time
 
 MIC_INSTALL_HINT = "live input needs sounddevice and PortAudio: pip install 'animalclap-edge[mic]' (and libportaudio2)"
 # Common audio containers libsndfile cannot read: a more useful reason than "not an audio file".
@@ -161,7 +162,17 @@ def _name_time(name: str) -> tuple[datetime | None, str]:
 
 
 def _file_clock(path: Path, duration_s: float) -> tuple[datetime | None, bool, str]:
+    """The recorder's header time first (it knows its zone; a name may be renamed or
+    read as UTC when it is local), then the file name's, then the mtime."""
     t, how = _name_time(path.name)
+    if (h := header_time(path)) is not None:
+        note = f"time from the recorder's header ({h.zone} applied"
+        note += f"; {h.device})" if h.device else ")"
+        if t is not None and t not in (h.start_utc, h.local.replace(tzinfo=timezone.utc)):
+            note += (
+                f"; the file name says {t:%Y-%m-%d %H:%M:%S} {how[len('time from file name ') :]}"
+            )
+        return h.start_utc, True, note
     if t is not None:
         return t, True, how
     try:
