@@ -9,7 +9,9 @@ notebook API: `Detector.load().detect_file("x.wav")` or `.detect_array(wave, sr)
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -42,6 +44,14 @@ from animalclap_edge.sources import Recording, Skipped, Source
 from animalclap_edge.store import DetectionStore
 
 T = TypeVar("T")
+
+# A recording's row is written when it opens and kept up to date while it is analysed,
+# so a live stream cut by a power failure or kill -9 still shows the audio (effort) it
+# had: without it a months-long live run left an empty recordings table.
+OPEN_REASON = (
+    "open: still being analysed, or its process died (power cut, kill -9) after duration_s of audio"
+)
+PROGRESS_EVERY_S = 30.0  # wall seconds between updates of an open recording's row
 
 
 @dataclass
@@ -111,6 +121,7 @@ class Detector:
         else:
             self.window_note = ""
         self.last_summary: RunSummary | None = None  # of the latest `run`, as far as it got
+        self.progress_every_s = PROGRESS_EVERY_S
 
     @classmethod
     def load(
@@ -290,6 +301,32 @@ class Detector:
         best: dict[tuple[str, str], tuple[float, np.ndarray | None]] = {}
         n_windows = n_dets = 0
         status, reason = "ok", None
+        saved_at = time.monotonic()
+
+        def row(status: str, reason: str | None) -> RecordingResult:
+            return RecordingResult(
+                recording_id=rec.id,
+                run_id=run_id,
+                source_path=rec.source_path,
+                status=status,
+                reason=reason,
+                duration_s=windower.samples_seen / self.sample_rate,
+                n_windows=n_windows,
+                n_detections=n_dets,
+                start_time_utc=rec.start_time.isoformat() if rec.start_time else None,
+                clock_trusted=rec.clock_trusted,
+                clock_note=rec.clock_note,
+                finished_utc=_now(),
+                audio_note=rec.audio_note,
+                content_digest=rec.digest,
+            )
+
+        def save_open(now: bool = False) -> None:
+            nonlocal saved_at
+            if store is None or not (now or time.monotonic() - saved_at >= self.progress_every_s):
+                return
+            self._with_room(store, store.record_recording, row("partial", OPEN_REASON))
+            saved_at = time.monotonic()
 
         def process(batches: Iterable[tuple[np.ndarray, list[Window]]]) -> None:
             nonlocal n_windows, n_dets
@@ -347,13 +384,26 @@ class Detector:
             if out_events is not None:
                 out_events.extend(events)
 
+        save_open(now=True)
+        stopped: KeyboardInterrupt | None = None
         try:
-            for block in rec.blocks:
-                process(batcher.push(block))
-        except AudioError as e:
-            status, reason = "partial", str(e)
-        process(batcher.flush())
-        emit([clip(e) for e in merger.flush()])
+            try:
+                for block in rec.blocks:
+                    process(batcher.push(block))
+                    save_open()  # a batch may take many blocks to fill: live audio at 1x
+            except AudioError as e:
+                status, reason = "partial", str(e)
+            except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: analyse what came, then stop
+                stopped = e
+            # windows waiting for a full batch: up to batch_size x hop of live audio
+            process(batcher.flush())
+            emit([clip(e) for e in merger.flush()])
+        except BaseException as e:
+            self._save_stopped(store, row, windower, e)
+            raise
+        if stopped is not None:
+            self._save_stopped(store, row, windower, stopped)
+            raise stopped
         seen_s = windower.samples_seen / self.sample_rate
         if n_windows == 0 and status == "ok":
             status = "skipped"
@@ -362,22 +412,26 @@ class Detector:
             )
         elif n_windows == 0:
             status = "skipped"
-        return RecordingResult(
-            recording_id=rec.id,
-            run_id=run_id,
-            source_path=rec.source_path,
-            status=status,
-            reason=reason,
-            duration_s=seen_s,
-            n_windows=n_windows,
-            n_detections=n_dets,
-            start_time_utc=rec.start_time.isoformat() if rec.start_time else None,
-            clock_trusted=rec.clock_trusted,
-            clock_note=rec.clock_note,
-            finished_utc=_now(),
-            audio_note=rec.audio_note,
-            content_digest=rec.digest,
+        return row(status, reason)
+
+    def _save_stopped(
+        self,
+        store: DetectionStore | None,
+        row: Callable[[str, str | None], RecordingResult],
+        windower: Windower,
+        e: BaseException,
+    ) -> None:
+        """The row of a recording stopped or failed part-way: how far it got, and why."""
+        if store is None:
+            return
+        seen = windower.samples_seen / self.sample_rate
+        why = (
+            "the process was stopped (Ctrl-C or SIGTERM)"
+            if isinstance(e, KeyboardInterrupt)
+            else f"{type(e).__name__}: {e}"
         )
+        with contextlib.suppress(Exception):  # the card may be what failed
+            store.record_recording(row("partial", f"stopped after {seen:.1f} s: {why}"))
 
     def _detections(
         self, rec: Recording, run_id: str, w: Window, s: WindowScore

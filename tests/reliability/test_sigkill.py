@@ -55,7 +55,9 @@ def _finished(db: Path) -> int:
         return 0
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as c:
-            return c.execute("SELECT count(*) FROM recordings").fetchone()[0]
+            return c.execute(  # an open recording has its row from the start
+                "SELECT count(*) FROM recordings WHERE coalesce(reason, '') NOT LIKE 'open:%'"
+            ).fetchone()[0]
     except sqlite3.OperationalError:  # schema not written yet, or a writer holds it
         return 0
 
@@ -107,6 +109,10 @@ def kill_and_restart(
     assert _run(src, db).wait(TIMEOUT_S) == 0  # and a final uninterrupted run finishes the job
     final = _ids(db)
     assert len(final) == len(set(final)) and set(final) == want
+    with sqlite3.connect(db) as c:  # the rows the kills left open are closed by the rerun
+        assert c.execute("SELECT status, count(*) FROM recordings GROUP BY 1").fetchall() == [
+            ("ok", files)
+        ]
     return {
         "kills": kills,
         "killed_mid_run": mid_run,

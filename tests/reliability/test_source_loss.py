@@ -37,10 +37,11 @@ def _rows(db: Path, sql: str) -> list[tuple]:
 
 
 def _recordings(db: Path) -> int:
-    """Rows in `recordings` so far; 0 before the run has created its database's tables
-    (the file exists a moment before: a loaded machine once caught that moment)."""
+    """Recordings finished so far (an open one has its row too); 0 before the run has
+    created its database's tables (the file exists a moment before: a loaded machine
+    once caught that moment)."""
     try:
-        return len(_rows(db, "SELECT 1 FROM recordings"))
+        return len(_rows(db, "SELECT 1 FROM recordings WHERE status = 'ok'"))
     except sqlite3.OperationalError:
         return 0
 
