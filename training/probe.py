@@ -40,7 +40,12 @@ def fit_trait_heads(
     x, y, m = (
         torch.from_numpy(a) for a in (emb.astype(np.float32), targets.astype(np.float32), known)
     )
-    head = torch.nn.Linear(x.shape[1], schema.n_outputs)
+    # nn.Linear draws its init from torch's global RNG: unseeded, two identical probe
+    # runs got different heads. Seeded from `seed` in a forked RNG, so the caller's
+    # global stream is left where it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = torch.nn.Linear(x.shape[1], schema.n_outputs)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     slices = list(schema.slices().values())
     for _ in range(epochs):
