@@ -106,9 +106,14 @@ def pending_runs(cfg: SweepConfig, root: Path) -> list[tuple[str, int]]:
 
 
 def _finished(run: Path, name: str) -> bool:
-    return (run / "eval" / "eval.json").exists() and (
-        name not in PROBED or (run / "probe" / "probe.json").exists()
-    )
+    if not (run / "eval" / "eval.json").exists():
+        return False
+    if name not in PROBED:
+        return True
+    # A probe from before the permutation baseline reported the label-frequency prior
+    # as its multi-label baseline: probed again (the checkpoint is kept, not retrained).
+    probe = _load(run / "probe" / "probe.json")
+    return probe is not None and "baselines" in probe
 
 
 # What the finished runs in --out were trained with: a sweep that resumes them under
@@ -296,9 +301,20 @@ def aggregate(root: Path, cfg: SweepConfig) -> dict:
         probes = [r["probe"] for r in rs if r["probe"]]
         if probes:
             row["probe"] = _probe_summary(probes)
+            row["probe_prior_baseline"] = _prior_baselines(probes)
         row["train_steps"] = [r["train"]["steps"] if r["train"] else None for r in rs]
         table[name] = row
     return {"variants": table, "bar": check_bar(table)}
+
+
+def _prior_baselines(probes: list[dict]) -> int:
+    """How many of these probes scored multi-label traits against the label-frequency
+    prior (probes written before the permutation baseline; no "baselines" entry)."""
+    return sum(
+        "baselines" not in p
+        and any(score_keys(v)[0] == "mAP" for v in p["unseen"]["traits"].values())
+        for p in probes
+    )
 
 
 def _probe_summary(probes: list[dict]) -> dict:
@@ -369,6 +385,11 @@ def _bar_items(table: dict) -> dict:
             bar["trait probe beats the baseline on >= 80% of traits (unseen species)"] = {
                 "pass": len(beats) >= math.ceil(0.8 * n),
                 "traits_beating": f"{len(beats)}/{n}",
+                **(
+                    {"multilabel_baseline": "label-frequency prior (old probes)"}
+                    if row["probe_prior_baseline"]
+                    else {}
+                ),
                 "_variants": ("all",),
             }
     return bar
@@ -463,8 +484,11 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         "",
         "Linear heads on the frozen encoder, 5 epochs, fitted on training-species",
         "recordings and scored on the unseen species. Categorical traits: accuracy",
-        "against the training majority; multi-label: mAP against label frequencies.",
+        "against the training majority; multi-label: mAP against a permutation baseline",
+        "(the probe's own scores with the species' trait rows shuffled across species,",
+        "the mean of 100 seeded permutations: what scores with no trait information reach).",
         "",
+        *_prior_baseline_note(t),
         "| trait | metric | all templates | com only | baseline |",
         "|---|---|---|---|---|",
     ]
@@ -502,6 +526,22 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         lines.append("Every item of the bar passed in this run.")
     lines += _weak_points(summary)
     return "\n".join(lines) + "\n"
+
+
+def _prior_baseline_note(t: dict) -> list[str]:
+    """A warning where probes of the old kind are on the page: their multi-label
+    baseline is the label-frequency prior, which uninformative scores beat."""
+    old = sum(r.get("probe_prior_baseline", 0) for r in t.values())
+    if not old:
+        return []
+    return [
+        f"**{old} probe(s) on this page scored multi-label traits against the old "
+        "label-frequency prior (mAP = positive rate)**, which scores with no trait "
+        "information beat in most draws: their multi-label baselines, and the bar's "
+        "count of traits beating them, overstate the probe. Run the sweep again (it "
+        "probes those runs again, without retraining) to replace them.",
+        "",
+    ]
 
 
 def written_by(cfg: SweepConfig) -> str:

@@ -259,7 +259,9 @@ def prior_multilabel(y_train: np.ndarray, n_test: int) -> np.ndarray:
     """y_train (M, V) {0, 1} -> scores (n_test, V), each row the training label frequencies.
 
     Every test sample gets the same score per label, so all are tied and each
-    label's AP is its test positive rate: the chance level of mAP.
+    label's AP is its test positive rate. Not the chance level of a model's mAP:
+    scores that vary without information beat it on average (their expected AP is
+    above the positive rate); permutation_multilabel gives that chance level.
     """
     y = np.asarray(y_train)
     if y.ndim != 2 or len(y) == 0:
@@ -270,6 +272,56 @@ def prior_multilabel(y_train: np.ndarray, n_test: int) -> np.ndarray:
         raise ValueError("prior_multilabel: y_train must contain only 0 and 1")
     freq = y.astype(np.float64).mean(axis=0)  # (V,)
     return np.tile(freq, (n_test, 1))
+
+
+N_PERMUTATIONS = 100  # label permutations averaged by permutation_multilabel
+
+
+def permutation_multilabel(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    groups: Sequence | None = None,
+    n_permutations: int = N_PERMUTATIONS,
+    seed: int = 0,
+    threshold: float = 0.5,
+) -> dict[str, float]:
+    """The mAP and F1 that `scores` reach when they carry no information about the
+    labels: multilabel_scores against the label rows permuted across groups, averaged
+    over n_permutations seeded draws -> {"mAP", "f1"}.
+
+    y_true (N, V) {0, 1}, scores (N, V) as multilabel_scores takes them; groups (N,):
+    the unit the labels belong to (the species, for species-level traits), each
+    group's rows equal. A whole group's label row moves together, so the scores keep
+    their own structure (recordings of one species score alike) and only their link
+    to the labels is broken. That structure is why a constant score (prior_multilabel,
+    AP = positive rate) is no baseline: uninformative species-level scores beat it
+    in most draws. groups None: each recording is its own group.
+    """
+    y = np.asarray(y_true)
+    if y.ndim != 2:
+        raise ValueError(f"permutation_multilabel: y_true must be (N, V), got shape {y.shape}")
+    if n_permutations < 1:
+        raise ValueError(
+            f"permutation_multilabel: n_permutations must be >= 1, got {n_permutations}"
+        )
+    g = np.arange(len(y)) if groups is None else np.asarray(groups)
+    if g.shape != (len(y),):
+        raise ValueError(f"permutation_multilabel: {len(g)} groups for {len(y)} rows of y_true")
+    _, first, inverse = np.unique(g, return_index=True, return_inverse=True)
+    rows = y[first]  # (G, V): one label row per group
+    if not np.array_equal(rows[inverse], y):
+        raise ValueError(
+            "permutation_multilabel: labels differ within a group; "
+            "group permutation needs one label row per group"
+        )
+    rng = np.random.default_rng(seed)
+    draws = [
+        multilabel_scores(rows[rng.permutation(len(rows))][inverse], scores, threshold)
+        for _ in range(n_permutations)
+    ]
+    # Every draw holds the same label rows, so which labels have positives (and hence
+    # whether mAP or F1 is NaN) is the same in all of them.
+    return {k: float(np.mean([d[k] for d in draws])) for k in ("mAP", "f1")}
 
 
 # --------------------------------------------------------------------------- seeds

@@ -17,11 +17,23 @@ from torch.nn import functional as F
 
 from animalclap_edge.contracts.traits import TraitSchema
 from training.metrics import (
+    N_PERMUTATIONS,
     categorical_scores,
     majority_categorical,
     multilabel_scores,
+    permutation_multilabel,
     prior_multilabel,
 )
+
+# What probe.json's "baseline_*" figures are, written beside them: probes from before
+# this baseline reported the label-frequency prior under the same keys.
+BASELINES = {
+    "categorical": "always the training majority class",
+    "multilabel": (
+        f"the probe's own scores against the species' trait rows permuted across species, "
+        f"mean of {N_PERMUTATIONS} seeded permutations"
+    ),
+}
 
 
 def fit_trait_heads(
@@ -86,15 +98,23 @@ def score_trait_heads(
     bias: np.ndarray,
     train_targets: np.ndarray,
     train_known: np.ndarray,
+    groups: list[str] | None = None,
+    seed: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Per trait, the probe's scores and its baseline's, on (emb, targets, known).
 
     Categorical: accuracy and macro-F1, against always predicting the training
-    majority. Multi-label: mAP and macro-F1 of sigmoid scores, against scoring every
-    recording with the training label frequencies (mAP = the positive rate).
+    majority. Multi-label: mAP and macro-F1 of sigmoid scores, against the same
+    scores with the trait rows permuted across `groups` (the species of each row;
+    metrics.permutation_multilabel, seeded by `seed`): what scores with no
+    information about the trait reach. "prior_mAP"/"prior_f1": the label-frequency
+    prior (mAP = the positive rate), the baseline before; scores that vary without
+    information beat it in most draws, so it is kept for comparison only.
     "beats_baseline" compares accuracy (categorical; the harder test, since a
     majority guess scores well on skewed traits) or mAP (multi-label).
     """
+    if groups is not None and len(groups) != len(emb):
+        raise ValueError(f"score_trait_heads: {len(groups)} groups for {len(emb)} recordings")
     logits = emb @ weight + bias
     out = {}
     for j, (t, s) in enumerate(zip(schema.traits, schema.slices().values(), strict=True)):
@@ -108,16 +128,26 @@ def score_trait_heads(
             true = yt.argmax(1)
             probe = categorical_scores(true, lt.argmax(1), k)
             base = categorical_scores(true, majority_categorical(ytrain.argmax(1), n, k), k)
+            prior = {}  # the majority guess is the categorical baseline itself
             key = "accuracy"
         else:
             true = (yt > 0.5).astype(int)
-            probe = multilabel_scores(true, 1.0 / (1.0 + np.exp(-lt)))
-            base = multilabel_scores(true, prior_multilabel((ytrain > 0.5).astype(int), n))
+            prob = 1.0 / (1.0 + np.exp(-lt))
+            probe = multilabel_scores(true, prob)
+            g = None if groups is None else np.asarray(groups)[mask]
+            base = permutation_multilabel(true, prob, g, seed=seed)
+            prior = {
+                f"prior_{m}": v
+                for m, v in multilabel_scores(
+                    true, prior_multilabel((ytrain > 0.5).astype(int), n)
+                ).items()
+            }
             key = "mAP"
         out[t.name] = {
             "n": n,
             **probe,
             **{f"baseline_{m}": v for m, v in base.items()},
+            **prior,
             "beats_baseline": bool(probe[key] > base[key]),
         }
     return out
@@ -169,6 +199,7 @@ def probe_traits(
         "source": loaded.source,
         "data": data.name,
         "train_recordings": len(train_idx),
+        "baselines": BASELINES,
         # which split: the run's split.json or a fresh one, told apart by its parameters
         "split": {
             "unseen_species": len(split.test_species),
@@ -188,6 +219,8 @@ def probe_traits(
             bias,
             tgt["train"],
             known["train"],
+            groups=[data.items[i].species_id for i in sets[name]],
+            seed=seed,
         )
         results[name] = {
             "recordings": len(sets[name]),
@@ -209,6 +242,14 @@ def probe_markdown(results: dict) -> str:
             f"Data: {results['data']}; split: {sp['unseen_species']} unseen and "
             f"{sp['seen_species']} seen species ({params}); heads fit on "
             f"{results['train_recordings']} training recordings.",
+            "",
+        ]
+    if "baselines" in results:
+        b = results["baselines"]
+        lines += [
+            f"Baselines: categorical traits, {b['categorical']}; multi-label traits, "
+            f"{b['multilabel']} (probe.json keeps the label-frequency prior as prior_mAP, "
+            "which uninformative scores beat in most draws).",
             "",
         ]
     for name in ("unseen", "seen"):

@@ -60,6 +60,7 @@ def test_probe_scores_unseen_and_seen_species_against_baselines(loaded, tiny_dat
             assert 0 <= s[key] <= 1
     md = (tmp_path / "probe.md").read_text()
     assert "probe beats baseline on" in md
+    assert "multi-label traits, the probe's own scores against the species' trait rows" in md
     # which split it used: the run's split.json or a fresh one, by its parameters
     assert res["split"]["unseen_species"] == len(split.test_species)
     assert f"split: {len(split.test_species)} unseen and {len(split.seen_species)} seen" in md

@@ -132,7 +132,10 @@ def test_pending_runs_put_every_seed_of_the_bar_first_and_skip_finished(tmp_path
     # com is probed: an eval without a probe is not finished
     assert ("com", 0) in pending_runs(cfg, tmp_path)
     (tmp_path / "com-seed0" / "probe").mkdir()
+    # a probe from before the permutation baseline is probed again
     (tmp_path / "com-seed0" / "probe" / "probe.json").write_text("{}")
+    assert ("com", 0) in pending_runs(cfg, tmp_path)
+    (tmp_path / "com-seed0" / "probe" / "probe.json").write_text('{"baselines": {}}')
     assert pending_runs(cfg, tmp_path) == [
         ("all", 0),
         ("all", 1),
@@ -267,3 +270,23 @@ def test_the_written_by_line_gives_every_option_that_shaped_the_page(tmp_path):
         "--audio-config fast --precision bf16 --results docs/results.md"
     )
     assert f"`{written_by(cfg)}`." in results_page(summary, cfg)
+
+
+def test_the_page_warns_where_probes_used_the_old_multilabel_prior(tmp_path):
+    """Probes written before the permutation baseline reported the label-frequency
+    prior, which uninformative scores beat: a page of such runs says so."""
+    cfg = SweepConfig(out=str(tmp_path), seeds=[0], variants=["all"])
+    _write_run(tmp_path, "all", 0, {"com": 0.3, "sci": 0.5, "tax": 0.5, "tax-shuffled": 0.2})
+    trait = {"mAP": 0.4, "baseline_mAP": 0.3, "f1": 0.3, "baseline_f1": 0.2}
+    probe = tmp_path / "all-seed0" / "probe" / "probe.json"
+    probe.parent.mkdir()
+    probe.write_text(json.dumps({"unseen": {"traits": {"habitat": trait}}}))
+    summary = aggregate(tmp_path, cfg)
+    item = summary["bar"]["trait probe beats the baseline on >= 80% of traits (unseen species)"]
+    assert item["multilabel_baseline"] == "label-frequency prior (old probes)"
+    assert "1 probe(s) on this page scored multi-label traits against the old" in (
+        results_page(summary, cfg)
+    )
+    probe.write_text(json.dumps({"baselines": {}, "unseen": {"traits": {"habitat": trait}}}))
+    summary = aggregate(tmp_path, cfg)
+    assert "old label-frequency prior" not in results_page(summary, cfg)

@@ -16,6 +16,7 @@ from training.metrics import (
     majority_categorical,
     mean_ci,
     multilabel_scores,
+    permutation_multilabel,
     prior_multilabel,
     ranks,
     taxonomic_error_profile,
@@ -241,7 +242,7 @@ def test_majority_categorical_predicts_most_frequent_class():
         majority_categorical(np.array([], dtype=int), 2, 3)
 
 
-def test_prior_multilabel_scores_are_training_frequencies_and_map_is_chance():
+def test_prior_multilabel_scores_are_training_frequencies_and_map_is_the_positive_rate():
     y_train = np.array([[1, 0, 1], [0, 0, 1], [1, 0, 1], [1, 1, 1]])
     prior = prior_multilabel(y_train, n_test=5)
     assert prior.shape == (5, 3)
@@ -252,6 +253,24 @@ def test_prior_multilabel_scores_are_training_frequencies_and_map_is_chance():
     chance = y_test.mean(axis=0)  # per-label positive rate
     out = multilabel_scores(y_test, prior_multilabel(y_train, 40))
     assert out["mAP"] == pytest.approx(chance[y_test.any(axis=0)].mean())
+
+
+def test_permutation_multilabel_hand_computed_and_seeded():
+    # two species, one positive: a permutation keeps the labels (AP 1: the positive
+    # species scores higher) or swaps them (AP 1/2: both positives enter at the second
+    # threshold, after the two negatives), each half the time
+    y = np.array([[1], [1], [0], [0]])
+    s = np.array([[0.9], [0.9], [0.2], [0.2]])
+    out = permutation_multilabel(y, s, ["a", "a", "b", "b"], n_permutations=400, seed=0)
+    assert out["mAP"] == pytest.approx(0.75, abs=0.05)  # (1 + 0.5) / 2
+    again = permutation_multilabel(y, s, ["a", "a", "b", "b"], n_permutations=400, seed=0)
+    assert again == out
+    with pytest.raises(ValueError, match="labels differ within a group"):
+        permutation_multilabel(y, s, ["a", "b", "b", "b"])
+    with pytest.raises(ValueError, match="3 groups for 4 rows"):
+        permutation_multilabel(y, s, ["a", "b", "b"])
+    with pytest.raises(ValueError, match="n_permutations must be >= 1"):
+        permutation_multilabel(y, s, n_permutations=0)
 
 
 # --------------------------------------------------------------------------- seeds

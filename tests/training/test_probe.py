@@ -1,6 +1,7 @@
 """Trait probes: fitting the heads and scoring them against baselines (no model)."""
 
 import numpy as np
+import pytest
 import torch
 
 from animalclap_edge.contracts.traits import Trait, TraitSchema
@@ -50,3 +51,62 @@ def test_fitting_leaves_the_callers_global_rng_alone():
     torch.manual_seed(7)
     fit_trait_heads(emb, tgt, known, SCHEMA, seed=0)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_uninformative_scores_do_not_beat_the_multilabel_baseline_systematically():
+    """Scores that vary by species but carry nothing about the trait beat the old
+    label-frequency prior (AP = positive rate) in almost every draw; against the
+    permutation baseline they win about as often as they lose."""
+    schema = TraitSchema("ml", (Trait("habitat", "multilabel", tuple("abcdef")),))
+    rng = np.random.default_rng(1)
+    beats, beats_prior = [], []
+    for draw in range(60):
+        per_species = rng.integers(4, 12, 24)  # recordings per species, uneven
+        species = np.repeat(np.arange(24), per_species)
+        rows = (rng.random((24, 6)) < 0.3).astype(np.float32)
+        targets, known = rows[species], np.ones((len(species), 1), bool)
+        # one logit per species and value, a little noise per recording: no trait in it
+        emb = np.repeat(rng.standard_normal((24, 6)), per_species, axis=0)
+        emb += 0.1 * rng.standard_normal(emb.shape)
+        s = score_trait_heads(
+            emb.astype(np.float32),
+            targets,
+            known,
+            schema,
+            np.eye(6, dtype=np.float32),
+            np.zeros(6, np.float32),
+            targets,
+            known,
+            groups=[f"sp{i}" for i in species],
+            seed=draw,
+        )["habitat"]
+        beats.append(s["beats_baseline"])
+        beats_prior.append(s["mAP"] > s["prior_mAP"])
+    assert np.mean(beats_prior) > 0.75  # why the prior had to go
+    assert 0.3 <= np.mean(beats) <= 0.7
+
+
+def test_tied_scores_reach_the_baseline_and_label_scores_beat_it():
+    emb, tgt, known = _data(n=200)
+    species = [f"sp{i // 4}" for i in range(200)]
+    n_out = SCHEMA.n_outputs
+    b = np.zeros(n_out, np.float32)
+    flat = score_trait_heads(emb, tgt, known, SCHEMA, np.zeros((16, n_out)), b, tgt, known)
+    # every score tied: AP = positive rate whatever the labels, so no better than chance
+    assert flat["habitat"]["mAP"] == pytest.approx(flat["habitat"]["baseline_mAP"])
+    assert not flat["habitat"]["beats_baseline"]
+    tgt[:, 3:] = np.repeat(tgt[::4, 3:], 4, axis=0)  # species-level labels, as traits are
+    # logits that are the labels themselves: +4 on a positive, -4 on a negative
+    w, b = 8 * np.eye(n_out, dtype=np.float32), np.full(n_out, -4.0, np.float32)
+    exact = score_trait_heads(tgt, tgt, known, SCHEMA, w, b, tgt, known, species)
+    assert exact["habitat"]["mAP"] == 1.0 and exact["habitat"]["beats_baseline"]
+    assert exact["habitat"]["baseline_mAP"] < 0.8
+
+
+def test_groups_must_match_the_recordings_and_their_labels():
+    emb, tgt, known = _data(n=20)
+    w, b = np.zeros((16, SCHEMA.n_outputs)), np.zeros(SCHEMA.n_outputs)
+    with pytest.raises(ValueError, match="3 groups for 20 recordings"):
+        score_trait_heads(emb, tgt, known, SCHEMA, w, b, tgt, known, groups=["a", "b", "c"])
+    with pytest.raises(ValueError, match="labels differ within a group"):
+        score_trait_heads(emb, tgt, known, SCHEMA, w, b, tgt, known, groups=["one"] * 20)
