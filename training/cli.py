@@ -385,9 +385,20 @@ def _eval_args(p: argparse.ArgumentParser, kind: str) -> None:
     )
     p.add_argument(
         "--split",
-        help="split.json; default RUN/split.json, else a fresh zero-shot split of --data",
+        help="split.json; default: the split the checkpoint's run trained on --data with "
+        "(RUN/split.json, or a finetune run's replay_split.json), else a fresh zero-shot "
+        "split of --data (with a warning: its 'unseen' species may have been trained on)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of a fresh split")
+    draws = {
+        "eval": "shuffled Tax prompts, map",
+        "probe": "training subset, head init, permutation baseline",
+    }[kind]
+    p.add_argument(
+        "--seed",
+        type=int,
+        help=f"seed of a fresh split and of the draws here ({draws}); default: the "
+        "training seed of the checkpoint's run (as `experiments` evaluates), else 0",
+    )
     p.add_argument("--out", help=f"output folder; default RUN/{kind}")
     p.add_argument(
         "--window-seconds",
@@ -395,6 +406,14 @@ def _eval_args(p: argparse.ArgumentParser, kind: str) -> None:
         default=3.0,
         help="each recording is embedded from one centred window this long",
     )
+    if kind == "probe":
+        p.add_argument(
+            "--max-train-items",
+            type=int,
+            default=4000,
+            help="heads are fitted on at most this many training recordings (a seeded "
+            "subset); `experiments` probes with 2000: give 2000 to reproduce a sweep run",
+        )
 
 
 def _run_checkpoint(run: Path) -> Path:
@@ -431,8 +450,10 @@ def _run_data(run: Path, settings: tuple[str, dict]) -> str | None:
 
 
 def _open_eval(args, kind: str):
+    """(model, data, split, out, seed, where the split came from) of `evaluate` and `probe`."""
+    from training.identity import absolute
     from training.labelled_audio import open_labelled
-    from training.lineage import run_settings
+    from training.lineage import run_of, run_settings, trained_split
     from training.model import load_clap
     from training.splits import ZeroShotSplit, zero_shot_split
 
@@ -443,16 +464,37 @@ def _open_eval(args, kind: str):
     out = args.out or (str(run / kind) if run else None)
     if not out:
         raise ValueError("give --out DIR (or --run, to write under RUN/)")
+    loaded = load_clap(checkpoint)  # a bad checkpoint is the error to report, first
     # A finetune run's split.json indexes its regional data, not the benchmark.
     settings = run_settings(run) if run else ("", {})
-    data = open_labelled(args.data or (run and _run_data(run, settings)) or "tiny")
-    split_path = args.split or (
-        run / "split.json" if run and (run / "split.json").exists() else None
+    spec = args.data or (run and _run_data(run, settings)) or "tiny"
+    data = open_labelled(spec)
+    # The run that trained the checkpoint: its seed is what a sweep evaluates with, so
+    # the standalone command gives the sweep's figures.
+    trained_by = run_of(checkpoint) or run
+    seed = args.seed
+    if seed is None:
+        seed = int(run_settings(trained_by)[1].get("seed", 0)) if trained_by else 0
+    # The split the checkpoint trained on this data with: a fresh one would put some
+    # of the species it trained on among the "unseen" ones.
+    split_path = (
+        args.split
+        or trained_split(checkpoint, absolute(spec))
+        or (run / "split.json" if run and (run / "split.json").exists() else None)
     )
     if split_path:
         split = ZeroShotSplit.from_json(split_path)
+        source = str(split_path)
     else:
-        split = zero_shot_split(data.items, data.catalogue, seed=args.seed)
+        source = f"a fresh zero-shot split of seed {seed}, not the checkpoint's own"
+        print(
+            f"animalclap-train: warning: no run folder shows which split {checkpoint} "
+            f"trained on {spec} with, so a fresh zero-shot split is drawn (seed {seed}): "
+            "if it trained on this data, some 'unseen' species may have been trained on "
+            "(give --split RUN/split.json)",
+            file=sys.stderr,
+        )
+        split = zero_shot_split(data.items, data.catalogue, seed=seed)
     if kind == "eval" and not split.test_species and settings[1].get("split") == "seen":
         raise ValueError(
             f"--run {run} trained on every species of its data (split seen, as fine-tuning "
@@ -460,14 +502,15 @@ def _open_eval(args, kind: str):
             f"species of the replayed data, or evaluate on another folder: --checkpoint "
             f"{checkpoint} --data FOLDER --out DIR"
         )
-    return load_clap(checkpoint), data, split, out
+    return loaded, data, split, out, seed, source
 
 
 def _cmd_evaluate(args) -> int:
     from training.evaluate import EvalConfig, evaluate
 
-    loaded, data, split, out = _open_eval(args, "eval")
-    res = evaluate(loaded, data, split, out, EvalConfig(window_seconds=args.window_seconds))
+    loaded, data, split, out, seed, source = _open_eval(args, "eval")
+    cfg = EvalConfig(window_seconds=args.window_seconds, seed=seed)
+    res = evaluate(loaded, data, split, out, cfg, split_source=source)
     summary = {q: {k: round(r[k], 3) for k in ("top1", "top5")} for q, r in res["unseen"].items()}
     print(json.dumps({"out": out, "unseen": summary}, indent=2))
     return 0
@@ -476,8 +519,17 @@ def _cmd_evaluate(args) -> int:
 def _cmd_probe(args) -> int:
     from training.probe import probe_traits
 
-    loaded, data, split, out = _open_eval(args, "probe")
-    res = probe_traits(loaded, data, split, out, window_seconds=args.window_seconds)
+    loaded, data, split, out, seed, source = _open_eval(args, "probe")
+    res = probe_traits(
+        loaded,
+        data,
+        split,
+        out,
+        window_seconds=args.window_seconds,
+        max_train_items=args.max_train_items,
+        seed=seed,
+        split_source=source,
+    )
     print(
         json.dumps(
             {

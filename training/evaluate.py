@@ -93,11 +93,14 @@ def evaluate(
     cfg: EvalConfig = EvalConfig(),
     progress: bool = True,
     audio_encoder=None,
+    split_source: str = "given by the caller",
 ) -> dict:
     """Write eval.json, eval.md and embedding_map.png under out_dir; return the results.
 
     `audio_encoder` (waveform -> normalised embedding) replaces the checkpoint's own
-    audio tower, e.g. a distilled student scored against the teacher's text side."""
+    audio tower, e.g. a distilled student scored against the teacher's text side.
+    `split_source`: where the split came from (its file, or a fresh draw), written
+    down with it: a fresh split can hold species the checkpoint trained on."""
     split.check_items(data.items)
     if not split.test_species:
         raise ValueError(
@@ -119,7 +122,16 @@ def evaluate(
         if audio_encoder is None
         else f"{type(audio_encoder).__name__} + text of {loaded.source}"
     )
-    results: dict = {"source": source, "data": data.name, "window_s": cfg.window_seconds}
+    results: dict = {
+        "source": source,
+        "data": data.name,
+        "window_s": cfg.window_seconds,
+        "split": {
+            "source": split_source,
+            "unseen_species": len(split.test_species),
+            "params": dict(split.params),
+        },
+    }
     for pool_name, candidates in pools.items():
         results[pool_name] = {
             q: zero_shot_scores(
@@ -160,6 +172,11 @@ def markdown_report(results: dict) -> str:
         f"# Zero-shot evaluation: {results['source']}",
         "",
         f"Data: {results['data']}; one centred {results['window_s']:g} s window per recording.",
+        *(
+            [f"Split: {sp['unseen_species']} unseen species ({sp['source']})."]
+            if (sp := results.get("split"))
+            else []
+        ),
         "",
         "| candidates | query | top-1 | top-5 | chance top-1 | n |",
         "|---|---|---|---|---|---|",

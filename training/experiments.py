@@ -227,7 +227,16 @@ def run_one(
     data = open_labelled(data_spec)
     loaded = load_clap(str(run / "checkpoint"))
     split = ZeroShotSplit.from_json(run / "split.json")
-    evaluate(loaded, data, split, run / "eval", EvalConfig(seed=seed), progress=progress)
+    source = str((run / "split.json").resolve())
+    evaluate(
+        loaded,
+        data,
+        split,
+        run / "eval",
+        EvalConfig(seed=seed),
+        progress=progress,
+        split_source=source,
+    )
     if name in PROBED:
         probe_traits(
             loaded,
@@ -237,6 +246,7 @@ def run_one(
             max_train_items=cfg.probe_items,
             seed=seed,
             progress=progress,
+            split_source=source,
         )
     return run
 

@@ -162,18 +162,22 @@ def probe_traits(
     max_train_items: int = 4000,
     seed: int = 0,
     progress: bool = True,
+    split_source: str = "given by the caller",
 ) -> dict:
     """Fit heads on the split's training recordings; score on unseen and seen species.
 
     "unseen": recordings of the zero-shot test species, whose traits the heads must
     read from sound alone (no recording of the species was in training). "seen":
     the validation recordings (held-out site-days of training species). Writes
-    probe.json and probe.md under out_dir.
+    probe.json and probe.md under out_dir. split_source: where the split came from
+    (its file, or a fresh draw), written down with it.
     """
     from training.embed_audio import embed_items
     from training.model import AudioEncoder
 
     split.check_items(data.items)
+    if max_train_items < 1:
+        raise ValueError(f"max_train_items {max_train_items}: must be at least 1")
     if data.traits is None:
         raise ValueError(f"{data.name} has no trait table (traits.csv); nothing to probe")
     out = Path(out_dir)
@@ -200,8 +204,9 @@ def probe_traits(
         "data": data.name,
         "train_recordings": len(train_idx),
         "baselines": BASELINES,
-        # which split: the run's split.json or a fresh one, told apart by its parameters
+        # which split: the run's split.json or a fresh one (same parameters, other species)
         "split": {
+            "source": split_source,
             "unseen_species": len(split.test_species),
             "seen_species": len(split.seen_species),
             "params": dict(split.params),
@@ -240,7 +245,7 @@ def probe_markdown(results: dict) -> str:
         params = ", ".join(f"{k} {v}" for k, v in sp["params"].items())
         lines += [
             f"Data: {results['data']}; split: {sp['unseen_species']} unseen and "
-            f"{sp['seen_species']} seen species ({params}); heads fit on "
+            f"{sp['seen_species']} seen species ({params}; {sp.get('source', '?')}); heads fit on "
             f"{results['train_recordings']} training recordings.",
             "",
         ]

@@ -157,3 +157,71 @@ def test_run_folders_the_cli_cannot_evaluate_say_why_and_what_to_give(
     assert "give --checkpoint " + str(unfinished / "checkpoints/step-00000002/model") in (
         capsys.readouterr().err
     )
+
+
+def test_the_cli_uses_the_split_and_seed_of_the_run_a_checkpoint_came_from(
+    tiny_checkpoint, tiny_data, tmp_path, capsys
+):
+    """`--checkpoint RUN/checkpoint --data D` drew a fresh split, so the 'unseen'
+    species could be ones the model trained on, and seed 0 whatever the run's: the
+    standalone command did not give a sweep run's figures."""
+    import shutil
+
+    from training.cli import main
+
+    run = tmp_path / "train-run"
+    shutil.copytree(tiny_checkpoint, run / "checkpoint")
+    # the split of another seed than the run's, to tell it from a fresh draw of either
+    saved = zero_shot_split(tiny_data.items, tiny_data.catalogue, seed=5)
+    saved.to_json(run / "split.json")
+    summary = {"config": {"data": "tiny", "seed": 3}}
+    (run / "train_summary.json").write_text(json.dumps(summary))
+    args = ["probe", "--checkpoint", str(run / "checkpoint"), "--data", "tiny"]
+    assert main([*args, "--out", str(tmp_path / "p"), "--max-train-items", "30"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    res = json.loads((tmp_path / "p" / "probe.json").read_text())
+    assert res["split"]["source"] == str((run / "split.json").resolve())
+    assert res["split"]["params"]["seed"] == 5 and res["train_recordings"] == 30
+    # what `experiments` writes for this run: its split, its seed, its training cap
+    api = probe_traits(
+        load_clap(str(run / "checkpoint")),
+        tiny_data,
+        saved,
+        tmp_path / "api",
+        max_train_items=30,
+        seed=3,
+        progress=False,
+    )
+    assert res["unseen"] == api["unseen"] and res["seen"] == api["seen"]
+
+
+def test_the_cli_warns_in_one_line_when_it_draws_a_fresh_split(tiny_checkpoint, tmp_path, capsys):
+    from training.cli import main
+
+    out = tmp_path / "ev"
+    args = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", "tiny", "--seed", "2"]
+    assert main([*args, "--out", str(out)]) == 0
+    # stderr holds the progress bar too: the warning is its own line
+    (warning,) = [line for line in capsys.readouterr().err.split("\n") if "warning" in line]
+    assert warning.startswith("animalclap-train: warning: no run folder shows which split")
+    assert warning.endswith(
+        "some 'unseen' species may have been trained on (give --split RUN/split.json)"
+    )
+    res = json.loads((out / "eval.json").read_text())
+    assert res["split"]["source"] == "a fresh zero-shot split of seed 2, not the checkpoint's own"
+    assert "Split: " in (out / "eval.md").read_text()
+    assert (
+        main(
+            [
+                "probe",
+                "--checkpoint",
+                str(tiny_checkpoint),
+                "--max-train-items",
+                "0",
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 2
+    )
+    assert "max_train_items 0: must be at least 1" in capsys.readouterr().err
