@@ -305,9 +305,14 @@ def aggregate(root: Path, cfg: SweepConfig) -> dict:
         levels = ("genus", "family", "order", "class")
         for q in QUERIES:
             for lvl in levels:
+                # A seed with no wrong top-1 prediction has no error profile (NaN
+                # shares): the figure is over the seeds that have one, and says how many.
                 prof = [r["eval"]["unseen"][q]["errors"]["levels"][lvl] for r in rs]
-                row[f"err_{q}_{lvl}"] = mean_ci([p["share"] for p in prof])
-                row[f"err_{q}_{lvl}_chance"] = float(np.nanmean([p["chance"] for p in prof]))
+                share, n = _finite_ci([p["share"] for p in prof])
+                row[f"err_{q}_{lvl}"] = share
+                row[f"err_{q}_{lvl}_seeds"] = n
+                chance = [p["chance"] for p in prof if math.isfinite(p["chance"])]
+                row[f"err_{q}_{lvl}_chance"] = float(np.mean(chance)) if chance else math.nan
         probes = [r["probe"] for r in rs if r["probe"]]
         if probes:
             row["probe"] = _probe_summary(probes)
@@ -327,18 +332,40 @@ def _prior_baselines(probes: list[dict]) -> int:
     )
 
 
+def _finite_ci(values: list[float]) -> tuple[tuple[float, float, float], int]:
+    """mean_ci over the finite values, and how many there were; (NaN, NaN, NaN), 0
+    where none is."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return (math.nan, math.nan, math.nan), 0
+    return mean_ci(finite), len(finite)
+
+
 def _probe_summary(probes: list[dict]) -> dict:
+    """Per trait of any seed's probe, means over the seeds that scored it: a trait no
+    unseen species of a seed has a known value for is missing from that seed's probe."""
+    # The schema's order: a trait first met in a later seed goes after the trait that
+    # precedes it there, not to the end of the table.
+    order: list[str] = []
+    for p in probes:
+        prev = None
+        for trait in p["unseen"]["traits"]:
+            if trait not in order:
+                order.insert(order.index(prev) + 1 if prev else 0, trait)
+            prev = trait
     out: dict = {}
-    for trait in probes[0]["unseen"]["traits"]:
-        key, f1 = score_keys(probes[0]["unseen"]["traits"][trait])
-        vals = [p["unseen"]["traits"][trait] for p in probes]
-        out[trait] = {
-            "metric": key,
-            "probe": mean_ci([v[key] for v in vals]),
-            "baseline": mean_ci([v["baseline_" + key] for v in vals]),
-            "f1": mean_ci([v[f1] for v in vals]),
-            "baseline_f1": mean_ci([v["baseline_" + f1] for v in vals]),
+    for trait in order:
+        vals = [p["unseen"]["traits"][trait] for p in probes if trait in p["unseen"]["traits"]]
+        key, f1 = score_keys(vals[0])
+        figures = {
+            "probe": key,
+            "baseline": "baseline_" + key,
+            "f1": f1,
+            "baseline_f1": "baseline_" + f1,
         }
+        out[trait] = {"metric": key, "seeds": len(vals), "of_seeds": len(probes)}
+        for name, k in figures.items():
+            out[trait][name] = _finite_ci([v[k] for v in vals])[0]
     return out
 
 
@@ -351,6 +378,7 @@ def check_bar(table: dict) -> dict:
     bar = _bar_items(table)
     for v in bar.values():
         n = min(len(table[name]["seeds"]) for name in v.pop("_variants"))
+        n = min(n, v.pop("_seeds", n))  # seeds that have the figures the item compares
         v["seeds"] = n
         v["status"] = ("PASS" if v["pass"] else "FAIL") if n >= MIN_SEEDS else "PENDING"
     return bar
@@ -384,6 +412,7 @@ def _bar_items(table: dict) -> dict:
         bar["wrong predictions stay in the right genus or family more than chance (tax)"] = {
             "pass": any(ok.values()),
             "_variants": ("all",),
+            "_seeds": row["err_tax_genus_seeds"],
             **{
                 lvl: [round(row[f"err_tax_{lvl}"][0], 3), round(row[f"err_tax_{lvl}_chance"], 3)]
                 for lvl in ok
@@ -392,9 +421,11 @@ def _bar_items(table: dict) -> dict:
         if "probe" in row:
             beats = [t for t, v in row["probe"].items() if v["probe"][0] > v["baseline"][0]]
             n = len(row["probe"])
+            partial = [t for t, v in row["probe"].items() if v["seeds"] < v["of_seeds"]]
             bar["trait probe beats the baseline on >= 80% of traits (unseen species)"] = {
                 "pass": len(beats) >= math.ceil(0.8 * n),
                 "traits_beating": f"{len(beats)}/{n}",
+                **({"traits_on_fewer_seeds": ", ".join(partial)} if partial else {}),
                 **(
                     {"multilabel_baseline": "label-frequency prior (old probes)"}
                     if row["probe_prior_baseline"]
@@ -407,6 +438,8 @@ def _bar_items(table: dict) -> dict:
 
 def _fmt(ci) -> str:
     m, lo, hi = ci
+    if math.isnan(m):
+        return "-"
     if math.isnan(lo):
         return f"{m:.3f}"
     return f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -473,19 +506,23 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         "## Where wrong predictions land (Fig. 3)",
         "",
         "Share of wrong top-1 predictions that are still right at each rank (chance share",
-        "in brackets: the wrong species drawn at random from the other unseen species).",
+        "in brackets: the wrong species drawn at random from the other unseen species),",
+        "averaged over the seeds with at least one wrong prediction (`seeds`).",
         "",
-        "| model | query | genus | family | order | class |",
-        "|---|---|---|---|---|---|",
+        "| model | query | seeds | genus | family | order | class |",
+        "|---|---|---|---|---|---|---|",
     ]
     for n in names:
         for q in QUERIES:
             r = t[n]
             cells = [
-                f"{r[f'err_{q}_{lvl}'][0]:.2f} ({r[f'err_{q}_{lvl}_chance']:.2f})"
+                "-"
+                if math.isnan(r[f"err_{q}_{lvl}"][0])
+                else f"{r[f'err_{q}_{lvl}'][0]:.2f} ({r[f'err_{q}_{lvl}_chance']:.2f})"
                 for lvl in ("genus", "family", "order", "class")
             ]
-            lines.append(f"| {n} | {q} | " + " | ".join(cells) + " |")
+            seeds_n = f"{r[f'err_{q}_genus_seeds']}/{len(r['seeds'])}"
+            lines.append(f"| {n} | {q} | {seeds_n} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Embedding maps (Fig. 2) for each run: `<run>/eval/embedding_map.png`.",
@@ -506,9 +543,15 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         for trait, v in t["all"]["probe"].items():
             com = t.get("com", {}).get("probe", {}).get(trait)
             lines.append(
-                f"| {trait} | {v['metric']} | {_fmt(v['probe'])} | "
-                f"{_fmt(com['probe']) if com else '-'} | {_fmt(v['baseline'])} |"
+                f"| {trait} | {v['metric']} | {_fmt(v['probe'])}{_on_fewer(v)} | "
+                f"{_fmt(com['probe']) + _on_fewer(com) if com else '-'} | "
+                f"{_fmt(v['baseline'])} |"
             )
+        lines += [
+            "",
+            "A trait that no unseen species of a seed has a known value for is scored on",
+            "the other seeds only; the count is given where that happened.",
+        ]
     lines += [
         "",
         "## What did not reproduce",
@@ -536,6 +579,11 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         lines.append("Every item of the bar passed in this run.")
     lines += _weak_points(summary)
     return "\n".join(lines) + "\n"
+
+
+def _on_fewer(v: dict) -> str:
+    """' (k/n seeds)' for a probe figure over fewer seeds than the variant has."""
+    return f" ({v['seeds']}/{v['of_seeds']} seeds)" if v["seeds"] < v["of_seeds"] else ""
 
 
 def _prior_baseline_note(t: dict) -> list[str]:
@@ -597,11 +645,12 @@ def _weak_points(summary: dict) -> list[str]:
                 )
     probe_all, probe_com = t.get("all", {}).get("probe"), t.get("com", {}).get("probe")
     if probe_all and probe_com:
-        ahead = sum(probe_all[k]["probe"][0] > probe_com[k]["probe"][0] for k in probe_all)
-        if ahead * 2 <= len(probe_all):
+        both = [k for k in probe_all if k in probe_com]
+        ahead = sum(probe_all[k]["probe"][0] > probe_com[k]["probe"][0] for k in both)
+        if both and ahead * 2 <= len(both):
             out.append(
                 f"- Trait probes: the all-templates encoder beats the Com-only one on "
-                f"{ahead}/{len(probe_all)} traits; in the paper (Table 5) the "
+                f"{ahead}/{len(both)} traits; in the paper (Table 5) the "
                 "taxonomy-aware model leads on most traits."
             )
     widths = [

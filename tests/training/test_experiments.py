@@ -290,3 +290,66 @@ def test_the_page_warns_where_probes_used_the_old_multilabel_prior(tmp_path):
     probe.write_text(json.dumps({"baselines": {}, "unseen": {"traits": {"habitat": trait}}}))
     summary = aggregate(tmp_path, cfg)
     assert "old label-frequency prior" not in results_page(summary, cfg)
+
+
+def _edit(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_a_seed_with_no_wrong_prediction_leaves_the_error_profile_to_the_others(tmp_path):
+    """A seed whose every unseen recording is right has NaN error shares: the page
+    stopped with 'mean_ci: values contain NaN'."""
+    cfg, _ = _sweep(tmp_path, 0.5, 0.1, 0.2, probe=[(0.6, 0.5)] * 10)
+    nan = float("nan")
+
+    def perfect(query):
+        def change(ev):
+            ev["unseen"][query]["top1"] = 1.0
+            ev["unseen"][query]["errors"] = {
+                "n_wrong": 0,
+                "levels": {lvl: {"share": nan, "chance": nan} for lvl in LEVELS},
+            }
+
+        return change
+
+    _edit(tmp_path / "all-seed1" / "eval" / "eval.json", perfect("com"))
+    for s in cfg.seeds:  # no wrong tax prediction on any seed
+        _edit(tmp_path / f"all-seed{s}" / "eval" / "eval.json", perfect("tax"))
+    summary = aggregate(tmp_path, cfg)
+    row = summary["variants"]["all"]
+    assert row["err_com_genus_seeds"] == 2 and row["err_com_genus"][0] == pytest.approx(0.3)
+    assert row["err_com_genus_chance"] == pytest.approx(0.05)
+    assert row["err_tax_genus_seeds"] == 0
+    item = summary["bar"][
+        "wrong predictions stay in the right genus or family more than chance (tax)"
+    ]
+    assert item["status"] == "PENDING" and item["seeds"] == 0
+    page = results_page(summary, cfg)
+    assert "| all | com | 2/3 | 0.30 (0.05) |" in page
+    assert "| all | tax | 0/3 | - | - | - | - |" in page
+
+
+def test_a_trait_missing_from_one_seeds_probe_is_scored_on_the_others(tmp_path):
+    """A trait with no known value among one seed's unseen species is absent from that
+    seed's probe.json: the page stopped with a KeyError, or dropped the trait when the
+    first seed was the one without it."""
+    cfg, _ = _sweep(tmp_path, 0.5, 0.1, 0.2, probe=[(0.6, 0.5)] * 10)
+
+    def drop(trait):
+        return lambda probe: probe["unseen"]["traits"].pop(trait)
+
+    _edit(tmp_path / "all-seed0" / "probe" / "probe.json", drop("t3"))
+    _edit(tmp_path / "all-seed1" / "probe" / "probe.json", drop("t4"))
+    for s in cfg.seeds:  # a trait the com model's probes never scored
+        _edit(tmp_path / f"com-seed{s}" / "probe" / "probe.json", drop("t5"))
+    summary = aggregate(tmp_path, cfg)
+    probe = summary["variants"]["all"]["probe"]
+    assert len(probe) == 10 and probe["t3"]["seeds"] == 2 and probe["t0"]["seeds"] == 3
+    assert probe["t3"]["probe"][0] == pytest.approx(0.6)
+    item = summary["bar"]["trait probe beats the baseline on >= 80% of traits (unseen species)"]
+    assert item["traits_beating"] == "10/10" and item["traits_on_fewer_seeds"] == "t3, t4"
+    page = results_page(summary, cfg)
+    assert "| t3 | accuracy | 0.600 [0.600, 0.600] (2/3 seeds) |" in page
+    assert "| t5 | accuracy | 0.600 [0.600, 0.600] | - |" in page
