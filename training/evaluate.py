@@ -2,8 +2,10 @@
 
 For a checkpoint and the split its training run used:
 - top-1/top-5 accuracy of the unseen test species' recordings, queried with the Com,
-  Sci and Tax prompts. Candidates are the unseen species ("unseen", the paper's
-  setting) and, harder, every species in the catalogue ("all");
+  Sci and Tax prompts (the paper's) and the Sci+Com and Tax+Com ones (what bundles
+  ship: `animalclap-export bundle` embeds the catalogue with tax+com by default).
+  Candidates are the unseen species ("unseen", the paper's setting) and, harder,
+  every species in the catalogue ("all");
 - Tax queries with the taxonomy shuffled, for the ordered-vs-shuffled ablation;
 - for wrong top-1 predictions, the share still right at genus, family, order and
   class, against the exact chance share;
@@ -31,7 +33,9 @@ from training.metrics import embedding_map, ranks, taxonomic_error_profile
 from training.model import AudioEncoder, LoadedClap, text_embeddings
 from training.splits import ZeroShotSplit
 
-QUERY_TEMPLATES = (Template.COM, Template.SCI, Template.TAX)
+# The paper's three, then the combined prompts a recorder's bundle ships with: the
+# figure a user meets is the shipped prompt's, not the best of the paper's.
+QUERY_TEMPLATES = (Template.COM, Template.SCI, Template.TAX, Template.SCI_COM, Template.TAX_COM)
 SHUFFLED_TAX = "tax-shuffled"  # Tax prompts with the ranks in a random order
 N_SHUFFLES = 5  # shuffled Tax query embeddings averaged per species
 

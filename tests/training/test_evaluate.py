@@ -27,7 +27,7 @@ def test_evaluate_on_the_benchmark_writes_tables_and_a_map(loaded, tiny_data, tm
     res = evaluate(loaded, tiny_data, split, tmp_path, EvalConfig(), progress=False)
     n_test = len(split.test)
     for pool, n_cand in (("unseen", len(split.test_species)), ("all", len(tiny_data.catalogue))):
-        assert set(res[pool]) == {"com", "sci", "tax", "tax-shuffled"}
+        assert set(res[pool]) == {"com", "sci", "tax", "sci+com", "tax+com", "tax-shuffled"}
         for r in res[pool].values():
             assert r["n"] == n_test and r["candidates"] == n_cand
             assert 0 <= r["top1"] <= r["top5"] <= 1
@@ -37,8 +37,18 @@ def test_evaluate_on_the_benchmark_writes_tables_and_a_map(loaded, tiny_data, tm
             assert shares == sorted(shares)  # genus <= family <= order <= class
     assert json.loads((tmp_path / "eval.json").read_text())["unseen"]["sci"]["n"] == n_test
     md = (tmp_path / "eval.md").read_text()
-    assert "| unseen (" in md and "| tax-shuffled |" in md
+    assert "| unseen (" in md and "| tax-shuffled |" in md and "| tax+com |" in md
     assert (tmp_path / "embedding_map.png").stat().st_size > 10_000
+
+
+def test_evaluation_measures_the_prompt_a_bundle_ships():
+    """Evaluation scored com, sci and tax only, while bundles ship tax+com: the prompt
+    a recorder uses was never measured."""
+    from export.pipeline import ExportConfig
+    from training.evaluate import QUERY_TEMPLATES
+
+    shipped = ExportConfig(checkpoint="c", out="o").templates
+    assert set(shipped) <= {t.value for t in QUERY_TEMPLATES}
 
 
 def test_evaluate_refuses_a_split_of_other_data(loaded, tiny_data, tmp_path):
