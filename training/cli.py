@@ -487,6 +487,15 @@ def _open_eval(args, kind: str):
         source = str(split_path)
     else:
         source = f"a fresh zero-shot split of seed {seed}, not the checkpoint's own"
+        try:
+            split = zero_shot_split(data.items, data.catalogue, seed=seed)
+        except ValueError as e:
+            # the split's own message names its parameters (test_fraction, ...), which
+            # this command does not take: say what it does take
+            raise ValueError(
+                f"--data {spec}: no zero-shot split can be drawn from it ({e}); give "
+                "--split with a split.json made for this data, or --data with more species"
+            ) from None
         print(
             f"animalclap-train: warning: no run folder shows which split {checkpoint} "
             f"trained on {spec} with, so a fresh zero-shot split is drawn (seed {seed}): "
@@ -494,7 +503,6 @@ def _open_eval(args, kind: str):
             "(give --split RUN/split.json)",
             file=sys.stderr,
         )
-        split = zero_shot_split(data.items, data.catalogue, seed=seed)
     if kind == "eval" and not split.test_species and settings[1].get("split") == "seen":
         raise ValueError(
             f"--run {run} trained on every species of its data (split seen, as fine-tuning "

@@ -302,6 +302,9 @@ def aggregate(root: Path, cfg: SweepConfig) -> dict:
             for k in ("top1", "top5"):
                 row[f"{q}_{k}"] = mean_ci([r["eval"]["unseen"][q][k] for r in rs])
         row["chance_top1"] = float(np.mean([r["eval"]["unseen"]["com"]["chance_top1"] for r in rs]))
+        # k/N, from the candidate count (eval.json files before chance_top5 lack it)
+        cands = [r["eval"]["unseen"]["com"]["candidates"] for r in rs]
+        row["chance_top5"] = float(np.mean([min(5, c) / c for c in cands]))
         levels = ("genus", "family", "order", "class")
         for q in QUERIES:
             for lvl in levels:
@@ -437,12 +440,14 @@ def _bar_items(table: dict) -> dict:
 
 
 def _fmt(ci) -> str:
+    """mean [lo, hi]; the bounds clipped to [0, 1], where every figure on the page
+    lies (a t interval over three seeds near 0 or 1 reaches past it)."""
     m, lo, hi = ci
     if math.isnan(m):
         return "-"
     if math.isnan(lo):
         return f"{m:.3f}"
-    return f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{m:.3f} [{max(lo, 0.0):.3f}, {min(hi, 1.0):.3f}]"
 
 
 def results_page(summary: dict, cfg: SweepConfig) -> str:
@@ -460,7 +465,8 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         f"Benchmark `{cfg.data}`; seeds {seeds}; each model trained for {cfg.epochs} epochs on",
         f"the CPU from the small config with its `{cfg.audio_config}` audio variant, from",
         "scratch (no pretrained weights). Figures are means with",
-        "95% Student-t intervals over the seeds that finished (the `seeds` column); each",
+        "95% Student-t intervals over the seeds that finished (the `seeds` column), shown",
+        "clipped to [0, 1] (results.json keeps them unclipped); each",
         "seed has its own zero-shot split, shared by every variant of that seed. Accuracy is on recordings of unseen species,",
         "ranked among the unseen species only.",
         "",
@@ -488,7 +494,8 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         seeds_n = ",".join(str(x) for x in r["seeds"])
         lines.append(f"| {n} | {seeds_n} | {steps} | " + " | ".join(cells) + " |")
     if names:
-        lines.append(f"\nChance top-1: {t[names[0]]['chance_top1']:.3f}.")
+        r = t[names[0]]
+        lines.append(f"\nChance top-1: {r['chance_top1']:.3f}; top-5: {r['chance_top5']:.3f}.")
     lines += [
         "",
         f"![ablation]({plot_path(page_path(cfg)).name})",
@@ -681,9 +688,10 @@ def plot_ablation(summary: dict, out_png: Path) -> Path:
     width = 0.8 / max(1, len(names))
     for i, n in enumerate(names):
         means = [t[n][f"{q}_top1"][0] for q in QUERIES]
+        # bars clipped to [0, 1], as the page's intervals are
         err = [
-            [m - t[n][f"{q}_top1"][1] for m, q in zip(means, QUERIES, strict=True)],
-            [t[n][f"{q}_top1"][2] - m for m, q in zip(means, QUERIES, strict=True)],
+            [m - max(t[n][f"{q}_top1"][1], 0.0) for m, q in zip(means, QUERIES, strict=True)],
+            [min(t[n][f"{q}_top1"][2], 1.0) - m for m, q in zip(means, QUERIES, strict=True)],
         ]
         err = np.nan_to_num(np.array(err))
         ax.bar(np.arange(len(QUERIES)) + i * width, means, width, yerr=err, label=n, capsize=3)

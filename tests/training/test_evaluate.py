@@ -235,3 +235,52 @@ def test_the_cli_warns_in_one_line_when_it_draws_a_fresh_split(tiny_checkpoint, 
         == 2
     )
     assert "max_train_items 0: must be at least 1" in capsys.readouterr().err
+
+
+def test_ties_count_against_the_true_label_in_the_error_profile_as_in_top1(tiny_catalogue):
+    """The error profile's prediction was argmax (lowest index on a tie): a recording
+    whose true species tied for the best score was wrong for top-1 (ties count against
+    it) but right for the profile, so n_wrong disagreed with top-1."""
+    from training.evaluate import zero_shot_scores
+
+    cands = ["eurbla", "sonthr1", "eurrob1", "tawowl1"]
+    true = ["eurbla", "eurbla", "sonthr1", "eurrob1"]
+    text = np.eye(4)
+    # rows 0, 1: the true species (index 0) ties with sonthr1; row 2: right, alone;
+    # row 3: wrong, tawowl1 alone on top
+    audio = np.array([[1, 1, 0, 0], [1, 1, 0.5, 0], [0, 1, 0, 0], [0, 0, 0.5, 1.0]])
+    r = zero_shot_scores(audio, true, cands, text, tiny_catalogue)
+    assert r["top1"] == 0.25 and r["errors"]["n_wrong"] == 3
+    # the tied rows' prediction is the other tied species, same genus (Turdus)
+    assert r["errors"]["levels"]["genus"]["share"] == pytest.approx(2 / 3)
+    collapsed = zero_shot_scores(np.ones((4, 4)), true, cands, text, tiny_catalogue)
+    assert collapsed["top1"] == 0.0 and collapsed["errors"]["n_wrong"] == 4
+    assert r["chance_top1"] == 0.25 and r["chance_top5"] == 1.0  # 5 of 4 candidates: all
+
+
+def test_data_too_small_for_a_split_is_told_with_the_options_evaluate_has(
+    tiny_checkpoint, tmp_path, capsys
+):
+    """The split's own error named test_fraction, which evaluate does not take."""
+    import soundfile as sf
+
+    from training.cli import main
+
+    folder = tmp_path / "two"
+    (folder / "audio").mkdir(parents=True)
+    rows = ["path,species_id,site,date"]
+    for sp in ("eurbla", "sonthr1"):
+        for i in range(3):
+            sf.write(folder / "audio" / f"{sp}{i}.wav", np.zeros(8000, np.float32), 16000)
+            rows.append(f"audio/{sp}{i}.wav,{sp},site{i},2024-04-0{i + 1}")
+    (folder / "recordings.csv").write_text("\n".join(rows) + "\n")
+    (folder / "catalogue.csv").write_text(
+        "id,scientific_name,common_name,class,order,family,genus,regions\n"
+        "eurbla,Turdus merula,Eurasian Blackbird,Aves,Passeriformes,Turdidae,Turdus,EU\n"
+        "sonthr1,Turdus philomelos,Song Thrush,Aves,Passeriformes,Turdidae,Turdus,EU\n"
+    )
+    args = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", str(folder)]
+    assert main([*args, "--out", str(tmp_path / "ev")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--data {folder}: no zero-shot split can be drawn" in err
+    assert "give --split with a split.json made for this data" in err

@@ -353,3 +353,15 @@ def test_a_trait_missing_from_one_seeds_probe_is_scored_on_the_others(tmp_path):
     page = results_page(summary, cfg)
     assert "| t3 | accuracy | 0.600 [0.600, 0.600] (2/3 seeds) |" in page
     assert "| t5 | accuracy | 0.600 [0.600, 0.600] | - |" in page
+
+
+def test_the_page_gives_top5_chance_and_clips_intervals_to_0_1(tmp_path):
+    """Three seeds' t interval around a small accuracy reached below 0 on the page,
+    and only top-1 had a chance level beside it."""
+    cfg, summary = _sweep(tmp_path, 0.01, 0.1, 0.2, probe=[(0.6, 0.5)] * 10, spread=0.2)
+    m, lo, hi = summary["variants"]["all"]["sci_top1"]
+    assert lo < 0 < m  # results.json keeps the interval as computed
+    page = results_page(summary, cfg)
+    assert f" {m:.3f} [0.000, {hi:.3f}] |" in page
+    assert "clipped to [0, 1]" in page
+    assert "Chance top-1: 0.050; top-5: 0.250." in page  # 20 candidates
