@@ -2,8 +2,10 @@
 
 - a procedural benchmark (`training.benchmark`), named "SIZE[:SEED]" (e.g. "tiny:0")
   or a folder written by `Benchmark.write`;
-- a folder of real recordings with `recordings.csv` (path, species_id, site, date)
-  plus `catalogue.csv` and optionally `traits.csv`;
+- a folder of real recordings with `recordings.csv` (path, species_id, site, date;
+  optionally duration_s and background_species, the other species heard: ids or
+  scientific names, separated by ";" or ",") plus `catalogue.csv` and optionally
+  `traits.csv`;
 - a folder written by `animalclap-train prepare` (shards + `records.jsonl`).
 
 Both give the same `LabelledSet`, so training, evaluation and trait probing run
@@ -25,6 +27,7 @@ import soundfile as sf
 from animalclap_edge.audio.decode import AudioError, probe
 from animalclap_edge.contracts.catalogue import Catalogue
 from animalclap_edge.contracts.traits import TraitSchema, TraitTable, read_trait_table
+from training.prepare.manifest import background_reader
 from training.prepare.shards import RecordRegion
 
 # What decoding a damaged recording raises: our decoder's AudioError, libsndfile's
@@ -39,6 +42,9 @@ class Item:
     species_id: str
     group: str  # "site|date": recordings that must stay on one side of a split
     duration_s: float
+    # Other species calling in the recording (catalogue ids where known): the zero-shot
+    # split keeps a recording that lets an unseen species be heard out of train and val.
+    background: tuple[str, ...] = ()
 
 
 @dataclass
@@ -272,7 +278,16 @@ def open_labelled(
             )
         bench = Benchmark.build(size, seed=int(seed or 0))
     by_id = {r.id: r for r in bench.recordings}
-    items = [Item(r.id, r.species_id, f"{r.site}|{r.date}", r.duration_s) for r in bench.recordings]
+    items = [
+        Item(
+            r.id,
+            r.species_id,
+            f"{r.site}|{r.date}",
+            r.duration_s,
+            (r.background_species,) if r.background_species else (),
+        )
+        for r in bench.recordings
+    ]
 
     from animalclap_edge.audio.decode import read_all
 
@@ -338,6 +353,7 @@ def _open_folder(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledS
         read_trait_table(root / "traits.csv", schema) if (root / "traits.csv").exists() else None
     )
     items = []
+    read_background = background_reader(catalogue)
     # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
     with open(root / "recordings.csv", newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
@@ -367,7 +383,9 @@ def _open_folder(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledS
                     "remove its row"
                 ) from None
             group = f"{r.get('site', '')}|{r.get('date', '')}"
-            items.append(Item(r["path"], r["species_id"], group, float(r.get("duration_s") or 0)))
+            heard = read_background(r.get("background_species", ""), r["species_id"])
+            duration = float(r.get("duration_s") or 0)
+            items.append(Item(r["path"], r["species_id"], group, duration, heard))
     return LabelledSet(
         name=str(root),
         catalogue=catalogue,
@@ -408,6 +426,9 @@ def _open_prepared(root: Path, sample_rate: int, schema: TraitSchema) -> Labelle
                     sys.intern(r["species_id"]),
                     sys.intern(f"{r['site']}|{r['date']}"),
                     r["duration_s"],
+                    # absent from folders prepared before 2026-11-27 and from manifests
+                    # without the column: nothing is known to call in the background
+                    tuple(map(sys.intern, r.get("background_species", ()))),
                 )
             )
     if not items:

@@ -12,6 +12,12 @@ Rules
   the model has never heard at all.
 - The seen species' recordings are split train/validation (9:1 by default) with
   `group_split`, so the same-day recordings of a site are never on both sides.
+- An unseen species is not heard in training either: a seen species' recording with
+  a test species among its background species (`Item.background`: the benchmark's
+  second caller, a manifest's background_species/also column) goes to neither train
+  nor validation. Those recordings are listed in `heard_unseen` and counted in the
+  summary; a seen species left with none is listed in `left_out_species`. The genus
+  rule counts training recordings after this exclusion.
 
 Selection (deterministic in `seed`)
 -----------------------------------
@@ -27,8 +33,9 @@ rule holds for the final set. Picking stops at the target or when no class has a
 candidate left; the split then records "eligible species exhausted".
 
 Validation membership comes from `group_split`, which hashes each group with the
-seed: whether a species has train-side recordings does not depend on which species
-are picked, so the genus rule can be checked before the split is made.
+seed, so it does not depend on which species are picked. Which train-side recordings
+remain does (a pick removes the recordings that hear it), so each pick is checked
+against the train-side recordings left after it.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import hashlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,27 +80,39 @@ class ZeroShotSplit:
     stop_reason: str = ""  # TARGET_REACHED or EXHAUSTED
     params: dict[str, Any] = field(default_factory=dict)  # seed and fractions used
     items_digest: str = ""  # items_digest() of the list the indices refer to
+    # seen species' recordings in which a test species calls in the background: in no side
+    heard_unseen: list[int] = field(default_factory=list)
+    left_out_species: list[str] = field(
+        default_factory=list
+    )  # sorted: every recording heard_unseen
 
     @property
     def recordings(self) -> int:
-        """Recordings the split places: train, val and test together."""
-        return len(self.train) + len(self.val) + len(self.test)
+        """Recordings the split covers: train, val, test and those left out."""
+        return len(self.train) + len(self.val) + len(self.test) + len(self.heard_unseen)
 
     def summary(self, catalogue: Catalogue) -> dict[str, Any]:
         """Counts for logs and reports: species and recordings per side, test species
         per class and per order, and why picking stopped."""
         test_sp = [catalogue[catalogue.index(s)] for s in self.test_species]
         seen_sp = [catalogue[catalogue.index(s)] for s in self.seen_species]
-        listed = set(self.test_species) | set(self.seen_species)
+        listed = set(self.test_species) | set(self.seen_species) | set(self.left_out_species)
         out: dict[str, Any] = {
             "params": dict(self.params),
             "species": len(listed),
             "species_without_recordings": sum(1 for s in catalogue.ids if s not in listed),
+            # seen species whose every recording hears an unseen one: in no list
+            "species_left_out": len(self.left_out_species),
             "test_species": len(self.test_species),
             "target_test_species": self.target_test_species,
             "stop_reason": self.stop_reason,
             "seen_species": len(self.seen_species),
-            "recordings": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "recordings": {
+                "train": len(self.train),
+                "val": len(self.val),
+                "test": len(self.test),
+                "heard_unseen": len(self.heard_unseen),
+            },
             "test_species_per_class": _count(sp.class_ for sp in test_sp),
             "seen_species_per_class": _count(sp.class_ for sp in seen_sp),
             "test_species_per_order": _count(f"{sp.class_}/{sp.order}" for sp in test_sp),
@@ -118,6 +137,8 @@ class ZeroShotSplit:
             stop_reason=self.stop_reason,
             params=self.params,
             items_digest=self.items_digest,
+            heard_unseen=self.heard_unseen,
+            left_out_species=self.left_out_species,
         )
         Path(path).write_text(json.dumps(data, indent=1), encoding="utf-8")
 
@@ -144,6 +165,10 @@ class ZeroShotSplit:
             stop_reason=str(data["stop_reason"]),
             params=dict(data["params"]),
             items_digest=str(data["items_digest"]),
+            # splits written before 2026-11-27 left nothing out for its background
+            # (`heard_unseen_excluded` applies the rule to them where they are reused)
+            heard_unseen=[int(i) for i in data.get("heard_unseen", [])],
+            left_out_species=list(data.get("left_out_species", [])),
         )
 
     def check_items(self, items: Sequence[Item]) -> None:
@@ -161,23 +186,68 @@ def carried_over(
 ) -> ZeroShotSplit:
     """`split` applied to `items`, a list that changed since it was made (recordings
     added or removed): its unseen species stay unseen, a species it never listed is
-    unseen too (no model trained with it saw it), and the other recordings are split
-    again into train and val by group."""
-    known = set(split.test_species) | set(split.seen_species)
+    unseen too (no model trained with it saw it), recordings that hear an unseen species
+    in the background are left out, and the other recordings are split again into
+    train and val by group."""
+    known = set(split.test_species) | set(split.seen_species) | set(split.left_out_species)
     unseen = set(split.test_species) | {it.species_id for it in items} - known
     test = [i for i, it in enumerate(items) if it.species_id in unseen]
-    rest = [i for i, it in enumerate(items) if it.species_id not in unseen]
+    seen = [i for i, it in enumerate(items) if it.species_id not in unseen]
+    heard = [i for i in seen if unseen.intersection(items[i].background)]
+    rest = [i for i in seen if not unseen.intersection(items[i].background)]
     tr, va = group_split([items[i].group for i in rest], val_fraction, seed)
+    kept = {items[i].species_id for i in rest}
     return ZeroShotSplit(
         train=[rest[i] for i in tr],
         val=[rest[i] for i in va],
         test=test,
         test_species=sorted({items[i].species_id for i in test}),
-        seen_species=sorted({items[i].species_id for i in rest}),
+        seen_species=sorted(kept),
         target_test_species=split.target_test_species,
         stop_reason=split.stop_reason,
         params={**split.params, "carried_over": True, "seed": seed, "val_fraction": val_fraction},
         items_digest=items_digest(items),
+        heard_unseen=heard,
+        left_out_species=sorted({items[i].species_id for i in heard} - kept),
+    )
+
+
+def heard_unseen_note(split: ZeroShotSplit) -> str | None:
+    """What a run logs of the recordings its split left out for an unseen species in
+    their background; None where there are none."""
+    if not split.heard_unseen:
+        return None
+    emptied = f" ({len(split.left_out_species)} seen species left with none)"
+    return (
+        f"zero-shot split: {len(split.heard_unseen)} recordings of seen species left out "
+        "of train and val: an unseen test species calls in their background"
+        + (emptied if split.left_out_species else "")
+    )
+
+
+def heard_unseen_excluded(split: ZeroShotSplit, items: Sequence[Item]) -> ZeroShotSplit:
+    """`split` (made for `items`) with the train and val recordings that hear one of its
+    test species in the background moved out of both sides: a split written before that
+    rule (2026-11-27) followed it. The same split where nothing is to move. Its test
+    species stay as they were picked, even where a genus thereby loses its last training
+    species: a model trained with them has already not heard them."""
+    unseen = set(split.test_species)
+    heard = [i for i in split.train + split.val if unseen.intersection(items[i].background)]
+    if not heard:
+        return split
+    gone = set(heard)
+    train = [i for i in split.train if i not in gone]
+    val = [i for i in split.val if i not in gone]
+    kept = {items[i].species_id for i in train + val}
+    return replace(
+        split,
+        train=train,
+        val=val,
+        seen_species=sorted(kept),
+        heard_unseen=sorted(gone | set(split.heard_unseen)),
+        left_out_species=sorted(
+            set(split.left_out_species) | {items[i].species_id for i in heard} - kept
+        ),
     )
 
 
@@ -209,7 +279,6 @@ def zero_shot_split(
     in_val[val_all] = True
 
     n_recs: Counter[str] = Counter(it.species_id for it in items)
-    has_train: set[str] = {it.species_id for it, v in zip(items, in_val, strict=True) if not v}
     species = [sp for sp in catalogue if n_recs[sp.id] > 0]
     target = round(test_fraction * len(species))
     if target < 1:
@@ -224,19 +293,53 @@ def zero_shot_split(
             f"(max_test_recordings={max_test_recordings}), so none can be a test species"
         )
 
-    # Species that keep their genus present in training: seen and with train recordings.
-    anchors: dict[tuple[str, ...], set[str]] = defaultdict(set)
+    # Train-side recordings per species that hear no picked species (all of them before
+    # the first pick): a species keeps its genus in training while it has one.
+    live: Counter[str] = Counter(
+        it.species_id for it, v in zip(items, in_val, strict=True) if not v
+    )
+    # species -> train-side recordings of other species that hear it in the background
+    heard_in: dict[str, list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        if it.background and not in_val[i]:  # most have none: no set made for them
+            for b in set(it.background) - {it.species_id}:
+                heard_in[b].append(i)
+    by_genus: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for sp in species:
-        if sp.id in has_train:
-            anchors[_genus_key(sp)].add(sp.id)
+        by_genus[_genus_key(sp)].append(sp.id)
+    genus_of = {sp.id: _genus_key(sp) for sp in species}
 
     picked: set[str] = set()
+    picked_genera: Counter[tuple[str, ...]] = Counter()
+    silenced: set[int] = set()  # train-side recordings that hear a picked species
+
+    def silences(sid: str) -> list[int]:
+        """The train-side recordings that picking `sid` would newly leave out."""
+        return [
+            i
+            for i in heard_in.get(sid, ())
+            if i not in silenced and items[i].species_id not in picked
+        ]
 
     def pickable(sp: Species) -> bool:
         if sp.id in picked:
             return False
-        left = anchors[_genus_key(sp)] - picked - {sp.id}
-        return bool(left)
+        lost = Counter(items[i].species_id for i in silences(sp.id))
+        gone = {sp.id} | {a for a, n in lost.items() if live[a] <= n}
+        # sp's own genus, and the genus of every picked species that could lose its
+        # last training species to the recordings sp's pick leaves out
+        genera = {genus_of[sp.id]} | {genus_of[a] for a in gone if picked_genera[genus_of[a]]}
+        return all(
+            any(live[a] > 0 and a not in picked and a not in gone for a in by_genus[g])
+            for g in genera
+        )
+
+    def pick(sp: Species) -> None:
+        for i in silences(sp.id):
+            silenced.add(i)
+            live[items[i].species_id] -= 1
+        picked.add(sp.id)
+        picked_genera[genus_of[sp.id]] += 1
 
     if not any(pickable(sp) for sp in eligible):
         raise ValueError(
@@ -269,8 +372,7 @@ def zero_shot_split(
             orders = [list(options)[i] for i in rng.permutation(len(options))]
             order = min(orders, key=lambda o: order_picks[(cls, o)])
             cands = [sp for sp in options[order] if pickable(sp)]
-            chosen = cands[int(rng.integers(len(cands)))]
-            picked.add(chosen.id)
+            pick(cands[int(rng.integers(len(cands)))])
             order_picks[(cls, order)] += 1
             progressed = True
         if not progressed:
@@ -279,12 +381,15 @@ def zero_shot_split(
         stop_reason = TARGET_REACHED
 
     seen_idx = [i for i, it in enumerate(items) if it.species_id not in picked]
+    heard = [i for i in seen_idx if picked.intersection(items[i].background)]
+    kept = [i for i in seen_idx if not picked.intersection(items[i].background)]
+    kept_species = {items[i].species_id for i in kept}
     return ZeroShotSplit(
-        train=[i for i in seen_idx if not in_val[i]],
-        val=[i for i in seen_idx if in_val[i]],
+        train=[i for i in kept if not in_val[i]],
+        val=[i for i in kept if in_val[i]],
         test=[i for i, it in enumerate(items) if it.species_id in picked],
         test_species=sorted(picked),
-        seen_species=sorted(sp.id for sp in species if sp.id not in picked),
+        seen_species=sorted(kept_species),
         target_test_species=target,
         stop_reason=stop_reason,
         params={
@@ -294,6 +399,8 @@ def zero_shot_split(
             "val_fraction": val_fraction,
         },
         items_digest=items_digest(items),
+        heard_unseen=heard,
+        left_out_species=sorted({items[i].species_id for i in heard} - kept_species),
     )
 
 

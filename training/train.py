@@ -44,7 +44,7 @@ from training.model import (
     small_clap_config,
 )
 from training.sampling import balanced_epoch, group_split
-from training.splits import ZeroShotSplit, items_digest, zero_shot_split
+from training.splits import ZeroShotSplit, heard_unseen_note, items_digest, zero_shot_split
 from training.zeroshot import species_prompt_embeddings
 
 PRECISIONS = {"fp32", "bf16"}
@@ -117,6 +117,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     templates = [Template.parse(t) for t in cfg.templates]
     data = open_labelled(cfg.data)
     split = make_split(data, cfg.split, cfg.seed, cfg.val_fraction)
+    if note := heard_unseen_note(split):
+        print(note, flush=True)
     train_items = [data.items[i] for i in split.train]
     val_items = [data.items[i] for i in split.val]
 
@@ -252,6 +254,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         "train_recordings": len(train_items),
         "val_recordings": len(val_items),
         "test_species": len(split.test_species),
+        # seen species' recordings with an unseen one in the background: trained on by none
+        "heard_unseen_left_out": len(split.heard_unseen),
         "species": len(data.catalogue),
         "init": loaded.source,
         "val_seen_species": validate_seen(loaded, encoder, data, val_items, window, progress),

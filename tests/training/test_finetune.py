@@ -102,6 +102,8 @@ def test_replay_never_brings_back_the_global_unseen_species(real_folder):
     replayed = [it for it, r in zip(td.train, td.is_replay, strict=True) if r]
     assert replayed and held_out
     assert not {it.species_id for it in replayed} & held_out
+    # nor is one heard calling behind a replayed recording
+    assert not {b for it in replayed for b in it.background} & held_out
     # ids say which set an item is loaded from
     assert all(it.id.startswith(GLOBAL) for it in replayed)
     assert all(
@@ -280,6 +282,45 @@ def test_a_run_folder_as_checkpoint_is_refused_before_any_work(
     assert not (tmp_path / "ft").exists()
 
 
+def test_the_run_log_counts_the_recordings_left_out_for_an_unseen_caller():
+    from training.pretrain.mixed import training_data
+
+    td = training_data("tiny", "zeroshot", 0, 0.1)
+    n = len(td.split.heard_unseen)
+    assert n > 0 and td.notes == [
+        f"zero-shot split: {n} recordings of seen species left out of train and val: an "
+        "unseen test species calls in their background"
+    ]
+
+
+def test_a_split_saved_before_the_background_rule_replays_no_recording_hearing_its_unseen(
+    monkeypatch, tmp_path
+):
+    """A global run's split.json from before 2026-11-27 kept recordings in which its
+    unseen species call in training: replayed as saved, fine-tuning would train on them."""
+    import json
+
+    import training.lineage
+    from training.labelled_audio import open_labelled
+    from training.pretrain.mixed import replay_split
+    from training.train import make_split
+
+    data = open_labelled("tiny")
+    split = make_split(data, "zeroshot", 0, 0.1)
+    assert split.heard_unseen
+    split.to_json(tmp_path / "split.json")
+    old = json.loads((tmp_path / "split.json").read_text())
+    old["train"] = sorted(old["train"] + old.pop("heard_unseen"))
+    del old["left_out_species"]
+    (tmp_path / "split.json").write_text(json.dumps(old))
+    monkeypatch.setattr(
+        training.lineage, "trained_split", lambda init, data: tmp_path / "split.json"
+    )
+    replayed, note = replay_split(data, "tiny", "a-run/final", 0, 0.1)
+    assert str(tmp_path / "split.json") in note
+    assert replayed.train == split.train and replayed.heard_unseen == split.heard_unseen
+
+
 def test_global_unseen_species_the_region_records_leave_the_unseen_row():
     """A regional species that is also one of the global split's unseen species is
     trained on: it used to stay in the "global, unseen species" row with no word."""
@@ -439,6 +480,8 @@ def test_a_replayed_split_carried_over_to_changed_data_keeps_its_unseen_species_
         set(split.test_species) & {it.species_id for it in grown}
     ) | {"newsp"}
     assert not {grown[i].species_id for i in moved.train + moved.val} & set(moved.test_species)
-    assert sorted(moved.train + moved.val + moved.test) == list(range(len(grown)))
+    assert sorted(moved.train + moved.val + moved.test + moved.heard_unseen) == list(
+        range(len(grown))
+    )
     assert not {grown[i].group for i in moved.train} & {grown[i].group for i in moved.val}
     assert moved.items_digest == items_digest(grown) != split.items_digest

@@ -282,3 +282,33 @@ def test_data_that_is_no_kind_of_labelled_set_is_one_line_naming_what_to_give(
     # a spreadsheet's byte-order mark is not part of the column's name
     (renamed / "recordings.csv").write_text("\ufeff" + text, encoding="utf-8")
     assert len(open_labelled(str(renamed)).items) == len(open_labelled(str(real_folder)).items)
+
+
+def test_items_carry_the_species_calling_in_their_background(real_folder, tmp_path):
+    """What the zero-shot split needs to keep unseen species out of training audio: the
+    benchmark's second caller, a recordings folder's optional background_species."""
+    import csv
+
+    from training.benchmark.corpus import Benchmark
+    from training.labelled_audio import open_labelled
+
+    bench = Benchmark.build("tiny")
+    items = open_labelled("tiny").items
+    assert [it.background for it in items] == [
+        (r.background_species,) if r.background_species else () for r in bench.recordings
+    ]
+    assert any(it.background for it in items)
+
+    folder = tmp_path / "heard"
+    folder.mkdir()
+    (folder / "catalogue.csv").write_text((real_folder / "catalogue.csv").read_text())
+    cat = Catalogue.from_csv(folder / "catalogue.csv")
+    rows = list(csv.DictReader((real_folder / "recordings.csv").open()))
+    other = next(sp for sp in cat if sp.id != rows[0]["species_id"])
+    rows[0]["background_species"] = f"{other.scientific_name}; Avis incognita"
+    with open(folder / "recordings.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    heard = [it.background for it in open_labelled(str(folder)).items]
+    assert heard[0] == (other.id, "Avis incognita") and not any(heard[1:])

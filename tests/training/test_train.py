@@ -5,6 +5,7 @@ import json
 import pytest
 
 from training.model import load_clap
+from training.splits import ZeroShotSplit
 from training.train import TrainConfig, train
 
 
@@ -24,11 +25,17 @@ def _tiny(tmp_path, name, **kw):
     return log, json.loads((tmp_path / name / "train_summary.json").read_text())
 
 
-def test_training_is_repeatable_from_its_seed(tmp_path):
+def test_training_is_repeatable_from_its_seed(tmp_path, capsys):
     a, summary = _tiny(tmp_path, "a")
     b, _ = _tiny(tmp_path, "b")
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
     assert summary["steps"] == 2 and summary["test_species"] > 0
+    # the recordings left out for an unseen species calling behind them: said and counted
+    left_out = len(ZeroShotSplit.from_json(tmp_path / "a" / "split.json").heard_unseen)
+    assert summary["heard_unseen_left_out"] == left_out > 0
+    assert f"zero-shot split: {left_out} recordings of seen species left out" in (
+        capsys.readouterr().out
+    )
     assert load_clap(str(tmp_path / "a" / "checkpoint")).model is not None
 
 

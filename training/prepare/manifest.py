@@ -11,6 +11,11 @@ optional:
     id            a stable recording id (default: derived from path/url)
     quality       quality grade (xeno-canto A-E, iNaturalist "research", ...)
     source        where the row came from (xeno-canto, iNaturalist, ...)
+    background_species (or `also`, xeno-canto's name for it)
+                  other species heard in the recording: catalogue ids or scientific
+                  names, separated by ";" or ","; a Parquet list column is read too.
+                  The zero-shot split keeps a recording in which an unseen species
+                  is heard out of training and validation.
 
 `plan` turns rows into what will be decoded, and records why each other row was
 left out, with the same reason names the decode step uses.
@@ -22,8 +27,8 @@ import csv
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from animalclap_edge.contracts.catalogue import Catalogue
@@ -54,6 +59,7 @@ class SourceRecording:
     site: str
     quality: str = ""
     source: str = ""
+    background_species: tuple[str, ...] = ()  # catalogue ids where known (background_reader)
 
     def meta(self) -> dict[str, str]:
         return asdict(self)
@@ -72,6 +78,30 @@ def is_creative_commons(licence: str) -> bool:
     return bool(re.match(r"^(cc0|cc-zero|cc-by(-(nc|sa|nd))*)(-|$)", text)) or text.startswith(
         "creative-commons"
     )
+
+
+def background_reader(catalogue: Catalogue) -> Callable[[str, str], tuple[str, ...]]:
+    """`read(cell, focal)`: the species a background cell names, as catalogue ids. An
+    entry that is an id or (any case) a scientific name becomes the id; the focal
+    species and repeats are dropped. An entry the catalogue does not know is kept as
+    written: it cannot be an unseen test species (those are catalogue species), and
+    `plan` counts it, so that a mistyped name is seen rather than silently ignored."""
+    by_name = {sp.scientific_name.casefold(): sp.id for sp in catalogue}  # once, not per row
+
+    def read(cell: str, focal: str = "") -> tuple[str, ...]:
+        out: list[str] = []
+        for raw in re.split(r"[;,]", cell or ""):
+            entry = " ".join(raw.split())
+            if not entry:
+                continue
+            sid = (
+                entry if catalogue.get(entry) is not None else by_name.get(entry.casefold(), entry)
+            )
+            if sid != focal and sid not in out:
+                out.append(sid)
+        return tuple(out)
+
+    return read
 
 
 def read_rows(path: str | Path) -> list[dict[str, str]]:
@@ -149,12 +179,17 @@ class Plan:
     left_out: Counter
     examples: dict[str, list[str]]  # reason -> first few row descriptions
     rows: int
+    # background entries the catalogue does not know (kept as written) -> rows naming them
+    background_unknown: Counter = field(default_factory=Counter)
 
     def digest(self) -> str:
         """Identifies the planned recordings: machines sharing an output must agree."""
         h = hashlib.sha256()
         for r in self.keep:
-            h.update(f"{r.key}\t{r.uri}\t{r.species_id}\n".encode())
+            # background species only where there are some: plans made before the
+            # column was read keep their digest, so their jobs still resume
+            heard = "\t" + ";".join(r.background_species) if r.background_species else ""
+            h.update(f"{r.key}\t{r.uri}\t{r.species_id}{heard}\n".encode())
         return h.hexdigest()[:16]
 
 
@@ -173,6 +208,8 @@ def plan(
     examples: dict[str, list[str]] = {}
 
     unknown: Counter = Counter()  # species ids the catalogue lacks, with their rows
+    background_unknown: Counter = Counter()
+    read_background = background_reader(catalogue)
     # what a user finds the row by: its CSV line (the header is line 1), or its index
     # in a Parquet file
     parquet = manifest.suffix.lower() in (".parquet", ".pq")
@@ -206,6 +243,9 @@ def plan(
         if key in keep:
             drop(DUPLICATE, line, key)
             continue
+        cell = row.get("background_species") or row.get("also") or ""
+        heard = read_background(cell, row["species_id"])
+        background_unknown.update(b for b in heard if catalogue.get(b) is None)
         keep[key] = SourceRecording(
             key=key,
             uri=uri,
@@ -215,6 +255,7 @@ def plan(
             site=row.get("site", ""),
             quality=quality,
             source=row.get("source", ""),
+            background_species=heard,
         )
     if unknown:  # the ids to add to the catalogue (or fix), not the first rows
         examples[UNKNOWN_SPECIES] = [
@@ -223,7 +264,11 @@ def plan(
         if len(unknown) > 5:
             examples[UNKNOWN_SPECIES].append(f"and {len(unknown) - 5} more species ids")
     return Plan(
-        keep=[keep[k] for k in sorted(keep)], left_out=left_out, examples=examples, rows=len(rows)
+        keep=[keep[k] for k in sorted(keep)],
+        left_out=left_out,
+        examples=examples,
+        rows=len(rows),
+        background_unknown=background_unknown,
     )
 
 
@@ -234,6 +279,8 @@ def _cell(value: object) -> str:
 
     if value is None:
         return ""
+    if isinstance(value, list | tuple):  # a list column (background species): as CSV's cell
+        return ";".join(_cell(v) for v in value)
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if isinstance(value, dt.datetime) and value.time() == dt.time(0) and value.tzinfo is None:

@@ -142,6 +142,7 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
         "planned": len(p.keep),
         "left_out": dict(p.left_out),
         "left_out_examples": p.examples,
+        "background_not_in_catalogue": dict(p.background_unknown.most_common()),
         "settings": asdict(cfg.settings),
         "codec": cfg.codec,
         "qualities": cfg.qualities,
@@ -361,9 +362,17 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
         "rejected": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
         "rejected_examples": examples,
         "shards": meta["shards"],
+        # plans made before background species were read have no such entry
+        "background_not_in_catalogue": meta.get("background_not_in_catalogue", {}),
     }
     items = [
-        Item(r["key"], r["species_id"], f"{r['site']}|{r['date']}", r["duration_s"])
+        Item(
+            r["key"],
+            r["species_id"],
+            f"{r['site']}|{r['date']}",
+            r["duration_s"],
+            tuple(r.get("background_species", ())),  # shards written before 2026-11-27: none
+        )
         for r in records
     ]
     try:
@@ -422,13 +431,22 @@ def _report_md(r: dict) -> str:
     for reason, n in r["rejected"].items():
         ex = "; ".join(r["rejected_examples"].get(reason, [])[:2]).replace("|", "/")
         lines.append(f"| {reason} | {n} | {ex} |")
+    unknown = r.get("background_not_in_catalogue") or {}
+    if unknown:
+        names = ", ".join(f"{b} ({n})" for b, n in list(unknown.items())[:5])
+        lines += [
+            "",
+            f"Background species not in the catalogue, kept as written (they cannot be "
+            f"unseen test species): {len(unknown)} names, e.g. {names}",
+        ]
     split = r["split"]
     if isinstance(split, dict):
         n = split["recordings"]
         split = (
             f"{split['test_species']} unseen test species ({split['stop_reason']}), "
             f"{split['seen_species']} seen; recordings train {n['train']}, val {n['val']}, "
-            f"test {n['test']} (split.json)"
+            f"test {n['test']}, left out for an unseen species in the background "
+            f"{n['heard_unseen']} (split.json)"
         )
     lines += ["", f"Zero-shot split: {split}", ""]
     plot = r.get("plot", "")

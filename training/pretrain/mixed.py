@@ -15,7 +15,13 @@ import numpy as np
 
 from animalclap_edge.contracts.catalogue import Catalogue
 from training.labelled_audio import Item, LabelledSet, open_labelled
-from training.splits import ZeroShotSplit, carried_over, items_digest
+from training.splits import (
+    ZeroShotSplit,
+    carried_over,
+    heard_unseen_excluded,
+    heard_unseen_note,
+    items_digest,
+)
 
 REGIONAL, GLOBAL = "r/", "g/"
 
@@ -94,7 +100,11 @@ def replay_split(
     if saved is not None:
         split = ZeroShotSplit.from_json(saved)
         if not split.items_digest or items_digest(old.items) == split.items_digest:
-            return split, f"replay: the zero-shot split {init} was trained with ({saved})"
+            # a split saved before background species counted as heard replays none
+            # that hear its unseen species either
+            return heard_unseen_excluded(split, old.items), (
+                f"replay: the zero-shot split {init} was trained with ({saved})"
+            )
         moved = carried_over(split, old.items, seed, val_fraction)
         return moved, (
             f"replay: {replay} has changed since {saved} was written ({split.recordings} recordings "
@@ -124,10 +134,16 @@ def training_data(
     split = make_split(primary, split_kind, seed, val_fraction)
     train = [primary.items[i] for i in split.train]
     val = [primary.items[i] for i in split.val]
+    notes = []
+    if heard := heard_unseen_note(split):  # the run's log says what it left out
+        notes.append(heard)
     if not replay:
-        return TrainingData(primary, train, val, np.zeros(len(train), bool), split)
+        return TrainingData(primary, train, val, np.zeros(len(train), bool), split, notes)
     old = open_labelled(replay)
     old_split, note = replay_split(old, replay, init, seed, val_fraction)
+    notes.append(note)
+    if heard := heard_unseen_note(old_split):
+        notes.append(f"replay: {heard}")
     merged = merge(primary, old)
     train = [replace(it, id=REGIONAL + it.id, group=REGIONAL + it.group) for it in train]
     val = [replace(it, id=REGIONAL + it.id, group=REGIONAL + it.group) for it in val]
@@ -136,4 +152,4 @@ def training_data(
         for i in old_split.train
     ]
     mask = np.r_[np.zeros(len(train), bool), np.ones(len(old_train), bool)]
-    return TrainingData(merged, train + old_train, val, mask, split, [note], old_split)
+    return TrainingData(merged, train + old_train, val, mask, split, notes, old_split)

@@ -170,3 +170,52 @@ def test_unknown_species_are_listed_by_id_and_parquet_rows_by_record_index(tmp_p
     assert p.examples[UNKNOWN_SPECIES][-1] == "and 2 more species ids"
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
     assert plan(tmp_path / "m.parquet", catalogue).examples[NOT_CC] == ["record 20: (empty)"]
+
+
+def test_background_species_are_read_as_catalogue_ids_from_either_column(tmp_path, catalogue):
+    """Names or ids, ";" or "," between them; the focal species and repeats dropped, and
+    a name the catalogue lacks kept as written and counted."""
+    a, b, c = catalogue.ids[:3]
+    name_b = catalogue[1].scientific_name
+    rows = [
+        _row(1, a, background_species=f"{b}; {name_b.upper()} ,{c},{a}"),
+        _row(2, b, background_species=" Avis  incognita ;"),
+        _row(3, c, background_species=""),
+    ]
+    p = plan(_write(tmp_path / "m.csv", rows), catalogue)
+    heard = {r.species_id: r.background_species for r in p.keep}  # keep is in key order
+    assert heard == {a: (b, c), b: ("Avis incognita",), c: ()}
+    assert dict(p.background_unknown) == {"Avis incognita": 1}
+    assert all(r.meta()["background_species"] == heard[r.species_id] for r in p.keep)
+    also = [{**r, "also": r.pop("background_species")} for r in rows]
+    assert plan(_write(tmp_path / "also.csv", also), catalogue).keep == p.keep
+
+
+def test_a_manifest_without_background_species_keeps_its_plan_digest(tmp_path, catalogue):
+    """Jobs of a prepare begun before the column was read resume on the same plan."""
+    import hashlib
+
+    rows = [_row(i, catalogue.ids[i % 3]) for i in range(4)]
+    p = plan(_write(tmp_path / "m.csv", rows), catalogue)
+    h = hashlib.sha256()
+    for r in p.keep:  # the digest as it was computed before background species
+        h.update(f"{r.key}\t{r.uri}\t{r.species_id}\n".encode())
+    assert p.digest() == h.hexdigest()[:16]
+    rows[0]["background_species"] = catalogue.ids[2]
+    assert plan(_write(tmp_path / "m2.csv", rows), catalogue).digest() != p.digest()
+
+
+def test_a_parquet_list_of_background_species_reads_as_the_csv_cell(tmp_path, catalogue):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    a, b, c = catalogue.ids[:3]
+    rows = [_row(1, a), _row(2, b)]
+    pq.write_table(
+        pa.Table.from_pylist(
+            [{**rows[0], "also": [b, c]}, {**rows[1], "also": []}],
+        ),
+        tmp_path / "m.parquet",
+    )
+    p = plan(tmp_path / "m.parquet", catalogue)
+    assert {r.species_id: r.background_species for r in p.keep} == {a: (b, c), b: ()}

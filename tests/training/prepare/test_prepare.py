@@ -554,3 +554,53 @@ def test_an_output_planned_under_the_old_keys_says_so(manifest, tmp_path):
     (out / "plan.json").write_text(json.dumps(plan))
     with pytest.raises(ValueError, match="was planned before 2026-11-27, when manifest ids"):
         prepare(_cfg(path, out), progress=False)
+
+
+def test_background_species_reach_the_records_and_keep_unseen_ones_out_of_training(
+    manifest, prepared, tmp_path
+):
+    """A manifest's background species (xeno-canto's "also": scientific names here) are
+    kept as catalogue ids in records.jsonl, read back with the items, and the split
+    leaves out of train and val every recording in which an unseen species calls."""
+    from training.splits import ZeroShotSplit
+
+    catalogue = {r["id"]: r for r in csv.DictReader(CATALOGUE.open())}
+    before = ZeroShotSplit.from_json(prepared[0] / "split.json")
+    unseen = before.test_species[0]
+    # it calls behind a seen species of a genus with no test species, which so loses its
+    # recordings without any test species losing its genus
+    test_genera = {catalogue[t]["genus"] for t in before.test_species}
+    rows = list(csv.DictReader(manifest[0].open()))
+    host = next(
+        r["species_id"]
+        for r in rows
+        if r["species_id"] in before.seen_species
+        and catalogue[r["species_id"]]["genus"] not in test_genera
+    )
+    for r in rows:
+        if r["species_id"] == host:
+            r["also"] = f"{catalogue[unseen]['scientific_name'].upper()}; Nonexistent bird"
+    path = manifest[0].parent / "with_also.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "also"
+    report = prepare(_cfg(path, out), progress=False)["report"]
+    records = [json.loads(line) for line in (out / "records.jsonl").open()]
+    heard = [r for r in records if r["species_id"] == host]
+    assert heard and all(r["background_species"] == [unseen, "Nonexistent bird"] for r in heard)
+    # counted at planning: rows whose audio then fails to decode too
+    named = sum(1 for r in rows if r.get("also"))
+    assert report["background_not_in_catalogue"] == {"Nonexistent bird": named}
+    assert "Background species not in the catalogue" in (out / "report.md").read_text()
+
+    data = open_labelled(str(out))
+    by_key = {r["key"]: tuple(r["background_species"]) for r in records}
+    assert all(it.background == by_key[it.id] for it in data.items)
+    split = ZeroShotSplit.from_json(out / "split.json")
+    assert unseen in split.test_species
+    test = set(split.test_species)
+    assert not [i for i in split.train + split.val if test & set(data.items[i].background)]
+    assert len(split.heard_unseen) == report["split"]["recordings"]["heard_unseen"] > 0
+    assert "left out for an unseen species in the background" in (out / "report.md").read_text()
