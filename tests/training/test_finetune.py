@@ -332,13 +332,20 @@ def test_global_unseen_species_the_region_records_leave_the_unseen_row():
     split = make_split(data, "zeroshot", 0, 0.1)
     held = split.test_species[0]
     keep = (held, split.seen_species[0])
-    regional = dataclasses.replace(data, items=[it for it in data.items if it.species_id in keep])
+    # with nothing calling behind them: the species recorded, alone, are the ones trained
+    quiet = [dataclasses.replace(it, background=()) for it in data.items if it.species_id in keep]
+    regional = dataclasses.replace(data, items=quiet)
     reduced, trained = unseen_not_regional(split, data, regional)
     assert trained == [held]
     assert reduced.test_species == [s for s in split.test_species if s != held]
     assert set(reduced.test) < set(split.test)
     assert all(data.items[i].species_id != held for i in reduced.test)
     assert unseen_not_regional(split, data, dataclasses.replace(data, items=[])) == (split, [])
+    # heard calling behind a regional recording: trained on as well
+    other = split.test_species[1]
+    behind = dataclasses.replace(regional.items[0], background=(other,))
+    heard_regionally = dataclasses.replace(regional, items=[behind, *regional.items[1:]])
+    assert unseen_not_regional(split, data, heard_regionally)[1] == sorted([held, other])
 
     top = {q: {"top1": 0.5} for q in ("com", "sci", "tax")}
     side = {
