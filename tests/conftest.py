@@ -153,7 +153,10 @@ def pretrain_checkpoint(tmp_path_factory) -> Path:
     from training.model import build_tokenizer, new_clap_model, save_checkpoint, small_clap_config
     from training.train import all_prompts
 
-    tok = build_tokenizer(all_prompts(open_labelled("tiny")), vocab_size=400)
+    # a stand-in for a checkpoint pretrained elsewhere (as a hub model's tokenizer is),
+    # not one trained on tiny's split: its vocabulary covers every tiny species
+    catalogue = open_labelled("tiny").catalogue
+    tok = build_tokenizer(all_prompts(catalogue, catalogue.ids), vocab_size=400)
     config = small_clap_config(vocab_size=len(tok), projection_dim=32, audio="fast")
     for sub in (config.text_config, config.audio_config):
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):

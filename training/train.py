@@ -13,6 +13,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from animalclap_edge.contracts.catalogue import TAXON_LEVELS
+from animalclap_edge.contracts.catalogue import TAXON_LEVELS, Catalogue
 from animalclap_edge.contracts.prompts import (
     ALL_TEMPLATES,
     Template,
@@ -76,10 +77,22 @@ class TrainConfig:
     cache_gb: float = 4.0  # decoded training audio kept in memory
 
 
-def all_prompts(data: LabelledSet) -> list[str]:
+def all_prompts(catalogue: Catalogue, seen: Collection[str]) -> list[str]:
+    """The prompts a from-scratch tokenizer is fitted on: those of the `seen` species
+    only, in catalogue order (so the same for any order of `seen`). Fitted on every
+    species, the unseen ones' names got tokens of their own that no training prompt
+    holds, and their text was shaped by the very names zero-shot evaluation tests."""
+    missing = set(seen) - set(catalogue.ids)
+    if missing:
+        raise ValueError(
+            f"seen species not in the catalogue ({catalogue.source}): {', '.join(sorted(missing))}"
+        )
+    seen = set(seen)
     rng = random.Random(0)
     texts = []
-    for sp in data.catalogue:
+    for sp in catalogue:
+        if sp.id not in seen:
+            continue
         texts += [render(sp, t) for t in ALL_TEMPLATES]
         texts += [render(sp, Template.TAX, rng) for _ in range(3)]
         texts += [taxon_prompt(sp, level) for level in TAXON_LEVELS]
@@ -127,7 +140,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     else:
         from animalclap_edge.contracts.frontend import CLAP_UNFUSED
 
-        tok = build_tokenizer(all_prompts(data))
+        tok = build_tokenizer(all_prompts(data.catalogue, split.seen_species))
         model = new_clap_model(small_clap_config(vocab_size=len(tok), audio=cfg.audio_config))
         loaded = LoadedClap(
             model=model,

@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--step-seconds", type=float, default=0.15)
     a = ap.parse_args()
     td = training_data(a.data, "zeroshot", 0, 0.1, None)
-    collate = Collate(build_tokenizer(all_prompts(td.data)), int16=True)
+    collate = Collate(build_tokenizer(all_prompts(td.data.catalogue, td.seen_species)), int16=True)
     ds = EpochPlanDataset(td.data, td.train, list(ALL_TEMPLATES), False, 0, 2, 480_000)
     per = len(ds) // a.batch  # the plan's epoch length; only the first steps of each are read
     n = min(per, a.steps_per_epoch)

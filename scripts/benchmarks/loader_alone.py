@@ -40,7 +40,7 @@ def main() -> None:
         [f"data={a.data}", "init=scratch:small", f"batch_size={a.batch}", f"workers={a.workers}"],
     )
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
-    loaded = build_model(cfg, td.data)
+    loaded = build_model(cfg, td.data, td.seen_species)
     dataset = make_dataset(cfg, td, loaded)
     per_epoch = len(dataset) // cfg.batch_size
     collate = make_collate(cfg, loaded, td.data.catalogue)

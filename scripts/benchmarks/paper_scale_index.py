@@ -172,7 +172,7 @@ def main() -> None:
         f"{len(td.split.test_species)} unseen test species; {rss():.0f} MB private"
     )
     with timed("tokenizer and scratch:small model (build_model)"):
-        loaded = build_model(cfg, td.data)
+        loaded = build_model(cfg, td.data, td.seen_species)
     with timed("epoch plan (make_dataset, plan of epoch 0)"):
         dataset = make_dataset(cfg, td, loaded)
         clips = len(dataset)

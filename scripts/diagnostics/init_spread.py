@@ -20,10 +20,10 @@ from training.model import (
     small_clap_config,
     text_embeddings,
 )
-from training.train import _all_prompts
+from training.train import all_prompts
 
 data = open_labelled("tiny")
-tok = build_tokenizer(_all_prompts(data))
+tok = build_tokenizer(all_prompts(data.catalogue, data.catalogue.ids))  # init only: no eval
 items = data.items[::10][:16]
 x = torch.from_numpy(np.stack([crop(data.load(it), 144000, None) for it in items]))
 prompts = [render(data.catalogue[i], Template.SCI) for i in range(16)]

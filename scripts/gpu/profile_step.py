@@ -38,7 +38,7 @@ def main() -> None:
     dev = torch.device("cpu" if a.cpu else "cuda")
     one = Dist(rank=0, world=1, local_rank=0, device=dev)
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
-    loaded = build_model(cfg, td.data)
+    loaded = build_model(cfg, td.data, td.seen_species)
     module = ClapTrainModule(loaded).to(dev)
     if a.bf16_weights:
         module = module.to(torch.bfloat16)

@@ -127,7 +127,7 @@ def bench(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     one = Dist(rank=0, world=1, local_rank=0, device=device)
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay, cfg.init)
-    loaded = build_model(cfg, td.data)
+    loaded = build_model(cfg, td.data, td.seen_species)
     configure_towers(cfg, loaded.model)
     module = ClapTrainModule(loaded).to(device)
     opt = make_optimizer(cfg, module, device)

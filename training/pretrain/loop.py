@@ -7,7 +7,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict
 from pathlib import Path
 
@@ -201,9 +201,10 @@ def forward_loss(forward, module: ClapTrainModule, batch: dict, autocast, d: Dis
     return gathered_clip_loss(audio, text, module.clap.logit_scale_a, module.clap.logit_scale_t, d)
 
 
-def build_model(cfg: PretrainConfig, data) -> LoadedClap:
+def build_model(cfg: PretrainConfig, data, seen: Collection[str]) -> LoadedClap:
     """The init the config names: a checkpoint (hub id or path), scratch:<size>, or a
-    ClapConfig JSON file (random weights; the text vocabulary is our tokenizer's)."""
+    ClapConfig JSON file (random weights; the text vocabulary is our tokenizer's,
+    fitted on the prompts of the `seen` species alone: see `all_prompts`)."""
     from_json = cfg.init.endswith(".json") and Path(cfg.init).is_file()
     if not cfg.init.startswith("scratch:") and not from_json:
         return load_clap(cfg.init)
@@ -212,7 +213,7 @@ def build_model(cfg: PretrainConfig, data) -> LoadedClap:
     from training.train import all_prompts
 
     size = cfg.init.removeprefix("scratch:")
-    tok = build_tokenizer(all_prompts(data))
+    tok = build_tokenizer(all_prompts(data.catalogue, seen))
     if from_json:
         from transformers import ClapConfig
 
@@ -555,7 +556,7 @@ def _pretrain(
             f"{resume} was trained with batch_size {counters['batch_size']}; resume with the same global batch"
         )
     torch.manual_seed(cfg.seed)
-    loaded = _load_resumed(resume) if resume else build_model(cfg, data)
+    loaded = _load_resumed(resume) if resume else build_model(cfg, data, td.seen_species)
     notes = [*notes, *td.notes, *([fallback] if fallback else [])]
     model = loaded.model.to(d.device)
     model = _batchnorm(model, cfg.batchnorm, d, notes)

@@ -36,6 +36,12 @@ class TrainingData:
     notes: list[str] = field(default_factory=list)  # for the run's log
     replay_split: ZeroShotSplit | None = None  # of the replayed data: replay_split.json
 
+    @property
+    def seen_species(self) -> list[str]:
+        """The species the run trains or validates on (sorted ids), replay included: the
+        only ones whose names a from-scratch tokenizer may be fitted on."""
+        return sorted({it.species_id for it in self.train + self.val})
+
 
 def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
     """One set over both: regional species first, global species the regional

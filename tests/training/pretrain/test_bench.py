@@ -121,7 +121,7 @@ def test_the_flop_count_is_a_training_steps_forward_and_backward():
     cfg = load_config(None, sets)
     step_flops = bench(cfg, steps=1, warmup=1, peak_tflops=1.0).tflop_per_step * 1e12
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
-    loaded = build_model(cfg, td.data)
+    loaded = build_model(cfg, td.data, td.seen_species)
     module = ClapTrainModule(loaded)
     dataset = make_dataset(cfg, td, loaded)
     batch = make_collate(cfg, loaded, td.data.catalogue)([dataset[(0, p)] for p in range(4)])

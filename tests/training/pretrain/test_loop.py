@@ -141,20 +141,20 @@ def test_ranks_split_each_step_of_the_plan_without_overlap():
 def test_scratch_sizes_build(tmp_path):
     data = open_labelled("tiny")
     cfg = tiny_run(tmp_path, "scratch:full")
-    full = build_model(cfg, data).model
+    full = build_model(cfg, data, data.catalogue.ids).model
     assert full.config.text_config.hidden_size == 768  # RoBERTa-base
     assert list(full.config.audio_config.depths) == [2, 2, 6, 2]  # HTS-AT
     n = sum(p.numel() for p in full.parameters())
     assert 100e6 < n < 200e6, n
     cfg.init = "scratch:fast"
-    fast = build_model(cfg, data).model
+    fast = build_model(cfg, data, data.catalogue.ids).model
     assert fast.config.audio_config.patch_size == 16
     fast.config.to_json_file(tmp_path / "clap.json")
     cfg.init = str(tmp_path / "clap.json")  # a config file: same architecture, new weights
-    assert build_model(cfg, data).model.config.audio_config.patch_size == 16
+    assert build_model(cfg, data, data.catalogue.ids).model.config.audio_config.patch_size == 16
     cfg.init = "scratch:huge"
     with pytest.raises(ValueError, match="scratch sizes are small, fast and full"):
-        build_model(cfg, data)
+        build_model(cfg, data, data.catalogue.ids)
 
 
 def _step_losses(out) -> list[float]:
@@ -382,3 +382,19 @@ def test_a_folder_the_file_system_will_not_lock_trains_and_the_log_says_so(
     )
     log = (out / "train_log.jsonl").read_text()
     assert f"--out {out} could not be locked (ENOLCK: No locks available)" in log
+
+
+def test_a_scratch_pretrain_fits_its_tokenizer_on_the_seen_species_alone(tmp_path):
+    """build_model fitted it on every catalogue species, the unseen test species too."""
+    from training.model import build_tokenizer
+    from training.pretrain.loop import pretrain
+    from training.splits import ZeroShotSplit
+    from training.train import all_prompts
+
+    out = tmp_path / "scratch"
+    pretrain(tiny_run(out, "scratch:fast", max_steps=1, batch_size=4), progress=False)
+    split = ZeroShotSplit.from_json(out / "split.json")
+    assert split.test_species
+    catalogue = open_labelled("tiny").catalogue
+    fitted = build_tokenizer(all_prompts(catalogue, split.seen_species)).get_vocab()
+    assert load_clap(str(out / "final")).tokenizer.get_vocab() == fitted
