@@ -13,12 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from animalclap_edge.report import ReportError, detection_filters, out_error, reading
+from animalclap_edge.report import (
+    ReportError,
+    detection_filters,
+    open_out,
+    out_error,
+    out_target,
+    reading,
+)
 
 PLOT_INSTALL_HINT = (
     "the activity figure needs matplotlib: pip install 'animalclap-edge[plot]' "
     "(on the computer the card is read on; a recorder does not need it)"
 )
+
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 
 # One row per label: the species' scientific name, or "unknown <taxon> (<level>)".
 _LABEL = (
@@ -102,8 +111,7 @@ def plot_activity(a: Activity, out: str | Path, title: str = "") -> Path:
     """Write the figure (PNG, SVG or PDF by `out`'s suffix): a heat map of detections
     per hour of day, and one per day, for each label."""
     out = Path(out)
-    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise ReportError(f"--out {out}: the figure is written as .png, .svg or .pdf")
+    out_target(out, FIGURE_SUFFIXES)  # a wrong name is said before anything is drawn
     if not a.labels:
         raise ReportError("no dated detections to plot (check --min-probability)")
     try:
@@ -142,9 +150,11 @@ def plot_activity(a: Activity, out: str | Path, title: str = "") -> Path:
     if a.undated:
         caveats.append(f"{a.undated} without a time left out")
     fig.suptitle(((title + "\n") if title else "") + "; ".join(caveats), fontsize=9)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=120)
-    except OSError as e:
-        raise out_error(out, e) from None
+    # a pipe or /dev/stdout may have any name: PNG unless it names another format
+    fmt = out.suffix.lower()[1:] if out.suffix.lower() in FIGURE_SUFFIXES else "png"
+    with open_out(out, FIGURE_SUFFIXES, binary=True) as f:
+        try:
+            fig.savefig(f, dpi=120, format=fmt)
+        except OSError as e:
+            raise out_error(out, e) from None
     return out

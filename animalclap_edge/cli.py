@@ -484,30 +484,19 @@ def _cmd_serve(args) -> int:
 
 def _cmd_report(args) -> int:
     from animalclap_edge.config import load_config
-    from animalclap_edge.report import ReportError, out_error, write_report
+    from animalclap_edge.report import open_out, out_target, write_report
 
     db = Path(args.db or load_config(args.config).storage.database)
     if args.what == "activity":
         return _report_activity(db, args)
+    if args.out:  # a wrong --out is said before the database is read
+        out_target(args.out, (".csv",))
     filters = {"min_probability": args.min_probability, "taxa": args.taxon}
     if not args.out:
         n = write_report(db, args.what, sys.stdout, **filters)
     else:
-        out = Path(args.out)
-        if out.is_dir() or not out.name:
-            raise ReportError(f"--out {args.out}: is a folder; give a file name, e.g. report.csv")
-        part = out.with_name(out.name + ".part")  # a failed report leaves no half file
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)  # as `report activity` does
-            f = part.open("w", encoding="utf-8", newline="")
-        except OSError as e:
-            raise out_error(out, e) from None
-        try:
-            with f:
-                n = write_report(db, args.what, f, **filters)
-            part.replace(out)
-        finally:
-            part.unlink(missing_ok=True)
+        with open_out(args.out, (".csv",)) as f:
+            n = write_report(db, args.what, f, **filters)
     print(
         f"{n} {args.what} rows from {db}" + (f" -> {args.out}" if args.out else ""), file=sys.stderr
     )
@@ -522,11 +511,12 @@ def _cmd_report(args) -> int:
 
 
 def _report_activity(db: Path, args) -> int:
-    from animalclap_edge.activity import activity, plot_activity
-    from animalclap_edge.report import ReportError
+    from animalclap_edge.activity import FIGURE_SUFFIXES, activity, plot_activity
+    from animalclap_edge.report import ReportError, out_target
 
     if not args.out:
         raise ReportError("activity draws a figure: give --out FILE.png (or .svg, .pdf)")
+    out_target(args.out, FIGURE_SUFFIXES)
     if args.taxon:
         raise ReportError("--taxon does not apply to activity: it draws the --top labels")
     a = activity(db, args.top, args.utc_offset, args.min_probability)

@@ -18,9 +18,10 @@ import csv
 import json
 import os
 import sqlite3
+import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import IO, TextIO
 
 WHAT: tuple[str, ...] = ("detections", "events", "recordings", "summary")
 
@@ -114,6 +115,69 @@ def out_error(out: Path, e: OSError) -> ReportError:
                 return ReportError(f"--out {out}: {parent} is a file, not a folder")
             break
     return ReportError(f"--out {out}: cannot write it ({e.strerror or e})")
+
+
+def out_target(out: str | Path, suffixes: Sequence[str]) -> tuple[Path, bool]:
+    """Where writing `out` goes, and whether it is a stream (a named pipe or a character
+    device such as /dev/stdout) rather than a file; a one-line `ReportError` for an
+    `out` that cannot take the report. Checked before the database is read."""
+    given = Path(out)
+    try:
+        # the target of a link (of every link on the way): a dangling one is created
+        target = given.resolve() if given.is_symlink() else given
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except RuntimeError as e:  # a symlink loop
+        raise ReportError(f"--out {given}: cannot follow the link ({e})") from None
+    except OSError as e:
+        raise out_error(given, e) from None
+    if (mode is not None and stat.S_ISDIR(mode)) or not target.name:
+        raise ReportError(f"--out {given}: is a folder; give a file name, e.g. report{suffixes[0]}")
+    if mode is not None and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+        return target, True
+    if mode is not None and not stat.S_ISREG(mode):
+        raise ReportError(f"--out {given}: is neither a file nor a named pipe; give a file name")
+    if target.suffix.lower() not in suffixes:
+        raise ReportError(
+            f"--out {given}: this report is written as {' or '.join(suffixes)}; "
+            f"name the file so, e.g. {target.stem}{suffixes[0]}"
+        )
+    return target, False
+
+
+@contextlib.contextmanager
+def open_out(out: str | Path, suffixes: Sequence[str], binary: bool = False) -> Iterator[IO]:
+    """`out` opened for writing the report, as the kind of file it is (`out_target`).
+
+    A regular file (or a new path) gets the report whole or not at all: it is written
+    to `<out>.part` and renamed over `out` only once complete. A symlink is followed and
+    its target written that way, so the link stays a link. A named pipe or a character
+    device (`/dev/stdout`) is written straight into: renaming a file over it would
+    replace the pipe and leave its reader with nothing."""
+    target, stream = out_target(out, suffixes)
+    wb = "wb" if binary else "w"
+    text = {} if binary else {"encoding": "utf-8", "newline": ""}
+    if stream:
+        try:
+            f = target.open(wb, **text)  # a pipe: waits here for its reader
+        except OSError as e:
+            raise out_error(Path(out), e) from None
+        with f:
+            yield f
+        return
+    part = target.with_name(target.name + ".part")  # a failed report leaves no half file
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        f = part.open(wb, **text)
+    except OSError as e:
+        raise out_error(Path(out), e) from None
+    try:
+        with f:
+            yield f
+        part.replace(target)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def write_report(

@@ -247,3 +247,51 @@ def test_cli_reports_a_real_run_to_a_file(tiny_bundle, realaudio, tmp_path, caps
         .err.strip()
         .endswith(f"--out {blocked}: {summary} is a file, not a folder")
     )
+
+
+def test_out_writes_into_a_named_pipe_and_through_a_symlink(card, tmp_path):
+    """Renaming a finished .part over --out replaced a pipe (its reader got 0 bytes) or
+    a symlink (the link became a file and its target kept the old report)."""
+    import os
+    import threading
+
+    expected = io.StringIO()
+    write_report(card, "summary", expected)
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    assert main(["report", "summary", "--db", str(card), "--out", str(fifo)]) == 0
+    reader.join(10)
+    assert got == [expected.getvalue().encode()] and fifo.is_fifo()
+
+    target = tmp_path / "season" / "summary-2024.csv"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "latest.csv"
+    link.symlink_to(target)
+    assert main(["report", "summary", "--db", str(card), "--out", str(link)]) == 0
+    assert link.is_symlink() and target.read_text() == expected.getvalue()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["summary-2024.csv"]
+    # a character device is written into as it is (/dev/stdout in a terminal: a pty)
+    master, tty = os.openpty()
+    try:
+        os.set_blocking(master, False)
+        assert main(["report", "summary", "--db", str(card), "--out", os.ttyname(tty)]) == 0
+        assert os.read(master, 1 << 16).startswith(b"day")
+    finally:
+        os.close(master)
+        os.close(tty)
+
+
+def test_an_out_the_report_cannot_be_is_refused_before_reading(card, tmp_path, capsys):
+    xlsx = tmp_path / "summary.xlsx"
+    assert main(["report", "summary", "--db", str(tmp_path / "none.db"), "--out", str(xlsx)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"animalclap-edge: error: --out {xlsx}: this report is written as .csv; "
+        "name the file so, e.g. summary.csv"
+    )
+    assert not xlsx.exists()
+    assert main(["report", "summary", "--db", str(card), "--out", str(tmp_path / "s.CSV")]) == 0
