@@ -20,6 +20,7 @@ import os
 import sqlite3
 import stat
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, TextIO
 
@@ -210,6 +211,7 @@ def write_report(
         rows: Iterator[Sequence[object]] = cursor
         if what == "detections" and "traits_json" in header:
             header, rows = _traits_in_columns(conn, header, cursor, where, args)
+        rows = _times_in_one_format(what, header, rows)
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
         n = 0
@@ -217,6 +219,41 @@ def write_report(
             writer.writerow(row)
             n += 1
         return n
+
+
+def utc_ms(value: str) -> str:
+    """An ISO 8601 time with its offset, as UTC to the millisecond with the offset
+    written out: `2024-05-14T05:30:01.500+00:00`. Raises ValueError for anything else.
+
+    The store writes what the clock gave, `...:00+00:00` for a whole second and
+    `...:01.500000+00:00` otherwise; a column with both makes `pandas.to_datetime`
+    fail, so a report writes one format (the one `created_utc` is logged in).
+    Milliseconds are truncated, as `created_utc`'s are, so a time never moves to the
+    next day (which the summary's day would then contradict)."""
+    t = datetime.fromisoformat(value)
+    if t.tzinfo is None:
+        raise ValueError("no UTC offset")
+    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _times_in_one_format(
+    what: str, header: list[str], rows: Iterator[Sequence[object]]
+) -> Iterator[Sequence[object]]:
+    """Every time column (`*_utc`; not the summary's day) through `utc_ms`."""
+    at = [i for i, c in enumerate(header) if c.endswith("_utc") and not c.startswith("day")]
+    for row in rows:
+        row = list(row)
+        for i in at:
+            if row[i] is None:
+                continue
+            try:
+                row[i] = utc_ms(row[i])
+            except (TypeError, ValueError) as e:
+                raise ReportError(
+                    f"{what} row {row[0]}: {header[i]} {row[i]!r} is not an ISO 8601 time "
+                    f"with its UTC offset ({e}); the database may be damaged"
+                ) from None
+        yield row
 
 
 def detection_filters(

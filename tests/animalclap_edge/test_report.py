@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -106,8 +107,8 @@ def test_summary_counts_each_day_and_label_once(card):
     assert (may1["detections"], may1["recordings"], may1["clock_trusted"]) == ("2", "1", "1")
     assert (may1["max_probability"], may1["mean_probability"]) == ("0.9", "0.8")
     assert (may1["first_utc"], may1["last_utc"]) == (
-        "2024-05-01T04:00:00+00:00",
-        "2024-05-01T04:01:00+00:00",
+        "2024-05-01T04:00:00.000+00:00",
+        "2024-05-01T04:01:00.000+00:00",
     )
     assert got["2024-05-02", "eurbla"]["clock_trusted"] == "0"  # one untrusted clock that day
     assert sum(int(r["detections"]) for r in rows) == 5
@@ -295,3 +296,40 @@ def test_an_out_the_report_cannot_be_is_refused_before_reading(card, tmp_path, c
     )
     assert not xlsx.exists()
     assert main(["report", "summary", "--db", str(card), "--out", str(tmp_path / "s.CSV")]) == 0
+
+
+def test_times_come_out_in_one_format_a_parser_can_read(card):
+    """The store logs `...:00+00:00` for a whole second and `...:01.500000+00:00`
+    otherwise: one column with both made `pandas.to_datetime` raise."""
+    from datetime import datetime
+
+    with DetectionStore(card) as s:
+        s.add_detections(
+            [
+                detection(1, start_time_utc="2024-05-03T04:00:01.500000+00:00"),
+                detection(2, start_time_utc="2024-05-03T23:59:59.999900+00:00"),
+            ]
+        )
+    fixed = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
+    for what in ("detections", "summary", "recordings"):
+        rows = _report(card, what)
+        for col in [c for c in (rows[0] if rows else {}) if c.endswith("_utc") and c != "day"]:
+            for r in rows:
+                assert r[col] == "" or fixed.fullmatch(r[col]), (what, col, r[col])
+                assert r[col] == "" or datetime.fromisoformat(r[col]).tzinfo is not None
+    times = [r["start_time_utc"] for r in _report(card, "detections")]
+    assert "2024-05-03T04:00:01.500+00:00" in times
+    # truncated, not rounded: the last millisecond of a day stays in that day
+    assert "2024-05-03T23:59:59.999+00:00" in times
+    pd = pytest.importorskip("pandas")
+    out = io.StringIO()
+    write_report(card, "detections", out)
+    df = pd.read_csv(io.StringIO(out.getvalue()))
+    assert pd.to_datetime(df.start_time_utc).notna().sum() == len(times) - 1  # one undated
+
+
+def test_a_time_the_runtime_does_not_write_is_named(card):
+    with sqlite3.connect(card) as c:
+        c.execute("UPDATE detections SET start_time_utc = '2024-05-01 04:00' WHERE rowid = 1")
+    with pytest.raises(ReportError, match=r"start_time_utc '2024-05-01 04:00' is not an ISO"):
+        write_report(card, "detections", io.StringIO())
