@@ -210,7 +210,7 @@ def write_report(
         header = [d[0] for d in cursor.description]
         rows: Iterator[Sequence[object]] = cursor
         if what == "detections" and "traits_json" in header:
-            header, rows = _traits_in_columns(conn, header, cursor, where, args)
+            header, rows = _traits_in_columns(conn, header, cursor)
         rows = _times_in_one_format(what, header, rows)
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
@@ -279,22 +279,26 @@ def _traits_in_columns(
     conn: sqlite3.Connection,
     header: list[str],
     rows: sqlite3.Cursor,
-    where: str,
-    args: list[object],
 ) -> tuple[list[str], Iterator[list[object]]]:
-    """Replace the traits_json column by two per trait: its value(s) and probability."""
-    # one pass for the trait names: a database may hold several bundles' traits
-    names = [
+    """Replace the traits_json column by two per trait: its value(s) and probability.
+
+    The trait columns are the same for every card and every filter, so that the CSVs
+    of several cards concatenate: the traits of the schema this release ships, and any
+    other trait some detection of the database carries (a bundle with its own
+    schema), all in name order. The database does not record a bundle's schema, only
+    each detection's traits; taking the names from the rows a filter kept gave an empty
+    card 17 columns and a full one 61, and a filter changed which ones appeared."""
+    from animalclap_edge.contracts.traits import TraitSchema
+
+    seen = {
         r[0]
         for r in conn.execute(
-            "SELECT DISTINCT j.key FROM "
-            f"(SELECT traits_json FROM detections {where}) d, json_each(d.traits_json) j "
+            "SELECT DISTINCT j.key FROM detections d, json_each(d.traits_json) j "
             # a damaged row is named when its turn comes, not failed on here
-            "WHERE json_valid(d.traits_json) AND json_type(d.traits_json) = 'object' "
-            "ORDER BY j.key",
-            args,
+            "WHERE json_valid(d.traits_json) AND json_type(d.traits_json) = 'object'"
         )
-    ]
+    }
+    names = sorted(seen | {t.name for t in TraitSchema.default().traits})
     at = header.index("traits_json")
     columns = header[:at] + [c for n in names for c in (n, f"{n}_p")] + header[at + 1 :]
 

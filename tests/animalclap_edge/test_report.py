@@ -333,3 +333,33 @@ def test_a_time_the_runtime_does_not_write_is_named(card):
         c.execute("UPDATE detections SET start_time_utc = '2024-05-01 04:00' WHERE rowid = 1")
     with pytest.raises(ReportError, match=r"start_time_utc '2024-05-01 04:00' is not an ISO"):
         write_report(card, "detections", io.StringIO())
+
+
+def test_detection_columns_are_the_same_for_every_card_and_filter(card, tmp_path):
+    """The columns came from the rows the filter kept: an empty card gave 17, a full
+    one 61, and a filter dropped trait columns, so cards did not concatenate."""
+    from animalclap_edge.contracts.traits import TraitSchema
+
+    def header(db: Path, **kw) -> list[str]:
+        out = io.StringIO()
+        write_report(db, "detections", out, **kw)
+        return out.getvalue().splitlines()[0].split(",")
+
+    empty = tmp_path / "empty.db"
+    with DetectionStore(empty):
+        pass
+    full = header(card)
+    # the shipped schema's traits, and the card's own `activity` (the factory's)
+    traits = sorted({t.name for t in TraitSchema.default().traits} | {"activity"})
+    assert full[full.index("probability") + 1 : full.index("created_utc")] == [
+        c for t in traits for c in (t, f"{t}_p")
+    ]
+    assert header(empty) == [c for c in full if c not in ("activity", "activity_p")]
+    assert header(card, taxa=["eurbla"]) == full  # the robin's habitat is still a column
+    assert header(card, min_probability=0.99) == full
+    # a trait outside the shipped schema (a bundle of its own) gets its columns, in order
+    with DetectionStore(card) as s:
+        s.add_detections(
+            [detection(9, traits_json=json.dumps({"wingbeat": {"value": "fast", "p": 0.7}}))]
+        )
+    assert {"wingbeat", "wingbeat_p"} <= set(header(card, taxa=["eurrob1"]))
