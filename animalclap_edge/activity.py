@@ -15,6 +15,7 @@ import numpy as np
 
 from animalclap_edge.report import (
     ReportError,
+    check_utc_offset,
     detection_filters,
     open_out,
     out_error,
@@ -57,8 +58,7 @@ def activity(
     """Count the `top` labels' detections per local hour and day (local = UTC + offset)."""
     if top < 1:
         raise ReportError(f"--top must be at least 1, got {top}")
-    if not -14 <= utc_offset_h <= 14:
-        raise ReportError(f"--utc-offset must be between -14 and 14 hours, got {utc_offset_h:g}")
+    check_utc_offset(utc_offset_h)
     clauses, args = detection_filters("probability", min_probability, ())
     where = "WHERE " + " AND ".join(["start_time_utc IS NOT NULL", *clauses])
     shift = f"{utc_offset_h:+.4f} hours"

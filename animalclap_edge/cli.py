@@ -337,7 +337,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Reads the database read-only (a card straight from a recorder is left as it "
             "is) and writes one CSV: the rows as logged, each trait in columns of its own, "
-            "or `summary`: one row per UTC day and label. `activity` draws the most "
+            "or `summary`: one row per day (UTC, or local with --utc-offset) and label. "
+            "`activity` draws the most "
             "detected labels by hour of day and by day (--out FILE.png|svg|pdf; needs the "
             "[plot] extra)."
         ),
@@ -359,12 +360,13 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="keep this taxon code or scientific name (any case; repeat for several)",
     )
-    rp.add_argument("--top", type=int, default=12, help="activity: how many labels (default 12)")
+    rp.add_argument("--top", type=int, help="activity: how many labels (default 12)")
     rp.add_argument(
         "--utc-offset",
         type=float,
-        default=0.0,
-        help="activity: hours added to UTC for local time, e.g. -3 or 5.5 (default 0)",
+        help="hours added to UTC for local time, e.g. -3 or 5.5: activity's hours and days; "
+        "the CSVs get a local time beside each UTC one, summary counts local days "
+        "(default: UTC only)",
     )
     rp.set_defaults(func=_cmd_report)
 
@@ -484,14 +486,23 @@ def _cmd_serve(args) -> int:
 
 def _cmd_report(args) -> int:
     from animalclap_edge.config import load_config
-    from animalclap_edge.report import open_out, out_target, write_report
+    from animalclap_edge.report import ReportError, open_out, out_target, write_report
 
     db = Path(args.db or load_config(args.config).storage.database)
     if args.what == "activity":
         return _report_activity(db, args)
     if args.out:  # a wrong --out is said before the database is read
         out_target(args.out, (".csv",))
-    filters = {"min_probability": args.min_probability, "taxa": args.taxon}
+    if args.top is not None:  # a CSV has every label: refused, not ignored
+        raise ReportError(
+            f"--top chooses the labels `activity` draws; `{args.what}` writes every label: "
+            "select with --taxon or --min-probability"
+        )
+    filters = {
+        "min_probability": args.min_probability,
+        "taxa": args.taxon,
+        "utc_offset_h": args.utc_offset,
+    }
     if not args.out:
         n = write_report(db, args.what, sys.stdout, **filters)
     else:
@@ -519,7 +530,12 @@ def _report_activity(db: Path, args) -> int:
     out_target(args.out, FIGURE_SUFFIXES)
     if args.taxon:
         raise ReportError("--taxon does not apply to activity: it draws the --top labels")
-    a = activity(db, args.top, args.utc_offset, args.min_probability)
+    a = activity(
+        db,
+        12 if args.top is None else args.top,
+        args.utc_offset or 0.0,
+        args.min_probability,
+    )
     plot_activity(a, args.out, title=str(db))
     print(f"{len(a.labels)} labels, {a.total} detections from {db} -> {args.out}", file=sys.stderr)
     return 0

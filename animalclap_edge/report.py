@@ -6,9 +6,10 @@ comes out as one CSV that a spreadsheet or R reads as it is:
 - `detections`, `events`, `recordings`: the rows as logged; the traits of each
   detection in columns of their own (`<trait>` and `<trait>_p`; labels of a
   multi-label trait joined by "|"), instead of one JSON text;
-- `summary`: one row per UTC day and label, with how many detections and recordings,
-  the highest and mean probability, the first and last time, and whether every
-  clock that day was trusted.
+- `summary`: one row per UTC day (`day_utc`; `day_local` with an offset) and label,
+  with how many detections and recordings, the highest and mean probability, the
+  first and last time, and whether every clock that day was trusted.
+Every time is UTC to the millisecond; with an offset a local time is added beside it.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ import os
 import sqlite3
 import stat
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, TextIO
 
 WHAT: tuple[str, ...] = ("detections", "events", "recordings", "summary")
 
-# Per UTC day (from the window's wall time; "undated" without one) and label.
+# Per day (UTC, or local with --utc-offset: the window's wall time; "undated" without
+# one) and label. The column says which day it is: `day_utc` or `day_local`.
 _SUMMARY = """
-SELECT coalesce(substr(start_time_utc, 1, 10), 'undated') AS day,
+SELECT coalesce({day}, 'undated') AS {day_column},
        level, taxon, scientific_name, common_name,
        count(*) AS detections,
        count(DISTINCT recording_id) AS recordings,
@@ -38,8 +40,8 @@ SELECT coalesce(substr(start_time_utc, 1, 10), 'undated') AS day,
        max(start_time_utc) AS last_utc,
        min(clock_trusted) AS clock_trusted
 FROM detections {where}
-GROUP BY day, level, taxon, scientific_name, common_name
-ORDER BY day, detections DESC, taxon
+GROUP BY {day_column}, level, taxon, scientific_name, common_name
+ORDER BY {day_column}, detections DESC, taxon
 """
 
 
@@ -141,10 +143,14 @@ def out_target(out: str | Path, suffixes: Sequence[str]) -> tuple[Path, bool]:
         raise ReportError(f"--out {given}: is neither a file nor a named pipe; give a file name")
     if target.suffix.lower() not in suffixes:
         raise ReportError(
-            f"--out {given}: this report is written as {' or '.join(suffixes)}; "
+            f"--out {given}: this report is written as {_either(suffixes)}; "
             f"name the file so, e.g. {target.stem}{suffixes[0]}"
         )
     return target, False
+
+
+def _either(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 @contextlib.contextmanager
@@ -187,11 +193,15 @@ def write_report(
     out: TextIO,
     min_probability: float | None = None,
     taxa: Sequence[str] = (),
+    utc_offset_h: float | None = None,
 ) -> int:
     """Write table `what` (one of WHAT) of `db` to `out` as CSV; returns the rows written.
 
     `min_probability` and `taxa` (taxon codes or scientific names, any case) keep
-    the detections (and events, by their highest probability) that match."""
+    the detections (and events, by their highest probability) that match. With
+    `utc_offset_h`, each time gets a local one beside it (`start_time_local`, ...) and
+    the summary counts local days (`day_local` instead of `day_utc`)."""
+    check_utc_offset(utc_offset_h)
     if what not in WHAT:
         raise ReportError(f"unknown report {what!r}: choose one of {', '.join(WHAT)}")
     if what == "recordings" and (min_probability is not None or taxa):
@@ -203,15 +213,23 @@ def write_report(
     clauses, args = detection_filters(p_col, min_probability, taxa)
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     with reading(db, "events" if what == "events" else "detections") as conn:
-        if what == "summary":
-            cursor = conn.execute(_SUMMARY.format(where=where), args)
+        if what == "summary" and utc_offset_h is None:
+            sql = _SUMMARY.format(
+                where=where, day="substr(start_time_utc, 1, 10)", day_column="day_utc"
+            )
+            cursor = conn.execute(sql, args)
+        elif what == "summary":
+            day = f"strftime('%Y-%m-%d', start_time_utc, '{utc_offset_h:+.4f} hours')"
+            cursor = conn.execute(
+                _SUMMARY.format(where=where, day=day, day_column="day_local"), args
+            )
         else:
             cursor = conn.execute(f"SELECT * FROM {what} {where} ORDER BY rowid", args)
         header = [d[0] for d in cursor.description]
         rows: Iterator[Sequence[object]] = cursor
         if what == "detections" and "traits_json" in header:
             header, rows = _traits_in_columns(conn, header, cursor)
-        rows = _times_in_one_format(what, header, rows)
+        header, rows = _times_in_one_format(what, header, rows, utc_offset_h)
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
         n = 0
@@ -236,24 +254,56 @@ def utc_ms(value: str) -> str:
     return t.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def check_utc_offset(utc_offset_h: float | None) -> None:
+    if utc_offset_h is not None and not -14 <= utc_offset_h <= 14:
+        raise ReportError(f"--utc-offset must be between -14 and 14 hours, got {utc_offset_h:g}")
+
+
+# The times that get a local one beside them with --utc-offset.
+_LOCAL = {
+    "start_time_utc": "start_time_local",
+    "first_utc": "first_local",
+    "last_utc": "last_local",
+}
+
+
 def _times_in_one_format(
-    what: str, header: list[str], rows: Iterator[Sequence[object]]
-) -> Iterator[Sequence[object]]:
-    """Every time column (`*_utc`; not the summary's day) through `utc_ms`."""
+    what: str, header: list[str], rows: Iterator[Sequence[object]], utc_offset_h: float | None
+) -> tuple[list[str], Iterator[Sequence[object]]]:
+    """Every time column (`*_utc`; not the summary's day) through `utc_ms`, and with
+    `utc_offset_h` a local time after each of `_LOCAL`, in ISO 8601 with its offset
+    (`2024-05-14T07:30:00.000+02:00`), so the offset travels with the value."""
     at = [i for i, c in enumerate(header) if c.endswith("_utc") and not c.startswith("day")]
-    for row in rows:
-        row = list(row)
-        for i in at:
-            if row[i] is None:
-                continue
-            try:
-                row[i] = utc_ms(row[i])
-            except (TypeError, ValueError) as e:
-                raise ReportError(
-                    f"{what} row {row[0]}: {header[i]} {row[i]!r} is not an ISO 8601 time "
-                    f"with its UTC offset ({e}); the database may be damaged"
-                ) from None
-        yield row
+    zone = None if utc_offset_h is None else timezone(timedelta(hours=utc_offset_h))
+    local = [i for i in at if zone is not None and header[i] in _LOCAL]
+    columns = [c for i, c in enumerate(header) for c in ([c, _LOCAL[c]] if i in local else [c])]
+
+    def convert() -> Iterator[Sequence[object]]:
+        for row in rows:
+            row = list(row)
+            for i in at:
+                if row[i] is None:
+                    continue
+                try:
+                    row[i] = utc_ms(row[i])
+                except (TypeError, ValueError) as e:
+                    raise ReportError(
+                        f"{what} row {row[0]}: {header[i]} {row[i]!r} is not an ISO 8601 time "
+                        f"with its UTC offset ({e}); the database may be damaged"
+                    ) from None
+            for i in reversed(local):  # from the right: the indexes before stay valid
+                t = row[i]
+                row.insert(
+                    i + 1,
+                    None
+                    if t is None
+                    else datetime.fromisoformat(t)
+                    .astimezone(zone)
+                    .isoformat(timespec="milliseconds"),
+                )
+            yield row
+
+    return columns, convert()
 
 
 def detection_filters(

@@ -96,7 +96,7 @@ def test_damaged_traits_are_named_not_dropped(card):
 
 def test_summary_counts_each_day_and_label_once(card):
     rows = _report(card, "summary")
-    got = {(r["day"], r["taxon"]): r for r in rows}
+    got = {(r["day_utc"], r["taxon"]): r for r in rows}
     assert set(got) == {
         ("2024-05-01", "eurbla"),
         ("2024-05-02", "eurbla"),
@@ -120,7 +120,7 @@ def test_filters_keep_the_detections_asked_for(card):
     rows = _report(card, "detections", taxa=["ERITHACUS RUBECULA"])
     assert [r["taxon"] for r in rows] == ["eurrob1"]
     rows = _report(card, "summary", taxa=["eurbla"], min_probability=0.8)
-    assert [(r["day"], r["detections"]) for r in rows] == [("2024-05-01", "1")]
+    assert [(r["day_utc"], r["detections"]) for r in rows] == [("2024-05-01", "1")]
     with pytest.raises(ReportError, match="use them with detections, events or summary"):
         write_report(card, "recordings", io.StringIO(), taxa=["eurbla"])
     with pytest.raises(ReportError, match="between 0 and 1, got 70"):
@@ -280,7 +280,7 @@ def test_out_writes_into_a_named_pipe_and_through_a_symlink(card, tmp_path):
     try:
         os.set_blocking(master, False)
         assert main(["report", "summary", "--db", str(card), "--out", os.ttyname(tty)]) == 0
-        assert os.read(master, 1 << 16).startswith(b"day")
+        assert os.read(master, 1 << 16).startswith(b"day_utc")
     finally:
         os.close(master)
         os.close(tty)
@@ -313,7 +313,7 @@ def test_times_come_out_in_one_format_a_parser_can_read(card):
     fixed = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
     for what in ("detections", "summary", "recordings"):
         rows = _report(card, what)
-        for col in [c for c in (rows[0] if rows else {}) if c.endswith("_utc") and c != "day"]:
+        for col in [c for c in (rows[0] if rows else {}) if c.endswith("_utc") and c != "day_utc"]:
             for r in rows:
                 assert r[col] == "" or fixed.fullmatch(r[col]), (what, col, r[col])
                 assert r[col] == "" or datetime.fromisoformat(r[col]).tzinfo is not None
@@ -363,3 +363,32 @@ def test_detection_columns_are_the_same_for_every_card_and_filter(card, tmp_path
             [detection(9, traits_json=json.dumps({"wingbeat": {"value": "fast", "p": 0.7}}))]
         )
     assert {"wingbeat", "wingbeat_p"} <= set(header(card, taxa=["eurrob1"]))
+
+
+def test_a_utc_offset_adds_local_times_and_counts_local_days(card, capsys):
+    """--utc-offset was taken and ignored by every CSV report; the summary's `day`
+    did not say it was the UTC day."""
+    assert next(iter(_report(card, "summary")[0])) == "day_utc"
+    rows = _report(card, "summary", utc_offset_h=-4.5)
+    assert next(iter(rows[0])) == "day_local"
+    got = {(r["day_local"], r["taxon"]): r["detections"] for r in rows}
+    # 04:00 and 04:01 UTC on May 1 are 23:30 and 23:31 on April 30 at UTC-4.5
+    assert got == {
+        ("2024-04-30", "eurbla"): "2",
+        ("2024-05-02", "eurbla"): "1",
+        ("2024-05-02", "eurrob1"): "1",
+        ("undated", "eurbla"): "1",
+    }
+    assert rows[0]["first_local"] == "2024-04-30T23:30:00.000-04:30"
+    dets = _report(card, "detections", utc_offset_h=5.5)
+    at = list(dets[0])
+    assert at[at.index("start_time_utc") + 1] == "start_time_local"
+    assert dets[0]["start_time_local"] == "2024-05-01T09:30:00.000+05:30"
+    assert [d["start_time_local"] for d in dets if not d["start_time_utc"]] == [""]
+    with pytest.raises(ReportError, match="between -14 and 14 hours, got 20"):
+        write_report(card, "events", io.StringIO(), utc_offset_h=20)
+    # --top only chooses what activity draws: a CSV report refuses it rather than ignore it
+    assert main(["report", "summary", "--db", str(card), "--top", "3"]) == 2
+    assert "--top chooses the labels `activity` draws" in capsys.readouterr().err
+    assert main(["report", "events", "--db", str(card), "--utc-offset", "2"]) == 0
+    assert "start_time_local" in capsys.readouterr().out.splitlines()[0]
