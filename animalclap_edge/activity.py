@@ -8,6 +8,7 @@ and only its object API (no pyplot, no global backend switch).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from animalclap_edge.report import (
     out_error,
     out_target,
     reading,
+    taxon_filter,
 )
 
 PLOT_INSTALL_HINT = (
@@ -53,16 +55,27 @@ class Activity:
 
 
 def activity(
-    db: str | Path, top: int = 12, utc_offset_h: float = 0.0, min_probability: float | None = None
+    db: str | Path,
+    top: int = 12,
+    utc_offset_h: float = 0.0,
+    min_probability: float | None = None,
+    taxa: Sequence[str] = (),
+    say: Callable[[str], None] = lambda note: None,
 ) -> Activity:
-    """Count the `top` labels' detections per local hour and day (local = UTC + offset)."""
+    """Count the `top` labels' detections per local hour and day (local = UTC + offset),
+    of the `taxa` only if given (as `report.taxon_filter` reads them; `say` gets its
+    notes)."""
     if top < 1:
         raise ReportError(f"--top must be at least 1, got {top}")
     check_utc_offset(utc_offset_h)
-    clauses, args = detection_filters("probability", min_probability, ())
-    where = "WHERE " + " AND ".join(["start_time_utc IS NOT NULL", *clauses])
+    clauses, args = detection_filters("probability", min_probability)
     shift = f"{utc_offset_h:+.4f} hours"
     with reading(db) as conn:
+        more, more_args, notes = taxon_filter(conn, taxa)
+        for note in notes:
+            say(note)
+        clauses, args = clauses + more, args + more_args
+        where = "WHERE " + " AND ".join(["start_time_utc IS NOT NULL", *clauses])
         undated = conn.execute(
             "SELECT count(*) FROM detections WHERE start_time_utc IS NULL"
         ).fetchone()[0]

@@ -358,7 +358,8 @@ def _parser() -> argparse.ArgumentParser:
         "--taxon",
         action="append",
         default=[],
-        help="keep this taxon code or scientific name (any case; repeat for several)",
+        help="keep this taxon code or scientific name (any case; repeat for several); a "
+        "genus keeps its species too",
     )
     rp.add_argument("--top", type=int, help="activity: how many labels (default 12)")
     rp.add_argument(
@@ -502,6 +503,7 @@ def _cmd_report(args) -> int:
         "min_probability": args.min_probability,
         "taxa": args.taxon,
         "utc_offset_h": args.utc_offset,
+        "say": _note,
     }
     if not args.out:
         n = write_report(db, args.what, sys.stdout, **filters)
@@ -511,14 +513,11 @@ def _cmd_report(args) -> int:
     print(
         f"{n} {args.what} rows from {db}" + (f" -> {args.out}" if args.out else ""), file=sys.stderr
     )
-    if n == 0 and args.taxon:
-        print(
-            f"note: nothing matched --taxon {' '.join(args.taxon)}; give taxon codes or "
-            "scientific names as `report summary` lists them (the bundle that logged the "
-            "card must know the taxon)",
-            file=sys.stderr,
-        )
     return 0
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
 
 
 def _report_activity(db: Path, args) -> int:
@@ -528,13 +527,13 @@ def _report_activity(db: Path, args) -> int:
     if not args.out:
         raise ReportError("activity draws a figure: give --out FILE.png (or .svg, .pdf)")
     out_target(args.out, FIGURE_SUFFIXES)
-    if args.taxon:
-        raise ReportError("--taxon does not apply to activity: it draws the --top labels")
     a = activity(
         db,
         12 if args.top is None else args.top,
         args.utc_offset or 0.0,
         args.min_probability,
+        args.taxon,
+        say=_note,
     )
     plot_activity(a, args.out, title=str(db))
     print(f"{len(a.labels)} labels, {a.total} detections from {db} -> {args.out}", file=sys.stderr)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import difflib
 import json
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, TextIO
@@ -85,6 +86,16 @@ def open_readonly(db: str | Path, table: str = "detections") -> sqlite3.Connecti
     """A read-only connection to a detection database that has `table`, or a one-line
     `ReportError`."""
     path = Path(db)
+    if path.is_dir():
+        inside = path / "detections.db"  # the name a recorder gives it (storage.database)
+        raise ReportError(
+            f"--db {path}: is a folder, not a database; "
+            + (
+                f"the database in it is {inside}: give that"
+                if inside.is_file()
+                else "give the database file in it (a recorder names it detections.db)"
+            )
+        )
     if not path.is_file():
         raise ReportError(f"no database at {path}")
     with open(path, "rb") as f:
@@ -194,8 +205,10 @@ def write_report(
     min_probability: float | None = None,
     taxa: Sequence[str] = (),
     utc_offset_h: float | None = None,
+    say: Callable[[str], None] = lambda note: None,
 ) -> int:
     """Write table `what` (one of WHAT) of `db` to `out` as CSV; returns the rows written.
+    `say` is given what a person should know about the selection (`taxon_filter`).
 
     `min_probability` and `taxa` (taxon codes or scientific names, any case) keep
     the detections (and events, by their highest probability) that match. With
@@ -210,9 +223,14 @@ def write_report(
             "events or summary"
         )
     p_col = "max_probability" if what == "events" else "probability"
-    clauses, args = detection_filters(p_col, min_probability, taxa)
-    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    with reading(db, "events" if what == "events" else "detections") as conn:
+    clauses, args = detection_filters(p_col, min_probability)
+    table = "events" if what == "events" else "detections"
+    with reading(db, table) as conn:
+        more, more_args, notes = taxon_filter(conn, taxa)
+        for note in notes:
+            say(note)
+        clauses, args = clauses + more, args + more_args
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         if what == "summary" and utc_offset_h is None:
             sql = _SUMMARY.format(
                 where=where, day="substr(start_time_utc, 1, 10)", day_column="day_utc"
@@ -306,10 +324,9 @@ def _times_in_one_format(
     return columns, convert()
 
 
-def detection_filters(
-    p_col: str, min_probability: float | None, taxa: Sequence[str]
-) -> tuple[list[str], list[object]]:
-    """SQL conditions (to join with AND) and their parameters for the user's filters."""
+def detection_filters(p_col: str, min_probability: float | None) -> tuple[list[str], list[object]]:
+    """SQL conditions (to join with AND) and their parameters for --min-probability;
+    `taxon_filter` makes --taxon's, from the labels in the database."""
     clauses: list[str] = []
     args: list[object] = []
     if min_probability is not None:
@@ -317,12 +334,68 @@ def detection_filters(
             raise ReportError(f"--min-probability must be between 0 and 1, got {min_probability:g}")
         clauses.append(f"{p_col} >= ?")
         args.append(min_probability)
-    if taxa:
-        names = [t.lower() for t in taxa]
-        marks = ", ".join("?" * len(names))
-        clauses.append(f"(lower(taxon) IN ({marks}) OR lower(scientific_name) IN ({marks}))")
-        args += names + names
     return clauses, args
+
+
+def clean_taxa(taxa: Sequence[str]) -> list[str]:
+    """The --taxon values without the spaces a copy from a spreadsheet brings."""
+    names = [t.strip() for t in taxa]
+    if any(not n for n in names):
+        raise ReportError("--taxon is empty: give a taxon code or scientific name")
+    return names
+
+
+def taxon_filter(
+    conn: sqlite3.Connection, taxa: Sequence[str]
+) -> tuple[list[str], list[object], list[str]]:
+    """SQL conditions and parameters keeping the rows of `taxa` (in detections or
+    events), and one note per name that needs one, read against the labels detected.
+
+    A genus keeps its species too: the database records no taxonomy, but a species'
+    scientific name starts with its genus. A family, order or class keeps only its
+    back-off rows (the database does not say which family a species is in), and says
+    so. A name the database does not hold is said, with the closest names it does."""
+    if not taxa:
+        return [], [], []
+    known = conn.execute(
+        "SELECT DISTINCT level, taxon, scientific_name FROM detections"
+    ).fetchall()  # one row per label: at most the catalogue and its higher taxa
+    by_lower = {n.lower(): n for _, taxon, sci in known for n in (taxon, sci)}
+    parts: list[str] = []
+    args: list[object] = []
+    notes: list[str] = []
+    for name in clean_taxa(taxa):
+        low = name.lower()
+        levels = sorted({lv for lv, taxon, sci in known if low in (taxon.lower(), sci.lower())})
+        species = sorted(
+            {sci for lv, _, sci in known if lv == "species" and sci.lower().startswith(low + " ")}
+        )
+        if not levels and not species:
+            close = [by_lower[c] for c in difflib.get_close_matches(low, by_lower, n=3)]
+            notes.append(
+                f"--taxon {name!r} matches nothing in this database"
+                + (f"; close names in it: {', '.join(close)}" if close else "")
+                + " (`report summary` lists its taxa)"
+            )
+            continue
+        parts.append("lower(taxon) = ? OR lower(scientific_name) = ?")
+        args += [low, low]
+        if species:
+            parts.append("level = 'species' AND substr(lower(scientific_name), 1, ?) = ?")
+            args += [len(low) + 1, low + " "]
+            notes.append(
+                f"--taxon {name}: a genus; its species in this database are kept with its "
+                f"back-off rows: {', '.join(species)}"
+            )
+        higher = [lv for lv in levels if lv in ("family", "order", "class")]
+        if higher:
+            notes.append(
+                f"--taxon {name}: a {higher[0]}; the database does not record which "
+                f"{higher[0]} a species belongs to, so only its back-off rows (unknown "
+                f"{name}) are kept: give its species by name with --taxon to add them"
+            )
+    # nothing matched: no row (each name was said above)
+    return [("(" + " OR ".join(f"({p})" for p in parts) + ")") if parts else "0"], args, notes
 
 
 def _traits_in_columns(

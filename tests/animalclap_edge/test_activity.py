@@ -117,3 +117,11 @@ def test_a_database_it_cannot_read_is_named_in_one_line(tmp_path):
         c.execute("CREATE TABLE detections (x)")  # a table of that name, not ours
     with pytest.raises(ReportError, match=r"odd\.db: cannot read the detections \(no such column"):
         activity(odd)
+
+
+def test_taxon_chooses_the_labels_drawn(season):
+    notes: list[str] = []
+    a = activity(season, taxa=[" Turdus "], say=notes.append)
+    assert a.labels == ["Turdus merula"]
+    assert notes and "a genus" in notes[0]
+    assert activity(season, taxa=["eurrob1"]).labels == ["Erithacus rubecula"]

@@ -127,14 +127,58 @@ def test_filters_keep_the_detections_asked_for(card):
         write_report(card, "detections", io.StringIO(), min_probability=70)
 
 
-def test_a_taxon_that_matches_nothing_is_said(card, capsys):
-    from animalclap_edge.cli import main
-
-    assert main(["report", "events", "--db", str(card), "--taxon", "Turdus merula"]) == 0
+def test_a_taxon_that_matches_nothing_is_said_with_the_close_names(card, capsys):
+    assert main(["report", "events", "--db", str(card), "--taxon", "Turdus merla"]) == 0
     err = capsys.readouterr().err
-    assert "0 events rows" in err and "note: nothing matched --taxon Turdus merula" in err
-    assert main(["report", "detections", "--db", str(card), "--taxon", "eurrob1"]) == 0
-    assert "note:" not in capsys.readouterr().err
+    assert "0 events rows" in err
+    assert (
+        "note: --taxon 'Turdus merla' matches nothing in this database; close names in it: "
+        "Turdus merula (`report summary` lists its taxa)"
+    ) in err
+    # spaces from a copied cell are dropped; one name of two matching keeps its rows
+    argv = ["report", "detections", "--db", str(card), "--taxon", " eurrob1 "]
+    assert main([*argv, "--taxon", "Nothing here"]) == 0
+    out, err = capsys.readouterr()
+    assert len(_csv(out)) == 1 and "1 detections rows" in err
+    assert err.count("note:") == 1 and "'Nothing here' matches nothing" in err
+    with pytest.raises(ReportError, match="--taxon is empty"):
+        write_report(card, "detections", io.StringIO(), taxa=["  "])
+
+
+def test_a_genus_keeps_its_species_and_a_family_says_what_it_keeps(card):
+    with DetectionStore(card) as s:
+        s.add_detections(
+            [
+                detection(1, level="genus", taxon="Turdus", scientific_name="Turdus",
+                          common_name="unknown Turdus"),
+                detection(2, taxon="sonthr1", scientific_name="Turdus philomelos",
+                          common_name="Song Thrush"),
+                detection(3, level="family", taxon="Turdidae", scientific_name="Turdidae",
+                          common_name="unknown Turdidae"),
+            ]
+        )  # fmt: skip
+    notes: list[str] = []
+    rows = _report(card, "detections", taxa=["turdus"], say=notes.append)
+    assert sorted({r["scientific_name"] for r in rows}) == [
+        "Turdus",
+        "Turdus merula",
+        "Turdus philomelos",
+    ]
+    assert notes == [
+        "--taxon turdus: a genus; its species in this database are kept with its back-off "
+        "rows: Turdus merula, Turdus philomelos"
+    ]
+    notes.clear()
+    rows = _report(card, "summary", taxa=["Turdidae"], say=notes.append)
+    assert [r["taxon"] for r in rows] == ["Turdidae"]
+    assert len(notes) == 1 and "a family; the database does not record which family" in notes[0]
+
+
+def test_a_folder_given_as_db_names_the_database_in_it(card, tmp_path):
+    with pytest.raises(ReportError, match=re.escape(f"the database in it is {card}: give that")):
+        write_report(card.parent, "summary", io.StringIO())
+    with pytest.raises(ReportError, match=r"a recorder names it detections\.db"):
+        write_report(tmp_path / "..", "summary", io.StringIO())
 
 
 def test_an_old_card_is_read_as_it_is_and_left_unchanged(tmp_path):
