@@ -58,9 +58,40 @@ def reading(db: str | Path, table: str = "detections") -> Iterator[sqlite3.Conne
     try:
         yield conn
     except sqlite3.Error as e:
+        if _is_damage(e):
+            raise damaged(Path(db), e) from e
         raise ReportError(f"{db}: cannot read the {table} ({e})") from e
     finally:
         conn.close()
+
+
+def _is_damage(e: sqlite3.Error) -> bool:
+    name = getattr(e, "sqlite_errorname", "")  # Python 3.11+
+    if name:
+        return name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB"
+    return "malformed" in str(e) or "not a database" in str(e)
+
+
+def damaged(db: Path, e: sqlite3.Error) -> ReportError:
+    """One line for a damaged database: its online backup, and how to salvage the rest.
+
+    A report only reads, so it cannot recover the file as `run` does at start
+    (recovery.py: moved aside, rebuilt from the backup, every readable row copied in);
+    it says where the backup is and how to have `run` do that on a copy."""
+    from animalclap_edge.health import backup_path_for
+
+    backup = backup_path_for(db)
+    if backup.is_file():
+        made = datetime.fromtimestamp(backup.stat().st_mtime, timezone.utc)
+        first = f"report its online backup (of {made:%Y-%m-%d %H:%M} UTC): --db {backup}"
+    else:
+        first = f"it has no online backup beside it ({backup.name})"
+    return ReportError(
+        f"{db}: the database is damaged ({e}); {first}; to salvage every readable row, copy "
+        f"{db.name} with its -wal and .backup to a writable folder and run `animalclap-edge "
+        "run --db COPY --source EMPTY_FOLDER` there, which moves the damaged file aside and "
+        "rebuilds it from the backup and the rows still readable (docs/reliability.md)"
+    )
 
 
 def _read_mode(path: Path) -> str:
@@ -106,6 +137,8 @@ def open_readonly(db: str | Path, table: str = "detections") -> sqlite3.Connecti
         conn = sqlite3.connect(f"{path.absolute().as_uri()}?{_read_mode(path)}", uri=True)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.Error as e:
+        if _is_damage(e):
+            raise damaged(path, e) from e
         raise ReportError(
             f"{path}: cannot read it ({e}); on a read-only card, copy the database and its "
             "-wal file to a folder you can write and report from there"

@@ -436,3 +436,25 @@ def test_a_utc_offset_adds_local_times_and_counts_local_days(card, capsys):
     assert "--top chooses the labels `activity` draws" in capsys.readouterr().err
     assert main(["report", "events", "--db", str(card), "--utc-offset", "2"]) == 0
     assert "start_time_local" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_a_damaged_database_names_its_backup_and_the_salvage_step(card, tmp_path):
+    """A damaged card said only 'cannot read the detections (database disk image is
+    malformed)': not that a backup sits beside it, nor how to get the rest back."""
+    with DetectionStore(card) as s:  # enough rows for pages past the schema's
+        s.add_detections([detection(i * 72000, recording_id="c.flac") for i in range(400)])
+    shutil.copy(card, card.with_name("detections.db.backup"))
+    with open(card, "r+b") as f:
+        f.seek(4096 * 3)
+        f.write(b"\xa5" * 4096 * 6)
+    with pytest.raises(ReportError) as e:
+        write_report(card, "detections", io.StringIO())
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{card}: the database is damaged (")
+    assert "report its online backup (of " in msg and f"--db {card}.backup;" in msg
+    assert "run `animalclap-edge run --db COPY --source EMPTY_FOLDER`" in msg
+    card.with_name("detections.db.backup").unlink()
+    with pytest.raises(
+        ReportError, match=r"it has no online backup beside it \(detections\.db\.backup\)"
+    ):
+        write_report(card, "detections", io.StringIO())
