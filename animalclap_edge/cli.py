@@ -349,7 +349,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the CSV to write, or activity: a plot",
     )
     rp.add_argument("--db", help="SQLite database (default: storage.database of --config)")
-    rp.add_argument("--config", help="YAML config whose storage.database to read")
+    rp.add_argument(
+        "--config",
+        help="YAML config whose storage.database to read (a relative one from the current "
+        "folder, as `run` takes it)",
+    )
     rp.add_argument("--out", help="CSV file to write (default: stdout)")
     rp.add_argument(
         "--min-probability", type=float, help="keep detections (events: their best) at or above"
@@ -486,10 +490,9 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from animalclap_edge.config import load_config
     from animalclap_edge.report import ReportError, open_out, out_target, write_report
 
-    db = Path(args.db or load_config(args.config).storage.database)
+    db = Path(args.db) if args.db else _config_db(args.config)
     if args.what == "activity":
         return _report_activity(db, args)
     if args.out:  # a wrong --out is said before the database is read
@@ -514,6 +517,30 @@ def _cmd_report(args) -> int:
         f"{n} {args.what} rows from {db}" + (f" -> {args.out}" if args.out else ""), file=sys.stderr
     )
     return 0
+
+
+def _config_db(config: str | None) -> Path:
+    """The database a config names, by `run`'s rule: a relative storage.database is
+    taken from the current folder (the service's WorkingDirectory), not the config's
+    folder, so that report reads the file run wrote. A miss names the rule and any
+    database beside the config."""
+    from animalclap_edge.config import load_config
+    from animalclap_edge.report import ReportError
+
+    db = Path(load_config(config).storage.database)
+    if db.is_absolute() or db.exists():
+        return db
+    what = f"storage.database of {config}" if config else "the default storage.database"
+    beside = Path(config).parent / db if config else None
+    raise ReportError(
+        f"no database at {db} ({what}; a relative path is taken from the current folder "
+        f"{Path.cwd()}, as `run` takes it): "
+        + (
+            f"there is one beside the config: give --db {beside}"
+            if beside is not None and beside.is_file()
+            else "run from the folder the recorder ran in, or give --db"
+        )
+    )
 
 
 def _note(text: str) -> None:

@@ -458,3 +458,23 @@ def test_a_damaged_database_names_its_backup_and_the_salvage_step(card, tmp_path
         ReportError, match=r"it has no online backup beside it \(detections\.db\.backup\)"
     ):
         write_report(card, "detections", io.StringIO())
+
+
+def test_a_config_relative_database_is_read_as_run_reads_it(card, tmp_path, monkeypatch, capsys):
+    """`run` takes a relative storage.database from the current folder (the service's
+    WorkingDirectory); report does the same, and a miss names the rule and the file
+    beside the config instead of a bare 'no database at detections.db'."""
+    cfg = card.parent / "edge.yaml"
+    cfg.write_text("storage:\n  database: detections.db\n")
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["report", "summary", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"animalclap-edge: error: no database at detections.db (storage.database of {cfg}; "
+        f"a relative path is taken from the current folder {elsewhere}, as `run` takes it): "
+        f"there is one beside the config: give --db {card}"
+    )
+    monkeypatch.chdir(card.parent)
+    assert main(["report", "summary", "--config", str(cfg)]) == 0
