@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -38,20 +39,30 @@ _LABEL = (
 )
 
 
+# Longer than this, one column a day is no longer readable, and such a span on one
+# card is almost always a clock that was unset (1970, 2000, the board's build date).
+MAX_DAYS = 731
+
+
 @dataclass(frozen=True)
 class Activity:
     """Detections of the `labels` (most detected first) by hour of day and by day."""
 
     labels: list[str]
     by_hour: np.ndarray  # (labels, 24) detections per hour of day, in local time
-    days: list[str]  # YYYY-MM-DD (local), in order
+    days: list[str]  # YYYY-MM-DD (local): every day from the first recorded to the last
     by_day: np.ndarray  # (labels, days) detections per day
     utc_offset_h: float
-    undated: int  # detections without a wall time, left out
+    undated: int  # detections without a wall time (of those selected), left out
     untrusted: int  # detections counted whose clock was not trusted
     total: int  # detections counted (of the drawn labels)
     all_labels: int = 0  # labels with a dated detection, drawn or not
     all_total: int = 0  # their detections
+    # per day: whether anything was recorded (a recording, or a detection, that day);
+    # a day without is drawn apart from a day recorded with nothing heard
+    recorded: np.ndarray | None = None
+    untrusted_left_out: int = 0  # detections left out by trusted_clock_only
+    nothing: str = ""  # why there is nothing to draw, when `labels` is empty
 
 
 def activity(
@@ -61,10 +72,14 @@ def activity(
     min_probability: float | None = None,
     taxa: Sequence[str] = (),
     say: Callable[[str], None] = lambda note: None,
+    trusted_clock_only: bool = False,
 ) -> Activity:
     """Count the `top` labels' detections per local hour and day (local = UTC + offset),
     of the `taxa` only if given (as `report.taxon_filter` reads them; `say` gets its
-    notes)."""
+    notes), and with `trusted_clock_only` only what a trusted clock timed.
+
+    The days are the calendar from the first day recorded to the last (recordings
+    that were processed, and detections), each day marked recorded or not."""
     if top < 1:
         raise ReportError(f"--top must be at least 1, got {top}")
     check_utc_offset(utc_offset_h)
@@ -75,10 +90,20 @@ def activity(
         for note in notes:
             say(note)
         clauses, args = clauses + more, args + more_args
+        selected = " AND ".join(clauses) or "1"  # the user's selection, before the clock's
+        untrusted_left_out = 0
+        if trusted_clock_only:
+            untrusted_left_out = conn.execute(
+                f"SELECT count(*) FROM detections WHERE {selected} AND clock_trusted = 0", args
+            ).fetchone()[0]
+            clauses = [*clauses, "clock_trusted = 1"]
         where = "WHERE " + " AND ".join(["start_time_utc IS NOT NULL", *clauses])
+        card = conn.execute("SELECT count(*) FROM detections").fetchone()[0]
         undated = conn.execute(
-            "SELECT count(*) FROM detections WHERE start_time_utc IS NULL"
-        ).fetchone()[0]
+            "SELECT count(*) FROM detections WHERE "
+            + " AND ".join(["start_time_utc IS NULL", *clauses]),
+            args,
+        ).fetchone()[0]  # of the selection: the title speaks of what was asked for
         counts = conn.execute(
             f"SELECT {_LABEL} AS label, count(*) AS n FROM detections {where} "
             "GROUP BY label ORDER BY n DESC, label",
@@ -95,10 +120,30 @@ def activity(
             "GROUP BY label, day, hour",
             [shift, shift, *args, *labels],
         ).fetchall()
+        # one row per recording; a skipped one was not listened to
+        recordings = conn.execute(
+            "SELECT start_time_utc, duration_s, clock_trusted FROM recordings "
+            "WHERE status != 'skipped' AND start_time_utc IS NOT NULL"
+            + (" AND clock_trusted = 1" if trusted_clock_only else "")
+        ).fetchall()
+        untrusted_everywhere = conn.execute(
+            "SELECT (SELECT count(*) FROM detections WHERE clock_trusted = 0 "
+            "AND start_time_utc IS NOT NULL), "
+            "(SELECT count(*) FROM recordings WHERE clock_trusted = 0 "
+            "AND start_time_utc IS NOT NULL)"
+        ).fetchone()
     index = {label: i for i, label in enumerate(labels)}
     rows = [r for r in rows if r[1] is not None]
-    days = sorted({r[1] for r in rows})
-    day_index = {d: i for i, d in enumerate(days)}
+    heard = {date.fromisoformat(r[1]) for r in rows}
+    on_days = _recorded_days(recordings, utc_offset_h) | heard
+    nothing = ""
+    if not labels:
+        nothing = _nothing_to_draw(card, undated, min_probability, taxa, trusted_clock_only)
+    first, last = (min(on_days), max(on_days)) if on_days and labels else (None, None)
+    if first is not None and (last - first).days + 1 > MAX_DAYS:
+        raise ReportError(_too_long(first, last, trusted_clock_only, *untrusted_everywhere))
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)] if first else []
+    day_index = {d.isoformat(): i for i, d in enumerate(days)}
     by_hour = np.zeros((len(labels), 24), np.int64)
     by_day = np.zeros((len(labels), len(days)), np.int64)
     untrusted = 0
@@ -109,7 +154,7 @@ def activity(
     return Activity(
         labels=labels,
         by_hour=by_hour,
-        days=days,
+        days=[d.isoformat() for d in days],
         by_day=by_day,
         utc_offset_h=utc_offset_h,
         undated=undated,
@@ -117,6 +162,71 @@ def activity(
         total=int(by_hour.sum()),
         all_labels=len(counts),
         all_total=sum(n for _, n in counts),
+        recorded=np.array([d in on_days for d in days], bool),
+        untrusted_left_out=untrusted_left_out,
+        nothing=nothing,
+    )
+
+
+def _recorded_days(recordings: list[tuple], utc_offset_h: float) -> set[date]:
+    """The local days the recordings cover, from their start to their end."""
+    zone = timezone(timedelta(hours=utc_offset_h))
+    days: set[date] = set()
+    for start_utc, duration_s, _ in recordings:
+        try:
+            start = datetime.fromisoformat(start_utc).astimezone(zone)
+        except ValueError:
+            raise ReportError(
+                f"recordings: start_time_utc {start_utc!r} is not an ISO 8601 time with its "
+                "UTC offset; the database may be damaged"
+            ) from None
+        # the last instant recorded, so a recording ending at midnight adds no day
+        end = start + timedelta(seconds=max(0.0, float(duration_s) - 1e-3))
+        day = start.date()
+        while day <= end.date():
+            days.add(day)
+            day += timedelta(days=1)
+    return days
+
+
+def _nothing_to_draw(
+    card: int,
+    undated: int,
+    min_probability: float | None,
+    taxa: Sequence[str],
+    trusted_clock_only: bool,
+) -> str:
+    """Why no label has a dated detection, naming the filter that left none."""
+    if card == 0:
+        return "nothing to draw: the database has no detections"
+    asked = [f"--min-probability {min_probability:g}"] if min_probability is not None else []
+    asked += [f"--taxon {t.strip()}" for t in taxa]
+    asked += ["--trusted-clock"] if trusted_clock_only else []
+    if asked:
+        return (
+            f"nothing to draw: no detection with a time passes {' '.join(asked)} "
+            f"(the database has {card} detections)"
+        )
+    return (
+        f"nothing to draw: none of the database's {card} detections has a time "
+        f"({undated} without one: no clock, e.g. raw PCM from stdin)"
+    )
+
+
+def _too_long(
+    first: date, last: date, trusted_clock_only: bool, untrusted_dets: int, untrusted_recs: int
+) -> str:
+    n = (last - first).days + 1
+    why = f"the days run from {first} to {last} ({n:,} days, more than {MAX_DAYS} to draw)"
+    if not trusted_clock_only and (untrusted_dets or untrusted_recs):
+        return (
+            f"{why}: {untrusted_dets} detections and {untrusted_recs} recordings were timed by "
+            "an untrusted clock (`report recordings` gives each one's clock_note); leave them "
+            "out with --trusted-clock"
+        )
+    return (
+        f"{why}: a clock that was set wrong spreads a card over years; `report recordings` "
+        "gives each recording's time and clock_note"
     )
 
 
@@ -126,8 +236,9 @@ def plot_activity(a: Activity, out: str | Path, title: str = "") -> Path:
     out = Path(out)
     out_target(out, FIGURE_SUFFIXES)  # a wrong name is said before anything is drawn
     if not a.labels:
-        raise ReportError("no dated detections to plot (check --min-probability)")
+        raise ReportError(a.nothing or "nothing to draw")
     try:
+        import matplotlib
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as e:
@@ -140,12 +251,21 @@ def plot_activity(a: Activity, out: str | Path, title: str = "") -> Path:
     # Hours as each label's share, so a rare species' pattern shows beside a common
     # one's; days as counts, so the season's busy days stand out.
     share = a.by_hour / np.maximum(1, a.by_hour.sum(axis=1, keepdims=True))
+    # A day nothing was recorded is grey, apart from a day recorded with nothing heard
+    # (0, the colour map's darkest): a gap in the deployment is not an absence.
+    recorded = a.recorded if a.recorded is not None else np.ones(len(a.days), bool)
+    per_day = np.ma.masked_array(a.by_day, np.broadcast_to(~recorded, a.by_day.shape))
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#d0d0d0")
+    gaps = int((~recorded).sum())
+    days_title = "detections per day" + (
+        f" (grey: {gaps} days with nothing recorded)" if gaps else ""
+    )
     for ax, values, ticks, xlabel, what, unit in (
         (hours_ax, share, [f"{h:02d}" for h in range(24)], "hour of day",
          "each label's detections by hour (share)", "share"),
-        (days_ax, a.by_day, a.days, "day", "detections per day", "detections"),
+        (days_ax, per_day, a.days, "day", days_title, "detections"),
     ):  # fmt: skip
-        image = ax.imshow(values, aspect="auto", cmap="viridis", interpolation="nearest")
+        image = ax.imshow(values, aspect="auto", cmap=cmap, interpolation="nearest")
         ax.set_title(what, fontsize=8)
         ax.set_yticks(range(len(a.labels)), a.labels, fontsize=8)
         step = max(1, len(ticks) // 12)
@@ -160,6 +280,8 @@ def plot_activity(a: Activity, out: str | Path, title: str = "") -> Path:
     caveats = [f"{drawn}, times in {zone}"]
     if a.untrusted:
         caveats.append(f"{a.untrusted} of them timed by an untrusted clock")
+    if a.untrusted_left_out:
+        caveats.append(f"{a.untrusted_left_out} timed by an untrusted clock left out")
     if a.undated:
         caveats.append(f"{a.undated} without a time left out")
     fig.suptitle(((title + "\n") if title else "") + "; ".join(caveats), fontsize=9)

@@ -367,6 +367,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--top", type=int, help="activity: how many labels (default 12)")
     rp.add_argument(
+        "--trusted-clock",
+        action="store_true",
+        help="leave out detections (and recordings) whose time came from an untrusted "
+        "clock (clock_trusted 0: a file's mtime, a clock never set)",
+    )
+    rp.add_argument(
         "--utc-offset",
         type=float,
         help="hours added to UTC for local time, e.g. -3 or 5.5: activity's hours and days; "
@@ -506,6 +512,7 @@ def _cmd_report(args) -> int:
         "min_probability": args.min_probability,
         "taxa": args.taxon,
         "utc_offset_h": args.utc_offset,
+        "trusted_clock_only": args.trusted_clock,
         "say": _note,
     }
     if not args.out:
@@ -561,6 +568,7 @@ def _report_activity(db: Path, args) -> int:
         args.min_probability,
         args.taxon,
         say=_note,
+        trusted_clock_only=args.trusted_clock,
     )
     plot_activity(a, args.out, title=str(db))
     print(f"{len(a.labels)} labels, {a.total} detections from {db} -> {args.out}", file=sys.stderr)

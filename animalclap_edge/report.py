@@ -239,6 +239,7 @@ def write_report(
     taxa: Sequence[str] = (),
     utc_offset_h: float | None = None,
     say: Callable[[str], None] = lambda note: None,
+    trusted_clock_only: bool = False,
 ) -> int:
     """Write table `what` (one of WHAT) of `db` to `out` as CSV; returns the rows written.
     `say` is given what a person should know about the selection (`taxon_filter`).
@@ -246,10 +247,13 @@ def write_report(
     `min_probability` and `taxa` (taxon codes or scientific names, any case) keep
     the detections (and events, by their highest probability) that match. With
     `utc_offset_h`, each time gets a local one beside it (`start_time_local`, ...) and
-    the summary counts local days (`day_local` instead of `day_utc`)."""
+    the summary counts local days (`day_local` instead of `day_utc`).
+    `trusted_clock_only` leaves out the rows whose clock was not trusted."""
     check_utc_offset(utc_offset_h)
     if what not in WHAT:
         raise ReportError(f"unknown report {what!r}: choose one of {', '.join(WHAT)}")
+    # a row whose time came from a file's mtime or an unset clock
+    trusted = ["clock_trusted = 1"] if trusted_clock_only else []
     if what == "recordings" and (min_probability is not None or taxa):
         raise ReportError(
             "--min-probability and --taxon select detections: use them with detections, "
@@ -262,7 +266,7 @@ def write_report(
         more, more_args, notes = taxon_filter(conn, taxa)
         for note in notes:
             say(note)
-        clauses, args = clauses + more, args + more_args
+        clauses, args = clauses + more + trusted, args + more_args
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         if what == "summary" and utc_offset_h is None:
             sql = _SUMMARY.format(

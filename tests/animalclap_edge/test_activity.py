@@ -9,6 +9,7 @@ import pytest
 
 from animalclap_edge.activity import activity, plot_activity
 from animalclap_edge.cli import main
+from animalclap_edge.records import RecordingResult
 from animalclap_edge.report import ReportError
 from animalclap_edge.store import DetectionStore
 
@@ -90,7 +91,10 @@ def test_the_figure_is_written_and_bad_requests_are_named(season, tmp_path, caps
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ReportError, match=r"written as \.png, \.svg or \.pdf"):
         plot_activity(activity(season), tmp_path / "a.jpg")
-    with pytest.raises(ReportError, match="no dated detections to plot"):
+    with pytest.raises(
+        ReportError,
+        match=r"no detection with a time passes --min-probability 0\.99 \(the database has 7",
+    ):
         plot_activity(activity(season, min_probability=0.99), tmp_path / "b.png")
     svg = tmp_path / "cli.svg"
     assert main(["report", "activity", "--db", str(season), "--out", str(svg), "--top", "2"]) == 0
@@ -125,3 +129,55 @@ def test_taxon_chooses_the_labels_drawn(season):
     assert a.labels == ["Turdus merula"]
     assert notes and "a genus" in notes[0]
     assert activity(season, taxa=["eurrob1"]).labels == ["Erithacus rubecula"]
+
+
+def _recording(name: str, start: str | None, duration_s: float, trusted: bool = True):
+    return RecordingResult(
+        name, RUN, f"/card/{name}", "ok", None, duration_s, 1, 0, start, trusted, "test",
+        "2024-06-01T00:00:00.000+00:00",
+    )  # fmt: skip
+
+
+def test_the_days_are_a_calendar_with_the_unrecorded_days_apart(season):
+    """Days without a detection were dropped, so 2024-05-14 stood next to 2026-11-27,
+    and a day not recorded looked like a day recorded with nothing heard."""
+    with DetectionStore(season) as s:
+        # recorded on May 4 (nothing heard), not on May 3; one recording over midnight
+        s.record_recording(_recording("d4.wav", "2024-05-04T10:00:00+00:00", 60))
+        s.record_recording(_recording("d5.wav", "2024-05-05T23:59:00+00:00", 120))
+    a = activity(season)
+    assert a.days == [f"2024-05-0{d}" for d in range(1, 7)]
+    assert a.recorded.tolist() == [True, True, False, True, True, True]
+    assert a.by_day[:, 2:].sum() == 0  # recorded or not, nothing heard: told apart above
+    # a local offset moves the recordings' days too
+    assert activity(season, utc_offset_h=-11).days[0] == "2024-04-30"
+
+
+def test_an_absurd_span_is_said_and_untrusted_clocks_can_be_left_out(season, tmp_path):
+    with DetectionStore(season) as s:  # a board whose clock was never set
+        s.add_detections([detection(9 * 72000, start_time_utc="1970-01-01T00:00:05+00:00")])
+    with pytest.raises(ReportError) as e:
+        activity(season)
+    msg = str(e.value)
+    assert msg.startswith("the days run from 1970-01-01 to 2024-05-02 (19,846 days, more than")
+    assert "3 detections and 0 recordings were timed by an untrusted clock" in msg
+    assert msg.endswith("leave them out with --trusted-clock")
+    a = activity(season, trusted_clock_only=True)
+    assert a.days == ["2024-05-01", "2024-05-02"] and a.untrusted_left_out == 4
+    assert (a.total, a.untrusted) == (4, 0)
+
+
+def test_the_title_counts_what_was_asked_for_and_an_empty_card_says_so(season, tmp_path):
+    pytest.importorskip("matplotlib")
+    # the undated window has p 0.87: --min-probability 0.9 leaves it out of the count too
+    assert activity(season).undated == 1
+    assert activity(season, min_probability=0.9).undated == 0
+    assert activity(season, taxa=["eurrob1"]).undated == 0
+    empty = tmp_path / "empty.db"
+    with DetectionStore(empty):
+        pass
+    with pytest.raises(ReportError, match=r"^nothing to draw: the database has no detections$"):
+        plot_activity(activity(empty), tmp_path / "e.png")
+    svg = tmp_path / "t.svg"
+    plot_activity(activity(season, trusted_clock_only=True), svg)
+    assert "3 timed by an untrusted clock left out" in svg.read_text()

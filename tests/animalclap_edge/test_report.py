@@ -121,6 +121,9 @@ def test_filters_keep_the_detections_asked_for(card):
     assert [r["taxon"] for r in rows] == ["eurrob1"]
     rows = _report(card, "summary", taxa=["eurbla"], min_probability=0.8)
     assert [(r["day_utc"], r["detections"]) for r in rows] == [("2024-05-01", "1")]
+    rows = _report(card, "detections", trusted_clock_only=True)
+    assert sorted(float(r["probability"]) for r in rows) == [0.7, 0.9, 0.95]
+    assert _report(card, "recordings", trusted_clock_only=True) == []  # none recorded here
     with pytest.raises(ReportError, match="use them with detections, events or summary"):
         write_report(card, "recordings", io.StringIO(), taxa=["eurbla"])
     with pytest.raises(ReportError, match="between 0 and 1, got 70"):
