@@ -381,7 +381,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     rp.set_defaults(func=_cmd_report)
 
-    cfg = command("config", help="check, show or describe configs")
+    cfg = command("config", help="check configs, show the defaults, print the JSON schema")
     csub = cfg.add_subparsers(metavar="ACTION")
     chk = csub.add_parser("check", help="validate config files; names every wrong key or value")
     chk.add_argument("files", nargs="+", help="YAML config file(s), e.g. firmware_configs/*.yaml")

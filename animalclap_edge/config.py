@@ -276,7 +276,9 @@ class MqttConfig(_Section):
     password_file: str | None = Field(
         None, description="File holding the password (kept out of the config)."
     )
-    client_id: str | None = Field(None, description="MQTT client id; null = derived from host.")
+    client_id: str | None = Field(
+        None, description="MQTT client id; null = animalclap-<host>-<pid>."
+    )
 
     @field_validator("topic_prefix")
     @classmethod

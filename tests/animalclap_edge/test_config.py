@@ -58,9 +58,11 @@ def test_firmware_profile_validates(path: Path):
 
 def test_backend_choices_per_hardware():
     by = {p.stem: load_config(p).backend for p in PROFILES}
-    for name in ("jetson-orin-nano", "jetson-orin-nx", "jetson-agx-orin"):
-        assert (by[name].name, by[name].precision) == ("auto", "int8")
-    for name in ("jetson-xavier-nx", "jetson-nano"):
+    # fp16 on every Jetson: an int8 engine needs an int8 bundle, which the export gates
+    # refuse for today's students; an int8 profile always fell back to onnxruntime
+    jetsons = [p for p in by if p.startswith("jetson-")]
+    assert len(jetsons) == 5
+    for name in jetsons:
         assert (by[name].name, by[name].precision) == ("auto", "fp16")
     assert (by["generic-cpu"].name, by["generic-cpu"].precision) == ("onnxruntime-cpu", "fp32")
 
