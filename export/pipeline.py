@@ -516,8 +516,10 @@ def _fit_heads(writer, encoder, data, window, cfg: ExportConfig, progress: bool)
         tr = te = np.arange(len(items))
         held_out = "scored on its own training recordings (too few site-days to hold out)"
     weight, bias = fit_trait_heads(emb[tr], targets[tr], known[tr], schema)
+    # groups: the baseline shuffles trait rows across species, as traits are per species
+    groups = [species[i] for i in te]
     scores = score_trait_heads(
-        emb[te], targets[te], known[te], schema, weight, bias, targets[tr], known[tr]
+        emb[te], targets[te], known[te], schema, weight, bias, targets[tr], known[tr], groups
     )
     writer.write_json(B.TRAIT_SCHEMA, schema.to_dict())
     writer.write_heads(B.TRAIT_HEADS, weight, bias)
