@@ -332,12 +332,14 @@ def _parser() -> argparse.ArgumentParser:
 
     rp = command(
         "report",
-        help="write a database's detections, events, recordings or a daily summary as CSV, "
-        "or a figure of when each label was heard",
+        help="write a database's detections, events, recordings, a daily summary, its runs "
+        "or its health log as CSV, or a figure of when each label was heard",
         description=(
             "Reads the database read-only (a card straight from a recorder is left as it "
             "is) and writes one CSV: the rows as logged, each trait in columns of its own, "
-            "or `summary`: one row per day (UTC, or local with --utc-offset) and label. "
+            "or `summary`: one row per day (UTC, or local with --utc-offset) and label; "
+            "`runs`: each run, whether it finished and what it logged; `health`: the "
+            "recorder's own log (source lost and reopened, disk, temperature, snapshots). "
             "`activity` draws the most "
             "detected labels by hour of day and by day (--out FILE.png|svg|pdf; needs the "
             "[plot] extra)."

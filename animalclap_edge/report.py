@@ -26,7 +26,23 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, TextIO
 
-WHAT: tuple[str, ...] = ("detections", "events", "recordings", "summary")
+WHAT: tuple[str, ...] = ("detections", "events", "recordings", "summary", "runs", "health")
+# Reports of the recorder itself, not of what it heard: no detection filter applies.
+_NOT_DETECTIONS = ("recordings", "runs", "health")
+
+# Each run with what it logged: a run never finished was killed (power cut, kill -9)
+# or is still running; its recordings say how far it got.
+_RUNS = """
+SELECT u.*,
+       CASE WHEN u.finished_utc IS NULL
+            THEN 'not finished: killed, power lost, or still running' ELSE 'finished' END
+           AS state,
+       (SELECT count(*) FROM recordings r WHERE r.run_id = u.run_id) AS recordings,
+       (SELECT coalesce(sum(r.duration_s), 0) FROM recordings r WHERE r.run_id = u.run_id)
+           AS audio_s,
+       (SELECT count(*) FROM detections d WHERE d.run_id = u.run_id) AS detections
+FROM runs u ORDER BY u.rowid
+"""
 
 # Per day (UTC, or local with --utc-offset: the window's wall time; "undated" without
 # one) and label. The column says which day it is: `day_utc` or `day_local`.
@@ -254,11 +270,18 @@ def write_report(
         raise ReportError(f"unknown report {what!r}: choose one of {', '.join(WHAT)}")
     # a row whose time came from a file's mtime or an unset clock
     trusted = ["clock_trusted = 1"] if trusted_clock_only else []
-    if what == "recordings" and (min_probability is not None or taxa):
+    if what in _NOT_DETECTIONS and (min_probability is not None or taxa):
         raise ReportError(
             "--min-probability and --taxon select detections: use them with detections, "
             "events or summary"
         )
+    if what in ("runs", "health") and trusted_clock_only:
+        raise ReportError(
+            f"--trusted-clock selects detections and recordings by their clock; `{what}` "
+            "rows are timed by the recorder's own clock as it ran: leave it out"
+        )
+    if what in ("runs", "health"):
+        return _write_log(db, what, out, utc_offset_h)
     p_col = "max_probability" if what == "events" else "probability"
     clauses, args = detection_filters(p_col, min_probability)
     table = "events" if what == "events" else "detections"
@@ -284,14 +307,27 @@ def write_report(
         rows: Iterator[Sequence[object]] = cursor
         if what == "detections" and "traits_json" in header:
             header, rows = _traits_in_columns(conn, header, cursor)
-        header, rows = _times_in_one_format(what, header, rows, utc_offset_h)
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(header)
-        n = 0
-        for row in rows:
-            writer.writerow(row)
-            n += 1
-        return n
+        return _write_csv(out, *_times_in_one_format(what, header, rows, utc_offset_h))
+
+
+def _write_log(db: str | Path, what: str, out: TextIO, utc_offset_h: float | None) -> int:
+    """`runs` (each run, whether it finished, and what it logged) or `health` (source
+    lost and reopened, disk, temperature, snapshots: detail_json as logged) as CSV."""
+    with reading(db, what) as conn:
+        sql = _RUNS if what == "runs" else "SELECT * FROM health ORDER BY health_id"
+        cursor = conn.execute(sql)
+        header = [d[0] for d in cursor.description]
+        return _write_csv(out, *_times_in_one_format(what, header, cursor, utc_offset_h))
+
+
+def _write_csv(out: TextIO, header: list[str], rows: Iterator[Sequence[object]]) -> int:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    n = 0
+    for row in rows:
+        writer.writerow(row)
+        n += 1
+    return n
 
 
 def utc_ms(value: str) -> str:
@@ -317,6 +353,9 @@ def check_utc_offset(utc_offset_h: float | None) -> None:
 # The times that get a local one beside them with --utc-offset.
 _LOCAL = {
     "start_time_utc": "start_time_local",
+    "started_utc": "started_local",
+    "finished_utc": "finished_local",
+    "time_utc": "time_local",
     "first_utc": "first_local",
     "last_utc": "last_local",
 }

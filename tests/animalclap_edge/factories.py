@@ -1,10 +1,11 @@
-"""One Detection factory for the runtime tests (store, events, outbox, recovery, retention)."""
+"""Detection and recording factories for the runtime tests (store, events, outbox,
+recovery, retention, report)."""
 
 from __future__ import annotations
 
 import json
 
-from animalclap_edge.records import Detection, detection_id
+from animalclap_edge.records import Detection, RecordingResult, detection_id
 
 BUNDLE = "bundle-0001"
 RUN = "run-a"
@@ -43,3 +44,23 @@ def detection(
     )
     fields.update(kw)
     return Detection(**fields)
+
+
+def recording(status: str = "ok", recording_id: str = REC, **kw) -> RecordingResult:
+    """The accounting row of a minute-long file of RUN; any field can be given."""
+    fields = dict(
+        recording_id=recording_id,
+        run_id=RUN,
+        source_path=recording_id,
+        status=status,
+        reason=None if status == "ok" else "too short (0.20 s < audio.min_clip_s 0.5 s)",
+        duration_s=60.0,
+        n_windows=39,
+        n_detections=2,
+        start_time_utc="2024-05-01T04:00:00+00:00",
+        clock_trusted=True,
+        clock_note="file name timestamp",
+        finished_utc="2024-05-01T04:01:00.000+00:00",
+    )
+    fields.update(kw)
+    return RecordingResult(**fields)

@@ -481,3 +481,35 @@ def test_a_config_relative_database_is_read_as_run_reads_it(card, tmp_path, monk
     )
     monkeypatch.chdir(card.parent)
     assert main(["report", "summary", "--config", str(cfg)]) == 0
+
+
+def test_runs_say_which_never_finished_and_what_each_logged(card, capsys):
+    """A run killed by a power cut has no finished time: the card's only trace of an
+    outage until `runs` shows it, with how much audio and how many detections it had."""
+    from .factories import recording
+
+    with DetectionStore(card) as s:
+        s.record_recording(recording(duration_s=120.0))
+        s.start_run("later", "bundle-0001", "0123456789abcdef", "mic:usb", "0.1.0")
+        s.finish_run("later")
+    rows = _report(card, "runs", utc_offset_h=2)
+    assert [r["run_id"] for r in rows] == [RUN, "later"]
+    killed, finished = rows
+    assert killed["state"].startswith("not finished") and killed["finished_utc"] == ""
+    assert (killed["recordings"], killed["audio_s"], killed["detections"]) == ("1", "120.0", "5")
+    assert finished["state"] == "finished" and finished["detections"] == "0"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+02:00", killed["started_local"])
+    with pytest.raises(ReportError, match="--min-probability and --taxon select detections"):
+        _report(card, "runs", min_probability=0.5)
+    with pytest.raises(ReportError, match="`runs` rows are timed by the recorder's own clock"):
+        _report(card, "runs", trusted_clock_only=True)
+
+
+def test_health_comes_out_as_logged_in_order(card):
+    with DetectionStore(card) as s:
+        s.add_health("source_lost", "mic:usb", {"error": "device disconnected"})
+        s.add_health("source_reopened", "mic:usb", {"after_s": 2.5})
+    rows = _report(card, "health")
+    assert [r["kind"] for r in rows] == ["source_lost", "source_reopened"]
+    assert json.loads(rows[0]["detail_json"]) == {"error": "device disconnected"}
+    assert main(["report", "health", "--db", str(card), "--taxon", "x"]) == 2

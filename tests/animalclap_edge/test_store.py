@@ -9,31 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from animalclap_edge.records import RecordingResult, detection_id
+from animalclap_edge.records import detection_id
 from animalclap_edge.store import SCHEMA_VERSION, DetectionStore, StoreError
 
-from .factories import BUNDLE, REC, RUN, detection
+from .factories import BUNDLE, REC, RUN, detection, recording
 
 _det = detection
 
 
-def _rec(status: str = "ok", recording_id: str = REC, **kw) -> RecordingResult:
-    fields = dict(
-        recording_id=recording_id,
-        run_id=RUN,
-        source_path=recording_id,
-        status=status,
-        reason=None if status == "ok" else "too short (0.20 s < audio.min_clip_s 0.5 s)",
-        duration_s=60.0,
-        n_windows=39,
-        n_detections=2,
-        start_time_utc="2024-05-01T04:00:00+00:00",
-        clock_trusted=True,
-        clock_note="file name timestamp",
-        finished_utc="2024-05-01T04:01:00.000+00:00",
-    )
-    fields.update(kw)
-    return RecordingResult(**fields)
+_rec = recording
 
 
 @pytest.fixture
