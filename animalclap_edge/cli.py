@@ -338,6 +338,8 @@ def _parser() -> argparse.ArgumentParser:
             "Reads the database read-only (a card straight from a recorder is left as it "
             "is) and writes one CSV: the rows as logged, each trait in columns of its own, "
             "or `summary`: one row per day (UTC, or local with --utc-offset) and label; "
+            "`effort`: per day, the hours of audio recorded beside the detections "
+            "(filtered as asked) and detections per hour; "
             "`runs`: each run, whether it finished and what it logged; `health`: the "
             "recorder's own log (source lost and reopened, disk, temperature, snapshots). "
             "`activity` draws the most "

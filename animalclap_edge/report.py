@@ -26,7 +26,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, TextIO
 
-WHAT: tuple[str, ...] = ("detections", "events", "recordings", "summary", "runs", "health")
+WHAT: tuple[str, ...] = (
+    *("detections", "events", "recordings", "summary", "effort", "runs", "health"),
+)
 # Reports of the recorder itself, not of what it heard: no detection filter applies.
 _NOT_DETECTIONS = ("recordings", "runs", "health")
 
@@ -291,6 +293,11 @@ def write_report(
             say(note)
         clauses, args = clauses + more + trusted, args + more_args
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        if what == "effort":
+            from animalclap_edge.effort import effort_table
+
+            table_rows = effort_table(conn, where, args, utc_offset_h, trusted_clock_only)
+            return _write_csv(out, *table_rows)
         if what == "summary" and utc_offset_h is None:
             sql = _SUMMARY.format(
                 where=where, day="substr(start_time_utc, 1, 10)", day_column="day_utc"

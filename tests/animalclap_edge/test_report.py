@@ -513,3 +513,27 @@ def test_health_comes_out_as_logged_in_order(card):
     assert [r["kind"] for r in rows] == ["source_lost", "source_reopened"]
     assert json.loads(rows[0]["detail_json"]) == {"error": "device disconnected"}
     assert main(["report", "health", "--db", str(card), "--taxon", "x"]) == 2
+
+
+def test_effort_puts_the_hours_recorded_beside_each_days_detections(card):
+    """Detections per hour of audio: a day with one hour recorded and a day with twenty
+    are not comparable by their counts."""
+    from .factories import recording
+
+    with DetectionStore(card) as s:
+        s.record_recording(recording(start_time_utc="2024-05-01T04:00:00+00:00", duration_s=1800))
+        s.record_recording(
+            recording(
+                recording_id="b.flac", start_time_utc="2024-05-02T05:00:00+00:00", duration_s=7200
+            )
+        )
+        s.record_recording(recording("skipped", recording_id="x.txt", duration_s=0.0))
+    rows = _report(card, "effort")
+    assert [(r["day_utc"], r["recordings"], r["audio_h"], r["detections"]) for r in rows] == [
+        ("2024-05-01", "1", "0.5", "2"),
+        ("2024-05-02", "1", "2.0", "2"),
+        ("undated", "0", "0.0", "1"),  # stdin's window: no audio row, so no rate
+    ]
+    assert [r["detections_per_hour"] for r in rows] == ["4.0", "1.0", ""]
+    robins = _report(card, "effort", taxa=["Erithacus rubecula"])
+    assert [r["detections"] for r in robins] == ["0", "1"]  # the audio stays, for the rate

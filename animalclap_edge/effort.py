@@ -1,0 +1,79 @@
+"""Recording effort per day beside the detections of that day (`report effort`).
+
+A count of detections means little without the audio behind it: a day with one hour
+recorded and a day with twenty are not comparable, and a day with none is no day of
+silence. Each recording's audio (`recordings.duration_s`) is spread over the days it
+spans from its start time (a live recording can run for months); recordings without a
+start time, and the detections in them, count under "undated".
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timedelta, timezone
+
+UNDATED = "undated"
+
+
+def seconds_per_day(
+    recordings: Iterable[tuple[str | None, float]], zone: timezone
+) -> dict[str, tuple[float, int]]:
+    """(start_time_utc ISO or None, duration_s) per recording -> day (YYYY-MM-DD in
+    `zone`, or UNDATED) -> (seconds of audio on that day, recordings on that day)."""
+    out: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for start, duration in recordings:
+        if start is None:
+            out[UNDATED][0] += duration
+            out[UNDATED][1] += 1
+            continue
+        t = datetime.fromisoformat(start).astimezone(zone)
+        end = t + timedelta(seconds=duration)
+        while True:  # one step per day the recording touches
+            midnight = datetime.combine(t.date() + timedelta(days=1), datetime.min.time(), zone)
+            cut = min(end, midnight)
+            day = out[t.date().isoformat()]
+            day[0] += (cut - t).total_seconds()
+            day[1] += 1
+            if cut >= end:
+                break
+            t = cut
+    return {d: (s, int(n)) for d, (s, n) in out.items()}
+
+
+def effort_table(
+    conn: sqlite3.Connection,
+    where: str,
+    args: Sequence[object],
+    utc_offset_h: float | None,
+    trusted_only: bool,
+) -> tuple[list[str], Iterator[list[object]]]:
+    """Header and rows: per day, the recordings and hours of audio, the detections that
+    pass `where` (the report's filters) and detections per hour of audio."""
+    zone = timezone(timedelta(hours=utc_offset_h or 0.0))
+    shift = f"'{utc_offset_h or 0.0:+.4f} hours'"
+    recs = conn.execute(  # a skipped file held no audio the model heard
+        "SELECT start_time_utc, duration_s FROM recordings WHERE status != 'skipped'"
+        + (" AND clock_trusted = 1" if trusted_only else "")
+    )
+    audio = seconds_per_day(recs, zone)
+    dets = dict(
+        conn.execute(
+            f"SELECT coalesce(strftime('%Y-%m-%d', start_time_utc, {shift}), '{UNDATED}') AS day,"
+            f" count(*) FROM detections {where} GROUP BY day",
+            args,
+        ).fetchall()
+    )
+    days = sorted(set(audio) | set(dets), key=lambda d: (d == UNDATED, d))
+    column = "day_utc" if utc_offset_h is None else "day_local"
+    header = [column, "recordings", "audio_h", "detections", "detections_per_hour"]
+
+    def rows() -> Iterator[list[object]]:
+        for d in days:
+            seconds, n = audio.get(d, (0.0, 0))
+            hours, found = seconds / 3600, dets.get(d, 0)
+            rate = round(found / hours, 3) if hours > 0 else None  # no audio: no rate
+            yield [d, n, round(hours, 4), found, rate]
+
+    return header, rows()
