@@ -73,7 +73,9 @@ class Recording:
     blocks: Iterator[np.ndarray]  # float32 (n,) mono; may raise AudioError mid-stream
     audio_note: str = ""  # what of the audio the model does not hear (decode.band_note)
     digest: str = ""  # files: content_digest, which tells two files at one path apart
-    source_path: str = ""  # where it came from: the id, unless the id had to tell it apart
+    source_path: str = ""  # where it came from: the path of a file, the id of a stream
+    # a file, which a later run can read again from its start; a live stream cannot be
+    replayable: bool = False
 
     def __post_init__(self) -> None:
         self.source_path = self.source_path or self.id
@@ -162,17 +164,20 @@ def _name_time(name: str) -> tuple[datetime | None, str]:
 
 
 def _file_clock(path: Path, duration_s: float) -> tuple[datetime | None, bool, str]:
-    """The recorder's header time first (it knows its zone; a name may be renamed or
-    read as UTC when it is local), then the file name's, then the mtime."""
+    """The recorder's header time (it knows its zone, which its file names follow, so a
+    name read as UTC is off by it), then the file name's, then the mtime. A name that
+    says another time than its header's (a file renamed, or cut into parts that each
+    keep the first part's header) gives the time, read in the header's zone."""
     t, how = _name_time(path.name)
-    if (h := header_time(path)) is not None:
-        note = f"time from the recorder's header ({h.zone} applied"
-        note += f"; {h.device})" if h.device else ")"
-        if t is not None and t not in (h.start_utc, h.local.replace(tzinfo=timezone.utc)):
-            note += (
-                f"; the file name says {t:%Y-%m-%d %H:%M:%S} {how[len('time from file name ') :]}"
-            )
-        return h.start_utc, True, note
+    h = header_time(path)
+    if h is not None:
+        device = f"; {h.device}" if h.device else ""
+        if t is None or t in (h.start_utc, h.local.replace(tzinfo=timezone.utc)):
+            return h.start_utc, True, f"time from the recorder's header ({h.zone} applied{device})"
+        if how.endswith("(read as UTC)"):  # a name without its own offset: the recorder's
+            t = (t.replace(tzinfo=None) - h.offset).replace(tzinfo=timezone.utc)
+            how = f"time from file name (the header's {h.zone} applied)"
+        return t, True, f"{how}; its header says {h.local:%Y-%m-%d %H:%M:%S} {h.zone}{device}"
     if t is not None:
         return t, True, how
     try:
@@ -187,15 +192,16 @@ def _file_clock(path: Path, duration_s: float) -> tuple[datetime | None, bool, s
     )
 
 
-DIGEST_BYTES = 1 << 16
+DIGEST_BYTES = 1 << 14
 
 
 def content_digest(path: str | os.PathLike) -> str:
-    """sha256 (hex) of a file's first 64 KiB: header and the first fraction of a second
-    of audio, which no two recordings share (AudioMoth's header also names the device).
-    Two cards whose recorders named files alike, mounted in turn at one path, are then
-    two recordings. Not the size nor the tail: a file copied again whole after a torn
-    copy stays the same recording, and a 64 KiB read is cheap on a card of 10^5 files."""
+    """sha256 (hex) of a file's first 16 KiB: its header and the first samples of its
+    audio, which no two recordings share (AudioMoth's header also names the device and
+    its battery and temperature). Two cards whose recorders named files alike, mounted
+    in turn at one path, are then two recordings. Not the size nor the tail: a file
+    copied again whole after a torn copy stays the same recording. 16 KiB: a pass over
+    a card of 10^5 files that are done already reads 1.6 GB, not the whole card."""
     with open(path, "rb") as f:
         return hashlib.sha256(f.read(DIGEST_BYTES)).hexdigest()
 
@@ -222,6 +228,7 @@ def _file_recording(
         blocks=track(read_blocks(path, target_sr, block_seconds)),
         audio_note=band_note(info.sample_rate, target_sr),
         digest=digest,
+        replayable=True,
     )
 
 

@@ -16,9 +16,11 @@ from datetime import datetime, timedelta, timezone
 
 import soundfile as sf
 
+# Some firmware writes milliseconds after the seconds ("05:30:00.250"); the file name
+# has whole seconds, so they are left off.
 _AUDIOMOTH = re.compile(
-    r"Recorded at (\d{2}):(\d{2}):(\d{2}) (\d{2})/(\d{2})/(\d{4}) "
-    r"\(UTC(?:([+-])(\d{1,2})(?::(\d{2}))?)?\)"
+    r"Recorded at (\d{2}):(\d{2}):(\d{2})(?:\.\d{1,3})? (\d{2})/(\d{2})/(\d{4}) "
+    r"\(UTC(?:([+-])(\d{1,2})(?::([0-5]\d))?)?\)"
 )
 
 

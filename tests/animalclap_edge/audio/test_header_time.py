@@ -30,6 +30,8 @@ def test_an_audiomoth_comment_gives_utc_with_its_zone_applied(zone, utc):
     h = audiomoth_time(COMMENT.format(zone=zone), "AudioMoth 24F319055FDF2F5B")
     assert h is not None and h.start_utc == utc.replace(tzinfo=timezone.utc)
     assert h.zone == zone and h.device == "AudioMoth 24F319055FDF2F5B"
+    with_ms = audiomoth_time(COMMENT.format(zone=zone).replace("05:30:00", "05:30:00.250"))
+    assert with_ms is not None and with_ms.start_utc == h.start_utc  # names have whole s
 
 
 @pytest.mark.parametrize(
@@ -39,6 +41,7 @@ def test_an_audiomoth_comment_gives_utc_with_its_zone_applied(zone, utc):
         "Recorded at 05:30:00 14/05/2024 by AudioMoth 24F319055FDF2F5B at gain setting 2",
         "Recorded at 05:30:00 31/02/2024 (UTC) by AudioMoth 24F319055FDF2F5B",  # no date
         "Recorded at 05:30:00 14/05/2024 (UTC+15) by AudioMoth 24F319055FDF2F5B",
+        "Recorded at 05:30:00 14/05/2024 (UTC+5:99) by AudioMoth 24F319055FDF2F5B",
         "field notes: dawn chorus",
         "",
     ],
@@ -66,11 +69,20 @@ def test_a_local_time_audiomoth_file_is_dated_in_utc_and_says_why(tmp_path):
     assert rec.clock_note == (
         "time from the recorder's header (UTC+2 applied; AudioMoth 24F319055FDF2F5B)"
     )
-    renamed = tmp_path / "site3_20240514_080000.WAV"  # a name that disagrees is named
-    p.rename(renamed)
-    (rec,) = FileSource(renamed, 48000).recordings()
-    assert rec.start_time == datetime(2024, 5, 14, 3, 30, tzinfo=timezone.utc)
-    assert rec.clock_note.endswith("the file name says 2024-05-14 08:00:00 (read as UTC)")
+    # A part cut from the file (ffmpeg's segment muxer copies the comment) keeps the
+    # first part's header: its name's time stands, read in the header's zone.
+    part = tmp_path / "site3_20240514_080000.WAV"
+    p.rename(part)
+    (rec,) = FileSource(part, 48000).recordings()
+    assert rec.start_time == datetime(2024, 5, 14, 6, 0, tzinfo=timezone.utc)
+    assert rec.clock_note == (
+        "time from file name (the header's UTC+2 applied); its header says 2024-05-14 "
+        "05:30:00 UTC+2; AudioMoth 24F319055FDF2F5B"
+    )
+    own = tmp_path / "site3_20240514_080000+0100.WAV"  # a name with its own offset: as is
+    part.rename(own)
+    (rec,) = FileSource(own, 48000).recordings()
+    assert rec.start_time == datetime(2024, 5, 14, 7, 0, tzinfo=timezone.utc)
 
 
 def test_a_file_without_a_recorder_header_keeps_its_name_time(tmp_path):
