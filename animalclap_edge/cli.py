@@ -689,6 +689,14 @@ def _cmd_run(args) -> int:
             "passed over (--redo to process them again)",
             file=err,
         )
+    if s.adopted:
+        print(
+            f"note: {s.adopted} recording(s) logged in {db} before 2026-11-27 recorded no "
+            "content digest: each was taken to be the file now at its path, and knows it "
+            "from now on. If this is another card whose recorder named its files alike, "
+            "its files were passed over as those: run it with its own --db",
+            file=err,
+        )
     return 0
 
 

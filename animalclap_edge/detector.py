@@ -66,6 +66,8 @@ class RunSummary:
     # detections found that an earlier run had logged (same bundle, recording, window
     # and label): not written again, and kept with that run's id and config
     already_logged: int = 0
+    # rows logged before content digests, taken for the files now at their paths
+    adopted: int = 0
     skipped_reasons: dict[str, str] = field(default_factory=dict)
 
 
@@ -232,8 +234,7 @@ class Detector:
             if self.retention is not None:
                 self.retention.maybe_apply(store, start=True)
             for rec in source.recordings():
-                if not isinstance(rec, Skipped) and rec.digest:
-                    rec = replace(rec, id=store.recording_id_for(rec.id, rec.digest))
+                rec = self._identified(rec, store, summary)
                 if (
                     not redo
                     and not isinstance(rec, Skipped)
@@ -245,7 +246,7 @@ class Detector:
                     result = RecordingResult(
                         recording_id=rec.id,
                         run_id=run_id,
-                        source_path=rec.id,
+                        source_path=rec.source_path,
                         status="skipped",
                         reason=rec.reason,
                         duration_s=0.0,
@@ -271,6 +272,19 @@ class Detector:
         finally:
             store.finish_run(run_id)
         return summary
+
+    @staticmethod
+    def _identified(
+        rec: Recording | Skipped, store: DetectionStore, summary: RunSummary
+    ) -> Recording | Skipped:
+        """`rec` under the id this database knows it by (`store.recording_id_for`). A
+        file that cannot be read now does not replace the row of one analysed before at
+        its path (a legacy id, or its card damaged since): it is logged beside it."""
+        if isinstance(rec, Skipped):
+            return replace(rec, id=f"{rec.id}#unread") if store.analysed(rec.id) else rec
+        rid, adopted = store.recording_id_for(rec.id, rec.digest)
+        summary.adopted += adopted
+        return replace(rec, id=rid)
 
     def _with_room(self, store: DetectionStore, write: Callable[[Any], T], rows: Any) -> T:
         """`write(rows)`; where the card is full, clip audio gives way (room.make_room,
@@ -384,7 +398,9 @@ class Detector:
             if out_events is not None:
                 out_events.extend(events)
 
-        save_open(now=True)
+        # A stream's row from its start; a file's only once it takes progress_every_s (a
+        # card of short files would write every row twice, and a file can be read again)
+        save_open(now=not rec.replayable)
         stopped: KeyboardInterrupt | None = None
         try:
             try:
@@ -393,16 +409,19 @@ class Detector:
                     save_open()  # a batch may take many blocks to fill: live audio at 1x
             except AudioError as e:
                 status, reason = "partial", str(e)
-            except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: analyse what came, then stop
+            except KeyboardInterrupt as e:
                 stopped = e
-            # windows waiting for a full batch: up to batch_size x hop of live audio
-            process(batcher.flush())
-            emit([clip(e) for e in merger.flush()])
+            if stopped is None or not rec.replayable:
+                # windows waiting for a full batch: up to batch_size x hop of live audio.
+                # A stopped file is not flushed: its next run reads it again, and events
+                # closed at the stop would keep their id and stand for the whole ones.
+                process(batcher.flush())
+                emit([clip(e) for e in merger.flush()])
         except BaseException as e:
-            self._save_stopped(store, row, windower, e)
+            self._save_stopped(store, row, windower, e, rec.replayable)
             raise
         if stopped is not None:
-            self._save_stopped(store, row, windower, stopped)
+            self._save_stopped(store, row, windower, stopped, rec.replayable)
             raise stopped
         seen_s = windower.samples_seen / self.sample_rate
         if n_windows == 0 and status == "ok":
@@ -420,8 +439,10 @@ class Detector:
         row: Callable[[str, str | None], RecordingResult],
         windower: Windower,
         e: BaseException,
+        replayable: bool,
     ) -> None:
-        """The row of a recording stopped or failed part-way: how far it got, and why."""
+        """The row of a recording stopped or failed part-way: how far it got, and why;
+        counted in the run's summary, which `run` prints when stopped."""
         if store is None:
             return
         seen = windower.samples_seen / self.sample_rate
@@ -430,8 +451,15 @@ class Detector:
             if isinstance(e, KeyboardInterrupt)
             else f"{type(e).__name__}: {e}"
         )
+        again = "; the next run analyses it again from its start" if replayable else ""
+        result = row("partial", f"stopped after {seen:.1f} s: {why}{again}")
         with contextlib.suppress(Exception):  # the card may be what failed
-            store.record_recording(row("partial", f"stopped after {seen:.1f} s: {why}"))
+            store.record_recording(result)
+        if (s := self.last_summary) is not None:
+            s.recordings, s.partial = s.recordings + 1, s.partial + 1
+            s.windows += result.n_windows
+            s.detections += result.n_detections
+            s.skipped_reasons[result.source_path] = result.reason or ""
 
     def _detections(
         self, rec: Recording, run_id: str, w: Window, s: WindowScore

@@ -85,6 +85,10 @@ class Recording:
 class Skipped:
     id: str
     reason: str
+    source_path: str = ""  # the path; the id, unless a row of an analysis holds that
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source_path", self.source_path or self.id)
 
 
 @runtime_checkable

@@ -322,19 +322,44 @@ class DetectionStore:
                 row,
             )
 
-    def recording_id_for(self, path: str, digest: str) -> str:
-        """The id of the file at `path` holding `digest`: the path itself, unless this
-        database logged other content under it (another card mounted at the same place,
-        its recorder naming files alike), which then gets `path#<digest[:12]>`. A row
-        from before digests ('') is taken for this file: it cannot be told apart."""
+    def recording_id_for(self, path: str, digest: str) -> tuple[str, bool]:
+        """(id, adopted) of the file at `path` whose content has `digest`.
+
+        The id is `path#<digest[:12]>`: two cards mounted in turn at one path, their
+        recorders naming files alike, hold two recordings, whatever this database saw
+        before. The exception is a row logged under the bare path before digests
+        (2026-11-27): its content is unknown, so it is taken for this file, which keeps
+        its detections' ids, and `digest` is written into it (adopted True, once) so
+        that other content at the path is told apart from then on. Streams (no
+        digest) keep their id."""
         if not digest:
-            return path
+            return path, False
         row = (
             self._db()
             .execute("SELECT content_digest FROM recordings WHERE recording_id = ?", (path,))
             .fetchone()
         )
-        return path if row is None or row[0] in ("", digest) else f"{path}#{digest[:12]}"
+        if row is None or row[0] not in ("", digest):
+            return f"{path}#{digest[:12]}", False
+        if row[0] == digest:
+            return path, False
+        with self._transaction() as tx:
+            tx.execute(
+                "UPDATE recordings SET content_digest = ? WHERE recording_id = ?", (digest, path)
+            )
+        return path, True
+
+    def analysed(self, recording_id: str) -> bool:
+        """Whether a row under `recording_id` holds an analysis (any status but skipped)."""
+        row = (
+            self._db()
+            .execute(
+                "SELECT 1 FROM recordings WHERE recording_id = ? AND status != 'skipped'",
+                (recording_id,),
+            )
+            .fetchone()
+        )
+        return row is not None
 
     def recording_done(self, recording_id: str, bundle_id: str, config_hash: str) -> bool:
         """Whether this recording was processed to the end with this bundle and config."""

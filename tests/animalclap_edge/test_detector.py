@@ -16,26 +16,29 @@ from animalclap_edge.store import DetectionStore
 SR = 48_000
 
 
-class _LiveOnce:
-    """A source of one live recording, as a microphone gives it (no file, no digest)."""
+class _Once:
+    """A source of the given recordings, in order (a live one: no file, no digest)."""
 
-    name = "mic:test"
+    name = "test"
 
-    def __init__(self, rec: Recording):
-        self.rec = rec
+    def __init__(self, *recs):
+        self.recs = recs
 
     def recordings(self) -> Iterator[Recording]:
-        yield self.rec
+        yield from self.recs
 
     def close(self) -> None:
         pass
 
 
-def _row(db) -> tuple:
+def _query(db, sql: str) -> list[tuple]:
     with sqlite3.connect(db) as c:
-        return c.execute(
-            "SELECT status, reason, duration_s, n_windows, n_detections FROM recordings"
-        ).fetchone()
+        return c.execute(sql).fetchall()
+
+
+def _row(db) -> tuple | None:
+    rows = _query(db, "SELECT status, reason, duration_s, n_windows, n_detections FROM recordings")
+    return rows[0] if rows else None
 
 
 def test_an_open_recording_keeps_its_row_current_and_says_when_it_was_stopped(
@@ -58,7 +61,7 @@ def test_an_open_recording_keeps_its_row_current_and_says_when_it_was_stopped(
     rec = Recording("mic:test@2026-11-27T12:00:00Z", SR, None, False, "test clock", blocks())
     try:
         with DetectionStore(db) as store, pytest.raises(KeyboardInterrupt):
-            det.run(_LiveOnce(rec), store)
+            det.run(_Once(rec), store)
     finally:
         det.close()
     assert [s[:2] for s in seen] == [("partial", OPEN_REASON)] * 4
@@ -70,3 +73,104 @@ def test_an_open_recording_keeps_its_row_current_and_says_when_it_was_stopped(
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT count(*) FROM detections").fetchone()[0] == n_dets
     assert n_windows >= 6
+
+
+def _events(db) -> list[tuple]:
+    return _query(db, "SELECT event_id, start_s, end_s, n_windows FROM events ORDER BY event_id")
+
+
+def test_a_file_stopped_part_way_is_analysed_again_whole_and_its_events_match(
+    tiny_bundle, realaudio, tmp_path
+):
+    """A review found a SIGTERM part-way through a file flushing events closed at the
+    stop: the next run's whole events had the same ids and were dropped, so the rest
+    of the file's events were never logged. A file is not flushed on a stop, and no
+    row is written while a short file is analysed (a card's rows were written twice)."""
+    import soundfile as sf
+
+    from animalclap_edge.sources import FileSource
+
+    calls = np.concatenate([read_all(f, SR) for f in sorted(realaudio.glob("srkw*.wav"))])
+    wav = tmp_path / "20240514_053000.wav"
+    sf.write(wav, np.resize(calls, 40 * SR), SR, subtype="PCM_16")
+    low = tmp_path / "low.yaml"
+    low.write_text("scoring:\n  threshold: 0.01\n")
+    det = Detector.load(tiny_bundle, low, warn_notice=False)
+    det.progress_every_s = 3600.0  # a slow machine must not write the row on time alone
+    clean, stopped = tmp_path / "clean.db", tmp_path / "stopped.db"
+    rows_seen = []
+
+    def watched(rec, db, stop_after=None):
+        for i, block in enumerate(rec.blocks):
+            if stop_after is not None and i == stop_after:
+                raise KeyboardInterrupt
+            yield block
+            rows_seen.append(_row(db))
+
+    try:
+        with FileSource(wav, SR, block_seconds=2.0) as src, DetectionStore(clean) as store:
+            (rec,) = src.recordings()
+            det.run(_Once(_replace(rec, blocks=watched(rec, clean))), store)
+        assert rows_seen and set(rows_seen) == {None}  # one row, at the end
+        with FileSource(wav, SR, block_seconds=2.0) as src, DetectionStore(stopped) as store:
+            (rec,) = src.recordings()
+            with pytest.raises(KeyboardInterrupt):
+                det.run(_Once(_replace(rec, blocks=watched(rec, stopped, 7))), store)
+        status, reason, *_ = _row(stopped)
+        assert status == "partial" and reason.endswith(
+            "the next run analyses it again from its start"
+        )
+        assert len(_events(stopped)) < len(_events(clean))
+        with FileSource(wav, SR, block_seconds=2.0) as src, DetectionStore(stopped) as store:
+            summary = det.run(src, store)
+        assert summary.recordings == 1 and summary.already_done == 0
+    finally:
+        det.close()
+    assert _events(stopped) == _events(clean)
+    with sqlite3.connect(clean) as a, sqlite3.connect(stopped) as b:
+        q = "SELECT detection_id, probability FROM detections ORDER BY detection_id"
+        assert a.execute(q).fetchall() == b.execute(q).fetchall()
+        assert b.execute("SELECT status FROM recordings").fetchall() == [("ok",)]
+
+
+def _replace(rec, **kw):
+    from dataclasses import replace
+
+    return replace(rec, **kw)
+
+
+def test_a_card_read_after_digests_adopts_an_old_row_and_an_unreadable_file_keeps_it(
+    tiny_bundle, tmp_path
+):
+    """A row logged before digests (bare path, no digest) is taken for the file now at
+    its path, once; a file there that cannot be read is logged beside the analysed
+    row, not over it (a review found the ok row replaced by 'skipped')."""
+    from dataclasses import replace
+
+    import soundfile as sf
+
+    from animalclap_edge.sources import FileSource, Skipped
+
+    from .factories import RUN, recording
+
+    wav = tmp_path / "20240514_053000.wav"
+    sf.write(wav, np.random.default_rng(0).normal(0, 0.1, 4 * SR), SR, subtype="PCM_16")
+    db = tmp_path / "d.db"
+    det = Detector.load(tiny_bundle, warn_notice=False)
+    try:
+        with DetectionStore(db) as store:
+            store.start_run(RUN, det.bundle.id, det.config_hash, "old", "0.1.0")
+            store.record_recording(replace(recording(recording_id=str(wav)), content_digest=""))
+            with FileSource(wav, SR) as src:
+                summary = det.run(src, store)
+            assert (summary.adopted, summary.already_done) == (1, 1)
+            with FileSource(wav, SR) as src:
+                assert det.run(src, store).adopted == 0  # known from now on
+            det.run(_Once(Skipped(str(wav), "cannot read: Input/output error")), store)
+            rows = {r.recording_id: (r.status, r.source_path) for r in store.recordings()}
+    finally:
+        det.close()
+    assert rows == {
+        str(wav): ("ok", str(wav)),
+        f"{wav}#unread": ("skipped", str(wav)),
+    }

@@ -333,22 +333,21 @@ def test_a_version_3_database_gains_audio_notes_and_keeps_its_recordings(db: Pat
 
 
 def test_a_version_4_database_gains_digests_and_its_rows_stay_their_files(db: Path):
-    """A row from before digests cannot be told from another file at its path: it is
-    taken for the file (as before); a row with a digest keeps other content apart."""
+    """A file's id is path#digest, whatever the database saw before; a row from before
+    digests cannot be told from another file at its path, so it is taken for the first
+    file met there, once, and knows its content from then on."""
     row = "'/card/a.wav', 'r', '/card/a.wav', 'ok', NULL, 4.0, 2, 0, NULL, 0, '', 't', ''"
     _released_database(db, 4, row)
     with DetectionStore(db) as s:
         (old,) = s.recordings()
         assert old.content_digest == ""
-        assert s.recording_id_for("/card/a.wav", "f" * 64) == "/card/a.wav"
-        assert s.recording_id_for("/card/b.wav", "f" * 64) == "/card/b.wav"  # new path
-        s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0")
-        s.record_recording(
-            replace(old, recording_id="/card/b.wav", run_id=RUN, content_digest="e" * 64)
-        )
-        assert s.recording_id_for("/card/b.wav", "e" * 64) == "/card/b.wav"
-        assert s.recording_id_for("/card/b.wav", "d" * 64) == "/card/b.wav#dddddddddddd"
-        assert s.recording_id_for("live", "") == "live"
+        assert s.recording_id_for("/card/b.wav", "e" * 64) == ("/card/b.wav#eeeeeeeeeeee", False)
+        assert s.recording_id_for("/card/a.wav", "f" * 64) == ("/card/a.wav", True)  # adopted
+        assert s.recordings()[0].content_digest == "f" * 64
+        assert s.recording_id_for("/card/a.wav", "f" * 64) == ("/card/a.wav", False)
+        assert s.recording_id_for("/card/a.wav", "d" * 64) == ("/card/a.wav#dddddddddddd", False)
+        assert s.recording_id_for("live", "") == ("live", False)
+        assert s.analysed("/card/a.wav") and not s.analysed("/card/b.wav")
 
 
 def test_health_events_are_logged_in_order_and_read_after_an_id(db: Path):
