@@ -19,12 +19,19 @@ import csv
 import difflib
 import json
 import os
+import re
 import sqlite3
 import stat
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, TextIO
+
+try:
+    import fcntl
+except ImportError:  # Windows: no descriptor paths to check
+    fcntl = None
 
 WHAT: tuple[str, ...] = (
     *("detections", "events", "recordings", "summary", "effort", "runs", "health"),
@@ -182,11 +189,61 @@ def out_error(out: Path, e: OSError) -> ReportError:
     return ReportError(f"--out {out}: cannot write it ({e.strerror or e})")
 
 
+# The paths that name a file descriptor rather than a file: what they point to (a pipe,
+# the file a shell opened with > or >>, a socket, a terminal) is already open for us.
+_FD_PATH = re.compile(
+    r"/dev/std(?P<std>in|out|err)|/dev/fd/(?P<fd>\d+)"
+    r"|/proc/(?P<pid>self|thread-self|\d+)(?:/task/\d+)?/fd/(?P<pfd>\d+)"
+)
+_STD_FD = {"in": 0, "out": 1, "err": 2}
+
+
+def _fd_path(out: Path) -> tuple[Path, int | None] | None:
+    """The hop of `out` (as given, then each link on the way, one at a time) that
+    names a file descriptor, and the descriptor's number when it is this process's
+    own (None for another process's); None when `out` is no such path. Decided
+    before resolving: resolved, /dev/stdout is the pipe or the file it points to."""
+    path = os.path.abspath(out)
+    for _ in range(40):
+        # a link among the folders (/dev/fd -> /proc/self/fd -> /proc/<pid>/fd) resolved
+        here = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+        for name in (path, here):
+            m = _FD_PATH.fullmatch(name)
+            if m and m["std"]:
+                return Path(name), _STD_FD[m["std"]]
+            if m and m["fd"]:
+                return Path(name), int(m["fd"])
+            if m:
+                own = m["pid"] in ("self", "thread-self") or int(m["pid"]) == os.getpid()
+                return Path(name), int(m["pfd"]) if own else None
+        if not os.path.islink(here):
+            return None
+        path = os.path.abspath(os.path.join(os.path.dirname(here), os.readlink(here)))
+    return None  # a link loop: said by out_target
+
+
 def out_target(out: str | Path, suffixes: Sequence[str]) -> tuple[Path, bool]:
-    """Where writing `out` goes, and whether it is a stream (a named pipe or a character
-    device such as /dev/stdout) rather than a file; a one-line `ReportError` for an
-    `out` that cannot take the report. Checked before the database is read."""
+    """Where writing `out` goes, and whether it is a stream rather than a file; a
+    one-line `ReportError` for an `out` that cannot take the report. Checked before
+    the database is read.
+
+    A stream is written straight into, whatever its name: a named pipe, a character
+    device, a socket, or a path naming a file descriptor (/dev/stdout, /dev/stderr,
+    /dev/fd/N, /proc/self/fd/N, /proc/<pid>/fd/N, or a link to one), whatever that
+    descriptor points to (a pipe, a file the shell opened with > or >>, a terminal)."""
     given = Path(out)
+    fd_path = _fd_path(given)
+    if fd_path is not None:
+        path, fd = fd_path
+        if fd is not None:  # our own: it must be open for writing
+            try:
+                os.fstat(fd)  # closed: EBADF
+                access = os.O_WRONLY if fcntl is None else fcntl.fcntl(fd, fcntl.F_GETFL)
+            except OSError as e:
+                raise ReportError(f"--out {given}: cannot write it ({e.strerror or e})") from None
+            if (access & os.O_ACCMODE) not in (os.O_WRONLY, os.O_RDWR):
+                raise ReportError(f"--out {given}: descriptor {fd} is not open for writing")
+        return path, True
     try:
         # the target of a link (of every link on the way): a dangling one is created
         target = given.resolve() if given.is_symlink() else given
@@ -199,7 +256,7 @@ def out_target(out: str | Path, suffixes: Sequence[str]) -> tuple[Path, bool]:
         raise out_error(given, e) from None
     if (mode is not None and stat.S_ISDIR(mode)) or not target.name:
         raise ReportError(f"--out {given}: is a folder; give a file name, e.g. report{suffixes[0]}")
-    if mode is not None and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
+    if mode is not None and (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)):
         return target, True
     if mode is not None and not stat.S_ISREG(mode):
         raise ReportError(f"--out {given}: is neither a file nor a named pipe; give a file name")
@@ -221,15 +278,25 @@ def open_out(out: str | Path, suffixes: Sequence[str], binary: bool = False) -> 
 
     A regular file (or a new path) gets the report whole or not at all: it is written
     to `<out>.part` and renamed over `out` only once complete. A symlink is followed and
-    its target written that way, so the link stays a link. A named pipe or a character
-    device (`/dev/stdout`) is written straight into: renaming a file over it would
-    replace the pipe and leave its reader with nothing."""
+    its target written that way, so the link stays a link. A stream (`out_target`) is
+    written straight into: renaming a file over a named pipe would replace the pipe and
+    leave its reader with nothing, and over the file /dev/stdout points to, drop what
+    `>>` had kept. Our own descriptor (/dev/stdout, /dev/fd/N, ...) is written through
+    a copy of it, so the file a shell opened with `>>` is appended to, not truncated."""
     target, stream = out_target(out, suffixes)
     wb = "wb" if binary else "w"
     text = {} if binary else {"encoding": "utf-8", "newline": ""}
     if stream:
+        fd_path = _fd_path(Path(out))
         try:
-            f = target.open(wb, **text)  # a pipe: waits here for its reader
+            if fd_path is not None and fd_path[1] is not None:
+                sys.stdout.flush()  # what was printed before comes first
+                sys.stderr.flush()
+                fd = os.dup(fd_path[1])
+            else:  # a pipe waits here for its reader; no O_TRUNC: another's >> file
+                flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOCTTY", 0)
+                fd = os.open(target, flags | getattr(os, "O_BINARY", 0))
+            f = os.fdopen(fd, wb, **text)
         except OSError as e:
             raise out_error(Path(out), e) from None
         with f:

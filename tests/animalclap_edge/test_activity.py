@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +113,26 @@ def test_the_figure_is_written_and_bad_requests_are_named(season, tmp_path, caps
     assert not_a_folder.read_text() == "field notes"
     assert main(["report", "activity", "--db", str(season)]) == 2
     assert "give --out FILE.png" in capsys.readouterr().err
+
+
+def test_the_figure_goes_to_dev_stdout_piped_or_appended(season, tmp_path):
+    """`--out /dev/stdout | ...` was refused (resolved: pipe:[...], not a .png), and
+    `>> figures.bin` had the file replaced by a renamed .part."""
+    pytest.importorskip("matplotlib")
+    run = [sys.executable, "-m", "animalclap_edge", "report", "activity", "--db", str(season)]
+    run += ["--out", "/dev/stdout"]
+    piped = subprocess.run(run, capture_output=True, cwd=tmp_path, timeout=120)
+    assert piped.returncode == 0, piped.stderr.decode()
+    assert piped.stdout.startswith(b"\x89PNG\r\n\x1a\n") and piped.stdout.endswith(
+        b"IEND\xaeB`\x82"
+    )
+    appended = tmp_path / "figures.bin"
+    appended.write_bytes(b"kept")
+    with open(appended, "ab") as f:
+        done = subprocess.run(run, stdout=f, stderr=subprocess.PIPE, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert appended.read_bytes() == b"kept" + piped.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures.bin", "season.db"]
 
 
 def test_a_database_it_cannot_read_is_named_in_one_line(tmp_path):

@@ -9,6 +9,8 @@ import json
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -331,6 +333,81 @@ def test_out_writes_into_a_named_pipe_and_through_a_symlink(card, tmp_path):
     finally:
         os.close(master)
         os.close(tty)
+
+
+def _report_cli(*args: str, stdout, cwd: Path) -> subprocess.CompletedProcess:
+    """The real CLI in a process of its own, its stdout as given (a pipe or a file)."""
+    return subprocess.run(
+        [sys.executable, "-m", "animalclap_edge", "report", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_out_dev_stdout_writes_into_a_pipe_and_a_file_the_shell_opened(card, tmp_path):
+    """/dev/stdout was resolved first: to pipe:[...] (`| wc -l`, refused as not a .csv)
+    or to the file of `> o.txt` (refused) or `>> a.csv` (a .part renamed over it: the
+    lines already there were lost). It is written into, whatever it points to."""
+    expected = io.StringIO()
+    write_report(card, "detections", expected)
+    csv_bytes = expected.getvalue().encode()
+    here = tmp_path / "empty"
+    here.mkdir()
+
+    piped = _report_cli(
+        "detections", "--db", str(card), "--out", "/dev/stdout", stdout=subprocess.PIPE, cwd=here
+    )
+    assert piped.returncode == 0, piped.stderr.decode()
+    assert piped.stdout == csv_bytes
+    assert piped.stderr.decode().strip().endswith("-> /dev/stdout")
+
+    redirected = tmp_path / "o.txt"  # `> o.txt`: any name
+    redirected.write_text("a longer report from before, cut by > as a shell cuts it\n" * 50)
+    with open(redirected, "wb") as f:
+        done = _report_cli(
+            "detections", "--db", str(card), "--out", "/dev/stdout", stdout=f, cwd=here
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    assert redirected.read_bytes() == csv_bytes
+
+    # `>> a.csv`, by each name of the descriptor and through a link to one
+    link = tmp_path / "latest.csv"
+    link.symlink_to("/proc/self/fd/1")
+    appended = tmp_path / "a.csv"
+    appended.write_bytes(b"kept 1\nkept 2\n")
+    inode = appended.stat().st_ino
+    for out in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1", str(link)):
+        with open(appended, "ab") as f:
+            done = _report_cli("detections", "--db", str(card), "--out", out, stdout=f, cwd=here)
+        assert done.returncode == 0, (out, done.stderr.decode())
+    assert appended.read_bytes() == b"kept 1\nkept 2\n" + csv_bytes * 4
+    assert appended.stat().st_ino == inode and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.csv", "card", "empty", "latest.csv", "o.txt"
+    ]  # fmt: skip
+    assert list(here.iterdir()) == []
+
+
+def test_an_out_descriptor_that_cannot_be_written_is_said_before_reading(tmp_path, capsys):
+    import os
+
+    read_only = tmp_path / "data.csv"
+    read_only.write_text("field data\n")
+    fd = os.open(read_only, os.O_RDONLY)
+    try:
+        none = str(tmp_path / "none.db")  # not read: the --out is said first
+        assert main(["report", "detections", "--db", none, "--out", f"/dev/fd/{fd}"]) == 2
+        assert (
+            capsys.readouterr()
+            .err.strip()
+            .endswith(f"--out /dev/fd/{fd}: descriptor {fd} is not open for writing")
+        )
+    finally:
+        os.close(fd)
+    assert read_only.read_text() == "field data\n"  # not replaced by a report
 
 
 def test_an_out_the_report_cannot_be_is_refused_before_reading(card, tmp_path, capsys):
