@@ -327,7 +327,7 @@ class Detector:
                 duration_s=windower.samples_seen / self.sample_rate,
                 n_windows=n_windows,
                 n_detections=n_dets,
-                start_time_utc=rec.start_time.isoformat() if rec.start_time else None,
+                start_time_utc=_utc_ms(rec.start_time),
                 clock_trusted=rec.clock_trusted,
                 clock_note=rec.clock_note,
                 finished_utc=_now(),
@@ -467,7 +467,7 @@ class Detector:
         t0 = w.start_sample / self.sample_rate
         # a clip shorter than a window ends where its audio does, not where its padding does
         t1 = t0 + (w.length or self.window) / self.sample_rate
-        start = (rec.start_time + timedelta(seconds=t0)).isoformat() if rec.start_time else None
+        start = _utc_ms(rec.start_time + timedelta(seconds=t0)) if rec.start_time else None
         return [
             Detection(
                 detection_id=detection_id(
@@ -500,6 +500,14 @@ class Detector:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _utc_ms(t: datetime | None) -> str | None:
+    """One format for every time the runtime logs and sends, as created_utc's: UTC to
+    the millisecond (`2024-03-15T03:30:01.500+00:00`). isoformat() alone wrote whole
+    seconds without a fraction and others with microseconds, so one column (and one
+    MQTT stream) held both, which pandas.to_datetime refuses."""
+    return None if t is None else t.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _json(obj) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 
@@ -127,6 +128,13 @@ def test_a_file_stopped_part_way_is_analysed_again_whole_and_its_events_match(
     finally:
         det.close()
     assert _events(stopped) == _events(clean)
+    # one time format in every row (and so in every MQTT and live message): windows on
+    # a whole second were written without a fraction, the others with microseconds
+    times = [t for (t,) in _query(clean, "SELECT start_time_utc FROM detections")]
+    assert times and all(
+        re.fullmatch(r"2024-05-14T05:\d\d:\d\d\.\d{3}\+00:00", t) for t in times
+    ), times[:3]
+    assert {t[-10:-6] for t in times} == {".000", ".500"}  # hop 1.5 s
     with sqlite3.connect(clean) as a, sqlite3.connect(stopped) as b:
         q = "SELECT detection_id, probability FROM detections ORDER BY detection_id"
         assert a.execute(q).fetchall() == b.execute(q).fetchall()

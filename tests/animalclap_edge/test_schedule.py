@@ -557,7 +557,7 @@ def test_each_window_is_its_own_row_in_the_store(realaudio, tmp_path):
             "select start_time_utc, duration_s, status from recordings order by start_time_utc"
         ).fetchall()
     assert [(r[0], r[2]) for r in rows] == [
-        ("2024-05-01T05:00:00+00:00", "ok"),
-        ("2024-05-01T05:03:00+00:00", "ok"),
+        ("2024-05-01T05:00:00.000+00:00", "ok"),
+        ("2024-05-01T05:03:00.000+00:00", "ok"),
     ]
     assert all(abs(r[1] - 10) <= 1.1 for r in rows)
