@@ -399,6 +399,18 @@ def _open_folder(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledS
     )
 
 
+def _stored_background(r: dict, catalogue: Catalogue, read) -> tuple[str, ...]:
+    """A prepared record's background species. Absent from folders prepared before
+    2026-11-27 and from manifests without the column: nothing is known to call in the
+    background. Entries that are no catalogue id are read again (`read`: a
+    `background_reader`): folders prepared earlier on 2026-11-27 kept a list literal's
+    "['Turdus merula'" or a common name as written, and those recordings would train."""
+    heard = r.get("background_species", ())
+    if all(catalogue.get(b) is not None for b in heard):  # nearly every record: as stored
+        return tuple(map(sys.intern, heard))
+    return tuple(map(sys.intern, read(heard, r["species_id"])))
+
+
 def _open_prepared(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledSet:
     import json
 
@@ -413,6 +425,7 @@ def _open_prepared(root: Path, sample_rate: int, schema: TraitSchema) -> Labelle
     where: dict[str, tuple[Path, int, int]] = {}
     items = []
     shards: dict[str, Path] = {}  # one Path per shard, not one per record
+    read_background = background_reader(catalogue)
     with open(root / "records.jsonl", encoding="utf-8") as f:
         for line in f:
             r = json.loads(line)
@@ -426,9 +439,7 @@ def _open_prepared(root: Path, sample_rate: int, schema: TraitSchema) -> Labelle
                     sys.intern(r["species_id"]),
                     sys.intern(f"{r['site']}|{r['date']}"),
                     r["duration_s"],
-                    # absent from folders prepared before 2026-11-27 and from manifests
-                    # without the column: nothing is known to call in the background
-                    tuple(map(sys.intern, r.get("background_species", ()))),
+                    _stored_background(r, catalogue, read_background),
                 )
             )
     if not items:

@@ -44,6 +44,7 @@ from training.model import (
     save_checkpoint,
     small_clap_config,
 )
+from training.prepare.manifest import background_unmatched, unmatched_note
 from training.sampling import balanced_epoch, group_split
 from training.splits import ZeroShotSplit, heard_unseen_note, items_digest, zero_shot_split
 from training.zeroshot import species_prompt_embeddings
@@ -129,6 +130,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     # of them used to leave an empty run folder behind.
     templates = [Template.parse(t) for t in cfg.templates]
     data = open_labelled(cfg.data)
+    if note := unmatched_note(background_unmatched(data.items, data.catalogue)):
+        print(note, flush=True)
     split = make_split(data, cfg.split, cfg.seed, cfg.val_fraction)
     if note := heard_unseen_note(split):
         print(note, flush=True)

@@ -312,3 +312,31 @@ def test_items_carry_the_species_calling_in_their_background(real_folder, tmp_pa
         w.writerows(rows)
     heard = [it.background for it in open_labelled(str(folder)).items]
     assert heard[0] == (other.id, "Avis incognita") and not any(heard[1:])
+
+
+def test_a_prepared_folder_reads_background_names_stored_unmatched_again(tmp_path):
+    """Folders prepared earlier on 2026-11-27 stored a list literal's pieces ("['Genus
+    beta'") and common names as written: read as stored, their recordings trained
+    even where an unseen species called in them."""
+    import json
+
+    from animalclap_edge.contracts.catalogue import Species
+    from training.labelled_audio import open_labelled
+
+    cat = Catalogue(
+        [
+            Species("s1", "Genus alpha", "Alpha bird", "Aves", "O", "F", "Genus"),
+            Species("s2", "Genus beta", "Beta bird", "Aves", "O", "F", "Genus"),
+        ]
+    )
+    cat.to_csv(tmp_path / "catalogue.csv")
+    (tmp_path / "prepared.json").write_text("{}")
+    stored = [["['Genus beta'", " 'Avis incognita']"], ["s1"], ["beta BIRD"], []]
+    with open(tmp_path / "records.jsonl", "w") as f:
+        for j, heard in enumerate(stored):
+            rec = {"key": f"r{j}", "species_id": "s1" if j != 1 else "s2", "site": "x",
+                   "date": "d", "duration_s": 1.0, "shard": "shard-000000.tar",
+                   "offset": 0, "size": 0, "background_species": heard}  # fmt: skip
+            f.write(json.dumps(rec) + "\n")
+    heard = [it.background for it in open_labelled(str(tmp_path)).items]
+    assert heard == [("s2", "Avis incognita"), ("s1",), ("s2",), ()]

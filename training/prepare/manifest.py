@@ -12,8 +12,12 @@ optional:
     quality       quality grade (xeno-canto A-E, iNaturalist "research", ...)
     source        where the row came from (xeno-canto, iNaturalist, ...)
     background_species (or `also`, xeno-canto's name for it)
-                  other species heard in the recording: catalogue ids or scientific
-                  names, separated by ";" or ","; a Parquet list column is read too.
+                  other species heard in the recording: catalogue ids, scientific or
+                  common names (any case), separated by ";" or ","; brackets and
+                  quotes around them are dropped, so a Python list literal such as
+                  "['Turdus merula', 'Erithacus rubecula']" reads; a Parquet list
+                  column is read too. Names no catalogue species has are kept, counted
+                  and warned of.
                   The zero-shot split keeps a recording in which an unseen species
                   is heard out of training and validation.
 
@@ -80,28 +84,68 @@ def is_creative_commons(licence: str) -> bool:
     )
 
 
-def background_reader(catalogue: Catalogue) -> Callable[[str, str], tuple[str, ...]]:
-    """`read(cell, focal)`: the species a background cell names, as catalogue ids. An
-    entry that is an id or (any case) a scientific name becomes the id; the focal
-    species and repeats are dropped. An entry the catalogue does not know is kept as
-    written: it cannot be an unseen test species (those are catalogue species), and
-    `plan` counts it, so that a mistyped name is seen rather than silently ignored."""
-    by_name = {sp.scientific_name.casefold(): sp.id for sp in catalogue}  # once, not per row
+# Around an entry: xeno-canto's "also" saved as a Python list literal
+# ("['Turdus merula', 'Erithacus rubecula']"), or a name quoted by hand.
+_ENTRY_WRAPPING = " \t[](){}'\"`\u2018\u2019\u201c\u201d"
 
-    def read(cell: str, focal: str = "") -> tuple[str, ...]:
+
+def background_reader(
+    catalogue: Catalogue,
+) -> Callable[[str | Sequence[str], str], tuple[str, ...]]:
+    """`read(cell, focal)`: the species a background cell names, as catalogue ids. The
+    cell is split on ";" and ","; brackets and quotes around an entry are dropped and
+    its whitespace collapsed; an entry that is, in any case, an id, a scientific name
+    or a common name (one only one species has) becomes the id. The focal species and
+    repeats are dropped. An entry the catalogue does not know is kept as written: it
+    cannot be an unseen test species (those are catalogue species), and `plan` and
+    `background_unmatched` count it, so that a mistyped name is seen rather than
+    silently ignored. A sequence (a Parquet list, entries stored by an older reader)
+    is read as its entries."""
+    names: dict[str, str] = {}
+    common = Counter(sp.common_name.casefold() for sp in catalogue)
+    for sp in catalogue:  # once, not per row; later keys lose: ids first
+        if common[sp.common_name.casefold()] == 1:  # "Robin" of two species: neither
+            names.setdefault(sp.common_name.casefold(), sp.id)
+    for sp in catalogue:
+        names[sp.scientific_name.casefold()] = sp.id
+    for sp in catalogue:
+        names[sp.id.casefold()] = sp.id
+
+    def read(cell: str | Sequence[str], focal: str = "") -> tuple[str, ...]:
+        text = cell if isinstance(cell, str) else ";".join(cell)
         out: list[str] = []
-        for raw in re.split(r"[;,]", cell or ""):
-            entry = " ".join(raw.split())
+        for raw in re.split(r"[;,]", text or ""):
+            entry = " ".join(raw.strip(_ENTRY_WRAPPING).split())
             if not entry:
                 continue
-            sid = (
-                entry if catalogue.get(entry) is not None else by_name.get(entry.casefold(), entry)
-            )
+            sid = entry if catalogue.get(entry) is not None else names.get(entry.casefold(), entry)
             if sid != focal and sid not in out:
                 out.append(sid)
         return tuple(out)
 
     return read
+
+
+def background_unmatched(items: Iterable, catalogue: Catalogue) -> Counter:
+    """Background entries of `items` (anything with .background) that are no species
+    of `catalogue`, with how many recordings name each."""
+    return Counter(b for it in items for b in it.background if catalogue.get(b) is None)
+
+
+def unmatched_note(unknown: Counter) -> str | None:
+    """The warning a run and `prepare` print for background names no catalogue species
+    has (None: there are none). Such a name may be an unseen species written in a way
+    `background_reader` does not read, whose recordings would then be trained on."""
+    if not unknown:
+        return None
+    first = ", ".join(repr(b) for b, _ in unknown.most_common(3))
+    more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+    return (
+        f"warning: {len(unknown)} background species name(s) in {sum(unknown.values())} "
+        f"recording(s) match no catalogue id, scientific or common name ({first}{more}): "
+        "an unseen species written so is not kept out of training; correct the names or "
+        "add the species to the catalogue"
+    )
 
 
 def read_rows(path: str | Path) -> list[dict[str, str]]:

@@ -30,7 +30,10 @@ from training.prepare.manifest import (
     UNKNOWN_SPECIES,
     Plan,
     SourceRecording,
+    background_reader,
+    background_unmatched,
     plan,
+    unmatched_note,
 )
 from training.prepare.shards import (
     CODECS,
@@ -96,6 +99,8 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
             f"manifest {cfg.manifest}: no row left to prepare ({dict(p.left_out)}); "
             f"check {' and '.join(_LOOK_AT[r] for r, _ in p.left_out.most_common() if r in _LOOK_AT)}"
         )
+    if note := unmatched_note(p.background_unknown):  # before hours of decoding, not after
+        print(f"prepare: {note}", flush=True)
     n_shards = math.ceil(len(p.keep) / cfg.per_shard)
     _write_plan(out, cfg, p, n_shards)
     shards_dir = out / "shards"
@@ -311,7 +316,7 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
 
 def finalize(out: str | Path, progress: bool = True) -> dict:
     """Merge shard indexes into records.jsonl, write the report and the split."""
-    from training.labelled_audio import Item
+    from training.labelled_audio import Item, _stored_background
     from training.splits import zero_shot_split
 
     out = Path(out)
@@ -362,19 +367,26 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
         "rejected": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
         "rejected_examples": examples,
         "shards": meta["shards"],
-        # plans made before background species were read have no such entry
-        "background_not_in_catalogue": meta.get("background_not_in_catalogue", {}),
     }
+    read_background = background_reader(catalogue)
     items = [
         Item(
             r["key"],
             r["species_id"],
             f"{r['site']}|{r['date']}",
             r["duration_s"],
-            tuple(r.get("background_species", ())),  # shards written before 2026-11-27: none
+            # shards written before 2026-11-27: none; before its later fix, names the
+            # reader did not match then (a list literal's brackets): read again
+            _stored_background(r, catalogue, read_background),
         )
         for r in records
     ]
+    # of the recordings kept, as the split reads them (plan.json's count also has
+    # the rows decoding rejected)
+    unknown = background_unmatched(items, catalogue)
+    report["background_not_in_catalogue"] = dict(unknown.most_common())
+    if note := unmatched_note(unknown):
+        print(f"prepare: {note}", flush=True)
     try:
         split = zero_shot_split(items, catalogue, seed=meta["seed"])
     except ValueError as e:
@@ -436,8 +448,12 @@ def _report_md(r: dict) -> str:
         names = ", ".join(f"{b} ({n})" for b, n in list(unknown.items())[:5])
         lines += [
             "",
-            f"Background species not in the catalogue, kept as written (they cannot be "
-            f"unseen test species): {len(unknown)} names, e.g. {names}",
+            f"**Warning**: {len(unknown)} background species names, in "
+            f"{sum(unknown.values())} recordings, match no catalogue id, scientific or "
+            f"common name (kept as written), e.g. {names}. Where one is a catalogue "
+            "species written otherwise, recordings in which an unseen species calls are "
+            "trained on: correct the names in the manifest, or add the species to the "
+            "catalogue.",
         ]
     split = r["split"]
     if isinstance(split, dict):

@@ -15,6 +15,7 @@ import numpy as np
 
 from animalclap_edge.contracts.catalogue import Catalogue
 from training.labelled_audio import Item, LabelledSet, open_labelled
+from training.prepare.manifest import background_unmatched, unmatched_note
 from training.splits import (
     ZeroShotSplit,
     carried_over,
@@ -41,6 +42,12 @@ class TrainingData:
         """The species the run trains or validates on (sorted ids), replay included: the
         only ones whose names a from-scratch tokenizer may be fitted on."""
         return sorted({it.species_id for it in self.train + self.val})
+
+
+def background_notes(data: LabelledSet) -> list[str]:
+    """The run log's warning of background names `data`'s catalogue does not know."""
+    note = unmatched_note(background_unmatched(data.items, data.catalogue))
+    return [note] if note else []
 
 
 def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
@@ -137,15 +144,16 @@ def training_data(
     from training.train import make_split
 
     primary = open_labelled(data)
+    notes = background_notes(primary)
     split = make_split(primary, split_kind, seed, val_fraction)
     train = [primary.items[i] for i in split.train]
     val = [primary.items[i] for i in split.val]
-    notes = []
     if heard := heard_unseen_note(split):  # the run's log says what it left out
         notes.append(heard)
     if not replay:
         return TrainingData(primary, train, val, np.zeros(len(train), bool), split, notes)
     old = open_labelled(replay)
+    notes += [f"replay: {n}" for n in background_notes(old)]
     old_split, note = replay_split(old, replay, init, seed, val_fraction)
     notes.append(note)
     if heard := heard_unseen_note(old_split):

@@ -12,8 +12,10 @@ from training.prepare.manifest import (
     NOT_CC,
     UNKNOWN_SPECIES,
     ManifestError,
+    background_reader,
     is_creative_commons,
     plan,
+    unmatched_note,
 )
 
 
@@ -219,3 +221,46 @@ def test_a_parquet_list_of_background_species_reads_as_the_csv_cell(tmp_path, ca
     )
     p = plan(tmp_path / "m.parquet", catalogue)
     assert {r.species_id: r.background_species for r in p.keep} == {a: (b, c), b: ()}
+
+
+def test_a_list_literal_quoted_names_and_common_names_are_matched(tmp_path, catalogue):
+    """xeno-canto's "also" saved as a Python list literal, names quoted, spaced or cased
+    otherwise, and common names, stayed unmatched: their recordings trained even where
+    an unseen species called in them, counted only as not in the catalogue."""
+    a, b, c = catalogue[0], catalogue[1], catalogue[2]
+    read = background_reader(catalogue)
+    assert read(f"['{b.scientific_name}', '{c.scientific_name}']", a.id) == (b.id, c.id)
+    assert read(f'["{b.scientific_name}"]', a.id) == (b.id,)
+    assert read(f"  {b.id.upper()} ;  '{c.common_name.lower()}'  ", a.id) == (b.id, c.id)
+    assert read(f"{'  '.join(b.scientific_name.swapcase().split(' '))}", a.id) == (b.id,)
+    assert read("[]", a.id) == () and read("['']", a.id) == ()
+    # entries an older reader stored as it split them, read again
+    assert read((f"['{b.scientific_name}'", f" '{a.common_name}']"), a.id) == (b.id,)
+    rows = [_row(1, a.id, also=f"['{b.scientific_name}', 'Avis incognita']")]
+    p = plan(_write(tmp_path / "m.csv", rows), catalogue)
+    assert p.keep[0].background_species == (b.id, "Avis incognita")
+    assert dict(p.background_unknown) == {"Avis incognita": 1}
+
+
+def test_a_common_name_two_species_share_matches_neither(catalogue):
+    from animalclap_edge.contracts.catalogue import Species
+
+    twins = [
+        Species("s1", "Genus alpha", "Robin", "Aves", "O", "F", "Genus"),
+        Species("s2", "Genus beta", "robin", "Aves", "O", "F", "Genus"),
+        Species("s3", "Genus gamma", "Wren", "Aves", "O", "F", "Genus"),
+    ]
+    read = background_reader(Catalogue(twins))
+    assert read("ROBIN; wren", "") == ("ROBIN", "s3")
+
+
+def test_unmatched_background_names_are_one_warning_line():
+    from collections import Counter
+
+    assert unmatched_note(Counter()) is None
+    note = unmatched_note(Counter({"Avis incognita": 5, "['x": 2, "y": 1, "z": 1}))
+    assert note.startswith(
+        "warning: 4 background species name(s) in 9 recording(s) match no catalogue id, "
+        "scientific or common name ('Avis incognita', \"['x\", 'y' and 1 more): "
+    )
+    assert "\n" not in note and note.endswith("or add the species to the catalogue")

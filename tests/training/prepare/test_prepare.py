@@ -557,11 +557,13 @@ def test_an_output_planned_under_the_old_keys_says_so(manifest, tmp_path):
 
 
 def test_background_species_reach_the_records_and_keep_unseen_ones_out_of_training(
-    manifest, prepared, tmp_path
+    manifest, prepared, tmp_path, capsys
 ):
-    """A manifest's background species (xeno-canto's "also": scientific names here) are
-    kept as catalogue ids in records.jsonl, read back with the items, and the split
-    leaves out of train and val every recording in which an unseen species calls."""
+    """A manifest's background species (xeno-canto's "also", saved as a Python list
+    literal of scientific names here) are kept as catalogue ids in records.jsonl, read
+    back with the items, and the split leaves out of train and val every recording in
+    which an unseen species calls. A name no catalogue species has is warned of, at
+    planning and in the report: the list literal's were, once, all of them."""
     from training.splits import ZeroShotSplit
 
     catalogue = {r["id"]: r for r in csv.DictReader(CATALOGUE.open())}
@@ -579,7 +581,7 @@ def test_background_species_reach_the_records_and_keep_unseen_ones_out_of_traini
     )
     for r in rows:
         if r["species_id"] == host:
-            r["also"] = f"{catalogue[unseen]['scientific_name'].upper()}; Nonexistent bird"
+            r["also"] = f"['{catalogue[unseen]['scientific_name'].upper()}', 'Nonexistent bird']"
     path = manifest[0].parent / "with_also.csv"
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -590,10 +592,19 @@ def test_background_species_reach_the_records_and_keep_unseen_ones_out_of_traini
     records = [json.loads(line) for line in (out / "records.jsonl").open()]
     heard = [r for r in records if r["species_id"] == host]
     assert heard and all(r["background_species"] == [unseen, "Nonexistent bird"] for r in heard)
-    # counted at planning: rows whose audio then fails to decode too
+    # the report counts the recordings kept; the warning at planning, the rows named
     named = sum(1 for r in rows if r.get("also"))
-    assert report["background_not_in_catalogue"] == {"Nonexistent bird": named}
-    assert "Background species not in the catalogue" in (out / "report.md").read_text()
+    assert report["background_not_in_catalogue"] == {"Nonexistent bird": len(heard)}
+    said = capsys.readouterr().out
+    assert (
+        f"prepare: warning: 1 background species name(s) in {named} recording(s) match no "
+        "catalogue id, scientific or common name ('Nonexistent bird'): "
+    ) in said
+    assert f"warning: 1 background species name(s) in {len(heard)} recording(s)" in said
+    assert (
+        f"**Warning**: 1 background species names, in {len(heard)} recordings, match no "
+        "catalogue id"
+    ) in (out / "report.md").read_text()
 
     data = open_labelled(str(out))
     by_key = {r["key"]: tuple(r["background_species"]) for r in records}
