@@ -44,10 +44,12 @@ def report_on(
     progress: bool,
     regional: LabelledSet | None = None,
     replayed: LabelledSet | None = None,
+    kept: Path | None = None,
 ) -> dict:
     """Regional held-out accuracy among the regional species; global unseen and seen
-    accuracy on the replay data's zero-shot split (the one cfg.init was trained with,
-    where its run folder shows it). `regional` and `replayed`: cfg.data and cfg.replay
+    accuracy on the replay data's zero-shot split (`kept`, the replay_split.json the
+    run trained with, where it has one; else the one cfg.init was trained with, where
+    its run folder shows it). `regional` and `replayed`: cfg.data and cfg.replay
     already opened (a paper-size replay index takes seconds to open), else opened here."""
     from training.evaluate import EvalConfig, evaluate
     from training.labelled_audio import open_labelled
@@ -75,7 +77,7 @@ def report_on(
     if cfg.replay:
         data = replayed if replayed is not None else open_labelled(cfg.replay)
         # the split the training replayed: cfg.init's own, before and after alike
-        gsplit, _ = replay_split(data, cfg.replay, cfg.init, cfg.seed, cfg.val_fraction)
+        gsplit, _ = replay_split(data, cfg.replay, cfg.init, cfg.seed, cfg.val_fraction, kept)
         gsplit, trained = unseen_not_regional(gsplit, data, regional)
         res["global"] = {"unseen_trained_regionally": trained}
         if gsplit.test_species:
@@ -126,9 +128,13 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
     check_checkpoint_path(cfg.init)
     # the data's errors, and a changed folder, before minutes of "before" report
     regional = open_labelled(cfg.data)
-    if (out / "checkpoints").is_dir():  # a run to resume: on the data it began with
+    resuming = (out / "checkpoints").is_dir()
+    if resuming:  # a run to resume: on the data it began with
         split = make_split(regional, cfg.split, cfg.seed, cfg.val_fraction)
         refuse_changed_data(out, cfg.data, split)
+    # the replay split the run trains with: a resumed run's own (pretrain keeps it),
+    # which a new draw may not match; after training, the one it wrote
+    kept = out / "replay_split.json"
     replayed = None
     if cfg.replay:
         try:
@@ -137,9 +143,11 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
             raise ValueError(f"--replay: {e}") from None
     with removed_if_left_empty(out):
         out.mkdir(parents=True, exist_ok=True)
-        before = report_on(cfg.init, cfg, out / "before", progress, regional, replayed)
+        before = report_on(
+            cfg.init, cfg, out / "before", progress, regional, replayed, kept if resuming else None
+        )
     final = pretrain(cfg, progress=progress, fit_batch=True)
-    after = report_on(str(final), cfg, out / "after", progress, regional, replayed)
+    after = report_on(str(final), cfg, out / "after", progress, regional, replayed, kept)
     report = {
         "checkpoint": str(final),
         "init": cfg.init,

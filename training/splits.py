@@ -251,6 +251,51 @@ def heard_unseen_excluded(split: ZeroShotSplit, items: Sequence[Item]) -> ZeroSh
     )
 
 
+def resumed_split(
+    saved: ZeroShotSplit, items: Sequence[Item], fresh: ZeroShotSplit | None = None
+) -> tuple[ZeroShotSplit, str | None]:
+    """The split a resumed run goes on with: `saved`, the one it began with (made for
+    `items`), never a new draw. A new draw may pick other test species (the
+    background rule of 2026-11-27 changes which picks keep a genus in training), and
+    the checkpoint has already trained on those. What the rule asks of a split saved
+    before it is applied without touching its test species (`heard_unseen_excluded`).
+    The note (None: nothing changed) says what was moved, and that `fresh`, the split
+    this data would now be given, differs, so that a resume is not read as a new draw."""
+    kept = heard_unseen_excluded(saved, items)
+    changes = []
+    moved = len(kept.heard_unseen) - len(saved.heard_unseen)
+    if moved:
+        emptied = len(kept.left_out_species) - len(saved.left_out_species)
+        changes.append(
+            f"{moved} train/val recordings that hear one of its test species moved out "
+            "(heard_unseen)" + (f", leaving {emptied} seen species with none" if emptied else "")
+        )
+    if fresh is not None and fresh.test_species != saved.test_species:
+        other = len(set(fresh.test_species) - set(saved.test_species))
+        changes.append(f"a new draw would hold out {other} species it has trained on")
+    if not changes:
+        return kept, None
+    return kept, (
+        f"resumed on the split it began with (split.json, its {len(saved.test_species)} "
+        f"test species kept): " + "; ".join(changes)
+    )
+
+
+def write_split(split: ZeroShotSplit, path: Path, trained: bool) -> None:
+    """Write `split` to `path`, refusing to replace a split with other test species
+    where a model has `trained` on the split there: the run's reports would call
+    species unseen that it trained on."""
+    if trained and path.is_file():
+        old = ZeroShotSplit.from_json(path)
+        if old.test_species != split.test_species:
+            raise ValueError(
+                f"{path} names other test species ({len(old.test_species)}) than this run's "
+                f"split ({len(split.test_species)}), and {path.parent} holds a model trained "
+                "with it: resume on that split, or give a new --out"
+            )
+    split.to_json(path)
+
+
 def zero_shot_split(
     items: Sequence[Item],
     catalogue: Catalogue,

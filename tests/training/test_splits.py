@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter, defaultdict
 
@@ -17,6 +18,7 @@ from training.splits import (
     carried_over,
     heard_unseen_excluded,
     heard_unseen_note,
+    write_split,
     zero_shot_split,
 )
 
@@ -346,3 +348,18 @@ def test_a_carried_over_split_leaves_out_what_hears_its_unseen_species(small, sp
     assert sorted(moved.train + moved.val + moved.test + moved.heard_unseen) == list(
         range(len(items))
     )
+
+
+def test_a_split_a_model_trained_with_is_not_replaced_by_one_of_other_test_species(tmp_path):
+    cat = Catalogue([_sp(s, "Aves", "O", "F", "G") for s in ("a", "b", "c")])
+    items = _items({"a": 3, "b": 30, "c": 4})
+    split = zero_shot_split(items, cat, seed=0, test_fraction=0.3)
+    other = dataclasses.replace(split, test_species=["zz"])
+    path = tmp_path / "split.json"
+    write_split(split, path, trained=True)  # nothing there yet
+    write_split(split, path, trained=True)  # the same test species: rewritten
+    with pytest.raises(ValueError, match=r"names other test species .* resume on that split"):
+        write_split(other, path, trained=True)
+    assert ZeroShotSplit.from_json(path) == split
+    write_split(other, path, trained=False)  # no model trained with it: a new start
+    assert ZeroShotSplit.from_json(path) == other

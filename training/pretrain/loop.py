@@ -40,6 +40,7 @@ from training.pretrain.loss import gathered_clip_loss
 from training.pretrain.mixed import training_data
 from training.pretrain.pacing import RunAhead
 from training.pretrain.prefetch import DevicePrefetch
+from training.splits import write_split
 
 
 class ClapTrainModule(nn.Module):
@@ -538,7 +539,18 @@ def _pretrain(
     command = "finetune" if fit_batch else "pretrain"  # what its output is labelled
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
-    td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay, cfg.init)
+    resume, fallback = state.resume_from(ckpt_dir)
+    # A resumed run goes on with the split it began with (and its replay split): a new
+    # draw, under a rule changed since, could hold out species it has trained on.
+    td = training_data(
+        cfg.data,
+        cfg.split,
+        cfg.seed,
+        cfg.val_fraction,
+        cfg.replay,
+        cfg.init,
+        resumed=out if resume else None,
+    )
     data, split = td.data, td.split
     clips = epoch_clips(cfg, td)
     if fit_batch:  # before the resume check: a rerun caps alike and resumes
@@ -547,9 +559,6 @@ def _pretrain(
     if cfg.batch_size % d.world:
         raise ValueError(f"batch_size {cfg.batch_size} does not split over {d.world} ranks")
     check_batch_fits(cfg, clips, d.world)
-    resume, fallback = state.resume_from(ckpt_dir)
-    if resume:
-        refuse_changed_data(out, cfg.data, split)
     counters = state.load_counters(resume) if resume else {}
     if counters and counters["batch_size"] != cfg.batch_size:
         raise ValueError(
@@ -612,9 +621,10 @@ def _pretrain(
         notes += resume_notes(out / "pretrain_config.json", cfg, step, stop_at)
     out.mkdir(parents=True, exist_ok=True)
     if d.main and step < stop_at:  # a run that trains nothing leaves its record as it was
-        split.to_json(out / "split.json")
+        # a resumed run's model trained with the splits there: never other test species
+        write_split(split, out / "split.json", trained=bool(resume))
         if td.replay_split is not None:  # what a fine-tuning from this run's model replays
-            td.replay_split.to_json(out / "replay_split.json")
+            write_split(td.replay_split, out / "replay_split.json", trained=bool(resume))
         (out / "pretrain_config.json").write_text(
             json.dumps(asdict(cfg), indent=2), encoding="utf-8"
         )

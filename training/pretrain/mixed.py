@@ -10,6 +10,7 @@ from the run's seed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from training.splits import (
     heard_unseen_excluded,
     heard_unseen_note,
     items_digest,
+    resumed_split,
 )
 
 REGIONAL, GLOBAL = "r/", "g/"
@@ -100,23 +102,33 @@ def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
 
 
 def replay_split(
-    old: LabelledSet, replay: str, init: str | None, seed: int, val_fraction: float
+    old: LabelledSet,
+    replay: str,
+    init: str | None,
+    seed: int,
+    val_fraction: float,
+    kept: Path | None = None,
 ) -> tuple[ZeroShotSplit, str]:
-    """The replayed data's zero-shot split, and a note of where it came from: the split
-    `init` was trained with when its run folder shows it trained on `replay`, so that
-    its unseen species are neither replayed nor reported as unseen after training on
-    them; else a fresh one from (seed, val_fraction)."""
+    """The replayed data's zero-shot split, and a note of where it came from: `kept`, the
+    replay_split.json of the run being resumed, where there is one (a new draw could
+    hold out species it has already replayed); else the split `init` was trained with
+    when its run folder shows it trained on `replay`, so that its unseen species are
+    neither replayed nor reported as unseen after training on them; else a fresh one
+    from (seed, val_fraction)."""
     from training.lineage import trained_split
     from training.train import make_split, replay_advice
 
-    saved = trained_split(init, replay)
+    own = kept is not None and kept.is_file()
+    saved = kept if own else trained_split(init, replay)
     if saved is not None:
         split = ZeroShotSplit.from_json(saved)
         if not split.items_digest or items_digest(old.items) == split.items_digest:
             # a split saved before background species counted as heard replays none
             # that hear its unseen species either
             return heard_unseen_excluded(split, old.items), (
-                f"replay: the zero-shot split {init} was trained with ({saved})"
+                f"replay: the zero-shot split this run began with ({saved})"
+                if own
+                else f"replay: the zero-shot split {init} was trained with ({saved})"
             )
         moved = carried_over(split, old.items, seed, val_fraction)
         return moved, (
@@ -139,13 +151,22 @@ def training_data(
     val_fraction: float,
     replay: str | None = None,
     init: str | None = None,
+    resumed: Path | None = None,
 ) -> TrainingData:
-    """The run's data; with `replay`, the checkpoint `init`'s global data joins it."""
+    """The run's data; with `replay`, the checkpoint `init`'s global data joins it.
+    `resumed`: the folder of a run being resumed, whose split.json (and
+    replay_split.json) it goes on with rather than a new draw (`resumed_split`)."""
+    from training.pretrain.loop import refuse_changed_data
     from training.train import make_split
 
     primary = open_labelled(data)
     notes = background_notes(primary)
     split = make_split(primary, split_kind, seed, val_fraction)
+    if resumed is not None and (resumed / "split.json").is_file():
+        refuse_changed_data(resumed, data, split)  # the saved indices are for these items
+        saved = ZeroShotSplit.from_json(resumed / "split.json")
+        split, note = resumed_split(saved, primary.items, fresh=split)
+        notes += [note] if note else []
     train = [primary.items[i] for i in split.train]
     val = [primary.items[i] for i in split.val]
     if heard := heard_unseen_note(split):  # the run's log says what it left out
@@ -154,7 +175,8 @@ def training_data(
         return TrainingData(primary, train, val, np.zeros(len(train), bool), split, notes)
     old = open_labelled(replay)
     notes += [f"replay: {n}" for n in background_notes(old)]
-    old_split, note = replay_split(old, replay, init, seed, val_fraction)
+    kept = resumed / "replay_split.json" if resumed is not None else None
+    old_split, note = replay_split(old, replay, init, seed, val_fraction, kept)
     notes.append(note)
     if heard := heard_unseen_note(old_split):
         notes.append(f"replay: {heard}")
