@@ -226,7 +226,9 @@ class LiveServer:
         return self
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        """Stop accepting, close every client connection, wait for their threads."""
+        """Stop accepting; each stream sends what is committed by now and ends (for up to
+        half of `timeout_s`: a client that reads nothing cannot hold the stop); then
+        close every client connection and wait for their threads."""
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
@@ -236,6 +238,9 @@ class LiveServer:
         httpd.server_close()  # now: connections queued on it meanwhile get refused early
         with self._lock:
             conns = list(self._conns.items())
+        drained = time.monotonic() + timeout_s / 2
+        for _, thread in conns:  # a stream sees the stop within one poll_s
+            thread.join(max(0.0, drained - time.monotonic()))
         for sock, _ in conns:
             _shut(sock)
         for _, thread in conns:
@@ -535,7 +540,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, conn: sqlite3.Connection, after: int) -> None:
         live = self.server.live
         last_write = time.monotonic()
-        while not live._stopping.is_set():
+        while True:
+            # Read before the poll: the poll after a stop sends what was committed before
+            # it (a run's last batch lands a few ms before the run stops this server).
+            stopping = live._stopping.is_set()
             # fetchall: no statement stays open between polls, so this reader never
             # pins an old WAL snapshot and keeps checkpoints from shrinking the WAL.
             rows = conn.execute(_NEW_ROWS, (after, BATCH)).fetchall()
@@ -556,7 +564,7 @@ class _Handler(BaseHTTPRequestHandler):
                 elif time.monotonic() - last_write >= live.keepalive_s:
                     self.wfile.write(b": keep-alive\n\n")
                     last_write = time.monotonic()
-            if _client_gone(self.connection, live.poll_s):
+            if stopping or _client_gone(self.connection, live.poll_s):
                 return
 
 

@@ -335,6 +335,28 @@ def test_stop_returns_promptly_and_closes_every_client(db):
     server.stop()  # twice is harmless
 
 
+def test_a_stop_right_after_the_last_commit_still_sends_it(db):
+    """A run commits its last batch a few ms before it stops its live server; with a
+    0.25 s poll the streams ended before polling again, and clients missed it (a
+    dashboard walkthrough: 21 of 477 detections, until it reconnected)."""
+    server = LiveServer(db, port=0, poll_s=0.25, keepalive_s=60).start()
+    try:
+        stream = Stream(server.port)
+        stream.opening()
+        assert _wait(lambda: server.clients == 1)
+        _add(db, _dets(0, 3))
+        assert len(stream.detections(3)) == 3  # the stream is polling
+        time.sleep(0.05)  # inside its 0.25 s wait for the client
+        _add(db, _dets(3, 2))
+        server.stop()
+        got = stream.detections(2, timeout=5)
+        assert [d for _, d in got] == [d for _, d in _logged(db)[3:]]
+        assert stream.block() == {}  # and then the stream ends
+        stream.close()
+    finally:
+        server.stop()
+
+
 def test_too_many_clients_get_503(db):
     with LiveServer(db, port=0, poll_s=0.05, max_clients=1) as server:
         s = Stream(server.port)
