@@ -116,6 +116,7 @@ class HealthMonitor:
     def write_snapshot(self, store: DetectionStore) -> None:
         snap = self.snapshot()
         snap["outbox_backlog"] = store.backlog()
+        snap["outbox_set_aside"] = store.set_aside_count()
         store.add_health("snapshot", "runtime", snap)
 
     def maybe_backup(self, store: DetectionStore, force: bool = False) -> None:

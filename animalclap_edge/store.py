@@ -23,7 +23,8 @@ from types import TracebackType
 
 from animalclap_edge.records import LEVELS, STATUSES, Detection, Event, RecordingResult
 
-SCHEMA_VERSION = 5  # 2: events; 3: health; 4: recordings.audio_note; 5: content_digest
+SCHEMA_VERSION = 6  # 2: events; 3: health; 4: recordings.audio_note; 5: content_digest;
+# 6: outbox.set_aside_utc, outbox.last_error
 BUSY_TIMEOUT_MS = 5000  # a reader (sync job, sqlite3 shell) may hold the lock briefly
 
 
@@ -154,6 +155,14 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # What a file held (its first 64 KiB): another card's file at the same path is
     # another recording. '' for the rows written before, and for live audio.
     4: ("ALTER TABLE recordings ADD COLUMN content_digest TEXT NOT NULL DEFAULT ''",),
+    # A message the broker refused `max_attempts` times in a row (too large for it):
+    # set aside, so that it no longer blocks the rest of the outbox, and kept with the
+    # reason (`publish --retry-set-aside` queues it again). attempts (there since 1,
+    # never written before) counts the refusals in a row.
+    5: (
+        "ALTER TABLE outbox ADD COLUMN set_aside_utc TEXT",
+        "ALTER TABLE outbox ADD COLUMN last_error TEXT",
+    ),
 }
 
 _DET_COLS = tuple(f.name for f in fields(Detection))
@@ -387,6 +396,40 @@ class DetectionStore:
                 ).rowcount
         return n
 
+    def record_refusal(self, detection_id: str, why: str) -> int:
+        """Count one refusal of a message by the broker; returns its refusals in a row."""
+        with self._transaction() as tx:
+            tx.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ? "
+                "WHERE detection_id = ? AND delivered_utc IS NULL",
+                (why, detection_id),
+            )
+            row = tx.execute(
+                "SELECT attempts FROM outbox WHERE detection_id = ?", (detection_id,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_aside(self, detection_id: str, why: str) -> bool:
+        """Stop sending one undelivered message, keeping it and why; False if it was
+        delivered or set aside already."""
+        with self._transaction() as tx:
+            return (
+                tx.execute(
+                    "UPDATE outbox SET set_aside_utc = ?, last_error = ? WHERE detection_id = ? "
+                    "AND delivered_utc IS NULL AND set_aside_utc IS NULL",
+                    (_now(), why, detection_id),
+                ).rowcount
+                == 1
+            )
+
+    def retry_set_aside(self) -> int:
+        """Queue every set-aside message again, with its refusals reset; returns how many."""
+        with self._transaction() as tx:
+            return tx.execute(
+                "UPDATE outbox SET set_aside_utc = NULL, attempts = 0 "
+                "WHERE set_aside_utc IS NOT NULL AND delivered_utc IS NULL"
+            ).rowcount
+
     def add_health(self, kind: str, source: str, detail: dict) -> int:
         """Log one health event (e.g. "source_lost", "snapshot"); returns its id."""
         text = json.dumps(detail, sort_keys=True, separators=(",", ":"), default=str)
@@ -480,7 +523,7 @@ class DetectionStore:
         rows = self._db().execute(
             f"SELECT o.payload_json, {cols} FROM outbox o JOIN detections d "
             "ON d.detection_id = o.detection_id WHERE o.delivered_utc IS NULL "
-            "ORDER BY o.rowid LIMIT ?",
+            "AND o.set_aside_utc IS NULL ORDER BY o.rowid LIMIT ?",
             (limit,),
         )
         out = []
@@ -489,10 +532,48 @@ class DetectionStore:
             out.append((d.detection_id, stored or detection_payload(d)))
         return out
 
+    def pending_payloads(self, ids: Iterable[str]) -> list[tuple[str, str]]:
+        """(detection_id, payload_json) of those of `ids` still to send (neither delivered
+        nor set aside), in the order given."""
+        cols = ", ".join(f"d.{c}" for c in _DET_COLS)
+        out = []
+        for i in ids:
+            row = (
+                self._db()
+                .execute(
+                    f"SELECT o.payload_json, {cols} FROM outbox o JOIN detections d "
+                    "ON d.detection_id = o.detection_id WHERE o.detection_id = ? "
+                    "AND o.delivered_utc IS NULL AND o.set_aside_utc IS NULL",
+                    (i,),
+                )
+                .fetchone()
+            )
+            if row is not None:
+                stored, *det = row
+                out.append((i, stored or detection_payload(Detection(*det))))
+        return out
+
     def backlog(self) -> int:
-        """How many messages are still undelivered."""
-        q = "SELECT count(*) FROM outbox WHERE delivered_utc IS NULL"
+        """How many messages are still to send (undelivered, not set aside)."""
+        q = "SELECT count(*) FROM outbox WHERE delivered_utc IS NULL AND set_aside_utc IS NULL"
         return int(self._db().execute(q).fetchone()[0])
+
+    def set_aside_count(self) -> int:
+        """How many undelivered messages are set aside (refused by the broker)."""
+        q = "SELECT count(*) FROM outbox WHERE delivered_utc IS NULL AND set_aside_utc IS NOT NULL"
+        return int(self._db().execute(q).fetchone()[0])
+
+    def set_aside_messages(self, limit: int = 100) -> list[tuple[str, str, str]]:
+        """(detection_id, set_aside_utc, last_error) of set-aside messages, oldest first."""
+        return (
+            self._db()
+            .execute(
+                "SELECT detection_id, set_aside_utc, last_error FROM outbox WHERE delivered_utc "
+                "IS NULL AND set_aside_utc IS NOT NULL ORDER BY rowid LIMIT ?",
+                (limit,),
+            )
+            .fetchall()
+        )
 
     def integrity_check(self) -> str:
         """ "ok", or what SQLite's integrity and foreign-key checks found, on one line."""
