@@ -828,14 +828,20 @@ def _cmd_config_check(args) -> int:
             print(str(e), file=sys.stderr)
             continue
         # files the config names that `run` reads: valid syntax is not a working config
-        mqtt = cfg.messaging.mqtt
+        mqtt, live = cfg.messaging.mqtt, cfg.messaging.live
+        missing = []
         if mqtt.enabled and mqtt.password_file and not Path(mqtt.password_file).is_file():
+            missing.append(f"messaging.mqtt.password_file {mqtt.password_file}")
+        # `serve` reads it even with live.enabled false, so it is checked whenever set
+        if live.token_file and not Path(live.token_file).is_file():
+            missing.append(f"messaging.live.token_file {live.token_file}")
+        if missing:
             bad += 1
-            print(
-                f"{f}: messaging.mqtt.password_file {mqtt.password_file}: no such file on "
-                "this machine (run would refuse it)",
-                file=sys.stderr,
-            )
+            for what in missing:
+                print(
+                    f"{f}: {what}: no such file on this machine (run would refuse it)",
+                    file=sys.stderr,
+                )
             continue
         print(f"{f}: ok")
     return 1 if bad else 0

@@ -280,6 +280,19 @@ class MqttConfig(_Section):
         None, description="MQTT client id; null = animalclap-<host>-<pid>."
     )
 
+    @model_validator(mode="after")
+    def _password_needs_username(self) -> MqttConfig:
+        # paho sends no password without a user name: the connection went out
+        # anonymous, and the broker's refusal (or worse, its acceptance) hid the typo
+        if self.password_file is not None and not self.username:
+            raise PydanticCustomError(
+                "mqtt_password_without_username",
+                "password_file is set but username is not: set username (the broker "
+                "user the password belongs to) or remove password_file",
+                {},
+            )
+        return self
+
     @field_validator("topic_prefix")
     @classmethod
     def _no_wildcards(cls, v: str) -> str:

@@ -219,3 +219,26 @@ def test_schema_forbids_unknown_keys_everywhere():
     assert schema["additionalProperties"] is False
     for name, sub in schema["$defs"].items():
         assert sub.get("additionalProperties") is False, name
+
+
+def test_a_password_file_without_a_username_is_refused(tmp_path: Path):
+    """paho sends no password without a user name: the connection went out anonymous
+    and `config check` said ok (found in a walkthrough)."""
+    p = _write(tmp_path, "messaging:\n  mqtt:\n    enabled: true\n    password_file: /etc/pw\n")
+    (line,) = _problems(p)
+    assert line.startswith(f"{p}: messaging.mqtt: ") and "set username" in line
+
+
+def test_config_check_names_a_missing_live_token_file(tmp_path: Path, capsys):
+    """`config check` passed a token_file that `run` and `serve` refuse."""
+    from animalclap_edge.cli import main
+
+    p = _write(tmp_path, f"messaging:\n  live:\n    token_file: {tmp_path / 'nope'}\n")
+    assert main(["config", "check", str(p)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"{p}: messaging.live.token_file {tmp_path / 'nope'}: no such file on this machine "
+        "(run would refuse it)"
+    )
+    (tmp_path / "nope").write_text("token\n")
+    assert main(["config", "check", str(p)]) == 0
