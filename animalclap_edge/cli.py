@@ -222,6 +222,12 @@ def _parser() -> argparse.ArgumentParser:
         "queued; exit status 1), so a cron job never piles up behind a dead broker "
         "(default 300)",
     )
+    pu.add_argument(
+        "--retry-set-aside",
+        action="store_true",
+        help="first queue again the messages set aside after the broker refused them "
+        "(e.g. once its size limit is raised)",
+    )
     pu.set_defaults(func=_cmd_publish)
 
     sv = command(
@@ -424,7 +430,8 @@ def _cmd_publish(args) -> int:
     import time
 
     from animalclap_edge.config import load_config
-    from animalclap_edge.publish import MqttPublisher
+    from animalclap_edge.publish import MqttPublisher, UplinkBusy
+    from animalclap_edge.store import DetectionStore
 
     cfg = load_config(args.config)
     db = Path(args.db or cfg.storage.database)
@@ -442,13 +449,32 @@ def _cmd_publish(args) -> int:
             file=sys.stderr,
         )
         return 2
-    pub = MqttPublisher(db, cfg.messaging.mqtt, role="uploader").start()
+    if args.retry_set_aside:
+        with DetectionStore(db) as store:
+            n = store.retry_set_aside()
+        print(f"uplink: {n} set-aside message(s) queued again", file=sys.stderr)
+    say = functools.partial(print, file=sys.stderr, flush=True)
+    pub = MqttPublisher(db, cfg.messaging.mqtt, role="uploader", say=say)
+    deadline = time.monotonic() + args.give_up_after
+    waiting = False
+    while True:  # one sender per database: wait for the one that has it
+        try:
+            pub.start()
+            break
+        except UplinkBusy as e:
+            if not waiting:
+                say(f"uplink: {e}; waiting for it to stop")
+                waiting = True
+            if args.once and (pub.backlog() == 0 or time.monotonic() >= deadline):
+                left = pub.backlog()  # the other sender may have sent it all
+                say(f"uplink: left to the other uplink; {left} messages still to send")
+                return 1 if left else 0
+            time.sleep(1.0)
     print(
         f"uplink: mqtt {cfg.messaging.mqtt.host}:{cfg.messaging.mqtt.port} topic {pub.topic}",
         file=sys.stderr,
     )
-    deadline = time.monotonic() + args.give_up_after
-    left = 0
+    left = aside = 0
     try:
         while True:
             if args.once and pub.backlog() == 0:
@@ -463,6 +489,17 @@ def _cmd_publish(args) -> int:
             f"uplink: {pub.stats.delivered} delivered; last error: {pub.stats.last_error or 'none'}",
             file=sys.stderr,
         )
+        with DetectionStore(db) as store:
+            aside = store.set_aside_count()
+        if aside:
+            print(
+                f"uplink: {aside} message(s) set aside after the broker refused them (why: "
+                "the health table, kind uplink_set_aside); `publish --retry-set-aside` "
+                "sends them again",
+                file=sys.stderr,
+            )
+        if pub.stats.last_connect_error:
+            print(f"uplink: last connection error: {pub.stats.last_connect_error}", file=sys.stderr)
     if left:
         print(
             f"uplink: gave up after {args.give_up_after:g} s with {left} messages left; they "
@@ -470,7 +507,7 @@ def _cmd_publish(args) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
+    return 1 if aside and args.once else 0  # not everything reached the broker
 
 
 def _cmd_serve(args) -> int:
@@ -671,6 +708,11 @@ def _cmd_run(args) -> int:
             sample_rate=det.sample_rate,
             before_print=status.clear if status else None,
         ) as rt:
+            if status is not None and rt.uplink is not None:
+                up = rt.uplink.stats
+                status.uplink = lambda: (
+                    f"{up.delivered} sent" + (f", {up.set_aside} set aside" if up.set_aside else "")
+                )
             source = _live(args.source, source, open_it, rt, cfg, err)
             s = det.run(source, rt.store, sinks, redo=args.redo)
     finally:

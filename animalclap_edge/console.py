@@ -45,6 +45,8 @@ class StatusLine:
         self.labels: Counter[str] = Counter()
         self.last = ""
         self._drawn = False
+        # set by `run` when MQTT is on: what the uplink has sent and set aside
+        self.uplink: Callable[[], str] | None = None
 
     # -- DetectionSink -----------------------------------------------------------
 
@@ -82,6 +84,8 @@ class StatusLine:
         parts = [f"{self.files}/{self.total} files" if self.total else f"{self.files} recordings"]
         parts.append(f"{_hms(audio)} audio ({audio / wall:.0f}x real time)")
         parts.append(f"{self.detections} detections")
+        if self.uplink is not None:
+            parts.append(f"uplink: {self.uplink()}")
         if self.last:  # before the top labels: a narrow terminal cuts those first
             parts.append(f"last: {self.last}")
         if self.labels:

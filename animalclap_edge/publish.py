@@ -4,9 +4,19 @@ Detections enter the outbox in the same transaction as the detections table
 (`store.DetectionStore.add_detections`), so nothing logged is ever missing from
 it. The publisher reads undelivered rows oldest first, publishes each at QoS 1
 to `<prefix>/<device>/detections`, and marks it delivered only when the broker
-acknowledges it; on a lost connection it reconnects with exponential backoff for
-as long as it takes and sends what is still undelivered. Delivery is at least
-once; payloads carry `detection_id`, so consumers de-duplicate to exactly once.
+acknowledges it with a success reason code (MQTT v5; a v3.1.1 broker cannot say
+no); on a lost connection it reconnects with exponential backoff for as long as it
+takes and sends what is still undelivered. Delivery is at least once; payloads
+carry `detection_id`, so consumers de-duplicate to exactly once.
+
+A message is published once per connection: one without an acknowledgement stays
+in flight until the connection is lost, and is then published once more on the
+next. A message the broker refuses (a PUBACK reason code, a disconnect while it was
+the only one in flight, or one larger than the broker's advertised maximum packet
+size) is set aside in the outbox after `max_attempts` refusals, so that one bad
+message never blocks the rest; `publish --retry-set-aside` queues them again.
+
+One sender per database: `UplinkLock` (an flock on `<db>.uplink.lock`).
 
 A retained `<prefix>/<device>/status` says "online"; the broker publishes the
 last will "offline" there if the recorder vanishes. Heartbeats on
@@ -16,22 +26,104 @@ when a publisher is made.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 from animalclap_edge.config import MqttConfig
 from animalclap_edge.store import DetectionStore
 
 MQTT_INSTALL_HINT = "MQTT uplink needs paho-mqtt: pip install 'animalclap-edge[mqtt]'"
+CONNACK_WAIT_S = 15.0  # a broker that accepts TCP but never answers CONNECT
+HEALTH_EVENTS_MAX = 100  # health events per heartbeat
 
 
 class PublishError(RuntimeError):
     """The uplink cannot be set up; the message says why."""
+
+
+class UplinkBusy(PublishError):
+    """Another process holds this database's uplink lock."""
+
+    def __init__(self, db: Path, pid: int):
+        self.pid = pid
+        who = f"pid {pid}" if pid else "pid unknown"
+        super().__init__(f"another uplink ({who}) is sending for {db}")
+
+
+class UplinkLock:
+    """An exclusive flock on `<db>.uplink.lock`: two senders on one outbox (`run` with
+    MQTT on, and `publish` beside it) each sent every message (found in a walkthrough).
+    The kernel drops the lock when its holder dies, so a crash leaves nothing stale;
+    the file is never deleted (deleting a lock file lets two holders in)."""
+
+    def __init__(self, db: str | Path):
+        self.db = Path(db)
+        self.path = self.db.with_name(self.db.name + ".uplink.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise UplinkBusy (naming the holder's pid) at once."""
+        if self._fd is not None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise PublishError(
+                f"{self.path}: cannot create the uplink lock ({e.strerror or e}); the "
+                "database's folder must be writable to send from it"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                pid = int(os.read(fd, 32).decode().strip() or 0)
+            except ValueError:
+                pid = 0
+            os.close(fd)
+            raise UplinkBusy(self.db, pid) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor drops the flock
+
+
+def _accept_mosquitto_puback_codes() -> None:
+    """mosquitto (2.0.11 tested) answers a PUBLISH over `message_size_limit` with a PUBACK
+    carrying 0x95 "Packet too large", a code the MQTT 5 spec lists for CONNACK and
+    DISCONNECT only. paho refuses that PUBACK as malformed and drops the connection
+    ("Protocol error"), so the refusal's reason was lost and the message was sent
+    again forever. Accepting 0x95 on PUBACK too only widens what paho decodes."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    names = dict(ReasonCode.names)
+    entry = {k: list(v) for k, v in names.get(0x95, {}).items()}
+    for packets in entry.values():
+        if PacketTypes.PUBACK not in packets:
+            packets.append(PacketTypes.PUBACK)
+    names[0x95] = entry
+    ReasonCode.names = MappingProxyType(names)
+
+
+def packet_size(topic: str, payload: bytes, v5: bool) -> int:
+    """Bytes of a QoS 1 PUBLISH (fixed header, topic, packet id, v5 properties length)."""
+    rest = 2 + len(topic.encode("utf-8")) + 2 + (1 if v5 else 0) + len(payload)
+    n = 1
+    while rest >= 128**n:
+        n += 1
+    return 1 + n + rest
 
 
 @dataclass
@@ -40,8 +132,12 @@ class PublisherStats:
     published: int = 0  # publish calls, including re-sends after a lost connection
     connects: int = 0
     connect_failures: int = 0
+    refused: int = 0  # refusals: PUBACK reason codes, disconnects while sent alone
+    set_aside: int = 0  # messages given up on by this publisher (kept in the outbox)
     last_error: str = ""  # the latest problem of any kind
     last_connect_error: str = ""  # why the latest connection attempt failed
+    protocol: str = "5"  # "5" or "3.1.1" (a broker that refused v5)
+    protocol_note: str = ""  # why not v5
 
 
 class MqttPublisher:
@@ -52,15 +148,18 @@ class MqttPublisher:
         device_id: str | None = None,
         batch: int = 100,
         role: str = "recorder",
-        ack_timeout_s: float = 10.0,
         poll_s: float = 0.5,
         heartbeat_s: float = 60.0,
         max_backoff_s: float = 60.0,
+        max_attempts: int = 3,
+        say: Callable[[str], None] | None = None,
+        keepalive_s: int = 30,
     ):
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
             raise PublishError(MQTT_INSTALL_HINT) from None
+        _accept_mosquitto_puback_codes()
         self._mqtt = mqtt
         self.cfg, self.db_path = cfg, Path(db_path)
         self.device = device_id or socket.gethostname()
@@ -70,16 +169,43 @@ class MqttPublisher:
         # upload) says its own, so that its stop does not mark a running recorder offline
         where = prefix if role == "recorder" else f"{prefix}/{role}"
         self.status_topic, self.health_topic = f"{where}/status", f"{prefix}/health"
-        self.batch, self.ack_timeout_s, self.poll_s = batch, ack_timeout_s, poll_s
+        # batch: the most messages in flight (published, not yet acknowledged) at once
+        self.batch, self.poll_s = batch, poll_s
         self.heartbeat_s, self.max_backoff_s = heartbeat_s, max_backoff_s
-        self._health_after: int | None = None  # last health row sent; None: none yet
+        self.max_attempts, self.keepalive_s = max_attempts, keepalive_s
+        self._say = say or (lambda message: None)
+        self._health_after: int | None = None  # last health row acknowledged; None: none yet
         self.stats = PublisherStats()
+        self._password = self._read_password()
+        self._protocol = mqtt.MQTTv5
+        self._protocol_just_changed = False  # retry at once, without the backoff
+        self.lock = UplinkLock(self.db_path)
         self._connected = threading.Event()
+        self._connack = threading.Event()  # CONNACK, refusal or close: the attempt is over
+        self._refusal = ""  # why the broker refused this connection attempt
+        self._accepted = False  # this client's CONNACK was a success
+        self._max_packet = 0  # the broker's Maximum Packet Size (v5 CONNACK); 0: not said
+        self._acks: dict[int, object] = {}  # mid -> reason code, filled by paho's thread
+        self._acked = threading.Condition()
+        self._suspects: list[str] = []  # in flight when the last connection was lost
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.client = self._make_client()
 
+    def _read_password(self) -> str | None:
+        cfg = self.cfg
+        if not (cfg.username and cfg.password_file):
+            return None
+        try:
+            return Path(cfg.password_file).read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise PublishError(
+                f"messaging.mqtt.password_file {cfg.password_file}: {e.strerror or e}"
+            ) from None
+
     def _make_client(self):
+        """A new paho client per connection: paho re-sends its own queue after a
+        reconnect, and with it the one message a broker disconnects for, forever."""
         mqtt, cfg = self._mqtt, self.cfg
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -87,59 +213,68 @@ class MqttPublisher:
             # cloned from one image) with one id threw each other off the broker every
             # second. The outbox is the session, so nothing needs a stable id.
             client_id=cfg.client_id or f"animalclap-{self.device}-{os.getpid()}",
+            protocol=self._protocol,
+            reconnect_on_failure=False,  # reconnects are ours (see above)
         )
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         if cfg.username:
-            password = None
-            if cfg.password_file:
-                try:
-                    password = Path(cfg.password_file).read_text(encoding="utf-8").strip()
-                except OSError as e:
-                    raise PublishError(
-                        f"messaging.mqtt.password_file {cfg.password_file}: {e.strerror or e}"
-                    ) from None
-            client.username_pw_set(cfg.username, password)
+            client.username_pw_set(cfg.username, self._password)
         if cfg.tls:
             client.tls_set()
-        client.reconnect_delay_set(min_delay=1, max_delay=int(self.max_backoff_s))
+        self._accepted, self._refusal, self._max_packet = False, "", 0
+        self._connack.clear()
+        with self._acked:
+            self._acks.clear()
 
         def on_connect(c, userdata, flags, reason_code, properties):
             if not reason_code.is_failure:
-                self.stats.connects += 1
+                self._accepted = True
+                self._max_packet = int(getattr(properties, "MaximumPacketSize", 0) or 0)
                 c.publish(self.status_topic, "online", qos=1, retain=True)
                 self._connected.set()
             else:
-                self.stats.last_error = f"broker refused: {reason_code}"
+                self._refusal = f"broker refused the connection: {reason_code}"
+            self._connack.set()
 
         def on_disconnect(c, userdata, flags, reason_code, properties):
             self._connected.clear()
-            if reason_code.is_failure:
+            # after a refused CONNACK paho reports "Unspecified error" here: the
+            # refusal ("Not authorized") is the reason, so it is kept
+            if self._accepted and reason_code.is_failure:
                 self.stats.last_error = f"disconnected: {reason_code}"
+            elif not self._accepted and not self._refusal:
+                self._refusal = f"connection closed before the broker accepted it: {reason_code}"
+            self._connack.set()
+            with self._acked:
+                self._acked.notify_all()
+
+        def on_publish(c, userdata, mid, reason_code, properties):
+            # paho's thread, holding paho's locks: record only, never call paho here
+            with self._acked:
+                self._acks[mid] = reason_code
+                self._acked.notify_all()
 
         client.on_connect, client.on_disconnect = on_connect, on_disconnect
+        client.on_publish = on_publish
         return client
 
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> MqttPublisher:
+        """Take the database's uplink lock (UplinkBusy if another sender has it), then
+        send in a background thread."""
+        self.lock.acquire()
         self._thread = threading.Thread(target=self.run, name="mqtt-publisher", daemon=True)
         self._thread.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        with self._acked:
+            self._acked.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
-        try:
-            if self._connected.is_set():
-                self.client.publish(
-                    self.status_topic, "offline", qos=1, retain=True
-                ).wait_for_publish(2)
-        except (RuntimeError, ValueError):
-            pass
-        finally:
-            self.client.disconnect()
-            self.client.loop_stop()
+        self.lock.release()
 
     def backlog(self) -> int:
         with DetectionStore(self.db_path) as store:
@@ -153,79 +288,250 @@ class MqttPublisher:
         self.stop()
         return self.backlog()
 
+    def summary(self) -> str:
+        """One line: delivered, set aside, and the last connection error if any."""
+        s = self.stats
+        parts = [f"{s.delivered} delivered"]
+        if s.set_aside:
+            parts.append(f"{s.set_aside} set aside")
+        if s.protocol != "5":
+            parts.append(f"MQTT {s.protocol}")
+        if s.last_connect_error:
+            parts.append(f"last connection error: {s.last_connect_error}")
+        return ", ".join(parts)
+
     def run(self) -> None:
         """Connect (retrying with backoff), then drain the outbox until stopped."""
-        backoff, last_beat = 1.0, 0.0
-        self.client.loop_start()  # paho's network thread; it also reconnects
-        first = True
+        backoff = 1.0
         with DetectionStore(self.db_path) as store:
             while not self._stop.is_set():
-                if first:
-                    try:
-                        self.client.connect(self.cfg.host, self.cfg.port, keepalive=30)
-                        first = False
-                    except OSError as e:
-                        self.stats.connect_failures += 1
-                        why = f"cannot reach {self.cfg.host}:{self.cfg.port}: {e}"
-                        self.stats.last_error = self.stats.last_connect_error = why
-                        self._stop.wait(backoff)
-                        backoff = min(self.max_backoff_s, backoff * 2)
-                        continue
-                if not self._connected.wait(self.poll_s):
+                if not self._connect():
+                    if self.stats.protocol_note and self._protocol_just_changed:
+                        continue  # the same broker at once, with 3.1.1
+                    self._stop.wait(backoff)
+                    backoff = min(self.max_backoff_s, backoff * 2)
                     continue
                 backoff = 1.0
-                sent = self.drain_once(store)
-                now = time.monotonic()
-                if now - last_beat >= self.heartbeat_s:
-                    self._heartbeat(store)
-                    last_beat = now
-                if not sent:
-                    self._stop.wait(self.poll_s)
+                try:
+                    self._session(store)
+                finally:
+                    self._close()
 
-    def drain_once(self, store: DetectionStore) -> int:
-        """Publish one batch of undelivered messages; mark the acknowledged ones."""
-        pending = store.pending_outbox(self.batch)
-        if not pending:
-            return 0
-        infos = []
-        for det_id, payload in pending:
-            infos.append((det_id, self.client.publish(self.topic, payload, qos=1)))
+    def _connect(self) -> bool:
+        """One connection attempt with a new client; True when the broker accepted it."""
+        self._protocol_just_changed = False
+        self.client = client = self._make_client()
+        host, port = self.cfg.host, self.cfg.port
+        try:
+            client.connect(host, port, keepalive=self.keepalive_s)
+        except (OSError, ValueError) as e:  # refused, no route, DNS, TLS handshake
+            self._connect_failed(f"cannot reach {host}:{port}: {e}")
+            return False
+        client.loop_start()
+        self._connack.wait(CONNACK_WAIT_S)
+        if self._accepted:
+            if self.stats.connect_failures and not self.stats.connects:
+                self._say(
+                    f"uplink: connected to {host}:{port} after "
+                    f"{self.stats.connect_failures} failed attempt(s)"
+                )
+            self.stats.connects += 1
+            return True
+        why = self._refusal or f"no answer from {host}:{port} within {CONNACK_WAIT_S:g} s"
+        client.disconnect()
+        client.loop_stop()
+        if self._protocol == self._mqtt.MQTTv5 and "protocol version" in why.lower():
+            # an old broker (mosquitto < 1.6): v3.1.1 cannot say why a message was
+            # refused, so this is recorded and said, never taken silently
+            self._protocol = self._mqtt.MQTTv311
+            self._protocol_just_changed = True
+            self.stats.protocol = "3.1.1"
+            self.stats.protocol_note = f"{host}:{port} refused MQTT 5 ({why}); using 3.1.1"
+            self._say(
+                f"uplink: {self.stats.protocol_note}: a message the broker drops (over its "
+                "size limit) can look delivered"
+            )
+            self._health("uplink_protocol_fallback", {"why": why, "protocol": "3.1.1"})
+            return False
+        self._connect_failed(why)
+        return False
+
+    def _connect_failed(self, why: str) -> None:
+        self.stats.connect_failures += 1
+        self.stats.last_error = self.stats.last_connect_error = why
+        if self.stats.connect_failures == 1:  # the first one; the rest go to stats
+            self._say(
+                f"uplink: {why}; retrying with backoff up to {self.max_backoff_s:g} s "
+                "(detections stay in the outbox)"
+            )
+
+    def _close(self) -> None:
+        client = self.client
+        try:
+            if self._stop.is_set() and self._connected.is_set():
+                client.publish(self.status_topic, "offline", qos=1, retain=True).wait_for_publish(2)
+        except (RuntimeError, ValueError):
+            pass
+        finally:
+            client.disconnect()
+            client.loop_stop()
+            self._connected.clear()
+
+    # -- one connection ---------------------------------------------------------
+
+    def _session(self, store: DetectionStore) -> None:
+        """Send until the connection is lost or the publisher stopped. A message is
+        published once on this connection: paho keeps it until acknowledged, and a
+        stalled network (TCP still open) must not queue copy after copy of it."""
+        inflight: dict[int, str] = {}  # mid -> detection_id, in publish order
+        self._hb: tuple[int, int | None] | None = None  # heartbeat mid, last event id
+        suspects, probing = list(self._suspects), None  # sent alone, one at a time
+        last_beat = 0.0
+        while not self._stop.is_set() and self._connected.is_set():
+            self._collect(store, inflight)
+            if probing is not None and probing not in inflight.values():
+                probing = None  # answered
+            if suspects and probing is None and not inflight:
+                # after a lost connection, what was in flight goes alone: a broker that
+                # disconnects for one message (max_packet_size) names it so
+                probing = self._next_suspect(store, suspects)
+                if probing is not None:
+                    self._publish(store, inflight, [probing])
+            elif not suspects and probing is None and len(inflight) < self.batch:
+                self._publish(store, inflight, self._pending(store, inflight))
+            now = time.monotonic()
+            if probing is None and self._hb is None and now - last_beat >= self.heartbeat_s:
+                self._heartbeat(store)
+                last_beat = now
+            with self._acked:
+                if not self._acks and self._connected.is_set() and not self._stop.is_set():
+                    self._acked.wait(self.poll_s)
+        self._collect(store, inflight)
+        if probing is not None and probing in inflight.values() and not self._stop.is_set():
+            why = f"the broker closed the connection while it was sent alone ({self.stats.last_error})"
+            self._refused(store, probing, why)
+        # published once more, one at a time, on the next connection
+        self._suspects = list(dict.fromkeys(list(inflight.values()) + suspects))
+
+    def _pending(self, store: DetectionStore, inflight: dict[int, str]) -> list[str]:
+        busy = set(inflight.values())
+        rows = store.pending_outbox(self.batch + len(busy))
+        return [d for d, _ in rows if d not in busy][: self.batch - len(busy)]
+
+    def _next_suspect(self, store: DetectionStore, suspects: list[str]) -> str | None:
+        still = {d for d, _ in store.pending_payloads(suspects)}
+        while suspects:
+            d = suspects.pop(0)
+            if d in still:
+                return d
+        return None
+
+    def _publish(self, store: DetectionStore, inflight: dict[int, str], ids: list[str]) -> None:
+        if not ids:
+            return
+        payloads = dict(store.pending_payloads(ids))
+        v5 = self._protocol == self._mqtt.MQTTv5
+        for det_id in ids:
+            if det_id not in payloads:
+                continue  # delivered or set aside meanwhile (another pass, retention)
+            payload = payloads[det_id].encode("utf-8")
+            size = packet_size(self.topic, payload, v5)
+            if self._max_packet and size > self._max_packet:
+                # the broker said it disconnects for this: never sent, set aside at once
+                self._set_aside(
+                    store,
+                    det_id,
+                    f"{size}-byte message over the broker's maximum packet size "
+                    f"{self._max_packet} (raise max_packet_size on the broker)",
+                )
+                continue
+            info = self.client.publish(self.topic, payload, qos=1)
+            if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
+                self.stats.last_error = f"publish: {self._mqtt.error_string(info.rc)}"
+                break  # not connected: the rest waits for the next connection
+            inflight[info.mid] = det_id
             self.stats.published += 1
-        acked = []
-        deadline = time.monotonic() + self.ack_timeout_s
-        for det_id, info in infos:
-            try:
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            except (RuntimeError, ValueError) as e:  # not connected / queue refused
-                self.stats.last_error = f"publish: {e}"
-                break
-            if not info.is_published():
-                break  # connection lost mid-batch: the rest is sent again later
-            acked.append(det_id)
-        self.stats.delivered += store.mark_delivered(acked)
-        return len(acked)
+
+    def _collect(self, store: DetectionStore, inflight: dict[int, str]) -> None:
+        """Mark the acknowledged messages delivered and count the refused ones."""
+        with self._acked:
+            acks, self._acks = self._acks, {}
+        delivered = []
+        for mid, reason in acks.items():
+            if self._hb is not None and mid == self._hb[0]:
+                if not reason.is_failure:  # the events it carried are sent: move on
+                    self._health_after = self._hb[1]
+                else:
+                    self.stats.last_error = f"heartbeat refused: {reason}"
+                self._hb = None
+                continue
+            det_id = inflight.pop(mid, None)
+            if det_id is None:
+                continue  # the retained status
+            if reason.is_failure:
+                self._refused(store, det_id, f"the broker refused it: {reason}")
+            else:
+                delivered.append(det_id)
+        if delivered:
+            self.stats.delivered += store.mark_delivered(delivered)
+
+    def _refused(self, store: DetectionStore, det_id: str, why: str) -> None:
+        self.stats.refused += 1
+        self.stats.last_error = f"{det_id}: {why}"
+        attempts = store.record_refusal(det_id, why)
+        if attempts >= self.max_attempts:
+            self._set_aside(store, det_id, f"{why}; {attempts} refusals in a row")
+
+    def _set_aside(self, store: DetectionStore, det_id: str, why: str) -> None:
+        if not store.set_aside(det_id, why):
+            return
+        self.stats.set_aside += 1
+        self.stats.last_error = f"{det_id} set aside: {why}"
+        self._health("uplink_set_aside", {"detection_id": det_id, "why": why})
+        if self.stats.set_aside <= 3:  # every one is in the health table and counted
+            self._say(
+                f"uplink: message {det_id} set aside, not sent: {why}; the rest goes on "
+                "(`animalclap-edge publish --retry-set-aside` queues it again)"
+            )
+
+    def _health(self, kind: str, detail: dict) -> None:
+        """A health event about the uplink itself, in the recorder's health table."""
+        with DetectionStore(self.db_path) as store:
+            store.add_health(kind, "mqtt", detail)
 
     def _heartbeat(self, store: DetectionStore) -> None:
         """Uplink state, the newest health snapshot, and the health events (source lost,
-        reopened, database recovered...) logged since the last heartbeat, at most 100.
-        QoS 0: a heartbeat that is lost is replaced by the next; the events stay on the
-        card in the health table."""
+        reopened, database recovered...) logged since the last acknowledged heartbeat, at
+        most 100. QoS 1, and the marker of the events sent moves on only when the broker
+        acknowledges the heartbeat: a lost one is sent again with the next."""
         if self._health_after is None:  # first beat since start: the newest 100
-            rows = store.health(0, 100, newest=True)
+            rows = store.health(0, HEALTH_EVENTS_MAX, newest=True)
         else:
-            rows = store.health(self._health_after, 100)
-        if rows:
-            self._health_after = rows[-1]["id"]
-        elif self._health_after is None:
-            self._health_after = 0
-        snapshot = next((r for r in reversed(rows) if r["kind"] == "snapshot"), None)
+            rows = store.health(self._health_after, HEALTH_EVENTS_MAX)
+        s = self.stats
         health = {
             "device": self.device,
             "backlog": store.backlog(),
-            "delivered": self.stats.delivered,
-            "connects": self.stats.connects,
+            "set_aside": store.set_aside_count(),
+            "delivered": s.delivered,
+            "connects": s.connects,
+            "connect_failures": s.connect_failures,
+            "last_connect_error": s.last_connect_error or None,
+            "protocol": s.protocol,
             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "snapshot": snapshot,
-            "events": [r for r in rows if r["kind"] != "snapshot"],
         }
-        self.client.publish(self.health_topic, json.dumps(health), qos=0)
+        v5 = self._protocol == self._mqtt.MQTTv5
+        while True:
+            snapshot = next((r for r in reversed(rows) if r["kind"] == "snapshot"), None)
+            body = dict(
+                health, snapshot=snapshot, events=[r for r in rows if r["kind"] != "snapshot"]
+            )
+            payload = json.dumps(body).encode("utf-8")
+            size = packet_size(self.health_topic, payload, v5)
+            if not self._max_packet or size <= self._max_packet or not rows:
+                break
+            rows = rows[: len(rows) // 2]  # the rest goes with the next heartbeats
+        upto = rows[-1]["id"] if rows else (self._health_after or 0)
+        info = self.client.publish(self.health_topic, payload, qos=1)
+        if info.rc == self._mqtt.MQTT_ERR_SUCCESS:
+            self._hb = (info.mid, upto)

@@ -75,10 +75,15 @@ class Runtime:
         try:
             mq = self.cfg.messaging.mqtt
             if mq.enabled:
-                from animalclap_edge.publish import MqttPublisher
+                from animalclap_edge.publish import MqttPublisher, UplinkBusy
 
-                self.uplink = MqttPublisher(self.db, mq).start()
-                self.say(f"uplink: mqtt {mq.host}:{mq.port} topic {self.uplink.topic}")
+                uplink = MqttPublisher(self.db, mq, say=self.say)
+                try:
+                    self.uplink = uplink.start()
+                    self.say(f"uplink: mqtt {mq.host}:{mq.port} topic {uplink.topic}")
+                except UplinkBusy as e:  # that one sends what this run logs
+                    self.say(f"uplink: {e}; this run records without its own uplink")
+                    self.store.add_health("uplink_busy", "mqtt", {"holder_pid": e.pid})
             lv = self.cfg.messaging.live
             if lv.enabled:
                 from animalclap_edge.live import LiveListenError, LiveServer
@@ -133,8 +138,8 @@ class Runtime:
                 if self.uplink is not None:
                     left = self.uplink.finish(timeout_s=10.0)
                     self.say(
-                        f"uplink: {self.uplink.stats.delivered} delivered, {left} still in the "
-                        "outbox (sent on the next run or by `animalclap-edge publish`)"
+                        f"uplink: {self.uplink.summary()}; {left} still in the outbox (sent "
+                        "on the next run or by `animalclap-edge publish`)"
                     )
             finally:
                 self.store.close()

@@ -3,6 +3,7 @@ mid-run: every logged detection must arrive, by id, once the broker is back."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -34,7 +35,7 @@ pytestmark = [
 
 
 class Broker:
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, extra: str = ""):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -45,7 +46,7 @@ class Broker:
         user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
             f"{user}listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {folder}/\n"
+            f"persistence true\npersistence_location {folder}/\n{extra}"
         )
         self.proc: subprocess.Popen | None = None
 
@@ -277,19 +278,22 @@ def test_two_processes_of_one_recorder_stay_connected_side_by_side(tmp_path):
     Two real processes, one broker, default client ids."""
     broker = Broker(tmp_path)
     broker.start()
-    db = _logged(tmp_path / "d.db", 1)
+    # one database each: one database has one sender (its uplink lock)
+    dbs = [_logged(tmp_path / f"d{k}.db", 1) for k in range(2)]
     script = (
         "import sys, time\n"
         "from animalclap_edge.config import MqttConfig\n"
         "from animalclap_edge.publish import MqttPublisher\n"
-        f"pub = MqttPublisher({str(db)!r}, MqttConfig(host='127.0.0.1', port={broker.port}),"
+        f"pub = MqttPublisher(sys.argv[1], MqttConfig(host='127.0.0.1', port={broker.port}),"
         " max_backoff_s=1)\n"
         "pub.start(); time.sleep(4); pub.stop(); print(pub.stats.connects)\n"
     )
     try:
         procs = [
-            subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-            for _ in range(2)
+            subprocess.Popen(
+                [sys.executable, "-c", script, str(db)], stdout=subprocess.PIPE, text=True
+            )
+            for db in dbs
         ]
         connects = [int(p.communicate(timeout=60)[0].split()[-1]) for p in procs]
     finally:
@@ -309,3 +313,363 @@ def test_an_uploader_beside_the_recorder_says_its_own_state(tmp_path):
     assert recorder.status_topic == "animalclap/rec1/status"
     assert uploader.status_topic == "animalclap/rec1/uploader/status"
     assert uploader.topic == recorder.topic == "animalclap/rec1/detections"
+
+
+# -- a broker that refuses, a network that stalls, two senders ------------------------
+
+BIG_TRAITS = json.dumps({f"trait_{k:02d}": {"value": "x" * 40, "p": 0.5} for k in range(22)})
+
+
+def _big(i: int):
+    """A detection whose message is ~2 KB (22 traits), as the walkthrough's were."""
+    return _det(i * 72_000, traits_json=BIG_TRAITS)
+
+
+def _mixed(db: Path, big_at: tuple[int, ...], n: int) -> list[str]:
+    """`n` detections, those at `big_at` ~2 KB and the rest ~0.5 KB; their ids in order."""
+    dets = [_big(i) if i in big_at else _det(i * 72_000) for i in range(n)]
+    with DetectionStore(db) as store:
+        store.start_run("run-a", "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        store.add_detections(dets)
+    return [d.detection_id for d in dets]
+
+
+class Proxy:
+    """A TCP proxy in front of the broker. `flowing.clear()` stops forwarding with both
+    connections left open (a stalled link); with refuse_v5 it answers an MQTT 5 CONNECT
+    as a broker without v5 does (CONNACK 0x01, unacceptable protocol version)."""
+
+    def __init__(self, upstream: int, refuse_v5: bool = False):
+        self.upstream, self.refuse_v5, self.refused_v5 = upstream, refuse_v5, 0
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(c,), daemon=True).start()
+
+    def _handle(self, c: socket.socket) -> None:
+        first = b""
+        if self.refuse_v5:
+            first = c.recv(65536)  # the CONNECT, one segment on loopback
+            i = 1
+            while first[i] & 0x80:  # remaining length: a varint
+                i += 1
+            if first[i + 1 + 6] == 5:  # after it: 00 04 'MQTT', then the protocol level
+                self.refused_v5 += 1
+                c.sendall(b"\x20\x02\x00\x01")
+                c.close()
+                return
+        try:
+            u = socket.create_connection(("127.0.0.1", self.upstream))
+        except OSError:
+            c.close()
+            return
+        if first:
+            u.sendall(first)
+        for a, b in ((c, u), (u, c)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                self.flowing.wait()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.flowing.set()
+        self.srv.close()
+
+
+def _health_kinds(db: Path) -> list[dict]:
+    with DetectionStore(db) as store:
+        return [r for r in store.health(0, 1000) if r["source"] == "mqtt"]
+
+
+def test_a_message_over_the_brokers_size_limit_is_refused_not_delivered(tmp_path, capsys):
+    """mosquitto `message_size_limit 1000` with ~2 KB messages: `publish --once` said "20
+    delivered" and the subscriber got nothing (v3.1.1: PUBACK, then dropped). MQTT 5
+    reads the PUBACK's reason code: refused messages are set aside after 3 refusals,
+    never marked delivered, and the small ones still go."""
+    from animalclap_edge.cli import main
+
+    broker = Broker(tmp_path, "message_size_limit 1000\n")
+    broker.start()
+    db = tmp_path / "d.db"
+    ids = _mixed(db, big_at=(0, 3), n=6)
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text(
+        f"messaging:\n  mqtt:\n    enabled: true\n    host: 127.0.0.1\n    port: {broker.port}\n"
+    )
+    sub = Subscriber(broker.port, "animalclap/+/detections")
+    try:
+        assert sub.subscribed.wait(10)
+        rc = main(["publish", "--config", str(cfg), "--db", str(db), "--once",
+                   "--give-up-after", "30"])  # fmt: skip
+        small = {ids[i] for i in (1, 2, 4, 5)}
+        assert _wait(lambda: sub.unique() == small, 10), sub.unique()
+    finally:
+        sub.client.loop_stop()
+        sub.client.disconnect()
+        broker.stop()
+    err = capsys.readouterr().err
+    assert rc == 1, err  # not everything reached the broker
+    assert "uplink: 4 delivered;" in err and "Packet too large" in err
+    assert "2 message(s) set aside" in err
+    with DetectionStore(db) as store:
+        assert store.backlog() == 0 and store.set_aside_count() == 2
+        aside = store.set_aside_messages()
+        assert [a[0] for a in aside] == [ids[0], ids[3]]
+        assert all("Packet too large" in a[2] and "3 refusals" in a[2] for a in aside)
+        assert not store.any_delivered() or store.pending_payloads([ids[0]]) == []
+    assert [e["detail"]["detection_id"] for e in _health_kinds(db)] == [ids[0], ids[3]]
+    # queued again once the limit is raised: sent
+    (tmp_path / "b2").mkdir()
+    broker = Broker(tmp_path / "b2")  # no limit
+    broker.start()
+    cfg.write_text(
+        f"messaging:\n  mqtt:\n    enabled: true\n    host: 127.0.0.1\n    port: {broker.port}\n"
+    )
+    try:
+        assert main(["publish", "--config", str(cfg), "--db", str(db), "--once",
+                     "--retry-set-aside", "--give-up-after", "30"]) == 0  # fmt: skip
+    finally:
+        broker.stop()
+    assert "uplink: 2 set-aside message(s) queued again" in capsys.readouterr().err
+    with DetectionStore(db) as store:
+        assert store.set_aside_count() == 0 and store.backlog() == 0
+
+
+def test_a_message_over_max_packet_size_is_set_aside_and_the_rest_goes_on(tmp_path):
+    """mosquitto `max_packet_size 1000`: it disconnects a client for every larger packet,
+    and the publisher resent the oldest message forever (status flapping). MQTT 5 CONNACK
+    says the limit: the message is set aside unsent, the connection stays up."""
+    from animalclap_edge.publish import MqttPublisher
+
+    broker = Broker(tmp_path, "max_packet_size 1000\n")
+    broker.start()
+    db = tmp_path / "d.db"
+    ids = _mixed(db, big_at=(0,), n=5)
+    said: list[str] = []
+    cfg = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port)
+    sub = Subscriber(broker.port, "animalclap/rec1/detections")
+    pub = MqttPublisher(db, cfg, device_id="rec1", poll_s=0.1, say=said.append)
+    try:
+        assert sub.subscribed.wait(10)
+        pub.start()
+        assert _wait(lambda: sub.unique() == set(ids[1:]), 20), sub.unique()
+        time.sleep(1)
+    finally:
+        pub.stop()
+        sub.client.loop_stop()
+        sub.client.disconnect()
+        broker.stop()
+    assert pub.stats.connects == 1 and pub.stats.set_aside == 1
+    with DetectionStore(db) as store:
+        ((det_id, _, why),) = store.set_aside_messages()
+    assert det_id == ids[0] and "maximum packet size 1000" in why
+    assert any(ids[0] in line and "set aside" in line for line in said), said
+
+
+def test_a_broker_without_mqtt5_is_used_with_311_said_and_disconnects_are_counted(tmp_path):
+    """A broker that refuses MQTT 5: 3.1.1 is used, and that is said and logged. With
+    3.1.1 no limit is advertised; a message the broker disconnects for is, after the
+    lost connection, sent alone, and set aside after 3 such disconnects."""
+    from animalclap_edge.publish import MqttPublisher
+
+    broker = Broker(tmp_path, "max_packet_size 1000\n")
+    broker.start()
+    proxy = Proxy(broker.port, refuse_v5=True)
+    db = tmp_path / "d.db"
+    ids = _mixed(db, big_at=(1,), n=5)
+    said: list[str] = []
+    cfg = MqttConfig(enabled=True, host="127.0.0.1", port=proxy.port)
+    sub = Subscriber(broker.port, "animalclap/rec1/detections")
+    pub = MqttPublisher(db, cfg, device_id="rec1", poll_s=0.1, max_backoff_s=0.5, say=said.append)
+    try:
+        assert sub.subscribed.wait(10)
+        pub.start()
+        want = {i for k, i in enumerate(ids) if k != 1}
+        assert _wait(lambda: sub.unique() == want, 40), sub.unique()
+        with DetectionStore(db) as store:
+            assert _wait(lambda: store.set_aside_count() == 1, 20)
+            ((det_id, _, why),) = store.set_aside_messages()
+    finally:
+        pub.stop()
+        proxy.close()
+        sub.client.loop_stop()
+        sub.client.disconnect()
+        broker.stop()
+    assert proxy.refused_v5 == 1 and pub.stats.protocol == "3.1.1"
+    assert det_id == ids[1] and "sent alone" in why and "3 refusals" in why
+    assert any("refused MQTT 5" in line for line in said), said
+    kinds = [e["kind"] for e in _health_kinds(db)]
+    assert kinds == ["uplink_protocol_fallback", "uplink_set_aside"]
+    assert len(sub.ids) == len(sub.unique())  # no duplicates while probing
+
+
+def test_a_stalled_link_with_tcp_open_does_not_multiply_messages(tmp_path):
+    """A network stall with the TCP connection still open: every ack timeout re-published
+    the batch and paho queued each copy (5 copies per message in a walkthrough). A
+    message is published once per connection."""
+    from animalclap_edge.publish import MqttPublisher
+
+    broker = Broker(tmp_path)
+    broker.start()
+    proxy = Proxy(broker.port)
+    db = _logged(tmp_path / "d.db", 0)
+    cfg = MqttConfig(enabled=True, host="127.0.0.1", port=proxy.port)
+    sub = Subscriber(broker.port, "animalclap/rec1/detections")
+    pub = MqttPublisher(db, cfg, device_id="rec1", poll_s=0.1)
+    try:
+        assert sub.subscribed.wait(10)
+        pub.start()
+        assert _wait(lambda: pub.stats.connects == 1, 10)
+        proxy.flowing.clear()  # stalled: nothing passes, both connections stay open
+        with DetectionStore(db) as store:
+            store.add_detections([_det(i * 72_000) for i in range(20)])
+        time.sleep(12)  # past the 10 s after which the batch was published again
+        proxy.flowing.set()
+        with DetectionStore(db) as store:
+            assert _wait(lambda: store.backlog() == 0, 20)
+            expected = {d.detection_id for d in store.detections()}
+        assert _wait(lambda: sub.unique() == expected, 10)
+        time.sleep(1)
+    finally:
+        pub.stop()
+        proxy.close()
+        sub.client.loop_stop()
+        sub.client.disconnect()
+        broker.stop()
+    assert len(sub.ids) == 20, f"{len(sub.ids)} messages for 20 detections"
+    assert pub.stats.published == 20 and pub.stats.connects == 1
+
+
+def test_one_sender_per_database(tmp_path, capsys):
+    """`run` with MQTT on and `publish` on the same database each sent every message."""
+    from animalclap_edge.cli import main
+    from animalclap_edge.config import EdgeConfig
+    from animalclap_edge.publish import MqttPublisher, UplinkBusy, UplinkLock
+    from animalclap_edge.runtime import Runtime
+
+    db = _logged(tmp_path / "d.db", 3)
+    cfg = MqttConfig(enabled=True, host="127.0.0.1", port=1)
+    held = UplinkLock(db)
+    held.acquire()
+    try:
+        with pytest.raises(UplinkBusy, match=f"another uplink \\(pid {os.getpid()}\\)"):
+            MqttPublisher(db, cfg).start()
+        yaml = tmp_path / "edge.yaml"
+        yaml.write_text("messaging:\n  mqtt:\n    enabled: true\n    port: 1\n")
+        # publish waits for the other sender; --once gives up when told
+        assert main(["publish", "--config", str(yaml), "--db", str(db), "--once",
+                     "--give-up-after", "1.5"]) == 1  # fmt: skip
+        err = capsys.readouterr().err
+        assert f"another uplink (pid {os.getpid()}) is sending for {db}; waiting" in err
+        assert "3 messages still to send" in err
+        # run records without its own uplink, and says so
+        full = EdgeConfig.model_validate({"messaging": {"mqtt": {"enabled": True, "port": 1}}})
+        rt = Runtime(full, db, sys.stderr, hop_s=1.0, sample_rate=48000).start()
+        assert rt.uplink is None
+        rt.close()
+        err = capsys.readouterr().err
+        assert "records without its own uplink" in err and err.count("another uplink") == 1
+    finally:
+        held.release()
+    second = MqttPublisher(db, cfg)
+    second.lock.acquire()  # free once the holder let go
+    second.lock.release()
+
+
+def test_connection_problems_are_said_once_and_kept(tmp_path):
+    """`run` never said why MQTT delivered nothing (bad host, closed port); wrong
+    credentials read "disconnected: Unspecified error"."""
+    from animalclap_edge.publish import MqttPublisher
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = _logged(tmp_path / "d.db", 1)
+    said: list[str] = []
+    pub = MqttPublisher(
+        db, MqttConfig(host="127.0.0.1", port=port), max_backoff_s=0.3, say=said.append
+    ).start()
+    try:
+        assert _wait(lambda: pub.stats.connect_failures >= 3, 10)
+    finally:
+        pub.stop()
+    assert len(said) == 1 and f"cannot reach 127.0.0.1:{port}" in said[0], said
+    assert f"last connection error: cannot reach 127.0.0.1:{port}" in pub.summary()
+
+    pw = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(pw), "rec", "right"], check=True)
+    broker = Broker(tmp_path, f"allow_anonymous false\npassword_file {pw}\n")
+    broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true\n", ""))
+    broker.start()
+    (tmp_path / "wrong").write_text("wrong\n")
+    cfg = MqttConfig(
+        host="127.0.0.1", port=broker.port, username="rec", password_file=str(tmp_path / "wrong")
+    )
+    said.clear()
+    pub = MqttPublisher(db, cfg, max_backoff_s=0.3, say=said.append).start()
+    try:
+        assert _wait(lambda: pub.stats.connect_failures >= 2, 10)
+    finally:
+        pub.stop()
+        broker.stop()
+    assert pub.stats.last_connect_error == "broker refused the connection: Not authorized"
+    assert "Not authorized" in pub.stats.last_error and "Unspecified" not in said[0]
+
+
+def test_heartbeat_events_move_on_only_when_the_broker_acknowledged_them(tmp_path):
+    """The heartbeat went at QoS 0 and its "last sent" marker moved before anything was
+    acknowledged: a refused or lost heartbeat lost its events. A broker ACL refuses the
+    health topic first, then allows it (SIGHUP reloads it): the events still arrive."""
+    import paho.mqtt.client as mqtt
+
+    from animalclap_edge.publish import MqttPublisher
+
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite animalclap/rec1/status\ntopic read #\n")
+    broker = Broker(tmp_path, f"acl_file {acl}\n")
+    broker.start()
+    db = tmp_path / "d.db"
+    with DetectionStore(db) as store:
+        store.add_health("source_lost", "mic:usb", {"why": "device disconnected"})
+    beats: list[dict] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="health-consumer")
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe("animalclap/rec1/health", qos=1)
+    sub.on_message = lambda c, u, msg: beats.append(json.loads(msg.payload))
+    sub.connect("127.0.0.1", broker.port)
+    sub.loop_start()
+    time.sleep(0.5)
+    cfg = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port)
+    pub = MqttPublisher(db, cfg, device_id="rec1", poll_s=0.1, heartbeat_s=0.3).start()
+    try:
+        assert _wait(lambda: "Not authorized" in pub.stats.last_error, 10), pub.stats
+        time.sleep(1)  # more heartbeats, each refused
+        assert beats == [] and pub._health_after is None
+        acl.write_text("topic readwrite animalclap/#\n")
+        broker.proc.send_signal(signal.SIGHUP)
+        assert _wait(lambda: any(b["events"] for b in beats), 10)
+    finally:
+        pub.stop()
+        sub.loop_stop()
+        sub.disconnect()
+        broker.stop()
+    events = [e["kind"] for b in beats for e in b["events"]]
+    assert events == ["source_lost"]
+    assert beats[-1]["protocol"] == "5" and "last_connect_error" in beats[-1]
