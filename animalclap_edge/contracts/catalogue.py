@@ -18,6 +18,14 @@ TAXON_LEVELS: tuple[str, ...] = ("class", "order", "family", "genus")
 REQUIRED_COLUMNS: tuple[str, ...] = ("id", "scientific_name", "common_name", *TAXON_LEVELS)
 
 
+def _genus_word(name: str) -> str:
+    """The genus a scientific name (or a genus cell) starts with, compared as written by
+    the nomenclature codes: without "Candidatus" (prokaryotes), a hybrid sign
+    ("× Crataegomespilus"), or a subgenus in parentheses ("Aedes (Stegomyia)")."""
+    words = [w for w in name.replace("×", " ").split() if w.casefold() != "candidatus"]
+    return words[0].casefold() if words else ""
+
+
 class CatalogueError(ValueError):
     """A catalogue that cannot be used; the message names the file/row and the problem."""
 
@@ -102,12 +110,12 @@ class Catalogue(Sequence[Species]):
         by an unquoted comma in a row that leaves off `regions`, which the cell count
         cannot tell); returns self. Prompts name the genus, so it must be the species'."""
         for i, sp in enumerate(self._species):
-            first = sp.scientific_name.split()[0]
-            if first.casefold() != sp.genus.casefold():
+            if _genus_word(sp.scientific_name) != _genus_word(sp.genus):
                 raise CatalogueError(
                     f"{self.source}: row {i + 1} ({sp.id}): genus {sp.genus!r} is not the first "
-                    f"word of {sp.scientific_name!r}; correct the genus, or quote a cell that "
-                    'holds a comma ("Blackbird, Eurasian") so the cells after it do not shift'
+                    f"word of {sp.scientific_name!r}: correct the genus (a typo), or quote a "
+                    'cell that holds a comma ("Blackbird, Eurasian"), whose cells after it '
+                    "shifted"
                 )
         return self
 

@@ -179,3 +179,21 @@ def test_a_genus_that_does_not_open_the_binomial_is_refused(tmp_path):
     p.write_text(header + "eurbla,Turdus merula,Blackbird,Aves,Passeriformes,Turdidae,Merula\n")
     with pytest.raises(CatalogueError, match="genus 'Merula'"):
         Catalogue.from_csv(p)
+
+
+@pytest.mark.parametrize(
+    ("scientific_name", "genus"),
+    [
+        ("Aedes aegypti", "Aedes (Stegomyia)"),  # a subgenus in the genus cell
+        ("Aedes (Stegomyia) aegypti", "Aedes"),
+        ("× Crataegomespilus dardarii", "Crataegomespilus"),  # a nothogenus
+        ("×Crataegomespilus dardarii", "×Crataegomespilus"),
+        ("Candidatus Pelagibacter ubique", "Pelagibacter"),
+        ("Cygnus olor x Anser cygnoides", "Cygnus"),  # an intergeneric hybrid
+        ("Anas sp.", "Anas"),
+        ("Parus major major", "Parus"),  # a trinomial
+    ],
+)
+def test_nomenclature_the_genus_check_must_accept(scientific_name, genus):
+    row = Species("x1", scientific_name, "x", "C", "O", "F", genus)
+    assert Catalogue([row]).check_genus_opens_binomial().ids == ["x1"]
