@@ -10,9 +10,17 @@ would put the checkpoint's unseen species on the replayed training side.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from training.identity import absolute_paths
+from training.labelled_audio import Item
+from training.splits import (
+    ZeroShotSplit,
+    carried_over,
+    heard_unseen_excluded,
+    items_digest,
+)
 
 # Fine-tuning from a fine-tuned checkpoint follows its init back; runs are few deep.
 MAX_DEPTH = 16
@@ -67,6 +75,57 @@ def trained_split(checkpoint: str | None, data: str) -> Path | None:
             return run / "replay_split.json"
         checkpoint = settings.get("init")  # runs before replay_split.json: its init's
     return None
+
+
+def inherited_split(
+    init: str | None, spec: str, items: Sequence[Item], seed: int, val_fraction: float
+) -> tuple[ZeroShotSplit, str] | None:
+    """The zero-shot split `init` was trained with on the data `spec` (`trained_split`),
+    for `items`, that data as it is now, and a note of where it came from; None where
+    no local run folder shows it. As saved, with the background rule applied, while the
+    data is unchanged; else carried over (`splits.carried_over`): the species `init`
+    never trained on stay unseen, the rest is split again by site-day. A new draw from
+    the seed could hold out species `init` has trained on."""
+    saved = trained_split(init, spec)
+    if saved is None:
+        return None
+    return split_as_saved(saved, spec, items, seed, val_fraction, f"{init} was trained with")
+
+
+def init_split(
+    init: str | None, data: str, items: Sequence[Item], fresh: ZeroShotSplit
+) -> tuple[ZeroShotSplit, str] | None:
+    """Where `init` was trained on this same data: its split, not `fresh`, a draw that
+    could hold out species `init` has trained on (then reported as unseen); None where
+    no run folder shows it (a hub checkpoint, other data)."""
+    seed, val_fraction = fresh.params.get("seed", 0), fresh.params.get("val_fraction", 0.1)
+    found = inherited_split(init, data, items, seed, val_fraction)
+    if found is None:
+        return None
+    split, how = found
+    differs = set(fresh.test_species) - set(split.test_species)
+    return split, f"split: {how}" + (
+        f"; a new draw would have held out {len(differs)} species it trained on" if differs else ""
+    )
+
+
+def split_as_saved(
+    saved: Path, spec: str, items: Sequence[Item], seed: int, val_fraction: float, whose: str
+) -> tuple[ZeroShotSplit, str]:
+    """The split in `saved` for `items` (the data `spec` as it is now), and a note that
+    names it as the split `whose` ("this run began with"). As saved, with the background
+    rule applied, while the data is unchanged; else carried over."""
+    split = ZeroShotSplit.from_json(saved)
+    if not split.items_digest or items_digest(items) == split.items_digest:
+        # a split saved before background species counted as heard trains on none that
+        # hear its unseen species either
+        return heard_unseen_excluded(split, items), f"the zero-shot split {whose} ({saved})"
+    moved = carried_over(split, items, seed, val_fraction)
+    return moved, (
+        f"{spec} has changed since {saved} was written ({split.recordings} recordings then, "
+        f"{len(items)} now): the species never trained on stay unseen "
+        f"({len(moved.test_species)}), the rest is split again by site-day"
+    )
 
 
 def trained_on_generated_audio(checkpoint: str | None) -> str | None:

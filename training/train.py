@@ -33,6 +33,7 @@ from animalclap_edge.contracts.prompts import (
 from training.embed_audio import embed_items
 from training.identity import with_absolute_paths
 from training.labelled_audio import LabelledSet, crop, open_labelled
+from training.lineage import init_split
 from training.loss import clamp_logit_scales, clip_loss
 from training.metrics import topk_accuracy
 from training.model import (
@@ -133,6 +134,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if note := unmatched_note(background_unmatched(data.items, data.catalogue)):
         print(note, flush=True)
     split = make_split(data, cfg.split, cfg.seed, cfg.val_fraction)
+    if cfg.split == "zeroshot" and (found := init_split(cfg.init, cfg.data, data.items, split)):
+        split, note = found
+        print(note, flush=True)
     if note := heard_unseen_note(split):
         print(note, flush=True)
     train_items = [data.items[i] for i in split.train]

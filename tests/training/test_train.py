@@ -155,3 +155,20 @@ def test_a_scratch_tokenizer_is_a_function_of_the_seen_species_prompts_alone():
             assert sp.scientific_name not in prompts and sp.common_name not in prompts
     with pytest.raises(ValueError, match=r"^seen species not in the catalogue .*: nosuch$"):
         all_prompts(data.catalogue, ["nosuch"])
+
+
+def test_training_on_from_a_run_on_the_same_data_keeps_its_split(tmp_path, capsys):
+    """--init RUN/checkpoint on RUN's data with another seed drew a new split, which
+    held out species the init had trained on and then scored them as unseen."""
+    _tiny(tmp_path, "a", seed=0)
+    capsys.readouterr()
+    _tiny(tmp_path, "b", seed=3, init=str(tmp_path / "a" / "checkpoint"))
+    out = capsys.readouterr().out
+    a, b = (ZeroShotSplit.from_json(tmp_path / n / "split.json") for n in "ab")
+    assert b.test_species == a.test_species and b.train == a.train
+    from training.train import make_split
+
+    drawn = make_split(open_labelled("tiny"), "zeroshot", 3, 0.1)
+    assert drawn.test_species != a.test_species  # else the test proves nothing
+    assert f"split: the zero-shot split {tmp_path / 'a' / 'checkpoint'} was trained with" in out
+    assert "a new draw would have held out" in out

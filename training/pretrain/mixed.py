@@ -19,10 +19,7 @@ from training.labelled_audio import Item, LabelledSet, open_labelled
 from training.prepare.manifest import background_unmatched, unmatched_note
 from training.splits import (
     ZeroShotSplit,
-    carried_over,
-    heard_unseen_excluded,
     heard_unseen_note,
-    items_digest,
     resumed_split,
 )
 
@@ -115,27 +112,15 @@ def replay_split(
     when its run folder shows it trained on `replay`, so that its unseen species are
     neither replayed nor reported as unseen after training on them; else a fresh one
     from (seed, val_fraction)."""
-    from training.lineage import trained_split
+    from training.lineage import inherited_split, split_as_saved
     from training.train import make_split, replay_advice
 
-    own = kept is not None and kept.is_file()
-    saved = kept if own else trained_split(init, replay)
-    if saved is not None:
-        split = ZeroShotSplit.from_json(saved)
-        if not split.items_digest or items_digest(old.items) == split.items_digest:
-            # a split saved before background species counted as heard replays none
-            # that hear its unseen species either
-            return heard_unseen_excluded(split, old.items), (
-                f"replay: the zero-shot split this run began with ({saved})"
-                if own
-                else f"replay: the zero-shot split {init} was trained with ({saved})"
-            )
-        moved = carried_over(split, old.items, seed, val_fraction)
-        return moved, (
-            f"replay: {replay} has changed since {saved} was written ({split.recordings} recordings "
-            f"then, {len(old.items)} now): the species {init} never trained on stay unseen "
-            f"({len(moved.test_species)}), the rest is split again by site-day"
-        )
+    if kept is not None and kept.is_file():
+        found = split_as_saved(kept, replay, old.items, seed, val_fraction, "this run began with")
+    else:
+        found = inherited_split(init, replay, old.items, seed, val_fraction)
+    if found is not None:
+        return found[0], f"replay: {found[1]}"
     split = make_split(old, "zeroshot", seed, val_fraction, advice=replay_advice(replay))
     return split, (
         f"replay: no run folder shows {init} trained on {replay}, so its zero-shot split "
@@ -156,6 +141,7 @@ def training_data(
     """The run's data; with `replay`, the checkpoint `init`'s global data joins it.
     `resumed`: the folder of a run being resumed, whose split.json (and
     replay_split.json) it goes on with rather than a new draw (`resumed_split`)."""
+    from training.lineage import init_split
     from training.pretrain.loop import refuse_changed_data
     from training.train import make_split
 
@@ -167,6 +153,9 @@ def training_data(
         saved = ZeroShotSplit.from_json(resumed / "split.json")
         split, note = resumed_split(saved, primary.items, fresh=split)
         notes += [note] if note else []
+    elif split_kind == "zeroshot" and (found := init_split(init, data, primary.items, split)):
+        split, note = found
+        notes.append(note)
     train = [primary.items[i] for i in split.train]
     val = [primary.items[i] for i in split.val]
     if heard := heard_unseen_note(split):  # the run's log says what it left out

@@ -146,3 +146,26 @@ def test_unmatched_background_names_are_a_warning_in_the_run_log(tmp_path):
         "warning: 1 background species name(s) in 20 recording(s) match no catalogue id, "
         "scientific or common name ('Bb rar'): "
     )
+
+
+def test_a_run_from_a_checkpoint_trained_on_the_same_data_keeps_its_split(tmp_path):
+    """pretrain --init RUN/final on RUN's data with another seed drew a new split: the
+    species it held out had been trained on by the init, and were reported unseen."""
+    from training.train import make_split
+
+    run = tmp_path / "a"
+    (run / "final").mkdir(parents=True)
+    (run / "final" / "config.json").write_text("{}")
+    (run / "pretrain_config.json").write_text(json.dumps({"config": {"data": "tiny"}}))
+    tiny = open_labelled("tiny")
+    saved = make_split(tiny, "zeroshot", 0, 0.1)
+    saved.to_json(run / "split.json")
+    assert make_split(tiny, "zeroshot", 3, 0.1).test_species != saved.test_species
+    td = training_data("tiny", "zeroshot", 3, 0.1, init=str(run / "final"))
+    assert td.split.test_species == saved.test_species and td.split.train == saved.train
+    assert any(
+        n.startswith(f"split: the zero-shot split {run / 'final'} was trained with")
+        for n in td.notes
+    )
+    other = training_data("tiny", "zeroshot", 3, 0.1, init="laion/clap-htsat-unfused")
+    assert other.split.test_species != saved.test_species  # a hub checkpoint: no run to follow
