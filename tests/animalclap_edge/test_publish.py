@@ -99,9 +99,19 @@ class Subscriber:
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
     def unique(self) -> set[str]:
         with self.lock:
             return set(self.ids)
+
+
+def _shut(*parts) -> None:
+    """Stop publishers, proxies, subscribers and brokers, in the order given."""
+    for part in parts:
+        (part.stop if hasattr(part, "stop") else part.close)()
 
 
 def _logged(db: Path, n: int) -> Path:
@@ -145,10 +155,7 @@ def test_every_detection_arrives_once_by_id_across_a_broker_outage(tmp_path, out
             assert _wait(lambda: not store.pending_outbox(1000), 60)
         assert _wait(lambda: len(sub.unique()) == 100, 30), len(sub.unique())
     finally:
-        pub.stop()
-        sub.client.loop_stop()
-        sub.client.disconnect()
-        broker.stop()
+        _shut(pub, sub, broker)
     with DetectionStore(db) as store:
         expected = {d.detection_id for d in store.detections()}
     assert sub.unique() == expected
@@ -241,9 +248,7 @@ def test_cli_publish_once_sends_the_backlog_and_exits(tmp_path, capsys):
         assert main(["publish", "--config", str(cfg), "--db", str(db), "--once"]) == 0
         assert _wait(lambda: len(sub.unique()) == 20, 30), len(sub.unique())
     finally:
-        sub.client.loop_stop()
-        sub.client.disconnect()
-        broker.stop()
+        _shut(sub, broker)
     err = capsys.readouterr().err
     assert f"uplink: mqtt 127.0.0.1:{broker.port} topic animalclap/" in err
     assert "uplink: 20 delivered; last error: none" in err
@@ -422,9 +427,7 @@ def test_a_message_over_the_brokers_size_limit_is_refused_not_delivered(tmp_path
         small = {ids[i] for i in (1, 2, 4, 5)}
         assert _wait(lambda: sub.unique() == small, 10), sub.unique()
     finally:
-        sub.client.loop_stop()
-        sub.client.disconnect()
-        broker.stop()
+        _shut(sub, broker)
     err = capsys.readouterr().err
     assert rc == 1, err  # not everything reached the broker
     assert "uplink: 4 delivered;" in err and "Packet too large" in err
@@ -473,10 +476,7 @@ def test_a_message_over_max_packet_size_is_set_aside_and_the_rest_goes_on(tmp_pa
         assert _wait(lambda: sub.unique() == set(ids[1:]), 20), sub.unique()
         time.sleep(1)
     finally:
-        pub.stop()
-        sub.client.loop_stop()
-        sub.client.disconnect()
-        broker.stop()
+        _shut(pub, sub, broker)
     assert pub.stats.connects == 1 and pub.stats.set_aside == 1
     with DetectionStore(db) as store:
         ((det_id, _, why),) = store.set_aside_messages()
@@ -508,11 +508,7 @@ def test_a_broker_without_mqtt5_is_used_with_311_said_and_disconnects_are_counte
             assert _wait(lambda: store.set_aside_count() == 1, 20)
             ((det_id, _, why),) = store.set_aside_messages()
     finally:
-        pub.stop()
-        proxy.close()
-        sub.client.loop_stop()
-        sub.client.disconnect()
-        broker.stop()
+        _shut(pub, proxy, sub, broker)
     assert proxy.refused_v5 == 1 and pub.stats.protocol == "3.1.1"
     assert det_id == ids[1] and "sent alone" in why and "3 refusals" in why
     assert any("refused MQTT 5" in line for line in said), said
@@ -549,11 +545,7 @@ def test_a_stalled_link_with_tcp_open_does_not_multiply_messages(tmp_path):
         assert _wait(lambda: sub.unique() == expected, 10)
         time.sleep(1)
     finally:
-        pub.stop()
-        proxy.close()
-        sub.client.loop_stop()
-        sub.client.disconnect()
-        broker.stop()
+        _shut(pub, proxy, sub, broker)
     assert len(sub.ids) == 20, f"{len(sub.ids)} messages for 20 detections"
     assert pub.stats.published == 20 and pub.stats.connects == 1
 
