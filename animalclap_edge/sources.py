@@ -40,6 +40,7 @@ from animalclap_edge.audio.decode import (
     RESAMPLE_QUALITY,
     SUPPORTED_EXTENSIONS,
     AudioError,
+    AudioInfo,
     band_note,
     probe,
     read_blocks,
@@ -167,13 +168,13 @@ def _name_time(name: str) -> tuple[datetime | None, str]:
     return None, why
 
 
-def _file_clock(path: Path, duration_s: float) -> tuple[datetime | None, bool, str]:
+def _file_clock(path: Path, info: AudioInfo) -> tuple[datetime | None, bool, str]:
     """The recorder's header time (it knows its zone, which its file names follow, so a
     name read as UTC is off by it), then the file name's, then the mtime. A name that
     says another time than its header's (a file renamed, or cut into parts that each
     keep the first part's header) gives the time, read in the header's zone."""
     t, how = _name_time(path.name)
-    h = header_time(path)
+    h = header_time(info)
     if h is not None:
         device = f"; {h.device}" if h.device else ""
         if t is None or t in (h.start_utc, h.local.replace(tzinfo=timezone.utc)):
@@ -190,7 +191,7 @@ def _file_clock(path: Path, duration_s: float) -> tuple[datetime | None, bool, s
         return None, False, f"no time: {e}"
     # mtime is usually when the recorder closed the file, i.e. the last sample.
     return (
-        mtime - timedelta(seconds=duration_s),
+        mtime - timedelta(seconds=info.duration_s),
         False,
         "time from file mtime: not a recorder clock" + (f" ({how})" if how else ""),
     )
@@ -222,7 +223,7 @@ def _file_recording(
         return Skipped(str(path), str(e))
     except OSError as e:  # probed, then gone or unreadable (a card pulled)
         return Skipped(str(path), f"cannot read: {e.strerror or e}")
-    start, trusted, note = _file_clock(path, info.duration_s)
+    start, trusted, note = _file_clock(path, info)
     return Recording(
         id=str(path),
         sample_rate=target_sr,

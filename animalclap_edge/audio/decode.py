@@ -75,6 +75,10 @@ class AudioInfo:
     # Why the container shows the file was cut short ("" when intact); libsndfile
     # still decodes what is there, and `read_blocks` raises after the last block.
     truncated: str = ""
+    # the header's text (WAV LIST/INFO, Vorbis comments): AudioMoth writes its clock
+    # into the comment and its serial number as the artist (audio.header_time)
+    comment: str = ""
+    artist: str = ""
 
 
 # A recording whose band ends below this fraction of the model's is said to miss
@@ -119,7 +123,8 @@ def probe(path: str | os.PathLike) -> AudioInfo:
     if size == 0:
         raise AudioError("empty file (0 bytes)")
     try:
-        info = sf.info(str(p))
+        with sf.SoundFile(str(p)) as info:  # one open for the facts and the header's text
+            comment, artist = info.comment or "", info.artist or ""
     except Exception as e:
         raise AudioError(f"cannot decode: {_libsndfile_reason(e)}") from e
     sr, ch, frames = int(info.samplerate), int(info.channels), int(info.frames)
@@ -155,6 +160,8 @@ def probe(path: str | os.PathLike) -> AudioInfo:
         format=str(info.format),
         subtype=str(info.subtype),
         truncated=truncated,
+        comment=comment,
+        artist=artist,
     )
 
 

@@ -9,12 +9,11 @@ is off by that offset. Comments from before 1.0.1 name no zone and are not used.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-import soundfile as sf
+from animalclap_edge.audio.decode import AudioInfo
 
 # Some firmware writes milliseconds after the seconds ("05:30:00.250"); the file name
 # has whole seconds, so they are left off.
@@ -61,13 +60,6 @@ def audiomoth_time(comment: str, artist: str = "") -> HeaderTime | None:
     return HeaderTime(local, -offset if sign == "-" else offset, artist.strip())
 
 
-def header_time(path: str | os.PathLike) -> HeaderTime | None:
-    """The recorder's own start time from a file's header, if it wrote one. Called on
-    files `probe` has accepted; a header that will not read gives None, and the file
-    name's time (or the mtime) is used as before."""
-    try:
-        with sf.SoundFile(os.fspath(path)) as f:
-            comment, artist = f.comment or "", f.artist or ""
-    except (sf.LibsndfileError, OSError, RuntimeError):
-        return None
-    return audiomoth_time(comment, artist)
+def header_time(info: AudioInfo) -> HeaderTime | None:
+    """The recorder's own start time from a probed file's header, if it wrote one."""
+    return audiomoth_time(info.comment, info.artist)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from animalclap_edge.audio.decode import probe
 from animalclap_edge.audio.header_time import audiomoth_time, header_time
 from animalclap_edge.sources import FileSource
 
@@ -88,7 +89,7 @@ def test_a_local_time_audiomoth_file_is_dated_in_utc_and_says_why(tmp_path):
 def test_a_file_without_a_recorder_header_keeps_its_name_time(tmp_path):
     p = tmp_path / "20240514_053000.wav"
     _wav(p, None)
-    assert header_time(p) is None
+    assert header_time(probe(p)) is None
     (rec,) = FileSource(p, 48000).recordings()
     assert rec.start_time == datetime(2024, 5, 14, 5, 30, tzinfo=timezone.utc)
     assert rec.clock_note == "time from file name (read as UTC)"
