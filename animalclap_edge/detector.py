@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,7 +35,14 @@ from animalclap_edge.bundle import Bundle, demo_bundle_path, load_bundle
 from animalclap_edge.clips import ClipWriter
 from animalclap_edge.config import EdgeConfig, config_hash
 from animalclap_edge.events import EventMerger
-from animalclap_edge.records import Detection, Event, RecordingResult, detection_id
+from animalclap_edge.records import (
+    Detection,
+    Event,
+    RecordingResult,
+    detection_id,
+    now_utc_ms,
+    utc_ms,
+)
 from animalclap_edge.retention import Retention
 from animalclap_edge.room import is_full, is_want_of_room, make_room
 from animalclap_edge.scoring import Scorer, ScoringSettings, WindowScore
@@ -69,6 +76,16 @@ class RunSummary:
     # rows logged before content digests, taken for the files now at their paths
     adopted: int = 0
     skipped_reasons: dict[str, str] = field(default_factory=dict)
+
+    def count(self, result: RecordingResult) -> None:
+        """Add a recording's row: finished, or stopped part-way."""
+        self.recordings += 1
+        self.windows += result.n_windows
+        self.detections += result.n_detections
+        if result.status != "ok":
+            self.skipped += result.status == "skipped"
+            self.partial += result.status == "partial"
+            self.skipped_reasons[result.source_path] = result.reason or ""
 
 
 def scoring_settings(cfg: EdgeConfig) -> ScoringSettings:
@@ -255,18 +272,12 @@ class Detector:
                         start_time_utc=None,
                         clock_trusted=False,
                         clock_note="",
-                        finished_utc=_now(),
+                        finished_utc=now_utc_ms(),
                     )
                 else:
                     result = self._process_recording(rec, run_id, store, sinks, out=None)
                 self._with_room(store, store.record_recording, result)
-                summary.recordings += 1
-                summary.windows += result.n_windows
-                summary.detections += result.n_detections
-                if result.status != "ok":
-                    summary.skipped += result.status == "skipped"
-                    summary.partial += result.status == "partial"
-                    summary.skipped_reasons[result.source_path] = result.reason or ""
+                summary.count(result)
                 for s in sinks:
                     s.on_recording(result)
         finally:
@@ -327,10 +338,10 @@ class Detector:
                 duration_s=windower.samples_seen / self.sample_rate,
                 n_windows=n_windows,
                 n_detections=n_dets,
-                start_time_utc=_utc_ms(rec.start_time),
+                start_time_utc=utc_ms(rec.start_time) if rec.start_time else None,
                 clock_trusted=rec.clock_trusted,
                 clock_note=rec.clock_note,
-                finished_utc=_now(),
+                finished_utc=now_utc_ms(),
                 audio_note=rec.audio_note,
                 content_digest=rec.digest,
             )
@@ -418,10 +429,10 @@ class Detector:
                 process(batcher.flush())
                 emit([clip(e) for e in merger.flush()])
         except BaseException as e:
-            self._save_stopped(store, row, windower, e, rec.replayable)
+            self._save_stopped(store, row, e, rec.replayable)
             raise
         if stopped is not None:
-            self._save_stopped(store, row, windower, stopped, rec.replayable)
+            self._save_stopped(store, row, stopped, rec.replayable)
             raise stopped
         seen_s = windower.samples_seen / self.sample_rate
         if n_windows == 0 and status == "ok":
@@ -437,7 +448,6 @@ class Detector:
         self,
         store: DetectionStore | None,
         row: Callable[[str, str | None], RecordingResult],
-        windower: Windower,
         e: BaseException,
         replayable: bool,
     ) -> None:
@@ -445,21 +455,18 @@ class Detector:
         counted in the run's summary, which `run` prints when stopped."""
         if store is None:
             return
-        seen = windower.samples_seen / self.sample_rate
         why = (
             "the process was stopped (Ctrl-C or SIGTERM)"
             if isinstance(e, KeyboardInterrupt)
             else f"{type(e).__name__}: {e}"
         )
         again = "; the next run analyses it again from its start" if replayable else ""
-        result = row("partial", f"stopped after {seen:.1f} s: {why}{again}")
+        result = row("partial", None)
+        result = replace(result, reason=f"stopped after {result.duration_s:.1f} s: {why}{again}")
         with contextlib.suppress(Exception):  # the card may be what failed
             store.record_recording(result)
-        if (s := self.last_summary) is not None:
-            s.recordings, s.partial = s.recordings + 1, s.partial + 1
-            s.windows += result.n_windows
-            s.detections += result.n_detections
-            s.skipped_reasons[result.source_path] = result.reason or ""
+        if self.last_summary is not None:
+            self.last_summary.count(result)
 
     def _detections(
         self, rec: Recording, run_id: str, w: Window, s: WindowScore
@@ -467,7 +474,7 @@ class Detector:
         t0 = w.start_sample / self.sample_rate
         # a clip shorter than a window ends where its audio does, not where its padding does
         t1 = t0 + (w.length or self.window) / self.sample_rate
-        start = _utc_ms(rec.start_time + timedelta(seconds=t0)) if rec.start_time else None
+        start = utc_ms(rec.start_time + timedelta(seconds=t0)) if rec.start_time else None
         return [
             Detection(
                 detection_id=detection_id(
@@ -489,25 +496,13 @@ class Detector:
                 score=round(lab.score, 4),
                 probability=round(lab.probability, 4),
                 traits_json=_json(s.traits),
-                created_utc=_now(),
+                created_utc=now_utc_ms(),
             )
             for rank, lab in enumerate(s.labels)
         ]
 
     def close(self) -> None:
         self.backend.close()
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _utc_ms(t: datetime | None) -> str | None:
-    """One format for every time the runtime logs and sends, as created_utc's: UTC to
-    the millisecond (`2024-03-15T03:30:01.500+00:00`). isoformat() alone wrote whole
-    seconds without a fraction and others with microseconds, so one column (and one
-    MQTT stream) held both, which pandas.to_datetime refuses."""
-    return None if t is None else t.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _json(obj) -> str:

@@ -12,9 +12,8 @@ recording, `flush` at its end, `reset` to reuse it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
-from animalclap_edge.records import Detection, Event, event_id
+from animalclap_edge.records import Detection, Event, event_id, now_utc_ms
 
 _EPS = 1e-6  # window starts are sample counts / rate: compare with a little slack
 
@@ -83,7 +82,7 @@ class EventMerger:
             mean_probability=round(sum(ev.probs) / len(ev.probs), 4),
             bundle_id=d.bundle_id,
             config_hash=d.config_hash,
-            created_utc=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            created_utc=now_utc_ms(),
         )
 
 

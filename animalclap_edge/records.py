@@ -10,7 +10,22 @@ import json
 import operator
 import uuid
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from typing import Any
+
+
+def utc_ms(t: datetime) -> str:
+    """The one form every time is logged and sent in: UTC to the millisecond, offset
+    written out (`2024-03-15T03:30:01.500+00:00`), so that the strings sort and compare
+    as times. isoformat() alone wrote whole seconds without a fraction and others with
+    microseconds, and one column (one MQTT stream) holding both made
+    pandas.to_datetime refuse it."""
+    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def now_utc_ms() -> str:
+    return utc_ms(datetime.now(timezone.utc))
+
 
 LEVELS: tuple[str, ...] = ("species", "genus", "family", "order", "class")
 STATUSES: tuple[str, ...] = ("ok", "skipped", "partial")

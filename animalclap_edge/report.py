@@ -28,6 +28,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, TextIO
 
+from animalclap_edge import records
+
 try:
     import fcntl
 except ImportError:  # Windows: no descriptor paths to check
@@ -416,7 +418,7 @@ def utc_ms(value: str) -> str:
     t = datetime.fromisoformat(value)
     if t.tzinfo is None:
         raise ValueError("no UTC offset")
-    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+    return records.utc_ms(t)
 
 
 def check_utc_offset(utc_offset_h: float | None) -> None:

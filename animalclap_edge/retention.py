@@ -40,6 +40,7 @@ from typing import Any
 from animalclap_edge.clips import CLIP_NAME
 from animalclap_edge.config import EdgeConfig
 from animalclap_edge.diskspace import disk_bytes, percent_full, usage_percent
+from animalclap_edge.records import utc_ms
 from animalclap_edge.store import DetectionStore
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,7 @@ class Retention:
         if folder is not None and not folder.is_dir():
             folder = None  # nothing was ever saved there
         report = RetentionReport(
-            trigger=trigger, time_utc=_iso(now), age_rule="age rule off: retention_days is null"
+            trigger=trigger, time_utc=utc_ms(now), age_rule="age rule off: retention_days is null"
         )
         changed = False
         if sweep and folder is not None:
@@ -258,7 +259,7 @@ class Retention:
         days: int,
         report: RetentionReport,
     ) -> bool:
-        cutoff = _iso(now - timedelta(days=days))
+        cutoff = utc_ms(now - timedelta(days=days))
         if cutoff <= CLOCK_FLOOR_UTC:
             return False  # nothing written with a set clock can be that old
         unset = store.logged_before(CLOCK_FLOOR_UTC)
@@ -402,8 +403,3 @@ class Retention:
 # no recorder ran this software earlier. Judged by the age rule as "2000 + 90 days",
 # a clock set later would delete every one of them at once.
 CLOCK_FLOOR_UTC = "2026-01-01T00:00:00.000+00:00"
-
-
-def _iso(t: datetime) -> str:
-    # The exact form the store writes created_utc in, so that strings compare as times.
-    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds")

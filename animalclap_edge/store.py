@@ -17,11 +17,17 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
-from animalclap_edge.records import LEVELS, STATUSES, Detection, Event, RecordingResult
+from animalclap_edge.records import (
+    LEVELS,
+    STATUSES,
+    Detection,
+    Event,
+    RecordingResult,
+    now_utc_ms,
+)
 
 SCHEMA_VERSION = 6  # 2: events; 3: health; 4: recordings.audio_note; 5: content_digest;
 # 6: outbox.set_aside_utc, outbox.last_error
@@ -257,7 +263,7 @@ class DetectionStore:
                 "source, host, software_version) VALUES (?, ?, NULL, ?, ?, ?, ?, ?)",
                 (
                     run_id,
-                    _now(),
+                    now_utc_ms(),
                     bundle_id,
                     config_hash,
                     source,
@@ -268,7 +274,9 @@ class DetectionStore:
 
     def finish_run(self, run_id: str) -> None:
         with self._transaction() as tx:
-            cur = tx.execute("UPDATE runs SET finished_utc = ? WHERE run_id = ?", (_now(), run_id))
+            cur = tx.execute(
+                "UPDATE runs SET finished_utc = ? WHERE run_id = ?", (now_utc_ms(), run_id)
+            )
             if cur.rowcount == 0:
                 raise StoreError(f"{self.path}: no run {run_id!r} to finish")
 
@@ -284,7 +292,7 @@ class DetectionStore:
         batch = [(d, detection_payload(d)) for d in detections]
         if not batch:
             return 0
-        created = _now()
+        created = now_utc_ms()
         new = 0
         insert = (
             f"INSERT INTO detections ({', '.join(_DET_COLS)}) "
@@ -385,7 +393,7 @@ class DetectionStore:
 
     def mark_delivered(self, ids: Iterable[str]) -> int:
         """Mark outbox messages as delivered; returns how many were pending."""
-        now = _now()
+        now = now_utc_ms()
         n = 0
         with self._transaction() as tx:
             for i in ids:
@@ -417,7 +425,7 @@ class DetectionStore:
                 tx.execute(
                     "UPDATE outbox SET set_aside_utc = ?, last_error = ? WHERE detection_id = ? "
                     "AND delivered_utc IS NULL AND set_aside_utc IS NULL",
-                    (_now(), why, detection_id),
+                    (now_utc_ms(), why, detection_id),
                 ).rowcount
                 == 1
             )
@@ -436,7 +444,7 @@ class DetectionStore:
         with self._transaction() as tx:
             cur = tx.execute(
                 "INSERT INTO health (time_utc, kind, source, detail_json) VALUES (?, ?, ?, ?)",
-                (_now(), kind, source, text),
+                (now_utc_ms(), kind, source, text),
             )
             return int(cur.lastrowid or 0)
 
@@ -450,7 +458,7 @@ class DetectionStore:
             "ON o.detection_id = d.detection_id WHERE o.detection_id IS NULL ORDER BY d.rowid"
         )
         missing = [Detection(*r) for r in rows.fetchall()]
-        created = _now()
+        created = now_utc_ms()
         with self._transaction() as tx:
             for d in missing:
                 tx.execute(
@@ -742,7 +750,3 @@ class DetectionStore:
 def detection_payload(d: Detection) -> str:
     """The JSON every uplink carries for a detection (outbox, MQTT, Server-Sent Events)."""
     return json.dumps(d.to_json_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
