@@ -1,0 +1,138 @@
+"""Raw interleaved PCM from a pipe: stdin or a named pipe fed by a capture process."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import BinaryIO, Literal
+
+import numpy as np
+
+from animalclap_edge.audio.decode import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioError, band_note
+from animalclap_edge.sources.base import (
+    Recording,
+    Skipped,
+    SourceBase,
+    SourceError,
+    live_recording_id,
+    resampler,
+)
+from animalclap_edge.sources.clock import system_clock_synchronized
+
+_PCM_DTYPES = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+
+
+class StdinSource(SourceBase):
+    """Raw interleaved PCM from a binary stream (e.g. `arecord ... | animalclap-edge run --source -`).
+
+    Raw PCM has no timestamps: `start_time` is what the caller passes (default None).
+    """
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        sample_rate: int,
+        channels: int,
+        dtype: Literal["s16le", "f32le"],
+        target_sr: int,
+        block_seconds: float = 1.0,
+        start_time: datetime | None = None,
+        name: str = "stdin",
+        owns_stream: bool = False,
+        live_clock: bool = False,
+    ):
+        super().__init__()
+        # live_clock: stamp the recording with the wall clock when its first bytes
+        # arrive, as MicSource does (a pipe fed by a capture process is live audio).
+        self.live_clock = live_clock
+        self.owns_stream = owns_stream  # close the stream with the source (a FIFO we opened)
+        if dtype not in _PCM_DTYPES:
+            raise SourceError(f"raw PCM format must be one of {sorted(_PCM_DTYPES)}, got {dtype!r}")
+        if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+            raise SourceError(
+                f"raw PCM sample rate {sample_rate} Hz outside the supported {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz"
+            )
+        if channels < 1:
+            raise SourceError(f"raw PCM needs at least 1 channel, got {channels}")
+        self.stream = stream
+        self.sample_rate = int(sample_rate)
+        self.channels = int(channels)
+        self.dtype = dtype
+        self.target_sr = int(target_sr)
+        self.block_frames = max(1, round(block_seconds * sample_rate))
+        self.start_time = start_time
+        self.name = name
+
+    def recordings(self) -> Iterator[Recording | Skipped]:
+        first = b""
+        start, trusted = self.start_time, False
+        note = (
+            "start time given by the caller" if start else f"{self.name}: raw PCM has no timestamps"
+        )
+        if self.live_clock and start is None:
+            first = self.stream.read(
+                self.block_frames * self.channels * _PCM_DTYPES[self.dtype].itemsize
+            )
+            frames = len(first) / (self.channels * _PCM_DTYPES[self.dtype].itemsize)
+            start = datetime.fromtimestamp(time.time() - frames / self.sample_rate, timezone.utc)
+            trusted, sync = system_clock_synchronized()
+            note = f"wall clock when the first audio arrived; {sync}"
+        yield Recording(
+            id=live_recording_id(self.name, start),
+            sample_rate=self.target_sr,
+            start_time=start,
+            clock_trusted=trusted,
+            clock_note=note,
+            blocks=self._track(self._blocks(first)),
+            audio_note=band_note(self.sample_rate, self.target_sr),
+        )
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.owns_stream:
+                with contextlib.suppress(OSError):
+                    self.stream.close()
+
+    def _blocks(self, first: bytes = b"") -> Iterator[np.ndarray]:
+        dt = _PCM_DTYPES[self.dtype]
+        frame_bytes = dt.itemsize * self.channels
+        rs = resampler(self.sample_rate, self.target_sr)
+        carry = b""  # bytes of an incomplete frame from the previous read
+        done = 0  # frames so far
+        while True:
+            chunk, first = first or self.stream.read(self.block_frames * frame_bytes), b""
+            if not chunk:
+                break
+            if carry:
+                chunk, carry = carry + chunk, b""
+            usable = len(chunk) - len(chunk) % frame_bytes
+            carry = chunk[usable:]
+            if not usable:
+                continue
+            # (frames, channels) as float32 in [-1, 1)
+            x = np.frombuffer(chunk, dt, count=usable // dt.itemsize).reshape(-1, self.channels)
+            if dt.kind == "f":
+                bad = ~np.isfinite(x).all(axis=1)
+                if bad.any():
+                    t = (done + int(np.argmax(bad))) / self.sample_rate
+                    raise AudioError(f"non-finite samples (NaN/Inf) at {t:.2f} s")
+                x = x.astype(np.float32)
+            else:
+                x = x.astype(np.float32) * np.float32(1 / 32768)
+            done += len(x)
+            mono = x[:, 0] if self.channels == 1 else x.mean(axis=1, dtype=np.float32)
+            out = mono if rs is None else rs.resample_chunk(mono)
+            if len(out):
+                yield out
+        if rs is not None:
+            tail = rs.resample_chunk(np.zeros(0, np.float32), last=True)
+            if len(tail):
+                yield tail
+        if carry:
+            raise AudioError(
+                f"truncated or corrupt after {done / self.sample_rate:.2f} s: {self.name} ended mid-frame ({len(carry)} stray bytes)"
+            )

@@ -1,0 +1,63 @@
+"""Raw PCM streams: formats, resampling, short reads and errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from animalclap_edge.audio import AudioError
+from animalclap_edge.sources import (
+    SourceError,
+    StdinSource,
+)
+
+from .helpers import TARGET, peak_hz, sine
+
+
+def test_stdin_s16le_stereo_resampled():
+    sr = 16000
+    x = np.stack([sine(sr, 2.0), sine(sr, 2.0)], axis=1)
+    pcm = (x * 32767).astype("<i2").tobytes()
+    src = StdinSource(io.BytesIO(pcm), sr, 2, "s16le", TARGET, block_seconds=0.3)
+    (rec,) = src.recordings()
+    assert rec.id.startswith("stdin@undated#") and rec.start_time is None and not rec.clock_trusted
+    blocks = list(rec.blocks)
+    y = np.concatenate(blocks)
+    assert len(blocks) > 3 and abs(len(y) - 2 * TARGET) <= 2
+    assert abs(peak_hz(y, TARGET) - 1000) <= 1
+    assert abs(np.abs(y).max() - 0.5) < 0.01
+
+
+class Trickle(io.RawIOBase):
+    """A pipe that returns at most 7 bytes per read, splitting frames."""
+
+    def __init__(self, data: bytes):
+        self.buf = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        return self.buf.read(min(n, 7) if n >= 0 else 7)
+
+
+def test_stdin_f32le_short_reads_and_errors():
+    x = sine(TARGET, 0.1)
+    (rec,) = StdinSource(
+        Trickle(x.astype("<f4").tobytes()), TARGET, 1, "f32le", TARGET
+    ).recordings()
+    assert np.array_equal(np.concatenate(list(rec.blocks)), x)  # same rate: bit-exact
+
+    bad = x.copy()
+    bad[TARGET // 20] = np.nan
+    (rec,) = StdinSource(io.BytesIO(bad.tobytes()), TARGET, 1, "f32le", TARGET).recordings()
+    with pytest.raises(AudioError, match=r"^non-finite samples \(NaN/Inf\) at 0\.05 s$"):
+        list(rec.blocks)
+
+    (rec,) = StdinSource(io.BytesIO(b"\0" * 9), TARGET, 1, "s16le", TARGET).recordings()
+    with pytest.raises(AudioError, match=r"stdin ended mid-frame \(1 stray bytes\)"):
+        list(rec.blocks)
+    with pytest.raises(SourceError):
+        StdinSource(io.BytesIO(), 48000, 1, "s24le", TARGET)  # type: ignore[arg-type]
