@@ -522,7 +522,7 @@ def test_every_option_of_every_command_has_help_and_shows_its_default():
     """bench's --threads, --birdnet and --species and build-engine's --workspace-gb had none."""
     import argparse
 
-    from animalclap_edge.cli import _parser
+    from animalclap_edge.cli.parser import build_parser
 
     def commands(p: argparse.ArgumentParser, path: str = ""):
         for a in p._actions:
@@ -531,7 +531,7 @@ def test_every_option_of_every_command_has_help_and_shows_its_default():
                     yield f"{path}{name}", sp
                     yield from commands(sp, f"{path}{name} ")
 
-    found = dict(commands(_parser()))
+    found = dict(commands(build_parser()))
     assert {"run", "bench", "build-engine", "config check", "report"} <= set(found)
     for name, parser in found.items():
         flat = " ".join(parser.format_help().split())

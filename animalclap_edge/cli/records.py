@@ -1,0 +1,86 @@
+"""`report`: tables and figures from a recorder's database."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def cmd_report(args) -> int:
+    from animalclap_edge.report import ReportError, open_out, out_target, write_report
+
+    db = Path(args.db) if args.db else _config_db(args.config)
+    if args.what == "activity":
+        return _report_activity(db, args)
+    if args.out:  # a wrong --out is said before the database is read
+        out_target(args.out, (".csv",))
+    if args.top is not None:  # a CSV has every label: refused, not ignored
+        raise ReportError(
+            f"--top chooses the labels `activity` draws; `{args.what}` writes every label: "
+            "select with --taxon or --min-probability"
+        )
+    filters = {
+        "min_probability": args.min_probability,
+        "taxa": args.taxon,
+        "utc_offset_h": args.utc_offset,
+        "trusted_clock_only": args.trusted_clock,
+        "say": _note,
+    }
+    if not args.out:
+        n = write_report(db, args.what, sys.stdout, **filters)
+    else:
+        with open_out(args.out, (".csv",)) as f:
+            n = write_report(db, args.what, f, **filters)
+    print(
+        f"{n} {args.what} rows from {db}" + (f" -> {args.out}" if args.out else ""), file=sys.stderr
+    )
+    return 0
+
+
+def _config_db(config: str | None) -> Path:
+    """The database a config names, by `run`'s rule: a relative storage.database is
+    taken from the current folder (the service's WorkingDirectory), not the config's
+    folder, so that report reads the file run wrote. A miss names the rule and any
+    database beside the config."""
+    from animalclap_edge.config import load_config
+    from animalclap_edge.report import ReportError
+
+    db = Path(load_config(config).storage.database)
+    if db.is_absolute() or db.exists():
+        return db
+    what = f"storage.database of {config}" if config else "the default storage.database"
+    beside = Path(config).parent / db if config else None
+    raise ReportError(
+        f"no database at {db} ({what}; a relative path is taken from the current folder "
+        f"{Path.cwd()}, as `run` takes it): "
+        + (
+            f"there is one beside the config: give --db {beside}"
+            if beside is not None and beside.is_file()
+            else "run from the folder the recorder ran in, or give --db"
+        )
+    )
+
+
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
+
+
+def _report_activity(db: Path, args) -> int:
+    from animalclap_edge.activity import FIGURE_SUFFIXES, activity, plot_activity
+    from animalclap_edge.report import ReportError, out_target
+
+    if not args.out:
+        raise ReportError("activity draws a figure: give --out FILE.png (or .svg, .pdf)")
+    out_target(args.out, FIGURE_SUFFIXES)
+    a = activity(
+        db,
+        12 if args.top is None else args.top,
+        args.utc_offset or 0.0,
+        args.min_probability,
+        args.taxon,
+        say=_note,
+        trusted_clock_only=args.trusted_clock,
+    )
+    plot_activity(a, args.out, title=str(db))
+    print(f"{len(a.labels)} labels, {a.total} detections from {db} -> {args.out}", file=sys.stderr)
+    return 0
