@@ -48,7 +48,7 @@ from animalclap_edge.room import is_full, is_want_of_room, make_room
 from animalclap_edge.scoring import Scorer, ScoringSettings, WindowScore
 from animalclap_edge.sinks import DetectionSink
 from animalclap_edge.sources import Recording, Skipped, Source
-from animalclap_edge.store import DetectionStore
+from animalclap_edge.store import RUN_FINISHED, RUN_STOPPED, DetectionStore
 
 T = TypeVar("T")
 
@@ -247,6 +247,7 @@ class Detector:
             getattr(source, "name", type(source).__name__),
             __version__,
         )
+        ended = RUN_STOPPED  # replaced on every way out below
         try:
             if self.retention is not None:
                 self.retention.maybe_apply(store, start=True)
@@ -280,8 +281,15 @@ class Detector:
                 summary.count(result)
                 for s in sinks:
                     s.on_recording(result)
+            ended = RUN_FINISHED
+        except KeyboardInterrupt:
+            ended = RUN_STOPPED
+            raise
+        except BaseException as e:  # said in the runs table; the caller reports it
+            ended = f"failed: {type(e).__name__}: {' '.join(str(e).split())}"[:500]
+            raise
         finally:
-            store.finish_run(run_id)
+            store.finish_run(run_id, ended)
         return summary
 
     @staticmethod

@@ -41,12 +41,15 @@ WHAT: tuple[str, ...] = (
 # Reports of the recorder itself, not of what it heard: no detection filter applies.
 _NOT_DETECTIONS = ("recordings", "runs", "health")
 
-# Each run with what it logged: a run never finished was killed (power cut, kill -9)
-# or is still running; its recordings say how far it got.
+# Each run with what it logged, and how it ended: finished (its source was done),
+# stopped (Ctrl-C, SIGTERM: a service stopped, a shutdown) or failed with its error.
+# A run with no end time was killed (power cut, kill -9) or is still running; its
+# recordings say how far it got. Runs logged before schema 7 did not record how.
 _RUNS = """
 SELECT u.*,
        CASE WHEN u.finished_utc IS NULL
-            THEN 'not finished: killed, power lost, or still running' ELSE 'finished' END
+            THEN 'not finished: killed, power lost, or still running'
+            ELSE coalesce({end_reason}, 'ended; how was not logged before 2026-11-27') END
            AS state,
        (SELECT count(*) FROM recordings r WHERE r.run_id = u.run_id) AS recordings,
        (SELECT coalesce(sum(r.duration_s), 0) FROM recordings r WHERE r.run_id = u.run_id)
@@ -390,7 +393,11 @@ def _write_log(db: str | Path, what: str, out: TextIO, utc_offset_h: float | Non
     """`runs` (each run, whether it finished, and what it logged) or `health` (source
     lost and reopened, disk, temperature, snapshots: detail_json as logged) as CSV."""
     with reading(db, what) as conn:
-        sql = _RUNS if what == "runs" else "SELECT * FROM health ORDER BY health_id"
+        if what == "runs":  # a card's database may predate runs.end_reason
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+            sql = _RUNS.format(end_reason="u.end_reason" if "end_reason" in columns else "NULL")
+        else:
+            sql = "SELECT * FROM health ORDER BY health_id"
         cursor = conn.execute(sql)
         header = [d[0] for d in cursor.description]
         return _write_csv(out, *_times_in_one_format(what, header, cursor, utc_offset_h))

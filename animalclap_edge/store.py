@@ -29,9 +29,13 @@ from animalclap_edge.records import (
     now_utc_ms,
 )
 
-SCHEMA_VERSION = 6  # 2: events; 3: health; 4: recordings.audio_note; 5: content_digest;
-# 6: outbox.set_aside_utc, outbox.last_error
+SCHEMA_VERSION = 7  # 2: events; 3: health; 4: recordings.audio_note; 5: content_digest;
+# 6: outbox.set_aside_utc, outbox.last_error; 7: runs.end_reason
 BUSY_TIMEOUT_MS = 5000  # a reader (sync job, sqlite3 shell) may hold the lock briefly
+
+
+RUN_FINISHED = "finished"  # the source was done
+RUN_STOPPED = "stopped: Ctrl-C or SIGTERM"  # `systemctl stop`, a shutdown, a person
 
 
 class StoreError(RuntimeError):
@@ -158,7 +162,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # What of a recording the model does not hear (a 384 kHz bat recording is heard up
     # to 24 kHz; a 16 kHz one holds nothing above 8); '' for the rows written before.
     3: ("ALTER TABLE recordings ADD COLUMN audio_note TEXT NOT NULL DEFAULT ''",),
-    # What a file held (its first 64 KiB): another card's file at the same path is
+    # What a file held (its first 16 KiB): another card's file at the same path is
     # another recording. '' for the rows written before, and for live audio.
     4: ("ALTER TABLE recordings ADD COLUMN content_digest TEXT NOT NULL DEFAULT ''",),
     # A message the broker refused `max_attempts` times in a row (too large for it):
@@ -169,6 +173,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE outbox ADD COLUMN set_aside_utc TEXT",
         "ALTER TABLE outbox ADD COLUMN last_error TEXT",
     ),
+    # How a run ended: its source done ("finished"), stopped by Ctrl-C or SIGTERM (a
+    # service stopped, a recorder shut down), or an error. NULL for runs before it, and
+    # for a run still going or killed (no finished_utc either).
+    6: ("ALTER TABLE runs ADD COLUMN end_reason TEXT",),
 }
 
 _DET_COLS = tuple(f.name for f in fields(Detection))
@@ -272,10 +280,13 @@ class DetectionStore:
                 ),
             )
 
-    def finish_run(self, run_id: str) -> None:
+    def finish_run(self, run_id: str, end_reason: str = RUN_FINISHED) -> None:
+        """Close a run with its end time and how it ended (`RUN_FINISHED`,
+        `RUN_STOPPED`, or `failed: <error>`)."""
         with self._transaction() as tx:
             cur = tx.execute(
-                "UPDATE runs SET finished_utc = ? WHERE run_id = ?", (now_utc_ms(), run_id)
+                "UPDATE runs SET finished_utc = ?, end_reason = ? WHERE run_id = ?",
+                (now_utc_ms(), end_reason, run_id),
             )
             if cur.rowcount == 0:
                 raise StoreError(f"{self.path}: no run {run_id!r} to finish")

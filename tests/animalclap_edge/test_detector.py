@@ -76,6 +76,50 @@ def test_an_open_recording_keeps_its_row_current_and_says_when_it_was_stopped(
     assert n_windows >= 6
 
 
+class _Ends:
+    """A source with nothing to yield that ends as told: done, stopped or failed."""
+
+    name = "test"
+
+    def __init__(self, error: BaseException | None):
+        self.error = error
+
+    def recordings(self) -> Iterator[Recording]:
+        if self.error is not None:
+            raise self.error
+        yield from ()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "error, ended",
+    [
+        (None, "finished"),
+        (KeyboardInterrupt(), "stopped: Ctrl-C or SIGTERM"),
+        (OSError(5, "Input/output\nerror"), "failed: OSError: [Errno 5] Input/output error"),
+    ],
+    ids=["finished", "stopped", "failed"],
+)
+def test_a_run_logs_how_it_ended(tiny_bundle, tmp_path, error, ended):
+    """`report runs` called a recorder stopped by systemd, or one whose card failed,
+    "finished", as if its source had been done."""
+    db = tmp_path / "d.db"
+    det = Detector.load(tiny_bundle, warn_notice=False)
+    try:
+        with DetectionStore(db) as store:
+            if error is None:
+                det.run(_Ends(None), store)
+            else:
+                with pytest.raises(type(error)):
+                    det.run(_Ends(error), store)
+    finally:
+        det.close()
+    ((finished, how),) = _query(db, "SELECT finished_utc, end_reason FROM runs")
+    assert finished is not None and how == ended
+
+
 def _events(db) -> list[tuple]:
     return _query(db, "SELECT event_id, start_s, end_s, n_windows FROM events ORDER BY event_id")
 

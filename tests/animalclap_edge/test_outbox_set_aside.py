@@ -28,12 +28,12 @@ def test_a_version_5_database_gains_the_mark_and_keeps_its_messages(tmp_path: Pa
               (d.detection_id,))  # fmt: skip
     c.commit()
     c.close()
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 7
     with DetectionStore(db) as s:
         assert [i for i, _ in s.pending_outbox()] == [d.detection_id]
         assert s.backlog() == 1 and s.set_aside_count() == 0
     with sqlite3.connect(db) as c:
-        assert c.execute("PRAGMA user_version").fetchone()[0] == 6
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         cols = [r[1] for r in c.execute("PRAGMA table_info(outbox)")]
         assert cols[-2:] == ["set_aside_utc", "last_error"]
 

@@ -18,7 +18,7 @@ import soundfile as sf
 
 from animalclap_edge.cli import main
 from animalclap_edge.report import ReportError, write_report
-from animalclap_edge.store import DetectionStore
+from animalclap_edge.store import RUN_STOPPED, DetectionStore
 
 from .factories import RUN, detection
 
@@ -580,6 +580,20 @@ def test_runs_say_which_never_finished_and_what_each_logged(card, capsys):
         _report(card, "runs", min_probability=0.5)
     with pytest.raises(ReportError, match="`runs` rows are timed by the recorder's own clock"):
         _report(card, "runs", trusted_clock_only=True)
+
+
+def test_runs_say_how_each_ended_and_read_a_card_from_before_it_was_logged(card):
+    with DetectionStore(card) as s:
+        s.start_run("stopped", "bundle-0001", "0123456789abcdef", "mic:usb", "0.1.0")
+        s.finish_run("stopped", RUN_STOPPED)
+    rows = _report(card, "runs")
+    assert rows[-1]["state"] == RUN_STOPPED == rows[-1]["end_reason"]
+    with sqlite3.connect(card) as c:  # as a recorder before schema 7 left it
+        c.execute("ALTER TABLE runs DROP COLUMN end_reason")
+        c.execute("PRAGMA user_version = 6")
+    killed, old = _report(card, "runs")
+    assert killed["state"].startswith("not finished")
+    assert old["state"] == "ended; how was not logged before 2026-11-27"
 
 
 def test_health_comes_out_as_logged_in_order(card):
