@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +114,7 @@ class AudioLoop:
             raise BenchError(f"{raw}: no audio samples")
         self.total, self.sample_rate = round(seconds * sample_rate), sample_rate
 
-    def blocks(self, block: int):
+    def blocks(self, block: int) -> Iterator[tuple[int, np.ndarray]]:
         """(start sample, block) pairs covering `total` samples; each block is new memory
         (the pipeline may keep it, as a source's blocks are kept)."""
         f, done = self._raw, 0

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     from animalclap_edge.report import ReportError, open_out, out_target, write_report
 
     db = Path(args.db) if args.db else _config_db(args.config)
@@ -65,7 +66,7 @@ def _note(text: str) -> None:
     print(f"note: {text}", file=sys.stderr)
 
 
-def _report_activity(db: Path, args) -> int:
+def _report_activity(db: Path, args: argparse.Namespace) -> int:
     from animalclap_edge.activity import FIGURE_SUFFIXES, activity, plot_activity
     from animalclap_edge.report import ReportError, out_target
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from animalclap_edge.config import EdgeConfig
+    from animalclap_edge.detector import RunSummary
+    from animalclap_edge.runtime import Runtime
+    from animalclap_edge.sources import Source
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from animalclap_edge.config import load_config
     from animalclap_edge.detector import Detector
     from animalclap_edge.runtime import Runtime
@@ -111,7 +120,7 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _run_line(s, db: Path) -> str:
+def _run_line(s: RunSummary, db: Path) -> str:
     ok = s.recordings - s.skipped - s.partial
     return (
         f"{s.recordings} recordings: {ok} ok, {s.skipped} skipped, {s.partial} partial; "
@@ -125,7 +134,14 @@ def _run_line(s, db: Path) -> str:
     )
 
 
-def _live(spec: str, first, open_it, rt, cfg, err):
+def _live(
+    spec: str,
+    first: Source,
+    open_it: Callable[[], Source],
+    rt: Runtime,
+    cfg: EdgeConfig,
+    err: TextIO,
+) -> Source:
     """A live source (microphone, named pipe) under the watchdog, and under the schedule
     when one is set: the schedule outside, so idle periods are not seen as a stall."""
     from animalclap_edge.schedule import Schedule, ScheduledSource

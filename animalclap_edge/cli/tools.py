@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 
 
-def cmd_build_engine(args) -> int:
+def cmd_build_engine(args: argparse.Namespace) -> int:
     from animalclap_edge.backends.tensorrt_backend import TensorRTUnavailable, build_engine
     from animalclap_edge.bundle import demo_bundle_path, load_bundle
     from animalclap_edge.config import load_config
@@ -29,7 +30,7 @@ def cmd_build_engine(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
+def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
     from animalclap_edge.bench import bench, format_report
@@ -51,7 +52,7 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def cmd_inspect(args) -> int:
+def cmd_inspect(args: argparse.Namespace) -> int:
     from animalclap_edge.bundle import demo_bundle_path, load_bundle
 
     given = Path(args.bundle) if args.bundle else demo_bundle_path()
@@ -99,7 +100,7 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def cmd_install_service(args) -> int:
+def cmd_install_service(args: argparse.Namespace) -> int:
     from animalclap_edge.service import install_service
 
     r = install_service(
@@ -122,7 +123,7 @@ def cmd_install_service(args) -> int:
     return 0 if r.ok else 1
 
 
-def cmd_config_check(args) -> int:
+def cmd_config_check(args: argparse.Namespace) -> int:
     from animalclap_edge.config import ConfigError, load_config
 
     bad = 0
@@ -153,14 +154,14 @@ def cmd_config_check(args) -> int:
     return 1 if bad else 0
 
 
-def cmd_config_schema(args) -> int:
+def cmd_config_schema(args: argparse.Namespace) -> int:
     from animalclap_edge.config import config_json_schema
 
     print(json.dumps(config_json_schema(), indent=2))
     return 0
 
 
-def cmd_config_show(args) -> int:
+def cmd_config_show(args: argparse.Namespace) -> int:
     from animalclap_edge.config import dump_config, load_config
 
     print(dump_config(load_config(args.file)), end="")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from pathlib import Path
 
 
-def cmd_publish(args) -> int:
+def cmd_publish(args: argparse.Namespace) -> int:
     import time
 
     from animalclap_edge.config import load_config
@@ -91,7 +92,7 @@ def cmd_publish(args) -> int:
     return 1 if aside and args.once else 0  # not everything reached the broker
 
 
-def cmd_serve(args) -> int:
+def cmd_serve(args: argparse.Namespace) -> int:
     import time
 
     from animalclap_edge.config import load_config
