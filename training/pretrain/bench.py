@@ -198,6 +198,11 @@ def bench(
     total = time.perf_counter() - t_start
     bar.set_description("bench: the loader alone")
     compute = total - wait  # host time outside the loader: queueing, and waiting for the GPU
+    # The loop's loader shut down before the loader is timed alone: left running, its
+    # workers (and pinning thread) refill its queue of 4 batches per worker on the same
+    # cores, which on a loader-bound GPU host is seconds of work, during the pinned
+    # figure and not the unpinned one timed after it. `batch` is kept for the step alone.
+    del it
 
     loader_rate = steady_loader_rate(batches(), steps, cfg.workers, cfg.batch_size)
     # Pinning copies every batch once more, in one thread of the main process: if the
@@ -211,7 +216,6 @@ def bench(
     # The same step with no loader running and the batch already on the device: what
     # the loop's step costs beyond it (host-to-device copies, workers competing with
     # the launching thread for the cores) does not show as data wait.
-    del it  # shuts the loader's workers down
     bar.set_description("bench: the step alone")
     on_device = {k: v.to(device) for k, v in batch.items()}
     sync()

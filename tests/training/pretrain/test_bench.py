@@ -132,3 +132,27 @@ def test_the_flop_count_is_a_training_steps_forward_and_backward():
     ratio = step_flops / counter.get_total_flops()
     print(f"step / forward FLOPs: {ratio:.2f}")
     assert 2.5 < ratio < 3.5, ratio  # prompts differ in length between batches: not exact
+
+
+def test_the_loader_alone_is_timed_with_the_loops_loader_shut_down(monkeypatch):
+    """The loop's loader keeps `4 * workers` batches outstanding: left running, its
+    workers (and, on a GPU, its pinning thread) refill that queue while the loader is
+    timed alone, on the same cores, and the pinned figure reads low beside the unpinned
+    one timed after it."""
+    import multiprocessing
+
+    from training.pretrain import bench as bench_module
+    from training.pretrain.config import load_config
+
+    real = bench_module.steady_loader_rate
+    before = {p.pid for p in multiprocessing.active_children()}
+    alive = []
+
+    def counting(it, steps, workers, batch_size):
+        alive.append(len({p.pid for p in multiprocessing.active_children()} - before))
+        return real(it, steps, workers, batch_size)
+
+    monkeypatch.setattr(bench_module, "steady_loader_rate", counting)
+    sets = ["init=scratch:fast", "data=tiny", "batch_size=4", "crop_seconds=1", "workers=1"]
+    bench_module.bench(load_config(None, sets), steps=1, warmup=1, peak_tflops=1.0)
+    assert alive == [1]  # the timed loader's one worker, and no other
