@@ -37,8 +37,19 @@ from training.pretrain.mixed import training_data
 from training.pretrain.pacing import RunAhead
 from training.pretrain.prefetch import DevicePrefetch
 
-# Dense bf16 tensor-core peaks (TFLOP/s) from NVIDIA's data sheets, by device name.
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+# Dense bf16 tensor-core peaks (TFLOP/s) from NVIDIA's data sheets (their sparse figures
+# halved), by device name: the first key the name contains, so variants come before
+# their family (an SXM H100 reads "NVIDIA H100 80GB HBM3", 989; PCIe 756; NVL 835).
+PEAK_BF16_TFLOPS = {
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H200 NVL": 835.0,
+    "H100": 989.0,
+    "H200": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10": 125.0,
+}
 PAPER_SAMPLES = 20 * 6823 * 30  # 20 balanced epochs of 6,823 species x 30 clips
 
 

@@ -156,3 +156,27 @@ def test_the_loader_alone_is_timed_with_the_loops_loader_shut_down(monkeypatch):
     sets = ["init=scratch:fast", "data=tiny", "batch_size=4", "crop_seconds=1", "workers=1"]
     bench_module.bench(load_config(None, sets), steps=1, warmup=1, peak_tflops=1.0)
     assert alive == [1]  # the timed loader's one worker, and no other
+
+
+@pytest.mark.parametrize(
+    "name,peak",
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),  # SXM: the H100 rows of docs/pretraining.md
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H100 NVL", 835.0),
+        ("NVIDIA H200", 989.0),
+        ("NVIDIA H200 NVL", 835.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA A10", 125.0),
+        ("NVIDIA L40S", 362.0),
+        ("Tesla T4", None),
+    ],
+)
+def test_mfu_uses_the_dense_bf16_peak_of_the_cards_own_variant(monkeypatch, name, peak):
+    """An H100 PCIe (756 TFLOP/s dense bf16) or NVL (835) is not an SXM H100 (989):
+    matched as "H100", its MFU read 24% or 16% low."""
+    from training.pretrain.bench import _peak
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert _peak(torch.device("cuda"), None) == peak
+    assert _peak(torch.device("cuda"), 500.0) == 500.0  # --peak-tflops wins
