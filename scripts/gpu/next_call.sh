@@ -16,16 +16,22 @@
 #     whether the pinning thread limits it.
 set -o pipefail
 OUT=${OUT:-runs/gpu-next}; mkdir -p "$OUT"
+# bench_pretrain.sh reports a failed benchmark or prepare as an rc line and goes on: the
+# prepared set is checked here, or every step below would fail with its errors filtered
 SETUP_ONLY=1 SHARDS=wav OUT=/tmp/setup bash scripts/gpu/bench_pretrain.sh > /tmp/setup.log 2>&1 \
+    && [ -f /tmp/prepared-wav/prepared.json ] \
     || { echo "setup failed:"; tail -5 /tmp/setup.log; exit 1; }
 echo "setup ${SECONDS} s"
+# the device, its cores, torch and transformers, once: compile_variants.sh filters these
+# lines out of each variant's output and the env.txt files are removed below
+cat /tmp/setup/env.txt
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 # run_ahead on a real GPU first (about 30 s): at most one step in flight, same losses
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m hardware \
     tests/training/pretrain/test_pacing.py 2>&1 | tail -3
 for w in 4 8 14; do  # at 14 also the loader as before 2026-11-27 (--per-item), alternating
   timeout 90 python3 scripts/benchmarks/loader_alone.py --data /tmp/prepared-wav --batch 256 \
-      --workers $w --passes 1 $([ $w = 14 ] && echo --per-item) 2>&1 | grep -E "clips/s"
+      --workers $w --passes 1 $([ $w = 14 ] && echo --per-item) 2>&1 | grep -E "clips/s| workers$|Error"
 done
 echo "loader ${SECONDS} s"
 timeout 120 python3 scripts/benchmarks/window_attention.py --batch 256 --steps 5 2>&1 | tail -4
