@@ -26,9 +26,10 @@ echo "setup ${SECONDS} s"
 # lines out of each variant's output and the env.txt files are removed below
 cat /tmp/setup/env.txt
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-# run_ahead on a real GPU first (about 30 s): at most one step in flight, same losses
+# run_ahead on a real GPU first (about 30 s): at most one step in flight, same losses;
+# and attention=sdpa: a fused kernel takes the window mask, with eager's gradients
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m hardware \
-    tests/training/pretrain/test_pacing.py 2>&1 | tail -3
+    tests/training/pretrain/test_pacing.py tests/training/pretrain/test_window_attention.py 2>&1 | tail -6
 for w in 4 8 14; do  # at 14 also the loader as before 2026-11-27 (--per-item), alternating
   timeout 90 python3 scripts/benchmarks/loader_alone.py --data /tmp/prepared-wav --batch 256 \
       --workers $w --passes 1 $([ $w = 14 ] && echo --per-item) 2>&1 | grep -E "clips/s| workers$|Error"

@@ -29,7 +29,7 @@ def audio_model():
 def _audio_grads(model, mel):
     model.zero_grad()
     out = model(input_features=mel).pooler_output
-    (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+    (out * torch.linspace(-1, 1, out.shape[-1], device=out.device)).sum().backward()
     return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
@@ -99,6 +99,36 @@ def test_sdpa_under_bf16_autocast_stays_close_to_eager(audio_model):
         b = sdpa(input_features=mel).pooler_output.float()
     cos = torch.nn.functional.cosine_similarity(a, b, dim=-1)
     assert cos.min() > 0.999, cos
+
+
+@pytest.mark.hardware
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_a_fused_kernel_gives_eager_outputs_and_bias_gradients(audio_model):
+    """What CPU tests cannot show: on CUDA the additive mask (bias and shift mask,
+    broadcast over clips, needing a gradient) runs in a fused kernel, not the math path
+    that would make `attention: sdpa` no faster, and its gradients are eager's. Fails
+    with "No available kernel" where no fused kernel takes it."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    dev = torch.device("cuda")
+    torch.manual_seed(1)
+    mel = torch.randn(2, 1, 1001, 64, device=dev)
+    eager = copy.deepcopy(audio_model).to(dev)
+    sdpa = copy.deepcopy(audio_model).to(dev)
+    use_attention(sdpa, "sdpa")
+    out_e, grads_e = _audio_grads(eager, mel)
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]):
+        out_s, grads_s = _audio_grads(sdpa, mel)
+    torch.testing.assert_close(out_s, out_e, rtol=1e-3, atol=1e-4)
+    for name, g in grads_e.items():
+        layer = name.rsplit(".", 1)[0]
+        scale = max(v.abs().max().item() for k, v in grads_e.items() if k.startswith(layer))
+        torch.testing.assert_close(grads_s[name], g, rtol=1e-3, atol=1e-3 * scale, msg=name)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):  # the run's precision
+        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]):
+            b = sdpa(input_features=mel).pooler_output.float()
+        a = eager(input_features=mel).pooler_output.float()
+    assert torch.nn.functional.cosine_similarity(a, b, dim=-1).min() > 0.999
 
 
 def test_output_attentions_takes_transformers_path(audio_model):
