@@ -46,6 +46,6 @@ for b in ${BATCHES:-64 256}; do
   timeout ${BENCH_TIMEOUT:-150} bash -c "$(declare -f T); T bench --set data=$DATA \
       batch_size=$b workers=14 ${SETS:-} --steps ${STEPS:-30} --warmup ${WARMUP:-5} --out $OUT/bench_b$b.json" \
       > "$OUT/bench_b$b.log" 2>&1; echo "batch $b rc=$?"
-  grep -E "samples_per_s|step_s|data_wait|compute_s|compute_alone|host_overhead|loader_only|tflop|mfu|memory|reserved|paper|verdict" "$OUT/bench_b$b.log"
+  grep -E "samples_per_s|step_s|data_wait|compute_s|compute_alone|synced|host_overhead|loader_only|tflop|mfu|memory|reserved|paper|verdict" "$OUT/bench_b$b.log"
 done
 echo "total $(( $(date +%s) - start )) s"

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# The next device call for pretraining throughput (about 9 min on an H100; carry .whl):
-#  0. the hardware tests of run_ahead (tests/training/pretrain/test_pacing.py);
-#  1. the loader alone on the benchmark's WAV shards with 4, 8 and 14 workers, unpinned
-#     (a worker on the H100 host delivered a third of a 2-core CPU host's: is it cores?),
-#     and at 14 the loader as before 2026-11-27 beside it (crops not yet read straight
-#     into the batch: 1.5x on the CPU);
-#  2. HTS-AT's step with transformers' window attention against one fused
-#     scaled_dot_product_attention call (scripts/benchmarks/window_attention.py, eager
-#     mode, batch 256: under a minute), which on CPU has no fused kernel to use;
-#  3. compile_variants.sh's variants, as time allows: graphs (the fastest loop so far),
-#     sdpa (graphs with attention=sdpa), synced (graphs with run_ahead=0: a sync
-#     after every step, as every figure before 2026-11-26 evening), prefetch (splits
-#     the 1.13x that prefetch + CUDA graphs gave together) and graphs512 (larger
-#     matmuls). Each bench also reports the loader pinned and unpinned, which says
-#     whether the pinning thread limits it.
+# The next device call for pretraining throughput (about 9.5 min on an H100; carry .whl).
+# Ordered by what each answer is worth, since a review (2026-11-27) estimated that the
+# old order (loader sweep and micro-benchmark first) left time for one loop variant:
+#  0. the hardware tests of run_ahead and of attention=sdpa's fused window mask (~45 s);
+#  1. compile_variants.sh: sdpa (CUDA graphs with attention=sdpa: one fused attention
+#     call per layer, the untried candidate for a faster step), then graphs (the fastest
+#     loop so far, 2,120 samples/s on 2026-11-26), each about 200 s. Each bench also
+#     times the step alone with a sync after every step (compute_alone_synced_s: the
+#     run_ahead A/B on the same compiled module) and the loader pinned and unpinned;
+#  2. as time allows: the loader alone with 14 workers, with the loader as before
+#     2026-11-27 beside it (--per-item); then HTS-AT's eager step with transformers'
+#     window attention against one fused call (window_attention.py, batch 256).
+# Not in this call any more: the loader with 4 and 8 workers (a worker on the H100 host
+# delivered a third of a 2-core CPU host's: is it cores?), and the prefetch, synced
+# and graphs512 variants. VARIANTS=... and the loop below run them on a later call.
 set -o pipefail
 OUT=${OUT:-runs/gpu-next}; mkdir -p "$OUT"
 # bench_pretrain.sh reports a failed benchmark or prepare as an rc line and goes on: the
@@ -28,15 +28,17 @@ cat /tmp/setup/env.txt
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 # run_ahead on a real GPU first (about 30 s): at most one step in flight, same losses;
 # and attention=sdpa: a fused kernel takes the window mask, with eager's gradients
-timeout 150 python3 -m pytest -q -p no:cacheprovider -m hardware \
+timeout 90 python3 -m pytest -q -p no:cacheprovider -m hardware \
     tests/training/pretrain/test_pacing.py tests/training/pretrain/test_window_attention.py 2>&1 | tail -6
-for w in 4 8 14; do  # at 14 also the loader as before 2026-11-27 (--per-item), alternating
-  timeout 90 python3 scripts/benchmarks/loader_alone.py --data /tmp/prepared-wav --batch 256 \
-      --workers $w --passes 1 $([ $w = 14 ] && echo --per-item) 2>&1 | grep -E "clips/s| workers$|Error"
-done
-echo "loader ${SECONDS} s"
-timeout 120 python3 scripts/benchmarks/window_attention.py --batch 256 --steps 5 2>&1 | tail -4
-echo "window attention ${SECONDS} s"
-VARIANTS="graphs sdpa synced prefetch graphs512" LIMIT=$((570 - SECONDS)) OUT=$OUT bash scripts/gpu/compile_variants.sh
+VARIANTS=${VARIANTS:-sdpa graphs} LIMIT=$((530 - SECONDS)) OUT=$OUT bash scripts/gpu/compile_variants.sh
+echo "variants ${SECONDS} s"
+if [ $SECONDS -lt 535 ]; then  # at 14 workers, with the loader as before 2026-11-27 (--per-item)
+  timeout 45 python3 scripts/benchmarks/loader_alone.py --data /tmp/prepared-wav --batch 256 \
+      --workers 14 --passes 1 --per-item 2>&1 | grep -E "clips/s| workers$|Error"
+fi
+if [ $SECONDS -lt 520 ]; then
+  timeout $((575 - SECONDS)) python3 scripts/benchmarks/window_attention.py --batch 256 \
+      --steps 5 2>&1 | tail -4
+fi
 rm -f "$OUT"/*/env.txt "$OUT"/*/prepare.log
 echo "total ${SECONDS} s"

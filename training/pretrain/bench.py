@@ -86,6 +86,9 @@ class BenchResult:
     peak_memory_gb: float | None  # tensors allocated; misses CUDA graphs' private pools
     peak_reserved_gb: float | None  # the caching allocator's reserve, graph pools included
     paper_run_minutes: float
+    # the step alone again, with a sync after every step (as run_ahead=0 runs the loop):
+    # what queueing steps ahead of the GPU saves, on the same compiled module
+    compute_alone_synced_s: float | None = None
 
 
 def _shard_codec(data: str) -> str | None:
@@ -181,7 +184,7 @@ def bench(
         # 1,939 samples/s and no data wait, against 1,839 once the queue had drained.
         warmup = max(warmup, 4 * cfg.workers + 1)
     # steps of the loop's warm-up, the FLOP count, the timed steps, and the step alone
-    bar = tqdm(total=warmup + 1 + 2 * steps, desc="bench: warm-up", disable=not progress)
+    bar = tqdm(total=warmup + 1 + 3 * steps, desc="bench: warm-up", disable=not progress)
     for _ in range(warmup):
         step(next(it))
         bar.update()
@@ -242,6 +245,15 @@ def bench(
         bar.update()  # a host-side count: the GPU may run behind it until the sync
     sync()
     alone = (time.perf_counter() - t0) / steps
+    # A sync after every step: the host waits for the GPU before it launches the next,
+    # so its launch time shows (the `synced` A/B of the loop, without a second compile).
+    bar.set_description("bench: the step alone, synced")
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step(on_device)
+        sync()
+        bar.update()
+    synced = (time.perf_counter() - t0) / steps
     bar.close()
 
     rate = steps * cfg.batch_size / total
@@ -282,6 +294,7 @@ def bench(
         if device.type == "cuda"
         else None,
         paper_run_minutes=round(PAPER_SAMPLES / rate / 60, 1),
+        compute_alone_synced_s=round(synced, 4),
     )
 
 
@@ -329,6 +342,12 @@ def write(result: BenchResult, out: str | Path | None) -> str:
         verdict += (
             f"; the loop's step is {result.host_overhead:.0%} slower than the step alone "
             f"({cause})" + (f": try {', '.join(tries)}" if tries else "")
+        )
+    synced = result.compute_alone_synced_s
+    if synced and not result.device.startswith("cpu") and synced > 1.05 * result.compute_alone_s:
+        verdict += (
+            f"; a sync after every step costs {synced / result.compute_alone_s - 1:.0%} "
+            "(the GPU waits while the host launches the next step): keep run_ahead >= 1"
         )
     lines.append(f"{'verdict':>29}: {verdict}")
     text = "\n".join(lines)

@@ -36,6 +36,7 @@ def test_bench_reports_throughput_flops_and_mfu(tmp_path, capsys):
     assert r["compute_alone_s"] > 0 and r["host_overhead"] > -1
     assert abs(r["host_overhead"] - (r["step_s"] / r["compute_alone_s"] - 1)) < 0.01
     assert r["run_ahead"] == 1  # the default, as the loop runs
+    assert r["compute_alone_synced_s"] > 0  # timed: on a CPU a sync waits for nothing
     assert r["shards"] is None  # the tiny benchmark: no prepared shards
 
 
@@ -71,6 +72,10 @@ def test_the_verdict_suggests_only_what_is_not_already_on():
     assert "device_prefetch=true" in before and "reduce-overhead" in before
     assert "device_prefetch=true" not in after and "reduce-overhead prompt" not in after
     assert "pinning" not in before  # 2,100 pinned against 2,200 unpinned: not the limit
+    assert "a sync after every step" not in after  # not timed: nothing said
+    synced = BenchResult(compiled="reduce-overhead", prompt_length=24, device_prefetch=True,
+                         run_ahead=1, **figures, compute_alone_synced_s=0.13)  # fmt: skip
+    assert "a sync after every step costs 20%" in write(synced, None).splitlines()[-1]
     figures["loader_unpinned_samples_per_s"] = 3000.0
     pinned = write(
         BenchResult(compiled="no", prompt_length=0, device_prefetch=False, run_ahead=1, **figures),
