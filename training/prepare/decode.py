@@ -68,6 +68,9 @@ def fetch(uri: str, workdir: Path, settings: DecodeSettings) -> Path:
                 open(target, "wb") as out,
             ):
                 shutil.copyfileobj(resp, out)
+                # http.client ends a body quietly where the connection drops: a file
+                # cut short by the network would be rejected as broken, never retried
+                _check_length(resp.headers.get("Content-Length"), out.tell())
             return target
         except urllib.error.HTTPError as e:
             last = f"HTTP {e.code}"
@@ -77,6 +80,15 @@ def fetch(uri: str, workdir: Path, settings: DecodeSettings) -> Path:
             last = str(getattr(e, "reason", e))
         time.sleep(min(8.0, 0.5 * 2**attempt))
     raise Rejected(DOWNLOAD, f"{last} (after {tries} attempt{'s' * (tries > 1)})")
+
+
+def _check_length(declared: str | None, got: int) -> None:
+    try:
+        expected = int(declared) if declared is not None else None
+    except ValueError:
+        return
+    if expected is not None and got < expected:
+        raise OSError(f"connection closed after {got} of {expected} bytes")
 
 
 def _reason(e: AudioError) -> str:
