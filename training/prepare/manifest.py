@@ -40,6 +40,8 @@ from animalclap_edge.contracts.catalogue import Catalogue
 REQUIRED = ("species_id", "licence", "date", "site")
 # Keys name tar members "<key>.flac": WebDataset splits member names at the first dot.
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+# "<key>.flac" must fit a tar (USTAR) member name, 100 characters
+MAX_KEY = 95
 
 # Reasons a manifest row is left out before any audio is read.
 NOT_CC = "licence not Creative Commons"
@@ -204,13 +206,15 @@ def _column_check(rows: Sequence[dict[str, str]], path: Path) -> None:
 def recording_key(row: dict[str, str], uri: str) -> str:
     """The row's id made tar-safe, or a digest of where the audio is. An id that had to
     change keeps a digest of itself, so two ids never meet in one key ("ok.1" and
-    "ok_1" were one key, and the second row was dropped as a duplicate)."""
+    "ok_1" were one key, and the second row was dropped as a duplicate). An id longer
+    than MAX_KEY is cut to fit a tar member's name, with its digest: a longer one
+    stopped the whole run when its shard was written."""
     raw = row.get("id", "")
     given = _KEY_UNSAFE.sub("_", raw).strip("_")
     if not given:
         return hashlib.sha1(uri.encode("utf-8")).hexdigest()[:20]
-    if given != raw:
-        given += "-" + hashlib.sha1(raw.encode("utf-8")).hexdigest()[:8]
+    if given != raw or len(given) > MAX_KEY:  # a key cut short keeps a digest too
+        given = given[: MAX_KEY - 9] + "-" + hashlib.sha1(raw.encode("utf-8")).hexdigest()[:8]
     return given
 
 

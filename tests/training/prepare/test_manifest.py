@@ -2,6 +2,7 @@
 
 import csv
 
+import numpy as np
 import pytest
 
 from animalclap_edge.contracts.catalogue import Catalogue
@@ -264,3 +265,22 @@ def test_unmatched_background_names_are_one_warning_line():
         "scientific or common name ('Avis incognita', \"['x\", 'y' and 1 more): "
     )
     assert "\n" not in note and note.endswith("or add the species to the catalogue")
+
+
+def test_a_long_id_gives_a_key_a_shard_can_hold(tmp_path):
+    # a tar (USTAR) member name holds 100 characters: "<key>.flac" with a longer key
+    # stopped the whole run ("name is too long") after hours of decoding
+    from training.prepare.manifest import recording_key
+    from training.prepare.shards import ShardWriter
+
+    long_a = "XC" + "1234567890" * 12 + "a"
+    long_b = "XC" + "1234567890" * 12 + "b"
+    keys = {recording_key({"id": i}, "/x.wav") for i in (long_a, long_b)}
+    assert len(keys) == 2  # still one key per id
+    w = ShardWriter(tmp_path, 0)
+    for key in keys:
+        w.add(key, np.zeros(4800, np.float32), {"species_id": "eurbla"})
+    w.close()
+    # ids that fitted keep their keys: folders prepared before still resume
+    assert recording_key({"id": "a" * 95}, "/x.wav") == "a" * 95
+    assert recording_key({"id": "ok.1"}, "/x.wav").startswith("ok_1-")
