@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,23 @@ from training.prepare.shards import RecordRegion
 # errors, a read cut short. Not OSError at large: "too many open files" or a network
 # file system's failure is no fault of the recording, and keeps its own message.
 UNREADABLE: tuple[type[BaseException], ...] = (AudioError, sf.SoundFileError, EOFError)
+
+
+# A date with a time of day ("2024-06-01T06:30:00Z", "2024-06-01 06:30", a Parquet
+# timestamp as prepare writes it): the day is what groups recordings.
+_TIME_OF_DAY = re.compile(
+    r"^(?P<day>[^T\s]+)[T\s]+\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d*)?)?\s*(?:Z|UTC|[+-]\d{2}:?\d{2})?$",
+    re.IGNORECASE,
+)
+
+
+def site_day(site: str, date: str) -> str:
+    """The group of a recording: its site and day. A date carrying a time of day is cut
+    to its day: with the time kept, every recording was a group of its own, and
+    recordings of one site on one day were split between train and val."""
+    date = (date or "").strip()
+    m = _TIME_OF_DAY.match(date)
+    return f"{site}|{m['day'] if m else date}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,7 +400,7 @@ def _open_folder(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledS
                     f"recordings.csv row {i + 2}: {r['path']!r}: {e}; replace the file or "
                     "remove its row"
                 ) from None
-            group = f"{r.get('site', '')}|{r.get('date', '')}"
+            group = site_day(r.get("site", ""), r.get("date", ""))
             heard = read_background(r.get("background_species", ""), r["species_id"])
             duration = float(r.get("duration_s") or 0)
             items.append(Item(r["path"], r["species_id"], group, duration, heard))
@@ -437,7 +455,7 @@ def _open_prepared(root: Path, sample_rate: int, schema: TraitSchema) -> Labelle
                 Item(
                     r["key"],
                     sys.intern(r["species_id"]),
-                    sys.intern(f"{r['site']}|{r['date']}"),
+                    sys.intern(site_day(r["site"], r["date"])),
                     r["duration_s"],
                     _stored_background(r, catalogue, read_background),
                 )

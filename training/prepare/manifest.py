@@ -5,7 +5,8 @@ Columns (header names, order free; `license` is accepted for `licence`):
                   http(s)/file URL
     species_id    a catalogue id
     licence       e.g. "CC BY-NC 4.0", "CC0", a creativecommons.org URL
-    date          observation date (ISO, or anything: it only groups recordings)
+    date          observation date (ISO, or anything: it only groups recordings by
+                  site and day; a time of day after an ISO date is not part of the group)
     site          recording site or locality
 optional:
     id            a stable recording id (default: derived from path/url)

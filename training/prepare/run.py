@@ -316,7 +316,7 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
 
 def finalize(out: str | Path, progress: bool = True) -> dict:
     """Merge shard indexes into records.jsonl, write the report and the split."""
-    from training.labelled_audio import Item, _stored_background
+    from training.labelled_audio import Item, _stored_background, site_day
     from training.splits import zero_shot_split
 
     out = Path(out)
@@ -373,7 +373,7 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
         Item(
             r["key"],
             r["species_id"],
-            f"{r['site']}|{r['date']}",
+            site_day(r["site"], r["date"]),
             r["duration_s"],
             # shards written before 2026-11-27: none; before its later fix, names the
             # reader did not match then (a list literal's brackets): read again

@@ -615,3 +615,34 @@ def test_background_species_reach_the_records_and_keep_unseen_ones_out_of_traini
     assert not [i for i in split.train + split.val if test & set(data.items[i].background)]
     assert len(split.heard_unseen) == report["split"]["recordings"]["heard_unseen"] > 0
     assert "left out for an unseen species in the background" in (out / "report.md").read_text()
+
+
+def test_recordings_of_one_site_and_day_stay_on_one_side_when_dates_carry_a_time(
+    manifest, tmp_path
+):
+    """A date column with times (a Parquet timestamp, GBIF's eventDate, "2024-06-01
+    06:30") made every recording its own group: same-day recordings of a site were
+    split between train and val."""
+    import csv
+
+    rows = list(csv.DictReader(manifest[0].open()))
+    for i, r in enumerate(rows):
+        sep = "T" if i % 2 else " "
+        r["site"], day = f"site{i % 5}", f"2024-06-0{i % 4 + 1}"  # 20 site-days
+        r["date"] = f"{day}{sep}{5 + i % 12:02d}:{(7 * i) % 60:02d}:00"
+        r["path"] = str(manifest[0].parent / r["path"]) if "://" not in r["path"] else r["path"]
+    path = tmp_path / "timed.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "out"
+    prepare(_cfg(path, out, per_shard=50), progress=False)
+    records = [json.loads(line) for line in (out / "records.jsonl").open()]
+    split = json.loads((out / "split.json").read_text())
+    side = {}
+    for name in ("train", "val"):
+        for i in split[name]:
+            side.setdefault((records[i]["site"], records[i]["date"][:10]), set()).add(name)
+    assert split["val"] and all(len(s) == 1 for s in side.values()), side
+    assert records[0]["date"][10:] != ""  # the time is kept in the records
