@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -252,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument(
         "--workers",
         type=int,
-        default=os.cpu_count() or 1,
-        help="decoding processes (default: this machine's cores)",
+        default=None,
+        help="decoding processes (default: the cores this job may use)",
     )
     pp.add_argument("--quality", nargs="+", help="accepted quality grades (default: all)")
     pp.add_argument(
@@ -635,7 +634,7 @@ def _cmd_finetune(args) -> int:
 
 def _cmd_prepare(args) -> int:
     from training.prepare.decode import DecodeSettings
-    from training.prepare.run import PrepareConfig, finalize, prepare
+    from training.prepare.run import PrepareConfig, finalize, prepare, usable_cpus
 
     if args.finalize:
         report = finalize(args.out)
@@ -651,7 +650,7 @@ def _cmd_prepare(args) -> int:
             traits=args.traits,
             per_shard=args.per_shard,
             shard=args.shard,
-            workers=args.workers,
+            workers=args.workers if args.workers is not None else usable_cpus(),
             qualities=args.quality,
             settings=DecodeSettings(min_seconds=args.min_seconds),
             seed=args.seed,

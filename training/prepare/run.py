@@ -48,6 +48,16 @@ PREPARED = "prepared.json"
 PLAN = "plan.json"
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on: a scheduler's share (Slurm, taskset, a cgroup
+    cpuset), not the node's count, which started a worker per node core on them."""
+    if hasattr(os, "process_cpu_count"):  # Python 3.13
+        return os.process_cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 @dataclass
 class PrepareConfig:
     manifest: str
@@ -56,7 +66,7 @@ class PrepareConfig:
     traits: str | None = None
     per_shard: int = 500  # ~1-2 GB of 48 kHz FLAC for xeno-canto-length recordings
     shard: str = "0/1"  # "i/N": this machine's share of the shards
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=usable_cpus)
     qualities: list[str] | None = None  # accepted quality grades; None = all
     settings: DecodeSettings = field(default_factory=DecodeSettings)
     seed: int = 0  # of the zero-shot split

@@ -646,3 +646,24 @@ def test_recordings_of_one_site_and_day_stay_on_one_side_when_dates_carry_a_time
             side.setdefault((records[i]["site"], records[i]["date"][:10]), set()).add(name)
     assert split["val"] and all(len(s) == 1 for s in side.values()), side
     assert records[0]["date"][10:] != ""  # the time is kept in the records
+
+
+def test_workers_default_to_the_cores_this_job_may_use(monkeypatch):
+    """A scheduler (Slurm, taskset, a cgroup cpuset) gives a job a few of a node's cores:
+    counting the node's cores started one decoding process per node core on them."""
+    import os
+
+    import training.prepare.run as run
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 128)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3, 7, 9, 12}, raising=False)
+    if hasattr(os, "process_cpu_count"):
+        monkeypatch.setattr(os, "process_cpu_count", lambda: 4)
+    assert PrepareConfig(manifest="m", catalogue="c", out="o").workers == 4
+    seen = []
+    monkeypatch.setattr(run, "prepare", lambda cfg: seen.append(cfg) or {"report": None,
+                        "done_here": 0, "present": 0, "shards": 0})  # fmt: skip
+    assert main(["prepare", "--manifest", "m", "--catalogue", "c", "--out", "o"]) == 0
+    assert seen[0].workers == 4
+    main(["prepare", "--manifest", "m", "--catalogue", "c", "--out", "o", "--workers", "2"])
+    assert seen[1].workers == 2
