@@ -82,6 +82,8 @@ def is_creative_commons(licence: str) -> bool:
     if "creativecommons.org/" in text:
         return "/licenses/" in text or "/publicdomain/zero/" in text
     text = re.sub(r"[\s_]+", "-", text)
+    if re.search(r"public-domain-mark|(^|-)pdm(-|$)", text):  # a mark, as the URL is
+        return False
     return bool(re.match(r"^(cc0|cc-zero|cc-by(-(nc|sa|nd))*)(-|$)", text)) or text.startswith(
         "creative-commons"
     )

@@ -47,6 +47,9 @@ def test_creative_commons_licences_are_kept(licence):
         "",
         "public domain",
         "https://creativecommons.org/publicdomain/mark/1.0/",
+        # the same mark in words was kept (it starts with "Creative Commons")
+        "Creative Commons Public Domain Mark 1.0",
+        "Creative Commons PDM",
         "CCBYX",
     ],
 )
