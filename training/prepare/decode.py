@@ -8,6 +8,7 @@ temporary file first, with retries.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 import time
@@ -118,11 +119,16 @@ def _decode_pyav(path: Path) -> np.ndarray:
                 raise Rejected(UNDECODABLE, "no audio stream")
             stream = container.streams.audio[0]
             rate = stream.rate or SAMPLE_RATE
-            to_mono = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            # interleaved float32 in the stream's own layout, averaged here as libsndfile's
+            # path does: FFmpeg's own downmix weighs each stereo channel 0.707, 3 dB
+            # louder than the same audio as WAV, and a loud recording clipped in the shard
+            channels = stream.channels or 1
+            to_float = av.AudioResampler(format="flt", layout=stream.layout, rate=rate)
             chunks = []
-            for frame in container.decode(stream):
-                chunks += [f.to_ndarray().reshape(-1) for f in to_mono.resample(frame)]
-            chunks += [f.to_ndarray().reshape(-1) for f in to_mono.resample(None)]
+            for frame in itertools.chain(container.decode(stream), [None]):  # None: flush
+                for f in to_float.resample(frame):
+                    pcm = f.to_ndarray().reshape(-1, channels)
+                    chunks.append(pcm[:, 0] if channels == 1 else pcm.mean(axis=1))
     except Rejected:
         raise
     except Exception as e:  # PyAV raises its own FFmpeg error classes

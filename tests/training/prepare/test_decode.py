@@ -77,3 +77,29 @@ def test_a_download_always_cut_short_is_a_failed_download(cut_server, monkeypatc
     # the source file is fine: the report must not call it broken
     assert e.value.reason == d.DOWNLOAD, e.value
     assert "of" in e.value.detail and state["requests"] == 3
+
+
+def _stereo_m4a(path, left, right, rate=SR):
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=rate, layout="stereo")
+        planes = np.ascontiguousarray(np.stack([left, right]).astype(np.float32))
+        frame = av.AudioFrame.from_ndarray(planes, format="fltp", layout="stereo")
+        frame.rate = rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+
+
+def test_a_stereo_file_read_by_pyav_is_mixed_to_mono_as_libsndfile_mixes_it(tmp_path):
+    """FFmpeg's stereo-to-mono downmix gives each channel 0.707: a phone's stereo M4A came
+    out 3 dB louder than the same audio as WAV, and a loud one clipped in the shard."""
+    t = np.arange(2 * SR) / SR
+    tone = 0.9 * np.sin(2 * np.pi * 440 * t)
+    _stereo_m4a(tmp_path / "phone.m4a", tone, tone)
+    sf.write(tmp_path / "phone.wav", np.stack([tone, tone], 1), SR, subtype="FLOAT")
+    m4a = d.load_source(str(tmp_path / "phone.m4a"), d.DecodeSettings())
+    wav = d.load_source(str(tmp_path / "phone.wav"), d.DecodeSettings())
+    assert np.abs(m4a).max() == pytest.approx(np.abs(wav).max(), rel=0.05)
+    assert np.abs(m4a).max() < 1.0  # nothing the shard's 16 bits would clip
