@@ -168,4 +168,7 @@ def load_source(uri: str, settings: DecodeSettings) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="acl-fetch-") as tmp:
         wave = decode(fetch(uri, Path(tmp), settings))
     check(wave, settings)
+    peak = float(np.max(np.abs(wave)))
+    if peak > 1.0:  # float audio past full scale: the shard's 16 bits would clip it
+        wave = wave * np.float32(1.0 / peak)
     return wave

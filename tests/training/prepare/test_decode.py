@@ -103,3 +103,18 @@ def test_a_stereo_file_read_by_pyav_is_mixed_to_mono_as_libsndfile_mixes_it(tmp_
     wav = d.load_source(str(tmp_path / "phone.wav"), d.DecodeSettings())
     assert np.abs(m4a).max() == pytest.approx(np.abs(wav).max(), rel=0.05)
     assert np.abs(m4a).max() < 1.0  # nothing the shard's 16 bits would clip
+
+
+def test_a_float_recording_past_full_scale_is_scaled_not_clipped_in_the_shard(tmp_path):
+    """A 32-bit float WAV may hold samples past +-1 (gain applied in an editor): the
+    shard's 16-bit rounding cut them off, flattening the loudest calls."""
+    from training.prepare.shards import decode_audio, encode_audio
+
+    t = np.arange(2 * SR) / SR
+    loud = 2.5 * np.sin(2 * np.pi * 440 * t) * np.hanning(len(t))
+    sf.write(tmp_path / "loud.wav", loud, SR, subtype="FLOAT")
+    wave = d.load_source(str(tmp_path / "loud.wav"), d.DecodeSettings())
+    stored = decode_audio(encode_audio(wave))
+    assert np.abs(stored).max() > 0.9
+    # the shape is kept: no run of samples stuck at full scale
+    assert np.count_nonzero(np.abs(stored) >= 32767 / 32768) < 10  # clipped: 33240
