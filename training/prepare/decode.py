@@ -9,7 +9,6 @@ temporary file first, with retries.
 from __future__ import annotations
 
 import itertools
-import shutil
 import tempfile
 import time
 import urllib.error
@@ -68,7 +67,7 @@ def fetch(uri: str, workdir: Path, settings: DecodeSettings) -> Path:
                 urllib.request.urlopen(uri, timeout=settings.timeout_s) as resp,
                 open(target, "wb") as out,
             ):
-                shutil.copyfileobj(resp, out)
+                _copy(resp, out, settings.timeout_s)
                 # http.client ends a body quietly where the connection drops: a file
                 # cut short by the network would be rejected as broken, never retried
                 _check_length(resp.headers.get("Content-Length"), out.tell())
@@ -81,6 +80,26 @@ def fetch(uri: str, workdir: Path, settings: DecodeSettings) -> Path:
             last = str(getattr(e, "reason", e))
         time.sleep(min(8.0, 0.5 * 2**attempt))
     raise Rejected(DOWNLOAD, f"{last} (after {tries} attempt{'s' * (tries > 1)})")
+
+
+# A download slower than this over a whole `timeout_s` is given up (and retried): the
+# socket timeout alone never fires while a server sends a byte now and then.
+MIN_BYTES_PER_SECOND = 1024
+
+
+def _copy(resp, out, timeout_s: float) -> None:
+    """resp -> out, raising TimeoutError where it stalls: less than MIN_BYTES_PER_SECOND
+    on average over any `timeout_s`."""
+    read = getattr(resp, "read1", None) or resp.read  # read1: returns what one recv has
+    since, got = time.monotonic(), 0
+    while chunk := read(1 << 20):
+        out.write(chunk)
+        got += len(chunk)
+        now = time.monotonic()
+        if now - since >= timeout_s:
+            if got < MIN_BYTES_PER_SECOND * (now - since):
+                raise TimeoutError(f"stalled: {got} bytes in the last {now - since:.0f} s")
+            since, got = now, 0
 
 
 def _check_length(declared: str | None, got: int) -> None:

@@ -4,6 +4,7 @@ import functools
 import http.server
 import io
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -118,3 +119,52 @@ def test_a_float_recording_past_full_scale_is_scaled_not_clipped_in_the_shard(tm
     assert np.abs(stored).max() > 0.9
     # the shape is kept: no run of samples stuck at full scale
     assert np.count_nonzero(np.abs(stored) >= 32767 / 32768) < 10  # clipped: 33240
+
+
+_SLEEP = time.sleep
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """A server that answers, then sends a byte now and then: never silent for the
+    socket timeout, never done."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        try:
+            for _ in range(400):
+                self.wfile.write(b"R")
+                self.wfile.flush()
+                _SLEEP(0.1)  # time.sleep itself is patched: no waits between retries
+        except OSError:  # the client gave up
+            pass
+
+
+def test_a_download_that_trickles_is_given_up_not_waited_on_forever(monkeypatch):
+    monkeypatch.setattr(d.time, "sleep", lambda s: None)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/slow.wav"
+    result = {}
+
+    def get():
+        try:
+            d.load_source(url, d.DecodeSettings(timeout_s=1, retries=2))
+        except d.Rejected as e:
+            result["rejected"] = e
+
+    try:
+        t = threading.Thread(target=get, daemon=True)
+        t.start()
+        t.join(20)
+        assert not t.is_alive(), "the download hung"
+        assert result["rejected"].reason == d.DOWNLOAD
+        assert "stalled" in result["rejected"].detail
+    finally:
+        server.shutdown()
+        server.server_close()
