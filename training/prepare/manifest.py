@@ -50,6 +50,9 @@ UNKNOWN_SPECIES = "species not in catalogue"
 NO_LOCATION = "no path or url"
 DUPLICATE = "duplicate id"
 LOW_QUALITY = "quality grade not accepted"
+UNSUPPORTED_URL = "URL scheme not supported"
+# what `decode.fetch` downloads (urllib): s3://, gs:// and the like are not
+URL_SCHEMES = ("http", "https", "ftp", "file")
 
 
 class ManifestError(ValueError):
@@ -289,7 +292,11 @@ def plan(
         if accepted_q is not None and quality.lower() not in accepted_q:
             drop(LOW_QUALITY, line, quality or "(empty)")
             continue
-        uri = loc if "://" in loc else str((manifest.parent / loc).resolve())
+        scheme = loc.split("://", 1)[0].lower() if "://" in loc else ""
+        if scheme and scheme not in URL_SCHEMES:  # found now, not after hours of retries
+            drop(UNSUPPORTED_URL, line, loc)
+            continue
+        uri = loc if scheme else str((manifest.parent / loc).resolve())
         key = recording_key(row, uri)
         if key in keep:
             drop(DUPLICATE, line, key)

@@ -28,6 +28,8 @@ from training.prepare.manifest import (
     NO_LOCATION,
     NOT_CC,
     UNKNOWN_SPECIES,
+    UNSUPPORTED_URL,
+    URL_SCHEMES,
     Plan,
     SourceRecording,
     background_reader,
@@ -90,6 +92,8 @@ _LOOK_AT = {
     LOW_QUALITY: "the quality column against --quality",
     NO_LOCATION: "the path or url column",
     DUPLICATE: "the id column",
+    UNSUPPORTED_URL: f"the path or url column (URLs are fetched by {', '.join(URL_SCHEMES)}: "
+    "mount the bucket and give paths, or give signed https URLs)",
 }
 
 

@@ -287,3 +287,22 @@ def test_a_long_id_gives_a_key_a_shard_can_hold(tmp_path):
     # ids that fitted keep their keys: folders prepared before still resume
     assert recording_key({"id": "a" * 95}, "/x.wav") == "a" * 95
     assert recording_key({"id": "ok.1"}, "/x.wav").startswith("ok_1-")
+
+
+def test_urls_fetch_cannot_download_are_left_out_when_planned(tmp_path, catalogue):
+    """An s3:// or gs:// location failed only when its shard was written, three tries
+    and 3.5 s of back-off per row: a manifest of bucket URLs spent hours to reject all."""
+    from training.prepare.manifest import UNSUPPORTED_URL
+
+    sp = catalogue.ids[0]
+    rows = [
+        {**_row(1, sp), "path": "s3://bucket/xc/1.mp3"},
+        {**_row(2, sp), "path": "gs://bucket/xc/2.mp3"},
+        {**_row(3, sp), "path": "https://xeno-canto.org/3/download"},
+        {**_row(4, sp), "path": "file:///data/4.wav"},
+        _row(5, sp),
+    ]
+    p = plan(_write(tmp_path / "m.csv", rows), catalogue)
+    assert len(p.keep) == 3
+    assert dict(p.left_out) == {UNSUPPORTED_URL: 2}
+    assert p.examples[UNSUPPORTED_URL][0].startswith("row 2: s3://")
