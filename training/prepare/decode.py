@@ -32,6 +32,8 @@ NON_FINITE = "non-finite samples"
 BAD_RATE = "unsupported sample rate"
 TOO_SHORT = "too short"
 SILENT = "silent"
+# its decoding process died on it, decoding alone (out of memory, a decoder crash)
+CRASHED = "killed its decoding process"
 
 
 @dataclass(frozen=True)

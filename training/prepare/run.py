@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from animalclap_edge.contracts.catalogue import Catalogue
-from training.prepare.decode import DecodeSettings, Rejected, load_source
+from training.prepare.decode import CRASHED, DecodeSettings, Rejected, load_source
 from training.prepare.manifest import (
     DUPLICATE,
     LOW_QUALITY,
@@ -235,19 +235,26 @@ def write_shard(
     settings: DecodeSettings,
     ticks=None,
     codec: str = "flac",
+    crashed: frozenset[str] = frozenset(),
 ) -> dict:
-    """Decode one shard's recordings into shards/shard-<index>.{tar,json}."""
+    """Decode one shard's recordings into shards/shard-<index>.{tar,json}. `ticks` gets
+    -1 - index when the shard starts, then index after each recording; the keys in
+    `crashed` killed the process decoding them, and are rejected without decoding."""
     writer = ShardWriter(folder, index, codec)
     try:
+        if ticks is not None:
+            ticks.put(-1 - index)
         for rec in recordings:
             try:
+                if rec.key in crashed:
+                    raise Rejected(CRASHED, "its decoding process died on it, decoding alone")
                 wave = load_source(rec.uri, settings)
             except Rejected as e:
                 writer.reject(rec.key, rec.uri, e.reason, e.detail)
             else:
                 writer.add(rec.key, wave, rec.meta())
             if ticks is not None:
-                ticks.put(1)
+                ticks.put(index)
         writer.close()
     except BaseException:
         writer.abort()
@@ -279,9 +286,14 @@ def exit_with_parent(parent: int) -> None:
 
 
 def _write_shard_in_worker(
-    index: int, recordings: list, folder: Path, settings: DecodeSettings, codec: str
+    index: int,
+    recordings: list,
+    folder: Path,
+    settings: DecodeSettings,
+    codec: str,
+    crashed: frozenset[str],
 ) -> dict:
-    return write_shard(index, recordings, folder, settings, _TICKS, codec)
+    return write_shard(index, recordings, folder, settings, _TICKS, codec, crashed)
 
 
 def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progress: bool) -> None:
@@ -298,34 +310,117 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
                 bar.update(len(recs))
                 bar.set_postfix(rejected=rejected)
             return
-        import multiprocessing as mp
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-        ctx = mp.get_context("spawn")
-        ticks = ctx.SimpleQueue()
-        with ProcessPoolExecutor(
-            cfg.workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(), ticks)
-        ) as pool:
-            pending = {
-                pool.submit(_write_shard_in_worker, j, recs, folder, cfg.settings, cfg.codec)
-                for j, recs in work.items()
-            }
-            failure: BaseException | None = None
-            while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                while not ticks.empty():  # always: a worker blocks on a full tick pipe
-                    bar.update(ticks.get())
-                for fut in done:
-                    if failure is None and not fut.cancelled() and fut.exception():
-                        # a worker's real error (disk full, bug) stops the run: no shard
-                        # starts after it; those running finish, kept for the rerun
-                        failure = fut.exception()
-                        for waiting in pending:
-                            waiting.cancel()
-            if failure is not None:
-                raise failure
+        remaining = dict(work)
+        crashed: set[str] = set()  # keys whose process died on them, decoding alone
+        while remaining:
+            finished, broken = _pool_pass(remaining, folder, cfg, cfg.workers, bar, crashed)
+            # A process died (the OOM killer, a decoder's crash) and took the pool with
+            # it: each shard that was being written is redone alone, where a death is
+            # its own recording's, which is then left out. The rest go on in parallel.
+            for j in broken:
+                while True:
+                    _clear_stale(folder, j)
+                    done, again = _pool_pass({j: remaining[j]}, folder, cfg, 1, bar, crashed)
+                    if j in done:
+                        break
+                    pos = again.get(j, len(remaining[j]))
+                    rec = remaining[j][pos] if pos < len(remaining[j]) else None
+                    if rec is None or rec.key in crashed:
+                        raise RuntimeError(f"shard {shard_name(j)}: its process died, alone")
+                    crashed.add(rec.key)
+                    print(
+                        f"prepare: {rec.uri} killed its decoding process (out of memory? a "
+                        f"decoder crash?): left out as '{CRASHED}'",
+                        flush=True,
+                    )
+                finished.add(j)
+            for j in finished | set(broken):
+                remaining.pop(j, None)
+            for j in remaining:
+                _clear_stale(folder, j)
     finally:
         bar.close()
+
+
+def _pool_pass(
+    work: dict[int, list],
+    folder: Path,
+    cfg: PrepareConfig,
+    workers: int,
+    bar,
+    crashed: set[str],
+) -> tuple[set[int], dict[int, int]]:
+    """Write `work`'s shards in a pool of `workers` processes: the shards finished, and
+    where a process died, {shard: its recordings done} of those it had begun and not
+    finished (their progress taken back off the bar). A worker's real error (disk
+    full, a bug) stops the run: no shard starts after it; those running finish, kept
+    for the rerun."""
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    ctx = mp.get_context("spawn")
+    ticks = ctx.SimpleQueue()
+    begun: dict[int, int] = {}  # shard -> its recordings done so far
+    finished: set[int] = set()
+    died = False
+    failure: BaseException | None = None
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(), ticks)
+    ) as pool:
+        futures = {
+            pool.submit(
+                _write_shard_in_worker,
+                j,
+                recs,
+                folder,
+                cfg.settings,
+                cfg.codec,
+                frozenset(r.key for r in recs if r.key in crashed),
+            ): j
+            for j, recs in work.items()
+        }
+        pending = set(futures)
+
+        def drain() -> None:
+            while not ticks.empty():  # always: a worker blocks on a full tick pipe
+                tick = ticks.get()
+                if tick < 0:
+                    begun[-1 - tick] = 0
+                else:
+                    begun[tick] = begun.get(tick, 0) + 1
+                    bar.update(1)
+
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            drain()
+            for fut in done:
+                if fut.cancelled():
+                    continue
+                e = fut.exception()
+                if e is None:
+                    finished.add(futures[fut])
+                elif isinstance(e, BrokenProcessPool):
+                    died = True
+                elif failure is None:
+                    failure = e
+                    for waiting in pending:
+                        waiting.cancel()
+        drain()
+    if failure is not None:
+        raise failure
+    if not died:
+        return finished, {}
+    broken = {j: n for j, n in begun.items() if j not in finished}
+    if not broken:
+        raise RuntimeError("a decoding process died before it began a shard")
+    bar.update(-sum(broken.values()))  # redone from their first recording
+    return finished, broken
+
+
+def _clear_stale(folder: Path, index: int) -> None:
+    for tmp in stale_temporaries(folder, index):
+        tmp.unlink(missing_ok=True)
 
 
 def finalize(out: str | Path, progress: bool = True) -> dict:

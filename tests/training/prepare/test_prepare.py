@@ -667,3 +667,58 @@ def test_workers_default_to_the_cores_this_job_may_use(monkeypatch):
     assert seen[0].workers == 4
     main(["prepare", "--manifest", "m", "--catalogue", "c", "--out", "o", "--workers", "2"])
     assert seen[1].workers == 2
+
+
+def test_a_recording_that_kills_its_decoding_process_is_left_out_and_the_run_goes_on(
+    tmp_path,
+):
+    """A worker killed while decoding (the OOM killer on a six-hour recording, a
+    decoder crash) broke the pool: the run stopped with a BrokenProcessPool traceback,
+    and every rerun died again on the same recording. The run now redoes the shards
+    that were being written, each alone, and leaves out the recording its process dies
+    on, counted with its reason."""
+    import subprocess
+    import sys
+
+    from training.prepare.decode import CRASHED
+    from training.prepare.shards import read_index
+
+    t = np.arange(SR * 3 // 2) / SR
+    for i in range(9):
+        sf.write(tmp_path / f"r{i}.wav", 0.2 * np.sin(2 * np.pi * (500 + 100 * i) * t), SR)
+    shards = tmp_path / "shards"
+    script = tmp_path / "run_poisoned.py"
+    # top level: spawned workers import this file too, so they get the poison
+    script.write_text(f"""
+import os
+from pathlib import Path
+import training.prepare.run as run
+from training.prepare.manifest import SourceRecording
+
+real = run.load_source
+
+def load_source(uri, settings):
+    if uri.endswith("r4.wav"):
+        os.kill(os.getpid(), 9)
+    return real(uri, settings)
+
+run.load_source = load_source
+
+def rec(i):
+    return SourceRecording(f"k{{i}}", "{tmp_path}/r%d.wav" % i, "sp", "CC0", "", "")
+
+if __name__ == "__main__":
+    cfg = run.PrepareConfig(manifest="m", catalogue="c", out="{tmp_path}", workers=2)
+    work = {{j: [rec(i) for i in range(3 * j, 3 * j + 3)] for j in range(3)}}
+    run._run_shards(work, Path("{shards}"), cfg, False)
+""")
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    indexes = [read_index(shards / f"shard-00000{j}.json") for j in range(3)]
+    kept = sorted(r["key"] for idx in indexes for r in idx["records"])
+    assert kept == [f"k{i}" for i in range(9) if i != 4]
+    assert [(r["key"], r["reason"]) for r in indexes[1]["rejected"]] == [("k4", CRASHED)]
+    assert "r4.wav" in done.stdout + done.stderr  # said as it happens, not only counted
+    assert not list(shards.glob("*.tmp"))
