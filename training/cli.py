@@ -266,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="shard audio: flac (about half the disk) or wav (no decoding when training)",
     )
     pp.add_argument(
+        "--retry-downloads",
+        action="store_true",
+        help="redo this job's written shards where downloads failed (not for a 4xx "
+        "answer): a rerun otherwise keeps them as failed",
+    )
+    pp.add_argument(
         "--finalize",
         action="store_true",
         help="only merge the shards of all machines into the index, report and split",
@@ -655,6 +661,7 @@ def _cmd_prepare(args) -> int:
             settings=DecodeSettings(min_seconds=args.min_seconds),
             seed=args.seed,
             codec=args.codec,
+            retry_downloads=args.retry_downloads,
         )
     )
     report = summary.get("report")

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from animalclap_edge.contracts.catalogue import Catalogue
-from training.prepare.decode import CRASHED, DecodeSettings, Rejected, load_source
+from training.prepare.decode import CRASHED, DOWNLOAD, DecodeSettings, Rejected, load_source
 from training.prepare.manifest import (
     DUPLICATE,
     LOW_QUALITY,
@@ -73,6 +73,8 @@ class PrepareConfig:
     settings: DecodeSettings = field(default_factory=DecodeSettings)
     seed: int = 0  # of the zero-shot split
     codec: str = "flac"  # or "wav": about twice the disk, no decoding in the loader
+    # redo written shards whose downloads failed (not for a 4xx): the server may be back
+    retry_downloads: bool = False
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -123,7 +125,10 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     for j in mine:
         why = shard_complete(shards_dir, j) if shards_dir.is_dir() else "not written"
         if why is None:
-            continue
+            failed = _failed_downloads(shards_dir, j) if cfg.retry_downloads else 0
+            if not failed:
+                continue
+            why = f"{failed} download(s) failed there (--retry-downloads)"
         if why != "not written":  # redo it: the index alone would pass it as done
             print(f"prepare: shard {shard_name(j)} is redone: {why}", flush=True)
             (shards_dir / f"{shard_name(j)}.json").unlink()
@@ -145,6 +150,16 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     if len(present) == n_shards:
         summary["report"] = finalize(out, progress=progress)
     return summary
+
+
+# a client error other than a timeout or a rate limit: the same on every try
+_FOR_GOOD = re.compile(r"^HTTP 4(?!08|29)\d\d\b")
+
+
+def _failed_downloads(folder: Path, index: int) -> int:
+    """Recordings of a written shard whose download failed in a way that may pass."""
+    rejected = read_index(folder / f"{shard_name(index)}.json")["rejected"]
+    return sum(r["reason"] == DOWNLOAD and not _FOR_GOOD.match(r["detail"]) for r in rejected)
 
 
 def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:

@@ -722,3 +722,59 @@ if __name__ == "__main__":
     assert [(r["key"], r["reason"]) for r in indexes[1]["rejected"]] == [("k4", CRASHED)]
     assert "r4.wav" in done.stdout + done.stderr  # said as it happens, not only counted
     assert not list(shards.glob("*.tmp"))
+
+
+def test_failed_downloads_are_retried_on_a_rerun_when_asked(manifest, tmp_path, capsys):
+    """A server down for an hour, a rate limit: the rows it served were 'download
+    failed' for good, as a rerun found every shard written and redid nothing."""
+    import csv
+
+    root = tmp_path / "www"
+    root.mkdir()
+    t = np.arange(2 * SR) / SR
+    sf.write(root / "late.wav", 0.2 * np.sin(2 * np.pi * 1500 * t), SR)
+
+    class Flaky(http.server.SimpleHTTPRequestHandler):
+        status = 503
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if Flaky.status != 200:
+                self.send_error(Flaky.status)
+            else:
+                super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Flaky, directory=str(root))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    rows = list(csv.DictReader(manifest[0].open()))[:3]
+    for r in rows:
+        r["path"] = str(manifest[0].parent / r["path"])
+    rows += [{**rows[0], "path": f"{url}/late.wav"}, {**rows[0], "path": f"{url}/gone.wav"}]
+    path = tmp_path / "m.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "out"
+    cfg = _cfg(path, out, per_shard=2, settings=d.DecodeSettings(retries=1))
+    try:
+        first = prepare(cfg, progress=False)["report"]
+        assert first["rejected"][d.DOWNLOAD] == 2
+        Flaky.status = 200  # the server is back; gone.wav is a 404 now
+        assert prepare(cfg, progress=False)["done_here"] == 0  # a plain rerun: as before
+        capsys.readouterr()
+        again = prepare(_cfg(path, out, per_shard=2, settings=cfg.settings,
+                             retry_downloads=True), progress=False)  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert again["done_here"] == 2  # the shards that had failed downloads, no other
+    assert "download(s) failed" in capsys.readouterr().out
+    report = again["report"]
+    assert report["recordings"] == first["recordings"] + 1
+    assert report["rejected"][d.DOWNLOAD] == 1  # gone.wav: HTTP 404
