@@ -169,8 +169,9 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
                 f"manifest {path}: reading Parquet needs pyarrow: pip install 'animalclap-edge[training]'"
             ) from None
         table = pq.read_table(path)
-        cols = {name: table.column(name).to_pylist() for name in table.column_names}
-        return [{k: _cell(v[i]) for k, v in cols.items()} for i in range(table.num_rows)]
+        # names and cells trimmed as a CSV's are: the same sheet plans alike either way
+        cols = {name.strip(): table.column(name).to_pylist() for name in table.column_names}
+        return [{k: _cell(v[i]).strip() for k, v in cols.items()} for i in range(table.num_rows)]
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             return [

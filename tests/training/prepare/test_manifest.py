@@ -140,6 +140,23 @@ def test_parquet_and_csv_plan_the_same(tmp_path, catalogue):
     ]  # fmt: skip
 
 
+def test_parquet_cells_and_names_are_trimmed_as_csv_ones_are(tmp_path, catalogue):
+    """A CSV's " eurbla " reads as eurbla; the same cell in Parquet (a frame read from a
+    hand-edited sheet and saved) was an unknown species, its path a missing file."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rows = [_row(i, catalogue.ids[i % 3]) for i in range(4)]
+    _write(tmp_path / "m.csv", rows)
+    padded = [{f" {k} ": f" {v}  " for k, v in r.items()} for r in rows]
+    _write(tmp_path / "padded.csv", padded)
+    pq.write_table(pa.Table.from_pylist(padded), tmp_path / "padded.parquet")
+    a = plan(tmp_path / "m.csv", catalogue)
+    assert plan(tmp_path / "padded.csv", catalogue).digest() == a.digest()
+    b = plan(tmp_path / "padded.parquet", catalogue)
+    assert dict(b.left_out) == {} and b.digest() == a.digest()
+
+
 def test_a_manifest_without_required_columns_says_which(tmp_path, catalogue):
     _write(tmp_path / "m.csv", [{"file": "x.wav", "species_id": "a"}])
     with pytest.raises(
