@@ -319,10 +319,9 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
     try:
         if cfg.workers == 1 or len(work) <= 1:
             rejected = 0  # running total: a per-shard count went up and down
-            for j, recs in work.items():
-                r = write_shard(j, recs, folder, cfg.settings, codec=cfg.codec)
+            for j, recs in work.items():  # the bar moves per recording, not per shard
+                r = write_shard(j, recs, folder, cfg.settings, _BarTicks(bar), cfg.codec)
                 rejected += r["rejected"]
-                bar.update(len(recs))
                 bar.set_postfix(rejected=rejected)
             return
         remaining = dict(work)
@@ -355,6 +354,17 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
                 _clear_stale(folder, j)
     finally:
         bar.close()
+
+
+class _BarTicks:
+    """write_shard's ticks, in this process: a recording done moves the bar."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def put(self, tick: int) -> None:
+        if tick >= 0:
+            self.bar.update(1)
 
 
 def _pool_pass(

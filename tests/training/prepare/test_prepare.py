@@ -778,3 +778,28 @@ def test_failed_downloads_are_retried_on_a_rerun_when_asked(manifest, tmp_path, 
     report = again["report"]
     assert report["recordings"] == first["recordings"] + 1
     assert report["rejected"][d.DOWNLOAD] == 1  # gone.wav: HTTP 404
+
+
+def test_the_progress_bar_moves_per_recording_in_one_process(manifest, tmp_path, monkeypatch):
+    """With --workers 1, or one shard, the bar moved only when a whole shard was
+    written: a shard of 500 long recordings sat at 0% for an hour."""
+    import tqdm.auto
+
+    steps = []
+
+    class Bar:
+        def __init__(self, *a, **kw):
+            pass
+
+        def update(self, n=1):
+            steps.append(n)
+
+        def set_postfix(self, **kw):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    prepare(_cfg(manifest[0], tmp_path / "out", per_shard=50), progress=False)
+    assert len(steps) > 10 and set(steps) == {1}
