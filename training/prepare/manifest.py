@@ -51,6 +51,9 @@ NO_LOCATION = "no path or url"
 DUPLICATE = "duplicate id"
 LOW_QUALITY = "quality grade not accepted"
 UNSUPPORTED_URL = "URL scheme not supported"
+MALFORMED = "more cells than the header"
+# read_rows' key for the cells a CSV row has beyond its header (DictReader's restkey)
+_EXTRA = "\0extra"
 # what `decode.fetch` downloads (urllib): s3://, gs:// and the like are not
 URL_SCHEMES = ("http", "https", "ftp", "file")
 
@@ -174,9 +177,7 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
         return [{k: _cell(v[i]).strip() for k, v in cols.items()} for i in range(table.num_rows)]
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return [
-                {k.strip(): (v or "").strip() for k, v in r.items() if k} for r in csv.DictReader(f)
-            ]
+            return [_csv_row(r) for r in csv.DictReader(f, restkey=_EXTRA)]
     except UnicodeDecodeError:
         # the reader's error counts from its current chunk: find the line in the file
         data = path.read_bytes()
@@ -194,10 +195,21 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
         ) from None
 
 
+def _csv_row(r: dict) -> dict[str, str]:
+    """A CSV row, trimmed; cells beyond the header (an unquoted comma shifted the rest of
+    the row) are kept under _EXTRA, so that `plan` leaves the row out rather than read
+    its shifted cells. Empty ones (a trailing comma) do no harm."""
+    row = {k.strip(): (v or "").strip() for k, v in r.items() if k and k != _EXTRA}
+    extra = [v for v in r.get(_EXTRA, ()) if v.strip()]
+    if extra:
+        row[_EXTRA] = str(len(r[_EXTRA]))
+    return row
+
+
 def _column_check(rows: Sequence[dict[str, str]], path: Path) -> None:
     if not rows:
         raise ManifestError(f"manifest {path}: no rows")
-    header = set(rows[0])
+    header = set(rows[0]) - {_EXTRA}
     if "license" in header:
         header.add("licence")
     missing = [c for c in REQUIRED if c not in header]
@@ -206,7 +218,7 @@ def _column_check(rows: Sequence[dict[str, str]], path: Path) -> None:
     if missing:
         raise ManifestError(
             f"manifest {path}: missing column(s) {', '.join(missing)} "
-            f"(has {', '.join(sorted(rows[0]))}); see `animalclap-train prepare --help`"
+            f"(has {', '.join(sorted(set(rows[0]) - {_EXTRA}))}); see `animalclap-train prepare --help`"
         )
 
 
@@ -277,6 +289,9 @@ def plan(
             ex.append(f"{where} {line}: {what}")
 
     for line, row in enumerate(rows, start=0 if parquet else 2):
+        if row.get(_EXTRA):
+            drop(MALFORMED, line, f"{row[_EXTRA]} cell(s) more (a comma in an unquoted cell?)")
+            continue
         loc = row.get("url") or row.get("path") or ""
         if not loc:
             drop(NO_LOCATION, line, "empty path and url")

@@ -25,6 +25,7 @@ from training.prepare.decode import CRASHED, DOWNLOAD, DecodeSettings, Rejected,
 from training.prepare.manifest import (
     DUPLICATE,
     LOW_QUALITY,
+    MALFORMED,
     NO_LOCATION,
     NOT_CC,
     UNKNOWN_SPECIES,
@@ -94,6 +95,7 @@ _LOOK_AT = {
     LOW_QUALITY: "the quality column against --quality",
     NO_LOCATION: "the path or url column",
     DUPLICATE: "the id column",
+    MALFORMED: "the CSV's quoting (a cell holding a comma must be in double quotes)",
     UNSUPPORTED_URL: f"the path or url column (URLs are fetched by {', '.join(URL_SCHEMES)}: "
     "mount the bucket and give paths, or give signed https URLs)",
 }

@@ -323,3 +323,24 @@ def test_urls_fetch_cannot_download_are_left_out_when_planned(tmp_path, catalogu
     assert len(p.keep) == 3
     assert dict(p.left_out) == {UNSUPPORTED_URL: 2}
     assert p.examples[UNSUPPORTED_URL][0].startswith("row 2: s3://")
+
+
+def test_a_csv_row_with_more_cells_than_the_header_is_left_out_and_said(tmp_path, catalogue):
+    """An unquoted comma in a cell ("Kruger, SA") shifts every later cell of its row:
+    the date became " SA", so recordings of different days were one site-day group,
+    and the real date was dropped without a word."""
+    from training.prepare.manifest import MALFORMED
+
+    sp = catalogue.ids[0]
+    path = tmp_path / "m.csv"
+    path.write_text(
+        "path,species_id,licence,site,date\n"
+        f"a/1.wav,{sp},CC0,Kruger,2024-01-01\n"
+        f"a/2.wav,{sp},CC0,Kruger, SA,2024-01-02\n"
+        f'a/3.wav,{sp},CC0,"Kruger, SA",2024-01-03\n',
+        encoding="utf-8",
+    )
+    p = plan(path, catalogue)
+    assert sorted(r.date for r in p.keep) == ["2024-01-01", "2024-01-03"]
+    assert dict(p.left_out) == {MALFORMED: 1}
+    assert p.examples[MALFORMED][0].startswith("row 3: ")
