@@ -33,7 +33,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from animalclap_edge.contracts.catalogue import Catalogue
@@ -271,6 +271,7 @@ def plan(
     _column_check(rows, manifest)
     accepted_q = {q.strip().lower() for q in qualities} if qualities else None
     keep: dict[str, SourceRecording] = {}
+    by_uri: dict[str, list[str]] = {}  # keys of the kept rows of each file
     left_out: Counter = Counter()
     examples: dict[str, list[str]] = {}
 
@@ -314,12 +315,24 @@ def plan(
             continue
         uri = loc if scheme else str((manifest.parent / loc).resolve())
         key = recording_key(row, uri)
-        if key in keep:
-            drop(DUPLICATE, line, key)
+        sid = row["species_id"]
+        # one file under several rows: a copy of a kept one, or another species in it
+        same_file = [keep[k] for k in by_uri.get(uri, ())]
+        copy = next((r for r in same_file if r.species_id == sid), None)
+        if key in keep or copy is not None:
+            drop(DUPLICATE, line, key if copy is None or copy.key == key else
+                 f"{key}: the same file and species as {copy.key}")  # fmt: skip
+            # another species on a row of the same key (no id): heard, not lost
+            if key in keep and keep[key].species_id != sid:
+                _hear(keep, key, sid)
             continue
         cell = row.get("background_species") or row.get("also") or ""
-        heard = read_background(cell, row["species_id"])
+        heard = read_background(cell, sid)
         background_unknown.update(b for b in heard if catalogue.get(b) is None)
+        for other in same_file:  # each species of a file is heard in the other's rows
+            _hear(keep, other.key, sid)
+            heard += (other.species_id,) if other.species_id not in heard else ()
+        by_uri.setdefault(uri, []).append(key)
         keep[key] = SourceRecording(
             key=key,
             uri=uri,
@@ -344,6 +357,13 @@ def plan(
         rows=len(rows),
         background_unknown=background_unknown,
     )
+
+
+def _hear(keep: dict[str, SourceRecording], key: str, species_id: str) -> None:
+    """Add `species_id` to the background of kept recording `key`."""
+    rec = keep[key]
+    if species_id != rec.species_id and species_id not in rec.background_species:
+        keep[key] = replace(rec, background_species=(*rec.background_species, species_id))
 
 
 def _cell(value: object) -> str:

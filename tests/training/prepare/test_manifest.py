@@ -344,3 +344,31 @@ def test_a_csv_row_with_more_cells_than_the_header_is_left_out_and_said(tmp_path
     assert sorted(r.date for r in p.keep) == ["2024-01-01", "2024-01-03"]
     assert dict(p.left_out) == {MALFORMED: 1}
     assert p.examples[MALFORMED][0].startswith("row 3: ")
+
+
+def test_one_file_listed_under_two_species_hears_each_and_a_copy_is_a_duplicate(
+    tmp_path, catalogue
+):
+    """A recording of two species listed once per species (as several archives do): each
+    row was kept as its own recording with nothing in the background, so with one of
+    the two an unseen test species, its call was trained on under the other's label.
+    The same file again under another id, same species, was prepared twice."""
+    a, b = catalogue.ids[:2]
+    rows = [
+        _row(1, a, id="r1"),
+        _row(1, b, id="r2"),  # the same file, the other species calling
+        _row(2, a, id="r3"),
+        _row(2, a, id="r4"),  # the same file and species under another id
+        _row(3, a),
+        _row(3, b),  # no ids: one key, so one recording hearing both
+    ]
+    p = plan(_write(tmp_path / "m.csv", rows, [*rows[0], "id"]), catalogue)
+    heard = {(r.uri.rsplit("/", 1)[-1], r.species_id): r.background_species for r in p.keep}
+    assert heard == {
+        ("1.wav", a): (b,),
+        ("1.wav", b): (a,),
+        ("2.wav", a): (),
+        ("3.wav", a): (b,),
+    }
+    assert p.left_out[DUPLICATE] == 2
+    assert any("r4" in e and "r3" in e for e in p.examples[DUPLICATE])
