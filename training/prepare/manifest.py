@@ -276,6 +276,7 @@ def plan(
     examples: dict[str, list[str]] = {}
 
     unknown: Counter = Counter()  # species ids the catalogue lacks, with their rows
+    not_cc: dict[str, tuple[int, int]] = {}  # licence as written -> (rows, first line)
     background_unknown: Counter = Counter()
     read_background = background_reader(catalogue)
     # what a user finds the row by: its CSV line (the header is line 1), or its index
@@ -299,7 +300,9 @@ def plan(
             continue
         licence = row.get("licence") or row.get("license") or ""
         if not is_creative_commons(licence):
-            drop(NOT_CC, line, licence or "(empty)")
+            left_out[NOT_CC] += 1
+            n, first = not_cc.get(licence or "(empty)", (0, line))
+            not_cc[licence or "(empty)"] = (n + 1, first)
             continue
         if catalogue.get(row["species_id"]) is None:
             drop(UNKNOWN_SPECIES, line, row["species_id"] or "(empty)")
@@ -344,6 +347,14 @@ def plan(
             source=row.get("source", ""),
             background_species=heard,
         )
+    if not_cc:  # each licence string, most rows first: not the first rows, all alike
+        common = sorted(not_cc.items(), key=lambda kv: -kv[1][0])
+        examples[NOT_CC] = [
+            f"{lic} ({n} row{'s' * (n != 1)}, first {where} {first})"
+            for lic, (n, first) in common[:5]
+        ]
+        if len(common) > 5:
+            examples[NOT_CC].append(f"and {len(common) - 5} more licence strings")
     if unknown:  # the ids to add to the catalogue (or fix), not the first rows
         examples[UNKNOWN_SPECIES] = [
             f"{sid} ({n} row{'s' * (n != 1)})" for sid, n in unknown.most_common(5)

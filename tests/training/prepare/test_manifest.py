@@ -109,7 +109,8 @@ def test_plan_counts_every_row_left_out_and_sorts_the_rest(tmp_path, catalogue):
         LOW_QUALITY: 1,
     }
     assert p.examples[UNKNOWN_SPECIES] == ["no_such_species (1 row)"]  # the ids to add
-    assert p.examples[NOT_CC] == ["row 4: All rights reserved"]  # the CSV line, header 1
+    # the licence as written, with its first CSV line (the header is line 1)
+    assert p.examples[NOT_CC] == ["All rights reserved (1 row, first row 4)"]
     assert all(r.uri.startswith(str(tmp_path)) for r in p.keep)  # relative to the manifest
 
 
@@ -192,7 +193,9 @@ def test_unknown_species_are_listed_by_id_and_parquet_rows_by_record_index(tmp_p
     assert p.examples[UNKNOWN_SPECIES][:2] == ["bat0 (3 rows)", "bat1 (3 rows)"]
     assert p.examples[UNKNOWN_SPECIES][-1] == "and 2 more species ids"
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
-    assert plan(tmp_path / "m.parquet", catalogue).examples[NOT_CC] == ["record 20: (empty)"]
+    assert plan(tmp_path / "m.parquet", catalogue).examples[NOT_CC] == [
+        "(empty) (1 row, first record 20)"
+    ]
 
 
 def test_background_species_are_read_as_catalogue_ids_from_either_column(tmp_path, catalogue):
@@ -372,3 +375,19 @@ def test_one_file_listed_under_two_species_hears_each_and_a_copy_is_a_duplicate(
     }
     assert p.left_out[DUPLICATE] == 2
     assert any("r4" in e and "r3" in e for e in p.examples[DUPLICATE])
+
+
+def test_licences_left_out_are_listed_by_how_many_rows_have_each(tmp_path, catalogue):
+    """The examples were the first five rows left out: a manifest whose first rows
+    were "All rights reserved" hid that 10 rows more had another licence string (one
+    the filter might have misread), which was the one worth seeing."""
+    sp = catalogue.ids[0]
+    rows = [_row(i, sp, licence="All rights reserved") for i in range(6)]
+    rows += [_row(10 + i, sp, licence="Copyright Macaulay Library") for i in range(10)]
+    rows += [_row(30 + i, sp, licence=f"custom {i}") for i in range(5)]
+    p = plan(_write(tmp_path / "m.csv", rows), catalogue)
+    assert p.examples[NOT_CC][:2] == [
+        "Copyright Macaulay Library (10 rows, first row 8)",
+        "All rights reserved (6 rows, first row 2)",
+    ]
+    assert p.examples[NOT_CC][-1] == "and 2 more licence strings"
