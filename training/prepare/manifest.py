@@ -79,7 +79,9 @@ class SourceRecording:
 
 
 def is_creative_commons(licence: str) -> bool:
-    """CC0 and every CC BY variant (NC, SA, ND), as words or as a creativecommons.org URL.
+    """CC0 and every CC BY variant (NC, SA, ND), as words (a code such as "CC BY-NC" or
+    "CC0" anywhere, a name such as "Attribution-NonCommercial 4.0 International", any
+    dash) or as a creativecommons.org URL.
 
     Public-domain marks other than CC0, government licences, GPL and "all rights
     reserved" are not Creative Commons and are left out, as the paper does.
@@ -87,12 +89,23 @@ def is_creative_commons(licence: str) -> bool:
     text = licence.strip().lower()
     if "creativecommons.org/" in text:
         return "/licenses/" in text or "/publicdomain/zero/" in text
-    text = re.sub(r"[\s_]+", "-", text)
+    text = re.sub(r"[\s_]+", "-", _DASHES.sub("-", text))
     if re.search(r"public-domain-mark|(^|-)pdm(-|$)", text):  # a mark, as the URL is
         return False
-    return bool(re.match(r"^(cc0|cc-zero|cc-by(-(nc|sa|nd))*)(-|$)", text)) or text.startswith(
-        "creative-commons"
+    return bool(
+        _CC_CODE.search(text) or _CC_DEED.match(text) or text.startswith("creative-commons")
     )
+
+
+# Hyphens and dashes a word processor types for "-" ("CC BY\u2013NC").
+_DASHES = re.compile("[\u2010-\u2015\u2212]")
+# A licence code anywhere ("Public Domain (CC0)", "Licence: CC BY 4.0"), as a word.
+_CC_CODE = re.compile(r"(?:^|[^a-z0-9])(?:cc-?0|cc-zero|cc-by(?:-(?:nc|sa|nd))*)(?=[^a-z0-9]|$)")
+# A licence's own name, as on its deed: "Attribution-NonCommercial 4.0 International"
+# (a version after it: "Attribution" alone does not say whose licence).
+_CC_DEED = re.compile(
+    r"^attribution(?:-(?:non-?commercial|share-?alike|no-?derivs|no-?derivatives))*-\d"
+)
 
 
 # Around an entry: xeno-canto's "also" saved as a Python list literal

@@ -31,6 +31,16 @@ from training.prepare.manifest import (
         "https://creativecommons.org/licenses/by-nc/4.0/",
         "http://creativecommons.org/publicdomain/zero/1.0/",
         "Creative Commons Attribution 4.0",
+        # as written in the wild, all left out before: typographic dashes, the
+        # licence's own name (the CC deed's title), the code inside a longer text
+        "CC BY\u2013NC 4.0",
+        "CC\u2011BY\u2011SA",
+        "Attribution-NonCommercial-ShareAlike 4.0 International (CC BY-NC-SA 4.0)",
+        "Attribution 4.0 International",
+        "Attribution NonCommercial 4.0",
+        "Public Domain (CC0)",
+        "CC-0",
+        "Licence: CC BY 4.0",
     ],
 )
 def test_creative_commons_licences_are_kept(licence):
@@ -51,6 +61,9 @@ def test_creative_commons_licences_are_kept(licence):
         "Creative Commons Public Domain Mark 1.0",
         "Creative Commons PDM",
         "CCBYX",
+        "Attribution",  # which licence's? not said
+        "non-CC, all rights reserved",
+        "Public Domain Mark (CC PDM 1.0)",
     ],
 )
 def test_other_licences_are_left_out(licence):
