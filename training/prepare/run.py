@@ -147,6 +147,8 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
             tmp.unlink(missing_ok=True)
     work = {j: p.keep[j * cfg.per_shard : (j + 1) * cfg.per_shard] for j in todo}
     _run_shards(work, shards_dir, cfg, progress)
+    for j in mine:  # also of shards done before: a worker orphaned by a kill -9 goes on
+        _clear_stale(shards_dir, j)  # for up to half a second, and may begin another
     present = [j for j in range(n_shards) if (shards_dir / f"{shard_name(j)}.json").exists()]
     summary = {"shards": n_shards, "done_here": len(todo), "present": len(present)}
     if len(present) == n_shards:
@@ -470,6 +472,8 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
             f"{out}: {len(missing)} of {meta['shards']} shards not written yet "
             f"(first: {shard_name(missing[0])}); run prepare on the remaining --shard i/N first"
         )
+    for j in range(meta["shards"]):  # partial files of writers gone (this host's, or old)
+        _clear_stale(out / "shards", j)
     catalogue = Catalogue.from_csv(meta["catalogue"])
     reasons: Counter = Counter(meta["left_out"])
     examples = {k: list(v) for k, v in meta["left_out_examples"].items()}

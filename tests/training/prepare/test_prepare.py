@@ -803,3 +803,25 @@ def test_the_progress_bar_moves_per_recording_in_one_process(manifest, tmp_path,
     monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
     prepare(_cfg(manifest[0], tmp_path / "out", per_shard=50), progress=False)
     assert len(steps) > 10 and set(steps) == {1}
+
+
+def test_a_rerun_leaves_no_partial_shard_of_a_dead_writer_behind(manifest, prepared, tmp_path):
+    """A worker orphaned by a kill -9 goes on for up to half a second: it began a shard
+    the rerun then found written by itself, and its partial tar stayed in shards/ for
+    good (temporaries were cleared only for shards a run was about to write)."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    shutil.copytree(prepared[0], out)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True, capture_output=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    partial = out / "shards" / f"shard-000003.tar.{socket.gethostname()}-{gone}.tmp"
+    partial.write_bytes(b"partial")
+    summary = prepare(_cfg(manifest[0], out), progress=False)
+    assert summary["done_here"] == 0 and "report" in summary
+    assert not partial.exists()
