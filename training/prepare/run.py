@@ -187,6 +187,7 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
         "seed": cfg.seed,
         "traits_digest": _file_digest(cfg.traits) if cfg.traits else None,
         "key_scheme": KEY_SCHEME,
+        "plan_rules": PLAN_RULES,
     }
     path = out / PLAN
     if not path.exists():
@@ -213,6 +214,14 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
                 "other than letters, digits, _ and - were keyed otherwise: prepare into a "
                 "new --out (or finish this one with the version that began it)"
             )
+        if old["digest"] != record["digest"] and old.get("plan_rules", 1) != PLAN_RULES:
+            raise ValueError(
+                f"{out} was planned by an older version of prepare, which reads some rows "
+                "of this manifest otherwise (since 2026-11-27: more Creative Commons "
+                "spellings kept; rows of one file merged; s3:// URLs and misquoted CSV "
+                "rows left out): prepare into a new --out, or finish this one with the "
+                "version that began it"
+            )
         for key, option in _SAME_IN_EVERY_JOB:
             # plans written before a key was recorded are not held to it
             if key in old and old[key] != record[key]:
@@ -225,6 +234,10 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
 
 # 2: an id made tar-safe keeps a digest of itself (manifest.recording_key)
 KEY_SCHEME = 2
+# 2 (2026-11-27): licences found within a text, rows of one file merged, unsupported
+# URLs and misquoted CSV rows left out, Parquet cells trimmed. A plan made by other
+# rules may differ for the same manifest: resuming under it is refused as such.
+PLAN_RULES = 2
 _REKEYED = re.compile(r"-[0-9a-f]{8}$")
 
 # What every job sharing an --out must give alike (plan.json key, what the user set).

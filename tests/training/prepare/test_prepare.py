@@ -825,3 +825,24 @@ def test_a_rerun_leaves_no_partial_shard_of_a_dead_writer_behind(manifest, prepa
     summary = prepare(_cfg(manifest[0], out), progress=False)
     assert summary["done_here"] == 0 and "report" in summary
     assert not partial.exists()
+
+
+def test_an_output_planned_by_the_older_rules_says_so(manifest, prepared, tmp_path):
+    """Since 2026-11-27 more licence spellings are kept, rows of one file are merged,
+    bucket URLs and misquoted rows are left out: a manifest with any such rows plans
+    otherwise, and resuming its half-written output was refused as 'another manifest
+    or catalogue', which it was not."""
+    import shutil
+
+    out = tmp_path / "old"
+    shutil.copytree(prepared[0], out)
+    plan = json.loads((out / "plan.json").read_text())
+    del plan["plan_rules"]
+    plan["digest"] = "planned-by-the-old-rules"
+    (out / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(ValueError, match="planned by an older version") as e:
+        prepare(_cfg(manifest[0], out), progress=False)
+    assert "another manifest" not in str(e.value)
+    plan["digest"] = json.loads((prepared[0] / "plan.json").read_text())["digest"]
+    (out / "plan.json").write_text(json.dumps(plan))  # planned alike: resumes as before
+    assert prepare(_cfg(manifest[0], out), progress=False)["done_here"] == 0
