@@ -334,7 +334,9 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
     total = sum(len(v) for v in work.values())
     bar = tqdm(total=total, desc="prepare", unit="rec", disable=not progress or not total)
     try:
-        if cfg.workers == 1 or len(work) <= 1:
+        # in this process only where asked: a recording that kills its process (out of
+        # memory, a decoder crash) then takes the run with it, every time
+        if cfg.workers == 1 or not work:
             rejected = 0  # running total: a per-shard count went up and down
             for j, recs in work.items():  # the bar moves per recording, not per shard
                 r = write_shard(j, recs, folder, cfg.settings, _BarTicks(bar), cfg.codec)

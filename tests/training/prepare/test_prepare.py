@@ -708,10 +708,19 @@ def rec(i):
     return SourceRecording(f"k{{i}}", "{tmp_path}/r%d.wav" % i, "sp", "CC0", "", "")
 
 if __name__ == "__main__":
+    import sys
     cfg = run.PrepareConfig(manifest="m", catalogue="c", out="{tmp_path}", workers=2)
     work = {{j: [rec(i) for i in range(3 * j, 3 * j + 3)] for j in range(3)}}
+    if sys.argv[1:] == ["one"]:  # a job with one shard left: a rerun after a failure
+        work = {{1: work[1]}}
     run._run_shards(work, Path("{shards}"), cfg, False)
 """)
+    # a rerun of the shard alone died in the main process, as it was written in-process
+    one = subprocess.run(
+        [sys.executable, str(script), "one"], capture_output=True, text=True, timeout=300
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert [r["key"] for r in read_index(shards / "shard-000001.json")["rejected"]] == ["k4"]
     done = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=300
     )
