@@ -12,6 +12,7 @@ import itertools
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +62,18 @@ def fetch(uri: str, workdir: Path, settings: DecodeSettings) -> Path:
         return p
     name = Path(urllib.request.url2pathname(uri.split("?")[0].rsplit("/", 1)[-1])).name
     target = workdir / (name or "download")
-    last, tries = "", 0
+    host = urllib.parse.urlsplit(uri).netloc
+    failed, since = _HOSTS.get(host, (0, 0.0))
+    if host and failed >= HOST_GIVE_UP_AFTER and time.monotonic() - since < HOST_PAUSE_S:
+        raise Rejected(
+            DOWNLOAD,
+            f"not tried: the last {failed} downloads from {host} in a row got no answer "
+            "(--retry-downloads tries them again later)",
+        )
+    last, tries, answered = "", 0, False
     for attempt in range(max(1, settings.retries)):
+        if attempt:
+            time.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
         tries = attempt + 1
         try:
             with (
@@ -73,15 +84,28 @@ def fetch(uri: str, workdir: Path, settings: DecodeSettings) -> Path:
                 # http.client ends a body quietly where the connection drops: a file
                 # cut short by the network would be rejected as broken, never retried
                 _check_length(resp.headers.get("Content-Length"), out.tell())
+            _HOSTS.pop(host, None)
             return target
         except urllib.error.HTTPError as e:
-            last = f"HTTP {e.code}"
+            last, answered = f"HTTP {e.code}", True
             if 400 <= e.code < 500 and e.code != 429:
                 break  # a client error will not change on retry
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             last = str(getattr(e, "reason", e))
-        time.sleep(min(8.0, 0.5 * 2**attempt))
+    if answered:  # an HTTP error: the host is up
+        _HOSTS.pop(host, None)
+    elif host:  # no answer: counted
+        _HOSTS[host] = (failed + 1, time.monotonic())
     raise Rejected(DOWNLOAD, f"{last} (after {tries} attempt{'s' * (tries > 1)})")
+
+
+# A host whose last downloads, this many in a row, got no answer (timeouts, refused or
+# dropped connections, stalls) is not tried again by this process for HOST_PAUSE_S: each
+# such row took every try's full timeout, minutes per row of a dead mirror. Its rows are
+# counted as failed downloads, which `prepare --retry-downloads` tries again.
+HOST_GIVE_UP_AFTER = 3
+HOST_PAUSE_S = 600.0
+_HOSTS: dict[str, tuple[int, float]] = {}  # host -> (failures in a row, time of the last)
 
 
 # A download slower than this over a whole `timeout_s` is given up (and retried): the

@@ -168,3 +168,37 @@ def test_a_download_that_trickles_is_given_up_not_waited_on_forever(monkeypatch)
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_host_that_never_answers_is_given_up_after_a_few_rows(monkeypatch):
+    """Every row of a host that accepts connections and never answers (or drops them)
+    took its full timeout on each try: a minute times three per row, a week of workers'
+    time for 100,000 rows of one dead mirror. After a few rows in a row fail so, that
+    host's next rows fail at once (for a while), said so; others are untouched."""
+    import socket
+
+    monkeypatch.setattr(d.time, "sleep", lambda s: None)
+    d._HOSTS.clear()
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead.listen(64)  # connections queue, and nothing ever answers
+    host = f"127.0.0.1:{dead.getsockname()[1]}"
+    fast = d.DecodeSettings(timeout_s=0.3, retries=2)
+    took = []
+    try:
+        for i in range(6):
+            start = time.monotonic()
+            with pytest.raises(d.Rejected) as e:
+                d.load_source(f"http://{host}/{i}.wav", fast)
+            took.append(time.monotonic() - start)
+            assert e.value.reason == d.DOWNLOAD
+    finally:
+        dead.close()
+    assert min(took[: d.HOST_GIVE_UP_AFTER]) >= 0.5  # tried, timing out twice
+    assert max(took[d.HOST_GIVE_UP_AFTER :]) < 0.1  # not tried
+    assert "not tried" in str(e.value) and host in str(e.value)
+    # a URL of another host is still tried (refused at once here)
+    with pytest.raises(d.Rejected) as e:
+        d.load_source("http://127.0.0.1:9/x.wav", fast)
+    assert "not tried" not in str(e.value)
+    d._HOSTS.clear()
