@@ -299,18 +299,52 @@ def _freeze_bn_stats(model: nn.Module) -> None:
             m.eval()
 
 
+def _drop_steps_after(path: Path, step: int) -> int:
+    """Rewrite the JSONL log without the step records after `step` (notes stay);
+    returns how many went. A resumed run logs those steps again: appended after the
+    interrupted run's, each appeared twice (and TensorBoard purges them too)."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a line torn by the kill: nothing to keep
+            dropped += line.strip() != ""
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] > step:
+            dropped += 1
+        else:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+    return dropped
+
+
 class _Logs:
     """JSONL always; TensorBoard when installed (its absence is logged, not hidden)."""
 
     def __init__(self, out: Path, cfg: PretrainConfig, resumed_at: int, command: str):
         self.command = command  # what printed notes start with
+        dropped = _drop_steps_after(out / "train_log.jsonl", resumed_at) if resumed_at else 0
         self.jsonl = open(out / "train_log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        if dropped:
+            self.note(
+                f"dropped {dropped} logged step(s) after step {resumed_at}: the interrupted "
+                "run logged them after its last checkpoint, and they are trained again"
+            )
         self.tb = None
         if cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=resumed_at or None)
+                # events after the checkpoint's step are the interrupted run's, trained
+                # again; the checkpoint's own step was logged before it was saved
+                self.tb = SummaryWriter(
+                    str(out / "tensorboard"), purge_step=resumed_at + 1 if resumed_at else None
+                )
             except ImportError:
                 self.note("tensorboard not installed: JSONL log only (pip install tensorboard)")
 

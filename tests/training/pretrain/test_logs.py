@@ -1,0 +1,62 @@
+"""The run's logs after a resume: every step once, in TensorBoard and in the JSONL."""
+
+import dataclasses
+import json
+
+import pytest
+
+from training.pretrain.loop import pretrain
+
+from .conftest import tiny_run
+
+
+def _tb_steps(out) -> list[int]:
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    )
+    acc = event_accumulator.EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    return [e.step for e in acc.Scalars("train/loss")]
+
+
+def test_a_resumed_run_keeps_the_checkpoint_step_in_tensorboard(pretrain_checkpoint, tmp_path):
+    """A run stopped at its checkpoint of step 6 and resumed: TensorBoard's purge of
+    the interrupted run's later events used to take step 6 itself (purge_step was the
+    checkpoint's step, and events at or after it are dropped), so the resumed run's
+    curve had a hole at every resume."""
+    pytest.importorskip("torch.utils.tensorboard")
+    cfg = tiny_run(tmp_path / "run", pretrain_checkpoint, tensorboard=True, checkpoint_every=3)
+    pretrain(dataclasses.replace(cfg, max_steps=6), progress=False)
+    assert _tb_steps(tmp_path / "run") == list(range(1, 7))
+    pretrain(cfg, progress=False)  # resumes at step 6
+    assert _tb_steps(tmp_path / "run") == list(range(1, 16))
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_steps_logged_after_the_last_checkpoint_appear_once_after_a_resume(
+    pretrain_checkpoint, tmp_path
+):
+    """A run interrupted at step 8, after its checkpoint of step 6, had logged steps 7
+    and 8; the resumed run trains and logs them again. They used to appear twice in
+    train_log.jsonl (TensorBoard purged its copy), so a reader of the JSONL counted
+    them twice; now the log holds each step once, as TensorBoard does."""
+    pytest.importorskip("torch.utils.tensorboard")
+    cfg = tiny_run(tmp_path / "run", pretrain_checkpoint, tensorboard=True, checkpoint_every=3)
+
+    def stop_at_8(step: int) -> None:
+        if step == 8:
+            raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        pretrain(cfg, on_step=stop_at_8, progress=False)
+    log = tmp_path / "run" / "train_log.jsonl"
+    with log.open("a") as f:
+        f.write('{"step": 9, "epo')  # a record torn by the kill
+    pretrain(cfg, progress=False)  # resumes at step 6
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in rows if "step" in r] == list(range(1, 16))
+    assert any("dropped 3 logged step(s) after step 6" in r.get("note", "") for r in rows)
+    assert _tb_steps(tmp_path / "run") == list(range(1, 16))
