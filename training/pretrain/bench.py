@@ -27,6 +27,7 @@ from training.pretrain.loop import (
     compile_module,
     configure_towers,
     forward_loss,
+    gradient_checkpointing_off,
     make_collate,
     make_dataset,
     make_loader,
@@ -191,7 +192,9 @@ def bench(
     sync()
     bar.set_description("bench: counting FLOPs")
     counter = FlopCounterMode(display=False)
-    with counter:
+    # model FLOPs: with grad_checkpointing the recomputed forwards would count too
+    # (+27% on the tiny test model), and MFU would read as hardware utilisation
+    with counter, gradient_checkpointing_off(module):
         step(next(it), module)
     bar.update()
     bar.set_description("bench: timed steps")

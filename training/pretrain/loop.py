@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -261,6 +262,27 @@ def enable_gradient_checkpointing(model: nn.Module) -> int:
             m._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
             n += 1
     return n
+
+
+@contextlib.contextmanager
+def gradient_checkpointing_off(model: nn.Module):
+    """Within it, layers that enable_gradient_checkpointing switched on run plainly:
+    `bench` counts a step's model FLOPs there, without the recomputed forwards, which
+    are work the hardware does but not work the model needs (MFU, not HFU)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    on = [
+        m
+        for m in model.modules()
+        if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing
+    ]
+    for m in on:
+        m.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for m in on:
+            m.gradient_checkpointing = True
 
 
 def configure_towers(cfg: PretrainConfig, model: nn.Module) -> list[str]:
