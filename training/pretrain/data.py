@@ -135,8 +135,9 @@ def epoch_plan(
     epoch: int,
 ) -> np.ndarray:
     """Item positions of an epoch, from (seed, epoch) alone: balanced over species, and
-    with replay's share where some items are replayed."""
-    if replay_fraction and is_replay.any():
+    with replay's share where some items are replayed (none at replay_fraction 0: a
+    balanced epoch over every species would give the replayed ones a regional share)."""
+    if is_replay.any():
         return replay_epoch(species_of, is_replay, clips_per_species, replay_fraction, seed, epoch)
     return balanced_epoch(species_of, clips_per_species, seed, epoch)
 

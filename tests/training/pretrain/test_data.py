@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -91,3 +93,18 @@ def test_a_prompt_longer_than_the_text_model_takes_is_refused_not_cut(pretrain_c
     assert Collate(tok, max_len=n)(batch)["input_ids"].shape == (2, n)  # exact fit
     with pytest.raises(ValueError, match=f"'Aves Passeriformes .*' is longer than the {n - 1}"):
         Collate(tok, max_len=n - 1)(batch)
+
+
+def test_replay_fraction_0_replays_nothing():
+    """finetune --replay G --set replay_fraction=0 (replay weight 0) used to plan a
+    balanced epoch over every species, the replayed global ones included: with 3
+    regional species and 20 global ones, 87% of each epoch was replay."""
+    from training.pretrain.data import epoch_plan
+
+    species = [f"r{i}" for i in range(3) for _ in range(4)] + [f"g{i}" for i in range(20)]
+    is_replay = np.array([s.startswith("g") for s in species])
+    plan = epoch_plan(species, is_replay, 5, 0.0, seed=0, epoch=0)
+    assert not is_replay[plan].any()
+    assert sorted(Counter(species[i] for i in plan).values()) == [5, 5, 5]
+    quarter = epoch_plan(species, is_replay, 5, 0.25, seed=0, epoch=0)
+    assert is_replay[quarter].sum() == 5  # 15 regional clips -> 5 replayed = 25%
