@@ -88,3 +88,12 @@ def all_mean(x: torch.Tensor, d: Dist) -> float:
         tdist.all_reduce(x)
         x /= d.world
     return x.item()
+
+
+def all_means(x: torch.Tensor, d: Dist) -> list[float]:
+    """Means of a vector's entries over ranks, in one reduction."""
+    if d.world > 1:
+        x = x.clone()
+        tdist.all_reduce(x)
+        x /= d.world
+    return x.tolist()

@@ -6,6 +6,8 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Collection
@@ -36,7 +38,7 @@ from training.pretrain.data import (
     epoch_plan,
     longest_prompt,
 )
-from training.pretrain.dist import Dist, all_mean, barrier, close, init_distributed
+from training.pretrain.dist import Dist, all_mean, all_means, barrier, close, init_distributed
 from training.pretrain.loss import gathered_clip_loss
 from training.pretrain.mixed import training_data
 from training.pretrain.pacing import RunAhead
@@ -180,6 +182,39 @@ def optimizer_step(opt: torch.optim.Optimizer, cfg: PretrainConfig, clap: nn.Mod
     clamp_logit_scales(clap)
 
 
+class Preempted(KeyboardInterrupt):
+    """The run stopped on SIGTERM after saving a checkpoint of the step it reached; the
+    command line says so as it says an interrupt (run the same command to resume)."""
+
+
+class StopRequest:
+    """SIGTERM, as SLURM sends on pre-emption or at the time limit and torchrun on
+    shutdown, asks the run to stop at a step boundary, save a checkpoint and exit,
+    instead of dying with every step since the last checkpoint lost
+    (checkpoint_every: 1000 in the paper config). A no-op outside the main thread."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def close(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+            self._old = None
+
+
+def _ignore_sigterm(worker_id: int) -> None:
+    """Loader workers leave SIGTERM to their rank: SLURM signals every process of the
+    job, and a worker killed by it failed the rank's next batch before the rank could
+    save. A worker whose rank is gone exits by itself (torch's watchdog)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(
     cfg: PretrainConfig, dataset, collate: Collate, sampler: RankBatches, device: torch.device
 ) -> torch.utils.data.DataLoader:
@@ -192,6 +227,7 @@ def make_loader(
         collate_fn=collate,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if cfg.workers else None,
+        worker_init_fn=_ignore_sigterm if cfg.workers else None,
     )
 
 
@@ -738,6 +774,7 @@ def _pretrain(
     )
     forward = compile_module(net, cfg.compile_mode, bool(collate.pad_to)) if cfg.compile else net
     pace = RunAhead(d.device, cfg.run_ahead)
+    stop = StopRequest()
     try:
         # Timings cover the steps since the last log, read when the loss is (a sync):
         # per-step host timestamps say nothing about a GPU the host runs ahead of.
@@ -762,9 +799,14 @@ def _pretrain(
             pace.step_queued()
             step += 1
             n_since += 1
+            # one rank stops on its own at any step; ranks agree at a logged step,
+            # through the reduction they join there anyway (no extra sync per step)
+            stopping = d.world == 1 and stop.requested
             if step % cfg.log_every == 0 or step == stop_at or step == 1:
                 # every rank joins the reduction; rank 0 writes the global mean
-                mean_loss = all_mean(loss.detach(), d)
+                flag = torch.tensor(float(stop.requested), device=loss.device)
+                mean_loss, asked = all_means(torch.stack([loss.detach().float(), flag]), d)
+                stopping = asked > 0
                 now = time.perf_counter()
                 if logs:
                     logs.step(
@@ -785,13 +827,21 @@ def _pretrain(
             bar.update(1)
             if on_step is not None:
                 on_step(step)
-            if step % cfg.checkpoint_every == 0 or step == stop_at:
+            if step % cfg.checkpoint_every == 0 or step == stop_at or stopping:
                 t_save = time.perf_counter()
                 save()
                 since += time.perf_counter() - t_save  # checkpoints are not training steps
+            if stopping and step < stop_at:
+                if logs:
+                    logs.note(
+                        f"SIGTERM: stopped at step {step} and saved {state.step_name(step)}; "
+                        "run the same command again to resume from it"
+                    )
+                raise Preempted(f"stopped on SIGTERM at step {step}")
             t_wait = time.perf_counter()  # the sampler ends the loop at stop_at
         pace.drain()
     finally:
+        stop.close()
         bar.close()
         if logs:
             logs.close()

@@ -3,6 +3,7 @@ and a run killed with SIGKILL and resumed against an uninterrupted one."""
 
 import dataclasses
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -116,3 +117,47 @@ def test_an_out_folder_holding_another_run_is_not_resumed(pretrain_checkpoint, t
     # the same run, told to go further, resumes: max_steps is not what makes a run
     pretrain(dataclasses.replace(first, max_steps=3), progress=False)
     assert "resuming at step 2" in (tmp_path / "run" / "train_log.jsonl").read_text()
+
+
+def test_sigterm_saves_the_step_reached_and_the_resumed_run_ends_the_same(
+    pretrain_checkpoint, tmp_path
+):
+    """SLURM pre-empts (and ends a job at its time limit) with SIGTERM to every process
+    of the job, loader workers included. The run used to die at once, losing every
+    step since its last checkpoint (here all of them: checkpoint_every is past the
+    run); now it stops at the step it reached, saves it, and says so."""
+    whole = tiny_run(tmp_path / "whole", pretrain_checkpoint, workers=1, checkpoint_every=100)
+    cut = dataclasses.replace(whole, out=str(tmp_path / "cut"))
+    log = tmp_path / "cut" / "train_log.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, *cli_args(cut)],
+        cwd=REPO,
+        env=child_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a SLURM job step's
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (log.exists() and '"step": 4,' in log.read_text()):
+            assert proc.poll() is None, "the run ended before it could be signalled"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGTERM)  # the rank and its loader worker
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "run the same command again to resume" in err
+    saved = (tmp_path / "cut" / "checkpoints" / "latest").read_text()
+    assert "step-00000004" <= saved < "step-00000015"
+    assert f"SIGTERM: stopped at step {int(saved[5:])} and saved {saved}" in log.read_text()
+    assert not (tmp_path / "cut" / "final").exists()
+
+    torch.set_num_threads(1)
+    pretrain(cut, progress=False)
+    assert f"resuming at step {int(saved[5:])}" in log.read_text()
+    pretrain(whole, progress=False)
+    wa, wb = _weights(tmp_path / "whole" / "final"), _weights(tmp_path / "cut" / "final")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
