@@ -659,6 +659,12 @@ def _pretrain(
     torch.manual_seed(cfg.seed)
     loaded = _load_resumed(resume) if resume else build_model(cfg, data, td.seen_species)
     notes = [*notes, *td.notes, *([fallback] if fallback else [])]
+    if counters and counters.get("world", d.world) != d.world:
+        notes.append(
+            f"resumed on {d.world} rank(s) from a checkpoint saved on {counters['world']}: "
+            f"the global batch {cfg.batch_size} is {cfg.batch_size // d.world} per rank, "
+            "so the plan and the schedule go on unchanged"
+        )
     model = loaded.model.to(d.device)
     model = _batchnorm(model, cfg.batchnorm, d, notes)
     loaded.model = model

@@ -60,3 +60,19 @@ def test_steps_logged_after_the_last_checkpoint_appear_once_after_a_resume(
     assert [r["step"] for r in rows if "step" in r] == list(range(1, 16))
     assert any("dropped 3 logged step(s) after step 6" in r.get("note", "") for r in rows)
     assert _tb_steps(tmp_path / "run") == list(range(1, 16))
+
+
+def test_a_resume_on_another_number_of_ranks_is_said(pretrain_checkpoint, tmp_path):
+    """The global batch, not the rank count, makes the plan: a run resumed on other
+    ranks goes on unchanged, and now its log says it was resumed on them."""
+    import torch
+
+    cfg = tiny_run(tmp_path / "run", pretrain_checkpoint, checkpoint_every=3)
+    pretrain(dataclasses.replace(cfg, max_steps=3), progress=False)
+    state = tmp_path / "run" / "checkpoints" / "step-00000003" / "training_state.pt"
+    saved = torch.load(state, weights_only=False)
+    torch.save({**saved, "world": 2}, state)  # as two ranks would have saved it
+    (tmp_path / "run" / "checkpoints" / "step-00000003" / "sizes.json").unlink()
+    pretrain(dataclasses.replace(cfg, max_steps=4), progress=False)
+    log = (tmp_path / "run" / "train_log.jsonl").read_text()
+    assert "resumed on 1 rank(s) from a checkpoint saved on 2: the global batch 8" in log
