@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from animalclap_edge.contracts.prompts import ALL_TEMPLATES
+from animalclap_edge.contracts.prompts import ALL_TEMPLATES, Template
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -160,6 +160,16 @@ class PretrainConfig:
                 "compile_mode=reduce-overhead replays CUDA graphs, which need fixed shapes: "
                 "set prompt_length=auto (or a number of tokens) as well"
             )
+        # before the data and the model load: a typo in a template met the first
+        # batch, and an empty list failed inside the tokenizer with a traceback
+        allowed = ", ".join(t.value for t in ALL_TEMPLATES)
+        if not self.templates:
+            raise ValueError(f"templates: give at least one of {allowed}")
+        for name in self.templates:
+            try:
+                Template.parse(name)
+            except ValueError as e:
+                raise ValueError(f"templates: {e}") from None
         if self.crop_seconds <= 0 or self.lr <= 0:
             raise ValueError("crop_seconds and lr must be positive")
 

@@ -50,6 +50,11 @@ def test_overrides_take_the_field_type(tmp_path):
         (["prompt_length=-1"], "prompt_length must be 0"),
         (["prompt_length=long"], r"prompt_length must be 0 .* got 'long'"),
         (["max_steps=0"], r"max_steps must be at least 1 \(or null"),  # ran everything before
+        # these loaded the data and the model first (a hub id: half a minute offline),
+        # and an empty list ended in an IndexError traceback from the tokenizer
+        (["templates=[]"], "templates: give at least one of com, sci, tax"),
+        (["templates=com,bogus"], "templates: unknown prompt template 'bogus'; choose from"),
+        (["templates="], "templates: unknown prompt template ''"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(overrides, message):
