@@ -446,6 +446,36 @@ def test_a_regional_species_under_another_id_than_the_replayed_one_is_refused(
         merge(open_labelled(str(region)), open_labelled(str(real_folder)))
 
 
+def test_a_regional_id_that_the_replayed_data_gives_another_species_is_refused(
+    real_folder, tmp_path
+):
+    """A region whose catalogue used an id the global data gives another species (the
+    region's leopard as 'pitsan1', tiny's Pterocles alchata) merged the two: the
+    global species' recordings were replayed under the leopard's names."""
+    import csv
+    import shutil
+
+    from training.labelled_audio import open_labelled
+    from training.pretrain.mixed import merge
+
+    replayed = open_labelled("tiny")
+    taken = next(iter(replayed.catalogue))
+    region = tmp_path / "region"
+    shutil.copytree(real_folder, region)
+    with open(region / "catalogue.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    old, name = rows[0]["id"], rows[0]["scientific_name"]
+    rows[0]["id"] = taken.id
+    with open(region / "catalogue.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    recs = (region / "recordings.csv").read_text(encoding="utf-8")
+    (region / "recordings.csv").write_text(recs.replace(f",{old},", f",{taken.id},"))
+    with pytest.raises(ValueError, match=f"'{taken.id}' is {name} in .* {taken.scientific_name}"):
+        merge(open_labelled(str(region)), replayed)
+
+
 def test_a_report_with_nothing_held_out_says_why_and_what_to_change():
     from training.finetune import report_md
 

@@ -53,8 +53,18 @@ def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
     """One set over both: regional species first, global species the regional
     catalogue lacks after; item ids prefixed so loading goes to the right source."""
     species = list(regional.catalogue)
-    known = {sp.id for sp in species}
+    known = {sp.id: sp for sp in species}
     by_name = {sp.scientific_name.casefold(): sp.id for sp in species}
+    for sp in global_.catalogue:
+        # two species under one id would train as one: the global species' recordings
+        # replayed under the regional species' names
+        mine = known.get(sp.id)
+        if mine is not None and mine.scientific_name.casefold() != sp.scientific_name.casefold():
+            raise ValueError(
+                f"replay: {sp.id!r} is {mine.scientific_name} in {regional.name} and "
+                f"{sp.scientific_name} in {global_.name}: give the regional species an id "
+                f"the replayed data does not use"
+            )
     for sp in global_.catalogue:  # one species under two ids would train as two
         mine = by_name.get(sp.scientific_name.casefold())
         if mine is not None and mine != sp.id:
