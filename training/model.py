@@ -13,12 +13,16 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from animalclap_edge.contracts.frontend import CLAP_UNFUSED, FrontendConfig
 from training.frontend import LogMelFrontend, frontend_from_feature_extractor, repeat_pad_torch
+
+if TYPE_CHECKING:  # imported where used: transformers takes seconds to load
+    from transformers import ClapConfig, ClapFeatureExtractor, RobertaTokenizerFast
 
 DEFAULT_CHECKPOINT = "laion/clap-htsat-unfused"
 
@@ -61,7 +65,7 @@ AUDIO_VARIANTS: dict[str, dict] = {
 
 def small_clap_config(
     vocab_size: int, projection_dim: int = 512, max_text_len: int = 64, audio: str = "small"
-):
+) -> ClapConfig:
     """A ClapConfig small enough to train for minutes on 2 CPU cores.
 
     HTS-AT needs spec_size >= 256 for 64 mel bins with freq_ratio 4 (10 s = 1001
@@ -123,7 +127,9 @@ def new_clap_model(config) -> nn.Module:
     return model
 
 
-def build_tokenizer(texts: Iterable[str], vocab_size: int = 2000, max_len: int = 64):
+def build_tokenizer(
+    texts: Iterable[str], vocab_size: int = 2000, max_len: int = 64
+) -> RobertaTokenizerFast:
     """A byte-level BPE RoBERTa tokenizer trained offline on `texts` (no hub access)."""
     from tokenizers import ByteLevelBPETokenizer
     from transformers import RobertaTokenizerFast
@@ -153,7 +159,7 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 2000, max_len: int =
     return tok
 
 
-def feature_extractor_for(frontend: FrontendConfig):
+def feature_extractor_for(frontend: FrontendConfig) -> ClapFeatureExtractor:
     """The transformers ClapFeatureExtractor configured like the unfused hub checkpoints."""
     from transformers import ClapFeatureExtractor
 

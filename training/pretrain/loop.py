@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -54,7 +54,9 @@ class ClapTrainModule(nn.Module):
         self.clap = loaded.model
         self.audio = AudioEncoder(loaded.model, loaded.frontend, mode="fft")
 
-    def forward(self, wave, input_ids, attention_mask):
+    def forward(
+        self, wave: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if wave.dtype == torch.int16:  # 16-bit PCM from the loader (Collate int16)
             wave = wave.float().mul_(1 / 32768)
         audio = self.audio(wave)  # (B, D), normalised
@@ -138,7 +140,9 @@ def make_dataset(cfg: PretrainConfig, td, loaded: LoadedClap) -> EpochPlanDatase
     )
 
 
-def make_optimizer(cfg: PretrainConfig, module: nn.Module, device: torch.device):
+def make_optimizer(
+    cfg: PretrainConfig, module: nn.Module, device: torch.device
+) -> torch.optim.AdamW:
     """AdamW with no weight decay on biases and norms; on a GPU its fused kernel (one
     launch for all parameters instead of a few per tensor). The loop and `bench` share
     it, so that bench times the loop's own optimizer."""
@@ -301,7 +305,7 @@ def enable_gradient_checkpointing(model: nn.Module) -> int:
 
 
 @contextlib.contextmanager
-def gradient_checkpointing_off(model: nn.Module):
+def gradient_checkpointing_off(model: nn.Module) -> Iterator[None]:
     """Within it, layers that enable_gradient_checkpointing switched on run plainly:
     `bench` counts a step's model FLOPs there, without the recomputed forwards, which
     are work the hardware does but not work the model needs (MFU, not HFU)."""
