@@ -17,6 +17,7 @@ import re
 import shutil
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -348,31 +349,48 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
         while remaining:
             finished, broken = _pool_pass(remaining, folder, cfg, cfg.workers, bar, crashed)
             # A process died (the OOM killer, a decoder's crash) and took the pool with
-            # it: each shard that was being written is redone alone, where a death is
-            # its own recording's, which is then left out. The rest go on in parallel.
-            for j in broken:
-                while True:
-                    _clear_stale(folder, j)
-                    done, again = _pool_pass({j: remaining[j]}, folder, cfg, 1, bar, crashed)
-                    if j in done:
-                        break
-                    pos = again.get(j, len(remaining[j]))
-                    rec = remaining[j][pos] if pos < len(remaining[j]) else None
-                    if rec is None or rec.key in crashed:
-                        raise RuntimeError(f"shard {shard_name(j)}: its process died, alone")
-                    crashed.add(rec.key)
-                    print(
-                        f"prepare: {rec.uri} killed its decoding process (out of memory? a "
-                        f"decoder crash?): left out as '{CRASHED}'",
-                        flush=True,
-                    )
-                finished.add(j)
+            # it: each shard that was being written is redone in a pool of its own, where
+            # a death is its own recording's, which is then left out. Up to `workers`
+            # of them at once: one at a time, a death among 32 workers redid the other
+            # 31 shards in one process. (Out of memory, the kernel kills the process
+            # that holds the most, as a rule the one decoding the longest recording.)
+            # The shards not begun go on in the next pass.
+            if broken:
+                with ThreadPoolExecutor(min(cfg.workers, len(broken))) as redo:
+                    jobs = [
+                        redo.submit(_redo_alone, j, remaining[j], folder, cfg, bar, crashed)
+                        for j in broken
+                    ]
+                for job in jobs:
+                    job.result()
             for j in finished | set(broken):
                 remaining.pop(j, None)
             for j in remaining:
                 _clear_stale(folder, j)
     finally:
         bar.close()
+
+
+def _redo_alone(
+    j: int, recs: list, folder: Path, cfg: PrepareConfig, bar, crashed: set[str]
+) -> None:
+    """Shard `j` in a one-process pool until it is written: each time its process dies,
+    the recording it was decoding joins `crashed` and is left out of the next try."""
+    while True:
+        _clear_stale(folder, j)
+        done, again = _pool_pass({j: recs}, folder, cfg, 1, bar, crashed)
+        if j in done:
+            return
+        pos = again.get(j, len(recs))
+        rec = recs[pos] if pos < len(recs) else None
+        if rec is None or rec.key in crashed:
+            raise RuntimeError(f"shard {shard_name(j)}: its process died, alone")
+        crashed.add(rec.key)  # other threads read it: one set, added to under the GIL
+        print(
+            f"prepare: {rec.uri} killed its decoding process (out of memory? a decoder "
+            f"crash?): left out as '{CRASHED}'",
+            flush=True,
+        )
 
 
 class _BarTicks:

@@ -733,6 +733,36 @@ if __name__ == "__main__":
     assert not list(shards.glob("*.tmp"))
 
 
+def test_shards_a_death_broke_are_redone_side_by_side(tmp_path, monkeypatch):
+    """A process death redid the shards it broke one at a time, each in one process:
+    an OOM kill among 32 workers cost the other 31 shards' time over, serially. They
+    are now redone side by side, each in a pool of its own (where a death is still its
+    own recording's), up to `workers` at once."""
+    import threading
+    import time
+
+    from training.prepare import run
+
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def pool_pass(work, folder, cfg, workers, bar, crashed):
+        if workers > 1:  # the first pass: a death broke the four shards begun
+            return set(), {j: 0 for j in work}
+        (j,) = work
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.3)
+        with lock:
+            running[0] -= 1
+        return {j}, {}
+
+    monkeypatch.setattr(run, "_pool_pass", pool_pass)
+    cfg = run.PrepareConfig(manifest="m", catalogue="c", out=str(tmp_path), workers=3)
+    run._run_shards({j: ["a recording"] for j in range(4)}, tmp_path, cfg, False)
+    assert most[0] == 3  # as many as the workers asked for, not one
+
+
 def test_failed_downloads_are_retried_on_a_rerun_when_asked(manifest, tmp_path, capsys):
     """A server down for an hour, a rate limit: the rows it served were 'download
     failed' for good, as a rerun found every shard written and redid nothing."""
