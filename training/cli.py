@@ -272,6 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
         "answer): a rerun otherwise keeps them as failed",
     )
     pp.add_argument(
+        "--record-timeout",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="a recording a worker spends longer on (a decoder stuck on a bad file, a hung "
+        "mount) has its process stopped and is left out, counted; 0: wait for ever. "
+        "Needs --workers 2 or more",
+    )
+    pp.add_argument(
         "--finalize",
         action="store_true",
         help="only merge the shards of all machines into the index, report and split",
@@ -662,6 +671,7 @@ def _cmd_prepare(args) -> int:
             seed=args.seed,
             codec=args.codec,
             retry_downloads=args.retry_downloads,
+            record_timeout_s=args.record_timeout,
         )
     )
     report = summary.get("report")

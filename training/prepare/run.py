@@ -10,11 +10,14 @@ the indexes into `records.jsonl`, the report and the zero-shot split.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import shutil
+import signal
+import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +80,9 @@ class PrepareConfig:
     codec: str = "flac"  # or "wav": about twice the disk, no decoding in the loader
     # redo written shards whose downloads failed (not for a 4xx): the server may be back
     retry_downloads: bool = False
+    # a recording a worker spends longer on (a decoder stuck on a pathological file, a
+    # hung network mount) has its process stopped and is left out; 0: wait for ever
+    record_timeout_s: float = 3600.0
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -108,6 +114,10 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     i, n = parse_shard(cfg.shard)
     if cfg.per_shard < 1 or cfg.workers < 1:
         raise ValueError("--per-shard and --workers must be at least 1")
+    if not cfg.record_timeout_s >= 0:  # NaN too
+        raise ValueError(
+            f"--record-timeout {cfg.record_timeout_s}: give seconds, or 0 to wait for ever"
+        )
     if cfg.codec not in CODECS:
         raise ValueError(f"--codec {cfg.codec!r}: use one of {sorted(CODECS)}")
     out = Path(cfg.out)
@@ -280,7 +290,9 @@ def write_shard(
         for rec in recordings:
             try:
                 if rec.key in crashed:
-                    raise Rejected(CRASHED, "its decoding process died on it, decoding alone")
+                    raise Rejected(
+                        CRASHED, "its decoding process died or hung on it, decoding alone"
+                    )
                 wave = load_source(rec.uri, settings)
             except Rejected as e:
                 writer.reject(rec.key, rec.uri, e.reason, e.detail)
@@ -326,6 +338,8 @@ def _write_shard_in_worker(
     codec: str,
     crashed: frozenset[str],
 ) -> dict:
+    if _TICKS is not None:  # (shard, pid): the process to stop if the shard hangs
+        _TICKS.put((index, os.getpid()))
     return write_shard(index, recordings, folder, settings, _TICKS, codec, crashed)
 
 
@@ -347,7 +361,7 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
         remaining = dict(work)
         crashed: set[str] = set()  # keys whose process died on them, decoding alone
         while remaining:
-            finished, broken = _pool_pass(remaining, folder, cfg, cfg.workers, bar, crashed)
+            finished, broken, _ = _pool_pass(remaining, folder, cfg, cfg.workers, bar, crashed)
             # A process died (the OOM killer, a decoder's crash) and took the pool with
             # it: each shard that was being written is redone in a pool of its own, where
             # a death is its own recording's, which is then left out. Up to `workers`
@@ -378,7 +392,7 @@ def _redo_alone(
     the recording it was decoding joins `crashed` and is left out of the next try."""
     while True:
         _clear_stale(folder, j)
-        done, again = _pool_pass({j: recs}, folder, cfg, 1, bar, crashed)
+        done, again, hung = _pool_pass({j: recs}, folder, cfg, 1, bar, crashed)
         if j in done:
             return
         pos = again.get(j, len(recs))
@@ -386,11 +400,13 @@ def _redo_alone(
         if rec is None or rec.key in crashed:
             raise RuntimeError(f"shard {shard_name(j)}: its process died, alone")
         crashed.add(rec.key)  # other threads read it: one set, added to under the GIL
-        print(
-            f"prepare: {rec.uri} killed its decoding process (out of memory? a decoder "
-            f"crash?): left out as '{CRASHED}'",
-            flush=True,
+        why = (
+            f"made no progress in {cfg.record_timeout_s:g} s (--record-timeout), so its "
+            "process was stopped"
+            if j in hung
+            else "killed its decoding process (out of memory? a decoder crash?)"
         )
+        print(f"prepare: {rec.uri} {why}: left out as '{CRASHED}'", flush=True)
 
 
 class _BarTicks:
@@ -411,12 +427,13 @@ def _pool_pass(
     workers: int,
     bar,
     crashed: set[str],
-) -> tuple[set[int], dict[int, int]]:
-    """Write `work`'s shards in a pool of `workers` processes: the shards finished, and
+) -> tuple[set[int], dict[int, int], set[int]]:
+    """Write `work`'s shards in a pool of `workers` processes: the shards finished;
     where a process died, {shard: its recordings done} of those it had begun and not
-    finished (their progress taken back off the bar). A worker's real error (disk
-    full, a bug) stops the run: no shard starts after it; those running finish, kept
-    for the rerun."""
+    finished (their progress taken back off the bar); and the shards whose process was
+    stopped because one recording took longer than `cfg.record_timeout_s` (a death
+    like any other to the pool). A worker's real error (disk full, a bug) stops the
+    run: no shard starts after it; those running finish, kept for the rerun."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -424,6 +441,9 @@ def _pool_pass(
     ctx = mp.get_context("spawn")
     ticks = ctx.SimpleQueue()
     begun: dict[int, int] = {}  # shard -> its recordings done so far
+    pids: dict[int, int] = {}  # shard -> the process writing it
+    last: dict[int, float] = {}  # shard -> when it last moved (monotonic s)
+    hung: set[int] = set()
     finished: set[int] = set()
     died = False
     failure: BaseException | None = None
@@ -447,15 +467,31 @@ def _pool_pass(
         def drain() -> None:
             while not ticks.empty():  # always: a worker blocks on a full tick pipe
                 tick = ticks.get()
+                if isinstance(tick, tuple):
+                    j, pid = tick
+                    pids[j] = pid
+                    continue
+                j = -1 - tick if tick < 0 else tick
+                last[j] = time.monotonic()
                 if tick < 0:
-                    begun[-1 - tick] = 0
+                    begun[j] = 0
                 else:
-                    begun[tick] = begun.get(tick, 0) + 1
+                    begun[j] = begun.get(j, 0) + 1
                     bar.update(1)
+
+        def stop_hung() -> None:
+            limit = cfg.record_timeout_s
+            now = time.monotonic()
+            for j, t in last.items():
+                if limit and j not in finished and j not in hung and now - t > limit:
+                    hung.add(j)
+                    with contextlib.suppress(ProcessLookupError, KeyError):
+                        os.kill(pids[j], signal.SIGKILL)
 
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             drain()
+            stop_hung()
             for fut in done:
                 if fut.cancelled():
                     continue
@@ -472,12 +508,12 @@ def _pool_pass(
     if failure is not None:
         raise failure
     if not died:
-        return finished, {}
+        return finished, {}, set()
     broken = {j: n for j, n in begun.items() if j not in finished}
     if not broken:
         raise RuntimeError("a decoding process died before it began a shard")
     bar.update(-sum(broken.values()))  # redone from their first recording
-    return finished, broken
+    return finished, broken, hung & set(broken)
 
 
 def _clear_stale(folder: Path, index: int) -> None:

@@ -669,6 +669,39 @@ def test_workers_default_to_the_cores_this_job_may_use(monkeypatch):
     assert seen[1].workers == 2
 
 
+def _poisoned_prepare(tmp_path, n: int, poison: str, main: str):
+    """n tone recordings r0..r{n-1}.wav and a script that writes shards of them with
+    `training.prepare.run.load_source` poisoned for r4.wav (`poison`: the statement run
+    instead of decoding it). At the top level of the script: spawned workers import it
+    too, so they get the poison. Returns the script's path; `main` is its __main__."""
+    t = np.arange(SR * 3 // 2) / SR
+    for i in range(n):
+        sf.write(tmp_path / f"r{i}.wav", 0.2 * np.sin(2 * np.pi * (500 + 100 * i) * t), SR)
+    script = tmp_path / "run_poisoned.py"
+    script.write_text(f"""
+import os, sys, time
+from pathlib import Path
+import training.prepare.run as run
+from training.prepare.manifest import SourceRecording
+
+real = run.load_source
+
+def load_source(uri, settings):
+    if uri.endswith("r4.wav"):
+        {poison}
+    return real(uri, settings)
+
+run.load_source = load_source
+
+def rec(i):
+    return SourceRecording(f"k{{i}}", "{tmp_path}/r%d.wav" % i, "sp", "CC0", "", "")
+
+if __name__ == "__main__":
+{main}
+""")
+    return script
+
+
 def test_a_recording_that_kills_its_decoding_process_is_left_out_and_the_run_goes_on(
     tmp_path,
 ):
@@ -683,38 +716,18 @@ def test_a_recording_that_kills_its_decoding_process_is_left_out_and_the_run_goe
     from training.prepare.decode import CRASHED
     from training.prepare.shards import read_index
 
-    t = np.arange(SR * 3 // 2) / SR
-    for i in range(9):
-        sf.write(tmp_path / f"r{i}.wav", 0.2 * np.sin(2 * np.pi * (500 + 100 * i) * t), SR)
     shards = tmp_path / "shards"
-    script = tmp_path / "run_poisoned.py"
-    # top level: spawned workers import this file too, so they get the poison
-    script.write_text(f"""
-import os
-from pathlib import Path
-import training.prepare.run as run
-from training.prepare.manifest import SourceRecording
-
-real = run.load_source
-
-def load_source(uri, settings):
-    if uri.endswith("r4.wav"):
-        os.kill(os.getpid(), 9)
-    return real(uri, settings)
-
-run.load_source = load_source
-
-def rec(i):
-    return SourceRecording(f"k{{i}}", "{tmp_path}/r%d.wav" % i, "sp", "CC0", "", "")
-
-if __name__ == "__main__":
-    import sys
+    script = _poisoned_prepare(
+        tmp_path,
+        9,
+        "os.kill(os.getpid(), 9)",
+        f"""
     cfg = run.PrepareConfig(manifest="m", catalogue="c", out="{tmp_path}", workers=2)
     work = {{j: [rec(i) for i in range(3 * j, 3 * j + 3)] for j in range(3)}}
     if sys.argv[1:] == ["one"]:  # a job with one shard left: a rerun after a failure
         work = {{1: work[1]}}
-    run._run_shards(work, Path("{shards}"), cfg, False)
-""")
+    run._run_shards(work, Path("{shards}"), cfg, False)""",
+    )
     # a rerun of the shard alone died in the main process, as it was written in-process
     one = subprocess.run(
         [sys.executable, str(script), "one"], capture_output=True, text=True, timeout=300
@@ -733,6 +746,41 @@ if __name__ == "__main__":
     assert not list(shards.glob("*.tmp"))
 
 
+def test_a_recording_that_hangs_its_decoder_is_left_out_after_the_timeout(tmp_path):
+    """A decoder stuck on one pathological file (or a read from a hung network mount)
+    held its shard, and the run, for ever. Its process is now stopped when a recording
+    takes longer than --record-timeout, and the recording is left out, counted."""
+    import subprocess
+    import sys
+
+    from training.prepare.decode import CRASHED
+    from training.prepare.shards import read_index
+
+    shards = tmp_path / "shards"
+    # stuck, as a decoder in a C loop: no exception ever comes
+    script = _poisoned_prepare(
+        tmp_path,
+        6,
+        "time.sleep(600)",
+        f"""
+    cfg = run.PrepareConfig(
+        manifest="m", catalogue="c", out="{tmp_path}", workers=2, record_timeout_s=2.0
+    )
+    work = {{j: [rec(i) for i in range(2 * j, 2 * j + 2)] for j in range(3)}}
+    run._run_shards(work, Path("{shards}"), cfg, False)""",
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    indexes = [read_index(shards / f"shard-00000{j}.json") for j in range(3)]
+    kept = sorted(r["key"] for idx in indexes for r in idx["records"])
+    assert kept == ["k0", "k1", "k2", "k3", "k5"]
+    assert [(r["key"], r["reason"]) for r in indexes[2]["rejected"]] == [("k4", CRASHED)]
+    assert "r4.wav made no progress in 2 s (--record-timeout)" in done.stdout
+    assert not list(shards.glob("*.tmp"))
+
+
 def test_shards_a_death_broke_are_redone_side_by_side(tmp_path, monkeypatch):
     """A process death redid the shards it broke one at a time, each in one process:
     an OOM kill among 32 workers cost the other 31 shards' time over, serially. They
@@ -747,7 +795,7 @@ def test_shards_a_death_broke_are_redone_side_by_side(tmp_path, monkeypatch):
 
     def pool_pass(work, folder, cfg, workers, bar, crashed):
         if workers > 1:  # the first pass: a death broke the four shards begun
-            return set(), {j: 0 for j in work}
+            return set(), {j: 0 for j in work}, set()
         (j,) = work
         with lock:
             running[0] += 1
@@ -755,7 +803,7 @@ def test_shards_a_death_broke_are_redone_side_by_side(tmp_path, monkeypatch):
         time.sleep(0.3)
         with lock:
             running[0] -= 1
-        return {j}, {}
+        return {j}, {}, set()
 
     monkeypatch.setattr(run, "_pool_pass", pool_pass)
     cfg = run.PrepareConfig(manifest="m", catalogue="c", out=str(tmp_path), workers=3)
