@@ -55,8 +55,11 @@ class Rejected(Exception):
 
 def fetch(uri: str, workdir: Path, settings: DecodeSettings) -> Path:
     """A local path as is; an http(s)/file URL downloaded into workdir."""
-    if "://" not in uri:
-        p = Path(uri)
+    parts = urllib.parse.urlsplit(uri)
+    if "://" not in uri or (parts.scheme == "file" and parts.netloc in ("", "localhost")):
+        # a file:// URL is a path: a missing one is missing, not a failed download
+        # retried three times (and counted for --retry-downloads to try again)
+        p = Path(urllib.request.url2pathname(parts.path)) if "://" in uri else Path(uri)
         if not p.is_file():
             raise Rejected(MISSING, "no such file" if not p.exists() else "not a file")
         return p

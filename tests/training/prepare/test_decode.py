@@ -202,3 +202,17 @@ def test_a_host_that_never_answers_is_given_up_after_a_few_rows(monkeypatch):
         d.load_source("http://127.0.0.1:9/x.wav", fast)
     assert "not tried" not in str(e.value)
     d._HOSTS.clear()
+
+
+def test_a_file_url_is_read_in_place_and_a_missing_one_is_missing(tmp_path):
+    """A missing file:// recording was fetched three times with back-off and counted as
+    a failed download, which --retry-downloads then tried again on every rerun."""
+    wav = tmp_path / "a b.wav"  # a space: percent-encoded in the URL
+    wav.write_bytes(b"RIFF")
+    work = tmp_path / "work"
+    work.mkdir()
+    assert d.fetch(wav.as_uri(), work, d.DecodeSettings()) == wav
+    assert not list(work.iterdir())  # not copied
+    with pytest.raises(d.Rejected) as e:
+        d.fetch((tmp_path / "gone.wav").as_uri(), work, d.DecodeSettings(retries=3))
+    assert e.value.reason == d.MISSING and e.value.detail == "no such file"
