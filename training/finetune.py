@@ -141,6 +141,11 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
             replayed = open_labelled(cfg.replay)
         except ValueError as e:
             raise ValueError(f"--replay: {e}") from None
+        # ids that clash between the regional and replayed catalogues: refused here, not
+        # when training opens the data, after the "before" report
+        from training.pretrain.mixed import merge
+
+        merge(regional, replayed)
     with removed_if_left_empty(out):
         out.mkdir(parents=True, exist_ok=True)
         before = report_on(

@@ -522,3 +522,40 @@ def test_a_replayed_split_carried_over_to_changed_data_keeps_its_unseen_species_
     )
     assert not {grown[i].group for i in moved.train} & {grown[i].group for i in moved.val}
     assert moved.items_digest == items_digest(grown) != split.items_digest
+
+
+def test_a_regional_id_clash_with_the_replay_is_refused_before_the_before_report(
+    real_folder, tmp_path, monkeypatch
+):
+    """A regional catalogue calling a replayed species by its own id (an East African
+    team's 'bfsg' for Pterocles decoratus, tiny's 'blfsan1') was refused only once
+    training began: after the "before" report (minutes at full size), leaving
+    --out/before behind."""
+    import csv
+    import shutil
+
+    import training.finetune as F
+    from training.labelled_audio import open_labelled
+
+    taken = next(iter(open_labelled("tiny").catalogue))
+    region = tmp_path / "region"
+    shutil.copytree(real_folder, region)
+    with open(region / "catalogue.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    rows.append({**rows[0], "id": "team_code", "scientific_name": taken.scientific_name,
+                 "genus": taken.genus})  # fmt: skip
+    with open(region / "catalogue.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+    def no_report(*a, **k):
+        raise AssertionError("the before report ran before the refusal")
+
+    monkeypatch.setattr(F, "report_on", no_report)
+    out = tmp_path / "run"
+    cfg = finetune_config(None, [f"init={real_folder}", f"data={region}", "replay=tiny",
+                                 f"out={out}"])  # fmt: skip
+    with pytest.raises(ValueError, match=f"calls {taken.scientific_name} 'team_code'"):
+        finetune(cfg, progress=False)
+    assert not out.exists()
