@@ -177,7 +177,9 @@ class Catalogue(Sequence[Species]):
             # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark
             with open(path, newline="", encoding="utf-8-sig") as f:
                 reader = csv.DictReader(f)
-                header = reader.fieldnames or []
+                # "id, scientific_name, ..." (a space after each comma) names the columns
+                header = [h.strip() for h in reader.fieldnames or []]
+                reader.fieldnames = header
                 missing = [c for c in REQUIRED_COLUMNS if c not in header]
                 if missing:
                     raise CatalogueError(
@@ -204,7 +206,9 @@ class Catalogue(Sequence[Species]):
                             order=r["order"].strip(),
                             family=r["family"].strip(),
                             genus=r["genus"].strip(),
-                            regions=tuple(t for t in (r.get("regions") or "").split(";") if t),
+                            regions=tuple(
+                                t.strip() for t in (r.get("regions") or "").split(";") if t.strip()
+                            ),
                         )
                     )
         except UnicodeDecodeError as e:

@@ -197,3 +197,19 @@ def test_a_genus_that_does_not_open_the_binomial_is_refused(tmp_path):
 def test_nomenclature_the_genus_check_must_accept(scientific_name, genus):
     row = Species("x1", scientific_name, "x", "C", "O", "F", genus)
     assert Catalogue([row]).check_genus_opens_binomial().ids == ["x1"]
+
+
+def test_region_tags_and_header_names_are_read_without_the_spaces_around_them(tmp_path):
+    """A team's spreadsheet writes "KE; TZ" and "id, scientific_name, ...": the tag
+    " TZ" never matched `scoring.regions: [TZ]`, so the species silently left the
+    recorder's list, and the header was refused as missing columns it visibly had."""
+    p = tmp_path / "species.csv"
+    p.write_text(
+        "id, scientific_name, common_name, class, order, family, genus, regions\n"
+        "helgui,Numida meleagris,Helmeted Guineafowl,Aves,Galliformes,Numididae,Numida,"
+        "KE; TZ ;\n",
+        encoding="utf-8",
+    )
+    cat = Catalogue.from_csv(p)
+    assert cat[0].regions == ("KE", "TZ")
+    assert len(cat.in_regions(["TZ"])) == 1
