@@ -66,8 +66,18 @@ class Scorer:
             active &= self._mask(settings.include, "include")
         if settings.exclude:
             active &= ~self._mask(settings.exclude, "exclude")
+        if not len(cat):
+            raise ScoringError("the bundle has no species; export it with a catalogue")
         if not active.any():
             raise ScoringError("no species left after include/exclude/regions filters; widen them")
+        if active.sum() == 1:
+            only = cat[int(np.flatnonzero(active)[0])]
+            where = "in the bundle" if len(cat) == 1 else "left by include/exclude/regions"
+            raise ScoringError(
+                f"only one species {where} ({only.id}, {only.scientific_name}): its "
+                "probability would be p=1 for every window, so every sound would be logged "
+                "as it; keep at least two species"
+            )
         self.active = np.flatnonzero(active)
         # one GEMM per batch against the (S, D) text matrix, packed once by onnxruntime;
         # with every species active the bundle's own array is used, not a copy

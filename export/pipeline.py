@@ -171,6 +171,14 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
         catalogue = Catalogue.from_csv(cfg.catalogue) if cfg.catalogue else data.catalogue
     except ValueError as e:
         raise named("--catalogue", cfg.catalogue, e) from e
+    if len(catalogue) < 2:
+        # softmax over one species is 1 whatever the sound: every window a detection
+        raise ValueError(
+            f"{'--catalogue ' + cfg.catalogue if cfg.catalogue else '--data ' + cfg.data}: "
+            f"{len(catalogue)} species; a bundle needs at least two, since a species' "
+            "probability is shared among the catalogue's species (with one, every sound "
+            "would be it at p=1): add the species the recorder also hears"
+        )
     loaded = load_clap(cfg.checkpoint)
     fe = loaded.frontend
     if cfg.window_seconds > fe.clip_seconds:  # a checkpoint with a shorter input than CLAP's

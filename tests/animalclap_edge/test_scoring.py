@@ -105,8 +105,11 @@ def test_per_species_threshold_include_exclude_regions(tiny_catalogue):
     assert sid not in [lab.taxon for lab in s.score(x)[0].labels]
     s = Scorer(b, ScoringSettings(include=("Turdus merula", "tawowl1")))
     assert [tiny_catalogue[i].id for i in s.active] == ["eurbla", "tawowl1"]
-    s = Scorer(b, ScoringSettings(regions=("NA",)))
-    assert [tiny_catalogue[i].id for i in s.active] == ["amebul"]
+    s = Scorer(b, ScoringSettings(regions=("EU",)))
+    assert "amebul" not in [tiny_catalogue[i].id for i in s.active]
+    # one species left: its probability would be 1 for every window, every sound logged
+    with pytest.raises(ScoringError, match=r"only one species .*amebul.* p=1 for every window"):
+        Scorer(b, ScoringSettings(regions=("NA",)))
     with pytest.raises(ScoringError, match="neither a species id nor a scientific name"):
         Scorer(b, ScoringSettings(include=("Turdus nonexistens",)))
     with pytest.raises(ScoringError, match="no species left"):

@@ -167,3 +167,17 @@ def test_enough_recordings_get_past_the_checks(request_parts, tmp_path, monkeypa
             ExportConfig(**request_parts, precision="int8", calibration_audio=audio),
             progress=False,
         )
+
+
+@pytest.mark.parametrize("rows", [0, 1])
+def test_a_catalogue_of_fewer_than_two_species_is_refused_before_the_model_loads(
+    rows, request_parts, tmp_path, tiny_catalogue, never_load
+):
+    """A header-only catalogue made a 0-species bundle the recorder then refused with
+    "no species left after include/exclude/regions filters"; a one-species one (a team
+    after lions only) made a bundle that logs every window as that species at p=1.00:
+    the softmax over one species is 1 whatever the sound."""
+    path = tmp_path / f"{rows}.csv"
+    tiny_catalogue.subset(tiny_catalogue.ids[:rows]).to_csv(path)
+    msg = _refusal({**request_parts, "student": None}, catalogue=str(path))
+    assert f"--catalogue {path}: {rows} species" in msg
