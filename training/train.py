@@ -331,7 +331,13 @@ def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
 
 
 def validate_seen(
-    loaded: LoadedClap, encoder, data: LabelledSet, items, window: int, progress: bool
+    loaded: LoadedClap,
+    encoder,
+    data: LabelledSet,
+    items,
+    window: int,
+    progress: bool,
+    templates: tuple[Template, ...] = (Template.COM, Template.SCI, Template.TAX),
 ) -> dict:
     """Top-1/top-5 on held-out site-days of seen species, per query template."""
     if not items:
@@ -341,5 +347,5 @@ def validate_seen(
     labels = np.array([data.catalogue.index(it.species_id) for it in items])
     return {
         t.value: topk_accuracy(audio, species_prompt_embeddings(loaded, data.catalogue, t), labels)
-        for t in (Template.COM, Template.SCI, Template.TAX)
+        for t in templates
     }
