@@ -375,6 +375,8 @@ def _open_folder(root: Path, sample_rate: int, schema: TraitSchema) -> LabelledS
     # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
     with open(root / "recordings.csv", newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
+        # "path, species_id, ..." (a space after each comma) names the columns
+        reader.fieldnames = [h.strip() for h in reader.fieldnames or []]
         missing = [c for c in ("path", "species_id") if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(

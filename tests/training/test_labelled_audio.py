@@ -340,3 +340,19 @@ def test_a_prepared_folder_reads_background_names_stored_unmatched_again(tmp_pat
             f.write(json.dumps(rec) + "\n")
     heard = [it.background for it in open_labelled(str(tmp_path)).items]
     assert heard == [("s2", "Avis incognita"), ("s1",), ("s2",), ()]
+
+
+def test_recordings_csv_header_names_are_read_without_spaces_around_them(real_folder, tmp_path):
+    """ "path, species_id, site, date" (a spreadsheet's space after each comma) was
+    refused as missing species_id, the column it visibly has; the catalogue's header
+    reads so too."""
+    from training.labelled_audio import open_labelled
+
+    good = tmp_path / "good.wav"
+    sf.write(good, np.zeros(4800, np.float32), 48_000)
+    folder = _folder_of(real_folder, tmp_path / "f", [good])
+    lines = (folder / "recordings.csv").read_text().splitlines()
+    lines[0] = ", ".join(lines[0].split(","))
+    (folder / "recordings.csv").write_text("\n".join(lines) + "\n")
+    data = open_labelled(str(folder))
+    assert [it.group for it in data.items] == ["site0|"]  # the site read, not dropped
