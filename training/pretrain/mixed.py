@@ -49,6 +49,20 @@ def background_notes(data: LabelledSet) -> list[str]:
     return [note] if note else []
 
 
+def silent_species_notes(data: LabelledSet) -> list[str]:
+    """The run log's line on catalogue species no recording is labelled with: they are
+    not trained on audio, only scored from their names (zero-shot) once exported."""
+    heard = {it.species_id for it in data.items}
+    silent = [sp.id for sp in data.catalogue if sp.id not in heard]
+    if not silent:
+        return []
+    shown = ", ".join(silent[:10]) + (f" and {len(silent) - 10} more" if len(silent) > 10 else "")
+    return [
+        f"{len(silent)} of {len(data.catalogue)} catalogue species have no recordings, so "
+        f"are not trained on audio (a bundle scores them from their names alone): {shown}"
+    ]
+
+
 def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
     """One set over both: regional species first, global species the regional
     catalogue lacks after; item ids prefixed so loading goes to the right source."""
@@ -156,7 +170,7 @@ def training_data(
     from training.train import make_split
 
     primary = open_labelled(data)
-    notes = background_notes(primary)
+    notes = background_notes(primary) + silent_species_notes(primary)
     split = make_split(primary, split_kind, seed, val_fraction)
     if resumed is not None and (resumed / "split.json").is_file():
         refuse_changed_data(resumed, data, split)  # the saved indices are for these items

@@ -169,3 +169,20 @@ def test_a_run_from_a_checkpoint_trained_on_the_same_data_keeps_its_split(tmp_pa
     )
     other = training_data("tiny", "zeroshot", 3, 0.1, init="laion/clap-htsat-unfused")
     assert other.split.test_species != saved.test_species  # a hub checkpoint: no run to follow
+
+
+def test_the_run_log_names_catalogue_species_with_no_recordings(real_folder, tmp_path):
+    """A regional catalogue of 26 species with recordings of 8 trained 8 on audio; the
+    log said '28 species' (8 + 20 replayed) and nothing of the 18 others, which the
+    report then counted as '26 in the catalogue'."""
+    import shutil
+
+    region = tmp_path / "region"
+    shutil.copytree(real_folder, region)
+    with open(region / "catalogue.csv", "a", encoding="utf-8") as f:
+        f.write(
+            "ostric2,Struthio camelus,Common Ostrich,Aves,Struthioniformes,Struthionidae,Struthio\n"
+        )
+    td = training_data(str(region), "seen", 0, 0.1)
+    note = next(n for n in td.notes if "no recordings" in n)
+    assert note.startswith("1 of ") and "ostric2" in note
