@@ -26,6 +26,12 @@ def _genus_word(name: str) -> str:
     return words[0].casefold() if words else ""
 
 
+def _one_spaced(cell: str) -> str:
+    """A name cell without spaces around it and with runs of spaces inside it collapsed:
+    "Numida  meleagris" (a double space typed in a spreadsheet) is "Numida meleagris"."""
+    return " ".join(cell.split())
+
+
 class CatalogueError(ValueError):
     """A catalogue that cannot be used; the message names the file/row and the problem."""
 
@@ -200,12 +206,12 @@ class Catalogue(Sequence[Species]):
                     species.append(
                         Species(
                             id=r["id"].strip(),
-                            scientific_name=r["scientific_name"].strip(),
-                            common_name=r["common_name"].strip(),
-                            class_=r["class"].strip(),
-                            order=r["order"].strip(),
-                            family=r["family"].strip(),
-                            genus=r["genus"].strip(),
+                            scientific_name=_one_spaced(r["scientific_name"]),
+                            common_name=_one_spaced(r["common_name"]),
+                            class_=_one_spaced(r["class"]),
+                            order=_one_spaced(r["order"]),
+                            family=_one_spaced(r["family"]),
+                            genus=_one_spaced(r["genus"]),
                             regions=tuple(
                                 t.strip() for t in (r.get("regions") or "").split(";") if t.strip()
                             ),

@@ -213,3 +213,21 @@ def test_region_tags_and_header_names_are_read_without_the_spaces_around_them(tm
     cat = Catalogue.from_csv(p)
     assert cat[0].regions == ("KE", "TZ")
     assert len(cat.in_regions(["TZ"])) == 1
+
+
+def test_names_are_read_with_runs_of_spaces_collapsed(tmp_path):
+    """ "Numida  meleagris" (a double space typed in a spreadsheet) passed as a species
+    apart from "Numida meleagris": one species under two ids, its scores split."""
+    p = tmp_path / "species.csv"
+    p.write_text(
+        HEADER + "helgui,Numida  meleagris,Helmeted  Guineafowl,Aves,Galliformes,Numididae,Numida\n"
+        "helgui2,Numida meleagris,Helmeted Guineafowl,Aves,Galliformes,Numididae,Numida\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(CatalogueError, match="'helgui2' and 'helgui' are both 'Numida meleagris'"):
+        Catalogue.from_csv(p)
+    cat = Catalogue.from_csv(p, strict=False)
+    assert (cat[0].scientific_name, cat[0].common_name) == (
+        "Numida meleagris",
+        "Helmeted Guineafowl",
+    )
