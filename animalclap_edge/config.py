@@ -147,21 +147,27 @@ class ScoringConfig(_Section):
     )
     include: list[str] = Field(
         default_factory=list,
-        description="Only these species (ids or scientific names); empty = all.",
+        description="Only these species (ids or scientific names) are candidates; empty = all. "
+        "Every sound is scored among them, so a sound of a species left out is logged as the "
+        "nearest of them: to log only some species, keep all as candidates and select with "
+        "`report --taxon`.",
     )
     exclude: list[str] = Field(
         default_factory=list, description="Never these species (ids or scientific names)."
     )
     regions: list[str] = Field(
         default_factory=list,
-        description="Only species tagged with one of these regions; empty = all.",
+        description="Only species tagged with one of these regions are candidates (as "
+        "include); empty = all.",
     )
     backoff: bool = Field(
         True, description="Report a genus/family/order/class when no species passes."
     )
     backoff_threshold: Fraction | None = Field(
         None,
-        description="Probability mass a back-off taxon must reach; null = the bundle's default.",
+        description="Evidence a back-off taxon must reach: (its mass - its share of the active "
+        "species) / (1 - that share), 0 for a sound the model knows nothing of, 1 for all the "
+        "mass; null = the bundle's default.",
     )
     merge_gap_s: float = Field(
         1.5,

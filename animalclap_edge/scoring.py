@@ -4,10 +4,15 @@ Species: cosine against the bundle's text embeddings, times the calibrated logit
 scale, softmax over the active species (after include/exclude/region filters).
 A species is reported when its probability passes its threshold (per-species,
 else global). When none passes, probability mass is summed per genus, then
-family, order and class: the first taxon whose mass passes the back-off
-threshold is reported ("unknown Turdus") instead of a wrong species. Levels at which
-the active species all share one taxon (the class of a birds-only catalogue) tell
-nothing and are skipped.
+family, order and class: the first taxon whose mass, beyond its share of the active
+species, passes the back-off threshold is reported ("unknown Turdus") instead of a
+wrong species, with its mass as its probability. The share is what a sound the model
+knows nothing of gives it: in a catalogue of 18 birds and 4 mammals, Aves holds 0.82
+of a flat distribution, and whales, insects and noise came out "unknown Aves" at
+p=0.83-0.89. The test is (mass - share) / (1 - share) >= threshold: 0 for no
+evidence, 1 for all of the mass; for a genus of a few species in a large catalogue it
+is the mass itself. Levels at which the active species all share one taxon (share 1:
+the class of a birds-only catalogue) tell nothing and are skipped.
 """
 
 from __future__ import annotations
@@ -103,12 +108,16 @@ class Scorer:
         # (S,) group index per taxonomic level, for summing probability mass. A level
         # where every active species shares one taxon is left out: its mass is always
         # 1, so noise in a birds-only catalogue came out "unknown Aves, p=1.00".
+        # Each level also keeps each taxon's share of the active species (module
+        # docstring): the mass it gets from a sound the model knows nothing of.
         self.groups = {}
         for level in reversed(TAXON_LEVELS):  # genus first
             names = [cat[i].taxon(level) for i in self.active]
             uniq = sorted(set(names))
             if len(uniq) > 1:
-                self.groups[level] = (uniq, np.array([uniq.index(n) for n in names]))
+                idx = np.array([uniq.index(n) for n in names])
+                share = np.bincount(idx, minlength=len(uniq)) / len(names)
+                self.groups[level] = (uniq, idx, share)
 
     def _mask(self, keys: tuple[str, ...], what: str) -> np.ndarray:
         cat = self.bundle.catalogue
@@ -150,10 +159,10 @@ class Scorer:
         labels = [self._species_label(j, cos, prob) for j in passing]
         if not labels and self.settings.backoff:
             full = expz / total
-            for level, (names, idx) in self.groups.items():
+            for level, (names, idx, share) in self.groups.items():
                 mass = np.bincount(idx, weights=full, minlength=len(names))
                 g = int(mass.argmax())
-                if mass[g] >= self.backoff_threshold:
+                if (mass[g] - share[g]) / (1.0 - share[g]) >= self.backoff_threshold:
                     members = np.flatnonzero(idx == g)
                     top_member = members[np.argmax(full[members])]
                     name = names[g]
