@@ -149,8 +149,7 @@ class ScoringConfig(_Section):
         default_factory=list,
         description="Only these species (ids or scientific names) are candidates; empty = all. "
         "Every sound is scored among them, so a sound of a species left out is logged as the "
-        "nearest of them: to log only some species, keep all as candidates and select with "
-        "`report --taxon`.",
+        "nearest of them: to log only some species, use report_only.",
     )
     exclude: list[str] = Field(
         default_factory=list, description="Never these species (ids or scientific names)."
@@ -159,6 +158,12 @@ class ScoringConfig(_Section):
         default_factory=list,
         description="Only species tagged with one of these regions are candidates (as "
         "include); empty = all.",
+    )
+    report_only: list[str] = Field(
+        default_factory=list,
+        description="Log only these species (ids or scientific names), and back-off taxa "
+        "that hold one of them; every candidate is still scored, so a sound of another "
+        "species is not logged as one of these. Empty = all.",
     )
     backoff: bool = Field(
         True, description="Report a genus/family/order/class when no species passes."

@@ -97,6 +97,7 @@ def scoring_settings(cfg: EdgeConfig) -> ScoringSettings:
         include=tuple(s.include),
         exclude=tuple(s.exclude),
         regions=tuple(s.regions),
+        report_only=tuple(s.report_only),
         backoff=s.backoff,
         backoff_threshold=s.backoff_threshold,
     )

@@ -38,6 +38,9 @@ class ScoringSettings:
     include: tuple[str, ...] = ()  # species ids or scientific names; empty = all
     exclude: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
+    # logged only: every candidate is still scored (unlike include); a back-off taxon
+    # is logged when it holds one of these. Empty = all.
+    report_only: tuple[str, ...] = ()
     backoff: bool = True
     backoff_threshold: float | None = None
 
@@ -84,6 +87,17 @@ class Scorer:
                 "as it; keep at least two species"
             )
         self.active = np.flatnonzero(active)
+        # (S,) over the active species: which may be logged
+        self.reported = (
+            self._mask(settings.report_only, "report_only")[self.active]
+            if settings.report_only
+            else np.ones(len(self.active), bool)
+        )
+        if not self.reported.any():
+            raise ScoringError(
+                "scoring.report_only: none of its species is a candidate after "
+                "include/exclude/regions; nothing would ever be logged"
+            )
         # one GEMM per batch against the (S, D) text matrix, packed once by onnxruntime;
         # with every species active the bundle's own array is used, not a copy
         text = bundle.text_embeddings
@@ -155,7 +169,7 @@ class Scorer:
             order = top[np.argsort(-cos[top], kind="stable")]
         prob = {int(j): float(expz[j] / total) for j in order}
         best = self._species_label(order[0], cos, prob)
-        passing = [j for j in order if prob[int(j)] >= self.thresholds[j]]
+        passing = [j for j in order if prob[int(j)] >= self.thresholds[j] and self.reported[j]]
         labels = [self._species_label(j, cos, prob) for j in passing]
         if not labels and self.settings.backoff:
             full = expz / total
@@ -164,6 +178,8 @@ class Scorer:
                 g = int(mass.argmax())
                 if (mass[g] - share[g]) / (1.0 - share[g]) >= self.backoff_threshold:
                     members = np.flatnonzero(idx == g)
+                    if not self.reported[members].any():
+                        break  # best explained by a taxon not watched: nothing logged
                     top_member = members[np.argmax(full[members])]
                     name = names[g]
                     labels = [

@@ -102,6 +102,30 @@ def test_a_taxon_backs_off_on_its_mass_beyond_its_share_of_the_species(tiny_cata
     assert res.labels[0].probability > 0.95  # reported as its mass
 
 
+def test_report_only_logs_some_species_while_every_species_is_scored(tiny_catalogue):
+    """`include` makes its species the only candidates, so a frog's call scored among
+    two thrushes is logged as one of them. `report_only` scores every species and logs
+    only its own, and a back-off taxon only when it holds one of them."""
+    b = _bundle(tiny_catalogue, scale=50)
+    thrushes = ("Turdus merula", "sonthr1")
+    frog = b.text_embeddings[4:5]
+    (forced,) = Scorer(b, ScoringSettings(include=thrushes, threshold=0.5)).score(frog)
+    assert [lab.taxon for lab in forced.labels] in (["eurbla"], ["sonthr1"])
+    watch = Scorer(b, ScoringSettings(report_only=thrushes, threshold=0.7))
+    (res,) = watch.score(frog)
+    assert res.labels == [] and res.best.taxon == tiny_catalogue[4].id  # scored, not logged
+    (res,) = watch.score(b.text_embeddings[0:1])
+    assert [lab.taxon for lab in res.labels] == ["eurbla"]
+    mid = b.text_embeddings[0] + b.text_embeddings[1]  # between the thrushes: their genus
+    (res,) = watch.score((mid / np.linalg.norm(mid))[None])
+    assert [(lab.level, lab.taxon) for lab in res.labels] == [("genus", "Turdus")]
+    frogs = b.text_embeddings[4] + b.text_embeddings[5]  # two frogs: not watched
+    (res,) = watch.score((frogs / np.linalg.norm(frogs))[None])
+    assert res.labels == []
+    with pytest.raises(ScoringError, match="report_only: none of its species is a candidate"):
+        Scorer(b, ScoringSettings(report_only=thrushes, exclude=thrushes))
+
+
 def test_per_species_threshold_include_exclude_regions(tiny_catalogue):
     b = _bundle(tiny_catalogue, scale=50)
     x = b.text_embeddings[2:3]
