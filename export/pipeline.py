@@ -179,6 +179,11 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
             "probability is shared among the catalogue's species (with one, every sound "
             "would be it at p=1): add the species the recorder also hears"
         )
+    notes = catalogue.not_one_species()
+    for note in notes[:5]:  # said, not refused: genus-labelled data may mean them
+        print(f"note: {note}; it competes with the species it overlaps", flush=True)
+    if len(notes) > 5:
+        print(f"note: and {len(notes) - 5} more rows like these", flush=True)
     loaded = load_clap(cfg.checkpoint)
     fe = loaded.frontend
     if cfg.window_seconds > fe.clip_seconds:  # a checkpoint with a shorter input than CLAP's

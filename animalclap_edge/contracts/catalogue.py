@@ -125,6 +125,34 @@ class Catalogue(Sequence[Species]):
                 )
         return self
 
+    def not_one_species(self) -> list[str]:
+        """Rows that name more or less than one species, as eBird and other checklists
+        export them: a genus ("Cisticola sp."), a pair ("Cisticola chiniana/hunteri") or
+        a subspecies beside its species ("Numida meleagris reichenowi"). Each competes on
+        a recorder with the species it overlaps and splits their probability; data
+        labelled to genus may want the first. One line per row; empty when none."""
+        binomials = {
+            sp.scientific_name.casefold() for sp in self if len(sp.scientific_name.split()) == 2
+        }
+        notes = []
+        for i, sp in enumerate(self._species):
+            name = sp.scientific_name
+            words = [w for w in name.split() if w.casefold() != "candidatus" and w != "×"]
+            if "/" in name:
+                why = "names two species or more"
+            elif len(words) < 2 or words[-1].casefold() in ("sp.", "spp.", "sp", "spp"):
+                why = "names a genus, not a species"
+            elif (
+                len(words) > 2
+                and words[1][:1] != "("
+                and " ".join(words[:2]).casefold() in binomials
+            ):
+                why = f"is a subspecies of {' '.join(words[:2])}, also a row"
+            else:
+                continue
+            notes.append(f"{self.source}: row {i + 1} ({sp.id}) {name!r} {why}")
+        return notes
+
     def checked(self) -> Catalogue:
         """The checks for a catalogue going into training or export; returns self. A
         recorder loading a bundle skips them: one built before a check must still load."""

@@ -231,3 +231,33 @@ def test_names_are_read_with_runs_of_spaces_collapsed(tmp_path):
         "Numida meleagris",
         "Helmeted Guineafowl",
     )
+
+
+def test_rows_that_name_more_or_less_than_one_species_are_named(tmp_path):
+    """An eBird export holds "sp." rows, slash pairs and subspecies: each passed as a
+    species and competed on the recorder with the species it overlaps."""
+    rows = [
+        ("numgui1", "Numida meleagris", "Helmeted Guineafowl", "Numida"),
+        ("numgui2", "Numida meleagris reichenowi", "Helmeted Guineafowl (Reichenow's)", "Numida"),
+        ("cisti1", "Cisticola sp.", "cisticola sp.", "Cisticola"),
+        ("cisti2", "Cisticola chiniana/hunteri", "Rattling/Hunter's Cisticola", "Cisticola"),
+        ("ratcis1", "Cisticola chiniana", "Rattling Cisticola", "Cisticola"),
+        ("aedaeg", "Aedes (Stegomyia) aegypti", "Yellow fever mosquito", "Aedes"),
+        (
+            "lonsub",
+            "Tragelaphus scriptus sylvaticus",
+            "Bushbuck (a subspecies alone)",
+            "Tragelaphus",
+        ),
+    ]
+    path = tmp_path / "region.csv"
+    path.write_text(
+        "id,scientific_name,common_name,class,order,family,genus\n"
+        + "".join(f"{i},{s},{c},Aves,Order,Family,{g}\n" for i, s, c, g in rows),
+        encoding="utf-8",
+    )
+    notes = Catalogue.from_csv(path).not_one_species()
+    assert [n.split(") ", 1)[0].rsplit("(", 1)[1] for n in notes] == ["numgui2", "cisti1", "cisti2"]
+    assert notes[0].endswith("is a subspecies of Numida meleagris, also a row")
+    assert notes[1].endswith("names a genus, not a species")
+    assert notes[2].endswith("names two species or more")
