@@ -175,8 +175,12 @@ class Scorer:
             full = expz / total
             for level, (names, idx, share) in self.groups.items():
                 mass = np.bincount(idx, weights=full, minlength=len(names))
-                g = int(mass.argmax())
-                if (mass[g] - share[g]) / (1.0 - share[g]) >= self.backoff_threshold:
+                # the taxon with the most mass may hold less than its share while a
+                # smaller one is far beyond its own: test every taxon, and of those
+                # that pass take the one with the most mass
+                passes = (mass - share) / (1.0 - share) >= self.backoff_threshold
+                if passes.any():
+                    g = int(np.where(passes, mass, -1.0).argmax())
                     members = np.flatnonzero(idx == g)
                     if not self.reported[members].any():
                         break  # best explained by a taxon not watched: nothing logged

@@ -201,3 +201,38 @@ def test_top_k_keeps_the_most_probable_labels_best_first(tiny_catalogue):
     assert ranked[0].taxon == tiny_catalogue[2].id
     probs = [lab.probability for lab in every.labels]
     assert probs == sorted(probs, reverse=True)  # best first, as ranks are written
+
+
+def _bundle_with_probabilities(catalogue, p, backoff_threshold):
+    """One-hot text embeddings and a probe whose softmax over them is exactly `p`."""
+    x = np.log(np.asarray(p, np.float64))
+    x -= x.min() - 1.0  # all positive: the cosine is x / |x|, the logits x
+    scale = float(np.linalg.norm(x))
+    b = Bundle(
+        root=None,
+        manifest=None,
+        frontend=CLAP_UNFUSED,
+        catalogue=catalogue,
+        text_embeddings=np.eye(len(catalogue), dtype=np.float32),
+        calibration=Calibration(
+            logit_scale=scale, default_threshold=0.99, backoff_threshold=backoff_threshold
+        ),
+        trait_schema=None,
+        trait_weight=None,
+        trait_bias=None,
+    )
+    return b, (x / scale).astype(np.float32)[None]
+
+
+def test_back_off_tests_the_taxon_beyond_its_share_not_the_one_with_most_mass(tiny_catalogue):
+    """Turdus holds 2 of 6 species and 0.30 of the mass: the most of any genus, yet
+    less than its share. Rana (1 of 6) holds 0.29, well beyond its share: at a back-off
+    threshold of 0.1 the sound is an "unknown Rana". Testing only the genus with the
+    most mass skipped Rana and logged its family instead."""
+    p = [0.15, 0.15, 0.10, 0.10, 0.29, 0.21]
+    b, probe = _bundle_with_probabilities(tiny_catalogue, p, backoff_threshold=0.1)
+    scorer = Scorer(b, ScoringSettings())
+    (res,) = scorer.score(probe)
+    assert res.best.probability == pytest.approx(0.29, abs=1e-4)
+    assert [(lab.level, lab.taxon) for lab in res.labels] == [("genus", "Rana")]
+    assert res.labels[0].probability == pytest.approx(0.29, abs=1e-4)
