@@ -169,9 +169,11 @@ class Scorer:
             order = top[np.argsort(-cos[top], kind="stable")]
         prob = {int(j): float(expz[j] / total) for j in order}
         best = self._species_label(order[0], cos, prob)
-        passing = [j for j in order if prob[int(j)] >= self.thresholds[j] and self.reported[j]]
-        labels = [self._species_label(j, cos, prob) for j in passing]
-        if not labels and self.settings.backoff:
+        passing = [j for j in order if prob[int(j)] >= self.thresholds[j]]
+        labels = [self._species_label(j, cos, prob) for j in passing if self.reported[j]]
+        # back-off is for a sound no species explains: a species not watched that
+        # passed is the answer, not an "unknown" taxon that holds a watched one
+        if not passing and self.settings.backoff:
             full = expz / total
             for level, (names, idx, share) in self.groups.items():
                 mass = np.bincount(idx, weights=full, minlength=len(names))

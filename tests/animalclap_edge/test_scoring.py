@@ -236,3 +236,16 @@ def test_back_off_tests_the_taxon_beyond_its_share_not_the_one_with_most_mass(ti
     assert res.best.probability == pytest.approx(0.29, abs=1e-4)
     assert [(lab.level, lab.taxon) for lab in res.labels] == [("genus", "Rana")]
     assert res.labels[0].probability == pytest.approx(0.29, abs=1e-4)
+
+
+def test_report_only_does_not_back_off_a_species_that_passed(tiny_catalogue):
+    """A blackbird the model is sure of, with only the song thrush watched, is not
+    logged: it is not "unknown Turdus" because the thrush shares its genus."""
+    b = _bundle(tiny_catalogue, scale=50)
+    watch = Scorer(b, ScoringSettings(report_only=("sonthr1",), threshold=0.7))
+    (res,) = watch.score(b.text_embeddings[0:1])
+    assert res.best.taxon == "eurbla" and res.best.probability > 0.9
+    assert res.labels == []
+    mid = b.text_embeddings[0] + b.text_embeddings[1]  # unsure between the two: their genus
+    (res,) = watch.score((mid / np.linalg.norm(mid))[None])
+    assert [(lab.level, lab.taxon) for lab in res.labels] == [("genus", "Turdus")]
