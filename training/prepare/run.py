@@ -445,6 +445,7 @@ def _pool_pass(
     last: dict[int, float] = {}  # shard -> when it last moved (monotonic s)
     hung: set[int] = set()
     finished: set[int] = set()
+    ended: set[int] = set()  # shards whose future is done, however
     died = False
     failure: BaseException | None = None
     with ProcessPoolExecutor(
@@ -469,6 +470,12 @@ def _pool_pass(
                 tick = ticks.get()
                 if isinstance(tick, tuple):
                     j, pid = tick
+                    # a process that begins a shard is done with its last one, however
+                    # that ended (a real error is never seen finished): stop timing it,
+                    # or its timeout would kill this shard's process
+                    for other in [o for o, p in pids.items() if p == pid]:
+                        del pids[other]
+                        last.pop(other, None)
                     pids[j] = pid
                     continue
                 j = -1 - tick if tick < 0 else tick
@@ -483,7 +490,7 @@ def _pool_pass(
             limit = cfg.record_timeout_s
             now = time.monotonic()
             for j, t in last.items():
-                if limit and j not in finished and j not in hung and now - t > limit:
+                if limit and j not in ended and j not in hung and now - t > limit:
                     hung.add(j)
                     with contextlib.suppress(ProcessLookupError, KeyError):
                         os.kill(pids[j], signal.SIGKILL)
@@ -491,8 +498,8 @@ def _pool_pass(
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             drain()
-            stop_hung()
             for fut in done:
+                ended.add(futures[fut])
                 if fut.cancelled():
                     continue
                 e = fut.exception()
@@ -504,6 +511,7 @@ def _pool_pass(
                     failure = e
                     for waiting in pending:
                         waiting.cancel()
+            stop_hung()  # after the shards just done are known: theirs is no hang
         drain()
     if failure is not None:
         raise failure

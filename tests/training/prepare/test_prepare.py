@@ -933,3 +933,55 @@ def test_an_output_planned_by_the_older_rules_says_so(manifest, prepared, tmp_pa
     plan["digest"] = json.loads((prepared[0] / "plan.json").read_text())["digest"]
     (out / "plan.json").write_text(json.dumps(plan))  # planned alike: resumes as before
     assert prepare(_cfg(manifest[0], out), progress=False)["done_here"] == 0
+
+
+def test_the_hang_watch_forgets_a_shard_whose_process_moved_on(tmp_path):
+    """The watchdog timed each shard from its last recording until it was seen
+    finished. A shard that failed (a real error) is never seen finished, and its
+    process goes on to a shard already queued: once --record-timeout passed, that
+    process was killed with the shard it was writing, which the run promises to
+    finish and keep for the rerun. A real pool: shard 0 cannot be finished (its index
+    path is a folder); its process then writes shard 2, whose recordings take 1 s each,
+    under a 2 s timeout."""
+    import subprocess
+    import sys
+
+    from training.prepare.shards import read_index
+
+    t = np.arange(SR * 3 // 2) / SR
+    for i in range(7):
+        sf.write(tmp_path / f"r{i}.wav", 0.2 * np.sin(2 * np.pi * (500 + 100 * i) * t), SR)
+    shards = tmp_path / "shards"
+    (shards / "shard-000000.json" / "blocker").mkdir(parents=True)
+    script = tmp_path / "run_slow.py"
+    script.write_text(f"""
+import time
+from pathlib import Path
+import training.prepare.run as run
+from training.prepare.manifest import SourceRecording
+
+real = run.load_source
+
+def load_source(uri, settings):
+    time.sleep(1.0)
+    return real(uri, settings)
+
+run.load_source = load_source
+
+def rec(i):
+    return SourceRecording(f"k{{i}}", "{tmp_path}/r%d.wav" % i, "sp", "CC0", "", "")
+
+if __name__ == "__main__":
+    cfg = run.PrepareConfig(
+        manifest="m", catalogue="c", out="{tmp_path}", workers=2, record_timeout_s=2.0
+    )
+    work = {{0: [rec(0)], 1: [rec(i) for i in range(1, 4)], 2: [rec(i) for i in range(4, 7)]}}
+    run._run_shards(work, Path("{shards}"), cfg, False)
+""")
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode != 0 and "shard-000000.json" in done.stderr
+    assert "BrokenProcessPool" not in done.stderr
+    for j, keys in ((1, ["k1", "k2", "k3"]), (2, ["k4", "k5", "k6"])):
+        assert [r["key"] for r in read_index(shards / f"shard-00000{j}.json")["records"]] == keys
