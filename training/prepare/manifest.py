@@ -87,6 +87,9 @@ def is_creative_commons(licence: str) -> bool:
     reserved" are not Creative Commons and are left out, as the paper does.
     """
     text = licence.strip().lower()
+    # a code is now found anywhere in the text: not where the text denies it
+    if _DENIED.search(re.sub(r"[\s_]+", "-", _DASHES.sub("-", text))):
+        return False
     if "creativecommons.org/" in text:
         return "/licenses/" in text or "/publicdomain/zero/" in text
     text = re.sub(r"[\s_]+", "-", _DASHES.sub("-", text))
@@ -101,6 +104,12 @@ def is_creative_commons(licence: str) -> bool:
 _DASHES = re.compile("[\u2010-\u2015\u2212]")
 # A licence code anywhere ("Public Domain (CC0)", "Licence: CC BY 4.0"), as a word.
 _CC_CODE = re.compile(r"(?:^|[^a-z0-9])(?:cc-?0|cc-zero|cc-by(?:-(?:nc|sa|nd))*)(?=[^a-z0-9]|$)")
+# A text that denies a licence ("not CC BY", "no CC-BY licence") or reserves every right
+# ("All rights reserved (was CC BY-NC)"). "No"/"non" inside a licence's own name
+# ("No Derivatives", "Non Commercial") are followed by no "cc"/"creative".
+_DENIED = re.compile(
+    r"(?:^|[^a-z0-9])(?:not|non|no|without)-(?:an?-|the-)?(?:cc|creative)|all-rights-reserved"
+)
 # A licence's own name, as on its deed: "Attribution-NonCommercial 4.0 International"
 # (a version after it: "Attribution" alone does not say whose licence).
 _CC_DEED = re.compile(

@@ -41,6 +41,11 @@ from training.prepare.manifest import (
         "Public Domain (CC0)",
         "CC-0",
         "Licence: CC BY 4.0",
+        # "no" and "non" inside a licence's own name are no denial
+        "Creative Commons Attribution-No Derivatives 4.0",
+        "Attribution-NonCommercial-NoDerivatives 4.0 International",
+        "Attribution Non Commercial No Derivs 3.0",
+        "CC BY-NC-ND 4.0",
     ],
 )
 def test_creative_commons_licences_are_kept(licence):
@@ -64,6 +69,13 @@ def test_creative_commons_licences_are_kept(licence):
         "Attribution",  # which licence's? not said
         "non-CC, all rights reserved",
         "Public Domain Mark (CC PDM 1.0)",
+        # a code found anywhere in the text was kept even where the text denies it
+        "not CC BY",
+        "No CC-BY licence",
+        "GPL; not CC0",
+        "All rights reserved (was CC BY-NC)",
+        "CC BY 4.0 withdrawn 2024: all rights reserved",
+        "https://creativecommons.org/licenses/by/4.0/ no longer applies: all rights reserved",
     ],
 )
 def test_other_licences_are_left_out(licence):
