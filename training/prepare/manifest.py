@@ -347,8 +347,9 @@ def plan(
         if key in keep or copy is not None:
             drop(DUPLICATE, line, key if copy is None or copy.key == key else
                  f"{key}: the same file and species as {copy.key}")  # fmt: skip
-            # another species on a row of the same key (no id): heard, not lost
-            if key in keep and keep[key].species_id != sid:
+            # another species on a row of the same key and file (no id): heard, not
+            # lost; an id given to another file says nothing of what this one holds
+            if key in keep and keep[key].species_id != sid and keep[key].uri == uri:
                 _hear(keep, key, sid)
             continue
         cell = row.get("background_species") or row.get("also") or ""

@@ -416,3 +416,18 @@ def test_licences_left_out_are_listed_by_how_many_rows_have_each(tmp_path, catal
         "All rights reserved (6 rows, first row 2)",
     ]
     assert p.examples[NOT_CC][-1] == "and 2 more licence strings"
+
+
+def test_an_id_reused_for_another_file_is_a_duplicate_not_a_species_heard(tmp_path, catalogue):
+    """Rows of one key hear each other's species where the key is the file's (rows
+    without ids). An id given twice to two files is a manifest error: the second row is
+    left out as a duplicate, but its species was also added to the background of the
+    first file, which never holds it: a seen species wrongly kept out of training as
+    heard beside an unseen one, or a clip labelled with a species it lacks."""
+    a, b = catalogue.ids[:2]
+    rows = [_row(1, a, id="x"), _row(2, b, id="x")]
+    p = plan(_write(tmp_path / "m.csv", rows, [*rows[0], "id"]), catalogue)
+    assert [(r.uri.rsplit("/", 1)[-1], r.species_id, r.background_species) for r in p.keep] == [
+        ("1.wav", a, ())
+    ]
+    assert p.left_out[DUPLICATE] == 1
