@@ -942,14 +942,14 @@ def test_the_hang_watch_forgets_a_shard_whose_process_moved_on(tmp_path):
     process was killed with the shard it was writing, which the run promises to
     finish and keep for the rerun. A real pool: shard 0 cannot be finished (its index
     path is a folder); its process then writes shard 2, whose recordings take 1 s each,
-    under a 2 s timeout."""
+    under a 3 s timeout: 3 s after shard 0 ended, it was killed."""
     import subprocess
     import sys
 
     from training.prepare.shards import read_index
 
     t = np.arange(SR * 3 // 2) / SR
-    for i in range(7):
+    for i in range(11):
         sf.write(tmp_path / f"r{i}.wav", 0.2 * np.sin(2 * np.pi * (500 + 100 * i) * t), SR)
     shards = tmp_path / "shards"
     (shards / "shard-000000.json" / "blocker").mkdir(parents=True)
@@ -973,9 +973,9 @@ def rec(i):
 
 if __name__ == "__main__":
     cfg = run.PrepareConfig(
-        manifest="m", catalogue="c", out="{tmp_path}", workers=2, record_timeout_s=2.0
+        manifest="m", catalogue="c", out="{tmp_path}", workers=2, record_timeout_s=3.0
     )
-    work = {{0: [rec(0)], 1: [rec(i) for i in range(1, 4)], 2: [rec(i) for i in range(4, 7)]}}
+    work = {{0: [rec(0)], 1: [rec(i) for i in range(1, 6)], 2: [rec(i) for i in range(6, 11)]}}
     run._run_shards(work, Path("{shards}"), cfg, False)
 """)
     done = subprocess.run(
@@ -983,5 +983,6 @@ if __name__ == "__main__":
     )
     assert done.returncode != 0 and "shard-000000.json" in done.stderr
     assert "BrokenProcessPool" not in done.stderr
-    for j, keys in ((1, ["k1", "k2", "k3"]), (2, ["k4", "k5", "k6"])):
-        assert [r["key"] for r in read_index(shards / f"shard-00000{j}.json")["records"]] == keys
+    for j, keys in ((1, range(1, 6)), (2, range(6, 11))):
+        got = [r["key"] for r in read_index(shards / f"shard-00000{j}.json")["records"]]
+        assert got == [f"k{i}" for i in keys]
