@@ -199,3 +199,19 @@ def test_gradient_checkpointing_does_not_inflate_the_flop_count(capsys):
         out = capsys.readouterr().out
         figures.append(float(out.split("tflop_per_step:")[1].split()[0]))
     assert figures[1] == pytest.approx(figures[0], rel=1e-3)
+
+
+def test_with_gradient_checkpointing_the_flops_are_counted_on_a_slice_and_scaled(
+    capsys, monkeypatch
+):
+    """Counted without checkpointing, every activation of the batch is kept: a batch
+    that fits only with checkpointing ran out of memory in bench before it timed a step.
+    A slice is counted and scaled; the B x B logits are all that is not linear."""
+    from training.pretrain import bench as bench_module
+    from training.pretrain.config import load_config
+
+    sets = ["init=scratch:fast", "data=tiny", "batch_size=4", "crop_seconds=1", "workers=0"]
+    whole = bench_module.bench(load_config(None, [*sets, "grad_checkpointing=true"]), 1, 1, 1.0)
+    monkeypatch.setattr(bench_module, "FLOP_COUNT_SLICE", 1)
+    sliced = bench_module.bench(load_config(None, [*sets, "grad_checkpointing=true"]), 1, 1, 1.0)
+    assert sliced.tflop_per_step == pytest.approx(whole.tflop_per_step, rel=0.02)
