@@ -88,16 +88,17 @@ class Scorer:
             )
         self.active = np.flatnonzero(active)
         # (S,) over the active species: which may be logged
-        self.reported = (
-            self._mask(settings.report_only, "report_only")[self.active]
-            if settings.report_only
-            else np.ones(len(self.active), bool)
+        watched = (
+            self._mask(settings.report_only, "report_only") if settings.report_only else active
         )
-        if not self.reported.any():
+        left_out = [cat[int(i)].id for i in np.flatnonzero(watched & ~active)]
+        if left_out:  # it would never be logged, and nothing would say so
             raise ScoringError(
-                "scoring.report_only: none of its species is a candidate after "
-                "include/exclude/regions; nothing would ever be logged"
+                f"scoring.report_only: {', '.join(left_out[:5])} "
+                f"{'is' if len(left_out) == 1 else 'are'} not a candidate after "
+                "include/exclude/regions, so never logged: add it to them or drop it here"
             )
+        self.reported = watched[self.active]
         # one GEMM per batch against the (S, D) text matrix, packed once by onnxruntime;
         # with every species active the bundle's own array is used, not a copy
         text = bundle.text_embeddings
