@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import threading
 import time
 import uuid
 from collections import Counter
@@ -370,13 +371,7 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
             # that holds the most, as a rule the one decoding the longest recording.)
             # The shards not begun go on in the next pass.
             if broken:
-                with ThreadPoolExecutor(min(cfg.workers, len(broken))) as redo:
-                    jobs = [
-                        redo.submit(_redo_alone, j, remaining[j], folder, cfg, bar, crashed)
-                        for j in broken
-                    ]
-                for job in jobs:
-                    job.result()
+                _redo_side_by_side(broken, remaining, folder, cfg, bar, crashed)
             for j in finished | set(broken):
                 remaining.pop(j, None)
             for j in remaining:
@@ -385,15 +380,51 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
         bar.close()
 
 
+def _redo_side_by_side(
+    broken: dict[int, int],
+    remaining: dict[int, list],
+    folder: Path,
+    cfg: PrepareConfig,
+    bar,
+    crashed: set[str],
+) -> None:
+    """`_redo_alone` for each broken shard, up to `cfg.workers` at once. Stopped
+    (Ctrl-C, an error in one of them), every redo stops its process and ends: left
+    running, they went on after the main thread had gone (the interpreter joins them
+    at exit), and took the death of a process the stop had reached for the
+    recording's own, leaving it out of a shard then written whole."""
+    stop = threading.Event()
+    redo = ThreadPoolExecutor(min(cfg.workers, len(broken)))
+    try:
+        jobs = [
+            redo.submit(_redo_alone, j, remaining[j], folder, cfg, bar, crashed, stop)
+            for j in broken
+        ]
+        for job in jobs:
+            job.result()
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        redo.shutdown(wait=True)
+
+
 def _redo_alone(
-    j: int, recs: list, folder: Path, cfg: PrepareConfig, bar, crashed: set[str]
+    j: int,
+    recs: list,
+    folder: Path,
+    cfg: PrepareConfig,
+    bar,
+    crashed: set[str],
+    stop: threading.Event,
 ) -> None:
     """Shard `j` in a one-process pool until it is written: each time its process dies,
-    the recording it was decoding joins `crashed` and is left out of the next try."""
-    while True:
+    the recording it was decoding joins `crashed` and is left out of the next try.
+    Returns unwritten once `stop` is set."""
+    while not stop.is_set():
         _clear_stale(folder, j)
-        done, again, hung = _pool_pass({j: recs}, folder, cfg, 1, bar, crashed)
-        if j in done:
+        done, again, hung = _pool_pass({j: recs}, folder, cfg, 1, bar, crashed, stop)
+        if j in done or stop.is_set():  # a death the stop caused is no recording's
             return
         pos = again.get(j, len(recs))
         rec = recs[pos] if pos < len(recs) else None
@@ -427,13 +458,15 @@ def _pool_pass(
     workers: int,
     bar,
     crashed: set[str],
+    stop: threading.Event | None = None,
 ) -> tuple[set[int], dict[int, int], set[int]]:
     """Write `work`'s shards in a pool of `workers` processes: the shards finished;
     where a process died, {shard: its recordings done} of those it had begun and not
     finished (their progress taken back off the bar); and the shards whose process was
     stopped because one recording took longer than `cfg.record_timeout_s` (a death
     like any other to the pool). A worker's real error (disk full, a bug) stops the
-    run: no shard starts after it; those running finish, kept for the rerun."""
+    run: no shard starts after it; those running finish, kept for the rerun. Once
+    `stop` is set, its processes are killed and what was finished is returned."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -449,7 +482,10 @@ def _pool_pass(
     died = False
     failure: BaseException | None = None
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(), ticks)
+        max(1, min(workers, len(work))),  # no more processes than shards: see the submit below
+        mp_context=ctx,
+        initializer=_worker_init,
+        initargs=(os.getpid(), ticks),
     ) as pool:
         futures = {
             pool.submit(
@@ -463,6 +499,13 @@ def _pool_pass(
             ): j
             for j, recs in work.items()
         }
+        # CPython (3.11-3.13) wakes the pool's manager thread before it spawns the
+        # process a submit needs, so the processes spawned by the later submits can go
+        # unwatched: a death among them was noticed only when another process returned
+        # its shard (30 s in a test; a shard's time at scale), and the redo waited. One
+        # more submit, which spawns nothing with a process per shard, has the manager
+        # watch them all.
+        pool.submit(int)
         pending = set(futures)
 
         def drain() -> None:
@@ -512,7 +555,14 @@ def _pool_pass(
                     for waiting in pending:
                         waiting.cancel()
             stop_hung()  # after the shards just done are known: theirs is no hang
+            if stop is not None and stop.is_set():
+                for pid in pids.values():  # their futures then end, the pool broken
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                pids.clear()
         drain()
+    if stop is not None and stop.is_set():
+        return finished, {}, set()
     if failure is not None:
         raise failure
     if not died:

@@ -669,11 +669,12 @@ def test_workers_default_to_the_cores_this_job_may_use(monkeypatch):
     assert seen[1].workers == 2
 
 
-def _poisoned_prepare(tmp_path, n: int, poison: str, main: str):
+def _poisoned_prepare(tmp_path, n: int, poison: str, main: str, others: str = "pass"):
     """n tone recordings r0..r{n-1}.wav and a script that writes shards of them with
     `training.prepare.run.load_source` poisoned for r4.wav (`poison`: the statement run
-    instead of decoding it). At the top level of the script: spawned workers import it
-    too, so they get the poison. Returns the script's path; `main` is its __main__."""
+    instead of decoding it; `others`, run before decoding any other). At the top level
+    of the script: spawned workers import it too, so they get the poison. Returns the
+    script's path; `main` is its __main__."""
     t = np.arange(SR * 3 // 2) / SR
     for i in range(n):
         sf.write(tmp_path / f"r{i}.wav", 0.2 * np.sin(2 * np.pi * (500 + 100 * i) * t), SR)
@@ -689,6 +690,7 @@ real = run.load_source
 def load_source(uri, settings):
     if uri.endswith("r4.wav"):
         {poison}
+    {others}
     return real(uri, settings)
 
 run.load_source = load_source
@@ -781,6 +783,50 @@ def test_a_recording_that_hangs_its_decoder_is_left_out_after_the_timeout(tmp_pa
     assert not list(shards.glob("*.tmp"))
 
 
+def test_ctrl_c_while_shards_are_redone_stops_them_and_leaves_no_recording_out(tmp_path):
+    """Ctrl-C during the redo after a worker's death ended the main thread only: the
+    redo threads went on (the interpreter joins them at exit), writing their shards
+    to the end, and a death the stop caused would have left out an innocent recording
+    as "killed its decoding process" in a shard then complete."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    shards = tmp_path / "shards"
+    script = _poisoned_prepare(
+        tmp_path,
+        6,
+        "os.kill(os.getpid(), 9)",
+        f"""
+    cfg = run.PrepareConfig(manifest="m", catalogue="c", out="{tmp_path}", workers=2)
+    work = {{0: [rec(0), rec(1)], 1: [rec(4), rec(5)]}}
+    run._run_shards(work, Path("{shards}"), cfg, False)""",
+        others="time.sleep(15)",
+    )
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        for line in proc.stdout:  # the redo has begun once r4's death is told
+            if "r4.wav killed its decoding process" in line:
+                break
+        t0 = time.monotonic()
+        # the death was seen when it happened, not when shard 0's process returned its
+        # 30 s shard: the pool's manager thread watches every process (see _pool_pass)
+        assert t0 - started < 20, t0 - started
+        proc.send_signal(signal.SIGINT)  # the main process only, as `kill -INT` does
+        proc.wait(timeout=60)
+        stopped_in = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert stopped_in < 10, stopped_in  # not after shard 0's 30 s of recordings
+    assert not (shards / "shard-000000.json").exists()  # left for the rerun, whole
+
+
 def test_shards_a_death_broke_are_redone_side_by_side(tmp_path, monkeypatch):
     """A process death redid the shards it broke one at a time, each in one process:
     an OOM kill among 32 workers cost the other 31 shards' time over, serially. They
@@ -793,7 +839,7 @@ def test_shards_a_death_broke_are_redone_side_by_side(tmp_path, monkeypatch):
 
     lock, running, most = threading.Lock(), [0], [0]
 
-    def pool_pass(work, folder, cfg, workers, bar, crashed):
+    def pool_pass(work, folder, cfg, workers, bar, crashed, stop=None):
         if workers > 1:  # the first pass: a death broke the four shards begun
             return set(), {j: 0 for j in work}, set()
         (j,) = work
