@@ -391,12 +391,13 @@ def _reduce_precision(cfg, fp32_path, out_path, teacher, text_emb, window, sr) -
 
     option, source = _calibration_source(cfg)
     n_calib, n_check = audio_needed(cfg.precision, cfg.calibration_windows)
-    windows = _audio_windows(Path(source), window, sr, n_calib + cfg.gate_windows, option)
-    calib, held = windows[:n_calib], windows[n_calib:]
+    calib, held = _calibration_and_gate_windows(
+        Path(source), window, sr, n_calib, cfg.gate_windows, option
+    )
     if len(held) < n_check:
         # the early check counted files; some did not decode or were under 0.1 s
         raise Q.CalibrationError(
-            _too_little_audio(cfg, len(windows), "usable windows", n_calib, n_check)
+            _too_little_audio(cfg, len(calib) + len(held), "usable windows", n_calib, n_check)
         )
     if cfg.precision == "int8":
         Q.to_int8(fp32_path, out_path, calib)
@@ -488,17 +489,38 @@ def _student_gates(student, teacher, windows: np.ndarray, on: str, precision: st
     return gates
 
 
+# Calibration and gate windows are drawn from the folder in this fixed shuffled order:
+# field folders are named by species or site, and taken in name order the first 64
+# recordings (bats, bears, birds...) calibrated the int8 ranges while the gates were
+# judged on the rest (killer whale calls), neither set representing the folder.
+CALIBRATION_ORDER_SEED = 0
+
+
+def _calibration_and_gate_windows(
+    folder: Path, window: int, sr: int, n_calib: int, n_gate: int, option: str = "audio"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration windows, held-out gate windows): one window per recording, the
+    recordings in a fixed shuffled order, so both sets span the whole folder."""
+    windows = _audio_windows(folder, window, sr, n_calib + n_gate, option, shuffle=True)
+    return windows[:n_calib], windows[n_calib:]
+
+
 def _audio_windows(
-    folder: Path, window: int, sr: int, limit: int, option: str = "audio"
+    folder: Path, window: int, sr: int, limit: int, option: str = "audio", shuffle: bool = False
 ) -> np.ndarray:
-    """One window from the start of each recording (repeat-padded if shorter)."""
+    """One window from the start of each recording (repeat-padded if shorter); the
+    recordings in name order, or in a fixed shuffled one."""
     from animalclap_edge.audio.decode import AudioError, read_all
     from animalclap_edge.contracts.frontend import repeat_pad
 
     if not folder.is_dir():
         raise ValueError(f"{option} {folder}: not a folder of recordings")
+    files = audio_files(folder)
+    if shuffle:
+        order = np.random.default_rng(CALIBRATION_ORDER_SEED).permutation(len(files))
+        files = [files[i] for i in order]
     out = []
-    for p in audio_files(folder):
+    for p in files:
         if len(out) >= limit:
             break
         try:

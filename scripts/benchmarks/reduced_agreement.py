@@ -1,8 +1,8 @@
 """A reduced-precision student against its fp32 graph on real audio: agreement, cosine,
 and the margin figures the export gate records (`export.quantize.agreement`).
 
-The windows are the exporter's (`export.pipeline._audio_windows`: the first 64 calibrate
-INT8, the next 128 are judged), the species text embeddings a bundle's (as it stores them).
+The windows are the exporter's (`export.pipeline._calibration_and_gate_windows`: 64
+calibrate INT8, 128 others are judged, the recordings in a fixed shuffled order), the species text embeddings a bundle's (as it stores them).
 
     python scripts/benchmarks/reduced_agreement.py --fp32 runs/student-gates-e30/student.fp32.onnx \
         --reduced runs/student-gates-e30/student.int8.onnx --fp16 \
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from animalclap_edge.bundle import load_bundle
 from export import quantize as Q
-from export.pipeline import _audio_windows
+from export.pipeline import _calibration_and_gate_windows
 
 
 def main() -> None:
@@ -29,8 +29,7 @@ def main() -> None:
     ap.add_argument("--audio", default="../shared/realaudio")
     a = ap.parse_args()
     fp32 = Path(a.fp32)
-    windows = _audio_windows(Path(a.audio), 144_000, 48_000, 64 + 128)
-    held = windows[64:]
+    _, held = _calibration_and_gate_windows(Path(a.audio), 144_000, 48_000, 64, 128)
     text = load_bundle(a.bundle).text_embeddings
     ref = Q.embed(fp32, held)
     with tempfile.TemporaryDirectory() as tmp:

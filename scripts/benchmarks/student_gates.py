@@ -30,7 +30,7 @@ def main() -> None:
     from animalclap_edge.contracts.prompts import Template
     from export import quantize as Q
     from export.onnx_export import export_audio_encoder
-    from export.pipeline import _audio_windows
+    from export.pipeline import _calibration_and_gate_windows
     from export.student import load_student, macs
     from export.text import species_embeddings
     from training.evaluate import EvalConfig, evaluate
@@ -53,9 +53,8 @@ def main() -> None:
     s_macs = macs(student_dft, window)
 
     export_audio_encoder(student_dft, window, out / "student.fp32.onnx", {})
-    windows = _audio_windows(Path(args.real), window, 48_000, 64 + 128)
-    Q.to_int8(out / "student.fp32.onnx", out / "student.int8.onnx", windows[:64])
-    held = windows[64:]
+    calib, held = _calibration_and_gate_windows(Path(args.real), window, 48_000, 64, 128)
+    Q.to_int8(out / "student.fp32.onnx", out / "student.int8.onnx", calib)
     text = species_embeddings(teacher, data.catalogue, [Template.TAX_COM])
     ref, got = Q.embed(out / "student.fp32.onnx", held), Q.embed(out / "student.int8.onnx", held)
     unit = ref / np.linalg.norm(ref, axis=1, keepdims=True)
