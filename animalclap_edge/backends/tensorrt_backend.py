@@ -125,6 +125,56 @@ def cache_dir(configured: str | None) -> Path:
     return Path(base) / "animalclap-edge" / "engines"
 
 
+def pin_frontend_fp32(network, trt) -> list[str]:
+    """Pin the log-mel front-end's layers (everything the first Log depends on) to fp32.
+
+    With BuilderFlag.FP16 TensorRT may run any layer in fp16, and |STFT|^2 of a loud
+    window (~1e7) is past fp16's 65504: inf before the log, NaN embeddings after it.
+    The bundle's graph keeps the front-end in fp32; this keeps the engine doing so
+    (with OBEY_PRECISION_CONSTRAINTS set). After the log, dB values fit fp16. Returns
+    the names of the pinned layers; refuses a graph whose front-end it cannot find."""
+    layers = [network.get_layer(i) for i in range(network.num_layers)]
+    producer = {}
+    for layer in layers:
+        for j in range(layer.num_outputs):
+            producer[layer.get_output(j).name] = layer
+    log = None
+    for layer in layers:
+        if layer.type == trt.LayerType.UNARY:
+            layer.__class__ = trt.IUnaryLayer  # TensorRT's Python API: to read .op
+            if layer.op == trt.UnaryOperation.LOG:
+                log = layer
+                break
+    if log is None:
+        raise TensorRTUnavailable(
+            "no Log layer in the graph, so the log-mel front-end cannot be kept in fp32: "
+            "build an fp32 engine (--precision fp32)"
+        )
+    todo, seen = [log], set()
+    while todo:
+        layer = todo.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        for i in range(layer.num_inputs):
+            t = layer.get_input(i)
+            if t is not None and t.name in producer:
+                todo.append(producer[t.name])
+    floats = (trt.float32, trt.float16)
+    pinned = []
+    for layer in layers:  # in network order
+        if id(layer) not in seen:
+            continue
+        outs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if not outs or any(o.dtype not in floats for o in outs):
+            continue  # shape arithmetic and the like: not a precision choice
+        layer.precision = trt.float32
+        for j in range(len(outs)):
+            layer.set_output_type(j, trt.float32)
+        pinned.append(layer.name)
+    return pinned
+
+
 def build_engine(
     bundle: Bundle,
     precision: str = "fp16",
@@ -152,6 +202,10 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * 2**30))
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
+        # the front-end stays fp32 (see pin_frontend_fp32); without the constraint
+        # flag TensorRT treats the pinned precisions as hints it may override
+        pin_frontend_fp32(network, trt)
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     if precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)  # scales come from the graph's QDQ nodes
     window = bundle.manifest.window_samples
