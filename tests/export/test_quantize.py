@@ -351,3 +351,29 @@ def test_agreement_says_when_the_margins_are_too_small_to_keep():
     t = agreement(tied, tied + noise, text)
     assert t["windows_that_can_flip"] == 1.0 and t["median_top1_margin"] < 1e-3
     assert t["top1_agreement"] < 0.9  # the ties do flip
+
+
+def test_reduced_precision_is_judged_on_the_species_rows_the_bundle_ships(
+    student_dir, tiny_checkpoint, tiny_catalogue, realaudio, tmp_path, monkeypatch
+):
+    """The top-1 gate ranked species against fp32 text embeddings recomputed for it;
+    the bundle (and the recorder) score against the fp16 rows it stores."""
+    import export.quantize as Q
+
+    _random_student_may_pass(monkeypatch)
+    seen = []
+    real = Q.agreement
+    monkeypatch.setattr(Q, "agreement", lambda a, b, text: seen.append(text) or real(a, b, text))
+    out = make_bundle(
+        _cfg(
+            tiny_checkpoint,
+            tiny_catalogue,
+            tmp_path / "b",
+            student=str(student_dir),
+            precision="fp16",
+            parity_audio=str(realaudio),
+        ),
+        progress=False,
+    )
+    shipped = load_bundle(out).text_embeddings
+    assert seen and all(np.array_equal(t, shipped) for t in seen)
