@@ -275,8 +275,15 @@ def _with_encoder(bundle, encoder: str):
     against the manifest (input, output, window, embedding size, front-end metadata)."""
     from dataclasses import replace
 
-    spec = bundle.manifest.audio_encoder.model_copy(update={"file": str(Path(encoder).resolve())})
-    return replace(bundle, manifest=bundle.manifest.model_copy(update={"audio_encoder": spec}))
+    from animalclap_edge.contracts.bundle import sha256_file
+
+    path = Path(encoder).resolve()
+    spec = bundle.manifest.audio_encoder.model_copy(update={"file": str(path)})
+    # another id: TensorRT engines are cached by bundle id, and the bundle's own engine
+    # would otherwise be timed under this graph's name
+    bundle_id = f"{bundle.manifest.bundle_id}+{sha256_file(path)[:12]}"
+    manifest = bundle.manifest.model_copy(update={"audio_encoder": spec, "bundle_id": bundle_id})
+    return replace(bundle, manifest=manifest)
 
 
 def _synthetic_catalogue(bundle, n: int):

@@ -120,3 +120,19 @@ def test_timings_live_in_one_array_filled_up_front():
     t.add(1.0)
     with pytest.raises(BenchError, match="more than the 3 timings planned"):
         t.add(2.0)
+
+
+def test_another_encoder_graph_is_not_taken_for_the_bundles_own_engine(tmp_path):
+    """TensorRT engines are cached by bundle id: with the id kept, `bench --encoder`
+    on a Jetson timed the bundle's engine under the other graph's name."""
+    import shutil
+
+    from animalclap_edge.bench import _with_encoder
+    from animalclap_edge.bundle import demo_bundle_path, load_bundle
+
+    bundle = load_bundle(demo_bundle_path())
+    graph = tmp_path / "other.onnx"
+    shutil.copy(bundle.encoder_path, graph)
+    swapped = _with_encoder(bundle, str(graph))
+    assert swapped.encoder_path == graph.resolve()
+    assert swapped.id != bundle.id
