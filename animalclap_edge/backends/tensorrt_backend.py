@@ -25,6 +25,9 @@ import numpy as np
 from animalclap_edge.bundle import Bundle
 
 ENGINE_SUFFIX = ".engine"
+# How build_engine configures TensorRT; part of the engine key, so an engine cached by
+# an older build (one that let TensorRT run the front-end in fp16) is not reused.
+ENGINE_RECIPE = "2-frontend-fp32"
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -71,6 +74,7 @@ class EngineKey:
     compute_capability: str
     precision: str
     max_batch: int
+    recipe: str = ENGINE_RECIPE
 
     def filename(self) -> str:
         text = "|".join(
@@ -81,6 +85,7 @@ class EngineKey:
                 self.compute_capability,
                 self.precision,
                 str(self.max_batch),
+                self.recipe,
             )
         )
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]

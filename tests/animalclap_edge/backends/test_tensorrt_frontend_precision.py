@@ -86,3 +86,15 @@ def test_a_graph_without_the_front_ends_log_is_refused_not_built_at_fp16():
     net.num_layers = len(net.layers)
     with pytest.raises(TensorRTUnavailable, match="front-end"):
         pin_frontend_fp32(net, trt)
+
+
+def test_engines_cached_by_an_older_build_recipe_are_not_reused():
+    """Engines built before the front-end was pinned ran |STFT|^2 in fp16; the key
+    must not find them."""
+    import dataclasses
+
+    from animalclap_edge.backends.tensorrt_backend import ENGINE_RECIPE, EngineKey
+
+    key = EngineKey("b1", "10.3.0", "Orin", "8.7", "fp16", 8)
+    assert key.recipe == ENGINE_RECIPE
+    assert key.filename() != dataclasses.replace(key, recipe="1").filename()
