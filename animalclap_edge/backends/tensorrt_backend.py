@@ -166,9 +166,10 @@ def pin_frontend_fp32(network, trt) -> list[str]:
             if t is not None and t.name in producer:
                 todo.append(producer[t.name])
     floats = (trt.float32, trt.float16)
+    constant = getattr(trt.LayerType, "CONSTANT", None)  # weights: no kernel to choose
     pinned = []
     for layer in layers:  # in network order
-        if id(layer) not in seen:
+        if id(layer) not in seen or layer.type == constant:
             continue
         outs = [layer.get_output(j) for j in range(layer.num_outputs)]
         if not outs or any(o.dtype not in floats for o in outs):
