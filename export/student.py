@@ -159,9 +159,19 @@ def load_student(path: str | Path, mode: str = "dft") -> tuple[StudentEncoder, d
     path = Path(path)
     if not (path / "student.json").exists() or not (path / "student.pt").exists():
         raise ValueError(f"{path}: not a student folder (needs student.json and student.pt)")
-    meta = json.loads((path / "student.json").read_text(encoding="utf-8"))
-    model = StudentEncoder(
-        StudentConfig(**meta["config"]), FrontendConfig.from_dict(meta["frontend"]), mode
-    )
-    model.load_state_dict(torch.load(path / "student.pt", map_location="cpu", weights_only=True))
+    again = "distil it again (`animalclap-export distill --overwrite`)"
+    try:
+        meta = json.loads((path / "student.json").read_text(encoding="utf-8"))
+        model = StudentEncoder(
+            StudentConfig(**meta["config"]), FrontendConfig.from_dict(meta["frontend"]), mode
+        )
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        # a copy cut short or a hand edit: say which file, not only the parser's words
+        raise ValueError(f"{path / 'student.json'}: unreadable ({e}); {again}") from None
+    try:
+        state = torch.load(path / "student.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as e:  # torch raises several unrelated types for a damaged file
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"{path / 'student.pt'}: unreadable ({first}); {again}") from None
     return model.eval(), meta
