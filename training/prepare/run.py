@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -401,7 +402,14 @@ def _redo_side_by_side(
             for j in broken
         ]
         for job in jobs:
-            job.result()
+            # Timed: the kernel may hand Ctrl-C to any thread, and a main thread blocked
+            # without a timeout ran its handler only when the job ended (30 s in a test).
+            while True:
+                try:
+                    job.result(timeout=0.5)
+                    break
+                except FutureTimeout:
+                    continue
     except BaseException:
         stop.set()
         raise

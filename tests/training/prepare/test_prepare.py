@@ -799,6 +799,8 @@ def test_ctrl_c_while_shards_are_redone_stops_them_and_leaves_no_recording_out(t
         6,
         "os.kill(os.getpid(), 9)",
         f"""
+    import signal  # Ctrl-C as a terminal delivers it: a job started in the background
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (CI) inherits it ignored
     cfg = run.PrepareConfig(manifest="m", catalogue="c", out="{tmp_path}", workers=2)
     work = {{0: [rec(0), rec(1)], 1: [rec(4), rec(5)]}}
     run._run_shards(work, Path("{shards}"), cfg, False)""",
