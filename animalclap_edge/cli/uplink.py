@@ -108,8 +108,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     with server:
         token = "; token required" if server.token_required else ""
-        print(f"live: {server.url} (stream at /events, health at /health){token}", flush=True)
-        try:
+        try:  # the banner inside: a stop that lands while print returns is a stop too
+            print(f"live: {server.url} (stream at /events, health at /health){token}", flush=True)
             while True:
                 time.sleep(0.5)
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM from systemctl stop
