@@ -248,7 +248,6 @@ class Detector:
             getattr(source, "name", type(source).__name__),
             __version__,
         )
-        ended = RUN_STOPPED  # replaced on every way out below
         try:
             if self.retention is not None:
                 self.retention.maybe_apply(store, start=True)

@@ -132,7 +132,11 @@ class Scorer:
             if len(uniq) > 1:
                 idx = np.array([uniq.index(n) for n in names])
                 share = np.bincount(idx, minlength=len(uniq)) / len(names)
-                self.groups[level] = (uniq, idx, share)
+                # (mass - share) / (1 - share) >= t, as the mass each taxon must reach,
+                # and whether it holds a species that may be logged: once, not per window
+                bar = share + self.backoff_threshold * (1.0 - share)
+                watched = np.bincount(idx, weights=self.reported, minlength=len(uniq)) > 0
+                self.groups[level] = (uniq, idx, share, bar, watched)
 
     def _mask(self, keys: tuple[str, ...], what: str) -> np.ndarray:
         cat = self.bundle.catalogue
@@ -176,17 +180,17 @@ class Scorer:
         # passed is the answer, not an "unknown" taxon that holds a watched one
         if not passing and self.settings.backoff:
             full = expz / total
-            for level, (names, idx, share) in self.groups.items():
+            for level, (names, idx, _, bar, watched) in self.groups.items():
                 mass = np.bincount(idx, weights=full, minlength=len(names))
                 # the taxon with the most mass may hold less than its share while a
                 # smaller one is far beyond its own: test every taxon, and of those
                 # that pass take the one with the most mass
-                passes = (mass - share) / (1.0 - share) >= self.backoff_threshold
+                passes = mass >= bar
                 if passes.any():
                     g = int(np.where(passes, mass, -1.0).argmax())
-                    members = np.flatnonzero(idx == g)
-                    if not self.reported[members].any():
+                    if not watched[g]:
                         break  # best explained by a taxon not watched: nothing logged
+                    members = np.flatnonzero(idx == g)
                     top_member = members[np.argmax(full[members])]
                     name = names[g]
                     labels = [

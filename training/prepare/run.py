@@ -21,8 +21,13 @@ import threading
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -401,15 +406,13 @@ def _redo_side_by_side(
             redo.submit(_redo_alone, j, remaining[j], folder, cfg, bar, crashed, stop)
             for j in broken
         ]
-        for job in jobs:
+        pending = set(jobs)
+        while pending:
             # Timed: the kernel may hand Ctrl-C to any thread, and a main thread blocked
             # without a timeout ran its handler only when the job ended (30 s in a test).
-            while True:
-                try:
-                    job.result(timeout=0.5)
-                    break
-                except FutureTimeout:
-                    continue
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
+            for job in done:
+                job.result()  # the first redo's error, at once
     except BaseException:
         stop.set()
         raise
@@ -476,7 +479,6 @@ def _pool_pass(
     run: no shard starts after it; those running finish, kept for the rerun. Once
     `stop` is set, its processes are killed and what was finished is returned."""
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = mp.get_context("spawn")
