@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train nothing: write the page from the runs finished so far",
     )
+    ex.add_argument(
+        "--records",
+        help="folder of the finished runs' figures without checkpoints (~100 kB a run): "
+        "runs there count as finished, each run is copied there as it finishes, so a "
+        "sweep resumes from it on another machine (docs/results_runs: the shipped page's)",
+    )
     ex.set_defaults(func=_cmd_experiments)
 
     pt = command(
@@ -582,6 +588,7 @@ def _cmd_experiments(args) -> int:
         precision=args.precision,
         jobs=args.jobs,
         results_md=args.results,
+        records=args.records,
     )
     summary = run_sweep(cfg, report_only=args.report_only)
     for item, v in summary["bar"].items():

@@ -62,6 +62,9 @@ class SweepConfig:
     # None: OUT/results.md. The shipped page is written only when named (--results
     # docs/results.md): a user's sweep used to replace it by default.
     results_md: str | None = None
+    # Folder of the finished runs' figures without checkpoints (experiment_records):
+    # runs there count as finished, and each run is copied there as it finishes.
+    records: str | None = None
 
 
 # The first line of every page results_page writes: a file without it is not replaced.
@@ -121,7 +124,7 @@ def _finished(run: Path, name: str) -> bool:
 SWEEP_IDENTITY = ("data", "epochs", "minutes", "audio_config", "precision", "probe_items")
 
 
-def _refuse_another_sweep(root: Path, cfg: SweepConfig) -> None:
+def _refuse_another_sweep(root: Path, cfg: SweepConfig, option: str = "--out") -> None:
     from training.identity import refuse_other_settings
 
     refuse_other_settings(
@@ -129,8 +132,28 @@ def _refuse_another_sweep(root: Path, cfg: SweepConfig) -> None:
         cfg.__dict__,
         SWEEP_IDENTITY,
         "runs of another sweep",
-        "give a new --out, or the same settings to add seeds or variants to it",
+        f"give a new {option}, or the same settings to add seeds or variants to it",
     )
+
+
+def run_names(cfg: SweepConfig) -> list[str]:
+    return [f"{v}-seed{s}" for v in cfg.variants for s in cfg.seeds]
+
+
+def _sync_records(root: Path, cfg: SweepConfig) -> None:
+    """Restore the runs --records holds into --out, and keep there those only --out has."""
+    if cfg.records is None:
+        return
+    from training import experiment_records as rec
+
+    restored, kept = rec.sync(
+        root, Path(cfg.records), run_names(cfg), _finished, lambda n: n.rsplit("-seed", 1)[0]
+    )
+    if restored or kept:
+        print(
+            f"records {cfg.records}: {len(restored)} finished run(s) restored into {root}, "
+            f"{len(kept)} run(s) of {root} kept there"
+        )
 
 
 def run_sweep(cfg: SweepConfig, progress: bool = True, report_only: bool = False) -> dict:
@@ -145,7 +168,12 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, report_only: bool = False
         raise ValueError(f"jobs {cfg.jobs}: must be at least 1")
     _refuse_foreign_page(page_path(cfg))
     root = Path(cfg.out)
+    if cfg.records is not None:
+        _refuse_another_sweep(Path(cfg.records), cfg, "--records")
     if report_only:
+        if cfg.records is not None:  # the page of the records alone, or with --out's runs
+            root.mkdir(parents=True, exist_ok=True)
+            _sync_records(root, cfg)
         if not root.is_dir():
             raise FileNotFoundError(
                 f"--out {root}: no such folder; --report-only writes the page of the runs "
@@ -155,6 +183,11 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, report_only: bool = False
     root.mkdir(parents=True, exist_ok=True)
     _refuse_another_sweep(root, cfg)
     (root / "sweep.json").write_text(json.dumps(cfg.__dict__, indent=2), encoding="utf-8")
+    if cfg.records is not None:
+        from training.experiment_records import write_settings
+
+        write_settings(Path(cfg.records), cfg.__dict__)
+        _sync_records(root, cfg)
     data_spec = materialise_benchmark(cfg.data, root / "benchmark", progress)
     todo = pending_runs(cfg, root)
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.jobs)
@@ -162,6 +195,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, report_only: bool = False
     if cfg.jobs == 1:
         for name, seed in todo:
             run_one(cfg, data_spec, name, seed, threads, progress)
+            _keep_record(root, cfg, name, seed)
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -174,8 +208,16 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, report_only: bool = False
             for fut in as_completed(futures):
                 n, s = futures[fut]
                 fut.result()  # a failed run stops the sweep with its own error
+                _keep_record(root, cfg, n, s)
                 print(f"== {n}-seed{s}: done", flush=True)
     return write_page(root, cfg)
+
+
+def _keep_record(root: Path, cfg: SweepConfig, name: str, seed: int) -> None:
+    if cfg.records is not None:
+        from training.experiment_records import keep
+
+        keep(root, Path(cfg.records), f"{name}-seed{seed}")
 
 
 def write_page(root: Path, cfg: SweepConfig) -> dict:
@@ -626,6 +668,8 @@ def written_by(cfg: SweepConfig) -> str:
         args.append(f"--out {cfg.out}")
     if cfg.results_md:
         args.append(f"--results {cfg.results_md}")
+    if cfg.records:
+        args.append(f"--records {cfg.records}")
     return "animalclap-train experiments " + " ".join(args)
 
 

@@ -176,6 +176,7 @@ def test_a_parallel_sweep_trains_evaluates_probes_and_resumes(tmp_path):
         jobs=2,
         probe_items=200,
         results_md=str(tmp_path / "results.md"),
+        records=str(tmp_path / "records"),
     )
     summary = run_sweep(cfg, progress=False)
     assert set(summary["variants"]) == {"all", "com"}
@@ -187,6 +188,13 @@ def test_a_parallel_sweep_trains_evaluates_probes_and_resumes(tmp_path):
     run_sweep(cfg, progress=False)
     assert (tmp_path / "sweep" / "all-seed0" / "checkpoint").stat().st_mtime_ns == stamp
     assert "## The bar" in (tmp_path / "results.md").read_text()
+    # Another machine, a fresh --out: the records alone finish the sweep, nothing trains
+    kept = tmp_path / "records" / "all-seed0"
+    assert (kept / "probe" / "probe.json").is_file() and not (kept / "checkpoint").exists()
+    elsewhere = dataclasses.replace(cfg, out=str(tmp_path / "elsewhere"))
+    again = run_sweep(elsewhere, progress=False)
+    assert not (tmp_path / "elsewhere" / "all-seed0" / "checkpoint").exists()
+    assert json.dumps(again["variants"]) == json.dumps(summary["variants"])  # NaN-safe
 
 
 def test_an_item_on_fewer_than_three_seeds_is_pending_not_failed(tmp_path):
@@ -365,3 +373,52 @@ def test_the_page_gives_top5_chance_and_clips_intervals_to_0_1(tmp_path):
     assert f" {m:.3f} [0.000, {hi:.3f}] |" in page
     assert "clipped to [0, 1]" in page
     assert "Chance top-1: 0.050; top-5: 0.250." in page  # 20 candidates
+
+
+def _with_probe_baselines(root):
+    """Synthetic probes as the permutation-baseline probe writes them (finished runs)."""
+    for path in root.glob("*/probe/probe.json"):
+        probe = json.loads(path.read_text())
+        path.write_text(json.dumps({**probe, "baselines": {}}))
+
+
+def test_a_page_is_written_from_records_alone_and_records_refuse_another_sweep(tmp_path):
+    from training.experiments import run_sweep
+
+    records = tmp_path / "records"
+    cfg, expected = _sweep(records, 0.3, 0.1, 0.2, probe=[(0.6, 0.2)] * 4)
+    _with_probe_baselines(records)
+    cfg = dataclasses.replace(
+        cfg, out=str(tmp_path / "out"), records=str(records), results_md=str(tmp_path / "r.md")
+    )
+    summary = run_sweep(cfg, progress=False, report_only=True)
+    assert summary["variants"] == expected["variants"]
+    assert (tmp_path / "out" / "com-seed2" / "eval" / "eval.json").is_file()
+    assert "--records " in (tmp_path / "r.md").read_text()  # the command that rewrites it
+    (records / "sweep.json").write_text(json.dumps({**cfg.__dict__, "epochs": 3}))
+    with pytest.raises(ValueError, match=r"records holds runs of another sweep \(epochs 3"):
+        run_sweep(cfg, progress=False, report_only=True)
+
+
+def test_a_copy_of_a_record_cut_short_does_not_count_as_finished(tmp_path, monkeypatch):
+    """The copy goes through a temporary name: a crash mid-copy leaves no eval.json."""
+    import shutil
+
+    from training import experiment_records as rec
+
+    _sweep(tmp_path / "out", 0.3, 0.1, 0.2, probe=None)
+
+    copy = shutil.copyfile
+
+    def dies_on_eval(src, dst):
+        if not str(src).endswith("eval.json"):
+            return copy(src, dst)
+        with open(dst, "w") as f:
+            f.write("{")  # the first byte, then the disk fills
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", dies_on_eval)
+    with pytest.raises(OSError, match="No space"):
+        rec.keep(tmp_path / "out", tmp_path / "records", "all-shuffled-seed0")
+    assert not (tmp_path / "records" / "all-shuffled-seed0" / "eval" / "eval.json").exists()
+    assert not list((tmp_path / "records").rglob("*.tmp"))

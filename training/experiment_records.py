@@ -1,0 +1,84 @@
+"""A sweep's records: the figures of its finished runs without their checkpoints.
+
+A 15-run sweep takes about 7 h on 2 cores, longer than one working session or a
+pre-emptible job, and its run folders (checkpoints, the rendered benchmark) are too
+large to keep in a repository. The records folder keeps what the page is written
+from (each run's split, training summary, evaluation and probe reports: ~100 kB a
+run), so a sweep resumes on another machine from the records alone, and the shipped
+results page can be rewritten from records committed beside it.
+
+Layout: RECORDS/sweep.json (the sweep's settings) and RECORDS/<variant>-seed<s>/ with
+the files of RECORD_FILES that the run has, at the same relative paths as in --out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+# What aggregation and the page read, and what a reader needs to trust it: the split
+# (which species were unseen) and the training summary (steps, settings).
+RECORD_FILES = (
+    "split.json",
+    "train_summary.json",
+    "eval/eval.json",
+    "eval/eval.md",
+    "probe/probe.json",
+    "probe/probe.md",
+)
+
+
+def _copy_run(src: Path, dst: Path) -> int:
+    copied = 0
+    for rel in RECORD_FILES:
+        if not (src / rel).is_file():
+            continue
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            shutil.copyfile(src / rel, tmp)
+            os.replace(tmp, target)  # a copy cut short never reads as a finished run
+        finally:
+            tmp.unlink(missing_ok=True)
+        copied += 1
+    return copied
+
+
+def keep(out: Path, records: Path, run_name: str) -> None:
+    """Copy one finished run's records from the sweep's folder into RECORDS."""
+    _copy_run(out / run_name, records / run_name)
+
+
+def sync(
+    out: Path,
+    records: Path,
+    run_names: list[str],
+    finished: Callable[[Path, str], bool],
+    variant_of: Callable[[str], str],
+) -> tuple[list[str], list[str]]:
+    """Make both folders hold every run that either has finished.
+
+    A run finished in OUT and not in RECORDS is kept (a sweep begun without records);
+    one finished only in RECORDS is restored into OUT, so the sweep skips it and the
+    page includes it. A run finished in both is left as OUT has it. Returns the names
+    (restored, kept)."""
+    restored, kept = [], []
+    for name in run_names:
+        in_out = finished(out / name, variant_of(name))
+        in_records = finished(records / name, variant_of(name))
+        if in_records and not in_out:
+            _copy_run(records / name, out / name)
+            restored.append(name)
+        elif in_out and not in_records:
+            keep(out, records, name)
+            kept.append(name)
+    return restored, kept
+
+
+def write_settings(records: Path, settings: dict) -> None:
+    records.mkdir(parents=True, exist_ok=True)
+    (records / "sweep.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
