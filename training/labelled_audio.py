@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import soundfile as sf
 from animalclap_edge.audio.decode import AudioError, probe
 from animalclap_edge.contracts.catalogue import Catalogue
 from animalclap_edge.contracts.traits import TraitSchema, TraitTable, read_trait_table
+from training.dates import day_of
 from training.prepare.manifest import background_reader
 from training.prepare.shards import RecordRegion
 
@@ -37,21 +37,10 @@ from training.prepare.shards import RecordRegion
 UNREADABLE: tuple[type[BaseException], ...] = (AudioError, sf.SoundFileError, EOFError)
 
 
-# A date with a time of day ("2024-06-01T06:30:00Z", "2024-06-01 06:30", a Parquet
-# timestamp as prepare writes it): the day is what groups recordings.
-_TIME_OF_DAY = re.compile(
-    r"^(?P<day>[^T\s]+)[T\s]+\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d*)?)?\s*(?:Z|UTC|[+-]\d{2}:?\d{2})?$",
-    re.IGNORECASE,
-)
-
-
 def site_day(site: str, date: str) -> str:
-    """The group of a recording: its site and day. A date carrying a time of day is cut
-    to its day: with the time kept, every recording was a group of its own, and
-    recordings of one site on one day were split between train and val."""
-    date = (date or "").strip()
-    m = _TIME_OF_DAY.match(date)
-    return f"{site}|{m['day'] if m else date}"
+    """The group of a recording: its site and the day its date names (`dates.day_of`:
+    a time of day cut off, one day written two ways made one)."""
+    return f"{site}|{day_of(date)}"
 
 
 @dataclass(frozen=True, slots=True)

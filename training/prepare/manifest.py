@@ -5,8 +5,9 @@ Columns (header names, order free; `license` is accepted for `licence`):
                   http(s)/file URL
     species_id    a catalogue id
     licence       e.g. "CC BY-NC 4.0", "CC0", a creativecommons.org URL
-    date          observation date (ISO, or anything: it only groups recordings by
-                  site and day; a time of day after an ISO date is not part of the group)
+    date          observation date: it only groups recordings by site and day. A time
+                  of day is cut off; one day written two ways (2024-05-14, 5/14/2024,
+                  14 May 2024) is one day; 5/6/2024 (June or May?) is kept as written
     site          recording site or locality
 optional:
     id            a stable recording id (default: derived from path/url)
