@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -514,7 +515,11 @@ def test_a_broker_without_mqtt5_is_used_with_311_said_and_disconnects_are_counte
     assert any("refused MQTT 5" in line for line in said), said
     kinds = [e["kind"] for e in _health_kinds(db)]
     assert kinds == ["uplink_protocol_fallback", "uplink_set_aside"]
-    assert len(sub.ids) == len(sub.unique())  # no duplicates while probing
+    # No duplicates from probing. QoS 1 is at least once: ids[0], published just before
+    # the message the broker disconnects for, may come twice when the disconnect cuts
+    # its PUBACK (here: the proxy tears both ways down on the broker's reset); no other.
+    twice = [i for i, n in Counter(sub.ids).items() if n > 1]
+    assert set(twice) <= {ids[0]} and len(sub.ids) <= len(sub.unique()) + 1, sub.ids
 
 
 def test_a_stalled_link_with_tcp_open_does_not_multiply_messages(tmp_path):
