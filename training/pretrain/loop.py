@@ -457,7 +457,8 @@ def pretrain(
                     "folder's lock): wait for it to end, or stop it; killing torchrun "
                     "alone can leave its ranks running"
                 )
-            return _pretrain(cfg, d, on_step, progress, fit_batch, [lock_note] if lock_note else [])
+            notes = [lock_note] if lock_note else []
+            return _pretrain(cfg, d, on_step, progress, fit_batch, notes, lock_note is None)
     finally:
         close(d)
 
@@ -626,8 +627,11 @@ def _pretrain(
     progress: bool,
     fit_batch: bool,
     notes: list[str],
+    locked: bool,
 ) -> Path:
-    """The run itself; `notes` (to log) come from what pretrain() did before it."""
+    """The run itself; `notes` (to log) come from what pretrain() did before it;
+    `locked`: this process holds the folder's lock (False where the file system would
+    not lock it)."""
     from tqdm.auto import tqdm
 
     from training.train import cosine_lr
@@ -722,6 +726,8 @@ def _pretrain(
     if resume:
         notes += resume_notes(out / "pretrain_config.json", cfg, step, stop_at)
     out.mkdir(parents=True, exist_ok=True)
+    if d.main and locked:  # unlocked, another run may be writing its own temporaries
+        state.clear_temporaries(ckpt_dir)
     if d.main and step < stop_at:  # a run that trains nothing leaves its record as it was
         # a resumed run's model trained with the splits there: never other test species
         write_split(split, out / "split.json", trained=bool(resume))

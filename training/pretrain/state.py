@@ -71,6 +71,18 @@ def save(
     return final
 
 
+def clear_temporaries(checkpoints: Path) -> list[Path]:
+    """Remove the temporaries that checkpoint saves killed mid-write left; returns
+    them. `save` clears a step's own only when it saves that step again. Call it only
+    before this run saves anything, and only while holding the run folder's lock
+    (`held_exclusively`): no other pretrain run then writes there, so every
+    temporary found is a dead writer's."""
+    found = list(checkpoints.glob(".step-*.tmp"))
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    return found
+
+
 def latest(folder: Path) -> Path | None:
     """The checkpoint a run in `folder` resumes from (None: none yet); see `resume_from`."""
     return resume_from(folder)[0]

@@ -149,3 +149,33 @@ def test_a_checkpoint_save_on_a_full_disk_is_said_as_such(
         state.save(folder, 2, loaded.model, loaded.tokenizer, loaded.frontend, opt, {}, keep=2)
     assert e.value.errno == errno.ENOSPC
     assert not list(folder.glob(".step-*")) and not list(folder.glob("step-*"))
+
+
+def test_a_dead_saves_step_temporary_is_cleared_when_the_run_starts_and_only_if_locked(
+    pretrain_checkpoint, tmp_path, monkeypatch
+):
+    """A .step-N.tmp left by a killed save went only when step N was saved again: a
+    run resumed elsewhere in its schedule kept it for good. It is cleared at start
+    while the run holds the folder's lock; unlocked, another run may be writing it."""
+    import errno
+    import fcntl
+
+    run = tmp_path / "run"
+    cfg = tiny_run(run, pretrain_checkpoint, max_steps=2)
+    pretrain(cfg, progress=False)
+    dead = run / "checkpoints" / ".step-00000001.tmp"
+
+    def plant():
+        (dead / "model").mkdir(parents=True)
+        (dead / "model" / "config.json").write_text("{}")
+
+    def refuse(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    plant()
+    with monkeypatch.context() as m:
+        m.setattr(fcntl, "flock", refuse)
+        pretrain(cfg, progress=False)
+    assert dead.is_dir()  # unlocked: not this run's to remove
+    pretrain(cfg, progress=False)  # resumes at step 2; step 1 is never saved again
+    assert not dead.exists()
