@@ -727,7 +727,7 @@ def _pretrain(
         notes += resume_notes(out / "pretrain_config.json", cfg, step, stop_at)
     out.mkdir(parents=True, exist_ok=True)
     if d.main and locked:  # unlocked, another run may be writing its own temporaries
-        state.clear_temporaries(ckpt_dir)
+        state.clear_temporaries(out, ckpt_dir)
     if d.main and step < stop_at:  # a run that trains nothing leaves its record as it was
         # a resumed run's model trained with the splits there: never other test species
         write_split(split, out / "split.json", trained=bool(resume))
@@ -863,8 +863,6 @@ def _pretrain(
             logs.close()
     final = out / "final"
     if d.main:
-        from training.model import save_checkpoint
-
-        save_checkpoint(module.clap, loaded.tokenizer, loaded.frontend, final)
+        state.save_final(final, module.clap, loaded.tokenizer, loaded.frontend)
     barrier(d)
     return final

@@ -5,6 +5,7 @@ checkpoints/step-00001500/
     training_state.pt    optimizer, counters (global step, epoch, next step in epoch)
     sizes.json           every other file's size in bytes, written last
 checkpoints/latest       the name of the newest complete checkpoint
+final/                   the trained model, save_pretrained layout (save_final)
 
 A checkpoint is written to a hidden temporary folder, flushed to disk, and renamed into
 place, then `latest` is replaced by rename: a run killed at any moment leaves the
@@ -20,10 +21,13 @@ import json
 import os
 import re
 import shutil
+import socket
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from animalclap_edge.contracts.frontend import FrontendConfig
 from training.model import save_checkpoint
 
 SIZES = "sizes.json"
@@ -71,13 +75,39 @@ def save(
     return final
 
 
-def clear_temporaries(checkpoints: Path) -> list[Path]:
-    """Remove the temporaries that checkpoint saves killed mid-write left; returns
-    them. `save` clears a step's own only when it saves that step again. Call it only
-    before this run saves anything, and only while holding the run folder's lock
-    (`held_exclusively`): no other pretrain run then writes there, so every
-    temporary found is a dead writer's."""
-    found = list(checkpoints.glob(".step-*.tmp"))
+def save_final(path: Path, model: nn.Module, tokenizer, frontend: FrontendConfig) -> Path:
+    """Write the run's model to `path` (its final/) whole or not at all: into a hidden
+    sibling, flushed, then renamed in. An existing one is renamed aside first, so
+    `path` is at every moment absent, the old model or the new, never half written
+    (a final/ is taken for a finished run). The temporaries carry this process's
+    host-pid, so two writers (a folder the file system would not lock) cannot write
+    into one; those a dead writer leaves are cleared by `clear_temporaries`."""
+    tag = f"{socket.gethostname()}-{os.getpid()}"
+    tmp = path.with_name(f".{path.name}.{tag}.tmp")
+    old = path.with_name(f".{path.name}.{tag}.old.tmp")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        save_checkpoint(model, tokenizer, frontend, tmp)
+        _flush(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    _fsync(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def clear_temporaries(run: Path, checkpoints: Path) -> list[Path]:
+    """Remove the temporaries that saves killed mid-write left in a run folder (final/'s
+    and the checkpoints'); returns them. `state.save` clears a step's own only when it
+    saves that step again. Call it only before this run saves anything, and only while
+    holding the folder's lock (`held_exclusively`): no other pretrain run then writes
+    there, so every temporary found is a dead writer's."""
+    found = [*run.glob(".final.*.tmp"), *checkpoints.glob(".step-*.tmp")]
     for path in found:
         shutil.rmtree(path, ignore_errors=True)
     return found
@@ -160,14 +190,21 @@ def _not_whole(path: Path) -> str | None:
 
 def _seal(tmp: Path) -> None:
     """Flush every file of a checkpoint to disk, then record their sizes, last."""
-    sizes = {}
-    for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
-        _fsync(file)
-        sizes[file.relative_to(tmp).as_posix()] = file.stat().st_size
+    sizes = _flush(tmp)
     (tmp / SIZES).write_text(json.dumps(sizes, indent=1), encoding="utf-8")
     _fsync(tmp / SIZES)
-    for d in {tmp, *(p for p in tmp.rglob("*") if p.is_dir())}:
+    _fsync(tmp)
+
+
+def _flush(folder: Path) -> dict[str, int]:
+    """fsync every file under `folder`, then its folders; returns each file's size."""
+    sizes = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        _fsync(file)
+        sizes[file.relative_to(folder).as_posix()] = file.stat().st_size
+    for d in {folder, *(p for p in folder.rglob("*") if p.is_dir())}:
         _fsync(d)
+    return sizes
 
 
 def _fsync(path: Path) -> None:

@@ -151,6 +151,48 @@ def test_a_checkpoint_save_on_a_full_disk_is_said_as_such(
     assert not list(folder.glob(".step-*")) and not list(folder.glob("step-*"))
 
 
+def test_a_run_killed_writing_final_leaves_none_and_a_rerun_writes_it_whole(
+    pretrain_checkpoint, tmp_path, monkeypatch
+):
+    """final/ was written in place: a run killed mid-write left a final/ with weights
+    and config, a finished model to anything that looks (and a rerun wrote over it,
+    keeping whatever the new save did not replace)."""
+    from pathlib import Path
+
+    from transformers import ClapProcessor
+
+    real = ClapProcessor.save_pretrained
+
+    def killed(self, save_directory, *args, **kwargs):
+        if Path(save_directory).name != "model":  # final/'s save, not a checkpoint's
+            raise RuntimeError("killed while writing final/")
+        return real(self, save_directory, *args, **kwargs)
+
+    run = tmp_path / "run"
+    cfg = tiny_run(run, pretrain_checkpoint, max_steps=2)
+    monkeypatch.setattr(ClapProcessor, "save_pretrained", killed)
+    with pytest.raises(RuntimeError, match="killed while writing final/"):
+        pretrain(cfg, progress=False)
+    monkeypatch.undo()
+    assert not (run / "final").exists()
+    assert not list(run.glob(".final*"))
+    # what a hard kill leaves (no except clause ran), and a final/ with a file too many
+    for left in (".final.deadhost-1.tmp", ".final.deadhost-1.old.tmp"):
+        (run / left).mkdir()
+        (run / left / "config.json").write_text("{}")
+    assert pretrain(cfg, progress=False) == run / "final"  # resumes at step 2, trains none
+    assert not list(run.glob(".final*"))
+    (run / "final" / "stray.bin").write_bytes(b"from an older save")
+    pretrain(cfg, progress=False)
+    assert not (run / "final" / "stray.bin").exists()
+    assert ClapModel.from_pretrained(run / "final") is not None
+    assert ClapProcessor.from_pretrained(run / "final") is not None
+    want = _weights(run / "checkpoints" / "step-00000002" / "model")
+    got = _weights(run / "final")
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0, msg=k)
+
+
 def test_a_dead_saves_step_temporary_is_cleared_when_the_run_starts_and_only_if_locked(
     pretrain_checkpoint, tmp_path, monkeypatch
 ):
