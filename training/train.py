@@ -42,10 +42,10 @@ from training.model import (
     build_tokenizer,
     load_clap,
     new_clap_model,
-    save_checkpoint,
     small_clap_config,
 )
 from training.prepare.manifest import background_unmatched, unmatched_note
+from training.pretrain.state import save_final
 from training.sampling import balanced_epoch, group_split
 from training.splits import ZeroShotSplit, heard_unseen_note, items_digest, zero_shot_split
 from training.zeroshot import species_prompt_embeddings
@@ -263,7 +263,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         bar.close()
         log.close()
 
-    ckpt = save_checkpoint(model, tok, loaded.frontend, out / "checkpoint")
+    # whole or not at all: `experiments` skips training where a checkpoint/ exists, so a
+    # sweep killed mid-write evaluated a half-written model on its rerun
+    ckpt = save_final(out / "checkpoint", model, tok, loaded.frontend)
     summary = {
         "config": asdict(cfg),
         "data": data.name,

@@ -57,6 +57,21 @@ def test_bf16_autocast_trains_close_to_fp32(tmp_path):
     assert bf16[0]["loss"] != fp32[0]["loss"]  # autocast did take effect
 
 
+def test_a_run_killed_writing_its_checkpoint_leaves_none(tmp_path, monkeypatch):
+    """checkpoint/ was written in place, and `experiments` skips training where one
+    exists: a sweep killed mid-write evaluated a half-written model on its rerun."""
+    from transformers import ClapProcessor
+
+    def killed(self, *args, **kwargs):
+        raise RuntimeError("killed while writing checkpoint/")
+
+    monkeypatch.setattr(ClapProcessor, "save_pretrained", killed)
+    with pytest.raises(RuntimeError, match="killed while writing"):
+        _tiny(tmp_path, "a")
+    assert not (tmp_path / "a" / "checkpoint").exists()
+    assert not list((tmp_path / "a").glob(".checkpoint*"))
+
+
 def test_unknown_precision_is_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="precision 'fp8'"):
         train(TrainConfig(out=str(tmp_path / "x"), precision="fp8"), progress=False)
