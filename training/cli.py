@@ -258,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="decoding processes (default: the cores this job may use)",
+        help="decoding processes (default: the cores this job may use); 1 too decodes "
+        "in a process of its own, so a crash or hang on a recording leaves it out",
     )
     pp.add_argument("--quality", nargs="+", help="accepted quality grades (default: all)")
     pp.add_argument(
@@ -283,8 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=3600.0,
         metavar="SECONDS",
         help="a recording a worker spends longer on (a decoder stuck on a bad file, a hung "
-        "mount) has its process stopped and is left out, counted; 0: wait for ever. "
-        "Needs --workers 2 or more",
+        "mount) has its process stopped and is left out, counted; 0: wait for ever",
     )
     pp.add_argument(
         "--finalize",

@@ -356,15 +356,9 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
     total = sum(len(v) for v in work.values())
     bar = tqdm(total=total, desc="prepare", unit="rec", disable=not progress or not total)
     try:
-        # in this process only where asked: a recording that kills its process (out of
-        # memory, a decoder crash) then takes the run with it, every time
-        if cfg.workers == 1 or not work:
-            rejected = 0  # running total: a per-shard count went up and down
-            for j, recs in work.items():  # the bar moves per recording, not per shard
-                r = write_shard(j, recs, folder, cfg.settings, _BarTicks(bar), cfg.codec)
-                rejected += r["rejected"]
-                bar.set_postfix(rejected=rejected)
-            return
+        # In worker processes even for --workers 1 (a pool of one): decoded in this
+        # process, a recording that killed it (out of memory, a decoder crash) took the
+        # run with it on every rerun, and a hung decoder hung the run for ever.
         remaining = dict(work)
         crashed: set[str] = set()  # keys whose process died on them, decoding alone
         while remaining:
@@ -449,17 +443,6 @@ def _redo_alone(
             else "killed its decoding process (out of memory? a decoder crash?)"
         )
         print(f"prepare: {rec.uri} {why}: left out as '{CRASHED}'", flush=True)
-
-
-class _BarTicks:
-    """write_shard's ticks, in this process: a recording done moves the bar."""
-
-    def __init__(self, bar):
-        self.bar = bar
-
-    def put(self, tick: int) -> None:
-        if tick >= 0:
-            self.bar.update(1)
 
 
 def _pool_pass(

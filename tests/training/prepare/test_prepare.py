@@ -783,6 +783,46 @@ def test_a_recording_that_hangs_its_decoder_is_left_out_after_the_timeout(tmp_pa
     assert not list(shards.glob("*.tmp"))
 
 
+def test_with_one_worker_a_recording_that_kills_or_hangs_its_decoder_is_left_out_too(
+    tmp_path,
+):
+    """--workers 1 decoded in the main process: a recording that killed it took the
+    run with it (on every rerun), and one that hung its decoder hung the run for ever,
+    --record-timeout unheard. It now decodes in a pool of one process, as --workers N."""
+    import subprocess
+    import sys
+
+    from training.prepare.decode import CRASHED
+    from training.prepare.shards import read_index
+
+    shards = tmp_path / "shards"
+    script = _poisoned_prepare(
+        tmp_path,
+        5,
+        "os.kill(os.getpid(), 9)",
+        f"""
+    cfg = run.PrepareConfig(
+        manifest="m", catalogue="c", out="{tmp_path}", workers=1, record_timeout_s=2.0
+    )
+    work = {{0: [rec(0), rec(4), rec(1)], 1: [rec(2), rec(3)]}}
+    run._run_shards(work, Path("{shards}"), cfg, False)""",
+        others='if uri.endswith("r1.wav"): time.sleep(600)',
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    indexes = [read_index(shards / f"shard-00000{j}.json") for j in range(2)]
+    assert sorted(r["key"] for idx in indexes for r in idx["records"]) == ["k0", "k2", "k3"]
+    assert [(r["key"], r["reason"]) for r in indexes[0]["rejected"]] == [
+        ("k4", CRASHED),
+        ("k1", CRASHED),
+    ]
+    assert "r4.wav killed its decoding process" in done.stdout
+    assert "r1.wav made no progress in 2 s (--record-timeout)" in done.stdout
+    assert not list(shards.glob("*.tmp"))
+
+
 def test_ctrl_c_while_shards_are_redone_stops_them_and_leaves_no_recording_out(tmp_path):
     """Ctrl-C during the redo after a worker's death ended the main thread only: the
     redo threads went on (the interpreter joins them at exit), writing their shards
