@@ -60,5 +60,5 @@ def plot_prepared(report: dict, per_species: Sequence[int], out_png: Path) -> Pa
     reasons.set_title(f"{report['manifest_rows']} manifest rows")
     reasons.margins(x=0.25)
     out_png = Path(out_png)
-    fig.savefig(out_png, dpi=110)
+    fig.savefig(out_png, dpi=110, format="png")  # not from the suffix: a temporary's is .tmp
     return out_png

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import (
     FIRST_COMPLETED,
     FIRST_EXCEPTION,
@@ -52,6 +53,7 @@ from training.prepare.manifest import (
 from training.prepare.shards import (
     CODECS,
     ShardWriter,
+    _writer_tag,
     read_index,
     shard_complete,
     shard_name,
@@ -607,14 +609,16 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
             ex = examples.setdefault(rej["reason"], [])
             if len(ex) < 5:
                 ex.append(f"{rej['uri']}: {rej['detail']}")
-    tmp = out / f".records.jsonl.{os.getpid()}.tmp"  # two finishing jobs may both finalise
-    with open(tmp, "w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
-    os.replace(tmp, out / "records.jsonl")
-    catalogue.to_csv(out / "catalogue.csv")
+
+    def write_records(path: Path) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            for rec in records:
+                f.write(json.dumps(rec, sort_keys=True) + "\n")
+
+    _write_whole(out / "records.jsonl", write_records)
+    _write_whole(out / "catalogue.csv", catalogue.to_csv)
     if meta.get("traits"):
-        shutil.copyfile(meta["traits"], out / "traits.csv")
+        _write_whole(out / "traits.csv", lambda path: shutil.copyfile(meta["traits"], path))
 
     per_species = Counter(r["species_id"] for r in records)
     report = {
@@ -652,11 +656,12 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
     except ValueError as e:
         report["split"] = f"not written: {e}"
     else:
-        split.to_json(out / "split.json")
+        _write_whole(out / "split.json", split.to_json)
         report["split"] = split.summary(catalogue)
     report["plot"] = _plot(report, list(per_species.values()), out / "report.png")
-    (out / PREPARED).write_text(json.dumps(report, indent=2), encoding="utf-8")
-    (out / "report.md").write_text(_report_md(report), encoding="utf-8")
+    as_json, as_md = json.dumps(report, indent=2), _report_md(report)
+    _write_whole(out / PREPARED, lambda path: path.write_text(as_json, encoding="utf-8"))
+    _write_whole(out / "report.md", lambda path: path.write_text(as_md, encoding="utf-8"))
     if not records:  # a run that kept nothing is a failure, with its report kept
         top = ", ".join(f"{n} {why}" for why, n in list(report["rejected"].items())[:3])
         raise ValueError(
@@ -666,12 +671,29 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
     return report
 
 
+def _write_whole(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)`, then tmp renamed onto `path`: jobs sharing an --out may finalize
+    together, and a reader saw a file the other was still writing, cut short. The
+    temporary is beside `path` (a rename within one file system) and names its writer's
+    host and pid (jobs on two hosts may share a pid), plus a random part (two threads of
+    one process: prepare runs in a test's threads); a failed write leaves `path` as it
+    was."""
+    tmp = path.with_name(f".{path.name}.{_writer_tag()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _plot(report: dict, per_species: list[int], out_png: Path) -> str:
     """report.png, or why it was not drawn (said in report.md; the data is unaffected)."""
     try:
         from training.prepare.plot import plot_prepared
 
-        return plot_prepared(report, per_species, out_png).name
+        _write_whole(out_png, lambda path: plot_prepared(report, per_species, path))
+        return out_png.name
     except ImportError as e:
         return f"not drawn ({e.name} is missing: pip install 'animalclap-edge[plot]')"
 

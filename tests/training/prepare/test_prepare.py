@@ -310,6 +310,47 @@ def test_shard_jobs_starting_together_on_a_new_output_both_finish(manifest, prep
         assert not list(target.glob(".*tmp"))
 
 
+def test_finalize_replaces_each_file_whole_and_a_failed_write_keeps_the_old_one(
+    prepared, tmp_path, monkeypatch
+):
+    """Jobs sharing an --out (`--shard i/N`) may finish, and finalize, together: each
+    wrote split.json and the report files in place, so a reader (or the other job)
+    could see one cut short, and a full disk left it so. Each is now written to a
+    temporary beside it, named by host and pid, then renamed over the old one."""
+    import os
+    import shutil
+    import socket
+
+    from training.splits import ZeroShotSplit
+
+    out = tmp_path / "out"
+    shutil.copytree(prepared[0], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    tried = []
+
+    def disk_full(self, path):
+        tried.append(Path(path))
+        Path(path).write_text('{"format": "anima')
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ZeroShotSplit, "to_json", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        finalize(out, progress=False)
+    assert (out / "split.json").read_bytes() == before["split.json"]
+    assert not list(out.glob(".*tmp"))
+    assert tried[0].parent == out and f".{socket.gethostname()}-{os.getpid()}." in tried[0].name
+    monkeypatch.undo()
+
+    replaced, real = [], os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: replaced.append(Path(b)) or real(a, b))
+    finalize(out, progress=False)
+    written = {p.name for p in out.iterdir() if p.is_file()} - {"plan.json"}
+    assert written == {p.name for p in replaced if p.parent == out}  # each arrived whole
+    assert not list(out.glob(".*tmp"))
+    for name in ("records.jsonl", "split.json", "prepared.json", "report.md"):
+        assert (out / name).read_bytes() == before[name], name
+
+
 def test_a_different_manifest_cannot_join_an_output(manifest, prepared, tmp_path):
     import shutil
 
