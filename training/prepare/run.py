@@ -53,11 +53,11 @@ from training.prepare.manifest import (
 from training.prepare.shards import (
     CODECS,
     ShardWriter,
-    _writer_tag,
     read_index,
     shard_complete,
     shard_name,
     stale_temporaries,
+    writer_tag,
 )
 
 PREPARED = "prepared.json"
@@ -678,7 +678,7 @@ def _write_whole(path: Path, write: Callable[[Path], object]) -> None:
     host and pid (jobs on two hosts may share a pid), plus a random part (two threads of
     one process: prepare runs in a test's threads); a failed write leaves `path` as it
     was."""
-    tmp = path.with_name(f".{path.name}.{_writer_tag()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name}.{writer_tag()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -73,7 +73,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _writer_tag() -> str:
+def writer_tag() -> str:
     """host-pid of this process: temporary files carry their writer's, so a rerun never
     writes into the file of a writer still running (an orphaned worker, a job on
     another machine), and can tell which of them are left by dead ones."""
@@ -128,7 +128,7 @@ class ShardWriter:
         self.folder, self.index, self.codec = Path(folder), index, codec
         self.folder.mkdir(parents=True, exist_ok=True)
         self.tar_path = self.folder / f"{shard_name(index)}.tar"
-        self._tmp = self.tar_path.with_suffix(f".tar.{_writer_tag()}.tmp")
+        self._tmp = self.tar_path.with_suffix(f".tar.{writer_tag()}.tmp")
         self._tar = tarfile.open(  # noqa: SIM115 - closed in close() or abort()
             self._tmp, "w", format=tarfile.USTAR_FORMAT
         )
@@ -165,7 +165,7 @@ class ShardWriter:
             "rejected": self.rejected,
         }
         path = self.folder / f"{shard_name(self.index)}.json"
-        tmp = path.with_suffix(f".json.{_writer_tag()}.tmp")
+        tmp = path.with_suffix(f".json.{writer_tag()}.tmp")
         tmp.write_text(json.dumps(index, indent=1), encoding="utf-8")
         os.replace(tmp, path)
         return path

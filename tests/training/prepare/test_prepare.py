@@ -1000,7 +1000,7 @@ def test_failed_downloads_are_retried_on_a_rerun_when_asked(manifest, tmp_path, 
     assert report["rejected"][d.DOWNLOAD] == 1  # gone.wav: HTTP 404
 
 
-def test_the_progress_bar_moves_per_recording_in_one_process(manifest, tmp_path, monkeypatch):
+def test_the_progress_bar_moves_per_recording_with_one_worker(manifest, tmp_path, monkeypatch):
     """With --workers 1, or one shard, the bar moved only when a whole shard was
     written: a shard of 500 long recordings sat at 0% for an hour."""
     import tqdm.auto
