@@ -201,11 +201,15 @@ def test_heartbeats_carry_the_health_events_and_the_newest_snapshot(tmp_path):
         store.add_health("snapshot", "runtime", {"disk_percent": 40.0})
     beats: list[dict] = []
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="health-consumer")
+    subscribed = threading.Event()
     sub.on_connect = lambda c, u, f, rc, p: c.subscribe("animalclap/rec1/health", qos=0)
+    sub.on_subscribe = lambda c, u, mid, codes, p: subscribed.set()
     sub.on_message = lambda c, u, msg: beats.append(json.loads(msg.payload))
     sub.connect("127.0.0.1", broker.port)
     sub.loop_start()
-    time.sleep(0.5)  # subscribed before the first heartbeat
+    # subscribed before the first heartbeat, which carries the events once: a fixed
+    # 0.5 s was not always enough on a loaded machine
+    assert subscribed.wait(10)
     cfg = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port)
     pub = MqttPublisher(db, cfg, device_id="rec1", poll_s=0.1, heartbeat_s=0.3).start()
     try:
@@ -648,11 +652,13 @@ def test_heartbeat_events_move_on_only_when_the_broker_acknowledged_them(tmp_pat
         store.add_health("source_lost", "mic:usb", {"why": "device disconnected"})
     beats: list[dict] = []
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="health-consumer")
+    subscribed = threading.Event()
     sub.on_connect = lambda c, u, f, rc, p: c.subscribe("animalclap/rec1/health", qos=1)
+    sub.on_subscribe = lambda c, u, mid, codes, p: subscribed.set()
     sub.on_message = lambda c, u, msg: beats.append(json.loads(msg.payload))
     sub.connect("127.0.0.1", broker.port)
     sub.loop_start()
-    time.sleep(0.5)
+    assert subscribed.wait(10)  # before the heartbeat the broker is told to allow
     cfg = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port)
     pub = MqttPublisher(db, cfg, device_id="rec1", poll_s=0.1, heartbeat_s=0.3).start()
     try:
