@@ -84,12 +84,25 @@ def fifo(tmp_path):
 FAST = WatchdogSettings(stall_s=1.0, silence_s=1.0, backoff_min_s=0.05, backoff_max_s=0.2)
 
 
+def _back_on_reopen(fifo: Path, writers: list, seconds: float):
+    """A reopen that starts the next writer (the microphone is back) once the watchdog
+    has closed the last opening: started earlier, it joined that opening, whose close
+    lost what it wrote, and the reopen then waited for a writer forever (a slow
+    consumer, as on a loaded machine, hung the test)."""
+
+    def reopen():
+        if len(writers) == 1:
+            writers.append(_writer(fifo, seconds))
+        return _open(fifo)
+
+    return reopen
+
+
 def test_a_writer_that_dies_and_comes_back_is_reopened(fifo):
     writers = [_writer(fifo, 2.0)]
     log = Log()
     first = _open(fifo)
-    writers.append(_writer(fifo, 3.0))  # waits at open() until the watchdog reopens the pipe
-    src = WatchedSource(first, lambda: _open(fifo), log, FAST)
+    src = WatchedSource(first, _back_on_reopen(fifo, writers, 3.0), log, FAST)
     try:
         got = _consume(src, 2)
     finally:
@@ -108,7 +121,7 @@ def _fails_then_reopens(fifo: Path, writer, error: str) -> tuple[list[str], Log,
     starts (the microphone is back) and the watchdog must open a second recording."""
     writers = [writer]
     log = Log()
-    src = WatchedSource(_open(fifo), lambda: _open(fifo), log, FAST)
+    src = WatchedSource(_open(fifo), _back_on_reopen(fifo, writers, 1.0), log, FAST)
     ids = []
     try:
         for rec in src.recordings():
@@ -118,7 +131,6 @@ def _fails_then_reopens(fifo: Path, writer, error: str) -> tuple[list[str], Log,
             with pytest.raises(AudioError, match=error):
                 for _ in rec.blocks:
                     pass
-            writers.append(_writer(fifo, 1.0))
     finally:
         src.close()
         for w in writers:
