@@ -189,14 +189,16 @@ def test_a_named_pipe_needs_its_rate_and_a_missing_one_is_one_line(tmp_path, fif
 def test_a_writer_killed_mid_frame_leaves_a_partial_recording_with_the_reason(fifo):
     code = (
         f"f = open({str(fifo)!r}, 'wb', buffering=0); f.write(b'\\x01\\x02\\x03'); "
-        "import time; time.sleep(30)"
+        "print('written', flush=True); import time; time.sleep(30)"
     )
-    w = subprocess.Popen([sys.executable, "-c", code])
+    w = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
     s = _open(fifo)
     try:
-        time.sleep(0.3)
+        # killed once its bytes are in the pipe (a fixed 0.3 s was a guess at that)
+        assert w.stdout.readline() == b"written\n"
         w.send_signal(signal.SIGKILL)
         w.wait(10)
+        w.stdout.close()
         (rec,) = list(s.recordings())
         with pytest.raises(AudioError, match=r"pipe:mic.pcm ended mid-frame \(1 stray bytes\)"):
             list(rec.blocks)
