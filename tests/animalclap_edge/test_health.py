@@ -57,6 +57,19 @@ def test_disk_usage_is_of_the_filesystem_holding_the_path(tmp_path):
         assert abs(d["disk_percent"] - percent) < 0.5, (path, d, percent)
 
 
+def _kinds(store: DetectionStore) -> list[str]:
+    return [r["kind"] for r in store.health(limit=1000)]
+
+
+def _wait(cond, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
 def test_the_monitor_writes_snapshots_with_counters_and_backs_up(tmp_path):
     db = tmp_path / "d.db"
     with DetectionStore(db):
@@ -71,7 +84,11 @@ def test_the_monitor_writes_snapshots_with_counters_and_backs_up(tmp_path):
         sample_rate=48_000,
         backup_every_s=0.3,
     ).start()
+    # at least 1.2 s, and until 4 snapshots and a backup are written: a fixed 1.2 s
+    # counted on the thread keeping pace, which a slow disk or a busy machine breaks
     time.sleep(1.2)
+    with DetectionStore(db) as store:
+        assert _wait(lambda: _kinds(store).count("snapshot") >= 4 and "backup" in _kinds(store))
     mon.stop()
     assert mon.last_error == ""
     with DetectionStore(db) as store:
