@@ -296,7 +296,10 @@ def test_two_processes_of_one_recorder_stay_connected_side_by_side(tmp_path):
         "from animalclap_edge.publish import MqttPublisher\n"
         f"pub = MqttPublisher(sys.argv[1], MqttConfig(host='127.0.0.1', port={broker.port}),"
         " max_backoff_s=1)\n"
-        "pub.start(); time.sleep(4); pub.stop(); print(pub.stats.connects)\n"
+        "pub.start(); t = time.monotonic()\n"
+        # connected first (a slow start on a busy machine is no failure), then watched
+        "while pub.stats.connects < 1 and time.monotonic() - t < 30: time.sleep(0.05)\n"
+        "time.sleep(4); pub.stop(); print(pub.stats.connects)\n"
     )
     try:
         procs = [
