@@ -9,6 +9,7 @@ resumable checkpoints are the pretraining issue's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -115,6 +116,19 @@ class _Cache:
                 self.store[item.id] = wave
                 self.used += wave.nbytes
         return wave
+
+
+def machine() -> dict:
+    """The processor and torch a run trained on: its figures repeat only on the same."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "torch": torch.__version__}
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
@@ -281,6 +295,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         "species": len(data.catalogue),
         "init": loaded.source,
         "val_seen_species": validate_seen(loaded, encoder, data, val_items, window, progress),
+        # bf16 CPU kernels differ between processors: the same seed trains differently
+        "machine": machine(),
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return ckpt
