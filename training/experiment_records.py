@@ -14,10 +14,11 @@ the files of RECORD_FILES that the run has, at the same relative paths as in --o
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+
+from training.atomic import write_whole
 
 # What aggregation and the page read, and what a reader needs to trust it: the split
 # (which species were unseen) and the training summary (steps, settings).
@@ -38,12 +39,8 @@ def _copy_run(src: Path, dst: Path) -> int:
             continue
         target = dst / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            shutil.copyfile(src / rel, tmp)
-            os.replace(tmp, target)  # a copy cut short never reads as a finished run
-        finally:
-            tmp.unlink(missing_ok=True)
+        # a copy cut short never reads as a finished run
+        write_whole(target, lambda tmp, rel=rel: shutil.copyfile(src / rel, tmp))
         copied += 1
     return copied
 
@@ -56,20 +53,20 @@ def keep(out: Path, records: Path, run_name: str) -> None:
 def sync(
     out: Path,
     records: Path,
-    run_names: list[str],
+    variant_of: dict[str, str],
     finished: Callable[[Path, str], bool],
-    variant_of: Callable[[str], str],
 ) -> tuple[list[str], list[str]]:
-    """Make both folders hold every run that either has finished.
+    """Make both folders hold every run that either has finished; `variant_of` maps
+    each run's folder name to its variant (what `finished` is judged by).
 
     A run finished in OUT and not in RECORDS is kept (a sweep begun without records);
     one finished only in RECORDS is restored into OUT, so the sweep skips it and the
     page includes it. A run finished in both is left as OUT has it. Returns the names
     (restored, kept)."""
     restored, kept = [], []
-    for name in run_names:
-        in_out = finished(out / name, variant_of(name))
-        in_records = finished(records / name, variant_of(name))
+    for name, variant in variant_of.items():
+        in_out = finished(out / name, variant)
+        in_records = finished(records / name, variant)
         if in_records and not in_out:
             _copy_run(records / name, out / name)
             restored.append(name)

@@ -106,7 +106,7 @@ def pending_runs(cfg: SweepConfig, root: Path) -> list[tuple[str, int]]:
     order += [v for v in cfg.variants if v not in order]
     head = [(v, s) for s in cfg.seeds for v in order if v in PRIORITY]
     tail = [(v, s) for s in cfg.seeds for v in order if v not in PRIORITY]
-    return [(v, s) for v, s in head + tail if not _finished(root / f"{v}-seed{s}", v)]
+    return [(v, s) for v, s in head + tail if not _finished(root / run_name(v, s), v)]
 
 
 def _finished(run: Path, name: str) -> bool:
@@ -137,8 +137,13 @@ def _refuse_another_sweep(root: Path, cfg: SweepConfig, option: str = "--out") -
     )
 
 
-def run_names(cfg: SweepConfig) -> list[str]:
-    return [f"{v}-seed{s}" for v in cfg.variants for s in cfg.seeds]
+def run_name(variant: str, seed: int) -> str:
+    """The folder of one (variant, seed) run, in --out and in --records."""
+    return f"{variant}-seed{seed}"
+
+
+def _variant_of_runs(cfg: SweepConfig) -> dict[str, str]:
+    return {run_name(v, s): v for v in cfg.variants for s in cfg.seeds}
 
 
 def _sync_records(root: Path, cfg: SweepConfig) -> None:
@@ -147,9 +152,7 @@ def _sync_records(root: Path, cfg: SweepConfig) -> None:
         return
     from training import experiment_records as rec
 
-    restored, kept = rec.sync(
-        root, Path(cfg.records), run_names(cfg), _finished, lambda n: n.rsplit("-seed", 1)[0]
-    )
+    restored, kept = rec.sync(root, Path(cfg.records), _variant_of_runs(cfg), _finished)
     if restored or kept:
         print(
             f"records {cfg.records}: {len(restored)} finished run(s) restored into {root}, "
@@ -210,7 +213,7 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, report_only: bool = False
                 n, s = futures[fut]
                 fut.result()  # a failed run stops the sweep with its own error
                 _keep_record(root, cfg, n, s)
-                print(f"== {n}-seed{s}: done", flush=True)
+                print(f"== {run_name(n, s)}: done", flush=True)
     return write_page(root, cfg)
 
 
@@ -218,7 +221,7 @@ def _keep_record(root: Path, cfg: SweepConfig, name: str, seed: int) -> None:
     if cfg.records is not None:
         from training.experiment_records import keep
 
-        keep(root, Path(cfg.records), f"{name}-seed{seed}")
+        keep(root, Path(cfg.records), run_name(name, seed))
 
 
 def write_page(root: Path, cfg: SweepConfig) -> dict:
@@ -247,7 +250,7 @@ def run_one(
     from training.train import TrainConfig, train
 
     torch.set_num_threads(threads)
-    run = Path(cfg.out) / f"{name}-seed{seed}"
+    run = Path(cfg.out) / run_name(name, seed)
     templates, shuffle = VARIANTS[name]
     if not (run / "checkpoint").exists():
         print(f"== {run.name}: train {cfg.epochs} epochs", flush=True)
@@ -323,7 +326,7 @@ def aggregate(root: Path, cfg: SweepConfig) -> dict:
     runs: dict[str, list[dict]] = {v: [] for v in cfg.variants}
     for name in cfg.variants:
         for seed in cfg.seeds:
-            run = root / f"{name}-seed{seed}"
+            run = root / run_name(name, seed)
             ev = _load(run / "eval" / "eval.json")
             if ev is None:
                 continue

@@ -9,6 +9,8 @@ from pathlib import Path
 from animalclap_edge.health import HealthMonitor, backup_path_for, disk, thermal_zones
 from animalclap_edge.store import DetectionStore
 
+from .waiting import wait_until
+
 # A sysfs tree laid out as Linux exposes thermal zones (type + temp in milli-degrees),
 # with the zone names Jetson Orin boards use; the temperatures are illustrative, not
 # read from a board. An offline sensor's temp cannot be read.
@@ -61,15 +63,6 @@ def _kinds(store: DetectionStore) -> list[str]:
     return [r["kind"] for r in store.health(limit=1000)]
 
 
-def _wait(cond, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
-
-
 def test_the_monitor_writes_snapshots_with_counters_and_backs_up(tmp_path):
     db = tmp_path / "d.db"
     with DetectionStore(db):
@@ -88,7 +81,9 @@ def test_the_monitor_writes_snapshots_with_counters_and_backs_up(tmp_path):
     # counted on the thread keeping pace, which a slow disk or a busy machine breaks
     time.sleep(1.2)
     with DetectionStore(db) as store:
-        assert _wait(lambda: _kinds(store).count("snapshot") >= 4 and "backup" in _kinds(store))
+        assert wait_until(
+            lambda: _kinds(store).count("snapshot") >= 4 and "backup" in _kinds(store), 30.0
+        )
     mon.stop()
     assert mon.last_error == ""
     with DetectionStore(db) as store:

@@ -28,6 +28,7 @@ from animalclap_edge.store import DetectionStore
 
 from .factories import BUNDLE, RUN
 from .factories import detection as _det
+from .waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-token-for-tests-0123456789"
@@ -75,15 +76,6 @@ def _logged(db: Path, after: int = 0) -> list[tuple[int, str]]:
     with DetectionStore(db) as s:
         messages = dict(s.pending_outbox(1_000_000))
     return [(rowid, messages[det_id]) for rowid, det_id in rows]
-
-
-def _wait(cond, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 class Stream:
@@ -280,12 +272,12 @@ def test_a_client_that_disconnects_does_not_break_the_others(server, db):
     a, b = Stream(server.port), Stream(server.port)
     try:
         a.opening(), b.opening()
-        assert _wait(lambda: server.clients == 2)
+        assert wait_until(lambda: server.clients == 2)
         _add(db, _dets(0, 3))
         assert a.detections(3) == b.detections(3) == _logged(db)
         a.sock.shutdown(2)  # abruptly, mid-stream
         a.close()
-        assert _wait(lambda: server.clients == 1, 3.0), "the server kept the closed stream"
+        assert wait_until(lambda: server.clients == 1, 3.0), "the server kept the closed stream"
         _add(db, _dets(3, 20))
         assert b.detections(20) == _logged(db, after=3)
         c = Stream(server.port, headers={"Last-Event-ID": "0"})
@@ -314,12 +306,12 @@ def test_stop_returns_promptly_and_closes_every_client(db):
     streams = [Stream(server.port) for _ in range(3)]
     for s in streams:
         s.opening()
-    assert _wait(lambda: server.clients == 3)
+    assert wait_until(lambda: server.clients == 3)
     # Small send buffers: the streams nobody reads block in a send, the hardest case.
     for sock in list(server._conns):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     _add(db, _dets(0, 2000))
-    assert _wait(lambda: _blocked_in_send(server)), "no stream got stuck in a send"
+    assert wait_until(lambda: _blocked_in_send(server)), "no stream got stuck in a send"
     t0 = time.monotonic()
     server.stop()
     took = time.monotonic() - t0
@@ -331,7 +323,7 @@ def test_stop_returns_promptly_and_closes_every_client(db):
         s.close()
     idle.close()
     assert server.clients == 0 and not server._conns
-    assert _wait(lambda: threading.active_count() <= before, 2.0), threading.enumerate()
+    assert wait_until(lambda: threading.active_count() <= before, 2.0), threading.enumerate()
     server.stop()  # twice is harmless
 
 
@@ -343,7 +335,7 @@ def test_a_stop_right_after_the_last_commit_still_sends_it(db):
     try:
         stream = Stream(server.port)
         stream.opening()
-        assert _wait(lambda: server.clients == 1)
+        assert wait_until(lambda: server.clients == 1)
         _add(db, _dets(0, 3))
         assert len(stream.detections(3)) == 3  # the stream is polling
         time.sleep(0.05)  # inside its 0.25 s wait for the client

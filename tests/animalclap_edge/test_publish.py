@@ -23,6 +23,7 @@ from animalclap_edge.config import MqttConfig
 from animalclap_edge.store import DetectionStore
 
 from .factories import detection as _det  # one Detection factory for the runtime tests
+from .waiting import wait_until
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
@@ -123,15 +124,6 @@ def _logged(db: Path, n: int) -> Path:
     return db
 
 
-def _wait(cond, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return cond()
-
-
 @pytest.mark.parametrize("outage_s", [3.0, pytest.param(150.0, marks=pytest.mark.slow)])
 def test_every_detection_arrives_once_by_id_across_a_broker_outage(tmp_path, outage_s):
     from animalclap_edge.publish import MqttPublisher
@@ -143,7 +135,7 @@ def test_every_detection_arrives_once_by_id_across_a_broker_outage(tmp_path, out
     cfg = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port)
     pub = MqttPublisher(db, cfg, device_id="rec1", poll_s=0.1, max_backoff_s=2).start()
     try:
-        assert _wait(lambda: len(sub.unique()) == 50, 30), len(sub.unique())
+        assert wait_until(lambda: len(sub.unique()) == 50, 30), len(sub.unique())
         broker.stop()  # the network goes away; the recorder keeps logging
         for k in range(5):  # 10 detections at a time, spread over the outage
             with DetectionStore(db) as store:
@@ -153,8 +145,8 @@ def test_every_detection_arrives_once_by_id_across_a_broker_outage(tmp_path, out
             assert len(store.pending_outbox(1000)) == 50  # nothing marked while down
         broker.start()
         with DetectionStore(db) as store:
-            assert _wait(lambda: not store.pending_outbox(1000), 60)
-        assert _wait(lambda: len(sub.unique()) == 100, 30), len(sub.unique())
+            assert wait_until(lambda: not store.pending_outbox(1000), 60)
+        assert wait_until(lambda: len(sub.unique()) == 100, 30), len(sub.unique())
     finally:
         _shut(pub, sub, broker)
     with DetectionStore(db) as store:
@@ -180,7 +172,7 @@ def test_an_unreachable_broker_is_retried_and_counted(tmp_path):
     )
     pub.start()
     try:
-        assert _wait(lambda: pub.stats.connect_failures >= 2, 10)
+        assert wait_until(lambda: pub.stats.connect_failures >= 2, 10)
         assert "cannot reach 127.0.0.1" in pub.stats.last_connect_error
     finally:
         pub.stop()
@@ -213,7 +205,7 @@ def test_heartbeats_carry_the_health_events_and_the_newest_snapshot(tmp_path):
     cfg = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port)
     pub = MqttPublisher(db, cfg, device_id="rec1", poll_s=0.1, heartbeat_s=0.3).start()
     try:
-        assert _wait(lambda: any(b["events"] for b in beats), 20), beats
+        assert wait_until(lambda: any(b["events"] for b in beats), 20), beats
         first = next(b for b in beats if b["events"])
         assert [e["kind"] for e in first["events"]] == ["source_lost"]
         assert first["snapshot"]["detail"] == {"disk_percent": 40.0}
@@ -223,9 +215,9 @@ def test_heartbeats_carry_the_health_events_and_the_newest_snapshot(tmp_path):
         def sent(kind: str) -> int:
             return sum(e["kind"] == kind for b in list(beats) for e in b["events"])
 
-        assert _wait(lambda: sent("source_reopened") == 1, 20)
+        assert wait_until(lambda: sent("source_reopened") == 1, 20)
         n = len(beats)
-        assert _wait(lambda: len(beats) > n + 2, 20)
+        assert wait_until(lambda: len(beats) > n + 2, 20)
         # each event is sent once: later beats carry nothing new
         assert sent("source_reopened") == 1 and sent("source_lost") == 1
     finally:
@@ -251,7 +243,7 @@ def test_cli_publish_once_sends_the_backlog_and_exits(tmp_path, capsys):
     try:
         assert sub.subscribed.wait(10)  # or a message published before would be dropped
         assert main(["publish", "--config", str(cfg), "--db", str(db), "--once"]) == 0
-        assert _wait(lambda: len(sub.unique()) == 20, 30), len(sub.unique())
+        assert wait_until(lambda: len(sub.unique()) == 20, 30), len(sub.unique())
     finally:
         _shut(sub, broker)
     err = capsys.readouterr().err
@@ -433,7 +425,7 @@ def test_a_message_over_the_brokers_size_limit_is_refused_not_delivered(tmp_path
         rc = main(["publish", "--config", str(cfg), "--db", str(db), "--once",
                    "--give-up-after", "30"])  # fmt: skip
         small = {ids[i] for i in (1, 2, 4, 5)}
-        assert _wait(lambda: sub.unique() == small, 10), sub.unique()
+        assert wait_until(lambda: sub.unique() == small, 10), sub.unique()
     finally:
         _shut(sub, broker)
     err = capsys.readouterr().err
@@ -481,7 +473,7 @@ def test_a_message_over_max_packet_size_is_set_aside_and_the_rest_goes_on(tmp_pa
     try:
         assert sub.subscribed.wait(10)
         pub.start()
-        assert _wait(lambda: sub.unique() == set(ids[1:]), 20), sub.unique()
+        assert wait_until(lambda: sub.unique() == set(ids[1:]), 20), sub.unique()
         time.sleep(1)
     finally:
         _shut(pub, sub, broker)
@@ -511,9 +503,9 @@ def test_a_broker_without_mqtt5_is_used_with_311_said_and_disconnects_are_counte
         assert sub.subscribed.wait(10)
         pub.start()
         want = {i for k, i in enumerate(ids) if k != 1}
-        assert _wait(lambda: sub.unique() == want, 40), sub.unique()
+        assert wait_until(lambda: sub.unique() == want, 40), sub.unique()
         with DetectionStore(db) as store:
-            assert _wait(lambda: store.set_aside_count() == 1, 20)
+            assert wait_until(lambda: store.set_aside_count() == 1, 20)
             ((det_id, _, why),) = store.set_aside_messages()
     finally:
         _shut(pub, proxy, sub, broker)
@@ -545,16 +537,16 @@ def test_a_stalled_link_with_tcp_open_does_not_multiply_messages(tmp_path):
     try:
         assert sub.subscribed.wait(10)
         pub.start()
-        assert _wait(lambda: pub.stats.connects == 1, 10)
+        assert wait_until(lambda: pub.stats.connects == 1, 10)
         proxy.flowing.clear()  # stalled: nothing passes, both connections stay open
         with DetectionStore(db) as store:
             store.add_detections([_det(i * 72_000) for i in range(20)])
         time.sleep(12)  # past the 10 s after which the batch was published again
         proxy.flowing.set()
         with DetectionStore(db) as store:
-            assert _wait(lambda: store.backlog() == 0, 20)
+            assert wait_until(lambda: store.backlog() == 0, 20)
             expected = {d.detection_id for d in store.detections()}
-        assert _wait(lambda: sub.unique() == expected, 10)
+        assert wait_until(lambda: sub.unique() == expected, 10)
         time.sleep(1)
     finally:
         _shut(pub, proxy, sub, broker)
@@ -612,7 +604,7 @@ def test_connection_problems_are_said_once_and_kept(tmp_path):
         db, MqttConfig(host="127.0.0.1", port=port), max_backoff_s=0.3, say=said.append
     ).start()
     try:
-        assert _wait(lambda: pub.stats.connect_failures >= 3, 10)
+        assert wait_until(lambda: pub.stats.connect_failures >= 3, 10)
     finally:
         pub.stop()
     assert len(said) == 1 and f"cannot reach 127.0.0.1:{port}" in said[0], said
@@ -630,7 +622,7 @@ def test_connection_problems_are_said_once_and_kept(tmp_path):
     said.clear()
     pub = MqttPublisher(db, cfg, max_backoff_s=0.3, say=said.append).start()
     try:
-        assert _wait(lambda: pub.stats.connect_failures >= 2, 10)
+        assert wait_until(lambda: pub.stats.connect_failures >= 2, 10)
     finally:
         pub.stop()
         broker.stop()
@@ -665,12 +657,12 @@ def test_heartbeat_events_move_on_only_when_the_broker_acknowledged_them(tmp_pat
     cfg = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port)
     pub = MqttPublisher(db, cfg, device_id="rec1", poll_s=0.1, heartbeat_s=0.3).start()
     try:
-        assert _wait(lambda: "Not authorized" in pub.stats.last_error, 10), pub.stats
+        assert wait_until(lambda: "Not authorized" in pub.stats.last_error, 10), pub.stats
         time.sleep(1)  # more heartbeats, each refused
         assert beats == [] and pub._health_after is None
         acl.write_text("topic readwrite animalclap/#\n")
         broker.proc.send_signal(signal.SIGHUP)
-        assert _wait(lambda: any(b["events"] for b in beats), 10)
+        assert wait_until(lambda: any(b["events"] for b in beats), 10)
     finally:
         pub.stop()
         sub.loop_stop()

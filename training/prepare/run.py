@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import (
     FIRST_COMPLETED,
     FIRST_EXCEPTION,
@@ -33,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from animalclap_edge.contracts.catalogue import Catalogue
+from training.atomic import write_whole
 from training.prepare.decode import CRASHED, DOWNLOAD, DecodeSettings, Rejected, load_source
 from training.prepare.manifest import (
     DUPLICATE,
@@ -57,7 +57,6 @@ from training.prepare.shards import (
     shard_complete,
     shard_name,
     stale_temporaries,
-    writer_tag,
 )
 
 PREPARED = "prepared.json"
@@ -615,10 +614,10 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
             for rec in records:
                 f.write(json.dumps(rec, sort_keys=True) + "\n")
 
-    _write_whole(out / "records.jsonl", write_records)
-    _write_whole(out / "catalogue.csv", catalogue.to_csv)
+    write_whole(out / "records.jsonl", write_records)
+    write_whole(out / "catalogue.csv", catalogue.to_csv)
     if meta.get("traits"):
-        _write_whole(out / "traits.csv", lambda path: shutil.copyfile(meta["traits"], path))
+        write_whole(out / "traits.csv", lambda path: shutil.copyfile(meta["traits"], path))
 
     per_species = Counter(r["species_id"] for r in records)
     report = {
@@ -656,12 +655,12 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
     except ValueError as e:
         report["split"] = f"not written: {e}"
     else:
-        _write_whole(out / "split.json", split.to_json)
+        write_whole(out / "split.json", split.to_json)
         report["split"] = split.summary(catalogue)
     report["plot"] = _plot(report, list(per_species.values()), out / "report.png")
     as_json, as_md = json.dumps(report, indent=2), _report_md(report)
-    _write_whole(out / PREPARED, lambda path: path.write_text(as_json, encoding="utf-8"))
-    _write_whole(out / "report.md", lambda path: path.write_text(as_md, encoding="utf-8"))
+    write_whole(out / PREPARED, lambda path: path.write_text(as_json, encoding="utf-8"))
+    write_whole(out / "report.md", lambda path: path.write_text(as_md, encoding="utf-8"))
     if not records:  # a run that kept nothing is a failure, with its report kept
         top = ", ".join(f"{n} {why}" for why, n in list(report["rejected"].items())[:3])
         raise ValueError(
@@ -671,28 +670,12 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
     return report
 
 
-def _write_whole(path: Path, write: Callable[[Path], object]) -> None:
-    """`write(tmp)`, then tmp renamed onto `path`: jobs sharing an --out may finalize
-    together, and a reader saw a file the other was still writing, cut short. The
-    temporary is beside `path` (a rename within one file system) and names its writer's
-    host and pid (jobs on two hosts may share a pid), plus a random part (two threads of
-    one process: prepare runs in a test's threads); a failed write leaves `path` as it
-    was."""
-    tmp = path.with_name(f".{path.name}.{writer_tag()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _plot(report: dict, per_species: list[int], out_png: Path) -> str:
     """report.png, or why it was not drawn (said in report.md; the data is unaffected)."""
     try:
         from training.prepare.plot import plot_prepared
 
-        _write_whole(out_png, lambda path: plot_prepared(report, per_species, path))
+        write_whole(out_png, lambda path: plot_prepared(report, per_species, path))
         return out_png.name
     except ImportError as e:
         return f"not drawn ({e.name} is missing: pip install 'animalclap-edge[plot]')"

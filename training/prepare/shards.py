@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from training.atomic import writer_tag
+
 SAMPLE_RATE = 48_000
 INDEX_FORMAT = "animalclap-shard-index"
 INDEX_VERSION = 1
@@ -71,13 +73,6 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info.size = len(data)
     info.mtime = 0  # identical inputs give identical shards
     tar.addfile(info, io.BytesIO(data))
-
-
-def writer_tag() -> str:
-    """host-pid of this process: temporary files carry their writer's, so a rerun never
-    writes into the file of a writer still running (an orphaned worker, a job on
-    another machine), and can tell which of them are left by dead ones."""
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def stale_temporaries(folder: Path, index: int, now: float | None = None) -> list[Path]:

@@ -21,13 +21,13 @@ import json
 import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from animalclap_edge.contracts.frontend import FrontendConfig
+from training.atomic import writer_tag
 from training.model import save_checkpoint
 
 SIZES = "sizes.json"
@@ -82,7 +82,7 @@ def save_final(path: Path, model: nn.Module, tokenizer, frontend: FrontendConfig
     (a final/ is taken for a finished run). The temporaries carry this process's
     host-pid, so two writers (a folder the file system would not lock) cannot write
     into one; those a dead writer leaves are cleared by `clear_temporaries`."""
-    tag = f"{socket.gethostname()}-{os.getpid()}"
+    tag = writer_tag()
     tmp = path.with_name(f".{path.name}.{tag}.tmp")
     old = path.with_name(f".{path.name}.{tag}.old.tmp")
     for leftover in (tmp, old):

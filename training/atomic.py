@@ -1,0 +1,31 @@
+"""Files written whole or not at all: into a tagged temporary beside the target, then
+renamed onto it (a rename within one file system), so a reader or a rerun never sees
+one cut short by a kill, a full disk, or a second job finishing at the same moment."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+
+def writer_tag() -> str:
+    """host-pid of this process: temporary files carry their writer's, so a rerun never
+    writes into the file of a writer still running (an orphaned worker, a job on
+    another machine), and can tell which of them are left by dead ones."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def write_whole(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)`, then tmp renamed onto `path`; a failed write leaves `path` as it
+    was and no temporary. The temporary names its writer's host and pid (jobs on two
+    hosts may share a pid) plus a random part (two threads of one process)."""
+    tmp = path.with_name(f".{path.name}.{writer_tag()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
