@@ -46,6 +46,11 @@ for b in ${BATCHES:-64 256}; do
   timeout ${BENCH_TIMEOUT:-150} bash -c "$(declare -f T); T bench --set data=$DATA \
       batch_size=$b workers=14 ${SETS:-} --steps ${STEPS:-30} --warmup ${WARMUP:-5} --out $OUT/bench_b$b.json" \
       > "$OUT/bench_b$b.log" 2>&1; echo "batch $b rc=$?"
-  grep -E "samples_per_s|step_s|data_wait|compute_s|compute_alone|synced|host_overhead|loader_only|tflop|mfu|memory|reserved|paper|verdict" "$OUT/bench_b$b.log"
+  # the figures only: the progress bar's \r-joined line ("the step alone, synced") would
+  # match a loose pattern and fill the call's output tail (2026-11-27)
+  tr '\r' '\n' < "$OUT/bench_b$b.log" | grep -E "^ *(samples_per_s|sustained_samples_per_s|\
+step_s|data_wait_s|compute_s|compute_alone_s|compute_alone_synced_s|host_overhead|\
+loader_only_samples_per_s|loader_unpinned_samples_per_s|tflop_per_step|achieved_tflops|mfu|\
+peak_memory_gb|peak_reserved_gb|paper_run_minutes|verdict|[A-Za-z]*Error):"
 done
 echo "total $(( $(date +%s) - start )) s"
