@@ -8,6 +8,9 @@
 #   sdpa      graphs with attention=sdpa: each attention layer of both towers as one
 #             fused scaled_dot_product_attention call (not in the default list; A/B
 #             against graphs)
+#   ring      sdpa with pinned_ring=true: workers write into locked shared slots that
+#             the GPU copies from, no pinning thread; the bench also times the pinned
+#             loader alone as its peer (not in the default list; A/B against sdpa)
 #   synced    graphs with run_ahead=0: a sync after every step, as every run before
 #             2026-11-26 evening did (not in the default list; A/B against graphs)
 # 2026-11-26 on an H100, base and graphs in one call: 1,875 and 2,120 samples/s, host
@@ -24,6 +27,7 @@ declare -A SETS_OF=(
   [graphs512]="compile=true device_prefetch=true compile_mode=reduce-overhead prompt_length=auto"
   [synced]="compile=true device_prefetch=true compile_mode=reduce-overhead prompt_length=auto run_ahead=0"
   [sdpa]="compile=true device_prefetch=true compile_mode=reduce-overhead prompt_length=auto attention=sdpa"
+  [ring]="compile=true compile_mode=reduce-overhead prompt_length=auto attention=sdpa pinned_ring=true"
 )
 declare -A BATCH_OF=([graphs512]=512)  # larger matmuls; about 50 GB at batch 512
 for v in ${VARIANTS:-base prefetch graphs}; do

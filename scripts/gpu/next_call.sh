@@ -1,19 +1,15 @@
 #!/usr/bin/env bash
 # The next device call for pretraining throughput (about 9.5 min on an H100; carry .whl).
-# Ordered by what each answer is worth, since a review (2026-11-27) estimated that the
-# old order (loader sweep and micro-benchmark first) left time for one loop variant:
-#  0. the hardware tests of run_ahead and of attention=sdpa's fused window mask (~45 s);
-#  1. compile_variants.sh: sdpa (CUDA graphs with attention=sdpa: one fused attention
-#     call per layer, the untried candidate for a faster step), then graphs (the fastest
-#     loop so far, 2,120 samples/s on 2026-11-26), each about 200 s. Each bench also
-#     times the step alone with a sync after every step (compute_alone_synced_s: the
-#     run_ahead A/B on the same compiled module) and the loader pinned and unpinned;
-#  2. as time allows: the loader alone with 14 workers, with the loader as before
-#     2026-11-27 beside it (--per-item); then HTS-AT's eager step with transformers'
-#     window attention against one fused call (window_attention.py, batch 256).
-# Not in this call any more: the loader with 4 and 8 workers (a worker on the H100 host
-# delivered a third of a 2-core CPU host's: is it cores?), and the prefetch, synced
-# and graphs512 variants. VARIANTS=... and the loop below run them on a later call.
+# 2026-11-27's calls showed the pinning thread caps the loader (1,945-2,459 clips/s
+# pinned, 5,200 unpinned) near the step's own rate, so the ring comes first:
+#  0. the hardware tests of the ring, run_ahead and attention=sdpa's fused mask (~60 s);
+#  1. compile_variants.sh: ring (sdpa + pinned_ring=true: the loader through locked
+#     shared slots, and the pinned loader alone timed in the same run as its peer),
+#     then sdpa (the same without the ring: the loop-level A/B) if 200 s are left;
+#  2. as time allows: HTS-AT's eager step with transformers' window attention against
+#     one fused call (window_attention.py, batch 256).
+# On the same warm machine afterwards, what did not fit: VARIANTS=sdpa with
+# OUT=$OUT/gpu-next bash scripts/gpu/compile_variants.sh (about 210 s).
 set -o pipefail
 OUT=${OUT:-runs/gpu-next}; mkdir -p "$OUT"
 # bench_pretrain.sh reports a failed benchmark or prepare as an rc line and goes on: the
@@ -28,14 +24,11 @@ cat /tmp/setup/env.txt
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 # run_ahead on a real GPU first (about 30 s): at most one step in flight, same losses;
 # and attention=sdpa: a fused kernel takes the window mask, with eager's gradients
-timeout 90 python3 -m pytest -q -p no:cacheprovider -m hardware \
-    tests/training/pretrain/test_pacing.py tests/training/pretrain/test_window_attention.py 2>&1 | tail -6
-VARIANTS=${VARIANTS:-sdpa graphs} LIMIT=$((530 - SECONDS)) OUT=$OUT bash scripts/gpu/compile_variants.sh
+timeout 120 python3 -m pytest -q -p no:cacheprovider -m hardware -rfE \
+    tests/training/pretrain/test_ring.py tests/training/pretrain/test_pacing.py \
+    tests/training/pretrain/test_window_attention.py 2>&1 | tr '\r' '\n' | tail -8
+VARIANTS=${VARIANTS:-ring sdpa} LIMIT=$((560 - SECONDS)) OUT=$OUT bash scripts/gpu/compile_variants.sh
 echo "variants ${SECONDS} s"
-if [ $SECONDS -lt 535 ]; then  # at 14 workers, with the loader as before 2026-11-27 (--per-item)
-  timeout 45 python3 scripts/benchmarks/loader_alone.py --data /tmp/prepared-wav --batch 256 \
-      --workers 14 --passes 1 --per-item 2>&1 | grep -E "clips/s| workers$|Error"
-fi
 if [ $SECONDS -lt 520 ]; then
   timeout $((575 - SECONDS)) python3 scripts/benchmarks/window_attention.py --batch 256 \
       --steps 5 2>&1 | tail -4

@@ -11,6 +11,7 @@ loop's step carries (copies, cores shared with the workers) shows as host_overhe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -32,6 +33,7 @@ from training.pretrain.loop import (
     make_dataset,
     make_loader,
     make_optimizer,
+    make_ring,
     optimizer_step,
 )
 from training.pretrain.mixed import training_data
@@ -65,6 +67,7 @@ class BenchResult:
     prompt_length: int  # 0: padded to each batch's longest
     attention: str  # eager (transformers' default) or sdpa, both towers
     device_prefetch: bool
+    pinned_ring: bool  # batches through locked shared slots, no pinning thread (ring.py)
     run_ahead: int  # steps queued ahead of the GPU (0: a sync after every step)
     workers: int
     shards: str | None  # codec of a prepared set's shards; None for other data
@@ -76,6 +79,9 @@ class BenchResult:
     compute_s: float
     loader_only_samples_per_s: float
     loader_unpinned_samples_per_s: float | None  # GPU only: without the pinning thread
+    # GPU with pinned_ring only: the loader as without it (pinning thread), the ring's
+    # peer in the same run
+    loader_pinned_samples_per_s: float | None
     # what a long run keeps up: the loop's rate, or the loader's where the timed steps
     # outran it (they drew on batches queued during the warm-up); achieved_tflops, mfu
     # and paper_run_minutes follow it
@@ -149,13 +155,25 @@ def bench(
 ) -> BenchResult:
     """Time the loop's step, the loader alone and the step alone (module docstring);
     with `progress`, a bar on stderr names the phase (a compiled warm-up takes minutes)."""
-    from tqdm.auto import tqdm
-
     if steps < 1 or warmup < 0:  # before minutes of loading
         raise ValueError(
             f"--steps {steps} --warmup {warmup}: give at least 1 timed step and 0 or more "
             "warm-up steps"
         )
+    with contextlib.ExitStack() as cleanup:  # the ring's lock, however the bench ends
+        return _timed(cfg, steps, warmup, peak_tflops, progress, cleanup)
+
+
+def _timed(
+    cfg: PretrainConfig,
+    steps: int,
+    warmup: int,
+    peak_tflops: float | None,
+    progress: bool,
+    cleanup: contextlib.ExitStack,
+) -> BenchResult:
+    from tqdm.auto import tqdm
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     one = Dist(rank=0, world=1, local_rank=0, device=device)
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay, cfg.init)
@@ -169,10 +187,14 @@ def bench(
         raise ValueError(f"batch_size {cfg.batch_size} exceeds one epoch ({len(dataset)} clips)")
 
     collate = make_collate(cfg, loaded, td.data.catalogue)
+    ring = make_ring(cfg, dataset, cfg.batch_size, device)
+    if ring is not None:
+        cleanup.callback(ring.close)
 
-    def batches(to: torch.device = device):  # one loader across epochs, as the loop's
+    def batches(to: torch.device = device, ring=ring):  # one loader across epochs, as the loop's
         sampler = RankBatches(per_epoch, cfg.batch_size, 0, 1, 0, 1_000 * per_epoch)
-        return iter(make_loader(cfg, dataset, collate, sampler, to))  # pinned for a GPU
+        # pinned for a GPU, or through the ring's locked slots
+        return iter(make_loader(cfg, dataset, collate, sampler, to, ring))
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -194,7 +216,7 @@ def bench(
     from torch.utils.flop_counter import FlopCounterMode
 
     it = batches()
-    if cfg.device_prefetch:
+    if cfg.device_prefetch and ring is None:  # the ring copies on a side stream itself
         it = iter(DevicePrefetch(it, device))
     if device.type == "cuda" and cfg.workers:
         # Batches the workers prefetched during the warm-up (a compile takes minutes)
@@ -255,8 +277,14 @@ def bench(
     # Pinning copies every batch once more, in one thread of the main process: if the
     # loader is much faster without it, that thread is its limit, not the workers.
     unpinned = (
-        steady_loader_rate(batches(torch.device("cpu")), steps, cfg.workers, cfg.batch_size)
+        steady_loader_rate(batches(torch.device("cpu"), None), steps, cfg.workers, cfg.batch_size)
         if device.type == "cuda"
+        else None
+    )
+    gpu_ring = device.type == "cuda" and ring is not None
+    pinned = (
+        steady_loader_rate(batches(device, None), steps, cfg.workers, cfg.batch_size)
+        if gpu_ring
         else None
     )
 
@@ -264,7 +292,8 @@ def bench(
     # the loop's step costs beyond it (host-to-device copies, workers competing with
     # the launching thread for the cores) does not show as data wait.
     bar.set_description("bench: the step alone")
-    on_device = {k: v.to(device) for k, v in batch.items()}
+    # a copy: with pinned_ring on a CPU, `batch` is a view of a slot the loader refills
+    on_device = {k: v.to(device, copy=True) for k, v in batch.items()}
     sync()
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -298,6 +327,7 @@ def bench(
         prompt_length=collate.pad_to,
         attention=cfg.attention,
         device_prefetch=cfg.device_prefetch,
+        pinned_ring=cfg.pinned_ring,
         run_ahead=cfg.run_ahead,
         workers=cfg.workers,
         shards=_shard_codec(cfg.data),
@@ -309,6 +339,7 @@ def bench(
         compute_s=round(compute / steps, 4),
         loader_only_samples_per_s=round(loader_rate, 2),
         loader_unpinned_samples_per_s=round(unpinned, 2) if unpinned else None,
+        loader_pinned_samples_per_s=round(pinned, 2) if pinned else None,
         sustained_samples_per_s=round(sustained, 2),
         compute_alone_s=round(alone, 4),
         host_overhead=round(total / steps / alone - 1, 3),
@@ -345,7 +376,21 @@ def write(result: BenchResult, out: str | Path | None) -> str:
             "during the warm-up: mfu and paper_run_minutes use the loader's rate"
         )
     unpinned = result.loader_unpinned_samples_per_s
-    if unpinned and result.loader_only_samples_per_s < 0.8 * unpinned:
+    ring = result.pinned_ring
+    pinned = result.loader_pinned_samples_per_s
+    if pinned:
+        verdict += (
+            f"; the ring's loader delivers {result.loader_only_samples_per_s:.0f} clips/s "
+            f"to the GPU, the pinning thread's {pinned:.0f} "
+            f"({result.loader_only_samples_per_s / pinned:.2f}x)"
+        )
+    if unpinned and ring and result.loader_only_samples_per_s < 0.8 * unpinned:
+        verdict += (
+            f"; the ring's loader ({result.loader_only_samples_per_s:.0f} clips/s, copied "
+            f"to the GPU) trails the workers unpinned ({unpinned:.0f}): the copies or "
+            "their waits limit it"
+        )
+    elif unpinned and result.loader_only_samples_per_s < 0.8 * unpinned:
         verdict += (
             f"; pinning limits the loader ({result.loader_only_samples_per_s:.0f} clips/s "
             f"pinned, {unpinned:.0f} unpinned): the main process's pinning thread copies "

@@ -55,6 +55,9 @@ class EpochPlanDataset(Dataset):
         self.replay_fraction = replay_fraction  # epoch_plan ignores it with no replayed item
         self._plans: dict[int, np.ndarray] = {}
         self.pcm16 = pcm16  # crops of 16-bit files as int16 (for Collate(int16=True))
+        # batch slots in locked shared memory (ring.PinnedRing), set before the loader's
+        # workers start: batches whose keys name a slot are read into it
+        self.ring = None
 
     def plan(self, epoch: int) -> np.ndarray:
         if epoch not in self._plans:
@@ -82,8 +85,14 @@ class EpochPlanDataset(Dataset):
         has this method), each crop read straight into its row of the batch tensor,
         int16 with `pcm16` and float32 otherwise, in shared memory in a worker: no
         array per crop to allocate, fill and copy again. The same samples as
-        `Collate` makes of `[self[k] for k in keys]` (tested)."""
-        wave = batch_tensor(len(keys), self.crop_samples, self.pcm16)
+        `Collate` makes of `[self[k] for k in keys]` (tested). Keys that name a slot of
+        `self.ring` (ring.SlotKeys) are read into that slot instead, and the batch
+        carries the slot's number, not the wave."""
+        slot = getattr(keys, "slot", None)
+        if slot is not None and self.ring is not None:
+            wave = self.ring.slot(slot)[: len(keys)]
+        else:
+            slot, wave = None, batch_tensor(len(keys), self.crop_samples, self.pcm16)
         prompts = []
         # one float buffer per batch for crops that need converting (a clip shorter
         # than the crop, repeat-padded from a full decode; another sample type): a
@@ -96,7 +105,7 @@ class EpochPlanDataset(Dataset):
             if x is not row:  # convert into the row, reusing the buffer as its scratch
                 write_row(row, x, scratch)
             prompts.append(prompt)
-        return CropBatch(wave, prompts)
+        return CropBatch(wave, prompts, slot)
 
     def _crop(
         self,
@@ -183,6 +192,7 @@ class CropBatch:
 
     wave: torch.Tensor  # (B, N) int16 or float32
     prompts: list[str]
+    slot: int | None = None  # the ring slot `wave` lies in; handed on instead of it
 
 
 def batch_tensor(rows: int, n: int, int16: bool) -> torch.Tensor:
@@ -231,6 +241,10 @@ class Collate:
         self.tok, self.max_len, self.int16, self.pad_to = tokenizer, max_len, int16, pad_to
 
     def __call__(self, batch: list[tuple[np.ndarray, str]] | CropBatch) -> dict[str, torch.Tensor]:
+        if isinstance(batch, CropBatch) and batch.slot is not None:
+            # crops already in their ring slot, whose dtype the dataset chose: only
+            # the slot's number crosses to the main process (ring.RingFeed)
+            return {"slot": torch.tensor(batch.slot), **self._tokens(batch.prompts)}
         if isinstance(batch, CropBatch):
             waves, texts = batch.wave, batch.prompts
             if waves.dtype == torch.int16 and not self.int16:
@@ -245,6 +259,9 @@ class Collate:
         else:
             waves = self._waves([w for w, _ in batch])
             texts = [t for _, t in batch]
+        return {"wave": waves, **self._tokens(texts)}
+
+    def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
         # Tokenized to one token more than kept: a prompt that reaches it is refused,
         # never silently cut. The run checks the catalogue before it starts; this
         # catches prompts it could not foresee (e.g. shuffled taxonomies).
@@ -268,7 +285,7 @@ class Collate:
                     "shorten the templates or the names"
                 )
             )
-        return {"wave": waves, "input_ids": ids, "attention_mask": mask[:, :keep]}
+        return {"input_ids": ids, "attention_mask": mask[:, :keep]}
 
     def _waves(self, crops: list[np.ndarray]) -> torch.Tensor:
         """(B, N) crops written row by row into the batch tensor, which in a loader

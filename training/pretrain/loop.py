@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -43,6 +43,7 @@ from training.pretrain.loss import gathered_clip_loss
 from training.pretrain.mixed import training_data
 from training.pretrain.pacing import RunAhead
 from training.pretrain.prefetch import DevicePrefetch
+from training.pretrain.ring import PinnedRing, RingBatches, RingFeed
 from training.splits import write_split
 
 
@@ -219,19 +220,44 @@ def _ignore_sigterm(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+LOADER_PREFETCH = 4  # batches queued per DataLoader worker
+
+
 def make_loader(
-    cfg: PretrainConfig, dataset, collate: Collate, sampler: RankBatches, device: torch.device
-) -> torch.utils.data.DataLoader:
+    cfg: PretrainConfig,
+    dataset,
+    collate: Collate,
+    sampler: RankBatches,
+    device: torch.device,
+    ring: PinnedRing | None = None,
+) -> Iterable[dict[str, torch.Tensor]]:
     """The run's one DataLoader (bench builds the same): `cfg.workers` processes with a
-    prefetch queue of 4 batches each, pinned batches for a GPU."""
-    return torch.utils.data.DataLoader(
+    prefetch queue of LOADER_PREFETCH batches each, pinned batches for a GPU. With a
+    `ring` (pinned_ring) the workers write crops into its locked slots instead, and the
+    batches come out on `device` (ring.RingFeed)."""
+    if ring is not None:
+        dataset.ring = ring  # before the workers start: they inherit it
+        sampler = RingBatches(sampler, ring.slots)
+    loader = torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
         num_workers=cfg.workers,
         collate_fn=collate,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if cfg.workers else None,
+        pin_memory=device.type == "cuda" and ring is None,
+        prefetch_factor=LOADER_PREFETCH if cfg.workers else None,
         worker_init_fn=_ignore_sigterm if cfg.workers else None,
+    )
+    return loader if ring is None else RingFeed(loader, ring, device)
+
+
+def make_ring(cfg: PretrainConfig, dataset, rows: int, device: torch.device) -> PinnedRing | None:
+    """The loader's ring of locked batch slots when `pinned_ring` is on: enough for its
+    workers' prefetch queues and the batches being copied."""
+    if not cfg.pinned_ring:
+        return None
+    prefetch = LOADER_PREFETCH if cfg.workers else None
+    return PinnedRing.for_loader(
+        cfg.workers, prefetch, rows, dataset.crop_samples, dataset.pcm16, device
     )
 
 
@@ -781,13 +807,22 @@ def _pretrain(
 
     # One loader for the rest of the run: its workers and prefetch queue carry across
     # epoch boundaries instead of restarting at each.
+    ring = make_ring(cfg, dataset, cfg.batch_size // d.world, d.device)
+    if ring is not None and logs:
+        logs.note(
+            f"pinned_ring: {ring.slots} batch slots, {ring.gigabytes:.1f} GB of locked "
+            "shared memory; batches go from the workers to the GPU without a host copy"
+        )
     loader = make_loader(
         cfg,
         dataset,
         collate,
         RankBatches(steps_per_epoch, cfg.batch_size, d.rank, d.world, step, stop_at),
         d.device,
+        ring,
     )
+    if cfg.device_prefetch and ring is None:  # the ring copies on a side stream itself
+        loader = DevicePrefetch(loader, d.device)
     forward = compile_module(net, cfg.compile_mode, bool(collate.pad_to)) if cfg.compile else net
     pace = RunAhead(d.device, cfg.run_ahead)
     stop = StopRequest()
@@ -796,7 +831,7 @@ def _pretrain(
         # per-step host timestamps say nothing about a GPU the host runs ahead of.
         since = t_wait = time.perf_counter()
         waited, n_since = 0.0, 0
-        for batch in DevicePrefetch(loader, d.device) if cfg.device_prefetch else loader:
+        for batch in loader:
             waited += time.perf_counter() - t_wait
             epoch = step // steps_per_epoch
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
@@ -859,6 +894,9 @@ def _pretrain(
     finally:
         stop.close()
         bar.close()
+        del loader  # its workers stop writing the ring's slots before it is unlocked
+        if ring is not None:
+            ring.close()
         if logs:
             logs.close()
     final = out / "final"

@@ -33,6 +33,7 @@ def test_bench_reports_throughput_flops_and_mfu(tmp_path, capsys):
     assert 1e9 < r["tflop_per_step"] * 1e12 / 4 < 1e11
     assert r["peak_memory_gb"] is None  # CPU: no GPU memory to report
     assert r["peak_reserved_gb"] is None and r["loader_unpinned_samples_per_s"] is None
+    assert r["loader_pinned_samples_per_s"] is None and r["pinned_ring"] is False
     assert r["warmup_steps"] == 1  # as asked: only GPUs stretch it past the prefetch queue
     assert r["compute_alone_s"] > 0 and r["host_overhead"] > -1
     assert abs(r["host_overhead"] - (r["step_s"] / r["compute_alone_s"] - 1)) < 0.01
@@ -57,6 +58,7 @@ def test_the_verdict_suggests_only_what_is_not_already_on():
     figures.update(shards="flac", attention="eager")
     figures.update(data_wait_s=0.001, compute_s=0.127, loader_only_samples_per_s=2100.0)
     figures.update(loader_unpinned_samples_per_s=2200.0, sustained_samples_per_s=2000.0)
+    figures.update(loader_pinned_samples_per_s=None, pinned_ring=False)
     figures.update(compute_alone_s=0.108, host_overhead=0.19, tflop_per_step=11.6)
     figures.update(achieved_tflops=90.0, peak_tflops=989.0, mfu=0.09, peak_memory_gb=25.0)
     figures.update(peak_reserved_gb=30.0, paper_run_minutes=34.0)
@@ -119,12 +121,27 @@ def test_timed_steps_faster_than_the_loader_are_capped_at_its_rate_and_said():
     figures.update(shards="wav", attention="sdpa", compiled="reduce-overhead")
     figures.update(data_wait_s=0.002, compute_s=0.101, loader_only_samples_per_s=1945.0)
     figures.update(loader_unpinned_samples_per_s=5254.0, sustained_samples_per_s=1945.0)
+    figures.update(loader_pinned_samples_per_s=None, pinned_ring=False)
     figures.update(compute_alone_s=0.1026, host_overhead=0.01, tflop_per_step=13.36)
     figures.update(achieved_tflops=101.5, peak_tflops=989.0, mfu=0.103, peak_memory_gb=2.5)
     figures.update(peak_reserved_gb=30.3, paper_run_minutes=35.1, prompt_length=32)
     verdict = write(BenchResult(device_prefetch=True, run_ahead=1, **figures), None)
     verdict = verdict.splitlines()[-1]
     assert "the timed steps (2471 samples/s) outran the loader alone (1945 clips/s)" in verdict
+    assert "pinning limits the loader (1945 clips/s pinned, 5254 unpinned)" in verdict
+    # through the ring, the same run times the pinned loader as its peer, and says so
+    figures.update(pinned_ring=True, loader_only_samples_per_s=4800.0)
+    figures.update(loader_pinned_samples_per_s=2000.0, sustained_samples_per_s=2471.0)
+    ring = write(BenchResult(device_prefetch=True, run_ahead=1, **figures), None)
+    ring = ring.splitlines()[-1]
+    assert (
+        "the ring's loader delivers 4800 clips/s to the GPU, the pinning thread's 2000 (2.40x)"
+        in ring
+    )
+    assert "outran" not in ring and "pinning limits" not in ring and "trails" not in ring
+    figures.update(loader_only_samples_per_s=3000.0)  # under 0.8x the 5,254 unpinned
+    slow = write(BenchResult(device_prefetch=True, run_ahead=1, **figures), None)
+    assert "the ring's loader (3000 clips/s, copied to the GPU) trails the workers" in slow
 
 
 def test_a_loader_bench_never_reports_more_than_its_loader_keeps_up():
