@@ -1,6 +1,9 @@
 """Files written whole or not at all: into a tagged temporary beside the target, then
 renamed onto it (a rename within one file system), so a reader or a rerun never sees
-one cut short by a kill, a full disk, or a second job finishing at the same moment."""
+one cut short by a kill, a full disk, or a second job finishing at the same moment.
+The temporary is fsynced before the rename and the folder after it, so a power cut
+leaves the old file or the whole new one, not a renamed file whose data never reached
+the disk (ext4 and XFS may write the rename before the data)."""
 
 from __future__ import annotations
 
@@ -25,7 +28,21 @@ def write_whole(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f".{path.name}.{writer_tag()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
+        fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync(path.parent)
+
+
+def fsync(path: Path) -> None:
+    """fsync a file or a folder; file systems that refuse it on folders are let be."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not path.is_dir():
+            raise
+    finally:
+        os.close(fd)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from training.atomic import writer_tag
+from training.atomic import fsync, writer_tag
 
 SAMPLE_RATE = 48_000
 INDEX_FORMAT = "animalclap-shard-index"
@@ -149,6 +149,7 @@ class ShardWriter:
                     offsets[m.name[: -len(suffix)]] = (m.offset_data, m.size)
         for rec in self.records:
             rec["offset"], rec["size"] = offsets[rec["key"]]
+        fsync(self._tmp)  # the tar's data on disk before the index that vouches for it
         os.replace(self._tmp, self.tar_path)
         index = {
             "format": INDEX_FORMAT,
@@ -160,9 +161,12 @@ class ShardWriter:
             "rejected": self.rejected,
         }
         path = self.folder / f"{shard_name(self.index)}.json"
+        # named as the tar's temporary is, so stale_temporaries finds one a kill left
         tmp = path.with_suffix(f".json.{writer_tag()}.tmp")
         tmp.write_text(json.dumps(index, indent=1), encoding="utf-8")
+        fsync(tmp)
         os.replace(tmp, path)
+        fsync(self.folder)
         return path
 
     def abort(self) -> None:

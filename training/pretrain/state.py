@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from animalclap_edge.contracts.frontend import FrontendConfig
-from training.atomic import writer_tag
+from training.atomic import fsync, writer_tag
 from training.model import save_checkpoint
 
 SIZES = "sizes.json"
@@ -64,9 +64,9 @@ def save(
     os.replace(tmp, final)
     pointer = folder / ".latest.tmp"
     pointer.write_text(final.name, encoding="utf-8")
-    _fsync(pointer)
+    fsync(pointer)
     os.replace(pointer, folder / "latest")
-    _fsync(folder)
+    fsync(folder)
     # by step, and never the one just written: a folder may hold later steps of a
     # run resumed from before them
     older = sorted((p for p in _steps(folder) if p != final), key=_step_of)
@@ -96,7 +96,7 @@ def save_final(path: Path, model: nn.Module, tokenizer, frontend: FrontendConfig
     if path.exists():
         os.replace(path, old)
     os.replace(tmp, path)
-    _fsync(path.parent)
+    fsync(path.parent)
     shutil.rmtree(old, ignore_errors=True)
     return path
 
@@ -192,28 +192,16 @@ def _seal(tmp: Path) -> None:
     """Flush every file of a checkpoint to disk, then record their sizes, last."""
     sizes = _flush(tmp)
     (tmp / SIZES).write_text(json.dumps(sizes, indent=1), encoding="utf-8")
-    _fsync(tmp / SIZES)
-    _fsync(tmp)
+    fsync(tmp / SIZES)
+    fsync(tmp)
 
 
 def _flush(folder: Path) -> dict[str, int]:
     """fsync every file under `folder`, then its folders; returns each file's size."""
     sizes = {}
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
-        _fsync(file)
+        fsync(file)
         sizes[file.relative_to(folder).as_posix()] = file.stat().st_size
     for d in {folder, *(p for p in folder.rglob("*") if p.is_dir())}:
-        _fsync(d)
+        fsync(d)
     return sizes
-
-
-def _fsync(path: Path) -> None:
-    """fsync a file or a folder; file systems that refuse it on folders are let be."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not path.is_dir():
-            raise
-    finally:
-        os.close(fd)
