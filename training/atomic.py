@@ -21,6 +21,23 @@ def writer_tag() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def writer_gone(tag: str) -> bool:
+    """Whether the writer a `writer_tag` names has ended: only this host's processes can
+    be asked; a writer on another host, or a tag that is none, counts as running."""
+    host, _, pid = tag.rpartition("-")
+    return host == socket.gethostname() and pid.isdigit() and not alive(int(pid))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def write_whole(path: Path, write: Callable[[Path], object]) -> None:
     """`write(tmp)`, then tmp renamed onto `path`; a failed write leaves `path` as it
     was and no temporary. The temporary names its writer's host and pid (jobs on two

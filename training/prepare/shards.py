@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from training.atomic import fsync, writer_tag
+from training.atomic import alive, fsync, writer_tag
 
 SAMPLE_RATE = 48_000
 INDEX_FORMAT = "animalclap-shard-index"
@@ -92,7 +92,7 @@ def stale_temporaries(folder: Path, index: int, now: float | None = None) -> lis
             continue
         if (
             not tag
-            or (where == host and pid.isdigit() and not _alive(int(pid)))
+            or (where == host and pid.isdigit() and not alive(int(pid)))
             or idle > STALE_AFTER_S
         ):
             stale.append(path)
@@ -100,16 +100,6 @@ def stale_temporaries(folder: Path, index: int, now: float | None = None) -> lis
 
 
 STALE_AFTER_S = 3600.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 class ShardWriter:

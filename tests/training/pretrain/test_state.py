@@ -221,3 +221,30 @@ def test_a_dead_saves_step_temporary_is_cleared_when_the_run_starts_and_only_if_
     assert dead.is_dir()  # unlocked: not this run's to remove
     pretrain(cfg, progress=False)  # resumes at step 2; step 1 is never saved again
     assert not dead.exists()
+
+
+def test_save_final_clears_what_killed_writers_on_this_host_left(pretrain_checkpoint, tmp_path):
+    """The small trainer's checkpoint/ has no lock: a run killed mid-save left a
+    model-sized .checkpoint.<host-pid>.tmp that every later save kept. A save now
+    clears those whose writer was on this host and has ended, and no other."""
+    import socket
+    import subprocess
+    import sys
+
+    from training.model import load_clap
+    from training.pretrain.state import save_final
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    host = socket.gethostname()
+    dead = [f".checkpoint.{host}-{ended.stdout.strip()}.tmp",
+            f".checkpoint.{host}-{ended.stdout.strip()}.old.tmp"]  # fmt: skip
+    # pid 1 runs; another host's writer cannot be asked; another folder's is not ours
+    kept = [f".checkpoint.{host}-1.tmp", ".checkpoint.otherhost-2.tmp", f".final.{host}-3.tmp"]
+    for name in dead + kept:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"half")
+    loaded = load_clap(str(pretrain_checkpoint))
+    save_final(tmp_path / "checkpoint", loaded.model, loaded.tokenizer, loaded.frontend)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted(["checkpoint", *kept])
