@@ -7,7 +7,9 @@ the disk (ext4 and XFS may write the rename before the data)."""
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import socket
 import uuid
 from collections.abc import Callable
@@ -42,6 +44,8 @@ def write_whole(path: Path, write: Callable[[Path], object]) -> None:
     """`write(tmp)`, then tmp renamed onto `path`; a failed write leaves `path` as it
     was and no temporary. The temporary names its writer's host and pid (jobs on two
     hosts may share a pid) plus a random part (two threads of one process)."""
+    for dead in dead_temporaries(path):  # a kill mid-write leaves one behind
+        dead.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{writer_tag()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
@@ -51,6 +55,23 @@ def write_whole(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync(path.parent)
+
+
+# what follows ".<name>." in a temporary's name: the writer's tag, then write_whole's
+# random part or save_final's ".old"
+_TEMPORARY = re.compile(r"(?P<tag>.+-\d+)(?:\.[0-9a-f]{8})?(?:\.old)?\.tmp")
+
+
+def dead_temporaries(path: Path) -> list[Path]:
+    """Temporaries of `path` (".<name>.<host-pid>[...].tmp") whose writer was on this
+    host and has ended: a kill mid-write leaves them; nothing else removes them."""
+    prefix = f".{path.name}."
+    found = []
+    for p in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        m = _TEMPORARY.fullmatch(p.name[len(prefix) :])
+        if m and writer_gone(m["tag"]):
+            found.append(p)
+    return found
 
 
 def fsync(path: Path) -> None:

@@ -6,6 +6,9 @@ folder after it, so the rename is never on disk without the data."""
 
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -83,3 +86,21 @@ def test_folders_that_refuse_fsync_are_let_be_and_files_are_not(tmp_path, monkey
 
 def json_records(index) -> list[str]:
     return [r["key"] for r in json.loads(index.read_text(encoding="utf-8"))["records"]]
+
+
+@pytest.mark.parametrize("host", ["recorder-lab", "node1.cluster.example"])
+def test_a_write_clears_its_targets_temporaries_that_dead_writers_left(tmp_path, monkeypatch, host):
+    monkeypatch.setattr(socket, "gethostname", lambda: host)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    dead = [f".report.md.{host}-{ended}.0a1b2c3d.tmp", f".report.md.{host}-{ended}.old.tmp"]
+    kept = [
+        f".report.md.{host}-1.0a1b2c3d.tmp",  # pid 1 runs
+        f".report.md.other-{ended}.0a1b2c3d.tmp",  # another host's: cannot be asked
+        f".notes.md.{host}-{ended}.0a1b2c3d.tmp",  # another file's
+        ".report.md.tmp",  # no writer's tag
+    ]
+    for name in dead + kept:
+        (tmp_path / name).write_text("half", encoding="utf-8")
+    write_whole(tmp_path / "report.md", lambda tmp: tmp.write_text("whole", encoding="utf-8"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["report.md", *kept])

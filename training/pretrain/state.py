@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from animalclap_edge.contracts.frontend import FrontendConfig
-from training.atomic import fsync, writer_gone, writer_tag
+from training.atomic import dead_temporaries, fsync, writer_tag
 from training.model import save_checkpoint
 
 SIZES = "sizes.json"
@@ -85,7 +85,9 @@ def save_final(path: Path, model: nn.Module, tokenizer, frontend: FrontendConfig
     tag = writer_tag()
     tmp = path.with_name(f".{path.name}.{tag}.tmp")
     old = path.with_name(f".{path.name}.{tag}.old.tmp")
-    for leftover in (tmp, old, *_dead_writers(path)):
+    # and those of writers killed mid-save on this host (the small trainer's checkpoint/
+    # has no lock that clear_temporaries could clear them under)
+    for leftover in (tmp, old, *dead_temporaries(path)):
         shutil.rmtree(leftover, ignore_errors=True)
     try:
         save_checkpoint(model, tokenizer, frontend, tmp)
@@ -99,18 +101,6 @@ def save_final(path: Path, model: nn.Module, tokenizer, frontend: FrontendConfig
     fsync(path.parent)
     shutil.rmtree(old, ignore_errors=True)
     return path
-
-
-def _dead_writers(path: Path) -> list[Path]:
-    """Temporaries of `path` that writers on this host left when killed mid-save (a
-    model's size each; the small trainer's checkpoint/ has no lock to clear them by)."""
-    prefix = f".{path.name}."
-    found = []
-    for p in path.parent.glob(f"{prefix}*.tmp"):
-        tag = p.name[len(prefix) :].removesuffix(".tmp").removesuffix(".old")
-        if writer_gone(tag):
-            found.append(p)
-    return found
 
 
 def clear_temporaries(run: Path, checkpoints: Path) -> list[Path]:
