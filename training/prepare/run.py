@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from animalclap_edge.contracts.catalogue import Catalogue
-from training.atomic import write_whole
+from training.atomic import dead_temporaries, write_whole, writer_tag
 from training.prepare.decode import CRASHED, DOWNLOAD, DecodeSettings, Rejected, load_source
 from training.prepare.manifest import (
     DUPLICATE,
@@ -212,7 +212,9 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
     if not path.exists():
         # jobs of one array (`--shard i/N`) start together: each writes its own temporary
         # file and links it in; the first wins, the others check theirs against it
-        tmp = out / f".{PLAN}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        for dead in dead_temporaries(path):  # a job killed between write and link
+            dead.unlink(missing_ok=True)
+        tmp = out / f".{PLAN}.{writer_tag()}.{uuid.uuid4().hex[:8]}.tmp"
         tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
         try:
             os.link(tmp, path)

@@ -310,6 +310,23 @@ def test_shard_jobs_starting_together_on_a_new_output_both_finish(manifest, prep
         assert not list(target.glob(".*tmp"))
 
 
+def test_a_plan_temporary_a_killed_job_left_is_cleared_by_the_rerun(manifest, tmp_path):
+    """A job killed between writing its plan's temporary and linking it in left the
+    temporary for good (named by pid only, so no later job could tell it was dead)."""
+    import socket
+    import subprocess
+    import sys
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = out / f".plan.json.{socket.gethostname()}-{ended}.0a1b2c3d.tmp"
+    dead.write_text('{"digest": "')
+    prepare(_cfg(manifest[0], out), progress=False)
+    assert (out / "plan.json").is_file() and not list(out.glob(".*tmp"))
+
+
 def test_finalize_replaces_each_file_whole_and_a_failed_write_keeps_the_old_one(
     prepared, tmp_path, monkeypatch
 ):
