@@ -367,6 +367,7 @@ def aggregate(root: Path, cfg: SweepConfig) -> dict:
             row["probe"] = _probe_summary(probes)
             row["probe_prior_baseline"] = _prior_baselines(probes)
         row["train_steps"] = [r["train"]["steps"] if r["train"] else None for r in rs]
+        row["train_loss"] = [(r["train"] or {}).get("loss") for r in rs]  # None: not recorded
         table[name] = row
     return {"variants": table, "bar": check_bar(table), "machines": _machines(runs)}
 
@@ -544,18 +545,20 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         "",
         "## Unseen-species accuracy by training prompts (Table 3)",
         "",
-        "| trained on | seeds | steps | com top-1 | sci top-1 | tax top-1 | com top-5 | sci top-5 | tax top-5 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| trained on | seeds | steps | final train loss | com top-1 | sci top-1 | tax top-1 | com top-5 | sci top-5 | tax top-5 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in names:
         r = t[n]
         cells = [_fmt(r[f"{q}_{k}"]) for k in ("top1", "top5") for q in QUERIES]
         steps = "/".join(str(s) for s in r["train_steps"])
         seeds_n = ",".join(str(x) for x in r["seeds"])
-        lines.append(f"| {n} | {seeds_n} | {steps} | " + " | ".join(cells) + " |")
+        loss = "/".join("-" if not x else f"{x['last']:.2f}" for x in r.get("train_loss", []))
+        lines.append(f"| {n} | {seeds_n} | {steps} | {loss} | " + " | ".join(cells) + " |")
     if names:
         r = t[names[0]]
         lines.append(f"\nChance top-1: {r['chance_top1']:.3f}; top-5: {r['chance_top5']:.3f}.")
+        lines += _loss_lines(t)
     lines += [
         "",
         f"![ablation]({plot_path(page_path(cfg)).name})",
@@ -705,6 +708,37 @@ def written_by(cfg: SweepConfig) -> str:
     if cfg.records:
         args.append(f"--records {cfg.records}")
     return "animalclap-train experiments " + " ".join(args)
+
+
+# a run whose final loss is above this share of ln(batch) barely left the plateau
+NEAR_PLATEAU = 0.9
+
+
+def _loss_lines(t: dict) -> list[str]:
+    """What the final-loss column means, and which runs barely trained."""
+    runs = [
+        (n, seed, x)
+        for n, r in t.items()
+        for seed, x in zip(r["seeds"], r.get("train_loss", []), strict=False)
+        if x and x.get("last") is not None
+    ]
+    if not runs:
+        return []
+    plateau = runs[0][2]["plateau"]
+    out = [
+        f"Final train loss: the mean over a run's last {runs[0][2]['window']} steps, per seed; a "
+        f"model that tells no pair of its batch apart scores ln(batch) = {plateau:.2f}."
+    ]
+    near = [f"`{n}` seed {seed} ({x['last']:.2f})" for n, seed, x in runs
+            if x["last"] > NEAR_PLATEAU * x["plateau"]]  # fmt: skip
+    if near:
+        out.append(
+            f"Ended within {1 - NEAR_PLATEAU:.0%} of it, so barely trained: "
+            + ", ".join(near)
+            + ". Their figures say how fast a variant leaves the plateau in this many "
+            "steps, not what it learns."
+        )
+    return ["", *out]
 
 
 def _weak_points(summary: dict) -> list[str]:

@@ -118,6 +118,22 @@ class _Cache:
         return wave
 
 
+LOSS_WINDOW = 50  # steps averaged at each end of a run's loss curve
+
+
+def loss_summary(losses: list[float], batch_size: int) -> dict:
+    """The training loss at the start and the end of a run (means over LOSS_WINDOW
+    steps), beside the plateau ln(batch): the CLIP loss of a model that tells no pair in
+    the batch apart. A run that ends near it learned little, whatever it scores."""
+    first, last = losses[:LOSS_WINDOW], losses[-LOSS_WINDOW:]
+    return {
+        "first": float(np.mean(first)) if first else None,
+        "last": float(np.mean(last)) if last else None,
+        "plateau": math.log(batch_size),
+        "window": LOSS_WINDOW,
+    }
+
+
 def machine() -> dict:
     """The processor and torch a run trained on: its figures repeat only on the same."""
     import platform
@@ -191,6 +207,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     total_steps = max_steps = steps_per_epoch * cfg.epochs
     log = open(out / "train_log.jsonl", "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
     t_start, step, epoch, stop = time.monotonic(), 0, 0, False
+    losses: list[float] = []
     fit_mark = (t_start, 0)  # (time, step) the schedule was last fitted at
     bar = tqdm(total=total_steps, desc="training", disable=not progress)
     loader = ThreadPoolExecutor(1, thread_name_prefix="audio")
@@ -257,6 +274,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                 }
                 log.write(json.dumps(rec) + "\n")
                 log.flush()  # so `tail -f train_log.jsonl` follows a run
+                losses.append(rec["loss"])
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
                 if cfg.max_minutes and (step == 3 or step % 20 == 0):
@@ -297,6 +315,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         "val_seen_species": validate_seen(loaded, encoder, data, val_items, window, progress),
         # bf16 CPU kernels differ between processors: the same seed trains differently
         "machine": machine(),
+        "loss": loss_summary(losses, cfg.batch_size),
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return ckpt

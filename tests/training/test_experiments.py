@@ -442,3 +442,32 @@ def test_the_page_names_the_machines_and_warns_when_runs_mix_them(tmp_path):
         "not recorded": 1,
     }
     assert "Intel Xeon, torch 2.13 (6 run(s))" in page and "more than one machine" in page
+
+
+def test_the_page_gives_each_runs_final_loss_and_names_those_that_barely_trained(tmp_path):
+    """`all` seed 1 ended at loss 2.62 against a plateau of ln(16) = 2.77 and scored at
+    chance on its own training recordings: a run's figures mean little without it."""
+    from training.train import loss_summary
+
+    cfg, _ = _sweep(tmp_path, 0.3, 0.1, 0.2, probe=[(0.6, 0.2)] * 4)
+    for path in sorted(tmp_path.glob("*-seed*/train_summary.json")):
+        stuck = path.parent.name == "all-seed1"
+        curve = [2.8] * 60 + [2.62 if stuck else 1.5] * 60
+        path.write_text(json.dumps({"steps": 120, "loss": loss_summary(curve, 16)}))
+    (tmp_path / "com-seed2" / "train_summary.json").write_text(json.dumps({"steps": 120}))
+    page = results_page(aggregate(tmp_path, cfg), cfg)
+    assert "| all | 0,1,2 | 120/120/120 | 1.50/2.62/1.50 |" in page
+    assert "| com | 0,1,2 | 120/120/120 | 1.50/1.50/- |" in page  # not recorded: "-"
+    assert "ln(batch) = 2.77" in page and "last 50 steps" in page
+    assert "so barely trained: `all` seed 1 (2.62)." in page
+    assert "`com`" not in page.split("so barely trained:")[1].split("\n")[0]
+
+
+def test_loss_summary_is_the_ends_of_the_curve_beside_the_plateau():
+    import math
+
+    from training.train import loss_summary
+
+    s = loss_summary([3.0] * 50 + [2.0] * 100 + [1.0] * 50, 16)
+    assert s == {"first": 3.0, "last": 1.0, "plateau": math.log(16), "window": 50}
+    assert loss_summary([], 16)["last"] is None  # a run that stopped before its first step

@@ -32,6 +32,9 @@ def test_training_is_repeatable_from_its_seed(tmp_path, capsys):
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
     assert summary["steps"] == 2 and summary["test_species"] > 0
     assert summary["machine"]["cpu"] and summary["machine"]["torch"]  # figures repeat on it
+    # the curve's ends, from the logged losses (2 steps: both ends are both steps)
+    both = sum(r["loss"] for r in a) / 2
+    assert summary["loss"]["first"] == pytest.approx(both) == summary["loss"]["last"]
     # the recordings left out for an unseen species calling behind them: said and counted
     left_out = len(ZeroShotSplit.from_json(tmp_path / "a" / "split.json").heard_unseen)
     assert summary["heard_unseen_left_out"] == left_out > 0
