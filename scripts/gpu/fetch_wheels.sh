@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 NAMES="pydantic pydantic_core annotated-types typing-inspection soundfile cffi pycparser soxr
-birdnames pytest pluggy iniconfig pygments packaging"
+birdnames pytest pytest-timeout pluggy iniconfig pygments packaging"
 PINS=$("$PY" - $NAMES <<'EOF'
 import importlib.metadata as md
 import sys
