@@ -27,10 +27,10 @@ def writer_gone(tag: str) -> bool:
     """Whether the writer a `writer_tag` names has ended: only this host's processes can
     be asked; a writer on another host, or a tag that is none, counts as running."""
     host, _, pid = tag.rpartition("-")
-    return host == socket.gethostname() and pid.isdigit() and not alive(int(pid))
+    return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
 
 
-def alive(pid: int) -> bool:
+def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -553,7 +553,7 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         cells = [_fmt(r[f"{q}_{k}"]) for k in ("top1", "top5") for q in QUERIES]
         steps = "/".join(str(s) for s in r["train_steps"])
         seeds_n = ",".join(str(x) for x in r["seeds"])
-        loss = "/".join("-" if not x else f"{x['last']:.2f}" for x in r.get("train_loss", []))
+        loss = "/".join("-" if not x else f"{x['last']:.2f}" for x in r["train_loss"])
         lines.append(f"| {n} | {seeds_n} | {steps} | {loss} | " + " | ".join(cells) + " |")
     if names:
         r = t[names[0]]
@@ -719,7 +719,7 @@ def _loss_lines(t: dict) -> list[str]:
     runs = [
         (n, seed, x)
         for n, r in t.items()
-        for seed, x in zip(r["seeds"], r.get("train_loss", []), strict=False)
+        for seed, x in zip(r["seeds"], r["train_loss"], strict=True)
         if x and x.get("last") is not None
     ]
     if not runs:
@@ -729,8 +729,11 @@ def _loss_lines(t: dict) -> list[str]:
         f"Final train loss: the mean over a run's last {runs[0][2]['window']} steps, per seed; a "
         f"model that tells no pair of its batch apart scores ln(batch) = {plateau:.2f}."
     ]
-    near = [f"`{n}` seed {seed} ({x['last']:.2f})" for n, seed, x in runs
-            if x["last"] > NEAR_PLATEAU * x["plateau"]]  # fmt: skip
+    near = [
+        f"`{n}` seed {seed} ({x['last']:.2f})"
+        for n, seed, x in runs
+        if x["last"] > NEAR_PLATEAU * x["plateau"]
+    ]
     if near:
         out.append(
             f"Ended within {1 - NEAR_PLATEAU:.0%} of it, so barely trained: "

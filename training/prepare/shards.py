@@ -27,7 +27,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import tarfile
 import time
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from training.atomic import alive, fsync, writer_tag
+from training.atomic import fsync, writer_gone, writer_tag
 
 SAMPLE_RATE = 48_000
 INDEX_FORMAT = "animalclap-shard-index"
@@ -80,21 +79,15 @@ def stale_temporaries(folder: Path, index: int, now: float | None = None) -> lis
     (written before tags), this host's whose process has ended, and any not written to
     for STALE_AFTER_S (a live writer adds a record every few seconds; a pre-empted
     node's restart comes back under another hostname, and pids are reused)."""
-    host = socket.gethostname()
     now = time.time() if now is None else now
     stale = []
     for path in Path(folder).glob(f"{shard_name(index)}.*tmp"):
-        tag = path.name.removeprefix(shard_name(index)).split(".")[2:-1]  # [host-pid]
-        where, _, pid = ".".join(tag).rpartition("-")
+        tag = ".".join(path.name.removeprefix(shard_name(index)).split(".")[2:-1])  # host-pid
         try:
             idle = now - path.stat().st_mtime
         except FileNotFoundError:  # its writer finished or removed it meanwhile
             continue
-        if (
-            not tag
-            or (where == host and pid.isdigit() and not alive(int(pid)))
-            or idle > STALE_AFTER_S
-        ):
+        if not tag or writer_gone(tag) or idle > STALE_AFTER_S:
             stale.append(path)
     return stale
 

@@ -23,6 +23,7 @@ from training.pretrain.config import PretrainConfig
 from training.pretrain.data import RankBatches
 from training.pretrain.dist import Dist
 from training.pretrain.loop import (
+    LOADER_PREFETCH,
     ClapTrainModule,
     build_model,
     compile_module,
@@ -224,7 +225,7 @@ def _timed(
         # 1,939 samples/s and no data wait, against 1,839 once the queue had drained.
         # The loader refills the queue while the warm-up drains it, so a loader nearly
         # as fast as the step still hides behind it: sustained_rate caps the result.
-        warmup = max(warmup, 4 * cfg.workers + 1)
+        warmup = max(warmup, LOADER_PREFETCH * cfg.workers + 1)
     # steps of the loop's warm-up, the FLOP count, the timed steps, and the step alone
     bar = tqdm(total=warmup + 1 + 3 * steps, desc="bench: warm-up", disable=not progress)
     for _ in range(warmup):
@@ -281,10 +282,10 @@ def _timed(
         if device.type == "cuda"
         else None
     )
-    gpu_ring = device.type == "cuda" and ring is not None
+    # with the ring, its peer: the pinned loader it replaces, timed in the same run
     pinned = (
         steady_loader_rate(batches(device, None), steps, cfg.workers, cfg.batch_size)
-        if gpu_ring
+        if device.type == "cuda" and ring is not None
         else None
     )
 

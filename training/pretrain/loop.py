@@ -255,9 +255,8 @@ def make_ring(cfg: PretrainConfig, dataset, rows: int, device: torch.device) -> 
     workers' prefetch queues and the batches being copied."""
     if not cfg.pinned_ring:
         return None
-    prefetch = LOADER_PREFETCH if cfg.workers else None
     return PinnedRing.for_loader(
-        cfg.workers, prefetch, rows, dataset.crop_samples, dataset.pcm16, device
+        cfg.workers * LOADER_PREFETCH, rows, dataset.crop_samples, dataset.pcm16, device
     )
 
 

@@ -64,11 +64,12 @@ class PinnedRing:
 
     @classmethod
     def for_loader(
-        cls, workers: int, prefetch: int | None, rows: int, samples: int, int16: bool, device
+        cls, outstanding: int, rows: int, samples: int, int16: bool, device
     ) -> PinnedRing:
-        """Enough slots for a DataLoader with `workers` and `prefetch` batches each."""
-        slots = workers * (prefetch or 0) + MARGIN
-        return cls(slots, rows, samples, torch.int16 if int16 else torch.float32, device)
+        """Enough slots for a DataLoader that keeps `outstanding` batches in its workers'
+        queues (workers x prefetch_factor; 0 without workers)."""
+        dtype = torch.int16 if int16 else torch.float32
+        return cls(outstanding + MARGIN, rows, samples, dtype, device)
 
     def slot(self, k: int) -> torch.Tensor:
         return self.wave[k]

@@ -128,7 +128,7 @@ def test_too_little_shared_memory_is_one_line_that_says_what_to_do(monkeypatch):
 
     monkeypatch.setattr(torch.Tensor, "share_memory_", full)
     with pytest.raises(RuntimeError) as e:
-        PinnedRing.for_loader(14, 4, 256, 480_000, True, "cpu")
+        PinnedRing.for_loader(14 * 4, 256, 480_000, True, "cpu")
     msg = str(e.value)
     assert "\n" not in msg
     assert msg.startswith("pinned_ring: could not allocate 13.3 GB of shared memory for 58")
