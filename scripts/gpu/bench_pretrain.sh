@@ -50,7 +50,7 @@ for b in ${BATCHES:-64 256}; do
   # match a loose pattern and fill the call's output tail (2026-11-27)
   tr '\r' '\n' < "$OUT/bench_b$b.log" | grep -E "^ *(samples_per_s|sustained_samples_per_s|\
 step_s|data_wait_s|compute_s|compute_alone_s|compute_alone_synced_s|host_overhead|\
-loader_only_samples_per_s|loader_unpinned_samples_per_s|tflop_per_step|achieved_tflops|mfu|\
+loader_only_samples_per_s|loader_unpinned_samples_per_s|loader_pinned_samples_per_s|tflop_per_step|achieved_tflops|mfu|\
 peak_memory_gb|peak_reserved_gb|paper_run_minutes|verdict|[A-Za-z]*Error):"
 done
 echo "total $(( $(date +%s) - start )) s"

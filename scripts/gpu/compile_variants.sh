@@ -11,6 +11,7 @@
 #   ring      sdpa with pinned_ring=true: workers write into locked shared slots that
 #             the GPU copies from, no pinning thread; the bench also times the pinned
 #             loader alone as its peer (not in the default list; A/B against sdpa)
+#   ring512   ring at batch 512 (26.6 GB locked; not in the default list)
 #   synced    graphs with run_ahead=0: a sync after every step, as every run before
 #             2026-11-26 evening did (not in the default list; A/B against graphs)
 # 2026-11-26 on an H100, base and graphs in one call: 1,875 and 2,120 samples/s, host
@@ -28,8 +29,9 @@ declare -A SETS_OF=(
   [synced]="compile=true device_prefetch=true compile_mode=reduce-overhead prompt_length=auto run_ahead=0"
   [sdpa]="compile=true device_prefetch=true compile_mode=reduce-overhead prompt_length=auto attention=sdpa"
   [ring]="compile=true compile_mode=reduce-overhead prompt_length=auto attention=sdpa pinned_ring=true"
+  [ring512]="compile=true compile_mode=reduce-overhead prompt_length=auto attention=sdpa pinned_ring=true"
 )
-declare -A BATCH_OF=([graphs512]=512)  # larger matmuls; about 50 GB at batch 512
+declare -A BATCH_OF=([graphs512]=512 [ring512]=512)  # larger matmuls; about 50 GB at batch 512
 for v in ${VARIANTS:-base prefetch graphs}; do
   if [ $((LIMIT - SECONDS)) -lt 200 ]; then echo "$v: skipped, ${SECONDS}s gone"; continue; fi
   echo "== $v: ${SETS_OF[$v]}"

@@ -2,11 +2,12 @@
 
 One process, the real pieces of the pretraining loop (plan dataset, DataLoader
 workers, both towers, gathered loss, AdamW, autocast). FLOPs per step are counted
-by torch's FlopCounterMode on one real step (matmuls and convolutions, forward and
-backward), not estimated from parameter counts. The data pipeline is also timed
-alone, without the model, so it is clear whether it could keep up; and the step is
-timed alone, its batch on the device and no loader running, so that host work the
-loop's step carries (copies, cores shared with the workers) shows as host_overhead.
+by torch's FlopCounterMode on real eager steps (matmuls and convolutions, forward and
+backward, on slices of a real batch: step_flops), not estimated from parameter
+counts. The data pipeline is also timed alone, without the model, so it is clear
+whether it could keep up; and the step is timed alone, its batch on the device and
+no loader running, so that host work the loop's step carries (copies, cores shared
+with the workers) shows as host_overhead.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import GeneratorType
 
 import torch
 
@@ -103,8 +106,36 @@ class BenchResult:
     compute_alone_synced_s: float | None = None
 
 
-# Clips the FLOP count runs on when grad_checkpointing is on (see bench)
+# The FLOP count runs on slices of this many clips and twice as many (step_flops)
 FLOP_COUNT_SLICE = 16
+
+
+def step_flops(count: Callable[[int], float], batch: int) -> float:
+    """FLOPs of one step at `batch`, from `count(n)`: the FLOPs of an eager step on the
+    batch's first n clips. Every FLOP is linear in the batch but the B x B logits', so
+    f(B) = a B + b B^2 is solved from slices of FLOP_COUNT_SLICE and twice that. An
+    eager step on the whole batch keeps every activation (no grad_checkpointing, eager
+    attention) beside the compiled step's CUDA-graph pools: at batch 512 on an H100
+    (2026-11-28) it ran out of memory with 48 GB in those pools."""
+    s = FLOP_COUNT_SLICE
+    if batch <= 2 * s:
+        return count(batch)
+    one, two = count(s), count(2 * s)
+    quadratic = (two - 2 * one) / (2 * s * s)
+    return (one / s - quadratic * s) * batch + quadratic * batch * batch
+
+
+def shut_down(batches: Iterator) -> None:
+    """Stop a loader iterator's workers now, not when it is collected. A traceback that
+    holds it keeps them running to the interpreter's exit, where multiprocessing
+    SIGTERMs its children and joins them; loader workers ignore SIGTERM (a rank
+    saves first on pre-emption), so an error in bench hung until a timeout killed it.
+    A generator (the ring's feed, DevicePrefetch) is closed, which drops the loader
+    iterator it holds."""
+    if isinstance(batches, GeneratorType):
+        batches.close()
+    else:  # torch's DataLoader iterators: what their __del__ calls
+        getattr(batches, "_shutdown_workers", lambda: None)()
 
 
 def _shard_codec(data: str) -> str | None:
@@ -138,13 +169,16 @@ def steady_loader_rate(it, steps: int, workers: int, batch_size: int) -> float:
     Workers deliver their batches in rounds of `workers`; timing from the first batch
     to the first batch of a later round counts whole rounds (>= `steps` batches).
     """
-    next(it)
-    rounds = max(1, -(-steps // max(workers, 1)))
-    n = rounds * max(workers, 1)
-    t0 = time.perf_counter()
-    for _ in range(n):
+    try:
         next(it)
-    return n * batch_size / (time.perf_counter() - t0)
+        rounds = max(1, -(-steps // max(workers, 1)))
+        n = rounds * max(workers, 1)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            next(it)
+        return n * batch_size / (time.perf_counter() - t0)
+    finally:
+        shut_down(it)
 
 
 def bench(
@@ -216,7 +250,8 @@ def _timed(
 
     from torch.utils.flop_counter import FlopCounterMode
 
-    it = batches()
+    it = loop_batches = batches()
+    cleanup.callback(shut_down, loop_batches)  # after the ring's close: runs before it
     if cfg.device_prefetch and ring is None:  # the ring copies on a side stream itself
         it = iter(DevicePrefetch(it, device))
     if device.type == "cuda" and cfg.workers:
@@ -233,23 +268,23 @@ def _timed(
         bar.update()
     sync()
     bar.set_description("bench: counting FLOPs")
-    counter = FlopCounterMode(display=False)
-    # model FLOPs: with grad_checkpointing the recomputed forwards would count too
-    # (+27% on the tiny test model), and MFU would read as hardware utilisation. Without
-    # it every activation is kept, so a batch that fits only with it would run out of
-    # memory here: the count is then taken on a slice and scaled (FLOPs are linear in
-    # the batch but for the B x B logits: about 0.4 GFLOP of 11.6 TFLOP at batch 256).
     full = next(it)
-    part = min(cfg.batch_size, FLOP_COUNT_SLICE) if cfg.grad_checkpointing else cfg.batch_size
-    with counter, gradient_checkpointing_off(module):
-        step({k: v[:part] for k, v in full.items()}, module)
+
+    def count(part: int) -> float:
+        # model FLOPs: with grad_checkpointing the recomputed forwards would count too
+        # (+27% on the tiny test model), and MFU would read as hardware utilisation
+        counter = FlopCounterMode(display=False)
+        with counter, gradient_checkpointing_off(module):
+            step({k: v[:part] for k, v in full.items()}, module)
+        return counter.get_total_flops()
+
+    flops = step_flops(count, cfg.batch_size)
     bar.update()
     bar.set_description("bench: timed steps")
-    flops = counter.get_total_flops() * cfg.batch_size / part
     if device.type == "cuda":
         # The reset sets each peak to what is held now, and the allocator still holds
-        # the eager FLOP-counting step's blocks (eager attention at batch 256: about
-        # 30 GB) and the compile's autotuning buffers: released first, or
+        # the eager FLOP-counting steps' blocks and the compile's autotuning
+        # buffers: released first, or
         # peak_reserved_gb would report them. Blocks in use, CUDA graphs' pools
         # included, stay.
         torch.cuda.empty_cache()
@@ -272,6 +307,7 @@ def _timed(
     # workers (and pinning thread) refill its queue of 4 batches per worker on the same
     # cores, which on a loader-bound GPU host is seconds of work, during the pinned
     # figure and not the unpinned one timed after it. `batch` is kept for the step alone.
+    shut_down(loop_batches)
     del it
 
     loader_rate = steady_loader_rate(batches(), steps, cfg.workers, cfg.batch_size)
