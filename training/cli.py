@@ -200,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     bn.add_argument("--peak-tflops", type=float, help="device peak bf16 TFLOP/s for MFU")
     bn.add_argument("--out", help="also write the figures as JSON here")
+    bn.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="also profile the step alone: device time by kind of kernel, idle gaps, "
+        "top kernels (DIR/profile.md, profile.json, trace.json.gz for Perfetto)",
+    )
     bn.set_defaults(func=_cmd_bench)
 
     ft = command(
@@ -639,7 +645,12 @@ def _cmd_bench(args) -> int:
         file=sys.stderr,
         flush=True,
     )
-    print(write(bench(cfg, args.steps, args.warmup, args.peak_tflops, progress=True), args.out))
+    result = bench(
+        cfg, args.steps, args.warmup, args.peak_tflops, progress=True, profile_dir=args.profile
+    )
+    print(write(result, args.out))
+    if result.profile:
+        print((Path(result.profile) / "profile.md").read_text(encoding="utf-8"), end="")
     return 0
 
 

@@ -8,6 +8,7 @@
 #   BATCHES=256 SETS="compile=true" BENCH_TIMEOUT=400 bash scripts/gpu/bench_pretrain.sh
 # STEPS and WARMUP set the timed and untimed steps (a warm-up longer than the
 # prefetch queue, workers x 4 batches, makes the timed data wait the steady one).
+# PROFILE=1 also profiles the step alone (bench --profile: $OUT/profile_b<batch>/).
 # SHARDS=flac|wav reads the benchmark through `prepare`d shards (the paper run's path)
 # instead of its FLAC files.
 set -o pipefail
@@ -44,7 +45,8 @@ fi
 [ -n "${SETUP_ONLY:-}" ] && exit 0  # wheels and data only (distill_full.sh)
 for b in ${BATCHES:-64 256}; do
   timeout ${BENCH_TIMEOUT:-150} bash -c "$(declare -f T); T bench --set data=$DATA \
-      batch_size=$b workers=14 ${SETS:-} --steps ${STEPS:-30} --warmup ${WARMUP:-5} --out $OUT/bench_b$b.json" \
+      batch_size=$b workers=14 ${SETS:-} --steps ${STEPS:-30} --warmup ${WARMUP:-5} --out $OUT/bench_b$b.json \
+      ${PROFILE:+--profile $OUT/profile_b$b}" \
       > "$OUT/bench_b$b.log" 2>&1; echo "batch $b rc=$?"
   # the figures only: the progress bar's \r-joined line ("the step alone, synced") would
   # match a loose pattern and fill the call's output tail (2026-11-27)
@@ -52,5 +54,6 @@ for b in ${BATCHES:-64 256}; do
 step_s|data_wait_s|compute_s|compute_alone_s|compute_alone_synced_s|host_overhead|\
 loader_only_samples_per_s|loader_unpinned_samples_per_s|loader_pinned_samples_per_s|tflop_per_step|achieved_tflops|mfu|\
 peak_memory_gb|peak_reserved_gb|paper_run_minutes|verdict|[A-Za-z]*Error):"
+  if [ -f "$OUT/profile_b$b/profile.md" ]; then head -c 2500 "$OUT/profile_b$b/profile.md"; fi
 done
 echo "total $(( $(date +%s) - start )) s"

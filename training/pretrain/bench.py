@@ -43,6 +43,7 @@ from training.pretrain.loop import (
 from training.pretrain.mixed import training_data
 from training.pretrain.pacing import RunAhead
 from training.pretrain.prefetch import DevicePrefetch
+from training.pretrain.step_profile import profile_step
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from NVIDIA's data sheets (their sparse figures
 # halved), by device name: the first key the name contains, so variants come before
@@ -104,7 +105,11 @@ class BenchResult:
     # the step alone again, with a sync after every step (as run_ahead=0 runs the loop):
     # what queueing steps ahead of the GPU saves, on the same compiled module
     compute_alone_synced_s: float | None = None
+    # with --profile: the folder holding where the step's time goes (step_profile.py)
+    profile: str | None = None
 
+
+PROFILE_STEPS = 3  # steps of the step alone under the profiler (--profile)
 
 # The FLOP count runs on slices of this many clips and twice as many (step_flops)
 FLOP_COUNT_SLICE = 16
@@ -187,16 +192,18 @@ def bench(
     warmup: int = 3,
     peak_tflops: float | None = None,
     progress: bool = False,
+    profile_dir: str | Path | None = None,
 ) -> BenchResult:
     """Time the loop's step, the loader alone and the step alone (module docstring);
-    with `progress`, a bar on stderr names the phase (a compiled warm-up takes minutes)."""
+    with `progress`, a bar on stderr names the phase (a compiled warm-up takes minutes);
+    with `profile_dir`, profile the step alone into it (step_profile.py)."""
     if steps < 1 or warmup < 0:  # before minutes of loading
         raise ValueError(
             f"--steps {steps} --warmup {warmup}: give at least 1 timed step and 0 or more "
             "warm-up steps"
         )
     with contextlib.ExitStack() as cleanup:  # the ring's lock, however the bench ends
-        return _timed(cfg, steps, warmup, peak_tflops, progress, cleanup)
+        return _timed(cfg, steps, warmup, peak_tflops, progress, cleanup, profile_dir)
 
 
 def _timed(
@@ -206,6 +213,7 @@ def _timed(
     peak_tflops: float | None,
     progress: bool,
     cleanup: contextlib.ExitStack,
+    profile_dir: str | Path | None,
 ) -> BenchResult:
     from tqdm.auto import tqdm
 
@@ -347,6 +355,9 @@ def _timed(
         sync()
         bar.update()
     synced = (time.perf_counter() - t0) / steps
+    if profile_dir is not None:
+        bar.set_description("bench: profiling the step alone")
+        profile_step(lambda: step(on_device), PROFILE_STEPS, device, profile_dir)
     bar.close()
 
     rate = steps * cfg.batch_size / total
@@ -392,6 +403,7 @@ def _timed(
         else None,
         paper_run_minutes=round(PAPER_SAMPLES / sustained / 60, 1),
         compute_alone_synced_s=round(synced, 4),
+        profile=str(profile_dir) if profile_dir is not None else None,
     )
 
 
