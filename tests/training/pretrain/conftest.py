@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -104,3 +106,21 @@ def torchrun_two_nodes(cfg, timeout: float = 300) -> None:
             p.kill()
     for p, err in zip(nodes, errors, strict=True):
         assert p.returncode == 0, err[-2000:]
+
+
+def fails_without_hanging(script: str, error: str, what: str, timeout: float = 120) -> None:
+    """Run `script` in a fresh interpreter: it must end (not hang at exit, where
+    multiprocessing joins children that ignore SIGTERM) with exit code 1 and `error`
+    in its stderr."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=REPO,
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what}: the error left the process hanging at exit")
+    assert done.returncode == 1 and error in done.stderr, (what, done.stderr[-2000:])

@@ -22,7 +22,7 @@ from training.pretrain.loop import (
 )
 from training.pretrain.loss import gathered_clip_loss
 
-from .conftest import tiny_run
+from .conftest import fails_without_hanging, tiny_run
 
 
 def _grads(loaded, checkpointing: bool, calls: list):
@@ -398,3 +398,33 @@ def test_a_scratch_pretrain_fits_its_tokenizer_on_the_seen_species_alone(tmp_pat
     catalogue = open_labelled("tiny").catalogue
     fitted = build_tokenizer(all_prompts(catalogue, split.seen_species)).get_vocab()
     assert load_clap(str(out / "final")).tokenizer.get_vocab() == fitted
+
+
+def test_an_error_mid_run_ends_the_process_with_loader_workers_running(tmp_path):
+    """Loader workers ignore SIGTERM (the rank saves first on pre-emption), so workers
+    still alive at the interpreter's exit, which SIGTERMs and joins them, would hang it
+    (bench did, 2026-11-28). The loop's loader must be shut down as the error leaves."""
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        from training.pretrain import loop
+        from training.pretrain.config import load_config
+
+        real, calls = loop.forward_loss, []
+
+        def failing(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                raise RuntimeError("injected: CUDA out of memory")
+            return real(*args, **kwargs)
+
+        loop.forward_loss = failing
+        sets = ["init=scratch:fast", "data=tiny", "batch_size=4", "crop_seconds=1",
+                "workers=2", "tensorboard=false", "out=OUT"]
+        loop.pretrain(load_config(None, [*sets, "pinned_ring=RING"]), progress=False)
+        """
+    )
+    for ring in ("false", "true"):
+        filled = script.replace("RING", ring).replace("OUT", str(tmp_path / ring))
+        fails_without_hanging(filled, "injected: CUDA out of memory", f"pinned_ring={ring}")
