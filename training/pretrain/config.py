@@ -92,7 +92,10 @@ class PretrainConfig:
     # score written out; HTS-AT's in fp32 under autocast) or sdpa (one fused
     # scaled_dot_product_attention call per layer, same parameters; the same results
     # in fp32, and under bf16 within its rounding, as the bias is added in bf16;
-    # window_attention.py). On an H100 the compiled step 9% faster (2026-11-27).
+    # window_attention.py). On an H100 the compiled step 9% faster (2026-11-27, and
+    # the same step time on 2026-11-28) and HTS-AT's eager step 1.28x; on CPU no
+    # faster (no fused kernel takes a bias with a gradient), so eager stays the
+    # default here and the GPU recipe (pretrain_paper.yaml) sets sdpa.
     attention: str = "eager"
     # HTS-AT normalises its input mel bins with BatchNorm. sync: SyncBatchNorm across
     # ranks (CUDA only; elsewhere it falls back to local, and says so); local: per-rank
@@ -103,7 +106,10 @@ class PretrainConfig:
     # copies from, instead of the pinning thread copying every batch (the loader's
     # limit on an H100 host: 1,945-2,459 clips/s pinned, 5,200 unpinned). Costs
     # (workers x 4 + 2) batches of locked host memory (13.3 GB at 14 workers and batch
-    # 256 of 10 s crops). ring.py. Not yet measured on a GPU.
+    # 256 of 10 s crops). ring.py. On an H100 (2026-11-28) the loader delivered 6,579
+    # clips/s through it against 2,048 pinned, in the same run. Off by default (a CPU
+    # run gains nothing, and the slots are locked for the run); the GPU recipe
+    # (pretrain_paper.yaml) turns it on.
     pinned_ring: bool = False
     wire_int16: bool = True  # crops cross processes as 16-bit PCM (see data.Collate)
     checkpoint_every: int = 500  # steps

@@ -161,3 +161,18 @@ def test_sigterm_saves_the_step_reached_and_the_resumed_run_ends_the_same(
     wa, wb = _weights(tmp_path / "whole" / "final"), _weights(tmp_path / "cut" / "final")
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
+
+
+def test_two_gloo_ranks_through_the_ring_match_one_process(pretrain_checkpoint, tmp_path):
+    """pinned_ring per rank (each its own slots, sized for its share of the batch), as
+    the paper config runs it on a node of GPUs: the losses of one plain process."""
+    one = tiny_run(tmp_path / "one", pretrain_checkpoint, max_steps=3, workers=1)
+    torch.set_num_threads(1)
+    pretrain(one, progress=False)
+    torchrun_two_ranks(dataclasses.replace(one, out=str(tmp_path / "two"), pinned_ring=True))
+    notes = (tmp_path / "two" / "train_log.jsonl").read_text()
+    assert "2 rank(s) on cpu" in notes and "pinned_ring: 6 batch slots" in notes
+    a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert list(a) == list(b) == [1, 2, 3]
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5), step
