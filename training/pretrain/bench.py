@@ -15,10 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import GeneratorType
 
 import torch
 
@@ -39,6 +38,7 @@ from training.pretrain.loop import (
     make_optimizer,
     make_ring,
     optimizer_step,
+    shut_down,
 )
 from training.pretrain.mixed import training_data
 from training.pretrain.pacing import RunAhead
@@ -128,19 +128,6 @@ def step_flops(count: Callable[[int], float], batch: int) -> float:
     one, two = count(s), count(2 * s)
     quadratic = (two - 2 * one) / (2 * s * s)
     return (one / s - quadratic * s) * batch + quadratic * batch * batch
-
-
-def shut_down(batches: Iterator) -> None:
-    """Stop a loader iterator's workers now, not when it is collected. A traceback that
-    holds it keeps them running to the interpreter's exit, where multiprocessing
-    SIGTERMs its children and joins them; loader workers ignore SIGTERM (a rank
-    saves first on pre-emption), so an error in bench hung until a timeout killed it.
-    A generator (the ring's feed, DevicePrefetch) is closed, which drops the loader
-    iterator it holds."""
-    if isinstance(batches, GeneratorType):
-        batches.close()
-    else:  # torch's DataLoader iterators: what their __del__ calls
-        getattr(batches, "_shutdown_workers", lambda: None)()
 
 
 def _shard_codec(data: str) -> str | None:

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from types import GeneratorType
 
 import torch
 from torch import nn
@@ -248,6 +249,19 @@ def make_loader(
         worker_init_fn=_ignore_sigterm if cfg.workers else None,
     )
     return loader if ring is None else RingFeed(loader, ring, device)
+
+
+def shut_down(batches: Iterator) -> None:
+    """Stop a loader iterator's workers now, not when it is collected. A traceback that
+    holds it keeps them running to the interpreter's exit, where multiprocessing
+    SIGTERMs its children and joins them; the workers ignore SIGTERM (_ignore_sigterm),
+    so an error in bench hung until a timeout killed it (an H100, 2026-11-28). A
+    generator (the ring's feed, DevicePrefetch) is closed, which drops the loader
+    iterator it holds."""
+    if isinstance(batches, GeneratorType):
+        batches.close()
+    else:  # torch's DataLoader iterators: what their __del__ calls
+        getattr(batches, "_shutdown_workers", lambda: None)()
 
 
 def make_ring(cfg: PretrainConfig, dataset, rows: int, device: torch.device) -> PinnedRing | None:
@@ -825,12 +839,13 @@ def _pretrain(
     forward = compile_module(net, cfg.compile_mode, bool(collate.pad_to)) if cfg.compile else net
     pace = RunAhead(d.device, cfg.run_ahead)
     stop = StopRequest()
+    batches = iter(loader)
     try:
         # Timings cover the steps since the last log, read when the loss is (a sync):
         # per-step host timestamps say nothing about a GPU the host runs ahead of.
         since = t_wait = time.perf_counter()
         waited, n_since = 0.0, 0
-        for batch in loader:
+        for batch in batches:
             waited += time.perf_counter() - t_wait
             epoch = step // steps_per_epoch
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
@@ -893,7 +908,7 @@ def _pretrain(
     finally:
         stop.close()
         bar.close()
-        del loader  # its workers stop writing the ring's slots before it is unlocked
+        shut_down(batches)  # its workers stop writing the ring's slots before it is unlocked
         if ring is not None:
             ring.close()
         if logs:
