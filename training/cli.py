@@ -624,6 +624,9 @@ def _cmd_bench(args) -> int:
     from training.pretrain.bench import bench, write
     from training.pretrain.config import load_config
 
+    if args.profile and Path(args.profile).exists() and not Path(args.profile).is_dir():
+        # before minutes of benchmarking, not after them
+        raise ValueError(f"--profile {args.profile} is a file: give a folder (made if missing)")
     gpu = torch.cuda.is_available()
     defaults = {
         "init": "scratch:full",

@@ -82,3 +82,13 @@ def test_bench_profile_writes_the_table_json_and_a_trace(tmp_path, capsys):
         events = json.load(f)["traceEvents"]
     assert any(e.get("name") == "aten::mm" for e in events)
     assert "profile: " + str(tmp_path / "prof") in out
+
+
+def test_a_profile_path_that_is_a_file_is_refused_before_the_bench(tmp_path, capsys):
+    taken = tmp_path / "prof"
+    taken.write_text("notes")
+    assert main(["bench", "--set", "data=tiny", "--profile", str(taken)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"animalclap-train: error: --profile {taken} is a file: give a folder (made if missing)"
+    ]
