@@ -652,7 +652,7 @@ def _cmd_bench(args) -> int:
         cfg, args.steps, args.warmup, args.peak_tflops, progress=True, profile_dir=args.profile
     )
     print(write(result, args.out))
-    if result.profile:
+    if result.profile and (Path(result.profile) / "profile.md").is_file():
         print((Path(result.profile) / "profile.md").read_text(encoding="utf-8"), end="")
     return 0
 

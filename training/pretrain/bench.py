@@ -105,7 +105,8 @@ class BenchResult:
     # the step alone again, with a sync after every step (as run_ahead=0 runs the loop):
     # what queueing steps ahead of the GPU saves, on the same compiled module
     compute_alone_synced_s: float | None = None
-    # with --profile: the folder holding where the step's time goes (step_profile.py)
+    # with --profile: the folder holding where the step's time goes (step_profile.py),
+    # or why profiling failed
     profile: str | None = None
 
 
@@ -342,9 +343,14 @@ def _timed(
         sync()
         bar.update()
     synced = (time.perf_counter() - t0) / steps
+    profiled = None
     if profile_dir is not None:
         bar.set_description("bench: profiling the step alone")
-        profile_step(lambda: step(on_device), PROFILE_STEPS, device, profile_dir)
+        try:
+            profile_step(lambda: step(on_device), PROFILE_STEPS, device, profile_dir)
+            profiled = str(profile_dir)
+        except Exception as e:  # the timed figures above took minutes: keep them
+            profiled = f"failed ({type(e).__name__}: {e}); the figures above stand"
     bar.close()
 
     rate = steps * cfg.batch_size / total
@@ -390,7 +396,7 @@ def _timed(
         else None,
         paper_run_minutes=round(PAPER_SAMPLES / sustained / 60, 1),
         compute_alone_synced_s=round(synced, 4),
-        profile=str(profile_dir) if profile_dir is not None else None,
+        profile=profiled,
     )
 
 

@@ -92,3 +92,18 @@ def test_a_profile_path_that_is_a_file_is_refused_before_the_bench(tmp_path, cap
     assert err == [
         f"animalclap-train: error: --profile {taken} is a file: give a folder (made if missing)"
     ]
+
+
+def test_a_profile_that_fails_keeps_the_timed_figures_and_says_why(monkeypatch):
+    """The timed figures take minutes on a GPU: a profiler error must not lose them."""
+    from training.pretrain import bench as bench_module
+    from training.pretrain.config import load_config
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUPTI is busy")
+
+    monkeypatch.setattr(bench_module, "profile_step", broken)
+    sets = ["init=scratch:fast", "data=tiny", "batch_size=4", "crop_seconds=1", "workers=0"]
+    r = bench_module.bench(load_config(None, sets), 1, 1, profile_dir="unused")
+    assert r.samples_per_s > 0 and r.compute_alone_s > 0
+    assert r.profile == "failed (RuntimeError: CUPTI is busy); the figures above stand"
