@@ -279,10 +279,9 @@ def _timed(
     bar.set_description("bench: timed steps")
     if device.type == "cuda":
         # The reset sets each peak to what is held now, and the allocator still holds
-        # the eager FLOP-counting steps' blocks and the compile's autotuning
-        # buffers: released first, or
-        # peak_reserved_gb would report them. Blocks in use, CUDA graphs' pools
-        # included, stay.
+        # the eager FLOP-counting steps' blocks and the compile's autotuning buffers:
+        # released first, or peak_reserved_gb would report them. Blocks in use, CUDA
+        # graphs' pools included, stay.
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     pace = RunAhead(device, cfg.run_ahead)  # as the loop paces itself

@@ -96,8 +96,8 @@ def profile_step(
             step()
         sync()
         wall = (time.perf_counter() - t0) / steps
-    result = summarise(prof.key_averages(), steps, wall, cuda)
-    result.device = torch.cuda.get_device_name(device) if cuda else "cpu"
+    name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    result = summarise(prof.key_averages(), steps, wall, cuda, name)
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     (out / "profile.md").write_text(result.table() + "\n", encoding="utf-8")
@@ -106,7 +106,7 @@ def profile_step(
     return result
 
 
-def summarise(rows, steps: int, wall_s: float, cuda: bool) -> StepProfile:
+def summarise(rows, steps: int, wall_s: float, cuda: bool, device: str = "") -> StepProfile:
     """Per-step times by kind from key_averages() rows: the kernels' own device time
     on a GPU, the operators' own CPU time elsewhere."""
     times: dict[str, tuple[float, int]] = {}
@@ -134,7 +134,7 @@ def summarise(rows, steps: int, wall_s: float, cuda: bool) -> StepProfile:
             "replay kernels the profiler may not see; profile with compile_mode=default."
         )
     return StepProfile(
-        device="",
+        device=device,
         steps=steps,
         wall_ms=round(wall_s * 1e3, 3),
         busy_ms=round(busy, 3),
