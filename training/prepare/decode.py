@@ -1,4 +1,5 @@
-"""One source recording -> 48 kHz mono float32, or the reason it was rejected.
+"""One source recording -> 48 kHz mono float32 (spooled: `spool.Decoded`), or the reason
+it was rejected.
 
 Decoding goes through the runtime's libsndfile path (WAV, FLAC, OGG/Opus, MP3,
 AIFF... with truncation checks); formats libsndfile does not read (M4A/AAC, WMA,
@@ -18,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soxr
 
-from animalclap_edge.audio.decode import AudioError, read_all, resample
+from animalclap_edge.audio.decode import RESAMPLE_QUALITY, AudioError, read_blocks
+from training.prepare.spool import Decoded
 
 SAMPLE_RATE = 48_000
 
@@ -154,7 +157,8 @@ def _reason(e: AudioError) -> str:
     return UNDECODABLE
 
 
-def _decode_pyav(path: Path) -> np.ndarray:
+def _decode_pyav(path: Path, out: Decoded) -> None:
+    """Formats libsndfile does not read, streamed frame by frame into `out`."""
     try:
         import av
     except ImportError:
@@ -172,11 +176,20 @@ def _decode_pyav(path: Path) -> np.ndarray:
             # louder than the same audio as WAV, and a loud recording clipped in the shard
             channels = stream.channels or 1
             to_float = av.AudioResampler(format="flt", layout=stream.layout, rate=rate)
-            chunks = []
+            to_48k = (
+                None
+                if rate == SAMPLE_RATE
+                else soxr.ResampleStream(rate, SAMPLE_RATE, 1, "float32", RESAMPLE_QUALITY)
+            )
             for frame in itertools.chain(container.decode(stream), [None]):  # None: flush
                 for f in to_float.resample(frame):
                     pcm = f.to_ndarray().reshape(-1, channels)
-                    chunks.append(pcm[:, 0] if channels == 1 else pcm.mean(axis=1))
+                    mono = pcm[:, 0] if channels == 1 else pcm.mean(axis=1, dtype=np.float32)
+                    if not np.isfinite(mono).all():
+                        raise Rejected(NON_FINITE)
+                    out.append(mono if to_48k is None else to_48k.resample_chunk(mono))
+            if to_48k is not None:
+                out.append(to_48k.resample_chunk(np.zeros(0, np.float32), last=True))
     except Rejected:
         raise
     except Exception as e:  # PyAV raises its own FFmpeg error classes
@@ -184,39 +197,42 @@ def _decode_pyav(path: Path) -> np.ndarray:
         # data found..."): the words are the reason, the code means nothing to a person
         words = getattr(e, "strerror", None) or next(iter(str(e).splitlines()), "")
         raise Rejected(UNDECODABLE, f"FFmpeg: {words}" if words else type(e).__name__) from e
-    wave = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    if not np.isfinite(wave).all():
-        raise Rejected(NON_FINITE)
-    return resample(wave, rate, SAMPLE_RATE)
 
 
-def decode(path: Path) -> np.ndarray:
-    """float32 mono at 48 kHz; raises Rejected with a counted reason."""
+def decode(path: Path, out: Decoded) -> None:
+    """Append the recording to `out` as float32 mono at 48 kHz, 10 s at a time; raises
+    Rejected with a counted reason."""
     try:
-        return read_all(path, SAMPLE_RATE)
+        for block in read_blocks(path, SAMPLE_RATE):
+            out.append(block)
+        return
     except AudioError as e:
         reason = _reason(e)
         if reason != UNDECODABLE:
             raise Rejected(reason, str(e)) from None
-    return _decode_pyav(path)
+    out.clear()  # libsndfile refuses a file before its first block; kept safe regardless
+    _decode_pyav(path, out)
 
 
-def check(wave: np.ndarray, settings: DecodeSettings) -> None:
-    seconds = len(wave) / SAMPLE_RATE
+def check(audio: Decoded, settings: DecodeSettings) -> None:
+    seconds = audio.samples / SAMPLE_RATE
     if seconds < settings.min_seconds:
         raise Rejected(TOO_SHORT, f"{seconds:.2f} s < {settings.min_seconds:g} s")
-    peak = float(np.max(np.abs(wave))) if len(wave) else 0.0
-    if peak <= 10 ** (settings.silence_dbfs / 20):
-        level = f"{20 * np.log10(peak):.1f} dBFS" if peak > 0 else "all zeros"
+    if audio.peak <= 10 ** (settings.silence_dbfs / 20):
+        level = f"{20 * np.log10(audio.peak):.1f} dBFS" if audio.peak > 0 else "all zeros"
         raise Rejected(SILENT, f"peak {level}")
 
 
-def load_source(uri: str, settings: DecodeSettings) -> np.ndarray:
-    """Fetch, decode and check one recording."""
-    with tempfile.TemporaryDirectory(prefix="acl-fetch-") as tmp:
-        wave = decode(fetch(uri, Path(tmp), settings))
-    check(wave, settings)
-    peak = float(np.max(np.abs(wave)))
-    if peak > 1.0:  # float audio past full scale: the shard's 16 bits would clip it
-        wave = wave * np.float32(1.0 / peak)
-    return wave
+def load_source(uri: str, settings: DecodeSettings) -> Decoded:
+    """Fetch, decode and check one recording. The caller closes what it returns (its
+    blocks come back scaled to full scale at most: the shard's 16 bits would clip
+    float audio past it)."""
+    audio = Decoded()
+    try:
+        with tempfile.TemporaryDirectory(prefix="acl-fetch-") as tmp:
+            decode(fetch(uri, Path(tmp), settings), audio)
+        check(audio, settings)
+    except BaseException:
+        audio.close()
+        raise
+    return audio

@@ -303,11 +303,12 @@ def write_shard(
                     raise Rejected(
                         CRASHED, "its decoding process died or hung on it, decoding alone"
                     )
-                wave = load_source(rec.uri, settings)
+                audio = load_source(rec.uri, settings)
             except Rejected as e:
                 writer.reject(rec.key, rec.uri, e.reason, e.detail)
             else:
-                writer.add(rec.key, wave, rec.meta())
+                with audio:
+                    writer.add(rec.key, audio.blocks(), rec.meta())
             if ticks is not None:
                 ticks.put(index)
         writer.close()

@@ -29,14 +29,16 @@ import json
 import os
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
 
 from training.atomic import fsync, writer_gone, writer_tag
+from training.prepare.spool import spool
 
 SAMPLE_RATE = 48_000
 INDEX_FORMAT = "animalclap-shard-index"
@@ -48,14 +50,31 @@ def shard_name(index: int) -> str:
     return f"shard-{index:06d}"
 
 
+def _pcm16(block: np.ndarray) -> np.ndarray:
+    """float samples -> int16, rounded here and not by libsndfile, whose float-to-16-bit
+    scaling differs between its FLAC and WAV writers (by one step on half the samples):
+    so both codecs hold the same integers, and the loader's int16 wire (`Collate`)
+    carries them exactly."""
+    return np.clip(np.rint(np.asarray(block, np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def write_audio(blocks: Iterable[np.ndarray], out: BinaryIO, codec: str = "flac") -> int:
+    """Encode float blocks as 16-bit PCM in the codec's container into the seekable `out`,
+    one block at a time; returns the samples written. libsndfile's output does not depend
+    on how the samples are split into blocks (tested), so a shard is the same bytes
+    however its recordings were read."""
+    samples = 0
+    with sf.SoundFile(out, "w", SAMPLE_RATE, 1, format=CODECS[codec], subtype="PCM_16") as f:
+        for block in blocks:
+            f.write(_pcm16(block))
+            samples += len(block)
+    return samples
+
+
 def encode_audio(wave: np.ndarray, codec: str = "flac") -> bytes:
-    """16-bit PCM in the codec's container. The samples are rounded to int16 here, not by
-    libsndfile, whose float-to-16-bit scaling differs between its FLAC and WAV writers
-    (by one step on half the samples): so both codecs hold the same integers, and the
-    loader's int16 wire (`Collate`) carries them exactly."""
-    pcm = np.clip(np.rint(np.asarray(wave, np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+    """One whole array as a member's bytes (`write_audio` streams)."""
     buf = io.BytesIO()
-    sf.write(buf, pcm, SAMPLE_RATE, format=CODECS[codec], subtype="PCM_16")
+    write_audio([wave], buf, codec)
     return buf.getvalue()
 
 
@@ -67,11 +86,13 @@ def decode_audio(data: bytes) -> np.ndarray:
     return wave
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def _add(tar: tarfile.TarFile, name: str, data: BinaryIO | bytes, size: int | None = None) -> None:
     info = tarfile.TarInfo(name)
-    info.size = len(data)
+    if isinstance(data, bytes):
+        data, size = io.BytesIO(data), len(data)
+    info.size = size
     info.mtime = 0  # identical inputs give identical shards
-    tar.addfile(info, io.BytesIO(data))
+    tar.addfile(info, data)
 
 
 def stale_temporaries(folder: Path, index: int, now: float | None = None) -> list[Path]:
@@ -113,9 +134,16 @@ class ShardWriter:
         self.records: list[dict] = []
         self.rejected: list[dict] = []
 
-    def add(self, key: str, wave: np.ndarray, meta: dict) -> None:
-        meta = {**meta, "key": key, "duration_s": round(len(wave) / SAMPLE_RATE, 4)}
-        _add(self._tar, f"{key}.{self.codec}", encode_audio(wave, self.codec))
+    def add(self, key: str, audio: np.ndarray | Iterable[np.ndarray], meta: dict) -> None:
+        """One record: its audio as a whole array or as blocks (a `spool.Decoded`'s, so
+        that a long recording is never whole in memory)."""
+        blocks = [audio] if isinstance(audio, np.ndarray) else audio
+        with spool() as encoded:
+            samples = write_audio(blocks, encoded, self.codec)
+            size = encoded.seek(0, io.SEEK_END)
+            encoded.seek(0)
+            _add(self._tar, f"{key}.{self.codec}", encoded, size)
+        meta = {**meta, "key": key, "duration_s": round(samples / SAMPLE_RATE, 4)}
         _add(self._tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
         self.records.append(meta)
 

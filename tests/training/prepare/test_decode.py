@@ -64,9 +64,9 @@ FAST = d.DecodeSettings(timeout_s=5, retries=3)
 def test_a_download_cut_short_is_retried_not_kept_as_a_broken_recording(cut_server, monkeypatch):
     monkeypatch.setattr(d.time, "sleep", lambda s: None)
     url, state = cut_server
-    wave = d.load_source(url, FAST)
-    assert state["requests"] == 2
-    assert len(wave) == pytest.approx(2.0 * d.SAMPLE_RATE, abs=2)
+    with d.load_source(url, FAST) as audio:
+        assert state["requests"] == 2
+        assert audio.samples == pytest.approx(2.0 * d.SAMPLE_RATE, abs=2)
 
 
 def test_a_download_always_cut_short_is_a_failed_download(cut_server, monkeypatch):
@@ -100,8 +100,10 @@ def test_a_stereo_file_read_by_pyav_is_mixed_to_mono_as_libsndfile_mixes_it(tmp_
     tone = 0.9 * np.sin(2 * np.pi * 440 * t)
     _stereo_m4a(tmp_path / "phone.m4a", tone, tone)
     sf.write(tmp_path / "phone.wav", np.stack([tone, tone], 1), SR, subtype="FLOAT")
-    m4a = d.load_source(str(tmp_path / "phone.m4a"), d.DecodeSettings())
-    wav = d.load_source(str(tmp_path / "phone.wav"), d.DecodeSettings())
+    with d.load_source(str(tmp_path / "phone.m4a"), d.DecodeSettings()) as audio:
+        m4a = audio.read()
+    with d.load_source(str(tmp_path / "phone.wav"), d.DecodeSettings()) as audio:
+        wav = audio.read()
     assert np.abs(m4a).max() == pytest.approx(np.abs(wav).max(), rel=0.05)
     assert np.abs(m4a).max() < 1.0  # nothing the shard's 16 bits would clip
 
@@ -114,8 +116,8 @@ def test_a_float_recording_past_full_scale_is_scaled_not_clipped_in_the_shard(tm
     t = np.arange(2 * SR) / SR
     loud = 2.5 * np.sin(2 * np.pi * 440 * t) * np.hanning(len(t))
     sf.write(tmp_path / "loud.wav", loud, SR, subtype="FLOAT")
-    wave = d.load_source(str(tmp_path / "loud.wav"), d.DecodeSettings())
-    stored = decode_audio(encode_audio(wave))
+    with d.load_source(str(tmp_path / "loud.wav"), d.DecodeSettings()) as audio:
+        stored = decode_audio(encode_audio(audio.read()))
     assert np.abs(stored).max() > 0.9
     # the shape is kept: no run of samples stuck at full scale
     assert np.count_nonzero(np.abs(stored) >= 32767 / 32768) < 10  # clipped: 33240
