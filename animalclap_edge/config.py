@@ -283,6 +283,20 @@ class MqttConfig(_Section):
         "animalclap", min_length=1, description="Topics are <prefix>/<device>/..."
     )
     tls: bool = Field(False, description="Connect with TLS.")
+    ca_file: str | None = Field(
+        None,
+        description="PEM file of the CA that signed the broker's certificate (a private "
+        "broker's own CA); null = the system's trusted CAs. Needs tls: true.",
+    )
+    cert_file: str | None = Field(
+        None,
+        description="PEM client certificate, for brokers that require one (AWS IoT Core, "
+        "mosquitto's require_certificate). Needs tls: true.",
+    )
+    key_file: str | None = Field(
+        None,
+        description="PEM private key of cert_file; null = the key is in cert_file.",
+    )
     username: str | None = Field(None, description="Broker user name.")
     password_file: str | None = Field(
         None, description="File holding the password (kept out of the config)."
@@ -300,6 +314,27 @@ class MqttConfig(_Section):
                 "mqtt_password_without_username",
                 "password_file is set but username is not: set username (the broker "
                 "user the password belongs to) or remove password_file",
+                {},
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_files_need_tls(self) -> MqttConfig:
+        # without tls: true they were never read: the recorder sent in clear text to a
+        # port that expects TLS, and the broker's silence looked like a network fault
+        given = [k for k in ("ca_file", "cert_file", "key_file") if getattr(self, k)]
+        if given and not self.tls:
+            raise PydanticCustomError(
+                "mqtt_tls_files_without_tls",
+                "{keys} set but tls is false: set tls: true (the broker's TLS port, "
+                "usually 8883) or remove {them}",
+                {"keys": " and ".join(given), "them": "them" if len(given) > 1 else "it"},
+            )
+        if self.key_file and not self.cert_file:
+            raise PydanticCustomError(
+                "mqtt_key_without_cert",
+                "key_file is set but cert_file is not: set cert_file (the client "
+                "certificate the key belongs to) or remove key_file",
                 {},
             )
         return self

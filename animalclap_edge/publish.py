@@ -177,6 +177,7 @@ class MqttPublisher:
         self._health_after: int | None = None  # last health row acknowledged; None: none yet
         self.stats = PublisherStats()
         self._password = self._read_password()
+        self._tls = self._tls_context()
         self._protocol = mqtt.MQTTv5
         self._protocol_just_changed = False  # retry at once, without the backoff
         self.lock = UplinkLock(self.db_path)
@@ -203,6 +204,43 @@ class MqttPublisher:
                 f"messaging.mqtt.password_file {cfg.password_file}: {e.strerror or e}"
             ) from None
 
+    def _tls_context(self):
+        """The TLS context every connection uses, or None; built once, so a file that
+        cannot be used is a PublishError at start naming the setting (ssl's own words
+        are "PEM lib"). A renewed certificate is read at the next start."""
+        import ssl
+
+        cfg = self.cfg
+        if not cfg.tls:
+            return None
+
+        def why(e: OSError) -> str:
+            if isinstance(e, ssl.SSLError):
+                return f"unusable ({e.reason or e})"
+            return (e.strerror or str(e)).lower()
+
+        for setting in ("ca_file", "cert_file", "key_file"):
+            path = getattr(cfg, setting)
+            if path and not Path(path).is_file():
+                raise PublishError(f"messaging.mqtt.{setting} {path}: no such file")
+        try:  # verifies the broker's certificate and host name; cafile: only that CA
+            context = ssl.create_default_context(cafile=cfg.ca_file)
+        except OSError as e:
+            raise PublishError(
+                f"messaging.mqtt.ca_file {cfg.ca_file}: {why(e)}; it must be the PEM file "
+                "of the CA that signed the broker's certificate"
+            ) from None
+        if cfg.cert_file:
+            try:
+                context.load_cert_chain(cfg.cert_file, cfg.key_file)
+            except OSError as e:
+                key = f" / key_file {cfg.key_file}" if cfg.key_file else ""
+                raise PublishError(
+                    f"messaging.mqtt.cert_file {cfg.cert_file}{key}: {why(e)}; they must be "
+                    "a PEM client certificate and the private key that matches it"
+                ) from None
+        return context
+
     def _make_client(self):
         """A new paho client per connection: paho re-sends its own queue after a
         reconnect, and with it the one message a broker disconnects for, forever."""
@@ -219,8 +257,8 @@ class MqttPublisher:
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         if cfg.username:
             client.username_pw_set(cfg.username, self._password)
-        if cfg.tls:
-            client.tls_set()
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
         self._accepted, self._refusal, self._max_packet = False, "", 0
         self._connack.clear()
         with self._acked:
@@ -325,7 +363,7 @@ class MqttPublisher:
         try:
             client.connect(host, port, keepalive=self.keepalive_s)
         except (OSError, ValueError) as e:  # refused, no route, DNS, TLS handshake
-            self._connect_failed(f"cannot reach {host}:{port}: {e}")
+            self._connect_failed(f"cannot reach {host}:{port}: {self._tls_hint(e)}")
             return False
         client.loop_start()
         self._connack.wait(CONNACK_WAIT_S)
@@ -353,8 +391,42 @@ class MqttPublisher:
             )
             self._health("uplink_protocol_fallback", {"why": why, "protocol": "3.1.1"})
             return False
+        if self._refusal.startswith("connection closed"):
+            # paho reports only "Unspecified error" for a broker that ends the session
+            # unanswered; two settings cause it that the broker cannot name
+            if self._tls is None:
+                why += " (a TLS port closes plain MQTT so: set tls: true?)"
+            elif not self.cfg.cert_file:
+                why += (
+                    " (a TLS broker that requires a client certificate closes the "
+                    "connection so: set messaging.mqtt.cert_file and key_file)"
+                )
+            else:
+                why += (
+                    " (a TLS broker closes the connection so where it does not accept the "
+                    f"client certificate in cert_file {self.cfg.cert_file}: is it signed "
+                    "by a CA the broker trusts?)"
+                )
         self._connect_failed(why)
         return False
+
+    def _tls_hint(self, e: Exception) -> str:
+        """ssl's words for a failed handshake, with the setting that fixes it."""
+        import ssl
+
+        if isinstance(e, ssl.SSLCertVerificationError):
+            fix = (
+                "set messaging.mqtt.ca_file to the CA that signed it"
+                if not self.cfg.ca_file
+                else f"it was not signed by the CA in ca_file {self.cfg.ca_file}, or does "
+                "not name the host connected to"
+            )
+            return f"TLS: the broker's certificate was not accepted ({e.verify_message}): {fix}"
+        if self._tls is not None and (
+            isinstance(e, ConnectionResetError) or "wrong version number" in str(e).lower()
+        ):  # a plain broker resets a TLS handshake, or answers it in plain MQTT
+            return f"{e} (TLS to a port without it: is {self.cfg.port} the broker's TLS port?)"
+        return str(e)
 
     def _connect_failed(self, why: str) -> None:
         self.stats.connect_failures += 1

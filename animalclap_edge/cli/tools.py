@@ -137,8 +137,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         # files the config names that `run` reads: valid syntax is not a working config
         mqtt, live = cfg.messaging.mqtt, cfg.messaging.live
         missing = []
-        if mqtt.enabled and mqtt.password_file and not Path(mqtt.password_file).is_file():
-            missing.append(f"messaging.mqtt.password_file {mqtt.password_file}")
+        for key in ("password_file", "ca_file", "cert_file", "key_file"):
+            path = getattr(mqtt, key)
+            if mqtt.enabled and path and not Path(path).is_file():
+                missing.append(f"messaging.mqtt.{key} {path}")
         # `serve` reads it even with live.enabled false, so it is checked whenever set
         if live.token_file and not Path(live.token_file).is_file():
             missing.append(f"messaging.live.token_file {live.token_file}")

@@ -242,3 +242,29 @@ def test_config_check_names_a_missing_live_token_file(tmp_path: Path, capsys):
     )
     (tmp_path / "nope").write_text("token\n")
     assert main(["config", "check", str(p)]) == 0
+
+
+def test_tls_files_without_tls_or_a_key_without_its_certificate_are_refused(tmp_path: Path):
+    """Without tls: true the files were never read: the recorder spoke plain MQTT to a
+    TLS port, and the broker's silence looked like a network fault."""
+    mqtt = "messaging:\n  mqtt:\n    enabled: true\n"
+    p = _write(tmp_path, mqtt + "    ca_file: /etc/ca.pem\n    cert_file: /etc/c.pem\n")
+    (line,) = _problems(p)
+    assert line.startswith(f"{p}: messaging.mqtt: ca_file and cert_file set but tls is false")
+    p = _write(tmp_path, mqtt + "    tls: true\n    key_file: /etc/k.pem\n")
+    (line,) = _problems(p)
+    assert "key_file is set but cert_file is not" in line
+
+
+def test_config_check_names_missing_tls_files(tmp_path: Path, capsys):
+    from animalclap_edge.cli import main
+
+    p = _write(
+        tmp_path,
+        f"messaging:\n  mqtt:\n    enabled: true\n    tls: true\n    ca_file: {tmp_path}/ca.pem\n",
+    )
+    assert main(["config", "check", str(p)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"{p}: messaging.mqtt.ca_file {tmp_path}/ca.pem: no such file on this machine "
+        "(run would refuse it)"
+    )
