@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import ipaddress
 import json
+import socket
 import types
 import typing
 from collections.abc import Mapping
@@ -74,6 +75,35 @@ class DeviceConfig(_Section):
 
     profile: str = Field("generic-cpu", description="Device profile name, e.g. jetson-orin-nano.")
     description: str = Field("", description="Free text: hardware, site, owner.")
+    name: str | None = Field(
+        None,
+        min_length=1,
+        description="This recorder's name: written with every run, the <device> of its MQTT "
+        "topics, the device column of reports; null = the host name. Give each recorder "
+        "its own: recorders cloned from one image share a host name.",
+    )
+    site: str = Field(
+        "",
+        description="Where it records (a plot, transect or station code): written with "
+        "every run, the site column of reports, so that cards merge by site.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_fits_a_topic(cls, v: str | None) -> str | None:
+        # it is one level of an MQTT topic: a wildcard is refused by brokers, and a
+        # slash would add a level that consumers' subscriptions do not expect
+        if v is not None and any(c in v for c in "+#/"):
+            raise PydanticCustomError(
+                "device_name_topic",
+                "must not contain +, # or / (it is one level of the MQTT topics; got {value})",
+                {"value": repr(v)},
+            )
+        return v
+
+    def resolved_name(self) -> str:
+        """`name`, or the host name where it is not set."""
+        return self.name or socket.gethostname()
 
 
 class AudioConfig(_Section):

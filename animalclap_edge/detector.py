@@ -247,6 +247,8 @@ class Detector:
             self.config_hash,
             getattr(source, "name", type(source).__name__),
             __version__,
+            device=self.config.device.name,
+            site=self.config.device.site,
         )
         try:
             if self.retention is not None:

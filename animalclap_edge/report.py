@@ -322,7 +322,7 @@ def open_out(out: str | Path, suffixes: Sequence[str], binary: bool = False) -> 
 
 
 def write_report(
-    db: str | Path,
+    db: str | Path | Sequence[str | Path],
     what: str,
     out: TextIO,
     min_probability: float | None = None,
@@ -331,8 +331,10 @@ def write_report(
     say: Callable[[str], None] = lambda note: None,
     trusted_clock_only: bool = False,
 ) -> int:
-    """Write table `what` (one of WHAT) of `db` to `out` as CSV; returns the rows written.
-    `say` is given what a person should know about the selection (`taxon_filter`).
+    """Write table `what` (one of WHAT) of `db`, one database or several (the cards of
+    several recorders), to `out` as one CSV; returns the rows written. Every row starts
+    with the recorder's `device` and `site` (`recorder_columns`). `say` is given what a
+    person should know about the selection (`taxon_filter`).
 
     `min_probability` and `taxa` (taxon codes or scientific names, any case) keep
     the detections (and events, by their highest probability) that match. With
@@ -342,8 +344,6 @@ def write_report(
     check_utc_offset(utc_offset_h)
     if what not in WHAT:
         raise ReportError(f"unknown report {what!r}: choose one of {', '.join(WHAT)}")
-    # a row whose time came from a file's mtime or an unset clock
-    trusted = ["clock_trusted = 1"] if trusted_clock_only else []
     if what in _NOT_DETECTIONS and (min_probability is not None or taxa):
         raise ReportError(
             "--min-probability and --taxon select detections: use them with detections, "
@@ -354,53 +354,145 @@ def write_report(
             f"--trusted-clock selects detections and recordings by their clock; `{what}` "
             "rows are timed by the recorder's own clock as it ran: leave it out"
         )
+    dbs = [Path(db)] if isinstance(db, str | Path) else [Path(d) for d in db]
+    if not dbs:
+        raise ReportError("no database given: give --db (once per card)")
+    if len(set(dbs)) < len(dbs):
+        twice = next(d for d in dbs if dbs.count(d) > 1)
+        raise ReportError(f"--db {twice} is given twice: each card once")
+    table = {"events": "events", "runs": "runs", "health": "health"}.get(what, "detections")
+    with contextlib.ExitStack() as stack:
+        parts = []
+        for path in dbs:
+            conn = open_readonly(path, table)
+            stack.callback(conn.close)
+            told = say if len(dbs) == 1 else (lambda note, p=path: say(f"{p}: {note}"))
+            try:
+                header, rows = _table(
+                    conn, what, min_probability, taxa, utc_offset_h, told, trusted_clock_only
+                )
+                parts.append((path, *recorder_columns(conn, what, header, rows)))
+            except sqlite3.Error as e:
+                raise _read_error(path, table, e) from e
+        header = list(dict.fromkeys(c for _, h, _ in parts for c in h))  # in order, once
+        return _write_csv(out, header, _one_table(parts, header, table))
+
+
+def _read_error(db: Path, table: str, e: sqlite3.Error) -> ReportError:
+    if _is_damage(e):
+        return damaged(db, e)
+    return ReportError(f"{db}: cannot read the {table} ({e})")
+
+
+def _one_table(
+    parts: list[tuple[Path, list[str], Iterator[Sequence[object]]]], header: list[str], table: str
+) -> Iterator[Sequence[object]]:
+    """The rows of every database under one header: a column a database lacks (an older
+    release's schema, a bundle without some trait) is left empty in its rows."""
+    for path, own, rows in parts:
+        at = [own.index(c) if c in own else None for c in header]
+        try:
+            for row in rows:
+                yield row if own == header else ["" if i is None else row[i] for i in at]
+        except sqlite3.Error as e:
+            raise _read_error(path, table, e) from e
+
+
+def _table(
+    conn: sqlite3.Connection,
+    what: str,
+    min_probability: float | None,
+    taxa: Sequence[str],
+    utc_offset_h: float | None,
+    say: Callable[[str], None],
+    trusted_clock_only: bool,
+) -> tuple[list[str], Iterator[Sequence[object]]]:
+    """The header and rows of report `what` of one database."""
     if what in ("runs", "health"):
-        return _write_log(db, what, out, utc_offset_h)
+        return _log(conn, what, utc_offset_h)
+    # a row whose time came from a file's mtime or an unset clock
+    trusted = ["clock_trusted = 1"] if trusted_clock_only else []
     p_col = "max_probability" if what == "events" else "probability"
     clauses, args = detection_filters(p_col, min_probability)
-    table = "events" if what == "events" else "detections"
-    with reading(db, table) as conn:
-        more, more_args, notes = taxon_filter(conn, taxa)
-        for note in notes:
-            say(note)
-        clauses, args = clauses + more + trusted, args + more_args
-        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-        if what == "effort":
-            from animalclap_edge.effort import effort_table
+    more, more_args, notes = taxon_filter(conn, taxa)
+    for note in notes:
+        say(note)
+    clauses, args = clauses + more + trusted, args + more_args
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    if what == "effort":
+        from animalclap_edge.effort import effort_table
 
-            table_rows = effort_table(conn, where, args, utc_offset_h, trusted_clock_only)
-            return _write_csv(out, *table_rows)
-        if what == "summary" and utc_offset_h is None:
-            sql = _SUMMARY.format(
-                where=where, day="substr(start_time_utc, 1, 10)", day_column="day_utc"
-            )
-            cursor = conn.execute(sql, args)
-        elif what == "summary":
-            day = f"strftime('%Y-%m-%d', start_time_utc, '{utc_offset_h:+.4f} hours')"
-            cursor = conn.execute(
-                _SUMMARY.format(where=where, day=day, day_column="day_local"), args
-            )
-        else:
-            cursor = conn.execute(f"SELECT * FROM {what} {where} ORDER BY rowid", args)
-        header = [d[0] for d in cursor.description]
-        rows: Iterator[Sequence[object]] = cursor
-        if what == "detections" and "traits_json" in header:
-            header, rows = _traits_in_columns(conn, header, cursor)
-        return _write_csv(out, *_times_in_one_format(what, header, rows, utc_offset_h))
+        return effort_table(conn, where, args, utc_offset_h, trusted_clock_only)
+    if what == "summary" and utc_offset_h is None:
+        sql = _SUMMARY.format(
+            where=where, day="substr(start_time_utc, 1, 10)", day_column="day_utc"
+        )
+        cursor = conn.execute(sql, args)
+    elif what == "summary":
+        day = f"strftime('%Y-%m-%d', start_time_utc, '{utc_offset_h:+.4f} hours')"
+        cursor = conn.execute(_SUMMARY.format(where=where, day=day, day_column="day_local"), args)
+    else:
+        cursor = conn.execute(f"SELECT * FROM {what} {where} ORDER BY rowid", args)
+    header = [d[0] for d in cursor.description]
+    rows: Iterator[Sequence[object]] = cursor
+    if what == "detections" and "traits_json" in header:
+        header, rows = _traits_in_columns(conn, header, cursor)
+    return _times_in_one_format(what, header, rows, utc_offset_h)
 
 
-def _write_log(db: str | Path, what: str, out: TextIO, utc_offset_h: float | None) -> int:
+def _log(
+    conn: sqlite3.Connection, what: str, utc_offset_h: float | None
+) -> tuple[list[str], Iterator[Sequence[object]]]:
     """`runs` (each run, whether it finished, and what it logged) or `health` (source
-    lost and reopened, disk, temperature, snapshots: detail_json as logged) as CSV."""
-    with reading(db, what) as conn:
-        if what == "runs":  # a card's database may predate runs.end_reason
-            columns = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-            sql = _RUNS.format(end_reason="u.end_reason" if "end_reason" in columns else "NULL")
-        else:
-            sql = "SELECT * FROM health ORDER BY health_id"
-        cursor = conn.execute(sql)
-        header = [d[0] for d in cursor.description]
-        return _write_csv(out, *_times_in_one_format(what, header, cursor, utc_offset_h))
+    lost and reopened, disk, temperature, snapshots: detail_json as logged)."""
+    if what == "runs":  # a card's database may predate runs.end_reason
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+        sql = _RUNS.format(end_reason="u.end_reason" if "end_reason" in columns else "NULL")
+    else:
+        sql = "SELECT * FROM health ORDER BY health_id"
+    cursor = conn.execute(sql)
+    header = [d[0] for d in cursor.description]
+    return _times_in_one_format(what, header, cursor, utc_offset_h)
+
+
+# Reports whose rows each belong to one run; the others (summary, effort, health) are
+# of the database as a whole.
+_PER_RUN = ("detections", "events", "recordings", "runs")
+
+
+def recorder_columns(
+    conn: sqlite3.Connection, what: str, header: list[str], rows: Iterator[Sequence[object]]
+) -> tuple[list[str], Iterator[Sequence[object]]]:
+    """`device` and `site` first in every row, so that the reports of many cards are one
+    table: a row's run's (`runs.device`, `runs.site`: the config's device.name or the
+    host name, and device.site), or for summary, effort and health those of every run of
+    the database, joined by "|" where they differ. Runs logged before 2026-11-28 (schema
+    8) recorded only the host name, which stands for the device, and no site."""
+    have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+    device = "coalesce(nullif(device, ''), host)" if "device" in have else "host"
+    site = "site" if "site" in have else "''"
+    runs = {
+        r[0]: (r[1], r[2])
+        for r in conn.execute(f"SELECT run_id, {device}, {site} FROM runs ORDER BY rowid")
+    }
+    keep = [i for i, c in enumerate(header) if c not in ("device", "site")]
+    columns = ["device", "site", *(header[i] for i in keep)]
+    if what in _PER_RUN:
+        run_at = header.index("run_id")
+
+        def label(row: Sequence[object]) -> tuple[str, str]:
+            return runs.get(row[run_at], ("", ""))  # type: ignore[arg-type]
+    else:
+        whole = tuple("|".join(dict.fromkeys(r[k] for r in runs.values())) for k in (0, 1))
+
+        def label(row: Sequence[object]) -> tuple[str, str]:
+            return whole  # type: ignore[return-value]
+
+    def labelled() -> Iterator[Sequence[object]]:
+        for row in rows:
+            yield [*label(row), *(row[i] for i in keep)]
+
+    return columns, labelled()
 
 
 def _write_csv(out: TextIO, header: list[str], rows: Iterator[Sequence[object]]) -> int:

@@ -77,7 +77,9 @@ class Runtime:
             if mq.enabled:
                 from animalclap_edge.publish import MqttPublisher, UplinkBusy
 
-                uplink = MqttPublisher(self.db, mq, say=self.say)
+                uplink = MqttPublisher(
+                    self.db, mq, device_id=self.cfg.device.resolved_name(), say=self.say
+                )
                 try:
                     self.uplink = uplink.start()
                     self.say(f"uplink: mqtt {mq.host}:{mq.port} topic {uplink.topic}")

@@ -29,8 +29,8 @@ from animalclap_edge.records import (
     now_utc_ms,
 )
 
-SCHEMA_VERSION = 7  # 2: events; 3: health; 4: recordings.audio_note; 5: content_digest;
-# 6: outbox.set_aside_utc, outbox.last_error; 7: runs.end_reason
+SCHEMA_VERSION = 8  # 2: events; 3: health; 4: recordings.audio_note; 5: content_digest;
+# 6: outbox.set_aside_utc, outbox.last_error; 7: runs.end_reason; 8: runs.device, runs.site
 BUSY_TIMEOUT_MS = 5000  # a reader (sync job, sqlite3 shell) may hold the lock briefly
 
 
@@ -177,6 +177,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # service stopped, a recorder shut down), or an error. NULL for runs before it, and
     # for a run still going or killed (no finished_utc either).
     6: ("ALTER TABLE runs ADD COLUMN end_reason TEXT",),
+    # Which recorder ran it and where (config device.name, or the host name; device.site):
+    # cards from many recorders merge by them. '' for runs before it (reports fall back
+    # to runs.host for the device).
+    7: (
+        "ALTER TABLE runs ADD COLUMN device TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE runs ADD COLUMN site TEXT NOT NULL DEFAULT ''",
+    ),
 }
 
 _DET_COLS = tuple(f.name for f in fields(Detection))
@@ -263,20 +270,32 @@ class DetectionStore:
     # -- writes ---------------------------------------------------------------
 
     def start_run(
-        self, run_id: str, bundle_id: str, config_hash: str, source: str, software_version: str
+        self,
+        run_id: str,
+        bundle_id: str,
+        config_hash: str,
+        source: str,
+        software_version: str,
+        device: str | None = None,
+        site: str = "",
     ) -> None:
+        """`device`: the recorder's name (config device.name; None: the host name)."""
+        host = socket.gethostname()
         with self._transaction() as tx:
             tx.execute(
                 "INSERT INTO runs (run_id, started_utc, finished_utc, bundle_id, config_hash, "
-                "source, host, software_version) VALUES (?, ?, NULL, ?, ?, ?, ?, ?)",
+                "source, host, software_version, device, site) "
+                "VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     now_utc_ms(),
                     bundle_id,
                     config_hash,
                     source,
-                    socket.gethostname(),
+                    host,
                     software_version,
+                    device or host,
+                    site,
                 ),
             )
 

@@ -269,7 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[*REPORTS, "activity"],
         help="the CSV to write, or activity: a plot",
     )
-    rp.add_argument("--db", help="SQLite database (default: storage.database of --config)")
+    rp.add_argument(
+        "--db",
+        action="append",
+        help="SQLite database (default: storage.database of --config); repeat it for the "
+        "cards of several recorders: one CSV, each row with its recorder's device and site",
+    )
     rp.add_argument(
         "--config",
         help="YAML config whose storage.database to read (a relative one from the current "

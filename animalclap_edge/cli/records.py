@@ -10,9 +10,13 @@ from pathlib import Path
 def cmd_report(args: argparse.Namespace) -> int:
     from animalclap_edge.report import ReportError, open_out, out_target, write_report
 
-    db = Path(args.db) if args.db else _config_db(args.config)
+    dbs = [Path(d) for d in args.db] if args.db else [_config_db(args.config)]
     if args.what == "activity":
-        return _report_activity(db, args)
+        if len(dbs) > 1:
+            raise ReportError(
+                "activity draws one card's database: give one --db (the CSV reports take several)"
+            )
+        return _report_activity(dbs[0], args)
     if args.out:  # a wrong --out is said before the database is read
         out_target(args.out, (".csv",))
     if args.top is not None:  # a CSV has every label: refused, not ignored
@@ -28,12 +32,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         "say": _note,
     }
     if not args.out:
-        n = write_report(db, args.what, sys.stdout, **filters)
+        n = write_report(dbs, args.what, sys.stdout, **filters)
     else:
         with open_out(args.out, (".csv",)) as f:
-            n = write_report(db, args.what, f, **filters)
+            n = write_report(dbs, args.what, f, **filters)
+    source = str(dbs[0]) if len(dbs) == 1 else f"{len(dbs)} databases"
     print(
-        f"{n} {args.what} rows from {db}" + (f" -> {args.out}" if args.out else ""), file=sys.stderr
+        f"{n} {args.what} rows from {source}" + (f" -> {args.out}" if args.out else ""),
+        file=sys.stderr,
     )
     return 0
 

@@ -36,7 +36,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
             n = store.retry_set_aside()
         print(f"uplink: {n} set-aside message(s) queued again", file=sys.stderr)
     say = functools.partial(print, file=sys.stderr, flush=True)
-    pub = MqttPublisher(db, cfg.messaging.mqtt, role="uploader", say=say)
+    pub = MqttPublisher(
+        db, cfg.messaging.mqtt, device_id=cfg.device.resolved_name(), role="uploader", say=say
+    )
     deadline = time.monotonic() + args.give_up_after
     waiting = False
     while True:  # one sender per database: wait for the one that has it

@@ -268,3 +268,9 @@ def test_config_check_names_missing_tls_files(tmp_path: Path, capsys):
         f"{p}: messaging.mqtt.ca_file {tmp_path}/ca.pem: no such file on this machine "
         "(run would refuse it)"
     )
+
+
+def test_a_device_name_that_would_break_its_topics_is_refused(tmp_path: Path):
+    p = _write(tmp_path, "device:\n  name: site-4/rec+1\n")
+    (line,) = _problems(p)
+    assert line.startswith(f"{p}: device.name: must not contain +, # or /")

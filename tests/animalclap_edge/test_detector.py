@@ -226,3 +226,23 @@ def test_a_card_read_after_digests_adopts_an_old_row_and_an_unreadable_file_keep
         str(wav): ("ok", str(wav)),
         f"{wav}#unread": ("skipped", str(wav)),
     }
+
+
+@pytest.mark.parametrize("name", ["rec-07", None])
+def test_a_run_logs_the_recorders_name_and_site(tiny_bundle, tmp_path, name):
+    """Recorders cloned from one image share a host name, the only name a run had."""
+    import socket
+
+    from animalclap_edge.config import EdgeConfig
+
+    cfg = EdgeConfig.model_validate({"device": {"name": name, "site": "ridge-3"}})
+    db = tmp_path / "d.db"
+    det = Detector.load(tiny_bundle, cfg, warn_notice=False)
+    try:
+        with DetectionStore(db) as store:
+            det.run(_Ends(None), store)
+    finally:
+        det.close()
+    assert _query(db, "SELECT device, site FROM runs") == [
+        (name or socket.gethostname(), "ridge-3")
+    ]

@@ -28,7 +28,7 @@ def test_a_version_5_database_gains_the_mark_and_keeps_its_messages(tmp_path: Pa
               (d.detection_id,))  # fmt: skip
     c.commit()
     c.close()
-    assert SCHEMA_VERSION == 7
+    assert SCHEMA_VERSION == 8
     with DetectionStore(db) as s:
         assert [i for i, _ in s.pending_outbox()] == [d.detection_id]
         assert s.backlog() == 1 and s.set_aside_count() == 0

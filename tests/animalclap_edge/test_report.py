@@ -329,7 +329,7 @@ def test_out_writes_into_a_named_pipe_and_through_a_symlink(card, tmp_path):
     try:
         os.set_blocking(master, False)
         assert main(["report", "summary", "--db", str(card), "--out", os.ttyname(tty)]) == 0
-        assert os.read(master, 1 << 16).startswith(b"day_utc")
+        assert os.read(master, 1 << 16).startswith(b"device,site,day_utc")
     finally:
         os.close(master)
         os.close(tty)
@@ -492,9 +492,9 @@ def test_detection_columns_are_the_same_for_every_card_and_filter(card, tmp_path
 def test_a_utc_offset_adds_local_times_and_counts_local_days(card, capsys):
     """--utc-offset was taken and ignored by every CSV report; the summary's `day`
     did not say it was the UTC day."""
-    assert next(iter(_report(card, "summary")[0])) == "day_utc"
+    assert list(_report(card, "summary")[0])[:3] == ["device", "site", "day_utc"]
     rows = _report(card, "summary", utc_offset_h=-4.5)
-    assert next(iter(rows[0])) == "day_local"
+    assert list(rows[0])[:3] == ["device", "site", "day_local"]
     got = {(r["day_local"], r["taxon"]): r["detections"] for r in rows}
     # 04:00 and 04:01 UTC on May 1 are 23:30 and 23:31 on April 30 at UTC-4.5
     assert got == {
@@ -628,3 +628,56 @@ def test_effort_puts_the_hours_recorded_beside_each_days_detections(card):
     assert [r["detections_per_hour"] for r in rows] == ["4.0", "1.0", ""]
     robins = _report(card, "effort", taxa=["Erithacus rubecula"])
     assert [r["detections"] for r in robins] == ["0", "1"]  # the audio stays, for the rate
+
+
+def _recorder(db: Path, name: str | None, site: str, taxa: tuple[str, ...]) -> Path:
+    with DetectionStore(db) as s:
+        s.start_run(RUN, "bundle-0001", "0123456789abcdef", "test", "0.1.0", name, site)
+        s.add_detections(
+            [
+                detection(72000 * i, taxon=t, start_time_utc="2024-05-01T04:00:00+00:00")
+                for i, t in enumerate(taxa)
+            ]
+        )
+    return db
+
+
+def test_the_cards_of_several_recorders_make_one_table_by_device_and_site(tmp_path, capsys):
+    """Merging cards took a join of every table to runs.host, by hand, card by card; and
+    recorders cloned from one image share a host name."""
+    import socket
+
+    a = _recorder(tmp_path / "a" / "detections.db", "rec-a", "plot-3", ("eurbla", "eurrob1"))
+    b = _recorder(tmp_path / "b" / "detections.db", None, "plot-7", ("eurbla",))
+    # a card of an older release (schema 7): its runs have neither column
+    old = _recorder(tmp_path / "old" / "detections.db", "ignored", "", ("eurrob1",))
+    with sqlite3.connect(old) as c:
+        c.execute("ALTER TABLE runs DROP COLUMN device")
+        c.execute("ALTER TABLE runs DROP COLUMN site")
+        c.execute("PRAGMA user_version = 7")
+    host = socket.gethostname()
+    dets = _report([a, b, old], "detections")
+    assert [(r["device"], r["site"], r["taxon"]) for r in dets] == [
+        ("rec-a", "plot-3", "eurbla"),
+        ("rec-a", "plot-3", "eurrob1"),
+        (host, "plot-7", "eurbla"),
+        (host, "", "eurrob1"),
+    ]
+    assert list(dets[0])[:3] == ["device", "site", "detection_id"]
+    summary = _report([a, b], "summary")
+    assert {(r["device"], r["taxon"], r["detections"]) for r in summary} == {
+        ("rec-a", "eurbla", "1"),
+        ("rec-a", "eurrob1", "1"),
+        (host, "eurbla", "1"),
+    }
+    runs = _report([old, a], "runs")
+    assert [(r["device"], r["site"]) for r in runs] == [(host, ""), ("rec-a", "plot-3")]
+    assert list(runs[0]).count("device") == 1  # the runs table's own column is the one
+    # the command line: --db once per card
+    out = tmp_path / "all.csv"
+    assert main(["report", "events", "--db", str(a), "--db", str(b), "--out", str(out)]) == 0
+    assert "from 2 databases" in capsys.readouterr().err
+    with pytest.raises(ReportError, match=f"--db {a} is given twice"):
+        write_report([a, a], "detections", io.StringIO())
+    assert main(["report", "activity", "--db", str(a), "--db", str(b), "--out", "x.png"]) != 0
+    assert "activity draws one card's database: give one --db" in capsys.readouterr().err

@@ -50,7 +50,7 @@ def test_schema_created(db: Path):
             *("runs", "recordings", "detections", "outbox", "events", "health"),
             "sqlite_sequence",  # health ids are AUTOINCREMENT: never reused after deletes
         }
-        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
         cols = [r[1] for r in c.execute("PRAGMA table_info(detections)")]
         assert cols == [
             "detection_id",
