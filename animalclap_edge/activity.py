@@ -19,6 +19,7 @@ from animalclap_edge.report import (
     ReportError,
     check_utc_offset,
     detection_filters,
+    missing_wal_note,
     open_out,
     out_error,
     out_target,
@@ -87,7 +88,7 @@ def activity(
     shift = f"{utc_offset_h:+.4f} hours"
     with reading(db) as conn:
         more, more_args, notes = taxon_filter(conn, taxa)
-        for note in notes:
+        for note in filter(None, [missing_wal_note(Path(db), conn), *notes]):
             say(note)
         clauses, args = clauses + more, args + more_args
         selected = " AND ".join(clauses) or "1"  # the user's selection, before the clock's

@@ -143,6 +143,30 @@ def _read_mode(path: Path) -> str:
     return "mode=ro"
 
 
+def missing_wal_note(db: Path, conn: sqlite3.Connection) -> str:
+    """What may be missing from a database whose newest run did not finish and whose
+    -wal is not beside it ("" when nothing is): a card copied without its -wal. A
+    recorder's newest rows wait in the -wal until a checkpoint moves them into the
+    database file; a recorder that stops checkpoints and removes it, one cut off (power
+    lost) or still running leaves it. SQLite cannot tell that a -wal is missing: it
+    reads the file without those rows. (An older run cut off is no sign: the next run
+    took its -wal in.)"""
+    if db.with_name(db.name + "-wal").exists():
+        return ""
+    with open(db, "rb") as f:
+        header = f.read(20)
+    if len(header) < 20 or header[18] != 2:  # file format 2: WAL mode
+        return ""
+    newest = conn.execute("SELECT finished_utc FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
+    if newest is None or newest[0] is not None:
+        return ""
+    return (
+        f"{db}: its newest run did not finish (power lost, or still running) and no "
+        f"{db.name}-wal is beside it: if it was copied off the card, copy {db.name}-wal "
+        "with it, or the rows logged last are missing"
+    )
+
+
 def open_readonly(db: str | Path, table: str = "detections") -> sqlite3.Connection:
     """A read-only connection to a detection database that has `table`, or a one-line
     `ReportError`."""
@@ -368,6 +392,8 @@ def write_report(
             stack.callback(conn.close)
             told = say if len(dbs) == 1 else (lambda note, p=path: say(f"{p}: {note}"))
             try:
+                if wal_note := missing_wal_note(path, conn):
+                    say(wal_note)
                 header, rows = _table(
                     conn, what, min_probability, taxa, utc_offset_h, told, trusted_clock_only
                 )

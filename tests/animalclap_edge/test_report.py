@@ -68,6 +68,14 @@ def card(tmp_path: Path) -> Path:
     return db
 
 
+@pytest.fixture
+def stopped_card(card: Path) -> Path:
+    """The card of a recorder that stopped: no -wal is missing from it."""
+    with DetectionStore(card) as s:
+        s.finish_run(RUN)
+    return card
+
+
 def test_detections_come_out_as_logged_with_each_trait_in_its_columns(card):
     rows = _report(card, "detections")
     with sqlite3.connect(card) as c:
@@ -132,8 +140,8 @@ def test_filters_keep_the_detections_asked_for(card):
         write_report(card, "detections", io.StringIO(), min_probability=70)
 
 
-def test_a_taxon_that_matches_nothing_is_said_with_the_close_names(card, capsys):
-    assert main(["report", "events", "--db", str(card), "--taxon", "Turdus merla"]) == 0
+def test_a_taxon_that_matches_nothing_is_said_with_the_close_names(stopped_card, capsys):
+    assert main(["report", "events", "--db", str(stopped_card), "--taxon", "Turdus merla"]) == 0
     err = capsys.readouterr().err
     assert "0 events rows" in err
     assert (
@@ -141,17 +149,17 @@ def test_a_taxon_that_matches_nothing_is_said_with_the_close_names(card, capsys)
         "Turdus merula (`report summary` lists its taxa)"
     ) in err
     # spaces from a copied cell are dropped; one name of two matching keeps its rows
-    argv = ["report", "detections", "--db", str(card), "--taxon", " eurrob1 "]
+    argv = ["report", "detections", "--db", str(stopped_card), "--taxon", " eurrob1 "]
     assert main([*argv, "--taxon", "Nothing here"]) == 0
     out, err = capsys.readouterr()
     assert len(_csv(out)) == 1 and "1 detections rows" in err
     assert err.count("note:") == 1 and "'Nothing here' matches nothing" in err
     with pytest.raises(ReportError, match="--taxon is empty"):
-        write_report(card, "detections", io.StringIO(), taxa=["  "])
+        write_report(stopped_card, "detections", io.StringIO(), taxa=["  "])
 
 
-def test_a_genus_keeps_its_species_and_a_family_says_what_it_keeps(card):
-    with DetectionStore(card) as s:
+def test_a_genus_keeps_its_species_and_a_family_says_what_it_keeps(stopped_card):
+    with DetectionStore(stopped_card) as s:
         s.add_detections(
             [
                 detection(1, level="genus", taxon="Turdus", scientific_name="Turdus",
@@ -163,7 +171,7 @@ def test_a_genus_keeps_its_species_and_a_family_says_what_it_keeps(card):
             ]
         )  # fmt: skip
     notes: list[str] = []
-    rows = _report(card, "detections", taxa=["turdus"], say=notes.append)
+    rows = _report(stopped_card, "detections", taxa=["turdus"], say=notes.append)
     assert sorted({r["scientific_name"] for r in rows}) == [
         "Turdus",
         "Turdus merula",
@@ -174,7 +182,7 @@ def test_a_genus_keeps_its_species_and_a_family_says_what_it_keeps(card):
         "rows: Turdus merula, Turdus philomelos"
     ]
     notes.clear()
-    rows = _report(card, "summary", taxa=["Turdidae"], say=notes.append)
+    rows = _report(stopped_card, "summary", taxa=["Turdidae"], say=notes.append)
     assert [r["taxon"] for r in rows] == ["Turdidae"]
     assert len(notes) == 1 and "a family; the database does not record which family" in notes[0]
 
@@ -681,3 +689,29 @@ def test_the_cards_of_several_recorders_make_one_table_by_device_and_site(tmp_pa
         write_report([a, a], "detections", io.StringIO())
     assert main(["report", "activity", "--db", str(a), "--db", str(b), "--out", "x.png"]) != 0
     assert "activity draws one card's database: give one --db" in capsys.readouterr().err
+
+
+def test_a_card_copied_without_its_wal_is_said_to_miss_rows(tmp_path, capsys):
+    """A recorder cut off mid-run keeps its newest rows in detections.db-wal; a copy of
+    detections.db alone read as a whole card, without a word."""
+    card = tmp_path / "card" / "detections.db"
+    copy = tmp_path / "laptop" / "detections.db"
+    copy.parent.mkdir()
+    with DetectionStore(card) as s:  # running for days: SQLite checkpoints as it goes
+        s.start_run(RUN, "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        s.add_detections([detection(0)])
+        with sqlite3.connect(card) as c:
+            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        s.add_detections([detection(72000)])  # the newest rows: in the -wal alone
+        shutil.copy(card, copy)
+        assert main(["report", "detections", "--db", str(card)]) == 0
+        err = capsys.readouterr().err  # the -wal is there: read through
+        assert "note:" not in err and "2 detections rows" in err
+    assert main(["report", "detections", "--db", str(copy)]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {copy}: its newest run did not finish" in err
+    assert "copy detections.db-wal with it" in err and "1 detections rows" in err
+    with DetectionStore(card) as s:  # the second run finished: nothing waits in a -wal
+        s.finish_run(RUN)
+    assert main(["report", "detections", "--db", str(card)]) == 0
+    assert "note:" not in capsys.readouterr().err
