@@ -48,7 +48,6 @@ import string
 import sys
 import threading
 import time
-from dataclasses import fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from socketserver import TCPServer
@@ -57,10 +56,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from animalclap_edge.config import is_loopback_host
-from animalclap_edge.records import Detection
 
 # The serialiser of the outbox (and so of MQTT): the SSE data is the same bytes.
-from animalclap_edge.store import BUSY_TIMEOUT_MS, detection_payload
+from animalclap_edge.store import BUSY_TIMEOUT_MS, PAYLOAD_JOIN, payload_columns, payload_of
 
 if TYPE_CHECKING:
     from animalclap_edge.config import LiveConfig
@@ -72,8 +70,11 @@ MIN_TOKEN_CHARS = 16
 TOKEN_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 _URL_SAFE = frozenset(string.ascii_letters + string.digits + "-_.~")
-_DET_COLS = ", ".join(f.name for f in fields(Detection))
-_NEW_ROWS = f"SELECT rowid, {_DET_COLS} FROM detections WHERE rowid > ? ORDER BY rowid LIMIT ?"
+# detections after a rowid, with their run's device and site (`payload_of`)
+_NEW_ROWS = (
+    "SELECT d.rowid, {columns} FROM detections d " + PAYLOAD_JOIN + " WHERE d.rowid > ? "
+    "ORDER BY d.rowid LIMIT ?"
+)
 _NEWEST = "SELECT coalesce(max(rowid), 0) FROM detections"
 
 
@@ -540,17 +541,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, conn: sqlite3.Connection, after: int) -> None:
         live = self.server.live
         last_write = time.monotonic()
+        new_rows = _NEW_ROWS.format(columns=payload_columns(conn))
         while True:
             # Read before the poll: the poll after a stop sends what was committed before
             # it (a run's last batch lands a few ms before the run stops this server).
             stopping = live._stopping.is_set()
             # fetchall: no statement stays open between polls, so this reader never
             # pins an old WAL snapshot and keeps checkpoints from shrinking the WAL.
-            rows = conn.execute(_NEW_ROWS, (after, BATCH)).fetchall()
+            rows = conn.execute(new_rows, (after, BATCH)).fetchall()
             if rows:
-                self.wfile.write(
-                    b"".join(_message(r[0], detection_payload(Detection(*r[1:]))) for r in rows)
-                )
+                self.wfile.write(b"".join(_message(r[0], payload_of(r[1:])) for r in rows))
                 after, last_write = rows[-1][0], time.monotonic()
                 if len(rows) == BATCH:
                     continue  # catching up: no pause

@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, fields
 from pathlib import Path
@@ -557,38 +557,34 @@ class DetectionStore:
 
     def pending_outbox(self, limit: int = 100) -> list[tuple[str, str]]:
         """Up to `limit` undelivered (detection_id, payload_json), oldest first."""
-        cols = ", ".join(f"d.{c}" for c in _DET_COLS)
         rows = self._db().execute(
-            f"SELECT o.payload_json, {cols} FROM outbox o JOIN detections d "
-            "ON d.detection_id = o.detection_id WHERE o.delivered_utc IS NULL "
-            "AND o.set_aside_utc IS NULL ORDER BY o.rowid LIMIT ?",
+            f"SELECT o.detection_id, o.payload_json, {payload_columns(self._db())} FROM outbox o "
+            "JOIN "
+            f"detections d ON d.detection_id = o.detection_id {PAYLOAD_JOIN} WHERE "
+            "o.delivered_utc IS NULL AND o.set_aside_utc IS NULL ORDER BY o.rowid LIMIT ?",
             (limit,),
         )
-        out = []
-        for stored, *det in rows.fetchall():
-            d = Detection(*det)
-            out.append((d.detection_id, stored or detection_payload(d)))
-        return out
+        return [(i, stored or payload_of(row)) for i, stored, *row in rows.fetchall()]
 
     def pending_payloads(self, ids: Iterable[str]) -> list[tuple[str, str]]:
         """(detection_id, payload_json) of those of `ids` still to send (neither delivered
         nor set aside), in the order given."""
-        cols = ", ".join(f"d.{c}" for c in _DET_COLS)
         out = []
+        columns = payload_columns(self._db())
         for i in ids:
             row = (
                 self._db()
                 .execute(
-                    f"SELECT o.payload_json, {cols} FROM outbox o JOIN detections d "
-                    "ON d.detection_id = o.detection_id WHERE o.detection_id = ? "
-                    "AND o.delivered_utc IS NULL AND o.set_aside_utc IS NULL",
+                    f"SELECT o.payload_json, {columns} FROM outbox o JOIN detections "
+                    f"d ON d.detection_id = o.detection_id {PAYLOAD_JOIN} WHERE "
+                    "o.detection_id = ? AND o.delivered_utc IS NULL AND o.set_aside_utc IS NULL",
                     (i,),
                 )
                 .fetchone()
             )
             if row is not None:
-                stored, *det = row
-                out.append((i, stored or detection_payload(Detection(*det))))
+                stored, *rest = row
+                out.append((i, stored or payload_of(rest)))
         return out
 
     def backlog(self) -> int:
@@ -777,6 +773,30 @@ class DetectionStore:
             raise
 
 
-def detection_payload(d: Detection) -> str:
-    """The JSON every uplink carries for a detection (outbox, MQTT, Server-Sent Events)."""
-    return json.dumps(d.to_json_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def detection_payload(d: Detection, device: str = "", site: str = "") -> str:
+    """The JSON every uplink carries for a detection (outbox, MQTT, Server-Sent Events):
+    the detection's fields, and the `device` and `site` of the run that logged it, so
+    that a message stored without its topic still says which recorder heard it."""
+    fields_ = {**d.to_json_dict(), "device": device, "site": site}
+    return json.dumps(fields_, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def payload_columns(conn: sqlite3.Connection) -> str:
+    """The columns `payload_of` reads, of detections `d` LEFT JOINed to runs `u` (as
+    PAYLOAD_JOIN): the detection's, then its run's device and site. A database not yet
+    upgraded to schema 8 (a reader beside an older recorder) has the host name alone."""
+    have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+    device = "nullif(u.device, ''), " if "device" in have else ""
+    site = "u.site" if "site" in have else "NULL"
+    return ", ".join(
+        [*(f"d.{c}" for c in _DET_COLS), f"coalesce({device}u.host, '')", f"coalesce({site}, '')"]
+    )
+
+
+PAYLOAD_JOIN = "LEFT JOIN runs u ON u.run_id = d.run_id"
+
+
+def payload_of(row: Sequence[object]) -> str:
+    """`detection_payload` of a row of PAYLOAD_COLUMNS."""
+    *det, device, site = row
+    return detection_payload(Detection(*det), str(device), str(site))

@@ -37,8 +37,8 @@ TOKEN = "s3cret-token-for-tests-0123456789"
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     p = tmp_path / "detections.db"
-    with DetectionStore(p) as s:
-        s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0")
+    with DetectionStore(p) as s:  # named: the stream's device must be the run's, not the host
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0", "rec-live", "plot-1")
     return p
 
 

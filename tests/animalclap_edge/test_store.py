@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -161,6 +162,7 @@ def test_outbox_payload_and_delivery(store: DetectionStore):
         "config_hash",
         "created_utc",
         "detection_id",
+        "device",
         "level",
         "probability",
         "rank",
@@ -168,6 +170,7 @@ def test_outbox_payload_and_delivery(store: DetectionStore):
         "run_id",
         "scientific_name",
         "score",
+        "site",
         "start_time_utc",
         "taxon",
         "traits",
@@ -386,7 +389,7 @@ def test_messages_are_built_from_the_detection_not_stored_twice(db: Path):
         old = '{"stored": "by an older release"}'
         s._db().execute("UPDATE outbox SET payload_json = ? WHERE rowid = 2", (old,))
         assert s.pending_outbox() == [
-            (_det(0).detection_id, detection_payload(_det(0))),
+            (_det(0).detection_id, detection_payload(_det(0), socket.gethostname(), "")),
             (_det(1).detection_id, old),
         ]
         assert s.backlog() == 2
@@ -394,3 +397,14 @@ def test_messages_are_built_from_the_detection_not_stored_twice(db: Path):
         assert s.backlog() == 1
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT payload_json FROM outbox WHERE rowid = 1").fetchone() == ("",)
+
+
+def test_a_message_names_the_recorder_and_site_of_its_run(db: Path):
+    """A message stored without its topic (most MQTT-to-database bridges keep the payload
+    alone) did not say which recorder heard it."""
+    with DetectionStore(db) as s:
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0", "rec-09", "ridge-3")
+        s.add_detections([_det(0)])
+        ((_, payload),) = s.pending_outbox()
+        assert s.pending_payloads([_det(0).detection_id]) == [(_det(0).detection_id, payload)]
+    assert (json.loads(payload)["device"], json.loads(payload)["site"]) == ("rec-09", "ridge-3")
