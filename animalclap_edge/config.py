@@ -620,15 +620,23 @@ def config_from_dict(d: Any, source: str = "<dict>") -> EdgeConfig:
         raise ConfigError(_problems(e, source)) from None
 
 
+# The sections that decide what is detected in the audio; the others (device, storage,
+# output, messaging, health, schedule: live sources only) decide where it goes and how
+# the recorder runs.
+ANALYSIS_SECTIONS: tuple[str, ...] = ("audio", "backend", "scoring")
+
+
 def config_hash(cfg: EdgeConfig) -> str:
-    """First 16 hex chars of the sha256 of the fully-defaulted config as canonical JSON.
+    """First 16 hex chars of the sha256 of the fully-defaulted ANALYSIS_SECTIONS as
+    canonical JSON: what tells `run` that a recording was analysed with these settings.
 
     Spelling does not matter (`hop_s: 3` and `hop_s: 3.0`, key order, omitted defaults
-    all hash the same); any effective value change does.
+    all hash the same); any effective value change in those sections does. Before
+    2026-11-28 the whole config was hashed, so a new MQTT password, a recorder's name or
+    a release that added any setting made `run` analyse a card's recordings again.
     """
-    canonical = json.dumps(
-        cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    analysis = cfg.model_dump(mode="json", include=set(ANALYSIS_SECTIONS))
+    canonical = json.dumps(analysis, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 

@@ -196,6 +196,16 @@ def test_config_hash_stable_and_sensitive(tmp_path: Path):
     # ... any effective value does.
     assert config_hash(config_from_dict({"scoring": {"threshold": 0.6}})) != base
     assert config_hash(config_from_dict({"audio": {"hop_s": 1.0}})) != base
+    assert config_hash(config_from_dict({"backend": {"precision": "fp16"}})) != base
+    # where detections go and how the recorder runs do not: `run` would analyse a card
+    # again for a new MQTT password or a recorder's name
+    elsewhere = {
+        "device": {"name": "rec-07", "site": "ridge"},
+        "storage": {"database": "other.db"},
+        "output": {"jsonl": True},
+        "messaging": {"mqtt": {"enabled": True, "host": "broker.lan"}},
+    }
+    assert config_hash(config_from_dict(elsewhere)) == base
 
 
 def test_dump_round_trips(tmp_path: Path):
