@@ -334,6 +334,12 @@ class MqttConfig(_Section):
     client_id: str | None = Field(
         None, description="MQTT client id; null = animalclap-<host>-<pid>."
     )
+    heartbeat_s: float = Field(
+        60.0,
+        ge=5.0,
+        description="Seconds between heartbeats on <prefix>/<device>/health (backlog, health "
+        "events); longer on a metered link (satellite, cellular by the byte).",
+    )
 
     @model_validator(mode="after")
     def _password_needs_username(self) -> MqttConfig:

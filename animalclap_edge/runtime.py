@@ -78,7 +78,11 @@ class Runtime:
                 from animalclap_edge.publish import MqttPublisher, UplinkBusy
 
                 uplink = MqttPublisher(
-                    self.db, mq, device_id=self.cfg.device.resolved_name(), say=self.say
+                    self.db,
+                    mq,
+                    device_id=self.cfg.device.resolved_name(),
+                    heartbeat_s=mq.heartbeat_s,
+                    say=self.say,
                 )
                 try:
                     self.uplink = uplink.start()

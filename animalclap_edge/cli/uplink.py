@@ -36,8 +36,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
             n = store.retry_set_aside()
         print(f"uplink: {n} set-aside message(s) queued again", file=sys.stderr)
     say = functools.partial(print, file=sys.stderr, flush=True)
+    mq = cfg.messaging.mqtt
     pub = MqttPublisher(
-        db, cfg.messaging.mqtt, device_id=cfg.device.resolved_name(), role="uploader", say=say
+        db,
+        mq,
+        device_id=cfg.device.resolved_name(),
+        role="uploader",
+        heartbeat_s=mq.heartbeat_s,
+        say=say,
     )
     deadline = time.monotonic() + args.give_up_after
     waiting = False

@@ -671,3 +671,42 @@ def test_heartbeat_events_move_on_only_when_the_broker_acknowledged_them(tmp_pat
     events = [e["kind"] for b in beats for e in b["events"]]
     assert events == ["source_lost"]
     assert beats[-1]["protocol"] == "5" and "last_connect_error" in beats[-1]
+
+
+def test_run_publishes_under_the_configured_recorder_name_at_its_heartbeat(tmp_path):
+    """Recorders cloned from one image share a host name, the only name their topics
+    had; the heartbeat's 60 s was fixed, whatever a metered link cost."""
+    import paho.mqtt.client as mqtt
+
+    from animalclap_edge.config import EdgeConfig
+    from animalclap_edge.runtime import Runtime
+
+    broker = Broker(tmp_path)
+    broker.start()
+    beats: list[str] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="name-consumer")
+    subscribed = threading.Event()
+    sub.on_connect = lambda c, u, f, rc, p: c.subscribe("animalclap/+/health", qos=0)
+    sub.on_subscribe = lambda c, u, mid, codes, p: subscribed.set()
+    sub.on_message = lambda c, u, msg: beats.append(msg.topic)
+    sub.connect("127.0.0.1", broker.port)
+    sub.loop_start()
+    cfg = EdgeConfig.model_validate(
+        {
+            "device": {"name": "rec-ridge-07"},
+            "messaging": {"mqtt": {"enabled": True, "port": broker.port, "heartbeat_s": 5}},
+        }
+    )
+    rt = None
+    try:
+        assert subscribed.wait(10)
+        rt = Runtime(cfg, tmp_path / "d.db", sys.stderr, hop_s=1.0, sample_rate=48000).start()
+        assert wait_until(lambda: beats, 20)
+        assert beats[0] == "animalclap/rec-ridge-07/health"
+        assert rt.uplink.heartbeat_s == 5.0
+    finally:
+        if rt is not None:
+            rt.close()
+        sub.loop_stop()
+        sub.disconnect()
+        broker.stop()
