@@ -271,9 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument(
         "--db",
-        action="append",
-        help="SQLite database (default: storage.database of --config); repeat it for the "
-        "cards of several recorders: one CSV, each row with its recorder's device and site",
+        action="extend",
+        nargs="+",
+        metavar="DB",
+        help="SQLite database (default: storage.database of --config); several (--db "
+        "cards/*/detections.db, or --db repeated) for the cards of several recorders: one "
+        "CSV, each row with its recorder's device and site",
     )
     rp.add_argument(
         "--config",

@@ -685,6 +685,9 @@ def test_the_cards_of_several_recorders_make_one_table_by_device_and_site(tmp_pa
     out = tmp_path / "all.csv"
     assert main(["report", "events", "--db", str(a), "--db", str(b), "--out", str(out)]) == 0
     assert "from 2 databases" in capsys.readouterr().err
+    together = tmp_path / "together.csv"  # as a shell glob gives them: --db cards/*/...db
+    assert main(["report", "events", "--db", str(a), str(b), "--out", str(together)]) == 0
+    assert together.read_text() == out.read_text()
     with pytest.raises(ReportError, match=f"--db {a} is given twice"):
         write_report([a, a], "detections", io.StringIO())
     assert main(["report", "activity", "--db", str(a), "--db", str(b), "--out", "x.png"]) != 0
