@@ -45,6 +45,19 @@ CONNACK_WAIT_S = 15.0  # a broker that accepts TCP but never answers CONNECT
 HEALTH_EVENTS_MAX = 100  # health events per heartbeat
 
 
+# OpenSSL's verify codes whose fix is not the CA: a recorder without a battery-backed
+# clock boots in the past until NTP sets it, and every certificate looks not yet valid.
+_CERT_FIXES = {
+    9: "it is not valid yet by this recorder's clock: set the clock (NTP, or an RTC "
+    "battery), since a recorder without one starts in the past",
+    10: "it has expired, or this recorder's clock is ahead: renew the broker's certificate, "
+    "or set the clock",
+    62: "it does not name {host}: set messaging.mqtt.host to a name or address the "
+    "certificate lists",
+}
+_CERT_FIXES[64] = _CERT_FIXES[62]  # an IP address the certificate does not list
+
+
 class PublishError(RuntimeError):
     """The uplink cannot be set up; the message says why."""
 
@@ -415,12 +428,12 @@ class MqttPublisher:
         import ssl
 
         if isinstance(e, ssl.SSLCertVerificationError):
-            fix = (
+            fix = _CERT_FIXES.get(e.verify_code) or (
                 "set messaging.mqtt.ca_file to the CA that signed it"
                 if not self.cfg.ca_file
-                else f"it was not signed by the CA in ca_file {self.cfg.ca_file}, or does "
-                "not name the host connected to"
+                else f"it was not signed by the CA in ca_file {self.cfg.ca_file}"
             )
+            fix = fix.format(host=self.cfg.host)
             return f"TLS: the broker's certificate was not accepted ({e.verify_message}): {fix}"
         if self._tls is not None and (
             isinstance(e, ConnectionResetError) or "wrong version number" in str(e).lower()

@@ -3,6 +3,7 @@ requires client certificates (as AWS IoT Core does), certificates made by openss
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -42,12 +43,19 @@ def pki(tmp_path_factory) -> Path:
             "-subj", f"/CN={ca}", "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d,
         )  # fmt: skip
-    for name, ca in (("server", "ca"), ("client", "ca"), ("stranger", "other-ca")):
+    (d / "elsewhere.ext").write_text(_LEAF.replace("IP:127.0.0.1,DNS:localhost", "DNS:elsewhere"))
+    for name, ca, days, ext in (
+        ("server", "ca", "2", "leaf.ext"),
+        ("client", "ca", "2", "leaf.ext"),
+        ("stranger", "other-ca", "2", "leaf.ext"),
+        ("expired", "ca", "-1", "leaf.ext"),  # its end before its start: expired
+        ("elsewhere", "ca", "2", "elsewhere.ext"),  # names another host
+    ):
         _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
                  "-subj", f"/CN={name}", cwd=d)  # fmt: skip
         _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "2",
-                 "-extfile", "leaf.ext", cwd=d)  # fmt: skip
+                 "-CAcreateserial", "-out", f"{name}.crt", "-days", days,
+                 "-extfile", ext, cwd=d)  # fmt: skip
     return d
 
 
@@ -57,15 +65,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def tls_broker(tmp_path, pki):
+@contextlib.contextmanager
+def _tls_broker(folder: Path, pki: Path, server: str = "server"):
     """A broker with a plain listener (for the test's subscriber) and a TLS one that
-    requires a client certificate signed by ca.crt."""
+    shows `server`'s certificate and requires a client certificate signed by ca.crt."""
     tls_port = _free_port()
     broker = Broker(
-        tmp_path,
-        f"listener {tls_port} 127.0.0.1\ncafile {pki}/ca.crt\ncertfile {pki}/server.crt\n"
-        f"keyfile {pki}/server.key\nrequire_certificate true\n",
+        folder,
+        f"listener {tls_port} 127.0.0.1\ncafile {pki}/ca.crt\ncertfile {pki}/{server}.crt\n"
+        f"keyfile {pki}/{server}.key\nrequire_certificate true\n",
     )
     broker.tls_port = tls_port
     broker.start()
@@ -73,6 +81,12 @@ def tls_broker(tmp_path, pki):
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def tls_broker(tmp_path, pki):
+    with _tls_broker(tmp_path, pki) as broker:
+        yield broker
 
 
 def _tls(pki: Path, port: int, **files) -> MqttConfig:
@@ -170,3 +184,28 @@ def test_tls_files_that_cannot_be_used_are_refused_at_start_in_one_line(tmp_path
         MqttPublisher(_logged(tmp_path / "d.db", 1), cfg, device_id="rec1")
     assert str(e.value).startswith(said.format(pki=pki)), e.value
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("server", "said"),
+    [
+        ("expired", "it has expired, or this recorder's clock is ahead"),
+        ("elsewhere", "it does not name 127.0.0.1: set messaging.mqtt.host"),
+    ],
+)
+def test_a_broker_certificate_refused_for_its_dates_or_name_says_so(tmp_path, pki, server, said):
+    """Both read "not signed by the CA in ca_file", which sent people to the wrong file;
+    a recorder whose clock restarted in the past sees every certificate so."""
+    from animalclap_edge.publish import MqttPublisher
+
+    with _tls_broker(tmp_path, pki, server) as broker:
+        cfg = _tls(
+            pki, broker.tls_port, ca_file=str(pki / "ca.crt"),
+            cert_file=str(pki / "client.crt"), key_file=str(pki / "client.key"),
+        )  # fmt: skip
+        pub = MqttPublisher(_logged(tmp_path / "d.db", 1), cfg, device_id="rec1").start()
+        try:
+            assert wait_until(lambda: pub.stats.connect_failures >= 1, 20)
+        finally:
+            pub.stop()
+    assert said in pub.stats.last_connect_error, pub.stats.last_connect_error
