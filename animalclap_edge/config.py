@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import ipaddress
 import json
+import re
 import socket
 import types
 import typing
@@ -403,6 +404,9 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?")
+
+
 class LiveConfig(_Section):
     """Local HTTP endpoint streaming live detections as Server-Sent Events."""
 
@@ -431,6 +435,38 @@ class LiveConfig(_Section):
         le=10,
         description="Seconds between each live client's checks of the database for new detections.",
     )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web pages served from elsewhere that may read the stream and /health in "
+        "a browser, as origins (https://dashboard.example.org, http://localhost:3000); "
+        "'*' for any (needs token_file). Empty: only this server's own page.",
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise PydanticCustomError(
+                    "cors_origin",
+                    "{value} is not an origin: write scheme://host[:port], no path or "
+                    "trailing slash (e.g. https://dashboard.example.org), or '*'",
+                    {"value": repr(origin)},
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _any_origin_needs_token(self) -> LiveConfig:
+        # Without a token, '*' would let any web page the recorder's user visits read
+        # the detections (where rare species are) from 127.0.0.1.
+        if "*" in self.cors_origins and self.token_file is None:
+            raise PydanticCustomError(
+                "cors_any_origin_without_token",
+                "cors_origins '*' lets any web page read the stream: set token_file, or "
+                "name the origins of your dashboards",
+                {},
+            )
+        return self
 
     @model_validator(mode="after")
     def _exposed_needs_token(self) -> LiveConfig:

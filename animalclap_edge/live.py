@@ -48,6 +48,7 @@ import string
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from socketserver import TCPServer
@@ -142,6 +143,7 @@ class LiveServer:
         keepalive_s: float = KEEPALIVE_S,
         max_clients: int = 16,
         socket_timeout_s: float = 10.0,
+        cors_origins: Sequence[str] = (),
     ):
         self.db_path = Path(db_path)
         self.host, self.port = host, port
@@ -158,6 +160,12 @@ class LiveServer:
                 "can read, or listen on 127.0.0.1"
             )
         self._token = read_token(token_file) if token_file is not None else None
+        if "*" in cors_origins and self._token is None:
+            raise LiveError(
+                "live: cors_origins '*' without a token would let any web page read the "
+                "stream: set a token file, or name the origins of your dashboards"
+            )
+        self.cors_origins = frozenset(cors_origins)
         self._check_database()
         self.last_error = ""
         self._lock = threading.Lock()
@@ -176,6 +184,7 @@ class LiveServer:
             "port": cfg.port,
             "token_file": cfg.token_file,
             "poll_s": cfg.poll_s,
+            "cors_origins": cfg.cors_origins,
         }
         kw.update({k: v for k, v in overrides.items() if v is not None})
         return cls(db_path, **kw)
@@ -454,6 +463,34 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         # Silent: the request line may hold ?token=, and a recorder's log is no access log.
         pass
+
+    def end_headers(self) -> None:
+        # every reply to a page of an allowed origin may be read by it (errors too: the
+        # page can then say why); the origin is echoed, never '*' with credentials
+        origin = self._allowed_origin()
+        if origin is not None:
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Vary", "Origin")
+        super().end_headers()
+
+    def _allowed_origin(self) -> str | None:
+        origin = self.headers.get("Origin")
+        allowed = self.server.live.cors_origins
+        if origin and (origin in allowed or "*" in allowed):
+            return origin
+        return None
+
+    def do_OPTIONS(self) -> None:
+        """A browser's preflight before a cross-origin request with a header of its own
+        (Authorization: Bearer, Last-Event-ID)."""
+        if self._allowed_origin() is None:
+            return self._reply(403, {"error": "this origin is not in messaging.live.cors_origins"})
+        self.send_response(204)
+        self.send_header("Access-Control-Allow-Methods", "GET")
+        self.send_header("Access-Control-Allow-Headers", "Authorization, Last-Event-ID")
+        self.send_header("Access-Control-Max-Age", "600")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def do_GET(self) -> None:
         live = self.server.live

@@ -595,3 +595,69 @@ def test_a_taken_port_leaves_the_recorder_recording(tiny_bundle, realaudio, tmp_
     with DetectionStore(db) as s:
         assert [r.status for r in s.recordings()] == ["ok"]
         assert "live_unavailable" in [h["kind"] for h in s.health()]
+
+
+# -- pages of other origins (CORS) ---------------------------------------------
+
+
+def _options(port: int, path: str, origin: str) -> tuple[int, dict]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request(
+            "OPTIONS",
+            path,
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        r = c.getresponse()
+        r.read()
+        return r.status, dict(r.getheaders())
+    finally:
+        c.close()
+
+
+def test_a_dashboard_of_a_named_origin_may_read_the_stream_and_no_other_page(db, token_file):
+    """A web dashboard served from elsewhere could not read the stream at all: the
+    browser drops a cross-origin response without Access-Control-Allow-Origin."""
+    dash, other = "https://dashboard.example.org", "https://evil.example"
+    with LiveServer(db, port=0, poll_s=0.05, token_file=token_file, cors_origins=[dash]) as s:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        status, headers, _ = _get(s.port, "/health", {**auth, "Origin": dash})
+        assert status == 200 and headers["Access-Control-Allow-Origin"] == dash
+        assert headers["Vary"] == "Origin"
+        status, headers, _ = _get(s.port, "/health", {**auth, "Origin": other})
+        assert status == 200 and "Access-Control-Allow-Origin" not in headers
+        # the preflight of fetch() with Authorization: answered for the named origin only
+        status, headers = _options(s.port, "/events", dash)
+        assert status == 204 and headers["Access-Control-Allow-Origin"] == dash
+        assert "Authorization" in headers["Access-Control-Allow-Headers"]
+        assert _options(s.port, "/events", other)[0] == 403
+        # EventSource from the dashboard (token in the query): the stream carries the header
+        stream = Stream(s.port, f"/events?token={TOKEN}", {"Origin": dash})
+        try:
+            assert stream.resp.getheader("Access-Control-Allow-Origin") == dash
+            stream.opening()
+            _add(db, _dets(0, 1))
+            assert stream.detections(1) == _logged(db)
+        finally:
+            stream.close()
+
+
+def test_any_origin_needs_a_token():
+    """'*' without a token: any page the recorder's user visits could read where the
+    rare species are, from 127.0.0.1."""
+    with pytest.raises(ConfigError) as ei:
+        config_from_dict({"messaging": {"live": {"cors_origins": ["*"]}}}, "edge.yaml")
+    assert "cors_origins '*' lets any web page read the stream: set token_file" in str(ei.value)
+    with pytest.raises(ConfigError, match="is not an origin: write scheme://host"):
+        config_from_dict({"messaging": {"live": {"cors_origins": ["https://a.org/dash/"]}}})
+    ok = {"cors_origins": ["*", "http://[::1]:3000"], "token_file": "/t"}
+    assert config_from_dict({"messaging": {"live": ok}}).messaging.live.cors_origins[0] == "*"
+
+
+def test_a_server_refuses_any_origin_without_a_token(db):
+    with pytest.raises(LiveError, match="cors_origins '\\*' without a token"):
+        LiveServer(db, port=0, cors_origins=["*"])
