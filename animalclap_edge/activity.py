@@ -67,7 +67,7 @@ class Activity:
 
 
 def activity(
-    db: str | Path,
+    db: str | Path | Sequence[str | Path],
     top: int = 12,
     utc_offset_h: float = 0.0,
     min_probability: float | None = None,
@@ -79,62 +79,35 @@ def activity(
     of the `taxa` only if given (as `report.taxon_filter` reads them; `say` gets its
     notes), and with `trusted_clock_only` only what a trusted clock timed.
 
+    `db` is one database or several (the cards of several recorders: counted together,
+    the top labels chosen over all of them; each card is read twice, one at a time).
     The days are the calendar from the first day recorded to the last (recordings
     that were processed, and detections), each day marked recorded or not."""
     if top < 1:
         raise ReportError(f"--top must be at least 1, got {top}")
     check_utc_offset(utc_offset_h)
-    clauses, args = detection_filters("probability", min_probability)
+    dbs = [Path(db)] if isinstance(db, str | Path) else [Path(d) for d in db]
+    if not dbs:
+        raise ReportError("no database given: give --db")
     shift = f"{utc_offset_h:+.4f} hours"
-    with reading(db) as conn:
-        more, more_args, notes = taxon_filter(conn, taxa)
-        for note in filter(None, [missing_wal_note(Path(db), conn), *notes]):
-            say(note)
-        clauses, args = clauses + more, args + more_args
-        selected = " AND ".join(clauses) or "1"  # the user's selection, before the clock's
-        untrusted_left_out = 0
-        if trusted_clock_only:
-            untrusted_left_out = conn.execute(
-                f"SELECT count(*) FROM detections WHERE {selected} AND clock_trusted = 0", args
-            ).fetchone()[0]
-            clauses = [*clauses, "clock_trusted = 1"]
-        where = "WHERE " + " AND ".join(["start_time_utc IS NOT NULL", *clauses])
-        card = conn.execute("SELECT count(*) FROM detections").fetchone()[0]
-        undated = conn.execute(
-            "SELECT count(*) FROM detections WHERE "
-            + " AND ".join(["start_time_utc IS NULL", *clauses]),
-            args,
-        ).fetchone()[0]  # of the selection: the title speaks of what was asked for
-        counts = conn.execute(
-            f"SELECT {_LABEL} AS label, count(*) AS n FROM detections {where} "
-            "GROUP BY label ORDER BY n DESC, label",
-            args,
-        ).fetchall()  # one row per label: at most the catalogue
-        labels = [label for label, _ in counts[:top]]
-        # only the drawn labels' rows: a season of a large catalogue is otherwise
-        # labels x days x 24 tuples in memory
-        marks = ", ".join("?" * len(labels))
-        rows = conn.execute(
-            f"SELECT {_LABEL} AS label, strftime('%Y-%m-%d', start_time_utc, ?) AS day, "
-            "CAST(strftime('%H', start_time_utc, ?) AS INTEGER) AS hour, "
-            f"count(*), sum(clock_trusted = 0) FROM detections {where} AND {_LABEL} IN ({marks}) "
-            "GROUP BY label, day, hour",
-            [shift, shift, *args, *labels],
-        ).fetchall()
-        # one row per recording; a skipped one was not listened to
-        recordings = conn.execute(
-            "SELECT start_time_utc, duration_s, clock_trusted FROM recordings "
-            "WHERE status != 'skipped' AND start_time_utc IS NOT NULL"
-            + (" AND clock_trusted = 1" if trusted_clock_only else "")
-        ).fetchall()
-        untrusted_everywhere = conn.execute(
-            "SELECT (SELECT count(*) FROM detections WHERE clock_trusted = 0 "
-            "AND start_time_utc IS NOT NULL), "
-            "(SELECT count(*) FROM recordings WHERE clock_trusted = 0 "
-            "AND start_time_utc IS NOT NULL)"
-        ).fetchone()
+    cards = [
+        _card(d, min_probability, taxa, trusted_clock_only, say if len(dbs) == 1 else
+              (lambda note, p=d: say(f"{p}: {note}")))
+        for d in dbs
+    ]  # fmt: skip
+    totals: dict[str, int] = {}
+    for c in cards:
+        for label, n in c.counts:
+            totals[label] = totals.get(label, 0) + n
+    counts = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
+    labels = [label for label, _ in counts[:top]]
+    rows = [r for c in cards for r in c.rows(labels, shift) if r[1] is not None]
+    recordings = [r for c in cards for r in c.recordings]
+    card = sum(c.detections for c in cards)
+    undated = sum(c.undated for c in cards)
+    untrusted_left_out = sum(c.untrusted_left_out for c in cards)
+    untrusted_everywhere = [sum(c.untrusted_everywhere[i] for c in cards) for i in (0, 1)]
     index = {label: i for i, label in enumerate(labels)}
-    rows = [r for r in rows if r[1] is not None]
     heard = {date.fromisoformat(r[1]) for r in rows}
     on_days = _recorded_days(recordings, utc_offset_h) | heard
     nothing = ""
@@ -167,6 +140,89 @@ def activity(
         untrusted_left_out=untrusted_left_out,
         nothing=nothing,
     )
+
+
+@dataclass
+class _Card:
+    """What one database gives `activity`: its selection (the SQL condition and its
+    parameters), per-label counts, and what the figure's title and calendar need."""
+
+    db: Path
+    where: str
+    args: list[object]
+    counts: list[tuple[str, int]]  # (label, dated detections) of the selection
+    detections: int  # all of the card's
+    undated: int  # of the selection
+    untrusted_left_out: int
+    recordings: list[tuple]  # (start_time_utc, duration_s, clock_trusted), not skipped
+    untrusted_everywhere: tuple[int, int]  # dated detections and recordings
+
+    def rows(self, labels: list[str], shift: str) -> list[tuple]:
+        """(label, local day, local hour, detections, untrusted) of the drawn labels: only
+        theirs, since a season of a large catalogue is otherwise labels x days x 24."""
+        if not labels:
+            return []
+        marks = ", ".join("?" * len(labels))
+        with reading(self.db) as conn:
+            return conn.execute(
+                f"SELECT {_LABEL} AS label, strftime('%Y-%m-%d', start_time_utc, ?) AS day, "
+                "CAST(strftime('%H', start_time_utc, ?) AS INTEGER) AS hour, count(*), "
+                f"sum(clock_trusted = 0) FROM detections {self.where} AND {_LABEL} IN ({marks}) "
+                "GROUP BY label, day, hour",
+                [shift, shift, *self.args, *labels],
+            ).fetchall()
+
+
+def _card(
+    db: Path,
+    min_probability: float | None,
+    taxa: Sequence[str],
+    trusted_clock_only: bool,
+    say: Callable[[str], None],
+) -> _Card:
+    clauses, args = detection_filters("probability", min_probability)
+    with reading(db) as conn:
+        more, more_args, notes = taxon_filter(conn, taxa)
+        for note in filter(None, [missing_wal_note(db, conn), *notes]):
+            say(note)
+        clauses, args = clauses + more, args + more_args
+        selected = " AND ".join(clauses) or "1"  # the user's selection, before the clock's
+        untrusted_left_out = 0
+        if trusted_clock_only:
+            untrusted_left_out = conn.execute(
+                f"SELECT count(*) FROM detections WHERE {selected} AND clock_trusted = 0", args
+            ).fetchone()[0]
+            clauses = [*clauses, "clock_trusted = 1"]
+        where = "WHERE " + " AND ".join(["start_time_utc IS NOT NULL", *clauses])
+        undated = conn.execute(
+            "SELECT count(*) FROM detections WHERE "
+            + " AND ".join(["start_time_utc IS NULL", *clauses]),
+            args,
+        ).fetchone()[0]  # of the selection: the title speaks of what was asked for
+        return _Card(
+            db=db,
+            where=where,
+            args=args,
+            counts=conn.execute(
+                f"SELECT {_LABEL} AS label, count(*) AS n FROM detections {where} GROUP BY label",
+                args,
+            ).fetchall(),  # one row per label: at most the catalogue
+            detections=conn.execute("SELECT count(*) FROM detections").fetchone()[0],
+            undated=undated,
+            untrusted_left_out=untrusted_left_out,
+            # one row per recording; a skipped one was not listened to
+            recordings=conn.execute(
+                "SELECT start_time_utc, duration_s, clock_trusted FROM recordings "
+                "WHERE status != 'skipped' AND start_time_utc IS NOT NULL"
+                + (" AND clock_trusted = 1" if trusted_clock_only else "")
+            ).fetchall(),
+            untrusted_everywhere=conn.execute(
+                "SELECT (SELECT count(*) FROM detections WHERE clock_trusted = 0 "
+                "AND start_time_utc IS NOT NULL), "
+                "(SELECT count(*) FROM recordings WHERE clock_trusted = 0 "
+                "AND start_time_utc IS NOT NULL)"
+            ).fetchone(),
+        )
 
 
 def _recorded_days(recordings: list[tuple], utc_offset_h: float) -> set[date]:

@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DB",
         help="SQLite database (default: storage.database of --config); several (--db "
         "cards/*/detections.db, or --db repeated) for the cards of several recorders: one "
-        "CSV, each row with its recorder's device and site",
+        "CSV, each row with its recorder's device and site (activity: one figure)",
     )
     rp.add_argument(
         "--config",

@@ -12,11 +12,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     dbs = [Path(d) for d in args.db] if args.db else [_config_db(args.config)]
     if args.what == "activity":
-        if len(dbs) > 1:
-            raise ReportError(
-                "activity draws one card's database: give one --db (the CSV reports take several)"
-            )
-        return _report_activity(dbs[0], args)
+        return _report_activity(dbs, args)
     if args.out:  # a wrong --out is said before the database is read
         out_target(args.out, (".csv",))
     if args.top is not None:  # a CSV has every label: refused, not ignored
@@ -72,7 +68,7 @@ def _note(text: str) -> None:
     print(f"note: {text}", file=sys.stderr)
 
 
-def _report_activity(db: Path, args: argparse.Namespace) -> int:
+def _report_activity(dbs: list[Path], args: argparse.Namespace) -> int:
     from animalclap_edge.activity import FIGURE_SUFFIXES, activity, plot_activity
     from animalclap_edge.report import ReportError, out_target
 
@@ -80,7 +76,7 @@ def _report_activity(db: Path, args: argparse.Namespace) -> int:
         raise ReportError("activity draws a figure: give --out FILE.png (or .svg, .pdf)")
     out_target(args.out, FIGURE_SUFFIXES)
     a = activity(
-        db,
+        dbs,
         12 if args.top is None else args.top,
         args.utc_offset or 0.0,
         args.min_probability,
@@ -88,6 +84,10 @@ def _report_activity(db: Path, args: argparse.Namespace) -> int:
         say=_note,
         trusted_clock_only=args.trusted_clock,
     )
-    plot_activity(a, args.out, title=str(db))
-    print(f"{len(a.labels)} labels, {a.total} detections from {db} -> {args.out}", file=sys.stderr)
+    source = str(dbs[0]) if len(dbs) == 1 else f"{len(dbs)} databases"
+    plot_activity(a, args.out, title=source)
+    print(
+        f"{len(a.labels)} labels, {a.total} detections from {source} -> {args.out}",
+        file=sys.stderr,
+    )
     return 0

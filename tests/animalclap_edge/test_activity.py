@@ -204,3 +204,29 @@ def test_the_title_counts_what_was_asked_for_and_an_empty_card_says_so(season, t
     svg = tmp_path / "t.svg"
     plot_activity(activity(season, trusted_clock_only=True), svg)
     assert "3 timed by an untrusted clock left out" in svg.read_text()
+
+
+def test_several_cards_are_counted_together_and_their_top_labels_chosen_over_all(
+    season, tmp_path, capsys
+):
+    """A season's figure across recorders: each card alone would draw its own top."""
+    other = tmp_path / "other" / "detections.db"
+    robins = [
+        detection(i * 72000, start_time_utc=f"2024-05-03T06:0{i}:00+00:00", **ROBIN)
+        for i in range(5)
+    ]
+    with DetectionStore(other) as s:
+        s.start_run(RUN, "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        s.add_detections(robins)
+        s.finish_run(RUN)
+    one, both = activity(season, top=1), activity([season, other], top=1)
+    assert one.labels == ["Turdus merula"]  # 4 blackbirds on this card, 1 robin
+    assert both.labels == ["Erithacus rubecula"]  # 1 + 5 robins over both: the top
+    assert both.days == ["2024-05-01", "2024-05-02", "2024-05-03"]
+    np.testing.assert_array_equal(both.by_day, [[1, 0, 5]])
+    assert (both.all_labels, both.all_total) == (3, 6 + 5)
+    assert both.undated == one.undated == 1
+    png = tmp_path / "season.png"
+    assert main(["report", "activity", "--db", str(season), str(other), "--out", str(png)]) == 0
+    assert png.stat().st_size > 0
+    assert "3 labels, 11 detections from 2 databases" in capsys.readouterr().err

@@ -690,8 +690,6 @@ def test_the_cards_of_several_recorders_make_one_table_by_device_and_site(tmp_pa
     assert together.read_text() == out.read_text()
     with pytest.raises(ReportError, match=f"--db {a} is given twice"):
         write_report([a, a], "detections", io.StringIO())
-    assert main(["report", "activity", "--db", str(a), "--db", str(b), "--out", "x.png"]) != 0
-    assert "activity draws one card's database: give one --db" in capsys.readouterr().err
 
 
 def test_a_card_copied_without_its_wal_is_said_to_miss_rows(tmp_path, capsys):
