@@ -64,6 +64,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     if m.notice:
         print(f"NOTE: {m.notice}", file=err)
+    if cfg.device.name or cfg.device.site:  # what the runs, reports and topics will say
+        site = f", site {cfg.device.site}" if cfg.device.site else ""
+        print(f"recorder {cfg.device.resolved_name()}{site}", file=err)
     if det.window_note:
         print(f"note: {det.window_note}", file=err)
     status = s = None

@@ -137,6 +137,16 @@ def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(
     err = capsys.readouterr().err
     assert "9 recordings" in err and "already done" not in err
     assert _rows(db, "select count(distinct config_hash) from runs")[0][0] == 2
+    # the recorder's name, its output and its uplink are not the analysis: passed over
+    named = tmp_path / "named.yaml"
+    named.write_text(
+        "scoring:\n  threshold: 0.3\ndevice:\n  name: rec-07\n  site: ridge\n"
+        "output:\n  jsonl: true\nmessaging:\n  mqtt:\n    host: broker.lan\n"
+    )
+    assert main([*args, "--config", str(named)]) == 0
+    err = capsys.readouterr().err
+    # the five analysed are passed over; the four bad files are tried again, as always
+    assert "recorder rec-07, site ridge" in err and "5 recording(s) already done" in err
 
 
 def test_a_second_card_with_the_same_file_names_at_the_same_mount_is_not_passed_over(
