@@ -17,6 +17,7 @@ import numpy as np
 
 from animalclap_edge.report import (
     ReportError,
+    card_notes,
     check_utc_offset,
     detection_filters,
     missing_wal_note,
@@ -91,10 +92,9 @@ def activity(
         raise ReportError("no database given: give --db")
     shift = f"{utc_offset_h:+.4f} hours"
     cards = [
-        _card(d, min_probability, taxa, trusted_clock_only, say if len(dbs) == 1 else
-              (lambda note, p=d: say(f"{p}: {note}")))
+        _card(d, min_probability, taxa, trusted_clock_only, card_notes(say, d, len(dbs) > 1))
         for d in dbs
-    ]  # fmt: skip
+    ]
     totals: dict[str, int] = {}
     for c in cards:
         for label, n in c.counts:

@@ -22,7 +22,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -306,6 +306,7 @@ class MqttConfig(_Section):
     """MQTT uplink of the detection outbox."""
 
     model_config = ConfigDict(extra="forbid")
+    TLS_FILES: ClassVar[tuple[str, ...]] = ("ca_file", "cert_file", "key_file")
 
     enabled: bool = Field(False, description="Publish detections to an MQTT broker.")
     host: str = Field("localhost", min_length=1, description="Broker host name or address.")
@@ -359,7 +360,7 @@ class MqttConfig(_Section):
     def _tls_files_need_tls(self) -> MqttConfig:
         # without tls: true they were never read: the recorder sent in clear text to a
         # port that expects TLS, and the broker's silence looked like a network fault
-        given = [k for k in ("ca_file", "cert_file", "key_file") if getattr(self, k)]
+        given = [k for k in self.TLS_FILES if getattr(self, k)]
         if given and not self.tls:
             raise PydanticCustomError(
                 "mqtt_tls_files_without_tls",

@@ -59,7 +59,13 @@ from urllib.parse import parse_qs, urlsplit
 from animalclap_edge.config import is_loopback_host
 
 # The serialiser of the outbox (and so of MQTT): the SSE data is the same bytes.
-from animalclap_edge.store import BUSY_TIMEOUT_MS, PAYLOAD_JOIN, payload_columns, payload_of
+from animalclap_edge.store import (
+    BUSY_TIMEOUT_MS,
+    PAYLOAD_JOIN,
+    payload_columns,
+    payload_of,
+    runs_columns,
+)
 
 if TYPE_CHECKING:
     from animalclap_edge.config import LiveConfig
@@ -578,7 +584,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(self, conn: sqlite3.Connection, after: int) -> None:
         live = self.server.live
         last_write = time.monotonic()
-        new_rows = _NEW_ROWS.format(columns=payload_columns(conn))
+        new_rows = _NEW_ROWS.format(columns=payload_columns(runs_columns(conn)))
         while True:
             # Read before the poll: the poll after a stop sends what was committed before
             # it (a run's last batch lands a few ms before the run stops this server).

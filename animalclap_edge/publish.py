@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from animalclap_edge.config import MqttConfig
+from animalclap_edge.config import EdgeConfig, MqttConfig
 from animalclap_edge.store import DetectionStore
 
 MQTT_INSTALL_HINT = "MQTT uplink needs paho-mqtt: pip install 'animalclap-edge[mqtt]'"
@@ -206,6 +206,15 @@ class MqttPublisher:
         self._thread: threading.Thread | None = None
         self.client = self._make_client()
 
+    @classmethod
+    def from_config(cls, db_path: str | Path, cfg: EdgeConfig, **kw) -> MqttPublisher:
+        """A publisher with `messaging.mqtt`'s settings under the recorder's name
+        (`device.name`, or the host name); `kw` as the constructor's (role, say...)."""
+        mq = cfg.messaging.mqtt
+        return cls(
+            db_path, mq, device_id=cfg.device.resolved_name(), heartbeat_s=mq.heartbeat_s, **kw
+        )
+
     def _read_password(self) -> str | None:
         cfg = self.cfg
         if not (cfg.username and cfg.password_file):
@@ -232,7 +241,7 @@ class MqttPublisher:
                 return f"unusable ({e.reason or e})"
             return (e.strerror or str(e)).lower()
 
-        for setting in ("ca_file", "cert_file", "key_file"):
+        for setting in cfg.TLS_FILES:
             path = getattr(cfg, setting)
             if path and not Path(path).is_file():
                 raise PublishError(f"messaging.mqtt.{setting} {path}: no such file")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, TextIO
 
 from animalclap_edge import records
+from animalclap_edge.store import recorder_sql, runs_columns
 
 try:
     import fcntl
@@ -141,6 +142,11 @@ def _read_mode(path: Path) -> str:
     if wal.stat().st_size == 0 and not os.access(path.parent, os.W_OK):
         return "immutable=1"
     return "mode=ro"
+
+
+def card_notes(say: Callable[[str], None], db: Path, several: bool) -> Callable[[str], None]:
+    """`say`, with each note naming its card when several are read together."""
+    return (lambda note: say(f"{db}: {note}")) if several else say
 
 
 def missing_wal_note(db: Path, conn: sqlite3.Connection) -> str:
@@ -390,7 +396,7 @@ def write_report(
         for path in dbs:
             conn = open_readonly(path, table)
             stack.callback(conn.close)
-            told = say if len(dbs) == 1 else (lambda note, p=path: say(f"{p}: {note}"))
+            told = card_notes(say, path, len(dbs) > 1)
             try:
                 if wal_note := missing_wal_note(path, conn):
                     say(wal_note)
@@ -472,8 +478,8 @@ def _log(
     """`runs` (each run, whether it finished, and what it logged) or `health` (source
     lost and reopened, disk, temperature, snapshots: detail_json as logged)."""
     if what == "runs":  # a card's database may predate runs.end_reason
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-        sql = _RUNS.format(end_reason="u.end_reason" if "end_reason" in columns else "NULL")
+        has_end = "end_reason" in runs_columns(conn)
+        sql = _RUNS.format(end_reason="u.end_reason" if has_end else "NULL")
     else:
         sql = "SELECT * FROM health ORDER BY health_id"
     cursor = conn.execute(sql)
@@ -494,9 +500,7 @@ def recorder_columns(
     host name, and device.site), or for summary, effort and health those of every run of
     the database, joined by "|" where they differ. Runs logged before 2026-11-28 (schema
     8) recorded only the host name, which stands for the device, and no site."""
-    have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-    device = "coalesce(nullif(device, ''), host)" if "device" in have else "host"
-    site = "site" if "site" in have else "''"
+    device, site = recorder_sql(runs_columns(conn))
     runs = {
         r[0]: (r[1], r[2])
         for r in conn.execute(f"SELECT run_id, {device}, {site} FROM runs ORDER BY rowid")

@@ -77,13 +77,7 @@ class Runtime:
             if mq.enabled:
                 from animalclap_edge.publish import MqttPublisher, UplinkBusy
 
-                uplink = MqttPublisher(
-                    self.db,
-                    mq,
-                    device_id=self.cfg.device.resolved_name(),
-                    heartbeat_s=mq.heartbeat_s,
-                    say=self.say,
-                )
+                uplink = MqttPublisher.from_config(self.db, self.cfg, say=self.say)
                 try:
                     self.uplink = uplink.start()
                     self.say(f"uplink: mqtt {mq.host}:{mq.port} topic {uplink.topic}")

@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, fields
 from pathlib import Path
@@ -558,8 +558,7 @@ class DetectionStore:
     def pending_outbox(self, limit: int = 100) -> list[tuple[str, str]]:
         """Up to `limit` undelivered (detection_id, payload_json), oldest first."""
         rows = self._db().execute(
-            f"SELECT o.detection_id, o.payload_json, {payload_columns(self._db())} FROM outbox o "
-            "JOIN "
+            f"SELECT o.detection_id, o.payload_json, {_PAYLOAD_COLUMNS} FROM outbox o JOIN "
             f"detections d ON d.detection_id = o.detection_id {PAYLOAD_JOIN} WHERE "
             "o.delivered_utc IS NULL AND o.set_aside_utc IS NULL ORDER BY o.rowid LIMIT ?",
             (limit,),
@@ -570,12 +569,11 @@ class DetectionStore:
         """(detection_id, payload_json) of those of `ids` still to send (neither delivered
         nor set aside), in the order given."""
         out = []
-        columns = payload_columns(self._db())
         for i in ids:
             row = (
                 self._db()
                 .execute(
-                    f"SELECT o.payload_json, {columns} FROM outbox o JOIN detections "
+                    f"SELECT o.payload_json, {_PAYLOAD_COLUMNS} FROM outbox o JOIN detections "
                     f"d ON d.detection_id = o.detection_id {PAYLOAD_JOIN} WHERE "
                     "o.detection_id = ? AND o.delivered_utc IS NULL AND o.set_aside_utc IS NULL",
                     (i,),
@@ -781,22 +779,34 @@ def detection_payload(d: Detection, device: str = "", site: str = "") -> str:
     return json.dumps(fields_, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def payload_columns(conn: sqlite3.Connection) -> str:
+def recorder_sql(runs_columns: Collection[str], runs: str = "") -> tuple[str, str]:
+    """SQL of a run's device and site, for a runs table with `runs_columns` (`runs`: its
+    alias with the dot, e.g. "u."): config device.name or the host name, and device.site.
+    Runs before schema 8 recorded the host name alone, which stands for the device."""
+    if "device" not in runs_columns:
+        return f"coalesce({runs}host, '')", "''"
+    return f"coalesce(nullif({runs}device, ''), {runs}host, '')", f"coalesce({runs}site, '')"
+
+
+def payload_columns(runs_columns: Collection[str]) -> str:
     """The columns `payload_of` reads, of detections `d` LEFT JOINed to runs `u` (as
-    PAYLOAD_JOIN): the detection's, then its run's device and site. A database not yet
-    upgraded to schema 8 (a reader beside an older recorder) has the host name alone."""
-    have = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-    device = "nullif(u.device, ''), " if "device" in have else ""
-    site = "u.site" if "site" in have else "NULL"
-    return ", ".join(
-        [*(f"d.{c}" for c in _DET_COLS), f"coalesce({device}u.host, '')", f"coalesce({site}, '')"]
-    )
+    PAYLOAD_JOIN): the detection's, then its run's device and site. A reader beside an
+    older recorder passes its database's runs columns; the store's own is current."""
+    return ", ".join([*(f"d.{c}" for c in _DET_COLS), *recorder_sql(runs_columns, "u.")])
+
+
+def runs_columns(conn: sqlite3.Connection) -> set[str]:
+    return {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
 
 
 PAYLOAD_JOIN = "LEFT JOIN runs u ON u.run_id = d.run_id"
 
 
+# an open store is always at SCHEMA_VERSION (upgraded in place): its runs have both
+_PAYLOAD_COLUMNS = payload_columns({"device", "site"})
+
+
 def payload_of(row: Sequence[object]) -> str:
-    """`detection_payload` of a row of PAYLOAD_COLUMNS."""
+    """`detection_payload` of a row of `payload_columns`."""
     *det, device, site = row
     return detection_payload(Detection(*det), str(device), str(site))

@@ -32,9 +32,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         with open_out(args.out, (".csv",)) as f:
             n = write_report(dbs, args.what, f, **filters)
-    source = str(dbs[0]) if len(dbs) == 1 else f"{len(dbs)} databases"
     print(
-        f"{n} {args.what} rows from {source}" + (f" -> {args.out}" if args.out else ""),
+        f"{n} {args.what} rows from {_source(dbs)}" + (f" -> {args.out}" if args.out else ""),
         file=sys.stderr,
     )
     return 0
@@ -64,6 +63,10 @@ def _config_db(config: str | None) -> Path:
     )
 
 
+def _source(dbs: list[Path]) -> str:
+    return str(dbs[0]) if len(dbs) == 1 else f"{len(dbs)} databases"
+
+
 def _note(text: str) -> None:
     print(f"note: {text}", file=sys.stderr)
 
@@ -84,10 +87,9 @@ def _report_activity(dbs: list[Path], args: argparse.Namespace) -> int:
         say=_note,
         trusted_clock_only=args.trusted_clock,
     )
-    source = str(dbs[0]) if len(dbs) == 1 else f"{len(dbs)} databases"
-    plot_activity(a, args.out, title=source)
+    plot_activity(a, args.out, title=_source(dbs))
     print(
-        f"{len(a.labels)} labels, {a.total} detections from {source} -> {args.out}",
+        f"{len(a.labels)} labels, {a.total} detections from {_source(dbs)} -> {args.out}",
         file=sys.stderr,
     )
     return 0

@@ -137,7 +137,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         # files the config names that `run` reads: valid syntax is not a working config
         mqtt, live = cfg.messaging.mqtt, cfg.messaging.live
         missing = []
-        for key in ("password_file", "ca_file", "cert_file", "key_file"):
+        for key in ("password_file", *mqtt.TLS_FILES):
             path = getattr(mqtt, key)
             if mqtt.enabled and path and not Path(path).is_file():
                 missing.append(f"messaging.mqtt.{key} {path}")

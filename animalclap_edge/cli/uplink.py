@@ -36,15 +36,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
             n = store.retry_set_aside()
         print(f"uplink: {n} set-aside message(s) queued again", file=sys.stderr)
     say = functools.partial(print, file=sys.stderr, flush=True)
-    mq = cfg.messaging.mqtt
-    pub = MqttPublisher(
-        db,
-        mq,
-        device_id=cfg.device.resolved_name(),
-        role="uploader",
-        heartbeat_s=mq.heartbeat_s,
-        say=say,
-    )
+    pub = MqttPublisher.from_config(db, cfg, role="uploader", say=say)
     deadline = time.monotonic() + args.give_up_after
     waiting = False
     while True:  # one sender per database: wait for the one that has it

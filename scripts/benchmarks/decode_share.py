@@ -20,19 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
+from realaudio import strung_together
 
 REPO = Path(__file__).resolve().parents[2]
 SR = 44_100
 
 
 def long_recording(folder: Path, minutes: float) -> list[Path]:
-    parts = []
-    for f in sorted((REPO.parent / "shared" / "realaudio").glob("*.wav")):
-        x, sr = sf.read(f, dtype="float32", always_2d=True)
-        x = x.mean(axis=1)
-        parts.append(x if sr == SR else soxr.resample(x, sr, SR))
-    y = np.concatenate(parts)
+    y = strung_together(SR)
     n = round(minutes * 60 * SR)
     y = np.tile(y, -(-n // len(y)))[:n]
     out = [folder / "long.wav", folder / "long.flac"]

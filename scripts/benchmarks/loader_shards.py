@@ -26,6 +26,7 @@ import numpy as np
 import soundfile as sf
 import torch
 from loader_collate import StackThenConvert, _Tok, seconds_per_batch
+from realaudio import write_manifest
 
 from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS, AudioError, read_all
 from animalclap_edge.contracts.prompts import ALL_TEMPLATES
@@ -58,12 +59,7 @@ def _recordings(audio: str, seconds: float, folder: Path) -> Path:
                 "site": f"s{i}",
             }
         )
-    manifest = folder / "manifest.csv"
-    with manifest.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return manifest
+    return write_manifest(folder, rows)
 
 
 def main() -> None:

@@ -22,26 +22,16 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
+from realaudio import strung_together, write_manifest
 
-REPO = Path(__file__).resolve().parents[2]
 SR = 44_100
 PAPER_HOURS = 4_225
 SUBTYPE = {"mp3": "MPEG_LAYER_III", "flac": "PCM_16", "wav": "PCM_16", "ogg": "VORBIS"}
 
 
-def _real_audio() -> np.ndarray:
-    parts = []
-    for f in sorted((REPO.parent / "shared" / "realaudio").glob("*.wav")):
-        x, sr = sf.read(f, dtype="float32", always_2d=True)
-        x = x.mean(axis=1)
-        parts.append(x if sr == SR else soxr.resample(x, sr, SR))
-    return np.concatenate(parts)
-
-
 def _sources(folder: Path, fmt: str, n: int, seconds: float) -> Path:
     """n recordings in `fmt`, a manifest and a catalogue of 10 species; the manifest."""
-    audio, length = _real_audio(), round(seconds * SR)
+    audio, length = strung_together(SR), round(seconds * SR)
     with open(folder / "catalogue.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "scientific_name", "common_name", "class", "order", "family", "genus"])
@@ -59,12 +49,7 @@ def _sources(folder: Path, fmt: str, n: int, seconds: float) -> Path:
             {"path": path.name, "species_id": f"sp{i % 10}", "licence": "CC BY 4.0",
              "date": f"2024-06-{1 + i % 28:02d}", "site": f"site{i % 5}"}
         )  # fmt: skip
-    manifest = folder / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    return manifest
+    return write_manifest(folder, rows)
 
 
 def main() -> None:
