@@ -43,7 +43,7 @@ def main() -> None:
     loaded = build_model(cfg, td.data, td.seen_species)
     dataset = make_dataset(cfg, td, loaded)
     per_epoch = len(dataset) // cfg.batch_size
-    collate = make_collate(cfg, loaded, td.data.catalogue)
+    collate = make_collate(cfg, loaded, td.data.catalogue, cfg.batch_size)
     print(f"{len(dataset)} clips per epoch, batch {a.batch}, {a.workers} workers")
     ways = {"crops straight into the batch": dataset}
     if a.per_item:

@@ -177,7 +177,7 @@ def main() -> None:
         dataset = make_dataset(cfg, td, loaded)
         clips = len(dataset)
     print(f"  {clips} clips per epoch, {clips // args.batch} steps of {args.batch}")
-    collate = make_collate(cfg, loaded, td.data.catalogue)
+    collate = make_collate(cfg, loaded, td.data.catalogue, cfg.batch_size)
     print(f"main process after start-up: {rss():.0f} MB private")
 
     steps = clips // args.batch

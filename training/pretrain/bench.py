@@ -30,6 +30,7 @@ from training.pretrain.loop import (
     build_model,
     compile_module,
     configure_towers,
+    fixed_prompts,
     forward_loss,
     gradient_checkpointing_off,
     make_collate,
@@ -42,6 +43,7 @@ from training.pretrain.loop import (
 )
 from training.pretrain.mixed import training_data
 from training.pretrain.pacing import RunAhead
+from training.pretrain.packing import PACKED_KEYS, is_packed, packed_text_features, take
 from training.pretrain.prefetch import DevicePrefetch
 from training.pretrain.step_profile import profile_step
 
@@ -108,6 +110,10 @@ class BenchResult:
     # with --profile: the folder holding where the step's time goes (step_profile.py),
     # or why profiling failed
     profile: str | None = None
+    # tokens per row of packed prompts (0: padded), and the tokens the text tower took
+    # in the step the FLOPs were counted on (rows x row length, padding included)
+    prompt_packing: int = 0
+    text_tokens_per_step: int | None = None
 
 
 PROFILE_STEPS = 3  # steps of the step alone under the profiler (--profile)
@@ -129,6 +135,23 @@ def step_flops(count: Callable[[int], float], batch: int) -> float:
     one, two = count(s), count(2 * s)
     quadratic = (two - 2 * one) / (2 * s * s)
     return (one / s - quadratic * s) * batch + quadratic * batch * batch
+
+
+def packed_text_flops(module: ClapTrainModule, batch: dict, autocast) -> float:
+    """FLOPs of the text tower's forward and backward on a batch's packed prompts (0 for
+    padded ones): the text costs the same in a whole step. Alone, the whole batch's
+    text fits in memory where the whole step's activations did not (step_flops)."""
+    if not is_packed(batch):
+        return 0.0
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, gradient_checkpointing_off(module):
+        with autocast:
+            text = packed_text_features(module.clap, *(batch[k] for k in PACKED_KEYS))
+        text.float().sum().backward()
+    module.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
 
 
 def _shard_codec(data: str) -> str | None:
@@ -217,7 +240,7 @@ def _timed(
     if per_epoch < 1:
         raise ValueError(f"batch_size {cfg.batch_size} exceeds one epoch ({len(dataset)} clips)")
 
-    collate = make_collate(cfg, loaded, td.data.catalogue)
+    collate = make_collate(cfg, loaded, td.data.catalogue, cfg.batch_size)
     ring = make_ring(cfg, dataset, cfg.batch_size, device)
     if ring is not None:
         cleanup.callback(ring.close)
@@ -233,7 +256,7 @@ def _timed(
     # FLOPs are counted on the eager module (FlopCounterMode does not see into
     # compiled graphs); the timed steps run what the loop would run.
     compiled = (
-        compile_module(module, cfg.compile_mode, bool(collate.pad_to)) if cfg.compile else module
+        compile_module(module, cfg.compile_mode, fixed_prompts(collate)) if cfg.compile else module
     )
 
     def step(batch, forward=compiled) -> None:
@@ -270,11 +293,14 @@ def _timed(
         # model FLOPs: with grad_checkpointing the recomputed forwards would count too
         # (+27% on the tiny test model), and MFU would read as hardware utilisation
         counter = FlopCounterMode(display=False)
+        sliced = take(full, part, collate.pack, loaded.tokenizer.pad_token_id)
         with counter, gradient_checkpointing_off(module):
-            step({k: v[:part] for k, v in full.items()}, module)
-        return counter.get_total_flops()
+            step(sliced, module)
+        # packed prompts: a slice's rows are rounded up, so its text is not in
+        # proportion to its clips; counted on the whole batch instead (below)
+        return counter.get_total_flops() - (packed_text_flops(module, sliced, autocast))
 
-    flops = step_flops(count, cfg.batch_size)
+    flops = step_flops(count, cfg.batch_size) + packed_text_flops(module, full, autocast)
     bar.update()
     bar.set_description("bench: timed steps")
     if device.type == "cuda":
@@ -396,6 +422,8 @@ def _timed(
         paper_run_minutes=round(PAPER_SAMPLES / sustained / 60, 1),
         compute_alone_synced_s=round(synced, 4),
         profile=profiled,
+        prompt_packing=cfg.prompt_packing,
+        text_tokens_per_step=int(full["input_ids"].numel()),
     )
 
 

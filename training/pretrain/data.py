@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, Sampler
 
 from animalclap_edge.contracts.prompts import Template, render, sample_prompt
 from training.labelled_audio import ClipTable, Item, LabelledSet
+from training.pretrain.packing import PackPlan, pack
 from training.sampling import balanced_epoch, replay_epoch
 
 
@@ -229,7 +230,9 @@ class Collate:
     """Stack crops and tokenize prompts (in the worker, off the training thread).
 
     Prompts are padded to the batch's longest, or with `pad_to` to a fixed length, so
-    every batch has one shape (what CUDA graphs need).
+    every batch has one shape (what CUDA graphs need), or with `pack` packed into the
+    plan's fixed rows (packing.py: input_ids, segments and cls_index instead of
+    input_ids and attention_mask).
 
     With `int16` the crops travel as 16-bit PCM (half the bytes through shared memory,
     pinned memory and the host-to-device copy; a batch of 256 crops of 10 s is 0.5 GB
@@ -237,14 +240,24 @@ class Collate:
     CLAP pipeline also applies; `ClapTrainModule` scales it back on the device.
     """
 
-    def __init__(self, tokenizer, max_len: int = 64, int16: bool = False, pad_to: int = 0):
+    def __init__(
+        self,
+        tokenizer,
+        max_len: int = 64,
+        int16: bool = False,
+        pad_to: int = 0,
+        pack: PackPlan | None = None,
+    ):
+        if pad_to and pack is not None:
+            raise ValueError("a Collate pads prompts to pad_to or packs them, not both")
         self.tok, self.max_len, self.int16, self.pad_to = tokenizer, max_len, int16, pad_to
+        self.pack = pack
 
     def __call__(self, batch: list[tuple[np.ndarray, str]] | CropBatch) -> dict[str, torch.Tensor]:
         if isinstance(batch, CropBatch) and batch.slot is not None:
             # crops already in their ring slot, whose dtype the dataset chose: only
             # the slot's number crosses to the main process (ring.RingFeed)
-            return {"slot": torch.tensor(batch.slot), **self._tokens(batch.prompts)}
+            return {"slot": torch.tensor(batch.slot), **self.tokens(batch.prompts)}
         if isinstance(batch, CropBatch):
             waves, texts = batch.wave, batch.prompts
             if waves.dtype == torch.int16 and not self.int16:
@@ -259,12 +272,15 @@ class Collate:
         else:
             waves = self._waves([w for w, _ in batch])
             texts = [t for _, t in batch]
-        return {"wave": waves, **self._tokens(texts)}
+        return {"wave": waves, **self.tokens(texts)}
 
-    def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
+    def tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """The prompts as the text tower takes them: padded, or packed with `pack`."""
         # Tokenized to one token more than kept: a prompt that reaches it is refused,
         # never silently cut. The run checks the catalogue before it starts; this
         # catches prompts it could not foresee (e.g. shuffled taxonomies).
+        if self.pack is not None:
+            return self._packed(texts)
         keep = self.pad_to or self.max_len
         enc = self.tok(
             texts,
@@ -287,6 +303,23 @@ class Collate:
             )
         return {"input_ids": ids, "attention_mask": mask[:, :keep]}
 
+    def _packed(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        keep = min(self.pack.row_tokens, self.max_len)
+        lists = self.tok(texts, truncation=True, max_length=keep + 1)["input_ids"]
+        cut = next((i for i, ids in enumerate(lists) if len(ids) > keep), None)
+        if cut is not None:
+            raise ValueError(
+                f"prompt {texts[cut]!r} is longer than "
+                + (
+                    f"a packed row of prompt_packing={self.pack.row_tokens} tokens: raise "
+                    "prompt_packing"
+                    if keep == self.pack.row_tokens
+                    else f"the {self.max_len} tokens the text model takes: "
+                    "shorten the templates or the names"
+                )
+            )
+        return pack(lists, self.pack.row_tokens, self.pack.rows, self.tok.pad_token_id)
+
     def _waves(self, crops: list[np.ndarray]) -> torch.Tensor:
         """(B, N) crops written row by row into the batch tensor, which in a loader
         worker is allocated in shared memory at once (as torch's default_collate
@@ -302,9 +335,15 @@ class Collate:
         return out
 
 
+def prompt_lengths(tokenizer, species: Sequence, templates: Sequence[Template]) -> list[int]:
+    """Tokens of every prompt the templates give for these species (special tokens
+    included): what packing sizes its rows from."""
+    texts = [render(sp, t) for sp in species for t in templates]
+    return [len(ids) for ids in tokenizer(texts)["input_ids"]]
+
+
 def longest_prompt(tokenizer, species: Sequence, templates: Sequence[Template]) -> int:
     """Tokens in the longest prompt the templates give for these species (special
     tokens included): a fixed prompt_length is checked against it before a run starts,
     rather than at the first batch that meets the long name hours later."""
-    texts = [render(sp, t) for sp in species for t in templates]
-    return max(len(ids) for ids in tokenizer(texts)["input_ids"])
+    return max(prompt_lengths(tokenizer, species, templates))

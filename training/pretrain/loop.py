@@ -38,11 +38,13 @@ from training.pretrain.data import (
     RankBatches,
     epoch_plan,
     longest_prompt,
+    prompt_lengths,
 )
 from training.pretrain.dist import Dist, all_mean, all_means, barrier, close, init_distributed
 from training.pretrain.loss import gathered_clip_loss
 from training.pretrain.mixed import training_data
 from training.pretrain.pacing import RunAhead
+from training.pretrain.packing import PACKED_KEYS, PackPlan, overflowed, packed_text_features
 from training.pretrain.prefetch import DevicePrefetch
 from training.pretrain.ring import PinnedRing, RingBatches, RingFeed
 from training.splits import write_split
@@ -57,14 +59,24 @@ class ClapTrainModule(nn.Module):
         self.audio = AudioEncoder(loaded.model, loaded.frontend, mode="fft")
 
     def forward(
-        self, wave: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        wave: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        segments: torch.Tensor | None = None,
+        cls_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded prompts: input_ids and attention_mask (B, T). Packed (packing.py):
+        input_ids and segments (R, L), cls_index (B,)."""
         if wave.dtype == torch.int16:  # 16-bit PCM from the loader (Collate int16)
             wave = wave.float().mul_(1 / 32768)
         audio = self.audio(wave)  # (B, D), normalised
-        text = self.clap.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
-        text = nn.functional.normalize(text.pooler_output.float(), dim=-1)
-        return audio.float(), text
+        if segments is not None:
+            text = packed_text_features(self.clap, input_ids, segments, cls_index)
+        else:
+            out = self.clap.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+            text = out.pooler_output
+        return audio.float(), nn.functional.normalize(text.float(), dim=-1)
 
 
 def compile_module(net: nn.Module, mode: str = "default", fixed_prompts: bool = False) -> Callable:
@@ -78,7 +90,7 @@ def compile_module(net: nn.Module, mode: str = "default", fixed_prompts: bool = 
     if fixed_prompts:
         return compiled
 
-    def forward(wave, input_ids, attention_mask):
+    def forward(wave, input_ids, attention_mask):  # padded prompts alone: packed are fixed
         torch._dynamo.mark_dynamic(input_ids, 1)
         torch._dynamo.mark_dynamic(attention_mask, 1)
         return compiled(wave, input_ids, attention_mask)
@@ -116,12 +128,46 @@ def resolve_prompt_length(cfg: PretrainConfig, tokenizer, species, limit: int = 
     return cfg.prompt_length
 
 
-def make_collate(cfg: PretrainConfig, loaded: LoadedClap, species) -> Collate:
-    """The batch collator, padding prompts as resolve_prompt_length says and refusing,
+def resolve_packing(cfg: PretrainConfig, tokenizer, species, prompts: int) -> PackPlan | None:
+    """The rows packed prompts take in a batch of `prompts` (per rank), sized from
+    every prompt the templates give the catalogue; None when packing is off."""
+    if not cfg.prompt_packing:
+        return None
+    templates = [Template.parse(t) for t in cfg.templates]
+    lengths = prompt_lengths(tokenizer, species, templates)
+    return PackPlan.for_lengths(lengths, prompts, cfg.prompt_packing)
+
+
+def make_collate(cfg: PretrainConfig, loaded: LoadedClap, species, prompts: int) -> Collate:
+    """The batch collator for batches of `prompts` clips (per rank), padding prompts as
+    resolve_prompt_length says or packing them as resolve_packing does, and refusing,
     never truncating, one longer than the text tower takes."""
     limit = text_limit(loaded)
     pad_to = resolve_prompt_length(cfg, loaded.tokenizer, species, limit)
-    return Collate(loaded.tokenizer, max_len=limit, int16=cfg.wire_int16, pad_to=pad_to)
+    plan = resolve_packing(cfg, loaded.tokenizer, species, prompts)
+    return Collate(loaded.tokenizer, limit, int16=cfg.wire_int16, pad_to=pad_to, pack=plan)
+
+
+def fixed_prompts(collate: Collate) -> bool:
+    """Whether every batch's prompts have one shape (padded to a length, or packed)."""
+    return bool(collate.pad_to) or collate.pack is not None
+
+
+def prompts_note(cfg: PretrainConfig, collate: Collate) -> str | None:
+    """How prompts reach the text tower, for the run's log."""
+    if collate.pack is not None:
+        plan = collate.pack
+        return (
+            f"prompts packed into {plan.rows} rows of {plan.row_tokens} tokens a batch of "
+            f"{plan.prompts} ({plan.tokens} tokens; a batch that needs more rows is logged)"
+        )
+    if collate.pad_to:
+        return f"every prompt padded to {collate.pad_to} tokens" + (
+            " (auto: the catalogue's longest, rounded up to 8)"
+            if cfg.prompt_length == "auto"
+            else ""
+        )
+    return None
 
 
 def make_dataset(cfg: PretrainConfig, td, loaded: LoadedClap) -> EpochPlanDataset:
@@ -278,8 +324,23 @@ def forward_loss(forward, module: ClapTrainModule, batch: dict, autocast, d: Dis
     """The CLIP loss of one batch: both towers (`forward` is the module, DDP-wrapped or
     compiled), features gathered across ranks."""
     with autocast:
-        audio, text = forward(batch["wave"], batch["input_ids"], batch["attention_mask"])
+        if "segments" in batch:
+            text = {k: batch[k] for k in PACKED_KEYS}
+            audio, text = forward(batch["wave"], **text)
+        else:
+            audio, text = forward(batch["wave"], batch["input_ids"], batch["attention_mask"])
     return gathered_clip_loss(audio, text, module.clap.logit_scale_a, module.clap.logit_scale_t, d)
+
+
+def _overflow_note(logs, d: Dist, step: int, extra: int, plan: PackPlan) -> None:
+    message = (
+        f"step {step}, rank {d.rank}: the batch's prompts took {extra} packed row(s) "
+        f"beyond the {plan.rows} planned (a new shape: a recompilation when compiled)"
+    )
+    if logs:
+        logs.note(message)
+    else:
+        warnings.warn(message, stacklevel=2)
 
 
 def build_model(cfg: PretrainConfig, data, seen: Collection[str]) -> LoadedClap:
@@ -741,20 +802,13 @@ def _pretrain(
             + (f", stopping after {stop_at} (max_steps)" if stop_at < total else "")
             + ": --set epochs=N for a longer run, batch_size=N for more steps per epoch"
         )
-    collate = make_collate(cfg, loaded, data.catalogue)
-    if collate.pad_to:
-        notes.append(
-            f"every prompt padded to {collate.pad_to} tokens"
-            + (
-                " (auto: the catalogue's longest, rounded up to 8)"
-                if cfg.prompt_length == "auto"
-                else ""
-            )
-        )
+    collate = make_collate(cfg, loaded, data.catalogue, cfg.batch_size // d.world)
+    if note := prompts_note(cfg, collate):
+        notes.append(note)
     if cfg.compile:
         notes.append(
-            f"torch.compile: inductor, mode {cfg.compile_mode}, prompt length "
-            + (f"fixed at {collate.pad_to}" if collate.pad_to else "dynamic")
+            f"torch.compile: inductor, mode {cfg.compile_mode}, prompt shape "
+            + ("fixed" if fixed_prompts(collate) else "dynamic")
             + "; the first step compiles"
         )
     if note := workers_note(cfg.workers):
@@ -836,7 +890,7 @@ def _pretrain(
     )
     if cfg.device_prefetch and ring is None:  # the ring copies on a side stream itself
         loader = DevicePrefetch(loader, d.device)
-    forward = compile_module(net, cfg.compile_mode, bool(collate.pad_to)) if cfg.compile else net
+    forward = compile_module(net, cfg.compile_mode, fixed_prompts(collate)) if cfg.compile else net
     pace = RunAhead(d.device, cfg.run_ahead)
     stop = StopRequest()
     batches = iter(loader)
@@ -849,6 +903,8 @@ def _pretrain(
             waited += time.perf_counter() - t_wait
             epoch = step // steps_per_epoch
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
+            if extra := overflowed(batch, collate.pack):
+                _overflow_note(logs, d, step, extra, collate.pack)
             lr = cosine_lr(step, total, cfg.lr, warmup)
             for g in opt.param_groups:
                 g["lr"] = lr

@@ -29,6 +29,8 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch.utils.data import Sampler
 
+from training.pretrain.packing import clips_in
+
 # Batches taken whose slots are not yet reused: the copy of batch j - MARGIN must end
 # before batch j is taken (module docstring). On a CPU device a yielded batch's wave is
 # the slot itself and stays valid until MARGIN more batches have been taken.
@@ -129,7 +131,7 @@ class RingFeed:
         side = torch.cuda.Stream(self.device) if cuda else None
         taken: deque[torch.cuda.Event | None] = deque()  # one per batch, oldest first
         for batch in _pulled(self.loader, taken):
-            host = self.ring.slot(int(batch.pop("slot")))[: len(batch["input_ids"])]
+            host = self.ring.slot(int(batch.pop("slot")))[: clips_in(batch)]
             if not cuda:
                 taken.append(None)
                 yield {"wave": host, **batch}

@@ -187,7 +187,7 @@ def test_the_flop_count_is_a_training_steps_forward_and_backward():
     loaded = build_model(cfg, td.data, td.seen_species)
     module = ClapTrainModule(loaded)
     dataset = make_dataset(cfg, td, loaded)
-    batch = make_collate(cfg, loaded, td.data.catalogue)([dataset[(0, p)] for p in range(4)])
+    batch = make_collate(cfg, loaded, td.data.catalogue, 4)([dataset[(0, p)] for p in range(4)])
     one = Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
@@ -263,12 +263,13 @@ def test_the_flops_are_counted_on_two_slices_and_fitted(monkeypatch):
     """An eager step on the whole batch keeps every activation: beside the compiled
     step's CUDA-graph pools it ran out of memory at batch 512 on an H100, and a batch
     that fits only with checkpointing did so before it timed a step. Slices of 1 and 2
-    clips, fitted as a B + b B^2 (the B x B logits), give batch 4's count."""
+    clips, fitted as a B + b B^2 (the B x B logits), give batch 4's count; packed
+    prompts too, though a slice's packed rows are not in proportion to its clips."""
     from training.pretrain import bench as bench_module
     from training.pretrain.config import load_config
 
     sets = ["init=scratch:fast", "data=tiny", "batch_size=4", "crop_seconds=1", "workers=0"]
-    for more in ([], ["grad_checkpointing=true"]):
+    for more in ([], ["grad_checkpointing=true"], ["prompt_packing=48"]):
         whole = bench_module.bench(load_config(None, [*sets, *more]), 1, 1, 1.0)
         monkeypatch.setattr(bench_module, "FLOP_COUNT_SLICE", 1)
         sliced = bench_module.bench(load_config(None, [*sets, *more]), 1, 1, 1.0)

@@ -176,3 +176,19 @@ def test_two_gloo_ranks_through_the_ring_match_one_process(pretrain_checkpoint, 
     assert list(a) == list(b) == [1, 2, 3]
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=1e-5), step
+
+
+def test_two_gloo_ranks_with_packed_prompts_match_one_padded_process(pretrain_checkpoint, tmp_path):
+    """prompt_packing on DDP through the ring: each rank packs its own half of the batch
+    into rows sized for it, and the gathered loss is the padded single process's."""
+    one = tiny_run(tmp_path / "one", pretrain_checkpoint, max_steps=3, workers=1)
+    torch.set_num_threads(1)
+    pretrain(one, progress=False)
+    two = dataclasses.replace(one, out=str(tmp_path / "two"), pinned_ring=True, prompt_packing=48)
+    torchrun_two_ranks(two)
+    notes = (tmp_path / "two" / "train_log.jsonl").read_text()
+    assert "2 rank(s) on cpu" in notes and "a batch of 4 (" in notes
+    a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert list(a) == list(b) == [1, 2, 3]
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5), step

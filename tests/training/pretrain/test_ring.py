@@ -34,7 +34,7 @@ def parts():
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay)
     loaded = build_model(cfg, td.data, td.seen_species)
     dataset = make_dataset(cfg, td, loaded)
-    collate = make_collate(cfg, loaded, td.data.catalogue)
+    collate = make_collate(cfg, loaded, td.data.catalogue, cfg.batch_size)
     per_epoch = len(dataset) // BATCH
     # across an epoch boundary, as the run's one loader goes
     sampler = RankBatches(per_epoch, BATCH, 0, 1, per_epoch - TAKEN // 2, per_epoch + TAKEN)
