@@ -12,6 +12,10 @@
 #             the GPU copies from, no pinning thread; the bench also times the pinned
 #             loader alone as its peer (not in the default list; A/B against sdpa)
 #   ring512   ring at batch 512 (26.6 GB locked; not in the default list)
+#   packed    ring with prompt_packing=64 instead of prompt_length=auto: prompts packed
+#             end to end into fixed rows (packing.py; not in the default list; A/B
+#             against ring)
+#   packed512 packed at batch 512 (not in the default list)
 #   synced    graphs with run_ahead=0: a sync after every step, as every run before
 #             2026-11-26 evening did (not in the default list; A/B against graphs)
 # 2026-11-26 on an H100, base and graphs in one call: 1,875 and 2,120 samples/s, host
@@ -30,8 +34,10 @@ declare -A SETS_OF=(
   [sdpa]="compile=true device_prefetch=true compile_mode=reduce-overhead prompt_length=auto attention=sdpa"
   [ring]="compile=true compile_mode=reduce-overhead prompt_length=auto attention=sdpa pinned_ring=true"
   [ring512]="compile=true compile_mode=reduce-overhead prompt_length=auto attention=sdpa pinned_ring=true"
+  [packed]="compile=true compile_mode=reduce-overhead prompt_packing=64 attention=sdpa pinned_ring=true"
+  [packed512]="compile=true compile_mode=reduce-overhead prompt_packing=64 attention=sdpa pinned_ring=true"
 )
-declare -A BATCH_OF=([graphs512]=512 [ring512]=512)  # larger matmuls; about 50 GB at batch 512
+declare -A BATCH_OF=([graphs512]=512 [ring512]=512 [packed512]=512)  # larger matmuls; about 50 GB at batch 512
 for v in ${VARIANTS:-base prefetch graphs}; do
   if [ $((LIMIT - SECONDS)) -lt 200 ]; then echo "$v: skipped, ${SECONDS}s gone"; continue; fi
   echo "== $v: ${SETS_OF[$v]}"

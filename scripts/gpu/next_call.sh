@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The next device call for pretraining throughput (about 8.5 min on an H100; carry .whl).
 # 2026-11-28 showed the ring lifts the loader to 6,579 clips/s, so the step (0.103 s at
-# batch 256, MFU 13%) is the limit. This call asks what the step is made of and whether
-# a larger batch helps:
-#  1. ring512: compiled, CUDA graphs, sdpa, pinned_ring, at batch 512 (its FLOP count
-#     ran out of memory on 2026-11-28; bench now counts slices);
-#  2. ring: the same at batch 256, the peer in the same call;
+# batch 256, MFU 13%) is the limit. This call asks whether packing the prompts, instead
+# of padding each to the catalogue's longest, shortens it, and what the step is made of:
+#  1. packed: compiled, CUDA graphs, sdpa, pinned_ring, prompt_packing=64 (on CPU the
+#     text tower's step 2.6x faster at batch 64 of eBird prompts;
+#     scripts/benchmarks/prompt_packing.py);
+#  2. ring: the same with prompt_length=auto, the peer in the same call;
 #  both with PROFILE=1: the step alone under torch.profiler, device time by kind of
 #  kernel and idle gaps (profile_b<batch>/profile.md, .json, trace.json.gz).
-# The hardware tests (ring, pacing, fused window mask) passed on 2026-11-28 and are
-# left out; run them with `python3 -m pytest -m hardware tests/training/pretrain`.
+# ring512 and packed512 (batch 512) are for the call after. The hardware tests (ring,
+# pacing, fused window mask) passed on 2026-11-28 and are left out; run them with
+# `python3 -m pytest -m hardware tests/training/pretrain`.
 set -o pipefail
 OUT=${OUT:-runs/gpu-next}; mkdir -p "$OUT"
 # bench_pretrain.sh reports a failed benchmark or prepare as an rc line and goes on: the
@@ -22,7 +24,7 @@ echo "setup ${SECONDS} s"
 # lines out of each variant's output and the env.txt files are removed below
 cat /tmp/setup/env.txt
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-PROFILE=1 VARIANTS=${VARIANTS:-ring512 ring} LIMIT=$((570 - SECONDS)) OUT=$OUT \
+PROFILE=1 VARIANTS=${VARIANTS:-packed ring} LIMIT=$((570 - SECONDS)) OUT=$OUT \
     bash scripts/gpu/compile_variants.sh
 rm -f "$OUT"/*/env.txt "$OUT"/*/prepare.log
 echo "total ${SECONDS} s"
