@@ -3,11 +3,11 @@
 # 2026-11-28 showed the ring lifts the loader to 6,579 clips/s, so the step (0.103 s at
 # batch 256, MFU 13%) is the limit. This call asks whether packing the prompts, instead
 # of padding each to the catalogue's longest, shortens it, and what the step is made of:
-#  1. packed: compiled, CUDA graphs, sdpa, pinned_ring, prompt_packing=64 (on CPU the
-#     text tower's step 2.6x faster at batch 64 of eBird prompts;
-#     scripts/benchmarks/prompt_packing.py);
+#  0. scripts/benchmarks/prompt_packing.py: the text tower alone on eBird prompts,
+#     padded against packed (on the 2-core CPU packed ran 4.49x faster at batch 256);
+#  1. packed: compiled, CUDA graphs, sdpa, pinned_ring, prompt_packing=64;
 #  2. ring: the same with prompt_length=auto, the peer in the same call;
-#  both with PROFILE=1: the step alone under torch.profiler, device time by kind of
+#  1 and 2 with PROFILE=1: the step alone under torch.profiler, device time by kind of
 #  kernel and idle gaps (profile_b<batch>/profile.md, .json, trace.json.gz).
 # ring512 and packed512 (batch 512) are for the call after. The hardware tests (ring,
 # pacing, fused window mask) passed on 2026-11-28 and are left out; run them with
@@ -24,6 +24,11 @@ echo "setup ${SECONDS} s"
 # lines out of each variant's output and the env.txt files are removed below
 cat /tmp/setup/env.txt
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+# the text tower alone, padded against packed (about 30 s): a figure even if a variant fails
+mkdir -p "$OUT/text"
+timeout 120 python3 scripts/benchmarks/prompt_packing.py --batch 256 --steps 10 --simulate 500 \
+    2>&1 | tee "$OUT/text/prompt_packing.txt" | grep -vE "Warning|warn"
+echo "text tower ${SECONDS} s"
 PROFILE=1 VARIANTS=${VARIANTS:-packed ring} LIMIT=$((570 - SECONDS)) OUT=$OUT \
     bash scripts/gpu/compile_variants.sh
 rm -f "$OUT"/*/env.txt "$OUT"/*/prepare.log
