@@ -16,7 +16,7 @@ the only one in flight, or one larger than the broker's advertised maximum packe
 size) is set aside in the outbox after `max_attempts` refusals, so that one bad
 message never blocks the rest; `publish --retry-set-aside` queues them again.
 
-One sender per database: `UplinkLock` (an flock on `<db>.uplink.lock`).
+One sender per database: `UplinkLock` (an flock on `<db>.uplink.lock`, db_lock.py).
 
 A retained `<prefix>/<device>/status` says "online"; the broker publishes the
 last will "offline" there if the recorder vanishes. Heartbeats on
@@ -26,7 +26,6 @@ when a publisher is made.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -38,6 +37,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from animalclap_edge.config import EdgeConfig, MqttConfig
+from animalclap_edge.db_lock import DbLock
 from animalclap_edge.store import DetectionStore
 
 MQTT_INSTALL_HINT = "MQTT uplink needs paho-mqtt: pip install 'animalclap-edge[mqtt]'"
@@ -71,45 +71,20 @@ class UplinkBusy(PublishError):
         super().__init__(f"another uplink ({who}) is sending for {db}")
 
 
-class UplinkLock:
-    """An exclusive flock on `<db>.uplink.lock`: two senders on one outbox (`run` with
-    MQTT on, and `publish` beside it) each sent every message (found in a walkthrough).
-    The kernel drops the lock when its holder dies, so a crash leaves nothing stale;
-    the file is never deleted (deleting a lock file lets two holders in)."""
+class UplinkLock(DbLock):
+    """One sender per outbox: two (`run` with MQTT on, and `publish` beside it) each
+    sent every message (found in a walkthrough)."""
 
-    def __init__(self, db: str | Path):
-        self.db = Path(db)
-        self.path = self.db.with_name(self.db.name + ".uplink.lock")
-        self._fd: int | None = None
+    role = "uplink"
 
-    def acquire(self) -> None:
-        """Take the lock or raise UplinkBusy (naming the holder's pid) at once."""
-        if self._fd is not None:
-            return
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise PublishError(
-                f"{self.path}: cannot create the uplink lock ({e.strerror or e}); the "
-                "database's folder must be writable to send from it"
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            try:
-                pid = int(os.read(fd, 32).decode().strip() or 0)
-            except ValueError:
-                pid = 0
-            os.close(fd)
-            raise UplinkBusy(self.db, pid) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+    def busy(self, pid: int) -> Exception:
+        return UplinkBusy(self.db, pid)
 
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # closing the last descriptor drops the flock
+    def cannot(self, why: str) -> Exception:
+        return PublishError(
+            f"{self.path}: cannot create the uplink lock ({why}); the database's folder "
+            "must be writable to send from it"
+        )
 
 
 def _accept_mosquitto_puback_codes() -> None:

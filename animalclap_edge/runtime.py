@@ -14,12 +14,33 @@ from pathlib import Path
 from typing import TextIO
 
 from animalclap_edge.config import EdgeConfig
+from animalclap_edge.db_lock import DbLock
 from animalclap_edge.health import HealthMonitor, StoreHealthLog, backup_path_for
 from animalclap_edge.recovery import open_store
 from animalclap_edge.room import is_full, make_room
 from animalclap_edge.sources import Source
 from animalclap_edge.store import StoreError
 from animalclap_edge.watchdog import WatchdogSettings, WatchedSource
+
+
+class RunLock(DbLock):
+    """One analysing process per database: two `run`s on one card each analysed the
+    same recordings and logged every detection twice."""
+
+    role = "run"
+
+    def busy(self, pid: int) -> Exception:
+        who = f"pid {pid}" if pid else "pid unknown"
+        return StoreError(
+            f"another run ({who}) is logging to {self.db}: stop it first, or give this "
+            "run its own --db (two runs on one database log the same recordings twice)"
+        )
+
+    def cannot(self, why: str) -> Exception:
+        return StoreError(
+            f"{self.path}: cannot create the run lock ({why}); the database's folder "
+            "must be writable to log to it"
+        )
 
 
 class Runtime:
@@ -35,6 +56,15 @@ class Runtime:
         # before_print: e.g. erase a terminal status line so messages start at column 0
         self.cfg, self.db, self.err = cfg, Path(db), err
         self._before_print = before_print
+        self._lock = RunLock(self.db)
+        self._lock.acquire()  # before the store: a second run must not touch it
+        try:
+            self._open(cfg, hop_s, sample_rate)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, cfg: EdgeConfig, hop_s: float, sample_rate: int) -> None:
         self.store, recovery, room = self._open_store(cfg)
         if recovery is not None:
             self.say(f"WARNING: {recovery.summary()}")
@@ -142,7 +172,10 @@ class Runtime:
                         "on the next run or by `animalclap-edge publish`)"
                     )
             finally:
-                self.store.close()
+                try:
+                    self.store.close()
+                finally:
+                    self._lock.release()
 
     def __enter__(self) -> Runtime:
         return self.start()

@@ -1,0 +1,64 @@
+"""One analysing process per database (runtime.RunLock): a second `run` on a card's
+database is refused in one line while the first lives, and is let in once it dies."""
+
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import soundfile as sf
+
+from animalclap_edge.cli import main
+
+HOLDER = """
+import sys, time
+from animalclap_edge.runtime import RunLock
+RunLock(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def _recordings(db) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("select count(*) from recordings").fetchone()[0]
+
+
+def _folder(path, seconds: float = 3.0):
+    path.mkdir()
+    t = np.arange(int(48_000 * seconds)) / 48_000
+    sf.write(path / "tone.wav", (0.3 * np.sin(2 * np.pi * 2000 * t)).astype(np.float32), 48_000)
+    return path
+
+
+def test_a_second_run_on_one_database_is_refused_while_the_first_lives(
+    tiny_bundle, tmp_path, capsys
+):
+    db = tmp_path / "card" / "detections.db"
+    first, second = _folder(tmp_path / "first"), _folder(tmp_path / "second")
+    run = ["run", "--bundle", str(tiny_bundle), "--db", str(db), "--quiet", "--source"]
+    assert main([*run, str(first)]) == 0
+    assert _recordings(db) == 1
+    capsys.readouterr()
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main([*run, str(second)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert [line for line in err if "error" in line] == [err[-1]]  # after the banner
+        assert err[-1] == (
+            f"animalclap-edge: error: another run (pid {holder.pid}) is logging to {db}: stop it first, or "
+            "give this run its own --db (two runs on one database log the same recordings "
+            "twice)"
+        )
+        assert _recordings(db) == 1  # the refused run touched nothing
+    finally:
+        holder.kill()  # as a crash would: the kernel drops its lock
+        holder.wait()
+    assert main([*run, str(second)]) == 0
+    assert _recordings(db) == 2
+    # and a run that ended released it: the next one on the card goes ahead
+    assert main([*run, str(second), "--redo"]) == 0
