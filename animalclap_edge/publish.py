@@ -166,6 +166,7 @@ class MqttPublisher:
         self.stats = PublisherStats()
         self._password = self._read_password()
         self._tls = self._tls_context()
+        self.cert_not_after = self._warn_of_expiry()
         self._protocol = mqtt.MQTTv5
         self._protocol_just_changed = False  # retry at once, without the backoff
         self.lock = UplinkLock(self.db_path)
@@ -237,6 +238,25 @@ class MqttPublisher:
                     "a PEM client certificate and the private key that matches it"
                 ) from None
         return context
+
+    def _warn_of_expiry(self) -> str | None:
+        """Say at start which certificate has expired or ends within WARN_DAYS (a
+        recorder left out for months outlives one); the client certificate's end, for
+        the heartbeat, so that a dashboard sees it coming."""
+        from animalclap_edge.certs import CertError, expiry_note, not_after
+
+        if self._tls is None:
+            return None
+        for setting in ("cert_file", "ca_file"):
+            path = getattr(self.cfg, setting)
+            if path and (note := expiry_note(setting, path)):
+                self._say(f"uplink: WARNING: {note}")
+        if not self.cfg.cert_file:
+            return None
+        try:
+            return not_after(self.cfg.cert_file).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except (OSError, CertError):
+            return None
 
     def _make_client(self):
         """A new paho client per connection: paho re-sends its own queue after a
@@ -400,9 +420,11 @@ class MqttPublisher:
                 )
             else:
                 why += (
-                    " (a TLS broker closes the connection so where it does not accept the "
-                    f"client certificate in cert_file {self.cfg.cert_file}: is it signed "
-                    "by a CA the broker trusts?)"
+                    self._expired_hint()
+                    if self._cert_expired()
+                    else " (a TLS broker closes the connection so where it does not accept "
+                    f"the client certificate in cert_file {self.cfg.cert_file}: is it "
+                    "signed by a CA the broker trusts?)"
                 )
         self._connect_failed(why)
         return False
@@ -423,7 +445,19 @@ class MqttPublisher:
             isinstance(e, ConnectionResetError) or "wrong version number" in str(e).lower()
         ):  # a plain broker resets a TLS handshake, or answers it in plain MQTT
             return f"{e} (TLS to a port without it: is {self.cfg.port} the broker's TLS port?)"
+        if isinstance(e, ssl.SSLError) and self._cert_expired():  # refused in the handshake
+            return f"{e}{self._expired_hint()}"
         return str(e)
+
+    def _cert_expired(self) -> bool:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return self.cert_not_after is not None and self.cert_not_after <= now
+
+    def _expired_hint(self) -> str:
+        return (
+            f" (the client certificate in cert_file {self.cfg.cert_file} expired on "
+            f"{self.cert_not_after}: renew it)"
+        )
 
     def _connect_failed(self, why: str) -> None:
         self.stats.connect_failures += 1
@@ -587,6 +621,7 @@ class MqttPublisher:
             "connect_failures": s.connect_failures,
             "last_connect_error": s.last_connect_error or None,
             "protocol": s.protocol,
+            "cert_not_after": self.cert_not_after,  # the client certificate's end, or None
             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         v5 = self._protocol == self._mqtt.MQTTv5

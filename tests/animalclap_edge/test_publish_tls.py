@@ -105,7 +105,8 @@ def test_detections_arrive_over_tls_with_a_client_certificate(tmp_path, pki, tls
         cert_file=str(pki / "client.crt"),
         key_file=str(pki / "client.key"),
     )
-    pub = MqttPublisher(db, cfg, device_id="rec1", poll_s=0.1).start()
+    said: list[str] = []
+    pub = MqttPublisher(db, cfg, device_id="rec1", poll_s=0.1, say=said.append).start()
     try:
         assert wait_until(lambda: len(sub.unique()) == 20, 30), pub.stats
         assert wait_until(lambda: pub.backlog() == 0, 30), pub.stats  # acknowledged
@@ -113,6 +114,36 @@ def test_detections_arrive_over_tls_with_a_client_certificate(tmp_path, pki, tls
         _shut(pub, sub)
     with DetectionStore(db) as store:
         assert sub.unique() == {d.detection_id for d in store.detections()}
+    # its certificates last 2 days: said at start, and its end in every heartbeat
+    for setting, name in (("cert_file", "client.crt"), ("ca_file", "ca.crt")):
+        warning = f"uplink: WARNING: messaging.mqtt.{setting} {pki / name} expires on "
+        assert any(line.startswith(warning) and "in 2 day(s)" in line for line in said), said
+    assert pub.cert_not_after is not None and pub.cert_not_after.endswith("Z")
+
+
+def test_an_expired_client_certificate_is_said_at_start_and_when_refused(tmp_path, pki, tls_broker):
+    """A recorder left out longer than its certificate: the broker closes every
+    connection, and the reason must reach whoever reads the log or the card."""
+    from animalclap_edge.publish import MqttPublisher
+
+    cfg = _tls(
+        pki, tls_broker.tls_port, ca_file=str(pki / "ca.crt"),
+        cert_file=str(pki / "expired.crt"), key_file=str(pki / "expired.key"),
+    )  # fmt: skip
+    said: list[str] = []
+    db = _logged(tmp_path / "d.db", 1)
+    pub = MqttPublisher(db, cfg, device_id="rec1", max_backoff_s=0.5, say=said.append).start()
+    try:
+        assert wait_until(lambda: pub.stats.connect_failures >= 1, 20)
+    finally:
+        pub.stop()
+    start = f"uplink: WARNING: messaging.mqtt.cert_file {pki / 'expired.crt'} expired on "
+    assert said[0].startswith(start) and "the broker will refuse every connection" in said[0]
+    assert f"expired on {pub.cert_not_after}: renew it" in pub.stats.last_connect_error, (
+        pub.stats.last_connect_error
+    )
+    with DetectionStore(db) as store:
+        assert len(store.pending_outbox()) == 1  # kept for the renewed certificate
 
 
 @pytest.mark.parametrize(
