@@ -23,6 +23,7 @@ import re
 import sqlite3
 import stat
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -391,43 +392,72 @@ def write_report(
         twice = next(d for d in dbs if dbs.count(d) > 1)
         raise ReportError(f"--db {twice} is given twice: each card once")
     table = {"events": "events", "runs": "runs", "health": "health"}.get(what, "detections")
-    with contextlib.ExitStack() as stack:
-        parts = []
-        for path in dbs:
-            conn = open_readonly(path, table)
-            stack.callback(conn.close)
+
+    @contextlib.contextmanager
+    def card(path: Path) -> Iterator[tuple[list[str], Iterator[Sequence[object]]]]:
+        """One card's header and rows, its connection open while they are read."""
+        conn = open_readonly(path, table)
+        try:
             told = card_notes(say, path, len(dbs) > 1)
-            try:
-                if wal_note := missing_wal_note(path, conn):
-                    say(wal_note)
-                header, rows = _table(
-                    conn, what, min_probability, taxa, utc_offset_h, told, trusted_clock_only
-                )
-                parts.append((path, *recorder_columns(conn, what, header, rows)))
-            except sqlite3.Error as e:
-                raise _read_error(path, table, e) from e
-        header = list(dict.fromkeys(c for _, h, _ in parts for c in h))  # in order, once
-        return _write_csv(out, header, _one_table(parts, header, table))
+            if wal_note := missing_wal_note(path, conn):
+                say(wal_note)
+            header, rows = _table(
+                conn, what, min_probability, taxa, utc_offset_h, told, trusted_clock_only
+            )
+            yield recorder_columns(conn, what, header, _read(path, table, rows))
+        except sqlite3.Error as e:
+            raise _read_error(path, table, e) from e
+        finally:
+            conn.close()
+
+    if len(dbs) == 1:
+        with card(dbs[0]) as (header, rows):
+            return _write_csv(out, header, rows)
+    return _cards_in_one_table(dbs, card, out)
+
+
+def _read(path: Path, table: str, rows: Iterator[Sequence[object]]) -> Iterator[Sequence[object]]:
+    """A card's rows, a read error in them named by its card."""
+    try:
+        yield from rows
+    except sqlite3.Error as e:
+        raise _read_error(path, table, e) from e
+
+
+def _cards_in_one_table(dbs: list[Path], card: Callable, out: TextIO) -> int:
+    """The rows of every card under one header, reading one card at a time: a column a
+    card lacks (an older release's schema, a bundle without some trait) is left empty
+    in its rows. The header is known only when every card has been read, so the rows
+    wait in a temporary CSV; holding every card open until then ran into the limit of
+    open files at a few hundred cards (three files each, with a -wal)."""
+    with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as spool:
+        writer = csv.writer(spool, lineterminator="\n")
+        cards = []  # (card's own header, rows it wrote)
+        for path in dbs:
+            with card(path) as (own, rows):
+                n = 0
+                for row in rows:
+                    writer.writerow(row)
+                    n += 1
+            cards.append((own, n))
+        header = list(dict.fromkeys(c for own, _ in cards for c in own))  # in order, once
+        spool.seek(0)
+        back = csv.reader(spool)
+
+        def rows() -> Iterator[Sequence[object]]:
+            for own, n in cards:
+                at = [own.index(c) if c in own else None for c in header]
+                for _ in range(n):
+                    row = next(back)
+                    yield row if own == header else ["" if i is None else row[i] for i in at]
+
+        return _write_csv(out, header, rows())
 
 
 def _read_error(db: Path, table: str, e: sqlite3.Error) -> ReportError:
     if _is_damage(e):
         return damaged(db, e)
     return ReportError(f"{db}: cannot read the {table} ({e})")
-
-
-def _one_table(
-    parts: list[tuple[Path, list[str], Iterator[Sequence[object]]]], header: list[str], table: str
-) -> Iterator[Sequence[object]]:
-    """The rows of every database under one header: a column a database lacks (an older
-    release's schema, a bundle without some trait) is left empty in its rows."""
-    for path, own, rows in parts:
-        at = [own.index(c) if c in own else None for c in header]
-        try:
-            for row in rows:
-                yield row if own == header else ["" if i is None else row[i] for i in at]
-        except sqlite3.Error as e:
-            raise _read_error(path, table, e) from e
 
 
 def _table(

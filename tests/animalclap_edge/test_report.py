@@ -716,3 +716,31 @@ def test_a_card_copied_without_its_wal_is_said_to_miss_rows(tmp_path, capsys):
         s.finish_run(RUN)
     assert main(["report", "detections", "--db", str(card)]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def test_many_cards_are_read_one_at_a_time(tmp_path):
+    """Held open together until the header was known, a few hundred cards passed the
+    limit of open files ("unable to open database file"); here 100 cards under 48."""
+    cards = [
+        _recorder(tmp_path / f"c{i:03d}" / "detections.db", f"rec-{i:03d}", "", ("eurbla",))
+        for i in range(100)
+    ]
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))\n"
+        "from animalclap_edge.report import write_report\n"
+        "n = write_report(sys.argv[2:], 'detections', open(sys.argv[1], 'w'))\n"
+        "print(n)\n"
+    )
+    out = tmp_path / "all.csv"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(out), *map(str, cards)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "100"
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["device"] for r in rows] == [f"rec-{i:03d}" for i in range(100)]
