@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--data",
         default="tiny",
-        help="benchmark size[:seed] (tiny, small, full), a benchmark folder, or a folder with recordings.csv + catalogue.csv",
+        help="benchmark size[:seed] (tiny, small, wide, full), a benchmark folder, or a folder with recordings.csv + catalogue.csv",
     )
     tr.add_argument(
         "--out",
@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     pp.set_defaults(func=_cmd_prepare)
 
     bw = command("benchmark", help="write a procedural benchmark corpus to disk")
-    bw.add_argument("--size", default="tiny", help="tiny, small or full")
+    bw.add_argument("--size", default="tiny", help="tiny, small, wide or full")
     bw.add_argument("--seed", type=int, default=0, help="seed of the generated corpus")
     bw.add_argument("--out", required=True, help="folder to write it to")
     bw.add_argument("--workers", type=int, default=1, help="rendering processes")

@@ -10,8 +10,10 @@
 # prefetch queue, workers x 4 batches, makes the timed data wait the steady one).
 # PROFILE=1 also profiles the step alone (bench --profile: $OUT/profile_b<batch>/).
 # SHARDS=flac|wav reads the benchmark through `prepare`d shards (the paper run's path)
-# instead of its FLAC files.
+# instead of its FLAC files. SIZE=wide writes the benchmark of 2,000 species (prompts as
+# long as a paper-size catalogue's) instead of small's 160.
 set -o pipefail
+SIZE=${SIZE:-small}
 OUT=${OUT:-runs/gpu-bench}; mkdir -p "$OUT"
 compgen -G ".whl/*.whl" > /dev/null || {
   echo "no wheels in .whl: run bash scripts/gpu/fetch_wheels.sh where the registry is reachable, then carry .whl"
@@ -25,23 +27,23 @@ T() { python3 -c 'import sys; from training.cli import main; sys.exit(main())' "
   python3 -c 'import torch, transformers; print(torch.__version__, transformers.__version__)'; } \
     2>&1 | tee "$OUT/env.txt"
 start=$(date +%s)
-if [ ! -f /tmp/bench-small/catalogue.csv ]; then  # written once per machine
-  timeout 170 bash -c "$(declare -f T); T benchmark --size small --out /tmp/bench-small --workers 16" \
+if [ ! -f /tmp/bench-$SIZE/catalogue.csv ]; then  # written once per machine
+  timeout 170 bash -c "$(declare -f T); T benchmark --size $SIZE --out /tmp/bench-$SIZE --workers 16" \
       > "$OUT/benchmark.log" 2>&1; echo "benchmark rc=$? in $(( $(date +%s) - start )) s"
   tail -2 "$OUT/benchmark.log"
 fi
-DATA=/tmp/bench-small
+DATA=/tmp/bench-$SIZE
 # prepared once per machine (prepared.json is finalize's last word): compile_variants.sh
 # calls this once per variant, and a re-run re-plans and re-finalizes (seconds each)
 # outside the BENCH_TIMEOUT it budgets for the variant
-if [ -n "${SHARDS:-}" ] && [ ! -f "/tmp/prepared-$SHARDS/prepared.json" ]; then
-  python3 scripts/gpu/benchmark_manifest.py /tmp/bench-small > /dev/null || exit 1
-  timeout 170 bash -c "$(declare -f T); T prepare --manifest /tmp/bench-small/manifest-cc0.csv \
-      --catalogue /tmp/bench-small/catalogue.csv --out /tmp/prepared-$SHARDS --codec $SHARDS \
+if [ -n "${SHARDS:-}" ] && [ ! -f "/tmp/prepared-$SIZE-$SHARDS/prepared.json" ]; then
+  python3 scripts/gpu/benchmark_manifest.py /tmp/bench-$SIZE > /dev/null || exit 1
+  timeout 170 bash -c "$(declare -f T); T prepare --manifest /tmp/bench-$SIZE/manifest-cc0.csv \
+      --catalogue /tmp/bench-$SIZE/catalogue.csv --out /tmp/prepared-$SIZE-$SHARDS --codec $SHARDS \
       --workers 16" > "$OUT/prepare.log" 2>&1; echo "prepare ($SHARDS) rc=$?"
   tail -c 300 "$OUT/prepare.log"
 fi
-[ -n "${SHARDS:-}" ] && DATA=/tmp/prepared-$SHARDS
+[ -n "${SHARDS:-}" ] && DATA=/tmp/prepared-$SIZE-$SHARDS
 [ -n "${SETUP_ONLY:-}" ] && exit 0  # wheels and data only (distill_full.sh)
 for b in ${BATCHES:-64 256}; do
   timeout ${BENCH_TIMEOUT:-150} bash -c "$(declare -f T); T bench --set data=$DATA \

@@ -16,13 +16,13 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 T() { python3 -c 'import sys; from training.cli import main; sys.exit(main())' "$@"; }
 X() { python3 -c 'import sys; from export.cli import main; sys.exit(main())' "$@"; }
 start=$SECONDS
-timeout 240 bash -c "$(declare -f T); T pretrain --set data=/tmp/prepared-wav init=scratch:full \
+timeout 240 bash -c "$(declare -f T); T pretrain --set data=/tmp/prepared-small-wav init=scratch:full \
     batch_size=256 workers=14 compile=$COMPILE max_steps=$STEPS warmup_steps=$WARMUP \
     checkpoint_every=100000 tensorboard=false out=/tmp/teacher" > "$OUT/teacher.log" 2>&1
 echo "teacher rc=$? in $((SECONDS - start)) s"; tail -c 400 "$OUT/teacher.log"; echo
 start=$SECONDS
 timeout 240 bash -c "$(declare -f X); X distill --teacher /tmp/teacher/final \
-    --audio /tmp/prepared-wav --exclude-test-of /tmp/teacher/split.json --out $OUT/student \
+    --audio /tmp/prepared-small-wav --exclude-test-of /tmp/teacher/split.json --out $OUT/student \
     --device cuda --precision bf16 --teacher-batch 256 --batch-size 256 --epochs $EPOCHS \
     --workers 12" \
     > "$OUT/distill.log" 2>&1

@@ -60,6 +60,14 @@ def test_recordings_per_species_are_long_tailed(size):
     assert (n < 15).sum() >= max(3, spec.n_species // 10)
 
 
+def test_wide_has_fulls_species_and_three_recordings_each():
+    """wide is for GPU throughput: full's catalogue (its prompt lengths), little audio."""
+    wide, full = SIZES["wide"], SIZES["full"]
+    assert wide.species_per_class == full.species_per_class
+    n = recording_counts(wide.n_species, wide, seed=0)
+    assert n.sum() == wide.n_recordings == 3 * wide.n_species and (n == 3).all()
+
+
 def test_audio_is_valid(tiny):
     for rec in tiny.recordings[::25]:
         x = tiny.render(rec)
