@@ -156,8 +156,15 @@ def _losses(out) -> list[float]:
     return [r["loss"] for r in rows if "step" in r]
 
 
-def test_a_packed_run_trains_as_the_padded_run(pretrain_checkpoint, tmp_path):
-    padded = tiny_run(tmp_path / "padded", pretrain_checkpoint, max_steps=3, log_every=1)
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_a_packed_run_trains_as_the_padded_run(pretrain_checkpoint, tmp_path, checkpointing):
+    padded = tiny_run(
+        tmp_path / "padded",
+        pretrain_checkpoint,
+        max_steps=3,
+        log_every=1,
+        grad_checkpointing=checkpointing,
+    )
     packed = dataclasses.replace(padded, out=str(tmp_path / "packed"), prompt_packing=48)
     pretrain(padded, progress=False)
     pretrain(packed, progress=False)
