@@ -36,34 +36,59 @@ pytestmark = [
 ]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Broker:
     def __init__(self, folder: Path, extra: str = ""):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.folder, self.extra = folder, extra
         self.conf = folder / "mosquitto.conf"
+        self._configure(_free_port())
+        self.proc: subprocess.Popen | None = None
+        self._started = False
+
+    def _configure(self, port: int) -> None:
+        self.port = port
         # Run as root (CI), mosquitto drops to the 'mosquitto' user, cannot write its
         # persistence file into this folder, and the consumer's session (and what was
         # queued for it) is silently gone after a restart: stay the user we are.
         user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
-            f"{user}listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {folder}/\n{extra}"
+            f"{user}listener {port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {self.folder}/\n{self.extra}"
         )
-        self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
+        """Start mosquitto and wait for its listener. The port was free when picked, not
+        held: if another process took it meanwhile, mosquitto exits, and (first start
+        only: a restart must keep the port its clients know) another port is tried."""
+        for _ in range(3):
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.conf)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                except OSError:
+                    time.sleep(0.05)
+                    continue
+                # another listener on the port answers too: ours is the one still up
+                # once mosquitto has had time to fail its bind and exit
+                time.sleep(0.3)
+                if self.proc.poll() is None:
+                    self._started = True
+                    return
+            code = self.proc.poll()
+            if code is None or self._started:
+                break
+            self._configure(_free_port())  # exited at once: the port was taken
+        raise RuntimeError(f"mosquitto did not start on port {self.port} (exit {self.proc.poll()})")
 
     def stop(self) -> None:
         if self.proc is not None:

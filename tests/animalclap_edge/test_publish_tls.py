@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from animalclap_edge.config import MqttConfig
 from animalclap_edge.store import DetectionStore
 
-from .test_publish import Broker, Subscriber, _logged, _shut, pytestmark
+from .test_publish import Broker, Subscriber, _free_port, _logged, _shut, pytestmark
 from .waiting import wait_until
 
 OPENSSL = shutil.which("openssl")
@@ -57,12 +56,6 @@ def pki(tmp_path_factory) -> Path:
                  "-CAcreateserial", "-out", f"{name}.crt", "-days", days,
                  "-extfile", ext, cwd=d)  # fmt: skip
     return d
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
