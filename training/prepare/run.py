@@ -366,7 +366,13 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
         remaining = dict(work)
         crashed: set[str] = set()  # keys whose process died on them, decoding alone
         while remaining:
-            finished, broken, _ = _pool_pass(remaining, folder, cfg, cfg.workers, bar, crashed)
+            finished, broken, hung = _pool_pass(remaining, folder, cfg, cfg.workers, bar, crashed)
+            # A hang is its recording's own (a stuck decoder, a hung mount), unlike a
+            # death, which the OOM killer may deal to any process: left out now, so the
+            # redo below does not wait out the timeout on it a second time.
+            for j in hung:
+                if broken[j] < len(remaining[j]):  # past its last: hung writing, not decoding
+                    _left_out(remaining[j][broken[j]], crashed, _hung_why(cfg))
             # A process died (the OOM killer, a decoder's crash) and took the pool with
             # it: each shard that was being written is redone in a pool of its own, where
             # a death is its own recording's, which is then left out. Up to `workers`
@@ -439,14 +445,24 @@ def _redo_alone(
         rec = recs[pos] if pos < len(recs) else None
         if rec is None or rec.key in crashed:
             raise RuntimeError(f"shard {shard_name(j)}: its process died, alone")
-        crashed.add(rec.key)  # other threads read it: one set, added to under the GIL
         why = (
-            f"made no progress in {cfg.record_timeout_s:g} s (--record-timeout), so its "
-            "process was stopped"
+            _hung_why(cfg)
             if j in hung
             else "killed its decoding process (out of memory? a decoder crash?)"
         )
-        print(f"prepare: {rec.uri} {why}: left out as '{CRASHED}'", flush=True)
+        _left_out(rec, crashed, why)
+
+
+def _hung_why(cfg: PrepareConfig) -> str:
+    return (
+        f"made no progress in {cfg.record_timeout_s:g} s (--record-timeout), so its "
+        "process was stopped"
+    )
+
+
+def _left_out(rec, crashed: set[str], why: str) -> None:
+    crashed.add(rec.key)  # other threads read it: one set, added to under the GIL
+    print(f"prepare: {rec.uri} {why}: left out as '{CRASHED}'", flush=True)
 
 
 def _pool_pass(

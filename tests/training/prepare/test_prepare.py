@@ -809,7 +809,8 @@ def test_a_recording_that_kills_its_decoding_process_is_left_out_and_the_run_goe
 def test_a_recording_that_hangs_its_decoder_is_left_out_after_the_timeout(tmp_path):
     """A decoder stuck on one pathological file (or a read from a hung network mount)
     held its shard, and the run, for ever. Its process is now stopped when a recording
-    takes longer than --record-timeout, and the recording is left out, counted."""
+    takes longer than --record-timeout, and the recording is left out, counted: at
+    once, not after its shard, redone alone, hung on it a second time."""
     import subprocess
     import sys
 
@@ -821,7 +822,7 @@ def test_a_recording_that_hangs_its_decoder_is_left_out_after_the_timeout(tmp_pa
     script = _poisoned_prepare(
         tmp_path,
         6,
-        "time.sleep(600)",
+        f"open('{tmp_path}/hangs', 'a').write('x'); time.sleep(600)",
         f"""
     cfg = run.PrepareConfig(
         manifest="m", catalogue="c", out="{tmp_path}", workers=2, record_timeout_s=2.0
@@ -837,7 +838,8 @@ def test_a_recording_that_hangs_its_decoder_is_left_out_after_the_timeout(tmp_pa
     kept = sorted(r["key"] for idx in indexes for r in idx["records"])
     assert kept == ["k0", "k1", "k2", "k3", "k5"]
     assert [(r["key"], r["reason"]) for r in indexes[2]["rejected"]] == [("k4", CRASHED)]
-    assert "r4.wav made no progress in 2 s (--record-timeout)" in done.stdout
+    assert done.stdout.count("r4.wav made no progress in 2 s (--record-timeout)") == 1
+    assert (tmp_path / "hangs").read_text() == "x"  # the timeout waited out once
     assert not list(shards.glob("*.tmp"))
 
 
