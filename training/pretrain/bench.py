@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+from animalclap_edge.contracts.prompts import Template
 from training.pretrain.config import PretrainConfig
-from training.pretrain.data import RankBatches
+from training.pretrain.data import RankBatches, prompt_lengths
 from training.pretrain.dist import Dist
 from training.pretrain.loop import (
     LOADER_PREFETCH,
@@ -43,7 +44,13 @@ from training.pretrain.loop import (
 )
 from training.pretrain.mixed import training_data
 from training.pretrain.pacing import RunAhead
-from training.pretrain.packing import PACKED_KEYS, is_packed, packed_text_features, take
+from training.pretrain.packing import (
+    PACKED_KEYS,
+    PackPlan,
+    is_packed,
+    packed_text_features,
+    take,
+)
 from training.pretrain.prefetch import DevicePrefetch
 from training.pretrain.step_profile import profile_step
 
@@ -114,6 +121,9 @@ class BenchResult:
     # in the step the FLOPs were counted on (rows x row length, padding included)
     prompt_packing: int = 0
     text_tokens_per_step: int | None = None
+    # padded prompts only: the tokens prompt_packing=64 would give the text tower (its
+    # plan for this catalogue and batch)
+    packed_text_tokens: int | None = None
 
 
 PROFILE_STEPS = 3  # steps of the step alone under the profiler (--profile)
@@ -424,7 +434,17 @@ def _timed(
         profile=profiled,
         prompt_packing=cfg.prompt_packing,
         text_tokens_per_step=int(full["input_ids"].numel()),
+        packed_text_tokens=None if collate.pack else _packed_tokens(cfg, loaded, td),
     )
+
+
+def _packed_tokens(cfg: PretrainConfig, loaded, td) -> int:
+    """Text tokens a step would take with prompt_packing=64 (or the longest prompt,
+    rounded up to 8, where that is longer)."""
+    templates = [Template.parse(t) for t in cfg.templates]
+    lengths = prompt_lengths(loaded.tokenizer, td.data.catalogue, templates)
+    row = max(64, -(-max(lengths) // 8) * 8)
+    return PackPlan.for_lengths(lengths, cfg.batch_size, row).tokens
 
 
 def write(result: BenchResult, out: str | Path | None) -> str:
@@ -491,6 +511,12 @@ def write(result: BenchResult, out: str | Path | None) -> str:
         verdict += (
             f"; the loop's step is {result.host_overhead:.0%} slower than the step alone "
             f"({cause})" + (f": try {', '.join(tries)}" if tries else "")
+        )
+    padded, packed = result.text_tokens_per_step, result.packed_text_tokens
+    if padded and packed and packed < 0.8 * padded:
+        verdict += (
+            f"; prompt_packing=64 would give the text tower {packed} tokens a step "
+            f"instead of {padded} (prompts packed end to end, not padded)"
         )
     synced = result.compute_alone_synced_s
     if synced and not result.device.startswith("cpu") and synced > 1.05 * result.compute_alone_s:

@@ -144,6 +144,20 @@ def test_timed_steps_faster_than_the_loader_are_capped_at_its_rate_and_said():
     figures.update(loader_only_samples_per_s=3000.0)  # under 0.8x the 5,254 unpinned
     slow = write(BenchResult(device_prefetch=True, run_ahead=1, **figures), None)
     assert "the ring's loader (3000 clips/s, copied to the GPU) trails the workers" in slow
+    # padded prompts: what packing would give the text tower, said where it is much less
+    figures.update(text_tokens_per_step=12288, packed_text_tokens=4288)
+    padded = write(BenchResult(device_prefetch=True, run_ahead=1, **figures), None)
+    assert (
+        "prompt_packing=64 would give the text tower 4288 tokens a step instead of 12288"
+        in padded.splitlines()[-1]
+    )
+    figures.update(packed_text_tokens=11000)  # little to gain: not said
+    assert (
+        "prompt_packing"
+        not in write(BenchResult(run_ahead=1, device_prefetch=True, **figures), None).splitlines()[
+            -1
+        ]
+    )
 
 
 def test_a_loader_bench_never_reports_more_than_its_loader_keeps_up():
