@@ -151,21 +151,31 @@ def _positions(segments: torch.Tensor, padding_idx: int) -> torch.Tensor:
     return torch.where(segments > 0, index - start + padding_idx + 1, padding_idx)
 
 
+def _sdpa(text: nn.Module) -> bool:
+    """Whether the text layers run scaled_dot_product_attention: the config says sdpa
+    and this transformers' layers read it (where they do not, as before 5.24's
+    dispatch, they add the mask as eager does, and a bool mask would be wrong)."""
+    from training.pretrain.window_attention import text_attention_dispatches
+
+    sdpa = getattr(text.config, "_attn_implementation", "eager") == "sdpa"
+    return sdpa and text_attention_dispatches()
+
+
 def packed_text_features(
     clap: nn.Module, input_ids: torch.Tensor, segments: torch.Tensor, cls_index: torch.Tensor
 ) -> torch.Tensor:
     """`clap.get_text_features` of packed prompts, unnormalised: (R, L) rows -> (B, D).
 
     The embeddings and encoder are called directly with a 4-D mask, as the text model's
-    forward would pass its own to the encoder: a bool mask for sdpa (the form
-    scaled_dot_product_attention takes), additive for eager. Padding attends to
+    forward would pass its own to the encoder: a bool mask where the layers run sdpa
+    (the form scaled_dot_product_attention takes), additive where they run eager. Padding attends to
     padding, so no row of the softmax is empty."""
     text = clap.text_model
     same = segments[:, None, :, None] == segments[:, None, None, :]  # (R, 1, L, L)
     hidden = text.embeddings(
         input_ids=input_ids, position_ids=_positions(segments, text.embeddings.padding_idx)
     )
-    if getattr(text.config, "_attn_implementation", "eager") == "sdpa":
+    if _sdpa(text):
         mask = same
     else:
         mask = torch.zeros(same.shape, dtype=hidden.dtype, device=same.device)
