@@ -28,9 +28,9 @@ echo "setup ${SECONDS} s"
 # lines out of each variant's output and the env.txt files are removed below
 cat /tmp/setup/env.txt
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-# the text tower alone, padded against packed (about 30 s): a figure even if a variant fails
+# the text tower alone, padded against packed (under a minute): a figure even if a variant fails
 mkdir -p "$OUT/text"
-timeout 120 python3 scripts/benchmarks/prompt_packing.py --batch 256 --steps 10 --simulate 500 \
+timeout 90 python3 scripts/benchmarks/prompt_packing.py --batch 256 --steps 5 --simulate 300 \
     2>&1 | tee "$OUT/text/prompt_packing.txt" | grep -vE "Warning|warn"
 echo "text tower ${SECONDS} s"
 PROFILE=1 VARIANTS=${VARIANTS:-packed ring} LIMIT=$((570 - SECONDS)) OUT=$OUT \
