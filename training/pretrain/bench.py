@@ -47,6 +47,7 @@ from training.pretrain.pacing import RunAhead
 from training.pretrain.packing import (
     PACKED_KEYS,
     PackPlan,
+    auto_row,
     is_packed,
     packed_text_features,
     take,
@@ -119,9 +120,9 @@ class BenchResult:
     profile: str | None = None
     # tokens per row of packed prompts (0: padded), and the tokens the text tower took
     # in the step the FLOPs were counted on (rows x row length, padding included)
-    prompt_packing: int = 0
+    prompt_packing: int | str = 0
     text_tokens_per_step: int | None = None
-    # padded prompts only: the tokens prompt_packing=64 would give the text tower (its
+    # padded prompts only: the tokens prompt_packing=auto would give the text tower (its
     # plan for this catalogue and batch)
     packed_text_tokens: int | None = None
 
@@ -439,12 +440,10 @@ def _timed(
 
 
 def _packed_tokens(cfg: PretrainConfig, loaded, td) -> int:
-    """Text tokens a step would take with prompt_packing=64 (or the longest prompt,
-    rounded up to 8, where that is longer)."""
+    """Text tokens a step would take with prompt_packing=auto."""
     templates = [Template.parse(t) for t in cfg.templates]
     lengths = prompt_lengths(loaded.tokenizer, td.data.catalogue, templates)
-    row = max(64, -(-max(lengths) // 8) * 8)
-    return PackPlan.for_lengths(lengths, cfg.batch_size, row).tokens
+    return PackPlan.for_lengths(lengths, cfg.batch_size, auto_row(lengths)).tokens
 
 
 def write(result: BenchResult, out: str | Path | None) -> str:
@@ -515,7 +514,7 @@ def write(result: BenchResult, out: str | Path | None) -> str:
     padded, packed = result.text_tokens_per_step, result.packed_text_tokens
     if padded and packed and packed < 0.8 * padded:
         verdict += (
-            f"; prompt_packing=64 would give the text tower {packed} tokens a step "
+            f"; prompt_packing=auto would give the text tower {packed} tokens a step "
             f"instead of {padded} (prompts packed end to end, not padded)"
         )
     synced = result.compute_alone_synced_s

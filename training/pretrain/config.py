@@ -81,9 +81,10 @@ class PretrainConfig:
     # auto: the catalogue's longest prompt, rounded up to a multiple of 8.
     prompt_length: int | str = 0
     # Tokens per row when prompts are packed end to end instead of padded (0: off;
-    # 64 is a good row). Fixed shapes, as prompt_length gives, for a third of the
-    # text tokens on eBird names (packing.py); at least the catalogue's longest prompt.
-    prompt_packing: int = 0
+    # auto: 64, or the catalogue's longest prompt rounded up to 8 where that is
+    # longer). Fixed shapes, as prompt_length gives, for a third of the text tokens on
+    # eBird names (packing.py); a number is refused below the longest prompt.
+    prompt_packing: int | str = 0
     # Copy batch n + 1 to the GPU on a side stream while step n runs (prefetch.py).
     # With compile_mode=reduce-overhead: 1,875 -> 2,120 samples/s on an H100
     # (docs/pretraining.md).
@@ -171,9 +172,12 @@ class PretrainConfig:
                 "prompt_length must be 0 (longest in batch), a number of tokens or auto, "
                 f"got {self.prompt_length!r}"
             )
-        if not isinstance(self.prompt_packing, int) or self.prompt_packing < 0:
+        if self.prompt_packing != "auto" and (
+            not isinstance(self.prompt_packing, int) or self.prompt_packing < 0
+        ):
             raise ValueError(
-                f"prompt_packing must be 0 (off) or tokens per row, got {self.prompt_packing!r}"
+                "prompt_packing must be 0 (off), tokens per row or auto, "
+                f"got {self.prompt_packing!r}"
             )
         if self.prompt_packing and self.prompt_length:
             raise ValueError(
@@ -185,7 +189,7 @@ class PretrainConfig:
         ):
             raise ValueError(
                 "compile_mode=reduce-overhead replays CUDA graphs, which need fixed shapes: "
-                "set prompt_packing=64 or prompt_length=auto as well"
+                "set prompt_packing=auto or prompt_length=auto as well"
             )
         # before the data and the model load: a typo in a template met the first
         # batch, and an empty list failed inside the tokenizer with a traceback

@@ -44,7 +44,13 @@ from training.pretrain.dist import Dist, all_mean, all_means, barrier, close, in
 from training.pretrain.loss import gathered_clip_loss
 from training.pretrain.mixed import training_data
 from training.pretrain.pacing import RunAhead
-from training.pretrain.packing import PACKED_KEYS, PackPlan, overflowed, packed_text_features
+from training.pretrain.packing import (
+    PACKED_KEYS,
+    PackPlan,
+    auto_row,
+    overflowed,
+    packed_text_features,
+)
 from training.pretrain.prefetch import DevicePrefetch
 from training.pretrain.ring import PinnedRing, RingBatches, RingFeed
 from training.splits import write_split
@@ -135,7 +141,10 @@ def resolve_packing(cfg: PretrainConfig, tokenizer, species, prompts: int) -> Pa
         return None
     templates = [Template.parse(t) for t in cfg.templates]
     lengths = prompt_lengths(tokenizer, species, templates)
-    return PackPlan.for_lengths(lengths, prompts, cfg.prompt_packing)
+    row = cfg.prompt_packing
+    if row == "auto":
+        row = auto_row(lengths)
+    return PackPlan.for_lengths(lengths, prompts, row)
 
 
 def make_collate(cfg: PretrainConfig, loaded: LoadedClap, species, prompts: int) -> Collate:

@@ -36,6 +36,15 @@ PACKED_KEYS = ("input_ids", "segments", "cls_index")
 SIGMAS = 5.0  # one batch in 3.5 million past it, if normal: a paper run has 16,000
 
 
+AUTO_ROW = 64  # tokens a row with prompt_packing=auto, unless a prompt is longer
+
+
+def auto_row(lengths: Sequence[int]) -> int:
+    """prompt_packing=auto: rows of AUTO_ROW tokens, or of the longest prompt rounded
+    up to 8 where that is longer (a hub tokenizer splits long names finer)."""
+    return max(AUTO_ROW, -(-max(lengths) // 8) * 8)
+
+
 @dataclass(frozen=True)
 class PackPlan:
     """Rows of `row_tokens` tokens, `rows` a batch of `prompts` prompts."""

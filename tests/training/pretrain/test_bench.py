@@ -148,7 +148,7 @@ def test_timed_steps_faster_than_the_loader_are_capped_at_its_rate_and_said():
     figures.update(text_tokens_per_step=12288, packed_text_tokens=4288)
     padded = write(BenchResult(device_prefetch=True, run_ahead=1, **figures), None)
     assert (
-        "prompt_packing=64 would give the text tower 4288 tokens a step instead of 12288"
+        "prompt_packing=auto would give the text tower 4288 tokens a step instead of 12288"
         in padded.splitlines()[-1]
     )
     figures.update(packed_text_tokens=11000)  # little to gain: not said

@@ -28,6 +28,7 @@ def test_overrides_take_the_field_type(tmp_path):
     assert auto.prompt_length == "auto"
     packed = load_config(None, ["compile_mode=reduce-overhead", "prompt_packing=64"])
     assert packed.prompt_packing == 64 and packed.prompt_length == 0
+    assert load_config(None, ["prompt_packing=auto"]).prompt_packing == "auto"
 
 
 @pytest.mark.parametrize(
@@ -48,8 +49,12 @@ def test_overrides_take_the_field_type(tmp_path):
         (["precision=fp16"], "precision: 'fp16' is not one of"),
         (["epochs=0"], "epochs must be at least 1"),
         (["compile_mode=fast"], "compile_mode: 'fast' is not one of"),
-        (["compile_mode=reduce-overhead"], "need fixed shapes: set prompt_packing=64 or"),
-        (["prompt_packing=-8"], "prompt_packing must be 0 .off. or tokens per row, got -8"),
+        (["compile_mode=reduce-overhead"], "need fixed shapes: set prompt_packing=auto or"),
+        (
+            ["prompt_packing=-8"],
+            r"prompt_packing must be 0 \(off\), tokens per row or auto, got -8",
+        ),
+        (["prompt_packing=long"], r"prompt_packing must be 0 \(off\), .* got 'long'"),
         (["prompt_packing=64", "prompt_length=auto"], "set one of them, and the other to 0"),
         (["prompt_length=-1"], "prompt_length must be 0"),
         (["prompt_length=long"], r"prompt_length must be 0 .* got 'long'"),

@@ -16,6 +16,7 @@ from training.pretrain.data import Collate, prompt_lengths
 from training.pretrain.loop import ClapTrainModule, pretrain
 from training.pretrain.packing import (
     PackPlan,
+    auto_row,
     clips_in,
     overflowed,
     pack,
@@ -76,6 +77,18 @@ def test_the_plan_leaves_room_for_the_batches_the_catalogue_gives():
     with pytest.raises(ValueError, match="set prompt_packing=43 or more"):
         PackPlan.for_lengths([5, 43], prompts=8, row_tokens=32)
     assert PackPlan.for_lengths([60], prompts=3, row_tokens=64).rows == 3  # one a prompt
+
+
+def test_auto_rows_are_64_tokens_unless_a_prompt_is_longer(pretrain_checkpoint, species):
+    from training.pretrain.loop import resolve_packing
+
+    assert auto_row([5, 43]) == 64
+    assert auto_row([5, 70]) == 72  # a hub tokenizer's long name: rounded up to 8
+    cfg = tiny_run("unused", pretrain_checkpoint, prompt_packing="auto")
+    tok = load_clap(pretrain_checkpoint).tokenizer
+    plan = resolve_packing(cfg, tok, species, 8)
+    assert plan.row_tokens == 64 and plan.prompts == 8
+    assert resolve_packing(tiny_run("unused", pretrain_checkpoint), tok, species, 8) is None
 
 
 def test_a_slice_of_a_packed_batch_is_repacked_in_proportion():
