@@ -86,14 +86,20 @@ def not_after(path: str | Path) -> datetime:
     return validity(der)[1]
 
 
-def expiry_note(setting: str, path: str | Path, now: datetime | None = None) -> str | None:
-    """A warning for a certificate that has expired or ends within WARN_DAYS, naming the
-    setting that holds it; None when it has longer, or cannot be read (the TLS set-up
-    reports an unusable file itself)."""
+def cert_end(path: str | Path) -> datetime | None:
+    """`not_after`, or None for a file it cannot read (the TLS set-up reports an
+    unusable file itself, naming the setting)."""
     try:
-        end = not_after(path)
+        return not_after(path)
     except (OSError, CertError):
         return None
+
+
+def expiry_note(
+    setting: str, path: str | Path, end: datetime, now: datetime | None = None
+) -> str | None:
+    """A warning for the certificate in `path` (the setting `setting`), which ends at
+    `end`, if it has expired or ends within WARN_DAYS; None when it has longer."""
     now = now or datetime.now(UTC)
     when = end.strftime("%Y-%m-%d %H:%M UTC")
     if end <= now:

@@ -166,7 +166,7 @@ class MqttPublisher:
         self.stats = PublisherStats()
         self._password = self._read_password()
         self._tls = self._tls_context()
-        self.cert_not_after = self._warn_of_expiry()
+        self._cert_end = self._warn_of_expiry()  # the client certificate's, or None
         self._protocol = mqtt.MQTTv5
         self._protocol_just_changed = False  # retry at once, without the backoff
         self.lock = UplinkLock(self.db_path)
@@ -239,24 +239,26 @@ class MqttPublisher:
                 ) from None
         return context
 
-    def _warn_of_expiry(self) -> str | None:
+    def _warn_of_expiry(self):
         """Say at start which certificate has expired or ends within WARN_DAYS (a
-        recorder left out for months outlives one); the client certificate's end, for
-        the heartbeat, so that a dashboard sees it coming."""
-        from animalclap_edge.certs import CertError, expiry_note, not_after
+        recorder left out for months outlives one); returns the client certificate's
+        end (a datetime, or None), for the heartbeat and the connection errors."""
+        from animalclap_edge.certs import cert_end, expiry_note
 
         if self._tls is None:
             return None
+        ends = {}
         for setting in ("cert_file", "ca_file"):
             path = getattr(self.cfg, setting)
-            if path and (note := expiry_note(setting, path)):
+            ends[setting] = end = cert_end(path) if path else None
+            if end is not None and (note := expiry_note(setting, path, end)):
                 self._say(f"uplink: WARNING: {note}")
-        if not self.cfg.cert_file:
-            return None
-        try:
-            return not_after(self.cfg.cert_file).strftime("%Y-%m-%dT%H:%M:%SZ")
-        except (OSError, CertError):
-            return None
+        return ends["cert_file"]
+
+    @property
+    def cert_not_after(self) -> str | None:
+        """The client certificate's end, ISO 8601 UTC, as the heartbeat carries it."""
+        return None if self._cert_end is None else self._cert_end.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _make_client(self):
         """A new paho client per connection: paho re-sends its own queue after a
@@ -450,8 +452,9 @@ class MqttPublisher:
         return str(e)
 
     def _cert_expired(self) -> bool:
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        return self.cert_not_after is not None and self.cert_not_after <= now
+        from datetime import UTC, datetime
+
+        return self._cert_end is not None and self._cert_end <= datetime.now(UTC)
 
     def _expired_hint(self) -> str:
         return (

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from animalclap_edge.certs import WARN_DAYS, CertError, expiry_note, not_after
+from animalclap_edge.certs import WARN_DAYS, CertError, cert_end, expiry_note, not_after
 
 OPENSSL = shutil.which("openssl")
 pytestmark = pytest.mark.skipif(OPENSSL is None, reason="openssl not installed")
@@ -58,13 +58,13 @@ def test_a_chain_file_gives_its_first_certificates_end(tmp_path):
 def test_the_warning_comes_within_its_days_and_once_expired(tmp_path):
     crt = _cert(tmp_path, "c", ["rsa:2048"], 100)
     end = not_after(crt)
-    assert expiry_note("cert_file", crt, end - timedelta(days=WARN_DAYS + 1)) is None
-    soon = expiry_note("cert_file", crt, end - timedelta(days=12))
+    assert expiry_note("cert_file", crt, end, end - timedelta(days=WARN_DAYS + 1)) is None
+    soon = expiry_note("cert_file", crt, end, end - timedelta(days=12))
     assert soon == (
         f"messaging.mqtt.cert_file {crt} expires on {end:%Y-%m-%d %H:%M} UTC, in 12 day(s): "
         "renew it before then, or the uplink stops there (detections wait in the outbox)"
     )
-    late = expiry_note("cert_file", crt, end + timedelta(seconds=1))
+    late = expiry_note("cert_file", crt, end, end + timedelta(seconds=1))
     assert late.startswith(f"messaging.mqtt.cert_file {crt} expired on {end:%Y-%m-%d %H:%M} UTC")
 
 
@@ -78,4 +78,4 @@ def test_a_file_without_a_certificate_is_refused_and_never_warned_of(tmp_path):
     with pytest.raises(CertError, match=r"(truncated|bad length in) certificate"):
         not_after(broken)
     # the TLS set-up refuses such files in its own words; no warning besides
-    assert expiry_note("cert_file", key) is None and expiry_note("ca_file", tmp_path / "no") is None
+    assert cert_end(key) is None and cert_end(tmp_path / "no") is None

@@ -13,6 +13,7 @@ with the workers) shows as host_overhead.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -21,14 +22,14 @@ from pathlib import Path
 
 import torch
 
-from animalclap_edge.contracts.prompts import Template
 from training.pretrain.config import PretrainConfig
-from training.pretrain.data import RankBatches, prompt_lengths
+from training.pretrain.data import RankBatches
 from training.pretrain.dist import Dist
 from training.pretrain.loop import (
     LOADER_PREFETCH,
     ClapTrainModule,
     build_model,
+    catalogue_prompt_lengths,
     compile_module,
     configure_towers,
     fixed_prompts,
@@ -40,14 +41,13 @@ from training.pretrain.loop import (
     make_optimizer,
     make_ring,
     optimizer_step,
+    resolve_packing,
     shut_down,
 )
 from training.pretrain.mixed import training_data
 from training.pretrain.pacing import RunAhead
 from training.pretrain.packing import (
     PACKED_KEYS,
-    PackPlan,
-    auto_row,
     is_packed,
     packed_text_features,
     take,
@@ -441,9 +441,9 @@ def _timed(
 
 def _packed_tokens(cfg: PretrainConfig, loaded, td) -> int:
     """Text tokens a step would take with prompt_packing=auto."""
-    templates = [Template.parse(t) for t in cfg.templates]
-    lengths = prompt_lengths(loaded.tokenizer, td.data.catalogue, templates)
-    return PackPlan.for_lengths(lengths, cfg.batch_size, auto_row(lengths)).tokens
+    lengths = catalogue_prompt_lengths(cfg, loaded.tokenizer, td.data.catalogue)
+    auto = dataclasses.replace(cfg, prompt_length=0, prompt_packing="auto")
+    return resolve_packing(auto, lengths, cfg.batch_size).tokens
 
 
 def write(result: BenchResult, out: str | Path | None) -> str:

@@ -292,15 +292,8 @@ class Collate:
         ids, mask = enc["input_ids"][:, :keep], enc["attention_mask"]
         cut = mask[:, keep:].any(dim=1).nonzero().flatten().tolist()
         if cut:
-            raise ValueError(
-                f"prompt {texts[cut[0]]!r} is longer than "
-                + (
-                    f"prompt_length={self.pad_to} tokens: raise prompt_length"
-                    if self.pad_to
-                    else f"the {self.max_len} tokens the text model takes: "
-                    "shorten the templates or the names"
-                )
-            )
+            limit = f"prompt_length={self.pad_to} tokens" if self.pad_to else ""
+            raise self._too_long(texts[cut[0]], limit, "prompt_length")
         return {"input_ids": ids, "attention_mask": mask[:, :keep]}
 
     def _packed(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -308,17 +301,20 @@ class Collate:
         lists = self.tok(texts, truncation=True, max_length=keep + 1)["input_ids"]
         cut = next((i for i, ids in enumerate(lists) if len(ids) > keep), None)
         if cut is not None:
-            raise ValueError(
-                f"prompt {texts[cut]!r} is longer than "
-                + (
-                    f"a packed row of prompt_packing={self.pack.row_tokens} tokens: raise "
-                    "prompt_packing"
-                    if keep == self.pack.row_tokens
-                    else f"the {self.max_len} tokens the text model takes: "
-                    "shorten the templates or the names"
-                )
-            )
+            row = self.pack.row_tokens
+            limit = f"a packed row of prompt_packing={row} tokens" if keep == row else ""
+            raise self._too_long(texts[cut], limit, "prompt_packing")
         return pack(lists, self.pack.row_tokens, self.pack.rows, self.tok.pad_token_id)
+
+    def _too_long(self, text: str, limit: str, setting: str) -> ValueError:
+        """A prompt past `limit` (a phrase naming the `setting` that sets it) or, with no
+        limit, past the tokens the text tower takes."""
+        if limit:
+            return ValueError(f"prompt {text!r} is longer than {limit}: raise {setting}")
+        return ValueError(
+            f"prompt {text!r} is longer than the {self.max_len} tokens the text model takes: "
+            "shorten the templates or the names"
+        )
 
     def _waves(self, crops: list[np.ndarray]) -> torch.Tensor:
         """(B, N) crops written row by row into the batch tensor, which in a loader
@@ -337,13 +333,8 @@ class Collate:
 
 def prompt_lengths(tokenizer, species: Sequence, templates: Sequence[Template]) -> list[int]:
     """Tokens of every prompt the templates give for these species (special tokens
-    included): what packing sizes its rows from."""
+    included): a fixed prompt_length is checked against their longest before a run
+    starts (rather than at the first batch that meets the long name hours later), and
+    packing sizes its rows from them."""
     texts = [render(sp, t) for sp in species for t in templates]
     return [len(ids) for ids in tokenizer(texts)["input_ids"]]
-
-
-def longest_prompt(tokenizer, species: Sequence, templates: Sequence[Template]) -> int:
-    """Tokens in the longest prompt the templates give for these species (special
-    tokens included): a fixed prompt_length is checked against it before a run starts,
-    rather than at the first batch that meets the long name hours later."""
-    return max(prompt_lengths(tokenizer, species, templates))

@@ -10,7 +10,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from types import GeneratorType
@@ -37,7 +37,6 @@ from training.pretrain.data import (
     EpochPlanDataset,
     RankBatches,
     epoch_plan,
-    longest_prompt,
     prompt_lengths,
 )
 from training.pretrain.dist import Dist, all_mean, all_means, barrier, close, init_distributed
@@ -48,6 +47,7 @@ from training.pretrain.packing import (
     PACKED_KEYS,
     PackPlan,
     auto_row,
+    is_packed,
     overflowed,
     packed_text_features,
 )
@@ -111,12 +111,18 @@ def text_limit(loaded: LoadedClap) -> int:
     return min(int(loaded.tokenizer.model_max_length), positions)
 
 
-def resolve_prompt_length(cfg: PretrainConfig, tokenizer, species, limit: int = 512) -> int:
+def catalogue_prompt_lengths(cfg: PretrainConfig, tokenizer, species) -> list[int]:
+    """Tokens of every prompt the run's templates give the catalogue, tokenized once for
+    both the length checks and packing's rows."""
+    return prompt_lengths(tokenizer, species, [Template.parse(t) for t in cfg.templates])
+
+
+def resolve_prompt_length(cfg: PretrainConfig, lengths: Sequence[int], limit: int = 512) -> int:
     """Tokens every prompt is padded to (0: each batch's longest). The catalogue's
-    longest prompt is checked, before a run starts, against the text tower's `limit`
-    and a fixed length; auto is that prompt's length rounded up to a multiple of 8
-    (tensor-core tiles)."""
-    longest = longest_prompt(tokenizer, species, [Template.parse(t) for t in cfg.templates])
+    longest prompt (of `lengths`, catalogue_prompt_lengths) is checked, before a run
+    starts, against the text tower's `limit` and a fixed length; auto is that prompt's
+    length rounded up to a multiple of 8 (tensor-core tiles)."""
+    longest = max(lengths)
     if longest > limit:
         raise ValueError(
             f"the catalogue's longest prompt has {longest} tokens and the text model takes "
@@ -134,16 +140,12 @@ def resolve_prompt_length(cfg: PretrainConfig, tokenizer, species, limit: int = 
     return cfg.prompt_length
 
 
-def resolve_packing(cfg: PretrainConfig, tokenizer, species, prompts: int) -> PackPlan | None:
+def resolve_packing(cfg: PretrainConfig, lengths: Sequence[int], prompts: int) -> PackPlan | None:
     """The rows packed prompts take in a batch of `prompts` (per rank), sized from
-    every prompt the templates give the catalogue; None when packing is off."""
+    `lengths` (catalogue_prompt_lengths); None when packing is off."""
     if not cfg.prompt_packing:
         return None
-    templates = [Template.parse(t) for t in cfg.templates]
-    lengths = prompt_lengths(tokenizer, species, templates)
-    row = cfg.prompt_packing
-    if row == "auto":
-        row = auto_row(lengths)
+    row = auto_row(lengths) if cfg.prompt_packing == "auto" else cfg.prompt_packing
     return PackPlan.for_lengths(lengths, prompts, row)
 
 
@@ -152,8 +154,9 @@ def make_collate(cfg: PretrainConfig, loaded: LoadedClap, species, prompts: int)
     resolve_prompt_length says or packing them as resolve_packing does, and refusing,
     never truncating, one longer than the text tower takes."""
     limit = text_limit(loaded)
-    pad_to = resolve_prompt_length(cfg, loaded.tokenizer, species, limit)
-    plan = resolve_packing(cfg, loaded.tokenizer, species, prompts)
+    lengths = catalogue_prompt_lengths(cfg, loaded.tokenizer, species)
+    pad_to = resolve_prompt_length(cfg, lengths, limit)
+    plan = resolve_packing(cfg, lengths, prompts)
     return Collate(loaded.tokenizer, limit, int16=cfg.wire_int16, pad_to=pad_to, pack=plan)
 
 
@@ -333,9 +336,8 @@ def forward_loss(forward, module: ClapTrainModule, batch: dict, autocast, d: Dis
     """The CLIP loss of one batch: both towers (`forward` is the module, DDP-wrapped or
     compiled), features gathered across ranks."""
     with autocast:
-        if "segments" in batch:
-            text = {k: batch[k] for k in PACKED_KEYS}
-            audio, text = forward(batch["wave"], **text)
+        if is_packed(batch):
+            audio, text = forward(batch["wave"], **{k: batch[k] for k in PACKED_KEYS})
         else:
             audio, text = forward(batch["wave"], batch["input_ids"], batch["attention_mask"])
     return gathered_clip_loss(audio, text, module.clap.logit_scale_a, module.clap.logit_scale_t, d)

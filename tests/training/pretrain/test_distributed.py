@@ -163,31 +163,27 @@ def test_sigterm_saves_the_step_reached_and_the_resumed_run_ends_the_same(
         torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=0, msg=k)
 
 
-def test_two_gloo_ranks_through_the_ring_match_one_process(pretrain_checkpoint, tmp_path):
+@pytest.mark.parametrize(
+    ("more", "said"),
+    [
+        ({}, "pinned_ring: 6 batch slots"),
+        # each rank packs its own half of the batch into rows sized for it
+        ({"prompt_packing": 48}, "a batch of 4 ("),
+    ],
+)
+def test_two_gloo_ranks_through_the_ring_match_one_process(
+    pretrain_checkpoint, tmp_path, more, said
+):
     """pinned_ring per rank (each its own slots, sized for its share of the batch), as
-    the paper config runs it on a node of GPUs: the losses of one plain process."""
+    the paper config runs it on a node of GPUs, with prompts padded or packed: the
+    losses of one plain process with padded prompts."""
     one = tiny_run(tmp_path / "one", pretrain_checkpoint, max_steps=3, workers=1)
     torch.set_num_threads(1)
     pretrain(one, progress=False)
-    torchrun_two_ranks(dataclasses.replace(one, out=str(tmp_path / "two"), pinned_ring=True))
-    notes = (tmp_path / "two" / "train_log.jsonl").read_text()
-    assert "2 rank(s) on cpu" in notes and "pinned_ring: 6 batch slots" in notes
-    a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
-    assert list(a) == list(b) == [1, 2, 3]
-    for step in a:
-        assert b[step] == pytest.approx(a[step], rel=1e-5), step
-
-
-def test_two_gloo_ranks_with_packed_prompts_match_one_padded_process(pretrain_checkpoint, tmp_path):
-    """prompt_packing on DDP through the ring: each rank packs its own half of the batch
-    into rows sized for it, and the gathered loss is the padded single process's."""
-    one = tiny_run(tmp_path / "one", pretrain_checkpoint, max_steps=3, workers=1)
-    torch.set_num_threads(1)
-    pretrain(one, progress=False)
-    two = dataclasses.replace(one, out=str(tmp_path / "two"), pinned_ring=True, prompt_packing=48)
+    two = dataclasses.replace(one, out=str(tmp_path / "two"), pinned_ring=True, **more)
     torchrun_two_ranks(two)
     notes = (tmp_path / "two" / "train_log.jsonl").read_text()
-    assert "2 rank(s) on cpu" in notes and "a batch of 4 (" in notes
+    assert "2 rank(s) on cpu" in notes and said in notes
     a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert list(a) == list(b) == [1, 2, 3]
     for step in a:

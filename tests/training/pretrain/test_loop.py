@@ -273,26 +273,25 @@ def test_more_loader_workers_than_cores_is_said_once_not_warned_twice():
 
 
 def test_auto_prompt_length_is_the_longest_prompt_rounded_up_to_8(pretrain_checkpoint):
-    from animalclap_edge.contracts.prompts import Template
-    from training.pretrain.data import longest_prompt
-    from training.pretrain.loop import resolve_prompt_length
+    from training.pretrain.loop import catalogue_prompt_lengths, resolve_prompt_length
     from training.pretrain.mixed import training_data
 
     cfg = tiny_run("unused", pretrain_checkpoint, prompt_length="auto")
     species = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, None).data.catalogue
     tok = load_clap(cfg.init).tokenizer
-    longest = longest_prompt(tok, species, [Template.parse(t) for t in cfg.templates])
-    n = resolve_prompt_length(cfg, tok, species)
+    lengths = catalogue_prompt_lengths(cfg, tok, species)
+    longest = max(lengths)
+    n = resolve_prompt_length(cfg, lengths)
     assert n % 8 == 0 and longest <= n < longest + 8
-    assert resolve_prompt_length(tiny_run("unused", pretrain_checkpoint), tok, species) == 0
+    assert resolve_prompt_length(tiny_run("unused", pretrain_checkpoint), lengths) == 0
     with pytest.raises(ValueError, match=f"set prompt_length={longest} or more, or auto"):
         resolve_prompt_length(
-            tiny_run("unused", pretrain_checkpoint, prompt_length=longest - 1), tok, species
+            tiny_run("unused", pretrain_checkpoint, prompt_length=longest - 1), lengths
         )
     # the text tower's own limit, whatever the padding
     with pytest.raises(ValueError, match=f"has {longest} tokens and the text model takes at most"):
-        resolve_prompt_length(tiny_run("unused", pretrain_checkpoint), tok, species, longest - 1)
-    assert resolve_prompt_length(cfg, tok, species, limit=longest) == longest  # auto, capped
+        resolve_prompt_length(tiny_run("unused", pretrain_checkpoint), lengths, longest - 1)
+    assert resolve_prompt_length(cfg, lengths, limit=longest) == longest  # auto, capped
 
 
 def test_the_optimizer_spares_biases_and_norms_weight_decay(pretrain_checkpoint):

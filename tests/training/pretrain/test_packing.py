@@ -80,15 +80,15 @@ def test_the_plan_leaves_room_for_the_batches_the_catalogue_gives():
 
 
 def test_auto_rows_are_64_tokens_unless_a_prompt_is_longer(pretrain_checkpoint, species):
-    from training.pretrain.loop import resolve_packing
+    from training.pretrain.loop import catalogue_prompt_lengths, resolve_packing
 
     assert auto_row([5, 43]) == 64
     assert auto_row([5, 70]) == 72  # a hub tokenizer's long name: rounded up to 8
     cfg = tiny_run("unused", pretrain_checkpoint, prompt_packing="auto")
-    tok = load_clap(pretrain_checkpoint).tokenizer
-    plan = resolve_packing(cfg, tok, species, 8)
+    lengths = catalogue_prompt_lengths(cfg, load_clap(pretrain_checkpoint).tokenizer, species)
+    plan = resolve_packing(cfg, lengths, 8)
     assert plan.row_tokens == 64 and plan.prompts == 8
-    assert resolve_packing(tiny_run("unused", pretrain_checkpoint), tok, species, 8) is None
+    assert resolve_packing(tiny_run("unused", pretrain_checkpoint), lengths, 8) is None
 
 
 def test_a_slice_of_a_packed_batch_is_repacked_in_proportion():
