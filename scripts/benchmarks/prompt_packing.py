@@ -11,6 +11,7 @@ on forward and backward; the plan's rows are checked against --simulate batches.
 
     python scripts/benchmarks/prompt_packing.py                     # CPU: --batch 32
     python scripts/benchmarks/prompt_packing.py --batch 256 --steps 10 # GPU
+    python scripts/benchmarks/prompt_packing.py --size wide --batch 256 --lengths-only
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import ClapConfig
 
 from animalclap_edge.contracts.prompts import ALL_TEMPLATES, render, sample_prompt
-from training.benchmark.taxonomy import ebird_catalogue
+from training.benchmark.corpus import SIZES
+from training.benchmark.taxonomy import ebird_catalogue, select_species
 from training.model import build_tokenizer, new_clap_model
 from training.pretrain.data import Collate
 from training.pretrain.packing import PackPlan, pack, packed_text_features
@@ -36,6 +38,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=None, help="default 32 on CPU, 256 on a GPU")
     ap.add_argument("--species", type=int, default=6823, help="first N eBird species")
+    ap.add_argument(
+        "--size", default=None, help="a benchmark size's species instead (small, wide, ...)"
+    )
+    ap.add_argument(
+        "--lengths-only", action="store_true", help="prompt lengths and the plan; no model"
+    )
     ap.add_argument("--row", type=int, default=64, help="prompt_packing: tokens per row")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per pass")
     ap.add_argument("--passes", type=int, default=2, help="alternating passes of each")
@@ -45,7 +53,15 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch = args.batch or (256 if device.type == "cuda" else 32)
 
-    species = list(ebird_catalogue())[: args.species]
+    if args.size:  # the catalogue `animalclap-train benchmark --size` writes (seed 0)
+        size = SIZES[args.size]
+        species = list(
+            select_species(
+                size.species_per_class, 0, max_species_per_genus=size.max_species_per_genus
+            )
+        )
+    else:
+        species = list(ebird_catalogue())[: args.species]
     all_texts = [render(s, t) for s in species for t in ALL_TEMPLATES]
     tok = build_tokenizer(all_texts)
     lengths = [len(ids) for ids in tok(all_texts)["input_ids"]]
@@ -64,16 +80,22 @@ def main() -> None:
     def draw() -> list[str]:
         return [sample_prompt(rng.choice(species), rng) for _ in range(batch)]
 
-    rows = [
-        len(pack(tok(draw())["input_ids"], plan.row_tokens, 1, tok.pad_token_id)["input_ids"])
-        for _ in range(args.simulate)
-    ]
-    over = sum(r > plan.rows for r in rows)
-    print(
-        f"{args.simulate} drawn batches needed {np.mean(rows):.1f} rows on average, at most "
-        f"{max(rows)}: {over} past the plan's {plan.rows}",
-        flush=True,
-    )
+    rows, packing_s = [], 0.0
+    for _ in range(args.simulate):
+        ids = tok(draw())["input_ids"]
+        t = time.perf_counter()
+        rows.append(len(pack(ids, plan.row_tokens, 1, tok.pad_token_id)["input_ids"]))
+        packing_s += time.perf_counter() - t
+    if rows:
+        over = sum(r > plan.rows for r in rows)
+        print(
+            f"{args.simulate} drawn batches needed {np.mean(rows):.1f} rows on average, at "
+            f"most {max(rows)}: {over} past the plan's {plan.rows}; packing took "
+            f"{1000 * packing_s / len(rows):.2f} ms a batch",
+            flush=True,
+        )
+    if args.lengths_only:
+        return
 
     texts = draw()
     layouts = {

@@ -124,8 +124,9 @@ SIZES: dict[str, BenchmarkSize] = {
     ),
     # GPU throughput benchmarks: full's 2,000 species, so its prompts are as long as a
     # paper-size catalogue's (15.1 tokens on average, the longest 38, against eBird's
-    # 6,823 species' 14.5 and 43; small's: 8.8 and 19), with 3 short recordings each,
-    # so that it writes in about a minute on a GPU host's cores.
+    # 6,823 species' 14.5 and 43; small's: 8.8 and 19; each under a tokenizer fitted on
+    # all its species: scripts/benchmarks/prompt_packing.py --size S --lengths-only),
+    # with 3 short recordings each, so that it writes in about a minute on a GPU host.
     "wide": BenchmarkSize(
         "wide",
         {"Aves": 1850, "Amphibia": 50, "Insecta": 50, "Mammalia": 50},

@@ -15,7 +15,8 @@ gradients).
 A batch is packed first-fit by decreasing length into `PackPlan.rows` rows. The plan
 sizes them from the catalogue's prompt lengths for 5 standard deviations above the
 mean batch, plus a row for the packing's loss (on eBird lengths the largest of 3,000
-simulated batches of 256 needed 65 rows of 64, 59 on average; the plan gives 67). A
+drawn batches of 256 needed 64 rows of 64, 59.0 on average; the plan gives 67:
+scripts/benchmarks/prompt_packing.py --batch 256 --simulate 3000 --lengths-only). A
 batch that still does not fit takes more rows, a new shape (a recompilation under
 torch.compile), and the loop logs it: `overflowed`.
 """
