@@ -308,7 +308,9 @@ class MqttConfig(_Section):
     model_config = ConfigDict(extra="forbid")
     TLS_FILES: ClassVar[tuple[str, ...]] = ("ca_file", "cert_file", "key_file")
 
-    enabled: bool = Field(False, description="Publish detections to an MQTT broker.")
+    enabled: bool = Field(
+        False, description="Publish detections and merged events to an MQTT broker."
+    )
     host: str = Field("localhost", min_length=1, description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker port (8883 is usual with TLS).")
     topic_prefix: str = Field(

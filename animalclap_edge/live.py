@@ -8,6 +8,8 @@ side can lose or hold up the other's data. Standard library only.
                       id: <rowid of the detections row>
                       event: detection
                       data: <the outbox/MQTT payload of that detection, byte for byte>
+    GET /events?kind=event   the same for the merged events (`event: event`, ids the
+                  events table's rowids, data the payload MQTT sends on .../events)
     GET /health   JSON: database, detection count, newest detection, clients connected
     GET /         a page that shows the stream (EventSource, no external assets)
 
@@ -61,6 +63,7 @@ from animalclap_edge.config import is_loopback_host
 # The serialiser of the outbox (and so of MQTT): the SSE data is the same bytes.
 from animalclap_edge.store import (
     BUSY_TIMEOUT_MS,
+    EVENT_PAYLOAD_JOIN,
     PAYLOAD_JOIN,
     payload_columns,
     payload_of,
@@ -77,12 +80,26 @@ MIN_TOKEN_CHARS = 16
 TOKEN_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 _URL_SAFE = frozenset(string.ascii_letters + string.digits + "-_.~")
-# detections after a rowid, with their run's device and site (`payload_of`)
-_NEW_ROWS = (
-    "SELECT d.rowid, {columns} FROM detections d " + PAYLOAD_JOIN + " WHERE d.rowid > ? "
-    "ORDER BY d.rowid LIMIT ?"
-)
-_NEWEST = "SELECT coalesce(max(rowid), 0) FROM detections"
+# A stream's kind (`?kind=`): its table, the SQL of its rows after a rowid with their
+# run's device and site (`payload_of`), and whether those are events.
+_KINDS = {
+    "detection": (
+        "detections",
+        "SELECT d.rowid, {columns} FROM detections d " + PAYLOAD_JOIN + " WHERE d.rowid > ? "
+        "ORDER BY d.rowid LIMIT ?",
+        False,
+    ),
+    "event": (
+        "events",
+        "SELECT e.rowid, {columns} FROM events e " + EVENT_PAYLOAD_JOIN + " WHERE e.rowid > ? "
+        "ORDER BY e.rowid LIMIT ?",
+        True,
+    ),
+}
+
+
+def _newest(conn: sqlite3.Connection, table: str) -> int:
+    return conn.execute(f"SELECT coalesce(max(rowid), 0) FROM {table}").fetchone()[0]
 
 
 class LiveError(RuntimeError):
@@ -350,8 +367,10 @@ class LiveServer:
             return False
         return hmac.compare_digest(offered.encode("utf-8", "replace"), self._token)
 
-    def _start_after(self, conn: sqlite3.Connection, last_event_id: str | None, since: str) -> int:
-        newest = conn.execute(_NEWEST).fetchone()[0]
+    def _start_after(
+        self, conn: sqlite3.Connection, table: str, last_event_id: str | None, since: str
+    ) -> int:
+        newest = _newest(conn, table)
         if last_event_id is not None:
             return min(_rowid(last_event_id, "Last-Event-ID"), newest)
         if since == "now":
@@ -393,7 +412,7 @@ def _rowid(text: str, what: str) -> int:
     except ValueError:
         n = -1
     if n < 0:
-        raise _BadRequest(f"{what} must be a detection id (an integer >= 0), got {text[:40]!r}")
+        raise _BadRequest(f"{what} must be a stream id (an integer >= 0), got {text[:40]!r}")
     return n
 
 
@@ -404,9 +423,9 @@ def _shut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def _message(rowid: int, payload: str) -> bytes:
+def _message(rowid: int, kind: str, payload: str) -> bytes:
     # One data line is exact: json.dumps escapes CR and LF, the only SSE line breaks.
-    return f"id: {rowid}\nevent: detection\ndata: {payload}\n\n".encode()
+    return f"id: {rowid}\nevent: {kind}\ndata: {payload}\n\n".encode()
 
 
 def _client_gone(sock: socket.socket, wait_s: float) -> bool:
@@ -554,11 +573,16 @@ class _Handler(BaseHTTPRequestHandler):
             return self._reply(503, {"error": f"too many live clients ({live.max_clients})"})
         conn = None
         try:
+            kind = query.get("kind", "detection")
+            if kind not in _KINDS:
+                return self._reply(
+                    400, {"error": f"kind must be detection or event, got {kind[:40]!r}"}
+                )
             header_id = self.headers.get("Last-Event-ID")
             last_id = header_id if header_id and header_id.strip() else query.get("last_event_id")
             try:
                 conn = live._connect()
-                after = live._start_after(conn, last_id, query.get("since", "now"))
+                after = live._start_after(conn, _KINDS[kind][0], last_id, query.get("since", "now"))
             except _BadRequest as e:
                 return self._reply(400, {"error": str(e)})
             except sqlite3.Error as e:
@@ -571,7 +595,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             # A bare id sets the client's Last-Event-ID without firing an event.
             self.wfile.write(f"retry: {RETRY_MS}\nid: {after}\n\n".encode())
-            self._stream(conn, after)
+            self._stream(conn, after, kind)
         except sqlite3.Error as e:
             live.last_error = f"database: {e}"  # the stream ends; the client reconnects
         except (OSError, ValueError):
@@ -581,10 +605,11 @@ class _Handler(BaseHTTPRequestHandler):
                 conn.close()
             live._close_stream()
 
-    def _stream(self, conn: sqlite3.Connection, after: int) -> None:
+    def _stream(self, conn: sqlite3.Connection, after: int, kind: str) -> None:
         live = self.server.live
         last_write = time.monotonic()
-        new_rows = _NEW_ROWS.format(columns=payload_columns(runs_columns(conn)))
+        table, sql, events = _KINDS[kind]
+        new_rows = sql.format(columns=payload_columns(runs_columns(conn), events))
         while True:
             # Read before the poll: the poll after a stop sends what was committed before
             # it (a run's last batch lands a few ms before the run stops this server).
@@ -593,12 +618,14 @@ class _Handler(BaseHTTPRequestHandler):
             # pins an old WAL snapshot and keeps checkpoints from shrinking the WAL.
             rows = conn.execute(new_rows, (after, BATCH)).fetchall()
             if rows:
-                self.wfile.write(b"".join(_message(r[0], payload_of(r[1:])) for r in rows))
+                self.wfile.write(
+                    b"".join(_message(r[0], kind, payload_of(r[1:], events)) for r in rows)
+                )
                 after, last_write = rows[-1][0], time.monotonic()
                 if len(rows) == BATCH:
                     continue  # catching up: no pause
             else:
-                newest = conn.execute(_NEWEST).fetchone()[0]
+                newest = _newest(conn, table)
                 if newest < after:
                     # The newest rows were deleted (retention emptied the table): SQLite
                     # hands their rowids out again, so follow it down rather than wait.

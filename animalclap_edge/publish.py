@@ -1,13 +1,15 @@
 """The MQTT uplink: drains the store's outbox, marks a message delivered on PUBACK.
 
-Detections enter the outbox in the same transaction as the detections table
-(`store.DetectionStore.add_detections`), so nothing logged is ever missing from
-it. The publisher reads undelivered rows oldest first, publishes each at QoS 1
-to `<prefix>/<device>/detections`, and marks it delivered only when the broker
+Detections and merged events enter the outbox in the same transaction as their
+rows (`store.DetectionStore.add_detections`, `add_events`), so nothing logged is
+ever missing from it. The publisher reads undelivered messages (events first, then
+detections, each oldest first), publishes each at QoS 1 to
+`<prefix>/<device>/detections` or `<prefix>/<device>/events`, and marks it delivered
+only when the broker
 acknowledges it with a success reason code (MQTT v5; a v3.1.1 broker cannot say
 no); on a lost connection it reconnects with exponential backoff for as long as it
 takes and sends what is still undelivered. Delivery is at least once; payloads
-carry `detection_id`, so consumers de-duplicate to exactly once.
+carry `detection_id` or `event_id`, so consumers de-duplicate to exactly once.
 
 A message is published once per connection: one without an acknowledgement stays
 in flight until the connection is lost, and is then published once more on the
@@ -38,6 +40,7 @@ from types import MappingProxyType
 
 from animalclap_edge.config import EdgeConfig, MqttConfig
 from animalclap_edge.db_lock import DbLock
+from animalclap_edge.records import is_event_id
 from animalclap_edge.store import DetectionStore
 
 MQTT_INSTALL_HINT = "MQTT uplink needs paho-mqtt: pip install 'animalclap-edge[mqtt]'"
@@ -152,7 +155,7 @@ class MqttPublisher:
         self.cfg, self.db_path = cfg, Path(db_path)
         self.device = device_id or socket.gethostname()
         prefix = f"{cfg.topic_prefix}/{self.device}"
-        self.topic = f"{prefix}/detections"
+        self.topic, self.events_topic = f"{prefix}/detections", f"{prefix}/events"
         # the recorder's online/offline is `run`'s; a `publish` beside it (or a one-shot
         # upload) says its own, so that its stop does not mark a running recorder offline
         where = prefix if role == "recorder" else f"{prefix}/{role}"
@@ -489,7 +492,7 @@ class MqttPublisher:
         """Send until the connection is lost or the publisher stopped. A message is
         published once on this connection: paho keeps it until acknowledged, and a
         stalled network (TCP still open) must not queue copy after copy of it."""
-        inflight: dict[int, str] = {}  # mid -> detection_id, in publish order
+        inflight: dict[int, str] = {}  # mid -> message id, in publish order
         self._hb: tuple[int, int | None] | None = None  # heartbeat mid, last event id
         suspects, probing = list(self._suspects), None  # sent alone, one at a time
         last_beat = 0.0
@@ -537,25 +540,26 @@ class MqttPublisher:
             return
         payloads = dict(store.pending_payloads(ids))
         v5 = self._protocol == self._mqtt.MQTTv5
-        for det_id in ids:
-            if det_id not in payloads:
+        for msg_id in ids:
+            if msg_id not in payloads:
                 continue  # delivered or set aside meanwhile (another pass, retention)
-            payload = payloads[det_id].encode("utf-8")
-            size = packet_size(self.topic, payload, v5)
+            payload = payloads[msg_id].encode("utf-8")
+            topic = self.events_topic if is_event_id(msg_id) else self.topic
+            size = packet_size(topic, payload, v5)
             if self._max_packet and size > self._max_packet:
                 # the broker said it disconnects for this: never sent, set aside at once
                 self._set_aside(
                     store,
-                    det_id,
+                    msg_id,
                     f"{size}-byte message over the broker's maximum packet size "
                     f"{self._max_packet} (raise max_packet_size on the broker)",
                 )
                 continue
-            info = self.client.publish(self.topic, payload, qos=1)
+            info = self.client.publish(topic, payload, qos=1)
             if info.rc != self._mqtt.MQTT_ERR_SUCCESS:
                 self.stats.last_error = f"publish: {self._mqtt.error_string(info.rc)}"
                 break  # not connected: the rest waits for the next connection
-            inflight[info.mid] = det_id
+            inflight[info.mid] = msg_id
             self.stats.published += 1
 
     def _collect(self, store: DetectionStore, inflight: dict[int, str]) -> None:
@@ -571,32 +575,33 @@ class MqttPublisher:
                     self.stats.last_error = f"heartbeat refused: {reason}"
                 self._hb = None
                 continue
-            det_id = inflight.pop(mid, None)
-            if det_id is None:
+            msg_id = inflight.pop(mid, None)
+            if msg_id is None:
                 continue  # the retained status
             if reason.is_failure:
-                self._refused(store, det_id, f"the broker refused it: {reason}")
+                self._refused(store, msg_id, f"the broker refused it: {reason}")
             else:
-                delivered.append(det_id)
+                delivered.append(msg_id)
         if delivered:
             self.stats.delivered += store.mark_delivered(delivered)
 
-    def _refused(self, store: DetectionStore, det_id: str, why: str) -> None:
+    def _refused(self, store: DetectionStore, msg_id: str, why: str) -> None:
         self.stats.refused += 1
-        self.stats.last_error = f"{det_id}: {why}"
-        attempts = store.record_refusal(det_id, why)
+        self.stats.last_error = f"{msg_id}: {why}"
+        attempts = store.record_refusal(msg_id, why)
         if attempts >= self.max_attempts:
-            self._set_aside(store, det_id, f"{why}; {attempts} refusals in a row")
+            self._set_aside(store, msg_id, f"{why}; {attempts} refusals in a row")
 
-    def _set_aside(self, store: DetectionStore, det_id: str, why: str) -> None:
-        if not store.set_aside(det_id, why):
+    def _set_aside(self, store: DetectionStore, msg_id: str, why: str) -> None:
+        if not store.set_aside(msg_id, why):
             return
         self.stats.set_aside += 1
-        self.stats.last_error = f"{det_id} set aside: {why}"
-        self._health("uplink_set_aside", {"detection_id": det_id, "why": why})
+        self.stats.last_error = f"{msg_id} set aside: {why}"
+        key = "event_id" if is_event_id(msg_id) else "detection_id"
+        self._health("uplink_set_aside", {key: msg_id, "why": why})
         if self.stats.set_aside <= 3:  # every one is in the health table and counted
             self._say(
-                f"uplink: message {det_id} set aside, not sent: {why}; the rest goes on "
+                f"uplink: message {msg_id} set aside, not sent: {why}; the rest goes on "
                 "(`animalclap-edge publish --retry-set-aside` queues it again)"
             )
 

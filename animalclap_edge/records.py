@@ -119,11 +119,21 @@ class RecordingResult:
         _coerce(self, ("duration_s",), ("n_windows", "n_detections"))
 
 
+EVENT_ID_PREFIX = "event:"  # detection ids are bare UUIDs: a message id names its kind
+
+
 def event_id(
     bundle_id: str, recording_id: str, first_window_sample: int, level: str, taxon: str
 ) -> str:
     """Stable id of an event: its label and the start of its first window."""
-    return "event:" + detection_id(bundle_id, recording_id, first_window_sample, level, taxon)
+    return EVENT_ID_PREFIX + detection_id(
+        bundle_id, recording_id, first_window_sample, level, taxon
+    )
+
+
+def is_event_id(message_id: str) -> bool:
+    """Whether an outbox message id is an event's (else a detection's)."""
+    return message_id.startswith(EVENT_ID_PREFIX)
 
 
 @dataclass(frozen=True)

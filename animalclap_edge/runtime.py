@@ -110,7 +110,9 @@ class Runtime:
                 uplink = MqttPublisher.from_config(self.db, self.cfg, say=self.say)
                 try:
                     self.uplink = uplink.start()
-                    self.say(f"uplink: mqtt {mq.host}:{mq.port} topic {uplink.topic}")
+                    self.say(
+                        f"uplink: mqtt {mq.host}:{mq.port} topics {uplink.topic}, {uplink.events_topic}"
+                    )
                 except UplinkBusy as e:  # that one sends what this run logs
                     self.say(f"uplink: {e}; this run records without its own uplink")
                     self.store.add_health("uplink_busy", "mqtt", {"holder_pid": e.pid})

@@ -1,9 +1,12 @@
 """The SQLite detection store: the recorder's product.
 
 One file holds the runs, one row per recording (ok / skipped / partial, with the
-reason), the detections, and an outbox of messages still to be sent upstream. A
-detection and its outbox row are written in the same transaction, so an uplink
-never misses a logged detection and never announces one that was not logged.
+reason), the detections, the events merged from them, and an outbox of messages
+still to be sent upstream (`outbox` for detections, `event_outbox` for events). A
+detection or event and its message are written in the same transaction, so an
+uplink never misses a logged one and never announces one that was not logged.
+Message ids name their kind (an event's starts with "event:"), so the outbox
+methods take either.
 Detection ids are stable (`records.detection_id`), so replaying a recording adds
 nothing twice.
 """
@@ -26,11 +29,13 @@ from animalclap_edge.records import (
     Detection,
     Event,
     RecordingResult,
+    is_event_id,
     now_utc_ms,
 )
 
-SCHEMA_VERSION = 8  # 2: events; 3: health; 4: recordings.audio_note; 5: content_digest;
-# 6: outbox.set_aside_utc, outbox.last_error; 7: runs.end_reason; 8: runs.device, runs.site
+SCHEMA_VERSION = 9  # 2: events; 3: health; 4: recordings.audio_note; 5: content_digest;
+# 6: outbox.set_aside_utc, outbox.last_error; 7: runs.end_reason; 8: runs.device, runs.site;
+# 9: event_outbox
 BUSY_TIMEOUT_MS = 5000  # a reader (sync job, sqlite3 shell) may hold the lock briefly
 
 
@@ -184,11 +189,40 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE runs ADD COLUMN device TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE runs ADD COLUMN site TEXT NOT NULL DEFAULT ''",
     ),
+    # Merged events are sent too (MQTT <prefix>/<device>/events), from an outbox of their
+    # own: `outbox` references detections. The events already logged are queued, so that
+    # every logged event has a message, as every detection has (consumers de-duplicate
+    # by event_id).
+    8: (
+        """CREATE TABLE event_outbox (
+            event_id TEXT PRIMARY KEY NOT NULL
+                REFERENCES events(event_id) ON DELETE CASCADE,
+            created_utc TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            delivered_utc TEXT,
+            set_aside_utc TEXT,
+            last_error TEXT
+        )""",
+        "CREATE INDEX event_outbox_delivered_utc ON event_outbox(delivered_utc)",
+        "INSERT INTO event_outbox (event_id, created_utc) "
+        "SELECT event_id, created_utc FROM events ORDER BY rowid",
+    ),
 }
 
 _DET_COLS = tuple(f.name for f in fields(Detection))
 _REC_COLS = tuple(f.name for f in fields(RecordingResult))
 _EVENT_COLS = tuple(f.name for f in fields(Event))
+# (table, key column) of each kind of message: detections', then events'
+_OUTBOXES = (("outbox", "detection_id"), ("event_outbox", "event_id"))
+
+
+def _pending(alias: str = "") -> str:
+    """SQL: the message is still to send (neither delivered nor set aside)."""
+    return f"{alias}delivered_utc IS NULL AND {alias}set_aside_utc IS NULL"
+
+
+def _outbox_of(message_id: str) -> tuple[str, str]:
+    return _OUTBOXES[1] if is_event_id(message_id) else _OUTBOXES[0]
 
 
 class DetectionStore:
@@ -319,7 +353,7 @@ class DetectionStore:
         """
         # Payloads are built (and dropped) before the write lock is taken, so a bad
         # one (traits that are not JSON) fails the batch before anything is written.
-        batch = [(d, detection_payload(d)) for d in detections]
+        batch = [(d, message_payload(d)) for d in detections]
         if not batch:
             return 0
         created = now_utc_ms()
@@ -345,7 +379,9 @@ class DetectionStore:
         return new
 
     def add_events(self, events: Iterable[Event]) -> int:
-        """Log closed events; an event already stored (a replay) is kept as it was."""
+        """Log closed events and queue their messages in one transaction; an event already
+        stored (a replay) is kept as it was, and not queued again."""
+        created = now_utc_ms()
         new = 0
         insert = (
             f"INSERT INTO events ({', '.join(_EVENT_COLS)}) "
@@ -356,6 +392,10 @@ class DetectionStore:
                 if tx.execute("SELECT 1 FROM events WHERE event_id = ?", (e.event_id,)).fetchone():
                     continue
                 tx.execute(insert, astuple(e))
+                tx.execute(
+                    "INSERT INTO event_outbox (event_id, created_utc) VALUES (?, ?)",
+                    (e.event_id, created),
+                )
                 new += 1
         return new
 
@@ -422,40 +462,43 @@ class DetectionStore:
         return row is not None
 
     def mark_delivered(self, ids: Iterable[str]) -> int:
-        """Mark outbox messages as delivered; returns how many were pending."""
+        """Mark outbox messages (detections' or events') as delivered; returns how many
+        were pending."""
         now = now_utc_ms()
         n = 0
         with self._transaction() as tx:
             for i in ids:
+                table, key = _outbox_of(i)
                 n += tx.execute(
-                    "UPDATE outbox SET delivered_utc = ? "
-                    "WHERE detection_id = ? AND delivered_utc IS NULL",
+                    f"UPDATE {table} SET delivered_utc = ? WHERE {key} = ? AND delivered_utc IS NULL",
                     (now, i),
                 ).rowcount
         return n
 
-    def record_refusal(self, detection_id: str, why: str) -> int:
+    def record_refusal(self, message_id: str, why: str) -> int:
         """Count one refusal of a message by the broker; returns its refusals in a row."""
+        table, key = _outbox_of(message_id)
         with self._transaction() as tx:
             tx.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ? "
-                "WHERE detection_id = ? AND delivered_utc IS NULL",
-                (why, detection_id),
+                f"UPDATE {table} SET attempts = attempts + 1, last_error = ? "
+                f"WHERE {key} = ? AND delivered_utc IS NULL",
+                (why, message_id),
             )
             row = tx.execute(
-                "SELECT attempts FROM outbox WHERE detection_id = ?", (detection_id,)
+                f"SELECT attempts FROM {table} WHERE {key} = ?", (message_id,)
             ).fetchone()
         return int(row[0]) if row else 0
 
-    def set_aside(self, detection_id: str, why: str) -> bool:
+    def set_aside(self, message_id: str, why: str) -> bool:
         """Stop sending one undelivered message, keeping it and why; False if it was
         delivered or set aside already."""
+        table, key = _outbox_of(message_id)
         with self._transaction() as tx:
             return (
                 tx.execute(
-                    "UPDATE outbox SET set_aside_utc = ?, last_error = ? WHERE detection_id = ? "
-                    "AND delivered_utc IS NULL AND set_aside_utc IS NULL",
-                    (now_utc_ms(), why, detection_id),
+                    f"UPDATE {table} SET set_aside_utc = ?, last_error = ? WHERE {key} = ? "
+                    f"AND {_pending()}",
+                    (now_utc_ms(), why, message_id),
                 ).rowcount
                 == 1
             )
@@ -463,10 +506,13 @@ class DetectionStore:
     def retry_set_aside(self) -> int:
         """Queue every set-aside message again, with its refusals reset; returns how many."""
         with self._transaction() as tx:
-            return tx.execute(
-                "UPDATE outbox SET set_aside_utc = NULL, attempts = 0 "
-                "WHERE set_aside_utc IS NOT NULL AND delivered_utc IS NULL"
-            ).rowcount
+            return sum(
+                tx.execute(
+                    f"UPDATE {table} SET set_aside_utc = NULL, attempts = 0 "
+                    "WHERE set_aside_utc IS NOT NULL AND delivered_utc IS NULL"
+                ).rowcount
+                for table, _ in _OUTBOXES
+            )
 
     def add_health(self, kind: str, source: str, detail: dict) -> int:
         """Log one health event (e.g. "source_lost", "snapshot"); returns its id."""
@@ -479,23 +525,26 @@ class DetectionStore:
             return int(cur.lastrowid or 0)
 
     def requeue_missing_outbox(self) -> int:
-        """Give every detection without an outbox row a new undelivered one; returns how
-        many. Only recovery needs this: normal writes add both in one transaction.
-        Re-sending one the server already has is harmless, consumers de-duplicate by id."""
-        cols = ", ".join(f"d.{c}" for c in _DET_COLS)
-        rows = self._db().execute(
-            f"SELECT {cols} FROM detections d LEFT JOIN outbox o "
-            "ON o.detection_id = d.detection_id WHERE o.detection_id IS NULL ORDER BY d.rowid"
-        )
-        missing = [Detection(*r) for r in rows.fetchall()]
+        """Give every detection and event without a message a new undelivered one;
+        returns how many. Only recovery needs this: normal writes add both in one
+        transaction. Re-sending one the server already has is harmless, consumers
+        de-duplicate by id."""
         created = now_utc_ms()
         with self._transaction() as tx:
-            for d in missing:
+            return (
                 tx.execute(
-                    "INSERT INTO outbox (detection_id, payload_json, created_utc) VALUES (?, '', ?)",
-                    (d.detection_id, created),
-                )
-        return len(missing)
+                    "INSERT INTO outbox (detection_id, payload_json, created_utc) "
+                    "SELECT d.detection_id, '', ? FROM detections d LEFT JOIN outbox o "
+                    "ON o.detection_id = d.detection_id WHERE o.detection_id IS NULL ORDER BY d.rowid",
+                    (created,),
+                ).rowcount
+                + tx.execute(
+                    "INSERT INTO event_outbox (event_id, created_utc) "
+                    "SELECT e.event_id, ? FROM events e LEFT JOIN event_outbox o "
+                    "ON o.event_id = e.event_id WHERE o.event_id IS NULL ORDER BY e.rowid",
+                    (created,),
+                ).rowcount
+            )
 
     def backup(self, dest: str | Path) -> Path:
         """A consistent copy of the live database (SQLite's online backup), written
@@ -556,26 +605,32 @@ class DetectionStore:
         return [RecordingResult(*r) for r in rows]
 
     def pending_outbox(self, limit: int = 100) -> list[tuple[str, str]]:
-        """Up to `limit` undelivered (detection_id, payload_json), oldest first."""
+        """Up to `limit` (message_id, payload_json) still to send: events first, then
+        detections, each oldest first. Events are the fewer and the summary: after an
+        outage a dashboard has them before the windows they merge."""
+        events = self._pending_events(f"{_pending('o.')} ORDER BY o.rowid LIMIT ?", (limit,))
         rows = self._db().execute(
             f"SELECT o.detection_id, o.payload_json, {_PAYLOAD_COLUMNS} FROM outbox o JOIN "
             f"detections d ON d.detection_id = o.detection_id {PAYLOAD_JOIN} WHERE "
-            "o.delivered_utc IS NULL AND o.set_aside_utc IS NULL ORDER BY o.rowid LIMIT ?",
-            (limit,),
+            f"{_pending('o.')} ORDER BY o.rowid LIMIT ?",
+            (limit - len(events),),
         )
-        return [(i, stored or payload_of(row)) for i, stored, *row in rows.fetchall()]
+        return events + [(i, stored or payload_of(row)) for i, stored, *row in rows.fetchall()]
 
     def pending_payloads(self, ids: Iterable[str]) -> list[tuple[str, str]]:
-        """(detection_id, payload_json) of those of `ids` still to send (neither delivered
+        """(message_id, payload_json) of those of `ids` still to send (neither delivered
         nor set aside), in the order given."""
         out = []
         for i in ids:
+            if is_event_id(i):
+                out += self._pending_events(f"o.event_id = ? AND {_pending('o.')}", (i,))
+                continue
             row = (
                 self._db()
                 .execute(
                     f"SELECT o.payload_json, {_PAYLOAD_COLUMNS} FROM outbox o JOIN detections "
                     f"d ON d.detection_id = o.detection_id {PAYLOAD_JOIN} WHERE "
-                    "o.detection_id = ? AND o.delivered_utc IS NULL AND o.set_aside_utc IS NULL",
+                    f"o.detection_id = ? AND {_pending('o.')}",
                     (i,),
                 )
                 .fetchone()
@@ -585,23 +640,40 @@ class DetectionStore:
                 out.append((i, stored or payload_of(rest)))
         return out
 
+    def _pending_events(self, where: str, args: tuple) -> list[tuple[str, str]]:
+        rows = self._db().execute(
+            f"SELECT {_EVENT_PAYLOAD_COLUMNS} FROM event_outbox o JOIN events e "
+            f"ON e.event_id = o.event_id {EVENT_PAYLOAD_JOIN} WHERE {where}",
+            args,
+        )
+        return [(row[0], payload_of(row, events=True)) for row in rows.fetchall()]
+
     def backlog(self) -> int:
-        """How many messages are still to send (undelivered, not set aside)."""
-        q = "SELECT count(*) FROM outbox WHERE delivered_utc IS NULL AND set_aside_utc IS NULL"
-        return int(self._db().execute(q).fetchone()[0])
+        """How many messages are still to send (undelivered, not set aside), of both kinds."""
+        return self._count_messages(_pending())
 
     def set_aside_count(self) -> int:
         """How many undelivered messages are set aside (refused by the broker)."""
-        q = "SELECT count(*) FROM outbox WHERE delivered_utc IS NULL AND set_aside_utc IS NOT NULL"
-        return int(self._db().execute(q).fetchone()[0])
+        return self._count_messages("delivered_utc IS NULL AND set_aside_utc IS NOT NULL")
+
+    def _count_messages(self, where: str) -> int:
+        db = self._db()
+        return sum(
+            int(db.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0])
+            for table, _ in _OUTBOXES
+        )
 
     def set_aside_messages(self, limit: int = 100) -> list[tuple[str, str, str]]:
-        """(detection_id, set_aside_utc, last_error) of set-aside messages, oldest first."""
+        """(message_id, set_aside_utc, last_error) of set-aside messages, oldest first."""
+        aside = "delivered_utc IS NULL AND set_aside_utc IS NOT NULL"
         return (
             self._db()
             .execute(
-                "SELECT detection_id, set_aside_utc, last_error FROM outbox WHERE delivered_utc "
-                "IS NULL AND set_aside_utc IS NOT NULL ORDER BY rowid LIMIT ?",
+                " UNION ALL ".join(
+                    f"SELECT {key}, set_aside_utc, last_error FROM {table} WHERE {aside}"
+                    for table, key in _OUTBOXES
+                )
+                + " ORDER BY set_aside_utc LIMIT ?",
                 (limit,),
             )
             .fetchall()
@@ -690,7 +762,8 @@ class DetectionStore:
     ) -> tuple[int, int, int]:
         """Delete detections logged before `before_utc` (and not before `not_before_utc`)
         whose message was delivered (all of them with `undelivered_too`), with their
-        outbox rows, then the events of that age left with no detection and no clip.
+        outbox rows, then the events of that age left with no detection and no clip
+        whose message was delivered too (or all such with `undelivered_too`).
         Returns (detections deleted, events deleted, old detections kept because
         undelivered)."""
         # Chunks keep each transaction (and so the WAL, on a nearly full card) small
@@ -713,10 +786,16 @@ class DetectionStore:
             if n < chunk:
                 break
         # An event's bounds are its own windows' floats; 1e-6 only guards against rounding.
+        undelivered_event = (
+            ""
+            if undelivered_too
+            else "AND NOT EXISTS (SELECT 1 FROM event_outbox o WHERE o.event_id = "
+            "events.event_id AND o.delivered_utc IS NULL) "
+        )
         with self._transaction() as tx:
             n_ev = tx.execute(
                 "DELETE FROM events WHERE created_utc < ? AND created_utc >= ? AND clip_path "
-                "IS NULL AND NOT EXISTS "
+                f"IS NULL {undelivered_event}AND NOT EXISTS "
                 "(SELECT 1 FROM detections d WHERE d.recording_id = events.recording_id "
                 "AND d.level = events.level AND d.taxon = events.taxon "
                 "AND d.window_start_s >= events.start_s - 1e-6 "
@@ -771,11 +850,11 @@ class DetectionStore:
             raise
 
 
-def detection_payload(d: Detection, device: str = "", site: str = "") -> str:
-    """The JSON every uplink carries for a detection (outbox, MQTT, Server-Sent Events):
-    the detection's fields, and the `device` and `site` of the run that logged it, so
-    that a message stored without its topic still says which recorder heard it."""
-    fields_ = {**d.to_json_dict(), "device": device, "site": site}
+def message_payload(record: Detection | Event, device: str = "", site: str = "") -> str:
+    """The JSON every uplink carries for a detection or an event (outbox, MQTT,
+    Server-Sent Events): its fields, and the `device` and `site` of the run that logged
+    it, so that a message stored without its topic still says which recorder heard it."""
+    fields_ = {**record.to_json_dict(), "device": device, "site": site}
     return json.dumps(fields_, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -788,11 +867,13 @@ def recorder_sql(runs_columns: Collection[str], runs: str = "") -> tuple[str, st
     return f"coalesce(nullif({runs}device, ''), {runs}host, '')", f"coalesce({runs}site, '')"
 
 
-def payload_columns(runs_columns: Collection[str]) -> str:
-    """The columns `payload_of` reads, of detections `d` LEFT JOINed to runs `u` (as
-    PAYLOAD_JOIN): the detection's, then its run's device and site. A reader beside an
-    older recorder passes its database's runs columns; the store's own is current."""
-    return ", ".join([*(f"d.{c}" for c in _DET_COLS), *recorder_sql(runs_columns, "u.")])
+def payload_columns(runs_columns: Collection[str], events: bool = False) -> str:
+    """The columns `payload_of` reads, of detections `d` (events `e` with `events`) LEFT
+    JOINed to runs `u` (as PAYLOAD_JOIN, EVENT_PAYLOAD_JOIN): the record's, then its
+    run's device and site. A reader beside an older recorder passes its database's runs
+    columns; the store's own is current."""
+    alias, cols = ("e", _EVENT_COLS) if events else ("d", _DET_COLS)
+    return ", ".join([*(f"{alias}.{c}" for c in cols), *recorder_sql(runs_columns, "u.")])
 
 
 def runs_columns(conn: sqlite3.Connection) -> set[str]:
@@ -800,13 +881,16 @@ def runs_columns(conn: sqlite3.Connection) -> set[str]:
 
 
 PAYLOAD_JOIN = "LEFT JOIN runs u ON u.run_id = d.run_id"
+EVENT_PAYLOAD_JOIN = "LEFT JOIN runs u ON u.run_id = e.run_id"
 
 
 # an open store is always at SCHEMA_VERSION (upgraded in place): its runs have both
 _PAYLOAD_COLUMNS = payload_columns({"device", "site"})
+_EVENT_PAYLOAD_COLUMNS = payload_columns({"device", "site"}, events=True)
 
 
-def payload_of(row: Sequence[object]) -> str:
-    """`detection_payload` of a row of `payload_columns`."""
-    *det, device, site = row
-    return detection_payload(Detection(*det), str(device), str(site))
+def payload_of(row: Sequence[object], events: bool = False) -> str:
+    """`message_payload` of a row of `payload_columns` (of the same `events`)."""
+    *fields_, device, site = row
+    record = Event(*fields_) if events else Detection(*fields_)
+    return message_payload(record, str(device), str(site))

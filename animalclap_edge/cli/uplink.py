@@ -53,7 +53,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 return 1 if left else 0
             time.sleep(1.0)
     print(
-        f"uplink: mqtt {cfg.messaging.mqtt.host}:{cfg.messaging.mqtt.port} topic {pub.topic}",
+        f"uplink: mqtt {cfg.messaging.mqtt.host}:{cfg.messaging.mqtt.port} "
+        f"topics {pub.topic}, {pub.events_topic}",
         file=sys.stderr,
     )
     left = aside = 0

@@ -4,8 +4,11 @@ recovery, retention, report)."""
 from __future__ import annotations
 
 import json
+import sqlite3
+from dataclasses import astuple, fields
+from pathlib import Path
 
-from animalclap_edge.records import Detection, RecordingResult, detection_id
+from animalclap_edge.records import Detection, Event, RecordingResult, detection_id, event_id
 
 BUNDLE = "bundle-0001"
 RUN = "run-a"
@@ -46,6 +49,33 @@ def detection(
     return Detection(**fields)
 
 
+def event(start_sample: int, n_windows: int = 2, taxon: str = "eurbla", **kw) -> Event:
+    """The event merging `n_windows` detections from `start_sample` on (hop 1.5 s); its
+    id is the real one. Any field can be given."""
+    t0 = start_sample / 48000
+    fields = dict(
+        event_id=event_id(BUNDLE, REC, start_sample, "species", taxon),
+        run_id=RUN,
+        recording_id=REC,
+        level="species",
+        taxon=taxon,
+        scientific_name="Turdus merula",
+        common_name="Eurasian Blackbird",
+        start_s=t0,
+        end_s=t0 + 3.0 + 1.5 * (n_windows - 1),
+        start_time_utc=None,
+        clock_trusted=False,
+        n_windows=n_windows,
+        max_probability=0.91,
+        mean_probability=0.87,
+        bundle_id=BUNDLE,
+        config_hash="0123456789abcdef",
+        created_utc="2024-05-01T04:00:05.000+00:00",
+    )
+    fields.update(kw)
+    return Event(**fields)
+
+
 def recording(status: str = "ok", recording_id: str = REC, **kw) -> RecordingResult:
     """The accounting row of a minute-long file of RUN; any field can be given."""
     fields = dict(
@@ -64,3 +94,22 @@ def recording(status: str = "ok", recording_id: str = REC, **kw) -> RecordingRes
     )
     fields.update(kw)
     return RecordingResult(**fields)
+
+
+def released_database(db: Path, version: int) -> sqlite3.Connection:
+    """A connection to a new database at schema `version`, as that release created it
+    (commit and close it before opening the store, which upgrades it)."""
+    from animalclap_edge import store as S
+
+    c = sqlite3.connect(db)
+    for stmt in S._SCHEMA + sum((S.MIGRATIONS[v] for v in range(1, version)), ()):
+        c.execute(stmt)
+    c.execute(f"PRAGMA user_version = {version}")
+    return c
+
+
+def insert_record(c: sqlite3.Connection, table: str, record: object) -> None:
+    """A Detection or Event row written as an older release wrote it, bypassing the store."""
+    cols = [f.name for f in fields(record)]
+    sql = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    c.execute(sql, astuple(record))

@@ -104,14 +104,17 @@ class Stream:
             name, _, value = line.partition(":")
             fields[name or "comment"] = value.removeprefix(" ")
 
-    def detections(self, n: int, timeout: float = 10.0) -> list[tuple[int, str]]:
+    def detections(
+        self, n: int, timeout: float = 10.0, kind: str = "detection"
+    ) -> list[tuple[int, str]]:
         out: list[tuple[int, str]] = []
         deadline = time.monotonic() + timeout
         while len(out) < n:
-            assert time.monotonic() < deadline, f"got {len(out)} of {n} detections"
+            assert time.monotonic() < deadline, f"got {len(out)} of {n} {kind}s"
             b = self.block()
-            assert b, f"stream ended after {len(out)} of {n} detections"
-            if b.get("event") == "detection":
+            assert b, f"stream ended after {len(out)} of {n} {kind}s"
+            assert b.get("event") in (None, kind), b  # one kind per stream
+            if b.get("event") == kind:
                 out.append((int(b["id"]), b["data"]))
                 self.received_at.append(time.perf_counter())
             elif "id" in b and self.start_id is None:
@@ -249,7 +252,38 @@ def test_since_all_and_since_a_rowid_and_bad_cursors(server, db):
         s.close()
     for bad in ("/events?since=yesterday", "/events?last_event_id=-3"):
         status, _, body = _get(server.port, bad)
-        assert status == 400 and "detection id" in json.loads(body)["error"]
+        assert status == 400 and "stream id" in json.loads(body)["error"]
+
+
+def test_kind_event_streams_the_merged_events_with_their_mqtt_payload(server, db):
+    """A dashboard of song bouts, not windows: `?kind=event` carries the events table,
+    with its own rowids as ids and the payload MQTT sends on .../events."""
+    from .factories import event as _event
+
+    _add(db, _dets(0, 4))
+    with DetectionStore(db) as st:
+        st.add_events([_event(0, 2), _event(0, 3, taxon="comfro")])
+
+    def logged_events(after: int) -> list[tuple[int, str]]:
+        with DetectionStore(db) as st:
+            messages = dict(st.pending_outbox(1000))
+        with sqlite3.connect(db) as c:
+            rows = c.execute("SELECT rowid, event_id FROM events WHERE rowid > ?", (after,))
+            return [(rowid, messages[i]) for rowid, i in rows.fetchall()]
+
+    s = Stream(server.port, "/events?kind=event&since=all")
+    try:
+        assert s.detections(2, kind="event") == logged_events(0)
+        _add(db, _dets(4, 3))  # detections are not this stream's
+        with DetectionStore(db) as st:
+            st.add_events([_event(288_000, 2)])
+        assert s.detections(1, kind="event") == logged_events(2)
+        assert json.loads(logged_events(2)[0][1])["device"] == "rec-live"
+        assert s.nothing_more()
+    finally:
+        s.close()
+    status, _, body = _get(server.port, "/events?kind=bout")
+    assert status == 400 and "kind must be detection or event" in json.loads(body)["error"]
 
 
 def test_an_open_stream_follows_retention_emptying_the_table(server, db):

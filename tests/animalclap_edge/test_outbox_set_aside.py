@@ -4,31 +4,24 @@ blocks the others, is kept with why, and can be queued again."""
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import astuple, fields
 from pathlib import Path
 
 from animalclap_edge.store import SCHEMA_VERSION, DetectionStore
 
 from .factories import detection as _det
+from .factories import insert_record, released_database
 
 
 def test_a_version_5_database_gains_the_mark_and_keeps_its_messages(tmp_path: Path):
-    from animalclap_edge import store as S
-
     db = tmp_path / "d.db"
-    c = sqlite3.connect(db)
-    for stmt in S._SCHEMA + sum((S.MIGRATIONS[v] for v in range(1, 5)), ()):
-        c.execute(stmt)
-    c.execute("PRAGMA user_version = 5")
+    c = released_database(db, 5)
     d = _det(0)  # a message a schema-5 release logged and never delivered
-    cols = [f.name for f in fields(d)]
-    c.execute(f"INSERT INTO detections ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-              astuple(d))  # fmt: skip
+    insert_record(c, "detections", d)
     c.execute("INSERT INTO outbox (detection_id, payload_json, created_utc) VALUES (?, '', 't')",
               (d.detection_id,))  # fmt: skip
     c.commit()
     c.close()
-    assert SCHEMA_VERSION == 8
+    assert SCHEMA_VERSION == 9
     with DetectionStore(db) as s:
         assert [i for i, _ in s.pending_outbox()] == [d.detection_id]
         assert s.backlog() == 1 and s.set_aside_count() == 0

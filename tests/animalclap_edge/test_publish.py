@@ -23,6 +23,7 @@ from animalclap_edge.config import MqttConfig
 from animalclap_edge.store import DetectionStore
 
 from .factories import detection as _det  # one Detection factory for the runtime tests
+from .factories import event as _event
 from .waiting import wait_until
 
 MOSQUITTO = shutil.which("mosquitto") or (
@@ -100,10 +101,12 @@ class Broker:
 class Subscriber:
     """A consumer with a persistent session: what is published while it is away waits."""
 
-    def __init__(self, port: int, topic: str):
+    def __init__(self, port: int, topic: str | list[str]):
         import paho.mqtt.client as mqtt
 
-        self.ids: list[str] = []
+        self.ids: list[str] = []  # detection_id or event_id of each message, as received
+        self.topics: dict[str, str] = {}  # id -> the topic it came on
+        self.payloads: dict[str, bytes] = {}
         self.lock = threading.Lock()
         self.subscribed = threading.Event()  # the broker holds our subscription
         self.client = mqtt.Client(
@@ -111,11 +114,14 @@ class Subscriber:
         )
 
         def on_connect(c, u, f, rc, p):
-            c.subscribe(topic, qos=1)
+            c.subscribe([(t, 1) for t in ([topic] if isinstance(topic, str) else topic)])
 
         def on_message(c, u, msg):
+            body = json.loads(msg.payload)
             with self.lock:
-                self.ids.append(json.loads(msg.payload)["detection_id"])
+                i = body["event_id"] if "event_id" in body else body["detection_id"]
+                self.ids.append(i)
+                self.topics[i], self.payloads[i] = msg.topic, msg.payload
 
         def on_subscribe(c, u, mid, reason_codes, p):
             self.subscribed.set()
@@ -183,6 +189,39 @@ def test_every_detection_arrives_once_by_id_across_a_broker_outage(tmp_path, out
         f"detections, {len(sub.ids) - len(sub.unique())} duplicates, "
         f"{len(expected - sub.unique())} lost"
     )
+
+
+def test_events_arrive_on_their_own_topic_beside_the_detections(tmp_path):
+    """A dashboard wants the merged events (one per song bout, with its span), not only
+    every window: they go to <prefix>/<device>/events, first, with the payload stored."""
+    from animalclap_edge.publish import MqttPublisher
+    from animalclap_edge.store import message_payload
+
+    broker = Broker(tmp_path)
+    broker.start()
+    db = _logged(tmp_path / "d.db", 6)
+    events = [_event(0, 3), _event(288_000, 2, taxon="comfro")]
+    with DetectionStore(db) as store:
+        store.add_events(events)
+        host = socket.gethostname()  # the run's device: no device.name given
+        want = {e.event_id: message_payload(e, host, "").encode() for e in events}
+    topics = ["animalclap/rec1/detections", "animalclap/rec1/events"]
+    sub = Subscriber(broker.port, topics)
+    cfg = MqttConfig(enabled=True, host="127.0.0.1", port=broker.port)
+    pub = None
+    try:
+        assert sub.subscribed.wait(10)
+        pub = MqttPublisher(db, cfg, device_id="rec1", poll_s=0.1).start()
+        assert wait_until(lambda: len(sub.unique()) == 8, 30), sub.unique()
+        with DetectionStore(db) as store:
+            assert wait_until(lambda: store.backlog() == 0, 10)
+    finally:
+        _shut(*([pub] if pub else []), sub, broker)
+    got = {i: t for i, t in sub.topics.items() if t.endswith("/events")}
+    assert set(got) == set(want) and all(sub.payloads[i] == want[i] for i in want)
+    assert sum(t.endswith("/detections") for t in sub.topics.values()) == 6
+    assert set(sub.ids[:2]) == set(want)  # the events went first
+    assert pub.stats.delivered == 8
 
 
 def test_an_unreachable_broker_is_retried_and_counted(tmp_path):
@@ -272,7 +311,7 @@ def test_cli_publish_once_sends_the_backlog_and_exits(tmp_path, capsys):
     finally:
         _shut(sub, broker)
     err = capsys.readouterr().err
-    assert f"uplink: mqtt 127.0.0.1:{broker.port} topic animalclap/" in err
+    assert f"uplink: mqtt 127.0.0.1:{broker.port} topics animalclap/" in err
     assert "uplink: 20 delivered; last error: none" in err
     with DetectionStore(db) as store:
         assert store.pending_outbox(100) == []

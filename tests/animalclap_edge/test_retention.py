@@ -224,8 +224,10 @@ def test_age_rule_deletes_old_clips_and_delivered_detections_never_undelivered(s
         replace(_event(10, "comfro", 0.7, old), end_s=14.0),  # windows 10 and 11
         replace(_event(12, "comfro", 0.7, old), end_s=16.0),  # windows 12 and 13
         _event(14, "comfro", 0.7, new),
+        _event(20, "comfro", 0.7, old),  # no detection left, but its own message not sent
     ]
     store.add_events(frog_events)
+    store.mark_delivered([e.event_id for e in frog_events[:3]])
     r = Retention(
         clips_dir=clips,
         retention_days=30,
@@ -237,7 +239,10 @@ def test_age_rule_deletes_old_clips_and_delivered_detections_never_undelivered(s
     left = {d.detection_id for d in store.detections()}
     assert left == {d.detection_id for d in (dets[2], dets[3], dets[4], dets[5])}
     pending = {i for i, _ in store.pending_outbox()}
-    assert pending == {d.detection_id for d in (dets[2], dets[3], dets[5])}  # still to be sent
+    still = (dets[2], dets[3], dets[5])  # still to be sent, with the clips' events and one frog's
+    assert pending == {d.detection_id for d in still} | {
+        e.event_id for e in (*events, frog_events[3])
+    }
     assert r.detections_deleted == 2 and r.undelivered_kept == 3
     assert r.age_rule == "delivered detections older than 30 days"
     # old clip audio goes, except the kept example; the new clip stays
@@ -252,9 +257,10 @@ def test_age_rule_deletes_old_clips_and_delivered_detections_never_undelivered(s
     assert rows[events[2].event_id] == (events[2].clip_path, None)
     assert r.clips_deleted_for_age == 1 and r.clip_bytes_freed == CLIP_BYTES
     # of the events, only the old frog one whose detections were all delivered (and so
-    # deleted) goes: the others hold an undelivered detection, a clip, or are new
+    # deleted) goes: the others hold an undelivered detection, a clip, an undelivered
+    # message of their own, or are new
     assert r.events_deleted == 1
-    assert frog_events[0].event_id not in rows and len(rows) == 5
+    assert frog_events[0].event_id not in rows and len(rows) == 6
     assert store.integrity_check() == "ok"
 
 

@@ -13,7 +13,7 @@ import pytest
 from animalclap_edge.records import detection_id
 from animalclap_edge.store import SCHEMA_VERSION, DetectionStore, StoreError
 
-from .factories import BUNDLE, REC, RUN, detection, recording
+from .factories import BUNDLE, REC, RUN, detection, recording, released_database
 
 _det = detection
 
@@ -49,9 +49,10 @@ def test_schema_created(db: Path):
         }
         assert tables == {
             *("runs", "recordings", "detections", "outbox", "events", "health"),
+            "event_outbox",
             "sqlite_sequence",  # health ids are AUTOINCREMENT: never reused after deletes
         }
-        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
         cols = [r[1] for r in c.execute("PRAGMA table_info(detections)")]
         assert cols == [
             "detection_id",
@@ -79,6 +80,7 @@ def test_schema_created(db: Path):
             "detections(taxon)",
             "outbox(delivered_utc)",
             "events(recording_id)",
+            "event_outbox(delivered_utc)",
         ):
             assert idx in on
     finally:
@@ -309,13 +311,8 @@ def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_rows(db: Path):
 def _released_database(db: Path, version: int, recording: str) -> None:
     """A database at schema `version`, as released, holding run 'r' and one recording
     (the VALUES of its row, in that version's columns)."""
-    from animalclap_edge import store as S
-
     db.parent.mkdir(parents=True)
-    c = sqlite3.connect(db)
-    for stmt in S._SCHEMA + sum((S.MIGRATIONS[v] for v in range(1, version)), ()):
-        c.execute(stmt)
-    c.execute(f"PRAGMA user_version = {version}")
+    c = released_database(db, version)
     c.execute("INSERT INTO runs VALUES ('r', 't', NULL, 'b', 'c', 'src', 'h', '0.1')")
     c.execute(f"INSERT INTO recordings VALUES ({recording})")
     c.commit()
@@ -380,7 +377,7 @@ def test_an_online_backup_is_a_complete_consistent_copy(db: Path, tmp_path: Path
 
 
 def test_messages_are_built_from_the_detection_not_stored_twice(db: Path):
-    from animalclap_edge.store import detection_payload
+    from animalclap_edge.store import message_payload
 
     with DetectionStore(db) as s:
         s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0")
@@ -389,7 +386,7 @@ def test_messages_are_built_from_the_detection_not_stored_twice(db: Path):
         old = '{"stored": "by an older release"}'
         s._db().execute("UPDATE outbox SET payload_json = ? WHERE rowid = 2", (old,))
         assert s.pending_outbox() == [
-            (_det(0).detection_id, detection_payload(_det(0), socket.gethostname(), "")),
+            (_det(0).detection_id, message_payload(_det(0), socket.gethostname(), "")),
             (_det(1).detection_id, old),
         ]
         assert s.backlog() == 2

@@ -1,0 +1,120 @@
+"""Merged events have messages too (schema 9, `event_outbox`): queued with the event,
+sent, refused, set aside and counted like detections' messages, and kept by retention
+until sent."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from animalclap_edge.records import is_event_id
+from animalclap_edge.store import SCHEMA_VERSION, DetectionStore, message_payload
+
+from .factories import BUNDLE, RUN, detection, event, insert_record, released_database
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with DetectionStore(tmp_path / "d.db") as s:
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0", "rec-09", "ridge-3")
+        yield s
+
+
+def test_an_event_is_queued_with_its_row_and_its_message_names_the_recorder(store):
+    e = event(0)
+    assert is_event_id(e.event_id) and not is_event_id(detection(0).detection_id)
+    assert store.add_events([e]) == 1
+    assert store.add_events([e]) == 0  # a replay: neither a second row nor a second message
+    ((i, payload),) = store.pending_outbox()
+    assert i == e.event_id and payload == message_payload(e, "rec-09", "ridge-3")
+    # the wire format consumers parse on <prefix>/<device>/events: pinned key by key
+    assert sorted(json.loads(payload)) == [
+        "bundle_id",
+        "clip_note",
+        "clip_path",
+        "clock_trusted",
+        "common_name",
+        "config_hash",
+        "created_utc",
+        "device",
+        "end_s",
+        "event_id",
+        "level",
+        "max_probability",
+        "mean_probability",
+        "n_windows",
+        "recording_id",
+        "run_id",
+        "scientific_name",
+        "site",
+        "start_s",
+        "start_time_utc",
+        "taxon",
+    ]
+    assert json.loads(payload)["n_windows"] == 2 and json.loads(payload)["end_s"] == 4.5
+    assert store.pending_payloads([e.event_id]) == [(e.event_id, payload)]
+
+
+def test_events_go_first_then_detections_each_oldest_first(store):
+    dets = [detection(s) for s in (0, 72_000, 144_000)]
+    store.add_detections(dets)
+    events = [event(0), event(0, taxon="comfro")]
+    store.add_events(events)
+    ids = [i for i, _ in store.pending_outbox()]
+    assert ids == [e.event_id for e in events] + [d.detection_id for d in dets]
+    assert [i for i, _ in store.pending_outbox(3)] == ids[:3]
+    assert store.backlog() == 5
+
+
+def test_delivery_refusal_and_set_aside_take_event_ids(store):
+    e, other, d = event(0), event(0, taxon="comfro"), detection(0)
+    store.add_detections([d])
+    store.add_events([e, other])
+    assert store.mark_delivered([e.event_id, d.detection_id]) == 2
+    assert store.mark_delivered([e.event_id]) == 0  # already delivered
+    assert store.record_refusal(other.event_id, "too large") == 1
+    assert store.record_refusal(other.event_id, "too large") == 2
+    assert store.set_aside(other.event_id, "too large; 2 refusals in a row")
+    assert store.backlog() == 0 and store.set_aside_count() == 1
+    ((i, _, why),) = store.set_aside_messages()
+    assert (i, why) == (other.event_id, "too large; 2 refusals in a row")
+    assert store.retry_set_aside() == 1 and store.backlog() == 1
+
+
+def test_a_version_8_database_queues_the_events_it_logged(tmp_path: Path):
+    """A recorder upgraded mid-season: the events already on its card are sent too."""
+    db = tmp_path / "d.db"
+    c = released_database(db, 8)
+    c.execute(f"INSERT INTO runs (run_id, started_utc, bundle_id, config_hash, source, host, "
+              f"software_version) VALUES ('{RUN}', 't', '{BUNDLE}', 'c', 'src', 'h', '0.1')")  # fmt: skip
+    old = event(0)
+    insert_record(c, "events", old)
+    c.commit()
+    c.close()
+    with DetectionStore(db) as s:
+        assert [i for i, _ in s.pending_outbox()] == [old.event_id]
+        assert s.events() == [old]
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        assert c.execute("SELECT created_utc FROM event_outbox").fetchall() == [(old.created_utc,)]
+
+
+def test_an_event_whose_message_row_is_missing_is_requeued(store):
+    e = event(0)
+    store.add_events([e])
+    store.add_detections([detection(0)])
+    store._db().execute("DELETE FROM event_outbox")
+    store._db().execute("DELETE FROM outbox")
+    assert store.backlog() == 0
+    assert store.requeue_missing_outbox() == 2
+    assert {i for i, _ in store.pending_outbox()} == {e.event_id, detection(0).detection_id}
+    assert store.requeue_missing_outbox() == 0
+
+
+def test_deleting_an_event_deletes_its_message(store):
+    store.add_events([event(0)])
+    store.delete_expired("2099-01-01", undelivered_too=True)
+    assert store.events() == [] and store.backlog() == 0
