@@ -657,23 +657,51 @@ _STYLE = (
 )
 _SCRIPT = """
 const q = new URLSearchParams(location.search);
+const kind = q.get("kind") === "event" ? "event" : "detection";
 const token = q.get("token");
-const es = new EventSource("events" + (token ? "?token=" + encodeURIComponent(token) : ""));
+const params = new URLSearchParams({kind});
+if (token) params.set("token", token);
+const es = new EventSource("events?" + params);
 const rows = document.getElementById("rows");
 const state = document.getElementById("state");
-es.onopen = () => { state.textContent = "connected: new detections appear at the top"; };
+// the other view, keeping the token
+const other = new URLSearchParams(params);
+other.set("kind", kind === "event" ? "detection" : "event");
+document.getElementById("other").href = "?" + other;
+document.getElementById("other").textContent =
+  kind === "event" ? "show detections (every window)" : "show events (windows merged)";
+document.getElementById("title").textContent =
+  kind === "event" ? "Live events" : "Live detections";
+const heads = kind === "event"
+  ? ["id", "start (UTC)", "common name", "scientific name", "level", "windows", "max p",
+     "recording", "span"]
+  : ["id", "time (UTC)", "common name", "scientific name", "level", "p", "recording",
+     "window"];
+const head = document.getElementById("head");
+for (const h of heads) {
+  const th = document.createElement("th");
+  th.textContent = h;
+  head.appendChild(th);
+}
+es.onopen = () => { state.textContent = "connected: new " + kind + "s appear at the top"; };
 es.onerror = () => {
   // EventSource gives up on an HTTP error (401, 503); on a dropped connection it retries.
   state.textContent = es.readyState === EventSource.CLOSED
     ? "refused (wrong token? see /health): reload to try again"
     : "disconnected: reconnecting...";
 };
-es.addEventListener("detection", (e) => {
+const span = (a, b) => a.toFixed(1) + "-" + b.toFixed(1) + " s";
+es.addEventListener(kind, (e) => {
   const d = JSON.parse(e.data);
+  const cells = kind === "event"
+    ? [e.lastEventId, d.start_time_utc || d.created_utc, d.common_name, d.scientific_name,
+       d.level, d.n_windows, d.max_probability.toFixed(2), d.recording_id,
+       span(d.start_s, d.end_s)]
+    : [e.lastEventId, d.start_time_utc || d.created_utc, d.common_name, d.scientific_name,
+       d.level, d.probability.toFixed(2), d.recording_id,
+       span(d.window_start_s, d.window_end_s)];
   const tr = document.createElement("tr");
-  for (const v of [e.lastEventId, d.start_time_utc || d.created_utc, d.common_name,
-                   d.scientific_name, d.level, d.probability.toFixed(2), d.recording_id,
-                   d.window_start_s.toFixed(1) + "-" + d.window_end_s.toFixed(1) + " s"]) {
+  for (const v of cells) {
     const td = document.createElement("td");
     td.textContent = v;
     tr.appendChild(td);
@@ -685,10 +713,9 @@ es.addEventListener("detection", (e) => {
 _PAGE = (
     "<!doctype html><html><head><meta charset=utf-8>"
     '<meta name=viewport content="width=device-width, initial-scale=1">'
-    f"<title>AnimalCLAP Edge: live detections</title><style>{_STYLE}</style></head><body>"
-    "<h1>Live detections</h1><p id=state>connecting...</p><table><thead><tr>"
-    "<th>id</th><th>time (UTC)</th><th>common name</th><th>scientific name</th>"
-    "<th>level</th><th>p</th><th>recording</th><th>window</th></tr></thead>"
+    f"<title>AnimalCLAP Edge: live</title><style>{_STYLE}</style></head><body>"
+    "<h1 id=title>Live detections</h1><p id=state>connecting...</p><p><a id=other></a></p>"
+    "<table><thead><tr id=head></tr></thead>"
     f"<tbody id=rows></tbody></table><script>{_SCRIPT}</script></body></html>"
 ).encode()
 

@@ -22,7 +22,7 @@ from animalclap_edge.room import is_full
 from animalclap_edge.store import DetectionStore, StoreError
 
 # Parents before children, so the recovered rows satisfy the schema's references.
-TABLES = ("runs", "recordings", "detections", "outbox", "events", "event_outbox", "health")
+TABLES = ("runs", "recordings", "detections", "outbox", "events", "health")
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Recovery:
         rows = sum(self.salvaged.values())
         lost = f"; unreadable: {self.unreadable}" if self.unreadable else ""
         if self.dropped_messages:
-            lost += f"; {self.dropped_messages} messages dropped with their unreadable detections or events"
+            lost += f"; {self.dropped_messages} messages dropped with their unreadable detections"
         if self.to_redo:
             lost += (
                 f"; {self.to_redo} recording(s) lost detections and are processed again by "
@@ -170,14 +170,9 @@ def _salvage(damaged: Path, into: Path, rec: Recovery) -> None:
         for table in TABLES:
             if table in names:
                 rec.salvaged[table] = _copy_table(src, dst, table, rec)
-        rec.dropped_messages = (
-            dst.execute(
-                "DELETE FROM outbox WHERE detection_id NOT IN (SELECT detection_id FROM detections)"
-            ).rowcount
-            + dst.execute(
-                "DELETE FROM event_outbox WHERE event_id NOT IN (SELECT event_id FROM events)"
-            ).rowcount
-        )
+        rec.dropped_messages = dst.execute(
+            "DELETE FROM outbox WHERE detection_id NOT IN (SELECT detection_id FROM detections)"
+        ).rowcount
         # A finished recording whose detections did not all come back would be passed
         # over as done by every later run: marked partial, the next run redoes it (the
         # surviving detections keep their ids, so nothing doubles). Only where rows were

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, TextIO
 
 from animalclap_edge import records
-from animalclap_edge.store import recorder_sql, runs_columns
+from animalclap_edge.store import EVENT_DELIVERY_COLUMNS, recorder_sql, runs_columns
 
 try:
     import fcntl
@@ -494,12 +494,23 @@ def _table(
         day = f"strftime('%Y-%m-%d', start_time_utc, '{utc_offset_h:+.4f} hours')"
         cursor = conn.execute(_SUMMARY.format(where=where, day=day, day_column="day_local"), args)
     else:
-        cursor = conn.execute(f"SELECT * FROM {what} {where} ORDER BY rowid", args)
+        cursor = conn.execute(
+            f"SELECT {_columns(conn, what)} FROM {what} {where} ORDER BY rowid", args
+        )
     header = [d[0] for d in cursor.description]
     rows: Iterator[Sequence[object]] = cursor
     if what == "detections" and "traits_json" in header:
         header, rows = _traits_in_columns(conn, header, cursor)
     return _times_in_one_format(what, header, rows, utc_offset_h)
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> str:
+    """A table's columns for its report: an event's are the event's, without the state
+    of its message (the uplink's, since schema 9)."""
+    if table != "events":
+        return "*"
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(events)")]
+    return ", ".join(c for c in cols if c not in EVENT_DELIVERY_COLUMNS)
 
 
 def _log(

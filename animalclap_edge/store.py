@@ -2,9 +2,10 @@
 
 One file holds the runs, one row per recording (ok / skipped / partial, with the
 reason), the detections, the events merged from them, and an outbox of messages
-still to be sent upstream (`outbox` for detections, `event_outbox` for events). A
-detection or event and its message are written in the same transaction, so an
-uplink never misses a logged one and never announces one that was not logged.
+still to be sent upstream (`outbox` for detections; an event's delivery state is
+kept in its own row). A detection and its outbox row are written in the same
+transaction, so an uplink never misses a logged one and never announces one that
+was not logged; an event is queued by being written.
 Message ids name their kind (an event's starts with "event:"), so the outbox
 methods take either.
 Detection ids are stable (`records.detection_id`), so replaying a recording adds
@@ -35,7 +36,7 @@ from animalclap_edge.records import (
 
 SCHEMA_VERSION = 9  # 2: events; 3: health; 4: recordings.audio_note; 5: content_digest;
 # 6: outbox.set_aside_utc, outbox.last_error; 7: runs.end_reason; 8: runs.device, runs.site;
-# 9: event_outbox
+# 9: events' delivery columns (events are sent too)
 BUSY_TIMEOUT_MS = 5000  # a reader (sync job, sqlite3 shell) may hold the lock briefly
 
 
@@ -189,23 +190,20 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE runs ADD COLUMN device TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE runs ADD COLUMN site TEXT NOT NULL DEFAULT ''",
     ),
-    # Merged events are sent too (MQTT <prefix>/<device>/events), from an outbox of their
-    # own: `outbox` references detections. The events already logged are queued, so that
-    # every logged event has a message, as every detection has (consumers de-duplicate
-    # by event_id).
+    # Merged events are sent too (MQTT <prefix>/<device>/events). Their delivery state
+    # is kept in the event's row, with the outbox's columns. An outbox table keyed by
+    # event_id wrote one more random index leaf per event: 55.9 MB/h against 48.3
+    # before (+16%); these columns, and an index whose new entries land in one place,
+    # 49.3 (+2%) (`scripts/benchmarks/bytes_written.py --hours 1 --strace --only db`,
+    # 1,075 events/h, 2026-11-28, one run each). The
+    # events already logged are queued by it (NULL delivered_utc), as every logged
+    # detection has a message; consumers de-duplicate by event_id.
     8: (
-        """CREATE TABLE event_outbox (
-            event_id TEXT PRIMARY KEY NOT NULL
-                REFERENCES events(event_id) ON DELETE CASCADE,
-            created_utc TEXT NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            delivered_utc TEXT,
-            set_aside_utc TEXT,
-            last_error TEXT
-        )""",
-        "CREATE INDEX event_outbox_delivered_utc ON event_outbox(delivered_utc)",
-        "INSERT INTO event_outbox (event_id, created_utc) "
-        "SELECT event_id, created_utc FROM events ORDER BY rowid",
+        "ALTER TABLE events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE events ADD COLUMN delivered_utc TEXT",
+        "ALTER TABLE events ADD COLUMN set_aside_utc TEXT",
+        "ALTER TABLE events ADD COLUMN last_error TEXT",
+        "CREATE INDEX events_delivered_utc ON events(delivered_utc)",
     ),
 }
 
@@ -213,7 +211,9 @@ _DET_COLS = tuple(f.name for f in fields(Detection))
 _REC_COLS = tuple(f.name for f in fields(RecordingResult))
 _EVENT_COLS = tuple(f.name for f in fields(Event))
 # (table, key column) of each kind of message: detections', then events'
-_OUTBOXES = (("outbox", "detection_id"), ("event_outbox", "event_id"))
+_OUTBOXES = (("outbox", "detection_id"), ("events", "event_id"))
+# events' columns that are their message's delivery state, not the event
+EVENT_DELIVERY_COLUMNS = ("attempts", "delivered_utc", "set_aside_utc", "last_error")
 
 
 def _pending(alias: str = "") -> str:
@@ -379,9 +379,8 @@ class DetectionStore:
         return new
 
     def add_events(self, events: Iterable[Event]) -> int:
-        """Log closed events and queue their messages in one transaction; an event already
-        stored (a replay) is kept as it was, and not queued again."""
-        created = now_utc_ms()
+        """Log closed events, each queued to be sent (its delivery columns start empty);
+        an event already stored (a replay) is kept as it was, and not queued again."""
         new = 0
         insert = (
             f"INSERT INTO events ({', '.join(_EVENT_COLS)}) "
@@ -392,10 +391,6 @@ class DetectionStore:
                 if tx.execute("SELECT 1 FROM events WHERE event_id = ?", (e.event_id,)).fetchone():
                     continue
                 tx.execute(insert, astuple(e))
-                tx.execute(
-                    "INSERT INTO event_outbox (event_id, created_utc) VALUES (?, ?)",
-                    (e.event_id, created),
-                )
                 new += 1
         return new
 
@@ -525,26 +520,17 @@ class DetectionStore:
             return int(cur.lastrowid or 0)
 
     def requeue_missing_outbox(self) -> int:
-        """Give every detection and event without a message a new undelivered one;
-        returns how many. Only recovery needs this: normal writes add both in one
-        transaction. Re-sending one the server already has is harmless, consumers
-        de-duplicate by id."""
-        created = now_utc_ms()
+        """Give every detection without an outbox row a new undelivered one; returns how
+        many. Only recovery needs this: normal writes add both in one transaction (an
+        event's state is in its own row). Re-sending one the server already has is
+        harmless, consumers de-duplicate by id."""
         with self._transaction() as tx:
-            return (
-                tx.execute(
-                    "INSERT INTO outbox (detection_id, payload_json, created_utc) "
-                    "SELECT d.detection_id, '', ? FROM detections d LEFT JOIN outbox o "
-                    "ON o.detection_id = d.detection_id WHERE o.detection_id IS NULL ORDER BY d.rowid",
-                    (created,),
-                ).rowcount
-                + tx.execute(
-                    "INSERT INTO event_outbox (event_id, created_utc) "
-                    "SELECT e.event_id, ? FROM events e LEFT JOIN event_outbox o "
-                    "ON o.event_id = e.event_id WHERE o.event_id IS NULL ORDER BY e.rowid",
-                    (created,),
-                ).rowcount
-            )
+            return tx.execute(
+                "INSERT INTO outbox (detection_id, payload_json, created_utc) "
+                "SELECT d.detection_id, '', ? FROM detections d LEFT JOIN outbox o "
+                "ON o.detection_id = d.detection_id WHERE o.detection_id IS NULL ORDER BY d.rowid",
+                (now_utc_ms(),),
+            ).rowcount
 
     def backup(self, dest: str | Path) -> Path:
         """A consistent copy of the live database (SQLite's online backup), written
@@ -608,7 +594,7 @@ class DetectionStore:
         """Up to `limit` (message_id, payload_json) still to send: events first, then
         detections, each oldest first. Events are the fewer and the summary: after an
         outage a dashboard has them before the windows they merge."""
-        events = self._pending_events(f"{_pending('o.')} ORDER BY o.rowid LIMIT ?", (limit,))
+        events = self._pending_events(f"{_pending('e.')} ORDER BY e.rowid LIMIT ?", (limit,))
         rows = self._db().execute(
             f"SELECT o.detection_id, o.payload_json, {_PAYLOAD_COLUMNS} FROM outbox o JOIN "
             f"detections d ON d.detection_id = o.detection_id {PAYLOAD_JOIN} WHERE "
@@ -623,7 +609,7 @@ class DetectionStore:
         out = []
         for i in ids:
             if is_event_id(i):
-                out += self._pending_events(f"o.event_id = ? AND {_pending('o.')}", (i,))
+                out += self._pending_events(f"e.event_id = ? AND {_pending('e.')}", (i,))
                 continue
             row = (
                 self._db()
@@ -642,8 +628,7 @@ class DetectionStore:
 
     def _pending_events(self, where: str, args: tuple) -> list[tuple[str, str]]:
         rows = self._db().execute(
-            f"SELECT {_EVENT_PAYLOAD_COLUMNS} FROM event_outbox o JOIN events e "
-            f"ON e.event_id = o.event_id {EVENT_PAYLOAD_JOIN} WHERE {where}",
+            f"SELECT {_EVENT_PAYLOAD_COLUMNS} FROM events e {EVENT_PAYLOAD_JOIN} WHERE {where}",
             args,
         )
         return [(row[0], payload_of(row, events=True)) for row in rows.fetchall()]
@@ -786,12 +771,7 @@ class DetectionStore:
             if n < chunk:
                 break
         # An event's bounds are its own windows' floats; 1e-6 only guards against rounding.
-        undelivered_event = (
-            ""
-            if undelivered_too
-            else "AND NOT EXISTS (SELECT 1 FROM event_outbox o WHERE o.event_id = "
-            "events.event_id AND o.delivered_utc IS NULL) "
-        )
+        undelivered_event = "" if undelivered_too else "AND delivered_utc IS NOT NULL "
         with self._transaction() as tx:
             n_ev = tx.execute(
                 "DELETE FROM events WHERE created_utc < ? AND created_utc >= ? AND clip_path "

@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import sqlite3
@@ -422,6 +423,77 @@ def test_page_is_self_contained(server):
     assert "new EventSource(" in page and "http" not in page.split("<script>")[1]
     assert "script-src 'sha256-" in headers["Content-Security-Policy"]
     assert headers["Referrer-Policy"] == "no-referrer"
+
+
+# The page's script under node, with the few DOM calls it makes recorded and an
+# EventSource that records its URL; the messages given are dispatched to its listener.
+_PAGE_HARNESS = r"""
+const vm = require("vm");
+const [script, search, kind, messages] = JSON.parse(require("fs").readFileSync(0, "utf8"));
+const byId = {};
+const el = (tag) => ({
+  tag, children: [], textContent: "", href: "",
+  appendChild(c) { this.children.push(c); },
+  prepend(c) { this.children.unshift(c); },
+  get rows() { return this.children; },
+  deleteRow(i) { this.children.splice(i, 1); },
+});
+class FakeEventSource {
+  constructor(url) { this.url = url; this.on = {}; this.readyState = 1; FakeEventSource.last = this; }
+  addEventListener(k, f) { this.on[k] = f; }
+}
+FakeEventSource.CLOSED = 2;
+const document = { getElementById: (id) => (byId[id] ||= el(id)), createElement: el };
+vm.runInNewContext(script, {
+  document, location: { search }, EventSource: FakeEventSource, URLSearchParams,
+});
+const es = FakeEventSource.last;
+for (const [id, data] of messages) es.on[kind]({ lastEventId: String(id), data });
+const text = (e) => e.children.map((c) => String(c.textContent));
+console.log(JSON.stringify({
+  url: es.url, listens: Object.keys(es.on), title: byId.title.textContent,
+  heads: text(byId.head), rows: byId.rows.children.map(text), other: byId.other.href,
+}));
+"""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node not installed: runs the page")
+@pytest.mark.parametrize("kind", ["detection", "event"])
+def test_the_page_shows_the_stream_it_asks_for(server, db, kind):
+    """The page (`/`, or `/?kind=event` for the merged events) opens the stream of its
+    kind, keeping the token, and shows each message as a row, newest first."""
+    from .factories import event as _event
+
+    _add(db, _dets(0, 2))
+    with DetectionStore(db) as st:
+        st.add_events([_event(0, 2), _event(0, 3, taxon="comfro")])
+    page = _get(server.port, "/")[2].decode()
+    script = page.split("<script>")[1].split("</script>")[0]
+    s = Stream(server.port, f"/events?kind={kind}&since=all")
+    try:
+        messages = s.detections(2, kind=kind)
+    finally:
+        s.close()
+    search = f"?kind={kind}&token=t0k" if kind == "event" else "?token=t0k"
+    feed = json.dumps([script, search, kind, messages])
+    out = subprocess.run(["node", "-e", _PAGE_HARNESS], input=feed, capture_output=True,
+                         text=True, timeout=30)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["url"] == f"events?kind={kind}&token=t0k" and shown["listens"] == [kind]
+    assert len(shown["rows"]) == 2 and all(len(r) == len(shown["heads"]) for r in shown["rows"])
+    newest = json.loads(messages[-1][1])
+    if kind == "event":
+        assert shown["title"] == "Live events" and "windows" in shown["heads"]
+        assert shown["rows"][0][:6] == [str(messages[-1][0]), newest["created_utc"],
+                                        "Eurasian Blackbird", "Turdus merula", "species", "3"]  # fmt: skip
+        assert shown["rows"][0][-1] == "0.0-6.0 s"
+        assert shown["other"] == "?kind=detection&token=t0k"
+    else:
+        assert shown["title"] == "Live detections" and shown["heads"][5] == "p"
+        assert shown["rows"][0][5] == f"{newest['probability']:.2f}"
+        assert shown["rows"][0][-1] == "1.5-4.5 s"
+        assert shown["other"] == "?kind=event&token=t0k"
 
 
 # -- security --------------------------------------------------------------------

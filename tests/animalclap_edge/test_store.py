@@ -49,7 +49,6 @@ def test_schema_created(db: Path):
         }
         assert tables == {
             *("runs", "recordings", "detections", "outbox", "events", "health"),
-            "event_outbox",
             "sqlite_sequence",  # health ids are AUTOINCREMENT: never reused after deletes
         }
         assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
@@ -80,7 +79,7 @@ def test_schema_created(db: Path):
             "detections(taxon)",
             "outbox(delivered_utc)",
             "events(recording_id)",
-            "event_outbox(delivered_utc)",
+            "events(delivered_utc)",
         ):
             assert idx in on
     finally:

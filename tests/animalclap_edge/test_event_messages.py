@@ -1,6 +1,6 @@
-"""Merged events have messages too (schema 9, `event_outbox`): queued with the event,
-sent, refused, set aside and counted like detections' messages, and kept by retention
-until sent."""
+"""Merged events have messages too (schema 9: the delivery state in the event's row):
+queued by being logged, sent, refused, set aside and counted like detections' messages,
+kept by retention until sent, and kept through a recovery."""
 
 from __future__ import annotations
 
@@ -99,19 +99,39 @@ def test_a_version_8_database_queues_the_events_it_logged(tmp_path: Path):
         assert s.events() == [old]
     with sqlite3.connect(db) as c:
         assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
-        assert c.execute("SELECT created_utc FROM event_outbox").fetchall() == [(old.created_utc,)]
+        cols = [r[1] for r in c.execute("PRAGMA table_info(events)")]
+        assert cols[-4:] == ["attempts", "delivered_utc", "set_aside_utc", "last_error"]
 
 
-def test_an_event_whose_message_row_is_missing_is_requeued(store):
-    e = event(0)
-    store.add_events([e])
-    store.add_detections([detection(0)])
-    store._db().execute("DELETE FROM event_outbox")
-    store._db().execute("DELETE FROM outbox")
-    assert store.backlog() == 0
-    assert store.requeue_missing_outbox() == 2
-    assert {i for i, _ in store.pending_outbox()} == {e.event_id, detection(0).detection_id}
-    assert store.requeue_missing_outbox() == 0
+def test_the_pending_events_are_found_by_index_not_by_a_scan(store):
+    """Months of delivered events must not be read at every poll of the uplink: the
+    query the uplink's poll really runs is planned on the delivered_utc index."""
+    store.add_events([event(0)])
+    sent: list[str] = []
+    store._db().set_trace_callback(sent.append)
+    try:
+        store.pending_outbox()
+    finally:
+        store._db().set_trace_callback(None)
+    (sql,) = [q for q in sent if "FROM events" in q]
+    plan = " ".join(str(r[-1]) for r in store._db().execute("EXPLAIN QUERY PLAN " + sql))
+    assert "USING INDEX events_delivered_utc" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan  # no sort of the pending rows either
+
+
+def test_a_recovered_database_keeps_what_was_delivered(tmp_path: Path):
+    from animalclap_edge.recovery import recover
+
+    db = tmp_path / "d.db"
+    sent, unsent = event(0), event(0, taxon="comfro")
+    with DetectionStore(db) as s:
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0")
+        s.add_events([sent, unsent])
+        s.mark_delivered([sent.event_id])
+    recover(db, None, "quick_check said so")
+    with DetectionStore(db) as s:
+        assert [i for i, _ in s.pending_outbox()] == [unsent.event_id]
+        assert s.events() == [sent, unsent]
 
 
 def test_deleting_an_event_deletes_its_message(store):
