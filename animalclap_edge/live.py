@@ -10,7 +10,7 @@ side can lose or hold up the other's data. Standard library only.
                       data: <the outbox/MQTT payload of that detection, byte for byte>
     GET /events?kind=event   the same for the merged events (`event: event`, ids the
                   events table's rowids, data the payload MQTT sends on .../events)
-    GET /health   JSON: database, detection count, newest detection, clients connected
+    GET /health   JSON: database, detection and event counts, the newest of each, clients
     GET /         a page that shows the stream (EventSource, no external assets)
 
 Where a stream starts: the `Last-Event-ID` header (EventSource sends it when it
@@ -337,6 +337,9 @@ class LiveServer:
                 "SELECT rowid, created_utc, start_time_utc FROM detections "
                 "ORDER BY rowid DESC LIMIT 1"
             ).fetchone()
+            events, newest_event = conn.execute(
+                "SELECT count(*), max(rowid) FROM events"
+            ).fetchone()
         finally:
             conn.close()
         return {
@@ -345,6 +348,8 @@ class LiveServer:
             "newest_id": newest[0] if newest else None,
             "newest_created_utc": newest[1] if newest else None,
             "newest_start_time_utc": newest[2] if newest else None,
+            "events": events,  # merged events (`/events?kind=event`), and the newest's id
+            "newest_event_id": newest_event,
             "clients": self.clients,
             "token_required": self.token_required,
             "uptime_s": round(time.monotonic() - self._started, 1),

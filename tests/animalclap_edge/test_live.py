@@ -411,6 +411,13 @@ def test_health(server, db):
         h = json.loads(_get(server.port, "/health")[2])
         assert h["detections"] == 4 and h["newest_id"] == 4 and h["clients"] == 1
         assert h["newest_created_utc"] == "2024-05-01T04:00:00.000+00:00"
+        assert h["events"] == 0 and h["newest_event_id"] is None
+        from .factories import event as _event
+
+        with DetectionStore(db) as st:
+            st.add_events([_event(0, 2), _event(0, 2, taxon="comfro")])
+        h = json.loads(_get(server.port, "/health")[2])
+        assert h["events"] == 2 and h["newest_event_id"] == 2 and h["detections"] == 4
     finally:
         s.close()
     assert _get(server.port, "/nope")[0] == 404
