@@ -18,7 +18,7 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, fields
 from pathlib import Path
@@ -195,15 +195,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # event_id wrote one more random index leaf per event: 55.9 MB/h against 48.3
     # before (+16%); these columns, and an index whose new entries land in one place,
     # 49.3 (+2%) (`scripts/benchmarks/bytes_written.py --hours 1 --strace --only db`,
-    # 1,075 events/h, 2026-11-28, one run each). The
-    # events already logged are queued by it (NULL delivered_utc), as every logged
-    # detection has a message; consumers de-duplicate by event_id.
+    # 1,075 events/h, 2026-11-28, one run each). The events already logged are not
+    # queued (`queued` 0, a default: no row is rewritten): a month of them is 0.8 M
+    # messages, which would have gone up a metered link at the upgrade, ahead of the
+    # live ones, while the server already has their detections. The index holds the
+    # queued events alone, so the uplink's poll never walks that history.
     8: (
+        "ALTER TABLE events ADD COLUMN queued INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE events ADD COLUMN delivered_utc TEXT",
         "ALTER TABLE events ADD COLUMN set_aside_utc TEXT",
         "ALTER TABLE events ADD COLUMN last_error TEXT",
-        "CREATE INDEX events_delivered_utc ON events(delivered_utc)",
+        "CREATE INDEX events_to_send ON events(delivered_utc, set_aside_utc) WHERE queued = 1",
     ),
 }
 
@@ -213,12 +216,14 @@ _EVENT_COLS = tuple(f.name for f in fields(Event))
 # (table, key column) of each kind of message: detections', then events'
 _OUTBOXES = (("outbox", "detection_id"), ("events", "event_id"))
 # events' columns that are their message's delivery state, not the event
-EVENT_DELIVERY_COLUMNS = ("attempts", "delivered_utc", "set_aside_utc", "last_error")
+EVENT_DELIVERY_COLUMNS = ("queued", "attempts", "delivered_utc", "set_aside_utc", "last_error")
 
 
-def _pending(alias: str = "") -> str:
-    """SQL: the message is still to send (neither delivered nor set aside)."""
-    return f"{alias}delivered_utc IS NULL AND {alias}set_aside_utc IS NULL"
+def _pending(table: str, alias: str = "") -> str:
+    """SQL: a message of `table` still to send (queued, neither delivered nor set aside).
+    Events logged before schema 9 were never queued."""
+    queued = f"{alias}queued = 1 AND " if table == "events" else ""
+    return f"{queued}{alias}delivered_utc IS NULL AND {alias}set_aside_utc IS NULL"
 
 
 def _outbox_of(message_id: str) -> tuple[str, str]:
@@ -379,12 +384,12 @@ class DetectionStore:
         return new
 
     def add_events(self, events: Iterable[Event]) -> int:
-        """Log closed events, each queued to be sent (its delivery columns start empty);
-        an event already stored (a replay) is kept as it was, and not queued again."""
+        """Log closed events, each queued to be sent; an event already stored (a replay)
+        is kept as it was, and not queued again."""
         new = 0
         insert = (
-            f"INSERT INTO events ({', '.join(_EVENT_COLS)}) "
-            f"VALUES ({', '.join('?' * len(_EVENT_COLS))})"
+            f"INSERT INTO events ({', '.join(_EVENT_COLS)}, queued) "
+            f"VALUES ({', '.join('?' * len(_EVENT_COLS))}, 1)"
         )
         with self._transaction() as tx:
             for e in events:
@@ -492,7 +497,7 @@ class DetectionStore:
             return (
                 tx.execute(
                     f"UPDATE {table} SET set_aside_utc = ?, last_error = ? WHERE {key} = ? "
-                    f"AND {_pending()}",
+                    f"AND {_pending(table)}",
                     (now_utc_ms(), why, message_id),
                 ).rowcount
                 == 1
@@ -594,11 +599,13 @@ class DetectionStore:
         """Up to `limit` (message_id, payload_json) still to send: events first, then
         detections, each oldest first. Events are the fewer and the summary: after an
         outage a dashboard has them before the windows they merge."""
-        events = self._pending_events(f"{_pending('e.')} ORDER BY e.rowid LIMIT ?", (limit,))
+        events = self._pending_events(
+            f"{_pending('events', 'e.')} ORDER BY e.rowid LIMIT ?", (limit,)
+        )
         rows = self._db().execute(
             f"SELECT o.detection_id, o.payload_json, {_PAYLOAD_COLUMNS} FROM outbox o JOIN "
             f"detections d ON d.detection_id = o.detection_id {PAYLOAD_JOIN} WHERE "
-            f"{_pending('o.')} ORDER BY o.rowid LIMIT ?",
+            f"{_pending('outbox', 'o.')} ORDER BY o.rowid LIMIT ?",
             (limit - len(events),),
         )
         return events + [(i, stored or payload_of(row)) for i, stored, *row in rows.fetchall()]
@@ -609,14 +616,14 @@ class DetectionStore:
         out = []
         for i in ids:
             if is_event_id(i):
-                out += self._pending_events(f"e.event_id = ? AND {_pending('e.')}", (i,))
+                out += self._pending_events(f"e.event_id = ? AND {_pending('events', 'e.')}", (i,))
                 continue
             row = (
                 self._db()
                 .execute(
                     f"SELECT o.payload_json, {_PAYLOAD_COLUMNS} FROM outbox o JOIN detections "
                     f"d ON d.detection_id = o.detection_id {PAYLOAD_JOIN} WHERE "
-                    f"o.detection_id = ? AND {_pending('o.')}",
+                    f"o.detection_id = ? AND {_pending('outbox', 'o.')}",
                     (i,),
                 )
                 .fetchone()
@@ -635,16 +642,17 @@ class DetectionStore:
 
     def backlog(self) -> int:
         """How many messages are still to send (undelivered, not set aside), of both kinds."""
-        return self._count_messages(_pending())
+        return self._count_messages(_pending)
 
     def set_aside_count(self) -> int:
         """How many undelivered messages are set aside (refused by the broker)."""
-        return self._count_messages("delivered_utc IS NULL AND set_aside_utc IS NOT NULL")
+        return self._count_messages(lambda _: "delivered_utc IS NULL AND set_aside_utc IS NOT NULL")
 
-    def _count_messages(self, where: str) -> int:
+    def _count_messages(self, where: Callable[[str], str]) -> int:
+        """Messages of both kinds that match `where(table)`."""
         db = self._db()
         return sum(
-            int(db.execute(f"SELECT count(*) FROM {table} WHERE {where}").fetchone()[0])
+            int(db.execute(f"SELECT count(*) FROM {table} WHERE {where(table)}").fetchone()[0])
             for table, _ in _OUTBOXES
         )
 
@@ -771,7 +779,9 @@ class DetectionStore:
             if n < chunk:
                 break
         # An event's bounds are its own windows' floats; 1e-6 only guards against rounding.
-        undelivered_event = "" if undelivered_too else "AND delivered_utc IS NOT NULL "
+        undelivered_event = (
+            "" if undelivered_too else "AND (queued = 0 OR delivered_utc IS NOT NULL) "
+        )
         with self._transaction() as tx:
             n_ev = tx.execute(
                 "DELETE FROM events WHERE created_utc < ? AND created_utc >= ? AND clip_path "

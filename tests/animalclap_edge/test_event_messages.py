@@ -1,5 +1,5 @@
 """Merged events have messages too (schema 9: the delivery state in the event's row):
-queued by being logged, sent, refused, set aside and counted like detections' messages,
+queued by being logged (those logged before schema 9 are not), sent, refused, set aside and counted like detections' messages,
 kept by retention until sent, and kept through a recovery."""
 
 from __future__ import annotations
@@ -84,8 +84,10 @@ def test_delivery_refusal_and_set_aside_take_event_ids(store):
     assert store.retry_set_aside() == 1 and store.backlog() == 1
 
 
-def test_a_version_8_database_queues_the_events_it_logged(tmp_path: Path):
-    """A recorder upgraded mid-season: the events already on its card are sent too."""
+def test_a_version_8_database_keeps_its_events_and_sends_only_new_ones(tmp_path: Path):
+    """A recorder upgraded mid-season: a month of events already on its card (0.8 M at
+    the demo's rate) must not go up a metered link at once, ahead of the live ones; the
+    server has their detections. They are not queued, and age out as before."""
     db = tmp_path / "d.db"
     c = released_database(db, 8)
     c.execute(f"INSERT INTO runs (run_id, started_utc, bundle_id, config_hash, source, host, "
@@ -94,13 +96,19 @@ def test_a_version_8_database_queues_the_events_it_logged(tmp_path: Path):
     insert_record(c, "events", old)
     c.commit()
     c.close()
+    new = event(72_000, taxon="comfro")
     with DetectionStore(db) as s:
-        assert [i for i, _ in s.pending_outbox()] == [old.event_id]
-        assert s.events() == [old]
+        assert s.pending_outbox() == [] and s.backlog() == 0 and s.set_aside_count() == 0
+        s.add_events([new])
+        assert [i for i, _ in s.pending_outbox()] == [new.event_id]
+        assert s.events() == [old, new]
+        # with an uplink, an old event waits for its message; one never queued does not
+        assert s.delete_expired("2099-01-01", undelivered_too=False)[1] == 1
+        assert s.events() == [new]
     with sqlite3.connect(db) as c:
         assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
         cols = [r[1] for r in c.execute("PRAGMA table_info(events)")]
-        assert cols[-4:] == ["attempts", "delivered_utc", "set_aside_utc", "last_error"]
+        assert cols[-5:] == ["queued", "attempts", "delivered_utc", "set_aside_utc", "last_error"]
 
 
 def test_the_pending_events_are_found_by_index_not_by_a_scan(store):
@@ -115,7 +123,7 @@ def test_the_pending_events_are_found_by_index_not_by_a_scan(store):
         store._db().set_trace_callback(None)
     (sql,) = [q for q in sent if "FROM events" in q]
     plan = " ".join(str(r[-1]) for r in store._db().execute("EXPLAIN QUERY PLAN " + sql))
-    assert "USING INDEX events_delivered_utc" in plan, plan
+    assert "USING INDEX events_to_send" in plan, plan
     assert "TEMP B-TREE" not in plan, plan  # no sort of the pending rows either
 
 

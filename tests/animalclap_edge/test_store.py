@@ -79,7 +79,7 @@ def test_schema_created(db: Path):
             "detections(taxon)",
             "outbox(delivered_utc)",
             "events(recording_id)",
-            "events(delivered_utc)",
+            "events(delivered_utc, set_aside_utc) WHERE queued = 1",
         ):
             assert idx in on
     finally:
