@@ -1,8 +1,8 @@
 """The MQTT uplink: drains the store's outbox, marks a message delivered on PUBACK.
 
-Detections and merged events enter the outbox in the same transaction as their
-rows (`store.DetectionStore.add_detections`, `add_events`), so nothing logged is
-ever missing from it. The publisher reads undelivered messages (events first, then
+A detection's or merged event's message is its own row in the store (queued when it
+is logged: `store.DetectionStore.add_detections`, `add_events`), so nothing logged is
+ever missing from the outbox. The publisher reads undelivered messages (events first, then
 detections, each oldest first), publishes each at QoS 1 to
 `<prefix>/<device>/detections` or `<prefix>/<device>/events`, and marks it delivered
 only when the broker

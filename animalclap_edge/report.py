@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, TextIO
 
 from animalclap_edge import records
-from animalclap_edge.store import EVENT_DELIVERY_COLUMNS, recorder_sql, runs_columns
+from animalclap_edge.store import DELIVERY_COLUMNS, recorder_sql, runs_columns
 
 try:
     import fcntl
@@ -505,12 +505,12 @@ def _table(
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> str:
-    """A table's columns for its report: an event's are the event's, without the state
-    of its message (the uplink's, since schema 9)."""
-    if table != "events":
+    """A table's columns for its report: a detection's or an event's are its own,
+    without the state of its message (the uplink's, in the row since schema 9)."""
+    if table not in ("detections", "events"):
         return "*"
-    cols = [r[1] for r in conn.execute("PRAGMA table_info(events)")]
-    return ", ".join(c for c in cols if c not in EVENT_DELIVERY_COLUMNS)
+    cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+    return ", ".join(c for c in cols if c not in DELIVERY_COLUMNS)
 
 
 def _log(

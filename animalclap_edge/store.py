@@ -1,13 +1,13 @@
 """The SQLite detection store: the recorder's product.
 
 One file holds the runs, one row per recording (ok / skipped / partial, with the
-reason), the detections, the events merged from them, and an outbox of messages
-still to be sent upstream (`outbox` for detections; an event's delivery state is
-kept in its own row). A detection and its outbox row are written in the same
-transaction, so an uplink never misses a logged one and never announces one that
-was not logged; an event is queued by being written.
-Message ids name their kind (an event's starts with "event:"), so the outbox
-methods take either.
+reason), the detections, and the events merged from them. Each detection and event
+is also a message to send upstream, and the state of that message (queued,
+delivered, refused, set aside) is kept in its own row: a message exists exactly when
+its row does, so an uplink never misses a logged one and never announces one that
+was not logged. Detections logged before schema 9 keep theirs in the `outbox` table,
+as they were. Message ids name their kind (an event's starts with "event:"), so the
+outbox methods take either.
 Detection ids are stable (`records.detection_id`), so replaying a recording adds
 nothing twice.
 """
@@ -36,7 +36,7 @@ from animalclap_edge.records import (
 
 SCHEMA_VERSION = 9  # 2: events; 3: health; 4: recordings.audio_note; 5: content_digest;
 # 6: outbox.set_aside_utc, outbox.last_error; 7: runs.end_reason; 8: runs.device, runs.site;
-# 9: events' delivery columns (events are sent too)
+# 9: messages' state in the detections' and events' rows (events are sent too)
 BUSY_TIMEOUT_MS = 5000  # a reader (sync job, sqlite3 shell) may hold the lock briefly
 
 
@@ -100,8 +100,9 @@ _SCHEMA = (
         traits_json TEXT NOT NULL,
         created_utc TEXT NOT NULL
     )""",
-    # ON DELETE CASCADE so that retention can delete old detections without first
-    # clearing their (possibly never delivered) messages. payload_json is '' since
+    # The messages of detections logged before schema 9 (since, a message's state is in
+    # its detection's row). ON DELETE CASCADE so that retention can delete old detections
+    # without first clearing their (possibly never delivered) messages. payload_json is '' since
     # 2026-11-26: the message is built from the (immutable) detection row when it is
     # sent, instead of storing a second copy of every detection on the SD card.
     # Databases written before keep their stored payloads, which are sent as they are.
@@ -190,22 +191,32 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE runs ADD COLUMN device TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE runs ADD COLUMN site TEXT NOT NULL DEFAULT ''",
     ),
-    # Merged events are sent too (MQTT <prefix>/<device>/events). Their delivery state
-    # is kept in the event's row, with the outbox's columns. An outbox table keyed by
-    # event_id wrote one more random index leaf per event: 55.9 MB/h against 48.3
-    # before (+16%); these columns, and an index whose new entries land in one place,
-    # 49.3 (+2%) (`scripts/benchmarks/bytes_written.py --hours 1 --strace --only db`,
-    # 1,075 events/h, 2026-11-28, one run each). The events already logged are not
-    # queued (`queued` 0, a default: no row is rewritten): a month of them is 0.8 M
-    # messages, which would have gone up a metered link at the upgrade, ahead of the
-    # live ones, while the server already has their detections. The index holds the
-    # queued events alone, so the uplink's poll never walks that history.
+    # A message's state moves into the row it carries, and events are sent too (MQTT
+    # <prefix>/<device>/events). An outbox table keyed by the random detection_id (or
+    # event_id) writes one more random index leaf per row: per hour of the demo's audio
+    # (1,812 detections, 1,075 events; `scripts/benchmarks/bytes_written.py --hours 1
+    # --strace --only db`, 2026-11-28), 48.3 MB/h with detections' outbox alone, 55.9
+    # with an events' one beside it, 49.3 with events' state in their rows, and 38.8
+    # with no detections' outbox either. Rows before it are not rewritten (`queued` 0 is
+    # a default; an UPDATE of a month of rows would fill the WAL of a nearly full
+    # card): a detection's message stays in `outbox`, and an event's is not sent (0.8 M
+    # messages a month at the demo's rate, up a metered link at the upgrade, whose
+    # detections the server has). The indexes hold the queued rows alone, so the
+    # uplink's poll never walks that history, and their new entries land in one place.
     8: (
-        "ALTER TABLE events ADD COLUMN queued INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE events ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE events ADD COLUMN delivered_utc TEXT",
-        "ALTER TABLE events ADD COLUMN set_aside_utc TEXT",
-        "ALTER TABLE events ADD COLUMN last_error TEXT",
+        *(
+            f"ALTER TABLE {table} ADD COLUMN {column}"
+            for table in ("detections", "events")
+            for column in (
+                "queued INTEGER NOT NULL DEFAULT 0",
+                "attempts INTEGER NOT NULL DEFAULT 0",
+                "delivered_utc TEXT",
+                "set_aside_utc TEXT",
+                "last_error TEXT",
+            )
+        ),
+        "CREATE INDEX detections_to_send ON detections(delivered_utc, set_aside_utc) "
+        "WHERE queued = 1",
         "CREATE INDEX events_to_send ON events(delivered_utc, set_aside_utc) WHERE queued = 1",
     ),
 }
@@ -213,21 +224,37 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 _DET_COLS = tuple(f.name for f in fields(Detection))
 _REC_COLS = tuple(f.name for f in fields(RecordingResult))
 _EVENT_COLS = tuple(f.name for f in fields(Event))
-# (table, key column) of each kind of message: detections', then events'
-_OUTBOXES = (("outbox", "detection_id"), ("events", "event_id"))
-# events' columns that are their message's delivery state, not the event
-EVENT_DELIVERY_COLUMNS = ("queued", "attempts", "delivered_utc", "set_aside_utc", "last_error")
+# (table, key column) of each place a message's state is kept: a detection's or an
+# event's own row (queued = 1), or the outbox of detections logged before schema 9
+_MESSAGE_TABLES = (
+    ("detections", "detection_id"),
+    ("events", "event_id"),
+    ("outbox", "detection_id"),
+)
+# the rows' columns that are their message's state, not the detection or event
+DELIVERY_COLUMNS = ("queued", "attempts", "delivered_utc", "set_aside_utc", "last_error")
+
+
+def _queued(table: str, alias: str = "") -> str:
+    """SQL: the row holds a message (rows logged before schema 9 were never queued in
+    their own row); every outbox row is one."""
+    return "" if table == "outbox" else f"{alias}queued = 1 AND "
 
 
 def _pending(table: str, alias: str = "") -> str:
-    """SQL: a message of `table` still to send (queued, neither delivered nor set aside).
-    Events logged before schema 9 were never queued."""
-    queued = f"{alias}queued = 1 AND " if table == "events" else ""
-    return f"{queued}{alias}delivered_utc IS NULL AND {alias}set_aside_utc IS NULL"
+    """SQL: a message kept in `table` still to send (neither delivered nor set aside)."""
+    return f"{_queued(table, alias)}{alias}delivered_utc IS NULL AND {alias}set_aside_utc IS NULL"
 
 
-def _outbox_of(message_id: str) -> tuple[str, str]:
-    return _OUTBOXES[1] if is_event_id(message_id) else _OUTBOXES[0]
+def _kept_in(conn: sqlite3.Connection, message_id: str) -> tuple[str, str]:
+    """(table, key column) holding a message's state: an event's row, a detection's
+    own row, or (a detection logged before schema 9) the outbox."""
+    if is_event_id(message_id):
+        return "events", "event_id"
+    row = conn.execute(
+        "SELECT queued FROM detections WHERE detection_id = ?", (message_id,)
+    ).fetchone()
+    return ("detections", "detection_id") if row and row[0] else ("outbox", "detection_id")
 
 
 class DetectionStore:
@@ -350,7 +377,8 @@ class DetectionStore:
                 raise StoreError(f"{self.path}: no run {run_id!r} to finish")
 
     def add_detections(self, detections: Iterable[Detection]) -> int:
-        """Log detections and queue their messages in one transaction; returns how many were new.
+        """Log detections, each queued to be sent, in one transaction; returns how many
+        were new.
 
         A detection whose id is already stored is skipped with its message, so a
         replay neither duplicates rows nor re-sends anything. Any failure rolls the
@@ -361,11 +389,10 @@ class DetectionStore:
         batch = [(d, message_payload(d)) for d in detections]
         if not batch:
             return 0
-        created = now_utc_ms()
         new = 0
         insert = (
-            f"INSERT INTO detections ({', '.join(_DET_COLS)}) "
-            f"VALUES ({', '.join('?' * len(_DET_COLS))})"
+            f"INSERT INTO detections ({', '.join(_DET_COLS)}, queued) "
+            f"VALUES ({', '.join('?' * len(_DET_COLS))}, 1)"
         )
         with self._transaction() as tx:
             for d, _ in batch:
@@ -376,10 +403,6 @@ class DetectionStore:
                 ).fetchone():
                     continue
                 tx.execute(insert, astuple(d))
-                tx.execute(
-                    "INSERT INTO outbox (detection_id, payload_json, created_utc) VALUES (?, '', ?)",
-                    (d.detection_id, created),
-                )
                 new += 1
         return new
 
@@ -462,26 +485,27 @@ class DetectionStore:
         return row is not None
 
     def mark_delivered(self, ids: Iterable[str]) -> int:
-        """Mark outbox messages (detections' or events') as delivered; returns how many
-        were pending."""
+        """Mark messages (detections' or events') as delivered; returns how many were
+        pending."""
         now = now_utc_ms()
         n = 0
         with self._transaction() as tx:
             for i in ids:
-                table, key = _outbox_of(i)
+                table, key = _kept_in(tx, i)
                 n += tx.execute(
-                    f"UPDATE {table} SET delivered_utc = ? WHERE {key} = ? AND delivered_utc IS NULL",
+                    f"UPDATE {table} SET delivered_utc = ? WHERE {_queued(table)}{key} = ? "
+                    "AND delivered_utc IS NULL",
                     (now, i),
                 ).rowcount
         return n
 
     def record_refusal(self, message_id: str, why: str) -> int:
         """Count one refusal of a message by the broker; returns its refusals in a row."""
-        table, key = _outbox_of(message_id)
         with self._transaction() as tx:
+            table, key = _kept_in(tx, message_id)
             tx.execute(
                 f"UPDATE {table} SET attempts = attempts + 1, last_error = ? "
-                f"WHERE {key} = ? AND delivered_utc IS NULL",
+                f"WHERE {_queued(table)}{key} = ? AND delivered_utc IS NULL",
                 (why, message_id),
             )
             row = tx.execute(
@@ -492,8 +516,8 @@ class DetectionStore:
     def set_aside(self, message_id: str, why: str) -> bool:
         """Stop sending one undelivered message, keeping it and why; False if it was
         delivered or set aside already."""
-        table, key = _outbox_of(message_id)
         with self._transaction() as tx:
+            table, key = _kept_in(tx, message_id)
             return (
                 tx.execute(
                     f"UPDATE {table} SET set_aside_utc = ?, last_error = ? WHERE {key} = ? "
@@ -511,7 +535,7 @@ class DetectionStore:
                     f"UPDATE {table} SET set_aside_utc = NULL, attempts = 0 "
                     "WHERE set_aside_utc IS NOT NULL AND delivered_utc IS NULL"
                 ).rowcount
-                for table, _ in _OUTBOXES
+                for table, _ in _MESSAGE_TABLES
             )
 
     def add_health(self, kind: str, source: str, detail: dict) -> int:
@@ -525,15 +549,17 @@ class DetectionStore:
             return int(cur.lastrowid or 0)
 
     def requeue_missing_outbox(self) -> int:
-        """Give every detection without an outbox row a new undelivered one; returns how
-        many. Only recovery needs this: normal writes add both in one transaction (an
-        event's state is in its own row). Re-sending one the server already has is
-        harmless, consumers de-duplicate by id."""
+        """Give every detection logged before schema 9 without an outbox row a new
+        undelivered one; returns how many. Only recovery needs this: a detection's
+        message is its own row since schema 9, and before it both were written in one
+        transaction. Re-sending one the server already has is harmless, consumers
+        de-duplicate by id."""
         with self._transaction() as tx:
             return tx.execute(
                 "INSERT INTO outbox (detection_id, payload_json, created_utc) "
                 "SELECT d.detection_id, '', ? FROM detections d LEFT JOIN outbox o "
-                "ON o.detection_id = d.detection_id WHERE o.detection_id IS NULL ORDER BY d.rowid",
+                "ON o.detection_id = d.detection_id WHERE d.queued = 0 AND o.detection_id IS NULL "
+                "ORDER BY d.rowid",
                 (now_utc_ms(),),
             ).rowcount
 
@@ -597,48 +623,53 @@ class DetectionStore:
 
     def pending_outbox(self, limit: int = 100) -> list[tuple[str, str]]:
         """Up to `limit` (message_id, payload_json) still to send: events first, then
-        detections, each oldest first. Events are the fewer and the summary: after an
-        outage a dashboard has them before the windows they merge."""
-        events = self._pending_events(
-            f"{_pending('events', 'e.')} ORDER BY e.rowid LIMIT ?", (limit,)
+        detections, each oldest first (the outbox's, logged before schema 9, before the
+        rest). Events are the fewer and the summary: after an outage a dashboard has
+        them before the windows they merge."""
+        out = self._pending_rows(
+            True, f"{_pending('events', 'e.')} ORDER BY e.rowid LIMIT ?", (limit,)
         )
         rows = self._db().execute(
             f"SELECT o.detection_id, o.payload_json, {_PAYLOAD_COLUMNS} FROM outbox o JOIN "
             f"detections d ON d.detection_id = o.detection_id {PAYLOAD_JOIN} WHERE "
             f"{_pending('outbox', 'o.')} ORDER BY o.rowid LIMIT ?",
-            (limit - len(events),),
+            (limit - len(out),),
         )
-        return events + [(i, stored or payload_of(row)) for i, stored, *row in rows.fetchall()]
+        out += [(i, stored or payload_of(row)) for i, stored, *row in rows.fetchall()]
+        where = f"{_pending('detections', 'd.')} ORDER BY d.rowid LIMIT ?"
+        return out + self._pending_rows(False, where, (limit - len(out),))
 
     def pending_payloads(self, ids: Iterable[str]) -> list[tuple[str, str]]:
         """(message_id, payload_json) of those of `ids` still to send (neither delivered
         nor set aside), in the order given."""
+        db = self._db()
         out = []
         for i in ids:
-            if is_event_id(i):
-                out += self._pending_events(f"e.event_id = ? AND {_pending('events', 'e.')}", (i,))
+            table, key = _kept_in(db, i)
+            if table != "outbox":
+                alias = "e." if table == "events" else "d."
+                where = f"{alias}{key} = ? AND {_pending(table, alias)}"
+                out += self._pending_rows(table == "events", where, (i,))
                 continue
-            row = (
-                self._db()
-                .execute(
-                    f"SELECT o.payload_json, {_PAYLOAD_COLUMNS} FROM outbox o JOIN detections "
-                    f"d ON d.detection_id = o.detection_id {PAYLOAD_JOIN} WHERE "
-                    f"o.detection_id = ? AND {_pending('outbox', 'o.')}",
-                    (i,),
-                )
-                .fetchone()
-            )
+            row = db.execute(
+                f"SELECT o.payload_json, {_PAYLOAD_COLUMNS} FROM outbox o JOIN detections "
+                f"d ON d.detection_id = o.detection_id {PAYLOAD_JOIN} WHERE "
+                f"o.detection_id = ? AND {_pending('outbox', 'o.')}",
+                (i,),
+            ).fetchone()
             if row is not None:
                 stored, *rest = row
                 out.append((i, stored or payload_of(rest)))
         return out
 
-    def _pending_events(self, where: str, args: tuple) -> list[tuple[str, str]]:
-        rows = self._db().execute(
-            f"SELECT {_EVENT_PAYLOAD_COLUMNS} FROM events e {EVENT_PAYLOAD_JOIN} WHERE {where}",
-            args,
-        )
-        return [(row[0], payload_of(row, events=True)) for row in rows.fetchall()]
+    def _pending_rows(self, events: bool, where: str, args: tuple) -> list[tuple[str, str]]:
+        """(id, payload) of the events `e` (else detections `d`) matching `where`."""
+        if events:
+            sql = f"SELECT {_EVENT_PAYLOAD_COLUMNS} FROM events e {EVENT_PAYLOAD_JOIN}"
+        else:
+            sql = f"SELECT {_PAYLOAD_COLUMNS} FROM detections d {PAYLOAD_JOIN}"
+        rows = self._db().execute(f"{sql} WHERE {where}", args).fetchall()
+        return [(str(row[0]), payload_of(row, events)) for row in rows]
 
     def backlog(self) -> int:
         """How many messages are still to send (undelivered, not set aside), of both kinds."""
@@ -653,7 +684,7 @@ class DetectionStore:
         db = self._db()
         return sum(
             int(db.execute(f"SELECT count(*) FROM {table} WHERE {where(table)}").fetchone()[0])
-            for table, _ in _OUTBOXES
+            for table, _ in _MESSAGE_TABLES
         )
 
     def set_aside_messages(self, limit: int = 100) -> list[tuple[str, str, str]]:
@@ -664,7 +695,7 @@ class DetectionStore:
             .execute(
                 " UNION ALL ".join(
                     f"SELECT {key}, set_aside_utc, last_error FROM {table} WHERE {aside}"
-                    for table, key in _OUTBOXES
+                    for table, key in _MESSAGE_TABLES
                 )
                 + " ORDER BY set_aside_utc LIMIT ?",
                 (limit,),
@@ -736,8 +767,13 @@ class DetectionStore:
 
     def any_delivered(self) -> bool:
         """Whether any message of this database ever reached an uplink."""
-        q = "SELECT 1 FROM outbox WHERE delivered_utc IS NOT NULL LIMIT 1"
-        return self._db().execute(q).fetchone() is not None
+        db = self._db()
+        return any(
+            db.execute(
+                f"SELECT 1 FROM {table} WHERE {_queued(table)}delivered_utc IS NOT NULL LIMIT 1"
+            ).fetchone()
+            for table, _ in _MESSAGE_TABLES
+        )
 
     def ensure_age_indexes(self) -> str | None:
         """Build the created_utc indexes if missing; None when done, else why not (a
@@ -755,8 +791,8 @@ class DetectionStore:
     ) -> tuple[int, int, int]:
         """Delete detections logged before `before_utc` (and not before `not_before_utc`)
         whose message was delivered (all of them with `undelivered_too`), with their
-        outbox rows, then the events of that age left with no detection and no clip
-        whose message was delivered too (or all such with `undelivered_too`).
+        outbox rows if any, then the events of that age left with no detection and no
+        clip whose message, if any, was delivered too (all such with `undelivered_too`).
         Returns (detections deleted, events deleted, old detections kept because
         undelivered)."""
         # Chunks keep each transaction (and so the WAL, on a nearly full card) small
@@ -764,8 +800,8 @@ class DetectionStore:
         delivered = (
             ""
             if undelivered_too
-            else " AND EXISTS (SELECT 1 FROM outbox o WHERE o.detection_id = "
-            "detections.detection_id AND o.delivered_utc IS NOT NULL)"
+            else " AND ((queued = 1 AND delivered_utc IS NOT NULL) OR EXISTS (SELECT 1 FROM "
+            "outbox o WHERE o.detection_id = detections.detection_id AND o.delivered_utc IS NOT NULL))"
         )
         n_det = 0
         while True:

@@ -28,14 +28,15 @@ def _fill(path: Path, rows: int, days: int) -> None:
         pass
     conn = sqlite3.connect(path)
     conn.execute(
-        "INSERT INTO runs VALUES ('run', '2026-01-01T00:00:00Z', NULL, 'b', 'c', 's', 'h', 'v')"
+        "INSERT INTO runs (run_id, started_utc, bundle_id, config_hash, source, host, "
+        "software_version) VALUES ('run', '2026-01-01T00:00:00Z', 'b', 'c', 's', 'h', 'v')"
     )
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     step = timedelta(days=days) / rows
     traits = json.dumps({"activity": {"diurnal": 0.71, "nocturnal": 0.29}})
     batch = 20_000
     for lo in range(0, rows, batch):
-        det, out = [], []
+        det = []
         for i in range(lo, min(rows, lo + batch)):
             t = (t0 + i * step).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             did = f"d{i:012d}"
@@ -60,11 +61,11 @@ def _fill(path: Path, rows: int, days: int) -> None:
                     0.83,
                     traits,
                     t,
+                    # the message's state, in the row since schema 9: queued, delivered
+                    *(1, 0, t, None, None),
                 )
             )
-            out.append((did, "", t, 1, t))
-        conn.executemany(f"INSERT INTO detections VALUES ({','.join('?' * 18)})", det)
-        conn.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?)", out)
+        conn.executemany(f"INSERT INTO detections VALUES ({','.join('?' * 23)})", det)
         conn.commit()
     conn.close()
 
@@ -72,8 +73,9 @@ def _fill(path: Path, rows: int, days: int) -> None:
 def _plans(path: Path, cutoff: str) -> None:
     conn = sqlite3.connect(path)
     for q in (
-        "SELECT rowid FROM detections WHERE created_utc < ? AND EXISTS (SELECT 1 FROM outbox o "
-        "WHERE o.detection_id = detections.detection_id AND o.delivered_utc IS NOT NULL) LIMIT 2000",
+        "SELECT rowid FROM detections WHERE created_utc < ? AND ((queued = 1 AND delivered_utc "
+        "IS NOT NULL) OR EXISTS (SELECT 1 FROM outbox o WHERE o.detection_id = "
+        "detections.detection_id AND o.delivered_utc IS NOT NULL)) LIMIT 2000",
         "SELECT count(*) FROM detections WHERE created_utc < ?",
     ):
         plan = [r[-1] for r in conn.execute(f"EXPLAIN QUERY PLAN {q}", (cutoff,))]

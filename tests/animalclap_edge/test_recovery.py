@@ -179,10 +179,34 @@ def test_without_a_backup_the_readable_rows_are_still_kept(tmp_path):
     with store:
         n = len(store.detections())
         assert store.integrity_check() == "ok"
-        assert store.backlog() == n  # one message per detection, none pointing at nothing
+        assert store.backlog() == n  # each message is its detection's row: none lost, none orphaned
     assert recovery.restored_from is None and 0 < n < 400
     assert "rebuilt from empty" in recovery.summary()
-    # a message whose detection was lost cannot stay: it would point at nothing
+    assert recovery.dropped_messages == 0
+
+
+def test_an_old_cards_outbox_loses_the_messages_of_unreadable_detections(tmp_path):
+    """A card from before schema 9 keeps detections' messages in `outbox`: a message
+    whose detection was lost cannot stay, it would point at nothing."""
+    from .factories import insert_record, released_database
+
+    db = tmp_path / "d.db"
+    c = released_database(db, 8)
+    c.execute(f"INSERT INTO runs (run_id, started_utc, bundle_id, config_hash, source, host, "
+              f"software_version) VALUES ('{RUN}', 't', '{BUNDLE}', 'c', 'src', 'h', '0.1')")  # fmt: skip
+    for i in range(400):
+        insert_record(c, "detections", _det(i))
+        c.execute("INSERT INTO outbox (detection_id, payload_json, created_utc) VALUES (?, '', 't')",
+                  (_det(i).detection_id,))  # fmt: skip
+    c.commit()
+    c.close()
+    pages = _detection_pages(db)
+    _smash(db, first_page=pages[len(pages) // 2], pages=2)
+    store, recovery = open_store(db, None)
+    with store:
+        n = len(store.detections())
+        assert store.integrity_check() == "ok" and 0 < n < 400
+        assert store.backlog() == n  # one message per detection, none pointing at nothing
     assert recovery.dropped_messages > 0
     kept = n - recovery.salvaged["outbox requeued"]
     assert recovery.dropped_messages == recovery.salvaged["outbox"] - kept

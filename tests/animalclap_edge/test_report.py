@@ -276,13 +276,16 @@ def test_cli_reports_a_real_run_to_a_file(tiny_bundle, realaudio, tmp_path, caps
         assert main(["report", what, "--db", str(db), "--out", str(out)]) == 0
         assert len(_csv(out.read_text())) == n
         assert f"{n} {what} rows from {db} -> {out}" in capsys.readouterr().err
-    # an event's row, not the uplink's state of its message (the store's since schema 9)
+    # a detection's or event's row, not the uplink's state of its message (in the row
+    # since schema 9)
     from dataclasses import fields
 
     from animalclap_edge.records import Event
 
     header = (tmp_path / "events.csv").read_text().splitlines()[0].split(",")
     assert [h for h in header if h not in ("device", "site")] == [f.name for f in fields(Event)]
+    header = (tmp_path / "detections.csv").read_text().splitlines()[0].split(",")
+    assert "detection_id" in header and not {"queued", "delivered_utc", "attempts"} & set(header)
     summary = tmp_path / "summary.csv"
     assert main(["report", "summary", "--db", str(db), "--out", str(summary)]) == 0
     assert sum(int(r["detections"]) for r in _csv(summary.read_text())) == n_det

@@ -72,6 +72,7 @@ def test_schema_created(db: Path):
             "probability",
             "traits_json",
             "created_utc",
+            *("queued", "attempts", "delivered_utc", "set_aside_utc", "last_error"),
         ]
         on = " ".join(indexes)
         for idx in (
@@ -80,6 +81,7 @@ def test_schema_created(db: Path):
             "outbox(delivered_utc)",
             "events(recording_id)",
             "events(delivered_utc, set_aside_utc) WHERE queued = 1",
+            "detections(delivered_utc, set_aside_utc) WHERE queued = 1",
         ):
             assert idx in on
     finally:
@@ -104,7 +106,7 @@ def test_reinsert_is_idempotent(store: DetectionStore, db: Path):
     assert store.add_detections([replace(dets[0], created_utc="later")]) == 0
     assert store.add_detections([dets[2], _det(144000)]) == 1
     assert _count(db, "detections") == 4
-    assert _count(db, "outbox") == 4
+    assert store.backlog() == 4  # one message each, in its row
     assert [d.detection_id for d in store.detections()] == [
         *(d.detection_id for d in dets),
         _det(144000).detection_id,
@@ -113,7 +115,7 @@ def test_reinsert_is_idempotent(store: DetectionStore, db: Path):
 
 def test_duplicate_inside_one_batch(store: DetectionStore, db: Path):
     assert store.add_detections([_det(0), _det(0)]) == 1
-    assert _count(db, "outbox") == 1
+    assert store.backlog() == 1
 
 
 def test_detection_ids_are_stable():
@@ -133,20 +135,20 @@ def test_detection_ids_are_stable():
         detection_id(BUNDLE, REC, 1.5, "species", "eurbla")  # type: ignore[arg-type]
 
 
-def test_detection_and_outbox_share_one_transaction(store: DetectionStore, db: Path):
+def test_a_failed_batch_logs_and_queues_nothing(store: DetectionStore, db: Path):
     # The second row references a run that does not exist: it fails after the first
-    # detection and its outbox row were written, and the whole batch must go.
+    # detection was written, and the whole batch must go.
     with pytest.raises(sqlite3.IntegrityError):
         store.add_detections([_det(0), _det(72000, run_id="no-such-run"), _det(144000)])
-    assert _count(db, "detections") == 0
-    assert _count(db, "outbox") == 0
+    assert _count(db, "detections") == 0 and store.backlog() == 0
     # A CHECK violation fails loudly too (INSERT OR IGNORE would have dropped it).
     with pytest.raises(sqlite3.IntegrityError):
         store.add_detections([_det(0), _det(72000, level="subspecies")])
-    assert _count(db, "detections") == _count(db, "outbox") == 0
-    # The store is still usable after a failed batch.
+    assert _count(db, "detections") == 0 and store.backlog() == 0
+    # The store is still usable after a failed batch, and keeps no outbox rows: a
+    # detection's message is its own row since schema 9.
     assert store.add_detections([_det(0)]) == 1
-    assert _count(db, "detections") == _count(db, "outbox") == 1
+    assert _count(db, "detections") == store.backlog() == 1 and _count(db, "outbox") == 0
 
 
 def test_outbox_payload_and_delivery(store: DetectionStore):
@@ -375,24 +377,17 @@ def test_an_online_backup_is_a_complete_consistent_copy(db: Path, tmp_path: Path
         assert len(b.pending_outbox(1000)) == 50
 
 
-def test_messages_are_built_from_the_detection_not_stored_twice(db: Path):
+def test_messages_are_built_from_the_detection_not_stored(store: DetectionStore, db: Path):
     from animalclap_edge.store import message_payload
 
-    with DetectionStore(db) as s:
-        s.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0")
-        s.add_detections([_det(0), _det(1)])
-        # a message queued by an older release, with its payload stored: sent as it was
-        old = '{"stored": "by an older release"}'
-        s._db().execute("UPDATE outbox SET payload_json = ? WHERE rowid = 2", (old,))
-        assert s.pending_outbox() == [
-            (_det(0).detection_id, message_payload(_det(0), socket.gethostname(), "")),
-            (_det(1).detection_id, old),
-        ]
-        assert s.backlog() == 2
-        s.mark_delivered([_det(0).detection_id])
-        assert s.backlog() == 1
-    with sqlite3.connect(db) as c:
-        assert c.execute("SELECT payload_json FROM outbox WHERE rowid = 1").fetchone() == ("",)
+    store.add_detections([_det(0), _det(1)])
+    assert store.pending_outbox() == [
+        (d.detection_id, message_payload(d, socket.gethostname(), "")) for d in (_det(0), _det(1))
+    ]
+    assert store.backlog() == 2
+    store.mark_delivered([_det(0).detection_id])
+    assert store.backlog() == 1
+    assert _count(db, "outbox") == 0
 
 
 def test_a_message_names_the_recorder_and_site_of_its_run(db: Path):

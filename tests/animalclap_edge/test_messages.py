@@ -1,6 +1,7 @@
-"""Merged events have messages too (schema 9: the delivery state in the event's row):
-queued by being logged (those logged before schema 9 are not), sent, refused, set aside and counted like detections' messages,
-kept by retention until sent, and kept through a recovery."""
+"""Messages kept in the rows they carry (schema 9): a detection or event is queued by
+being logged, then sent, refused, set aside and counted; retention keeps it until sent;
+a recovery keeps its state. A card from before keeps its outbox of detections, sent
+as it was, and its events unsent."""
 
 from __future__ import annotations
 
@@ -82,6 +83,41 @@ def test_delivery_refusal_and_set_aside_take_event_ids(store):
     ((i, _, why),) = store.set_aside_messages()
     assert (i, why) == (other.event_id, "too large; 2 refusals in a row")
     assert store.retry_set_aside() == 1 and store.backlog() == 1
+
+
+def test_a_version_8_card_sends_its_outbox_as_it_was_then_the_new_rows(tmp_path: Path):
+    db = tmp_path / "d.db"
+    c = released_database(db, 8)
+    c.execute(f"INSERT INTO runs (run_id, started_utc, bundle_id, config_hash, source, host, "
+              f"software_version) VALUES ('{RUN}', 't', '{BUNDLE}', 'c', 'src', 'h', '0.1')")  # fmt: skip
+    old, stored = detection(0), detection(72_000)
+    for d, payload in ((old, ""), (stored, '{"stored": "by a release before 2026-11-26"}')):
+        insert_record(c, "detections", d)
+        c.execute("INSERT INTO outbox (detection_id, payload_json, created_utc) VALUES (?, ?, 't')",
+                  (d.detection_id, payload))  # fmt: skip
+    c.commit()
+    c.close()
+    new = detection(144_000)
+    with DetectionStore(db) as s:
+        s.add_detections([new])
+        pending = s.pending_outbox()
+        assert [i for i, _ in pending] == [old.detection_id, stored.detection_id, new.detection_id]
+        assert pending[1][1] == '{"stored": "by a release before 2026-11-26"}'
+        assert s.pending_payloads([new.detection_id, stored.detection_id]) == [
+            pending[2],
+            pending[1],
+        ]
+        assert s.mark_delivered([old.detection_id, new.detection_id]) == 2
+        assert s.set_aside(stored.detection_id, "too large") and s.backlog() == 0
+        assert s.set_aside_messages() == [
+            (stored.detection_id, s.set_aside_messages()[0][1], "too large")
+        ]
+        assert s.requeue_missing_outbox() == 0  # the new one's message is its row
+        # with an uplink, the delivered ones age out, the one set aside stays
+        assert s.delete_expired("2099-01-01", undelivered_too=False) == (2, 0, 1)
+        assert [d.detection_id for d in s.detections()] == [stored.detection_id]
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM outbox").fetchone()[0] == 1
 
 
 def test_a_version_8_database_keeps_its_events_and_sends_only_new_ones(tmp_path: Path):
