@@ -119,7 +119,7 @@ _SCHEMA = (
     "CREATE INDEX outbox_delivered_utc ON outbox(delivered_utc)",
 )
 # Indexes the age retention pass searches by. Without them every pass scans both
-# tables: 0.27 s for 1 M detections (427 MB; 19 days at 2,160 detections/h) in the
+# tables: 0.25-0.27 s for 1 M detections (362-427 MB; 19 days at 2,160 detections/h) in the
 # page cache, every retention_interval_s, and the whole file read from the card when
 # the cache cannot hold it. With them a pass with nothing to delete takes 0 ms, but
 # every transaction writes a page more: +9% bytes written per hour (61.2 -> 66.9 MB/h,
