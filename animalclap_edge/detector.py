@@ -69,6 +69,7 @@ class RunSummary:
     partial: int = 0
     windows: int = 0
     detections: int = 0
+    events: int = 0  # the detections merged (logged, or found logged by an earlier run)
     already_done: int = 0  # recordings this database had finished with this bundle and config
     # detections found that an earlier run had logged (same bundle, recording, window
     # and label): not written again, and kept with that run's id and config
@@ -418,6 +419,8 @@ class Detector:
                     s.on_event(e)
             if out_events is not None:
                 out_events.extend(events)
+            if self.last_summary is not None:  # None outside `run` (bench)
+                self.last_summary.events += len(events)
 
         # A stream's row from its start; a file's only once it takes progress_every_s (a
         # card of short files would write every row twice, and a file can be read again)

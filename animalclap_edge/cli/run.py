@@ -127,7 +127,7 @@ def _run_line(s: RunSummary, db: Path) -> str:
     ok = s.recordings - s.skipped - s.partial
     return (
         f"{s.recordings} recordings: {ok} ok, {s.skipped} skipped, {s.partial} partial; "
-        f"{s.windows} windows; {s.detections} detections -> {db}"
+        f"{s.windows} windows; {s.detections} detections in {s.events} events -> {db}"
         + (
             f" ({s.already_logged} of them already logged there by an earlier run, kept as "
             "they were)"

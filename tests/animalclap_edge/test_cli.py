@@ -52,6 +52,8 @@ def test_run_over_real_audio_accounts_for_every_file(tiny_bundle, realaudio, tmp
     lines = [json.loads(x) for x in out.splitlines()]
     dets = [x for x in lines if x["type"] == "detection"]
     assert len(dets) == _rows(db, "select count(*) from detections")[0][0]
+    n_events = _rows(db, "select count(*) from events")[0][0]
+    assert f"{len(dets)} detections in {n_events} events -> {db}" in err and n_events > 0
     assert {x["path"]: x["status"] for x in lines if x["type"] == "recording"} == recs
     assert "NOTE: test bundle" in err
     n_ok = sum(s == "ok" for s in recs.values())
@@ -211,7 +213,9 @@ def test_a_rerun_with_other_settings_adds_only_new_labels_and_says_what_it_found
         before = _rows(db, "select count(*) from detections")[0][0] if db.exists() else 0
         assert main([*base, "--config", str(cfg)]) == 0
         err = capsys.readouterr().err
-        m = re.search(r"(\d+) detections -> \S+(?: \((\d+) of them already logged)?", err)
+        m = re.search(
+            r"(\d+) detections in \d+ events -> \S+(?: \((\d+) of them already logged)?", err
+        )
         found, again = int(m[1]), int(m[2] or 0)
         added = _rows(db, "select count(*) from detections")[0][0] - before
         assert found == added + again and found > 0
