@@ -246,6 +246,11 @@ def _pending(table: str, alias: str = "") -> str:
     return f"{_queued(table, alias)}{alias}delivered_utc IS NULL AND {alias}set_aside_utc IS NULL"
 
 
+def _aside(table: str) -> str:
+    """SQL: a message kept in `table` set aside (undelivered, refused by the broker)."""
+    return f"{_queued(table)}delivered_utc IS NULL AND set_aside_utc IS NOT NULL"
+
+
 def _kept_in(conn: sqlite3.Connection, message_id: str) -> tuple[str, str]:
     """(table, key column) holding a message's state: an event's row, a detection's
     own row, or (a detection logged before schema 9) the outbox."""
@@ -532,8 +537,7 @@ class DetectionStore:
         with self._transaction() as tx:
             return sum(
                 tx.execute(
-                    f"UPDATE {table} SET set_aside_utc = NULL, attempts = 0 "
-                    "WHERE set_aside_utc IS NOT NULL AND delivered_utc IS NULL"
+                    f"UPDATE {table} SET set_aside_utc = NULL, attempts = 0 WHERE {_aside(table)}"
                 ).rowcount
                 for table, _ in _MESSAGE_TABLES
             )
@@ -677,7 +681,7 @@ class DetectionStore:
 
     def set_aside_count(self) -> int:
         """How many undelivered messages are set aside (refused by the broker)."""
-        return self._count_messages(lambda _: "delivered_utc IS NULL AND set_aside_utc IS NOT NULL")
+        return self._count_messages(_aside)
 
     def _count_messages(self, where: Callable[[str], str]) -> int:
         """Messages of both kinds that match `where(table)`."""
@@ -689,12 +693,11 @@ class DetectionStore:
 
     def set_aside_messages(self, limit: int = 100) -> list[tuple[str, str, str]]:
         """(message_id, set_aside_utc, last_error) of set-aside messages, oldest first."""
-        aside = "delivered_utc IS NULL AND set_aside_utc IS NOT NULL"
         return (
             self._db()
             .execute(
                 " UNION ALL ".join(
-                    f"SELECT {key}, set_aside_utc, last_error FROM {table} WHERE {aside}"
+                    f"SELECT {key}, set_aside_utc, last_error FROM {table} WHERE {_aside(table)}"
                     for table, key in _MESSAGE_TABLES
                 )
                 + " ORDER BY set_aside_utc LIMIT ?",

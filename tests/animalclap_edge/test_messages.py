@@ -147,20 +147,31 @@ def test_a_version_8_database_keeps_its_events_and_sends_only_new_ones(tmp_path:
         assert cols[-5:] == ["queued", "attempts", "delivered_utc", "set_aside_utc", "last_error"]
 
 
-def test_the_pending_events_are_found_by_index_not_by_a_scan(store):
-    """Months of delivered events must not be read at every poll of the uplink: the
-    query the uplink's poll really runs is planned on the delivered_utc index."""
+def test_no_message_query_reads_every_detection_or_event(store):
+    """Months of delivered rows must not be read at every poll, heartbeat or snapshot:
+    every statement the store's message methods really run (captured as executed) is
+    planned on the queued rows' partial indexes, with no scan and no sort."""
+    store.add_detections([detection(0)])
     store.add_events([event(0)])
     sent: list[str] = []
     store._db().set_trace_callback(sent.append)
     try:
         store.pending_outbox()
+        store.backlog()
+        store.set_aside_count()
+        store.set_aside_messages()
+        store.any_delivered()
+        store.retry_set_aside()
     finally:
         store._db().set_trace_callback(None)
-    (sql,) = [q for q in sent if "FROM events" in q]
-    plan = " ".join(str(r[-1]) for r in store._db().execute("EXPLAIN QUERY PLAN " + sql))
-    assert "USING INDEX events_to_send" in plan, plan
-    assert "TEMP B-TREE" not in plan, plan  # no sort of the pending rows either
+    queries = [q for q in sent if "detections" in q or "events" in q]
+    assert len(queries) >= 12, queries
+    for sql in queries:
+        plan = " / ".join(str(r[-1]) for r in store._db().execute("EXPLAIN QUERY PLAN " + sql))
+        assert "SCAN d" not in plan and "SCAN e" not in plan, (sql, plan)
+        assert "TEMP B-TREE FOR ORDER BY" not in plan or "UNION" in sql, (sql, plan)
+        if "outbox" not in sql:
+            assert "_to_send" in plan, (sql, plan)
 
 
 def test_a_recovered_database_keeps_what_was_delivered(tmp_path: Path):
