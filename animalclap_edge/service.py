@@ -156,11 +156,6 @@ def install_service(
     bundle_path = Path(bundle).expanduser().resolve()
     from animalclap_edge.sources import SourceError, import_sounddevice, is_mic
 
-    if is_mic(source) and not dry_run:
-        try:  # the unit would otherwise restart-loop every 10 s on a missing library
-            import_sounddevice()
-        except SourceError as e:
-            raise ServiceError(f"--source {source}: {e}") from None
     if not is_mic(source):
         # a named pipe fed by a capture service (arecord): it may not exist yet
         if not Path(source).is_absolute():
@@ -186,6 +181,12 @@ def install_service(
         pwd.getpwnam(user)
     except KeyError:
         raise ServiceError(f"user '{user}' does not exist on this machine (--user)") from None
+    # the arguments first, then what this machine lacks: a wrong path is named even here
+    if is_mic(source) and not dry_run:
+        try:  # the unit would otherwise restart-loop every 10 s on a missing library
+            import_sounddevice()
+        except SourceError as e:
+            raise ServiceError(f"--source {source}: {e}") from None
     wd = Path(working_dir or Path.cwd()).expanduser().resolve()
     if not wd.is_dir():
         raise ServiceError(f"working directory '{wd}' is not a folder")

@@ -98,6 +98,7 @@ def test_writes_the_unit_without_enabling_it(tmp_path, capsys):
     )
 
 
+@needs_mic_library  # install_service checks the live input first
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path):
     r = install_service(config=CONFIG, bundle=demo_bundle_path(), unit_dir=tmp_path, enable=False)
