@@ -71,7 +71,8 @@ def zero_shot_scores(
     text: np.ndarray,
     catalogue: Catalogue,
 ) -> dict:
-    """audio (N, D), text (len(candidates), D) -> top-1/top-5 and the error profile."""
+    """audio (N, D), text (len(candidates), D) -> top-1/top-5, the error profile, and
+    "hits": whether each recording was right at top-1, (N,) bools."""
     index = {s: i for i, s in enumerate(candidates)}
     labels = np.array([index[s] for s in true_species])
     sims = audio @ text.T  # (N, len(candidates))
@@ -88,6 +89,7 @@ def zero_shot_scores(
         "n": len(labels),
         "candidates": len(candidates),
         "top1": float(np.mean(r < 1)),
+        "hits": tuple(bool(h) for h in r < 1),
         "top5": float(np.mean(r < 5)),
         "chance_top1": 1.0 / c,
         "chance_top5": min(5, c) / c,
@@ -106,8 +108,14 @@ def evaluate(
     progress: bool = True,
     audio_encoder=None,
     split_source: str = "given by the caller",
+    keep_hits: bool = False,
 ) -> dict:
     """Write eval.json, eval.md and embedding_map.png under out_dir; return the results.
+
+    `keep_hits`: the results also hold "hits", whether each test recording was right
+    at top-1 ({"ids": recording ids, pool: {query: (bool, ...)}}), so that two models
+    can be compared on the same recordings; left out of eval.json (a paper-size
+    split's would be megabytes of it).
 
     `audio_encoder` (waveform -> normalised embedding) replaces the checkpoint's own
     audio tower, e.g. a distilled student scored against the teacher's text side.
@@ -144,17 +152,19 @@ def evaluate(
             "params": dict(split.params),
         },
     }
+    hits: dict = {"ids": tuple(it.id for it in items)}
     for pool_name, candidates in pools.items():
-        results[pool_name] = {
-            q: zero_shot_scores(
+        results[pool_name], hits[pool_name] = {}, {}
+        for q in [t.value for t in QUERY_TEMPLATES] + [SHUFFLED_TAX]:
+            scores = zero_shot_scores(
                 audio,
                 true,
                 candidates,
                 query_embeddings(loaded, data.catalogue, candidates, q, cfg.seed),
                 data.catalogue,
             )
-            for q in [t.value for t in QUERY_TEMPLATES] + [SHUFFLED_TAX]
-        }
+            hits[pool_name][q] = scores.pop("hits")
+            results[pool_name][q] = scores
     if cfg.maps and len(items) >= 5:
         labels = {
             level: [getattr(data.catalogue[data.catalogue.index(s)], attr) for s in true]
@@ -175,7 +185,7 @@ def evaluate(
         results["embedding_map"] = "embedding_map.png"
     (out / "eval.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     (out / "eval.md").write_text(markdown_report(results), encoding="utf-8")
-    return results
+    return {**results, "hits": hits} if keep_hits else results
 
 
 def markdown_report(results: dict) -> str:

@@ -37,6 +37,15 @@ FINETUNE_DEFAULTS = dict(
 # tax+com: the template bundles embed species with by default (export --templates), so
 # the figure a recorder meets
 QUERIES = ("com", "sci", "tax", "tax+com")
+# report_on's per-recording outcomes, kept out of finetune_report.json: finetune turns
+# them into each change's interval
+HITS = "_hits"
+# the report's rows: (key in the changes and the hits, label)
+ROWS = (
+    ("regional", "regional held-out"),
+    ("unseen", "global, unseen species"),
+    ("seen_val", "global, seen species (val)"),
+)
 
 
 def report_on(
@@ -69,6 +78,9 @@ def report_on(
         regional = open_labelled(cfg.data)
     split = make_split(regional, "seen", cfg.seed, cfg.val_fraction)
     val = [regional.items[i] for i in split.val]
+    seen = validate_seen(loaded, encoder, regional, val, window, progress, queries, True)
+    # whether each recording was right, per row and query: the changes' intervals
+    hits = {"regional": seen.pop("hits", None)}
     res: dict = {
         "regional": {
             "recordings": len(val),
@@ -76,8 +88,9 @@ def report_on(
             "species": len(regional.catalogue),
             "site_days": len({it.group for it in regional.items}),
             "val_fraction": cfg.val_fraction,
-            **validate_seen(loaded, encoder, regional, val, window, progress, queries),
-        }
+            **seen,
+        },
+        HITS: hits,
     }
     if cfg.replay:
         data = replayed if replayed is not None else open_labelled(cfg.replay)
@@ -87,12 +100,13 @@ def report_on(
         res["global"] = {"unseen_trained_regionally": trained}
         if gsplit.test_species:
             cfg_eval = EvalConfig(seed=cfg.seed, maps=False)
-            ev = evaluate(loaded, data, gsplit, out, cfg_eval, progress)
+            ev = evaluate(loaded, data, gsplit, out, cfg_eval, progress, keep_hits=True)
             res["global"]["unseen"] = {q: ev["unseen"][q] for q in QUERIES}
+            hits["unseen"] = {"ids": ev["hits"]["ids"], **ev["hits"]["unseen"]}
         gval = [data.items[i] for i in gsplit.val]
-        res["global"]["seen_val"] = validate_seen(
-            loaded, encoder, data, gval, window, progress, queries
-        )
+        gseen = validate_seen(loaded, encoder, data, gval, window, progress, queries, True)
+        hits["seen_val"] = gseen.pop("hits", None)
+        res["global"]["seen_val"] = gseen
     return res
 
 
@@ -165,24 +179,59 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
         "init": cfg.init,
         "replay": cfg.replay,
         "replay_fraction": cfg.replay_fraction,
-        "before": before,
-        "after": after,
+        "before": {k: v for k, v in before.items() if k != HITS},
+        "after": {k: v for k, v in after.items() if k != HITS},
+        "change": paired_changes(before[HITS], after[HITS]),
     }
     (out / "finetune_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     (out / "finetune_report.md").write_text(report_md(report), encoding="utf-8")
+    if any(report["change"].values()):
+        from training.finetune_plot import plot_changes
+
+        plot_changes(report["change"], dict(ROWS), out / "finetune_report.png")
     return report
 
 
-def _row(name: str, before: dict, after: dict) -> str:
+def paired_changes(before: dict, after: dict) -> dict:
+    """{row: {query: paired_change}}: each row's top-1 before and after on the same
+    recordings, matched by id (both reports hold the same ones; any held by one alone
+    is left out, so n says what was compared)."""
+    from training.metrics import paired_change
+
+    changes: dict = {}
+    for row, _ in ROWS:
+        b, a = before.get(row), after.get(row)
+        if not b or not a:
+            changes[row] = {}
+            continue
+        at = {item: i for i, item in enumerate(a["ids"])}
+        pairs = [(i, at[item]) for i, item in enumerate(b["ids"]) if item in at]
+        changes[row] = {
+            q: paired_change([b[q][i] for i, _ in pairs], [a[q][j] for _, j in pairs])
+            for q in QUERIES
+            if q in b and q in a
+        }
+    return changes
+
+
+def _row(name: str, before: dict, after: dict, change: dict | None = None) -> str:
     cells = []
     for q in QUERIES:
         b, a = before.get(q, {}).get("top1"), after.get(q, {}).get("top1")
-        cells.append("-" if b is None else f"{b:.3f} -> {a:.3f} ({a - b:+.3f})")
+        c = (change or {}).get(q)
+        if b is None:
+            cells.append("-")
+        elif c is None or c["n"] == 0:
+            cells.append(f"{b:.3f} -> {a:.3f} ({a - b:+.3f})")
+        else:
+            cell = f"{b:.3f} -> {a:.3f} ({a - b:+.3f}; {c['lo']:+.2f} to {c['hi']:+.2f})"
+            cells.append(f"**{cell}**" if c["lo"] > 0 or c["hi"] < 0 else cell)
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
 def report_md(r: dict) -> str:
     b, a = r["before"], r["after"]
+    ch = r.get("change", {})
     lines = [
         "# Regional retraining: before and after",
         "",
@@ -197,17 +246,36 @@ def report_md(r: dict) -> str:
             f"{b['regional']['species']} in the catalogue)",
             b["regional"],
             a["regional"],
+            ch.get("regional"),
         ),
     ]
     trained = b.get("global", {}).get("unseen_trained_regionally", [])
     if "global" in b:
         if "unseen" in b["global"]:
             lines.append(
-                _row("global, unseen species", b["global"]["unseen"], a["global"]["unseen"])
+                _row(
+                    "global, unseen species",
+                    b["global"]["unseen"],
+                    a["global"]["unseen"],
+                    ch.get("unseen"),
+                )
             )
         lines.append(
-            _row("global, seen species (val)", b["global"]["seen_val"], a["global"]["seen_val"])
+            _row(
+                "global, seen species (val)",
+                b["global"]["seen_val"],
+                a["global"]["seen_val"],
+                ch.get("seen_val"),
+            )
         )
+    if any(ch.values()):
+        lines += [
+            "",
+            "In brackets: the change, then its 95% interval, both models scored on the same "
+            "recordings (Newcombe's interval for paired proportions). Where the interval "
+            "spans 0 these recordings cannot tell the change from chance; **bold**: a "
+            "change they can. `finetune_report.png` shows the same.",
+        ]
     if not b["regional"]["recordings"]:
         reg = b["regional"]
         lines += [

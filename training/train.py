@@ -36,7 +36,7 @@ from training.identity import with_absolute_paths
 from training.labelled_audio import LabelledSet, crop, open_labelled
 from training.lineage import init_split
 from training.loss import clamp_logit_scales, clip_loss
-from training.metrics import topk_accuracy
+from training.metrics import ranks, topk_accuracy
 from training.model import (
     AudioEncoder,
     LoadedClap,
@@ -375,14 +375,21 @@ def validate_seen(
     window: int,
     progress: bool,
     templates: tuple[Template, ...] = (Template.COM, Template.SCI, Template.TAX),
+    keep_hits: bool = False,
 ) -> dict:
-    """Top-1/top-5 on held-out site-days of seen species, per query template."""
+    """Top-1/top-5 on held-out site-days of seen species, per query template.
+    `keep_hits`: also "hits", whether each item was right at top-1 ({"ids": item ids,
+    template: (bool, ...)}), to compare two models on the same recordings."""
     if not items:
         return {}
     loaded.model.eval()
     audio = embed_items(encoder, data, items, window, desc="validation", progress=progress)
     labels = np.array([data.catalogue.index(it.species_id) for it in items])
-    return {
-        t.value: topk_accuracy(audio, species_prompt_embeddings(loaded, data.catalogue, t), labels)
-        for t in templates
-    }
+    res: dict = {}
+    hits: dict = {"ids": tuple(it.id for it in items)}
+    for t in templates:
+        text = species_prompt_embeddings(loaded, data.catalogue, t)
+        res[t.value] = topk_accuracy(audio, text, labels)
+        if keep_hits:
+            hits[t.value] = tuple(bool(h) for h in ranks(audio @ text.T, labels) < 1)
+    return {**res, "hits": hits} if keep_hits else res

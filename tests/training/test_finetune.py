@@ -81,7 +81,20 @@ def test_finetune_on_real_recordings_reports_before_and_after(
     from training.finetune import report_on
     from training.model import load_clap
 
-    assert report_on(report["checkpoint"], cfg, tmp_path / "again", False) == after
+    again = report_on(report["checkpoint"], cfg, tmp_path / "again", False)
+    assert {k: v for k, v in again.items() if k != "_hits"} == after
+    # every row's change is paired on the recordings both reports scored
+    changes = report["change"]
+    assert changes["regional"]["tax+com"]["n"] == reg["recordings"]
+    assert changes["unseen"]["com"]["n"] == before["global"]["unseen"]["com"]["n"]
+    rows = {"regional": lambda r: r["regional"], "unseen": lambda r: r["global"]["unseen"]}
+    rows["seen_val"] = lambda r: r["global"]["seen_val"]
+    for row, of in rows.items():
+        for q, c in changes[row].items():
+            assert c["change"] == pytest.approx(of(after)[q]["top1"] - of(before)[q]["top1"])
+            assert c["lo"] <= c["change"] <= c["hi"]
+    assert "95% interval" in md and (tmp_path / "ft" / "finetune_report.png").stat().st_size
+    assert "_hits" not in (tmp_path / "ft" / "finetune_report.json").read_text()
     init, final = load_clap(str(pretrain_checkpoint)).model, load_clap(report["checkpoint"]).model
     changed = [
         k
@@ -574,3 +587,29 @@ def test_the_report_shows_the_template_bundles_ship():
                     "before": {"regional": regional}, "after": {"regional": better}})  # fmt: skip
     assert "| top-1 | com | sci | tax | tax+com (shipped) |" in md
     assert "| 0.500 -> 0.750 (+0.250) |" in md
+
+
+def test_each_change_is_paired_by_recording_and_bold_only_where_clear_of_zero():
+    """The report's changes compare the two models on the same recordings, matched by
+    id (not by position), and mark only those whose interval leaves out 0: with a few
+    held-out recordings a +0.1 reads as a gain that chance gives as easily."""
+    from training.finetune import paired_changes, report_md
+
+    ids = tuple(f"r{i}" for i in range(20))
+    right = (True,) * 10 + (False,) * 10
+    before = {"regional": {"ids": ids, "com": right, "tax+com": (False,) * 20}}
+    # the after report lists the recordings in another order; com is unchanged on each
+    after = {"regional": {"ids": ids[::-1], "com": right[::-1], "tax+com": (True,) * 20}}
+    changes = paired_changes(before, after)
+    com, shipped = changes["regional"]["com"], changes["regional"]["tax+com"]
+    assert (com["n"], com["gained"], com["lost"], com["change"]) == (20, 0, 0, 0.0)
+    assert shipped["gained"] == 20 and shipped["lo"] > 0
+    assert changes["unseen"] == {} == changes["seen_val"]
+    row = lambda com, tc: {"com": {"top1": com}, "tax+com": {"top1": tc}}  # noqa: E731
+    md = report_md({"init": "g", "checkpoint": "f", "replay": None, "replay_fraction": 0.25,
+                    "before": {"regional": {"recordings": 20, "species": 4, **row(0.5, 0.0)}},
+                    "after": {"regional": {"recordings": 20, "species": 4, **row(0.5, 1.0)}},
+                    "change": changes})  # fmt: skip
+    assert f"| 0.500 -> 0.500 (+0.000; {com['lo']:+.2f} to {com['hi']:+.2f}) |" in md
+    assert f"| **0.000 -> 1.000 (+1.000; {shipped['lo']:+.2f} to +1.00)** |" in md
+    assert "cannot tell the change from chance" in md
