@@ -429,8 +429,12 @@ def _cards_in_one_table(dbs: list[Path], card: Callable, out: TextIO) -> int:
     card lacks (an older release's schema, a bundle without some trait) is left empty
     in its rows. The header is known only when every card has been read, so the rows
     wait in a temporary CSV; holding every card open until then ran into the limit of
-    open files at a few hundred cards (three files each, with a -wal)."""
-    with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as spool:
+    open files at a few hundred cards (three files each, with a -wal). The temporary,
+    as large as the report, lies beside a report written to a file, on the disk that
+    has to hold the report anyway; TMPDIR may be a RAM disk (tmpfs) of a few GB."""
+    name = getattr(out, "name", None)  # a file's path; a stream's is its descriptor
+    beside = Path(name).parent if isinstance(name, str) and Path(name).is_file() else None
+    with tempfile.TemporaryFile("w+", encoding="utf-8", newline="", dir=beside) as spool:
         writer = csv.writer(spool, lineterminator="\n")
         cards = []  # (card's own header, rows it wrote)
         for path in dbs:

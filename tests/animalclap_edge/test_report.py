@@ -754,3 +754,21 @@ def test_many_cards_are_read_one_at_a_time(tmp_path):
     with out.open() as f:
         rows = list(csv.DictReader(f))
     assert [r["device"] for r in rows] == [f"rec-{i:03d}" for i in range(100)]
+
+
+def test_several_cards_spool_beside_a_report_file_not_in_tmpdir(tmp_path, monkeypatch):
+    """The rows of several cards wait in a temporary as large as the report; in TMPDIR
+    (a tmpfs of a few GB on many desktops) a season of cards filled it. Beside a report
+    written to a file they take the disk that holds the report anyway."""
+    import tempfile
+
+    cards = [
+        _recorder(tmp_path / f"c{i}" / "detections.db", f"rec-{i}", "", ("eurbla",))
+        for i in range(3)
+    ]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tmpdir"))
+    out = tmp_path / "reports" / "all.csv"
+    out.parent.mkdir()
+    with out.open("w", encoding="utf-8", newline="") as f:
+        assert write_report(cards, "detections", f) == 3
+    assert sorted(p.name for p in out.parent.iterdir()) == ["all.csv"]  # nothing left over
