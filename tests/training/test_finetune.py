@@ -95,6 +95,12 @@ def test_finetune_on_real_recordings_reports_before_and_after(
             assert c["lo"] <= c["change"] <= c["hi"]
     assert "95% interval" in md and (tmp_path / "ft" / "finetune_report.png").stat().st_size
     assert "_hits" not in (tmp_path / "ft" / "finetune_report.json").read_text()
+    per = report["regional_species"]
+    assert sum(r["n"] for r in per) == reg["recordings"] and len(per) == reg["held_out_species"]
+    assert sum(r["after"] for r in per) == round(
+        after["regional"]["tax+com"]["top1"] * reg["recordings"]
+    )
+    assert "## Regional species" in md
     init, final = load_clap(str(pretrain_checkpoint)).model, load_clap(report["checkpoint"]).model
     changed = [
         k
@@ -613,3 +619,34 @@ def test_each_change_is_paired_by_recording_and_bold_only_where_clear_of_zero():
     assert f"| 0.500 -> 0.500 (+0.000; {com['lo']:+.2f} to {com['hi']:+.2f}) |" in md
     assert f"| **0.000 -> 1.000 (+1.000; {shipped['lo']:+.2f} to +1.00)** |" in md
     assert "cannot tell the change from chance" in md
+
+
+def test_the_report_lists_each_regional_species_worst_first(tiny_catalogue):
+    """Which regional species the retraining left wrong (record more of them) and
+    which it lost, not only the average over them."""
+    from training.finetune import per_species, report_md
+
+    ids = ("a1", "a2", "b1", "c1", "c2", "c3")
+    species = ("eurbla", "eurbla", "sonthr1", "eurrob1", "eurrob1", "eurrob1")
+    before = {
+        "regional": {
+            "ids": ids,
+            "species": species,
+            "tax+com": (False, False, True, True, False, False),
+        }
+    }
+    # listed in another order after, as a report may: matched by recording
+    after = {"regional": {"ids": ids[::-1], "tax+com": (True, True, False, True, False, False)}}
+    rows = per_species(before, after, tiny_catalogue)  # fmt: skip
+    # after, by recording: c3 right, c2 right, c1 wrong, b1 right, a2 wrong, a1 wrong
+    assert [(r["species_id"], r["n"], r["before"], r["after"]) for r in rows] == [
+        ("eurbla", 2, 0, 0),
+        ("eurrob1", 3, 1, 2),
+        ("sonthr1", 1, 1, 1),
+    ]
+    regional = {"recordings": 6, "species": 3, "tax+com": {"top1": 0.5}}
+    md = report_md({"init": "g", "checkpoint": "f", "replay": None, "replay_fraction": 0.25,
+                    "before": {"regional": regional}, "after": {"regional": regional},
+                    "regional_species": rows})  # fmt: skip
+    assert "| Eurasian Blackbird (`eurbla`) | 2 | 0 | 0 |" in md
+    assert md.index("`eurbla`") < md.index("`eurrob1`") < md.index("`sonthr1`")
