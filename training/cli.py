@@ -218,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
             "of each epoch replayed when --replay is given (without it nothing is replayed "
             "and the global species may be forgotten), every regional species seen, a "
             "batch of 256 capped to one epoch of a small region (printed). Writes "
-            "finetune_report.{json,md}. "
+            "finetune_report.{json,md,png}: each change with its 95%% interval, and each "
+            "regional species before and after. "
             "With no regional recordings, use the zero-shot route instead: "
             "animalclap-export bundle --checkpoint GLOBAL --catalogue regional.csv "
             "--parity-audio RECORDINGS/ --out BUNDLE."
@@ -658,13 +659,13 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_finetune(args) -> int:
-    from training.finetune import finetune, finetune_config
+    from training.finetune import finetune, finetune_config, summary
 
     overrides = [f"init={args.checkpoint}", f"data={args.data}", f"out={args.out}"]
     if args.replay:
         overrides.append(f"replay={args.replay}")
     report = finetune(finetune_config(args.config, overrides + list(args.set)))
-    print(f"-> {report['checkpoint']}; report: {Path(args.out) / 'finetune_report.md'}")
+    print(summary(report, Path(args.out)))
     return 0
 
 

@@ -179,6 +179,7 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
     report = {
         "checkpoint": str(final),
         "init": cfg.init,
+        "data": cfg.data,
         "replay": cfg.replay,
         "replay_fraction": cfg.replay_fraction,
         "before": {k: v for k, v in before.items() if k != HITS},
@@ -215,6 +216,37 @@ def paired_changes(before: dict, after: dict) -> dict:
             if q in b and q in a
         }
     return changes
+
+
+def summary(r: dict, out: Path) -> str:
+    """The lines a finished run prints: each row's shipped figure before and after, and
+    the command that makes a bundle of the new checkpoint."""
+    lines = [f"-> {r['checkpoint']}; report: {out / 'finetune_report.md'}"]
+    rows = (("regional", lambda x: x["regional"]),)
+    rows += (
+        (("unseen", lambda x: x["global"]["unseen"]),)
+        if r["before"].get("global", {}).get("unseen")
+        else ()
+    )
+    rows += (("seen_val", lambda x: x["global"]["seen_val"]),) if r["before"].get("global") else ()
+    for row, of in rows:
+        c = r.get("change", {}).get(row, {}).get("tax+com")
+        if not c or not c["n"]:
+            continue
+        b, a = of(r["before"])["tax+com"]["top1"], of(r["after"])["tax+com"]["top1"]
+        verdict = "gained" if c["lo"] > 0 else "lost" if c["hi"] < 0 else "within chance"
+        lines.append(
+            f"  {dict(ROWS)[row]}, tax+com top-1: {b:.3f} -> {a:.3f} "
+            f"(95% interval of the change {c['lo']:+.2f} to {c['hi']:+.2f}: {verdict}; "
+            f"{c['n']} recordings)"
+        )
+    # --data: the regional catalogue to embed, trait heads where it has traits.csv, and
+    # real recordings for the parity gate
+    lines.append(
+        f"next, a bundle for the recorders: animalclap-export bundle --checkpoint "
+        f"{r['checkpoint']} --data {r.get('data', 'REGIONAL_DATA')} --out BUNDLE"
+    )
+    return "\n".join(lines)
 
 
 def per_species(before: dict, after: dict, catalogue, query: str = "tax+com") -> list[dict]:

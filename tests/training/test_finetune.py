@@ -619,6 +619,20 @@ def test_each_change_is_paired_by_recording_and_bold_only_where_clear_of_zero():
     assert f"| 0.500 -> 0.500 (+0.000; {com['lo']:+.2f} to {com['hi']:+.2f}) |" in md
     assert f"| **0.000 -> 1.000 (+1.000; {shipped['lo']:+.2f} to +1.00)** |" in md
     assert "cannot tell the change from chance" in md
+    from pathlib import Path
+
+    from training.finetune import summary
+
+    report = {"checkpoint": "run/final", "data": "my_region", "change": changes,
+              "before": {"regional": row(0.5, 0.0)}, "after": {"regional": row(0.5, 1.0)}}  # fmt: skip
+    said = summary(report, Path("run")).splitlines()
+    assert said == [
+        "-> run/final; report: run/finetune_report.md",
+        f"  regional held-out, tax+com top-1: 0.000 -> 1.000 (95% interval of the change "
+        f"{shipped['lo']:+.2f} to +1.00: gained; 20 recordings)",
+        "next, a bundle for the recorders: animalclap-export bundle --checkpoint run/final "
+        "--data my_region --out BUNDLE",
+    ]
 
 
 def test_the_report_lists_each_regional_species_worst_first(tiny_catalogue):
