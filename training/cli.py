@@ -433,6 +433,14 @@ def _eval_args(p: argparse.ArgumentParser, kind: str) -> None:
         default=3.0,
         help="each recording is embedded from one centred window this long",
     )
+    if kind == "eval":
+        p.add_argument(
+            "--against",
+            metavar="CHECKPOINT_OR_RUN",
+            help="also score this model (a checkpoint, or a run folder's) on the same "
+            "split and write OUT/compare.{md,json,png}: each query's change in top-1 with "
+            "its 95%% interval on the same recordings (OUT/against/ has its own eval)",
+        )
     if kind == "probe":
         p.add_argument(
             "--max-train-items",
@@ -477,7 +485,8 @@ def _run_data(run: Path, settings: tuple[str, dict]) -> str | None:
 
 
 def _open_eval(args, kind: str):
-    """(model, data, split, out, seed, where the split came from) of `evaluate` and `probe`."""
+    """(model, data, split, out, seed, where the split came from, the data as given) of
+    `evaluate` and `probe`."""
     from training.identity import absolute
     from training.labelled_audio import open_labelled
     from training.lineage import run_of, run_settings, trained_split
@@ -537,24 +546,82 @@ def _open_eval(args, kind: str):
             f"species of the replayed data, or evaluate on another folder: --checkpoint "
             f"{checkpoint} --data FOLDER --out DIR"
         )
-    return loaded, data, split, out, seed, source
+    return loaded, data, split, out, seed, source, spec
 
 
 def _cmd_evaluate(args) -> int:
     from training.evaluate import EvalConfig, evaluate
 
-    loaded, data, split, out, seed, source = _open_eval(args, "eval")
+    loaded, data, split, out, seed, source, spec = _open_eval(args, "eval")
+    base = _against(args.against, spec, split) if args.against else None
     cfg = EvalConfig(window_seconds=args.window_seconds, seed=seed)
-    res = evaluate(loaded, data, split, out, cfg, split_source=source)
+    res = evaluate(loaded, data, split, out, cfg, split_source=source, keep_hits=bool(base))
     summary = {q: {k: round(r[k], 3) for k in ("top1", "top5")} for q, r in res["unseen"].items()}
     print(json.dumps({"out": out, "unseen": summary}, indent=2))
+    if base:
+        from training.compare import write_comparison
+        from training.model import load_clap
+
+        checkpoint, note = base
+        against = Path(out) / "against"
+        base_res = evaluate(
+            load_clap(checkpoint), data, split, against, cfg, split_source=source, keep_hits=True
+        )
+        changes = write_comparison(Path(out), loaded.source, checkpoint, base_res, res, note)
+        print(f"unseen species, top-1 of {checkpoint} (its eval: {against}) -> this model:")
+        for q, c in changes["unseen"].items():
+            verdict = "better" if c["lo"] > 0 else "worse" if c["hi"] < 0 else "within chance"
+            print(
+                f"  {q}: {c['right_before'] / c['n']:.3f} -> {c['right_after'] / c['n']:.3f} "
+                f"({c['change']:+.3f}, 95% interval {c['lo']:+.2f} to {c['hi']:+.2f}: {verdict})"
+            )
+        if note:
+            print(f"animalclap-train: warning: {note}", file=sys.stderr)
+        print(f"-> {Path(out) / 'compare.md'}")
     return 0
+
+
+def _against(spec: str, data_spec: str, split) -> tuple[str, str]:
+    """(checkpoint, note) of `evaluate --against`: a run folder gives its model. The note
+    says where the base's figures are not zero-shot: it trained on some of the split's
+    unseen species (its own run's split of this data), or no run folder shows what it
+    trained on."""
+    from training.identity import absolute
+    from training.lineage import trained_split
+    from training.splits import ZeroShotSplit
+
+    path = Path(spec)
+    checkpoint = (
+        str(_run_checkpoint(path))
+        if path.is_dir() and not (path / "config.json").is_file()
+        else spec
+    )
+    own = trained_split(checkpoint, absolute(data_spec))
+    if own is None:
+        return checkpoint, (
+            f"no run folder shows which species {checkpoint} trained on: if it trained on "
+            f"{data_spec}, some of the unseen species may be seen to it"
+        )
+    seen = set(ZeroShotSplit.from_json(own).seen_species)
+    report = own.parent / "finetune_report.json"
+    if own.name == "replay_split.json" and report.is_file():
+        # a fine-tuning run also trained on its region's species, some perhaps unseen here
+        before = json.loads(report.read_text(encoding="utf-8"))["before"]
+        seen.update(before.get("global", {}).get("unseen_trained_regionally", []))
+    trained = sorted(seen & set(split.test_species))
+    if not trained:
+        return checkpoint, ""
+    return checkpoint, (
+        f"{checkpoint} trained on {len(trained)} of the {len(split.test_species)} unseen "
+        f"species (its split {own}): on those its figures are not zero-shot, and the "
+        f"comparison favours it: {', '.join(trained[:10])}" + (" ..." if len(trained) > 10 else "")
+    )
 
 
 def _cmd_probe(args) -> int:
     from training.probe import probe_traits
 
-    loaded, data, split, out, seed, source = _open_eval(args, "probe")
+    loaded, data, split, out, seed, source, _ = _open_eval(args, "probe")
     res = probe_traits(
         loaded,
         data,

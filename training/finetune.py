@@ -190,32 +190,23 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
     (out / "finetune_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     (out / "finetune_report.md").write_text(report_md(report), encoding="utf-8")
     if any(report["change"].values()):
-        from training.finetune_plot import plot_changes
+        from training.change_plot import plot_changes
 
-        plot_changes(report["change"], dict(ROWS), out / "finetune_report.png")
+        plot_changes(
+            report["change"],
+            dict(ROWS),
+            out / "finetune_report.png",
+            "Regional retraining",
+            "change in top-1 accuracy, after - before (95% interval, same recordings)",
+        )
     return report
 
 
 def paired_changes(before: dict, after: dict) -> dict:
-    """{row: {query: paired_change}}: each row's top-1 before and after on the same
-    recordings, matched by id (both reports hold the same ones; any held by one alone
-    is left out, so n says what was compared)."""
-    from training.metrics import paired_change
+    """{row: {query: paired_change}} of the report's rows (compare.paired_changes)."""
+    from training.compare import paired_changes as pair
 
-    changes: dict = {}
-    for row, _ in ROWS:
-        b, a = before.get(row), after.get(row)
-        if not b or not a:
-            changes[row] = {}
-            continue
-        at = {item: i for i, item in enumerate(a["ids"])}
-        pairs = [(i, at[item]) for i, item in enumerate(b["ids"]) if item in at]
-        changes[row] = {
-            q: paired_change([b[q][i] for i, _ in pairs], [a[q][j] for _, j in pairs])
-            for q in QUERIES
-            if q in b and q in a
-        }
-    return changes
+    return pair(before, after, [row for row, _ in ROWS], QUERIES)
 
 
 def summary(r: dict, out: Path) -> str:

@@ -354,7 +354,7 @@ def paired_change(before: Sequence[bool], after: Sequence[bool], level: float = 
     form of Altman et al., Statistics with Confidence, 2000).
 
     -> {"n", "change" (after - before), "lo", "hi", "gained" (right only after),
-    "lost" (right only before)}. Unlike a Wald or bootstrap interval it stays inside
+    "lost" (right only before), "right_before", "right_after"}. Unlike a Wald or bootstrap interval it stays inside
     [-1, 1], and stays wide when no recording changed: 3 recordings all right twice
     cannot show that nothing changed. NaN bounds for n = 0.
     """
@@ -371,7 +371,7 @@ def paired_change(before: Sequence[bool], after: Sequence[bool], level: float = 
     both, lost, gained = int((b & a).sum()), int((b & ~a).sum()), int((~b & a).sum())
     neither = n - both - lost - gained
     out = {"n": n, "change": float("nan"), "lo": float("nan"), "hi": float("nan")}
-    out.update(gained=gained, lost=lost)
+    out.update(gained=gained, lost=lost, right_before=both + lost, right_after=both + gained)
     if n == 0:
         return out
     z = float(stats.norm.ppf((1 + level) / 2))

@@ -1,6 +1,7 @@
-"""finetune_report.png: each change in top-1 accuracy with its interval, one line per
-report row and query, so that a reader sees at a glance which changes the held-out
-recordings can tell from chance (an interval clear of 0) and which they cannot."""
+"""A figure of changes in top-1 accuracy, each with its interval, one line per row and
+query (finetune_report.png, evaluate --against's compare.png): a reader sees at a
+glance which changes the recordings can tell from chance (an interval clear of 0) and
+which they cannot."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 GAIN, LOSS, UNCLEAR = "#1b7837", "#b2182b", "#777777"
 
 
-def plot_changes(changes: dict, labels: dict[str, str], out_png: Path) -> Path:
-    """changes {row: {query: paired_change}} (finetune.paired_changes); labels {row:
-    the row's name}. Rows and queries without recordings are left out."""
+def plot_changes(
+    changes: dict, labels: dict[str, str], out_png: Path, title: str, xlabel: str
+) -> Path:
+    """changes {row: {query: paired_change}} (compare.paired_changes); labels {row: the
+    row's name}. Rows and queries without recordings are left out."""
     # Figure, not pyplot: no global backend or figure registry touched
     from matplotlib.figure import Figure
 
@@ -30,11 +33,8 @@ def plot_changes(changes: dict, labels: dict[str, str], out_png: Path) -> Path:
         ax.plot([c["change"]], [y], "o", color=colour)
     ax.set_yticks(range(len(lines)), [name for name, _ in reversed(lines)], fontsize=8)
     ax.set_xlim(-1, 1)
-    ax.set_xlabel("change in top-1 accuracy, after - before (95% interval, same recordings)")
-    ax.set_title(
-        "Regional retraining: green gained, red lost, grey cannot be told from chance",
-        fontsize=9,
-    )
+    ax.set_xlabel(xlabel)
+    ax.set_title(f"{title}: green gained, red lost, grey cannot be told from chance", fontsize=9)
     out_png = Path(out_png)
     fig.savefig(out_png, dpi=110, format="png")
     return out_png
