@@ -88,7 +88,13 @@ def write_comparison(
         changes,
         POOLS,
         out / "compare.png",
-        f"{Path(model).name} against {Path(base).name}",
+        f"{_short(model)} against {_short(base)}",
         "change in top-1 accuracy, model - base (95% interval, same recordings)",
     )
     return changes
+
+
+def _short(checkpoint: str) -> str:
+    """A checkpoint's name for a title: its run folder's for RUN/final or RUN/checkpoint."""
+    path = Path(checkpoint)
+    return path.parent.name if path.name in ("final", "checkpoint") else path.name
