@@ -245,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(ft, "overrides of the fine-tuning defaults and --config (e.g. batch_size=32)")
     ft.set_defaults(func=_cmd_finetune)
 
+    cv = command(
+        "curves",
+        help="draw a pretrain or finetune run's loss, learning rate, logit scale and "
+        "throughput from its train_log.jsonl (a run draws them when it ends)",
+    )
+    cv.add_argument("--run", required=True, help="the run folder (holds train_log.jsonl)")
+    cv.add_argument("--out", help="PNG to write (default: RUN/train_curves.png)")
+    cv.set_defaults(func=_cmd_curves)
+
     pp = command(
         "prepare",
         help="recordings manifest -> Creative Commons 48 kHz shards, report and split",
@@ -668,6 +677,21 @@ def _cmd_experiments(args) -> int:
     for item, v in summary["bar"].items():
         print(f"{v['status']:<8} {item} ({v['seeds']} seed(s))")
     print(f"-> {page_path(cfg)}")
+    return 0
+
+
+def _cmd_curves(args) -> int:
+    from training.atomic import write_whole
+    from training.curves import plot_curves
+
+    log = Path(args.run) / "train_log.jsonl"
+    if not log.is_file():
+        raise ValueError(
+            f"--run {args.run}: no train_log.jsonl in it: give a pretrain or finetune run folder"
+        )
+    out = Path(args.out) if args.out else Path(args.run) / "train_curves.png"
+    write_whole(out, lambda path: plot_curves(log, path))
+    print(f"-> {out}")
     return 0
 
 

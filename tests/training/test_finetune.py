@@ -101,6 +101,7 @@ def test_finetune_on_real_recordings_reports_before_and_after(
         after["regional"]["tax+com"]["top1"] * reg["recordings"]
     )
     assert "## Regional species" in md
+    assert (tmp_path / "ft" / "train_curves.png").read_bytes()[:4] == b"\x89PNG"
     init, final = load_clap(str(pretrain_checkpoint)).model, load_clap(report["checkpoint"]).model
     changed = [
         k
