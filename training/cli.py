@@ -704,9 +704,15 @@ def _cmd_pretrain(args) -> int:
     # `is not None`: --data '' is an error to report, not the default to fall back on
     given = [(k, getattr(args, k)) for k in ("data", "out", "init")]
     overrides += [f"{k}={v}" for k, v in given if v is not None]
-    final = pretrain(load_config(args.config, overrides))
+    cfg = load_config(args.config, overrides)
+    final = pretrain(cfg)
     if torchrun_rank_world()[0] == 0:
-        print(f"-> {final} (ClapModel.from_pretrained loads it)")
+        run = final.parent
+        print(
+            f"-> {final} (ClapModel.from_pretrained loads it); curves: {run / 'train_curves.png'}\n"
+            f"next: animalclap-train evaluate --run {run}   (zero-shot, its unseen species)\n"
+            f"      animalclap-export bundle --checkpoint {final} --data {cfg.data} --out BUNDLE"
+        )
     return 0
 
 

@@ -65,3 +65,20 @@ def test_every_set_counts_and_a_later_value_wins():
             [cmd, *extra, "--set", "batch_size=8", "lr=1", "--set", "workers=0", "lr=2"]
         )
         assert args.set == ["batch_size=8", "lr=1", "workers=0", "lr=2"], cmd
+
+
+def test_a_finished_pretrain_says_where_its_model_and_curves_are_and_what_comes_next(
+    pretrain_checkpoint, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    sets = "max_steps=1 batch_size=8 crop_seconds=1 workers=0 precision=fp32 tensorboard=false"
+    argv = ["pretrain", "--data", "tiny", "--out", str(out), "--init", str(pretrain_checkpoint)]
+    assert main([*argv, "--set", *sets.split(), "clips_per_species=2"]) == 0
+    said = capsys.readouterr().out.splitlines()[-3:]
+    assert said == [
+        f"-> {out / 'final'} (ClapModel.from_pretrained loads it); curves: "
+        f"{out / 'train_curves.png'}",
+        f"next: animalclap-train evaluate --run {out}   (zero-shot, its unseen species)",
+        f"      animalclap-export bundle --checkpoint {out / 'final'} --data tiny --out BUNDLE",
+    ]
+    assert (out / "train_curves.png").is_file()
