@@ -245,6 +245,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(ft, "overrides of the fine-tuning defaults and --config (e.g. batch_size=32)")
     ft.set_defaults(func=_cmd_finetune)
 
+    cg = command(
+        "catalogue",
+        help="a region's species catalogue (taxonomy rows) from a list of species names",
+        description=(
+            "Each line of --names (a scientific name, a common name, or an eBird code; any "
+            "case) is looked up in eBird 2024 (birdnames) and the curated non-bird list, "
+            "and written with its order, family and genus: the catalogue a zero-shot "
+            "bundle (animalclap-export bundle --catalogue) and fine-tuning take. Species "
+            "neither has: write their rows in a CSV of the same columns, given with --also."
+        ),
+    )
+    cg.add_argument("--names", required=True, help="text file, one species name per line")
+    cg.add_argument("--out", required=True, help="catalogue CSV to write")
+    cg.add_argument("--region", help="region code written in every row's regions column")
+    cg.add_argument(
+        "--also", help="catalogue CSV of species neither source has (id, scientific_name, ...)"
+    )
+    cg.add_argument(
+        "--skip-unknown",
+        action="store_true",
+        help="write the names found and list the others, instead of refusing them all",
+    )
+    cg.set_defaults(func=_cmd_catalogue)
+
     cv = command(
         "curves",
         help="draw a pretrain or finetune run's loss, learning rate, logit scale and "
@@ -677,6 +701,39 @@ def _cmd_experiments(args) -> int:
     for item, v in summary["bar"].items():
         print(f"{v['status']:<8} {item} ({v['seeds']} seed(s))")
     print(f"-> {page_path(cfg)}")
+    return 0
+
+
+def _cmd_catalogue(args) -> int:
+    from training.atomic import write_whole
+    from training.catalogue_builder import (
+        build_catalogue,
+        load_also,
+        read_names,
+        reference_catalogue,
+        summary,
+    )
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".csv":
+        raise ValueError(f"--out {out}: a catalogue is a CSV file: name it so, e.g. species.csv")
+    names = read_names(Path(args.names))
+    also = load_also(args.also)
+    built = build_catalogue(
+        names, reference_catalogue(), args.region, also, args.skip_unknown, str(args.names)
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_whole(out, built.catalogue.to_csv)
+    own = len(also) if also is not None else 0
+    birds = sum(sp.class_ == "Aves" for sp in built.catalogue) - sum(
+        sp.class_ == "Aves" for sp in also or ()
+    )
+    counts = [
+        ("birds from eBird 2024", birds),
+        ("from the curated non-bird list", len(built.catalogue) - birds - own),
+        (f"from {args.also}", own),
+    ]
+    print(summary(built, out, counts))
     return 0
 
 

@@ -135,15 +135,9 @@ def background_reader(
     `background_unmatched` count it, so that a mistyped name is seen rather than
     silently ignored. A sequence (a Parquet list, entries stored by an older reader)
     is read as its entries."""
-    names: dict[str, str] = {}
-    common = Counter(sp.common_name.casefold() for sp in catalogue)
-    for sp in catalogue:  # once, not per row; later keys lose: ids first
-        if common[sp.common_name.casefold()] == 1:  # "Robin" of two species: neither
-            names.setdefault(sp.common_name.casefold(), sp.id)
-    for sp in catalogue:
-        names[sp.scientific_name.casefold()] = sp.id
-    for sp in catalogue:
-        names[sp.id.casefold()] = sp.id
+    from training.catalogue_builder import name_index
+
+    names = name_index(catalogue)  # once, not per row
 
     def read(cell: str | Sequence[str], focal: str = "") -> tuple[str, ...]:
         text = cell if isinstance(cell, str) else ";".join(cell)

@@ -1,0 +1,87 @@
+"""`animalclap-train catalogue`: a region's catalogue from species names."""
+
+from __future__ import annotations
+
+import pytest
+
+from animalclap_edge.contracts.catalogue import Catalogue, Species
+from training.catalogue_builder import build_catalogue
+from training.cli import main
+
+
+def _names(tmp_path, *lines):
+    path = tmp_path / "names.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_names_of_every_kind_become_taxonomy_rows_in_their_order(tmp_path, capsys):
+    """A scientific name, an eBird code, a common name in any case and spacing, and a
+    non-bird: each written with its order, family and genus, loadable as a checked
+    catalogue; a species named twice is written once and said."""
+    names = _names(tmp_path, "# my forest", "Turdus merula", "eurrob1", "tawny  OWL",
+                   "", "Rana temporaria", "Eurasian Blackbird")  # fmt: skip
+    out = tmp_path / "species.csv"
+    assert main(["catalogue", "--names", str(names), "--out", str(out), "--region", "EU"]) == 0
+    cat = Catalogue.from_csv(out)
+    assert cat.ids == ["eurbla", "eurrob1", "tawowl1", "rana_temporaria"]
+    owl = cat[cat.index("tawowl1")]
+    assert (owl.scientific_name, owl.order, owl.family, owl.genus, owl.regions) == (
+        "Strix aluco", "Strigiformes", "Strigidae", "Strix", ("EU",)
+    )  # fmt: skip
+    assert cat[cat.index("rana_temporaria")].class_ == "Amphibia"
+    said = capsys.readouterr().out
+    assert "4 species (3 birds from eBird 2024, 1 from the curated non-bird list)" in said
+    assert "'Eurasian Blackbird' (line 7) is eurbla, already line 2" in said
+
+
+def test_unknown_names_are_refused_together_with_the_nearest_and_nothing_is_written(
+    tmp_path, capsys
+):
+    names = _names(tmp_path, "Turdus merla", "Blackbird", "Foo barbarus", "Strix aluco")
+    out = tmp_path / "species.csv"
+    assert main(["catalogue", "--names", str(names), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and not out.exists()
+    assert "3 name(s) in" in err
+    assert "'Turdus merla' (line 1; nearest: Turdus merula (Eurasian Blackbird, eurbla))" in err
+    assert "'Blackbird' (line 2; nearest: " in err and "more)" in err  # the many blackbirds
+    assert "'Foo barbarus' (line 3)" in err and "--skip-unknown" in err
+    assert main(["catalogue", "--names", str(names), "--out", str(out), "--skip-unknown"]) == 0
+    assert Catalogue.from_csv(out).ids == ["tawowl1"]
+    assert "left out (--skip-unknown): 'Foo barbarus' (line 3)" in capsys.readouterr().out
+
+
+def test_species_neither_source_has_come_from_rows_the_user_writes(tmp_path, capsys):
+    also = tmp_path / "mine.csv"
+    header = "id,scientific_name,common_name,class,order,family,genus\n"
+    also.write_text(
+        header + "myobat1,Myotis daubentonii,Daubenton's Bat,Mammalia,Chiroptera,"
+        "Vespertilionidae,Myotis\n",
+        encoding="utf-8",
+    )
+    names = _names(tmp_path, "Strix aluco", "Myotis daubentonii")
+    out = tmp_path / "species.csv"
+    argv = ["catalogue", "--names", str(names), "--out", str(out), "--also", str(also)]
+    assert main(argv) == 0
+    assert Catalogue.from_csv(out).ids == ["tawowl1", "myobat1"]
+    assert f"1 from {also}" in capsys.readouterr().out
+    clash = "tawowl1,Bubo bubo,Eagle-Owl,Aves,Strigiformes,Strigidae,Bubo\n"
+    also.write_text(also.read_text() + clash, encoding="utf-8")
+    assert main(argv) == 2
+    assert "id tawowl1 is 'Bubo bubo' there and 'Strix aluco'" in capsys.readouterr().err
+
+
+def test_a_common_name_two_species_share_names_neither():
+    """ "Robin" is two species' name: taking either would build a wrong catalogue."""
+    rows = [
+        Species("amerob", "Turdus migratorius", "Robin", "Aves", "P", "Turdidae", "Turdus"),
+        Species("eurrob1", "Erithacus rubecula", "Robin", "Aves", "P", "M", "Erithacus"),
+    ]
+    reference = Catalogue(rows, source="ref")
+    with pytest.raises(ValueError, match=r"'Robin' \(line 1; the common name of 2 species: "
+                       r"Turdus migratorius \(Robin, amerob\), Erithacus"):  # fmt: skip
+        build_catalogue([(1, "Robin")], reference)
+    assert (
+        build_catalogue([(1, "robin"), (2, "AMEROB")], reference, skip_unknown=True).repeats == []
+    )

@@ -1,0 +1,165 @@
+"""A region's species catalogue from a list of names (`animalclap-train catalogue`).
+
+A regional team knows its species by name, not by taxonomy rows. Each name (a
+scientific name, a common name only one species has, or an eBird code; any case,
+spaces collapsed) is looked up in the eBird 2024 taxonomy (`birdnames`) and the
+curated non-bird list the benchmark ships, and written with its order, family and
+genus as the catalogue the zero-shot bundle (`animalclap-export bundle --catalogue`)
+and fine-tuning (`--data`) take. Species neither source has are written by hand in a
+CSV of the same columns and given with `also`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from animalclap_edge.contracts.catalogue import Catalogue, CatalogueError, Species
+
+SOURCES = "eBird 2024 or the curated non-bird list"
+
+
+@dataclass(frozen=True)
+class Built:
+    catalogue: Catalogue
+    skipped: list[str]  # unknown names left out (skip_unknown), with where and why
+    repeats: list[str]  # names of a species already listed, with the line that listed it
+
+
+def name_index(catalogue: Catalogue) -> dict[str, str]:
+    """casefolded id, scientific name, or common name that only one species has -> id.
+    Ids win over names, and scientific names over common ones ("Robin" of two
+    species names neither)."""
+    names: dict[str, str] = {}
+    common = Counter(sp.common_name.casefold() for sp in catalogue)
+    for sp in catalogue:
+        if common[sp.common_name.casefold()] == 1:
+            names.setdefault(sp.common_name.casefold(), sp.id)
+    for sp in catalogue:
+        names[sp.scientific_name.casefold()] = sp.id
+    for sp in catalogue:
+        names[sp.id.casefold()] = sp.id
+    return names
+
+
+def reference_catalogue() -> Catalogue:
+    """Every species the names are looked up in: eBird 2024's birds, then the curated
+    amphibians, insects and mammals."""
+    from training.benchmark.taxonomy import ebird_catalogue, nonbird_catalogue
+
+    birds, others = ebird_catalogue(), nonbird_catalogue()
+    return Catalogue([*birds, *(sp for sp in others if birds.get(sp.id) is None)], source=SOURCES)
+
+
+def read_names(path: Path) -> list[tuple[int, str]]:
+    """(line number, name) of a names file: one name per line; blank lines and lines
+    starting with # are skipped, spaces collapsed."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--names {path}: cannot read it ({e}): give a UTF-8 text file") from e
+    names = [(i, " ".join(line.split())) for i, line in enumerate(text.splitlines(), 1)]
+    names = [(i, n) for i, n in names if n and not n.startswith("#")]
+    if not names:
+        raise ValueError(f"--names {path}: no name in it: one species name per line")
+    return names
+
+
+def build_catalogue(
+    names: Sequence[tuple[int, str]],
+    reference: Catalogue,
+    region: str | None = None,
+    also: Catalogue | None = None,
+    skip_unknown: bool = False,
+    where: str = "names",
+) -> Built:
+    """The catalogue of `names` ((line, name) pairs), in their order, then `also`'s
+    rows; every row gets `region` where given. A name neither `reference` nor `also`
+    knows is refused, all of them in one message with the nearest names, unless
+    `skip_unknown`."""
+    index = name_index(reference)
+    shared: dict[str, list[str]] = {}
+    for sp in reference:
+        shared.setdefault(sp.common_name.casefold(), []).append(sp.id)
+    shared = {k: v for k, v in shared.items() if len(v) > 1}
+    own = name_index(also) if also is not None else {}
+    rows: dict[str, Species] = {}
+    first_line: dict[str, int] = {}
+    unknown, repeats = [], []
+    for line, name in names:
+        key = name.casefold()
+        if key in own:
+            continue  # the user's own row stands for it; added below
+        sid = index.get(key)
+        if sid is None and key in shared:
+            labels = ", ".join(_label(reference[reference.index(i)]) for i in shared[key])
+            unknown.append(
+                f"{name!r} (line {line}; the common name of {len(shared[key])} species: "
+                f"{labels}; give the scientific name)"
+            )
+            continue
+        if sid is None:
+            unknown.append(_unknown(name, line, key, index, reference))
+            continue
+        if sid in rows:
+            repeats.append(f"{name!r} (line {line}) is {sid}, already line {first_line[sid]}")
+            continue
+        rows[sid], first_line[sid] = reference[reference.index(sid)], line
+    if unknown and not skip_unknown:
+        shown = "; ".join(unknown[:10]) + (
+            f"; and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        )
+        raise ValueError(
+            f"{len(unknown)} name(s) in {where} match no species in {SOURCES}: {shown}. "
+            "Correct them, write their rows in a CSV given with --also, or leave them out "
+            "with --skip-unknown"
+        )
+    for sp in also or ():
+        clash = rows.get(sp.id)
+        if clash is not None and clash.scientific_name != sp.scientific_name:
+            raise ValueError(
+                f"--also: id {sp.id} is {sp.scientific_name!r} there and "
+                f"{clash.scientific_name!r} in {SOURCES}: give your row another id"
+            )
+        rows[sp.id] = sp
+    species = [replace(sp, regions=(region,)) if region else sp for sp in rows.values()]
+    return Built(Catalogue(species, source=where).checked(), unknown, repeats)
+
+
+def _unknown(name: str, line: int, key: str, index: dict[str, str], reference: Catalogue) -> str:
+    """`'name' (line N; nearest: ...)` for a name no species has: names that hold it
+    as a word first ("Blackbird": Eurasian Blackbird, ...), then spellings close to it
+    (a typo)."""
+    word = re.compile(rf"(?<![\w-]){re.escape(key)}(?![\w-])")
+    holding = sorted({index[n] for n in index if word.search(n)})
+    close = [index[c] for c in difflib.get_close_matches(key, index.keys(), n=3, cutoff=0.8)]
+    ids = list(dict.fromkeys([*holding, *close]))
+    shown = [_label(reference[reference.index(sid)]) for sid in ids[:3]]
+    more = f" and {len(ids) - 3} more" if len(ids) > 3 else ""
+    return f"{name!r} (line {line}" + (f"; nearest: {', '.join(shown)}{more})" if shown else ")")
+
+
+def _label(sp: Species) -> str:
+    return f"{sp.scientific_name} ({sp.common_name}, {sp.id})"
+
+
+def load_also(path: str | Path | None) -> Catalogue | None:
+    """The hand-written rows of species neither source has, checked as a catalogue."""
+    if path is None:
+        return None
+    try:
+        return Catalogue.from_csv(path)
+    except CatalogueError as e:
+        raise ValueError(f"--also: {e}") from None
+
+
+def summary(built: Built, out: Path, counts: Iterable[tuple[str, int]]) -> str:
+    parts = ", ".join(f"{n} {what}" for what, n in counts if n)
+    lines = [f"-> {out}: {len(built.catalogue)} species ({parts})"]
+    lines += [f"  left out (--skip-unknown): {s}" for s in built.skipped]
+    lines += [f"  listed twice: {r}" for r in built.repeats]
+    return "\n".join(lines)
