@@ -78,7 +78,7 @@ def report_on(
         regional = open_labelled(cfg.data)
     split = make_split(regional, "seen", cfg.seed, cfg.val_fraction)
     val = [regional.items[i] for i in split.val]
-    seen = validate_seen(loaded, encoder, regional, val, window, progress, queries, True)
+    seen = validate_seen(loaded, encoder, regional, val, window, progress, queries, keep_hits=True)
     # whether each recording was right, per row and query: the changes' intervals
     hits = {"regional": seen.pop("hits", None)}
     if hits["regional"]:
@@ -106,7 +106,9 @@ def report_on(
             res["global"]["unseen"] = {q: ev["unseen"][q] for q in QUERIES}
             hits["unseen"] = {"ids": ev["hits"]["ids"], **ev["hits"]["unseen"]}
         gval = [data.items[i] for i in gsplit.val]
-        gseen = validate_seen(loaded, encoder, data, gval, window, progress, queries, True)
+        gseen = validate_seen(
+            loaded, encoder, data, gval, window, progress, queries, keep_hits=True
+        )
         hits["seen_val"] = gseen.pop("hits", None)
         res["global"]["seen_val"] = gseen
     return res
