@@ -15,9 +15,9 @@ POOLS = {"unseen": "unseen species", "all": "all species"}
 
 def paired_changes(before: dict, after: dict, rows: Iterable[str], queries: Iterable[str]) -> dict:
     """{row: {query: paired_change}}: each row's top-1 under each model on the same
-    recordings, matched by id. before/after: {row: {"ids": ids, query: hits}} (a row
-    either lacks: {}). Recordings only one side holds are left out, so n says what was
-    compared."""
+    recordings, matched by id. before/after: {row: {"ids": ids, query: hits}}; a row
+    missing from either gives {}. Recordings only one side holds are left out, so n
+    says what was compared."""
     queries = tuple(queries)
     changes: dict = {}
     for row in rows:
