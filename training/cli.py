@@ -269,6 +269,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cg.set_defaults(func=_cmd_catalogue)
 
+    rc = command(
+        "recordings",
+        help="write a folder's recordings.csv from its layout (species folders, site "
+        "folders, dates in file names), for finetune --data",
+        description=(
+            "Species: the nearest folder naming a catalogue species (id, scientific or "
+            "common name; _ and - as spaces), else a ' - ' part of the file name "
+            "(xeno-canto's). Site: the top folder when it is not the species folder "
+            "(AUDIO/<site>/<species>/), else --site. Date: YYYYMMDD_HHMMSS, YYYY-MM-DD or "
+            "YYYYMMDD in the file name. Writes AUDIO/recordings.csv and AUDIO/catalogue.csv."
+        ),
+    )
+    rc.add_argument("--audio", required=True, help="the folder of recordings")
+    rc.add_argument("--catalogue", required=True, help="the region's catalogue CSV")
+    rc.add_argument("--site", default="", help="site of recordings not in a site folder")
+    rc.add_argument(
+        "--skip-unplaced",
+        action="store_true",
+        help="leave out files no folder or name places with a species, instead of refusing",
+    )
+    rc.add_argument(
+        "--overwrite", action="store_true", help="replace a recordings.csv already there"
+    )
+    rc.set_defaults(func=_cmd_recordings)
+
     cv = command(
         "curves",
         help="draw a pretrain or finetune run's loss, learning rate, logit scale and "
@@ -734,6 +759,66 @@ def _cmd_catalogue(args) -> int:
         (f"from {args.also}", own),
     ]
     print(summary(built, out, counts))
+    return 0
+
+
+def _cmd_recordings(args) -> int:
+    import shutil
+
+    from animalclap_edge.audio.decode import AudioError, probe
+    from animalclap_edge.contracts.catalogue import Catalogue
+    from training.atomic import write_whole
+    from training.recordings_folder import scan, summary, write_recordings_csv
+
+    root = Path(args.audio)
+    if not root.is_dir():
+        raise ValueError(f"--audio {root}: not a folder")
+    csv_path, cat_path = root / "recordings.csv", root / "catalogue.csv"
+    if csv_path.exists() and not args.overwrite:
+        raise FileExistsError(
+            f"{csv_path} exists: give --overwrite to replace it with the layout's rows"
+        )
+    catalogue = Catalogue.from_csv(args.catalogue)
+    given = Path(args.catalogue).resolve()
+    if (
+        cat_path.exists()
+        and cat_path.resolve() != given
+        and not args.overwrite
+        and cat_path.read_bytes() != given.read_bytes()
+    ):
+        raise FileExistsError(
+            f"{cat_path} exists and differs from --catalogue {args.catalogue}: give "
+            "--overwrite to replace it"
+        )
+    result = scan(root, catalogue, args.site)
+    if result.unplaced and not args.skip_unplaced:
+        first = ", ".join(result.unplaced[:5])
+        more = f" and {len(result.unplaced) - 5} more" if len(result.unplaced) > 5 else ""
+        raise ValueError(
+            f"{len(result.unplaced)} audio file(s) under {root} are in no folder and have "
+            f"no name part that names a catalogue species: {first}{more}; move them into a "
+            "species folder, add their species to the catalogue, or --skip-unplaced"
+        )
+    if not result.rows:
+        raise ValueError(f"--audio {root}: no audio file placed with a catalogue species")
+    broken = []
+    for row in result.rows:  # as finetune will check each file, before anything is written
+        try:
+            probe(root / row.path)
+        except AudioError as e:
+            broken.append(f"{row.path} ({e})")
+    if broken:
+        raise ValueError(
+            f"{len(broken)} file(s) under {root} cannot be read as audio: "
+            + "; ".join(broken[:3])
+            + (f"; and {len(broken) - 3} more" if len(broken) > 3 else "")
+            + ": replace or remove them"
+        )
+    if cat_path.resolve() != given:
+        write_whole(cat_path, lambda tmp: shutil.copyfile(given, tmp))
+    write_whole(csv_path, lambda tmp: write_recordings_csv(result.rows, tmp))
+    print(summary(result, csv_path, catalogue))
+    print(f"next: animalclap-train finetune --checkpoint GLOBAL --data {root} --out RUN")
     return 0
 
 

@@ -1,0 +1,97 @@
+"""`animalclap-train recordings`: a folder's recordings.csv from its layout."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import pytest
+
+from animalclap_edge.contracts.catalogue import Catalogue, Species
+from training.cli import main
+from training.labelled_audio import open_labelled
+from training.recordings_folder import day_in_name, scan
+
+
+@pytest.mark.parametrize(
+    "name, day",
+    [
+        ("20240514_053000.WAV", "2024-05-14"),  # AudioMoth
+        ("SMM01234_20240514_233000+0200.wav", "2024-05-14"),  # Song Meter, offset to UTC
+        ("2024-05-14 dawn.ogg", "2024-05-14"),
+        ("forest 20240514.flac", "2024-05-14"),
+        ("take 12345678.wav", ""),  # eight digits that are no date
+        ("XC123456 - Tawny Owl - Strix aluco.mp3", ""),
+    ],
+)
+def test_the_day_is_read_from_a_file_name(name, day):
+    assert day_in_name(name) == day
+
+
+@pytest.fixture
+def catalogue():
+    rows = [
+        ("eurbla", "Turdus merula", "Eurasian Blackbird", "Turdidae", "Turdus"),
+        ("eurrob1", "Erithacus rubecula", "European Robin", "Muscicapidae", "Erithacus"),
+        ("tawowl1", "Strix aluco", "Tawny Owl", "Strigidae", "Strix"),
+        ("rana_temporaria", "Rana temporaria", "Common Frog", "Ranidae", "Rana"),
+    ]
+    return Catalogue([Species(i, s, c, "Aves", "O", f, g) for i, s, c, f, g in rows], "test")
+
+
+def _layout(root, realaudio, paths):
+    sources = sorted(realaudio.glob("*.ogg"))
+    for i, rel in enumerate(paths):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sources[i], root / rel)
+
+
+def test_species_site_and_day_come_from_folders_and_names(tmp_path, realaudio, catalogue):
+    """Site folders above species folders, a species folder alone (the given site),
+    a folder named by an id with underscores, xeno-canto's file names, and a file
+    nothing places."""
+    _layout(tmp_path, realaudio, [
+        "north/Turdus_merula/20240514_053000.WAV",
+        "north/european-robin/2024-05-15 dawn.ogg",
+        "Tawny Owl/owl 20240601.flac",
+        "rana_temporaria/frog.wav",
+        "XC123 - Eurasian Blackbird - Turdus merula.ogg",
+        "mystery.ogg",
+    ])  # fmt: skip
+    got = scan(tmp_path, catalogue, site="valley")
+    assert [(r.path, r.species_id, r.site, r.date) for r in got.rows] == [
+        ("Tawny Owl/owl 20240601.flac", "tawowl1", "valley", "2024-06-01"),
+        ("XC123 - Eurasian Blackbird - Turdus merula.ogg", "eurbla", "valley", ""),
+        ("north/Turdus_merula/20240514_053000.WAV", "eurbla", "north", "2024-05-14"),
+        ("north/european-robin/2024-05-15 dawn.ogg", "eurrob1", "north", "2024-05-15"),
+        ("rana_temporaria/frog.wav", "rana_temporaria", "valley", ""),
+    ]
+    assert got.unplaced == ["mystery.ogg"]
+
+
+def test_the_command_writes_a_folder_finetune_opens(tmp_path, realaudio, catalogue, capsys):
+    root = tmp_path / "region"
+    _layout(root, realaudio, ["a/Turdus_merula/20240514_053000.ogg",
+                              "a/Turdus_merula/20240515_053000.ogg", "b/Strix aluco/x.ogg",
+                              "unknown.ogg"])  # fmt: skip
+    cat = tmp_path / "species.csv"
+    catalogue.to_csv(cat)
+    argv = ["recordings", "--audio", str(root), "--catalogue", str(cat)]
+    assert main(argv) == 2  # a file nothing places: refused, nothing written
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown.ogg" in err and "--skip-unplaced" in err
+    assert not (root / "recordings.csv").exists() and not (root / "catalogue.csv").exists()
+    assert main([*argv, "--skip-unplaced"]) == 0
+    said = capsys.readouterr().out
+    assert "3 recordings of 2 of the catalogue's 4 species, 2 site(s)" in said
+    assert "1 species recorded on one site-day only" in said and "tawowl1" in said
+    data = open_labelled(str(root))
+    assert sorted(it.species_id for it in data.items) == ["eurbla", "eurbla", "tawowl1"]
+    assert len({it.group for it in data.items}) == 3  # a|2024-05-14, a|2024-05-15, b|
+    assert main([*argv, "--skip-unplaced"]) == 2  # a second run: refused unless --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    (root / "a" / "Turdus_merula" / "torn.ogg").write_bytes(b"OggS" + b"\0" * 10)
+    assert main([*argv, "--skip-unplaced", "--overwrite"]) == 2
+    assert "torn.ogg" in capsys.readouterr().err
+    with open(root / "recordings.csv", newline="") as f:  # the earlier rows kept
+        assert len(list(csv.DictReader(f))) == 3
