@@ -342,7 +342,10 @@ def report_md(r: dict) -> str:
             "In brackets: the change, then its 95% interval, both models scored on the same "
             "recordings (Newcombe's interval for paired proportions). Where the interval "
             "spans 0 these recordings cannot tell the change from chance; **bold**: a "
-            "change they can. `finetune_report.png` shows the same.",
+            "change they can. `finetune_report.png` shows the same. The regional row's "
+            '"before" is what the zero-shot route would give (a bundle of the global '
+            "checkpoint with this catalogue, no audio training): where fine-tuning gains "
+            "nothing clear of chance there, that route is the simpler one.",
         ]
     if not b["regional"]["recordings"]:
         reg = b["regional"]
