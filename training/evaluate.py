@@ -29,7 +29,7 @@ from animalclap_edge.contracts.catalogue import Catalogue
 from animalclap_edge.contracts.prompts import Template, render
 from training.embed_audio import embed_items
 from training.labelled_audio import LabelledSet
-from training.metrics import embedding_map, ranks, taxonomic_error_profile
+from training.metrics import embedding_map, proportion_ci, ranks, taxonomic_error_profile
 from training.model import AudioEncoder, LoadedClap, text_embeddings
 from training.splits import ZeroShotSplit
 
@@ -89,6 +89,7 @@ def zero_shot_scores(
         "n": len(labels),
         "candidates": len(candidates),
         "top1": float(np.mean(r < 1)),
+        "top1_ci": proportion_ci(int(np.sum(r < 1)), n),
         "hits": tuple(bool(h) for h in r < 1),
         "top5": float(np.mean(r < 5)),
         "chance_top1": 1.0 / c,
@@ -200,15 +201,23 @@ def markdown_report(results: dict) -> str:
             else []
         ),
         "",
-        "| candidates | query | top-1 | top-5 | chance top-1 | chance top-5 | n |",
-        "|---|---|---|---|---|---|---|",
+        "| candidates | query | top-1 | top-1, 95% interval | top-5 | chance top-1 | chance top-5 | n |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for pool in ("unseen", "all"):
         for q, r in results[pool].items():
+            lo, hi = r.get("top1_ci", (float("nan"), float("nan")))  # eval.json before it
             lines.append(
-                f"| {pool} ({r['candidates']}) | {q} | {r['top1']:.3f} | {r['top5']:.3f} "
-                f"| {r['chance_top1']:.3f} | {r['chance_top5']:.3f} | {r['n']} |"
+                f"| {pool} ({r['candidates']}) | {q} | {r['top1']:.3f} | {lo:.3f}-{hi:.3f} "
+                f"| {r['top5']:.3f} | {r['chance_top1']:.3f} | {r['chance_top5']:.3f} "
+                f"| {r['n']} |"
             )
+    lines += [
+        "",
+        "The interval is Wilson's, with each recording counted as independent; several "
+        "recordings of one site-day or individual are not, so the real uncertainty is "
+        "wider. To compare two models on these recordings: `evaluate --against`.",
+    ]
     lines += [
         "",
         "Wrong top-1 predictions among unseen species that are still right at each rank",

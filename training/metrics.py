@@ -391,6 +391,15 @@ def paired_change(before: Sequence[bool], after: Sequence[bool], level: float = 
     return out
 
 
+def proportion_ci(right: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson's score interval of a top-k accuracy, `right` of `n` recordings: inside
+    [0, 1] and not of zero width at 0 or n right, as a Wald interval would be. NaN for
+    n = 0. Recordings are taken as independent (see paired_change)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    return _wilson(right, n, float(stats.norm.ppf((1 + level) / 2)))
+
+
 def _wilson(x: int, n: int, z: float) -> tuple[float, float]:
     """Wilson's score interval of x successes in n trials."""
     centre = (x + z * z / 2) / (n + z * z)

@@ -31,6 +31,8 @@ def test_evaluate_on_the_benchmark_writes_tables_and_a_map(loaded, tiny_data, tm
         for r in res[pool].values():
             assert r["n"] == n_test and r["candidates"] == n_cand
             assert 0 <= r["top1"] <= r["top5"] <= 1
+            lo, hi = r["top1_ci"]
+            assert 0 <= lo <= r["top1"] <= hi <= 1 and hi - lo > 0
             # the error profile counts exactly the wrong top-1 predictions
             assert r["errors"]["n_wrong"] == round(n_test * (1 - r["top1"]))
             shares = [v["share"] for v in r["errors"]["levels"].values()]
@@ -38,6 +40,9 @@ def test_evaluate_on_the_benchmark_writes_tables_and_a_map(loaded, tiny_data, tm
     assert json.loads((tmp_path / "eval.json").read_text())["unseen"]["sci"]["n"] == n_test
     md = (tmp_path / "eval.md").read_text()
     assert "| unseen (" in md and "| tax-shuffled |" in md and "| tax+com |" in md
+    com = res["unseen"]["com"]
+    assert f"| com | {com['top1']:.3f} | {com['top1_ci'][0]:.3f}-{com['top1_ci'][1]:.3f} |" in md
+    assert "hits" not in json.loads((tmp_path / "eval.json").read_text())["unseen"]["com"]
     assert (tmp_path / "embedding_map.png").stat().st_size > 10_000
 
 
@@ -251,6 +256,9 @@ def test_ties_count_against_the_true_label_in_the_error_profile_as_in_top1(tiny_
     audio = np.array([[1, 1, 0, 0], [1, 1, 0.5, 0], [0, 1, 0, 0], [0, 0, 0.5, 1.0]])
     r = zero_shot_scores(audio, true, cands, text, tiny_catalogue)
     assert r["top1"] == 0.25 and r["errors"]["n_wrong"] == 3
+    # Wilson's interval of 1 right in 4, worked by hand: (1 + z^2/2) / (4 + z^2) -+
+    # z sqrt(1 * 3 / 4 + z^2 / 4) / (4 + z^2), z = 1.96
+    assert r["top1_ci"] == pytest.approx((0.0456, 0.6994), abs=1e-4)
     # the tied rows' prediction is the other tied species, same genus (Turdus)
     assert r["errors"]["levels"]["genus"]["share"] == pytest.approx(2 / 3)
     collapsed = zero_shot_scores(np.ones((4, 4)), true, cands, text, tiny_catalogue)
