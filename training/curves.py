@@ -42,6 +42,17 @@ def _smooth(y: np.ndarray) -> np.ndarray:
     return np.divide(total, count, out=np.full_like(total, np.nan), where=count > 0)
 
 
+def wait_share(d: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The share of each logged step spent waiting for data (None: not logged).
+    pretrain logs the wait and the whole step; train the wait and the compute after it."""
+    wait_s, step_s = d.get("data_wait_s", d.get("data_s")), d.get("step_s")
+    if step_s is None and "data_s" in d and "compute_s" in d:
+        step_s = d["data_s"] + d["compute_s"]
+    if wait_s is None or step_s is None:
+        return None
+    return np.divide(wait_s, step_s, out=np.full_like(step_s, np.nan), where=step_s > 0)
+
+
 def plot_curves(log: Path, out_png: Path, title: str = "") -> Path:
     """Draw the run's curves; ValueError where the log holds no step yet."""
     from matplotlib.figure import Figure  # Figure, not pyplot: no global state touched
@@ -60,19 +71,18 @@ def plot_curves(log: Path, out_png: Path, title: str = "") -> Path:
     if "lr" in d:
         lr.plot(step, d["lr"], color="C1")
     lr.set_ylabel("learning rate")
-    for key, style in (("logit_scale", "-"), ("logit_scale_t", "--")):
-        if key in d:
-            scale.plot(step, d[key], style, color="C2", label=key)
+    scales = [k for k in ("logit_scale", "logit_scale_t") if k in d]
+    for key, style in zip(scales, ("-", "--"), strict=False):
+        scale.plot(step, d[key], style, color="C2", label=key)
     scale.set_ylabel("logit scale (1 / temperature)")
-    scale.legend(fontsize=8)
+    if scales:
+        scale.legend(fontsize=8)
     if "samples_per_s" in d:
         speed.plot(step, d["samples_per_s"], color="C3")
     speed.set_ylabel("samples / s", color="C3")
-    if "data_wait_s" in d and "step_s" in d:
+    share = wait_share(d)
+    if share is not None:
         wait = speed.twinx()
-        share = np.divide(
-            d["data_wait_s"], d["step_s"], out=np.full_like(step, np.nan), where=d["step_s"] > 0
-        )
         wait.plot(step, 100 * share, color="C7", lw=0.8)
         wait.set_ylabel("waiting for data, % of the step", color="C7")
         wait.set_ylim(0, 100)
@@ -82,3 +92,17 @@ def plot_curves(log: Path, out_png: Path, title: str = "") -> Path:
     out_png = Path(out_png)
     fig.savefig(out_png, dpi=100, format="png")
     return out_png
+
+
+def draw_run_curves(out: Path, label: str) -> None:
+    """OUT/train_curves.png of a run that ended; a figure that cannot be drawn is said,
+    and the run, whose model is saved, still succeeds."""
+    from training.atomic import write_whole
+
+    try:
+        write_whole(
+            out / "train_curves.png",
+            lambda path: plot_curves(out / "train_log.jsonl", path, f"{label}: {out}"),
+        )
+    except (ImportError, ValueError, OSError) as e:
+        print(f"{label}: train_curves.png not drawn ({e})", flush=True)

@@ -31,6 +31,7 @@ from animalclap_edge.contracts.prompts import (
     sample_prompt,
     taxon_prompt,
 )
+from training.curves import draw_run_curves
 from training.embed_audio import embed_items
 from training.identity import with_absolute_paths
 from training.labelled_audio import LabelledSet, crop, open_labelled
@@ -318,6 +319,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         "loss": loss_summary(losses, cfg.batch_size),
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    draw_run_curves(out, "train")
     return ckpt
 
 

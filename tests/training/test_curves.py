@@ -60,3 +60,18 @@ def test_a_run_curves_are_drawn_and_an_empty_log_is_refused(tmp_path, capsys):
         plot_curves(empty, tmp_path / "x.png")
     assert main(["curves", "--run", str(tmp_path / "nope")]) == 2
     assert "no train_log.jsonl in it" in capsys.readouterr().err
+
+
+def test_the_wait_share_reads_either_commands_log(tmp_path):
+    """pretrain logs the wait and the whole step; `train` the data time and the compute
+    after it, not the whole step."""
+    from training.curves import wait_share
+
+    log = tmp_path / "train_log.jsonl"
+    rows = [{"step": s, "loss": 2.0, "lr": 1e-4, "data_s": 0.1, "compute_s": 0.3} for s in (1, 2)]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert wait_share(read_log(log)) == pytest.approx([0.25, 0.25])
+    assert plot_curves(log, tmp_path / "c.png").stat().st_size
+    pretrain_log = _log(tmp_path / "p.jsonl", [1, 2])  # data_wait_s 0.01 of step_s 0.1
+    assert wait_share(read_log(pretrain_log)) == pytest.approx([0.1, 0.1])
+    assert wait_share({"step": np.array([1.0])}) is None

@@ -31,6 +31,7 @@ def test_training_is_repeatable_from_its_seed(tmp_path, capsys):
     b, _ = _tiny(tmp_path, "b")
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
     assert summary["steps"] == 2 and summary["test_species"] > 0
+    assert (tmp_path / "a" / "train_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert summary["machine"]["cpu"] and summary["machine"]["torch"]  # figures repeat on it
     # the curve's ends, from the logged losses (2 steps: both ends are both steps)
     both = sum(r["loss"] for r in a) / 2

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from animalclap_edge.contracts.prompts import Template
+from training.curves import draw_run_curves
 from training.identity import (
     PRETRAIN_RUN,
     TRAIN_RUN,
@@ -983,21 +984,6 @@ def _pretrain(
     final = out / "final"
     if d.main:
         state.save_final(final, module.clap, loaded.tokenizer, loaded.frontend)
-        _draw_curves(out, command)
+        draw_run_curves(out, command)
     barrier(d)
     return final
-
-
-def _draw_curves(out: Path, command: str) -> None:
-    """train_curves.png beside the log; a figure that cannot be drawn is said, and the
-    run, whose model is saved, still succeeds."""
-    from training.atomic import write_whole
-    from training.curves import plot_curves
-
-    try:
-        write_whole(
-            out / "train_curves.png",
-            lambda path: plot_curves(out / "train_log.jsonl", path, f"{command}: {out}"),
-        )
-    except (ImportError, ValueError, OSError) as e:
-        print(f"{command}: train_curves.png not drawn ({e})", flush=True)
