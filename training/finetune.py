@@ -215,21 +215,14 @@ def summary(r: dict, out: Path) -> str:
     """The lines a finished run prints: each row's shipped figure before and after, and
     the command that makes a bundle of the new checkpoint."""
     lines = [f"-> {r['checkpoint']}; report: {out / 'finetune_report.md'}"]
-    rows = (("regional", lambda x: x["regional"]),)
-    rows += (
-        (("unseen", lambda x: x["global"]["unseen"]),)
-        if r["before"].get("global", {}).get("unseen")
-        else ()
-    )
-    rows += (("seen_val", lambda x: x["global"]["seen_val"]),) if r["before"].get("global") else ()
-    for row, of in rows:
+    for row, label in ROWS:
         c = r.get("change", {}).get(row, {}).get("tax+com")
         if not c or not c["n"]:
             continue
-        b, a = of(r["before"])["tax+com"]["top1"], of(r["after"])["tax+com"]["top1"]
+        b, a = (_figures(r[side], row)["tax+com"]["top1"] for side in ("before", "after"))
         verdict = "gained" if c["lo"] > 0 else "lost" if c["hi"] < 0 else "within chance"
         lines.append(
-            f"  {dict(ROWS)[row]}, tax+com top-1: {b:.3f} -> {a:.3f} "
+            f"  {label}, tax+com top-1: {b:.3f} -> {a:.3f} "
             f"(95% interval of the change {c['lo']:+.2f} to {c['hi']:+.2f}: {verdict}; "
             f"{c['n']} recordings)"
         )
@@ -240,6 +233,11 @@ def summary(r: dict, out: Path) -> str:
         f"{r['checkpoint']} --data {r.get('data', 'REGIONAL_DATA')} --out BUNDLE"
     )
     return "\n".join(lines)
+
+
+def _figures(side: dict, row: str) -> dict:
+    """A report side's figures of one of ROWS, by query."""
+    return side["regional"] if row == "regional" else side["global"][row]
 
 
 def per_species(before: dict, after: dict, catalogue, query: str = "tax+com") -> list[dict]:
@@ -255,10 +253,10 @@ def per_species(before: dict, after: dict, catalogue, query: str = "tax+com") ->
         if item not in right_after:
             continue
         name = catalogue[catalogue.index(sp)].common_name
-        r = rows.setdefault(sp, {"species_id": sp, "name": name, "n": 0, "before": 0})
+        r = rows.setdefault(sp, {"species_id": sp, "name": name, "n": 0, "before": 0, "after": 0})
         r["n"] += 1
         r["before"] += int(hit)
-        r["after"] = r.get("after", 0) + int(right_after[item])
+        r["after"] += int(right_after[item])
     return sorted(rows.values(), key=lambda r: (r["after"] / r["n"], r["after"] - r["before"]))
 
 

@@ -102,6 +102,11 @@ def test_finetune_on_real_recordings_reports_before_and_after(
     )
     assert "## Regional species" in md
     assert (tmp_path / "ft" / "train_curves.png").read_bytes()[:4] == b"\x89PNG"
+    from training.finetune import summary
+
+    said = summary(report, tmp_path / "ft")
+    for label in ("regional held-out", "global, unseen species", "global, seen species (val)"):
+        assert f"  {label}, tax+com top-1: " in said
     init, final = load_clap(str(pretrain_checkpoint)).model, load_clap(report["checkpoint"]).model
     changed = [
         k
