@@ -171,6 +171,13 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
         from training.pretrain.mixed import merge
 
         merge(regional, replayed)
+    else:  # said at the start, not found in a report with no global rows
+        print(
+            "finetune: warning: no --replay: no global recording is replayed, so the global "
+            "species may be forgotten, and the report cannot show it (no global rows); give "
+            "--replay with the data the checkpoint was trained on",
+            flush=True,
+        )
     with removed_if_left_empty(out):
         out.mkdir(parents=True, exist_ok=True)
         before = report_on(
