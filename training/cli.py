@@ -749,14 +749,13 @@ def _cmd_catalogue(args) -> int:
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     write_whole(out, built.catalogue.to_csv)
-    own = len(also) if also is not None else 0
-    birds = sum(sp.class_ == "Aves" for sp in built.catalogue) - sum(
-        sp.class_ == "Aves" for sp in also or ()
-    )
+    own = {sp.id for sp in also or ()}
+    looked_up = [sp for sp in built.catalogue if sp.id not in own]
+    birds = sum(sp.class_ == "Aves" for sp in looked_up)
     counts = [
         ("birds from eBird 2024", birds),
-        ("from the curated non-bird list", len(built.catalogue) - birds - own),
-        (f"from {args.also}", own),
+        ("from the curated non-bird list", len(looked_up) - birds),
+        (f"from {args.also}", len(own)),
     ]
     print(summary(built, out, counts))
     return 0

@@ -74,10 +74,12 @@ def scan(root: Path, catalogue: Catalogue, site: str = "") -> Scan:
     for path in files:
         rel = path.relative_to(root)
         folders = rel.parts[:-1]
-        at = next((i for i in range(len(folders) - 1, -1, -1) if species_of(folders[i])), None)
-        if at is not None:
-            sid = species_of(folders[at])
-        else:
+        # the nearest folder naming a species (its depth, its id), else a name part
+        at, sid = next(
+            ((i, s) for i in reversed(range(len(folders))) if (s := species_of(folders[i]))),
+            (None, None),
+        )
+        if sid is None:
             sid = next((s for part in path.stem.split(" - ") if (s := species_of(part))), None)
         if sid is None:
             unplaced.append(rel.as_posix())
