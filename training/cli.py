@@ -491,6 +491,12 @@ def _eval_args(p: argparse.ArgumentParser, kind: str) -> None:
         default=3.0,
         help="each recording is embedded from one centred window this long",
     )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where the model runs: auto (a GPU where torch sees one, else the CPU), cpu, "
+        "cuda or cuda:N; on a GPU, loader workers read the recordings' windows",
+    )
     if kind == "eval":
         p.add_argument(
             "--against",
@@ -545,6 +551,7 @@ def _run_data(run: Path, settings: tuple[str, dict]) -> str | None:
 def _open_eval(args, kind: str):
     """(model, data, split, out, seed, where the split came from, the data as given) of
     `evaluate` and `probe`."""
+    from training.devices import resolve_device
     from training.identity import absolute
     from training.labelled_audio import open_labelled
     from training.lineage import run_of, run_settings, trained_split
@@ -558,7 +565,8 @@ def _open_eval(args, kind: str):
     out = args.out or (str(run / kind) if run else None)
     if not out:
         raise ValueError("give --out DIR (or --run, to write under RUN/)")
-    loaded = load_clap(checkpoint)  # a bad checkpoint is the error to report, first
+    device = resolve_device(args.device)  # a device that is not there: before any load
+    loaded = load_clap(checkpoint, device)  # a bad checkpoint is the error to report, first
     # A finetune run's split.json indexes its regional data, not the benchmark.
     settings = run_settings(run) if run else ("", {})
     spec = args.data or (run and _run_data(run, settings)) or "tiny"
@@ -618,13 +626,13 @@ def _cmd_evaluate(args) -> int:
     print(json.dumps({"out": out, "unseen": summary}, indent=2))
     if base:
         from training.compare import write_comparison
+        from training.devices import module_device
         from training.model import load_clap
 
         checkpoint, note = base
         against = Path(out) / "against"
-        base_res = evaluate(
-            load_clap(checkpoint), data, split, against, cfg, split_source=source, keep_hits=True
-        )
+        other = load_clap(checkpoint, module_device(loaded.model))
+        base_res = evaluate(other, data, split, against, cfg, split_source=source, keep_hits=True)
         changes = write_comparison(Path(out), loaded.source, checkpoint, base_res, res, note)
         print(f"unseen species, top-1 of {checkpoint} (its eval: {against}) -> this model:")
         for q, c in changes["unseen"].items():

@@ -27,6 +27,7 @@ import numpy as np
 
 from animalclap_edge.contracts.catalogue import Catalogue
 from animalclap_edge.contracts.prompts import Template, render
+from training.devices import EmbedFeed
 from training.embed_audio import embed_items
 from training.labelled_audio import LabelledSet
 from training.metrics import embedding_map, proportion_ci, ranks, taxonomic_error_profile
@@ -43,9 +44,10 @@ N_SHUFFLES = 5  # shuffled Tax query embeddings averaged per species
 @dataclass(frozen=True)
 class EvalConfig:
     window_seconds: float = 3.0
-    batch_size: int = 32
     maps: bool = True
     seed: int = 0
+    # batch size and window-reading workers; None: EmbedFeed.for_device of the model's
+    feed: EmbedFeed | None = None
 
 
 def query_embeddings(
@@ -133,9 +135,7 @@ def evaluate(
     encoder = audio_encoder or AudioEncoder(loaded.model, loaded.frontend, mode="fft")
     window = round(cfg.window_seconds * loaded.frontend.sample_rate)
     items = [data.items[i] for i in split.test]
-    audio = embed_items(
-        encoder, data, items, window, cfg.batch_size, desc="test audio", progress=progress
-    )
+    audio = embed_items(encoder, data, items, window, "test audio", progress, cfg.feed)
     true = [it.species_id for it in items]
     pools = {"unseen": list(split.test_species), "all": list(data.catalogue.ids)}
     source = (

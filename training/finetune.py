@@ -63,6 +63,7 @@ def report_on(
     its run folder shows it). `regional` and `replayed`: cfg.data and cfg.replay
     already opened (a paper-size replay index takes seconds to open), else opened here."""
     from animalclap_edge.contracts.prompts import Template
+    from training.devices import resolve_device
     from training.evaluate import EvalConfig, evaluate
     from training.labelled_audio import open_labelled
     from training.model import AudioEncoder, load_clap
@@ -71,7 +72,9 @@ def report_on(
 
     queries = tuple(Template(q) for q in QUERIES)
 
-    loaded = load_clap(checkpoint)
+    # this process's GPU (torchrun's LOCAL_RANK) where there is one: a paper-size
+    # global split is hours of HTS-AT on a CPU
+    loaded = load_clap(checkpoint, resolve_device("auto"))
     encoder = AudioEncoder(loaded.model, loaded.frontend, mode="fft")
     window = round(3.0 * loaded.frontend.sample_rate)
     if regional is None:

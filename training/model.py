@@ -331,7 +331,9 @@ class AudioEncoder(nn.Module):
         super().__init__()
         self.clap = clap_model
         self.frontend_cfg = frontend
-        self.frontend = LogMelFrontend(frontend, mode=mode)
+        # on the tower's device: an encoder of a model loaded on a GPU runs there whole
+        device = next(clap_model.parameters(), torch.empty(0)).device
+        self.frontend = LogMelFrontend(frontend, mode=mode).to(device)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         x = repeat_pad_torch(wave, self.frontend_cfg.clip_samples)

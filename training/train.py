@@ -379,9 +379,10 @@ def validate_seen(
     templates: tuple[Template, ...] = (Template.COM, Template.SCI, Template.TAX),
     keep_hits: bool = False,
 ) -> dict:
-    """Top-1/top-5 on held-out site-days of seen species, per query template.
-    `keep_hits`: also "hits", whether each item was right at top-1 ({"ids": item ids,
-    template: (bool, ...)}), to compare two models on the same recordings."""
+    """Top-1/top-5 on held-out site-days of seen species, per query template, on the
+    encoder's device. `keep_hits`: also "hits", whether each item was right at top-1
+    ({"ids": item ids, template: (bool, ...)}), to compare two models on the same
+    recordings."""
     if not items:
         return {}
     loaded.model.eval()

@@ -82,3 +82,19 @@ def test_a_finished_pretrain_says_where_its_model_and_curves_are_and_what_comes_
         f"      animalclap-export bundle --checkpoint {out / 'final'} --data tiny --out BUNDLE",
     ]
     assert (out / "train_curves.png").is_file()
+
+
+def test_a_gpu_that_is_not_there_is_said_before_any_model_loads(
+    tmp_path, tiny_checkpoint, capsys, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for cmd in ("evaluate", "probe"):
+        out = tmp_path / cmd
+        argv = [cmd, "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--device", "cuda"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("animalclap-train: error: device 'cuda': torch sees no CUDA GPU")
+        assert err.count("\n") == 1 and "--device cpu or auto" in err
+        assert not out.exists()

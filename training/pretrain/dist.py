@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
+from training.devices import resolve_device
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -34,8 +36,8 @@ def init_distributed() -> Dist:
     """
     rank, world = torchrun_rank_world()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    device = resolve_device("auto")
+    cuda = device.type == "cuda"
     if cuda:
         torch.cuda.set_device(device)
     if world > 1 and not tdist.is_initialized():
