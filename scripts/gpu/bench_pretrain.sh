@@ -15,13 +15,7 @@
 set -o pipefail
 SIZE=${SIZE:-small}
 OUT=${OUT:-runs/gpu-bench}; mkdir -p "$OUT"
-compgen -G ".whl/*.whl" > /dev/null || {
-  echo "no wheels in .whl: run bash scripts/gpu/fetch_wheels.sh where the registry is reachable, then carry .whl"
-  exit 1
-}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+source scripts/gpu/wheels.sh
 T() { python3 -c 'import sys; from training.cli import main; sys.exit(main())' "$@"; }
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc;
   python3 -c 'import torch, transformers; print(torch.__version__, transformers.__version__)'; } \

@@ -8,13 +8,7 @@
 #     against whole decodes.
 set -o pipefail
 OUT=${OUT:-runs/gpu-eval}; mkdir -p "$OUT"; OUT=$(realpath "$OUT")
-compgen -G ".whl/*.whl" > /dev/null || {
-  echo "no wheels in .whl: run bash scripts/gpu/fetch_wheels.sh where the registry is reachable, then carry .whl"
-  exit 1
-}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+source scripts/gpu/wheels.sh
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; nproc;
   python3 -c 'import torch, transformers; print(torch.__version__, transformers.__version__)'; } 2>&1
 timeout 120 python3 -m pytest -q -p no:cacheprovider -m hardware tests/training/test_embed_audio.py \
