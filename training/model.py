@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from animalclap_edge.contracts.frontend import CLAP_UNFUSED, FrontendConfig
+from training.devices import module_device
 from training.frontend import LogMelFrontend, frontend_from_feature_extractor, repeat_pad_torch
 
 if TYPE_CHECKING:  # imported where used: transformers takes seconds to load
@@ -332,8 +333,7 @@ class AudioEncoder(nn.Module):
         self.clap = clap_model
         self.frontend_cfg = frontend
         # on the tower's device: an encoder of a model loaded on a GPU runs there whole
-        device = next(clap_model.parameters(), torch.empty(0)).device
-        self.frontend = LogMelFrontend(frontend, mode=mode).to(device)
+        self.frontend = LogMelFrontend(frontend, mode=mode).to(module_device(clap_model))
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         x = repeat_pad_torch(wave, self.frontend_cfg.clip_samples)

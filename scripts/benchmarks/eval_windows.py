@@ -33,7 +33,7 @@ import torch
 from realaudio import strung_together
 
 from animalclap_edge.contracts.traits import TraitSchema
-from training.devices import EmbedFeed, resolve_device
+from training.devices import EmbedFeed, module_device, resolve_device
 from training.embed_audio import embed_items
 from training.labelled_audio import Item, LabelledSet, crop, read_source
 
@@ -124,9 +124,9 @@ def model_rates(size: str, device: torch.device, data: LabelledSet, n: int, read
     tiny = open_labelled("tiny")
     cfg = load_config(None, [f"init=scratch:{size}", "data=tiny"])
     built = build_model(cfg, tiny, list(tiny.catalogue.ids))
-    model, loaded_frontend = built.model.eval(), built.frontend
+    model, frontend = built.model.eval(), built.frontend
     feed = EmbedFeed.for_device(device)
-    enc = AudioEncoder(model.to(device), loaded_frontend, mode="fft")
+    enc = AudioEncoder(model.to(device), frontend, mode="fft")
     alone = alone_rate(enc, data, n, feed.batch_size)
     t = time.perf_counter()
     embed_items(enc, data, data.items, n, progress=False, feed=feed)
@@ -138,7 +138,7 @@ def model_rates(size: str, device: torch.device, data: LabelledSet, n: int, read
         f"(reading alone, one process: {read:.0f})"
     )
     if device.type == "cuda":
-        cpu = AudioEncoder(model.cpu(), loaded_frontend, mode="fft")
+        cpu = AudioEncoder(model.cpu(), frontend, mode="fft")
         slow = alone_rate(cpu, data, n, 32)
         print(
             f"the same model alone on this machine's CPU ({os.cpu_count()} cores, batch 32): "
@@ -154,8 +154,6 @@ def sync(device: torch.device) -> None:
 @torch.no_grad()
 def alone_rate(enc, data: LabelledSet, n: int, batch: int) -> float:
     """The encoder's windows/s on one batch kept on its device (after a warm-up)."""
-    from training.devices import module_device
-
     device = module_device(enc.eval())
     items = [data.items[i % len(data.items)] for i in range(batch)]
     x = torch.from_numpy(np.stack([data.crop(it, n, None) for it in items])).to(device)
