@@ -911,7 +911,10 @@ def _cmd_finetune(args) -> int:
     if args.replay:
         overrides.append(f"replay={args.replay}")
     report = finetune(finetune_config(args.config, overrides + list(args.set)))
-    print(summary(report, Path(args.out)))
+    from training.pretrain.dist import torchrun_rank_world
+
+    if torchrun_rank_world()[0] == 0:  # once, not once a rank
+        print(summary(report, Path(args.out)))
     return 0
 
 

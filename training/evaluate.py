@@ -112,6 +112,7 @@ def evaluate(
     audio_encoder=None,
     split_source: str = "given by the caller",
     keep_hits: bool = False,
+    write: bool = True,
 ) -> dict:
     """Write eval.json, eval.md and embedding_map.png under out_dir; return the results.
 
@@ -123,7 +124,8 @@ def evaluate(
     `audio_encoder` (waveform -> normalised embedding) replaces the checkpoint's own
     audio tower, e.g. a distilled student scored against the teacher's text side.
     `split_source`: where the split came from (its file, or a fresh draw), written
-    down with it: a fresh split can hold species the checkpoint trained on."""
+    down with it: a fresh split can hold species the checkpoint trained on.
+    `write=False`: the results only, no file (a torchrun job's ranks but rank 0)."""
     split.check_items(data.items)
     if not split.test_species:
         raise ValueError(
@@ -131,7 +133,8 @@ def evaluate(
             "zero-shot evaluation needs a zeroshot split"
         )
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
     encoder = audio_encoder or AudioEncoder(loaded.model, loaded.frontend, mode="fft")
     window = round(cfg.window_seconds * loaded.frontend.sample_rate)
     items = [data.items[i] for i in split.test]
@@ -166,7 +169,7 @@ def evaluate(
             )
             hits[pool_name][q] = scores.pop("hits")
             results[pool_name][q] = scores
-    if cfg.maps and len(items) >= 5:
+    if write and cfg.maps and len(items) >= 5:
         labels = {
             level: [getattr(data.catalogue[data.catalogue.index(s)], attr) for s in true]
             for level, attr in (
@@ -184,8 +187,9 @@ def evaluate(
             seed=cfg.seed,
         )
         results["embedding_map"] = "embedding_map.png"
-    (out / "eval.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    (out / "eval.md").write_text(markdown_report(results), encoding="utf-8")
+    if write:
+        (out / "eval.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+        (out / "eval.md").write_text(markdown_report(results), encoding="utf-8")
     return {**results, "hits": hits} if keep_hits else results
 
 

@@ -56,12 +56,15 @@ def report_on(
     regional: LabelledSet | None = None,
     replayed: LabelledSet | None = None,
     kept: Path | None = None,
+    write: bool = True,
 ) -> dict:
     """Regional held-out accuracy among the regional species; global unseen and seen
     accuracy on the replay data's zero-shot split (`kept`, the replay_split.json the
     run trained with, where it has one; else the one cfg.init was trained with, where
     its run folder shows it). `regional` and `replayed`: cfg.data and cfg.replay
-    already opened (a paper-size replay index takes seconds to open), else opened here."""
+    already opened (a paper-size replay index takes seconds to open), else opened here.
+    In a process group every rank calls it: each embeds a share of the recordings, and
+    only where `write` are files written."""
     from animalclap_edge.contracts.prompts import Template
     from training.devices import resolve_device
     from training.evaluate import EvalConfig, evaluate
@@ -105,7 +108,9 @@ def report_on(
         res["global"] = {"unseen_trained_regionally": trained}
         if gsplit.test_species:
             cfg_eval = EvalConfig(seed=cfg.seed, maps=False)
-            ev = evaluate(loaded, data, gsplit, out, cfg_eval, progress, keep_hits=True)
+            ev = evaluate(
+                loaded, data, gsplit, out, cfg_eval, progress, keep_hits=True, write=write
+            )
             res["global"]["unseen"] = {q: ev["unseen"][q] for q in QUERIES}
             hits["unseen"] = {"ids": ev["hits"]["ids"], **ev["hits"]["unseen"]}
         gval = [data.items[i] for i in gsplit.val]
@@ -143,10 +148,10 @@ def unseen_not_regional(split, data, regional) -> tuple:
 
 def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
     """Train from cfg.init on cfg.data with replay of cfg.replay; write the report."""
-    from training.identity import removed_if_left_empty
     from training.labelled_audio import open_labelled
     from training.model import check_checkpoint_path
-    from training.pretrain.loop import _refuse_another_run, pretrain, refuse_changed_data
+    from training.pretrain.dist import barrier, close, init_distributed
+    from training.pretrain.loop import _refuse_another_run, refuse_changed_data
     from training.train import make_split
 
     cfg = with_absolute_paths(cfg)
@@ -181,13 +186,37 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
             "--replay with the data the checkpoint was trained on",
             flush=True,
         )
+    # One process group for the reports and the training (pretrain joins it): each rank
+    # embeds a share of the reports' recordings, where each used to embed all of them.
+    d = init_distributed()
+    try:
+        report = _train_and_report(cfg, d, progress, regional, replayed, kept, resuming)
+        barrier(d)  # the other ranks end once rank 0 has written the report
+        return report
+    finally:
+        close(d)
+
+
+def _train_and_report(cfg, d, progress, regional, replayed, kept, resuming) -> dict:
+    from training.identity import removed_if_left_empty
+    from training.pretrain.loop import pretrain
+
+    out = Path(cfg.out)
+    shown = progress and d.main
     with removed_if_left_empty(out):
         out.mkdir(parents=True, exist_ok=True)
         before = report_on(
-            cfg.init, cfg, out / "before", progress, regional, replayed, kept if resuming else None
+            cfg.init,
+            cfg,
+            out / "before",
+            shown,
+            regional,
+            replayed,
+            kept if resuming else None,
+            write=d.main,
         )
     final = pretrain(cfg, progress=progress, fit_batch=True)
-    after = report_on(str(final), cfg, out / "after", progress, regional, replayed, kept)
+    after = report_on(str(final), cfg, out / "after", shown, regional, replayed, kept, write=d.main)
     report = {
         "checkpoint": str(final),
         "init": cfg.init,
@@ -199,6 +228,8 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
         "change": paired_changes(before[HITS], after[HITS]),
         "regional_species": per_species(before[HITS], after[HITS], regional.catalogue),
     }
+    if not d.main:
+        return report
     (out / "finetune_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     (out / "finetune_report.md").write_text(report_md(report), encoding="utf-8")
     if any(report["change"].values()):

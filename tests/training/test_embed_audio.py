@@ -1,12 +1,16 @@
 """Embedding labelled recordings: windows read by workers, on the model's device."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from training.benchmark.corpus import Benchmark
 from training.devices import EmbedFeed, module_device, resolve_device
-from training.embed_audio import embed_items
+from training.embed_audio import embed_items, share
 from training.labelled_audio import crop, open_labelled
 from training.model import AudioEncoder, load_clap
 
@@ -20,12 +24,16 @@ def encoder(tiny_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory):
+def written_dir(tmp_path_factory) -> Path:
     """The tiny benchmark written as 48 kHz FLAC: windows are read from the files."""
-    out = Benchmark.build("tiny", seed=0).write(
+    return Benchmark.build("tiny", seed=0).write(
         tmp_path_factory.mktemp("bench") / "tiny", workers=1, progress=False
     )
-    return open_labelled(str(out))
+
+
+@pytest.fixture(scope="module")
+def written(written_dir):
+    return open_labelled(str(written_dir))
 
 
 def _by_full_decode(encoder, data, items, n) -> np.ndarray:
@@ -143,3 +151,60 @@ def test_a_feed_of_no_clips_or_negative_workers_is_refused(encoder, written):
     for feed in (EmbedFeed(0, 0), EmbedFeed(8, -1)):
         with pytest.raises(ValueError, match="at least 1 clip a batch and 0 or more workers"):
             embed_items(encoder, written, written.items[:2], 48_000, progress=False, feed=feed)
+
+
+def test_shares_cover_every_item_once_in_order():
+    for n in (0, 1, 5, 7, 64):
+        for world in (1, 2, 3, 8):
+            blocks = [share(n, r, world) for r in range(world)]
+            assert [i for b in blocks for i in b] == list(range(n))
+            assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+
+
+RANKS = Path(__file__).parent / "ranks" / "embed_share.py"
+
+
+def _two_ranks_embed(checkpoint, data_dir, n: int, out: Path) -> subprocess.CompletedProcess:
+    from .pretrain.conftest import REPO, child_env
+
+    out.mkdir()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    return subprocess.run(
+        [*torchrun, str(RANKS), str(checkpoint), str(data_dir), str(n), str(out)],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_two_ranks_each_embed_half_and_both_get_one_process_rows(
+    tiny_checkpoint, written_dir, written, encoder, tmp_path
+):
+    """finetune's reports under torchrun: each rank used to embed every recording."""
+    n = 7  # odd: the shares differ by one
+    done = _two_ranks_embed(tiny_checkpoint, written_dir, n, tmp_path / "two")
+    assert done.returncode == 0, done.stderr[-2000:]
+    ranks = [np.load(tmp_path / "two" / f"rank{r}.npz") for r in (0, 1)]
+    ids = [it.id for it in written.items[:n]]
+    assert [list(r["read"]) for r in ranks] == [ids[:4], ids[4:]]
+    one = embed_items(encoder, written, written.items[:n], 48_000, progress=False)
+    for r in ranks:
+        np.testing.assert_allclose(r["rows"], one, atol=1e-5)
+
+
+def test_a_broken_recording_in_one_ranks_share_is_said_by_both_ranks(
+    tiny_checkpoint, written_dir, written, tmp_path
+):
+    broken = written.file_of(written.items[5])  # rank 1's share of 7
+    good = broken.read_bytes()
+    try:
+        broken.write_bytes(good[:200])
+        done = _two_ranks_embed(tiny_checkpoint, written_dir, 7, tmp_path / "two")
+    finally:
+        broken.write_bytes(good)
+    assert done.returncode != 0
+    for r in (0, 1):
+        line = (tmp_path / "two" / f"rank{r}.err").read_text()
+        assert broken.name in line and "\n" not in line

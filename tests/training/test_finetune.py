@@ -116,6 +116,42 @@ def test_finetune_on_real_recordings_reports_before_and_after(
     assert changed, "fine-tuning changed no weight"
 
 
+def test_two_ranks_report_once_what_one_process_reports(pretrain_checkpoint, real_folder, tmp_path):
+    """torchrun: the ranks share the reports' recordings out (each used to embed all of
+    them) and only rank 0 writes and prints."""
+    import subprocess
+    import sys
+
+    from .pretrain.conftest import REPO, child_env
+
+    runs = ("one", "two")
+    sets = ["clips_per_species=2", "batch_size=8", "max_steps=2", "crop_seconds=1"]
+    sets += ["workers=0", "precision=fp32", "lr=1e-3", "tensorboard=false"]
+    given = [f"init={pretrain_checkpoint}", f"data={real_folder}", "replay=tiny"]
+    finetune(finetune_config(None, [*given, f"out={tmp_path / 'one'}", *sets]), False)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    args = ["-m", "training.cli", "finetune", "--checkpoint", str(pretrain_checkpoint)]
+    args += ["--data", str(real_folder), "--replay", "tiny", "--out", str(tmp_path / "two")]
+    done = subprocess.run(
+        [*torchrun, *args, "--set", *sets],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("next, a bundle for the recorders") == 1
+    # rank 0's bars (the only ones shown) count its share of each report's recordings
+    for bar in ("validation (rank 0's ", "test audio (rank 0's "):
+        assert bar in done.stderr and bar.replace("0", "1") not in done.stderr
+    one, two = (json.loads((tmp_path / r / "finetune_report.json").read_text()) for r in runs)
+    # the same checkpoint on the same recordings, embedded half by each rank
+    assert two["before"] == one["before"]
+    assert two["change"].keys() == one["change"].keys()
+    assert (tmp_path / "two" / "before" / "eval.json").is_file()
+
+
 def test_replay_never_brings_back_the_global_unseen_species(real_folder):
     """Replay draws only from the train side of the global zero-shot split: species held
     out as unseen must stay unseen, or the "global, unseen" figure is a leak."""

@@ -17,6 +17,9 @@ class Dist:
     world: int
     local_rank: int
     device: torch.device
+    # whether init_distributed made the process group (and `close` ends it); not when a
+    # caller already had one (finetune holds one across its reports and the training)
+    owns_group: bool = False
 
     @property
     def main(self) -> bool:
@@ -40,13 +43,15 @@ def init_distributed() -> Dist:
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.set_device(device)
-    if world > 1 and not tdist.is_initialized():
+    owns = world > 1 and not tdist.is_initialized()
+    if owns:
         tdist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
-    return Dist(rank=rank, world=world, local_rank=local_rank, device=device)
+    return Dist(rank=rank, world=world, local_rank=local_rank, device=device, owns_group=owns)
 
 
 def close(d: Dist) -> None:
-    if d.world > 1 and tdist.is_initialized():
+    """Ends the process group where `d` made it."""
+    if d.owns_group and tdist.is_initialized():
         tdist.destroy_process_group()
 
 
