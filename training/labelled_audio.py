@@ -237,8 +237,9 @@ class UnreadableRecording(ValueError):
         reason = " ".join(str(error).split()) or type(error).__name__
         return cls(
             f"{where}: cannot read it ({reason}): replace the file under the same name and "
-            "run the same command again (pretrain and finetune resume from their last "
-            "checkpoint); without it, the data changes and a run needs a new --out"
+            "run the same command again (a pretrain or finetune run resumes from its last "
+            "checkpoint; one run without the file trains on other data, so give it a new "
+            "--out)"
         )
 
 

@@ -179,9 +179,9 @@ def test_a_recording_torn_past_its_header_is_named_in_one_line_from_a_loader_wor
     assert msg.startswith(f"{torn}: cannot read it (truncated or corrupt after ")
     # replacing the file resumes; removing its row would meet the changed-data refusal
     assert msg.endswith(
-        "replace the file under the same name and run the same command again (pretrain "
-        "and finetune resume from their last checkpoint); without it, the data changes and "
-        "a run needs a new --out"
+        "replace the file under the same name and run the same command again (a pretrain "
+        "or finetune run resumes from its last checkpoint; one run without the file trains "
+        "on other data, so give it a new --out)"
     )
 
 
