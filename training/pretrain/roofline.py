@@ -1,0 +1,289 @@
+"""A roofline bound on one training step: how fast it could run on a GPU, and so the
+highest MFU its shapes allow, from the operators it calls.
+
+Each aten operator of an eager forward and backward is recorded with its FLOPs (the
+formulas `torch.utils.flop_counter` counts MFU with) and the bytes of the tensors it
+reads and writes (views move nothing and are left out). On a device of peak P FLOP/s
+and memory bandwidth W B/s an operator takes at least max(FLOPs / P, bytes / W): a
+matrix product whose inner or outer sizes are small (HTS-AT's first stage has 96
+channels, its attention heads 24, its windows 64 tokens) is bound by memory, not by
+the tensor cores. Three bounds on the step:
+
+- "unfused": every operator at its own roofline, as eager runs them (each elementwise
+  operator reads and writes its tensors);
+- "fused": only the operators that have FLOPs, at their roofline, with every other
+  operator free (as if each were fused into a neighbour), plus a fused AdamW's traffic.
+  No compiler does better, so MFU cannot pass fused's bound on these shapes;
+- "fused, flash attention": fused, with attention's products reading and writing only
+  q, k, v and their output: the CPU records attention's math path (batched products,
+  softmax), whose scores a flash kernel on a GPU keeps on chip.
+
+All three assume every kernel runs at the device's peak or its full bandwidth, which
+none does; they are ceilings, not predictions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import flop_registry
+
+if TYPE_CHECKING:
+    from training.pretrain.config import PretrainConfig
+
+# bytes a fused AdamW moves per fp32 parameter: the weight, exp_avg and exp_avg_sq read
+# and written (24), the gradient read (4)
+ADAMW_BYTES_PER_PARAM = 28
+
+# (kind, operator-name fragments), first match wins; names are aten overload packets
+KINDS = (
+    # every batched product in HTS-AT and RoBERTa is attention's (scores and their
+    # weighted sum, on the math path the CPU takes); their projections are mm and addmm
+    ("attention", ("attention", "aten.bmm", "aten.baddbmm")),
+    ("matmul", ("aten.mm", "aten.addmm", "aten._scaled_mm")),
+    ("convolution", ("conv",)),
+    ("front-end FFT", ("fft",)),
+    ("normalisation", ("layer_norm", "batch_norm", "group_norm")),
+    ("softmax", ("softmax",)),
+    ("copy", ("copy", "clone", "aten.cat", "aten.stack", "roll", "constant_pad", "index")),
+)
+
+
+def kind_of(name: str) -> str:
+    return next((k for k, parts in KINDS if any(p in name for p in parts)), "elementwise")
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    peak_flops: float  # dense bf16 tensor-core FLOP/s
+    bandwidth: float  # memory, bytes/s
+
+
+# NVIDIA's datasheet figures (SXM parts): dense bf16 and HBM bandwidth
+DEVICES = {
+    "h100": Device("NVIDIA H100 SXM (989 TFLOP/s bf16, 3.35 TB/s)", 989e12, 3.35e12),
+    "h200": Device("NVIDIA H200 SXM (989 TFLOP/s bf16, 4.8 TB/s)", 989e12, 4.8e12),
+    "a100": Device("NVIDIA A100 SXM 80GB (312 TFLOP/s bf16, 2.04 TB/s)", 312e12, 2.04e12),
+}
+
+
+@dataclass(frozen=True)
+class OpCost:
+    name: str  # aten overload packet, e.g. "aten.mm"
+    flops: float
+    bytes: float  # read and written
+    largest: float = 0.0  # bytes of its largest tensor (attention's: the scores)
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.name)
+
+    def seconds(self, device: Device) -> float:
+        return max(self.flops / device.peak_flops, self.bytes / device.bandwidth)
+
+
+def _tensor_bytes(values) -> tuple[float, float]:
+    """(total, largest) bytes of the distinct tensors among `values`."""
+    sizes = {
+        id(t): t.numel() * t.element_size()
+        for t in tree_leaves(values)
+        if isinstance(t, torch.Tensor)
+    }
+    return float(sum(sizes.values())), float(max(sizes.values(), default=0))
+
+
+def _aliases(func, args, out) -> bool:
+    """Whether every tensor `func` returned shares storage with one it was given, and
+    it wrote none (an in-place or out= operator writes through its alias)."""
+    if func._schema.is_mutable:
+        return False
+    given = {
+        t.untyped_storage().data_ptr() for t in tree_leaves(args) if isinstance(t, torch.Tensor)
+    }
+    outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+    return bool(outs) and all(t.untyped_storage().data_ptr() in given for t in outs)
+
+
+class OpRecorder(TorchDispatchMode):
+    """Records every aten operator run under it as an OpCost, in call order."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[OpCost] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        if _aliases(func, args, out):
+            return out  # a view (or _unsafe_view, detach...) reads and writes nothing
+        flops = 0.0
+        if packet in flop_registry:
+            flops = float(flop_registry[packet](*args, **kwargs, out_val=out))
+        self.ops.append(OpCost(str(packet), flops, *_tensor_bytes((args, kwargs, out))))
+        return out
+
+
+def record(fn: Callable[[], object]) -> list[OpCost]:
+    """The operators `fn()` runs, in order."""
+    with OpRecorder() as rec:
+        fn()
+    return rec.ops
+
+
+def extrapolate(
+    small: Sequence[OpCost], large: Sequence[OpCost], n_small: int, n_large: int, batch: int
+) -> list[OpCost]:
+    """Each operator's FLOPs and bytes at `batch`, on the line through its costs at
+    n_small and n_large clips: the activations grow with the batch, a weight read does
+    not. The two recordings must call the same operators in the same order."""
+    if [o.name for o in small] != [o.name for o in large]:
+        raise ValueError(
+            f"the steps of {n_small} and {n_large} clips call different operators "
+            f"({len(small)} against {len(large)}): cannot extrapolate one from the other"
+        )
+    k = (batch - n_small) / (n_large - n_small)
+
+    def at(x: float, y: float) -> float:
+        return max(0.0, x + k * (y - x))
+
+    return [
+        OpCost(a.name, at(a.flops, b.flops), at(a.bytes, b.bytes), at(a.largest, b.largest))
+        for a, b in zip(small, large, strict=True)
+    ]
+
+
+@dataclass(frozen=True)
+class Bound:
+    device: Device
+    model_flops: float  # FLOPs of the step, as MFU counts them
+    unfused_s: float
+    fused_s: float
+    # fused, with attention's products moving no scores: a flash kernel keeps them on
+    # chip, where the math path the CPU records writes them out
+    flash_s: float
+    optimizer_s: float  # a fused AdamW's share of both
+    by_kind: dict[str, dict[str, float]]  # kind -> flops, bytes, unfused_s, memory_bound_flops
+
+    @property
+    def mfu_unfused(self) -> float:
+        return self.model_flops / (self.unfused_s * self.device.peak_flops)
+
+    @property
+    def mfu_fused(self) -> float:
+        return self.model_flops / (self.fused_s * self.device.peak_flops)
+
+    @property
+    def mfu_flash(self) -> float:
+        return self.model_flops / (self.flash_s * self.device.peak_flops)
+
+
+def bound(
+    ops: Sequence[OpCost], device: Device, params: int, attention: Sequence[str] = ("aten.bmm",)
+) -> Bound:
+    """The step's rooflines on `device`; `params`: trainable parameters (AdamW);
+    `attention`: the operators that are attention's products (see KINDS)."""
+    optimizer_s = params * ADAMW_BYTES_PER_PARAM / device.bandwidth
+    kinds: dict[str, dict[str, float]] = defaultdict(
+        lambda: {"flops": 0.0, "bytes": 0.0, "unfused_s": 0.0, "memory_bound_flops": 0.0}
+    )
+    unfused = fused = flash = 0.0
+    for op in ops:
+        s = op.seconds(device)
+        k = kinds[op.kind]
+        k["flops"] += op.flops
+        k["bytes"] += op.bytes
+        k["unfused_s"] += s
+        unfused += s
+        if op.flops:
+            fused += s
+            # a flash kernel reads and writes q, k, v and the output, never the scores:
+            # each of attention's products has one operand the scores' size, its largest
+            flash += (
+                max(op.flops / device.peak_flops, (op.bytes - op.largest) / device.bandwidth)
+                if op.name in attention
+                else s
+            )
+            if op.bytes / device.bandwidth > op.flops / device.peak_flops:
+                k["memory_bound_flops"] += op.flops
+    flops = sum(o.flops for o in ops)
+    return Bound(
+        device=device,
+        model_flops=flops,
+        unfused_s=unfused + optimizer_s,
+        fused_s=fused + optimizer_s,
+        flash_s=flash + optimizer_s,
+        optimizer_s=optimizer_s,
+        by_kind=dict(kinds),
+    )
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    ops: list[OpCost]  # at the bounded batch
+    params: int  # trainable
+    source: str  # the model's
+    text_shape: tuple[int, ...]  # a recorded step's input_ids
+
+
+def step_costs(cfg: PretrainConfig, batch: int, small: int = 16, large: int = 32) -> StepCosts:
+    """The operators of one eager training step of `cfg` (both towers, the CLIP loss,
+    backward; the optimizer is `bound`'s) at `batch` clips, extrapolated from steps of
+    `small` and `large` clips of a real batch, run on this machine's CPU under `cfg`'s
+    autocast. Packed prompts follow the plan of a `batch` batch, repacked in proportion."""
+    from training.pretrain.data import RankBatches
+    from training.pretrain.dist import Dist
+    from training.pretrain.loop import (
+        ClapTrainModule,
+        build_model,
+        configure_towers,
+        forward_loss,
+        gradient_checkpointing_off,
+        make_collate,
+        make_dataset,
+        make_loader,
+    )
+    from training.pretrain.mixed import training_data
+    from training.pretrain.packing import take
+
+    if not 0 < small < large:
+        raise ValueError(f"record steps of 0 < small < large clips, not {small} and {large}")
+    cpu = torch.device("cpu")
+    one = Dist(rank=0, world=1, local_rank=0, device=cpu)
+    td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay, cfg.init)
+    loaded = build_model(cfg, td.data, td.seen_species)
+    configure_towers(cfg, loaded.model)
+    module = ClapTrainModule(loaded)
+    collate = make_collate(cfg, loaded, td.data.catalogue, batch)
+    dataset = make_dataset(cfg, td, loaded)
+    if len(dataset) < large:
+        raise ValueError(f"{cfg.data}: {len(dataset)} clips an epoch, fewer than {large}")
+    sampler = RankBatches(len(dataset) // large, large, 0, 1, 0, 1)
+    full = next(iter(make_loader(cfg, dataset, collate, sampler, cpu)))
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+    def step(n: int) -> list[OpCost]:
+        part = take(full, n, collate.pack, loaded.tokenizer.pad_token_id)
+        module.train()
+
+        def run() -> None:
+            forward_loss(module, module, part, autocast, one).backward()
+
+        with gradient_checkpointing_off(module):
+            ops = record(run)
+        module.zero_grad(set_to_none=True)
+        return ops
+
+    return StepCosts(
+        ops=extrapolate(step(small), step(large), small, large, batch),
+        params=sum(p.numel() for p in module.parameters() if p.requires_grad),
+        source=loaded.source,
+        text_shape=tuple(full["input_ids"].shape),
+    )
