@@ -15,6 +15,7 @@ data, the `wide` benchmark, has prompts as long as eBird's 6,823 species' (padde
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections import defaultdict
 
@@ -40,6 +41,7 @@ def main() -> None:
         help="a step time measured with the same settings, to set beside the bounds",
     )
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--out", help="also write the bounds and each kind's figures as JSON here")
     a = ap.parse_args()
     if not 0 < a.small < a.large:
         ap.error("give 0 < --small < --large")
@@ -87,6 +89,23 @@ def main() -> None:
             f"bound, {name}: {s * 1e3:.1f} ms a step, {rate:,.0f} samples/s, "
             f"MFU <= {mfu:.1%}, paper-scale run >= {PAPER_SAMPLES / rate / 60:.1f} min"
         )
+    if a.out:  # beside `bench --profile`'s profile.json, kind by kind
+        figures = {
+            "device": device.name,
+            "batch": a.batch,
+            "settings": a.set,
+            "data": a.data,
+            "model_tflop": b.model_flops / 1e12,
+            "params": params,
+            "unfused_ms": b.unfused_s * 1e3,
+            "fused_ms": b.fused_s * 1e3,
+            "flash_ms": b.flash_s * 1e3,
+            "optimizer_ms": b.optimizer_s * 1e3,
+            "mfu_bound": {"unfused": b.mfu_unfused, "fused": b.mfu_fused, "flash": b.mfu_flash},
+            "by_kind": b.by_kind,
+        }
+        with open(a.out, "w", encoding="utf-8") as f:
+            json.dump(figures, f, indent=2)
     if a.measured_s:
         mfu = b.model_flops / (a.measured_s * device.peak_flops)
         print(
