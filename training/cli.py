@@ -199,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--steps", type=int, default=20, help="timed steps")
     bn.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     bn.add_argument("--peak-tflops", type=float, help="device peak bf16 TFLOP/s for MFU")
+    bn.add_argument(
+        "--bandwidth-tbs",
+        type=float,
+        help="device memory bandwidth in TB/s, for the step's roofline where the device's "
+        "name does not give it (known for H100/H200/A100/L40S/A10)",
+    )
     bn.add_argument("--out", help="also write the figures as JSON here")
     bn.add_argument(
         "--profile",
@@ -897,7 +903,13 @@ def _cmd_bench(args) -> int:
         flush=True,
     )
     result = bench(
-        cfg, args.steps, args.warmup, args.peak_tflops, progress=True, profile_dir=args.profile
+        cfg,
+        args.steps,
+        args.warmup,
+        args.peak_tflops,
+        progress=True,
+        profile_dir=args.profile,
+        bandwidth_tbs=args.bandwidth_tbs,
     )
     print(write(result, args.out))
     if result.profile and (Path(result.profile) / "profile.md").is_file():

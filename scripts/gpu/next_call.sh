@@ -9,9 +9,9 @@
 #  2. ring: the same with prompt_length=auto, the peer in the same call;
 #  1 and 2 with PROFILE=1: the step alone under torch.profiler, device time by kind of
 #  kernel and idle gaps (profile_b<batch>/profile.md, .json, trace.json.gz).
-# Beside each step alone, its roofline (docs/pretraining.md, computed on the CPU with
-# scripts/benchmarks/roofline.py on wide, batch 256): ring (padded to 48) flash bound
-# 30.9 ms, unfused 118.0 ms; packed 25.9 ms and 102.3 ms.
+# bench reports each step's roofline, recorded on the GPU (of_roofline, mfu_bound); on
+# the CPU (scripts/benchmarks/roofline.py, wide, batch 256) the flash bounds were 30.9
+# ms for ring (padded to 48) and 25.9 ms for packed.
 # ring512 and packed512 (batch 512) are for the call after. The hardware tests (ring,
 # pacing, fused window mask) passed on 2026-11-28 and are left out; run them with
 # `python3 -m pytest -m hardware tests/training/pretrain`.

@@ -53,6 +53,7 @@ from training.pretrain.packing import (
     take,
 )
 from training.pretrain.prefetch import DevicePrefetch
+from training.pretrain.roofline import Device, bound, memory_tbps, record_step
 from training.pretrain.step_profile import profile_step
 
 # Dense bf16 tensor-core peaks (TFLOP/s) from NVIDIA's data sheets (their sparse figures
@@ -125,6 +126,16 @@ class BenchResult:
     # padded prompts only: the tokens prompt_packing=auto would give the text tower (its
     # plan for this catalogue and batch)
     packed_text_tokens: int | None = None
+    # the step's roofline (roofline.py) from its operators recorded on this device, where
+    # its peak and memory bandwidth are known: at best the flash bound's time (attention
+    # fused, every other operator without FLOPs free), and the step alone's share of
+    # that speed; the fused and unfused bounds beside it
+    bandwidth_tbs: float | None = None
+    roofline_flash_s: float | None = None
+    roofline_fused_s: float | None = None
+    roofline_unfused_s: float | None = None
+    of_roofline: float | None = None
+    mfu_bound: float | None = None
 
 
 PROFILE_STEPS = 3  # steps of the step alone under the profiler (--profile)
@@ -215,24 +226,28 @@ def bench(
     peak_tflops: float | None = None,
     progress: bool = False,
     profile_dir: str | Path | None = None,
+    bandwidth_tbs: float | None = None,
 ) -> BenchResult:
     """Time the loop's step, the loader alone and the step alone (module docstring);
     with `progress`, a bar on stderr names the phase (a compiled warm-up takes minutes);
-    with `profile_dir`, profile the step alone into it (step_profile.py)."""
+    with `profile_dir`, profile the step alone into it (step_profile.py); `bandwidth_tbs`:
+    the device's memory bandwidth for the roofline, where its name does not give it."""
     if steps < 1 or warmup < 0:  # before minutes of loading
         raise ValueError(
             f"--steps {steps} --warmup {warmup}: give at least 1 timed step and 0 or more "
             "warm-up steps"
         )
     with contextlib.ExitStack() as cleanup:  # the ring's lock, however the bench ends
-        return _timed(cfg, steps, warmup, peak_tflops, progress, cleanup, profile_dir)
+        return _timed(
+            cfg, steps, warmup, (peak_tflops, bandwidth_tbs), progress, cleanup, profile_dir
+        )
 
 
 def _timed(
     cfg: PretrainConfig,
     steps: int,
     warmup: int,
-    peak_tflops: float | None,
+    given: tuple[float | None, float | None],  # (peak TFLOP/s, bandwidth TB/s) or None
     progress: bool,
     cleanup: contextlib.ExitStack,
     profile_dir: str | Path | None,
@@ -312,6 +327,25 @@ def _timed(
         return counter.get_total_flops() - (packed_text_flops(module, sliced, autocast))
 
     flops = step_flops(count, cfg.batch_size) + packed_text_flops(module, full, autocast)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = _peak(device, given[0])
+    bandwidth = given[1] or (memory_tbps(name) if device.type == "cuda" else None)
+    roof = None
+    if peak and bandwidth:  # the same slices, eager, recorded operator by operator
+        bar.set_description("bench: the roofline")
+        ops = record_step(
+            module,
+            full,
+            collate.pack,
+            loaded.tokenizer.pad_token_id,
+            autocast,
+            device,
+            batch=cfg.batch_size,
+            small=FLOP_COUNT_SLICE,
+            large=2 * FLOP_COUNT_SLICE,
+        )
+        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        roof = bound(ops, Device(name, peak * 1e12, bandwidth * 1e12), trainable)
     bar.update()
     bar.set_description("bench: timed steps")
     if device.type == "cuda":
@@ -392,8 +426,6 @@ def _timed(
     rate = steps * cfg.batch_size / total
     sustained = sustained_rate(rate, loader_rate, cfg.workers)
     achieved = flops * sustained / cfg.batch_size / 1e12
-    peak = _peak(device, peak_tflops)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return BenchResult(
         device=f"{name} ({torch.get_num_threads()} threads)" if device.type == "cpu" else name,
         model=loaded.source,
@@ -436,6 +468,12 @@ def _timed(
         prompt_packing=cfg.prompt_packing,
         text_tokens_per_step=int(full["input_ids"].numel()),
         packed_text_tokens=None if collate.pack else _packed_tokens(cfg, loaded, td),
+        bandwidth_tbs=bandwidth,
+        roofline_flash_s=round(roof.flash_s, 5) if roof else None,
+        roofline_fused_s=round(roof.fused_s, 5) if roof else None,
+        roofline_unfused_s=round(roof.unfused_s, 5) if roof else None,
+        of_roofline=round(roof.flash_s / alone, 3) if roof else None,
+        mfu_bound=round(roof.mfu_flash, 4) if roof else None,
     )
 
 
@@ -452,6 +490,9 @@ def write(result: BenchResult, out: str | Path | None) -> str:
     if result.mfu is None:  # say why, where a person reads it
         i = list(r).index("mfu")
         lines[i] += " (no peak TFLOP/s known for this device: give --peak-tflops)"
+    if result.of_roofline is None:
+        i = list(r).index("of_roofline")
+        lines[i] += " (needs the device's peak and memory bandwidth: --bandwidth-tbs)"
     verdict = (
         "data pipeline keeps up"
         if result.loader_only_samples_per_s > 1.2 * result.samples_per_s
@@ -522,6 +563,12 @@ def write(result: BenchResult, out: str | Path | None) -> str:
         verdict += (
             f"; a sync after every step costs {synced / result.compute_alone_s - 1:.0%} "
             "(the GPU waits while the host launches the next step): keep run_ahead >= 1"
+        )
+    if result.of_roofline is not None:
+        verdict += (
+            f"; the step alone runs at {result.of_roofline:.0%} of its roofline's speed "
+            f"({result.roofline_flash_s * 1e3:.1f} ms with attention fused and every "
+            f"operator without FLOPs free: MFU at most {result.mfu_bound:.0%})"
         )
     lines.append(f"{'verdict':>29}: {verdict}")
     text = "\n".join(lines)

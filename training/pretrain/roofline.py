@@ -66,6 +66,22 @@ class Device:
     bandwidth: float  # memory, bytes/s
 
 
+# memory bandwidth in TB/s by a part of the device's name, first match wins (NVIDIA's
+# datasheets; bench's PEAK_BF16_TFLOPS holds the peaks the same way)
+MEMORY_TBPS = {
+    "H100 PCIe": 2.0,
+    "H100 NVL": 3.9,
+    "H200 NVL": 4.8,
+    "H100": 3.35,
+    "H200": 4.8,
+    "A100-SXM4-40GB": 1.555,
+    "A100-PCIE-40GB": 1.555,
+    "A100 80GB PCIe": 1.935,
+    "A100": 2.039,
+    "L40S": 0.864,
+    "A10": 0.6,
+}
+
 # NVIDIA's datasheet figures (SXM parts): dense bf16 and HBM bandwidth
 DEVICES = {
     "h100": Device("NVIDIA H100 SXM (989 TFLOP/s bf16, 3.35 TB/s)", 989e12, 3.35e12),
@@ -78,7 +94,7 @@ DEVICES = {
 class OpCost:
     name: str  # aten overload packet, e.g. "aten.mm"
     flops: float
-    bytes: float  # read and written
+    bytes: float  # read and written (a tensor written in place twice)
     largest: float = 0.0  # bytes of its largest tensor (attention's: the scores)
 
     @property
@@ -97,6 +113,23 @@ def _tensor_bytes(values) -> tuple[float, float]:
         if isinstance(t, torch.Tensor)
     }
     return float(sum(sizes.values())), float(max(sizes.values(), default=0))
+
+
+def _written_bytes(func, args, kwargs) -> float:
+    """Bytes of the arguments `func` writes in place (or into out=): read and written,
+    they count twice, where _tensor_bytes counts them once."""
+    if not func._schema.is_mutable:
+        return 0.0
+    total = 0.0
+    for i, a in enumerate(func._schema.arguments):
+        if a.alias_info is not None and a.alias_info.is_write:
+            value = args[i] if i < len(args) else kwargs.get(a.name)
+            total += sum(
+                t.numel() * t.element_size()
+                for t in tree_leaves(value)
+                if isinstance(t, torch.Tensor)
+            )
+    return total
 
 
 def _aliases(func, args, out) -> bool:
@@ -127,7 +160,9 @@ class OpRecorder(TorchDispatchMode):
         flops = 0.0
         if packet in flop_registry:
             flops = float(flop_registry[packet](*args, **kwargs, out_val=out))
-        self.ops.append(OpCost(str(packet), flops, *_tensor_bytes((args, kwargs, out))))
+        moved, largest = _tensor_bytes((args, kwargs, out))
+        moved += _written_bytes(func, args, kwargs)
+        self.ops.append(OpCost(str(packet), flops, moved, largest))
         return out
 
 
@@ -233,30 +268,69 @@ class StepCosts:
     text_shape: tuple[int, ...]  # a recorded step's input_ids
 
 
+def memory_tbps(device_name: str) -> float | None:
+    return next((v for k, v in MEMORY_TBPS.items() if k in device_name), None)
+
+
+def record_step(
+    module,
+    full: dict,
+    pack,
+    pad_id: int,
+    autocast,
+    device: torch.device,
+    *,
+    batch: int,
+    small: int,
+    large: int,
+) -> list[OpCost]:
+    """The operators of an eager forward and backward of `module` (a ClapTrainModule
+    on `device`) at `batch` clips: recorded on the first `small` and `large` clips of
+    `full` (a batch of at least `large`) and extrapolated, or on `batch` itself where
+    it is no larger than `large`."""
+    from training.pretrain.dist import Dist
+    from training.pretrain.loop import forward_loss, gradient_checkpointing_off
+    from training.pretrain.packing import take
+
+    one = Dist(rank=0, world=1, local_rank=0, device=device)
+
+    def step(n: int) -> list[OpCost]:
+        part = take(full, n, pack, pad_id)
+        part = {k: v.to(device) for k, v in part.items()}
+        module.train()
+
+        def run() -> None:
+            forward_loss(module, module, part, autocast, one).backward()
+
+        with gradient_checkpointing_off(module):
+            ops = record(run)
+        module.zero_grad(set_to_none=True)
+        return ops
+
+    if batch <= large:
+        return step(batch)
+    return extrapolate(step(small), step(large), small, large, batch)
+
+
 def step_costs(cfg: PretrainConfig, batch: int, small: int = 16, large: int = 32) -> StepCosts:
     """The operators of one eager training step of `cfg` (both towers, the CLIP loss,
     backward; the optimizer is `bound`'s) at `batch` clips, extrapolated from steps of
     `small` and `large` clips of a real batch, run on this machine's CPU under `cfg`'s
     autocast. Packed prompts follow the plan of a `batch` batch, repacked in proportion."""
     from training.pretrain.data import RankBatches
-    from training.pretrain.dist import Dist
     from training.pretrain.loop import (
         ClapTrainModule,
         build_model,
         configure_towers,
-        forward_loss,
-        gradient_checkpointing_off,
         make_collate,
         make_dataset,
         make_loader,
     )
     from training.pretrain.mixed import training_data
-    from training.pretrain.packing import take
 
     if not 0 < small < large:
         raise ValueError(f"record steps of 0 < small < large clips, not {small} and {large}")
     cpu = torch.device("cpu")
-    one = Dist(rank=0, world=1, local_rank=0, device=cpu)
     td = training_data(cfg.data, cfg.split, cfg.seed, cfg.val_fraction, cfg.replay, cfg.init)
     loaded = build_model(cfg, td.data, td.seen_species)
     configure_towers(cfg, loaded.model)
@@ -268,21 +342,12 @@ def step_costs(cfg: PretrainConfig, batch: int, small: int = 16, large: int = 32
     sampler = RankBatches(len(dataset) // large, large, 0, 1, 0, 1)
     full = next(iter(make_loader(cfg, dataset, collate, sampler, cpu)))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-
-    def step(n: int) -> list[OpCost]:
-        part = take(full, n, collate.pack, loaded.tokenizer.pad_token_id)
-        module.train()
-
-        def run() -> None:
-            forward_loss(module, module, part, autocast, one).backward()
-
-        with gradient_checkpointing_off(module):
-            ops = record(run)
-        module.zero_grad(set_to_none=True)
-        return ops
-
+    pad = loaded.tokenizer.pad_token_id
+    ops = record_step(
+        module, full, collate.pack, pad, autocast, cpu, batch=batch, small=small, large=large
+    )
     return StepCosts(
-        ops=extrapolate(step(small), step(large), small, large, batch),
+        ops=ops,
         params=sum(p.numel() for p in module.parameters() if p.requires_grad),
         source=loaded.source,
         text_shape=tuple(full["input_ids"].shape),

@@ -338,3 +338,24 @@ def test_an_error_in_bench_ends_the_process_instead_of_hanging_at_exit():
     for ring in ("false", "true"):
         filled = script.replace("RING", ring)
         fails_without_hanging(filled, "injected: CUDA out of memory", f"pinned_ring={ring}")
+
+
+def test_bench_bounds_the_step_by_its_roofline_where_the_bandwidth_is_known(capsys):
+    """The roofline of the step it timed, from the same FLOPs: on a CPU only with the
+    peak and the bandwidth given (a GPU's name gives both)."""
+    from training.pretrain.bench import bench, write
+    from training.pretrain.config import load_config
+
+    sets = ["init=scratch:fast", "data=tiny", "batch_size=4", "crop_seconds=1", "workers=0"]
+    cfg = load_config(None, sets)
+    r = bench(cfg, steps=1, warmup=0, peak_tflops=1.0, bandwidth_tbs=0.05)
+    assert r.bandwidth_tbs == 0.05
+    assert 0 < r.roofline_flash_s <= r.roofline_fused_s <= r.roofline_unfused_s
+    assert r.of_roofline == pytest.approx(r.roofline_flash_s / r.compute_alone_s, abs=1e-3)
+    # the roofline's FLOPs are the ones MFU is counted with
+    flops = r.mfu_bound * r.roofline_flash_s * 1e12
+    assert flops == pytest.approx(r.tflop_per_step * 1e12, rel=0.01)
+    assert "of its roofline's speed" in write(r, None)
+    unknown = bench(cfg, steps=1, warmup=0, peak_tflops=1.0)
+    assert unknown.of_roofline is None and unknown.roofline_flash_s is None
+    assert "--bandwidth-tbs" in write(unknown, None)
