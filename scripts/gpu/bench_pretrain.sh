@@ -50,7 +50,7 @@ for b in ${BATCHES:-64 256}; do
 step_s|data_wait_s|compute_s|compute_alone_s|compute_alone_synced_s|host_overhead|\
 loader_only_samples_per_s|loader_unpinned_samples_per_s|loader_pinned_samples_per_s|tflop_per_step|achieved_tflops|mfu|\
 peak_memory_gb|peak_reserved_gb|paper_run_minutes|roofline_flash_s|roofline_fused_s|\
-roofline_unfused_s|of_roofline|mfu_bound|verdict|[A-Za-z]*Error):"
+roofline_unfused_s|of_roofline|mfu_bound|roofline_error|verdict|[A-Za-z]*Error):"
   if [ -f "$OUT/profile_b$b/profile.md" ]; then head -c 2500 "$OUT/profile_b$b/profile.md"; fi
 done
 echo "total $(( $(date +%s) - start )) s"

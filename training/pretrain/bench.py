@@ -136,6 +136,7 @@ class BenchResult:
     roofline_unfused_s: float | None = None
     of_roofline: float | None = None
     mfu_bound: float | None = None
+    roofline_error: str | None = None  # why recording the step failed, where it did
 
 
 PROFILE_STEPS = 3  # steps of the step alone under the profiler (--profile)
@@ -327,25 +328,6 @@ def _timed(
         return counter.get_total_flops() - (packed_text_flops(module, sliced, autocast))
 
     flops = step_flops(count, cfg.batch_size) + packed_text_flops(module, full, autocast)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    peak = _peak(device, given[0])
-    bandwidth = given[1] or (memory_tbps(name) if device.type == "cuda" else None)
-    roof = None
-    if peak and bandwidth:  # the same slices, eager, recorded operator by operator
-        bar.set_description("bench: the roofline")
-        ops = record_step(
-            module,
-            full,
-            collate.pack,
-            loaded.tokenizer.pad_token_id,
-            autocast,
-            device,
-            batch=cfg.batch_size,
-            small=FLOP_COUNT_SLICE,
-            large=2 * FLOP_COUNT_SLICE,
-        )
-        trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-        roof = bound(ops, Device(name, peak * 1e12, bandwidth * 1e12), trainable)
     bar.update()
     bar.set_description("bench: timed steps")
     if device.type == "cuda":
@@ -421,6 +403,28 @@ def _timed(
             profiled = str(profile_dir)
         except Exception as e:  # the timed figures above took minutes: keep them
             profiled = f"failed ({type(e).__name__}: {e}); the figures above stand"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = _peak(device, given[0])
+    bandwidth = given[1] or (memory_tbps(name) if device.type == "cuda" else None)
+    roof, roof_error = None, None
+    if peak and bandwidth:  # the FLOP count's slices, eager, recorded operator by operator
+        bar.set_description("bench: the roofline")
+        try:
+            ops = record_step(
+                module,
+                full,
+                collate.pack,
+                loaded.tokenizer.pad_token_id,
+                autocast,
+                device,
+                batch=cfg.batch_size,
+                small=FLOP_COUNT_SLICE,
+                large=2 * FLOP_COUNT_SLICE,
+            )
+            trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
+            roof = bound(ops, Device(name, peak * 1e12, bandwidth * 1e12), trainable)
+        except Exception as e:  # the timed figures above took minutes: keep them
+            roof_error = f"failed ({type(e).__name__}: {e}); the figures above stand"
     bar.close()
 
     rate = steps * cfg.batch_size / total
@@ -474,6 +478,7 @@ def _timed(
         roofline_unfused_s=round(roof.unfused_s, 5) if roof else None,
         of_roofline=round(roof.flash_s / alone, 3) if roof else None,
         mfu_bound=round(roof.mfu_flash, 4) if roof else None,
+        roofline_error=roof_error,
     )
 
 
@@ -490,7 +495,7 @@ def write(result: BenchResult, out: str | Path | None) -> str:
     if result.mfu is None:  # say why, where a person reads it
         i = list(r).index("mfu")
         lines[i] += " (no peak TFLOP/s known for this device: give --peak-tflops)"
-    if result.of_roofline is None:
+    if result.of_roofline is None and not result.roofline_error:
         i = list(r).index("of_roofline")
         lines[i] += " (needs the device's peak and memory bandwidth: --bandwidth-tbs)"
     verdict = (

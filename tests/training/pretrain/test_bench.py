@@ -359,3 +359,20 @@ def test_bench_bounds_the_step_by_its_roofline_where_the_bandwidth_is_known(caps
     unknown = bench(cfg, steps=1, warmup=0, peak_tflops=1.0)
     assert unknown.of_roofline is None and unknown.roofline_flash_s is None
     assert "--bandwidth-tbs" in write(unknown, None)
+
+
+def test_a_roofline_that_cannot_be_recorded_keeps_the_timed_figures(monkeypatch):
+    """It runs after minutes of compiled, timed steps on a GPU: its failure is said, not
+    raised."""
+    from training.pretrain import bench as bench_module
+    from training.pretrain.config import load_config
+
+    def fails(*a, **k):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(bench_module, "record_step", fails)
+    sets = ["init=scratch:fast", "data=tiny", "batch_size=4", "crop_seconds=1", "workers=0"]
+    r = bench_module.bench(load_config(None, sets), 1, 0, peak_tflops=1.0, bandwidth_tbs=0.05)
+    assert r.samples_per_s > 0 and r.of_roofline is None
+    assert r.roofline_error.startswith("failed (RuntimeError: CUDA out of memory)")
+    assert "--bandwidth-tbs" not in bench_module.write(r, None)
