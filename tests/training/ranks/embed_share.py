@@ -45,6 +45,9 @@ def main(checkpoint: str, data_dir: str, n: int, out: Path) -> int:
         np.savez(out / f"rank{rank}.npz", rows=rows, read=np.array(read))
         return 0
     finally:
+        # every rank past the gather before any tears down: gloo aborted a rank whose
+        # peer destroyed the group first ("terminate called", 2 runs in 12)
+        tdist.barrier()
         tdist.destroy_process_group()
 
 
