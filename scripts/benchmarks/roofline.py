@@ -58,7 +58,7 @@ def main() -> None:
     print(f"recorded {len(ops)} operators a step in {time.monotonic() - t0:.0f} s on the CPU")
     print(
         f"model: {costs.source}, {params / 1e6:.1f} M trainable parameters; "
-        f"prompts of a {a.large}-clip step {costs.text_shape}"
+        f"prompts of the recorded batch {costs.text_shape}"
     )
     print(f"device: {device.name}; batch {a.batch}")
     print(f"model FLOPs: {b.model_flops / 1e12:.2f} TFLOP per step")

@@ -11,7 +11,7 @@
 #  kernel and idle gaps (profile_b<batch>/profile.md, .json, trace.json.gz).
 # bench reports each step's roofline, recorded on the GPU (of_roofline, mfu_bound); on
 # the CPU (scripts/benchmarks/roofline.py, wide, batch 256) the flash bounds were 30.9
-# ms for ring (padded to 48) and 25.9 ms for packed.
+# ms for ring (padded to 48) and 26.2 ms for packed.
 # ring512 and packed512 (batch 512) are for the call after. The hardware tests (ring,
 # pacing, fused window mask) passed on 2026-11-28 and are left out; run them with
 # `python3 -m pytest -m hardware tests/training/pretrain`.

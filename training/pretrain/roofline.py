@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -179,20 +180,31 @@ def extrapolate(
     """Each operator's FLOPs and bytes at `batch`, on the line through its costs at
     n_small and n_large clips: the activations grow with the batch, a weight read does
     not. The two recordings must call the same operators in the same order."""
-    if [o.name for o in small] != [o.name for o in large]:
-        raise ValueError(
-            f"the steps of {n_small} and {n_large} clips call different operators "
-            f"({len(small)} against {len(large)}): cannot extrapolate one from the other"
-        )
-    k = (batch - n_small) / (n_large - n_small)
+    return fit([small, large], [(n_small,), (n_large,)], (batch,))
 
-    def at(x: float, y: float) -> float:
-        return max(0.0, x + k * (y - x))
 
-    return [
-        OpCost(a.name, at(a.flops, b.flops), at(a.bytes, b.bytes), at(a.largest, b.largest))
-        for a, b in zip(small, large, strict=True)
-    ]
+def fit(
+    recordings: Sequence[Sequence[OpCost]],
+    points: Sequence[tuple[float, ...]],
+    at: tuple[float, ...],
+) -> list[OpCost]:
+    """Each operator's costs at `at`, from its costs in `recordings` made at `points`
+    (one more recording than a point has coordinates: clips, or clips and rows of packed
+    prompts), solved exactly as a + b . point. Every recording must call the same
+    operators in the same order."""
+    names = [o.name for o in recordings[0]]
+    for rec, point in zip(recordings[1:], points[1:], strict=True):
+        if [o.name for o in rec] != names:
+            raise ValueError(
+                f"the steps at {points[0]} and {point} call different operators "
+                f"({len(recordings[0])} against {len(rec)}): cannot extrapolate one from "
+                "the other"
+            )
+    x = np.array([[1.0, *p] for p in points])  # (k, k)
+    y = np.array([[[o.flops, o.bytes, o.largest] for o in rec] for rec in recordings])
+    coef = np.linalg.solve(x, y.reshape(len(points), -1))  # (k, ops * 3)
+    got = np.maximum(0.0, np.array([1.0, *at]) @ coef).reshape(len(names), 3)
+    return [OpCost(n, *map(float, row)) for n, row in zip(names, got, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -290,12 +302,16 @@ def record_step(
     it is no larger than `large`."""
     from training.pretrain.dist import Dist
     from training.pretrain.loop import forward_loss, gradient_checkpointing_off
-    from training.pretrain.packing import take
+    from training.pretrain.packing import PackPlan, take
 
     one = Dist(rank=0, world=1, local_rank=0, device=device)
 
-    def step(n: int) -> list[OpCost]:
-        part = take(full, n, pack, pad_id)
+    rows: dict[tuple[int, int], int] = {}  # (clips, planned rows) -> rows the slice took
+
+    def step(n: int, plan=pack) -> list[OpCost]:
+        part = take(full, n, plan, pad_id)
+        if plan is not None:  # a slice that overflows its rows takes more (packing.py)
+            rows[n, plan.rows_for(n)] = int(part["input_ids"].shape[0])
         part = {k: v.to(device) for k, v in part.items()}
         module.train()
 
@@ -309,7 +325,19 @@ def record_step(
 
     if batch <= large:
         return step(batch)
-    return extrapolate(step(small), step(large), small, large, batch)
+    if pack is None:
+        return extrapolate(step(small), step(large), small, large, batch)
+    # Packed prompts: the text costs follow the rows, the audio the clips, and a
+    # slice's rows are rounded up (rows_for), so a line in the clips alone misses the
+    # batch's rows. A third step, of `large` clips and one row more, separates the two.
+    r_large = pack.rows_for(large)
+    more = PackPlan(pack.row_tokens, r_large + 1, large)  # rows_for(large) = r_large + 1
+    recordings = [step(small), step(large), step(large, more)]
+    took = list(rows.values())  # in the order recorded
+    if len(set(took[1:])) < 2:
+        raise ValueError(f"packed slices of {large} clips took {took[1]} rows either way")
+    points = [(small, took[0]), (large, took[1]), (large, took[2])]
+    return fit(recordings, points, (batch, pack.rows))
 
 
 def step_costs(cfg: PretrainConfig, batch: int, small: int = 16, large: int = 32) -> StepCosts:
@@ -336,10 +364,11 @@ def step_costs(cfg: PretrainConfig, batch: int, small: int = 16, large: int = 32
     configure_towers(cfg, loaded.model)
     module = ClapTrainModule(loaded)
     collate = make_collate(cfg, loaded, td.data.catalogue, batch)
+    clips = min(batch, large)  # the clips record_step takes
     dataset = make_dataset(cfg, td, loaded)
-    if len(dataset) < large:
-        raise ValueError(f"{cfg.data}: {len(dataset)} clips an epoch, fewer than {large}")
-    sampler = RankBatches(len(dataset) // large, large, 0, 1, 0, 1)
+    if len(dataset) < clips:
+        raise ValueError(f"{cfg.data}: {len(dataset)} clips an epoch, fewer than {clips}")
+    sampler = RankBatches(len(dataset) // clips, clips, 0, 1, 0, 1)
     full = next(iter(make_loader(cfg, dataset, collate, sampler, cpu)))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     pad = loaded.tokenizer.pad_token_id

@@ -10,6 +10,7 @@ from training.pretrain.roofline import (
     OpCost,
     bound,
     extrapolate,
+    fit,
     record,
     step_costs,
 )
@@ -91,3 +92,21 @@ def test_each_bound_counts_what_it_says():
     assert b.by_kind["matmul"]["memory_bound_flops"] == 100.0
     assert b.by_kind["attention"]["memory_bound_flops"] == 100.0
     assert b.by_kind["elementwise"]["unfused_s"] == 5.0
+
+
+def test_packed_costs_are_fitted_in_clips_and_rows_apart():
+    """A slice's packed rows are rounded up (5 rows for 16 clips of a 72-row plan for
+    256): a line in the clips alone would reach 65 rows at 256, not 72."""
+    from training.pretrain.packing import PackPlan
+
+    plan = PackPlan(row_tokens=64, rows=72, prompts=256)
+    points = [(16, plan.rows_for(16)), (32, plan.rows_for(32)), (32, plan.rows_for(32) + 1)]
+    assert [r for _, r in points] == [5, 9, 10]
+
+    def cost(clips, rows):  # an audio op in the clips, a text op in the rows
+        return [OpCost("aten.mm", 2.0 * clips, 1.0 + clips), OpCost("aten.mm", 3.0 * rows, 5.0)]
+
+    got = fit([cost(*p) for p in points], points, (256, 72))
+    assert got == cost(256, 72)
+    clips_only = extrapolate(cost(16, 5), cost(32, 9), 16, 32, 256)
+    assert clips_only[1].flops == 3.0 * 65  # what the line in the clips alone gives
