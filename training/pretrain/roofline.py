@@ -13,7 +13,8 @@ the tensor cores. Three bounds on the step:
   operator reads and writes its tensors);
 - "fused": only the operators that have FLOPs, at their roofline, with every other
   operator free (as if each were fused into a neighbour), plus a fused AdamW's traffic.
-  No compiler does better, so MFU cannot pass fused's bound on these shapes;
+  Short of fusing matrix products into each other (a flash kernel does, for
+  attention's: the next bound), no compiled step does better on these shapes;
 - "fused, flash attention": fused, with attention's products reading and writing only
   q, k, v and their output: the CPU records attention's math path (batched products,
   softmax), whose scores a flash kernel on a GPU keeps on chip.
