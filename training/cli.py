@@ -389,6 +389,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         p.print_help()
         return 2
+    from training.pretrain.dist import torchrun_rank_world
+
+    if torchrun_rank_world()[1] > 1 and args.func not in (_cmd_pretrain, _cmd_finetune):
+        # every rank would do the whole job and write the same files
+        name = args.func.__name__.removeprefix("_cmd_")
+        print(
+            f"animalclap-train: error: {name} runs in one process, not under torchrun "
+            "(WORLD_SIZE > 1): run it without torchrun; only pretrain and finetune share "
+            "their work across ranks",
+            file=sys.stderr,
+        )
+        return 2
     try:
         return args.func(args)
     except Exception as e:

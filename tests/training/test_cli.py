@@ -98,3 +98,12 @@ def test_a_gpu_that_is_not_there_is_said_before_any_model_loads(
         assert err.startswith("animalclap-train: error: device 'cuda': torch sees no CUDA GPU")
         assert err.count("\n") == 1 and "--device cpu or auto" in err
         assert not out.exists()
+
+
+def test_a_single_process_command_under_torchrun_is_refused(monkeypatch, capsys):
+    """evaluate (or bench, prepare...) under torchrun: every rank did the whole job and
+    wrote the same files."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["evaluate", "--run", "nowhere"]) == 2
+    err = capsys.readouterr().err
+    assert "evaluate runs in one process, not under torchrun" in err and "\n" not in err.strip()
