@@ -21,7 +21,7 @@ from collections import defaultdict
 
 from training.pretrain.bench import PAPER_SAMPLES
 from training.pretrain.config import load_config
-from training.pretrain.roofline import DEVICES, bound, step_costs
+from training.pretrain.roofline import DEVICES, bound, plot_bound, step_costs
 
 
 def main() -> None:
@@ -42,6 +42,7 @@ def main() -> None:
     )
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", help="also write the bounds and each kind's figures as JSON here")
+    ap.add_argument("--plot", help="also draw the bounds, kind by kind, into this PNG")
     a = ap.parse_args()
     if not 0 < a.small < a.large:
         ap.error("give 0 < --small < --large")
@@ -106,6 +107,11 @@ def main() -> None:
         }
         with open(a.out, "w", encoding="utf-8") as f:
             json.dump(figures, f, indent=2)
+    if a.plot:
+        title = f"Roofline of one step: {a.data}, batch {a.batch}" + (
+            f", {' '.join(a.set)}" if a.set else ""
+        )
+        plot_bound(b, a.plot, title, a.measured_s)
     if a.measured_s:
         mfu = b.model_flops / (a.measured_s * device.peak_flops)
         print(

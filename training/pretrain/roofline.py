@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -239,38 +240,97 @@ def bound(
     """The step's rooflines on `device`; `params`: trainable parameters (AdamW);
     `attention`: the operators that are attention's products (see KINDS)."""
     optimizer_s = params * ADAMW_BYTES_PER_PARAM / device.bandwidth
-    kinds: dict[str, dict[str, float]] = defaultdict(
-        lambda: {"flops": 0.0, "bytes": 0.0, "unfused_s": 0.0, "memory_bound_flops": 0.0}
-    )
-    unfused = fused = flash = 0.0
+    figures = ("flops", "bytes", "unfused_s", "fused_s", "flash_s", "memory_bound_flops")
+    kinds: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(figures, 0.0))
     for op in ops:
         s = op.seconds(device)
         k = kinds[op.kind]
         k["flops"] += op.flops
         k["bytes"] += op.bytes
         k["unfused_s"] += s
-        unfused += s
         if op.flops:
-            fused += s
+            k["fused_s"] += s
             # a flash kernel reads and writes q, k, v and the output, never the scores:
             # each of attention's products has one operand the scores' size, its largest
-            flash += (
+            k["flash_s"] += (
                 max(op.flops / device.peak_flops, (op.bytes - op.largest) / device.bandwidth)
                 if op.name in attention
                 else s
             )
             if op.bytes / device.bandwidth > op.flops / device.peak_flops:
                 k["memory_bound_flops"] += op.flops
-    flops = sum(o.flops for o in ops)
+
+    def total(key: str) -> float:
+        return sum(k[key] for k in kinds.values())
+
     return Bound(
         device=device,
-        model_flops=flops,
-        unfused_s=unfused + optimizer_s,
-        fused_s=fused + optimizer_s,
-        flash_s=flash + optimizer_s,
+        model_flops=total("flops"),
+        unfused_s=total("unfused_s") + optimizer_s,
+        fused_s=total("fused_s") + optimizer_s,
+        flash_s=total("flash_s") + optimizer_s,
         optimizer_s=optimizer_s,
         by_kind=dict(kinds),
     )
+
+
+# one colour a kind in plot_bound, in the order of KINDS, then the rest
+COLOURS = {
+    "attention": "#762a83",
+    "matmul": "#1b7837",
+    "convolution": "#5aae61",
+    "front-end FFT": "#a6dba0",
+    "normalisation": "#2166ac",
+    "softmax": "#92c5de",
+    "copy": "#d6604d",
+    "elementwise": "#f4a582",
+    "AdamW": "#777777",
+}
+
+
+def plot_bound(b: Bound, out_png: str | Path, title: str, measured_s: float | None = None) -> Path:
+    """The three bounds as bars of their kinds' time (ms), and a measured step beside
+    them: where a step's time could go, and how far it is from there."""
+    # Figure, not pyplot: no global backend or figure registry touched
+    from matplotlib.figure import Figure
+
+    bars = [("unfused", "unfused_s"), ("fused", "fused_s"), ("flash", "flash_s")]
+    fig = Figure(figsize=(8, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for y, (_, key) in enumerate(bars):
+        left = 0.0
+        parts = [(kind, k[key]) for kind, k in b.by_kind.items()] + [("AdamW", b.optimizer_s)]
+        for kind, s in parts:
+            if s <= 0:
+                continue
+            ax.barh(y, s * 1e3, left=left, color=COLOURS.get(kind, "#bbbbbb"), label=kind)
+            left += s * 1e3
+        mfu = b.model_flops / (left / 1e3 * b.device.peak_flops)
+        ax.text(left, y, f" {left:.1f} ms, MFU <= {mfu:.0%}", va="center", fontsize=8)
+    labels = [label for label, _ in bars]
+    if measured_s:
+        y = len(bars)
+        ax.barh(y, measured_s * 1e3, color="black")
+        mfu = b.model_flops / (measured_s * b.device.peak_flops)
+        ax.text(
+            measured_s * 1e3,
+            y,
+            f" {measured_s * 1e3:.1f} ms, MFU {mfu:.0%}",
+            va="center",
+            fontsize=8,
+        )
+        labels.append("measured")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"ms a step on {b.device.name}")
+    ax.set_title(title, fontsize=9)
+    handles, names = ax.get_legend_handles_labels()
+    seen = dict(zip(names, handles, strict=True))  # one entry a kind
+    fig.legend(seen.values(), seen.keys(), fontsize=7, loc="outside lower center", ncols=5)
+    ax.set_xlim(0, max(b.unfused_s, measured_s or 0) * 1e3 * 1.35)
+    out_png = Path(out_png)
+    fig.savefig(out_png, dpi=110, format="png")
+    return out_png
 
 
 @dataclass(frozen=True)

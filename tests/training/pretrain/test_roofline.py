@@ -11,6 +11,7 @@ from training.pretrain.roofline import (
     bound,
     extrapolate,
     fit,
+    plot_bound,
     record,
     step_costs,
 )
@@ -110,3 +111,13 @@ def test_packed_costs_are_fitted_in_clips_and_rows_apart():
     assert got == cost(256, 72)
     clips_only = extrapolate(cost(16, 5), cost(32, 9), 16, 32, 256)
     assert clips_only[1].flops == 3.0 * 65  # what the line in the clips alone gives
+
+
+def test_the_bounds_are_drawn_with_a_measured_step_beside_them(tmp_path):
+    gpu = Device("test", peak_flops=100.0, bandwidth=10.0)
+    ops = [OpCost("aten.mm", 1000.0, 10.0, 5.0), OpCost("aten.add", 0.0, 50.0, 20.0)]
+    b = bound(ops, gpu, params=10)
+    for measured in (None, 50.0):
+        png = plot_bound(b, tmp_path / f"{measured}.png", "a test", measured)
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    assert b.by_kind["elementwise"]["fused_s"] == 0.0 and b.by_kind["matmul"]["fused_s"] == 10.0
