@@ -315,6 +315,12 @@ def _timed(
     sync()
     bar.set_description("bench: counting FLOPs")
     full = next(it)
+    # the roofline is recorded after the timed steps, on its own copy: with pinned_ring,
+    # `full` is a view of a slot the loader refills meanwhile
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = _peak(device, given[0])
+    bandwidth = given[1] or (memory_tbps(name) if device.type == "cuda" else None)
+    kept = {k: v.to("cpu", copy=True) for k, v in full.items()} if peak and bandwidth else None
 
     def count(part: int) -> float:
         # model FLOPs: with grad_checkpointing the recomputed forwards would count too
@@ -403,16 +409,13 @@ def _timed(
             profiled = str(profile_dir)
         except Exception as e:  # the timed figures above took minutes: keep them
             profiled = f"failed ({type(e).__name__}: {e}); the figures above stand"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    peak = _peak(device, given[0])
-    bandwidth = given[1] or (memory_tbps(name) if device.type == "cuda" else None)
     roof, roof_error = None, None
-    if peak and bandwidth:  # the FLOP count's slices, eager, recorded operator by operator
+    if kept is not None:  # the FLOP count's slices, eager, recorded operator by operator
         bar.set_description("bench: the roofline")
         try:
             ops = record_step(
                 module,
-                full,
+                kept,
                 collate.pack,
                 loaded.tokenizer.pad_token_id,
                 autocast,
