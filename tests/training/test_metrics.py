@@ -405,3 +405,16 @@ def test_paired_change_counts_and_bounds():
     assert np.isnan(paired_change([], [])["lo"])
     with pytest.raises(ValueError, match="one length"):
         paired_change([True], [True, False])
+
+
+def test_ranks_scored_a_chunk_of_rows_at_a_time_are_the_whole_matrixs():
+    from training.metrics import similarity_ranks
+
+    rng = np.random.default_rng(0)
+    audio = rng.integers(-2, 3, size=(103, 8)).astype(np.float32)  # integers: many ties
+    text = rng.integers(-2, 3, size=(11, 8)).astype(np.float32)
+    labels = rng.integers(0, 11, size=103)
+    whole = ranks(audio @ text.T, labels)
+    for chunk in (1, 10, 103, 500):
+        np.testing.assert_array_equal(similarity_ranks(audio, text, labels, chunk), whole)
+    assert similarity_ranks(audio[:0], text, labels[:0]).shape == (0,)
