@@ -9,6 +9,7 @@ from pathlib import Path
 
 from animalclap_edge.cli_help import DefaultsFormatter, error_line
 from animalclap_edge.contracts.prompts import ALL_TEMPLATES
+from training.torchrun import torchrun_rank_world
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -389,8 +390,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         p.print_help()
         return 2
-    from training.pretrain.dist import torchrun_rank_world
-
     if torchrun_rank_world()[1] > 1 and args.func not in (_cmd_pretrain, _cmd_finetune):
         # every rank would do the whole job and write the same files
         name = args.func.__name__.removeprefix("_cmd_")
@@ -865,7 +864,6 @@ def _cmd_curves(args) -> int:
 
 def _cmd_pretrain(args) -> int:
     from training.pretrain.config import load_config
-    from training.pretrain.dist import torchrun_rank_world
     from training.pretrain.loop import pretrain
 
     overrides = list(args.set)
@@ -936,8 +934,6 @@ def _cmd_finetune(args) -> int:
     if args.replay:
         overrides.append(f"replay={args.replay}")
     report = finetune(finetune_config(args.config, overrides + list(args.set)))
-    from training.pretrain.dist import torchrun_rank_world
-
     if torchrun_rank_world()[0] == 0:  # once, not once a rank
         print(summary(report, Path(args.out)))
     return 0

@@ -21,7 +21,13 @@ from collections import defaultdict
 
 from training.pretrain.bench import PAPER_SAMPLES
 from training.pretrain.config import load_config
-from training.pretrain.roofline import DEVICES, bound, plot_bound, step_costs
+from training.pretrain.roofline import (
+    ADAMW_BYTES_PER_PARAM,
+    DEVICES,
+    bound,
+    plot_bound,
+    step_costs,
+)
 
 
 def main() -> None:
@@ -72,7 +78,8 @@ def main() -> None:
             f"| {kind} | {k['flops'] / b.model_flops:.1%} | {bound_share:.0%} "
             f"| {k['bytes'] / 1e9:.1f} | {k['unfused_s'] * 1e3:.1f} |"
         )
-    print(f"| fused AdamW | | | {params * 28 / 1e9:.1f} | {b.optimizer_s * 1e3:.1f} |")
+    adamw_gb = params * ADAMW_BYTES_PER_PARAM / 1e9
+    print(f"| fused AdamW | | | {adamw_gb:.1f} | {b.optimizer_s * 1e3:.1f} |")
     print()
     by_op: dict[str, float] = defaultdict(float)
     for o in ops:

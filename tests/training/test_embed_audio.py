@@ -1,7 +1,6 @@
 """Embedding labelled recordings: windows read by workers, on the model's device."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -165,18 +164,10 @@ RANKS = Path(__file__).parent / "ranks" / "embed_share.py"
 
 
 def _two_ranks_embed(checkpoint, data_dir, n: int, out: Path) -> subprocess.CompletedProcess:
-    from .pretrain.conftest import REPO, child_env
+    from .pretrain.conftest import run_two_ranks
 
     out.mkdir()
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    return subprocess.run(
-        [*torchrun, str(RANKS), str(checkpoint), str(data_dir), str(n), str(out)],
-        cwd=REPO,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return run_two_ranks([str(RANKS), str(checkpoint), str(data_dir), str(n), str(out)], 180)
 
 
 def test_two_ranks_each_embed_half_and_both_get_one_process_rows(

@@ -119,27 +119,16 @@ def test_finetune_on_real_recordings_reports_before_and_after(
 def test_two_ranks_report_once_what_one_process_reports(pretrain_checkpoint, real_folder, tmp_path):
     """torchrun: the ranks share the reports' recordings out (each used to embed all of
     them) and only rank 0 writes and prints."""
-    import subprocess
-    import sys
-
-    from .pretrain.conftest import REPO, child_env
+    from .pretrain.conftest import run_two_ranks
 
     runs = ("one", "two")
     sets = ["clips_per_species=2", "batch_size=8", "max_steps=2", "crop_seconds=1"]
     sets += ["workers=0", "precision=fp32", "lr=1e-3", "tensorboard=false"]
     given = [f"init={pretrain_checkpoint}", f"data={real_folder}", "replay=tiny"]
     finetune(finetune_config(None, [*given, f"out={tmp_path / 'one'}", *sets]), False)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     args = ["-m", "training.cli", "finetune", "--checkpoint", str(pretrain_checkpoint)]
     args += ["--data", str(real_folder), "--replay", "tiny", "--out", str(tmp_path / "two")]
-    done = subprocess.run(
-        [*torchrun, *args, "--set", *sets],
-        cwd=REPO,
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_two_ranks([*args, "--set", *sets])
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("next, a bundle for the recorders") == 1
     # rank 0's bars (the only ones shown) count its share of each report's recordings

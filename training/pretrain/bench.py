@@ -53,22 +53,17 @@ from training.pretrain.packing import (
     take,
 )
 from training.pretrain.prefetch import DevicePrefetch
-from training.pretrain.roofline import Device, bound, memory_tbps, record_step
+from training.pretrain.roofline import (
+    MEMORY_TBPS,
+    PEAK_BF16_TFLOPS,
+    Device,
+    bound,
+    by_name,
+    record_step,
+    trainable,
+)
 from training.pretrain.step_profile import profile_step
 
-# Dense bf16 tensor-core peaks (TFLOP/s) from NVIDIA's data sheets (their sparse figures
-# halved), by device name: the first key the name contains, so variants come before
-# their family (an SXM H100 reads "NVIDIA H100 80GB HBM3", 989; PCIe 756; NVL 835).
-PEAK_BF16_TFLOPS = {
-    "H100 PCIe": 756.0,
-    "H100 NVL": 835.0,
-    "H200 NVL": 835.0,
-    "H100": 989.0,
-    "H200": 989.0,
-    "A100": 312.0,
-    "L40S": 362.0,
-    "A10": 125.0,
-}
 PAPER_SAMPLES = 20 * 6823 * 30  # 20 balanced epochs of 6,823 species x 30 clips
 
 
@@ -189,8 +184,7 @@ def _peak(device: torch.device, override: float | None) -> float | None:
         return override
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    return by_name(PEAK_BF16_TFLOPS, torch.cuda.get_device_name(device))
 
 
 def sustained_rate(loop: float, loader_alone: float, workers: int) -> float:
@@ -240,7 +234,7 @@ def bench(
         )
     with contextlib.ExitStack() as cleanup:  # the ring's lock, however the bench ends
         return _timed(
-            cfg, steps, warmup, (peak_tflops, bandwidth_tbs), progress, cleanup, profile_dir
+            cfg, steps, warmup, peak_tflops, bandwidth_tbs, progress, cleanup, profile_dir
         )
 
 
@@ -248,7 +242,8 @@ def _timed(
     cfg: PretrainConfig,
     steps: int,
     warmup: int,
-    given: tuple[float | None, float | None],  # (peak TFLOP/s, bandwidth TB/s) or None
+    peak_tflops: float | None,
+    bandwidth_tbs: float | None,
     progress: bool,
     cleanup: contextlib.ExitStack,
     profile_dir: str | Path | None,
@@ -318,8 +313,8 @@ def _timed(
     # the roofline is recorded after the timed steps, on its own copy: with pinned_ring,
     # `full` is a view of a slot the loader refills meanwhile
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    peak = _peak(device, given[0])
-    bandwidth = given[1] or (memory_tbps(name) if device.type == "cuda" else None)
+    peak = _peak(device, peak_tflops)
+    bandwidth = bandwidth_tbs or (by_name(MEMORY_TBPS, name) if device.type == "cuda" else None)
     kept = {k: v.to("cpu", copy=True) for k, v in full.items()} if peak and bandwidth else None
 
     def count(part: int) -> float:
@@ -424,8 +419,7 @@ def _timed(
                 small=FLOP_COUNT_SLICE,
                 large=2 * FLOP_COUNT_SLICE,
             )
-            trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-            roof = bound(ops, Device(name, peak * 1e12, bandwidth * 1e12), trainable)
+            roof = bound(ops, Device(name, peak * 1e12, bandwidth * 1e12), trainable(module))
         except Exception as e:  # the timed figures above took minutes: keep them
             roof_error = f"failed ({type(e).__name__}: {e}); the figures above stand"
     bar.close()

@@ -9,6 +9,7 @@ import torch
 import torch.distributed as tdist
 
 from training.devices import resolve_device
+from training.torchrun import torchrun_rank_world
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,6 @@ class Dist:
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-
-def torchrun_rank_world() -> tuple[int, int]:
-    """(RANK, WORLD_SIZE) as torchrun sets them; (0, 1) in a plain process. Readable
-    before the process group exists (and without one)."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def init_distributed() -> Dist:

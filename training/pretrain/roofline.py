@@ -69,8 +69,20 @@ class Device:
     bandwidth: float  # memory, bytes/s
 
 
-# memory bandwidth in TB/s by a part of the device's name, first match wins (NVIDIA's
-# datasheets; bench's PEAK_BF16_TFLOPS holds the peaks the same way)
+# A device's figures from NVIDIA's data sheets, by a part of its name: the first key
+# the name contains, so variants come before their family (an SXM H100 reads "NVIDIA
+# H100 80GB HBM3"). Dense bf16 tensor-core peaks, TFLOP/s (the sparse figures halved):
+PEAK_BF16_TFLOPS = {
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H200 NVL": 835.0,
+    "H100": 989.0,
+    "H200": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "A10": 125.0,
+}
+# and memory bandwidth, TB/s
 MEMORY_TBPS = {
     "H100 PCIe": 2.0,
     "H100 NVL": 3.9,
@@ -85,11 +97,22 @@ MEMORY_TBPS = {
     "A10": 0.6,
 }
 
-# NVIDIA's datasheet figures (SXM parts): dense bf16 and HBM bandwidth
+
+def by_name(table: dict[str, float], device_name: str) -> float | None:
+    """`table`'s figure for the first key `device_name` contains; None for none."""
+    return next((v for k, v in table.items() if k in device_name), None)
+
+
+def _sxm(name: str, key: str) -> Device:
+    peak, tbps = PEAK_BF16_TFLOPS[key], MEMORY_TBPS[key]
+    return Device(f"{name} ({peak:g} TFLOP/s bf16, {tbps:g} TB/s)", peak * 1e12, tbps * 1e12)
+
+
+# the SXM parts roofline.py bounds a step on without the GPU
 DEVICES = {
-    "h100": Device("NVIDIA H100 SXM (989 TFLOP/s bf16, 3.35 TB/s)", 989e12, 3.35e12),
-    "h200": Device("NVIDIA H200 SXM (989 TFLOP/s bf16, 4.8 TB/s)", 989e12, 4.8e12),
-    "a100": Device("NVIDIA A100 SXM 80GB (312 TFLOP/s bf16, 2.04 TB/s)", 312e12, 2.04e12),
+    "h100": _sxm("NVIDIA H100 SXM", "H100"),
+    "h200": _sxm("NVIDIA H200 SXM", "H200"),
+    "a100": _sxm("NVIDIA A100 SXM 80GB", "A100"),
 }
 
 
@@ -341,8 +364,9 @@ class StepCosts:
     text_shape: tuple[int, ...]  # a recorded step's input_ids
 
 
-def memory_tbps(device_name: str) -> float | None:
-    return next((v for k, v in MEMORY_TBPS.items() if k in device_name), None)
+def trainable(module: torch.nn.Module) -> int:
+    """Parameters AdamW updates: the optimizer's share of a bound."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def record_step(
@@ -367,13 +391,10 @@ def record_step(
 
     one = Dist(rank=0, world=1, local_rank=0, device=device)
 
-    rows: dict[tuple[int, int], int] = {}  # (clips, planned rows) -> rows the slice took
-
-    def step(n: int, plan=pack) -> list[OpCost]:
-        part = take(full, n, plan, pad_id)
-        if plan is not None:  # a slice that overflows its rows takes more (packing.py)
-            rows[n, plan.rows_for(n)] = int(part["input_ids"].shape[0])
-        part = {k: v.to(device) for k, v in part.items()}
+    def step(n: int, plan=pack) -> tuple[list[OpCost], int]:
+        """The slice's operators, and the text rows it took: packed, a slice that
+        overflows its planned rows takes more (packing.py)."""
+        part = {k: v.to(device) for k, v in take(full, n, plan, pad_id).items()}
         module.train()
 
         def run() -> None:
@@ -382,23 +403,21 @@ def record_step(
         with gradient_checkpointing_off(module):
             ops = record(run)
         module.zero_grad(set_to_none=True)
-        return ops
+        return ops, int(part["input_ids"].shape[0])
 
     if batch <= large:
-        return step(batch)
+        return step(batch)[0]
     if pack is None:
-        return extrapolate(step(small), step(large), small, large, batch)
+        return extrapolate(step(small)[0], step(large)[0], small, large, batch)
     # Packed prompts: the text costs follow the rows, the audio the clips, and a
     # slice's rows are rounded up (rows_for), so a line in the clips alone misses the
     # batch's rows. A third step, of `large` clips and one row more, separates the two.
     r_large = pack.rows_for(large)
     more = PackPlan(pack.row_tokens, r_large + 1, large)  # rows_for(large) = r_large + 1
-    recordings = [step(small), step(large), step(large, more)]
-    took = list(rows.values())  # in the order recorded
-    if len(set(took[1:])) < 2:
-        raise ValueError(f"packed slices of {large} clips took {took[1]} rows either way")
-    points = [(small, took[0]), (large, took[1]), (large, took[2])]
-    return fit(recordings, points, (batch, pack.rows))
+    (a, rows_a), (b, rows_b), (c, rows_c) = step(small), step(large), step(large, more)
+    if rows_b == rows_c:
+        raise ValueError(f"packed slices of {large} clips took {rows_b} rows either way")
+    return fit([a, b, c], [(small, rows_a), (large, rows_b), (large, rows_c)], (batch, pack.rows))
 
 
 def step_costs(cfg: PretrainConfig, batch: int, small: int = 16, large: int = 32) -> StepCosts:
@@ -438,7 +457,7 @@ def step_costs(cfg: PretrainConfig, batch: int, small: int = 16, large: int = 32
     )
     return StepCosts(
         ops=ops,
-        params=sum(p.numel() for p in module.parameters() if p.requires_grad),
+        params=trainable(module),
         source=loaded.source,
         text_shape=tuple(full["input_ids"].shape),
     )

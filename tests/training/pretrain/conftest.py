@@ -55,17 +55,23 @@ def child_env() -> dict:
     return env
 
 
-def torchrun_two_ranks(cfg, timeout: float = 300) -> None:
-    """Run these settings as two gloo ranks on this machine; fails with rank stderr."""
+def run_two_ranks(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """`args` (a script or -m module and its arguments) as two gloo ranks on this
+    machine, under torchrun; its output captured."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    proc = subprocess.run(
-        [*torchrun, *cli_args(cfg)],
+    return subprocess.run(
+        [*torchrun, *args],
         cwd=REPO,
         env=child_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def torchrun_two_ranks(cfg, timeout: float = 300) -> None:
+    """Run these settings as two gloo ranks on this machine; fails with rank stderr."""
+    proc = run_two_ranks(cli_args(cfg), timeout)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
