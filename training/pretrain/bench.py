@@ -232,6 +232,9 @@ def bench(
             f"--steps {steps} --warmup {warmup}: give at least 1 timed step and 0 or more "
             "warm-up steps"
         )
+    for flag, value in (("--peak-tflops", peak_tflops), ("--bandwidth-tbs", bandwidth_tbs)):
+        if value is not None and not value > 0:  # a bound of negative time otherwise
+            raise ValueError(f"{flag} {value}: give the device's figure, a number above 0")
     with contextlib.ExitStack() as cleanup:  # the ring's lock, however the bench ends
         return _timed(
             cfg, steps, warmup, peak_tflops, bandwidth_tbs, progress, cleanup, profile_dir

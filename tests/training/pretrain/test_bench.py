@@ -376,3 +376,11 @@ def test_a_roofline_that_cannot_be_recorded_keeps_the_timed_figures(monkeypatch)
     assert r.samples_per_s > 0 and r.of_roofline is None
     assert r.roofline_error.startswith("failed (RuntimeError: CUDA out of memory)")
     assert "--bandwidth-tbs" not in bench_module.write(r, None)
+
+
+@pytest.mark.parametrize("flag", ["--peak-tflops", "--bandwidth-tbs"])
+def test_a_device_figure_of_zero_or_less_is_refused_in_one_line(flag, capsys):
+    sets = ["init=scratch:fast", "data=tiny", "batch_size=4", "crop_seconds=1", "workers=0"]
+    assert main(["bench", "--set", *sets, "--steps", "1", flag, "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after bench's "what it runs"
+    assert err.endswith(f"error: {flag} -1.0: give the device's figure, a number above 0")
