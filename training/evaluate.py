@@ -30,7 +30,13 @@ from animalclap_edge.contracts.prompts import Template, render
 from training.devices import EmbedFeed
 from training.embed_audio import embed_items
 from training.labelled_audio import LabelledSet
-from training.metrics import embedding_map, proportion_ci, ranks, taxonomic_error_profile
+from training.metrics import (
+    RANK_CHUNK,
+    embedding_map,
+    proportion_ci,
+    similarity_ranks_and_predictions,
+    taxonomic_error_profile,
+)
 from training.model import AudioEncoder, LoadedClap, text_embeddings
 from training.splits import ZeroShotSplit
 
@@ -72,21 +78,18 @@ def zero_shot_scores(
     candidates: list[str],
     text: np.ndarray,
     catalogue: Catalogue,
+    chunk: int = RANK_CHUNK,
 ) -> dict:
     """audio (N, D), text (len(candidates), D) -> top-1/top-5, the error profile, and
-    "hits": whether each recording was right at top-1, (N,) bools."""
+    "hits": whether each recording was right at top-1, (N,) bools. Scored `chunk`
+    recordings at a time: the "all" pool of a paper-size split is 70k x 6,823."""
     index = {s: i for i, s in enumerate(candidates)}
-    labels = np.array([index[s] for s in true_species])
-    sims = audio @ text.T  # (N, len(candidates))
-    r = ranks(sims, labels)
-    n, c = sims.shape
-    # Ties count against the true label, in top-1 (ranks) and so here: a true species
-    # tied for the best score is not the prediction; the first other tied one is.
-    # argmax alone took the lowest index, so a tie could be wrong for top-1 and right
-    # for the error profile.
-    top = sims >= sims.max(axis=1, keepdims=True)  # (N, C)
-    top[np.arange(n), labels] &= top.sum(axis=1) == 1
-    pred = [candidates[i] for i in np.argmax(top, axis=1)]
+    labels = np.array([index[s] for s in true_species], dtype=np.int64)
+    # ties count against the true label in the prediction as in top-1: argmax alone
+    # took the lowest index, so a tie could be wrong for top-1 and right for the profile
+    r, predicted = similarity_ranks_and_predictions(audio, text, labels, chunk)
+    n, c = len(labels), len(candidates)
+    pred = [candidates[i] for i in predicted]
     return {
         "n": len(labels),
         "candidates": len(candidates),

@@ -266,6 +266,24 @@ def test_ties_count_against_the_true_label_in_the_error_profile_as_in_top1(tiny_
     assert r["chance_top1"] == 0.25 and r["chance_top5"] == 1.0  # 5 of 4 candidates: all
 
 
+def test_zero_shot_scores_a_chunk_of_recordings_at_a_time_as_the_whole_matrix(tiny_catalogue):
+    """The "all" pool of a paper-size split is a 70k x 6,823 matrix (1.9 GB, and as
+    much again in its top-1 mask) if scored at once; chunks must give the same figures,
+    ties and the error profile's predictions included."""
+    from training.evaluate import zero_shot_scores
+
+    cands = list(tiny_catalogue.ids)
+    rng = np.random.default_rng(1)
+    true = [cands[i] for i in rng.integers(0, len(cands), size=37)]
+    audio = rng.integers(-1, 2, size=(37, 6)).astype(np.float32)  # integers: many ties
+    text = rng.integers(-1, 2, size=(len(cands), 6)).astype(np.float32)
+    whole = zero_shot_scores(audio, true, cands, text, tiny_catalogue, chunk=37)
+    assert 0 < whole["errors"]["n_wrong"] < 37  # some right, some wrong: a real check
+    for chunk in (1, 5, 36, 1000):
+        chunked = zero_shot_scores(audio, true, cands, text, tiny_catalogue, chunk=chunk)
+        assert json.dumps(chunked, default=str) == json.dumps(whole, default=str), chunk
+
+
 def test_data_too_small_for_a_split_is_told_with_the_options_evaluate_has(
     tiny_checkpoint, tmp_path, capsys
 ):
