@@ -8,6 +8,7 @@ and the last uplink attempt still see a working database.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -93,12 +94,17 @@ class Runtime:
         room; open_store does not take that failure for damage."""
         try:
             return (*open_store(self.db, backup_path_for(self.db)), None)
-        except StoreError:
+        except StoreError as e:
             clips = Path(cfg.storage.clips_dir) if cfg.storage.clips_dir else None
             if not (self.db.parent.is_dir() and is_full(self.db.parent)):
                 raise
             if (room := make_room(clips)) is None:  # full of what is not ours
-                raise
+                free = shutil.disk_usage(self.db.parent).free
+                raise StoreError(
+                    f"{self.db}: cannot open the detection database: the card is full "
+                    f"({free / 1e6:.1f} MB free, not enough in our own clips to make room): "
+                    "free space on it; everything logged is kept in the database as it is"
+                ) from e
         return (*open_store(self.db, backup_path_for(self.db)), room)
 
     def start(self) -> Runtime:

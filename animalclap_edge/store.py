@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -38,6 +39,13 @@ SCHEMA_VERSION = 9  # 2: events; 3: health; 4: recordings.audio_note; 5: content
 # 6: outbox.set_aside_utc, outbox.last_error; 7: runs.end_reason; 8: runs.device, runs.site;
 # 9: messages' state in the detections' and events' rows (events are sent too)
 BUSY_TIMEOUT_MS = 5000  # a reader (sync job, sqlite3 shell) may hold the lock briefly
+# The WAL is folded back into the database (a passive checkpoint) once it holds
+# 1/WAL_SHARE_OF_FREE of the card's free space, and at most SQLite's default 1,000
+# pages (4 MB): on a nearly full card the default let the WAL take the last megabytes
+# before its first checkpoint, and a checkpoint needs room for the database to grow,
+# so the WAL could then never be folded back and every restart failed to open it.
+WAL_SHARE_OF_FREE = 8
+WAL_PAGES = (16, 1000)  # (fewest, most) pages between checkpoints
 
 
 RUN_FINISHED = "finished"  # the source was done
@@ -294,6 +302,8 @@ class DetectionStore:
         # committed state. FULL: a committed detection survives a power cut too.
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         conn.execute("PRAGMA synchronous = FULL")
+        self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        self._wal_pages = 0  # the autocheckpoint in force; 0: not yet fitted to the card
         with self._transaction() as tx:
             version = tx.execute("PRAGMA user_version").fetchone()[0]
             self._refuse_newer(version)  # another process may have upgraded it meanwhile
@@ -862,9 +872,27 @@ class DetectionStore:
             raise StoreError(f"{self.path}: the detection store is closed")
         return self._conn
 
+    def wal_pages_for(self, free_bytes: int) -> int:
+        """Pages the WAL may hold before a checkpoint, with `free_bytes` free on the card."""
+        fewest, most = WAL_PAGES
+        return max(fewest, min(most, free_bytes // WAL_SHARE_OF_FREE // self._page_size))
+
+    def _fit_wal_to_card(self, conn: sqlite3.Connection) -> None:
+        """Set the autocheckpoint (and the size a WAL is cut back to after one) to the
+        card's free space, before each write: it shrinks as the card fills."""
+        if str(self.path) == ":memory:":
+            return
+        pages = self.wal_pages_for(shutil.disk_usage(self.path.parent).free)
+        if pages != self._wal_pages:
+            conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+            limit = -1 if pages == WAL_PAGES[1] else pages * self._page_size  # -1: no cut
+            conn.execute(f"PRAGMA journal_size_limit = {limit}")
+            self._wal_pages = pages
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self._db()
+        self._fit_wal_to_card(conn)
         # IMMEDIATE takes the write lock up front, so a concurrent writer waits at
         # BEGIN (busy_timeout) instead of failing half-way through a batch.
         conn.execute("BEGIN IMMEDIATE")

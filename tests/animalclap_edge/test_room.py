@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import sys
 import uuid
@@ -143,3 +144,42 @@ def test_a_write_that_fails_for_room_mid_run_makes_room_and_is_tried_again(small
         assert len([h for h in store.health() if h["kind"] == "disk_full"]) == 1
     finally:
         store.close()
+
+
+def test_the_wal_is_folded_back_before_it_outgrows_a_small_card(small_card):
+    """SQLite's default autocheckpoint (1,000 pages, 4 MB) let the WAL take a 3 MB card
+    whole before its first checkpoint (2.77 MB of WAL for 73 detections, found in a
+    field walkthrough); a checkpoint needs room for the database to grow, so the WAL
+    could then never be folded back and every restart failed to open the database."""
+    db = small_card / "d.db"
+    wal = small_card / "d.db-wal"
+    largest = 0
+    with DetectionStore(db) as s:
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "t", "0")
+        for i in range(300):  # one transaction a detection, as a slow day's run writes
+            s.add_detections([detection(48_000 * i)])
+            free = shutil.disk_usage(small_card).free
+            size = wal.stat().st_size if wal.exists() else 0
+            largest = max(largest, size)
+            # the WAL past its checkpoint is at most one transaction (a few pages) more
+            assert size <= (s.wal_pages_for(free) + 32) * 4096 + free // 2, (i, size, free)
+        assert len(s.detections()) == 300
+    assert 0 < largest < 1 << 20  # it was 2.77 MB
+
+
+def test_a_card_full_of_other_files_is_said_when_the_recorder_starts(small_card, fill_card):
+    """A restart on a card full of what is not ours said only SQLite's "database or disk
+    is full"; it must say the card is full and that the database is kept."""
+    from animalclap_edge.runtime import Runtime
+
+    db = small_card / "d.db"
+    with DetectionStore(db) as s:
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "t", "0")
+        s.add_detections([detection(i) for i in range(50)])
+    fill_card(small_card)
+    cfg = EdgeConfig.model_validate({"storage": {"clips_dir": str(small_card / "clips")}})
+    with pytest.raises(StoreError, match=r"the card is full \(0.0 MB free.*free space on it"):
+        Runtime(cfg, db, sys.stderr, hop_s=1.0, sample_rate=48_000)
+    (small_card / "recorder-os-files").unlink()
+    with DetectionStore(db) as s:
+        assert len(s.detections()) == 50
