@@ -22,6 +22,25 @@ from animalclap_edge.sources.base import (
 from animalclap_edge.sources.clock import system_clock_synchronized
 
 _PCM_DTYPES = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+# An audio file piped in whole had its header and encoded frames read as samples (a
+# 3 s 6-channel WAV became an 18 s mono "ok" recording with detections). Each format is
+# told by 4-8 fixed bytes: raw PCM begins so by chance about once in 2^32 streams or less.
+_CONTAINERS = (  # (name, bytes at offset 0, bytes at offset 8)
+    ("WAV", b"RIFF", b"WAVE"),
+    ("WAV (RF64)", b"RF64", b"WAVE"),
+    ("AIFF", b"FORM", b"AIF"),
+    ("Ogg", b"OggS\x00", b""),
+    ("FLAC", b"fLaC", b""),
+    ("MP3", b"ID3", b""),
+)
+
+
+def container_of(head: bytes) -> str | None:
+    """The audio file format a stream's first 12 bytes begin with; None: raw PCM."""
+    for name, at_0, at_8 in _CONTAINERS:
+        if head.startswith(at_0) and head[8:].startswith(at_8):
+            return name
+    return None
 
 
 class StdinSource(SourceBase):
@@ -97,12 +116,26 @@ class StdinSource(SourceBase):
                 with contextlib.suppress(OSError):
                     self.stream.close()
 
+    def _refuse_a_file(self, first: bytes) -> bytes:
+        """`first` read on to 12 bytes (a pipe may return fewer), refused where they are
+        an audio file's header: AudioError."""
+        while len(first) < 12 and (more := self.stream.read(12 - len(first))):
+            first += more
+        if (kind := container_of(first)) is not None:
+            raise AudioError(
+                f"{self.name} begins with a {kind} file's header, not raw PCM: give the "
+                "file as --source FILE, or decode it to raw samples first (e.g. "
+                "`ffmpeg -i FILE -f s16le -ac 1 -`, and its rate as --stdin-rate)"
+            )
+        return first
+
     def _blocks(self, first: bytes = b"") -> Iterator[np.ndarray]:
         dt = _PCM_DTYPES[self.dtype]
         frame_bytes = dt.itemsize * self.channels
         rs = resampler(self.sample_rate, self.target_sr)
         carry = b""  # bytes of an incomplete frame from the previous read
         done = 0  # frames so far
+        first = self._refuse_a_file(first)
         while True:
             chunk, first = first or self.stream.read(self.block_frames * frame_bytes), b""
             if not chunk:

@@ -61,3 +61,28 @@ def test_stdin_f32le_short_reads_and_errors():
         list(rec.blocks)
     with pytest.raises(SourceError):
         StdinSource(io.BytesIO(), 48000, 1, "s24le", TARGET)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("suffix", ["wav", "ogg", "flac"])
+def test_an_audio_file_piped_in_whole_is_refused_not_read_as_samples(realaudio, tmp_path, suffix):
+    """`cat rec.wav | run --source -` read the header and the 6 interleaved channels as
+    mono samples: an 18 s "ok" recording with detections from a 3 s file. A pipe that
+    returns 7 bytes a read must be told apart too."""
+    import soundfile as sf
+
+    wav = sorted(realaudio.glob("*.wav"))[0]
+    if suffix == "ogg":
+        data = sorted(realaudio.glob("*.ogg"))[0].read_bytes()
+    else:
+        x, sr = sf.read(wav, dtype="float32")
+        sf.write(tmp_path / f"a.{suffix}", x, sr)
+        data = (tmp_path / f"a.{suffix}").read_bytes()
+    name = {"wav": "WAV", "ogg": "Ogg", "flac": "FLAC"}[suffix]
+    for stream in (io.BytesIO(data), Trickle(data)):
+        (rec,) = StdinSource(stream, 48000, 1, "s16le", TARGET).recordings()
+        with pytest.raises(AudioError, match=f"stdin begins with a {name} file's header"):
+            list(rec.blocks)
+    # raw PCM that happens to start with a format's first bytes but not its whole mark
+    pcm = b"RIFF" + b"\0" * 400
+    (rec,) = StdinSource(Trickle(pcm), 48000, 1, "s16le", TARGET).recordings()
+    assert sum(len(b) for b in rec.blocks) == 202
