@@ -13,6 +13,7 @@ import contextlib
 import sqlite3
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
@@ -59,6 +60,8 @@ OPEN_REASON = (
     "open: still being analysed, or its process died (power cut, kill -9) after duration_s of audio"
 )
 PROGRESS_EVERY_S = 30.0  # wall seconds between updates of an open recording's row
+# a float array peaking above this (18 dB over full scale) is integer PCM held as floats
+FLOAT_PEAK_LIMIT = 8.0
 
 
 @dataclass
@@ -181,10 +184,20 @@ class Detector:
                 f"sample_rate {sample_rate} Hz outside the supported "
                 f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz"
             )
-        x = to_mono(_as_float(np.asarray(wave)))
+        wave = np.asarray(wave)
+        x = to_mono(_as_float(wave))
         step = 1 << 20  # checked a slice at a time: a whole-array mask is 1 byte per sample
         if not all(np.isfinite(x[i : i + step]).all() for i in range(0, len(x), step)):
             raise AudioError("non-finite samples (NaN/Inf) in the array")
+        peak = max(
+            (float(np.abs(x[i : i + step]).max()) for i in range(0, len(x), step)), default=0
+        )
+        if np.issubdtype(wave.dtype, np.floating) and peak > FLOAT_PEAK_LIMIT:
+            raise AudioError(
+                f"float samples peak at {peak:.4g}, far above full scale (1.0): floats are "
+                "read as +-1 full scale; divide integer PCM held as floats by 32768 (int16) "
+                "or 2**31 (int32), or pass the integer array itself"
+            )
         if sample_rate != self.sample_rate:
             x = resample(x, sample_rate, self.sample_rate)
         rec = Recording(
@@ -196,13 +209,12 @@ class Detector:
             blocks=iter([x]),
         )
         dets: list[Detection] = []
-        self._process_recording(rec, run_id="notebook", store=None, sinks=[], out=dets)
+        result = self._process_recording(rec, run_id="notebook", store=None, sinks=[], out=dets)
+        _say_status(result)
         return dets
 
     def detect_file(self, path: str | Path, events: bool = False) -> list[Detection] | list[Event]:
         """Window detections of a file, or (events=True) the events merged from them."""
-        import warnings
-
         from animalclap_edge.sources import FileSource
 
         dets: list[Detection] = []
@@ -214,15 +226,7 @@ class Detector:
                 result = self._process_recording(
                     rec, "notebook", None, [], out=dets, out_events=evs
                 )
-                # what `run` would log as skipped or partial, said here too
-                if result.status == "skipped":
-                    raise AudioError(f"{rec.id}: {result.reason}")
-                if result.status == "partial":
-                    warnings.warn(
-                        f"{rec.id}: partial ({result.reason}); detections up to it are returned",
-                        UserWarning,
-                        stacklevel=2,
-                    )
+                _say_status(result)
         return evs if events else dets
 
     # -- streaming run --------------------------------------------------------
@@ -522,6 +526,19 @@ def _json(obj) -> str:
     import json
 
     return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+
+
+def _say_status(result: RecordingResult) -> None:
+    """What `run` would log as skipped (AudioError) or partial (a warning), said to a
+    notebook caller too: an array too short for one window returned [] in silence."""
+    if result.status == "skipped":
+        raise AudioError(f"{result.recording_id}: {result.reason}")
+    if result.status == "partial":
+        warnings.warn(
+            f"{result.recording_id}: partial ({result.reason}); detections up to it are returned",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _as_float(x: np.ndarray) -> np.ndarray:

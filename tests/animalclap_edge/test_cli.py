@@ -577,3 +577,22 @@ def test_inspect_opens_the_graph_as_run_does(bundle_copy, capsys):
     err = capsys.readouterr().err.strip()
     assert "audio_encoder.onnx" in err and "onnxruntime cannot load it" in err
     assert "\n" not in err
+
+
+def test_detector_api_refuses_integer_pcm_held_as_floats_and_too_short_arrays(
+    tiny_bundle, realaudio
+):
+    """`detect_array(x * 32768)` (PCM scaled twice, or int16 cast to float) gave another
+    species at 0.79 in silence; an array shorter than a window returned [] where
+    `detect_file` said "too short"."""
+    from animalclap_edge.audio.decode import AudioError
+
+    det = _load_quiet(tiny_bundle)
+    path = _real_clips(realaudio, 4, 30)[0]
+    x, sr = sf.read(path, dtype="float32")
+    with pytest.raises(AudioError, match=r"float samples peak at .*divide integer PCM"):
+        det.detect_array(x * 32768, sr)
+    loud = np.clip(x * 4 / np.abs(x).max(), -8, 8)  # 12 dB over full scale: still audio
+    assert isinstance(det.detect_array(loud[: 3 * sr], sr), list)
+    with pytest.raises(AudioError, match="too short"):
+        det.detect_array(np.zeros(10, np.float32), 48_000)
