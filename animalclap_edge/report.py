@@ -206,6 +206,13 @@ def open_readonly(db: str | Path, table: str = "detections") -> sqlite3.Connecti
         ) from e
     if "detections" not in tables:
         conn.close()
+        wal = path.with_name(path.name + "-wal")
+        if not tables and not wal.exists():  # SQLite's header alone: all it holds is in a WAL
+            raise ReportError(
+                f"{path}: holds no tables, and no {wal.name} is beside it: a recorder that "
+                f"lost power before its first checkpoint keeps everything in {wal.name}; "
+                "if it was copied off the card, copy that file with it"
+            )
         raise ReportError(f"{path}: not an AnimalCLAP detection database (no detections table)")
     if table not in tables:
         conn.close()

@@ -728,6 +728,22 @@ def test_a_card_copied_without_its_wal_is_said_to_miss_rows(tmp_path, capsys):
     assert "note:" not in capsys.readouterr().err
 
 
+def test_a_card_copied_without_its_wal_before_any_checkpoint_is_said_so(tmp_path, capsys):
+    """A recorder cut off before its first checkpoint holds every table in its -wal: a
+    copy of detections.db alone was called "not an AnimalCLAP detection database"."""
+    card = tmp_path / "card" / "detections.db"
+    copy = tmp_path / "laptop" / "detections.db"
+    copy.parent.mkdir()
+    with DetectionStore(card) as s:
+        s.start_run(RUN, "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        s.add_detections([detection(0)])
+        shutil.copy(card, copy)  # the power goes: detections.db is SQLite's header alone
+    assert main(["report", "detections", "--db", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "holds no tables, and no detections.db-wal is beside it" in err
+    assert "copy that file with it" in err
+
+
 def test_many_cards_are_read_one_at_a_time(tmp_path):
     """Held open together until the header was known, a few hundred cards passed the
     limit of open files ("unable to open database file"); here 100 cards under 48."""
