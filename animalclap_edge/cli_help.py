@@ -4,7 +4,9 @@ in one line (argparse and errno only: cheap to import)."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
+from collections.abc import Sequence
 
 # Files the machine refuses (not bugs): what to do instead.
 _REFUSED = {
@@ -58,6 +60,33 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
             shown = " ".join(map(str, default)).replace("%", "%%")
             return f"{text} (default: {shown})"
         return f"{text} (default: %(default)s)"
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A command's parser (`add_subparsers(parser_class=CommandParser)`): an option it
+    does not know is said with the command's usage and the closest option it has.
+    argparse left such options to the top-level parser, whose usage names no option."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(unknown_arguments(self, extras))
+        return namespace, extras
+
+
+def unknown_arguments(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """ "unrecognized arguments: ...", with the closest of `parser`'s options to each
+    unknown one."""
+    known = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    hints = []
+    for arg in extras:
+        if arg.startswith("--"):
+            close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1, cutoff=0.6)
+            hints += [f"{arg.split('=', 1)[0]}: did you mean {close[0]}?"] if close else []
+    told = f"unrecognized arguments: {' '.join(extras)}"
+    return f"{told} ({'; '.join(hints)})" if hints else f"{told} (see --help)"
 
 
 def error_line(e: BaseException, user_errors: tuple[type[BaseException], ...]) -> str | None:

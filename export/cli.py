@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from animalclap_edge.cli_help import DefaultsFormatter, error_line
+from animalclap_edge.cli_help import CommandParser, DefaultsFormatter, error_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export AnimalCLAP models for recorders.",
         formatter_class=DefaultsFormatter,
     )
-    sub = p.add_subparsers(metavar="COMMAND")
+    sub = p.add_subparsers(metavar="COMMAND", parser_class=CommandParser)
     b = sub.add_parser(
         "bundle",
         help="text embeddings + ONNX audio encoder + trait heads -> bundle directory",

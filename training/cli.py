@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from animalclap_edge.cli_help import DefaultsFormatter, error_line
+from animalclap_edge.cli_help import CommandParser, DefaultsFormatter, error_line
 from animalclap_edge.contracts.prompts import ALL_TEMPLATES
 from training.torchrun import torchrun_rank_world
 
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train AnimalCLAP models.",
         formatter_class=DefaultsFormatter,
     )
-    sub = p.add_subparsers(metavar="COMMAND")
+    sub = p.add_subparsers(metavar="COMMAND", parser_class=CommandParser)
 
     def command(name: str, **kw) -> argparse.ArgumentParser:
         return sub.add_parser(name, formatter_class=DefaultsFormatter, **kw)

@@ -18,7 +18,7 @@ from animalclap_edge.cli.tools import (
     cmd_install_service,
 )
 from animalclap_edge.cli.uplink import cmd_publish, cmd_serve
-from animalclap_edge.cli_help import DefaultsFormatter
+from animalclap_edge.cli_help import CommandParser, DefaultsFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=DefaultsFormatter,
     )
     p.add_argument("--version", action="version", version=f"animalclap-edge {__version__}")
-    sub = p.add_subparsers(metavar="COMMAND")
+    sub = p.add_subparsers(metavar="COMMAND", parser_class=CommandParser)
     command = functools.partial(sub.add_parser, formatter_class=DefaultsFormatter)
 
     run = command(
