@@ -168,10 +168,28 @@ def _minor(version: str) -> int:
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
+def _where_instead(root: Path) -> str:
+    """What to give instead of a folder that is not a bundle: the bundle inside it (a
+    training run's folder holds one in bundle/), or how to make one of a checkpoint."""
+    if not root.is_dir():
+        return ""
+    inside = sorted(p.parent for p in root.glob(f"*/{B.MANIFEST}"))
+    if inside:
+        return f"; the bundle in it is {inside[0]}: give that"
+    if (root / "config.json").is_file():  # save_pretrained's: a CLAP checkpoint
+        return (
+            "; it is a model checkpoint: make a bundle of it with "
+            f"`animalclap-export bundle --checkpoint {root} --out BUNDLE`"
+        )
+    return ""
+
+
 def _read_manifest(root: Path) -> B.Manifest:
     p = root / B.MANIFEST
     if not p.exists():
-        raise BundleError(B.MANIFEST, f"missing in {root}: this is not a model bundle")
+        raise BundleError(
+            B.MANIFEST, f"missing in {root}: this is not a model bundle{_where_instead(root)}"
+        )
     try:
         raw = json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -1,6 +1,7 @@
 """A bad bundle is refused with a message naming the file and the problem."""
 
 import json
+import shutil
 import tarfile
 
 import numpy as np
@@ -67,6 +68,22 @@ def test_missing_file_and_missing_manifest(bundle_copy, tmp_path):
         load_bundle(bundle_copy)
     with pytest.raises(BundleError, match="not a model bundle"):
         load_bundle(tmp_path)
+
+
+def test_a_run_folder_or_a_checkpoint_given_as_bundle_names_what_to_give(bundle_copy, tmp_path):
+    """`--bundle runs/demo` (a training run's folder, its bundle in bundle/) and
+    `--bundle runs/demo/checkpoint` said only "this is not a model bundle"."""
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    shutil.copytree(bundle_copy, run / "bundle")
+    with pytest.raises(BundleError, match=f"the bundle in it is {run / 'bundle'}: give that"):
+        load_bundle(run)
+    (run / "checkpoint" / "config.json").write_text("{}")
+    with pytest.raises(BundleError, match="it is a model checkpoint: make a bundle of it with"):
+        load_bundle(run / "checkpoint")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError, match=r"this is not a model bundle$"):
+        load_bundle(tmp_path / "empty")
 
 
 def test_a_path_that_is_no_bundle_says_what_it_is(bundle_copy, tmp_path):
