@@ -9,6 +9,7 @@ and the last uplink attempt still see a working database.
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -77,6 +78,9 @@ class Runtime:
         self._counters: dict[str, Callable[[], dict]] = {}
         self.uplink = None
         self.live = None
+        # set by a run over files that finished: the backup then takes in what it logged
+        # (made at start when there was none, it held none of a card's detections)
+        self.backup_on_close = False
         h = cfg.health
         self.monitor = HealthMonitor(
             self.db,
@@ -171,6 +175,11 @@ class Runtime:
             self.monitor.stop()
             if self.monitor.last_error:
                 self.say(f"health: last error: {self.monitor.last_error}")
+            if self.backup_on_close and self.monitor.backup_every_s:
+                try:  # after the monitor's thread, whose backups write the same file
+                    self.monitor.maybe_backup(self.store, force=True)
+                except (OSError, sqlite3.Error) as e:  # the old backup stays as it was
+                    self.say(f"backup not refreshed ({e}); the database holds every row")
         finally:
             try:
                 if self.uplink is not None:

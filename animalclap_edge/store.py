@@ -585,13 +585,17 @@ class DetectionStore:
         tmp.unlink(missing_ok=True)
         target = sqlite3.connect(str(tmp))
         try:
-            self._db().backup(target)
-            target.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
-        finally:
-            target.close()
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
+            try:
+                self._db().backup(target)
+                target.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+            finally:
+                target.close()
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except BaseException:  # a full card: a half copy must not keep the room it took
+            tmp.unlink(missing_ok=True)
+            raise
         return dest
 
     # -- reads ----------------------------------------------------------------

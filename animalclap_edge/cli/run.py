@@ -96,6 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
             source = _live(args.source, source, open_it, rt, cfg, err)
             s = det.run(source, rt.store, sinks, redo=args.redo)
+            rt.backup_on_close = count is not None  # files, all done: a card's rows
     finally:
         if status is not None:
             status.close()

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import sqlite3
 import tarfile
 
@@ -596,3 +597,26 @@ def test_detector_api_refuses_integer_pcm_held_as_floats_and_too_short_arrays(
     assert isinstance(det.detect_array(loud[: 3 * sr], sr), list)
     with pytest.raises(AudioError, match="too short"):
         det.detect_array(np.zeros(10, np.float32), 48_000)
+
+
+def test_a_run_over_files_that_finishes_leaves_its_rows_in_the_backup(
+    tiny_bundle, realaudio, tmp_path
+):
+    """The backup was made at a run's start when there was none: after a card processed
+    in one run it held none of that run's detections, and a restore gave back none."""
+    from animalclap_edge.health import backup_path_for
+    from animalclap_edge.store import DetectionStore
+
+    card = tmp_path / "card"
+    card.mkdir()
+    for clip in _real_clips(realaudio, 4, 30)[:2]:
+        shutil.copy(clip, card / clip.name)
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text("scoring: {threshold: 0.0, top_k: 1}\n")
+    db = tmp_path / "x.db"
+    run = ["run", "--bundle", str(tiny_bundle), "--source", str(card), "--db", str(db)]
+    assert main([*run, "--config", str(cfg), "--quiet"]) == 0
+    with DetectionStore(db) as s, DetectionStore(backup_path_for(db)) as b:
+        assert len(s.detections()) > 0
+        assert [d.detection_id for d in b.detections()] == [d.detection_id for d in s.detections()]
+        assert [h["kind"] for h in s.health()].count("backup") == 2  # at start, and at the end

@@ -183,3 +183,18 @@ def test_a_card_full_of_other_files_is_said_when_the_recorder_starts(small_card,
     (small_card / "recorder-os-files").unlink()
     with DetectionStore(db) as s:
         assert len(s.detections()) == 50
+
+
+def test_a_backup_that_finds_no_room_leaves_no_half_copy(small_card, fill_card):
+    """A backup cut short by a full card left its half-written temporary file, holding
+    the very room the database then lacked."""
+    db = small_card / "d.db"
+    with DetectionStore(db) as s:
+        s.start_run(RUN, BUNDLE, "0123456789abcdef", "t", "0")
+        s.add_detections([detection(i) for i in range(400)])
+        fill_card(small_card)
+        filler = small_card / "recorder-os-files"
+        os.truncate(filler, filler.stat().st_size - (64 << 10))  # 64 KiB free: under the db
+        with pytest.raises((OSError, sqlite3.Error)):
+            s.backup(small_card / "d.db.backup")
+    assert sorted(p.name for p in small_card.iterdir() if "backup" in p.name) == []
