@@ -194,7 +194,10 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
         return [{k: _cell(v[i]).strip() for k, v in cols.items()} for i in range(table.num_rows)]
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return [_csv_row(r) for r in csv.DictReader(f, restkey=_EXTRA)]
+            raw = list(csv.DictReader(f, restkey=_EXTRA))
+        # empty cells past the header on most rows: the sheet ends each line with a comma
+        usual = Counter(len(r.get(_EXTRA, ())) for r in raw).most_common(1)[0][0] if raw else 0
+        return [_csv_row(r, usual) for r in raw]
     except UnicodeDecodeError:
         # the reader's error counts from its current chunk: find the line in the file
         data = path.read_bytes()
@@ -212,14 +215,18 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
         ) from None
 
 
-def _csv_row(r: dict) -> dict[str, str]:
+def _csv_row(r: dict, usual_extra: int = 0) -> dict[str, str]:
     """A CSV row, trimmed; cells beyond the header (an unquoted comma shifted the rest of
     the row) are kept under _EXTRA, so that `plan` leaves the row out rather than read
-    its shifted cells. Empty ones (a trailing comma) do no harm."""
+    its shifted cells. Only as many empty ones as most rows have (`usual_extra`: a
+    sheet that ends every line with a comma) do no harm: a shift whose last cell was
+    empty, as an optional last column's often is, left nothing but an empty cell over,
+    and the row was read shifted (its key the site's second half, its background
+    species the seed)."""
     row = {k.strip(): (v or "").strip() for k, v in r.items() if k and k != _EXTRA}
-    extra = [v for v in r.get(_EXTRA, ()) if v.strip()]
-    if extra:
-        row[_EXTRA] = str(len(r[_EXTRA]))
+    extra = r.get(_EXTRA, ())
+    if len(extra) > usual_extra or any(v.strip() for v in extra):
+        row[_EXTRA] = str(len(extra))
     return row
 
 

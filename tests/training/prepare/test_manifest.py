@@ -374,6 +374,38 @@ def test_a_csv_row_with_more_cells_than_the_header_is_left_out_and_said(tmp_path
     assert p.examples[MALFORMED][0].startswith("row 3: ")
 
 
+def test_a_shifted_row_whose_overflow_is_an_empty_last_cell_is_left_out_too(tmp_path, catalogue):
+    """The shift's overflow was only the empty optional last column: the row was read
+    shifted (its site cut, its date the site's second half) without a word. A sheet
+    that ends every line with a comma is still read."""
+    from training.prepare.manifest import MALFORMED
+
+    sp = catalogue.ids[0]
+    path = tmp_path / "m.csv"
+    path.write_text(
+        "path,species_id,licence,site,date,background_species\n"
+        f"a/1.wav,{sp},CC0,Kruger,2024-01-01,\n"
+        f"a/2.wav,{sp},CC0,Kruger, SA,2024-01-02,\n"
+        f"a/3.wav,{sp},CC0,Kruger,2024-01-03,\n",
+        encoding="utf-8",
+    )
+    p = plan(path, catalogue)
+    assert sorted(r.date for r in p.keep) == ["2024-01-01", "2024-01-03"]
+    assert dict(p.left_out) == {MALFORMED: 1}
+    assert p.examples[MALFORMED][0].startswith("row 3: ")
+    every_line = tmp_path / "commas.csv"  # a spreadsheet's export: a comma ends each line
+    every_line.write_text(
+        "path,species_id,licence,site,date\n"
+        f"a/1.wav,{sp},CC0,Kruger,2024-01-01,\n"
+        f"a/2.wav,{sp},CC0,Kruger,2024-01-02,\n"
+        f"a/3.wav,{sp},CC0,Kruger, SA,2024-01-03,\n",
+        encoding="utf-8",
+    )
+    p = plan(every_line, catalogue)
+    assert sorted(r.date for r in p.keep) == ["2024-01-01", "2024-01-02"]
+    assert dict(p.left_out) == {MALFORMED: 1}
+
+
 def test_one_file_listed_under_two_species_hears_each_and_a_copy_is_a_duplicate(
     tmp_path, catalogue
 ):
