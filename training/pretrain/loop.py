@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from types import GeneratorType
+from typing import Any
 
 import torch
 from torch import nn
@@ -248,36 +249,51 @@ def optimizer_step(opt: torch.optim.Optimizer, cfg: PretrainConfig, clap: nn.Mod
 
 
 class Preempted(KeyboardInterrupt):
-    """The run stopped on SIGTERM after saving a checkpoint of the step it reached; the
-    command line says so as it says an interrupt (run the same command to resume)."""
+    """The run stopped on SIGTERM or Ctrl-C after saving a checkpoint of the step it
+    reached; the command line says so as it says an interrupt (run the same command to
+    resume)."""
 
 
 class StopRequest:
     """SIGTERM, as SLURM sends on pre-emption or at the time limit and torchrun on
-    shutdown, asks the run to stop at a step boundary, save a checkpoint and exit,
-    instead of dying with every step since the last checkpoint lost
-    (checkpoint_every: 1000 in the paper config). A no-op outside the main thread."""
+    shutdown, and a first Ctrl-C (SIGINT) ask the run to stop at a step boundary, save a
+    checkpoint and exit, instead of dying with every step since the last checkpoint
+    lost (checkpoint_every: 1000 in the paper config; a Ctrl-C before the first one
+    lost the whole run). A second Ctrl-C stops at once. A no-op outside the main
+    thread."""
 
-    def __init__(self):
-        self.requested = False
-        self._old = None
+    def __init__(self, say: Callable[[str], None] | None = None):
+        self.requested: str | None = None  # the signal's name once one came
+        self.say = say
+        self._old: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGTERM, self._handle)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        self.requested = True
+        if signum == signal.SIGINT:
+            if self.requested == "SIGINT":  # the second: at once
+                raise KeyboardInterrupt
+            if self.say is not None:
+                self.say(
+                    "Ctrl-C: stopping after this step to save a checkpoint (Ctrl-C again "
+                    "to stop at once, losing the steps since the last checkpoint)"
+                )
+        self.requested = self.requested or signal.Signals(signum).name
 
     def close(self) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
-            self._old = None
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
 
 
 def _ignore_sigterm(worker_id: int) -> None:
-    """Loader workers leave SIGTERM to their rank: SLURM signals every process of the
-    job, and a worker killed by it failed the rank's next batch before the rank could
-    save. A worker whose rank is gone exits by itself (torch's watchdog)."""
+    """Loader workers leave SIGTERM and Ctrl-C to their rank: SLURM signals every
+    process of the job, a terminal's Ctrl-C its whole process group, and a worker
+    killed by either failed the rank's next batch before the rank could save. A worker
+    whose rank is gone exits by itself (torch's watchdog)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 LOADER_PREFETCH = 4  # batches queued per DataLoader worker
@@ -502,12 +518,17 @@ class _Logs:
 
     def __init__(self, out: Path, cfg: PretrainConfig, resumed_at: int, command: str):
         self.command = command  # what printed notes start with
-        dropped = _drop_steps_after(out / "train_log.jsonl", resumed_at) if resumed_at else 0
+        # a run started afresh drops them all: one stopped before its first checkpoint
+        # left steps that the new run logs again (each appeared twice in the curves)
+        dropped = _drop_steps_after(out / "train_log.jsonl", resumed_at)
         self.jsonl = open(out / "train_log.jsonl", "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         if dropped:
             self.note(
                 f"dropped {dropped} logged step(s) after step {resumed_at}: the interrupted "
                 "run logged them after its last checkpoint, and they are trained again"
+                if resumed_at
+                else f"dropped {dropped} logged step(s): the interrupted run logged them "
+                "before its first checkpoint, and this run starts again from step 0"
             )
         self.tb = None
         if cfg.tensorboard:
@@ -516,9 +537,7 @@ class _Logs:
 
                 # events after the checkpoint's step are the interrupted run's, trained
                 # again; the checkpoint's own step was logged before it was saved
-                self.tb = SummaryWriter(
-                    str(out / "tensorboard"), purge_step=resumed_at + 1 if resumed_at else None
-                )
+                self.tb = SummaryWriter(str(out / "tensorboard"), purge_step=resumed_at + 1)
             except ImportError:
                 self.note("tensorboard not installed: JSONL log only (pip install tensorboard)")
 
@@ -891,6 +910,7 @@ def _pretrain(
         logs.note(
             f"pinned_ring: {ring.slots} batch slots, {ring.gigabytes:.1f} GB of locked "
             "shared memory; batches go from the workers to the GPU without a host copy"
+            + ("" if d.device.type == "cuda" else " (on a CPU it saves no copy)")
         )
     loader = make_loader(
         cfg,
@@ -904,7 +924,7 @@ def _pretrain(
         loader = DevicePrefetch(loader, d.device)
     forward = compile_module(net, cfg.compile_mode, fixed_prompts(collate)) if cfg.compile else net
     pace = RunAhead(d.device, cfg.run_ahead)
-    stop = StopRequest()
+    stop = StopRequest(say=(lambda t: print(f"{command}: {t}", flush=True)) if d.main else None)
     batches = iter(loader)
     try:
         # Timings cover the steps since the last log, read when the loss is (a sync):
@@ -937,7 +957,7 @@ def _pretrain(
             stopping = d.world == 1 and stop.requested
             if step % cfg.log_every == 0 or step == stop_at or step == 1:
                 # every rank joins the reduction; rank 0 writes the global mean
-                flag = torch.tensor(float(stop.requested), device=loss.device)
+                flag = torch.tensor(float(stop.requested is not None), device=loss.device)
                 mean_loss, asked = all_means(torch.stack([loss.detach().float(), flag]), d)
                 stopping = asked > 0
                 now = time.perf_counter()
@@ -965,12 +985,13 @@ def _pretrain(
                 save()
                 since += time.perf_counter() - t_save  # checkpoints are not training steps
             if stopping and step < stop_at:
+                why = stop.requested or "SIGTERM"  # or another rank's signal
                 if logs:
                     logs.note(
-                        f"SIGTERM: stopped at step {step} and saved {state.step_name(step)}; "
+                        f"{why}: stopped at step {step} and saved {state.step_name(step)}; "
                         "run the same command again to resume from it"
                     )
-                raise Preempted(f"stopped on SIGTERM at step {step}")
+                raise Preempted(f"stopped on {why} at step {step}")
             t_wait = time.perf_counter()  # the sampler ends the loop at stop_at
         pace.drain()
     finally:

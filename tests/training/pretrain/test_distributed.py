@@ -119,13 +119,15 @@ def test_an_out_folder_holding_another_run_is_not_resumed(pretrain_checkpoint, t
     assert "resuming at step 2" in (tmp_path / "run" / "train_log.jsonl").read_text()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_sigterm_saves_the_step_reached_and_the_resumed_run_ends_the_same(
-    pretrain_checkpoint, tmp_path
+    pretrain_checkpoint, tmp_path, sig
 ):
     """SLURM pre-empts (and ends a job at its time limit) with SIGTERM to every process
-    of the job, loader workers included. The run used to die at once, losing every
-    step since its last checkpoint (here all of them: checkpoint_every is past the
-    run); now it stops at the step it reached, saves it, and says so."""
+    of the job, loader workers included, and a terminal's Ctrl-C sends SIGINT to its
+    whole process group. The run used to die at once, losing every step since its
+    last checkpoint (here all of them: checkpoint_every is past the run); now it stops
+    at the step it reached, saves it, and says so."""
     whole = tiny_run(tmp_path / "whole", pretrain_checkpoint, workers=1, checkpoint_every=100)
     cut = dataclasses.replace(whole, out=str(tmp_path / "cut"))
     log = tmp_path / "cut" / "train_log.jsonl"
@@ -143,7 +145,7 @@ def test_sigterm_saves_the_step_reached_and_the_resumed_run_ends_the_same(
             assert proc.poll() is None, "the run ended before it could be signalled"
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGTERM)  # the rank and its loader worker
+        os.killpg(proc.pid, sig)  # the rank and its loader worker
         err = proc.communicate(timeout=120)[1]
     finally:
         proc.kill()
@@ -151,7 +153,7 @@ def test_sigterm_saves_the_step_reached_and_the_resumed_run_ends_the_same(
     assert "run the same command again to resume" in err
     saved = (tmp_path / "cut" / "checkpoints" / "latest").read_text()
     assert "step-00000004" <= saved < "step-00000015"
-    assert f"SIGTERM: stopped at step {int(saved[5:])} and saved {saved}" in log.read_text()
+    assert f"{sig.name}: stopped at step {int(saved[5:])} and saved {saved}" in log.read_text()
     assert not (tmp_path / "cut" / "final").exists()
 
     torch.set_num_threads(1)

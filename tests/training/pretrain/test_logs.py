@@ -62,6 +62,28 @@ def test_steps_logged_after_the_last_checkpoint_appear_once_after_a_resume(
     assert _tb_steps(tmp_path / "run") == list(range(1, 16))
 
 
+def test_a_run_stopped_before_its_first_checkpoint_leaves_no_steps_in_the_rerun(
+    pretrain_checkpoint, tmp_path
+):
+    """Stopped at step 2 before any checkpoint, the run starts again from step 0: its
+    steps 1 and 2 stayed in train_log.jsonl, before the new run's own (each twice in
+    the curves drawn from it), and in TensorBoard."""
+    pytest.importorskip("torch.utils.tensorboard")
+    cfg = tiny_run(tmp_path / "run", pretrain_checkpoint, tensorboard=True, checkpoint_every=50)
+
+    def stop_at_2(step: int) -> None:
+        if step == 2:
+            raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        pretrain(cfg, on_step=stop_at_2, progress=False)
+    pretrain(cfg, progress=False)  # no checkpoint: from step 0
+    rows = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").open()]
+    assert [r["step"] for r in rows if "step" in r] == list(range(1, 16))
+    assert any("this run starts again from step 0" in r.get("note", "") for r in rows)
+    assert _tb_steps(tmp_path / "run") == list(range(1, 16))
+
+
 def test_a_resume_on_another_number_of_ranks_is_said(pretrain_checkpoint, tmp_path):
     """The global batch, not the rank count, makes the plan: a run resumed on other
     ranks goes on unchanged, and now its log says it was resumed on them."""
