@@ -324,6 +324,11 @@ _TICKS = None  # in a worker process: where its progress ticks go
 def _worker_init(parent: int, ticks) -> None:
     global _TICKS
     _TICKS = ticks
+    # The main process decides what an interrupt stops, and stops its workers itself
+    # (_pool_pass): a Ctrl-C to the process group (or `timeout -s INT`, which signals
+    # the group too) raised KeyboardInterrupt in a worker mid-decode, inside
+    # soundfile's C callbacks ("Exception ignored from cffi callback"), once hanging it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent(parent)
 
 
@@ -359,11 +364,11 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
 
     total = sum(len(v) for v in work.values())
     bar = tqdm(total=total, desc="prepare", unit="rec", disable=not progress or not total)
+    remaining = dict(work)
     try:
         # In worker processes even for --workers 1 (a pool of one): decoded in this
         # process, a recording that killed it (out of memory, a decoder crash) took the
         # run with it on every rerun, and a hung decoder hung the run for ever.
-        remaining = dict(work)
         crashed: set[str] = set()  # keys whose process died on them, decoding alone
         while remaining:
             finished, broken, hung = _pool_pass(remaining, folder, cfg, cfg.workers, bar, crashed)
@@ -386,6 +391,13 @@ def _run_shards(work: dict[int, list], folder: Path, cfg: PrepareConfig, progres
                 remaining.pop(j, None)
             for j in remaining:
                 _clear_stale(folder, j)
+    except BaseException:
+        # interrupted (Ctrl-C, `kill -INT`): the processes writing are stopped and
+        # joined (_stop_workers); their half-written shards go, the whole ones stay, and
+        # the rerun resumes from them
+        for j in remaining:
+            _clear_stale(folder, j)
+        raise
     finally:
         bar.close()
 
@@ -500,80 +512,87 @@ def _pool_pass(
         initializer=_worker_init,
         initargs=(os.getpid(), ticks),
     ) as pool:
-        futures = {
-            pool.submit(
-                _write_shard_in_worker,
-                j,
-                recs,
-                folder,
-                cfg.settings,
-                cfg.codec,
-                frozenset(r.key for r in recs if r.key in crashed),
-            ): j
-            for j, recs in work.items()
-        }
-        # CPython (3.11-3.13) wakes the pool's manager thread before it spawns the
-        # process a submit needs, so the processes spawned by the later submits can go
-        # unwatched: a death among them was noticed only when another process returned
-        # its shard (30 s in a test; a shard's time at scale), and the redo waited. One
-        # more submit, which spawns nothing with a process per shard, has the manager
-        # watch them all.
-        pool.submit(int)
-        pending = set(futures)
+        try:
+            futures = {
+                pool.submit(
+                    _write_shard_in_worker,
+                    j,
+                    recs,
+                    folder,
+                    cfg.settings,
+                    cfg.codec,
+                    frozenset(r.key for r in recs if r.key in crashed),
+                ): j
+                for j, recs in work.items()
+            }
+            # CPython (3.11-3.13) wakes the pool's manager thread before it spawns the
+            # process a submit needs, so the processes spawned by the later submits can go
+            # unwatched: a death among them was noticed only when another process returned
+            # its shard (30 s in a test; a shard's time at scale), and the redo waited. One
+            # more submit, which spawns nothing with a process per shard, has the manager
+            # watch them all.
+            pool.submit(int)
+            pending = set(futures)
 
-        def drain() -> None:
-            while not ticks.empty():  # always: a worker blocks on a full tick pipe
-                tick = ticks.get()
-                if isinstance(tick, tuple):
-                    j, pid = tick
-                    # a process that begins a shard is done with its last one, however
-                    # that ended (a real error is never seen finished): stop timing it,
-                    # or its timeout would kill this shard's process
-                    for other in [o for o, p in pids.items() if p == pid]:
-                        del pids[other]
-                        last.pop(other, None)
-                    pids[j] = pid
-                    continue
-                j = -1 - tick if tick < 0 else tick
-                last[j] = time.monotonic()
-                if tick < 0:
-                    begun[j] = 0
-                else:
-                    begun[j] = begun.get(j, 0) + 1
-                    bar.update(1)
+            def drain() -> None:
+                while not ticks.empty():  # always: a worker blocks on a full tick pipe
+                    tick = ticks.get()
+                    if isinstance(tick, tuple):
+                        j, pid = tick
+                        # a process that begins a shard is done with its last one, however
+                        # that ended (a real error is never seen finished): stop timing it,
+                        # or its timeout would kill this shard's process
+                        for other in [o for o, p in pids.items() if p == pid]:
+                            del pids[other]
+                            last.pop(other, None)
+                        pids[j] = pid
+                        continue
+                    j = -1 - tick if tick < 0 else tick
+                    last[j] = time.monotonic()
+                    if tick < 0:
+                        begun[j] = 0
+                    else:
+                        begun[j] = begun.get(j, 0) + 1
+                        bar.update(1)
 
-        def stop_hung() -> None:
-            limit = cfg.record_timeout_s
-            now = time.monotonic()
-            for j, t in last.items():
-                if limit and j not in ended and j not in hung and now - t > limit:
-                    hung.add(j)
-                    with contextlib.suppress(ProcessLookupError, KeyError):
-                        os.kill(pids[j], signal.SIGKILL)
+            def stop_hung() -> None:
+                limit = cfg.record_timeout_s
+                now = time.monotonic()
+                for j, t in last.items():
+                    if limit and j not in ended and j not in hung and now - t > limit:
+                        hung.add(j)
+                        with contextlib.suppress(ProcessLookupError, KeyError):
+                            os.kill(pids[j], signal.SIGKILL)
 
-        while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            while pending:
+                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                drain()
+                for fut in done:
+                    ended.add(futures[fut])
+                    if fut.cancelled():
+                        continue
+                    e = fut.exception()
+                    if e is None:
+                        finished.add(futures[fut])
+                    elif isinstance(e, BrokenProcessPool):
+                        died = True
+                    elif failure is None:
+                        failure = e
+                        for waiting in pending:
+                            waiting.cancel()
+                stop_hung()  # after the shards just done are known: theirs is no hang
+                if stop is not None and stop.is_set():
+                    for pid in pids.values():  # their futures then end, the pool broken
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                    pids.clear()
             drain()
-            for fut in done:
-                ended.add(futures[fut])
-                if fut.cancelled():
-                    continue
-                e = fut.exception()
-                if e is None:
-                    finished.add(futures[fut])
-                elif isinstance(e, BrokenProcessPool):
-                    died = True
-                elif failure is None:
-                    failure = e
-                    for waiting in pending:
-                        waiting.cancel()
-            stop_hung()  # after the shards just done are known: theirs is no hang
-            if stop is not None and stop.is_set():
-                for pid in pids.values():  # their futures then end, the pool broken
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                pids.clear()
-        drain()
+        except BaseException:
+            # KeyboardInterrupt (a SIGINT to this process alone: `kill -INT`, a
+            # scheduler; the workers ignore it), or an error here: leaving the block
+            # waited for every shard queued, all written after the interrupt.
+            _stop_workers(pool, pids.values())
+            raise
     if stop is not None and stop.is_set():
         return finished, {}, set()
     if failure is not None:
@@ -585,6 +604,19 @@ def _pool_pass(
         raise RuntimeError("a decoding process died before it began a shard")
     bar.update(-sum(broken.values()))  # redone from their first recording
     return finished, broken, hung & set(broken)
+
+
+def _stop_workers(pool: ProcessPoolExecutor, pids) -> None:
+    """Kill the pool's processes, cancel the shards not begun and join the pool: a
+    plain exit from the pool waited for every queued shard to be written, and a worker
+    left waiting on its pipe hung it for good. The shards being written are abandoned;
+    their partial files go (_run_shards, or the rerun)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # CPython's own
+    for pid in {p.pid for p in procs} | set(pids):  # pids: those that began a shard
+        with contextlib.suppress(ProcessLookupError, TypeError):
+            os.kill(pid, signal.SIGKILL)
+    # the pool's manager thread sees them dead, fails what is left and joins them
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _clear_stale(folder: Path, index: int) -> None:
