@@ -3,7 +3,9 @@
 Commons, so not for `prepare`) can be fine-tuned on without typing a row per file.
 
 - species: the nearest folder above a file that names a catalogue species (its id,
-  scientific name or a common name only one species has; `_` and `-` read as spaces),
+  scientific name or a common name only one species has; any mix of spaces, `_` and
+  `-` between its words, on either side, in any case; two species whose names differ
+  only in those name neither that way),
   else a part of the file name between " - " (xeno-canto's "XC123 - Eurasian
   Blackbird - Turdus merula.mp3");
 - site: the top folder under the root where it is not the species folder
@@ -57,15 +59,31 @@ def day_in_name(name: str) -> str:
     return ""
 
 
+def spaced(name: str) -> str:
+    """`name` casefolded, each run of spaces, `_` and `-` one space: "Pin-tailed_Sandgrouse",
+    "pin tailed sandgrouse" and "PIN-TAILED SANDGROUSE" read alike."""
+    return " ".join(re.split(r"[_\-\s]+", name.strip())).strip().casefold()
+
+
+def loose_index(names: dict[str, str]) -> dict[str, str]:
+    """`name_index`'s names as `spaced` reads them -> id. Names of two species that
+    read alike once spaced ("Pin-tailed Whydah" of one, "Pin tailed Whydah" of another)
+    name neither, as a common name two species share: written exactly, each is still
+    its own species through `name_index`."""
+    ids: dict[str, set[str]] = {}
+    for name, sid in names.items():
+        ids.setdefault(spaced(name), set()).add(sid)
+    return {key: next(iter(s)) for key, s in ids.items() if len(s) == 1}
+
+
 def scan(root: Path, catalogue: Catalogue, site: str = "") -> Scan:
     """Every audio file under `root` (sub-folders included, sorted), placed by its layout."""
     names = name_index(catalogue)
+    loose = loose_index(names)
 
     def species_of(text: str) -> str | None:
-        for key in (text, " ".join(re.split(r"[_\-\s]+", text))):
-            if (sid := names.get(key.strip().casefold())) is not None:
-                return sid
-        return None
+        sid = names.get(text.strip().casefold())
+        return sid if sid is not None else loose.get(spaced(text))
 
     rows, unplaced = [], []
     files = sorted(

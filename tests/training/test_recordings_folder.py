@@ -95,3 +95,60 @@ def test_the_command_writes_a_folder_finetune_opens(tmp_path, realaudio, catalog
     assert "torn.ogg" in capsys.readouterr().err
     with open(root / "recordings.csv", newline="") as f:  # the earlier rows kept
         assert len(list(csv.DictReader(f))) == 3
+
+
+def _touch(root, paths):
+    for rel in paths:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")  # scan places by name; it reads no audio
+
+
+def test_a_name_matches_whatever_mix_of_spaces_underscores_and_hyphens_splits_it(tmp_path):
+    """`_`, `-` and spaces are one separator on both sides, in any case: a hyphenated
+    common name as a folder in the docs' `Turdus_merula` style, and a scientific name
+    with a hyphen (Polygonia c-album) written with underscores."""
+    rows = [
+        ("pitsan1", "Pterocles alchata", "Pin-tailed Sandgrouse", "Pteroclidae", "Pterocles"),
+        ("comma1", "Polygonia c-album", "Comma", "Nymphalidae", "Polygonia"),
+        ("eurbla", "Turdus merula", "Eurasian Blackbird", "Turdidae", "Turdus"),
+    ]
+    cat = Catalogue([Species(i, s, c, "Aves", "O", f, g) for i, s, c, f, g in rows], "test")
+    _touch(tmp_path, [
+        "forest/Pin-tailed_Sandgrouse/1.wav",
+        "forest/pin_tailed_sandgrouse/2.wav",
+        "forest/PIN TAILED SANDGROUSE/3.wav",
+        "forest/Pterocles_alchata/4.wav",
+        "forest/Polygonia_c_album/5.wav",
+        "forest/eurasian-blackbird/6.wav",
+        "XC7 - Pin-tailed_Sandgrouse - Pterocles alchata.wav",
+    ])  # fmt: skip
+    got = scan(tmp_path, cat, site="valley")
+    assert got.unplaced == []
+    assert {r.path: r.species_id for r in got.rows} == {
+        "XC7 - Pin-tailed_Sandgrouse - Pterocles alchata.wav": "pitsan1",
+        "forest/PIN TAILED SANDGROUSE/3.wav": "pitsan1",
+        "forest/Pin-tailed_Sandgrouse/1.wav": "pitsan1",
+        "forest/Polygonia_c_album/5.wav": "comma1",
+        "forest/Pterocles_alchata/4.wav": "pitsan1",
+        "forest/eurasian-blackbird/6.wav": "eurbla",
+        "forest/pin_tailed_sandgrouse/2.wav": "pitsan1",
+    }
+
+
+def test_names_only_separators_tell_apart_name_neither_species_written_loosely(tmp_path):
+    """Two species whose names differ only in `_`, `-` or spaces: a folder written as
+    either exactly is that one; written otherwise it could be both, so it names neither
+    and its files are left unplaced (as a common name two species share)."""
+    rows = [
+        ("pitwhy", "Vidua macroura", "Pin-tailed Whydah", "Viduidae", "Vidua"),
+        ("pitwhy2", "Vidua hypothetica", "Pin tailed Whydah", "Viduidae", "Vidua"),
+    ]
+    cat = Catalogue([Species(i, s, c, "Aves", "O", f, g) for i, s, c, f, g in rows], "test")
+    _touch(tmp_path, ["Pin-tailed Whydah/1.wav", "pin tailed whydah/2.wav",
+                      "Pin_Tailed_Whydah/3.wav", "pin-tailed-whydah/4.wav"])  # fmt: skip
+    got = scan(tmp_path, cat)
+    assert [(r.path, r.species_id) for r in got.rows] == [
+        ("Pin-tailed Whydah/1.wav", "pitwhy"),
+        ("pin tailed whydah/2.wav", "pitwhy2"),
+    ]
+    assert got.unplaced == ["Pin_Tailed_Whydah/3.wav", "pin-tailed-whydah/4.wav"]
