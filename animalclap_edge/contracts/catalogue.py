@@ -194,7 +194,7 @@ class Catalogue(Sequence[Species]):
 
     def to_csv(self, path: str | Path) -> None:
         with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=[*REQUIRED_COLUMNS, "regions"])
+            w = csv.DictWriter(f, fieldnames=[*REQUIRED_COLUMNS, "regions"], lineterminator="\n")
             w.writeheader()
             for sp in self._species:
                 w.writerow(sp.to_row())

@@ -23,6 +23,7 @@ def test_names_of_every_kind_become_taxonomy_rows_in_their_order(tmp_path, capsy
                    "", "Rana temporaria", "Eurasian Blackbird")  # fmt: skip
     out = tmp_path / "species.csv"
     assert main(["catalogue", "--names", str(names), "--out", str(out), "--region", "EU"]) == 0
+    assert b"\r" not in out.read_bytes()  # "\n" line endings, not the csv module's CRLF
     cat = Catalogue.from_csv(out)
     assert cat.ids == ["eurbla", "eurrob1", "tawowl1", "rana_temporaria"]
     owl = cat[cat.index("tawowl1")]
