@@ -267,6 +267,13 @@ def summary(r: dict, out: Path) -> str:
             f"(95% interval of the change {c['lo']:+.2f} to {c['hi']:+.2f}: {verdict}; "
             f"{c['n']} recordings)"
         )
+    reg = r.get("before", {}).get("regional", {})
+    if reg.get("recordings") == 0:  # the row a region retrains for: its absence is said
+        lines.append(
+            f"  regional held-out: not scored, no recording held out (val_fraction "
+            f"{reg.get('val_fraction', '?')} of {reg.get('site_days', '?')} site-days drew "
+            "none): record more site-days, or --set val_fraction=0.3"
+        )
     # --data: the regional catalogue to embed, trait heads where it has traits.csv, and
     # real recordings for the parity gate
     lines.append(

@@ -667,6 +667,14 @@ def test_each_change_is_paired_by_recording_and_bold_only_where_clear_of_zero():
         "next, a bundle for the recorders: animalclap-export bundle --checkpoint run/final "
         "--data my_region --out BUNDLE",
     ]
+    # a small region held nothing out: the summary printed the global rows alone
+    none = {"recordings": 0, "val_fraction": 0.15, "site_days": 8, **row(0, 0)}
+    report = {**report, "change": {}, "before": {"regional": none}, "after": {"regional": none}}
+    said = summary(report, Path("run")).splitlines()
+    assert said[1] == (
+        "  regional held-out: not scored, no recording held out (val_fraction 0.15 of 8 "
+        "site-days drew none): record more site-days, or --set val_fraction=0.3"
+    )
 
 
 def test_the_report_lists_each_regional_species_worst_first(tiny_catalogue):
