@@ -95,7 +95,10 @@ def test_write_and_load_round_trip(tiny, tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert len(rows) == 200
     assert {"path", "species_id", "site", "date", "duration_s", "snr_db"} <= set(rows[0])
-    assert rows[0]["license"] == "generated"
+    from training.prepare.manifest import plan
+
+    # prepare keeps Creative Commons rows only: it refused all 200 ("generated")
+    assert len(plan(out / "recordings.csv", tiny.catalogue).keep) == 200
     assert rows[0]["source"] == "animalclap benchmark tiny seed 0"
     for row in rows:
         assert (out / row["path"]).is_file()
