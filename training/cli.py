@@ -868,8 +868,13 @@ def _cmd_pretrain(args) -> int:
 
     overrides = list(args.set)
     # `is not None`: --data '' is an error to report, not the default to fall back on
-    given = [(k, getattr(args, k)) for k in ("data", "out", "init")]
-    overrides += [f"{k}={v}" for k, v in given if v is not None]
+    given = [(k, getattr(args, k)) for k in ("data", "out", "init") if getattr(args, k) is not None]
+    for key, value in given:  # the shortcut went after every --set, and won in silence
+        for item in overrides:
+            k, _, v = item.partition("=")
+            if k.strip() == key and v.strip() != value:
+                raise ValueError(f"--{key} {value} and --set {item} disagree: give the {key} once")
+    overrides += [f"{k}={v}" for k, v in given]
     cfg = load_config(args.config, overrides)
     final = pretrain(cfg)
     if torchrun_rank_world()[0] == 0:

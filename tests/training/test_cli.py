@@ -57,6 +57,16 @@ def test_an_empty_data_option_is_an_error_not_the_default_data(tmp_path, capsys)
     assert not out.exists()
 
 
+def test_a_shortcut_and_a_set_of_the_same_key_that_disagree_are_refused(tmp_path, capsys):
+    """`--out a --set out=b` wrote to a: the shortcut went after every --set and won,
+    where the help says a later value wins."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["pretrain", "--out", str(a), "--set", f"out={b}", "init=scratch:fast"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {a} and --set out={b} disagree: give the out once" in err
+    assert not a.exists() and not b.exists()
+
+
 def test_every_set_counts_and_a_later_value_wins():
     p = build_parser()
     for cmd in ("pretrain", "bench", "finetune"):

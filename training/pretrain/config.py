@@ -201,8 +201,9 @@ class PretrainConfig:
                 Template.parse(name)
             except ValueError as e:
                 raise ValueError(f"templates: {e}") from None
-        if self.crop_seconds <= 0 or self.lr <= 0:
-            raise ValueError("crop_seconds and lr must be positive")
+        for name in ("crop_seconds", "lr"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
 
 def _coerce(name: str, hint, value):

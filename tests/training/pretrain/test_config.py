@@ -64,6 +64,9 @@ def test_overrides_take_the_field_type(tmp_path):
         (["templates=[]"], "templates: give at least one of com, sci, tax"),
         (["templates=com,bogus"], "templates: unknown prompt template 'bogus'; choose from"),
         (["templates="], "templates: unknown prompt template ''"),
+        # both were named whichever was wrong
+        (["crop_seconds=-1"], r"^crop_seconds must be positive, got -1.0$"),
+        (["lr=0"], r"^lr must be positive, got 0.0$"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(overrides, message):
