@@ -33,6 +33,10 @@ def check_checkpoint(value: str, option: str = "--checkpoint") -> None:
         )
     if (p / "config.json").is_file():
         return
+    if (p / "model" / "config.json").is_file():  # RUN/checkpoints/step-N: its model is inside
+        raise ValueError(
+            f"{option} {value} is a training checkpoint's folder: give {option} {p / 'model'}"
+        )
     models = run_folder_models(p)
     if models:
         alts = " or ".join(str(m) for m in models)

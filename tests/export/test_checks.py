@@ -36,6 +36,16 @@ def test_a_pretrain_run_folder_names_its_final_and_newest_step_checkpoint(tmp_pa
     assert "step-00000100" not in msg and "step-00000300" not in msg
 
 
+def test_a_step_folder_names_the_model_inside_it(tmp_path):
+    """`--checkpoint RUN/checkpoints/step-N` said only "no config.json in it"."""
+    step = tmp_path / "run" / "checkpoints" / "step-00000400"
+    _model(step / "model")
+    msg = _one_line_error(check_checkpoint, str(step))
+    assert msg == (
+        f"--checkpoint {step} is a training checkpoint's folder: give --checkpoint {step / 'model'}"
+    )
+
+
 def test_a_train_run_folder_names_only_the_subfolder_that_exists(tmp_path):
     run = tmp_path / "run"
     _model(run / "checkpoint")
