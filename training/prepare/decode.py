@@ -212,6 +212,8 @@ def decode(path: Path, out: Decoded) -> None:
             raise Rejected(reason, str(e)) from None
     out.clear()  # libsndfile refuses a file before its first block; kept safe regardless
     _decode_pyav(path, out)
+    if not out.samples:  # FFmpeg takes a text file for a stream with no frames in it
+        raise Rejected(UNDECODABLE, "no audio in it: not a format libsndfile or FFmpeg reads")
 
 
 def check(audio: Decoded, settings: DecodeSettings) -> None:

@@ -57,6 +57,8 @@ def _planted(folder: Path) -> dict[str, str]:
     data = (folder / "cut.wav").read_bytes()
     (folder / "cut.wav").write_bytes(data[: len(data) // 2])  # power lost mid-write
     (folder / "notes.wav").write_text("field notes, not audio\n" * 50)
+    # FFmpeg took it for a stream with no frames: counted "too short: 0.00 s"
+    (folder / "notes.flac").write_text("not audio\n")
     av = pytest.importorskip("av")
     with av.open(str(folder / "phone.m4a"), "w") as out:  # AAC: not a libsndfile format
         stream = out.add_stream("aac", rate=SR, layout="mono")
@@ -71,6 +73,7 @@ def _planted(folder: Path) -> dict[str, str]:
         "short.wav": d.TOO_SHORT,
         "cut.wav": d.BROKEN,
         "notes.wav": d.UNDECODABLE,
+        "notes.flac": d.UNDECODABLE,
         "phone.m4a": "ok",
         "gone.wav": d.MISSING,
     }
