@@ -86,8 +86,12 @@ class HealthMonitor:
         sample_rate: int | None = None,
         backup_every_s: float | None = None,
         backup_path: str | Path | None = None,
+        uplink: str = "none",
     ):
         self.db_path = Path(db_path)
+        # said beside the outbox's backlog: on a recorder with no uplink every message
+        # waits, which read as a failing one (290 waiting after the demo)
+        self.uplink = uplink
         self.backup_every_s = backup_every_s
         self.backup_path = Path(backup_path) if backup_path else backup_path_for(self.db_path)
         self._last_backup = time.monotonic()  # the first one after a full interval
@@ -115,6 +119,7 @@ class HealthMonitor:
 
     def write_snapshot(self, store: DetectionStore) -> None:
         snap = self.snapshot()
+        snap["uplink"] = self.uplink
         snap["outbox_backlog"] = store.backlog()
         snap["outbox_set_aside"] = store.set_aside_count()
         store.add_health("snapshot", "runtime", snap)

@@ -45,6 +45,14 @@ class RunLock(DbLock):
         )
 
 
+def uplink_of(cfg: EdgeConfig) -> str:
+    """Where the outbox's messages go, as health snapshots say it."""
+    mq = cfg.messaging.mqtt
+    if mq.enabled:
+        return f"mqtt {mq.host}:{mq.port}"
+    return "none: messages wait for `animalclap-edge publish` or an MQTT config"
+
+
 class Runtime:
     def __init__(
         self,
@@ -90,6 +98,7 @@ class Runtime:
             hop_s=hop_s,
             sample_rate=sample_rate,
             backup_every_s=h.backup_interval_h * 3600 if h.backup_interval_h else None,
+            uplink=uplink_of(cfg),
         )
 
     def _open_store(self, cfg: EdgeConfig):

@@ -92,6 +92,7 @@ def test_the_monitor_writes_snapshots_with_counters_and_backs_up(tmp_path):
     assert len(snaps) >= 4 and snaps[-1]["temperatures_c"]["cpu-thermal"] == 48.375
     assert snaps[-1]["counters"] == {**counters, "dropped_windows": 2}
     assert snaps[-1]["outbox_backlog"] == 0 and snaps[-1]["uptime_s"] >= 1.0
+    assert snaps[-1]["uplink"] == "none"  # beside the backlog: none sends it
     backups = [r for r in rows if r["kind"] == "backup"]
     assert backups and backup_path_for(db).exists()
     with DetectionStore(backup_path_for(db)) as b:
@@ -113,3 +114,14 @@ def test_the_first_backup_is_made_at_start_when_there_is_none(tmp_path):
     time.sleep(0.3)
     mon.stop()
     assert backup_path_for(db).stat().st_mtime_ns == made  # one exists: wait the interval
+
+
+def test_snapshots_say_where_the_outbox_goes_so_a_backlog_without_an_uplink_reads_right():
+    """The demo's database said outbox_backlog 290 on a recorder that never had MQTT,
+    which read as an uplink failing to send."""
+    from animalclap_edge.config import EdgeConfig
+    from animalclap_edge.runtime import uplink_of
+
+    assert uplink_of(EdgeConfig()).startswith("none: messages wait for `animalclap-edge publish`")
+    mq = {"messaging": {"mqtt": {"enabled": True, "host": "broker.lan", "port": 1884}}}
+    assert uplink_of(EdgeConfig.model_validate(mq)) == "mqtt broker.lan:1884"
