@@ -390,13 +390,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         p.print_help()
         return 2
-    if torchrun_rank_world()[1] > 1 and args.func not in (_cmd_pretrain, _cmd_finetune):
+    if torchrun_rank_world()[1] > 1 and args.func not in (
+        _cmd_pretrain,
+        _cmd_finetune,
+        _cmd_evaluate,
+    ):
         # every rank would do the whole job and write the same files
         name = args.func.__name__.removeprefix("_cmd_")
         print(
             f"animalclap-train: error: {name} runs in one process, not under torchrun "
-            "(WORLD_SIZE > 1): run it without torchrun; only pretrain and finetune share "
-            "their work across ranks",
+            "(WORLD_SIZE > 1): run it without torchrun; only pretrain, finetune and "
+            "evaluate share their work across ranks",
             file=sys.stderr,
         )
         return 2
@@ -566,9 +570,9 @@ def _run_data(run: Path, settings: tuple[str, dict]) -> str | None:
     return str(spec) if spec else None
 
 
-def _open_eval(args, kind: str):
+def _open_eval(args, kind: str, rank_device=None):
     """(model, data, split, out, seed, where the split came from, the data as given) of
-    `evaluate` and `probe`."""
+    `evaluate` and `probe`; on `rank_device`, a torchrun rank's own, where given."""
     from training.devices import resolve_device
     from training.identity import absolute
     from training.labelled_audio import open_labelled
@@ -583,7 +587,8 @@ def _open_eval(args, kind: str):
     out = args.out or (str(run / kind) if run else None)
     if not out:
         raise ValueError("give --out DIR (or --run, to write under RUN/)")
-    device = resolve_device(args.device)  # a device that is not there: before any load
+    # a device that is not there: before any load
+    device = rank_device if rank_device is not None else resolve_device(args.device)
     loaded = load_clap(checkpoint, device)  # a bad checkpoint is the error to report, first
     # A finetune run's split.json indexes its regional data, not the benchmark.
     settings = run_settings(run) if run else ("", {})
@@ -616,13 +621,14 @@ def _open_eval(args, kind: str):
                 f"--data {spec}: no zero-shot split can be drawn from it ({e}); give "
                 "--split with a split.json made for this data, or --data with more species"
             ) from None
-        print(
-            f"animalclap-train: warning: no run folder shows which split {checkpoint} "
-            f"trained on {spec} with, so a fresh zero-shot split is drawn (seed {seed}): "
-            "if it trained on this data, some 'unseen' species may have been trained on "
-            "(give --split RUN/split.json)",
-            file=sys.stderr,
-        )
+        if torchrun_rank_world()[0] == 0:  # once, not once a rank
+            print(
+                f"animalclap-train: warning: no run folder shows which split {checkpoint} "
+                f"trained on {spec} with, so a fresh zero-shot split is drawn (seed {seed}): "
+                "if it trained on this data, some 'unseen' species may have been trained on "
+                "(give --split RUN/split.json)",
+                file=sys.stderr,
+            )
     if kind == "eval" and not split.test_species and settings[1].get("split") == "seen":
         raise ValueError(
             f"--run {run} trained on every species of its data (split seen, as fine-tuning "
@@ -634,14 +640,41 @@ def _open_eval(args, kind: str):
 
 
 def _cmd_evaluate(args) -> int:
+    from training.pretrain.dist import barrier, close, init_distributed
+
+    # under torchrun the ranks share the test recordings out, each on its own GPU, and
+    # rank 0 alone writes and prints (embed_items gathers the embeddings)
+    d = init_distributed()
+    try:
+        done = _evaluate(args, d)
+        barrier(d)  # the other ranks end once rank 0 has written
+        return done
+    finally:
+        close(d)
+
+
+def _evaluate(args, d) -> int:
     from training.evaluate import EvalConfig, evaluate
 
-    loaded, data, split, out, seed, source, spec = _open_eval(args, "eval")
+    say = print if d.main else lambda *a, **k: None
+    loaded, data, split, out, seed, source, spec = _open_eval(
+        args, "eval", d.device if d.world > 1 else None
+    )
     base = _against(args.against, spec, split) if args.against else None
     cfg = EvalConfig(window_seconds=args.window_seconds, seed=seed)
-    res = evaluate(loaded, data, split, out, cfg, split_source=source, keep_hits=bool(base))
+    res = evaluate(
+        loaded,
+        data,
+        split,
+        out,
+        cfg,
+        d.main,
+        split_source=source,
+        keep_hits=bool(base),
+        write=d.main,
+    )
     summary = {q: {k: round(r[k], 3) for k in ("top1", "top5")} for q, r in res["unseen"].items()}
-    print(json.dumps({"out": out, "unseen": summary}, indent=2))
+    say(json.dumps({"out": out, "unseen": summary}, indent=2))
     if base:
         from training.compare import write_comparison
         from training.devices import module_device
@@ -650,7 +683,19 @@ def _cmd_evaluate(args) -> int:
         checkpoint, note = base
         against = Path(out) / "against"
         other = load_clap(checkpoint, module_device(loaded.model))
-        base_res = evaluate(other, data, split, against, cfg, split_source=source, keep_hits=True)
+        base_res = evaluate(
+            other,
+            data,
+            split,
+            against,
+            cfg,
+            d.main,
+            split_source=source,
+            keep_hits=True,
+            write=d.main,
+        )
+        if not d.main:
+            return 0
         changes = write_comparison(Path(out), loaded.source, checkpoint, base_res, res, note)
         print(f"unseen species, top-1 of {checkpoint} (its eval: {against}) -> this model:")
         for q, c in changes["unseen"].items():

@@ -1,6 +1,9 @@
 """`animalclap-train` itself: --help, and errors in one line."""
 
 import argparse
+import json
+
+import pytest
 
 from training.cli import build_parser, main
 
@@ -111,9 +114,29 @@ def test_a_gpu_that_is_not_there_is_said_before_any_model_loads(
 
 
 def test_a_single_process_command_under_torchrun_is_refused(monkeypatch, capsys):
-    """evaluate (or bench, prepare...) under torchrun: every rank did the whole job and
+    """probe (or bench, prepare...) under torchrun: every rank did the whole job and
     wrote the same files."""
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert main(["evaluate", "--run", "nowhere"]) == 2
+    assert main(["probe", "--run", "nowhere"]) == 2
     err = capsys.readouterr().err
-    assert "evaluate runs in one process, not under torchrun" in err and "\n" not in err.strip()
+    assert "probe runs in one process, not under torchrun" in err and "\n" not in err.strip()
+
+
+def test_evaluate_on_two_ranks_shares_the_recordings_and_writes_once(tiny_checkpoint, tmp_path):
+    """evaluate under torchrun was refused: one GPU embedded the whole test split while
+    the others waited. Each rank now embeds its share; rank 0 writes and prints what
+    one process does."""
+    from .pretrain.conftest import run_two_ranks
+
+    args = ["evaluate", "--checkpoint", str(tiny_checkpoint), "--data", "tiny"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    done = run_two_ranks(["-m", "training.cli", *args, "--out", str(tmp_path / "two")])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count('"unseen"') == 1 and done.stderr.count("a fresh zero-shot") == 1
+    assert "test audio (rank 0's " in done.stderr and "rank 1's" not in done.stderr
+    one, two = (json.loads((tmp_path / r / "eval.json").read_text()) for r in ("one", "two"))
+    for pool in ("unseen", "all"):
+        for query, figures in one[pool].items():
+            assert two[pool][query]["n"] == figures["n"]
+            assert two[pool][query]["top1"] == pytest.approx(figures["top1"]), (pool, query)
+            assert two[pool][query]["top5"] == pytest.approx(figures["top5"]), (pool, query)
