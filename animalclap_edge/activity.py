@@ -25,6 +25,7 @@ from animalclap_edge.report import (
     out_error,
     out_target,
     reading,
+    refuse_one_card_twice,
     taxon_filter,
 )
 
@@ -90,6 +91,7 @@ def activity(
     dbs = [Path(db)] if isinstance(db, str | Path) else [Path(d) for d in db]
     if not dbs:
         raise ReportError("no database given: give --db")
+    refuse_one_card_twice(dbs)
     shift = f"{utc_offset_h:+.4f} hours"
     cards = [
         _card(d, min_probability, taxa, trusted_clock_only, card_notes(say, d, len(dbs) > 1))

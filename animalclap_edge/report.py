@@ -395,9 +395,7 @@ def write_report(
     dbs = [Path(db)] if isinstance(db, str | Path) else [Path(d) for d in db]
     if not dbs:
         raise ReportError("no database given: give --db (once per card)")
-    if len(set(dbs)) < len(dbs):
-        twice = next(d for d in dbs if dbs.count(d) > 1)
-        raise ReportError(f"--db {twice} is given twice: each card once")
+    refuse_one_card_twice(dbs)
     table = {"events": "events", "runs": "runs", "health": "health"}.get(what, "detections")
 
     @contextlib.contextmanager
@@ -421,6 +419,33 @@ def write_report(
         with card(dbs[0]) as (header, rows):
             return _write_csv(out, header, rows)
     return _cards_in_one_table(dbs, card, out)
+
+
+def refuse_one_card_twice(dbs: Sequence[Path]) -> None:
+    """ReportError where two of `dbs` are one card: the same path, or files that hold
+    the same run (a copy, or the card's own detections.db.backup, which a glob such as
+    cards/*/detections.db* picks up): each of its rows was counted twice."""
+    if len(set(dbs)) < len(dbs):
+        twice = next(d for d in dbs if dbs.count(d) > 1)
+        raise ReportError(f"--db {twice} is given twice: each card once")
+    if len(dbs) < 2:
+        return
+    seen: dict[str, Path] = {}
+    for db in dbs:
+        conn = open_readonly(db)
+        try:
+            runs = [r[0] for r in conn.execute("SELECT run_id FROM runs")]
+        except sqlite3.Error as e:
+            raise _read_error(db, "runs", e) from e
+        finally:
+            conn.close()
+        for run in runs:
+            if run in seen:
+                raise ReportError(
+                    f"--db {seen[run]} and --db {db} hold the same run ({run[:8]}): one card "
+                    "given twice (a copy, or its .backup); give each card once"
+                )
+            seen[run] = db
 
 
 def _read(path: Path, table: str, rows: Iterator[Sequence[object]]) -> Iterator[Sequence[object]]:

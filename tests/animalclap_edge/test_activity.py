@@ -211,14 +211,15 @@ def test_several_cards_are_counted_together_and_their_top_labels_chosen_over_all
 ):
     """A season's figure across recorders: each card alone would draw its own top."""
     other = tmp_path / "other" / "detections.db"
+    run = "another-recorders-run"  # each card its own runs: one run on two is one card
     robins = [
-        detection(i * 72000, start_time_utc=f"2024-05-03T06:0{i}:00+00:00", **ROBIN)
+        detection(i * 72000, start_time_utc=f"2024-05-03T06:0{i}:00+00:00", run_id=run, **ROBIN)
         for i in range(5)
     ]
     with DetectionStore(other) as s:
-        s.start_run(RUN, "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        s.start_run(run, "bundle-0001", "0123456789abcdef", "test", "0.1.0")
         s.add_detections(robins)
-        s.finish_run(RUN)
+        s.finish_run(run)
     one, both = activity(season, top=1), activity([season, other], top=1)
     assert one.labels == ["Turdus merula"]  # 4 blackbirds on this card, 1 robin
     assert both.labels == ["Erithacus rubecula"]  # 1 + 5 robins over both: the top

@@ -649,11 +649,14 @@ def test_effort_puts_the_hours_recorded_beside_each_days_detections(card):
 
 
 def _recorder(db: Path, name: str | None, site: str, taxa: tuple[str, ...]) -> Path:
+    run = hashlib.sha1(str(db).encode()).hexdigest()  # each card its own run, as uuids are
     with DetectionStore(db) as s:
-        s.start_run(RUN, "bundle-0001", "0123456789abcdef", "test", "0.1.0", name, site)
+        s.start_run(run, "bundle-0001", "0123456789abcdef", "test", "0.1.0", name, site)
         s.add_detections(
             [
-                detection(72000 * i, taxon=t, start_time_utc="2024-05-01T04:00:00+00:00")
+                detection(
+                    72000 * i, taxon=t, start_time_utc="2024-05-01T04:00:00+00:00", run_id=run
+                )
                 for i, t in enumerate(taxa)
             ]
         )
@@ -742,6 +745,31 @@ def test_a_card_copied_without_its_wal_before_any_checkpoint_is_said_so(tmp_path
     err = capsys.readouterr().err
     assert "holds no tables, and no detections.db-wal is beside it" in err
     assert "copy that file with it" in err
+
+
+def test_one_card_given_twice_under_two_names_is_refused(tmp_path, capsys):
+    """A card and its own detections.db.backup (a glob such as cards/*/detections.db*
+    picks both up), or a copy of it: every row was counted twice."""
+    a = _recorder(tmp_path / "a" / "detections.db", "rec-a", "plot-3", ("eurbla",))
+    b = _recorder(tmp_path / "b" / "detections.db", "rec-b", "plot-7", ("eurbla",))
+    with DetectionStore(a) as s:
+        s.backup(tmp_path / "a" / "detections.db.backup")
+    for what in ("effort", "detections"):
+        argv = [
+            "report",
+            what,
+            "--db",
+            str(a),
+            str(b),
+            str(tmp_path / "a" / "detections.db.backup"),
+        ]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"--db {a} and --db {a}.backup hold the same run" in err
+        assert "one card given twice (a copy, or its .backup)" in err
+    png = tmp_path / "season.png"
+    assert main(["report", "activity", "--db", str(a), f"{a}.backup", "--out", str(png)]) == 2
+    assert "hold the same run" in capsys.readouterr().err and not png.exists()
 
 
 def test_many_cards_are_read_one_at_a_time(tmp_path):
