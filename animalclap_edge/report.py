@@ -730,9 +730,17 @@ def taxon_filter(
         )
         if not levels and not species:
             close = [by_lower[c] for c in difflib.get_close_matches(low, by_lower, n=3)]
+            higher = (
+                "; the database records no taxonomy above the genus, so a family, order or "
+                f"class is known only by its back-off rows (unknown {name}), and it holds "
+                "none: give its species or genera with --taxon"
+                if " " not in name  # one word: a genus it does not hold, or a higher taxon
+                else ""
+            )
             notes.append(
                 f"--taxon {name!r} matches nothing in this database"
                 + (f"; close names in it: {', '.join(close)}" if close else "")
+                + higher
                 + " (`report summary` lists its taxa)"
             )
             continue

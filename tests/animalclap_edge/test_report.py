@@ -154,6 +154,11 @@ def test_a_taxon_that_matches_nothing_is_said_with_the_close_names(stopped_card,
     out, err = capsys.readouterr()
     assert len(_csv(out)) == 1 and "1 detections rows" in err
     assert err.count("note:") == 1 and "'Nothing here' matches nothing" in err
+    assert "above the genus" not in err  # two words: not a higher taxon
+    # a class of the card's species: the database knows no taxonomy above the genus
+    assert main(["report", "summary", "--db", str(stopped_card), "--taxon", "Aves"]) == 0
+    err = capsys.readouterr().err
+    assert "so a family, order or class is known only by its back-off rows (unknown Aves)" in err
     with pytest.raises(ReportError, match="--taxon is empty"):
         write_report(stopped_card, "detections", io.StringIO(), taxa=["  "])
 
