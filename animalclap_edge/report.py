@@ -54,8 +54,8 @@ SELECT u.*,
             ELSE coalesce({end_reason}, 'ended; how was not logged before 2026-11-27') END
            AS state,
        (SELECT count(*) FROM recordings r WHERE r.run_id = u.run_id) AS recordings,
-       (SELECT coalesce(sum(r.duration_s), 0) FROM recordings r WHERE r.run_id = u.run_id)
-           AS audio_s,
+       (SELECT round(coalesce(sum(r.duration_s), 0), 3) FROM recordings r
+        WHERE r.run_id = u.run_id) AS audio_s,
        (SELECT count(*) FROM detections d WHERE d.run_id = u.run_id) AS detections
 FROM runs u ORDER BY u.rowid
 """

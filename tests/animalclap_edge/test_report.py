@@ -642,15 +642,23 @@ def test_effort_puts_the_hours_recorded_beside_each_days_detections(card):
             )
         )
         s.record_recording(recording("skipped", recording_id="x.txt", duration_s=0.0))
+        # a day later: 1.3 s, whose hours read 0.0004 at 4 places (its rate not had back)
+        s.record_recording(
+            recording(
+                recording_id="c.flac", start_time_utc="2024-05-04T05:00:00+00:00", duration_s=1.3
+            )
+        )
     rows = _report(card, "effort")
     assert [(r["day_utc"], r["recordings"], r["audio_h"], r["detections"]) for r in rows] == [
         ("2024-05-01", "1", "0.5", "2"),
         ("2024-05-02", "1", "2.0", "2"),
+        ("2024-05-03", "0", "0.0", "0"),  # not recorded: a row of no audio, not a gap
+        ("2024-05-04", "1", "0.000361", "0"),
         ("undated", "0", "0.0", "1"),  # stdin's window: no audio row, so no rate
     ]
-    assert [r["detections_per_hour"] for r in rows] == ["4.0", "1.0", ""]
+    assert [r["detections_per_hour"] for r in rows] == ["4.0", "1.0", "", "0.0", ""]
     robins = _report(card, "effort", taxa=["Erithacus rubecula"])
-    assert [r["detections"] for r in robins] == ["0", "1"]  # the audio stays, for the rate
+    assert [r["detections"] for r in robins] == ["0", "1", "0", "0"]  # the audio stays
 
 
 def _recorder(db: Path, name: str | None, site: str, taxa: tuple[str, ...]) -> Path:
