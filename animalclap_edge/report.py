@@ -384,8 +384,8 @@ def write_report(
         raise ReportError(f"unknown report {what!r}: choose one of {', '.join(WHAT)}")
     if what in _NOT_DETECTIONS and (min_probability is not None or taxa):
         raise ReportError(
-            "--min-probability and --taxon select detections: use them with detections, "
-            "events or summary"
+            "--min-probability and --taxon select detections: use them with "
+            + _either([*(w for w in WHAT if w not in _NOT_DETECTIONS), "activity"])
         )
     if what in ("runs", "health") and trusted_clock_only:
         raise ReportError(

@@ -134,7 +134,9 @@ def test_filters_keep_the_detections_asked_for(card):
     rows = _report(card, "detections", trusted_clock_only=True)
     assert sorted(float(r["probability"]) for r in rows) == [0.7, 0.9, 0.95]
     assert _report(card, "recordings", trusted_clock_only=True) == []  # none recorded here
-    with pytest.raises(ReportError, match="use them with detections, events or summary"):
+    with pytest.raises(
+        ReportError, match="use them with detections, events, summary, effort or activity"
+    ):
         write_report(card, "recordings", io.StringIO(), taxa=["eurbla"])
     with pytest.raises(ReportError, match="between 0 and 1, got 70"):
         write_report(card, "detections", io.StringIO(), min_probability=70)
