@@ -54,6 +54,18 @@ def check_checkpoint(value: str, option: str = "--checkpoint") -> None:
     )
 
 
+MAX_WINDOW_S = 10.0  # CLAP's input length: the model hears no more of a longer window
+
+
+def check_window(seconds: float) -> None:
+    """ValueError for a window the encoder cannot take (bundle and distill alike)."""
+    if not (0 < seconds <= MAX_WINDOW_S):  # also refuses NaN
+        raise ValueError(
+            f"--window {seconds}: give seconds above 0 and at most {MAX_WINDOW_S:g} "
+            "(CLAP's input length: the model hears no more of a longer window)"
+        )
+
+
 def audio_files(folder: Path) -> list[Path]:
     """Recordings at the folder's top level, sorted: what the exporter takes windows from."""
     from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS

@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from animalclap_edge.contracts.prompts import Template
-from export.checks import check_checkpoint, check_file, named
+from export.checks import check_checkpoint, check_file, check_window, named
 from export.student import StudentConfig, StudentEncoder, macs, save_student
 from training.labelled_audio import Item, LabelledSet, open_labelled
 from training.sampling import group_split
@@ -71,6 +71,15 @@ class DistillConfig:
         for name in ("epochs", "batch_size", "teacher_batch", "crops_per_recording"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        # before the teacher's cache is filled: --window 0 ended in a ZeroDivisionError,
+        # 60 s trained a student that bundle then refused, width 0 and a negative lr or
+        # KL weight trained (or failed after the cache)
+        check_window(self.window_seconds)
+        for option, value in (("--width", self.width), ("--lr", self.lr)):
+            if not value > 0:
+                raise ValueError(f"{option} {value}: give a number above 0")
+        if not self.kl_weight >= 0:
+            raise ValueError(f"--kl-weight {self.kl_weight}: give 0 (cosine loss only) or more")
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         try:

@@ -21,6 +21,7 @@ from export.checks import (
     check_checkpoint,
     check_file,
     check_student,
+    check_window,
     named,
 )
 from export.onnx_export import export_audio_encoder, parity
@@ -86,7 +87,6 @@ class ExportConfig:
 
 
 # CLAP's input (ClapFeatureExtractor's max_length_s); a checkpoint may take less.
-MAX_WINDOW_S = 10.0
 
 
 def _refuse_early(cfg: ExportConfig) -> None:
@@ -94,11 +94,7 @@ def _refuse_early(cfg: ExportConfig) -> None:
     exports (tens of seconds at full size)."""
     if not (cfg.catalogue or cfg.data):
         raise ValueError("give --catalogue (species to embed) or --data (a labelled set with one)")
-    if not (0 < cfg.window_seconds <= MAX_WINDOW_S):  # also refuses NaN
-        raise ValueError(
-            f"--window {cfg.window_seconds}: give seconds above 0 and at most {MAX_WINDOW_S:g} "
-            "(CLAP's input length: the model hears no more of a longer window)"
-        )
+    check_window(cfg.window_seconds)
     if not (0 <= cfg.default_threshold <= 1):
         raise ValueError(f"--threshold {cfg.default_threshold}: give a probability, 0 to 1")
     if cfg.precision not in ("fp32", "fp16", "int8"):

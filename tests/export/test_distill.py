@@ -78,6 +78,13 @@ def test_distill_caches_the_teacher_and_saves_a_loadable_student(
         ({"device": "gpu0"}, "device: 'gpu0' is not a device; use auto, cpu, cuda or cuda:N"),
         ({"device": "meta"}, "only cpu and cuda are supported"),
         ({"teacher_batch": 0}, "teacher_batch must be at least 1"),
+        # --window 0 ended in a ZeroDivisionError; 60 trained a student bundle refused
+        ({"window_seconds": 0.0}, r"--window 0.0: give seconds above 0 and at most 10"),
+        ({"window_seconds": 60.0}, r"--window 60.0: give seconds above 0 and at most 10"),
+        # these trained (width 0: 9,344 parameters), or failed after the teacher's cache
+        ({"width": 0.0}, r"--width 0.0: give a number above 0"),
+        ({"lr": -1.0}, r"--lr -1.0: give a number above 0"),
+        ({"kl_weight": -1.0}, r"--kl-weight -1.0: give 0 \(cosine loss only\) or more"),
     ],
 )
 def test_bad_settings_say_what_is_wrong(change, message, tmp_path):
