@@ -6,6 +6,7 @@ a folder name should cost less than that, and say which option held it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from training.identity import PRETRAIN_RUN, TRAIN_RUN
@@ -33,6 +34,17 @@ def check_checkpoint(value: str, option: str = "--checkpoint") -> None:
         )
     if (p / "config.json").is_file():
         return
+    if (p / "manifest.json").is_file():  # a bundle: name the checkpoint it was made of
+        try:
+            made_of = json.loads((p / "manifest.json").read_text())["producer"][
+                "teacher_checkpoint"
+            ]
+        except (OSError, ValueError, KeyError, TypeError):
+            made_of = None
+        raise ValueError(
+            f"{option} {value} is a model bundle, not a checkpoint: give the CLAP checkpoint"
+            + (f" it was made of, {option} {made_of}" if made_of else " it was made of")
+        )
     if (p / "model" / "config.json").is_file():  # RUN/checkpoints/step-N: its model is inside
         raise ValueError(
             f"{option} {value} is a training checkpoint's folder: give {option} {p / 'model'}"

@@ -46,6 +46,24 @@ def test_a_step_folder_names_the_model_inside_it(tmp_path):
     )
 
 
+def test_a_bundle_given_as_checkpoint_names_the_checkpoint_it_was_made_of(tmp_path):
+    """`bundle --checkpoint BUNDLE` said only "no config.json in it"."""
+    import json
+
+    bundle = tmp_path / "bundles" / "eu"
+    bundle.mkdir(parents=True)
+    made_of = tmp_path / "runs" / "demo" / "checkpoint"
+    manifest = {"producer": {"teacher_checkpoint": str(made_of)}}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    msg = _one_line_error(check_checkpoint, str(bundle))
+    assert msg == (
+        f"--checkpoint {bundle} is a model bundle, not a checkpoint: give the CLAP "
+        f"checkpoint it was made of, --checkpoint {made_of}"
+    )
+    (bundle / "manifest.json").write_text("{")  # torn: said without the name
+    assert _one_line_error(check_checkpoint, str(bundle)).endswith("checkpoint it was made of")
+
+
 def test_a_train_run_folder_names_only_the_subfolder_that_exists(tmp_path):
     run = tmp_path / "run"
     _model(run / "checkpoint")
