@@ -189,8 +189,10 @@ def build_engine(
     workspace_gb: float = 1.0,
 ) -> tuple[Path, bool]:
     """(engine path, whether it was built now). Reuses a cached engine with the same key."""
-    trt = _trt()
+    # the request's own error first: on a machine without TensorRT it was hidden behind
+    # "bindings not importable", learnt only on the Jetson
     precision = engine_precision(bundle, precision)
+    trt = _trt()
     key = device_key(bundle, precision, max_batch)
     folder = cache_dir(engine_cache)
     folder.mkdir(parents=True, exist_ok=True)

@@ -72,6 +72,10 @@ def test_without_tensorrt_auto_says_why_and_tensorrt_refuses(capsys):
     assert main(["build-engine"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--system-site-packages" in err
+    # an int8 engine of an fp32 bundle is the request's own error: said before TensorRT's
+    assert main(["build-engine", "--precision", "int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "int8 engines are built from a QDQ graph" in err and "--system-site" not in err
 
 
 @pytest.mark.hardware
