@@ -78,6 +78,19 @@ def check_window(seconds: float) -> None:
         )
 
 
+def nested_audio_count(folder: Path) -> int:
+    """Recordings in `folder`'s sub-folders, which audio_files does not read."""
+    from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS
+
+    if not folder.is_dir():
+        return 0
+    return sum(
+        1
+        for p in folder.rglob("*")
+        if p.parent != folder and p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS
+    )
+
+
 def audio_files(folder: Path) -> list[Path]:
     """Recordings at the folder's top level, sorted: what the exporter takes windows from."""
     from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS

@@ -140,6 +140,22 @@ def test_too_few_recordings_are_refused_with_the_counts_and_seconds(
     assert msg.startswith(f"--calibration-audio {audio}: found {have} recordings, {needs}")
     assert "one 3 s window from the start of each recording" in msg
     assert f"give at least {need} recordings ({need * 3} s of audio in {need} windows)" in msg
+    assert "sub-folders" not in msg
+
+
+def test_recordings_in_sub_folders_that_are_not_read_are_counted(
+    request_parts, tmp_path, never_load
+):
+    """A card's files sit in folders by day: 5 at the top and 20 below said only "found
+    5 recordings", and the 20 passed over unsaid."""
+    audio = _recordings(tmp_path / "calib", 5)
+    _recordings(Path(audio) / "2024-05-01", 20)
+    msg = _refusal(request_parts, CalibrationError, precision="fp16", calibration_audio=audio)
+    assert msg.startswith(f"--calibration-audio {audio}: found 5 recordings, fp16 needs 16")
+    assert msg.endswith(
+        "; 20 more in its sub-folders are not read (the folder's top level only): give the "
+        "sub-folder that holds them, or gather them in one"
+    )
 
 
 def test_the_parity_audio_fallback_is_named_when_it_is_too_little(
