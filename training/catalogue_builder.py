@@ -46,6 +46,23 @@ def name_index(catalogue: Catalogue) -> dict[str, str]:
     return names
 
 
+def spaced(name: str) -> str:
+    """`name` casefolded, each run of spaces, `_` and `-` one space: "Pin-tailed_Sandgrouse",
+    "pin tailed sandgrouse" and "PIN-TAILED SANDGROUSE" read alike."""
+    return " ".join(re.split(r"[_\-\s]+", name.strip())).strip().casefold()
+
+
+def loose_index(names: dict[str, str]) -> dict[str, str]:
+    """`name_index`'s names as `spaced` reads them -> id. Names of two species that
+    read alike once spaced ("Pin-tailed Whydah" of one, "Pin tailed Whydah" of another)
+    name neither, as a common name two species share: written exactly, each is still
+    its own species through `name_index`."""
+    ids: dict[str, set[str]] = {}
+    for name, sid in names.items():
+        ids.setdefault(spaced(name), set()).add(sid)
+    return {key: next(iter(s)) for key, s in ids.items() if len(s) == 1}
+
+
 def reference_catalogue() -> Catalogue:
     """Every species the names are looked up in: eBird 2024's birds, then the curated
     amphibians, insects and mammals."""
@@ -82,6 +99,7 @@ def build_catalogue(
     knows is refused, all of them in one message with the nearest names, unless
     `skip_unknown`."""
     index = name_index(reference)
+    loose = loose_index(index)  # "black headed gull" is Black-headed Gull
     shared: dict[str, list[str]] = {}
     for sp in reference:
         shared.setdefault(sp.common_name.casefold(), []).append(sp.id)
@@ -102,6 +120,8 @@ def build_catalogue(
                 f"{labels}; give the scientific name)"
             )
             continue
+        if sid is None:
+            sid = loose.get(spaced(name))
         if sid is None:
             unknown.append(_unknown(name, line, key, index, reference))
             continue

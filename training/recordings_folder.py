@@ -28,7 +28,7 @@ from pathlib import Path
 from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS
 from animalclap_edge.contracts.catalogue import Catalogue
 from animalclap_edge.sources.files import time_from_name
-from training.catalogue_builder import name_index
+from training.catalogue_builder import loose_index, name_index, spaced
 
 _DAY_ALONE = re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?!\d)")
 
@@ -57,23 +57,6 @@ def day_in_name(name: str) -> str:
         if 1900 <= y <= 2100 and 1 <= mo <= 12 and 1 <= d <= 31:
             return f"{y:04d}-{mo:02d}-{d:02d}"
     return ""
-
-
-def spaced(name: str) -> str:
-    """`name` casefolded, each run of spaces, `_` and `-` one space: "Pin-tailed_Sandgrouse",
-    "pin tailed sandgrouse" and "PIN-TAILED SANDGROUSE" read alike."""
-    return " ".join(re.split(r"[_\-\s]+", name.strip())).strip().casefold()
-
-
-def loose_index(names: dict[str, str]) -> dict[str, str]:
-    """`name_index`'s names as `spaced` reads them -> id. Names of two species that
-    read alike once spaced ("Pin-tailed Whydah" of one, "Pin tailed Whydah" of another)
-    name neither, as a common name two species share: written exactly, each is still
-    its own species through `name_index`."""
-    ids: dict[str, set[str]] = {}
-    for name, sid in names.items():
-        ids.setdefault(spaced(name), set()).add(sid)
-    return {key: next(iter(s)) for key, s in ids.items() if len(s) == 1}
 
 
 def scan(root: Path, catalogue: Catalogue, site: str = "") -> Scan:

@@ -36,6 +36,15 @@ def test_names_of_every_kind_become_taxonomy_rows_in_their_order(tmp_path, capsy
     assert "'Eurasian Blackbird' (line 7) is eurbla, already line 2" in said
 
 
+def test_a_hyphen_written_as_a_space_or_underscore_still_names_the_species(tmp_path):
+    """ "black headed gull" was refused (nearest: Black-headed Gull), as folders named
+    Pin-tailed_Sandgrouse were by `recordings`."""
+    names = _names(tmp_path, "black headed gull", "Pin_tailed Sandgrouse")
+    out = tmp_path / "species.csv"
+    assert main(["catalogue", "--names", str(names), "--out", str(out)]) == 0
+    assert Catalogue.from_csv(out).ids == ["bkhgul", "pitsan1"]
+
+
 def test_unknown_names_are_refused_together_with_the_nearest_and_nothing_is_written(
     tmp_path, capsys
 ):
