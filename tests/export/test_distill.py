@@ -21,7 +21,7 @@ def test_crop_plan_is_fixed_by_the_seed():
 
 
 def test_distill_caches_the_teacher_and_saves_a_loadable_student(
-    pretrain_checkpoint, realaudio, tmp_path, monkeypatch
+    pretrain_checkpoint, realaudio, tmp_path, monkeypatch, capsys
 ):
     cfg = _small(pretrain_checkpoint, realaudio, tmp_path / "s")  # unlabelled: cosine only
     figures = distill(cfg, progress=False)
@@ -69,6 +69,22 @@ def test_distill_caches_the_teacher_and_saves_a_loadable_student(
                          student=str(tmp_path / "s")),
             progress=False,
         )  # fmt: skip
+    # a bundle window other than the student's was taken without a word
+    import export.pipeline as pipeline
+
+    class Written(Exception):  # stops before the bundle is written: the note came first
+        pass
+
+    monkeypatch.setattr(pipeline, "BundleWriter", lambda *a, **k: (_ for _ in ()).throw(Written))
+    with pytest.raises(Written):
+        make_bundle(
+            ExportConfig(checkpoint=str(copy), out=str(tmp_path / "b5"), data="tiny",
+                         student=str(tmp_path / "s"), window_seconds=5.0),
+            progress=False,
+        )  # fmt: skip
+    assert (
+        f"note: student {tmp_path / 's'} was distilled on 3 s windows; this bundle's are 5 s"
+    ) in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
