@@ -886,7 +886,11 @@ class DetectionStore:
         card's free space, before each write: it shrinks as the card fills."""
         if str(self.path) == ":memory:":
             return
-        pages = self.wal_pages_for(shutil.disk_usage(self.path.parent).free)
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:  # a card pulled: the write itself says so, as SQLite's error
+            return
+        pages = self.wal_pages_for(free)
         if pages != self._wal_pages:
             conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
             limit = -1 if pages == WAL_PAGES[1] else pages * self._page_size  # -1: no cut

@@ -399,3 +399,24 @@ def test_a_message_names_the_recorder_and_site_of_its_run(db: Path):
         ((_, payload),) = s.pending_outbox()
         assert s.pending_payloads([_det(0).detection_id]) == [(_det(0).detection_id, payload)]
     assert (json.loads(payload)["device"], json.loads(payload)["site"]) == ("rec-09", "ridge-3")
+
+
+def test_the_wal_is_fitted_to_the_card_and_a_card_it_cannot_measure_still_takes_writes(
+    store: DetectionStore, monkeypatch
+):
+    """The autocheckpoint follows the card's free space (docs/storage.md); where the
+    free space cannot be read (a card going away), the write is SQLite's to refuse, not
+    an OSError from measuring it."""
+    import animalclap_edge.store as module
+
+    assert store.wal_pages_for(10 << 30) == 1000  # a roomy card: SQLite's default
+    assert store.wal_pages_for(1 << 20) == 32  # 1 MiB free: an eighth of it, in pages
+    assert store.wal_pages_for(0) == 16
+
+    def unmeasurable(path):
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    monkeypatch.setattr(module.shutil, "disk_usage", unmeasurable)
+    before = len(store.detections())
+    store.add_detections([detection(48_000 * 999)])
+    assert len(store.detections()) == before + 1
