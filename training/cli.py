@@ -394,13 +394,14 @@ def main(argv: list[str] | None = None) -> int:
         _cmd_pretrain,
         _cmd_finetune,
         _cmd_evaluate,
+        _cmd_probe,
     ):
         # every rank would do the whole job and write the same files
         name = args.func.__name__.removeprefix("_cmd_")
         print(
             f"animalclap-train: error: {name} runs in one process, not under torchrun "
-            "(WORLD_SIZE > 1): run it without torchrun; only pretrain, finetune and "
-            "evaluate share their work across ranks",
+            "(WORLD_SIZE > 1): run it without torchrun; only pretrain, finetune, "
+            "evaluate and probe share their work across ranks",
             file=sys.stderr,
         )
         return 2
@@ -639,18 +640,23 @@ def _open_eval(args, kind: str, rank_device=None):
     return loaded, data, split, out, seed, source, spec
 
 
-def _cmd_evaluate(args) -> int:
+def _on_ranks(command, args) -> int:
+    """`command(args, d)` in one process, or on each rank of a torchrun job: the ranks
+    share the recordings out, each on its own GPU, and rank 0 alone writes and prints
+    (embed_items gathers the embeddings)."""
     from training.pretrain.dist import barrier, close, init_distributed
 
-    # under torchrun the ranks share the test recordings out, each on its own GPU, and
-    # rank 0 alone writes and prints (embed_items gathers the embeddings)
     d = init_distributed()
     try:
-        done = _evaluate(args, d)
+        done = command(args, d)
         barrier(d)  # the other ranks end once rank 0 has written
         return done
     finally:
         close(d)
+
+
+def _cmd_evaluate(args) -> int:
+    return _on_ranks(_evaluate, args)
 
 
 def _evaluate(args, d) -> int:
@@ -748,9 +754,15 @@ def _against(spec: str, data_spec: str, split) -> tuple[str, str]:
 
 
 def _cmd_probe(args) -> int:
+    return _on_ranks(_probe, args)
+
+
+def _probe(args, d) -> int:
     from training.probe import probe_traits
 
-    loaded, data, split, out, seed, source, _ = _open_eval(args, "probe")
+    loaded, data, split, out, seed, source, _ = _open_eval(
+        args, "probe", d.device if d.world > 1 else None
+    )
     res = probe_traits(
         loaded,
         data,
@@ -759,8 +771,12 @@ def _cmd_probe(args) -> int:
         window_seconds=args.window_seconds,
         max_train_items=args.max_train_items,
         seed=seed,
+        progress=d.main,
         split_source=source,
+        write=d.main,
     )
+    if not d.main:
+        return 0
     print(
         json.dumps(
             {

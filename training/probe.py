@@ -163,6 +163,7 @@ def probe_traits(
     seed: int = 0,
     progress: bool = True,
     split_source: str = "given by the caller",
+    write: bool = True,
 ) -> dict:
     """Fit heads on the split's training recordings; score on unseen and seen species.
 
@@ -170,7 +171,8 @@ def probe_traits(
     read from sound alone (no recording of the species was in training). "seen":
     the validation recordings (held-out site-days of training species). Writes
     probe.json and probe.md under out_dir. split_source: where the split came from
-    (its file, or a fresh draw), written down with it.
+    (its file, or a fresh draw), written down with it. `write=False`: the results
+    only, no file (a torchrun job's ranks but rank 0).
     """
     from training.embed_audio import embed_items
     from training.model import AudioEncoder
@@ -181,7 +183,8 @@ def probe_traits(
     if data.traits is None:
         raise ValueError(f"{data.name} has no trait table (traits.csv); nothing to probe")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
     encoder = AudioEncoder(loaded.model, loaded.frontend, mode="fft")
     window = round(window_seconds * loaded.frontend.sample_rate)
     train_idx = np.asarray(split.train)
@@ -233,8 +236,9 @@ def probe_traits(
             "beats_baseline": sum(s["beats_baseline"] for s in scores.values()),
             "n_traits": len(scores),
         }
-    (out / "probe.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    (out / "probe.md").write_text(probe_markdown(results), encoding="utf-8")
+    if write:
+        (out / "probe.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+        (out / "probe.md").write_text(probe_markdown(results), encoding="utf-8")
     return results
 
 

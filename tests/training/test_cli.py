@@ -114,15 +114,17 @@ def test_a_gpu_that_is_not_there_is_said_before_any_model_loads(
 
 
 def test_a_single_process_command_under_torchrun_is_refused(monkeypatch, capsys):
-    """probe (or bench, prepare...) under torchrun: every rank did the whole job and
+    """curves (or bench, prepare...) under torchrun: every rank did the whole job and
     wrote the same files."""
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert main(["probe", "--run", "nowhere"]) == 2
+    assert main(["curves", "--run", "nowhere"]) == 2
     err = capsys.readouterr().err
-    assert "probe runs in one process, not under torchrun" in err and "\n" not in err.strip()
+    assert "curves runs in one process, not under torchrun" in err and "\n" not in err.strip()
 
 
-def test_evaluate_on_two_ranks_shares_the_recordings_and_writes_once(tiny_checkpoint, tmp_path):
+def test_evaluate_and_probe_on_two_ranks_share_the_recordings_and_write_once(
+    tiny_checkpoint, tmp_path
+):
     """evaluate under torchrun was refused: one GPU embedded the whole test split while
     the others waited. Each rank now embeds its share; rank 0 writes and prints what
     one process does."""
@@ -140,3 +142,14 @@ def test_evaluate_on_two_ranks_shares_the_recordings_and_writes_once(tiny_checkp
             assert two[pool][query]["n"] == figures["n"]
             assert two[pool][query]["top1"] == pytest.approx(figures["top1"]), (pool, query)
             assert two[pool][query]["top5"] == pytest.approx(figures["top5"]), (pool, query)
+    # probe the same way: the trait heads' figures of one process, written once
+    probe = ["probe", "--checkpoint", str(tiny_checkpoint), "--data", "tiny"]
+    assert main([*probe, "--out", str(tmp_path / "p1")]) == 0
+    done = run_two_ranks(["-m", "training.cli", *probe, "--out", str(tmp_path / "p2")])
+    assert done.returncode == 0, done.stderr[-2000:]
+    p1, p2 = (json.loads((tmp_path / r / "probe.json").read_text()) for r in ("p1", "p2"))
+    said = sum(side in p1 for side in ("unseen", "seen"))  # one line each, printed once
+    assert done.stdout.count("traits beat the baseline") == said and "rank 1's" not in done.stderr
+    for side in ("unseen", "seen"):
+        assert p2[side]["recordings"] == p1[side]["recordings"]
+        assert p2[side]["beats_baseline"] == p1[side]["beats_baseline"]
