@@ -10,6 +10,7 @@ notebook API: `Detector.load().detect_file("x.wav")` or `.detect_array(wave, sr)
 from __future__ import annotations
 
 import contextlib
+import math
 import sqlite3
 import time
 import uuid
@@ -186,12 +187,9 @@ class Detector:
             )
         wave = np.asarray(wave)
         x = to_mono(_as_float(wave))
-        step = 1 << 20  # checked a slice at a time: a whole-array mask is 1 byte per sample
-        if not all(np.isfinite(x[i : i + step]).all() for i in range(0, len(x), step)):
+        peak = _peak(x)
+        if not math.isfinite(peak):
             raise AudioError("non-finite samples (NaN/Inf) in the array")
-        peak = max(
-            (float(np.abs(x[i : i + step]).max()) for i in range(0, len(x), step)), default=0
-        )
         if np.issubdtype(wave.dtype, np.floating) and peak > FLOAT_PEAK_LIMIT:
             raise AudioError(
                 f"float samples peak at {peak:.4g}, far above full scale (1.0): floats are "
@@ -526,6 +524,19 @@ def _json(obj) -> str:
     import json
 
     return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+
+
+def _peak(x: np.ndarray, step: int = 1 << 20) -> float:
+    """max |x|, a slice at a time (a whole-array temporary is 4 bytes per sample); NaN
+    or inf where a sample is not finite (numpy's max propagates both within a slice;
+    Python's would drop a NaN slice after a finite one)."""
+    peak = 0.0
+    for i in range(0, len(x), step):
+        top = float(np.abs(x[i : i + step]).max())
+        if not math.isfinite(top):
+            return top
+        peak = max(peak, top)
+    return peak
 
 
 def _say_status(result: RecordingResult) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from animalclap_edge.contracts import bundle as B
 from training.identity import PRETRAIN_RUN, TRAIN_RUN
 from training.model import missing_local_path, models_in_run
 
@@ -34,11 +35,9 @@ def check_checkpoint(value: str, option: str = "--checkpoint") -> None:
         )
     if (p / "config.json").is_file():
         return
-    if (p / "manifest.json").is_file():  # a bundle: name the checkpoint it was made of
+    if (p / B.MANIFEST).is_file():  # a bundle: name the checkpoint it was made of
         try:
-            made_of = json.loads((p / "manifest.json").read_text())["producer"][
-                "teacher_checkpoint"
-            ]
+            made_of = json.loads((p / B.MANIFEST).read_text())["producer"]["teacher_checkpoint"]
         except (OSError, ValueError, KeyError, TypeError):
             made_of = None
         raise ValueError(

@@ -148,14 +148,13 @@ def _calibration_source(cfg: ExportConfig) -> tuple[str, str]:
 
 
 def _too_little_audio(cfg: ExportConfig, found: int, what: str, n_calib: int, n_check: int) -> str:
-    option, source = _calibration_source(cfg)
-    if not cfg.calibration_audio:  # the fallback: say why this folder was used
-        source += " (no --calibration-audio given)"
+    option, folder = _calibration_source(cfg)
+    source = folder if cfg.calibration_audio else f"{folder} (no --calibration-audio given)"
     need = n_calib + n_check
     split = f"{n_calib} to calibrate + {n_check} to check" if n_calib else f"{n_check} to check"
     w = cfg.window_seconds
     # a recorder's card keeps its files in folders by day: they were passed over unsaid
-    nested = nested_audio_count(Path(_calibration_source(cfg)[1]))
+    nested = nested_audio_count(Path(folder))
     below = (
         f"; {nested} more in its sub-folders are not read (the folder's top level only): "
         "give the sub-folder that holds them, or gather them in one"

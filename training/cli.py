@@ -571,9 +571,9 @@ def _run_data(run: Path, settings: tuple[str, dict]) -> str | None:
     return str(spec) if spec else None
 
 
-def _open_eval(args, kind: str, rank_device=None):
+def _open_eval(args, kind: str, d):
     """(model, data, split, out, seed, where the split came from, the data as given) of
-    `evaluate` and `probe`; on `rank_device`, a torchrun rank's own, where given."""
+    `evaluate` and `probe`, on `d`'s device under torchrun (each rank its own GPU)."""
     from training.devices import resolve_device
     from training.identity import absolute
     from training.labelled_audio import open_labelled
@@ -589,7 +589,7 @@ def _open_eval(args, kind: str, rank_device=None):
     if not out:
         raise ValueError("give --out DIR (or --run, to write under RUN/)")
     # a device that is not there: before any load
-    device = rank_device if rank_device is not None else resolve_device(args.device)
+    device = d.device if d.world > 1 else resolve_device(args.device)
     loaded = load_clap(checkpoint, device)  # a bad checkpoint is the error to report, first
     # A finetune run's split.json indexes its regional data, not the benchmark.
     settings = run_settings(run) if run else ("", {})
@@ -622,7 +622,7 @@ def _open_eval(args, kind: str, rank_device=None):
                 f"--data {spec}: no zero-shot split can be drawn from it ({e}); give "
                 "--split with a split.json made for this data, or --data with more species"
             ) from None
-        if torchrun_rank_world()[0] == 0:  # once, not once a rank
+        if d.main:  # once, not once a rank
             print(
                 f"animalclap-train: warning: no run folder shows which split {checkpoint} "
                 f"trained on {spec} with, so a fresh zero-shot split is drawn (seed {seed}): "
@@ -662,46 +662,27 @@ def _cmd_evaluate(args) -> int:
 def _evaluate(args, d) -> int:
     from training.evaluate import EvalConfig, evaluate
 
-    say = print if d.main else lambda *a, **k: None
-    loaded, data, split, out, seed, source, spec = _open_eval(
-        args, "eval", d.device if d.world > 1 else None
-    )
+    loaded, data, split, out, seed, source, spec = _open_eval(args, "eval", d)
     base = _against(args.against, spec, split) if args.against else None
     cfg = EvalConfig(window_seconds=args.window_seconds, seed=seed)
-    res = evaluate(
-        loaded,
-        data,
-        split,
-        out,
-        cfg,
-        d.main,
-        split_source=source,
-        keep_hits=bool(base),
-        write=d.main,
-    )
-    summary = {q: {k: round(r[k], 3) for k in ("top1", "top5")} for q, r in res["unseen"].items()}
-    say(json.dumps({"out": out, "unseen": summary}, indent=2))
+    # every rank embeds its share (collective); rank 0 alone writes and prints
+    shared = {"progress": d.main, "split_source": source, "write": d.main}
+    res = evaluate(loaded, data, split, out, cfg, keep_hits=bool(base), **shared)
     if base:
-        from training.compare import write_comparison
         from training.devices import module_device
         from training.model import load_clap
 
         checkpoint, note = base
         against = Path(out) / "against"
         other = load_clap(checkpoint, module_device(loaded.model))
-        base_res = evaluate(
-            other,
-            data,
-            split,
-            against,
-            cfg,
-            d.main,
-            split_source=source,
-            keep_hits=True,
-            write=d.main,
-        )
-        if not d.main:
-            return 0
+        base_res = evaluate(other, data, split, against, cfg, keep_hits=True, **shared)
+    if not d.main:
+        return 0
+    summary = {q: {k: round(r[k], 3) for k in ("top1", "top5")} for q, r in res["unseen"].items()}
+    print(json.dumps({"out": out, "unseen": summary}, indent=2))
+    if base:
+        from training.compare import write_comparison
+
         changes = write_comparison(Path(out), loaded.source, checkpoint, base_res, res, note)
         print(f"unseen species, top-1 of {checkpoint} (its eval: {against}) -> this model:")
         for q, c in changes["unseen"].items():
@@ -760,9 +741,7 @@ def _cmd_probe(args) -> int:
 def _probe(args, d) -> int:
     from training.probe import probe_traits
 
-    loaded, data, split, out, seed, source, _ = _open_eval(
-        args, "probe", d.device if d.world > 1 else None
-    )
+    loaded, data, split, out, seed, source, _ = _open_eval(args, "probe", d)
     res = probe_traits(
         loaded,
         data,

@@ -353,57 +353,47 @@ def test_urls_fetch_cannot_download_are_left_out_when_planned(tmp_path, catalogu
     assert p.examples[UNSUPPORTED_URL][0].startswith("row 2: s3://")
 
 
-def test_a_csv_row_with_more_cells_than_the_header_is_left_out_and_said(tmp_path, catalogue):
-    """An unquoted comma in a cell ("Kruger, SA") shifts every later cell of its row:
-    the date became " SA", so recordings of different days were one site-day group,
-    and the real date was dropped without a word."""
+# Each row: path, licence, site and date (species added); which row's shift is said.
+SHIFTED = {
+    # an unquoted comma in a cell ("Kruger, SA") shifts every later cell of its row: the
+    # date became " SA", so recordings of different days were one site-day group
+    "extra cell": (
+        "path,species_id,licence,site,date",
+        ["a/1.wav,CC0,Kruger,2024-01-01", "a/2.wav,CC0,Kruger, SA,2024-01-02",
+         'a/3.wav,CC0,"Kruger, SA",2024-01-03'],
+        ["2024-01-01", "2024-01-03"], "row 3: ",
+    ),
+    # the shift's overflow was only the empty optional last column: the row was read
+    # shifted (its site cut, its date the site's second half) without a word
+    "empty last cell": (
+        "path,species_id,licence,site,date,background_species",
+        ["a/1.wav,CC0,Kruger,2024-01-01,", "a/2.wav,CC0,Kruger, SA,2024-01-02,",
+         "a/3.wav,CC0,Kruger,2024-01-03,"],
+        ["2024-01-01", "2024-01-03"], "row 3: ",
+    ),
+    # a spreadsheet's export, a comma ending every line, is still read
+    "every line ends with a comma": (
+        "path,species_id,licence,site,date",
+        ["a/1.wav,CC0,Kruger,2024-01-01,", "a/2.wav,CC0,Kruger,2024-01-02,",
+         "a/3.wav,CC0,Kruger, SA,2024-01-03,"],
+        ["2024-01-01", "2024-01-02"], "row 4: ",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", SHIFTED)
+def test_a_csv_row_shifted_by_an_unquoted_comma_is_left_out_and_said(case, tmp_path, catalogue):
     from training.prepare.manifest import MALFORMED
 
+    header, rows, kept, said = SHIFTED[case]
     sp = catalogue.ids[0]
     path = tmp_path / "m.csv"
-    path.write_text(
-        "path,species_id,licence,site,date\n"
-        f"a/1.wav,{sp},CC0,Kruger,2024-01-01\n"
-        f"a/2.wav,{sp},CC0,Kruger, SA,2024-01-02\n"
-        f'a/3.wav,{sp},CC0,"Kruger, SA",2024-01-03\n',
-        encoding="utf-8",
-    )
+    lines = [header] + [r.replace(",", f",{sp},", 1) for r in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     p = plan(path, catalogue)
-    assert sorted(r.date for r in p.keep) == ["2024-01-01", "2024-01-03"]
+    assert sorted(r.date for r in p.keep) == kept
     assert dict(p.left_out) == {MALFORMED: 1}
-    assert p.examples[MALFORMED][0].startswith("row 3: ")
-
-
-def test_a_shifted_row_whose_overflow_is_an_empty_last_cell_is_left_out_too(tmp_path, catalogue):
-    """The shift's overflow was only the empty optional last column: the row was read
-    shifted (its site cut, its date the site's second half) without a word. A sheet
-    that ends every line with a comma is still read."""
-    from training.prepare.manifest import MALFORMED
-
-    sp = catalogue.ids[0]
-    path = tmp_path / "m.csv"
-    path.write_text(
-        "path,species_id,licence,site,date,background_species\n"
-        f"a/1.wav,{sp},CC0,Kruger,2024-01-01,\n"
-        f"a/2.wav,{sp},CC0,Kruger, SA,2024-01-02,\n"
-        f"a/3.wav,{sp},CC0,Kruger,2024-01-03,\n",
-        encoding="utf-8",
-    )
-    p = plan(path, catalogue)
-    assert sorted(r.date for r in p.keep) == ["2024-01-01", "2024-01-03"]
-    assert dict(p.left_out) == {MALFORMED: 1}
-    assert p.examples[MALFORMED][0].startswith("row 3: ")
-    every_line = tmp_path / "commas.csv"  # a spreadsheet's export: a comma ends each line
-    every_line.write_text(
-        "path,species_id,licence,site,date\n"
-        f"a/1.wav,{sp},CC0,Kruger,2024-01-01,\n"
-        f"a/2.wav,{sp},CC0,Kruger,2024-01-02,\n"
-        f"a/3.wav,{sp},CC0,Kruger, SA,2024-01-03,\n",
-        encoding="utf-8",
-    )
-    p = plan(every_line, catalogue)
-    assert sorted(r.date for r in p.keep) == ["2024-01-01", "2024-01-02"]
-    assert dict(p.left_out) == {MALFORMED: 1}
+    assert p.examples[MALFORMED][0].startswith(said)
 
 
 def test_one_file_listed_under_two_species_hears_each_and_a_copy_is_a_duplicate(

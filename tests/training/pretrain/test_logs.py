@@ -36,6 +36,16 @@ class _Interrupted(Exception):
     pass
 
 
+def _stop_at(stop: int):
+    """An on_step that interrupts the run at step `stop`, as a kill would."""
+
+    def on_step(step: int) -> None:
+        if step == stop:
+            raise _Interrupted
+
+    return on_step
+
+
 def test_steps_logged_after_the_last_checkpoint_appear_once_after_a_resume(
     pretrain_checkpoint, tmp_path
 ):
@@ -46,12 +56,8 @@ def test_steps_logged_after_the_last_checkpoint_appear_once_after_a_resume(
     pytest.importorskip("torch.utils.tensorboard")
     cfg = tiny_run(tmp_path / "run", pretrain_checkpoint, tensorboard=True, checkpoint_every=3)
 
-    def stop_at_8(step: int) -> None:
-        if step == 8:
-            raise _Interrupted
-
     with pytest.raises(_Interrupted):
-        pretrain(cfg, on_step=stop_at_8, progress=False)
+        pretrain(cfg, on_step=_stop_at(8), progress=False)
     log = tmp_path / "run" / "train_log.jsonl"
     with log.open("a") as f:
         f.write('{"step": 9, "epo')  # a record torn by the kill
@@ -71,12 +77,8 @@ def test_a_run_stopped_before_its_first_checkpoint_leaves_no_steps_in_the_rerun(
     pytest.importorskip("torch.utils.tensorboard")
     cfg = tiny_run(tmp_path / "run", pretrain_checkpoint, tensorboard=True, checkpoint_every=50)
 
-    def stop_at_2(step: int) -> None:
-        if step == 2:
-            raise _Interrupted
-
     with pytest.raises(_Interrupted):
-        pretrain(cfg, on_step=stop_at_2, progress=False)
+        pretrain(cfg, on_step=_stop_at(2), progress=False)
     pretrain(cfg, progress=False)  # no checkpoint: from step 0
     rows = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").open()]
     assert [r["step"] for r in rows if "step" in r] == list(range(1, 16))
