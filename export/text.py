@@ -42,15 +42,19 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def write_text_side(
     checkpoint: str, catalogue_csv: str, out: str, templates: list[str], overwrite: bool = False
 ) -> dict:
-    """species_embeddings.npy, taxon_embeddings.npy (fp16, unit rows), taxa.json, species.csv."""
-    import json
+    """The text files of a bundle, under a bundle's names: species.csv, text_embeddings.npy,
+    taxa.csv and taxon_embeddings.npy (fp16, unit rows), ready to copy into one."""
     from pathlib import Path
 
+    from animalclap_edge.contracts import bundle as B
     from export.checks import check_checkpoint, named
+    from export.writer import write_taxa_csv
     from training.model import load_clap
 
     folder = Path(out)
-    if (folder / "species_embeddings.npy").exists() and not overwrite:
+    # species_embeddings.npy: what embed wrote before it took a bundle's names
+    held = [n for n in (B.TEXT_EMBEDDINGS, "species_embeddings.npy") if (folder / n).exists()]
+    if held and not overwrite:
         raise FileExistsError(
             f"{folder} already holds species embeddings; pass --overwrite to replace them"
         )
@@ -64,8 +68,8 @@ def write_text_side(
     folder.mkdir(parents=True, exist_ok=True)
     species = species_embeddings(loaded, catalogue, parsed)
     taxa, taxa_emb = taxon_embeddings(loaded, catalogue)
-    np.save(folder / "species_embeddings.npy", species.astype(np.float16))
-    np.save(folder / "taxon_embeddings.npy", taxa_emb.astype(np.float16))
-    (folder / "taxa.json").write_text(json.dumps(taxa), encoding="utf-8")
-    catalogue.to_csv(folder / "species.csv")
+    np.save(folder / B.TEXT_EMBEDDINGS, species.astype(np.float16), allow_pickle=False)
+    np.save(folder / B.TAXON_EMBEDDINGS, taxa_emb.astype(np.float16), allow_pickle=False)
+    write_taxa_csv(folder / B.TAXA, taxa)
+    catalogue.to_csv(folder / B.SPECIES)
     return {"species": len(catalogue), "taxa": len(taxa), "dim": int(species.shape[1]), "out": out}

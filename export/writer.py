@@ -23,6 +23,14 @@ def _umask() -> int:
     return mask
 
 
+def write_taxa_csv(path: Path, taxa: list[tuple[str, str]]) -> None:
+    """The bundle's taxa.csv: a level,name header, then one row per taxon embedding."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["level", "name"])
+        w.writerows(taxa)
+
+
 class BundleWriter:
     """Collect files in a temporary sibling directory; `commit` checksums and renames."""
 
@@ -66,10 +74,7 @@ class BundleWriter:
         np.save(self.tmp / name, emb.astype(np.float16), allow_pickle=False)
 
     def write_taxa(self, name: str, taxa: list[tuple[str, str]]) -> None:
-        with open(self.tmp / name, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["level", "name"])
-            w.writerows(taxa)
+        write_taxa_csv(self.tmp / name, taxa)
 
     def write_heads(self, name: str, weight: np.ndarray, bias: np.ndarray) -> None:
         np.savez(self.tmp / name, weight=weight.astype(np.float32), bias=bias.astype(np.float32))

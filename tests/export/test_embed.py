@@ -20,11 +20,18 @@ def test_embed_writes_unit_fp16_species_and_taxon_embeddings(
     ]
     assert main([*args, "--out", str(tmp_path / "t"), "--templates", "tax+com", "sci"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    sp = np.load(tmp_path / "t" / "species_embeddings.npy")
+    sp = np.load(tmp_path / "t" / "text_embeddings.npy")
     tx = np.load(tmp_path / "t" / "taxon_embeddings.npy")
     assert sp.dtype == tx.dtype == np.float16 and sp.shape == (len(tiny_catalogue), summary["dim"])
     np.testing.assert_allclose(np.linalg.norm(sp.astype(np.float32), axis=1), 1, atol=2e-3)
-    taxa = json.loads((tmp_path / "t" / "taxa.json").read_text())
+    # a bundle's names and formats, read by the runtime's own reader
+    from animalclap_edge.bundle import _read_taxa
+    from animalclap_edge.contracts.catalogue import Catalogue
+
+    taxa = _read_taxa(tmp_path / "t" / "taxa.csv")
+    assert [s.id for s in Catalogue.from_csv(tmp_path / "t" / "species.csv")] == [
+        s.id for s in tiny_catalogue
+    ]
     assert len(taxa) == len(tx) == summary["taxa"]
     assert {lvl for lvl, _ in taxa} == {"class", "order", "family", "genus"}
     # each row is the prompt ensemble of its species: the normalised sum of both
@@ -48,14 +55,18 @@ def test_embed_writes_unit_fp16_species_and_taxon_embeddings(
     np.testing.assert_allclose(tx.astype(np.float32), want_tx, atol=2e-3)
 
     # a second run into the same folder is refused, in one line, and changes nothing
-    before = (tmp_path / "t" / "species_embeddings.npy").read_bytes()
+    before = (tmp_path / "t" / "text_embeddings.npy").read_bytes()
     capsys.readouterr()
     assert main([*args, "--out", str(tmp_path / "t"), "--templates", "sci"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--overwrite" in err
-    assert (tmp_path / "t" / "species_embeddings.npy").read_bytes() == before
+    assert (tmp_path / "t" / "text_embeddings.npy").read_bytes() == before
     assert main([*args, "--out", str(tmp_path / "t"), "--templates", "sci", "--overwrite"]) == 0
-    assert (tmp_path / "t" / "species_embeddings.npy").read_bytes() != before
+    assert (tmp_path / "t" / "text_embeddings.npy").read_bytes() != before
+    # a folder from before embed took a bundle's names is refused the same way
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "species_embeddings.npy").write_bytes(before)
+    assert main([*args, "--out", str(tmp_path / "old")]) == 2
 
 
 def test_embed_refuses_a_catalogue_without_taxonomy(tiny_checkpoint, tmp_path, capsys):
