@@ -19,14 +19,12 @@ from animalclap_edge.report import (
     ReportError,
     card_notes,
     check_utc_offset,
-    detection_filters,
-    missing_wal_note,
+    detection_selection,
     open_out,
     out_error,
     out_target,
     reading,
     refuse_one_card_twice,
-    taxon_filter,
 )
 
 PLOT_INSTALL_HINT = (
@@ -182,12 +180,8 @@ def _card(
     trusted_clock_only: bool,
     say: Callable[[str], None],
 ) -> _Card:
-    clauses, args = detection_filters("probability", min_probability)
     with reading(db) as conn:
-        more, more_args, notes = taxon_filter(conn, taxa)
-        for note in filter(None, [missing_wal_note(db, conn), *notes]):
-            say(note)
-        clauses, args = clauses + more, args + more_args
+        clauses, args = detection_selection(conn, db, min_probability, taxa, say)
         selected = " AND ".join(clauses) or "1"  # the user's selection, before the clock's
         untrusted_left_out = 0
         if trusted_clock_only:

@@ -537,7 +537,7 @@ def _table(
     rows: Iterator[Sequence[object]] = cursor
     if what == "detections" and "traits_json" in header:
         header, rows = _traits_in_columns(conn, header, cursor)
-    return _times_in_one_format(what, header, rows, utc_offset_h)
+    return times_in_one_format(what, header, rows, utc_offset_h)
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> str:
@@ -561,7 +561,7 @@ def _log(
         sql = "SELECT * FROM health ORDER BY health_id"
     cursor = conn.execute(sql)
     header = [d[0] for d in cursor.description]
-    return _times_in_one_format(what, header, cursor, utc_offset_h)
+    return times_in_one_format(what, header, cursor, utc_offset_h)
 
 
 # Reports whose rows each belong to one run; the others (summary, effort, health) are
@@ -643,7 +643,7 @@ _LOCAL = {
 }
 
 
-def _times_in_one_format(
+def times_in_one_format(
     what: str, header: list[str], rows: Iterator[Sequence[object]], utc_offset_h: float | None
 ) -> tuple[list[str], Iterator[Sequence[object]]]:
     """Every time column (`*_utc`; not the summary's day) through `utc_ms`, and with
@@ -693,6 +693,22 @@ def detection_filters(p_col: str, min_probability: float | None) -> tuple[list[s
         clauses.append(f"{p_col} >= ?")
         args.append(min_probability)
     return clauses, args
+
+
+def detection_selection(
+    conn: sqlite3.Connection,
+    db: Path,
+    min_probability: float | None,
+    taxa: Sequence[str],
+    say: Callable[[str], None],
+) -> tuple[list[str], list[object]]:
+    """SQL conditions on `detections` and their parameters for --min-probability and
+    --taxon, after saying the taxon notes and a missing -wal to `say`."""
+    clauses, args = detection_filters("probability", min_probability)
+    more, more_args, notes = taxon_filter(conn, taxa)
+    for note in filter(None, [missing_wal_note(db, conn), *notes]):
+        say(note)
+    return [*clauses, *more], [*args, *more_args]
 
 
 def clean_taxa(taxa: Sequence[str]) -> list[str]:

@@ -261,13 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
             "recorder's own log (source lost and reopened, disk, temperature, snapshots). "
             "`activity` draws the most "
             "detected labels by hour of day and by day (--out FILE.png|svg|pdf; needs the "
-            "[plot] extra)."
+            "[plot] extra). `raven` and `audacity` write, into the folder --out, one "
+            "selection table (Raven Pro) or label track (Audacity) per recording file, to "
+            "check its detections by eye and ear beside the audio."
         ),
     )
     rp.add_argument(
         "what",
-        choices=[*REPORTS, "activity"],
-        help="the CSV to write, or activity: a plot",
+        choices=[*REPORTS, "activity", "raven", "audacity"],
+        help="the CSV to write; activity: a plot; raven, audacity: a table per recording",
     )
     rp.add_argument(
         "--db",
@@ -283,7 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML config whose storage.database to read (a relative one from the current "
         "folder, as `run` takes it)",
     )
-    rp.add_argument("--out", help="CSV file to write (default: stdout)")
+    rp.add_argument(
+        "--out",
+        help="CSV file to write (default: stdout); activity: the figure; raven, audacity: "
+        "a new folder for the tables",
+    )
     rp.add_argument(
         "--min-probability", type=float, help="keep detections (events: their best) at or above"
     )

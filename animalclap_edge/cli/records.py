@@ -13,6 +13,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     dbs = [Path(d) for d in args.db] if args.db else [_config_db(args.config)]
     if args.what == "activity":
         return _report_activity(dbs, args)
+    if args.what in ("raven", "audacity"):
+        return _report_selections(dbs, args)
     if args.out:  # a wrong --out is said before the database is read
         out_target(args.out, (".csv",))
     if args.top is not None:  # a CSV has every label: refused, not ignored
@@ -90,6 +92,32 @@ def _report_activity(dbs: list[Path], args: argparse.Namespace) -> int:
     plot_activity(a, args.out, title=_source(dbs))
     print(
         f"{len(a.labels)} labels, {a.total} detections from {_source(dbs)} -> {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _report_selections(dbs: list[Path], args: argparse.Namespace) -> int:
+    from animalclap_edge.report import ReportError
+    from animalclap_edge.selections import write_selections
+
+    if not args.out:
+        raise ReportError(f"{args.what} writes a file per recording: give --out FOLDER")
+    if args.top is not None:
+        raise ReportError(f"--top chooses the labels `activity` draws; `{args.what}` has every one")
+    w = write_selections(
+        dbs,
+        args.out,
+        args.what,
+        args.min_probability,
+        args.taxon,
+        args.utc_offset,
+        say=_note,
+        trusted_clock_only=args.trusted_clock,
+    )
+    print(
+        f"{w.detections} detections of {len(w.files)} recordings from {_source(dbs)} "
+        f"-> {args.out}/",
         file=sys.stderr,
     )
     return 0
