@@ -174,6 +174,27 @@ def missing_wal_note(db: Path, conn: sqlite3.Connection) -> str:
     )
 
 
+def retention_note(conn: sqlite3.Connection) -> str:
+    """What retention deleted from this card, from its health log ("" when nothing):
+    counts per day then miss those rows while the recordings behind them stay, so an
+    old day reads as audio with nothing heard."""
+    try:
+        n_det, n_ev, last = conn.execute(
+            "SELECT sum(json_extract(detail_json, '$.detections_deleted')), "
+            "sum(json_extract(detail_json, '$.events_deleted')), max(time_utc) "
+            "FROM health WHERE kind = 'retention'"
+        ).fetchone()
+    except sqlite3.OperationalError:  # no health table (schema < 3), or no JSON1
+        return ""
+    if not n_det and not n_ev:
+        return ""
+    return (
+        f"storage.retention_days deleted {n_det or 0} detections and {n_ev or 0} events "
+        f"from this card (the last on {last[:10]}; `report health` lists when): the oldest "
+        "days count fewer than were heard, while their recordings still count as audio"
+    )
+
+
 def open_readonly(db: str | Path, table: str = "detections") -> sqlite3.Connection:
     """A read-only connection to a detection database that has `table`, or a one-line
     `ReportError`."""
@@ -406,6 +427,8 @@ def write_report(
             told = card_notes(say, path, len(dbs) > 1)
             if wal_note := missing_wal_note(path, conn):
                 say(wal_note)
+            if what not in _NOT_DETECTIONS and (aged := retention_note(conn)):
+                told(aged)
             header, rows = _table(
                 conn, what, min_probability, taxa, utc_offset_h, told, trusted_clock_only
             )
@@ -706,7 +729,7 @@ def detection_selection(
     --taxon, after saying the taxon notes and a missing -wal to `say`."""
     clauses, args = detection_filters("probability", min_probability)
     more, more_args, notes = taxon_filter(conn, taxa)
-    for note in filter(None, [missing_wal_note(db, conn), *notes]):
+    for note in filter(None, [missing_wal_note(db, conn), retention_note(conn), *notes]):
         say(note)
     return [*clauses, *more], [*args, *more_args]
 

@@ -68,6 +68,8 @@ class RetentionReport:
     detections_deleted: int = 0
     events_deleted: int = 0
     undelivered_kept: int = 0  # older than retention_days, kept because never delivered
+    # no uplink: the deleted detections were the only copy (said as a warning, not INFO)
+    only_copy: bool = False
     wal: str = ""  # what the checkpoint did, when one ran
     notes: list[str] = field(default_factory=list)
 
@@ -195,8 +197,10 @@ class Retention:
         self._stuck = after is not None and after > self.high
         if report.deleted_anything:
             self.history.append(report)
-            # Space-driven deletions are worth a look on the console; age ones are routine.
-            level = logging.WARNING if report.clips_deleted_for_disk else logging.INFO
+            # Space-driven deletions are worth a look on the console, and so are detections
+            # no server holds; age deletions of delivered rows are routine.
+            only_copy = report.only_copy and report.detections_deleted
+            level = logging.WARNING if report.clips_deleted_for_disk or only_copy else logging.INFO
             log.log(level, "%s", report.summary())
             store.add_health("retention", "retention", report.to_dict())
         elif report.notes:  # nothing deleted, but something to say (indexes not built)
@@ -296,12 +300,13 @@ class Retention:
         if uplink:
             report.age_rule = f"delivered detections older than {days} days"
         else:
-            report.age_rule = f"no uplink configured and none ever delivered: all detections older than {days} days"
+            report.age_rule = f"no uplink configured and none ever delivered: all detections older than {days} days, the only copy of them"
         n_det, n_ev, kept = store.delete_expired(
             cutoff, undelivered_too=not uplink, not_before_utc=CLOCK_FLOOR_UTC
         )
         report.detections_deleted += n_det
         report.events_deleted += n_ev
+        report.only_copy = not uplink
         report.undelivered_kept = kept
         return changed or bool(n_det or n_ev)
 

@@ -831,3 +831,36 @@ def test_several_cards_spool_beside_a_report_file_not_in_tmpdir(tmp_path, monkey
     with out.open("w", encoding="utf-8", newline="") as f:
         assert write_report(cards, "detections", f) == 3
     assert sorted(p.name for p in out.parent.iterdir()) == ["all.csv"]  # nothing left over
+
+
+def test_reports_say_what_retention_deleted(tmp_path, capsys):
+    """After the age rule deleted a card's old detections, `effort` showed their day as
+    audio with nothing heard, and no report said why (found in a deployment trial)."""
+    from datetime import datetime, timedelta, timezone
+
+    from animalclap_edge.records import utc_ms
+    from animalclap_edge.retention import Retention
+
+    from .factories import recording
+
+    old = datetime.now(timezone.utc) - timedelta(days=40)
+    db = tmp_path / "d.db"
+    with DetectionStore(db) as s:
+        s.start_run(RUN, "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        s.add_detections(
+            [
+                detection(k * 72000, created_utc=utc_ms(old), start_time_utc=utc_ms(old))
+                for k in range(3)
+            ]
+        )
+        s.record_recording(recording(start_time_utc=utc_ms(old)))
+        assert main(["report", "effort", "--db", str(db)]) == 0
+        assert "retention" not in capsys.readouterr().err  # nothing deleted yet: no note
+        Retention(clips_dir=None, retention_days=30).maybe_apply(s, start=True)
+        s.finish_run(RUN)
+    for what in ("effort", "summary", "detections"):
+        assert main(["report", what, "--db", str(db)]) == 0
+        err = capsys.readouterr().err
+        assert "storage.retention_days deleted 3 detections" in err, what
+    assert main(["report", "runs", "--db", str(db)]) == 0  # not a report of detections
+    assert "retention_days" not in capsys.readouterr().err

@@ -4,6 +4,7 @@ each label kept, undelivered detections never deleted by age, events told why.""
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections import namedtuple
 from dataclasses import replace
@@ -281,6 +282,25 @@ def test_without_an_uplink_age_deletes_all_old_detections_unless_one_was_ever_de
             assert r.age_rule.startswith("delivered" if delivered_one else "no uplink configured")
             # the outbox rows went with their detections (ON DELETE CASCADE)
             assert len(store.pending_outbox()) == expect_left
+
+
+def test_deleting_the_only_copy_is_a_warning_and_delivered_rows_are_routine(tmp_path, caplog):
+    """A recorder without an uplink aged out its detections with nothing on the console
+    (an INFO line): the card held the only copy (found in a deployment trial)."""
+    old = datetime.now(timezone.utc) - timedelta(days=40)
+    for delivered_one, level in ((False, logging.WARNING), (True, logging.INFO)):
+        with DetectionStore(tmp_path / f"w{delivered_one}.db") as store:
+            store.start_run(RUN, BUNDLE, "0123456789abcdef", "test", "0.1.0")
+            dets = [_detection(k, "comfro", 0.7, old) for k in range(3)]
+            store.add_detections(dets)
+            if delivered_one:
+                store.mark_delivered([dets[0].detection_id])
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="animalclap_edge.retention"):
+                r = Retention(clips_dir=None, retention_days=30).maybe_apply(store, start=True)
+            assert r is not None and r.detections_deleted == (1 if delivered_one else 3)
+            assert [rec.levelno for rec in caplog.records] == [level]
+            assert ("the only copy" in caplog.text) is not delivered_one
 
 
 def test_rows_logged_before_the_clock_was_set_are_not_aged_out_when_it_is(store, tmp_path):
