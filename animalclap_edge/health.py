@@ -94,7 +94,6 @@ class HealthMonitor:
         self.uplink = uplink
         self.backup_every_s = backup_every_s
         self.backup_path = Path(backup_path) if backup_path else backup_path_for(self.db_path)
-        self._last_backup = time.monotonic()  # the first one after a full interval
         self.interval_s = interval_s
         self.counters = counters or dict
         self.thermal_root = thermal_root
@@ -124,21 +123,27 @@ class HealthMonitor:
         snap["outbox_set_aside"] = store.set_aside_count()
         store.add_health("snapshot", "runtime", snap)
 
+    def backup_age_s(self) -> float | None:
+        """Seconds since the backup was written (its mtime), None when there is none."""
+        try:
+            return time.time() - self.backup_path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+
     def maybe_backup(self, store: DetectionStore, force: bool = False) -> None:
-        # the first backup as soon as there is none: a board that reboots daily, or
-        # runs over cards from cron, would otherwise never live a whole interval
-        due = self.backup_every_s and (
-            not self.backup_path.exists()
-            or time.monotonic() - self._last_backup >= self.backup_every_s
-        )
+        # Due by the backup's own age, not this process's uptime: a board that powers
+        # down every night, or a unit that restarts, never lives a whole interval, and
+        # kept a backup of its first start for the whole season. An mtime in the future
+        # (a clock set back: no RTC) is due too, once.
+        age = self.backup_age_s()
+        due = self.backup_every_s and (age is None or not 0 <= age < self.backup_every_s)
         if force or due:
             t = time.monotonic()
             store.backup(self.backup_path)
-            self._last_backup = time.monotonic()
             store.add_health(
                 "backup",
                 "runtime",
-                {"path": str(self.backup_path), "seconds": round(self._last_backup - t, 3)},
+                {"path": str(self.backup_path), "seconds": round(time.monotonic() - t, 3)},
             )
 
     def start(self) -> HealthMonitor:

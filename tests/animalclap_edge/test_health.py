@@ -9,6 +9,7 @@ from pathlib import Path
 from animalclap_edge.health import HealthMonitor, backup_path_for, disk, thermal_zones
 from animalclap_edge.store import DetectionStore
 
+from .factories import RUN, detection
 from .waiting import wait_until
 
 # A sysfs tree laid out as Linux exposes thermal zones (type + temp in milli-degrees),
@@ -114,6 +115,33 @@ def test_the_first_backup_is_made_at_start_when_there_is_none(tmp_path):
     time.sleep(0.3)
     mon.stop()
     assert backup_path_for(db).stat().st_mtime_ns == made  # one exists: wait the interval
+
+
+def test_a_backup_older_than_the_interval_is_refreshed_whatever_the_uptime(tmp_path):
+    """A recorder restarted more often than backup_interval_h (a solar board off every
+    night) kept the backup of its first start all season: the interval was counted
+    from each process's own start (found in a deployment trial)."""
+    db = tmp_path / "d.db"
+    every = 3600.0
+    with DetectionStore(db) as s:
+        s.start_run(RUN, "b", "0123456789abcdef", "test", "0.1.0")
+        HealthMonitor(db, backup_every_s=every).maybe_backup(s)
+    old = time.time() - every - 60  # written before the last power-down
+    os.utime(backup_path_for(db), (old, old))
+    with DetectionStore(db) as s:
+        s.add_detections([detection(0)])
+        HealthMonitor(db, backup_every_s=every).maybe_backup(s)  # a fresh process
+    with DetectionStore(backup_path_for(db)) as b:
+        assert len(b.detections()) == 1  # taken in: the backup was refreshed
+    made = backup_path_for(db).stat().st_mtime
+    with DetectionStore(db) as s:
+        HealthMonitor(db, backup_every_s=every).maybe_backup(s)  # young: left alone
+    assert backup_path_for(db).stat().st_mtime == made
+    ahead = time.time() + 86400  # written under a later clock, now set back
+    os.utime(backup_path_for(db), (ahead, ahead))
+    with DetectionStore(db) as s:
+        HealthMonitor(db, backup_every_s=every).maybe_backup(s)
+    assert backup_path_for(db).stat().st_mtime < ahead
 
 
 def test_snapshots_say_where_the_outbox_goes_so_a_backlog_without_an_uplink_reads_right():
