@@ -60,46 +60,20 @@ from urllib.parse import parse_qs, urlsplit
 
 from animalclap_edge.config import is_loopback_host
 
+from animalclap_edge.live_follow import BATCH, KINDS, BadStreamId, Follower, Unusable
+
 # The serialiser of the outbox (and so of MQTT): the SSE data is the same bytes.
-from animalclap_edge.store import (
-    BUSY_TIMEOUT_MS,
-    EVENT_PAYLOAD_JOIN,
-    PAYLOAD_JOIN,
-    payload_columns,
-    payload_of,
-    runs_columns,
-)
+from animalclap_edge.store import BUSY_TIMEOUT_MS, payload_of
 
 if TYPE_CHECKING:
     from animalclap_edge.config import LiveConfig
 
 KEEPALIVE_S = 15.0  # below the 30-60 s idle timeouts of common proxies and NATs
 RETRY_MS = 3000  # how long EventSource waits before reconnecting
-BATCH = 500  # rows per query, so catching up on `since=all` does not load everything
 MIN_TOKEN_CHARS = 16
 TOKEN_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 _URL_SAFE = frozenset(string.ascii_letters + string.digits + "-_.~")
-# A stream's kind (`?kind=`): its table, the SQL of its rows after a rowid with their
-# run's device and site (`payload_of`), and whether those are events.
-_KINDS = {
-    "detection": (
-        "detections",
-        "SELECT d.rowid, {columns} FROM detections d " + PAYLOAD_JOIN + " WHERE d.rowid > ? "
-        "ORDER BY d.rowid LIMIT ?",
-        False,
-    ),
-    "event": (
-        "events",
-        "SELECT e.rowid, {columns} FROM events e " + EVENT_PAYLOAD_JOIN + " WHERE e.rowid > ? "
-        "ORDER BY e.rowid LIMIT ?",
-        True,
-    ),
-}
-
-
-def _newest(conn: sqlite3.Connection, table: str) -> int:
-    return conn.execute(f"SELECT coalesce(max(rowid), 0) FROM {table}").fetchone()[0]
 
 
 class LiveError(RuntimeError):

@@ -18,12 +18,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from animalclap_edge.audio.decode import AudioError
 from animalclap_edge.sources import Recording, Skipped, Source, SourceError
+
+_T = TypeVar("_T")
+
+
+class _Stopped(Exception):
+    """The watched source was closed while an open or a first read waited."""
 
 
 class HealthLog(Protocol):
@@ -76,6 +82,10 @@ class WatchedSource:
     # -- Source ----------------------------------------------------------------
 
     def recordings(self) -> Iterator[Recording | Skipped]:
+        with contextlib.suppress(_Stopped):
+            yield from self._openings()
+
+    def _openings(self) -> Iterator[Recording | Skipped]:
         s, backoff = self.settings, self.settings.backoff_min_s
         while not self._stop.is_set():
             if s.max_opens is not None and self.counters.opens >= s.max_opens:
@@ -90,7 +100,7 @@ class WatchedSource:
                 self._log("source_reopened", {"opens": self.counters.opens})
             healthy = False
             try:
-                for rec in src.recordings():
+                for rec in self._recordings(src):
                     if isinstance(rec, Skipped):
                         yield rec
                         continue
@@ -138,13 +148,54 @@ class WatchedSource:
             src, self._first = self._first, None
         else:
             try:
-                src = self._reopen()
+                # a named pipe's open blocks until a writer opens the other end
+                src = self._said_while_waiting("no writer opened the pipe", self._reopen)
             except SourceError as e:
                 self.counters.open_failures += 1
                 self._problem("open_failed", str(e))
                 return None
         self._current = src
         return src
+
+    def _recordings(self, src: Source) -> Iterator[Recording | Skipped]:
+        """`src.recordings()`, the first one asked for under `_said_while_waiting`: a
+        live pipe reads its first audio to time the recording before yielding it, and a
+        frozen writer held that read (and the run) without a word for as long as it
+        lasted, where a stall after the first block is said every time."""
+        it = iter(src.recordings())
+        first = self._said_while_waiting("no audio", lambda: next(it, None))
+        if first is not None:
+            yield first
+            yield from it
+
+    def _said_while_waiting(self, what: str, fn: Callable[[], _T]) -> _T:
+        """fn() (a call that blocks in the kernel, which nothing here can interrupt),
+        with a source_stalled event when it has waited stall_s, then after twice as
+        long each time (up to backoff_max_s apart), so that the health log and the
+        counters show a recorder that records nothing; fn's exception is raised."""
+        box: dict[str, object] = {}
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as e:  # handed to the caller's thread
+                box["error"] = e
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name=f"watchdog-wait:{self.name}", daemon=True).start()
+        waited, step = 0.0, self.settings.stall_s
+        while not done.wait(step):
+            if self._stop.is_set():  # closed while waiting: the run is stopping
+                raise _Stopped
+            waited += step
+            self.counters.stalls += 1
+            self._problem("source_stalled", f"{what} for {waited:g} s")
+            step = min(max(self.settings.backoff_max_s, self.settings.stall_s), 2 * step)
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
+        return box["value"]  # type: ignore[return-value]
 
     def _after(self, w: _Watched) -> None:
         if w.problem is None:

@@ -149,10 +149,20 @@ def open_source(
             owns_stream=True,
             live_clock=True,
         )
+    if stdin_rate:
+        # a raw-PCM run pointed at a pipe that is not there (yet): a shell redirect
+        # into a missing pipe makes a regular file, which was then read as one
+        # skipped "not an audio file", exit 0, while arecord filled it (and /run)
+        what = "a folder" if p.is_dir() else "a regular file" if p.exists() else "not found"
+        raise SourceError(
+            f"--stdin-rate reads raw PCM from '-' or a named pipe; {p} is {what}: make "
+            f"the pipe first (rm -f {p}; mkfifo {p}), or drop --stdin-rate for audio files"
+        )
     if p.is_dir():
         return FolderSource(p, target_sr, block_seconds=file_block_seconds)
     if p.exists():
         return FileSource(p, target_sr, block_seconds=file_block_seconds)
     raise SourceError(
-        f"source '{spec}' not found: give a WAV/FLAC/OGG/MP3 file, a folder of them, 'mic', or '-' for raw PCM on stdin"
+        f"source '{spec}' not found: give a WAV/FLAC/OGG/MP3 file, a folder of them, 'mic', "
+        "'-' for raw PCM on stdin, or a named pipe (mkfifo) with --stdin-rate"
     )

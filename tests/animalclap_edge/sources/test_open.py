@@ -42,8 +42,22 @@ def test_open_source_dispatch(tmp_path):
         open_source(str(tmp_path / "nope.wav"), TARGET)
     assert str(e.value) == (
         f"source '{tmp_path / 'nope.wav'}' not found: give a WAV/FLAC/OGG/MP3 file, "
-        "a folder of them, 'mic', or '-' for raw PCM on stdin"
+        "a folder of them, 'mic', '-' for raw PCM on stdin, or a named pipe (mkfifo) with "
+        "--stdin-rate"
     )
+
+
+def test_raw_pcm_from_a_path_that_is_no_pipe_is_refused(tmp_path):
+    """`arecord > /run/acl/mic.pcm` before the pipe was made wrote a regular file: `run
+    --stdin-rate` then read it as one skipped non-audio file and exited 0, in a loop
+    under systemd, while arecord filled /run (found in a deployment trial)."""
+    plain = tmp_path / "mic.pcm"
+    plain.write_bytes(b"\0" * 9600)
+    for path, what in ((plain, "a regular file"), (tmp_path / "gone.pcm", "not found"),
+                       (tmp_path, "a folder")):  # fmt: skip
+        with pytest.raises(SourceError) as e:
+            open_source(str(path), TARGET, stdin_rate=48000)
+        assert f"{path} is {what}" in str(e.value) and f"mkfifo {path}" in str(e.value)
 
 
 def test_runtime_imports_stay_light():
