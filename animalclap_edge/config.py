@@ -299,7 +299,13 @@ class OutputConfig(_Section):
     jsonl: bool = Field(
         False, description="One JSON line per detection on stdout instead of a text line."
     )
-    console: bool = Field(True, description="Human-readable lines on the console.")
+    console: bool = Field(
+        True,
+        description=(
+            "A human-readable line per detection on stdout (unless jsonl); false with jsonl "
+            "false: nothing per detection (the database holds every one)."
+        ),
+    )
 
 
 class MqttConfig(_Section):

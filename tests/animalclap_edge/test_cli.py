@@ -620,3 +620,35 @@ def test_a_run_over_files_that_finishes_leaves_its_rows_in_the_backup(
         assert len(s.detections()) > 0
         assert [d.detection_id for d in b.detections()] == [d.detection_id for d in s.detections()]
         assert [h["kind"] for h in s.health()].count("backup") == 2  # at start, and at the end
+
+
+@pytest.mark.parametrize(
+    ("output", "per_detection"),
+    [
+        ("console: true", "text"),
+        ("console: false", None),
+        ("jsonl: true\n  console: false", "json"),
+    ],
+)
+def test_output_console_false_prints_nothing_per_detection(
+    tiny_bundle, realaudio, tmp_path, capsys, output, per_detection
+):
+    """`output.console: false` was read by nothing: the Jetson profiles set it and still
+    printed a line per detection into the journal (found in a deployment trial)."""
+    audio = tmp_path / "in"
+    audio.mkdir()
+    (audio / "a.ogg").symlink_to(sorted(realaudio.glob("*bird*.ogg"))[0])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"scoring:\n  threshold: 0.01\noutput:\n  {output}\n")
+    db = tmp_path / "d.db"
+    args = ["run", "--bundle", str(tiny_bundle), "--source", str(audio), "--db", str(db)]
+    assert main([*args, "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert _rows(db, "select count(*) from detections")[0][0] > 0
+    if per_detection is None:
+        assert out == ""
+    elif per_detection == "json":
+        kinds = {json.loads(line)["type"] for line in out.splitlines()}
+        assert kinds == {"detection", "event", "recording"}
+    else:
+        assert "a.ogg" in out and not out.lstrip().startswith("{")
