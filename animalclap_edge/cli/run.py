@@ -21,7 +21,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from animalclap_edge.detector import Detector
     from animalclap_edge.runtime import Runtime
     from animalclap_edge.sinks import ConsoleSink, JsonlSink, SkipLog
-    from animalclap_edge.sources import is_fifo, open_source
+    from animalclap_edge.sources import is_fifo, is_reopenable, open_source
 
     err = sys.stderr
     cfg = load_config(args.config)
@@ -53,12 +53,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             stdin_live=args.stdin_live,
         )
 
-    try:
-        # Opened before the banner: a bad --source is then the only line on stderr.
-        source = open_it()
-    except BaseException:
-        det.close()
-        raise
+    # Files and folders are opened before the banner: a bad --source is then the only
+    # line on stderr, and no database is made for it. A live source (a microphone, a
+    # named pipe) opens inside the runtime: its open can wait for a writer for hours,
+    # which it must do holding the database's lock, and a device missing at start is
+    # then written in the card's health log, not only in a journal.
+    source = None
+    if not is_reopenable(args.source):
+        try:
+            source = open_it()
+        except BaseException:
+            det.close()
+            raise
     m = det.bundle.manifest
     print(
         f"bundle {m.name} ({m.bundle_id}), {len(det.bundle.catalogue)} species, window {m.window_seconds:g} s; {det.backend_reason}",
@@ -96,13 +102,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                 status.uplink = lambda: (
                     f"{up.delivered} sent" + (f", {up.set_aside} set aside" if up.set_aside else "")
                 )
+            if source is None:
+                source = _open_live(args.source, open_it, rt)
             source = _live(args.source, source, open_it, rt, cfg, err)
             s = det.run(source, rt.store, sinks, redo=args.redo)
             rt.backup_on_close = count is not None  # files, all done: a card's rows
     finally:
         if status is not None:
             status.close()
-        source.close()
+        if source is not None:
+            source.close()
         det.close()
         if s is None and det.last_summary is not None:  # stopped: what it had done
             print(f"until stopped: {_run_line(det.last_summary, db)}", file=err)
@@ -138,6 +147,17 @@ def _run_line(s: RunSummary, db: Path) -> str:
             else ""
         )
     )
+
+
+def _open_live(spec: str, open_it: Callable[[], Source], rt: Runtime) -> Source:
+    """The first opening of a live source, its failure logged on the card as well."""
+    from animalclap_edge.sources import SourceError
+
+    try:
+        return open_it()
+    except SourceError as e:
+        rt.store.add_health("open_failed", spec, {"why": str(e), "at": "start"})
+        raise
 
 
 def _live(
