@@ -5,29 +5,31 @@ Like the MQTT publisher, the server only reads the database: it runs beside `run
 side can lose or hold up the other's data. Standard library only.
 
     GET /events   text/event-stream, one message per detection:
-                      id: <rowid of the detections row>
+                      id: <rowid>-<last 8 characters of its detection_id>
                       event: detection
                       data: <the outbox/MQTT payload of that detection, byte for byte>
-    GET /events?kind=event   the same for the merged events (`event: event`, ids the
-                  events table's rowids, data the payload MQTT sends on .../events)
+    GET /events?kind=event   the same for the merged events (`event: event`, ids of the
+                  events table's rows, data the payload MQTT sends on .../events)
     GET /health   JSON: database, detection and event counts, the newest of each, clients
     GET /         a page that shows the stream (EventSource, no external assets)
 
 Where a stream starts: the `Last-Event-ID` header (EventSource sends it when it
-reconnects), else `?last_event_id=N`, else `?since=`: `now` (the default: a new
+reconnects), else `?last_event_id=ID`, else `?since=`: `now` (the default: a new
 client gets what is logged from now on, since the database may hold months of
-history; what is already there is for the database, not a live view), `all`, or a
-rowid. Every stream opens with an `id:` line holding its start, so a client that
+history; what is already there is for the database, not a live view), `all`, or an
+id. Every stream opens with an `id:` line holding its start, so a client that
 reconnects before any detection arrived still resumes exactly where it was.
 
-rowid is a sound cursor because detections are written one `BEGIN IMMEDIATE`
-transaction at a time and SQLite gives a new row max(rowid) + 1: a transaction
-committed later holds only larger rowids, so polling `rowid > last` never skips a
-row. Ids are not forever, though: once the newest rows are deleted (retention
-emptying the table) SQLite hands their rowids out again, and VACUUM may renumber
-the table (it has no INTEGER PRIMARY KEY). So a cursor beyond the newest row means
-"now" rather than something to wait for, an open stream follows such a drop, and
-consumers that must count exactly de-duplicate by `detection_id`, as with MQTT.
+rowid is a sound cursor within one file because detections are written one `BEGIN
+IMMEDIATE` transaction at a time and SQLite gives a new row max(rowid) + 1: a
+transaction committed later holds only larger rowids, so polling `rowid > last` never
+skips a row. Across files it is not (recovery replaces the file; retention emptying the
+table hands its rowids out again), so an id also names its row, and a stream follows
+the file at the path: live_follow.py. Consumers that must count exactly de-duplicate by
+`detection_id`, as with MQTT.
+
+The database may not exist yet (`serve` started at boot before the first `run`): the
+server says so once, /health answers 503 meanwhile, and streams wait for the file.
 
 Security: listens on 127.0.0.1 unless told otherwise, and refuses any other
 address without a token. With a token (read from a file only its owner can read)
@@ -59,8 +61,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from animalclap_edge.config import is_loopback_host
-
-from animalclap_edge.live_follow import BATCH, KINDS, BadStreamId, Follower, Unusable
+from animalclap_edge.live_follow import (
+    BATCH,
+    KINDS,
+    BadStreamId,
+    Follower,
+    Unusable,
+    stream_id,
+)
 
 # The serialiser of the outbox (and so of MQTT): the SSE data is the same bytes.
 from animalclap_edge.store import BUSY_TIMEOUT_MS, payload_of
@@ -165,6 +173,7 @@ class LiveServer:
         self.cors_origins = frozenset(cors_origins)
         self._check_database()
         self.last_error = ""
+        self._said_waiting = False
         self._lock = threading.Lock()
         self._conns: dict[socket.socket, threading.Thread] = {}  # every open request
         self._streams = 0  # of which are event streams
@@ -220,6 +229,9 @@ class LiveServer:
                 f"live: cannot listen on {self.host}:{self.port}: {e.strerror or e}"
             ) from None
         self.port = self._httpd.server_address[1]  # the one picked when port was 0
+        if not self.db_path.exists() and not self._said_waiting:
+            self._said_waiting = True  # once: /health says it for as long as it lasts
+            print(f"live: {self._waiting_message()}", file=sys.stderr, flush=True)
         self._stopping.clear()
         self._started = time.monotonic()
         self._thread = threading.Thread(
@@ -288,47 +300,98 @@ class LiveServer:
         return conn
 
     def _check_database(self) -> None:
-        if not self.db_path.is_file():
-            raise LiveError(f"live: no database at {self.db_path}")
+        """Refuse a path that can never be a detection database; a missing file is
+        waited for (`serve` started at boot, before the first `run` made it)."""
+        if self.db_path.is_dir():
+            # report's rule for --db FOLDER: name the file a recorder keeps in it
+            inside = self.db_path / "detections.db"
+            raise LiveError(
+                f"live: {self.db_path} is a folder, not a database; "
+                + (
+                    f"the database in it is {inside}: give that"
+                    if inside.is_file()
+                    else f"give the database file in it (a recorder names it {inside})"
+                )
+            )
+        if not self.db_path.exists():
+            return
         try:
             conn = self._connect()
             try:
-                found = conn.execute(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'detections'"
-                ).fetchone()
+                tables = {
+                    r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                }
             finally:
                 conn.close()
         except sqlite3.Error as e:
             raise LiveError(f"live: {self.db_path}: cannot read the database: {e}") from None
-        if found is None:
+        if tables and "detections" not in tables:  # none: `run` is making it right now
             raise LiveError(f"live: {self.db_path}: not a detection database (no detections table)")
 
-    def health(self) -> dict[str, Any]:
+    def _waiting_message(self) -> str:
+        return (
+            f"no database at {self.db_path} yet: waiting for `animalclap-edge run` to "
+            "create it; streams begin when it appears"
+        )
+
+    def _database_reads(self) -> None:
+        """The database read again: an error of an earlier read no longer holds."""
+        if self.last_error.startswith("database:"):
+            self.last_error = ""
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body) of /health: 200 with the counts, 503 while there is no
+        database to count (the body's `error` says why)."""
+        base = {
+            "database": str(self.db_path),
+            "clients": self.clients,
+            "token_required": self.token_required,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+        }
+        if not self.db_path.exists():
+            return 503, {"error": self._waiting_message(), "state": "waiting", **base}
         conn = self._connect()
         try:
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if "detections" not in tables:  # an empty file: `run` is creating the schema
+                return 503, {
+                    "error": f"{self.db_path} holds no tables yet: `animalclap-edge run` is "
+                    "creating the database",
+                    "state": "waiting",
+                    **base,
+                }
             count = conn.execute("SELECT count(*) FROM detections").fetchone()[0]
             newest = conn.execute(
                 "SELECT rowid, created_utc, start_time_utc FROM detections "
                 "ORDER BY rowid DESC LIMIT 1"
             ).fetchone()
-            events, newest_event = conn.execute(
-                "SELECT count(*), max(rowid) FROM events"
-            ).fetchone()
+            events = newest_event = None
+            if "events" in tables:
+                events, newest_event = conn.execute(
+                    "SELECT count(*), max(rowid) FROM events"
+                ).fetchone()
         finally:
             conn.close()
-        return {
-            "database": str(self.db_path),
+        self._database_reads()
+        body = {
+            **base,
+            "state": "serving",
             "detections": count,
             "newest_id": newest[0] if newest else None,
             "newest_created_utc": newest[1] if newest else None,
             "newest_start_time_utc": newest[2] if newest else None,
             "events": events,  # merged events (`/events?kind=event`), and the newest's id
             "newest_event_id": newest_event,
-            "clients": self.clients,
-            "token_required": self.token_required,
-            "uptime_s": round(time.monotonic() - self._started, 1),
             "last_error": self.last_error or None,
         }
+        if "events" not in tables:
+            body["events_note"] = (
+                "this database predates merged events (no events table); "
+                "`animalclap-edge run` adds it when it next opens the database"
+            )
+        return 200, body
 
     # -- requests -------------------------------------------------------------
 
@@ -345,18 +408,6 @@ class LiveServer:
         if offered is None:
             return False
         return hmac.compare_digest(offered.encode("utf-8", "replace"), self._token)
-
-    def _start_after(
-        self, conn: sqlite3.Connection, table: str, last_event_id: str | None, since: str
-    ) -> int:
-        newest = _newest(conn, table)
-        if last_event_id is not None:
-            return min(_rowid(last_event_id, "Last-Event-ID"), newest)
-        if since == "now":
-            return newest
-        if since == "all":
-            return 0
-        return min(_rowid(since, "since"), newest)
 
     def _register(self, sock: socket.socket) -> None:
         with self._lock:
@@ -381,20 +432,6 @@ class LiveServer:
             self._streams -= 1
 
 
-class _BadRequest(ValueError):
-    pass
-
-
-def _rowid(text: str, what: str) -> int:
-    try:
-        n = int(text.strip())
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise _BadRequest(f"{what} must be a stream id (an integer >= 0), got {text[:40]!r}")
-    return n
-
-
 def _shut(sock: socket.socket) -> None:
     # Wakes a stream waiting in select() (the socket reads as closed) and fails a
     # send blocked on a client that stopped reading; close() alone would do neither.
@@ -402,9 +439,9 @@ def _shut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def _message(rowid: int, kind: str, payload: str) -> bytes:
+def _message(stream_id: str, kind: str, payload: str) -> bytes:
     # One data line is exact: json.dumps escapes CR and LF, the only SSE line breaks.
-    return f"id: {rowid}\nevent: {kind}\ndata: {payload}\n\n".encode()
+    return f"id: {stream_id}\nevent: {kind}\ndata: {payload}\n\n".encode()
 
 
 def _client_gone(sock: socket.socket, wait_s: float) -> bool:
@@ -514,7 +551,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._events(query)
         if url.path == "/health":
             try:
-                return self._reply(200, live.health())
+                return self._reply(*live.health())
             except sqlite3.Error as e:
                 live.last_error = f"database: {e}"
                 return self._reply(503, {"error": live.last_error})
@@ -550,20 +587,24 @@ class _Handler(BaseHTTPRequestHandler):
         live = self.server.live
         if not live._open_stream():
             return self._reply(503, {"error": f"too many live clients ({live.max_clients})"})
-        conn = None
+        follower = None
         try:
             kind = query.get("kind", "detection")
-            if kind not in _KINDS:
+            if kind not in KINDS:
                 return self._reply(
                     400, {"error": f"kind must be detection or event, got {kind[:40]!r}"}
                 )
             header_id = self.headers.get("Last-Event-ID")
             last_id = header_id if header_id and header_id.strip() else query.get("last_event_id")
+            follower = Follower(live.db_path, live._connect, kind)
             try:
-                conn = live._connect()
-                after = live._start_after(conn, _KINDS[kind][0], last_id, query.get("since", "now"))
-            except _BadRequest as e:
+                if follower.open():
+                    live._database_reads()
+                follower.start(last_id, query.get("since", "now"))
+            except BadStreamId as e:
                 return self._reply(400, {"error": str(e)})
+            except Unusable as e:
+                return self._reply(503, {"error": str(e)})
             except sqlite3.Error as e:
                 live.last_error = f"database: {e}"
                 return self._reply(503, {"error": live.last_error})
@@ -573,46 +614,43 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("X-Accel-Buffering", "no")  # nginx in front must not buffer
             self.end_headers()
             # A bare id sets the client's Last-Event-ID without firing an event.
-            self.wfile.write(f"retry: {RETRY_MS}\nid: {after}\n\n".encode())
-            self._stream(conn, after, kind)
+            self.wfile.write(f"retry: {RETRY_MS}\nid: {follower.position}\n\n".encode())
+            self._stream(follower, kind)
         except sqlite3.Error as e:
             live.last_error = f"database: {e}"  # the stream ends; the client reconnects
         except (OSError, ValueError):
             pass  # the client went away, or stop() shut the socket
         finally:
-            if conn is not None:
-                conn.close()
+            if follower is not None:
+                follower.close()
             live._close_stream()
 
-    def _stream(self, conn: sqlite3.Connection, after: int, kind: str) -> None:
+    def _stream(self, follower: Follower, kind: str) -> None:
         live = self.server.live
         last_write = time.monotonic()
-        table, sql, events = _KINDS[kind]
-        new_rows = sql.format(columns=payload_columns(runs_columns(conn), events))
         while True:
             # Read before the poll: the poll after a stop sends what was committed before
             # it (a run's last batch lands a few ms before the run stops this server).
             stopping = live._stopping.is_set()
-            # fetchall: no statement stays open between polls, so this reader never
-            # pins an old WAL snapshot and keeps checkpoints from shrinking the WAL.
-            rows = conn.execute(new_rows, (after, BATCH)).fetchall()
-            if rows:
-                self.wfile.write(
-                    b"".join(_message(r[0], kind, payload_of(r[1:], events)) for r in rows)
-                )
-                after, last_write = rows[-1][0], time.monotonic()
+            rows, reset = follower.poll()
+            if follower.problem:
+                live.last_error = f"database: {follower.problem}"
+            elif follower.conn is not None:
+                live._database_reads()
+            out = []
+            if reset:  # another file, or the cursor's row is gone: from the first row
+                out.append(b"id: 0\n\n")
+            out += [
+                _message(stream_id(r, k), kind, payload_of(p, follower.events)) for r, k, p in rows
+            ]
+            if out:
+                self.wfile.write(b"".join(out))
+                last_write = time.monotonic()
                 if len(rows) == BATCH:
                     continue  # catching up: no pause
-            else:
-                newest = _newest(conn, table)
-                if newest < after:
-                    # The newest rows were deleted (retention emptied the table): SQLite
-                    # hands their rowids out again, so follow it down rather than wait.
-                    after, last_write = newest, time.monotonic()
-                    self.wfile.write(f"id: {after}\n\n".encode())
-                elif time.monotonic() - last_write >= live.keepalive_s:
-                    self.wfile.write(b": keep-alive\n\n")
-                    last_write = time.monotonic()
+            elif time.monotonic() - last_write >= live.keepalive_s:
+                self.wfile.write(b": keep-alive\n\n")
+                last_write = time.monotonic()
             if stopping or _client_gone(self.connection, live.poll_s):
                 return
 
@@ -664,21 +702,39 @@ for (const h of heads) {
 }
 es.onopen = () => { state.textContent = "connected: new " + kind + "s appear at the top"; };
 es.onerror = () => {
-  // EventSource gives up on an HTTP error (401, 503); on a dropped connection it retries.
-  state.textContent = es.readyState === EventSource.CLOSED
-    ? "refused (wrong token? see /health): reload to try again"
-    : "disconnected: reconnecting...";
+  if (es.readyState !== EventSource.CLOSED) {  // a dropped connection: it retries
+    state.textContent = "disconnected: reconnecting...";
+    return;
+  }
+  // EventSource gives up on an HTTP error (401, 503) without saying which: ask again
+  // to show the server's own answer
+  state.textContent = "refused: asking the server why...";
+  const ask = new AbortController();
+  fetch("events?" + params, {cache: "no-store", signal: ask.signal}).then(async (r) => {
+    if (r.ok) {
+      ask.abort();
+      state.textContent = "the stream closed: reload to try again";
+      return;
+    }
+    let why = r.statusText;
+    try { why = (await r.json()).error || why; } catch (err) { /* not JSON: a proxy's */ }
+    state.textContent = "refused: " + r.status + " " + why + " (reload to try again)";
+  }).catch((err) => {
+    state.textContent = "cannot reach the server (" + err.message + "): reload to try again";
+  });
 };
 const span = (a, b) => a.toFixed(1) + "-" + b.toFixed(1) + " s";
+// the time as logged, marked when the recorder's clock was not known to be right
+const when = (d) =>
+  (d.start_time_utc || d.created_utc) + (d.clock_trusted ? "" : " (clock not trusted)");
 es.addEventListener(kind, (e) => {
   const d = JSON.parse(e.data);
+  const id = e.lastEventId.split("-")[0];  // the rowid of `<rowid>-<id tail>`
   const cells = kind === "event"
-    ? [e.lastEventId, d.start_time_utc || d.created_utc, d.common_name, d.scientific_name,
-       d.level, d.n_windows, d.max_probability.toFixed(2), d.recording_id,
-       span(d.start_s, d.end_s)]
-    : [e.lastEventId, d.start_time_utc || d.created_utc, d.common_name, d.scientific_name,
-       d.level, d.probability.toFixed(2), d.recording_id,
-       span(d.window_start_s, d.window_end_s)];
+    ? [id, when(d), d.common_name, d.scientific_name, d.level, d.n_windows,
+       d.max_probability.toFixed(2), d.recording_id, span(d.start_s, d.end_s)]
+    : [id, when(d), d.common_name, d.scientific_name, d.level, d.probability.toFixed(2),
+       d.recording_id, span(d.window_start_s, d.window_end_s)];
   const tr = document.createElement("tr");
   for (const v of cells) {
     const td = document.createElement("td");
