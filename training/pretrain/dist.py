@@ -44,6 +44,26 @@ def init_distributed() -> Dist:
     return Dist(rank=rank, world=world, local_rank=local_rank, device=device, owns_group=owns)
 
 
+def agree(d: Dist, values: dict[str, object], fix: str) -> None:
+    """Refuse, on every rank alike, `values` that differ between ranks: nodes started
+    with other settings or another --out ran on (one model per node, silently), hung in
+    a collective, or aborted inside gloo; a ValueError naming each key that differs,
+    rank 0's value and the first other, and `fix`. A no-op on one rank."""
+    if d.world == 1:
+        return
+    every: list[dict[str, object] | None] = [None] * d.world
+    tdist.all_gather_object(every, values)
+    first = every[0] or {}
+    differ = []
+    for key in sorted({k for v in every for k in (v or {})}):
+        other = next((r for r, v in enumerate(every) if (v or {}).get(key) != first.get(key)), None)
+        if other is not None:
+            theirs = (every[other] or {}).get(key)
+            differ.append(f"{key} (rank 0: {first.get(key)!r}, rank {other}: {theirs!r})")
+    if differ:
+        raise ValueError(f"the ranks disagree on {', '.join(differ)}: {fix}")
+
+
 def close(d: Dist) -> None:
     """Ends the process group where `d` made it."""
     if d.owns_group and tdist.is_initialized():

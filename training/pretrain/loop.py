@@ -41,7 +41,15 @@ from training.pretrain.data import (
     epoch_plan,
     prompt_lengths,
 )
-from training.pretrain.dist import Dist, all_mean, all_means, barrier, close, init_distributed
+from training.pretrain.dist import (
+    Dist,
+    agree,
+    all_mean,
+    all_means,
+    barrier,
+    close,
+    init_distributed,
+)
 from training.pretrain.loss import gathered_clip_loss
 from training.pretrain.mixed import training_data
 from training.pretrain.pacing import RunAhead
@@ -575,6 +583,13 @@ def pretrain(
     d = init_distributed()
     out = Path(cfg.out)
     try:
+        # before the folder's lock, the first collective whose ranks could disagree
+        agree(
+            d,
+            asdict(cfg),
+            "start every node with the same command and settings, and one --out that "
+            "every node sees (a shared file system)",
+        )
         # catch_warnings: the filters a run installs (workers_note) end with the run
         with (
             warnings.catch_warnings(),
@@ -771,6 +786,12 @@ def _pretrain(
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoints"
     resume, fallback = state.resume_from(ckpt_dir)
+    agree(
+        d,
+        {"resume from": str(resume) if resume else "none (a new run)"},
+        f"{ckpt_dir} must be one folder that every node sees (a shared file system), "
+        "not a folder of each node's own",
+    )
     # A resumed run goes on with the split it began with (and its replay split): a new
     # draw, under a rule changed since, could hold out species it has trained on.
     td = training_data(

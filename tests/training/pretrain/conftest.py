@@ -79,6 +79,13 @@ def torchrun_two_nodes(cfg, timeout: float = 300) -> None:
     """Run these settings as two one-rank "nodes" on this machine, launched apart and
     met through torchrun's c10d rendezvous, as docs/pretraining.md launches nodes
     (each rank has LOCAL_RANK 0; RANK 0 and 1); fails with each node's stderr."""
+    for code, err in two_nodes([cfg, cfg], timeout):
+        assert code == 0, err[-2000:]
+
+
+def two_nodes(cfgs: list, timeout: float = 300) -> list[tuple[int, str]]:
+    """(exit code, stderr) of two one-rank "nodes", each started with its own settings
+    (`cfgs[i]` on node i), met through torchrun's c10d rendezvous."""
     import socket
 
     with socket.socket() as s:
@@ -103,15 +110,14 @@ def torchrun_two_nodes(cfg, timeout: float = 300) -> None:
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(2)
+        for cfg in cfgs
     ]
     try:
         errors = [p.communicate(timeout=timeout)[1] for p in nodes]
     finally:
         for p in nodes:
             p.kill()
-    for p, err in zip(nodes, errors, strict=True):
-        assert p.returncode == 0, err[-2000:]
+    return [(p.returncode, err) for p, err in zip(nodes, errors, strict=True)]
 
 
 def fails_without_hanging(script: str, error: str, what: str, timeout: float = 120) -> None:

@@ -15,7 +15,15 @@ import torch
 
 from training.pretrain.loop import pretrain
 
-from .conftest import REPO, child_env, cli_args, tiny_run, torchrun_two_nodes, torchrun_two_ranks
+from .conftest import (
+    REPO,
+    child_env,
+    cli_args,
+    tiny_run,
+    torchrun_two_nodes,
+    torchrun_two_ranks,
+    two_nodes,
+)
 
 
 def _losses(out: Path) -> dict[int, float]:
@@ -58,6 +66,21 @@ def test_two_nodes_of_one_rank_each_match_one_process(pretrain_checkpoint, tmp_p
     """The multi-node path: ranks that share LOCAL_RANK 0, on "nodes" met by rendezvous."""
     _two_ranks_match_one_process(pretrain_checkpoint, tmp_path, torchrun_two_nodes, 2)
     assert (tmp_path / "two" / "final" / "config.json").is_file()
+
+
+def test_nodes_started_with_other_settings_or_out_are_refused_on_every_node(
+    pretrain_checkpoint, tmp_path
+):
+    """Two nodes with another lr each trained on without a word (one model per node);
+    another max_steps hung; another --out (a node's own scratch) mixed a resumed rank
+    with a new one, then hung (found in a multi-node dry run)."""
+    base = tiny_run(tmp_path / "a", pretrain_checkpoint, max_steps=2)
+    other = dataclasses.replace(base, lr=5e-2, out=str(tmp_path / "b"))
+    for code, err in two_nodes([base, other], timeout=240):
+        assert code != 0
+        assert "the ranks disagree on lr (rank 0: 0.001, rank 1: 0.05), out (rank 0:" in err
+        assert "one --out that every node sees" in err
+    assert not (tmp_path / "a" / "final").exists()
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(pretrain_checkpoint, tmp_path):
