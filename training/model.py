@@ -8,6 +8,7 @@ checkpoint's own feature-extractor config into our `FrontendConfig`.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -206,7 +207,32 @@ def save_checkpoint(model, tokenizer, frontend: FrontendConfig, out_dir: str | P
         ClapProcessor(
             feature_extractor=feature_extractor_for(frontend), tokenizer=tokenizer
         ).save_pretrained(out)
+    readable_as_umask_allows(out)
     return out
+
+
+def process_umask() -> int:
+    """This process's umask, read from /proc (Linux): setting it to read it, the only
+    portable way, would change it for every thread for a moment."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def readable_as_umask_allows(folder: Path) -> None:
+    """Give the files of a saved model the mode the umask allows: safetensors writes
+    model.safetensors 0600 whatever the umask (the other files get 0644), so on a
+    shared runs folder no one else in the group could read or finetune a final model."""
+    mode = 0o666 & ~process_umask()
+    for f in folder.iterdir():
+        if f.is_file() and f.stat().st_mode & 0o777 != mode:
+            f.chmod(mode)
 
 
 def missing_local_path(name_or_path: str) -> str | None:
@@ -293,10 +319,16 @@ def load_clap(name_or_path: str, device: str | torch.device = "cpu") -> LoadedCl
         advice = ""
         if "connect" in first and not Path(name_or_path).expanduser().exists():
             # GPU nodes are often offline: the hub id cannot work there, a folder can
+            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
             advice = (
                 f"; on a machine without internet, download it where there is one "
                 f"(`hf download {name_or_path} --local-dir DIR`) and give that folder "
-                "instead (pretrain: --init DIR), or set HF_HUB_OFFLINE=1 where it is cached"
+                "instead (pretrain: --init DIR)"
+                + (
+                    " (HF_HUB_OFFLINE is set, and the hub's cache here does not hold it)"
+                    if offline
+                    else ", or set HF_HUB_OFFLINE=1 where it is cached"
+                )
             )
         raise CheckpointError(f"cannot load checkpoint {name_or_path!r}: {first}{advice}") from e
     if config.model_type != "clap":

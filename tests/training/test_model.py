@@ -192,6 +192,25 @@ def test_loading_and_saving_print_no_transformers_bars_and_keep_the_users_settin
         hf_logging.enable_progress_bar()
 
 
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_a_saved_model_is_as_readable_as_the_umask_allows(tiny_checkpoint, tmp_path, umask, mode):
+    """safetensors wrote model.safetensors 0600 whatever the umask, so on a shared runs
+    folder the group could read every file of a final model but its weights (found in
+    a multi-node dry run)."""
+    import os
+
+    from training.model import save_checkpoint
+
+    loaded = load_clap(str(tiny_checkpoint))
+    old = os.umask(umask)
+    try:
+        out = save_checkpoint(loaded.model, loaded.tokenizer, loaded.frontend, tmp_path / "m")
+    finally:
+        os.umask(old)
+    modes = {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()}
+    assert "model.safetensors" in modes and set(modes.values()) == {mode}, modes
+
+
 def test_a_hub_id_on_a_machine_without_the_hub_says_how_to_get_it_there(tmp_path):
     """GPU nodes are often offline: the error said only that it could not connect."""
     import os
@@ -210,3 +229,6 @@ def test_a_hub_id_on_a_machine_without_the_hub_says_how_to_get_it_there(tmp_path
     assert out.startswith("CheckpointError cannot load checkpoint 'laion/clap-htsat-unfused'")
     assert "`hf download laion/clap-htsat-unfused --local-dir DIR`" in out
     assert out.count("\n") == 1
+    # it is offline already: telling it to set HF_HUB_OFFLINE=1 led nowhere
+    assert "HF_HUB_OFFLINE is set, and the hub's cache here does not hold it" in out
+    assert "or set HF_HUB_OFFLINE=1" not in out
