@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from animalclap_edge.cli_help import CommandParser, DefaultsFormatter, error_line
@@ -984,6 +988,24 @@ def _cmd_finetune(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt in the main thread while in the block (the old
+    handler back after it), so a stop by a scheduler takes Ctrl-C's way out."""
+
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def _cmd_prepare(args) -> int:
     from training.prepare.decode import DecodeSettings
     from training.prepare.run import PrepareConfig, finalize, prepare, usable_cpus
@@ -994,23 +1016,27 @@ def _cmd_prepare(args) -> int:
         return 0
     if not (args.manifest and args.catalogue):
         raise ValueError("prepare needs --manifest and --catalogue (or --finalize)")
-    summary = prepare(
-        PrepareConfig(
-            manifest=args.manifest,
-            catalogue=args.catalogue,
-            out=args.out,
-            traits=args.traits,
-            per_shard=args.per_shard,
-            shard=args.shard,
-            workers=args.workers if args.workers is not None else usable_cpus(),
-            qualities=args.quality,
-            settings=DecodeSettings(min_seconds=args.min_seconds),
-            seed=args.seed,
-            codec=args.codec,
-            retry_downloads=args.retry_downloads,
-            record_timeout_s=args.record_timeout,
+    # SLURM's time limit (and a scheduler's stop) sends SIGTERM to every process of the
+    # job: taken as Ctrl-C is, it stops the workers, keeps whole shards, drops partial
+    # ones and says how to resume, where it killed the run with only "leaked semaphore"
+    with sigterm_interrupts():
+        summary = prepare(
+            PrepareConfig(
+                manifest=args.manifest,
+                catalogue=args.catalogue,
+                out=args.out,
+                traits=args.traits,
+                per_shard=args.per_shard,
+                shard=args.shard,
+                workers=args.workers if args.workers is not None else usable_cpus(),
+                qualities=args.quality,
+                settings=DecodeSettings(min_seconds=args.min_seconds),
+                seed=args.seed,
+                codec=args.codec,
+                retry_downloads=args.retry_downloads,
+                record_timeout_s=args.record_timeout,
+            )
         )
-    )
     report = summary.get("report")
     if report is None:
         print(

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 CATALOGUE = Path(__file__).parents[1] / "data" / "realaudio_catalogue.csv"
@@ -77,12 +78,15 @@ if __name__ == "__main__":
     return script, args
 
 
-def test_sigint_to_the_main_process_alone_stops_the_workers_and_the_rerun_resumes(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_stops_the_workers_and_the_rerun_resumes(tmp_path, sig):
     """A SIGINT that reached the main process only stopped the progress bar: the pool's
     exit waited for every queued shard, so the workers wrote all of them (hours at
     scale) before "interrupted" was said, and once the exit hung for good. The workers
     are now stopped at once: no shard begins after the interrupt, those written stay,
-    and the rerun writes the rest."""
+    and the rerun writes the rest. SIGTERM, which SLURM's time limit sends to every
+    process of the job, killed the run with a "leaked semaphore" line and no word on
+    resuming (found in a multi-node dry run): it now takes the same way out."""
     import os
 
     script, args = _slow_prepare(tmp_path)
@@ -93,6 +97,7 @@ def test_sigint_to_the_main_process_alone_stops_the_workers_and_the_rerun_resume
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "SLOW": "1"},
+        start_new_session=True,  # its own process group, as a job's
     )
     try:
         deadline = time.monotonic() + 120
@@ -100,14 +105,17 @@ def test_sigint_to_the_main_process_alone_stops_the_workers_and_the_rerun_resume
             assert proc.poll() is None, proc.communicate()[0][-2000:]
             assert time.monotonic() < deadline, "no shard written in 120 s"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)  # the main process only, as `kill -INT` does
+        if sig == "SIGINT":
+            proc.send_signal(signal.SIGINT)  # the main process only, as `kill -INT` does
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)  # every process, workers too, as SLURM does
         t0 = time.monotonic()
         output, _ = proc.communicate(timeout=60)
         stopped_in = time.monotonic() - t0
     finally:
         proc.kill()
     written = len(list(shards.glob("shard-*.json")))
-    print(f"exit {proc.returncode} {stopped_in:.2f} s after the SIGINT, {written}/{SHARDS} shards")
+    print(f"exit {proc.returncode} {stopped_in:.2f} s after the {sig}, {written}/{SHARDS} shards")
     assert proc.returncode == 130, output[-2000:]
     assert "interrupted; run the same command again to resume" in output
     assert stopped_in < 60, stopped_in
