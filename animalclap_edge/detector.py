@@ -432,7 +432,14 @@ class Detector:
             try:
                 for block in rec.blocks:
                     process(batcher.push(block))
-                    save_open()  # a batch may take many blocks to fill: live audio at 1x
+                    if not rec.replayable:
+                        # live audio: a window goes to the model, the database and a
+                        # live view once a block completes it; waiting for batch_size
+                        # of them lagged every detection by up to batch_size x hop
+                        # (12 s at the default 8). A block holding several windows
+                        # (a backlog) still goes as one batch.
+                        process(batcher.ready())
+                    save_open()  # a file's batch may take many blocks to fill
             except AudioError as e:
                 status, reason = "partial", str(e)
             except KeyboardInterrupt as e:

@@ -162,6 +162,12 @@ class WindowBatcher:
             if len(self._windows) == self.batch_size:
                 yield self._full()
 
+    def ready(self) -> Iterator[tuple[np.ndarray, list[Window]]]:
+        """The windows completed so far, as a partial batch (none when none are): live
+        audio, whose next block is half a second away, must not wait for a full batch."""
+        if self._windows:
+            yield self._full()
+
     def flush(self) -> Iterator[tuple[np.ndarray, list[Window]]]:
         for w in self.windower.flush():  # at most one window, in its own array
             row = self._next_row()

@@ -246,3 +246,36 @@ def test_a_run_logs_the_recorders_name_and_site(tiny_bundle, tmp_path, name):
     assert _query(db, "SELECT device, site FROM runs") == [
         (name or socket.gethostname(), "ridge-3")
     ]
+
+
+def test_a_live_window_is_logged_once_a_block_completes_it_not_a_batch_later(
+    tiny_bundle, realaudio, tmp_path
+):
+    """A live view lagged 12-15 s behind the sound: a live stream's windows waited for
+    a full batch (backend.batch_size 8 x hop 1.5 s) before the model saw them (found by
+    a dashboard builder)."""
+    calls = np.concatenate([read_all(f, SR) for f in sorted(realaudio.glob("srkw*.wav"))])
+    audio = np.resize(calls, 9 * SR)
+    db, logged = tmp_path / "d.db", []
+    half = SR // 2  # a microphone's 0.5 s blocks
+
+    def blocks() -> Iterator[np.ndarray]:
+        for i in range(0, len(audio), half):
+            yield audio[i : i + half]
+            logged.append((i + half) / SR)  # seconds of audio given when this is read
+            logged.append(_query(db, "SELECT count(DISTINCT window_start_s) FROM detections")[0][0])
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("scoring:\n  threshold: 0.01\nbackend:\n  batch_size: 8\n")
+    from animalclap_edge.config import load_config
+
+    det = Detector.load(tiny_bundle, load_config(str(cfg)), warn_notice=False)
+    rec = Recording("mic:test@2026-11-27T12:00:00Z", SR, None, False, "test clock", blocks())
+    try:
+        with DetectionStore(db) as store:
+            det.run(_Once(rec), store)
+    finally:
+        det.close()
+    given = dict(zip(logged[::2], logged[1::2], strict=True))
+    # windows of 3 s every 1.5 s: each is in the database as soon as its audio is
+    assert given[3.0] == 1 and given[4.5] == 2 and given[6.0] == 3, given
