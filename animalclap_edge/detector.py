@@ -38,6 +38,7 @@ from animalclap_edge.clips import ClipWriter
 from animalclap_edge.config import EdgeConfig, config_hash
 from animalclap_edge.events import EventMerger
 from animalclap_edge.records import (
+    OPEN_REASON,
     Detection,
     Event,
     RecordingResult,
@@ -57,9 +58,6 @@ T = TypeVar("T")
 # A recording's row is written when it opens and kept up to date while it is analysed,
 # so a live stream cut by a power failure or kill -9 still shows the audio (effort) it
 # had: without it a months-long live run left an empty recordings table.
-OPEN_REASON = (
-    "open: still being analysed, or its process died (power cut, kill -9) after duration_s of audio"
-)
 PROGRESS_EVERY_S = 30.0  # wall seconds between updates of an open recording's row
 # a float array peaking above this (18 dB over full scale) is integer PCM held as floats
 FLOAT_PEAK_LIMIT = 8.0

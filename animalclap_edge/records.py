@@ -28,6 +28,14 @@ def now_utc_ms() -> str:
 
 
 LEVELS: tuple[str, ...] = ("species", "genus", "family", "order", "class")
+
+# The reason of a recording's row while it is analysed (kept current: a power cut leaves
+# how much audio it had), and of one whose run died with it open, as the next run on
+# the database (holding its lock: no other can be running) finds it.
+OPEN_REASON = (
+    "open: still being analysed, or its process died (power cut, kill -9) after duration_s of audio"
+)
+CUT_OFF_REASON = "cut off: its run died with it open (power cut, kill -9) after duration_s of audio"
 STATUSES: tuple[str, ...] = ("ok", "skipped", "partial")
 
 # Fixed forever: detection ids derived from it are stored on recorders and sent

@@ -81,6 +81,10 @@ class Runtime:
         if room is not None:
             self.say(f"WARNING: {room.summary()}")
             self.store.add_health("disk_full", str(self.db), asdict(room))
+        if cut := self.store.close_cut_off_recordings():  # under the lock: none is running
+            self.say(
+                f"note: {cut} recording(s) left open by a run that died (power cut, kill -9): marked cut off"
+            )
         self.health_log = StoreHealthLog(self.store, echo=self.say)
         # one entry per live source name: a schedule re-wraps the source every period
         self._counters: dict[str, Callable[[], dict]] = {}

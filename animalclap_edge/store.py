@@ -26,7 +26,9 @@ from pathlib import Path
 from types import TracebackType
 
 from animalclap_edge.records import (
+    CUT_OFF_REASON,
     LEVELS,
+    OPEN_REASON,
     STATUSES,
     Detection,
     Event,
@@ -436,6 +438,17 @@ class DetectionStore:
                 tx.execute(insert, astuple(e))
                 new += 1
         return new
+
+    def close_cut_off_recordings(self) -> int:
+        """Say of every recording still open that its run died with it (OPEN_REASON ->
+        CUT_OFF_REASON); returns how many. Only for a run holding the database's lock,
+        when no other run can be analysing one: they read "still being analysed" for
+        good after a power cut."""
+        with self._transaction() as tx:
+            return tx.execute(
+                "UPDATE recordings SET reason = ? WHERE status = 'partial' AND reason = ?",
+                (CUT_OFF_REASON, OPEN_REASON),
+            ).rowcount
 
     def record_recording(self, result: RecordingResult) -> None:
         """Write (or, on replay, replace) the accounting row of one recording."""

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from animalclap_edge.audio.decode import read_all
-from animalclap_edge.detector import OPEN_REASON, Detector
+from animalclap_edge.detector import Detector
+from animalclap_edge.records import OPEN_REASON
 from animalclap_edge.sources import Recording
 from animalclap_edge.store import DetectionStore
 

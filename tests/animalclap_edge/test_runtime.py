@@ -62,3 +62,27 @@ def test_a_second_run_on_one_database_is_refused_while_the_first_lives(
     assert _recordings(db) == 2
     # and a run that ended released it: the next one on the card goes ahead
     assert main([*run, str(second), "--redo"]) == 0
+
+
+def test_the_next_run_marks_a_recording_its_dead_predecessor_left_open(
+    tiny_bundle, tmp_path, capsys
+):
+    """After a power cut a live recording's row said "open: still being analysed" for
+    good, beside runs that had long ended (found in a deployment trial)."""
+    from animalclap_edge.records import CUT_OFF_REASON, OPEN_REASON
+    from animalclap_edge.store import DetectionStore
+
+    from .factories import RUN, recording
+
+    db = tmp_path / "d.db"
+    with DetectionStore(db) as s:
+        s.start_run(RUN, "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        s.record_recording(recording("partial", "mic@x#1", reason=OPEN_REASON, duration_s=12.5))
+        s.record_recording(recording("partial", "mic@x#2", reason="stopped after 3.0 s"))
+    empty = tmp_path / "cards"
+    empty.mkdir()
+    assert main(["run", "--bundle", str(tiny_bundle), "--source", str(empty), "--db", str(db)]) == 0
+    assert "1 recording(s) left open by a run that died" in capsys.readouterr().err
+    with sqlite3.connect(db) as c:
+        rows = dict(c.execute("SELECT recording_id, reason FROM recordings").fetchall())
+    assert rows == {"mic@x#1": CUT_OFF_REASON, "mic@x#2": "stopped after 3.0 s"}
