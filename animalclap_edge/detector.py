@@ -16,7 +16,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -319,8 +319,10 @@ class Detector:
                 raise
             if (room := make_room(folder)) is None:
                 raise
-        store.add_health("disk_full", str(store.path), asdict(room))
-        return write(rows)
+        store.add_health("disk_full", str(store.path), room.detail())
+        done = write(rows)
+        store.forget_clips(room.paths, room.note())  # after: the rows come first
+        return done
 
     def _process_recording(
         self,

@@ -5,8 +5,10 @@ the best few clips of each label, so a small card can fill with kept examples un
 SQLite cannot write: the run then stopped, and every restart failed to open the
 database, a restart loop with no recording. When SQLite has failed for want of room
 (the card has less than FULL_BELOW free), the clips ClipWriter wrote are deleted
-oldest first, kept examples too, until ROOM_TARGET is free; the next retention pass
-clears their rows ("clip file already gone"). Nothing else in the folder is touched,
+oldest first, kept examples too, until ROOM_TARGET is free, and their events' rows
+are cleared once the database writes again (`DetectionStore.forget_clips`: kept
+examples are never retention's candidates, so their rows pointed at audio that was
+gone for good). Nothing else in the folder is touched,
 and nothing is deleted where all the clips together could not lift the card out of
 "full".
 """
@@ -16,12 +18,13 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from animalclap_edge.clips import CLIP_NAME
 from animalclap_edge.diskspace import disk_bytes
+from animalclap_edge.records import now_utc_ms
 
 FULL_BELOW = 1 << 20  # free bytes under which the card counts as full
 ROOM_TARGET = 8 << 20  # free bytes a deletion aims for: room for hours of detections
@@ -32,6 +35,14 @@ class RoomMade:
     files: int  # clip files deleted
     bytes: int  # their size on disk
     free: int  # bytes free afterwards
+    paths: tuple[str, ...] = field(default=(), repr=False)  # as events.clip_path holds them
+
+    def detail(self) -> dict[str, int]:
+        """The health event's detail: the counts, not every path."""
+        return {"files": self.files, "bytes": self.bytes, "free": self.free}
+
+    def note(self) -> str:
+        return f"clip deleted at {now_utc_ms()} to make room on a full card for detections"
 
     def summary(self) -> str:
         return (
@@ -65,16 +76,18 @@ def make_room(
     free = disk_usage(clips_dir).free
     if free + sum(disk_bytes(p) for p in clips) < FULL_BELOW:
         return None  # futile: the card is full of other things
-    files = freed = 0
+    gone: list[str] = []
+    freed = 0
     for clip in clips:
         if disk_usage(clips_dir).free >= ROOM_TARGET:
             break
         size = disk_bytes(clip)
         clip.unlink(missing_ok=True)
-        files, freed = files + 1, freed + size
-    if not files:
+        gone.append(clip.relative_to(clips_dir).as_posix())
+        freed += size
+    if not gone:
         return None
-    return RoomMade(files, freed, disk_usage(clips_dir).free)
+    return RoomMade(len(gone), freed, disk_usage(clips_dir).free, tuple(gone))
 
 
 def is_want_of_room(e: Exception) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
@@ -80,7 +79,8 @@ class Runtime:
             self.say(f"WARNING: {recovery.summary()}")
         if room is not None:
             self.say(f"WARNING: {room.summary()}")
-            self.store.add_health("disk_full", str(self.db), asdict(room))
+            self.store.add_health("disk_full", str(self.db), room.detail())
+            self.store.forget_clips(room.paths, room.note())
         if cut := self.store.close_cut_off_recordings():  # under the lock: none is running
             self.say(
                 f"note: {cut} recording(s) left open by a run that died (power cut, kill -9): marked cut off"

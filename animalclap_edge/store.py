@@ -790,6 +790,21 @@ class DetectionStore:
                     done.append((event_id, path))
         return done
 
+    def forget_clips(self, paths: Iterable[str], note: str) -> int:
+        """Clear the events that point at these clip files (deleted), with `note` as
+        their clip_note; returns how many. 500 paths a statement, one transaction."""
+        paths = list(paths)
+        n = 0
+        with self._transaction() as tx:
+            for i in range(0, len(paths), 500):
+                part = paths[i : i + 500]
+                n += tx.execute(
+                    "UPDATE events SET clip_path = NULL, clip_note = ? "
+                    f"WHERE clip_path IN ({', '.join('?' * len(part))})",
+                    (note, *part),
+                ).rowcount
+        return n
+
     def clip_paths(self) -> set[str]:
         """Every clip path an event points at."""
         rows = self._db().execute("SELECT clip_path FROM events WHERE clip_path IS NOT NULL")

@@ -16,7 +16,7 @@ from animalclap_edge.config import EdgeConfig
 from animalclap_edge.room import ROOM_TARGET, is_want_of_room, make_room
 from animalclap_edge.store import DetectionStore, StoreError
 
-from .factories import BUNDLE, RUN, detection
+from .factories import BUNDLE, RUN, detection, event
 
 Usage = namedtuple("Usage", "total used free")
 
@@ -76,10 +76,14 @@ def test_a_full_card_gives_clips_up_and_the_database_opens_again(small_card, fil
     from animalclap_edge.runtime import Runtime
 
     db = small_card / "d.db"
+    clips = _clips(small_card / "clips", 3, 400_000)
     with DetectionStore(db) as s:
         s.start_run(RUN, BUNDLE, "0123456789abcdef", "t", "0")
         s.add_detections([detection(i) for i in range(50)])
-    _clips(small_card / "clips", 3, 400_000)
+        # each clip an event's: kept examples, which retention never takes, so their
+        # rows pointed at deleted audio for good (found in a deployment trial)
+        rel = [c.relative_to(small_card / "clips").as_posix() for c in clips]
+        s.add_events([event(i * 72_000, clip_path=r) for i, r in enumerate(rel)])
     fill_card(small_card)  # the rest of the card
     with pytest.raises(StoreError):  # as every restart met it
         DetectionStore(db).close()
@@ -90,8 +94,19 @@ def test_a_full_card_gives_clips_up_and_the_database_opens_again(small_card, fil
     try:
         rt.store.add_detections([detection(i) for i in range(50, 80)])
         assert len(rt.store.detections()) == 80  # nothing lost, and logging goes on
-        (event,) = [h for h in rt.store.health() if h["kind"] == "disk_full"]
-        assert event["detail"]["files"] >= 1
+        (health,) = [h for h in rt.store.health() if h["kind"] == "disk_full"]
+        assert health["detail"]["files"] >= 1
+        rows = (
+            rt.store._db()
+            .execute("SELECT clip_path, clip_note FROM events ORDER BY start_s")
+            .fetchall()
+        )  # the runtime's own connection: one left open would hold the card
+        for clip, (path, note) in zip(clips, rows, strict=True):
+            if clip.exists():  # kept: its row as it was
+                assert path is not None and note is None
+            else:  # the database never points at audio that is gone
+                assert path is None and "to make room on a full card" in note
+        assert sum(path is None for path, _ in rows) == health["detail"]["files"]
     finally:
         rt.close()
 
