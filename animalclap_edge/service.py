@@ -14,6 +14,13 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from animalclap_edge import service_access as access
+from animalclap_edge.service_access import AccessError
+
+if TYPE_CHECKING:
+    from animalclap_edge.config import StorageConfig
 
 UNIT_NAME = "animalclap-edge.service"
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
@@ -30,6 +37,12 @@ def _quote(arg: str) -> str:
     if any(c in arg for c in " \t\"\\'"):
         arg = '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return arg
+
+
+def _unit_path(path: Path) -> str:
+    """A path as the value of WorkingDirectory= and the like, which systemd also runs
+    through specifier expansion (a lone % makes the unit fail to load); no quoting."""
+    return str(path).replace("%", "%%")
 
 
 def default_command() -> list[str]:
@@ -85,7 +98,7 @@ def render_unit(
         # The input device nodes belong to "audio"; a system service gets no login seat.
         lines.append(f"SupplementaryGroups={' '.join(groups)}")
     lines += [
-        f"WorkingDirectory={working_dir}",
+        f"WorkingDirectory={_unit_path(working_dir)}",
         "Environment=OPENBLAS_NUM_THREADS=1",
         # Detection lines reach the journal as they happen, not when a buffer fills.
         "Environment=PYTHONUNBUFFERED=1",
@@ -143,11 +156,13 @@ def install_service(
     systemd_running: bool | None = None,
     source: str = "mic",
     stdin_rate: int | None = None,
+    command: list[str] | None = None,
 ) -> InstallReport:
     """Validate the config and bundle, write the unit, and enable it where possible.
 
     `systemctl` (path) and `systemd_running` default to what this machine has; the
-    service is enabled only when both are there and `enable` is set.
+    service is enabled only when both are there and `enable` is set. `command`: what
+    ExecStart runs before `run` (default: this installation, `default_command()`).
     """
     from animalclap_edge.bundle import load_bundle
     from animalclap_edge.config import load_config
@@ -176,11 +191,17 @@ def install_service(
     if not bundle_path.exists():
         raise ServiceError(f"bundle '{bundle}' not found: give a bundle directory or .tar")
     load_bundle(bundle_path)  # a corrupt bundle would only crash-loop the service
-    user = user or _default_user()
+    chosen, user = user, user or _default_user()
     try:
-        pwd.getpwnam(user)
+        uid = pwd.getpwnam(user).pw_uid
     except KeyError:
         raise ServiceError(f"user '{user}' does not exist on this machine (--user)") from None
+    warnings = []
+    if chosen is None and uid == 0:  # an explicit --user root is a choice, not an accident
+        warnings.append(
+            f"warning: the unit runs the recorder as root (User={user}: no --user, and no "
+            "sudo from another user); give --user NAME to run it as an ordinary user"
+        )
     # the arguments first, then what this machine lacks: a wrong path is named even here
     if is_mic(source) and not dry_run:
         try:  # the unit would otherwise restart-loop every 10 s on a missing library
@@ -202,15 +223,106 @@ def install_service(
                 f"{config_path}: {key} {name}: no such file (from {wd}); the service would "
                 "restart every 10 s"
             )
+    command = command or default_command()
+    groups = _groups_for_audio()
+    try:
+        unchecked = check_access(
+            user,
+            groups,
+            wd,
+            command,
+            config_path,
+            bundle_path,
+            needed,
+            cfg.storage,
+            source=None if is_mic(source) else Path(source),
+        )
+    except AccessError as e:
+        raise ServiceError(str(e)) from None
+    warnings += [
+        f"not checked: {p} has a POSIX ACL, which this check does not read; make sure "
+        f"{user} can use it"
+        for p in unchecked
+    ]
     text = render_unit(
         config=config_path,
         bundle=bundle_path,
         user=user,
         working_dir=wd,
-        groups=_groups_for_audio(),
+        command=command,
+        groups=groups,
         source=source,
         stdin_rate=stdin_rate,
     )
+    report = _install(text, unit_dir, dry_run, enable, systemctl, systemd_running)
+    report.not_done += warnings  # after the outcome, whatever it was
+    return report
+
+
+def check_access(
+    user: str,
+    groups: list[str],
+    working_dir: Path,
+    command: list[str],
+    config: Path,
+    bundle: Path,
+    files: list[tuple[str, str]],
+    storage: StorageConfig,
+    source: Path | None = None,
+) -> list[Path]:
+    """Raise AccessError unless `user` (with the unit's `groups`) can enter the working
+    directory, run `command`, read the config, the bundle, `files` (config key, path
+    relative to the working directory) and the named pipe `source` if it exists yet,
+    and write the database's (and clips') folder.
+
+    Returns the paths not checked for having a POSIX ACL.
+    """
+    who = access.account(user, groups)
+    other = "or choose --user"
+    venv = f"put the venv where it can, e.g. /opt/animalclap, {other}"
+    needs = [
+        access.Need(
+            working_dir, "x", "the working directory", f"give a --working-dir it can enter, {other}"
+        )
+    ]
+    needs += access.interpreter_needs(command, venv)
+    if command == default_command():  # the package this venv imports, wherever it lies
+        import animalclap_edge
+
+        needs.append(access.Need(Path(animalclap_edge.__file__).parent, "rx", "the package", venv))
+    place = f"put it where {user} can read it (or change its permissions), {other}"
+    needs.append(access.Need(config, "r", "the config", place))
+    needs += access.tree_needs(bundle, "the bundle", place)
+    for key, name in files:
+        path = working_dir / Path(name).expanduser()
+        needs.append(
+            access.Need(path, "r", key, f"chown {user} {path} (it may stay 0600), {other}")
+        )
+    if source is not None and source.exists():  # else its capture service makes it later
+        needs.append(access.Need(source, "r", "--source", place))
+
+    # `run` resolves these against its working directory, and makes missing folders
+    def own(folder: Path, key: str) -> str:
+        mk = "" if folder.is_dir() else f"mkdir -p {folder} && "
+        return f"{mk}chown {user} {folder}, or set {key} elsewhere, {other}"
+
+    db = working_dir / storage.database
+    needs += access.database_needs(db, own(db.parent, "storage.database"))
+    if storage.save_clips and storage.clips_dir:
+        clips = working_dir / storage.clips_dir
+        fix = own(clips, "storage.clips_dir")
+        needs.append(access.Need(clips, "wx", "storage.clips_dir", fix, create=True))
+    return access.check(needs, who)
+
+
+def _install(
+    text: str,
+    unit_dir: str | os.PathLike,
+    dry_run: bool,
+    enable: bool,
+    systemctl: str | None,
+    systemd_running: bool | None,
+) -> InstallReport:
     if dry_run:
         return InstallReport(None, text, not_done=["dry run: nothing written or enabled"])
 

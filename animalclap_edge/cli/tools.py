@@ -128,6 +128,18 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
     bad = 0
     for f in args.files:
+        try:  # firmware_configs/*.* takes in schema.json, beside the configs it describes
+            doc = json.loads(Path(f).read_text(encoding="utf-8"))
+            schema = isinstance(doc, dict) and {"$schema", "properties"} <= doc.keys()
+        except (OSError, ValueError):  # YAML, unreadable: load_config says what
+            schema = False
+        if schema:
+            bad += 1
+            print(
+                f"{f}: a JSON schema, not a config (it checks YAML configs in an editor)",
+                file=sys.stderr,
+            )
+            continue
         try:
             cfg = load_config(f)
         except ConfigError as e:

@@ -284,3 +284,16 @@ def test_a_device_name_that_would_break_its_topics_is_refused(tmp_path: Path):
     p = _write(tmp_path, "device:\n  name: site-4/rec+1\n")
     (line,) = _problems(p)
     assert line.startswith(f"{p}: device.name: must not contain +, # or /")
+
+
+SCHEMA = Path(__file__).resolve().parents[2] / "firmware_configs" / "schema.json"
+
+
+def test_config_check_says_a_json_schema_is_not_a_config(capsys):
+    """It printed 7 'unknown key' lines for the schema (found in a deployment trial)."""
+    from animalclap_edge.cli import main
+
+    assert main(["config", "check", str(SCHEMA)]) == 1
+    assert capsys.readouterr().err == (
+        f"{SCHEMA}: a JSON schema, not a config (it checks YAML configs in an editor)\n"
+    )

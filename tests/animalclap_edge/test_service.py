@@ -81,6 +81,15 @@ def test_paths_with_spaces_and_percent_are_quoted_for_systemd(tmp_path):
         '/opt/venv/bin/animalclap-edge run --source mic --config "/srv/my site/edge 100%%.yaml" '
         "--bundle /srv/b"
     )
+    # WorkingDirectory= resolves specifiers as ExecStart= does: `%2` made it unloadable
+    text = render_unit(
+        config=Path("/srv/b.yaml"),
+        bundle=Path("/srv/b"),
+        user="rec",
+        working_dir=Path("/srv/rec site%20B"),
+        command=["/opt/venv/bin/animalclap-edge"],
+    )
+    assert _settings(text)["WorkingDirectory"] == ["/srv/rec site%%20B"]
 
 
 @needs_mic_library
@@ -167,6 +176,7 @@ def _install_with(systemctl: Path, tmp_path: Path, systemd_running: bool):
     return install_service(
         config=CONFIG,
         bundle=demo_bundle_path(),
+        user=pwd.getpwuid(os.getuid()).pw_name,  # named: as root, no warning to count
         unit_dir=tmp_path / "units",
         systemctl=str(systemctl),
         systemd_running=systemd_running,
@@ -243,3 +253,47 @@ def test_a_microphone_unit_needs_its_audio_library(tmp_path, capsys, monkeypatch
     assert err.count("\n") == 1 and "--source mic: live input needs sounddevice" in err
     assert not units.exists()
     assert main([*argv, "--unit-dir", str(units), "--dry-run"]) == 0  # a preview still works
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_loads_a_unit_with_percent_and_spaces_in_its_paths(tmp_path):
+    wd = tmp_path / "rec site%20B"  # a URL-encoded name: %2 is no specifier, an error
+    wd.mkdir()
+    config = tmp_path / "conf 100%" / "edge %zone.yaml"
+    config.parent.mkdir()
+    shutil.copy(CONFIG, config)
+    r = install_service(
+        config=config,
+        bundle=demo_bundle_path(),
+        user=pwd.getpwuid(os.getuid()).pw_name,
+        working_dir=wd,
+        unit_dir=tmp_path / "units",
+        enable=False,
+        source="/run/acl/mic.pcm",  # no microphone library needed
+        stdin_rate=48000,
+    )
+    v = subprocess.run(
+        ["systemd-analyze", "verify", str(r.unit_path)], capture_output=True, text=True, timeout=60
+    )
+    out = v.stdout + v.stderr
+    assert "specifier" not in out and "Invalid slot" not in out, out
+    ours = [line for line in out.splitlines() if str(r.unit_path) in line]
+    assert v.returncode == 0 and not ours, out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root's own default user")
+def test_root_without_sudo_is_warned_not_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    root = pwd.getpwuid(0).pw_name
+    argv = ["install-service", "--config", str(CONFIG), "--bundle", str(demo_bundle_path())]
+    argv += ["--dry-run", "--source", "/run/acl/mic.pcm", "--stdin-rate", "48000"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert _settings(out)["User"] == [root]
+    warnings = [line for line in err.splitlines() if "warning" in line]
+    assert warnings == [
+        f"install-service: warning: the unit runs the recorder as root (User={root}: no "
+        "--user, and no sudo from another user); give --user NAME to run it as an ordinary user"
+    ]
+    assert main([*argv, "--user", root]) == 0  # asked for: no warning
+    assert "warning" not in capsys.readouterr().err
