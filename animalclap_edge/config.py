@@ -523,7 +523,12 @@ class HealthConfig(_Section):
         description="[first, longest] wait in seconds before reopening a lost source.",
     )
     backup_interval_h: float | None = Field(
-        24.0, gt=0, description="Hours between online backups of the database; null = none."
+        24.0,
+        ge=1,
+        description=(
+            "Hours between online backups of the database (each a whole copy: at least 1, "
+            "for the card's wear); null = none."
+        ),
     )
     thermal_root: str = Field(
         "/sys/class/thermal", description="Linux thermal zones (Jetson: CPU, GPU, SoC)."

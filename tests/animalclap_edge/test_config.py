@@ -297,3 +297,13 @@ def test_config_check_says_a_json_schema_is_not_a_config(capsys):
     assert capsys.readouterr().err == (
         f"{SCHEMA}: a JSON schema, not a config (it checks YAML configs in an editor)\n"
     )
+
+
+def test_a_backup_more_often_than_hourly_is_refused():
+    """`backup_interval_h: 0.0001` (minutes taken for hours) was taken: a whole copy of
+    the database every snapshot, on an SD card (found in a deployment trial)."""
+    from animalclap_edge.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match=r"health.backup_interval_h: must be >= 1 \(got 0.0001\)"):
+        config_from_dict({"health": {"backup_interval_h": 0.0001}})
+    assert config_from_dict({"health": {"backup_interval_h": 1}}).health.backup_interval_h == 1
