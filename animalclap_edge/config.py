@@ -416,6 +416,17 @@ def is_loopback_host(host: str) -> bool:
 _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?")
 
 
+def _check_origin(origin: str) -> str:
+    if origin != "*" and not _ORIGIN.fullmatch(origin):
+        raise PydanticCustomError(
+            "cors_origin",
+            "{value} is not an origin: write scheme://host[:port], no path or "
+            "trailing slash (e.g. https://dashboard.example.org), or '*'",
+            {"value": repr(origin)},
+        )
+    return origin
+
+
 class LiveConfig(_Section):
     """Local HTTP endpoint streaming live detections as Server-Sent Events."""
 
@@ -444,25 +455,13 @@ class LiveConfig(_Section):
         le=10,
         description="Seconds between each live client's checks of the database for new detections.",
     )
-    cors_origins: list[str] = Field(
+    # each origin checked alone: every wrong one is named, not only the first
+    cors_origins: list[Annotated[str, AfterValidator(_check_origin)]] = Field(
         default_factory=list,
         description="Web pages served from elsewhere that may read the stream and /health in "
         "a browser, as origins (https://dashboard.example.org, http://localhost:3000); "
         "'*' for any (needs token_file). Empty: only this server's own page.",
     )
-
-    @field_validator("cors_origins")
-    @classmethod
-    def _origins(cls, v: list[str]) -> list[str]:
-        for origin in v:
-            if origin != "*" and not _ORIGIN.fullmatch(origin):
-                raise PydanticCustomError(
-                    "cors_origin",
-                    "{value} is not an origin: write scheme://host[:port], no path or "
-                    "trailing slash (e.g. https://dashboard.example.org), or '*'",
-                    {"value": repr(origin)},
-                )
-        return v
 
     @model_validator(mode="after")
     def _any_origin_needs_token(self) -> LiveConfig:

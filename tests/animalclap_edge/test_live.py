@@ -807,8 +807,15 @@ def test_any_origin_needs_a_token():
     with pytest.raises(ConfigError) as ei:
         config_from_dict({"messaging": {"live": {"cors_origins": ["*"]}}}, "edge.yaml")
     assert "cors_origins '*' lets any web page read the stream: set token_file" in str(ei.value)
-    with pytest.raises(ConfigError, match="is not an origin: write scheme://host"):
-        config_from_dict({"messaging": {"live": {"cors_origins": ["https://a.org/dash/"]}}})
+    with pytest.raises(ConfigError) as ei:  # every wrong origin named, not the first alone
+        config_from_dict(
+            {"messaging": {"live": {"cors_origins": ["https://a.org/dash/", "localhost:3000"]}}}
+        )
+    assert [line.split(": ")[1] for line in str(ei.value).splitlines()] == [
+        "messaging.live.cors_origins[0]",
+        "messaging.live.cors_origins[1]",
+    ]
+    assert "is not an origin: write scheme://host" in str(ei.value)
     ok = {"cors_origins": ["*", "http://[::1]:3000"], "token_file": "/t"}
     assert config_from_dict({"messaging": {"live": ok}}).messaging.live.cors_origins[0] == "*"
 
