@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
@@ -83,6 +84,25 @@ def _describe_inputs(inputs: list[tuple[int, dict]]) -> str:
     )
 
 
+# MicSources of this process whose stream is open: re-initialising PortAudio would cut them
+_OPEN: weakref.WeakSet = weakref.WeakSet()
+
+
+def _refresh_devices(sd: Any) -> bool:
+    """Re-initialise PortAudio so that it lists the devices there now; False where a
+    stream is open (it would be cut) or it cannot. PortAudio fixes its device list at
+    initialisation: a USB microphone unplugged and plugged back (a new ALSA card) was
+    never found again, the watchdog retrying in one process for as long as it ran."""
+    if any(m._stream is not None for m in _OPEN):
+        return False
+    try:  # python-sounddevice's own pair, what its docs give for a changed device list
+        sd._terminate()
+        sd._initialize()
+    except Exception:
+        return False
+    return True
+
+
 def _resolve_input_device(sd: Any, device: str | int | None) -> tuple[int, dict, str]:
     """(index, device info, listing of all inputs); SourceError naming the choices otherwise."""
     try:
@@ -145,7 +165,12 @@ class MicSource(SourceBase):
         super().__init__()
         sd = import_sounddevice()
         self._sd = sd
-        index, info, listing = _resolve_input_device(sd, device)
+        try:
+            index, info, listing = _resolve_input_device(sd, device)
+        except SourceError:
+            if not _refresh_devices(sd):
+                raise
+            index, info, listing = _resolve_input_device(sd, device)
         self.device_index = index
         self.device_name = str(info["name"])
         self.capture_rate = int(sample_rate or round(info["default_samplerate"]))
@@ -187,6 +212,7 @@ class MicSource(SourceBase):
     def _start(self) -> None:
         self._stop.clear()
         try:
+            _OPEN.add(self)
             self._stream = self._sd.InputStream(
                 device=self.device_index,
                 samplerate=self.capture_rate,

@@ -191,3 +191,36 @@ def test_mic_names_the_rate_a_real_alsa_device_refuses(tmp_path):
     assert "available input devices: " in line and "acl_capture" in line
     (note,) = [x for x in proc.stdout.splitlines() if x.startswith("note:")]
     assert note.startswith("note: recorded at 96000 Hz, analysed at 48000 Hz")
+
+
+_REPLUGGED_SCRIPT = """
+import pathlib, sys
+from animalclap_edge.sources import MicSource, SourceError
+try:
+    MicSource("acl_capture", target_sr=48000)
+except SourceError as e:
+    print("before:", "not found" in str(e))
+pathlib.Path(sys.argv[1]).write_text(sys.argv[2])  # the microphone is plugged in
+with MicSource("acl_capture", block_seconds=0.1, target_sr=48000) as src:
+    print("after:", src.device_name)
+"""
+
+
+def test_a_microphone_plugged_in_after_start_is_found_on_the_next_open(tmp_path):
+    """PortAudio lists the devices it found at initialisation: a USB microphone pulled
+    out and plugged back (a new ALSA card) was never found again by the watchdog's
+    reopens in the same process (found in a deployment trial). A real ALSA device that
+    appears only after PortAudio started (its ~/.asoundrc written then) stands in."""
+    _sounddevice_or_skip()
+    (tmp_path / "in.raw").write_bytes(bytes(9600))
+    rc = _ALSA_CAPTURE.format(infile=tmp_path / "in.raw")
+    proc = subprocess.run(
+        [sys.executable, "-c", _REPLUGGED_SCRIPT, str(tmp_path / ".asoundrc"), rc],
+        env={**os.environ, "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert proc.stdout.split("\n")[:2] == ["before: True", "after: acl_capture"], proc.stdout
