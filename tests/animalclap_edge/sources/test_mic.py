@@ -116,6 +116,21 @@ print(json.dumps({"name": src.device_name, "rate": src.capture_rate, "released":
 """
 
 
+def _in_home(home: Path, script: str, *args: str) -> subprocess.CompletedProcess:
+    """`script` in a fresh interpreter whose HOME is `home` (ALSA reads ~/.asoundrc when
+    PortAudio starts), from the repository; it must exit 0."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env={**os.environ, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    return proc
+
+
 def test_mic_source_captures_a_wav_played_into_a_real_alsa_device(tmp_path):
     """PortAudio opens a real ALSA capture PCM (the `file` plugin reading a raw file
     into the `null` device) by name; the captured audio must be the file's audio.
@@ -129,16 +144,7 @@ def test_mic_source_captures_a_wav_played_into_a_real_alsa_device(tmp_path):
     noise = (0.2 * rng.standard_normal(48_000 * 8)).astype(np.float32)
     sf.write(tmp_path / "in.raw", noise, 48_000, format="RAW", subtype="PCM_16")
     (tmp_path / ".asoundrc").write_text(_ALSA_CAPTURE.format(infile=tmp_path / "in.raw"))
-    env = {**os.environ, "HOME": str(tmp_path)}  # ALSA reads ~/.asoundrc at PortAudio start
-    proc = subprocess.run(
-        [sys.executable, "-c", _CAPTURE_SCRIPT, str(tmp_path / "got.npy")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[3],
-    )
-    assert proc.returncode == 0, proc.stderr[-1500:]
+    proc = _in_home(tmp_path, _CAPTURE_SCRIPT, str(tmp_path / "got.npy"))
     info = json.loads(proc.stdout.strip().splitlines()[-1])
     assert info == {"name": "acl_capture", "rate": 48_000, "released": True}
     got = np.load(tmp_path / "got.npy")
@@ -177,15 +183,7 @@ def test_mic_names_the_rate_a_real_alsa_device_refuses(tmp_path):
     _sounddevice_or_skip()
     (tmp_path / "in.raw").write_bytes(bytes(9600))
     (tmp_path / ".asoundrc").write_text(_ALSA_CAPTURE.format(infile=tmp_path / "in.raw"))
-    proc = subprocess.run(
-        [sys.executable, "-c", _REFUSED_RATE_SCRIPT],
-        env={**os.environ, "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[3],
-    )
-    assert proc.returncode == 0, proc.stderr[-1500:]
+    proc = _in_home(tmp_path, _REFUSED_RATE_SCRIPT)
     (line,) = [x for x in proc.stdout.splitlines() if x.startswith("SourceError:")]
     assert "acl_file refuses 768000 Hz x 1 ch" in line and "its default rate is" in line
     assert "available input devices: " in line and "acl_capture" in line
@@ -214,13 +212,5 @@ def test_a_microphone_plugged_in_after_start_is_found_on_the_next_open(tmp_path)
     _sounddevice_or_skip()
     (tmp_path / "in.raw").write_bytes(bytes(9600))
     rc = _ALSA_CAPTURE.format(infile=tmp_path / "in.raw")
-    proc = subprocess.run(
-        [sys.executable, "-c", _REPLUGGED_SCRIPT, str(tmp_path / ".asoundrc"), rc],
-        env={**os.environ, "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parents[3],
-    )
-    assert proc.returncode == 0, proc.stderr[-1500:]
+    proc = _in_home(tmp_path, _REPLUGGED_SCRIPT, str(tmp_path / ".asoundrc"), rc)
     assert proc.stdout.split("\n")[:2] == ["before: True", "after: acl_capture"], proc.stdout
