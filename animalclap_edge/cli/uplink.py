@@ -37,6 +37,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         print(f"uplink: {n} set-aside message(s) queued again", file=sys.stderr)
     say = functools.partial(print, file=sys.stderr, flush=True)
     pub = MqttPublisher.from_config(db, cfg, role="uploader", say=say)
+    if args.once:  # its first failure said "backoff up to 60 s" of a 5 s attempt
+        pub.max_backoff_s = min(pub.max_backoff_s, args.give_up_after)
     deadline = time.monotonic() + args.give_up_after
     waiting = False
     while True:  # one sender per database: wait for the one that has it

@@ -321,7 +321,9 @@ def test_cli_publish_once_sends_the_backlog_and_exits(tmp_path, capsys):
     dead = _logged(tmp_path / "dead.db", 5)
     assert main(["publish", "--config", str(cfg), "--db", str(dead), "--once",
                  "--give-up-after", "2"]) == 1  # fmt: skip
-    assert "gave up after 2 s with 5 messages left" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "gave up after 2 s with 5 messages left" in err
+    assert "retrying with backoff up to 2 s" in err  # not 60 s of a 2 s attempt
     with DetectionStore(dead) as store:
         assert len(store.pending_outbox(100)) == 5
     assert main(["publish", "--config", str(cfg), "--db", str(tmp_path / "none.db")]) == 2
