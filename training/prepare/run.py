@@ -329,7 +329,6 @@ def _worker_init(parent: int, ticks) -> None:
     # the group too) raised KeyboardInterrupt in a worker mid-decode, inside
     # soundfile's C callbacks ("Exception ignored from cffi callback"), once hanging it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SLURM signals every process: alike
     exit_with_parent(parent)
 
 
