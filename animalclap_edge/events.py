@@ -11,6 +11,7 @@ recording, `flush` at its end, `reset` to reuse it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from animalclap_edge.records import Detection, Event, event_id, now_utc_ms
@@ -84,6 +85,23 @@ class EventMerger:
             config_hash=d.config_hash,
             created_utc=now_utc_ms(),
         )
+
+
+def merged(detections: Iterable[Detection], merge_gap_s: float) -> Iterator[Event]:
+    """Every event of one recording's detections, given in window order, as a run that
+    analysed it whole would have merged them (the same ids with the same merge_gap_s)."""
+    merger = EventMerger(merge_gap_s)
+    window: float | None = None
+    batch: list[Detection] = []
+    for d in detections:
+        if window is not None and d.window_start_s != window:
+            yield from merger.push(window, batch)
+            batch = []
+        window = d.window_start_s
+        batch.append(d)
+    if window is not None:
+        yield from merger.push(window, batch)
+    yield from merger.flush()
 
 
 def _micros(seconds: float) -> int:

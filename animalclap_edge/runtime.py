@@ -11,11 +11,13 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from animalclap_edge.config import EdgeConfig
 from animalclap_edge.db_lock import DbLock
+from animalclap_edge.events import merged
 from animalclap_edge.health import HealthMonitor, StoreHealthLog, backup_path_for
 from animalclap_edge.recovery import open_store
 from animalclap_edge.room import is_full, make_room
@@ -82,8 +84,15 @@ class Runtime:
             self.store.add_health("disk_full", str(self.db), room.detail())
             self.store.forget_clips(room.paths, room.note())
         if cut := self.store.close_cut_off_recordings():  # under the lock: none is running
+            rebuilt = sum(self._rebuild_events(r, cfg.scoring.merge_gap_s) for r in cut)
             self.say(
-                f"note: {cut} recording(s) left open by a run that died (power cut, kill -9): marked cut off"
+                f"note: {len(cut)} recording(s) left open by a run that died (power cut, "
+                "kill -9): marked cut off"
+                + (
+                    f"; {rebuilt} event(s) open then rebuilt from their detections"
+                    if rebuilt
+                    else ""
+                )
             )
         self.health_log = StoreHealthLog(self.store, echo=self.say)
         # one entry per live source name: a schedule re-wraps the source every period
@@ -104,6 +113,19 @@ class Runtime:
             backup_every_s=h.backup_interval_h * 3600 if h.backup_interval_h else None,
             uplink=uplink_of(cfg),
         )
+
+    def _rebuild_events(self, recording_id: str, merge_gap_s: float) -> int:
+        """The events a dead run still held open in a recording, merged again from its
+        detections (which were logged; events are written when they close): only those
+        no logged event already covers, so a run with another merge_gap_s before the
+        cut adds nothing that overlaps. Queued to send like any event."""
+        note = "rebuilt from its detections at restart: its run died with it open (no clip)"
+        new = [
+            replace(e, clip_note=note)
+            for e in merged(self.store.detections_in_window_order(recording_id), merge_gap_s)
+            if not self.store.overlaps_an_event(e)
+        ]
+        return self.store.add_events(new)
 
     def _open_store(self, cfg: EdgeConfig):
         """The database, and the room made for it: a full card (kept example clips fill

@@ -439,16 +439,48 @@ class DetectionStore:
                 new += 1
         return new
 
-    def close_cut_off_recordings(self) -> int:
+    def close_cut_off_recordings(self) -> list[str]:
         """Say of every recording still open that its run died with it (OPEN_REASON ->
-        CUT_OFF_REASON); returns how many. Only for a run holding the database's lock,
+        CUT_OFF_REASON); returns their ids. Only for a run holding the database's lock,
         when no other run can be analysing one: they read "still being analysed" for
         good after a power cut."""
         with self._transaction() as tx:
-            return tx.execute(
+            ids = [
+                r[0]
+                for r in tx.execute(
+                    "SELECT recording_id FROM recordings WHERE status = 'partial' AND reason = ?",
+                    (OPEN_REASON,),
+                )
+            ]
+            tx.execute(
                 "UPDATE recordings SET reason = ? WHERE status = 'partial' AND reason = ?",
                 (CUT_OFF_REASON, OPEN_REASON),
-            ).rowcount
+            )
+        return ids
+
+    def detections_in_window_order(self, recording_id: str) -> Iterator[Detection]:
+        """One recording's detections by window, then rank, read as they are used (a
+        live recording can hold months of them)."""
+        cursor = self._db().execute(
+            f"SELECT {', '.join(_DET_COLS)} FROM detections WHERE recording_id = ? "
+            "ORDER BY window_start_s, rank",
+            (recording_id,),
+        )
+        for row in cursor:
+            yield Detection(*row)
+
+    def overlaps_an_event(self, e: Event) -> bool:
+        """Whether an event of e's recording and label already covers part of e."""
+        return (
+            self._db()
+            .execute(
+                "SELECT 1 FROM events WHERE recording_id = ? AND level = ? AND taxon = ? "
+                "AND start_s < ? AND end_s > ? LIMIT 1",
+                (e.recording_id, e.level, e.taxon, e.end_s, e.start_s),
+            )
+            .fetchone()
+            is not None
+        )
 
     def record_recording(self, result: RecordingResult) -> None:
         """Write (or, on replay, replace) the accounting row of one recording."""

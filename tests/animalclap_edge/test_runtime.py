@@ -72,17 +72,32 @@ def test_the_next_run_marks_a_recording_its_dead_predecessor_left_open(
     from animalclap_edge.records import CUT_OFF_REASON, OPEN_REASON
     from animalclap_edge.store import DetectionStore
 
-    from .factories import RUN, recording
+    from .factories import RUN, detection, event, recording
 
     db = tmp_path / "d.db"
     with DetectionStore(db) as s:
         s.start_run(RUN, "bundle-0001", "0123456789abcdef", "test", "0.1.0")
         s.record_recording(recording("partial", "mic@x#1", reason=OPEN_REASON, duration_s=12.5))
         s.record_recording(recording("partial", "mic@x#2", reason="stopped after 3.0 s"))
+        # at the cut: a blackbird event open over three windows (events are written
+        # when they close, so it was lost), a robin event closed and logged before
+        s.add_detections([detection(72_000 * k, recording_id="mic@x#1") for k in range(3)])
+        robin = dict(taxon="eurrob1", scientific_name="Erithacus rubecula", recording_id="mic@x#1")
+        s.add_detections([detection(0, **robin)])
+        s.add_events([event(0, n_windows=1, event_id="event:robin", end_s=3.0, **robin)])
     empty = tmp_path / "cards"
     empty.mkdir()
     assert main(["run", "--bundle", str(tiny_bundle), "--source", str(empty), "--db", str(db)]) == 0
-    assert "1 recording(s) left open by a run that died" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "1 recording(s) left open by a run that died" in err
+    assert "1 event(s) open then rebuilt from their detections" in err
     with sqlite3.connect(db) as c:
         rows = dict(c.execute("SELECT recording_id, reason FROM recordings").fetchall())
+        events = c.execute(
+            "SELECT taxon, start_s, end_s, n_windows, clip_note, queued FROM events ORDER BY rowid"
+        ).fetchall()
     assert rows == {"mic@x#1": CUT_OFF_REASON, "mic@x#2": "stopped after 3.0 s"}
+    assert events[0][0] == "eurrob1" and len(events) == 2  # the robin's not made twice
+    taxon, start, end, n, note, queued = events[1]
+    assert (taxon, start, end, n, queued) == ("eurbla", 0.0, 6.0, 3, 1)  # and sent upstream
+    assert note.startswith("rebuilt from its detections at restart")
