@@ -328,6 +328,11 @@ class MqttPublisher:
         self._thread.start()
         return self
 
+    @property
+    def connected(self) -> bool:
+        """Whether the broker connection is up now."""
+        return self._connected.is_set()
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         with self._acked:

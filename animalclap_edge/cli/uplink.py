@@ -69,9 +69,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 break
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())) if args.once else 1.0)
     finally:
+        # an error from before a reconnect read as a failure still going on
+        connected = pub.connected
         pub.stop()
+        error = pub.stats.last_error
         print(
-            f"uplink: {pub.stats.delivered} delivered; last error: {pub.stats.last_error or 'none'}",
+            f"uplink: {pub.stats.delivered} delivered; last error: "
+            + (
+                f"{error} (connected again when it ended)"
+                if error and connected
+                else error or "none"
+            ),
             file=sys.stderr,
         )
         with DetectionStore(db) as store:
@@ -84,7 +92,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         if pub.stats.last_connect_error:
-            print(f"uplink: last connection error: {pub.stats.last_connect_error}", file=sys.stderr)
+            print(
+                f"uplink: last connection error: {pub.stats.last_connect_error}"
+                + (" (connected again when it ended)" if connected else ""),
+                file=sys.stderr,
+            )
     if left:
         print(
             f"uplink: gave up after {args.give_up_after:g} s with {left} messages left; they "

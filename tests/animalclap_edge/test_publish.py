@@ -340,6 +340,36 @@ def test_cli_publish_once_sends_the_backlog_and_exits(tmp_path, capsys):
         assert len(store.pending_outbox(100)) == 5
 
 
+def test_an_error_before_the_broker_came_up_is_not_read_as_going_on(tmp_path, capsys):
+    """After the broker came up and everything went, `publish` ended with "last error:
+    cannot reach ...", which read as a failure still going on (found by a dashboard
+    builder): it now says the uplink was connected again when it ended."""
+    import threading
+
+    from animalclap_edge.cli import main
+
+    broker = Broker(tmp_path)
+    db = _logged(tmp_path / "d.db", 5)
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text(
+        f"messaging:\n  mqtt:\n    enabled: true\n    host: 127.0.0.1\n    port: {broker.port}\n"
+    )
+    late = threading.Timer(1.5, broker.start)  # the network comes up after the upload began
+    late.start()
+    try:
+        args = ["publish", "--config", str(cfg), "--db", str(db), "--once"]
+        assert main([*args, "--give-up-after", "60"]) == 0
+    finally:
+        late.join()
+        broker.stop()
+    err = capsys.readouterr().err.strip().splitlines()
+    (summary,) = [line for line in err if line.startswith("uplink: 5 delivered; last error: ")]
+    (connection,) = [line for line in err if line.startswith("uplink: last connection error: ")]
+    for line in (summary, connection):
+        assert "cannot reach 127.0.0.1:" in line, err
+        assert line.endswith("(connected again when it ended)"), err
+
+
 def test_two_processes_of_one_recorder_stay_connected_side_by_side(tmp_path):
     """`run` and `publish` on one recorder shared the client id animalclap-<host>: the
     broker closed one connection for the other every second (found in a walkthrough).
