@@ -18,7 +18,7 @@ from typing import TextIO
 from animalclap_edge.config import EdgeConfig
 from animalclap_edge.db_lock import DbLock
 from animalclap_edge.events import merged
-from animalclap_edge.health import HealthMonitor, StoreHealthLog, backup_path_for
+from animalclap_edge.health import THERMAL_ROOT, HealthMonitor, StoreHealthLog, backup_path_for
 from animalclap_edge.recovery import open_store
 from animalclap_edge.room import is_full, make_room
 from animalclap_edge.sources import Source
@@ -95,6 +95,12 @@ class Runtime:
                 )
             )
         self.health_log = StoreHealthLog(self.store, echo=self.say)
+        thermal = Path(cfg.health.thermal_root)
+        if thermal != THERMAL_ROOT and not thermal.is_dir():  # a typo logged {} for months
+            self.say(
+                f"WARNING: health.thermal_root {thermal} is not a folder: no temperatures will "
+                f"be logged (Linux and Jetson boards keep them in {THERMAL_ROOT})"
+            )
         # one entry per live source name: a schedule re-wraps the source every period
         self._counters: dict[str, Callable[[], dict]] = {}
         self.uplink = None

@@ -153,3 +153,21 @@ def test_snapshots_say_where_the_outbox_goes_so_a_backlog_without_an_uplink_read
     assert uplink_of(EdgeConfig()).startswith("none: messages wait for `animalclap-edge publish`")
     mq = {"messaging": {"mqtt": {"enabled": True, "host": "broker.lan", "port": 1884}}}
     assert uplink_of(EdgeConfig.model_validate(mq)) == "mqtt broker.lan:1884"
+
+
+def test_a_thermal_root_that_is_no_folder_is_said_at_start(tmp_path):
+    """`thermal_root: /sys/class/thermall` passed config check and logged no temperature
+    for as long as the recorder ran, without a word (found in a deployment trial)."""
+    import io
+
+    from animalclap_edge.config import EdgeConfig
+    from animalclap_edge.runtime import Runtime
+
+    said = []
+    for root in (tmp_path / "thermall", tmp_path):
+        cfg = EdgeConfig.model_validate({"health": {"thermal_root": str(root)}})
+        err = io.StringIO()
+        Runtime(cfg, tmp_path / "d.db", err, hop_s=1.5, sample_rate=48_000).close()
+        said.append(err.getvalue())
+    assert f"health.thermal_root {tmp_path / 'thermall'} is not a folder" in said[0]
+    assert "thermal_root" not in said[1]  # a folder (with no zones, as a PC): nothing to say
