@@ -18,13 +18,13 @@ import numpy as np
 from animalclap_edge.report import (
     ReportError,
     card_notes,
+    card_paths,
     check_utc_offset,
     detection_selection,
     open_out,
     out_error,
     out_target,
     reading,
-    refuse_one_card_twice,
 )
 
 PLOT_INSTALL_HINT = (
@@ -86,10 +86,7 @@ def activity(
     if top < 1:
         raise ReportError(f"--top must be at least 1, got {top}")
     check_utc_offset(utc_offset_h)
-    dbs = [Path(db)] if isinstance(db, str | Path) else [Path(d) for d in db]
-    if not dbs:
-        raise ReportError("no database given: give --db")
-    refuse_one_card_twice(dbs)
+    dbs = card_paths(db)
     shift = f"{utc_offset_h:+.4f} hours"
     cards = [
         _card(d, min_probability, taxa, trusted_clock_only, card_notes(say, d, len(dbs) > 1))

@@ -195,6 +195,16 @@ def retention_note(conn: sqlite3.Connection) -> str:
     )
 
 
+def card_paths(db: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The databases a report reads, one or several cards; a ReportError for none, or
+    for two files that hold the same run (refuse_one_card_twice)."""
+    dbs = [Path(db)] if isinstance(db, str | Path) else [Path(d) for d in db]
+    if not dbs:
+        raise ReportError("no database given: give --db (once per card)")
+    refuse_one_card_twice(dbs)
+    return dbs
+
+
 def open_readonly(db: str | Path, table: str = "detections") -> sqlite3.Connection:
     """A read-only connection to a detection database that has `table`, or a one-line
     `ReportError`."""
@@ -413,10 +423,7 @@ def write_report(
             f"--trusted-clock selects detections and recordings by their clock; `{what}` "
             "rows are timed by the recorder's own clock as it ran: leave it out"
         )
-    dbs = [Path(db)] if isinstance(db, str | Path) else [Path(d) for d in db]
-    if not dbs:
-        raise ReportError("no database given: give --db (once per card)")
-    refuse_one_card_twice(dbs)
+    dbs = card_paths(db)
     table = {"events": "events", "runs": "runs", "health": "health"}.get(what, "detections")
 
     @contextlib.contextmanager

@@ -126,10 +126,14 @@ class Runtime:
         no logged event already covers, so a run with another merge_gap_s before the
         cut adds nothing that overlaps. Queued to send like any event."""
         note = "rebuilt from its detections at restart: its run died with it open (no clip)"
+        # an event logged before the cut comes out of the merge again with its own id:
+        # known by id, only the few new ones are looked for among the logged (a live
+        # recording can hold months of events; one overlap query each was quadratic)
+        logged = self.store.event_ids(recording_id)
         new = [
             replace(e, clip_note=note)
             for e in merged(self.store.detections_in_window_order(recording_id), merge_gap_s)
-            if not self.store.overlaps_an_event(e)
+            if e.event_id not in logged and not self.store.overlaps_an_event(e)
         ]
         return self.store.add_events(new)
 

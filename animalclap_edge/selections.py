@@ -25,11 +25,11 @@ from pathlib import Path, PurePosixPath
 from animalclap_edge.report import (
     ReportError,
     card_notes,
+    card_paths,
     check_utc_offset,
     detection_selection,
     out_error,
     reading,
-    refuse_one_card_twice,
     times_in_one_format,
 )
 
@@ -123,10 +123,7 @@ def write_selections(
             "--utc-offset adds a local time to Raven tables; Audacity labels hold only "
             "offsets in their recording: leave it out"
         )
-    dbs = [Path(db)] if isinstance(db, str | Path) else [Path(d) for d in db]
-    if not dbs:
-        raise ReportError("no database given: give --db (once per card)")
-    refuse_one_card_twice(dbs)
+    dbs = card_paths(db)
     out = Path(out_dir)
     _check_out(out, FORMATS[fmt])
     written = Written()

@@ -469,6 +469,13 @@ class DetectionStore:
         for row in cursor:
             yield Detection(*row)
 
+    def event_ids(self, recording_id: str) -> set[str]:
+        """The ids of one recording's logged events."""
+        rows = self._db().execute(
+            "SELECT event_id FROM events WHERE recording_id = ?", (recording_id,)
+        )
+        return {r[0] for r in rows}
+
     def overlaps_an_event(self, e: Event) -> bool:
         """Whether an event of e's recording and label already covers part of e."""
         return (

@@ -14,13 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from animalclap_edge.contracts import bundle as B
-
-
-def _umask() -> int:
-    """The process's umask (read by setting it, so set straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+from training.atomic import process_umask
 
 
 def write_taxa_csv(path: Path, taxa: list[tuple[str, str]]) -> None:
@@ -42,7 +36,7 @@ class BundleWriter:
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", dir=self.out.parent))
         # mkdtemp makes it 0700; renamed into place as is, a bundle was readable by its
         # writer alone, and a recorder service running as another user could not load it
-        os.chmod(self.tmp, 0o777 & ~_umask())
+        os.chmod(self.tmp, 0o777 & ~process_umask())
         self.overwrite = overwrite
         self._scratch: Path | None = None
 

@@ -84,3 +84,17 @@ def fsync(path: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def process_umask() -> int:
+    """This process's umask, read from /proc (Linux): setting it to read it, the only
+    portable way, would change it for every thread for a moment."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -211,24 +211,12 @@ def save_checkpoint(model, tokenizer, frontend: FrontendConfig, out_dir: str | P
     return out
 
 
-def process_umask() -> int:
-    """This process's umask, read from /proc (Linux): setting it to read it, the only
-    portable way, would change it for every thread for a moment."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def readable_as_umask_allows(folder: Path) -> None:
     """Give the files of a saved model the mode the umask allows: safetensors writes
     model.safetensors 0600 whatever the umask (the other files get 0644), so on a
     shared runs folder no one else in the group could read or finetune a final model."""
+    from training.atomic import process_umask
+
     mode = 0o666 & ~process_umask()
     for f in folder.iterdir():
         if f.is_file() and f.stat().st_mode & 0o777 != mode:

@@ -28,12 +28,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     det = Detector.load(args.bundle, cfg, warn_notice=False)  # printed below as NOTE
     db = Path(args.db or cfg.storage.database)
     sinks: list = [SkipLog(err)]  # skip reasons always reach stderr
-    if args.quiet:
-        pass
-    elif args.jsonl or cfg.output.jsonl:
-        sinks.append(JsonlSink(sys.stdout))
-    elif cfg.output.console:  # false: nothing per detection (the database has them)
-        sinks.append(ConsoleSink(sys.stdout))
+    if not args.quiet:
+        if args.jsonl or cfg.output.jsonl:
+            sinks.append(JsonlSink(sys.stdout))
+        elif cfg.output.console:  # false: nothing per detection (the database has them)
+            sinks.append(ConsoleSink(sys.stdout))
 
     pipe = Path(args.source).expanduser() if args.source not in ("-", "") else None
 

@@ -231,26 +231,26 @@ def test_requeue_only_a_stopped_run(tmp_path, srun, requeue_allowed, auto, reque
     assert done.returncode == rc, done.stderr
 
 
+def _smoke(tmp_path: Path, **extra: str) -> tuple[dict, Path, Path]:
+    """(environment, --out, fake SLURM's log folder) of a cpu_smoke run on the tiny
+    benchmark, one process a "node", through the fake srun and scontrol."""
+    out = tmp_path / "run"
+    bin_dir, log = _fake_slurm(tmp_path)
+    env = _env(
+        tmp_path, bin_dir, log, CONFIG="cpu_smoke", DATA="tiny", OUT=str(out),
+        NPROC_PER_NODE="1", **extra,
+    )  # fmt: skip
+    return env, out, log
+
+
 def test_pretrain_two_nodes_through_srun(tmp_path):
     """The script as SLURM would run it: fake srun starts it on two "nodes", whose
     torchruns meet at the first node on the job's port and train 3 steps of cpu_smoke
     on gloo; the run finishes (final/, every step logged once) and is not requeued."""
     port = _free_port()  # and a job id that derives it
     job_id = str(70000 + port - 20000)
-    out = tmp_path / "run"
-    bin_dir, log = _fake_slurm(tmp_path)
-    env = _env(
-        tmp_path,
-        bin_dir,
-        log,
-        SLURM_JOB_ID=job_id,
-        CONFIG="cpu_smoke",
-        DATA="tiny",
-        OUT=str(out),
-        NPROC_PER_NODE="1",
-        WORKERS="0",
-        JOIN_TIMEOUT="120",
-        SHUTDOWN_TIMEOUT="5",
+    env, out, log = _smoke(
+        tmp_path, SLURM_JOB_ID=job_id, WORKERS="0", JOIN_TIMEOUT="120", SHUTDOWN_TIMEOUT="5"
     )
     done = _run([PRETRAIN, "--set", "max_steps=3", "tensorboard=false"], env, tmp_path, timeout=240)
     nodes = "\n".join((log / f"node{i}.log").read_text()[-2000:] for i in range(2))
@@ -289,19 +289,8 @@ def test_sigterm_saves_and_requeues(tmp_path):
     """SLURM's --signal=TERM (or its time limit, or pre-emption) signals every process
     of the step: torchrun, ranks, loader workers. The run saves the step it reached,
     torchrun exits 1, and the script requeues the job."""
-    out = tmp_path / "run"
-    bin_dir, log = _fake_slurm(tmp_path)
-    env = _env(
-        tmp_path,
-        bin_dir,
-        log,
-        CONFIG="cpu_smoke",
-        DATA="tiny",
-        OUT=str(out),
-        NPROC_PER_NODE="1",
-        WORKERS="1",
-        RDZV_PORT=str(_free_port()),
-        SHUTDOWN_TIMEOUT="60",
+    env, out, log = _smoke(
+        tmp_path, WORKERS="1", RDZV_PORT=str(_free_port()), SHUTDOWN_TIMEOUT="60"
     )
     args = [PRETRAIN, "--set", "max_steps=400", "checkpoint_every=1000", "tensorboard=false"]
     proc = _start(args, env, tmp_path)
