@@ -101,6 +101,13 @@ class Runtime:
                 f"WARNING: health.thermal_root {thermal} is not a folder: no temperatures will "
                 f"be logged (Linux and Jetson boards keep them in {THERMAL_ROOT})"
             )
+        if cfg.health.interval_s < 60:  # the health table is never pruned
+            per_day = 86_400 / cfg.health.interval_s
+            self.say(
+                f"WARNING: health.interval_s {cfg.health.interval_s:g} writes {per_day:,.0f} "
+                "snapshot rows a day, kept on the card for good (the default, 300 s, "
+                "writes 288): fine for a test, not for a season"
+            )
         # one entry per live source name: a schedule re-wraps the source every period
         self._counters: dict[str, Callable[[], dict]] = {}
         self.uplink = None

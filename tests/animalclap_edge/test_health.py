@@ -171,3 +171,21 @@ def test_a_thermal_root_that_is_no_folder_is_said_at_start(tmp_path):
         said.append(err.getvalue())
     assert f"health.thermal_root {tmp_path / 'thermall'} is not a folder" in said[0]
     assert "thermal_root" not in said[1]  # a folder (with no zones, as a PC): nothing to say
+
+
+def test_a_health_interval_under_a_minute_is_said_at_start(tmp_path):
+    """The health table is never pruned: `interval_s: 1` (seconds taken for minutes)
+    wrote 86,400 rows a day to the card for the whole season, without a word."""
+    import io
+
+    from animalclap_edge.config import EdgeConfig
+    from animalclap_edge.runtime import Runtime
+
+    said = []
+    for interval in (1, 60):
+        cfg = EdgeConfig.model_validate({"health": {"interval_s": interval}})
+        err = io.StringIO()
+        Runtime(cfg, tmp_path / f"d{interval}.db", err, hop_s=1.5, sample_rate=48_000).close()
+        said.append(err.getvalue())
+    assert "health.interval_s 1 writes 86,400 snapshot rows a day" in said[0]
+    assert "interval_s" not in said[1]
