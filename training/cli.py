@@ -320,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="recordings manifest -> Creative Commons 48 kHz shards, report and split",
         description=(
             "Manifest columns: path or url, species_id, licence (or license), date, site; "
-            "optional id, quality, source. CSV or Parquet. Rows without a Creative Commons "
+            "optional id, quality, source, background_species. species_id is a catalogue "
+            "id, or a scientific or common name. CSV or Parquet. Rows without a Creative Commons "
             "licence or with a species not in the catalogue are left out and counted. "
             "Resumable; split across machines with --shard i/N on a shared --out."
         ),

@@ -3,14 +3,17 @@
 Columns (header names, order free; `license` is accepted for `licence`):
     path or url   where the audio is: a local path (relative to the manifest) or an
                   http(s)/file URL
-    species_id    a catalogue id
+    species_id    the species: a catalogue id, or a scientific or common name (one only
+                  one species has) in any case, with spaces, "_" or "-" alike
     licence       e.g. "CC BY-NC 4.0", "CC0", a creativecommons.org URL
     date          observation date: it only groups recordings by site and day. A time
                   of day is cut off; one day written two ways (2024-05-14, 5/14/2024,
                   14 May 2024) is one day; 5/6/2024 (June or May?) is kept as written
     site          recording site or locality
 optional:
-    id            a stable recording id (default: derived from path/url)
+    id            a stable recording id (default: derived from path/url); an id that
+                  names several files (merged exports) keeps each, under the id and a
+                  digest of its location
     quality       quality grade (xeno-canto A-E, iNaturalist "research", ...)
     source        where the row came from (xeno-canto, iNaturalist, ...)
     background_species (or `also`, xeno-canto's name for it)
@@ -123,21 +126,36 @@ _CC_DEED = re.compile(
 _ENTRY_WRAPPING = " \t[](){}'\"`\u2018\u2019\u201c\u201d"
 
 
+def species_resolver(catalogue: Catalogue) -> Callable[[str], str | None]:
+    """`resolve(entry)`: the catalogue id `entry` names, or None. An entry is an id as
+    written, or, in any case and with spaces, "_" and "-" alike, an id, a scientific
+    name or a common name only one species has (GBIF and xeno-canto exports name
+    species, not our ids)."""
+    from training.catalogue_builder import loose_index, name_index, spaced
+
+    names = name_index(catalogue)  # once, not per row
+    loose = loose_index(names)
+
+    def resolve(entry: str) -> str | None:
+        if catalogue.get(entry) is not None:
+            return entry
+        return names.get(entry.casefold()) or loose.get(spaced(entry))
+
+    return resolve
+
+
 def background_reader(
     catalogue: Catalogue,
 ) -> Callable[[str | Sequence[str], str], tuple[str, ...]]:
     """`read(cell, focal)`: the species a background cell names, as catalogue ids. The
     cell is split on ";" and ","; brackets and quotes around an entry are dropped and
-    its whitespace collapsed; an entry that is, in any case, an id, a scientific name
-    or a common name (one only one species has) becomes the id. The focal species and
-    repeats are dropped. An entry the catalogue does not know is kept as written: it
+    its whitespace collapsed; an entry `species_resolver` resolves becomes the id. The
+    focal species and repeats are dropped. An entry the catalogue does not know is kept as written: it
     cannot be an unseen test species (those are catalogue species), and `plan` and
     `background_unmatched` count it, so that a mistyped name is seen rather than
     silently ignored. A sequence (a Parquet list, entries stored by an older reader)
     is read as its entries."""
-    from training.catalogue_builder import name_index
-
-    names = name_index(catalogue)  # once, not per row
+    resolve = species_resolver(catalogue)
 
     def read(cell: str | Sequence[str], focal: str = "") -> tuple[str, ...]:
         text = cell if isinstance(cell, str) else ";".join(cell)
@@ -146,7 +164,7 @@ def background_reader(
             entry = " ".join(raw.strip(_ENTRY_WRAPPING).split())
             if not entry:
                 continue
-            sid = entry if catalogue.get(entry) is not None else names.get(entry.casefold(), entry)
+            sid = resolve(entry) or entry
             if sid != focal and sid not in out:
                 out.append(sid)
         return tuple(out)
@@ -272,6 +290,11 @@ class Plan:
     rows: int
     # background entries the catalogue does not know (kept as written) -> rows naming them
     background_unknown: Counter = field(default_factory=Counter)
+    # species_id cells that were names, not ids ("'Panthera pardus' -> panthera_pardus")
+    # -> rows
+    named: Counter = field(default_factory=Counter)
+    # ids that name more than one file -> the rows (lines) giving them
+    reused_ids: dict[str, list[int]] = field(default_factory=dict)
 
     def digest(self) -> str:
         """Identifies the planned recordings: machines sharing an output must agree."""
@@ -300,6 +323,10 @@ def plan(
     examples: dict[str, list[str]] = {}
 
     unknown: Counter = Counter()  # species ids the catalogue lacks, with their rows
+    named: Counter = Counter()
+    resolve = species_resolver(catalogue)
+    line_of: dict[str, int] = {}  # kept key -> its row
+    reused: dict[str, list[int]] = {}  # an id naming several files -> their rows
     not_cc: dict[str, tuple[int, int]] = {}  # licence as written -> (rows, first line)
     background_unknown: Counter = Counter()
     read_background = background_reader(catalogue)
@@ -328,10 +355,14 @@ def plan(
             n, first = not_cc.get(licence or "(empty)", (0, line))
             not_cc[licence or "(empty)"] = (n + 1, first)
             continue
-        if catalogue.get(row["species_id"]) is None:
-            drop(UNKNOWN_SPECIES, line, row["species_id"] or "(empty)")
-            unknown[row["species_id"] or "(empty)"] += 1
+        sid = resolve(row["species_id"])
+        if sid is None:
+            written = row["species_id"] or "(empty species_id)"
+            drop(UNKNOWN_SPECIES, line, written)
+            unknown[written] += 1
             continue
+        if sid != row["species_id"]:
+            named[f"{row['species_id']!r} -> {sid}"] += 1
         quality = row.get("quality", "")
         if accepted_q is not None and quality.lower() not in accepted_q:
             drop(LOW_QUALITY, line, quality or "(empty)")
@@ -342,13 +373,26 @@ def plan(
             continue
         uri = loc if scheme else str((manifest.parent / loc).resolve())
         key = recording_key(row, uri)
-        sid = row["species_id"]
+        if key in reused or (key in keep and keep[key].uri != uri):
+            # one id, another file (exports merged, each numbering its own): every file
+            # under it is kept under the id and a digest of where it is, whatever the
+            # order of the rows; dropping the second lost a real recording
+            if key in keep:
+                first = keep.pop(key)
+                moved = _file_key(key, first.uri)
+                keep[moved], line_of[moved] = replace(first, key=moved), line_of.pop(key)
+                by_uri[first.uri] = [moved if k == key else k for k in by_uri[first.uri]]
+                reused[key] = [line_of[moved]]
+            reused[key].append(line)
+            key = _file_key(key, uri)
         # one file under several rows: a copy of a kept one, or another species in it
         same_file = [keep[k] for k in by_uri.get(uri, ())]
         copy = next((r for r in same_file if r.species_id == sid), None)
         if key in keep or copy is not None:
-            drop(DUPLICATE, line, key if copy is None or copy.key == key else
-                 f"{key}: the same file and species as {copy.key}")  # fmt: skip
+            what = "the same file" if copy is None else "the same file and species"
+            other = key if copy is None else copy.key
+            aka = "" if other == key else f" ({other})"
+            drop(DUPLICATE, line, f"{key}: {what} as {where} {line_of[other]}{aka}")
             # another species on a row of the same key and file (no id): heard, not
             # lost; an id given to another file says nothing of what this one holds
             if key in keep and keep[key].species_id != sid and keep[key].uri == uri:
@@ -361,10 +405,11 @@ def plan(
             _hear(keep, other.key, sid)
             heard += (other.species_id,) if other.species_id not in heard else ()
         by_uri.setdefault(uri, []).append(key)
+        line_of[key] = line
         keep[key] = SourceRecording(
             key=key,
             uri=uri,
-            species_id=row["species_id"],
+            species_id=sid,
             licence=licence,
             date=row.get("date", ""),
             site=row.get("site", ""),
@@ -392,7 +437,14 @@ def plan(
         examples=examples,
         rows=len(rows),
         background_unknown=background_unknown,
+        named=named,
+        reused_ids=reused,
     )
+
+
+def _file_key(key: str, uri: str) -> str:
+    """`key` of one of several files given one id: with a digest of where it is."""
+    return f"{key[: MAX_KEY - 9]}-{hashlib.sha1(uri.encode('utf-8')).hexdigest()[:8]}"
 
 
 def _hear(keep: dict[str, SourceRecording], key: str, species_id: str) -> None:

@@ -106,7 +106,7 @@ def parse_shard(spec: str) -> tuple[int, int]:
 # Where to look when a reason leaves every row out.
 _LOOK_AT = {
     NOT_CC: "the licence column (only Creative Commons licences are kept)",
-    UNKNOWN_SPECIES: "the species_id column against the catalogue's ids",
+    UNKNOWN_SPECIES: "the species_id column against the catalogue's ids and names",
     LOW_QUALITY: "the quality column against --quality",
     NO_LOCATION: "the path or url column",
     DUPLICATE: "the id column",
@@ -137,6 +137,8 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
             f"check {' and '.join(_LOOK_AT[r] for r, _ in p.left_out.most_common() if r in _LOOK_AT)}"
         )
     if note := unmatched_note(p.background_unknown):  # before hours of decoding, not after
+        print(f"prepare: {note}", flush=True)
+    for note in plan_notes(p):
         print(f"prepare: {note}", flush=True)
     n_shards = math.ceil(len(p.keep) / cfg.per_shard)
     _write_plan(out, cfg, p, n_shards)
@@ -200,11 +202,15 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
         "left_out": dict(p.left_out),
         "left_out_examples": p.examples,
         "background_not_in_catalogue": dict(p.background_unknown.most_common()),
+        "species_named": dict(p.named.most_common()),
+        "ids_naming_several_files": p.reused_ids,
+        "manifest_digest": _file_digest(cfg.manifest, "manifest"),
+        "catalogue_digest": _file_digest(cfg.catalogue, "--catalogue"),
         "settings": asdict(cfg.settings),
         "codec": cfg.codec,
         "qualities": cfg.qualities,
         "seed": cfg.seed,
-        "traits_digest": _file_digest(cfg.traits) if cfg.traits else None,
+        "traits_digest": _file_digest(cfg.traits, "--traits") if cfg.traits else None,
         "key_scheme": KEY_SCHEME,
         "plan_rules": PLAN_RULES,
     }
@@ -240,9 +246,12 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
                 f"{out} was planned by an older version of prepare, which reads some rows "
                 "of this manifest otherwise (since 2026-11-27: more Creative Commons "
                 "spellings kept; rows of one file merged; s3:// URLs and misquoted CSV "
-                "rows left out): prepare into a new --out, or finish this one with the "
+                "rows left out; since 2026-11-29: species named by name kept, each file "
+                "of an id given to several kept): prepare into a new --out, or finish this one with the "
                 "version that began it"
             )
+        if old["digest"] != record["digest"]:
+            raise ValueError(_changed_plan(out, old, record))
         for key, option in _SAME_IN_EVERY_JOB:
             # plans written before a key was recorded are not held to it
             if key in old and old[key] != record[key]:
@@ -256,14 +265,15 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
 # 2: an id made tar-safe keeps a digest of itself (manifest.recording_key)
 KEY_SCHEME = 2
 # 2 (2026-11-27): licences found within a text, rows of one file merged, unsupported
-# URLs and misquoted CSV rows left out, Parquet cells trimmed. A plan made by other
-# rules may differ for the same manifest: resuming under it is refused as such.
-PLAN_RULES = 2
+# URLs and misquoted CSV rows left out, Parquet cells trimmed. 3 (2026-11-29): species
+# named by scientific or common name kept; each file of an id naming several kept. A
+# plan made by other rules may differ for the same manifest: resuming under it is
+# refused as such.
+PLAN_RULES = 3
 _REKEYED = re.compile(r"-[0-9a-f]{8}$")
 
 # What every job sharing an --out must give alike (plan.json key, what the user set).
 _SAME_IN_EVERY_JOB = (
-    ("digest", "manifest or catalogue"),
     ("per_shard", "--per-shard"),
     ("settings", "decode setting"),
     ("codec", "--codec"),
@@ -272,13 +282,61 @@ _SAME_IN_EVERY_JOB = (
 )
 
 
-def _file_digest(path: str) -> str:
+def _file_digest(path: str, what: str) -> str:
     import hashlib
 
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
     except OSError as e:
-        raise ValueError(f"--traits {path}: {e.strerror}") from None
+        raise ValueError(f"{what} {path}: {e.strerror}") from None
+
+
+def _changed_plan(out: Path, old: dict, new: dict) -> str:
+    """Why a job may not write into `out`: its manifest or catalogue plans other
+    recordings than the jobs before it did. Says which file changed (plans before
+    2026-11-29 did not record them) and what to do: a prepared folder is of one
+    manifest; shards are not patched in place."""
+    changed = [
+        what
+        for what in ("manifest", "catalogue")
+        if old.get(f"{what}_digest") not in (None, new[f"{what}_digest"])
+    ]
+    which = " and ".join(changed) if changed else "manifest or catalogue"
+    return (
+        f"{out} was prepared from another {which} ({old['planned']} recordings planned "
+        f"there, {new['planned']} here; digest {old['digest']!r}, here {new['digest']!r}): "
+        "resume with the same files, or prepare the changed manifest into a new --out "
+        "(a withdrawn recording stays in the old folder until it is deleted)"
+    )
+
+
+def plan_notes(p: Plan) -> list[str]:
+    """What a plan read otherwise than written, or left out for a species the
+    catalogue lacks: said at the start of every job, with the first few."""
+    notes = []
+    if p.left_out[UNKNOWN_SPECIES]:
+        first = "; ".join(p.examples[UNKNOWN_SPECIES][:3])
+        notes.append(
+            f"{p.left_out[UNKNOWN_SPECIES]} row(s) left out: their species_id is no catalogue "
+            f"id, scientific or common name ({first}); add the species to the catalogue "
+            "(`animalclap-train catalogue`) or correct the names, if they are to be kept"
+        )
+    if p.named:
+        first = ", ".join(list(p.named)[:3])
+        notes.append(
+            f"{p.named.total()} row(s) name their species by name, read as catalogue ids "
+            f"({first}{', ...' if len(p.named) > 3 else ''})"
+        )
+    if p.reused_ids:
+        first = "; ".join(
+            f"{rid} ({', '.join(map(str, lines))})" for rid, lines in list(p.reused_ids.items())[:3]
+        )
+        notes.append(
+            f"{len(p.reused_ids)} id(s) name more than one file ({first}): each file is kept, "
+            "under the id and a digest of its location; give each recording its own id "
+            "(e.g. prefixed with its source) for keys that say which it is"
+        )
+    return notes
 
 
 def write_shard(
@@ -681,6 +739,9 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
         "rejected": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
         "rejected_examples": examples,
         "shards": meta["shards"],
+        # plans before 2026-11-29 recorded neither
+        "species_named": meta.get("species_named", {}),
+        "ids_naming_several_files": meta.get("ids_naming_several_files", {}),
     }
     read_background = background_reader(catalogue)
     items = [
@@ -714,9 +775,10 @@ def finalize(out: str | Path, progress: bool = True) -> dict:
     write_whole(out / "report.md", lambda path: path.write_text(as_md, encoding="utf-8"))
     if not records:  # a run that kept nothing is a failure, with its report kept
         top = ", ".join(f"{n} {why}" for why, n in list(report["rejected"].items())[:3])
+        retry = " (run again with --retry-downloads once they can be reached)"
         raise ValueError(
             f"{out}: no recording was kept ({top}); see {out / 'report.md'} for "
-            "examples of each reason"
+            f"examples of each reason{retry if DOWNLOAD in reasons else ''}"
         )
     return report
 
@@ -758,7 +820,24 @@ def _report_md(r: dict) -> str:
     ]
     for reason, n in r["rejected"].items():
         ex = "; ".join(r["rejected_examples"].get(reason, [])[:2]).replace("|", "/")
+        if reason == DOWNLOAD:
+            ex += " (`--retry-downloads` tries those that may pass again)"
         lines.append(f"| {reason} | {n} | {ex} |")
+    if named := r.get("species_named"):
+        lines += [
+            "",
+            f"{sum(named.values())} rows name their species by scientific or common name, "
+            "read as catalogue ids: " + ", ".join(f"{k} ({n})" for k, n in list(named.items())[:5]),
+        ]
+    if reused := r.get("ids_naming_several_files"):
+        lines += [
+            "",
+            f"{len(reused)} ids name more than one file, each kept under the id and a digest "
+            "of its location: "
+            + "; ".join(
+                f"{i} (rows {', '.join(map(str, ls))})" for i, ls in list(reused.items())[:5]
+            ),
+        ]
     unknown = r.get("background_not_in_catalogue") or {}
     if unknown:
         names = ", ".join(f"{b} ({n})" for b, n in list(unknown.items())[:5])

@@ -116,7 +116,7 @@ def test_plan_counts_every_row_left_out_and_sorts_the_rest(tmp_path, catalogue):
         _row(2, sp, licence="All rights reserved"),
         _row(4, "no_such_species"),
         {**_row(5, sp), "path": ""},
-        _row(6, sp, id="rec.1"),
+        {**_row(6, sp, id="rec.1"), "path": "a/1.wav"},  # row 3 again
         _row(7, sp, quality="E"),
         _row(8, sp, id="rec_1"),  # another id: its own recording, not a duplicate
     ]
@@ -137,6 +137,45 @@ def test_plan_counts_every_row_left_out_and_sorts_the_rest(tmp_path, catalogue):
     # the licence as written, with its first CSV line (the header is line 1)
     assert p.examples[NOT_CC] == ["All rights reserved (1 row, first row 4)"]
     assert all(r.uri.startswith(str(tmp_path)) for r in p.keep)  # relative to the manifest
+    assert p.examples[DUPLICATE] == ["row 7: rec_1-74781a39: the same file and species as row 3"]
+
+
+def test_an_id_naming_several_files_keeps_each_whatever_the_order(tmp_path, catalogue):
+    """Two exports merged, each numbering its own recordings: xeno-canto's 123 and
+    iNaturalist's 123 are two recordings. The second was dropped as a "duplicate id"."""
+    a, b = catalogue.ids[:2]
+    rows = [_row(1, a, id="123"), _row(2, b, id="123"), _row(3, a, id="9"), _row(4, a, id="123")]
+    plans = [
+        plan(_write(tmp_path / f"m{i}.csv", order, [*rows[0], "id"]), catalogue)
+        for i, order in enumerate((rows, rows[::-1]))
+    ]
+    for p in plans:
+        assert len(p.keep) == 4 and not p.left_out
+        assert sorted(p.reused_ids) == ["123"]
+    first, reverse = ({r.key: r.uri for r in p.keep} for p in plans)
+    assert first == reverse  # each file's key does not hang on the rows' order
+    assert "9" in first and sum(k.startswith("123-") for k in first) == 3
+    assert plans[0].reused_ids["123"] == [2, 3, 5]
+
+
+def test_species_named_by_scientific_or_common_name_are_read_as_ids(tmp_path, catalogue):
+    """GBIF and xeno-canto exports name species; only our ids were read, and every
+    other row was left out as "species not in catalogue" with exit 0."""
+    sp = catalogue.get(catalogue.ids[0])
+    written = [sp.scientific_name, sp.common_name.upper(), sp.scientific_name.replace(" ", "_")]
+    rows = [_row(i, w) for i, w in enumerate(written)] + [_row(9, "Nonesuch bird"), _row(8, "")]
+    p = plan(_write(tmp_path / "m.csv", rows), catalogue)
+    assert [r.species_id for r in p.keep] == [sp.id] * 3
+    assert p.named.total() == 3 and f"{written[0]!r} -> {sp.id}" in p.named
+    assert p.examples[UNKNOWN_SPECIES] == ["Nonesuch bird (1 row)", "(empty species_id) (1 row)"]
+    from training.prepare.run import plan_notes
+
+    # said at the start of every job, not only when no row at all was left
+    left, named = plan_notes(p)
+    assert left.startswith("2 row(s) left out: their species_id is no catalogue id, scientific")
+    assert named.startswith(
+        f"3 row(s) name their species by name, read as catalogue ids ({written[0]!r}"
+    )
 
 
 def test_parquet_and_csv_plan_the_same(tmp_path, catalogue):
@@ -440,16 +479,15 @@ def test_licences_left_out_are_listed_by_how_many_rows_have_each(tmp_path, catal
     assert p.examples[NOT_CC][-1] == "and 2 more licence strings"
 
 
-def test_an_id_reused_for_another_file_is_a_duplicate_not_a_species_heard(tmp_path, catalogue):
+def test_an_id_reused_for_another_file_is_not_a_species_heard(tmp_path, catalogue):
     """Rows of one key hear each other's species where the key is the file's (rows
-    without ids). An id given twice to two files is a manifest error: the second row is
-    left out as a duplicate, but its species was also added to the background of the
-    first file, which never holds it: a seen species wrongly kept out of training as
-    heard beside an unseen one, or a clip labelled with a species it lacks."""
+    without ids). An id given to two files names two recordings (merged exports), each
+    kept under its own key; neither file hears the other's species: a seen species
+    wrongly kept out of training as heard beside an unseen one, or a clip labelled
+    with a species it lacks, came of it when the second row was a duplicate."""
     a, b = catalogue.ids[:2]
     rows = [_row(1, a, id="x"), _row(2, b, id="x")]
     p = plan(_write(tmp_path / "m.csv", rows, [*rows[0], "id"]), catalogue)
-    assert [(r.uri.rsplit("/", 1)[-1], r.species_id, r.background_species) for r in p.keep] == [
-        ("1.wav", a, ())
-    ]
-    assert p.left_out[DUPLICATE] == 1
+    got = sorted((r.uri.rsplit("/", 1)[-1], r.species_id, r.background_species) for r in p.keep)
+    assert got == [("1.wav", a, ()), ("2.wav", b, ())]
+    assert not p.left_out

@@ -123,8 +123,8 @@ def manifest(realaudio, http_dir, tmp_path_factory) -> tuple[Path, dict]:
 
 
 def _cfg(manifest, out, **kw) -> PrepareConfig:
-    kw = {"per_shard": 8, "workers": 1, **kw}
-    return PrepareConfig(manifest=str(manifest), catalogue=str(CATALOGUE), out=str(out), **kw)
+    kw = {"per_shard": 8, "workers": 1, "catalogue": str(CATALOGUE), **kw}
+    return PrepareConfig(manifest=str(manifest), out=str(out), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -385,6 +385,42 @@ def test_a_different_manifest_cannot_join_an_output(manifest, prepared, tmp_path
     traits.write_text("species_id,activity\n")
     with pytest.raises(ValueError, match=r"another --traits table \(traits_digest None, here '"):
         prepare(_cfg(manifest[0], out, traits=str(traits)), progress=False)
+
+
+def test_a_changed_manifest_or_catalogue_is_named_with_the_way_on(manifest, prepared, tmp_path):
+    """A licence withdrawn after a folder was prepared: the refusal named "manifest or
+    catalogue" and a digest, not which had changed, nor how to take the change in."""
+    import shutil
+
+    out = tmp_path / "changed"
+    shutil.copytree(prepared[0], out)
+    rows = list(csv.DictReader(manifest[0].open()))
+    for r in rows:  # absolute: the same recordings from another folder
+        if "://" not in r["path"]:
+            r["path"] = str(manifest[0].parent / r["path"])
+    kept = json.loads((prepared[0] / "plan.json").read_text())["planned"]
+    edited = tmp_path / "m.csv"
+    withdrawn = next(r for r in rows if r["licence"].startswith("CC"))
+    for licence in ("CC BY 4.0", "All rights reserved"):
+        withdrawn["licence"] = licence
+        with edited.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        if licence.startswith("CC"):  # an edit that plans the same: resumes
+            assert prepare(_cfg(edited, out), progress=False)["done_here"] == 0
+    with pytest.raises(ValueError) as e:
+        prepare(_cfg(edited, out), progress=False)
+    assert str(e.value).startswith(f"{out} was prepared from another manifest ({kept} ")
+    assert f"{kept - 1} here" in str(e.value) and "into a new --out" in str(e.value)
+    catalogue = tmp_path / "catalogue.csv"
+    species = list(csv.DictReader(CATALOGUE.open()))
+    with catalogue.open("w", newline="") as f:  # one species of the kept rows less
+        w = csv.DictWriter(f, fieldnames=list(species[0]))
+        w.writeheader()
+        w.writerows(sp for sp in species if sp["id"] != withdrawn["species_id"])
+    with pytest.raises(ValueError, match=f"^{out} was prepared from another catalogue "):
+        prepare(_cfg(manifest[0], out, catalogue=str(catalogue)), progress=False)
 
 
 def test_cli_reports_in_one_line(manifest, tmp_path, capsys):
@@ -1007,6 +1043,8 @@ def test_failed_downloads_are_retried_on_a_rerun_when_asked(manifest, tmp_path, 
     try:
         first = prepare(cfg, progress=False)["report"]
         assert first["rejected"][d.DOWNLOAD] == 2
+        # the way back is said where the failures are, not in prepared.json alone
+        assert "`--retry-downloads` tries those" in (out / "report.md").read_text()
         Flaky.status = 200  # the server is back; gone.wav is a 404 now
         assert prepare(cfg, progress=False)["done_here"] == 0  # a plain rerun: as before
         capsys.readouterr()
