@@ -35,7 +35,11 @@ Security: listens on 127.0.0.1 unless told otherwise, and refuses any other
 address without a token. With a token (read from a file only its owner can read)
 every request needs `Authorization: Bearer <token>` or `?token=<token>`. Without
 one, the Host header must name a loopback address, so a web page cannot reach the
-endpoint through DNS rebinding.
+endpoint through DNS rebinding, and a name (localhost, *.localhost) is listened on only
+where it resolves to a loopback address. A request must arrive whole (request line and
+headers) within `socket_timeout_s` however slowly its bytes trickle, and at most
+`max_requests` connections that are not streams are open at once: a client cannot hold
+threads for good.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import io
+import ipaddress
 import json
 import select
 import socket
@@ -149,6 +155,7 @@ class LiveServer:
         max_clients: int = 16,
         socket_timeout_s: float = 10.0,
         cors_origins: Sequence[str] = (),
+        max_requests: int = 64,
     ):
         self.db_path = Path(db_path)
         self.host, self.port = host, port
@@ -157,7 +164,11 @@ class LiveServer:
         if not poll_s > 0 or not keepalive_s > 0:
             raise LiveError("live: poll_s and keepalive_s must be > 0")
         self.poll_s, self.keepalive_s = poll_s, keepalive_s
+        if not socket_timeout_s > 0 or max_requests < 1:
+            raise LiveError("live: socket_timeout_s must be > 0 and max_requests >= 1")
         self.max_clients, self.socket_timeout_s = max_clients, socket_timeout_s
+        # connections not (yet) streams: being read or answered; beyond it, refused
+        self.max_requests = max_requests
         if token_file is None and not is_loopback_host(host or "0.0.0.0"):
             raise LiveError(
                 f"live: refusing to listen on {host or 'all interfaces'} without a token: "
@@ -177,6 +188,8 @@ class LiveServer:
         self._lock = threading.Lock()
         self._conns: dict[socket.socket, threading.Thread] = {}  # every open request
         self._streams = 0  # of which are event streams
+        self._open = 0  # connections accepted and not yet done, streams included
+        self._said_error_at = -float("inf")
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -220,10 +233,23 @@ class LiveServer:
         if self._httpd is not None:
             return self
         try:
-            family = socket.getaddrinfo(
+            family, _, _, _, address = socket.getaddrinfo(
                 self.host or None, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )[0][0]
-            self._httpd = _HTTPServer(self, family, (self.host, self.port))
+            )[0]
+        except OSError as e:
+            raise LiveListenError(
+                f"live: cannot listen on {self.host}:{self.port}: {e.strerror or e}"
+            ) from None
+        # Without a token the host was let through as loopback by its name alone; the
+        # name's address is what is bound (never resolved twice), so it is checked here.
+        if self._token is None and not _is_loopback_address(address[0]):
+            raise LiveListenError(
+                f"live: cannot listen on {self.host} without a token: it resolves to "
+                f"{address[0]}, not a loopback address; listen on 127.0.0.1, or set a token "
+                "file"
+            )
+        try:
+            self._httpd = _HTTPServer(self, family, address)
         except OSError as e:
             raise LiveListenError(
                 f"live: cannot listen on {self.host}:{self.port}: {e.strerror or e}"
@@ -420,6 +446,18 @@ class LiveServer:
         with self._lock:
             self._conns.pop(sock, None)
 
+    def _admit(self) -> bool:
+        """Count a new connection in, unless max_requests that are not streams are open."""
+        with self._lock:
+            if self._open - self._streams >= self.max_requests:
+                return False
+            self._open += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._open -= 1
+
     def _open_stream(self) -> bool:
         with self._lock:
             if self._streams >= self.max_clients:
@@ -437,6 +475,46 @@ def _shut(sock: socket.socket) -> None:
     # send blocked on a client that stopped reading; close() alone would do neither.
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
+
+
+def _is_loopback_address(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+class _RequestReader(io.RawIOBase):
+    """The socket's bytes, and TimeoutError once `deadline` (time.monotonic()) passes
+    however they trickle in: a per-recv timeout alone restarts at every byte. With
+    `deadline` None, plain reads under the socket's own timeout."""
+
+    def __init__(self, sock: socket.socket, timeout_s: float):
+        self._sock, self._timeout_s = sock, timeout_s
+        self.deadline: float | None = time.monotonic() + timeout_s
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is None:
+            return self._sock.recv_into(buffer)
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self._sock.settimeout(left)
+        try:
+            return self._sock.recv_into(buffer)
+        finally:
+            self._sock.settimeout(self._timeout_s)  # sends keep theirs
+
+
+def _refuse(sock: socket.socket, reply: bytes) -> None:
+    # On the accepting thread: never blocks (a fresh socket's send buffer is empty).
+    # The client may see a reset instead, when its request arrives after the close.
+    with contextlib.suppress(OSError):
+        sock.setblocking(False)
+        sock.send(reply)
 
 
 def _message(stream_id: str, kind: str, payload: str) -> bytes:
@@ -463,11 +541,38 @@ def _client_gone(sock: socket.socket, wait_s: float) -> bool:
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a wedged client must never keep the recorder from exiting
+    # socketserver's 5 drops a burst's SYNs (clients wait 1 s, 3 s... to retry); the
+    # kernel caps it at net.core.somaxconn
+    request_queue_size = 64
 
-    def __init__(self, live: LiveServer, family: int, address: tuple[str, int]):
+    def __init__(self, live: LiveServer, family: int, address: tuple[Any, ...]):
         self.live = live
         self.address_family = family
+        body = json.dumps({"error": f"too many connections ({live.max_requests})"}) + "\n"
+        self._busy = (
+            "HTTP/1.0 503 Service Unavailable\r\n"
+            "Content-Type: application/json; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\n"
+            f"Connection: close\r\n\r\n{body}"
+        ).encode()
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.live._admit():  # refused here, on the accepting thread: no thread
+            _refuse(request, self._busy)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: it will not _leave
+            self.live._leave()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.live._leave()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the host's FQDN, which can hang for
@@ -476,24 +581,48 @@ class _HTTPServer(ThreadingHTTPServer):
         self.server_name, self.server_port = self.server_address[0], self.server_address[1]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        # What ends up here came from serving one connection, which a client's bytes
+        # steer: never last_error (the database's, set where it is read). A socket error
+        # is the client's network (reset, timed out, unreachable): nothing to say. Else
+        # a bug: said on stderr at most once a minute, so no client can fill the log.
         e = sys.exc_info()[1]
-        if isinstance(e, ConnectionError | TimeoutError):
-            return  # a client that went away: nothing to report
-        self.live.last_error = f"{type(e).__name__}: {e}"
-        print(f"live: error serving {client_address[0]}: {self.live.last_error}", file=sys.stderr)
+        if isinstance(e, OSError):
+            return
+        live, now = self.live, time.monotonic()
+        if now - live._said_error_at < 60:
+            return
+        live._said_error_at = now
+        why = repr(str(e)[:200])  # repr: one line, whatever the client sent
+        print(
+            f"live: error serving {client_address[0]}: {type(e).__name__}: {why}",
+            file=sys.stderr,
+        )
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     server_version = "animalclap-edge-live"
+    # Not HTTP/0.9: a request line refused unparsed (400, 505) would get its error page
+    # without a status line. Nobody speaks 0.9 any more.
+    default_request_version = "HTTP/1.0"
 
     def version_string(self) -> str:
         return self.server_version  # not the Python version: nobody needs to know it
 
     def setup(self) -> None:
-        self.timeout = self.server.live.socket_timeout_s  # also bounds a stalled send
+        live = self.server.live
+        self.timeout = live.socket_timeout_s  # also bounds a stalled send
         super().setup()
-        self.server.live._register(self.connection)
+        self.rfile.close()  # makefile's: it would keep the socket open past close()
+        self._request_in = _RequestReader(self.connection, live.socket_timeout_s)
+        self.rfile = io.BufferedReader(self._request_in)
+        live._register(self.connection)
+
+    def parse_request(self) -> bool:
+        try:
+            return super().parse_request()
+        finally:
+            self._request_in.deadline = None  # the request is in (or refused)
 
     def finish(self) -> None:
         try:
@@ -515,7 +644,9 @@ class _Handler(BaseHTTPRequestHandler):
         super().end_headers()
 
     def _allowed_origin(self) -> str | None:
-        origin = self.headers.get("Origin")
+        # no headers yet when the request itself is refused (400, 414, 431, 505)
+        headers = getattr(self, "headers", None)
+        origin = headers.get("Origin") if headers is not None else None
         allowed = self.server.live.cors_origins
         if origin and (origin in allowed or "*" in allowed):
             return origin
@@ -537,7 +668,10 @@ class _Handler(BaseHTTPRequestHandler):
         live = self.server.live
         if live._stopping.is_set():
             return self._reply(503, {"error": "shutting down"})
-        url = urlsplit(self.path)
+        try:
+            url = urlsplit(self.path)
+        except ValueError:  # an absolute URL with a broken [host]
+            return self._reply(400, {"error": "the URL cannot be parsed"})
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         if live._token is None and not _host_is_loopback(self.headers.get("Host")):
             return self._reply(403, {"error": "Host must name a loopback address"})
@@ -551,10 +685,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._events(query)
         if url.path == "/health":
             try:
-                return self._reply(*live.health())
-            except sqlite3.Error as e:
+                reply = live.health()
+            except (sqlite3.Error, OSError) as e:  # the database's: no socket was used
                 live.last_error = f"database: {e}"
-                return self._reply(503, {"error": live.last_error})
+                reply = 503, {"error": live.last_error}
+            return self._reply(*reply)
         if url.path == "/":
             return self._page()
         return self._reply(404, {"error": "not found; try /, /events or /health"})

@@ -26,7 +26,7 @@ import pytest
 
 from animalclap_edge.cli import main
 from animalclap_edge.config import ConfigError, config_from_dict
-from animalclap_edge.live import LiveError, LiveServer
+from animalclap_edge.live import LiveError, LiveListenError, LiveServer
 from animalclap_edge.store import DetectionStore
 
 from .factories import BUNDLE, RUN
@@ -823,3 +823,174 @@ def test_any_origin_needs_a_token():
 def test_a_server_refuses_any_origin_without_a_token(db):
     with pytest.raises(LiveError, match="cors_origins '\\*' without a token"):
         LiveServer(db, port=0, cors_origins=["*"])
+
+
+# -- clients that misbehave ------------------------------------------------------
+
+
+def _closed_by_server(sock: socket.socket, wait_s: float) -> bool:
+    """Whether the server closed `sock` (EOF or reset) within wait_s; reads what came."""
+    sock.settimeout(wait_s)
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        pass
+    return True
+
+
+def _raw(port: int, data: bytes, host: str = "127.0.0.1") -> bytes:
+    """What the server answers to `data`, sent as is, until it closes the connection."""
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(data)
+        out = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                out += chunk
+    return out
+
+
+@pytest.mark.timeout(60)
+def test_a_request_must_arrive_whole_within_the_socket_timeout(db):
+    """A client that sends a header byte every 0.2 s reset a per-recv timeout each time,
+    and held its thread for as long as it went on (1,000 of them: 168 threads)."""
+    with LiveServer(db, port=0, poll_s=0.05, socket_timeout_s=1.0) as server:
+        t0 = time.monotonic()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+            closed_at = None
+            while closed_at is None and time.monotonic() - t0 < 6.0:
+                try:
+                    sock.sendall(b"a")
+                except (BrokenPipeError, ConnectionResetError):
+                    closed_at = time.monotonic()
+                    break
+                if _closed_by_server(sock, 0.2):
+                    closed_at = time.monotonic()
+        assert closed_at is not None, "the trickling client was never dropped"
+        assert closed_at - t0 < 3.0, f"dropped after {closed_at - t0:.1f} s, not about 1 s"
+        assert wait_until(lambda: not server._conns, 2.0), "its thread is still held"
+        # a client that sends nothing is dropped as before
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            t0 = time.monotonic()
+            assert _closed_by_server(sock, 4.0) and time.monotonic() - t0 < 3.0
+        assert _get(server.port, "/health")[0] == 200  # and a brisk one is served
+
+
+@pytest.mark.timeout(60)
+def test_connections_beyond_the_cap_are_refused_at_once_without_a_thread(db):
+    with LiveServer(db, port=0, poll_s=0.05, keepalive_s=60, max_requests=4) as server:
+        streams = [Stream(server.port) for _ in range(2)]  # streams have their own cap
+        idle: list[socket.socket] = []
+        try:
+            for s in streams:
+                s.opening()
+            for _ in range(4):
+                idle.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+            assert wait_until(lambda: len(server._conns) == 6)
+            threads = threading.active_count()
+            for _ in range(10):
+                t0 = time.monotonic()
+                answer = _raw(server.port, b"GET /health HTTP/1.0\r\n\r\n")
+                assert time.monotonic() - t0 < 1.0
+                # the 503, unless the close overtook the request (then a reset)
+                assert answer == b"" or answer.startswith(b"HTTP/1.0 503 "), answer[:200]
+                if answer:
+                    assert b'"too many connections (4)"' in answer
+            assert threading.active_count() <= threads, "a refused connection got a thread"
+            idle.pop().close()
+            assert wait_until(lambda: len(server._conns) == 5)
+            assert _get(server.port, "/health")[0] == 200
+            _add(db, _dets(0, 1))
+            assert [s.detections(1) for s in streams] == [_logged(db)] * 2
+        finally:
+            for sock in idle:
+                sock.close()
+            for s in streams:
+                s.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_listen_backlog_holds_a_burst_of_connections(server):
+    """With socketserver's backlog of 5, 100 clients connecting at once to /health got
+    24 timeouts: the kernel drops the SYNs beyond the queue, and clients retry 1 s later.
+    With the accepting thread held up, the kernel completes the queue's connections."""
+    server._httpd.shutdown()  # no accept() from now on: connections queue in the kernel
+    clients = [socket.socket() for _ in range(70)]
+    try:
+        for c in clients:
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", server.port))
+        time.sleep(0.3)  # far below the 1 s before a dropped SYN is sent again
+        _, writable, _ = select.select([], clients, [], 0)
+        done = [c for c in writable if c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0]
+        assert len(done) >= 64, f"{len(done)} of 70 connected"
+    finally:
+        for c in clients:
+            c.close()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /health HTTP/x.y\r\n\r\n", 400),
+        (b"GET /health HTTP/2.0\r\n\r\n", 505),
+        (b"GET /" + b"a" * (65537 - 5), 414),  # exactly what the server reads: no reset
+        (b"GET /health HTTP/1.0\r\n" + b"X-A: b\r\n" * 101, 431),
+        (b"GET /health HTTP/1.0\r\nX-A: " + b"b" * 65537, 431),
+        (b"GET http://[oops/health HTTP/1.0\r\n\r\n", 400),  # urlsplit: ValueError
+    ],
+    ids=["garbage", "bad-version", "http2", "long-url", "101-headers", "long-header", "bad-url"],
+)
+def test_a_malformed_request_gets_its_status_and_cannot_set_last_error(
+    db, token_file, capsys, request_bytes, status
+):
+    """The replies to a request refused before its headers were read crashed on the
+    missing headers (AttributeError), so the client got no answer, and an unauthenticated
+    client wrote the server's last_error (shown by /health) and its stderr."""
+    with LiveServer(db, port=0, poll_s=0.05, token_file=token_file) as server:
+        answer = _raw(server.port, request_bytes)
+        assert answer.startswith(f"HTTP/1.0 {status} ".encode()), answer[:200]
+        assert server.last_error == ""
+        health = json.loads(_get(server.port, "/health", {"Authorization": f"Bearer {TOKEN}"})[2])
+        assert health["last_error"] is None
+    assert capsys.readouterr().err == ""
+
+
+def _resolving(monkeypatch, name: str, address: str) -> None:
+    """`name` resolves to `address`, as a resolver answering it would (the one stand-in:
+    no test can make a real resolver answer a LAN address)."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        return real(address if host == name else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.mark.timeout(60)
+def test_a_localhost_name_is_listened_on_without_a_token_only_where_it_is_loopback(
+    db, token_file, monkeypatch
+):
+    """*.localhost passes as loopback by its name, so no token was needed; but binding
+    resolved the name again, and a resolver answering a LAN address exposed the stream."""
+    _resolving(monkeypatch, "rec.localhost", "192.0.2.7")
+    # LiveListenError: `run` goes on recording without its live view, as for a taken port
+    with pytest.raises(LiveListenError, match=r"resolves to 192\.0\.2\.7, not a loopback"):
+        LiveServer(db, host="rec.localhost", port=0).start()
+    # the address checked is the one bound: here a loopback one, other than 127.0.0.1
+    _resolving(monkeypatch, "rec.localhost", "127.0.0.2")
+    with LiveServer(db, host="rec.localhost", port=0) as server:
+        assert server._httpd.server_address[0] == "127.0.0.2"
+        answer = _raw(
+            server.port, b"GET /health HTTP/1.0\r\nHost: rec.localhost\r\n\r\n", "127.0.0.2"
+        )
+        assert answer.startswith(b"HTTP/1.0 200 ")
+    # with a token the name may resolve anywhere: it is exposed on purpose
+    _resolving(monkeypatch, "rec.localhost", "127.0.0.3")
+    with LiveServer(db, host="rec.localhost", port=0, token_file=token_file) as server:
+        assert server._httpd.server_address[0] == "127.0.0.3"
