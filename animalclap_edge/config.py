@@ -385,6 +385,17 @@ class MqttConfig(_Section):
             )
         return self
 
+    def clear_text_password_warning(self) -> str | None:
+        """The warning for a password sent without TLS to another machine, or None. Not
+        refused: a broker on an isolated field LAN is a choice, but one said each time."""
+        if self.password_file is None or self.tls or is_loopback_host(self.host):
+            return None
+        return (
+            f"WARNING: messaging.mqtt sends the broker password to {self.host}:{self.port} "
+            "in clear text (tls: false): anyone on the network path can read it; set tls: "
+            "true and the broker's TLS port (usually 8883)"
+        )
+
     @field_validator("topic_prefix")
     @classmethod
     def _no_wildcards(cls, v: str) -> str:

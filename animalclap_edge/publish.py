@@ -46,6 +46,9 @@ from animalclap_edge.store import DetectionStore
 MQTT_INSTALL_HINT = "MQTT uplink needs paho-mqtt: pip install 'animalclap-edge[mqtt]'"
 CONNACK_WAIT_S = 15.0  # a broker that accepts TCP but never answers CONNECT
 HEALTH_EVENTS_MAX = 100  # health events per heartbeat
+STILL_FAILING_EVERY_S = 3600.0  # a connection failing since start is said again this often
+# a broker's refusal of the credentials: MQTT 5 reason codes 0x86 and 0x87, 3.1.1's 4 and 5
+_AUTH_REFUSALS = ("not authorized", "bad user name or password")
 
 
 # OpenSSL's verify codes whose fix is not the CA: a recorder without a battery-backed
@@ -165,9 +168,13 @@ class MqttPublisher:
         self.heartbeat_s, self.max_backoff_s = heartbeat_s, max_backoff_s
         self.max_attempts, self.keepalive_s = max_attempts, keepalive_s
         self._say = say or (lambda message: None)
+        self._said_failing_at = 0.0  # when a failing connection was last said
+        self._failures_logged: set[str] = set()  # reasons in the health log this outage
         self._health_after: int | None = None  # last health row acknowledged; None: none yet
         self.stats = PublisherStats()
         self._password = self._read_password()
+        if warning := cfg.clear_text_password_warning():
+            self._say(f"uplink: {warning}")
         self._tls = self._tls_context()
         self._cert_end = self._warn_of_expiry()  # the client certificate's, or None
         self._protocol = mqtt.MQTTv5
@@ -198,12 +205,12 @@ class MqttPublisher:
         cfg = self.cfg
         if not (cfg.username and cfg.password_file):
             return None
+        from animalclap_edge.secret_files import SecretFileError, read_secret
+
         try:
-            return Path(cfg.password_file).read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise PublishError(
-                f"messaging.mqtt.password_file {cfg.password_file}: {e.strerror or e}"
-            ) from None
+            return read_secret(cfg.password_file, "messaging.mqtt.password_file")
+        except SecretFileError as e:
+            raise PublishError(str(e)) from None
 
     def _tls_context(self):
         """The TLS context every connection uses, or None; built once, so a file that
@@ -224,6 +231,13 @@ class MqttPublisher:
             path = getattr(cfg, setting)
             if path and not Path(path).is_file():
                 raise PublishError(f"messaging.mqtt.{setting} {path}: no such file")
+        from animalclap_edge.secret_files import key_file_problem
+
+        # the private key, in key_file or with the certificate: checked before OpenSSL
+        # reads it, which asks a terminal for an encrypted key's passphrase
+        key = ("key_file", cfg.key_file) if cfg.key_file else ("cert_file", cfg.cert_file)
+        if key[1] and (problem := key_file_problem(key[1], f"messaging.mqtt.{key[0]}")):
+            raise PublishError(problem)
         try:  # verifies the broker's certificate and host name; cafile: only that CA
             context = ssl.create_default_context(cafile=cfg.ca_file)
         except OSError as e:
@@ -395,6 +409,9 @@ class MqttPublisher:
         client.loop_start()
         self._connack.wait(CONNACK_WAIT_S)
         if self._accepted:
+            if self._failures_logged:  # the outage logged ends: the next one is logged again
+                self._failures_logged.clear()
+                self._health("uplink_connected", {"attempts": self.stats.connect_failures})
             if self.stats.connect_failures and not self.stats.connects:
                 self._say(
                     f"uplink: connected to {host}:{port} after "
@@ -403,6 +420,15 @@ class MqttPublisher:
             self.stats.connects += 1
             return True
         why = self._refusal or f"no answer from {host}:{port} within {CONNACK_WAIT_S:g} s"
+        if any(words in why.lower() for words in _AUTH_REFUSALS):
+            why += (
+                f" (as messaging.mqtt.username {self.cfg.username!r} with the password in "
+                f"password_file {self.cfg.password_file}: check both against the broker's "
+                "accounts)"
+                if self.cfg.username
+                else " (no messaging.mqtt.username is set: this broker wants a user name "
+                "and password_file)"
+            )
         client.disconnect()
         client.loop_stop()
         if self._protocol == self._mqtt.MQTTv5 and "protocol version" in why.lower():
@@ -473,10 +499,25 @@ class MqttPublisher:
     def _connect_failed(self, why: str) -> None:
         self.stats.connect_failures += 1
         self.stats.last_error = self.stats.last_connect_error = why
+        now = time.monotonic()
         if self.stats.connect_failures == 1:  # the first one; the rest go to stats
             self._say(
                 f"uplink: {why}; retrying with backoff up to {self.max_backoff_s:g} s "
                 "(detections stay in the outbox)"
+            )
+            self._said_failing_at = now
+        elif now - self._said_failing_at >= STILL_FAILING_EVERY_S:
+            # a recorder whose password was rotated went quiet after one line at start
+            self._say(
+                f"uplink: still not connected ({self.stats.connect_failures} attempts): {why}"
+            )
+            self._said_failing_at = now
+        if why not in self._failures_logged:
+            # in the card's health log (`report health`), each reason once per outage:
+            # a network down for months alternates a few reasons, not thousands of rows
+            self._failures_logged.add(why)
+            self._health(
+                "uplink_connect_failed", {"why": why, "attempts": self.stats.connect_failures}
             )
 
     def _close(self) -> None:

@@ -180,13 +180,12 @@ class Runtime:
                     self.store.add_health("uplink_busy", "mqtt", {"holder_pid": e.pid})
             lv = self.cfg.messaging.live
             if lv.enabled:
-                from animalclap_edge.live import LiveListenError, LiveServer
+                from animalclap_edge.live import LiveError, LiveServer
 
-                server = LiveServer.from_config(self.db, lv)
-                try:
-                    self.live = server.start()
+                try:  # the token file is read here: a mode slip must not stop recording
+                    self.live = LiveServer.from_config(self.db, lv).start()
                     self.say(f"live: {self.live.url} (stream at /events)")
-                except LiveListenError as e:  # the view is optional; recording is not
+                except LiveError as e:  # the view is optional; recording is not
                     self.say(f"WARNING: {e}; recording goes on without the live view")
                     self.store.add_health("live_unavailable", "runtime", {"reason": str(e)})
             self.monitor.start()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from animalclap_edge import service_access as access
+from animalclap_edge.secret_files import secret_problems
 from animalclap_edge.service_access import AccessError
 
 if TYPE_CHECKING:
@@ -111,6 +112,18 @@ def render_unit(
         # ... after which it exits 130, as a shell reports Ctrl-C: a clean stop, not a failure
         "SuccessExitStatus=130",
         "TimeoutStopSec=30",
+        # Sandboxing that leaves a recorder's work alone: the microphone (/dev/snd), the
+        # GPU (/dev/nvhost*, /dev/nvidia*), a FIFO in /tmp, the database wherever it is.
+        # Not ProtectSystem=strict or ProtectHome: the database and clips may be anywhere.
+        "NoNewPrivileges=yes",
+        "ProtectSystem=full",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectControlGroups=yes",
+        "RestrictSUIDSGID=yes",
+        "LockPersonality=yes",
+        # the database, its backup and clips readable by the unit's group, not every user
+        "UMask=0027",
         # No WatchdogSec=: the runtime does not send sd_notify(WATCHDOG=1), so systemd
         # would kill a healthy recorder every WatchdogSec. Restart=always covers exits.
         "",
@@ -223,6 +236,8 @@ def install_service(
                 f"{config_path}: {key} {name}: no such file (from {wd}); the service would "
                 "restart every 10 s"
             )
+    if problems := secret_problems(cfg, wd):  # what `run` refuses, or records without
+        raise ServiceError(f"{config_path}: {'; '.join(problems)}")
     command = command or default_command()
     groups = _groups_for_audio()
     try:
@@ -330,6 +345,9 @@ def _install(
     try:
         unit_path.parent.mkdir(parents=True, exist_ok=True)
         unit_path.write_text(text, encoding="utf-8")
+        # as systemd's own units, whatever the umask: one any user could rewrite runs
+        # their command as the unit's user at the next start
+        unit_path.chmod(0o644)
     except PermissionError:
         raise ServiceError(
             f"cannot write {unit_path}: permission denied (run with sudo, or use --unit-dir or --dry-run)"

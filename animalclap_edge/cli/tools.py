@@ -125,6 +125,7 @@ def cmd_install_service(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from animalclap_edge.config import ConfigError, load_config
+    from animalclap_edge.secret_files import secret_problems
 
     bad = 0
     for f in args.files:
@@ -148,22 +149,24 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             continue
         # files the config names that `run` reads: valid syntax is not a working config
         mqtt, live = cfg.messaging.mqtt, cfg.messaging.live
-        missing = []
-        for key in ("password_file", *mqtt.TLS_FILES):
-            path = getattr(mqtt, key)
-            if mqtt.enabled and path and not Path(path).is_file():
-                missing.append(f"messaging.mqtt.{key} {path}")
+        missing = [
+            f"messaging.mqtt.{key} {path}: no such file on this machine"
+            for key in ("password_file", *mqtt.TLS_FILES)
+            if mqtt.enabled and (path := getattr(mqtt, key)) and not Path(path).is_file()
+        ]
         # `serve` reads it even with live.enabled false, so it is checked whenever set
         if live.token_file and not Path(live.token_file).is_file():
-            missing.append(f"messaging.live.token_file {live.token_file}")
+            missing.append(
+                f"messaging.live.token_file {live.token_file}: no such file on this machine"
+            )
+        missing += secret_problems(cfg, Path.cwd())
         if missing:
             bad += 1
             for what in missing:
-                print(
-                    f"{f}: {what}: no such file on this machine (run would refuse it)",
-                    file=sys.stderr,
-                )
+                print(f"{f}: {what} (run would refuse it)", file=sys.stderr)
             continue
+        if mqtt.enabled and (warning := mqtt.clear_text_password_warning()):
+            print(f"{f}: {warning}", file=sys.stderr)
         print(f"{f}: ok")
     return 1 if bad else 0
 

@@ -250,8 +250,43 @@ def test_config_check_names_a_missing_live_token_file(tmp_path: Path, capsys):
         f"{p}: messaging.live.token_file {tmp_path / 'nope'}: no such file on this machine "
         "(run would refuse it)"
     )
-    (tmp_path / "nope").write_text("token\n")
+    (tmp_path / "nope").write_text("t" * 32 + "\n")
+    (tmp_path / "nope").chmod(0o600)
     assert main(["config", "check", str(p)]) == 0
+
+
+def test_config_check_names_secret_files_run_would_refuse(tmp_path: Path, capsys):
+    """A token file of mode 644 passed `config check` and `install-service`, and `run`
+    then refused it: the unit restarted every 10 s. A password file any user could read
+    was used, and a password sent in clear text to another machine was not said."""
+    from animalclap_edge.cli import main
+
+    token, pw = tmp_path / "live.token", tmp_path / "mqtt.pw"
+    token.write_text("t" * 32 + "\n")
+    pw.write_text("secret\n")
+    for f in (token, pw):
+        f.chmod(0o644)
+    p = _write(
+        tmp_path,
+        f"messaging:\n  live:\n    token_file: {token}\n  mqtt:\n    enabled: true\n"
+        f"    host: broker.lan\n    username: rec\n    password_file: {pw}\n",
+    )
+    assert main(["config", "check", str(p)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f"{p}: messaging.mqtt.password_file {pw}: is open to other users (mode 644); run: "
+        f"chmod 600 {pw} (run would refuse it)",
+        f"{p}: messaging.live.token_file: token file {token} is open to other users (mode "
+        f"644); run: chmod 600 {token} (run would refuse it)",
+    ]
+    for f in (token, pw):
+        f.chmod(0o600)
+    assert main(["config", "check", str(p)]) == 0
+    assert capsys.readouterr().err.strip() == (
+        f"{p}: WARNING: messaging.mqtt sends the broker password to broker.lan:1883 in clear "
+        "text (tls: false): anyone on the network path can read it; set tls: true and the "
+        "broker's TLS port (usually 8883)"
+    )
 
 
 def test_tls_files_without_tls_or_a_key_without_its_certificate_are_refused(tmp_path: Path):

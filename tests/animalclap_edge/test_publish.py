@@ -712,6 +712,7 @@ def test_connection_problems_are_said_once_and_kept(tmp_path):
     broker.conf.write_text(broker.conf.read_text().replace("allow_anonymous true\n", ""))
     broker.start()
     (tmp_path / "wrong").write_text("wrong\n")
+    (tmp_path / "wrong").chmod(0o600)
     cfg = MqttConfig(
         host="127.0.0.1", port=broker.port, username="rec", password_file=str(tmp_path / "wrong")
     )
@@ -722,8 +723,51 @@ def test_connection_problems_are_said_once_and_kept(tmp_path):
     finally:
         pub.stop()
         broker.stop()
-    assert pub.stats.last_connect_error == "broker refused the connection: Not authorized"
+    assert pub.stats.last_connect_error == (
+        "broker refused the connection: Not authorized (as messaging.mqtt.username 'rec' "
+        f"with the password in password_file {tmp_path / 'wrong'}: check both against the "
+        "broker's accounts)"
+    )
     assert "Not authorized" in pub.stats.last_error and "Unspecified" not in said[0]
+    # in the card's health log too, each reason once however many attempts failed: a
+    # recorder whose password was rotated went quiet after one line on stderr
+    failed = [r for r in _health_kinds(db) if r["kind"] == "uplink_connect_failed"]
+    assert [r["detail"]["why"].split(":")[0] for r in failed] == [
+        "cannot reach 127.0.0.1",
+        "broker refused the connection",
+    ]
+
+
+@pytest.mark.timeout(30)
+def test_a_password_file_others_can_read_or_that_is_no_file_is_refused_in_one_line(tmp_path):
+    """A password file of mode 666 was sent; a named pipe hung `publish` for good,
+    /dev/zero filled memory, bytes that are not UTF-8 gave a traceback."""
+    import os
+
+    from animalclap_edge.publish import MqttPublisher, PublishError
+
+    open_to_all, fifo, latin = tmp_path / "pw", tmp_path / "pw.fifo", tmp_path / "pw.latin"
+    open_to_all.write_text("secret\n")
+    os.chmod(open_to_all, 0o666)
+    os.mkfifo(fifo, 0o600)
+    latin.write_bytes("pässword".encode("latin-1"))
+    latin.chmod(0o600)
+    empty = tmp_path / "pw.empty"
+    empty.write_text("\n")
+    empty.chmod(0o600)
+    cases = [
+        (open_to_all, "is open to other users (mode 666); run: chmod 600"),
+        (fifo, "not a regular file"),
+        (Path("/dev/zero"), "not a regular file"),
+        (latin, "not UTF-8 text"),
+        (empty, "is empty; write the password into it"),
+    ]
+    db = _logged(tmp_path / "d.db", 1)
+    for path, why in cases:
+        cfg = MqttConfig(host="127.0.0.1", username="rec", password_file=str(path))
+        with pytest.raises(PublishError) as e:
+            MqttPublisher(db, cfg)
+        assert str(e.value).startswith(f"messaging.mqtt.password_file {path}: {why}"), e.value
 
 
 def test_heartbeat_events_move_on_only_when_the_broker_acknowledged_them(tmp_path):

@@ -210,6 +210,40 @@ def test_tls_files_that_cannot_be_used_are_refused_at_start_in_one_line(tmp_path
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.timeout(60)
+def test_a_client_key_others_can_read_or_with_a_passphrase_is_refused_in_one_line(tmp_path, pki):
+    """A key encrypted with a passphrase made OpenSSL ask for it on the terminal, where
+    `run` then hung, and under a service printed the prompt twice before "invalid
+    argument"; a key any local user could read was taken without a word."""
+    import os
+
+    from animalclap_edge.publish import MqttPublisher, PublishError
+
+    enc = tmp_path / "enc.key"
+    _openssl("pkey", "-in", str(pki / "client.key"), "-out", str(enc), "-aes256",
+             "-passout", "pass:secret", cwd=tmp_path)  # fmt: skip
+    shared = tmp_path / "shared.key"
+    shared.write_bytes((pki / "client.key").read_bytes())
+    combined = tmp_path / "combined.pem"  # certificate and key in one file (key_file null)
+    combined.write_bytes((pki / "client.crt").read_bytes() + shared.read_bytes())
+    for f in (shared, combined):
+        os.chmod(f, 0o644)
+    cases = [
+        ({"key_file": enc}, f"messaging.mqtt.key_file {enc}: the private key is encrypted"),
+        ({"key_file": shared}, f"messaging.mqtt.key_file {shared}: holds a private key and is open to other users (mode 644); run: chmod 600 {shared}"),
+        ({}, f"messaging.mqtt.cert_file {combined}: holds a private key and is open"),
+    ]  # fmt: skip
+    db = _logged(tmp_path / "d.db", 1)
+    for files, said in cases:
+        cert = combined if not files else pki / "client.crt"
+        cfg = _tls(pki, 8883, cert_file=str(cert), **{k: str(v) for k, v in files.items()})
+        with pytest.raises(PublishError) as e:
+            MqttPublisher(db, cfg, device_id="rec1")
+        assert str(e.value).startswith(said) and "\n" not in str(e.value), e.value
+    os.chmod(combined, 0o600)  # the same file kept private: taken
+    MqttPublisher(db, _tls(pki, 8883, cert_file=str(combined)))
+
+
 @pytest.mark.parametrize(
     ("server", "said"),
     [

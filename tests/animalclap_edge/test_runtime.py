@@ -1,6 +1,7 @@
 """One analysing process per database (runtime.RunLock): a second `run` on a card's
 database is refused in one line while the first lives, and is let in once it dies."""
 
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -101,3 +102,32 @@ def test_the_next_run_marks_a_recording_its_dead_predecessor_left_open(
     taxon, start, end, n, note, queued = events[1]
     assert (taxon, start, end, n, queued) == ("eurbla", 0.0, 6.0, 3, 1)  # and sent upstream
     assert note.startswith("rebuilt from its detections at restart")
+
+
+def test_a_live_token_file_run_cannot_use_leaves_the_recorder_recording(
+    tiny_bundle, realaudio, tmp_path, capsys
+):
+    """A token file of mode 644 (a permissions slip after a copy) stopped `run` at
+    start: the unit restarted every 10 s and recorded nothing. The live view is
+    optional, as for a port already taken."""
+    from animalclap_edge.store import DetectionStore
+
+    token = tmp_path / "live.token"
+    token.write_text("t" * 32 + "\n")
+    token.chmod(0o644)
+    cfg = tmp_path / "edge.yaml"
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    live = f"messaging:\n  live:\n    enabled: true\n    port: {port}\n    token_file: {token}\n"
+    cfg.write_text(live)
+    clip = next(iter(sorted(realaudio.glob("srkw*.wav"))))
+    db = tmp_path / "d.db"
+    argv = ["run", "--bundle", str(tiny_bundle), "--source", str(clip), "--db", str(db)]
+    assert main([*argv, "--config", str(cfg), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"WARNING: token file {token} is open to other users (mode 644)" in err
+    assert "recording goes on without the live view" in err
+    with DetectionStore(db) as s:
+        assert [r.status for r in s.recordings()] == ["ok"]
+        assert "live_unavailable" in [h["kind"] for h in s.health()]

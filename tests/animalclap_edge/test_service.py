@@ -297,3 +297,32 @@ def test_root_without_sudo_is_warned_not_refused(tmp_path, capsys, monkeypatch):
     ]
     assert main([*argv, "--user", root]) == 0  # asked for: no warning
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_secret_file_run_would_refuse_is_refused_and_the_unit_is_sandboxed(tmp_path, capsys):
+    """A token file of mode 644 passed install-service, and `run` refused it: the unit
+    restarted every 10 s. The unit file took the umask's mode (0666 under umask 000:
+    any user could rewrite the command it runs), and it carried no sandboxing."""
+    token = tmp_path / "live.tok"
+    token.write_text("a-long-random-token-for-the-live-view\n")
+    token.chmod(0o644)
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text("messaging:\n  live:\n    enabled: true\n    token_file: live.tok\n")
+    argv = ["install-service", "--config", str(cfg), "--bundle", str(demo_bundle_path())]
+    argv += ["--source", "/run/acl/mic.pcm", "--stdin-rate", "48000"]
+    argv += ["--working-dir", str(tmp_path), "--unit-dir", str(tmp_path / "units")]
+    assert main([*argv, "--no-enable"]) == 2
+    err = capsys.readouterr().err
+    assert f"messaging.live.token_file: token file {token} is open to other users" in err
+    assert err.count("\n") == 1 and not (tmp_path / "units").exists()
+    token.chmod(0o600)
+    old = os.umask(0)
+    try:
+        assert main([*argv, "--no-enable"]) == 0
+    finally:
+        os.umask(old)
+    unit = tmp_path / "units" / UNIT_NAME
+    assert stat.S_IMODE(unit.stat().st_mode) == 0o644
+    s = _settings(unit.read_text())
+    assert s["NoNewPrivileges"] == ["yes"] and s["ProtectSystem"] == ["full"]
+    assert s["UMask"] == ["0027"]
