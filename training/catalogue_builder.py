@@ -130,8 +130,11 @@ def build_catalogue(
             continue
         rows[sid], first_line[sid] = reference[reference.index(sid)], line
     if unknown and not skip_unknown:
-        shown = "; ".join(unknown[:10]) + (
-            f"; and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        # names with a hint first (a typo's nearest name, a shared common name): the ones
+        # a user can fix from this line; names nothing resembles are cut off first
+        hinted = sorted(unknown, key=lambda u: not u.endswith("name)") and "nearest:" not in u)
+        shown = "; ".join(hinted[:10]) + (
+            f"; and {len(unknown) - 10} more with no near match" if len(unknown) > 10 else ""
         )
         raise ValueError(
             f"{len(unknown)} name(s) in {where} match no species in {SOURCES}: {shown}. "

@@ -62,6 +62,16 @@ def test_unknown_names_are_refused_together_with_the_nearest_and_nothing_is_writ
     assert "left out (--skip-unknown): 'Foo barbarus' (line 3)" in capsys.readouterr().out
 
 
+def test_past_ten_unknown_names_those_with_a_near_match_are_the_ones_shown(tmp_path, capsys):
+    """13 unknown names: the list stopped at the first 10 in file order, and the typo
+    'Turdus merla' (line 13), the one the nearest name would fix, was among the hidden."""
+    names = _names(tmp_path, *(f"Nonesuch{'x' * i} imaginarius" for i in range(12)), "Turdus merla")
+    assert main(["catalogue", "--names", str(names), "--out", str(tmp_path / "c.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "'Turdus merla' (line 13; nearest: Turdus merula" in err
+    assert err.count("imaginarius") == 9 and "; and 3 more with no near match." in err
+
+
 def test_species_neither_source_has_come_from_rows_the_user_writes(tmp_path, capsys):
     also = tmp_path / "mine.csv"
     header = "id,scientific_name,common_name,class,order,family,genus\n"
