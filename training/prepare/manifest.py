@@ -258,6 +258,14 @@ def _column_check(rows: Sequence[dict[str, str]], path: Path) -> None:
     if "path" not in header and "url" not in header:
         missing.insert(0, "path or url")
     if missing:
+        (first, *more) = sorted(set(rows[0]) - {_EXTRA})
+        if not more and (";" in first or "\t" in first):  # one column: another separator
+            sep = "';'" if ";" in first else "tabs"
+            raise ManifestError(
+                f"manifest {path}: its columns are separated by {sep}, not commas (a "
+                "spreadsheet set to another locale's CSV): save it as comma-separated "
+                "CSV, or as Parquet"
+            )
         raise ManifestError(
             f"manifest {path}: missing column(s) {', '.join(missing)} "
             f"(has {', '.join(sorted(set(rows[0]) - {_EXTRA}))}); see `animalclap-train prepare --help`"

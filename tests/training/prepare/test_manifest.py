@@ -232,6 +232,17 @@ def test_a_manifest_without_required_columns_says_which(tmp_path, catalogue):
         plan(tmp_path / "nope.csv", catalogue)
 
 
+def test_a_manifest_separated_by_semicolons_or_tabs_says_so(tmp_path, catalogue):
+    """A European spreadsheet's CSV (';') was refused as missing every column, the
+    header shown as one name 'id;path;url;...', with no word of the separator."""
+    for sep, said in ((";", "';'"), ("\t", "tabs")):
+        m = tmp_path / "m.csv"
+        m.write_text(sep.join(["path", "species_id", "licence", "date", "site"]) + "\n")
+        m.write_text(m.read_text() + sep.join(["a.wav", "x", "CC0", "2024-05-01", "S"]) + "\n")
+        with pytest.raises(ManifestError, match=f"its columns are separated by {said}, not"):
+            plan(m, catalogue)
+
+
 def test_a_manifest_that_is_not_utf8_text_names_the_file_and_the_fix(tmp_path, catalogue):
     """A Parquet file saved as .txt, or a Latin-1 CSV, used to end in "'utf-8' codec
     can't decode byte 0xa2 in position 7", naming neither the file nor a way out."""
