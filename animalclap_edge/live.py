@@ -101,21 +101,15 @@ class LiveListenError(LiveError):
 
 def read_token(path: str | Path) -> bytes:
     """The token in `path`, refused unless only its owner can read it and it is usable."""
+    from animalclap_edge.secret_files import private_file_problem
+
     p = Path(path)
-    make = f"make one with: {TOKEN_HINT} > {p} && chmod 600 {p}"
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise LiveError(f"token file {p}: no such file ({make})") from None
-    except OSError as e:
-        raise LiveError(f"token file {p}: {e.strerror or e}") from None
-    if not p.is_file():
-        raise LiveError(f"token file {p}: not a regular file")
-    if st.st_mode & 0o007:
-        raise LiveError(
-            f"token file {p} is open to other users (mode {st.st_mode & 0o777:o}); "
-            f"run: chmod 600 {p}"
-        )
+    make = f"make one with: (umask 077; {TOKEN_HINT} > {p})"
+    problem = private_file_problem(p)
+    if problem == "no such file":
+        raise LiveError(f"token file {p}: no such file ({make})")
+    if problem is not None:  # "is open to other users ...; run: chmod 600", "not a regular file"
+        raise LiveError(f"token file {p}{' ' if problem.startswith('is ') else ': '}{problem}")
     try:
         token = p.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as e:
