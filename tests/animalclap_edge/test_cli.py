@@ -279,6 +279,7 @@ def test_config_check_names_a_password_file_run_would_refuse(tmp_path, capsys):
     assert main(["config", "check", str(cfg)]) == 1
     assert "password_file" in capsys.readouterr().err  # it said "ok" before
     (tmp_path / "pw").write_text("secret\n")
+    (tmp_path / "pw").chmod(0o600)  # private, as run requires since 2026-11-29
     cfg.write_text(mqtt + f"{tmp_path / 'pw'}\n")
     assert main(["config", "check", str(cfg)]) == 0
     assert capsys.readouterr().out.strip() == f"{cfg}: ok"
