@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
@@ -49,7 +49,7 @@ from animalclap_edge.records import (
 from animalclap_edge.retention import Retention
 from animalclap_edge.room import is_full, is_want_of_room, make_room
 from animalclap_edge.scoring import Scorer, ScoringSettings, WindowScore
-from animalclap_edge.sinks import DetectionSink
+from animalclap_edge.sinks import DetectionSink, GuardedSink
 from animalclap_edge.sources import Recording, Skipped, Source
 from animalclap_edge.store import RUN_FINISHED, RUN_STOPPED, DetectionStore
 
@@ -78,6 +78,8 @@ class RunSummary:
     already_logged: int = 0
     # rows logged before content digests, taken for the files now at their paths
     adopted: int = 0
+    # exceptions raised by sinks (each sink's first is warned of and in the health log)
+    sink_failures: int = 0
     skipped_reasons: dict[str, str] = field(default_factory=dict)
 
     def count(self, result: RecordingResult) -> None:
@@ -209,6 +211,12 @@ class Detector:
         _say_status(result)
         return dets
 
+    @overload
+    def detect_file(self, path: str | Path, events: Literal[False] = False) -> list[Detection]: ...
+
+    @overload
+    def detect_file(self, path: str | Path, events: Literal[True]) -> list[Event]: ...
+
     def detect_file(self, path: str | Path, events: bool = False) -> list[Detection] | list[Event]:
         """Window detections of a file, or (events=True) the events merged from them."""
         from animalclap_edge.sources import FileSource
@@ -239,9 +247,21 @@ class Detector:
         A recording this database already finished with the same bundle and config is
         passed over (unless `redo`), so a run killed half-way through a card of files
         picks up where it stopped instead of starting again."""
-        sinks = list(sinks)
         run_id = uuid.uuid4().hex
         summary = self.last_summary = RunSummary(run_id=run_id)  # read if interrupted
+        failed: set[str] = set()
+
+        def sink_failed(name: str, e: Exception) -> None:
+            # a webhook down, a closed pipe: the database holds it all; said once a sink
+            summary.sink_failures += 1
+            if name not in failed:
+                failed.add(name)
+                why = f"{type(e).__name__}: {e}"
+                warnings.warn(f"sink {name} failed ({why}); the run goes on", stacklevel=2)
+                with contextlib.suppress(sqlite3.Error):
+                    store.add_health("sink_failed", name, {"why": why[:500]})
+
+        sinks = [GuardedSink(s, sink_failed) for s in sinks]
         store.start_run(
             run_id,
             self.bundle.id,
@@ -359,6 +379,13 @@ class Detector:
                 content_digest=rec.digest,
             )
 
+        if rec.sample_rate != self.sample_rate:  # a source of one's own: numbers, not errors
+            return row(
+                "skipped",
+                f"its blocks are at {rec.sample_rate} Hz and the model takes "
+                f"{self.sample_rate} Hz: a source resamples to the detector's sample_rate",
+            )
+
         def save_open(now: bool = False) -> None:
             nonlocal saved_at
             if store is None or not (now or time.monotonic() - saved_at >= self.progress_every_s):
@@ -431,7 +458,7 @@ class Detector:
         try:
             try:
                 for block in rec.blocks:
-                    process(batcher.push(block))
+                    process(batcher.push(_float_mono(block)))
                     if not rec.replayable:
                         # live audio: a window goes to the model, the database and a
                         # live view once a block completes it; waiting for batch_size
@@ -525,6 +552,18 @@ class Detector:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def _float_mono(block: np.ndarray) -> np.ndarray:
+    """`block` if it holds float mono samples; AudioError naming what a source gave
+    instead. int16 PCM taken as floats was scored as a sound 32,767 times too loud."""
+    if not isinstance(block, np.ndarray) or block.dtype.kind != "f" or block.ndim != 1:
+        what = f"{block.dtype} {block.shape}" if isinstance(block, np.ndarray) else type(block)
+        raise AudioError(
+            f"a block of {what}: a source yields 1-D float32 mono blocks in [-1, 1] "
+            "(int16 PCM: divide by 32768)"
+        )
+    return block
 
 
 def _json(obj) -> str:

@@ -3,15 +3,46 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Protocol, TextIO
 
 from animalclap_edge.records import Detection, Event, RecordingResult
 
 
 class DetectionSink(Protocol):
+    """Where `Detector.run` hands each detection, event and finished recording, after the
+    database holds it, on the analysis thread (a slow sink delays analysis: queue the
+    work and return). An exception from a sink does not stop the run: the first of each
+    sink is warned of and logged (health `sink_failed`), all are counted
+    (`RunSummary.sink_failures`), and the sink is still called for what follows."""
+
     def on_detection(self, det: Detection) -> None: ...
     def on_event(self, event: Event) -> None: ...
     def on_recording(self, result: RecordingResult) -> None: ...
+
+
+class GuardedSink:
+    """`sink`, whose exceptions are reported (`report(sink name, exception)`) and
+    swallowed: the database already holds what it was given."""
+
+    def __init__(self, sink: DetectionSink, report: Callable[[str, Exception], None]):
+        self.sink, self.report = sink, report
+        self.name = type(sink).__name__
+
+    def _call(self, method: str, item: object) -> None:
+        try:
+            getattr(self.sink, method)(item)
+        except Exception as e:  # KeyboardInterrupt and SystemExit still stop the run
+            self.report(self.name, e)
+
+    def on_detection(self, det: Detection) -> None:
+        self._call("on_detection", det)
+
+    def on_event(self, event: Event) -> None:
+        self._call("on_event", event)
+
+    def on_recording(self, result: RecordingResult) -> None:
+        self._call("on_recording", result)
 
 
 class ConsoleSink:

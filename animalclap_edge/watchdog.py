@@ -107,8 +107,8 @@ class WatchedSource:
                     watched = _Watched(rec, s, on_end=self._after)
                     yield replace(rec, blocks=watched.blocks())
                     healthy = healthy or watched.audio_s >= s.stall_s
-            except SourceError as e:  # failed while starting (device gone between opens)
-                self._problem("open_failed", str(e))
+            except (SourceError, OSError) as e:  # failed starting (device gone, host down)
+                self._problem("open_failed", _why(e))
             finally:
                 self._current = None
                 with contextlib.suppress(Exception):
@@ -150,9 +150,9 @@ class WatchedSource:
             try:
                 # a named pipe's open blocks until a writer opens the other end
                 src = self._said_while_waiting("no writer opened the pipe", self._reopen)
-            except SourceError as e:
+            except (SourceError, OSError) as e:  # OSError: a network source's host is down
                 self.counters.open_failures += 1
-                self._problem("open_failed", str(e))
+                self._problem("open_failed", _why(e))
                 return None
         self._current = src
         return src
@@ -288,3 +288,9 @@ class _Watched:
     def _fail(self, kind: str, why: str) -> None:
         self.kind, self.problem, self.ended = kind, why, True
         raise AudioError(f"{kind}: {why}")
+
+
+def _why(e: Exception) -> str:
+    """A failed opening as the health log says it: a SourceError's own words, an
+    OSError's with its kind ("ConnectionRefusedError: [Errno 111] Connection refused")."""
+    return str(e) if isinstance(e, SourceError) else f"{type(e).__name__}: {e}"

@@ -26,6 +26,7 @@ from animalclap_edge.sources.base import (
     SourceBase,
     SourceError,
     live_recording_id,
+    resampler,
 )
 from animalclap_edge.sources.clock import system_clock_synchronized
 from animalclap_edge.sources.files import (
@@ -57,6 +58,7 @@ __all__ = [
     "is_reopenable",
     "live_recording_id",
     "open_source",
+    "resampler",
     "system_clock_synchronized",
     "time_from_name",
 ]

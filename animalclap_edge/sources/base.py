@@ -51,6 +51,18 @@ class Skipped:
 
 @runtime_checkable
 class Source(Protocol):
+    """Where audio comes from: files, a microphone, a pipe, or a class of one's own
+    (a network hydrophone), passed to `Detector.run` or wrapped in `WatchedSource`.
+
+    `recordings()` yields a `Recording` per file or stream (or `Skipped`, with why),
+    whose `blocks` are 1-D float32 mono in [-1, 1] at `Recording.sample_rate`, which
+    must be the detector's `sample_rate` (resample in the source; `resampler` does it
+    as the built-in sources do): other blocks are refused per recording, with the
+    reason in its row. A source that cannot be opened raises SourceError, or OSError
+    (a refused connection): under `WatchedSource` both are logged as `open_failed` and
+    retried with backoff. `close()` may be called from another thread to stop a run.
+    """
+
     name: str
 
     def recordings(self) -> Iterator[Recording | Skipped]: ...
@@ -104,6 +116,8 @@ def live_recording_id(prefix: str, start: datetime | None) -> str:
 
 
 def resampler(sr_in: int, sr_out: int) -> soxr.ResampleStream | None:
+    """A streaming mono float32 resampler at the runtime's quality (None: no change of
+    rate): `r.resample_chunk(block)` per block, `last=True` on the last."""
     return (
         None
         if sr_in == sr_out

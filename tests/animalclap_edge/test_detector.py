@@ -280,3 +280,87 @@ def test_a_live_window_is_logged_once_a_block_completes_it_not_a_batch_later(
     given = dict(zip(logged[::2], logged[1::2], strict=True))
     # windows of 3 s every 1.5 s: each is in the database as soon as its audio is
     assert given[3.0] == 1 and given[4.5] == 2 and given[6.0] == 3, given
+
+
+def test_a_source_of_ones_own_giving_int16_or_another_rate_is_said_per_recording(
+    tiny_bundle, realaudio, tmp_path
+):
+    """An integrator's source gave int16 blocks: scored as floats 32,767 times too loud,
+    with a detection; one at 22,050 Hz was analysed as 48 kHz, its duration logged
+    wrong. Both were taken without a word (found by an integrator)."""
+    audio = np.resize(read_all(sorted(realaudio.glob("srkw*.wav"))[0], SR), 4 * SR)
+    as_int16 = Recording("mic:int16", SR, None, False, "", iter([(audio * 32767).astype("<i2")]))
+    slow = Recording("mic:22k", 22_050, None, False, "", iter([audio[: 4 * 22_050]]))
+    good = Recording("mic:float", SR, None, False, "", iter([audio]))
+    det = Detector.load(tiny_bundle, warn_notice=False)
+    try:
+        with DetectionStore(tmp_path / "d.db") as store:
+            det.run(_Once(as_int16, slow, good), store)
+    finally:
+        det.close()
+    rows = dict(
+        (rid, (status, reason, n))
+        for rid, status, reason, n in _query(
+            tmp_path / "d.db", "SELECT recording_id, status, reason, n_windows FROM recordings"
+        )
+    )
+    status, reason, n = rows["mic:int16"]
+    assert (status, n) == ("skipped", 0)  # no window: skipped, with the reason
+    assert reason.startswith("a block of int16 (192000,): a source yields 1-D float32 mono")
+    assert rows["mic:22k"] == (
+        "skipped",
+        "its blocks are at 22050 Hz and the model takes 48000 Hz: a source resamples to the "
+        "detector's sample_rate",
+        0,
+    )
+    assert rows["mic:float"][:1] == ("ok",) and rows["mic:float"][2] > 0
+
+
+def test_a_sink_that_raises_is_said_once_and_the_run_goes_on(tiny_bundle, realaudio, tmp_path):
+    """A webhook sink that raised ConnectionError ended the recording ("partial") and
+    the run: the database had every detection, and the rest of the audio was lost."""
+
+    class Down:
+        def on_detection(self, det) -> None:
+            raise ConnectionError("webhook down")
+
+        def on_event(self, event) -> None:
+            raise ConnectionError("webhook down")
+
+        def on_recording(self, result) -> None:
+            pass
+
+    class Kept:
+        def __init__(self) -> None:
+            self.detections: list = []
+
+        def on_detection(self, det) -> None:
+            self.detections.append(det)
+
+        def on_event(self, event) -> None:
+            pass
+
+        def on_recording(self, result) -> None:
+            pass
+
+    down, kept = Down(), Kept()
+    audio = np.resize(read_all(sorted(realaudio.glob("srkw*.wav"))[0], SR), 9 * SR)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("scoring:\n  threshold: 0.01\n")
+    from animalclap_edge.config import load_config
+
+    det = Detector.load(tiny_bundle, load_config(str(cfg)), warn_notice=False)
+    rec = Recording("mic:webhook", SR, None, False, "", iter(np.split(audio, 6)))
+    try:
+        with DetectionStore(tmp_path / "d.db") as store:
+            with pytest.warns(UserWarning, match=r"sink Down failed \(ConnectionError: webhook"):
+                summary = det.run(_Once(rec), store, sinks=[down, kept])
+            health = [h for h in store.health() if h["kind"] == "sink_failed"]
+    finally:
+        det.close()
+    assert _row(tmp_path / "d.db")[0] == "ok"
+    assert summary.detections == len(kept.detections) > 1
+    assert summary.sink_failures == summary.detections + summary.events
+    assert [(h["source"], h["detail"]["why"]) for h in health] == [
+        ("Down", "ConnectionError: webhook down")
+    ]

@@ -3,6 +3,7 @@ vanish, as `arecord` feeding a recorder does when its microphone misbehaves."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from animalclap_edge.audio.decode import AudioError
@@ -248,3 +250,45 @@ def test_a_writer_killed_mid_frame_leaves_a_partial_recording_with_the_reason(fi
             list(rec.blocks)
     finally:
         s.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_network_source_whose_host_is_down_is_retried_not_ended(tmp_path):
+    """An integrator's hydrophone over TCP: its reopen raised ConnectionRefusedError
+    (an OSError, not a SourceError) while the host was down, and that ended the run.
+    Here a real socket refuses twice, then a server comes up on the same port."""
+    import socket
+
+    from animalclap_edge.sources import StdinSource
+
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(SR) / SR) * 32767).astype("<i2").tobytes()
+
+    def serve(server: socket.socket) -> None:
+        with server:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(tone)
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tries = []
+
+    def reopen():
+        tries.append(time.monotonic())
+        if len(tries) == 3:  # the host is back
+            server = socket.create_server(("127.0.0.1", port))
+            threading.Thread(target=serve, args=(server,), daemon=True).start()
+        conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+        return StdinSource(conn.makefile("rb"), SR, 1, "s16le", SR, name=f"tcp:{port}")
+
+    log = Log()
+    first = StdinSource(io.BytesIO(tone), SR, 1, "s16le", SR, name=f"tcp:{port}")
+    src = WatchedSource(first, reopen, log, FAST, sleep=lambda s: time.sleep(min(s, 0.05)))
+    try:
+        got = _consume(src, 2)
+    finally:
+        src.close()
+    assert [round(s, 1) for _, s, _ in got] == [1.0, 1.0]
+    refused = [d["why"] for k, _, d in log.rows if k == "open_failed"]
+    assert len(refused) == 2 and refused[0].startswith("ConnectionRefusedError: [Errno 111]")
