@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs", type=int, default=1, help="runs trained side by side (2 on a 2-core CPU)"
     )
     ex.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per run (default: CPU count // --jobs); another count trains "
+        "another model, so give the one a page's runs recorded to reproduce it",
+    )
+    ex.add_argument(
         "--out",
         default="runs/experiments",
         help="folder of the runs, the materialised benchmark and results.json",
@@ -790,6 +796,7 @@ def _cmd_experiments(args) -> int:
         audio_config=args.audio_config,
         precision=args.precision,
         jobs=args.jobs,
+        threads=args.threads,
         results_md=args.results,
         records=args.records,
     )

@@ -16,6 +16,7 @@ import json
 import math
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -369,7 +370,17 @@ def aggregate(root: Path, cfg: SweepConfig) -> dict:
         row["train_steps"] = [r["train"]["steps"] if r["train"] else None for r in rs]
         row["train_loss"] = [(r["train"] or {}).get("loss") for r in rs]  # None: not recorded
         table[name] = row
-    return {"variants": table, "bar": check_bar(table), "machines": _machines(runs)}
+    threads = {
+        (r["train"] or {}).get("config", {}).get("threads") for rs in runs.values() for r in rs
+    }
+    return {
+        "variants": table,
+        "bar": check_bar(table),
+        "machines": _machines(runs),
+        # torch threads per run, as recorded: they change the model (float sums in
+        # another order from the first step), so the page's command pins them
+        "threads": sorted(t for t in threads if t),
+    }
 
 
 NOT_RECORDED = "not recorded"
@@ -381,7 +392,9 @@ def _machines(runs: dict[str, list[dict]]) -> dict[str, int]:
     for rs in runs.values():
         for r in rs:
             m = (r["train"] or {}).get("machine")
-            found[f"{m['cpu']}, torch {m['torch']}" if m else NOT_RECORDED] += 1
+            t = (r["train"] or {}).get("config", {}).get("threads")
+            on = f", {t} thread(s)" if t else ""
+            found[f"{m['cpu']}, torch {m['torch']}{on}" if m else NOT_RECORDED] += 1
     return dict(found.most_common())
 
 
@@ -521,7 +534,7 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         f"{PAGE_TITLE}{on}",
         "",
         "Regenerate with the command this page was written by:",
-        f"`{written_by(cfg)}`.",
+        f"`{written_by(cfg, summary.get('threads', []))}`.",
         f"Benchmark `{cfg.data}`; seeds {seeds}; each model trained for {cfg.epochs} epochs on",
         f"the CPU from the small config with its `{cfg.audio_config}` audio variant, from",
         "scratch (no pretrained weights). Figures are means with",
@@ -604,6 +617,9 @@ def results_page(summary: dict, cfg: SweepConfig) -> str:
         "against the training majority; multi-label: mAP against a permutation baseline",
         "(the probe's own scores with the species' trait rows shuffled across species,",
         "the mean of 100 seeded permutations: what scores with no trait information reach).",
+        "The training majority is below chance where the unseen species' classes differ",
+        "from the training ones; each probe.json since 2026-11-29 also holds a guess at the",
+        "training frequencies and 1/K per categorical trait (`beats_chance`).",
         "",
         *_prior_baseline_note(t),
         "| trait | metric | all templates | com only | baseline |",
@@ -688,9 +704,12 @@ def _machines_lines(machines: dict[str, int]) -> list[str]:
     return [*lines, ""]
 
 
-def written_by(cfg: SweepConfig) -> str:
+def written_by(cfg: SweepConfig, threads: Sequence[int] = ()) -> str:
     """The command line that writes this page again: every option that changes its
-    figures or where it goes, left out only where it has its default."""
+    figures or where it goes, left out only where it has its default. `threads`: the
+    torch threads the runs recorded; one count is pinned with --threads (without it a
+    run takes cpu_count // --jobs, and another count trains another model: seed 0 of
+    `all` moved by up to 0.09 top-1 between 1 and 2 threads)."""
     args = [
         f"--data {cfg.data}",
         f"--seeds {' '.join(map(str, cfg.seeds))}",
@@ -701,6 +720,10 @@ def written_by(cfg: SweepConfig) -> str:
     if cfg.minutes is not None:
         args.append(f"--minutes {cfg.minutes:g}")
     args += [f"--audio-config {cfg.audio_config}", f"--precision {cfg.precision}"]
+    if cfg.jobs != 1:
+        args.append(f"--jobs {cfg.jobs}")
+    if len(threads) == 1:
+        args.append(f"--threads {threads[0]}")
     if cfg.out != DEFAULT_OUT:
         args.append(f"--out {cfg.out}")
     if cfg.results_md:

@@ -9,6 +9,7 @@ unknown traits are masked out. Five epochs, as in the paper.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +129,13 @@ def score_trait_heads(
             true = yt.argmax(1)
             probe = categorical_scores(true, lt.argmax(1), k)
             base = categorical_scores(true, majority_categorical(ytrain.argmax(1), n, k), k)
-            prior = {}  # the majority guess is the categorical baseline itself
+            # the training majority is below chance where the unseen species' classes
+            # differ from the training ones (sociality 0.063 against 1/K 0.25 on small):
+            # a guess drawn at the training frequencies, and 1/K, are said beside it
+            freq = np.bincount(ytrain.argmax(1), minlength=k) / len(ytrain)
+            tested = np.bincount(true, minlength=k) / n
+            prior = {"chance_accuracy": float(freq @ tested), "uniform_accuracy": 1.0 / k}
+            chance = [prior["chance_accuracy"], prior["uniform_accuracy"]]
             key = "accuracy"
         else:
             true = (yt > 0.5).astype(int)
@@ -142,6 +149,7 @@ def score_trait_heads(
                     true, prior_multilabel((ytrain > 0.5).astype(int), n)
                 ).items()
             }
+            chance = []  # the permutation baseline is a no-information bar already
             key = "mAP"
         out[t.name] = {
             "n": n,
@@ -149,6 +157,8 @@ def score_trait_heads(
             **{f"baseline_{m}": v for m, v in base.items()},
             **prior,
             "beats_baseline": bool(probe[key] > base[key]),
+            # over the best of the guesses with no information
+            "beats_chance": bool(probe[key] > max([base[key], *chance])),
         }
     return out
 
@@ -182,6 +192,9 @@ def probe_traits(
         raise ValueError(f"max_train_items {max_train_items}: must be at least 1")
     if data.traits is None:
         raise ValueError(f"{data.name} has no trait table (traits.csv); nothing to probe")
+    notes = trait_table_notes(data, split)
+    for note in notes:
+        print(f"probe: warning: {note}", file=sys.stderr, flush=True)
     out = Path(out_dir)
     if write:
         out.mkdir(parents=True, exist_ok=True)
@@ -207,6 +220,7 @@ def probe_traits(
         "data": data.name,
         "train_recordings": len(train_idx),
         "baselines": BASELINES,
+        "trait_table_notes": notes,
         # which split: the run's split.json or a fresh one (same parameters, other species)
         "split": {
             "source": split_source,
@@ -234,12 +248,51 @@ def probe_traits(
             "recordings": len(sets[name]),
             "traits": scores,
             "beats_baseline": sum(s["beats_baseline"] for s in scores.values()),
+            "beats_chance": sum(s["beats_chance"] for s in scores.values()),
             "n_traits": len(scores),
         }
     if write:
         (out / "probe.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
         (out / "probe.md").write_text(probe_markdown(results), encoding="utf-8")
     return results
+
+
+def trait_table_notes(data, split) -> list[str]:
+    """What of traits.csv the probe cannot use, said before it runs: rows of ids no
+    catalogue species has (a typo: "yetsan_1" for "yetsan1" left an unseen species
+    without traits, and every trait's n fell from 17 to 12, without a word), species
+    of the split's recordings with no row, and schema traits with no column."""
+    import difflib
+
+    table, ids = data.traits, set(data.catalogue.ids)
+    notes = []
+    strays = sorted(set(table) - ids)
+    if strays:
+        shown = []
+        for sid in strays[:5]:
+            near = difflib.get_close_matches(sid, sorted(ids), n=1, cutoff=0.8)
+            shown.append(f"{sid!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+        more = f" and {len(strays) - 5} more" if len(strays) > 5 else ""
+        notes.append(
+            f"traits.csv: {len(strays)} row(s) name no catalogue species, so they are not "
+            f"used: {', '.join(shown)}{more}"
+        )
+    used = {data.items[i].species_id for i in (*split.train, *split.test, *split.val)}
+    bare = sorted(used - set(table))
+    if bare:
+        more = f" and {len(bare) - 5} more" if len(bare) > 5 else ""
+        notes.append(
+            f"traits.csv: {len(bare)} species of the split's recordings have no row, so "
+            f"their recordings are left out of every trait: {', '.join(bare[:5])}{more}"
+        )
+    columns = {c for row in table.values() for c in row}
+    absent = [t.name for t in data.schema.traits if columns and t.name not in columns]
+    if absent:
+        notes.append(
+            f"traits.csv: no column for {len(absent)} trait(s) of schema "
+            f"{data.schema.name}: {', '.join(absent)}; they are not probed"
+        )
+    return notes
 
 
 def probe_markdown(results: dict) -> str:
@@ -253,6 +306,8 @@ def probe_markdown(results: dict) -> str:
             f"{results['train_recordings']} training recordings.",
             "",
         ]
+    for note in results.get("trait_table_notes", []):
+        lines += [f"**Warning**: {note}.", ""]
     if "baselines" in results:
         b = results["baselines"]
         lines += [
@@ -265,17 +320,26 @@ def probe_markdown(results: dict) -> str:
         if name not in results:
             continue
         r = results[name]
+        chance = (  # probes written before 2026-11-29 have no chance figures
+            f"; the best guess with no information (also a guess at the training "
+            f"frequencies, and 1/K, for categorical traits) on {r['beats_chance']}"
+            f"/{r['n_traits']}"
+            if "beats_chance" in r
+            else ""
+        )
         lines += [
             f"## {name} species ({r['recordings']} recordings): probe beats baseline on "
-            f"{r['beats_baseline']}/{r['n_traits']} traits",
+            f"{r['beats_baseline']}/{r['n_traits']} traits{chance}",
             "",
-            "| trait | metric | probe | baseline | macro-F1 | baseline macro-F1 |",
-            "|---|---|---|---|---|---|",
+            "| trait | n | metric | probe | baseline | chance | macro-F1 | baseline macro-F1 |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for trait, s in r["traits"].items():
             m, f1 = score_keys(s)
+            guess = [s[k] for k in ("chance_accuracy", "uniform_accuracy") if k in s]
             lines.append(
-                f"| {trait} | {m} | {s[m]:.3f} | {s['baseline_' + m]:.3f} "
+                f"| {trait} | {s['n']} | {m} | {s[m]:.3f} | {s['baseline_' + m]:.3f} "
+                f"| {f'{max(guess):.3f}' if guess else '-'} "
                 f"| {s[f1]:.3f} | {s['baseline_' + f1]:.3f} |"
             )
         lines.append("")

@@ -280,6 +280,23 @@ def test_the_written_by_line_gives_every_option_that_shaped_the_page(tmp_path):
     assert f"`{written_by(cfg)}`." in results_page(summary, cfg)
 
 
+def test_the_written_by_line_pins_the_threads_the_runs_recorded(tmp_path):
+    """The page said `experiments ... --epochs 12 ...` without --jobs 2: run so, each
+    model trained on 2 threads instead of the records' 1, and seed 0 of `all` came out
+    at 0.177 / 0.080 / 0.239 top-1 against the page's 0.111 / 0.128 / 0.150 (found by a
+    researcher; the same command with 1 thread reproduced the record exactly)."""
+    from training.experiments import written_by
+
+    two = SweepConfig(results_md="docs/results.md", jobs=2)
+    assert written_by(two, [1]) == (
+        "animalclap-train experiments --data small --seeds 0 1 2 --epochs 12 "
+        "--audio-config fast --precision bf16 --jobs 2 --threads 1 --results docs/results.md"
+    )
+    assert "--threads" not in written_by(two, [1, 2])  # runs of two counts: none pins both
+    cfg, summary = _sweep(tmp_path, 0.5, 0.1, 0.2, probe=[(0.6, 0.5)] * 10)
+    assert "--threads" not in results_page(summary, cfg)  # none recorded here
+
+
 def test_the_page_warns_where_probes_used_the_old_multilabel_prior(tmp_path):
     """Probes written before the permutation baseline reported the label-frequency
     prior, which uninformative scores beat: a page of such runs says so."""

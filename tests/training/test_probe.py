@@ -110,3 +110,58 @@ def test_groups_must_match_the_recordings_and_their_labels():
         score_trait_heads(emb, tgt, known, SCHEMA, w, b, tgt, known, groups=["a", "b", "c"])
     with pytest.raises(ValueError, match="labels differ within a group"):
         score_trait_heads(emb, tgt, known, SCHEMA, w, b, tgt, known, groups=["one"] * 20)
+
+
+def test_a_categorical_probe_is_held_to_chance_where_the_majority_is_below_it():
+    """Unseen species whose classes differ from the training ones: "always the training
+    majority" scored 0.063 on sociality against 1/K 0.25 on small, and a probe beat
+    that 'baseline' while guessing no better than chance (found by a researcher)."""
+    schema = TraitSchema("c", (Trait("diet", "categorical", ("a", "b", "c", "d")),))
+    train = np.zeros((40, 4), np.float32)
+    train[:30, 0] = train[30:, 1] = 1.0  # training: mostly "a", some "b"
+    test = np.zeros((40, 4), np.float32)
+    test[:4, 0] = test[4:22, 2] = test[22:, 3] = 1.0  # unseen: "a" rare, "c" and "d"
+    known = np.ones((40, 1), bool)
+    w = np.eye(4, dtype=np.float32)
+    guess_c = np.tile(np.float32([0, 0, 1, 0]), (40, 1))  # always "c": 18/40 right
+    s = score_trait_heads(guess_c, test, known, schema, w, np.zeros(4), train, known)["diet"]
+    assert s["baseline_accuracy"] == pytest.approx(4 / 40)  # the majority, "a"
+    assert s["chance_accuracy"] == pytest.approx(0.75 * 4 / 40)  # 0.75 "a", 0.25 "b"
+    assert s["uniform_accuracy"] == 0.25
+    assert s["accuracy"] == pytest.approx(18 / 40)
+    assert s["beats_baseline"] and s["beats_chance"]
+    guess_b = np.tile(np.float32([0, 1, 0, 0]), (40, 1))  # "b", which no unseen species is
+    s = score_trait_heads(guess_b, test, known, schema, w, np.zeros(4), train, known)["diet"]
+    assert s["accuracy"] == 0.0 and not s["beats_chance"]
+    some = np.tile(np.float32([0, 1, 0, 0]), (40, 1))  # "b" (wrong) but for:
+    some[:4] = np.float32([1, 0, 0, 0])  # the 4 unseen "a", right
+    some[4:9] = np.float32([0, 0, 1, 0])  # 5 of the 18 "c", right: 9/40 = 0.225
+    s = score_trait_heads(some, test, known, schema, w, np.zeros(4), train, known)["diet"]
+    # above the majority (0.1) but below 1/K (0.25): a baseline pass, no evidence
+    assert s["accuracy"] == pytest.approx(0.225)
+    assert s["beats_baseline"] and not s["beats_chance"]
+
+
+def test_trait_table_rows_of_no_species_and_species_without_rows_are_said():
+    """A typo in traits.csv ('yetsan_1') left an unseen species without traits, and
+    every trait's n fell from 17 to 12, with no word; a column left out was not said."""
+    from types import SimpleNamespace
+
+    from training.probe import trait_table_notes
+
+    items = [SimpleNamespace(species_id=s) for s in ("yetsan1", "eurbla", "sonthr1")]
+    data = SimpleNamespace(
+        traits={"yetsan_1": {"diet": ["a"]}, "eurbla": {"diet": ["b"]}, "extra9": {"diet": []}},
+        catalogue=SimpleNamespace(ids=["yetsan1", "eurbla", "sonthr1"]),
+        items=items,
+        schema=SCHEMA,
+    )
+    split = SimpleNamespace(train=[1], val=[], test=[0, 2])
+    notes = trait_table_notes(data, split)
+    assert notes == [
+        "traits.csv: 2 row(s) name no catalogue species, so they are not used: 'extra9', "
+        "'yetsan_1' (did you mean 'yetsan1'?)",
+        "traits.csv: 2 species of the split's recordings have no row, so their recordings "
+        "are left out of every trait: sonthr1, yetsan1",
+        "traits.csv: no column for 1 trait(s) of schema test: habitat; they are not probed",
+    ]
