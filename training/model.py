@@ -282,6 +282,15 @@ def check_checkpoint_path(name_or_path: str) -> None:
                 f"{name_or_path!r} is a model bundle (for recorders), not a checkpoint: give "
                 + (f"the checkpoint it was made from, {made_from}" if made_from else "a checkpoint")
             )
+        raise CheckpointError(
+            f"{name_or_path!r} holds no config.json, so it is no saved model: give a run's "
+            "checkpoint/ folder (save_pretrained layout) or a hub id"
+        )
+    if folder.is_file():  # transformers read it as a config: "not a valid JSON file"
+        raise CheckpointError(
+            f"{name_or_path!r} is a file, not a checkpoint: give the folder a model was saved "
+            "in (config.json and model.safetensors; a run's checkpoint/) or a hub id"
+        )
 
 
 def _bundle_source(folder: Path) -> str | None:

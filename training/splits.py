@@ -176,8 +176,14 @@ class ZeroShotSplit:
         if self.items_digest and items_digest(items) != self.items_digest:
             raise ValueError(
                 f"split was made for a different item list ({len(items)} items given, "
-                f"{self.recordings} in the split); "
-                "rebuild the split or open the data the training run used"
+                f"{self.recordings} in the split"
+                + (
+                    ": as many, so their ids, species or order differ (a folder opened "
+                    "another way, e.g. without its benchmark.json, names them otherwise)"
+                    if len(items) == self.recordings
+                    else ""
+                )
+                + "); rebuild the split or open the data the training run used"
             )
 
 

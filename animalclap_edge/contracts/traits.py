@@ -157,12 +157,14 @@ class TraitSchema:
                 bad = [v for v in vals if v not in t.values]
                 if bad:
                     raise TraitSchemaError(
-                        f"species {sid}: trait {t.name!r}: value(s) {bad} not in "
-                        f"schema values {list(t.values)}"
+                        f"trait table (traits.csv), species {sid}: trait {t.name!r}: "
+                        f"value(s) {bad} not in schema values {list(t.values)} "
+                        f"({self.name}); correct the cell, or leave it empty for unknown"
                     )
                 if t.kind == "categorical" and len(vals) != 1:
                     raise TraitSchemaError(
-                        f"species {sid}: categorical trait {t.name!r} needs one value, got {vals}"
+                        f"trait table (traits.csv), species {sid}: categorical trait "
+                        f"{t.name!r} needs one value, got {vals}"
                     )
                 for v in vals:
                     targets[i, slices[t.name].start + t.values.index(v)] = 1.0

@@ -579,7 +579,7 @@ def test_a_replayed_split_carried_over_to_changed_data_keeps_its_unseen_species_
 
 
 def test_a_regional_id_clash_with_the_replay_is_refused_before_the_before_report(
-    real_folder, tmp_path, monkeypatch
+    real_folder, tiny_checkpoint, tmp_path, monkeypatch
 ):
     """A regional catalogue calling a replayed species by its own id (an East African
     team's 'bfsg' for Pterocles decoratus, tiny's 'blfsan1') was refused only once
@@ -608,7 +608,8 @@ def test_a_regional_id_clash_with_the_replay_is_refused_before_the_before_report
 
     monkeypatch.setattr(F, "report_on", no_report)
     out = tmp_path / "run"
-    cfg = finetune_config(None, [f"init={real_folder}", f"data={region}", "replay=tiny",
+    # a real checkpoint: a folder that is none is refused first, since 2026-11-29
+    cfg = finetune_config(None, [f"init={tiny_checkpoint}", f"data={region}", "replay=tiny",
                                  f"out={out}"])  # fmt: skip
     with pytest.raises(ValueError, match=f"calls {taken.scientific_name} 'team_code'"):
         finetune(cfg, progress=False)

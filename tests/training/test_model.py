@@ -56,6 +56,19 @@ def test_not_clap_and_missing_checkpoints_are_refused(tmp_path, monkeypatch):
         load_clap(str(tmp_path))
 
 
+def test_a_file_or_an_empty_folder_given_as_checkpoint_says_what_to_give(tmp_path):
+    """A CSV as --checkpoint said "the config file ... is not a valid JSON file"; an
+    empty folder "Should have a model_type key in its config.json", which it lacked."""
+    csv = tmp_path / "catalogue.csv"
+    csv.write_text("id\n")
+    with pytest.raises(CheckpointError, match=rf"^'{csv}' is a file, not a checkpoint: give"):
+        load_clap(str(csv))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match=rf"^'{empty}' holds no config\.json, so it is no"):
+        load_clap(str(empty))
+
+
 def test_a_run_folder_given_as_checkpoint_names_the_model_inside(tmp_path, tiny_checkpoint):
     """`--checkpoint runs/demo` said only that the folder's config had no `model_type`."""
     import shutil
@@ -63,8 +76,8 @@ def test_a_run_folder_given_as_checkpoint_names_the_model_inside(tmp_path, tiny_
     run = tmp_path / "demo"
     run.mkdir()
     (run / "split.json").write_text("{}")
-    with pytest.raises(CheckpointError, match="cannot load checkpoint"):  # nothing inside
-        load_clap(str(run))
+    with pytest.raises(CheckpointError, match=r"holds no config\.json, so it is no saved model"):
+        load_clap(str(run))  # nothing inside: transformers said "Unrecognized model"
     shutil.copytree(tiny_checkpoint, run / "checkpoint")
     with pytest.raises(
         CheckpointError,

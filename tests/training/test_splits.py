@@ -163,6 +163,11 @@ def test_json_round_trip(tmp_path, small, split):
     back.check_items(small.items)
     with pytest.raises(ValueError, match="different item list"):
         back.check_items(small.items[:-1])
+    # the same recordings under other ids: "200 items given, 200 in the split" said
+    # nothing of what differed (a folder opened without its benchmark.json)
+    renamed = [dataclasses.replace(it, id=f"x/{it.id}") for it in small.items]
+    with pytest.raises(ValueError, match="as many, so their ids, species or order differ"):
+        back.check_items(renamed)
     (tmp_path / "bad.json").write_text('{"train": []}', encoding="utf-8")
     with pytest.raises(ValueError, match="not a zero-shot split"):
         ZeroShotSplit.from_json(tmp_path / "bad.json")
