@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SMOOTH = 0.05  # the moving average spans this share of the logged steps (at least 1)
 
@@ -55,11 +59,19 @@ def wait_share(d: dict[str, np.ndarray]) -> np.ndarray | None:
 
 def plot_curves(log: Path, out_png: Path, title: str = "") -> Path:
     """Draw the run's curves; ValueError where the log holds no step yet."""
-    from matplotlib.figure import Figure  # Figure, not pyplot: no global state touched
-
     d = read_log(log)
     if "step" not in d or not len(d["step"]):
         raise ValueError(f"{log}: no step logged yet: plot once the run has logged one")
+    out_png = Path(out_png)
+    curves_figure(d, title or str(Path(log).parent)).savefig(out_png, dpi=100, format="png")
+    return out_png
+
+
+def curves_figure(d: dict[str, np.ndarray], title: str) -> Figure:
+    """The four panels of a read log (`read_log`); a panel whose series the log lacks
+    says so."""
+    from matplotlib.figure import Figure  # Figure, not pyplot: no global state touched
+
     step = d["step"]
     fig = Figure(figsize=(10, 6.5), layout="constrained")
     (loss, lr), (scale, speed) = fig.subplots(2, 2, sharex=True)
@@ -86,12 +98,19 @@ def plot_curves(log: Path, out_png: Path, title: str = "") -> Path:
         wait.plot(step, 100 * share, color="C7", lw=0.8)
         wait.set_ylabel("waiting for data, % of the step", color="C7")
         wait.set_ylim(0, 100)
+    for ax, drawn, what in (
+        (loss, "loss" in d, "loss"),
+        (lr, "lr" in d, "learning rate"),
+        (scale, bool(scales), "logit scale"),
+        (speed, "samples_per_s" in d, "throughput"),
+    ):
+        if not drawn:  # `train` logs no logit scale or throughput: an empty panel said so
+            ax.text(0.5, 0.5, f"{what}: not in this log", ha="center", va="center",
+                    transform=ax.transAxes, color="0.45")  # fmt: skip
     for ax in (scale, speed):
         ax.set_xlabel("step")
-    fig.suptitle(title or str(Path(log).parent), fontsize=10)
-    out_png = Path(out_png)
-    fig.savefig(out_png, dpi=100, format="png")
-    return out_png
+    fig.suptitle(title, fontsize=10)
+    return fig
 
 
 def draw_run_curves(out: Path, label: str) -> None:

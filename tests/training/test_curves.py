@@ -75,3 +75,17 @@ def test_the_wait_share_reads_either_commands_log(tmp_path):
     pretrain_log = _log(tmp_path / "p.jsonl", [1, 2])  # data_wait_s 0.01 of step_s 0.1
     assert wait_share(read_log(pretrain_log)) == pytest.approx([0.1, 0.1])
     assert wait_share({"step": np.array([1.0])}) is None
+
+
+def test_a_panel_whose_series_the_log_lacks_says_so(tmp_path):
+    """`train` logs no logit scale or throughput: its train_curves.png had two empty
+    panels, with no word of why (found by a researcher)."""
+    from training.curves import curves_figure
+
+    lines = [json.dumps({"step": s, "loss": 3.0 - 0.1 * s, "lr": 1e-4}) for s in range(1, 9)]
+    (tmp_path / "log.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    fig = curves_figure(read_log(tmp_path / "log.jsonl"), "train")
+    said = sorted(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert said == ["logit scale: not in this log", "throughput: not in this log"]
+    full = curves_figure(read_log(_log(tmp_path / "full.jsonl", range(1, 9))), "pretrain")
+    assert not [t for ax in full.axes for t in ax.texts]
