@@ -137,6 +137,7 @@ class Detector:
         self.config_hash = config_hash(self.config)
         m = bundle.manifest
         self.sample_rate = m.sample_rate
+        self._closed = False
         self.window = m.window_samples
         self.hop = round(self.config.audio.hop_s * m.sample_rate)
         self.min_samples = round(self.config.audio.min_clip_s * m.sample_rate)
@@ -180,6 +181,7 @@ class Detector:
 
         Floats are taken as they are (full scale +-1); signed integers (int16 from
         `scipy.io.wavfile`, say) are scaled to +-1 as soundfile scales them."""
+        self._check_open()
         if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
             raise AudioError(
                 f"sample_rate {sample_rate} Hz outside the supported "
@@ -219,14 +221,17 @@ class Detector:
 
     def detect_file(self, path: str | Path, events: bool = False) -> list[Detection] | list[Event]:
         """Window detections of a file, or (events=True) the events merged from them."""
+        self._check_open()
         from animalclap_edge.sources import FileSource
 
         dets: list[Detection] = []
         evs: list[Event] = []
         with FileSource(path, self.sample_rate) as src:
             for rec in src.recordings():
-                if isinstance(rec, Skipped):
-                    raise AudioError(f"{rec.id}: {rec.reason}")
+                if isinstance(rec, Skipped):  # a reason that names the path says it once
+                    raise AudioError(
+                        rec.reason if rec.id in rec.reason else f"{rec.id}: {rec.reason}"
+                    )
                 result = self._process_recording(
                     rec, "notebook", None, [], out=dets, out_events=evs
                 )
@@ -247,6 +252,7 @@ class Detector:
         A recording this database already finished with the same bundle and config is
         passed over (unless `redo`), so a run killed half-way through a card of files
         picks up where it stopped instead of starting again."""
+        self._check_open()
         run_id = uuid.uuid4().hex
         summary = self.last_summary = RunSummary(run_id=run_id)  # read if interrupted
         failed: set[str] = set()
@@ -552,6 +558,11 @@ class Detector:
 
     def close(self) -> None:
         self.backend.close()
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:  # the backend's session is gone: AttributeError on None said it
+            raise RuntimeError("this Detector was closed: load another (Detector.load)")
 
 
 def _float_mono(block: np.ndarray) -> np.ndarray:

@@ -364,3 +364,22 @@ def test_a_sink_that_raises_is_said_once_and_the_run_goes_on(tiny_bundle, realau
     assert [(h["source"], h["detail"]["why"]) for h in health] == [
         ("Down", "ConnectionError: webhook down")
     ]
+
+
+def test_a_closed_detector_says_so_and_a_missing_file_is_named_once(tmp_path):
+    """Used after close(): "AttributeError: 'NoneType' object has no attribute 'run'";
+    a missing file: "/x/nope.wav: not found or not a file: /x/nope.wav"."""
+    from animalclap_edge.audio.decode import AudioError
+
+    det = Detector.load(warn_notice=False)
+    with pytest.raises(AudioError) as e:
+        det.detect_file(tmp_path / "nope.wav")
+    assert str(e.value) == f"not found or not a file: {tmp_path / 'nope.wav'}"
+    det.close()
+    for use in (
+        lambda: det.detect_array(np.zeros(3 * SR, np.float32), SR),
+        lambda: det.detect_file(tmp_path / "nope.wav"),
+        lambda: det.run(_Once(), DetectionStore(":memory:")),
+    ):
+        with pytest.raises(RuntimeError, match=r"^this Detector was closed: load another"):
+            use()
