@@ -109,6 +109,11 @@ def scoring_settings(cfg: EdgeConfig) -> ScoringSettings:
 
 
 class Detector:
+    """A bundle's model, scorer, event merging and clip writer under a config: what
+    `animalclap-edge run` runs. `Detector.load(bundle, config)` picks a backend (or pass
+    one to the constructor); `detect_file`/`detect_array` for a notebook, `run(source,
+    store, sinks)` for a stream into a database; `close()` when done."""
+
     def __init__(
         self,
         bundle: Bundle,

@@ -55,6 +55,13 @@ def uplink_of(cfg: EdgeConfig) -> str:
 
 
 class Runtime:
+    """The services of a run around `Detector.run`, for `cfg` and the database `db`.
+    `Runtime(cfg, db, sys.stderr, cfg.audio.hop_s, det.sample_rate)` opens (and if
+    need be recovers) the database under its lock as `.store`; `with` it starts the
+    uplink, the live view and the health monitor, and leaving the block stops them in
+    reverse order; `.watch(first, reopen)` puts a live source under the watchdog.
+    Messages (warnings, notes) go to `err`."""
+
     def __init__(
         self,
         cfg: EdgeConfig,
