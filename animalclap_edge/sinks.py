@@ -14,7 +14,9 @@ class DetectionSink(Protocol):
     database holds it, on the analysis thread (a slow sink delays analysis: queue the
     work and return). An exception from a sink does not stop the run: the first of each
     sink is warned of and logged (health `sink_failed`), all are counted
-    (`RunSummary.sink_failures`), and the sink is still called for what follows."""
+    (`RunSummary.sink_failures`), and the sink is still called for what follows;
+    except those of its `stops_run` (a tuple of exception types), which end the run as
+    they always did: a closed stdout (`run --jsonl | head`) ends it."""
 
     def on_detection(self, det: Detection) -> None: ...
     def on_event(self, event: Event) -> None: ...
@@ -28,10 +30,13 @@ class GuardedSink:
     def __init__(self, sink: DetectionSink, report: Callable[[str, Exception], None]):
         self.sink, self.report = sink, report
         self.name = type(sink).__name__
+        self.stops_run: tuple[type[BaseException], ...] = getattr(sink, "stops_run", ())
 
     def _call(self, method: str, item: object) -> None:
         try:
             getattr(self.sink, method)(item)
+        except self.stops_run:
+            raise
         except Exception as e:  # KeyboardInterrupt and SystemExit still stop the run
             self.report(self.name, e)
 
@@ -47,6 +52,8 @@ class GuardedSink:
 
 class ConsoleSink:
     """One human line per detection."""
+
+    stops_run = (BrokenPipeError,)  # its reader went away (`| head`): the CLI ends
 
     def __init__(self, out: TextIO):
         self.out = out
@@ -105,6 +112,8 @@ class SkipLog:
 
 class JsonlSink:
     """One JSON object per detection, and one per recording with its status, on `out`."""
+
+    stops_run = (BrokenPipeError,)  # its reader went away: the CLI ends, exit 141
 
     def __init__(self, out: TextIO):
         self.out = out
