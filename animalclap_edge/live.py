@@ -101,15 +101,14 @@ class LiveListenError(LiveError):
 
 def read_token(path: str | Path) -> bytes:
     """The token in `path`, refused unless only its owner can read it and it is usable."""
-    from animalclap_edge.secret_files import private_file_problem
+    from animalclap_edge.secret_files import NO_SUCH_FILE, exposure, file_problem
 
     p = Path(path)
     make = f"make one with: (umask 077; {TOKEN_HINT} > {p})"
-    problem = private_file_problem(p)
-    if problem == "no such file":
-        raise LiveError(f"token file {p}: no such file ({make})")
-    if problem is not None:  # "is open to other users ...; run: chmod 600", "not a regular file"
-        raise LiveError(f"token file {p}{' ' if problem.startswith('is ') else ': '}{problem}")
+    if problem := file_problem(p):
+        raise LiveError(f"token file {p}: {problem}" + f" ({make})" * (problem == NO_SUCH_FILE))
+    if problem := exposure(p):
+        raise LiveError(f"token file {p} {problem}")
     try:
         token = p.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as e:

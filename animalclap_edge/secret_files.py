@@ -20,6 +20,7 @@ MAX_SECRET_BYTES = 4096
 # A PEM key encrypted with a passphrase: PKCS#8 and OpenSSL's traditional form.
 _ENCRYPTED_PEM = (b"-----BEGIN ENCRYPTED PRIVATE KEY-----", b"Proc-Type: 4,ENCRYPTED")
 _PRIVATE_KEY = b"PRIVATE KEY-----"
+NO_SUCH_FILE = "no such file"  # file_problem's words for a path with nothing at it
 
 
 class SecretFileError(ValueError):
@@ -27,21 +28,31 @@ class SecretFileError(ValueError):
     the fix."""
 
 
-def private_file_problem(path: str | Path) -> str | None:
-    """Why `path` may not hold a secret (no such file, not a regular file, readable by
-    other users, with the command that fixes it), or None."""
-    p = Path(path)
+def file_problem(path: str | Path) -> str | None:
+    """Why `path` is no regular file to read a secret from (no such file, not a regular
+    file, the OS's reason), or None. Checked before opening: a FIFO blocked the read
+    for good, /dev/zero filled memory."""
     try:
-        st = p.stat()  # follows a symlink: the mode that matters is the target's
+        st = Path(path).stat()  # follows a symlink: the target is what is read
     except FileNotFoundError:
-        return "no such file"
+        return NO_SUCH_FILE
     except OSError as e:
         return (e.strerror or str(e)).lower()
-    if not stat.S_ISREG(st.st_mode):  # a FIFO blocked the read for good, /dev/zero filled memory
-        return "not a regular file"
-    if st.st_mode & 0o007:
-        return f"is open to other users (mode {st.st_mode & 0o777:o}); run: chmod 600 {p}"
+    return None if stat.S_ISREG(st.st_mode) else "not a regular file"
+
+
+def exposure(path: str | Path) -> str | None:
+    """ "is open to other users (mode 644); run: chmod 600 PATH" where other users may
+    read or write the file `path` (a regular file that exists), else None."""
+    mode = Path(path).stat().st_mode
+    if mode & 0o007:
+        return f"is open to other users (mode {mode & 0o777:o}); run: chmod 600 {path}"
     return None
+
+
+def private_file_problem(path: str | Path) -> str | None:
+    """Why `path` may not hold a secret (`file_problem`, then `exposure`), or None."""
+    return file_problem(path) or exposure(path)
 
 
 def read_secret(path: str | Path, setting: str) -> str:
@@ -74,9 +85,8 @@ def key_file_problem(path: str | Path, setting: str) -> str | None:
     then asks for it on the terminal, where a service has none, and a recorder in the
     field has no one to type it). A file holding no private key (a certificate whose
     key is in key_file) is not held to the mode rule."""
-    problem = private_file_problem(path)
-    if problem is not None and not problem.startswith("is open"):
-        return f"{setting} {path}: {problem}"  # opened, a FIFO would block for good
+    if problem := file_problem(path):
+        return f"{setting} {path}: {problem}"
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 20)
@@ -90,7 +100,7 @@ def key_file_problem(path: str | Path, setting: str) -> str | None:
             f"recorder cannot type; decrypt it once: openssl pkey -in {path} -out KEY.pem "
             "&& chmod 600 KEY.pem, and name KEY.pem"
         )
-    if problem is not None:
+    if problem := exposure(path):
         return f"{setting} {path}: holds a private key and {problem}"
     return None
 

@@ -108,6 +108,7 @@ def build_catalogue(
     rows: dict[str, Species] = {}
     first_line: dict[str, int] = {}
     unknown, repeats = [], []
+    hinted: set[str] = set()  # unknown entries that name a fix (nearest, shared name)
     for line, name in names:
         key = name.casefold()
         if key in own:
@@ -119,11 +120,15 @@ def build_catalogue(
                 f"{name!r} (line {line}; the common name of {len(shared[key])} species: "
                 f"{labels}; give the scientific name)"
             )
+            hinted.add(unknown[-1])
             continue
         if sid is None:
             sid = loose.get(spaced(name))
         if sid is None:
-            unknown.append(_unknown(name, line, key, index, reference))
+            said, near = _unknown(name, line, key, index, reference)
+            unknown.append(said)
+            if near:
+                hinted.add(said)
             continue
         if sid in rows:
             repeats.append(f"{name!r} (line {line}) is {sid}, already line {first_line[sid]}")
@@ -132,8 +137,8 @@ def build_catalogue(
     if unknown and not skip_unknown:
         # names with a hint first (a typo's nearest name, a shared common name): the ones
         # a user can fix from this line; names nothing resembles are cut off first
-        hinted = sorted(unknown, key=lambda u: not u.endswith("name)") and "nearest:" not in u)
-        shown = "; ".join(hinted[:10]) + (
+        first = sorted(unknown, key=lambda u: u not in hinted)
+        shown = "; ".join(first[:10]) + (
             f"; and {len(unknown) - 10} more with no near match" if len(unknown) > 10 else ""
         )
         raise ValueError(
@@ -153,17 +158,20 @@ def build_catalogue(
     return Built(Catalogue(species, source=where).checked(), unknown, repeats)
 
 
-def _unknown(name: str, line: int, key: str, index: dict[str, str], reference: Catalogue) -> str:
+def _unknown(
+    name: str, line: int, key: str, index: dict[str, str], reference: Catalogue
+) -> tuple[str, bool]:
     """`'name' (line N; nearest: ...)` for a name no species has: names that hold it
     as a word first ("Blackbird": Eurasian Blackbird, ...), then spellings close to it
-    (a typo)."""
+    (a typo); and whether there were any."""
     word = re.compile(rf"(?<![\w-]){re.escape(key)}(?![\w-])")
     holding = sorted({index[n] for n in index if word.search(n)})
     close = [index[c] for c in difflib.get_close_matches(key, index.keys(), n=3, cutoff=0.8)]
     ids = list(dict.fromkeys([*holding, *close]))
     shown = [_label(reference[reference.index(sid)]) for sid in ids[:3]]
     more = f" and {len(ids) - 3} more" if len(ids) > 3 else ""
-    return f"{name!r} (line {line}" + (f"; nearest: {', '.join(shown)}{more})" if shown else ")")
+    said = f"{name!r} (line {line}" + (f"; nearest: {', '.join(shown)}{more})" if shown else ")")
+    return said, bool(shown)
 
 
 def _label(sp: Species) -> str:

@@ -204,8 +204,6 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
         "background_not_in_catalogue": dict(p.background_unknown.most_common()),
         "species_named": dict(p.named.most_common()),
         "ids_naming_several_files": p.reused_ids,
-        "manifest_digest": _file_digest(cfg.manifest, "manifest"),
-        "catalogue_digest": _file_digest(cfg.catalogue, "--catalogue"),
         "settings": asdict(cfg.settings),
         "codec": cfg.codec,
         "qualities": cfg.qualities,
@@ -215,13 +213,23 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
         "plan_rules": PLAN_RULES,
     }
     path = out / PLAN
+
+    def with_files() -> dict:
+        # read again only where a plan is written or refused, not by every job resuming
+        # one: what changed is named from them (a manifest may be hundreds of MB)
+        return {
+            **record,
+            "manifest_digest": _file_digest(cfg.manifest, "manifest"),
+            "catalogue_digest": _file_digest(cfg.catalogue, "--catalogue"),
+        }
+
     if not path.exists():
         # jobs of one array (`--shard i/N`) start together: each writes its own temporary
         # file and links it in; the first wins, the others check theirs against it
         for dead in dead_temporaries(path):  # a job killed between write and link
             dead.unlink(missing_ok=True)
         tmp = out / f".{PLAN}.{writer_tag()}.{uuid.uuid4().hex[:8]}.tmp"
-        tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        tmp.write_text(json.dumps(with_files(), indent=2), encoding="utf-8")
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -251,7 +259,7 @@ def _write_plan(out: Path, cfg: PrepareConfig, p: Plan, n_shards: int) -> None:
                 "version that began it"
             )
         if old["digest"] != record["digest"]:
-            raise ValueError(_changed_plan(out, old, record))
+            raise ValueError(_changed_plan(out, old, with_files()))
         for key, option in _SAME_IN_EVERY_JOB:
             # plans written before a key was recorded are not held to it
             if key in old and old[key] != record[key]:
