@@ -18,6 +18,7 @@ of real recordings, with any transformers CLAP checkpoint.
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 from dataclasses import dataclass
@@ -34,8 +35,10 @@ from training.metrics import (
     RANK_CHUNK,
     embedding_map,
     proportion_ci,
+    similarity_ranks,
     similarity_ranks_and_predictions,
     taxonomic_error_profile,
+    top_columns,
 )
 from training.model import AudioEncoder, LoadedClap, text_embeddings
 from training.splits import ZeroShotSplit
@@ -45,6 +48,9 @@ from training.splits import ZeroShotSplit
 QUERY_TEMPLATES = (Template.COM, Template.SCI, Template.TAX, Template.SCI_COM, Template.TAX_COM)
 SHUFFLED_TAX = "tax-shuffled"  # Tax prompts with the ranks in a random order
 N_SHUFFLES = 5  # shuffled Tax query embeddings averaged per species
+# the query whose ranked species predictions.csv lists: what a bundle ships by default
+SHIPPED_QUERY = Template.TAX_COM.value
+PREDICTIONS_TOP = 5
 
 
 @dataclass(frozen=True)
@@ -160,18 +166,23 @@ def evaluate(
         },
     }
     hits: dict = {"ids": tuple(it.id for it in items)}
+    rows: list[dict] = []  # predictions.csv's
     for pool_name, candidates in pools.items():
         results[pool_name], hits[pool_name] = {}, {}
         for q in [t.value for t in QUERY_TEMPLATES] + [SHUFFLED_TAX]:
-            scores = zero_shot_scores(
-                audio,
-                true,
-                candidates,
-                query_embeddings(loaded, data.catalogue, candidates, q, cfg.seed),
-                data.catalogue,
-            )
+            text = query_embeddings(loaded, data.catalogue, candidates, q, cfg.seed)
+            scores = zero_shot_scores(audio, true, candidates, text, data.catalogue)
             hits[pool_name][q] = scores.pop("hits")
             results[pool_name][q] = scores
+            if q == SHIPPED_QUERY:
+                shipped = text
+        if write:
+            listed = prediction_rows(hits["ids"], true, pool_name, candidates, audio, shipped)
+            for row, *right in zip(listed, *hits[pool_name].values(), strict=True):
+                row.update(
+                    {f"top1_{q}": int(h) for q, h in zip(hits[pool_name], right, strict=True)}
+                )
+            rows += listed
     if write and cfg.maps and len(items) >= 5:
         labels = {
             level: [getattr(data.catalogue[data.catalogue.index(s)], attr) for s in true]
@@ -191,9 +202,56 @@ def evaluate(
         )
         results["embedding_map"] = "embedding_map.png"
     if write:
+        write_predictions(out / "predictions.csv", rows)
+        results["predictions"] = "predictions.csv"
         (out / "eval.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
         (out / "eval.md").write_text(markdown_report(results), encoding="utf-8")
     return {**results, "hits": hits} if keep_hits else results
+
+
+def prediction_rows(
+    ids: tuple[str, ...],
+    true: list[str],
+    pool: str,
+    candidates: list[str],
+    audio: np.ndarray,
+    text: np.ndarray,
+) -> list[dict]:
+    """One row per recording: its true species' rank (1 = top-1, ties counted against
+    it as in top-1) and score, and the PREDICTIONS_TOP best species with their scores,
+    for audio (N, D) against text (len(candidates), D)."""
+    index = {s: i for i, s in enumerate(candidates)}
+    labels = np.array([index[s] for s in true], dtype=np.int64)
+    r = similarity_ranks(audio, text, labels)
+    best, score = top_columns(audio, text, PREDICTIONS_TOP)
+    true_score = np.einsum("nd,nd->n", audio, text[labels]) if len(labels) else np.zeros(0)
+    rows = []
+    for i, rid in enumerate(ids):
+        row = {
+            "recording_id": rid,
+            "species_id": true[i],
+            "pool": pool,
+            "candidates": len(candidates),
+            "query": SHIPPED_QUERY,
+            "rank": int(r[i]) + 1,
+            "score": f"{true_score[i]:.4f}",
+        }
+        for j in range(PREDICTIONS_TOP):
+            has = j < best.shape[1]
+            row[f"pred_{j + 1}"] = candidates[best[i, j]] if has else ""
+            row[f"score_{j + 1}"] = f"{score[i, j]:.4f}" if has else ""
+        rows.append(row)
+    return rows
+
+
+def write_predictions(path: Path, rows: list[dict]) -> None:
+    """predictions.csv: every test recording in each pool, to recompute the table's
+    figures or pick the recordings to listen to."""
+    fields = list(rows[0]) if rows else ["recording_id", "species_id", "pool"]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
 
 
 def markdown_report(results: dict) -> str:
@@ -224,6 +282,16 @@ def markdown_report(results: dict) -> str:
         "The interval is Wilson's, with each recording counted as independent; several "
         "recordings of one site-day or individual are not, so the real uncertainty is "
         "wider. To compare two models on these recordings: `evaluate --against`.",
+        *(
+            [
+                "",
+                f"Each recording's ranked species ({SHIPPED_QUERY} query) and whether each "
+                f"query got it right at top-1: [{results['predictions']}]"
+                f"({results['predictions']}).",
+            ]
+            if "predictions" in results
+            else []
+        ),
     ]
     lines += [
         "",

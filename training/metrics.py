@@ -111,6 +111,22 @@ def similarity_ranks_and_predictions(
     return np.concatenate(r), np.concatenate(pred)
 
 
+def top_columns(
+    audio: np.ndarray, text: np.ndarray, k: int, chunk: int = RANK_CHUNK
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k best-scoring columns of audio @ text.T per row, best first, and their
+    scores: (N, min(k, C)) ints and (N, min(k, C)) floats. Equal scores keep the lower
+    column first (a stable sort), so the listing is the same on every machine."""
+    k = min(k, len(text))
+    cols, vals = [np.zeros((0, k), np.int64)], [np.zeros((0, k), np.float32)]
+    for i in range(0, len(audio), chunk):
+        sims = audio[i : i + chunk] @ text.T  # (chunk, C)
+        best = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+        cols.append(best)
+        vals.append(np.take_along_axis(sims, best, axis=1).astype(np.float32))
+    return np.concatenate(cols), np.concatenate(vals)
+
+
 def _similarity_rows(
     audio: np.ndarray, text: np.ndarray, labels: np.ndarray, chunk: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -44,6 +44,36 @@ def test_evaluate_on_the_benchmark_writes_tables_and_a_map(loaded, tiny_data, tm
     assert f"| com | {com['top1']:.3f} | {com['top1_ci'][0]:.3f}-{com['top1_ci'][1]:.3f} |" in md
     assert "hits" not in json.loads((tmp_path / "eval.json").read_text())["unseen"]["com"]
     assert (tmp_path / "embedding_map.png").stat().st_size > 10_000
+    _every_top1_recomputes_from_predictions_csv(res, tmp_path / "predictions.csv", n_test)
+
+
+def _every_top1_recomputes_from_predictions_csv(res, path, n_test):
+    """A researcher checks the table, or picks recordings to listen to, from one row
+    per recording and pool; each row's ranked species agree with its rank."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * n_test
+    for pool in ("unseen", "all"):
+        mine = [r for r in rows if r["pool"] == pool]
+        assert len({r["recording_id"] for r in mine}) == n_test
+        for q, r in res[pool].items():
+            right = sum(int(row[f"top1_{q}"]) for row in mine)
+            assert right / n_test == pytest.approx(r["top1"]), (pool, q)
+        shipped = res[pool]["tax+com"]
+        assert sum(int(r["rank"]) == 1 for r in mine) / n_test == pytest.approx(shipped["top1"])
+        assert sum(int(r["rank"]) <= 5 for r in mine) / n_test == pytest.approx(shipped["top5"])
+        for r in mine:
+            preds = [r[f"pred_{j}"] for j in range(1, 6) if r[f"pred_{j}"]]
+            scores = [float(r[f"score_{j}"]) for j in range(1, 6) if r[f"score_{j}"]]
+            assert scores == sorted(scores, reverse=True)
+            assert len(preds) == min(5, int(r["candidates"]))
+            if int(r["rank"]) <= len(preds):  # listed where its rank says, or tied there
+                at = float(r[f"score_{r['rank']}"])
+                assert r["species_id"] in preds and float(r["score"]) == pytest.approx(at)
+            else:
+                assert r["species_id"] not in preds
 
 
 def test_evaluation_measures_the_prompt_a_bundle_ships():
