@@ -25,8 +25,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # a graph timed alone (--onnx) loads no bundle code, for its RSS
+    from animalclap_edge.backends.base import EmbeddingBackend
+    from animalclap_edge.scoring import WindowScore, WindowScorer
 
 BLOCK_SECONDS = 10.0
 
@@ -122,7 +127,7 @@ class AudioLoop:
         while done < self.total:
             n = min(block, self.total - done)
             out = np.empty(n, np.float32)
-            view, filled = memoryview(out).cast("B"), 0
+            view, filled = memoryview(out).cast("B"), 0  # type: ignore[arg-type]  # numpy stubs: no __buffer__
             while filled < n * 4:
                 got = f.readinto(view[filled:])
                 if not got:  # end of the recordings: start again
@@ -203,21 +208,8 @@ def run_animalclap(
     block_ready = _Times(-(-loop.total // block))  # wall time each block was handed over
     latencies = _Times(loop.total // det.hop + 2)  # one label per window (top_k 1)
     rss_trace: list[tuple[int, float]] = []
-    inner_embed, inner_score = det.backend.embed, det.scorer.score
-
-    def embed(x):
-        t = time.perf_counter()
-        out = inner_embed(x)
-        timers["embed"] += time.perf_counter() - t
-        return out
-
-    def score(e):
-        t = time.perf_counter()
-        out = inner_score(e)
-        timers["score"] += time.perf_counter() - t
-        return out
-
-    det.backend.embed, det.scorer.score = embed, score
+    det.backend = _TimedBackend(det.backend, timers)
+    det.scorer = _TimedScorer(det.scorer, timers)
 
     def blocks():
         for i, b in loop.blocks(block):
@@ -226,14 +218,14 @@ def run_animalclap(
                 rss_trace.append((i, _rss_mb()))
             yield b
 
-    with tempfile.TemporaryDirectory() as tmp, DetectionStore(Path(tmp) / "bench.db") as store:
-        store.start_run("bench", bundle.id, det.config_hash, "bench", "bench")
-        inner_add = store.add_detections
+    class TimedStore(DetectionStore):
+        """Times each write of detections, and each detection's latency: from its
+        window's last block handed over to its row written."""
 
-        def add(dets):
+        def add_detections(self, dets):
             t = time.perf_counter()
             dets = list(dets)
-            n = inner_add(dets)
+            n = super().add_detections(dets)
             now = time.perf_counter()
             timers["store"] += now - t
             for d in dets:
@@ -243,7 +235,8 @@ def run_animalclap(
                 )
             return n
 
-        store.add_detections = add
+    with tempfile.TemporaryDirectory() as tmp, TimedStore(Path(tmp) / "bench.db") as store:
+        store.start_run("bench", bundle.id, det.config_hash, "bench", "bench")
         rec = Recording("bench", sr, None, False, "bench", blocks())
         t0 = time.perf_counter()
         result = det._process_recording(rec, "bench", store, [], out=None)
@@ -267,6 +260,35 @@ def run_animalclap(
         **_memory(rss_start, rss_loaded),
         "rss_trace_mb": [r for _, r in rss_trace],
     }
+
+
+class _TimedBackend:
+    """A backend whose `embed` time adds to timers["embed"]."""
+
+    def __init__(self, inner: EmbeddingBackend, timers: dict[str, float]):
+        self.inner, self.timers, self.name = inner, timers, inner.name
+
+    def embed(self, windows: np.ndarray) -> np.ndarray:
+        t = time.perf_counter()
+        out = self.inner.embed(windows)
+        self.timers["embed"] += time.perf_counter() - t
+        return out
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _TimedScorer:
+    """A scorer whose `score` time adds to timers["score"]."""
+
+    def __init__(self, inner: WindowScorer, timers: dict[str, float]):
+        self.inner, self.timers = inner, timers
+
+    def score(self, emb: np.ndarray) -> list[WindowScore]:
+        t = time.perf_counter()
+        out = self.inner.score(emb)
+        self.timers["score"] += time.perf_counter() - t
+        return out
 
 
 def _with_encoder(bundle, encoder: str):

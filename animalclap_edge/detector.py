@@ -32,7 +32,7 @@ from animalclap_edge.audio.decode import (
     to_mono,
 )
 from animalclap_edge.audio.windows import Window, WindowBatcher, Windower
-from animalclap_edge.backends import EmbeddingBackend, select_backend
+from animalclap_edge.backends import EmbeddingBackend, checked_embeddings, select_backend
 from animalclap_edge.bundle import Bundle, demo_bundle_path, load_bundle
 from animalclap_edge.clips import ClipWriter
 from animalclap_edge.config import EdgeConfig, config_hash
@@ -48,7 +48,7 @@ from animalclap_edge.records import (
 )
 from animalclap_edge.retention import Retention
 from animalclap_edge.room import is_full, is_want_of_room, make_room
-from animalclap_edge.scoring import Scorer, ScoringSettings, WindowScore
+from animalclap_edge.scoring import Scorer, ScoringSettings, WindowScore, WindowScorer
 from animalclap_edge.sinks import DetectionSink, GuardedSink
 from animalclap_edge.sources import Recording, Skipped, Source
 from animalclap_edge.store import RUN_FINISHED, RUN_STOPPED, DetectionStore
@@ -119,6 +119,7 @@ class Detector:
         bundle: Bundle,
         config: EdgeConfig | None = None,
         backend: EmbeddingBackend | None = None,
+        scorer: WindowScorer | None = None,
     ):
         self.bundle = bundle
         self.config = config or EdgeConfig()
@@ -130,14 +131,18 @@ class Detector:
             backend, self.backend_reason = choice.backend, choice.reason
         else:
             self.backend_reason = f"backend {backend.name} (passed in)"
-        self.backend = backend
-        self.scorer = Scorer(bundle, scoring_settings(self.config), self.config.backend.threads)
-        st = self.config.storage
-        self.clips = (
-            ClipWriter(st.clips_dir, bundle.manifest.sample_rate, st.max_disk_percent)
-            if st.save_clips
-            else None
+        self.backend: EmbeddingBackend = backend
+        self.scorer: WindowScorer = scorer or Scorer(
+            bundle, scoring_settings(self.config), self.config.backend.threads
         )
+        st = self.config.storage
+        self.clips = None
+        if st.save_clips:
+            if (
+                st.clips_dir is None
+            ):  # the config's validator refuses it; an EdgeConfig built by hand
+                raise ValueError("storage.save_clips needs storage.clips_dir")
+            self.clips = ClipWriter(st.clips_dir, bundle.manifest.sample_rate, st.max_disk_percent)
         self.retention = Retention.from_config(self.config)  # None: it could delete nothing
         self.config_hash = config_hash(self.config)
         m = bundle.manifest
@@ -161,11 +166,14 @@ class Detector:
         config: EdgeConfig | str | Path | None = None,
         *,
         warn_notice: bool = True,
+        backend: Callable[[Bundle], EmbeddingBackend] | None = None,
     ) -> Detector:
         """Load a bundle (default: the packaged demo bundle) and pick a backend; `config`
         is an `EdgeConfig` or the path of a YAML config. A bundle's notice (a demo
         bundle is not a field model) is given as a `UserWarning` (`run` prints it
-        itself, with `warn_notice=False`)."""
+        itself, with `warn_notice=False`). `backend`: makes your own backend for the
+        loaded bundle instead of the config's choice (`lambda b: MyBackend(b)`); to put
+        your own scorer in, set `.scorer` (it may wrap the one there)."""
         import warnings
 
         if isinstance(config, (str, Path)):
@@ -175,7 +183,7 @@ class Detector:
         loaded = load_bundle(bundle if bundle is not None else demo_bundle_path())
         if warn_notice and loaded.manifest.notice:
             warnings.warn(f"{loaded.manifest.notice}", UserWarning, stacklevel=2)
-        return cls(loaded, config)
+        return cls(loaded, config, backend=backend(loaded) if backend else None)
 
     # -- notebook API ---------------------------------------------------------
 
@@ -404,10 +412,13 @@ class Detector:
             self._with_room(store, store.record_recording, row("partial", OPEN_REASON))
             saved_at = time.monotonic()
 
+        dim = self.bundle.manifest.embedding_dim
+
         def process(batches: Iterable[tuple[np.ndarray, list[Window]]]) -> None:
             nonlocal n_windows, n_dets
             for x, chunk in batches:  # x (n, window): the batcher's buffer, reused
-                scores = self.scorer.score(self.backend.embed(x))
+                emb = checked_embeddings(self.backend.name, self.backend.embed(x), len(x), dim)
+                scores = self.scorer.score(emb)
                 per_window = [
                     (w, self._detections(rec, run_id, w, s))
                     for w, s in zip(chunk, scores, strict=True)
@@ -562,8 +573,10 @@ class Detector:
         ]
 
     def close(self) -> None:
-        self.backend.close()
-        self._closed = True
+        """Release the backend (its session, engine or GPU memory); a second call does nothing."""
+        if not self._closed:
+            self._closed = True
+            self.backend.close()
 
     def _check_open(self) -> None:
         if self._closed:  # the backend's session is gone: AttributeError on None said it

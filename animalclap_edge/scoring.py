@@ -18,6 +18,7 @@ the class of a birds-only catalogue) tell nothing and are skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -62,7 +63,21 @@ class WindowScore:
     traits: dict[str, object]  # trait -> {"value", "p"} or {"values", "p"}
 
 
+class WindowScorer(Protocol):
+    """The scorer role: unit embeddings in, labels out. `Scorer` is the bundle's own;
+    pass another to `Detector(..., scorer=...)` (one that wraps `Scorer` to add a
+    site's prior, say). Labels' `taxon`s must be the bundle catalogue's species ids, or
+    for back-off taxa the taxon's name."""
+
+    def score(self, emb: np.ndarray) -> list[WindowScore]:
+        """emb (B, D) unit rows -> one WindowScore per row."""
+        ...
+
+
 class Scorer:
+    """Species by cosine against the bundle's text embeddings, back-off taxa and traits,
+    under `ScoringSettings` (see the module's docstring)."""
+
     def __init__(self, bundle: Bundle, settings: ScoringSettings, threads: int = 1):
         cat = bundle.catalogue
         self.bundle, self.settings = bundle, settings
@@ -113,7 +128,9 @@ class Scorer:
             raise ScoringError(
                 f"scoring.species_thresholds: unknown species id(s) {unknown[:5]}; see `animalclap-edge inspect`"
             )
-        self.thresholds = np.array([thr.get(cat[i].id, default) for i in self.active], np.float32)
+        self.thresholds = np.array(
+            [thr.get(cat[int(i)].id, default) for i in self.active], np.float32
+        )
         self.backoff_threshold = (
             settings.backoff_threshold
             if settings.backoff_threshold is not None
@@ -127,7 +144,7 @@ class Scorer:
         # docstring): the mass it gets from a sound the model knows nothing of.
         self.groups = {}
         for level in reversed(TAXON_LEVELS):  # genus first
-            names = [cat[i].taxon(level) for i in self.active]
+            names = [cat[int(i)].taxon(level) for i in self.active]
             uniq = sorted(set(names))
             if len(uniq) > 1:
                 idx = np.array([uniq.index(n) for n in names])

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from animalclap_edge.backends.base import EmbeddingBackend
+from animalclap_edge.backends.base import BackendError, EmbeddingBackend
 from animalclap_edge.bundle import Bundle
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
-
-
-class BackendError(RuntimeError):
-    """The requested backend cannot run here; the message says why and what to do."""
+__all__ = ["BACKENDS", "BackendChoice", "BackendError", "select_backend"]
 
 
 @dataclass
@@ -39,7 +36,7 @@ def select_backend(
 
     from animalclap_edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    skipped = []
+    skipped: list[str] = []
     if name in ("auto", "tensorrt"):
         from animalclap_edge.backends import tensorrt_backend as T
 
