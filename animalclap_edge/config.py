@@ -690,6 +690,10 @@ def config_from_dict(d: Any, source: str = "<dict>") -> EdgeConfig:
 # output, messaging, health, schedule: live sources only) decide where it goes and how
 # the recorder runs.
 ANALYSIS_SECTIONS: tuple[str, ...] = ("audio", "backend", "scoring")
+# Settings in those sections that change how fast, not what: hashed at their defaults,
+# so that a new thread count does not analyse a card's recordings again, and a config
+# that never set them keeps the hash it had before they were left out.
+SPEED_ONLY: dict[str, tuple[str, ...]] = {"backend": ("threads", "batch_size", "engine_cache_dir")}
 
 
 def config_hash(cfg: EdgeConfig) -> str:
@@ -700,8 +704,12 @@ def config_hash(cfg: EdgeConfig) -> str:
     all hash the same); any effective value change in those sections does. Before
     2026-11-28 the whole config was hashed, so a new MQTT password, a recorder's name or
     a release that added any setting made `run` analyse a card's recordings again.
+    SPEED_ONLY settings are hashed at their defaults (before 2026-11-29 they counted).
     """
     analysis = cfg.model_dump(mode="json", include=set(ANALYSIS_SECTIONS))
+    for section, names in SPEED_ONLY.items():
+        fields = type(getattr(cfg, section)).model_fields
+        analysis[section].update({n: fields[n].get_default() for n in names})
     canonical = json.dumps(analysis, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
