@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import re
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 # days before the end of a certificate from which `run` and `publish` warn at start
@@ -51,7 +51,7 @@ def _time(tag: int, value: bytes) -> datetime:
         text = f"{19 if year >= 50 else 20}{text}"
     elif tag != 0x18:  # GeneralizedTime YYYYMMDDHHMMSSZ
         raise CertError(f"unexpected time tag 0x{tag:02x}")
-    return datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=UTC)
+    return datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=timezone.utc)
 
 
 def validity(der: bytes) -> tuple[datetime, datetime]:
@@ -100,7 +100,7 @@ def expiry_note(
 ) -> str | None:
     """A warning for the certificate in `path` (the setting `setting`), which ends at
     `end`, if it has expired or ends within WARN_DAYS; None when it has longer."""
-    now = now or datetime.now(UTC)
+    now = now or datetime.now(timezone.utc)
     when = end.strftime("%Y-%m-%d %H:%M UTC")
     if end <= now:
         return (

@@ -28,6 +28,10 @@ from animalclap_edge.records import now_utc_ms
 
 FULL_BELOW = 1 << 20  # free bytes under which the card counts as full
 ROOM_TARGET = 8 << 20  # free bytes a deletion aims for: room for hours of detections
+# SQLite's primary result codes: sqlite3 names them (SQLITE_FULL, SQLITE_IOERR) only
+# from Python 3.11, and the recorder's is 3.10
+_SQLITE_FULL, _SQLITE_IOERR = 13, 10
+_WANT_OF_ROOM_MESSAGES = ("database or disk is full", "disk I/O error")  # sqlite3_errstr
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,10 @@ def is_want_of_room(e: Exception) -> bool:
     """Whether SQLite's error is one a full card gives (SQLITE_FULL, SQLITE_IOERR and
     its extended codes), not a constraint or a lock."""
     code = getattr(e, "sqlite_errorcode", None)
-    if code is None:  # not raised by SQLite itself
+    if code is not None:
+        return code & 0xFF in (_SQLITE_FULL, _SQLITE_IOERR)
+    if not isinstance(e, sqlite3.Error):  # not raised by SQLite itself
         return False
-    return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+    # Python 3.10 (the recorder's) gives no code: SQLite's own message for each. The
+    # extended I/O codes all read "disk I/O error"; a full card never made room there.
+    return str(e) in _WANT_OF_ROOM_MESSAGES
