@@ -110,10 +110,12 @@ def activity(
     nothing = ""
     if not labels:
         nothing = _nothing_to_draw(card, undated, min_probability, taxa, trusted_clock_only)
-    first, last = (min(on_days), max(on_days)) if on_days and labels else (None, None)
-    if first is not None and (last - first).days + 1 > MAX_DAYS:
-        raise ReportError(_too_long(first, last, trusted_clock_only, *untrusted_everywhere))
-    days = [first + timedelta(days=i) for i in range((last - first).days + 1)] if first else []
+    days: list[date] = []
+    if on_days and labels:
+        first, last = min(on_days), max(on_days)
+        if (last - first).days + 1 > MAX_DAYS:
+            raise ReportError(_too_long(first, last, trusted_clock_only, *untrusted_everywhere))
+        days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     day_index = {d.isoformat(): i for i, d in enumerate(days)}
     by_hour = np.zeros((len(labels), 24), np.int64)
     by_day = np.zeros((len(labels), len(days)), np.int64)

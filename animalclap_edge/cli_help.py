@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import errno
-from collections.abc import Sequence
+from collections.abc import Iterable
+from typing import TypeVar, overload
+
+_N = TypeVar("_N")
 
 # Files the machine refuses (not bugs): what to do instead.
 _REFUSED = {
@@ -21,7 +24,7 @@ _REFUSED = {
 def refused_file(e: OSError) -> str | None:
     """A read-only, forbidden or full file system as one line naming the file and what
     to do; None for other OS errors, which stay tracebacks."""
-    advice = _REFUSED.get(e.errno)
+    advice = _REFUSED.get(e.errno) if e.errno is not None else None
     if advice is None:
         return None
     # a write that fills the disk names no file (the open did)
@@ -67,13 +70,24 @@ class CommandParser(argparse.ArgumentParser):
     does not know is said with the command's usage and the closest option it has.
     argparse left such options to the top-level parser, whose usage names no option."""
 
-    def parse_known_args(  # type: ignore[override]
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        namespace, extras = super().parse_known_args(args, namespace)
+    # the overloads of argparse's own stub, so that a caller's namespace type is kept
+    @overload
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: None = None
+    ) -> tuple[argparse.Namespace, list[str]]: ...
+    @overload
+    def parse_known_args(
+        self, args: Iterable[str] | None, namespace: _N
+    ) -> tuple[_N, list[str]]: ...
+    @overload
+    def parse_known_args(self, *, namespace: _N) -> tuple[_N, list[str]]: ...
+    def parse_known_args(
+        self, args: Iterable[str] | None = None, namespace: object = None
+    ) -> tuple[object, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
         if extras:
             self.error(unknown_arguments(self, extras))
-        return namespace, extras
+        return parsed, extras
 
 
 def unknown_arguments(parser: argparse.ArgumentParser, extras: list[str]) -> str:

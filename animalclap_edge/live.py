@@ -63,7 +63,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from socketserver import TCPServer
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from animalclap_edge.config import is_loopback_host
@@ -235,7 +235,9 @@ class LiveServer:
             ) from None
         # Without a token the host was let through as loopback by its name alone; the
         # name's address is what is bound (never resolved twice), so it is checked here.
-        if self._token is None and not _is_loopback_address(address[0]):
+        # (an (int, bytes) address is an IPv6 one of a Python built without IPv6: refused)
+        bound = address[0]
+        if self._token is None and not (isinstance(bound, str) and _is_loopback_address(bound)):
             raise LiveListenError(
                 f"live: cannot listen on {self.host} without a token: it resolves to "
                 f"{address[0]}, not a loopback address; listen on 127.0.0.1, or set a token "
@@ -571,7 +573,10 @@ class _HTTPServer(ThreadingHTTPServer):
         # HTTPServer.server_bind looks up the host's FQDN, which can hang for
         # seconds on a recorder without DNS; the name is not needed here.
         TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[0], self.server_address[1]
+        # server_address is getsockname()'s now, whose host is a str (the stub's type is
+        # what bind accepts, bytes too)
+        host = cast(str, self.server_address[0])
+        self.server_name, self.server_port = host, self.server_address[1]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # What ends up here came from serving one connection, which a client's bytes
@@ -604,7 +609,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         live = self.server.live
-        self.timeout = live.socket_timeout_s  # also bounds a stalled send
+        # typeshed has timeout as a ClassVar; StreamRequestHandler.setup reads it off the
+        # instance, so one set per connection is what it applies
+        self.timeout = live.socket_timeout_s  # type: ignore[misc]  # also bounds a stalled send
         super().setup()
         self.rfile.close()  # makefile's: it would keep the socket open past close()
         self._request_in = _RequestReader(self.connection, live.socket_timeout_s)

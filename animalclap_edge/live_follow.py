@@ -96,7 +96,8 @@ class Follower:
         self.conn: sqlite3.Connection | None = None
         self._opened: Identity | None = None  # the file `conn` reads
         self._rows_sql = ""
-        self.after, self.key = 0, None
+        self.after = 0
+        self.key: str | None = None
         self.problem = ""  # why the file at the path cannot be read as this kind, if so
 
     @property

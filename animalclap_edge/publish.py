@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from animalclap_edge.config import EdgeConfig, MqttConfig
 from animalclap_edge.db_lock import DbLock
@@ -185,7 +186,7 @@ class MqttPublisher:
         self._refusal = ""  # why the broker refused this connection attempt
         self._accepted = False  # this client's CONNACK was a success
         self._max_packet = 0  # the broker's Maximum Packet Size (v5 CONNACK); 0: not said
-        self._acks: dict[int, object] = {}  # mid -> reason code, filled by paho's thread
+        self._acks: dict[int, Any] = {}  # mid -> paho's ReasonCode, filled by paho's thread
         self._acked = threading.Condition()
         self._suspects: list[str] = []  # in flight when the last connection was lost
         self._stop = threading.Event()
@@ -486,9 +487,9 @@ class MqttPublisher:
         return str(e)
 
     def _cert_expired(self) -> bool:
-        from datetime import UTC, datetime
+        from datetime import datetime, timezone  # not datetime.UTC: 3.11+, JetPack 6 has 3.10
 
-        return self._cert_end is not None and self._cert_end <= datetime.now(UTC)
+        return self._cert_end is not None and self._cert_end <= datetime.now(timezone.utc)
 
     def _expired_hint(self) -> str:
         return (

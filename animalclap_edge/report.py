@@ -27,11 +27,13 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, TextIO
+from types import ModuleType
+from typing import IO, TypedDict, cast
 
 from animalclap_edge import records
 from animalclap_edge.store import DELIVERY_COLUMNS, recorder_sql, runs_columns
 
+fcntl: ModuleType | None
 try:
     import fcntl
 except ImportError:  # Windows: no descriptor paths to check
@@ -346,6 +348,13 @@ def _either(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
+class _TextArgs(TypedDict, total=False):
+    """open's arguments for a text report (none for a binary one)."""
+
+    encoding: str
+    newline: str
+
+
 @contextlib.contextmanager
 def open_out(out: str | Path, suffixes: Sequence[str], binary: bool = False) -> Iterator[IO]:
     """`out` opened for writing the report, as the kind of file it is (`out_target`).
@@ -359,7 +368,7 @@ def open_out(out: str | Path, suffixes: Sequence[str], binary: bool = False) -> 
     a copy of it, so the file a shell opened with `>>` is appended to, not truncated."""
     target, stream = out_target(out, suffixes)
     wb = "wb" if binary else "w"
-    text = {} if binary else {"encoding": "utf-8", "newline": ""}
+    text: _TextArgs = {} if binary else {"encoding": "utf-8", "newline": ""}
     if stream:
         fd_path = _fd_path(Path(out))
         try:
@@ -393,7 +402,7 @@ def open_out(out: str | Path, suffixes: Sequence[str], binary: bool = False) -> 
 def write_report(
     db: str | Path | Sequence[str | Path],
     what: str,
-    out: TextIO,
+    out: IO[str],
     min_probability: float | None = None,
     taxa: Sequence[str] = (),
     utc_offset_h: float | None = None,
@@ -486,7 +495,7 @@ def _read(path: Path, table: str, rows: Iterator[Sequence[object]]) -> Iterator[
         raise _read_error(path, table, e) from e
 
 
-def _cards_in_one_table(dbs: list[Path], card: Callable, out: TextIO) -> int:
+def _cards_in_one_table(dbs: list[Path], card: Callable, out: IO[str]) -> int:
     """The rows of every card under one header, reading one card at a time: a column a
     card lacks (an older release's schema, a bundle without some trait) is left empty
     in its rows. The header is known only when every card has been read, so the rows
@@ -618,7 +627,7 @@ def recorder_columns(
         run_at = header.index("run_id")
 
         def label(row: Sequence[object]) -> tuple[str, str]:
-            return runs.get(row[run_at], ("", ""))  # type: ignore[arg-type]
+            return runs.get(row[run_at], ("", ""))
     else:
         whole = tuple("|".join(dict.fromkeys(r[k] for r in runs.values())) for k in (0, 1))
 
@@ -632,7 +641,7 @@ def recorder_columns(
     return columns, labelled()
 
 
-def _write_csv(out: TextIO, header: list[str], rows: Iterator[Sequence[object]]) -> int:
+def _write_csv(out: IO[str], header: list[str], rows: Iterator[Sequence[object]]) -> int:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
     n = 0
@@ -691,14 +700,16 @@ def times_in_one_format(
                 if row[i] is None:
                     continue
                 try:
-                    row[i] = utc_ms(row[i])
+                    # a str but in a damaged database: fromisoformat's TypeError is caught
+                    row[i] = utc_ms(cast(str, row[i]))
                 except (TypeError, ValueError) as e:
                     raise ReportError(
                         f"{what} row {row[0]}: {header[i]} {row[i]!r} is not an ISO 8601 time "
                         f"with its UTC offset ({e}); the database may be damaged"
                     ) from None
             for i in reversed(local):  # from the right: the indexes before stay valid
-                t = row[i]
+                # None or utc_ms's str: every local column is one of `at`
+                t = cast("str | None", row[i])
                 row.insert(
                     i + 1,
                     None
@@ -799,11 +810,11 @@ def taxon_filter(
                 f"--taxon {name}: a genus; its species in this database are kept with its "
                 f"back-off rows: {', '.join(species)}"
             )
-        higher = [lv for lv in levels if lv in ("family", "order", "class")]
-        if higher:
+        above_genus = [lv for lv in levels if lv in ("family", "order", "class")]
+        if above_genus:
             notes.append(
-                f"--taxon {name}: a {higher[0]}; the database does not record which "
-                f"{higher[0]} a species belongs to, so only its back-off rows (unknown "
+                f"--taxon {name}: a {above_genus[0]}; the database does not record which "
+                f"{above_genus[0]} a species belongs to, so only its back-off rows (unknown "
                 f"{name}) are kept: give its species by name with --taxon to add them"
             )
     # nothing matched: no row (each name was said above)

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from animalclap_edge.config import EdgeConfig
 from animalclap_edge.db_lock import DbLock
@@ -24,6 +24,10 @@ from animalclap_edge.room import is_full, make_room
 from animalclap_edge.sources import Source
 from animalclap_edge.store import StoreError
 from animalclap_edge.watchdog import WatchdogSettings, WatchedSource
+
+if TYPE_CHECKING:  # imported where started: a run without MQTT or live view needs neither
+    from animalclap_edge.live import LiveServer
+    from animalclap_edge.publish import MqttPublisher
 
 
 class RunLock(DbLock):
@@ -117,8 +121,8 @@ class Runtime:
             )
         # one entry per live source name: a schedule re-wraps the source every period
         self._counters: dict[str, Callable[[], dict]] = {}
-        self.uplink = None
-        self.live = None
+        self.uplink: MqttPublisher | None = None
+        self.live: LiveServer | None = None
         # set by a run over files that finished: the backup then takes in what it logged
         # (made at start when there was none, it held none of a card's detections)
         self.backup_on_close = False
@@ -190,8 +194,8 @@ class Runtime:
                 from animalclap_edge.live import LiveError, LiveServer
 
                 try:  # the token file is read here: a mode slip must not stop recording
-                    self.live = LiveServer.from_config(self.db, lv).start()
-                    self.say(f"live: {self.live.url} (stream at /events)")
+                    self.live = live = LiveServer.from_config(self.db, lv).start()
+                    self.say(f"live: {live.url} (stream at /events)")
                 except LiveError as e:  # the view is optional; recording is not
                     self.say(f"WARNING: {e}; recording goes on without the live view")
                     self.store.add_health("live_unavailable", "runtime", {"reason": str(e)})

@@ -217,14 +217,15 @@ def _card(
 
 def _group(rows: Iterator[Sequence]) -> Iterator[tuple[tuple[str, str], list[Sequence]]]:
     """((source_path, recording_id), its rows) per recording, from rows in that order."""
-    key, group = None, []
+    key: tuple[str, str] | None = None  # set with the first row of a group
+    group: list[Sequence] = []
     for row in rows:
-        if group and (row[0], row[1]) != key:
+        if key is not None and (row[0], row[1]) != key:
             yield key, group
             group = []
         key = (row[0], row[1])
         group.append(row)
-    if group:
+    if key is not None:
         yield key, group
 
 

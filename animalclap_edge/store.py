@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import astuple, fields
 from pathlib import Path
 from types import TracebackType
+from typing import Any, cast
 
 from animalclap_edge.records import (
     CUT_OFF_REASON,
@@ -1024,5 +1025,9 @@ _EVENT_PAYLOAD_COLUMNS = payload_columns({"device", "site"}, events=True)
 def payload_of(row: Sequence[object], events: bool = False) -> str:
     """`message_payload` of a row of `payload_columns` (of the same `events`)."""
     *fields_, device, site = row
-    record = Event(*fields_) if events else Detection(*fields_)
+    # sqlite's values of the record's columns, in its field order (_DET_COLS,
+    # _EVENT_COLS): the record's own types, bar 0/1 and int for its floats and bool,
+    # which its __post_init__ coerces, as for Detection(*row) of a cursor (typed Any)
+    values = cast("list[Any]", fields_)
+    record = Event(*values) if events else Detection(*values)
     return message_payload(record, str(device), str(site))

@@ -29,6 +29,17 @@ def test_the_components_of_your_own_example_runs(realaudio, tmp_path, monkeypatc
     assert (tmp_path / "h.db").is_file()
 
 
+@pytest.mark.timeout(300)
+def test_the_components_of_your_own_example_type_checks(tmp_path, monkeypatch):
+    """The Hydrophone example passed to `det.run` failed mypy: SourceBase.__enter__ was
+    typed to return SourceBase, which is not a Source."""
+    from tests.animalclap_edge.test_types import mypy_errors
+
+    (tmp_path / "example.py").write_text(_block("class Hydrophone"))
+    monkeypatch.chdir(REPO)
+    assert mypy_errors([str(tmp_path / "example.py")], tmp_path / "cache") == []
+
+
 def test_the_package_is_typed_for_its_users():
     """No py.typed: mypy skipped every import of the package ("missing library stubs or
     py.typed marker"), so an integrator's Source and sink were never checked."""

@@ -12,6 +12,7 @@ import csv
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 # Broad to narrow; the species itself (the binomial) comes after genus.
 TAXON_LEVELS: tuple[str, ...] = ("class", "order", "family", "genus")
@@ -161,7 +162,11 @@ class Catalogue(Sequence[Species]):
     def __len__(self) -> int:
         return len(self._species)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    @overload
+    def __getitem__(self, i: int) -> Species: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Species, ...]: ...
+    def __getitem__(self, i: int | slice) -> Species | tuple[Species, ...]:
         return self._species[i]
 
     def __iter__(self) -> Iterator[Species]:

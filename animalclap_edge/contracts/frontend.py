@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+import numpy.typing as npt
 
 
 class FrontendMismatch(ValueError):
@@ -99,7 +100,7 @@ def hann_periodic(n: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float64)
 
 
-def _hz_to_mel_slaney(f: np.ndarray) -> np.ndarray:
+def _hz_to_mel_slaney(f: npt.ArrayLike) -> np.ndarray:
     f = np.asarray(f, np.float64)
     f_sp = 200.0 / 3
     min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0

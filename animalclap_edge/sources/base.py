@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import soxr
@@ -74,6 +74,9 @@ class Source(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+_S = TypeVar("_S", bound="SourceBase")
+
+
 class SourceBase:
     """Context manager that closes the block iterators it handed out (files, streams)."""
 
@@ -91,9 +94,9 @@ class SourceBase:
         for it in list(self._iters):
             # ValueError: "generator already executing" (closed from another thread)
             with contextlib.suppress(ValueError):
-                it.close()  # type: ignore[attr-defined]
+                it.close()
 
-    def __enter__(self) -> SourceBase:
+    def __enter__(self: _S) -> _S:  # the subclass itself: a FolderSource is a Source
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -53,10 +53,10 @@ def _name_time(name: str) -> tuple[datetime | None, str]:
     """The time in a file name, and how it was read (or why none was)."""
     why = ""
     for m in _NAME_TIME.finditer(name):
-        parts = m.groups()[:6]
+        year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
         sign, oh, om = m.group(7, 8, 9) if m.group(7) else m.group(10, 11, 12)
         try:
-            t = datetime(*(int(g) for g in parts), tzinfo=timezone.utc)  # type: ignore[misc]
+            t = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
         except ValueError:  # 8+6 digits that are not a date, e.g. a serial number
             why = f"{m.group(0)} in the file name is no date and time"
             continue

@@ -21,7 +21,7 @@ from animalclap_edge.sources.base import (
 )
 from animalclap_edge.sources.clock import system_clock_synchronized
 
-_PCM_DTYPES = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+_PCM_DTYPES: dict[str, np.dtype] = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 # An audio file piped in whole had its header and encoded frames read as samples (a
 # 3 s 6-channel WAV became an 18 s mono "ok" recording with detections). Each format is
 # told by 4-8 fixed bytes: raw PCM begins so by chance about once in 2^32 streams or less.
