@@ -37,7 +37,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-BackendName = Literal["auto", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt"]
+# in select.BACKENDS's order; tests/animalclap_edge/backends/test_backends_agree.py
+# checks that the two lists agree
+BackendName = Literal["auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "onnx-reference"]
 Precision = Literal["fp32", "fp16", "int8"]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -152,7 +154,8 @@ class BackendConfig(_Section):
 
     name: BackendName = Field(
         "auto",
-        description="auto tries tensorrt, then onnxruntime-cuda, then onnxruntime-cpu.",
+        description="auto tries tensorrt, then onnxruntime-cuda, then onnxruntime-cpu; "
+        "onnx-reference (the graph in numpy: slow, a check of the others) only when named.",
     )
     precision: Precision = Field("fp32", description="Engine precision (TensorRT builds).")
     threads: int = Field(0, ge=0, description="CPU threads for inference; 0 = library default.")

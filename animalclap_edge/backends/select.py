@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from animalclap_edge.backends.base import BackendError, EmbeddingBackend
 from animalclap_edge.bundle import Bundle
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu")
+# auto tries the first three in this order; onnx-reference runs only when named
+BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-cpu", "onnx-reference")
 __all__ = ["BACKENDS", "BackendChoice", "BackendError", "select_backend"]
 
 
@@ -32,6 +33,10 @@ def select_backend(
     behind the user's back at start-up."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name == "onnx-reference":  # before onnxruntime's import: it needs none
+        from animalclap_edge.backends.onnx_reference_backend import OnnxReferenceBackend
+
+        return BackendChoice(OnnxReferenceBackend(bundle), _reason("onnx-reference", []))
     import onnxruntime as ort
 
     from animalclap_edge.backends.onnxruntime_backend import OnnxRuntimeBackend

@@ -123,7 +123,7 @@ def test_bad_literal_lists_choices(tmp_path: Path):
     assert f"{p}: backend.precision: 'int4' is not allowed (choose fp32, fp16, int8)" in problems
     assert (
         f"{p}: backend.name: 'cuda' is not allowed "
-        "(choose auto, onnxruntime-cpu, onnxruntime-cuda, tensorrt)" in problems
+        "(choose auto, tensorrt, onnxruntime-cuda, onnxruntime-cpu, onnx-reference)" in problems
     )
 
 
