@@ -77,30 +77,27 @@ def check_window(seconds: float) -> None:
         )
 
 
-def nested_audio_count(folder: Path) -> int:
-    """Recordings in `folder`'s sub-folders, which audio_files does not read."""
-    from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS
-
-    if not folder.is_dir():
-        return 0
-    return sum(
-        1
-        for p in folder.rglob("*")
-        if p.parent != folder and p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS
-    )
-
-
 def audio_files(folder: Path) -> list[Path]:
-    """Recordings at the folder's top level, sorted: what the exporter takes windows from."""
+    """Recordings in the folder and its sub-folders, sorted by path: what the exporter
+    takes windows from. Hidden folders and files (".Trash-1000", macOS "._x.wav") are
+    skipped, as the recorder's folder source skips them."""
+    import os
+
     from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS
 
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS
-    )
+    found = []
+    for here, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [
+            Path(here) / f
+            for f in files
+            if not f.startswith(".") and Path(f).suffix.lower() in SUPPORTED_EXTENSIONS
+        ]
+    return sorted((p for p in found if p.is_file()), key=lambda p: p.relative_to(folder).parts)
 
 
 def check_audio_folder(value: str, option: str) -> int:
-    """A folder with recordings at its top level; returns how many."""
+    """A folder with recordings in it or its sub-folders; returns how many."""
     from animalclap_edge.audio.decode import SUPPORTED_EXTENSIONS
 
     p = Path(value).expanduser()
@@ -110,11 +107,15 @@ def check_audio_folder(value: str, option: str) -> int:
         raise ValueError(f"{option} {value}: a file; give a folder of recordings")
     n = len(audio_files(p))
     if n == 0:
-        deeper = sum(1 for q in p.rglob("*") if q.suffix.lower() in SUPPORTED_EXTENSIONS)
-        where = f" ({deeper} in subfolders, which are not read)" if deeper else ""
+        subs = sum(1 for q in p.rglob("*") if q.is_dir() and not q.name.startswith("."))
+        hidden = sum(1 for q in p.rglob("*") if q.suffix.lower() in SUPPORTED_EXTENSIONS)
+        where = f" or its {subs} sub-folder(s)" if subs else ""
+        why = (
+            f" ({hidden} hidden, which are not read, as the recorder skips them)" if hidden else ""
+        )
         raise ValueError(
             f"{option} {value}: no recordings ({', '.join(sorted(SUPPORTED_EXTENSIONS))}) "
-            f"at its top level{where}"
+            f"in it{where}{why}: give a folder that holds some"
         )
     return n
 

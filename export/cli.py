@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--parity-audio",
-        help="folder of real recordings for the torch/ONNX parity gate (top level only; "
+        help="folder of real recordings for the torch/ONNX parity gate (sub-folders included; "
         "default: the first recordings of --data)",
     )
     b.add_argument(

@@ -23,7 +23,6 @@ from export.checks import (
     check_student,
     check_window,
     named,
-    nested_audio_count,
 )
 from export.onnx_export import export_audio_encoder, parity
 from export.quantize import PRE_PROCESS_NOTE, CalibrationError
@@ -153,19 +152,11 @@ def _too_little_audio(cfg: ExportConfig, found: int, what: str, n_calib: int, n_
     need = n_calib + n_check
     split = f"{n_calib} to calibrate + {n_check} to check" if n_calib else f"{n_check} to check"
     w = cfg.window_seconds
-    # a recorder's card keeps its files in folders by day: they were passed over unsaid
-    nested = nested_audio_count(Path(folder))
-    below = (
-        f"; {nested} more in its sub-folders are not read (the folder's top level only): "
-        "give the sub-folder that holds them, or gather them in one"
-        if nested
-        else ""
-    )
     return (
         f"{option} {source}: found {found} {what}, {cfg.precision} needs {need} windows "
         f"({split}); the exporter takes one {w:g} s window from the start of each recording "
         f"(no hop; shorter ones are repeat-padded), so give at least {need} recordings "
-        f"({need * w:g} s of audio in {need} windows){below}"
+        f"({need * w:g} s of audio in {need} windows)"
     )
 
 

@@ -15,7 +15,7 @@ import difflib
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from animalclap_edge.contracts.catalogue import Catalogue, CatalogueError, Species
@@ -28,6 +28,9 @@ class Built:
     catalogue: Catalogue
     skipped: list[str]  # unknown names left out (skip_unknown), with where and why
     repeats: list[str]  # names of a species already listed, with the line that listed it
+    # looked-up species a row of `also` stands in for (same id, or a name of it), which
+    # replaced which
+    replaced: list[str] = field(default_factory=list)
 
 
 def name_index(catalogue: Catalogue) -> dict[str, str]:
@@ -97,7 +100,8 @@ def build_catalogue(
     """The catalogue of `names` ((line, name) pairs), in their order, then `also`'s
     rows; every row gets `region` where given. A name neither `reference` nor `also`
     knows is refused, all of them in one message with the nearest names, unless
-    `skip_unknown`."""
+    `skip_unknown`. A row of `also` with the id of a looked-up species, or named in
+    `names` by a name the reference has too, replaces that species, said in `replaced`."""
     index = name_index(reference)
     loose = loose_index(index)  # "black headed gull" is Black-headed Gull
     shared: dict[str, list[str]] = {}
@@ -107,12 +111,20 @@ def build_catalogue(
     own = name_index(also) if also is not None else {}
     rows: dict[str, Species] = {}
     first_line: dict[str, int] = {}
-    unknown, repeats = [], []
+    unknown, repeats, replaced = [], [], []
     hinted: set[str] = set()  # unknown entries that name a fix (nearest, shared name)
+    said_replaced: set[str] = set()  # reference ids already said to be replaced
     for line, name in names:
         key = name.casefold()
         if key in own:
-            continue  # the user's own row stands for it; added below
+            # the user's own row stands for it (added below); said where the name is also
+            # a species of the reference, which that row then replaces
+            was = index.get(key) or (None if key in shared else loose.get(spaced(name)))
+            if was is not None and was not in said_replaced:
+                said_replaced.add(was)
+                new, old = also[also.index(own[key])], reference[reference.index(was)]
+                replaced.append(_replaced(new, old, name, line))
+            continue
         sid = index.get(key)
         if sid is None and key in shared:
             labels = ", ".join(_label(reference[reference.index(i)]) for i in shared[key])
@@ -153,25 +165,69 @@ def build_catalogue(
                 f"--also: id {sp.id} is {sp.scientific_name!r} there and "
                 f"{clash.scientific_name!r} in {SOURCES}: give your row another id"
             )
+        if clash is not None and clash.id not in said_replaced:
+            said_replaced.add(clash.id)
+            line = first_line[clash.id]
+            replaced.append(_replaced(sp, clash, dict(names).get(line, clash.id), line))
         rows[sp.id] = sp
     species = [replace(sp, regions=(region,)) if region else sp for sp in rows.values()]
-    return Built(Catalogue(species, source=where).checked(), unknown, repeats)
+    return Built(Catalogue(species, source=where).checked(), unknown, repeats, replaced)
+
+
+def _replaced(new: Species, old: Species, name: str, line: int) -> str:
+    return (
+        f"{name!r} (line {line}): the --also row {new.id} ({new.scientific_name}) replaces "
+        f"{old.id} ({old.scientific_name}) of {SOURCES}"
+    )
 
 
 def _unknown(
     name: str, line: int, key: str, index: dict[str, str], reference: Catalogue
 ) -> tuple[str, bool]:
-    """`'name' (line N; nearest: ...)` for a name no species has: names that hold it
-    as a word first ("Blackbird": Eurasian Blackbird, ...), then spellings close to it
-    (a typo); and whether there were any."""
+    """`'name' (line N; nearest: ...)` for a name no species has (`nearest`), with what
+    a genus alone ("Chorthippus sp.") needs; and whether it names any fix."""
+    hints = [h] if (h := nearest(key, index, reference)) else []
+    words = name.split()
+    if genus_only(key):
+        known = any(sp.genus.casefold() == words[0].casefold() for sp in reference)
+        hints.append(
+            f"{words[0]} alone is a genus, not a species: "
+            + ("name one of its species, or " if known else "")
+            + f"write a row for the genus (scientific_name {name!r}, genus {words[0]}) in a "
+            "CSV given with --also"
+        )
+    said = f"{name!r} (line {line}" + "".join(f"; {h}" for h in hints) + ")"
+    return said, bool(hints)
+
+
+_SP = ("sp.", "spp.", "sp", "spp")
+
+
+def genus_only(key: str) -> bool:
+    """ "Chorthippus sp." (or spp.): a genus, as checklists write one."""
+    words = key.split()
+    return len(words) == 2 and words[1].casefold() in _SP
+
+
+def nearest(key: str, index: dict[str, str], reference: Catalogue) -> str:
+    """`nearest: ...` for `key` (a casefolded name no species of `index` has; `index`:
+    name -> id, as `name_index` or `loose_index`), "" when nothing resembles it: a
+    subspecies' species ("Bombina variegata pachypus": Bombina variegata) and a genus'
+    species ("Chorthippus sp."), then names that hold it as a word ("Blackbird":
+    Eurasian Blackbird, ...), then spellings close to it (a typo)."""
+    words = key.split()
+    first = []
+    if len(words) > 2 and (sid := index.get(" ".join(words[:2]))) is not None:
+        first.append(sid)
+    if genus_only(key):
+        first += [sp.id for sp in reference if sp.genus.casefold() == words[0]]
     word = re.compile(rf"(?<![\w-]){re.escape(key)}(?![\w-])")
     holding = sorted({index[n] for n in index if word.search(n)})
     close = [index[c] for c in difflib.get_close_matches(key, index.keys(), n=3, cutoff=0.8)]
-    ids = list(dict.fromkeys([*holding, *close]))
+    ids = list(dict.fromkeys([*first, *holding, *close]))
     shown = [_label(reference[reference.index(sid)]) for sid in ids[:3]]
     more = f" and {len(ids) - 3} more" if len(ids) > 3 else ""
-    said = f"{name!r} (line {line}" + (f"; nearest: {', '.join(shown)}{more})" if shown else ")")
-    return said, bool(shown)
+    return f"nearest: {', '.join(shown)}{more}" if shown else ""
 
 
 def _label(sp: Species) -> str:
@@ -193,4 +249,5 @@ def summary(built: Built, out: Path, counts: Iterable[tuple[str, int]]) -> str:
     lines = [f"-> {out}: {len(built.catalogue)} species ({parts})"]
     lines += [f"  left out (--skip-unknown): {s}" for s in built.skipped]
     lines += [f"  listed twice: {r}" for r in built.repeats]
+    lines += [f"  replaced by --also: {r}" for r in built.replaced]
     return "\n".join(lines)

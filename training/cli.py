@@ -845,7 +845,7 @@ def _cmd_recordings(args) -> int:
     from animalclap_edge.audio.decode import AudioError, probe
     from animalclap_edge.contracts.catalogue import Catalogue
     from training.atomic import write_whole
-    from training.recordings_folder import scan, summary, write_recordings_csv
+    from training.recordings_folder import next_command, scan, summary, write_recordings_csv
 
     root = Path(args.audio)
     if not root.is_dir():
@@ -895,7 +895,7 @@ def _cmd_recordings(args) -> int:
         write_whole(cat_path, lambda tmp: shutil.copyfile(given, tmp))
     write_whole(csv_path, lambda tmp: write_recordings_csv(result.rows, tmp))
     print(summary(result, csv_path, catalogue))
-    print(f"next: animalclap-train finetune --checkpoint GLOBAL --data {root} --out RUN")
+    print(next_command(root))
     return 0
 
 

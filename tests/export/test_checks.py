@@ -91,7 +91,7 @@ def test_other_local_paths_are_refused_and_hub_ids_pass(tmp_path):
     check_checkpoint("laion/clap-htsat-unfused")  # only loading can judge a hub id
 
 
-def test_audio_folders_are_checked_for_recordings_at_the_top_level(tmp_path):
+def test_audio_folders_are_checked_for_recordings_in_them_or_their_sub_folders(tmp_path):
     opt = "--parity-audio"
     assert _one_line_error(check_audio_folder, str(tmp_path / "nope"), opt).startswith(
         f"{opt} {tmp_path / 'nope'}: no such folder"
@@ -99,12 +99,16 @@ def test_audio_folders_are_checked_for_recordings_at_the_top_level(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"")
     assert "a file" in _one_line_error(check_audio_folder, str(tmp_path / "a.wav"), opt)
     nested = tmp_path / "nested"
-    (nested / "sub").mkdir(parents=True)
-    sf.write(nested / "sub" / "x.wav", np.zeros(4800, np.float32), 48_000)
+    (nested / "sub" / ".Trash-1000").mkdir(parents=True)
+    sf.write(nested / "sub" / ".Trash-1000" / "x.wav", np.zeros(4800, np.float32), 48_000)
     msg = _one_line_error(check_audio_folder, str(nested), opt)
-    assert "no recordings" in msg and "1 in subfolders" in msg
+    assert (
+        "no recordings" in msg
+        and "in it or its 1 sub-folder(s) (1 hidden, which are not read" in msg
+    )
+    sf.write(nested / "sub" / "x.wav", np.zeros(4800, np.float32), 48_000)
     sf.write(nested / "y.flac", np.zeros(4800, np.float32), 48_000)
-    assert check_audio_folder(str(nested), opt) == 1
+    assert check_audio_folder(str(nested), opt) == 2
 
 
 def test_a_student_folder_needs_both_files(tmp_path):

@@ -143,19 +143,34 @@ def test_too_few_recordings_are_refused_with_the_counts_and_seconds(
     assert "sub-folders" not in msg
 
 
-def test_recordings_in_sub_folders_that_are_not_read_are_counted(
-    request_parts, tmp_path, never_load
-):
+def test_recordings_in_sub_folders_are_read_and_counted(request_parts, tmp_path, monkeypatch):
     """A card's files sit in folders by day: 5 at the top and 20 below said only "found
-    5 recordings", and the 20 passed over unsaid."""
+    5 recordings" (then: "20 more in its sub-folders are not read"); all 25 are read now,
+    as `bundle --data` and the recorder read sub-folders, and fp16's 16 are there."""
+
+    class Loaded(Exception):
+        pass
+
+    def loaded(*a, **kw):
+        raise Loaded
+
+    monkeypatch.setattr(P, "load_clap", loaded)
     audio = _recordings(tmp_path / "calib", 5)
     _recordings(Path(audio) / "2024-05-01", 20)
+    with pytest.raises(Loaded):
+        make_bundle(
+            ExportConfig(**request_parts, precision="fp16", calibration_audio=audio),
+            progress=False,
+        )
+
+
+def test_too_little_calibration_audio_counts_its_sub_folders(request_parts, tmp_path, never_load):
+    """5 at the top and 5 in a day folder are 10 recordings found, not 5."""
+    audio = _recordings(tmp_path / "calib", 5)
+    _recordings(Path(audio) / "2024-05-01", 5)
     msg = _refusal(request_parts, CalibrationError, precision="fp16", calibration_audio=audio)
-    assert msg.startswith(f"--calibration-audio {audio}: found 5 recordings, fp16 needs 16")
-    assert msg.endswith(
-        "; 20 more in its sub-folders are not read (the folder's top level only): give the "
-        "sub-folder that holds them, or gather them in one"
-    )
+    assert msg.startswith(f"--calibration-audio {audio}: found 10 recordings, fp16 needs 16")
+    assert "not read" not in msg
 
 
 def test_the_parity_audio_fallback_is_named_when_it_is_too_little(

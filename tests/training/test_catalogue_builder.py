@@ -105,3 +105,62 @@ def test_a_common_name_two_species_share_names_neither():
     assert (
         build_catalogue([(1, "robin"), (2, "AMEROB")], reference, skip_unknown=True).repeats == []
     )
+
+
+_HEADER = "id,scientific_name,common_name,class,order,family,genus\n"
+
+
+def test_an_also_row_that_stands_for_a_looked_up_species_is_said_to_replace_it(tmp_path, capsys):
+    """A row of also.csv with the scientific name (or the id) of a species of the names
+    file replaced it unsaid: "12 species (7 from the curated list, 5 from also.csv)"."""
+    also = tmp_path / "also.csv"
+    also.write_text(
+        _HEADER + "hylarb2,Hyla arborea,Tree Frog,Amphibia,Anura,Hylidae,Hyla\n"
+        "rana_temporaria,Rana temporaria,Grass Frog,Amphibia,Anura,Ranidae,Rana\n",
+        encoding="utf-8",
+    )
+    names = _names(tmp_path, "Hyla arborea", "Common Frog", "Bombina bombina")
+    out = tmp_path / "species.csv"
+    argv = ["catalogue", "--names", str(names), "--out", str(out), "--also", str(also)]
+    assert main(argv) == 0
+    assert Catalogue.from_csv(out).ids == ["rana_temporaria", "bombina_bombina", "hylarb2"]
+    said = capsys.readouterr().out
+    source = "eBird 2024 or the curated non-bird list"
+    assert (
+        "  replaced by --also: 'Hyla arborea' (line 1): the --also row hylarb2 (Hyla arborea) "
+        f"replaces hyla_arborea (Hyla arborea) of {source}\n"
+    ) in said
+    assert (
+        "  replaced by --also: 'Common Frog' (line 2): the --also row rana_temporaria "
+        f"(Rana temporaria) replaces rana_temporaria (Rana temporaria) of {source}"
+    ) in said
+    assert said.count("replaced by --also") == 2
+
+
+def test_a_subspecies_or_a_genus_alone_gets_a_hint(tmp_path, capsys):
+    """ "Bombina variegata pachypus" and "Chorthippus sp." were refused with no nearest
+    name: the first is its species', the second a genus (its species, or a genus row)."""
+    names = _names(tmp_path, "Bombina variegata pachypus", "Chorthippus sp.", "Nonesuchia sp.")
+    out = tmp_path / "species.csv"
+    assert main(["catalogue", "--names", str(names), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "'Bombina variegata pachypus' (line 1; nearest: Bombina variegata (Yellow-bellied "
+        "Toad, bombina_variegata))"
+    ) in err
+    assert "'Chorthippus sp.' (line 2; nearest: Chorthippus " in err and "and 2 more;" in err
+    assert (
+        "Chorthippus alone is a genus, not a species: name one of its species, or write a "
+        "row for the genus (scientific_name 'Chorthippus sp.', genus Chorthippus) in a CSV "
+        "given with --also)"
+    ) in err
+    assert "'Nonesuchia sp.' (line 3; Nonesuchia alone is a genus, not a species: write a" in err
+    also = tmp_path / "also.csv"  # the advice taken: the genus row is written
+    also.write_text(
+        _HEADER + "chorthippus,Chorthippus sp.,Grasshoppers,Insecta,Orthoptera,Acrididae,"
+        "Chorthippus\n",
+        encoding="utf-8",
+    )
+    names = _names(tmp_path, "Bombina variegata", "Chorthippus sp.")
+    assert main(["catalogue", "--names", str(names), "--out", str(out), "--also", str(also)]) == 0
+    assert Catalogue.from_csv(out).ids == ["bombina_variegata", "chorthippus"]

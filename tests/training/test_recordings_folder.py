@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import shutil
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from animalclap_edge.contracts.catalogue import Catalogue, Species
-from training.cli import main
+from training.cli import build_parser, main
 from training.labelled_audio import open_labelled
-from training.recordings_folder import day_in_name, scan
+from training.prepare.decode import DecodeSettings
+from training.recordings_folder import day_in_name, next_command, scan, summary
 
 
 @pytest.mark.parametrize(
@@ -151,4 +154,110 @@ def test_names_only_separators_tell_apart_name_neither_species_written_loosely(t
         ("Pin-tailed Whydah/1.wav", "pitwhy"),
         ("pin tailed whydah/2.wav", "pitwhy2"),
     ]
-    assert got.unplaced == ["Pin_Tailed_Whydah/3.wav", "pin-tailed-whydah/4.wav"]
+    assert got.unplaced == [
+        "Pin_Tailed_Whydah/3.wav (folder 'Pin_Tailed_Whydah' is ambiguous: it could be "
+        "pitwhy or pitwhy2; name it by one's id or scientific name)",
+        "pin-tailed-whydah/4.wav (folder 'pin-tailed-whydah' is ambiguous: it could be "
+        "pitwhy or pitwhy2; name it by one's id or scientific name)",
+    ]
+
+
+@pytest.fixture
+def frogs_and_bats():
+    rows = [
+        ("rana_temporaria", "Rana temporaria", "Common Frog", "Amphibia", "Ranidae", "Rana"),
+        ("rana_dalmatina", "Rana dalmatina", "Common Frog", "Amphibia", "Ranidae", "Rana"),
+        ("hyla_arborea", "Hyla arborea", "European Tree Frog", "Amphibia", "Hylidae", "Hyla"),
+        ("thytri", "Thyroptera tricolor", "Spix's Disk-winged Bat", "Mammalia",
+         "Thyropteridae", "Thyroptera"),
+    ]  # fmt: skip
+    return Catalogue([Species(i, s, c, k, "O", f, g) for i, s, c, k, f, g in rows], "test")
+
+
+def test_clips_shorter_than_prepare_keeps_are_left_out_and_said(
+    tmp_path, realaudio, frogs_and_bats, capsys
+):
+    """19 bat clips of 0.03-0.07 s (200 kHz) were written as recordings and trained on,
+    though `prepare` refuses under 1 s and the recorder skips under 0.5 s."""
+    root = tmp_path / "region"
+    bats = sorted(realaudio.glob("naturesounds__thyroptera*.wav"))[:7]
+    (root / "cave" / "Thyroptera_tricolor").mkdir(parents=True)
+    for b in bats:
+        shutil.copyfile(b, root / "cave" / "Thyroptera_tricolor" / b.name)
+    _layout(root, realaudio, ["pond/Hyla_arborea/20240501_210000.ogg",
+                              "pond/Hyla_arborea/20240502_210000.ogg"])  # fmt: skip
+    got = scan(root, frogs_and_bats)
+    assert [r.species_id for r in got.rows] == ["hyla_arborea", "hyla_arborea"]
+    assert len(got.short) == 7 and got.short[0].startswith(
+        f"cave/Thyroptera_tricolor/{bats[0].name} (0.0"
+    )
+    assert got.min_seconds == DecodeSettings().min_seconds  # prepare's own minimum
+    cat = tmp_path / "species.csv"
+    frogs_and_bats.to_csv(cat)
+    assert main(["recordings", "--audio", str(root), "--catalogue", str(cat)]) == 0
+    said = capsys.readouterr().out
+    line = next(s for s in said.splitlines() if "left out (shorter than 1 s" in s)
+    assert "7 recording(s)" in line and "the recorder would never analyse them" in line
+    assert bats[0].name in line and "and 2 more" in line
+    assert "Thyroptera" not in (root / "recordings.csv").read_text()
+    (root / "pond" / "Hyla_arborea").rename(tmp_path / "away")
+    assert main(["recordings", "--audio", str(root), "--catalogue", str(cat), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "all 7 recording(s) placed with a species are shorter than 1 s" in err
+
+
+def test_files_sampled_above_48_khz_are_said_to_lose_their_ultrasound(
+    tmp_path, realaudio, frogs_and_bats
+):
+    root = tmp_path / "region"
+    _layout(root, realaudio, ["pond/Hyla_arborea/20240501_210000.ogg"])
+    x, _ = sf.read(sorted(realaudio.glob("*.ogg"))[1], dtype="float32")
+    (root / "cave" / "thytri").mkdir(parents=True)
+    for i in range(2):  # the same sound at a bat detector's 96 kHz
+        sf.write(
+            root / "cave" / "thytri" / f"2024050{i + 1}_230000.wav", np.repeat(x, 2, 0), 96_000
+        )
+    got = scan(root, frogs_and_bats)
+    assert got.ultrasonic == ["cave/thytri/20240501_230000.wav", "cave/thytri/20240502_230000.wav"]
+    said = summary(got, root / "recordings.csv", frogs_and_bats)
+    assert (
+        "  2 recording(s) sampled above 48000 Hz, analysed at 48000 Hz: sound above 24000 Hz "
+        "(ultrasound: bats, bush-crickets) is not heard"
+    ) in said
+
+
+def test_a_shared_common_name_or_a_misspelt_folder_says_why_it_places_nothing(
+    tmp_path, frogs_and_bats, capsys
+):
+    """`Common_Frog/` (two species' common name) and `Hyla_arborrea/` were "in no folder
+    and have no name part that names a catalogue species", with no word of why."""
+    _touch(tmp_path, ["north/Common_Frog/1.wav", "north/Common_Frog/2.wav",
+                      "north/Common_Frog/3.wav", "north/Hyla_arborrea/1.wav",
+                      "north/mystery/1.wav"])  # fmt: skip
+    got = scan(tmp_path, frogs_and_bats)
+    assert got.unplaced == [
+        "north/Common_Frog/1.wav (folder 'Common_Frog' is ambiguous: it could be "
+        "rana_dalmatina or rana_temporaria; name it by one's id or scientific name)",
+        "north/Hyla_arborrea/1.wav (folder 'Hyla_arborrea' names no catalogue species; "
+        "nearest: Hyla arborea (European Tree Frog, hyla_arborea))",
+        "north/Common_Frog/2.wav",
+        "north/Common_Frog/3.wav",
+        "north/mystery/1.wav",
+    ]
+    cat = tmp_path / "species.csv"
+    frogs_and_bats.to_csv(cat)
+    assert main(["recordings", "--audio", str(tmp_path), "--catalogue", str(cat)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'Common_Frog' is ambiguous: it could be rana_dalmatina" in err
+    assert "nearest: Hyla arborea (European Tree Frog, hyla_arborea)" in err
+
+
+def test_the_next_command_replays_the_global_data(tmp_path):
+    """`next:` suggested finetune without --replay, whose help says the global species may
+    then be forgotten."""
+    said = next_command(tmp_path / "region")
+    assert "--replay GLOBAL_DATA" in said
+    args = build_parser().parse_args(said.removeprefix("next: animalclap-train ").split())
+    assert (args.checkpoint, args.data, args.replay, args.out) == (
+        "GLOBAL", str(tmp_path / "region"), "GLOBAL_DATA", "RUN"
+    )  # fmt: skip
