@@ -75,7 +75,8 @@ def query_embeddings(
         ]
         mean = np.mean(embs, axis=0)
         return mean / np.linalg.norm(mean, axis=1, keepdims=True)
-    return text_embeddings(loaded, [render(sp, Template.parse(query)) for sp in sps]).numpy()
+    prompts = [render(sp, Template.parse(query)) for sp in sps]
+    return text_embeddings(loaded, prompts).numpy()
 
 
 def zero_shot_scores(

@@ -40,6 +40,11 @@ QUERIES = ("com", "sci", "tax", "tax+com")
 # report_on's per-recording outcomes, kept out of finetune_report.json: finetune turns
 # them into each change's interval
 HITS = "_hits"
+# Fewer optimizer steps than this, and a regional change within chance, is said to be a
+# short run rather than a verdict: in a trial on 57 real files at the defaults (5 epochs
+# of one step, lr 2e-5) nothing changed, where about 130 steps gained clearly. Where the
+# note starts, not a measured optimum.
+SHORT_RUN_STEPS = 100
 # the report's rows: (key in the changes and the hits, label)
 ROWS = (
     ("regional", "regional held-out"),
@@ -89,10 +94,16 @@ def report_on(
     hits = {"regional": seen.pop("hits", None)}
     if hits["regional"]:
         hits["regional"]["species"] = tuple(it.species_id for it in val)
+    held = {it.species_id for it in val}
+    recorded = {it.species_id for it in regional.items}
     res: dict = {
         "regional": {
             "recordings": len(val),
-            "held_out_species": len({it.species_id for it in val}),
+            "held_out_species": len(held),
+            # recorded, but every site-day of theirs drew training: the row says nothing
+            # of them; and catalogue species with no recording at all
+            "not_held_out": sorted(recorded - held),
+            "not_recorded": sorted(set(regional.catalogue.ids) - recorded),
             "species": len(regional.catalogue),
             "site_days": len({it.group for it in regional.items}),
             "val_fraction": cfg.val_fraction,
@@ -168,7 +179,7 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
     # the replay split the run trains with: a resumed run's own (pretrain keeps it),
     # which a new draw may not match; after training, the one it wrote
     kept = out / "replay_split.json"
-    replayed = None
+    replayed, trained_on = None, regional
     if cfg.replay:
         try:
             replayed = open_labelled(cfg.replay)
@@ -178,7 +189,7 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
         # when training opens the data, after the "before" report
         from training.pretrain.mixed import merge
 
-        merge(regional, replayed)
+        trained_on = merge(regional, replayed)
     else:  # said at the start, not found in a report with no global rows
         print(
             "finetune: warning: no --replay: no global recording is replayed, so the global "
@@ -186,6 +197,11 @@ def finetune(cfg: PretrainConfig, progress: bool = True) -> dict:
             "--replay with the data the checkpoint was trained on",
             flush=True,
         )
+    # a name too long for the text tower: refused before the "before" report (hours at
+    # paper size), not when training starts after it; `export bundle` would refuse it too
+    from training.pretrain.loop import check_prompts_fit
+
+    check_prompts_fit(cfg, cfg.init, trained_on.catalogue)
     # One process group for the reports and the training (pretrain joins it): each rank
     # embeds a share of the reports' recordings, where each used to embed all of them.
     d = init_distributed()
@@ -223,6 +239,7 @@ def _train_and_report(cfg, d, progress, regional, replayed, kept, resuming) -> d
         "data": cfg.data,
         "replay": cfg.replay,
         "replay_fraction": cfg.replay_fraction,
+        "training": trained_for(out, cfg),
         "before": {k: v for k, v in before.items() if k != HITS},
         "after": {k: v for k, v in after.items() if k != HITS},
         "change": paired_changes(before[HITS], after[HITS]),
@@ -243,6 +260,36 @@ def _train_and_report(cfg, d, progress, regional, replayed, kept, resuming) -> d
             "change in top-1 accuracy, after - before (95% interval, same recordings)",
         )
     return report
+
+
+def trained_for(out: Path, cfg: PretrainConfig) -> dict:
+    """How long the run trained: its optimizer steps (the last in train_log.jsonl),
+    epochs and peak lr. A report that gained nothing could not say whether the model
+    had barely trained (5 steps) or trained and learnt nothing."""
+    steps = 0
+    log = out / "train_log.jsonl"
+    if log.is_file():
+        for line in log.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line) if line.strip() else {}
+            steps = max(steps, int(rec.get("step", 0)))
+    return {"steps": steps, "epochs": cfg.epochs, "lr": cfg.lr, "max_steps": cfg.max_steps}
+
+
+def short_run_hint(r: dict) -> str:
+    """What to try where the regional change is within chance after a run of fewer than
+    SHORT_RUN_STEPS optimizer steps; "" otherwise."""
+    t = r.get("training") or {}
+    c = r.get("change", {}).get("regional", {}).get("tax+com")
+    steps = t.get("steps", 0)
+    if not c or not c["n"] or c["lo"] > 0 or c["hi"] < 0 or not 0 < steps < SHORT_RUN_STEPS:
+        return ""
+    per_epoch = max(1, steps // max(1, t.get("epochs") or 1))
+    epochs = -(-SHORT_RUN_STEPS // per_epoch)
+    return (
+        f"this run took {steps} optimizer steps, so a change within chance may mean it "
+        "barely trained, not that fine-tuning cannot help: before choosing the zero-shot "
+        f"route, train longer (--set epochs={epochs}: about {SHORT_RUN_STEPS} steps)"
+    )
 
 
 def paired_changes(before: dict, after: dict) -> dict:
@@ -267,6 +314,8 @@ def summary(r: dict, out: Path) -> str:
             f"(95% interval of the change {c['lo']:+.2f} to {c['hi']:+.2f}: {verdict}; "
             f"{c['n']} recordings)"
         )
+    if hint := short_run_hint(r):
+        lines.append(f"  note: {hint}")
     reg = r.get("before", {}).get("regional", {})
     if reg.get("recordings") == 0:  # the row a region retrains for: its absence is said
         lines.append(
@@ -346,18 +395,26 @@ def _row(name: str, before: dict, after: dict, change: dict | None = None) -> st
 def report_md(r: dict) -> str:
     b, a = r["before"], r["after"]
     ch = r.get("change", {})
+    t = r.get("training")
     lines = [
         "# Regional retraining: before and after",
         "",
         f"From `{r['init']}` to `{r['checkpoint']}`"
-        + (f", replaying {r['replay_fraction']:.0%} from `{r['replay']}`." if r["replay"] else "."),
+        + (f", replaying {r['replay_fraction']:.0%} from `{r['replay']}`." if r["replay"] else ".")
+        + (
+            f" Trained {t['steps']} optimizer steps ({t['epochs']} epochs) at a peak lr of "
+            f"{t['lr']:g}."
+            if t
+            else ""
+        ),
         "",
         "| top-1 | com | sci | tax | tax+com (shipped) |",
         "|---|---|---|---|---|",
         _row(
             f"regional held-out ({b['regional']['recordings']} recordings of "
             f"{b['regional'].get('held_out_species', '?')} species; "
-            f"{b['regional']['species']} in the catalogue)",
+            f"{b['regional']['species']} in the catalogue: chance "
+            f"{1 / max(1, b['regional']['species']):.3f})",
             b["regional"],
             a["regional"],
             ch.get("regional"),
@@ -388,11 +445,15 @@ def report_md(r: dict) -> str:
             "In brackets: the change, then its 95% interval, both models scored on the same "
             "recordings (Newcombe's interval for paired proportions). Where the interval "
             "spans 0 these recordings cannot tell the change from chance; **bold**: a "
-            "change they can. `finetune_report.png` shows the same. The regional row's "
+            "change they can. Each recording counts as independent; several of one "
+            "site-day or individual are not, so the real uncertainty is wider. "
+            "`finetune_report.png` shows the same. The regional row's "
             '"before" is what the zero-shot route would give (a bundle of the global '
             "checkpoint with this catalogue, no audio training): where fine-tuning gains "
             "nothing clear of chance there, that route is the simpler one.",
         ]
+        if hint := short_run_hint(r):
+            lines += ["", f"**A short run**: {hint[0].upper()}{hint[1:]}."]
     if not b["regional"]["recordings"]:
         reg = b["regional"]
         lines += [
@@ -411,6 +472,19 @@ def report_md(r: dict) -> str:
             + ("" if "unseen" in b.get("global", {}) else ", which had no others")
             + f": {', '.join(trained)}.",
         ]
+    reg = b["regional"]
+    for key, what in (
+        (
+            "not_held_out",
+            "recorded, but no recording held out (their site-days all drew training), so the regional row says nothing of them",
+        ),
+        (
+            "not_recorded",
+            "in the catalogue with no recording: zero-shot only, in training and in the report",
+        ),
+    ):
+        if ids := reg.get(key):
+            lines += ["", f"{len(ids)} regional species {what}: {', '.join(ids)}."]
     lines += _species_table(r.get("regional_species", []))
     return "\n".join(lines) + "\n"
 

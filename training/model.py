@@ -372,16 +372,43 @@ class AudioEncoder(nn.Module):
         return torch.nn.functional.normalize(out.pooler_output, dim=-1)
 
 
+def tokens_taken(tokenizer, config) -> int:
+    """Tokens a CLAP text tower takes, from its tokenizer and ClapConfig (no weights
+    needed): the tokenizer's limit, and RoBERTa's positions less the two its padding
+    offset uses."""
+    positions = config.text_config.max_position_embeddings - 2
+    return min(int(tokenizer.model_max_length), positions)
+
+
 @torch.no_grad()
 def text_embeddings(loaded: LoadedClap, prompts: list[str], batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised text embeddings (len(prompts), D), float32 on CPU."""
+    """L2-normalised text embeddings (len(prompts), D), float32 on CPU. A prompt longer
+    than the text tower takes is cut to fit, with a UserWarning saying how many and the
+    longest: two species' bundle embeddings came from cut names with no word said.
+    (Training refuses such a catalogue before it starts: resolve_prompt_length.)"""
     model, tok = loaded.model, loaded.tokenizer
     device = next(model.parameters()).device
+    limit = tokens_taken(tok, model.config)
+    # verbose=False: transformers' own warning of the same, before ours, said less
+    lengths = [len(ids) for ids in tok(prompts, verbose=False)["input_ids"]]
+    long = [(p, n) for p, n in zip(prompts, lengths, strict=True) if n > limit]
+    if long:
+        import warnings
+
+        p, n = max(long, key=lambda pn: pn[1])
+        warnings.warn(
+            f"{len(long)} of {len(prompts)} prompts cut to the text model's {limit} tokens "
+            f"(the longest, {n}: {p!r}): their embeddings hold a part of the name; "
+            "shorten the names or the templates",
+            UserWarning,
+            stacklevel=2,
+        )
     out = []
     for i in range(0, len(prompts), batch_size):
-        batch = tok(
-            prompts[i : i + batch_size], padding=True, truncation=True, return_tensors="pt"
-        ).to(device)
+        part = prompts[i : i + batch_size]
+        batch = tok(part, padding=True, truncation=True, max_length=limit, return_tensors="pt").to(
+            device
+        )
         feats = model.get_text_features(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
         )

@@ -74,8 +74,22 @@ def test_finetune_on_real_recordings_reports_before_and_after(
     assert 0 < reg["held_out_species"] <= reg["species"]
     assert (
         f"({reg['recordings']} recordings of {reg['held_out_species']} species; "
-        f"{reg['species']} in the catalogue)" in md
+        f"{reg['species']} in the catalogue: chance {1 / reg['species']:.3f})" in md
     )
+    # how long it trained: a report that gained nothing must tell "barely trained" apart
+    assert report["training"] == {"steps": 3, "epochs": cfg.epochs, "lr": 1e-3, "max_steps": 3}
+    assert f"Trained 3 optimizer steps ({cfg.epochs} epochs) at a peak lr of 0.001." in md
+    # the regional species the held-out row says nothing of, counted as a reader would
+    from training.labelled_audio import open_labelled
+    from training.train import make_split
+
+    data = open_labelled(cfg.data)
+    held = {
+        data.items[i].species_id for i in make_split(data, "seen", cfg.seed, cfg.val_fraction).val
+    }
+    recorded = {it.species_id for it in data.items}
+    assert reg["not_held_out"] == sorted(recorded - held)
+    assert reg["not_recorded"] == sorted(set(data.catalogue.ids) - recorded)
     assert report["checkpoint"].endswith("final")
     # "after" is the trained checkpoint's, which differs from the one "before" came from
     from training.finetune import report_on
@@ -585,28 +599,14 @@ def test_a_regional_id_clash_with_the_replay_is_refused_before_the_before_report
     team's 'bfsg' for Pterocles decoratus, tiny's 'blfsan1') was refused only once
     training began: after the "before" report (minutes at full size), leaving
     --out/before behind."""
-    import csv
-    import shutil
-
-    import training.finetune as F
     from training.labelled_audio import open_labelled
 
     taken = next(iter(open_labelled("tiny").catalogue))
-    region = tmp_path / "region"
-    shutil.copytree(real_folder, region)
-    with open(region / "catalogue.csv", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    rows.append({**rows[0], "id": "team_code", "scientific_name": taken.scientific_name,
-                 "genus": taken.genus})  # fmt: skip
-    with open(region / "catalogue.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-    def no_report(*a, **k):
-        raise AssertionError("the before report ran before the refusal")
-
-    monkeypatch.setattr(F, "report_on", no_report)
+    region = _region_whose_catalogue(
+        real_folder, tmp_path, lambda rows: rows.append({**rows[0], "id": "team_code",
+        "scientific_name": taken.scientific_name, "genus": taken.genus}),
+    )  # fmt: skip
+    _no_before_report(monkeypatch)
     out = tmp_path / "run"
     # a real checkpoint: a folder that is none is refused first, since 2026-11-29
     cfg = finetune_config(None, [f"init={tiny_checkpoint}", f"data={region}", "replay=tiny",
@@ -707,3 +707,105 @@ def test_the_report_lists_each_regional_species_worst_first(tiny_catalogue):
                     "regional_species": rows})  # fmt: skip
     assert "| Eurasian Blackbird (`eurbla`) | 2 | 0 | 0 |" in md
     assert md.index("`eurbla`") < md.index("`eurrob1`") < md.index("`sonthr1`")
+
+
+def _short_run_report(steps, epochs, change):
+    row = {q: {"top1": 0.1} for q in ("com", "sci", "tax", "tax+com")}
+    regional = {"recordings": 11, "held_out_species": 8, "species": 12, **row,
+                "not_held_out": ["hyla_arborea"], "not_recorded": []}  # fmt: skip
+    return {
+        "init": "g", "checkpoint": "f", "replay": None, "replay_fraction": 0.25,
+        "training": {"steps": steps, "epochs": epochs, "lr": 2e-5, "max_steps": None},
+        "before": {"regional": regional}, "after": {"regional": regional},
+        "change": {"regional": {"tax+com": change}},
+    }  # fmt: skip
+
+
+def test_a_short_run_that_gained_nothing_is_said_to_be_short_not_a_verdict():
+    """A region of 57 files trained 5 optimizer steps (5 epochs of one) at the
+    defaults: every change was +0.000, and the report pointed to the zero-shot route,
+    where 12 epochs at batch 32 gained 0.09 -> 0.73."""
+    from pathlib import Path
+
+    from training.finetune import report_md, summary
+
+    within = {"n": 11, "change": 0.0, "lo": -0.26, "hi": 0.26}
+    r = _short_run_report(5, 5, within)
+    md = report_md(r)
+    assert "Trained 5 optimizer steps (5 epochs) at a peak lr of 2e-05." in md
+    assert "**A short run**: This run took 5 optimizer steps" in md
+    assert "--set epochs=100: about 100 steps" in md  # one step an epoch
+    assert "note: this run took 5 optimizer steps" in summary(r, Path("out"))
+    assert "chance 0.083)" in md  # 1 of 12 species
+    assert "1 regional species recorded, but no recording held out" in md
+    assert "several of one site-day or individual are not" in md
+    # long enough, or a change clear of chance: no such note
+    assert "short run" not in report_md(_short_run_report(300, 30, within))
+    gained = {"n": 11, "change": 0.6, "lo": 0.13, "hi": 0.86}
+    assert "short run" not in report_md(_short_run_report(5, 5, gained))
+    assert "--set epochs=20" in report_md(_short_run_report(25, 5, within))  # 5 an epoch
+
+
+def test_a_name_too_long_for_the_text_model_is_refused_before_the_before_report(
+    real_folder, tiny_checkpoint, tmp_path, monkeypatch
+):
+    """'Zwergfledermaus / Common Pipistrelle' passed every check until training began,
+    after the "before" report (hours at paper size), and the error named no species."""
+    first = {}
+
+    def lengthen(rows):
+        rows[0]["common_name"] = " / ".join(["Zwergfledermaus Common Pipistrelle"] * 12)
+        first.update(rows[0])
+
+    region = _region_whose_catalogue(real_folder, tmp_path, lengthen)
+    _no_before_report(monkeypatch)
+    out = tmp_path / "run"
+    cfg = finetune_config(None, [f"init={tiny_checkpoint}", f"data={region}", f"out={out}"])
+    with pytest.raises(ValueError, match=f"the text model takes at most .*\\({first['id']}, "):
+        finetune(cfg, progress=False)
+    assert not out.exists()
+
+
+def test_text_embeddings_say_when_they_cut_a_prompt(tiny_checkpoint):
+    """Cut to the text tower's length, a long name's bundle embedding came from part of
+    it, with no word said (the zero-shot route's `export bundle`)."""
+    import warnings
+
+    from training.model import load_clap, text_embeddings, tokens_taken
+
+    loaded = load_clap(str(tiny_checkpoint))
+    limit = tokens_taken(loaded.tokenizer, loaded.model.config)
+    words = lambda k: " ".join(["a"] * k)  # noqa: E731
+    n = max(k for k in range(1, 4 * limit) if len(loaded.tokenizer(words(k))["input_ids"]) <= limit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the longest that fits: not a word said
+        fits = text_embeddings(loaded, ["Turdus merula", words(n)])
+    with pytest.warns(UserWarning, match=f"1 of 2 prompts cut to the text model's {limit} tokens"):
+        cut = text_embeddings(loaded, ["Turdus merula", words(n + 40)])
+    assert cut.shape == fits.shape and torch.isfinite(cut).all()
+
+
+def _region_whose_catalogue(real_folder, tmp_path, change):
+    """A copy of the real recordings folder whose catalogue.csv rows `change(rows)` edits."""
+    import csv
+    import shutil
+
+    region = tmp_path / "region"
+    shutil.copytree(real_folder, region)
+    with open(region / "catalogue.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    change(rows)
+    with open(region / "catalogue.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return region
+
+
+def _no_before_report(monkeypatch):
+    import training.finetune as F
+
+    def no_report(*a, **k):
+        raise AssertionError("the before report ran before the refusal")
+
+    monkeypatch.setattr(F, "report_on", no_report)

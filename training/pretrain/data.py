@@ -337,4 +337,4 @@ def prompt_lengths(tokenizer, species: Sequence, templates: Sequence[Template]) 
     starts (rather than at the first batch that meets the long name hours later), and
     packing sizes its rows from them."""
     texts = [render(sp, t) for sp in species for t in templates]
-    return [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    return [len(ids) for ids in tokenizer(texts, verbose=False)["input_ids"]]

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from animalclap_edge.contracts.prompts import Template
+from animalclap_edge.contracts.prompts import Template, render
 from training.curves import draw_run_curves
 from training.identity import (
     PRETRAIN_RUN,
@@ -31,7 +31,7 @@ from training.identity import (
     with_absolute_paths,
 )
 from training.loss import clamp_logit_scales
-from training.model import AudioEncoder, LoadedClap, load_clap
+from training.model import AudioEncoder, LoadedClap, load_clap, tokens_taken
 from training.pretrain import state
 from training.pretrain.config import PretrainConfig, warmup_steps
 from training.pretrain.data import (
@@ -117,8 +117,19 @@ def compile_module(net: nn.Module, mode: str = "default", fixed_prompts: bool = 
 def text_limit(loaded: LoadedClap) -> int:
     """Tokens the text tower takes: its tokenizer's limit, and RoBERTa's positions less
     the two its padding offset uses."""
-    positions = loaded.model.config.text_config.max_position_embeddings - 2
-    return min(int(loaded.tokenizer.model_max_length), positions)
+    return tokens_taken(loaded.tokenizer, loaded.model.config)
+
+
+def check_prompts_fit(cfg: PretrainConfig, checkpoint: str, species: Sequence) -> None:
+    """ValueError naming the longest prompt, its species and template, where one of
+    `species`' prompts under cfg.templates is longer than the text tower of
+    `checkpoint` takes (or a fixed prompt_length): read from its tokenizer and config
+    alone, so that finetune refuses before its "before" report, not after it."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    limit = tokens_taken(tok, AutoConfig.from_pretrained(checkpoint))
+    resolve_prompt_length(cfg, catalogue_prompt_lengths(cfg, tok, species), limit, species)
 
 
 def catalogue_prompt_lengths(cfg: PretrainConfig, tokenizer, species) -> list[int]:
@@ -127,16 +138,20 @@ def catalogue_prompt_lengths(cfg: PretrainConfig, tokenizer, species) -> list[in
     return prompt_lengths(tokenizer, species, [Template.parse(t) for t in cfg.templates])
 
 
-def resolve_prompt_length(cfg: PretrainConfig, lengths: Sequence[int], limit: int = 512) -> int:
+def resolve_prompt_length(
+    cfg: PretrainConfig, lengths: Sequence[int], limit: int = 512, species: Sequence = ()
+) -> int:
     """Tokens every prompt is padded to (0: each batch's longest). The catalogue's
     longest prompt (of `lengths`, catalogue_prompt_lengths) is checked, before a run
     starts, against the text tower's `limit` and a fixed length; auto is that prompt's
-    length rounded up to a multiple of 8 (tensor-core tiles)."""
+    length rounded up to a multiple of 8 (tensor-core tiles). `species`: the catalogue
+    the lengths are of, for the error to name the prompt."""
     longest = max(lengths)
     if longest > limit:
         raise ValueError(
             f"the catalogue's longest prompt has {longest} tokens and the text model takes "
-            f"at most {limit}: shorten the templates (templates=...) or the names"
+            f"at most {limit}{_which_prompt(cfg, lengths, species)}: shorten the templates "
+            "(templates=...) or the names"
         )
     if not cfg.prompt_length:
         return 0
@@ -148,6 +163,19 @@ def resolve_prompt_length(cfg: PretrainConfig, lengths: Sequence[int], limit: in
             f"longest has {longest} tokens; set prompt_length={longest} or more, or auto"
         )
     return cfg.prompt_length
+
+
+def _which_prompt(cfg: PretrainConfig, lengths: Sequence[int], species: Sequence) -> str:
+    """' (species id, template: "prompt")' of the longest of `lengths`, in the order
+    catalogue_prompt_lengths gives them (each species' templates in turn)."""
+    if not species:
+        return ""
+    i = max(range(len(lengths)), key=lengths.__getitem__)
+    sp, template = (
+        species[i // len(cfg.templates)],
+        Template.parse(cfg.templates[i % len(cfg.templates)]),
+    )
+    return f" ({sp.id}, {template.value}: {render(sp, template)!r})"
 
 
 def resolve_packing(cfg: PretrainConfig, lengths: Sequence[int], prompts: int) -> PackPlan | None:
@@ -165,7 +193,7 @@ def make_collate(cfg: PretrainConfig, loaded: LoadedClap, species, prompts: int)
     never truncating, one longer than the text tower takes."""
     limit = text_limit(loaded)
     lengths = catalogue_prompt_lengths(cfg, loaded.tokenizer, species)
-    pad_to = resolve_prompt_length(cfg, lengths, limit)
+    pad_to = resolve_prompt_length(cfg, lengths, limit, species)
     plan = resolve_packing(cfg, lengths, prompts)
     return Collate(loaded.tokenizer, limit, int16=cfg.wire_int16, pad_to=pad_to, pack=plan)
 
