@@ -23,6 +23,22 @@ class DetectionSink(Protocol):
     def on_recording(self, result: RecordingResult) -> None: ...
 
 
+class SinkBase:
+    """A DetectionSink to subclass: each call does nothing until overridden, and no
+    exception of it ends the run (`stops_run` empty). Override what you need."""
+
+    stops_run: tuple[type[BaseException], ...] = ()
+
+    def on_detection(self, det: Detection) -> None:
+        pass
+
+    def on_event(self, event: Event) -> None:
+        pass
+
+    def on_recording(self, result: RecordingResult) -> None:
+        pass
+
+
 class GuardedSink:
     """`sink`, whose exceptions are reported (`report(sink name, exception)`) and
     swallowed: the database already holds what it was given."""
@@ -50,10 +66,10 @@ class GuardedSink:
         self._call("on_recording", result)
 
 
-class ConsoleSink:
+class ConsoleSink(SinkBase):
     """One human line per detection."""
 
-    stops_run = (BrokenPipeError,)  # its reader went away (`| head`): the CLI ends
+    stops_run: tuple[type[BaseException], ...] = (BrokenPipeError,)  # `| head`: the CLI ends
 
     def __init__(self, out: TextIO):
         self.out = out
@@ -70,8 +86,7 @@ class ConsoleSink:
         )
         self.out.flush()
 
-    def on_event(self, e: Event) -> None:
-        pass  # the console shows windows as they come; events are in the store and JSONL
+    # on_event: none; the console shows windows as they come, events are in the store and JSONL
 
     def on_recording(self, r: RecordingResult) -> None:
         # Every file is accounted for: files with detections appear above, skipped ones
@@ -83,7 +98,7 @@ class ConsoleSink:
             self.out.flush()
 
 
-class SkipLog:
+class SkipLog(SinkBase):
     """One line per skipped or partial recording, with its reason, and one per audio
     note (stderr in the CLI). A note is said once: a card of 384 kHz files holds the same
     note for every file, which the database keeps per file (`recordings.audio_note`)."""
@@ -91,12 +106,6 @@ class SkipLog:
     def __init__(self, err: TextIO):
         self.err = err
         self._notes_said: set[str] = set()
-
-    def on_detection(self, d: Detection) -> None:
-        pass
-
-    def on_event(self, e: Event) -> None:
-        pass
 
     def on_recording(self, r: RecordingResult) -> None:
         if r.status != "ok":
@@ -110,10 +119,10 @@ class SkipLog:
         self.err.flush()
 
 
-class JsonlSink:
+class JsonlSink(SinkBase):
     """One JSON object per detection, and one per recording with its status, on `out`."""
 
-    stops_run = (BrokenPipeError,)  # its reader went away: the CLI ends, exit 141
+    stops_run: tuple[type[BaseException], ...] = (BrokenPipeError,)  # reader gone: exit 141
 
     def __init__(self, out: TextIO):
         self.out = out
