@@ -192,6 +192,11 @@ def build_engine(
     # the request's own error first: on a machine without TensorRT it was hidden behind
     # "bindings not importable", learnt only on the Jetson
     precision = engine_precision(bundle, precision)
+    # and the graph's: an engine of a graph whose window or front-end is not the
+    # manifest's embeds wrong, and TensorRT checks none of it
+    from animalclap_edge.backends.graph import check_graph_file
+
+    check_graph_file(bundle)
     trt = _trt()
     key = device_key(bundle, precision, max_batch)
     folder = cache_dir(engine_cache)

@@ -108,8 +108,19 @@ def test_wrong_shape_is_refused_even_with_matching_checksum(bundle_copy):
         load_bundle(bundle_copy)
 
 
-def test_embedding_dim_that_does_not_match_encoder_is_refused(bundle_copy):
+@pytest.mark.parametrize("reader", ["onnxruntime", "onnx-reference", "tensorrt-build"])
+def test_embedding_dim_that_does_not_match_encoder_is_refused(bundle_copy, reader):
+    """By every backend that reads the graph: the check lived in the onnxruntime
+    backend alone, and a TensorRT engine was built from any graph."""
+    from animalclap_edge.backends.onnx_reference_backend import OnnxReferenceBackend
     from animalclap_edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from animalclap_edge.backends.tensorrt_backend import build_engine
+
+    read = {
+        "onnxruntime": OnnxRuntimeBackend,
+        "onnx-reference": OnnxReferenceBackend,
+        "tensorrt-build": lambda b: build_engine(b, "fp32", engine_cache=str(bundle_copy / "e")),
+    }[reader]
 
     for name in (B.TEXT_EMBEDDINGS, B.TAXON_EMBEDDINGS):
         e = np.load(bundle_copy / name)
@@ -129,7 +140,7 @@ def test_embedding_dim_that_does_not_match_encoder_is_refused(bundle_copy):
         BundleError,
         match=r"audio_encoder\.onnx: embedding size 64 does not match manifest embedding_dim 72",
     ):
-        OnnxRuntimeBackend(b)
+        read(b)
 
 
 def test_newer_schema_and_unknown_manifest_key(bundle_copy):
