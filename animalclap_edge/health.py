@@ -15,9 +15,12 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
+from animalclap_edge.clock_step import ClockWatch
 from animalclap_edge.diskspace import usage_percent
+from animalclap_edge.records import utc_ms
 from animalclap_edge.store import DetectionStore
 
 THERMAL_ROOT = Path("/sys/class/thermal")
@@ -87,8 +90,12 @@ class HealthMonitor:
         backup_every_s: float | None = None,
         backup_path: str | Path | None = None,
         uplink: str = "none",
+        clock: ClockWatch | None = None,
     ):
         self.db_path = Path(db_path)
+        # a step of the wall clock is written as it is found: a season's times are then
+        # corrected from the rows, not guessed from created_utc and uptime_s
+        self.clock = clock or ClockWatch()
         # said beside the outbox's backlog: on a recorder with no uplink every message
         # waits, which read as a failing one (290 waiting after the demo)
         self.uplink = uplink
@@ -117,6 +124,17 @@ class HealthMonitor:
         }
 
     def write_snapshot(self, store: DetectionStore) -> None:
+        if (step := self.clock.step()) is not None:
+            stepped, unstepped, now = step
+            store.add_health(
+                "clock_step",
+                "runtime",
+                {
+                    "step_s": round(stepped, 1),
+                    "from_utc": utc_ms(datetime.fromtimestamp(unstepped, timezone.utc)),
+                    "to_utc": utc_ms(datetime.fromtimestamp(now, timezone.utc)),
+                },
+            )
         snap = self.snapshot()
         snap["uplink"] = self.uplink
         snap["outbox_backlog"] = store.backlog()

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from animalclap_edge.clips import CLIP_NAME
+from animalclap_edge.clock_step import CLOCK_STEP_S, ClockWatch
 from animalclap_edge.config import EdgeConfig
 from animalclap_edge.diskspace import disk_bytes, percent_full, usage_percent
 from animalclap_edge.records import utc_ms
@@ -128,6 +129,7 @@ class Retention:
         interval_s: float = 600.0,
         disk_usage: Callable[[Path], Any] = shutil.disk_usage,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ):
         if not 0 < low_percent < high_percent <= 100:
             raise ValueError(
@@ -144,6 +146,10 @@ class Retention:
         self.uplink = uplink
         self.interval_s = interval_s
         self._disk_usage, self._clock = disk_usage, clock
+        # ages are measured by the wall clock: one stepped forward since this process
+        # began (NTP after a boot at the last shutdown time) made rows logged minutes
+        # before look days old, and the age rule deleted them
+        self._watch = ClockWatch(wall, clock)
         self._last_pass: float | None = None
         self._stuck = False  # the last pass left the disk above high: wait for the interval
         self._indexed = False  # the created_utc indexes the age pass searches exist
@@ -226,8 +232,13 @@ class Retention:
         trigger: str = "manual",
         sweep: bool = False,
     ) -> RetentionReport:
-        """One pass: age rule, then disk rule (then, with `sweep`, orphan clip files)."""
-        now = datetime.now(timezone.utc) if now is None else now
+        """One pass: age rule, then disk rule (then, with `sweep`, orphan clip files).
+        `now`: the pass's time (default: the wall clock, less any forward step it took
+        since this Retention began, for the age rule)."""
+        stepped = 0.0
+        if now is None:
+            now = datetime.fromtimestamp(self._watch.now(), timezone.utc)
+            stepped = self._watch.since_start()
         if now.tzinfo is None:
             raise ValueError("retention needs an aware datetime for now (UTC)")
         now = now.astimezone(timezone.utc)
@@ -241,7 +252,18 @@ class Retention:
         if sweep and folder is not None:
             self._sweep_orphans(store, folder, report)
         if self.retention_days is not None:
-            changed |= self._by_age(store, folder, now, self.retention_days, report)
+            aged_at = now
+            if stepped >= CLOCK_STEP_S:
+                # rows logged before the step hold the earlier, behind, times: aged from
+                # the clock as it ran before the step, those after it are kept longer
+                aged_at = now - timedelta(seconds=stepped)
+                report.notes.append(
+                    f"the clock was set forward by {_span(stepped)} since this run began: "
+                    "detections are aged as if it had not been (those logged since are "
+                    "kept that much longer), so those logged before it are not taken for "
+                    "older than they are"
+                )
+            changed |= self._by_age(store, folder, aged_at, self.retention_days, report)
         if folder is not None:
             changed |= self._by_disk(store, folder, now, report)
         if changed:
@@ -408,3 +430,12 @@ class Retention:
 # no recorder ran this software earlier. Judged by the age rule as "2000 + 90 days",
 # a clock set later would delete every one of them at once.
 CLOCK_FLOOR_UTC = "2026-01-01T00:00:00.000+00:00"
+
+
+def _span(seconds: float) -> str:
+    """'2.0 days', '5.0 h' or '3 min', for a step of the clock."""
+    if seconds >= 86_400:
+        return f"{seconds / 86_400:.1f} days"
+    if seconds >= 3_600:
+        return f"{seconds / 3_600:.1f} h"
+    return f"{seconds / 60:.0f} min"

@@ -189,3 +189,28 @@ def test_a_health_interval_under_a_minute_is_said_at_start(tmp_path):
         said.append(err.getvalue())
     assert "health.interval_s 1 writes 86,400 snapshot rows a day" in said[0]
     assert "interval_s" not in said[1]
+
+
+def test_a_step_of_the_wall_clock_is_written_as_it_is_found(tmp_path):
+    """NTP set the clock from 2000 to the true time mid-run: health.time_utc jumped with
+    nothing to mark it, and a season's times had to be worked out from created_utc and
+    uptime_s (found in a field test)."""
+    from animalclap_edge.clock_step import ClockWatch
+
+    t = {"w": 946_684_800.0, "m": 50.0}  # 2000-01-01: a board without its clock set
+    watch = ClockWatch(lambda: t["w"], lambda: t["m"])
+    mon = HealthMonitor(tmp_path / "d.db", clock=watch)
+    with DetectionStore(tmp_path / "d.db") as store:
+        mon.write_snapshot(store)
+        t["w"] += 300 + 837_000_000.0  # 300 s on, and the clock set 26.5 years forward
+        t["m"] += 300
+        mon.write_snapshot(store)
+        t["w"] += 300
+        t["m"] += 300
+        mon.write_snapshot(store)  # no new step: no new row
+        steps = [h for h in store.health() if h["kind"] == "clock_step"]
+    assert len(steps) == 1
+    d = steps[0]["detail"]
+    assert d["step_s"] == 837_000_000.0
+    assert d["from_utc"] == "2000-01-01T00:05:00.000+00:00"
+    assert d["to_utc"].startswith("2026-07-10")

@@ -467,3 +467,52 @@ def test_when_the_indexes_cannot_be_built_the_pass_says_so_and_still_deletes(sto
     store.ensure_age_indexes = original
     assert not retention.apply(store, None, NOW).notes  # tried again, and built
     assert _indexes(store) >= AGE_INDEX_NAMES
+
+
+class _Clocks:
+    """A wall clock and a monotonic one, moved by the test: `step` sets the wall alone."""
+
+    def __init__(self, wall: datetime):
+        self.w, self.m = wall.timestamp(), 1000.0
+
+    def wall(self) -> float:
+        return self.w
+
+    def mono(self) -> float:
+        return self.m
+
+    def wait(self, seconds: float) -> None:
+        self.w += seconds
+        self.m += seconds
+
+
+def test_a_clock_set_forward_during_the_run_ages_nothing_out_that_it_only_made_look_old(
+    store, tmp_path
+):
+    """A recorder booted at its last shutdown time, logged for minutes, then NTP set the
+    clock 2 days forward: the age rule (retention_days 1) deleted those minutes' clips and
+    detections as 2 days old (found in a field test with libfaketime)."""
+    booted = NOW - timedelta(days=2)  # the wrong clock at boot
+    clocks = _Clocks(booted)
+    retention = Retention(
+        clips_dir=None, retention_days=1, uplink=False, clock=clocks.mono, wall=clocks.wall
+    )
+    store.add_detections([_detection(k, "comfro", 0.7, booted) for k in range(3)])
+    clocks.wait(120)
+    clocks.w += 2 * 86_400  # NTP steps the wall clock
+    r = retention.maybe_apply(store, start=True)
+    assert r is not None and r.detections_deleted == 0 and len(store.detections()) == 3
+    assert any("the clock was set forward by 2.0 days since this run began" in n for n in r.notes)
+    # aged by the clock as it ran: a day and a bit later they go, as retention_days says
+    clocks.wait(86_400 + 300)
+    r = retention.maybe_apply(store, start=True)
+    assert r is not None and r.detections_deleted == 3
+    # and a clock that only ran on (no step) ages as before
+    other = _Clocks(NOW)
+    plain = Retention(
+        clips_dir=None, retention_days=1, uplink=False, clock=other.mono, wall=other.wall
+    )
+    store.add_detections([_detection(10, "comfro", 0.7, NOW)])
+    other.wait(86_400 + 300)
+    r = plain.maybe_apply(store, start=True)
+    assert r is not None and r.detections_deleted == 1 and not r.notes
