@@ -6,13 +6,14 @@ import contextlib
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from animalclap_edge.audio.decode import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioError, band_note
+from animalclap_edge.clock_step import ClockWatch
 from animalclap_edge.sources.base import (
     Recording,
     Skipped,
@@ -161,8 +162,14 @@ class MicSource(SourceBase):
         target_sr: int,
         ring_seconds: float = 30.0,
         first_audio_timeout_s: float = 5.0,
+        watch: Callable[[], ClockWatch] = ClockWatch,
     ):
         super().__init__()
+        # a step of the wall clock mid-stream ends the recording, and the next starts at
+        # the clock as set (as StdinSource does): NTP answering a board that booted at
+        # 2000-01-01 left the stream's every detection in the year 2000
+        self._watch = watch
+        self._stepped: tuple[float, float, float] | None = None
         sd = import_sounddevice()
         self._sd = sd
         try:
@@ -238,19 +245,37 @@ class MicSource(SourceBase):
     def recordings(self) -> Iterator[Recording | Skipped]:
         self._start()
         assert self._t_first is not None
+        watch = self._watch()
         trusted, note = system_clock_synchronized()
         start = datetime.fromtimestamp(self._t_first, timezone.utc)
-        yield Recording(
-            id=live_recording_id(self.name, start),
-            sample_rate=self.target_sr,
-            start_time=start,
-            clock_trusted=trusted,
-            clock_note=f"wall clock at stream start; {note}",
-            blocks=self._track(self._blocks()),
-            audio_note=band_note(self.capture_rate, self.target_sr),
-        )
+        note = f"wall clock at stream start; {note}"
+        while True:
+            self._stepped = None
+            yield Recording(
+                id=live_recording_id(self.name, start),
+                sample_rate=self.target_sr,
+                start_time=start,
+                clock_trusted=trusted,
+                clock_note=note,
+                blocks=self._track(self._blocks(watch)),
+                audio_note=band_note(self.capture_rate, self.target_sr),
+            )
+            if self._stepped is None:  # stopped, or the run stopped reading
+                return
+            stepped, _, now = self._stepped
+            # the ring's unread frames were captured before now
+            start = datetime.fromtimestamp(
+                now - self._ring.available() / self.capture_rate, timezone.utc
+            )
+            trusted, sync = system_clock_synchronized()
+            note = (
+                f"wall clock after it was set {stepped:+.0f} s mid-stream, which ended the "
+                f"recording before; {sync}"
+            )
 
-    def _blocks(self) -> Iterator[np.ndarray]:
+    def _blocks(self, watch: ClockWatch | None = None) -> Iterator[np.ndarray]:
+        """The stream's blocks until it stops, or (with `watch`) to a step of the wall
+        clock: then `_stepped` holds it, and the stream goes on for the next recording."""
         out = np.empty((self.block_frames, self.channels), np.float32)
         rs = resampler(self.capture_rate, self.target_sr)
         poll_s = min(0.05, self.block_frames / self.capture_rate / 4)
@@ -273,6 +298,11 @@ class MicSource(SourceBase):
                         yield y
                     if last:
                         return
+                    if watch is not None and (step := watch.step()) is not None:
+                        self._stepped = step
+                        if rs is not None and len(tail := rs.resample_chunk(out[:0, 0], last=True)):
+                            yield tail  # the resampler's last samples, before the cut
+                        return
                     continue
                 stream = self._stream
                 if stream is None or not stream.active:
@@ -282,7 +312,8 @@ class MicSource(SourceBase):
                     )
                 time.sleep(poll_s)
         finally:
-            self._close_stream()
+            if self._stepped is None:  # cut by a clock step: the stream goes on
+                self._close_stream()
 
     def stop(self) -> None:
         """End `blocks` gracefully: what was captured is drained and the resampler flushed."""

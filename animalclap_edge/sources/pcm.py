@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import BinaryIO, Literal
 
 import numpy as np
 
 from animalclap_edge.audio.decode import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, AudioError, band_note
+from animalclap_edge.clock_step import ClockWatch
 from animalclap_edge.sources.base import (
     Recording,
     Skipped,
@@ -61,8 +61,15 @@ class StdinSource(SourceBase):
         name: str = "stdin",
         owns_stream: bool = False,
         live_clock: bool = False,
+        watch: Callable[[], ClockWatch] = ClockWatch,
     ):
         super().__init__()
+        # live_clock: a step of the wall clock mid-stream (NTP answering a board that
+        # booted at 2000-01-01) ends the recording, and the next starts at the clock as
+        # set: one opened before the step kept the year 2000 for weeks
+        self._watch = watch
+        self._stepped: tuple[float, float, float] | None = None
+        self._carry = b""  # an incomplete frame's bytes, across that cut
         # live_clock: stamp the recording with the wall clock when its first bytes
         # arrive, as MicSource does (a pipe fed by a capture process is live audio).
         self.live_clock = live_clock
@@ -90,23 +97,37 @@ class StdinSource(SourceBase):
         note = (
             "start time given by the caller" if start else f"{self.name}: raw PCM has no timestamps"
         )
+        watch = None
         if self.live_clock and start is None:
+            watch = self._watch()
             first = self.stream.read(
                 self.block_frames * self.channels * _PCM_DTYPES[self.dtype].itemsize
             )
             frames = len(first) / (self.channels * _PCM_DTYPES[self.dtype].itemsize)
-            start = datetime.fromtimestamp(time.time() - frames / self.sample_rate, timezone.utc)
+            start = datetime.fromtimestamp(watch.now() - frames / self.sample_rate, timezone.utc)
             trusted, sync = system_clock_synchronized()
             note = f"wall clock when the first audio arrived; {sync}"
-        yield Recording(
-            id=live_recording_id(self.name, start),
-            sample_rate=self.target_sr,
-            start_time=start,
-            clock_trusted=trusted,
-            clock_note=note,
-            blocks=self._track(self._blocks(first)),
-            audio_note=band_note(self.sample_rate, self.target_sr),
-        )
+        opening = True
+        while True:
+            self._stepped = None
+            yield Recording(
+                id=live_recording_id(self.name, start),
+                sample_rate=self.target_sr,
+                start_time=start,
+                clock_trusted=trusted,
+                clock_note=note,
+                blocks=self._track(self._blocks(first, watch, opening)),
+                audio_note=band_note(self.sample_rate, self.target_sr),
+            )
+            if self._stepped is None:  # the stream ended (or the run stopped reading)
+                return
+            stepped, _, now = self._stepped
+            first, start, opening = b"", datetime.fromtimestamp(now, timezone.utc), False
+            trusted, sync = system_clock_synchronized()
+            note = (
+                f"wall clock after it was set {stepped:+.0f} s mid-stream, which ended the "
+                f"recording before; {sync}"
+            )
 
     def close(self) -> None:
         try:
@@ -129,13 +150,19 @@ class StdinSource(SourceBase):
             )
         return first
 
-    def _blocks(self, first: bytes = b"") -> Iterator[np.ndarray]:
+    def _blocks(
+        self, first: bytes = b"", watch: ClockWatch | None = None, opening: bool = True
+    ) -> Iterator[np.ndarray]:
+        """The stream's blocks, to its end, or (with `watch`) to a step of the wall
+        clock: then `_stepped` holds it, and an incomplete frame waits in `_carry`.
+        `opening`: the stream's start, where a file's header is refused."""
         dt = _PCM_DTYPES[self.dtype]
         frame_bytes = dt.itemsize * self.channels
         rs = resampler(self.sample_rate, self.target_sr)
-        carry = b""  # bytes of an incomplete frame from the previous read
+        carry, self._carry = self._carry, b""  # bytes of an incomplete frame
         done = 0  # frames so far
-        first = self._refuse_a_file(first)
+        if opening:
+            first = self._refuse_a_file(first)
         while True:
             chunk, first = first or self.stream.read(self.block_frames * frame_bytes), b""
             if not chunk:
@@ -161,6 +188,9 @@ class StdinSource(SourceBase):
             out = mono if rs is None else rs.resample_chunk(mono)
             if len(out):
                 yield out
+            if watch is not None and (step := watch.step()) is not None:
+                self._stepped, self._carry, carry = step, carry, b""
+                break
         if rs is not None:
             tail = rs.resample_chunk(np.zeros(0, np.float32), last=True)
             if len(tail):

@@ -214,3 +214,47 @@ def test_a_microphone_plugged_in_after_start_is_found_on_the_next_open(tmp_path)
     rc = _ALSA_CAPTURE.format(infile=tmp_path / "in.raw")
     proc = _in_home(tmp_path, _REPLUGGED_SCRIPT, str(tmp_path / ".asoundrc"), rc)
     assert proc.stdout.split("\n")[:2] == ["before: True", "after: acl_capture"], proc.stdout
+
+
+_STEP_SCRIPT = """
+import json, time
+from animalclap_edge.clock_step import ClockWatch
+from animalclap_edge.sources import MicSource
+calls = {"n": 0}
+def wall():  # NTP sets the clock 26.5 years forward at the watch's 7th look
+    calls["n"] += 1
+    return time.time() + (836_000_000 if calls["n"] > 6 else 0)
+src = MicSource("acl_capture", block_seconds=0.25, target_sr=48000, ring_seconds=10,
+                watch=lambda: ClockWatch(wall, time.monotonic))
+with src:
+    recs = src.recordings()
+    first = next(recs)
+    a = sum(len(b) for b in first.blocks)
+    second = next(recs)
+    n = 0
+    for b in second.blocks:
+        n += len(b)
+        if n >= 24000:
+            src.stop()
+    more = len(list(recs))
+print(json.dumps({"first": a, "second": n, "years": [first.start_time.year,
+      second.start_time.year], "note": second.clock_note, "more": more,
+      "released": src._stream is None}))
+"""
+
+
+def test_a_clock_set_mid_stream_starts_a_new_recording_on_the_same_open_device(tmp_path):
+    """A board's microphone opened before NTP set the clock stamped every detection of
+    the stream with the year it booted in (a field test with libfaketime); the cut keeps
+    the device open and loses no block."""
+    _sounddevice_or_skip()
+    rng = np.random.default_rng(1)
+    noise = (0.2 * rng.standard_normal(48_000 * 8)).astype(np.float32)
+    sf.write(tmp_path / "in.raw", noise, 48_000, format="RAW", subtype="PCM_16")
+    (tmp_path / ".asoundrc").write_text(_ALSA_CAPTURE.format(infile=tmp_path / "in.raw"))
+    info = json.loads(_in_home(tmp_path, _STEP_SCRIPT).stdout.strip().splitlines()[-1])
+    assert info["first"] == 6 * 12_000  # the blocks up to the one the step was seen after
+    assert info["second"] >= 24_000 and info["more"] == 0 and info["released"]
+    y0, y1 = info["years"]
+    assert y1 - y0 >= 26
+    assert "set +836000000 s mid-stream" in info["note"]

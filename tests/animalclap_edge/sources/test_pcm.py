@@ -86,3 +86,73 @@ def test_an_audio_file_piped_in_whole_is_refused_not_read_as_samples(realaudio, 
     pcm = b"RIFF" + b"\0" * 400
     (rec,) = StdinSource(Trickle(pcm), 48000, 1, "s16le", TARGET).recordings()
     assert sum(len(b) for b in rec.blocks) == 202
+
+
+class _Clock:
+    """A wall and a monotonic clock that a block read moves on by its audio's length."""
+
+    def __init__(self, wall: float):
+        self.w, self.m = wall, 100.0
+
+    def watch(self):
+        from animalclap_edge.clock_step import ClockWatch
+
+        return ClockWatch(lambda: self.w, lambda: self.m)
+
+
+class _Live(io.RawIOBase):
+    """A capture pipe: each read of `block` bytes takes `seconds` on both clocks; before
+    read number `step_at`, NTP sets the wall clock `step_s` forward."""
+
+    def __init__(self, data: bytes, clock: _Clock, seconds: float, step_at: int, step_s: float):
+        self.buf, self.clock, self.seconds = io.BytesIO(data), clock, seconds
+        self.reads, self.step_at, self.step_s = 0, step_at, step_s
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        self.reads += 1
+        if self.reads == self.step_at:
+            self.clock.w += self.step_s
+        self.clock.w += self.seconds
+        self.clock.m += self.seconds
+        return self.buf.read(n)
+
+
+def test_a_live_stream_cut_where_the_clock_is_set_starts_again_at_the_clock_as_set():
+    """A pipe opened at 2000-01-01 (a board before NTP) kept that date for every
+    detection of the run, weeks of them, after the clock was set (a field test)."""
+    from datetime import datetime, timezone
+
+    sr, seconds = 16000, 1.0
+    x = sine(sr, 10.0)
+    pcm = (x * 32767).astype("<i2").tobytes() + b"\x01"  # and a stray byte at the end
+    clock = _Clock(946_684_800.0)  # 2000-01-01T00:00Z
+    step = 836_000_000.0  # to 2026-06-29
+    live = _Live(pcm, clock, seconds, step_at=4, step_s=step)
+    src = StdinSource(live, sr, 1, "s16le", sr, block_seconds=seconds, live_clock=True,
+                      watch=clock.watch)  # fmt: skip
+    recs = src.recordings()
+    first = next(recs)
+    a = np.concatenate(list(first.blocks))
+    assert first.start_time == datetime(2000, 1, 1, tzinfo=timezone.utc)
+    second = next(recs)
+    assert second.start_time.year == 2026 and second.id != first.id
+    assert "set +836000" in second.clock_note and "mid-stream" in second.clock_note
+    with pytest.raises(AudioError, match="1 stray bytes"):  # the stream's own end, as before
+        list(second.blocks)
+    # no sample lost at the cut: the first recording ended at the block the step was seen
+    assert len(a) == 4 * sr
+    with pytest.raises(StopIteration):
+        next(recs)
+
+
+def test_a_stream_with_a_steady_clock_is_one_recording():
+    sr = 16000
+    pcm = (sine(sr, 5.0) * 32767).astype("<i2").tobytes()
+    clock = _Clock(1_780_000_000.0)
+    live = _Live(pcm, clock, 1.0, step_at=-1, step_s=0)
+    src = StdinSource(live, sr, 1, "s16le", sr, live_clock=True, watch=clock.watch)
+    (rec,) = src.recordings()
+    assert len(np.concatenate(list(rec.blocks))) == 5 * sr
