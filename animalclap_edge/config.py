@@ -90,6 +90,14 @@ class DeviceConfig(_Section):
         description="Where it records (a plot, transect or station code): written with "
         "every run, the site column of reports, so that cards merge by site.",
     )
+    file_time_zone: str | None = Field(
+        None,
+        min_length=1,
+        description="The zone the recorders write file names in when a name carries no "
+        "offset of its own (a Song Meter's local time): an IANA zone, e.g. Europe/Berlin "
+        "(daylight saving by each file's date), or a fixed offset, e.g. +02:00; null = UTC. "
+        "An offset or Z in a name, or an AudioMoth header's zone, wins.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -102,6 +110,18 @@ class DeviceConfig(_Section):
                 "must not contain +, # or / (it is one level of the MQTT topics; got {value})",
                 {"value": repr(v)},
             )
+        return v
+
+    @field_validator("file_time_zone")
+    @classmethod
+    def _known_zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            from animalclap_edge.sources.files import parse_file_time_zone
+
+            try:
+                parse_file_time_zone(v)
+            except ValueError as e:
+                raise PydanticCustomError("bad_time_zone", "{why}", {"why": str(e)}) from None
         return v
 
     def resolved_name(self) -> str:

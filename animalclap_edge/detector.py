@@ -239,7 +239,8 @@ class Detector:
 
         dets: list[Detection] = []
         evs: list[Event] = []
-        with FileSource(path, self.sample_rate) as src:
+        zone = self.config.device.file_time_zone  # names without an offset: read in it
+        with FileSource(path, self.sample_rate, file_time_zone=zone) as src:
             for rec in src.recordings():
                 if isinstance(rec, Skipped):  # a reason that names the path says it once
                     raise AudioError(

@@ -21,7 +21,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from animalclap_edge.detector import Detector
     from animalclap_edge.runtime import Runtime
     from animalclap_edge.sinks import ConsoleSink, JsonlSink, SkipLog
-    from animalclap_edge.sources import is_fifo, is_reopenable, open_source
+    from animalclap_edge.sources import (
+        FileSource,
+        FolderSource,
+        is_fifo,
+        is_reopenable,
+        open_source,
+    )
 
     err = sys.stderr
     cfg = load_config(args.config)
@@ -39,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     def open_it():
         if pipe is not None and is_fifo(pipe):  # the open blocks until a writer comes
             print(f"waiting for a writer on {pipe} (nothing is read until one opens it)", file=err)
-        return open_source(
+        src = open_source(
             args.source,
             det.sample_rate,
             input_device=cfg.audio.input_device,
@@ -51,6 +57,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             stdin_format=args.stdin_format,
             stdin_live=args.stdin_live,
         )
+        if isinstance(src, FileSource | FolderSource):  # names with no offset: in this zone
+            src.file_time_zone = cfg.device.file_time_zone
+        return src
 
     # Files and folders are opened before the banner: a bad --source is then the only
     # line on stderr, and no database is made for it. A live source (a microphone, a

@@ -347,3 +347,24 @@ def test_a_backup_more_often_than_hourly_is_refused():
     with pytest.raises(ConfigError, match=r"health.backup_interval_h: must be >= 1 \(got 0.0001\)"):
         config_from_dict({"health": {"backup_interval_h": 0.0001}})
     assert config_from_dict({"health": {"backup_interval_h": 1}}).health.backup_interval_h == 1
+
+
+def test_file_time_zone_is_a_known_zone_or_offset(tmp_path: Path):
+    """device.file_time_zone: the zone of file names without an offset (a Song Meter's
+    local time); null = UTC. A zone this machine does not know is refused at load."""
+    assert EdgeConfig().device.file_time_zone is None
+    for zone in ("Europe/Berlin", "America/Bogota", "UTC", "+02:00", "-05:00", "+05:45"):
+        assert config_from_dict({"device": {"file_time_zone": zone}}).device.file_time_zone == zone
+    p = _write(tmp_path, "device:\n  file_time_zone: Europe/Berln\n")
+    assert _problems(p) == [
+        f"{p}: device.file_time_zone: 'Europe/Berln' is no time zone known here: give an IANA "
+        "zone such as 'Europe/Berlin', or a fixed offset such as '+02:00'"
+    ]
+    for bad in ("+2", "UTC+2", "Europe", "+15:00", "+02:60"):
+        p = _write(tmp_path, f"device:\n  file_time_zone: '{bad}'\n")
+        (line,) = _problems(p)
+        assert line.startswith(f"{p}: device.file_time_zone: '{bad}' is no ")
+        assert line.endswith("such as 'Europe/Berlin', or a fixed offset such as '+02:00'")
+    # where file times come from, not what is detected: cards are not analysed again
+    berlin = config_from_dict({"device": {"file_time_zone": "Europe/Berlin"}})
+    assert config_hash(berlin) == config_hash(EdgeConfig())

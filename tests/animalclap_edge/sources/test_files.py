@@ -19,6 +19,7 @@ from animalclap_edge.sources import (
     Recording,
     Skipped,
     Source,
+    SourceError,
     StdinSource,
     time_from_name,
 )
@@ -168,3 +169,165 @@ def test_a_recording_faster_than_the_model_says_what_is_not_heard(tmp_path):
     assert "recorded at 192000 Hz" in rec.audio_note
     (rec,) = StdinSource(io.BytesIO(pcm), 44_100, 1, "s16le", TARGET).recordings()
     assert rec.audio_note == ""
+
+
+def _utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=timezone.utc)
+
+
+def _named(folder: Path, name: str, comment: str | None = None) -> Path:
+    """A short WAV named as a recorder names it; `comment`: an AudioMoth header."""
+    path = folder / name
+    with sf.SoundFile(path, "w", 16000, 1, "PCM_16") as f:
+        if comment is not None:
+            f.comment, f.artist = comment, "AudioMoth 24F319055FDF2F5B"
+        f.write((sine(16000, 0.5) * 20000).astype(np.int16))
+    return path
+
+
+def _clock(path: Path, file_time_zone: str | None = None) -> tuple[datetime | None, bool, str]:
+    (rec,) = FileSource(path, TARGET, file_time_zone=file_time_zone).recordings()
+    assert isinstance(rec, Recording)
+    return rec.start_time, rec.clock_trusted, rec.clock_note
+
+
+UNSET = "not trusted: before 2001-01-01, a recorder clock never set"
+
+
+def test_a_recorder_clock_never_set_is_not_trusted(tmp_path):
+    """19700101_000012.WAV and 20000101_000000.WAV were trusted, so `report summary
+    --trusted-clock` listed 1970 and 2000 rows (a field technician's card)."""
+    for name, t in (
+        ("19700101_000012.WAV", _utc(1970, 1, 1, 0, 0, 12)),
+        ("20000101_000000.WAV", _utc(2000, 1, 1)),
+    ):
+        assert _clock(_named(tmp_path, name)) == (
+            t,
+            False,
+            f"time from file name (read as UTC); {UNSET}",
+        )
+    header = "Recorded at 00:00:00 01/01/1970 (UTC) by AudioMoth 24F319055FDF2F5B at medium gain"
+    start, trusted, note = _clock(_named(tmp_path, "moth.WAV", header))
+    assert (start, trusted) == (_utc(1970, 1, 1), False)
+    assert note == (
+        f"time from the recorder's header (UTC applied; AudioMoth 24F319055FDF2F5B); {UNSET}"
+    )
+    # a name read in a configured zone is judged after the zone: UTC 2000-12-31 23:30
+    assert _clock(_named(tmp_path, "20010101_003000.wav"), "Europe/Berlin")[1] is False
+    # year 1 moved by a zone or an offset leaves the calendar: untrusted, not a crash
+    assert _clock(_named(tmp_path, "x_00010101_000000.wav"), "+02:00") == (
+        _utc(1, 1, 1),
+        False,
+        "time from file name (read as UTC: +02:00 goes out of range)",
+    )
+    assert time_from_name("x_00010101_000000+0200.wav") is None
+    # from the floor on, a clock that was set: a card's 2024 recordings are real
+    assert _clock(_named(tmp_path, "20010101_000000.WAV")) == (
+        _utc(2001, 1, 1),
+        True,
+        "time from file name (read as UTC)",
+    )
+    fine = header.replace("01/01/1970", "14/05/2026")
+    assert _clock(_named(tmp_path, "moth2.WAV", fine))[:2] == (_utc(2026, 5, 14), True)
+
+
+def test_an_iso_basic_name_with_a_negative_offset_is_applied(tmp_path):
+    """Frontier Labs BAR-LT names files "20260601T053000-0500_REC.flac": read as 05:30
+    UTC, 5 hours off. After "T" the minus is an offset; after "_" it may be a counter."""
+    p = _named(tmp_path, "20260601T053000-0500_REC.wav")
+    assert _clock(p) == (
+        _utc(2026, 6, 1, 10, 30),
+        True,
+        "time from file name (its offset -05:00 applied)",
+    )
+    assert time_from_name("20260601T053000-0500_REC.flac") == _utc(2026, 6, 1, 10, 30)
+    assert time_from_name("20260601T053000+0530.flac") == _utc(2026, 6, 1, 0, 0)
+    assert time_from_name("20260601T053000-0001.flac") == _utc(2026, 6, 1, 5, 30)  # no zone
+    # still a counter, not an offset, after "_" or "-"; with its colon, an offset
+    for counter in ("rec_20260601_053000-0500.wav", "rec_20260601-053000-0500.wav"):
+        assert time_from_name(counter) == _utc(2026, 6, 1, 5, 30)
+    assert time_from_name("rec_20260601_053000-05:00.wav") == _utc(2026, 6, 1, 10, 30)
+
+
+def test_a_song_meter_gps_synchronised_name_is_dated(tmp_path):
+    """Song Meters put "$" between date and time when GPS set the clock
+    ("SM4A01234_20260601$053000.wav", Wildlife Acoustics' SM3BAT/SM4 manuals)."""
+    p = _named(tmp_path, "SM4A01234_20260601$053000.wav")
+    assert _clock(p) == (_utc(2026, 6, 1, 5, 30), True, "time from file name (read as UTC)")
+    assert _clock(p, "Europe/Berlin")[:2] == (_utc(2026, 6, 1, 3, 30), True)
+
+
+def test_file_time_zone_reads_names_in_the_recorders_local_time(tmp_path):
+    """A Song Meter names files in its local time: device.file_time_zone says which."""
+    summer = _named(tmp_path, "SMM01234_20260601_053000.wav")
+    winter = _named(tmp_path, "SMM01234_20261201_053000.wav")
+    assert _clock(summer) == (_utc(2026, 6, 1, 5, 30), True, "time from file name (read as UTC)")
+    assert _clock(summer, "Europe/Berlin") == (
+        _utc(2026, 6, 1, 3, 30),
+        True,
+        "time from file name (device.file_time_zone Europe/Berlin applied: +02:00)",
+    )
+    assert _clock(winter, "Europe/Berlin") == (  # daylight saving by the file's own date
+        _utc(2026, 12, 1, 4, 30),
+        True,
+        "time from file name (device.file_time_zone Europe/Berlin applied: +01:00)",
+    )
+    assert _clock(summer, "-05:00") == (
+        _utc(2026, 6, 1, 10, 30),
+        True,
+        "time from file name (device.file_time_zone -05:00 applied)",
+    )
+    # a zone of the name's own wins: an offset, Z, or an AudioMoth header's zone
+    own = _named(tmp_path, "SMM01234_20260601_053000+0100.wav")
+    assert _clock(own, "Europe/Berlin")[:2] == (_utc(2026, 6, 1, 4, 30), True)
+    zulu = _named(tmp_path, "20260601T053000Z.wav")
+    assert _clock(zulu, "Europe/Berlin")[:2] == (_utc(2026, 6, 1, 5, 30), True)
+    moth = _named(
+        tmp_path,
+        "20260601_053000.WAV",
+        "Recorded at 05:30:00 01/06/2026 (UTC+3) by AudioMoth 24F319055FDF2F5B at medium gain",
+    )
+    assert _clock(moth, "Europe/Berlin") == (
+        _utc(2026, 6, 1, 2, 30),
+        True,
+        "time from the recorder's header (UTC+3 applied; AudioMoth 24F319055FDF2F5B)",
+    )
+    # a folder applies it to each of its files; the CLI sets it after opening
+    folder = FolderSource(tmp_path, TARGET, file_time_zone="Europe/Berlin")
+    starts = {Path(r.id).name: r.start_time for r in folder.recordings()}
+    assert starts["SMM01234_20261201_053000.wav"] == _utc(2026, 12, 1, 4, 30)
+    folder.file_time_zone = None
+    starts = {Path(r.id).name: r.start_time for r in folder.recordings()}
+    assert starts["SMM01234_20261201_053000.wav"] == _utc(2026, 12, 1, 5, 30)
+    with pytest.raises(SourceError, match=r"^file_time_zone: 'Europe/Berln' is no time zone"):
+        FileSource(summer, TARGET, file_time_zone="Europe/Berln")
+
+
+def test_a_local_time_that_happens_twice_or_never_is_not_trusted(tmp_path):
+    """Europe/Berlin: 2026-10-25 02:30 happens twice (clocks put back at 03:00) and is
+    read as the first (zoneinfo's fold=0, +02:00); 2026-03-29 02:30 never happens
+    (clocks put forward at 02:00) and is read with the offset before (+01:00). Neither
+    is trusted: the note says why."""
+    twice = _named(tmp_path, "SMM01234_20261025_023000.wav")
+    assert _clock(twice, "Europe/Berlin") == (
+        _utc(2026, 10, 25, 0, 30),
+        False,
+        "time from file name (device.file_time_zone Europe/Berlin applied: +02:00); not "
+        "trusted: 2026-10-25 02:30:00 happens twice there (clocks put back): read as the first",
+    )
+    never = _named(tmp_path, "SMM01234_20260329_023000.wav")
+    assert _clock(never, "Europe/Berlin") == (
+        _utc(2026, 3, 29, 1, 30),
+        False,
+        "time from file name (device.file_time_zone Europe/Berlin applied: +01:00); not "
+        "trusted: 2026-03-29 02:30:00 does not exist there (clocks put forward): read with "
+        "the offset in force before",
+    )
+    # the hours either side are sure
+    for name, t in (
+        ("x_20261025_033000.wav", _utc(2026, 10, 25, 2, 30)),
+        ("x_20261025_013000.wav", _utc(2026, 10, 24, 23, 30)),
+        ("x_20260329_033000.wav", _utc(2026, 3, 29, 1, 30)),
+        ("x_20260329_013000.wav", _utc(2026, 3, 29, 0, 30)),
+    ):
+        assert _clock(_named(tmp_path, name), "Europe/Berlin")[:2] == (t, True)
