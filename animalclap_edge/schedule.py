@@ -411,6 +411,24 @@ class Schedule:
             horizon *= 2
         return None
 
+    def active_since(self, t: datetime) -> datetime | None:
+        """When the active period holding `t` began: the last instant at or before `t` at
+        which `is_active` became True. None when `t` is inactive or the schedule is always
+        on. Looks back a few days (one duty period with a duty cycle): merged windows
+        active longer than that are said to begin within that reach."""
+        t = _utc(t)
+        if self.always_on:
+            return None
+        back = (
+            timedelta(seconds=self.duty_cycle.period_s)
+            if self.duty_cycle is not None
+            else _LOOKBACK_DAYS * _DAY
+        )
+        for s, e in self._on_intervals(t - back, t + timedelta(microseconds=1)):
+            if s <= t < e:
+                return s
+        return None
+
     def windows_on(self, day: date) -> list[tuple[Window, tuple[datetime, datetime] | None]]:
         """Each window with its instance starting on local date `day` (None: does not occur)."""
         return [(w, self._instance(w, day)) for w in self.windows]
@@ -462,6 +480,43 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# The wall clock and the monotonic one are read one after the other: a step of less
+# than this at a period's end is not told from the end itself.
+_STEP_TOLERANCE_S = 1.0
+_BEFORE_ALL = datetime.min.replace(tzinfo=timezone.utc)
+_AFTER_ALL = datetime.max.replace(tzinfo=timezone.utc)
+
+
+def _step_text(seconds: float) -> str:
+    """'46800 s (13.0 h)', '120 s (2 min)' or '5 s': the size of a step of the clock."""
+    s = abs(seconds)
+    if s >= 86_400:
+        return f"{s:.0f} s ({s / 86_400:.1f} days)"
+    if s >= 3_600:
+        return f"{s:.0f} s ({s / 3_600:.1f} h)"
+    if s >= 60:
+        return f"{s:.0f} s ({s / 60:.0f} min)"
+    return f"{s:.0f} s"
+
+
+@dataclass
+class _Period:
+    """An active period being recorded: the wall clock must stay in [start, end).
+
+    The end is worked out once, when the period opens, from the clock as it read then;
+    a clock set back before the start, or forward past the end (NTP's first sync on a
+    recorder that booted at its last shutdown time), leaves the period. The readings at
+    the opening and where the clock was found outside tell a step from the period's end.
+    """
+
+    start: datetime
+    end: datetime
+    wall0: datetime
+    mono0: float
+    left: datetime | None = None  # the wall clock read when it was first found outside
+    left_mono: float = 0.0
+
+
 class ScheduledSource:
     """Opens a live source only while `schedule` is active; closed (device released) otherwise.
 
@@ -472,6 +527,12 @@ class ScheduledSource:
     (`sources.live_recording_id`), so each period is its own row in the store. If the
     inner source ends before the period does (a device glitch, a pipe at EOF), it is
     reopened after `retry_s`.
+
+    The clock is read after every block: one set back before the period's start or
+    forward past its end (NTP stepping it) ends the period at that block too, with a
+    log line saying the period was cut short by a clock step and by how much (told from
+    `monotonic`, which never steps); the schedule is then read again, as at any
+    period's end.
 
     Idle periods are slept in pieces of at most `max_sleep_s`, re-reading the clock
     each time: a recorder's clock often jumps when NTP first syncs after boot, and a
@@ -489,12 +550,14 @@ class ScheduledSource:
         max_sleep_s: float = 60.0,
         retry_s: float = 5.0,
         log: Callable[[str], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self.factory = factory
         self.schedule = schedule
         self.name = name
         self._now = now
         self._sleep = sleep
+        self._monotonic = monotonic
         self.max_sleep_s = float(max_sleep_s)
         self.retry_s = float(retry_s)
         self._log = log or (lambda _msg: None)
@@ -506,21 +569,55 @@ class ScheduledSource:
         if left > 0:
             self._sleep(min(left, self.max_sleep_s))
 
-    def _cut(self, blocks: Iterator[Any], end: datetime | None) -> Iterator[Any]:
+    def _outside(self, p: _Period) -> bool:
+        """Whether the wall clock is out of the period (at or past its end, or set back
+        before its start); the first reading outside is kept for `_step_note`."""
+        now = self._now()
+        if p.start <= now < p.end:
+            return False
+        if p.left is None:
+            p.left, p.left_mono = now, self._monotonic()
+        return True
+
+    def _cut(self, blocks: Iterator[Any], p: _Period) -> Iterator[Any]:
         try:
             for b in blocks:
                 yield b
-                if self._closed or (end is not None and self._now() >= end):
+                if self._closed or self._outside(p):
                     return
         finally:
             close = getattr(blocks, "close", None)
             if close is not None:
                 close()
 
+    @staticmethod
+    def _step_note(p: _Period) -> str:
+        """A log line where the period was left because the clock was set, not because
+        it ran to the end; "" for a period that ran to its end."""
+        if p.left is None:
+            return ""
+        now = p.left
+        stepped = (now - p.wall0).total_seconds() - (p.left_mono - p.mono0)
+        if now >= p.start and (
+            stepped < _STEP_TOLERANCE_S or now - timedelta(seconds=stepped) >= p.end
+        ):
+            return ""  # it ran to the end, or would have read past it without the step
+        way = "back" if now < p.start or stepped < 0 else "forward"
+        where = (
+            f"before this period's start ({p.start:%Y-%m-%d %H:%M:%S} UTC)"
+            if now < p.start
+            else f"past this period's end ({p.end:%Y-%m-%d %H:%M:%S} UTC)"
+        )
+        return (
+            f"schedule: period cut short by a clock step: the clock was set {way} by "
+            f"{_step_text(stepped)}, to {now:%Y-%m-%d %H:%M:%S} UTC, {where}; "
+            "input closed, reading the schedule again"
+        )
+
     def recordings(self) -> Iterator[Recording | Skipped]:
         announced: datetime | None = None
         while not self._closed:
-            t = self._now()
+            t, mono = self._now(), self._monotonic()
             change = self.schedule.next_change(t)
             if not self.schedule.is_active(t):
                 if change is None:
@@ -533,28 +630,36 @@ class ScheduledSource:
                 continue
             until = "" if change is None else f" until {change:%Y-%m-%d %H:%M:%S} UTC"
             self._log(f"schedule: recording{until}")
+            if change is None:  # active for good: no clock reading leaves it
+                period = _Period(_BEFORE_ALL, _AFTER_ALL, t, mono)
+            else:
+                start = self.schedule.active_since(t) or t
+                period = _Period(min(start, t), change, t, mono)
             inner = self._inner = self.factory()
             try:
                 for rec in inner.recordings():
                     if isinstance(rec, Skipped):
                         yield rec
                         continue
-                    yield replace(rec, blocks=self._cut(rec.blocks, change))
-                    if self._closed or (change is not None and self._now() >= change):
+                    yield replace(rec, blocks=self._cut(rec.blocks, period))
+                    if self._closed or self._outside(period):
                         break
             finally:
                 self._inner = None
                 inner.close()
-            if not self._closed and (change is None or self._now() < change):
-                # Ended early: do not spin on a source that keeps ending at once.
-                wait = (
-                    self.retry_s
-                    if change is None
-                    else min(self.retry_s, (change - self._now()).total_seconds())
-                )
-                self._log(f"schedule: input ended inside the window; reopening in {wait:g} s")
-                if wait > 0:
-                    self._sleep(wait)
+            if self._closed:
+                return
+            if self._outside(period):
+                note = self._step_note(period)
+                if note:
+                    self._log(note)
+                announced = None  # say where the schedule now stands
+                continue
+            # Ended early: do not spin on a source that keeps ending at once.
+            wait = min(self.retry_s, (period.end - self._now()).total_seconds())
+            self._log(f"schedule: input ended inside the window; reopening in {wait:g} s")
+            if wait > 0:
+                self._sleep(wait)
 
     def close(self) -> None:
         self._closed = True

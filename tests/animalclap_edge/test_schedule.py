@@ -361,19 +361,31 @@ def test_config_builds_the_schedule():
 
 
 class FakeClock:
-    """Time that moves only when slept through or when audio is captured."""
+    """Time that moves only when slept through or when audio is captured; `set` steps
+    the wall clock alone, as NTP does, and `monotonic` does not follow it."""
 
     def __init__(self, t: datetime):
         self.t = t
+        self.mono = 1000.0
         self.sleeps: list[float] = []
 
     def now(self) -> datetime:
         return self.t
 
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, s: float) -> None:
+        self.t += timedelta(seconds=s)
+        self.mono += s
+
+    def set(self, t: datetime) -> None:
+        self.t = t
+
     def sleep(self, s: float) -> None:
         assert s > 0
         self.sleeps.append(s)
-        self.t += timedelta(seconds=s)
+        self.advance(s)
 
 
 class LoopedFileInput:
@@ -392,7 +404,7 @@ class LoopedFileInput:
         while not self.closed:
             for b in self.audio:
                 began = self.clock.now()
-                self.clock.t += timedelta(seconds=len(b) / self.sr)  # capture takes real time
+                self.clock.advance(len(b) / self.sr)  # capture takes real time
                 self.log.append(("block", began))
                 yield b
 
@@ -521,6 +533,112 @@ def test_scheduled_source_sleeps_through_polar_day_without_holding_the_input(cic
     (opened,) = [t for e, t in log if e == "open"]
     assert opened == s.next_change(at("2024-06-21 12:00"))  # late July, after polar day
     assert n / SR == pytest.approx(3.5 * 3600, abs=1)
+
+
+def _drain_stepping(
+    src: ScheduledSource, clock: FakeClock, n_recordings: int, steps: dict[int, timedelta]
+) -> list[tuple[datetime, int]]:
+    """(opened at, blocks) of the first recordings, reading at most 200 blocks of each;
+    after block k of the run (counted from 1) the wall clock is set by steps[k]."""
+    got, k = [], 0
+    for rec in src.recordings():
+        n = 0
+        for _ in rec.blocks:
+            n += 1
+            k += 1
+            if k in steps:
+                clock.set(clock.now() + steps[k])
+            if n == 200:
+                rec.blocks.close()
+                break
+        got.append((rec.start_time, n))
+        if len(got) == n_recordings:
+            break
+    src.close()
+    return got
+
+
+def _stepping_source(cicada, s: Schedule, t0: str):
+    clock = FakeClock(at(t0))
+    log: list = []
+    said: list[str] = []
+    a = np.concatenate(cicada)  # in 1 s blocks: block k ends k s after the opening
+    whole = [a[i : i + SR] for i in range(0, len(a) - SR + 1, SR)]
+    src = ScheduledSource(
+        lambda: LoopedFileInput(whole, clock, log),
+        s,
+        now=clock.now,
+        sleep=clock.sleep,
+        monotonic=clock.monotonic,
+        log=said.append,
+    )
+    return src, clock, log, said
+
+
+def test_a_clock_set_back_out_of_the_window_closes_the_input_at_the_next_block(cicada):
+    """Field report: a recorder without an RTC battery booted at its last shutdown time,
+    23:00, inside "22:00-02:00", and opened the microphone; NTP then set the clock back
+    to the true 10:00. The end (02:00 the next day) was worked out once and only
+    `now >= end` was tested: the microphone stayed open 16 hours outside any window."""
+    s = schedule("22:00-02:00")
+    src, clock, log, said = _stepping_source(cicada, s, "2026-06-01 23:00")
+    got = _drain_stepping(src, clock, 2, {10: -timedelta(hours=13)})
+
+    # Cut at the block after the step, then idle (device closed) until 22:00 that day.
+    assert got[0] == (at("2026-06-01 23:00"), 10)
+    assert got[1][0] == at("2026-06-01 22:00")
+    assert [t for e, t in log if e == "open"] == [at("2026-06-01 23:00"), at("2026-06-01 22:00")]
+    assert next(t for e, t in log if e == "close") == at("2026-06-01 10:00:10")
+    assert all(s.is_active(t) for e, t in log if e == "block")
+    (note,) = [m for m in said if "clock step" in m]
+    assert "set back by 46800 s (13.0 h), to 2026-06-01 10:00:10 UTC" in note
+    assert "before this period's start (2026-06-01 22:00:00 UTC)" in note
+    assert said[said.index(note) + 1] == "schedule: idle until 2026-06-01 22:00:00 UTC"
+    assert not any("input ended" in m for m in said)
+
+
+def test_a_clock_set_back_into_an_earlier_duty_on_period_starts_that_period(cicada):
+    # On 05:02:00-05:02:30; set back 2 min to 05:00:10, inside the earlier on-period
+    # 05:00:00-05:00:30: active, but not the period whose end was worked out.
+    s = schedule("05:00-05:10", duty=(30, 120))
+    src, clock, log, said = _stepping_source(cicada, s, "2024-05-01 05:02")
+    got = _drain_stepping(src, clock, 3, {10: -timedelta(minutes=2)})
+
+    assert got[0] == (at("2024-05-01 05:02"), 10)
+    assert [t for t, _ in got[1:]] == [at("2024-05-01 05:00:10"), at("2024-05-01 05:02")]
+    assert 20 <= got[1][1] <= 21  # to 05:00:30, + the block in progress
+    closes = [t for e, t in log if e == "close"]
+    assert closes[0] == at("2024-05-01 05:00:10")
+    assert at("2024-05-01 05:00:30") <= closes[1] < at("2024-05-01 05:00:31")
+    assert all(s.is_active(t) for e, t in log if e == "block")
+    (note,) = [m for m in said if "clock step" in m]
+    assert "set back by 120 s (2 min), to 2024-05-01 05:00:10 UTC" in note
+    assert "before this period's start (2024-05-01 05:02:00 UTC)" in note
+
+
+@pytest.mark.parametrize(
+    "step, reopened",
+    [
+        (timedelta(minutes=7), "2024-05-01 05:08:00"),  # into the off part: wait for 05:08
+        (timedelta(minutes=6, seconds=5), "2024-05-01 05:06:15"),  # into a later on-period
+    ],
+)
+def test_a_clock_set_forward_past_several_duty_periods_cuts_and_says_so(cicada, step, reopened):
+    # On 05:00:00-05:00:30; set forward past the on-periods of 05:02, 05:04 (and 05:06).
+    s = schedule("05:00-05:10", duty=(30, 120))
+    src, clock, log, said = _stepping_source(cicada, s, "2024-05-01 05:00")
+    got = _drain_stepping(src, clock, 2, {10: step})
+
+    assert got[0] == (at("2024-05-01 05:00"), 10)
+    assert got[1][0] == at(reopened)
+    assert next(t for e, t in log if e == "close") == at("2024-05-01 05:00:10") + step
+    assert all(s.is_active(t) for e, t in log if e == "block")
+    assert not any("input ended" in m for m in said)
+    (note,) = [m for m in said if "clock step" in m]
+    assert f"set forward by {step.total_seconds():.0f} s" in note
+    assert "past this period's end (2024-05-01 05:00:30 UTC)" in note
+    # A period that runs to its end is not taken for a step.
+    assert said.count(note) == 1
 
 
 def test_each_window_is_its_own_row_in_the_store(realaudio, tmp_path):
