@@ -10,21 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 
 import numpy as np
 
 from animalclap_edge.report import (
+    LocalTime,
     ReportError,
     card_notes,
     card_paths,
-    check_utc_offset,
     detection_selection,
+    local_day_and_hour,
+    local_zone,
     open_out,
     out_error,
     out_target,
     reading,
+    zone_label,
 )
 
 PLOT_INSTALL_HINT = (
@@ -53,7 +56,7 @@ class Activity:
     by_hour: np.ndarray  # (labels, 24) detections per hour of day, in local time
     days: list[str]  # YYYY-MM-DD (local): every day from the first recorded to the last
     by_day: np.ndarray  # (labels, days) detections per day
-    utc_offset_h: float
+    utc_offset_h: float | str  # hours added to UTC, or the time zone's name (Europe/Berlin)
     undated: int  # detections without a wall time (of those selected), left out
     untrusted: int  # detections counted whose clock was not trusted
     total: int  # detections counted (of the drawn labels)
@@ -69,13 +72,15 @@ class Activity:
 def activity(
     db: str | Path | Sequence[str | Path],
     top: int = 12,
-    utc_offset_h: float = 0.0,
+    utc_offset_h: LocalTime = 0.0,
     min_probability: float | None = None,
     taxa: Sequence[str] = (),
     say: Callable[[str], None] = lambda note: None,
     trusted_clock_only: bool = False,
 ) -> Activity:
-    """Count the `top` labels' detections per local hour and day (local = UTC + offset),
+    """Count the `top` labels' detections per local hour and day (local = UTC + offset
+    hours, or in a time zone by name, each detection at its own instant's offset: the
+    hours of a season across a change to or from summer time stay those of the clock),
     of the `taxa` only if given (as `report.taxon_filter` reads them; `say` gets its
     notes), and with `trusted_clock_only` only what a trusted clock timed.
 
@@ -85,9 +90,9 @@ def activity(
     that were processed, and detections), each day marked recorded or not."""
     if top < 1:
         raise ReportError(f"--top must be at least 1, got {top}")
-    check_utc_offset(utc_offset_h)
+    given = local_zone(utc_offset_h)
+    zone = timezone.utc if given is None else given
     dbs = card_paths(db)
-    shift = f"{utc_offset_h:+.4f} hours"
     cards = [
         _card(d, min_probability, taxa, trusted_clock_only, card_notes(say, d, len(dbs) > 1))
         for d in dbs
@@ -98,7 +103,7 @@ def activity(
             totals[label] = totals.get(label, 0) + n
     counts = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))
     labels = [label for label, _ in counts[:top]]
-    rows = [r for c in cards for r in c.rows(labels, shift) if r[1] is not None]
+    rows = [r for c in cards for r in c.rows(labels, zone) if r[1] is not None]
     recordings = [r for c in cards for r in c.recordings]
     card = sum(c.detections for c in cards)
     undated = sum(c.undated for c in cards)
@@ -106,7 +111,7 @@ def activity(
     untrusted_everywhere = [sum(c.untrusted_everywhere[i] for c in cards) for i in (0, 1)]
     index = {label: i for i, label in enumerate(labels)}
     heard = {date.fromisoformat(r[1]) for r in rows}
-    on_days = _recorded_days(recordings, utc_offset_h) | heard
+    on_days = _recorded_days(recordings, zone) | heard
     nothing = ""
     if not labels:
         nothing = _nothing_to_draw(card, undated, min_probability, taxa, trusted_clock_only)
@@ -129,7 +134,7 @@ def activity(
         by_hour=by_hour,
         days=[d.isoformat() for d in days],
         by_day=by_day,
-        utc_offset_h=utc_offset_h,
+        utc_offset_h=_hours_or_name(zone),
         undated=undated,
         untrusted=untrusted,
         total=int(by_hour.sum()),
@@ -156,19 +161,20 @@ class _Card:
     recordings: list[tuple]  # (start_time_utc, duration_s, clock_trusted), not skipped
     untrusted_everywhere: tuple[int, int]  # dated detections and recordings
 
-    def rows(self, labels: list[str], shift: str) -> list[tuple]:
+    def rows(self, labels: list[str], zone: tzinfo) -> list[tuple]:
         """(label, local day, local hour, detections, untrusted) of the drawn labels: only
-        theirs, since a season of a large catalogue is otherwise labels x days x 24."""
+        theirs, since a season of a large catalogue is otherwise labels x days x 24. Each
+        detection's day and hour are those of its own instant in `zone`."""
         if not labels:
             return []
         marks = ", ".join("?" * len(labels))
         with reading(self.db) as conn:
+            day, hour = local_day_and_hour(conn, zone)
             return conn.execute(
-                f"SELECT {_LABEL} AS label, strftime('%Y-%m-%d', start_time_utc, ?) AS day, "
-                "CAST(strftime('%H', start_time_utc, ?) AS INTEGER) AS hour, count(*), "
-                f"sum(clock_trusted = 0) FROM detections {self.where} AND {_LABEL} IN ({marks}) "
-                "GROUP BY label, day, hour",
-                [shift, shift, *self.args, *labels],
+                f"SELECT {_LABEL} AS label, {day} AS day, {hour} AS hour, "
+                f"count(*), sum(clock_trusted = 0) FROM detections {self.where} "
+                f"AND {_LABEL} IN ({marks}) GROUP BY label, day, hour",
+                [*self.args, *labels],
             ).fetchall()
 
 
@@ -220,22 +226,30 @@ def _card(
         )
 
 
-def _recorded_days(recordings: list[tuple], utc_offset_h: float) -> set[date]:
-    """The local days the recordings cover, from their start to their end."""
-    zone = timezone(timedelta(hours=utc_offset_h))
+def _hours_or_name(zone: tzinfo) -> float | str:
+    """`Activity.utc_offset_h`: a fixed offset's hours, or a time zone's name."""
+    if isinstance(zone, timezone):
+        offset = zone.utcoffset(None)
+        return offset.total_seconds() / 3600
+    return zone_label(zone)
+
+
+def _recorded_days(recordings: list[tuple], zone: tzinfo) -> set[date]:
+    """The local days in `zone` the recordings cover, from their start to their end."""
     days: set[date] = set()
     for start_utc, duration_s, _ in recordings:
         try:
-            start = datetime.fromisoformat(start_utc).astimezone(zone)
+            start = datetime.fromisoformat(start_utc).astimezone(timezone.utc)
         except ValueError:
             raise ReportError(
                 f"recordings: start_time_utc {start_utc!r} is not an ISO 8601 time with its "
                 "UTC offset; the database may be damaged"
             ) from None
-        # the last instant recorded, so a recording ending at midnight adds no day
+        # the last instant recorded, so a recording ending at midnight adds no day; in
+        # UTC, as a zone's own arithmetic is its wall clock's, blind to a DST change
         end = start + timedelta(seconds=max(0.0, float(duration_s) - 1e-3))
-        day = start.date()
-        while day <= end.date():
+        day, last = start.astimezone(zone).date(), end.astimezone(zone).date()
+        while day <= last:
             days.add(day)
             day += timedelta(days=1)
     return days
@@ -325,7 +339,11 @@ def plot_activity(a: Activity, out: str | Path, title: str = "") -> Path:
         ax.set_xlabel(xlabel)
         fig.colorbar(image, ax=ax, label=unit, shrink=0.9)
     days_ax.set_yticks([])
-    zone = "UTC" if a.utc_offset_h == 0 else f"UTC{a.utc_offset_h:+g} h"
+    zone = (
+        a.utc_offset_h
+        if isinstance(a.utc_offset_h, str)
+        else zone_label(timezone(timedelta(hours=a.utc_offset_h)))
+    )
     drawn = f"{a.total} detections of {len(a.labels)} labels"
     if a.all_labels > len(a.labels):
         drawn += f" (the most detected of {a.all_labels} labels, {a.all_total} detections)"

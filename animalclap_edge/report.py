@@ -6,10 +6,12 @@ comes out as one CSV that a spreadsheet or R reads as it is:
 - `detections`, `events`, `recordings`: the rows as logged; the traits of each
   detection in columns of their own (`<trait>` and `<trait>_p`; labels of a
   multi-label trait joined by "|"), instead of one JSON text;
-- `summary`: one row per UTC day (`day_utc`; `day_local` with an offset) and label,
+- `summary`: one row per UTC day (`day_utc`; `day_local` with an offset or zone) and label,
   with how many detections and recordings, the highest and mean probability, the
   first and last time, and whether every clock that day was trusted.
 Every time is UTC to the millisecond; with an offset a local time is added beside it.
+The offset is fixed hours, or a time zone (`local_zone`: Europe/Berlin), whose own
+offset at each row's instant (summer time or not) that row's local time and day get.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import difflib
+import functools
 import json
 import os
 import re
@@ -24,11 +27,13 @@ import sqlite3
 import stat
 import sys
 import tempfile
+import zoneinfo
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from types import ModuleType
 from typing import IO, TypedDict, cast
+from zoneinfo import ZoneInfo
 
 from animalclap_edge import records
 from animalclap_edge.store import DELIVERY_COLUMNS, recorder_sql, runs_columns
@@ -62,8 +67,8 @@ SELECT u.*,
 FROM runs u ORDER BY u.rowid
 """
 
-# Per day (UTC, or local with --utc-offset: the window's wall time; "undated" without
-# one) and label. The column says which day it is: `day_utc` or `day_local`.
+# Per day (UTC, or local with --utc-offset: the window's wall time, in a time zone at
+# the window's own instant; "undated" without one) and label. The column says which day it is: `day_utc` or `day_local`.
 _SUMMARY = """
 SELECT coalesce({day}, 'undated') AS {day_column},
        level, taxon, scientific_name, common_name,
@@ -405,7 +410,7 @@ def write_report(
     out: IO[str],
     min_probability: float | None = None,
     taxa: Sequence[str] = (),
-    utc_offset_h: float | None = None,
+    utc_offset_h: LocalTime = None,
     say: Callable[[str], None] = lambda note: None,
     trusted_clock_only: bool = False,
 ) -> int:
@@ -416,10 +421,12 @@ def write_report(
 
     `min_probability` and `taxa` (taxon codes or scientific names, any case) keep
     the detections (and events, by their highest probability) that match. With
-    `utc_offset_h`, each time gets a local one beside it (`start_time_local`, ...) and
-    the summary counts local days (`day_local` instead of `day_utc`).
-    `trusted_clock_only` leaves out the rows whose clock was not trusted."""
-    check_utc_offset(utc_offset_h)
+    `utc_offset_h` (hours, or a time zone name: `local_zone`), each time gets a local
+    one beside it (`start_time_local`, ...) with the offset of its own instant, and
+    summary and effort count local days (`day_local` instead of `day_utc`), each row
+    by its own local time. `trusted_clock_only` leaves out the rows whose clock was
+    not trusted."""
+    zone = local_zone(utc_offset_h)
     if what not in WHAT:
         raise ReportError(f"unknown report {what!r}: choose one of {', '.join(WHAT)}")
     if what in _NOT_DETECTIONS and (min_probability is not None or taxa):
@@ -445,9 +452,7 @@ def write_report(
                 say(wal_note)
             if what not in _NOT_DETECTIONS and (aged := retention_note(conn)):
                 told(aged)
-            header, rows = _table(
-                conn, what, min_probability, taxa, utc_offset_h, told, trusted_clock_only
-            )
+            header, rows = _table(conn, what, min_probability, taxa, zone, told, trusted_clock_only)
             yield recorder_columns(conn, what, header, _read(path, table, rows))
         except sqlite3.Error as e:
             raise _read_error(path, table, e) from e
@@ -540,13 +545,13 @@ def _table(
     what: str,
     min_probability: float | None,
     taxa: Sequence[str],
-    utc_offset_h: float | None,
+    zone: tzinfo | None,
     say: Callable[[str], None],
     trusted_clock_only: bool,
 ) -> tuple[list[str], Iterator[Sequence[object]]]:
     """The header and rows of report `what` of one database."""
     if what in ("runs", "health"):
-        return _log(conn, what, utc_offset_h)
+        return _log(conn, what, zone)
     # a row whose time came from a file's mtime or an unset clock
     trusted = ["clock_trusted = 1"] if trusted_clock_only else []
     p_col = "max_probability" if what == "events" else "probability"
@@ -559,15 +564,16 @@ def _table(
     if what == "effort":
         from animalclap_edge.effort import effort_table
 
-        return effort_table(conn, where, args, utc_offset_h, trusted_clock_only)
-    if what == "summary" and utc_offset_h is None:
+        return effort_table(conn, where, args, zone, trusted_clock_only)
+    if what == "summary" and zone is None:
         sql = _SUMMARY.format(
             where=where, day="substr(start_time_utc, 1, 10)", day_column="day_utc"
         )
         cursor = conn.execute(sql, args)
-    elif what == "summary":
-        day = f"strftime('%Y-%m-%d', start_time_utc, '{utc_offset_h:+.4f} hours')"
-        cursor = conn.execute(_SUMMARY.format(where=where, day=day, day_column="day_local"), args)
+    elif what == "summary" and zone is not None:  # each row's own local day (DST)
+        day, _ = local_day_and_hour(conn, zone)
+        sql = _SUMMARY.format(where=where, day=day, day_column="day_local")
+        cursor = conn.execute(sql, args)
     else:
         cursor = conn.execute(
             f"SELECT {_columns(conn, what)} FROM {what} {where} ORDER BY rowid", args
@@ -576,7 +582,7 @@ def _table(
     rows: Iterator[Sequence[object]] = cursor
     if what == "detections" and "traits_json" in header:
         header, rows = _traits_in_columns(conn, header, cursor)
-    return times_in_one_format(what, header, rows, utc_offset_h)
+    return times_in_one_format(what, header, rows, zone)
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> str:
@@ -589,7 +595,7 @@ def _columns(conn: sqlite3.Connection, table: str) -> str:
 
 
 def _log(
-    conn: sqlite3.Connection, what: str, utc_offset_h: float | None
+    conn: sqlite3.Connection, what: str, zone: tzinfo | None
 ) -> tuple[list[str], Iterator[Sequence[object]]]:
     """`runs` (each run, whether it finished, and what it logged) or `health` (source
     lost and reopened, disk, temperature, snapshots: detail_json as logged)."""
@@ -600,7 +606,7 @@ def _log(
         sql = "SELECT * FROM health ORDER BY health_id"
     cursor = conn.execute(sql)
     header = [d[0] for d in cursor.description]
-    return times_in_one_format(what, header, cursor, utc_offset_h)
+    return times_in_one_format(what, header, cursor, zone)
 
 
 # Reports whose rows each belong to one run; the others (summary, effort, health) are
@@ -666,9 +672,110 @@ def utc_ms(value: str) -> str:
     return records.utc_ms(t)
 
 
-def check_utc_offset(utc_offset_h: float | None) -> None:
-    if utc_offset_h is not None and not -14 <= utc_offset_h <= 14:
-        raise ReportError(f"--utc-offset must be between -14 and 14 hours, got {utc_offset_h:g}")
+# What --utc-offset takes: hours added to UTC (a number, or its text as the command
+# line gives it), an IANA time zone name ("Europe/Berlin"), a tzinfo, or None (UTC only).
+LocalTime = float | str | tzinfo | None
+
+_ZONE_EXAMPLE = "hours such as 2, -5 or 5.5, or a time zone name such as Europe/Berlin"
+
+
+def local_zone(utc_offset: LocalTime) -> tzinfo | None:
+    """The zone local times are in, from --utc-offset: None for UTC only; hours (a
+    number, or text that Python's float() reads, as the option took before) give a
+    fixed offset; any other text names an IANA time zone, whose offset (daylight
+    saving time or not) each time then gets at its own instant. A one-line
+    `ReportError` names a value that is neither."""
+    if utc_offset is None or isinstance(utc_offset, tzinfo):
+        return utc_offset
+    hours: float
+    if isinstance(utc_offset, str):
+        text = utc_offset.strip()
+        try:
+            hours = float(text)
+        except ValueError:
+            return _named_zone(text, utc_offset)
+    else:
+        hours = float(utc_offset)
+    if not -14 <= hours <= 14:
+        raise ReportError(f"--utc-offset must be between -14 and 14 hours, got {hours:g}")
+    return timezone(timedelta(hours=hours))
+
+
+def _named_zone(name: str, given: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError, OSError):  # not found, not a key, a folder (Europe)
+        pass
+    known = zoneinfo.available_timezones()
+    if not known:
+        raise ReportError(
+            f"--utc-offset {given!r}: this computer has no time zone database to look the "
+            "name up in (pip install tzdata); or give hours, e.g. --utc-offset 2"
+        )
+    low, lower = name.lower(), {k.lower(): k for k in known}
+    close = (
+        [lower[low]]  # europe/berlin: names are case-sensitive
+        if low in lower
+        else sorted(k for k in known if k.lower().rpartition("/")[2] == low)  # Berlin
+        or [lower[c] for c in difflib.get_close_matches(low, lower, n=1)]  # Europe/Berln
+    )
+    hint = f"; did you mean {' or '.join(close[:2])}?" if close else ""
+    raise ReportError(
+        f"--utc-offset {given!r}: neither hours nor a time zone name known here: give "
+        f"{_ZONE_EXAMPLE}{hint}"
+    )
+
+
+def zone_label(zone: tzinfo | None) -> str:
+    """How a figure names the zone of its times: UTC, UTC+2 h, Europe/Berlin."""
+    if zone is None:
+        return "UTC"
+    if isinstance(zone, ZoneInfo):
+        return zone.key
+    offset = zone.utcoffset(None)
+    hours = 0.0 if offset is None else offset.total_seconds() / 3600
+    return "UTC" if hours == 0 else f"UTC{hours:+g} h"
+
+
+def local_time(zone: tzinfo, value: object) -> str | None:
+    """The local ISO 8601 time in `zone` of a stored UTC time, with the offset that
+    zone had at that instant (`2026-10-25T02:30:00+02:00`, an hour later `...+01:00`);
+    None where SQLite's strftime gives NULL: no time, or not a time."""
+    if not isinstance(value, str):
+        return None
+    try:
+        t = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
+    except ValueError:
+        return None
+    # a time without an offset is UTC, as SQLite's date functions take it
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).astimezone(zone).isoformat()
+
+
+def local_day_and_hour(conn: sqlite3.Connection, zone: tzinfo) -> tuple[str, str]:
+    """SQL of a detection's local day (YYYY-MM-DD, NULL without a time) and hour of
+    day (0-23) in `zone`, each row at its own instant, to group by on `conn`.
+
+    A fixed offset is SQLite's own modifier ('+2.0000 hours'), fast and the same for
+    every row. A time zone's offset changes with daylight saving time, which SQLite
+    does not know: `conn` gets the SQL function local_time(t) (`local_time`), and a
+    season across a change counts each row by the clock of its own day."""
+    if isinstance(zone, timezone):
+        hours = zone.utcoffset(None).total_seconds() / 3600
+        shift = f"'{hours:+.4f} hours'"
+        return (
+            f"strftime('%Y-%m-%d', start_time_utc, {shift})",
+            f"CAST(strftime('%H', start_time_utc, {shift}) AS INTEGER)",
+        )
+
+    @functools.lru_cache(maxsize=4096)  # a window's rows, one per label, share a time
+    def local(value: object) -> str | None:
+        return local_time(zone, value)
+
+    conn.create_function("local_time", 1, local, deterministic=True)
+    return (
+        "substr(local_time(start_time_utc), 1, 10)",
+        "CAST(substr(local_time(start_time_utc), 12, 2) AS INTEGER)",
+    )
 
 
 # The times that get a local one beside them with --utc-offset.
@@ -683,13 +790,14 @@ _LOCAL = {
 
 
 def times_in_one_format(
-    what: str, header: list[str], rows: Iterator[Sequence[object]], utc_offset_h: float | None
+    what: str, header: list[str], rows: Iterator[Sequence[object]], utc_offset_h: LocalTime
 ) -> tuple[list[str], Iterator[Sequence[object]]]:
     """Every time column (`*_utc`; not the summary's day) through `utc_ms`, and with
-    `utc_offset_h` a local time after each of `_LOCAL`, in ISO 8601 with its offset
-    (`2024-05-14T07:30:00.000+02:00`), so the offset travels with the value."""
+    `utc_offset_h` (`local_zone`) a local time after each of `_LOCAL`, in ISO 8601
+    with its offset (`2024-05-14T07:30:00.000+02:00`), so the offset travels with the
+    value: in a time zone, the offset of that time's own instant (+01:00 in winter)."""
     at = [i for i, c in enumerate(header) if c.endswith("_utc") and not c.startswith("day")]
-    zone = None if utc_offset_h is None else timezone(timedelta(hours=utc_offset_h))
+    zone = local_zone(utc_offset_h)
     local = [i for i in at if zone is not None and header[i] in _LOCAL]
     columns = [c for i, c in enumerate(header) for c in ([c, _LOCAL[c]] if i in local else [c])]
 

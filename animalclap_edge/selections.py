@@ -20,14 +20,16 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from pathlib import Path, PurePosixPath
 
 from animalclap_edge.report import (
+    LocalTime,
     ReportError,
     card_notes,
     card_paths,
-    check_utc_offset,
     detection_selection,
+    local_zone,
     out_error,
     reading,
     times_in_one_format,
@@ -107,18 +109,20 @@ def write_selections(
     fmt: str = "raven",
     min_probability: float | None = None,
     taxa: Sequence[str] = (),
-    utc_offset_h: float | None = None,
+    utc_offset_h: LocalTime = None,
     say: Callable[[str], None] = lambda note: None,
     trusted_clock_only: bool = False,
 ) -> Written:
     """One `fmt` file (raven, audacity) per recording of `db` with a kept detection,
     under `out_dir`, which must not hold tables of that format already (a rerun with
     other filters would leave the first run's beside the second's). The filters are
-    `report`'s; `say` gets its notes and what was left out."""
+    `report`'s; `say` gets its notes and what was left out. With `utc_offset_h` (hours
+    or a time zone: `report.local_zone`) a Raven table gets each detection's local time
+    beside its UTC one, with the offset of its own instant."""
     if fmt not in FORMATS:
         raise ReportError(f"unknown selection format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    check_utc_offset(utc_offset_h)
-    if fmt == "audacity" and utc_offset_h is not None:
+    zone = local_zone(utc_offset_h)
+    if fmt == "audacity" and zone is not None:
         raise ReportError(
             "--utc-offset adds a local time to Raven tables; Audacity labels hold only "
             "offsets in their recording: leave it out"
@@ -135,7 +139,7 @@ def write_selections(
             fmt,
             min_probability,
             taxa,
-            utc_offset_h,
+            zone,
             notes,
             trusted_clock_only,
             written,
@@ -184,7 +188,7 @@ def _card(
     fmt: str,
     min_probability: float | None,
     taxa: Sequence[str],
-    utc_offset_h: float | None,
+    zone: tzinfo | None,
     say: Callable[[str], None],
     trusted_clock_only: bool,
     written: Written,
@@ -209,7 +213,7 @@ def _card(
                 tag = recording_id.rpartition("#")[2] or str(len(taken))
                 path = path.with_name(f"{PurePosixPath(source).stem}.{tag}{FORMATS[fmt]}")
             taken.add(path)
-            header, lines = _lines(fmt, rows, utc_offset_h)
+            header, lines = _lines(fmt, rows, zone)
             _write(path, header, lines)
             written.files.append(path)
             written.detections += len(rows)
@@ -247,7 +251,7 @@ def _table_path(out: Path, root: PurePosixPath | None, source: str, suffix: str)
 
 
 def _lines(
-    fmt: str, rows: list[Sequence], utc_offset_h: float | None
+    fmt: str, rows: list[Sequence], zone: tzinfo | None
 ) -> tuple[list[str] | None, Iterator[list[object]]]:
     if fmt == "audacity":  # start, end, label: no header
         return None, ([f"{r[2]:.3f}", f"{r[3]:.3f}", f"{r[4]} {r[9]:.2f}"] for r in rows)
@@ -276,7 +280,7 @@ def _lines(
         ]
         for i, r in enumerate(rows, 1)
     )
-    columns, converted = times_in_one_format("raven", header, table, utc_offset_h)
+    columns, converted = times_in_one_format("raven", header, table, zone)
     return [_RAVEN[c] for c in columns], (list(row) for row in converted)
 
 

@@ -309,10 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument(
         "--utc-offset",
-        type=float,
-        help="hours added to UTC for local time, e.g. -3 or 5.5: activity's hours and days; "
-        "the CSVs get a local time beside each UTC one, summary counts local days "
-        "(default: UTC only)",
+        metavar="HOURS|ZONE",
+        help="local time: hours added to UTC (e.g. -3 or 5.5), or a time zone name (e.g. "
+        "Europe/Berlin), whose summer time each row gets at its own date: activity's hours "
+        "and days; the CSVs get a local time beside each UTC one, summary and effort count "
+        "local days (default: UTC only)",
     )
     rp.set_defaults(func=cmd_report)
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import tzinfo
 from pathlib import Path
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from animalclap_edge.report import ReportError, open_out, out_target, write_report
+    from animalclap_edge.report import ReportError, local_zone, open_out, out_target, write_report
 
+    # hours (2, -5, 5.5) or a time zone (Europe/Berlin); a wrong one is said first
+    zone = local_zone(args.utc_offset)
     dbs = [Path(d) for d in args.db] if args.db else [_config_db(args.config)]
     if args.what == "activity":
-        return _report_activity(dbs, args)
+        return _report_activity(dbs, args, zone)
     if args.what in ("raven", "audacity"):
-        return _report_selections(dbs, args)
+        return _report_selections(dbs, args, zone)
     if args.out:  # a wrong --out is said before the database is read
         out_target(args.out, (".csv",))
     if args.top is not None:  # a CSV has every label: refused, not ignored
@@ -25,7 +28,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     filters = {
         "min_probability": args.min_probability,
         "taxa": args.taxon,
-        "utc_offset_h": args.utc_offset,
+        "utc_offset_h": zone,
         "trusted_clock_only": args.trusted_clock,
         "say": _note,
     }
@@ -73,7 +76,7 @@ def _note(text: str) -> None:
     print(f"note: {text}", file=sys.stderr)
 
 
-def _report_activity(dbs: list[Path], args: argparse.Namespace) -> int:
+def _report_activity(dbs: list[Path], args: argparse.Namespace, zone: tzinfo | None) -> int:
     from animalclap_edge.activity import FIGURE_SUFFIXES, activity, plot_activity
     from animalclap_edge.report import ReportError, out_target
 
@@ -83,7 +86,7 @@ def _report_activity(dbs: list[Path], args: argparse.Namespace) -> int:
     a = activity(
         dbs,
         12 if args.top is None else args.top,
-        args.utc_offset or 0.0,
+        zone,
         args.min_probability,
         args.taxon,
         say=_note,
@@ -97,7 +100,7 @@ def _report_activity(dbs: list[Path], args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_selections(dbs: list[Path], args: argparse.Namespace) -> int:
+def _report_selections(dbs: list[Path], args: argparse.Namespace, zone: tzinfo | None) -> int:
     from animalclap_edge.report import ReportError
     from animalclap_edge.selections import write_selections
 
@@ -111,7 +114,7 @@ def _report_selections(dbs: list[Path], args: argparse.Namespace) -> int:
         args.what,
         args.min_probability,
         args.taxon,
-        args.utc_offset,
+        zone,
         say=_note,
         trusted_clock_only=args.trusted_clock,
     )

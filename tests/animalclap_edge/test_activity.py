@@ -231,3 +231,85 @@ def test_several_cards_are_counted_together_and_their_top_labels_chosen_over_all
     assert main(["report", "activity", "--db", str(season), str(other), "--out", str(png)]) == 0
     assert png.stat().st_size > 0
     assert "3 labels, 11 detections from 2 databases" in capsys.readouterr().err
+
+
+@pytest.fixture
+def autumn(tmp_path: Path) -> Path:
+    """Blackbirds at 05:30 UTC every day from 20 to 25 October 2026, across Berlin's
+    change from summer time (01:00 UTC on the 25th: 03:00 CEST became 02:00 CET), robins
+    in the hour 02:00-03:00 that came twice that night, and two recordings: 25 hours
+    from midnight on the 25th (its whole day) and three from 23:30 on the 27th."""
+    dets = [
+        detection(i * 72000, start_time_utc=f"2026-10-{d}T05:30:00+00:00", clock_trusted=True)
+        for i, d in enumerate(range(20, 26))
+    ]
+    dets += [
+        detection((10 + i) * 72000, start_time_utc=f"2026-10-25T{t}:00+00:00", **ROBIN)
+        for i, t in enumerate(("00:15", "00:45", "01:15", "01:45"))
+    ]
+    db = tmp_path / "autumn.db"
+    with DetectionStore(db) as s:
+        s.start_run(RUN, "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        s.add_detections(dets)
+        s.record_recording(_recording("d25.wav", "2026-10-24T22:00:00+00:00", 25 * 3600))
+        s.record_recording(_recording("d27.wav", "2026-10-27T22:30:00+00:00", 3 * 3600))
+        s.finish_run(RUN)
+    return db
+
+
+def test_a_time_zone_counts_each_detection_by_the_hour_and_day_of_its_own_clock(autumn):
+    """`--utc-offset 2` drew the dawn chorus an hour late once Berlin changed to winter
+    time; by name, each detection gets the local hour and day of its own instant."""
+    import sqlite3
+    from collections import Counter
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    a = activity(autumn, utc_offset_h="Europe/Berlin")
+    c = sqlite3.connect(autumn)
+    rows = c.execute("SELECT scientific_name, start_time_utc FROM detections").fetchall()
+    recs = c.execute("SELECT start_time_utc, duration_s FROM recordings").fetchall()
+    c.close()
+    local = [(name, datetime.fromisoformat(t).astimezone(berlin)) for name, t in rows]
+    hours = Counter((name, t.hour) for name, t in local)
+    days = Counter((name, t.date().isoformat()) for name, t in local)
+    assert {
+        (label, h): int(a.by_hour[i, h])
+        for i, label in enumerate(a.labels)
+        for h in range(24)
+        if a.by_hour[i, h]
+    } == hours
+    assert {
+        (label, d): int(a.by_day[i, j])
+        for i, label in enumerate(a.labels)
+        for j, d in enumerate(a.days)
+        if a.by_day[i, j]
+    } == days
+    # the dawn an hour earlier by the clock from the 25th; both 02:00s in one hour
+    assert hours[("Turdus merula", 7)] == 5 and hours[("Turdus merula", 6)] == 1
+    assert hours[("Erithacus rubecula", 2)] == 4
+    # the days recordings cover, from their start to their last instant, in Berlin
+    covered = set()
+    for start, duration in recs:
+        t0 = datetime.fromisoformat(start)
+        t1 = t0 + timedelta(seconds=duration - 1e-3)
+        covered |= {t0.astimezone(berlin).date(), t1.astimezone(berlin).date()}
+    assert a.days == [f"2026-10-{d}" for d in range(20, 29)]
+    recorded = {d for d, r in zip(a.days, a.recorded, strict=True) if r}
+    assert recorded == {d for _, d in days} | {d.isoformat() for d in covered}
+    assert "2026-10-26" not in recorded  # 25 hours from midnight on the 25th end that day
+    assert a.utc_offset_h == "Europe/Berlin"
+    # fixed hours, as the command line gives them, are one offset for every row
+    fixed = activity(autumn, utc_offset_h="2")
+    assert fixed.utc_offset_h == 2 and fixed.by_hour[fixed.labels.index("Turdus merula"), 7] == 6
+    with pytest.raises(ReportError, match=r"--utc-offset 'Europe/Berln'.*Europe/Berlin\?"):
+        activity(autumn, utc_offset_h="Europe/Berln")
+
+
+def test_the_figure_says_the_time_zone_its_hours_are_in(autumn, tmp_path):
+    pytest.importorskip("matplotlib")
+    svg = plot_activity(activity(autumn, utc_offset_h="Europe/Berlin"), tmp_path / "z.svg")
+    assert "times in Europe/Berlin" in svg.read_text()
+    svg = plot_activity(activity(autumn, utc_offset_h=-3), tmp_path / "h.svg")
+    assert "times in UTC-3 h" in svg.read_text()

@@ -864,3 +864,133 @@ def test_reports_say_what_retention_deleted(tmp_path, capsys):
         assert "storage.retention_days deleted 3 detections" in err, what
     assert main(["report", "runs", "--db", str(db)]) == 0  # not a report of detections
     assert "retention_days" not in capsys.readouterr().err
+
+
+# Late October 2026 in Europe/Berlin: at 01:00 UTC on the 25th the clocks go from 03:00
+# CEST (+02:00) back to 02:00 CET (+01:00), so 02:00-03:00 local comes twice.
+AUTUMN = (
+    "2026-10-22T04:30:00+00:00",  # 06:30 CEST: a dawn before the change
+    "2026-10-24T21:30:00+00:00",  # 23:30 CEST on the 24th
+    "2026-10-24T22:30:00+00:00",  # 00:30 CEST on the 25th (a fixed +1 says the 24th)
+    "2026-10-25T00:15:00+00:00",  # 02:15 CEST: the first 02:00-03:00
+    "2026-10-25T00:45:00+00:00",  # 02:45 CEST
+    "2026-10-25T01:15:00+00:00",  # 02:15 CET: the second
+    "2026-10-25T01:45:00+00:00",  # 02:45 CET
+    "2026-10-25T02:30:00+00:00",  # 03:30 CET: the technician's, which +2 made 04:30
+    "2026-10-25T22:30:00+00:00",  # 23:30 CET on the 25th (a fixed +2 says the 26th)
+    "2026-10-25T23:30:00+00:00",  # 00:30 CET on the 26th
+    "2026-10-28T04:30:00+00:00",  # 05:30 CET: the same dawn, an hour earlier by the clock
+)
+
+
+@pytest.fixture
+def autumn(tmp_path: Path) -> Path:
+    """A card whose detections span Berlin's change from summer time, and a recording
+    of 48 hours from local midnight on the 25th (a day of 25 hours)."""
+    from .factories import recording
+
+    db = tmp_path / "autumn" / "detections.db"
+    with DetectionStore(db) as s:
+        s.start_run(RUN, "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        s.add_detections(
+            [
+                detection(i * 72000, start_time_utc=t, clock_trusted=True)
+                for i, t in enumerate(AUTUMN)
+            ]
+        )
+        s.record_recording(
+            recording(start_time_utc="2026-10-24T22:00:00+00:00", duration_s=48 * 3600.0)
+        )
+        s.finish_run(RUN)
+    return db
+
+
+def _berlin(utc: str):
+    """The local time of `utc` in Europe/Berlin, by zoneinfo itself."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromisoformat(utc).astimezone(ZoneInfo("Europe/Berlin"))
+
+
+def test_a_time_zone_gives_each_row_the_offset_and_day_of_its_own_instant(autumn):
+    """--utc-offset took fixed hours only: across a change to winter time, `+2` wrote
+    02:30 UTC as 04:30+02:00 where Berlin's clocks said 03:30 CET, and counted the
+    days by summer time all season."""
+    from collections import Counter
+
+    dets = _report(autumn, "detections", utc_offset_h="Europe/Berlin")
+    assert [d["start_time_local"] for d in dets] == [
+        _berlin(t).isoformat(timespec="milliseconds") for t in AUTUMN
+    ]
+    local = {d["start_time_utc"][:19]: d["start_time_local"] for d in dets}
+    assert local["2026-10-25T02:30:00"] == "2026-10-25T03:30:00.000+01:00"
+    # the hour that comes twice, each time with its own offset
+    assert local["2026-10-25T00:15:00"] == "2026-10-25T02:15:00.000+02:00"
+    assert local["2026-10-25T01:15:00"] == "2026-10-25T02:15:00.000+01:00"
+
+    days = Counter(_berlin(t).date().isoformat() for t in AUTUMN)
+    summary = _report(autumn, "summary", utc_offset_h="Europe/Berlin")
+    assert {r["day_local"]: int(r["detections"]) for r in summary} == days
+    oct25 = next(r for r in summary if r["day_local"] == "2026-10-25")
+    assert (oct25["first_local"], oct25["last_local"]) == (
+        "2026-10-25T00:30:00.000+02:00",
+        "2026-10-25T23:30:00.000+01:00",
+    )
+
+    effort = {r["day_local"]: r for r in _report(autumn, "effort", utc_offset_h="Europe/Berlin")}
+    assert {d: int(r["detections"]) for d, r in effort.items() if int(r["detections"])} == days
+    # 48 hours from local midnight: all of the 25-hour day, then 23 of the 26th
+    assert (float(effort["2026-10-25"]["audio_h"]), float(effort["2026-10-26"]["audio_h"])) == (
+        25.0,
+        23.0,
+    )
+
+
+def test_fixed_hours_still_give_one_offset_to_every_row(autumn):
+    """Hours, as the command line gives them (text) or as numbers, keep their meaning:
+    one offset for every row, the days SQLite's own '+N hours' gives."""
+    want = _report(autumn, "detections", utc_offset_h=2)
+    assert {d["start_time_local"][-6:] for d in want} == {"+02:00"}
+    assert want[7]["start_time_local"] == "2026-10-25T04:30:00.000+02:00"
+    for text in ("2", " 2 ", "+2", "2.0"):
+        assert _report(autumn, "detections", utc_offset_h=text) == want, text
+    for text, hours in (("-5", -5), ("5.5", 5.5)):
+        got = _report(autumn, "summary", utc_offset_h=text)
+        with sqlite3.connect(autumn) as c:
+            sql = "SELECT strftime('%Y-%m-%d', start_time_utc, ?), count(*) FROM detections GROUP BY 1"
+            days = dict(c.execute(sql, (f"{hours:+.4f} hours",)).fetchall())
+        assert {r["day_local"]: int(r["detections"]) for r in got} == days
+        assert got == _report(autumn, "summary", utc_offset_h=hours)
+    with pytest.raises(ReportError, match="between -14 and 14 hours, got 20"):
+        _report(autumn, "detections", utc_offset_h="20")
+
+
+def test_the_command_line_takes_a_time_zone_name_and_names_a_wrong_one(autumn, capsys):
+    assert main(["report", "detections", "--db", str(autumn), "--utc-offset", "Europe/Berlin"]) == 0
+    rows = _csv(capsys.readouterr().out)
+    assert rows[7]["start_time_local"] == "2026-10-25T03:30:00.000+01:00"
+    assert rows[0]["start_time_local"] == "2026-10-22T06:30:00.000+02:00"
+    assert main(["report", "summary", "--db", str(autumn), "--utc-offset", "-5"]) == 0
+    assert _csv(capsys.readouterr().out)[0]["first_local"].endswith("-05:00")
+    for what in ("detections", "summary", "effort"):
+        assert main(["report", what, "--db", str(autumn), "--utc-offset", "Europe/Berln"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err == (
+            "animalclap-edge: error: --utc-offset 'Europe/Berln': neither hours nor a time "
+            "zone name known here: give hours such as 2, -5 or 5.5, or a time zone name such "
+            "as Europe/Berlin; did you mean Europe/Berlin?\n"
+        ), what
+    out = autumn.parent / "tables"
+    raven = ["report", "raven", "--db", str(autumn), "--out", str(out)]
+    assert main([*raven, "--utc-offset", "Europe/Berlin"]) == 0
+    text = (out / "dawn.AnimalCLAP.selection.table.txt").read_text()
+    table = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
+    assert table[7]["Begin Time Local"] == "2026-10-25T03:30:00.000+01:00"
+    for args in (raven, ["report", "activity", "--db", str(autumn), "--out", "a.png"]):
+        assert main([*args, "--utc-offset", "Europe/Berln"]) == 2
+        assert "error: --utc-offset 'Europe/Berln': neither hours" in capsys.readouterr().err
+    with pytest.raises(ReportError, match=r"--utc-offset 'Mars/Olympus_Mons': neither hours"):
+        write_report(autumn, "events", io.StringIO(), utc_offset_h="Mars/Olympus_Mons")
+    with pytest.raises(ReportError, match=r"'berlin': .*did you mean Europe/Berlin\?"):
+        write_report(autumn, "runs", io.StringIO(), utc_offset_h="berlin")

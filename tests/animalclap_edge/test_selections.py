@@ -189,3 +189,42 @@ def test_the_real_pipeline_gives_a_table_per_file(tiny_bundle, realaudio, tmp_pa
         for p in (tmp_path / "t").iterdir()
     }
     assert tables == per_file and sum(tables.values()) > 0
+
+
+def test_a_time_zone_gives_each_selection_the_offset_of_its_own_instant(tmp_path):
+    """Raven's Begin Time Local took fixed hours: the hour 02:00-03:00 that Berlin's
+    clocks showed twice on 25 October 2026 (first in summer time, then in winter
+    time) read as two different hours of one offset."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    path = "/card/20261025_020000.WAV"
+    times = [f"2026-10-25T{t}:00+00:00" for t in ("00:15", "00:45", "01:15", "01:45", "02:30")]
+    dets = [
+        detection(i * 72000, recording_id=f"{path}#dddddddddddd", start_time_utc=t)
+        for i, t in enumerate(times)
+    ]
+    db = tmp_path / "autumn.db"
+    with DetectionStore(db) as s:
+        s.start_run(RUN, "bundle-0001", "0123456789abcdef", "test", "0.1.0")
+        s.add_detections(dets)
+        s.record_recording(recording(recording_id=f"{path}#dddddddddddd", source_path=path))
+        s.finish_run(RUN)
+    w = write_selections(db, tmp_path / "t", utc_offset_h="Europe/Berlin")
+    rows = _raven(w.files[0])
+    berlin = ZoneInfo("Europe/Berlin")
+    assert [r["Begin Time Local"] for r in rows] == [
+        datetime.fromisoformat(t).astimezone(berlin).isoformat(timespec="milliseconds")
+        for t in times
+    ]
+    assert [r["Begin Time Local"][11:] for r in rows] == [
+        "02:15:00.000+02:00",
+        "02:45:00.000+02:00",
+        "02:15:00.000+01:00",
+        "02:45:00.000+01:00",
+        "03:30:00.000+01:00",
+    ]
+    with pytest.raises(ReportError, match=r"--utc-offset 'Europe/Berln'.*Europe/Berlin\?"):
+        write_selections(db, tmp_path / "u", utc_offset_h="Europe/Berln")
+    with pytest.raises(ReportError, match="Audacity labels hold only offsets"):
+        write_selections(db, tmp_path / "v", "audacity", utc_offset_h="Europe/Berlin")
