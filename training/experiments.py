@@ -233,8 +233,34 @@ def write_page(root: Path, cfg: SweepConfig) -> dict:
     _refuse_foreign_page(page)
     page.parent.mkdir(parents=True, exist_ok=True)
     plot_ablation(summary, plot_path(page))
-    page.write_text(results_page(summary, cfg), encoding="utf-8")
+    preface = kept_preface(page.read_text(encoding="utf-8")) if page.is_file() else []
+    page.write_text(with_preface(results_page(summary, cfg), preface), encoding="utf-8")
     return summary
+
+
+def kept_preface(page: str) -> list[str]:
+    """The hand-written quote (`> ` lines) right under the title of a page written
+    before: kept when the page is written again. The README's command rewrote the
+    shipped page from its records and dropped its 44-line note on how it was made."""
+    lines = page.splitlines()
+    if not lines or not lines[0].startswith(PAGE_TITLE):
+        return []
+    i = 1
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    quote = []
+    while i < len(lines) and lines[i].startswith(">"):
+        quote.append(lines[i])
+        i += 1
+    return quote
+
+
+def with_preface(page: str, preface: list[str]) -> str:
+    """`page` with `preface` (kept_preface's lines) under its title."""
+    if not preface:
+        return page
+    title, _, rest = page.partition("\n")
+    return "\n".join([title, "", *preface, ""]) + "\n" + rest.lstrip("\n")
 
 
 def run_one(

@@ -488,3 +488,23 @@ def test_loss_summary_is_the_ends_of_the_curve_beside_the_plateau():
     s = loss_summary([3.0] * 50 + [2.0] * 100 + [1.0] * 50, 16)
     assert s == {"first": 3.0, "last": 1.0, "plateau": math.log(16), "window": 50}
     assert loss_summary([], 16)["last"] is None  # a run that stopped before its first step
+
+
+def test_a_page_written_again_keeps_its_hand_written_preface(tmp_path):
+    """README's command, run from the committed records, rewrote docs/results.md with the
+    same figures and without its 44-line note on how the page was made."""
+    from training.experiments import write_page
+
+    cfg, _ = _sweep(tmp_path, 0.5, 0.1, 0.2, probe=[(0.6, 0.5)] * 10)
+    cfg = dataclasses.replace(cfg, results_md=str(tmp_path / "page.md"))
+    write_page(tmp_path, cfg)
+    fresh = (tmp_path / "page.md").read_text()
+    title, _, rest = fresh.partition("\n")
+    note = ["> **How this page was made.** By hand,", "> over two lines."]
+    (tmp_path / "page.md").write_text("\n".join([title, "", *note, "", rest.lstrip("\n")]))
+    write_page(tmp_path, cfg)
+    again = (tmp_path / "page.md").read_text()
+    # the generated page as before, the note under its title
+    assert again == "\n".join([title, "", *note, ""]) + "\n" + rest.lstrip("\n")
+    write_page(tmp_path, cfg)  # and kept once, not twice, on every rewrite
+    assert (tmp_path / "page.md").read_text() == again
