@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -135,6 +136,49 @@ class PublisherStats:
     protocol_note: str = ""  # why not v5
 
 
+def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
+    """The TLS context of `cfg`'s connections, or None without TLS; built once at
+    start (and by `config check`), so a file that cannot be used is a PublishError
+    naming the setting (ssl's own words are "PEM lib"). A renewed certificate is read
+    at the next start."""
+    if not cfg.tls:
+        return None
+
+    def why(e: OSError) -> str:
+        if isinstance(e, ssl.SSLError):
+            return f"unusable ({e.reason or e})"
+        return (e.strerror or str(e)).lower()
+
+    for setting in cfg.TLS_FILES:
+        path = getattr(cfg, setting)
+        if path and not Path(path).is_file():
+            raise PublishError(f"messaging.mqtt.{setting} {path}: no such file")
+    from animalclap_edge.secret_files import key_file_problem
+
+    # the private key, in key_file or with the certificate: checked before OpenSSL
+    # reads it, which asks a terminal for an encrypted key's passphrase
+    key = ("key_file", cfg.key_file) if cfg.key_file else ("cert_file", cfg.cert_file)
+    if key[1] and (problem := key_file_problem(key[1], f"messaging.mqtt.{key[0]}")):
+        raise PublishError(problem)
+    try:  # verifies the broker's certificate and host name; cafile: only that CA
+        context = ssl.create_default_context(cafile=cfg.ca_file)
+    except OSError as e:
+        raise PublishError(
+            f"messaging.mqtt.ca_file {cfg.ca_file}: {why(e)}; it must be the PEM file "
+            "of the CA that signed the broker's certificate"
+        ) from None
+    if cfg.cert_file:
+        try:
+            context.load_cert_chain(cfg.cert_file, cfg.key_file)
+        except OSError as e:
+            with_key = f" / key_file {cfg.key_file}" if cfg.key_file else ""
+            raise PublishError(
+                f"messaging.mqtt.cert_file {cfg.cert_file}{with_key}: {why(e)}; they must be "
+                "a PEM client certificate and the private key that matches it"
+            ) from None
+    return context
+
+
 class MqttPublisher:
     def __init__(
         self,
@@ -214,48 +258,8 @@ class MqttPublisher:
             raise PublishError(str(e)) from None
 
     def _tls_context(self):
-        """The TLS context every connection uses, or None; built once, so a file that
-        cannot be used is a PublishError at start naming the setting (ssl's own words
-        are "PEM lib"). A renewed certificate is read at the next start."""
-        import ssl
-
-        cfg = self.cfg
-        if not cfg.tls:
-            return None
-
-        def why(e: OSError) -> str:
-            if isinstance(e, ssl.SSLError):
-                return f"unusable ({e.reason or e})"
-            return (e.strerror or str(e)).lower()
-
-        for setting in cfg.TLS_FILES:
-            path = getattr(cfg, setting)
-            if path and not Path(path).is_file():
-                raise PublishError(f"messaging.mqtt.{setting} {path}: no such file")
-        from animalclap_edge.secret_files import key_file_problem
-
-        # the private key, in key_file or with the certificate: checked before OpenSSL
-        # reads it, which asks a terminal for an encrypted key's passphrase
-        key = ("key_file", cfg.key_file) if cfg.key_file else ("cert_file", cfg.cert_file)
-        if key[1] and (problem := key_file_problem(key[1], f"messaging.mqtt.{key[0]}")):
-            raise PublishError(problem)
-        try:  # verifies the broker's certificate and host name; cafile: only that CA
-            context = ssl.create_default_context(cafile=cfg.ca_file)
-        except OSError as e:
-            raise PublishError(
-                f"messaging.mqtt.ca_file {cfg.ca_file}: {why(e)}; it must be the PEM file "
-                "of the CA that signed the broker's certificate"
-            ) from None
-        if cfg.cert_file:
-            try:
-                context.load_cert_chain(cfg.cert_file, cfg.key_file)
-            except OSError as e:
-                key = f" / key_file {cfg.key_file}" if cfg.key_file else ""
-                raise PublishError(
-                    f"messaging.mqtt.cert_file {cfg.cert_file}{key}: {why(e)}; they must be "
-                    "a PEM client certificate and the private key that matches it"
-                ) from None
-        return context
+        """The TLS context every connection uses, or None (`tls_context`)."""
+        return tls_context(self.cfg)
 
     def _warn_of_expiry(self):
         """Say at start which certificate has expired or ends within WARN_DAYS (a

@@ -160,6 +160,13 @@ def cmd_config_check(args: argparse.Namespace) -> int:
                 f"messaging.live.token_file {live.token_file}: no such file on this machine"
             )
         missing += secret_problems(cfg, Path.cwd())
+        if mqtt.enabled and not missing:  # the files as TLS reads them (a key as the CA)
+            from animalclap_edge.publish import PublishError, tls_context
+
+            try:
+                tls_context(mqtt)
+            except PublishError as e:
+                missing.append(str(e))
         if missing:
             bad += 1
             for what in missing:

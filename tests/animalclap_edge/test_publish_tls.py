@@ -198,9 +198,15 @@ def test_a_failed_tls_connection_says_which_setting_to_change(
         ),
     ],
 )
-def test_tls_files_that_cannot_be_used_are_refused_at_start_in_one_line(tmp_path, pki, files, said):
+def test_tls_files_that_cannot_be_used_are_refused_at_start_in_one_line(
+    tmp_path, pki, files, said, capsys
+):
     """A typo in a path, a key given as the CA, a key that is not the certificate's:
-    refused when the uplink is made, before a connection fails for some other reason."""
+    refused when the uplink is made, before a connection fails for some other reason;
+    and by `config check`, which said "ok" to a key given as the CA (a docs audit)."""
+    import yaml
+
+    from animalclap_edge.cli import main
     from animalclap_edge.publish import MqttPublisher, PublishError
 
     cfg = _tls(pki, 8883, **{k: str(pki / v) for k, v in files.items()})
@@ -208,6 +214,15 @@ def test_tls_files_that_cannot_be_used_are_refused_at_start_in_one_line(tmp_path
         MqttPublisher(_logged(tmp_path / "d.db", 1), cfg, device_id="rec1")
     assert str(e.value).startswith(said.format(pki=pki)), e.value
     assert "\n" not in str(e.value)
+    edge = tmp_path / "edge.yaml"
+    mqtt = {"enabled": True, "host": "127.0.0.1", "port": 8883, "tls": True}
+    mqtt.update({k: str(pki / v) for k, v in files.items()})
+    edge.write_text(yaml.safe_dump({"messaging": {"mqtt": mqtt}}))
+    capsys.readouterr()
+    assert main(["config", "check", str(edge)]) == 1
+    said_now = capsys.readouterr()
+    assert said.format(pki=pki).rsplit(":", 1)[0] in said_now.err
+    assert ": ok" not in said_now.out
 
 
 @pytest.mark.timeout(60)
