@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--source",
         required=True,
-        help="a WAV/FLAC/OGG/MP3 file, a folder of them, 'mic[:DEVICE]', or '-' (raw PCM on stdin)",
+        help="a WAV/FLAC/OGG/MP3 file, a folder of them, 'mic[:DEVICE]', '-' (raw PCM on "
+        "stdin), or a named pipe (raw PCM; reopened when its writer restarts)",
     )
     run.add_argument(
         "--bundle", help="model bundle directory or .tar (default: the packaged demo bundle)"
