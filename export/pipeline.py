@@ -637,7 +637,8 @@ def dump_summary(path: Path) -> str:
     summary["traits"] = (
         f"{len(traits.get('scores', {}))} trait heads, fitted on {traits.get('fitted_on')}"
         if traits
-        else "none: no --data with a trait table (traits.csv), so the runtime reports species only"
+        else "none: the --data given (if any) has no trait table (traits.csv), so the "
+        "runtime reports species only"
     )
     summary.update({k: m[k] for k in ("parity", "gates") if k in m})
     return json.dumps(summary, indent=2)

@@ -129,15 +129,23 @@ def split_as_saved(
 
 
 def trained_on_generated_audio(checkpoint: str | None) -> str | None:
-    """The data spec, where the run that wrote `checkpoint` trained on the procedural
-    benchmark (generated calls: no field model comes of it), else None."""
+    """The data spec, where the run that wrote `checkpoint`, or one it was fine-tuned
+    from (its `init`, followed back), trained on the procedural benchmark (generated
+    calls: no field model comes of it), else None. A region's model fine-tuned from
+    the demo checkpoint was bundled as a field model."""
     from training.benchmark.corpus import is_procedural
 
-    run = run_of(checkpoint)
-    if run is None:
-        return None
-    _, settings = run_settings(run)
-    for spec in (settings.get("data"), settings.get("replay")):
-        if isinstance(spec, str) and spec and is_procedural(spec):
-            return spec
+    seen: set[Path] = set()
+    for _ in range(MAX_DEPTH):
+        run = run_of(checkpoint)
+        if run is None or run in seen:
+            return None
+        seen.add(run)
+        _, settings = run_settings(run)
+        for spec in (settings.get("data"), settings.get("replay")):
+            if isinstance(spec, str) and spec and is_procedural(spec):
+                return spec
+        checkpoint = settings.get("init")
+        if not isinstance(checkpoint, str):
+            return None
     return None

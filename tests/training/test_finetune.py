@@ -481,6 +481,16 @@ def test_replay_keeps_the_split_the_checkpoint_was_trained_with(
 
     assert trained_on_generated_audio(str(glob / "final")) == "tiny"
     assert trained_on_generated_audio(str(pretrain_checkpoint)) is None  # no run folder
+    # a region's run on real recordings alone, from that chain: generated audio still
+    # shaped it (a bundle of a model fine-tuned from the demo checkpoint shipped as a
+    # field model, a docs audit found)
+    real_only = dataclasses.replace(
+        tiny_run(tmp_path / "real-only", tmp_path / "region" / "final", data=str(real_folder)),
+        split="seen",
+        max_steps=1,
+    )
+    pretrain(real_only, progress=False, fit_batch=True)
+    assert trained_on_generated_audio(str(tmp_path / "real-only" / "final")) == "tiny"
     # a checkpoint with no run folder: a fresh split, and the log says so
     _, fresh = replayed_species(pretrain_checkpoint)
     assert "drawn from seed 0" in fresh.notes[0]
