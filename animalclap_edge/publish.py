@@ -43,6 +43,7 @@ from typing import Any
 from animalclap_edge.config import EdgeConfig, MqttConfig
 from animalclap_edge.db_lock import DbLock
 from animalclap_edge.records import is_event_id
+from animalclap_edge.sources.clock import system_clock_synchronized
 from animalclap_edge.store import DetectionStore
 
 MQTT_INSTALL_HINT = "MQTT uplink needs paho-mqtt: pip install 'animalclap-edge[mqtt]'"
@@ -682,6 +683,8 @@ class MqttPublisher:
             "protocol": s.protocol,
             "cert_not_after": self.cert_not_after,  # the client certificate's end, or None
             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            # a board that booted at 2000-01-01 sent heartbeats of that year, unflagged
+            "utc_synchronized": system_clock_synchronized()[0],
         }
         v5 = self._protocol == self._mqtt.MQTTv5
         while True:

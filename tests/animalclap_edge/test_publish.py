@@ -811,6 +811,10 @@ def test_heartbeat_events_move_on_only_when_the_broker_acknowledged_them(tmp_pat
     events = [e["kind"] for b in beats for e in b["events"]]
     assert events == ["source_lost"]
     assert beats[-1]["protocol"] == "5" and "last_connect_error" in beats[-1]
+    # the sender's clock says whether it can be trusted, as detections' times do
+    from animalclap_edge.sources.clock import system_clock_synchronized
+
+    assert beats[-1]["utc_synchronized"] is system_clock_synchronized()[0]
 
 
 def test_run_publishes_under_the_configured_recorder_name_at_its_heartbeat(tmp_path):
