@@ -260,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         help="YAML file of settings (as for pretrain); default: the fine-tuning defaults",
     )
+    ft.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads per process (default: torch's choice); fix it to repeat a "
+        "CPU run's figures, as train --threads does",
+    )
     _add_set(ft, "overrides of the fine-tuning defaults and --config (e.g. batch_size=32)")
     ft.set_defaults(func=_cmd_finetune)
 
@@ -990,6 +996,12 @@ def _cmd_finetune(args) -> int:
     overrides = [f"init={args.checkpoint}", f"data={args.data}", f"out={args.out}"]
     if args.replay:
         overrides.append(f"replay={args.replay}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads {args.threads}: give 1 or more")
+        import torch
+
+        torch.set_num_threads(args.threads)
     report = finetune(finetune_config(args.config, overrides + list(args.set)))
     if torchrun_rank_world()[0] == 0:  # once, not once a rank
         print(summary(report, Path(args.out)))

@@ -153,3 +153,33 @@ def test_evaluate_and_probe_on_two_ranks_share_the_recordings_and_write_once(
     for side in ("unseen", "seen"):
         assert p2[side]["recordings"] == p1[side]["recordings"]
         assert p2[side]["beats_baseline"] == p1[side]["beats_baseline"]
+
+
+def test_finetune_takes_the_thread_count_that_repeats_a_cpu_run(monkeypatch, tmp_path, capsys):
+    """train had --threads, finetune had none: a region's CPU run could not be repeated
+    number for number (floats summed in another order on another thread count)."""
+    import torch
+
+    import training.finetune as F
+    from training.cli import main
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(cfg, progress=True):  # the threads torch runs with when the run begins
+        seen["threads"] = torch.get_num_threads()
+        raise Stop
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(F, "finetune", fake)
+    args = ["finetune", "--checkpoint", "c", "--data", "d", "--out", str(tmp_path / "o")]
+    try:
+        with pytest.raises(Stop):
+            main([*args, "--threads", "1"])
+        assert seen["threads"] == 1
+        assert main([*args, "--threads", "0"]) == 2
+        assert "--threads 0: give 1 or more" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
