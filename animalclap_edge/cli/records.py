@@ -118,9 +118,10 @@ def _report_selections(dbs: list[Path], args: argparse.Namespace, zone: tzinfo |
         say=_note,
         trusted_clock_only=args.trusted_clock,
     )
+    # no table: no folder made, and none named (live audio alone has no file to open)
+    where = f"-> {args.out}/" if w.files else f"no table written, {args.out}/ not made"
     print(
-        f"{w.detections} detections of {len(w.files)} recordings from {_source(dbs)} "
-        f"-> {args.out}/",
+        f"{w.detections} detections of {len(w.files)} recordings from {_source(dbs)} {where}",
         file=sys.stderr,
     )
     return 0

@@ -228,3 +228,18 @@ def test_a_time_zone_gives_each_selection_the_offset_of_its_own_instant(tmp_path
         write_selections(db, tmp_path / "u", utc_offset_h="Europe/Berln")
     with pytest.raises(ReportError, match="Audacity labels hold only offsets"):
         write_selections(db, tmp_path / "v", "audacity", utc_offset_h="Europe/Berlin")
+
+
+def test_a_card_of_live_audio_alone_names_no_folder_it_did_not_make(tmp_path, capsys):
+    """Only live audio: no table, no folder, and the line said "-> out/" all the same
+    (a docs audit)."""
+    db = tmp_path / "live.db"
+    with DetectionStore(db) as s:
+        s.start_run("run-l", "bundle-0001", "0123456789abcdef", "mic", "0.1.0")
+        s.add_detections([detection(0, run_id="run-l", recording_id="stdin@x#1")])
+        s.finish_run("run-l")
+    out = tmp_path / "tables"
+    assert main(["report", "raven", "--db", str(db), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"no table written, {out}/ not made" in err and f"-> {out}/" not in err
+    assert not out.exists()
