@@ -128,7 +128,9 @@ def test_fp16_student_bundle_passes_its_gates(
     assert not list(tmp_path.glob(".b.*"))  # no working folders left behind
     from export.pipeline import dump_summary
 
-    assert json.loads(dump_summary(out))["traits"].startswith("none: no --data with a trait")
+    assert json.loads(dump_summary(out))["traits"].startswith(
+        "none: the --data given (if any) has no"
+    )
 
 
 def test_an_fp32_student_bundle_records_how_it_follows_its_teacher(
