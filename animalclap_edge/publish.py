@@ -473,8 +473,6 @@ class MqttPublisher:
 
     def _tls_hint(self, e: Exception) -> str:
         """ssl's words for a failed handshake, with the setting that fixes it."""
-        import ssl
-
         if isinstance(e, ssl.SSLCertVerificationError):
             fix = _CERT_FIXES.get(e.verify_code) or (
                 "set messaging.mqtt.ca_file to the CA that signed it"

@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Literal
 
+from animalclap_edge.clock_step import ClockWatch
 from animalclap_edge.sources import Recording, Skipped, Source
 
 SUN_ALTITUDE_DEG = -0.833
@@ -505,16 +506,15 @@ class _Period:
 
     The end is worked out once, when the period opens, from the clock as it read then;
     a clock set back before the start, or forward past the end (NTP's first sync on a
-    recorder that booted at its last shutdown time), leaves the period. The readings at
-    the opening and where the clock was found outside tell a step from the period's end.
+    recorder that booted at its last shutdown time), leaves the period. `watch`, begun
+    at the opening, tells a step from the period's end.
     """
 
     start: datetime
     end: datetime
-    wall0: datetime
-    mono0: float
+    watch: ClockWatch
     left: datetime | None = None  # the wall clock read when it was first found outside
-    left_mono: float = 0.0
+    stepped: float = 0.0  # seconds the wall clock was set by, then
 
 
 class ScheduledSource:
@@ -576,7 +576,7 @@ class ScheduledSource:
         if p.start <= now < p.end:
             return False
         if p.left is None:
-            p.left, p.left_mono = now, self._monotonic()
+            p.left, p.stepped = now, p.watch.since_start()
         return True
 
     def _cut(self, blocks: Iterator[Any], p: _Period) -> Iterator[Any]:
@@ -596,8 +596,7 @@ class ScheduledSource:
         it ran to the end; "" for a period that ran to its end."""
         if p.left is None:
             return ""
-        now = p.left
-        stepped = (now - p.wall0).total_seconds() - (p.left_mono - p.mono0)
+        now, stepped = p.left, p.stepped
         if now >= p.start and (
             stepped < _STEP_TOLERANCE_S or now - timedelta(seconds=stepped) >= p.end
         ):
@@ -617,7 +616,7 @@ class ScheduledSource:
     def recordings(self) -> Iterator[Recording | Skipped]:
         announced: datetime | None = None
         while not self._closed:
-            t, mono = self._now(), self._monotonic()
+            t = self._now()
             change = self.schedule.next_change(t)
             if not self.schedule.is_active(t):
                 if change is None:
@@ -630,11 +629,12 @@ class ScheduledSource:
                 continue
             until = "" if change is None else f" until {change:%Y-%m-%d %H:%M:%S} UTC"
             self._log(f"schedule: recording{until}")
+            watch = ClockWatch(lambda: self._now().timestamp(), self._monotonic)
             if change is None:  # active for good: no clock reading leaves it
-                period = _Period(_BEFORE_ALL, _AFTER_ALL, t, mono)
+                period = _Period(_BEFORE_ALL, _AFTER_ALL, watch)
             else:
                 start = self.schedule.active_since(t) or t
-                period = _Period(min(start, t), change, t, mono)
+                period = _Period(min(start, t), change, watch)
             inner = self._inner = self.factory()
             try:
                 for rec in inner.recordings():

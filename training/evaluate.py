@@ -35,7 +35,6 @@ from training.metrics import (
     RANK_CHUNK,
     embedding_map,
     proportion_ci,
-    similarity_ranks,
     similarity_ranks_and_predictions,
     taxonomic_error_profile,
     top_columns,
@@ -87,8 +86,9 @@ def zero_shot_scores(
     catalogue: Catalogue,
     chunk: int = RANK_CHUNK,
 ) -> dict:
-    """audio (N, D), text (len(candidates), D) -> top-1/top-5, the error profile, and
-    "hits": whether each recording was right at top-1, (N,) bools. Scored `chunk`
+    """audio (N, D), text (len(candidates), D) -> top-1/top-5, the error profile,
+    "hits": whether each recording was right at top-1, (N,) bools, and "ranks": each
+    true species' rank, (N,) ints, 0 = top-1. Scored `chunk`
     recordings at a time: the "all" pool of a paper-size split is 70k x 6,823."""
     index = {s: i for i, s in enumerate(candidates)}
     labels = np.array([index[s] for s in true_species], dtype=np.int64)
@@ -103,6 +103,7 @@ def zero_shot_scores(
         "top1": float(np.mean(r < 1)),
         "top1_ci": proportion_ci(int(np.sum(r < 1)), n),
         "hits": tuple(bool(h) for h in r < 1),
+        "ranks": tuple(int(x) for x in r),
         "top5": float(np.mean(r < 5)),
         "chance_top1": 1.0 / c,
         "chance_top5": min(5, c) / c,
@@ -174,11 +175,12 @@ def evaluate(
             text = query_embeddings(loaded, data.catalogue, candidates, q, cfg.seed)
             scores = zero_shot_scores(audio, true, candidates, text, data.catalogue)
             hits[pool_name][q] = scores.pop("hits")
+            ranks = scores.pop("ranks")
             results[pool_name][q] = scores
             if q == SHIPPED_QUERY:
-                shipped = text
+                shipped = text, ranks
         if write:
-            listed = prediction_rows(hits["ids"], true, pool_name, candidates, audio, shipped)
+            listed = prediction_rows(hits["ids"], true, pool_name, candidates, audio, *shipped)
             for row, *right in zip(listed, *hits[pool_name].values(), strict=True):
                 row.update(
                     {f"top1_{q}": int(h) for q, h in zip(hits[pool_name], right, strict=True)}
@@ -217,13 +219,13 @@ def prediction_rows(
     candidates: list[str],
     audio: np.ndarray,
     text: np.ndarray,
+    ranks: tuple[int, ...],
 ) -> list[dict]:
     """One row per recording: its true species' rank (1 = top-1, ties counted against
-    it as in top-1) and score, and the PREDICTIONS_TOP best species with their scores,
-    for audio (N, D) against text (len(candidates), D)."""
+    it as in top-1: zero_shot_scores' "ranks") and score, and the PREDICTIONS_TOP best
+    species with their scores, for audio (N, D) against text (len(candidates), D)."""
     index = {s: i for i, s in enumerate(candidates)}
     labels = np.array([index[s] for s in true], dtype=np.int64)
-    r = similarity_ranks(audio, text, labels)
     best, score = top_columns(audio, text, PREDICTIONS_TOP)
     true_score = np.einsum("nd,nd->n", audio, text[labels]) if len(labels) else np.zeros(0)
     rows = []
@@ -234,7 +236,7 @@ def prediction_rows(
             "pool": pool,
             "candidates": len(candidates),
             "query": SHIPPED_QUERY,
-            "rank": int(r[i]) + 1,
+            "rank": ranks[i] + 1,
             "score": f"{true_score[i]:.4f}",
         }
         for j in range(PREDICTIONS_TOP):

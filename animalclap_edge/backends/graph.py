@@ -52,28 +52,3 @@ def check_graph(
         )
     except FrontendMismatch as e:
         raise BundleError(name, str(e)) from None
-
-
-def check_graph_file(bundle: Bundle) -> None:
-    """check_graph on the bundle's encoder file as onnxruntime reads it: for an engine
-    built from the graph (TensorRT), which keeps neither the graph's metadata nor its
-    names as the manifest gives them."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # read, not run
-    try:
-        sess = ort.InferenceSession(
-            str(bundle.encoder_path), so, providers=["CPUExecutionProvider"]
-        )
-    except Exception as e:  # onnxruntime raises several unrelated types
-        raise BundleError(
-            bundle.manifest.audio_encoder.file,
-            f"onnxruntime cannot load it: {str(e).splitlines()[0]}",
-        ) from None
-    check_graph(
-        bundle,
-        {i.name: i.shape for i in sess.get_inputs()},
-        {o.name: o.shape for o in sess.get_outputs()},
-        sess.get_modelmeta().custom_metadata_map,
-    )

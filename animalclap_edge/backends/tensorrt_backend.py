@@ -193,10 +193,11 @@ def build_engine(
     # "bindings not importable", learnt only on the Jetson
     precision = engine_precision(bundle, precision)
     # and the graph's: an engine of a graph whose window or front-end is not the
-    # manifest's embeds wrong, and TensorRT checks none of it
-    from animalclap_edge.backends.graph import check_graph_file
+    # manifest's embeds wrong, and TensorRT checks none of it; onnxruntime's backend
+    # checks it on loading (check_graph)
+    from animalclap_edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    check_graph_file(bundle)
+    OnnxRuntimeBackend(bundle, threads=1).close()
     trt = _trt()
     key = device_key(bundle, precision, max_batch)
     folder = cache_dir(engine_cache)

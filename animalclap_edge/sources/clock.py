@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 
 
@@ -29,3 +30,14 @@ def system_clock_synchronized() -> tuple[bool, str]:
         False,
         "cannot tell whether the system clock is synchronized (timedatectl gave no answer)",
     )
+
+
+def after_clock_step(stepped: float, at: float) -> tuple[datetime, bool, str]:
+    """(start, trusted, clock_note) of the live recording that begins at wall time `at`
+    (seconds) because the clock was set by `stepped` seconds mid-stream."""
+    trusted, sync = system_clock_synchronized()
+    note = (
+        f"wall clock after it was set {stepped:+.0f} s mid-stream, which ended the "
+        f"recording before; {sync}"
+    )
+    return datetime.fromtimestamp(at, timezone.utc), trusted, note

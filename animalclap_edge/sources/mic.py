@@ -22,7 +22,7 @@ from animalclap_edge.sources.base import (
     live_recording_id,
     resampler,
 )
-from animalclap_edge.sources.clock import system_clock_synchronized
+from animalclap_edge.sources.clock import after_clock_step, system_clock_synchronized
 
 MIC_INSTALL_HINT = "live input needs sounddevice and PortAudio: pip install 'animalclap-edge[mic]' (and libportaudio2)"
 
@@ -264,14 +264,8 @@ class MicSource(SourceBase):
                 return
             stepped, _, now = self._stepped
             # the ring's unread frames were captured before now
-            start = datetime.fromtimestamp(
-                now - self._ring.available() / self.capture_rate, timezone.utc
-            )
-            trusted, sync = system_clock_synchronized()
-            note = (
-                f"wall clock after it was set {stepped:+.0f} s mid-stream, which ended the "
-                f"recording before; {sync}"
-            )
+            at = now - self._ring.available() / self.capture_rate
+            start, trusted, note = after_clock_step(stepped, at)
 
     def _blocks(self, watch: ClockWatch | None = None) -> Iterator[np.ndarray]:
         """The stream's blocks until it stops, or (with `watch`) to a step of the wall

@@ -19,7 +19,7 @@ from animalclap_edge.sources.base import (
     live_recording_id,
     resampler,
 )
-from animalclap_edge.sources.clock import system_clock_synchronized
+from animalclap_edge.sources.clock import after_clock_step, system_clock_synchronized
 
 _PCM_DTYPES: dict[str, np.dtype] = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 # An audio file piped in whole had its header and encoded frames read as samples (a
@@ -122,12 +122,8 @@ class StdinSource(SourceBase):
             if self._stepped is None:  # the stream ended (or the run stopped reading)
                 return
             stepped, _, now = self._stepped
-            first, start, opening = b"", datetime.fromtimestamp(now, timezone.utc), False
-            trusted, sync = system_clock_synchronized()
-            note = (
-                f"wall clock after it was set {stepped:+.0f} s mid-stream, which ended the "
-                f"recording before; {sync}"
-            )
+            first, opening = b"", False
+            start, trusted, note = after_clock_step(stepped, now)
 
     def close(self) -> None:
         try:
