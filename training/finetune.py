@@ -42,7 +42,7 @@ QUERIES = ("com", "sci", "tax", "tax+com")
 HITS = "_hits"
 # Fewer optimizer steps than this, and a regional change within chance, is said to be a
 # short run rather than a verdict: in a trial on 57 real files at the defaults (5 epochs
-# of one step, lr 2e-5) nothing changed, where about 130 steps gained clearly. Where the
+# of one step, lr 2e-5) nothing changed, where a longer run gained clearly. Where the
 # note starts, not a measured optimum.
 SHORT_RUN_STEPS = 100
 # the report's rows: (key in the changes and the hits, label)
