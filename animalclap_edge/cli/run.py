@@ -124,6 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if s is None and det.last_summary is not None:  # stopped: what it had done
             print(f"until stopped: {_run_line(det.last_summary, db)}", file=err)
     print(_run_line(s, db), file=err)
+    if isinstance(source, FolderSource) and (passed := source.not_audio_note()):
+        print(f"note: {passed}", file=err)
     if s.recordings == 0 and not s.already_done:
         print(f"note: no recordings found in {args.source}", file=err)
     if s.already_done:

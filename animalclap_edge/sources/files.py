@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -25,7 +26,10 @@ from animalclap_edge.audio.header_time import header_time
 from animalclap_edge.sources.base import Recording, Skipped, SourceBase, SourceError
 
 # Common audio containers libsndfile cannot read: a more useful reason than "not an audio file".
-_UNSUPPORTED_AUDIO = frozenset({".m4a", ".aac", ".mp4", ".wma", ".ape", ".wv", ".amr", ".3gp"})
+# .w4v/.wac: Wildlife Acoustics' compressed formats (their Kaleidoscope converts them)
+_UNSUPPORTED_AUDIO = frozenset(
+    {".m4a", ".aac", ".mp4", ".wma", ".ape", ".wv", ".amr", ".3gp", ".w4v", ".wac"}
+)
 # AudioMoth "20240315_053000.WAV", Song Meter "SMM01234_20240315_053000.wav" (GPS-
 # synchronised: "SM4A01234_20240315$053000.wav"), ISO 8601 basic "20240315T053000".
 # YYYYMMDD_HHMMSS, then optionally Z or a UTC offset as some recorders and renaming
@@ -72,6 +76,13 @@ RECORDER_CLOCK_FLOOR = datetime(2001, 1, 1, tzinfo=timezone.utc)
 def _hhmm(offset: timedelta | None) -> str:
     minutes = int((offset or timedelta(0)).total_seconds()) // 60
     return f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _plainly_not_audio(path: Path) -> bool:
+    """No audio format by its extension (a recorder's summary CSV, CONFIG.TXT, notes.txt,
+    a README): not a recording. Audio soundfile cannot read (.m4a) is one, skipped."""
+    ext = path.suffix.lower()
+    return ext not in SUPPORTED_EXTENSIONS and ext not in _UNSUPPORTED_AUDIO
 
 
 def _not_audio_reason(path: Path) -> str:
@@ -272,10 +283,13 @@ class FileSource(SourceBase, _NamedInAZone):
 
 
 class FolderSource(SourceBase, _NamedInAZone):
-    """Every file under `root`, sorted by relative path; non-audio files come back as `Skipped`.
+    """Every audio file under `root`, sorted by relative path; one that cannot be read
+    (corrupt, empty, .m4a) comes back as `Skipped`.
 
-    Hidden files and folders (name starting with ".") are ignored. With
-    `recursive=False`, subfolders are reported as `Skipped` rather than searched.
+    Files plainly not audio by their extension (a recorder's summary CSV, notes.txt)
+    are no recordings: passed over, and tallied by extension in `not_audio` (see
+    `not_audio_note`). Hidden files and folders (name starting with ".") are ignored.
+    With `recursive=False`, subfolders are reported as `Skipped` rather than searched.
     """
 
     def __init__(
@@ -295,12 +309,15 @@ class FolderSource(SourceBase, _NamedInAZone):
         self.block_seconds = float(block_seconds)
         self.name = str(self.root)
         self._listing: list[tuple[Path, bool]] | None = None  # from count(), used once
+        # files passed over as not audio, by extension ("" for none), from the listing
+        self.not_audio: Counter[str] = Counter()
         if not self.root.is_dir():
             raise SourceError(f"source folder '{root}' is not a folder")
 
     def _entries(self) -> list[tuple[Path, bool]]:
         """(path, is_dir_not_searched), sorted by relative path parts for a stable order."""
         found: list[tuple[Path, bool]] = []
+        not_audio: Counter[str] = Counter()
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
             here = Path(dirpath)
             visible = sorted(d for d in dirnames if not d.startswith("."))
@@ -309,9 +326,28 @@ class FolderSource(SourceBase, _NamedInAZone):
             else:
                 dirnames[:] = []
                 found.extend((here / d, True) for d in visible)
-            found.extend((here / f, False) for f in filenames if not f.startswith("."))
+            for f in filenames:
+                if f.startswith("."):
+                    continue
+                if _plainly_not_audio(here / f):
+                    not_audio[Path(f).suffix.lower()] += 1
+                else:
+                    found.append((here / f, False))
         found.sort(key=lambda e: e[0].relative_to(self.root).parts)
+        self.not_audio = not_audio
         return found
+
+    def not_audio_note(self) -> str | None:
+        """One line on the files passed over as not audio, or None if there were none:
+        "3 files passed over as not audio (2 .csv, 1 .txt): not counted as recordings"."""
+        n = sum(self.not_audio.values())
+        if not n:
+            return None
+        by_count = sorted(self.not_audio.items(), key=lambda e: (-e[1], e[0]))
+        kinds = [f"{k} {ext or 'with no extension'}" for ext, k in by_count]
+        shown = ", ".join(kinds[:6]) + (", ..." if len(kinds) > 6 else "")
+        files = "file" if n == 1 else "files"
+        return f"{n} {files} passed over as not audio ({shown}): not counted as recordings"
 
     def count(self) -> int:
         """How many entries `recordings` will yield (for a progress display); the

@@ -44,8 +44,12 @@ def test_run_over_real_audio_accounts_for_every_file(tiny_bundle, realaudio, tmp
     )
     out, err = capsys.readouterr()
     files = sorted(p for p in realaudio.iterdir() if not p.name.startswith("."))
+    audio = [p for p in files if p.suffix in (".wav", ".ogg")]
     recs = dict(_rows(db, "select source_path, status from recordings"))
-    assert sorted(recs) == sorted(str(p) for p in files)  # every file has a row
+    assert sorted(recs) == sorted(str(p) for p in audio)  # every audio file has a row
+    # its manifest.csv and ATTRIBUTION.md are no recordings, but not hidden either
+    assert f"{len(audio)} recordings: " in err
+    assert "note: 2 files passed over as not audio (1 .csv, 1 .md): not counted as" in err
     for (path,) in _rows(db, "select source_path from recordings where status != 'ok'"):
         assert path in err  # and a one-line reason on stderr
     reasons = [r for (r,) in _rows(db, "select reason from recordings where status != 'ok'")]
@@ -58,7 +62,7 @@ def test_run_over_real_audio_accounts_for_every_file(tiny_bundle, realaudio, tmp
     assert {x["path"]: x["status"] for x in lines if x["type"] == "recording"} == recs
     assert "NOTE: test bundle" in err
     n_ok = sum(s == "ok" for s in recs.values())
-    assert n_ok > 150  # 201 real recordings; only sub-0.5 s clips and non-audio files are skipped
+    assert n_ok > 150  # 201 real recordings; only sub-0.5 s clips are skipped
     # every detection carries the bundle id, the config hash, and its window's clock status
     assert _rows(
         db, "select count(distinct bundle_id), count(distinct config_hash) from detections"

@@ -37,15 +37,13 @@ def test_folder_source_accounts_for_every_real_file():
         for r in [i for i in items if isinstance(i, Recording)][::67]:
             y = np.concatenate(list(r.blocks))
             assert y.dtype == np.float32 and len(y) > 0
-    # sorted, one item per file, named by its absolute path (one id however it was given)
-    assert [i.id for i in items] == [os.path.abspath(p) for p in files]
+    # sorted, one item per audio file, named by its absolute path (one id however it was
+    # given); the folder's manifest and attribution are no recordings, only tallied
+    audio = [p for p in files if p.suffix.lower() in SUPPORTED_EXTENSIONS]
+    assert [i.id for i in items] == [os.path.abspath(p) for p in audio]
     recs = [i for i in items if isinstance(i, Recording)]
-    skipped = {Path(i.id).name: i.reason for i in items if isinstance(i, Skipped)}
-    assert len(recs) == sum(p.suffix.lower() in SUPPORTED_EXTENSIONS for p in files) == 201
-    assert skipped == {
-        "manifest.csv": "not an audio file (.csv)",
-        "ATTRIBUTION.md": "not an audio file (.md)",
-    }
+    assert len(recs) == len(items) == 201
+    assert src.not_audio == {".csv": 1, ".md": 1}
     for r in recs:
         assert r.sample_rate == TARGET and r.start_time is not None and r.start_time.tzinfo
         assert not r.clock_trusted and r.clock_note == "time from file mtime: not a recorder clock"
@@ -66,9 +64,7 @@ def test_folder_rules(tmp_path):
         Path(i.id).relative_to(tmp_path).as_posix(): i
         for i in FolderSource(tmp_path, TARGET).recordings()
     }
-    assert list(items) == ["README", "a.WAV", "b/x.flac", "bad.wav", "c.m4a", "notes.txt"]
-    assert items["README"].reason == "not an audio file (no extension)"
-    assert items["notes.txt"].reason == "not an audio file (.txt)"
+    assert list(items) == ["a.WAV", "b/x.flac", "bad.wav", "c.m4a"]  # README, notes.txt: no audio
     assert items["c.m4a"].reason.startswith("audio format not supported (.m4a)")
     assert items["bad.wav"].reason.startswith("cannot decode: ")
     assert isinstance(items["a.WAV"], Recording) and isinstance(items["b/x.flac"], Recording)
@@ -78,6 +74,41 @@ def test_folder_rules(tmp_path):
     ]
     assert ("b", "folder not searched (recursive=False)") in flat
     assert "x.flac" not in [n for n, _ in flat]
+
+
+def test_files_that_are_not_audio_are_no_recordings_but_are_tallied(tmp_path):
+    """A card's Song Meter summary, notes and config are passed over, not counted as
+    skipped recordings; audio that cannot be read still is one, skipped with its reason."""
+    sf.write(tmp_path / "SMM01234_20240315_053000.wav", sine(24000, 0.5), 24000)
+    (tmp_path / "SMM01234_Summary.csv").write_text("DATE,TIME,LAT,LON\n")
+    (tmp_path / "notes.txt").write_text("rain from 05:40")
+    (tmp_path / "more_notes.TXT").write_text("x")
+    (tmp_path / "CONFIG").write_text("x")
+    (tmp_path / "torn.wav").write_text("not audio at all")
+    (tmp_path / "phone.m4a").write_bytes(b"\0" * 64)
+    (tmp_path / "SMM01234_20240315_060000.w4v").write_bytes(b"\0" * 64)  # compressed
+    src = FolderSource(tmp_path, TARGET)
+    assert src.count() == 4  # the progress display's total: recordings only
+    items = {Path(i.id).name: i for i in src.recordings()}
+    assert sorted(items) == [
+        "SMM01234_20240315_053000.wav",
+        "SMM01234_20240315_060000.w4v",
+        "phone.m4a",
+        "torn.wav",
+    ]
+    w4v = items["SMM01234_20240315_060000.w4v"]
+    assert isinstance(w4v, Skipped) and "not supported (.w4v)" in w4v.reason
+    assert isinstance(items["SMM01234_20240315_053000.wav"], Recording)
+    assert isinstance(items["torn.wav"], Skipped) and isinstance(items["phone.m4a"], Skipped)
+    assert src.not_audio == {".txt": 2, ".csv": 1, "": 1}
+    assert src.not_audio_note() == (
+        "4 files passed over as not audio (2 .txt, 1 with no extension, 1 .csv): "
+        "not counted as recordings"
+    )
+    only_audio = tmp_path / "only_audio"
+    only_audio.mkdir()
+    sf.write(only_audio / "a.wav", sine(24000, 0.5), 24000)
+    assert FolderSource(only_audio, TARGET).not_audio_note() is None
 
 
 @needs_real
