@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 from animalclap_edge.backends.base import BackendError, EmbeddingBackend
@@ -32,7 +33,9 @@ def select_backend(
     (`animalclap-edge build-engine`): building takes minutes, so it never happens
     behind the user's back at start-up."""
     if name not in BACKENDS:
-        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        near = difflib.get_close_matches(str(name), BACKENDS, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise BackendError(f"unknown backend {name!r}; {hint}choose one of {', '.join(BACKENDS)}")
     if name == "onnx-reference":  # before onnxruntime's import: it needs none
         from animalclap_edge.backends.onnx_reference_backend import OnnxReferenceBackend
 

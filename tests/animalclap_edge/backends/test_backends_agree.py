@@ -36,6 +36,27 @@ def test_the_config_and_the_selector_name_the_same_backends_in_one_order():
     assert typing.get_args(BackendName) == BACKENDS
 
 
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("onxruntime-cpu", "onnxruntime-cpu"),
+        ("tensor-rt", "tensorrt"),
+        ("onnx_reference", "onnx-reference"),
+    ],
+)
+def test_a_mistyped_backend_name_is_refused_with_the_nearest_one(bundle, typed, meant):
+    with pytest.raises(BackendError) as e:
+        select_backend(bundle, typed)
+    assert str(e.value) == (
+        f"unknown backend {typed!r}; did you mean {meant!r}? choose one of {', '.join(BACKENDS)}"
+    )
+
+
+def test_a_backend_name_near_none_is_refused_without_a_guess(bundle):
+    with pytest.raises(BackendError, match=r"^unknown backend 'coreml'; choose one of auto, "):
+        select_backend(bundle, "coreml")
+
+
 def _backend_or_skip(bundle, name):
     try:
         return select_backend(bundle, name, threads=1).backend
