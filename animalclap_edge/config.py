@@ -391,21 +391,9 @@ class MqttConfig(_Section):
     def _tls_files_need_tls(self) -> MqttConfig:
         # without tls: true they were never read: the recorder sent in clear text to a
         # port that expects TLS, and the broker's silence looked like a network fault
-        given = [k for k in self.TLS_FILES if getattr(self, k)]
-        if given and not self.tls:
-            raise PydanticCustomError(
-                "mqtt_tls_files_without_tls",
-                "{keys} set but tls is false: set tls: true (the broker's TLS port, "
-                "usually 8883) or remove {them}",
-                {"keys": " and ".join(given), "them": "them" if len(given) > 1 else "it"},
-            )
-        if self.key_file and not self.cert_file:
-            raise PydanticCustomError(
-                "mqtt_key_without_cert",
-                "key_file is set but cert_file is not: set cert_file (the client "
-                "certificate the key belongs to) or remove key_file",
-                {},
-            )
+        _check_tls_files(
+            self, "mqtt", "tls is false: set tls: true (the broker's TLS port, usually 8883)"
+        )
         return self
 
     def clear_text_password_warning(self) -> str | None:
@@ -430,6 +418,25 @@ class MqttConfig(_Section):
                 {"value": repr(v)},
             )
         return v
+
+
+def _check_tls_files(section: MqttConfig | HttpConfig, name: str, fix: str) -> None:
+    """Refuse TLS files a section without TLS would never read, and a key without its
+    certificate; `fix` says why they are unread and what turns TLS on."""
+    given = [k for k in section.TLS_FILES if getattr(section, k)]
+    if given and not section.tls:
+        raise PydanticCustomError(
+            f"{name}_tls_files_without_tls",
+            "{keys} set but " + fix + " or remove {them}",
+            {"keys": " and ".join(given), "them": "them" if len(given) > 1 else "it"},
+        )
+    if section.key_file and not section.cert_file:
+        raise PydanticCustomError(
+            f"{name}_key_without_cert",
+            "key_file is set but cert_file is not: set cert_file (the client "
+            "certificate the key belongs to) or remove key_file",
+            {},
+        )
 
 
 def is_loopback_host(host: str) -> bool:
@@ -523,13 +530,122 @@ class LiveConfig(_Section):
         return self
 
 
+_URL = re.compile(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]?#]+)(:\d{1,5})?(/[^\s#]*)?")
+
+
+class HttpConfig(_Section):
+    """HTTP(S) uplink of the detection outbox: batches of messages POSTed as JSON to one
+    URL, for networks that pass only web traffic (institutional firewalls, cellular
+    gateways, a field station's proxy) and for servers that take webhooks, not MQTT."""
+
+    model_config = ConfigDict(extra="forbid")
+    TLS_FILES: ClassVar[tuple[str, ...]] = ("ca_file", "cert_file", "key_file")
+
+    enabled: bool = Field(
+        False,
+        description="POST detections, merged events and heartbeats to url (off: MQTT, or "
+        "no uplink; one uplink per database).",
+    )
+    url: str = Field(
+        "https://example.org/animalclap",
+        description="Where every batch is POSTed (https://host[:port]/path); the JSON body "
+        "names its kind: detections, events or health.",
+    )
+    token_file: str | None = Field(
+        None,
+        description="File holding the bearer token sent as 'Authorization: Bearer ...' "
+        "(mode 600; kept out of the config); null = no Authorization header.",
+    )
+    ca_file: str | None = Field(
+        None,
+        description="PEM file of the CA that signed the server's certificate (a private "
+        "server's own CA); null = the system's trusted CAs. Needs an https url.",
+    )
+    cert_file: str | None = Field(
+        None,
+        description="PEM client certificate, for servers that require one (mutual TLS). "
+        "Needs an https url.",
+    )
+    key_file: str | None = Field(
+        None, description="PEM private key of cert_file; null = the key is in cert_file."
+    )
+    batch: int = Field(
+        50, ge=1, le=1000, description="Most messages in one POST (a refused batch is split)."
+    )
+    timeout_s: float = Field(
+        30.0, gt=0, le=300, description="Seconds to wait for the server's answer to one POST."
+    )
+    heartbeat_s: float = Field(
+        60.0,
+        ge=5.0,
+        description="Seconds between heartbeats (backlog, health events); longer on a "
+        "metered link.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _is_http_url(cls, v: str) -> str:
+        if not _URL.fullmatch(v):
+            raise PydanticCustomError(
+                "http_url",
+                "{value} is not an http(s) URL: write https://host[:port]/path",
+                {"value": repr(v)},
+            )
+        return v
+
+    @property
+    def tls(self) -> bool:
+        """Whether url is https (the TLS files are read only then)."""
+        return self.url.lower().startswith("https://")
+
+    @property
+    def host(self) -> str:
+        """url's host name or address, without brackets or port."""
+        m = _URL.fullmatch(self.url)
+        return m.group(2).strip("[]") if m else ""
+
+    @model_validator(mode="after")
+    def _tls_files_need_https(self) -> HttpConfig:
+        _check_tls_files(self, "http", "url is not https: use an https:// url")
+        return self
+
+    def clear_text_password_warning(self) -> str | None:
+        """The warning for a token sent without TLS to another machine, or None (not
+        refused, as MQTT's password: an isolated field LAN is a choice)."""
+        if self.token_file is None or self.tls or is_loopback_host(self.host):
+            return None
+        return (
+            f"WARNING: messaging.http sends the bearer token to {self.url} in clear text "
+            "(http://): anyone on the network path can read it; use an https:// url"
+        )
+
+
 class MessagingConfig(_Section):
     """Network uplinks."""
 
     model_config = ConfigDict(extra="forbid")
 
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
+
+    @model_validator(mode="after")
+    def _one_uplink(self) -> MessagingConfig:
+        # the outbox keeps one delivered mark per message: with two uplinks, whichever
+        # sent a message first would mark it, and the other would never send it
+        if self.mqtt.enabled and self.http.enabled:
+            raise PydanticCustomError(
+                "two_uplinks",
+                "mqtt and http are both enabled: one uplink per database (the outbox "
+                "marks each message delivered once); set one's enabled: false",
+                {},
+            )
+        return self
+
+    @property
+    def uplink(self) -> str | None:
+        """The enabled uplink's section name ("mqtt", "http"), or None."""
+        return "mqtt" if self.mqtt.enabled else "http" if self.http.enabled else None
 
 
 class HealthConfig(_Section):

@@ -35,21 +35,34 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from animalclap_edge.config import EdgeConfig, MqttConfig
-from animalclap_edge.db_lock import DbLock
 from animalclap_edge.records import is_event_id
-from animalclap_edge.sources.clock import system_clock_synchronized
 from animalclap_edge.store import DetectionStore
+from animalclap_edge.uplink import (  # PublishError... importable from here as before
+    OutboxSender,
+    PublishError,
+    PublisherStats,
+    UplinkBusy,
+    UplinkLock,
+    heartbeat_body,
+)
+
+__all__ = [
+    "MqttPublisher",
+    "PublishError",
+    "PublisherStats",
+    "UplinkBusy",
+    "UplinkLock",
+    "packet_size",
+    "tls_context",
+]
 
 MQTT_INSTALL_HINT = "MQTT uplink needs paho-mqtt: pip install 'animalclap-edge[mqtt]'"
 CONNACK_WAIT_S = 15.0  # a broker that accepts TCP but never answers CONNECT
-HEALTH_EVENTS_MAX = 100  # health events per heartbeat
-STILL_FAILING_EVERY_S = 3600.0  # a connection failing since start is said again this often
 # a broker's refusal of the credentials: MQTT 5 reason codes 0x86 and 0x87, 3.1.1's 4 and 5
 _AUTH_REFUSALS = ("not authorized", "bad user name or password")
 
@@ -65,35 +78,6 @@ _CERT_FIXES = {
     "certificate lists",
 }
 _CERT_FIXES[64] = _CERT_FIXES[62]  # an IP address the certificate does not list
-
-
-class PublishError(RuntimeError):
-    """The uplink cannot be set up; the message says why."""
-
-
-class UplinkBusy(PublishError):
-    """Another process holds this database's uplink lock."""
-
-    def __init__(self, db: Path, pid: int):
-        self.pid = pid
-        who = f"pid {pid}" if pid else "pid unknown"
-        super().__init__(f"another uplink ({who}) is sending for {db}")
-
-
-class UplinkLock(DbLock):
-    """One sender per outbox: two (`run` with MQTT on, and `publish` beside it) each
-    sent every message (found in a walkthrough)."""
-
-    role = "uplink"
-
-    def busy(self, pid: int) -> Exception:
-        return UplinkBusy(self.db, pid)
-
-    def cannot(self, why: str) -> Exception:
-        return PublishError(
-            f"{self.path}: cannot create the uplink lock ({why}); the database's folder "
-            "must be writable to send from it"
-        )
 
 
 def _accept_mosquitto_puback_codes() -> None:
@@ -123,25 +107,27 @@ def packet_size(topic: str, payload: bytes, v5: bool) -> int:
     return 1 + n + rest
 
 
-@dataclass
-class PublisherStats:
-    delivered: int = 0
-    published: int = 0  # publish calls, including re-sends after a lost connection
-    connects: int = 0
-    connect_failures: int = 0
-    refused: int = 0  # refusals: PUBACK reason codes, disconnects while sent alone
-    set_aside: int = 0  # messages given up on by this publisher (kept in the outbox)
-    last_error: str = ""  # the latest problem of any kind
-    last_connect_error: str = ""  # why the latest connection attempt failed
-    protocol: str = "5"  # "5" or "3.1.1" (a broker that refused v5)
-    protocol_note: str = ""  # why not v5
+class TlsSettings(Protocol):
+    """An uplink section's TLS settings (config.MqttConfig, config.HttpConfig)."""
+
+    TLS_FILES: ClassVar[tuple[str, ...]]
+
+    @property
+    def tls(self) -> bool: ...
+    @property
+    def ca_file(self) -> str | None: ...
+    @property
+    def cert_file(self) -> str | None: ...
+    @property
+    def key_file(self) -> str | None: ...
 
 
-def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
+def tls_context(cfg: TlsSettings, section: str = "messaging.mqtt") -> ssl.SSLContext | None:
     """The TLS context of `cfg`'s connections, or None without TLS; built once at
     start (and by `config check`), so a file that cannot be used is a PublishError
-    naming the setting (ssl's own words are "PEM lib"). A renewed certificate is read
-    at the next start."""
+    naming the setting (`section`.key; ssl's own words are "PEM lib"). A renewed
+    certificate is read at the next start."""
+    peer = "broker" if section.endswith("mqtt") else "server"
     if not cfg.tls:
         return None
 
@@ -153,20 +139,20 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     for setting in cfg.TLS_FILES:
         path = getattr(cfg, setting)
         if path and not Path(path).is_file():
-            raise PublishError(f"messaging.mqtt.{setting} {path}: no such file")
+            raise PublishError(f"{section}.{setting} {path}: no such file")
     from animalclap_edge.secret_files import key_file_problem
 
     # the private key, in key_file or with the certificate: checked before OpenSSL
     # reads it, which asks a terminal for an encrypted key's passphrase
     key = ("key_file", cfg.key_file) if cfg.key_file else ("cert_file", cfg.cert_file)
-    if key[1] and (problem := key_file_problem(key[1], f"messaging.mqtt.{key[0]}")):
+    if key[1] and (problem := key_file_problem(key[1], f"{section}.{key[0]}")):
         raise PublishError(problem)
     try:  # verifies the broker's certificate and host name; cafile: only that CA
         context = ssl.create_default_context(cafile=cfg.ca_file)
     except OSError as e:
         raise PublishError(
-            f"messaging.mqtt.ca_file {cfg.ca_file}: {why(e)}; it must be the PEM file "
-            "of the CA that signed the broker's certificate"
+            f"{section}.ca_file {cfg.ca_file}: {why(e)}; it must be the PEM file "
+            f"of the CA that signed the {peer}'s certificate"
         ) from None
     if cfg.cert_file:
         try:
@@ -174,13 +160,17 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
         except OSError as e:
             with_key = f" / key_file {cfg.key_file}" if cfg.key_file else ""
             raise PublishError(
-                f"messaging.mqtt.cert_file {cfg.cert_file}{with_key}: {why(e)}; they must be "
+                f"{section}.cert_file {cfg.cert_file}{with_key}: {why(e)}; they must be "
                 "a PEM client certificate and the private key that matches it"
             ) from None
     return context
 
 
-class MqttPublisher:
+class MqttPublisher(OutboxSender):
+    """The MQTT uplink (the module's docstring says how it sends)."""
+
+    name = "mqtt"
+
     def __init__(
         self,
         db_path: str | Path,
@@ -201,8 +191,10 @@ class MqttPublisher:
             raise PublishError(MQTT_INSTALL_HINT) from None
         _accept_mosquitto_puback_codes()
         self._mqtt = mqtt
-        self.cfg, self.db_path = cfg, Path(db_path)
-        self.device = device_id or socket.gethostname()
+        super().__init__(
+            db_path, device_id or socket.gethostname(), max_backoff_s, max_attempts, say
+        )
+        self.cfg = cfg
         prefix = f"{cfg.topic_prefix}/{self.device}"
         self.topic, self.events_topic = f"{prefix}/detections", f"{prefix}/events"
         # the recorder's online/offline is `run`'s; a `publish` beside it (or a one-shot
@@ -211,13 +203,7 @@ class MqttPublisher:
         self.status_topic, self.health_topic = f"{where}/status", f"{prefix}/health"
         # batch: the most messages in flight (published, not yet acknowledged) at once
         self.batch, self.poll_s = batch, poll_s
-        self.heartbeat_s, self.max_backoff_s = heartbeat_s, max_backoff_s
-        self.max_attempts, self.keepalive_s = max_attempts, keepalive_s
-        self._say = say or (lambda message: None)
-        self._said_failing_at = 0.0  # when a failing connection was last said
-        self._failures_logged: set[str] = set()  # reasons in the health log this outage
-        self._health_after: int | None = None  # last health row acknowledged; None: none yet
-        self.stats = PublisherStats()
+        self.heartbeat_s, self.keepalive_s = heartbeat_s, keepalive_s
         self._password = self._read_password()
         if warning := cfg.clear_text_password_warning():
             self._say(f"uplink: {warning}")
@@ -225,7 +211,6 @@ class MqttPublisher:
         self._cert_end = self._warn_of_expiry()  # the client certificate's, or None
         self._protocol = mqtt.MQTTv5
         self._protocol_just_changed = False  # retry at once, without the backoff
-        self.lock = UplinkLock(self.db_path)
         self._connected = threading.Event()
         self._connack = threading.Event()  # CONNACK, refusal or close: the attempt is over
         self._refusal = ""  # why the broker refused this connection attempt
@@ -234,8 +219,6 @@ class MqttPublisher:
         self._acks: dict[int, Any] = {}  # mid -> paho's ReasonCode, filled by paho's thread
         self._acked = threading.Condition()
         self._suspects: list[str] = []  # in flight when the last connection was lost
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.client = self._make_client()
 
     @classmethod
@@ -340,12 +323,13 @@ class MqttPublisher:
 
     # -- lifecycle ------------------------------------------------------------
 
+    def describe(self) -> str:
+        return f"mqtt {self.cfg.host}:{self.cfg.port} topics {self.topic}, {self.events_topic}"
+
     def start(self) -> MqttPublisher:
         """Take the database's uplink lock (UplinkBusy if another sender has it), then
         send in a background thread."""
-        self.lock.acquire()
-        self._thread = threading.Thread(target=self.run, name="mqtt-publisher", daemon=True)
-        self._thread.start()
+        super().start()
         return self
 
     @property
@@ -355,23 +339,9 @@ class MqttPublisher:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        with self._acked:
+        with self._acked:  # the session's wait for acknowledgements ends now
             self._acked.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self.lock.release()
-
-    def backlog(self) -> int:
-        with DetectionStore(self.db_path) as store:
-            return store.backlog()
-
-    def finish(self, timeout_s: float = 10.0) -> int:
-        """Give the uplink up to timeout_s to empty the outbox, then stop; returns what is left."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.backlog():
-            time.sleep(0.2)
-        self.stop()
-        return self.backlog()
+        super().stop(timeout)
 
     def summary(self) -> str:
         """One line: delivered, set aside, and the last connection error if any."""
@@ -415,15 +385,7 @@ class MqttPublisher:
         client.loop_start()
         self._connack.wait(CONNACK_WAIT_S)
         if self._accepted:
-            if self._failures_logged:  # the outage logged ends: the next one is logged again
-                self._failures_logged.clear()
-                self._health("uplink_connected", {"attempts": self.stats.connect_failures})
-            if self.stats.connect_failures and not self.stats.connects:
-                self._say(
-                    f"uplink: connected to {host}:{port} after "
-                    f"{self.stats.connect_failures} failed attempt(s)"
-                )
-            self.stats.connects += 1
+            self._connected_again(f"{host}:{port}")
             return True
         why = self._refusal or f"no answer from {host}:{port} within {CONNACK_WAIT_S:g} s"
         if any(words in why.lower() for words in _AUTH_REFUSALS):
@@ -499,30 +461,6 @@ class MqttPublisher:
             f" (the client certificate in cert_file {self.cfg.cert_file} expired on "
             f"{self.cert_not_after}: renew it)"
         )
-
-    def _connect_failed(self, why: str) -> None:
-        self.stats.connect_failures += 1
-        self.stats.last_error = self.stats.last_connect_error = why
-        now = time.monotonic()
-        if self.stats.connect_failures == 1:  # the first one; the rest go to stats
-            self._say(
-                f"uplink: {why}; retrying with backoff up to {self.max_backoff_s:g} s "
-                "(detections stay in the outbox)"
-            )
-            self._said_failing_at = now
-        elif now - self._said_failing_at >= STILL_FAILING_EVERY_S:
-            # a recorder whose password was rotated went quiet after one line at start
-            self._say(
-                f"uplink: still not connected ({self.stats.connect_failures} attempts): {why}"
-            )
-            self._said_failing_at = now
-        if why not in self._failures_logged:
-            # in the card's health log (`report health`), each reason once per outage:
-            # a network down for months alternates a few reasons, not thousands of rows
-            self._failures_logged.add(why)
-            self._health(
-                "uplink_connect_failed", {"why": why, "attempts": self.stats.connect_failures}
-            )
 
     def _close(self) -> None:
         client = self.client
@@ -635,62 +573,17 @@ class MqttPublisher:
         if delivered:
             self.stats.delivered += store.mark_delivered(delivered)
 
-    def _refused(self, store: DetectionStore, msg_id: str, why: str) -> None:
-        self.stats.refused += 1
-        self.stats.last_error = f"{msg_id}: {why}"
-        attempts = store.record_refusal(msg_id, why)
-        if attempts >= self.max_attempts:
-            self._set_aside(store, msg_id, f"{why}; {attempts} refusals in a row")
-
-    def _set_aside(self, store: DetectionStore, msg_id: str, why: str) -> None:
-        if not store.set_aside(msg_id, why):
-            return
-        self.stats.set_aside += 1
-        self.stats.last_error = f"{msg_id} set aside: {why}"
-        key = "event_id" if is_event_id(msg_id) else "detection_id"
-        self._health("uplink_set_aside", {key: msg_id, "why": why})
-        if self.stats.set_aside <= 3:  # every one is in the health table and counted
-            self._say(
-                f"uplink: message {msg_id} set aside, not sent: {why}; the rest goes on "
-                "(`animalclap-edge publish --retry-set-aside` queues it again)"
-            )
-
-    def _health(self, kind: str, detail: dict) -> None:
-        """A health event about the uplink itself, in the recorder's health table."""
-        with DetectionStore(self.db_path) as store:
-            store.add_health(kind, "mqtt", detail)
-
     def _heartbeat(self, store: DetectionStore) -> None:
         """Uplink state, the newest health snapshot, and the health events (source lost,
         reopened, database recovered...) logged since the last acknowledged heartbeat, at
         most 100. QoS 1, and the marker of the events sent moves on only when the broker
         acknowledges the heartbeat: a lost one is sent again with the next."""
-        if self._health_after is None:  # first beat since start: the newest 100
-            rows = store.health(0, HEALTH_EVENTS_MAX, newest=True)
-        else:
-            rows = store.health(self._health_after, HEALTH_EVENTS_MAX)
-        s = self.stats
-        health = {
-            "device": self.device,
-            "backlog": store.backlog(),
-            "set_aside": store.set_aside_count(),
-            "delivered": s.delivered,
-            "connects": s.connects,
-            "connect_failures": s.connect_failures,
-            "last_connect_error": s.last_connect_error or None,
-            "protocol": s.protocol,
-            "cert_not_after": self.cert_not_after,  # the client certificate's end, or None
-            "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            # a board that booted at 2000-01-01 sent heartbeats of that year, unflagged
-            "utc_synchronized": system_clock_synchronized()[0],
-        }
+        rows = self._health_rows(store)
+        # cert_not_after: the client certificate's end, or None
+        fields = dict(self._heartbeat_fields(store), cert_not_after=self.cert_not_after)
         v5 = self._protocol == self._mqtt.MQTTv5
         while True:
-            snapshot = next((r for r in reversed(rows) if r["kind"] == "snapshot"), None)
-            body = dict(
-                health, snapshot=snapshot, events=[r for r in rows if r["kind"] != "snapshot"]
-            )
-            payload = json.dumps(body).encode("utf-8")
+            payload = json.dumps(heartbeat_body(fields, rows)).encode("utf-8")
             size = packet_size(self.health_topic, payload, v5)
             if not self._max_packet or size <= self._max_packet or not rows:
                 break

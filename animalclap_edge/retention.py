@@ -169,7 +169,7 @@ class Retention:
             high_percent=st.max_disk_percent,
             low_percent=st.retention_low,
             keep_examples_per_species=st.keep_examples_per_species,
-            uplink=cfg.messaging.mqtt.enabled,
+            uplink=cfg.messaging.uplink is not None,
             interval_s=st.retention_interval_s,
         )
 

@@ -1,7 +1,7 @@
 """What runs beside the detector during `animalclap-edge run`, started and stopped as one.
 
 `Runtime` opens the database (recovering it first if its check fails), starts the
-MQTT uplink, the local live server (Server-Sent Events), the health monitor
+uplink (MQTT or HTTP, or one passed in), the local live server (Server-Sent Events), the health monitor
 (snapshots and online backups) and wraps live sources in the watchdog. `close()` stops them in reverse order, so the last health snapshot
 and the last uplink attempt still see a working database.
 """
@@ -25,9 +25,9 @@ from animalclap_edge.sources import Source
 from animalclap_edge.store import StoreError
 from animalclap_edge.watchdog import WatchdogSettings, WatchedSource
 
-if TYPE_CHECKING:  # imported where started: a run without MQTT or live view needs neither
+if TYPE_CHECKING:  # imported where started: a run without uplink or live view needs neither
     from animalclap_edge.live import LiveServer
-    from animalclap_edge.publish import MqttPublisher
+    from animalclap_edge.uplink import Uplink
 
 
 class RunLock(DbLock):
@@ -52,10 +52,12 @@ class RunLock(DbLock):
 
 def uplink_of(cfg: EdgeConfig) -> str:
     """Where the outbox's messages go, as health snapshots say it."""
-    mq = cfg.messaging.mqtt
+    mq, http = cfg.messaging.mqtt, cfg.messaging.http
     if mq.enabled:
         return f"mqtt {mq.host}:{mq.port}"
-    return "none: messages wait for `animalclap-edge publish` or an MQTT config"
+    if http.enabled:
+        return f"http {http.url}"
+    return "none: messages wait for `animalclap-edge publish` or an uplink in the config"
 
 
 class Runtime:
@@ -64,7 +66,8 @@ class Runtime:
     need be recovers) the database under its lock as `.store`; `with` it starts the
     uplink, the live view and the health monitor, and leaving the block stops them in
     reverse order; `.watch(first, reopen)` puts a live source under the watchdog.
-    Messages (warnings, notes) go to `err`."""
+    Messages (warnings, notes) go to `err`. `uplink` replaces the one the config
+    enables (any object of `uplink.Uplink`'s shape, not yet started)."""
 
     def __init__(
         self,
@@ -74,9 +77,11 @@ class Runtime:
         hop_s: float,
         sample_rate: int,
         before_print: Callable[[], None] | None = None,
+        uplink: Uplink | None = None,
     ):
         # before_print: e.g. erase a terminal status line so messages start at column 0
         self.cfg, self.db, self.err = cfg, Path(db), err
+        self._given_uplink = uplink
         self._before_print = before_print
         self._lock = RunLock(self.db)
         self._lock.acquire()  # before the store: a second run must not touch it
@@ -121,7 +126,7 @@ class Runtime:
             )
         # one entry per live source name: a schedule re-wraps the source every period
         self._counters: dict[str, Callable[[], dict]] = {}
-        self.uplink: MqttPublisher | None = None
+        self.uplink: Uplink | None = None
         self.live: LiveServer | None = None
         # set by a run over files that finished: the backup then takes in what it logged
         # (made at start when there was none, it held none of a card's detections)
@@ -135,7 +140,7 @@ class Runtime:
             hop_s=hop_s,
             sample_rate=sample_rate,
             backup_every_s=h.backup_interval_h * 3600 if h.backup_interval_h else None,
-            uplink=uplink_of(cfg),
+            uplink=uplink_of(cfg) if self._given_uplink is None else self._given_uplink.describe(),
         )
 
     def _rebuild_events(self, recording_id: str, merge_gap_s: float) -> int:
@@ -176,19 +181,7 @@ class Runtime:
 
     def start(self) -> Runtime:
         try:
-            mq = self.cfg.messaging.mqtt
-            if mq.enabled:
-                from animalclap_edge.publish import MqttPublisher, UplinkBusy
-
-                uplink = MqttPublisher.from_config(self.db, self.cfg, say=self.say)
-                try:
-                    self.uplink = uplink.start()
-                    self.say(
-                        f"uplink: mqtt {mq.host}:{mq.port} topics {uplink.topic}, {uplink.events_topic}"
-                    )
-                except UplinkBusy as e:  # that one sends what this run logs
-                    self.say(f"uplink: {e}; this run records without its own uplink")
-                    self.store.add_health("uplink_busy", "mqtt", {"holder_pid": e.pid})
+            self._start_uplink()
             lv = self.cfg.messaging.live
             if lv.enabled:
                 from animalclap_edge.live import LiveError, LiveServer
@@ -204,6 +197,19 @@ class Runtime:
             self.close()
             raise
         return self
+
+    def _start_uplink(self) -> None:
+        from animalclap_edge.uplink import UplinkBusy, uplink_from_config
+
+        uplink = self._given_uplink or uplink_from_config(self.db, self.cfg, say=self.say)
+        if uplink is None:
+            return
+        try:
+            self.uplink = uplink.start()
+            self.say(f"uplink: {uplink.describe()}")
+        except UplinkBusy as e:  # that one sends what this run logs
+            self.say(f"uplink: {e}; this run records without its own uplink")
+            self.store.add_health("uplink_busy", uplink.name, {"holder_pid": e.pid})
 
     def say(self, message: str) -> None:
         if self._before_print is not None:

@@ -112,22 +112,27 @@ def secret_problems(cfg: EdgeConfig, base: Path) -> list[str]:
     every 10 s. Missing files are said by their callers."""
     from animalclap_edge.live import LiveError, read_token
 
-    mq, live = cfg.messaging.mqtt, cfg.messaging.live
+    mq, http, live = cfg.messaging.mqtt, cfg.messaging.http, cfg.messaging.live
     found = []
 
     def here(name: str) -> Path | None:
         path = base / Path(name).expanduser()
         return path if path.exists() else None
 
-    if mq.enabled and mq.password_file and (path := here(mq.password_file)):
-        try:
-            read_secret(path, "messaging.mqtt.password_file")
-        except SecretFileError as e:
-            found.append(str(e))
-    key = ("key_file", mq.key_file) if mq.key_file else ("cert_file", mq.cert_file)
-    if mq.enabled and mq.tls and key[1] and (path := here(key[1])):  # noqa: SIM102
-        if problem := key_file_problem(path, f"messaging.mqtt.{key[0]}"):
-            found.append(problem)
+    uplinks = (("mqtt", mq, "password_file", mq.password_file),
+               ("http", http, "token_file", http.token_file))  # fmt: skip
+    for name, up, secret_key, secret in uplinks:
+        if not up.enabled:
+            continue
+        if secret and (path := here(secret)):
+            try:
+                read_secret(path, f"messaging.{name}.{secret_key}")
+            except SecretFileError as e:
+                found.append(str(e))
+        key = ("key_file", up.key_file) if up.key_file else ("cert_file", up.cert_file)
+        if up.tls and key[1] and (path := here(key[1])):  # noqa: SIM102
+            if problem := key_file_problem(path, f"messaging.{name}.{key[0]}"):
+                found.append(problem)
     if live.token_file and (path := here(live.token_file)):
         try:
             read_token(path)

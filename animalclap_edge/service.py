@@ -230,6 +230,8 @@ def install_service(
         needed.append(("messaging.live.token_file", cfg.messaging.live.token_file))
     if cfg.messaging.mqtt.enabled and cfg.messaging.mqtt.password_file:
         needed.append(("messaging.mqtt.password_file", cfg.messaging.mqtt.password_file))
+    if cfg.messaging.http.enabled and cfg.messaging.http.token_file:
+        needed.append(("messaging.http.token_file", cfg.messaging.http.token_file))
     for key, name in needed:
         if not (wd / Path(name).expanduser()).is_file():  # relative to the unit's folder
             raise ServiceError(

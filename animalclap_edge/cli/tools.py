@@ -148,11 +148,15 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             print(str(e), file=sys.stderr)
             continue
         # files the config names that `run` reads: valid syntax is not a working config
-        mqtt, live = cfg.messaging.mqtt, cfg.messaging.live
+        mqtt, http, live = cfg.messaging.mqtt, cfg.messaging.http, cfg.messaging.live
         missing = [
             f"messaging.mqtt.{key} {path}: no such file on this machine"
             for key in ("password_file", *mqtt.TLS_FILES)
             if mqtt.enabled and (path := getattr(mqtt, key)) and not Path(path).is_file()
+        ] + [
+            f"messaging.http.{key} {path}: no such file on this machine"
+            for key in ("token_file", *http.TLS_FILES)
+            if http.enabled and (path := getattr(http, key)) and not Path(path).is_file()
         ]
         # `serve` reads it even with live.enabled false, so it is checked whenever set
         if live.token_file and not Path(live.token_file).is_file():
@@ -160,11 +164,14 @@ def cmd_config_check(args: argparse.Namespace) -> int:
                 f"messaging.live.token_file {live.token_file}: no such file on this machine"
             )
         missing += secret_problems(cfg, Path.cwd())
-        if mqtt.enabled and not missing:  # the files as TLS reads them (a key as the CA)
+        if not missing:  # the files as TLS reads them (a key as the CA)
             from animalclap_edge.publish import PublishError, tls_context
 
             try:
-                tls_context(mqtt)
+                if mqtt.enabled:
+                    tls_context(mqtt)
+                if http.enabled:
+                    tls_context(http, "messaging.http")
             except PublishError as e:
                 missing.append(str(e))
         if missing:
@@ -172,8 +179,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             for what in missing:
                 print(f"{f}: {what} (run would refuse it)", file=sys.stderr)
             continue
-        if mqtt.enabled and (warning := mqtt.clear_text_password_warning()):
-            print(f"{f}: {warning}", file=sys.stderr)
+        for section in (mqtt, http):
+            if section.enabled and (warning := section.clear_text_password_warning()):
+                print(f"{f}: {warning}", file=sys.stderr)
         print(f"{f}: ok")
     return 1 if bad else 0
 

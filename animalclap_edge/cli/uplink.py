@@ -1,4 +1,4 @@
-"""Commands that send what was logged: publish (MQTT) and serve (the live page)."""
+"""Commands that send what was logged: publish (MQTT or HTTP) and serve (the live page)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     import time
 
     from animalclap_edge.config import load_config
-    from animalclap_edge.publish import MqttPublisher, UplinkBusy
     from animalclap_edge.store import DetectionStore
+    from animalclap_edge.uplink import UplinkBusy, uplink_from_config
 
     cfg = load_config(args.config)
     db = Path(args.db or cfg.storage.database)
@@ -23,11 +23,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if args.give_up_after <= 0:
         print("animalclap-edge: error: --give-up-after must be more than 0 s", file=sys.stderr)
         return 2
-    if not cfg.messaging.mqtt.enabled:  # it went to localhost:1883 and waited there
+    if cfg.messaging.uplink is None:  # it went to localhost:1883 and waited there
         where = args.config or "the default config"
         print(
-            f"animalclap-edge: error: MQTT is off in {where}: set messaging.mqtt.enabled: true "
-            "with its host and port to publish; nothing was sent",
+            f"animalclap-edge: error: MQTT is off in {where}, and HTTP too: set "
+            "messaging.mqtt.enabled: true with its host and port, or messaging.http.enabled: "
+            "true with its url, to publish; nothing was sent",
             file=sys.stderr,
         )
         return 2
@@ -36,7 +37,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
             n = store.retry_set_aside()
         print(f"uplink: {n} set-aside message(s) queued again", file=sys.stderr)
     say = functools.partial(print, file=sys.stderr, flush=True)
-    pub = MqttPublisher.from_config(db, cfg, role="uploader", say=say)
+    pub = uplink_from_config(db, cfg, role="uploader", say=say)
+    if pub is None:  # cfg.messaging.uplink said one is on
+        raise RuntimeError("no uplink built for an enabled uplink")
     if args.once:  # its first failure said "backoff up to 60 s" of a 5 s attempt
         pub.max_backoff_s = min(pub.max_backoff_s, args.give_up_after)
     deadline = time.monotonic() + args.give_up_after
@@ -54,11 +57,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 say(f"uplink: left to the other uplink; {left} messages still to send")
                 return 1 if left else 0
             time.sleep(1.0)
-    print(
-        f"uplink: mqtt {cfg.messaging.mqtt.host}:{cfg.messaging.mqtt.port} "
-        f"topics {pub.topic}, {pub.events_topic}",
-        file=sys.stderr,
-    )
+    print(f"uplink: {pub.describe()}", file=sys.stderr)
     left = aside = 0
     try:
         while True:
@@ -85,8 +84,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
         with DetectionStore(db) as store:
             aside = store.set_aside_count()
         if aside:
+            peer = "broker" if pub.name == "mqtt" else "server"
             print(
-                f"uplink: {aside} message(s) set aside after the broker refused them (why: "
+                f"uplink: {aside} message(s) set aside after the {peer} refused them (why: "
                 "the health table, kind uplink_set_aside); `publish --retry-set-aside` "
                 "sends them again",
                 file=sys.stderr,

@@ -1,0 +1,324 @@
+"""The HTTP uplink: POSTs the store's outbox to one URL as JSON batches, and marks a
+batch delivered when the server answers 2xx.
+
+For networks that pass only web traffic (an institution's firewall, a cellular
+gateway, a field station's proxy: `https_proxy` is honoured) and for servers that take
+webhooks rather than MQTT. The body of each POST (Content-Type: application/json):
+
+    {"device": "<name>", "kind": "detections" | "events" | "health", "messages": [...]}
+
+`messages` holds the payloads MQTT would publish, each with its `detection_id` or
+`event_id`, so a server de-duplicates to exactly once (delivery is at least once). A
+heartbeat is one message: MQTT's health payload. Headers: `Authorization: Bearer
+<token>` when `token_file` is set, and `Idempotency-Key`, the same for the same batch.
+
+What the server's status means:
+- 2xx: every message of the batch is delivered.
+- 400, 413, 415, 422: the batch is refused for what it holds. A batch of several is
+  sent again in halves until the message at fault goes alone; one refused alone counts
+  a refusal and is set aside after `max_attempts` in a row (413 alone: at once, it will
+  never fit), so one bad message never blocks the rest.
+- 401, 403 (the token), 3xx, 404, 405, 410 (the url: a redirected POST is not
+  followed), 408, 429, 5xx, timeouts and network errors: no message is at fault. Said
+  and logged as a failed connection (once per reason per outage), then retried with
+  exponential backoff up to `max_backoff_s` (a Retry-After is honoured within that).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from animalclap_edge import __version__
+from animalclap_edge.config import EdgeConfig, HttpConfig
+from animalclap_edge.publish import tls_context
+from animalclap_edge.records import is_event_id
+from animalclap_edge.store import DetectionStore
+from animalclap_edge.uplink import OutboxSender, PublishError, heartbeat_body
+
+REFUSED_FOR_CONTENT = frozenset({400, 413, 415, 422})
+_URL_WRONG = frozenset({404, 405, 410})
+_TOKEN_REFUSED = frozenset({401, 403})
+# OpenSSL's verify codes a recorder's clock causes: it boots in the past until NTP sets it
+_CLOCK_CODES = {9: "not valid yet", 10: "expired"}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The outcome of one POST: `status` None when no HTTP answer came."""
+
+    status: int | None
+    why: str = ""  # for a failure: what went wrong and the setting that fixes it
+    retry_after_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def refused_for_content(self) -> bool:
+        return self.status in REFUSED_FOR_CONTENT
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # urllib turns a redirected POST into a GET without its body: the batch would be
+    # lost while the 200 at the end looked delivered
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+class HttpPublisher(OutboxSender):
+    """The HTTP uplink (the module's docstring says what it sends and when)."""
+
+    name = "http"
+
+    def __init__(
+        self,
+        db_path: str | Path,
+        cfg: HttpConfig,
+        device_id: str | None = None,
+        poll_s: float = 0.5,
+        max_backoff_s: float = 60.0,
+        max_attempts: int = 3,
+        say: Callable[[str], None] | None = None,
+    ):
+        super().__init__(
+            db_path, device_id or socket.gethostname(), max_backoff_s, max_attempts, say
+        )
+        self.cfg, self.poll_s = cfg, poll_s
+        self.stats.protocol = "http"
+        self._token = self._read_token()
+        if warning := cfg.clear_text_password_warning():
+            self._say(f"uplink: {warning}")
+        handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+        if (context := tls_context(cfg, "messaging.http")) is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        self._opener = urllib.request.build_opener(*handlers)
+        self._reachable = False  # the latest POST had an answer that was not a failure
+
+    @classmethod
+    def from_config(cls, db_path: str | Path, cfg: EdgeConfig, **kw) -> HttpPublisher:
+        """A publisher with `messaging.http`'s settings under the recorder's name."""
+        return cls(db_path, cfg.messaging.http, device_id=cfg.device.resolved_name(), **kw)
+
+    def _read_token(self) -> str | None:
+        if not self.cfg.token_file:
+            return None
+        from animalclap_edge.secret_files import SecretFileError, read_secret
+
+        try:
+            return read_secret(self.cfg.token_file, "messaging.http.token_file")
+        except SecretFileError as e:
+            raise PublishError(str(e)) from None
+
+    def describe(self) -> str:
+        return f"http POST {self.cfg.url}"
+
+    def start(self) -> HttpPublisher:
+        super().start()
+        return self
+
+    @property
+    def connected(self) -> bool:
+        return self._reachable
+
+    def summary(self) -> str:
+        s = self.stats
+        parts = [f"{s.delivered} delivered"]
+        if s.set_aside:
+            parts.append(f"{s.set_aside} set aside")
+        if s.last_connect_error:
+            parts.append(f"last connection error: {s.last_connect_error}")
+        return ", ".join(parts)
+
+    # -- the thread ---------------------------------------------------------------
+
+    def run(self) -> None:
+        """Send until stopped: each pass the heartbeat when due and one batch; after a
+        failed POST, wait with backoff and try again."""
+        backoff, last_beat = 1.0, float("-inf")
+        with DetectionStore(self.db_path) as store:
+            while not self._stop.is_set():
+                failed: Answer | None = None
+                if time.monotonic() - last_beat >= self.cfg.heartbeat_s:
+                    failed = self._heartbeat(store)
+                    if failed is None:
+                        last_beat = time.monotonic()
+                rows = store.pending_outbox(self.cfg.batch) if failed is None else []
+                if rows:
+                    failed = self._send(store, rows)
+                if failed is not None:
+                    self._stop.wait(min(self.max_backoff_s, max(backoff, failed.retry_after_s)))
+                    backoff = min(self.max_backoff_s, backoff * 2)
+                    continue
+                backoff = 1.0
+                if len(rows) < self.cfg.batch:  # caught up: wait for more
+                    self._stop.wait(self.poll_s)
+
+    def _send(self, store: DetectionStore, rows: list[tuple[str, str]]) -> Answer | None:
+        """POST `rows` (events and detections, one kind per POST); the failure that
+        stopped it, or None."""
+        events = [r for r in rows if is_event_id(r[0])]
+        detections = [r for r in rows if not is_event_id(r[0])]
+        for kind, batch in (("events", events), ("detections", detections)):
+            if batch and (failed := self._deliver(store, kind, batch)) is not None:
+                return failed
+        return None
+
+    def _deliver(
+        self, store: DetectionStore, kind: str, rows: list[tuple[str, str]]
+    ) -> Answer | None:
+        """POST one batch; a batch refused for what it holds is sent again in halves,
+        down to the messages at fault. The failure that stopped it, or None."""
+        refused: list[tuple[str, Answer]] = []
+        failed, delivered = self._halves(store, kind, rows, refused)
+        if failed is None and refused and not delivered and len(rows) > 1:
+            # every message refused alone: a server that refuses everything (a wrong
+            # endpoint answering 400) would otherwise set the whole outbox aside
+            why = (
+                f"{self.cfg.url} refused each of {len(rows)} messages ({refused[0][1].why}): "
+                "a fault of the server or of messaging.http.url, not of the messages"
+            )
+            failed = Answer(None, why)
+            self._after(failed)
+            return failed
+        for msg_id, answer in refused:
+            if answer.status == 413:  # alone and still too large: it never will fit
+                self._set_aside(store, msg_id, answer.why)
+            else:
+                self._refused(store, msg_id, answer.why)
+        return failed
+
+    def _halves(
+        self,
+        store: DetectionStore,
+        kind: str,
+        rows: list[tuple[str, str]],
+        refused: list[tuple[str, Answer]],
+    ) -> tuple[Answer | None, int]:
+        """(the failure that stopped it or None, messages delivered); the messages
+        refused alone are added to `refused`."""
+        ids = [i for i, _ in rows]
+        answer = self._post(kind, [payload for _, payload in rows], ids)
+        if answer.ok:
+            n = store.mark_delivered(ids)
+            self.stats.delivered += n
+            return None, n
+        if not answer.refused_for_content:
+            return answer, 0
+        if len(rows) == 1:
+            refused.append((ids[0], answer))
+            return None, 0
+        half = len(rows) // 2
+        failed, first = self._halves(store, kind, rows[:half], refused)
+        if failed is not None:
+            return failed, first
+        failed, second = self._halves(store, kind, rows[half:], refused)
+        return failed, first + second
+
+    def _heartbeat(self, store: DetectionStore) -> Answer | None:
+        """Uplink state, the newest snapshot and the health events since the last
+        acknowledged heartbeat; the marker moves on only on a 2xx, so a lost one is
+        sent again with the next. A heartbeat refused for its content is said, not
+        retried until the next is due."""
+        rows = self._health_rows(store)
+        body = heartbeat_body(self._heartbeat_fields(store), rows)
+        answer = self._post("health", [json.dumps(body)], [])
+        if answer.ok:
+            self._health_after = rows[-1]["id"] if rows else (self._health_after or 0)
+            return None
+        if answer.refused_for_content:
+            self.stats.last_error = f"heartbeat refused: {answer.why}"
+            return None
+        return answer
+
+    def _post(self, kind: str, payloads: list[str], ids: list[str]) -> Answer:
+        """One POST of `payloads` (JSON texts, as the outbox keeps them)."""
+        body = (
+            f'{{"device": {json.dumps(self.device)}, "kind": "{kind}", '
+            f'"messages": [{", ".join(payloads)}]}}'
+        ).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"animalclap-edge/{__version__}",
+            "Idempotency-Key": hashlib.sha256("\n".join(ids or [kind]).encode()).hexdigest()[:32],
+        }
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        request = urllib.request.Request(self.cfg.url, data=body, headers=headers, method="POST")
+        self.stats.published += len(ids)
+        try:
+            with self._opener.open(request, timeout=self.cfg.timeout_s) as response:
+                response.read()
+                answer = Answer(response.status)
+        except urllib.error.HTTPError as e:
+            answer = self._answer_of(e)
+            e.close()
+        except (urllib.error.URLError, OSError, ValueError) as e:  # no HTTP answer came
+            answer = Answer(None, f"cannot reach {self.cfg.url}: {self._network_hint(e)}")
+        self._after(answer)
+        return answer
+
+    def _answer_of(self, e: urllib.error.HTTPError) -> Answer:
+        status, url = e.code, self.cfg.url
+        said = f"HTTP {status} {e.reason}"
+        try:
+            text = e.read(300).decode("utf-8", "replace").strip()
+        except OSError:
+            text = ""
+        if text:
+            said += f": {' '.join(text.split())[:200]}"
+        if status in _TOKEN_REFUSED:
+            why = f"{url} refused the request ({said}): " + (
+                f"check the token in messaging.http.token_file {self.cfg.token_file}"
+                if self.cfg.token_file
+                else "this server wants a token: set messaging.http.token_file"
+            )
+        elif status in _URL_WRONG or 300 <= status < 400:
+            where = e.headers.get("Location") if e.headers else None
+            why = f"{url} answered {said}: check messaging.http.url" + (
+                f" (it points to {where})" if where else ""
+            )
+        else:
+            why = f"{url} answered {said}"
+        retry = e.headers.get("Retry-After", "") if e.headers else ""
+        return Answer(status, why, float(retry) if retry.strip().isdigit() else 0.0)
+
+    def _network_hint(self, e: Exception) -> str:
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            code = reason.verify_code
+            if code in _CLOCK_CODES:
+                fix = (
+                    f"it looks {_CLOCK_CODES[code]} by this recorder's clock: set the clock "
+                    "(NTP, or an RTC battery), or renew the server's certificate"
+                )
+            elif self.cfg.ca_file:
+                fix = f"it was not signed by the CA in messaging.http.ca_file {self.cfg.ca_file}"
+            else:
+                fix = "set messaging.http.ca_file to the CA that signed it"
+            return (
+                f"TLS: the server's certificate was not accepted ({reason.verify_message}): {fix}"
+            )
+        if isinstance(reason, TimeoutError):
+            return f"no answer within timeout_s {self.cfg.timeout_s:g} s"
+        return str(reason)
+
+    def _after(self, answer: Answer) -> None:
+        """Keep the connection state: a failure is said and logged, an answer after
+        failures ends the outage."""
+        if answer.ok or answer.refused_for_content:  # the server answered
+            if not self._reachable:
+                self._reachable = True
+                self._connected_again(self.cfg.url)
+            return
+        self._reachable = False
+        self._connect_failed(answer.why)
