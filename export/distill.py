@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -163,7 +163,7 @@ def _stack(batch: list[tuple[int, np.ndarray]]) -> tuple[torch.Tensor, torch.Ten
 
 
 def window_batches(
-    ds: CropWindows, batches: Iterable[Sequence[int]], workers: int, device: torch.device
+    ds: CropWindows, batches: Iterable[list[int]], workers: int, device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(crop indices (B,), windows (B, window)) on `device`, for these batches of crop
     indices, decoded by `workers` processes."""
@@ -187,7 +187,7 @@ class EpochBatches:
     """Every epoch's batches of the training crops, each epoch in an order drawn from
     (seed, epoch): what one DataLoader iterates for the whole run."""
 
-    def __init__(self, train: Sequence[int], batch: int, epochs: int, seed: int):
+    def __init__(self, train: Iterable[int], batch: int, epochs: int, seed: int):
         self.train, self.batch, self.epochs, self.seed = list(train), batch, epochs, seed
         self.per_epoch = max(1, len(self.train) // batch)
 
@@ -239,8 +239,8 @@ def teacher_cache(
     bar.close()
     dim = out[0][1].shape[1]
     emb = np.zeros((len(crops), dim), np.float32)
-    for idx, e in out:
-        emb[idx] = e
+    for rows, e in out:
+        emb[rows] = e
     tmp = path.with_suffix(".tmp.npy")
     stored = emb.astype(np.float16)
     np.save(tmp, stored)

@@ -8,6 +8,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -15,11 +16,14 @@ import torch
 from animalclap_edge.contracts import bundle as B
 from training.model import AudioEncoder
 
+if TYPE_CHECKING:
+    from export.student import StudentEncoder
+
 OPSET = 18
 
 
 def export_audio_encoder(
-    encoder: AudioEncoder, window_samples: int, path: str | Path, provenance: dict
+    encoder: AudioEncoder | StudentEncoder, window_samples: int, path: str | Path, provenance: dict
 ) -> Path:
     """Write `path`: input "waveform" (batch, window_samples) float32 -> "embedding" (batch, D).
 
@@ -42,7 +46,8 @@ def export_audio_encoder(
             opset_version=OPSET,
             verbose=False,
         )
-    model = program.model_proto
+    # dynamo=True always returns the program (None only from the legacy exporter)
+    model = cast(torch.onnx.ONNXProgram, program).model_proto
     with torch.no_grad():
         dim = int(encoder(example[:1]).shape[-1])
     meta = {
@@ -77,7 +82,10 @@ def _quiet_loggers():
 
 
 def parity(
-    encoder: AudioEncoder, onnx_path: Path, windows: np.ndarray, batch_size: int = 16
+    encoder: AudioEncoder | StudentEncoder,
+    onnx_path: Path,
+    windows: np.ndarray,
+    batch_size: int = 16,
 ) -> dict[str, float]:
     """torch vs onnxruntime on the same windows (N, window_samples)."""
     import onnxruntime as ort

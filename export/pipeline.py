@@ -7,6 +7,7 @@ import math
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -26,12 +27,12 @@ from export.checks import (
 )
 from export.onnx_export import export_audio_encoder, parity
 from export.quantize import PRE_PROCESS_NOTE, CalibrationError
-from export.student import macs
+from export.student import StudentEncoder, macs
 from export.text import species_embeddings, taxon_embeddings
 from export.writer import BundleWriter
 from training.embed_audio import embed_items
 from training.identity import absolute
-from training.labelled_audio import open_labelled
+from training.labelled_audio import LabelledSet, open_labelled
 from training.lineage import trained_on_generated_audio
 from training.model import AudioEncoder, load_clap
 from training.probe import fit_trait_heads, score_trait_heads
@@ -164,18 +165,23 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
     _refuse_early(cfg)
     templates = [Template.parse(t) for t in cfg.templates]
     # data and catalogue before the model: their errors are cheap to find
-    try:
-        data = open_labelled(cfg.data) if cfg.data else None
-    except (ValueError, FileNotFoundError) as e:
-        raise named("--data", cfg.data, e) from e
-    try:
-        catalogue = Catalogue.from_csv(cfg.catalogue) if cfg.catalogue else data.catalogue
-    except ValueError as e:
-        raise named("--catalogue", cfg.catalogue, e) from e
+    data: LabelledSet | None = None
+    if cfg.data:
+        try:
+            data = open_labelled(cfg.data)
+        except (ValueError, FileNotFoundError) as e:
+            raise named("--data", cfg.data, e) from e
+    if cfg.catalogue:
+        try:
+            catalogue = Catalogue.from_csv(cfg.catalogue)
+        except ValueError as e:
+            raise named("--catalogue", cfg.catalogue, e) from e
+    else:  # _refuse_early: without --catalogue, --data was given and opened above
+        catalogue = cast(LabelledSet, data).catalogue
     if len(catalogue) < 2:
         # softmax over one species is 1 whatever the sound: every window a detection
         raise ValueError(
-            f"{'--catalogue ' + cfg.catalogue if cfg.catalogue else '--data ' + cfg.data}: "
+            f"{'--catalogue ' + cfg.catalogue if cfg.catalogue else f'--data {cfg.data}'}: "
             f"{len(catalogue)} species; a bundle needs at least two, since a species' "
             "probability is shared among the catalogue's species (with one, every sound "
             "would be it at p=1): add the species the recorder also hears"
@@ -194,7 +200,8 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
         )
     window = round(cfg.window_seconds * fe.sample_rate)
     teacher = AudioEncoder(loaded.model, fe, mode="dft").eval()
-    encoder, student_meta = teacher, None
+    encoder: AudioEncoder | StudentEncoder = teacher
+    student_meta: dict | None = None
     if cfg.student:
         from export.student import load_student
 
@@ -247,15 +254,16 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
             "window_samples": window,
         }
         if student_meta is not None:
-            provenance["student"] = absolute(cfg.student)
-            provenance["student_weights_sha256"] = B.sha256_file(Path(cfg.student) / "student.pt")
+            student_dir = cast(str, cfg.student)  # student_meta was read from it
+            provenance["student"] = absolute(student_dir)
+            provenance["student_weights_sha256"] = B.sha256_file(Path(student_dir) / "student.pt")
         fp32_path = writer.path(B.AUDIO_ENCODER)
         if cfg.precision != "fp32":
             fp32_path = writer.scratch("audio_encoder.fp32.onnx")
         export_audio_encoder(encoder, window, fp32_path, provenance)
         windows, parity_source = _parity_windows(cfg, data, window, fe.sample_rate)
-        figures = parity(encoder, fp32_path, windows)
-        figures["parity_audio"] = parity_source
+        measured = parity(encoder, fp32_path, windows)
+        figures: dict[str, float | str] = {**measured, "parity_audio": parity_source}
         if cfg.precision != "fp32":  # the shipped graph's own figures are its gates'
             figures["measured_on"] = (
                 f"the fp32 graph before conversion to {cfg.precision}; the {cfg.precision} "
@@ -263,7 +271,7 @@ def make_bundle(cfg: ExportConfig, progress: bool = True) -> Path:
             )
         gates = {
             "onnx parity": _gate(
-                figures["onnx_vs_torch_min_cosine"],
+                measured["onnx_vs_torch_min_cosine"],
                 PARITY_MIN_COSINE,
                 "min cosine, onnxruntime vs torch",
                 parity_source,
@@ -533,7 +541,7 @@ def _audio_windows(
     if shuffle:
         order = np.random.default_rng(CALIBRATION_ORDER_SEED).permutation(len(files))
         files = [files[i] for i in order]
-    out = []
+    out: list[np.ndarray] = []
     for p in files:
         if len(out) >= limit:
             break
@@ -581,7 +589,7 @@ def _fit_heads(writer, encoder, data, window, cfg: ExportConfig, progress: bool)
 def _parity_windows(cfg: ExportConfig, data, window: int, sr: int) -> tuple[np.ndarray, str]:
     from animalclap_edge.contracts.frontend import repeat_pad
 
-    out = []
+    out: list[np.ndarray] = []
     if cfg.parity_audio:
         out = list(
             _audio_windows(Path(cfg.parity_audio), window, sr, cfg.parity_windows, "--parity-audio")

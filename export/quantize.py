@@ -40,7 +40,8 @@ def _scope(node) -> str:
 
 def body_nodes(model) -> tuple[list[str], list[str]]:
     """(names of nodes in the CNN body, names of every other node)."""
-    inside, outside = [], []
+    inside: list[str] = []
+    outside: list[str] = []
     for n in model.graph.node:
         (inside if QUANTIZED_SCOPE in _scope(n) else outside).append(n.name)
     if not inside:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -100,7 +101,12 @@ class StudentConfig:
 class StudentEncoder(nn.Module):
     """(B, window samples) waveform -> (B, D) L2-normalised embedding."""
 
-    def __init__(self, cfg: StudentConfig, frontend: FrontendConfig, mode: str = "dft"):
+    def __init__(
+        self,
+        cfg: StudentConfig,
+        frontend: FrontendConfig,
+        mode: Literal["dft", "fft"] = "dft",
+    ):
         super().__init__()
         self.cfg, self.frontend_cfg = cfg, frontend
         self.frontend = LogMelFrontend(frontend, mode=mode)
@@ -155,7 +161,9 @@ def save_student(model: StudentEncoder, out: str | Path, extra: dict | None = No
     return out
 
 
-def load_student(path: str | Path, mode: str = "dft") -> tuple[StudentEncoder, dict]:
+def load_student(
+    path: str | Path, mode: Literal["dft", "fft"] = "dft"
+) -> tuple[StudentEncoder, dict]:
     path = Path(path)
     if not (path / "student.json").exists() or not (path / "student.pt").exists():
         raise ValueError(f"{path}: not a student folder (needs student.json and student.pt)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from animalclap_edge.contracts.catalogue import TAXON_LEVELS, Catalogue
@@ -13,11 +15,12 @@ def species_embeddings(
     loaded: LoadedClap, catalogue: Catalogue, templates: list[Template]
 ) -> np.ndarray:
     """(N, D) unit rows. With several templates, the normalised mean (a prompt ensemble)."""
-    acc = None
+    acc: np.ndarray | None = None
     for t in templates:
         e = text_embeddings(loaded, [render(sp, t) for sp in catalogue]).numpy()
         acc = e if acc is None else acc + e
-    return _unit(acc)
+    # templates holds one at least (the CLI takes one or more): acc is an array here
+    return _unit(cast(np.ndarray, acc))
 
 
 def taxon_embeddings(

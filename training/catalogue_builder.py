@@ -116,7 +116,7 @@ def build_catalogue(
     said_replaced: set[str] = set()  # reference ids already said to be replaced
     for line, name in names:
         key = name.casefold()
-        if key in own:
+        if also is not None and key in own:
             # the user's own row stands for it (added below); said where the name is also
             # a species of the reference, which that row then replaces
             was = index.get(key) or (None if key in shared else loose.get(spaced(name)))

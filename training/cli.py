@@ -1031,8 +1031,8 @@ def _cmd_prepare(args) -> int:
     from training.prepare.run import PrepareConfig, finalize, prepare, usable_cpus
 
     if args.finalize:
-        report = finalize(args.out)
-        print(f"{report['recordings']} recordings, {report['hours']} h -> {args.out}/report.md")
+        final = finalize(args.out)
+        print(f"{final['recordings']} recordings, {final['hours']} h -> {args.out}/report.md")
         return 0
     if not (args.manifest and args.catalogue):
         raise ValueError("prepare needs --manifest and --catalogue (or --finalize)")

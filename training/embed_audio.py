@@ -70,6 +70,7 @@ def embed_items(
         return _embed(encoder, data, items, window_samples, desc, progress, feed)
     mine = [items[i] for i in share(len(items), rank, world)]
     desc = f"{desc} (rank {rank}'s {len(mine)} of {len(items)})"
+    emb: np.ndarray | Exception
     try:
         emb = _embed(encoder, data, mine, window_samples, desc, progress, feed)
         sent: np.ndarray | Exception = emb

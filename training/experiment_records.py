@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from training.atomic import write_whole
@@ -40,7 +41,7 @@ def _copy_run(src: Path, dst: Path) -> int:
         target = dst / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         # a copy cut short never reads as a finished run
-        write_whole(target, lambda tmp, rel=rel: shutil.copyfile(src / rel, tmp))
+        write_whole(target, partial(shutil.copyfile, src / rel))
         copied += 1
     return copied
 

@@ -857,8 +857,8 @@ def plot_ablation(summary: dict, out_png: Path) -> Path:
             [m - max(t[n][f"{q}_top1"][1], 0.0) for m, q in zip(means, QUERIES, strict=True)],
             [min(t[n][f"{q}_top1"][2], 1.0) - m for m, q in zip(means, QUERIES, strict=True)],
         ]
-        err = np.nan_to_num(np.array(err))
-        ax.bar(np.arange(len(QUERIES)) + i * width, means, width, yerr=err, label=n, capsize=3)
+        yerr = np.nan_to_num(np.array(err))
+        ax.bar(np.arange(len(QUERIES)) + i * width, means, width, yerr=yerr, label=n, capsize=3)
     if names:
         ax.axhline(t[names[0]]["chance_top1"], color="grey", ls="--", lw=1, label="chance")
     ax.set_xticks(np.arange(len(QUERIES)) + width * (len(names) - 1) / 2, QUERIES)

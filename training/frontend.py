@@ -32,6 +32,12 @@ from animalclap_edge.contracts.frontend import (
 class LogMelFrontend(nn.Module):
     """(B, N) waveform at cfg.sample_rate -> (B, frames, n_mels) log-mel in dB."""
 
+    # buffers, registered in __init__
+    dft_basis: torch.Tensor
+    window: torch.Tensor
+    mel_fb: torch.Tensor
+    mel_fb_full: torch.Tensor
+
     def __init__(self, cfg: FrontendConfig = CLAP_UNFUSED, mode: Literal["dft", "fft"] = "dft"):
         super().__init__()
         self.cfg, self.mode = cfg, mode

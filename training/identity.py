@@ -8,9 +8,12 @@ import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def refuse_other_settings(
@@ -110,7 +113,8 @@ def held_exclusively(out: Path, take: bool = True) -> Iterator[tuple[bool, str |
             yield False, None
             return
         except OSError as e:  # e.g. NFS mounted without locking, or a folder it won't lock
-            why = errno.errorcode.get(e.errno, str(e.errno))
+            code = e.errno
+            why = str(code) if code is None else errno.errorcode.get(code, str(code))
             yield (
                 True,
                 (

@@ -203,7 +203,7 @@ class ClipTable:
         from (a benchmark rendered in memory) or `data` does not load its files."""
         if data.file_of is None or not data.loads_files:
             return None
-        files: dict[Path, int] = {}
+        files: dict[Path | str, int] = {}
         n = len(items)
         file = np.empty(n, np.int32)
         offset = np.full(n, -1, np.int64)

@@ -138,8 +138,8 @@ def _similarity_rows(
 
 
 def taxonomic_error_profile(
-    pred: Sequence[str],
-    true: Sequence[str],
+    pred: Sequence[str] | np.ndarray,
+    true: Sequence[str] | np.ndarray,
     catalogue: Catalogue,
     candidates: Sequence[str],
 ) -> dict:
@@ -439,7 +439,7 @@ def paired_change(before: Sequence[bool], after: Sequence[bool], level: float = 
     # the correlation of the two outcomes, its numerator continuity-corrected as
     # Newcombe's method 10 does: 0 when a margin is empty
     margins = (both + lost) * (gained + neither) * (both + gained) * (lost + neither)
-    cross = both * neither - lost * gained
+    cross: float = both * neither - lost * gained
     cross = cross - n / 2 if cross > n / 2 else min(cross, 0)
     phi = cross / math.sqrt(margins) if margins else 0.0
     d = p2 - p1
@@ -540,10 +540,10 @@ def embedding_map(
     fig = Figure(figsize=(5.5 * k, 5))
     axes = fig.subplots(1, k, squeeze=False)
     for ax, (key, names) in zip(axes[0], labels.items(), strict=True):
-        names = np.asarray([str(x) for x in names])
-        uniq = sorted(set(names.tolist()))
+        shown = np.asarray([str(x) for x in names])
+        uniq = sorted(set(shown.tolist()))
         for i, name in enumerate(uniq):
-            sel = names == name
+            sel = shown == name
             ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=cmap(shade[i % 20]), label=name)
         ax.set_title(f"{key} ({len(uniq)})")
         ax.set_xticks([])

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 import torch
 from torch import nn
@@ -24,7 +24,14 @@ from training.devices import module_device
 from training.frontend import LogMelFrontend, frontend_from_feature_extractor, repeat_pad_torch
 
 if TYPE_CHECKING:  # imported where used: transformers takes seconds to load
-    from transformers import ClapConfig, ClapFeatureExtractor, RobertaTokenizerFast
+    from transformers import (
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        PreTrainedTokenizerBase,
+        RobertaTokenizerFast,
+    )
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 DEFAULT_CHECKPOINT = "laion/clap-htsat-unfused"
 
@@ -35,8 +42,8 @@ class CheckpointError(ValueError):
 
 @dataclass
 class LoadedClap:
-    model: object  # transformers.ClapModel
-    tokenizer: object  # a transformers tokenizer
+    model: ClapModel
+    tokenizer: PreTrainedTokenizerBase
     frontend: FrontendConfig
     source: str
 
@@ -100,7 +107,7 @@ def small_clap_config(
     return ClapConfig(text_config=text, audio_config=audio_cfg, projection_dim=projection_dim)
 
 
-def new_clap_model(config) -> nn.Module:
+def new_clap_model(config) -> ClapModel:
     """A ClapModel from a config, initialised for training from scratch.
 
     transformers' ClapPreTrainedModel._init_weights draws every Linear and Conv2d
@@ -153,7 +160,8 @@ def build_tokenizer(
     merges = [tuple(m.split(" ")) for m in lines if m and not m.startswith("#version")]
     # transformers 5 takes the vocabulary and merges themselves: vocab_file/merges_file
     # are silently ignored there, leaving a tokenizer that maps every text to <unk>.
-    tok = RobertaTokenizerFast(vocab=vocab, merges=merges)
+    # transformers annotates merges as list[str]; its BPE model takes the (a, b) pairs
+    tok = RobertaTokenizerFast(vocab=vocab, merges=merges)  # type: ignore[arg-type]
     probe = tok("a b")["input_ids"]
     if tok.unk_token_id in probe:
         raise RuntimeError(f"offline tokenizer is broken: 'a b' -> {probe}")
@@ -336,7 +344,8 @@ def load_clap(name_or_path: str, device: str | torch.device = "cpu") -> LoadedCl
     if getattr(config.audio_config, "enable_fusion", False):
         raise CheckpointError(f"{name_or_path!r} is a fused CLAP model; use an unfused one")
     with quiet_hub_bars():
-        model = ClapModel.from_pretrained(name_or_path).to(device).eval()
+        # transformers' @wraps(nn.Module.to) hides the bound self from mypy
+        model = ClapModel.from_pretrained(name_or_path).to(device).eval()  # type: ignore[arg-type]
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     try:
         fe = ClapFeatureExtractor.from_pretrained(name_or_path)
@@ -357,7 +366,7 @@ class AudioEncoder(nn.Module):
     does, then front-end, HTS-AT and projection. This is what gets exported.
     """
 
-    def __init__(self, clap_model, frontend: FrontendConfig, mode: str = "dft"):
+    def __init__(self, clap_model, frontend: FrontendConfig, mode: Literal["dft", "fft"] = "dft"):
         super().__init__()
         self.clap = clap_model
         self.frontend_cfg = frontend
@@ -409,8 +418,14 @@ def text_embeddings(loaded: LoadedClap, prompts: list[str], batch_size: int = 25
         batch = tok(part, padding=True, truncation=True, max_length=limit, return_tensors="pt").to(
             device
         )
-        feats = model.get_text_features(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        # return_dict is on (the config's default): the output object, not a tuple, and
+        # get_text_features always sets its pooler_output (the projected embedding)
+        result = cast(
+            "BaseModelOutputWithPooling",
+            model.get_text_features(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ),
         )
-        out.append(torch.nn.functional.normalize(feats.pooler_output.float(), dim=-1).cpu())
+        feats = cast(torch.Tensor, result.pooler_output)
+        out.append(torch.nn.functional.normalize(feats.float(), dim=-1).cpu())
     return torch.cat(out) if out else torch.empty(0, model.config.projection_dim)

@@ -51,7 +51,7 @@ def group_split(
 
 def replay_epoch(
     species_of: Sequence[str],
-    is_replay: Sequence[bool],
+    is_replay: Sequence[bool] | np.ndarray,
     clips_per_species: int,
     replay_fraction: float,
     seed: int,
@@ -68,11 +68,15 @@ def replay_epoch(
         raise ValueError(f"replay_fraction must be in [0, 1), got {replay_fraction}")
     mask = np.asarray(is_replay, bool)
     new_idx, old_idx = np.flatnonzero(~mask), np.flatnonzero(mask)
-    new = new_idx[balanced_epoch([species_of[i] for i in new_idx], clips_per_species, seed, epoch)]
+    new = new_idx[
+        balanced_epoch([species_of[i] for i in new_idx.tolist()], clips_per_species, seed, epoch)
+    ]
     if replay_fraction == 0 or len(old_idx) == 0:
         return new
     n_old = round(len(new) * replay_fraction / (1 - replay_fraction))
-    old_plan = balanced_epoch([species_of[i] for i in old_idx], clips_per_species, seed + 1, epoch)
+    old_plan = balanced_epoch(
+        [species_of[i] for i in old_idx.tolist()], clips_per_species, seed + 1, epoch
+    )
     old = old_idx[np.resize(old_plan, n_old)]  # repeats the plan if it is too short
     out = np.concatenate([new, old])
     np.random.default_rng([seed, epoch, 2]).shuffle(out)

@@ -107,7 +107,8 @@ class _Cache:
     """Rendered/decoded recordings kept in memory up to a byte budget."""
 
     def __init__(self, data: LabelledSet, budget_bytes: float):
-        self.data, self.budget, self.used, self.store = data, budget_bytes, 0, {}
+        self.data, self.budget, self.used = data, budget_bytes, 0
+        self.store: dict[str, np.ndarray] = {}
 
     def __call__(self, item) -> np.ndarray:
         wave = self.store.get(item.id)
@@ -178,11 +179,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     else:
         from animalclap_edge.contracts.frontend import CLAP_UNFUSED
 
-        tok = build_tokenizer(all_prompts(data.catalogue, split.seen_species))
-        model = new_clap_model(small_clap_config(vocab_size=len(tok), audio=cfg.audio_config))
+        tokenizer = build_tokenizer(all_prompts(data.catalogue, split.seen_species))
+        model = new_clap_model(small_clap_config(vocab_size=len(tokenizer), audio=cfg.audio_config))
         loaded = LoadedClap(
             model=model,
-            tokenizer=tok,
+            tokenizer=tokenizer,
             frontend=CLAP_UNFUSED,
             source=f"small-config ({cfg.audio_config} audio)",
         )

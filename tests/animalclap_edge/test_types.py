@@ -26,3 +26,12 @@ def mypy_errors(paths: list[str], cache: Path) -> list[str]:
 def test_the_runtime_package_type_checks_at_python_3_10(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     assert mypy_errors(["animalclap_edge"], tmp_path) == []
+
+
+@pytest.mark.timeout(600)
+def test_the_training_and_export_packages_type_check(tmp_path, monkeypatch):
+    """Not shipped to recorders; kept clean so that a changed signature shows at every
+    caller (until 2026-11-29 `LoadedClap.model` was typed `object`, so no use of the
+    model was checked)."""
+    monkeypatch.chdir(REPO)
+    assert mypy_errors(["training", "export"], tmp_path) == []

@@ -44,7 +44,9 @@ def nonbird_catalogue() -> Catalogue:
 @functools.cache
 def _ebird_species() -> tuple[Species, ...]:
     ref = resources.files("birdnames").joinpath(EBIRD_RESOURCE)
-    with ref.open("r", encoding="utf-8", newline="") as f:
+    # Traversable.open passes TextIOWrapper arguments on (documented); typeshed lists
+    # only encoding and errors
+    with ref.open("r", encoding="utf-8", newline="") as f:  # type: ignore[call-overload]
         return tuple(
             Species(
                 id=r["ebird_ebird_code"].strip(),
@@ -62,7 +64,9 @@ def _ebird_species() -> tuple[Species, ...]:
 @functools.cache
 def _nonbird_species() -> tuple[Species, ...]:
     ref = resources.files("training.benchmark").joinpath(NONBIRD_RESOURCE)
-    with ref.open("r", encoding="utf-8", newline="") as f:
+    # Traversable.open passes TextIOWrapper arguments on (documented); typeshed lists
+    # only encoding and errors
+    with ref.open("r", encoding="utf-8", newline="") as f:  # type: ignore[call-overload]
         return tuple(
             Species(
                 id=r["id"],

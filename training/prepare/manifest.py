@@ -386,10 +386,10 @@ def plan(
             # under it is kept under the id and a digest of where it is, whatever the
             # order of the rows; dropping the second lost a real recording
             if key in keep:
-                first = keep.pop(key)
-                moved = _file_key(key, first.uri)
-                keep[moved], line_of[moved] = replace(first, key=moved), line_of.pop(key)
-                by_uri[first.uri] = [moved if k == key else k for k in by_uri[first.uri]]
+                earlier = keep.pop(key)
+                moved = _file_key(key, earlier.uri)
+                keep[moved], line_of[moved] = replace(earlier, key=moved), line_of.pop(key)
+                by_uri[earlier.uri] = [moved if k == key else k for k in by_uri[earlier.uri]]
                 reused[key] = [line_of[moved]]
             reused[key].append(line)
             key = _file_key(key, uri)
@@ -409,9 +409,9 @@ def plan(
         cell = row.get("background_species") or row.get("also") or ""
         heard = read_background(cell, sid)
         background_unknown.update(b for b in heard if catalogue.get(b) is None)
-        for other in same_file:  # each species of a file is heard in the other's rows
-            _hear(keep, other.key, sid)
-            heard += (other.species_id,) if other.species_id not in heard else ()
+        for kept in same_file:  # each species of a file is heard in the other's rows
+            _hear(keep, kept.key, sid)
+            heard += (kept.species_id,) if kept.species_id not in heard else ()
         by_uri.setdefault(uri, []).append(key)
         line_of[key] = line
         keep[key] = SourceRecording(

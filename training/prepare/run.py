@@ -171,7 +171,11 @@ def prepare(cfg: PrepareConfig, progress: bool = True) -> dict:
     for j in mine:  # also of shards done before: a worker orphaned by a kill -9 goes on
         _clear_stale(shards_dir, j)  # for up to half a second, and may begin another
     present = [j for j in range(n_shards) if (shards_dir / f"{shard_name(j)}.json").exists()]
-    summary = {"shards": n_shards, "done_here": len(todo), "present": len(present)}
+    summary: dict[str, int | dict] = {
+        "shards": n_shards,
+        "done_here": len(todo),
+        "present": len(present),
+    }
     if len(present) == n_shards:
         summary["report"] = finalize(out, progress=progress)
     return summary

@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import numpy as np
 import soundfile as sf
@@ -58,7 +58,7 @@ def _pcm16(block: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(block, np.float64) * 32768.0), -32768, 32767).astype(np.int16)
 
 
-def write_audio(blocks: Iterable[np.ndarray], out: BinaryIO, codec: str = "flac") -> int:
+def write_audio(blocks: Iterable[np.ndarray], out: IO[bytes], codec: str = "flac") -> int:
     """Encode float blocks as 16-bit PCM in the codec's container into the seekable `out`,
     one block at a time; returns the samples written. libsndfile's output does not depend
     on how the samples are split into blocks (tested), so a shard is the same bytes
@@ -86,13 +86,15 @@ def decode_audio(data: bytes) -> np.ndarray:
     return wave
 
 
-def _add(tar: tarfile.TarFile, name: str, data: BinaryIO | bytes, size: int | None = None) -> None:
+def _add(tar: tarfile.TarFile, name: str, data: IO[bytes], size: int) -> None:
     info = tarfile.TarInfo(name)
-    if isinstance(data, bytes):
-        data, size = io.BytesIO(data), len(data)
     info.size = size
     info.mtime = 0  # identical inputs give identical shards
     tar.addfile(info, data)
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    _add(tar, name, io.BytesIO(data), len(data))
 
 
 def stale_temporaries(folder: Path, index: int, now: float | None = None) -> list[Path]:
@@ -144,7 +146,7 @@ class ShardWriter:
             encoded.seek(0)
             _add(self._tar, f"{key}.{self.codec}", encoded, size)
         meta = {**meta, "key": key, "duration_s": round(samples / SAMPLE_RATE, 4)}
-        _add(self._tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
+        _add_bytes(self._tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
         self.records.append(meta)
 
     def reject(self, key: str, uri: str, reason: str, detail: str) -> None:
@@ -287,7 +289,7 @@ class RecordRegion:
         return MemberReader(self.tar, self.offset, self.size)
 
 
-def read_record(tar_path: Path, offset: int, size: int) -> np.ndarray:
+def read_record(tar_path: Path | str, offset: int, size: int) -> np.ndarray:
     """One record's audio by its index offset: random access without scanning the tar."""
     with open(tar_path, "rb") as f:
         f.seek(offset)

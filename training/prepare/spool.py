@@ -22,7 +22,7 @@ SPOOL_MEMORY_BYTES = 64 << 20
 BLOCK_SAMPLES = 480_000  # 10 s at 48 kHz: the unit every pass reads and writes
 
 
-def spool() -> tempfile.SpooledTemporaryFile:
+def spool() -> tempfile.SpooledTemporaryFile[bytes]:
     return tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES, prefix="acl-prepare-")
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -48,6 +49,7 @@ from training.pretrain.mixed import training_data
 from training.pretrain.pacing import RunAhead
 from training.pretrain.packing import (
     PACKED_KEYS,
+    PackPlan,
     is_packed,
     packed_text_features,
     take,
@@ -408,7 +410,9 @@ def _timed(
         except Exception as e:  # the timed figures above took minutes: keep them
             profiled = f"failed ({type(e).__name__}: {e}); the figures above stand"
     roof, roof_error = None, None
-    if kept is not None:  # the FLOP count's slices, eager, recorded operator by operator
+    # the FLOP count's slices, eager, recorded operator by operator (kept: with a peak
+    # and a bandwidth)
+    if kept is not None and peak is not None and bandwidth is not None:
         bar.set_description("bench: the roofline")
         try:
             ops = record_step(
@@ -486,7 +490,8 @@ def _packed_tokens(cfg: PretrainConfig, loaded, td) -> int:
     """Text tokens a step would take with prompt_packing=auto."""
     lengths = catalogue_prompt_lengths(cfg, loaded.tokenizer, td.data.catalogue)
     auto = dataclasses.replace(cfg, prompt_length=0, prompt_packing="auto")
-    return resolve_packing(auto, lengths, cfg.batch_size).tokens
+    plan = cast(PackPlan, resolve_packing(auto, lengths, cfg.batch_size))  # packing is on
+    return plan.tokens
 
 
 def write(result: BenchResult, out: str | Path | None) -> str:
@@ -570,9 +575,10 @@ def write(result: BenchResult, out: str | Path | None) -> str:
             "(the GPU waits while the host launches the next step): keep run_ahead >= 1"
         )
     if result.of_roofline is not None:
+        flash_s = cast(float, result.roofline_flash_s)  # set with of_roofline
         verdict += (
             f"; the step alone runs at {result.of_roofline:.0%} of its roofline's speed "
-            f"({result.roofline_flash_s * 1e3:.1f} ms with attention fused and every "
+            f"({flash_s * 1e3:.1f} ms with attention fused and every "
             f"operator without FLOPs free: MFU at most {result.mfu_bound:.0%})"
         )
     lines.append(f"{'verdict':>29}: {verdict}")

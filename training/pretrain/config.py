@@ -193,9 +193,9 @@ class PretrainConfig:
             )
         # before the data and the model load: a typo in a template met the first
         # batch, and an empty list failed inside the tokenizer with a traceback
-        allowed = ", ".join(t.value for t in ALL_TEMPLATES)
+        template_names = ", ".join(t.value for t in ALL_TEMPLATES)
         if not self.templates:
-            raise ValueError(f"templates: give at least one of {allowed}")
+            raise ValueError(f"templates: give at least one of {template_names}")
         for name in self.templates:
             try:
                 Template.parse(name)

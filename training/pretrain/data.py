@@ -280,7 +280,7 @@ class Collate:
         # never silently cut. The run checks the catalogue before it starts; this
         # catches prompts it could not foresee (e.g. shuffled taxonomies).
         if self.pack is not None:
-            return self._packed(texts)
+            return self._packed(texts, self.pack)
         keep = self.pad_to or self.max_len
         enc = self.tok(
             texts,
@@ -296,15 +296,15 @@ class Collate:
             raise self._too_long(texts[cut[0]], limit, "prompt_length")
         return {"input_ids": ids, "attention_mask": mask[:, :keep]}
 
-    def _packed(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        keep = min(self.pack.row_tokens, self.max_len)
+    def _packed(self, texts: list[str], plan: PackPlan) -> dict[str, torch.Tensor]:
+        keep = min(plan.row_tokens, self.max_len)
         lists = self.tok(texts, truncation=True, max_length=keep + 1)["input_ids"]
         cut = next((i for i, ids in enumerate(lists) if len(ids) > keep), None)
         if cut is not None:
-            row = self.pack.row_tokens
+            row = plan.row_tokens
             limit = f"a packed row of prompt_packing={row} tokens" if keep == row else ""
             raise self._too_long(texts[cut], limit, "prompt_packing")
-        return pack(lists, self.pack.row_tokens, self.pack.rows, self.tok.pad_token_id)
+        return pack(lists, plan.row_tokens, plan.rows, self.tok.pad_token_id)
 
     def _too_long(self, text: str, limit: str, setting: str) -> ValueError:
         """A prompt past `limit` (a phrase naming the `setting` that sets it) or, with no

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from types import GeneratorType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -65,6 +65,10 @@ from training.pretrain.prefetch import DevicePrefetch
 from training.pretrain.ring import PinnedRing, RingBatches, RingFeed
 from training.splits import write_split
 
+if TYPE_CHECKING:  # transformers takes seconds to load
+    from transformers import ClapModel
+    from transformers.models.clap.configuration_clap import ClapTextConfig
+
 
 class ClapTrainModule(nn.Module):
     """Both towers in one module, so DDP sees every parameter in one forward."""
@@ -88,7 +92,10 @@ class ClapTrainModule(nn.Module):
             wave = wave.float().mul_(1 / 32768)
         audio = self.audio(wave)  # (B, D), normalised
         if segments is not None:
-            text = packed_text_features(self.clap, input_ids, segments, cls_index)
+            # packed batches carry cls_index with their segments (PACKED_KEYS)
+            text = packed_text_features(
+                self.clap, input_ids, segments, cast(torch.Tensor, cls_index)
+            )
         else:
             out = self.clap.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
             text = out.pooler_output
@@ -157,12 +164,13 @@ def resolve_prompt_length(
         return 0
     if cfg.prompt_length == "auto":
         return min(-(-longest // 8) * 8, limit)
-    if longest > cfg.prompt_length:
+    length = cast(int, cfg.prompt_length)  # a number once not auto (PretrainConfig.check)
+    if longest > length:
         raise ValueError(
-            f"prompt_length={cfg.prompt_length} would cut prompts: the catalogue's "
+            f"prompt_length={length} would cut prompts: the catalogue's "
             f"longest has {longest} tokens; set prompt_length={longest} or more, or auto"
         )
-    return cfg.prompt_length
+    return length
 
 
 def _which_prompt(cfg: PretrainConfig, lengths: Sequence[int], species: Sequence) -> str:
@@ -183,7 +191,8 @@ def resolve_packing(cfg: PretrainConfig, lengths: Sequence[int], prompts: int) -
     `lengths` (catalogue_prompt_lengths); None when packing is off."""
     if not cfg.prompt_packing:
         return None
-    row = auto_row(lengths) if cfg.prompt_packing == "auto" else cfg.prompt_packing
+    # a number once not auto (PretrainConfig.check)
+    row = auto_row(lengths) if cfg.prompt_packing == "auto" else cast(int, cfg.prompt_packing)
     return PackPlan.for_lengths(lengths, prompts, row)
 
 
@@ -347,12 +356,13 @@ def make_loader(
     prefetch queue of LOADER_PREFETCH batches each, pinned batches for a GPU. With a
     `ring` (pinned_ring) the workers write crops into its locked slots instead, and the
     batches come out on `device` (ring.RingFeed)."""
+    batch_sampler: RankBatches | RingBatches = sampler
     if ring is not None:
         dataset.ring = ring  # before the workers start: they inherit it
-        sampler = RingBatches(sampler, ring.slots)
+        batch_sampler = RingBatches(sampler, ring.slots)
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=sampler,
+        batch_sampler=batch_sampler,
         num_workers=cfg.workers,
         collate_fn=collate,
         pin_memory=device.type == "cuda" and ring is None,
@@ -424,7 +434,8 @@ def build_model(cfg: PretrainConfig, data, seen: Collection[str]) -> LoadedClap:
         from transformers import ClapConfig
 
         config = ClapConfig.from_json_file(cfg.init)
-        config.text_config.vocab_size = len(tok)
+        # ClapConfig makes its text_config a ClapTextConfig (typed as dict | config | None)
+        cast("ClapTextConfig", config.text_config).vocab_size = len(tok)
     elif size == "full":
         from transformers import ClapConfig
 
@@ -463,7 +474,8 @@ def enable_gradient_checkpointing(model: nn.Module) -> int:
     for m in model.modules():
         if isinstance(m, GradientCheckpointingLayer):
             m.gradient_checkpointing = True
-            m._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
+            # torch types Module.__setattr__ for tensors and modules alone; it sets any value
+            m._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)  # type: ignore[assignment]  # torch stub too narrow
             n += 1
     return n
 
@@ -853,12 +865,14 @@ def _pretrain(
             f"the global batch {cfg.batch_size} is {cfg.batch_size // d.world} per rank, "
             "so the plan and the schedule go on unchanged"
         )
-    model = loaded.model.to(d.device)
+    # nn.Module.to (transformers types PreTrainedModel.to's wrapper unbound) and
+    # _batchnorm change the model in place: it stays the ClapModel
+    model: nn.Module = cast(nn.Module, loaded.model).to(d.device)
     model = _batchnorm(model, cfg.batchnorm, d, notes)
-    loaded.model = model
+    loaded.model = cast("ClapModel", model)
     notes += configure_towers(cfg, model)
     module = ClapTrainModule(loaded).to(d.device)
-    net = module
+    net: nn.Module = module
     if d.world > 1:
         net = nn.parallel.DistributedDataParallel(
             module, device_ids=[d.device.index] if d.device.type == "cuda" else None
@@ -984,8 +998,9 @@ def _pretrain(
             waited += time.perf_counter() - t_wait
             epoch = step // steps_per_epoch
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
-            if extra := overflowed(batch, collate.pack):
-                _overflow_note(logs, d, step, extra, collate.pack)
+            plan = collate.pack
+            if plan is not None and (extra := overflowed(batch, plan)):
+                _overflow_note(logs, d, step, extra, plan)
             lr = cosine_lr(step, total, cfg.lr, warmup)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -1003,7 +1018,7 @@ def _pretrain(
             n_since += 1
             # one rank stops on its own at any step; ranks agree at a logged step,
             # through the reduction they join there anyway (no extra sync per step)
-            stopping = d.world == 1 and stop.requested
+            stopping: bool | str | None = d.world == 1 and stop.requested
             if step % cfg.log_every == 0 or step == stop_at or step == 1:
                 # every rank joins the reduction; rank 0 writes the global mean
                 flag = torch.tensor(float(stop.requested is not None), device=loss.device)

@@ -80,10 +80,10 @@ def merge(regional: LabelledSet, global_: LabelledSet) -> LabelledSet:
                 f"the replayed data does not use"
             )
     for sp in global_.catalogue:  # one species under two ids would train as two
-        mine = by_name.get(sp.scientific_name.casefold())
-        if mine is not None and mine != sp.id:
+        mine_id = by_name.get(sp.scientific_name.casefold())
+        if mine_id is not None and mine_id != sp.id:
             raise ValueError(
-                f"replay: {regional.name} calls {sp.scientific_name} {mine!r}, {global_.name} "
+                f"replay: {regional.name} calls {sp.scientific_name} {mine_id!r}, {global_.name} "
                 f"{sp.id!r}: use {sp.id!r} in the regional catalogue and recordings, so the "
                 "species is one species in training and in the report"
             )
@@ -139,6 +139,7 @@ def replay_split(
     from training.lineage import inherited_split, split_as_saved
     from training.train import make_split, replay_advice
 
+    found: tuple[ZeroShotSplit, str] | None
     if kept is not None and kept.is_file():
         found = split_as_saved(kept, replay, old.items, seed, val_fraction, "this run began with")
     else:

@@ -26,10 +26,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:  # transformers takes seconds to load
+    from transformers import ClapModel
 
 # keys of a packed batch's text, beside its "wave" (or ring "slot")
 PACKED_KEYS = ("input_ids", "segments", "cls_index")
@@ -138,6 +142,8 @@ def take(batch: dict[str, torch.Tensor], n: int, plan: PackPlan | None, pad_id: 
     rows, so its text costs what `n` clips of a real batch do."""
     if not is_packed(batch):
         return {k: v[:n] for k, v in batch.items()}
+    if plan is None:
+        raise ValueError("a packed batch is repacked by its PackPlan: give the plan")
     text = pack(unpack(batch)[:n], plan.row_tokens, plan.rows_for(n), pad_id)
     rest = {k: v[:n] for k, v in batch.items() if k not in PACKED_KEYS}
     return {**rest, **text}
@@ -172,7 +178,7 @@ def _sdpa(text: nn.Module) -> bool:
 
 
 def packed_text_features(
-    clap: nn.Module, input_ids: torch.Tensor, segments: torch.Tensor, cls_index: torch.Tensor
+    clap: ClapModel, input_ids: torch.Tensor, segments: torch.Tensor, cls_index: torch.Tensor
 ) -> torch.Tensor:
     """`clap.get_text_features` of packed prompts, unnormalised: (R, L) rows -> (B, D).
 
@@ -192,4 +198,6 @@ def packed_text_features(
         mask = mask.masked_fill(~same, torch.finfo(hidden.dtype).min)
     hidden = text.encoder(hidden, attention_mask=mask)[0]  # (R, L, H)
     first = hidden.flatten(0, 1)[cls_index]  # (B, H): each prompt's <s>
+    if text.pooler is None:
+        raise ValueError("packed prompts are read through the text model's pooler: it has none")
     return clap.text_projection(text.pooler(first[:, None]))

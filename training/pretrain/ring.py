@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 import torch
 from torch.utils.data import Sampler
@@ -104,10 +105,18 @@ class SlotKeys(list):
         return (SlotKeys, (list(self), self.slot))
 
 
+class _Batches(Protocol):
+    """A batch sampler that knows its length (data.RankBatches): batches of keys."""
+
+    def __iter__(self) -> Iterator[Iterable[object]]: ...
+
+    def __len__(self) -> int: ...
+
+
 class RingBatches(Sampler):
     """A batch sampler's batches, batch i into slot i % slots."""
 
-    def __init__(self, batches: Sampler, slots: int):
+    def __init__(self, batches: _Batches, slots: int):
         self.batches, self.slots = batches, slots
 
     def __iter__(self) -> Iterator[SlotKeys]:
@@ -127,12 +136,12 @@ class RingFeed:
         self.loader, self.ring, self.device = loader, ring, torch.device(device)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        cuda = self.device.type == "cuda"
-        side = torch.cuda.Stream(self.device) if cuda else None
+        # a side stream on a GPU alone
+        side = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         taken: deque[torch.cuda.Event | None] = deque()  # one per batch, oldest first
         for batch in _pulled(self.loader, taken):
             host = self.ring.slot(int(batch.pop("slot")))[: clips_in(batch)]
-            if not cuda:
+            if side is None:
                 taken.append(None)
                 yield {"wave": host, **batch}
                 continue

@@ -173,7 +173,7 @@ def _aliases(func, args, out) -> bool:
 class OpRecorder(TorchDispatchMode):
     """Records every aten operator run under it as an OpCost, in call order."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.ops: list[OpCost] = []
 
