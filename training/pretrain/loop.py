@@ -951,6 +951,9 @@ def _pretrain(
         desc=command,
         disable=not (progress and d.main),
     )
+    # the bar's postfix: the loss of the last logged step, and the epoch of this one (a
+    # finetune's epochs are a few steps each: shown at logged steps only, it lagged)
+    shown_loss, bar_epoch = "-", -1
 
     def save() -> None:
         if d.main:
@@ -1039,8 +1042,12 @@ def _pretrain(
                             "samples_per_s": cfg.batch_size * n_since / max(1e-9, now - since),
                         }
                     )
-                bar.set_postfix(loss=f"{mean_loss:.3f}", epoch=epoch)
+                shown_loss, bar_epoch = f"{mean_loss:.3f}", epoch
+                bar.set_postfix(loss=shown_loss, epoch=epoch)
                 since, waited, n_since = now, 0.0, 0
+            elif epoch != bar_epoch:
+                bar_epoch = epoch
+                bar.set_postfix(loss=shown_loss, epoch=epoch, refresh=False)
             bar.update(1)
             if on_step is not None:
                 on_step(step)
