@@ -96,21 +96,26 @@ def cert_end(path: str | Path) -> datetime | None:
 
 
 def expiry_note(
-    setting: str, path: str | Path, end: datetime, now: datetime | None = None
+    setting: str,
+    path: str | Path,
+    end: datetime,
+    now: datetime | None = None,
+    section: str = "messaging.mqtt",
 ) -> str | None:
-    """A warning for the certificate in `path` (the setting `setting`), which ends at
-    `end`, if it has expired or ends within WARN_DAYS; None when it has longer."""
+    """A warning for the certificate in `path` (the setting `section`.`setting`), which
+    ends at `end`, if it has expired or ends within WARN_DAYS; None when it has longer."""
     now = now or datetime.now(timezone.utc)
     when = end.strftime("%Y-%m-%d %H:%M UTC")
+    peer = "broker" if section.endswith("mqtt") else "server"
     if end <= now:
         return (
-            f"messaging.mqtt.{setting} {path} expired on {when}: the broker will refuse "
+            f"{section}.{setting} {path} expired on {when}: the {peer} will refuse "
             "every connection until it is renewed (detections wait in the outbox)"
         )
     days = (end - now).total_seconds() / 86400
     if days > WARN_DAYS:
         return None
     return (
-        f"messaging.mqtt.{setting} {path} expires on {when}, in {days:.0f} day(s): renew "
+        f"{section}.{setting} {path} expires on {when}, in {days:.0f} day(s): renew "
         "it before then, or the uplink stops there (detections wait in the outbox)"
     )

@@ -208,7 +208,8 @@ class MqttPublisher(OutboxSender):
         if warning := cfg.clear_text_password_warning():
             self._say(f"uplink: {warning}")
         self._tls = self._tls_context()
-        self._cert_end = self._warn_of_expiry()  # the client certificate's, or None
+        if self._tls is not None:
+            self._cert_end = self._warn_of_expiry(cfg, "messaging.mqtt")
         self._protocol = mqtt.MQTTv5
         self._protocol_just_changed = False  # retry at once, without the backoff
         self._connected = threading.Event()
@@ -244,27 +245,6 @@ class MqttPublisher(OutboxSender):
     def _tls_context(self):
         """The TLS context every connection uses, or None (`tls_context`)."""
         return tls_context(self.cfg)
-
-    def _warn_of_expiry(self):
-        """Say at start which certificate has expired or ends within WARN_DAYS (a
-        recorder left out for months outlives one); returns the client certificate's
-        end (a datetime, or None), for the heartbeat and the connection errors."""
-        from animalclap_edge.certs import cert_end, expiry_note
-
-        if self._tls is None:
-            return None
-        ends = {}
-        for setting in ("cert_file", "ca_file"):
-            path = getattr(self.cfg, setting)
-            ends[setting] = end = cert_end(path) if path else None
-            if end is not None and (note := expiry_note(setting, path, end)):
-                self._say(f"uplink: WARNING: {note}")
-        return ends["cert_file"]
-
-    @property
-    def cert_not_after(self) -> str | None:
-        """The client certificate's end, ISO 8601 UTC, as the heartbeat carries it."""
-        return None if self._cert_end is None else self._cert_end.strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _make_client(self):
         """A new paho client per connection: paho re-sends its own queue after a
@@ -424,7 +404,7 @@ class MqttPublisher(OutboxSender):
                 )
             else:
                 why += (
-                    self._expired_hint()
+                    self._expired_hint(self.cfg.cert_file)
                     if self._cert_expired()
                     else " (a TLS broker closes the connection so where it does not accept "
                     f"the client certificate in cert_file {self.cfg.cert_file}: is it "
@@ -448,19 +428,8 @@ class MqttPublisher(OutboxSender):
         ):  # a plain broker resets a TLS handshake, or answers it in plain MQTT
             return f"{e} (TLS to a port without it: is {self.cfg.port} the broker's TLS port?)"
         if isinstance(e, ssl.SSLError) and self._cert_expired():  # refused in the handshake
-            return f"{e}{self._expired_hint()}"
+            return f"{e}{self._expired_hint(self.cfg.cert_file)}"
         return str(e)
-
-    def _cert_expired(self) -> bool:
-        from datetime import datetime, timezone  # not datetime.UTC: 3.11+, JetPack 6 has 3.10
-
-        return self._cert_end is not None and self._cert_end <= datetime.now(timezone.utc)
-
-    def _expired_hint(self) -> str:
-        return (
-            f" (the client certificate in cert_file {self.cfg.cert_file} expired on "
-            f"{self.cert_not_after}: renew it)"
-        )
 
     def _close(self) -> None:
         client = self.client
@@ -580,7 +549,7 @@ class MqttPublisher(OutboxSender):
         acknowledges the heartbeat: a lost one is sent again with the next."""
         rows = self._health_rows(store)
         # cert_not_after: the client certificate's end, or None
-        fields = dict(self._heartbeat_fields(store), cert_not_after=self.cert_not_after)
+        fields = self._heartbeat_fields(store)
         v5 = self._protocol == self._mqtt.MQTTv5
         while True:
             payload = json.dumps(heartbeat_body(fields, rows)).encode("utf-8")

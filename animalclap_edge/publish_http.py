@@ -101,6 +101,7 @@ class HttpPublisher(OutboxSender):
         handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
         if (context := tls_context(cfg, "messaging.http")) is not None:
             handlers.append(urllib.request.HTTPSHandler(context=context))
+            self._cert_end = self._warn_of_expiry(cfg, "messaging.http")
         self._opener = urllib.request.build_opener(*handlers)
         self._reachable = False  # the latest POST had an answer that was not a failure
 
@@ -230,8 +231,12 @@ class HttpPublisher(OutboxSender):
         sent again with the next. A heartbeat refused for its content is said, not
         retried until the next is due."""
         rows = self._health_rows(store)
-        body = heartbeat_body(self._heartbeat_fields(store), rows)
-        answer = self._post("health", [json.dumps(body)], [])
+        fields = self._heartbeat_fields(store)
+        while True:
+            answer = self._post("health", [json.dumps(heartbeat_body(fields, rows))], [])
+            if answer.status != 413 or not rows:
+                break
+            rows = rows[: len(rows) // 2]  # too large: the rest goes with the next beats
         if answer.ok:
             self._health_after = rows[-1]["id"] if rows else (self._health_after or 0)
             return None
@@ -310,6 +315,8 @@ class HttpPublisher(OutboxSender):
             )
         if isinstance(reason, TimeoutError):
             return f"no answer within timeout_s {self.cfg.timeout_s:g} s"
+        if isinstance(reason, ssl.SSLError) and self._cert_expired():  # refused in the handshake
+            return f"{reason}{self._expired_hint(self.cfg.cert_file)}"
         return str(reason)
 
     def _after(self, answer: Answer) -> None:

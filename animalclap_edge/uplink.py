@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone  # not datetime.UTC: 3.11+, JetPack 6 has 3.10
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -154,6 +155,7 @@ class OutboxSender:
         self._failures_logged: set[str] = set()  # reasons in the health log this outage
         self._health_after: int | None = None  # last health row acknowledged; None: none yet
         self.stats = PublisherStats()
+        self._cert_end: datetime | None = None  # the client certificate's end, when TLS
         self.lock = UplinkLock(self.db_path)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -183,6 +185,31 @@ class OutboxSender:
             time.sleep(0.2)
         self.stop()
         return self.backlog()
+
+    def _warn_of_expiry(self, cfg: Any, section: str) -> datetime | None:
+        """Say at start which certificate of `cfg` (`section`'s TLS settings) has expired
+        or ends within WARN_DAYS (a recorder left out for months outlives one); returns
+        the client certificate's end, for the heartbeat and the connection errors."""
+        from animalclap_edge.certs import cert_end, expiry_note
+
+        ends = {}
+        for setting in ("cert_file", "ca_file"):
+            path = getattr(cfg, setting)
+            ends[setting] = end = cert_end(path) if path else None
+            if end is not None and (note := expiry_note(setting, path, end, section=section)):
+                self._say(f"uplink: WARNING: {note}")
+        return ends["cert_file"]
+
+    @property
+    def cert_not_after(self) -> str | None:
+        """The client certificate's end, ISO 8601 UTC, as the heartbeat carries it."""
+        return None if self._cert_end is None else self._cert_end.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def _cert_expired(self) -> bool:
+        return self._cert_end is not None and self._cert_end <= datetime.now(timezone.utc)
+
+    def _expired_hint(self, cert_file: str | None) -> str:
+        return f" (the client certificate in cert_file {cert_file} expired on {self.cert_not_after}: renew it)"
 
     def _connected_again(self, where: str) -> None:
         """Count a connection; the end of an outage is logged and said once."""
@@ -263,6 +290,7 @@ class OutboxSender:
             "connect_failures": s.connect_failures,
             "last_connect_error": s.last_connect_error or None,
             "protocol": s.protocol,
+            "cert_not_after": self.cert_not_after,  # the client certificate's end, or None
             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             # a board that booted at 2000-01-01 sent heartbeats of that year, unflagged
             "utc_synchronized": system_clock_synchronized()[0],

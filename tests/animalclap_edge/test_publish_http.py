@@ -401,3 +401,41 @@ def test_config_check_names_a_missing_token_file_and_a_clear_text_token(tmp_path
     assert (
         "sends the bearer token to http://203.0.113.5/in in clear text" in capsys.readouterr().err
     )
+
+
+@pytest.mark.timeout(60)
+def test_a_heartbeat_too_large_goes_with_half_its_health_events(tmp_path):
+    db = tmp_path / "d.db"
+    _logged(db, 1)
+    with DetectionStore(db) as store:
+        for i in range(40):
+            store.add_health("source_lost", "mic", {"n": i})
+
+    def answer(kind, messages, headers):
+        return (413, {}) if kind == "health" and len(messages[0]["events"]) > 10 else None
+
+    with Server(answer) as server, sending(db, server.url) as (pub, _):
+        assert wait_until(lambda: any(k == "health" for k, _, _ in server.posts), 10)
+    beat = next(m[0] for k, m, _ in server.posts if k == "health")
+    assert 1 <= len(beat["events"]) <= 10  # the 40 and more, halved until it took them
+    assert "heartbeat refused" not in pub.stats.last_error
+
+
+def test_an_expired_client_certificate_is_said_at_start(tmp_path, pki):  # noqa: F811
+    key = tmp_path / "expired.key"
+    key.write_bytes((pki / "expired.key").read_bytes())
+    key.chmod(0o600)
+    said: list[str] = []
+    cfg = HttpConfig(
+        enabled=True,
+        url="https://127.0.0.1:9/in",
+        cert_file=str(pki / "expired.crt"),
+        key_file=str(key),
+    )
+    pub = HttpPublisher(tmp_path / "d.db", cfg, say=said.append)
+    assert any(
+        f"WARNING: messaging.http.cert_file {pki / 'expired.crt'} expired on" in line
+        and "the server will refuse" in line
+        for line in said
+    ), said
+    assert pub.cert_not_after is not None and pub.cert_not_after.endswith("Z")
