@@ -81,6 +81,9 @@ class RunSummary:
     # exceptions raised by sinks (each sink's first is warned of and in the health log)
     sink_failures: int = 0
     skipped_reasons: dict[str, str] = field(default_factory=dict)
+    # how the run ended, as the runs table says it ("finished", "stopped: ...",
+    # "failed: ..."); "" while it runs
+    ended: str = ""
 
     def count(self, result: RecordingResult) -> None:
         """Add a recording's row: finished, or stopped part-way."""
@@ -281,7 +284,7 @@ class Detector:
                 with contextlib.suppress(sqlite3.Error):
                     store.add_health("sink_failed", name, {"why": why[:500]})
 
-        sinks = [GuardedSink(s, sink_failed) for s in sinks]
+        guarded = [GuardedSink(s, sink_failed) for s in sinks]
         store.start_run(
             run_id,
             self.bundle.id,
@@ -319,11 +322,11 @@ class Detector:
                         finished_utc=now_utc_ms(),
                     )
                 else:
-                    result = self._process_recording(rec, run_id, store, sinks, out=None)
+                    result = self._process_recording(rec, run_id, store, guarded, out=None)
                 self._with_room(store, store.record_recording, result)
                 summary.count(result)
-                for s in sinks:
-                    s.on_recording(result)
+                for g in guarded:
+                    g.on_recording(result)
             ended = RUN_FINISHED
         except KeyboardInterrupt:
             ended = RUN_STOPPED
@@ -332,7 +335,12 @@ class Detector:
             ended = f"failed: {type(e).__name__}: {' '.join(str(e).split())}"[:500]
             raise
         finally:
-            store.finish_run(run_id, ended)
+            summary.ended = ended
+            try:
+                store.finish_run(run_id, ended)
+            finally:  # a sink that buffers (a file, a batch for a webhook) flushes now
+                for g in guarded:
+                    g.on_run_end(summary)
         return summary
 
     @staticmethod

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO, runtime_checkable
 
 from animalclap_edge.records import Detection, Event, RecordingResult
+
+if TYPE_CHECKING:
+    from animalclap_edge.detector import RunSummary
 
 
 class DetectionSink(Protocol):
@@ -23,6 +26,17 @@ class DetectionSink(Protocol):
     def on_recording(self, result: RecordingResult) -> None: ...
 
 
+@runtime_checkable
+class RunEndSink(Protocol):
+    """A sink that also wants the end of the run (optional: a DetectionSink without it
+    is not called). Called once, after the database has closed the run, however it
+    ended (`summary.ended`: finished, stopped by Ctrl-C or SIGTERM, or failed): where a
+    sink that buffers (a file, a batch for a webhook) flushes. An exception from it is
+    reported as the other calls' are and never ends anything."""
+
+    def on_run_end(self, summary: RunSummary) -> None: ...
+
+
 class SinkBase:
     """A DetectionSink to subclass: each call does nothing until overridden, and no
     exception of it ends the run (`stops_run` empty). Override what you need."""
@@ -36,6 +50,9 @@ class SinkBase:
         pass
 
     def on_recording(self, result: RecordingResult) -> None:
+        pass
+
+    def on_run_end(self, summary: RunSummary) -> None:
         pass
 
 
@@ -64,6 +81,14 @@ class GuardedSink:
 
     def on_recording(self, result: RecordingResult) -> None:
         self._call("on_recording", result)
+
+    def on_run_end(self, summary: RunSummary) -> None:
+        if not isinstance(self.sink, RunEndSink):
+            return
+        try:  # the run is over: nothing is left for stops_run to stop
+            self.sink.on_run_end(summary)
+        except Exception as e:
+            self.report(self.name, e)
 
 
 class ConsoleSink(SinkBase):

@@ -105,20 +105,38 @@ class _Ends:
 )
 def test_a_run_logs_how_it_ended(tiny_bundle, tmp_path, error, ended):
     """`report runs` called a recorder stopped by systemd, or one whose card failed,
-    "finished", as if its source had been done."""
-    db = tmp_path / "d.db"
+    "finished", as if its source had been done. Sinks hear of the end too, however it
+    came: one that buffers flushes then, and one whose flush raises changes nothing."""
+    from animalclap_edge.sinks import SinkBase
+
+    class Buffered(SinkBase):
+        def __init__(self) -> None:
+            self.ends: list[str] = []
+
+        def on_run_end(self, summary) -> None:
+            self.ends.append(summary.ended)
+
+    class FlushFails(SinkBase):
+        def on_run_end(self, summary) -> None:
+            raise OSError("webhook down at the end")
+
+    db, buffered = tmp_path / "d.db", Buffered()
+    sinks = [FlushFails(), buffered]
     det = Detector.load(tiny_bundle, warn_notice=False)
     try:
         with DetectionStore(db) as store:
-            if error is None:
-                det.run(_Ends(None), store)
-            else:
-                with pytest.raises(type(error)):
-                    det.run(_Ends(error), store)
+            with pytest.warns(UserWarning, match="sink FlushFails failed"):
+                if error is None:
+                    summary = det.run(_Ends(None), store, sinks=sinks)
+                    assert summary.sink_failures == 1
+                else:
+                    with pytest.raises(type(error)):
+                        det.run(_Ends(error), store, sinks=sinks)
     finally:
         det.close()
     ((finished, how),) = _query(db, "SELECT finished_utc, end_reason FROM runs")
     assert finished is not None and how == ended
+    assert buffered.ends == [ended]  # once, after the runs table says how it ended
 
 
 def _events(db) -> list[tuple]:
