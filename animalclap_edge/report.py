@@ -877,9 +877,14 @@ def taxon_filter(
     A genus keeps its species too: the database records no taxonomy, but a species'
     scientific name starts with its genus. A family, order or class keeps only its
     back-off rows (the database does not say which family a species is in), and says
-    so. A name the database does not hold is said, with the closest names it does."""
+    so, unless `taxa` is a `TaxonSelection` with a catalogue: then it keeps the
+    catalogue's species under it too. A name the database does not hold is said, with
+    the closest names it does."""
+    from animalclap_edge.taxon_selection import TaxonSelection, place
+
     if not taxa:
         return [], [], []
+    catalogue = taxa.catalogue if isinstance(taxa, TaxonSelection) else None
     known = conn.execute(
         "SELECT DISTINCT level, taxon, scientific_name FROM detections"
     ).fetchall()  # one row per label: at most the catalogue and its higher taxa
@@ -889,6 +894,23 @@ def taxon_filter(
     notes: list[str] = []
     for name in clean_taxa(taxa):
         low = name.lower()
+        placed = place(name, catalogue) if catalogue is not None else None
+        if placed is not None and placed.level != "genus":  # a genus: by its binomials
+            sql, placed_args = placed.sql()
+            parts.append(sql)
+            args += placed_args
+            mine = {s.lower() for s in placed.species}
+            here = sorted({sci for lv, _, sci in known if lv == "species" and sci.lower() in mine})
+            source = cast(TaxonSelection, taxa).source
+            notes.append(
+                f"--taxon {name}: a{'n' if placed.level == 'order' else ''} {placed.level} "
+                f"in {source}, whose {len(placed.species)} species under it are kept with "
+                f"the back-off rows of it and the taxa under it; {len(here)} of them in "
+                "this database"
+                + (f": {', '.join(here[:8])}" if here else "")
+                + (", ..." if len(here) > 8 else "")
+            )
+            continue
         levels = sorted({lv for lv, taxon, sci in known if low in (taxon.lower(), sci.lower())})
         species = sorted(
             {sci for lv, _, sci in known if lv == "species" and sci.lower().startswith(low + " ")}
@@ -898,7 +920,8 @@ def taxon_filter(
             higher = (
                 "; the database records no taxonomy above the genus, so a family, order or "
                 f"class is known only by its back-off rows (unknown {name}), and it holds "
-                "none: give its species or genera with --taxon"
+                "none: give its species or genera with --taxon, or --catalogue (the bundle "
+                "or its catalogue CSV) to place it"
                 if " " not in name  # one word: a genus it does not hold, or a higher taxon
                 else ""
             )
@@ -923,7 +946,8 @@ def taxon_filter(
             notes.append(
                 f"--taxon {name}: a {above_genus[0]}; the database does not record which "
                 f"{above_genus[0]} a species belongs to, so only its back-off rows (unknown "
-                f"{name}) are kept: give its species by name with --taxon to add them"
+                f"{name}) are kept: give --catalogue (the bundle or its catalogue CSV) to "
+                "keep its species too, or name them with --taxon"
             )
     # nothing matched: no row (each name was said above)
     return [("(" + " OR ".join(f"({p})" for p in parts) + ")") if parts else "0"], args, notes

@@ -299,7 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="keep this taxon code or scientific name (any case; repeat for several); a "
-        "genus keeps its species too",
+        "genus keeps its species too, and with --catalogue a family, order or class",
+    )
+    rp.add_argument(
+        "--catalogue",
+        metavar="CSV|BUNDLE",
+        help="the species catalogue (its CSV, or the bundle the recorders ran) that places "
+        "--taxon's families, orders and classes: the card records no taxonomy above the "
+        "genus",
     )
     rp.add_argument("--top", type=int, help="activity: how many labels (default 12)")
     rp.add_argument(

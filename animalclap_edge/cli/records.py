@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from datetime import tzinfo
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
     filters = {
         "min_probability": args.min_probability,
-        "taxa": args.taxon,
+        "taxa": _taxa(args),
         "utc_offset_h": zone,
         "trusted_clock_only": args.trusted_clock,
         "say": _note,
@@ -42,6 +43,22 @@ def cmd_report(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _taxa(args: argparse.Namespace) -> Sequence[str]:
+    """--taxon's names, placed by --catalogue's taxonomy when one is given."""
+    from animalclap_edge.report import ReportError
+    from animalclap_edge.taxon_selection import TaxonSelection, selection_catalogue
+
+    if not args.catalogue:
+        return args.taxon
+    if not args.taxon:  # it selects nothing alone: refused, not ignored
+        raise ReportError("--catalogue places --taxon's names: give --taxon too")
+    try:
+        catalogue = selection_catalogue(args.catalogue)
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+    return TaxonSelection(args.taxon, catalogue, f"the catalogue of {args.catalogue}")
 
 
 def _config_db(config: str | None) -> Path:
@@ -88,7 +105,7 @@ def _report_activity(dbs: list[Path], args: argparse.Namespace, zone: tzinfo | N
         12 if args.top is None else args.top,
         zone,
         args.min_probability,
-        args.taxon,
+        _taxa(args),
         say=_note,
         trusted_clock_only=args.trusted_clock,
     )
@@ -113,7 +130,7 @@ def _report_selections(dbs: list[Path], args: argparse.Namespace, zone: tzinfo |
         args.out,
         args.what,
         args.min_probability,
-        args.taxon,
+        _taxa(args),
         zone,
         say=_note,
         trusted_clock_only=args.trusted_clock,

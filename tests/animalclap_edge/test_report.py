@@ -194,6 +194,60 @@ def test_a_genus_keeps_its_species_and_a_family_says_what_it_keeps(stopped_card)
     assert len(notes) == 1 and "a family; the database does not record which family" in notes[0]
 
 
+def test_a_family_or_order_keeps_its_species_with_the_catalogue(stopped_card, tmp_path, capsys):
+    """An ecologist asking for the thrushes (Turdidae) of a card got only the rows
+    "unknown Turdidae": the card records no taxonomy. The catalogue places them."""
+    with DetectionStore(stopped_card) as s:
+        s.add_detections(
+            [
+                detection(1, level="genus", taxon="Turdus", scientific_name="Turdus",
+                          common_name="unknown Turdus"),
+                detection(2, taxon="sonthr1", scientific_name="Turdus philomelos",
+                          common_name="Song Thrush"),
+                detection(3, level="family", taxon="Turdidae", scientific_name="Turdidae",
+                          common_name="unknown Turdidae"),
+            ]
+        )  # fmt: skip
+    cat = tmp_path / "catalogue.csv"
+    cat.write_text(
+        "id,scientific_name,common_name,class,order,family,genus\n"
+        "eurbla,Turdus merula,Eurasian Blackbird,Aves,Passeriformes,Turdidae,Turdus\n"
+        "sonthr1,Turdus philomelos,Song Thrush,Aves,Passeriformes,Turdidae,Turdus\n"
+        "misthr1,Turdus viscivorus,Mistle Thrush,Aves,Passeriformes,Turdidae,Turdus\n"
+        "eurrob1,Erithacus rubecula,European Robin,Aves,Passeriformes,Muscicapidae,Erithacus\n"
+    )
+    argv = ["report", "detections", "--db", str(stopped_card), "--catalogue", str(cat)]
+    assert main([*argv, "--taxon", "turdidae"]) == 0
+    out, err = capsys.readouterr()
+    assert sorted({r["scientific_name"] for r in _csv(out)}) == [
+        "Turdidae",
+        "Turdus",
+        "Turdus merula",
+        "Turdus philomelos",
+    ]
+    assert (
+        f"--taxon turdidae: a family in the catalogue of {cat}, whose 3 species under it "
+        "are kept with the back-off rows of it and the taxa under it; 2 of them in this "
+        "database: Turdus merula, Turdus philomelos"
+    ) in err
+    assert main([*argv, "--taxon", "Passeriformes"]) == 0
+    out, err = capsys.readouterr()
+    assert "Erithacus rubecula" in {r["scientific_name"] for r in _csv(out)}
+    assert "an order in the catalogue" in err
+    # without the catalogue: the back-off rows alone, and the note says how to do better
+    argv = ["report", "detections", "--db", str(stopped_card), "--taxon", "Turdidae"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert [r["scientific_name"] for r in _csv(out)] == ["Turdidae"]
+    assert "give --catalogue (the bundle or its catalogue CSV)" in err
+    assert main(["report", "detections", "--db", str(stopped_card), "--catalogue", str(cat)]) == 2
+    assert "--catalogue places --taxon's names: give --taxon too" in capsys.readouterr().err
+    assert main([*argv, "--catalogue", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--catalogue {tmp_path}: neither a catalogue .csv nor a bundle" in err
+    assert err.count("\n") == 1
+
+
 def test_a_folder_given_as_db_names_the_database_in_it(card, tmp_path):
     with pytest.raises(ReportError, match=re.escape(f"the database in it is {card}: give that")):
         write_report(card.parent, "summary", io.StringIO())
