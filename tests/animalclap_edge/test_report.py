@@ -165,8 +165,9 @@ def test_a_taxon_that_matches_nothing_is_said_with_the_close_names(stopped_card,
         write_report(stopped_card, "detections", io.StringIO(), taxa=["  "])
 
 
-def test_a_genus_keeps_its_species_and_a_family_says_what_it_keeps(stopped_card):
-    with DetectionStore(stopped_card) as s:
+def _add_thrushes(db: Path) -> None:
+    """A genus back-off (unknown Turdus), a second Turdus and a family back-off."""
+    with DetectionStore(db) as s:
         s.add_detections(
             [
                 detection(1, level="genus", taxon="Turdus", scientific_name="Turdus",
@@ -177,6 +178,10 @@ def test_a_genus_keeps_its_species_and_a_family_says_what_it_keeps(stopped_card)
                           common_name="unknown Turdidae"),
             ]
         )  # fmt: skip
+
+
+def test_a_genus_keeps_its_species_and_a_family_says_what_it_keeps(stopped_card):
+    _add_thrushes(stopped_card)
     notes: list[str] = []
     rows = _report(stopped_card, "detections", taxa=["turdus"], say=notes.append)
     assert sorted({r["scientific_name"] for r in rows}) == [
@@ -197,17 +202,7 @@ def test_a_genus_keeps_its_species_and_a_family_says_what_it_keeps(stopped_card)
 def test_a_family_or_order_keeps_its_species_with_the_catalogue(stopped_card, tmp_path, capsys):
     """An ecologist asking for the thrushes (Turdidae) of a card got only the rows
     "unknown Turdidae": the card records no taxonomy. The catalogue places them."""
-    with DetectionStore(stopped_card) as s:
-        s.add_detections(
-            [
-                detection(1, level="genus", taxon="Turdus", scientific_name="Turdus",
-                          common_name="unknown Turdus"),
-                detection(2, taxon="sonthr1", scientific_name="Turdus philomelos",
-                          common_name="Song Thrush"),
-                detection(3, level="family", taxon="Turdidae", scientific_name="Turdidae",
-                          common_name="unknown Turdidae"),
-            ]
-        )  # fmt: skip
+    _add_thrushes(stopped_card)
     cat = tmp_path / "catalogue.csv"
     cat.write_text(
         "id,scientific_name,common_name,class,order,family,genus\n"
