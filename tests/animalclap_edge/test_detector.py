@@ -124,14 +124,13 @@ def test_a_run_logs_how_it_ended(tiny_bundle, tmp_path, error, ended):
     sinks = [FlushFails(), buffered]
     det = Detector.load(tiny_bundle, warn_notice=False)
     try:
-        with DetectionStore(db) as store:
-            with pytest.warns(UserWarning, match="sink FlushFails failed"):
-                if error is None:
-                    summary = det.run(_Ends(None), store, sinks=sinks)
-                    assert summary.sink_failures == 1
-                else:
-                    with pytest.raises(type(error)):
-                        det.run(_Ends(error), store, sinks=sinks)
+        with DetectionStore(db) as store, pytest.warns(UserWarning, match="sink FlushFails"):
+            if error is None:
+                summary = det.run(_Ends(None), store, sinks=sinks)
+                assert summary.sink_failures == 1
+            else:
+                with pytest.raises(type(error)):
+                    det.run(_Ends(error), store, sinks=sinks)
     finally:
         det.close()
     ((finished, how),) = _query(db, "SELECT finished_utc, end_reason FROM runs")
