@@ -77,7 +77,8 @@ from animalclap_edge.live_follow import (
 )
 
 # The serialiser of the outbox (and so of MQTT): the SSE data is the same bytes.
-from animalclap_edge.store import BUSY_TIMEOUT_MS, payload_of
+from animalclap_edge.payloads import payload_of
+from animalclap_edge.store import BUSY_TIMEOUT_MS
 
 if TYPE_CHECKING:
     from animalclap_edge.config import LiveConfig

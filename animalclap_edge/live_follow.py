@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from animalclap_edge.store import EVENT_PAYLOAD_JOIN, PAYLOAD_JOIN, payload_columns, runs_columns
+from animalclap_edge.payloads import EVENT_PAYLOAD_JOIN, PAYLOAD_JOIN, payload_columns, runs_columns
 
 BATCH = 500  # rows per query, so catching up on `since=all` does not load everything
 MAX_ROWID = 2**63 - 1

@@ -36,7 +36,8 @@ from typing import IO, TypedDict, cast
 from zoneinfo import ZoneInfo
 
 from animalclap_edge import records
-from animalclap_edge.store import DELIVERY_COLUMNS, recorder_sql, runs_columns
+from animalclap_edge.outbox import DELIVERY_COLUMNS
+from animalclap_edge.payloads import recorder_sql, runs_columns
 
 fcntl: ModuleType | None
 try:

@@ -7,7 +7,8 @@ delivered, refused, set aside) is kept in its own row: a message exists exactly 
 its row does, so an uplink never misses a logged one and never announces one that
 was not logged. Detections logged before schema 9 keep theirs in the `outbox` table,
 as they were. Message ids name their kind (an event's starts with "event:"), so the
-outbox methods take either.
+outbox methods (`outbox.OutboxRows`, which the store is) take either; the message
+itself is `payloads.message_payload`.
 Detection ids are stable (`records.detection_id`), so replaying a recording adds
 nothing twice.
 """
@@ -19,13 +20,16 @@ import os
 import shutil
 import socket
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import astuple, fields
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
 
+from animalclap_edge.outbox import OutboxRows
+from animalclap_edge.payloads import DET_COLS as _DET_COLS
+from animalclap_edge.payloads import EVENT_COLS as _EVENT_COLS
+from animalclap_edge.payloads import message_payload
 from animalclap_edge.records import (
     CUT_OFF_REASON,
     LEVELS,
@@ -34,7 +38,6 @@ from animalclap_edge.records import (
     Detection,
     Event,
     RecordingResult,
-    is_event_id,
     now_utc_ms,
 )
 
@@ -232,48 +235,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 
-_DET_COLS = tuple(f.name for f in fields(Detection))
 _REC_COLS = tuple(f.name for f in fields(RecordingResult))
-_EVENT_COLS = tuple(f.name for f in fields(Event))
-# (table, key column) of each place a message's state is kept: a detection's or an
-# event's own row (queued = 1), or the outbox of detections logged before schema 9
-_MESSAGE_TABLES = (
-    ("detections", "detection_id"),
-    ("events", "event_id"),
-    ("outbox", "detection_id"),
-)
-# the rows' columns that are their message's state, not the detection or event
-DELIVERY_COLUMNS = ("queued", "attempts", "delivered_utc", "set_aside_utc", "last_error")
 
 
-def _queued(table: str, alias: str = "") -> str:
-    """SQL: the row holds a message (rows logged before schema 9 were never queued in
-    their own row); every outbox row is one."""
-    return "" if table == "outbox" else f"{alias}queued = 1 AND "
-
-
-def _pending(table: str, alias: str = "") -> str:
-    """SQL: a message kept in `table` still to send (neither delivered nor set aside)."""
-    return f"{_queued(table, alias)}{alias}delivered_utc IS NULL AND {alias}set_aside_utc IS NULL"
-
-
-def _aside(table: str) -> str:
-    """SQL: a message kept in `table` set aside (undelivered, refused by the broker)."""
-    return f"{_queued(table)}delivered_utc IS NULL AND set_aside_utc IS NOT NULL"
-
-
-def _kept_in(conn: sqlite3.Connection, message_id: str) -> tuple[str, str]:
-    """(table, key column) holding a message's state: an event's row, a detection's
-    own row, or (a detection logged before schema 9) the outbox."""
-    if is_event_id(message_id):
-        return "events", "event_id"
-    row = conn.execute(
-        "SELECT queued FROM detections WHERE detection_id = ?", (message_id,)
-    ).fetchone()
-    return ("detections", "detection_id") if row and row[0] else ("outbox", "detection_id")
-
-
-class DetectionStore:
+class DetectionStore(OutboxRows):
     """Open (creating if needed) a detection database; use as a context manager."""
 
     def __init__(self, path: str | Path):
@@ -552,59 +517,6 @@ class DetectionStore:
         )
         return row is not None
 
-    def mark_delivered(self, ids: Iterable[str]) -> int:
-        """Mark messages (detections' or events') as delivered; returns how many were
-        pending."""
-        now = now_utc_ms()
-        n = 0
-        with self._transaction() as tx:
-            for i in ids:
-                table, key = _kept_in(tx, i)
-                n += tx.execute(
-                    f"UPDATE {table} SET delivered_utc = ? WHERE {_queued(table)}{key} = ? "
-                    "AND delivered_utc IS NULL",
-                    (now, i),
-                ).rowcount
-        return n
-
-    def record_refusal(self, message_id: str, why: str) -> int:
-        """Count one refusal of a message by the broker; returns its refusals in a row."""
-        with self._transaction() as tx:
-            table, key = _kept_in(tx, message_id)
-            tx.execute(
-                f"UPDATE {table} SET attempts = attempts + 1, last_error = ? "
-                f"WHERE {_queued(table)}{key} = ? AND delivered_utc IS NULL",
-                (why, message_id),
-            )
-            row = tx.execute(
-                f"SELECT attempts FROM {table} WHERE {key} = ?", (message_id,)
-            ).fetchone()
-        return int(row[0]) if row else 0
-
-    def set_aside(self, message_id: str, why: str) -> bool:
-        """Stop sending one undelivered message, keeping it and why; False if it was
-        delivered or set aside already."""
-        with self._transaction() as tx:
-            table, key = _kept_in(tx, message_id)
-            return (
-                tx.execute(
-                    f"UPDATE {table} SET set_aside_utc = ?, last_error = ? WHERE {key} = ? "
-                    f"AND {_pending(table)}",
-                    (now_utc_ms(), why, message_id),
-                ).rowcount
-                == 1
-            )
-
-    def retry_set_aside(self) -> int:
-        """Queue every set-aside message again, with its refusals reset; returns how many."""
-        with self._transaction() as tx:
-            return sum(
-                tx.execute(
-                    f"UPDATE {table} SET set_aside_utc = NULL, attempts = 0 WHERE {_aside(table)}"
-                ).rowcount
-                for table, _ in _MESSAGE_TABLES
-            )
-
     def add_health(self, kind: str, source: str, detail: dict) -> int:
         """Log one health event (e.g. "source_lost", "snapshot"); returns its id."""
         text = json.dumps(detail, sort_keys=True, separators=(",", ":"), default=str)
@@ -614,21 +526,6 @@ class DetectionStore:
                 (now_utc_ms(), kind, source, text),
             )
             return int(cur.lastrowid or 0)
-
-    def requeue_missing_outbox(self) -> int:
-        """Give every detection logged before schema 9 without an outbox row a new
-        undelivered one; returns how many. Only recovery needs this: a detection's
-        message is its own row since schema 9, and before it both were written in one
-        transaction. Re-sending one the server already has is harmless, consumers
-        de-duplicate by id."""
-        with self._transaction() as tx:
-            return tx.execute(
-                "INSERT INTO outbox (detection_id, payload_json, created_utc) "
-                "SELECT d.detection_id, '', ? FROM detections d LEFT JOIN outbox o "
-                "ON o.detection_id = d.detection_id WHERE d.queued = 0 AND o.detection_id IS NULL "
-                "ORDER BY d.rowid",
-                (now_utc_ms(),),
-            ).rowcount
 
     def backup(self, dest: str | Path) -> Path:
         """A consistent copy of the live database (SQLite's online backup), written
@@ -691,87 +588,6 @@ class DetectionStore:
             sql, args = sql + " WHERE run_id = ?", (run_id,)
         rows = self._db().execute(sql + " ORDER BY rowid", args).fetchall()
         return [RecordingResult(*r) for r in rows]
-
-    def pending_outbox(self, limit: int = 100) -> list[tuple[str, str]]:
-        """Up to `limit` (message_id, payload_json) still to send: events first, then
-        detections, each oldest first (the outbox's, logged before schema 9, before the
-        rest). Events are the fewer and the summary: after an outage a dashboard has
-        them before the windows they merge."""
-        out = self._pending_rows(
-            True, f"{_pending('events', 'e.')} ORDER BY e.rowid LIMIT ?", (limit,)
-        )
-        rows = self._db().execute(
-            f"SELECT o.detection_id, o.payload_json, {_PAYLOAD_COLUMNS} FROM outbox o JOIN "
-            f"detections d ON d.detection_id = o.detection_id {PAYLOAD_JOIN} WHERE "
-            f"{_pending('outbox', 'o.')} ORDER BY o.rowid LIMIT ?",
-            (limit - len(out),),
-        )
-        out += [(i, stored or payload_of(row)) for i, stored, *row in rows.fetchall()]
-        where = f"{_pending('detections', 'd.')} ORDER BY d.rowid LIMIT ?"
-        return out + self._pending_rows(False, where, (limit - len(out),))
-
-    def pending_payloads(self, ids: Iterable[str]) -> list[tuple[str, str]]:
-        """(message_id, payload_json) of those of `ids` still to send (neither delivered
-        nor set aside), in the order given."""
-        db = self._db()
-        out = []
-        for i in ids:
-            table, key = _kept_in(db, i)
-            if table != "outbox":
-                alias = "e." if table == "events" else "d."
-                where = f"{alias}{key} = ? AND {_pending(table, alias)}"
-                out += self._pending_rows(table == "events", where, (i,))
-                continue
-            row = db.execute(
-                f"SELECT o.payload_json, {_PAYLOAD_COLUMNS} FROM outbox o JOIN detections "
-                f"d ON d.detection_id = o.detection_id {PAYLOAD_JOIN} WHERE "
-                f"o.detection_id = ? AND {_pending('outbox', 'o.')}",
-                (i,),
-            ).fetchone()
-            if row is not None:
-                stored, *rest = row
-                out.append((i, stored or payload_of(rest)))
-        return out
-
-    def _pending_rows(self, events: bool, where: str, args: tuple) -> list[tuple[str, str]]:
-        """(id, payload) of the events `e` (else detections `d`) matching `where`."""
-        if events:
-            sql = f"SELECT {_EVENT_PAYLOAD_COLUMNS} FROM events e {EVENT_PAYLOAD_JOIN}"
-        else:
-            sql = f"SELECT {_PAYLOAD_COLUMNS} FROM detections d {PAYLOAD_JOIN}"
-        rows = self._db().execute(f"{sql} WHERE {where}", args).fetchall()
-        return [(str(row[0]), payload_of(row, events)) for row in rows]
-
-    def backlog(self) -> int:
-        """How many messages are still to send (undelivered, not set aside), of both kinds."""
-        return self._count_messages(_pending)
-
-    def set_aside_count(self) -> int:
-        """How many undelivered messages are set aside (refused by the broker)."""
-        return self._count_messages(_aside)
-
-    def _count_messages(self, where: Callable[[str], str]) -> int:
-        """Messages of both kinds that match `where(table)`."""
-        db = self._db()
-        return sum(
-            int(db.execute(f"SELECT count(*) FROM {table} WHERE {where(table)}").fetchone()[0])
-            for table, _ in _MESSAGE_TABLES
-        )
-
-    def set_aside_messages(self, limit: int = 100) -> list[tuple[str, str, str]]:
-        """(message_id, set_aside_utc, last_error) of set-aside messages, oldest first."""
-        return (
-            self._db()
-            .execute(
-                " UNION ALL ".join(
-                    f"SELECT {key}, set_aside_utc, last_error FROM {table} WHERE {_aside(table)}"
-                    for table, key in _MESSAGE_TABLES
-                )
-                + " ORDER BY set_aside_utc LIMIT ?",
-                (limit,),
-            )
-            .fetchall()
-        )
 
     def integrity_check(self) -> str:
         """ "ok", or what SQLite's integrity and foreign-key checks found, on one line."""
@@ -849,16 +665,6 @@ class DetectionStore:
         """Every clip path an event points at."""
         rows = self._db().execute("SELECT clip_path FROM events WHERE clip_path IS NOT NULL")
         return {r[0] for r in rows}
-
-    def any_delivered(self) -> bool:
-        """Whether any message of this database ever reached an uplink."""
-        db = self._db()
-        return any(
-            db.execute(
-                f"SELECT 1 FROM {table} WHERE {_queued(table)}delivered_utc IS NOT NULL LIMIT 1"
-            ).fetchone()
-            for table, _ in _MESSAGE_TABLES
-        )
 
     def ensure_age_indexes(self) -> str | None:
         """Build the created_utc indexes if missing; None when done, else why not (a
@@ -981,53 +787,3 @@ class DetectionStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-
-
-def message_payload(record: Detection | Event, device: str = "", site: str = "") -> str:
-    """The JSON every uplink carries for a detection or an event (outbox, MQTT,
-    Server-Sent Events): its fields, and the `device` and `site` of the run that logged
-    it, so that a message stored without its topic still says which recorder heard it."""
-    fields_ = {**record.to_json_dict(), "device": device, "site": site}
-    return json.dumps(fields_, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def recorder_sql(runs_columns: Collection[str], runs: str = "") -> tuple[str, str]:
-    """SQL of a run's device and site, for a runs table with `runs_columns` (`runs`: its
-    alias with the dot, e.g. "u."): config device.name or the host name, and device.site.
-    Runs before schema 8 recorded the host name alone, which stands for the device."""
-    if "device" not in runs_columns:
-        return f"coalesce({runs}host, '')", "''"
-    return f"coalesce(nullif({runs}device, ''), {runs}host, '')", f"coalesce({runs}site, '')"
-
-
-def payload_columns(runs_columns: Collection[str], events: bool = False) -> str:
-    """The columns `payload_of` reads, of detections `d` (events `e` with `events`) LEFT
-    JOINed to runs `u` (as PAYLOAD_JOIN, EVENT_PAYLOAD_JOIN): the record's, then its
-    run's device and site. A reader beside an older recorder passes its database's runs
-    columns; the store's own is current."""
-    alias, cols = ("e", _EVENT_COLS) if events else ("d", _DET_COLS)
-    return ", ".join([*(f"{alias}.{c}" for c in cols), *recorder_sql(runs_columns, "u.")])
-
-
-def runs_columns(conn: sqlite3.Connection) -> set[str]:
-    return {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-
-
-PAYLOAD_JOIN = "LEFT JOIN runs u ON u.run_id = d.run_id"
-EVENT_PAYLOAD_JOIN = "LEFT JOIN runs u ON u.run_id = e.run_id"
-
-
-# an open store is always at SCHEMA_VERSION (upgraded in place): its runs have both
-_PAYLOAD_COLUMNS = payload_columns({"device", "site"})
-_EVENT_PAYLOAD_COLUMNS = payload_columns({"device", "site"}, events=True)
-
-
-def payload_of(row: Sequence[object], events: bool = False) -> str:
-    """`message_payload` of a row of `payload_columns` (of the same `events`)."""
-    *fields_, device, site = row
-    # sqlite's values of the record's columns, in its field order (_DET_COLS,
-    # _EVENT_COLS): the record's own types, bar 0/1 and int for its floats and bool,
-    # which its __post_init__ coerces, as for Detection(*row) of a cursor (typed Any)
-    values = cast("list[Any]", fields_)
-    record = Event(*values) if events else Detection(*values)
-    return message_payload(record, str(device), str(site))
