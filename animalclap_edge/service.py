@@ -12,6 +12,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
 UNIT_NAME = "animalclap-edge.service"
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
 RESTART_SEC = 10
+# What the HTTP uplink's urllib reads (lower case first), carried from the shell that runs
+# install-service: a service gets nothing of a login's environment, so without these a
+# station whose only way out is a web proxy has a recorder that `publish` reaches the
+# server from and a boot service that does not. Not all_proxy: urllib ignores it.
+PROXY_VARIABLES = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY")
 
 
 class ServiceError(Exception):
@@ -44,6 +50,42 @@ def _unit_path(path: Path) -> str:
     """A path as the value of WorkingDirectory= and the like, which systemd also runs
     through specifier expansion (a lone % makes the unit fail to load); no quoting."""
     return str(path).replace("%", "%%")
+
+
+def _environment(name: str, value: str) -> str:
+    """One Environment= assignment: systemd expands specifiers there (% is written %%),
+    not $; whitespace would split it and quotes and backslashes are unquoted, so such an
+    assignment is quoted whole, with C-style escapes (systemd.syntax's "Quoting")."""
+    assignment = f"{name}={value}".replace("%", "%%")
+    if any(c in assignment for c in " \t\"\\'"):
+        assignment = '"' + assignment.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"Environment={assignment}"
+
+
+def proxy_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The proxy variables set in `environ` (default: this process's), to carry into the
+    unit; an empty one too, since urllib reads an empty https_proxy as "no proxy" even
+    where HTTPS_PROXY is set.
+
+    Raises ServiceError for a proxy URL with a user name or password: a unit's
+    Environment= lines are readable by every user, from the unit file (mode 644, as
+    _install writes it) and over D-Bus (`systemctl show`), so writing the unit 600
+    would not hide them either; a file of mode 600 named by EnvironmentFile= does.
+    """
+    environ = os.environ if environ is None else environ
+    carried = {name: environ[name] for name in PROXY_VARIABLES if name in environ}
+    for name, value in carried.items():
+        if any(c < " " or c == "\x7f" for c in value):  # a newline would end the line
+            raise ServiceError(f"{name}: a control character in its value; fix {name}")
+        authority = value.split("://", 1)[-1].split("/", 1)[0]
+        if name.lower() != "no_proxy" and "@" in authority:
+            raise ServiceError(
+                f"{name} holds a user name or password, which a unit's Environment= shows "
+                f"to every user: install without it (unset {name}), then put {name}=... "
+                "in a root-owned file of mode 600 and name that file in EnvironmentFile= "
+                f"(systemctl edit {UNIT_NAME})"
+            )
+    return carried
 
 
 def default_command() -> list[str]:
@@ -70,8 +112,10 @@ def render_unit(
     restart_sec: int = RESTART_SEC,
     source: str = "mic",
     stdin_rate: int | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> str:
-    """The text of the unit file; paths must already be absolute."""
+    """The text of the unit file; paths must already be absolute. `environment`: more
+    variables for the service (the proxy, from `proxy_environment`)."""
     argv = [
         *(command or default_command()),
         "run",
@@ -103,6 +147,7 @@ def render_unit(
         "Environment=OPENBLAS_NUM_THREADS=1",
         # Detection lines reach the journal as they happen, not when a buffer fills.
         "Environment=PYTHONUNBUFFERED=1",
+        *(_environment(name, value) for name, value in (environment or {}).items()),
         f"ExecStart={' '.join(_quote(a) for a in argv)}",
         "Restart=always",
         f"RestartSec={restart_sec}",
@@ -240,6 +285,12 @@ def install_service(
             )
     if problems := secret_problems(cfg, wd):  # what `run` refuses, or records without
         raise ServiceError(f"{config_path}: {'; '.join(problems)}")
+    proxies = proxy_environment()  # before anything is written: one may hold a password
+    carried = [
+        f"proxy: {name}={value or '(empty: no proxy)'} carried into the unit (from this "
+        "shell's environment)"
+        for name, value in proxies.items()
+    ]
     command = command or default_command()
     groups = _groups_for_audio()
     try:
@@ -270,8 +321,9 @@ def install_service(
         groups=groups,
         source=source,
         stdin_rate=stdin_rate,
+        environment=proxies,
     )
-    report = _install(text, unit_dir, dry_run, enable, systemctl, systemd_running)
+    report = _install(text, unit_dir, dry_run, enable, systemctl, systemd_running, carried)
     report.not_done += warnings  # after the outcome, whatever it was
     return report
 
@@ -339,9 +391,10 @@ def _install(
     enable: bool,
     systemctl: str | None,
     systemd_running: bool | None,
+    carried: list[str],
 ) -> InstallReport:
     if dry_run:
-        return InstallReport(None, text, not_done=["dry run: nothing written or enabled"])
+        return InstallReport(None, text, carried, ["dry run: nothing written or enabled"])
 
     unit_path = Path(unit_dir).expanduser() / UNIT_NAME
     try:
@@ -356,7 +409,7 @@ def _install(
         ) from None
     except OSError as e:
         raise ServiceError(f"cannot write {unit_path}: {e.strerror or e}") from None
-    report = InstallReport(unit_path, text, done=[f"wrote {unit_path}"])
+    report = InstallReport(unit_path, text, done=[f"wrote {unit_path}", *carried])
 
     manual = f"systemctl daemon-reload && systemctl enable --now {UNIT_NAME}"
     if systemctl is None:

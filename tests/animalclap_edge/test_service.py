@@ -32,6 +32,15 @@ def _mic_library() -> str | None:
 needs_mic_library = pytest.mark.skipif(_mic_library() is not None, reason=str(_mic_library()))
 
 
+@pytest.fixture(autouse=True)
+def _no_proxy_from_this_shell(monkeypatch):
+    """install-service carries the proxy variables it runs with into the unit: a tester's
+    own proxy must not change what these tests see (one with a password is refused)."""
+    for scheme in ("https", "http", "no", "all"):
+        monkeypatch.delenv(f"{scheme}_proxy", raising=False)
+        monkeypatch.delenv(f"{scheme.upper()}_PROXY", raising=False)
+
+
 def _settings(text: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for line in text.splitlines():
@@ -326,3 +335,91 @@ def test_a_secret_file_run_would_refuse_is_refused_and_the_unit_is_sandboxed(tmp
     s = _settings(unit.read_text())
     assert s["NoNewPrivileges"] == ["yes"] and s["ProtectSystem"] == ["full"]
     assert s["UMask"] == ["0027"]
+
+
+PROXY = "http://proxy.station.lan:3128"
+
+
+def test_the_proxy_of_this_shell_is_carried_into_the_unit(capsys, monkeypatch):
+    """A station whose only way out is a web proxy: `publish` by hand reached the server
+    through it, the boot service went direct and failed, since the unit set no proxy."""
+    monkeypatch.setenv("https_proxy", PROXY)
+    monkeypatch.setenv("HTTP_PROXY", PROXY + "/100%")  # % is a specifier in a unit
+    monkeypatch.setenv("no_proxy", "localhost, fe80::1%eth0")  # a space splits, % again
+    argv = ["install-service", "--config", str(CONFIG), "--bundle", str(demo_bundle_path())]
+    assert main([*argv, "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert _settings(out)["Environment"] == [
+        "OPENBLAS_NUM_THREADS=1",
+        "PYTHONUNBUFFERED=1",
+        f"https_proxy={PROXY}",
+        f"HTTP_PROXY={PROXY}/100%%",
+        '"no_proxy=localhost, fe80::1%%eth0"',
+    ]
+    assert (
+        f"install-service: proxy: https_proxy={PROXY} carried into the unit (from this "
+        "shell's environment)\n" in err
+    )
+    assert "install-service: proxy: no_proxy=localhost, fe80::1%eth0 carried" in err
+
+
+def test_no_proxy_in_the_shell_none_in_the_unit(capsys, monkeypatch):
+    monkeypatch.setenv("all_proxy", PROXY)  # urllib, the HTTP uplink, does not read it
+    argv = ["install-service", "--config", str(CONFIG), "--bundle", str(demo_bundle_path())]
+    assert main([*argv, "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert _settings(out)["Environment"] == ["OPENBLAS_NUM_THREADS=1", "PYTHONUNBUFFERED=1"]
+    assert "proxy" not in out and "proxy" not in err
+
+
+def test_a_proxy_with_a_password_is_refused_not_written(tmp_path, capsys, monkeypatch):
+    """Environment= is read by every user (the unit is mode 644, and `systemctl show`
+    prints it), so a password there is refused, with where to put it instead."""
+    monkeypatch.setenv("https_proxy", "http://ranger:s3cret@proxy.station.lan:3128")
+    argv = ["install-service", "--config", str(CONFIG), "--bundle", str(demo_bundle_path())]
+    argv += ["--source", "/run/acl/mic.pcm", "--stdin-rate", "48000"]
+    for how in (["--unit-dir", str(tmp_path / "units"), "--no-enable"], ["--dry-run"]):
+        assert main([*argv, *how]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1
+        assert err.startswith(
+            "animalclap-edge: error: https_proxy holds a user name or password, which a "
+            "unit's Environment= shows to every user: install without it (unset https_proxy)"
+        )
+        assert f"EnvironmentFile= (systemctl edit {UNIT_NAME})" in err
+        assert "s3cret" not in err
+    assert not (tmp_path / "units").exists()
+    monkeypatch.setenv("https_proxy", PROXY)
+    monkeypatch.setenv("no_proxy", "ranger@home")  # a host list: no password to hide
+    assert main([*argv, "--dry-run"]) == 0
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_loads_a_unit_with_proxy_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("https_proxy", PROXY + "/a b%")
+    monkeypatch.setenv("no_proxy", "localhost, fe80::1%eth0")
+    monkeypatch.setenv("http_proxy", "")  # empty: urllib goes direct, whatever HTTP_PROXY
+    monkeypatch.setenv("HTTP_PROXY", PROXY)
+    r = install_service(
+        config=CONFIG,
+        bundle=demo_bundle_path(),
+        user=pwd.getpwuid(os.getuid()).pw_name,
+        unit_dir=tmp_path / "units",
+        working_dir=tmp_path,
+        enable=False,
+        source="/run/acl/mic.pcm",
+        stdin_rate=48000,
+    )
+    assert "Environment=http_proxy=\n" in r.unit_text
+    assert [line.split(" carried")[0] for line in r.done[1:]] == [
+        f"proxy: https_proxy={PROXY}/a b%",
+        "proxy: http_proxy=(empty: no proxy)",
+        f"proxy: HTTP_PROXY={PROXY}",
+        "proxy: no_proxy=localhost, fe80::1%eth0",
+    ]
+    v = subprocess.run(
+        ["systemd-analyze", "verify", str(r.unit_path)], capture_output=True, text=True, timeout=60
+    )
+    out = v.stdout + v.stderr
+    ours = [line for line in out.splitlines() if str(r.unit_path) in line]
+    assert v.returncode == 0 and not ours, out
