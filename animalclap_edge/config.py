@@ -546,10 +546,10 @@ class HttpConfig(_Section):
         description="POST detections, merged events and heartbeats to url (off: MQTT, or "
         "no uplink; one uplink per database).",
     )
-    url: str = Field(
-        "https://example.org/animalclap",
+    url: str | None = Field(
+        None,
         description="Where every batch is POSTed (https://host[:port]/path); the JSON body "
-        "names its kind: detections, events or health.",
+        "names its kind: detections, events or health. Required when enabled.",
     )
     token_file: str | None = Field(
         None,
@@ -584,8 +584,15 @@ class HttpConfig(_Section):
 
     @field_validator("url")
     @classmethod
-    def _is_http_url(cls, v: str) -> str:
-        if not _URL.fullmatch(v):
+    def _is_http_url(cls, v: str | None) -> str | None:
+        if v is not None and "@" in v.split("/")[2 if "//" in v else 0]:
+            raise PydanticCustomError(
+                "http_url_credentials",
+                "{value} carries credentials: put the token in token_file (sent as a "
+                "bearer token), not in the url, which is logged",
+                {"value": repr(v.split("//", 1)[0] + "//" + v.split("@", 1)[1])},
+            )
+        if v is not None and not _URL.fullmatch(v):
             raise PydanticCustomError(
                 "http_url",
                 "{value} is not an http(s) URL: write https://host[:port]/path",
@@ -596,13 +603,25 @@ class HttpConfig(_Section):
     @property
     def tls(self) -> bool:
         """Whether url is https (the TLS files are read only then)."""
-        return self.url.lower().startswith("https://")
+        return (self.url or "").lower().startswith("https://")
 
     @property
     def host(self) -> str:
         """url's host name or address, without brackets or port."""
-        m = _URL.fullmatch(self.url)
+        m = _URL.fullmatch(self.url or "")
         return m.group(2).strip("[]") if m else ""
+
+    @model_validator(mode="after")
+    def _enabled_needs_url(self) -> HttpConfig:
+        # a default url sent detections and the token to a host nobody chose
+        if self.enabled and self.url is None:
+            raise PydanticCustomError(
+                "http_url_required",
+                "enabled is true but url is not set: set url to your server's address "
+                "(https://host[:port]/path)",
+                {},
+            )
+        return self
 
     @model_validator(mode="after")
     def _tls_files_need_https(self) -> HttpConfig:

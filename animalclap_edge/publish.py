@@ -194,6 +194,7 @@ class MqttPublisher(OutboxSender):
         super().__init__(
             db_path, device_id or socket.gethostname(), max_backoff_s, max_attempts, say
         )
+        self.stats.protocol = "5"  # "3.1.1" after a broker that refuses v5
         self.cfg = cfg
         prefix = f"{cfg.topic_prefix}/{self.device}"
         self.topic, self.events_topic = f"{prefix}/detections", f"{prefix}/events"
@@ -323,17 +324,9 @@ class MqttPublisher(OutboxSender):
             self._acked.notify_all()
         super().stop(timeout)
 
-    def summary(self) -> str:
-        """One line: delivered, set aside, and the last connection error if any."""
-        s = self.stats
-        parts = [f"{s.delivered} delivered"]
-        if s.set_aside:
-            parts.append(f"{s.set_aside} set aside")
-        if s.protocol != "5":
-            parts.append(f"MQTT {s.protocol}")
-        if s.last_connect_error:
-            parts.append(f"last connection error: {s.last_connect_error}")
-        return ", ".join(parts)
+    def _summary_notes(self) -> list[str]:
+        notes = super()._summary_notes()
+        return notes + ([f"MQTT {self.stats.protocol}"] if self.stats.protocol != "5" else [])
 
     def run(self) -> None:
         """Connect (retrying with backoff), then drain the outbox until stopped."""

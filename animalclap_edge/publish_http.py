@@ -26,15 +26,18 @@ What the server's status means:
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
 import socket
 import ssl
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from animalclap_edge import __version__
@@ -68,6 +71,38 @@ class Answer:
         return self.status in REFUSED_FOR_CONTENT
 
 
+def _seconds_until(retry_after: str) -> float:
+    """A Retry-After header's wait: seconds, or an HTTP date; 0 when it says neither."""
+    value = retry_after.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:  # an HTTP date is GMT
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy urllib sends `url` through (https_proxy, http_proxy, no_proxy), or None."""
+    scheme, host = url.split("://", 1)[0].lower(), urllib.parse.urlsplit(url).hostname or ""
+    proxies = urllib.request.getproxies()
+    if scheme not in proxies or urllib.request.proxy_bypass(host):
+        return None
+    return (
+        urllib.parse.urlsplit(proxies[scheme])
+        ._replace(netloc=_no_credentials(proxies[scheme]))
+        .geturl()
+    )
+
+
+def _no_credentials(proxy: str) -> str:
+    netloc = urllib.parse.urlsplit(proxy).netloc
+    return netloc.rsplit("@", 1)[-1]
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     # urllib turns a redirected POST into a GET without its body: the batch would be
     # lost while the 200 at the end looked delivered
@@ -93,8 +128,17 @@ class HttpPublisher(OutboxSender):
         super().__init__(
             db_path, device_id or socket.gethostname(), max_backoff_s, max_attempts, say
         )
-        self.cfg, self.poll_s = cfg, poll_s
-        self.stats.protocol = "http"
+        if cfg.url is None:
+            raise PublishError("messaging.http.url is not set: set it to the server's address")
+        self.cfg, self.url, self.poll_s = cfg, cfg.url, poll_s
+        # messages in one POST: the config's, lowered when a server refuses a batch as
+        # too large (413), so that each later batch is not split again from the start
+        self.batch = cfg.batch
+        # a batch of several refused message by message: the server's fault, not the
+        # messages'. Until it accepts one again, each try is one message, not a split
+        # of the whole batch (99 POSTs a try for 50 on a metered link)
+        self._refusing_all = False
+        self._probe = 0  # which message of the batch the next such try sends
         self._token = self._read_token()
         if warning := cfg.clear_text_password_warning():
             self._say(f"uplink: {warning}")
@@ -104,6 +148,7 @@ class HttpPublisher(OutboxSender):
             self._cert_end = self._warn_of_expiry(cfg, "messaging.http")
         self._opener = urllib.request.build_opener(*handlers)
         self._reachable = False  # the latest POST had an answer that was not a failure
+        self._said_413 = False
 
     @classmethod
     def from_config(cls, db_path: str | Path, cfg: EdgeConfig, **kw) -> HttpPublisher:
@@ -121,7 +166,8 @@ class HttpPublisher(OutboxSender):
             raise PublishError(str(e)) from None
 
     def describe(self) -> str:
-        return f"http POST {self.cfg.url}"
+        proxy = _proxy_for(self.url)
+        return f"http POST {self.url}" + (f" through the proxy {proxy}" if proxy else "")
 
     def start(self) -> HttpPublisher:
         super().start()
@@ -130,15 +176,6 @@ class HttpPublisher(OutboxSender):
     @property
     def connected(self) -> bool:
         return self._reachable
-
-    def summary(self) -> str:
-        s = self.stats
-        parts = [f"{s.delivered} delivered"]
-        if s.set_aside:
-            parts.append(f"{s.set_aside} set aside")
-        if s.last_connect_error:
-            parts.append(f"last connection error: {s.last_connect_error}")
-        return ", ".join(parts)
 
     # -- the thread ---------------------------------------------------------------
 
@@ -153,7 +190,7 @@ class HttpPublisher(OutboxSender):
                     failed = self._heartbeat(store)
                     if failed is None:
                         last_beat = time.monotonic()
-                rows = store.pending_outbox(self.cfg.batch) if failed is None else []
+                rows = store.pending_outbox(self.batch) if failed is None else []
                 if rows:
                     failed = self._send(store, rows)
                 if failed is not None:
@@ -161,8 +198,10 @@ class HttpPublisher(OutboxSender):
                     backoff = min(self.max_backoff_s, backoff * 2)
                     continue
                 backoff = 1.0
-                if len(rows) < self.cfg.batch:  # caught up: wait for more
+                if len(rows) < self.batch:  # caught up: wait for more
                     self._stop.wait(self.poll_s)
+            if self._reachable:  # the state at the end (a run over files sent one at start)
+                self._heartbeat(store, timeout_s=min(self.cfg.timeout_s, 5.0))
 
     def _send(self, store: DetectionStore, rows: list[tuple[str, str]]) -> Answer | None:
         """POST `rows` (events and detections, one kind per POST); the failure that
@@ -179,24 +218,47 @@ class HttpPublisher(OutboxSender):
     ) -> Answer | None:
         """POST one batch; a batch refused for what it holds is sent again in halves,
         down to the messages at fault. The failure that stopped it, or None."""
+        if self._refusing_all and len(rows) > 1:
+            return self._probe_one(store, kind, rows)
         refused: list[tuple[str, Answer]] = []
         failed, delivered = self._halves(store, kind, rows, refused)
         if failed is None and refused and not delivered and len(rows) > 1:
             # every message refused alone: a server that refuses everything (a wrong
             # endpoint answering 400) would otherwise set the whole outbox aside
-            why = (
-                f"{self.cfg.url} refused each of {len(rows)} messages ({refused[0][1].why}): "
-                "a fault of the server or of messaging.http.url, not of the messages"
-            )
-            failed = Answer(None, why)
-            self._after(failed)
-            return failed
+            self._refusing_all = True
+            return self._fails_all(len(rows), refused[0][1])
         for msg_id, answer in refused:
             if answer.status == 413:  # alone and still too large: it never will fit
                 self._set_aside(store, msg_id, answer.why)
             else:
                 self._refused(store, msg_id, answer.why)
         return failed
+
+    def _fails_all(self, n: int, answer: Answer) -> Answer:
+        why = (
+            f"{self.url} refused each of {n} messages ({answer.why}): a fault of the "
+            "server or of messaging.http.url, not of the messages"
+        )
+        failed = Answer(None, why)
+        self._after(failed)
+        return failed
+
+    def _probe_one(
+        self, store: DetectionStore, kind: str, rows: list[tuple[str, str]]
+    ) -> Answer | None:
+        """While the server refuses every message: one message a try, another each
+        time (the first may be the one at fault), until it takes one."""
+        msg_id, payload = rows[self._probe % len(rows)]
+        answer = self._post(kind, [payload], [msg_id])
+        if answer.ok:
+            self._refusing_all = False
+            self._after(answer)  # reachable again: the outage ends
+            self.stats.delivered += store.mark_delivered([msg_id])
+            return None
+        if answer.refused_for_content:
+            self._probe += 1
+            return self._fails_all(len(rows), answer)
+        return answer
 
     def _halves(
         self,
@@ -215,6 +277,15 @@ class HttpPublisher(OutboxSender):
             return None, n
         if not answer.refused_for_content:
             return answer, 0
+        if answer.status == 413 and len(rows) > 1 and len(rows) // 2 < self.batch:
+            self.batch = len(rows) // 2  # learnt: later batches are not split from the start
+            if not self._said_413:
+                self._said_413 = True
+                self._say(
+                    f"uplink: {self.url} refused a batch of {len(rows)} messages as too large "
+                    f"(HTTP 413): batches of at most {self.batch} from now on (lower "
+                    "messaging.http.batch to start there)"
+                )
         if len(rows) == 1:
             refused.append((ids[0], answer))
             return None, 0
@@ -225,7 +296,7 @@ class HttpPublisher(OutboxSender):
         failed, second = self._halves(store, kind, rows[half:], refused)
         return failed, first + second
 
-    def _heartbeat(self, store: DetectionStore) -> Answer | None:
+    def _heartbeat(self, store: DetectionStore, timeout_s: float | None = None) -> Answer | None:
         """Uplink state, the newest snapshot and the health events since the last
         acknowledged heartbeat; the marker moves on only on a 2xx, so a lost one is
         sent again with the next. A heartbeat refused for its content is said, not
@@ -233,7 +304,8 @@ class HttpPublisher(OutboxSender):
         rows = self._health_rows(store)
         fields = self._heartbeat_fields(store)
         while True:
-            answer = self._post("health", [json.dumps(heartbeat_body(fields, rows))], [])
+            body = json.dumps(heartbeat_body(fields, rows))
+            answer = self._post("health", [body], [], timeout_s)
             if answer.status != 413 or not rows:
                 break
             rows = rows[: len(rows) // 2]  # too large: the rest goes with the next beats
@@ -245,35 +317,40 @@ class HttpPublisher(OutboxSender):
             return None
         return answer
 
-    def _post(self, kind: str, payloads: list[str], ids: list[str]) -> Answer:
+    def _post(
+        self, kind: str, payloads: list[str], ids: list[str], timeout_s: float | None = None
+    ) -> Answer:
         """One POST of `payloads` (JSON texts, as the outbox keeps them)."""
         body = (
             f'{{"device": {json.dumps(self.device)}, "kind": "{kind}", '
             f'"messages": [{", ".join(payloads)}]}}'
         ).encode()
+        # the same for the same batch re-sent, another for any other (a heartbeat: its
+        # own body; one key for every heartbeat had a gateway keep only the first)
+        what = "\n".join([self.device, kind, *ids]).encode() if ids else body
         headers = {
             "Content-Type": "application/json",
             "User-Agent": f"animalclap-edge/{__version__}",
-            "Idempotency-Key": hashlib.sha256("\n".join(ids or [kind]).encode()).hexdigest()[:32],
+            "Idempotency-Key": hashlib.sha256(what).hexdigest()[:32],
         }
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        request = urllib.request.Request(self.cfg.url, data=body, headers=headers, method="POST")
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         self.stats.published += len(ids)
         try:
-            with self._opener.open(request, timeout=self.cfg.timeout_s) as response:
+            with self._opener.open(request, timeout=timeout_s or self.cfg.timeout_s) as response:
                 response.read()
                 answer = Answer(response.status)
         except urllib.error.HTTPError as e:
             answer = self._answer_of(e)
             e.close()
         except (urllib.error.URLError, OSError, ValueError) as e:  # no HTTP answer came
-            answer = Answer(None, f"cannot reach {self.cfg.url}: {self._network_hint(e)}")
+            answer = Answer(None, f"cannot reach {self.url}: {self._network_hint(e)}")
         self._after(answer)
         return answer
 
     def _answer_of(self, e: urllib.error.HTTPError) -> Answer:
-        status, url = e.code, self.cfg.url
+        status, url = e.code, self.url
         said = f"HTTP {status} {e.reason}"
         try:
             text = e.read(300).decode("utf-8", "replace").strip()
@@ -295,7 +372,7 @@ class HttpPublisher(OutboxSender):
         else:
             why = f"{url} answered {said}"
         retry = e.headers.get("Retry-After", "") if e.headers else ""
-        return Answer(status, why, float(retry) if retry.strip().isdigit() else 0.0)
+        return Answer(status, why, _seconds_until(retry))
 
     def _network_hint(self, e: Exception) -> str:
         reason = getattr(e, "reason", e)
@@ -305,6 +382,11 @@ class HttpPublisher(OutboxSender):
                 fix = (
                     f"it looks {_CLOCK_CODES[code]} by this recorder's clock: set the clock "
                     "(NTP, or an RTC battery), or renew the server's certificate"
+                )
+            elif code in (62, 64):  # a name or IP address the certificate does not list
+                fix = (
+                    f"it does not name {self.cfg.host}: use a host name the certificate "
+                    "lists in messaging.http.url, or a certificate that lists this one"
                 )
             elif self.cfg.ca_file:
                 fix = f"it was not signed by the CA in messaging.http.ca_file {self.cfg.ca_file}"
@@ -317,15 +399,21 @@ class HttpPublisher(OutboxSender):
             return f"no answer within timeout_s {self.cfg.timeout_s:g} s"
         if isinstance(reason, ssl.SSLError) and self._cert_expired():  # refused in the handshake
             return f"{reason}{self._expired_hint(self.cfg.cert_file)}"
-        return str(reason)
+        said = str(reason)
+        if self.cfg.tls and "wrong version number" in said.lower():
+            return f"{said} (https to a port without TLS: is this the server's https port?)"
+        if not self.cfg.tls and isinstance(reason, ConnectionResetError):
+            return f"{said} (a TLS port resets plain HTTP: should the url be https://?)"
+        return said
 
     def _after(self, answer: Answer) -> None:
         """Keep the connection state: a failure is said and logged, an answer after
         failures ends the outage."""
-        if answer.ok or answer.refused_for_content:  # the server answered
+        # the server answered; while it refuses every message that is no connection
+        if answer.ok or (answer.refused_for_content and not self._refusing_all):
             if not self._reachable:
                 self._reachable = True
-                self._connected_again(self.cfg.url)
+                self._connected_again(self.url)
             return
         self._reachable = False
         self._connect_failed(answer.why)

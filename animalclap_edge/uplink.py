@@ -135,8 +135,21 @@ def uplink_from_config(
 
 class OutboxSender:
     """The bookkeeping every uplink shares: its lock and thread, refusals and setting
-    aside, failed attempts said once and logged once per outage, and the heartbeat's
-    fields. A subclass sets `name` and writes `run` (its thread's body)."""
+    aside, failed attempts said and logged once per outage, and the heartbeat. A
+    subclass sets `name` and writes `run`, its thread's body, with these:
+
+    - `store.pending_outbox(n)`: (message id, payload JSON) still to send, events first;
+      `self.delivered(store, ids)` once the far end has them;
+    - `self.connected_to(where)` after an answer, `self.failed(why)` after none (an
+      outage is said once at its start and once at its end, logged once per reason);
+    - `self.refused(store, id, why)` for one message the far end will not take (set
+      aside after `max_attempts` in a row), `self.set_aside(store, id, why)` at once;
+    - `self.heartbeat(store)` -> (body, marker): the state and the health events since
+      the last acknowledged one; `self.heartbeat_sent(marker)` once acknowledged;
+    - `self.stopping`, and `self.wait(s)` (True when stopped meanwhile).
+
+    `max_backoff_s`: the longest wait between failed attempts; `max_attempts`:
+    refusals in a row before a message is set aside."""
 
     name = "uplink"
 
@@ -153,33 +166,69 @@ class OutboxSender:
         self._say = say or (lambda message: None)
         self._said_failing_at = 0.0  # when a failing connection was last said
         self._failures_logged: set[str] = set()  # reasons in the health log this outage
+        self._outage = (0, 0.0)  # (connect_failures, monotonic time) when this one began
         self._health_after: int | None = None  # last health row acknowledged; None: none yet
-        self.stats = PublisherStats()
+        self.stats = PublisherStats(protocol=self.name)
         self._cert_end: datetime | None = None  # the client certificate's end, when TLS
         self.lock = UplinkLock(self.db_path)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run(self) -> None:
+        """The sending thread's body: send until `stopping`."""
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """Where it sends, for the line said at start."""
+        return f"{self.name} uplink"
+
+    @property
+    def connected(self) -> bool:
+        """Whether the far end answered the latest attempt."""
+        return self.stats.connects > 0 and not self._failures_logged
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`, less if stopped meanwhile; True when stopped."""
+        return self._stop.wait(seconds)
+
+    def summary(self) -> str:
+        """One line: delivered, set aside, and the last connection error if any."""
+        s = self.stats
+        parts = [f"{s.delivered} delivered", *self._summary_notes()]
+        if s.last_connect_error:
+            parts.append(f"last connection error: {s.last_connect_error}")
+        return ", ".join(parts)
+
+    def _summary_notes(self) -> list[str]:
+        """The summary's middle: what this uplink adds to its delivered count."""
+        return [f"{self.stats.set_aside} set aside"] if self.stats.set_aside else []
+
     def start(self) -> OutboxSender:
+        """Take the database's uplink lock (UplinkBusy if another sender has it), then
+        run `run` in a daemon thread."""
         self.lock.acquire()
         self._thread = threading.Thread(target=self.run, name=f"{self.name}-uplink", daemon=True)
         self._thread.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Ask the thread to stop, wait up to `timeout`, and release the lock."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
         self.lock.release()
 
     def backlog(self) -> int:
+        """Messages still to send (neither delivered nor set aside)."""
         with DetectionStore(self.db_path) as store:
             return store.backlog()
 
     def finish(self, timeout_s: float = 10.0) -> int:
+        """Up to timeout_s to empty the outbox, then stop; returns what is left."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.backlog():
             time.sleep(0.2)
@@ -212,13 +261,17 @@ class OutboxSender:
         return f" (the client certificate in cert_file {cert_file} expired on {self.cert_not_after}: renew it)"
 
     def _connected_again(self, where: str) -> None:
-        """Count a connection; the end of an outage is logged and said once."""
+        """Count a connection; the end of an outage is logged and said once: a journal
+        that said only the first outage read "connected" through every later one."""
         if self._failures_logged:  # the outage logged ends: the next one is logged again
             self._failures_logged.clear()
             self._health("uplink_connected", {"attempts": self.stats.connect_failures})
-        if self.stats.connect_failures and not self.stats.connects:
+            failed = self.stats.connect_failures - self._outage[0]
+            lasted = time.monotonic() - self._outage[1]
+            again = " again" if self.stats.connects else ""
             self._say(
-                f"uplink: connected to {where} after {self.stats.connect_failures} failed attempt(s)"
+                f"uplink: connected{again} to {where} after {failed} failed attempt(s) in "
+                f"{lasted:.0f} s"
             )
         self.stats.connects += 1
 
@@ -226,7 +279,8 @@ class OutboxSender:
         self.stats.connect_failures += 1
         self.stats.last_error = self.stats.last_connect_error = why
         now = time.monotonic()
-        if self.stats.connect_failures == 1:  # the first one; the rest go to stats
+        if not self._failures_logged:  # an outage begins: said; its other attempts are not
+            self._outage = (self.stats.connect_failures - 1, now)
             self._say(
                 f"uplink: {why}; retrying with backoff up to {self.max_backoff_s:g} s "
                 "(detections stay in the outbox)"
@@ -270,6 +324,35 @@ class OutboxSender:
         """A health event about the uplink itself, in the recorder's health table."""
         with DetectionStore(self.db_path) as store:
             store.add_health(kind, self.name, detail)
+
+    # the names a subclass of one's own uses (the built-in ones use the _ forms)
+    def delivered(self, store: DetectionStore, ids: list[str]) -> int:
+        """Mark `ids` delivered; returns how many were still to send."""
+        n = store.mark_delivered(ids)
+        self.stats.delivered += n
+        return n
+
+    def connected_to(self, where: str) -> None:
+        self._connected_again(where)
+
+    def failed(self, why: str) -> None:
+        self._connect_failed(why)
+
+    def refused(self, store: DetectionStore, msg_id: str, why: str) -> None:
+        self._refused(store, msg_id, why)
+
+    def set_aside(self, store: DetectionStore, msg_id: str, why: str) -> None:
+        self._set_aside(store, msg_id, why)
+
+    def heartbeat(self, store: DetectionStore) -> tuple[dict[str, Any], int]:
+        """(the heartbeat's body, its marker): pass the marker to `heartbeat_sent`
+        once the far end acknowledged it, or the same health events come again."""
+        rows = self._health_rows(store)
+        marker = rows[-1]["id"] if rows else (self._health_after or 0)
+        return heartbeat_body(self._heartbeat_fields(store), rows), marker
+
+    def heartbeat_sent(self, marker: int) -> None:
+        self._health_after = marker
 
     def _health_rows(self, store: DetectionStore) -> list[dict[str, Any]]:
         """The health rows the next heartbeat carries: those after the last one the far

@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--token-file", help="file holding the bearer token recorders send")
     args = ap.parse_args()
     token = Path(args.token_file).read_text().strip() if args.token_file else None
+    if args.token_file and not token:  # it had served every request unchecked
+        raise SystemExit(f"http_receiver: --token-file {args.token_file} is empty: write the token")
     serve(args.db, args.port, token, args.host)
 
 

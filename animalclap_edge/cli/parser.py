@@ -120,9 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pu = command(
         "publish",
-        help="send the database's undelivered detections over MQTT, then keep sending new ones",
+        help="send the database's undelivered detections over MQTT or HTTP, then keep "
+        "sending new ones",
     )
-    pu.add_argument("--config", help="YAML config with messaging.mqtt")
+    pu.add_argument("--config", help="YAML config with messaging.mqtt or messaging.http")
     pu.add_argument("--db", help="SQLite database (overrides storage.database)")
     pu.add_argument("--once", action="store_true", help="exit when the outbox is empty")
     pu.add_argument(
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument(
         "--retry-set-aside",
         action="store_true",
-        help="first queue again the messages set aside after the broker refused them "
+        help="first queue again the messages set aside after the broker or server refused them "
         "(e.g. once its size limit is raised)",
     )
     pu.set_defaults(func=cmd_publish)

@@ -261,16 +261,22 @@ def test_a_token_file_others_can_read_is_refused_at_start(tmp_path):
     token.write_text("s3cret")
     token.chmod(0o644)
     with pytest.raises(PublishError, match=r"messaging.http.token_file .*token"):
-        HttpPublisher(tmp_path / "d.db", HttpConfig(enabled=True, token_file=str(token)))
+        HttpPublisher(
+            tmp_path / "d.db",
+            HttpConfig(enabled=True, url="https://127.0.0.1:9/in", token_file=str(token)),
+        )
 
 
 @pytest.mark.parametrize(
     ("messaging", "words"),
     [
         (
-            {"mqtt": {"enabled": True}, "http": {"enabled": True}},
+            {"mqtt": {"enabled": True}, "http": {"enabled": True, "url": "https://x/in"}},
             "mqtt and http are both enabled: one uplink per database",
         ),
+        # a default url sent the token to a host nobody chose
+        ({"http": {"enabled": True}}, "enabled is true but url is not set"),
+        ({"http": {"url": "https://u:pw@x/in"}}, "'https://x/in' carries credentials"),
         ({"http": {"url": "ftp://x/y"}}, "is not an http(s) URL"),
         ({"http": {"url": "http://x/y", "ca_file": "ca.pem"}}, "url is not https"),
     ],
@@ -439,3 +445,141 @@ def test_an_expired_client_certificate_is_said_at_start(tmp_path, pki):  # noqa:
         for line in said
     ), said
     assert pub.cert_not_after is not None and pub.cert_not_after.endswith("Z")
+
+
+@pytest.mark.timeout(60)
+def test_each_heartbeat_has_its_own_idempotency_key_and_the_last_says_the_end(tmp_path):
+    """One key for every heartbeat of the fleet had a gateway that honours the header
+    keep the first alone; a run over files sent one heartbeat, at start, saying 0."""
+    db = tmp_path / "d.db"
+    _logged(db, 7)
+    with Server() as server, sending(db, server.url) as (pub, _):
+        assert wait_until(lambda: pub.backlog() == 0, 10)
+    beats = [(m[0], h["idempotency-key"]) for k, m, h in server.posts if k == "health"]
+    assert len(beats) == 2  # at start, and at the end
+    assert beats[0][1] != beats[1][1]
+    assert beats[-1][0]["delivered"] == 7 and beats[-1][0]["backlog"] == 0
+
+
+@pytest.mark.timeout(90)
+def test_every_outage_is_said_at_its_start_and_its_end(tmp_path):
+    """The journal said the first outage alone, then "connected" through every later
+    one, and never when a later one ended."""
+    db = tmp_path / "d.db"
+    _logged(db, 3)
+    with Server() as probe:
+        port, url = probe.port, probe.url  # nothing listens there once it is closed
+
+    def more(first: int) -> None:
+        with DetectionStore(db) as store:
+            store.add_detections([_det(i * 72_000) for i in range(first, first + 3)])
+
+    # ExitStack: the server outlives the uplink's last heartbeat
+    with contextlib.ExitStack() as last, sending(db, url) as (pub, said):
+        assert wait_until(lambda: pub.stats.connect_failures >= 1, 10)  # outage 1
+        with Server(port=port):
+            assert wait_until(lambda: pub.backlog() == 0, 20)
+        more(10)  # outage 2: the server went down again
+        assert wait_until(lambda: pub.stats.connect_failures >= 3, 20)
+        again = last.enter_context(Server(port=port))
+        assert wait_until(lambda: pub.backlog() == 0, 20)
+        assert wait_until(lambda: sum("connected" in line for line in said) == 2, 5)
+    assert len(again.ids()) == 3
+    assert sum("cannot reach" in line for line in said) == 2, said
+    assert [line.split(" to ")[0] for line in said if "connected" in line] == [
+        "uplink: connected",
+        "uplink: connected again",
+    ]
+
+
+@pytest.mark.timeout(90)
+def test_a_server_refusing_everything_is_tried_with_one_message_not_the_whole_batch(tmp_path):
+    """On a metered link a try cost 99 POSTs for a batch of 50."""
+    db = tmp_path / "d.db"
+    _logged(db, 50)
+    refusing = [True]
+    sizes: list[int] = []
+
+    def answer(kind, messages, headers):
+        if kind == "detections":
+            sizes.append(len(messages))
+        return (422, {}) if refusing[0] and kind == "detections" else None
+
+    with Server(answer) as server, sending(db, server.url) as (pub, _):
+        assert wait_until(lambda: pub.stats.connect_failures >= 1, 20)
+        first_try = len(sizes)  # the first try split the batch down to single messages
+        assert wait_until(lambda: pub.stats.connect_failures >= 3, 20)
+        later = sizes[first_try:]
+        assert first_try > 50 and later and set(later) == {1}, later[:10]
+        refusing[0] = False
+        assert wait_until(lambda: pub.backlog() == 0, 20)
+    assert len(set(server.ids())) == 50
+    with DetectionStore(db) as store:
+        assert store.set_aside_count() == 0
+
+
+@pytest.mark.timeout(90)
+def test_a_413_lowers_the_batch_so_later_batches_are_not_split_again(tmp_path):
+    db = tmp_path / "d.db"
+    ids = _logged(db, 200)
+
+    def answer(kind, messages, headers):
+        return (413, {}) if len(messages) > 5 else None
+
+    with Server(answer) as server, sending(db, server.url, batch=50) as (pub, said):
+        assert wait_until(lambda: pub.backlog() == 0, 30)
+    assert sorted(set(server.ids())) == sorted(ids)
+    assert server.refused < 25  # a split from 50 for each batch: about 15 a batch of 50
+    assert any("batches of at most 25 from now on" in line for line in said)
+
+
+def test_retry_after_as_an_http_date_is_honoured():
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    from animalclap_edge.publish_http import _seconds_until
+
+    soon = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=20), usegmt=True)
+    assert 15 < _seconds_until(soon) <= 20
+    assert _seconds_until("7") == 7 and _seconds_until("soon") == 0
+
+
+@pytest.mark.timeout(60)
+def test_https_to_a_plain_port_says_so(tmp_path):
+    db = tmp_path / "d.db"
+    _logged(db, 1)
+    with Server() as plain:
+        url = plain.url.replace("http://", "https://")
+        with sending(db, url) as (pub, _):
+            assert wait_until(lambda: pub.stats.connect_failures >= 1, 10)
+    assert "is this the server's https port?" in pub.stats.last_connect_error
+
+
+@pytest.mark.timeout(60)
+def test_an_uplink_of_ones_own_needs_a_name_and_a_run(tmp_path):
+    """README's recipe: subclass OutboxSender, write `run`; Runtime takes it."""
+    from animalclap_edge.runtime import Runtime
+    from animalclap_edge.uplink import OutboxSender
+
+    class FileUplink(OutboxSender):
+        name = "file"
+
+        def run(self) -> None:
+            with DetectionStore(self.db_path) as store, open(tmp_path / "sent.jsonl", "a") as f:
+                while not self.stopping:
+                    rows = store.pending_outbox(20)
+                    f.writelines(payload + "\n" for _, payload in rows)
+                    f.flush()
+                    self.delivered(store, [i for i, _ in rows])
+                    self.wait(0.05)
+
+    db = tmp_path / "d.db"
+    ids = _logged(db, 30)
+    err = io.StringIO()
+    up = FileUplink(db, "rec-7", max_backoff_s=60, max_attempts=3, say=None)
+    with Runtime(config_from_dict({}), db, err, hop_s=1.0, sample_rate=48_000, uplink=up):
+        assert wait_until(lambda: up.backlog() == 0, 10)
+    sent = [json.loads(line)["detection_id"] for line in (tmp_path / "sent.jsonl").open()]
+    assert sorted(sent) == sorted(ids)
+    assert "uplink: file uplink" in err.getvalue() and "30 delivered" in err.getvalue()
+    assert up.heartbeat(DetectionStore(db))[0]["protocol"] == "file"
