@@ -192,7 +192,13 @@ class MqttPublisher(OutboxSender):
         _accept_mosquitto_puback_codes()
         self._mqtt = mqtt
         super().__init__(
-            db_path, device_id or socket.gethostname(), max_backoff_s, max_attempts, say
+            db_path,
+            device_id or socket.gethostname(),
+            max_backoff_s,
+            max_attempts,
+            say,
+            role=role,
+            heartbeat_s=heartbeat_s,
         )
         self.stats.protocol = "5"  # "3.1.1" after a broker that refuses v5
         self.cfg = cfg
@@ -203,8 +209,7 @@ class MqttPublisher(OutboxSender):
         where = prefix if role == "recorder" else f"{prefix}/{role}"
         self.status_topic, self.health_topic = f"{where}/status", f"{prefix}/health"
         # batch: the most messages in flight (published, not yet acknowledged) at once
-        self.batch, self.poll_s = batch, poll_s
-        self.heartbeat_s, self.keepalive_s = heartbeat_s, keepalive_s
+        self.batch, self.poll_s, self.keepalive_s = batch, poll_s, keepalive_s
         self._password = self._read_password()
         if warning := cfg.clear_text_password_warning():
             self._say(f"uplink: {warning}")

@@ -124,9 +124,16 @@ class HttpPublisher(OutboxSender):
         max_backoff_s: float = 60.0,
         max_attempts: int = 3,
         say: Callable[[str], None] | None = None,
+        role: str = "recorder",
     ):
         super().__init__(
-            db_path, device_id or socket.gethostname(), max_backoff_s, max_attempts, say
+            db_path,
+            device_id or socket.gethostname(),
+            max_backoff_s,
+            max_attempts,
+            say,
+            role=role,
+            heartbeat_s=cfg.heartbeat_s,
         )
         if cfg.url is None:
             raise PublishError("messaging.http.url is not set: set it to the server's address")
@@ -186,7 +193,7 @@ class HttpPublisher(OutboxSender):
         with DetectionStore(self.db_path) as store:
             while not self._stop.is_set():
                 failed: Answer | None = None
-                if time.monotonic() - last_beat >= self.cfg.heartbeat_s:
+                if time.monotonic() - last_beat >= self.heartbeat_s:
                     failed = self._heartbeat(store)
                     if failed is None:
                         last_beat = time.monotonic()

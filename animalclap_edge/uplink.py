@@ -129,7 +129,7 @@ def uplink_from_config(
     if which == "http":
         from animalclap_edge.publish_http import HttpPublisher
 
-        return HttpPublisher.from_config(db_path, cfg, say=say)
+        return HttpPublisher.from_config(db_path, cfg, role=role, say=say)
     return None
 
 
@@ -160,8 +160,12 @@ class OutboxSender:
         max_backoff_s: float,
         max_attempts: int,
         say: Callable[[str], None] | None,
+        role: str = "recorder",
+        heartbeat_s: float = 60.0,
     ):
-        self.db_path, self.device = Path(db_path), device
+        # role: "recorder" (`run`) or "uploader" (`publish`), as heartbeats say it
+        self.db_path, self.device, self.role = Path(db_path), device, role
+        self.heartbeat_s = heartbeat_s
         self.max_backoff_s, self.max_attempts = max_backoff_s, max_attempts
         self._say = say or (lambda message: None)
         self._said_failing_at = 0.0  # when a failing connection was last said
@@ -366,6 +370,8 @@ class OutboxSender:
         s = self.stats
         return {
             "device": self.device,
+            "role": self.role,  # a `publish` beside `run` sends heartbeats too
+            "heartbeat_s": self.heartbeat_s,  # how long a silence is one missed beat
             "backlog": store.backlog(),
             "set_aside": store.set_aside_count(),
             "delivered": s.delivered,

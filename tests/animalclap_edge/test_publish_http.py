@@ -137,6 +137,7 @@ def test_every_message_arrives_by_id_in_batches_of_its_kind_with_the_token(tmp_p
         assert headers["content-type"] == "application/json"
     beat = next(m[0] for k, m, _ in server.posts if k == "health")
     assert beat["device"] == "rec-7" and beat["protocol"] == "http" and "backlog" in beat
+    assert beat["role"] == "recorder" and beat["heartbeat_s"] == 60
     assert pub.stats.delivered == 123 and pub.summary().startswith("123 delivered")
 
 
@@ -335,6 +336,8 @@ def test_publish_once_sends_the_backlog_over_http_and_returns(tmp_path, capsys):
     assert f"uplink: http POST {server.url}" in err
     assert "uplink: 20 delivered; last error: none" in err
     assert sorted(server.ids()) == sorted(ids)
+    # a `publish` beside `run` says so, as over MQTT's uploader/status
+    assert {m[0]["role"] for k, m, _ in server.posts if k == "health"} == {"uploader"}
     off = tmp_path / "off.yaml"
     off.write_text("messaging:\n  http:\n    enabled: false\n")
     assert main(["publish", "--config", str(off), "--db", str(db), "--once"]) == 2
