@@ -193,8 +193,10 @@ def run_sweep(cfg: SweepConfig, progress: bool = True, report_only: bool = False
 
         write_settings(Path(cfg.records), cfg.__dict__)
         _sync_records(root, cfg)
-    data_spec = materialise_benchmark(cfg.data, root / "benchmark", progress)
     todo = pending_runs(cfg, root)
+    # the benchmark only for runs to train: with every record present (another
+    # machine finishing the page) writing it cost minutes for nothing
+    data_spec = materialise_benchmark(cfg.data, root / "benchmark", progress) if todo else ""
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.jobs)
     print(f"{len(todo)} run(s) to do, {cfg.jobs} at a time on {threads} thread(s) each")
     if cfg.jobs == 1:

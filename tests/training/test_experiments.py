@@ -194,6 +194,7 @@ def test_a_parallel_sweep_trains_evaluates_probes_and_resumes(tmp_path):
     elsewhere = dataclasses.replace(cfg, out=str(tmp_path / "elsewhere"))
     again = run_sweep(elsewhere, progress=False)
     assert not (tmp_path / "elsewhere" / "all-seed0" / "checkpoint").exists()
+    assert not (tmp_path / "elsewhere" / "benchmark").exists()  # nothing to train on
     assert json.dumps(again["variants"]) == json.dumps(summary["variants"])  # NaN-safe
 
 
