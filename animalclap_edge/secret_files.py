@@ -58,6 +58,7 @@ def private_file_problem(path: str | Path) -> str | None:
 def read_secret(path: str | Path, setting: str) -> str:
     """The secret in `path`, stripped; SecretFileError naming `setting` unless it is a
     private regular file holding up to MAX_SECRET_BYTES of UTF-8 text."""
+    what = "token" if setting.endswith("token_file") else "password"
     if problem := private_file_problem(path):
         raise SecretFileError(f"{setting} {path}: {problem}")
     try:
@@ -67,15 +68,15 @@ def read_secret(path: str | Path, setting: str) -> str:
         raise SecretFileError(f"{setting} {path}: {(e.strerror or str(e)).lower()}") from None
     if len(data) > MAX_SECRET_BYTES:
         raise SecretFileError(
-            f"{setting} {path}: holds more than {MAX_SECRET_BYTES} bytes, not a password: "
-            "give the file holding the password alone"
+            f"{setting} {path}: holds more than {MAX_SECRET_BYTES} bytes, not a {what}: "
+            f"give the file holding the {what} alone"
         )
     try:
         secret = data.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise SecretFileError(f"{setting} {path}: not UTF-8 text") from None
     if not secret:
-        raise SecretFileError(f"{setting} {path}: is empty; write the password into it")
+        raise SecretFileError(f"{setting} {path}: is empty; write the {what} into it")
     return secret
 
 

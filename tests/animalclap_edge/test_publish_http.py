@@ -266,6 +266,13 @@ def test_a_token_file_others_can_read_is_refused_at_start(tmp_path):
             tmp_path / "d.db",
             HttpConfig(enabled=True, url="https://127.0.0.1:9/in", token_file=str(token)),
         )
+    token.write_text("")
+    token.chmod(0o600)
+    with pytest.raises(PublishError, match="is empty; write the token into it"):
+        HttpPublisher(
+            tmp_path / "d.db",
+            HttpConfig(enabled=True, url="https://127.0.0.1:9/in", token_file=str(token)),
+        )
 
 
 @pytest.mark.parametrize(
