@@ -20,6 +20,7 @@ import re
 import socket
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -530,9 +531,6 @@ class LiveConfig(_Section):
         return self
 
 
-_URL = re.compile(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]?#]+)(:\d{1,5})?(/[^\s#]*)?")
-
-
 class HttpConfig(_Section):
     """HTTP(S) uplink of the detection outbox: batches of messages POSTed as JSON to one
     URL, for networks that pass only web traffic (institutional firewalls, cellular
@@ -585,17 +583,25 @@ class HttpConfig(_Section):
     @field_validator("url")
     @classmethod
     def _is_http_url(cls, v: str | None) -> str | None:
-        if v is not None and "@" in v.split("/")[2 if "//" in v else 0]:
+        if v is None:
+            return v
+        parts = urllib.parse.urlsplit(v)
+        if "@" in parts.netloc:  # user:password@host; the url is said in logs
             raise PydanticCustomError(
                 "http_url_credentials",
                 "{value} carries credentials: put the token in token_file (sent as a "
                 "bearer token), not in the url, which is logged",
-                {"value": repr(v.split("//", 1)[0] + "//" + v.split("@", 1)[1])},
+                {"value": repr(f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}")},
             )
-        if v is not None and not _URL.fullmatch(v):
+        try:
+            port = parts.port  # ValueError above 65535: getaddrinfo would wrap it
+        except ValueError:
+            port = -1
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname or port in (0, -1):
             raise PydanticCustomError(
                 "http_url",
-                "{value} is not an http(s) URL: write https://host[:port]/path",
+                "{value} is not an http(s) URL: write https://host[:port]/path (a port "
+                "from 1 to 65535)",
                 {"value": repr(v)},
             )
         return v
@@ -608,8 +614,7 @@ class HttpConfig(_Section):
     @property
     def host(self) -> str:
         """url's host name or address, without brackets or port."""
-        m = _URL.fullmatch(self.url or "")
-        return m.group(2).strip("[]") if m else ""
+        return urllib.parse.urlsplit(self.url or "").hostname or ""
 
     @model_validator(mode="after")
     def _enabled_needs_url(self) -> HttpConfig:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import http.client
 import json
 import socket
 import ssl
@@ -74,7 +75,7 @@ class Answer:
 def _seconds_until(retry_after: str) -> float:
     """A Retry-After header's wait: seconds, or an HTTP date; 0 when it says neither."""
     value = retry_after.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" is a digit to str.isdigit
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -86,21 +87,15 @@ def _seconds_until(retry_after: str) -> float:
 
 
 def _proxy_for(url: str) -> str | None:
-    """The proxy urllib sends `url` through (https_proxy, http_proxy, no_proxy), or None."""
-    scheme, host = url.split("://", 1)[0].lower(), urllib.parse.urlsplit(url).hostname or ""
-    proxies = urllib.request.getproxies()
-    if scheme not in proxies or urllib.request.proxy_bypass(host):
+    """The proxy urllib sends `url` through (https_proxy, http_proxy, no_proxy), without
+    any user name or password in it, or None."""
+    request = urllib.request.Request(url)
+    proxy = urllib.request.getproxies().get(request.type)
+    if not proxy or urllib.request.proxy_bypass(request.host):  # host:port, as urllib asks
         return None
-    return (
-        urllib.parse.urlsplit(proxies[scheme])
-        ._replace(netloc=_no_credentials(proxies[scheme]))
-        .geturl()
-    )
-
-
-def _no_credentials(proxy: str) -> str:
-    netloc = urllib.parse.urlsplit(proxy).netloc
-    return netloc.rsplit("@", 1)[-1]
+    scheme, _, rest = proxy.rpartition("://")
+    shown = rest.rpartition("@")[2]  # "user:secret@proxy:3128" is taken by urllib too
+    return f"{scheme}://{shown}" if scheme else shown
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -140,12 +135,15 @@ class HttpPublisher(OutboxSender):
         self.cfg, self.url, self.poll_s = cfg, cfg.url, poll_s
         # messages in one POST: the config's, lowered when a server refuses a batch as
         # too large (413), so that each later batch is not split again from the start
-        self.batch = cfg.batch
-        # a batch of several refused message by message: the server's fault, not the
-        # messages'. Until it accepts one again, each try is one message, not a split
-        # of the whole batch (99 POSTs a try for 50 on a metered link)
+        self._too_large_at: int | None = None  # the smallest batch refused with 413
+        self._fits = 0  # the largest batch the server has taken
+        # the server refused every message it was sent since it last took one: each try
+        # is then one message (a split of 50 was 99 POSTs a try on a metered link)
         self._refusing_all = False
-        self._probe = 0  # which message of the batch the next such try sends
+        self._server_takes = False  # it has taken a message since it last refused all
+        self._suspects: list[tuple[str, Answer]] = []  # refused alone before it took any
+        self._probe_depth = 0
+        self._refusal_said: int | None = None  # the status whose server words were said
         self._token = self._read_token()
         if warning := cfg.clear_text_password_warning():
             self._say(f"uplink: {warning}")
@@ -168,9 +166,17 @@ class HttpPublisher(OutboxSender):
         from animalclap_edge.secret_files import SecretFileError, read_secret
 
         try:
-            return read_secret(self.cfg.token_file, "messaging.http.token_file")
+            token = read_secret(self.cfg.token_file, "messaging.http.token_file")
         except SecretFileError as e:
             raise PublishError(str(e)) from None
+        # a second line (an expiry note) went into the header, whose error quoted the
+        # token into the journal and the health table
+        if any(c < " " or c == "\x7f" for c in token) or not token.isascii():
+            raise PublishError(
+                f"messaging.http.token_file {self.cfg.token_file}: holds more than one "
+                "line or characters a header cannot carry: write the token alone"
+            )
+        return token
 
     def describe(self) -> str:
         proxy = _proxy_for(self.url)
@@ -191,28 +197,29 @@ class HttpPublisher(OutboxSender):
         failed POST, wait with backoff and try again."""
         backoff, last_beat = 1.0, float("-inf")
         with DetectionStore(self.db_path) as store:
-            while not self._stop.is_set():
+            while not self.stopping:
                 failed: Answer | None = None
                 if time.monotonic() - last_beat >= self.heartbeat_s:
                     failed = self._heartbeat(store)
-                    if failed is None:
-                        last_beat = time.monotonic()
-                rows = store.pending_outbox(self.batch) if failed is None else []
-                if rows:
-                    failed = self._send(store, rows)
+                    last_beat = time.monotonic() if failed is None else last_beat
+                # a server that answered the heartbeat badly (its health handler broken)
+                # still gets the detections: only no answer at all stops the pass
+                if failed is None or failed.status is not None:
+                    failed = self._probe(store) if self._refusing_all else self._send(store)
                 if failed is not None:
-                    self._stop.wait(min(self.max_backoff_s, max(backoff, failed.retry_after_s)))
+                    self.wait(min(self.max_backoff_s, max(backoff, failed.retry_after_s)))
                     backoff = min(self.max_backoff_s, backoff * 2)
                     continue
                 backoff = 1.0
-                if len(rows) < self.batch:  # caught up: wait for more
-                    self._stop.wait(self.poll_s)
+                if store.backlog() == 0 or self._refusing_all:  # caught up: wait for more
+                    self.wait(self.poll_s)
             if self._reachable:  # the state at the end (a run over files sent one at start)
                 self._heartbeat(store, timeout_s=min(self.cfg.timeout_s, 5.0))
 
-    def _send(self, store: DetectionStore, rows: list[tuple[str, str]]) -> Answer | None:
-        """POST `rows` (events and detections, one kind per POST); the failure that
-        stopped it, or None."""
+    def _send(self, store: DetectionStore) -> Answer | None:
+        """POST the oldest batch (events and detections, one kind per POST); the
+        failure that stopped it, or None."""
+        rows = store.pending_outbox(self._batch_size())
         events = [r for r in rows if is_event_id(r[0])]
         detections = [r for r in rows if not is_event_id(r[0])]
         for kind, batch in (("events", events), ("detections", detections)):
@@ -220,51 +227,91 @@ class HttpPublisher(OutboxSender):
                 return failed
         return None
 
+    def _batch_size(self) -> int:
+        """The config's batch, or after a 413 the largest batch the server has taken
+        (half the refused one until it has taken any): one message too large for any
+        batch must not bring every later batch down to one."""
+        if self._too_large_at is None:
+            return self.cfg.batch
+        return max(1, min(self.cfg.batch, self._fits or self._too_large_at // 2))
+
     def _deliver(
         self, store: DetectionStore, kind: str, rows: list[tuple[str, str]]
     ) -> Answer | None:
         """POST one batch; a batch refused for what it holds is sent again in halves,
-        down to the messages at fault. The failure that stopped it, or None."""
-        if self._refusing_all and len(rows) > 1:
-            return self._probe_one(store, kind, rows)
+        down to the messages at fault. The failure that stopped it, or None.
+
+        A message refused alone counts a refusal (set aside after `max_attempts` in a
+        row) only where the server is known to take others: it took one of the same
+        batch, or (a message alone) one since it last refused them all. Otherwise the
+        refused are suspects, counted when the server takes another message (probed
+        for from further into the outbox), and the server is in fault: one that
+        refuses everything (a wrong endpoint answering 400, a firewall) would otherwise
+        set the whole outbox aside."""
         refused: list[tuple[str, Answer]] = []
         failed, delivered = self._halves(store, kind, rows, refused)
-        if failed is None and refused and not delivered and len(rows) > 1:
-            # every message refused alone: a server that refuses everything (a wrong
-            # endpoint answering 400) would otherwise set the whole outbox aside
-            self._refusing_all = True
-            return self._fails_all(len(rows), refused[0][1])
+        if delivered:
+            self._takes_messages(store)
+        if failed is not None or not refused:
+            return failed
+        if not self._server_takes or (len(rows) > 1 and not delivered):
+            self._suspects += [r for r in refused if r[0] not in dict(self._suspects)]
+            return self._refuses_all(refused[0][1])
         for msg_id, answer in refused:
-            if answer.status == 413:  # alone and still too large: it never will fit
-                self._set_aside(store, msg_id, answer.why)
-            else:
-                self._refused(store, msg_id, answer.why)
-        return failed
+            self._count_refusal(store, msg_id, answer)
+        return None
 
-    def _fails_all(self, n: int, answer: Answer) -> Answer:
+    def _count_refusal(self, store: DetectionStore, msg_id: str, answer: Answer) -> None:
+        if answer.status == 413:  # alone and still too large: it never will fit
+            self._set_aside(store, msg_id, answer.why)
+        else:
+            self._refused(store, msg_id, answer.why)
+
+    def _takes_messages(self, store: DetectionStore) -> None:
+        """The server took a message: it works, so the suspects it refused alone were
+        refused for themselves, and count."""
+        self._server_takes, self._refusing_all = True, False
+        suspects, self._suspects = self._suspects, []
+        for msg_id, answer in suspects:
+            self._count_refusal(store, msg_id, answer)
+
+    def _refuses_all(self, answer: Answer) -> Answer:
+        """The server refused every message it was sent since it last took one: its
+        fault, said and logged as a failed connection (one reason a status)."""
+        self._refusing_all, self._server_takes = True, False
         why = (
-            f"{self.url} refused each of {n} messages ({answer.why}): a fault of the "
-            "server or of messaging.http.url, not of the messages"
+            f"{self.url} refuses every message it is sent (HTTP {answer.status}; the "
+            f"first said: {answer.why}): a fault of the server or of messaging.http.url, "
+            "not of the messages"
         )
+        if self._refusal_said != answer.status:  # the server's words once, then the status
+            self._refusal_said = answer.status
+        else:
+            why = f"{self.url} refuses every message it is sent (HTTP {answer.status})"
         failed = Answer(None, why)
-        self._after(failed)
+        self._after(failed, message=True)
         return failed
 
-    def _probe_one(
-        self, store: DetectionStore, kind: str, rows: list[tuple[str, str]]
-    ) -> Answer | None:
-        """While the server refuses every message: one message a try, another each
-        time (the first may be the one at fault), until it takes one."""
-        msg_id, payload = rows[self._probe % len(rows)]
+    def _probe(self, store: DetectionStore) -> Answer | None:
+        """While the server refuses every message: one message a try, from further into
+        the outbox each time (the oldest may all be bad: detections logged before the
+        clock was set, that the server refuses), until it takes one."""
+        self._probe_depth += 1
+        rows = store.pending_outbox(self._probe_depth * self._batch_size())
+        if not rows:
+            return None
+        msg_id, payload = rows[-1]
+        kind = "events" if is_event_id(msg_id) else "detections"
         answer = self._post(kind, [payload], [msg_id])
         if answer.ok:
-            self._refusing_all = False
-            self._after(answer)  # reachable again: the outage ends
+            self._probe_depth = 0
             self.stats.delivered += store.mark_delivered([msg_id])
+            self._takes_messages(store)
             return None
         if answer.refused_for_content:
-            self._probe += 1
-            return self._fails_all(len(rows), answer)
+            if all(msg_id != s for s, _ in self._suspects):
+                self._suspects.append((msg_id, answer))
+            return self._refuses_all(answer)
         return answer
 
     def _halves(
@@ -276,22 +323,25 @@ class HttpPublisher(OutboxSender):
     ) -> tuple[Answer | None, int]:
         """(the failure that stopped it or None, messages delivered); the messages
         refused alone are added to `refused`."""
+        if self.stopping:  # a split can be 99 POSTs: stop() must not wait them out
+            return Answer(None, "stopped"), 0
         ids = [i for i, _ in rows]
         answer = self._post(kind, [payload for _, payload in rows], ids)
         if answer.ok:
             n = store.mark_delivered(ids)
             self.stats.delivered += n
+            self._fits = max(self._fits, len(rows))
             return None, n
         if not answer.refused_for_content:
             return answer, 0
-        if answer.status == 413 and len(rows) > 1 and len(rows) // 2 < self.batch:
-            self.batch = len(rows) // 2  # learnt: later batches are not split from the start
+        if answer.status == 413 and len(rows) > 1:
+            self._too_large_at = min(self._too_large_at or len(rows), len(rows))
             if not self._said_413:
                 self._said_413 = True
                 self._say(
                     f"uplink: {self.url} refused a batch of {len(rows)} messages as too large "
-                    f"(HTTP 413): batches of at most {self.batch} from now on (lower "
-                    "messaging.http.batch to start there)"
+                    f"(HTTP 413): batches of at most {self._batch_size()} from now on, the "
+                    "largest it takes (lower messaging.http.batch to start there)"
                 )
         if len(rows) == 1:
             refused.append((ids[0], answer))
@@ -351,9 +401,10 @@ class HttpPublisher(OutboxSender):
         except urllib.error.HTTPError as e:
             answer = self._answer_of(e)
             e.close()
-        except (urllib.error.URLError, OSError, ValueError) as e:  # no HTTP answer came
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+            # no HTTP answer came, or none that parses (an SSH port, a 200 cut short)
             answer = Answer(None, f"cannot reach {self.url}: {self._network_hint(e)}")
-        self._after(answer)
+        self._after(answer, message=bool(ids))
         return answer
 
     def _answer_of(self, e: urllib.error.HTTPError) -> Answer:
@@ -413,13 +464,18 @@ class HttpPublisher(OutboxSender):
             return f"{said} (a TLS port resets plain HTTP: should the url be https://?)"
         return said
 
-    def _after(self, answer: Answer) -> None:
+    def _after(self, answer: Answer, message: bool) -> None:
         """Keep the connection state: a failure is said and logged, an answer after
-        failures ends the outage."""
-        # the server answered; while it refuses every message that is no connection
-        if answer.ok or (answer.refused_for_content and not self._refusing_all):
+        failures ends the outage. While the server refuses every message, only a
+        message it takes ends it (its heartbeats' 2xx flapped the outage each beat)."""
+        if answer.ok and (message or not self._refusing_all):
             if not self._reachable:
                 self._reachable = True
+                self._connected_again(self.url)
+            return
+        if answer.ok or answer.refused_for_content:
+            if answer.refused_for_content and not self._refusing_all and not self._reachable:
+                self._reachable = True  # it answered; _deliver judges what it refused
                 self._connected_again(self.url)
             return
         self._reachable = False

@@ -16,6 +16,8 @@ and the config refuses two enabled uplinks.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from animalclap_edge.db_lock import DbLock
 from animalclap_edge.records import is_event_id
 from animalclap_edge.sources.clock import system_clock_synchronized
-from animalclap_edge.store import DetectionStore
+from animalclap_edge.store import DetectionStore, StoreError
 
 if TYPE_CHECKING:
     from animalclap_edge.config import EdgeConfig
@@ -215,16 +217,47 @@ class OutboxSender:
         """Take the database's uplink lock (UplinkBusy if another sender has it), then
         run `run` in a daemon thread."""
         self.lock.acquire()
-        self._thread = threading.Thread(target=self.run, name=f"{self.name}-uplink", daemon=True)
+        self._thread = threading.Thread(
+            target=self._sending, name=f"{self.name}-uplink", daemon=True
+        )
         self._thread.start()
         return self
 
+    def _sending(self) -> None:
+        """`run` until stopped, the lock released when it ends. An exception `run` did
+        not expect ended the thread unseen (an SSH port's banner to an HTTP client),
+        and the backlog grew until a restart: said, logged, and `run` again after a
+        wait."""
+        backoff = 1.0
+        try:
+            while not self.stopping:
+                try:
+                    self.run()
+                    return
+                except Exception as e:  # any: the uplink must go on
+                    why = f"{type(e).__name__}: {e}"[:300]
+                    self.stats.last_error = why
+                    self._say(f"uplink: {self.name} failed ({why}); starting it again")
+                    with contextlib.suppress(sqlite3.Error, StoreError):
+                        self._health("uplink_failed", {"why": why})
+                    self.wait(backoff)
+                    backoff = min(self.max_backoff_s, backoff * 2)
+        finally:
+            self.lock.release()  # here, not in stop(): a thread still sending holds it
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Ask the thread to stop, wait up to `timeout`, and release the lock."""
+        """Ask the thread to stop and wait up to `timeout`; it releases the lock as it
+        ends (now, if it never started)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        self.lock.release()
+        if self._thread is None:
+            self.lock.release()
+            return
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._say(
+                f"uplink: {self.name} still sending after {timeout:g} s; the uplink lock "
+                "is released when it ends"
+            )
 
     def backlog(self) -> int:
         """Messages still to send (neither delivered nor set aside)."""

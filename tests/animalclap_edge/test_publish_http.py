@@ -187,13 +187,13 @@ def test_a_server_that_refuses_every_message_sets_none_aside(tmp_path):
     _logged(db, 8)
     with (
         Server(lambda kind, messages, headers: (400, {})) as server,
-        sending(db, server.url) as (pub, _),
+        sending(db, server.url) as (pub, said),
     ):
         assert wait_until(lambda: pub.stats.connect_failures >= 2, 10)
     with DetectionStore(db) as store:
         assert store.set_aside_count() == 0 and store.backlog() == 8
-    assert "refused each of 8 messages" in pub.stats.last_connect_error
-    assert "messaging.http.url" in pub.stats.last_connect_error
+    assert "refuses every message it is sent (HTTP 400)" in pub.stats.last_connect_error
+    assert any("a fault of the server or of messaging.http.url" in line for line in said)
 
 
 @pytest.mark.timeout(60)
@@ -284,7 +284,8 @@ def test_a_token_file_others_can_read_is_refused_at_start(tmp_path):
         ),
         # a default url sent the token to a host nobody chose
         ({"http": {"enabled": True}}, "enabled is true but url is not set"),
-        ({"http": {"url": "https://u:pw@x/in"}}, "'https://x/in' carries credentials"),
+        ({"http": {"url": "https://u:p@ss@x/in"}}, "'https://x' carries credentials"),
+        ({"http": {"url": "https://x:99999/in"}}, "(a port from 1 to 65535)"),
         ({"http": {"url": "ftp://x/y"}}, "is not an http(s) URL"),
         ({"http": {"url": "http://x/y", "ca_file": "ca.pem"}}, "url is not https"),
     ],
@@ -593,3 +594,129 @@ def test_an_uplink_of_ones_own_needs_a_name_and_a_run(tmp_path):
     assert sorted(sent) == sorted(ids)
     assert "uplink: file uplink" in err.getvalue() and "30 delivered" in err.getvalue()
     assert up.heartbeat(DetectionStore(db))[0]["protocol"] == "file"
+
+
+@pytest.mark.timeout(90)
+def test_bad_messages_at_the_head_are_set_aside_and_the_good_behind_them_arrive(tmp_path):
+    """A server that wants start_time_utc, and 50 detections logged before the clock
+    was set: the 10 good ones behind them waited for ever (a review found it)."""
+    db = tmp_path / "d.db"
+    ids = _logged(db, 60)
+    bad = set(ids[:50])
+
+    def answer(kind, messages, headers):
+        return (422, {}) if any(m.get("detection_id") in bad for m in messages) else None
+
+    with Server(answer) as server, sending(db, server.url) as (pub, _):
+        assert wait_until(lambda: pub.backlog() == 0, 60)
+    assert sorted(set(server.ids())) == sorted(ids[50:])
+    with DetectionStore(db) as store:
+        assert store.set_aside_count() == 50
+
+
+@pytest.mark.timeout(60)
+def test_a_server_refusing_everything_sets_aside_no_message_that_comes_alone(tmp_path):
+    """A live recorder has one message at a time: each was refused three times in
+    0.15 s and set aside; its heartbeats' 2xx also ended and began the outage anew."""
+    db = tmp_path / "d.db"
+    _logged(db, 1)
+
+    def answer(kind, messages, headers):
+        return None if kind == "health" else (400, {})
+
+    with Server(answer) as server, sending(db, server.url, heartbeat_s=5) as (pub, said):
+        assert wait_until(lambda: pub.stats.connect_failures >= 3, 20)
+        with DetectionStore(db) as store:
+            store.add_detections([_det(5 * 72_000)])  # a second, alone as well
+        assert wait_until(lambda: sum(k == "health" for k, _, _ in server.posts) >= 2, 10)
+    with DetectionStore(db) as store:
+        assert store.set_aside_count() == 0 and store.backlog() == 2
+    assert pub.stats.refused == 0
+    assert not any("connected" in line for line in said)  # no outage ended by a heartbeat
+
+
+@pytest.mark.timeout(60)
+def test_an_answer_that_is_not_http_does_not_end_the_uplink(tmp_path):
+    """An SSH port's banner (a url with the wrong port) raised out of urllib and ended
+    the sending thread unseen; the backlog grew until a restart."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def banner() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)  # the request, then an answer that is not HTTP
+                conn.sendall(b"SSH-2.0-OpenSSH_8.9\r\n")
+
+    threading.Thread(target=banner, daemon=True).start()
+    db = tmp_path / "d.db"
+    _logged(db, 2)
+    try:
+        with sending(db, f"http://127.0.0.1:{port}/in") as (pub, _):
+            assert wait_until(lambda: pub.stats.connect_failures >= 2, 10)
+            assert pub._thread is not None and pub._thread.is_alive()
+    finally:
+        listener.close()
+    assert "SSH-2.0" in pub.stats.last_connect_error
+
+
+@pytest.mark.timeout(60)
+def test_a_heartbeat_the_server_fails_does_not_hold_the_detections_back(tmp_path):
+    db = tmp_path / "d.db"
+    ids = _logged(db, 5)
+
+    def answer(kind, messages, headers):
+        return (500, {}) if kind == "health" else None
+
+    with Server(answer) as server, sending(db, server.url) as (pub, _):
+        assert wait_until(lambda: pub.backlog() == 0, 10)
+    assert sorted(server.ids()) == sorted(ids)
+
+
+def test_a_token_file_of_two_lines_is_refused_before_it_reaches_a_header(tmp_path):
+    """Its second line made the header invalid, and the error quoted the token into
+    the journal and the health table."""
+    token = tmp_path / "token"
+    token.write_text("s3cret\nexpires 2027-01\n")
+    token.chmod(0o600)
+    cfg = HttpConfig(enabled=True, url="https://127.0.0.1:9/in", token_file=str(token))
+    with pytest.raises(PublishError, match="more than one line") as e:
+        HttpPublisher(tmp_path / "d.db", cfg)
+    assert "s3cret" not in str(e.value)
+
+
+@pytest.mark.timeout(90)
+def test_one_message_too_large_for_any_batch_leaves_the_batch_at_what_fits(tmp_path):
+    db = tmp_path / "d.db"
+    ids = _logged(db, 250)
+    big = ids[7]
+
+    def answer(kind, messages, headers):
+        return (413, {}) if any(m.get("detection_id") == big for m in messages) else None
+
+    with Server(answer) as server, sending(db, server.url, batch=50) as (pub, _):
+        assert wait_until(lambda: pub.backlog() == 0, 30)
+    assert sorted(set(server.ids())) == sorted(i for i in ids if i != big)
+    assert pub._batch_size() >= 25  # it fell to 1 for the rest of the run
+    with DetectionStore(db) as store:
+        assert store.set_aside_count() == 1
+
+
+def test_the_start_line_names_the_proxy_without_its_password(tmp_path, monkeypatch):
+    for name in ("https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("https_proxy", "http://user:secret@proxy.station.lan:3128")
+    monkeypatch.setenv("no_proxy", "localhost")
+    far = HttpPublisher(tmp_path / "d.db", HttpConfig(url="https://ingest.example/in"))
+    assert far.describe() == (
+        "http POST https://ingest.example/in through the proxy http://proxy.station.lan:3128"
+    )
+    near = HttpPublisher(tmp_path / "d.db", HttpConfig(url="https://localhost:8443/in"))
+    assert near.describe() == "http POST https://localhost:8443/in"  # no_proxy
