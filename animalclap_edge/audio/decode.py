@@ -41,6 +41,11 @@ _EXTENSIONS_BY_FORMAT = {
     "AU": (".au", ".snd"),
     "CAF": (".caf",),
 }
+# every audio extension libsndfile knows, read here or not: an .mp3 with a libsndfile
+# built without MP3 (Ubuntu 22.04's 1.0.31) is a recording skipped with its reason
+AUDIO_EXTENSIONS: frozenset[str] = frozenset(
+    e for exts in _EXTENSIONS_BY_FORMAT.values() for e in exts
+)
 _AVAILABLE_FORMATS = sf.available_formats()
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(
     ext for fmt, exts in _EXTENSIONS_BY_FORMAT.items() if fmt in _AVAILABLE_FORMATS for ext in exts

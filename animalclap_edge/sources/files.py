@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from animalclap_edge.audio.decode import (
+    AUDIO_EXTENSIONS,
     SUPPORTED_EXTENSIONS,
     AudioError,
     AudioInfo,
@@ -82,7 +83,7 @@ def _plainly_not_audio(path: Path) -> bool:
     """No audio format by its extension (a recorder's summary CSV, CONFIG.TXT, notes.txt,
     a README): not a recording. Audio soundfile cannot read (.m4a) is one, skipped."""
     ext = path.suffix.lower()
-    return ext not in SUPPORTED_EXTENSIONS and ext not in _UNSUPPORTED_AUDIO
+    return ext not in AUDIO_EXTENSIONS and ext not in _UNSUPPORTED_AUDIO
 
 
 def _not_audio_reason(path: Path) -> str:

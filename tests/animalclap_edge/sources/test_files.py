@@ -111,6 +111,20 @@ def test_files_that_are_not_audio_are_no_recordings_but_are_tallied(tmp_path):
     assert FolderSource(only_audio, TARGET).not_audio_note() is None
 
 
+def test_audio_this_libsndfile_cannot_read_is_a_skipped_recording_not_passed_over(
+    tmp_path, monkeypatch
+):
+    """An .mp3 where libsndfile was built without MP3 (Ubuntu 22.04's 1.0.31) was
+    tallied with the notes and CSVs, not skipped with its reason."""
+    import animalclap_edge.sources.files as files
+
+    monkeypatch.setattr(files, "SUPPORTED_EXTENSIONS", files.SUPPORTED_EXTENSIONS - {".mp3"})
+    (tmp_path / "dawn.mp3").write_bytes(b"\0" * 64)
+    src = FolderSource(tmp_path, TARGET)
+    (item,) = list(src.recordings())
+    assert isinstance(item, Skipped) and src.not_audio_note() is None
+
+
 @needs_real
 def test_time_from_recorder_file_name(tmp_path):
     src = a_real_wav()
