@@ -921,8 +921,12 @@ def taxon_filter(
             higher = (
                 "; the database records no taxonomy above the genus, so a family, order or "
                 f"class is known only by its back-off rows (unknown {name}), and it holds "
-                "none: give its species or genera with --taxon, or --catalogue (the bundle "
-                "or its catalogue CSV) to place it"
+                "none: give its species or genera with --taxon"
+                + (
+                    f" ({cast(TaxonSelection, taxa).source} has no taxon of that name either)"
+                    if catalogue is not None
+                    else ", or --catalogue (the bundle or its catalogue CSV) to place it"
+                )
                 if " " not in name  # one word: a genus it does not hold, or a higher taxon
                 else ""
             )
@@ -947,8 +951,14 @@ def taxon_filter(
             notes.append(
                 f"--taxon {name}: a {above_genus[0]}; the database does not record which "
                 f"{above_genus[0]} a species belongs to, so only its back-off rows (unknown "
-                f"{name}) are kept: give --catalogue (the bundle or its catalogue CSV) to "
-                "keep its species too, or name them with --taxon"
+                f"{name}) are kept: "
+                + (
+                    f"{cast(TaxonSelection, taxa).source} does not name it either; name its "
+                    "species with --taxon"
+                    if catalogue is not None
+                    else "give --catalogue (the bundle or its catalogue CSV) to keep its "
+                    "species too, or name them with --taxon"
+                )
             )
     # nothing matched: no row (each name was said above)
     return [("(" + " OR ".join(f"({p})" for p in parts) + ")") if parts else "0"], args, notes

@@ -229,6 +229,8 @@ def test_a_family_or_order_keeps_its_species_with_the_catalogue(stopped_card, tm
     out, err = capsys.readouterr()
     assert "Erithacus rubecula" in {r["scientific_name"] for r in _csv(out)}
     assert "an order in the catalogue" in err
+    assert main([*argv, "--taxon", "Strigidae"]) == 0  # owls: not in this catalogue
+    assert f"(the catalogue of {cat} has no taxon of that name either)" in capsys.readouterr().err
     # without the catalogue: the back-off rows alone, and the note says how to do better
     argv = ["report", "detections", "--db", str(stopped_card), "--taxon", "Turdidae"]
     assert main(argv) == 0
