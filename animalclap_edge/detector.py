@@ -51,7 +51,7 @@ from animalclap_edge.room import is_full, is_want_of_room, make_room
 from animalclap_edge.scoring import Scorer, ScoringSettings, WindowScore, WindowScorer
 from animalclap_edge.sinks import DetectionSink, GuardedSink
 from animalclap_edge.sources import Recording, Skipped, Source
-from animalclap_edge.store import RUN_FINISHED, RUN_STOPPED, DetectionStore
+from animalclap_edge.store import RUN_FINISHED, RUN_STOPPED, DetectionStore, StoreError
 
 T = TypeVar("T")
 
@@ -281,7 +281,8 @@ class Detector:
                 failed.add(name)
                 why = f"{type(e).__name__}: {e}"
                 warnings.warn(f"sink {name} failed ({why}); the run goes on", stacklevel=2)
-                with contextlib.suppress(sqlite3.Error):
+                # StoreError: a store closed under a sink told of the run's end
+                with contextlib.suppress(sqlite3.Error, StoreError):
                     store.add_health("sink_failed", name, {"why": why[:500]})
 
         guarded = [GuardedSink(s, sink_failed) for s in sinks]

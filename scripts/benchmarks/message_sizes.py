@@ -15,7 +15,7 @@ import argparse
 import sqlite3
 import statistics
 
-from animalclap_edge import store as S
+from animalclap_edge import payloads as S
 
 
 def sizes(db: str) -> dict[str, list[int]]:
