@@ -358,12 +358,12 @@ class MqttPublisher(OutboxSender):
         try:
             client.connect(host, port, keepalive=self.keepalive_s)
         except (OSError, ValueError) as e:  # refused, no route, DNS, TLS handshake
-            self._connect_failed(f"cannot reach {host}:{port}: {self._tls_hint(e)}")
+            self.failed(f"cannot reach {host}:{port}: {self._tls_hint(e)}")
             return False
         client.loop_start()
         self._connack.wait(CONNACK_WAIT_S)
         if self._accepted:
-            self._connected_again(f"{host}:{port}")
+            self.connected_to(f"{host}:{port}")
             return True
         why = self._refusal or f"no answer from {host}:{port} within {CONNACK_WAIT_S:g} s"
         if any(words in why.lower() for words in _AUTH_REFUSALS):
@@ -408,7 +408,7 @@ class MqttPublisher(OutboxSender):
                     f"the client certificate in cert_file {self.cfg.cert_file}: is it "
                     "signed by a CA the broker trusts?)"
                 )
-        self._connect_failed(why)
+        self.failed(why)
         return False
 
     def _tls_hint(self, e: Exception) -> str:
@@ -473,7 +473,7 @@ class MqttPublisher(OutboxSender):
         self._collect(store, inflight)
         if probing is not None and probing in inflight.values() and not self._stop.is_set():
             why = f"the broker closed the connection while it was sent alone ({self.stats.last_error})"
-            self._refused(store, probing, why)
+            self.refused(store, probing, why)
         # published once more, one at a time, on the next connection
         self._suspects = list(dict.fromkeys(list(inflight.values()) + suspects))
 
@@ -503,7 +503,7 @@ class MqttPublisher(OutboxSender):
             size = packet_size(topic, payload, v5)
             if self._max_packet and size > self._max_packet:
                 # the broker said it disconnects for this: never sent, set aside at once
-                self._set_aside(
+                self.set_aside(
                     store,
                     msg_id,
                     f"{size}-byte message over the broker's maximum packet size "
@@ -534,11 +534,11 @@ class MqttPublisher(OutboxSender):
             if msg_id is None:
                 continue  # the retained status
             if reason.is_failure:
-                self._refused(store, msg_id, f"the broker refused it: {reason}")
+                self.refused(store, msg_id, f"the broker refused it: {reason}")
             else:
                 delivered.append(msg_id)
         if delivered:
-            self.stats.delivered += store.mark_delivered(delivered)
+            self.delivered(store, delivered)
 
     def _heartbeat(self, store: DetectionStore) -> None:
         """Uplink state, the newest health snapshot, and the health events (source lost,

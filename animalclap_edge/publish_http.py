@@ -141,7 +141,7 @@ class HttpPublisher(OutboxSender):
         # is then one message (a split of 50 was 99 POSTs a try on a metered link)
         self._refusing_all = False
         self._server_takes = False  # it has taken a message since it last refused all
-        self._suspects: list[tuple[str, Answer]] = []  # refused alone before it took any
+        self._suspects: dict[str, Answer] = {}  # refused alone before it took any
         self._probe_depth = 0
         self._refusal_said: int | None = None  # the status whose server words were said
         self._token = self._read_token()
@@ -204,22 +204,26 @@ class HttpPublisher(OutboxSender):
                     last_beat = time.monotonic() if failed is None else last_beat
                 # a server that answered the heartbeat badly (its health handler broken)
                 # still gets the detections: only no answer at all stops the pass
+                full = False  # a whole batch was taken: more may wait
                 if failed is None or failed.status is not None:
-                    failed = self._probe(store) if self._refusing_all else self._send(store)
+                    if self._refusing_all:
+                        failed = self._probe(store)
+                    else:
+                        rows = store.pending_outbox(self._batch_size())
+                        failed, full = self._send(store, rows), len(rows) == self._batch_size()
                 if failed is not None:
                     self.wait(min(self.max_backoff_s, max(backoff, failed.retry_after_s)))
                     backoff = min(self.max_backoff_s, backoff * 2)
                     continue
                 backoff = 1.0
-                if store.backlog() == 0 or self._refusing_all:  # caught up: wait for more
+                if not full:  # caught up (or probing): wait for more
                     self.wait(self.poll_s)
             if self._reachable:  # the state at the end (a run over files sent one at start)
                 self._heartbeat(store, timeout_s=min(self.cfg.timeout_s, 5.0))
 
-    def _send(self, store: DetectionStore) -> Answer | None:
-        """POST the oldest batch (events and detections, one kind per POST); the
-        failure that stopped it, or None."""
-        rows = store.pending_outbox(self._batch_size())
+    def _send(self, store: DetectionStore, rows: list[tuple[str, str]]) -> Answer | None:
+        """POST `rows` (events and detections, one kind per POST); the failure that
+        stopped it, or None."""
         events = [r for r in rows if is_event_id(r[0])]
         detections = [r for r in rows if not is_event_id(r[0])]
         for kind, batch in (("events", events), ("detections", detections)):
@@ -255,7 +259,8 @@ class HttpPublisher(OutboxSender):
         if failed is not None or not refused:
             return failed
         if not self._server_takes or (len(rows) > 1 and not delivered):
-            self._suspects += [r for r in refused if r[0] not in dict(self._suspects)]
+            for msg_id, answer in refused:
+                self._suspects.setdefault(msg_id, answer)
             return self._refuses_all(refused[0][1])
         for msg_id, answer in refused:
             self._count_refusal(store, msg_id, answer)
@@ -263,16 +268,16 @@ class HttpPublisher(OutboxSender):
 
     def _count_refusal(self, store: DetectionStore, msg_id: str, answer: Answer) -> None:
         if answer.status == 413:  # alone and still too large: it never will fit
-            self._set_aside(store, msg_id, answer.why)
+            self.set_aside(store, msg_id, answer.why)
         else:
-            self._refused(store, msg_id, answer.why)
+            self.refused(store, msg_id, answer.why)
 
     def _takes_messages(self, store: DetectionStore) -> None:
         """The server took a message: it works, so the suspects it refused alone were
         refused for themselves, and count."""
         self._server_takes, self._refusing_all = True, False
-        suspects, self._suspects = self._suspects, []
-        for msg_id, answer in suspects:
+        suspects, self._suspects = self._suspects, {}
+        for msg_id, answer in suspects.items():
             self._count_refusal(store, msg_id, answer)
 
     def _refuses_all(self, answer: Answer) -> Answer:
@@ -305,12 +310,11 @@ class HttpPublisher(OutboxSender):
         answer = self._post(kind, [payload], [msg_id])
         if answer.ok:
             self._probe_depth = 0
-            self.stats.delivered += store.mark_delivered([msg_id])
+            self.delivered(store, [msg_id])
             self._takes_messages(store)
             return None
         if answer.refused_for_content:
-            if all(msg_id != s for s, _ in self._suspects):
-                self._suspects.append((msg_id, answer))
+            self._suspects.setdefault(msg_id, answer)
             return self._refuses_all(answer)
         return answer
 
@@ -328,8 +332,7 @@ class HttpPublisher(OutboxSender):
         ids = [i for i, _ in rows]
         answer = self._post(kind, [payload for _, payload in rows], ids)
         if answer.ok:
-            n = store.mark_delivered(ids)
-            self.stats.delivered += n
+            n = self.delivered(store, ids)
             self._fits = max(self._fits, len(rows))
             return None, n
         if not answer.refused_for_content:
@@ -468,15 +471,11 @@ class HttpPublisher(OutboxSender):
         """Keep the connection state: a failure is said and logged, an answer after
         failures ends the outage. While the server refuses every message, only a
         message it takes ends it (its heartbeats' 2xx flapped the outage each beat)."""
-        if answer.ok and (message or not self._refusing_all):
-            if not self._reachable:
+        if answer.ok or answer.refused_for_content:  # the server answered
+            ends_outage = (answer.ok and message) or not self._refusing_all
+            if ends_outage and not self._reachable:
                 self._reachable = True
-                self._connected_again(self.url)
-            return
-        if answer.ok or answer.refused_for_content:
-            if answer.refused_for_content and not self._refusing_all and not self._reachable:
-                self._reachable = True  # it answered; _deliver judges what it refused
-                self._connected_again(self.url)
+                self.connected_to(self.url)
             return
         self._reachable = False
-        self._connect_failed(answer.why)
+        self.failed(answer.why)

@@ -886,6 +886,7 @@ def taxon_filter(
     if not taxa:
         return [], [], []
     catalogue = taxa.catalogue if isinstance(taxa, TaxonSelection) else None
+    source = taxa.source if isinstance(taxa, TaxonSelection) else ""
     known = conn.execute(
         "SELECT DISTINCT level, taxon, scientific_name FROM detections"
     ).fetchall()  # one row per label: at most the catalogue and its higher taxa
@@ -902,7 +903,6 @@ def taxon_filter(
             args += placed_args
             mine = {s.lower() for s in placed.species}
             here = sorted({sci for lv, _, sci in known if lv == "species" and sci.lower() in mine})
-            source = cast(TaxonSelection, taxa).source
             notes.append(
                 f"--taxon {name}: a{'n' if placed.level == 'order' else ''} {placed.level} "
                 f"in {source}, whose {len(placed.species)} species under it are kept with "
@@ -923,7 +923,7 @@ def taxon_filter(
                 f"class is known only by its back-off rows (unknown {name}), and it holds "
                 "none: give its species or genera with --taxon"
                 + (
-                    f" ({cast(TaxonSelection, taxa).source} has no taxon of that name either)"
+                    f" ({source} has no taxon of that name either)"
                     if catalogue is not None
                     else ", or --catalogue (the bundle or its catalogue CSV) to place it"
                 )
@@ -953,8 +953,7 @@ def taxon_filter(
                 f"{above_genus[0]} a species belongs to, so only its back-off rows (unknown "
                 f"{name}) are kept: "
                 + (
-                    f"{cast(TaxonSelection, taxa).source} does not name it either; name its "
-                    "species with --taxon"
+                    f"{source} does not name it either; name its species with --taxon"
                     if catalogue is not None
                     else "give --catalogue (the bundle or its catalogue CSV) to keep its "
                     "species too, or name them with --taxon"

@@ -297,8 +297,8 @@ class OutboxSender:
     def _expired_hint(self, cert_file: str | None) -> str:
         return f" (the client certificate in cert_file {cert_file} expired on {self.cert_not_after}: renew it)"
 
-    def _connected_again(self, where: str) -> None:
-        """Count a connection; the end of an outage is logged and said once: a journal
+    def connected_to(self, where: str) -> None:
+        """After an answer: count a connection; the end of an outage is logged and said once: a journal
         that said only the first outage read "connected" through every later one."""
         if self._failures_logged:  # the outage logged ends: the next one is logged again
             self._failures_logged.clear()
@@ -312,7 +312,8 @@ class OutboxSender:
             )
         self.stats.connects += 1
 
-    def _connect_failed(self, why: str) -> None:
+    def failed(self, why: str) -> None:
+        """After no answer: an outage begins (said and logged) or goes on."""
         self.stats.connect_failures += 1
         self.stats.last_error = self.stats.last_connect_error = why
         now = time.monotonic()
@@ -337,14 +338,16 @@ class OutboxSender:
                 "uplink_connect_failed", {"why": why, "attempts": self.stats.connect_failures}
             )
 
-    def _refused(self, store: DetectionStore, msg_id: str, why: str) -> None:
+    def refused(self, store: DetectionStore, msg_id: str, why: str) -> None:
+        """One message the far end will not take: set aside after max_attempts in a row."""
         self.stats.refused += 1
         self.stats.last_error = f"{msg_id}: {why}"
         attempts = store.record_refusal(msg_id, why)
         if attempts >= self.max_attempts:
-            self._set_aside(store, msg_id, f"{why}; {attempts} refusals in a row")
+            self.set_aside(store, msg_id, f"{why}; {attempts} refusals in a row")
 
-    def _set_aside(self, store: DetectionStore, msg_id: str, why: str) -> None:
+    def set_aside(self, store: DetectionStore, msg_id: str, why: str) -> None:
+        """Stop sending one message, keeping it and why (said for the first three)."""
         if not store.set_aside(msg_id, why):
             return
         self.stats.set_aside += 1
@@ -362,24 +365,11 @@ class OutboxSender:
         with DetectionStore(self.db_path) as store:
             store.add_health(kind, self.name, detail)
 
-    # the names a subclass of one's own uses (the built-in ones use the _ forms)
     def delivered(self, store: DetectionStore, ids: list[str]) -> int:
         """Mark `ids` delivered; returns how many were still to send."""
         n = store.mark_delivered(ids)
         self.stats.delivered += n
         return n
-
-    def connected_to(self, where: str) -> None:
-        self._connected_again(where)
-
-    def failed(self, why: str) -> None:
-        self._connect_failed(why)
-
-    def refused(self, store: DetectionStore, msg_id: str, why: str) -> None:
-        self._refused(store, msg_id, why)
-
-    def set_aside(self, store: DetectionStore, msg_id: str, why: str) -> None:
-        self._set_aside(store, msg_id, why)
 
     def heartbeat(self, store: DetectionStore) -> tuple[dict[str, Any], int]:
         """(the heartbeat's body, its marker): pass the marker to `heartbeat_sent`
